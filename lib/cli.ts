@@ -1,0 +1,261 @@
+#!/usr/bin/env node
+/** The llmserve command line: generate, tokenize, synth, info, demo. */
+import { Command, Option } from "commander";
+import cliProgress from "cli-progress";
+import { existsSync, mkdirSync } from "node:fs";
+import { homedir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { LlmserveError } from "./errors.js";
+import { readGguf } from "./gguf.js";
+import { Model } from "./model.js";
+import { synth, SYNTH_TYPES } from "./synth.js";
+import { Tokenizer } from "./tokenizer/index.js";
+import { packageRoot } from "./binding.js";
+import type { Chunk } from "./generate.js";
+
+function int(name: string) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n)) throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected an integer for ${name} but received ${JSON.stringify(v)}`);
+    return n;
+  };
+}
+function float(name: string) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected a number for ${name} but received ${JSON.stringify(v)}`);
+    return n;
+  };
+}
+
+/** A progress bar on stderr when it is a terminal; silent otherwise (keeps --json output clean). */
+function progressBar(label: string): { update: (f: number) => void; stop: () => void } {
+  if (!process.stderr.isTTY) return { update: () => {}, stop: () => {} };
+  const bar = new cliProgress.SingleBar(
+    { format: `${label} [{bar}] {percentage}%`, stream: process.stderr, hideCursor: true, clearOnComplete: true },
+    cliProgress.Presets.shades_classic,
+  );
+  bar.start(100, 0);
+  return { update: (f) => bar.update(Math.round(f * 100)), stop: () => bar.stop() };
+}
+
+async function loadWithProgress(path: string, threads?: number, contextSize?: number): Promise<Model> {
+  const bar = progressBar("loading");
+  try {
+    return await Model.load(path, { threads, contextSize, onProgress: bar.update });
+  } finally {
+    bar.stop();
+  }
+}
+
+interface GenOpts {
+  model: string;
+  prompt?: string;
+  tokens?: string;
+  nPredict: number;
+  temp: number;
+  topK: number;
+  topP: number;
+  minP: number;
+  repeatPenalty: number;
+  seed: number;
+  threads?: number;
+  ctx: number;
+  stop?: string[];
+  json?: boolean;
+}
+
+async function runGenerate(o: GenOpts): Promise<void> {
+  if ((o.prompt === undefined) === (o.tokens === undefined)) {
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", "Pass exactly one of --prompt TEXT or --tokens '[1,2,3]'");
+  }
+  let prompt: string | { tokens: number[] };
+  if (o.tokens !== undefined) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(o.tokens);
+    } catch {
+      throw new LlmserveError("ERR_INVALID_ARGUMENT", `--tokens must be a JSON array of token ids, e.g. "[1,303,281]", but received ${o.tokens}`);
+    }
+    if (!Array.isArray(parsed)) throw new LlmserveError("ERR_INVALID_ARGUMENT", "--tokens must be a JSON array of token ids");
+    prompt = { tokens: parsed as number[] };
+  } else prompt = o.prompt as string;
+  const model = await loadWithProgress(o.model, o.threads, o.ctx);
+  try {
+    const promptTokens = typeof prompt === "string" ? model.tokenize(prompt) : prompt.tokens;
+    const ac = new AbortController();
+    const onSigint = () => ac.abort();
+    process.once("SIGINT", onSigint);
+    const tokens: number[] = [];
+    let text = "";
+    let last: Chunk | undefined;
+    for await (const c of model.generate({ tokens: promptTokens }, {
+      maxTokens: o.nPredict, temperature: o.temp, topK: o.topK, topP: o.topP, minP: o.minP,
+      repeatPenalty: o.repeatPenalty, seed: o.seed, stop: o.stop, signal: ac.signal,
+    })) {
+      tokens.push(...c.tokens);
+      text += c.text;
+      last = c;
+      if (!o.json) process.stdout.write(c.text);
+    }
+    process.off("SIGINT", onSigint);
+    if (o.json) {
+      process.stdout.write(JSON.stringify({ promptTokens, tokens, text, finishReason: last?.finishReason ?? "length", timings: last?.timings ?? {} }) + "\n");
+    } else {
+      process.stdout.write("\n");
+      const t = last?.timings;
+      if (t) {
+        process.stderr.write(
+          `\n[${last?.finishReason}] prompt ${t.promptTokens} tok (${t.reusedTokens} reused) ${t.promptTokensPerSecond.toFixed(1)} tok/s, ` +
+            `generated ${t.generatedTokens} tok ${t.generateTokensPerSecond.toFixed(1)} tok/s\n`,
+        );
+      }
+    }
+  } finally {
+    await model.dispose();
+  }
+}
+
+function describeValue(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.length} items]`;
+  if (ArrayBuffer.isView(v)) return `[${(v as unknown as { length: number }).length} numbers]`;
+  if (typeof v === "object" && v !== null) {
+    const s = v as { elementType?: string; length?: number };
+    return `[${s.length} ${s.elementType}]`;
+  }
+  if (typeof v === "string") return v.length > 120 ? JSON.stringify(v.slice(0, 117) + "...") : JSON.stringify(v);
+  return String(v);
+}
+
+async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
+  const g = await readGguf(o.model, { maxArrayLength: 64 });
+  const md = g.metadata;
+  const arch = String(md["general.architecture"] ?? "unknown");
+  const types: Record<string, number> = {};
+  let params = 0;
+  for (const t of g.tensors) {
+    types[t.type] = (types[t.type] ?? 0) + 1;
+    params += t.shape.reduce((a, b) => a * b, 1);
+  }
+  const vocabLen = (md["tokenizer.ggml.tokens"] as { length?: number } | undefined)?.length ?? 0;
+  const summary = {
+    file: resolve(o.model), ggufVersion: g.version, architecture: arch, name: md["general.name"],
+    contextLength: md[`${arch}.context_length`], embeddingLength: md[`${arch}.embedding_length`],
+    blockCount: md[`${arch}.block_count`], feedForwardLength: md[`${arch}.feed_forward_length`],
+    headCount: md[`${arch}.attention.head_count`], headCountKv: md[`${arch}.attention.head_count_kv`],
+    ropeFreqBase: md[`${arch}.rope.freq_base`], tokenizer: md["tokenizer.ggml.model"], tokenizerPre: md["tokenizer.ggml.pre"],
+    vocabSize: vocabLen, tensorCount: g.tensors.length, parameters: params, tensorTypes: types, fileSize: g.fileSize,
+  };
+  if (o.json) {
+    process.stdout.write(JSON.stringify(summary, (_k, v) => (typeof v === "bigint" ? v.toString() : v)) + "\n");
+    return;
+  }
+  for (const [k, v] of Object.entries(summary)) {
+    if (v !== undefined) process.stdout.write(`${k.padEnd(18)} ${typeof v === "object" ? JSON.stringify(v) : String(v)}\n`);
+  }
+  process.stdout.write("\nmetadata:\n");
+  for (const [k, v] of Object.entries(md)) process.stdout.write(`  ${k} = ${describeValue(v)}\n`);
+  process.stdout.write("\ntensors:\n");
+  for (const t of g.tensors.slice(0, 40)) process.stdout.write(`  ${t.name.padEnd(28)} ${t.type.padEnd(6)} [${t.shape.join(", ")}]\n`);
+  if (g.tensors.length > 40) process.stdout.write(`  ... ${g.tensors.length - 40} more\n`);
+}
+
+/** The demo: a real small model when the repository's fixtures are present, else a synthesized one. */
+async function runDemo(): Promise<void> {
+  const fixture = resolve(packageRoot, "..", "shared", "fixtures", "models", "aidreams260K.gguf");
+  let path = fixture;
+  let prompt = "I dream of";
+  if (!existsSync(fixture)) {
+    path = join(homedir(), ".cache", "llmserve", "demo-llama-256.gguf");
+    if (!existsSync(path)) {
+      mkdirSync(dirname(path), { recursive: true });
+      process.stderr.write(`Synthesizing a small random-weight demo model at ${path} (its text is gibberish; pass -m with a real GGUF to llmserve generate)...\n`);
+      const bar = progressBar("synth");
+      await synth(path, { dim: 256, layers: 4, heads: 8, kvHeads: 2, ffn: 768, vocabSize: 2048, type: "q8_0", onProgress: bar.update });
+      bar.stop();
+    }
+    prompt = "Once upon a time";
+  }
+  process.stderr.write(`model: ${path}\nprompt: ${prompt}\n\n`);
+  await runGenerate({ model: path, prompt, nPredict: 64, temp: 0.8, topK: 40, topP: 0.95, minP: 0.05, repeatPenalty: 1, seed: 1, ctx: 512 });
+}
+
+const program = new Command();
+program.name("llmserve").description("LLM inference for Node.js on llama.cpp GGUF models").version("0.1.0");
+program.showHelpAfterError("(run with --help for usage)");
+
+program
+  .command("generate")
+  .description("stream a completion for a text or token prompt")
+  .requiredOption("-m, --model <path>", "GGUF model file")
+  .option("-p, --prompt <text>", "text prompt (BOS added as the vocabulary asks)")
+  .option("--tokens <json>", "token prompt as a JSON array of ids, used as is")
+  .option("-n, --n-predict <n>", "most tokens to generate", int("--n-predict"), 128)
+  .option("--temp <t>", "temperature (0 = greedy)", float("--temp"), 0.8)
+  .option("--top-k <k>", "top-k (0 = off)", int("--top-k"), 40)
+  .option("--top-p <p>", "top-p (1 = off)", float("--top-p"), 0.95)
+  .option("--min-p <p>", "min-p (0 = off)", float("--min-p"), 0.05)
+  .option("--repeat-penalty <p>", "repeat penalty (1 = off)", float("--repeat-penalty"), 1)
+  .option("--seed <n>", "sampling seed", int("--seed"), 0)
+  .option("-t, --threads <n>", "compute threads (default: physical cores)", int("--threads"))
+  .option("-c, --ctx <n>", "context size in tokens", int("--ctx"), 4096)
+  .option("--stop <text...>", "stop strings")
+  .option("--json", "print one JSON object at the end instead of streaming text")
+  .action(runGenerate);
+
+program
+  .command("tokenize")
+  .description("print the token ids of a text as a JSON array")
+  .requiredOption("-m, --model <path>", "GGUF model or vocab-only file")
+  .requiredOption("-p, --prompt <text>", "text to tokenize")
+  .option("--no-bos", "do not add BOS/EOS and do not parse special-token text")
+  .action(async (o: { model: string; prompt: string; bos: boolean }) => {
+    const tok = await Tokenizer.fromGguf(o.model);
+    process.stdout.write(JSON.stringify(tok.encode(o.prompt, { addSpecial: o.bos, parseSpecial: o.bos })) + "\n");
+  });
+
+program
+  .command("synth")
+  .description("write a random-weight llama/qwen2 GGUF model (llama.cpp loads it too)")
+  .addOption(new Option("--arch <arch>", "architecture").choices(["llama", "qwen2"]).default("llama"))
+  .option("--dim <n>", "embedding size", int("--dim"), 256)
+  .option("--layers <n>", "transformer blocks", int("--layers"), 4)
+  .option("--heads <n>", "attention heads", int("--heads"), 8)
+  .option("--kv-heads <n>", "key/value heads (GQA)", int("--kv-heads"), 2)
+  .option("--ffn <n>", "feed-forward size", int("--ffn"), 768)
+  .option("--context <n>", "training context length", int("--context"), 2048)
+  .option("--vocab-from <path>", "copy the tokenizer of this GGUF file")
+  .option("--vocab-size <n>", "generated SentencePiece vocabulary size", int("--vocab-size"), 512)
+  .option("--tied", "no output.weight (reuse the embedding)")
+  .addOption(new Option("--type <type>", "weight type").choices([...SYNTH_TYPES]).default("f32"))
+  .option("--seed <n>", "weights seed", int("--seed"), 7)
+  .requiredOption("-o, --output <path>", "output .gguf path")
+  .action(async (o: Record<string, unknown>) => {
+    const bar = progressBar("synth");
+    const { notes } = await synth(o.output as string, {
+      arch: o.arch as "llama" | "qwen2", dim: o.dim as number, layers: o.layers as number, heads: o.heads as number,
+      kvHeads: o.kvHeads as number, ffn: o.ffn as number, context: o.context as number, vocabFrom: o.vocabFrom as string | undefined,
+      vocabSize: o.vocabSize as number, type: o.type as never, seed: o.seed as number, tiedOutput: o.tied === true, onProgress: bar.update,
+    }).finally(() => bar.stop());
+    for (const n of notes) process.stderr.write(`note: ${n}\n`);
+    process.stderr.write(`wrote ${o.output}\n`);
+  });
+
+program
+  .command("info")
+  .description("print a model's architecture, shapes, weight types and vocabulary")
+  .requiredOption("-m, --model <path>", "GGUF file")
+  .option("--json", "print JSON")
+  .action(runInfo);
+
+program.command("demo").description("stream a short generation from a small built-in model").action(runDemo);
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  const e = err as { code?: string; message?: string };
+  if (e && typeof e.code === "string" && e.code.startsWith("ERR_")) {
+    process.stderr.write(`llmserve: ${e.message}\n  (${e.code}; run llmserve --help for usage)\n`);
+  } else {
+    process.stderr.write(`llmserve: unexpected error: ${(err as Error)?.stack ?? String(err)}\n`);
+  }
+  process.exitCode = 1;
+});

@@ -1,0 +1,49 @@
+/**
+ * Every error llmserve throws is an {@link LlmserveError} with a stable `.code`
+ * (for example `ERR_GGUF_TRUNCATED`) and a message that says what to do.
+ */
+export type ErrorCode =
+  | "ERR_FILE_NOT_FOUND"
+  | "ERR_IO"
+  | "ERR_NOT_GGUF"
+  | "ERR_GGUF_TRUNCATED"
+  | "ERR_GGUF_CORRUPT"
+  | "ERR_GGUF_VERSION"
+  | "ERR_UNSUPPORTED_TYPE"
+  | "ERR_UNSUPPORTED_ARCH"
+  | "ERR_MISSING_TENSOR"
+  | "ERR_BAD_SHAPE"
+  | "ERR_INVALID_ARGUMENT"
+  | "ERR_CONTEXT_OVERFLOW"
+  | "ERR_OUT_OF_MEMORY"
+  | "ERR_CANCELLED"
+  | "ERR_DISPOSED"
+  | "ERR_NATIVE_LOAD"
+  | "ERR_TOKENIZER"
+  | "ERR_INTERNAL";
+
+export class LlmserveError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "LlmserveError";
+    this.code = code;
+  }
+}
+
+/** Re-types an error thrown by the native addon (which carries `.code`) as an LlmserveError. */
+export function fromNative(err: unknown): LlmserveError {
+  if (err instanceof LlmserveError) return err;
+  const e = err as { code?: string; message?: string };
+  const code = (typeof e?.code === "string" && e.code.startsWith("ERR_") ? e.code : "ERR_INTERNAL") as ErrorCode;
+  return new LlmserveError(code, e?.message ?? String(err), { cause: err });
+}
+
+/** Awaits a native promise and re-types its rejection. */
+export async function wrapNative<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (err) {
+    throw fromNative(err);
+  }
+}

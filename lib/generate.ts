@@ -1,0 +1,244 @@
+/** Generation options, their validation, and the streaming iterator over native events. */
+import { LlmserveError, fromNative } from "./errors.js";
+import type { NativeEvent, NativeGenerateParams, NativeModel } from "./native.js";
+import type { Tokenizer } from "./tokenizer/index.js";
+import { checkInt, checkKeys, checkNumber, checkObject, checkBool } from "./validate.js";
+
+export interface GenerateOptions {
+  /** Most tokens to generate (default 256). */
+  maxTokens?: number;
+  /** 0 = greedy (default 0.8). */
+  temperature?: number;
+  /** Keep the k most likely tokens; 0 disables (default 40). */
+  topK?: number;
+  /** Nucleus sampling mass in (0, 1]; 1 disables (default 0.95). */
+  topP?: number;
+  /** Drop tokens below minP x the top probability; 0 disables (default 0.05). */
+  minP?: number;
+  /** llama.cpp repeat penalty; 1 disables (default 1). */
+  repeatPenalty?: number;
+  /** Window of recent tokens the penalties look at; -1 = all (default 64). */
+  repeatLastN?: number;
+  frequencyPenalty?: number;
+  presencePenalty?: number;
+  /** Same seed, same prompt, same options -> same output (default 0). */
+  seed?: number;
+  /** Generation stops before any of these strings; it is not included in the output. */
+  stop?: string[];
+  /** Report the chosen token's logprob and this many alternatives per token (0..20). */
+  logprobs?: number;
+  /** Stop at the model's end-of-generation tokens (default true). */
+  stopAtEos?: boolean;
+  /** Parse special-token text such as "<|im_start|>" in a text prompt (default true). */
+  parseSpecial?: boolean;
+  /** Add BOS/EOS to a text prompt as the vocabulary asks (default true). */
+  addSpecial?: boolean;
+  /** Cancels the request; the iterator then ends with finishReason "abort". */
+  signal?: AbortSignal;
+}
+
+export type FinishReason = "length" | "stop" | "eos" | "abort";
+
+export interface TokenLogprob {
+  token: number;
+  text: string;
+  logprob: number;
+  top: { token: number; text: string; logprob: number }[];
+}
+
+export interface Timings {
+  promptMs: number;
+  generateMs: number;
+  promptTokens: number;
+  generatedTokens: number;
+  /** Prompt tokens whose KV was reused from the previous request. */
+  reusedTokens: number;
+  promptTokensPerSecond: number;
+  generateTokensPerSecond: number;
+}
+
+export interface Chunk {
+  /** Text added by this chunk (complete UTF-8 characters only). */
+  text: string;
+  /** Token ids added by this chunk. */
+  tokens: number[];
+  logprobs?: TokenLogprob[];
+  done?: boolean;
+  finishReason?: FinishReason;
+  timings?: Timings;
+}
+
+/** A prompt: text, or token ids used as they are. */
+export type Prompt = string | { tokens: number[] };
+
+const KNOWN = [
+  "maxTokens", "temperature", "topK", "topP", "minP", "repeatPenalty", "repeatLastN", "frequencyPenalty",
+  "presencePenalty", "seed", "stop", "logprobs", "stopAtEos", "parseSpecial", "addSpecial", "signal",
+] as const;
+
+export interface ResolvedOptions {
+  params: NativeGenerateParams;
+  stop: string[];
+  wantLogprobs: boolean;
+  parseSpecial: boolean;
+  addSpecial: boolean;
+  signal?: AbortSignal;
+}
+
+export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptions {
+  const o = checkObject("generate options", raw) as GenerateOptions & Record<string, unknown>;
+  checkKeys("generate options", o, KNOWN);
+  const stop = o.stop ?? [];
+  if (!Array.isArray(stop) || stop.some((s) => typeof s !== "string" || s.length === 0)) {
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected an array of non-empty strings for stop");
+  }
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) {
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected an AbortSignal for signal");
+  }
+  const stopAtEos = o.stopAtEos === undefined ? true : checkBool("stopAtEos", o.stopAtEos);
+  const logprobs = o.logprobs === undefined ? undefined : checkInt("logprobs", o.logprobs, 0, 20);
+  const params: NativeGenerateParams = {
+    maxTokens: o.maxTokens === undefined ? 256 : checkInt("maxTokens", o.maxTokens, 0),
+    temperature: o.temperature === undefined ? 0.8 : checkNumber("temperature", o.temperature, 0, 100),
+    topK: o.topK === undefined ? 40 : checkInt("topK", o.topK, 0),
+    topP: o.topP === undefined ? 0.95 : checkNumber("topP", o.topP, 0, 1, { minExclusive: true }),
+    minP: o.minP === undefined ? 0.05 : checkNumber("minP", o.minP, 0, 1),
+    repeatPenalty: o.repeatPenalty === undefined ? 1 : checkNumber("repeatPenalty", o.repeatPenalty, 0, 100, { minExclusive: true }),
+    repeatLastN: o.repeatLastN === undefined ? 64 : checkInt("repeatLastN", o.repeatLastN, -1),
+    frequencyPenalty: o.frequencyPenalty === undefined ? 0 : checkNumber("frequencyPenalty", o.frequencyPenalty, -2, 2),
+    presencePenalty: o.presencePenalty === undefined ? 0 : checkNumber("presencePenalty", o.presencePenalty, -2, 2),
+    seed: o.seed === undefined ? 0 : checkInt("seed", o.seed, 0),
+    logprobs: logprobs ?? 0,
+    stopTokens: stopAtEos ? eogTokens : [],
+  };
+  if (logprobs === undefined) delete (params as Partial<NativeGenerateParams>).logprobs;
+  return {
+    params,
+    stop,
+    wantLogprobs: logprobs !== undefined,
+    parseSpecial: o.parseSpecial === undefined ? true : checkBool("parseSpecial", o.parseSpecial),
+    addSpecial: o.addSpecial === undefined ? true : checkBool("addSpecial", o.addSpecial),
+    signal: o.signal,
+  };
+}
+
+/** A queue fed by native callbacks and drained by the async iterator. */
+class EventQueue {
+  private items: NativeEvent[] = [];
+  private waiter?: (e: NativeEvent) => void;
+  push(e: NativeEvent): void {
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = undefined;
+      w(e);
+    } else this.items.push(e);
+  }
+  next(): Promise<NativeEvent> {
+    const e = this.items.shift();
+    if (e) return Promise.resolve(e);
+    return new Promise((resolve) => (this.waiter = resolve));
+  }
+}
+
+/** Length of the longest suffix of `text` that is a proper prefix of some stop string. */
+function heldBack(text: string, stops: string[]): number {
+  let best = 0;
+  for (const s of stops) {
+    for (let k = Math.min(s.length - 1, text.length); k > best; k--) {
+      if (text.endsWith(s.slice(0, k))) {
+        best = k;
+        break;
+      }
+    }
+  }
+  return best;
+}
+
+function timingsOf(t: NonNullable<NativeEvent["timings"]>): Timings {
+  return {
+    ...t,
+    promptTokensPerSecond: t.promptMs > 0 ? ((t.promptTokens - t.reusedTokens) * 1000) / t.promptMs : 0,
+    generateTokensPerSecond: t.generateMs > 0 ? (t.generatedTokens * 1000) / t.generateMs : 0,
+  };
+}
+
+/**
+ * Runs one request: yields chunks as the engine thread produces tokens. Breaking out of the loop
+ * (or aborting the signal) cancels the native request at once.
+ */
+export async function* streamGeneration(
+  native: NativeModel,
+  tokenizer: Tokenizer,
+  promptTokens: number[],
+  opts: ResolvedOptions,
+): AsyncGenerator<Chunk, void, undefined> {
+  if (opts.signal?.aborted) {
+    yield { text: "", tokens: [], done: true, finishReason: "abort" };
+    return;
+  }
+  const queue = new EventQueue();
+  let id: number;
+  try {
+    id = native.generate(Int32Array.from(promptTokens), opts.params, (e) => queue.push(e));
+  } catch (err) {
+    throw fromNative(err);
+  }
+  let finished = false;
+  const onAbort = () => native.cancel(id);
+  opts.signal?.addEventListener("abort", onAbort, { once: true });
+  const decoder = tokenizer.createDecoder();
+  let pending = ""; // decoded text not yet emitted (may be the start of a stop string)
+  try {
+    for (;;) {
+      const ev = await queue.next();
+      const chunk: Chunk = { text: "", tokens: ev.tokens ?? [] };
+      if (ev.tokens) for (const t of ev.tokens) pending += decoder.push(t);
+      if (ev.logprobs && opts.wantLogprobs) {
+        chunk.logprobs = ev.logprobs.map((l) => ({
+          token: l.token,
+          text: tokenizer.decode([l.token]),
+          logprob: l.logprob,
+          top: l.top.map((t) => ({ token: t.token, text: tokenizer.decode([t.token]), logprob: t.logprob })),
+        }));
+      }
+      if (ev.done) {
+        finished = true;
+        if (ev.error) throw new LlmserveError(ev.error.code as never, ev.error.message);
+        pending += decoder.flush();
+      }
+      if (opts.stop.length > 0) {
+        let cut = -1;
+        for (const s of opts.stop) {
+          const at = pending.indexOf(s);
+          if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+        }
+        if (cut >= 0) {
+          chunk.text = pending.slice(0, cut);
+          chunk.done = true;
+          chunk.finishReason = "stop";
+          if (!finished) native.cancel(id);
+          finished = true;
+          yield chunk;
+          return;
+        }
+        const hold = ev.done ? 0 : heldBack(pending, opts.stop);
+        chunk.text = pending.slice(0, pending.length - hold);
+        pending = pending.slice(pending.length - hold);
+      } else {
+        chunk.text = pending;
+        pending = "";
+      }
+      if (ev.done) {
+        chunk.done = true;
+        chunk.finishReason = ev.finishReason ?? "length";
+        if (ev.timings) chunk.timings = timingsOf(ev.timings);
+        yield chunk;
+        return;
+      }
+      yield chunk;
+    }
+  } finally {
+    opts.signal?.removeEventListener("abort", onAbort);
+    if (!finished) native.cancel(id);
+  }
+}

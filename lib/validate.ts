@@ -1,0 +1,56 @@
+/** Option validation with messages that say what was expected and what was received. */
+import { LlmserveError } from "./errors.js";
+
+function describe(v: unknown): string {
+  if (typeof v === "string") return JSON.stringify(v);
+  if (typeof v === "number" || typeof v === "boolean" || v === null || v === undefined) return String(v);
+  if (Array.isArray(v)) return "an array";
+  return typeof v;
+}
+
+function fail(msg: string): never {
+  throw new LlmserveError("ERR_INVALID_ARGUMENT", msg);
+}
+
+export function checkInt(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? (min === 0 ? "non-negative integer" : min === 1 ? "positive integer" : `integer >= ${min}`) : `integer in [${min}, ${max}]`;
+    fail(`Expected ${range} for ${name} but received ${describe(v)}`);
+  }
+  return v;
+}
+
+export function checkNumber(name: string, v: unknown, min: number, max: number, opts: { minExclusive?: boolean } = {}): number {
+  const okMin = opts.minExclusive ? (v as number) > min : (v as number) >= min;
+  if (typeof v !== "number" || !Number.isFinite(v) || !okMin || v > max) {
+    const lo = opts.minExclusive ? `(${min}` : `[${min}`;
+    const hi = max === Number.MAX_VALUE ? "inf)" : `${max}]`;
+    fail(`Expected a number in ${lo}, ${hi} for ${name} but received ${describe(v)}`);
+  }
+  return v;
+}
+
+export function checkBool(name: string, v: unknown): boolean {
+  if (typeof v !== "boolean") fail(`Expected true or false for ${name} but received ${describe(v)}`);
+  return v;
+}
+
+export function checkString(name: string, v: unknown, allowed?: readonly string[]): string {
+  if (typeof v !== "string" || (allowed && !allowed.includes(v))) {
+    fail(`Expected ${allowed ? "one of " + allowed.map((a) => JSON.stringify(a)).join(", ") : "a string"} for ${name} but received ${describe(v)}`);
+  }
+  return v;
+}
+
+export function checkObject(name: string, v: unknown): Record<string, unknown> {
+  if (v === undefined) return {};
+  if (typeof v !== "object" || v === null || Array.isArray(v)) fail(`Expected an options object for ${name} but received ${describe(v)}`);
+  return v as Record<string, unknown>;
+}
+
+/** Rejects keys that are not options (catches typos like `maxToken`). */
+export function checkKeys(name: string, o: Record<string, unknown>, known: readonly string[]): void {
+  for (const k of Object.keys(o)) {
+    if (!known.includes(k)) fail(`Unknown option "${k}" in ${name}; known options: ${known.join(", ")}`);
+  }
+}

@@ -1,0 +1,78 @@
+// Model: a loaded llama / qwen2 GGUF: validated hyperparameters plus views of every weight,
+// used in place from the file's mmap (no copy). The Model shares ownership of the GgufFile so the
+// mapping outlives every view.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../gguf/gguf.h"
+#include "../quant/quant.h"
+#include "../status.h"
+#include "model_config.h"
+
+namespace llmserve {
+
+// A 2-D weight matrix in ggml layout: n_out rows of n_in contiguous elements of `type`
+// (ggml ne = [n_in, n_out]); row r starts at data + r * row_bytes.
+struct MatrixView {
+  const uint8_t* data = nullptr;
+  GgmlType type = GgmlType::F32;
+  int64_t n_in = 0;
+  int64_t n_out = 0;
+  size_t row_bytes = 0;
+  const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
+};
+
+struct LayerWeights {
+  const float* attn_norm = nullptr;  // [n_embd]
+  MatrixView wq;                     // [n_embd] -> [n_head * head_dim]
+  MatrixView wk;                     // [n_embd] -> [n_head_kv * head_dim]
+  MatrixView wv;                     // [n_embd] -> [n_head_kv * head_dim]
+  MatrixView wo;                     // [n_head * head_dim] -> [n_embd]
+  const float* bq = nullptr;         // [n_head * head_dim] or null
+  const float* bk = nullptr;         // [n_head_kv * head_dim] or null
+  const float* bv = nullptr;         // [n_head_kv * head_dim] or null
+  const float* bo = nullptr;         // [n_embd] or null (llama only, optional)
+  const float* ffn_norm = nullptr;   // [n_embd]
+  MatrixView ffn_gate;               // [n_embd] -> [n_ff]
+  MatrixView ffn_up;                 // [n_embd] -> [n_ff]
+  MatrixView ffn_down;               // [n_ff] -> [n_embd]
+  const float* ffn_gate_b = nullptr; // [n_ff] or null (llama only, optional)
+  const float* ffn_up_b = nullptr;   // [n_ff] or null
+  const float* ffn_down_b = nullptr; // [n_embd] or null
+};
+
+struct ModelWeights {
+  MatrixView tok_embd;               // [n_embd] x n_vocab rows (embedding lookup dequantizes a row)
+  const float* output_norm = nullptr;// [n_embd]
+  MatrixView output;                 // [n_embd] -> [n_vocab]; == tok_embd when tied
+  const float* rope_freqs = nullptr; // [n_rot / 2] or null
+  std::vector<LayerWeights> layers;
+};
+
+class Model {
+ public:
+  // Validates the architecture (llama, qwen2; else UnsupportedArch), hyperparameters (BadShape /
+  // GgufCorrupt naming the key), every tensor's presence (MissingTensor), shape (BadShape: tensor,
+  // expected vs found), type (UnsupportedType: tensor and type) and that its data lies inside the
+  // file (GgufCorrupt). Takes shared ownership of the file.
+  static Status load(std::shared_ptr<GgufFile> file, std::unique_ptr<Model>* out);
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  const GgufFile& file() const { return *file_; }
+
+  // Largest bytes per token of converted activations one matmul group needs (forward scratch).
+  size_t act_bytes_per_token() const { return act_bytes_per_token_; }
+
+ private:
+  Model() = default;
+  std::shared_ptr<GgufFile> file_;
+  ModelConfig config_;
+  ModelWeights weights_;
+  size_t act_bytes_per_token_ = 0;
+};
+
+}  // namespace llmserve

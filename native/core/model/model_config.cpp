@@ -1,0 +1,218 @@
+#include "model_config.h"
+
+#include <cmath>
+
+#include "../gguf/gguf.h"
+
+namespace llmserve {
+
+namespace {
+
+Status get_int_key(const GgufFile& f, const std::string& key, bool required, int64_t* out,
+                   bool* found) {
+  *found = false;
+  const GgufValue* v = f.find(key);
+  if (!v) {
+    if (required) return make_error(Code::GgufCorrupt, "missing hyperparameter '" + key + "'");
+    return Status::ok();
+  }
+  if (!v->is_int() || v->type == GgufType::BOOL) {
+    return make_error(Code::GgufCorrupt, "hyperparameter '" + key + "' has type " +
+                                             gguf_type_name(v->type) + ", expected an integer");
+  }
+  *out = v->as_int();
+  *found = true;
+  return Status::ok();
+}
+
+Status get_float_key(const GgufFile& f, const std::string& key, bool required, double* out,
+                     bool* found) {
+  *found = false;
+  const GgufValue* v = f.find(key);
+  if (!v) {
+    if (required) return make_error(Code::GgufCorrupt, "missing hyperparameter '" + key + "'");
+    return Status::ok();
+  }
+  if (!v->is_float() && !(v->is_int() && v->type != GgufType::BOOL)) {
+    return make_error(Code::GgufCorrupt, "hyperparameter '" + key + "' has type " +
+                                             gguf_type_name(v->type) + ", expected a number");
+  }
+  *out = v->as_double();
+  *found = true;
+  return Status::ok();
+}
+
+Status check_range(const std::string& key, int64_t v, int64_t lo, int64_t hi) {
+  if (v < lo || v > hi) {
+    return make_error(Code::BadShape, "hyperparameter '" + key + "' = " + std::to_string(v) +
+                                          " is out of range [" + std::to_string(lo) + ", " +
+                                          std::to_string(hi) + "]");
+  }
+  return Status::ok();
+}
+
+Status check_float_range(const std::string& key, double v, double lo, double hi) {
+  if (!std::isfinite(v) || v <= lo || v > hi) {
+    return make_error(Code::BadShape, "hyperparameter '" + key + "' = " + std::to_string(v) +
+                                          " is out of range (" + std::to_string(lo) + ", " +
+                                          std::to_string(hi) + "]");
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status read_model_config(const GgufFile& f, ModelConfig* out) {
+  ModelConfig c;
+  const GgufValue* archv = f.find("general.architecture");
+  if (!archv) return make_error(Code::GgufCorrupt, "missing metadata key 'general.architecture'");
+  if (archv->type != GgufType::STRING) {
+    return make_error(Code::GgufCorrupt, "metadata key 'general.architecture' is not a string");
+  }
+  c.arch = std::string(archv->s);
+  if (c.arch != "llama" && c.arch != "qwen2") {
+    return make_error(Code::UnsupportedArch,
+                      "architecture '" + c.arch + "' is not supported; supported: llama, qwen2");
+  }
+  c.rope_type = c.arch == "qwen2" ? 2 : 0;
+  const std::string a = c.arch + ".";
+  bool found = false;
+  int64_t iv = 0;
+  double fv = 0;
+
+  // Mixture-of-experts llama files share the architecture name but need expert routing.
+  LLMS_RETURN_IF_ERROR(get_int_key(f, a + "expert_count", false, &iv, &found));
+  if (found && iv > 0) {
+    return make_error(Code::UnsupportedArch, "architecture '" + c.arch + "' with " +
+                                                 std::to_string(iv) +
+                                                 " experts (mixture of experts) is not supported");
+  }
+
+  LLMS_RETURN_IF_ERROR(get_int_key(f, a + "embedding_length", true, &c.n_embd, &found));
+  LLMS_RETURN_IF_ERROR(check_range(a + "embedding_length", c.n_embd, 1, 1 << 17));
+  LLMS_RETURN_IF_ERROR(get_int_key(f, a + "block_count", true, &c.n_layer, &found));
+  LLMS_RETURN_IF_ERROR(check_range(a + "block_count", c.n_layer, 1, 4096));
+  LLMS_RETURN_IF_ERROR(get_int_key(f, a + "feed_forward_length", true, &c.n_ff, &found));
+  LLMS_RETURN_IF_ERROR(check_range(a + "feed_forward_length", c.n_ff, 1, 1 << 20));
+  LLMS_RETURN_IF_ERROR(get_int_key(f, a + "context_length", true, &c.n_ctx_train, &found));
+  LLMS_RETURN_IF_ERROR(check_range(a + "context_length", c.n_ctx_train, 1, int64_t(1) << 24));
+  LLMS_RETURN_IF_ERROR(get_int_key(f, a + "attention.head_count", true, &c.n_head, &found));
+  LLMS_RETURN_IF_ERROR(check_range(a + "attention.head_count", c.n_head, 1, 4096));
+  c.n_head_kv = c.n_head;
+  LLMS_RETURN_IF_ERROR(get_int_key(f, a + "attention.head_count_kv", false, &c.n_head_kv, &found));
+  LLMS_RETURN_IF_ERROR(check_range(a + "attention.head_count_kv", c.n_head_kv, 1, c.n_head));
+  if (c.n_head % c.n_head_kv != 0) {
+    return make_error(Code::BadShape, "hyperparameter '" + a + "attention.head_count' = " +
+                                          std::to_string(c.n_head) + " is not a multiple of '" + a +
+                                          "attention.head_count_kv' = " +
+                                          std::to_string(c.n_head_kv));
+  }
+
+  // Head size: key_length/value_length when present, else n_embd / n_head.
+  int64_t key_len = 0, value_len = 0;
+  bool has_key_len = false, has_value_len = false;
+  LLMS_RETURN_IF_ERROR(get_int_key(f, a + "attention.key_length", false, &key_len, &has_key_len));
+  LLMS_RETURN_IF_ERROR(
+      get_int_key(f, a + "attention.value_length", false, &value_len, &has_value_len));
+  if (has_key_len) {
+    LLMS_RETURN_IF_ERROR(check_range(a + "attention.key_length", key_len, 1, 1 << 14));
+    c.head_dim = key_len;
+  } else {
+    if (c.n_embd % c.n_head != 0) {
+      return make_error(Code::BadShape, "hyperparameter '" + a + "embedding_length' = " +
+                                            std::to_string(c.n_embd) +
+                                            " is not a multiple of '" + a +
+                                            "attention.head_count' = " + std::to_string(c.n_head));
+    }
+    c.head_dim = c.n_embd / c.n_head;
+  }
+  if (has_value_len && value_len != c.head_dim) {
+    return make_error(Code::BadShape, "hyperparameter '" + a + "attention.value_length' = " +
+                                          std::to_string(value_len) + " differs from key length " +
+                                          std::to_string(c.head_dim) + " (not supported)");
+  }
+
+  c.n_rot = c.head_dim;
+  LLMS_RETURN_IF_ERROR(get_int_key(f, a + "rope.dimension_count", false, &c.n_rot, &found));
+  LLMS_RETURN_IF_ERROR(check_range(a + "rope.dimension_count", c.n_rot, 2, c.head_dim));
+  if (c.n_rot % 2 != 0) {
+    return make_error(Code::BadShape, "hyperparameter '" + a + "rope.dimension_count' = " +
+                                          std::to_string(c.n_rot) + " is odd");
+  }
+
+  LLMS_RETURN_IF_ERROR(
+      get_float_key(f, a + "attention.layer_norm_rms_epsilon", true, &fv, &found));
+  LLMS_RETURN_IF_ERROR(check_float_range(a + "attention.layer_norm_rms_epsilon", fv, 0.0, 1.0));
+  c.rms_eps = static_cast<float>(fv);
+
+  LLMS_RETURN_IF_ERROR(get_float_key(f, a + "rope.freq_base", false, &fv, &found));
+  if (found) {
+    LLMS_RETURN_IF_ERROR(check_float_range(a + "rope.freq_base", fv, 0.0, 1e12));
+    c.rope_freq_base = static_cast<float>(fv);
+  }
+
+  // RoPE scaling, as llama.cpp: the factor (new key, else the old scale_linear key) sets
+  // freq_scale = 1/factor; type "none" disables it; "yarn" also enables YaRN extrapolation.
+  std::string scaling = "linear";
+  if (const GgufValue* v = f.find(a + "rope.scaling.type")) {
+    if (v->type != GgufType::STRING) {
+      return make_error(Code::GgufCorrupt, "hyperparameter '" + a + "rope.scaling.type' is not a string");
+    }
+    scaling = std::string(v->s);
+  }
+  if (scaling == "none") {
+    c.rope_scaling = RopeScalingType::None;
+  } else if (scaling == "linear") {
+    c.rope_scaling = RopeScalingType::Linear;
+  } else if (scaling == "yarn") {
+    c.rope_scaling = RopeScalingType::Yarn;
+  } else {
+    return make_error(Code::UnsupportedArch,
+                      "rope scaling type '" + scaling + "' ('" + a +
+                          "rope.scaling.type') is not supported; supported: none, linear, yarn");
+  }
+  double factor = 0;
+  LLMS_RETURN_IF_ERROR(get_float_key(f, a + "rope.scaling.factor", false, &factor, &found));
+  if (!found) LLMS_RETURN_IF_ERROR(get_float_key(f, a + "rope.scale_linear", false, &factor, &found));
+  if (found && factor != 0.0) {
+    LLMS_RETURN_IF_ERROR(check_float_range(a + "rope.scaling.factor", factor, 0.0, 1e6));
+  }
+  const float ropescale = static_cast<float>(factor);
+  c.rope_freq_scale = ropescale == 0.0f ? 1.0f : 1.0f / ropescale;
+  if (c.rope_scaling == RopeScalingType::None) c.rope_freq_scale = 1.0f;
+
+  c.rope_n_ctx_orig = c.n_ctx_train;
+  LLMS_RETURN_IF_ERROR(
+      get_int_key(f, a + "rope.scaling.original_context_length", false, &iv, &found));
+  if (found && iv != 0) {
+    LLMS_RETURN_IF_ERROR(
+        check_range(a + "rope.scaling.original_context_length", iv, 1, int64_t(1) << 24));
+    c.rope_n_ctx_orig = iv;
+  }
+
+  if (c.rope_scaling == RopeScalingType::Yarn) {
+    c.yarn_ext_factor = 1.0f;
+    double log_mul = 0;
+    LLMS_RETURN_IF_ERROR(
+        get_float_key(f, a + "rope.scaling.yarn_log_multiplier", false, &log_mul, &found));
+    LLMS_RETURN_IF_ERROR(get_float_key(f, a + "rope.scaling.yarn_beta_fast", false, &fv, &found));
+    if (found) c.yarn_beta_fast = static_cast<float>(fv);
+    LLMS_RETURN_IF_ERROR(get_float_key(f, a + "rope.scaling.yarn_beta_slow", false, &fv, &found));
+    if (found) c.yarn_beta_slow = static_cast<float>(fv);
+    // llama.cpp (llama_context): attn_factor = mscale(factor) / mscale_all_dims(factor), then
+    // divided by ggml's own YaRN magnitude correction (1 + 0.1 ln factor), which rope re-applies.
+    const float fac = 1.0f / c.rope_freq_scale;
+    auto get_mscale = [](float scale, float mscale) {
+      return scale <= 1.0f ? 1.0f : (0.1f * mscale * logf(scale) + 1.0f);
+    };
+    float attn = log_mul != 0.0 ? get_mscale(fac, 1.0f) / get_mscale(fac, (float)log_mul)
+                                : get_mscale(fac, 1.0f);
+    attn *= 1.0f / (1.0f + 0.1f * logf(fac));
+    c.yarn_attn_factor = attn;
+  }
+
+  *out = std::move(c);
+  return Status::ok();
+}
+
+}  // namespace llmserve

@@ -1,0 +1,162 @@
+// Runtime kernel selection: the CPU is probed once, the best table (avx512 > avx2 > scalar) is
+// published through an atomic pointer, and every public entry point is one indirect call.
+// Unsupported types or malformed sizes never abort: outputs are zero-filled instead.
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include "quant/quant_impl.h"
+
+namespace llmserve {
+namespace quant {
+namespace {
+
+KernelTable make_ref_table() {
+  KernelTable t{};
+  t.isa = "scalar";
+  auto set = [&t](GgmlType ty, DequantFn dq, QuantFn q, DotFn d) {
+    t.dequant[idx(ty)] = dq;
+    t.quant[idx(ty)] = q;
+    t.dot[idx(ty)] = d;
+  };
+  set(GgmlType::F32, dequantize_row_f32_ref, quantize_row_f32_ref, vec_dot_f32_ref);
+  set(GgmlType::F16, dequantize_row_f16_ref, quantize_row_f16_ref, vec_dot_f16_ref);
+  set(GgmlType::BF16, dequantize_row_bf16_ref, quantize_row_bf16_ref, vec_dot_bf16_ref);
+  set(GgmlType::Q8_0, dequantize_row_q8_0_ref, quantize_row_q8_0_ref, vec_dot_q8_0_ref);
+  set(GgmlType::Q4_0, dequantize_row_q4_0_ref, quantize_row_q4_0_ref, vec_dot_q4_0_ref);
+  set(GgmlType::Q4_K, dequantize_row_q4_K_ref, quantize_row_q4_K_ref, vec_dot_q4_K_ref);
+  set(GgmlType::Q6_K, dequantize_row_q6_K_ref, quantize_row_q6_K_ref, vec_dot_q6_K_ref);
+  set(GgmlType::Q8_K, dequantize_row_q8_K_ref, quantize_row_q8_K_ref, vec_dot_q8_K_ref);
+  return t;
+}
+
+bool cpu_has_avx2() {
+#if defined(LLMSERVE_X86)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
+bool cpu_has_avx512() {
+#if defined(LLMSERVE_X86)
+  // libgcc's probe also checks that the OS saves the zmm state (XCR0).
+  return cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vnni");
+#else
+  return false;
+#endif
+}
+
+struct Tables {
+  KernelTable ref;
+  KernelTable avx2;
+  KernelTable avx512;
+  bool has_avx2;
+  bool has_avx512;
+  Tables() : ref(make_ref_table()), avx2(ref), avx512(ref) {
+    has_avx2 = cpu_has_avx2();
+    has_avx512 = cpu_has_avx512();
+#if defined(LLMSERVE_X86)
+    install_avx2_kernels(avx2);
+    avx512 = avx2;
+    install_avx512_kernels(avx512);
+#endif
+  }
+};
+
+const Tables& tables() {
+  static const Tables t;
+  return t;
+}
+
+const KernelTable* choose() {
+  const Tables& t = tables();
+  const char* force = std::getenv("LLMSERVE_FORCE_SCALAR");
+  if (force && std::strcmp(force, "1") == 0) return &t.ref;
+  if (t.has_avx512) return &t.avx512;
+  if (t.has_avx2) return &t.avx2;
+  return &t.ref;
+}
+
+std::atomic<const KernelTable*> g_active{nullptr};
+
+const KernelTable& active() {
+  const KernelTable* k = g_active.load(std::memory_order_acquire);
+  if (k) return *k;
+  static const KernelTable* first = [] {
+    const KernelTable* c = choose();
+    g_active.store(c, std::memory_order_release);
+    return c;
+  }();
+  (void)first;
+  return *g_active.load(std::memory_order_acquire);
+}
+
+// n is valid for t when t is supported and n is a non-negative multiple of its block size.
+bool valid(const KernelTable& k, GgmlType t, int64_t n) {
+  const uint32_t i = idx(t);
+  if (i >= kGgmlTypeCount || !k.dot[i] || n < 0) return false;
+  return n % type_traits(t).block_size == 0;
+}
+
+void dequant_with(const KernelTable& k, GgmlType t, const void* x, float* y, int64_t n) {
+  if (!valid(k, t, n)) {
+    if (n > 0) std::memset(y, 0, static_cast<size_t>(n) * sizeof(float));
+    return;
+  }
+  k.dequant[idx(t)](x, y, n);
+}
+
+void quant_with(const KernelTable& k, GgmlType t, const float* x, void* y, int64_t n) {
+  if (!valid(k, t, n)) {
+    std::memset(y, 0, row_size(t, n));  // row_size is 0 for unknown types
+    return;
+  }
+  k.quant[idx(t)](x, y, n);
+}
+
+float dot_with(const KernelTable& k, GgmlType t, int64_t n, const void* w, const void* xq) {
+  if (!valid(k, t, n)) return 0.0f;
+  return k.dot[idx(t)](n, w, xq);
+}
+
+}  // namespace
+
+const KernelTable& ref_kernels() { return tables().ref; }
+const KernelTable* avx2_kernels() { return tables().has_avx2 ? &tables().avx2 : nullptr; }
+const KernelTable* avx512_kernels() { return tables().has_avx512 ? &tables().avx512 : nullptr; }
+
+void reset_dispatch_for_testing() {
+  active();  // make sure the one-time initialisation has run, so it cannot overwrite us later
+  g_active.store(choose(), std::memory_order_release);
+}
+
+}  // namespace quant
+
+void dequantize_row(GgmlType t, const void* x, float* y, int64_t n) {
+  quant::dequant_with(quant::active(), t, x, y, n);
+}
+void quantize_row(GgmlType t, const float* x, void* y, int64_t n) {
+  quant::quant_with(quant::active(), t, x, y, n);
+}
+float vec_dot(GgmlType t, int64_t n, const void* w, const void* xq) {
+  return quant::dot_with(quant::active(), t, n, w, xq);
+}
+
+void dequantize_row_ref(GgmlType t, const void* x, float* y, int64_t n) {
+  quant::dequant_with(quant::ref_kernels(), t, x, y, n);
+}
+void quantize_row_ref(GgmlType t, const float* x, void* y, int64_t n) {
+  quant::quant_with(quant::ref_kernels(), t, x, y, n);
+}
+float vec_dot_ref(GgmlType t, int64_t n, const void* w, const void* xq) {
+  return quant::dot_with(quant::ref_kernels(), t, n, w, xq);
+}
+
+const char* kernel_isa() { return quant::active().isa; }
+
+}  // namespace llmserve

@@ -1,0 +1,129 @@
+// Internal to native/core/quant (and its tests): ggml block structs, shared scalar helpers and the
+// per-ISA kernel tables that dispatch.cpp chooses between. Not part of the public quant.h surface.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "quant/quant.h"
+
+namespace llmserve::quant {
+
+constexpr int kQK4_0 = 32;
+constexpr int kQK8_0 = 32;
+constexpr int kQK_K = 256;         // super-block size of the K-quants
+constexpr int kKScaleSize = 12;    // packed 6-bit scales+mins of Q4_K
+
+// Byte layouts exactly as ggml-common.h (ggml_half is stored as raw IEEE binary16 bits).
+struct BlockQ4_0 {
+  uint16_t d;                 // scale (f16)
+  uint8_t qs[kQK4_0 / 2];     // element j in the low nibble of qs[j], element j+16 in the high nibble
+};
+struct BlockQ8_0 {
+  uint16_t d;                 // scale (f16)
+  int8_t qs[kQK8_0];
+};
+struct BlockQ4_K {
+  uint16_t d;                 // super-block scale for the 6-bit scales (f16)
+  uint16_t dmin;              // super-block scale for the 6-bit mins (f16)
+  uint8_t scales[kKScaleSize];// 8 scales + 8 mins, 6 bits each (see get_scale_min_k4)
+  uint8_t qs[kQK_K / 2];      // per 64 elements: 32 bytes, low nibble = first 32, high = next 32
+};
+struct BlockQ6_K {
+  uint8_t ql[kQK_K / 2];      // low 4 bits
+  uint8_t qh[kQK_K / 4];      // high 2 bits
+  int8_t scales[kQK_K / 16];  // one 8-bit scale per 16 elements
+  uint16_t d;                 // super-block scale (f16)
+};
+struct BlockQ8_K {
+  float d;                    // f32, not f16: activations only
+  int8_t qs[kQK_K];
+  int16_t bsums[kQK_K / 16];  // sum of qs per 16 elements (lets K-quant dots fold in mins/offsets)
+};
+static_assert(sizeof(BlockQ4_0) == 18, "q4_0 layout");
+static_assert(sizeof(BlockQ8_0) == 34, "q8_0 layout");
+static_assert(sizeof(BlockQ4_K) == 144, "q4_K layout");
+static_assert(sizeof(BlockQ6_K) == 210, "q6_K layout");
+static_assert(sizeof(BlockQ8_K) == 292, "q8_K layout");
+
+// Q4_K: 6-bit scale and min of sub-block j (0..7) from the 12 packed bytes (ggml's get_scale_min_k4).
+// Bytes 0..3: scales 0..3 (low 6 bits), bytes 4..7: mins 0..3 (low 6 bits); bytes 8..11 hold the
+// low nibbles of scale/min 4..7, whose top 2 bits live in the top bits of bytes 0..3 / 4..7.
+inline void get_scale_min_k4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+// ggml's nearest_int: round half to even via the 1.5*2^23 trick. Valid for |v| <= 2^22-1, so
+// clamp first (no-op for every value ggml's quantizers produce) and map NaN to 0.
+inline int nearest_int(float v) {
+  if (!(v == v)) return 0;
+  if (v > 4194303.f) v = 4194303.f;
+  if (v < -4194303.f) v = -4194303.f;
+  float t = v + 12582912.f;
+  int32_t i;
+  std::memcpy(&i, &t, sizeof i);
+  return (i & 0x007fffff) - 0x00400000;
+}
+
+using DequantFn = void (*)(const void* x, float* y, int64_t n);
+using QuantFn = void (*)(const float* x, void* y, int64_t n);
+using DotFn = float (*)(int64_t n, const void* w, const void* xq);
+
+// One complete set of kernels; null entries mean "type not supported".
+struct KernelTable {
+  const char* isa;
+  DequantFn dequant[kGgmlTypeCount];
+  QuantFn quant[kGgmlTypeCount];
+  DotFn dot[kGgmlTypeCount];
+};
+
+inline constexpr uint32_t idx(GgmlType t) { return static_cast<uint32_t>(t); }
+
+// Scalar references (the *_ref.cpp files). All take n elements, n % block_size == 0.
+void dequantize_row_f32_ref(const void* x, float* y, int64_t n);
+void quantize_row_f32_ref(const float* x, void* y, int64_t n);
+float vec_dot_f32_ref(int64_t n, const void* w, const void* xq);
+void dequantize_row_f16_ref(const void* x, float* y, int64_t n);
+void quantize_row_f16_ref(const float* x, void* y, int64_t n);
+float vec_dot_f16_ref(int64_t n, const void* w, const void* xq);
+void dequantize_row_bf16_ref(const void* x, float* y, int64_t n);
+void quantize_row_bf16_ref(const float* x, void* y, int64_t n);
+float vec_dot_bf16_ref(int64_t n, const void* w, const void* xq);
+void dequantize_row_q8_0_ref(const void* x, float* y, int64_t n);
+void quantize_row_q8_0_ref(const float* x, void* y, int64_t n);
+float vec_dot_q8_0_ref(int64_t n, const void* w, const void* xq);
+void dequantize_row_q4_0_ref(const void* x, float* y, int64_t n);
+void quantize_row_q4_0_ref(const float* x, void* y, int64_t n);
+float vec_dot_q4_0_ref(int64_t n, const void* w, const void* xq);
+void dequantize_row_q4_K_ref(const void* x, float* y, int64_t n);
+void quantize_row_q4_K_ref(const float* x, void* y, int64_t n);
+float vec_dot_q4_K_ref(int64_t n, const void* w, const void* xq);
+void dequantize_row_q6_K_ref(const void* x, float* y, int64_t n);
+void quantize_row_q6_K_ref(const float* x, void* y, int64_t n);
+float vec_dot_q6_K_ref(int64_t n, const void* w, const void* xq);
+void dequantize_row_q8_K_ref(const void* x, float* y, int64_t n);
+void quantize_row_q8_K_ref(const float* x, void* y, int64_t n);
+float vec_dot_q8_K_ref(int64_t n, const void* w, const void* xq);
+
+// Per-ISA overrides; each starts from the table it is handed and replaces what it accelerates.
+// Only defined when the matching *_avx2.cpp / *_avx512.cpp file is compiled (x86-64).
+void install_avx2_kernels(KernelTable& t);
+void install_avx512_kernels(KernelTable& t);
+
+// Tables for tests: the scalar table always; the SIMD ones only if this CPU can run them
+// (nullptr otherwise).
+const KernelTable& ref_kernels();
+const KernelTable* avx2_kernels();
+const KernelTable* avx512_kernels();
+
+// Re-run CPU detection and re-read LLMSERVE_FORCE_SCALAR (tests only; not thread-safe against
+// concurrent dispatch calls).
+void reset_dispatch_for_testing();
+
+}  // namespace llmserve::quant

@@ -1,0 +1,416 @@
+// Token sampling; see sampler.h for the chain and its semantics.
+//
+// Cost per call (V = n_vocab): penalties O(distinct tokens in window); top_k <= kHeapTopK:
+// one heap scan over V (no copy); larger or disabled top_k: one copy of V plus nth_element /
+// lazily extended sorted prefix (only as deep as top_p or the draw walks). Raw logprobs: one
+// top-n heap scan plus one exp pass over V.
+#include "sampler.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <string>
+
+namespace llmserve {
+
+namespace {
+
+using Cand = Sampler::Cand;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+// Above this top_k, nth_element over a copy beats a heap scan.
+constexpr int32_t kHeapTopK = 256;
+
+std::string fmt(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+Status bad(const char* name, const char* range, double v) {
+  return make_error(Code::InvalidArgument,
+                    std::string(name) + " must be " + range + " but received " + fmt(v));
+}
+
+// NaN -> -inf (never chosen unless everything is), +inf -> FLT_MAX (keeps differences finite).
+inline float sanitize(float v) { return v != v ? kNegInf : (v > FLT_MAX ? FLT_MAX : v); }
+
+// Ranking used everywhere: higher logit first; equal logits -> lower token id first.
+inline bool better(const Cand& a, const Cand& b) {
+  return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+}
+
+// h: heap under `better`, so h.front() is the worst kept candidate; holds at most k.
+inline void heap_offer(std::vector<Cand>& h, size_t k, const Cand& c) {
+  if (h.size() < k) {
+    h.push_back(c);
+    std::push_heap(h.begin(), h.end(), better);
+    return;
+  }
+  if (!better(c, h.front())) return;
+  std::pop_heap(h.begin(), h.end(), better);
+  h.back() = c;
+  std::push_heap(h.begin(), h.end(), better);
+}
+
+// Adds the k best of logits[0, n) to heap h (which may already hold offered candidates), then
+// sorts h best-first. With kSkip, ids present in *skip are left out of the scan (the caller
+// offered them already with their penalized logits).
+// logits: [n]
+template <bool kSkip>
+void select_top(const float* logits, int32_t n, size_t k,
+                const std::unordered_map<int32_t, int32_t>* skip, std::vector<Cand>& h) {
+  int32_t i = 0;
+  for (; i < n && h.size() < k; ++i) {
+    if (kSkip && skip->count(i)) continue;
+    heap_offer(h, k, {sanitize(logits[i]), i, 0.0f});
+  }
+  if (h.size() == k && k > 0) {
+    float thr = h.front().logit;
+    for (; i < n; ++i) {
+      const float v = logits[i];
+      if (!(v >= thr)) continue;  // the common case; also drops NaN
+      if (kSkip && skip->count(i)) continue;
+      const Cand c{sanitize(v), i, 0.0f};
+      if (!better(c, h.front())) continue;
+      std::pop_heap(h.begin(), h.end(), better);
+      h.back() = c;
+      std::push_heap(h.begin(), h.end(), better);
+      thr = h.front().logit;
+    }
+  }
+  std::sort_heap(h.begin(), h.end(), better);
+}
+
+}  // namespace
+
+Status validate(const SamplingParams& p) {
+  if (!std::isfinite(p.temperature))
+    return bad("temperature", "a finite number (<= 0 means greedy)", p.temperature);
+  if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) return bad("topP", "in (0, 1]", p.top_p);
+  if (!(p.min_p >= 0.0f && p.min_p <= 1.0f)) return bad("minP", "in [0, 1]", p.min_p);
+  if (!(p.repeat_penalty > 0.0f) || !std::isfinite(p.repeat_penalty))
+    return bad("repeatPenalty", "a finite number > 0", p.repeat_penalty);
+  if (p.repeat_last_n < -1)
+    return bad("repeatLastN", "an integer >= -1 (-1 = whole history, 0 = off)", p.repeat_last_n);
+  if (!std::isfinite(p.frequency_penalty))
+    return bad("frequencyPenalty", "a finite number", p.frequency_penalty);
+  if (!std::isfinite(p.presence_penalty))
+    return bad("presencePenalty", "a finite number", p.presence_penalty);
+  if (p.n_logprobs < 0 || p.n_logprobs > kMaxLogprobs)
+    return bad("topLogprobs", "an integer in [0, 20]", p.n_logprobs);
+  // top_k: every value is valid (<= 0 disables; larger than the vocabulary keeps everything).
+  return Status::ok();
+}
+
+// ---- Rng ----------------------------------------------------------------------------------
+
+void Rng::reseed(uint64_t seed) {
+  uint64_t x = seed;
+  for (auto& s : s_) {  // splitmix64
+    uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    s = z ^ (z >> 31);
+  }
+}
+
+uint64_t Rng::next() {  // xoshiro256**
+  auto rotl = [](uint64_t v, int k) { return (v << k) | (v >> (64 - k)); };
+  const uint64_t result = rotl(s_[1] * 5, 7) * 9;
+  const uint64_t t = s_[1] << 17;
+  s_[2] ^= s_[0];
+  s_[3] ^= s_[1];
+  s_[1] ^= s_[2];
+  s_[0] ^= s_[3];
+  s_[2] ^= t;
+  s_[3] = rotl(s_[3], 45);
+  return result;
+}
+
+double Rng::uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+
+// ---- Sampler ------------------------------------------------------------------------------
+
+Sampler::Sampler(const SamplingParams& p, int32_t n_vocab)
+    : p_(p), n_vocab_(n_vocab > 0 ? n_vocab : 0), rng_(p.seed) {
+  // Clamp anything validate() would reject to a harmless value.
+  if (!std::isfinite(p_.temperature)) p_.temperature = p_.temperature > 0 ? 1.0f : 0.0f;
+  if (p_.temperature > 0.0f && !std::isfinite(1.0f / p_.temperature)) p_.temperature = 0.0f;
+  if (!(p_.top_p > 0.0f && p_.top_p <= 1.0f)) p_.top_p = 1.0f;
+  if (!(p_.min_p >= 0.0f)) p_.min_p = 0.0f;
+  if (p_.min_p > 1.0f) p_.min_p = 1.0f;
+  if (!(p_.repeat_penalty > 0.0f) || !std::isfinite(p_.repeat_penalty)) p_.repeat_penalty = 1.0f;
+  if (p_.repeat_last_n < -1) p_.repeat_last_n = 0;
+  if (!std::isfinite(p_.frequency_penalty)) p_.frequency_penalty = 0.0f;
+  if (!std::isfinite(p_.presence_penalty)) p_.presence_penalty = 0.0f;
+  p_.n_logprobs = std::clamp(p_.n_logprobs, 0, std::min(kMaxLogprobs, n_vocab_));
+  penalties_on_ = p_.repeat_last_n != 0 && (p_.repeat_penalty != 1.0f ||
+                                            p_.frequency_penalty != 0.0f ||
+                                            p_.presence_penalty != 0.0f);
+}
+
+void Sampler::accept(int32_t token) {
+  if (!penalties_on_ || token < 0 || token >= n_vocab_) return;
+  ++counts_[token];
+  if (p_.repeat_last_n < 0) return;  // whole history: counts only
+  const size_t n = static_cast<size_t>(p_.repeat_last_n);
+  if (ring_.size() < n) {  // grows lazily: a huge repeat_last_n costs nothing up front
+    ring_.push_back(token);
+    return;
+  }
+  const int32_t old = ring_[ring_head_];
+  ring_[ring_head_] = token;
+  ring_head_ = (ring_head_ + 1) % n;
+  auto it = counts_.find(old);
+  if (--it->second == 0) counts_.erase(it);
+}
+
+int32_t Sampler::window_count(int32_t token) const {
+  auto it = counts_.find(token);
+  return it == counts_.end() ? 0 : it->second;
+}
+
+// pen_ <- (penalized logit, id) for every token in the window (llama.cpp penalties sampler).
+void Sampler::compute_penalties(const float* logits) {
+  pen_.clear();
+  if (!penalties_on_) return;
+  for (const auto& [tok, count] : counts_) {
+    float l = sanitize(logits[tok]);
+    if (l > 0.0f)
+      l /= p_.repeat_penalty;
+    else
+      l *= p_.repeat_penalty;
+    l -= static_cast<float>(count) * p_.frequency_penalty + p_.presence_penalty;
+    pen_.push_back({sanitize(l), tok, 0.0f});
+  }
+}
+
+// top_k by heap scan over the raw logits (penalized tokens offered separately). cand_ sorted.
+void Sampler::candidates_top_k(const float* logits, int32_t k, float* m, double* z) {
+  cand_.clear();
+  for (const Cand& c : pen_) heap_offer(cand_, static_cast<size_t>(k), c);
+  if (pen_.empty())
+    select_top<false>(logits, n_vocab_, static_cast<size_t>(k), nullptr, cand_);
+  else
+    select_top<true>(logits, n_vocab_, static_cast<size_t>(k), &counts_, cand_);
+  sorted_n_ = cand_.size();
+  *m = cand_[0].logit;
+  if (*m == kNegInf) {  // nothing finite: uniform over the kept candidates
+    for (Cand& c : cand_) c.logit = 0.0f;
+    *m = 0.0f;
+  }
+  if (p_.top_p < 1.0f) {
+    double s = 0.0;
+    for (const Cand& c : cand_) s += std::exp(c.logit - *m);
+    *z = s;
+  }
+}
+
+// top_k disabled or large: penalized copy of the whole vocabulary. cand_ unsorted (sorted_n_ 0).
+// When top_k is off, min_p is applied while building (sets *min_p_done).
+void Sampler::candidates_full(const float* logits, int32_t k, float* m, double* z,
+                              bool* min_p_done) {
+  const int32_t n = n_vocab_;
+  cand_.clear();
+  sorted_n_ = 0;
+  if (k < n) {
+    cand_.resize(static_cast<size_t>(n));
+    for (int32_t i = 0; i < n; ++i) cand_[i] = {sanitize(logits[i]), i, 0.0f};
+    for (const Cand& c : pen_) cand_[c.id].logit = c.logit;
+    std::nth_element(cand_.begin(), cand_.begin() + (k - 1), cand_.end(), better);
+    cand_.resize(static_cast<size_t>(k));
+    float mx = kNegInf;
+    for (const Cand& c : cand_) mx = std::max(mx, c.logit);
+    if (mx == kNegInf) {
+      for (Cand& c : cand_) c.logit = 0.0f;
+      mx = 0.0f;
+    }
+    *m = mx;
+    if (p_.top_p < 1.0f) {
+      double s = 0.0;
+      for (const Cand& c : cand_) s += std::exp(c.logit - mx);
+      *z = s;
+    }
+    return;
+  }
+  work_.resize(static_cast<size_t>(n));
+  float* w = work_.data();
+  float mx = kNegInf;
+  for (int32_t i = 0; i < n; ++i) {
+    w[i] = sanitize(logits[i]);
+    mx = std::max(mx, w[i]);
+  }
+  if (!pen_.empty()) {
+    for (const Cand& c : pen_) w[c.id] = c.logit;
+    mx = kNegInf;
+    for (int32_t i = 0; i < n; ++i) mx = std::max(mx, w[i]);
+  }
+  if (mx == kNegInf) {
+    std::fill(work_.begin(), work_.end(), 0.0f);
+    mx = 0.0f;
+  }
+  *m = mx;
+  if (p_.top_p < 1.0f) {
+    double s = 0.0;
+    for (int32_t i = 0; i < n; ++i) s += std::exp(w[i] - mx);
+    *z = s;
+  }
+  if (p_.min_p > 0.0f) {
+    const float thr = std::log(p_.min_p);
+    for (int32_t i = 0; i < n; ++i)
+      if (w[i] - mx >= thr) cand_.push_back({w[i], i, 0.0f});
+  } else {
+    cand_.resize(static_cast<size_t>(n));
+    for (int32_t i = 0; i < n; ++i) cand_[i] = {w[i], i, 0.0f};
+  }
+  *min_p_done = true;
+}
+
+// Extends the sorted prefix of cand_ to at least n (doubling, so walks stay O(V) amortized).
+void Sampler::ensure_sorted(size_t n) {
+  if (n <= sorted_n_) return;
+  const size_t size = cand_.size();
+  size_t want = std::min(size, std::max({n, sorted_n_ * 2, size_t{64}}));
+  auto first = cand_.begin() + static_cast<ptrdiff_t>(sorted_n_);
+  auto mid = cand_.begin() + static_cast<ptrdiff_t>(want);
+  if (want < size) std::nth_element(first, mid - 1, cand_.end(), better);
+  std::sort(first, mid, better);
+  sorted_n_ = want;
+}
+
+// out->logprob and out->top from log-softmax of the raw logits.
+void Sampler::raw_logprobs(const float* logits, int32_t chosen, SampleResult* out) {
+  const size_t n_top = static_cast<size_t>(std::max(1, p_.n_logprobs));
+  topn_.clear();
+  select_top<false>(logits, n_vocab_, n_top, nullptr, topn_);
+  const float mr = topn_[0].logit;
+  if (mr == kNegInf) {  // nothing finite: report the uniform distribution
+    const float lp = -std::log(static_cast<float>(n_vocab_));
+    out->logprob = lp;
+    for (int32_t j = 0; j < p_.n_logprobs; ++j) out->top.push_back({topn_[j].id, lp});
+    return;
+  }
+  double s = 0.0;
+  for (int32_t i = 0; i < n_vocab_; ++i) {
+    float v = logits[i];
+    v = v > FLT_MAX ? FLT_MAX : v;
+    s += v == v ? std::exp(v - mr) : 0.0f;
+  }
+  const double log_z = static_cast<double>(mr) + std::log(s);
+  out->logprob = static_cast<float>(static_cast<double>(sanitize(logits[chosen])) - log_z);
+  for (int32_t j = 0; j < p_.n_logprobs; ++j)
+    out->top.push_back({topn_[j].id, static_cast<float>(topn_[j].logit - log_z)});
+}
+
+SampleResult Sampler::sample(const float* logits) {
+  SampleResult r;
+  sample(logits, &r);
+  return r;
+}
+
+void Sampler::sample(const float* logits, SampleResult* out) {
+  out->top.clear();
+  last_valid_ = false;
+  cand_.clear();
+  sorted_n_ = 0;
+  z_final_ = 1.0;
+  if (n_vocab_ <= 0 || logits == nullptr) {
+    out->token = -1;
+    out->logprob = 0.0f;
+    return;
+  }
+  compute_penalties(logits);
+
+  if (!(p_.temperature > 0.0f)) {  // greedy: argmax of penalized logits, ties -> lowest id
+    for (const Cand& c : pen_) heap_offer(cand_, 1, c);
+    if (pen_.empty())
+      select_top<false>(logits, n_vocab_, 1, nullptr, cand_);
+    else
+      select_top<true>(logits, n_vocab_, 1, &counts_, cand_);
+    cand_[0].e = 1.0f;
+    sorted_n_ = 1;
+    out->token = cand_[0].id;
+    raw_logprobs(logits, out->token, out);
+    return;
+  }
+
+  // 1. penalties (pen_) + top_k
+  const int32_t k = p_.top_k > 0 ? std::min(p_.top_k, n_vocab_) : n_vocab_;
+  float m = 0.0f;     // max penalized logit among the top_k survivors
+  double z = 1.0;     // sum of exp(logit - m) over the top_k survivors (only when top_p < 1)
+  bool min_p_done = false;
+  if (k <= kHeapTopK && k < n_vocab_)
+    candidates_top_k(logits, k, &m, &z);
+  else
+    candidates_full(logits, k, &m, &z, &min_p_done);
+
+  // 2+3. top_p and min_p each keep a prefix of the ranked candidates (both measured on the
+  // post-top_k distribution; min_p is a ratio to the max so top_p's renormalization does not
+  // change it), so the result is the shorter prefix: filter min_p first, then walk top_p.
+  if (!min_p_done && p_.min_p > 0.0f) {
+    const float thr = std::log(p_.min_p);
+    const bool all_sorted = sorted_n_ == cand_.size();
+    cand_.erase(std::remove_if(cand_.begin(), cand_.end(),
+                               [&](const Cand& c) { return !(c.logit - m >= thr); }),
+                cand_.end());
+    sorted_n_ = all_sorted ? cand_.size() : 0;
+  }
+  if (p_.top_p < 1.0f) {
+    const double target = static_cast<double>(p_.top_p) * z;
+    double cum = 0.0;
+    for (size_t i = 0; i < cand_.size(); ++i) {
+      ensure_sorted(i + 1);
+      cum += std::exp(cand_[i].logit - m);
+      if (cum >= target) {
+        cand_.resize(i + 1);
+        break;
+      }
+    }
+    sorted_n_ = std::min(sorted_n_, cand_.size());
+  }
+
+  // 4+5. temperature + softmax (m is still the max: top_p and min_p always keep it).
+  const float inv_t = 1.0f / p_.temperature;
+  double zt = 0.0;
+  for (Cand& c : cand_) {
+    c.e = std::exp((c.logit - m) * inv_t);
+    zt += c.e;
+  }
+  z_final_ = zt;
+
+  // 6. draw: uniform in [0, 1) against the cumulative distribution in ranked order.
+  const double target = rng_.uniform() * zt;
+  double cum = 0.0;
+  size_t pick = cand_.size();
+  for (size_t i = 0; i < cand_.size(); ++i) {
+    ensure_sorted(i + 1);
+    cum += cand_[i].e;
+    if (target < cum) {
+      pick = i;
+      break;
+    }
+  }
+  if (pick == cand_.size()) {  // rounding left target past the end: last token with mass
+    pick = cand_.size() - 1;
+    while (pick > 0 && cand_[pick].e == 0.0f) --pick;
+  }
+  out->token = cand_[pick].id;
+  raw_logprobs(logits, out->token, out);
+}
+
+const std::vector<TokenLogprob>& Sampler::last_candidates() const {
+  if (!last_valid_) {
+    std::vector<Cand> sorted(cand_.begin(), cand_.end());
+    std::sort(sorted.begin(), sorted.end(), better);
+    last_.clear();
+    last_.reserve(sorted.size());
+    const double inv = z_final_ > 0.0 ? 1.0 / z_final_ : 0.0;
+    for (const Cand& c : sorted) last_.push_back({c.id, static_cast<float>(c.e * inv)});
+    last_valid_ = true;
+  }
+  return last_;
+}
+
+}  // namespace llmserve

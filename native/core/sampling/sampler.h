@@ -1,0 +1,125 @@
+// Token sampling: penalties, top-k, top-p, min-p, temperature, seeded draw, logprobs.
+//
+// Chain order matches llama.cpp's default sampler chain:
+//   penalties (repeat / frequency / presence over the last repeat_last_n accepted tokens)
+//   -> top_k -> top_p -> min_p -> temperature -> softmax -> draw (seeded RNG)
+// temperature <= 0 is greedy: argmax of the penalized logits, ties -> lowest token id.
+// Reported logprobs are log-softmax of the RAW logits (the model's own distribution), as
+// OpenAI-style APIs report them, independent of penalties and temperature.
+//
+// Ordering: candidates are ranked by (logit desc, token id asc) everywhere, so every code path
+// (small top_k heap, nth_element, lazily sorted full vocabulary) ranks and draws identically.
+#pragma once
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+#include "../status.h"
+
+namespace llmserve {
+
+struct SamplingParams {
+  float temperature = 0.8f;        // <= 0 means greedy (argmax, ties -> lowest id)
+  int32_t top_k = 40;              // <= 0 disables
+  float top_p = 0.95f;             // 1 disables; must be in (0, 1]
+  float min_p = 0.05f;             // 0 disables; in [0, 1]
+  float repeat_penalty = 1.0f;     // 1 disables (llama.cpp: logit > 0 ? logit / p : logit * p)
+  int32_t repeat_last_n = 64;      // window for all penalties; 0 disables penalties, -1 = whole history
+  float frequency_penalty = 0.0f;  // logit -= count * frequency_penalty
+  float presence_penalty = 0.0f;   // logit -= (count > 0) * presence_penalty
+  uint64_t seed = 0;               // same seed + same logits sequence -> same tokens
+  int32_t n_logprobs = 0;          // top-n alternatives to report (0..kMaxLogprobs)
+};
+
+inline constexpr int32_t kMaxLogprobs = 20;
+
+// ERR_INVALID_ARGUMENT naming the option (JS spelling) and its valid range, e.g.
+// "topP must be in (0, 1] but received 1.5". Options: temperature, topK, topP, minP,
+// repeatPenalty, repeatLastN, frequencyPenalty, presencePenalty, topLogprobs.
+Status validate(const SamplingParams& p);
+
+struct TokenLogprob {
+  int32_t token;
+  float logprob;  // in last_candidates(): a probability, not a log
+};
+
+struct SampleResult {
+  int32_t token = -1;
+  float logprob = 0.0f;            // raw-logit log-softmax of the chosen token
+  std::vector<TokenLogprob> top;   // top-n raw-logit alternatives, logprob desc (ties: id asc)
+};
+
+// xoshiro256** seeded through splitmix64: small, fast, identical on every platform.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed = 0) { reseed(seed); }
+  void reseed(uint64_t seed);
+  uint64_t next();
+  double uniform();  // [0, 1) with 53 random bits
+ private:
+  uint64_t s_[4];
+};
+
+// One per sequence. Not thread-safe; different Samplers may run on different threads.
+class Sampler {
+ public:
+  // p should have passed validate(); out-of-range values are clamped, never crash.
+  Sampler(const SamplingParams& p, int32_t n_vocab);
+
+  // Appends a token to the penalty history (prompt tokens too). Ids outside [0, n_vocab) are
+  // ignored. O(1).
+  void accept(int32_t token);
+
+  // logits: [n_vocab] raw model output (not modified). NaN counts as -inf, +inf as FLT_MAX.
+  SampleResult sample(const float* logits);
+  // Same, reusing out's storage (no allocation once out->top has capacity).
+  void sample(const float* logits, SampleResult* out);
+
+  // The distribution the last sample() drew from (after all transforms): (token, prob) sorted by
+  // prob desc, ties by token id asc. Greedy: the single chosen token with prob 1. For tests and
+  // debugging; may sort lazily.
+  const std::vector<TokenLogprob>& last_candidates() const;
+
+  const SamplingParams& params() const { return p_; }
+  int32_t n_vocab() const { return n_vocab_; }
+  // Number of times `token` occurs in the current penalty window (0 when penalties are off).
+  int32_t window_count(int32_t token) const;
+
+  // Candidate during the chain: logit after penalties, then e = unnormalized final probability.
+  struct Cand {
+    float logit;
+    int32_t id;
+    float e;
+  };
+
+ private:
+  void compute_penalties(const float* logits);
+  void candidates_top_k(const float* logits, int32_t k, float* m, double* z);
+  void candidates_full(const float* logits, int32_t k, float* m, double* z, bool* min_p_done);
+  void ensure_sorted(size_t n);
+  void raw_logprobs(const float* logits, int32_t chosen, SampleResult* out);
+
+  SamplingParams p_;
+  int32_t n_vocab_;
+  bool penalties_on_;
+  Rng rng_;
+
+  // Penalty window: counts of tokens in the last repeat_last_n accepted tokens.
+  std::unordered_map<int32_t, int32_t> counts_;
+  std::vector<int32_t> ring_;  // last repeat_last_n tokens (unused when repeat_last_n == -1)
+  size_t ring_head_ = 0;
+  size_t ring_size_ = 0;
+
+  // Per-call scratch, kept between calls to avoid allocations.
+  std::vector<Cand> pen_;    // penalized tokens: (penalized logit, id)
+  std::vector<Cand> cand_;   // candidates; [0, sorted_n_) sorted by (logit desc, id asc)
+  size_t sorted_n_ = 0;
+  double z_final_ = 1.0;     // sum of cand_[i].e
+  std::vector<float> work_;  // [n_vocab] penalized logits (full-vocabulary path only)
+  std::vector<Cand> topn_;   // raw top-n heap
+
+  mutable std::vector<TokenLogprob> last_;
+  mutable bool last_valid_ = false;
+};
+
+}  // namespace llmserve

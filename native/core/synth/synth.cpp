@@ -1,0 +1,384 @@
+// synth_model: random-weight llama / qwen2 GGUF files with llama.cpp's key and tensor names.
+//
+// Initialisation (all Gaussian, deterministic from the seed and the tensor name):
+//   matrices        std 1/sqrt(fan_in), fan_in = ne[0]
+//   token_embd      std kLogitStd/sqrt(dim)  (so tied output logits have std ~kLogitStd)
+//   output          std kLogitStd/sqrt(dim)  (final-normed hidden has rms ~1 -> logits std ~kLogitStd)
+//   norm weights    1 + 0.1 * N(0,1);  qwen2 q/k/v biases 0.05 * N(0,1)
+// kLogitStd = 3 keeps next-token distributions far from both one-hot and uniform.
+#include "synth.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <thread>
+
+#include "../gguf/gguf.h"
+
+namespace llmserve {
+namespace {
+
+constexpr double kLogitStd = 3.0;
+constexpr double kNormNoise = 0.1;
+constexpr double kBiasStd = 0.05;
+constexpr double kMaxFileBytes = 32.0 * (1ull << 30);
+
+uint64_t splitmix64(uint64_t& s) {
+  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// xoshiro256** seeded through splitmix64; Box-Muller for normals.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) {
+    for (auto& w : s_) w = splitmix64(seed);
+  }
+  uint64_t next() {
+    const uint64_t r = rotl(s_[1] * 5, 7) * 9;
+    const uint64_t t = s_[1] << 17;
+    s_[2] ^= s_[0]; s_[3] ^= s_[1]; s_[1] ^= s_[2]; s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = rotl(s_[3], 45);
+    return r;
+  }
+  // Fills out[0..n) with mean + std * N(0,1).
+  void normal(float* out, size_t n, double mean, double std) {
+    constexpr double kTwoPi = 6.283185307179586476925286766559;
+    for (size_t i = 0; i < n; i += 2) {
+      const double u1 = (static_cast<double>(next() >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
+      const double u2 = static_cast<double>(next() >> 11) * 0x1.0p-53;          // [0, 1)
+      const double r = std::sqrt(-2.0 * std::log(u1));
+      out[i] = static_cast<float>(mean + std * r * std::cos(kTwoPi * u2));
+      if (i + 1 < n) out[i + 1] = static_cast<float>(mean + std * r * std::sin(kTwoPi * u2));
+    }
+  }
+
+ private:
+  static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+  uint64_t s_[4];
+};
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 0xCBF29CE484222325ull;
+  for (unsigned char c : s) { h ^= c; h *= 0x100000001B3ull; }
+  return h;
+}
+
+bool synth_type_allowed(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16: case GgmlType::Q8_0:
+    case GgmlType::Q4_0: case GgmlType::Q4_K: case GgmlType::Q6_K:
+      return true;
+    default:
+      return false;
+  }
+}
+
+const char* type_label(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32: return "f32";
+    case GgmlType::F16: return "f16";
+    case GgmlType::BF16: return "bf16";
+    case GgmlType::Q8_0: return "q8_0";
+    case GgmlType::Q4_0: return "q4_0";
+    case GgmlType::Q4_K: return "q4_k";
+    case GgmlType::Q6_K: return "q6_k";
+    default: return "unknown";
+  }
+}
+
+int64_t block_of(GgmlType t) {
+  switch (t) {
+    case GgmlType::Q8_0: case GgmlType::Q4_0: return 32;
+    case GgmlType::Q4_K: case GgmlType::Q6_K: return 256;
+    default: return 1;
+  }
+}
+
+// Bytes per element, for the size estimate only.
+double bytes_per_elem(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32: return 4;
+    case GgmlType::F16: case GgmlType::BF16: return 2;
+    case GgmlType::Q8_0: return 34.0 / 32;
+    case GgmlType::Q4_0: return 18.0 / 32;
+    case GgmlType::Q4_K: return 144.0 / 256;
+    case GgmlType::Q6_K: return 210.0 / 256;
+    default: return 4;
+  }
+}
+
+Status invalid(const std::string& msg) { return make_error(Code::InvalidArgument, msg); }
+
+Status check_range(const char* name, int64_t v, int64_t lo, int64_t hi) {
+  if (v < lo || v > hi) {
+    return invalid(std::string("Expected ") + name + " in [" + std::to_string(lo) + ", " +
+                   std::to_string(hi) + "] but received " + std::to_string(v));
+  }
+  return Status::ok();
+}
+
+// Size estimate: the writer holds every tensor in memory until it writes.
+Status check_size(const SynthOptions& o, int64_t n_vocab) {
+  const double vocab = static_cast<double>(n_vocab);
+  const double d = static_cast<double>(o.dim), f = static_cast<double>(o.ffn);
+  const double kv = d / static_cast<double>(o.heads) * static_cast<double>(o.kv_heads);
+  const double per_layer = d * d * 2 + d * kv * 2 + d * f * 3;
+  const double mats = per_layer * static_cast<double>(o.layers) + vocab * d * (o.tied_output ? 1 : 2);
+  const double bytes = mats * bytes_per_elem(o.type);
+  if (bytes > kMaxFileBytes) {
+    return invalid("Expected a model of at most 32 GiB but dim/layers/ffn/vocab_size give about " +
+                   std::to_string(static_cast<int64_t>(bytes / (1ull << 30))) + " GiB");
+  }
+  return Status::ok();
+}
+
+// Converts rows of f32 into `type`, splitting large tensors across threads (each row is
+// independent, so the bytes do not depend on the thread count).
+std::vector<uint8_t> encode_rows(GgmlType type, const std::vector<float>& src, int64_t ne0, int64_t nrows) {
+  if (type == GgmlType::F32) {
+    std::vector<uint8_t> out(src.size() * sizeof(float));
+    std::memcpy(out.data(), src.data(), out.size());
+    return out;
+  }
+  const size_t rs = row_size(type, ne0);
+  std::vector<uint8_t> out(rs * static_cast<size_t>(nrows));
+  auto work = [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      quantize_row(type, src.data() + r * ne0, out.data() + static_cast<size_t>(r) * rs, ne0);
+    }
+  };
+  const int64_t elems = ne0 * nrows;
+  unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  int64_t nt = std::min<int64_t>({static_cast<int64_t>(std::min(hw, 16u)), nrows,
+                                  std::max<int64_t>(1, elems / (1 << 18))});
+  if (nt <= 1) {
+    work(0, nrows);
+    return out;
+  }
+  std::vector<std::thread> threads;
+  const int64_t per = (nrows + nt - 1) / nt;
+  for (int64_t t = 0; t < nt; ++t) {
+    const int64_t r0 = t * per, r1 = std::min(nrows, r0 + per);
+    if (r0 < r1) threads.emplace_back(work, r0, r1);
+  }
+  for (auto& th : threads) th.join();
+  return out;
+}
+
+struct Builder {
+  const SynthOptions& opt;
+  GgufWriter& w;
+  std::vector<std::string>* notes;
+  std::function<void(double)> progress;
+  double total_elems = 1;
+  double done_elems = 0;
+
+  void report(int64_t n) {
+    done_elems += static_cast<double>(n);
+    if (progress) progress(std::min(0.99, 0.99 * done_elems / total_elems));
+  }
+
+  // A 1-D f32 tensor: mean + std * N(0,1).
+  Status vec(const std::string& name, int64_t n, double mean, double std) {
+    std::vector<float> x(static_cast<size_t>(n));
+    Rng rng(opt.seed ^ fnv1a(name));
+    rng.normal(x.data(), x.size(), mean, std);
+    std::vector<uint8_t> bytes(x.size() * sizeof(float));
+    std::memcpy(bytes.data(), x.data(), bytes.size());
+    LLMS_RETURN_IF_ERROR(w.add_tensor(name, GgmlType::F32, {n}, std::move(bytes)));
+    report(n);
+    return Status::ok();
+  }
+
+  // A matrix [ne0 (contiguous, input dim), ne1] in opt.type (or its fallback).
+  Status mat(const std::string& name, int64_t ne0, int64_t ne1, double std) {
+    const GgmlType t = synth_matrix_type(opt.type, ne0);
+    if (t != opt.type && notes) {
+      notes->push_back(name + ": " + type_label(opt.type) + " needs ne[0] % " +
+                       std::to_string(block_of(opt.type)) + " == 0 (ne[0]=" + std::to_string(ne0) +
+                       "), using " + type_label(t));
+    }
+    std::vector<float> x(static_cast<size_t>(ne0 * ne1));
+    Rng rng(opt.seed ^ fnv1a(name));
+    rng.normal(x.data(), x.size(), 0.0, std);
+    LLMS_RETURN_IF_ERROR(w.add_tensor(name, t, {ne0, ne1}, encode_rows(t, x, ne0, ne1)));
+    report(ne0 * ne1);
+    return Status::ok();
+  }
+};
+
+}  // namespace
+
+GgmlType synth_matrix_type(GgmlType want, int64_t ne0) {
+  const int64_t bs = block_of(want);
+  if (bs <= 1 || ne0 % bs == 0) return want;
+  if (bs == 256 && ne0 % 32 == 0) return GgmlType::Q8_0;
+  return GgmlType::F16;
+}
+
+int synth_file_type(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32: return 0;    // LLAMA_FTYPE_ALL_F32
+    case GgmlType::F16: return 1;    // LLAMA_FTYPE_MOSTLY_F16
+    case GgmlType::Q4_0: return 2;   // LLAMA_FTYPE_MOSTLY_Q4_0
+    case GgmlType::Q8_0: return 7;   // LLAMA_FTYPE_MOSTLY_Q8_0
+    case GgmlType::Q4_K: return 15;  // LLAMA_FTYPE_MOSTLY_Q4_K_M
+    case GgmlType::Q6_K: return 18;  // LLAMA_FTYPE_MOSTLY_Q6_K
+    case GgmlType::BF16: return 32;  // LLAMA_FTYPE_MOSTLY_BF16
+    default: return -1;
+  }
+}
+
+Status validate_synth_options(const SynthOptions& o) {
+  if (o.arch != "llama" && o.arch != "qwen2") {
+    return invalid("Expected arch to be 'llama' or 'qwen2' but received '" + o.arch + "'");
+  }
+  LLMS_RETURN_IF_ERROR(check_range("dim", o.dim, 1, 65536));
+  LLMS_RETURN_IF_ERROR(check_range("layers", o.layers, 1, 1024));
+  LLMS_RETURN_IF_ERROR(check_range("heads", o.heads, 1, 4096));
+  LLMS_RETURN_IF_ERROR(check_range("kv_heads", o.kv_heads, 1, 4096));
+  LLMS_RETURN_IF_ERROR(check_range("ffn", o.ffn, 1, 1 << 20));
+  LLMS_RETURN_IF_ERROR(check_range("context", o.context, 1, 1 << 24));
+  if (o.dim % o.heads != 0) {
+    return invalid("Expected heads to divide dim but dim=" + std::to_string(o.dim) +
+                   " is not a multiple of heads=" + std::to_string(o.heads));
+  }
+  if (o.heads % o.kv_heads != 0) {
+    return invalid("Expected kv_heads to divide heads but heads=" + std::to_string(o.heads) +
+                   " is not a multiple of kv_heads=" + std::to_string(o.kv_heads));
+  }
+  if ((o.dim / o.heads) % 2 != 0) {
+    return invalid("Expected an even head dimension (dim/heads) but received " +
+                   std::to_string(o.dim / o.heads) + " (dim=" + std::to_string(o.dim) +
+                   ", heads=" + std::to_string(o.heads) + ")");
+  }
+  if (o.vocab_from.empty()) {
+    LLMS_RETURN_IF_ERROR(check_range("vocab_size", o.vocab_size, kSynthMinGeneratedVocab,
+                                     kSynthMaxGeneratedVocab));
+  }
+  if (!synth_type_allowed(o.type)) {
+    return invalid("Expected type to be one of f32, f16, bf16, q8_0, q4_0, q4_k, q6_k but received ggml type " +
+                   std::to_string(static_cast<uint32_t>(o.type)));
+  }
+  if (!std::isfinite(o.rope_freq_base) || o.rope_freq_base <= 0) {
+    return invalid("Expected positive rope_freq_base but received " + std::to_string(o.rope_freq_base));
+  }
+  if (!std::isfinite(o.rms_eps) || o.rms_eps <= 0 || o.rms_eps >= 1) {
+    return invalid("Expected rms_eps in (0, 1) but received " + std::to_string(o.rms_eps));
+  }
+  if (o.vocab_from.empty()) LLMS_RETURN_IF_ERROR(check_size(o, o.vocab_size));
+  return Status::ok();
+}
+
+Status synth_model(const SynthOptions& opt, const std::string& out_path,
+                   std::function<void(double)> progress, std::vector<std::string>* notes) {
+  LLMS_RETURN_IF_ERROR(validate_synth_options(opt));
+  if (out_path.empty()) return invalid("Expected a non-empty output path");
+
+  GgufWriter w;
+  const std::string& a = opt.arch;
+  const int64_t head_dim = opt.dim / opt.heads;
+  const int64_t kv_dim = head_dim * opt.kv_heads;
+
+  w.set_str("general.architecture", a);
+  w.set_str("general.name", "synth-" + a + "-" + std::to_string(opt.dim) + "x" +
+                                std::to_string(opt.layers) + "-" + type_label(opt.type));
+  w.set_u32("general.file_type", static_cast<uint32_t>(synth_file_type(opt.type)));
+  w.set_u32("general.alignment", 32);
+  w.set_u32(a + ".context_length", static_cast<uint32_t>(opt.context));
+  w.set_u32(a + ".embedding_length", static_cast<uint32_t>(opt.dim));
+  w.set_u32(a + ".block_count", static_cast<uint32_t>(opt.layers));
+  w.set_u32(a + ".feed_forward_length", static_cast<uint32_t>(opt.ffn));
+  w.set_u32(a + ".attention.head_count", static_cast<uint32_t>(opt.heads));
+  w.set_u32(a + ".attention.head_count_kv", static_cast<uint32_t>(opt.kv_heads));
+  w.set_f32(a + ".rope.freq_base", opt.rope_freq_base);
+  w.set_f32(a + ".attention.layer_norm_rms_epsilon", opt.rms_eps);
+  w.set_u32(a + ".rope.dimension_count", static_cast<uint32_t>(head_dim));
+
+  // Tokenizer.
+  int64_t n_vocab = 0;
+  if (!opt.vocab_from.empty()) {
+    std::unique_ptr<GgufFile> src;
+    Status st = GgufFile::open(opt.vocab_from, &src);
+    if (!st.is_ok()) {
+      st.message = "vocab_from '" + opt.vocab_from + "': " + st.message;
+      return st;
+    }
+    const GgufValue* toks = src->find("tokenizer.ggml.tokens");
+    if (!toks || toks->type != GgufType::ARRAY || toks->arr_type != GgufType::STRING) {
+      return invalid("Expected vocab_from '" + opt.vocab_from +
+                     "' to contain a tokenizer.ggml.tokens string array");
+    }
+    n_vocab = static_cast<int64_t>(toks->arr_str.size());
+    if (n_vocab < 1 || n_vocab > (1 << 21)) {
+      return invalid("Expected vocab_from '" + opt.vocab_from + "' to hold 1.." +
+                     std::to_string(1 << 21) + " tokens but it holds " + std::to_string(n_vocab));
+    }
+    LLMS_RETURN_IF_ERROR(check_size(opt, n_vocab));
+    w.set_u32(a + ".vocab_size", static_cast<uint32_t>(n_vocab));
+    for (const auto& [key, value] : src->metadata()) {
+      if (key.rfind("tokenizer.", 0) == 0) w.set_value(key, value);
+    }
+  } else {
+    SynthVocab v = synth_generate_vocab(opt.vocab_size);
+    if (static_cast<int64_t>(v.tokens.size()) != opt.vocab_size) {
+      return make_error(Code::Internal, "generated vocabulary has " + std::to_string(v.tokens.size()) +
+                                            " tokens, expected " + std::to_string(opt.vocab_size));
+    }
+    n_vocab = opt.vocab_size;
+    w.set_u32(a + ".vocab_size", static_cast<uint32_t>(n_vocab));
+    w.set_str("tokenizer.ggml.model", "llama");
+    w.set_arr_str("tokenizer.ggml.tokens", v.tokens);
+    w.set_arr_f32("tokenizer.ggml.scores", v.scores);
+    w.set_arr_i32("tokenizer.ggml.token_type", v.types);
+    w.set_u32("tokenizer.ggml.bos_token_id", 1);
+    w.set_u32("tokenizer.ggml.eos_token_id", 2);
+    w.set_u32("tokenizer.ggml.unknown_token_id", 0);
+    w.set_bool("tokenizer.ggml.add_bos_token", true);
+    w.set_bool("tokenizer.ggml.add_eos_token", false);
+  }
+
+  // Tensors, in llama.cpp's usual order.
+  const double d = static_cast<double>(opt.dim), f = static_cast<double>(opt.ffn);
+  const double vocab_elems = static_cast<double>(n_vocab) * d * (opt.tied_output ? 1 : 2);
+  const double layer_elems = 2 * d * d + 2 * d * static_cast<double>(kv_dim) + 3 * d * f + 2 * d +
+                             (a == "qwen2" ? d + 2.0 * static_cast<double>(kv_dim) : 0);
+  Builder b{opt, w, notes, std::move(progress)};
+  b.total_elems = vocab_elems + d + layer_elems * static_cast<double>(opt.layers);
+  if (b.progress) b.progress(0.0);
+
+  const double embd_std = kLogitStd / std::sqrt(d);
+  const double in_std = 1.0 / std::sqrt(d);
+  const double ffn_in_std = 1.0 / std::sqrt(f);
+  LLMS_RETURN_IF_ERROR(b.mat("token_embd.weight", opt.dim, n_vocab, embd_std));
+  LLMS_RETURN_IF_ERROR(b.vec("output_norm.weight", opt.dim, 1.0, kNormNoise));
+  if (!opt.tied_output) {
+    LLMS_RETURN_IF_ERROR(b.mat("output.weight", opt.dim, n_vocab, kLogitStd / std::sqrt(d)));
+  }
+  for (int64_t i = 0; i < opt.layers; ++i) {
+    const std::string p = "blk." + std::to_string(i) + ".";
+    LLMS_RETURN_IF_ERROR(b.vec(p + "attn_norm.weight", opt.dim, 1.0, kNormNoise));
+    LLMS_RETURN_IF_ERROR(b.mat(p + "attn_q.weight", opt.dim, opt.dim, in_std));
+    LLMS_RETURN_IF_ERROR(b.mat(p + "attn_k.weight", opt.dim, kv_dim, in_std));
+    LLMS_RETURN_IF_ERROR(b.mat(p + "attn_v.weight", opt.dim, kv_dim, in_std));
+    if (a == "qwen2") {
+      LLMS_RETURN_IF_ERROR(b.vec(p + "attn_q.bias", opt.dim, 0.0, kBiasStd));
+      LLMS_RETURN_IF_ERROR(b.vec(p + "attn_k.bias", kv_dim, 0.0, kBiasStd));
+      LLMS_RETURN_IF_ERROR(b.vec(p + "attn_v.bias", kv_dim, 0.0, kBiasStd));
+    }
+    LLMS_RETURN_IF_ERROR(b.mat(p + "attn_output.weight", opt.dim, opt.dim, in_std));
+    LLMS_RETURN_IF_ERROR(b.vec(p + "ffn_norm.weight", opt.dim, 1.0, kNormNoise));
+    LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_gate.weight", opt.dim, opt.ffn, in_std));
+    LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_up.weight", opt.dim, opt.ffn, in_std));
+    LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_down.weight", opt.ffn, opt.dim, ffn_in_std));
+  }
+  LLMS_RETURN_IF_ERROR(w.write(out_path));
+  if (b.progress) b.progress(1.0);
+  return Status::ok();
+}
+
+}  // namespace llmserve

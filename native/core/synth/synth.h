@@ -1,0 +1,62 @@
+// synth: writes random-weight GGUF models (llama / qwen2) that llama.cpp loads, for tests,
+// parity checks and benchmarks without downloading real weights.
+//
+// Weights are deterministic in (options, seed): the same options give a byte-identical file.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "../quant/quant.h"
+#include "../status.h"
+
+namespace llmserve {
+
+struct SynthOptions {
+  std::string arch = "llama";  // "llama" or "qwen2"
+  int64_t dim = 256, layers = 4, heads = 8, kv_heads = 2, ffn = 768, context = 2048;
+  std::string vocab_from;      // path of a GGUF whose tokenizer.* metadata is copied
+                               // (vocab size = its token count)
+  int64_t vocab_size = 512;    // used when vocab_from is empty: generate a SentencePiece-style vocab
+  GgmlType type = GgmlType::F32;  // F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K
+  uint64_t seed = 7;
+  float rope_freq_base = 10000.0f;
+  float rms_eps = 1e-5f;
+  bool tied_output = false;    // omit output.weight (llama.cpp then reuses token_embd.weight)
+};
+
+// Writes the model to out_path (via temp file + rename). progress(f) is called with f in [0, 1]
+// from the calling thread as tensors are generated; notes (optional) receives one line per
+// per-tensor type fallback, e.g. "blk.0.ffn_down.weight: q4_k needs ne[0] % 256 == 0 (ne[0]=96), using q8_0".
+Status synth_model(const SynthOptions& opt, const std::string& out_path,
+                   std::function<void(double)> progress = {},
+                   std::vector<std::string>* notes = nullptr);
+
+// Checks every option; InvalidArgument messages name the offending option.
+// Does not open vocab_from (synth_model does).
+Status validate_synth_options(const SynthOptions& opt);
+
+// The type a matrix with row length ne0 is stored in when `want` is requested, following
+// llama.cpp's quantizer fallbacks: k-quants (block 256) -> Q8_0 when ne0 % 32 == 0, else F16;
+// Q4_0/Q8_0 (block 32) -> F16.
+GgmlType synth_matrix_type(GgmlType want, int64_t ne0);
+
+// llama_ftype value for general.file_type (ALL_F32=0, MOSTLY_F16=1, MOSTLY_Q4_0=2, MOSTLY_Q8_0=7,
+// MOSTLY_Q4_K_M=15, MOSTLY_Q6_K=18, MOSTLY_BF16=32); -1 for a type synth does not produce.
+int synth_file_type(GgmlType t);
+
+// Generated SentencePiece ("llama") vocabulary of n tokens: <unk>, <s>, </s>, 256 byte tokens
+// <0x00>..<0xFF>, then n-259 distinct pieces with decreasing scores. Every multi-character piece's
+// prefix (one UTF-8 character shorter) is also in the vocabulary, so SentencePiece's bigram merges
+// can reach it. Requires 259 < n <= kSynthMaxGeneratedVocab.
+struct SynthVocab {
+  std::vector<std::string> tokens;
+  std::vector<float> scores;
+  std::vector<int32_t> types;  // llama_token_type: 1 normal, 2 unknown, 3 control, 6 byte
+};
+constexpr int64_t kSynthMinGeneratedVocab = 300;
+constexpr int64_t kSynthMaxGeneratedVocab = 262144;
+SynthVocab synth_generate_vocab(int64_t n);
+
+}  // namespace llmserve

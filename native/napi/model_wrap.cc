@@ -1,0 +1,293 @@
+// NativeModel: one Engine per loaded model. Load, evaluate and dispose run off the JS thread;
+// generate() queues a request whose events come back through a per-request thread-safe function.
+#include <napi.h>
+
+#include "engine/engine.h"
+#include "errors.h"
+#include "wrap_common.h"
+
+namespace llmserve::napi {
+namespace {
+
+double num(Napi::Object o, const char* key, double dflt) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : dflt;
+}
+
+Napi::Object event_to_js(Napi::Env env, GenEvent& ev) {
+  auto o = Napi::Object::New(env);
+  if (!ev.tokens.empty()) {
+    auto a = Napi::Array::New(env, ev.tokens.size());
+    for (uint32_t k = 0; k < ev.tokens.size(); ++k) a.Set(k, ev.tokens[k]);
+    o.Set("tokens", a);
+  }
+  if (!ev.logprobs.empty()) {
+    auto a = Napi::Array::New(env, ev.logprobs.size());
+    for (uint32_t k = 0; k < ev.logprobs.size(); ++k) {
+      auto& r = ev.logprobs[k];
+      auto lp = Napi::Object::New(env);
+      lp.Set("token", r.token);
+      lp.Set("logprob", r.logprob);
+      auto top = Napi::Array::New(env, r.top.size());
+      for (uint32_t j = 0; j < r.top.size(); ++j) {
+        auto t = Napi::Object::New(env);
+        t.Set("token", r.top[j].token);
+        t.Set("logprob", r.top[j].logprob);
+        top.Set(j, t);
+      }
+      lp.Set("top", top);
+      a.Set(k, lp);
+    }
+    o.Set("logprobs", a);
+  }
+  if (ev.done) {
+    o.Set("done", true);
+    if (!ev.error.is_ok()) {
+      auto e = Napi::Object::New(env);
+      e.Set("code", code_name(ev.error.code));
+      e.Set("message", ev.error.message);
+      o.Set("error", e);
+    } else {
+      o.Set("finishReason", finish_reason_name(ev.finish));
+    }
+    auto t = Napi::Object::New(env);
+    t.Set("promptMs", ev.timings.prompt_ms);
+    t.Set("generateMs", ev.timings.generate_ms);
+    t.Set("promptTokens", Napi::Number::New(env, (double)ev.timings.prompt_tokens));
+    t.Set("generatedTokens", Napi::Number::New(env, (double)ev.timings.generated_tokens));
+    t.Set("reusedTokens", Napi::Number::New(env, (double)ev.timings.reused_tokens));
+    o.Set("timings", t);
+  }
+  return o;
+}
+
+std::vector<int32_t> to_tokens(Napi::Env env, Napi::Value v) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw make_js_error(env, Code::InvalidArgument, "tokens must be an Int32Array");
+  auto a = v.As<Napi::Int32Array>();
+  return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());  // copy at the boundary
+}
+
+class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
+ public:
+  static Napi::FunctionReference* ctor;
+  static void Init(Napi::Env env) {
+    Napi::Function f = DefineClass(env, "NativeModel",
+                                   {InstanceMethod("info", &ModelWrap::Info),
+                                    InstanceMethod("generate", &ModelWrap::Generate),
+                                    InstanceMethod("cancel", &ModelWrap::Cancel),
+                                    InstanceMethod("evaluate", &ModelWrap::Evaluate),
+                                    InstanceMethod("dispose", &ModelWrap::Dispose)});
+    ctor = new Napi::FunctionReference(Napi::Persistent(f));
+  }
+  explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {}
+  ~ModelWrap() override {
+    if (engine_) engine_->shutdown();  // not disposed by the user: stop the thread before unmapping
+  }
+  void adopt(std::shared_ptr<Engine> e) { engine_ = std::move(e); }
+
+ private:
+  Engine* live(Napi::Env env) {
+    if (!engine_) throw make_js_error(env, Code::Cancelled, "The model has been disposed; load it again.");
+    return engine_.get();
+  }
+
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine* e = live(env);
+    const ModelConfig& c = e->config();
+    auto o = Napi::Object::New(env);
+    o.Set("arch", c.arch);
+    o.Set("nVocab", Napi::Number::New(env, (double)c.n_vocab));
+    o.Set("nEmbd", Napi::Number::New(env, (double)c.n_embd));
+    o.Set("nLayer", Napi::Number::New(env, (double)c.n_layer));
+    o.Set("nHead", Napi::Number::New(env, (double)c.n_head));
+    o.Set("nHeadKv", Napi::Number::New(env, (double)c.n_head_kv));
+    o.Set("nFf", Napi::Number::New(env, (double)c.n_ff));
+    o.Set("headDim", Napi::Number::New(env, (double)c.head_dim));
+    o.Set("nCtxTrain", Napi::Number::New(env, (double)c.n_ctx_train));
+    o.Set("contextSize", Napi::Number::New(env, (double)e->options().n_ctx));
+    o.Set("ropeFreqBase", c.rope_freq_base);
+    o.Set("rmsEps", c.rms_eps);
+    o.Set("tiedOutput", c.tied_output);
+    o.Set("threads", e->options().threads);
+    o.Set("kernels", kernel_isa());
+    auto wt = Napi::Object::New(env);
+    for (auto& t : e->file().tensors()) {
+      std::string n = type_traits(t.type).name;
+      wt.Set(n, Napi::Number::New(env, (wt.Has(n) ? wt.Get(n).As<Napi::Number>().DoubleValue() : 0) + 1));
+    }
+    o.Set("weightTypes", wt);
+    return o;
+  }
+
+  Napi::Value Generate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine* e = live(env);
+    if (info.Length() < 3 || !info[1].IsObject() || !info[2].IsFunction())
+      throw make_js_error(env, Code::InvalidArgument, "generate(tokens, params, onEvent)");
+    auto req = std::make_shared<GenerateRequest>();
+    req->prompt = to_tokens(env, info[0]);
+    Napi::Object p = info[1].As<Napi::Object>();
+    req->max_tokens = (int64_t)num(p, "maxTokens", 256);
+    SamplingParams& s = req->sampling;
+    s.temperature = (float)num(p, "temperature", s.temperature);
+    s.top_k = (int32_t)num(p, "topK", s.top_k);
+    s.top_p = (float)num(p, "topP", s.top_p);
+    s.min_p = (float)num(p, "minP", s.min_p);
+    s.repeat_penalty = (float)num(p, "repeatPenalty", s.repeat_penalty);
+    s.repeat_last_n = (int32_t)num(p, "repeatLastN", s.repeat_last_n);
+    s.frequency_penalty = (float)num(p, "frequencyPenalty", s.frequency_penalty);
+    s.presence_penalty = (float)num(p, "presencePenalty", s.presence_penalty);
+    s.seed = (uint64_t)num(p, "seed", 0);
+    s.n_logprobs = (int32_t)num(p, "logprobs", 0);
+    req->want_logprobs = p.Get("logprobs").IsNumber();
+    Napi::Value st = p.Get("stopTokens");
+    if (st.IsArray()) {
+      auto a = st.As<Napi::Array>();
+      for (uint32_t k = 0; k < a.Length(); ++k) req->stop_tokens.push_back(a.Get(k).As<Napi::Number>().Int32Value());
+    }
+    auto tsfn = Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "llmserve.generate", 0, 1);
+    req->on_event = [tsfn](GenEvent&& ev) mutable {
+      bool last = ev.done;
+      auto* heap = new GenEvent(std::move(ev));
+      napi_status st = tsfn.NonBlockingCall(heap, [](Napi::Env env, Napi::Function cb, GenEvent* data) {
+        std::unique_ptr<GenEvent> owned(data);
+        if (env != nullptr && cb != nullptr) cb.Call({event_to_js(env, *owned)});
+      });
+      if (st != napi_ok) delete heap;
+      if (last) tsfn.Release();
+    };
+    int64_t id = 0;
+    Status sts = e->submit(req, &id);
+    if (!sts) {
+      tsfn.Release();
+      throw make_js_error(env, sts);
+    }
+    return Napi::Number::New(env, (double)id);
+  }
+
+  Napi::Value Cancel(const Napi::CallbackInfo& info) {
+    if (engine_ && info.Length() > 0 && info[0].IsNumber()) engine_->cancel(info[0].As<Napi::Number>().Int64Value());
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Evaluate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine* e = live(env);
+    auto req = std::make_shared<EvalRequest>();
+    req->tokens = to_tokens(env, info[0]);
+    req->logits_all = info.Length() > 1 && info[1].ToBoolean();
+    auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
+    auto noop = Napi::Function::New(env, [](const Napi::CallbackInfo&) {});
+    auto tsfn = Napi::ThreadSafeFunction::New(env, noop, "llmserve.evaluate", 0, 1);
+    struct Result { Status s; std::vector<float> logits; };
+    req->on_done = [tsfn, deferred](Status s, std::vector<float>&& logits) mutable {
+      auto* r = new Result{std::move(s), std::move(logits)};
+      napi_status st = tsfn.NonBlockingCall(r, [deferred](Napi::Env env, Napi::Function, Result* data) {
+        std::unique_ptr<Result> owned(data);
+        if (env == nullptr) return;
+        if (!owned->s) { deferred->Reject(make_js_error(env, owned->s).Value()); return; }
+        auto arr = Napi::Float32Array::New(env, owned->logits.size());
+        std::memcpy(arr.Data(), owned->logits.data(), owned->logits.size() * sizeof(float));
+        deferred->Resolve(arr);
+      });
+      if (st != napi_ok) delete r;
+      tsfn.Release();
+    };
+    Status s = e->submit_eval(req);
+    if (!s) {
+      tsfn.Release();
+      deferred->Reject(make_js_error(env, s).Value());
+    }
+    return deferred->Promise();
+  }
+
+  class DisposeWorker : public Napi::AsyncWorker {
+   public:
+    DisposeWorker(Napi::Env env, std::shared_ptr<Engine> e)
+        : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), engine_(std::move(e)) {}
+    Napi::Promise promise() { return deferred_.Promise(); }
+    void Execute() override { engine_->shutdown(); engine_.reset(); }
+    void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+   private:
+    Napi::Promise::Deferred deferred_;
+    std::shared_ptr<Engine> engine_;
+  };
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!engine_) {
+      auto d = Napi::Promise::Deferred::New(env);
+      d.Resolve(env.Undefined());
+      return d.Promise();
+    }
+    auto* w = new DisposeWorker(env, std::move(engine_));
+    engine_.reset();
+    auto p = w->promise();
+    w->Queue();
+    return p;
+  }
+
+  std::shared_ptr<Engine> engine_;
+};
+Napi::FunctionReference* ModelWrap::ctor = nullptr;
+
+class LoadWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double>> {
+ public:
+  LoadWorker(Napi::Env env, std::string path, EngineOptions opts, Napi::Function progress)
+      : StatusWorker(env), deferred_(Napi::Promise::Deferred::New(env)), path_(std::move(path)), opts_(opts) {
+    if (!progress.IsEmpty()) progress_ = Napi::Persistent(progress);
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute(const ExecutionProgress& prog) override {
+    std::unique_ptr<Engine> e;
+    double last = -1;
+    Status s = Engine::load(path_, opts_, [&](double f) {
+      if (f - last >= 0.01 || f >= 1.0) { last = f; prog.Send(&f, 1); }
+    }, &e);
+    if (!s) fail(s);
+    else engine_ = std::shared_ptr<Engine>(std::move(e));
+  }
+  void OnProgress(const double* data, size_t n) override {
+    if (!progress_.IsEmpty() && n > 0) progress_.Call({Napi::Number::New(Env(), data[n - 1])});
+  }
+  void OnOK() override {
+    Napi::Object obj = ModelWrap::ctor->New({});
+    ModelWrap::Unwrap(obj)->adopt(std::move(engine_));
+    deferred_.Resolve(obj);
+  }
+  void reject(Napi::Value err) override { deferred_.Reject(err); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::string path_;
+  EngineOptions opts_;
+  Napi::FunctionReference progress_;
+  std::shared_ptr<Engine> engine_;
+};
+
+Napi::Value LoadModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject())
+    throw make_js_error(env, Code::InvalidArgument, "loadModel(path, options, onProgress?)");
+  Napi::Object o = info[1].As<Napi::Object>();
+  EngineOptions opts;
+  opts.threads = (int)num(o, "threads", 2);
+  opts.n_ctx = (int64_t)num(o, "contextSize", 4096);
+  opts.kv_f16 = o.Get("kvF16").IsBoolean() ? o.Get("kvF16").As<Napi::Boolean>().Value() : true;
+  Napi::Function progress = info.Length() > 2 && info[2].IsFunction() ? info[2].As<Napi::Function>() : Napi::Function();
+  auto* w = new LoadWorker(env, info[0].As<Napi::String>(), opts, progress);
+  auto p = w->promise();
+  w->Queue();
+  return p;
+}
+
+}  // namespace
+
+void init_model(Napi::Env env, Napi::Object exports) {
+  ModelWrap::Init(env);
+  exports.Set("loadModel", Napi::Function::New(env, LoadModel, "loadModel"));
+}
+
+}  // namespace llmserve::napi
