@@ -18,4 +18,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 
 }  // namespace llmserve::napi
 
-NODE_API_MODULE(llmserve, llmserve::napi::Init)
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return llmserve::napi::Init(env, exports); }
+
+NODE_API_MODULE(llmserve, InitAddon)

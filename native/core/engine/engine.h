@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "../gguf/gguf.h"
+#include "../model/forward.h"
+#include "../model/kv_cache.h"
 #include "../model/model.h"
 #include "../sampling/sampler.h"
 #include "../status.h"

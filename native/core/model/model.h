@@ -10,6 +10,7 @@
 #include "../gguf/gguf.h"
 #include "../quant/quant.h"
 #include "../status.h"
+#include "kv_cache.h"  // KvCache / KvCacheOptions live beside Model for its users
 #include "model_config.h"
 
 namespace llmserve {

@@ -59,6 +59,22 @@ inline void get_scale_min_k4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
   }
 }
 
+// All 8 scales (out[0..7]) and 8 mins (out[8..15]) of a Q4_K block at once, with 32-bit word
+// little-endian word arithmetic instead of 8 get_scale_min_k4 calls (per-byte masks stop bits leaking
+// between neighbouring bytes).
+inline void unpack_q4_K_scales(const uint8_t* q, uint8_t out[16]) {
+  uint32_t w[3];
+  std::memcpy(w, q, 12);
+  const uint32_t lo6 = 0x3f3f3f3f, lo4 = 0x0f0f0f0f, lo2 = 0x03030303;
+  const uint32_t r[4] = {
+      w[0] & lo6,                                          // scales 0..3
+      (w[2] & lo4) | (((w[0] >> 6) & lo2) << 4),           // scales 4..7
+      w[1] & lo6,                                          // mins 0..3
+      ((w[2] >> 4) & lo4) | (((w[1] >> 6) & lo2) << 4),    // mins 4..7
+  };
+  std::memcpy(out, r, 16);
+}
+
 // ggml's nearest_int: round half to even via the 1.5*2^23 trick. Valid for |v| <= 2^22-1, so
 // clamp first (no-op for every value ggml's quantizers produce) and map NaN to 0.
 inline int nearest_int(float v) {

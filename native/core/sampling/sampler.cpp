@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
 #include <limits>
 #include <string>
@@ -37,9 +38,13 @@ Status bad(const char* name, const char* range, double v) {
 inline float sanitize(float v) { return v != v ? kNegInf : (v > FLT_MAX ? FLT_MAX : v); }
 
 // Ranking used everywhere: higher logit first; equal logits -> lower token id first.
-inline bool better(const Cand& a, const Cand& b) {
-  return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
-}
+// A function object (not a function pointer) so std algorithms inline it.
+struct Better {
+  bool operator()(const Cand& a, const Cand& b) const {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+  }
+};
+constexpr Better better{};
 
 // h: heap under `better`, so h.front() is the worst kept candidate; holds at most k.
 inline void heap_offer(std::vector<Cand>& h, size_t k, const Cand& c) {
@@ -201,11 +206,7 @@ void Sampler::candidates_top_k(const float* logits, int32_t k, float* m, double*
     for (Cand& c : cand_) c.logit = 0.0f;
     *m = 0.0f;
   }
-  if (p_.top_p < 1.0f) {
-    double s = 0.0;
-    for (const Cand& c : cand_) s += std::exp(c.logit - *m);
-    *z = s;
-  }
+  if (p_.top_p < 1.0f) *z = fill_unit_weights(*m);
 }
 
 // top_k disabled or large: penalized copy of the whole vocabulary. cand_ unsorted (sorted_n_ 0).
@@ -228,11 +229,7 @@ void Sampler::candidates_full(const float* logits, int32_t k, float* m, double* 
       mx = 0.0f;
     }
     *m = mx;
-    if (p_.top_p < 1.0f) {
-      double s = 0.0;
-      for (const Cand& c : cand_) s += std::exp(c.logit - mx);
-      *z = s;
-    }
+    if (p_.top_p < 1.0f) *z = fill_unit_weights(mx);
     return;
   }
   work_.resize(static_cast<size_t>(n));
@@ -252,32 +249,65 @@ void Sampler::candidates_full(const float* logits, int32_t k, float* m, double* 
     mx = 0.0f;
   }
   *m = mx;
-  if (p_.top_p < 1.0f) {
-    double s = 0.0;
-    for (int32_t i = 0; i < n; ++i) s += std::exp(w[i] - mx);
-    *z = s;
-  }
+  *min_p_done = true;
   if (p_.min_p > 0.0f) {
+    if (p_.top_p < 1.0f) {  // top_p needs the mass of the whole (pre-min_p) set
+      double s = 0.0;
+      for (int32_t i = 0; i < n; ++i) s += std::exp(w[i] - mx);
+      *z = s;
+    }
     const float thr = std::log(p_.min_p);
     for (int32_t i = 0; i < n; ++i)
-      if (w[i] - mx >= thr) cand_.push_back({w[i], i, 0.0f});
-  } else {
-    cand_.resize(static_cast<size_t>(n));
-    for (int32_t i = 0; i < n; ++i) cand_[i] = {w[i], i, 0.0f};
+      if (w[i] - mx >= thr) cand_.push_back({w[i], i, std::exp(w[i] - mx)});
+    return;
   }
-  *min_p_done = true;
+  cand_.resize(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; ++i) cand_[i] = {w[i], i, 0.0f};
+  if (p_.top_p < 1.0f) *z = fill_unit_weights(mx);
 }
 
-// Extends the sorted prefix of cand_ to at least n (doubling, so walks stay O(V) amortized).
-void Sampler::ensure_sorted(size_t n) {
-  if (n <= sorted_n_) return;
-  const size_t size = cand_.size();
-  size_t want = std::min(size, std::max({n, sorted_n_ * 2, size_t{64}}));
-  auto first = cand_.begin() + static_cast<ptrdiff_t>(sorted_n_);
-  auto mid = cand_.begin() + static_cast<ptrdiff_t>(want);
-  if (want < size) std::nth_element(first, mid - 1, cand_.end(), better);
-  std::sort(first, mid, better);
-  sorted_n_ = want;
+// cand_[i].e = exp(logit - m) (the T = 1 weights top_p measures); returns their sum.
+double Sampler::fill_unit_weights(float m) {
+  double s = 0.0;
+  for (Cand& c : cand_) {
+    c.e = std::exp(c.logit - m);
+    s += c.e;
+  }
+  return s;
+}
+
+// Smallest ranked index i (rank: logit desc, id asc) whose cumulative weight e through i reaches
+// target (>= when inclusive, else >); cand_.size() if none does. Afterwards cand_[0..i] are the
+// i + 1 best candidates. The sorted prefix is walked first; the rest is searched by weighted
+// quickselect (nth_element halving), so a draw deep into a flat tail costs O(n), not a sort.
+size_t Sampler::ranked_find(double target, bool inclusive) {
+  auto reached = [&](double c) { return inclusive ? c >= target : c > target; };
+  double cum = 0.0;
+  for (size_t i = 0; i < sorted_n_; ++i) {
+    cum += cand_[i].e;
+    if (reached(cum)) return i;
+  }
+  auto at = [&](size_t i) { return cand_.begin() + static_cast<std::ptrdiff_t>(i); };
+  size_t lo = sorted_n_, hi = cand_.size();
+  while (hi - lo > 64) {
+    const size_t mid = lo + (hi - lo) / 2;
+    std::nth_element(at(lo), at(mid), at(hi), better);  // [lo, mid] = the best of [lo, hi)
+    double left = 0.0;
+    for (size_t i = lo; i <= mid; ++i) left += cand_[i].e;
+    if (reached(cum + left)) {
+      hi = mid + 1;
+    } else {
+      cum += left;
+      lo = mid + 1;
+    }
+  }
+  std::sort(at(lo), at(hi), better);
+  if (lo == sorted_n_) sorted_n_ = hi;  // everything after hi ranks below [lo, hi)
+  for (size_t i = lo; i < hi; ++i) {
+    cum += cand_[i].e;
+    if (reached(cum)) return i;
+  }
+  return cand_.size();
 }
 
 // out->logprob and out->top from log-softmax of the raw logits.
@@ -357,42 +387,29 @@ void Sampler::sample(const float* logits, SampleResult* out) {
                 cand_.end());
     sorted_n_ = all_sorted ? cand_.size() : 0;
   }
-  if (p_.top_p < 1.0f) {
-    const double target = static_cast<double>(p_.top_p) * z;
-    double cum = 0.0;
-    for (size_t i = 0; i < cand_.size(); ++i) {
-      ensure_sorted(i + 1);
-      cum += std::exp(cand_[i].logit - m);
-      if (cum >= target) {
-        cand_.resize(i + 1);
-        break;
-      }
-    }
+  if (p_.top_p < 1.0f) {  // weights e = exp(logit - m) were filled by the builder
+    const size_t i = ranked_find(static_cast<double>(p_.top_p) * z, /*inclusive=*/true);
+    if (i < cand_.size()) cand_.resize(i + 1);
     sorted_n_ = std::min(sorted_n_, cand_.size());
   }
 
   // 4+5. temperature + softmax (m is still the max: top_p and min_p always keep it).
   const float inv_t = 1.0f / p_.temperature;
   double zt = 0.0;
-  for (Cand& c : cand_) {
-    c.e = std::exp((c.logit - m) * inv_t);
-    zt += c.e;
+  if (inv_t == 1.0f && p_.top_p < 1.0f) {  // the T = 1 weights are already there
+    for (const Cand& c : cand_) zt += c.e;
+  } else {
+    for (Cand& c : cand_) {
+      c.e = std::exp((c.logit - m) * inv_t);
+      zt += c.e;
+    }
   }
   z_final_ = zt;
 
   // 6. draw: uniform in [0, 1) against the cumulative distribution in ranked order.
-  const double target = rng_.uniform() * zt;
-  double cum = 0.0;
-  size_t pick = cand_.size();
-  for (size_t i = 0; i < cand_.size(); ++i) {
-    ensure_sorted(i + 1);
-    cum += cand_[i].e;
-    if (target < cum) {
-      pick = i;
-      break;
-    }
-  }
-  if (pick == cand_.size()) {  // rounding left target past the end: last token with mass
+  size_t pick = ranked_find(rng_.uniform() * zt, /*inclusive=*/false);
+  if (pick >= cand_.size()) {  // rounding left the target past the end: last token with mass
+    std::sort(cand_.begin(), cand_.end(), better);
     pick = cand_.size() - 1;
     while (pick > 0 && cand_[pick].e == 0.0f) --pick;
   }

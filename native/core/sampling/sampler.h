@@ -96,7 +96,8 @@ class Sampler {
   void compute_penalties(const float* logits);
   void candidates_top_k(const float* logits, int32_t k, float* m, double* z);
   void candidates_full(const float* logits, int32_t k, float* m, double* z, bool* min_p_done);
-  void ensure_sorted(size_t n);
+  double fill_unit_weights(float m);
+  size_t ranked_find(double target, bool inclusive);
   void raw_logprobs(const float* logits, int32_t chosen, SampleResult* out);
 
   SamplingParams p_;

@@ -1,0 +1,205 @@
+#include "model.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace llmserve {
+
+namespace {
+
+std::string shape_str(const int64_t* ne, int n) {
+  std::string s = "[";
+  for (int i = 0; i < n; ++i) {
+    if (i) s += ", ";
+    s += std::to_string(ne[i]);
+  }
+  return s + "]";
+}
+
+// Number of meaningful dims of a tensor (trailing 1s dropped, at least 1).
+int effective_dims(const GgufTensorInfo& t) {
+  int n = 4;
+  while (n > 1 && t.ne[n - 1] == 1) --n;
+  return n;
+}
+
+class Binder {
+ public:
+  explicit Binder(const GgufFile& f) : f_(f) {}
+
+  // Finds `name` and checks shape == expect (missing dims are 1) and data bounds.
+  Status find(const std::string& name, std::vector<int64_t> expect, bool required,
+              const GgufTensorInfo** out) {
+    *out = nullptr;
+    const GgufTensorInfo* t = f_.find_tensor(name);
+    if (!t) {
+      if (required) return make_error(Code::MissingTensor, "missing tensor '" + name + "'");
+      return Status::ok();
+    }
+    int64_t want[4] = {1, 1, 1, 1};
+    for (size_t i = 0; i < expect.size() && i < 4; ++i) want[i] = expect[i];
+    if (t->ne[0] != want[0] || t->ne[1] != want[1] || t->ne[2] != want[2] || t->ne[3] != want[3]) {
+      return make_error(Code::BadShape, "tensor '" + name + "' has shape " +
+                                            shape_str(t->ne, effective_dims(*t)) + ", expected " +
+                                            shape_str(want, static_cast<int>(expect.size())));
+    }
+    const TypeTraits& tt = type_traits(t->type);
+    if (!tt.known || !tt.supported) {
+      return make_error(Code::UnsupportedType, "tensor '" + name + "' has type " +
+                                                   std::string(tt.name) + " (id " +
+                                                   std::to_string(static_cast<uint32_t>(t->type)) +
+                                                   "), which is not supported");
+    }
+    if (tt.block_size <= 0 || t->ne[0] % tt.block_size != 0) {
+      return make_error(Code::BadShape, "tensor '" + name + "' row length " +
+                                            std::to_string(t->ne[0]) +
+                                            " is not a multiple of the " + tt.name +
+                                            " block size " + std::to_string(tt.block_size));
+    }
+    const uint64_t need = static_cast<uint64_t>(row_size(t->type, t->ne[0])) *
+                          static_cast<uint64_t>(t->ne[1] * t->ne[2] * t->ne[3]);
+    const uint64_t start = f_.data_offset() + t->offset;
+    if (t->data == nullptr || start < t->offset || start > f_.file_size() ||
+        need > f_.file_size() - start || (t->nbytes != 0 && t->nbytes < need)) {
+      return make_error(Code::GgufCorrupt, "tensor '" + name + "' data (" + std::to_string(need) +
+                                               " bytes at offset " + std::to_string(start) +
+                                               ") lies outside the file (" +
+                                               std::to_string(f_.file_size()) + " bytes)");
+    }
+    *out = t;
+    return Status::ok();
+  }
+
+  // A weight matrix [n_in] -> [n_out]: any type we can dot against.
+  Status matrix(const std::string& name, int64_t n_in, int64_t n_out, bool required,
+                MatrixView* out) {
+    const GgufTensorInfo* t = nullptr;
+    LLMS_RETURN_IF_ERROR(find(name, {n_in, n_out}, required, &t));
+    if (!t) return Status::ok();
+    const TypeTraits& vt = type_traits(type_traits(t->type).vec_dot_type);
+    if (!vt.known || !vt.supported || n_in % vt.block_size != 0) {
+      return make_error(Code::UnsupportedType,
+                        "tensor '" + name + "' has type " + type_traits(t->type).name +
+                            ", whose activation format " + vt.name + " cannot hold rows of " +
+                            std::to_string(n_in));
+    }
+    out->data = t->data;
+    out->type = t->type;
+    out->n_in = n_in;
+    out->n_out = n_out;
+    out->row_bytes = row_size(t->type, n_in);
+    return Status::ok();
+  }
+
+  // A 1-D f32 vector (norm weights, biases, rope factors), as llama.cpp's converters write them.
+  Status vector(const std::string& name, int64_t n, bool required, const float** out) {
+    *out = nullptr;
+    const GgufTensorInfo* t = nullptr;
+    LLMS_RETURN_IF_ERROR(find(name, {n}, required, &t));
+    if (!t) return Status::ok();
+    if (t->type != GgmlType::F32) {
+      return make_error(Code::UnsupportedType, "tensor '" + name + "' has type " +
+                                                   type_traits(t->type).name +
+                                                   "; 1-D tensors must be f32");
+    }
+    if (reinterpret_cast<uintptr_t>(t->data) % alignof(float) != 0) {
+      return make_error(Code::GgufCorrupt, "tensor '" + name + "' data is not 4-byte aligned");
+    }
+    *out = reinterpret_cast<const float*>(t->data);
+    return Status::ok();
+  }
+
+ private:
+  const GgufFile& f_;
+};
+
+// Bytes per token to hold the activations of one matmul group converted to each distinct
+// vec_dot type the group's weights use (f32 needs no conversion).
+size_t group_act_bytes(std::initializer_list<const MatrixView*> group) {
+  size_t total = 0;
+  std::vector<GgmlType> seen;
+  for (const MatrixView* m : group) {
+    const GgmlType vdt = type_traits(m->type).vec_dot_type;
+    if (vdt == GgmlType::F32 || std::find(seen.begin(), seen.end(), vdt) != seen.end()) continue;
+    seen.push_back(vdt);
+    total += row_size(vdt, m->n_in);
+  }
+  return total;
+}
+
+}  // namespace
+
+Status Model::load(std::shared_ptr<GgufFile> file, std::unique_ptr<Model>* out) {
+  if (!file) return make_error(Code::InvalidArgument, "Model::load: no file");
+  std::unique_ptr<Model> m(new Model());
+  ModelConfig& c = m->config_;
+  LLMS_RETURN_IF_ERROR(read_model_config(*file, &c));
+  Binder b(*file);
+  ModelWeights& w = m->weights_;
+
+  // Vocabulary size comes from the embedding matrix.
+  const GgufTensorInfo* te = file->find_tensor("token_embd.weight");
+  if (!te) return make_error(Code::MissingTensor, "missing tensor 'token_embd.weight'");
+  c.n_vocab = te->ne[1];
+  if (c.n_vocab < 1 || c.n_vocab > (int64_t(1) << 22)) {
+    return make_error(Code::BadShape, "tensor 'token_embd.weight' has " +
+                                          std::to_string(c.n_vocab) +
+                                          " rows; expected a vocabulary size in [1, 4194304]");
+  }
+  if (const GgufValue* v = file->find(c.arch + ".vocab_size")) {
+    if (v->is_int() && v->as_int() != c.n_vocab) {
+      return make_error(Code::BadShape, "hyperparameter '" + c.arch + ".vocab_size' = " +
+                                            std::to_string(v->as_int()) +
+                                            " differs from token_embd.weight rows " +
+                                            std::to_string(c.n_vocab));
+    }
+  }
+  LLMS_RETURN_IF_ERROR(b.matrix("token_embd.weight", c.n_embd, c.n_vocab, true, &w.tok_embd));
+  LLMS_RETURN_IF_ERROR(b.vector("output_norm.weight", c.n_embd, true, &w.output_norm));
+  LLMS_RETURN_IF_ERROR(b.matrix("output.weight", c.n_embd, c.n_vocab, false, &w.output));
+  c.tied_output = w.output.data == nullptr;
+  if (c.tied_output) w.output = w.tok_embd;
+  LLMS_RETURN_IF_ERROR(b.vector("rope_freqs.weight", c.n_rot / 2, false, &w.rope_freqs));
+  c.has_rope_freqs = w.rope_freqs != nullptr;
+
+  const int64_t nq = c.n_embd_q(), nkv = c.n_embd_kv();
+  const bool qwen2 = c.arch == "qwen2";
+  w.layers.resize(static_cast<size_t>(c.n_layer));
+  for (int64_t il = 0; il < c.n_layer; ++il) {
+    LayerWeights& L = w.layers[static_cast<size_t>(il)];
+    const std::string p = "blk." + std::to_string(il) + ".";
+    LLMS_RETURN_IF_ERROR(b.vector(p + "attn_norm.weight", c.n_embd, true, &L.attn_norm));
+    LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_q.weight", c.n_embd, nq, true, &L.wq));
+    LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_k.weight", c.n_embd, nkv, true, &L.wk));
+    LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_v.weight", c.n_embd, nkv, true, &L.wv));
+    LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_output.weight", nq, c.n_embd, true, &L.wo));
+    // qwen2 requires Q/K/V biases; llama may carry optional biases (llama.cpp: TENSOR_NOT_REQUIRED).
+    LLMS_RETURN_IF_ERROR(b.vector(p + "attn_q.bias", nq, qwen2, &L.bq));
+    LLMS_RETURN_IF_ERROR(b.vector(p + "attn_k.bias", nkv, qwen2, &L.bk));
+    LLMS_RETURN_IF_ERROR(b.vector(p + "attn_v.bias", nkv, qwen2, &L.bv));
+    if (!qwen2) {
+      LLMS_RETURN_IF_ERROR(b.vector(p + "attn_output.bias", c.n_embd, false, &L.bo));
+      LLMS_RETURN_IF_ERROR(b.vector(p + "ffn_gate.bias", c.n_ff, false, &L.ffn_gate_b));
+      LLMS_RETURN_IF_ERROR(b.vector(p + "ffn_up.bias", c.n_ff, false, &L.ffn_up_b));
+      LLMS_RETURN_IF_ERROR(b.vector(p + "ffn_down.bias", c.n_embd, false, &L.ffn_down_b));
+    }
+    if (il == 0) c.has_qkv_bias = L.bq || L.bk || L.bv;
+    LLMS_RETURN_IF_ERROR(b.vector(p + "ffn_norm.weight", c.n_embd, true, &L.ffn_norm));
+    LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_gate.weight", c.n_embd, c.n_ff, true, &L.ffn_gate));
+    LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_up.weight", c.n_embd, c.n_ff, true, &L.ffn_up));
+    LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_down.weight", c.n_ff, c.n_embd, true, &L.ffn_down));
+
+    size_t bytes = group_act_bytes({&L.wq, &L.wk, &L.wv});
+    bytes = std::max(bytes, group_act_bytes({&L.wo}));
+    bytes = std::max(bytes, group_act_bytes({&L.ffn_gate, &L.ffn_up}));
+    bytes = std::max(bytes, group_act_bytes({&L.ffn_down}));
+    m->act_bytes_per_token_ = std::max(m->act_bytes_per_token_, bytes);
+  }
+  m->act_bytes_per_token_ = std::max(m->act_bytes_per_token_, group_act_bytes({&w.output}));
+
+  m->file_ = std::move(file);
+  *out = std::move(m);
+  return Status::ok();
+}
+
+}  // namespace llmserve

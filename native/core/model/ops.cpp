@@ -1,0 +1,250 @@
+#include "ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "../quant/quant.h"
+
+namespace llmserve {
+
+namespace {
+constexpr int64_t kRowTile = 16;    // weight rows per parallel work item
+constexpr int64_t kTokenTile = 32;  // tokens per inner sweep (their activations stay in cache)
+constexpr size_t kAlign = 64;
+
+size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+struct Converted {
+  GgmlType vdt;
+  const uint8_t* data;
+  size_t stride;  // bytes between tokens
+};
+}  // namespace
+
+void rms_norm_f32(const float* x, const float* w, float* y, int64_t n, int64_t d, float eps) {
+  for (int64_t t = 0; t < n; ++t) {
+    const float* xr = x + t * d;
+    float* yr = y + t * d;
+    double sum = 0.0;
+    for (int64_t i = 0; i < d; ++i) sum += static_cast<double>(xr[i] * xr[i]);
+    const float mean = static_cast<float>(sum / static_cast<double>(d));
+    const float scale = 1.0f / sqrtf(mean + eps);
+    for (int64_t i = 0; i < d; ++i) yr[i] = (xr[i] * scale) * w[i];
+  }
+}
+
+size_t matmul_scratch_bytes(const MatmulTask* tasks, int n_tasks, int64_t n) {
+  size_t total = 0;
+  GgmlType seen[4];
+  int n_seen = 0;
+  for (int i = 0; i < n_tasks; ++i) {
+    const GgmlType vdt = type_traits(tasks[i].w->type).vec_dot_type;
+    if (vdt == GgmlType::F32 || std::find(seen, seen + n_seen, vdt) != seen + n_seen) continue;
+    seen[n_seen++] = vdt;
+    total += align_up(row_size(vdt, tasks[i].w->n_in) * static_cast<size_t>(n));
+  }
+  return total;
+}
+
+void matmul(const MatmulTask* tasks, int n_tasks, const float* x, int64_t n, uint8_t* scratch,
+            ThreadPool& pool) {
+  if (n <= 0 || n_tasks <= 0) return;
+  const int64_t n_in = tasks[0].w->n_in;
+
+  // 1. Convert the activations once per distinct vec_dot type.
+  Converted conv[4];
+  int n_conv = 0;
+  int task_conv[4];
+  uint8_t* free_ptr = scratch;
+  for (int i = 0; i < n_tasks; ++i) {
+    const GgmlType vdt = type_traits(tasks[i].w->type).vec_dot_type;
+    int found = -1;
+    for (int j = 0; j < n_conv; ++j)
+      if (conv[j].vdt == vdt) found = j;
+    if (found < 0) {
+      found = n_conv++;
+      if (vdt == GgmlType::F32) {
+        conv[found] = {vdt, reinterpret_cast<const uint8_t*>(x), static_cast<size_t>(n_in) * 4};
+      } else {
+        const size_t stride = row_size(vdt, n_in);
+        uint8_t* buf = free_ptr;
+        free_ptr += align_up(stride * static_cast<size_t>(n));
+        conv[found] = {vdt, buf, stride};
+        pool.parallel_for(n, [&](int64_t b, int64_t e) {
+          for (int64_t t = b; t < e; ++t) quantize_row(vdt, x + t * n_in, buf + t * stride, n_in);
+        });
+      }
+    }
+    task_conv[i] = found;
+  }
+
+  // 2. Row tiles across all tasks; each tile computes every token.
+  int64_t tile_start[5];
+  tile_start[0] = 0;
+  for (int i = 0; i < n_tasks; ++i)
+    tile_start[i + 1] = tile_start[i] + (tasks[i].w->n_out + kRowTile - 1) / kRowTile;
+  pool.parallel_for(tile_start[n_tasks], [&](int64_t b, int64_t e) {
+    for (int64_t tile = b; tile < e; ++tile) {
+      int ti = 0;
+      while (tile >= tile_start[ti + 1]) ++ti;
+      const MatmulTask& task = tasks[ti];
+      const MatrixView& w = *task.w;
+      const Converted& cv = conv[task_conv[ti]];
+      const int64_t r0 = (tile - tile_start[ti]) * kRowTile;
+      const int64_t r1 = std::min(r0 + kRowTile, w.n_out);
+      for (int64_t t0 = 0; t0 < n; t0 += kTokenTile) {
+        const int64_t t1 = std::min(t0 + kTokenTile, n);
+        for (int64_t r = r0; r < r1; ++r) {
+          const uint8_t* wr = w.row(r);
+          const float bias = task.bias ? task.bias[r] : 0.0f;
+          for (int64_t t = t0; t < t1; ++t) {
+            float d = vec_dot(w.type, n_in, wr, cv.data + t * cv.stride);
+            if (task.bias) d += bias;
+            task.y[t * task.ldy + r] = d;
+          }
+        }
+      }
+    }
+  });
+}
+
+void swiglu_f32(float* g, const float* u, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) {
+    const float x = g[i];
+    g[i] = (x / (1.0f + expf(-x))) * u[i];
+  }
+}
+
+namespace {
+// ggml's YaRN helpers (ggml.c / ggml-cpu ops.cpp).
+float rope_yarn_corr_dim(int n_dims, int n_ctx_orig, float n_rot, float base) {
+  return n_dims * logf(n_ctx_orig / (n_rot * 2 * (float)M_PI)) / (2 * logf(base));
+}
+float rope_yarn_ramp(float low, float high, int i0) {
+  const float y = (i0 / 2 - low) / std::max(0.001f, high - low);
+  return 1 - std::min(1.0f, std::max(0.0f, y));
+}
+}  // namespace
+
+void rope_cache_f32(const ModelConfig& c, const float* freq_factors, int64_t pos0, int64_t n,
+                    float* cache) {
+  const int n_dims = static_cast<int>(c.n_rot);
+  const float theta_scale = powf(c.rope_freq_base, -2.0f / n_dims);
+  float corr_dims[2] = {0, 0};
+  if (c.yarn_ext_factor != 0.0f) {
+    const int n_ctx_orig = static_cast<int>(c.rope_n_ctx_orig);
+    const float start =
+        floorf(rope_yarn_corr_dim(n_dims, n_ctx_orig, c.yarn_beta_fast, c.rope_freq_base));
+    const float end =
+        ceilf(rope_yarn_corr_dim(n_dims, n_ctx_orig, c.yarn_beta_slow, c.rope_freq_base));
+    corr_dims[0] = std::max(0.0f, start);
+    corr_dims[1] = std::min(static_cast<float>(n_dims - 1), end);
+  }
+  const float freq_scale = c.rope_freq_scale, ext_factor = c.yarn_ext_factor;
+  for (int64_t t = 0; t < n; ++t) {
+    float* row = cache + t * c.n_rot;
+    float theta = static_cast<float>(pos0 + t);
+    for (int i0 = 0; i0 < n_dims; i0 += 2) {
+      const float ff = freq_factors ? freq_factors[i0 / 2] : 1.0f;
+      const float theta_extrap = theta / ff;
+      const float theta_interp = freq_scale * theta_extrap;
+      float th = theta_interp;
+      float mscale = c.yarn_attn_factor;
+      if (ext_factor != 0.0f) {
+        const float ramp_mix = rope_yarn_ramp(corr_dims[0], corr_dims[1], i0) * ext_factor;
+        th = theta_interp * (1 - ramp_mix) + theta_extrap * ramp_mix;
+        mscale *= 1.0f + 0.1f * logf(1.0f / freq_scale);
+      }
+      row[i0 + 0] = cosf(th) * mscale;
+      row[i0 + 1] = sinf(th) * mscale;
+      theta *= theta_scale;
+    }
+  }
+}
+
+void rope_apply_f32(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int rope_type,
+                    const float* cache_row) {
+  const bool neox = rope_type == 2;
+  const int64_t off = neox ? n_rot / 2 : 1;
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* xh = x + h * head_dim;
+    for (int64_t i0 = 0; i0 < n_rot; i0 += 2) {
+      const float cos_t = cache_row[i0], sin_t = cache_row[i0 + 1];
+      float* p = xh + (neox ? i0 / 2 : i0);
+      const float x0 = p[0], x1 = p[off];
+      p[0] = x0 * cos_t - x1 * sin_t;
+      p[off] = x0 * sin_t + x1 * cos_t;
+    }
+  }
+}
+
+void kv_store(KvCache& kv, int64_t layer, int64_t pos, const float* k, const float* v) {
+  const int64_t d = kv.n_embd_kv();
+  if (kv.f16()) {
+    quantize_row(GgmlType::F16, k, kv.k_row(layer, pos), d);
+    for (int64_t c = 0; c < d; ++c)
+      reinterpret_cast<uint16_t*>(kv.v_row(layer, c))[pos] = fp32_to_fp16(v[c]);
+  } else {
+    std::memcpy(kv.k_row(layer, pos), k, static_cast<size_t>(d) * 4);
+    for (int64_t c = 0; c < d; ++c) reinterpret_cast<float*>(kv.v_row(layer, c))[pos] = v[c];
+  }
+}
+
+size_t attention_scratch_bytes(int64_t n_ctx, int64_t head_dim) {
+  return align_up(static_cast<size_t>(n_ctx) * 4) + align_up(static_cast<size_t>(n_ctx) * 2) +
+         align_up(static_cast<size_t>(head_dim) * 4);
+}
+
+void attention_f32(const ModelConfig& c, KvCache& kv, int64_t layer, const float* q, int64_t n,
+                   int64_t n_past, float* out, uint8_t* scratch, ThreadPool& pool) {
+  const int64_t hd = c.head_dim, n_head = c.n_head, n_gqa = c.n_gqa(), nq = c.n_embd_q();
+  const size_t per_thread = attention_scratch_bytes(kv.n_ctx(), hd);
+  const float scale = 1.0f / sqrtf(static_cast<float>(hd));
+  const bool f16 = kv.f16();
+  const GgmlType kv_type = f16 ? GgmlType::F16 : GgmlType::F32;
+  const size_t es = kv.elem_size();
+  pool.parallel_for_chunked(n * n_head, [&](int64_t b, int64_t e, int chunk) {
+    uint8_t* base = scratch + static_cast<size_t>(chunk) * per_thread;
+    float* s = reinterpret_cast<float*>(base);
+    uint8_t* p_conv = base + align_up(static_cast<size_t>(kv.n_ctx()) * 4);
+    uint8_t* q_conv = p_conv + align_up(static_cast<size_t>(kv.n_ctx()) * 2);
+    for (int64_t it = b; it < e; ++it) {
+      const int64_t t = it / n_head, h = it % n_head, kvh = h / n_gqa;
+      const int64_t len = n_past + t + 1;
+      const float* qh = q + t * nq + h * hd;
+      const uint8_t* qx = reinterpret_cast<const uint8_t*>(qh);
+      if (f16) {
+        quantize_row(GgmlType::F16, qh, q_conv, hd);
+        qx = q_conv;
+      }
+      // scores[j] = K[j] . q
+      const size_t k_off = static_cast<size_t>(kvh * hd) * es;
+      for (int64_t j = 0; j < len; ++j) s[j] = vec_dot(kv_type, hd, kv.k_row(layer, j) + k_off, qx);
+      // softmax(scores * scale), as ggml_compute_forward_soft_max_f32
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < len; ++j) {
+        s[j] *= scale;
+        mx = std::max(mx, s[j]);
+      }
+      double sum = 0.0;
+      for (int64_t j = 0; j < len; ++j) {
+        const float val = expf(s[j] - mx);
+        sum += static_cast<double>(val);
+        s[j] = val;
+      }
+      const float inv = static_cast<float>(1.0 / sum);
+      for (int64_t j = 0; j < len; ++j) s[j] *= inv;
+      const uint8_t* px = reinterpret_cast<const uint8_t*>(s);
+      if (f16) {
+        quantize_row(GgmlType::F16, s, p_conv, len);
+        px = p_conv;
+      }
+      // out[d] = V[d, 0..len) . p
+      float* oh = out + t * nq + h * hd;
+      for (int64_t d = 0; d < hd; ++d) oh[d] = vec_dot(kv_type, len, kv.v_row(layer, kvh * hd + d), px);
+    }
+  });
+}
+
+}  // namespace llmserve

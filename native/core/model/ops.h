@@ -1,0 +1,67 @@
+// Transformer kernels used by forward(), written to mirror ggml's CPU semantics (llama.cpp) while
+// staying batch invariant: every output element is computed by the same sequence of float
+// operations whatever the number of tokens in the batch or the way work is split across threads
+// (work is split over output rows / tokens / heads, never inside one reduction).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "../threadpool/thread_pool.h"
+#include "kv_cache.h"
+#include "model.h"
+#include "model_config.h"
+
+namespace llmserve {
+
+// x: [n, d] f32, w: [d] f32 -> y: [n, d] f32 (y may alias x).
+// ggml rms_norm + mul: sum of squares in double, scale = 1/sqrtf(mean + eps), y = (x * scale) * w.
+void rms_norm_f32(const float* x, const float* w, float* y, int64_t n, int64_t d, float eps);
+
+// One matrix product sharing its input with others (e.g. Q, K, V).
+struct MatmulTask {
+  const MatrixView* w;   // [n_in] -> [n_out]
+  const float* bias;     // [n_out] or null
+  float* y;              // [n, n_out] f32, row stride ldy
+  int64_t ldy;
+};
+
+// Bytes of activation scratch matmul() needs for n tokens of the given tasks.
+size_t matmul_scratch_bytes(const MatmulTask* tasks, int n_tasks, int64_t n);
+
+// x: [n, n_in] f32 (contiguous rows) -> for each task y[t, r] = vec_dot(w.type, n_in, w.row(r),
+// xq[t]) (+ bias[r]), where xq[t] = quantize_row(type_traits(w.type).vec_dot_type, x[t]) is
+// converted once per distinct vec_dot type, as ggml's mul_mat does. Parallel over row tiles; each
+// weight tile is read from memory once per call and reused for every token.
+// All tasks must share n_in. n_tasks <= 4. scratch: matmul_scratch_bytes(tasks, n_tasks, n).
+void matmul(const MatmulTask* tasks, int n_tasks, const float* x, int64_t n, uint8_t* scratch,
+            ThreadPool& pool);
+
+// g: [count] <- silu(g) * u, silu(g) = g / (1 + expf(-g))   (ggml swiglu / silu + mul).
+void swiglu_f32(float* g, const float* u, int64_t count);
+
+// cache: [n, n_rot] f32 as (cos, sin) pairs for rotary dims i0 = 0, 2, ..., n_rot - 2 of positions
+// pos0 .. pos0 + n - 1: ggml rope cache (theta_i = p * base^(-i0/n_rot) computed by repeated
+// multiplication, divided by freq_factors[i0/2] when present, then YaRN/linear scaling).
+void rope_cache_f32(const ModelConfig& c, const float* freq_factors, int64_t pos0, int64_t n,
+                    float* cache);
+
+// x: [n_heads, head_dim] f32 of one token, rotated in place with that token's cache row [n_rot].
+// rope_type 0 (NORM): pairs (i0, i0+1); 2 (NEOX): pairs (i0/2, i0/2 + n_rot/2). Dims >= n_rot pass.
+void rope_apply_f32(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int rope_type,
+                    const float* cache_row);
+
+// k, v: [n_embd_kv] f32 of one token -> KV cache (layer, pos), converted to the cache type.
+void kv_store(KvCache& kv, int64_t layer, int64_t pos, const float* k, const float* v);
+
+// Per-thread scratch bytes attention_f32 needs (index with the chunk id of parallel_for_chunked).
+size_t attention_scratch_bytes(int64_t n_ctx, int64_t head_dim);
+
+// q: [n, n_head, head_dim] f32 (after RoPE); KV cache of `layer` holds positions [0, n_past + n).
+// out: [n, n_head, head_dim]. Token t (position n_past + t) attends causally to [0, n_past + t];
+// head h reads KV head h / n_gqa. scores = K.q (q converted to the KV type first, as ggml mul_mat),
+// softmax(scores * 1/sqrt(head_dim)) in f32 with a double sum, probabilities converted to the KV
+// type, out[d] = dot(V[d, 0..len), p). scratch: pool.size() * attention_scratch_bytes(...).
+void attention_f32(const ModelConfig& c, KvCache& kv, int64_t layer, const float* q, int64_t n,
+                   int64_t n_past, float* out, uint8_t* scratch, ThreadPool& pool);
+
+}  // namespace llmserve
