@@ -180,6 +180,12 @@ async function runDemo(): Promise<void> {
   await runGenerate({ model: path, prompt, nPredict: 64, temp: 0.8, topK: 40, topP: 0.95, minP: 0.05, repeatPenalty: 1, seed: 1, ctx: 512 });
 }
 
+// `llmserve info ... | head` closes stdout early: exit quietly instead of throwing EPIPE.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code === "EPIPE") process.exit(0);
+  throw err;
+});
+
 const program = new Command();
 program.name("llmserve").description("LLM inference for Node.js on llama.cpp GGUF models").version("0.1.0");
 program.showHelpAfterError("(run with --help for usage)");

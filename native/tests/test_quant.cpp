@@ -257,6 +257,20 @@ TEST(quant_q4_K_known_block) {
     CHECK_EQ(int{s}, sc[j]);
     CHECK_EQ(int{m}, mn[j]);
   }
+  // The SIMD kernels' word-at-a-time unpacking agrees with get_scale_min_k4 on any bytes.
+  std::mt19937 rng(5);
+  bool same = true;
+  for (int trial = 0; trial < 1000; ++trial) {
+    uint8_t bytes[12], out[16];
+    for (auto& v : bytes) v = static_cast<uint8_t>(rng());
+    quant::unpack_q4_K_scales(bytes, out);
+    for (int j = 0; j < 8; ++j) {
+      uint8_t s, m;
+      quant::get_scale_min_k4(j, bytes, &s, &m);
+      same &= out[j] == s && out[8 + j] == m;
+    }
+  }
+  CHECK(same);
   float y[256];
   dequantize_row(GgmlType::Q4_K, blk, y, 256);
   bool ok = true;
@@ -503,7 +517,8 @@ void exact_operands(GgmlType t, int64_t n, std::mt19937& rng, Bytes& w, Bytes& x
       for (int64_t i = 0; i < nb; ++i) {
         uint8_t* b = &x[34 * i];
         put_f16(b, 1.0f);
-        for (int j = 0; j < 32; ++j) b[2 + j] = static_cast<uint8_t>(rng());  // full int8 incl. -128
+        // activations as quantize_row makes them ([-127, 127]); weights use all bytes incl. -128
+        for (int j = 0; j < 32; ++j) b[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(rnd(-127, 127)));
       }
       return;
     case GgmlType::Q4_K: case GgmlType::Q6_K: case GgmlType::Q8_K: {

@@ -231,9 +231,10 @@ describe("generate", () => {
 
 describe("dispose", () => {
   it("ends pending requests with abort and rejects new work", async () => {
-    const p = await synthModel("api-f32", { dim: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 128, vocabSize: 400, type: "f32" });
-    const m = await Model.load(p, { threads: 1, contextSize: 128 });
-    const it = m.generate("x", { maxTokens: 100, temperature: 0, stopAtEos: false });
+    // Big enough that 2000 tokens take far longer than the dispose call.
+    const p = await synthModel("api-dispose", { dim: 256, layers: 4, heads: 8, kvHeads: 2, ffn: 512, vocabSize: 400, type: "f32" });
+    const m = await Model.load(p, { threads: 1, contextSize: 2048 });
+    const it = m.generate("x", { maxTokens: 2000, temperature: 0, stopAtEos: false });
     const first = await it.next();
     expect(first.done).toBe(false);
     await m.dispose();

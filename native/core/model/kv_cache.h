@@ -1,7 +1,6 @@
 // KvCache: contiguous K/V storage for one sequence, plus the reusable scratch arena of forward().
 //   K: [n_layer][n_ctx][n_head_kv * head_dim]  (one row per position)
-//   V: [n_layer][n_head_kv * head_dim][n_ctx]  (transposed, as llama.cpp without flash attention,
-//      so each attention output element is one contiguous dot product over positions)
+//   V: [n_layer][n_ctx][n_head_kv * head_dim]
 // Elements are f16 (default, like llama.cpp's default KV type) or f32.
 #pragma once
 #include <cstddef>
@@ -38,9 +37,9 @@ class KvCache {
   uint8_t* k_row(int64_t layer, int64_t pos) {
     return k_.get() + (static_cast<size_t>(layer) * n_ctx_ + pos) * n_embd_kv_ * elem_size();
   }
-  // V row of (layer, channel c): n_ctx elements, one per position.
-  uint8_t* v_row(int64_t layer, int64_t c) {
-    return v_.get() + (static_cast<size_t>(layer) * n_embd_kv_ + c) * n_ctx_ * elem_size();
+  // V row of (layer, pos): n_embd_kv elements.
+  uint8_t* v_row(int64_t layer, int64_t pos) {
+    return v_.get() + (static_cast<size_t>(layer) * n_ctx_ + pos) * n_embd_kv_ * elem_size();
   }
   void set_n_past(int64_t n) { n_past_ = n; }
   // Scratch arena reused across forward calls (grown on demand; contents undefined).

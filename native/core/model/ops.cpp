@@ -183,18 +183,21 @@ void kv_store(KvCache& kv, int64_t layer, int64_t pos, const float* k, const flo
   const int64_t d = kv.n_embd_kv();
   if (kv.f16()) {
     quantize_row(GgmlType::F16, k, kv.k_row(layer, pos), d);
-    for (int64_t c = 0; c < d; ++c)
-      reinterpret_cast<uint16_t*>(kv.v_row(layer, c))[pos] = fp32_to_fp16(v[c]);
+    quantize_row(GgmlType::F16, v, kv.v_row(layer, pos), d);
   } else {
     std::memcpy(kv.k_row(layer, pos), k, static_cast<size_t>(d) * 4);
-    for (int64_t c = 0; c < d; ++c) reinterpret_cast<float*>(kv.v_row(layer, c))[pos] = v[c];
+    std::memcpy(kv.v_row(layer, pos), v, static_cast<size_t>(d) * 4);
   }
 }
 
-size_t attention_scratch_bytes(int64_t n_ctx, int64_t head_dim) {
-  return align_up(static_cast<size_t>(n_ctx) * 4) + align_up(static_cast<size_t>(n_ctx) * 2) +
-         align_up(static_cast<size_t>(head_dim) * 4);
+size_t attention_scratch_bytes(int64_t /*n_ctx*/, int64_t head_dim) {
+  return 2 * align_up(static_cast<size_t>(head_dim) * 4);
 }
+
+namespace {
+inline float h2f(uint16_t h) { return fp16_to_fp32(h); }
+inline uint16_t f2h(float f) { return fp32_to_fp16(f); }
+}  // namespace
 
 void attention_f32(const ModelConfig& c, KvCache& kv, int64_t layer, const float* q, int64_t n,
                    int64_t n_past, float* out, uint8_t* scratch, ThreadPool& pool) {
@@ -206,9 +209,9 @@ void attention_f32(const ModelConfig& c, KvCache& kv, int64_t layer, const float
   const size_t es = kv.elem_size();
   pool.parallel_for_chunked(n * n_head, [&](int64_t b, int64_t e, int chunk) {
     uint8_t* base = scratch + static_cast<size_t>(chunk) * per_thread;
-    float* s = reinterpret_cast<float*>(base);
-    uint8_t* p_conv = base + align_up(static_cast<size_t>(kv.n_ctx()) * 4);
-    uint8_t* q_conv = p_conv + align_up(static_cast<size_t>(kv.n_ctx()) * 2);
+    float* acc32 = reinterpret_cast<float*>(base);
+    uint16_t* acc16 = reinterpret_cast<uint16_t*>(base);
+    uint8_t* q_conv = base + align_up(static_cast<size_t>(hd) * 4);
     for (int64_t it = b; it < e; ++it) {
       const int64_t t = it / n_head, h = it % n_head, kvh = h / n_gqa;
       const int64_t len = n_past + t + 1;
@@ -218,31 +221,34 @@ void attention_f32(const ModelConfig& c, KvCache& kv, int64_t layer, const float
         quantize_row(GgmlType::F16, qh, q_conv, hd);
         qx = q_conv;
       }
-      // scores[j] = K[j] . q
-      const size_t k_off = static_cast<size_t>(kvh * hd) * es;
-      for (int64_t j = 0; j < len; ++j) s[j] = vec_dot(kv_type, hd, kv.k_row(layer, j) + k_off, qx);
-      // softmax(scores * scale), as ggml_compute_forward_soft_max_f32
-      float mx = -INFINITY;
+      const size_t off = static_cast<size_t>(kvh * hd) * es;
+      float M = -INFINITY, S = 0.0f;
+      if (f16) std::memset(acc16, 0, hd * 2); else std::memset(acc32, 0, hd * 4);
       for (int64_t j = 0; j < len; ++j) {
-        s[j] *= scale;
-        mx = std::max(mx, s[j]);
+        float s = vec_dot(kv_type, hd, kv.k_row(layer, j) + off, qx);
+        s = s * scale;
+        const float Mold = M;
+        float ms = 1.0f, vs = 1.0f;
+        if (s > M) {
+          M = s;
+          ms = expf(Mold - M);
+          if (f16) { for (int64_t d = 0; d < hd; ++d) acc16[d] = f2h(h2f(acc16[d]) * ms); }
+          else { for (int64_t d = 0; d < hd; ++d) acc32[d] *= ms; }
+        } else {
+          vs = expf(s - M);
+        }
+        if (f16) {
+          const uint16_t* vr = reinterpret_cast<const uint16_t*>(kv.v_row(layer, j) + off);
+          for (int64_t d = 0; d < hd; ++d) acc16[d] = f2h(std::fma(h2f(vr[d]), vs, h2f(acc16[d])));
+        } else {
+          const float* vr = reinterpret_cast<const float*>(kv.v_row(layer, j) + off);
+          for (int64_t d = 0; d < hd; ++d) acc32[d] = std::fma(vr[d], vs, acc32[d]);
+        }
+        S = std::fma(S, ms, vs);
       }
-      double sum = 0.0;
-      for (int64_t j = 0; j < len; ++j) {
-        const float val = expf(s[j] - mx);
-        sum += static_cast<double>(val);
-        s[j] = val;
-      }
-      const float inv = static_cast<float>(1.0 / sum);
-      for (int64_t j = 0; j < len; ++j) s[j] *= inv;
-      const uint8_t* px = reinterpret_cast<const uint8_t*>(s);
-      if (f16) {
-        quantize_row(GgmlType::F16, s, p_conv, len);
-        px = p_conv;
-      }
-      // out[d] = V[d, 0..len) . p
       float* oh = out + t * nq + h * hd;
-      for (int64_t d = 0; d < hd; ++d) oh[d] = vec_dot(kv_type, len, kv.v_row(layer, kvh * hd + d), px);
+      const float S_inv = S == 0.0f ? 0.0f : 1.0f / S;
+      for (int64_t d = 0; d < hd; ++d) oh[d] = (f16 ? h2f(acc16[d]) : acc32[d]) * S_inv;
     }
   });
 }

@@ -24,7 +24,7 @@ float vec_dot_f32_ref(int64_t n, const void* w, const void* xq) {
 // x: [n] f16 bits -> y: [n] f32
 void dequantize_row_f16_ref(const void* x, float* y, int64_t n) {
   const uint16_t* h = static_cast<const uint16_t*>(x);
-  for (int64_t i = 0; i < n; ++i) y[i] = fp16_to_fp32(h[i]);
+  for (int64_t i = 0; i < n; ++i) y[i] = half_to_float(h[i]);
 }
 // x: [n] f32 -> y: [n] f16 bits (round to nearest even)
 void quantize_row_f16_ref(const float* x, void* y, int64_t n) {
@@ -36,14 +36,14 @@ float vec_dot_f16_ref(int64_t n, const void* w, const void* xq) {
   const uint16_t* a = static_cast<const uint16_t*>(w);
   const uint16_t* b = static_cast<const uint16_t*>(xq);
   double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(fp16_to_fp32(a[i]) * fp16_to_fp32(b[i]));
+  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(half_to_float(a[i]) * half_to_float(b[i]));
   return static_cast<float>(s);
 }
 
 // x: [n] bf16 bits -> y: [n] f32
 void dequantize_row_bf16_ref(const void* x, float* y, int64_t n) {
   const uint16_t* h = static_cast<const uint16_t*>(x);
-  for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_fp32(h[i]);
+  for (int64_t i = 0; i < n; ++i) y[i] = bf16_bits_to_float(h[i]);
 }
 // x: [n] f32 -> y: [n] bf16 bits (round to nearest even, NaN kept quiet)
 void quantize_row_bf16_ref(const float* x, void* y, int64_t n) {
@@ -55,7 +55,7 @@ float vec_dot_bf16_ref(int64_t n, const void* w, const void* xq) {
   const uint16_t* a = static_cast<const uint16_t*>(w);
   const uint16_t* b = static_cast<const uint16_t*>(xq);
   double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(bf16_to_fp32(a[i]) * bf16_to_fp32(b[i]));
+  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(bf16_bits_to_float(a[i]) * bf16_bits_to_float(b[i]));
   return static_cast<float>(s);
 }
 

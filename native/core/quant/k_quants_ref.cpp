@@ -128,8 +128,8 @@ float make_qx_quants(int n, int nmax, const float* x, int8_t* L) {
 void dequantize_row_q4_K_ref(const void* x, float* y, int64_t n) {
   const BlockQ4_K* b = static_cast<const BlockQ4_K*>(x);
   for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const float d = fp16_to_fp32(b[i].d);
-    const float dmin = fp16_to_fp32(b[i].dmin);
+    const float d = half_to_float(b[i].d);
+    const float dmin = half_to_float(b[i].dmin);
     const uint8_t* q = b[i].qs;
     for (int j = 0; j < kQK_K / 64; ++j, q += 32) {
       uint8_t sc, m;
@@ -183,9 +183,9 @@ void quantize_row_q4_K_ref(const float* x, void* y, int64_t n) {
     for (int j = 0; j < kQK_K / 32; ++j) {
       uint8_t sc, m;
       get_scale_min_k4(j, s, &sc, &m);
-      const float d = fp16_to_fp32(b[i].d) * sc;
+      const float d = half_to_float(b[i].d) * sc;
       if (!d) continue;
-      const float dm = fp16_to_fp32(b[i].dmin) * m;
+      const float dm = half_to_float(b[i].dmin) * m;
       for (int l = 0; l < 32; ++l) {
         int q = nearest_int((x[32 * j + l] + dm) / d);
         L[32 * j + l] = static_cast<uint8_t>(q < 0 ? 0 : (q > 15 ? 15 : q));
@@ -221,8 +221,8 @@ float vec_dot_q4_K_ref(int64_t n, const void* w, const void* xq) {
       summ += m0 * (b[i].bsums[4 * j] + b[i].bsums[4 * j + 1]) +
               m1 * (b[i].bsums[4 * j + 2] + b[i].bsums[4 * j + 3]);
     }
-    const float d = fp16_to_fp32(a[i].d) * b[i].d;
-    const float dmin = fp16_to_fp32(a[i].dmin) * b[i].d;
+    const float d = half_to_float(a[i].d) * b[i].d;
+    const float dmin = half_to_float(a[i].dmin) * b[i].d;
     sum += d * static_cast<float>(sumi);
     sum -= dmin * static_cast<float>(summ);
   }
@@ -239,7 +239,7 @@ float vec_dot_q4_K_ref(int64_t n, const void* w, const void* xq) {
 void dequantize_row_q6_K_ref(const void* x, float* y, int64_t n) {
   const BlockQ6_K* b = static_cast<const BlockQ6_K*>(x);
   for (int64_t i = 0; i < n / kQK_K; ++i) {
-    const float d = fp16_to_fp32(b[i].d);
+    const float d = half_to_float(b[i].d);
     const uint8_t* ql = b[i].ql;
     const uint8_t* qh = b[i].qh;
     const int8_t* sc = b[i].scales;
@@ -284,7 +284,7 @@ void quantize_row_q6_K_ref(const float* x, void* y, int64_t n) {
       b[i].scales[ib] = static_cast<int8_t>(s > 127 ? 127 : s);
     }
     for (int j = 0; j < kQK_K / 16; ++j) {
-      const float d = fp16_to_fp32(b[i].d) * b[i].scales[j];
+      const float d = half_to_float(b[i].d) * b[i].scales[j];
       if (!d) continue;
       for (int l = 0; l < 16; ++l) {
         int q = nearest_int(x[16 * j + l] / d);
@@ -329,7 +329,7 @@ float vec_dot_q6_K_ref(int64_t n, const void* w, const void* xq) {
       for (int l = 0; l < 16; ++l) s += q[16 * g + l] * b[i].qs[16 * g + l];
       sumi += a[i].scales[g] * s;
     }
-    sum += fp16_to_fp32(a[i].d) * b[i].d * static_cast<float>(sumi);
+    sum += half_to_float(a[i].d) * b[i].d * static_cast<float>(sumi);
   }
   return sum;
 }

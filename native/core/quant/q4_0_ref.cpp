@@ -8,7 +8,7 @@ namespace llmserve::quant {
 void dequantize_row_q4_0_ref(const void* x, float* y, int64_t n) {
   const BlockQ4_0* b = static_cast<const BlockQ4_0*>(x);
   for (int64_t i = 0; i < n / kQK4_0; ++i, y += kQK4_0) {
-    const float d = fp16_to_fp32(b[i].d);
+    const float d = half_to_float(b[i].d);
     for (int j = 0; j < kQK4_0 / 2; ++j) {
       y[j] = ((b[i].qs[j] & 0x0F) - 8) * d;
       y[j + kQK4_0 / 2] = ((b[i].qs[j] >> 4) - 8) * d;
@@ -55,7 +55,7 @@ float vec_dot_q4_0_ref(int64_t n, const void* w, const void* xq) {
       sumi += ((a[i].qs[j] & 0x0F) - 8) * b[i].qs[j];
       sumi += ((a[i].qs[j] >> 4) - 8) * b[i].qs[j + kQK4_0 / 2];
     }
-    sum += static_cast<float>(sumi) * fp16_to_fp32(a[i].d) * fp16_to_fp32(b[i].d);
+    sum += static_cast<float>(sumi) * half_to_float(a[i].d) * half_to_float(b[i].d);
   }
   return sum;
 }

@@ -9,7 +9,7 @@ namespace llmserve::quant {
 void dequantize_row_q8_0_ref(const void* x, float* y, int64_t n) {
   const BlockQ8_0* b = static_cast<const BlockQ8_0*>(x);
   for (int64_t i = 0; i < n / kQK8_0; ++i) {
-    const float d = fp16_to_fp32(b[i].d);
+    const float d = half_to_float(b[i].d);
     for (int j = 0; j < kQK8_0; ++j) y[i * kQK8_0 + j] = b[i].qs[j] * d;
   }
 }
@@ -42,7 +42,7 @@ float vec_dot_q8_0_ref(int64_t n, const void* w, const void* xq) {
   for (int64_t i = 0; i < n / kQK8_0; ++i) {
     int sumi = 0;
     for (int j = 0; j < kQK8_0; ++j) sumi += a[i].qs[j] * b[i].qs[j];
-    sum += static_cast<float>(sumi) * (fp16_to_fp32(a[i].d) * fp16_to_fp32(b[i].d));
+    sum += static_cast<float>(sumi) * (half_to_float(a[i].d) * half_to_float(b[i].d));
   }
   return sum;
 }

@@ -42,6 +42,8 @@ void dequantize_row(GgmlType t, const void* x, float* y, int64_t n);
 // and (for vec_dot types Q8_0/Q8_K/F16/BF16/F32) to convert activations before a dot.
 void quantize_row(GgmlType t, const float* x, void* y, int64_t n);
 // dot(w_row, x_row): w in type t, xq in type_traits(t).vec_dot_type, both [n] elements.
+// xq must come from quantize_row(vec_dot_type): the SIMD kernels rely on its invariants (Q8_K bsums
+// match qs; Q8_0 values lie in [-127, 127]).
 float vec_dot(GgmlType t, int64_t n, const void* w, const void* xq);
 
 // Scalar references, always available; the dispatched functions above must agree with these.

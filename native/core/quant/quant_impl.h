@@ -46,6 +46,32 @@ static_assert(sizeof(BlockQ4_K) == 144, "q4_K layout");
 static_assert(sizeof(BlockQ6_K) == 210, "q6_K layout");
 static_assert(sizeof(BlockQ8_K) == 292, "q8_K layout");
 
+// Inline f16 -> f32 for the scalar hot loops (the public fp16_to_fp32 is this, out of line).
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  const uint32_t exp = (h >> 10) & 0x1F, mant = h & 0x3FF;
+  uint32_t u;
+  if (exp == 0x1F) {
+    u = sign | 0x7F800000u | (mant << 13);  // inf / NaN (payload kept)
+  } else if (exp == 0) {
+    const float v = static_cast<float>(mant) * 5.9604644775390625e-8f;  // mant * 2^-24, exact
+    std::memcpy(&u, &v, 4);
+    u |= sign;
+  } else {
+    u = sign | ((exp + 112) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+inline float bf16_bits_to_float(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
 // Q4_K: 6-bit scale and min of sub-block j (0..7) from the 12 packed bytes (ggml's get_scale_min_k4).
 // Bytes 0..3: scales 0..3 (low 6 bits), bytes 4..7: mins 0..3 (low 6 bits); bytes 8..11 hold the
 // low nibbles of scale/min 4..7, whose top 2 bits live in the top bits of bytes 0..3 / 4..7.

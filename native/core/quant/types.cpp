@@ -76,18 +76,7 @@ size_t row_size(GgmlType t, int64_t n) {
   return tr.type_size * static_cast<size_t>(n / tr.block_size);
 }
 
-float fp16_to_fp32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  const uint32_t exp = (h >> 10) & 0x1F;
-  const uint32_t mant = h & 0x3FF;
-  if (exp == 0x1F) return u2f(sign | 0x7F800000u | (mant << 13));  // inf / NaN (payload kept)
-  if (exp == 0) {
-    // zero or subnormal: mant * 2^-24 is exact in f32
-    float v = static_cast<float>(mant) * 5.9604644775390625e-8f;
-    return u2f(sign | f2u(v));
-  }
-  return u2f(sign | ((exp + 112) << 23) | (mant << 13));
-}
+float fp16_to_fp32(uint16_t h) { return quant::half_to_float(h); }
 
 uint16_t fp32_to_fp16(float f) {
   const uint32_t u = f2u(f);
@@ -108,7 +97,7 @@ uint16_t fp32_to_fp16(float f) {
   return sign | static_cast<uint16_t>(r >> 13);
 }
 
-float bf16_to_fp32(uint16_t h) { return u2f(static_cast<uint32_t>(h) << 16); }
+float bf16_to_fp32(uint16_t h) { return quant::bf16_bits_to_float(h); }
 
 uint16_t fp32_to_bf16(float f) {
   const uint32_t u = f2u(f);

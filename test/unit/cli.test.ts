@@ -1,0 +1,98 @@
+import { describe, expect, it, beforeAll } from "vitest";
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fixture, haveFixtures, repoRoot, tmpRoot } from "../helpers.js";
+
+const cli = join(repoRoot, "dist", "cli.js");
+
+function run(args: string[]) {
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: "utf8", timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe.runIf(existsSync(cli))("llmserve CLI", () => {
+  const model = join(tmpRoot, `cli-${process.pid}.gguf`);
+  beforeAll(() => {
+    const r = run(["synth", "--dim", "64", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--ffn", "128", "--vocab-size", "400", "--type", "q8_0", "-o", model]);
+    expect(r.code, r.stderr).toBe(0);
+  });
+
+  it("synth writes a model that info describes", () => {
+    const r = run(["info", "-m", model, "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const info = JSON.parse(r.stdout);
+    expect(info.architecture).toBe("llama");
+    expect(info.embeddingLength).toBe(64);
+    expect(info.blockCount).toBe(2);
+    expect(info.vocabSize).toBe(400);
+    expect(info.tensorTypes.q8_0).toBeGreaterThan(0);
+  });
+
+  it("generate --json prints exactly one JSON object", () => {
+    const r = run(["generate", "-m", model, "--tokens", "[1,300,301]", "-n", "8", "--temp", "0", "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split("\n");
+    expect(lines.length).toBe(1);
+    const out = JSON.parse(lines[0]);
+    expect(out.promptTokens).toEqual([1, 300, 301]);
+    expect(out.tokens.length).toBeLessThanOrEqual(8);
+    expect(["length", "eos"]).toContain(out.finishReason);
+    expect(typeof out.text).toBe("string");
+    expect(out.timings.generatedTokens).toBe(out.tokens.length);
+    // Greedy is reproducible across processes.
+    const again = JSON.parse(run(["generate", "-m", model, "--tokens", "[1,300,301]", "-n", "8", "--temp", "0", "--json"]).stdout);
+    expect(again.tokens).toEqual(out.tokens);
+  });
+
+  it("generate with a text prompt and seed is reproducible", () => {
+    const a = JSON.parse(run(["generate", "-m", model, "-p", "Once upon a time", "-n", "10", "--seed", "3", "--json"]).stdout);
+    const b = JSON.parse(run(["generate", "-m", model, "-p", "Once upon a time", "-n", "10", "--seed", "3", "--json"]).stdout);
+    expect(a.tokens).toEqual(b.tokens);
+    expect(a.promptTokens[0]).toBe(1); // BOS
+  });
+
+  it("tokenize prints a JSON array; --no-bos drops BOS", () => {
+    const a = JSON.parse(run(["tokenize", "-m", model, "-p", "Hello world"]).stdout);
+    const b = JSON.parse(run(["tokenize", "-m", model, "-p", "Hello world", "--no-bos"]).stdout);
+    expect(a[0]).toBe(1);
+    expect(a.slice(1)).toEqual(b);
+  });
+
+  it.runIf(haveFixtures)("tokenize works on a vocab-only GGUF file", () => {
+    const r = run(["tokenize", "-m", fixture("vocab", "ggml-vocab-llama-spm.gguf"), "-p", "Hello world", "--no-bos"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual([15043, 3186]);
+  });
+
+  it("user errors print one clear line with the code, no stack trace, exit 1", () => {
+    const r = run(["generate", "-m", join(tmpRoot, "missing.gguf"), "-p", "hi"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/not found/);
+    expect(r.stderr).toMatch(/ERR_FILE_NOT_FOUND/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    const bad = run(["generate", "-m", model, "--tokens", "not json"]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/JSON array/);
+    const neg = run(["generate", "-m", model, "-p", "x", "-n", "-3"]);
+    expect(neg.code).toBe(1);
+    expect(neg.stderr).toMatch(/maxTokens/);
+    const type = run(["synth", "--type", "q3_k", "-o", join(tmpRoot, "x.gguf")]);
+    expect(type.code).toBe(1);
+  });
+
+  it("every command has --help", () => {
+    for (const c of ["generate", "tokenize", "synth", "info", "demo"]) {
+      const r = run([c, "--help"]);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/Usage: llmserve/);
+    }
+  });
+
+  it("a model written by synth is deterministic in its seed", () => {
+    const a = join(tmpRoot, `det-a-${process.pid}.gguf`);
+    const b = join(tmpRoot, `det-b-${process.pid}.gguf`);
+    for (const o of [a, b]) run(["synth", "--dim", "64", "--layers", "1", "--heads", "2", "--kv-heads", "1", "--ffn", "64", "--vocab-size", "300", "--seed", "5", "-o", o]);
+    expect(readFileSync(a).equals(readFileSync(b))).toBe(true);
+  });
+});
