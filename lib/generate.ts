@@ -196,9 +196,9 @@ export async function* streamGeneration(
       if (ev.logprobs && opts.wantLogprobs) {
         chunk.logprobs = ev.logprobs.map((l) => ({
           token: l.token,
-          text: tokenizer.decode([l.token]),
+          text: tokenizer.piece(l.token),
           logprob: l.logprob,
-          top: l.top.map((t) => ({ token: t.token, text: tokenizer.decode([t.token]), logprob: t.logprob })),
+          top: l.top.map((t) => ({ token: t.token, text: tokenizer.piece(t.token), logprob: t.logprob })),
         }));
       }
       if (ev.done) {

@@ -57,8 +57,7 @@ export class Model {
     this.native = native;
     this.tokenizer = tokenizer;
     this.nativeInfo = native.info();
-    this.eog = [];
-    for (let id = 0; id < tokenizer.nVocab; id++) if (tokenizer.isEog(id)) this.eog.push(id);
+    this.eog = tokenizer.eogTokens;
   }
 
   /**

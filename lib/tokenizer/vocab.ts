@@ -121,6 +121,11 @@ function metaStrings(md: Record<string, GgufMetaValue>, key: string): string[] |
   return v as string[];
 }
 
+interface TrieNode {
+  next: Map<number, TrieNode>;
+  ids: number[];
+}
+
 export class Vocab {
   readonly kind: VocabKind;
   readonly model: string;
@@ -147,8 +152,8 @@ export class Vocab {
   ignoreMerges: boolean;
   /** ids of CONTROL / USER_DEFINED / UNKNOWN tokens, longest text first (llama.cpp's cache_special_tokens) */
   readonly specialTokens: number[] = [];
-  /** first UTF-16 unit -> special token ids starting with it (a fast pre-filter for partition) */
-  private readonly specialByFirst = new Map<number, number[]>();
+  /** trie over UTF-16 units of the special token texts (finds every occurrence in one pass) */
+  private readonly specialTrie: TrieNode = { next: new Map(), ids: [] };
 
   constructor(md: Record<string, GgufMetaValue>) {
     const model = metaString(md, "tokenizer.ggml.model");
@@ -243,10 +248,11 @@ export class Vocab {
     let fimPad = readId("tokenizer.ggml.fim_pad_token_id", undefined);
     let fimRep = readId("tokenizer.ggml.fim_rep_token_id", undefined);
     let fimSep = readId("tokenizer.ggml.fim_sep_token_id", undefined);
+    // the deprecated prefix/suffix/middle keys are read last in llama.cpp, so they win
     const fimOthers = [
-      readId("tokenizer.ggml.fim_pre_token_id", readId("tokenizer.ggml.prefix_token_id", undefined)),
-      readId("tokenizer.ggml.fim_suf_token_id", readId("tokenizer.ggml.suffix_token_id", undefined)),
-      readId("tokenizer.ggml.fim_mid_token_id", readId("tokenizer.ggml.middle_token_id", undefined)),
+      readId("tokenizer.ggml.prefix_token_id", readId("tokenizer.ggml.fim_pre_token_id", undefined)),
+      readId("tokenizer.ggml.suffix_token_id", readId("tokenizer.ggml.fim_suf_token_id", undefined)),
+      readId("tokenizer.ggml.middle_token_id", readId("tokenizer.ggml.fim_mid_token_id", undefined)),
     ];
     this.addBos = metaBool(md, "tokenizer.ggml.add_bos_token") ?? this.addBos;
     this.addEos = metaBool(md, "tokenizer.ggml.add_eos_token") ?? this.addEos;
@@ -311,10 +317,15 @@ export class Vocab {
     const byteLen = new Map(this.specialTokens.map((id) => [id, utf8Encode(this.texts[id]).length]));
     this.specialTokens.sort((a, b) => byteLen.get(b)! - byteLen.get(a)! || a - b);
     for (const id of this.specialTokens) {
-      const c = this.texts[id].charCodeAt(0);
-      let list = this.specialByFirst.get(c);
-      if (!list) this.specialByFirst.set(c, (list = []));
-      list.push(id);
+      const t = this.texts[id];
+      let node = this.specialTrie;
+      for (let i = 0; i < t.length; i++) {
+        const c = t.charCodeAt(i);
+        let child = node.next.get(c);
+        if (!child) node.next.set(c, (child = { next: new Map(), ids: [] }));
+        node = child;
+      }
+      node.ids.push(id);
     }
 
     // per-model attribute fixes (llama.cpp sets these by model / tokenizer name)
@@ -360,14 +371,15 @@ export class Vocab {
     // occurrences of each special token anywhere in the text (tokens absent from it cannot match)
     const occurrences = new Map<number, number[]>();
     for (let i = 0; i < text.length; i++) {
-      const list = this.specialByFirst.get(text.charCodeAt(i));
-      if (!list) continue;
-      for (const id of list) {
-        if (!parseSpecial && this.attrs[id] & (Attr.CONTROL | Attr.UNKNOWN)) continue;
-        if (!text.startsWith(this.texts[id], i)) continue;
-        let occ = occurrences.get(id);
-        if (!occ) occurrences.set(id, (occ = []));
-        occ.push(i);
+      let node = this.specialTrie.next.get(text.charCodeAt(i));
+      for (let j = i + 1; node; j++) {
+        for (const id of node.ids) {
+          if (!parseSpecial && this.attrs[id] & (Attr.CONTROL | Attr.UNKNOWN)) continue;
+          let occ = occurrences.get(id);
+          if (!occ) occurrences.set(id, (occ = []));
+          occ.push(i);
+        }
+        node = j < text.length ? node.next.get(text.charCodeAt(j)) : undefined;
       }
     }
     if (occurrences.size === 0) return [text];

@@ -184,10 +184,11 @@ TEST(quant_q4_0_known_block) {
 }
 
 TEST(quant_q8_0_known_block_and_rounding) {
-  // amax = 127 gives d = 1 and id = 1, so x*id is exactly x: halves round away from zero (roundf).
+  // amax = 127 gives d = 1 and id = 1, so x*id is exactly x: halves round to even, as llama.cpp's
+  // x86 activation quantizer does.
   std::vector<float> x(32, 0.0f);
   const float in[] = {127.0f, 2.5f, -0.5f, 1.5f, -2.5f, 0.49999997f, -126.5f, 0.5f};
-  const int8_t want[] = {127, 3, -1, 2, -3, 0, -127, 1};
+  const int8_t want[] = {127, 2, 0, 2, -2, 0, -126, 0};
   for (int j = 0; j < 8; ++j) x[j] = in[j];
   Bytes q = quantize_ref(GgmlType::Q8_0, x);
   CHECK_EQ(q[0] | (q[1] << 8), 0x3C00);

@@ -426,7 +426,7 @@ TEST(sampling_empirical_large_vocab_full_path) {
   p.seed = 5;
   Sampler s(p, V);
   const double z = std::exp(8.0) + std::exp(7.0) + (V - 2);
-  const int n = 20000;
+  const int n = 5000;  // sigma ~0.003 for p ~0.055
   int a = 0, b = 0;
   for (int i = 0; i < n; ++i) {
     int32_t t = s.sample(logits.data()).token;
@@ -566,25 +566,31 @@ TEST(sampling_bad_logits_never_crash) {
   }
 }
 
-TEST(sampling_matches_reference_on_every_path) {
-  const int32_t V = 2000;
-  Rng gen(2024);
-  int cases = 0;
-  for (int32_t top_k : {0, 1, 7, 40, 256, 257, 600, 1999, 2000, 5000}) {
-    for (float top_p : {1.0f, 0.9f, 0.3f}) {
-      for (float min_p : {0.0f, 0.05f, 0.5f}) {
+// Runs the sampler and reference_chain on the same random case; the kept set, its order and
+// probabilities, and the first draw (replayed from the same seed) must agree.
+int check_against_reference(int32_t V, float quantum, std::initializer_list<int32_t> top_ks,
+                            std::initializer_list<float> top_ps,
+                            std::initializer_list<float> min_ps, uint64_t data_seed) {
+  Rng gen(data_seed);
+  int cases = 0, mismatches = 0;
+  for (int32_t top_k : top_ks) {
+    for (float top_p : top_ps) {
+      for (float min_p : min_ps) {
         SamplingParams p;
         p.top_k = top_k;
         p.top_p = top_p;
         p.min_p = min_p;
-        p.temperature = 0.7f;
+        p.temperature = (cases % 4 == 0) ? 1.0f : 0.7f;
         p.repeat_penalty = 1.3f;
         p.frequency_penalty = 0.2f;
         p.presence_penalty = (cases % 2) ? -0.4f : 0.3f;
         p.repeat_last_n = (cases % 3) ? 16 : -1;
+        p.seed = 1000 + cases;
         Sampler s(p, V);
         std::vector<int32_t> history;
         std::vector<float> logits = random_logits(gen, V, 2.0);
+        if (quantum > 0)  // many exact ties: ranking falls back to token ids
+          for (auto& x : logits) x = std::round(x / quantum) * quantum;
         for (int i = 0; i < 40; ++i) {
           // repeat some strong tokens so penalties move the top set
           int32_t t = (i % 4 == 0) ? int32_t(gen.next() % V) : int32_t(gen.next() % 5) * 13;
@@ -595,23 +601,46 @@ TEST(sampling_matches_reference_on_every_path) {
         int32_t tok = s.sample(logits.data()).token;
         auto want = reference_chain(p, logits, history);
         const auto& got = s.last_candidates();
-        CHECK_EQ(got.size(), want.size());
         bool ok = got.size() == want.size();
-        for (size_t i = 0; ok && i < got.size(); ++i) {
+        for (size_t i = 0; ok && i < got.size(); ++i)
           ok = got[i].token == want[i].token && std::fabs(got[i].logprob - want[i].logprob) < 1e-5;
+        // the draw: first i whose cumulative probability exceeds u (same seed -> same u)
+        const double u = Rng(p.seed).uniform();
+        double cum = 0;
+        int32_t want_tok = want.back().token;
+        for (auto& c : want) {
+          cum += c.logprob;
+          if (u < cum) { want_tok = c.token; break; }
         }
-        if (!ok)
-          std::fprintf(stderr, "  reference mismatch: top_k=%d top_p=%g min_p=%g\n", top_k,
-                       double(top_p), double(min_p));
-        CHECK(ok);
-        bool tok_kept = false;
-        for (auto& c : want) tok_kept |= c.token == tok;
-        CHECK(tok_kept);
+        ok = ok && tok == want_tok;
+        if (!ok) {
+          ++mismatches;
+          std::fprintf(stderr, "  reference mismatch: V=%d top_k=%d top_p=%g min_p=%g: %zu vs %zu "
+                       "kept, token %d vs %d\n", V, top_k, double(top_p), double(min_p),
+                       got.size(), want.size(), tok, want_tok);
+        }
         ++cases;
       }
     }
   }
-  CHECK_EQ(cases, 90);
+  CHECK_EQ(mismatches, 0);
+  return cases;
+}
+
+TEST(sampling_matches_reference_on_every_path) {
+  // V = 2000: heap top_k (<= 256), nth_element top_k, full path; sorted walks.
+  CHECK_EQ(check_against_reference(2000, 0.0f, {0, 1, 7, 40, 256, 257, 600, 1999, 2000, 5000},
+                                   {1.0f, 0.9f, 0.3f}, {0.0f, 0.05f, 0.5f}, 2024),
+           90);
+}
+
+TEST(sampling_matches_reference_large_vocab) {
+  // V = 30000: top_p and the draw search thousands of unsorted candidates (logit histogram,
+  // then quickselect), with and without many exact ties.
+  for (float quantum : {0.0f, 0.25f})
+    CHECK_EQ(check_against_reference(30000, quantum, {0, 20000}, {1.0f, 0.99f, 0.8f},
+                                     {0.0f, 0.001f}, 77),
+             12);
 }
 
 TEST(sampling_paths_draw_identically) {

@@ -413,6 +413,8 @@ TEST(synth_llama_f32_tensors_and_metadata) {
   CHECK_NEAR(std, 1.0 / std::sqrt(96.0), 0.01);
   f32_stats(f->find_tensor("output.weight"), &mean, &std);
   CHECK_NEAR(std, 3.0 / 8.0, 0.02);
+  f32_stats(f->find_tensor("token_embd.weight"), &mean, &std);
+  CHECK_NEAR(std, 1.0, 0.02);
   f32_stats(f->find_tensor("blk.0.attn_norm.weight"), &mean, &std);
   CHECK_NEAR(mean, 1.0, 0.05);
   CHECK(std > 0.03 && std < 0.2);

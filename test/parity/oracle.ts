@@ -34,22 +34,22 @@ export interface OracleModel {
   dispose(): Promise<void>;
 }
 
-function mapToDense(m: Map<number, number>, nVocab: number): Float64Array {
-  const out = new Float64Array(nVocab);
+/** node-llama-cpp's distribution (every vocabulary entry, sorted) as a dense array indexed by token id. */
+function mapToDense(m: Map<number, number>): Float64Array {
+  const out = new Float64Array(m.size);
   for (const [t, p] of m) out[t] = p;
   return out;
 }
 
 /** Loads a GGUF into llama.cpp (CPU, default f16 KV cache as in the fixtures' references). */
-export async function loadOracle(modelPath: string, contextSize: number): Promise<OracleModel> {
+export async function loadOracle(modelPath: string, contextSize: number, opts: { flashAttention?: boolean } = {}): Promise<OracleModel> {
   const llama = await oracleLlama();
   const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
-  const nVocab = model.tokens.trainContextSize >= 0 ? model.fileInfo.metadata ? vocabSize(model) : vocabSize(model) : vocabSize(model);
   const contexts = new Set<LlamaContext>();
 
   async function withSequence<T>(fn: (seq: ReturnType<LlamaContext["getSequence"]>) => Promise<T>): Promise<T> {
     // A fresh context per call: no state carried between evaluations.
-    const context = await model.createContext({ contextSize, sequences: 1, batchSize: contextSize, threads: 2 });
+    const context = await model.createContext({ contextSize, sequences: 1, batchSize: contextSize, threads: 2, flashAttention: opts.flashAttention });
     contexts.add(context);
     try {
       return await fn(context.getSequence());
@@ -69,7 +69,7 @@ export async function loadOracle(modelPath: string, contextSize: number): Promis
         return out.map((o, i) => {
           const probs = o?.next.probabilities;
           if (!probs) throw new Error(`node-llama-cpp returned no distribution for position ${i}`);
-          return mapToDense(probs, nVocab);
+          return mapToDense(probs);
         });
       }),
     greedy: (prompt, maxTokens) =>
@@ -79,7 +79,7 @@ export async function loadOracle(modelPath: string, contextSize: number): Promis
         const it = seq.evaluateWithMetadata(prompt, { probabilities: true }, { temperature: 0, yieldEogToken: true });
         for await (const r of it) {
           tokens.push(r.token);
-          dists.push(mapToDense(r.probabilities, nVocab));
+          dists.push(mapToDense(r.probabilities));
           if (tokens.length >= maxTokens) break;
         }
         return { tokens, dists };
@@ -90,14 +90,6 @@ export async function loadOracle(modelPath: string, contextSize: number): Promis
       await model.dispose();
     },
   };
-}
-
-function vocabSize(model: LlamaModel): number {
-  // The vocabulary size as llama.cpp sees it (n_vocab of the loaded model).
-  const md = model.fileInfo.metadata as unknown as { tokenizer?: { ggml?: { tokens?: unknown[] } } };
-  const n = md.tokenizer?.ggml?.tokens?.length;
-  if (typeof n !== "number" || n <= 0) throw new Error("could not read the vocabulary size from the GGUF metadata");
-  return n;
 }
 
 /** Softmax of raw logits (row `row` of an [n * nVocab] array) in float64. */

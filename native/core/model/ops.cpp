@@ -194,6 +194,8 @@ size_t attention_scratch_bytes(int64_t /*n_ctx*/, int64_t head_dim) {
   return 2 * align_up(static_cast<size_t>(head_dim) * 4);
 }
 
+static bool g_fma_acc = getenv("FMA_ACC") && atoi(getenv("FMA_ACC"));
+static bool g_fma_s = getenv("FMA_S") && atoi(getenv("FMA_S"));
 namespace {
 inline float h2f(uint16_t h) { return fp16_to_fp32(h); }
 inline uint16_t f2h(float f) { return fp32_to_fp16(f); }
@@ -239,12 +241,12 @@ void attention_f32(const ModelConfig& c, KvCache& kv, int64_t layer, const float
         }
         if (f16) {
           const uint16_t* vr = reinterpret_cast<const uint16_t*>(kv.v_row(layer, j) + off);
-          for (int64_t d = 0; d < hd; ++d) acc16[d] = f2h(std::fma(h2f(vr[d]), vs, h2f(acc16[d])));
+          for (int64_t d = 0; d < hd; ++d) acc16[d] = g_fma_acc ? f2h(std::fma(h2f(vr[d]), vs, h2f(acc16[d]))) : f2h(h2f(acc16[d]) + h2f(vr[d]) * vs);
         } else {
           const float* vr = reinterpret_cast<const float*>(kv.v_row(layer, j) + off);
           for (int64_t d = 0; d < hd; ++d) acc32[d] = std::fma(vr[d], vs, acc32[d]);
         }
-        S = std::fma(S, ms, vs);
+        S = g_fma_s ? std::fma(S, ms, vs) : S * ms + vs;
       }
       float* oh = out + t * nq + h * hd;
       const float S_inv = S == 0.0f ? 0.0f : 1.0f / S;

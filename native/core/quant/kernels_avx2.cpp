@@ -157,10 +157,10 @@ void quantize_row_bf16_avx2(const float* x, void* y, int64_t n) {
 // ---------------------------------------------------------------------------------------- Q8_0
 
 // x: [n] f32 -> y: [n/32] BlockQ8_0, byte-identical to quantize_row_q8_0_ref: same d and id, and
-// roundf emulated as trunc(p + copysign(0.5 - 2^-25, p)) (exact for |p| < 2^23).
+// round half to even.
 void quantize_row_q8_0_avx2(const float* x, void* y, int64_t n) {
   BlockQ8_0* b = static_cast<BlockQ8_0*>(y);
-  const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.49999997f);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
   for (int64_t i = 0; i < n / kQK8_0; ++i, x += kQK8_0) {
     __m256 v[4];
     __m256 nan = _mm256_setzero_ps();
@@ -176,15 +176,14 @@ void quantize_row_q8_0_avx2(const float* x, void* y, int64_t n) {
                              _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
     const float amax = hmax_ps(m);
     const float d = amax / 127;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     b[i].d = fp32_to_fp16(d);
     const __m256 idv = _mm256_set1_ps(id);
     __m256i q[4];
     for (int k = 0; k < 4; ++k) {
       __m256 p = opaque(_mm256_mul_ps(v[k], idv));
       p = _mm256_and_ps(p, _mm256_cmp_ps(p, p, _CMP_ORD_Q));  // inf*0 = NaN -> 0, as the reference
-      p = _mm256_add_ps(p, _mm256_or_ps(_mm256_and_ps(p, sign), half));
-      q[k] = _mm256_cvttps_epi32(p);
+      q[k] = _mm256_cvtps_epi32(_mm256_round_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(b[i].qs), pack_i32x32_to_i8(q[0], q[1], q[2], q[3]));
   }

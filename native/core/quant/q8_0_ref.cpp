@@ -1,6 +1,8 @@
 // Q8_0 scalar reference: blocks of 32 int8 with one f16 scale; value = qs[j] * d.
-// quantize_row_q8_0_ref reproduces ggml's quantize_row_q8_0_ref bit for bit (d = amax/127,
-// id = 1/d, roundf = round half away from zero), since activations are quantized this way.
+// quantize_row_q8_0_ref reproduces how llama.cpp quantizes activations on x86 (its AVX/AVX2
+// quantize_row_q8_0: d = amax/127, id = 127/amax, round half to even), since llama.cpp on the same
+// machine is our oracle. (ggml's portable *_ref uses id = 1/d and rounds half away from zero; the
+// two differ in about one block in 20,000.)
 #include "quant/quant_impl.h"
 
 namespace llmserve::quant {
@@ -24,10 +26,10 @@ void quantize_row_q8_0_ref(const float* x, void* y, int64_t n) {
       amax = amax > a ? amax : a;
     }
     const float d = amax / 127;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     b[i].d = fp32_to_fp16(d);
     for (int j = 0; j < kQK8_0; ++j) {
-      float q = std::round(x[j] * id);
+      float q = std::nearbyint(x[j] * id);  // default FP environment: ties to even
       q = q > 127.f ? 127.f : (q < -128.f ? -128.f : q);  // no-op for finite input; keeps NaN/inf defined
       b[i].qs[j] = q == q ? static_cast<int8_t>(q) : 0;
     }

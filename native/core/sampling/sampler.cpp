@@ -1,9 +1,15 @@
 // Token sampling; see sampler.h for the chain and its semantics.
 //
-// Cost per call (V = n_vocab): penalties O(distinct tokens in window); top_k <= kHeapTopK:
-// one heap scan over V (no copy); larger or disabled top_k: one copy of V plus nth_element /
-// lazily extended sorted prefix (only as deep as top_p or the draw walks). Raw logprobs: one
-// top-n heap scan plus one exp pass over V.
+// Cost per call (V = n_vocab):
+//   penalties      O(distinct tokens in the window), no copy of the logits;
+//   top_k <= 256   one heap scan over the raw logits (penalized tokens offered separately);
+//   larger / off   one penalized copy of V, nth_element for top_k, min_p while copying;
+//   top_p, draw    walk the ranked candidates; past the sorted prefix, a logit histogram picks
+//                  the one bucket holding the answer and only that bucket is ranked (O(V) even
+//                  for a draw deep into a flat tail, never a full sort);
+//   logprobs       one max pass + one vectorized exp pass over V (+ a top-n heap scan).
+// Per-call buffers live in the Sampler and are reused; steady state allocates nothing except
+// SampleResult::top when the caller does not reuse it.
 #include "sampler.h"
 
 #include <algorithm>
@@ -14,14 +20,24 @@
 #include <limits>
 #include <string>
 
+#include "vec_exp.h"
+
 namespace llmserve {
 
 namespace {
 
 using Cand = Sampler::Cand;
+using sampling_detail::exp4_nonpos;
+using sampling_detail::exp_nonpos;
+using sampling_detail::f4;
+using sampling_detail::splat;
+
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-// Above this top_k, nth_element over a copy beats a heap scan.
+// Up to this top_k a heap scan of the raw logits beats copying the vocabulary.
 constexpr int32_t kHeapTopK = 256;
+// Ranked searches over more unsorted candidates than this go through the logit histogram.
+constexpr size_t kBucketMin = 2048;
+constexpr int kBuckets = 2048;
 
 std::string fmt(double v) {
   char buf[64];
@@ -86,6 +102,32 @@ void select_top(const float* logits, int32_t n, size_t k,
     }
   }
   std::sort_heap(h.begin(), h.end(), better);
+}
+
+// c[i].e = exp((c[i].logit - m) * inv_t) for logits <= m; returns the sum. 4 lanes at a time;
+// inv_t == 1 gives exactly exp(logit - m).
+// c: [n]
+double weigh(Cand* c, size_t n, float m, float inv_t) {
+  const f4 mv = splat(m), tv = splat(inv_t);
+  double total = 0.0;
+  f4 acc = splat(0.0f);
+  size_t i = 0;
+  for (size_t group = 0; i + 4 <= n; i += 4) {
+    const f4 l = {c[i].logit, c[i + 1].logit, c[i + 2].logit, c[i + 3].logit};
+    const f4 e = exp4_nonpos((l - mv) * tv);
+    for (int j = 0; j < 4; ++j) c[i + j].e = e[j];
+    acc += e;
+    if (++group % 32 == 0) {
+      total += static_cast<double>(acc[0]) + acc[1] + acc[2] + acc[3];
+      acc = splat(0.0f);
+    }
+  }
+  total += static_cast<double>(acc[0]) + acc[1] + acc[2] + acc[3];
+  for (; i < n; ++i) {
+    c[i].e = exp_nonpos((c[i].logit - m) * inv_t);
+    total += c[i].e;
+  }
+  return total;
 }
 
 }  // namespace
@@ -193,8 +235,8 @@ void Sampler::compute_penalties(const float* logits) {
 }
 
 // top_k by heap scan over the raw logits (penalized tokens offered separately). cand_ sorted.
+// *m: the max logit kept; *z: sum of exp(logit - m) (cand_[i].e holds the terms) if top_p < 1.
 void Sampler::candidates_top_k(const float* logits, int32_t k, float* m, double* z) {
-  cand_.clear();
   for (const Cand& c : pen_) heap_offer(cand_, static_cast<size_t>(k), c);
   if (pen_.empty())
     select_top<false>(logits, n_vocab_, static_cast<size_t>(k), nullptr, cand_);
@@ -206,15 +248,14 @@ void Sampler::candidates_top_k(const float* logits, int32_t k, float* m, double*
     for (Cand& c : cand_) c.logit = 0.0f;
     *m = 0.0f;
   }
-  if (p_.top_p < 1.0f) *z = fill_unit_weights(*m);
+  if (p_.top_p < 1.0f) *z = weigh(cand_.data(), cand_.size(), *m, 1.0f);
 }
 
-// top_k disabled or large: penalized copy of the whole vocabulary. cand_ unsorted (sorted_n_ 0).
-// When top_k is off, min_p is applied while building (sets *min_p_done).
+// top_k disabled or large: penalized copy of the whole vocabulary, cand_ unsorted. Same outputs
+// as candidates_top_k. When top_k is off, min_p is applied while copying (*min_p_done).
 void Sampler::candidates_full(const float* logits, int32_t k, float* m, double* z,
                               bool* min_p_done) {
   const int32_t n = n_vocab_;
-  cand_.clear();
   sorted_n_ = 0;
   if (k < n) {
     cand_.resize(static_cast<size_t>(n));
@@ -229,21 +270,14 @@ void Sampler::candidates_full(const float* logits, int32_t k, float* m, double* 
       mx = 0.0f;
     }
     *m = mx;
-    if (p_.top_p < 1.0f) *z = fill_unit_weights(mx);
+    if (p_.top_p < 1.0f) *z = weigh(cand_.data(), cand_.size(), mx, 1.0f);
     return;
   }
   work_.resize(static_cast<size_t>(n));
   float* w = work_.data();
-  float mx = kNegInf;
-  for (int32_t i = 0; i < n; ++i) {
-    w[i] = sanitize(logits[i]);
-    mx = std::max(mx, w[i]);
-  }
-  if (!pen_.empty()) {
-    for (const Cand& c : pen_) w[c.id] = c.logit;
-    mx = kNegInf;
-    for (int32_t i = 0; i < n; ++i) mx = std::max(mx, w[i]);
-  }
+  for (int32_t i = 0; i < n; ++i) w[i] = sanitize(logits[i]);
+  for (const Cand& c : pen_) w[c.id] = c.logit;
+  float mx = sampling_detail::max_of(w, static_cast<size_t>(n));
   if (mx == kNegInf) {
     std::fill(work_.begin(), work_.end(), 0.0f);
     mx = 0.0f;
@@ -251,35 +285,21 @@ void Sampler::candidates_full(const float* logits, int32_t k, float* m, double* 
   *m = mx;
   *min_p_done = true;
   if (p_.min_p > 0.0f) {
-    if (p_.top_p < 1.0f) {  // top_p needs the mass of the whole (pre-min_p) set
-      double s = 0.0;
-      for (int32_t i = 0; i < n; ++i) s += std::exp(w[i] - mx);
-      *z = s;
-    }
+    // top_p measures against the whole post-top_k set, so sum before filtering.
+    if (p_.top_p < 1.0f) *z = sampling_detail::sum_exp(w, static_cast<size_t>(n), mx);
     const float thr = std::log(p_.min_p);
     for (int32_t i = 0; i < n; ++i)
-      if (w[i] - mx >= thr) cand_.push_back({w[i], i, std::exp(w[i] - mx)});
+      if (w[i] - mx >= thr) cand_.push_back({w[i], i, exp_nonpos(w[i] - mx)});
     return;
   }
   cand_.resize(static_cast<size_t>(n));
   for (int32_t i = 0; i < n; ++i) cand_[i] = {w[i], i, 0.0f};
-  if (p_.top_p < 1.0f) *z = fill_unit_weights(mx);
+  if (p_.top_p < 1.0f) *z = weigh(cand_.data(), cand_.size(), mx, 1.0f);
 }
 
-// cand_[i].e = exp(logit - m) (the T = 1 weights top_p measures); returns their sum.
-double Sampler::fill_unit_weights(float m) {
-  double s = 0.0;
-  for (Cand& c : cand_) {
-    c.e = std::exp(c.logit - m);
-    s += c.e;
-  }
-  return s;
-}
-
-// Smallest ranked index i (rank: logit desc, id asc) whose cumulative weight e through i reaches
-// target (>= when inclusive, else >); cand_.size() if none does. Afterwards cand_[0..i] are the
-// i + 1 best candidates. The sorted prefix is walked first; the rest is searched by weighted
-// quickselect (nth_element halving), so a draw deep into a flat tail costs O(n), not a sort.
+// Smallest ranked index i (rank: logit desc, id asc) whose cumulative weight (sum of e through
+// i) reaches target (>= when inclusive, else >), or cand_.size() if none does. Afterwards
+// cand_[0..i] are the i + 1 best candidates and [0, sorted_n_) is still sorted.
 size_t Sampler::ranked_find(double target, bool inclusive) {
   auto reached = [&](double c) { return inclusive ? c >= target : c > target; };
   double cum = 0.0;
@@ -289,6 +309,71 @@ size_t Sampler::ranked_find(double target, bool inclusive) {
   }
   auto at = [&](size_t i) { return cand_.begin() + static_cast<std::ptrdiff_t>(i); };
   size_t lo = sorted_n_, hi = cand_.size();
+  bool bucketed = false;
+
+  // Large unsorted remainder: histogram the weights by logit (buckets are monotone in the
+  // logit, so bucket order is rank order), find the bucket where the target is reached, and
+  // move [better buckets | that bucket | worse buckets] into place with one scatter. Repeats
+  // inside the bucket while it is still large and its logits still differ.
+  while (hi - lo > kBucketMin) {
+    float lmax = kNegInf, lmin = std::numeric_limits<float>::infinity();
+    for (size_t i = lo; i < hi; ++i) {
+      const float l = cand_[i].logit;
+      lmax = l > lmax ? l : lmax;
+      if (l > kNegInf && l < lmin) lmin = l;
+    }
+    const float range = lmax - lmin;
+    if (range == 0.0f && cand_[lo].e > 0.0f) {
+      // One logit, hence one weight, for the whole range: rank is id order, and the answer's
+      // position follows from the weight; one nth_element puts it in place.
+      const double e = cand_[lo].e;
+      const size_t n = hi - lo;
+      size_t j = static_cast<size_t>(std::clamp(std::floor((target - cum) / e), 0.0,
+                                                static_cast<double>(n - 1)));
+      while (j > 0 && reached(cum + static_cast<double>(j) * e)) --j;
+      while (j + 1 < n && !reached(cum + static_cast<double>(j + 1) * e)) ++j;
+      if (!reached(cum + static_cast<double>(j + 1) * e))
+        return bucketed ? hi - 1 : cand_.size();
+      std::nth_element(at(lo), at(lo + j), at(hi), better);
+      return lo + j;
+    }
+    if (!(range > 0.0f) || !std::isfinite(range)) break;
+    const float scale = static_cast<float>(kBuckets - 1) / range;
+    auto key = [&](float l) {
+      const float d = lmax - l;  // >= 0; +inf for -inf logits
+      return d >= range ? kBuckets - 1 : std::min(kBuckets - 1, static_cast<int>(d * scale));
+    };
+    hist_w_.assign(kBuckets, 0.0);
+    hist_n_.assign(kBuckets, 0);
+    for (size_t i = lo; i < hi; ++i) {
+      const int b = key(cand_[i].logit);
+      hist_w_[b] += cand_[i].e;
+      hist_n_[b] += 1;
+    }
+    int tb = -1;
+    size_t n_before = 0;
+    for (int b = 0; b < kBuckets; ++b) {
+      if (hist_n_[b] != 0 && reached(cum + hist_w_[b])) {
+        tb = b;
+        break;
+      }
+      cum += hist_w_[b];
+      n_before += hist_n_[b];
+    }
+    if (tb < 0) return bucketed ? hi - 1 : cand_.size();
+    tmp_.resize(hi - lo);
+    size_t slot[3] = {0, n_before, n_before + hist_n_[tb]};
+    for (size_t i = lo; i < hi; ++i) {
+      const int b = key(cand_[i].logit);
+      tmp_[slot[(b > tb) + (b >= tb)]++] = cand_[i];
+    }
+    std::copy(tmp_.begin(), tmp_.end(), at(lo));
+    lo += n_before;
+    hi = lo + hist_n_[tb];
+    bucketed = true;
+  }
+
+  // Weighted quickselect: halve [lo, hi) with nth_element until it is small, then sort it.
   while (hi - lo > 64) {
     const size_t mid = lo + (hi - lo) / 2;
     std::nth_element(at(lo), at(mid), at(hi), better);  // [lo, mid] = the best of [lo, hi)
@@ -307,28 +392,28 @@ size_t Sampler::ranked_find(double target, bool inclusive) {
     cum += cand_[i].e;
     if (reached(cum)) return i;
   }
-  return cand_.size();
+  // The bucket's total reached the target but its sequential sum (rounding) did not.
+  return bucketed && hi > lo ? hi - 1 : cand_.size();
 }
 
 // out->logprob and out->top from log-softmax of the raw logits.
 void Sampler::raw_logprobs(const float* logits, int32_t chosen, SampleResult* out) {
-  const size_t n_top = static_cast<size_t>(std::max(1, p_.n_logprobs));
-  topn_.clear();
-  select_top<false>(logits, n_vocab_, n_top, nullptr, topn_);
-  const float mr = topn_[0].logit;
+  const size_t n = static_cast<size_t>(n_vocab_);
+  float mr;
+  if (p_.n_logprobs > 0) {
+    topn_.clear();
+    select_top<false>(logits, n_vocab_, static_cast<size_t>(p_.n_logprobs), nullptr, topn_);
+    mr = topn_[0].logit;
+  } else {
+    mr = sanitize(sampling_detail::max_of(logits, n));
+  }
   if (mr == kNegInf) {  // nothing finite: report the uniform distribution
     const float lp = -std::log(static_cast<float>(n_vocab_));
     out->logprob = lp;
     for (int32_t j = 0; j < p_.n_logprobs; ++j) out->top.push_back({topn_[j].id, lp});
     return;
   }
-  double s = 0.0;
-  for (int32_t i = 0; i < n_vocab_; ++i) {
-    float v = logits[i];
-    v = v > FLT_MAX ? FLT_MAX : v;
-    s += v == v ? std::exp(v - mr) : 0.0f;
-  }
-  const double log_z = static_cast<double>(mr) + std::log(s);
+  const double log_z = static_cast<double>(mr) + std::log(sampling_detail::sum_exp(logits, n, mr));
   out->logprob = static_cast<float>(static_cast<double>(sanitize(logits[chosen])) - log_z);
   for (int32_t j = 0; j < p_.n_logprobs; ++j)
     out->top.push_back({topn_[j].id, static_cast<float>(topn_[j].logit - log_z)});
@@ -368,17 +453,17 @@ void Sampler::sample(const float* logits, SampleResult* out) {
 
   // 1. penalties (pen_) + top_k
   const int32_t k = p_.top_k > 0 ? std::min(p_.top_k, n_vocab_) : n_vocab_;
-  float m = 0.0f;     // max penalized logit among the top_k survivors
-  double z = 1.0;     // sum of exp(logit - m) over the top_k survivors (only when top_p < 1)
+  float m = 0.0f;  // max penalized logit among the top_k survivors
+  double z = 1.0;  // sum of exp(logit - m) over the top_k survivors (only when top_p < 1)
   bool min_p_done = false;
   if (k <= kHeapTopK && k < n_vocab_)
     candidates_top_k(logits, k, &m, &z);
   else
     candidates_full(logits, k, &m, &z, &min_p_done);
 
-  // 2+3. top_p and min_p each keep a prefix of the ranked candidates (both measured on the
-  // post-top_k distribution; min_p is a ratio to the max so top_p's renormalization does not
-  // change it), so the result is the shorter prefix: filter min_p first, then walk top_p.
+  // 2+3. top_p and min_p each keep a prefix of the ranked candidates, both measured on the
+  // post-top_k distribution (min_p is a ratio to the max, which top_p's renormalization does
+  // not change), so the result is the shorter prefix: filter min_p, then search top_p.
   if (!min_p_done && p_.min_p > 0.0f) {
     const float thr = std::log(p_.min_p);
     const bool all_sorted = sorted_n_ == cand_.size();
@@ -399,10 +484,7 @@ void Sampler::sample(const float* logits, SampleResult* out) {
   if (inv_t == 1.0f && p_.top_p < 1.0f) {  // the T = 1 weights are already there
     for (const Cand& c : cand_) zt += c.e;
   } else {
-    for (Cand& c : cand_) {
-      c.e = std::exp((c.logit - m) * inv_t);
-      zt += c.e;
-    }
+    zt = weigh(cand_.data(), cand_.size(), m, inv_t);
   }
   z_final_ = zt;
 

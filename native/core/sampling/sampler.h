@@ -96,7 +96,6 @@ class Sampler {
   void compute_penalties(const float* logits);
   void candidates_top_k(const float* logits, int32_t k, float* m, double* z);
   void candidates_full(const float* logits, int32_t k, float* m, double* z, bool* min_p_done);
-  double fill_unit_weights(float m);
   size_t ranked_find(double target, bool inclusive);
   void raw_logprobs(const float* logits, int32_t chosen, SampleResult* out);
 
@@ -118,6 +117,9 @@ class Sampler {
   double z_final_ = 1.0;     // sum of cand_[i].e
   std::vector<float> work_;  // [n_vocab] penalized logits (full-vocabulary path only)
   std::vector<Cand> topn_;   // raw top-n heap
+  std::vector<Cand> tmp_;    // ranked_find scatter buffer
+  std::vector<double> hist_w_;
+  std::vector<uint32_t> hist_n_;
 
   mutable std::vector<TokenLogprob> last_;
   mutable bool last_valid_ = false;

@@ -76,7 +76,7 @@ inline float max_of(const float* x, size_t n) {
 }
 
 // Sum over i of exp(x[i] - m) for x[i] <= m (NaN terms count 0; +inf terms count 1). Lanes sum
-// in float for at most 256 terms each before flushing into a double.
+// in float for at most 32 terms each before flushing into a double.
 // x: [n]
 inline double sum_exp(const float* x, size_t n, float m) {
   const float ninf = -std::numeric_limits<float>::infinity();
@@ -85,7 +85,7 @@ inline double sum_exp(const float* x, size_t n, float m) {
   size_t i = 0;
   while (n - i >= 8) {
     f4 a = splat(0.0f), b = splat(0.0f);
-    const size_t end = i + ((n - i) / 8 < 256 ? (n - i) / 8 : 256) * 8;
+    const size_t end = i + ((n - i) / 8 < 16 ? (n - i) / 8 : 16) * 8;
     for (; i < end; i += 8) {
       a += exp4_nonpos(load4(x + i) - mv);
       b += exp4_nonpos(load4(x + i + 4) - mv);

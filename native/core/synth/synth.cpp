@@ -2,10 +2,13 @@
 //
 // Initialisation (all Gaussian, deterministic from the seed and the tensor name):
 //   matrices        std 1/sqrt(fan_in), fan_in = ne[0]
-//   token_embd      std kLogitStd/sqrt(dim)  (so tied output logits have std ~kLogitStd)
+//   token_embd      std 1 (token identity stays visible next to the layers' contributions), or
+//                   kLogitStd/sqrt(dim) when tied, since it then also projects to the logits
 //   output          std kLogitStd/sqrt(dim)  (final-normed hidden has rms ~1 -> logits std ~kLogitStd)
 //   norm weights    1 + 0.1 * N(0,1);  qwen2 q/k/v biases 0.05 * N(0,1)
-// kLogitStd = 3 keeps next-token distributions far from both one-hot and uniform.
+// kLogitStd = 3 keeps next-token distributions far from both one-hot and uniform: on the default
+// llama model (vocab 512) llama.cpp gives a mean next-token entropy of ~2.9 nats (uniform: 6.2)
+// with a mean top probability of ~0.33, and the argmax changes with the context.
 #include "synth.h"
 
 #include <algorithm>
@@ -351,7 +354,7 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path,
   b.total_elems = vocab_elems + d + layer_elems * static_cast<double>(opt.layers);
   if (b.progress) b.progress(0.0);
 
-  const double embd_std = kLogitStd / std::sqrt(d);
+  const double embd_std = opt.tied_output ? kLogitStd / std::sqrt(d) : 1.0;
   const double in_std = 1.0 / std::sqrt(d);
   const double ffn_in_std = 1.0 / std::sqrt(f);
   LLMS_RETURN_IF_ERROR(b.mat("token_embd.weight", opt.dim, n_vocab, embd_std));
