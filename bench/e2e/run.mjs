@@ -10,7 +10,8 @@
 // with the ratio llmserve / node-llama-cpp and written to bench/results/e2e-<date>.json.
 // See bench/README.md for how to read the numbers.
 
-import { fork } from "node:child_process";
+import { execFileSync, fork } from "node:child_process";
+import { createHash } from "node:crypto";
 import { createReadStream, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
@@ -21,6 +22,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = resolve(here, "..", "..");
 const ENGINES = ["llmserve", "llamacpp"];
 const ENGINE_LABEL = { llmserve: "llmserve", llamacpp: "node-llama-cpp" };
+// A test is "contended" when other processes used more than this many cores while it ran.
+const CONTENDED_CORES = 0.25;
 const TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"];
 // TinyLlama-1.1B shape (TinyLlama/TinyLlama-1.1B-Chat-v1.0 config).
 const SHAPE = { arch: "llama", dim: 2048, layers: 22, heads: 32, kvHeads: 4, ffn: 5632, vocabSize: 32000, context: 2048, seed: 7 };
@@ -122,7 +125,22 @@ function checkBuild() {
   if (newest(join(repoRoot, "lib"), [".ts"]) > statSync(distIndex).mtimeMs) warnings.push("lib/ has TypeScript newer than dist/");
   if (newest(join(repoRoot, "native"), [".cpp", ".cc", ".h"]) > statSync(addon).mtimeMs) warnings.push(`native/ has sources newer than ${relative(repoRoot, addon)}`);
   for (const w of warnings) console.warn(`warning: ${w}; run \`npm run build\` to benchmark the current code.`);
-  return { addon, warnings };
+  const git = (...args) => {
+    try {
+      return execFileSync("git", args, { cwd: repoRoot, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+    } catch {
+      return undefined;
+    }
+  };
+  const st = statSync(addon);
+  return {
+    addon: relative(repoRoot, addon),
+    addonBuilt: st.mtime.toISOString(),
+    addonSha256: createHash("sha256").update(readFileSync(addon)).digest("hex"),
+    gitCommit: git("rev-parse", "HEAD"),
+    gitDirty: (git("status", "--porcelain", "--untracked-files=no") ?? "") !== "",
+    staleWarnings: warnings,
+  };
 }
 
 function machine(kernelIsa, physicalCores) {
@@ -243,6 +261,8 @@ function runTrial(cfg, opts) {
   });
 }
 
+const fmtCores = (x) => (x === undefined ? "?" : x.toFixed(2));
+
 const median = (xs) => {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
@@ -308,9 +328,10 @@ async function main() {
         const r = msg.result;
         console.log(
           `pp${opts.pp} ${r.pp.tps.toFixed(2)} tok/s, tg${opts.tg} ${r.tg.tps.toFixed(2)} tok/s  ` +
-            `(cpu/thread ${r.pp.cpu.toFixed(2)}/${r.tg.cpu.toFixed(2)}, load ${(r.loadMs / 1000).toFixed(1)} s, child ${wallS.toFixed(0)} s)`,
+            `(cpu/thread ${r.pp.cpu.toFixed(2)}/${r.tg.cpu.toFixed(2)}, others ${fmtCores(r.pp.otherCores)}/${fmtCores(r.tg.otherCores)} cores, ` +
+            `load ${(r.loadMs / 1000).toFixed(1)} s, child ${wallS.toFixed(0)} s)`,
         );
-        if (Math.min(r.pp.cpu, r.tg.cpu) < 0.8) contended = true;
+        if (Math.max(r.pp.otherCores ?? 0, r.tg.otherCores ?? 0) > CONTENDED_CORES) contended = true;
         trials.push({ engine, trial: t + 1, ok: true, cpuBusyBefore: busyBefore, loadAvg1m: loadBefore, childWallS: wallS, ...r });
       } else {
         console.log("FAILED");
@@ -339,15 +360,18 @@ async function main() {
   for (const k of tests) {
     for (const engine of opts.engines) {
       const s = summary[engine];
-      rows.push([ENGINE_LABEL[engine], k, fmt(s[k]), `${s.trials}/${opts.trials}`, engine === "llmserve" && k in ratios ? `${fmt(ratios[k])}x` : ""]);
+      const key = k.startsWith("pp") ? "pp" : "tg";
+      const busy = trials.filter((r) => r.engine === engine && r.ok && (r[key].otherCores ?? 0) > CONTENDED_CORES).length;
+      rows.push([ENGINE_LABEL[engine], k, fmt(s[k]), `${s.trials}/${opts.trials}${busy ? ` (${busy} contended)` : ""}`, engine === "llmserve" && k in ratios ? `${fmt(ratios[k])}x` : ""]);
     }
   }
   console.log("");
-  console.log(table(rows, ["engine", "test", "tok/s (median)", "trials ok", "llmserve / llama.cpp"]));
+  const header = ["engine", "test", "tok/s (median)", "trials ok", "llmserve / llama.cpp"];
+  console.log(opts.engines.length > 1 ? table(rows, header) : table(rows.map((r) => r.slice(0, 4)), header.slice(0, 4)));
   console.log("");
   if (contended) {
-    console.warn("warning: in some trial an engine's threads got < 80% of their CPU time (cpu/thread column):");
-    console.warn("         other processes competed for the cores; rerun on a quiet machine (or with --wait-idle).");
+    console.warn("warning: other processes used more than a quarter of a core during some test (\"others\" column):");
+    console.warn("         those timings are contended; rerun on a quiet machine (or with --wait-idle).");
   }
 
   const stamp = new Date().toISOString().replace(/:/g, "-").replace(/\.\d+Z$/, "Z");
@@ -363,7 +387,7 @@ async function main() {
         date: new Date().toISOString(),
         machine: mach,
         loadAvgAtStart: os.loadavg(),
-        build: { addon: relative(repoRoot, build.addon), staleWarnings: build.warnings },
+        build,
         model: { path: model.path, sizeBytes: statSync(model.path).size, synthesized: opts.model ? false : { ...SHAPE, type: opts.type }, weightTypes, vocab },
         options: { threads: opts.threads, trials: opts.trials, pp: opts.pp, tg: opts.tg, tgPrompt: opts.tgPrompt, contextSize, seed: opts.seed, quick: opts.quick, engines: opts.engines },
         nodeLlamaCpp: llamaDetails ? { version: readPkgVersion("node-llama-cpp"), ...llamaDetails } : undefined,

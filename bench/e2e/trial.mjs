@@ -12,6 +12,8 @@
 //        decode steps (+ greedy sampling), as llama-bench's tg test.
 // llmserve's own engine timings (promptMs, generateMs) are recorded too, as a cross-check.
 
+import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { performance } from "node:perf_hooks";
 
 /** Deterministic pseudo-random token ids in [3, vocab): 0..2 are unk/bos/eos in llama vocabularies. */
@@ -30,18 +32,39 @@ export function tokenIds(n, vocab, seed) {
   return out;
 }
 
+/** Busy and total jiffies over all CPUs from /proc/stat (undefined off Linux). */
+function procStat() {
+  try {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1, 9).map(Number);
+    const total = f.reduce((a, b) => a + b, 0);
+    return { busy: total - f[3] - f[4], total };
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * Runs fn and returns [result, cpu] where cpu is this process's CPU time during fn divided by
- * (wall time x threads): ~1 when the engine's threads had the cores to themselves (or spin),
- * well below 1 when other processes took CPU time from them.
+ * Runs fn and returns [result, cpu, others]:
+ *   cpu    = this process's CPU time during fn / (wall time x threads): ~1 when the engine kept its
+ *            threads busy (or spinning); below 1 when its threads idled or were preempted;
+ *   others = cores' worth of CPU time that other processes used meanwhile (from /proc/stat):
+ *            ~0 on a quiet machine; when it is large, the timing is contended.
  */
 async function withCpu(threads, fn) {
+  const s0 = procStat();
   const c0 = process.cpuUsage();
   const w0 = performance.now();
   const r = await fn();
   const c = process.cpuUsage(c0);
   const wall = performance.now() - w0;
-  return [r, +((c.user + c.system) / 1000 / wall / threads).toFixed(3)];
+  const s1 = procStat();
+  const ownCores = (c.user + c.system) / 1000 / wall;
+  let others;
+  if (s0 && s1 && s1.total > s0.total) {
+    const ncpu = availableParallelism();
+    others = +Math.max(0, ((s1.busy - s0.busy) / (s1.total - s0.total)) * ncpu - ownCores).toFixed(2);
+  }
+  return [r, +(ownCores / threads).toFixed(3), others];
 }
 
 /** Distinct first tokens, so no prompt is a prefix of another (no KV reuse between tests). */
@@ -67,7 +90,7 @@ async function runLlmserve(cfg) {
     // ppN: prefill only (maxTokens 1 = no decode step).
     let last;
     const a = performance.now();
-    const [, ppCpu] = await withCpu(cfg.threads, async () => {
+    const [, ppCpu, ppOthers] = await withCpu(cfg.threads, async () => {
       for await (const c of model.generate({ tokens: p.pp }, { maxTokens: 1, temperature: 0, stopAtEos: false })) last = c;
     });
     const ppMs = performance.now() - a;
@@ -80,7 +103,7 @@ async function runLlmserve(cfg) {
     let end = 0;
     let got = 0;
     let tgT;
-    const [, tgCpu] = await withCpu(cfg.threads, async () => {
+    const [, tgCpu, tgOthers] = await withCpu(cfg.threads, async () => {
       for await (const c of model.generate({ tokens: p.tg }, { maxTokens: cfg.tg + 1, temperature: 0, stopAtEos: false })) {
         if (c.tokens.length > 0) {
           got += c.tokens.length;
@@ -98,9 +121,9 @@ async function runLlmserve(cfg) {
     const tgMs = end - first;
     return {
       loadMs,
-      pp: { tokens: cfg.pp, ms: ppMs, tps: (cfg.pp * 1000) / ppMs, cpu: ppCpu, engineMs: ppT.promptMs, engineTps: (cfg.pp * 1000) / ppT.promptMs },
+      pp: { tokens: cfg.pp, ms: ppMs, tps: (cfg.pp * 1000) / ppMs, cpu: ppCpu, otherCores: ppOthers, engineMs: ppT.promptMs, engineTps: (cfg.pp * 1000) / ppT.promptMs },
       // engine generateMs spans N decode steps + N+1 samplings (it starts after prefill).
-      tg: { tokens: cfg.tg, ms: tgMs, tps: (cfg.tg * 1000) / tgMs, cpu: tgCpu, engineMs: tgT.generateMs, engineTps: (cfg.tg * 1000) / tgT.generateMs },
+      tg: { tokens: cfg.tg, ms: tgMs, tps: (cfg.tg * 1000) / tgMs, cpu: tgCpu, otherCores: tgOthers, engineMs: tgT.generateMs, engineTps: (cfg.tg * 1000) / tgT.generateMs },
       details: { kernels: info.kernels, threads: info.threads, contextSize: info.contextSize, weightTypes: info.weightTypes },
     };
   } finally {
@@ -137,7 +160,7 @@ async function runLlamaCpp(cfg) {
 
     // ppN: the whole prompt in one batch.
     const a = performance.now();
-    const [, ppCpu] = await withCpu(cfg.threads, () => seq.evaluateWithoutGeneratingNewTokens(p.pp));
+    const [, ppCpu, ppOthers] = await withCpu(cfg.threads, () => seq.evaluateWithoutGeneratingNewTokens(p.pp));
     const ppMs = performance.now() - a;
     if (seq.nextTokenIndex !== cfg.pp) throw new Error(`node-llama-cpp holds ${seq.nextTokenIndex} tokens after pp, expected ${cfg.pp}`);
     await seq.clearHistory();
@@ -147,7 +170,7 @@ async function runLlamaCpp(cfg) {
     const r0 = await g.next();
     if (r0.done) throw new Error("node-llama-cpp produced no token");
     const first = performance.now();
-    const [, tgCpu] = await withCpu(cfg.threads, async () => {
+    const [, tgCpu, tgOthers] = await withCpu(cfg.threads, async () => {
       for (let i = 0; i < cfg.tg; i++) {
         const r = await g.next();
         if (r.done) throw new Error(`node-llama-cpp stopped after ${i + 1} tokens`);
@@ -157,8 +180,8 @@ async function runLlamaCpp(cfg) {
     await g.return();
     return {
       loadMs,
-      pp: { tokens: cfg.pp, ms: ppMs, tps: (cfg.pp * 1000) / ppMs, cpu: ppCpu },
-      tg: { tokens: cfg.tg, ms: tgMs, tps: (cfg.tg * 1000) / tgMs, cpu: tgCpu },
+      pp: { tokens: cfg.pp, ms: ppMs, tps: (cfg.pp * 1000) / ppMs, cpu: ppCpu, otherCores: ppOthers },
+      tg: { tokens: cfg.tg, ms: tgMs, tps: (cfg.tg * 1000) / tgMs, cpu: tgCpu, otherCores: tgOthers },
       details: {
         llamaCpp: `${llama.llamaCppRelease.repo}@${llama.llamaCppRelease.release}`,
         buildType: llama.buildType,

@@ -188,6 +188,8 @@ void Engine::run_generate(int64_t, GenerateRequest& req, const std::atomic<bool>
     return;
   }
   const ModelConfig& cfg = model_->config();
+  // The chosen token's logprob costs a full log-softmax per token: only compute it when asked.
+  req.sampling.compute_logprob = req.want_logprobs;
   Sampler sampler(req.sampling, (int32_t)cfg.n_vocab);
   for (int32_t t : req.prompt) sampler.accept(t);
   Timings tm;

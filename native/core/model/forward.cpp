@@ -118,13 +118,15 @@ Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n
   }
 
   const int64_t E = c.n_embd, NQ = c.n_embd_q(), NKV = c.n_embd_kv(), FF = c.n_ff;
+  // Per-token elementwise work is cheap: give each thread at least ~16K elements.
+  const int64_t tok_grain = std::max<int64_t>(1, (int64_t(1) << 14) / std::max(E, FF));
 
   // Embeddings (dequantized rows of token_embd) and the RoPE table of this batch's positions.
   pool.parallel_for(n, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t)
       dequantize_row(W.tok_embd.type, W.tok_embd.row(tokens[t]), B.x + t * E, E);
     rope_cache_f32(c, W.rope_freqs, n_past + b, e - b, B.rope + b * c.n_rot);
-  });
+  }, tok_grain);
 
   for (int64_t il = 0; il < c.n_layer; ++il) {
     const LayerWeights& L = W.layers[static_cast<size_t>(il)];
@@ -132,7 +134,7 @@ Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n
     // Attention block: norm -> Q, K, V -> RoPE -> store K, V -> attention.
     pool.parallel_for(n, [&](int64_t b, int64_t e) {
       rms_norm_f32(B.x + b * E, L.attn_norm, B.xn + b * E, e - b, E, c.rms_eps);
-    });
+    }, tok_grain);
     const MatmulTask qkv[3] = {{&L.wq, L.bq, B.q, NQ}, {&L.wk, L.bk, B.k, NKV},
                                {&L.wv, L.bv, B.v, NKV}};
     matmul(qkv, 3, B.xn, n, B.act, pool);
@@ -143,7 +145,7 @@ Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n
         rope_apply_f32(B.k + t * NKV, c.n_head_kv, c.head_dim, c.n_rot, c.rope_type, cache_row);
         kv_store(kv, il, n_past + t, B.k + t * NKV, B.v + t * NKV);
       }
-    });
+    }, tok_grain);
     // In the last layer only the rows whose logits are wanted go on (as llama.cpp's out_ids);
     // every token's K and V were stored above.
     const int64_t r0 = (il == c.n_layer - 1 && !logits_all) ? n - 1 : 0;
@@ -156,7 +158,7 @@ Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n
     pool.parallel_for(m, [&](int64_t b, int64_t e) {
       add_rows(x + b * E, B.xn + b * E, (e - b) * E);
       rms_norm_f32(x + b * E, L.ffn_norm, B.xn + b * E, e - b, E, c.rms_eps);
-    });
+    }, tok_grain);
 
     // SwiGLU feed-forward.
     const MatmulTask gu[2] = {{&L.ffn_gate, L.ffn_gate_b, B.gate, FF},
@@ -164,19 +166,19 @@ Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n
     matmul(gu, 2, B.xn, m, B.act, pool);
     pool.parallel_for(m, [&](int64_t b, int64_t e) {
       swiglu_f32(B.gate + b * FF, B.up + b * FF, (e - b) * FF);
-    });
+    }, tok_grain);
     const MatmulTask down[1] = {{&L.ffn_down, L.ffn_down_b, B.xn, E}};
     matmul(down, 1, B.gate, m, B.act, pool);
     pool.parallel_for(m, [&](int64_t b, int64_t e) {
       add_rows(x + b * E, B.xn + b * E, (e - b) * E);
-    });
+    }, tok_grain);
   }
 
   // Final norm and output projection of the wanted rows.
   const int64_t r0 = n - n_out_rows;
   pool.parallel_for(n_out_rows, [&](int64_t b, int64_t e) {
     rms_norm_f32(B.x + (r0 + b) * E, W.output_norm, B.xn + b * E, e - b, E, c.rms_eps);
-  });
+  }, tok_grain);
   const MatmulTask out[1] = {{&W.output, nullptr, logits->data(), c.n_vocab}};
   matmul(out, 1, B.xn, n_out_rows, B.act, pool);
 

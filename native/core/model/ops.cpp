@@ -12,6 +12,8 @@ namespace {
 constexpr int64_t kRowTile = 16;    // weight rows per parallel work item
 constexpr int64_t kTokenTile = 32;  // tokens per inner sweep (their activations stay in cache)
 constexpr size_t kAlign = 64;
+// Multiply-adds below which splitting a job across threads costs more than it saves.
+constexpr int64_t kMinChunkWork = 1 << 16;
 
 size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
@@ -73,7 +75,7 @@ void matmul(const MatmulTask* tasks, int n_tasks, const float* x, int64_t n, uin
         conv[found] = {vdt, buf, stride};
         pool.parallel_for(n, [&](int64_t b, int64_t e) {
           for (int64_t t = b; t < e; ++t) quantize_row(vdt, x + t * n_in, buf + t * stride, n_in);
-        });
+        }, std::max<int64_t>(1, kMinChunkWork / 8 / n_in));
       }
     }
     task_conv[i] = found;
@@ -84,6 +86,7 @@ void matmul(const MatmulTask* tasks, int n_tasks, const float* x, int64_t n, uin
   tile_start[0] = 0;
   for (int i = 0; i < n_tasks; ++i)
     tile_start[i + 1] = tile_start[i] + (tasks[i].w->n_out + kRowTile - 1) / kRowTile;
+  const int64_t tile_work = kRowTile * n_in * n;
   pool.parallel_for(tile_start[n_tasks], [&](int64_t b, int64_t e) {
     for (int64_t tile = b; tile < e; ++tile) {
       int ti = 0;
@@ -106,7 +109,7 @@ void matmul(const MatmulTask* tasks, int n_tasks, const float* x, int64_t n, uin
         }
       }
     }
-  });
+  }, std::max<int64_t>(1, kMinChunkWork / tile_work));
 }
 
 void swiglu_f32(float* g, const float* u, int64_t count) {
@@ -194,12 +197,61 @@ size_t attention_scratch_bytes(int64_t /*n_ctx*/, int64_t head_dim) {
   return 2 * align_up(static_cast<size_t>(head_dim) * 4);
 }
 
-static bool g_fma_acc = getenv("FMA_ACC") && atoi(getenv("FMA_ACC"));
-static bool g_fma_s = getenv("FMA_S") && atoi(getenv("FMA_S"));
+void attention_row_ref(const AttnRow& a) {
+  const GgmlType kv_type = a.f16 ? GgmlType::F16 : GgmlType::F32;
+  const int64_t hd = a.hd;
+  float* acc32 = static_cast<float*>(a.acc);
+  uint16_t* acc16 = static_cast<uint16_t*>(a.acc);
+  if (a.f16) std::memset(acc16, 0, hd * 2); else std::memset(acc32, 0, hd * 4);
+  float M = -INFINITY, S = 0.0f;
+  for (int64_t j = 0; j < a.len; ++j) {
+    const uint8_t* kj = a.k + j * a.stride;
+    const uint8_t* vj = a.v + j * a.stride;
+    const float s = vec_dot(kv_type, hd, kj, a.q) * a.scale;
+    const float Mold = M;
+    float ms = 1.0f, vs = 1.0f;
+    if (s > M) {  // new maximum: rescale the accumulator by expf(Mold - M)
+      M = s;
+      ms = expf(Mold - M);
+      if (a.f16) {
+        for (int64_t d = 0; d < hd; ++d) acc16[d] = fp32_to_fp16(fp16_to_fp32(acc16[d]) * ms);
+      } else {
+        for (int64_t d = 0; d < hd; ++d) acc32[d] *= ms;
+      }
+    } else {
+      vs = expf(s - M);
+    }
+    if (a.f16) {
+      const uint16_t* v = reinterpret_cast<const uint16_t*>(vj);
+      for (int64_t d = 0; d < hd; ++d)
+        acc16[d] = fp32_to_fp16(fmaf(fp16_to_fp32(v[d]), vs, fp16_to_fp32(acc16[d])));
+    } else {
+      const float* v = reinterpret_cast<const float*>(vj);
+      for (int64_t d = 0; d < hd; ++d) acc32[d] = fmaf(v[d], vs, acc32[d]);
+    }
+    S = fmaf(S, ms, vs);
+  }
+  const float S_inv = S == 0.0f ? 0.0f : 1.0f / S;
+  for (int64_t d = 0; d < hd; ++d) a.out[d] = (a.f16 ? fp16_to_fp32(acc16[d]) : acc32[d]) * S_inv;
+}
+
 namespace {
-inline float h2f(uint16_t h) { return fp16_to_fp32(h); }
-inline uint16_t f2h(float f) { return fp32_to_fp16(f); }
+using AttnRowFn = void (*)(const AttnRow&);
+AttnRowFn pick_attention_row() {
+#if defined(LLMSERVE_X86)
+  if (std::strcmp(kernel_isa(), "scalar") != 0 && __builtin_cpu_supports("avx2") &&
+      __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+    return attention_row_avx2;
+  }
+#endif
+  return attention_row_ref;
+}
 }  // namespace
+
+void attention_row(const AttnRow& a) {
+  static const AttnRowFn fn = pick_attention_row();
+  fn(a);
+}
 
 void attention_f32(const ModelConfig& c, KvCache& kv, int64_t layer, const float* q, int64_t n,
                    int64_t n_past, float* out, uint8_t* scratch, ThreadPool& pool) {
@@ -207,52 +259,30 @@ void attention_f32(const ModelConfig& c, KvCache& kv, int64_t layer, const float
   const size_t per_thread = attention_scratch_bytes(kv.n_ctx(), hd);
   const float scale = 1.0f / sqrtf(static_cast<float>(hd));
   const bool f16 = kv.f16();
-  const GgmlType kv_type = f16 ? GgmlType::F16 : GgmlType::F32;
   const size_t es = kv.elem_size();
-  pool.parallel_for_chunked(n * n_head, [&](int64_t b, int64_t e, int chunk) {
-    uint8_t* base = scratch + static_cast<size_t>(chunk) * per_thread;
-    float* acc32 = reinterpret_cast<float*>(base);
-    uint16_t* acc16 = reinterpret_cast<uint16_t*>(base);
+  const size_t stride = static_cast<size_t>(kv.n_embd_kv()) * es;
+  pool.parallel_for_chunked(n * n_head, [&](int64_t b, int64_t e, int slot) {
+    uint8_t* base = scratch + static_cast<size_t>(slot) * per_thread;
     uint8_t* q_conv = base + align_up(static_cast<size_t>(hd) * 4);
     for (int64_t it = b; it < e; ++it) {
       const int64_t t = it / n_head, h = it % n_head, kvh = h / n_gqa;
-      const int64_t len = n_past + t + 1;
       const float* qh = q + t * nq + h * hd;
-      const uint8_t* qx = reinterpret_cast<const uint8_t*>(qh);
-      if (f16) {
-        quantize_row(GgmlType::F16, qh, q_conv, hd);
-        qx = q_conv;
-      }
+      AttnRow a;
+      if (f16) quantize_row(GgmlType::F16, qh, q_conv, hd);  // Q to K's vec_dot type, as ggml
+      a.q = f16 ? static_cast<const void*>(q_conv) : static_cast<const void*>(qh);
       const size_t off = static_cast<size_t>(kvh * hd) * es;
-      float M = -INFINITY, S = 0.0f;
-      if (f16) std::memset(acc16, 0, hd * 2); else std::memset(acc32, 0, hd * 4);
-      for (int64_t j = 0; j < len; ++j) {
-        float s = vec_dot(kv_type, hd, kv.k_row(layer, j) + off, qx);
-        s = s * scale;
-        const float Mold = M;
-        float ms = 1.0f, vs = 1.0f;
-        if (s > M) {
-          M = s;
-          ms = expf(Mold - M);
-          if (f16) { for (int64_t d = 0; d < hd; ++d) acc16[d] = f2h(h2f(acc16[d]) * ms); }
-          else { for (int64_t d = 0; d < hd; ++d) acc32[d] *= ms; }
-        } else {
-          vs = expf(s - M);
-        }
-        if (f16) {
-          const uint16_t* vr = reinterpret_cast<const uint16_t*>(kv.v_row(layer, j) + off);
-          for (int64_t d = 0; d < hd; ++d) acc16[d] = g_fma_acc ? f2h(std::fma(h2f(vr[d]), vs, h2f(acc16[d]))) : f2h(h2f(acc16[d]) + h2f(vr[d]) * vs);
-        } else {
-          const float* vr = reinterpret_cast<const float*>(kv.v_row(layer, j) + off);
-          for (int64_t d = 0; d < hd; ++d) acc32[d] = std::fma(vr[d], vs, acc32[d]);
-        }
-        S = g_fma_s ? std::fma(S, ms, vs) : S * ms + vs;
-      }
-      float* oh = out + t * nq + h * hd;
-      const float S_inv = S == 0.0f ? 0.0f : 1.0f / S;
-      for (int64_t d = 0; d < hd; ++d) oh[d] = (f16 ? h2f(acc16[d]) : acc32[d]) * S_inv;
+      a.k = kv.k_row(layer, 0) + off;
+      a.v = kv.v_row(layer, 0) + off;
+      a.stride = stride;
+      a.len = n_past + t + 1;
+      a.hd = hd;
+      a.scale = scale;
+      a.f16 = f16;
+      a.out = out + t * nq + h * hd;
+      a.acc = base;
+      attention_row(a);
     }
-  });
+  }, std::max<int64_t>(1, kMinChunkWork / (hd * (n_past + (n + 1) / 2) * 2)));
 }
 
 }  // namespace llmserve

@@ -56,11 +56,36 @@ void kv_store(KvCache& kv, int64_t layer, int64_t pos, const float* k, const flo
 // Per-thread scratch bytes attention_f32 needs (index with the chunk id of parallel_for_chunked).
 size_t attention_scratch_bytes(int64_t n_ctx, int64_t head_dim);
 
+// One query row of one head against positions [0, len) of one KV head, with the semantics of
+// ggml's CPU flash attention (ggml_compute_forward_flash_attn_ext_f16_one_chunk), which llama.cpp
+// uses by default on CPU (flash_attn "auto"):
+//   s_j = vec_dot(K_j, q) * scale; online softmax with running max M and sum S (expf, f32);
+//   acc = acc * expf(Mold - M) on a new maximum, acc += V_j * expf(s_j - M) (fused multiply-add);
+//   with an f16 cache the accumulator itself is f16 (rounded after every step), as in ggml;
+//   out = acc / S.
+struct AttnRow {
+  const uint8_t* k;   // K of position j at k + j * stride: [hd] in the cache type
+  const uint8_t* v;   // V of position j at v + j * stride: [hd] in the cache type
+  size_t stride;      // bytes between positions
+  const void* q;      // [hd] query converted to the K vec_dot type (f16 cache: f16; else f32)
+  int64_t len;        // positions attended
+  int64_t hd;         // head size
+  float scale;        // 1 / sqrt(hd)
+  bool f16;           // cache type f16 (else f32)
+  float* out;         // [hd] f32
+  void* acc;          // scratch: [hd] f32
+};
+void attention_row(const AttnRow& a);       // dispatched
+void attention_row_ref(const AttnRow& a);   // scalar reference (std::fma)
+#if defined(LLMSERVE_X86)
+void attention_row_avx2(const AttnRow& a);  // AVX2 + FMA + F16C, bit-identical to the reference
+#endif
+
 // q: [n, n_head, head_dim] f32 (after RoPE); KV cache of `layer` holds positions [0, n_past + n).
 // out: [n, n_head, head_dim]. Token t (position n_past + t) attends causally to [0, n_past + t];
-// head h reads KV head h / n_gqa. scores = K.q (q converted to the KV type first, as ggml mul_mat),
-// softmax(scores * 1/sqrt(head_dim)) in f32 with a double sum, probabilities converted to the KV
-// type, out[d] = dot(V[d, 0..len), p). scratch: pool.size() * attention_scratch_bytes(...).
+// head h reads KV head h / n_gqa; each (token, head) row is one attention_row() call, so the result
+// does not depend on the batch split. q is converted to f16 first with an f16 cache (as ggml).
+// scratch: pool.size() * attention_scratch_bytes(...).
 void attention_f32(const ModelConfig& c, KvCache& kv, int64_t layer, const float* q, int64_t n,
                    int64_t n_past, float* out, uint8_t* scratch, ThreadPool& pool);
 

@@ -8,8 +8,8 @@
 //                  the one bucket holding the answer and only that bucket is ranked (O(V) even
 //                  for a draw deep into a flat tail, never a full sort);
 //   logprobs       one max pass + one vectorized exp pass over V (+ a top-n heap scan).
-// Per-call buffers live in the Sampler and are reused; steady state allocates nothing except
-// SampleResult::top when the caller does not reuse it.
+// Per-call buffers live in the Sampler and are reused: sample(logits, &out) allocates nothing in
+// steady state (accept() may add a node to the penalty-count map).
 #include "sampler.h"
 
 #include <algorithm>
@@ -30,6 +30,7 @@ using Cand = Sampler::Cand;
 using sampling_detail::exp4_nonpos;
 using sampling_detail::exp_nonpos;
 using sampling_detail::f4;
+using sampling_detail::i4;
 using sampling_detail::splat;
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -89,17 +90,26 @@ void select_top(const float* logits, int32_t n, size_t k,
   }
   if (h.size() == k && k > 0) {
     float thr = h.front().logit;
-    for (; i < n; ++i) {
-      const float v = logits[i];
-      if (!(v >= thr)) continue;  // the common case; also drops NaN
-      if (kSkip && skip->count(i)) continue;
-      const Cand c{sanitize(v), i, 0.0f};
-      if (!better(c, h.front())) continue;
+    auto offer = [&](int32_t j) {
+      const float v = logits[j];
+      if (!(v >= thr)) return;  // also drops NaN
+      if (kSkip && skip->count(j)) return;
+      const Cand c{sanitize(v), j, 0.0f};
+      if (!better(c, h.front())) return;
       std::pop_heap(h.begin(), h.end(), better);
       h.back() = c;
       std::push_heap(h.begin(), h.end(), better);
       thr = h.front().logit;
+    };
+    // Most blocks of 8 hold nothing at or above the threshold: test them 4 lanes at a time.
+    for (; i + 8 <= n; i += 8) {
+      const f4 t = splat(thr);
+      const i4 hit = (sampling_detail::load4(logits + i) >= t) |
+                     (sampling_detail::load4(logits + i + 4) >= t);
+      if ((hit[0] | hit[1] | hit[2] | hit[3]) == 0) continue;
+      for (int32_t j = i; j < i + 8; ++j) offer(j);
     }
+    for (; i < n; ++i) offer(i);
   }
   std::sort_heap(h.begin(), h.end(), better);
 }
@@ -146,7 +156,7 @@ Status validate(const SamplingParams& p) {
   if (!std::isfinite(p.presence_penalty))
     return bad("presencePenalty", "a finite number", p.presence_penalty);
   if (p.n_logprobs < 0 || p.n_logprobs > kMaxLogprobs)
-    return bad("topLogprobs", "an integer in [0, 20]", p.n_logprobs);
+    return bad("logprobs", "an integer in [0, 20]", p.n_logprobs);
   // top_k: every value is valid (<= 0 disables; larger than the vocabulary keeps everything).
   return Status::ok();
 }
@@ -400,6 +410,10 @@ size_t Sampler::ranked_find(double target, bool inclusive) {
 void Sampler::raw_logprobs(const float* logits, int32_t chosen, SampleResult* out) {
   const size_t n = static_cast<size_t>(n_vocab_);
   float mr;
+  if (p_.n_logprobs == 0 && !p_.compute_logprob) {
+    out->logprob = 0.0f;
+    return;
+  }
   if (p_.n_logprobs > 0) {
     topn_.clear();
     select_top<false>(logits, n_vocab_, static_cast<size_t>(p_.n_logprobs), nullptr, topn_);
@@ -488,8 +502,15 @@ void Sampler::sample(const float* logits, SampleResult* out) {
   }
   z_final_ = zt;
 
-  // 6. draw: uniform in [0, 1) against the cumulative distribution in ranked order.
-  size_t pick = ranked_find(rng_.uniform() * zt, /*inclusive=*/false);
+  // 6. draw: uniform in [0, 1) against the cumulative distribution in ranked order. One RNG
+  // step per non-greedy call, even when a single candidate is left.
+  const double u = rng_.uniform();
+  if (cand_.empty()) {  // unreachable (the max always survives); never index an empty set
+    out->token = 0;
+    raw_logprobs(logits, out->token, out);
+    return;
+  }
+  size_t pick = ranked_find(u * zt, /*inclusive=*/false);
   if (pick >= cand_.size()) {  // rounding left the target past the end: last token with mass
     std::sort(cand_.begin(), cand_.end(), better);
     pick = cand_.size() - 1;

@@ -8,8 +8,14 @@
 // OpenAI-style APIs report them, independent of penalties and temperature.
 //
 // Ordering: candidates are ranked by (logit desc, token id asc) everywhere, so every code path
-// (small top_k heap, nth_element, lazily sorted full vocabulary) ranks and draws identically.
+// (small top_k heap, nth_element top_k, full vocabulary with a histogram search) keeps the same
+// set and draws the same token for the same seed.
+// Determinism: same build + same seed + same logits -> same tokens. The RNG and the exp used for
+// weights are our own code (no libm), so other platforms agree too, up to last-bit effects
+// (libm's log for min_p's threshold; summation order after the standard library's nth_element)
+// that change a draw only when it lands within ~1e-7 of a boundary.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <unordered_map>
 #include <vector>
@@ -29,13 +35,17 @@ struct SamplingParams {
   float presence_penalty = 0.0f;   // logit -= (count > 0) * presence_penalty
   uint64_t seed = 0;               // same seed + same logits sequence -> same tokens
   int32_t n_logprobs = 0;          // top-n alternatives to report (0..kMaxLogprobs)
+  // false (and n_logprobs == 0) skips the raw log-softmax, an exp pass over the vocabulary
+  // (the largest per-call cost with the default filters); SampleResult::logprob is then 0.
+  bool compute_logprob = true;
 };
 
 inline constexpr int32_t kMaxLogprobs = 20;
 
 // ERR_INVALID_ARGUMENT naming the option (JS spelling) and its valid range, e.g.
 // "topP must be in (0, 1] but received 1.5". Options: temperature, topK, topP, minP,
-// repeatPenalty, repeatLastN, frequencyPenalty, presencePenalty, topLogprobs.
+// repeatPenalty, repeatLastN, frequencyPenalty, presencePenalty, logprobs (n_logprobs, as
+// native/napi/model_wrap.cc reads it).
 Status validate(const SamplingParams& p);
 
 struct TokenLogprob {
@@ -45,11 +55,13 @@ struct TokenLogprob {
 
 struct SampleResult {
   int32_t token = -1;
-  float logprob = 0.0f;            // raw-logit log-softmax of the chosen token
+  float logprob = 0.0f;            // raw-logit log-softmax of the chosen token (0 when
+                                   // compute_logprob is false and n_logprobs is 0)
   std::vector<TokenLogprob> top;   // top-n raw-logit alternatives, logprob desc (ties: id asc)
 };
 
 // xoshiro256** seeded through splitmix64: small, fast, identical on every platform.
+// A Sampler advances it exactly once per non-greedy sample() call.
 class Rng {
  public:
   explicit Rng(uint64_t seed = 0) { reseed(seed); }
@@ -67,7 +79,7 @@ class Sampler {
   Sampler(const SamplingParams& p, int32_t n_vocab);
 
   // Appends a token to the penalty history (prompt tokens too). Ids outside [0, n_vocab) are
-  // ignored. O(1).
+  // ignored; so is everything while penalties are off. O(1).
   void accept(int32_t token);
 
   // logits: [n_vocab] raw model output (not modified). NaN counts as -inf, +inf as FLT_MAX.
@@ -77,7 +89,7 @@ class Sampler {
 
   // The distribution the last sample() drew from (after all transforms): (token, prob) sorted by
   // prob desc, ties by token id asc. Greedy: the single chosen token with prob 1. For tests and
-  // debugging; may sort lazily.
+  // debugging: the first call after a sample() sorts a copy.
   const std::vector<TokenLogprob>& last_candidates() const;
 
   const SamplingParams& params() const { return p_; }
@@ -108,7 +120,6 @@ class Sampler {
   std::unordered_map<int32_t, int32_t> counts_;
   std::vector<int32_t> ring_;  // last repeat_last_n tokens (unused when repeat_last_n == -1)
   size_t ring_head_ = 0;
-  size_t ring_size_ = 0;
 
   // Per-call scratch, kept between calls to avoid allocations.
   std::vector<Cand> pen_;    // penalized tokens: (penalized logit, id)
@@ -118,8 +129,8 @@ class Sampler {
   std::vector<float> work_;  // [n_vocab] penalized logits (full-vocabulary path only)
   std::vector<Cand> topn_;   // raw top-n heap
   std::vector<Cand> tmp_;    // ranked_find scatter buffer
-  std::vector<double> hist_w_;
-  std::vector<uint32_t> hist_n_;
+  std::vector<double> hist_w_;    // ranked_find logit histogram: weight per bucket
+  std::vector<uint32_t> hist_n_;  // ... and candidates per bucket
 
   mutable std::vector<TokenLogprob> last_;
   mutable bool last_valid_ = false;

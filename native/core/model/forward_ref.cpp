@@ -1,0 +1,107 @@
+#include "forward_ref.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "../quant/quant.h"
+
+namespace llmserve {
+
+namespace {
+using Vec = std::vector<double>;
+
+Vec dequant_row(const MatrixView& m, int64_t r) {
+  std::vector<float> f(static_cast<size_t>(m.n_in));
+  dequantize_row(m.type, m.row(r), f.data(), m.n_in);
+  return Vec(f.begin(), f.end());
+}
+
+// y = W x + b   (x: [n_in] -> y: [n_out])
+Vec matvec(const MatrixView& m, const float* bias, const Vec& x) {
+  Vec y(static_cast<size_t>(m.n_out));
+  for (int64_t r = 0; r < m.n_out; ++r) {
+    const Vec w = dequant_row(m, r);
+    double s = 0;
+    for (int64_t i = 0; i < m.n_in; ++i) s += w[i] * x[i];
+    y[r] = s + (bias ? bias[r] : 0.0);
+  }
+  return y;
+}
+
+// x / sqrt(mean(x^2) + eps) * w
+Vec rms_norm(const Vec& x, const float* w, double eps) {
+  double ss = 0;
+  for (double v : x) ss += v * v;
+  const double sc = 1.0 / std::sqrt(ss / static_cast<double>(x.size()) + eps);
+  Vec y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * sc * w[i];
+  return y;
+}
+
+// Rotates each head of v ([heads * head_dim]) for position pos.
+void rope(const ModelConfig& c, const float* freq_factors, Vec& v, int64_t heads, int64_t pos) {
+  for (int64_t h = 0; h < heads; ++h) {
+    for (int64_t i = 0; i < c.n_rot / 2; ++i) {
+      double theta = pos * std::pow(double(c.rope_freq_base), -2.0 * i / double(c.n_rot));
+      theta *= c.rope_freq_scale;
+      if (freq_factors) theta /= freq_factors[i];
+      // NORM rotates dims (2i, 2i+1); NEOX rotates (i, i + n_rot/2).
+      const bool neox = c.rope_type == 2;
+      double& x0 = v[h * c.head_dim + (neox ? i : 2 * i)];
+      double& x1 = v[h * c.head_dim + (neox ? i + c.n_rot / 2 : 2 * i + 1)];
+      const double r0 = x0 * std::cos(theta) - x1 * std::sin(theta);
+      const double r1 = x0 * std::sin(theta) + x1 * std::cos(theta);
+      x0 = r0;
+      x1 = r1;
+    }
+  }
+}
+}  // namespace
+
+std::vector<double> forward_ref(const Model& model, const std::vector<int32_t>& tokens) {
+  const ModelConfig& c = model.config();
+  const ModelWeights& W = model.weights();
+  const int64_t T = static_cast<int64_t>(tokens.size()), E = c.n_embd, HD = c.head_dim;
+  if (T == 0) return {};
+  std::vector<Vec> x(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) x[t] = dequant_row(W.tok_embd, tokens[t]);
+  for (const LayerWeights& L : W.layers) {
+    std::vector<Vec> Q(T), K(T), V(T);
+    for (int64_t t = 0; t < T; ++t) {
+      const Vec xn = rms_norm(x[t], L.attn_norm, c.rms_eps);
+      Q[t] = matvec(L.wq, L.bq, xn);
+      K[t] = matvec(L.wk, L.bk, xn);
+      V[t] = matvec(L.wv, L.bv, xn);
+      rope(c, W.rope_freqs, Q[t], c.n_head, t);
+      rope(c, W.rope_freqs, K[t], c.n_head_kv, t);
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      Vec att(static_cast<size_t>(c.n_embd_q()), 0.0);
+      for (int64_t h = 0; h < c.n_head; ++h) {
+        const int64_t kh = h / c.n_gqa();
+        Vec s(static_cast<size_t>(t + 1));
+        double mx = -INFINITY, sum = 0;
+        for (int64_t j = 0; j <= t; ++j) {
+          double d = 0;
+          for (int64_t i = 0; i < HD; ++i) d += Q[t][h * HD + i] * K[j][kh * HD + i];
+          s[j] = d / std::sqrt(double(HD));
+          mx = std::max(mx, s[j]);
+        }
+        for (double& v : s) sum += (v = std::exp(v - mx));
+        for (int64_t j = 0; j <= t; ++j)
+          for (int64_t i = 0; i < HD; ++i) att[h * HD + i] += s[j] / sum * V[j][kh * HD + i];
+      }
+      const Vec o = matvec(L.wo, L.bo, att);
+      for (int64_t i = 0; i < E; ++i) x[t][i] += o[i];
+      const Vec xn = rms_norm(x[t], L.ffn_norm, c.rms_eps);
+      Vec g = matvec(L.ffn_gate, L.ffn_gate_b, xn);
+      const Vec u = matvec(L.ffn_up, L.ffn_up_b, xn);
+      for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
+      const Vec d = matvec(L.ffn_down, L.ffn_down_b, g);
+      for (int64_t i = 0; i < E; ++i) x[t][i] += d[i];
+    }
+  }
+  return matvec(W.output, nullptr, rms_norm(x[T - 1], W.output_norm, c.rms_eps));
+}
+
+}  // namespace llmserve

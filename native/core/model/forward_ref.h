@@ -1,0 +1,17 @@
+// forward_ref(): a naive reference forward pass in double precision, for tests and debugging.
+// Dequantized weights, textbook formulas, no KV cache, no threads, nothing shared with forward()'s
+// kernels, so structural errors there (RoPE pairing, GQA head mapping, biases, residuals) show up
+// as large differences. Quadratic in the number of tokens and slow: use small models.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model.h"
+
+namespace llmserve {
+
+// tokens: [n] valid ids at positions 0..n-1 -> logits [n_vocab] of the last token.
+// Applies linear RoPE scaling and rope_freqs factors; YaRN is not modelled.
+std::vector<double> forward_ref(const Model& model, const std::vector<int32_t>& tokens);
+
+}  // namespace llmserve
