@@ -201,6 +201,9 @@ struct Edit {
   std::string retype_tensor;                 // tensor written as Q5_0 (not supported)
   std::string int_key;                       // metadata key replaced by int_value
   int64_t int_value = 0;
+  std::vector<std::pair<std::string, std::string>> add_str;  // metadata added
+  std::vector<std::pair<std::string, float>> add_f32;
+  std::vector<float> rope_freqs;             // non-empty: adds rope_freqs.weight
 };
 
 std::string rewrite(const std::string& src, const Edit& e, const std::string& name) {
@@ -216,6 +219,13 @@ std::string rewrite(const std::string& src, const Edit& e, const std::string& na
     } else {
       w.set_value(k, v);
     }
+  }
+  for (auto& [k, v] : e.add_str) w.set_str(k, v);
+  for (auto& [k, v] : e.add_f32) w.set_f32(k, v);
+  if (!e.rope_freqs.empty()) {
+    std::vector<uint8_t> d(e.rope_freqs.size() * 4);
+    std::memcpy(d.data(), e.rope_freqs.data(), d.size());
+    if (!w.add_tensor("rope_freqs.weight", GgmlType::F32, {int64_t(e.rope_freqs.size())}, d).is_ok()) return "";
   }
   for (auto& t : f->tensors()) {
     if (t.name == e.drop_tensor) continue;
@@ -272,11 +282,8 @@ TEST(model_thread_pool_covers_every_index_once) {
     ThreadPool pool(threads);
     CHECK_EQ(pool.size(), threads);
     for (int64_t n : {0, 1, 2, 3, 7, 100, 1001}) {
-      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
-      for (auto& h : hits) h = 0;
-      // Chunks running at the same time never share a slot.
-      std::vector<std::atomic<int>> slot_busy(static_cast<size_t>(threads));
-      for (auto& b : slot_busy) b = 0;
+      // Value-initialized atomics are 0. Chunks running at the same time never share a slot.
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n)), slot_busy(threads);
       std::atomic<int> bad_slot{0};
       pool.parallel_for_chunked(n, [&](int64_t b, int64_t e, int s) {
         if (s < 0 || s >= threads) { bad_slot++; return; }
@@ -287,6 +294,13 @@ TEST(model_thread_pool_covers_every_index_once) {
       CHECK_EQ(bad_slot.load(), 0);
       for (auto& h : hits) CHECK_EQ(h.load(), 1);
     }
+  }
+  // grain: k = clamp(n / grain, 1, 4 * size()) chunks.
+  ThreadPool pool(2);
+  for (int64_t grain : {1, 3, 10, 1000}) {
+    std::atomic<int> chunks{0};
+    pool.parallel_for_chunked(20, [&](int64_t, int64_t, int) { chunks++; }, grain);
+    CHECK_EQ(chunks.load(), static_cast<int>(std::clamp<int64_t>(20 / grain, 1, 8)));
   }
 }
 
@@ -300,12 +314,8 @@ TEST(model_thread_pool_nested_and_exceptions) {
   CHECK_EQ(sum.load(), int64_t(10 * 21));
   bool caught = false;
   try {
-    pool.parallel_for(9, [&](int64_t b, int64_t) {
-      if (b > 0) throw std::runtime_error("boom");
-    });
-  } catch (const std::runtime_error&) {
-    caught = true;
-  }
+    pool.parallel_for(9, [&](int64_t b, int64_t) { if (b > 0) throw std::runtime_error("boom"); });
+  } catch (const std::runtime_error&) { caught = true; }
   CHECK(caught);
   // Still usable afterwards, many times in a row.
   std::atomic<int64_t> total{0};
@@ -491,6 +501,50 @@ TEST(model_matches_naive_reference) {
   }
 }
 
+TEST(model_rope_scaling_and_freq_factors) {
+  // Linear scaling (factor 2) plus llama-3 style per-frequency factors in rope_freqs.weight.
+  const std::string p = synth_path(synth_opts("llama", GgmlType::F32));
+  CHECK(!p.empty());
+  if (p.empty()) return;
+  Edit e;
+  e.add_str = {{"llama.rope.scaling.type", "linear"}};
+  e.add_f32 = {{"llama.rope.scaling.factor", 2.0f}};
+  for (int i = 0; i < 8; ++i) e.rope_freqs.push_back(1.0f + 3.0f * i);  // n_rot = 16 -> 8 factors
+  auto m = load_model(rewrite(p, e, "rope.gguf"));
+  CHECK(m != nullptr);
+  if (!m) return;
+  CHECK(m->config().has_rope_freqs);
+  CHECK_EQ(m->config().rope_freq_scale, 0.5f);
+  const auto toks = test_tokens(20, m->config().n_vocab);
+  const auto ref = forward_ref(*m, toks);
+  ThreadPool pool(2);
+  auto kv = make_kv(*m, 32, false);
+  std::vector<float> lg;
+  CHECK(forward(*m, *kv, toks.data(), toks.size(), false, &lg, pool).is_ok());
+  double max_l = 0;
+  for (size_t i = 0; i < ref.size() && i < lg.size(); ++i) max_l = std::max(max_l, std::fabs(lg[i] - ref[i]));
+  CHECK(max_l < 1e-3);
+  // Without the factors the logits differ clearly (the test above is not vacuous).
+  auto plain = load_model(p);
+  std::vector<float> lg2;
+  auto kv2 = make_kv(*plain, 32, false);
+  CHECK(forward(*plain, *kv2, toks.data(), toks.size(), false, &lg2, pool).is_ok());
+  double diff = 0;
+  for (size_t i = 0; i < lg.size(); ++i) diff = std::max(diff, double(std::fabs(lg[i] - lg2[i])));
+  CHECK(diff > 1e-2);
+  // "none" disables the factor; unknown types are refused.
+  Edit none;
+  none.add_str = {{"llama.rope.scaling.type", "none"}};
+  none.add_f32 = {{"llama.rope.scaling.factor", 4.0f}};
+  auto mn = load_model(rewrite(p, none, "rope_none.gguf"));
+  CHECK(mn && mn->config().rope_freq_scale == 1.0f);
+  Edit bad;
+  bad.add_str = {{"llama.rope.scaling.type", "longrope"}};
+  Status st;
+  load_model(rewrite(p, bad, "rope_bad.gguf"), &st);
+  CHECK(st.code == Code::UnsupportedArch && st.message.find("longrope") != std::string::npos);
+}
+
 // ---------- kernels ----------
 
 TEST(model_attention_row_dispatch_matches_reference) {
@@ -506,32 +560,19 @@ TEST(model_attention_row_dispatch_matches_reference) {
       const int64_t len = 77, stride_elems = hd * 3;
       const size_t es = f16 ? 2 : 4;
       std::vector<uint8_t> k(len * stride_elems * es), v(len * stride_elems * es);
-      for (int64_t i = 0; i < len * stride_elems; ++i) {
-        const float a = rnd() * 3.0f, b = rnd();
-        if (f16) {
-          reinterpret_cast<uint16_t*>(k.data())[i] = fp32_to_fp16(a);
-          reinterpret_cast<uint16_t*>(v.data())[i] = fp32_to_fp16(b);
-        } else {
-          reinterpret_cast<float*>(k.data())[i] = a;
-          reinterpret_cast<float*>(v.data())[i] = b;
-        }
-      }
-      std::vector<float> qf(hd);
+      auto put = [&](std::vector<uint8_t>& buf, int64_t i, float x) {
+        if (f16) reinterpret_cast<uint16_t*>(buf.data())[i] = fp32_to_fp16(x);
+        else reinterpret_cast<float*>(buf.data())[i] = x;
+      };
+      for (int64_t i = 0; i < len * stride_elems; ++i) put(k, i, rnd() * 3.0f), put(v, i, rnd());
+      std::vector<float> qf(hd), out_ref(hd), out_fast(hd), acc(hd);
       for (auto& x : qf) x = rnd();
       std::vector<uint16_t> qh(hd);
       quantize_row(GgmlType::F16, qf.data(), qh.data(), hd);
-      std::vector<float> out_ref(hd), out_fast(hd), acc(hd);
-      AttnRow a;
-      a.k = k.data() + hd * es;  // second head of each row
-      a.v = v.data() + hd * es;
-      a.stride = stride_elems * es;
-      a.q = f16 ? static_cast<const void*>(qh.data()) : static_cast<const void*>(qf.data());
-      a.len = len;
-      a.hd = hd;
-      a.scale = 1.0f / std::sqrt(float(hd));
-      a.f16 = f16;
-      a.acc = acc.data();
-      a.out = out_ref.data();
+      const void* q = f16 ? static_cast<const void*>(qh.data()) : static_cast<const void*>(qf.data());
+      // Second head of each row: k/v, stride, q, len, hd, scale, f16, out, acc.
+      AttnRow a{k.data() + hd * es, v.data() + hd * es, size_t(stride_elems) * es, q, len, hd,
+                1.0f / std::sqrt(float(hd)), f16, out_ref.data(), acc.data()};
       attention_row_ref(a);
       a.out = out_fast.data();
       attention_row(a);
@@ -539,18 +580,6 @@ TEST(model_attention_row_dispatch_matches_reference) {
       // And it is an attention average: every output lies within the range of V's column.
       for (int64_t d = 0; d < hd; ++d) CHECK(std::fabs(out_ref[d]) <= 1.01f);
     }
-  }
-}
-
-TEST(model_thread_pool_grain) {
-  ThreadPool pool(2);
-  for (int64_t grain : {1, 3, 10, 1000}) {
-    std::atomic<int> chunks{0};
-    std::atomic<int64_t> covered{0};
-    pool.parallel_for_chunked(20, [&](int64_t b, int64_t e, int) { chunks++; covered += e - b; }, grain);
-    CHECK_EQ(covered.load(), int64_t(20));
-    // k = clamp(n / grain, 1, 4 * size())
-    CHECK_EQ(chunks.load(), static_cast<int>(std::clamp<int64_t>(20 / grain, 1, 8)));
   }
 }
 

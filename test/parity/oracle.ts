@@ -35,6 +35,8 @@ export function oracleLlama(): Promise<Llama> {
 export interface OracleOptions {
   /** llama.cpp's flash attention (default: llama.cpp's own default, "auto" = on for CPU). */
   flashAttention?: boolean;
+  /** Teacher forcing in one batched call instead of one call per token. */
+  batched?: boolean;
   /** Compute threads (numerics do not depend on it; 1 avoids spin-wait contention on 2 cores). */
   threads?: number;
 }
@@ -90,9 +92,17 @@ export async function loadOracle(modelPath: string, nVocab: number, contextSize:
     model,
     teacherForce: (tokens, override) =>
       withSequence(override, async (seq) => {
-        const out = await seq.controlledEvaluate(
-          tokens.map((t): ControlledEvaluateInputItem => [t as Token, { generateNext: { probabilities: true, options: { temperature: 0 } } }]),
-        );
+        const o = { ...opts, ...override };
+        const item = (t: number): ControlledEvaluateInputItem => [t as Token, { generateNext: { probabilities: true, options: { temperature: 0 } } }];
+        // Stepwise (default): one decode call per token, the way both engines generate; llama.cpp's
+        // batched prompt path uses other attention kernels (tiled flash attention) for many queries.
+        const out = (o.batched ?? false)
+          ? await seq.controlledEvaluate(tokens.map(item))
+          : await (async () => {
+              const acc = [];
+              for (const t of tokens) acc.push((await seq.controlledEvaluate([item(t)]))[0]);
+              return acc;
+            })();
         return tokens.map((_, i) => {
           const probs = out[i]?.next.probabilities;
           if (!probs) throw new Error(`node-llama-cpp returned no distribution for position ${i}`);

@@ -7,7 +7,7 @@
  * 1. single tokens (BOS and a few others, each evaluated alone): no attention mixing, so this isolates
  *    the weight kernels (embedding, matmuls on every weight type, norms, FFN, output); within 1e-3.
  * 2. teacher forcing on a fixed pseudo-random 128-token sequence starting with BOS: next-token
- *    distributions at every position. f32/f16/bf16: max |Δp| <= 1e-3; quantized types: top-1
+ *    distributions at every position (llama.cpp evaluates one token per decode call, as it generates). f32/f16/bf16: max |Δp| <= 1e-3; quantized types: top-1
  *    agreement >= 99% and max |Δp| loosely bounded.
  * 3. greedy generation of 32 tokens from a short prompt equals llama.cpp's for f32/f16 (reported
  *    for the other types).
@@ -118,7 +118,9 @@ describe.each(ARCHS)("synthetic parity vs llama.cpp: %s", (arch) => {
       const floor = compareDists(lcNoFa, lc);
       const where = (i: number) => `position ${i} (token ${seq[i]}): llmserve ${fmtTop(ls[i])} llama.cpp ${fmtTop(lc[i])}`;
       if (FLOAT_TYPES.has(type)) {
-        const tol = Math.max(TOL_FLOAT, FLOOR_ERR_FACTOR * floor.maxErr);
+        // f32/f16 get the spec's 1e-3 outright; bf16 rounds activations to 8 mantissa bits before
+        // every matmul, so it may reach 1.5x llama.cpp's own spread.
+        const tol = type === "bf16" ? Math.max(TOL_FLOAT, FLOOR_ERR_FACTOR * floor.maxErr) : TOL_FLOAT;
         if (tf.maxErr > tol) problems.push(`teacher forcing: max |Δp| ${tf.maxErr.toExponential(3)} > ${tol.toExponential(3)} at ${where(tf.at)}`);
         if (tf.maxErr > TOL_FLOAT) strictProblems.push(`teacher forcing: max |Δp| ${tf.maxErr.toExponential(3)} > ${TOL_FLOAT} at ${where(tf.at)}`);
       } else {

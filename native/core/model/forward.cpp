@@ -62,7 +62,7 @@ void layout(Arena& a, const Model& m, int64_t n, int64_t n_ctx, int n_threads, B
       a.take<uint8_t>(static_cast<size_t>(n_threads) * attention_scratch_bytes(n_ctx, c.head_dim));
 }
 
-// y[t] += d[t] for rows [0, n) of width w.
+// Residual add, y: [count] <- d + y (ggml_add(cur, residual)).
 void add_rows(float* y, const float* d, int64_t count) {
   for (int64_t i = 0; i < count; ++i) y[i] = d[i] + y[i];
 }
