@@ -570,13 +570,30 @@ TEST(model_attention_row_dispatch_matches_reference) {
       std::vector<uint16_t> qh(hd);
       quantize_row(GgmlType::F16, qf.data(), qh.data(), hd);
       const void* q = f16 ? static_cast<const void*>(qh.data()) : static_cast<const void*>(qf.data());
-      // Second head of each row: k/v, stride, q, len, hd, scale, f16, out, acc.
-      AttnRow a{k.data() + hd * es, v.data() + hd * es, size_t(stride_elems) * es, q, len, hd,
-                1.0f / std::sqrt(float(hd)), f16, out_ref.data(), acc.data()};
+      // Second head of each row, read through a block table of 7-slot blocks in shuffled order:
+      // k/v, blocks, block_size, row stride, block stride, q, len, hd, scale, f16, out, acc.
+      const int64_t bs = 7, nb = (len + bs - 1) / bs;
+      std::vector<int32_t> table(nb);
+      for (int64_t b = 0; b < nb; ++b) table[b] = static_cast<int32_t>((b * 5 + 3) % nb);  // a permutation (nb = 11)
+      std::vector<uint8_t> kp(nb * bs * stride_elems * es), vp(kp.size());
+      for (int64_t j = 0; j < len; ++j) {
+        const size_t dst = (size_t(table[j / bs]) * bs + j % bs) * stride_elems * es, src = size_t(j) * stride_elems * es;
+        std::memcpy(kp.data() + dst, k.data() + src, stride_elems * es);
+        std::memcpy(vp.data() + dst, v.data() + src, stride_elems * es);
+      }
+      AttnRow a{kp.data() + hd * es, vp.data() + hd * es, table.data(), bs, size_t(stride_elems) * es,
+                size_t(bs * stride_elems) * es, q, len, hd, 1.0f / std::sqrt(float(hd)), f16, out_ref.data(), acc.data()};
       attention_row_ref(a);
       a.out = out_fast.data();
       attention_row(a);
       CHECK(same_bits(out_ref.data(), out_fast.data(), hd));
+      // Paging does not change the result: the same rows laid out contiguously (one big block).
+      std::vector<float> out_flat(hd);
+      const int32_t one_block = 0;
+      AttnRow flat{k.data() + hd * es, v.data() + hd * es, &one_block, len, size_t(stride_elems) * es,
+                   size_t(len * stride_elems) * es, q, len, hd, 1.0f / std::sqrt(float(hd)), f16, out_flat.data(), acc.data()};
+      attention_row_ref(flat);
+      CHECK(same_bits(out_ref.data(), out_flat.data(), hd));
       // And it is an attention average: every output lies within the range of V's column.
       for (int64_t d = 0; d < hd; ++d) CHECK(std::fabs(out_ref[d]) <= 1.01f);
     }

@@ -40,11 +40,13 @@ struct Buffers {
   float* gate;    // [n, n_ff]
   float* up;      // [n, n_ff]
   float* rope;    // [n, n_rot]
+  int64_t* pos;   // [n] position of each token
+  const int32_t** blocks;  // [n] block table of each token's sequence
   uint8_t* act;   // converted activations for matmul
   uint8_t* attn_scratch;  // [pool.size()] per-thread attention scratch
 };
 
-void layout(Arena& a, const Model& m, int64_t n, int64_t n_ctx, int n_threads, Buffers* b) {
+void layout(Arena& a, const Model& m, int64_t n, int n_threads, Buffers* b) {
   const ModelConfig& c = m.config();
   const size_t N = static_cast<size_t>(n);
   b->x = a.take<float>(N * c.n_embd);
@@ -56,10 +58,11 @@ void layout(Arena& a, const Model& m, int64_t n, int64_t n_ctx, int n_threads, B
   b->gate = a.take<float>(N * c.n_ff);
   b->up = a.take<float>(N * c.n_ff);
   b->rope = a.take<float>(N * c.n_rot);
+  b->pos = a.take<int64_t>(N);
+  b->blocks = a.take<const int32_t*>(N);
   // One matmul group's conversions (each distinct vec_dot type aligned separately).
   b->act = a.take<uint8_t>(N * m.act_bytes_per_token() + 4 * kAlign);
-  b->attn_scratch =
-      a.take<uint8_t>(static_cast<size_t>(n_threads) * attention_scratch_bytes(n_ctx, c.head_dim));
+  b->attn_scratch = a.take<uint8_t>(static_cast<size_t>(n_threads) * attention_scratch_bytes(c.head_dim));
 }
 
 // Residual add, y: [count] <- d + y (ggml_add(cur, residual)).
@@ -69,100 +72,124 @@ void add_rows(float* y, const float* d, int64_t count) {
 
 }  // namespace
 
-Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n, bool logits_all,
-               std::vector<float>* logits, ThreadPool& pool) {
+Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs,
+                     std::vector<float>* logits, ThreadPool& pool) {
   const ModelConfig& c = model.config();
   const ModelWeights& W = model.weights();
   if (!logits) return make_error(Code::InvalidArgument, "forward: logits output is null");
-  if (n < 1) {
-    return make_error(Code::InvalidArgument,
-                      "Expected at least 1 token but received " + std::to_string(n));
-  }
-  if (!tokens) return make_error(Code::InvalidArgument, "forward: tokens is null");
+  if (!tokens || !seqs || n_seqs < 1) return make_error(Code::InvalidArgument, "forward: empty batch");
   if (kv.n_layer() != c.n_layer || kv.n_embd_kv() != c.n_embd_kv()) {
     return make_error(Code::InvalidArgument, "forward: KV cache was created for another model");
   }
-  const int64_t n_past = kv.n_past();
-  if (n > kv.n_ctx() - n_past) {
-    return make_error(Code::ContextOverflow,
-                      "context overflow: " + std::to_string(n_past) + " cached + " +
-                          std::to_string(n) + " new tokens exceed n_ctx " +
-                          std::to_string(kv.n_ctx()));
+  int64_t n = 0, n_out = 0;
+  for (int64_t s = 0; s < n_seqs; ++s) {
+    const BatchSeq& q = seqs[s];
+    if (q.n_tokens < 1) return make_error(Code::InvalidArgument, "Expected at least 1 token per sequence but received " + std::to_string(q.n_tokens));
+    if (q.pos0 < 0 || !q.blocks) return make_error(Code::InvalidArgument, "forward: sequence without a block table");
+    const int64_t need = (q.pos0 + q.n_tokens + kv.block_size() - 1) / kv.block_size();
+    if (need > q.n_blocks) {
+      return make_error(Code::ContextOverflow, "context overflow: " + std::to_string(q.pos0) + " cached + " +
+                                                   std::to_string(q.n_tokens) + " new tokens exceed the " +
+                                                   std::to_string(q.n_blocks * kv.block_size()) + " positions of the sequence's KV blocks");
+    }
+    for (int64_t b = 0; b < need; ++b)
+      if (q.blocks[b] < 0 || q.blocks[b] >= kv.n_blocks()) return make_error(Code::InvalidArgument, "forward: block id out of range");
+    n += q.n_tokens;
+    n_out += q.out == 2 ? q.n_tokens : (q.out == 1 ? 1 : 0);
   }
   for (int64_t t = 0; t < n; ++t) {
     if (tokens[t] < 0 || tokens[t] >= c.n_vocab) {
-      return make_error(Code::InvalidArgument, "token id " + std::to_string(tokens[t]) +
-                                                   " at index " + std::to_string(t) +
-                                                   " is outside [0, " + std::to_string(c.n_vocab) +
-                                                   ")");
+      return make_error(Code::InvalidArgument, "token id " + std::to_string(tokens[t]) + " at index " + std::to_string(t) +
+                                                   " is outside [0, " + std::to_string(c.n_vocab) + ")");
     }
   }
 
   Buffers B;
   Arena measure(nullptr);
-  layout(measure, model, n, kv.n_ctx(), pool.size(), &B);
+  layout(measure, model, n, pool.size(), &B);
   uint8_t* block = kv.scratch(measure.used());
   if (!block) {
-    return make_error(Code::OutOfMemory, "could not allocate " +
-                                             std::to_string(measure.used() >> 20) +
-                                             " MiB of forward scratch for " + std::to_string(n) +
-                                             " tokens");
+    return make_error(Code::OutOfMemory, "could not allocate " + std::to_string(measure.used() >> 20) +
+                                             " MiB of forward scratch for " + std::to_string(n) + " tokens");
   }
   Arena arena(block);
-  layout(arena, model, n, kv.n_ctx(), pool.size(), &B);
-  const int64_t n_out_rows = logits_all ? n : 1;
+  layout(arena, model, n, pool.size(), &B);
   try {
-    logits->resize(static_cast<size_t>(n_out_rows * c.n_vocab));
+    logits->resize(static_cast<size_t>(n_out * c.n_vocab));
   } catch (const std::bad_alloc&) {
     return make_error(Code::OutOfMemory, "could not allocate logits");
+  }
+
+  // Per-token positions and block tables; the rows whose logits are wanted, in batch order.
+  std::vector<int64_t> out_rows;
+  out_rows.reserve(static_cast<size_t>(n_out));
+  for (int64_t s = 0, t0 = 0; s < n_seqs; t0 += seqs[s].n_tokens, ++s) {
+    const BatchSeq& q = seqs[s];
+    for (int64_t i = 0; i < q.n_tokens; ++i) {
+      B.pos[t0 + i] = q.pos0 + i;
+      B.blocks[t0 + i] = q.blocks;
+      if (q.out == 2 || (q.out == 1 && i == q.n_tokens - 1)) out_rows.push_back(t0 + i);
+    }
   }
 
   const int64_t E = c.n_embd, NQ = c.n_embd_q(), NKV = c.n_embd_kv(), FF = c.n_ff;
   // Per-token elementwise work is cheap: give each thread at least ~16K elements.
   const int64_t tok_grain = std::max<int64_t>(1, (int64_t(1) << 14) / std::max(E, FF));
 
-  // Embeddings (dequantized rows of token_embd) and the RoPE table of this batch's positions.
+  // Embeddings (dequantized rows of token_embd) and the RoPE table of each token's position.
   pool.parallel_for(n, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t)
+    for (int64_t t = b; t < e; ++t) {
       dequantize_row(W.tok_embd.type, W.tok_embd.row(tokens[t]), B.x + t * E, E);
-    rope_cache_f32(c, W.rope_freqs, n_past + b, e - b, B.rope + b * c.n_rot);
+      rope_cache_f32(c, W.rope_freqs, B.pos[t], 1, B.rope + t * c.n_rot);
+    }
   }, tok_grain);
 
+  BatchLayout bl{n, B.pos, B.blocks};
   for (int64_t il = 0; il < c.n_layer; ++il) {
     const LayerWeights& L = W.layers[static_cast<size_t>(il)];
+    const bool last = il == c.n_layer - 1;
 
     // Attention block: norm -> Q, K, V -> RoPE -> store K, V -> attention.
     pool.parallel_for(n, [&](int64_t b, int64_t e) {
       rms_norm_f32(B.x + b * E, L.attn_norm, B.xn + b * E, e - b, E, c.rms_eps);
     }, tok_grain);
-    const MatmulTask qkv[3] = {{&L.wq, L.bq, B.q, NQ}, {&L.wk, L.bk, B.k, NKV},
-                               {&L.wv, L.bv, B.v, NKV}};
+    const MatmulTask qkv[3] = {{&L.wq, L.bq, B.q, NQ}, {&L.wk, L.bk, B.k, NKV}, {&L.wv, L.bv, B.v, NKV}};
     matmul(qkv, 3, B.xn, n, B.act, pool);
     pool.parallel_for(n, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         const float* cache_row = B.rope + t * c.n_rot;
         rope_apply_f32(B.q + t * NQ, c.n_head, c.head_dim, c.n_rot, c.rope_type, cache_row);
         rope_apply_f32(B.k + t * NKV, c.n_head_kv, c.head_dim, c.n_rot, c.rope_type, cache_row);
-        kv_store(kv, il, n_past + t, B.k + t * NKV, B.v + t * NKV);
+        kv_store(kv, il, B.blocks[t], B.pos[t], B.k + t * NKV, B.v + t * NKV);
       }
     }, tok_grain);
-    // In the last layer only the rows whose logits are wanted go on (as llama.cpp's out_ids);
-    // every token's K and V were stored above.
-    const int64_t r0 = (il == c.n_layer - 1 && !logits_all) ? n - 1 : 0;
-    const int64_t m = n - r0;
-    float* x = B.x + r0 * E;
-    attention_f32(c, kv, il, B.q + r0 * NQ, m, n_past + r0, B.attn + r0 * NQ, B.attn_scratch, pool);
+
+    // In the last layer only the rows whose logits are wanted go on (llama.cpp's out_ids); every
+    // token's K and V were stored above. Rows are compacted in place (out_rows ascends).
+    int64_t m = n;
+    if (last && n_out < n) {
+      for (int64_t i = 0; i < n_out; ++i) {
+        const int64_t r = out_rows[static_cast<size_t>(i)];
+        if (r == i) continue;
+        std::copy(B.q + r * NQ, B.q + (r + 1) * NQ, B.q + i * NQ);
+        std::copy(B.x + r * E, B.x + (r + 1) * E, B.x + i * E);
+        B.pos[i] = B.pos[r];
+        B.blocks[i] = B.blocks[r];
+      }
+      m = n_out;
+      if (m == 0) break;
+    }
+    attention_f32(c, kv, il, B.q, bl, 0, m, B.attn, B.attn_scratch, pool);
 
     const MatmulTask wo[1] = {{&L.wo, L.bo, B.xn, E}};
-    matmul(wo, 1, B.attn + r0 * NQ, m, B.act, pool);
+    matmul(wo, 1, B.attn, m, B.act, pool);
     pool.parallel_for(m, [&](int64_t b, int64_t e) {
-      add_rows(x + b * E, B.xn + b * E, (e - b) * E);
-      rms_norm_f32(x + b * E, L.ffn_norm, B.xn + b * E, e - b, E, c.rms_eps);
+      add_rows(B.x + b * E, B.xn + b * E, (e - b) * E);
+      rms_norm_f32(B.x + b * E, L.ffn_norm, B.xn + b * E, e - b, E, c.rms_eps);
     }, tok_grain);
 
     // SwiGLU feed-forward.
-    const MatmulTask gu[2] = {{&L.ffn_gate, L.ffn_gate_b, B.gate, FF},
-                              {&L.ffn_up, L.ffn_up_b, B.up, FF}};
+    const MatmulTask gu[2] = {{&L.ffn_gate, L.ffn_gate_b, B.gate, FF}, {&L.ffn_up, L.ffn_up_b, B.up, FF}};
     matmul(gu, 2, B.xn, m, B.act, pool);
     pool.parallel_for(m, [&](int64_t b, int64_t e) {
       swiglu_f32(B.gate + b * FF, B.up + b * FF, (e - b) * FF);
@@ -170,19 +197,39 @@ Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n
     const MatmulTask down[1] = {{&L.ffn_down, L.ffn_down_b, B.xn, E}};
     matmul(down, 1, B.gate, m, B.act, pool);
     pool.parallel_for(m, [&](int64_t b, int64_t e) {
-      add_rows(x + b * E, B.xn + b * E, (e - b) * E);
+      add_rows(B.x + b * E, B.xn + b * E, (e - b) * E);
     }, tok_grain);
   }
+  if (n_out == 0) return Status::ok();
 
-  // Final norm and output projection of the wanted rows.
-  const int64_t r0 = n - n_out_rows;
-  pool.parallel_for(n_out_rows, [&](int64_t b, int64_t e) {
-    rms_norm_f32(B.x + (r0 + b) * E, W.output_norm, B.xn + b * E, e - b, E, c.rms_eps);
+  // Final norm and output projection of the wanted rows (compacted to the front).
+  pool.parallel_for(n_out, [&](int64_t b, int64_t e) {
+    rms_norm_f32(B.x + b * E, W.output_norm, B.xn + b * E, e - b, E, c.rms_eps);
   }, tok_grain);
   const MatmulTask out[1] = {{&W.output, nullptr, logits->data(), c.n_vocab}};
-  matmul(out, 1, B.xn, n_out_rows, B.act, pool);
+  matmul(out, 1, B.xn, n_out, B.act, pool);
+  return Status::ok();
+}
 
-  kv.set_n_past(n_past + n);
+Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n, bool logits_all,
+               std::vector<float>* logits, ThreadPool& pool) {
+  if (n < 1) return make_error(Code::InvalidArgument, "Expected at least 1 token but received " + std::to_string(n));
+  if (!tokens) return make_error(Code::InvalidArgument, "forward: tokens is null");
+  const ModelConfig& c = model.config();
+  if (kv.n_layer() != c.n_layer || kv.n_embd_kv() != c.n_embd_kv())
+    return make_error(Code::InvalidArgument, "forward: KV cache was created for another model");
+  if (n > kv.n_ctx() - kv.n_past()) {
+    return make_error(Code::ContextOverflow, "context overflow: " + std::to_string(kv.n_past()) + " cached + " +
+                                                 std::to_string(n) + " new tokens exceed n_ctx " + std::to_string(kv.n_ctx()));
+  }
+  BatchSeq s;
+  s.blocks = kv.blocks();
+  s.n_blocks = (kv.n_ctx() + kv.pool().block_size() - 1) / kv.pool().block_size();
+  s.pos0 = kv.n_past();
+  s.n_tokens = n;
+  s.out = logits_all ? 2 : 1;
+  LLMS_RETURN_IF_ERROR(forward_batch(model, kv.pool(), tokens, &s, 1, logits, pool));
+  kv.set_n_past(kv.n_past() + n);
   return Status::ok();
 }
 

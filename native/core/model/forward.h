@@ -1,4 +1,6 @@
-// forward(): one transformer pass of a llama / qwen2 Model over a batch of tokens of one sequence.
+// forward_batch(): one transformer pass of a llama / qwen2 Model over a flattened batch of tokens
+// from any number of sequences (each with its own positions and KV block table in a shared pool);
+// forward(): the same for one sequence in its own KvCache.
 //
 // Per layer: RMSNorm -> Q, K, V (+ biases) -> RoPE (NORM for llama, NEOX for qwen2; linear / YaRN
 // scaling and rope_freqs factors) -> K, V appended to the cache -> causal GQA attention -> output
@@ -17,6 +19,22 @@
 #include "model.h"
 
 namespace llmserve {
+
+// One sequence's part of a flattened batch; its tokens are contiguous in the batch, in order.
+struct BatchSeq {
+  const int32_t* blocks = nullptr;  // block table covering positions [0, pos0 + n_tokens)
+  int64_t n_blocks = 0;             // entries in the block table
+  int64_t pos0 = 0;                 // positions already in the KV cache
+  int64_t n_tokens = 0;             // tokens in this batch (>= 1)
+  int out = 1;                      // logits wanted: 0 none, 1 last token, 2 every token
+};
+
+// tokens: [sum of n_tokens] in sequence order. Appends every token's K/V at its position, then
+// writes logits [n_out, n_vocab] for the requested rows in batch order. Batch invariant: each
+// output row is bit-identical whatever else is in the batch and however work is split.
+// Errors (nothing written to logits): InvalidArgument (bad token ids, sequences, block tables).
+Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs,
+                     std::vector<float>* logits, ThreadPool& pool);
 
 // Runs tokens [n] at positions n_past .. n_past + n - 1 (appending their K/V to kv), writes logits.
 // logits_all = false: logits [n_vocab] for the last token only; true: [n, n_vocab] for every token.

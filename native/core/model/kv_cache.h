@@ -1,12 +1,11 @@
-// KvCache: contiguous K/V storage for one sequence, plus the reusable scratch arena of forward().
-//   K: [n_layer][n_ctx][n_head_kv * head_dim]  (one row per position)
-//   V: [n_layer][n_ctx][n_head_kv * head_dim]
-// Elements are f16 (default, like llama.cpp's default KV type) or f32.
+// KvCache: one sequence's KV over a private KvPool with an identity block table. Used for
+// evaluation and tests; the engine serves many sequences from one shared pool (forward_batch).
 #pragma once
-#include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
+#include "../kv/kv_pool.h"
 #include "../status.h"
 #include "model_config.h"
 
@@ -20,39 +19,25 @@ struct KvCacheOptions {
 class KvCache {
  public:
   // OutOfMemory if allocation fails; InvalidArgument if n_ctx < 1 or absurd.
-  static Status create(const ModelConfig& config, const KvCacheOptions& options,
-                       std::unique_ptr<KvCache>* out);
+  static Status create(const ModelConfig& config, const KvCacheOptions& options, std::unique_ptr<KvCache>* out);
 
   int64_t n_ctx() const { return n_ctx_; }
   int64_t n_past() const { return n_past_; }
-  bool f16() const { return f16_; }
+  bool f16() const { return pool_->f16(); }
   // Keeps the first n positions (n clamped to [0, n_past]); later positions are overwritten.
   void truncate(int64_t n);
 
-  // --- used by forward() ---
-  int64_t n_layer() const { return n_layer_; }
-  int64_t n_embd_kv() const { return n_embd_kv_; }
-  size_t elem_size() const { return f16_ ? 2 : 4; }
-  // K row of (layer, pos): n_embd_kv elements.
-  uint8_t* k_row(int64_t layer, int64_t pos) {
-    return k_.get() + (static_cast<size_t>(layer) * n_ctx_ + pos) * n_embd_kv_ * elem_size();
-  }
-  // V row of (layer, pos): n_embd_kv elements.
-  uint8_t* v_row(int64_t layer, int64_t pos) {
-    return v_.get() + (static_cast<size_t>(layer) * n_ctx_ + pos) * n_embd_kv_ * elem_size();
-  }
+  int64_t n_layer() const { return pool_->n_layer(); }
+  int64_t n_embd_kv() const { return pool_->n_embd_kv(); }
   void set_n_past(int64_t n) { n_past_ = n; }
-  // Scratch arena reused across forward calls (grown on demand; contents undefined).
-  // Returns nullptr if the allocation fails.
-  uint8_t* scratch(size_t bytes);
+  KvPool& pool() { return *pool_; }
+  const int32_t* blocks() const { return blocks_.data(); }
 
  private:
   KvCache() = default;
-  int64_t n_ctx_ = 0, n_past_ = 0, n_layer_ = 0, n_embd_kv_ = 0;
-  bool f16_ = true;
-  std::unique_ptr<uint8_t[]> k_, v_;
-  std::unique_ptr<uint8_t[]> scratch_;
-  size_t scratch_bytes_ = 0;
+  int64_t n_ctx_ = 0, n_past_ = 0;
+  std::unique_ptr<KvPool> pool_;
+  std::vector<int32_t> blocks_;
 };
 
 }  // namespace llmserve

@@ -99,18 +99,19 @@ void rope_apply_f32(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, 
   }
 }
 
-void kv_store(KvCache& kv, int64_t layer, int64_t pos, const float* k, const float* v) {
+void kv_store(KvPool& kv, int64_t layer, const int32_t* blocks, int64_t pos, const float* k, const float* v) {
   const int64_t d = kv.n_embd_kv();
+  const int64_t blk = blocks[pos / kv.block_size()], slot = pos % kv.block_size();
   if (kv.f16()) {
-    quantize_row(GgmlType::F16, k, kv.k_row(layer, pos), d);
-    quantize_row(GgmlType::F16, v, kv.v_row(layer, pos), d);
+    quantize_row(GgmlType::F16, k, kv.k_row(layer, blk, slot), d);
+    quantize_row(GgmlType::F16, v, kv.v_row(layer, blk, slot), d);
   } else {
-    std::memcpy(kv.k_row(layer, pos), k, static_cast<size_t>(d) * 4);
-    std::memcpy(kv.v_row(layer, pos), v, static_cast<size_t>(d) * 4);
+    std::memcpy(kv.k_row(layer, blk, slot), k, static_cast<size_t>(d) * 4);
+    std::memcpy(kv.v_row(layer, blk, slot), v, static_cast<size_t>(d) * 4);
   }
 }
 
-size_t attention_scratch_bytes(int64_t /*n_ctx*/, int64_t head_dim) {
+size_t attention_scratch_bytes(int64_t head_dim) {
   return 2 * align_up(static_cast<size_t>(head_dim) * 4);
 }
 
@@ -122,8 +123,10 @@ void attention_row_ref(const AttnRow& a) {
   if (a.f16) std::memset(acc16, 0, hd * 2); else std::memset(acc32, 0, hd * 4);
   float M = -INFINITY, S = 0.0f;
   for (int64_t j = 0; j < a.len; ++j) {
-    const uint8_t* kj = a.k + j * a.stride;
-    const uint8_t* vj = a.v + j * a.stride;
+    const size_t off = static_cast<size_t>(a.blocks[j / a.block_size]) * a.block_stride +
+                       static_cast<size_t>(j % a.block_size) * a.row_stride;
+    const uint8_t* kj = a.k + off;
+    const uint8_t* vj = a.v + off;
     const float s = vec_dot(kv_type, hd, kj, a.q) * a.scale;
     const float Mold = M;
     float ms = 1.0f, vs = 1.0f;
@@ -170,36 +173,44 @@ void attention_row(const AttnRow& a) {
   fn(a);
 }
 
-void attention_f32(const ModelConfig& c, KvCache& kv, int64_t layer, const float* q, int64_t n,
-                   int64_t n_past, float* out, uint8_t* scratch, ThreadPool& pool) {
+void attention_f32(const ModelConfig& c, KvPool& kv, int64_t layer, const float* q, const BatchLayout& bl,
+                   int64_t r0, int64_t m, float* out, uint8_t* scratch, ThreadPool& pool) {
   const int64_t hd = c.head_dim, n_head = c.n_head, n_gqa = c.n_gqa(), nq = c.n_embd_q();
-  const size_t per_thread = attention_scratch_bytes(kv.n_ctx(), hd);
+  const size_t per_thread = attention_scratch_bytes(hd);
   const float scale = 1.0f / sqrtf(static_cast<float>(hd));
   const bool f16 = kv.f16();
   const size_t es = kv.elem_size();
-  const size_t stride = static_cast<size_t>(kv.n_embd_kv()) * es;
-  pool.parallel_for_chunked(n * n_head, [&](int64_t b, int64_t e, int slot) {
+  const uint8_t* k_layer = kv.k_layer(layer);
+  const uint8_t* v_layer = kv.v_layer(layer);
+  // Work per (token, head) grows with its position; estimate with the mean.
+  int64_t total_len = 0;
+  for (int64_t t = r0; t < r0 + m; ++t) total_len += bl.pos[t] + 1;
+  const int64_t mean_len = std::max<int64_t>(1, total_len / std::max<int64_t>(1, m));
+  pool.parallel_for_chunked(m * n_head, [&](int64_t b, int64_t e, int slot) {
     uint8_t* base = scratch + static_cast<size_t>(slot) * per_thread;
     uint8_t* q_conv = base + align_up(static_cast<size_t>(hd) * 4);
     for (int64_t it = b; it < e; ++it) {
-      const int64_t t = it / n_head, h = it % n_head, kvh = h / n_gqa;
-      const float* qh = q + t * nq + h * hd;
+      const int64_t i = it / n_head, h = it % n_head, kvh = h / n_gqa, t = r0 + i;
+      const float* qh = q + i * nq + h * hd;
       AttnRow a;
       if (f16) quantize_row(GgmlType::F16, qh, q_conv, hd);  // Q to K's vec_dot type, as ggml
       a.q = f16 ? static_cast<const void*>(q_conv) : static_cast<const void*>(qh);
       const size_t off = static_cast<size_t>(kvh * hd) * es;
-      a.k = kv.k_row(layer, 0) + off;
-      a.v = kv.v_row(layer, 0) + off;
-      a.stride = stride;
-      a.len = n_past + t + 1;
+      a.k = k_layer + off;
+      a.v = v_layer + off;
+      a.blocks = bl.blocks[t];
+      a.block_size = kv.block_size();
+      a.row_stride = kv.row_bytes();
+      a.block_stride = kv.block_bytes();
+      a.len = bl.pos[t] + 1;
       a.hd = hd;
       a.scale = scale;
       a.f16 = f16;
-      a.out = out + t * nq + h * hd;
+      a.out = out + i * nq + h * hd;
       a.acc = base;
       attention_row(a);
     }
-  }, std::max<int64_t>(1, kMinChunkWork / (hd * (n_past + (n + 1) / 2) * 2)));
+  }, std::max<int64_t>(1, kMinChunkWork / (hd * mean_len * 2)));
 }
 
 }  // namespace llmserve

@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "../threadpool/thread_pool.h"
-#include "kv_cache.h"
+#include "../kv/kv_pool.h"
 #include "matmul.h"
 #include "model.h"
 #include "model_config.h"
@@ -32,11 +32,20 @@ void rope_cache_f32(const ModelConfig& c, const float* freq_factors, int64_t pos
 void rope_apply_f32(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int rope_type,
                     const float* cache_row);
 
-// k, v: [n_embd_kv] f32 of one token -> KV cache (layer, pos), converted to the cache type.
-void kv_store(KvCache& kv, int64_t layer, int64_t pos, const float* k, const float* v);
+// Where each token of a flattened batch lives: token t is at position pos[t] of a sequence whose
+// block table is blocks[t] (position p in block blocks[t][p / block_size], slot p % block_size).
+struct BatchLayout {
+  int64_t n = 0;
+  const int64_t* pos = nullptr;          // [n]
+  const int32_t* const* blocks = nullptr;  // [n]
+};
+
+// k, v: [n_embd_kv] f32 of one token -> KV pool (layer, position pos of the block table), converted
+// to the cache type.
+void kv_store(KvPool& kv, int64_t layer, const int32_t* blocks, int64_t pos, const float* k, const float* v);
 
 // Per-thread scratch bytes attention_f32 needs (index with the chunk id of parallel_for_chunked).
-size_t attention_scratch_bytes(int64_t n_ctx, int64_t head_dim);
+size_t attention_scratch_bytes(int64_t head_dim);
 
 // One query row of one head against positions [0, len) of one KV head, with the semantics of
 // ggml's CPU flash attention (ggml_compute_forward_flash_attn_ext_f16_one_chunk), which llama.cpp
@@ -45,17 +54,22 @@ size_t attention_scratch_bytes(int64_t n_ctx, int64_t head_dim);
 //   acc = acc * expf(Mold - M) on a new maximum, acc += V_j * expf(s_j - M) (fused multiply-add);
 //   with an f16 cache the accumulator itself is f16 (rounded after every step), as in ggml;
 //   out = acc / S.
+// Paged: position j's K row is at k + blocks[j / block_size] * block_stride + (j % block_size) *
+// row_stride (same for V). Positions are visited in order, so paging does not change the result.
 struct AttnRow {
-  const uint8_t* k;   // K of position j at k + j * stride: [hd] in the cache type
-  const uint8_t* v;   // V of position j at v + j * stride: [hd] in the cache type
-  size_t stride;      // bytes between positions
-  const void* q;      // [hd] query converted to the K vec_dot type (f16 cache: f16; else f32)
-  int64_t len;        // positions attended
-  int64_t hd;         // head size
-  float scale;        // 1 / sqrt(hd)
-  bool f16;           // cache type f16 (else f32)
-  float* out;         // [hd] f32
-  void* acc;          // scratch: [hd] f32
+  const uint8_t* k;       // the layer's K storage + this KV head's byte offset
+  const uint8_t* v;       // the layer's V storage + this KV head's byte offset
+  const int32_t* blocks;  // block table
+  int64_t block_size;     // slots per block
+  size_t row_stride;      // bytes between slots
+  size_t block_stride;    // bytes between blocks
+  const void* q;          // [hd] query converted to the K vec_dot type (f16 cache: f16; else f32)
+  int64_t len;            // positions attended
+  int64_t hd;             // head size
+  float scale;            // 1 / sqrt(hd)
+  bool f16;               // cache type f16 (else f32)
+  float* out;             // [hd] f32
+  void* acc;              // scratch: [hd] f32
 };
 void attention_row(const AttnRow& a);       // dispatched
 void attention_row_ref(const AttnRow& a);   // scalar reference (std::fma)
@@ -63,12 +77,12 @@ void attention_row_ref(const AttnRow& a);   // scalar reference (std::fma)
 void attention_row_avx2(const AttnRow& a);  // AVX2 + FMA + F16C, bit-identical to the reference
 #endif
 
-// q: [n, n_head, head_dim] f32 (after RoPE); KV cache of `layer` holds positions [0, n_past + n).
-// out: [n, n_head, head_dim]. Token t (position n_past + t) attends causally to [0, n_past + t];
-// head h reads KV head h / n_gqa; each (token, head) row is one attention_row() call, so the result
-// does not depend on the batch split. q is converted to f16 first with an f16 cache (as ggml).
-// scratch: pool.size() * attention_scratch_bytes(...).
-void attention_f32(const ModelConfig& c, KvCache& kv, int64_t layer, const float* q, int64_t n,
-                   int64_t n_past, float* out, uint8_t* scratch, ThreadPool& pool);
+// q: [n_tokens, n_head, head_dim] f32 (after RoPE) for batch rows r0 .. r0 + m - 1 (q points at row
+// r0); out: the same shape. Row t attends causally to positions [0, pos[t]] of its sequence, whose
+// K/V for this layer are already stored; head h reads KV head h / n_gqa; each (token, head) row is
+// one attention_row() call, so the result does not depend on the batch. q is converted to f16
+// first with an f16 cache (as ggml). scratch: pool.size() * attention_scratch_bytes(head_dim).
+void attention_f32(const ModelConfig& c, KvPool& kv, int64_t layer, const float* q, const BatchLayout& bl,
+                   int64_t r0, int64_t m, float* out, uint8_t* scratch, ThreadPool& pool);
 
 }  // namespace llmserve
