@@ -21,6 +21,8 @@ enum class Code {
   ContextOverflow,    // ERR_CONTEXT_OVERFLOW
   OutOfMemory,        // ERR_OUT_OF_MEMORY
   Cancelled,          // ERR_CANCELLED
+  QueueFull,          // ERR_QUEUE_FULL
+  KvExhausted,        // ERR_KV_EXHAUSTED
   Internal,           // ERR_INTERNAL
 };
 
@@ -42,6 +44,8 @@ inline const char* code_name(Code c) {
     case Code::ContextOverflow: return "ERR_CONTEXT_OVERFLOW";
     case Code::OutOfMemory: return "ERR_OUT_OF_MEMORY";
     case Code::Cancelled: return "ERR_CANCELLED";
+    case Code::QueueFull: return "ERR_QUEUE_FULL";
+    case Code::KvExhausted: return "ERR_KV_EXHAUSTED";
     case Code::Internal: return "ERR_INTERNAL";
   }
   return "ERR_INTERNAL";

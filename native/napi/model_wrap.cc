@@ -2,7 +2,7 @@
 // generate() queues a request whose events come back through a per-request thread-safe function.
 #include <napi.h>
 
-#include "engine/engine.h"
+#include "sched/engine.h"
 #include "errors.h"
 #include "wrap_common.h"
 
@@ -77,6 +77,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                                     InstanceMethod("generate", &ModelWrap::Generate),
                                     InstanceMethod("cancel", &ModelWrap::Cancel),
                                     InstanceMethod("evaluate", &ModelWrap::Evaluate),
+                                    InstanceMethod("stats", &ModelWrap::Stats),
+                                    InstanceMethod("endSession", &ModelWrap::EndSession),
                                     InstanceMethod("dispose", &ModelWrap::Dispose)});
     ctor = new Napi::FunctionReference(Napi::Persistent(f));
   }
@@ -111,6 +113,10 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     o.Set("rmsEps", c.rms_eps);
     o.Set("tiedOutput", c.tied_output);
     o.Set("threads", e->options().threads);
+    o.Set("kvCacheTokens", Napi::Number::New(env, (double)e->options().kv_tokens));
+    o.Set("kvBlockSize", e->options().block_size);
+    o.Set("maxBatchTokens", Napi::Number::New(env, (double)e->options().max_batch_tokens));
+    o.Set("maxSequences", Napi::Number::New(env, (double)e->options().max_sequences));
     o.Set("kernels", kernel_isa());
     auto wt = Napi::Object::New(env);
     for (auto& t : e->file().tensors()) {
@@ -142,6 +148,10 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     s.seed = (uint64_t)num(p, "seed", 0);
     s.n_logprobs = (int32_t)num(p, "logprobs", 0);
     req->want_logprobs = p.Get("logprobs").IsNumber();
+    req->priority = (int32_t)num(p, "priority", 0);
+    req->session = (int64_t)num(p, "session", 0);
+    req->pin = p.Get("pin").ToBoolean();
+    req->adapter = (uint64_t)num(p, "adapter", 0);
     Napi::Value st = p.Get("stopTokens");
     if (st.IsArray()) {
       auto a = st.As<Napi::Array>();
@@ -165,6 +175,28 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       throw make_js_error(env, sts);
     }
     return Napi::Number::New(env, (double)id);
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    EngineStats s = live(env)->stats();
+    auto o = Napi::Object::New(env);
+    auto set = [&](const char* k, int64_t v) { o.Set(k, Napi::Number::New(env, (double)v)); };
+    set("steps", s.steps); set("batchTokens", s.batch_tokens); set("batchSequences", s.batch_seqs);
+    set("maxBatchTokensSeen", s.max_batch_tokens_seen); set("maxBatchSequencesSeen", s.max_batch_seqs_seen);
+    set("promptTokens", s.prompt_tokens); set("prefillTokens", s.prefill_tokens); set("reusedTokens", s.reused_tokens);
+    set("generatedTokens", s.generated_tokens); set("requests", s.requests); set("finished", s.finished);
+    set("aborted", s.aborted); set("errors", s.errors); set("preemptions", s.preemptions);
+    set("sessionEvictions", s.session_evictions); set("prefixLookups", s.prefix_lookups); set("prefixHits", s.prefix_hits);
+    set("running", s.running); set("waiting", s.waiting); set("sessions", s.sessions);
+    set("blocksTotal", s.blocks_total); set("blocksUsed", s.blocks_used); set("blocksCached", s.blocks_cached);
+    set("blocksFree", s.blocks_free); set("blockSize", s.block_size); set("kvTokensHeld", s.kv_tokens_held);
+    return o;
+  }
+
+  Napi::Value EndSession(const Napi::CallbackInfo& info) {
+    if (engine_ && info.Length() > 0 && info[0].IsNumber()) engine_->end_session(info[0].As<Napi::Number>().Int64Value());
+    return info.Env().Undefined();
   }
 
   Napi::Value Cancel(const Napi::CallbackInfo& info) {
@@ -276,6 +308,13 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   opts.threads = (int)num(o, "threads", 2);
   opts.n_ctx = (int64_t)num(o, "contextSize", 4096);
   opts.kv_f16 = o.Get("kvF16").IsBoolean() ? o.Get("kvF16").As<Napi::Boolean>().Value() : true;
+  opts.kv_tokens = (int64_t)num(o, "kvCacheTokens", 0);
+  opts.block_size = (int32_t)num(o, "kvBlockSize", 16);
+  opts.max_batch_tokens = (int64_t)num(o, "maxBatchTokens", 512);
+  opts.max_sequences = (int64_t)num(o, "maxSequences", 64);
+  opts.max_queue = (int64_t)num(o, "maxQueue", 1024);
+  opts.prefix_cache = o.Get("prefixCache").IsBoolean() ? o.Get("prefixCache").As<Napi::Boolean>().Value() : true;
+  opts.static_batching = o.Get("staticBatching").ToBoolean();
   Napi::Function progress = info.Length() > 2 && info[2].IsFunction() ? info[2].As<Napi::Function>() : Napi::Function();
   auto* w = new LoadWorker(env, info[0].As<Napi::String>(), opts, progress);
   auto p = w->promise();

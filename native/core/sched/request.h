@@ -1,0 +1,62 @@
+// What callers submit to the Engine and what they get back.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "../sampling/sampler.h"
+#include "../status.h"
+
+namespace llmserve {
+
+struct Timings {
+  double prompt_ms = 0, generate_ms = 0, queue_ms = 0;
+  int64_t prompt_tokens = 0, generated_tokens = 0, reused_tokens = 0;
+};
+
+enum class FinishReason { None, Length, Eos, Abort };
+const char* finish_reason_name(FinishReason r);
+
+// One batch of output for a request. The last event of a request has done = true (and either a
+// finish reason or an error), so every request ends with output or an error.
+struct GenEvent {
+  std::vector<int32_t> tokens;
+  std::vector<SampleResult> logprobs;  // parallel to tokens when logprobs were requested
+  bool done = false;
+  FinishReason finish = FinishReason::None;
+  Status error;
+  Timings timings;
+};
+
+struct GenerateRequest {
+  std::vector<int32_t> prompt;
+  SamplingParams sampling;
+  int64_t max_tokens = 256;          // 0: prefill only (pins a prefix / warms a session)
+  std::vector<int32_t> stop_tokens;  // end-of-generation ids (EOS/EOT)
+  bool want_logprobs = false;
+  int32_t priority = 0;              // higher runs first and is preempted last
+  int64_t session = 0;               // != 0: keep this sequence's KV for the session's next turn
+  bool pin = false;                  // with session: never evicted under memory pressure
+  uint64_t adapter = 0;              // adapter id carried per token (multi-LoRA later)
+  std::function<void(GenEvent&&)> on_event;  // called on the engine thread
+};
+
+struct EvalRequest {
+  std::vector<int32_t> tokens;
+  bool logits_all = false;
+  std::function<void(Status, std::vector<float>&&)> on_done;  // called on the engine thread
+};
+
+// Counters since load plus the current KV state (engine thread writes, readers get a copy).
+struct EngineStats {
+  int64_t steps = 0, batch_tokens = 0, batch_seqs = 0, max_batch_tokens_seen = 0, max_batch_seqs_seen = 0;
+  int64_t prompt_tokens = 0, prefill_tokens = 0, reused_tokens = 0, generated_tokens = 0;
+  int64_t requests = 0, finished = 0, aborted = 0, errors = 0, preemptions = 0, session_evictions = 0;
+  int64_t prefix_lookups = 0, prefix_hits = 0;
+  int64_t running = 0, waiting = 0, sessions = 0;
+  int64_t blocks_total = 0, blocks_used = 0, blocks_cached = 0, blocks_free = 0, block_size = 0;
+  int64_t kv_tokens_held = 0;  // tokens stored in used blocks (the rest of those blocks is waste)
+};
+
+}  // namespace llmserve

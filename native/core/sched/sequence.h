@@ -1,0 +1,40 @@
+// Engine-private state of one request (Sequence) and of a kept conversation (Session).
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "engine.h"
+
+namespace llmserve {
+
+struct Engine::Sequence {
+  int64_t id = 0;
+  uint64_t arrival = 0;
+  std::shared_ptr<GenerateRequest> req;
+  bool cancelled = false;
+  bool done = false;
+  std::vector<int32_t> tokens;    // prompt, then every generated token
+  int64_t n_prompt = 0;
+  int64_t n_computed = 0;         // tokens[0, n_computed) have K/V in `blocks`
+  std::vector<int32_t> blocks;    // block table
+  int64_t n_registered = 0;       // leading full blocks whose prefix key is known
+  uint64_t last_key = 0;          // key of block n_registered - 1 (0 = root)
+  std::unique_ptr<Sampler> sampler;
+  int64_t n_generated = 0;
+  Timings tm;
+  double t_submit = 0, t_first_step = -1, t_first_token = -1;
+};
+
+struct Engine::Session {
+  std::vector<int32_t> tokens;    // what the KV holds (tokens[0, n_computed)) and the next token
+  int64_t n_computed = 0;
+  std::vector<int32_t> blocks;
+  int64_t n_registered = 0;
+  uint64_t last_key = 0;
+  bool pinned = false;
+  uint64_t last_used = 0;
+};
+
+double engine_now_ms();
+
+}  // namespace llmserve
