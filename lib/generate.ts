@@ -35,6 +35,13 @@ export interface GenerateOptions {
   addSpecial?: boolean;
   /** Cancels the request; the iterator then ends with finishReason "abort". */
   signal?: AbortSignal;
+  /** Scheduling priority: higher runs first and is preempted last (default 0). */
+  priority?: number;
+  /**
+   * Serve from / store in the response cache (deterministic requests only: temperature 0, or an
+   * explicit seed). A hit streams the stored output without computing.
+   */
+  cache?: boolean;
 }
 
 export type FinishReason = "length" | "stop" | "eos" | "abort";
@@ -73,7 +80,7 @@ export type Prompt = string | { tokens: number[] };
 
 const KNOWN = [
   "maxTokens", "temperature", "topK", "topP", "minP", "repeatPenalty", "repeatLastN", "frequencyPenalty",
-  "presencePenalty", "seed", "stop", "logprobs", "stopAtEos", "parseSpecial", "addSpecial", "signal",
+  "presencePenalty", "seed", "stop", "logprobs", "stopAtEos", "parseSpecial", "addSpecial", "signal", "priority", "cache",
 ] as const;
 
 export interface ResolvedOptions {
@@ -83,6 +90,8 @@ export interface ResolvedOptions {
   parseSpecial: boolean;
   addSpecial: boolean;
   signal?: AbortSignal;
+  /** Response-cache key material (undefined: not cacheable). */
+  cacheKey?: string;
 }
 
 export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptions {
@@ -112,6 +121,12 @@ export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptio
     stopTokens: stopAtEos ? eogTokens : [],
   };
   if (logprobs === undefined) delete (params as Partial<NativeGenerateParams>).logprobs;
+  if (o.priority !== undefined) params.priority = checkInt("priority", o.priority, -1000000, 1000000);
+  const cache = o.cache === undefined ? false : checkBool("cache", o.cache);
+  const deterministic = params.temperature === 0 || o.seed !== undefined;
+  if (cache && !deterministic) {
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", "cache: true needs a deterministic request: set temperature to 0 or pass a seed");
+  }
   return {
     params,
     stop,
@@ -119,6 +134,7 @@ export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptio
     parseSpecial: o.parseSpecial === undefined ? true : checkBool("parseSpecial", o.parseSpecial),
     addSpecial: o.addSpecial === undefined ? true : checkBool("addSpecial", o.addSpecial),
     signal: o.signal,
+    cacheKey: cache ? JSON.stringify({ ...params, priority: undefined, stop }) : undefined,
   };
 }
 
@@ -162,19 +178,29 @@ function timingsOf(t: NonNullable<NativeEvent["timings"]>): Timings {
   };
 }
 
+/** What a finished generation produced (for sessions and the response cache). */
+export interface GenerationResult {
+  chunks: Chunk[];
+  tokens: number[];
+  finishReason: FinishReason;
+}
+
 /**
- * Runs one request: yields chunks as the engine thread produces tokens. Breaking out of the loop
- * (or aborting the signal) cancels the native request at once.
+ * Submits one request to the engine now (errors such as a full queue throw here) and returns an
+ * iterator over its chunks. Breaking out of the loop (or aborting the signal) cancels the native
+ * request at once. `onFinish` sees every completed (not aborted, not failed) generation.
  */
-export async function* streamGeneration(
+export function startGeneration(
   native: NativeModel,
   tokenizer: Tokenizer,
   promptTokens: number[],
   opts: ResolvedOptions,
+  onFinish?: (r: GenerationResult) => void,
 ): AsyncGenerator<Chunk, void, undefined> {
   if (opts.signal?.aborted) {
-    yield { text: "", tokens: [], done: true, finishReason: "abort" };
-    return;
+    return (async function* () {
+      yield { text: "", tokens: [], done: true, finishReason: "abort" } as Chunk;
+    })();
   }
   const queue = new EventQueue();
   let id: number;
@@ -183,16 +209,37 @@ export async function* streamGeneration(
   } catch (err) {
     throw fromNative(err);
   }
+  return consume(native, tokenizer, id, queue, opts, onFinish);
+}
+
+async function* consume(
+  native: NativeModel,
+  tokenizer: Tokenizer,
+  id: number,
+  queue: EventQueue,
+  opts: ResolvedOptions,
+  onFinish?: (r: GenerationResult) => void,
+): AsyncGenerator<Chunk, void, undefined> {
   let finished = false;
   const onAbort = () => native.cancel(id);
   opts.signal?.addEventListener("abort", onAbort, { once: true });
+  if (opts.signal?.aborted) native.cancel(id);
   const decoder = tokenizer.createDecoder();
+  const record: Chunk[] = [];
+  const allTokens: number[] = [];
+  const done = (c: Chunk) => {
+    record.push(c);
+    if (onFinish && c.finishReason !== "abort") onFinish({ chunks: record, tokens: allTokens, finishReason: c.finishReason ?? "length" });
+  };
   let pending = ""; // decoded text not yet emitted (may be the start of a stop string)
   try {
     for (;;) {
       const ev = await queue.next();
       const chunk: Chunk = { text: "", tokens: ev.tokens ?? [] };
-      if (ev.tokens) for (const t of ev.tokens) pending += decoder.push(t);
+      if (ev.tokens) {
+        for (const t of ev.tokens) pending += decoder.push(t);
+        allTokens.push(...ev.tokens);
+      }
       if (ev.logprobs && opts.wantLogprobs) {
         chunk.logprobs = ev.logprobs.map((l) => ({
           token: l.token,
@@ -218,6 +265,7 @@ export async function* streamGeneration(
           chunk.finishReason = "stop";
           if (!finished) native.cancel(id);
           finished = true;
+          done(chunk);
           yield chunk;
           return;
         }
@@ -232,9 +280,11 @@ export async function* streamGeneration(
         chunk.done = true;
         chunk.finishReason = ev.finishReason ?? "length";
         if (ev.timings) chunk.timings = timingsOf(ev.timings);
+        done(chunk);
         yield chunk;
         return;
       }
+      record.push(chunk);
       yield chunk;
     }
   } finally {

@@ -3,10 +3,12 @@ import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { loadAddon } from "./binding.js";
 import { LlmserveError, wrapNative } from "./errors.js";
-import { resolveOptions, streamGeneration, type Chunk, type GenerateOptions, type Prompt } from "./generate.js";
-import type { NativeModel, NativeModelInfo } from "./native.js";
+import { resolveOptions, startGeneration, type Chunk, type GenerateOptions, type GenerationResult, type Prompt, type ResolvedOptions } from "./generate.js";
+import type { NativeModel, NativeModelInfo, NativeStats } from "./native.js";
+import { ResponseCache } from "./responseCache.js";
+import { Session, type SessionOptions } from "./session.js";
 import { Tokenizer } from "./tokenizer/index.js";
-import { checkInt, checkKeys, checkObject, checkString } from "./validate.js";
+import { checkBool, checkInt, checkKeys, checkObject, checkString } from "./validate.js";
 
 export interface LoadOptions {
   /** Compute threads (default: the number of physical cores). */
@@ -15,8 +17,40 @@ export interface LoadOptions {
   contextSize?: number;
   /** KV cache element type (default "f16", as llama.cpp). */
   kvType?: "f16" | "f32";
+  /** Total KV cache size in tokens, shared by all sequences (default: contextSize). */
+  kvCacheTokens?: number;
+  /** Tokens per KV block (default 16). */
+  kvBlockSize?: number;
+  /** Most tokens computed per engine step: decode tokens plus prompt chunks (default 512). */
+  maxBatchTokens?: number;
+  /** Most sequences running at once (default 64). */
+  maxSequences?: number;
+  /** Most requests waiting before generate() throws ERR_QUEUE_FULL (default 1024). */
+  maxQueue?: number;
+  /** Reuse KV blocks of identical prompt prefixes across requests (default true). */
+  prefixCache?: boolean;
+  /** "continuous" (default) or "static" (a batch runs to completion before the next is formed; a benchmark baseline). */
+  batching?: "continuous" | "static";
+  /** Byte budget of the response cache for `cache: true` requests (default 64 MiB; 0 disables). */
+  responseCacheBytes?: number;
   /** Called with a fraction in [0, 1] while weights are mapped and paged in. */
   onProgress?: (fraction: number) => void;
+}
+
+/** Engine counters and KV state; see {@link Model.stats}. */
+export interface ModelStats extends NativeStats {
+  /** Mean tokens computed per engine step. */
+  tokensPerStep: number;
+  /** Mean sequences per engine step. */
+  sequencesPerStep: number;
+  /** Fraction of prefix-cache block lookups that hit. */
+  prefixHitRate: number;
+  /** Fraction of the KV held by used blocks that holds no token (the unfilled tails). */
+  kvWaste: number;
+  responseCacheHits: number;
+  responseCacheMisses: number;
+  responseCacheEntries: number;
+  pinnedPrefixes: number;
 }
 
 export interface ModelInfo extends NativeModelInfo {
@@ -51,13 +85,17 @@ export class Model {
   private native: NativeModel | undefined;
   private readonly eog: number[];
   private readonly nativeInfo: NativeModelInfo;
+  private readonly responses: ResponseCache;
+  private readonly pins = new Map<string, { session: number; tokens: number[] }>();
+  private nextSession = 1;
 
-  private constructor(path: string, native: NativeModel, tokenizer: Tokenizer) {
+  private constructor(path: string, native: NativeModel, tokenizer: Tokenizer, responseCacheBytes: number) {
     this.path = path;
     this.native = native;
     this.tokenizer = tokenizer;
     this.nativeInfo = native.info();
     this.eog = tokenizer.eogTokens;
+    this.responses = new ResponseCache(responseCacheBytes);
   }
 
   /**
@@ -68,22 +106,33 @@ export class Model {
   static async load(path: string, options: LoadOptions = {}): Promise<Model> {
     checkString("path", path);
     const o = checkObject("load options", options) as LoadOptions & Record<string, unknown>;
-    checkKeys("load options", o, ["threads", "contextSize", "kvType", "onProgress"]);
+    checkKeys("load options", o, ["threads", "contextSize", "kvType", "kvCacheTokens", "kvBlockSize", "maxBatchTokens", "maxSequences",
+      "maxQueue", "prefixCache", "batching", "responseCacheBytes", "onProgress"]);
     const threads = o.threads === undefined ? physicalCores() : checkInt("threads", o.threads, 1, 512);
     const contextSize = o.contextSize === undefined ? 4096 : checkInt("contextSize", o.contextSize, 0, 1 << 24);
     const kvType = o.kvType === undefined ? "f16" : checkString("kvType", o.kvType, ["f16", "f32"]);
+    const engine = {
+      kvCacheTokens: o.kvCacheTokens === undefined ? 0 : checkInt("kvCacheTokens", o.kvCacheTokens, 1, 1 << 26),
+      kvBlockSize: o.kvBlockSize === undefined ? 16 : checkInt("kvBlockSize", o.kvBlockSize, 1, 4096),
+      maxBatchTokens: o.maxBatchTokens === undefined ? 512 : checkInt("maxBatchTokens", o.maxBatchTokens, 1, 1 << 20),
+      maxSequences: o.maxSequences === undefined ? 64 : checkInt("maxSequences", o.maxSequences, 1, 1 << 16),
+      maxQueue: o.maxQueue === undefined ? 1024 : checkInt("maxQueue", o.maxQueue, 1, 1 << 24),
+      prefixCache: o.prefixCache === undefined ? true : checkBool("prefixCache", o.prefixCache),
+      staticBatching: (o.batching === undefined ? "continuous" : checkString("batching", o.batching, ["continuous", "static"])) === "static",
+    };
+    const responseCacheBytes = o.responseCacheBytes === undefined ? 64 << 20 : checkInt("responseCacheBytes", o.responseCacheBytes, 0);
     if (o.onProgress !== undefined && typeof o.onProgress !== "function") {
       throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a function for onProgress");
     }
     const addon = loadAddon();
-    const native = await wrapNative(addon.loadModel(path, { threads, contextSize, kvF16: kvType === "f16" }, o.onProgress));
+    const native = await wrapNative(addon.loadModel(path, { threads, contextSize, kvF16: kvType === "f16", ...engine }, o.onProgress));
     try {
       const tokenizer = await Tokenizer.fromGguf(path);
       const info = native.info();
       if (tokenizer.nVocab !== info.nVocab) {
         throw new LlmserveError("ERR_GGUF_CORRUPT", `The vocabulary has ${tokenizer.nVocab} tokens but the model's embedding has ${info.nVocab} rows; the file is inconsistent.`);
       }
-      return new Model(path, native, tokenizer);
+      return new Model(path, native, tokenizer, responseCacheBytes);
     } catch (err) {
       await native.dispose();
       throw err;
@@ -111,7 +160,8 @@ export class Model {
     return this.tokenizer.decode(tokens, opts);
   }
 
-  private promptTokens(prompt: Prompt, addSpecial: boolean, parseSpecial: boolean): number[] {
+  /** @internal */
+  promptTokens(prompt: Prompt, addSpecial: boolean, parseSpecial: boolean): number[] {
     if (typeof prompt === "string") return this.tokenizer.encode(prompt, { addSpecial, parseSpecial });
     if (typeof prompt === "object" && prompt !== null && Array.isArray(prompt.tokens)) {
       const n = this.nativeInfo.nVocab;
@@ -126,16 +176,42 @@ export class Model {
   }
 
   /**
-   * Streams a completion. Each chunk carries the text and token ids it adds; the last has `done`.
+   * Streams a completion. The request is queued at once; concurrent calls are batched together by
+   * the engine. Each chunk carries the text and token ids it adds; the last has `done`.
    * @example
    * for await (const chunk of model.generate("Once upon a time", { maxTokens: 64, seed: 1 })) {
    *   process.stdout.write(chunk.text);
    * }
    */
   generate(prompt: Prompt, options: GenerateOptions = {}): AsyncGenerator<Chunk, void, undefined> {
-    const native = this.live();
     const opts = resolveOptions(options, this.eog);
     const tokens = this.promptTokens(prompt, opts.addSpecial, opts.parseSpecial);
+    return this.start(tokens, opts);
+  }
+
+  /**
+   * Several prompts in one call, one iterator each; all are queued together and batched.
+   * @example
+   * const streams = model.generateBatch(["Hello", "Bonjour"], { maxTokens: 16 });
+   * const texts = await Promise.all(streams.map(async (s) => { let t = ""; for await (const c of s) t += c.text; return t; }));
+   */
+  generateBatch(prompts: Prompt[], options: GenerateOptions = {}): AsyncGenerator<Chunk, void, undefined>[] {
+    if (!Array.isArray(prompts)) throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected an array of prompts for generateBatch");
+    const opts = resolveOptions(options, this.eog);
+    const all = prompts.map((p) => this.promptTokens(p, opts.addSpecial, opts.parseSpecial));
+    const started: AsyncGenerator<Chunk, void, undefined>[] = [];
+    try {
+      for (const t of all) started.push(this.start(t, opts));
+    } catch (err) {
+      for (const g of started) void g.return(undefined);
+      throw err;
+    }
+    return started;
+  }
+
+  /** @internal Checks a token prompt and queues it (or replays a response-cache hit). */
+  start(tokens: number[], opts: ResolvedOptions, extra: { session?: number; pin?: boolean; onFinish?: (r: GenerationResult) => void } = {}): AsyncGenerator<Chunk, void, undefined> {
+    const native = this.live();
     if (tokens.length === 0) throw new LlmserveError("ERR_INVALID_ARGUMENT", "The prompt is empty (it has no tokens).");
     if (tokens.length >= this.nativeInfo.contextSize) {
       throw new LlmserveError(
@@ -143,7 +219,82 @@ export class Model {
         `The prompt has ${tokens.length} tokens but the context holds ${this.nativeInfo.contextSize} (and at least one must be generated). Shorten the prompt or load the model with a larger contextSize.`,
       );
     }
-    return streamGeneration(native, this.tokenizer, tokens, opts);
+    const key = opts.cacheKey !== undefined && this.responses.maxBytes > 0 && extra.session === undefined
+      ? ResponseCache.key(this.path, tokens, opts.cacheKey) : undefined;
+    if (key !== undefined) {
+      const hit = this.responses.get(key);
+      if (hit) return replay(hit);
+    }
+    const params = extra.session === undefined ? opts.params : { ...opts.params, session: extra.session, pin: extra.pin ?? false };
+    const onFinish = (r: GenerationResult) => {
+      if (key !== undefined) this.responses.set(key, r.chunks);
+      extra.onFinish?.(r);
+    };
+    return startGeneration(native, this.tokenizer, tokens, { ...opts, params }, onFinish);
+  }
+
+  /**
+   * A conversation whose KV stays cached between turns: each turn prefills only its new tokens.
+   * @example
+   * const chat = model.createSession({ system: "You are terse.\n" });
+   * for await (const c of chat.send("User: Hi\nAssistant:")) process.stdout.write(c.text);
+   */
+  createSession(options: SessionOptions = {}): Session {
+    this.live();
+    return new Session(this, this.nextSession++, options);
+  }
+
+  /** @internal */
+  endSession(id: number): void {
+    this.native?.endSession(id);
+  }
+
+  /**
+   * Computes and pins the KV of a prefix (a long system prompt, a knowledge-base entry). Requests
+   * whose prompt starts with the same tokens prefill only the remainder; the prefix stays resident
+   * until {@link releasePrefix}.
+   * @example
+   * await model.cachePrefix("kb:pricing", longDocumentText);
+   */
+  async cachePrefix(name: string, text: string, options: { addSpecial?: boolean; parseSpecial?: boolean } = {}): Promise<{ tokens: number[] }> {
+    checkString("name", name);
+    checkString("text", text);
+    const tokens = this.tokenizer.encode(text, { addSpecial: options.addSpecial ?? true, parseSpecial: options.parseSpecial ?? true });
+    if (tokens.length < 2) throw new LlmserveError("ERR_INVALID_ARGUMENT", "A cached prefix needs at least 2 tokens");
+    this.releasePrefix(name);
+    const session = this.nextSession++;
+    const opts = resolveOptions({ maxTokens: 0, temperature: 0 }, this.eog);
+    for await (const _ of this.start(tokens, opts, { session, pin: true })) {
+      /* prefill only */
+    }
+    this.pins.set(name, { session, tokens });
+    return { tokens };
+  }
+
+  /** Unpins a prefix cached with {@link cachePrefix}; returns false if there was none. */
+  releasePrefix(name: string): boolean {
+    const p = this.pins.get(name);
+    if (!p) return false;
+    this.pins.delete(name);
+    this.native?.endSession(p.session);
+    return true;
+  }
+
+  /** Engine counters and KV state: steps, batch sizes, blocks used/free/cached, cache hits. */
+  stats(): ModelStats {
+    const s = this.live().stats();
+    const blockTokens = s.blocksUsed * s.blockSize;
+    return {
+      ...s,
+      tokensPerStep: s.steps ? s.batchTokens / s.steps : 0,
+      sequencesPerStep: s.steps ? s.batchSequences / s.steps : 0,
+      prefixHitRate: s.prefixLookups ? s.prefixHits / s.prefixLookups : 0,
+      kvWaste: blockTokens ? Math.max(0, 1 - s.kvTokensHeld / blockTokens) : 0,
+      responseCacheHits: this.responses.hits,
+      responseCacheMisses: this.responses.misses,
+      responseCacheEntries: this.responses.entries,
+      pinnedPrefixes: this.pins.size,
+    };
   }
 
   /** Runs the whole generation and returns its text, tokens and finish reason. */
@@ -178,4 +329,8 @@ export class Model {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }
+}
+
+async function* replay(chunks: Chunk[]): AsyncGenerator<Chunk, void, undefined> {
+  for (const c of chunks) yield { ...c };
 }

@@ -44,6 +44,42 @@ export interface NativeModelOptions {
   threads: number;
   contextSize: number;
   kvF16: boolean;
+  kvCacheTokens: number;
+  kvBlockSize: number;
+  maxBatchTokens: number;
+  maxSequences: number;
+  maxQueue: number;
+  prefixCache: boolean;
+  staticBatching: boolean;
+}
+
+export interface NativeStats {
+  steps: number;
+  batchTokens: number;
+  batchSequences: number;
+  maxBatchTokensSeen: number;
+  maxBatchSequencesSeen: number;
+  promptTokens: number;
+  prefillTokens: number;
+  reusedTokens: number;
+  generatedTokens: number;
+  requests: number;
+  finished: number;
+  aborted: number;
+  errors: number;
+  preemptions: number;
+  sessionEvictions: number;
+  prefixLookups: number;
+  prefixHits: number;
+  running: number;
+  waiting: number;
+  sessions: number;
+  blocksTotal: number;
+  blocksUsed: number;
+  blocksCached: number;
+  blocksFree: number;
+  blockSize: number;
+  kvTokensHeld: number;
 }
 
 export interface NativeModelInfo {
@@ -61,6 +97,10 @@ export interface NativeModelInfo {
   rmsEps: number;
   tiedOutput: boolean;
   threads: number;
+  kvCacheTokens: number;
+  kvBlockSize: number;
+  maxBatchTokens: number;
+  maxSequences: number;
   kernels: string;
   weightTypes: Record<string, number>;
 }
@@ -78,6 +118,10 @@ export interface NativeGenerateParams {
   seed: number;
   logprobs: number;
   stopTokens: number[];
+  priority?: number;
+  session?: number;
+  pin?: boolean;
+  adapter?: number;
 }
 
 export interface NativeTokenLogprob {
@@ -101,6 +145,9 @@ export interface NativeModel {
   /** Queues a request on the engine thread; returns its id. `onEvent` runs on the JS thread. */
   generate(tokens: Int32Array, params: NativeGenerateParams, onEvent: (e: NativeEvent) => void): number;
   cancel(id: number): void;
+  stats(): NativeStats;
+  /** Releases a session's (or pinned prefix's) KV blocks. */
+  endSession(session: number): void;
   /** Logits for the last token ([nVocab]) or for every token ([n * nVocab]) of a fresh sequence. */
   evaluate(tokens: Int32Array, logitsAll: boolean): Promise<Float32Array>;
   dispose(): Promise<void>;

@@ -1,29 +1,104 @@
-// Matrix multiply over a token batch: activations converted once to the weight's vec_dot type,
-// then every (token, row) output is one vec_dot, so results do not depend on the batch.
+// Matrix multiply over a token batch (see matmul.h): activations are prepared once per distinct
+// vec_dot type, then quant/gemm.h's kernels compute tiles of 16 weight rows x every token, so each
+// weight block is unpacked once per 8 tokens instead of once per token. Batch invariance comes
+// from the kernels: an output's arithmetic depends only on its row and its token.
 #include "matmul.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <new>
+#include <shared_mutex>
+#include <unordered_map>
 
+#include "../quant/gemm.h"
 #include "../quant/quant.h"
 
 namespace llmserve {
 
 namespace {
-constexpr int64_t kRowTile = 16;    // weight rows per parallel work item
-constexpr int64_t kTokenTile = 32;  // tokens per inner sweep (their activations stay in cache)
+constexpr int64_t kRowTile = kGemmGroupRows;  // weight rows per parallel work item
 constexpr size_t kAlign = 64;
 // Multiply-adds below which splitting a job across threads costs more than it saves.
 constexpr int64_t kMinChunkWork = 1 << 16;
 
 size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
-struct Converted {
+struct Prepared {
   GgmlType vdt;
   const uint8_t* data;
   size_t stride;  // bytes between tokens
 };
+
+// Grow-only, 64-byte aligned buffer for the prepared activations (one per calling thread: each
+// engine thread has its own; pool workers only read it).
+class ActBuffer {
+ public:
+  ~ActBuffer() { std::free(p_); }
+  uint8_t* get(size_t bytes) {
+    if (cap_ < bytes) {
+      std::free(p_);
+      p_ = nullptr;
+      cap_ = 0;
+      const size_t cap = (bytes + 4095) / 4096 * 4096;
+      p_ = static_cast<uint8_t*>(std::aligned_alloc(kAlign, cap));
+      if (!p_) throw std::bad_alloc();
+      cap_ = cap;
+    }
+    return p_;
+  }
+
+ private:
+  uint8_t* p_ = nullptr;
+  size_t cap_ = 0;
+};
+
+// Load-time packed copies, keyed by the raw weight pointer they replace.
+struct PackRegistry {
+  std::shared_mutex mu;
+  std::unordered_map<const uint8_t*, const uint8_t*> map;
+};
+PackRegistry& registry() {
+  static PackRegistry r;
+  return r;
+}
+const uint8_t* find_packed(const MatrixView& w) {
+  PackRegistry& r = registry();
+  std::shared_lock<std::shared_mutex> lk(r.mu);
+  if (r.map.empty()) return nullptr;
+  auto it = r.map.find(w.data);
+  return it == r.map.end() ? nullptr : it->second;
+}
 }  // namespace
+
+std::unique_ptr<PackedWeights> PackedWeights::create(const MatrixView& w) {
+  if (!w.data || !gemm_packable(w.type) || w.row_bytes != row_size(w.type, w.n_in)) return nullptr;
+  const size_t bytes = gemm_packed_bytes(w.type, w.n_in, w.n_out);
+  if (bytes == 0) return nullptr;
+  std::unique_ptr<PackedWeights> p(new PackedWeights());
+  p->bytes_ = bytes;
+  p->data_ = static_cast<uint8_t*>(std::aligned_alloc(kAlign, align_up(bytes)));
+  if (!p->data_) return nullptr;
+  gemm_pack(w.type, w.data, w.row_bytes, w.n_in, w.n_out, p->data_);
+  p->raw_ = w.data;
+  PackRegistry& r = registry();
+  std::unique_lock<std::shared_mutex> lk(r.mu);
+  if (!r.map.emplace(w.data, p->data_).second) {
+    p->raw_ = nullptr;  // already packed by someone else: keep theirs, this copy stays unused
+  }
+  return p;
+}
+
+PackedWeights::~PackedWeights() {
+  if (raw_) {
+    PackRegistry& r = registry();
+    std::unique_lock<std::shared_mutex> lk(r.mu);
+    auto it = r.map.find(raw_);
+    if (it != r.map.end() && it->second == data_) r.map.erase(it);
+  }
+  std::free(data_);
+}
 
 size_t matmul_scratch_bytes(const MatmulTask* tasks, int n_tasks, int64_t n) {
   size_t total = 0;
@@ -40,63 +115,83 @@ size_t matmul_scratch_bytes(const MatmulTask* tasks, int n_tasks, int64_t n) {
 
 void matmul(const MatmulTask* tasks, int n_tasks, const float* x, int64_t n, uint8_t* scratch,
             ThreadPool& pool) {
+  (void)scratch;  // the prepared activations need their own layout: see ActBuffer
   if (n <= 0 || n_tasks <= 0) return;
+  n_tasks = std::min(n_tasks, 4);
   const int64_t n_in = tasks[0].w->n_in;
 
-  // 1. Convert the activations once per distinct vec_dot type.
-  Converted conv[4];
-  int n_conv = 0;
-  int task_conv[4];
-  uint8_t* free_ptr = scratch;
+  // 1. Prepare the activations once per distinct vec_dot type (f32: used in place).
+  Prepared prep[4];
+  int n_prep = 0;
+  int task_prep[4];
+  size_t need = 0;
   for (int i = 0; i < n_tasks; ++i) {
     const GgmlType vdt = type_traits(tasks[i].w->type).vec_dot_type;
     int found = -1;
-    for (int j = 0; j < n_conv; ++j)
-      if (conv[j].vdt == vdt) found = j;
+    for (int j = 0; j < n_prep; ++j)
+      if (prep[j].vdt == vdt) found = j;
     if (found < 0) {
-      found = n_conv++;
-      if (vdt == GgmlType::F32) {
-        conv[found] = {vdt, reinterpret_cast<const uint8_t*>(x), static_cast<size_t>(n_in) * 4};
-      } else {
-        const size_t stride = row_size(vdt, n_in);
-        uint8_t* buf = free_ptr;
-        free_ptr += align_up(stride * static_cast<size_t>(n));
-        conv[found] = {vdt, buf, stride};
-        pool.parallel_for(n, [&](int64_t b, int64_t e) {
-          for (int64_t t = b; t < e; ++t) quantize_row(vdt, x + t * n_in, buf + t * stride, n_in);
-        }, std::max<int64_t>(1, kMinChunkWork / 8 / n_in));
-      }
+      found = n_prep++;
+      const size_t stride = vdt == GgmlType::F32 ? static_cast<size_t>(n_in) * 4
+                                                 : gemm_act_row_bytes(tasks[i].w->type, n_in);
+      prep[found] = {vdt, nullptr, stride};
+      if (vdt != GgmlType::F32) need += stride * static_cast<size_t>(n);
     }
-    task_conv[i] = found;
+    task_prep[i] = found;
+  }
+  thread_local ActBuffer act_buffer;
+  uint8_t* free_ptr = need ? act_buffer.get(need) : nullptr;
+  for (int j = 0; j < n_prep; ++j) {
+    Prepared& p = prep[j];
+    if (p.vdt == GgmlType::F32) {
+      p.data = reinterpret_cast<const uint8_t*>(x);
+      continue;
+    }
+    uint8_t* buf = free_ptr;
+    free_ptr += p.stride * static_cast<size_t>(n);
+    p.data = buf;
+    // Any weight type with this vec_dot type prepares the same bytes.
+    GgmlType wt = GgmlType::F32;
+    for (int i = 0; i < n_tasks; ++i)
+      if (task_prep[i] == j) wt = tasks[i].w->type;
+    pool.parallel_for(n, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) gemm_prepare_act(wt, x + t * n_in, n_in, buf + t * p.stride);
+    }, std::max<int64_t>(1, kMinChunkWork / 8 / n_in));
   }
 
-  // 2. Row tiles across all tasks; each tile computes every token.
+  // 2. Row tiles (16 rows) across all tasks; each tile computes every token.
+  const uint8_t* packed[4];
+  for (int i = 0; i < n_tasks; ++i) packed[i] = find_packed(*tasks[i].w);
   int64_t tile_start[5];
   tile_start[0] = 0;
   for (int i = 0; i < n_tasks; ++i)
     tile_start[i + 1] = tile_start[i] + (tasks[i].w->n_out + kRowTile - 1) / kRowTile;
   const int64_t tile_work = kRowTile * n_in * n;
   pool.parallel_for(tile_start[n_tasks], [&](int64_t b, int64_t e) {
-    for (int64_t tile = b; tile < e; ++tile) {
+    // Consecutive tiles of one task go to gemm as one call.
+    while (b < e) {
       int ti = 0;
-      while (tile >= tile_start[ti + 1]) ++ti;
+      while (b >= tile_start[ti + 1]) ++ti;
+      const int64_t tile_end = std::min(e, tile_start[ti + 1]);
       const MatmulTask& task = tasks[ti];
       const MatrixView& w = *task.w;
-      const Converted& cv = conv[task_conv[ti]];
-      const int64_t r0 = (tile - tile_start[ti]) * kRowTile;
-      const int64_t r1 = std::min(r0 + kRowTile, w.n_out);
-      for (int64_t t0 = 0; t0 < n; t0 += kTokenTile) {
-        const int64_t t1 = std::min(t0 + kTokenTile, n);
-        for (int64_t r = r0; r < r1; ++r) {
-          const uint8_t* wr = w.row(r);
-          const float bias = task.bias ? task.bias[r] : 0.0f;
-          for (int64_t t = t0; t < t1; ++t) {
-            float d = vec_dot(w.type, n_in, wr, cv.data + t * cv.stride);
-            if (task.bias) d += bias;
-            task.y[t * task.ldy + r] = d;
-          }
-        }
-      }
+      const Prepared& p = prep[task_prep[ti]];
+      GemmArgs a;
+      a.type = w.type;
+      a.n_in = w.n_in;
+      a.w = w.data;
+      a.row_bytes = w.row_bytes;
+      a.packed = packed[ti];
+      a.r0 = (b - tile_start[ti]) * kRowTile;
+      a.r1 = std::min(w.n_out, (tile_end - tile_start[ti]) * kRowTile);
+      a.act = p.data;
+      a.act_stride = p.stride;
+      a.n = n;
+      a.bias = task.bias;
+      a.y = task.y;
+      a.ldy = task.ldy;
+      gemm(a);
+      b = tile_end;
     }
   }, std::max<int64_t>(1, kMinChunkWork / tile_work));
 }

@@ -1,7 +1,8 @@
-// Batched matrix multiply with ggml's activation conversion (see matmul.cpp).
+// Batched matrix multiply with ggml's activation conversion (see matmul.cpp, quant/gemm.h).
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "../threadpool/thread_pool.h"
 #include "model.h"
@@ -16,15 +17,39 @@ struct MatmulTask {
   int64_t ldy;
 };
 
-// Bytes of activation scratch matmul() needs for n tokens of the given tasks.
+// Bytes of activation scratch matmul() needs for n tokens of the given tasks. (matmul keeps its
+// prepared activations in a per-thread buffer of its own since the GEMM kernels; callers may go on
+// passing a block of this size, or null.)
 size_t matmul_scratch_bytes(const MatmulTask* tasks, int n_tasks, int64_t n);
 
-// x: [n, n_in] f32 (contiguous rows) -> for each task y[t, r] = vec_dot(w.type, n_in, w.row(r),
-// xq[t]) (+ bias[r]), where xq[t] = quantize_row(type_traits(w.type).vec_dot_type, x[t]) is
-// converted once per distinct vec_dot type, as ggml's mul_mat does. Parallel over row tiles; each
-// weight tile is read from memory once per call and reused for every token.
-// All tasks must share n_in. n_tasks <= 4. scratch: matmul_scratch_bytes(tasks, n_tasks, n).
+// x: [n, n_in] f32 (contiguous rows) -> for each task y[t, r] = dot(w.row(r), xq[t]) (+ bias[r]),
+// where xq[t] holds quantize_row(type_traits(w.type).vec_dot_type, x[t]) (converted once per
+// distinct vec_dot type, as ggml's mul_mat does) and dot is gemm's canonical formula
+// (quant/gemm.h): exact integer block sums accumulated in block order, equal to vec_dot_ref within
+// f32 rounding. y[t, r] is bit-identical for any n, any batch composition and any thread count.
+// Parallel over 16-row tiles; each weight tile is read once per call and reused for every token.
+// All tasks must share n_in. n_tasks <= 4.
 void matmul(const MatmulTask* tasks, int n_tasks, const float* x, int64_t n, uint8_t* scratch,
             ThreadPool& pool);
+
+// Optional load-time repacking of a weight matrix into gemm's 16-row interleaved layout (Q4_0,
+// Q8_0, Q4_K, Q6_K; about the raw size). While the returned object lives, matmul() reads the
+// packed copy for every MatrixView whose data pointer is w.data (results are bit-identical to the
+// unpacked path; only faster, mostly for small batches). Returns null when w's type is not
+// packable (matmul then packs tiles on the fly). Destroy it before the weights' memory goes away.
+class PackedWeights {
+ public:
+  static std::unique_ptr<PackedWeights> create(const MatrixView& w);
+  ~PackedWeights();
+  PackedWeights(const PackedWeights&) = delete;
+  PackedWeights& operator=(const PackedWeights&) = delete;
+  size_t bytes() const { return bytes_; }
+
+ private:
+  PackedWeights() = default;
+  const uint8_t* raw_ = nullptr;
+  uint8_t* data_ = nullptr;
+  size_t bytes_ = 0;
+};
 
 }  // namespace llmserve

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "quant/gemm_impl.h"
 #include "quant/quant_impl.h"
 
 namespace llmserve {
@@ -27,6 +28,7 @@ KernelTable make_ref_table() {
   set(GgmlType::Q4_K, dequantize_row_q4_K_ref, quantize_row_q4_K_ref, vec_dot_q4_K_ref);
   set(GgmlType::Q6_K, dequantize_row_q6_K_ref, quantize_row_q6_K_ref, vec_dot_q6_K_ref);
   set(GgmlType::Q8_K, dequantize_row_q8_K_ref, quantize_row_q8_K_ref, vec_dot_q8_K_ref);
+  install_ref_gemm(t);
   return t;
 }
 
@@ -62,8 +64,10 @@ struct Tables {
     has_avx512 = cpu_has_avx512();
 #if defined(LLMSERVE_X86)
     install_avx2_kernels(avx2);
+    install_avx2_gemm(avx2);
     avx512 = avx2;
     install_avx512_kernels(avx512);
+    install_avx512_gemm(avx512);
 #endif
   }
 };
@@ -124,6 +128,20 @@ float dot_with(const KernelTable& k, GgmlType t, int64_t n, const void* w, const
   return k.dot[idx(t)](n, w, xq);
 }
 
+void gemm_with(const KernelTable& k, const GemmArgs& a) {
+  if (a.n <= 0 || a.r1 <= a.r0 || a.r0 < 0 || !a.y || !a.act) return;
+  const uint32_t i = idx(a.type);
+  if (i >= kGgmlTypeCount || !k.gemm[i] || gemm_act_row_bytes(a.type, a.n_in) == 0) return;
+  if (a.n_in % type_traits(a.type).block_size != 0) return;
+  if (a.packed && a.r0 % kGemmGroupRows != 0) {
+    GemmArgs b = a;
+    b.packed = nullptr;
+    k.gemm[i](b);
+    return;
+  }
+  k.gemm[i](a);
+}
+
 }  // namespace
 
 const KernelTable& ref_kernels() { return tables().ref; }
@@ -156,6 +174,9 @@ void quantize_row_ref(GgmlType t, const float* x, void* y, int64_t n) {
 float vec_dot_ref(GgmlType t, int64_t n, const void* w, const void* xq) {
   return quant::dot_with(quant::ref_kernels(), t, n, w, xq);
 }
+
+void gemm(const GemmArgs& a) { quant::gemm_with(quant::active(), a); }
+void gemm_ref(const GemmArgs& a) { quant::gemm_with(quant::ref_kernels(), a); }
 
 const char* kernel_isa() { return quant::active().isa; }
 

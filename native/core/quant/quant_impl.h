@@ -7,6 +7,10 @@
 
 #include "quant/quant.h"
 
+namespace llmserve {
+struct GemmArgs;  // quant/gemm.h
+}
+
 namespace llmserve::quant {
 
 constexpr int kQK4_0 = 32;
@@ -116,6 +120,7 @@ inline int nearest_int(float v) {
 using DequantFn = void (*)(const void* x, float* y, int64_t n);
 using QuantFn = void (*)(const float* x, void* y, int64_t n);
 using DotFn = float (*)(int64_t n, const void* w, const void* xq);
+using GemmFn = void (*)(const GemmArgs& a);  // see quant/gemm.h, quant/gemm_impl.h
 
 // One complete set of kernels; null entries mean "type not supported".
 struct KernelTable {
@@ -123,6 +128,7 @@ struct KernelTable {
   DequantFn dequant[kGgmlTypeCount];
   QuantFn quant[kGgmlTypeCount];
   DotFn dot[kGgmlTypeCount];
+  GemmFn gemm[kGgmlTypeCount];  // by weight type
 };
 
 inline constexpr uint32_t idx(GgmlType t) { return static_cast<uint32_t>(t); }
@@ -157,6 +163,10 @@ float vec_dot_q8_K_ref(int64_t n, const void* w, const void* xq);
 // Only defined when the matching *_avx2.cpp / *_avx512.cpp file is compiled (x86-64).
 void install_avx2_kernels(KernelTable& t);
 void install_avx512_kernels(KernelTable& t);
+// GEMM entries (gemm_ref.cpp, gemm_avx2.cpp, gemm_avx512.cpp).
+void install_ref_gemm(KernelTable& t);
+void install_avx2_gemm(KernelTable& t);
+void install_avx512_gemm(KernelTable& t);
 
 // Tables for tests: the scalar table always; the SIMD ones only if this CPU can run them
 // (nullptr otherwise).

@@ -147,6 +147,23 @@ bool Engine::admit(Sequence& s) {
       s.last_key = key;
     }
   }
+  // The partial last block of a kept sequence (a pinned prefix or an idle session) that this prompt
+  // extends: copy it (copy-on-write) rather than recompute up to block_size - 1 tokens. Its full
+  // blocks were matched above; identical tokens give bit-identical K/V (batch invariance).
+  if (opts_.prefix_cache && s.n_computed % bs == 0) {
+    for (auto& [sid, ssp] : sessions_) {
+      const Session& ss = *ssp;
+      const int64_t full = ss.n_computed / bs;
+      if (full * bs != s.n_computed || ss.n_computed == s.n_computed || ss.n_computed >= (int64_t)s.tokens.size()) continue;
+      if (!std::equal(ss.tokens.begin(), ss.tokens.begin() + ss.n_computed, s.tokens.begin())) continue;
+      const int32_t b = alloc_->allocate();
+      if (b < 0) break;
+      kv_->copy_block(ss.blocks[(size_t)full], b, ss.n_computed - full * bs);
+      s.blocks.push_back(b);
+      s.n_computed = ss.n_computed;
+      break;
+    }
+  }
   s.tm.reused_tokens = std::max(s.tm.reused_tokens, s.n_computed);
   return true;
 }

@@ -1,0 +1,79 @@
+/** Sessions: conversations whose KV stays cached in the engine between turns. */
+import { LlmserveError } from "./errors.js";
+import { resolveOptions, type Chunk, type GenerateOptions } from "./generate.js";
+import type { Model } from "./model.js";
+import { checkKeys, checkObject, checkString } from "./validate.js";
+
+export interface SessionOptions {
+  /** Text that starts the conversation (sent with the first turn, after BOS). */
+  system?: string;
+  /** Defaults for every turn's generate options. */
+  defaults?: GenerateOptions;
+}
+
+/**
+ * A conversation. Each `send(text)` appends `text` to everything said so far (the tokens of earlier
+ * turns and of the model's replies), so the engine prefills only the new tokens; its KV is kept
+ * between turns (and evicted under memory pressure, in which case the next turn recomputes,
+ * transparently). Format turns yourself (e.g. with a chat template); `send` adds nothing.
+ */
+export class Session {
+  private history: number[] = [];
+  private busy = false;
+  private closed = false;
+  /** Tokens of the conversation so far (prompt and replies). */
+  get tokens(): readonly number[] {
+    return this.history;
+  }
+
+  /** @internal */
+  constructor(private readonly model: Model, readonly id: number, private readonly options: SessionOptions) {
+    const o = checkObject("session options", options) as SessionOptions & Record<string, unknown>;
+    checkKeys("session options", o, ["system", "defaults"]);
+    if (o.system !== undefined) checkString("system", o.system);
+  }
+
+  /** Streams the reply to `text`; the turn's tokens join the session's history when it ends. */
+  send(text: string, options: GenerateOptions = {}): AsyncGenerator<Chunk, void, undefined> {
+    checkString("text", text);
+    if (this.closed) throw new LlmserveError("ERR_DISPOSED", "This session has been disposed; create a new one.");
+    if (this.busy) throw new LlmserveError("ERR_INVALID_ARGUMENT", "This session is still answering; wait for the previous turn to finish.");
+    const opts = resolveOptions({ ...this.options.defaults, ...options }, this.model.tokenizer.eogTokens);
+    const first = this.history.length === 0;
+    const input = first ? (this.options.system ?? "") + text : text;
+    const fresh = this.model.tokenizer.encode(input, { addSpecial: first && opts.addSpecial, parseSpecial: opts.parseSpecial });
+    const prompt = [...this.history, ...fresh];
+    this.busy = true;
+    let gen: AsyncGenerator<Chunk, void, undefined>;
+    try {
+      gen = this.model.start(prompt, { ...opts, cacheKey: undefined }, {
+        session: this.id,
+        onFinish: (r) => {
+          this.history = [...prompt, ...r.tokens];
+        },
+      });
+    } catch (err) {
+      this.busy = false;
+      throw err;
+    }
+    const self = this;
+    return (async function* () {
+      try {
+        yield* gen;
+      } finally {
+        self.busy = false;
+      }
+    })();
+  }
+
+  /** Frees the session's cached KV in the engine. */
+  dispose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.model.endSession(this.id);
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}

@@ -1,0 +1,71 @@
+// Batched weight x activation products (GEMM) for every supported weight type, with one rule:
+// the value of output (row r, token t) is a fixed function of row r and token t's activation alone
+// -- bit-identical whether it is computed for 1 token or 512, in any tile or thread split.
+//
+// How that holds (the "canonical" order; the scalar gemm_ref spells it out):
+// - Quantized weights (Q4_0, Q8_0, Q4_K, Q6_K): each block's dot is an exact integer sum (sumi, and
+//   for Q4_K the mins sum summ); the f32 accumulation over blocks is, in block order from acc = 0,
+//       acc = fma(float(sumi), d_w * d_x, acc)               (Q4_K also: acc = fma(-float(summ),
+//                                                             dmin_w * d_x, acc))
+//   then y = acc (+ bias[r]). Every ISA computes this same sequence (one row per vector lane; the
+//   SIMD kernels put 16 weight rows in the lanes and broadcast each token's activation bytes), so
+//   for these types scalar, AVX2 and AVX-512 agree bit for bit too.
+// - Float weights (F32, F16, BF16): per (row, token) one f32 accumulator of L lanes (L = 16 on
+//   AVX-512, 8 on AVX2) runs fma over k in steps of L, then a fixed horizontal reduction; the
+//   scalar path accumulates in double like vec_dot_ref. These agree across batch sizes within one
+//   ISA, and with vec_dot_ref within rounding.
+// Activations are converted once per token, with the semantics of ggml's vec_dot_type (Q8_0, Q8_K,
+// F16, BF16, F32: the same bytes quantize_row makes), into a layout the kernels read directly.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "quant/quant.h"
+
+namespace llmserve {
+
+// Weight rows per packed group: the lanes of one micro-kernel call.
+constexpr int kGemmGroupRows = 16;
+
+// Weight types gemm handles (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K).
+bool gemm_supported(GgmlType wtype);
+
+// Bytes of one prepared activation row for weights of type wtype and n_in inputs (a multiple of
+// 64; 0 if unsupported or n_in is not a multiple of the vec_dot type's block size).
+size_t gemm_act_row_bytes(GgmlType wtype, int64_t n_in);
+// x: [n_in] f32 -> out: gemm_act_row_bytes(wtype, n_in) bytes. Values are exactly those of
+// quantize_row(type_traits(wtype).vec_dot_type, x) (Q8_0: + per-block f32 scale and sum terms;
+// F16/BF16: the rounded values stored back as f32).
+void gemm_prepare_act(GgmlType wtype, const float* x, int64_t n_in, uint8_t* out);
+
+struct GemmArgs {
+  GgmlType type = GgmlType::F32;  // weight type
+  int64_t n_in = 0;
+  const uint8_t* w = nullptr;     // raw rows: row r at w + r * row_bytes (ggml layout)
+  size_t row_bytes = 0;
+  const uint8_t* packed = nullptr;  // optional: the same matrix packed by gemm_pack; then r0 % 16 == 0
+  int64_t r0 = 0, r1 = 0;         // compute rows [r0, r1)
+  const uint8_t* act = nullptr;   // n prepared activation rows, act_stride bytes apart
+  size_t act_stride = 0;
+  int64_t n = 0;                  // tokens
+  const float* bias = nullptr;    // [n_out] (indexed by row) or null
+  float* y = nullptr;             // y[t * ldy + r]
+  int64_t ldy = 0;
+};
+
+// y[t, r] for r in [r0, r1), t in [0, n) (dispatched ISA). Safe no-op on unsupported types.
+void gemm(const GemmArgs& a);
+// The portable scalar implementation (the canonical formula written out); always available.
+void gemm_ref(const GemmArgs& a);
+
+// Load-time repacking (optional; gemm works on raw rows too, packing each 16-row group on the fly).
+// The packed form interleaves 16 rows per block (4-byte granularity) so that the kernels read one
+// contiguous stream; it is ISA-independent and about the same size as the raw matrix.
+bool gemm_packable(GgmlType wtype);                               // Q4_0, Q8_0, Q4_K, Q6_K
+size_t gemm_packed_bytes(GgmlType wtype, int64_t n_in, int64_t n_out);  // 0 if not packable
+// w: n_out raw rows of row_bytes -> out: gemm_packed_bytes(...) bytes.
+void gemm_pack(GgmlType wtype, const uint8_t* w, size_t row_bytes, int64_t n_in, int64_t n_out,
+               uint8_t* out);
+
+}  // namespace llmserve

@@ -1,0 +1,47 @@
+// Internal to native/core/quant (and its tests/benchmarks): layouts of the prepared activations
+// and of the packed 16-row weight groups that the GEMM kernels read, and the packers.
+//
+// Prepared activation rows (gemm_prepare_act), per token, 64-byte multiple:
+//   vec_dot Q8_0 (Q4_0, Q8_0 weights), nb = n_in / 32 blocks:
+//     int8 qs[nb][32] | f32 d[nb] | i32 c4[nb] = -8 * sum(qs of block) | i32 c8[nb] = -128 * sum
+//     (the c terms let unsigned-weight dot instructions compute sum((q - 8) x) / sum(w x) exactly)
+//   vec_dot Q8_K (Q4_K, Q6_K): BlockQ8_K[nb] exactly as quantize_row(Q8_K) writes it.
+//   vec_dot F16 / BF16 / F32: f32[n_in], the values after rounding to the vec_dot type.
+//
+// Packed groups of 16 rows (row i of the group in lane i; missing rows of the last group are
+// zero), one record per block, records back to back (group bytes = nb * record bytes):
+//   Q4_0 (288 B / 32 elements):  u16 d[16] | u8 qs[4][16][4]: qs[j][i] = row i's qs bytes 4j..4j+3
+//                                (low nibbles: elements 4j.., high nibbles: elements 16+4j..)
+//   Q8_0 (544 B / 32):           u16 d[16] | u8 qs[8][16][4] = row i's qs[4j..4j+3] XOR 0x80
+//   Q4_K (2368 B / 256):         u16 d[16] | u16 dmin[16] | u8 sc[8][16] | u8 m[8][16] |
+//                                u8 qs[32][16][4] (qs bytes 4g..4g+3 of row i)
+//   Q6_K (3360 B / 256):         u16 d[16] | i8 sc[8][16][2] (scales 2k, 2k+1 of row i) |
+//                                u8 ql[32][16][4] | u8 qh[16][16][4]
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "quant/gemm.h"
+#include "quant/quant_impl.h"
+
+namespace llmserve::quant {
+
+constexpr size_t kGemmActAlign = 64;
+
+constexpr size_t kPackQ4_0 = 288;
+constexpr size_t kPackQ8_0 = 544;
+constexpr size_t kPackQ4_K = 2368;
+constexpr size_t kPackQ6_K = 3360;
+
+// Bytes of one packed record (one block of 16 rows); 0 if the type is not packable.
+size_t gemm_pack_record_bytes(GgmlType t);
+// Blocks per row for n_in (n_in / block size).
+int64_t gemm_blocks(GgmlType t, int64_t n_in);
+// Packs rows [0, n_rows) (n_rows <= 16) starting at w into one group (nb records). Scalar.
+void gemm_pack_group_ref(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb,
+                         uint8_t* out);
+
+// Grow-only per-thread buffer for on-the-fly packing (64-byte aligned).
+uint8_t* gemm_thread_buffer(size_t bytes);
+
+}  // namespace llmserve::quant

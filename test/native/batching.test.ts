@@ -1,0 +1,291 @@
+/**
+ * Continuous batching: a request's output does not depend on what else is in the batch (with
+ * chunked prefill, prefix-cache hits and preemption), blocks are never leaked, sessions and the
+ * response cache avoid recomputation.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Model, type Chunk } from "../../lib/index.js";
+import { fixture, haveFixtures, synthModel } from "../helpers.js";
+
+const greedy = { temperature: 0, stopAtEos: false } as const;
+
+async function collect(it: AsyncGenerator<Chunk, void, undefined>, onChunk?: (c: Chunk, n: number) => void) {
+  const tokens: number[] = [];
+  let last: Chunk | undefined;
+  for await (const c of it) {
+    tokens.push(...c.tokens);
+    last = c;
+    onChunk?.(c, tokens.length);
+  }
+  return { tokens, last };
+}
+
+function prompts(n: number, nVocab: number, seed: number): number[][] {
+  let s = seed >>> 0;
+  const rnd = () => ((s = (s * 1664525 + 1013904223) >>> 0) >>> 8) / (1 << 24);
+  return Array.from({ length: n }, (_, i) => [1, ...Array.from({ length: 3 + ((i * 13) % 60) }, () => 3 + Math.floor(rnd() * (nVocab - 3)))]);
+}
+
+/** Each prompt alone (one at a time), then all together with staggered arrivals: same tokens. */
+async function checkInvariance(model: Model, ps: number[][], maxTokens: number) {
+  const solo: number[][] = [];
+  for (const p of ps) solo.push((await collect(model.generate({ tokens: p }, { ...greedy, maxTokens }))).tokens);
+  const started: Promise<{ tokens: number[] }>[] = [];
+  for (let i = 0; i < ps.length; i++) {
+    started.push(collect(model.generate({ tokens: ps[i] }, { ...greedy, maxTokens })));
+    // Stagger arrivals: every third request waits until the engine has produced something.
+    if (i % 3 === 2) await new Promise((r) => setTimeout(r, 2));
+  }
+  const together = await Promise.all(started);
+  for (let i = 0; i < ps.length; i++) expect(together[i].tokens, `request ${i} (prompt length ${ps[i].length})`).toEqual(solo[i]);
+}
+
+describe("batch invariance", () => {
+  let synthPath: string;
+  beforeAll(async () => {
+    synthPath = await synthModel("batch-q8", { dim: 128, layers: 2, heads: 4, kvHeads: 2, ffn: 256, vocabSize: 512, type: "q8_0" });
+  });
+
+  it.each([1, 2, 5, 16])("%i concurrent greedy requests on a synthetic q8_0 model equal each alone", async (n) => {
+    const m = await Model.load(synthPath, { threads: 2, contextSize: 256, kvCacheTokens: 4096, maxBatchTokens: 48 });
+    try {
+      await checkInvariance(m, prompts(n, m.info.nVocab, 7 + n), 12);
+      const s = m.stats();
+      if (n > 1) expect(s.maxBatchSequencesSeen).toBeGreaterThan(1);
+      expect(s.blocksUsed).toBe(0);
+    } finally {
+      await m.dispose();
+    }
+  });
+
+  it.runIf(haveFixtures).each(["aidreams260K", "stories260K-ids"])("16 concurrent requests on the f32 fixture %s equal each alone", async (name) => {
+    const m = await Model.load(fixture("models", `${name}.gguf`), { threads: 2, contextSize: 128, kvCacheTokens: 2048, maxBatchTokens: 64 });
+    try {
+      await checkInvariance(m, prompts(16, m.info.nVocab, 3).map((p) => p.slice(0, 40)), 16);
+    } finally {
+      await m.dispose();
+    }
+  });
+
+  it("with prefix-cache hits (shared system prompt)", async () => {
+    const m = await Model.load(synthPath, { threads: 2, contextSize: 256, kvCacheTokens: 4096, maxBatchTokens: 64 });
+    try {
+      const system = [1, ...Array.from({ length: 49 }, (_, i) => 3 + ((i * 37) % (m.info.nVocab - 3)))];
+      const ps = prompts(8, m.info.nVocab, 5).map((p) => [...system, ...p.slice(1, 20)]);
+      await checkInvariance(m, ps, 10);
+      const s = m.stats();
+      expect(s.prefixHits).toBeGreaterThan(0);
+      expect(s.reusedTokens).toBeGreaterThanOrEqual(48 * 8);
+    } finally {
+      await m.dispose();
+    }
+  });
+
+  it("across preemptions (a KV cache too small for every request at once)", async () => {
+    // 10 requests of up to ~80 tokens with a 256-token cache: the scheduler must preempt.
+    const m = await Model.load(synthPath, { threads: 2, contextSize: 128, kvCacheTokens: 256, kvBlockSize: 8, maxBatchTokens: 64, prefixCache: false });
+    try {
+      const ps = prompts(10, m.info.nVocab, 11).map((p) => p.slice(0, 40));
+      await checkInvariance(m, ps, 40);
+      const s = m.stats();
+      expect(s.preemptions).toBeGreaterThan(0);
+      expect(s.blocksUsed).toBe(0);
+    } finally {
+      await m.dispose();
+    }
+  });
+
+  it("static batching gives the same tokens", async () => {
+    const m = await Model.load(synthPath, { threads: 2, contextSize: 256, kvCacheTokens: 4096, batching: "static", maxSequences: 4 });
+    try {
+      await checkInvariance(m, prompts(6, m.info.nVocab, 21), 8);
+    } finally {
+      await m.dispose();
+    }
+  });
+});
+
+describe("block accounting", () => {
+  it("1000 random requests with aborts, early breaks and priorities leave every block free or cached", async () => {
+    const path = await synthModel("accounting", { dim: 64, layers: 1, heads: 2, kvHeads: 1, ffn: 64, vocabSize: 300, type: "f32" });
+    const m = await Model.load(path, { threads: 2, contextSize: 128, kvCacheTokens: 512, kvBlockSize: 4, maxBatchTokens: 64, maxSequences: 16, maxQueue: 2000 });
+    try {
+      let s = 12345;
+      const rnd = () => ((s = (s * 1103515245 + 12345) >>> 0) >>> 8) / (1 << 24);
+      const nV = m.info.nVocab;
+      const shared = Array.from({ length: 12 }, () => 3 + Math.floor(rnd() * (nV - 3)));
+      const jobs: Promise<string>[] = [];
+      for (let i = 0; i < 1000; i++) {
+        const len = 1 + Math.floor(rnd() * 60);
+        const body = Array.from({ length: len }, () => 3 + Math.floor(rnd() * (nV - 3)));
+        const tokens = rnd() < 0.5 ? [1, ...shared, ...body] : [1, ...body];
+        const kind = rnd();
+        const ac = new AbortController();
+        const opts = { ...greedy, maxTokens: 1 + Math.floor(rnd() * 20), priority: Math.floor(rnd() * 3), signal: ac.signal };
+        const it = m.generate({ tokens }, opts);
+        jobs.push((async () => {
+          let n = 0;
+          let last: Chunk | undefined;
+          for await (const c of it) {
+            n += c.tokens.length;
+            last = c;
+            if (kind < 0.15 && n >= 2) ac.abort();
+            if (kind > 0.85 && n >= 3) break; // the client disconnects
+          }
+          return last?.finishReason ?? "break";
+        })());
+        if (i % 50 === 0) await new Promise((r) => setTimeout(r, 1));
+      }
+      const reasons = await Promise.all(jobs);
+      expect(reasons.length).toBe(1000);
+      expect(reasons.filter((r) => r === "abort").length).toBeGreaterThan(0);
+      // Give the engine a moment to process the last cancellations.
+      for (let k = 0; k < 100 && (m.stats().running > 0 || m.stats().waiting > 0); k++) await new Promise((r) => setTimeout(r, 10));
+      const st = m.stats();
+      expect(st.running).toBe(0);
+      expect(st.waiting).toBe(0);
+      expect(st.blocksUsed).toBe(0);
+      expect(st.blocksFree + st.blocksCached).toBe(st.blocksTotal);
+      expect(st.requests).toBe(1000);
+      expect(st.finished + st.aborted).toBe(1000);
+      expect(st.errors).toBe(0);
+      expect(st.maxBatchSequencesSeen).toBeGreaterThan(1);
+    } finally {
+      await m.dispose();
+    }
+  }, 300_000);
+
+  it("a full queue is a typed error, and nothing is lost", async () => {
+    const path = await synthModel("accounting", { dim: 64, layers: 1, heads: 2, kvHeads: 1, ffn: 64, vocabSize: 300, type: "f32" });
+    const m = await Model.load(path, { threads: 1, contextSize: 64, maxQueue: 2, maxSequences: 1 });
+    try {
+      const a = m.generate({ tokens: [1, 5] }, { ...greedy, maxTokens: 30 });
+      const b = m.generate({ tokens: [1, 6] }, { ...greedy, maxTokens: 30 });
+      let err: unknown;
+      try {
+        m.generate({ tokens: [1, 7] }, { ...greedy, maxTokens: 30 });
+      } catch (e) {
+        err = e;
+      }
+      expect((err as { code?: string })?.code).toBe("ERR_QUEUE_FULL");
+      expect((await collect(a)).tokens.length).toBe(30);
+      expect((await collect(b)).tokens.length).toBe(30);
+    } finally {
+      await m.dispose();
+    }
+  });
+});
+
+describe("sessions, pinned prefixes, response cache", () => {
+  let m: Model;
+  let path: string;
+  beforeAll(async () => {
+    path = await synthModel("sessions", { dim: 128, layers: 2, heads: 4, kvHeads: 2, ffn: 256, vocabSize: 512, type: "f32" });
+    m = await Model.load(path, { threads: 2, contextSize: 1024, kvCacheTokens: 4096 });
+  });
+  afterAll(async () => {
+    await m?.dispose();
+  });
+
+  it("a 5-turn conversation equals replaying the full history, prefilling only new tokens", async () => {
+    const turns = ["Hello there.", " How are you?", " Tell me more.", " Why?", " Thanks."];
+    const chat = m.createSession({ system: "Be brief. " });
+    const replies: number[][] = [];
+    for (const [i, t] of turns.entries()) {
+      const before = m.stats();
+      const histLen = chat.tokens.length;
+      const r = await collect(chat.send(t, { ...greedy, maxTokens: 6 }));
+      replies.push(r.tokens);
+      const after = m.stats();
+      const newTokens = m.tokenizer.encode(i === 0 ? "Be brief. " + t : t, { addSpecial: i === 0 }).length;
+      // Only the new tokens (plus the previous reply's last token, sampled but not yet computed).
+      expect(after.prefillTokens - before.prefillTokens, `turn ${i}`).toBe(i === 0 ? newTokens : newTokens + 1);
+      expect(chat.tokens.length).toBe(histLen + newTokens + r.tokens.length);
+    }
+    // Replay without any cache: a fresh model, prefix cache off, one request for the whole history.
+    const cold = await Model.load(path, { threads: 2, contextSize: 1024, prefixCache: false });
+    try {
+      let hist: number[] = [];
+      for (const [i, t] of turns.entries()) {
+        hist = [...hist, ...cold.tokenizer.encode(i === 0 ? "Be brief. " + t : t, { addSpecial: i === 0 })];
+        const r = await collect(cold.generate({ tokens: hist }, { ...greedy, maxTokens: 6 }));
+        expect(r.tokens, `turn ${i}`).toEqual(replies[i]);
+        hist = [...hist, ...r.tokens];
+      }
+    } finally {
+      await cold.dispose();
+    }
+    chat.dispose();
+  });
+
+  it("a session evicted under pressure recomputes transparently", async () => {
+    const small = await Model.load(path, { threads: 2, contextSize: 256, kvCacheTokens: 128, kvBlockSize: 8 });
+    try {
+      const chat = small.createSession();
+      const a = await collect(chat.send("One two three four five six.", { ...greedy, maxTokens: 8 }));
+      // Another request needs the whole cache: the idle session is evicted.
+      await collect(small.generate({ tokens: [1, ...Array.from({ length: 100 }, (_, i) => 10 + i)] }, { ...greedy, maxTokens: 20 }));
+      expect(small.stats().sessionEvictions).toBeGreaterThan(0);
+      const b = await collect(chat.send(" Seven.", { ...greedy, maxTokens: 8 }));
+      const cold = await collect(small.generate({ tokens: [...chat.tokens.slice(0, chat.tokens.length - b.tokens.length)] }, { ...greedy, maxTokens: 8 }));
+      expect(b.tokens).toEqual(cold.tokens);
+      expect(a.tokens.length).toBe(8);
+    } finally {
+      await small.dispose();
+    }
+  });
+
+  it("a request starting with a pinned prefix prefills only its remainder", async () => {
+    const doc = "Pricing: the basic plan costs ten dollars a month, the pro plan costs thirty, and the team plan is priced per seat.";
+    const { tokens } = await m.cachePrefix("kb:pricing", doc);
+    expect(m.stats().pinnedPrefixes).toBe(1);
+    const question = m.tokenizer.encode(" What does pro cost?", { addSpecial: false });
+    const before = m.stats();
+    const r = await collect(m.generate({ tokens: [...tokens, ...question] }, { ...greedy, maxTokens: 4 }));
+    const after = m.stats();
+    expect(after.prefillTokens - before.prefillTokens).toBe(question.length);
+    expect(r.last?.timings?.reusedTokens).toBe(tokens.length);
+    // Same result as without the pin.
+    const cold = await Model.load(path, { threads: 2, contextSize: 1024, prefixCache: false });
+    try {
+      expect((await collect(cold.generate({ tokens: [...tokens, ...question] }, { ...greedy, maxTokens: 4 }))).tokens).toEqual(r.tokens);
+    } finally {
+      await cold.dispose();
+    }
+    expect(m.releasePrefix("kb:pricing")).toBe(true);
+    expect(m.releasePrefix("kb:pricing")).toBe(false);
+  });
+
+  it("response cache: a hit returns identical output with zero forward passes", async () => {
+    const opts = { ...greedy, maxTokens: 10, cache: true };
+    const a = await collect(m.generate("The cache test prompt", opts));
+    const stepsBefore = m.stats().steps;
+    const b = await collect(m.generate("The cache test prompt", opts));
+    const st = m.stats();
+    expect(st.steps).toBe(stepsBefore);
+    expect(b.tokens).toEqual(a.tokens);
+    expect(st.responseCacheHits).toBe(1);
+    // A different sampling parameter is a different key; a sampled request without seed is refused.
+    await collect(m.generate("The cache test prompt", { ...opts, maxTokens: 9 }));
+    expect(m.stats().steps).toBeGreaterThan(stepsBefore);
+    expect(() => m.generate("x", { cache: true, temperature: 0.7 })).toThrow(/deterministic/);
+  });
+
+  it("generateBatch returns one iterator per prompt, batched together", async () => {
+    const streams = m.generateBatch(["a b c", "d e f g", "h"], { ...greedy, maxTokens: 5 });
+    expect(streams.length).toBe(3);
+    const outs = await Promise.all(streams.map((s) => collect(s)));
+    for (const o of outs) expect(o.tokens.length).toBe(5);
+    const solo = await collect(m.generate("d e f g", { ...greedy, maxTokens: 5 }));
+    expect(outs[1].tokens).toEqual(solo.tokens);
+  });
+
+  it("stats report batching and KV state", async () => {
+    const s = m.stats();
+    expect(s.steps).toBeGreaterThan(0);
+    expect(s.tokensPerStep).toBeGreaterThan(0);
+    expect(s.blocksTotal).toBe(s.blocksUsed + s.blocksCached + s.blocksFree);
+    expect(s.kvWaste).toBeGreaterThanOrEqual(0);
+    expect(s.kvWaste).toBeLessThan(1);
+  });
+});
