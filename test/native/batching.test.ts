@@ -157,19 +157,22 @@ describe("block accounting", () => {
 
   it("a full queue is a typed error, and nothing is lost", async () => {
     const path = await synthModel("accounting", { dim: 64, layers: 1, heads: 2, kvHeads: 1, ffn: 64, vocabSize: 300, type: "f32" });
-    const m = await Model.load(path, { threads: 1, contextSize: 64, maxQueue: 2, maxSequences: 1 });
+    const m = await Model.load(path, { threads: 1, contextSize: 1024, maxQueue: 2, maxSequences: 1 });
     try {
-      const a = m.generate({ tokens: [1, 5] }, { ...greedy, maxTokens: 30 });
-      const b = m.generate({ tokens: [1, 6] }, { ...greedy, maxTokens: 30 });
+      // One runs, two may wait: within a few synchronous submissions one must be refused.
+      const accepted: AsyncGenerator<Chunk, void, undefined>[] = [];
       let err: unknown;
-      try {
-        m.generate({ tokens: [1, 7] }, { ...greedy, maxTokens: 30 });
-      } catch (e) {
-        err = e;
+      for (let i = 0; i < 6 && !err; i++) {
+        try {
+          accepted.push(m.generate({ tokens: [1, 5 + i] }, { ...greedy, maxTokens: 400 }));
+        } catch (e) {
+          err = e;
+        }
       }
       expect((err as { code?: string })?.code).toBe("ERR_QUEUE_FULL");
-      expect((await collect(a)).tokens.length).toBe(30);
-      expect((await collect(b)).tokens.length).toBe(30);
+      expect((err as Error).message).toMatch(/maxQueue/);
+      expect(accepted.length).toBeGreaterThanOrEqual(2);
+      for (const a of accepted) expect((await collect(a)).tokens.length).toBe(400);
     } finally {
       await m.dispose();
     }
@@ -269,6 +272,28 @@ describe("sessions, pinned prefixes, response cache", () => {
     await collect(m.generate("The cache test prompt", { ...opts, maxTokens: 9 }));
     expect(m.stats().steps).toBeGreaterThan(stepsBefore);
     expect(() => m.generate("x", { cache: true, temperature: 0.7 })).toThrow(/deterministic/);
+  });
+
+  it("when pinned prefixes hold the whole cache, a request that cannot fit fails with ERR_KV_EXHAUSTED", async () => {
+    const tiny = await Model.load(path, { threads: 1, contextSize: 256, kvCacheTokens: 128, kvBlockSize: 8 });
+    try {
+      const words = Array.from({ length: 40 }, (_, i) => `w${i}`).join(" ");
+      const { tokens } = await tiny.cachePrefix("big", words);
+      expect(tokens.length).toBeGreaterThan(100); // holds most of the 128-token cache
+      let err: unknown;
+      try {
+        await collect(tiny.generate({ tokens: [1, ...Array.from({ length: 40 }, (_, i) => 400 + i)] }, { ...greedy, maxTokens: 4 }));
+      } catch (e) {
+        err = e;
+      }
+      expect((err as { code?: string })?.code).toBe("ERR_KV_EXHAUSTED");
+      expect((err as Error).message).toMatch(/kvCacheTokens/);
+      tiny.releasePrefix("big");
+      const ok = await collect(tiny.generate({ tokens: [1, ...Array.from({ length: 40 }, (_, i) => 400 + i)] }, { ...greedy, maxTokens: 4 }));
+      expect(ok.tokens.length).toBe(4);
+    } finally {
+      await tiny.dispose();
+    }
   });
 
   it("generateBatch returns one iterator per prompt, batched together", async () => {

@@ -77,6 +77,7 @@ class Engine {
   Engine() = default;
   void run();
   bool step();  // false when nothing could be scheduled
+  bool schedule_and_run();
   void drain_inbox();
   bool admit(Sequence& s);
   void release_blocks(Sequence& s);
@@ -103,6 +104,7 @@ class Engine {
   uint64_t session_clock_ = 0;
   EngineStats st_;
   std::vector<float> logits_;
+  std::vector<std::pair<std::shared_ptr<GenerateRequest>, GenEvent>> outbox_;  // emitted after each step
 
   // Shared with callers.
   std::mutex mu_;

@@ -212,10 +212,19 @@ void Engine::finish(Sequence& s, FinishReason r, Status error) {
     release_blocks(s);
   }
   s.done = true;
-  s.req->on_event(std::move(fin));
+  outbox_.emplace_back(s.req, std::move(fin));
 }
 
 bool Engine::step() {
+  const bool progress = schedule_and_run();
+  // Stats first, then events: whoever sees an event also sees the stats that include it.
+  publish_stats();
+  for (auto& [req, ev] : outbox_) req->on_event(std::move(ev));
+  outbox_.clear();
+  return progress;
+}
+
+bool Engine::schedule_and_run() {
   // Cancelled requests leave at once (waiting ones too), with their final event.
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     if ((*it)->cancelled) {
@@ -270,6 +279,14 @@ bool Engine::step() {
     std::vector<Sequence*> none;
     if (!ensure_blocks(s, chunk, none, 0)) {
       release_blocks(s);  // head-of-line waits for memory (FCFS)
+      if (running_.empty() && picks.empty()) {
+        // Nothing runs and nothing can be evicted: only pinned prefixes hold the memory.
+        finish(s, FinishReason::None, make_error(Code::KvExhausted, "The KV cache is full: pinned prefixes hold " +
+                    std::to_string(alloc_->n_used()) + " of " + std::to_string(alloc_->n_blocks()) +
+                    " blocks. Release pinned prefixes or load the model with a larger kvCacheTokens."));
+        waiting_.pop_front();
+        continue;
+      }
       break;
     }
     if (s.t_first_step < 0) s.t_first_step = now, s.tm.queue_ms = now - s.t_submit;
@@ -279,10 +296,7 @@ bool Engine::step() {
     waiting_.pop_front();
   }
   running_.remove_if([](const std::unique_ptr<Sequence>& s) { return s->done; });
-  if (picks.empty()) {
-    publish_stats();
-    return false;
-  }
+  if (picks.empty()) return false;
 
   // 3. One forward pass over the flattened batch.
   std::vector<int32_t> tokens;
@@ -309,7 +323,6 @@ bool Engine::step() {
   if (!fs) {
     for (auto& p : picks) finish(*p.s, FinishReason::None, fs);
     running_.remove_if([](const std::unique_ptr<Sequence>& s) { return s->done; });
-    publish_stats();
     return true;
   }
 
@@ -348,12 +361,11 @@ bool Engine::step() {
     GenEvent ev;
     ev.tokens.push_back(tok);
     if (s.req->want_logprobs) ev.logprobs.push_back(std::move(r));
-    s.req->on_event(std::move(ev));
+    outbox_.emplace_back(s.req, std::move(ev));
     // The last token needs no KV: a context of n positions can hold n + 1 tokens.
     if (s.n_generated >= s.req->max_tokens || (int64_t)s.tokens.size() > ctx_limit) finish(s, FinishReason::Length);
   }
   running_.remove_if([](const std::unique_ptr<Sequence>& s) { return s->done; });
-  publish_stats();
   return true;
 }
 
