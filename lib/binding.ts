@@ -1,50 +1,172 @@
 /**
- * Loads the native addon: a prebuilt binary for this platform first, then a local build.
- * When nothing loads, the error lists every path tried and how to build locally.
+ * Loads the native addon. Order:
+ *  1. `LLMSERVE_ADDON` (a path to an llmserve.node), when set;
+ *  2. `prebuilds/<platform>-<arch>/llmserve.cuda.node`, only when that file exists and a CUDA device
+ *     is present (`/dev/nvidia0` exists or `nvidia-smi -L` runs; `LLMSERVE_CUDA=0` skips it);
+ *  3. `prebuilds/<platform>-<arch>/llmserve.node`, the portable CPU build shipped in the package;
+ *  4. local builds: `build/Release/llmserve.node`, `build/Debug/llmserve.node`, `build/llmserve.node`.
+ * A local build newer than the CPU prebuild is tried before it (a checkout where only
+ * `npm run build:native` ran since the last `npm run build` must not load a stale copy).
+ * When nothing loads, the error lists every path tried with its reason and how to build locally.
+ * Internal: not part of the public API.
  */
 import { createRequire } from "node:module";
-import { existsSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { existsSync, statSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { LlmserveError } from "./errors.js";
 import type { NativeAddon } from "./native.js";
 
 const require = createRequire(import.meta.url);
+
+/** The package folder (the one holding package.json, dist/, prebuilds/). */
 export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), "..");
 
-function candidates(): string[] {
-  const plat = `${process.platform}-${process.arch}`;
-  const list: string[] = [];
-  if (process.env.LLMSERVE_ADDON) list.push(process.env.LLMSERVE_ADDON);
-  list.push(
-    join(packageRoot, "prebuilds", plat, "llmserve.node"),
-    join(packageRoot, "build", "Release", "llmserve.node"),
-    join(packageRoot, "build", "llmserve.node"),
-  );
+/** Where a candidate binary comes from. */
+export type AddonSource = "env" | "prebuild-cuda" | "prebuild" | "local";
+
+/** One path the loader may try; `skip` says why it is listed but not tried. */
+export interface AddonCandidate {
+  path: string;
+  source: AddonSource;
+  skip?: string;
+}
+
+/** What the CUDA probe may look at; injectable for tests. */
+export interface CudaProbe {
+  env?: NodeJS.ProcessEnv;
+  exists?: (path: string) => boolean;
+  /** Runs a command; returns true when it exits 0. */
+  run?: (cmd: string, args: string[]) => boolean;
+}
+
+function runQuietly(cmd: string, args: string[]): boolean {
+  const r = spawnSync(cmd, args, { stdio: "ignore", timeout: 5000, windowsHide: true });
+  return !r.error && r.status === 0;
+}
+
+/**
+ * Whether a CUDA device is usable: `LLMSERVE_CUDA=0` says no and `LLMSERVE_CUDA=1` says yes without
+ * probing; otherwise yes when `/dev/nvidia0` exists or `nvidia-smi -L` exits 0.
+ */
+export function cudaDevicePresent(probe: CudaProbe = {}): boolean {
+  const env = probe.env ?? process.env;
+  if (env.LLMSERVE_CUDA === "0") return false;
+  if (env.LLMSERVE_CUDA === "1") return true;
+  if ((probe.exists ?? existsSync)("/dev/nvidia0")) return true;
+  return (probe.run ?? runQuietly)("nvidia-smi", ["-L"]);
+}
+
+/** Inputs of {@link addonCandidates}; every field defaults to this process and file system. */
+export interface CandidateOptions {
+  root?: string;
+  platform?: string;
+  arch?: string;
+  env?: NodeJS.ProcessEnv;
+  exists?: (path: string) => boolean;
+  /** Modification time in ms, or undefined when the file is missing. */
+  mtime?: (path: string) => number | undefined;
+  /** Called only when a CUDA binary exists for this platform. */
+  cudaPresent?: () => boolean;
+}
+
+function mtimeOf(path: string): number | undefined {
+  try {
+    return statSync(path).mtimeMs;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The paths the loader tries, in order (see the file comment). */
+export function addonCandidates(o: CandidateOptions = {}): AddonCandidate[] {
+  const root = o.root ?? packageRoot;
+  const env = o.env ?? process.env;
+  const exists = o.exists ?? existsSync;
+  const mtime = o.mtime ?? mtimeOf;
+  const plat = `${o.platform ?? process.platform}-${o.arch ?? process.arch}`;
+  const list: AddonCandidate[] = [];
+  if (env.LLMSERVE_ADDON) list.push({ path: resolve(env.LLMSERVE_ADDON), source: "env" });
+
+  const cuda = join(root, "prebuilds", plat, "llmserve.cuda.node");
+  if (exists(cuda)) {
+    const present = (o.cudaPresent ?? (() => cudaDevicePresent({ env })))();
+    list.push(present ? { path: cuda, source: "prebuild-cuda" } : {
+      path: cuda,
+      source: "prebuild-cuda",
+      skip: env.LLMSERVE_CUDA === "0" ? "skipped: LLMSERVE_CUDA=0" : "skipped: no CUDA device (/dev/nvidia0 missing, nvidia-smi did not run)",
+    });
+  }
+
+  const prebuild: AddonCandidate = { path: join(root, "prebuilds", plat, "llmserve.node"), source: "prebuild" };
+  const locals: AddonCandidate[] = [
+    join(root, "build", "Release", "llmserve.node"),
+    join(root, "build", "Debug", "llmserve.node"),
+    join(root, "build", "llmserve.node"),
+  ].map((path) => ({ path, source: "local" }));
+  const prebuildTime = mtime(prebuild.path);
+  const localNewer =
+    prebuildTime !== undefined && locals.some((l) => (mtime(l.path) ?? -Infinity) > prebuildTime);
+  if (localNewer) list.push(...locals, prebuild);
+  else list.push(prebuild, ...locals);
   return list;
 }
 
-let cached: NativeAddon | undefined;
+/** How to build the addon locally, for error messages. */
+export function buildHint(root: string = packageRoot): string {
+  return (
+    `Build it locally: run \`npx cmake-js compile --CDLLMSERVE_BUILD_TESTS=OFF\` in ${root} ` +
+    `(needs cmake and a C++20 compiler, e.g. \`apt-get install cmake g++\`), ` +
+    `or set LLMSERVE_ADDON to the path of a built llmserve.node.`
+  );
+}
 
-export function loadAddon(): NativeAddon {
-  if (cached) return cached;
+/**
+ * Tries each candidate in order with `load` and returns the first that loads. Throws an
+ * {@link LlmserveError} `ERR_NATIVE_LOAD` listing every candidate with its reason when none does.
+ */
+export function loadFirst<T>(
+  candidates: AddonCandidate[],
+  load: (path: string) => T,
+  exists: (path: string) => boolean = existsSync,
+  context: { platform?: string; arch?: string; root?: string } = {},
+): { addon: T; path: string } {
   const tried: string[] = [];
-  for (const p of candidates()) {
-    if (!existsSync(p)) {
-      tried.push(`${p} (not found)`);
+  for (const c of candidates) {
+    if (c.skip) {
+      tried.push(`${c.path} (${c.skip})`);
+      continue;
+    }
+    if (!exists(c.path)) {
+      tried.push(`${c.path} (not found${c.source === "env" ? ", from LLMSERVE_ADDON" : ""})`);
       continue;
     }
     try {
-      cached = require(p) as NativeAddon;
-      return cached;
+      return { addon: load(c.path), path: c.path };
     } catch (err) {
-      tried.push(`${p} (${(err as Error).message.split("\n")[0]})`);
+      tried.push(`${c.path} (${String((err as Error)?.message ?? err).split("\n")[0]})`);
     }
   }
+  const plat = `${context.platform ?? process.platform}-${context.arch ?? process.arch}`;
   throw new LlmserveError(
     "ERR_NATIVE_LOAD",
-    `llmserve could not load its native addon for ${process.platform}-${process.arch}. Tried:\n  ` +
+    `llmserve could not load its native addon for ${plat}. Tried:\n  ` +
       tried.join("\n  ") +
-      `\nBuild it locally with \`npx cmake-js compile --out build\` in ${packageRoot} (needs cmake and a C++20 compiler).`,
+      `\n${buildHint(context.root ?? packageRoot)}`,
   );
+}
+
+let cached: { addon: NativeAddon; path: string } | undefined;
+
+/** Loads the addon once per process (see the file comment for the order). */
+export function loadAddon(): NativeAddon {
+  if (!cached) cached = loadFirst(addonCandidates(), (p) => require(p) as NativeAddon);
+  return cached.addon;
+}
+
+/** The path of the loaded addon binary (loads it first if needed). */
+export function loadedAddonPath(): string {
+  loadAddon();
+  return cached!.path;
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The llmserve command line: generate, tokenize, synth, info, demo. */
+/** The llmserve command line: generate, tokenize, synth, info, demo, serve. */
 import { Command, Option } from "commander";
 import cliProgress from "cli-progress";
 import { existsSync, mkdirSync } from "node:fs";
@@ -12,6 +12,7 @@ import { synth, SYNTH_TYPES } from "./synth.js";
 import { Tokenizer } from "./tokenizer/index.js";
 import { packageRoot } from "./binding.js";
 import type { Chunk } from "./generate.js";
+import { readFileSync } from "node:fs";
 
 function int(name: string) {
   return (v: string) => {
@@ -253,6 +254,72 @@ program
   .requiredOption("-m, --model <path>", "GGUF file")
   .option("--json", "print JSON")
   .action(runInfo);
+
+interface ServeCliOpts {
+  model: string;
+  port: number;
+  host: string;
+  apiKey?: string;
+  maxQueue: number;
+  threads?: number;
+  ctx: number;
+  kvCacheTokens?: number;
+  maxSequences?: number;
+  modelName?: string;
+  chatTemplate?: string;
+  shutdownTimeout: number;
+}
+
+async function runServe(o: ServeCliOpts): Promise<void> {
+  if (o.port < 0 || o.port > 65535) throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected a port in [0, 65535] but received ${o.port}`);
+  let chatTemplate = o.chatTemplate;
+  if (chatTemplate !== undefined && existsSync(chatTemplate)) chatTemplate = readFileSync(chatTemplate, "utf8");
+  const bar = progressBar("loading");
+  let model: Model;
+  try {
+    model = await Model.load(o.model, {
+      threads: o.threads, contextSize: o.ctx, kvCacheTokens: o.kvCacheTokens, maxSequences: o.maxSequences, maxQueue: o.maxQueue, onProgress: bar.update,
+    });
+  } finally {
+    bar.stop();
+  }
+  try {
+    const { serve } = await import("./server/index.js"); // loaded only for this command
+    const { app, url } = await serve(model, {
+      port: o.port, host: o.host, apiKey: o.apiKey, modelName: o.modelName, chatTemplate, shutdownTimeoutMs: o.shutdownTimeout * 1000,
+      logger: { level: "warn" },
+    });
+    const t = await app.llmserve.chatTemplate().catch(() => undefined);
+    process.stdout.write(
+      `llmserve: serving ${app.llmserve.modelName} at ${url}/v1 (chat template: ${t ? t.name : "unavailable"}${o.apiKey ? ", API key required" : ""}); ` +
+        `metrics at ${url}/metrics; Ctrl+C to stop\n`,
+    );
+  } catch (err) {
+    await model.dispose();
+    const code = (err as { code?: unknown })?.code;
+    if (code === "EADDRINUSE" || code === "EACCES") {
+      throw new LlmserveError("ERR_IO", `Cannot listen on ${o.host}:${o.port} (${code === "EADDRINUSE" ? "the address is already in use" : "permission denied"}); pick another with --port or --host.`, { cause: err });
+    }
+    throw err;
+  }
+}
+
+program
+  .command("serve")
+  .description("serve an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/models, /health, /metrics")
+  .requiredOption("-m, --model <path>", "GGUF model file")
+  .option("--port <n>", "TCP port (0 = any free port)", int("--port"), 8080)
+  .option("--host <host>", "address to listen on", "127.0.0.1")
+  .addOption(new Option("--api-key <key>", "require Authorization: Bearer KEY on /v1/*").env("LLMSERVE_API_KEY"))
+  .option("--max-queue <n>", "most requests waiting in the engine before answering 429", int("--max-queue"), 256)
+  .option("-t, --threads <n>", "compute threads (default: physical cores)", int("--threads"))
+  .option("-c, --ctx <n>", "context size in tokens per sequence", int("--ctx"), 4096)
+  .option("--kv-cache-tokens <n>", "KV cache size in tokens shared by all sequences (default: --ctx)", int("--kv-cache-tokens"))
+  .option("--max-sequences <n>", "most sequences running at once (default 64)", int("--max-sequences"))
+  .option("--model-name <name>", "model id clients pass as `model` (default: the file name)")
+  .option("--chat-template <name|file>", "built-in chat template (chatml, llama3, llama2, zephyr, phi3, gemma) or a .jinja file, instead of the model's")
+  .option("--shutdown-timeout <s>", "seconds in-flight requests get to finish on SIGINT/SIGTERM", float("--shutdown-timeout"), 10)
+  .action(runServe);
 
 program.command("demo").description("stream a short generation from a small built-in model").action(runDemo);
 

@@ -24,8 +24,26 @@ export type ErrorCode =
   | "ERR_TOKENIZER"
   | "ERR_INTERNAL";
 
+/**
+ * The error type of every failure llmserve reports: native (GGUF parsing, model loading, engine) and
+ * JavaScript-side (option validation) alike. Branch on {@link LlmserveError.code}, not the message.
+ *
+ * ```ts
+ * try {
+ *   await Model.load("missing.gguf");
+ * } catch (err) {
+ *   if (err instanceof LlmserveError && err.code === "ERR_FILE_NOT_FOUND") console.error(err.message);
+ * }
+ * ```
+ */
 export class LlmserveError extends Error {
+  /** Stable, machine-readable reason (see {@link ErrorCode}). */
   readonly code: ErrorCode;
+  /**
+   * @param code stable reason
+   * @param message what happened and what to do about it
+   * @param options `cause`: the underlying error, when there is one
+   */
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "LlmserveError";

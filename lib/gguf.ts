@@ -3,12 +3,13 @@ import { loadAddon } from "./binding.js";
 import { wrapNative } from "./errors.js";
 import type { GgufContents } from "./native.js";
 
-export type { GgufContents, GgufMetaValue, GgufTensorSummary } from "./native.js";
+export type { GgufArraySummary, GgufContents, GgufMetaValue, GgufScalar, GgufTensorSummary } from "./native.js";
 
 /**
- * Reads a GGUF file's header, metadata and tensor table.
- * @param maxArrayLength arrays longer than this come back as `{type: "array", elementType, length}`
- *   (use it to skip large vocabularies when only shapes are needed).
+ * Reads a GGUF file's header, metadata and tensor table (not the tensor data).
+ * @param path the GGUF file
+ * @param options `maxArrayLength`: metadata arrays longer than this come back as
+ *   `{type: "array", elementType, length}` (use it to skip large vocabularies when only shapes are needed).
  */
 export function readGguf(path: string, options: { maxArrayLength?: number } = {}): Promise<GgufContents> {
   return wrapNative(loadAddon().readGguf(path, options.maxArrayLength ?? Number.MAX_SAFE_INTEGER));

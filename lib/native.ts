@@ -1,11 +1,22 @@
 /** The typed surface of the native addon (native/napi). Internal: use the classes in index.ts. */
 
+/** A scalar GGUF metadata value (64-bit integers come back as `bigint`). */
 export type GgufScalar = number | bigint | boolean | string;
+
+/** Stands in for a metadata array longer than `maxArrayLength` (see {@link readGguf}). */
 export interface GgufArraySummary {
+  /** Always `"array"`. */
   type: "array";
+  /** GGUF element type name, e.g. `"string"`, `"int32"`, `"float32"`. */
   elementType: string;
+  /** Number of elements in the file. */
   length: number;
 }
+
+/**
+ * One GGUF metadata value: a scalar, a typed array for numeric arrays, `string[]` / `boolean[]`,
+ * nested arrays, or a {@link GgufArraySummary} for arrays longer than the caller's limit.
+ */
 export type GgufMetaValue =
   | GgufScalar
   | string[]
@@ -23,20 +34,33 @@ export type GgufMetaValue =
   | GgufArraySummary
   | GgufMetaValue[];
 
+/** One entry of a GGUF file's tensor table. */
 export interface GgufTensorSummary {
+  /** Tensor name, e.g. `"blk.0.attn_q.weight"`. */
   name: string;
+  /** Dimensions as GGUF stores them, innermost (contiguous) first. */
   shape: number[];
+  /** Element type name, e.g. `"f32"`, `"q8_0"`, `"q4_k"`. */
   type: string;
+  /** Byte offset of the tensor data from the start of the data section ({@link GgufContents.dataOffset}). */
   offset: number;
+  /** Size of the tensor data in bytes. */
   nbytes: number;
 }
 
+/** What {@link readGguf} returns: a GGUF file's header, metadata and tensor table. */
 export interface GgufContents {
+  /** GGUF format version (2 or 3). */
   version: number;
+  /** Data alignment in bytes (`general.alignment`, default 32). */
   alignment: number;
+  /** Absolute byte offset of the tensor data section in the file. */
   dataOffset: number;
+  /** File size in bytes. */
   fileSize: number;
+  /** Every metadata key/value pair, e.g. `metadata["general.architecture"]`. */
   metadata: Record<string, GgufMetaValue>;
+  /** The tensor table, in file order. */
   tensors: GgufTensorSummary[];
 }
 
@@ -53,55 +77,103 @@ export interface NativeModelOptions {
   staticBatching: boolean;
 }
 
+/** Engine counters since load and the current KV state (surfaced as ModelStats). */
 export interface NativeStats {
+  /** Engine steps run (one forward pass over a batch each). */
   steps: number;
+  /** Tokens computed over all steps (prompt chunks plus decode tokens). */
   batchTokens: number;
+  /** Sequences scheduled over all steps (a sequence counts once per step it is in). */
   batchSequences: number;
+  /** Most tokens computed in one step. */
   maxBatchTokensSeen: number;
+  /** Most sequences in one step. */
   maxBatchSequencesSeen: number;
+  /** Prompt tokens of requests that reached their first token. */
   promptTokens: number;
+  /** Prompt tokens actually computed (not reused from cached KV; recomputation after preemption counts again). */
   prefillTokens: number;
+  /** Prompt tokens whose KV was reused from the prefix cache or a session instead of computed. */
   reusedTokens: number;
+  /** Tokens sampled and emitted. */
   generatedTokens: number;
+  /** Generation requests admitted. */
   requests: number;
+  /** Requests that ended normally (length, stop or end-of-generation token). */
   finished: number;
+  /** Requests cancelled (AbortSignal, or the consumer left the `for await` loop early). */
   aborted: number;
+  /** Requests that ended with an error. */
   errors: number;
+  /** Times a running sequence gave up its KV blocks under memory pressure (it is recomputed later). */
   preemptions: number;
+  /** Idle, unpinned sessions whose KV was dropped to make room. */
   sessionEvictions: number;
+  /** Prefix-cache block lookups. */
   prefixLookups: number;
+  /** Prefix-cache block lookups that found a block. */
   prefixHits: number;
+  /** Sequences running now. */
   running: number;
+  /** Requests queued, not yet running. */
   waiting: number;
+  /** Sessions (and pinned prefixes) holding KV now. */
   sessions: number;
+  /** KV blocks in the pool. */
   blocksTotal: number;
+  /** KV blocks referenced by running sequences or sessions. */
   blocksUsed: number;
+  /** Unreferenced KV blocks kept for prefix reuse (evicted least recently used first). */
   blocksCached: number;
+  /** KV blocks holding nothing. */
   blocksFree: number;
+  /** Tokens per KV block. */
   blockSize: number;
+  /** Tokens stored in used blocks (the rest of those blocks is unfilled). */
   kvTokensHeld: number;
 }
 
+/** Model shape and engine limits (surfaced as ModelInfo). */
 export interface NativeModelInfo {
+  /** Architecture from the file (`"llama"`, `"qwen2"`, ...). */
   arch: string;
+  /** Vocabulary size (logits per token). */
   nVocab: number;
+  /** Embedding (hidden) size. */
   nEmbd: number;
+  /** Transformer blocks. */
   nLayer: number;
+  /** Attention (query) heads. */
   nHead: number;
+  /** Key/value heads (fewer than nHead with grouped-query attention). */
   nHeadKv: number;
+  /** Feed-forward hidden size. */
   nFf: number;
+  /** Size of one attention head. */
   headDim: number;
+  /** Context length the model was trained with (from the file). */
   nCtxTrain: number;
+  /** Most tokens (prompt + generated) one sequence may hold, as loaded. */
   contextSize: number;
+  /** RoPE frequency base. */
   ropeFreqBase: number;
+  /** RMSNorm epsilon. */
   rmsEps: number;
+  /** True when the output projection reuses the token embedding. */
   tiedOutput: boolean;
+  /** Compute threads of the engine. */
   threads: number;
+  /** Tokens the KV pool holds across all sequences. */
   kvCacheTokens: number;
+  /** Tokens per KV block. */
   kvBlockSize: number;
+  /** Most tokens computed in one engine step. */
   maxBatchTokens: number;
+  /** Most sequences running at once. */
   maxSequences: number;
+  /** SIMD kernel family in use (`"avx512"`, `"avx2"` or `"scalar"`). */
   kernels: string;
+  /** Number of tensors of each weight type, e.g. `{ q4_k: 154, f32: 45 }`. */
   weightTypes: Record<string, number>;
 }
 

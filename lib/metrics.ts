@@ -1,0 +1,111 @@
+/**
+ * Prometheus metrics for the server (prom-client), one Registry per server so several servers can
+ * live in one process. Engine gauges (queue, running sequences, KV blocks, prefix-cache hit rate)
+ * are read from `model.stats()` at scrape time.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { ModelStats } from "./model.js";
+
+/** Names of the metrics a server exposes (besides prom-client's default process metrics). */
+export const METRIC_NAMES = [
+  "llmserve_http_requests_total",
+  "llmserve_http_request_duration_seconds",
+  "llmserve_requests_in_flight",
+  "llmserve_prompt_tokens_total",
+  "llmserve_completion_tokens_total",
+  "llmserve_time_to_first_token_seconds",
+  "llmserve_inter_token_latency_seconds",
+  "llmserve_queue_depth",
+  "llmserve_running_sequences",
+  "llmserve_kv_blocks_used",
+  "llmserve_kv_blocks_cached",
+  "llmserve_kv_blocks_free",
+  "llmserve_kv_blocks_total",
+  "llmserve_prefix_cache_hit_rate",
+  "llmserve_engine_preemptions",
+  "llmserve_max_batch_sequences_seen",
+] as const;
+
+/** Options of {@link ServerMetrics}. */
+export interface MetricsOptions {
+  /** Also collect prom-client's default process metrics (default true). */
+  defaultMetrics?: boolean;
+}
+
+/** A server's metrics in their own prom-client Registry (see {@link METRIC_NAMES}). */
+export class ServerMetrics {
+  /** This server's registry (not prom-client's global one). */
+  readonly registry: Registry;
+  /** llmserve_http_requests_total{route, method, status} */
+  readonly requests: Counter<"route" | "method" | "status">;
+  /** llmserve_http_request_duration_seconds{route} */
+  readonly requestDuration: Histogram<"route">;
+  /** llmserve_requests_in_flight */
+  readonly inFlight: Gauge;
+  /** llmserve_prompt_tokens_total */
+  readonly promptTokens: Counter;
+  /** llmserve_completion_tokens_total */
+  readonly completionTokens: Counter;
+  /** llmserve_time_to_first_token_seconds */
+  readonly timeToFirstToken: Histogram;
+  /** llmserve_inter_token_latency_seconds */
+  readonly interTokenLatency: Histogram;
+
+  /**
+   * @param stats reads the engine state at scrape time (`() => model.stats()`)
+   * @param options see {@link MetricsOptions}
+   */
+  constructor(stats: () => ModelStats | undefined, options: MetricsOptions = {}) {
+    const registry = (this.registry = new Registry());
+    const registers = [registry];
+    this.requests = new Counter({ name: "llmserve_http_requests_total", help: "HTTP requests by route, method and status code", labelNames: ["route", "method", "status"], registers });
+    this.requestDuration = new Histogram({
+      name: "llmserve_http_request_duration_seconds", help: "HTTP request duration (whole stream for streaming requests)", labelNames: ["route"], registers,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    });
+    this.inFlight = new Gauge({ name: "llmserve_requests_in_flight", help: "Generation requests being served", registers });
+    this.promptTokens = new Counter({ name: "llmserve_prompt_tokens_total", help: "Prompt tokens of served generation requests", registers });
+    this.completionTokens = new Counter({ name: "llmserve_completion_tokens_total", help: "Tokens generated for served requests", registers });
+    this.timeToFirstToken = new Histogram({
+      name: "llmserve_time_to_first_token_seconds", help: "Time from request arrival to the first generated token", registers,
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    });
+    this.interTokenLatency = new Histogram({
+      name: "llmserve_inter_token_latency_seconds", help: "Time between consecutive generated tokens of a sequence", registers,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    });
+    const gauge = (name: string, help: string, read: (s: ModelStats) => number) =>
+      new Gauge({
+        name, help, registers,
+        collect() {
+          let s: ModelStats | undefined;
+          try {
+            s = stats();
+          } catch {
+            s = undefined; // disposed model: report nothing new
+          }
+          if (s) this.set(read(s));
+        },
+      });
+    gauge("llmserve_queue_depth", "Requests waiting in the engine queue", (s) => s.waiting);
+    gauge("llmserve_running_sequences", "Sequences the engine is running", (s) => s.running);
+    gauge("llmserve_kv_blocks_used", "KV cache blocks held by sequences", (s) => s.blocksUsed);
+    gauge("llmserve_kv_blocks_cached", "Free KV cache blocks still holding a reusable prefix", (s) => s.blocksCached);
+    gauge("llmserve_kv_blocks_free", "Free KV cache blocks", (s) => s.blocksFree);
+    gauge("llmserve_kv_blocks_total", "KV cache blocks in all", (s) => s.blocksTotal);
+    gauge("llmserve_prefix_cache_hit_rate", "Fraction of prefix-cache block lookups that hit", (s) => s.prefixHitRate);
+    gauge("llmserve_engine_preemptions", "Sequences preempted (recomputed) since load", (s) => s.preemptions);
+    gauge("llmserve_max_batch_sequences_seen", "Most sequences in one engine step since load", (s) => s.maxBatchSequencesSeen);
+    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: "llmserve_" });
+  }
+
+  /** The text exposition and its content type. */
+  async scrape(): Promise<{
+    /** The exposition format's Content-Type. */
+    contentType: string;
+    /** The metrics text. */
+    body: string;
+  }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}

@@ -1,0 +1,101 @@
+/** OpenAI-style error objects and the mapping from llmserve / fastify errors to HTTP statuses. */
+
+/** The body of every error response: `{"error": {message, type, code, param}}`. */
+export interface OpenAIErrorBody {
+  /** The error, as OpenAI reports it. */
+  error: {
+    /** What went wrong and what to do about it. */
+    message: string;
+    /** The class of error: "invalid_request_error", "authentication_error", "rate_limit_error", ... */
+    type: string;
+    /** A stable machine-readable reason ("context_length_exceeded", "model_not_found", ...) or null. */
+    code: string | null;
+    /** The request parameter at fault ("temperature", "messages[0].role") or null. */
+    param: string | null;
+  };
+}
+
+/** An error with the HTTP status and OpenAI type/code it is answered with. */
+export class ApiError extends Error {
+  /** HTTP status code. */
+  readonly status: number;
+  /** OpenAI error type (see {@link OpenAIErrorBody}). */
+  readonly type: string;
+  /** Stable reason, or null. */
+  readonly code: string | null;
+  /** The parameter at fault, or null. */
+  readonly param: string | null;
+  constructor(status: number, message: string, opts: { type?: string; code?: string | null; param?: string | null; cause?: unknown } = {}) {
+    super(message, { cause: opts.cause });
+    this.name = "ApiError";
+    this.status = status;
+    this.type = opts.type ?? defaultType(status);
+    this.code = opts.code ?? null;
+    this.param = opts.param ?? null;
+  }
+
+  /** The JSON response body. */
+  body(): OpenAIErrorBody {
+    return { error: { message: this.message, type: this.type, code: this.code, param: this.param } };
+  }
+}
+
+function defaultType(status: number): string {
+  if (status === 401) return "authentication_error";
+  if (status === 403) return "permission_error";
+  if (status === 404) return "not_found_error";
+  if (status === 429) return "rate_limit_error";
+  if (status >= 500) return status === 503 ? "server_overloaded" : "server_error";
+  return "invalid_request_error";
+}
+
+interface FastifyLikeError {
+  code?: unknown;
+  statusCode?: unknown;
+  message?: unknown;
+  validation?: { instancePath?: string; params?: Record<string, unknown>; message?: string }[];
+  validationContext?: string;
+}
+
+/** The parameter a JSON-schema validation error is about ("temperature", "messages[0].role"). */
+function validationParam(v: NonNullable<FastifyLikeError["validation"]>[number]): string | null {
+  const parts = (v.instancePath ?? "").split("/").filter((p) => p.length > 0);
+  if (typeof v.params?.missingProperty === "string") parts.push(v.params.missingProperty);
+  if (parts.length === 0) return null;
+  return parts.map((p, i) => (/^\d+$/.test(p) ? `[${p}]` : i === 0 ? p : `.${p}`)).join("");
+}
+
+/** Any thrown value -> the ApiError it is answered with (user errors are never 500). */
+export function toApiError(err: unknown): ApiError {
+  if (err instanceof ApiError) return err;
+  const e = (err ?? {}) as FastifyLikeError;
+  const message = typeof e.message === "string" ? e.message : String(err);
+  if (Array.isArray(e.validation) && e.validation.length > 0) {
+    const param = validationParam(e.validation[0]);
+    const what = param ?? (e.validationContext === "body" ? "the request body" : "the request");
+    return new ApiError(400, `Invalid value for ${what}: ${e.validation[0].message ?? message}`, { param, code: "invalid_value", cause: err });
+  }
+  const code = typeof e.code === "string" ? e.code : "";
+  switch (code) {
+    case "ERR_INVALID_ARGUMENT":
+    case "ERR_TOKENIZER":
+      return new ApiError(400, message, { code: "invalid_value", cause: err });
+    case "ERR_CONTEXT_OVERFLOW":
+      return new ApiError(400, message, { code: "context_length_exceeded", param: "messages", cause: err });
+    case "ERR_QUEUE_FULL":
+      return new ApiError(429, message, { code: "queue_full", cause: err });
+    case "ERR_KV_EXHAUSTED":
+    case "ERR_OUT_OF_MEMORY":
+      return new ApiError(503, message, { code: "engine_overloaded", cause: err });
+    case "ERR_DISPOSED":
+    case "ERR_CANCELLED":
+      return new ApiError(503, "The server is shutting down.", { code: "shutting_down", cause: err });
+    case "FST_ERR_CTP_BODY_TOO_LARGE":
+      return new ApiError(413, message, { code: "request_too_large", cause: err });
+    case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
+      return new ApiError(415, `${message} (send Content-Type: application/json)`, { code: "unsupported_media_type", cause: err });
+  }
+  const status = typeof e.statusCode === "number" ? e.statusCode : 500;
+  if (status >= 400 && status < 500) return new ApiError(status, message, { cause: err });
+  return new ApiError(500, `Internal error: ${message}`, { type: "server_error", cause: err });
+}

@@ -1,0 +1,335 @@
+/**
+ * An OpenAI-compatible HTTP server (fastify) over one loaded Model:
+ * POST /v1/completions, POST /v1/chat/completions (JSON or Server-Sent Events), GET /v1/models,
+ * GET /health, GET /metrics (Prometheus).
+ * @example
+ * const model = await Model.load("model.gguf");
+ * const app = createServer(model, { apiKey: "secret" });
+ * await app.listen({ port: 8080, host: "127.0.0.1" });
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { Socket } from "node:net";
+import { basename } from "node:path";
+import { performance } from "node:perf_hooks";
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
+import { ChatTemplate } from "../chat/index.js";
+import { LlmserveError } from "../errors.js";
+import { ServerMetrics } from "../metrics.js";
+import type { Model } from "../model.js";
+import { ApiError, toApiError } from "./errors.js";
+import { handleGeneration, type EndpointContext } from "./openai.js";
+import { chatSchema, completionSchema } from "./schemas.js";
+
+export { ApiError, toApiError, type OpenAIErrorBody } from "./errors.js";
+export type { ChatBody, CompletionBody, SamplingBody } from "./schemas.js";
+
+/** Options of {@link createServer}. */
+export interface ServerOptions {
+  /** Require `Authorization: Bearer <apiKey>` on /v1/* (health and metrics stay open). */
+  apiKey?: string;
+  /**
+   * Most sequences waiting for a slot beyond those the engine runs at once (its maxSequences);
+   * more are answered 429 at once. Unset: only the engine's own queue limit (ERR_QUEUE_FULL -> 429).
+   */
+  maxQueue?: number;
+  /** The model id clients pass as `model` (default: the file name without .gguf). */
+  modelName?: string;
+  /** A built-in chat template name ("chatml", "llama3", ...) or Jinja text instead of the file's. */
+  chatTemplate?: string;
+  /** fastify logger option (default false). */
+  logger?: FastifyServerOptions["logger"];
+  /** Largest request body in bytes (default 8 MiB). */
+  bodyLimit?: number;
+  /** Collect prom-client's default process metrics too (default true). */
+  defaultMetrics?: boolean;
+}
+
+/** Options of {@link LlmserveServerState.shutdown}. */
+export interface ShutdownOptions {
+  /** How long in-flight requests may run before they are cancelled (default 10 s). */
+  timeoutMs?: number;
+  /** Dispose the model once the server has closed (default false). */
+  disposeModel?: boolean;
+}
+
+/** Server state reachable as `app.llmserve`. */
+export interface LlmserveServerState {
+  /** The model being served. */
+  model: Model;
+  /** The model id clients pass as `model`. */
+  modelName: string;
+  /** The server's Prometheus metrics (its own Registry). */
+  metrics: ServerMetrics;
+  /** Generation requests being served. */
+  readonly inFlight: number;
+  /** Resolves with the chat template (loaded at creation). */
+  chatTemplate(): Promise<ChatTemplate>;
+  /**
+   * Stops accepting requests, lets in-flight ones finish (cancelling them after the timeout), closes
+   * the server and optionally disposes the model.
+   */
+  shutdown(options?: ShutdownOptions): Promise<void>;
+}
+
+declare module "fastify" {
+  interface FastifyInstance {
+    llmserve: LlmserveServerState;
+  }
+}
+
+function sha256(s: string): Buffer {
+  return createHash("sha256").update(s).digest();
+}
+
+/** The default model id: the file name without its .gguf extension. */
+export function defaultModelName(path: string): string {
+  return basename(path).replace(/\.gguf$/i, "");
+}
+
+/**
+ * Builds the server (not yet listening). Call `listen({ port, host })` on the result; close it with
+ * `app.llmserve.shutdown()` or `app.close()`.
+ */
+export function createServer(model: Model, options: ServerOptions = {}): FastifyInstance {
+  if (options.apiKey !== undefined && (typeof options.apiKey !== "string" || options.apiKey.length === 0)) {
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a non-empty string for apiKey");
+  }
+  if (options.maxQueue !== undefined && (!Number.isInteger(options.maxQueue) || options.maxQueue < 0)) {
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected a non-negative integer for maxQueue but received ${options.maxQueue}`);
+  }
+  const modelName = options.modelName ?? defaultModelName(model.path);
+  const maxSequences = model.info.maxSequences;
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit: options.bodyLimit ?? 8 * 1024 * 1024,
+    forceCloseConnections: "idle",
+    return503OnClosing: false, // requests on open connections while closing get OpenAI-style 503s from the routes
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
+  });
+
+  const metrics = new ServerMetrics(() => model.stats(), { defaultMetrics: options.defaultMetrics });
+  const warn = (m: string) => (options.logger ? app.log.warn(m) : process.emitWarning(m, "LlmserveWarning"));
+  const templatePromise = ChatTemplate.fromModel(model, { template: options.chatTemplate, warn });
+  templatePromise.catch(() => {}); // reported on the first chat request
+
+  let closing = false;
+  let active = 0; // sequences admitted
+  let inFlight = 0;
+  const controllers = new Set<AbortController>();
+  let idleWaiters: (() => void)[] = [];
+  const requestDone = () => {
+    inFlight--;
+    if (inFlight === 0) {
+      const w = idleWaiters;
+      idleWaiters = [];
+      for (const f of w) f();
+    }
+  };
+  const idle = () => (inFlight === 0 ? Promise.resolve() : new Promise<void>((r) => idleWaiters.push(r)));
+
+  const ctx: EndpointContext = {
+    model, modelName, metrics,
+    chatTemplate: () => templatePromise,
+    closing: () => closing,
+    admit(sequences) {
+      if (options.maxQueue !== undefined && active + sequences > maxSequences + options.maxQueue) {
+        throw new ApiError(429, `The server is busy (${active} sequences running or queued, at most ${maxSequences + options.maxQueue}); retry later.`, { code: "queue_full" });
+      }
+      active += sequences;
+      let released = false;
+      return () => {
+        if (!released) active -= sequences;
+        released = true;
+      };
+    },
+    track(ac) {
+      controllers.add(ac);
+      return () => controllers.delete(ac);
+    },
+  };
+
+  let shutdownPromise: Promise<void> | undefined;
+  const state: LlmserveServerState = {
+    model, modelName, metrics,
+    get inFlight() {
+      return inFlight;
+    },
+    chatTemplate: () => templatePromise,
+    shutdown(opts: ShutdownOptions = {}) {
+      shutdownPromise ??= (async () => {
+        closing = true;
+        const closed = app.close();
+        const timeoutMs = opts.timeoutMs ?? 10_000;
+        let timer: NodeJS.Timeout | undefined;
+        const timedOut = await Promise.race([
+          idle().then(() => false),
+          new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs))),
+        ]);
+        clearTimeout(timer);
+        if (timedOut) {
+          for (const ac of controllers) ac.abort();
+          await Promise.race([idle(), new Promise((r) => setTimeout(r, 5_000).unref())]);
+        }
+        app.server.closeAllConnections();
+        await closed;
+        if (opts.disposeModel) await model.dispose();
+      })();
+      return shutdownPromise;
+    },
+  };
+  app.decorate("llmserve", state);
+
+  // Connections and their requests in flight, so that closing does not wait on idle keep-alive
+  // sockets (including ones a client opened without sending a request yet).
+  const sockets = new Map<Socket, number>();
+  let serverClosing = false;
+  app.server.on("connection", (socket: Socket) => {
+    sockets.set(socket, 0);
+    socket.once("close", () => sockets.delete(socket));
+  });
+  app.addHook("preClose", async () => {
+    serverClosing = true;
+    closing = true;
+    for (const [socket, busy] of sockets) if (busy === 0) socket.destroy();
+  });
+
+  // Request accounting (also for hijacked streaming replies) and auth.
+  const expectedKey = options.apiKey !== undefined ? sha256(options.apiKey) : undefined;
+  app.addHook("onRequest", async (request, reply) => {
+    const start = performance.now();
+    const res = reply.raw;
+    const socket = request.raw.socket;
+    if (sockets.has(socket)) sockets.set(socket, (sockets.get(socket) ?? 0) + 1);
+    if (serverClosing) res.setHeader("connection", "close");
+    res.once("close", () => {
+      const busy = (sockets.get(socket) ?? 1) - 1;
+      if (sockets.has(socket)) sockets.set(socket, busy);
+      if (serverClosing && busy === 0) socket.end();
+      const route = request.routeOptions.url ?? "unmatched";
+      metrics.requests.inc({ route, method: request.method, status: String(res.statusCode) });
+      metrics.requestDuration.observe({ route }, (performance.now() - start) / 1000);
+    });
+    if (expectedKey && request.url.startsWith("/v1/")) {
+      const header = request.headers.authorization;
+      const m = typeof header === "string" ? /^Bearer\s+(.+)$/i.exec(header.trim()) : null;
+      if (!m) {
+        throw new ApiError(401, "You didn't provide an API key. Pass it in the Authorization header as 'Bearer YOUR_KEY'.", { type: "invalid_request_error", code: "invalid_api_key" });
+      }
+      if (!timingSafeEqual(sha256(m[1]), expectedKey)) {
+        throw new ApiError(401, "Incorrect API key provided.", { type: "invalid_request_error", code: "invalid_api_key" });
+      }
+    }
+  });
+
+  app.setErrorHandler((err, request, reply) => {
+    const e = toApiError(err);
+    if (e.status >= 500) request.log.error({ err }, "request failed");
+    if (e.status === 429) reply.header("retry-after", "1");
+    void reply.status(e.status).send(e.body());
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const e = new ApiError(404, `Unknown route ${request.method} ${request.url.split("?")[0]}.`, { code: "unknown_url" });
+    void reply.status(404).send(e.body());
+  });
+
+  const generation = (kind: "chat" | "completion") => async (request: Parameters<typeof handleGeneration>[2], reply: Parameters<typeof handleGeneration>[3]) => {
+    inFlight++;
+    try {
+      return await handleGeneration(ctx, kind, request, reply);
+    } finally {
+      requestDone();
+    }
+  };
+  app.post("/v1/completions", { schema: { body: completionSchema } }, generation("completion"));
+  app.post("/v1/chat/completions", { schema: { body: chatSchema } }, generation("chat"));
+
+  const modelObject = () => ({ id: modelName, object: "model", created: Math.floor(Date.now() / 1000), owned_by: "llmserve" });
+  app.get("/v1/models", async () => ({ object: "list", data: [modelObject()] }));
+  app.get<{ Params: { id: string } }>("/v1/models/:id", async (request) => {
+    if (request.params.id !== modelName) {
+      throw new ApiError(404, `The model \`${request.params.id}\` does not exist.`, { code: "model_not_found", param: "model" });
+    }
+    return modelObject();
+  });
+
+  app.get("/health", async (_request, reply) => {
+    if (closing) return reply.status(503).send({ status: "shutting_down" });
+    let s;
+    try {
+      s = model.stats();
+    } catch {
+      return reply.status(503).send({ status: "unavailable" });
+    }
+    return { status: "ok", model: modelName, running: s.running, waiting: s.waiting, inFlight };
+  });
+
+  app.get("/metrics", async (_request, reply) => {
+    const { contentType, body } = await metrics.scrape();
+    return reply.type(contentType).send(body);
+  });
+
+  return app;
+}
+
+/** Options of {@link serve}: the server's options plus where to listen and how to shut down. */
+export interface ServeOptions extends ServerOptions {
+  /** TCP port (default 8080; 0 = any free port). */
+  port?: number;
+  /** Address to listen on (default "127.0.0.1"). */
+  host?: string;
+  /** Milliseconds in-flight requests get to finish on SIGINT/SIGTERM (default 10 s). */
+  shutdownTimeoutMs?: number;
+  /** Exit the process after a signal-triggered shutdown (default true). */
+  exitOnSignal?: boolean;
+}
+
+/** What {@link serve} resolves with. */
+export interface ServeResult {
+  /** The listening fastify instance (`app.llmserve` holds the server state). */
+  app: FastifyInstance;
+  /** The base URL, e.g. "http://127.0.0.1:8080" (the API is under /v1). */
+  url: string;
+}
+
+/**
+ * Creates the server, listens, and shuts down gracefully on SIGINT/SIGTERM (stop accepting, let
+ * in-flight streams finish within the timeout, cancel the rest, dispose the model, exit 0).
+ * @returns the fastify instance and the URL it listens on.
+ */
+export async function serve(model: Model, options: ServeOptions = {}): Promise<ServeResult> {
+  const app = createServer(model, options);
+  let signalled = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) {
+      process.stderr.write(`llmserve: ${signal} again, exiting now\n`);
+      process.exit(1);
+    }
+    signalled = true;
+    process.stderr.write(`llmserve: ${signal} received, finishing ${app.llmserve.inFlight} request(s)...\n`);
+    app.llmserve
+      .shutdown({ timeoutMs: options.shutdownTimeoutMs ?? 10_000, disposeModel: true })
+      .then(
+        () => {
+          if (options.exitOnSignal ?? true) process.exit(0);
+        },
+        (err: unknown) => {
+          process.stderr.write(`llmserve: shutdown failed: ${(err as Error)?.message ?? String(err)}\n`);
+          process.exit(1);
+        },
+      );
+  };
+  app.addHook("onClose", async () => {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  });
+  let url: string;
+  try {
+    url = await app.listen({ port: options.port ?? 8080, host: options.host ?? "127.0.0.1" });
+  } catch (err) {
+    await app.close();
+    throw err;
+  }
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  return { app, url };
+}
