@@ -4,6 +4,7 @@ import type { NativeEvent, NativeGenerateParams, NativeModel } from "./native.js
 import type { Tokenizer } from "./tokenizer/index.js";
 import { checkInt, checkKeys, checkNumber, checkObject, checkBool } from "./validate.js";
 
+/** Sampling and stopping options of {@link Model.generate} and related calls; every field is optional. */
 export interface GenerateOptions {
   /** Most tokens to generate (default 256). */
   maxTokens?: number;
@@ -19,7 +20,9 @@ export interface GenerateOptions {
   repeatPenalty?: number;
   /** Window of recent tokens the penalties look at; -1 = all (default 64). */
   repeatLastN?: number;
+  /** Subtract count x this from a token's logit for each time it occurs in the window; in [-2, 2], 0 disables (default 0). */
   frequencyPenalty?: number;
+  /** Subtract this from the logit of every token present in the window; in [-2, 2], 0 disables (default 0). */
   presencePenalty?: number;
   /** Same seed, same prompt, same options -> same output (default 0). */
   seed?: number;
@@ -44,39 +47,74 @@ export interface GenerateOptions {
   cache?: boolean;
 }
 
+/**
+ * Why a generation ended: "length" (maxTokens reached or the context is full), "stop" (a stop
+ * string matched), "eos" (an end-of-generation token was sampled; it is not emitted) or "abort"
+ * (cancelled by the signal, by leaving the loop, or by disposing the model).
+ */
 export type FinishReason = "length" | "stop" | "eos" | "abort";
 
+/** One generated token's log probability and the most likely alternatives (see {@link GenerateOptions.logprobs}). */
 export interface TokenLogprob {
+  /** The chosen token id. */
   token: number;
+  /** The token's text on its own (see {@link Tokenizer.piece}). */
   text: string;
+  /** Natural log of its probability under the model's raw distribution (before penalties, temperature and filters). */
   logprob: number;
-  top: { token: number; text: string; logprob: number }[];
+  /** The most likely tokens at this position, most likely first; as many as `logprobs` asked for. */
+  top: {
+    /** Token id. */
+    token: number;
+    /** The token's text on its own. */
+    text: string;
+    /** Natural log of its raw probability. */
+    logprob: number;
+  }[];
 }
 
+/** How long a request took, measured on the engine thread. */
 export interface Timings {
+  /** Milliseconds from the request's first engine step to its first token (prefill; queueing excluded). */
   promptMs: number;
+  /** Milliseconds from the first token to the end of the generation. */
   generateMs: number;
+  /** Tokens in the prompt, reused ones included (0 if it ended before its first token). */
   promptTokens: number;
+  /** Tokens generated and emitted (an end-of-generation token is not counted). */
   generatedTokens: number;
-  /** Prompt tokens whose KV was reused from the previous request. */
+  /** Prompt tokens whose KV was reused (prefix cache, session or pinned prefix) instead of computed. */
   reusedTokens: number;
+  /** Prompt tokens actually computed (promptTokens - reusedTokens) per second of promptMs; 0 when promptMs is 0. */
   promptTokensPerSecond: number;
+  /** generatedTokens per second of generateMs; 0 when generateMs is 0. */
   generateTokensPerSecond: number;
 }
 
+/** One piece of a streamed generation, as yielded by {@link Model.generate} and {@link Session.send}. */
 export interface Chunk {
   /** Text added by this chunk (complete UTF-8 characters only). */
   text: string;
   /** Token ids added by this chunk. */
   tokens: number[];
+  /** Per-token logprobs of this chunk's tokens; present only when the `logprobs` option was set and the chunk has tokens. */
   logprobs?: TokenLogprob[];
+  /** True on the last chunk; absent on the others. */
   done?: boolean;
+  /** Why the generation ended; set on the last chunk only. */
   finishReason?: FinishReason;
+  /**
+   * Request timings; on the last chunk only, and absent when a stop string ended the generation,
+   * when the signal was aborted before it started, or on a response-cache replay.
+   */
   timings?: Timings;
 }
 
 /** A prompt: text, or token ids used as they are. */
-export type Prompt = string | { tokens: number[] };
+export type Prompt = string | {
+  /** Token ids (each in [0, nVocab)); no BOS or other special token is added. */
+  tokens: number[];
+};
 
 const KNOWN = [
   "maxTokens", "temperature", "topK", "topP", "minP", "repeatPenalty", "repeatLastN", "frequencyPenalty",

@@ -10,6 +10,7 @@ import { Session, type SessionOptions } from "./session.js";
 import { Tokenizer } from "./tokenizer/index.js";
 import { checkBool, checkInt, checkKeys, checkObject, checkString } from "./validate.js";
 
+/** Options of {@link Model.load}; every field is optional. */
 export interface LoadOptions {
   /** Compute threads (default: the number of physical cores). */
   threads?: number;
@@ -47,17 +48,25 @@ export interface ModelStats extends NativeStats {
   prefixHitRate: number;
   /** Fraction of the KV held by used blocks that holds no token (the unfilled tails). */
   kvWaste: number;
+  /** Response-cache lookups (`cache: true` requests) that found a stored output. */
   responseCacheHits: number;
+  /** Response-cache lookups that found nothing (the request was computed). */
   responseCacheMisses: number;
+  /** Outputs held in the response cache now. */
   responseCacheEntries: number;
+  /** Prefixes pinned with {@link Model.cachePrefix} and not yet released. */
   pinnedPrefixes: number;
 }
 
+/** What {@link Model.info} returns: the model's shape and engine limits, plus file and tokenizer facts. */
 export interface ModelInfo extends NativeModelInfo {
+  /** The path the model was loaded from. */
   path: string;
   /** Tokenizer model from the file ("llama" = SentencePiece, "gpt2" = byte-level BPE). */
   tokenizer: string;
+  /** BOS token id; undefined when the vocabulary defines none. */
   bos?: number;
+  /** EOS token id; undefined when the vocabulary defines none. */
   eos?: number;
 }
 
@@ -79,8 +88,14 @@ export function physicalCores(): number {
   return availableParallelism();
 }
 
+/**
+ * A loaded GGUF model and its engine thread, which batches all concurrent requests. Create one
+ * with {@link Model.load}; free it with {@link Model.dispose} (or `await using`).
+ */
 export class Model {
+  /** The path the model was loaded from. */
   readonly path: string;
+  /** The tokenizer read from the same file. */
   readonly tokenizer: Tokenizer;
   private native: NativeModel | undefined;
   private readonly eog: number[];
@@ -99,7 +114,8 @@ export class Model {
   }
 
   /**
-   * Loads a GGUF model. Weights stay memory-mapped; loading runs off the JS thread.
+   * Loads a GGUF model. Weights stay memory-mapped; loading runs off the JS thread. Throws
+   * LlmserveError on invalid options or an unreadable, corrupt or unsupported file.
    * @example
    * const model = await Model.load("model.gguf", { threads: 2, contextSize: 4096 });
    */
@@ -156,6 +172,7 @@ export class Model {
     return this.tokenizer.encode(text, opts);
   }
 
+  /** Token ids -> text (control tokens give "" unless `special`); see {@link Tokenizer.decode}. */
   detokenize(tokens: number[], opts: { special?: boolean } = {}): string {
     return this.tokenizer.decode(tokens, opts);
   }
@@ -252,11 +269,19 @@ export class Model {
   /**
    * Computes and pins the KV of a prefix (a long system prompt, a knowledge-base entry). Requests
    * whose prompt starts with the same tokens prefill only the remainder; the prefix stays resident
-   * until {@link releasePrefix}.
+   * until {@link releasePrefix}. Caching under an existing name replaces that prefix. `addSpecial`
+   * and `parseSpecial` default to true; the text must encode to at least 2 tokens.
+   * @returns The prefix's token ids.
    * @example
    * await model.cachePrefix("kb:pricing", longDocumentText);
+   * for await (const c of model.generate(longDocumentText + "\nQ: What does the Pro plan cost?\nA:")) {
+   *   process.stdout.write(c.text);
+   * }
    */
-  async cachePrefix(name: string, text: string, options: { addSpecial?: boolean; parseSpecial?: boolean } = {}): Promise<{ tokens: number[] }> {
+  async cachePrefix(name: string, text: string, options: { addSpecial?: boolean; parseSpecial?: boolean } = {}): Promise<{
+    /** The prefix's token ids (BOS included when the vocabulary adds it). */
+    tokens: number[];
+  }> {
     checkString("name", name);
     checkString("text", text);
     const tokens = this.tokenizer.encode(text, { addSpecial: options.addSpecial ?? true, parseSpecial: options.parseSpecial ?? true });
@@ -297,8 +322,17 @@ export class Model {
     };
   }
 
-  /** Runs the whole generation and returns its text, tokens and finish reason. */
-  async complete(prompt: Prompt, options: GenerateOptions = {}): Promise<{ text: string; tokens: number[]; finishReason: string; timings?: Chunk["timings"] }> {
+  /** Runs the whole generation (as {@link generate}) and returns its text, tokens and finish reason. */
+  async complete(prompt: Prompt, options: GenerateOptions = {}): Promise<{
+    /** The generated text (stop string excluded). */
+    text: string;
+    /** The generated token ids. */
+    tokens: number[];
+    /** Why generation ended: a {@link FinishReason} ("length" if no chunk said). */
+    finishReason: string;
+    /** Timings of the last chunk; absent when a stop string ended it or for response-cache hits. */
+    timings?: Chunk["timings"];
+  }> {
     let text = "";
     const tokens: number[] = [];
     let last: Chunk | undefined;
@@ -326,6 +360,7 @@ export class Model {
     if (n) await n.dispose();
   }
 
+  /** Same as {@link dispose}; lets `await using model = await Model.load(...)` free the model. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }

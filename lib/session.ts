@@ -4,6 +4,7 @@ import { resolveOptions, type Chunk, type GenerateOptions } from "./generate.js"
 import type { Model } from "./model.js";
 import { checkKeys, checkObject, checkString } from "./validate.js";
 
+/** Options of {@link Model.createSession}. */
 export interface SessionOptions {
   /** Text that starts the conversation (sent with the first turn, after BOS). */
   system?: string;
@@ -26,14 +27,26 @@ export class Session {
     return this.history;
   }
 
-  /** @internal */
+  /**
+   * @internal
+   * @param id The engine's session id, unique within its model.
+   */
   constructor(private readonly model: Model, readonly id: number, private readonly options: SessionOptions) {
     const o = checkObject("session options", options) as SessionOptions & Record<string, unknown>;
     checkKeys("session options", o, ["system", "defaults"]);
     if (o.system !== undefined) checkString("system", o.system);
   }
 
-  /** Streams the reply to `text`; the turn's tokens join the session's history when it ends. */
+  /**
+   * Streams the reply to `text`; the turn's tokens join the session's history when it ends (an
+   * aborted or failed turn leaves the history unchanged). One turn at a time: calling again before
+   * the previous stream has finished throws ERR_INVALID_ARGUMENT. `options` override the session's
+   * `defaults`; the response cache is not used.
+   * @example
+   * const chat = model.createSession({ system: "You are terse.\n", defaults: { maxTokens: 64 } });
+   * for await (const c of chat.send("User: Hi\nAssistant:")) process.stdout.write(c.text);
+   * for await (const c of chat.send("\nUser: And again?\nAssistant:")) process.stdout.write(c.text);
+   */
   send(text: string, options: GenerateOptions = {}): AsyncGenerator<Chunk, void, undefined> {
     checkString("text", text);
     if (this.closed) throw new LlmserveError("ERR_DISPOSED", "This session has been disposed; create a new one.");
@@ -73,6 +86,7 @@ export class Session {
     this.model.endSession(this.id);
   }
 
+  /** Same as {@link dispose}; lets `using chat = model.createSession()` free the session. */
   [Symbol.dispose](): void {
     this.dispose();
   }

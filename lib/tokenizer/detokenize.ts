@@ -78,6 +78,7 @@ export class Detokenizer {
   }
 }
 
+/** Options of {@link Tokenizer.decode}. */
 export interface DecodeOptions {
   /** render control/unknown tokens (e.g. "<|im_end|>") as their text; default false */
   special?: boolean;
@@ -95,7 +96,9 @@ export interface DecodeOptions {
   cleanSpaces?: boolean;
 }
 
+/** Options of {@link Tokenizer.createDecoder}. */
 export interface StreamOptions {
+  /** render control/unknown tokens (e.g. "<|im_end|>") as their text; default false */
   special?: boolean;
   /**
    * Remove the space prefix of the first text token. Default: only when the stream starts with

@@ -21,6 +21,7 @@ import { Attr, Vocab } from "./vocab.js";
 export type { DecodeOptions, StreamOptions, TokenDecoder } from "./detokenize.js";
 export { SUPPORTED_PRE_TOKENIZERS } from "./pretokenize.js";
 
+/** Options of {@link Tokenizer.encode}. */
 export interface EncodeOptions {
   /** add BOS / EOS as the vocabulary asks (tokenizer.ggml.add_bos_token / add_eos_token); default true */
   addSpecial?: boolean;
@@ -31,6 +32,11 @@ export interface EncodeOptions {
   parseSpecial?: boolean;
 }
 
+/**
+ * A GGUF vocabulary's tokenizer, matching llama.cpp token for token. Build one with
+ * {@link Tokenizer.fromGguf} or {@link Tokenizer.fromMetadata}; a loaded model has one as
+ * {@link Model.tokenizer}.
+ */
 export class Tokenizer {
   /** tokenizer.ggml.model: "llama" (SentencePiece) or "gpt2" (byte-level BPE) */
   readonly model: string;
@@ -38,11 +44,17 @@ export class Tokenizer {
   readonly kind: "spm" | "bpe";
   /** tokenizer.ggml.pre for BPE vocabularies ("" when absent) */
   readonly preTokenizer: string;
+  /** Number of tokens in the vocabulary; valid ids are [0, nVocab). */
   readonly nVocab: number;
+  /** BOS token id (tokenizer.ggml.bos_token_id, else the vocabulary type's default); undefined when there is none. */
   readonly bos: number | undefined;
+  /** EOS token id (tokenizer.ggml.eos_token_id, else the vocabulary type's default); undefined when there is none. */
   readonly eos: number | undefined;
+  /** End-of-turn token id (tokenizer.ggml.eot_token_id, else detected by text such as "<|eot_id|>"); undefined when there is none. */
   readonly eot?: number;
+  /** Whether {@link encode} prepends BOS when `addSpecial` is on (tokenizer.ggml.add_bos_token, else the vocabulary type's default). */
   readonly addBos: boolean;
+  /** Whether {@link encode} appends EOS when `addSpecial` is on (tokenizer.ggml.add_eos_token, default false). */
   readonly addEos: boolean;
 
   private readonly vocab: Vocab;
@@ -107,6 +119,14 @@ export class Tokenizer {
     return this.vocab.textToId.get(text);
   }
 
+  /**
+   * Text -> token ids. BOS/EOS are added as the vocabulary asks unless `addSpecial` is false;
+   * control-token texts are plain text unless `parseSpecial` is true. Throws ERR_INVALID_ARGUMENT
+   * if `text` is not a string.
+   * @example
+   * const ids = tok.encode("Hello world");                               // [BOS, ...] if addBos
+   * const raw = tok.encode("<|im_start|>user", { addSpecial: false, parseSpecial: true });
+   */
   encode(text: string, opts: EncodeOptions = {}): number[] {
     if (typeof text !== "string") {
       throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected a string for text but received ${text === null ? "null" : typeof text}`);
@@ -161,7 +181,11 @@ export class Tokenizer {
 
   /**
    * Token ids -> text. Control tokens give "" unless `special`; the SentencePiece space prefix of
-   * the first word is removed (see DecodeOptions).
+   * the first word is removed (see {@link DecodeOptions}). Throws ERR_INVALID_ARGUMENT on an id
+   * outside [0, nVocab).
+   * @example
+   * tok.decode(tok.encode("Hello world"));                  // "Hello world"
+   * tok.decode([tok.eos!], { special: true });              // the EOS token's text, e.g. "</s>"
    */
   decode(ids: readonly number[], opts: DecodeOptions = {}): string {
     for (const id of ids) this.checkId(id);

@@ -130,17 +130,24 @@ describe("generate", () => {
   });
 
   it("abort mid-stream ends with finishReason abort and leaves the model usable", async () => {
-    const ac = new AbortController();
-    const chunks = [];
-    for await (const c of model.generate("a", { maxTokens: 200, temperature: 0, stopAtEos: false, signal: ac.signal })) {
-      chunks.push(c);
-      if (chunks.length === 3) ac.abort();
+    // A model big enough that 2000 tokens take far longer than delivering the abort.
+    const p = await synthModel("api-dispose", { dim: 256, layers: 4, heads: 8, kvHeads: 2, ffn: 512, vocabSize: 400, type: "f32" });
+    const m = await Model.load(p, { threads: 1, contextSize: 2048 });
+    try {
+      const ac = new AbortController();
+      const chunks = [];
+      for await (const c of m.generate("a", { maxTokens: 2000, temperature: 0, stopAtEos: false, signal: ac.signal })) {
+        chunks.push(c);
+        if (chunks.length === 3) ac.abort();
+      }
+      const last = chunks[chunks.length - 1];
+      expect(last.finishReason).toBe("abort");
+      expect(chunks.flatMap((c) => c.tokens).length).toBeLessThan(2000);
+      const again = await m.complete("a", { maxTokens: 4, temperature: 0, stopAtEos: false });
+      expect(again.tokens.length).toBe(4);
+    } finally {
+      await m.dispose();
     }
-    const last = chunks[chunks.length - 1];
-    expect(last.finishReason).toBe("abort");
-    expect(chunks.flatMap((c) => c.tokens).length).toBeLessThan(200);
-    const again = await model.complete("a", { maxTokens: 4, temperature: 0, stopAtEos: false });
-    expect(again.tokens.length).toBe(4);
   });
 
   it("breaking out of for-await cancels the request", async () => {
