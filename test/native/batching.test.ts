@@ -305,6 +305,28 @@ describe("sessions, pinned prefixes, response cache", () => {
     expect(outs[1].tokens).toEqual(solo.tokens);
   });
 
+  it("kvWaste counts a block shared by several holders once", async () => {
+    const kvm = await Model.load(path, { threads: 1, contextSize: 256, kvCacheTokens: 512 });
+    try {
+      const text = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron";
+      const { tokens } = await kvm.cachePrefix("a", text);
+      const n = tokens.length, bs = 16, full = Math.floor(n / bs);
+      expect(n % bs).not.toBe(0);
+      let st = kvm.stats();
+      expect(st.blocksUsed).toBe(full + 1);
+      expect(st.kvTokensHeld).toBe(n);
+      expect(st.kvWaste).toBeCloseTo(1 - n / ((full + 1) * bs), 10);
+      // The same text pinned again shares the full blocks (prefix cache) and owns its own tail.
+      await kvm.cachePrefix("b", text);
+      st = kvm.stats();
+      expect(st.blocksUsed).toBe(full + 2);
+      expect(st.kvTokensHeld).toBe(full * bs + 2 * (n % bs));
+      expect(st.kvWaste).toBeCloseTo(1 - (full * bs + 2 * (n % bs)) / ((full + 2) * bs), 10);
+    } finally {
+      await kvm.dispose();
+    }
+  });
+
   it("stats report batching and KV state", async () => {
     const s = m.stats();
     expect(s.steps).toBeGreaterThan(0);

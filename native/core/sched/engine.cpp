@@ -153,9 +153,26 @@ void Engine::publish_stats() {
   st_.blocks_free = alloc_->n_free();
   st_.prefix_lookups = alloc_->stats().lookups;
   st_.prefix_hits = alloc_->stats().hits;
+  // Tokens stored in used blocks: a block shared by several sequences (prefix cache) counts once,
+  // with the most slots any holder has filled.
+  const int64_t bs = kv_->block_size();
+  if (block_fill_.size() != (size_t)kv_->n_blocks()) block_fill_.assign((size_t)kv_->n_blocks(), 0);
+  touched_.clear();
+  auto note = [&](const std::vector<int32_t>& blocks, int64_t n_computed) {
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      const int32_t filled = (int32_t)std::clamp<int64_t>(n_computed - (int64_t)i * bs, 0, bs);
+      int32_t& f = block_fill_[(size_t)blocks[i]];
+      if (f == 0) touched_.push_back(blocks[i]);
+      f = std::max(f, filled);
+    }
+  };
+  for (auto& s : running_) note(s->blocks, s->n_computed);
+  for (auto& [id, ss] : sessions_) note(ss->blocks, ss->n_computed);
   int64_t held = 0;
-  for (auto& s : running_) held += s->n_computed;
-  for (auto& [id, ss] : sessions_) held += ss->n_computed;
+  for (int32_t b : touched_) {
+    held += block_fill_[(size_t)b];
+    block_fill_[(size_t)b] = 0;
+  }
   st_.kv_tokens_held = held;
   std::lock_guard<std::mutex> lk(mu_);
   published_ = st_;

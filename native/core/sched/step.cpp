@@ -270,8 +270,11 @@ bool Engine::schedule_and_run() {
   }
 
   // 2. Admission (priority, then FCFS) while budget, sequence slots and memory allow.
+  // Static batching (a benchmark baseline) forms its whole batch at once, up to max_sequences, even
+  // past this step's token budget; later prompt chunks run in the following steps.
   const bool may_admit = !opts_.static_batching || running_.empty();
-  while (may_admit && budget > 0 && !waiting_.empty() && (int64_t)running_.size() < opts_.max_sequences) {
+  while (may_admit && (budget > 0 || opts_.static_batching) && !waiting_.empty() &&
+         (int64_t)running_.size() < opts_.max_sequences) {
     Sequence& s = *waiting_.front();
     admit(s);
     const int64_t pending = (int64_t)s.tokens.size() - s.n_computed;
@@ -290,7 +293,7 @@ bool Engine::schedule_and_run() {
       break;
     }
     if (s.t_first_step < 0) s.t_first_step = now, s.tm.queue_ms = now - s.t_submit;
-    picks.push_back({&s, chunk, chunk == pending});
+    if (chunk > 0) picks.push_back({&s, chunk, chunk == pending});
     budget -= chunk;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();

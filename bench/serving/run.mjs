@@ -1,0 +1,510 @@
+#!/usr/bin/env node
+// Continuous-batching benchmarks: llmserve vs node-llama-cpp (llama.cpp) on the same GGUF file.
+//
+//   npm run bench:serving                    # decode at 1..32 streams + a 64-request serving run
+//   npm run bench:serving -- --quick         # smoke check (~2 minutes on 2 cores)
+//   node bench/serving/run.mjs --only serving --requests 32 --rate 0.25
+//
+// 1. decode : aggregate decode tok/s with N concurrent streams (N = 1, 4, 8, 16, 32), both engines.
+// 2. serving: Poisson arrivals, a shared system prompt + a random user prompt, random output
+//             lengths; throughput, TTFT and inter-token latency for llmserve continuous, llmserve
+//             static, and node-llama-cpp (as many sequences as fit the same KV budget; FCFS).
+// 3. KV     : llmserve's stats().kvWaste sampled during its serving runs, prefix-cache hit rate.
+//
+// Every engine configuration runs in a fresh child process (child.mjs) after the model file is
+// read once (warm page cache). Results go to bench/results/serving-<date>.json.
+// See bench/README.md ("Serving") for how to read the numbers.
+
+import { fork } from "node:child_process";
+import { mkdirSync, statSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { checkBuild, cpuBusy, ensureModel, machine, machineLine, mean, percentile, readPkgVersion, repoRoot, rng, table, tokenIds, waitIdle, warmPageCache } from "./common.mjs";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const CONTENDED_CORES = 0.25; // as bench/e2e: other processes using more than this => contended
+const LABEL = { llmserve: "llmserve", llamacpp: "node-llama-cpp", continuous: "llmserve continuous", static: "llmserve static" };
+
+const HELP = `Usage: node bench/serving/run.mjs [options]   (or: npm run bench:serving -- [options])
+
+  --quick               smoke check (~2 min on 2 cores): streams 1,4,8 x 16 tokens; 8 requests,
+                        64-token system prompt, 16-64 user tokens, 8-16 output tokens, rate 4/s
+  --only <list>         comma-separated parts and/or engines: decode, serving, llmserve, llamacpp,
+                        continuous, static (e.g. --only serving,llmserve)
+  --threads <n>         compute threads for both engines (default 2)
+  --rate <r>            serving arrival rate in requests/s (Poisson; "inf" = all at t=0; default 0.5)
+  --requests <n>        serving requests (default 64)
+  --concurrency <list>  decode stream counts (default 1,4,8,16,32)
+  --tg <n>              decode tokens per stream (default 64)
+  --system <n>          shared system-prompt tokens (default 256)
+  --prompt <a-b>        user-prompt tokens after the system prompt, uniform (default 32-512)
+  --output <a-b>        serving output tokens per request, uniform (default 64-128)
+  --kv-tokens <n>       KV budget in tokens: llmserve's kvCacheTokens; node-llama-cpp gets
+                        floor(n / per-sequence context) sequences (default 8192)
+  --max-batch-tokens <n> llmserve maxBatchTokens and node-llama-cpp batchSize (default 512)
+  --max-sequences <n>   llmserve maxSequences in the serving run (default 64)
+  --model <path>        any GGUF instead of the synthesized TinyLlama-1.1B-shape q4_0
+  --seed <n>            seed of prompts, lengths and arrivals (default 1234)
+  --timeout <s>         per-child limit in seconds (default 1800)
+  --wait-idle           before each child, wait (up to 5 min) until the CPUs are < 15% busy
+  --verbose             show the children's stderr
+  -h, --help            this text`;
+
+function die(msg) {
+  console.error(`bench:serving: ${msg}`);
+  process.exit(1);
+}
+
+function parseOptions() {
+  let p;
+  try {
+    p = parseArgs({
+      options: {
+        quick: { type: "boolean" },
+        only: { type: "string" },
+        threads: { type: "string" },
+        rate: { type: "string" },
+        requests: { type: "string" },
+        concurrency: { type: "string" },
+        tg: { type: "string" },
+        system: { type: "string" },
+        prompt: { type: "string" },
+        output: { type: "string" },
+        "kv-tokens": { type: "string" },
+        "max-batch-tokens": { type: "string" },
+        "max-sequences": { type: "string" },
+        model: { type: "string" },
+        seed: { type: "string" },
+        timeout: { type: "string" },
+        "wait-idle": { type: "boolean" },
+        verbose: { type: "boolean" },
+        "sample-ms": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }).values;
+  } catch (err) {
+    die(`${err.message}\n\n${HELP}`);
+  }
+  if (p.help) {
+    console.log(HELP);
+    process.exit(0);
+  }
+  const quick = p.quick === true;
+  const int = (name, v, def, min) => {
+    if (v === undefined) return def;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) die(`Expected an integer >= ${min} for --${name} but received ${JSON.stringify(v)}`);
+    return n;
+  };
+  const range = (name, v, def, min) => {
+    if (v === undefined) return def;
+    const m = /^(\d+)(?:-(\d+))?$/.exec(v);
+    const r = m ? [Number(m[1]), Number(m[2] ?? m[1])] : undefined;
+    if (!r || r[0] < min || r[1] < r[0]) die(`Expected a range like 32-512 (>= ${min}) for --${name} but received ${JSON.stringify(v)}`);
+    return r;
+  };
+  let rate = quick ? 4 : 0.5;
+  if (p.rate !== undefined) {
+    rate = p.rate === "inf" ? Infinity : Number(p.rate);
+    if (!(rate > 0)) die(`Expected a positive number or "inf" for --rate but received ${JSON.stringify(p.rate)}`);
+  }
+  const ONLY = ["decode", "serving", "llmserve", "llamacpp", "continuous", "static"];
+  const only = (p.only ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  for (const o of only) if (!ONLY.includes(o)) die(`Expected items of ${ONLY.join(", ")} for --only but received ${JSON.stringify(o)}`);
+  const parts = only.filter((o) => o === "decode" || o === "serving");
+  const engines = only.filter((o) => o === "llmserve" || o === "llamacpp");
+  const modes = only.filter((o) => o === "continuous" || o === "static");
+  if (modes.length && !engines.includes("llmserve")) engines.push("llmserve");
+  let concurrency = quick ? [1, 4, 8] : [1, 4, 8, 16, 32];
+  if (p.concurrency !== undefined) {
+    concurrency = p.concurrency.split(",").map((s) => Number(s.trim()));
+    if (!concurrency.every((n) => Number.isInteger(n) && n >= 1)) die(`Expected a list of positive integers for --concurrency but received ${JSON.stringify(p.concurrency)}`);
+  }
+  const opts = {
+    quick,
+    parts: parts.length ? parts : ["decode", "serving"],
+    engines: engines.length ? engines : ["llmserve", "llamacpp"],
+    modes: modes.length ? modes : ["continuous", "static"],
+    threads: int("threads", p.threads, 2, 1),
+    rate,
+    requests: int("requests", p.requests, quick ? 8 : 64, 1),
+    concurrency,
+    tg: int("tg", p.tg, quick ? 16 : 64, 2),
+    decodePrompt: 16,
+    system: int("system", p.system, quick ? 64 : 256, 0),
+    prompt: range("prompt", p.prompt, quick ? [16, 64] : [32, 512], 1),
+    output: range("output", p.output, quick ? [8, 16] : [64, 128], 1),
+    kvTokens: int("kv-tokens", p["kv-tokens"], quick ? 2048 : 8192, 16),
+    maxBatchTokens: int("max-batch-tokens", p["max-batch-tokens"], 512, 1),
+    maxSequences: int("max-sequences", p["max-sequences"], 64, 1),
+    model: p.model,
+    seed: int("seed", p.seed, 1234, 0),
+    timeoutS: int("timeout", p.timeout, 1800, 1),
+    waitIdle: p["wait-idle"] === true,
+    verbose: p.verbose === true,
+    sampleMs: int("sample-ms", p["sample-ms"], 250, 10),
+  };
+  return opts;
+}
+
+/** The serving workload: identical for every engine (token ids, lengths, arrival offsets). */
+function makeWorkload(opts, vocab, modelContext) {
+  const r = rng(opts.seed + 17);
+  const uni = ([a, b]) => a + Math.floor(r() * (b - a + 1));
+  const system = tokenIds(opts.system, vocab, opts.seed + 100);
+  const requests = [];
+  let t = 0;
+  for (let i = 0; i < opts.requests; i++) {
+    if (i > 0 && Number.isFinite(opts.rate)) t += (-Math.log(1 - r()) / opts.rate) * 1000;
+    const userLen = uni(opts.prompt);
+    const outLen = uni(opts.output);
+    requests.push({ i, arrivalMs: t, user: tokenIds(userLen, vocab, opts.seed + 1000 + i), outLen });
+  }
+  const maxLen = opts.system + opts.prompt[1] + opts.output[1];
+  let contextPerSeq = Math.ceil(maxLen / 256) * 256;
+  if (modelContext) contextPerSeq = Math.min(contextPerSeq, Math.max(modelContext, maxLen));
+  return { system, requests, contextPerSeq, maxLen };
+}
+
+function decodeLevels(opts, vocab) {
+  const seen = new Set();
+  return opts.concurrency.map((n) => ({
+    n,
+    prompts: Array.from({ length: n }, (_, j) => {
+      // Distinct first tokens across every prompt of the run: no prefix-cache reuse in this test.
+      let s = opts.seed + 10_000 * n + j;
+      let p = tokenIds(opts.decodePrompt, vocab, s);
+      while (seen.has(p[0])) p = tokenIds(opts.decodePrompt, vocab, (s += 7919));
+      seen.add(p[0]);
+      return p;
+    }),
+  }));
+}
+
+function runChild(job, opts) {
+  return new Promise((res) => {
+    const child = fork(join(here, "child.mjs"), [], { stdio: ["ignore", opts.verbose ? "inherit" : "ignore", opts.verbose ? "inherit" : "pipe", "ipc"] });
+    let stderr = "";
+    child.stderr?.on("data", (d) => (stderr = (stderr + d).slice(-4000)));
+    let msg;
+    const timer = setTimeout(() => {
+      msg = { ok: false, error: `timed out after ${opts.timeoutS} s` };
+      child.kill("SIGKILL");
+    }, opts.timeoutS * 1000);
+    child.on("message", (m) => (msg ??= m));
+    child.on("exit", (code, signal) => {
+      clearTimeout(timer);
+      if (!msg) msg = { ok: false, error: `child exited with ${signal ?? code} before reporting` };
+      if (!msg.ok && stderr.trim()) msg.error += `\n--- child stderr (tail) ---\n${stderr.trim()}`;
+      res(msg);
+    });
+    child.send(job);
+  });
+}
+
+// ---------------------------------------------------------------- metrics
+
+/** Aggregate decode rate of one concurrency level: from the moment every stream has its first token
+ *  (all prefills done) to the last token of the last stream, counting tokens in that window. */
+function decodeMetrics(level, tg) {
+  const firsts = level.streams.map((s) => s[0]);
+  const lasts = level.streams.map((s) => s[s.length - 1]);
+  const start = Math.max(...firsts);
+  const end = Math.max(...lasts);
+  let count = 0;
+  for (const s of level.streams) for (const t of s) if (t > start) count++;
+  return {
+    n: level.n,
+    tps: end > start ? (count * 1000) / (end - start) : NaN,
+    windowTokens: count,
+    windowMs: end - start,
+    allFirstTokenMs: start - level.submitted,
+    e2eTps: (level.n * tg * 1000) / (end - level.submitted),
+    cpu: level.cpu.cpu,
+    otherCores: level.cpu.otherCores,
+    stats: level.stats,
+  };
+}
+
+/** Per-token gaps of one stream; k tokens that reached JS together share their gap evenly. */
+function tokenGaps(times) {
+  const gaps = [];
+  let prev = times[0];
+  let i = 1;
+  while (i < times.length) {
+    let j = i;
+    while (j + 1 < times.length && times[j + 1] === times[i]) j++;
+    const k = j - i + 1;
+    for (let m = 0; m < k; m++) gaps.push((times[i] - prev) / k);
+    prev = times[i];
+    i = j + 1;
+  }
+  return gaps;
+}
+
+function servingMetrics(res, workload) {
+  const ttft = [];
+  const itl = [];
+  const e2e = [];
+  let out = 0;
+  let first = Infinity;
+  let last = 0;
+  let promptTokens = 0;
+  let reused = 0;
+  for (const r of res.requests) {
+    const w = workload.requests[r.i];
+    ttft.push(r.times[0] - r.arrival);
+    itl.push(...tokenGaps(r.times));
+    e2e.push(r.times[r.times.length - 1] - r.arrival);
+    out += r.times.length;
+    first = Math.min(first, r.arrival);
+    last = Math.max(last, r.times[r.times.length - 1]);
+    promptTokens += workload.system.length + w.user.length;
+    reused += r.reusedTokens ?? 0;
+  }
+  return {
+    requests: res.requests.length,
+    outputTokens: out,
+    makespanS: (last - first) / 1000,
+    throughput: (out * 1000) / (last - first),
+    ttftP50: percentile(ttft, 0.5),
+    ttftP99: percentile(ttft, 0.99),
+    itlP50: percentile(itl, 0.5),
+    itlP99: percentile(itl, 0.99),
+    e2eP50: percentile(e2e, 0.5),
+    promptTokens,
+    reusedPromptTokens: reused,
+    cpu: res.cpu.cpu,
+    otherCores: res.cpu.otherCores,
+  };
+}
+
+function kvMetrics(res, engine) {
+  if (engine === "llamacpp") {
+    const busy = res.samples.filter((s) => s.busy > 0);
+    return {
+      samples: busy.length,
+      wasteMean: mean(busy.map((s) => s.kvWaste)),
+      wasteMax: Math.max(...busy.map((s) => s.kvWaste)),
+      poolUseMean: mean(busy.map((s) => s.held / s.allocated)),
+      slots: res.slots,
+      busySlotsMean: mean(busy.map((s) => s.busy)),
+    };
+  }
+  const used = res.samples.filter((s) => s.blocksUsed > 0 && s.running > 0);
+  return {
+    samples: used.length,
+    wasteMean: mean(used.map((s) => s.kvWaste)),
+    wasteMax: Math.max(...used.map((s) => s.kvWaste)),
+    poolUseMean: mean(used.map((s) => s.blocksUsed / s.blocksTotal)),
+    poolUseMax: Math.max(...used.map((s) => s.blocksUsed / s.blocksTotal)),
+    // Tokens the running sequences hold per physical token slot in used blocks: > 1 means shared
+    // prefix blocks are counted once in blocksUsed but once per sequence in kvTokensHeld.
+    heldPerSlotMean: mean(used.map((s) => s.kvTokensHeld / (s.blocksUsed * s.blockSize))),
+    runningMean: mean(used.map((s) => s.running)),
+    waitingMean: mean(used.map((s) => s.waiting)),
+    prefixHitRate: res.stats.prefixHitRate,
+    preemptions: res.stats.preemptions,
+  };
+}
+
+// ---------------------------------------------------------------- main
+
+const f = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "n/a");
+const pct = (x) => (Number.isFinite(x) ? `${(x * 100).toFixed(1)}%` : "n/a");
+const cores = (x) => (x === undefined ? "?" : x.toFixed(2));
+
+async function main() {
+  const opts = parseOptions();
+  const build = checkBuild(die);
+  let llmserve;
+  try {
+    llmserve = await import(join(repoRoot, "dist", "index.js"));
+  } catch (err) {
+    die(`could not load dist/index.js (${err.message}); run \`npm run build\` first.`);
+  }
+  const mach = machine(llmserve.kernelIsa(), llmserve.physicalCores());
+  let model;
+  try {
+    model = await ensureModel(opts.model, llmserve.synth);
+  } catch (err) {
+    die(err.message);
+  }
+  const gguf = await llmserve.readGguf(model.path, { maxArrayLength: 16 });
+  const vocab = gguf.tensors.find((t) => t.name === "token_embd.weight")?.shape?.[1] ?? 32000;
+  const ctxKey = Object.keys(gguf.metadata).find((k) => k.endsWith(".context_length"));
+  const modelContext = ctxKey ? Number(gguf.metadata[ctxKey]) : undefined;
+  const fileMiB = statSync(model.path).size / 2 ** 20;
+  const workload = makeWorkload(opts, vocab, modelContext);
+  const levels = decodeLevels(opts, vocab);
+  const rateText = Number.isFinite(opts.rate) ? `${opts.rate}/s Poisson` : "all at t=0";
+
+  console.log("");
+  console.log(machineLine(mach));
+  console.log(`model   : ${model.path} (${fileMiB.toFixed(0)} MiB; vocab ${vocab})`);
+  console.log(`run     : threads ${opts.threads}, parts ${opts.parts.join(" + ")}, engines ${opts.engines.map((e) => LABEL[e]).join(" + ")}${opts.engines.includes("llmserve") && opts.parts.includes("serving") ? ` (serving: ${opts.modes.join(" + ")})` : ""}`);
+  if (opts.parts.includes("decode")) console.log(`decode  : streams ${opts.concurrency.join(", ")}; each a distinct ${opts.decodePrompt}-token prompt + ${opts.tg} greedy tokens, no EOS stop`);
+  if (opts.parts.includes("serving"))
+    console.log(
+      `serving : ${opts.requests} requests, ${rateText}, prompt = ${opts.system}-token shared system prompt + ${opts.prompt.join("-")} user tokens, ` +
+        `output ${opts.output.join("-")} tokens; KV budget ${opts.kvTokens} tokens (node-llama-cpp: ${Math.max(1, Math.min(opts.requests, Math.floor(opts.kvTokens / workload.contextPerSeq)))} sequences x ${workload.contextPerSeq}), maxBatchTokens ${opts.maxBatchTokens}`,
+    );
+  const load = os.loadavg()[0];
+  if (load > mach.logicalCpus * 0.5) console.warn(`warning: load average ${load.toFixed(2)} on ${mach.logicalCpus} CPUs: other processes are busy; numbers will be noisy.`);
+  if (opts.threads > mach.physicalCores) console.warn(`warning: ${opts.threads} threads on ${mach.physicalCores} physical cores oversubscribes the CPU.`);
+  if (opts.system + opts.prompt[1] + opts.output[1] > (modelContext ?? Infinity)) die(`the longest request (${workload.maxLen} tokens) exceeds the model's context (${modelContext})`);
+  console.log("");
+
+  const base = { modelPath: model.path, threads: opts.threads, vocab, seed: opts.seed, maxBatchTokens: opts.maxBatchTokens };
+  const runs = [];
+  let contended = false;
+  const launch = async (label, job) => {
+    await warmPageCache(model.path);
+    process.stdout.write(`${label.padEnd(34)} ... `);
+    const busyBefore = opts.waitIdle ? await waitIdle() : await cpuBusy(500);
+    let addonBuilt;
+    try {
+      addonBuilt = statSync(join(repoRoot, build.addon)).mtime.toISOString(); // the build may change under a long run
+    } catch {
+      /* removed meanwhile */
+    }
+    const t0 = Date.now();
+    const msg = await runChild({ ...base, ...job }, opts);
+    const childS = (Date.now() - t0) / 1000;
+    const run = { label, job: { task: job.task, engine: job.engine, batching: job.batching }, addonBuilt, cpuBusyBefore: busyBefore, loadAvg1m: os.loadavg()[0], childWallS: childS, ...msg };
+    runs.push(run);
+    if (!msg.ok) {
+      console.log("FAILED");
+      console.error(`  ${msg.error.replace(/\n/g, "\n  ")}`);
+    }
+    return run;
+  };
+
+  // 1. Decode at N concurrent streams.
+  const decode = {};
+  if (opts.parts.includes("decode")) {
+    for (const engine of opts.engines) {
+      const run = await launch(`decode ${LABEL[engine]}`, { task: "decode", engine, concurrency: opts.concurrency, levels, tg: opts.tg, decodePrompt: opts.decodePrompt });
+      if (!run.ok) continue;
+      decode[engine] = run.result.levels.map((l) => decodeMetrics(l, opts.tg));
+      const worst = Math.max(...decode[engine].map((m) => m.otherCores ?? 0));
+      if (worst > CONTENDED_CORES) contended = true;
+      console.log(`${decode[engine].map((m) => `${m.n}: ${f(m.tps, 1)}`).join(", ")} tok/s  (others up to ${cores(worst)} cores, load ${(run.result.loadMs / 1000).toFixed(1)} s, child ${run.childWallS.toFixed(0)} s)`);
+    }
+  }
+
+  // 2 + 3. Serving.
+  const serving = {};
+  const kv = {};
+  if (opts.parts.includes("serving")) {
+    const configs = [];
+    if (opts.engines.includes("llmserve")) for (const m of opts.modes) configs.push({ key: m, engine: "llmserve", batching: m });
+    if (opts.engines.includes("llamacpp")) configs.push({ key: "llamacpp", engine: "llamacpp" });
+    for (const c of configs) {
+      const run = await launch(`serving ${LABEL[c.key]}`, { task: "serve", engine: c.engine, batching: c.batching, workload, kvTokens: opts.kvTokens, maxSequences: opts.maxSequences, sampleMs: opts.sampleMs });
+      if (!run.ok) continue;
+      const m = servingMetrics(run.result, workload);
+      if (c.engine === "llmserve") m.stats = run.result.stats;
+      serving[c.key] = m;
+      kv[c.key] = kvMetrics(run.result, c.engine);
+      if ((m.otherCores ?? 0) > CONTENDED_CORES) contended = true;
+      console.log(`${f(m.throughput)} out tok/s, TTFT p50 ${f(m.ttftP50 / 1000)} s  (cpu/thread ${f(m.cpu)}, others ${cores(m.otherCores)} cores, makespan ${f(m.makespanS, 0)} s, child ${run.childWallS.toFixed(0)} s)`);
+    }
+  }
+
+  // Tables.
+  const ratios = { decode: {}, serving: {} };
+  if (Object.keys(decode).length) {
+    console.log("\nDecode: aggregate tok/s with N concurrent streams (window: all streams past their first token)\n");
+    const rows = opts.concurrency.map((n, i) => {
+      const a = decode.llmserve?.[i];
+      const b = decode.llamacpp?.[i];
+      const ratio = a && b ? a.tps / b.tps : NaN;
+      if (Number.isFinite(ratio)) ratios.decode[n] = ratio;
+      const others = [a?.otherCores, b?.otherCores].filter((x) => x !== undefined).map(cores).join(" / ");
+      return [n, a ? f(a.tps) : "-", b ? f(b.tps) : "-", Number.isFinite(ratio) ? `${f(ratio)}x` : "-", a ? f(a.stats.tokensPerStep, 1) : "-", a ? f(a.stats.sequencesPerStep, 1) : "-", others];
+    });
+    console.log(table(rows, ["streams", "llmserve tok/s", "node-llama-cpp tok/s", "llmserve / llama.cpp", "llmserve tok/step", "seqs/step", "others (cores)"]));
+  }
+  if (Object.keys(serving).length) {
+    console.log(`\nServing: ${opts.requests} requests, ${rateText}; latencies measured from each request's arrival\n`);
+    const rows = Object.entries(serving).map(([k, m]) => [
+      LABEL[k],
+      f(m.throughput),
+      f(m.ttftP50 / 1000),
+      f(m.ttftP99 / 1000),
+      f(m.itlP50, 0),
+      f(m.itlP99, 0),
+      f(m.e2eP50 / 1000, 1),
+      f(m.makespanS, 0),
+      m.stats ? `${f(m.stats.sequencesPerStep, 1)} / ${m.stats.maxBatchSequencesSeen}` : `- / ${kv[k]?.slots}`,
+      cores(m.otherCores),
+    ]);
+    console.log(table(rows, ["engine", "out tok/s", "TTFT p50 (s)", "TTFT p99 (s)", "ITL p50 (ms)", "ITL p99 (ms)", "e2e p50 (s)", "makespan (s)", "seqs/step mean / max", "others (cores)"]));
+    if (serving.continuous && serving.static) {
+      ratios.serving.continuousOverStatic = { throughput: serving.continuous.throughput / serving.static.throughput, ttftP50: serving.static.ttftP50 / serving.continuous.ttftP50 };
+      console.log(
+        `\ncontinuous / static (the seed's claim, measured): throughput ${f(ratios.serving.continuousOverStatic.throughput)}x, ` +
+          `TTFT p50 ${f(ratios.serving.continuousOverStatic.ttftP50)}x lower`,
+      );
+    }
+    if (serving.continuous && serving.llamacpp) {
+      ratios.serving.continuousOverLlamaCpp = { throughput: serving.continuous.throughput / serving.llamacpp.throughput, ttftP50: serving.llamacpp.ttftP50 / serving.continuous.ttftP50 };
+      console.log(`llmserve continuous / node-llama-cpp: throughput ${f(ratios.serving.continuousOverLlamaCpp.throughput)}x, TTFT p50 ${f(ratios.serving.continuousOverLlamaCpp.ttftP50)}x lower`);
+    }
+    console.log("\nKV cache during the serving runs (sampled every " + opts.sampleMs + " ms while requests run)\n");
+    const krows = Object.entries(kv).map(([k, m]) => [
+      LABEL[k],
+      pct(m.wasteMean),
+      pct(m.wasteMax),
+      pct(m.poolUseMean),
+      k === "llamacpp" ? `${f(m.busySlotsMean, 1)} of ${m.slots} slots` : `${f(m.runningMean, 1)} (+${f(m.waitingMean, 1)} waiting)`,
+      k === "llamacpp" ? "-" : pct(m.prefixHitRate),
+      pct(serving[k].reusedPromptTokens / serving[k].promptTokens),
+      k === "llamacpp" ? "-" : f(m.heldPerSlotMean),
+      k === "llamacpp" ? "-" : String(m.preemptions),
+    ]);
+    console.log(table(krows, ["engine", "KV waste mean", "KV waste max", "KV pool used", "running seqs", "prefix hit rate", "prompt tokens reused", "held / slot", "preemptions"]));
+  }
+  console.log("");
+  const builds = [...new Set(runs.map((r) => r.addonBuilt).filter(Boolean))];
+  if (builds.length > 1) console.warn(`warning: the native addon was rebuilt during this run (${builds.join(", ")}): children ran different builds (see runs[].addonBuilt in the JSON).`);
+  if (contended) {
+    console.warn("warning: other processes used more than a quarter of a core during some phase (\"others\" columns):");
+    console.warn("         those timings are contended; rerun on a quiet machine (or with --wait-idle).");
+  }
+
+  const stamp = new Date().toISOString().replace(/:/g, "-").replace(/\.\d+Z$/, "Z");
+  const outDir = join(repoRoot, "bench", "results");
+  mkdirSync(outDir, { recursive: true });
+  const outPath = join(outDir, `serving-${stamp}.json`);
+  const { requests: wreq, system, ...wrest } = workload;
+  writeFileSync(
+    outPath,
+    JSON.stringify(
+      {
+        benchmark: "serving",
+        date: new Date().toISOString(),
+        machine: mach,
+        loadAvgAtStart: os.loadavg(),
+        build,
+        model: { path: model.path, sizeBytes: statSync(model.path).size, vocab, context: modelContext },
+        options: { ...opts, rate: Number.isFinite(opts.rate) ? opts.rate : "inf" },
+        workload: { ...wrest, systemTokens: system.length, requests: wreq.map((r) => ({ i: r.i, arrivalMs: r.arrivalMs, promptTokens: system.length + r.user.length, outLen: r.outLen })) },
+        nodeLlamaCpp: { version: readPkgVersion("node-llama-cpp"), ...(runs.find((r) => r.ok && r.job.engine === "llamacpp")?.result.details ?? {}) },
+        contended,
+        summary: { decode, serving, kv },
+        ratios,
+        runs,
+      },
+      null,
+      1,
+    ) + "\n",
+  );
+  console.log(`results : ${relative(process.cwd(), outPath)}`);
+  if (runs.some((r) => !r.ok)) process.exitCode = 1;
+}
+
+main().catch((err) => die(err?.stack ?? String(err)));
