@@ -12,60 +12,8 @@
 //        decode steps (+ greedy sampling), as llama-bench's tg test.
 // llmserve's own engine timings (promptMs, generateMs) are recorded too, as a cross-check.
 
-import { readFileSync } from "node:fs";
-import { availableParallelism } from "node:os";
 import { performance } from "node:perf_hooks";
-
-/** Deterministic pseudo-random token ids in [3, vocab): 0..2 are unk/bos/eos in llama vocabularies. */
-export function tokenIds(n, vocab, seed) {
-  let a = seed >>> 0;
-  const next = () => {
-    // mulberry32
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const out = new Array(n);
-  for (let i = 0; i < n; i++) out[i] = 3 + Math.floor(next() * (vocab - 3));
-  return out;
-}
-
-/** Busy and total jiffies over all CPUs from /proc/stat (undefined off Linux). */
-function procStat() {
-  try {
-    const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1, 9).map(Number);
-    const total = f.reduce((a, b) => a + b, 0);
-    return { busy: total - f[3] - f[4], total };
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Runs fn and returns [result, cpu, others]:
- *   cpu    = this process's CPU time during fn / (wall time x threads): ~1 when the engine kept its
- *            threads busy (or spinning); below 1 when its threads idled or were preempted;
- *   others = cores' worth of CPU time that other processes used meanwhile (from /proc/stat):
- *            ~0 on a quiet machine; when it is large, the timing is contended.
- */
-async function withCpu(threads, fn) {
-  const s0 = procStat();
-  const c0 = process.cpuUsage();
-  const w0 = performance.now();
-  const r = await fn();
-  const c = process.cpuUsage(c0);
-  const wall = performance.now() - w0;
-  const s1 = procStat();
-  const ownCores = (c.user + c.system) / 1000 / wall;
-  let others;
-  if (s0 && s1 && s1.total > s0.total) {
-    const ncpu = availableParallelism();
-    others = +Math.max(0, ((s1.busy - s0.busy) / (s1.total - s0.total)) * ncpu - ownCores).toFixed(2);
-  }
-  return [r, +(ownCores / threads).toFixed(3), others];
-}
+import { serveOneMessage, tokenIds, withCpu } from "../common.mjs";
 
 /** Distinct first tokens, so no prompt is a prefix of another (no KV reuse between tests). */
 function prompts(cfg) {
@@ -90,7 +38,7 @@ async function runLlmserve(cfg) {
     // ppN: prefill only (maxTokens 1 = no decode step).
     let last;
     const a = performance.now();
-    const [, ppCpu, ppOthers] = await withCpu(cfg.threads, async () => {
+    const [, { cpu: ppCpu, otherCores: ppOthers }] = await withCpu(cfg.threads, async () => {
       for await (const c of model.generate({ tokens: p.pp }, { maxTokens: 1, temperature: 0, stopAtEos: false })) last = c;
     });
     const ppMs = performance.now() - a;
@@ -103,7 +51,7 @@ async function runLlmserve(cfg) {
     let end = 0;
     let got = 0;
     let tgT;
-    const [, tgCpu, tgOthers] = await withCpu(cfg.threads, async () => {
+    const [, { cpu: tgCpu, otherCores: tgOthers }] = await withCpu(cfg.threads, async () => {
       for await (const c of model.generate({ tokens: p.tg }, { maxTokens: cfg.tg + 1, temperature: 0, stopAtEos: false })) {
         if (c.tokens.length > 0) {
           got += c.tokens.length;
@@ -160,7 +108,7 @@ async function runLlamaCpp(cfg) {
 
     // ppN: the whole prompt in one batch.
     const a = performance.now();
-    const [, ppCpu, ppOthers] = await withCpu(cfg.threads, () => seq.evaluateWithoutGeneratingNewTokens(p.pp));
+    const [, { cpu: ppCpu, otherCores: ppOthers }] = await withCpu(cfg.threads, () => seq.evaluateWithoutGeneratingNewTokens(p.pp));
     const ppMs = performance.now() - a;
     if (seq.nextTokenIndex !== cfg.pp) throw new Error(`node-llama-cpp holds ${seq.nextTokenIndex} tokens after pp, expected ${cfg.pp}`);
     await seq.clearHistory();
@@ -170,7 +118,7 @@ async function runLlamaCpp(cfg) {
     const r0 = await g.next();
     if (r0.done) throw new Error("node-llama-cpp produced no token");
     const first = performance.now();
-    const [, tgCpu, tgOthers] = await withCpu(cfg.threads, async () => {
+    const [, { cpu: tgCpu, otherCores: tgOthers }] = await withCpu(cfg.threads, async () => {
       for (let i = 0; i < cfg.tg; i++) {
         const r = await g.next();
         if (r.done) throw new Error(`node-llama-cpp stopped after ${i + 1} tokens`);
@@ -199,11 +147,4 @@ async function runLlamaCpp(cfg) {
   }
 }
 
-process.once("message", async (cfg) => {
-  try {
-    const result = cfg.engine === "llmserve" ? await runLlmserve(cfg) : await runLlamaCpp(cfg);
-    process.send({ ok: true, result }, () => process.exit(0));
-  } catch (err) {
-    process.send({ ok: false, error: `${err?.code ? err.code + ": " : ""}${err?.stack ?? err}` }, () => process.exit(1));
-  }
-});
+serveOneMessage((cfg) => (cfg.engine === "llmserve" ? runLlmserve(cfg) : runLlamaCpp(cfg)));

@@ -13,7 +13,7 @@
 // what a Node.js user of each binding sees.
 
 import { performance } from "node:perf_hooks";
-import { tokenIds, withCpu } from "./common.mjs";
+import { serveOneMessage, tokenIds, withCpu } from "../common.mjs";
 
 const now = () => performance.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -272,13 +272,8 @@ function pick(o, keys) {
   return r;
 }
 
-process.once("message", async (job) => {
-  try {
-    const fn = { "decode:llmserve": llmserveDecode, "decode:llamacpp": llamaDecode, "serve:llmserve": llmserveServe, "serve:llamacpp": llamaServe }[`${job.task}:${job.engine}`];
-    if (!fn) throw new Error(`unknown job ${job.task}:${job.engine}`);
-    const result = await fn(job);
-    process.send({ ok: true, result }, () => process.exit(0));
-  } catch (err) {
-    process.send({ ok: false, error: `${err?.code ? err.code + ": " : ""}${err?.stack ?? err}` }, () => process.exit(1));
-  }
+serveOneMessage((job) => {
+  const fn = { "decode:llmserve": llmserveDecode, "decode:llamacpp": llamaDecode, "serve:llmserve": llmserveServe, "serve:llamacpp": llamaServe }[`${job.task}:${job.engine}`];
+  if (!fn) throw new Error(`unknown job ${job.task}:${job.engine}`);
+  return fn(job);
 });

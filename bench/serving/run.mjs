@@ -15,16 +15,37 @@
 // read once (warm page cache). Results go to bench/results/serving-<date>.json.
 // See bench/README.md ("Serving") for how to read the numbers.
 
-import { fork } from "node:child_process";
-import { mkdirSync, statSync, writeFileSync } from "node:fs";
+import { statSync } from "node:fs";
 import os from "node:os";
-import { dirname, join, relative } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
-import { checkBuild, cpuBusy, ensureModel, machine, machineLine, mean, percentile, readPkgVersion, repoRoot, rng, table, tokenIds, waitIdle, warmPageCache } from "./common.mjs";
+import {
+  CONTENDED_CORES,
+  checkBuild,
+  cpuBusy,
+  ensureModel,
+  fmtCores,
+  loadLlmserve,
+  machine,
+  machineLine,
+  makeDie,
+  mean,
+  parseCli,
+  percentile,
+  readPkgVersion,
+  repoRoot,
+  rng,
+  runChild,
+  table,
+  tokenIds,
+  waitIdle,
+  warmPageCache,
+  warnBusyMachine,
+  writeResults,
+} from "../common.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const CONTENDED_CORES = 0.25; // as bench/e2e: other processes using more than this => contended
+const MODEL_TYPE = "q4_0"; // the model bench/e2e synthesizes by default (same cache file)
 const LABEL = { llmserve: "llmserve", llamacpp: "node-llama-cpp", continuous: "llmserve continuous", static: "llmserve static" };
 
 const HELP = `Usage: node bench/serving/run.mjs [options]   (or: npm run bench:serving -- [options])
@@ -52,52 +73,29 @@ const HELP = `Usage: node bench/serving/run.mjs [options]   (or: npm run bench:s
   --verbose             show the children's stderr
   -h, --help            this text`;
 
-function die(msg) {
-  console.error(`bench:serving: ${msg}`);
-  process.exit(1);
-}
+const die = makeDie("bench:serving");
 
 function parseOptions() {
-  let p;
-  try {
-    p = parseArgs({
-      options: {
-        quick: { type: "boolean" },
-        only: { type: "string" },
-        threads: { type: "string" },
-        rate: { type: "string" },
-        requests: { type: "string" },
-        concurrency: { type: "string" },
-        tg: { type: "string" },
-        system: { type: "string" },
-        prompt: { type: "string" },
-        output: { type: "string" },
-        "kv-tokens": { type: "string" },
-        "max-batch-tokens": { type: "string" },
-        "max-sequences": { type: "string" },
-        model: { type: "string" },
-        seed: { type: "string" },
-        timeout: { type: "string" },
-        "wait-idle": { type: "boolean" },
-        verbose: { type: "boolean" },
-        "sample-ms": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    }).values;
-  } catch (err) {
-    die(`${err.message}\n\n${HELP}`);
-  }
-  if (p.help) {
-    console.log(HELP);
-    process.exit(0);
-  }
+  const { values: p, int } = parseCli(
+    // plus the options every benchmark takes (see parseCli)
+    {
+      only: { type: "string" },
+      rate: { type: "string" },
+      requests: { type: "string" },
+      concurrency: { type: "string" },
+      tg: { type: "string" },
+      system: { type: "string" },
+      prompt: { type: "string" },
+      output: { type: "string" },
+      "kv-tokens": { type: "string" },
+      "max-batch-tokens": { type: "string" },
+      "max-sequences": { type: "string" },
+      "sample-ms": { type: "string" },
+    },
+    HELP,
+    die,
+  );
   const quick = p.quick === true;
-  const int = (name, v, def, min) => {
-    if (v === undefined) return def;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) die(`Expected an integer >= ${min} for --${name} but received ${JSON.stringify(v)}`);
-    return n;
-  };
   const range = (name, v, def, min) => {
     if (v === undefined) return def;
     const m = /^(\d+)(?:-(\d+))?$/.exec(v);
@@ -181,27 +179,6 @@ function decodeLevels(opts, vocab) {
       return p;
     }),
   }));
-}
-
-function runChild(job, opts) {
-  return new Promise((res) => {
-    const child = fork(join(here, "child.mjs"), [], { stdio: ["ignore", opts.verbose ? "inherit" : "ignore", opts.verbose ? "inherit" : "pipe", "ipc"] });
-    let stderr = "";
-    child.stderr?.on("data", (d) => (stderr = (stderr + d).slice(-4000)));
-    let msg;
-    const timer = setTimeout(() => {
-      msg = { ok: false, error: `timed out after ${opts.timeoutS} s` };
-      child.kill("SIGKILL");
-    }, opts.timeoutS * 1000);
-    child.on("message", (m) => (msg ??= m));
-    child.on("exit", (code, signal) => {
-      clearTimeout(timer);
-      if (!msg) msg = { ok: false, error: `child exited with ${signal ?? code} before reporting` };
-      if (!msg.ok && stderr.trim()) msg.error += `\n--- child stderr (tail) ---\n${stderr.trim()}`;
-      res(msg);
-    });
-    child.send(job);
-  });
 }
 
 // ---------------------------------------------------------------- metrics
@@ -314,21 +291,15 @@ function kvMetrics(res, engine) {
 
 const f = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "n/a");
 const pct = (x) => (Number.isFinite(x) ? `${(x * 100).toFixed(1)}%` : "n/a");
-const cores = (x) => (x === undefined ? "?" : x.toFixed(2));
 
 async function main() {
   const opts = parseOptions();
   const build = checkBuild(die);
-  let llmserve;
-  try {
-    llmserve = await import(join(repoRoot, "dist", "index.js"));
-  } catch (err) {
-    die(`could not load dist/index.js (${err.message}); run \`npm run build\` first.`);
-  }
+  const llmserve = await loadLlmserve(die);
   const mach = machine(llmserve.kernelIsa(), llmserve.physicalCores());
   let model;
   try {
-    model = await ensureModel(opts.model, llmserve.synth);
+    model = await ensureModel(llmserve.synth, { model: opts.model, type: MODEL_TYPE, die });
   } catch (err) {
     die(err.message);
   }
@@ -351,9 +322,7 @@ async function main() {
       `serving : ${opts.requests} requests, ${rateText}, prompt = ${opts.system}-token shared system prompt + ${opts.prompt.join("-")} user tokens, ` +
         `output ${opts.output.join("-")} tokens; KV budget ${opts.kvTokens} tokens (node-llama-cpp: ${Math.max(1, Math.min(opts.requests, Math.floor(opts.kvTokens / workload.contextPerSeq)))} sequences x ${workload.contextPerSeq}), maxBatchTokens ${opts.maxBatchTokens}`,
     );
-  const load = os.loadavg()[0];
-  if (load > mach.logicalCpus * 0.5) console.warn(`warning: load average ${load.toFixed(2)} on ${mach.logicalCpus} CPUs: other processes are busy; numbers will be noisy.`);
-  if (opts.threads > mach.physicalCores) console.warn(`warning: ${opts.threads} threads on ${mach.physicalCores} physical cores oversubscribes the CPU.`);
+  warnBusyMachine(mach, opts.threads);
   if (opts.system + opts.prompt[1] + opts.output[1] > (modelContext ?? Infinity)) die(`the longest request (${workload.maxLen} tokens) exceeds the model's context (${modelContext})`);
   console.log("");
 
@@ -371,7 +340,7 @@ async function main() {
       /* removed meanwhile */
     }
     const t0 = Date.now();
-    const msg = await runChild({ ...base, ...job }, opts);
+    const msg = await runChild(join(here, "child.mjs"), { ...base, ...job }, opts);
     const childS = (Date.now() - t0) / 1000;
     const run = { label, job: { task: job.task, engine: job.engine, batching: job.batching }, addonBuilt, cpuBusyBefore: busyBefore, loadAvg1m: os.loadavg()[0], childWallS: childS, ...msg };
     runs.push(run);
@@ -391,7 +360,7 @@ async function main() {
       decode[engine] = run.result.levels.map((l) => decodeMetrics(l, opts.tg));
       const worst = Math.max(...decode[engine].map((m) => m.otherCores ?? 0));
       if (worst > CONTENDED_CORES) contended = true;
-      console.log(`${decode[engine].map((m) => `${m.n}: ${f(m.tps, 1)}`).join(", ")} tok/s  (others up to ${cores(worst)} cores, load ${(run.result.loadMs / 1000).toFixed(1)} s, child ${run.childWallS.toFixed(0)} s)`);
+      console.log(`${decode[engine].map((m) => `${m.n}: ${f(m.tps, 1)}`).join(", ")} tok/s  (others up to ${fmtCores(worst)} cores, load ${(run.result.loadMs / 1000).toFixed(1)} s, child ${run.childWallS.toFixed(0)} s)`);
     }
   }
 
@@ -410,7 +379,7 @@ async function main() {
       serving[c.key] = m;
       kv[c.key] = kvMetrics(run.result, c.engine);
       if ((m.otherCores ?? 0) > CONTENDED_CORES) contended = true;
-      console.log(`${f(m.throughput)} out tok/s, TTFT p50 ${f(m.ttftP50 / 1000)} s  (cpu/thread ${f(m.cpu)}, others ${cores(m.otherCores)} cores, makespan ${f(m.makespanS, 0)} s, child ${run.childWallS.toFixed(0)} s)`);
+      console.log(`${f(m.throughput)} out tok/s, TTFT p50 ${f(m.ttftP50 / 1000)} s  (cpu/thread ${f(m.cpu)}, others ${fmtCores(m.otherCores)} cores, makespan ${f(m.makespanS, 0)} s, child ${run.childWallS.toFixed(0)} s)`);
     }
   }
 
@@ -423,7 +392,7 @@ async function main() {
       const b = decode.llamacpp?.[i];
       const ratio = a && b ? a.tps / b.tps : NaN;
       if (Number.isFinite(ratio)) ratios.decode[n] = ratio;
-      const others = [a?.otherCores, b?.otherCores].filter((x) => x !== undefined).map(cores).join(" / ");
+      const others = [a?.otherCores, b?.otherCores].filter((x) => x !== undefined).map(fmtCores).join(" / ");
       return [n, a ? f(a.tps) : "-", b ? f(b.tps) : "-", Number.isFinite(ratio) ? `${f(ratio)}x` : "-", a ? f(a.stats.tokensPerStep, 1) : "-", a ? f(a.stats.sequencesPerStep, 1) : "-", others];
     });
     console.log(table(rows, ["streams", "llmserve tok/s", "node-llama-cpp tok/s", "llmserve / llama.cpp", "llmserve tok/step", "seqs/step", "others (cores)"]));
@@ -440,7 +409,7 @@ async function main() {
       f(m.e2eP50 / 1000, 1),
       f(m.makespanS, 0),
       m.stats ? `${f(m.stats.sequencesPerStep, 1)} / ${m.stats.maxBatchSequencesSeen}` : `- / ${kv[k]?.slots}`,
-      cores(m.otherCores),
+      fmtCores(m.otherCores),
     ]);
     console.log(table(rows, ["engine", "out tok/s", "TTFT p50 (s)", "TTFT p99 (s)", "ITL p50 (ms)", "ITL p99 (ms)", "e2e p50 (s)", "makespan (s)", "seqs/step mean / max", "others (cores)"]));
     if (serving.continuous && serving.static) {
@@ -476,34 +445,24 @@ async function main() {
     console.warn("         those timings are contended; rerun on a quiet machine (or with --wait-idle).");
   }
 
-  const stamp = new Date().toISOString().replace(/:/g, "-").replace(/\.\d+Z$/, "Z");
-  const outDir = join(repoRoot, "bench", "results");
-  mkdirSync(outDir, { recursive: true });
-  const outPath = join(outDir, `serving-${stamp}.json`);
   const { requests: wreq, system, ...wrest } = workload;
-  writeFileSync(
-    outPath,
-    JSON.stringify(
-      {
-        benchmark: "serving",
-        date: new Date().toISOString(),
-        machine: mach,
-        loadAvgAtStart: os.loadavg(),
-        build,
-        model: { path: model.path, sizeBytes: statSync(model.path).size, vocab, context: modelContext },
-        options: { ...opts, rate: Number.isFinite(opts.rate) ? opts.rate : "inf" },
-        workload: { ...wrest, systemTokens: system.length, requests: wreq.map((r) => ({ i: r.i, arrivalMs: r.arrivalMs, promptTokens: system.length + r.user.length, outLen: r.outLen })) },
-        nodeLlamaCpp: { version: readPkgVersion("node-llama-cpp"), ...(runs.find((r) => r.ok && r.job.engine === "llamacpp")?.result.details ?? {}) },
-        contended,
-        summary: { decode, serving, kv },
-        ratios,
-        runs,
-      },
-      null,
-      1,
-    ) + "\n",
+  writeResults(
+    "serving",
+    {
+      machine: mach,
+      loadAvgAtStart: os.loadavg(),
+      build,
+      model: { path: model.path, sizeBytes: statSync(model.path).size, vocab, context: modelContext },
+      options: { ...opts, rate: Number.isFinite(opts.rate) ? opts.rate : "inf" },
+      workload: { ...wrest, systemTokens: system.length, requests: wreq.map((r) => ({ i: r.i, arrivalMs: r.arrivalMs, promptTokens: system.length + r.user.length, outLen: r.outLen })) },
+      nodeLlamaCpp: { version: readPkgVersion("node-llama-cpp"), ...(runs.find((r) => r.ok && r.job.engine === "llamacpp")?.result.details ?? {}) },
+      contended,
+      summary: { decode, serving, kv },
+      ratios,
+      runs,
+    },
+    1,
   );
-  console.log(`results : ${relative(process.cwd(), outPath)}`);
   if (runs.some((r) => !r.ok)) process.exitCode = 1;
 }
 

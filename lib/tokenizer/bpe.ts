@@ -3,7 +3,7 @@
  * word's UTF-8 bytes to GPT-2's printable characters, then repeatedly merge the adjacent pair with
  * the lowest merge rank (leftmost on ties). Results are cached per word.
  */
-import { CandidateHeap } from "./heap.js";
+import { mergeSymbols } from "./merge.js";
 import { buildSplitter, type CompiledSplitter } from "./pretokenize.js";
 import { byteLevelEncode } from "./unicode.js";
 import type { Vocab } from "./vocab.js";
@@ -51,39 +51,11 @@ export class BpeTokenizer {
       this.emit(word, out);
       return out;
     }
+    // every character starts as one symbol
     const start = new Int32Array(n);
     const len = new Int32Array(n).fill(1);
-    const prev = new Int32Array(n);
-    const next = new Int32Array(n);
-    for (let i = 0; i < n; i++) {
-      start[i] = i;
-      prev[i] = i - 1;
-      next[i] = i + 1;
-    }
-    next[n - 1] = -1;
-
-    const heap = new CandidateHeap();
-    const tryAdd = (left: number, right: number) => {
-      if (left < 0 || right < 0) return;
-      const rank = mergeRanks.get(word.substr(start[left], len[left]) + " " + word.substr(start[right], len[right]));
-      if (rank === undefined) return;
-      heap.push({ key: rank, left, right, size: len[left] + len[right] });
-    };
-    for (let i = 1; i < n; i++) tryAdd(i - 1, i);
-
-    while (heap.length > 0) {
-      const c = heap.pop()!;
-      const l = c.left;
-      const r = c.right;
-      if (len[l] === 0 || len[r] === 0 || len[l] + len[r] !== c.size) continue;
-      len[l] += len[r];
-      len[r] = 0;
-      next[l] = next[r];
-      if (next[r] >= 0) prev[next[r]] = l;
-      tryAdd(prev[l], l);
-      tryAdd(l, next[l]);
-    }
-
+    for (let i = 0; i < n; i++) start[i] = i;
+    const next = mergeSymbols(len, n, (left, right) => mergeRanks.get(word.substr(start[left], len[left]) + " " + word.substr(start[right], len[right])));
     for (let i = 0; i !== -1; i = next[i]) this.emit(word.substr(start[i], len[i]), out);
     return out;
   }

@@ -4,7 +4,7 @@
  * with the highest score (leftmost on ties), and emit characters that never became a token as
  * byte tokens `<0xNN>`.
  */
-import { CandidateHeap } from "./heap.js";
+import { mergeSymbols } from "./merge.js";
 import { utf8Encode } from "./unicode.js";
 import type { Vocab } from "./vocab.js";
 
@@ -15,48 +15,24 @@ import type { Vocab } from "./vocab.js";
 export function spmTokenize(vocab: Vocab, text: string, out: number[]): void {
   const n0 = text.length;
   if (n0 === 0) return;
-  // symbols: one per code point, as [start, len) in UTF-16 units, in a doubly linked list
+  // symbols: one per code point, as [start, len) in UTF-16 units
   const start = new Int32Array(n0);
   const len = new Int32Array(n0);
-  const prev = new Int32Array(n0);
-  const next = new Int32Array(n0);
   let n = 0;
   for (let i = 0; i < n0; ) {
     const c = text.charCodeAt(i);
     const w = c >= 0xd800 && c <= 0xdbff && i + 1 < n0 ? 2 : 1;
     start[n] = i;
     len[n] = w;
-    prev[n] = n - 1;
-    next[n] = n + 1;
     n++;
     i += w;
   }
-  next[n - 1] = -1;
 
-  const heap = new CandidateHeap();
   const { textToId, scores } = vocab;
-  const tryAdd = (left: number, right: number) => {
-    if (left < 0 || right < 0) return;
-    const size = len[left] + len[right];
-    const id = textToId.get(text.substr(start[left], size));
-    if (id === undefined) return;
-    heap.push({ key: -scores[id], left, right, size });
-  };
-  for (let i = 1; i < n; i++) tryAdd(i - 1, i);
-
-  while (heap.length > 0) {
-    const c = heap.pop()!;
-    const l = c.left;
-    const r = c.right;
-    // skip candidates whose symbols changed since they were made
-    if (len[l] === 0 || len[r] === 0 || len[l] + len[r] !== c.size) continue;
-    len[l] += len[r];
-    len[r] = 0;
-    next[l] = next[r];
-    if (next[r] >= 0) prev[next[r]] = l;
-    tryAdd(prev[l], l);
-    tryAdd(l, next[l]);
-  }
+  const next = mergeSymbols(len, n, (left, right) => {
+    const id = textToId.get(text.substr(start[left], len[left] + len[right]));
+    return id === undefined ? undefined : -scores[id];
+  });
 
   for (let i = 0; i !== -1; i = next[i]) {
     const piece = text.substr(start[i], len[i]);

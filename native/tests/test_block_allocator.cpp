@@ -1,6 +1,7 @@
 // Tests for native/core/kv/block_allocator: exhaustion, free/cached/used transitions, prefix reuse,
 // LRU eviction order, register conflicts, misuse as no-ops, hash_block inputs, and a randomized
 // comparison against a naive model with check_invariants() after every operation.
+#include <array>
 #include <climits>
 #include <cstdint>
 #include <map>
@@ -25,6 +26,16 @@ namespace {
   } while (0)
 
 uint64_t key_for(int32_t i) { return BlockAllocator::hash_block(0, &i, 1, 0); }
+
+// Allocates N blocks, then registers the i-th (0-based) under key_for(i + 1).
+template <size_t N>
+std::array<BlockId, N> allocate_registered(BlockAllocator& a) {
+  std::array<BlockId, N> blocks;
+  for (BlockId& b : blocks) b = a.allocate();
+  for (size_t i = 0; i < N; ++i)
+    CHECK(a.register_block(blocks[i], key_for(static_cast<int32_t>(i + 1))));
+  return blocks;
+}
 
 }  // namespace
 
@@ -116,10 +127,7 @@ TEST(block_allocator_registered_block_cached_and_reused) {
 
 TEST(block_allocator_lru_eviction_order) {
   BlockAllocator a(3);
-  BlockId A = a.allocate(), B = a.allocate(), C = a.allocate();
-  CHECK(a.register_block(A, key_for(1)));
-  CHECK(a.register_block(B, key_for(2)));
-  CHECK(a.register_block(C, key_for(3)));
+  const auto [A, B, C] = allocate_registered<3>(a);
   a.unref(A);
   a.unref(B);
   a.unref(C);
@@ -150,10 +158,7 @@ TEST(block_allocator_release_order_not_register_order) {
   // LRU position comes from the time of the last release, so a block re-used from the cache and
   // released again moves to the most recent end.
   BlockAllocator a(3);
-  BlockId A = a.allocate(), B = a.allocate(), C = a.allocate();
-  CHECK(a.register_block(A, key_for(1)));
-  CHECK(a.register_block(B, key_for(2)));
-  CHECK(a.register_block(C, key_for(3)));
+  const auto [A, B, C] = allocate_registered<3>(a);
   a.unref(A);
   a.unref(B);
   a.unref(C);
@@ -167,9 +172,7 @@ TEST(block_allocator_release_order_not_register_order) {
 
 TEST(block_allocator_ref_of_cached_leaves_lru) {
   BlockAllocator a(2);
-  BlockId A = a.allocate(), B = a.allocate();
-  CHECK(a.register_block(A, key_for(1)));
-  CHECK(a.register_block(B, key_for(2)));
+  const auto [A, B] = allocate_registered<2>(a);
   a.unref(A);
   a.unref(B);
   CHECK_EQ(a.n_cached(), 2);
@@ -252,10 +255,7 @@ TEST(block_allocator_misuse_is_noop) {
 
 TEST(block_allocator_clear_cached) {
   BlockAllocator a(4);
-  BlockId A = a.allocate(), B = a.allocate(), C = a.allocate();
-  CHECK(a.register_block(A, key_for(1)));
-  CHECK(a.register_block(B, key_for(2)));
-  CHECK(a.register_block(C, key_for(3)));
+  const auto [A, B, C] = allocate_registered<3>(a);
   a.unref(A);
   a.unref(B);
   CHECK_EQ(a.clear_cached(), 2);

@@ -8,36 +8,19 @@
 #include <vector>
 
 #include "sampling/sampler.h"
+#include "sampling_test_util.h"
 #include "testing.h"
 
 using namespace llmserve;
+using namespace llmserve::sampling_test;
 
 namespace {
 
-// No filters, T = 1: the plain softmax of the (penalized) logits.
-SamplingParams plain() {
-  SamplingParams p;
-  p.temperature = 1.0f;
-  p.top_k = 0;
-  p.top_p = 1.0f;
-  p.min_p = 0.0f;
-  return p;
-}
-
-// Probability of `token` in s.last_candidates(), or -1 when it was filtered out.
-double prob_of(const Sampler& s, int32_t token) {
-  for (const auto& c : s.last_candidates())
-    if (c.token == token) return c.logprob;
-  return -1.0;
-}
-
-std::vector<float> random_logits(Rng& r, int32_t n, double scale) {
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& x : v) {  // sum of uniforms: roughly normal
-    double s = r.uniform() + r.uniform() + r.uniform() - 1.5;
-    x = static_cast<float>(s * scale);
-  }
-  return v;
+// A sampler over the 4 `logits` after one sample(): last_candidates() and prob_of() read that draw.
+Sampler sample_once(const SamplingParams& p, const float (&logits)[4]) {
+  Sampler s(p, 4);
+  s.sample(logits);
+  return s;
 }
 
 }  // namespace
@@ -63,9 +46,8 @@ TEST(sampling_top_k_keeps_best_two) {
 TEST(sampling_top_k_larger_than_vocab_keeps_all) {
   SamplingParams p = plain();
   p.top_k = 100;
-  Sampler s(p, 4);
   const float logits[4] = {1, 2, 3, 4};
-  s.sample(logits);
+  Sampler s = sample_once(p, logits);
   CHECK_EQ(s.last_candidates().size(), size_t(4));
   // softmax([1,2,3,4]) = e^(l-4) / (1 + e^-1 + e^-2 + e^-3)
   CHECK_NEAR(prob_of(s, 0), 0.0320586033, 1e-6);
@@ -78,8 +60,7 @@ TEST(sampling_top_p_smallest_prefix) {
   {
     SamplingParams p = plain();
     p.top_p = 0.8f;  // 0.6439 < 0.8 <= 0.8808 -> tokens 3, 2
-    Sampler s(p, 4);
-    s.sample(logits);
+    Sampler s = sample_once(p, logits);
     const auto& c = s.last_candidates();
     CHECK_EQ(c.size(), size_t(2));
     CHECK_EQ(c[0].token, 3);
@@ -89,8 +70,7 @@ TEST(sampling_top_p_smallest_prefix) {
   {
     SamplingParams p = plain();
     p.top_p = 0.9f;  // 0.8808 < 0.9 <= 0.9679 -> tokens 3, 2, 1: softmax([4,3,2])
-    Sampler s(p, 4);
-    s.sample(logits);
+    Sampler s = sample_once(p, logits);
     CHECK_EQ(s.last_candidates().size(), size_t(3));
     CHECK_NEAR(prob_of(s, 3), 0.6652409558, 1e-6);
     CHECK_NEAR(prob_of(s, 2), 0.2447284711, 1e-6);
@@ -113,8 +93,7 @@ TEST(sampling_min_p_ratio_to_max) {
   {
     SamplingParams p = plain();
     p.min_p = 0.3f;
-    Sampler s(p, 4);
-    s.sample(logits);
+    Sampler s = sample_once(p, logits);
     const auto& c = s.last_candidates();
     CHECK_EQ(c.size(), size_t(2));
     CHECK_EQ(c[0].token, 3);
@@ -124,8 +103,7 @@ TEST(sampling_min_p_ratio_to_max) {
   {
     SamplingParams p = plain();
     p.min_p = 0.05f;  // 0.0498 < 0.05: token 0 goes, the rest stay
-    Sampler s(p, 4);
-    s.sample(logits);
+    Sampler s = sample_once(p, logits);
     CHECK_EQ(s.last_candidates().size(), size_t(3));
     CHECK_NEAR(prob_of(s, 0), -1.0, 0);
     CHECK_NEAR(prob_of(s, 1), 0.0900305732, 1e-6);
@@ -134,8 +112,7 @@ TEST(sampling_min_p_ratio_to_max) {
     SamplingParams p = plain();
     p.top_k = 3;
     p.min_p = 0.3f;
-    Sampler s(p, 4);
-    s.sample(logits);
+    Sampler s = sample_once(p, logits);
     CHECK_EQ(s.last_candidates().size(), size_t(2));
   }
 }
@@ -144,8 +121,7 @@ TEST(sampling_temperature_scales_logits) {
   const float logits[4] = {1, 2, 3, 4};
   SamplingParams p = plain();
   p.temperature = 0.5f;  // softmax([2,4,6,8])
-  Sampler s(p, 4);
-  s.sample(logits);
+  Sampler s = sample_once(p, logits);
   CHECK_NEAR(prob_of(s, 0), 0.0021440088, 1e-6);
   CHECK_NEAR(prob_of(s, 1), 0.0158422012, 1e-6);
   CHECK_NEAR(prob_of(s, 2), 0.1170589132, 1e-6);
@@ -159,8 +135,7 @@ TEST(sampling_temperature_applies_after_top_p) {
   SamplingParams p = plain();
   p.top_p = 0.8f;
   p.temperature = 2.0f;
-  Sampler s(p, 4);
-  s.sample(logits);
+  Sampler s = sample_once(p, logits);
   CHECK_EQ(s.last_candidates().size(), size_t(2));
   CHECK_NEAR(prob_of(s, 3), 0.6224593312, 1e-6);
   CHECK_NEAR(prob_of(s, 2), 0.3775406688, 1e-6);

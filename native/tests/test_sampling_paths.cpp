@@ -8,35 +8,13 @@
 #include <vector>
 
 #include "sampling/sampler.h"
+#include "sampling_test_util.h"
 #include "testing.h"
 
 using namespace llmserve;
+using namespace llmserve::sampling_test;
 
 namespace {
-
-SamplingParams plain() {  // no filters, T = 1
-  SamplingParams p;
-  p.temperature = 1.0f;
-  p.top_k = 0;
-  p.top_p = 1.0f;
-  p.min_p = 0.0f;
-  return p;
-}
-
-double prob_of(const Sampler& s, int32_t token) {
-  for (const auto& c : s.last_candidates())
-    if (c.token == token) return c.logprob;
-  return -1.0;
-}
-
-std::vector<float> random_logits(Rng& r, int32_t n, double scale) {
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& x : v) {  // sum of uniforms: roughly normal
-    double s = r.uniform() + r.uniform() + r.uniform() - 1.5;
-    x = static_cast<float>(s * scale);
-  }
-  return v;
-}
 
 // Naive reference of the chain: full copy, full sort, every step spelled out.
 std::vector<TokenLogprob> reference_chain(const SamplingParams& p, const std::vector<float>& raw,
