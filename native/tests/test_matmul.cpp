@@ -2,7 +2,8 @@
 // - batch invariance: every (token, row) output is bit-identical for n = 1, 2, 3, 7, 33, 64 tokens,
 //   any token offset, any row range / tile split, packed or unpacked weights, 1-3 threads;
 // - quantized types: scalar, AVX2 and AVX-512 GEMMs agree bit for bit (same canonical formula),
-//   and equal vec_dot_ref exactly when every partial sum is an exact integer;
+//   and equal vec_dot_ref exactly when every partial sum is an exact integer; Q8_0 equals ggml's
+//   vec_dot_q8_0_q8_0 order (the AVX2 vec_dot) bit for bit;
 // - all types: within 1e-5 * sum|w_i x_i| of vec_dot_ref on the same converted activations;
 // - prepared activations hold exactly quantize_row(vec_dot_type)'s values;
 // - LLMSERVE_FORCE_SCALAR=1: matmul goes through the scalar GEMM and still agrees.
@@ -153,12 +154,16 @@ TEST(gemm_prepared_activations_hold_vec_dot_type_values) {
         for (int64_t b = 0; b < nb; ++b) {
           ok &= std::memcmp(p + 32 * b, blk[b].qs, 32) == 0;
           float d;
-          int32_t c4, c8, s = 0;
+          int32_t c4, s = 0;
           std::memcpy(&d, p + nb * 32 + 4 * b, 4);
           std::memcpy(&c4, p + nb * 36 + 4 * b, 4);
-          std::memcpy(&c8, p + nb * 40 + 4 * b, 4);
           for (int j = 0; j < 32; ++j) s += blk[b].qs[j];
-          ok &= d == fp16_to_fp32(blk[b].d) && c4 == -8 * s && c8 == -128 * s;
+          ok &= d == fp16_to_fp32(blk[b].d) && c4 == -8 * s;
+          for (int l = 0; l < 8; ++l) {
+            int32_t c8;
+            std::memcpy(&c8, p + nb * 40 + 32 * b + 4 * l, 4);
+            ok &= c8 == -128 * (blk[b].qs[4 * l] + blk[b].qs[4 * l + 1] + blk[b].qs[4 * l + 2] + blk[b].qs[4 * l + 3]);
+          }
         }
         CHECK(ok);
       } else if (vt == GgmlType::Q8_K) {
@@ -263,6 +268,25 @@ TEST(gemm_quantized_types_identical_across_isas) {
   }
 }
 
+TEST(gemm_q8_0_is_bit_identical_to_ggml_vec_dot_order) {
+  // Q8_0's canonical formula is ggml's x86 vec_dot_q8_0_q8_0 (8 lanes, fma per block, hsum_float_8),
+  // which the AVX2 vec_dot kernel reproduces: every table's GEMM must equal it bit for bit.
+  const KernelTable* avx2 = quant::avx2_kernels();
+  if (!avx2) return;  // no AVX2 on this CPU: nothing to compare against
+  const int64_t n_in = 32 * 37, n_out = 21, n = 5;
+  Matrix w = random_matrix(GgmlType::Q8_0, n_in, n_out, 91);
+  Acts acts = make_acts(GgmlType::Q8_0, n_in, n, 92);
+  for (const KernelTable* k : all_tables()) {
+    std::vector<float> y = run_gemm(k, w, acts, 0, n, 0, n_out);
+    int bad = 0;
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t r = 0; r < n_out; ++r)
+        bad += !same_bits(y[t * n_out + r], avx2->dot[quant::idx(GgmlType::Q8_0)](n_in, w.row(r), acts.xq[t].data()));
+    if (bad) std::fprintf(stderr, "  %s q8_0 gemm vs ggml order: %d outputs differ\n", k->isa, bad);
+    CHECK_EQ(bad, 0);
+  }
+}
+
 TEST(gemm_exact_integer_sums_equal_vec_dot_ref) {
   // Scales of 1.0 and small activations: every partial sum is an integer below 2^24, so the GEMM
   // must return exactly vec_dot_ref's value (checks the integer block sums of every kernel,
@@ -301,10 +325,13 @@ TEST(gemm_exact_integer_sums_equal_vec_dot_ref) {
             }
             std::memcpy(p + 32 * b, blk->qs, 32);
             const float d = 1.0f;
-            const int32_t c4 = -8 * s, c8 = -128 * s;
+            const int32_t c4 = -8 * s;
             std::memcpy(p + nb * 32 + 4 * b, &d, 4);
             std::memcpy(p + nb * 36 + 4 * b, &c4, 4);
-            std::memcpy(p + nb * 40 + 4 * b, &c8, 4);
+            for (int l = 0; l < 8; ++l) {
+              const int32_t c8 = -128 * (blk->qs[4 * l] + blk->qs[4 * l + 1] + blk->qs[4 * l + 2] + blk->qs[4 * l + 3]);
+              std::memcpy(p + nb * 40 + 32 * b + 4 * l, &c8, 4);
+            }
           } else {
             auto* blk = reinterpret_cast<quant::BlockQ8_K*>(q.data()) + b;
             blk->d = 1.0f;
@@ -326,6 +353,28 @@ TEST(gemm_exact_integer_sums_equal_vec_dot_ref) {
           bad += y[tok * n_out + r] != vec_dot_ref(t, n_in, w.row(r), acts.xq[tok].data());
       if (bad) std::fprintf(stderr, "  %s exact %s: %d outputs differ\n", k->isa, type_traits(t).name, bad);
       CHECK_EQ(bad, 0);
+    }
+  }
+}
+
+TEST(gemm_simd_packers_write_the_reference_bytes) {
+  // Full and partial groups, several blocks; every ISA's packer against gemm_pack_group_ref.
+  for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K}) {
+    const int64_t n_in = 3 * type_traits(t).block_size, nb = 3;
+    Matrix w = random_matrix(t, n_in, 16, 77);
+    // Raw bytes too (scales and values quantize_row would not produce).
+    std::mt19937 rng(5);
+    for (size_t i = 0; i < w.data.size() / 2; ++i) w.data[i] = static_cast<uint8_t>(rng());
+    const size_t bytes = quant::gemm_pack_record_bytes(t) * nb;
+    for (int nr : {16, 11}) {
+      Bytes want(bytes, 0x11);
+      quant::gemm_pack_group_ref(t, w.data.data(), w.row_bytes, nr, nb, want.data());
+      for (const KernelTable* k : all_tables()) {
+        Bytes got(bytes, 0x22);
+        k->pack_group(t, w.data.data(), w.row_bytes, nr, nb, got.data());
+        if (got != want) std::fprintf(stderr, "  %s pack %s rows=%d differs\n", k->isa, type_traits(t).name, nr);
+        CHECK(got == want);
+      }
     }
   }
 }

@@ -54,10 +54,16 @@ class ActBuffer {
   size_t cap_ = 0;
 };
 
-// Load-time packed copies, keyed by the raw weight pointer they replace.
+// Load-time packed copies, keyed by the raw weight pointer they replace (and checked against the
+// view's type and shape, so a stale entry can never be used for a different matrix).
+struct PackEntry {
+  const uint8_t* packed;
+  GgmlType type;
+  int64_t n_in, n_out;
+};
 struct PackRegistry {
   std::shared_mutex mu;
-  std::unordered_map<const uint8_t*, const uint8_t*> map;
+  std::unordered_map<const uint8_t*, PackEntry> map;
 };
 PackRegistry& registry() {
   static PackRegistry r;
@@ -68,7 +74,9 @@ const uint8_t* find_packed(const MatrixView& w) {
   std::shared_lock<std::shared_mutex> lk(r.mu);
   if (r.map.empty()) return nullptr;
   auto it = r.map.find(w.data);
-  return it == r.map.end() ? nullptr : it->second;
+  if (it == r.map.end()) return nullptr;
+  const PackEntry& e = it->second;
+  return e.type == w.type && e.n_in == w.n_in && e.n_out == w.n_out ? e.packed : nullptr;
 }
 }  // namespace
 
@@ -84,9 +92,9 @@ std::unique_ptr<PackedWeights> PackedWeights::create(const MatrixView& w) {
   p->raw_ = w.data;
   PackRegistry& r = registry();
   std::unique_lock<std::shared_mutex> lk(r.mu);
-  if (!r.map.emplace(w.data, p->data_).second) {
-    p->raw_ = nullptr;  // already packed by someone else: keep theirs, this copy stays unused
-  }
+  // The newest copy wins (an older entry for the same address is either the same bytes, or stale
+  // from a mapping that is gone); its owner's destructor then leaves this one alone.
+  r.map[w.data] = PackEntry{p->data_, w.type, w.n_in, w.n_out};
   return p;
 }
 
@@ -95,7 +103,7 @@ PackedWeights::~PackedWeights() {
     PackRegistry& r = registry();
     std::unique_lock<std::shared_mutex> lk(r.mu);
     auto it = r.map.find(raw_);
-    if (it != r.map.end() && it->second == data_) r.map.erase(it);
+    if (it != r.map.end() && it->second.packed == data_) r.map.erase(it);
   }
   std::free(data_);
 }

@@ -175,6 +175,13 @@ float vec_dot_ref(GgmlType t, int64_t n, const void* w, const void* xq) {
   return quant::dot_with(quant::ref_kernels(), t, n, w, xq);
 }
 
+namespace quant {
+void gemm_pack_group(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb,
+                     uint8_t* out) {
+  active().pack_group(t, w, row_bytes, n_rows, nb, out);
+}
+}  // namespace quant
+
 void gemm(const GemmArgs& a) { quant::gemm_with(quant::active(), a); }
 void gemm_ref(const GemmArgs& a) { quant::gemm_with(quant::ref_kernels(), a); }
 

@@ -4,12 +4,16 @@
 //
 // How that holds (the "canonical" order; the scalar gemm_ref spells it out):
 // - Quantized weights (Q4_0, Q8_0, Q4_K, Q6_K): each block's dot is an exact integer sum (sumi, and
-//   for Q4_K the mins sum summ); the f32 accumulation over blocks is, in block order from acc = 0,
-//       acc = fma(float(sumi), d_w * d_x, acc)               (Q4_K also: acc = fma(-float(summ),
-//                                                             dmin_w * d_x, acc))
-//   then y = acc (+ bias[r]). Every ISA computes this same sequence (one row per vector lane; the
-//   SIMD kernels put 16 weight rows in the lanes and broadcast each token's activation bytes), so
-//   for these types scalar, AVX2 and AVX-512 agree bit for bit too.
+//   for Q4_K the mins sum summ); the f32 accumulation over blocks is, in block order from 0,
+//       acc = fma(float(sumi), d_w * d_x, acc)
+//   then y = acc (+ bias[r]). Q4_K keeps the mins in a second accumulator,
+//   acc_min = fma(float(summ), dmin_w * d_x, acc_min), y = acc - acc_min; Q8_0 keeps 8 lanes (lane
+//   l: elements 4l..4l+3 of every block) and ends with ggml's hsum_float_8 tree. These are the
+//   orders of llama.cpp's x86 kernels (repacked q4_0/q4_K GEMV/GEMM, vec_dot_q8_0_q8_0), so on an
+//   AVX2/AVX-512 machine these matmuls reproduce llama.cpp's to the bit where it runs those paths.
+//   Every ISA computes the same sequence (one row per vector lane; the SIMD kernels put 16 weight
+//   rows in the lanes and broadcast each token's activation bytes), so for these types scalar,
+//   AVX2 and AVX-512 agree bit for bit too.
 // - Float weights (F32, F16, BF16): per (row, token) one f32 accumulator of L lanes (L = 16 on
 //   AVX-512, 8 on AVX2) runs fma over k in steps of L, then a fixed horizontal reduction; the
 //   scalar path accumulates in double like vec_dot_ref. These agree across batch sizes within one

@@ -1,5 +1,496 @@
-// AVX2 GEMM kernels (placeholder; filled in below).
+// AVX2 + FMA + F16C GEMM kernels (compiled with those flags, installed only after dispatch.cpp
+// confirmed them). Same design and packed layout as gemm_avx512.cpp, with 8 rows per ymm: a
+// 16-row group is processed as two halves (rows 0-7, 8-15). The 4-byte dot products use
+// maddubs + madd (no VNNI): for Q4_0/Q4_K/Q6_K the unsigned operand is a 4/6-bit weight, so the
+// int16 pair sums cannot saturate; Q8_0 moves the weight's sign onto the activation (|w| <= 128,
+// |x| <= 127). Integer sums are exact and the per-block float sequence is the canonical one of
+// gemm.h, so quantized results are bit-identical to the scalar and AVX-512 GEMMs.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
 #include "quant/gemm_impl.h"
+
 namespace llmserve::quant {
-void install_avx2_gemm(KernelTable&) {}
+namespace {
+
+inline int32_t ld32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline float ldf(const uint8_t* p) {
+  float v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline __m256i bcast32(const uint8_t* p) { return _mm256_set1_epi32(ld32(p)); }
+inline __m256 bcastf(const uint8_t* p) { return _mm256_set1_ps(ldf(p)); }
+inline __m256i load256(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline __m256 load_f16x8(const uint8_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+// 8 bytes -> 8 int32
+inline __m256i load_u8x8(const uint8_t* p) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+// acc + per-lane sum of 4 products u8 x s8 (|pair sums| < 2^15 by the callers' ranges)
+inline __m256i dot4(__m256i acc, __m256i u, __m256i s) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+
+// Prefetch into L2 of [p, p + bytes) (asm volatile: GCC drops prefetch-only loops).
+inline void prefetch_l2(const uint8_t* p, size_t bytes) {
+  const uint8_t* e = p + bytes;
+  for (p = reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(p) & ~uintptr_t(63)); p < e; p += 64)
+    __asm__ volatile("prefetcht1 %0" : : "m"(*p));
+}
+// See gemm_avx512.cpp: slice b of the next group is prefetched while block b is worked on.
+struct Prefetcher {
+  const uint8_t* next = nullptr;
+  size_t bytes = 0;
+  int64_t nb = 1;
+  void operator()(int64_t b) const {
+    if (!next) return;
+    const size_t lo = bytes * static_cast<size_t>(b) / static_cast<size_t>(nb);
+    const size_t hi = bytes * static_cast<size_t>(b + 1) / static_cast<size_t>(nb);
+    prefetch_l2(next + lo, hi - lo);
+  }
+};
+
+// Each kernel: run<T>(group, nb, token rows, half, acc[T], prefetcher) for rows 8*half..8*half+7.
+
+struct KQ4_0 {
+  static constexpr int kMaxT = 4;
+  static constexpr size_t kRecord = kPackQ4_0;
+  template <int T>
+  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const size_t od = static_cast<size_t>(nb) * 32, oc = static_cast<size_t>(nb) * 36;
+    #pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b, g += kRecord) {
+      if (h == 0) pf(b);
+      __m256i ia[T];
+      #pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) ia[t] = bcast32(x[t] + oc + 4 * b);
+      const size_t xb = 32 * b;
+      #pragma GCC unroll 8
+      for (int j = 0; j < 4; ++j) {
+        const __m256i v = load256(g + 32 + 64 * j + 32 * h);
+        const __m256i lo = _mm256_and_si256(v, m4);
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        #pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) {
+          ia[t] = dot4(ia[t], lo, bcast32(x[t] + xb + 4 * j));
+          ia[t] = dot4(ia[t], hi, bcast32(x[t] + xb + 16 + 4 * j));
+        }
+      }
+      const __m256 dw = load_f16x8(g + 16 * h);
+      #pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) {
+        const __m256 d = _mm256_mul_ps(dw, bcastf(x[t] + od + 4 * b));
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t]), d, acc[t]);
+      }
+    }
+  }
+};
+
+// ggml's 8-lane order (see gemm_avx512.cpp). Packed bytes are w ^ 0x80: w is recovered and |w|
+// multiplied by x with w's sign moved onto x (so no c8 term here).
+struct KQ8_0 {
+  static constexpr int kMaxT = 1;  // 8 accumulators per token
+  static constexpr size_t kRecord = kPackQ8_0;
+  template <int T>
+  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
+    const size_t od = static_cast<size_t>(nb) * 32;
+    const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8(static_cast<char>(0x80));
+    __m256 lane[8][T];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j)
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) lane[j][t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b, g += kRecord) {
+      if (h == 0) pf(b);
+      const __m256 dw = load_f16x8(g + 16 * h);
+      __m256 d[T];
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) d[t] = _mm256_mul_ps(dw, bcastf(x[t] + od + 4 * b));
+      const size_t xb = 32 * b;
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        const __m256i w = _mm256_xor_si256(load256(g + 32 + 64 * j + 32 * h), flip);
+        const __m256i aw = _mm256_sign_epi8(w, w);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) {
+          const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(bcast32(x[t] + xb + 4 * j), w)), ones);
+          lane[j][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), d[t], lane[j][t]);
+        }
+      }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      const __m256 a = _mm256_add_ps(_mm256_add_ps(lane[0][t], lane[4][t]), _mm256_add_ps(lane[2][t], lane[6][t]));
+      const __m256 c = _mm256_add_ps(_mm256_add_ps(lane[1][t], lane[5][t]), _mm256_add_ps(lane[3][t], lane[7][t]));
+      acc[t] = _mm256_add_ps(a, c);
+    }
+  }
+};
+
+struct KQ4_K {
+  static constexpr int kMaxT = 3;
+  static constexpr size_t kRecord = kPackQ4_K;
+  template <int T>
+  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc_min[T];
+    #pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) acc[t] = acc_min[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i, g += kRecord) {
+      if (h == 0) pf(i);
+      const size_t xo = 292 * static_cast<size_t>(i);
+      __m256i sumi[T];
+      #pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) sumi[t] = _mm256_setzero_si256();
+      #pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        __m256i ia[T];
+        #pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) ia[t] = _mm256_setzero_si256();
+        const uint8_t* q = g + 320 + 64 * 8 * (j / 2) + 32 * h;
+        const size_t xj = xo + 4 + 32 * j;
+        const int shift = 4 * (j & 1);
+        #pragma GCC unroll 8
+        for (int c = 0; c < 8; ++c) {
+          const __m256i w = _mm256_and_si256(_mm256_srli_epi16(load256(q + 64 * c), shift), m4);
+          #pragma GCC unroll 4
+          for (int t = 0; t < T; ++t) ia[t] = dot4(ia[t], w, bcast32(x[t] + xj + 4 * c));
+        }
+        const __m256i sc = load_u8x8(g + 64 + 16 * j + 8 * h);
+        #pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(ia[t], sc));
+      }
+      __m256i summ[T];
+      #pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) summ[t] = _mm256_setzero_si256();
+      #pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        __m256i m = load_u8x8(g + 192 + 16 * j + 8 * h);
+        m = _mm256_or_si256(m, _mm256_slli_epi32(m, 16));
+        #pragma GCC unroll 4
+        for (int t = 0; t < T; ++t)
+          summ[t] = _mm256_add_epi32(summ[t], _mm256_madd_epi16(m, bcast32(x[t] + xo + 260 + 4 * j)));
+      }
+      const __m256 dw = load_f16x8(g + 16 * h), dm = load_f16x8(g + 32 + 16 * h);
+      #pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) {
+        const __m256 dx = bcastf(x[t] + xo);
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_mul_ps(dw, dx), acc[t]);
+        acc_min[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ[t]), _mm256_mul_ps(dm, dx), acc_min[t]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_sub_ps(acc[t], acc_min[t]);
+  }
+};
+
+struct KQ6_K {
+  static constexpr int kMaxT = 4;
+  static constexpr size_t kRecord = kPackQ6_K;
+  // Quarter s of byte group c (see gemm_avx512.cpp), rows of half h.
+  static __m256i quarter(const uint8_t* ql, const uint8_t* qh, int s, int c) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    const __m256i H = load256(qh + 64 * c);
+    switch (s) {
+      case 0:
+        return _mm256_or_si256(_mm256_and_si256(load256(ql + 64 * c), m4),
+                               _mm256_and_si256(_mm256_slli_epi16(H, 4), m30));
+      case 1:
+        return _mm256_or_si256(_mm256_and_si256(load256(ql + 64 * (8 + c)), m4),
+                               _mm256_and_si256(_mm256_slli_epi16(H, 2), m30));
+      case 2:
+        return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(load256(ql + 64 * c), 4), m4),
+                               _mm256_and_si256(H, m30));
+      default:
+        return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(load256(ql + 64 * (8 + c)), 4), m4),
+                               _mm256_and_si256(_mm256_srli_epi16(H, 2), m30));
+    }
+  }
+  template <int T>
+  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i, g += kRecord) {
+      if (h == 0) pf(i);
+      const size_t xo = 292 * static_cast<size_t>(i);
+      __m256i sumi[T];
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) sumi[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {  // -32 * sum_g sc_g * bsums_g
+        __m256i sp = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 32 * k + 16 * h)));
+        sp = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sp, 5));
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t)
+          sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(sp, bcast32(x[t] + xo + 260 + 4 * k)));
+      }
+#pragma GCC unroll 2
+      for (int hh = 0; hh < 2; ++hh) {
+        const uint8_t* ql = g + 288 + 64 * 16 * hh + 32 * h;
+        const uint8_t* qh = g + 2336 + 64 * 8 * hh + 32 * h;
+#pragma GCC unroll 4
+        for (int s = 0; s < 4; ++s) {
+          const __m256i sp = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 32 * (4 * hh + s) + 16 * h)));
+#pragma GCC unroll 2
+          for (int cc = 0; cc < 2; ++cc) {
+            __m256i ia[T];
+#pragma GCC unroll 4
+            for (int t = 0; t < T; ++t) ia[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+            for (int c = 4 * cc; c < 4 * cc + 4; ++c) {
+              const __m256i q = quarter(ql, qh, s, c);
+              const size_t xe = xo + 4 + 128 * hh + 32 * s + 4 * c;
+#pragma GCC unroll 4
+              for (int t = 0; t < T; ++t) ia[t] = dot4(ia[t], q, bcast32(x[t] + xe));
+            }
+            const __m256i sc = cc ? _mm256_srai_epi32(sp, 16) : _mm256_srai_epi32(_mm256_slli_epi32(sp, 16), 16);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; ++t) sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(ia[t], sc));
+          }
+        }
+      }
+      const __m256 dw = load_f16x8(g + 16 * h);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) {
+        const __m256 d = _mm256_mul_ps(dw, bcastf(x[t] + xo));
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), d, acc[t]);
+      }
+    }
+  }
+};
+
+// 16 rows x 16 bytes (row r at p + r * rb) -> out[64 * g + 4 * r + k] = row r byte 4g + k.
+inline void transpose_16x16(const uint8_t* p, size_t rb, uint8_t* out, __m256i flip) {
+  for (int half = 0; half < 2; ++half) {
+    const uint8_t* q = p + 8 * half * rb;
+    __m256i v[4];
+    #pragma GCC unroll 8
+    for (int j = 0; j < 4; ++j) {
+      const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + j * rb));
+      const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + (4 + j) * rb));
+      v[j] = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+    }
+    const __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]), t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]), t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+    uint8_t* o = out + 32 * half;
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), _mm256_xor_si256(_mm256_unpacklo_epi64(t0, t2), flip));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 64), _mm256_xor_si256(_mm256_unpackhi_epi64(t0, t2), flip));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 128), _mm256_xor_si256(_mm256_unpacklo_epi64(t1, t3), flip));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 192), _mm256_xor_si256(_mm256_unpackhi_epi64(t1, t3), flip));
+  }
+}
+
+// Q4_0 / Q8_0 groups get SIMD transposes (the 1-token path is dominated by packing); the K-quant
+// groups use the scalar packer.
+void pack_group(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uint8_t* out, const Prefetcher& pf) {
+  if (nr == kGemmGroupRows && (t == GgmlType::Q4_0 || t == GgmlType::Q8_0)) {
+    const bool q8 = t == GgmlType::Q8_0;
+    const size_t bs = q8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0), rec = q8 ? kPackQ8_0 : kPackQ4_0;
+    const __m256i flip = q8 ? _mm256_set1_epi8(static_cast<char>(0x80)) : _mm256_setzero_si256();
+    for (int64_t b = 0; b < nb; ++b, out += rec) {
+      pf(b);
+      const uint8_t* blk = w + b * bs;
+      #pragma GCC unroll 4
+      for (int r = 0; r < 16; ++r) std::memcpy(out + 2 * r, blk + r * rb, 2);
+      transpose_16x16(blk + 2, rb, out + 32, flip);
+      if (q8) transpose_16x16(blk + 18, rb, out + 32 + 256, flip);
+    }
+    return;
+  }
+  for (int64_t b = 0; b < nb; ++b) pf(b);  // (touches the next group ahead of its packing)
+  gemm_pack_group_ref(t, w, rb, nr, nb, out);
+}
+
+inline __m256i row_mask(int nr) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+template <class K>
+void gemm_quant(const GemmArgs& a) {
+  constexpr int kMaxT = K::kMaxT;
+  const int64_t nb = gemm_blocks(a.type, a.n_in);
+  const size_t group_bytes = K::kRecord * static_cast<size_t>(nb);
+  uint8_t* buf = a.packed ? nullptr : gemm_thread_buffer(group_bytes);
+  for (int64_t r = a.r0; r < a.r1; r += kGemmGroupRows) {
+    const int nr = static_cast<int>(std::min<int64_t>(kGemmGroupRows, a.r1 - r));
+    const uint8_t* g;
+    Prefetcher kpf;
+    if (a.packed) {
+      g = a.packed + static_cast<size_t>(r / kGemmGroupRows) * group_bytes;
+      if (a.n <= 2 && K::kRecord > 1024 && r + 2 * kGemmGroupRows <= a.r1) {
+        kpf.next = g + group_bytes;
+        kpf.bytes = group_bytes;
+        kpf.nb = nb;
+      }
+    } else {
+      Prefetcher pf;
+      if (r + 2 * kGemmGroupRows <= a.r1) {
+        pf.next = a.w + (r + kGemmGroupRows) * a.row_bytes;
+        pf.bytes = kGemmGroupRows * a.row_bytes;
+        pf.nb = nb;
+      }
+      pack_group(a.type, a.w + r * a.row_bytes, a.row_bytes, nr, nb, buf, pf);
+      g = buf;
+    }
+    for (int h = 0; h < 2; ++h) {
+      const int hr = std::min(8, nr - 8 * h);
+      if (hr <= 0) break;
+      const __m256i m = row_mask(hr);
+      const int64_t r0 = r + 8 * h;
+      const __m256 bias = a.bias ? _mm256_maskload_ps(a.bias + r0, m) : _mm256_setzero_ps();
+      for (int64_t t0 = 0; t0 < a.n; t0 += kMaxT) {
+        const int T = static_cast<int>(std::min<int64_t>(kMaxT, a.n - t0));
+        const uint8_t* x[kMaxT];
+        #pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) x[t] = a.act + (t0 + t) * a.act_stride;
+        __m256 acc[kMaxT] = {};
+        const Prefetcher& p = t0 == 0 ? kpf : Prefetcher();
+        switch (T) {
+          case 1: K::template run<1>(g, nb, x, h, acc, p); break;
+          case 2: K::template run<(kMaxT >= 2 ? 2 : 1)>(g, nb, x, h, acc, p); break;
+          case 3: K::template run<(kMaxT >= 3 ? 3 : 1)>(g, nb, x, h, acc, p); break;
+          default: K::template run<kMaxT>(g, nb, x, h, acc, p); break;
+        }
+        #pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) {
+          const __m256 v = a.bias ? _mm256_add_ps(acc[t], bias) : acc[t];
+          _mm256_maskstore_ps(a.y + (t0 + t) * a.ldy + r0, m, v);
+        }
+      }
+    }
+  }
+}
+
+// --------------------------------------------------------------------------- float weights
+
+inline float hsum8(__m256 v) {
+  __m128 b = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  b = _mm_add_ss(b, _mm_movehdup_ps(b));
+  return _mm_cvtss_f32(b);
+}
+
+// Loads of 8 weights as f32; tail(p, k, count) reads only `count` < 8 elements (rest zero).
+struct WF32 {
+  static constexpr int kBytes = 4;
+  static __m256 load(const uint8_t* p, int64_t k) { return _mm256_loadu_ps(reinterpret_cast<const float*>(p) + k); }
+  static __m256 tail(const uint8_t* p, int64_t k, int count) {
+    alignas(32) float v[8] = {};
+    std::memcpy(v, p + 4 * k, 4 * static_cast<size_t>(count));
+    return _mm256_load_ps(v);
+  }
+};
+struct WF16 {
+  static constexpr int kBytes = 2;
+  static __m256 load(const uint8_t* p, int64_t k) { return load_f16x8(p + 2 * k); }
+  static __m256 tail(const uint8_t* p, int64_t k, int count) {
+    alignas(16) uint16_t v[8] = {};
+    std::memcpy(v, p + 2 * k, 2 * static_cast<size_t>(count));
+    return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(v)));
+  }
+};
+struct WBF16 {
+  static constexpr int kBytes = 2;
+  static __m256 expand(__m128i h) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); }
+  static __m256 load(const uint8_t* p, int64_t k) { return expand(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * k))); }
+  static __m256 tail(const uint8_t* p, int64_t k, int count) {
+    alignas(16) uint16_t v[8] = {};
+    std::memcpy(v, p + 2 * k, 2 * static_cast<size_t>(count));
+    return expand(_mm_load_si128(reinterpret_cast<const __m128i*>(v)));
+  }
+};
+
+// R rows x T tokens, one 8-lane accumulator each over k, then hsum8.
+template <class W, int R, int T>
+void float_tile(const uint8_t* w, size_t rb, const float* const* x, int64_t K, float* y, int64_t ldy, const float* bias) {
+  __m256 acc[R][T];
+  #pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+    #pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 wv[R];
+    #pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) wv[r] = W::load(w + r * rb, k);
+    #pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      const __m256 xv = _mm256_loadu_ps(x[t] + k);
+      #pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+    }
+  }
+  if (k < K) {
+    const int count = static_cast<int>(K - k);
+    const __m256i m = row_mask(count);
+    __m256 wv[R];
+    #pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) wv[r] = W::tail(w + r * rb, k, count);
+    #pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      const __m256 xv = _mm256_maskload_ps(x[t] + k, m);
+      #pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+    }
+  }
+  #pragma GCC unroll 4
+  for (int t = 0; t < T; ++t)
+    #pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      float v = hsum8(acc[r][t]);
+      if (bias) v += bias[r];
+      y[t * ldy + r] = v;
+    }
+}
+
+template <class W, int R>
+void float_rows(const GemmArgs& a, int64_t r) {
+  const uint8_t* w = a.w + r * a.row_bytes;
+  const float* bias = a.bias ? a.bias + r : nullptr;
+  for (int64_t t0 = 0; t0 < a.n; t0 += 2) {
+    const int T = static_cast<int>(std::min<int64_t>(2, a.n - t0));
+    const float* x[2];
+    #pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const float*>(a.act + (t0 + t) * a.act_stride);
+    float* y = a.y + t0 * a.ldy + r;
+    if (T == 1) float_tile<W, R, 1>(w, a.row_bytes, x, a.n_in, y, a.ldy, bias);
+    else float_tile<W, R, 2>(w, a.row_bytes, x, a.n_in, y, a.ldy, bias);
+  }
+}
+
+template <class W>
+void gemm_float(const GemmArgs& a) {
+  int64_t r = a.r0;
+  if (a.n > 1)  // one token: row by row (one sequential stream per thread, see gemm_avx512.cpp)
+    for (; r + 4 <= a.r1; r += 4) float_rows<W, 4>(a, r);
+  for (; r < a.r1; ++r) float_rows<W, 1>(a, r);
+}
+
+}  // namespace
+
+void install_avx2_gemm(KernelTable& t) {
+  t.pack_group = [](GgmlType ty, const uint8_t* w, size_t rb, int nr, int64_t nb, uint8_t* out) {
+    pack_group(ty, w, rb, nr, nb, out, Prefetcher());
+  };
+  t.gemm[idx(GgmlType::Q4_0)] = gemm_quant<KQ4_0>;
+  t.gemm[idx(GgmlType::Q8_0)] = gemm_quant<KQ8_0>;
+  t.gemm[idx(GgmlType::Q4_K)] = gemm_quant<KQ4_K>;
+  t.gemm[idx(GgmlType::Q6_K)] = gemm_quant<KQ6_K>;
+  t.gemm[idx(GgmlType::F32)] = gemm_float<WF32>;
+  t.gemm[idx(GgmlType::F16)] = gemm_float<WF16>;
+  t.gemm[idx(GgmlType::BF16)] = gemm_float<WBF16>;
+}
+
 }  // namespace llmserve::quant

@@ -2,11 +2,13 @@
 // dispatch.cpp confirmed them.
 //
 // Quantized weights: a micro-kernel takes one packed group of 16 weight rows (row i in lane i of a
-// zmm, see gemm_impl.h) and T <= 8 tokens, and runs the whole reduction: for every 4 consecutive
-// elements k..k+3 it multiplies the 16 rows' bytes (unpacked in registers once per block, then
-// shared by the T tokens) with token t's 4 activation bytes broadcast to all lanes (vpdpbusd, exact
-// int32 block sums), then does acc[t] = fma(float(sumi), d_w * d_x, acc[t]) lane-wise -- the
-// canonical sequence of gemm.h, so the result of a lane depends on nothing but its row and token.
+// zmm, see gemm_impl.h) and T <= kMaxT tokens (8 for Q4_0/Q6_K, 6 for Q4_K, 3 for Q8_0), and runs
+// the whole reduction: for every 4 consecutive elements k..k+3 it multiplies the 16 rows' bytes
+// (unpacked in registers once per block, then shared by the T tokens) with token t's 4 activation
+// bytes broadcast to all lanes (vpdpbusd, exact int32 sums), then does acc[t] = fma(float(sumi),
+// d_w * d_x, acc[t]) lane-wise -- the canonical sequence of gemm.h, so the result of a lane
+// depends on nothing but its row and token. On Zen 4 vpdpbusd issues once per cycle on the same
+// pipes as FMA/MUL, so Q4_0's 8 dpbusd + mul + fma per block and token bound it at ~51 MAC/cycle.
 // Float weights: per (row, token) a 16-lane accumulator over k, R rows x T tokens per tile, then a
 // fixed reduction tree; again independent of the tile a pair falls into.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -14,6 +16,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 #include "quant/gemm_impl.h"
@@ -42,17 +45,44 @@ inline __m512i load_u8x16(const uint8_t* p) {
   return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
+// Prefetch into L2 of [p, p + bytes). asm volatile: GCC deletes a loop of __builtin_prefetch as
+// side-effect free once it is inlined.
+inline void prefetch_l2(const uint8_t* p, size_t bytes) {
+  const uint8_t* e = p + bytes;
+  for (p = reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(p) & ~uintptr_t(63)); p < e; p += 64)
+    __asm__ volatile("prefetcht1 %0" : : "m"(*p));
+}
+
+// Packing reads 16 rows as interleaved streams (and the K-quant kernels jump around inside their
+// records), which the hardware prefetchers follow poorly from DRAM; measured on Zen 4 a 1-token
+// pass ran at ~7 GB/s instead of ~16 per thread. So while block b of one group is worked on, the
+// b-th slice of the next group's bytes (raw rows or packed records, one contiguous region) is
+// prefetched into L2.
+struct Prefetcher {
+  const uint8_t* next = nullptr;  // the next group's first byte, or null
+  size_t bytes = 0;               // its size
+  int64_t nb = 1;
+  void operator()(int64_t b) const {
+    if (!next) return;
+    const size_t lo = bytes * static_cast<size_t>(b) / static_cast<size_t>(nb);
+    const size_t hi = bytes * static_cast<size_t>(b + 1) / static_cast<size_t>(nb);
+    prefetch_l2(next + lo, hi - lo);
+  }
+};
+
 // ------------------------------------------------------------------------------------- Q4_0
 // Record: u16 d[16] | qs[4][16][4]. Activation row: qs[nb][32] | f32 d[nb] | i32 c4[nb] | c8[nb].
 struct KQ4_0 {
+  static constexpr int kMaxT = 8;
   static constexpr size_t kRecord = kPackQ4_0;
   template <int T>
-  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m512* acc) {
+  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m512* acc, const Prefetcher& pf) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const size_t od = static_cast<size_t>(nb) * 32, oc = static_cast<size_t>(nb) * 36;
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, g += kRecord) {
+      pf(b);
       __m512i ia[T];
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) ia[t] = bcast32(x[t] + oc + 4 * b);
@@ -79,32 +109,43 @@ struct KQ4_0 {
 };
 
 // ------------------------------------------------------------------------------------- Q8_0
-// Record: u16 d[16] | qs[8][16][4] stored as w ^ 0x80 (unsigned w + 128); c8 = -128 * sum(x)
-// removes the +128.
+// Record: u16 d[16] | u8 qs[8][16][4] = w ^ 0x80 (w + 128). ggml's vec_dot_q8_0_q8_0 order (see
+// gemm_ref.cpp): the 8 k-groups of a block are its 8 lanes, each with its own f32 accumulator per
+// token, combined by hsum_float_8's tree at the end. Lane j's exact sum(w x) is vpdpbusd of w + 128
+// with x, started from the activation row's c8 term -128 * sum(x of the lane).
 struct KQ8_0 {
+  static constexpr int kMaxT = 3;  // 8 accumulators per token
   static constexpr size_t kRecord = kPackQ8_0;
   template <int T>
-  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m512* acc) {
+  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m512* acc, const Prefetcher& pf) {
     const size_t od = static_cast<size_t>(nb) * 32, oc = static_cast<size_t>(nb) * 40;
+    __m512 lane[8][T];
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (int j = 0; j < 8; ++j)
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) lane[j][t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, g += kRecord) {
-      __m512i ia[T];
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) ia[t] = bcast32(x[t] + oc + 4 * b);
-      const size_t xb = 32 * b;
+      pf(b);
+      const __m512 dw = load_f16x16(g);
+      __m512 d[T];
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) d[t] = _mm512_mul_ps(dw, bcastf(x[t] + od + 4 * b));
+      const size_t xb = 32 * b, xc = oc + 32 * b;
 #pragma GCC unroll 8
       for (int j = 0; j < 8; ++j) {
-        const __m512i v = load512(g + 32 + 64 * j);
-#pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) ia[t] = _mm512_dpbusd_epi32(ia[t], v, bcast32(x[t] + xb + 4 * j));
+        const __m512i w = load512(g + 32 + 64 * j);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) {
+          const __m512i p = _mm512_dpbusd_epi32(bcast32(x[t] + xc + 4 * j), w, bcast32(x[t] + xb + 4 * j));
+          lane[j][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), d[t], lane[j][t]);
+        }
       }
-      const __m512 dw = load_f16x16(g);
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) {
-        const __m512 d = _mm512_mul_ps(dw, bcastf(x[t] + od + 4 * b));
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t]), d, acc[t]);
-      }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      const __m512 a = _mm512_add_ps(_mm512_add_ps(lane[0][t], lane[4][t]), _mm512_add_ps(lane[2][t], lane[6][t]));
+      const __m512 c = _mm512_add_ps(_mm512_add_ps(lane[1][t], lane[5][t]), _mm512_add_ps(lane[3][t], lane[7][t]));
+      acc[t] = _mm512_add_ps(a, c);
     }
   }
 };
@@ -114,15 +155,18 @@ struct KQ8_0 {
 // Activation: BlockQ8_K rows (d f32 at 0, qs at 4, bsums at 260).
 // Sub-block j (32 elements): qs groups 8*(j/2) + c, low nibbles for even j, high for odd.
 // sumi = sum_j sc_j * dot_j (vpmulld), summ = sum_j m_j * (bsums[2j] + bsums[2j+1]) (vpdpwssd with
-// the pair (m_j, m_j) against the bsums pair).
+// the pair (m_j, m_j) against the bsums pair); acc and acc_min as llama.cpp's q4_K_8x8 kernels.
 struct KQ4_K {
+  static constexpr int kMaxT = 6;  // acc, acc_min, sumi, dot per token
   static constexpr size_t kRecord = kPackQ4_K;
   template <int T>
-  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m512* acc) {
+  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m512* acc, const Prefetcher& pf) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc_min[T];
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+    for (int t = 0; t < T; ++t) acc[t] = acc_min[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
+      pf(i);
       const size_t xo = 292 * static_cast<size_t>(i);
       __m512i sumi[T];
 #pragma GCC unroll 8
@@ -167,9 +211,11 @@ struct KQ4_K {
       for (int t = 0; t < T; ++t) {
         const __m512 dx = bcastf(x[t] + xo);
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[t]), _mm512_mul_ps(dw, dx), acc[t]);
-        acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(summ[t]), _mm512_mul_ps(dm, dx), acc[t]);
+        acc_min[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(summ[t]), _mm512_mul_ps(dm, dx), acc_min[t]);
       }
     }
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_sub_ps(acc[t], acc_min[t]);
   }
 };
 
@@ -182,6 +228,7 @@ struct KQ4_K {
 // (16-bit shifts: bits crossing bytes are masked off). Scale group of (h, s, c) = 8h + 2s + c/4.
 // The -32 offset: sumi starts at sum_g (-32 sc_g) * bsums_g (vpdpwssd on scale pairs).
 struct KQ6_K {
+  static constexpr int kMaxT = 8;
   static constexpr size_t kRecord = kPackQ6_K;
   template <int S>
   static __m512i quarter(const uint8_t* ql, const uint8_t* qh, int c) {
@@ -224,10 +271,11 @@ struct KQ6_K {
     }
   }
   template <int T>
-  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m512* acc) {
+  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m512* acc, const Prefetcher& pf) {
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
+      pf(i);
       const size_t xo = 292 * static_cast<size_t>(i);
       __m512i sumi[T];
 #pragma GCC unroll 8
@@ -255,43 +303,195 @@ struct KQ6_K {
   }
 };
 
+// ------------------------------------------------------------------------- on-the-fly packing
+// The scalar packers (gemm_ref.cpp) define the packed layouts; these produce the same bytes for
+// full 16-row groups with in-register transposes (a partial last group uses the scalar packer).
+
+// 16 rows x 16 bytes (row r at p + r * rb) -> out[64 * g + 4 * r + k] = row r byte 4g + k, g < 4.
+// Each 128-bit lane L of v[j] holds row 4L + j; a 4x4 dword transpose per lane does the rest.
+inline void transpose_16x16(const uint8_t* p, size_t rb, uint8_t* out, __m512i flip) {
+  __m512i v[4];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    __m512i x = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + j * rb)));
+    x = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + (4 + j) * rb)), 1);
+    x = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + (8 + j) * rb)), 2);
+    x = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + (12 + j) * rb)), 3);
+    v[j] = x;
+  }
+  const __m512i t0 = _mm512_unpacklo_epi32(v[0], v[1]), t1 = _mm512_unpackhi_epi32(v[0], v[1]);
+  const __m512i t2 = _mm512_unpacklo_epi32(v[2], v[3]), t3 = _mm512_unpackhi_epi32(v[2], v[3]);
+  _mm512_storeu_si512(out, _mm512_xor_si512(_mm512_unpacklo_epi64(t0, t2), flip));
+  _mm512_storeu_si512(out + 64, _mm512_xor_si512(_mm512_unpackhi_epi64(t0, t2), flip));
+  _mm512_storeu_si512(out + 128, _mm512_xor_si512(_mm512_unpacklo_epi64(t1, t3), flip));
+  _mm512_storeu_si512(out + 192, _mm512_xor_si512(_mm512_unpackhi_epi64(t1, t3), flip));
+}
+
+// The 32-bit words at p + r * rb for the 16 rows.
+inline __m512i gather_rows32(const uint8_t* p, size_t rb) {
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(static_cast<int>(rb)));
+  return _mm512_i32gather_epi32(idx, p, 1);
+}
+
+void pack_q4_0_avx512(const uint8_t* w, size_t rb, int64_t nb, uint8_t* out, const Prefetcher& pf) {
+  for (int64_t b = 0; b < nb; ++b, out += kPackQ4_0) {
+    pf(b);
+    const uint8_t* blk = w + b * sizeof(BlockQ4_0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_cvtepi32_epi16(gather_rows32(blk, rb)));
+    transpose_16x16(blk + 2, rb, out + 32, _mm512_setzero_si512());
+  }
+}
+
+void pack_q8_0_avx512(const uint8_t* w, size_t rb, int64_t nb, uint8_t* out, const Prefetcher& pf) {
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t b = 0; b < nb; ++b, out += kPackQ8_0) {
+    pf(b);
+    const uint8_t* blk = w + b * sizeof(BlockQ8_0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_cvtepi32_epi16(gather_rows32(blk, rb)));
+    transpose_16x16(blk + 2, rb, out + 32, flip);
+    transpose_16x16(blk + 18, rb, out + 32 + 256, flip);
+  }
+}
+
+void pack_q4_K_avx512(const uint8_t* w, size_t rb, int64_t nb, uint8_t* out, const Prefetcher& pf) {
+  for (int64_t b = 0; b < nb; ++b, out += kPackQ4_K) {
+    pf(b);
+    const uint8_t* blk = w + b * sizeof(BlockQ4_K);
+    const __m512i dd = gather_rows32(blk, rb);  // d | dmin << 16
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_cvtepi32_epi16(dd));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 32), _mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16)));
+    for (int r = 0; r < 16; ++r) {
+      alignas(16) uint8_t sm[16];
+      unpack_q4_K_scales(blk + r * rb + 4, sm);
+      for (int j = 0; j < 8; ++j) {
+        out[64 + 16 * j + r] = sm[j];
+        out[192 + 16 * j + r] = sm[8 + j];
+      }
+    }
+    for (int c = 0; c < 8; ++c) transpose_16x16(blk + 16 + 16 * c, rb, out + 320 + 256 * c, _mm512_setzero_si512());
+  }
+}
+
+void pack_q6_K_avx512(const uint8_t* w, size_t rb, int64_t nb, uint8_t* out, const Prefetcher& pf) {
+  for (int64_t b = 0; b < nb; ++b, out += kPackQ6_K) {
+    pf(b);
+    const uint8_t* blk = w + b * sizeof(BlockQ6_K);
+    // d sits at offset 208 of 210: gather the word at 206 and keep its high half.
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
+                        _mm512_cvtepi32_epi16(_mm512_srli_epi32(gather_rows32(blk + 206, rb), 16)));
+    for (int r = 0; r < 16; ++r) {
+      const uint8_t* sc = blk + r * rb + 192;
+      for (int k = 0; k < 8; ++k) std::memcpy(out + 32 + 32 * k + 2 * r, sc + 2 * k, 2);
+    }
+    for (int c = 0; c < 8; ++c) transpose_16x16(blk + 16 * c, rb, out + 288 + 256 * c, _mm512_setzero_si512());
+    for (int c = 0; c < 4; ++c) transpose_16x16(blk + 128 + 16 * c, rb, out + 2336 + 256 * c, _mm512_setzero_si512());
+  }
+}
+
+void pack_group(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uint8_t* out,
+                const Prefetcher& pf) {
+  if (nr == kGemmGroupRows && rb * kGemmGroupRows < (size_t(1) << 31)) {
+    switch (t) {
+      case GgmlType::Q4_0: pack_q4_0_avx512(w, rb, nb, out, pf); return;
+      case GgmlType::Q8_0: pack_q8_0_avx512(w, rb, nb, out, pf); return;
+      case GgmlType::Q4_K: pack_q4_K_avx512(w, rb, nb, out, pf); return;
+      case GgmlType::Q6_K: pack_q6_K_avx512(w, rb, nb, out, pf); return;
+      default: break;
+    }
+  }
+  gemm_pack_group_ref(t, w, rb, nr, nb, out);
+}
+
 // Runs kernel K over rows [r0, r1) (16-row groups; packed on the fly unless a.packed) and all
 // tokens, T <= 8 tokens per call.
+// One packed group g (rows r .. r + nr - 1) against tokens [t_begin, t_end), T <= 8 per call.
+template <class K>
+void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, int nr, int64_t t_begin,
+                  int64_t t_end, const Prefetcher& kpf) {
+  constexpr int kMaxT = K::kMaxT;
+  const __mmask16 m = static_cast<__mmask16>(nr == 16 ? 0xFFFF : (1u << nr) - 1);
+  const __m512 bias = a.bias ? _mm512_maskz_loadu_ps(m, a.bias + r) : _mm512_setzero_ps();
+  for (int64_t t0 = t_begin; t0 < t_end; t0 += kMaxT) {
+    const int T = static_cast<int>(std::min<int64_t>(kMaxT, t_end - t0));
+    const uint8_t* x[kMaxT];
+    for (int t = 0; t < T; ++t) x[t] = a.act + (t0 + t) * a.act_stride;
+    // The output lines of the next tile: fetched for writing while this one computes (otherwise
+    // their read-for-ownership misses stall the stores; ~8% at 512 tokens).
+    if (T == kMaxT) {
+      const int64_t tn = std::min<int64_t>(kMaxT, t_end - t0 - kMaxT);
+      for (int64_t t = 0; t < tn; ++t)
+        __asm__ volatile("prefetchw %0" : : "m"(a.y[(t0 + kMaxT + t) * a.ldy + r]));
+    }
+    __m512 acc[kMaxT] = {};
+    switch (T) {
+      case 1: K::template run<1>(g, nb, x, acc, kpf); break;
+      case 2: K::template run<(kMaxT >= 2 ? 2 : 1)>(g, nb, x, acc, kpf); break;
+      case 3: K::template run<(kMaxT >= 3 ? 3 : 1)>(g, nb, x, acc, kpf); break;
+      case 4: K::template run<(kMaxT >= 4 ? 4 : 1)>(g, nb, x, acc, kpf); break;
+      case 5: K::template run<(kMaxT >= 5 ? 5 : 1)>(g, nb, x, acc, kpf); break;
+      case 6: K::template run<(kMaxT >= 6 ? 6 : 1)>(g, nb, x, acc, kpf); break;
+      case 7: K::template run<(kMaxT >= 7 ? 7 : 1)>(g, nb, x, acc, kpf); break;
+      default: K::template run<kMaxT>(g, nb, x, acc, kpf); break;
+    }
+    for (int t = 0; t < T; ++t) {
+      const __m512 v = a.bias ? _mm512_add_ps(acc[t], bias) : acc[t];
+      _mm512_mask_storeu_ps(a.y + (t0 + t) * a.ldy + r, m, v);
+    }
+  }
+}
+
+// Runs kernel K over rows [r0, r1) and all tokens. Few tokens: group by group (packed on the fly
+// into L1 unless a.packed). Many tokens: batches of groups (~512 KiB packed) are swept by blocks of
+// tokens (~256 KiB of activations), so both stay in L2 while they are reused. The order of the
+// calls does not change any output (each is one micro-kernel run over its full K).
 template <class K>
 void gemm_quant(const GemmArgs& a) {
-  constexpr int kMaxT = 8;
   const int64_t nb = gemm_blocks(a.type, a.n_in);
   const size_t group_bytes = K::kRecord * static_cast<size_t>(nb);
-  uint8_t* buf = a.packed ? nullptr : gemm_thread_buffer(group_bytes);
-  for (int64_t r = a.r0; r < a.r1; r += kGemmGroupRows) {
-    const int nr = static_cast<int>(std::min<int64_t>(kGemmGroupRows, a.r1 - r));
-    const uint8_t* g;
-    if (a.packed) {
-      g = a.packed + static_cast<size_t>(r / kGemmGroupRows) * group_bytes;
-    } else {
-      gemm_pack_group_ref(a.type, a.w + r * a.row_bytes, a.row_bytes, nr, nb, buf);
-      g = buf;
-    }
-    const __mmask16 m = static_cast<__mmask16>(nr == 16 ? 0xFFFF : (1u << nr) - 1);
-    const __m512 bias = a.bias ? _mm512_maskz_loadu_ps(m, a.bias + r) : _mm512_setzero_ps();
-    for (int64_t t0 = 0; t0 < a.n; t0 += kMaxT) {
-      const int T = static_cast<int>(std::min<int64_t>(kMaxT, a.n - t0));
-      const uint8_t* x[kMaxT];
-      for (int t = 0; t < T; ++t) x[t] = a.act + (t0 + t) * a.act_stride;
-      __m512 acc[kMaxT];
-      switch (T) {
-        case 1: K::template run<1>(g, nb, x, acc); break;
-        case 2: K::template run<2>(g, nb, x, acc); break;
-        case 3: K::template run<3>(g, nb, x, acc); break;
-        case 4: K::template run<4>(g, nb, x, acc); break;
-        case 5: K::template run<5>(g, nb, x, acc); break;
-        case 6: K::template run<6>(g, nb, x, acc); break;
-        case 7: K::template run<7>(g, nb, x, acc); break;
-        default: K::template run<8>(g, nb, x, acc); break;
+  const int64_t n_groups = (a.r1 - a.r0 + kGemmGroupRows - 1) / kGemmGroupRows;
+  int64_t batch = 1, tb = a.n;
+  if (a.n > 64) {
+    batch = std::max<int64_t>(1, static_cast<int64_t>((size_t(512) << 10) / group_bytes));
+    tb = std::max<int64_t>(16, static_cast<int64_t>((size_t(256) << 10) / a.act_stride) / 8 * 8);
+  }
+  batch = std::min(batch, n_groups);
+  uint8_t* buf = a.packed ? nullptr : gemm_thread_buffer(group_bytes * static_cast<size_t>(batch));
+  for (int64_t b0 = 0; b0 < n_groups; b0 += batch) {
+    const int64_t b1 = std::min(n_groups, b0 + batch);
+    if (!a.packed) {
+      for (int64_t gi = b0; gi < b1; ++gi) {
+        const int64_t r = a.r0 + gi * kGemmGroupRows;
+        const int nr = static_cast<int>(std::min<int64_t>(kGemmGroupRows, a.r1 - r));
+        Prefetcher pf;
+        if (r + 2 * kGemmGroupRows <= a.r1) {
+          pf.next = a.w + (r + kGemmGroupRows) * a.row_bytes;
+          pf.bytes = kGemmGroupRows * a.row_bytes;
+          pf.nb = nb;
+        }
+        pack_group(a.type, a.w + r * a.row_bytes, a.row_bytes, nr, nb, buf + (gi - b0) * group_bytes, pf);
       }
-      for (int t = 0; t < T; ++t) {
-        const __m512 v = a.bias ? _mm512_add_ps(acc[t], bias) : acc[t];
-        _mm512_mask_storeu_ps(a.y + (t0 + t) * a.ldy + r, m, v);
+    }
+    for (int64_t t_begin = 0; t_begin < a.n; t_begin += tb) {
+      const int64_t t_end = std::min(a.n, t_begin + tb);
+      for (int64_t gi = b0; gi < b1; ++gi) {
+        const int64_t r = a.r0 + gi * kGemmGroupRows;
+        const int nr = static_cast<int>(std::min<int64_t>(kGemmGroupRows, a.r1 - r));
+        const uint8_t* g;
+        // Next packed group, for the memory-bound few-token case of the K-quants (whose kernels do
+        // not read their 2-3 KiB records in address order; Q4_0/Q8_0 records stream in order).
+        Prefetcher kpf;
+        if (a.packed) {
+          g = a.packed + static_cast<size_t>(r / kGemmGroupRows) * group_bytes;
+          if (a.n <= 2 && K::kRecord > 1024 && r + 2 * kGemmGroupRows <= a.r1) {
+            kpf.next = g + group_bytes;
+            kpf.bytes = group_bytes;
+            kpf.nb = nb;
+          }
+        } else {
+          g = buf + (gi - b0) * group_bytes;
+        }
+        group_tokens<K>(g, nb, a, r, nr, t_begin, t_end, kpf);
       }
     }
   }
@@ -309,18 +509,21 @@ inline float hsum16(__m512 v) {
 }
 
 struct WF32 {
+  static constexpr int kBytes = 4;
   static __m512 load(const uint8_t* p, int64_t k) { return _mm512_loadu_ps(reinterpret_cast<const float*>(p) + k); }
   static __m512 load(const uint8_t* p, int64_t k, __mmask16 m) {
     return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(p) + k);
   }
 };
 struct WF16 {
+  static constexpr int kBytes = 2;
   static __m512 load(const uint8_t* p, int64_t k) { return load_f16x16(p + 2 * k); }
   static __m512 load(const uint8_t* p, int64_t k, __mmask16 m) {
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p + 2 * k));
   }
 };
 struct WBF16 {
+  static constexpr int kBytes = 2;
   static __m512 expand(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
   static __m512 load(const uint8_t* p, int64_t k) {
     return expand(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * k)));
@@ -370,7 +573,7 @@ template <class W, int R>
 void float_rows(const GemmArgs& a, int64_t r) {
   const uint8_t* w = a.w + r * a.row_bytes;
   const float* bias = a.bias ? a.bias + r : nullptr;
-  constexpr int kT = R == 8 ? 1 : 4;
+  constexpr int kT = 4;
   for (int64_t t0 = 0; t0 < a.n; t0 += kT) {
     const int T = static_cast<int>(std::min<int64_t>(kT, a.n - t0));
     const float* x[4];
@@ -388,8 +591,10 @@ void float_rows(const GemmArgs& a, int64_t r) {
 template <class W>
 void gemm_float(const GemmArgs& a) {
   int64_t r = a.r0;
+  // One token is memory-bound: one row at a time keeps each thread's reads a single sequential
+  // stream (several interleaved row streams defeat the hardware prefetchers: ~15 vs ~24 GB/s).
   if (a.n == 1) {
-    for (; r + 8 <= a.r1; r += 8) float_rows<W, 8>(a, r);
+    for (; r < a.r1; ++r) float_rows<W, 1>(a, r);
   } else {
     for (; r + 4 <= a.r1; r += 4) float_rows<W, 4>(a, r);
   }
@@ -399,6 +604,9 @@ void gemm_float(const GemmArgs& a) {
 }  // namespace
 
 void install_avx512_gemm(KernelTable& t) {
+  t.pack_group = [](GgmlType ty, const uint8_t* w, size_t rb, int nr, int64_t nb, uint8_t* out) {
+    pack_group(ty, w, rb, nr, nb, out, Prefetcher());
+  };
   t.gemm[idx(GgmlType::Q4_0)] = gemm_quant<KQ4_0>;
   t.gemm[idx(GgmlType::Q8_0)] = gemm_quant<KQ8_0>;
   t.gemm[idx(GgmlType::Q4_K)] = gemm_quant<KQ4_K>;

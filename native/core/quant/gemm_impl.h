@@ -3,8 +3,10 @@
 //
 // Prepared activation rows (gemm_prepare_act), per token, 64-byte multiple:
 //   vec_dot Q8_0 (Q4_0, Q8_0 weights), nb = n_in / 32 blocks:
-//     int8 qs[nb][32] | f32 d[nb] | i32 c4[nb] = -8 * sum(qs of block) | i32 c8[nb] = -128 * sum
-//     (the c terms let unsigned-weight dot instructions compute sum((q - 8) x) / sum(w x) exactly)
+//     int8 qs[nb][32] | f32 d[nb] | i32 c4[nb] = -8 * sum(qs of block) |
+//     i32 c8[nb][8] = -128 * sum(qs[4l .. 4l+3])
+//     (the c terms let unsigned-weight dot instructions compute sum((q - 8) x) per block and
+//     sum(w x) per 4-element lane exactly)
 //   vec_dot Q8_K (Q4_K, Q6_K): BlockQ8_K[nb] exactly as quantize_row(Q8_K) writes it.
 //   vec_dot F16 / BF16 / F32: f32[n_in], the values after rounding to the vec_dot type.
 //
@@ -37,9 +39,12 @@ constexpr size_t kPackQ6_K = 3360;
 size_t gemm_pack_record_bytes(GgmlType t);
 // Blocks per row for n_in (n_in / block size).
 int64_t gemm_blocks(GgmlType t, int64_t n_in);
-// Packs rows [0, n_rows) (n_rows <= 16) starting at w into one group (nb records). Scalar.
+// Packs rows [0, n_rows) (n_rows <= 16) starting at w into one group (nb records). Scalar; the
+// dispatched gemm_pack_group (SIMD transposes) writes the same bytes.
 void gemm_pack_group_ref(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb,
                          uint8_t* out);
+void gemm_pack_group(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb,
+                     uint8_t* out);
 
 // Grow-only per-thread buffer for on-the-fly packing (64-byte aligned).
 uint8_t* gemm_thread_buffer(size_t bytes);

@@ -1,8 +1,9 @@
 // GEMM plumbing shared by every ISA (activation preparation, weight packing, the per-thread pack
-// buffer) and the portable scalar GEMM, which spells out the canonical per-output formula of
-// quant/gemm.h: exact integer block sums, then acc = fma(float(sumi), d_w * d_x, acc) in block
-// order. The SIMD kernels compute the same sequence lane by lane, so they agree with this file bit
-// for bit on the quantized types.
+// buffer) and the portable scalar GEMM, which spells out the canonical per-output formulas of
+// quant/gemm.h: exact integer block sums, then per block acc = fma(float(sumi), d_w * d_x, acc) in
+// block order (Q8_0: 8 such lanes and ggml's final tree; Q4_K: a second accumulator for the mins).
+// The SIMD kernels compute the same sequences lane by lane, so they agree with this file bit for
+// bit on the quantized types.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -53,10 +54,13 @@ void prepare_q8_0(const float* x, int64_t n, uint8_t* out) {
       int32_t s = 0;
       for (int j = 0; j < 32; ++j) s += tmp[i].qs[j];
       const float df = half_to_float(tmp[i].d);
-      const int32_t s4 = -8 * s, s8 = -128 * s;
+      const int32_t s4 = -8 * s;
       std::memcpy(d + 4 * b, &df, 4);
       std::memcpy(c4 + 4 * b, &s4, 4);
-      std::memcpy(c8 + 4 * b, &s8, 4);
+      for (int l = 0; l < 8; ++l) {
+        const int32_t s8 = -128 * (tmp[i].qs[4 * l] + tmp[i].qs[4 * l + 1] + tmp[i].qs[4 * l + 2] + tmp[i].qs[4 * l + 3]);
+        std::memcpy(c8 + 32 * b + 4 * l, &s8, 4);
+      }
     }
   }
 }
@@ -152,23 +156,31 @@ float dot_q4_0(const uint8_t* wr, const uint8_t* x, int64_t nb) {
   return acc;
 }
 
+// Q8_0 follows ggml's x86 vec_dot_q8_0_q8_0 exactly (llama.cpp has no repacked Q8_0 path on x86,
+// so this makes Q8_0 matmuls bit-identical to llama.cpp's): 8 lanes, lane l holding the exact sum of
+// elements 4l..4l+3 of each block, acc_l = fma(sum_l, d_w * d_x, acc_l), then hsum_float_8's tree.
 float dot_q8_0(const uint8_t* wr, const uint8_t* x, int64_t nb) {
   const BlockQ8_0* w = reinterpret_cast<const BlockQ8_0*>(wr);
   const int8_t* qs = reinterpret_cast<const int8_t*>(x);
   const uint8_t* d = x + nb * 32;
-  float acc = 0.0f;
+  float acc[8] = {};
   for (int64_t b = 0; b < nb; ++b) {
-    int32_t sumi = 0;
-    for (int j = 0; j < 32; ++j) sumi += w[b].qs[j] * qs[32 * b + j];
-    acc = std::fma(static_cast<float>(sumi), half_to_float(w[b].d) * load_f32(d + 4 * b), acc);
+    const float s = half_to_float(w[b].d) * load_f32(d + 4 * b);
+    for (int l = 0; l < 8; ++l) {
+      int32_t sumi = 0;
+      for (int j = 4 * l; j < 4 * l + 4; ++j) sumi += w[b].qs[j] * qs[32 * b + j];
+      acc[l] = std::fma(static_cast<float>(sumi), s, acc[l]);
+    }
   }
-  return acc;
+  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
 }
 
+// Q4_K keeps the mins term in its own accumulator and subtracts at the end, as llama.cpp's repacked
+// (q4_K_8x8) kernels do.
 float dot_q4_K(const uint8_t* wr, const uint8_t* x, int64_t nb) {
   const BlockQ4_K* w = reinterpret_cast<const BlockQ4_K*>(wr);
   const BlockQ8_K* a = reinterpret_cast<const BlockQ8_K*>(x);
-  float acc = 0.0f;
+  float acc = 0.0f, acc_min = 0.0f;
   for (int64_t i = 0; i < nb; ++i) {
     uint8_t sm[16];
     unpack_q4_K_scales(w[i].scales, sm);
@@ -184,9 +196,9 @@ float dot_q4_K(const uint8_t* wr, const uint8_t* x, int64_t nb) {
     }
     const float dx = a[i].d;
     acc = std::fma(static_cast<float>(sumi), half_to_float(w[i].d) * dx, acc);
-    acc = std::fma(-static_cast<float>(summ), half_to_float(w[i].dmin) * dx, acc);
+    acc_min = std::fma(static_cast<float>(summ), half_to_float(w[i].dmin) * dx, acc_min);
   }
-  return acc;
+  return acc - acc_min;
 }
 
 float dot_q6_K(const uint8_t* wr, const uint8_t* x, int64_t nb) {
@@ -321,6 +333,7 @@ uint8_t* gemm_thread_buffer(size_t bytes) {
 }
 
 void install_ref_gemm(KernelTable& t) {
+  t.pack_group = gemm_pack_group_ref;
   t.gemm[idx(GgmlType::F32)] = gemm_ref_f32;
   t.gemm[idx(GgmlType::F16)] = gemm_ref_f16;
   t.gemm[idx(GgmlType::BF16)] = gemm_ref_bf16;
@@ -348,7 +361,7 @@ size_t gemm_act_row_bytes(GgmlType wtype, int64_t n_in) {
   const int64_t bs = type_traits(vt).block_size;
   if (n_in % bs != 0) return 0;
   switch (vt) {
-    case GgmlType::Q8_0: return quant::align_act(static_cast<size_t>(n_in / 32) * 44);
+    case GgmlType::Q8_0: return quant::align_act(static_cast<size_t>(n_in / 32) * 72);
     case GgmlType::Q8_K: return quant::align_act(row_size(vt, n_in));
     default: return quant::align_act(static_cast<size_t>(n_in) * 4);
   }
@@ -362,7 +375,7 @@ void gemm_prepare_act(GgmlType wtype, const float* x, int64_t n_in, uint8_t* out
   switch (vt) {
     case GgmlType::Q8_0:
       quant::prepare_q8_0(x, n_in, out);
-      used = static_cast<size_t>(n_in / 32) * 44;
+      used = static_cast<size_t>(n_in / 32) * 72;
       break;
     case GgmlType::Q8_K:
       quantize_row(vt, x, out, n_in);
@@ -397,7 +410,7 @@ void gemm_pack(GgmlType t, const uint8_t* w, size_t row_bytes, int64_t n_in, int
   const size_t group_bytes = rec * static_cast<size_t>(nb);
   for (int64_t r = 0, g = 0; r < n_out; r += kGemmGroupRows, ++g) {
     const int nr = static_cast<int>(std::min<int64_t>(kGemmGroupRows, n_out - r));
-    quant::gemm_pack_group_ref(t, w + r * row_bytes, row_bytes, nr, nb, out + g * group_bytes);
+    quant::gemm_pack_group(t, w + r * row_bytes, row_bytes, nr, nb, out + g * group_bytes);
   }
 }
 

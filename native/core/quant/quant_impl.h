@@ -121,6 +121,9 @@ using DequantFn = void (*)(const void* x, float* y, int64_t n);
 using QuantFn = void (*)(const float* x, void* y, int64_t n);
 using DotFn = float (*)(int64_t n, const void* w, const void* xq);
 using GemmFn = void (*)(const GemmArgs& a);  // see quant/gemm.h, quant/gemm_impl.h
+// Packs rows [0, n_rows) (n_rows <= 16) of a weight matrix into one 16-row group (gemm_impl.h).
+using PackGroupFn = void (*)(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb,
+                             uint8_t* out);
 
 // One complete set of kernels; null entries mean "type not supported".
 struct KernelTable {
@@ -129,6 +132,7 @@ struct KernelTable {
   QuantFn quant[kGgmlTypeCount];
   DotFn dot[kGgmlTypeCount];
   GemmFn gemm[kGgmlTypeCount];  // by weight type
+  PackGroupFn pack_group;       // same bytes on every ISA
 };
 
 inline constexpr uint32_t idx(GgmlType t) { return static_cast<uint32_t>(t); }
