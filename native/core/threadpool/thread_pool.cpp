@@ -68,7 +68,7 @@ void ThreadPool::run_chunks(uint64_t gen, int slot) {
       c = next_of(s);
       // job_chunks_ was stored before `gen` was published; if a newer job has replaced it since,
       // the CAS below fails on the generation and we return.
-      if (c >= job_chunks_.load(std::memory_order_relaxed)) return;
+      if (c >= job_chunks_.load(std::memory_order_acquire)) return;
     } while (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
                                            std::memory_order_acquire));
     const int64_t n = job_n_, k = job_chunks_.load(std::memory_order_relaxed);
@@ -125,9 +125,13 @@ void ThreadPool::parallel_for_chunked(int64_t n,
     return;
   }
   std::lock_guard<std::mutex> call_lock(call_mu_);
+  // Close the previous job first: a worker still looping on it must not claim a "chunk" of the
+  // previous generation that is in range of this job's larger chunk count (it would run a chunk of
+  // this job twice and push finished_ past k, leaving the caller waiting forever).
+  state_.store(state_.load() | 0xffffffffull);
   job_ = &fn;
   job_n_ = n;
-  job_chunks_.store(k, std::memory_order_relaxed);
+  job_chunks_.store(k, std::memory_order_release);
   job_error_ = nullptr;
   finished_.store(0);
   uint64_t gen;
