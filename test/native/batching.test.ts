@@ -51,7 +51,8 @@ describe("batch invariance", () => {
     try {
       await checkInvariance(m, prompts(n, m.info.nVocab, 7 + n), 12);
       const s = m.stats();
-      if (n > 1) expect(s.maxBatchSequencesSeen).toBeGreaterThan(1);
+      // With many arrivals the engine must have batched some (two can legitimately run one after the other).
+      if (n >= 5) expect(s.maxBatchSequencesSeen).toBeGreaterThan(1);
       expect(s.blocksUsed).toBe(0);
     } finally {
       await m.dispose();
