@@ -123,8 +123,7 @@ void attention_row_ref(const AttnRow& a) {
   if (a.f16) std::memset(acc16, 0, hd * 2); else std::memset(acc32, 0, hd * 4);
   float M = -INFINITY, S = 0.0f;
   for (int64_t j = 0; j < a.len; ++j) {
-    const size_t off = static_cast<size_t>(a.blocks[j / a.block_size]) * a.block_stride +
-                       static_cast<size_t>(j % a.block_size) * a.row_stride;
+    const size_t off = attn_row_offset(a, j);
     const uint8_t* kj = a.k + off;
     const uint8_t* vj = a.v + off;
     const float s = vec_dot(kv_type, hd, kj, a.q) * a.scale;

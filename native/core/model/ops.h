@@ -71,6 +71,11 @@ struct AttnRow {
   float* out;             // [hd] f32
   void* acc;              // scratch: [hd] f32
 };
+// Byte offset of position j's K (and V) row from a.k (a.v) through the block table.
+inline size_t attn_row_offset(const AttnRow& a, int64_t j) {
+  return static_cast<size_t>(a.blocks[j / a.block_size]) * a.block_stride +
+         static_cast<size_t>(j % a.block_size) * a.row_stride;
+}
 void attention_row(const AttnRow& a);       // dispatched
 void attention_row_ref(const AttnRow& a);   // scalar reference (std::fma)
 #if defined(LLMSERVE_X86)

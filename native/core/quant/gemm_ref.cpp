@@ -207,17 +207,7 @@ float dot_q6_K(const uint8_t* wr, const uint8_t* x, int64_t nb) {
   float acc = 0.0f;
   for (int64_t i = 0; i < nb; ++i) {
     int8_t q[kQK_K];
-    for (int h = 0; h < 2; ++h) {
-      const uint8_t* ql = w[i].ql + 64 * h;
-      const uint8_t* qh = w[i].qh + 32 * h;
-      int8_t* o = q + 128 * h;
-      for (int l = 0; l < 32; ++l) {
-        o[l] = static_cast<int8_t>(((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32);
-        o[l + 32] = static_cast<int8_t>(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
-        o[l + 64] = static_cast<int8_t>(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
-        o[l + 96] = static_cast<int8_t>(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
-      }
-    }
+    unpack_q6_K(w[i], q);
     int32_t sumi = 0;
     for (int g = 0; g < 16; ++g) {
       int32_t s = 0;

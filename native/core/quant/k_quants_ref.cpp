@@ -312,17 +312,7 @@ float vec_dot_q6_K_ref(int64_t n, const void* w, const void* xq) {
   float sum = 0.0f;
   for (int64_t i = 0; i < n / kQK_K; ++i) {
     int8_t q[kQK_K];
-    const uint8_t* ql = a[i].ql;
-    const uint8_t* qh = a[i].qh;
-    for (int h = 0; h < 2; ++h, ql += 64, qh += 32) {
-      int8_t* o = q + 128 * h;
-      for (int l = 0; l < 32; ++l) {
-        o[l] = static_cast<int8_t>(((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32);
-        o[l + 32] = static_cast<int8_t>(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
-        o[l + 64] = static_cast<int8_t>(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
-        o[l + 96] = static_cast<int8_t>(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
-      }
-    }
+    unpack_q6_K(a[i], q);
     int sumi = 0;
     for (int g = 0; g < kQK_K / 16; ++g) {
       int s = 0;

@@ -39,6 +39,20 @@ struct BlockQ6_K {
   int8_t scales[kQK_K / 16];  // one 8-bit scale per 16 elements
   uint16_t d;                 // super-block scale (f16)
 };
+// One Q6_K block's 256 weights as signed 6-bit values in [-32, 31], in element order.
+inline void unpack_q6_K(const BlockQ6_K& b, int8_t* q) {
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* ql = b.ql + 64 * h;
+    const uint8_t* qh = b.qh + 32 * h;
+    int8_t* o = q + 128 * h;
+    for (int l = 0; l < 32; ++l) {
+      o[l] = static_cast<int8_t>(((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32);
+      o[l + 32] = static_cast<int8_t>(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+      o[l + 64] = static_cast<int8_t>(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+      o[l + 96] = static_cast<int8_t>(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+    }
+  }
+}
 struct BlockQ8_K {
   float d;                    // f32, not f16: activations only
   int8_t qs[kQK_K];
