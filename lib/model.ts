@@ -16,8 +16,8 @@ export interface LoadOptions {
   threads?: number;
   /** KV cache size in tokens (default 4096; 0 = the model's training context). */
   contextSize?: number;
-  /** KV cache element type (default "f16", as llama.cpp). */
-  kvType?: "f16" | "f32";
+  /** KV cache element type: "f16" (default, as llama.cpp), "f32", or "q8_0" (half the memory of f16, as llama.cpp's `--cache-type-k/v q8_0`; needs a head size that is a multiple of 32). */
+  kvType?: "f16" | "f32" | "q8_0";
   /** Total KV cache size in tokens, shared by all sequences (default: contextSize). */
   kvCacheTokens?: number;
   /** Tokens per KV block (default 16). */
@@ -126,7 +126,7 @@ export class Model {
       "maxQueue", "prefixCache", "batching", "responseCacheBytes", "onProgress"]);
     const threads = o.threads === undefined ? physicalCores() : checkInt("threads", o.threads, 1, 512);
     const contextSize = o.contextSize === undefined ? 4096 : checkInt("contextSize", o.contextSize, 0, 1 << 24);
-    const kvType = o.kvType === undefined ? "f16" : checkString("kvType", o.kvType, ["f16", "f32"]);
+    const kvType = (o.kvType === undefined ? "f16" : checkString("kvType", o.kvType, ["f16", "f32", "q8_0"])) as "f16" | "f32" | "q8_0";
     const engine = {
       kvCacheTokens: o.kvCacheTokens === undefined ? 0 : checkInt("kvCacheTokens", o.kvCacheTokens, 1, 1 << 26),
       kvBlockSize: o.kvBlockSize === undefined ? 16 : checkInt("kvBlockSize", o.kvBlockSize, 1, 4096),
@@ -141,7 +141,7 @@ export class Model {
       throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a function for onProgress");
     }
     const addon = loadAddon();
-    const native = await wrapNative(addon.loadModel(path, { threads, contextSize, kvF16: kvType === "f16", ...engine }, o.onProgress));
+    const native = await wrapNative(addon.loadModel(path, { threads, contextSize, kvType, ...engine }, o.onProgress));
     try {
       const tokenizer = await Tokenizer.fromGguf(path);
       const info = native.info();

@@ -67,7 +67,7 @@ export interface GgufContents {
 export interface NativeModelOptions {
   threads: number;
   contextSize: number;
-  kvF16: boolean;
+  kvType: "f16" | "f32" | "q8_0";
   kvCacheTokens: number;
   kvBlockSize: number;
   maxBatchTokens: number;

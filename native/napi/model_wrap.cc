@@ -307,7 +307,11 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   EngineOptions opts;
   opts.threads = (int)num(o, "threads", 2);
   opts.n_ctx = (int64_t)num(o, "contextSize", 4096);
-  opts.kv_f16 = o.Get("kvF16").IsBoolean() ? o.Get("kvF16").As<Napi::Boolean>().Value() : true;
+  const std::string kv_type = o.Get("kvType").IsString() ? o.Get("kvType").As<Napi::String>().Utf8Value() : "f16";
+  if (kv_type == "f16") opts.kv_type = GgmlType::F16;
+  else if (kv_type == "f32") opts.kv_type = GgmlType::F32;
+  else if (kv_type == "q8_0") opts.kv_type = GgmlType::Q8_0;
+  else throw make_js_error(env, Code::InvalidArgument, "Expected kvType \"f16\", \"f32\" or \"q8_0\" but received \"" + kv_type + "\"");
   opts.kv_tokens = (int64_t)num(o, "kvCacheTokens", 0);
   opts.block_size = (int32_t)num(o, "kvBlockSize", 16);
   opts.max_batch_tokens = (int64_t)num(o, "maxBatchTokens", 512);

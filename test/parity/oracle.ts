@@ -39,6 +39,8 @@ export interface OracleOptions {
   batched?: boolean;
   /** Compute threads (numerics do not depend on it; 1 avoids spin-wait contention on 2 cores). */
   threads?: number;
+  /** KV cache element type for K and V (default f16, llama.cpp's default). */
+  kvType?: "f16" | "q8_0";
 }
 
 export interface OracleModel {
@@ -78,6 +80,7 @@ export async function loadOracle(modelPath: string, nVocab: number, contextSize:
       sequences: 1,
       threads: o.threads ?? 1,
       ...(o.flashAttention === undefined ? {} : { flashAttention: o.flashAttention }),
+      ...(o.kvType === "q8_0" ? { experimentalKvCacheKeyType: "Q8_0", experimentalKvCacheValueType: "Q8_0" } : {}),
     });
     contexts.add(context);
     try {

@@ -10,6 +10,11 @@ Status KvPool::create(const ModelConfig& config, const KvPoolOptions& o, std::un
     return make_error(Code::InvalidArgument, "Expected kvBlockSize in [1, 4096] but received " + std::to_string(o.block_size));
   if (o.n_blocks < 1 || o.n_blocks > (int64_t(1) << 24))
     return make_error(Code::InvalidArgument, "Expected a KV block count in [1, 16777216] but received " + std::to_string(o.n_blocks));
+  if (o.type != GgmlType::F16 && o.type != GgmlType::F32 && o.type != GgmlType::Q8_0)
+    return make_error(Code::InvalidArgument, std::string("Expected kvType f16, f32 or q8_0 but received ") + type_traits(o.type).name);
+  if (o.type == GgmlType::Q8_0 && config.head_dim % 32 != 0)
+    return make_error(Code::InvalidArgument, "kvType q8_0 needs a head size that is a multiple of 32 (this model's is " +
+                                                 std::to_string(config.head_dim) + "); use kvType f16");
   if (config.n_layer < 1 || config.n_embd_kv() < 1)
     return make_error(Code::InvalidArgument, "KvPool::create: model config has no layers");
   std::unique_ptr<KvPool> p(new KvPool());
@@ -17,7 +22,7 @@ Status KvPool::create(const ModelConfig& config, const KvPoolOptions& o, std::un
   p->block_size_ = o.block_size;
   p->n_layer_ = config.n_layer;
   p->n_embd_kv_ = config.n_embd_kv();
-  p->f16_ = o.f16;
+  p->type_ = o.type;
   const unsigned __int128 per = static_cast<unsigned __int128>(p->block_bytes()) * static_cast<uint64_t>(o.n_blocks) *
                                 static_cast<uint64_t>(config.n_layer);
   if (per > static_cast<unsigned __int128>(SIZE_MAX / 4))

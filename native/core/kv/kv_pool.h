@@ -2,14 +2,16 @@
 //   K: [n_layer][n_blocks][block_size][n_embd_kv]   (one row per token slot)
 //   V: [n_layer][n_blocks][block_size][n_embd_kv]
 // A sequence's position p lives in block table[p / block_size], slot p % block_size. Blocks are
-// handed out by BlockAllocator; this class only owns the bytes. Elements are f16 (default, like
-// llama.cpp's default KV type) or f32.
+// handed out by BlockAllocator; this class only owns the bytes. Rows are f16 (default, like
+// llama.cpp's default KV type), f32 or q8_0 (blocks of 32 elements: f16 scale + 32 int8, as
+// llama.cpp's --cache-type-k/v q8_0; half the bytes of f16, so twice the tokens per MiB).
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 
 #include "../model/model_config.h"
+#include "../quant/quant.h"
 #include "../status.h"
 
 namespace llmserve {
@@ -17,21 +19,24 @@ namespace llmserve {
 struct KvPoolOptions {
   int64_t n_blocks = 0;
   int32_t block_size = 16;
-  bool f16 = true;
+  GgmlType type = GgmlType::F16;  // F16, F32 or Q8_0
 };
 
 class KvPool {
  public:
-  // OutOfMemory if allocation fails; InvalidArgument for non-positive or absurd sizes.
+  // OutOfMemory if allocation fails; InvalidArgument for non-positive or absurd sizes, another
+  // element type, or q8_0 with a head size that is not a multiple of 32 (heads must start on a
+  // block boundary).
   static Status create(const ModelConfig& config, const KvPoolOptions& options, std::unique_ptr<KvPool>* out);
 
   int64_t n_blocks() const { return n_blocks_; }
   int32_t block_size() const { return block_size_; }
   int64_t n_layer() const { return n_layer_; }
   int64_t n_embd_kv() const { return n_embd_kv_; }
-  bool f16() const { return f16_; }
-  size_t elem_size() const { return f16_ ? 2 : 4; }
-  size_t row_bytes() const { return static_cast<size_t>(n_embd_kv_) * elem_size(); }
+  GgmlType type() const { return type_; }
+  size_t row_bytes() const { return row_size(type_, n_embd_kv_); }
+  // Byte offset of KV head h's elements inside a row.
+  size_t head_offset(int64_t h, int64_t head_dim) const { return row_size(type_, h * head_dim); }
   size_t block_bytes() const { return row_bytes() * static_cast<size_t>(block_size_); }
   // Total bytes of K and V storage.
   size_t bytes() const { return 2 * block_bytes() * static_cast<size_t>(n_blocks_) * static_cast<size_t>(n_layer_); }
@@ -56,7 +61,7 @@ class KvPool {
   KvPool() = default;
   int64_t n_blocks_ = 0, n_layer_ = 0, n_embd_kv_ = 0;
   int32_t block_size_ = 16;
-  bool f16_ = true;
+  GgmlType type_ = GgmlType::F16;
   std::unique_ptr<uint8_t[]> k_, v_;
   std::unique_ptr<uint8_t[]> scratch_;
   size_t scratch_bytes_ = 0;

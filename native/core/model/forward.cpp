@@ -46,7 +46,7 @@ struct Buffers {
   uint8_t* attn_scratch;  // [pool.size()] per-thread attention scratch
 };
 
-void layout(Arena& a, const Model& m, int64_t n, int n_threads, Buffers* b) {
+void layout(Arena& a, const Model& m, GgmlType kv_type, int64_t n, int n_threads, Buffers* b) {
   const ModelConfig& c = m.config();
   const size_t N = static_cast<size_t>(n);
   b->x = a.take<float>(N * c.n_embd);
@@ -62,7 +62,7 @@ void layout(Arena& a, const Model& m, int64_t n, int n_threads, Buffers* b) {
   b->blocks = a.take<const int32_t*>(N);
   // One matmul group's conversions (each distinct vec_dot type aligned separately).
   b->act = a.take<uint8_t>(N * m.act_bytes_per_token() + 4 * kAlign);
-  b->attn_scratch = a.take<uint8_t>(static_cast<size_t>(n_threads) * attention_scratch_bytes(c.head_dim));
+  b->attn_scratch = a.take<uint8_t>(static_cast<size_t>(n_threads) * attention_scratch_bytes(c, kv_type));
 }
 
 // Residual add, y: [count] <- d + y (ggml_add(cur, residual)).
@@ -106,14 +106,14 @@ Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, cons
 
   Buffers B;
   Arena measure(nullptr);
-  layout(measure, model, n, pool.size(), &B);
+  layout(measure, model, kv.type(), n, pool.size(), &B);
   uint8_t* block = kv.scratch(measure.used());
   if (!block) {
     return make_error(Code::OutOfMemory, "could not allocate " + std::to_string(measure.used() >> 20) +
                                              " MiB of forward scratch for " + std::to_string(n) + " tokens");
   }
   Arena arena(block);
-  layout(arena, model, n, pool.size(), &B);
+  layout(arena, model, kv.type(), n, pool.size(), &B);
   try {
     logits->resize(static_cast<size_t>(n_out * c.n_vocab));
   } catch (const std::bad_alloc&) {

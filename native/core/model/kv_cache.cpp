@@ -13,7 +13,7 @@ Status KvCache::create(const ModelConfig& config, const KvCacheOptions& options,
   KvPoolOptions po;
   po.block_size = 16;
   po.n_blocks = (options.n_ctx + po.block_size - 1) / po.block_size;
-  po.f16 = options.f16;
+  po.type = options.type;
   LLMS_RETURN_IF_ERROR(KvPool::create(config, po, &kv->pool_));
   kv->blocks_.resize(static_cast<size_t>(po.n_blocks));
   for (size_t i = 0; i < kv->blocks_.size(); ++i) kv->blocks_[i] = static_cast<int32_t>(i);

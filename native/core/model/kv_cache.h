@@ -13,7 +13,7 @@ namespace llmserve {
 
 struct KvCacheOptions {
   int64_t n_ctx = 0;
-  bool f16 = true;  // llama.cpp's default KV type is f16
+  GgmlType type = GgmlType::F16;  // llama.cpp's default KV type; F32 and Q8_0 too
 };
 
 class KvCache {
@@ -23,7 +23,7 @@ class KvCache {
 
   int64_t n_ctx() const { return n_ctx_; }
   int64_t n_past() const { return n_past_; }
-  bool f16() const { return pool_->f16(); }
+  GgmlType type() const { return pool_->type(); }
   // Keeps the first n positions (n clamped to [0, n_past]); later positions are overwritten.
   void truncate(int64_t n);
 

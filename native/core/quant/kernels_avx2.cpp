@@ -4,6 +4,7 @@
 // F16, BF16) produce bytes identical to their references.
 #include <immintrin.h>
 
+#include "quant/dot_avx2.h"
 #include "quant/quant_impl.h"
 
 namespace llmserve::quant {
@@ -16,12 +17,7 @@ inline __m256 opaque(__m256 v) {
   return v;
 }
 
-inline float hsum_ps(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+using avx2::hsum_ps;
 
 inline float hmax_ps(__m256 v) {
   __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -44,20 +40,7 @@ inline __m256i pack_i32x32_to_i8(__m256i a, __m256i b, __m256i c, __m256i d) {
 
 // w, xq: [n] f32
 float vec_dot_f32_avx2(int64_t n, const void* w, const void* xq) {
-  const float* a = static_cast<const float*>(w);
-  const float* b = static_cast<const float*>(xq);
-  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
-    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
-  }
-  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-  float s = hsum_ps(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
+  return avx2::dot_f32(n, static_cast<const float*>(w), static_cast<const float*>(xq));
 }
 
 inline __m256 load_f16x8(const uint16_t* p) {
@@ -68,18 +51,8 @@ inline __m256 load_f16x8(const uint16_t* p) {
 float vec_dot_f16_avx2(int64_t n, const void* w, const void* xq) {
   const uint16_t* a = static_cast<const uint16_t*>(w);
   const uint16_t* b = static_cast<const uint16_t*>(xq);
-  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    s0 = _mm256_fmadd_ps(load_f16x8(a + i), load_f16x8(b + i), s0);
-    s1 = _mm256_fmadd_ps(load_f16x8(a + i + 8), load_f16x8(b + i + 8), s1);
-    s2 = _mm256_fmadd_ps(load_f16x8(a + i + 16), load_f16x8(b + i + 16), s2);
-    s3 = _mm256_fmadd_ps(load_f16x8(a + i + 24), load_f16x8(b + i + 24), s3);
-  }
-  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(load_f16x8(a + i), load_f16x8(b + i), s0);
-  float s = hsum_ps(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-  for (; i < n; ++i) s += h2f(a[i]) * h2f(b[i]);
-  return s;
+  return avx2::dot_order(n, [a](int64_t i) { return load_f16x8(a + i); }, [b](int64_t i) { return load_f16x8(b + i); },
+                         [a](int64_t i) { return h2f(a[i]); }, [b](int64_t i) { return h2f(b[i]); });
 }
 
 // x: [n] f16 bits -> y: [n] f32

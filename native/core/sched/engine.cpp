@@ -60,7 +60,7 @@ Status Engine::load(const std::string& path, const EngineOptions& opts, const st
   KvPoolOptions po;
   po.block_size = e->opts_.block_size;
   po.n_blocks = (e->opts_.kv_tokens + po.block_size - 1) / po.block_size;
-  po.f16 = e->opts_.kv_f16;
+  po.type = e->opts_.kv_type;
   LLMS_RETURN_IF_ERROR(KvPool::create(cfg, po, &e->kv_));
   e->alloc_ = std::make_unique<BlockAllocator>(static_cast<int32_t>(po.n_blocks));
   e->pool_ = std::make_unique<ThreadPool>(e->opts_.threads);
@@ -192,7 +192,7 @@ void Engine::run_eval(EvalRequest& req) {
   if (!eval_kv_) {
     KvCacheOptions o;
     o.n_ctx = opts_.n_ctx;
-    o.f16 = opts_.kv_f16;
+    o.type = opts_.kv_type;
     Status s = KvCache::create(model_->config(), o, &eval_kv_);
     if (!s) { req.on_done(s, {}); return; }
   }

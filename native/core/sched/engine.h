@@ -39,7 +39,7 @@ struct EngineOptions {
   int64_t n_ctx = 4096;           // most positions one sequence may use; 0 = the model's training context
   int64_t kv_tokens = 0;          // KV pool size in tokens (0 = n_ctx)
   int32_t block_size = 16;        // tokens per KV block
-  bool kv_f16 = true;
+  GgmlType kv_type = GgmlType::F16;  // F16, F32 or Q8_0
   int64_t max_batch_tokens = 512; // tokens per step (decode tokens + prompt chunks)
   int64_t max_sequences = 64;     // sequences running at once
   int64_t max_queue = 1024;       // waiting requests before submit() fails with QueueFull
