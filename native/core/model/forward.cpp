@@ -145,6 +145,7 @@ Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, cons
   }, tok_grain);
 
   BatchLayout bl{n, B.pos, B.blocks};
+  const KvRotation rot = kv_rotation(c, kv.type());
   for (int64_t il = 0; il < c.n_layer; ++il) {
     const LayerWeights& L = W.layers[static_cast<size_t>(il)];
     const bool last = il == c.n_layer - 1;
@@ -160,6 +161,11 @@ Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, cons
         const float* cache_row = B.rope + t * c.n_rot;
         rope_apply_f32(B.q + t * NQ, c.n_head, c.head_dim, c.n_rot, c.rope_type, cache_row);
         rope_apply_f32(B.k + t * NKV, c.n_head_kv, c.head_dim, c.n_rot, c.rope_type, cache_row);
+        if (rot.k) {
+          hadamard_blocks_f32(B.q + t * NQ, NQ, rot.k);
+          hadamard_blocks_f32(B.k + t * NKV, NKV, rot.k);
+        }
+        if (rot.v) hadamard_blocks_f32(B.v + t * NKV, NKV, rot.v);
         kv_store(kv, il, B.blocks[t], B.pos[t], B.k + t * NKV, B.v + t * NKV);
       }
     }, tok_grain);
@@ -180,6 +186,11 @@ Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, cons
       if (m == 0) break;
     }
     attention_f32(c, kv, il, B.q, bl, 0, m, B.attn, B.attn_scratch, pool);
+    if (rot.v) {  // back from the rotated V basis
+      pool.parallel_for(m, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) hadamard_blocks_f32(B.attn + t * NQ, NQ, rot.v);
+      }, tok_grain);
+    }
 
     const MatmulTask wo[1] = {{&L.wo, L.bo, B.xn, E}};
     matmul(wo, 1, B.attn, m, B.act, pool);

@@ -44,6 +44,20 @@ struct BatchLayout {
 // to the cache type (f16 / q8_0: ggml's from_float, as llama.cpp's KV store).
 void kv_store(KvPool& kv, int64_t layer, const int32_t* blocks, int64_t pos, const float* k, const float* v);
 
+// y = H x on every consecutive n-element block of x[count] (n a power of two), H the normalized
+// Walsh-Hadamard matrix in natural order, H[i][j] = (-1)^popcount(i & j) / sqrt(n) (symmetric,
+// H H = I): an in-place fast transform, then the scale.
+void hadamard_blocks_f32(float* x, int64_t count, int64_t n);
+
+// llama.cpp rotates a quantized KV cache (its PR 21038, on by default): Q and K by H of the largest
+// power-of-two block >= 64 dividing head_dim, V by H of 64, and the attention output back by the
+// V rotation (scores are unchanged, and quantization error spreads evenly over the block). Only
+// when head_dim % 64 == 0. Sizes 0 = no rotation (f16/f32 caches).
+struct KvRotation {
+  int64_t k = 0, v = 0;
+};
+KvRotation kv_rotation(const ModelConfig& c, GgmlType kv_type);
+
 // Positions one attention tile covers: the softmax factors of a tile are computed together (one
 // vector exp), then each head's accumulator walks the tile's V rows in order.
 constexpr int64_t kAttnTile = 32;
