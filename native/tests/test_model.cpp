@@ -560,6 +560,37 @@ TEST(model_rope_scaling_and_freq_factors) {
 
 // ---------- kernels ----------
 
+TEST(model_hadamard_rotation) {
+  // The fast transform equals H x with H[i][j] = (-1)^popcount(i & j) / sqrt(n) per block, and H H = I.
+  uint32_t seed = 7;
+  for (int64_t n : {64, 128, 256}) {
+    std::vector<float> x(3 * n), y;
+    for (auto& v : x) seed = seed * 1664525u + 1013904223u, v = float((seed >> 8) & 0xFFFF) / 32768.0f - 1.0f;
+    y = x;
+    hadamard_blocks_f32(y.data(), 3 * n, n);
+    double err = 0, back = 0;
+    for (int64_t b = 0; b < 3; ++b)
+      for (int64_t i = 0; i < n; ++i) {
+        double want = 0;
+        for (int64_t j = 0; j < n; ++j) want += (__builtin_popcountll(i & j) & 1 ? -1.0 : 1.0) * x[b * n + j];
+        err = std::max(err, std::fabs(want / std::sqrt(double(n)) - y[b * n + i]));
+      }
+    hadamard_blocks_f32(y.data(), 3 * n, n);
+    for (int64_t i = 0; i < 3 * n; ++i) back = std::max(back, double(std::fabs(y[i] - x[i])));
+    CHECK(err < 1e-5);
+    CHECK(back < 1e-5);
+  }
+  // Which caches rotate, and by how much (llama.cpp's choice).
+  ModelConfig c;
+  c.head_dim = 64;
+  CHECK(kv_rotation(c, GgmlType::Q8_0).k == 64 && kv_rotation(c, GgmlType::Q8_0).v == 64);
+  CHECK(kv_rotation(c, GgmlType::F16).k == 0 && kv_rotation(c, GgmlType::F16).v == 0);
+  c.head_dim = 128;
+  CHECK(kv_rotation(c, GgmlType::Q8_0).k == 128 && kv_rotation(c, GgmlType::Q8_0).v == 64);
+  c.head_dim = 96;
+  CHECK(kv_rotation(c, GgmlType::Q8_0).k == 0 && kv_rotation(c, GgmlType::Q8_0).v == 0);
+}
+
 TEST(model_attn_exp_matches_expf) {
   // Within 2 ulp of libm's expf over the range attention uses, exact at 0, 0 below FLT_MIN.
   double worst = 0;

@@ -68,6 +68,17 @@ describe("batch invariance", () => {
     }
   });
 
+  it("with a q8_0 KV cache (Hadamard-rotated, 64-wide heads)", async () => {
+    const path = await synthModel("batch-kvq8", { dim: 256, layers: 2, heads: 4, kvHeads: 2, ffn: 256, vocabSize: 512, type: "q8_0" });
+    const m = await Model.load(path, { threads: 2, contextSize: 256, kvCacheTokens: 4096, maxBatchTokens: 48, kvType: "q8_0" });
+    try {
+      await checkInvariance(m, prompts(8, m.info.nVocab, 99), 10);
+      expect(m.stats().blocksUsed).toBe(0);
+    } finally {
+      await m.dispose();
+    }
+  });
+
   it("with prefix-cache hits (shared system prompt)", async () => {
     const m = await Model.load(synthPath, { threads: 2, contextSize: 256, kvCacheTokens: 4096, maxBatchTokens: 64 });
     try {

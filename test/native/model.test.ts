@@ -72,6 +72,10 @@ describe("Model.load errors", () => {
     await expectCode(Model.load(path, { kvType: "q3" as never }), "ERR_INVALID_ARGUMENT", /kvType/);
     await expectCode(Model.load(path, { thread: 2 } as never), "ERR_INVALID_ARGUMENT", /Unknown option "thread"/);
   });
+  it("a q8_0 KV cache needs heads of a multiple of 32, and says so", async () => {
+    const small = await synthModel("hd16", { dim: 64, layers: 1, heads: 4, kvHeads: 2, ffn: 96, vocabSize: 320, type: "f32" });
+    await expectCode(Model.load(small, { kvType: "q8_0", contextSize: 64 }), "ERR_INVALID_ARGUMENT", /multiple of 32.*16.*kvType f16/);
+  });
   it("reports load progress ending at 1", async () => {
     const seen: number[] = [];
     const m = await Model.load(path, { threads: 1, contextSize: 64, onProgress: (f) => seen.push(f) });
