@@ -34,6 +34,12 @@ export interface LoadOptions {
   batching?: "continuous" | "static";
   /** Byte budget of the response cache for `cache: true` requests (default 64 MiB; 0 disables). */
   responseCacheBytes?: number;
+  /**
+   * Copy quantized weight matrices at load into the GEMM kernels' interleaved layout and release the
+   * file's pages for them (default true): the same memory, faster decode. `false` keeps every weight
+   * in the file's memory mapping: faster load, and the pages are shared by every process mapping the file.
+   */
+  repack?: boolean;
   /** Called with a fraction in [0, 1] while weights are mapped and paged in. */
   onProgress?: (fraction: number) => void;
 }
@@ -123,7 +129,7 @@ export class Model {
     checkString("path", path);
     const o = checkObject("load options", options) as LoadOptions & Record<string, unknown>;
     checkKeys("load options", o, ["threads", "contextSize", "kvType", "kvCacheTokens", "kvBlockSize", "maxBatchTokens", "maxSequences",
-      "maxQueue", "prefixCache", "batching", "responseCacheBytes", "onProgress"]);
+      "maxQueue", "prefixCache", "batching", "responseCacheBytes", "repack", "onProgress"]);
     const threads = o.threads === undefined ? physicalCores() : checkInt("threads", o.threads, 1, 512);
     const contextSize = o.contextSize === undefined ? 4096 : checkInt("contextSize", o.contextSize, 0, 1 << 24);
     const kvType = (o.kvType === undefined ? "f16" : checkString("kvType", o.kvType, ["f16", "f32", "q8_0"])) as "f16" | "f32" | "q8_0";
@@ -135,6 +141,7 @@ export class Model {
       maxQueue: o.maxQueue === undefined ? 1024 : checkInt("maxQueue", o.maxQueue, 1, 1 << 24),
       prefixCache: o.prefixCache === undefined ? true : checkBool("prefixCache", o.prefixCache),
       staticBatching: (o.batching === undefined ? "continuous" : checkString("batching", o.batching, ["continuous", "static"])) === "static",
+      repack: o.repack === undefined ? true : checkBool("repack", o.repack),
     };
     const responseCacheBytes = o.responseCacheBytes === undefined ? 64 << 20 : checkInt("responseCacheBytes", o.responseCacheBytes, 0);
     if (o.onProgress !== undefined && typeof o.onProgress !== "function") {

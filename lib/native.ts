@@ -75,6 +75,7 @@ export interface NativeModelOptions {
   maxQueue: number;
   prefixCache: boolean;
   staticBatching: boolean;
+  repack: boolean;
 }
 
 /** Engine counters since load and the current KV state (surfaced as ModelStats). */
@@ -173,6 +174,10 @@ export interface NativeModelInfo {
   maxSequences: number;
   /** SIMD kernel family in use (`"avx512"`, `"avx2"` or `"scalar"`). */
   kernels: string;
+  /** KV cache element type (`"f16"`, `"f32"` or `"q8_0"`). */
+  kvType: string;
+  /** Bytes of weights copied at load into the kernels' interleaved layout (0 with `repack: false`). */
+  repackedBytes: number;
   /** Number of tensors of each weight type, e.g. `{ q4_k: 154, f32: 45 }`. */
   weightTypes: Record<string, number>;
 }

@@ -118,6 +118,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     o.Set("maxBatchTokens", Napi::Number::New(env, (double)e->options().max_batch_tokens));
     o.Set("maxSequences", Napi::Number::New(env, (double)e->options().max_sequences));
     o.Set("kernels", kernel_isa());
+    o.Set("kvType", type_traits(e->options().kv_type).name);
+    o.Set("repackedBytes", Napi::Number::New(env, (double)e->repacked_bytes()));
     auto wt = Napi::Object::New(env);
     for (auto& t : e->file().tensors()) {
       std::string n = type_traits(t.type).name;
@@ -319,6 +321,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   opts.max_queue = (int64_t)num(o, "maxQueue", 1024);
   opts.prefix_cache = o.Get("prefixCache").IsBoolean() ? o.Get("prefixCache").As<Napi::Boolean>().Value() : true;
   opts.static_batching = o.Get("staticBatching").ToBoolean();
+  opts.repack = o.Get("repack").IsBoolean() ? o.Get("repack").As<Napi::Boolean>().Value() : true;
   Napi::Function progress = info.Length() > 2 && info[2].IsFunction() ? info[2].As<Napi::Function>() : Napi::Function();
   auto* w = new LoadWorker(env, info[0].As<Napi::String>(), opts, progress);
   auto p = w->promise();

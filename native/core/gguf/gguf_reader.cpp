@@ -235,6 +235,14 @@ Status GgufFile::open(const std::string& path, std::unique_ptr<GgufFile>* out) {
   return Status::ok();
 }
 
+void GgufFile::release_pages(const uint8_t* p, size_t n) const {
+  if (!mapped_ || p < base_ || p + n > base_ + size_) return;
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + n) & ~(page - 1);
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
 Status GgufFile::parse(const uint8_t* data, size_t size, std::unique_ptr<GgufFile>* out) {
   std::unique_ptr<GgufFile> f(new GgufFile());
   f->base_ = data;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <unordered_set>
 
 #include "sequence.h"
 
@@ -43,18 +44,43 @@ Status Engine::load(const std::string& path, const EngineOptions& opts, const st
   if (e->opts_.n_ctx == 0) e->opts_.n_ctx = std::max<int64_t>(cfg.n_ctx_train, 1);
   if (e->opts_.kv_tokens == 0) e->opts_.kv_tokens = e->opts_.n_ctx;
 
-  // Touch each weight page once (volatile read) so weights are resident before the first request.
+  // Repack the matmul weights (their raw pages are then released), and touch every other weight
+  // page once (volatile read) so weights are resident before the first request.
   uint64_t total = 0, done = 0, next_report = 0;
   for (auto& t : e->file_->tensors()) total += t.nbytes;
-  for (auto& t : e->file_->tensors()) {
-    volatile uint8_t sink = 0;
-    for (uint64_t off = 0; off < t.nbytes; off += 4096) sink ^= t.data[off];
-    (void)sink;
-    done += t.nbytes;
+  auto advance = [&](uint64_t bytes) {
+    done += bytes;
     if (progress && done >= next_report) {
       progress(total ? (double)done / (double)total : 1.0);
       next_report = done + total / 100;
     }
+  };
+  std::unordered_set<const uint8_t*> packed;
+  if (e->opts_.repack) {
+    const ModelWeights& W = e->model_->weights();
+    std::vector<const MatrixView*> mats;
+    for (const LayerWeights& L : W.layers)
+      for (const MatrixView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) mats.push_back(v);
+    mats.push_back(&W.output);
+    for (const MatrixView* v : mats) {
+      if (packed.count(v->data)) continue;
+      auto p = PackedWeights::create(*v);
+      if (!p) continue;  // not a packable type: stays in the mapping
+      const size_t raw = v->row_bytes * static_cast<size_t>(v->n_out);
+      packed.insert(v->data);
+      e->packed_bytes_ += p->bytes();
+      e->packed_.push_back(std::move(p));
+      // The embedding table is read row by row from the mapping even when the output shares it.
+      if (v->data != W.tok_embd.data) e->file_->release_pages(v->data, raw);
+      advance(raw);
+    }
+  }
+  for (auto& t : e->file_->tensors()) {
+    if (packed.count(t.data)) continue;
+    volatile uint8_t sink = 0;
+    for (uint64_t off = 0; off < t.nbytes; off += 4096) sink ^= t.data[off];
+    (void)sink;
+    advance(t.nbytes);
   }
 
   KvPoolOptions po;

@@ -26,6 +26,7 @@
 #include "../kv/kv_pool.h"
 #include "../model/forward.h"
 #include "../model/kv_cache.h"
+#include "../model/matmul.h"
 #include "../model/model.h"
 #include "../sampling/sampler.h"
 #include "../status.h"
@@ -45,12 +46,17 @@ struct EngineOptions {
   int64_t max_queue = 1024;       // waiting requests before submit() fails with QueueFull
   bool prefix_cache = true;
   bool static_batching = false;   // benchmark baseline: a batch is formed once and run to completion
+  // Copy quantized matrices at load into the GEMM kernels' 16-row interleaved layout (matmul.h
+  // PackedWeights) and release the file's pages for them: the same memory, faster decode.
+  // false keeps every weight in the file's mapping (faster load, pages shared between processes).
+  bool repack = true;
 };
 
 class Engine {
  public:
-  // Loads weights (mmap), touches every weight page once so the first request does not stall on
-  // page faults (progress reports fractions in [0, 1]), and starts the engine thread.
+  // Loads weights (mmap), repacks the quantized matrices (opts.repack) and touches every other
+  // weight page once so the first request does not stall on page faults (progress reports
+  // fractions in [0, 1]), and starts the engine thread.
   static Status load(const std::string& path, const EngineOptions& opts,
                      const std::function<void(double)>& progress, std::unique_ptr<Engine>* out);
   ~Engine();
@@ -58,6 +64,8 @@ class Engine {
   const ModelConfig& config() const { return model_->config(); }
   const EngineOptions& options() const { return opts_; }
   const GgufFile& file() const { return *file_; }
+  // Bytes of weights repacked at load (0 with repack off or no packable type).
+  size_t repacked_bytes() const { return packed_bytes_; }
 
   // Validates and queues; returns the request id, or an error status (nothing queued).
   Status submit(std::shared_ptr<GenerateRequest> req, int64_t* id);
@@ -92,6 +100,8 @@ class Engine {
   EngineOptions opts_;
   std::shared_ptr<GgufFile> file_;
   std::unique_ptr<Model> model_;
+  std::vector<std::unique_ptr<PackedWeights>> packed_;  // load-time repacked matrices
+  size_t packed_bytes_ = 0;
   std::unique_ptr<KvPool> kv_;
   std::unique_ptr<BlockAllocator> alloc_;
   std::unique_ptr<ThreadPool> pool_;
