@@ -72,6 +72,23 @@ describe("Model.load errors", () => {
     await expectCode(Model.load(path, { kvType: "q3" as never }), "ERR_INVALID_ARGUMENT", /kvType/);
     await expectCode(Model.load(path, { thread: 2 } as never), "ERR_INVALID_ARGUMENT", /Unknown option "thread"/);
   });
+  it("repacked weights give exactly the tokens of the mapped file", async () => {
+    const q4 = await synthModel("api-q4_0", { dim: 128, layers: 2, heads: 4, kvHeads: 2, ffn: 256, vocabSize: 400, type: "q4_0" });
+    const run = async (repack: boolean) => {
+      const m = await Model.load(q4, { threads: 2, contextSize: 128, repack });
+      try {
+        const r = await m.complete({ tokens: [1, 5, 9, 200, 31] }, { maxTokens: 24, temperature: 0, stopAtEos: false });
+        return { tokens: r.tokens, bytes: m.info.repackedBytes };
+      } finally {
+        await m.dispose();
+      }
+    };
+    const packed = await run(true), mapped = await run(false);
+    expect(packed.bytes).toBeGreaterThan(0);
+    expect(mapped.bytes).toBe(0);
+    expect(packed.tokens).toEqual(mapped.tokens);
+    await expectCode(Model.load(q4, { repack: "yes" as never }), "ERR_INVALID_ARGUMENT", /repack/);
+  });
   it("a q8_0 KV cache needs heads of a multiple of 32, and says so", async () => {
     const small = await synthModel("hd16", { dim: 64, layers: 1, heads: 4, kvHeads: 2, ffn: 96, vocabSize: 320, type: "f32" });
     await expectCode(Model.load(small, { kvType: "q8_0", contextSize: 64 }), "ERR_INVALID_ARGUMENT", /multiple of 32.*16.*kvType f16/);
