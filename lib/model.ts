@@ -24,6 +24,12 @@ export interface LoadOptions {
   kvBlockSize?: number;
   /** Most tokens computed per engine step: decode tokens plus prompt chunks (default 512). */
   maxBatchTokens?: number;
+  /**
+   * Most prompt tokens per step while other requests are generating (default 128; 0 = only
+   * maxBatchTokens limits them). Long prompts then arrive in smaller chunks, so generating requests
+   * keep a low inter-token latency; a step with nothing generating uses all of maxBatchTokens.
+   */
+  prefillChunk?: number;
   /** Most sequences running at once (default 64). */
   maxSequences?: number;
   /** Most requests waiting before generate() throws ERR_QUEUE_FULL (default 1024). */
@@ -129,7 +135,7 @@ export class Model {
     checkString("path", path);
     const o = checkObject("load options", options) as LoadOptions & Record<string, unknown>;
     checkKeys("load options", o, ["threads", "contextSize", "kvType", "kvCacheTokens", "kvBlockSize", "maxBatchTokens", "maxSequences",
-      "maxQueue", "prefixCache", "batching", "responseCacheBytes", "repack", "onProgress"]);
+      "maxQueue", "prefixCache", "batching", "responseCacheBytes", "repack", "prefillChunk", "onProgress"]);
     const threads = o.threads === undefined ? physicalCores() : checkInt("threads", o.threads, 1, 512);
     const contextSize = o.contextSize === undefined ? 4096 : checkInt("contextSize", o.contextSize, 0, 1 << 24);
     const kvType = (o.kvType === undefined ? "f16" : checkString("kvType", o.kvType, ["f16", "f32", "q8_0"])) as "f16" | "f32" | "q8_0";
@@ -142,6 +148,7 @@ export class Model {
       prefixCache: o.prefixCache === undefined ? true : checkBool("prefixCache", o.prefixCache),
       staticBatching: (o.batching === undefined ? "continuous" : checkString("batching", o.batching, ["continuous", "static"])) === "static",
       repack: o.repack === undefined ? true : checkBool("repack", o.repack),
+      prefillChunk: o.prefillChunk === undefined ? 128 : checkInt("prefillChunk", o.prefillChunk, 0, 1 << 20),
     };
     const responseCacheBytes = o.responseCacheBytes === undefined ? 64 << 20 : checkInt("responseCacheBytes", o.responseCacheBytes, 0);
     if (o.onProgress !== undefined && typeof o.onProgress !== "function") {

@@ -75,6 +75,7 @@ export interface NativeModelOptions {
   maxQueue: number;
   prefixCache: boolean;
   staticBatching: boolean;
+  prefillChunk: number;
   repack: boolean;
 }
 
@@ -170,6 +171,8 @@ export interface NativeModelInfo {
   kvBlockSize: number;
   /** Most tokens computed in one engine step. */
   maxBatchTokens: number;
+  /** Most prompt tokens per step while other requests generate (0 = no separate limit). */
+  prefillChunk: number;
   /** Most sequences running at once. */
   maxSequences: number;
   /** SIMD kernel family in use (`"avx512"`, `"avx2"` or `"scalar"`). */

@@ -110,7 +110,7 @@ async function llmserveServe(job) {
     clearInterval(timer);
     sample();
     const d = statsDelta(s0, model.stats());
-    return { loadMs, t0, requests, cpu, stats: d, statsEnd: model.stats(), samples, details: { ...pick(model.info, ["kernels", "threads", "contextSize", "kvCacheTokens", "kvBlockSize", "maxBatchTokens", "maxSequences"]), batching: job.batching, prefixCache: true } };
+    return { loadMs, t0, requests, cpu, stats: d, statsEnd: model.stats(), samples, details: { ...pick(model.info, ["kernels", "threads", "contextSize", "kvCacheTokens", "kvBlockSize", "maxBatchTokens", "prefillChunk", "maxSequences", "repackedBytes"]), batching: job.batching, prefixCache: true } };
   } finally {
     await model.dispose();
   }

@@ -116,6 +116,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     o.Set("kvCacheTokens", Napi::Number::New(env, (double)e->options().kv_tokens));
     o.Set("kvBlockSize", e->options().block_size);
     o.Set("maxBatchTokens", Napi::Number::New(env, (double)e->options().max_batch_tokens));
+    o.Set("prefillChunk", Napi::Number::New(env, (double)e->options().prefill_chunk));
     o.Set("maxSequences", Napi::Number::New(env, (double)e->options().max_sequences));
     o.Set("kernels", kernel_isa());
     o.Set("kvType", type_traits(e->options().kv_type).name);
@@ -317,6 +318,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   opts.kv_tokens = (int64_t)num(o, "kvCacheTokens", 0);
   opts.block_size = (int32_t)num(o, "kvBlockSize", 16);
   opts.max_batch_tokens = (int64_t)num(o, "maxBatchTokens", 512);
+  opts.prefill_chunk = (int64_t)num(o, "prefillChunk", 128);
   opts.max_sequences = (int64_t)num(o, "maxSequences", 64);
   opts.max_queue = (int64_t)num(o, "maxQueue", 1024);
   opts.prefix_cache = o.Get("prefixCache").IsBoolean() ? o.Get("prefixCache").As<Napi::Boolean>().Value() : true;

@@ -2,8 +2,8 @@
 // - batch invariance: every (token, row) output is bit-identical for n = 1, 2, 3, 7, 33, 64 tokens,
 //   any token offset, any row range / tile split, packed or unpacked weights, 1-3 threads;
 // - quantized types: scalar, AVX2 and AVX-512 GEMMs agree bit for bit (same canonical formula),
-//   and equal vec_dot_ref exactly when every partial sum is an exact integer; Q8_0 equals ggml's
-//   vec_dot_q8_0_q8_0 order (the AVX2 vec_dot) bit for bit;
+//   and equal vec_dot_ref exactly when every partial sum is an exact integer; Q8_0 equals an
+//   independent scalar spelling of its canonical formula (one fma per block) bit for bit;
 // - all types: within 1e-5 * sum|w_i x_i| of vec_dot_ref on the same converted activations;
 // - prepared activations hold exactly quantize_row(vec_dot_type)'s values;
 // - LLMSERVE_FORCE_SCALAR=1: matmul goes through the scalar GEMM and still agrees.
@@ -158,13 +158,12 @@ TEST(gemm_prepared_activations_hold_vec_dot_type_values) {
           std::memcpy(&d, p + nb * 32 + 4 * b, 4);
           std::memcpy(&c4, p + nb * 36 + 4 * b, 4);
           for (int j = 0; j < 32; ++j) s += blk[b].qs[j];
-          ok &= d == fp16_to_fp32(blk[b].d) && c4 == -8 * s;
-          for (int l = 0; l < 8; ++l) {
-            int32_t c8;
-            std::memcpy(&c8, p + nb * 40 + 32 * b + 4 * l, 4);
-            ok &= c8 == -128 * (blk[b].qs[4 * l] + blk[b].qs[4 * l + 1] + blk[b].qs[4 * l + 2] + blk[b].qs[4 * l + 3]);
-          }
+          int32_t c128;
+          std::memcpy(&c128, p + nb * 40 + 4 * b, 4);
+          ok &= d == fp16_to_fp32(blk[b].d) && c4 == -8 * s && c128 == -128 * s;
         }
+        // Zero padding up to the 64-byte stride.
+        for (size_t i = static_cast<size_t>(nb) * 44; i < a.stride; ++i) ok &= p[i] == 0;
         CHECK(ok);
       } else if (vt == GgmlType::Q8_K) {
         CHECK(std::memcmp(p, a.xq[tok].data(), a.xq[tok].size()) == 0);
@@ -268,22 +267,56 @@ TEST(gemm_quantized_types_identical_across_isas) {
   }
 }
 
-TEST(gemm_q8_0_is_bit_identical_to_ggml_vec_dot_order) {
-  // Q8_0's canonical formula is ggml's x86 vec_dot_q8_0_q8_0 (8 lanes, fma per block, hsum_float_8),
-  // which the AVX2 vec_dot kernel reproduces: every table's GEMM must equal it bit for bit.
-  const KernelTable* avx2 = quant::avx2_kernels();
-  if (!avx2) return;  // no AVX2 on this CPU: nothing to compare against
-  const int64_t n_in = 32 * 37, n_out = 21, n = 5;
-  Matrix w = random_matrix(GgmlType::Q8_0, n_in, n_out, 91);
-  Acts acts = make_acts(GgmlType::Q8_0, n_in, n, 92);
-  for (const KernelTable* k : all_tables()) {
-    std::vector<float> y = run_gemm(k, w, acts, 0, n, 0, n_out);
-    int bad = 0;
-    for (int64_t t = 0; t < n; ++t)
-      for (int64_t r = 0; r < n_out; ++r)
-        bad += !same_bits(y[t * n_out + r], avx2->dot[quant::idx(GgmlType::Q8_0)](n_in, w.row(r), acts.xq[t].data()));
-    if (bad) std::fprintf(stderr, "  %s q8_0 gemm vs ggml order: %d outputs differ\n", k->isa, bad);
-    CHECK_EQ(bad, 0);
+TEST(gemm_q8_0_equals_its_canonical_formula) {
+  // Q8_0 canonical order, written out here from the raw blocks and quantize_row_ref's activation
+  // blocks (not the prepared rows): per block sumi = exact sum of w x over 32 elements, then
+  // acc = fma(float(sumi), f32(d_w * d_x), acc) in block order; y = acc + bias. Every ISA's GEMM,
+  // packed or not, must give these bits for odd shapes, 1..33 tokens and raw weight bytes -128.
+  std::mt19937 rng(17);
+  for (int64_t nb : {int64_t(1), int64_t(3), int64_t(37)}) {
+    const int64_t n_in = 32 * nb, n_out = 37, total = 33;
+    Matrix w = random_matrix(GgmlType::Q8_0, n_in, n_out, 90 + static_cast<uint32_t>(nb));
+    for (int64_t r = 0; r < n_out; ++r)
+      for (int64_t b = 0; b < nb; ++b) {
+        auto* blk = reinterpret_cast<quant::BlockQ8_0*>(w.data.data() + r * w.row_bytes) + b;
+        for (int j = 0; j < 32; ++j)
+          if (rng() % 5 == 0) blk->qs[j] = -128;
+          else if (rng() % 7 == 0) blk->qs[j] = 127;
+      }
+    Acts acts = make_acts(GgmlType::Q8_0, n_in, total, 93 + static_cast<uint32_t>(nb));
+    std::vector<float> bias(n_out);
+    for (int64_t r = 0; r < n_out; ++r) bias[r] = 0.03f * static_cast<float>(r) - 0.5f;
+    std::vector<float> want(static_cast<size_t>(total * n_out));
+    for (int64_t t = 0; t < total; ++t)
+      for (int64_t r = 0; r < n_out; ++r) {
+        const auto* wb = reinterpret_cast<const quant::BlockQ8_0*>(w.row(r));
+        const auto* xb = reinterpret_cast<const quant::BlockQ8_0*>(acts.xq[t].data());
+        float acc = 0.0f;
+        for (int64_t b = 0; b < nb; ++b) {
+          int32_t sumi = 0;
+          for (int j = 0; j < 32; ++j) sumi += int32_t(wb[b].qs[j]) * int32_t(xb[b].qs[j]);
+          const float d = fp16_to_fp32(wb[b].d) * fp16_to_fp32(xb[b].d);
+          acc = std::fma(static_cast<float>(sumi), d, acc);
+        }
+        want[t * n_out + r] = acc + bias[r];
+      }
+    Bytes packed(gemm_packed_bytes(GgmlType::Q8_0, n_in, n_out));
+    gemm_pack(GgmlType::Q8_0, w.data.data(), w.row_bytes, n_in, n_out, packed.data());
+    for (const KernelTable* k : all_tables()) {
+      int bad = 0;
+      for (int64_t n : {int64_t(1), int64_t(2), int64_t(5), int64_t(9), int64_t(13), total}) {
+        const int64_t t0 = total - n;
+        std::vector<float> y = run_gemm(k, w, acts, t0, n, 0, n_out, nullptr, bias.data());
+        std::vector<float> yp = run_gemm(k, w, acts, t0, n, 0, n_out, packed.data(), bias.data());
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t r = 0; r < n_out; ++r) {
+            const float v = want[(t0 + t) * n_out + r];
+            bad += !same_bits(y[t * n_out + r], v) + !same_bits(yp[t * n_out + r], v);
+          }
+      }
+      if (bad) std::fprintf(stderr, "  %s q8_0 nb=%lld vs canonical formula: %d outputs differ\n", k->isa, (long long)nb, bad);
+      CHECK_EQ(bad, 0);
+    }
   }
 }
 
@@ -325,13 +358,10 @@ TEST(gemm_exact_integer_sums_equal_vec_dot_ref) {
             }
             std::memcpy(p + 32 * b, blk->qs, 32);
             const float d = 1.0f;
-            const int32_t c4 = -8 * s;
+            const int32_t c4 = -8 * s, c128 = -128 * s;
             std::memcpy(p + nb * 32 + 4 * b, &d, 4);
             std::memcpy(p + nb * 36 + 4 * b, &c4, 4);
-            for (int l = 0; l < 8; ++l) {
-              const int32_t c8 = -128 * (blk->qs[4 * l] + blk->qs[4 * l + 1] + blk->qs[4 * l + 2] + blk->qs[4 * l + 3]);
-              std::memcpy(p + nb * 40 + 32 * b + 4 * l, &c8, 4);
-            }
+            std::memcpy(p + nb * 40 + 4 * b, &c128, 4);
           } else {
             auto* blk = reinterpret_cast<quant::BlockQ8_K*>(q.data()) + b;
             blk->d = 1.0f;

@@ -107,6 +107,32 @@ describe("batch invariance", () => {
     }
   });
 
+  it("while a request generates, prompts arrive in chunks of at most prefillChunk tokens (same tokens)", async () => {
+    const opts = { threads: 2, contextSize: 512, kvCacheTokens: 4096, maxBatchTokens: 512, prefillChunk: 16 };
+    const solo = await Model.load(synthPath, opts);
+    const m = await Model.load(synthPath, opts);
+    try {
+      const [a, b] = prompts(2, m.info.nVocab, 41);
+      const long = [...b, ...Array.from({ length: 150 }, (_, i) => 3 + ((i * 37) % 500))];
+      const soloA = (await collect(solo.generate({ tokens: a }, { ...greedy, maxTokens: 120 }))).tokens;
+      const soloB = (await collect(solo.generate({ tokens: long }, { ...greedy, maxTokens: 4 }))).tokens;
+      expect(solo.stats().maxBatchTokensSeen).toBe(long.length); // alone, a prompt fills one step
+      let startB!: () => void;
+      const bStarted = new Promise<void>((r) => (startB = r));
+      const ra = collect(m.generate({ tokens: a }, { ...greedy, maxTokens: 120 }), (_c, n) => n === 2 && startB());
+      await bStarted;
+      const rb = await collect(m.generate({ tokens: long }, { ...greedy, maxTokens: 4 }));
+      expect((await ra).tokens).toEqual(soloA);
+      expect(rb.tokens).toEqual(soloB);
+      // Beside a generating request, a step takes its decode token + at most 16 prompt tokens.
+      expect(m.stats().maxBatchTokensSeen).toBeLessThanOrEqual(17);
+      expect(m.info.prefillChunk).toBe(16);
+    } finally {
+      await solo.dispose();
+      await m.dispose();
+    }
+  });
+
   it("static batching gives the same tokens", async () => {
     const m = await Model.load(synthPath, { threads: 2, contextSize: 256, kvCacheTokens: 4096, batching: "static", maxSequences: 4 });
     try {

@@ -6,11 +6,12 @@
 // - Quantized weights (Q4_0, Q8_0, Q4_K, Q6_K): each block's dot is an exact integer sum (sumi, and
 //   for Q4_K the mins sum summ); the f32 accumulation over blocks is, in block order from 0,
 //       acc = fma(float(sumi), d_w * d_x, acc)
-//   then y = acc (+ bias[r]). Q4_K keeps the mins in a second accumulator,
-//   acc_min = fma(float(summ), dmin_w * d_x, acc_min), y = acc - acc_min; Q8_0 keeps 8 lanes (lane
-//   l: elements 4l..4l+3 of every block) and ends with ggml's hsum_float_8 tree. These are the
-//   orders of llama.cpp's x86 kernels (repacked q4_0/q4_K GEMV/GEMM, vec_dot_q8_0_q8_0), so on an
-//   AVX2/AVX-512 machine these matmuls reproduce llama.cpp's to the bit where it runs those paths.
+//   (d_w * d_x rounded to f32 first), then y = acc (+ bias[r]). Q4_K keeps the mins in a second
+//   accumulator, acc_min = fma(float(summ), dmin_w * d_x, acc_min), y = acc - acc_min. Q4_0 and
+//   Q4_K follow llama.cpp's repacked x86 GEMV/GEMM kernels, so those matmuls reproduce llama.cpp's
+//   to the bit where it runs those paths. Q8_0 uses the same one-accumulator order for speed
+//   (llama.cpp's vec_dot_q8_0_q8_0 keeps 8 lane accumulators: 8 converts + fmas per block), so it
+//   matches llama.cpp within rounding only; vec_dot for Q8_0 (q8_0 KV caches) keeps ggml's order.
 //   Every ISA computes the same sequence (one row per vector lane; the SIMD kernels put 16 weight
 //   rows in the lanes and broadcast each token's activation bytes), so for these types scalar,
 //   AVX2 and AVX-512 agree bit for bit too.

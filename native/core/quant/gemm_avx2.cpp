@@ -98,43 +98,40 @@ struct KQ4_0 {
   }
 };
 
-// ggml's 8-lane order (see gemm_avx512.cpp). Packed bytes are w ^ 0x80: w is recovered and |w|
-// multiplied by x with w's sign moved onto x (so no c8 term here).
+// Packed bytes are w ^ 0x80; maddubs(w + 128, x) would saturate, so w is recovered and |w|
+// multiplied by x with w's sign moved onto x (pair sums <= 2 * 128 * 127: exact; no c128 term).
+// The 8 groups' int32 sums are added (exact), then one cvt + fma per block and token.
 struct KQ8_0 {
-  static constexpr int kMaxT = 1;  // 8 accumulators per token
+  static constexpr int kMaxT = 4;
   static constexpr size_t kRecord = kPackQ8_0;
   template <int T>
   static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
     const size_t od = static_cast<size_t>(nb) * 32;
     const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8(static_cast<char>(0x80));
-    __m256 lane[8][T];
 #pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j)
-#pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) lane[j][t] = _mm256_setzero_ps();
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, g += kRecord) {
       if (h == 0) pf(b);
-      const __m256 dw = load_f16x8(g + 16 * h);
-      __m256 d[T];
-#pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) d[t] = _mm256_mul_ps(dw, bcastf(x[t] + od + 4 * b));
+      __m256i ia[T];
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) ia[t] = _mm256_setzero_si256();
       const size_t xb = 32 * b;
 #pragma GCC unroll 8
       for (int j = 0; j < 8; ++j) {
         const __m256i w = _mm256_xor_si256(load256(g + 32 + 64 * j + 32 * h), flip);
         const __m256i aw = _mm256_sign_epi8(w, w);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int t = 0; t < T; ++t) {
-          const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(bcast32(x[t] + xb + 4 * j), w)), ones);
-          lane[j][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), d[t], lane[j][t]);
+          const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(bcast32(x[t] + xb + 4 * j), w));
+          ia[t] = _mm256_add_epi32(ia[t], _mm256_madd_epi16(p, ones));
         }
       }
-    }
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) {
-      const __m256 a = _mm256_add_ps(_mm256_add_ps(lane[0][t], lane[4][t]), _mm256_add_ps(lane[2][t], lane[6][t]));
-      const __m256 c = _mm256_add_ps(_mm256_add_ps(lane[1][t], lane[5][t]), _mm256_add_ps(lane[3][t], lane[7][t]));
-      acc[t] = _mm256_add_ps(a, c);
+      const __m256 dw = load_f16x8(g + 16 * h);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const __m256 d = _mm256_mul_ps(dw, bcastf(x[t] + od + 4 * b));
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t]), d, acc[t]);
+      }
     }
   }
 };

@@ -2,7 +2,7 @@
 // dispatch.cpp confirmed them.
 //
 // Quantized weights: a micro-kernel takes one packed group of 16 weight rows (row i in lane i of a
-// zmm, see gemm_impl.h) and T <= kMaxT tokens (8 for Q4_0/Q6_K, 6 for Q4_K, 3 for Q8_0), and runs
+// zmm, see gemm_impl.h) and T <= kMaxT tokens (8 for Q4_0/Q8_0/Q6_K, 6 for Q4_K), and runs
 // the whole reduction: for every 4 consecutive elements k..k+3 it multiplies the 16 rows' bytes
 // (unpacked in registers once per block, then shared by the T tokens) with token t's 4 activation
 // bytes broadcast to all lanes (vpdpbusd, exact int32 sums), then does acc[t] = fma(float(sumi),
@@ -71,7 +71,7 @@ struct Prefetcher {
 };
 
 // ------------------------------------------------------------------------------------- Q4_0
-// Record: u16 d[16] | qs[4][16][4]. Activation row: qs[nb][32] | f32 d[nb] | i32 c4[nb] | c8[nb].
+// Record: u16 d[16] | qs[4][16][4]. Activation row: qs[nb][32] | f32 d[nb] | i32 c4[nb] | c128[nb].
 struct KQ4_0 {
   static constexpr int kMaxT = 8;
   static constexpr size_t kRecord = kPackQ4_0;
@@ -109,43 +109,35 @@ struct KQ4_0 {
 };
 
 // ------------------------------------------------------------------------------------- Q8_0
-// Record: u16 d[16] | u8 qs[8][16][4] = w ^ 0x80 (w + 128). ggml's vec_dot_q8_0_q8_0 order (see
-// gemm_ref.cpp): the 8 k-groups of a block are its 8 lanes, each with its own f32 accumulator per
-// token, combined by hsum_float_8's tree at the end. Lane j's exact sum(w x) is vpdpbusd of w + 128
-// with x, started from the activation row's c8 term -128 * sum(x of the lane).
+// Record: u16 d[16] | u8 qs[8][16][4] = w ^ 0x80 (w + 128, unsigned). Same shape as Q4_0: the
+// block's exact sum(w x) is 8 vpdpbusd of w + 128 with x, started from the row's c128 term
+// (-128 * sum x), then one cvt + fma per block and token.
 struct KQ8_0 {
-  static constexpr int kMaxT = 3;  // 8 accumulators per token
+  static constexpr int kMaxT = 8;
   static constexpr size_t kRecord = kPackQ8_0;
   template <int T>
   static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m512* acc, const Prefetcher& pf) {
     const size_t od = static_cast<size_t>(nb) * 32, oc = static_cast<size_t>(nb) * 40;
-    __m512 lane[8][T];
 #pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j)
-#pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) lane[j][t] = _mm512_setzero_ps();
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, g += kRecord) {
       pf(b);
-      const __m512 dw = load_f16x16(g);
-      __m512 d[T];
-#pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) d[t] = _mm512_mul_ps(dw, bcastf(x[t] + od + 4 * b));
-      const size_t xb = 32 * b, xc = oc + 32 * b;
+      __m512i ia[T];
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) ia[t] = bcast32(x[t] + oc + 4 * b);
+      const size_t xb = 32 * b;
 #pragma GCC unroll 8
       for (int j = 0; j < 8; ++j) {
         const __m512i w = load512(g + 32 + 64 * j);
-#pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) {
-          const __m512i p = _mm512_dpbusd_epi32(bcast32(x[t] + xc + 4 * j), w, bcast32(x[t] + xb + 4 * j));
-          lane[j][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), d[t], lane[j][t]);
-        }
+#pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) ia[t] = _mm512_dpbusd_epi32(ia[t], w, bcast32(x[t] + xb + 4 * j));
       }
-    }
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) {
-      const __m512 a = _mm512_add_ps(_mm512_add_ps(lane[0][t], lane[4][t]), _mm512_add_ps(lane[2][t], lane[6][t]));
-      const __m512 c = _mm512_add_ps(_mm512_add_ps(lane[1][t], lane[5][t]), _mm512_add_ps(lane[3][t], lane[7][t]));
-      acc[t] = _mm512_add_ps(a, c);
+      const __m512 dw = load_f16x16(g);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const __m512 d = _mm512_mul_ps(dw, bcastf(x[t] + od + 4 * b));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t]), d, acc[t]);
+      }
     }
   }
 };

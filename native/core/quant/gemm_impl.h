@@ -4,9 +4,9 @@
 // Prepared activation rows (gemm_prepare_act), per token, 64-byte multiple:
 //   vec_dot Q8_0 (Q4_0, Q8_0 weights), nb = n_in / 32 blocks:
 //     int8 qs[nb][32] | f32 d[nb] | i32 c4[nb] = -8 * sum(qs of block) |
-//     i32 c8[nb][8] = -128 * sum(qs[4l .. 4l+3])
-//     (the c terms let unsigned-weight dot instructions compute sum((q - 8) x) per block and
-//     sum(w x) per 4-element lane exactly)
+//     i32 c128[nb] = -128 * sum(qs of block)            (44 bytes per block)
+//     (vpdpbusd multiplies unsigned by signed bytes: started from c4 / c128 it yields the exact
+//     block sums sum((q - 8) x) of Q4_0 nibbles q and sum(w x) of Q8_0 bytes stored as w + 128)
 //   vec_dot Q8_K (Q4_K, Q6_K): BlockQ8_K[nb] exactly as quantize_row(Q8_K) writes it.
 //   vec_dot F16 / BF16 / F32: f32[n_in], the values after rounding to the vec_dot type.
 //

@@ -1,7 +1,7 @@
 // GEMM plumbing shared by every ISA (activation preparation, weight packing, the per-thread pack
 // buffer) and the portable scalar GEMM, which spells out the canonical per-output formulas of
 // quant/gemm.h: exact integer block sums, then per block acc = fma(float(sumi), d_w * d_x, acc) in
-// block order (Q8_0: 8 such lanes and ggml's final tree; Q4_K: a second accumulator for the mins).
+// block order (Q4_K: a second accumulator for the mins).
 // The SIMD kernels compute the same sequences lane by lane, so they agree with this file bit for
 // bit on the quantized types.
 #include <algorithm>
@@ -42,7 +42,7 @@ void prepare_q8_0(const float* x, int64_t n, uint8_t* out) {
   int8_t* qs = reinterpret_cast<int8_t*>(out);
   uint8_t* d = out + nb * 32;
   uint8_t* c4 = out + nb * 36;
-  uint8_t* c8 = out + nb * 40;
+  uint8_t* c128 = out + nb * 40;
   constexpr int64_t kChunk = 16;
   BlockQ8_0 tmp[kChunk];
   for (int64_t b0 = 0; b0 < nb; b0 += kChunk) {
@@ -54,13 +54,10 @@ void prepare_q8_0(const float* x, int64_t n, uint8_t* out) {
       int32_t s = 0;
       for (int j = 0; j < 32; ++j) s += tmp[i].qs[j];
       const float df = half_to_float(tmp[i].d);
-      const int32_t s4 = -8 * s;
+      const int32_t s4 = -8 * s, s128 = -128 * s;
       std::memcpy(d + 4 * b, &df, 4);
       std::memcpy(c4 + 4 * b, &s4, 4);
-      for (int l = 0; l < 8; ++l) {
-        const int32_t s8 = -128 * (tmp[i].qs[4 * l] + tmp[i].qs[4 * l + 1] + tmp[i].qs[4 * l + 2] + tmp[i].qs[4 * l + 3]);
-        std::memcpy(c8 + 32 * b + 4 * l, &s8, 4);
-      }
+      std::memcpy(c128 + 4 * b, &s128, 4);
     }
   }
 }
@@ -156,23 +153,19 @@ float dot_q4_0(const uint8_t* wr, const uint8_t* x, int64_t nb) {
   return acc;
 }
 
-// Q8_0 follows ggml's x86 vec_dot_q8_0_q8_0 exactly (llama.cpp has no repacked Q8_0 path on x86,
-// so this makes Q8_0 matmuls bit-identical to llama.cpp's): 8 lanes, lane l holding the exact sum of
-// elements 4l..4l+3 of each block, acc_l = fma(sum_l, d_w * d_x, acc_l), then hsum_float_8's tree.
+// Q8_0 has Q4_0's shape: one exact sum per block, one fma. (Not ggml's vec_dot_q8_0_q8_0 order, whose
+// 8 lane accumulators cost 8 converts + 8 fmas per block; parity with llama.cpp is within rounding.)
 float dot_q8_0(const uint8_t* wr, const uint8_t* x, int64_t nb) {
   const BlockQ8_0* w = reinterpret_cast<const BlockQ8_0*>(wr);
   const int8_t* qs = reinterpret_cast<const int8_t*>(x);
   const uint8_t* d = x + nb * 32;
-  float acc[8] = {};
+  float acc = 0.0f;
   for (int64_t b = 0; b < nb; ++b) {
-    const float s = half_to_float(w[b].d) * load_f32(d + 4 * b);
-    for (int l = 0; l < 8; ++l) {
-      int32_t sumi = 0;
-      for (int j = 4 * l; j < 4 * l + 4; ++j) sumi += w[b].qs[j] * qs[32 * b + j];
-      acc[l] = std::fma(static_cast<float>(sumi), s, acc[l]);
-    }
+    int32_t sumi = 0;
+    for (int j = 0; j < 32; ++j) sumi += w[b].qs[j] * qs[32 * b + j];
+    acc = std::fma(static_cast<float>(sumi), half_to_float(w[b].d) * load_f32(d + 4 * b), acc);
   }
-  return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+  return acc;
 }
 
 // Q4_K keeps the mins term in its own accumulator and subtracts at the end, as llama.cpp's repacked
@@ -351,7 +344,7 @@ size_t gemm_act_row_bytes(GgmlType wtype, int64_t n_in) {
   const int64_t bs = type_traits(vt).block_size;
   if (n_in % bs != 0) return 0;
   switch (vt) {
-    case GgmlType::Q8_0: return quant::align_act(static_cast<size_t>(n_in / 32) * 72);
+    case GgmlType::Q8_0: return quant::align_act(static_cast<size_t>(n_in / 32) * 44);
     case GgmlType::Q8_K: return quant::align_act(row_size(vt, n_in));
     default: return quant::align_act(static_cast<size_t>(n_in) * 4);
   }
@@ -365,7 +358,7 @@ void gemm_prepare_act(GgmlType wtype, const float* x, int64_t n_in, uint8_t* out
   switch (vt) {
     case GgmlType::Q8_0:
       quant::prepare_q8_0(x, n_in, out);
-      used = static_cast<size_t>(n_in / 32) * 72;
+      used = static_cast<size_t>(n_in / 32) * 44;
       break;
     case GgmlType::Q8_K:
       quantize_row(vt, x, out, n_in);

@@ -42,6 +42,11 @@ struct EngineOptions {
   int32_t block_size = 16;        // tokens per KV block
   GgmlType kv_type = GgmlType::F16;  // F16, F32 or Q8_0
   int64_t max_batch_tokens = 512; // tokens per step (decode tokens + prompt chunks)
+  // Prompt tokens per step while some sequence is generating (0 = no separate limit): a long
+  // prompt then arrives in smaller chunks, so the generating sequences' steps stay short (lower
+  // inter-token latency) at little cost in prefill throughput. Steps with nothing generating use
+  // all of max_batch_tokens.
+  int64_t prefill_chunk = 128;
   int64_t max_sequences = 64;     // sequences running at once
   int64_t max_queue = 1024;       // waiting requests before submit() fails with QueueFull
   bool prefix_cache = true;

@@ -244,6 +244,12 @@ bool Engine::schedule_and_run() {
   const double now = engine_now_ms();
   const int64_t ctx_limit = std::min<int64_t>(opts_.n_ctx, kv_->n_blocks() * kv_->block_size());
   int64_t budget = opts_.max_batch_tokens;
+  // Prompt tokens this step may take: capped while anything is generating (see EngineOptions).
+  int64_t prefill_left = INT64_MAX;
+  if (opts_.prefill_chunk > 0 && !opts_.static_batching) {
+    for (auto& s : running_)
+      if ((int64_t)s->tokens.size() - s->n_computed <= 1) { prefill_left = opts_.prefill_chunk; break; }
+  }
   struct Pick { Sequence* s; int64_t chunk; bool out; };
   std::vector<Pick> picks;
 
@@ -254,7 +260,8 @@ bool Engine::schedule_and_run() {
   for (size_t i = 0; i < order.size() && budget > 0; ++i) {
     Sequence& s = *order[i];
     const int64_t pending = (int64_t)s.tokens.size() - s.n_computed;
-    const int64_t chunk = std::min(pending, budget);
+    const int64_t chunk = pending > 1 ? std::min({pending, budget, prefill_left}) : std::min(pending, budget);
+    if (chunk <= 0) continue;  // a prompt waiting for the next step's prefill budget
     if (!ensure_blocks(s, chunk, order, i)) {
       if (i == 0 && picks.empty()) {  // alone and still no room: pinned prefixes hold the memory
         finish(s, FinishReason::None, make_error(Code::KvExhausted, "The KV cache is full (pinned prefixes hold " +
@@ -267,18 +274,19 @@ bool Engine::schedule_and_run() {
     }
     picks.push_back({&s, chunk, chunk == pending});
     budget -= chunk;
+    if (pending > 1) prefill_left -= chunk;
   }
 
   // 2. Admission (priority, then FCFS) while budget, sequence slots and memory allow.
   // Static batching (a benchmark baseline) forms its whole batch at once, up to max_sequences, even
   // past this step's token budget; later prompt chunks run in the following steps.
   const bool may_admit = !opts_.static_batching || running_.empty();
-  while (may_admit && (budget > 0 || opts_.static_batching) && !waiting_.empty() &&
+  while (may_admit && (budget > 0 || opts_.static_batching) && prefill_left > 0 && !waiting_.empty() &&
          (int64_t)running_.size() < opts_.max_sequences) {
     Sequence& s = *waiting_.front();
     admit(s);
     const int64_t pending = (int64_t)s.tokens.size() - s.n_computed;
-    const int64_t chunk = std::min(pending, budget);
+    const int64_t chunk = pending > 1 ? std::min({pending, budget, prefill_left}) : std::min(pending, budget);
     std::vector<Sequence*> none;
     if (!ensure_blocks(s, chunk, none, 0)) {
       release_blocks(s);  // head-of-line waits for memory (FCFS)
@@ -295,6 +303,7 @@ bool Engine::schedule_and_run() {
     if (s.t_first_step < 0) s.t_first_step = now, s.tm.queue_ms = now - s.t_submit;
     if (chunk > 0) picks.push_back({&s, chunk, chunk == pending});
     budget -= chunk;
+    if (pending > 1 && prefill_left != INT64_MAX) prefill_left -= chunk;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
