@@ -3,7 +3,7 @@
 // same operations in the same order, only scheduled differently:
 //   - positions go in tiles of kAttnTile: K row j is dotted with every query head of the group
 //     while it is in L1, and V row j is read (dequantized once for q8_0) for all heads;
-//   - the tile's softmax factors come from one 8-lane attn_exp per 8 scores (the running max is a
+//   - the tile's softmax factors come from one 8-lane fast_exp per 8 scores (the running max is a
 //     scalar scan first, so every argument is the one the sequential loop would use);
 //   - each head's accumulator walks the tile in registers, 32 elements at a time (4 independent
 //     chains), rounding to f16 after each step with an f16 cache, as ggml's f16 VKQ accumulator.
@@ -18,37 +18,41 @@
 #include "../quant/dot_avx2.h"
 #include "../quant/quant.h"
 #include "ops.h"
-#include "ops_exp.h"
+#include "ops_exp_avx2.h"
 
 namespace llmserve {
 
 namespace {
 
-// attn_exp (ops_exp.h), 8 lanes, the same operations.
-inline __m256 exp8(__m256 x) {
-  using namespace attn_exp_const;
-  const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kLo)), _mm256_set1_ps(kHi));
-  const __m256 rnd = _mm256_set1_ps(kRound);
-  const __m256 z = _mm256_fmadd_ps(xc, _mm256_set1_ps(kLog2e), rnd);
-  const __m256 n = _mm256_sub_ps(z, rnd);
-  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Hi), xc);
-  r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Lo), r);
-  __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(kC7), r, _mm256_set1_ps(kC6));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kC5));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kC4));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kC3));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kC2));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-  y = _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_set1_ps(kLo), _CMP_LE_OQ));
-  y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(x, _mm256_set1_ps(kHi), _CMP_GT_OQ));
-  return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
-}
-
 inline __m256 round16(__m256 x) { return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT)); }
 inline float round16(float x) { return _cvtsh_ss(static_cast<uint16_t>(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT))); }
+
+// Scores of one head against tile rows [0, jn) (f32 K rows), q held in registers: per row the
+// sums of avx2::dot_order_vec (4 accumulators over 32-element steps), 8 rows sharing one transposed
+// horizontal sum, times scale. HD: a multiple of 32.
+template <int HD>
+void scores_head(const float* qh, const float* const* krow, int64_t jn, float scale, float* out) {
+  static_assert(HD % 32 == 0, "whole 32-element steps");
+  __m256 q[HD / 8];
+#pragma GCC unroll 16
+  for (int c = 0; c < HD / 8; ++c) q[c] = _mm256_loadu_ps(qh + 8 * c);
+  const __m256 sc8 = _mm256_set1_ps(scale), zero = _mm256_setzero_ps();
+  for (int64_t jb = 0; jb < jn; jb += 8) {
+    __m256 part[8];
+    for (int u = 0; u < 8; ++u) {
+      if (jb + u >= jn) {
+        part[u] = zero;
+        continue;
+      }
+      const float* k = krow[jb + u];
+      __m256 s[4] = {zero, zero, zero, zero};
+#pragma GCC unroll 16
+      for (int c = 0; c < HD / 8; ++c) s[c % 4] = _mm256_fmadd_ps(_mm256_loadu_ps(k + 8 * c), q[c], s[c % 4]);
+      part[u] = _mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3]));
+    }
+    _mm256_storeu_ps(out + jb, _mm256_mul_ps(avx2::hsum8_ps(part), sc8));
+  }
+}
 
 // CH vectors of acc (8 * CH elements from d) through tile rows jj in [0, jn):
 // acc = R(acc * ms[jj]) (if RESCALE), acc = R(fma(V[jj][d], vs[jj], acc)); R rounds to f16 when
@@ -154,7 +158,11 @@ void attention_group_avx2(const AttnGroup& a) {
       const int64_t qs = k_f16 ? hdp : static_cast<int64_t>(a.q_stride / 4);
       for (int64_t h = 0; h < nq; ++h) {
         const float* qh = q0 + h * qs;
-        if (hd % 8 == 0) {  // 8 positions' dots share one transposed horizontal sum
+        if (hd == 64) {
+          scores_head<64>(qh, krow, jn, a.scale, sc + h * T);
+        } else if (hd == 128) {
+          scores_head<128>(qh, krow, jn, a.scale, sc + h * T);
+        } else if (hd % 8 == 0) {  // 8 positions' dots share one transposed horizontal sum
           const __m256 sc8 = _mm256_set1_ps(a.scale);
           for (int64_t jb = 0; jb < jn; jb += 8) {
             __m256 part[8];

@@ -30,11 +30,30 @@ void rms_norm_f32(const float* x, const float* w, float* y, int64_t n, int64_t d
 }
 
 
-void swiglu_f32(float* g, const float* u, int64_t count) {
+void swiglu_f32_ref(float* g, const float* u, int64_t count) {
   for (int64_t i = 0; i < count; ++i) {
     const float x = g[i];
-    g[i] = (x / (1.0f + expf(-x))) * u[i];
+    g[i] = (x / (1.0f + fast_exp(-x))) * u[i];
   }
+}
+
+namespace {
+bool use_avx2_ops() {
+#if defined(LLMSERVE_X86)
+  return std::strcmp(kernel_isa(), "scalar") != 0 && __builtin_cpu_supports("avx2") &&
+         __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+}  // namespace
+
+void swiglu_f32(float* g, const float* u, int64_t count) {
+#if defined(LLMSERVE_X86)
+  static const bool avx2 = use_avx2_ops();
+  if (avx2) return swiglu_f32_avx2(g, u, count);
+#endif
+  swiglu_f32_ref(g, u, count);
 }
 
 namespace {
@@ -167,10 +186,10 @@ void attention_group_ref(const AttnGroup& a) {
       const float s = vec_dot(a.kv_type, hd, a.k + off, q) * a.scale;
       float ms = 1.0f, vs = 1.0f;
       if (s > M) {  // new maximum: the accumulator is rescaled by exp(Mold - M)
-        ms = attn_exp(M - s);
+        ms = fast_exp(M - s);
         M = s;
       } else {
-        vs = attn_exp(s - M);
+        vs = fast_exp(s - M);
       }
       if (a.kv_type == GgmlType::F32) std::memcpy(vrow, a.v + off, static_cast<size_t>(hd) * 4);
       else dequantize_row(a.kv_type, a.v + off, vrow, hd);
@@ -192,10 +211,7 @@ namespace {
 using AttnGroupFn = void (*)(const AttnGroup&);
 AttnGroupFn pick_attention_group() {
 #if defined(LLMSERVE_X86)
-  if (std::strcmp(kernel_isa(), "scalar") != 0 && __builtin_cpu_supports("avx2") &&
-      __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
-    return attention_group_avx2;
-  }
+  if (use_avx2_ops()) return attention_group_avx2;
 #endif
   return attention_group_ref;
 }

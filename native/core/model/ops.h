@@ -18,8 +18,13 @@ namespace llmserve {
 // ggml rms_norm + mul: sum of squares in double, scale = 1/sqrtf(mean + eps), y = (x * scale) * w.
 void rms_norm_f32(const float* x, const float* w, float* y, int64_t n, int64_t d, float eps);
 
-// g: [count] <- silu(g) * u, silu(g) = g / (1 + expf(-g))   (ggml swiglu / silu + mul).
-void swiglu_f32(float* g, const float* u, int64_t count);
+// g: [count] <- silu(g) * u, silu(g) = g / (1 + exp(-g))   (ggml swiglu / silu + mul; ggml's
+// SIMD builds use their own vector exp too; ours is fast_exp, ops_exp.h).
+void swiglu_f32(float* g, const float* u, int64_t count);      // dispatched
+void swiglu_f32_ref(float* g, const float* u, int64_t count);  // scalar reference
+#if defined(LLMSERVE_X86)
+void swiglu_f32_avx2(float* g, const float* u, int64_t count); // bit-identical to the reference
+#endif
 
 // cache: [n, n_rot] f32 as (cos, sin) pairs for rotary dims i0 = 0, 2, ..., n_rot - 2 of positions
 // pos0 .. pos0 + n - 1: ggml rope cache (theta_i = p * base^(-i0/n_rot) computed by repeated
@@ -73,7 +78,7 @@ size_t attention_scratch_bytes(const ModelConfig& c, GgmlType kv_type);
 //   else ms = 1, vs = exp(s_j - M); acc = acc * ms; acc = fma(V_j, vs, acc); S = fma(S, ms, vs);
 //   with an f16 cache the accumulator itself is f16 (rounded after every step), as in ggml; q8_0
 //   V rows are dequantized to f32 first; out = acc / S.
-// exp is attn_exp (ops_exp.h), not libm's expf: within 2 ulp of it, and vectorizable.
+// exp is fast_exp (ops_exp.h), not libm's expf: within 2 ulp of it, and vectorizable.
 // Paged: position j's row is at k + blocks[j / block_size] * block_stride + (j % block_size) *
 // row_stride (same for V). Positions are visited in order and each head's arithmetic is the same
 // whichever heads share the call, so neither paging nor grouping changes a result.
