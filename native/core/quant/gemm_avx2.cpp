@@ -16,16 +16,6 @@
 namespace llmserve::quant {
 namespace {
 
-inline int32_t ld32(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-inline float ldf(const uint8_t* p) {
-  float v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 inline __m256i bcast32(const uint8_t* p) { return _mm256_set1_epi32(ld32(p)); }
 inline __m256 bcastf(const uint8_t* p) { return _mm256_set1_ps(ldf(p)); }
 inline __m256i load256(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
@@ -40,25 +30,6 @@ inline __m256i load_u8x8(const uint8_t* p) {
 inline __m256i dot4(__m256i acc, __m256i u, __m256i s) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
 }
-
-// Prefetch into L2 of [p, p + bytes) (asm volatile: GCC drops prefetch-only loops).
-inline void prefetch_l2(const uint8_t* p, size_t bytes) {
-  const uint8_t* e = p + bytes;
-  for (p = reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(p) & ~uintptr_t(63)); p < e; p += 64)
-    __asm__ volatile("prefetcht1 %0" : : "m"(*p));
-}
-// See gemm_avx512.cpp: slice b of the next group is prefetched while block b is worked on.
-struct Prefetcher {
-  const uint8_t* next = nullptr;
-  size_t bytes = 0;
-  int64_t nb = 1;
-  void operator()(int64_t b) const {
-    if (!next) return;
-    const size_t lo = bytes * static_cast<size_t>(b) / static_cast<size_t>(nb);
-    const size_t hi = bytes * static_cast<size_t>(b + 1) / static_cast<size_t>(nb);
-    prefetch_l2(next + lo, hi - lo);
-  }
-};
 
 // Each kernel: run<T>(group, nb, token rows, half, acc[T], prefetcher) for rows 8*half..8*half+7.
 

@@ -22,6 +22,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "quant/gemm.h"
 #include "quant/quant_impl.h"
@@ -48,5 +49,47 @@ void gemm_pack_group(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows,
 
 // Grow-only per-thread buffer for on-the-fly packing (64-byte aligned).
 uint8_t* gemm_thread_buffer(size_t bytes);
+
+// Unaligned little-endian loads from packed records and activation rows.
+inline int32_t ld32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline float ldf(const uint8_t* p) {
+  float v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline uint16_t ld16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+// Prefetch into L2 of [p, p + bytes). asm volatile: GCC deletes a loop of __builtin_prefetch as
+// side-effect free once it is inlined.
+inline void prefetch_l2(const uint8_t* p, size_t bytes) {
+  const uint8_t* e = p + bytes;
+  for (p = reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(p) & ~uintptr_t(63)); p < e; p += 64)
+    __asm__ volatile("prefetcht1 %0" : : "m"(*p));
+}
+
+// Packing reads 16 rows as interleaved streams (and the K-quant kernels jump around inside their
+// records), which the hardware prefetchers follow poorly from DRAM; measured on Zen 4 a 1-token
+// pass ran at ~7 GB/s instead of ~16 per thread. So while block b of one group is worked on, the
+// b-th slice of the next group's bytes (raw rows or packed records, one contiguous region) is
+// prefetched into L2.
+struct Prefetcher {
+  const uint8_t* next = nullptr;  // the next group's first byte, or null
+  size_t bytes = 0;               // its size
+  int64_t nb = 1;
+  void operator()(int64_t b) const {
+    if (!next) return;
+    const size_t lo = bytes * static_cast<size_t>(b) / static_cast<size_t>(nb);
+    const size_t hi = bytes * static_cast<size_t>(b + 1) / static_cast<size_t>(nb);
+    prefetch_l2(next + lo, hi - lo);
+  }
+};
 
 }  // namespace llmserve::quant

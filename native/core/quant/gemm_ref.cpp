@@ -18,21 +18,6 @@ namespace {
 
 size_t align_act(size_t v) { return (v + kGemmActAlign - 1) / kGemmActAlign * kGemmActAlign; }
 
-inline int32_t load_i32(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-inline float load_f32(const uint8_t* p) {
-  float v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-inline uint16_t load_u16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
 
 // ----------------------------------------------------------------------------- activations
 
@@ -148,7 +133,7 @@ float dot_q4_0(const uint8_t* wr, const uint8_t* x, int64_t nb) {
       sumi += ((w[b].qs[j] & 0x0F) - 8) * qs[32 * b + j];
       sumi += ((w[b].qs[j] >> 4) - 8) * qs[32 * b + j + 16];
     }
-    acc = std::fma(static_cast<float>(sumi), half_to_float(w[b].d) * load_f32(d + 4 * b), acc);
+    acc = std::fma(static_cast<float>(sumi), half_to_float(w[b].d) * ldf(d + 4 * b), acc);
   }
   return acc;
 }
@@ -163,7 +148,7 @@ float dot_q8_0(const uint8_t* wr, const uint8_t* x, int64_t nb) {
   for (int64_t b = 0; b < nb; ++b) {
     int32_t sumi = 0;
     for (int j = 0; j < 32; ++j) sumi += w[b].qs[j] * qs[32 * b + j];
-    acc = std::fma(static_cast<float>(sumi), half_to_float(w[b].d) * load_f32(d + 4 * b), acc);
+    acc = std::fma(static_cast<float>(sumi), half_to_float(w[b].d) * ldf(d + 4 * b), acc);
   }
   return acc;
 }
@@ -253,19 +238,19 @@ void gemm_ref_q6_K(const GemmArgs& a) {
 void gemm_ref_f32(const GemmArgs& a) {
   const int64_t n = a.n_in;
   gemm_scalar(a, [n](const uint8_t* w, const uint8_t* x) {
-    return dot_float(w, x, n, [](const uint8_t* p, int64_t i) { return load_f32(p + 4 * i); });
+    return dot_float(w, x, n, [](const uint8_t* p, int64_t i) { return ldf(p + 4 * i); });
   });
 }
 void gemm_ref_f16(const GemmArgs& a) {
   const int64_t n = a.n_in;
   gemm_scalar(a, [n](const uint8_t* w, const uint8_t* x) {
-    return dot_float(w, x, n, [](const uint8_t* p, int64_t i) { return half_to_float(load_u16(p + 2 * i)); });
+    return dot_float(w, x, n, [](const uint8_t* p, int64_t i) { return half_to_float(ld16(p + 2 * i)); });
   });
 }
 void gemm_ref_bf16(const GemmArgs& a) {
   const int64_t n = a.n_in;
   gemm_scalar(a, [n](const uint8_t* w, const uint8_t* x) {
-    return dot_float(w, x, n, [](const uint8_t* p, int64_t i) { return bf16_bits_to_float(load_u16(p + 2 * i)); });
+    return dot_float(w, x, n, [](const uint8_t* p, int64_t i) { return bf16_bits_to_float(ld16(p + 2 * i)); });
   });
 }
 
