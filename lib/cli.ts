@@ -265,6 +265,10 @@ interface ServeCliOpts {
   ctx: number;
   kvCacheTokens?: number;
   maxSequences?: number;
+  kvType?: "f16" | "f32" | "q8_0";
+  maxBatchTokens?: number;
+  prefillChunk?: number;
+  repack: boolean;
   modelName?: string;
   chatTemplate?: string;
   shutdownTimeout: number;
@@ -278,7 +282,8 @@ async function runServe(o: ServeCliOpts): Promise<void> {
   let model: Model;
   try {
     model = await Model.load(o.model, {
-      threads: o.threads, contextSize: o.ctx, kvCacheTokens: o.kvCacheTokens, maxSequences: o.maxSequences, maxQueue: o.maxQueue, onProgress: bar.update,
+      threads: o.threads, contextSize: o.ctx, kvCacheTokens: o.kvCacheTokens, maxSequences: o.maxSequences, maxQueue: o.maxQueue,
+      kvType: o.kvType, maxBatchTokens: o.maxBatchTokens, prefillChunk: o.prefillChunk, repack: o.repack, onProgress: bar.update,
     });
   } finally {
     bar.stop();
@@ -316,6 +321,10 @@ program
   .option("-c, --ctx <n>", "context size in tokens per sequence", int("--ctx"), 4096)
   .option("--kv-cache-tokens <n>", "KV cache size in tokens shared by all sequences (default: --ctx)", int("--kv-cache-tokens"))
   .option("--max-sequences <n>", "most sequences running at once (default 64)", int("--max-sequences"))
+  .addOption(new Option("--kv-type <type>", "KV cache element type (q8_0 halves its memory)").choices(["f16", "f32", "q8_0"]))
+  .option("--max-batch-tokens <n>", "most tokens per engine step (default 512)", int("--max-batch-tokens"))
+  .option("--prefill-chunk <n>", "most prompt tokens per step while others generate (default 128; 0 = no limit)", int("--prefill-chunk"))
+  .option("--no-repack", "serve weights from the file mapping instead of repacking them at load")
   .option("--model-name <name>", "model id clients pass as `model` (default: the file name)")
   .option("--chat-template <name|file>", "built-in chat template (chatml, llama3, llama2, zephyr, phi3, gemma) or a .jinja file, instead of the model's")
   .option("--shutdown-timeout <s>", "seconds in-flight requests get to finish on SIGINT/SIGTERM", float("--shutdown-timeout"), 10)

@@ -11,7 +11,7 @@ describe.runIf(existsSync(join(repoRoot, "dist", "server", "index.js")))("llmser
   it("listens on the printed URL, requires the API key, and shuts down gracefully on SIGTERM", async () => {
     const model = await synthModel("server-cli", { dim: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 128, vocabSize: 512, context: 4096 });
     const child = spawn(process.execPath, [cli, "serve", "-m", model, "--port", "0", "--host", "127.0.0.1", "--threads", "2", "--ctx", "4096",
-      "--api-key", "k1", "--model-name", "cli-model", "--max-queue", "8", "--max-sequences", "4", "--kv-cache-tokens", "8192", "--shutdown-timeout", "0.3"], {
+      "--api-key", "k1", "--model-name", "cli-model", "--max-queue", "8", "--max-sequences", "4", "--kv-cache-tokens", "8192", "--max-batch-tokens", "256", "--prefill-chunk", "32", "--kv-type", "f32", "--no-repack", "--shutdown-timeout", "0.3"], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
