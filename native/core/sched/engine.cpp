@@ -3,9 +3,11 @@
 #include "engine.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <unordered_set>
 
+#include "../quant/gemm.h"
 #include "sequence.h"
 
 namespace llmserve {
@@ -44,35 +46,48 @@ Status Engine::load(const std::string& path, const EngineOptions& opts, const st
   if (e->opts_.n_ctx == 0) e->opts_.n_ctx = std::max<int64_t>(cfg.n_ctx_train, 1);
   if (e->opts_.kv_tokens == 0) e->opts_.kv_tokens = e->opts_.n_ctx;
 
-  // Repack the matmul weights (their raw pages are then released), and touch every other weight
-  // page once (volatile read) so weights are resident before the first request.
-  uint64_t total = 0, done = 0, next_report = 0;
+  // Repack the matmul weights (their raw pages are then released; in parallel on the engine's
+  // threads), and touch every other weight page once (volatile read) so weights are resident before
+  // the first request.
+  e->pool_ = std::make_unique<ThreadPool>(e->opts_.threads);
+  uint64_t total = 0, next_report = 0;
   for (auto& t : e->file_->tensors()) total += t.nbytes;
-  auto advance = [&](uint64_t bytes) {
-    done += bytes;
+  auto report = [&](uint64_t done) {  // calling thread only (progress is not thread-safe)
     if (progress && done >= next_report) {
       progress(total ? (double)done / (double)total : 1.0);
       next_report = done + total / 100;
     }
   };
   std::unordered_set<const uint8_t*> packed;
+  std::atomic<uint64_t> done{0};
   if (e->opts_.repack) {
     const ModelWeights& W = e->model_->weights();
     std::vector<const MatrixView*> mats;
     for (const LayerWeights& L : W.layers)
       for (const MatrixView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) mats.push_back(v);
     mats.push_back(&W.output);
-    for (const MatrixView* v : mats) {
-      if (packed.count(v->data)) continue;
-      auto p = PackedWeights::create(*v);
-      if (!p) continue;  // not a packable type: stays in the mapping
-      const size_t raw = v->row_bytes * static_cast<size_t>(v->n_out);
-      packed.insert(v->data);
-      e->packed_bytes_ += p->bytes();
-      e->packed_.push_back(std::move(p));
-      // The embedding table is read row by row from the mapping even when the output shares it.
-      if (v->data != W.tok_embd.data) e->file_->release_pages(v->data, raw);
-      advance(raw);
+    std::vector<const MatrixView*> todo;
+    for (const MatrixView* v : mats)
+      if (gemm_packable(v->type) && packed.insert(v->data).second) todo.push_back(v);
+    std::vector<std::unique_ptr<PackedWeights>> made(todo.size());
+    e->pool_->parallel_for_chunked(static_cast<int64_t>(todo.size()), [&](int64_t b, int64_t end, int slot) {
+      for (int64_t i = b; i < end; ++i) {
+        const MatrixView& v = *todo[static_cast<size_t>(i)];
+        made[static_cast<size_t>(i)] = PackedWeights::create(v);
+        const size_t raw = v.row_bytes * static_cast<size_t>(v.n_out);
+        // The embedding table is read row by row from the mapping even when the output shares it.
+        if (made[static_cast<size_t>(i)] && v.data != W.tok_embd.data) e->file_->release_pages(v.data, raw);
+        done += raw;
+      }
+      if (slot == 0) report(done.load());
+    });
+    for (size_t i = 0; i < todo.size(); ++i) {
+      if (!made[i]) {  // allocation failed: this matrix stays in the mapping
+        packed.erase(todo[i]->data);
+        continue;
+      }
+      e->packed_bytes_ += made[i]->bytes();
+      e->packed_.push_back(std::move(made[i]));
     }
   }
   for (auto& t : e->file_->tensors()) {
@@ -80,7 +95,7 @@ Status Engine::load(const std::string& path, const EngineOptions& opts, const st
     volatile uint8_t sink = 0;
     for (uint64_t off = 0; off < t.nbytes; off += 4096) sink ^= t.data[off];
     (void)sink;
-    advance(t.nbytes);
+    report(done += t.nbytes);
   }
 
   KvPoolOptions po;
@@ -89,7 +104,6 @@ Status Engine::load(const std::string& path, const EngineOptions& opts, const st
   po.type = e->opts_.kv_type;
   LLMS_RETURN_IF_ERROR(KvPool::create(cfg, po, &e->kv_));
   e->alloc_ = std::make_unique<BlockAllocator>(static_cast<int32_t>(po.n_blocks));
-  e->pool_ = std::make_unique<ThreadPool>(e->opts_.threads);
   e->st_.blocks_total = po.n_blocks;
   e->st_.block_size = po.block_size;
   e->publish_stats();
