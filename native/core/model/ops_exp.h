@@ -27,7 +27,7 @@ constexpr float kC7 = 1.98412698e-4f, kC6 = 1.38888889e-3f, kC5 = 8.33333333e-3f
                 kC4 = 4.16666667e-2f, kC3 = 1.66666667e-1f, kC2 = 0.5f;
 }  // namespace fast_exp_const
 
-inline float fast_exp(float x) {
+static inline float fast_exp(float x) {
   using namespace fast_exp_const;
   if (x != x) return x;
   if (x <= kLo) return 0.0f;

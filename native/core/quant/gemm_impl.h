@@ -51,17 +51,17 @@ void gemm_pack_group(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows,
 uint8_t* gemm_thread_buffer(size_t bytes);
 
 // Unaligned little-endian loads from packed records and activation rows.
-inline int32_t ld32(const uint8_t* p) {
+static inline int32_t ld32(const uint8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
   return v;
 }
-inline float ldf(const uint8_t* p) {
+static inline float ldf(const uint8_t* p) {
   float v;
   std::memcpy(&v, p, 4);
   return v;
 }
-inline uint16_t ld16(const uint8_t* p) {
+static inline uint16_t ld16(const uint8_t* p) {
   uint16_t v;
   std::memcpy(&v, p, 2);
   return v;
@@ -69,7 +69,7 @@ inline uint16_t ld16(const uint8_t* p) {
 
 // Prefetch into L2 of [p, p + bytes). asm volatile: GCC deletes a loop of __builtin_prefetch as
 // side-effect free once it is inlined.
-inline void prefetch_l2(const uint8_t* p, size_t bytes) {
+static inline void prefetch_l2(const uint8_t* p, size_t bytes) {
   const uint8_t* e = p + bytes;
   for (p = reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(p) & ~uintptr_t(63)); p < e; p += 64)
     __asm__ volatile("prefetcht1 %0" : : "m"(*p));
@@ -80,6 +80,9 @@ inline void prefetch_l2(const uint8_t* p, size_t bytes) {
 // pass ran at ~7 GB/s instead of ~16 per thread. So while block b of one group is worked on, the
 // b-th slice of the next group's bytes (raw rows or packed records, one contiguous region) is
 // prefetched into L2.
+// (Header helpers have internal linkage: files compiled for different ISAs include them, and one
+// shared out-of-line copy could carry instructions the running CPU lacks.)
+namespace {
 struct Prefetcher {
   const uint8_t* next = nullptr;  // the next group's first byte, or null
   size_t bytes = 0;               // its size
@@ -91,5 +94,6 @@ struct Prefetcher {
     prefetch_l2(next + lo, hi - lo);
   }
 };
+}  // namespace
 
 }  // namespace llmserve::quant

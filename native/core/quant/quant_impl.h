@@ -40,7 +40,7 @@ struct BlockQ6_K {
   uint16_t d;                 // super-block scale (f16)
 };
 // One Q6_K block's 256 weights as signed 6-bit values in [-32, 31], in element order.
-inline void unpack_q6_K(const BlockQ6_K& b, int8_t* q) {
+static inline void unpack_q6_K(const BlockQ6_K& b, int8_t* q) {
   for (int h = 0; h < 2; ++h) {
     const uint8_t* ql = b.ql + 64 * h;
     const uint8_t* qh = b.qh + 32 * h;
@@ -65,7 +65,7 @@ static_assert(sizeof(BlockQ6_K) == 210, "q6_K layout");
 static_assert(sizeof(BlockQ8_K) == 292, "q8_K layout");
 
 // Inline f16 -> f32 for the scalar hot loops (the public fp16_to_fp32 is this, out of line).
-inline float half_to_float(uint16_t h) {
+static inline float half_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
   const uint32_t exp = (h >> 10) & 0x1F, mant = h & 0x3FF;
   uint32_t u;
@@ -83,7 +83,7 @@ inline float half_to_float(uint16_t h) {
   return f;
 }
 
-inline float bf16_bits_to_float(uint16_t h) {
+static inline float bf16_bits_to_float(uint16_t h) {
   const uint32_t u = static_cast<uint32_t>(h) << 16;
   float f;
   std::memcpy(&f, &u, 4);
@@ -93,7 +93,7 @@ inline float bf16_bits_to_float(uint16_t h) {
 // Q4_K: 6-bit scale and min of sub-block j (0..7) from the 12 packed bytes (ggml's get_scale_min_k4).
 // Bytes 0..3: scales 0..3 (low 6 bits), bytes 4..7: mins 0..3 (low 6 bits); bytes 8..11 hold the
 // low nibbles of scale/min 4..7, whose top 2 bits live in the top bits of bytes 0..3 / 4..7.
-inline void get_scale_min_k4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
+static inline void get_scale_min_k4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
   if (j < 4) {
     *sc = q[j] & 63;
     *m = q[j + 4] & 63;
@@ -106,7 +106,7 @@ inline void get_scale_min_k4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
 // All 8 scales (out[0..7]) and 8 mins (out[8..15]) of a Q4_K block at once, with 32-bit word
 // little-endian word arithmetic instead of 8 get_scale_min_k4 calls (per-byte masks stop bits leaking
 // between neighbouring bytes).
-inline void unpack_q4_K_scales(const uint8_t* q, uint8_t out[16]) {
+static inline void unpack_q4_K_scales(const uint8_t* q, uint8_t out[16]) {
   uint32_t w[3];
   std::memcpy(w, q, 12);
   const uint32_t lo6 = 0x3f3f3f3f, lo4 = 0x0f0f0f0f, lo2 = 0x03030303;
@@ -121,7 +121,7 @@ inline void unpack_q4_K_scales(const uint8_t* q, uint8_t out[16]) {
 
 // ggml's nearest_int: round half to even via the 1.5*2^23 trick. Valid for |v| <= 2^22-1, so
 // clamp first (no-op for every value ggml's quantizers produce) and map NaN to 0.
-inline int nearest_int(float v) {
+static inline int nearest_int(float v) {
   if (!(v == v)) return 0;
   if (v > 4194303.f) v = 4194303.f;
   if (v < -4194303.f) v = -4194303.f;
@@ -149,7 +149,7 @@ struct KernelTable {
   PackGroupFn pack_group;       // same bytes on every ISA
 };
 
-inline constexpr uint32_t idx(GgmlType t) { return static_cast<uint32_t>(t); }
+static inline constexpr uint32_t idx(GgmlType t) { return static_cast<uint32_t>(t); }
 
 // Scalar references (the *_ref.cpp files). All take n elements, n % block_size == 0.
 void dequantize_row_f32_ref(const void* x, float* y, int64_t n);
