@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "quant/gemm_float_simd.h"
 #include "quant/gemm_impl.h"
 
 namespace llmserve::quant {
@@ -343,16 +344,25 @@ void gemm_quant(const GemmArgs& a) {
 
 // --------------------------------------------------------------------------- float weights
 
-inline float hsum8(__m256 v) {
-  __m128 b = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  b = _mm_add_ps(b, _mm_movehl_ps(b, b));
-  b = _mm_add_ss(b, _mm_movehdup_ps(b));
-  return _mm_cvtss_f32(b);
-}
+// 8 lanes; tiles of 2 tokens (AVX2 has 16 registers).
+struct V8 {
+  using reg = __m256;
+  static constexpr int kLanes = 8;
+  static constexpr int kTokens = 2;
+  static reg zero() { return _mm256_setzero_ps(); }
+  static reg loadx(const float* p) { return _mm256_loadu_ps(p); }
+  static reg loadx_tail(const float* p, int count) { return _mm256_maskload_ps(p, row_mask(count)); }
+  static reg fma(reg w, reg x, reg acc) { return _mm256_fmadd_ps(w, x, acc); }
+  static float hsum(reg v) {
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    b = _mm_add_ss(b, _mm_movehdup_ps(b));
+    return _mm_cvtss_f32(b);
+  }
+};
 
 // Loads of 8 weights as f32; tail(p, k, count) reads only `count` < 8 elements (rest zero).
 struct WF32 {
-  static constexpr int kBytes = 4;
   static __m256 load(const uint8_t* p, int64_t k) { return _mm256_loadu_ps(reinterpret_cast<const float*>(p) + k); }
   static __m256 tail(const uint8_t* p, int64_t k, int count) {
     alignas(32) float v[8] = {};
@@ -361,7 +371,6 @@ struct WF32 {
   }
 };
 struct WF16 {
-  static constexpr int kBytes = 2;
   static __m256 load(const uint8_t* p, int64_t k) { return load_f16x8(p + 2 * k); }
   static __m256 tail(const uint8_t* p, int64_t k, int count) {
     alignas(16) uint16_t v[8] = {};
@@ -370,7 +379,6 @@ struct WF16 {
   }
 };
 struct WBF16 {
-  static constexpr int kBytes = 2;
   static __m256 expand(__m128i h) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); }
   static __m256 load(const uint8_t* p, int64_t k) { return expand(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * k))); }
   static __m256 tail(const uint8_t* p, int64_t k, int count) {
@@ -379,72 +387,6 @@ struct WBF16 {
     return expand(_mm_load_si128(reinterpret_cast<const __m128i*>(v)));
   }
 };
-
-// R rows x T tokens, one 8-lane accumulator each over k, then hsum8.
-template <class W, int R, int T>
-void float_tile(const uint8_t* w, size_t rb, const float* const* x, int64_t K, float* y, int64_t ldy, const float* bias) {
-  __m256 acc[R][T];
-  #pragma GCC unroll 4
-  for (int r = 0; r < R; ++r)
-    #pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
-  int64_t k = 0;
-  for (; k + 8 <= K; k += 8) {
-    __m256 wv[R];
-    #pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) wv[r] = W::load(w + r * rb, k);
-    #pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) {
-      const __m256 xv = _mm256_loadu_ps(x[t] + k);
-      #pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
-    }
-  }
-  if (k < K) {
-    const int count = static_cast<int>(K - k);
-    const __m256i m = row_mask(count);
-    __m256 wv[R];
-    #pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) wv[r] = W::tail(w + r * rb, k, count);
-    #pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) {
-      const __m256 xv = _mm256_maskload_ps(x[t] + k, m);
-      #pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
-    }
-  }
-  #pragma GCC unroll 4
-  for (int t = 0; t < T; ++t)
-    #pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      float v = hsum8(acc[r][t]);
-      if (bias) v += bias[r];
-      y[t * ldy + r] = v;
-    }
-}
-
-template <class W, int R>
-void float_rows(const GemmArgs& a, int64_t r) {
-  const uint8_t* w = a.w + r * a.row_bytes;
-  const float* bias = a.bias ? a.bias + r : nullptr;
-  for (int64_t t0 = 0; t0 < a.n; t0 += 2) {
-    const int T = static_cast<int>(std::min<int64_t>(2, a.n - t0));
-    const float* x[2];
-    #pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const float*>(a.act + (t0 + t) * a.act_stride);
-    float* y = a.y + t0 * a.ldy + r;
-    if (T == 1) float_tile<W, R, 1>(w, a.row_bytes, x, a.n_in, y, a.ldy, bias);
-    else float_tile<W, R, 2>(w, a.row_bytes, x, a.n_in, y, a.ldy, bias);
-  }
-}
-
-template <class W>
-void gemm_float(const GemmArgs& a) {
-  int64_t r = a.r0;
-  if (a.n > 1)  // one token: row by row (one sequential stream per thread, see gemm_avx512.cpp)
-    for (; r + 4 <= a.r1; r += 4) float_rows<W, 4>(a, r);
-  for (; r < a.r1; ++r) float_rows<W, 1>(a, r);
-}
 
 }  // namespace
 
@@ -456,9 +398,9 @@ void install_avx2_gemm(KernelTable& t) {
   t.gemm[idx(GgmlType::Q8_0)] = gemm_quant<KQ8_0>;
   t.gemm[idx(GgmlType::Q4_K)] = gemm_quant<KQ4_K>;
   t.gemm[idx(GgmlType::Q6_K)] = gemm_quant<KQ6_K>;
-  t.gemm[idx(GgmlType::F32)] = gemm_float<WF32>;
-  t.gemm[idx(GgmlType::F16)] = gemm_float<WF16>;
-  t.gemm[idx(GgmlType::BF16)] = gemm_float<WBF16>;
+  t.gemm[idx(GgmlType::F32)] = gemm_float<V8, WF32>;
+  t.gemm[idx(GgmlType::F16)] = gemm_float<V8, WF16>;
+  t.gemm[idx(GgmlType::BF16)] = gemm_float<V8, WBF16>;
 }
 
 }  // namespace llmserve::quant

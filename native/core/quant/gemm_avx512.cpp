@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "quant/gemm_float_simd.h"
 #include "quant/gemm_impl.h"
 
 namespace llmserve::quant {
@@ -456,107 +457,44 @@ void gemm_quant(const GemmArgs& a) {
 
 // --------------------------------------------------------------------------- float weights
 
-// Fixed reduction tree of one 16-lane accumulator.
-inline float hsum16(__m512 v) {
-  __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-  __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-  b = _mm_add_ps(b, _mm_movehl_ps(b, b));
-  b = _mm_add_ss(b, _mm_movehdup_ps(b));
-  return _mm_cvtss_f32(b);
-}
+// 16 lanes; tiles of 4 tokens.
+struct V16 {
+  using reg = __m512;
+  static constexpr int kLanes = 16;
+  static constexpr int kTokens = 4;
+  static __mmask16 mask(int count) { return static_cast<__mmask16>((1u << count) - 1); }
+  static reg zero() { return _mm512_setzero_ps(); }
+  static reg loadx(const float* p) { return _mm512_loadu_ps(p); }
+  static reg loadx_tail(const float* p, int count) { return _mm512_maskz_loadu_ps(mask(count), p); }
+  static reg fma(reg w, reg x, reg acc) { return _mm512_fmadd_ps(w, x, acc); }
+  static float hsum(reg v) {  // fixed tree: 16 -> 8 -> 4 -> 2 -> 1
+    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    b = _mm_add_ss(b, _mm_movehdup_ps(b));
+    return _mm_cvtss_f32(b);
+  }
+};
 
 struct WF32 {
-  static constexpr int kBytes = 4;
   static __m512 load(const uint8_t* p, int64_t k) { return _mm512_loadu_ps(reinterpret_cast<const float*>(p) + k); }
-  static __m512 load(const uint8_t* p, int64_t k, __mmask16 m) {
-    return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(p) + k);
+  static __m512 tail(const uint8_t* p, int64_t k, int count) {
+    return _mm512_maskz_loadu_ps(V16::mask(count), reinterpret_cast<const float*>(p) + k);
   }
 };
 struct WF16 {
-  static constexpr int kBytes = 2;
   static __m512 load(const uint8_t* p, int64_t k) { return load_f16x16(p + 2 * k); }
-  static __m512 load(const uint8_t* p, int64_t k, __mmask16 m) {
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p + 2 * k));
+  static __m512 tail(const uint8_t* p, int64_t k, int count) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(V16::mask(count), p + 2 * k));
   }
 };
 struct WBF16 {
-  static constexpr int kBytes = 2;
   static __m512 expand(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
   static __m512 load(const uint8_t* p, int64_t k) {
     return expand(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * k)));
   }
-  static __m512 load(const uint8_t* p, int64_t k, __mmask16 m) { return expand(_mm256_maskz_loadu_epi16(m, p + 2 * k)); }
+  static __m512 tail(const uint8_t* p, int64_t k, int count) { return expand(_mm256_maskz_loadu_epi16(V16::mask(count), p + 2 * k)); }
 };
-
-// R rows (row r at w + r * rb) x T tokens (f32 rows x[t]) over K -> y[t * ldy + r].
-template <class W, int R, int T>
-void float_tile(const uint8_t* w, size_t rb, const float* const* x, int64_t K, float* y, int64_t ldy,
-                const float* bias) {
-  __m512 acc[R][T];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
-  int64_t k = 0;
-  for (; k + 16 <= K; k += 16) {
-    __m512 wv[R];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) wv[r] = W::load(w + r * rb, k);
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) {
-      const __m512 xv = _mm512_loadu_ps(x[t] + k);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
-    }
-  }
-  if (k < K) {
-    const __mmask16 m = static_cast<__mmask16>((1u << (K - k)) - 1);
-    __m512 wv[R];
-    for (int r = 0; r < R; ++r) wv[r] = W::load(w + r * rb, k, m);
-    for (int t = 0; t < T; ++t) {
-      const __m512 xv = _mm512_maskz_loadu_ps(m, x[t] + k);
-      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
-    }
-  }
-  for (int t = 0; t < T; ++t)
-    for (int r = 0; r < R; ++r) {
-      float v = hsum16(acc[r][t]);
-      if (bias) v += bias[r];
-      y[t * ldy + r] = v;
-    }
-}
-
-template <class W, int R>
-void float_rows(const GemmArgs& a, int64_t r) {
-  const uint8_t* w = a.w + r * a.row_bytes;
-  const float* bias = a.bias ? a.bias + r : nullptr;
-  constexpr int kT = 4;
-  for (int64_t t0 = 0; t0 < a.n; t0 += kT) {
-    const int T = static_cast<int>(std::min<int64_t>(kT, a.n - t0));
-    const float* x[4];
-    for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const float*>(a.act + (t0 + t) * a.act_stride);
-    float* y = a.y + t0 * a.ldy + r;
-    switch (T) {
-      case 1: float_tile<W, R, 1>(w, a.row_bytes, x, a.n_in, y, a.ldy, bias); break;
-      case 2: float_tile<W, R, 2>(w, a.row_bytes, x, a.n_in, y, a.ldy, bias); break;
-      case 3: float_tile<W, R, 3>(w, a.row_bytes, x, a.n_in, y, a.ldy, bias); break;
-      default: float_tile<W, R, 4>(w, a.row_bytes, x, a.n_in, y, a.ldy, bias); break;
-    }
-  }
-}
-
-template <class W>
-void gemm_float(const GemmArgs& a) {
-  int64_t r = a.r0;
-  // One token is memory-bound: one row at a time keeps each thread's reads a single sequential
-  // stream (several interleaved row streams defeat the hardware prefetchers: ~15 vs ~24 GB/s).
-  if (a.n == 1) {
-    for (; r < a.r1; ++r) float_rows<W, 1>(a, r);
-  } else {
-    for (; r + 4 <= a.r1; r += 4) float_rows<W, 4>(a, r);
-  }
-  for (; r < a.r1; ++r) float_rows<W, 1>(a, r);
-}
 
 }  // namespace
 
@@ -568,9 +506,9 @@ void install_avx512_gemm(KernelTable& t) {
   t.gemm[idx(GgmlType::Q8_0)] = gemm_quant<KQ8_0>;
   t.gemm[idx(GgmlType::Q4_K)] = gemm_quant<KQ4_K>;
   t.gemm[idx(GgmlType::Q6_K)] = gemm_quant<KQ6_K>;
-  t.gemm[idx(GgmlType::F32)] = gemm_float<WF32>;
-  t.gemm[idx(GgmlType::F16)] = gemm_float<WF16>;
-  t.gemm[idx(GgmlType::BF16)] = gemm_float<WBF16>;
+  t.gemm[idx(GgmlType::F32)] = gemm_float<V16, WF32>;
+  t.gemm[idx(GgmlType::F16)] = gemm_float<V16, WF16>;
+  t.gemm[idx(GgmlType::BF16)] = gemm_float<V16, WBF16>;
 }
 
 }  // namespace llmserve::quant
