@@ -108,18 +108,19 @@ describe("batch invariance", () => {
   });
 
   it("while a request generates, prompts arrive in chunks of at most prefillChunk tokens (same tokens)", async () => {
-    const opts = { threads: 2, contextSize: 512, kvCacheTokens: 4096, maxBatchTokens: 512, prefillChunk: 16 };
+    // A generates long enough (1000 tokens) that B's whole prompt arrives while A still runs.
+    const opts = { threads: 2, contextSize: 2048, kvCacheTokens: 4096, maxBatchTokens: 512, prefillChunk: 16 };
     const solo = await Model.load(synthPath, opts);
     const m = await Model.load(synthPath, opts);
     try {
       const [a, b] = prompts(2, m.info.nVocab, 41);
       const long = [...b, ...Array.from({ length: 150 }, (_, i) => 3 + ((i * 37) % 500))];
-      const soloA = (await collect(solo.generate({ tokens: a }, { ...greedy, maxTokens: 120 }))).tokens;
+      const soloA = (await collect(solo.generate({ tokens: a }, { ...greedy, maxTokens: 1000 }))).tokens;
       const soloB = (await collect(solo.generate({ tokens: long }, { ...greedy, maxTokens: 4 }))).tokens;
       expect(solo.stats().maxBatchTokensSeen).toBe(long.length); // alone, a prompt fills one step
       let startB!: () => void;
       const bStarted = new Promise<void>((r) => (startB = r));
-      const ra = collect(m.generate({ tokens: a }, { ...greedy, maxTokens: 120 }), (_c, n) => n === 2 && startB());
+      const ra = collect(m.generate({ tokens: a }, { ...greedy, maxTokens: 1000 }), (_c, n) => n >= 2 && startB());
       await bStarted;
       const rb = await collect(m.generate({ tokens: long }, { ...greedy, maxTokens: 4 }));
       expect((await ra).tokens).toEqual(soloA);
