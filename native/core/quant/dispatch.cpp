@@ -81,6 +81,10 @@ const KernelTable* choose() {
   const Tables& t = tables();
   const char* force = std::getenv("LLMSERVE_FORCE_SCALAR");
   if (force && std::strcmp(force, "1") == 0) return &t.ref;
+  // LLMSERVE_KERNELS caps the ISA (benchmarks, tests of the AVX2 path on AVX-512 machines).
+  const char* cap = std::getenv("LLMSERVE_KERNELS");
+  if (cap && std::strcmp(cap, "scalar") == 0) return &t.ref;
+  if (cap && std::strcmp(cap, "avx2") == 0) return t.has_avx2 ? &t.avx2 : &t.ref;
   if (t.has_avx512) return &t.avx512;
   if (t.has_avx2) return &t.avx2;
   return &t.ref;

@@ -298,7 +298,7 @@ void gemm_quant(const GemmArgs& a) {
     Prefetcher kpf;
     if (a.packed) {
       g = a.packed + static_cast<size_t>(r / kGemmGroupRows) * group_bytes;
-      if (a.n <= 2 && K::kRecord > 1024 && r + 2 * kGemmGroupRows <= a.r1) {
+      if (((a.n <= 2 && K::kRecord > 1024) || (a.n >= 3 && a.n <= 64)) && r + 2 * kGemmGroupRows <= a.r1) {
         kpf.next = g + group_bytes;
         kpf.bytes = group_bytes;
         kpf.nb = nb;
