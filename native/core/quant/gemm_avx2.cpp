@@ -34,34 +34,26 @@ inline __m256i dot4(__m256i acc, __m256i u, __m256i s) {
 
 // Each kernel: run<T>(group, nb, token rows, half, acc[T], prefetcher) for rows 8*half..8*half+7.
 
-struct KQ4_0 {
+// Q4_0 and Q8_0 (one record per 32-element block), rows 8*h..8*h+7 of the group: per block and
+// token, ia = the block's exact integer dot, then acc = fma(float(ia), d_w * d_x, acc). Q supplies
+// the record size, the dot and where it starts (the row's c term, or zero).
+template <class Q>
+struct KBlock32 {
   static constexpr int kMaxT = 4;
-  static constexpr size_t kRecord = kPackQ4_0;
+  static constexpr size_t kRecord = Q::kRecord;
   template <int T>
   static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const size_t od = static_cast<size_t>(nb) * 32, oc = static_cast<size_t>(nb) * 36;
-    #pragma GCC unroll 4
+    const size_t od = static_cast<size_t>(nb) * 32, oc = static_cast<size_t>(nb) * Q::kCTerm;
+#pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, g += kRecord) {
       if (h == 0) pf(b);
       __m256i ia[T];
-      #pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) ia[t] = bcast32(x[t] + oc + 4 * b);
-      const size_t xb = 32 * b;
-      #pragma GCC unroll 8
-      for (int j = 0; j < 4; ++j) {
-        const __m256i v = load256(g + 32 + 64 * j + 32 * h);
-        const __m256i lo = _mm256_and_si256(v, m4);
-        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) {
-          ia[t] = dot4(ia[t], lo, bcast32(x[t] + xb + 4 * j));
-          ia[t] = dot4(ia[t], hi, bcast32(x[t] + xb + 16 + 4 * j));
-        }
-      }
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) ia[t] = Q::kCTerm ? bcast32(x[t] + oc + 4 * b) : _mm256_setzero_si256();
+      Q::template dot<T>(g, x, 32 * b, h, ia);
       const __m256 dw = load_f16x8(g + 16 * h);
-      #pragma GCC unroll 4
+#pragma GCC unroll 4
       for (int t = 0; t < T; ++t) {
         const __m256 d = _mm256_mul_ps(dw, bcastf(x[t] + od + 4 * b));
         acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t]), d, acc[t]);
@@ -70,43 +62,50 @@ struct KQ4_0 {
   }
 };
 
-// Packed bytes are w ^ 0x80; maddubs(w + 128, x) would saturate, so w is recovered and |w|
-// multiplied by x with w's sign moved onto x (pair sums <= 2 * 128 * 127: exact; no c128 term).
-// The 8 groups' int32 sums are added (exact), then one cvt + fma per block and token.
-struct KQ8_0 {
-  static constexpr int kMaxT = 4;
-  static constexpr size_t kRecord = kPackQ8_0;
+// Q4_0: unsigned nibbles q (low: elements 4j.., high: 16+4j..), started from c4 = -8 * sum x.
+struct Q4_0Dot {
+  static constexpr size_t kRecord = kPackQ4_0;
+  static constexpr size_t kCTerm = 36;
   template <int T>
-  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
-    const size_t od = static_cast<size_t>(nb) * 32;
-    const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  static void dot(const uint8_t* g, const uint8_t* const* x, size_t xb, int h, __m256i* ia) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b, g += kRecord) {
-      if (h == 0) pf(b);
-      __m256i ia[T];
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) ia[t] = _mm256_setzero_si256();
-      const size_t xb = 32 * b;
-#pragma GCC unroll 8
-      for (int j = 0; j < 8; ++j) {
-        const __m256i w = _mm256_xor_si256(load256(g + 32 + 64 * j + 32 * h), flip);
-        const __m256i aw = _mm256_sign_epi8(w, w);
-#pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) {
-          const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(bcast32(x[t] + xb + 4 * j), w));
-          ia[t] = _mm256_add_epi32(ia[t], _mm256_madd_epi16(p, ones));
-        }
-      }
-      const __m256 dw = load_f16x8(g + 16 * h);
-#pragma GCC unroll 8
+    for (int j = 0; j < 4; ++j) {
+      const __m256i v = load256(g + 32 + 64 * j + 32 * h);
+      const __m256i lo = _mm256_and_si256(v, m4);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+#pragma GCC unroll 4
       for (int t = 0; t < T; ++t) {
-        const __m256 d = _mm256_mul_ps(dw, bcastf(x[t] + od + 4 * b));
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t]), d, acc[t]);
+        ia[t] = dot4(ia[t], lo, bcast32(x[t] + xb + 4 * j));
+        ia[t] = dot4(ia[t], hi, bcast32(x[t] + xb + 16 + 4 * j));
       }
     }
   }
 };
+
+// Q8_0: packed bytes are w ^ 0x80; maddubs(w + 128, x) would saturate, so w is recovered and |w|
+// multiplied by x with w's sign moved onto x (pair sums <= 2 * 128 * 127: exact; no c term).
+struct Q8_0Dot {
+  static constexpr size_t kRecord = kPackQ8_0;
+  static constexpr size_t kCTerm = 0;
+  template <int T>
+  static void dot(const uint8_t* g, const uint8_t* const* x, size_t xb, int h, __m256i* ia) {
+    const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8(static_cast<char>(0x80));
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      const __m256i w = _mm256_xor_si256(load256(g + 32 + 64 * j + 32 * h), flip);
+      const __m256i aw = _mm256_sign_epi8(w, w);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) {
+        const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(bcast32(x[t] + xb + 4 * j), w));
+        ia[t] = _mm256_add_epi32(ia[t], _mm256_madd_epi16(p, ones));
+      }
+    }
+  }
+};
+
+using KQ4_0 = KBlock32<Q4_0Dot>;
+using KQ8_0 = KBlock32<Q8_0Dot>;
 
 struct KQ4_K {
   static constexpr int kMaxT = 3;

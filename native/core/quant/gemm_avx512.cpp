@@ -37,14 +37,17 @@ inline __m512i load_u8x16(const uint8_t* p) {
 }
 
 // ------------------------------------------------------------------------------------- Q4_0
-// Record: u16 d[16] | qs[4][16][4]. Activation row: qs[nb][32] | f32 d[nb] | i32 c4[nb] | c128[nb].
-struct KQ4_0 {
+// Q4_0 and Q8_0 (one record per 32-element block): per block and token, ia = the block's exact
+// integer dot (vpdpbusd of unsigned weight bytes with the activation bytes, started from the row's
+// c term), then acc = fma(float(ia), d_w * d_x, acc). Activation row: qs[nb][32] | f32 d[nb] |
+// i32 c4[nb] | i32 c128[nb]. Q supplies the record size, the c term's offset and the dot.
+template <class Q>
+struct KBlock32 {
   static constexpr int kMaxT = 8;
-  static constexpr size_t kRecord = kPackQ4_0;
+  static constexpr size_t kRecord = Q::kRecord;
   template <int T>
   static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m512* acc, const Prefetcher& pf) {
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    const size_t od = static_cast<size_t>(nb) * 32, oc = static_cast<size_t>(nb) * 36;
+    const size_t od = static_cast<size_t>(nb) * 32, oc = static_cast<size_t>(nb) * Q::kCTerm;
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, g += kRecord) {
@@ -52,18 +55,7 @@ struct KQ4_0 {
       __m512i ia[T];
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) ia[t] = bcast32(x[t] + oc + 4 * b);
-      const size_t xb = 32 * b;
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) {
-        const __m512i v = load512(g + 32 + 64 * j);
-        const __m512i lo = _mm512_and_si512(v, m4);
-        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-#pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) {
-          ia[t] = _mm512_dpbusd_epi32(ia[t], lo, bcast32(x[t] + xb + 4 * j));
-          ia[t] = _mm512_dpbusd_epi32(ia[t], hi, bcast32(x[t] + xb + 16 + 4 * j));
-        }
-      }
+      Q::template dot<T>(g, x, 32 * b, ia);
       const __m512 dw = load_f16x16(g);
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
@@ -74,39 +66,46 @@ struct KQ4_0 {
   }
 };
 
-// ------------------------------------------------------------------------------------- Q8_0
-// Record: u16 d[16] | u8 qs[8][16][4] = w ^ 0x80 (w + 128, unsigned). Same shape as Q4_0: the
-// block's exact sum(w x) is 8 vpdpbusd of w + 128 with x, started from the row's c128 term
-// (-128 * sum x), then one cvt + fma per block and token.
-struct KQ8_0 {
-  static constexpr int kMaxT = 8;
-  static constexpr size_t kRecord = kPackQ8_0;
+// Q4_0 record: u16 d[16] | qs[4][16][4] (low nibbles: elements 4j.., high: 16+4j..); c term
+// c4 = -8 * sum x turns the unsigned nibbles q into q - 8.
+struct Q4_0Dot {
+  static constexpr size_t kRecord = kPackQ4_0;
+  static constexpr size_t kCTerm = 36;
   template <int T>
-  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m512* acc, const Prefetcher& pf) {
-    const size_t od = static_cast<size_t>(nb) * 32, oc = static_cast<size_t>(nb) * 40;
-#pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b, g += kRecord) {
-      pf(b);
-      __m512i ia[T];
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) ia[t] = bcast32(x[t] + oc + 4 * b);
-      const size_t xb = 32 * b;
-#pragma GCC unroll 8
-      for (int j = 0; j < 8; ++j) {
-        const __m512i w = load512(g + 32 + 64 * j);
-#pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) ia[t] = _mm512_dpbusd_epi32(ia[t], w, bcast32(x[t] + xb + 4 * j));
-      }
-      const __m512 dw = load_f16x16(g);
+  static void dot(const uint8_t* g, const uint8_t* const* x, size_t xb, __m512i* ia) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const __m512i v = load512(g + 32 + 64 * j);
+      const __m512i lo = _mm512_and_si512(v, m4);
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
-        const __m512 d = _mm512_mul_ps(dw, bcastf(x[t] + od + 4 * b));
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[t]), d, acc[t]);
+        ia[t] = _mm512_dpbusd_epi32(ia[t], lo, bcast32(x[t] + xb + 4 * j));
+        ia[t] = _mm512_dpbusd_epi32(ia[t], hi, bcast32(x[t] + xb + 16 + 4 * j));
       }
     }
   }
 };
+
+// Q8_0 record: u16 d[16] | u8 qs[8][16][4] = w ^ 0x80 (w + 128, unsigned); c term
+// c128 = -128 * sum x.
+struct Q8_0Dot {
+  static constexpr size_t kRecord = kPackQ8_0;
+  static constexpr size_t kCTerm = 40;
+  template <int T>
+  static void dot(const uint8_t* g, const uint8_t* const* x, size_t xb, __m512i* ia) {
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      const __m512i w = load512(g + 32 + 64 * j);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) ia[t] = _mm512_dpbusd_epi32(ia[t], w, bcast32(x[t] + xb + 4 * j));
+    }
+  }
+};
+
+using KQ4_0 = KBlock32<Q4_0Dot>;
+using KQ8_0 = KBlock32<Q8_0Dot>;
 
 // ------------------------------------------------------------------------------------- Q4_K
 // Record: u16 d[16] | u16 dmin[16] | u8 sc[8][16] | u8 m[8][16] | qs[32][16][4].
