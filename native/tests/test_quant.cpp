@@ -575,9 +575,24 @@ TEST(quant_dispatch_and_forced_scalar) {
   const char* prev = std::getenv("LLMSERVE_FORCE_SCALAR");
   const std::string saved = prev ? prev : "";
   unsetenv("LLMSERVE_FORCE_SCALAR");
+  const char* prev_cap = std::getenv("LLMSERVE_KERNELS");
+  const std::string saved_cap = prev_cap ? prev_cap : "";
+  unsetenv("LLMSERVE_KERNELS");
   quant::reset_dispatch_for_testing();
   const std::string best = quant::avx512_kernels() ? "avx512" : quant::avx2_kernels() ? "avx2" : "scalar";
   CHECK(std::string(kernel_isa()) == best);
+  // LLMSERVE_KERNELS caps the choice.
+  setenv("LLMSERVE_KERNELS", "avx2", 1);
+  quant::reset_dispatch_for_testing();
+  CHECK(std::string(kernel_isa()) == (quant::avx2_kernels() ? "avx2" : "scalar"));
+  setenv("LLMSERVE_KERNELS", "scalar", 1);
+  quant::reset_dispatch_for_testing();
+  CHECK(std::string(kernel_isa()) == "scalar");
+  if (prev_cap) setenv("LLMSERVE_KERNELS", saved_cap.c_str(), 1);
+  else unsetenv("LLMSERVE_KERNELS");
+  unsetenv("LLMSERVE_FORCE_SCALAR");
+  quant::reset_dispatch_for_testing();
+  const std::string expected = prev_cap ? std::string(kernel_isa()) : best;
 
   setenv("LLMSERVE_FORCE_SCALAR", "1", 1);
   quant::reset_dispatch_for_testing();
@@ -599,7 +614,7 @@ TEST(quant_dispatch_and_forced_scalar) {
   if (prev) setenv("LLMSERVE_FORCE_SCALAR", saved.c_str(), 1);
   else unsetenv("LLMSERVE_FORCE_SCALAR");
   quant::reset_dispatch_for_testing();
-  if (!prev) CHECK(std::string(kernel_isa()) == best);
+  if (!prev) CHECK(std::string(kernel_isa()) == expected);
 }
 
 TEST(quant_unsupported_and_malformed_inputs_are_safe) {
