@@ -81,21 +81,31 @@ const uint8_t* find_packed(const MatrixView& w) {
 }
 }  // namespace
 
-std::unique_ptr<PackedWeights> PackedWeights::create(const MatrixView& w) {
-  if (!w.data || !gemm_packable(w.type) || w.row_bytes != row_size(w.type, w.n_in)) return nullptr;
-  const size_t bytes = gemm_packed_bytes(w.type, w.n_in, w.n_out);
-  if (bytes == 0) return nullptr;
-  std::unique_ptr<PackedWeights> p(new PackedWeights());
-  p->bytes_ = bytes;
+size_t PackedWeights::bytes_for(const MatrixView& w) {
+  if (!w.data || !gemm_packable(w.type) || w.row_bytes != row_size(w.type, w.n_in)) return 0;
+  return gemm_packed_bytes(w.type, w.n_in, w.n_out);
+}
+
+uint8_t* PackedWeights::alloc_huge(size_t bytes) {
   // 2 MiB aligned and marked for transparent huge pages: a decode step streams every byte, and
   // with 4 KiB pages the TLB misses cost a visible share of the bandwidth.
   constexpr size_t kHuge = size_t(2) << 20;
   const size_t cap = (bytes + kHuge - 1) / kHuge * kHuge;
-  p->data_ = static_cast<uint8_t*>(std::aligned_alloc(kHuge, cap));
-  if (!p->data_) return nullptr;
+  auto* p = static_cast<uint8_t*>(std::aligned_alloc(kHuge, cap));
 #if defined(MADV_HUGEPAGE)
-  madvise(p->data_, cap, MADV_HUGEPAGE);
+  if (p) madvise(p, cap, MADV_HUGEPAGE);
 #endif
+  return p;
+}
+
+std::unique_ptr<PackedWeights> PackedWeights::create(const MatrixView& w, uint8_t* dst) {
+  const size_t bytes = bytes_for(w);
+  if (bytes == 0) return nullptr;
+  std::unique_ptr<PackedWeights> p(new PackedWeights());
+  p->bytes_ = bytes;
+  p->owned_ = dst == nullptr;
+  p->data_ = dst ? dst : alloc_huge(bytes);
+  if (!p->data_) return nullptr;
   gemm_pack(w.type, w.data, w.row_bytes, w.n_in, w.n_out, p->data_);
   p->raw_ = w.data;
   PackRegistry& r = registry();
@@ -113,7 +123,7 @@ PackedWeights::~PackedWeights() {
     auto it = r.map.find(raw_);
     if (it != r.map.end() && it->second.packed == data_) r.map.erase(it);
   }
-  std::free(data_);
+  if (owned_) std::free(data_);
 }
 
 size_t matmul_scratch_bytes(const MatmulTask* tasks, int n_tasks, int64_t n) {

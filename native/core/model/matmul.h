@@ -41,7 +41,14 @@ void matmul(const MatmulTask* tasks, int n_tasks, const float* x, int64_t n, uin
 // unmapped (e.g. declare the owning member after the GgufFile in Model).
 class PackedWeights {
  public:
-  static std::unique_ptr<PackedWeights> create(const MatrixView& w);
+  // dst: where to write the packed copy (bytes_for(w) bytes, 64-byte aligned, outliving the
+  // returned object; e.g. a slice of one arena for a whole model, see alloc_huge), or null for a
+  // buffer of its own.
+  static std::unique_ptr<PackedWeights> create(const MatrixView& w, uint8_t* dst = nullptr);
+  // Bytes of w's packed copy; 0 if w is not packable.
+  static size_t bytes_for(const MatrixView& w);
+  // A 2 MiB aligned buffer of at least `bytes`, marked for transparent huge pages (std::free it).
+  static uint8_t* alloc_huge(size_t bytes);
   ~PackedWeights();
   PackedWeights(const PackedWeights&) = delete;
   PackedWeights& operator=(const PackedWeights&) = delete;
@@ -52,6 +59,7 @@ class PackedWeights {
   const uint8_t* raw_ = nullptr;
   uint8_t* data_ = nullptr;
   size_t bytes_ = 0;
+  bool owned_ = true;
 };
 
 }  // namespace llmserve

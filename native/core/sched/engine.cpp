@@ -67,13 +67,23 @@ Status Engine::load(const std::string& path, const EngineOptions& opts, const st
       for (const MatrixView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) mats.push_back(v);
     mats.push_back(&W.output);
     std::vector<const MatrixView*> todo;
-    for (const MatrixView* v : mats)
-      if (gemm_packable(v->type) && packed.insert(v->data).second) todo.push_back(v);
+    std::vector<size_t> offset;
+    size_t arena_bytes = 0;
+    for (const MatrixView* v : mats) {
+      const size_t n = PackedWeights::bytes_for(*v);
+      if (n == 0 || !packed.insert(v->data).second) continue;
+      todo.push_back(v);
+      offset.push_back(arena_bytes);
+      arena_bytes += (n + 63) / 64 * 64;
+    }
+    // One huge-page arena for every packed matrix (per-matrix 2 MiB rounding would waste ~1 MiB each).
+    if (!todo.empty()) e->packed_arena_.reset(PackedWeights::alloc_huge(arena_bytes));
+    if (!e->packed_arena_) todo.clear(), packed.clear();  // no memory: serve from the mapping
     std::vector<std::unique_ptr<PackedWeights>> made(todo.size());
     e->pool_->parallel_for_chunked(static_cast<int64_t>(todo.size()), [&](int64_t b, int64_t end, int slot) {
       for (int64_t i = b; i < end; ++i) {
         const MatrixView& v = *todo[static_cast<size_t>(i)];
-        made[static_cast<size_t>(i)] = PackedWeights::create(v);
+        made[static_cast<size_t>(i)] = PackedWeights::create(v, e->packed_arena_.get() + offset[static_cast<size_t>(i)]);
         const size_t raw = v.row_bytes * static_cast<size_t>(v.n_out);
         // The embedding table is read row by row from the mapping even when the output shares it.
         if (made[static_cast<size_t>(i)] && v.data != W.tok_embd.data) e->file_->release_pages(v.data, raw);

@@ -10,6 +10,7 @@
 // recomputed later and its user only waits).
 #pragma once
 #include <atomic>
+#include <cstdlib>
 #include <condition_variable>
 #include <deque>
 #include <list>
@@ -105,6 +106,10 @@ class Engine {
   EngineOptions opts_;
   std::shared_ptr<GgufFile> file_;
   std::unique_ptr<Model> model_;
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint8_t, FreeDeleter> packed_arena_;    // their bytes (declared first: freed last)
   std::vector<std::unique_ptr<PackedWeights>> packed_;  // load-time repacked matrices
   size_t packed_bytes_ = 0;
   std::unique_ptr<KvPool> kv_;
