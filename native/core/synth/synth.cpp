@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "../gguf/gguf.h"
+#include "../quant/gemm.h"
 
 namespace llmserve {
 namespace {
@@ -70,15 +71,8 @@ uint64_t fnv1a(const std::string& s) {
   return h;
 }
 
-bool synth_type_allowed(GgmlType t) {
-  switch (t) {
-    case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16: case GgmlType::Q8_0:
-    case GgmlType::Q4_0: case GgmlType::Q4_K: case GgmlType::Q6_K:
-      return true;
-    default:
-      return false;
-  }
-}
+// synth writes exactly the weight types the engine runs.
+bool synth_type_allowed(GgmlType t) { return gemm_supported(t); }
 
 const char* type_label(GgmlType t) {
   switch (t) {
