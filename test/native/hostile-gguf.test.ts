@@ -192,6 +192,19 @@ describe("hostile GGUF files", () => {
     });
   });
 
+  it("the JS copy of the metadata is budgeted on the worker, and a key filter keeps it small", async () => {
+    const f = join(dir, "big-array.gguf");
+    const n = 1 << 20; // a 1 MiB u8 array: free natively (a view into the mapping), 1 MiB as a JS copy
+    writeFileSync(f, Buffer.concat([header(0, 2).key("tokenizer.ggml.model", T.STRING).str("llama").key("x.blob", T.ARRAY).u32(T.U8).u64(n).done(), Buffer.alloc(n)]));
+    const e = await caught(readGguf(f, { maxMetadataBytes: 512 * 1024 }));
+    expect(e.code).toBe("ERR_GGUF_LIMIT");
+    expect(e.message).toContain("'x.blob'");
+    expect(e.message).toContain("maxMetadataBytes");
+    const g = await readGguf(f, { maxMetadataBytes: 512 * 1024, keyPrefix: "tokenizer." });
+    expect(g.metadata["tokenizer.ggml.model"]).toBe("llama");
+    expect((await readGguf(f, { maxMetadataBytes: 512 * 1024, maxArrayLength: 16 })).metadata["x.blob"]).toEqual({ type: "array", elementType: "u8", length: n });
+  });
+
   it("huge counts in the header are ERR_GGUF_TRUNCATED with a message, never ERR_INTERNAL", async () => {
     const f = join(dir, "counts.gguf");
     writeFileSync(f, header(2n ** 40n, 2n ** 40n).done());
