@@ -98,7 +98,26 @@ class StatusWorker : public Base {
     reject_safely(s);
   }
   virtual void reject(Napi::Value err) = 0;
+  // Calls a JS progress callback; if it throws, the exception is kept (not rethrown into the event
+  // loop, which would end the process) and rejected_by_callback() makes OnOK reject with it.
+  void call_progress(Napi::FunctionReference& cb, double value) {
+    if (cb.IsEmpty() || !callback_error_.IsEmpty()) return;
+    Napi::Env env = this->Env();
+    Napi::HandleScope scope(env);
+    try {
+      cb.Call({Napi::Number::New(env, value)});
+    } catch (const Napi::Error& e) {
+      callback_error_ = Napi::Persistent(e.Value());
+    }
+  }
+  bool rejected_by_callback() {
+    if (callback_error_.IsEmpty()) return false;
+    Napi::HandleScope scope(this->Env());
+    try { reject(callback_error_.Value()); } catch (...) {}
+    return true;
+  }
   Status status_;
+  Napi::ObjectReference callback_error_;
 
  private:
   void reject_safely(const Status& s) {

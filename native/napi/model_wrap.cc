@@ -285,13 +285,10 @@ class LoadWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double>> {
     else engine_ = std::shared_ptr<Engine>(std::move(e));
   }
   void OnProgress(const double* data, size_t n) override {
-    // A throwing onProgress must not escape into the event loop (it would end the process).
-    try {
-      if (!progress_.IsEmpty() && n > 0) progress_.Call({Napi::Number::New(Env(), data[n - 1])});
-    } catch (const Napi::Error&) {
-    }
+    if (n > 0) call_progress(progress_, data[n - 1]);  // a throw rejects the load (OnOK)
   }
   void OnOK() override {
+    if (rejected_by_callback()) { engine_.reset(); return; }
     settle(Code::Internal, "'" + path_ + "'", [&] {
       Napi::Object obj = ModelWrap::ctor->New({});
       ModelWrap::Unwrap(obj)->adopt(std::move(engine_));

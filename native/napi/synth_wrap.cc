@@ -32,13 +32,10 @@ class SynthWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double>> 
     if (!s) fail(s);
   }
   void OnProgress(const double* data, size_t n) override {
-    // A throwing progress callback must not escape into the event loop (it would end the process).
-    try {
-      if (!progress_.IsEmpty() && n > 0) progress_.Call({Napi::Number::New(Env(), data[n - 1])});
-    } catch (const Napi::Error&) {
-    }
+    if (n > 0) call_progress(progress_, data[n - 1]);  // a throw rejects the promise (OnOK)
   }
   void OnOK() override {
+    if (rejected_by_callback()) return;
     settle(Code::Internal, "synth '" + out_ + "'", [&] {
       Napi::Env env = Env();
       auto r = Napi::Object::New(env);

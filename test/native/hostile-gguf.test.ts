@@ -254,6 +254,14 @@ describe("hostile GGUF files", () => {
     });
   });
 
+  it("a throwing onProgress rejects the load with its error instead of ending the process", async () => {
+    const boom = new Error("boom from onProgress");
+    await expect(Model.load(base, { threads: 1, onProgress: () => { throw boom; } })).rejects.toThrow("boom from onProgress");
+    const m = await Model.load(base, { threads: 1 });
+    expect(m.tokenizer.nVocab).toBe(320);
+    await m.dispose();
+  });
+
   it("a path with a NUL byte is ERR_INVALID_ARGUMENT (TS and N-API layers)", async () => {
     const nul = base + "\0.ignored";
     expect((await caught(Model.load(nul))).code).toBe("ERR_INVALID_ARGUMENT");
