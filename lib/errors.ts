@@ -1,5 +1,5 @@
 /**
- * Every error llmserve throws is an {@link LlmserveError} with a stable `.code`
+ * Every error llmserve throws is an {@link LlmserveError} with a stable `.code` from this list
  * (for example `ERR_GGUF_TRUNCATED`) and a message that says what to do.
  */
 export const ERROR_CODES = [
