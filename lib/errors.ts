@@ -1,28 +1,38 @@
 /**
- * Every error llmserve throws is an {@link LlmserveError} with a stable `.code`
+ * Every error llmserve throws is an {@link LlmserveError} with a stable `.code` from this list
  * (for example `ERR_GGUF_TRUNCATED`) and a message that says what to do.
  */
-export type ErrorCode =
-  | "ERR_FILE_NOT_FOUND"
-  | "ERR_IO"
-  | "ERR_NOT_GGUF"
-  | "ERR_GGUF_TRUNCATED"
-  | "ERR_GGUF_CORRUPT"
-  | "ERR_GGUF_VERSION"
-  | "ERR_UNSUPPORTED_TYPE"
-  | "ERR_UNSUPPORTED_ARCH"
-  | "ERR_MISSING_TENSOR"
-  | "ERR_BAD_SHAPE"
-  | "ERR_INVALID_ARGUMENT"
-  | "ERR_CONTEXT_OVERFLOW"
-  | "ERR_OUT_OF_MEMORY"
-  | "ERR_CANCELLED"
-  | "ERR_QUEUE_FULL"
-  | "ERR_KV_EXHAUSTED"
-  | "ERR_DISPOSED"
-  | "ERR_NATIVE_LOAD"
-  | "ERR_TOKENIZER"
-  | "ERR_INTERNAL";
+export const ERROR_CODES = [
+  "ERR_FILE_NOT_FOUND",
+  "ERR_IO",
+  "ERR_NOT_GGUF",
+  "ERR_GGUF_TRUNCATED",
+  "ERR_GGUF_CORRUPT",
+  "ERR_GGUF_LIMIT",
+  "ERR_GGUF_VERSION",
+  "ERR_UNSUPPORTED_TYPE",
+  "ERR_UNSUPPORTED_ARCH",
+  "ERR_MISSING_TENSOR",
+  "ERR_BAD_SHAPE",
+  "ERR_INVALID_ARGUMENT",
+  "ERR_CONTEXT_OVERFLOW",
+  "ERR_OUT_OF_MEMORY",
+  "ERR_CANCELLED",
+  "ERR_QUEUE_FULL",
+  "ERR_KV_EXHAUSTED",
+  "ERR_DISPOSED",
+  "ERR_NATIVE_LOAD",
+  "ERR_TOKENIZER",
+  "ERR_INTERNAL",
+] as const;
+
+/**
+ * The stable reasons an {@link LlmserveError} carries. The native ones mirror native/core/status.h
+ * (a test checks the addon's list against {@link ERROR_CODES}). `ERR_GGUF_LIMIT`: a value in a model
+ * file (string, array, count, nesting, metadata memory) is over llmserve's cap; the message names the
+ * key and the limit.
+ */
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 /**
  * The error type of every failure llmserve reports: native (GGUF parsing, model loading, engine) and
@@ -56,7 +66,8 @@ export function fromNative(err: unknown): LlmserveError {
   if (err instanceof LlmserveError) return err;
   const e = err as { code?: string; message?: string };
   const code = (typeof e?.code === "string" && e.code.startsWith("ERR_") ? e.code : "ERR_INTERNAL") as ErrorCode;
-  return new LlmserveError(code, e?.message ?? String(err), { cause: err });
+  const message = typeof e?.message === "string" && e.message.length > 0 ? e.message : `native error ${String(e?.code ?? err)}`;
+  return new LlmserveError(code, message, { cause: err });
 }
 
 /** Awaits a native promise and re-types its rejection. */

@@ -1,16 +1,56 @@
 /** Reading GGUF metadata from JavaScript (the parse runs on a worker thread). */
 import { loadAddon } from "./binding.js";
-import { wrapNative } from "./errors.js";
+import { fromNative, wrapNative } from "./errors.js";
 import type { GgufContents } from "./native.js";
+import { checkInt, checkKeys, checkObject, checkPath } from "./validate.js";
 
 export type { GgufArraySummary, GgufContents, GgufMetaValue, GgufScalar, GgufTensorSummary } from "./native.js";
 
+/** Options of {@link readGguf}. */
+export interface ReadGgufOptions {
+  /**
+   * Metadata arrays longer than this come back as `{type: "array", elementType, length}` (use it to
+   * skip large vocabularies when only shapes are needed). Default: no limit.
+   */
+  maxArrayLength?: number;
+  /**
+   * Only metadata keys starting with this prefix (or one of these prefixes) are converted to
+   * JavaScript, e.g. `"tokenizer."`; the others are left out of `metadata`. Default: every key.
+   */
+  keyPrefix?: string | string[];
+  /** Longest metadata string accepted, in bytes (default 64 MiB); longer ones fail with ERR_GGUF_LIMIT. */
+  maxStringBytes?: number;
+  /**
+   * Memory budget for the parsed metadata, natively and again for its JavaScript copy, in bytes
+   * (default 512 MiB); a file needing more fails with ERR_GGUF_LIMIT naming the key.
+   */
+  maxMetadataBytes?: number;
+}
+
 /**
- * Reads a GGUF file's header, metadata and tensor table (not the tensor data).
+ * Reads a GGUF file's header, metadata and tensor table (not the tensor data). A file whose strings,
+ * arrays, counts or nesting exceed llmserve's caps is rejected with `ERR_GGUF_LIMIT` (the message
+ * names the key and the limit); a path containing "\0" with `ERR_INVALID_ARGUMENT`.
  * @param path the GGUF file
- * @param options `maxArrayLength`: metadata arrays longer than this come back as
- *   `{type: "array", elementType, length}` (use it to skip large vocabularies when only shapes are needed).
+ * @param options see {@link ReadGgufOptions}
  */
-export function readGguf(path: string, options: { maxArrayLength?: number } = {}): Promise<GgufContents> {
-  return wrapNative(loadAddon().readGguf(path, options.maxArrayLength ?? Number.MAX_SAFE_INTEGER));
+export function readGguf(path: string, options: ReadGgufOptions = {}): Promise<GgufContents> {
+  try {
+    checkPath("path", path);
+    const o = checkObject("readGguf options", options);
+    checkKeys("readGguf options", o, ["maxArrayLength", "keyPrefix", "maxStringBytes", "maxMetadataBytes"]);
+    const maxArrayLength = o.maxArrayLength === undefined ? Number.MAX_SAFE_INTEGER : checkInt("maxArrayLength", o.maxArrayLength, 0);
+    const p = o.keyPrefix;
+    const keyPrefixes = p === undefined ? undefined : typeof p === "string" ? [p] : p;
+    if (keyPrefixes !== undefined && (!Array.isArray(keyPrefixes) || keyPrefixes.some((k) => typeof k !== "string"))) {
+      return Promise.reject(fromNative({ code: "ERR_INVALID_ARGUMENT", message: "Expected a string or an array of strings for keyPrefix" }));
+    }
+    const native: { keyPrefixes?: string[]; maxStringBytes?: number; maxMetadataBytes?: number } = {};
+    if (keyPrefixes !== undefined) native.keyPrefixes = keyPrefixes;
+    if (o.maxStringBytes !== undefined) native.maxStringBytes = checkInt("maxStringBytes", o.maxStringBytes, 1);
+    if (o.maxMetadataBytes !== undefined) native.maxMetadataBytes = checkInt("maxMetadataBytes", o.maxMetadataBytes, 1);
+    return wrapNative(loadAddon().readGguf(path, maxArrayLength, native));
+  } catch (err) {
+    return Promise.reject(fromNative(err));
+  }
 }

@@ -8,7 +8,7 @@ import type { NativeModel, NativeModelInfo, NativeStats } from "./native.js";
 import { ResponseCache } from "./responseCache.js";
 import { Session, type SessionOptions } from "./session.js";
 import { Tokenizer } from "./tokenizer/index.js";
-import { checkBool, checkInt, checkKeys, checkObject, checkString } from "./validate.js";
+import { checkBool, checkInt, checkKeys, checkObject, checkPath, checkString } from "./validate.js";
 
 /** Options of {@link Model.load}; every field is optional. */
 export interface LoadOptions {
@@ -132,7 +132,7 @@ export class Model {
    * const model = await Model.load("model.gguf", { threads: 2, contextSize: 4096 });
    */
   static async load(path: string, options: LoadOptions = {}): Promise<Model> {
-    checkString("path", path);
+    checkPath("path", path);
     const o = checkObject("load options", options) as LoadOptions & Record<string, unknown>;
     checkKeys("load options", o, ["threads", "contextSize", "kvType", "kvCacheTokens", "kvBlockSize", "maxBatchTokens", "maxSequences",
       "maxQueue", "prefixCache", "batching", "responseCacheBytes", "repack", "prefillChunk", "onProgress"]);

@@ -249,7 +249,13 @@ export interface NativeSynthOptions {
 }
 
 export interface NativeAddon {
-  readGguf(path: string, maxArrayLength?: number): Promise<GgufContents>;
+  readGguf(
+    path: string,
+    maxArrayLength?: number,
+    options?: { keyPrefixes?: string[]; maxStringBytes?: number; maxMetadataBytes?: number },
+  ): Promise<GgufContents>;
+  /** Every error code the addon can produce (status.h), for checking lib/errors.ts against. */
+  errorCodes(): string[];
   kernelIsa(): string;
   loadModel(path: string, opts: NativeModelOptions, onProgress?: (fraction: number) => void): Promise<NativeModel>;
   synth(opts: NativeSynthOptions, outPath: string, onProgress?: (fraction: number) => void): Promise<{ notes: string[] }>;

@@ -1,7 +1,7 @@
 /** synth: write a random-weight GGUF model of any shape and weight type (for tests and benchmarks). */
 import { loadAddon } from "./binding.js";
 import { LlmserveError, wrapNative } from "./errors.js";
-import { checkInt, checkKeys, checkObject, checkString, checkBool } from "./validate.js";
+import { checkInt, checkKeys, checkObject, checkPath, checkString, checkBool } from "./validate.js";
 
 /** The weight types {@link synth} can write. */
 export const SYNTH_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"] as const;
@@ -51,7 +51,7 @@ export async function synth(
   /** Per-tensor type fallbacks, one line each (empty when every tensor got the asked type). */
   notes: string[];
 }> {
-  checkString("outPath", outPath);
+  checkPath("outPath", outPath);
   const o = checkObject("synth options", options) as SynthOptions & Record<string, unknown>;
   checkKeys("synth options", o, ["arch", "dim", "layers", "heads", "kvHeads", "ffn", "context", "vocabFrom", "vocabSize", "type", "seed", "tiedOutput", "onProgress"]);
   const type = (o.type ?? "f32").toLowerCase();

@@ -54,3 +54,13 @@ export function checkKeys(name: string, o: Record<string, unknown>, known: reado
     if (!known.includes(k)) fail(`Unknown option "${k}" in ${name}; known options: ${known.join(", ")}`);
   }
 }
+
+/**
+ * A file path: a non-empty string without NUL characters (the C file APIs would silently cut the
+ * path at the NUL and open a different file).
+ */
+export function checkPath(name: string, v: unknown): string {
+  if (typeof v !== "string" || v.length === 0) fail(`Expected a file path string for ${name} but received ${describe(v)}`);
+  if (v.includes("\0")) fail(`Expected a file path without NUL characters for ${name} but the string contains "\\0" at index ${v.indexOf("\0")}`);
+  return v;
+}

@@ -176,7 +176,7 @@ export class ChatTemplate {
       if (isBuiltinChatTemplate(t)) return ChatTemplate.builtin(t, model.tokenizer);
       return new ChatTemplate(t, model.tokenizer, { source: "custom" });
     }
-    const { metadata } = await readGguf(model.path, { maxArrayLength: 0 });
+    const { metadata } = await readGguf(model.path, { maxArrayLength: 0, keyPrefix: "tokenizer.chat_template" });
     const text = metadata["tokenizer.chat_template"];
     const name = detectBuiltinTemplate(model.tokenizer);
     const warn = options.warn ?? ((m: string) => process.emitWarning(m, "LlmserveWarning"));

@@ -87,9 +87,9 @@ export class Tokenizer {
     return new Tokenizer(new Vocab(md));
   }
 
-  /** Reads the vocabulary of a GGUF file (tensor data is not read). */
+  /** Reads the vocabulary of a GGUF file (tensor data is not read; only `tokenizer.*` and two `general.*` keys are converted). */
   static async fromGguf(path: string): Promise<Tokenizer> {
-    const { metadata } = await readGguf(path);
+    const { metadata } = await readGguf(path, { keyPrefix: ["tokenizer.", "general.name", "general.architecture"] });
     return Tokenizer.fromMetadata(metadata);
   }
 

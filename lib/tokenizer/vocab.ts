@@ -87,7 +87,13 @@ function metaBool(md: Record<string, GgufMetaValue>, key: string): boolean | und
 function metaInt(md: Record<string, GgufMetaValue>, key: string): number | undefined {
   const v = md[key];
   if (v === undefined) return undefined;
-  if (typeof v === "number" || typeof v === "bigint") return Number(v);
+  if (typeof v === "bigint") return Number(v);
+  if (typeof v === "number") {
+    // a float token id (e.g. eos_token_id 2.5) would make every later request fail with an error
+    // blaming the caller; reject the file here instead
+    if (!Number.isInteger(v)) fail(`GGUF key ${key} should be an integer but is ${v}; the file is corrupt — re-convert the model`);
+    return v;
+  }
   fail(`GGUF key ${key} should be an integer but is ${describe(v)}`);
 }
 

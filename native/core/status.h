@@ -5,48 +5,45 @@
 
 namespace llmserve {
 
+// The one list of codes: (enumerator, JS error.code). lib/errors.ts lists the same strings
+// (ERROR_CODES); test/native/hostile-gguf.test.ts checks the addon's list against it.
+#define LLMS_STATUS_CODES(X)                 \
+  X(Ok, "OK")                                \
+  X(FileNotFound, "ERR_FILE_NOT_FOUND")      \
+  X(Io, "ERR_IO")                            \
+  X(NotGguf, "ERR_NOT_GGUF")                 \
+  X(GgufTruncated, "ERR_GGUF_TRUNCATED")     \
+  X(GgufCorrupt, "ERR_GGUF_CORRUPT")         \
+  X(GgufLimit, "ERR_GGUF_LIMIT")             \
+  X(UnsupportedVersion, "ERR_GGUF_VERSION")  \
+  X(UnsupportedType, "ERR_UNSUPPORTED_TYPE") \
+  X(UnsupportedArch, "ERR_UNSUPPORTED_ARCH") \
+  X(MissingTensor, "ERR_MISSING_TENSOR")     \
+  X(BadShape, "ERR_BAD_SHAPE")               \
+  X(InvalidArgument, "ERR_INVALID_ARGUMENT") \
+  X(ContextOverflow, "ERR_CONTEXT_OVERFLOW") \
+  X(OutOfMemory, "ERR_OUT_OF_MEMORY")        \
+  X(Cancelled, "ERR_CANCELLED")              \
+  X(QueueFull, "ERR_QUEUE_FULL")             \
+  X(KvExhausted, "ERR_KV_EXHAUSTED")         \
+  X(Internal, "ERR_INTERNAL")
+
+// GgufLimit: a value in a model file is larger than llmserve accepts (a string, an array, a count,
+// nesting, the metadata memory budget); the message names the key and the limit.
 enum class Code {
-  Ok = 0,
-  FileNotFound,       // ERR_FILE_NOT_FOUND
-  Io,                 // ERR_IO
-  NotGguf,            // ERR_NOT_GGUF
-  GgufTruncated,      // ERR_GGUF_TRUNCATED
-  GgufCorrupt,        // ERR_GGUF_CORRUPT
-  UnsupportedVersion, // ERR_GGUF_VERSION
-  UnsupportedType,    // ERR_UNSUPPORTED_TYPE
-  UnsupportedArch,    // ERR_UNSUPPORTED_ARCH
-  MissingTensor,      // ERR_MISSING_TENSOR
-  BadShape,           // ERR_BAD_SHAPE
-  InvalidArgument,    // ERR_INVALID_ARGUMENT
-  ContextOverflow,    // ERR_CONTEXT_OVERFLOW
-  OutOfMemory,        // ERR_OUT_OF_MEMORY
-  Cancelled,          // ERR_CANCELLED
-  QueueFull,          // ERR_QUEUE_FULL
-  KvExhausted,        // ERR_KV_EXHAUSTED
-  Internal,           // ERR_INTERNAL
+#define LLMS_CODE_ENUM(e, s) e,
+  LLMS_STATUS_CODES(LLMS_CODE_ENUM)
+#undef LLMS_CODE_ENUM
 };
 
 // The JS-facing code string (error.code) for a Code.
 inline const char* code_name(Code c) {
   switch (c) {
-    case Code::Ok: return "OK";
-    case Code::FileNotFound: return "ERR_FILE_NOT_FOUND";
-    case Code::Io: return "ERR_IO";
-    case Code::NotGguf: return "ERR_NOT_GGUF";
-    case Code::GgufTruncated: return "ERR_GGUF_TRUNCATED";
-    case Code::GgufCorrupt: return "ERR_GGUF_CORRUPT";
-    case Code::UnsupportedVersion: return "ERR_GGUF_VERSION";
-    case Code::UnsupportedType: return "ERR_UNSUPPORTED_TYPE";
-    case Code::UnsupportedArch: return "ERR_UNSUPPORTED_ARCH";
-    case Code::MissingTensor: return "ERR_MISSING_TENSOR";
-    case Code::BadShape: return "ERR_BAD_SHAPE";
-    case Code::InvalidArgument: return "ERR_INVALID_ARGUMENT";
-    case Code::ContextOverflow: return "ERR_CONTEXT_OVERFLOW";
-    case Code::OutOfMemory: return "ERR_OUT_OF_MEMORY";
-    case Code::Cancelled: return "ERR_CANCELLED";
-    case Code::QueueFull: return "ERR_QUEUE_FULL";
-    case Code::KvExhausted: return "ERR_KV_EXHAUSTED";
-    case Code::Internal: return "ERR_INTERNAL";
+#define LLMS_CODE_NAME(e, s) \
+  case Code::e:              \
+    return s;
+    LLMS_STATUS_CODES(LLMS_CODE_NAME)
+#undef LLMS_CODE_NAME
   }
   return "ERR_INTERNAL";
 }

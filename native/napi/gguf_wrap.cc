@@ -2,7 +2,10 @@
 // Parsing runs on a libuv worker; the JS thread only converts the result.
 #include <napi.h>
 
+#include <cmath>
 #include <limits>
+#include <stdexcept>
+#include <vector>
 
 #include "errors.h"
 #include "gguf/gguf.h"
@@ -32,6 +35,24 @@ Napi::Value typed_copy(Napi::Env env, const GgufValue& v) {
   auto buf = Napi::ArrayBuffer::New(env, v.arr_len * sizeof(T));
   if (v.arr_len) std::memcpy(buf.Data(), v.arr_data, v.arr_len * sizeof(T));
   return Napi::TypedArrayOf<T>::New(env, v.arr_len, buf, 0);
+}
+
+// What a metadata value costs once it is a JS value (V8 headers included, roughly): what the
+// JS-side metadata budget counts before anything is created.
+uint64_t js_cost(const GgufValue& v, uint64_t max_array) {
+  if (v.type == GgufType::STRING) return 32 + v.s.size();
+  if (v.type != GgufType::ARRAY) return 16;
+  if (v.arr_len > max_array) return 128;
+  size_t es = gguf_scalar_size(v.arr_type);
+  if (v.arr_type == GgufType::BOOL) return 64 + 8 * v.arr_len;
+  if (es > 0) return 128 + es * v.arr_len;
+  uint64_t total = 64 + 8 * v.arr_len;
+  if (v.arr_type == GgufType::STRING) {
+    for (const auto& s : v.arr_str) total += 32 + s.size();
+  } else {
+    for (const auto& e : v.arr_nested) total += js_cost(e, max_array);
+  }
+  return total;
 }
 
 Napi::Value value_to_js(Napi::Env env, const GgufValue& v, uint64_t max_array) {
@@ -73,68 +94,142 @@ Napi::Value value_to_js(Napi::Env env, const GgufValue& v, uint64_t max_array) {
   }
 }
 
+struct ReadOptions {
+  uint64_t max_array = std::numeric_limits<uint64_t>::max();
+  std::vector<std::string> prefixes;  // empty: every key
+  GgufLimits limits;
+};
+
+bool wanted(const std::string& key, const std::vector<std::string>& prefixes) {
+  if (prefixes.empty()) return true;
+  for (const auto& p : prefixes)
+    if (key.compare(0, p.size(), p) == 0) return true;
+  return false;
+}
+
 class ReadGgufWorker : public StatusWorker<Napi::AsyncWorker> {
  public:
-  ReadGgufWorker(Napi::Env env, std::string path, uint64_t max_array)
-      : StatusWorker(env), deferred_(Napi::Promise::Deferred::New(env)), path_(std::move(path)), max_array_(max_array) {}
+  ReadGgufWorker(Napi::Env env, std::string path, ReadOptions opts)
+      : StatusWorker(env), deferred_(Napi::Promise::Deferred::New(env)), path_(std::move(path)), opts_(std::move(opts)) {}
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute() override {
-    Status s = GgufFile::open(path_, &file_);
-    if (!s) fail(s);
+    Status s = GgufFile::open(path_, &file_, opts_.limits);
+    if (!s) return fail(s);
+    // The JS copy of the selected metadata must fit the metadata budget too (checked here, off
+    // the JS thread, before any JS value exists).
+    uint64_t total = 0;
+    for (auto& [k, v] : file_->metadata()) {
+      if (!wanted(k, opts_.prefixes)) continue;
+      total += 64 + k.size() + js_cost(v, opts_.max_array);
+      if (total > opts_.limits.max_metadata_bytes) {
+        file_.reset();
+        return fail(make_error(Code::GgufLimit,
+                               "'" + path_ + "': the metadata selected for JavaScript needs about " + std::to_string(total) +
+                                   " bytes by key '" + k + "', over the limit of " +
+                                   std::to_string(opts_.limits.max_metadata_bytes) +
+                                   " bytes (readGguf maxMetadataBytes). Select fewer keys (keyPrefix), summarise "
+                                   "arrays (maxArrayLength), or raise the limit if you trust the file."));
+      }
+    }
   }
   void OnOK() override {
-    Napi::Env env = Env();
-    auto r = Napi::Object::New(env);
-    r.Set("version", file_->version());
-    r.Set("alignment", Napi::Number::New(env, (double)file_->alignment()));
-    r.Set("dataOffset", Napi::Number::New(env, (double)file_->data_offset()));
-    r.Set("fileSize", Napi::Number::New(env, (double)file_->file_size()));
-    auto md = Napi::Object::New(env);
-    for (auto& [k, v] : file_->metadata()) md.Set(k, value_to_js(env, v, max_array_));
-    r.Set("metadata", md);
-    auto ts = Napi::Array::New(env, file_->tensors().size());
-    uint32_t i = 0;
-    for (auto& t : file_->tensors()) {
-      auto o = Napi::Object::New(env);
-      o.Set("name", t.name);
-      auto shape = Napi::Array::New(env, t.n_dims);
-      for (uint32_t d = 0; d < t.n_dims; ++d) shape.Set(d, Napi::Number::New(env, (double)t.ne[d]));
-      o.Set("shape", shape);
-      o.Set("type", type_traits(t.type).name);
-      o.Set("offset", Napi::Number::New(env, (double)t.offset));
-      o.Set("nbytes", Napi::Number::New(env, (double)t.nbytes));
-      ts.Set(i++, o);
-    }
-    r.Set("tensors", ts);
+    settle(Code::GgufLimit, "'" + path_ + "'", [&] {
+      Napi::Env env = Env();
+      auto r = Napi::Object::New(env);
+      r.Set("version", file_->version());
+      r.Set("alignment", Napi::Number::New(env, (double)file_->alignment()));
+      r.Set("dataOffset", Napi::Number::New(env, (double)file_->data_offset()));
+      r.Set("fileSize", Napi::Number::New(env, (double)file_->file_size()));
+      auto md = Napi::Object::New(env);
+      for (auto& [k, v] : file_->metadata()) {
+        if (!wanted(k, opts_.prefixes)) continue;
+        try {
+          md.Set(k, value_to_js(env, v, opts_.max_array));
+        } catch (const Napi::Error& e) {
+          throw std::runtime_error("metadata '" + k + "' (" + gguf_type_name(v.type) +
+                                   (v.type == GgufType::STRING ? ", " + std::to_string(v.s.size()) + " bytes" : std::string()) +
+                                   ") cannot be made into a JavaScript value (" + e.Message() +
+                                   "; V8 strings hold at most 2^29-24 characters). Lower maxStringBytes or skip the key with keyPrefix.");
+        }
+      }
+      r.Set("metadata", md);
+      auto ts = Napi::Array::New(env, file_->tensors().size());
+      uint32_t i = 0;
+      for (auto& t : file_->tensors()) {
+        auto o = Napi::Object::New(env);
+        o.Set("name", t.name);
+        auto shape = Napi::Array::New(env, t.n_dims);
+        for (uint32_t d = 0; d < t.n_dims; ++d) shape.Set(d, Napi::Number::New(env, (double)t.ne[d]));
+        o.Set("shape", shape);
+        o.Set("type", type_traits(t.type).name);
+        o.Set("offset", Napi::Number::New(env, (double)t.offset));
+        o.Set("nbytes", Napi::Number::New(env, (double)t.nbytes));
+        ts.Set(i++, o);
+      }
+      r.Set("tensors", ts);
+      file_.reset();
+      deferred_.Resolve(r);
+    });
     file_.reset();
-    deferred_.Resolve(r);
   }
   void reject(Napi::Value err) override { deferred_.Reject(err); }
 
  private:
   Napi::Promise::Deferred deferred_;
   std::string path_;
-  uint64_t max_array_;
+  ReadOptions opts_;
   std::unique_ptr<GgufFile> file_;
 };
 
+// A positive integer option (or the default when absent); throws ERR_INVALID_ARGUMENT otherwise.
+uint64_t limit_opt(Napi::Env env, Napi::Object o, const char* name, uint64_t def) {
+  Napi::Value v = o.Get(name);
+  if (v.IsUndefined()) return def;
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= 1) || d != std::floor(d) || d > 9007199254740991.0)
+    throw make_js_error(env, Code::InvalidArgument, std::string("Expected a positive integer for ") + name);
+  return (uint64_t)d;
+}
+
+// readGguf(path, maxArrayLength?, {keyPrefixes?, maxStringBytes?, maxMetadataBytes?}?)
 Napi::Value ReadGguf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString())
     throw make_js_error(env, Code::InvalidArgument, "readGguf expects a file path string");
-  uint64_t max_array = std::numeric_limits<uint64_t>::max();
-  if (info.Length() > 1 && info[1].IsNumber()) max_array = (uint64_t)info[1].As<Napi::Number>().Int64Value();
-  auto* w = new ReadGgufWorker(env, info[0].As<Napi::String>(), max_array);
+  std::string path = path_arg(env, info[0], "the GGUF path");
+  ReadOptions o;
+  if (info.Length() > 1 && info[1].IsNumber()) {
+    double d = info[1].As<Napi::Number>().DoubleValue();
+    o.max_array = d >= 1.8e19 ? std::numeric_limits<uint64_t>::max() : d <= 0 ? 0 : (uint64_t)d;
+  }
+  if (info.Length() > 2 && info[2].IsObject()) {
+    Napi::Object opts = info[2].As<Napi::Object>();
+    Napi::Value p = opts.Get("keyPrefixes");
+    if (p.IsArray()) {
+      Napi::Array a = p.As<Napi::Array>();
+      for (uint32_t k = 0; k < a.Length(); ++k) {
+        Napi::Value e = a.Get(k);
+        if (!e.IsString()) throw make_js_error(env, Code::InvalidArgument, "Expected strings in keyPrefixes");
+        o.prefixes.push_back(e.As<Napi::String>().Utf8Value());
+      }
+    }
+    o.limits.max_string_bytes = limit_opt(env, opts, "maxStringBytes", o.limits.max_string_bytes);
+    o.limits.max_metadata_bytes = limit_opt(env, opts, "maxMetadataBytes", o.limits.max_metadata_bytes);
+  }
+  auto* w = new ReadGgufWorker(env, std::move(path), std::move(o));
   auto p = w->promise();
   w->Queue();
   return p;
 }
 
+Napi::Value ErrorCodes(const Napi::CallbackInfo& info) { return error_codes_to_js(info.Env()); }
+
 }  // namespace
 
 void init_gguf(Napi::Env env, Napi::Object exports) {
   exports.Set("readGguf", Napi::Function::New(env, ReadGguf, "readGguf"));
+  exports.Set("errorCodes", Napi::Function::New(env, ErrorCodes, "errorCodes"));
 }
 
 }  // namespace llmserve::napi

@@ -285,12 +285,16 @@ class LoadWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double>> {
     else engine_ = std::shared_ptr<Engine>(std::move(e));
   }
   void OnProgress(const double* data, size_t n) override {
-    if (!progress_.IsEmpty() && n > 0) progress_.Call({Napi::Number::New(Env(), data[n - 1])});
+    if (n > 0) call_progress(progress_, data[n - 1]);  // a throw rejects the load (OnOK)
   }
   void OnOK() override {
-    Napi::Object obj = ModelWrap::ctor->New({});
-    ModelWrap::Unwrap(obj)->adopt(std::move(engine_));
-    deferred_.Resolve(obj);
+    if (rejected_by_callback()) { engine_.reset(); return; }
+    settle(Code::Internal, "'" + path_ + "'", [&] {
+      Napi::Object obj = ModelWrap::ctor->New({});
+      ModelWrap::Unwrap(obj)->adopt(std::move(engine_));
+      deferred_.Resolve(obj);
+    });
+    engine_.reset();  // not adopted (the wrapper could not be made): the engine stops here
   }
   void reject(Napi::Value err) override { deferred_.Reject(err); }
 
@@ -325,7 +329,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   opts.static_batching = o.Get("staticBatching").ToBoolean();
   opts.repack = o.Get("repack").IsBoolean() ? o.Get("repack").As<Napi::Boolean>().Value() : true;
   Napi::Function progress = info.Length() > 2 && info[2].IsFunction() ? info[2].As<Napi::Function>() : Napi::Function();
-  auto* w = new LoadWorker(env, info[0].As<Napi::String>(), opts, progress);
+  auto* w = new LoadWorker(env, path_arg(env, info[0], "the model path"), opts, progress);
   auto p = w->promise();
   w->Queue();
   return p;

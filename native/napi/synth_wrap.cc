@@ -32,15 +32,18 @@ class SynthWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double>> 
     if (!s) fail(s);
   }
   void OnProgress(const double* data, size_t n) override {
-    if (!progress_.IsEmpty() && n > 0) progress_.Call({Napi::Number::New(Env(), data[n - 1])});
+    if (n > 0) call_progress(progress_, data[n - 1]);  // a throw rejects the promise (OnOK)
   }
   void OnOK() override {
-    Napi::Env env = Env();
-    auto r = Napi::Object::New(env);
-    auto a = Napi::Array::New(env, notes_.size());
-    for (uint32_t k = 0; k < notes_.size(); ++k) a.Set(k, notes_[k]);
-    r.Set("notes", a);
-    deferred_.Resolve(r);
+    if (rejected_by_callback()) return;
+    settle(Code::Internal, "synth '" + out_ + "'", [&] {
+      Napi::Env env = Env();
+      auto r = Napi::Object::New(env);
+      auto a = Napi::Array::New(env, notes_.size());
+      for (uint32_t k = 0; k < notes_.size(); ++k) a.Set(k, notes_[k]);
+      r.Set("notes", a);
+      deferred_.Resolve(r);
+    });
   }
   void reject(Napi::Value err) override { deferred_.Reject(err); }
 
@@ -76,7 +79,7 @@ Napi::Value Synth(const Napi::CallbackInfo& info) {
   s.type = parse_type(type, &ok);
   if (!ok) throw make_js_error(env, Code::InvalidArgument, "type must be one of f32, f16, bf16, q8_0, q4_0, q4_k, q6_k but received '" + type + "'");
   Napi::Function progress = info.Length() > 2 && info[2].IsFunction() ? info[2].As<Napi::Function>() : Napi::Function();
-  auto* w = new SynthWorker(env, std::move(s), info[1].As<Napi::String>(), progress);
+  auto* w = new SynthWorker(env, std::move(s), path_arg(env, info[1], "the synth output path"), progress);
   auto p = w->promise();
   w->Queue();
   return p;

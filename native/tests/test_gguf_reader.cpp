@@ -1,4 +1,6 @@
 // GGUF reader: every value type, arrays, alignment, and robustness against truncated/corrupt bytes.
+#include <sys/mman.h>
+
 #include <cstring>
 #include <random>
 #include <string>
@@ -183,4 +185,159 @@ TEST(gguf_reader_open_errors) {
   std::unique_ptr<GgufFile> f;
   CHECK(GgufFile::open("/nonexistent/x.gguf", &f).code == Code::FileNotFound);
   CHECK(GgufFile::open("/tmp", &f).code == Code::Io);
+}
+
+// ---------- hostile files (issue 9): counts, lengths and nesting are checked before allocating ----------
+
+namespace {
+
+Enc header(uint64_t n_tensors, uint64_t n_kv) {
+  Enc e;
+  e.put<uint32_t>(0x46554747); e.put<uint32_t>(3);
+  e.put<uint64_t>(n_tensors); e.put<uint64_t>(n_kv);
+  return e;
+}
+
+bool mentions(const Status& s, const std::string& what) {
+  if (s.message.find(what) != std::string::npos) return true;
+  std::fprintf(stderr, "  message lacks '%s': %s '%s'\n", what.c_str(), code_name(s.code), s.message.c_str());
+  return false;
+}
+
+}  // namespace
+
+TEST(gguf_reader_string_length_beyond_file_is_truncated) {
+  Enc e = header(0, 1);
+  e.key("general.name", GgufType::STRING); e.put<uint64_t>(1ULL << 40); e.put<uint64_t>(0);
+  std::unique_ptr<GgufFile> f;
+  Status s = GgufFile::parse(e.b.data(), e.b.size(), &f);
+  CHECK(s.code == Code::GgufTruncated);
+  CHECK(mentions(s, "'general.name'"));
+  Enc k = header(0, 1);
+  k.put<uint64_t>(~0ULL); k.put<uint64_t>(0);  // the key's own length, then a few bytes
+  s = GgufFile::parse(k.b.data(), k.b.size(), &f);
+  CHECK(s.code == Code::GgufTruncated);
+  CHECK(mentions(s, "metadata key #0"));
+}
+
+TEST(gguf_reader_giant_string_hits_the_default_cap_without_being_read) {
+  // A string of 2^29 bytes (over V8's maximum string length) in a file that really is that long:
+  // an untouched anonymous mapping stands in for the sparse file, so nothing is allocated or read.
+  const size_t len = size_t(1) << 29;
+  Enc e = header(0, 1);
+  e.key("tokenizer.chat_template", GgufType::STRING); e.put<uint64_t>(len);
+  const size_t size = e.b.size() + len;
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  CHECK(p != MAP_FAILED);
+  if (p == MAP_FAILED) return;
+  std::memcpy(p, e.b.data(), e.b.size());
+  std::unique_ptr<GgufFile> f;
+  Status s = GgufFile::parse(static_cast<const uint8_t*>(p), size, &f);
+  CHECK(s.code == Code::GgufLimit);
+  CHECK(mentions(s, "'tokenizer.chat_template'"));
+  CHECK(mentions(s, std::to_string(GgufLimits().max_string_bytes)));
+  // Raising the cap lets the same file parse (the cap, not the file, was the reason).
+  GgufLimits big;
+  big.max_string_bytes = len;
+  CHECK(GgufFile::parse(static_cast<const uint8_t*>(p), size, &f, big).is_ok());
+  munmap(p, size);
+}
+
+TEST(gguf_reader_counts_over_caps_are_limits) {
+  std::unique_ptr<GgufFile> f;
+  // 5 kvs of 13+ bytes each fit the file, but the cap is 4.
+  Enc e = header(0, 5);
+  for (int k = 0; k < 5; ++k) { e.key("k" + std::to_string(k), GgufType::UINT8); e.put<uint8_t>(1); }
+  GgufLimits lim;
+  lim.max_kv = 4;
+  Status s = GgufFile::parse(e.b.data(), e.b.size(), &f, lim);
+  CHECK(s.code == Code::GgufLimit);
+  CHECK(mentions(s, "metadata entries") && mentions(s, "max_kv"));
+  CHECK(GgufFile::parse(e.b.data(), e.b.size(), &f).is_ok());
+  // A tensor count the file could hold, over the cap.
+  Enc t = header(3, 0);
+  for (int k = 0; k < 3; ++k) { t.str("t" + std::to_string(k)); t.put<uint32_t>(1); t.put<int64_t>(8); t.put<uint32_t>(0); t.put<uint64_t>(0); }
+  lim = GgufLimits();
+  lim.max_tensors = 2;
+  s = GgufFile::parse(t.b.data(), t.b.size(), &f, lim);
+  CHECK(s.code == Code::GgufLimit);
+  CHECK(mentions(s, "tensor infos"));
+  // Counts the file cannot hold: truncated, with a message, never an allocation.
+  Enc h = header(1ULL << 40, 1ULL << 40);
+  s = GgufFile::parse(h.b.data(), h.b.size(), &f);
+  CHECK(s.code == Code::GgufTruncated);
+  CHECK(mentions(s, "metadata entries"));
+}
+
+TEST(gguf_reader_array_lengths_checked) {
+  std::unique_ptr<GgufFile> f;
+  // Longer than the file: truncated, naming the key.
+  Enc e = header(0, 1);
+  e.key("tokenizer.ggml.scores", GgufType::ARRAY); e.put<uint32_t>((uint32_t)GgufType::FLOAT32); e.put<uint64_t>(1ULL << 62);
+  Status s = GgufFile::parse(e.b.data(), e.b.size(), &f);
+  CHECK(s.code == Code::GgufTruncated);
+  CHECK(mentions(s, "'tokenizer.ggml.scores'"));
+  // Present in the file but over the length cap: limit, naming the key and the limit.
+  Enc g = header(0, 1);
+  g.key("tokenizer.ggml.tokens", GgufType::ARRAY); g.put<uint32_t>((uint32_t)GgufType::STRING); g.put<uint64_t>(10);
+  for (int k = 0; k < 10; ++k) g.str("t");
+  GgufLimits lim;
+  lim.max_array_length = 9;
+  s = GgufFile::parse(g.b.data(), g.b.size(), &f, lim);
+  CHECK(s.code == Code::GgufLimit);
+  CHECK(mentions(s, "'tokenizer.ggml.tokens'") && mentions(s, "9"));
+  // A string element over the string cap.
+  lim = GgufLimits();
+  lim.max_string_bytes = 0;
+  s = GgufFile::parse(g.b.data(), g.b.size(), &f, lim);
+  CHECK(s.code == Code::GgufLimit);
+  CHECK(mentions(s, "string array 'tokenizer.ggml.tokens'"));
+  // The metadata memory budget: one byte short of what the file needs fails at the string array.
+  CHECK(GgufFile::parse(g.b.data(), g.b.size(), &f).is_ok());
+  if (!f) return;
+  lim = GgufLimits();
+  lim.max_metadata_bytes = f->metadata_bytes() - 1;
+  s = GgufFile::parse(g.b.data(), g.b.size(), &f, lim);
+  CHECK(s.code == Code::GgufLimit);
+  CHECK(mentions(s, "max_metadata_bytes") && mentions(s, "'tokenizer.ggml.tokens'"));
+  // An over-long key.
+  Enc k = header(0, 1);
+  k.key(std::string(70000, 'k'), GgufType::UINT8); k.put<uint8_t>(0);
+  s = GgufFile::parse(k.b.data(), k.b.size(), &f);
+  CHECK(s.code == Code::GgufLimit);
+  CHECK(mentions(s, "max_name_bytes"));
+}
+
+TEST(gguf_reader_millions_of_nested_arrays_fail_fast) {
+  // One key holding 2M empty nested arrays (24 MB): the nested-element cap stops the reader long
+  // before it has built 2M values (which took gigabytes through JS).
+  const uint64_t n = 2000000;
+  Enc e = header(0, 1);
+  e.key("x.nested", GgufType::ARRAY); e.put<uint32_t>((uint32_t)GgufType::ARRAY); e.put<uint64_t>(n);
+  e.b.reserve(e.b.size() + n * 12);
+  for (uint64_t k = 0; k < n; ++k) { e.put<uint32_t>((uint32_t)GgufType::INT32); e.put<uint64_t>(0); }
+  std::unique_ptr<GgufFile> f;
+  Status s = GgufFile::parse(e.b.data(), e.b.size(), &f);
+  CHECK(s.code == Code::GgufLimit);
+  CHECK(mentions(s, "'x.nested'") && mentions(s, std::to_string(GgufLimits().max_nested_elements)));
+  // Nesting depth is bounded as well (9 levels; the cap is 8).
+  Enc d = header(0, 1);
+  d.key("x.deep", GgufType::ARRAY);
+  for (int k = 0; k < 9; ++k) { d.put<uint32_t>((uint32_t)GgufType::ARRAY); d.put<uint64_t>(1); }
+  d.put<uint32_t>((uint32_t)GgufType::INT32); d.put<uint64_t>(0);
+  s = GgufFile::parse(d.b.data(), d.b.size(), &f);
+  CHECK(s.code == Code::GgufLimit);
+  CHECK(mentions(s, "'x.deep'") && mentions(s, "nesting depth"));
+  // Within the caps, nested arrays still parse.
+  Enc ok = header(0, 1);
+  ok.key("x.small", GgufType::ARRAY); ok.put<uint32_t>((uint32_t)GgufType::ARRAY); ok.put<uint64_t>(1000);
+  for (int k = 0; k < 1000; ++k) { ok.put<uint32_t>((uint32_t)GgufType::INT32); ok.put<uint64_t>(1); ok.put<int32_t>(k); }
+  CHECK(GgufFile::parse(ok.b.data(), ok.b.size(), &f).is_ok());
+  if (f) CHECK_EQ(f->find("x.small")->arr_nested[999].arr_int(0), int64_t(999));
+}
+
+TEST(gguf_reader_nul_in_path_rejected) {
+  std::unique_ptr<GgufFile> f;
+  Status s = GgufFile::open(std::string("/tmp/a.gguf\0/etc/passwd", 23), &f);
+  CHECK(s.code == Code::InvalidArgument);
 }

@@ -627,6 +627,33 @@ TEST(model_load_errors) {
        Code::BadShape, "head_count_kv"},
       {"embd", edit([](Edit& e) { e.int_key = "llama.embedding_length"; e.int_value = 65; }),
        Code::BadShape, "embedding_length"},
+      // Files that used to load and then generate garbage (issue 9): each fails at load naming the key.
+      {"block_count_small", edit([](Edit& e) { e.int_key = "llama.block_count"; e.int_value = 1; }),
+       Code::BadShape, "'llama.block_count' = 1 but the file has tensors of block 1"},
+      {"yarn_nan_factor", edit([](Edit& e) {
+         e.add_str = {{"llama.rope.scaling.type", "yarn"}};
+         e.add_f32 = {{"llama.rope.scaling.factor", std::nanf("")}};
+       }), Code::BadShape, "llama.rope.scaling.factor"},
+      {"yarn_inf_beta", edit([](Edit& e) {
+         e.add_str = {{"llama.rope.scaling.type", "yarn"}};
+         e.add_f32 = {{"llama.rope.scaling.factor", 4.0f}, {"llama.rope.scaling.yarn_beta_fast", INFINITY}};
+       }), Code::BadShape, "llama.rope.scaling.yarn_beta_fast"},
+      {"yarn_nan_log_mul", edit([](Edit& e) {
+         e.add_str = {{"llama.rope.scaling.type", "yarn"}};
+         e.add_f32 = {{"llama.rope.scaling.factor", 4.0f}, {"llama.rope.scaling.yarn_log_multiplier", std::nanf("")}};
+       }), Code::BadShape, "llama.rope.scaling.yarn_log_multiplier"},
+      {"rope_scale_absurd", edit([](Edit& e) { e.add_f32 = {{"llama.rope.scaling.factor", 1e5f}}; }),
+       Code::BadShape, "llama.rope.scaling.factor"},
+      {"rope_scale_linear_absurd", edit([](Edit& e) { e.add_f32 = {{"llama.rope.scale_linear", 1e-6f}}; }),
+       Code::BadShape, "llama.rope.scale_linear"},
+      {"eos_float", edit([](Edit& e) { e.add_f32 = {{"tokenizer.ggml.eos_token_id", 2.0f}}; }),
+       Code::GgufCorrupt, "tokenizer.ggml.eos_token_id"},
+      {"eos_out_of_vocab", edit([](Edit& e) { e.int_key = "tokenizer.ggml.eos_token_id"; e.int_value = 320; }),
+       Code::BadShape, "'tokenizer.ggml.eos_token_id' = 320 is outside the vocabulary [0, 320)"},
+      {"bos_string", edit([](Edit& e) { e.add_str = {{"tokenizer.ggml.bos_token_id", "1"}}; }),
+       Code::GgufCorrupt, "tokenizer.ggml.bos_token_id"},
+      {"gqa_group_too_large", edit([](Edit& e) { e.int_key = "llama.attention.head_count"; e.int_value = 256; }),
+       Code::BadShape, "128 query heads per KV head; at most 64"},
   };
   for (const Case& c : cases) {
     const std::string q = rewrite(p, c.edit, std::string("bad_") + c.name + ".gguf");

@@ -44,6 +44,24 @@ struct GgufValue {
   int64_t arr_int(uint64_t k) const;
 };
 
+// What a file may ask the reader to hold. Every count and length read from a file is checked against
+// the bytes that remain (ERR_GGUF_TRUNCATED) and against these caps (ERR_GGUF_LIMIT, naming the key
+// and the limit) before anything is sized from it. The defaults are far above any real model file
+// (largest real metadata strings: a few MiB of tokenizer JSON / chat template; arrays: ~256k tokens)
+// and far below what would exhaust memory or V8 (max string length ~2^29 characters).
+struct GgufLimits {
+  uint64_t max_string_bytes = uint64_t(64) << 20;    // one metadata string value
+  uint64_t max_name_bytes = uint64_t(64) << 10;      // a metadata key or tensor name
+  uint64_t max_array_length = uint64_t(1) << 24;     // elements of one metadata array
+  uint64_t max_kv = uint64_t(1) << 16;               // metadata entries
+  uint64_t max_tensors = uint64_t(1) << 20;          // tensor infos
+  uint64_t max_nested_elements = uint64_t(1) << 16;  // elements of arrays of arrays, whole file
+  int max_nesting = 8;                               // array-of-array depth
+  // Heap the parsed metadata may take (entries, string-array views, nested values): bounds the
+  // memory a small file can make the reader allocate.
+  uint64_t max_metadata_bytes = uint64_t(512) << 20;
+};
+
 struct GgufTensorInfo {
   std::string name;
   uint32_t n_dims = 0;
@@ -62,14 +80,18 @@ class GgufFile {
   GgufFile& operator=(const GgufFile&) = delete;
 
   // Maps and parses the file. Tensor data is not touched (pages load lazily).
-  static Status open(const std::string& path, std::unique_ptr<GgufFile>* out);
+  static Status open(const std::string& path, std::unique_ptr<GgufFile>* out,
+                     const GgufLimits& limits = GgufLimits());
   // Parses an in-memory image (tests); the buffer must outlive the GgufFile.
-  static Status parse(const uint8_t* data, size_t size, std::unique_ptr<GgufFile>* out);
+  static Status parse(const uint8_t* data, size_t size, std::unique_ptr<GgufFile>* out,
+                      const GgufLimits& limits = GgufLimits());
 
   uint32_t version() const { return version_; }
   uint64_t alignment() const { return alignment_; }
   uint64_t data_offset() const { return data_offset_; }
   size_t file_size() const { return size_; }
+  // Heap bytes the parsed metadata holds (what GgufLimits::max_metadata_bytes bounds).
+  uint64_t metadata_bytes() const { return metadata_bytes_; }
 
   const std::vector<std::pair<std::string, GgufValue>>& metadata() const { return kv_; }
   const GgufValue* find(const std::string& key) const;
@@ -87,7 +109,7 @@ class GgufFile {
 
  private:
   GgufFile() = default;
-  Status parse_all();
+  Status parse_all(const GgufLimits& limits);
 
   const uint8_t* base_ = nullptr;
   size_t size_ = 0;
@@ -95,6 +117,7 @@ class GgufFile {
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   uint64_t data_offset_ = 0;
+  uint64_t metadata_bytes_ = 0;
   std::vector<std::pair<std::string, GgufValue>> kv_;
   std::unordered_map<std::string, size_t> kv_index_;
   std::vector<GgufTensorInfo> tensors_;

@@ -17,7 +17,21 @@ namespace {
 
 constexpr uint32_t kMagic = 0x46554747;  // "GGUF" little-endian
 constexpr uint64_t kMaxDims = 4;
-constexpr int kMaxNesting = 8;
+
+Status corrupt(const std::string& msg) {
+  return make_error(Code::GgufCorrupt, "GGUF file is corrupt: " + msg +
+                                           ". Re-download or re-convert the model.");
+}
+
+// ERR_GGUF_LIMIT: names what, its size, the limit and the knob that raises it.
+Status limit(const std::string& what, uint64_t value, uint64_t max, const char* knob) {
+  return make_error(Code::GgufLimit,
+                    what + " is " + std::to_string(value) + ", over the limit of " + std::to_string(max) +
+                        " (" + knob + "). No real model file comes near it, so the file is corrupt or "
+                        "crafted; if you trust it, raise the limit (readGguf option or GgufLimits).");
+}
+
+std::string quoted(std::string_view k) { return "'" + std::string(k) + "'"; }
 
 class Cursor {
  public:
@@ -25,12 +39,12 @@ class Cursor {
   size_t pos() const { return pos_; }
   size_t remaining() const { return size_ - pos_; }
 
-  Status need(size_t n, const char* what) const {
+  Status need(uint64_t n, const std::string& what) const {
     if (n > remaining())
       return make_error(Code::GgufTruncated,
-                        std::string("GGUF file is truncated: needed ") + std::to_string(n) +
-                            " bytes for " + what + " at offset " + std::to_string(pos_) +
-                            " but only " + std::to_string(remaining()) +
+                        "GGUF file is truncated: needed " + std::to_string(n) + " bytes for " + what +
+                            " at offset " + std::to_string(pos_) + " but only " +
+                            std::to_string(remaining()) +
                             " remain. The download may be incomplete; fetch the file again.");
     return Status::ok();
   }
@@ -41,10 +55,15 @@ class Cursor {
     pos_ += sizeof(T);
     return Status::ok();
   }
-  Status read_string(std::string_view* out, const char* what) {
+  // A length-prefixed string: the length is checked against the bytes left (truncated), then
+  // against max_len (limit; `knob` names it) before the view is made.
+  Status read_string(std::string_view* out, const std::string& what, uint64_t max_len, const char* knob) {
     uint64_t len = 0;
-    LLMS_RETURN_IF_ERROR(read(&len, what));
+    LLMS_RETURN_IF_ERROR(need(sizeof(len), "the length of " + what));
+    std::memcpy(&len, base_ + pos_, sizeof(len));
+    pos_ += sizeof(len);
     LLMS_RETURN_IF_ERROR(need(len, what));
+    if (len > max_len) return limit("the length in bytes of " + what, len, max_len, knob);
     *out = std::string_view(reinterpret_cast<const char*>(base_ + pos_), len);
     pos_ += len;
     return Status::ok();
@@ -58,14 +77,21 @@ class Cursor {
   size_t pos_ = 0;
 };
 
-Status corrupt(const std::string& msg) {
-  return make_error(Code::GgufCorrupt, "GGUF file is corrupt: " + msg +
-                                           ". Re-download or re-convert the model.");
-}
+// Parse state shared by all values of one file: the caps and what has been spent against them.
+struct Budget {
+  const GgufLimits& lim;
+  uint64_t nested = 0;  // elements of arrays of arrays so far
+  uint64_t bytes = 0;   // heap the parsed metadata holds so far
+  Status spend(uint64_t n, const std::string& key) {
+    bytes += n;
+    if (bytes > lim.max_metadata_bytes)
+      return limit("the memory the metadata needs (reached at key " + quoted(key) + ")", bytes,
+                   lim.max_metadata_bytes, "max_metadata_bytes / readGguf maxMetadataBytes");
+    return Status::ok();
+  }
+};
 
-Status read_value(Cursor& c, GgufType type, GgufValue* v, int depth, const std::string& key);
-
-Status read_scalar(Cursor& c, GgufType type, GgufValue* v) {
+Status read_scalar(Cursor& c, GgufType type, GgufValue* v, const std::string& key, Budget& b) {
   v->type = type;
   switch (type) {
     case GgufType::UINT8: { uint8_t x; LLMS_RETURN_IF_ERROR(c.read(&x, "u8 value")); v->u = x; v->i = x; return Status::ok(); }
@@ -80,48 +106,67 @@ Status read_scalar(Cursor& c, GgufType type, GgufValue* v) {
     case GgufType::FLOAT64: { double x; LLMS_RETURN_IF_ERROR(c.read(&x, "f64 value")); v->f = x; return Status::ok(); }
     case GgufType::BOOL: {
       uint8_t x; LLMS_RETURN_IF_ERROR(c.read(&x, "bool value"));
-      if (x > 1) return corrupt("bool value " + std::to_string(x) + " is neither 0 nor 1");
+      if (x > 1) return corrupt("bool value " + std::to_string(x) + " of " + quoted(key) + " is neither 0 nor 1");
       v->u = x; v->i = x; return Status::ok();
     }
-    case GgufType::STRING: return c.read_string(&v->s, "string value");
-    default: return corrupt("unknown value type " + std::to_string((uint32_t)type));
+    case GgufType::STRING:
+      return c.read_string(&v->s, "the string value of metadata " + quoted(key), b.lim.max_string_bytes,
+                           "max_string_bytes / readGguf maxStringBytes");
+    default: return corrupt("unknown value type " + std::to_string((uint32_t)type) + " in " + quoted(key));
   }
 }
 
-Status read_value(Cursor& c, GgufType type, GgufValue* v, int depth, const std::string& key) {
-  if (type != GgufType::ARRAY) return read_scalar(c, type, v);
-  if (depth >= kMaxNesting) return corrupt("arrays nested too deeply in '" + key + "'");
+Status read_value(Cursor& c, GgufType type, GgufValue* v, int depth, const std::string& key, Budget& b) {
+  if (type != GgufType::ARRAY) return read_scalar(c, type, v, key, b);
+  if (depth >= b.lim.max_nesting)
+    return limit("the array nesting depth of metadata " + quoted(key), (uint64_t)depth + 1,
+                 (uint64_t)b.lim.max_nesting, "max_nesting");
   v->type = GgufType::ARRAY;
   uint32_t et = 0;
   LLMS_RETURN_IF_ERROR(c.read(&et, "array element type"));
-  if (et > (uint32_t)GgufType::FLOAT64) return corrupt("array '" + key + "' has unknown element type " + std::to_string(et));
+  if (et > (uint32_t)GgufType::FLOAT64) return corrupt("array " + quoted(key) + " has unknown element type " + std::to_string(et));
   v->arr_type = (GgufType)et;
   LLMS_RETURN_IF_ERROR(c.read(&v->arr_len, "array length"));
+  // Smallest encoding of one element: a scalar's size; a string's 8-byte length; a nested array's
+  // 4-byte type + 8-byte length. The count is compared against what remains (overflow-safe:
+  // count vs remaining / size, never count * size), then against the caps, before any allocation.
   size_t es = gguf_scalar_size(v->arr_type);
+  size_t min_elem = es > 0 ? es : v->arr_type == GgufType::STRING ? 8 : 12;
+  if (v->arr_len > c.remaining() / min_elem)
+    return make_error(Code::GgufTruncated,
+                      "GGUF file is truncated: array " + quoted(key) + " declares " + std::to_string(v->arr_len) +
+                          " elements (at least " + std::to_string(min_elem) + " bytes each) but only " +
+                          std::to_string(c.remaining()) + " bytes remain at offset " + std::to_string(c.pos()) +
+                          ". The download may be incomplete; fetch the file again.");
+  if (v->arr_len > b.lim.max_array_length)
+    return limit("the length of metadata array " + quoted(key), v->arr_len, b.lim.max_array_length,
+                 "max_array_length");
   if (es > 0) {
-    // Overflow-safe: compare the count against what remains, not count * size.
-    if (v->arr_len > c.remaining() / es) return c.need(c.remaining() + 1, ("array '" + key + "'").c_str());
     v->arr_data = c.here();
     c.skip(v->arr_len * es);
     if (v->arr_type == GgufType::BOOL)
       for (uint64_t k = 0; k < v->arr_len; ++k)
-        if (v->arr_data[k] > 1) return corrupt("bool array '" + key + "' holds a value other than 0/1");
+        if (v->arr_data[k] > 1) return corrupt("bool array " + quoted(key) + " holds a value other than 0/1");
     return Status::ok();
   }
-  // Each string needs at least 8 bytes (its length), each nested array at least 12.
-  size_t min_elem = v->arr_type == GgufType::STRING ? 8 : 12;
-  if (v->arr_len > c.remaining() / min_elem) return c.need(c.remaining() + 1, ("array '" + key + "'").c_str());
   if (v->arr_type == GgufType::STRING) {
+    LLMS_RETURN_IF_ERROR(b.spend(v->arr_len * sizeof(std::string_view), key));
     v->arr_str.reserve(v->arr_len);
+    const std::string what = "an element of string array " + quoted(key);
     for (uint64_t k = 0; k < v->arr_len; ++k) {
       std::string_view s;
-      LLMS_RETURN_IF_ERROR(c.read_string(&s, "string array element"));
+      LLMS_RETURN_IF_ERROR(c.read_string(&s, what, b.lim.max_string_bytes, "max_string_bytes / readGguf maxStringBytes"));
       v->arr_str.push_back(s);
     }
   } else {
+    b.nested += v->arr_len;
+    if (b.nested > b.lim.max_nested_elements)
+      return limit("the number of nested-array elements (reached in metadata " + quoted(key) + ")", b.nested,
+                   b.lim.max_nested_elements, "max_nested_elements");
+    LLMS_RETURN_IF_ERROR(b.spend(v->arr_len * sizeof(GgufValue), key));
     v->arr_nested.resize(v->arr_len);
     for (uint64_t k = 0; k < v->arr_len; ++k)
-      LLMS_RETURN_IF_ERROR(read_value(c, GgufType::ARRAY, &v->arr_nested[k], depth + 1, key));
+      LLMS_RETURN_IF_ERROR(read_value(c, GgufType::ARRAY, &v->arr_nested[k], depth + 1, key, b));
   }
   return Status::ok();
 }
@@ -201,7 +246,9 @@ GgufFile::~GgufFile() {
   if (mapped_ && base_) munmap(const_cast<uint8_t*>(base_), size_);
 }
 
-Status GgufFile::open(const std::string& path, std::unique_ptr<GgufFile>* out) {
+Status GgufFile::open(const std::string& path, std::unique_ptr<GgufFile>* out, const GgufLimits& limits) {
+  if (path.find('\0') != std::string::npos)
+    return make_error(Code::InvalidArgument, "the model path contains a NUL character; pass the file path exactly");
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     int e = errno;
@@ -226,7 +273,7 @@ Status GgufFile::open(const std::string& path, std::unique_ptr<GgufFile>* out) {
   f->base_ = static_cast<const uint8_t*>(p);
   f->size_ = size;
   f->mapped_ = true;
-  Status s = f->parse_all();
+  Status s = f->parse_all(limits);
   if (!s) {
     s.message = "'" + path + "': " + s.message;
     return s;
@@ -243,17 +290,18 @@ void GgufFile::release_pages(const uint8_t* p, size_t n) const {
   if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
 }
 
-Status GgufFile::parse(const uint8_t* data, size_t size, std::unique_ptr<GgufFile>* out) {
+Status GgufFile::parse(const uint8_t* data, size_t size, std::unique_ptr<GgufFile>* out, const GgufLimits& limits) {
   std::unique_ptr<GgufFile> f(new GgufFile());
   f->base_ = data;
   f->size_ = size;
-  LLMS_RETURN_IF_ERROR(f->parse_all());
+  LLMS_RETURN_IF_ERROR(f->parse_all(limits));
   *out = std::move(f);
   return Status::ok();
 }
 
-Status GgufFile::parse_all() {
+Status GgufFile::parse_all(const GgufLimits& lim) {
   Cursor c(base_, size_);
+  Budget budget{lim};
   uint32_t magic = 0;
   if (size_ < 4) return make_error(Code::NotGguf, "not a GGUF file (too small). llmserve loads llama.cpp GGUF models.");
   LLMS_RETURN_IF_ERROR(c.read(&magic, "magic"));
@@ -266,24 +314,43 @@ Status GgufFile::parse_all() {
   uint64_t n_tensors = 0, n_kv = 0;
   LLMS_RETURN_IF_ERROR(c.read(&n_tensors, "tensor count"));
   LLMS_RETURN_IF_ERROR(c.read(&n_kv, "metadata count"));
-  // A kv needs >= 8+4+1 bytes and a tensor info >= 8+4+4+8 bytes: reject counts the file cannot hold.
-  if (n_kv > c.remaining() / 13) return c.need(c.remaining() + 1, "metadata entries");
-  if (n_tensors > c.remaining() / 24) return c.need(c.remaining() + 1, "tensor infos");
+  // A kv needs >= 8+4+1 bytes and a tensor info >= 8+4+8+4+8 bytes: reject counts the file cannot
+  // hold (truncated), then counts over the caps (limit), before reserving anything.
+  auto count_check = [&](uint64_t n, uint64_t min_bytes, uint64_t max, const char* what, const char* knob) -> Status {
+    if (n > c.remaining() / min_bytes)
+      return make_error(Code::GgufTruncated,
+                        std::string("GGUF file is truncated or corrupt: the header declares ") + std::to_string(n) + " " +
+                            what + " (at least " + std::to_string(min_bytes) + " bytes each) but the file has only " +
+                            std::to_string(c.remaining()) + " bytes after the header. Fetch the file again.");
+    if (n > max) return limit(std::string("the number of ") + what + " in the header", n, max, knob);
+    return Status::ok();
+  };
+  LLMS_RETURN_IF_ERROR(count_check(n_kv, 13, lim.max_kv, "metadata entries", "max_kv"));
+  LLMS_RETURN_IF_ERROR(count_check(n_tensors, 32, lim.max_tensors, "tensor infos", "max_tensors"));
+  // Both lists must fit together too.
+  if (n_kv * 13 + n_tensors * 32 > c.remaining())
+    return c.need(n_kv * 13 + n_tensors * 32, std::to_string(n_kv) + " metadata entries and " +
+                                                  std::to_string(n_tensors) + " tensor infos");
 
+  constexpr uint64_t kEntryOverhead = sizeof(std::pair<std::string, GgufValue>) + 64;  // + index node
+  LLMS_RETURN_IF_ERROR(budget.spend(n_kv * kEntryOverhead, "(all)"));
   kv_.reserve(n_kv);
   for (uint64_t k = 0; k < n_kv; ++k) {
     std::string_view key;
-    LLMS_RETURN_IF_ERROR(c.read_string(&key, "metadata key"));
+    LLMS_RETURN_IF_ERROR(c.read_string(&key, "metadata key #" + std::to_string(k), lim.max_name_bytes, "max_name_bytes"));
+    LLMS_RETURN_IF_ERROR(budget.spend(key.size(), std::string(key)));
     uint32_t t = 0;
     LLMS_RETURN_IF_ERROR(c.read(&t, "metadata value type"));
     if (t > (uint32_t)GgufType::FLOAT64) return corrupt("metadata '" + std::string(key) + "' has unknown type " + std::to_string(t));
     GgufValue v;
-    LLMS_RETURN_IF_ERROR(read_value(c, (GgufType)t, &v, 0, std::string(key)));
+    LLMS_RETURN_IF_ERROR(read_value(c, (GgufType)t, &v, 0, std::string(key), budget));
     std::string ks(key);
     if (kv_index_.count(ks)) return corrupt("duplicate metadata key '" + ks + "'");
     kv_index_[ks] = kv_.size();
     kv_.emplace_back(std::move(ks), std::move(v));
   }
+
+  metadata_bytes_ = budget.bytes;
 
   if (const GgufValue* a = find("general.alignment")) {
     if (!a->is_int() || a->as_int() <= 0 || (a->as_int() & (a->as_int() - 1)) != 0 || a->as_int() > (1 << 20))
@@ -295,7 +362,7 @@ Status GgufFile::parse_all() {
   for (uint64_t k = 0; k < n_tensors; ++k) {
     GgufTensorInfo ti;
     std::string_view name;
-    LLMS_RETURN_IF_ERROR(c.read_string(&name, "tensor name"));
+    LLMS_RETURN_IF_ERROR(c.read_string(&name, "the name of tensor #" + std::to_string(k), lim.max_name_bytes, "max_name_bytes"));
     ti.name = std::string(name);
     LLMS_RETURN_IF_ERROR(c.read(&ti.n_dims, "tensor dimension count"));
     if (ti.n_dims == 0 || ti.n_dims > kMaxDims)

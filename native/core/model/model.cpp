@@ -154,6 +154,7 @@ Status Model::load(std::shared_ptr<GgufFile> file, std::unique_ptr<Model>* out) 
                                             std::to_string(c.n_vocab));
     }
   }
+  LLMS_RETURN_IF_ERROR(validate_token_ids(*file, c.n_vocab));
   LLMS_RETURN_IF_ERROR(b.matrix("token_embd.weight", c.n_embd, c.n_vocab, true, &w.tok_embd));
   LLMS_RETURN_IF_ERROR(b.vector("output_norm.weight", c.n_embd, true, &w.output_norm));
   LLMS_RETURN_IF_ERROR(b.matrix("output.weight", c.n_embd, c.n_vocab, false, &w.output));

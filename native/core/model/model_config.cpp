@@ -1,8 +1,10 @@
 #include "model_config.h"
 
 #include <cmath>
+#include <cstdlib>
 
 #include "../gguf/gguf.h"
+#include "ops.h"
 
 namespace llmserve {
 
@@ -60,7 +62,74 @@ Status check_float_range(const std::string& key, double v, double lo, double hi)
   return Status::ok();
 }
 
+Status check_float_closed(const std::string& key, double v, double lo, double hi) {
+  if (!std::isfinite(v) || v < lo || v > hi) {
+    return make_error(Code::BadShape, "hyperparameter '" + key + "' = " + std::to_string(v) +
+                                          " is out of range [" + std::to_string(lo) + ", " +
+                                          std::to_string(hi) + "]");
+  }
+  return Status::ok();
+}
+
+constexpr double kMinRopeFactor = 1.0 / 1024;
+constexpr double kMaxRopeFactor = 1024;
+
+// Every "blk.N." tensor must belong to a block below block_count: a smaller block_count would
+// silently drop layers (and generate garbage). Missing blocks are reported by the weight binding.
+Status check_block_count(const GgufFile& f, const std::string& key, int64_t n_layer) {
+  int64_t max_block = -1;
+  std::string example;
+  for (const auto& t : f.tensors()) {
+    if (t.name.compare(0, 4, "blk.") != 0) continue;
+    const char* p = t.name.c_str() + 4;
+    char* end = nullptr;
+    long long n = std::strtoll(p, &end, 10);
+    if (end == p || *end != '.' || n < 0) continue;
+    if (n > max_block) { max_block = n; example = t.name; }
+  }
+  if (max_block >= n_layer) {
+    return make_error(Code::BadShape, "hyperparameter '" + key + "' = " + std::to_string(n_layer) +
+                                          " but the file has tensors of block " + std::to_string(max_block) +
+                                          " (e.g. '" + example + "'); the block count and the tensors disagree");
+  }
+  return Status::ok();
+}
+
 }  // namespace
+
+Status validate_token_ids(const GgufFile& f, int64_t n_vocab) {
+  static const char* const kKeys[] = {
+      "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
+      "tokenizer.ggml.eom_token_id", "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id",
+      "tokenizer.ggml.separator_token_id", "tokenizer.ggml.mask_token_id",
+      "tokenizer.ggml.prefix_token_id", "tokenizer.ggml.suffix_token_id", "tokenizer.ggml.middle_token_id",
+      "tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.fim_suf_token_id", "tokenizer.ggml.fim_mid_token_id",
+      "tokenizer.ggml.fim_pad_token_id", "tokenizer.ggml.fim_rep_token_id", "tokenizer.ggml.fim_sep_token_id",
+  };
+  for (const char* key : kKeys) {
+    const GgufValue* v = f.find(key);
+    if (!v) continue;
+    if (!v->is_int() || v->type == GgufType::BOOL) {
+      return make_error(Code::GgufCorrupt, "metadata '" + std::string(key) + "' has type " +
+                                               gguf_type_name(v->type) +
+                                               ", expected an integer token id; the file is corrupt, re-convert the model");
+    }
+  }
+  // BOS and EOS drive every request: out of the vocabulary they are errors, not ignorable.
+  for (const char* key : {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"}) {
+    const GgufValue* v = f.find(key);
+    if (!v) continue;
+    const bool neg = v->type == GgufType::INT8 || v->type == GgufType::INT16 || v->type == GgufType::INT32 ||
+                     v->type == GgufType::INT64 ? v->i < 0 : false;
+    if (neg || v->u >= (uint64_t)n_vocab) {
+      return make_error(Code::BadShape, "metadata '" + std::string(key) + "' = " +
+                                            (neg ? std::to_string(v->i) : std::to_string(v->u)) +
+                                            " is outside the vocabulary [0, " + std::to_string(n_vocab) +
+                                            "); the file is corrupt, re-convert the model");
+    }
+  }
+  return Status::ok();
+}
 
 Status read_model_config(const GgufFile& f, ModelConfig* out) {
   ModelConfig c;
@@ -107,6 +176,16 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
                                           "attention.head_count_kv' = " +
                                           std::to_string(c.n_head_kv));
   }
+  // The attention kernels process one KV head's query heads together in fixed-size scratch.
+  if (c.n_head / c.n_head_kv > kMaxAttnGroup) {
+    return make_error(Code::BadShape, "hyperparameters '" + a + "attention.head_count' = " +
+                                          std::to_string(c.n_head) + " and '" + a +
+                                          "attention.head_count_kv' = " + std::to_string(c.n_head_kv) +
+                                          " give " + std::to_string(c.n_head / c.n_head_kv) +
+                                          " query heads per KV head; at most " +
+                                          std::to_string(kMaxAttnGroup) + " are supported");
+  }
+  LLMS_RETURN_IF_ERROR(check_block_count(f, a + "block_count", c.n_layer));
 
   // Head size: key_length/value_length when present, else n_embd / n_head.
   int64_t key_len = 0, value_len = 0;
@@ -172,10 +251,21 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
                           "rope.scaling.type') is not supported; supported: none, linear, yarn");
   }
   double factor = 0;
-  LLMS_RETURN_IF_ERROR(get_float_key(f, a + "rope.scaling.factor", false, &factor, &found));
-  if (!found) LLMS_RETURN_IF_ERROR(get_float_key(f, a + "rope.scale_linear", false, &factor, &found));
+  std::string factor_key = a + "rope.scaling.factor";
+  LLMS_RETURN_IF_ERROR(get_float_key(f, factor_key, false, &factor, &found));
+  if (!found) {
+    factor_key = a + "rope.scale_linear";
+    LLMS_RETURN_IF_ERROR(get_float_key(f, factor_key, false, &factor, &found));
+  }
+  // 0 means "not set" (llama.cpp); anything else must be a finite factor of sane size (real files:
+  // 1..64). NaN compares unequal to 0, so it is rejected here.
   if (found && factor != 0.0) {
-    LLMS_RETURN_IF_ERROR(check_float_range(a + "rope.scaling.factor", factor, 0.0, 1e6));
+    if (!std::isfinite(factor) || factor < kMinRopeFactor || factor > kMaxRopeFactor) {
+      return make_error(Code::BadShape, "hyperparameter '" + factor_key + "' = " + std::to_string(factor) +
+                                            " is not a finite RoPE scaling factor in [" +
+                                            std::to_string(kMinRopeFactor) + ", " +
+                                            std::to_string(kMaxRopeFactor) + "]");
+    }
   }
   const float ropescale = static_cast<float>(factor);
   c.rope_freq_scale = ropescale == 0.0f ? 1.0f : 1.0f / ropescale;
@@ -195,10 +285,22 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
     double log_mul = 0;
     LLMS_RETURN_IF_ERROR(
         get_float_key(f, a + "rope.scaling.yarn_log_multiplier", false, &log_mul, &found));
+    if (found) LLMS_RETURN_IF_ERROR(check_float_closed(a + "rope.scaling.yarn_log_multiplier", log_mul, 0.0, 100.0));
     LLMS_RETURN_IF_ERROR(get_float_key(f, a + "rope.scaling.yarn_beta_fast", false, &fv, &found));
-    if (found) c.yarn_beta_fast = static_cast<float>(fv);
+    if (found) {
+      LLMS_RETURN_IF_ERROR(check_float_range(a + "rope.scaling.yarn_beta_fast", fv, 0.0, 1e4));
+      c.yarn_beta_fast = static_cast<float>(fv);
+    }
     LLMS_RETURN_IF_ERROR(get_float_key(f, a + "rope.scaling.yarn_beta_slow", false, &fv, &found));
-    if (found) c.yarn_beta_slow = static_cast<float>(fv);
+    if (found) {
+      LLMS_RETURN_IF_ERROR(check_float_range(a + "rope.scaling.yarn_beta_slow", fv, 0.0, 1e4));
+      c.yarn_beta_slow = static_cast<float>(fv);
+    }
+    if (c.yarn_beta_fast < c.yarn_beta_slow) {
+      return make_error(Code::BadShape, "hyperparameter '" + a + "rope.scaling.yarn_beta_fast' = " +
+                                            std::to_string(c.yarn_beta_fast) + " is below '" + a +
+                                            "rope.scaling.yarn_beta_slow' = " + std::to_string(c.yarn_beta_slow));
+    }
     // llama.cpp (llama_context): attn_factor = mscale(factor) / mscale_all_dims(factor), then
     // divided by ggml's own YaRN magnitude correction (1 + 0.1 ln factor), which rope re-applies.
     const float fac = 1.0f / c.rope_freq_scale;
@@ -208,7 +310,14 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
     float attn = log_mul != 0.0 ? get_mscale(fac, 1.0f) / get_mscale(fac, (float)log_mul)
                                 : get_mscale(fac, 1.0f);
     attn *= 1.0f / (1.0f + 0.1f * logf(fac));
+    if (!std::isfinite(attn) || attn <= 0.0f) {
+      return make_error(Code::BadShape, "the YaRN parameters ('" + factor_key + "', '" + a +
+                                            "rope.scaling.yarn_log_multiplier') give a non-finite attention factor");
+    }
     c.yarn_attn_factor = attn;
+  }
+  if (!std::isfinite(c.rope_freq_scale) || c.rope_freq_scale <= 0.0f) {
+    return make_error(Code::BadShape, "hyperparameter '" + factor_key + "' gives an unusable RoPE frequency scale");
   }
 
   *out = std::move(c);

@@ -56,4 +56,8 @@ struct ModelConfig {
 // naming the key).
 Status read_model_config(const GgufFile& file, ModelConfig* out);
 
+// Special token ids (tokenizer.ggml.*_token_id) must be integers; BOS/EOS must lie in
+// [0, n_vocab). Errors name the key: GgufCorrupt (wrong type), BadShape (out of range).
+Status validate_token_ids(const GgufFile& file, int64_t n_vocab);
+
 }  // namespace llmserve

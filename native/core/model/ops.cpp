@@ -219,6 +219,10 @@ AttnGroupFn pick_attention_group() {
 
 void attention_group(const AttnGroup& a) {
   static const AttnGroupFn fn = pick_attention_group();
+  // The SIMD kernel keeps per-head state in kMaxAttnGroup-long stack arrays. Model configs are
+  // limited at load (read_model_config); any other caller with a larger group gets the reference
+  // kernel rather than a stack overflow.
+  if (a.n_q > kMaxAttnGroup) return attention_group_ref(a);
   fn(a);
 }
 
