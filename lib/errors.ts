@@ -22,6 +22,8 @@ export type ErrorCode =
   | "ERR_DISPOSED"
   | "ERR_NATIVE_LOAD"
   | "ERR_TOKENIZER"
+  | "ERR_TEMPLATE_TIMEOUT"
+  | "ERR_TEMPLATE_OUTPUT_TOO_LARGE"
   | "ERR_INTERNAL";
 
 /**
