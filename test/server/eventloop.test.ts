@@ -4,6 +4,7 @@
  * 20,000-message chat and an overlong prompt are refused quickly, and a long prompt is tokenized on
  * a worker thread; meanwhile GET /health keeps answering fast.
  */
+import { spawn } from "node:child_process";
 import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Model } from "../../lib/index.js";
@@ -34,31 +35,54 @@ function post(url: string, body: unknown): Promise<Response> {
   return fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: typeof body === "string" ? body : JSON.stringify(body) });
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Runs `attack` while GET /health is polled every 50 ms; returns its result, its duration and the largest /health latency. */
-async function underAttack<T>(base: string, attack: () => Promise<T>): Promise<{ value: T; ms: number; healthMs: number; probes: number }> {
-  await (await fetch(`${base}/health`)).text(); // warm connection
-  let stop = false;
-  const latencies: number[] = [];
-  const probe = (async () => {
-    while (!stop) {
-      const t = performance.now();
-      const r = await fetch(`${base}/health`);
-      expect(r.status).toBe(200);
+/**
+ * Polls GET /health every 50 ms from another process (an in-process client would stall with the
+ * server and miss the stall) until a line arrives on stdin; then prints the largest latency.
+ */
+const POLLER = `
+const base = process.argv[1];
+let stop = false;
+const lat = [];
+process.stdin.on("data", () => { stop = true; });
+(async () => {
+  while (!stop) {
+    const t = performance.now();
+    try {
+      const r = await fetch(base + "/health");
       await r.text();
-      latencies.push(performance.now() - t);
-      await sleep(50);
+      lat.push(r.status === 200 ? performance.now() - t : 1e9);
+    } catch {
+      lat.push(1e9);
     }
-  })();
-  const t0 = performance.now();
-  try {
-    const value = await attack();
-    return { value, ms: performance.now() - t0, healthMs: Math.max(0, ...latencies), probes: latencies.length };
-  } finally {
-    stop = true;
-    await probe;
+    if (lat.length === 1) process.stderr.write("ready\\n");
+    await new Promise((r) => setTimeout(r, 50));
   }
+  process.stdout.write(JSON.stringify({ max: Math.max(...lat), n: lat.length }));
+  process.exit(0);
+})();`;
+
+/** Runs `attack` while another process polls GET /health; returns its result, its duration and the largest /health latency. */
+async function underAttack<T>(base: string, attack: () => Promise<T>): Promise<{ value: T; ms: number; healthMs: number; probes: number }> {
+  const child = spawn(process.execPath, ["-e", POLLER, base], { stdio: ["pipe", "pipe", "pipe"] });
+  let out = "";
+  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    child.stderr.once("data", () => resolve());
+    child.once("exit", (code) => reject(new Error(`the /health poller exited with ${code}`)));
+  });
+  const t0 = performance.now();
+  let value: T;
+  let ms: number;
+  try {
+    value = await attack();
+    ms = performance.now() - t0;
+  } finally {
+    child.stdin.write("stop\n");
+    await exited;
+  }
+  const { max, n } = JSON.parse(out) as { max: number; n: number };
+  return { value, ms, healthMs: max, probes: n };
 }
 
 async function errorOf(r: Response): Promise<{ status: number; error: { message: string; type: string; code: string | null; param: string | null } }> {
