@@ -15,7 +15,7 @@ import {
 } from "./templates.js";
 
 export { BUILTIN_CHAT_TEMPLATES, BUILTIN_CHAT_TEMPLATE_NAMES, detectBuiltinTemplate, type BuiltinChatTemplate } from "./templates.js";
-export { RenderPool, sharedRenderPool, type RenderPoolOptions } from "./renderPool.js";
+export { RenderPool, sharedRenderPool, type RenderPoolOptions, type RenderJob } from "./renderPool.js";
 
 /** The limits a {@link ChatTemplate} renders under; every field has a default. */
 export interface ChatLimits {
