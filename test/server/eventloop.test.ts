@@ -164,7 +164,7 @@ describe("oversized requests are refused before rendering or tokenizing", () => 
 describe("long prompts are tokenized on a worker thread", () => {
   it("a prompt that passes the character bound but not the token count: /health stays fast while it is tokenized", async () => {
     // A large context (the KV stays small): 1 MB of text is admissible by characters and must be tokenized.
-    const big = await Model.load(path, { threads: 1, contextSize: 262144, kvCacheTokens: 1024 });
+    const big = await Model.load(path, { threads: 1, contextSize: 262144, kvCacheTokens: 16384 });
     try {
       const base = await serve(big, "chatml");
       const text = "The quick brown fox jumps over the lazy dog. ".repeat(22_000); // 990 KB
@@ -180,6 +180,15 @@ describe("long prompts are tokenized on a worker thread", () => {
       console.log(`990 KB chat tokenized: answered in ${chat.ms.toFixed(0)} ms; /health max ${chat.healthMs.toFixed(0)} ms over ${chat.probes} probes`);
       expect(chat.value.status).toBe(400);
       expect(chat.healthMs).toBeLessThan(Math.max(HEALTH_MS, chat.ms / 3));
+
+      // Model.generate: a 16 KiB+ string is tokenized on the worker (same tokens, same output);
+      // one over the character bound is refused at once.
+      const mid = "The quick brown fox jumps over the lazy dog. ".repeat(370); // 16.6 KB
+      const viaWorker = await big.complete(mid, { maxTokens: 4, temperature: 0 });
+      const inline = await big.complete({ tokens: big.tokenize(mid) }, { maxTokens: 4, temperature: 0 });
+      expect(viaWorker.tokens).toEqual(inline.tokens);
+      expect(viaWorker.tokens.length).toBeGreaterThan(0);
+      expect(() => model.generate("x".repeat(model.maxPromptChars + 1))).toThrow(expect.objectContaining({ code: "ERR_CONTEXT_OVERFLOW", message: expect.stringMatching(/characters, more than the context of 256 tokens/) }));
     } finally {
       await big.dispose();
     }
