@@ -260,6 +260,9 @@ interface ServeCliOpts {
   port: number;
   host: string;
   apiKey?: string;
+  metricsKey?: string;
+  maxConnections?: number;
+  streamWriteTimeout?: number;
   maxQueue: number;
   threads?: number;
   ctx: number;
@@ -291,7 +294,8 @@ async function runServe(o: ServeCliOpts): Promise<void> {
   try {
     const { serve } = await import("./server/index.js"); // loaded only for this command
     const { app, url } = await serve(model, {
-      port: o.port, host: o.host, apiKey: o.apiKey, modelName: o.modelName, chatTemplate, shutdownTimeoutMs: o.shutdownTimeout * 1000,
+      port: o.port, host: o.host, apiKey: o.apiKey, metricsKey: o.metricsKey, maxConnections: o.maxConnections,
+      streamWriteTimeoutMs: o.streamWriteTimeout === undefined ? undefined : Math.round(o.streamWriteTimeout * 1000), modelName: o.modelName, chatTemplate, shutdownTimeoutMs: o.shutdownTimeout * 1000,
       logger: { level: "warn" },
     });
     const t = await app.llmserve.chatTemplate().catch(() => undefined);
@@ -315,7 +319,10 @@ program
   .requiredOption("-m, --model <path>", "GGUF model file")
   .option("--port <n>", "TCP port (0 = any free port)", int("--port"), 8080)
   .option("--host <host>", "address to listen on", "127.0.0.1")
-  .addOption(new Option("--api-key <key>", "require Authorization: Bearer KEY on /v1/*").env("LLMSERVE_API_KEY"))
+  .addOption(new Option("--api-key <key>", "require Authorization: Bearer KEY on every route but /health").env("LLMSERVE_API_KEY"))
+  .addOption(new Option("--metrics-key <key>", "a scrape-only key accepted on /metrics (which otherwise needs --api-key)").env("LLMSERVE_METRICS_KEY"))
+  .option("--max-connections <n>", "most open connections; more are closed at once (default 1024)", int("--max-connections"))
+  .option("--stream-write-timeout <s>", "cancel a stream whose client has not read for this long (default 30)", float("--stream-write-timeout"))
   .option("--max-queue <n>", "most requests waiting in the engine before answering 429", int("--max-queue"), 256)
   .option("-t, --threads <n>", "compute threads (default: physical cores)", int("--threads"))
   .option("-c, --ctx <n>", "context size in tokens per sequence", int("--ctx"), 4096)

@@ -24,6 +24,8 @@ export const METRIC_NAMES = [
   "llmserve_prefix_cache_hit_rate",
   "llmserve_engine_preemptions",
   "llmserve_max_batch_sequences_seen",
+  "llmserve_connections_dropped_total",
+  "llmserve_stream_write_timeouts_total",
 ] as const;
 
 /** Options of {@link ServerMetrics}. */
@@ -50,6 +52,10 @@ export class ServerMetrics {
   readonly timeToFirstToken: Histogram;
   /** llmserve_inter_token_latency_seconds */
   readonly interTokenLatency: Histogram;
+  /** llmserve_connections_dropped_total: connections refused over the server's maxConnections */
+  readonly droppedConnections: Counter;
+  /** llmserve_stream_write_timeouts_total: streams cut off because the client stopped reading */
+  readonly streamWriteTimeouts: Counter;
 
   /**
    * @param stats reads the engine state at scrape time (`() => model.stats()`)
@@ -74,6 +80,8 @@ export class ServerMetrics {
       name: "llmserve_inter_token_latency_seconds", help: "Time between consecutive generated tokens of a sequence", registers,
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
     });
+    this.droppedConnections = new Counter({ name: "llmserve_connections_dropped_total", help: "Connections closed at once because the server had maxConnections open", registers });
+    this.streamWriteTimeouts = new Counter({ name: "llmserve_stream_write_timeouts_total", help: "Streams cut off (request cancelled) because the client stopped reading", registers });
     const gauge = (name: string, help: string, read: (s: ModelStats) => number) =>
       new Gauge({
         name, help, registers,

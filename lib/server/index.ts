@@ -7,7 +7,6 @@
  * const app = createServer(model, { apiKey: "secret" });
  * await app.listen({ port: 8080, host: "127.0.0.1" });
  */
-import { createHash, timingSafeEqual } from "node:crypto";
 import type { Socket } from "node:net";
 import { basename } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -16,17 +15,37 @@ import { ChatTemplate } from "../chat/index.js";
 import { LlmserveError } from "../errors.js";
 import { ServerMetrics } from "../metrics.js";
 import type { Model } from "../model.js";
+import { Authorizer } from "./auth.js";
 import { ApiError, toApiError } from "./errors.js";
 import { handleGeneration, type EndpointContext } from "./openai.js";
 import { chatSchema, completionSchema } from "./schemas.js";
 
+export { Authorizer, type AuthKeys, type RouteAccess } from "./auth.js";
 export { ApiError, toApiError, type OpenAIErrorBody } from "./errors.js";
 export type { ChatBody, CompletionBody, SamplingBody } from "./schemas.js";
 
 /** Options of {@link createServer}. */
 export interface ServerOptions {
-  /** Require `Authorization: Bearer <apiKey>` on /v1/* (health and metrics stay open). */
+  /**
+   * Require `Authorization: Bearer <apiKey>` on every route but `/health` (checked on the route that
+   * matched, deny by default; `/metrics` too unless `metricsKey` is set).
+   */
   apiKey?: string;
+  /** A scrape-only key accepted on `/metrics` (the API key works there too). */
+  metricsKey?: string;
+  /** Time a client has to send a request's headers, from connecting (default 10 s; slowloris). */
+  headersTimeoutMs?: number;
+  /** Time a client has to send a whole request, headers and body (default 30 s). */
+  requestTimeoutMs?: number;
+  /** An idle keep-alive connection is closed after this long (default 10 s). */
+  keepAliveTimeoutMs?: number;
+  /** Most open connections; further ones are closed at once (default 1024). */
+  maxConnections?: number;
+  /**
+   * A streaming client that takes no data for this long (its socket buffer full) is cut off and its
+   * request cancelled, freeing its KV blocks (default 30 s).
+   */
+  streamWriteTimeoutMs?: number;
   /**
    * Most sequences waiting for a slot beyond those the engine runs at once (its maxSequences);
    * more are answered 429 at once. Unset: only the engine's own queue limit (ERR_QUEUE_FULL -> 429).
@@ -77,10 +96,6 @@ declare module "fastify" {
   }
 }
 
-function sha256(s: string): Buffer {
-  return createHash("sha256").update(s).digest();
-}
-
 /** The default model id: the file name without its .gguf extension. */
 export function defaultModelName(path: string): string {
   return basename(path).replace(/\.gguf$/i, "");
@@ -91,9 +106,22 @@ export function defaultModelName(path: string): string {
  * `app.llmserve.shutdown()` or `app.close()`.
  */
 export function createServer(model: Model, options: ServerOptions = {}): FastifyInstance {
-  if (options.apiKey !== undefined && (typeof options.apiKey !== "string" || options.apiKey.length === 0)) {
-    throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a non-empty string for apiKey");
+  const auth = new Authorizer({ apiKey: options.apiKey, metricsKey: options.metricsKey });
+  const ms = (name: keyof ServerOptions, def: number, min = 1) => {
+    const v = options[name] ?? def;
+    if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > 2 ** 31 - 1) {
+      throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected an integer in [${min}, 2147483647] for ${name} but received ${String(v)}`);
+    }
+    return v;
+  };
+  const headersTimeoutMs = ms("headersTimeoutMs", 10_000);
+  const requestTimeoutMs = ms("requestTimeoutMs", 30_000);
+  if (headersTimeoutMs > requestTimeoutMs) {
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", `headersTimeoutMs (${headersTimeoutMs}) must not exceed requestTimeoutMs (${requestTimeoutMs})`);
   }
+  const keepAliveTimeoutMs = ms("keepAliveTimeoutMs", 10_000);
+  const maxConnections = ms("maxConnections", 1024);
+  const streamWriteTimeoutMs = ms("streamWriteTimeoutMs", 30_000);
   if (options.maxQueue !== undefined && (!Number.isInteger(options.maxQueue) || options.maxQueue < 0)) {
     throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected a non-negative integer for maxQueue but received ${options.maxQueue}`);
   }
@@ -103,6 +131,11 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
     logger: options.logger ?? false,
     bodyLimit: options.bodyLimit ?? 8 * 1024 * 1024,
     forceCloseConnections: "idle",
+    requestTimeout: requestTimeoutMs,
+    keepAliveTimeout: keepAliveTimeoutMs,
+    // Node checks header/request deadlines on this interval (default 30 s): check often enough that
+    // a slow client is cut off close to its deadline.
+    http: { connectionsCheckingInterval: Math.min(1_000, headersTimeoutMs), headersTimeout: headersTimeoutMs },
     return503OnClosing: false, // requests on open connections while closing get OpenAI-style 503s from the routes
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
   });
@@ -131,6 +164,7 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
     model, modelName, metrics,
     chatTemplate: () => templatePromise,
     closing: () => closing,
+    streamWriteTimeoutMs,
     admit(sequences) {
       if (options.maxQueue !== undefined && active + sequences > maxSequences + options.maxQueue) {
         throw new ApiError(429, `The server is busy (${active} sequences running or queued, at most ${maxSequences + options.maxQueue}); retry later.`, { code: "queue_full" });
@@ -178,6 +212,8 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
     },
   };
   app.decorate("llmserve", state);
+  app.server.maxConnections = maxConnections;
+  app.server.on("drop", () => metrics.droppedConnections.inc());
 
   // Connections and their requests in flight, so that closing does not wait on idle keep-alive
   // sockets (including ones a client opened without sending a request yet).
@@ -194,7 +230,6 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
   });
 
   // Request accounting (also for hijacked streaming replies) and auth.
-  const expectedKey = options.apiKey !== undefined ? sha256(options.apiKey) : undefined;
   app.addHook("onRequest", async (request, reply) => {
     const start = performance.now();
     const res = reply.raw;
@@ -209,16 +244,7 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
       metrics.requests.inc({ route, method: request.method, status: String(res.statusCode) });
       metrics.requestDuration.observe({ route }, (performance.now() - start) / 1000);
     });
-    if (expectedKey && request.url.startsWith("/v1/")) {
-      const header = request.headers.authorization;
-      const m = typeof header === "string" ? /^Bearer\s+(.+)$/i.exec(header.trim()) : null;
-      if (!m) {
-        throw new ApiError(401, "You didn't provide an API key. Pass it in the Authorization header as 'Bearer YOUR_KEY'.", { type: "invalid_request_error", code: "invalid_api_key" });
-      }
-      if (!timingSafeEqual(sha256(m[1]), expectedKey)) {
-        throw new ApiError(401, "Incorrect API key provided.", { type: "invalid_request_error", code: "invalid_api_key" });
-      }
-    }
+    auth.authorize(request); // on the matched route: see auth.ts
   });
 
   app.setErrorHandler((err, request, reply) => {
@@ -244,6 +270,7 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
   app.post("/v1/chat/completions", { schema: { body: chatSchema } }, generation("chat"));
 
   const modelObject = () => ({ id: modelName, object: "model", created: Math.floor(Date.now() / 1000), owned_by: "llmserve" });
+  // Every route below is "api" (key required) unless its config says otherwise.
   app.get("/v1/models", async () => ({ object: "list", data: [modelObject()] }));
   app.get<{ Params: { id: string } }>("/v1/models/:id", async (request) => {
     if (request.params.id !== modelName) {
@@ -252,8 +279,9 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
     return modelObject();
   });
 
-  app.get("/health", async (_request, reply) => {
+  app.get("/health", { config: { access: "public" } }, async (request, reply) => {
     if (closing) return reply.status(503).send({ status: "shutting_down" });
+    if (!auth.hasApiKey(request)) return { status: "ok" }; // the details are for key holders
     let s;
     try {
       s = model.stats();
@@ -263,7 +291,7 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
     return { status: "ok", model: modelName, running: s.running, waiting: s.waiting, inFlight };
   });
 
-  app.get("/metrics", async (_request, reply) => {
+  app.get("/metrics", { config: { access: "metrics" } }, async (_request, reply) => {
     const { contentType, body } = await metrics.scrape();
     return reply.type(contentType).send(body);
   });

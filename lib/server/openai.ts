@@ -31,6 +31,8 @@ export interface EndpointContext {
   track: (ac: AbortController) => () => void;
   /** True once shutdown has begun. */
   closing: () => boolean;
+  /** See ServerOptions.streamWriteTimeoutMs. */
+  streamWriteTimeoutMs: number;
 }
 
 type Kind = "chat" | "completion";
@@ -39,12 +41,19 @@ interface ChoiceResult {
   index: number;
   text: string;
   completionTokens: number;
-  finishReason: "stop" | "length";
+  finishReason: ApiFinishReason;
   logprobs: TokenLogprob[];
 }
 
-/** eos and stop strings -> "stop"; length (and a cancelled request) -> "length". */
-export function finishReasonOf(r: FinishReason | undefined): "stop" | "length" {
+/**
+ * OpenAI's finish reasons, plus "cancelled": the server cancelled the request (shutdown timeout)
+ * while the client was still waiting, so the text is cut short for a reason other than max_tokens.
+ */
+export type ApiFinishReason = "stop" | "length" | "cancelled";
+
+/** eos and stop strings -> "stop"; length -> "length"; a request the server cancelled -> "cancelled". */
+export function finishReasonOf(r: FinishReason | undefined): ApiFinishReason {
+  if (r === "abort") return "cancelled";
   return r === "eos" || r === "stop" ? "stop" : "length";
 }
 
@@ -287,7 +296,7 @@ export async function handleGeneration(ctx: EndpointContext, kind: Kind, request
 
   // Streaming: from here on the response is ours (fastify no longer writes it).
   reply.hijack();
-  const sse = new SseStream(res);
+  const sse = new SseStream(res, ctx.streamWriteTimeoutMs, () => ctx.metrics.streamWriteTimeouts.inc());
   sse.open();
   const chunkObject = kind === "chat" ? "chat.completion.chunk" : "text_completion";
   const envelope = (choices: unknown[]) => ({

@@ -5,9 +5,18 @@ export class SseStream {
   private closedFlag = false;
   private drained: Promise<void> | undefined;
   private readonly res: ServerResponse;
+  private readonly writeTimeoutMs: number;
+  private readonly onWriteTimeout: () => void;
 
-  constructor(res: ServerResponse) {
+  /**
+   * @param writeTimeoutMs a client whose socket takes no data for this long (it stopped reading) is
+   *   cut off: the response is destroyed, which the endpoint sees as a disconnect (request cancelled)
+   * @param onWriteTimeout called once when that happens (metrics)
+   */
+  constructor(res: ServerResponse, writeTimeoutMs = 30_000, onWriteTimeout: () => void = () => {}) {
     this.res = res;
+    this.writeTimeoutMs = writeTimeoutMs;
+    this.onWriteTimeout = onWriteTimeout;
     res.on("close", () => {
       this.closedFlag = true;
     });
@@ -34,7 +43,12 @@ export class SseStream {
     if (this.closed) return;
     if (this.res.write(`data: ${JSON.stringify(data)}\n\n`)) return;
     this.drained ??= new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.onWriteTimeout();
+        this.res.destroy(); // emits "close": done() runs and the endpoint cancels the request
+      }, this.writeTimeoutMs);
       const done = () => {
+        clearTimeout(timer);
         this.res.off("drain", done);
         this.res.off("close", done);
         this.drained = undefined;

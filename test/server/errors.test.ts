@@ -174,12 +174,13 @@ describe("401: API key", () => {
     await expectError(fetch(`${url}/v1/models`), 401);
   });
 
-  it("the right key works; health and metrics stay open", async () => {
+  it("the right key works; health stays open, metrics need the key (see auth.test.ts)", async () => {
     const r = await post(`${url}/v1/chat/completions`, chat, { authorization: `Bearer ${KEY}` });
     expect(r.status).toBe(200);
     expect((await fetch(`${url}/v1/models`, { headers: { authorization: `Bearer ${KEY}` } })).status).toBe(200);
     expect((await fetch(`${url}/health`)).status).toBe(200);
-    expect((await fetch(`${url}/metrics`)).status).toBe(200);
+    expect((await fetch(`${url}/metrics`)).status).toBe(401);
+    expect((await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${KEY}` } })).status).toBe(200);
   });
 });
 
