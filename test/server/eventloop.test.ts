@@ -5,6 +5,7 @@
  * a worker thread; meanwhile GET /health keeps answering fast.
  */
 import { spawn } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
 import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Model } from "../../lib/index.js";
@@ -14,14 +15,74 @@ import { synthModel } from "../helpers.js";
 const HOSTILE = "{% for a in range(1000000) %}{% for b in range(1000000) %}{{ '' }}{% endfor %}{% endfor %}";
 /** 10 x 2^21 characters (quickly: each step doubles the string). */
 const HUGE = "{% set s = namespace(x='0123456789') %}{% for i in range(21) %}{% set s.x = s.x ~ s.x %}{% endfor %}{{ s.x }}";
-/** Largest /health latency we accept while an attack runs (a stalled loop shows seconds). */
-const HEALTH_MS = 500;
+/**
+ * Largest /health latency we accept while an attack runs: a stalled loop shows seconds (inline
+ * rendering of a 10^6-iteration loop: 9 s; inline tokenization of 990 KB: 3.2 s); a free one shows
+ * tens of ms, a few hundred on a loaded 2-core machine running the whole suite.
+ */
+const HEALTH_MS = 1000;
+
+/**
+ * Copies a GGUF file with one more string metadata entry (here: tokenizer.chat_template): the
+ * entry is appended to the key/value section, and the tensor data moves to the next aligned offset.
+ */
+function withMetadataString(src: string, dst: string, key: string, value: string): void {
+  const buf = readFileSync(src);
+  let o = 4 + 4; // magic, version
+  const nTensors = Number(buf.readBigUInt64LE(o));
+  const nKv = Number(buf.readBigUInt64LE(o + 8));
+  o += 16;
+  const sizes: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
+  let alignment = 32;
+  const str = () => {
+    const n = Number(buf.readBigUInt64LE(o));
+    const s = buf.toString("utf8", o + 8, o + 8 + n);
+    o += 8 + n;
+    return s;
+  };
+  const skipValue = (type: number) => {
+    if (type === 8) str();
+    else if (type === 9) {
+      const et = buf.readUInt32LE(o);
+      const n = Number(buf.readBigUInt64LE(o + 4));
+      o += 12;
+      for (let i = 0; i < n; i++) skipValue(et);
+    } else o += sizes[type];
+  };
+  for (let i = 0; i < nKv; i++) {
+    const k = str();
+    const type = buf.readUInt32LE(o);
+    o += 4;
+    if (k === "general.alignment") alignment = buf.readUInt32LE(o);
+    skipValue(type);
+  }
+  const kvEnd = o;
+  for (let i = 0; i < nTensors; i++) {
+    str();
+    const nDims = buf.readUInt32LE(o);
+    o += 4 + 8 * nDims + 4 + 8;
+  }
+  const infoEnd = o;
+  const dataStart = Math.ceil(infoEnd / alignment) * alignment;
+  const k = Buffer.from(key, "utf8");
+  const v = Buffer.from(value, "utf8");
+  const entry = Buffer.alloc(8 + k.length + 4 + 8 + v.length);
+  entry.writeBigUInt64LE(BigInt(k.length), 0);
+  k.copy(entry, 8);
+  entry.writeUInt32LE(8, 8 + k.length);
+  entry.writeBigUInt64LE(BigInt(v.length), 12 + k.length);
+  v.copy(entry, 20 + k.length);
+  const head = Buffer.concat([buf.subarray(0, kvEnd), entry, buf.subarray(kvEnd, infoEnd)]);
+  head.writeBigUInt64LE(BigInt(nKv + 1), 16);
+  const pad = Buffer.alloc(Math.ceil(head.length / alignment) * alignment - head.length);
+  writeFileSync(dst, Buffer.concat([head, pad, buf.subarray(dataStart)]));
+}
 
 let path: string;
 let model: Model;
 const apps: FastifyInstance[] = [];
 
-async function serve(m: Model, chatTemplate: string): Promise<string> {
+async function serve(m: Model, chatTemplate?: string): Promise<string> {
   const app = createServer(m, { modelName: "tiny", chatTemplate, defaultMetrics: false });
   apps.push(app);
   await app.listen({ port: 0, host: "127.0.0.1" });
@@ -101,6 +162,28 @@ afterAll(async () => {
 });
 
 describe("hostile chat templates", () => {
+  it("the model file's own nested-loop template: 500 template_timeout, /health stays fast", async () => {
+    const hostilePath = path.replace(/\.gguf$/, "-hostile.gguf");
+    withMetadataString(path, hostilePath, "tokenizer.chat_template", HOSTILE);
+    const m = await Model.load(hostilePath, { threads: 1, contextSize: 256, kvCacheTokens: 1024 });
+    try {
+      const base = await serve(m); // no chatTemplate option: the file's template is used
+      const t = await apps.at(-1)!.llmserve.chatTemplate();
+      expect(t.source).toBe("gguf");
+      expect(t.text).toBe(HOSTILE);
+      const r = await underAttack(base, async () => errorOf(await post(`${base}/v1/chat/completions`, { messages: [{ role: "user", content: "hi" }], max_tokens: 4 })));
+      console.log(`GGUF nested-loop template: answered in ${r.ms.toFixed(0)} ms; /health max ${r.healthMs.toFixed(0)} ms over ${r.probes} probes`);
+      expect(r.value.status).toBe(500);
+      expect(r.value.error).toMatchObject({ code: "template_timeout", message: expect.stringMatching(/The chat template \(gguf\) did not finish rendering within 2000 ms/) });
+      expect(r.healthMs).toBeLessThan(HEALTH_MS);
+      // The model still serves completions (no template involved).
+      expect((await post(`${base}/v1/completions`, { prompt: "Hello", max_tokens: 2 })).status).toBe(200);
+    } finally {
+      await apps.pop()!.close();
+      await m.dispose();
+    }
+  }, 120_000);
+
   it("a nested-loop template fails with 500 template_timeout within the time limit, and /health stays fast", async () => {
     const base = await serve(model, HOSTILE);
     const r = await underAttack(base, async () => errorOf(await post(`${base}/v1/chat/completions`, { messages: [{ role: "user", content: "hi" }], max_tokens: 4 })));
