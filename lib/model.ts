@@ -7,7 +7,7 @@ import { resolveOptions, startGeneration, type Chunk, type GenerateOptions, type
 import type { NativeModel, NativeModelInfo, NativeStats } from "./native.js";
 import { ResponseCache } from "./responseCache.js";
 import { Session, type SessionOptions } from "./session.js";
-import { Tokenizer } from "./tokenizer/index.js";
+import { OFFTHREAD_MIN_CHARS, Tokenizer } from "./tokenizer/index.js";
 import { checkBool, checkInt, checkKeys, checkObject, checkPath, checkString } from "./validate.js";
 
 /** Options of {@link Model.load}; every field is optional. */
@@ -186,6 +186,45 @@ export class Model {
     return this.tokenizer.encode(text, opts);
   }
 
+  /**
+   * {@link tokenize} without holding the event loop: a text of 16 KiB or more is tokenized on the
+   * tokenizer's worker thread (see {@link Tokenizer.encodeAsync}).
+   */
+  async tokenizeAsync(text: string, opts: { addSpecial?: boolean; parseSpecial?: boolean } = {}): Promise<number[]> {
+    checkString("text", text);
+    return this.tokenizer.encodeAsync(text, opts);
+  }
+
+  /**
+   * The most characters of prompt text that can fit the context: contextSize times the longest
+   * token text ({@link Tokenizer.maxTokenChars}). A longer prompt is refused with
+   * ERR_CONTEXT_OVERFLOW before it is tokenized.
+   */
+  get maxPromptChars(): number {
+    return this.nativeInfo.contextSize * this.tokenizer.maxTokenChars;
+  }
+
+  /** Throws ERR_CONTEXT_OVERFLOW for a prompt text that cannot fit the context, before tokenizing it. */
+  private checkPromptChars(text: string): void {
+    if (text.length > this.maxPromptChars) {
+      throw new LlmserveError("ERR_CONTEXT_OVERFLOW",
+        `The prompt has ${text.length} characters, more than the context of ${this.nativeInfo.contextSize} tokens can hold (at most ${this.maxPromptChars}: a token stands for at most ${this.tokenizer.maxTokenChars} characters). Shorten the prompt or load the model with a larger contextSize.`);
+    }
+  }
+
+  /** @internal Token ids of a prompt: at once, or a promise when a long text is tokenized off the event loop. */
+  promptTokensAsync(prompt: Prompt, addSpecial: boolean, parseSpecial: boolean): number[] | Promise<number[]> {
+    if (typeof prompt === "string") {
+      this.checkPromptChars(prompt);
+      if (prompt.length >= OFFTHREAD_MIN_CHARS) {
+        const p = this.tokenizer.encodeAsync(prompt, { addSpecial, parseSpecial });
+        p.catch(() => {}); // reported by the generator's first next(); never an unhandled rejection
+        return p;
+      }
+    }
+    return this.promptTokens(prompt, addSpecial, parseSpecial);
+  }
+
   /** Token ids -> text (control tokens give "" unless `special`); see {@link Tokenizer.decode}. */
   detokenize(tokens: number[], opts: { special?: boolean } = {}): string {
     return this.tokenizer.decode(tokens, opts);
@@ -216,8 +255,16 @@ export class Model {
    */
   generate(prompt: Prompt, options: GenerateOptions = {}): AsyncGenerator<Chunk, void, undefined> {
     const opts = resolveOptions(options, this.eog);
-    const tokens = this.promptTokens(prompt, opts.addSpecial, opts.parseSpecial);
-    return this.start(tokens, opts);
+    const tokens = this.promptTokensAsync(prompt, opts.addSpecial, opts.parseSpecial);
+    return Array.isArray(tokens) ? this.start(tokens, opts) : this.startLater(tokens, opts);
+  }
+
+  /**
+   * A prompt of 16 KiB or more is tokenized on a worker thread: the request is queued once that is
+   * done (its errors, e.g. ERR_CONTEXT_OVERFLOW, then come from the first `next()`).
+   */
+  private async *startLater(tokens: Promise<number[]>, opts: ResolvedOptions): AsyncGenerator<Chunk, void, undefined> {
+    yield* this.start(await tokens, opts);
   }
 
   /**
@@ -229,10 +276,10 @@ export class Model {
   generateBatch(prompts: Prompt[], options: GenerateOptions = {}): AsyncGenerator<Chunk, void, undefined>[] {
     if (!Array.isArray(prompts)) throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected an array of prompts for generateBatch");
     const opts = resolveOptions(options, this.eog);
-    const all = prompts.map((p) => this.promptTokens(p, opts.addSpecial, opts.parseSpecial));
+    const all = prompts.map((p) => this.promptTokensAsync(p, opts.addSpecial, opts.parseSpecial));
     const started: AsyncGenerator<Chunk, void, undefined>[] = [];
     try {
-      for (const t of all) started.push(this.start(t, opts));
+      for (const t of all) started.push(Array.isArray(t) ? this.start(t, opts) : this.startLater(t, opts));
     } catch (err) {
       for (const g of started) void g.return(undefined);
       throw err;
@@ -298,7 +345,8 @@ export class Model {
   }> {
     checkString("name", name);
     checkString("text", text);
-    const tokens = this.tokenizer.encode(text, { addSpecial: options.addSpecial ?? true, parseSpecial: options.parseSpecial ?? true });
+    this.checkPromptChars(text);
+    const tokens = await this.tokenizer.encodeAsync(text, { addSpecial: options.addSpecial ?? true, parseSpecial: options.parseSpecial ?? true });
     if (tokens.length < 2) throw new LlmserveError("ERR_INVALID_ARGUMENT", "A cached prefix needs at least 2 tokens");
     this.releasePrefix(name);
     const session = this.nextSession++;
@@ -371,6 +419,7 @@ export class Model {
   async dispose(): Promise<void> {
     const n = this.native;
     this.native = undefined;
+    await this.tokenizer.closeThread();
     if (n) await n.dispose();
   }
 

@@ -1,7 +1,8 @@
 /** Sessions: conversations whose KV stays cached in the engine between turns. */
 import { LlmserveError } from "./errors.js";
-import { resolveOptions, type Chunk, type GenerateOptions } from "./generate.js";
+import { resolveOptions, type Chunk, type GenerateOptions, type ResolvedOptions } from "./generate.js";
 import type { Model } from "./model.js";
+import { OFFTHREAD_MIN_CHARS } from "./tokenizer/index.js";
 import { checkKeys, checkObject, checkString } from "./validate.js";
 
 /** Options of {@link Model.createSession}. */
@@ -54,7 +55,29 @@ export class Session {
     const opts = resolveOptions({ ...this.options.defaults, ...options }, this.model.tokenizer.eogTokens);
     const first = this.history.length === 0;
     const input = first ? (this.options.system ?? "") + text : text;
-    const fresh = this.model.tokenizer.encode(input, { addSpecial: first && opts.addSpecial, parseSpecial: opts.parseSpecial });
+    const encodeOpts = { addSpecial: first && opts.addSpecial, parseSpecial: opts.parseSpecial };
+    if (input.length < OFFTHREAD_MIN_CHARS) return this.begin(this.model.tokenizer.encode(input, encodeOpts), opts);
+    // A long turn is tokenized on the tokenizer's worker thread; the turn starts once that is done.
+    const contextChars = this.model.maxPromptChars;
+    if (input.length > contextChars) {
+      throw new LlmserveError("ERR_CONTEXT_OVERFLOW", `The turn has ${input.length} characters, more than the model's context can hold (at most ${contextChars}). Send a shorter turn.`);
+    }
+    this.busy = true;
+    const pending = this.model.tokenizer.encodeAsync(input, encodeOpts);
+    pending.catch(() => {}); // reported by the first next()
+    const self = this;
+    return (async function* () {
+      let fresh: number[];
+      try {
+        fresh = await pending;
+      } finally {
+        self.busy = false;
+      }
+      yield* self.begin(fresh, opts);
+    })();
+  }
+
+  private begin(fresh: number[], opts: ResolvedOptions): AsyncGenerator<Chunk, void, undefined> {
     const prompt = [...this.history, ...fresh];
     this.busy = true;
     let gen: AsyncGenerator<Chunk, void, undefined>;

@@ -1,17 +1,43 @@
 /**
  * Chat formatting: renders a model's Jinja chat template (`tokenizer.chat_template` in the GGUF file)
  * with @huggingface/jinja, or a built-in one when the file has none, and tokenizes the result.
+ * Templates are code from the model file: they render on worker threads (see renderPool.ts) under a
+ * time and an output-size limit, and conversations are checked against size limits before rendering.
  */
 import { Template } from "@huggingface/jinja";
 import { LlmserveError } from "../errors.js";
 import { readGguf } from "../gguf.js";
 import type { Tokenizer } from "../tokenizer/index.js";
+import { sharedRenderPool, type RenderPool } from "./renderPool.js";
 import {
   BUILTIN_CHAT_TEMPLATES, BUILTIN_CHAT_TEMPLATE_NAMES, BUILTIN_END_MARKERS, END_OF_TURN_MARKERS, detectBuiltinTemplate, isBuiltinChatTemplate,
   type BuiltinChatTemplate,
 } from "./templates.js";
 
 export { BUILTIN_CHAT_TEMPLATES, BUILTIN_CHAT_TEMPLATE_NAMES, detectBuiltinTemplate, type BuiltinChatTemplate } from "./templates.js";
+export { RenderPool, sharedRenderPool, type RenderPoolOptions, type RenderJob } from "./renderPool.js";
+
+/** The limits a {@link ChatTemplate} renders under; every field has a default. */
+export interface ChatLimits {
+  /** Milliseconds a render may run on its worker thread before it is stopped (ERR_TEMPLATE_TIMEOUT); default 2000. */
+  timeoutMs: number;
+  /** Most messages in a conversation (ERR_CONTEXT_OVERFLOW beyond, checked before rendering); default 4096. */
+  maxMessages: number;
+  /**
+   * Most characters of message text in a conversation, checked before rendering (ERR_CONTEXT_OVERFLOW).
+   * Default: the model's context size times the tokenizer's {@link Tokenizer.maxTokenChars} (a text
+   * longer than that cannot fit the context, whatever the template); 16 Mi without a context size.
+   */
+  maxInputChars: number;
+  /** Most characters of rendered prompt (ERR_TEMPLATE_OUTPUT_TOO_LARGE); default as maxInputChars. */
+  maxOutputChars: number;
+}
+
+/** The default {@link ChatLimits} for a tokenizer and (when known) a context size in tokens. */
+export function defaultChatLimits(tokenizer: Tokenizer, contextSize?: number): ChatLimits {
+  const chars = contextSize !== undefined && contextSize > 0 ? contextSize * tokenizer.maxTokenChars : 16 * 1024 * 1024;
+  return { timeoutMs: 2000, maxMessages: 4096, maxInputChars: chars, maxOutputChars: chars };
+}
 
 /** A text part of an OpenAI-style multi-part message content. */
 export interface ChatContentPart {
@@ -43,8 +69,10 @@ export interface RenderOptions {
   addGenerationPrompt?: boolean;
   /** Tool (function) definitions, passed to the template as `tools`. */
   tools?: unknown[];
-  /** More template variables (e.g. `date_string`). */
+  /** More template variables (e.g. `date_string`); plain data (they are copied to a worker thread). */
   extra?: Record<string, unknown>;
+  /** Limits of this call instead of the template's {@link ChatTemplate.limits}. */
+  limits?: Partial<ChatLimits>;
 }
 
 /** Options of {@link ChatTemplate.fromModel}. */
@@ -53,6 +81,24 @@ export interface ChatTemplateLoadOptions {
   template?: string;
   /** Receives the warning when the file has no template (default: process.emitWarning). */
   warn?: (message: string) => void;
+  /** Limits instead of the defaults (see {@link defaultChatLimits}; the context size is the model's). */
+  limits?: Partial<ChatLimits>;
+}
+
+/** Constructor options of {@link ChatTemplate}. */
+export interface ChatTemplateMeta {
+  /** Where the template came from (default "custom"). */
+  source?: "gguf" | "builtin" | "custom";
+  /** Its name in messages (default: the source). */
+  name?: string;
+  /** End-of-turn markers (default: the well-known markers that appear in the text). */
+  endMarkers?: string[];
+  /** Limits instead of {@link defaultChatLimits}(tokenizer). */
+  limits?: Partial<ChatLimits>;
+  /** Context size in tokens the default character limits derive from. */
+  contextSize?: number;
+  /** The worker pool it renders on (default: the process-wide {@link sharedRenderPool}). */
+  pool?: RenderPool;
 }
 
 /** Text of the content: strings as they are, the text parts of a multi-part content joined. */
@@ -118,21 +164,24 @@ export class ChatTemplate {
   readonly stopTokens: number[];
   /** End-of-turn markers that are not single tokens of the vocabulary: generation stops at their text. */
   readonly stopStrings: string[];
-  private readonly template: Template;
+  /** The limits renders run under (see {@link ChatLimits}); per-call `limits` override them. */
+  readonly limits: ChatLimits;
   private readonly tokenizer: Tokenizer;
+  private readonly pool: RenderPool | undefined;
   private readonly bosText: string;
   private readonly eosText: string;
 
   /**
    * @param text Jinja source (Hugging Face chat-template dialect)
    * @param tokenizer the model's tokenizer (BOS/EOS text, marker tokens)
-   * @param meta where the template came from, and its end-of-turn markers (default: the well-known
-   *   markers that appear in the text)
+   * @param meta where the template came from, its end-of-turn markers (default: the well-known
+   *   markers that appear in the text), limits, and the render pool
    */
-  constructor(text: string, tokenizer: Tokenizer, meta: { source?: "gguf" | "builtin" | "custom"; name?: string; endMarkers?: string[] } = {}) {
+  constructor(text: string, tokenizer: Tokenizer, meta: ChatTemplateMeta = {}) {
     if (typeof text !== "string" || text.length === 0) throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a non-empty chat template");
     try {
-      this.template = new Template(text);
+      // Parsing is linear in the text (no template code runs): it is safe here and reports syntax errors early.
+      new Template(text);
     } catch (err) {
       throw new LlmserveError("ERR_INVALID_ARGUMENT", `The chat template does not parse: ${(err as Error).message}`, { cause: err });
     }
@@ -140,6 +189,8 @@ export class ChatTemplate {
     this.tokenizer = tokenizer;
     this.source = meta.source ?? "custom";
     this.name = meta.name ?? this.source;
+    this.limits = mergeLimits(defaultChatLimits(tokenizer, meta.contextSize), meta.limits);
+    this.pool = meta.pool;
     this.bosText = tokenizer.bos !== undefined ? tokenizer.tokenText(tokenizer.bos) : "";
     this.eosText = tokenizer.eos !== undefined ? tokenizer.tokenText(tokenizer.eos) : "";
     const markers = meta.endMarkers ?? END_OF_TURN_MARKERS.filter((m) => text.includes(m));
@@ -156,11 +207,11 @@ export class ChatTemplate {
   }
 
   /** A built-in template by name ("chatml", "llama3", "llama2", "zephyr", "phi3", "gemma"). */
-  static builtin(name: BuiltinChatTemplate, tokenizer: Tokenizer): ChatTemplate {
+  static builtin(name: BuiltinChatTemplate, tokenizer: Tokenizer, meta: Omit<ChatTemplateMeta, "source" | "name" | "endMarkers"> = {}): ChatTemplate {
     if (!isBuiltinChatTemplate(name)) {
       throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected one of ${BUILTIN_CHAT_TEMPLATE_NAMES.join(", ")} for the chat template name but received ${JSON.stringify(name)}`);
     }
-    return new ChatTemplate(BUILTIN_CHAT_TEMPLATES[name], tokenizer, { source: "builtin", name, endMarkers: BUILTIN_END_MARKERS[name] });
+    return new ChatTemplate(BUILTIN_CHAT_TEMPLATES[name], tokenizer, { ...meta, source: "builtin", name, endMarkers: BUILTIN_END_MARKERS[name] });
   }
 
   /**
@@ -168,13 +219,20 @@ export class ChatTemplate {
    * vocabulary, with a warning, when the file has none.
    * @example
    * const chat = await ChatTemplate.fromModel(model);
-   * const tokens = chat.tokenize([{ role: "user", content: "Hi" }]);
+   * const tokens = await chat.tokenize([{ role: "user", content: "Hi" }]);
    */
-  static async fromModel(model: { path: string; tokenizer: Tokenizer }, options: ChatTemplateLoadOptions = {}): Promise<ChatTemplate> {
+  static async fromModel(model: { path: string; tokenizer: Tokenizer; info?: { contextSize?: number } }, options: ChatTemplateLoadOptions = {}): Promise<ChatTemplate> {
+    let contextSize: number | undefined;
+    try {
+      contextSize = model.info?.contextSize;
+    } catch {
+      /* a disposed model: no context size */
+    }
+    const meta = { limits: options.limits, contextSize };
     const t = options.template;
     if (t !== undefined) {
-      if (isBuiltinChatTemplate(t)) return ChatTemplate.builtin(t, model.tokenizer);
-      return new ChatTemplate(t, model.tokenizer, { source: "custom" });
+      if (isBuiltinChatTemplate(t)) return ChatTemplate.builtin(t, model.tokenizer, meta);
+      return new ChatTemplate(t, model.tokenizer, { ...meta, source: "custom" });
     }
     const { metadata } = await readGguf(model.path, { maxArrayLength: 0, keyPrefix: "tokenizer.chat_template" });
     const text = metadata["tokenizer.chat_template"];
@@ -182,23 +240,47 @@ export class ChatTemplate {
     const warn = options.warn ?? ((m: string) => process.emitWarning(m, "LlmserveWarning"));
     if (typeof text === "string" && text.length > 0) {
       try {
-        return new ChatTemplate(text, model.tokenizer, { source: "gguf", name: "gguf" });
+        return new ChatTemplate(text, model.tokenizer, { ...meta, source: "gguf", name: "gguf" });
       } catch (err) {
         warn(`${model.path}: its tokenizer.chat_template does not parse (${(err as Error).message}); using the built-in "${name}" chat template.`);
-        return ChatTemplate.builtin(name, model.tokenizer);
+        return ChatTemplate.builtin(name, model.tokenizer, meta);
       }
     }
     warn(`${model.path} has no tokenizer.chat_template; using the built-in "${name}" chat template.`);
-    return ChatTemplate.builtin(name, model.tokenizer);
+    return ChatTemplate.builtin(name, model.tokenizer, meta);
+  }
+
+  /**
+   * Checks a conversation against the size limits before anything is rendered or tokenized:
+   * ERR_CONTEXT_OVERFLOW when it has more than `maxMessages` messages or more than `maxInputChars`
+   * characters of message text. {@link render} calls it; it is cheap (no template code runs).
+   */
+  checkSize(messages: readonly ChatMessage[], limits: Partial<ChatLimits> = {}): void {
+    const l = mergeLimits(this.limits, limits);
+    if (Array.isArray(messages) && messages.length > l.maxMessages) {
+      throw new LlmserveError("ERR_CONTEXT_OVERFLOW",
+        `The conversation has ${messages.length} messages; at most ${l.maxMessages} are accepted. Send fewer messages (drop or summarize the oldest turns).`);
+    }
   }
 
   /**
    * The prompt text for a conversation. Templates that reject a system role get it folded into the
    * first user message; tool-use templates that need `tools` (or firefunction's `functions` and
-   * `datetime`) get empty ones.
+   * `datetime`) get empty ones. The template runs on a worker thread under {@link limits}: a
+   * conversation over the size limits fails with ERR_CONTEXT_OVERFLOW before rendering, a render
+   * over the time limit with ERR_TEMPLATE_TIMEOUT, an output over the size limit with
+   * ERR_TEMPLATE_OUTPUT_TOO_LARGE, and a template error with ERR_INVALID_ARGUMENT.
    */
-  render(messages: readonly ChatMessage[], options: RenderOptions = {}): string {
+  async render(messages: readonly ChatMessage[], options: RenderOptions = {}): Promise<string> {
+    const limits = mergeLimits(this.limits, options.limits);
+    this.checkSize(messages, limits);
     const msgs = normalizeMessages(messages);
+    let chars = 0;
+    for (const m of msgs) chars += (m.content as string).length;
+    if (chars > limits.maxInputChars) {
+      throw new LlmserveError("ERR_CONTEXT_OVERFLOW",
+        `The messages hold ${chars} characters; at most ${limits.maxInputChars} are accepted, as more cannot fit the model's context (each token stands for at most ${this.tokenizer.maxTokenChars} characters). Shorten the messages.`);
+    }
     const base: Record<string, unknown> = {
       bos_token: this.bosText,
       eos_token: this.eosText,
@@ -213,33 +295,43 @@ export class ChatTemplate {
       datetime: new Date().toISOString().slice(0, 10),
       ...options.extra,
     };
-    const attempts: Record<string, unknown>[] = [{ ...base, messages: msgs }, { ...fallback, ...base, messages: msgs }];
-    const folded = foldSystem(msgs);
-    if (folded) attempts.push({ ...base, messages: folded }, { ...fallback, ...base, messages: folded });
-    let first: unknown;
-    for (const ctx of attempts) {
-      try {
-        return this.template.render(ctx);
-      } catch (err) {
-        first ??= err;
-      }
-    }
-    throw new LlmserveError("ERR_INVALID_ARGUMENT", `The chat template (${this.name}) rejected the messages: ${(first as Error)?.message ?? String(first)}`, { cause: first });
+    return (this.pool ?? sharedRenderPool()).render({
+      text: this.text, name: this.name, messages: msgs, folded: foldSystem(msgs), base, fallback,
+      maxOutputChars: limits.maxOutputChars, timeoutMs: limits.timeoutMs,
+    });
   }
 
   /**
    * Renders and tokenizes a conversation: special-token text is parsed, and BOS is added as the
-   * vocabulary asks unless the rendered text already starts with it.
+   * vocabulary asks unless the rendered text already starts with it. Long prompts are tokenized on
+   * a worker thread ({@link Tokenizer.encodeAsync}).
    */
-  tokenize(messages: readonly ChatMessage[], options: RenderOptions = {}): number[] {
-    return this.encode(this.render(messages, options));
+  async tokenize(messages: readonly ChatMessage[], options: RenderOptions = {}): Promise<number[]> {
+    return this.withBos(await this.tokenizer.encodeAsync(await this.render(messages, options), { addSpecial: false, parseSpecial: true }));
   }
 
-  /** Tokenizes rendered prompt text (see {@link tokenize}). */
+  /** Tokenizes rendered prompt text (see {@link tokenize}) on the calling thread. */
   encode(text: string): number[] {
+    return this.withBos(this.tokenizer.encode(text, { addSpecial: false, parseSpecial: true }));
+  }
+
+  private withBos(ids: number[]): number[] {
     const tok = this.tokenizer;
-    const ids = tok.encode(text, { addSpecial: false, parseSpecial: true });
     if (tok.addBos && tok.bos !== undefined && ids[0] !== tok.bos) ids.unshift(tok.bos);
     return ids;
   }
+}
+
+/** `base` with the defined fields of `over`, each checked to be a positive number. */
+function mergeLimits(base: ChatLimits, over: Partial<ChatLimits> | undefined): ChatLimits {
+  if (over === undefined) return base;
+  if (over === null || typeof over !== "object") throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected an object for limits");
+  const out = { ...base };
+  for (const k of Object.keys(base) as (keyof ChatLimits)[]) {
+    const v = over[k];
+    if (v === undefined) continue;
+    if (typeof v !== "number" || !(v > 0)) throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected a positive number for limits.${k} but received ${String(v)}`);
+    out[k] = v;
+  }
+  return out;
 }

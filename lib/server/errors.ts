@@ -82,6 +82,15 @@ export function toApiError(err: unknown): ApiError {
       return new ApiError(400, message, { code: "invalid_value", cause: err });
     case "ERR_CONTEXT_OVERFLOW":
       return new ApiError(400, message, { code: "context_length_exceeded", param: "messages", cause: err });
+    case "ERR_TEMPLATE_OUTPUT_TOO_LARGE":
+      // The rendered prompt cannot fit the context: for the client, an overlong conversation (the
+      // message says what to do when a short one triggers it, i.e. the template is at fault).
+      return new ApiError(400, message, { code: "context_length_exceeded", param: "messages", cause: err });
+    case "ERR_TEMPLATE_TIMEOUT":
+      // Admitted conversations are bounded (message count, characters), so a sound template renders
+      // any of them in milliseconds: running out of time is the server's template misbehaving (a
+      // configuration problem for the operator, logged as a 5xx), not a request to retry as is.
+      return new ApiError(500, message, { type: "server_error", code: "template_timeout", cause: err });
     case "ERR_QUEUE_FULL":
       return new ApiError(429, message, { code: "queue_full", cause: err });
     case "ERR_KV_EXHAUSTED":

@@ -5,10 +5,11 @@
 import { randomInt, randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import type { ChatTemplate } from "../chat/index.js";
+import type { ChatLimits, ChatTemplate } from "../chat/index.js";
 import { resolveOptions, type Chunk, type FinishReason, type GenerateOptions, type TokenLogprob } from "../generate.js";
 import type { ServerMetrics } from "../metrics.js";
 import type { Model } from "../model.js";
+import { OFFTHREAD_MIN_CHARS } from "../tokenizer/index.js";
 import { ApiError, toApiError } from "./errors.js";
 import type { ChatBody, CompletionBody, SamplingBody } from "./schemas.js";
 import { SseStream } from "./sse.js";
@@ -19,6 +20,11 @@ export interface EndpointContext {
   modelName: string;
   metrics: ServerMetrics;
   chatTemplate: () => Promise<ChatTemplate>;
+  /**
+   * Limits of chat requests instead of the template's (message count, render time, ...); unset
+   * fields keep the template's defaults (4096 messages, 2 s, characters bounded by the context).
+   */
+  chatLimits?: Partial<ChatLimits>;
   /** Admits `sequences` more sequences or throws a 429 ApiError; returns the release function. */
   admit: (sequences: number) => () => void;
   /** Registers a request's AbortController for cancellation at shutdown; returns the unregister function. */
@@ -90,20 +96,38 @@ function contextError(ctx: EndpointContext, kind: Kind, n: number): ApiError {
   });
 }
 
-/** The token prompts of a completions request (strings tokenized with special-token parsing). */
-function completionPrompts(ctx: EndpointContext, prompt: CompletionBody["prompt"]): number[][] {
-  const nVocab = ctx.model.info.nVocab;
+/**
+ * The token prompts of a completions request (strings tokenized with special-token parsing). A
+ * string longer than the context times the longest token text cannot fit, and is refused before
+ * tokenizing; long strings (or many) are tokenized on the tokenizer's worker thread.
+ */
+async function completionPrompts(ctx: EndpointContext, prompt: CompletionBody["prompt"]): Promise<number[][]> {
+  const { nVocab, contextSize } = ctx.model.info;
   const checkIds = (ids: number[]) => {
     for (const t of ids) {
       if (t < 0 || t >= nVocab) throw new ApiError(400, `Token id ${t} is outside the vocabulary [0, ${nVocab}).`, { param: "prompt", code: "invalid_value" });
     }
     return ids.slice();
   };
-  const text = (s: string) => ctx.model.tokenize(s, { addSpecial: true, parseSpecial: true });
-  if (typeof prompt === "string") return [text(prompt)];
-  if (prompt.every((p) => typeof p === "string")) return (prompt as string[]).map(text);
-  if (prompt.every((p) => typeof p === "number")) return [checkIds(prompt as number[])];
-  return (prompt as number[][]).map(checkIds);
+  const tokenizer = ctx.model.tokenizer;
+  const maxChars = contextSize * tokenizer.maxTokenChars;
+  const strings = typeof prompt === "string" ? [prompt] : prompt.every((p) => typeof p === "string") ? (prompt as string[]) : undefined;
+  if (strings) {
+    let total = 0;
+    for (const s of strings) {
+      if (s.length > maxChars) {
+        throw new ApiError(400, `This model's maximum context length is ${contextSize} tokens, and a prompt of ${s.length} characters cannot fit it (at most ${maxChars}: a token stands for at most ${tokenizer.maxTokenChars} characters). Please reduce the length of the prompt.`, {
+          code: "context_length_exceeded", param: "prompt",
+        });
+      }
+      total += s.length;
+    }
+    const offThread = total >= OFFTHREAD_MIN_CHARS;
+    return Promise.all(strings.map((s) => tokenizer.encodeAsync(s, { addSpecial: true, parseSpecial: true, offThread })));
+  }
+  const ids = prompt as number[] | number[][];
+  if (ids.every((p) => typeof p === "number")) return [checkIds(ids as number[])];
+  return (ids as number[][]).map(checkIds);
 }
 
 const now = () => performance.now();
@@ -126,11 +150,13 @@ export async function handleGeneration(ctx: EndpointContext, kind: Kind, request
   let extraStopTokens: number[] = [];
   if (kind === "chat") {
     const template = await ctx.chatTemplate();
-    prompts = [template.tokenize(body.messages, { tools: body.tools ?? undefined })];
+    // Size limits are checked before rendering; the template renders on a worker thread, and a long
+    // prompt is tokenized on the tokenizer's.
+    prompts = [await template.tokenize(body.messages, { tools: body.tools ?? undefined, limits: ctx.chatLimits })];
     extraStops = template.stopStrings;
     extraStopTokens = template.stopTokens;
   } else {
-    prompts = completionPrompts(ctx, body.prompt);
+    prompts = await completionPrompts(ctx, body.prompt);
   }
   // echo (completions): the prompt text comes first (no prompt logprobs).
   const echo = kind === "completion" && body.echo === true

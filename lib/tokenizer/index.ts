@@ -15,11 +15,13 @@ import type { GgufMetaValue } from "../native.js";
 import { BpeTokenizer } from "./bpe.js";
 import { Detokenizer, type DecodeOptions, type StreamOptions, type TokenDecoder } from "./detokenize.js";
 import { spmTokenize } from "./spm.js";
+import { OFFTHREAD_MIN_CHARS, TokenizerThread } from "./thread.js";
 import { toWellFormed, utf8Decode } from "./unicode.js";
 import { Attr, Vocab } from "./vocab.js";
 
 export type { DecodeOptions, StreamOptions, TokenDecoder } from "./detokenize.js";
 export { SUPPORTED_PRE_TOKENIZERS } from "./pretokenize.js";
+export { OFFTHREAD_MIN_CHARS } from "./thread.js";
 
 /** Options of {@link Tokenizer.encode}. */
 export interface EncodeOptions {
@@ -60,8 +62,10 @@ export class Tokenizer {
   private readonly vocab: Vocab;
   private readonly bpe: BpeTokenizer | undefined;
   private readonly detok: Detokenizer;
+  private readonly thread: TokenizerThread;
+  private maxChars: number | undefined;
 
-  private constructor(vocab: Vocab) {
+  private constructor(vocab: Vocab, metadata: () => Promise<Record<string, GgufMetaValue>>) {
     this.vocab = vocab;
     this.model = vocab.model;
     this.kind = vocab.kind;
@@ -74,6 +78,7 @@ export class Tokenizer {
     this.addEos = vocab.addEos;
     this.bpe = vocab.kind === "bpe" ? new BpeTokenizer(vocab) : undefined;
     this.detok = new Detokenizer(vocab);
+    this.thread = new TokenizerThread(metadata);
   }
 
   /**
@@ -84,13 +89,28 @@ export class Tokenizer {
     if (md === null || typeof md !== "object") {
       throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected a GGUF metadata object but received ${md === null ? "null" : typeof md}`);
     }
-    return new Tokenizer(new Vocab(md));
+    return new Tokenizer(new Vocab(md), async () => md);
   }
 
   /** Reads the vocabulary of a GGUF file (tensor data is not read; only `tokenizer.*` and two `general.*` keys are converted). */
   static async fromGguf(path: string): Promise<Tokenizer> {
-    const { metadata } = await readGguf(path, { keyPrefix: ["tokenizer.", "general.name", "general.architecture"] });
-    return Tokenizer.fromMetadata(metadata);
+    const keyPrefix = ["tokenizer.", "general.name", "general.architecture"];
+    const { metadata } = await readGguf(path, { keyPrefix });
+    // The worker thread of encodeAsync reads the file again when it first starts (no copy is kept).
+    return new Tokenizer(new Vocab(metadata), async () => (await readGguf(path, { keyPrefix })).metadata);
+  }
+
+  /**
+   * The most UTF-16 code units of input text one token can stand for (the longest token text of the
+   * vocabulary, at least 2): a text longer than `n * maxTokenChars` cannot encode to n tokens or fewer.
+   */
+  get maxTokenChars(): number {
+    if (this.maxChars === undefined) {
+      let m = 2;
+      for (const t of this.vocab.texts) if (t.length > m) m = t.length;
+      this.maxChars = m;
+    }
+    return this.maxChars;
   }
 
   /** Is this an end-of-generation token (EOS, EOT, EOM, <|im_end|>, ... as llama.cpp marks them)? */
@@ -163,6 +183,24 @@ export class Tokenizer {
       out.push(v.eos);
     }
     return out;
+  }
+
+  /**
+   * {@link encode} without holding the event loop: texts of at least {@link OFFTHREAD_MIN_CHARS}
+   * characters are encoded on a worker thread of this tokenizer (started on first use; it never
+   * keeps the process alive while idle); shorter ones at once. The ids are the same.
+   */
+  async encodeAsync(text: string, opts: EncodeOptions & {
+    /** Encode on the worker thread whatever the length (for many short texts that are long together). */
+    offThread?: boolean;
+  } = {}): Promise<number[]> {
+    if (typeof text !== "string" || (text.length < OFFTHREAD_MIN_CHARS && opts.offThread !== true)) return this.encode(text, opts);
+    return this.thread.encode(text, opts);
+  }
+
+  /** Stops the worker thread of {@link encodeAsync}, if one runs (a later call starts a new one). */
+  async closeThread(): Promise<void> {
+    await this.thread.close();
   }
 
   /** The raw bytes this token contributes to output text (control tokens: empty unless `special`). */

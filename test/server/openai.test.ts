@@ -46,7 +46,7 @@ describe("chat completions", () => {
     expect(typeof c.message.content).toBe("string");
     expect(c.message.content!.length).toBeGreaterThan(0);
     expect(c.finish_reason).toBe("length");
-    const promptTokens = (await app.llmserve.chatTemplate()).tokenize(hi).length;
+    const promptTokens = (await (await app.llmserve.chatTemplate()).tokenize(hi)).length;
     expect(r.usage).toEqual({ prompt_tokens: promptTokens, completion_tokens: 12, total_tokens: promptTokens + 12 });
   });
 

@@ -31,9 +31,9 @@ describe.skipIf(!haveTemplates)("fixture chat templates (../shared/fixtures/chat
     expect(templateFiles.length).toBeGreaterThan(10);
   });
 
-  it.each(templateFiles)("%s renders a conversation containing every message", (file) => {
+  it.each(templateFiles)("%s renders a conversation containing every message", async (file) => {
     const t = new ChatTemplate(readFileSync(`${templatesDir}/${file}`, "utf8"), synthTok);
-    const out = t.render(conversation);
+    const out = await t.render(conversation);
     for (const c of contents) expect(out, `${file} lacks ${JSON.stringify(c)}`).toContain(c);
     // Messages appear in order.
     const at = contents.map((c) => out.lastIndexOf(c));
@@ -41,50 +41,50 @@ describe.skipIf(!haveTemplates)("fixture chat templates (../shared/fixtures/chat
     expect(out.lastIndexOf("USER-DELTA")).toBeGreaterThan(out.lastIndexOf("ASSIST-CHARLIE"));
   });
 
-  const render = (file: string, opts = {}) => new ChatTemplate(readFileSync(`${templatesDir}/${file}`, "utf8"), synthTok).render(conversation, opts);
+  const render = (file: string, opts = {}): Promise<string> => new ChatTemplate(readFileSync(`${templatesDir}/${file}`, "utf8"), synthTok).render(conversation, opts);
 
-  it("Llama 3.1: header markers, BOS text first, ends with the assistant header", () => {
-    const out = render("meta-llama-Llama-3.1-8B-Instruct.jinja");
+  it("Llama 3.1: header markers, BOS text first, ends with the assistant header", async () => {
+    const out = await render("meta-llama-Llama-3.1-8B-Instruct.jinja");
     expect(out.startsWith("<s><|start_header_id|>system<|end_header_id|>\n\n")).toBe(true); // synth vocab's BOS text is <s>
     expect(out).toContain("<|start_header_id|>user<|end_header_id|>\n\nUSER-BRAVO hello<|eot_id|>");
     expect(out).toContain("<|start_header_id|>assistant<|end_header_id|>\n\nASSIST-CHARLIE hi there<|eot_id|>");
     expect(out.endsWith("<|start_header_id|>assistant<|end_header_id|>\n\n")).toBe(true);
-    expect(render("meta-llama-Llama-3.1-8B-Instruct.jinja", { addGenerationPrompt: false }).endsWith("what now?<|eot_id|>")).toBe(true);
+    expect((await render("meta-llama-Llama-3.1-8B-Instruct.jinja", { addGenerationPrompt: false })).endsWith("what now?<|eot_id|>")).toBe(true);
   });
 
-  it("Qwen2.5 (ChatML): im_start/im_end turns, ends with the assistant turn", () => {
-    const out = render("Qwen-Qwen2.5-7B-Instruct.jinja");
+  it("Qwen2.5 (ChatML): im_start/im_end turns, ends with the assistant turn", async () => {
+    const out = await render("Qwen-Qwen2.5-7B-Instruct.jinja");
     expect(out).toContain("<|im_start|>system\nSYS-ALPHA be brief<|im_end|>\n");
     expect(out).toContain("<|im_start|>user\nUSER-BRAVO hello<|im_end|>\n");
     expect(out).toContain("<|im_start|>assistant\nASSIST-CHARLIE hi there<|im_end|>\n");
     expect(out.endsWith("<|im_start|>assistant\n")).toBe(true);
   });
 
-  it("Mistral Nemo: [INST] turns with the assistant reply closed by EOS", () => {
-    const out = render("mistralai-Mistral-Nemo-Instruct-2407.jinja");
+  it("Mistral Nemo: [INST] turns with the assistant reply closed by EOS", async () => {
+    const out = await render("mistralai-Mistral-Nemo-Instruct-2407.jinja");
     expect(out.startsWith("<s>[INST]")).toBe(true);
     expect(out).toContain("[INST]USER-BRAVO hello[/INST]ASSIST-CHARLIE hi there</s>");
     expect(out.endsWith("what now?[/INST]")).toBe(true);
   });
 
-  it("Phi-3.5: <|role|> turns closed by <|end|>, ends with <|assistant|>", () => {
-    const out = render("microsoft-Phi-3.5-mini-instruct.jinja");
+  it("Phi-3.5: <|role|> turns closed by <|end|>, ends with <|assistant|>", async () => {
+    const out = await render("microsoft-Phi-3.5-mini-instruct.jinja");
     expect(out).toContain("<|system|>\nSYS-ALPHA be brief<|end|>\n");
     expect(out).toContain("<|user|>\nUSER-BRAVO hello<|end|>\n");
     expect(out).toContain("<|assistant|>\nASSIST-CHARLIE hi there<|end|>\n");
     expect(out.endsWith("<|assistant|>\n")).toBe(true);
   });
 
-  it("Gemma 2 rejects the system role: it is folded into the first user turn", () => {
-    const out = render("google-gemma-2-2b-it.jinja");
+  it("Gemma 2 rejects the system role: it is folded into the first user turn", async () => {
+    const out = await render("google-gemma-2-2b-it.jinja");
     expect(out).toContain("<start_of_turn>user\nSYS-ALPHA be brief\n\nUSER-BRAVO hello<end_of_turn>");
     expect(out).toContain("<start_of_turn>model\nASSIST-CHARLIE hi there<end_of_turn>");
     expect(out.endsWith("<start_of_turn>model\n")).toBe(true);
   });
 
-  it("a template that raises on the messages gives ERR_INVALID_ARGUMENT", () => {
+  it("a template that raises on the messages gives ERR_INVALID_ARGUMENT", async () => {
     const t = new ChatTemplate(readFileSync(`${templatesDir}/mistralai-Mistral-Nemo-Instruct-2407.jinja`, "utf8"), synthTok);
-    expect(() => t.render([{ role: "assistant", content: "a" }, { role: "assistant", content: "b" }])).toThrow(
+    await expect(t.render([{ role: "assistant", content: "a" }, { role: "assistant", content: "b" }])).rejects.toThrow(
       expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }),
     );
   });
@@ -97,20 +97,20 @@ describe.skipIf(!haveTemplates)("fixture chat templates (../shared/fixtures/chat
 });
 
 describe("built-in chat templates", () => {
-  it.each(BUILTIN_CHAT_TEMPLATE_NAMES)("%s renders every message and a generation prompt", (name) => {
+  it.each(BUILTIN_CHAT_TEMPLATE_NAMES)("%s renders every message and a generation prompt", async (name) => {
     const t = ChatTemplate.builtin(name, synthTok);
-    const out = t.render(conversation);
+    const out = await t.render(conversation);
     for (const c of contents) expect(out).toContain(c);
-    const noGen = t.render(conversation, { addGenerationPrompt: false });
+    const noGen = await t.render(conversation, { addGenerationPrompt: false });
     if (name !== "llama2") expect(out.length).toBeGreaterThan(noGen.length);
   });
 
-  it("chatml and llama3 produce the expected markers", () => {
-    expect(ChatTemplate.builtin("chatml", synthTok).render([{ role: "user", content: "hi" }])).toBe("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
-    expect(ChatTemplate.builtin("llama3", synthTok).render([{ role: "user", content: " hi " }])).toBe(
+  it("chatml and llama3 produce the expected markers", async () => {
+    expect(await ChatTemplate.builtin("chatml", synthTok).render([{ role: "user", content: "hi" }])).toBe("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    expect(await ChatTemplate.builtin("llama3", synthTok).render([{ role: "user", content: " hi " }])).toBe(
       "<s><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
     );
-    expect(ChatTemplate.builtin("llama2", synthTok).render(conversation.slice(0, 3))).toBe(
+    expect(await ChatTemplate.builtin("llama2", synthTok).render(conversation.slice(0, 3))).toBe(
       "<s>[INST] <<SYS>>\nSYS-ALPHA be brief\n<</SYS>>\n\nUSER-BRAVO hello [/INST] ASSIST-CHARLIE hi there </s>",
     );
   });
@@ -119,9 +119,9 @@ describe("built-in chat templates", () => {
     expect(() => new ChatTemplate("{% for m in %}", synthTok)).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT", message: expect.stringMatching(/does not parse/) }));
   });
 
-  it("rejects unknown names and empty message lists", () => {
+  it("rejects unknown names and empty message lists", async () => {
     expect(() => ChatTemplate.builtin("nope" as never, synthTok)).toThrow(/Expected one of chatml/);
-    expect(() => ChatTemplate.builtin("chatml", synthTok).render([])).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
+    await expect(ChatTemplate.builtin("chatml", synthTok).render([])).rejects.toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
   });
 
   it("a file without a template falls back to a detected built-in, with a warning", async () => {
@@ -139,14 +139,14 @@ describe("built-in chat templates", () => {
     expect((await ChatTemplate.fromModel(m, { template: "zephyr" })).name).toBe("zephyr");
     const custom = await ChatTemplate.fromModel(m, { template: "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}" });
     expect(custom.source).toBe("custom");
-    expect(custom.render([{ role: "user", content: "x" }])).toBe("[user]x");
+    expect(await custom.render([{ role: "user", content: "x" }])).toBe("[user]x");
   });
 
-  it("tokenizes with one BOS whether or not the template writes it", () => {
+  it("tokenizes with one BOS whether or not the template writes it", async () => {
     const bos = synthTok.bos!;
     expect(synthTok.addBos).toBe(true);
-    const withBos = ChatTemplate.builtin("llama3", synthTok).tokenize([{ role: "user", content: "hi" }]);
-    const withoutBos = ChatTemplate.builtin("chatml", synthTok).tokenize([{ role: "user", content: "hi" }]);
+    const withBos = await ChatTemplate.builtin("llama3", synthTok).tokenize([{ role: "user", content: "hi" }]);
+    const withoutBos = await ChatTemplate.builtin("chatml", synthTok).tokenize([{ role: "user", content: "hi" }]);
     for (const ids of [withBos, withoutBos]) {
       expect(ids[0]).toBe(bos);
       expect(ids.filter((t) => t === bos)).toHaveLength(1);
@@ -160,7 +160,7 @@ describe.skipIf(!haveFixtures)("a vocabulary with its own template (phi-3 vocab 
     const tok = await Tokenizer.fromGguf(path);
     const t = await ChatTemplate.fromModel({ path, tokenizer: tok }, { warn: () => { throw new Error("unexpected warning"); } });
     expect(t.source).toBe("gguf");
-    const ids = t.tokenize([{ role: "user", content: "Hello" }]);
+    const ids = await t.tokenize([{ role: "user", content: "Hello" }]);
     const user = tok.tokenId("<|user|>")!;
     const assistant = tok.tokenId("<|assistant|>")!;
     const end = tok.tokenId("<|end|>")!;
