@@ -124,7 +124,7 @@ Napi::Value ReadGguf(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsString())
     throw make_js_error(env, Code::InvalidArgument, "readGguf expects a file path string");
   uint64_t max_array = std::numeric_limits<uint64_t>::max();
-  if (info.Length() > 1 && info[1].IsNumber()) max_array = (uint64_t)info[1].As<Napi::Number>().Int64Value();
+  if (info.Length() > 1 && !info[1].IsUndefined()) max_array = check_number<uint64_t, limits::kMaxArrayLength>(env, info[1]);
   auto* w = new ReadGgufWorker(env, info[0].As<Napi::String>(), max_array);
   auto p = w->promise();
   w->Queue();
