@@ -226,10 +226,55 @@ export interface GenerationResult {
   finishReason: FinishReason;
 }
 
+/** The requests waiting on one AbortSignal, behind the signal's single "abort" listener. */
+interface AbortFanout {
+  cancels: Set<() => void>;
+  fire: () => void;
+}
+const fanouts = new WeakMap<AbortSignal, AbortFanout>();
+
+/**
+ * Runs `cancel` when `signal` aborts; returns the unsubscribe function (idempotent). However many
+ * requests share a signal (generateBatch, a server request's n choices), the signal holds one
+ * listener, removed when the last request unsubscribes: no MaxListenersExceededWarning, no leak.
+ */
+export function onAbort(signal: AbortSignal, cancel: () => void): () => void {
+  let f = fanouts.get(signal);
+  if (!f) {
+    const cancels = new Set<() => void>();
+    const fire = () => {
+      fanouts.delete(signal);
+      const all = [...cancels];
+      cancels.clear();
+      let first: unknown;
+      for (const c of all) {
+        try {
+          c();
+        } catch (err) {
+          first ??= err;
+        }
+      }
+      if (first !== undefined) throw first;
+    };
+    f = { cancels, fire };
+    fanouts.set(signal, f);
+    signal.addEventListener("abort", fire, { once: true });
+  }
+  const entry = f;
+  const own = () => cancel(); // a fresh function: the same `cancel` may be subscribed twice
+  entry.cancels.add(own);
+  return () => {
+    if (!entry.cancels.delete(own) || entry.cancels.size > 0 || fanouts.get(signal) !== entry) return;
+    fanouts.delete(signal);
+    signal.removeEventListener("abort", entry.fire);
+  };
+}
+
 /**
  * Submits one request to the engine now (errors such as a full queue throw here) and returns an
  * iterator over its chunks. Breaking out of the loop (or aborting the signal) cancels the native
- * request at once. `onFinish` sees every completed (not aborted, not failed) generation.
+ * request at once; the signal cancels it even if the iterator was never started. `onFinish` sees
+ * every completed (not aborted, not failed) generation.
  */
 export function startGeneration(
   native: NativeModel,
@@ -244,13 +289,19 @@ export function startGeneration(
     })();
   }
   const queue = new EventQueue();
+  let unsubscribe = () => {};
   let id: number;
   try {
-    id = native.generate(Int32Array.from(promptTokens), opts.params, (e) => queue.push(e));
+    id = native.generate(Int32Array.from(promptTokens), opts.params, (e) => {
+      if (e.done) unsubscribe(); // the native request is over: nothing left to cancel
+      queue.push(e);
+    });
   } catch (err) {
     throw fromNative(err);
   }
-  return consume(native, tokenizer, id, queue, opts, onFinish);
+  // Events arrive on later turns of the event loop, so this runs before the first one.
+  if (opts.signal) unsubscribe = onAbort(opts.signal, () => native.cancel(id));
+  return consume(native, tokenizer, id, queue, opts, () => unsubscribe(), onFinish);
 }
 
 async function* consume(
@@ -259,12 +310,10 @@ async function* consume(
   id: number,
   queue: EventQueue,
   opts: ResolvedOptions,
+  unsubscribe: () => void,
   onFinish?: (r: GenerationResult) => void,
 ): AsyncGenerator<Chunk, void, undefined> {
   let finished = false;
-  const onAbort = () => native.cancel(id);
-  opts.signal?.addEventListener("abort", onAbort, { once: true });
-  if (opts.signal?.aborted) native.cancel(id);
   const decoder = tokenizer.createDecoder();
   const record: Chunk[] = [];
   const allTokens: number[] = [];
@@ -329,7 +378,7 @@ async function* consume(
       yield chunk;
     }
   } finally {
-    opts.signal?.removeEventListener("abort", onAbort);
+    unsubscribe();
     if (!finished) native.cancel(id);
   }
 }
