@@ -9,7 +9,7 @@ export { Tokenizer, type EncodeOptions, type DecodeOptions, type StreamOptions, 
 export { readGguf, type GgufContents, type GgufMetaValue, type GgufScalar, type GgufArraySummary, type GgufTensorSummary } from "./gguf.js";
 export { synth, SYNTH_TYPES, type SynthOptions, type SynthType } from "./synth.js";
 export { LlmserveError, type ErrorCode } from "./errors.js";
-export { LIMITS, GENERATE_LIMITS, LOAD_LIMITS, SYNTH_LIMITS, GGUF_LIMITS, INT32_MAX, type Limit } from "./limits.js";
+export { LIMITS, type Limit, type Limits } from "./limits.js";
 export { kernelIsa } from "./kernels.js";
 export { createServer, serve, defaultModelName, ApiError, type ServerOptions, type ServeOptions, type ServeResult, type ShutdownOptions, type LlmserveServerState, type OpenAIErrorBody } from "./server/index.js";
 export { ChatTemplate, BUILTIN_CHAT_TEMPLATES, BUILTIN_CHAT_TEMPLATE_NAMES, detectBuiltinTemplate, type BuiltinChatTemplate, type ChatMessage, type ChatContentPart, type RenderOptions, type ChatTemplateLoadOptions } from "./chat/index.js";

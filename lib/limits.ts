@@ -73,8 +73,23 @@ export const GGUF_LIMITS = {
   maxArrayLength: int(0, Number.MAX_SAFE_INTEGER),
 } as const satisfies Record<string, Limit>;
 
-/** Every table, by the group name the native addon exports it under (`addon.limits`). */
-export const LIMITS = { generate: GENERATE_LIMITS, load: LOAD_LIMITS, synth: SYNTH_LIMITS, gguf: GGUF_LIMITS } as const;
+/** The ranges of {@link LIMITS}, by the group name the native addon exports them under (`addon.limits`). */
+export interface Limits {
+  /** generate() options, by name (plus the native request's internal `session`, `adapter`, `stopTokens` and `id`). */
+  readonly generate: Readonly<Record<string, Limit>>;
+  /** Model.load() engine options, by name. */
+  readonly load: Readonly<Record<string, Limit>>;
+  /** synth() shape options, by name. */
+  readonly synth: Readonly<Record<string, Limit>>;
+  /** readGguf() options, by name. */
+  readonly gguf: Readonly<Record<string, Limit>>;
+}
+
+/**
+ * The allowed range of every numeric option, e.g. `LIMITS.generate.topK` is
+ * `{ min: 0, max: 2147483647, integer: true, minExclusive: false }`.
+ */
+export const LIMITS: Limits = { generate: GENERATE_LIMITS, load: LOAD_LIMITS, synth: SYNTH_LIMITS, gguf: GGUF_LIMITS };
 
 /** "an integer in [0, 20]", "a number in (0, 1]": the words both layers' messages use. */
 export function describeLimit(l: Limit): string {
