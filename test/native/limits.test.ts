@@ -116,6 +116,23 @@ describe("generate(tokens, params) on the raw binding", () => {
     );
   });
 
+  it("prints any double exactly as JavaScript does (5000 random bit patterns)", () => {
+    const buf = new DataView(new ArrayBuffer(8));
+    let x = 0x2545f491n;
+    const l = GENERATE_LIMITS.temperature;
+    let compared = 0;
+    for (let i = 0; i < 5000; i++) {
+      x = (x * 6364136223846793005n + 1442695040888963407n) & 0xffffffffffffffffn; // LCG over 64-bit patterns
+      buf.setBigUint64(0, x);
+      const v = i % 2 ? buf.getFloat64(0) : Number((x >> 11n) % 100000n) / 10 ** Number(x % 30n) - 1; // any double; short decimals
+      if (v >= l.min && v <= l.max) continue; // a valid temperature would start a request
+      const e = expectRangeError(() => native.generate(prompt, { ...params, temperature: v }, () => {}), "temperature", l, v);
+      expect(e.message).toBe(tsMessage("temperature", v, l));
+      compared++;
+    }
+    expect(compared).toBeGreaterThan(2000);
+  });
+
   it("stopTokens: each id and the array's length are checked", () => {
     const l = GENERATE_LIMITS.stopTokens;
     for (const v of badValues(l)) {
