@@ -2,29 +2,30 @@
 import { LlmserveError, fromNative } from "./errors.js";
 import type { NativeEvent, NativeGenerateParams, NativeModel } from "./native.js";
 import type { Tokenizer } from "./tokenizer/index.js";
-import { checkInt, checkKeys, checkNumber, checkObject, checkBool } from "./validate.js";
+import { GENERATE_LIMITS as G } from "./limits.js";
+import { checkBool, checkKeys, checkLimit, checkObject } from "./validate.js";
 
 /** Sampling and stopping options of {@link Model.generate} and related calls; every field is optional. */
 export interface GenerateOptions {
-  /** Most tokens to generate (default 256). */
+  /** Most tokens to generate, in [0, 2147483647] (default 256). */
   maxTokens?: number;
-  /** 0 = greedy (default 0.8). */
+  /** In [0, 100]; 0 = greedy (default 0.8). */
   temperature?: number;
-  /** Keep the k most likely tokens; 0 disables (default 40). */
+  /** Keep the k most likely tokens, in [0, 2147483647]; 0 disables (default 40). */
   topK?: number;
   /** Nucleus sampling mass in (0, 1]; 1 disables (default 0.95). */
   topP?: number;
   /** Drop tokens below minP x the top probability; 0 disables (default 0.05). */
   minP?: number;
-  /** llama.cpp repeat penalty; 1 disables (default 1). */
+  /** llama.cpp repeat penalty, in (0, 100]; 1 disables (default 1). */
   repeatPenalty?: number;
-  /** Window of recent tokens the penalties look at; -1 = all (default 64). */
+  /** Window of recent tokens the penalties look at, in [-1, 2147483647]; -1 = all (default 64). */
   repeatLastN?: number;
   /** Subtract count x this from a token's logit for each time it occurs in the window; in [-2, 2], 0 disables (default 0). */
   frequencyPenalty?: number;
   /** Subtract this from the logit of every token present in the window; in [-2, 2], 0 disables (default 0). */
   presencePenalty?: number;
-  /** Same seed, same prompt, same options -> same output (default 0). */
+  /** Same seed, same prompt, same options -> same output; an integer in [0, 2^53 - 1] (default 0). */
   seed?: number;
   /** Generation stops before any of these strings; it is not included in the output. */
   stop?: string[];
@@ -38,7 +39,7 @@ export interface GenerateOptions {
   addSpecial?: boolean;
   /** Cancels the request; the iterator then ends with finishReason "abort". */
   signal?: AbortSignal;
-  /** Scheduling priority: higher runs first and is preempted last (default 0). */
+  /** Scheduling priority in [-1000000, 1000000]: higher runs first and is preempted last (default 0). */
   priority?: number;
   /**
    * Serve from / store in the response cache (deterministic requests only: temperature 0, or an
@@ -143,23 +144,25 @@ export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptio
     throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected an AbortSignal for signal");
   }
   const stopAtEos = o.stopAtEos === undefined ? true : checkBool("stopAtEos", o.stopAtEos);
-  const logprobs = o.logprobs === undefined ? undefined : checkInt("logprobs", o.logprobs, 0, 20);
+  const logprobs = o.logprobs === undefined ? undefined : checkLimit("logprobs", o.logprobs, G.logprobs);
+  const opt = (name: keyof typeof G & keyof GenerateOptions, dflt: number): number =>
+    o[name] === undefined ? dflt : checkLimit(name, o[name], G[name]);
   const params: NativeGenerateParams = {
-    maxTokens: o.maxTokens === undefined ? 256 : checkInt("maxTokens", o.maxTokens, 0),
-    temperature: o.temperature === undefined ? 0.8 : checkNumber("temperature", o.temperature, 0, 100),
-    topK: o.topK === undefined ? 40 : checkInt("topK", o.topK, 0),
-    topP: o.topP === undefined ? 0.95 : checkNumber("topP", o.topP, 0, 1, { minExclusive: true }),
-    minP: o.minP === undefined ? 0.05 : checkNumber("minP", o.minP, 0, 1),
-    repeatPenalty: o.repeatPenalty === undefined ? 1 : checkNumber("repeatPenalty", o.repeatPenalty, 0, 100, { minExclusive: true }),
-    repeatLastN: o.repeatLastN === undefined ? 64 : checkInt("repeatLastN", o.repeatLastN, -1),
-    frequencyPenalty: o.frequencyPenalty === undefined ? 0 : checkNumber("frequencyPenalty", o.frequencyPenalty, -2, 2),
-    presencePenalty: o.presencePenalty === undefined ? 0 : checkNumber("presencePenalty", o.presencePenalty, -2, 2),
-    seed: o.seed === undefined ? 0 : checkInt("seed", o.seed, 0),
+    maxTokens: opt("maxTokens", 256),
+    temperature: opt("temperature", 0.8),
+    topK: opt("topK", 40),
+    topP: opt("topP", 0.95),
+    minP: opt("minP", 0.05),
+    repeatPenalty: opt("repeatPenalty", 1),
+    repeatLastN: opt("repeatLastN", 64),
+    frequencyPenalty: opt("frequencyPenalty", 0),
+    presencePenalty: opt("presencePenalty", 0),
+    seed: opt("seed", 0),
     logprobs: logprobs ?? 0,
     stopTokens: stopAtEos ? eogTokens : [],
   };
   if (logprobs === undefined) delete (params as Partial<NativeGenerateParams>).logprobs;
-  if (o.priority !== undefined) params.priority = checkInt("priority", o.priority, -1000000, 1000000);
+  if (o.priority !== undefined) params.priority = checkLimit("priority", o.priority, G.priority);
   const cache = o.cache === undefined ? false : checkBool("cache", o.cache);
   const deterministic = params.temperature === 0 || o.seed !== undefined;
   if (cache && !deterministic) {
@@ -223,10 +226,55 @@ export interface GenerationResult {
   finishReason: FinishReason;
 }
 
+/** The requests waiting on one AbortSignal, behind the signal's single "abort" listener. */
+interface AbortFanout {
+  cancels: Set<() => void>;
+  fire: () => void;
+}
+const fanouts = new WeakMap<AbortSignal, AbortFanout>();
+
+/**
+ * Runs `cancel` when `signal` aborts; returns the unsubscribe function (idempotent). However many
+ * requests share a signal (generateBatch, a server request's n choices), the signal holds one
+ * listener, removed when the last request unsubscribes: no MaxListenersExceededWarning, no leak.
+ */
+export function onAbort(signal: AbortSignal, cancel: () => void): () => void {
+  let f = fanouts.get(signal);
+  if (!f) {
+    const cancels = new Set<() => void>();
+    const fire = () => {
+      fanouts.delete(signal);
+      const all = [...cancels];
+      cancels.clear();
+      let first: unknown;
+      for (const c of all) {
+        try {
+          c();
+        } catch (err) {
+          first ??= err;
+        }
+      }
+      if (first !== undefined) throw first;
+    };
+    f = { cancels, fire };
+    fanouts.set(signal, f);
+    signal.addEventListener("abort", fire, { once: true });
+  }
+  const entry = f;
+  const own = () => cancel(); // a fresh function: the same `cancel` may be subscribed twice
+  entry.cancels.add(own);
+  return () => {
+    if (!entry.cancels.delete(own) || entry.cancels.size > 0 || fanouts.get(signal) !== entry) return;
+    fanouts.delete(signal);
+    signal.removeEventListener("abort", entry.fire);
+  };
+}
+
 /**
  * Submits one request to the engine now (errors such as a full queue throw here) and returns an
  * iterator over its chunks. Breaking out of the loop (or aborting the signal) cancels the native
- * request at once. `onFinish` sees every completed (not aborted, not failed) generation.
+ * request at once; the signal cancels it even if the iterator was never started. `onFinish` sees
+ * every completed (not aborted, not failed) generation.
  */
 export function startGeneration(
   native: NativeModel,
@@ -241,13 +289,19 @@ export function startGeneration(
     })();
   }
   const queue = new EventQueue();
+  let unsubscribe = () => {};
   let id: number;
   try {
-    id = native.generate(Int32Array.from(promptTokens), opts.params, (e) => queue.push(e));
+    id = native.generate(Int32Array.from(promptTokens), opts.params, (e) => {
+      if (e.done) unsubscribe(); // the native request is over: nothing left to cancel
+      queue.push(e);
+    });
   } catch (err) {
     throw fromNative(err);
   }
-  return consume(native, tokenizer, id, queue, opts, onFinish);
+  // Events arrive on later turns of the event loop, so this runs before the first one.
+  if (opts.signal) unsubscribe = onAbort(opts.signal, () => native.cancel(id));
+  return consume(native, tokenizer, id, queue, opts, () => unsubscribe(), onFinish);
 }
 
 async function* consume(
@@ -256,12 +310,10 @@ async function* consume(
   id: number,
   queue: EventQueue,
   opts: ResolvedOptions,
+  unsubscribe: () => void,
   onFinish?: (r: GenerationResult) => void,
 ): AsyncGenerator<Chunk, void, undefined> {
   let finished = false;
-  const onAbort = () => native.cancel(id);
-  opts.signal?.addEventListener("abort", onAbort, { once: true });
-  if (opts.signal?.aborted) native.cancel(id);
   const decoder = tokenizer.createDecoder();
   const record: Chunk[] = [];
   const allTokens: number[] = [];
@@ -326,7 +378,7 @@ async function* consume(
       yield chunk;
     }
   } finally {
-    opts.signal?.removeEventListener("abort", onAbort);
+    unsubscribe();
     if (!finished) native.cancel(id);
   }
 }

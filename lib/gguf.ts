@@ -1,8 +1,9 @@
 /** Reading GGUF metadata from JavaScript (the parse runs on a worker thread). */
 import { loadAddon } from "./binding.js";
 import { fromNative, wrapNative } from "./errors.js";
+import { GGUF_LIMITS } from "./limits.js";
 import type { GgufContents } from "./native.js";
-import { checkInt, checkKeys, checkObject, checkPath } from "./validate.js";
+import { checkInt, checkKeys, checkLimit, checkObject, checkPath } from "./validate.js";
 
 export type { GgufArraySummary, GgufContents, GgufMetaValue, GgufScalar, GgufTensorSummary } from "./native.js";
 
@@ -39,7 +40,7 @@ export function readGguf(path: string, options: ReadGgufOptions = {}): Promise<G
     checkPath("path", path);
     const o = checkObject("readGguf options", options);
     checkKeys("readGguf options", o, ["maxArrayLength", "keyPrefix", "maxStringBytes", "maxMetadataBytes"]);
-    const maxArrayLength = o.maxArrayLength === undefined ? Number.MAX_SAFE_INTEGER : checkInt("maxArrayLength", o.maxArrayLength, 0);
+    const maxArrayLength = o.maxArrayLength === undefined ? Number.MAX_SAFE_INTEGER : checkLimit("maxArrayLength", o.maxArrayLength, GGUF_LIMITS.maxArrayLength);
     const p = o.keyPrefix;
     const keyPrefixes = p === undefined ? undefined : typeof p === "string" ? [p] : p;
     if (keyPrefixes !== undefined && (!Array.isArray(keyPrefixes) || keyPrefixes.some((k) => typeof k !== "string"))) {

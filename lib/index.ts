@@ -9,6 +9,7 @@ export { Tokenizer, OFFTHREAD_MIN_CHARS, type EncodeOptions, type DecodeOptions,
 export { readGguf, type ReadGgufOptions, type GgufContents, type GgufMetaValue, type GgufScalar, type GgufArraySummary, type GgufTensorSummary } from "./gguf.js";
 export { synth, SYNTH_TYPES, type SynthOptions, type SynthType } from "./synth.js";
 export { LlmserveError, ERROR_CODES, type ErrorCode } from "./errors.js";
+export { LIMITS, type Limit, type Limits } from "./limits.js";
 export { kernelIsa } from "./kernels.js";
 export { createServer, serve, defaultModelName, ApiError, type ServerOptions, type ServeOptions, type ServeResult, type ShutdownOptions, type LlmserveServerState, type OpenAIErrorBody } from "./server/index.js";
 export { ChatTemplate, BUILTIN_CHAT_TEMPLATES, BUILTIN_CHAT_TEMPLATE_NAMES, detectBuiltinTemplate, type BuiltinChatTemplate, type ChatMessage, type ChatContentPart, type RenderOptions, type ChatTemplateLoadOptions, type ChatTemplateMeta, type ChatLimits, defaultChatLimits, RenderPool, sharedRenderPool, type RenderPoolOptions, type RenderJob } from "./chat/index.js";

@@ -8,17 +8,18 @@ import type { NativeModel, NativeModelInfo, NativeStats } from "./native.js";
 import { ResponseCache } from "./responseCache.js";
 import { Session, type SessionOptions } from "./session.js";
 import { OFFTHREAD_MIN_CHARS, Tokenizer } from "./tokenizer/index.js";
-import { checkBool, checkInt, checkKeys, checkObject, checkPath, checkString } from "./validate.js";
+import { LOAD_LIMITS as L } from "./limits.js";
+import { checkBool, checkInt, checkKeys, checkLimit, checkObject, checkPath, checkString } from "./validate.js";
 
 /** Options of {@link Model.load}; every field is optional. */
 export interface LoadOptions {
-  /** Compute threads (default: the number of physical cores). */
+  /** Compute threads, in [1, 512] (default: the number of physical cores). */
   threads?: number;
-  /** KV cache size in tokens (default 4096; 0 = the model's training context). */
+  /** Most tokens one sequence may hold, in [0, 16777216] (default 4096; 0 = the model's training context). */
   contextSize?: number;
   /** KV cache element type: "f16" (default, as llama.cpp), "f32", or "q8_0" (half the memory of f16, as llama.cpp's `--cache-type-k/v q8_0`; needs a head size that is a multiple of 32). */
   kvType?: "f16" | "f32" | "q8_0";
-  /** Total KV cache size in tokens, shared by all sequences (default: contextSize). */
+  /** Total KV cache size in tokens, shared by all sequences, in [0, 67108864] (default and 0: contextSize). */
   kvCacheTokens?: number;
   /** Tokens per KV block (default 16). */
   kvBlockSize?: number;
@@ -136,19 +137,21 @@ export class Model {
     const o = checkObject("load options", options) as LoadOptions & Record<string, unknown>;
     checkKeys("load options", o, ["threads", "contextSize", "kvType", "kvCacheTokens", "kvBlockSize", "maxBatchTokens", "maxSequences",
       "maxQueue", "prefixCache", "batching", "responseCacheBytes", "repack", "prefillChunk", "onProgress"]);
-    const threads = o.threads === undefined ? physicalCores() : checkInt("threads", o.threads, 1, 512);
-    const contextSize = o.contextSize === undefined ? 4096 : checkInt("contextSize", o.contextSize, 0, 1 << 24);
+    const int = (name: keyof typeof L & keyof LoadOptions, dflt: number): number =>
+      o[name] === undefined ? dflt : checkLimit(name, o[name], L[name]);
+    const threads = o.threads === undefined ? Math.min(physicalCores(), L.threads.max) : checkLimit("threads", o.threads, L.threads);
+    const contextSize = int("contextSize", 4096);
     const kvType = (o.kvType === undefined ? "f16" : checkString("kvType", o.kvType, ["f16", "f32", "q8_0"])) as "f16" | "f32" | "q8_0";
     const engine = {
-      kvCacheTokens: o.kvCacheTokens === undefined ? 0 : checkInt("kvCacheTokens", o.kvCacheTokens, 1, 1 << 26),
-      kvBlockSize: o.kvBlockSize === undefined ? 16 : checkInt("kvBlockSize", o.kvBlockSize, 1, 4096),
-      maxBatchTokens: o.maxBatchTokens === undefined ? 512 : checkInt("maxBatchTokens", o.maxBatchTokens, 1, 1 << 20),
-      maxSequences: o.maxSequences === undefined ? 64 : checkInt("maxSequences", o.maxSequences, 1, 1 << 16),
-      maxQueue: o.maxQueue === undefined ? 1024 : checkInt("maxQueue", o.maxQueue, 1, 1 << 24),
+      kvCacheTokens: int("kvCacheTokens", 0),
+      kvBlockSize: int("kvBlockSize", 16),
+      maxBatchTokens: int("maxBatchTokens", 512),
+      maxSequences: int("maxSequences", 64),
+      maxQueue: int("maxQueue", 1024),
       prefixCache: o.prefixCache === undefined ? true : checkBool("prefixCache", o.prefixCache),
       staticBatching: (o.batching === undefined ? "continuous" : checkString("batching", o.batching, ["continuous", "static"])) === "static",
       repack: o.repack === undefined ? true : checkBool("repack", o.repack),
-      prefillChunk: o.prefillChunk === undefined ? 128 : checkInt("prefillChunk", o.prefillChunk, 0, 1 << 20),
+      prefillChunk: int("prefillChunk", 128),
     };
     const responseCacheBytes = o.responseCacheBytes === undefined ? 64 << 20 : checkInt("responseCacheBytes", o.responseCacheBytes, 0);
     if (o.onProgress !== undefined && typeof o.onProgress !== "function") {

@@ -249,6 +249,8 @@ export interface NativeSynthOptions {
 }
 
 export interface NativeAddon {
+  /** The ranges the addon enforces on numbers from JS (native/napi/limits.h), by group; equal to lib/limits.ts LIMITS. */
+  limits: Record<string, Record<string, { min: number; max: number; integer: boolean; minExclusive: boolean }>>;
   readGguf(
     path: string,
     maxArrayLength?: number,

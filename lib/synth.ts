@@ -1,7 +1,8 @@
 /** synth: write a random-weight GGUF model of any shape and weight type (for tests and benchmarks). */
 import { loadAddon } from "./binding.js";
 import { LlmserveError, wrapNative } from "./errors.js";
-import { checkInt, checkKeys, checkObject, checkPath, checkString, checkBool } from "./validate.js";
+import { SYNTH_LIMITS as S } from "./limits.js";
+import { checkBool, checkInt, checkKeys, checkLimit, checkObject, checkPath, checkString } from "./validate.js";
 
 /** The weight types {@link synth} can write. */
 export const SYNTH_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"] as const;
@@ -60,16 +61,16 @@ export async function synth(
   }
   const opts = {
     arch: checkString("arch", o.arch ?? "llama", ["llama", "qwen2"]),
-    dim: checkInt("dim", o.dim ?? 256, 1, 1 << 16),
-    layers: checkInt("layers", o.layers ?? 4, 1, 512),
-    heads: checkInt("heads", o.heads ?? 8, 1, 1024),
-    kvHeads: checkInt("kvHeads", o.kvHeads ?? 2, 1, 1024),
-    ffn: checkInt("ffn", o.ffn ?? 768, 1, 1 << 18),
-    context: checkInt("context", o.context ?? 2048, 1, 1 << 24),
+    dim: checkLimit("dim", o.dim ?? 256, S.dim),
+    layers: checkLimit("layers", o.layers ?? 4, S.layers),
+    heads: checkLimit("heads", o.heads ?? 8, S.heads),
+    kvHeads: checkLimit("kvHeads", o.kvHeads ?? 2, S.kvHeads),
+    ffn: checkLimit("ffn", o.ffn ?? 768, S.ffn),
+    context: checkLimit("context", o.context ?? 2048, S.context),
     vocabFrom: o.vocabFrom === undefined ? "" : checkString("vocabFrom", o.vocabFrom),
-    vocabSize: checkInt("vocabSize", o.vocabSize ?? 512, 1, 1 << 20),
+    vocabSize: checkLimit("vocabSize", o.vocabSize ?? 512, S.vocabSize),
     type,
-    seed: checkInt("seed", o.seed ?? 7, 0),
+    seed: checkLimit("seed", o.seed ?? 7, S.seed),
     tiedOutput: o.tiedOutput === undefined ? false : checkBool("tiedOutput", o.tiedOutput),
   };
   return wrapNative(loadAddon().synth(opts, outPath, o.onProgress));

@@ -1,5 +1,6 @@
 /** Option validation with messages that say what was expected and what was received. */
 import { LlmserveError } from "./errors.js";
+import { describeLimit, type Limit } from "./limits.js";
 
 function describe(v: unknown): string {
   if (typeof v === "string") return JSON.stringify(v);
@@ -14,10 +15,21 @@ function fail(msg: string): never {
 
 export function checkInt(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
-    const range = max === Number.MAX_SAFE_INTEGER ? (min === 0 ? "non-negative integer" : min === 1 ? "positive integer" : `integer >= ${min}`) : `integer in [${min}, ${max}]`;
+    const range = max === Number.MAX_SAFE_INTEGER ? (min === 0 ? "non-negative integer" : min === 1 ? "positive integer" : `integer >= ${min}`) : `an integer in [${min}, ${max}]`;
     fail(`Expected ${range} for ${name} but received ${describe(v)}`);
   }
   return v;
+}
+
+/**
+ * Checks `v` against a range of lib/limits.ts; the message is the one the native addon gives for
+ * the same value ("Expected an integer in [0, 2147483647] for topK but received 1e+300").
+ */
+export function checkLimit(name: string, v: unknown, limit: Limit): number {
+  const ok = typeof v === "number" && Number.isFinite(v) && (limit.minExclusive ? v > limit.min : v >= limit.min) && v <= limit.max &&
+    (!limit.integer || Number.isInteger(v));
+  if (!ok) fail(`Expected ${describeLimit(limit)} for ${name} but received ${describe(v)}`);
+  return v as number;
 }
 
 export function checkNumber(name: string, v: unknown, min: number, max: number, opts: { minExclusive?: boolean } = {}): number {

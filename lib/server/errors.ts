@@ -53,7 +53,7 @@ interface FastifyLikeError {
   code?: unknown;
   statusCode?: unknown;
   message?: unknown;
-  validation?: { instancePath?: string; params?: Record<string, unknown>; message?: string }[];
+  validation?: { instancePath?: string; keyword?: string; params?: Record<string, unknown>; message?: string }[];
   validationContext?: string;
 }
 
@@ -65,15 +65,25 @@ function validationParam(v: NonNullable<FastifyLikeError["validation"]>[number])
   return parts.map((p, i) => (/^\d+$/.test(p) ? `[${p}]` : i === 0 ? p : `.${p}`)).join("");
 }
 
+/**
+ * The validation error to report. For a value allowed several shapes (`anyOf`: a string or an
+ * array...), Ajv lists one error per shape; the one that is not about the type ("must NOT have
+ * more than 256 items", "must be >= 0" at prompt[1]) says what is actually wrong. Otherwise the first.
+ */
+function mostSpecific(errors: NonNullable<FastifyLikeError["validation"]>): NonNullable<FastifyLikeError["validation"]>[number] {
+  return errors.find((v) => !["type", "anyOf", "oneOf"].includes(v.keyword ?? "")) ?? errors[0];
+}
+
 /** Any thrown value -> the ApiError it is answered with (user errors are never 500). */
 export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   const e = (err ?? {}) as FastifyLikeError;
   const message = typeof e.message === "string" ? e.message : String(err);
   if (Array.isArray(e.validation) && e.validation.length > 0) {
-    const param = validationParam(e.validation[0]);
+    const v = mostSpecific(e.validation);
+    const param = validationParam(v);
     const what = param ?? (e.validationContext === "body" ? "the request body" : "the request");
-    return new ApiError(400, `Invalid value for ${what}: ${e.validation[0].message ?? message}`, { param, code: "invalid_value", cause: err });
+    return new ApiError(400, `Invalid value for ${what}: ${v.message ?? message}`, { param, code: "invalid_value", cause: err });
   }
   const code = typeof e.code === "string" ? e.code : "";
   switch (code) {

@@ -1,7 +1,36 @@
 /**
  * JSON schemas of the request bodies (validated by fastify's Ajv) and their TypeScript shapes.
  * Unknown parameters are accepted and ignored, as OpenAI does; `null` means "not given".
+ * Every number, array and string has an upper bound (SERVER_LIMITS, inside the library's own
+ * ranges of lib/limits.ts), so an oversized value is a 400 naming the field, never a 500.
  */
+import { GENERATE_LIMITS, INT32_MAX, LOAD_LIMITS } from "../limits.js";
+
+/** The largest arrays, strings and counts a request may carry (beyond them: 400 invalid_value). */
+export const SERVER_LIMITS = {
+  /** Choices per prompt (`n`). */
+  n: 128,
+  /** Prompts in one /v1/completions request (a list of strings or of token arrays). */
+  prompts: 256,
+  /** Characters of one prompt string, message content or content part (8 MiB bodies hold fewer anyway). */
+  textLength: 1 << 23,
+  /** Messages in one chat request. */
+  messages: 4096,
+  /** Content parts of one message. */
+  contentParts: 256,
+  /** Stop strings. */
+  stop: 16,
+  /** Characters of one stop string. */
+  stopLength: 256,
+  /** Characters of `model`, `user`, a message `name` or `tool_call_id`. */
+  nameLength: 1024,
+  /** Entries of `tools` and of a message's `tool_calls`. */
+  tools: 128,
+  /** `logprobs` / `top_logprobs` alternatives per token (the library's maximum). */
+  logprobs: GENERATE_LIMITS.logprobs.max,
+  /** `seed`: any safe integer (OpenAI's is an int64; choices use seed + index, modulo 2^32). */
+  seed: Number.MAX_SAFE_INTEGER,
+} as const;
 
 export interface StreamOptions {
   include_usage?: boolean | null;
@@ -45,25 +74,36 @@ export interface ChatBody extends SamplingBody {
 
 const nullable = (schema: Record<string, unknown>) => ({ anyOf: [schema, { type: "null" }] });
 
+const L = SERVER_LIMITS;
+const name = { type: "string", maxLength: L.nameLength } as const;
+
 const sampling = {
-  model: nullable({ type: "string" }),
-  max_tokens: nullable({ type: "integer", minimum: 1 }),
-  max_completion_tokens: nullable({ type: "integer", minimum: 1 }),
+  model: nullable(name),
+  max_tokens: nullable({ type: "integer", minimum: 1, maximum: GENERATE_LIMITS.maxTokens.max }),
+  max_completion_tokens: nullable({ type: "integer", minimum: 1, maximum: GENERATE_LIMITS.maxTokens.max }),
   temperature: nullable({ type: "number", minimum: 0, maximum: 2 }),
   top_p: nullable({ type: "number", minimum: 0, maximum: 1 }),
-  top_k: nullable({ type: "integer", minimum: -1 }),
+  top_k: nullable({ type: "integer", minimum: -1, maximum: GENERATE_LIMITS.topK.max }),
   min_p: nullable({ type: "number", minimum: 0, maximum: 1 }),
-  presence_penalty: nullable({ type: "number", minimum: -2, maximum: 2 }),
-  frequency_penalty: nullable({ type: "number", minimum: -2, maximum: 2 }),
+  presence_penalty: nullable({ type: "number", minimum: GENERATE_LIMITS.presencePenalty.min, maximum: GENERATE_LIMITS.presencePenalty.max }),
+  frequency_penalty: nullable({ type: "number", minimum: GENERATE_LIMITS.frequencyPenalty.min, maximum: GENERATE_LIMITS.frequencyPenalty.max }),
   repetition_penalty: nullable({ type: "number", exclusiveMinimum: 0, maximum: 10 }),
-  seed: nullable({ type: "integer" }),
-  stop: { anyOf: [{ type: "string" }, { type: "array", items: { type: "string" }, maxItems: 16 }, { type: "null" }] },
-  n: nullable({ type: "integer", minimum: 1, maximum: 128 }),
+  seed: nullable({ type: "integer", minimum: -L.seed, maximum: L.seed }),
+  stop: {
+    anyOf: [
+      { type: "string", maxLength: L.stopLength },
+      { type: "array", items: { type: "string", maxLength: L.stopLength }, maxItems: L.stop },
+      { type: "null" },
+    ],
+  },
+  n: nullable({ type: "integer", minimum: 1, maximum: L.n }),
   stream: nullable({ type: "boolean" }),
   stream_options: nullable({ type: "object", properties: { include_usage: nullable({ type: "boolean" }) } }),
-  user: nullable({ type: "string" }),
+  user: nullable(name),
   ignore_eos: nullable({ type: "boolean" }),
 } as const;
+
+const tokenId = { type: "integer", minimum: 0, maximum: INT32_MAX } as const;
 
 export const completionSchema = {
   type: "object",
@@ -72,13 +112,13 @@ export const completionSchema = {
     ...sampling,
     prompt: {
       anyOf: [
-        { type: "string" },
-        { type: "array", minItems: 1, items: { type: "string" } },
-        { type: "array", minItems: 1, items: { type: "integer" } },
-        { type: "array", minItems: 1, items: { type: "array", minItems: 1, items: { type: "integer" } } },
+        { type: "string", maxLength: L.textLength },
+        { type: "array", minItems: 1, maxItems: L.prompts, items: { type: "string", maxLength: L.textLength } },
+        { type: "array", minItems: 1, maxItems: LOAD_LIMITS.contextSize.max, items: tokenId },
+        { type: "array", minItems: 1, maxItems: L.prompts, items: { type: "array", minItems: 1, maxItems: LOAD_LIMITS.contextSize.max, items: tokenId } },
       ],
     },
-    logprobs: nullable({ type: "integer", minimum: 0, maximum: 20 }),
+    logprobs: nullable({ type: "integer", minimum: 0, maximum: L.logprobs }),
     echo: nullable({ type: "boolean" }),
   },
 } as const;
@@ -86,7 +126,7 @@ export const completionSchema = {
 const contentPart = {
   type: "object",
   required: ["type"],
-  properties: { type: { type: "string" }, text: { type: "string" } },
+  properties: { type: name, text: { type: "string", maxLength: L.textLength } },
 } as const;
 
 export const chatSchema = {
@@ -97,20 +137,23 @@ export const chatSchema = {
     messages: {
       type: "array",
       minItems: 1,
+      maxItems: L.messages,
       items: {
         type: "object",
         required: ["role"],
         properties: {
           role: { type: "string", enum: ["system", "developer", "user", "assistant", "tool", "function"] },
-          content: { anyOf: [{ type: "string" }, { type: "array", items: contentPart }, { type: "null" }] },
-          name: nullable({ type: "string" }),
-          tool_calls: nullable({ type: "array" }),
-          tool_call_id: nullable({ type: "string" }),
+          content: {
+            anyOf: [{ type: "string", maxLength: L.textLength }, { type: "array", maxItems: L.contentParts, items: contentPart }, { type: "null" }],
+          },
+          name: nullable(name),
+          tool_calls: nullable({ type: "array", maxItems: L.tools }),
+          tool_call_id: nullable(name),
         },
       },
     },
     logprobs: nullable({ type: "boolean" }),
-    top_logprobs: nullable({ type: "integer", minimum: 0, maximum: 20 }),
-    tools: nullable({ type: "array" }),
+    top_logprobs: nullable({ type: "integer", minimum: 0, maximum: L.logprobs }),
+    tools: nullable({ type: "array", maxItems: L.tools }),
   },
 } as const;

@@ -13,6 +13,23 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("kernelIsa", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), kernel_isa());
   }));
+  // addon.limits[group][name] = {min, max, integer, minExclusive}: the ranges the wrappers enforce
+  // (limits.h), compared with lib/limits.ts by the tests.
+  auto all = Napi::Object::New(env);
+  for (const limits::Group& g : limits::kGroups) {
+    auto group = Napi::Object::New(env);
+    for (int i = 0; i < g.count; ++i) {
+      const Limit& l = *g.items[i];
+      auto o = Napi::Object::New(env);
+      o.Set("min", l.min);
+      o.Set("max", l.max);
+      o.Set("integer", l.integer);
+      o.Set("minExclusive", l.min_exclusive);
+      group.Set(l.name, o);
+    }
+    all.Set(g.name, group);
+  }
+  exports.Set("limits", all);
   return exports;
 }
 

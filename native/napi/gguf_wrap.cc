@@ -199,10 +199,7 @@ Napi::Value ReadGguf(const Napi::CallbackInfo& info) {
     throw make_js_error(env, Code::InvalidArgument, "readGguf expects a file path string");
   std::string path = path_arg(env, info[0], "the GGUF path");
   ReadOptions o;
-  if (info.Length() > 1 && info[1].IsNumber()) {
-    double d = info[1].As<Napi::Number>().DoubleValue();
-    o.max_array = d >= 1.8e19 ? std::numeric_limits<uint64_t>::max() : d <= 0 ? 0 : (uint64_t)d;
-  }
+  if (info.Length() > 1 && !info[1].IsUndefined()) o.max_array = check_number<uint64_t, limits::kMaxArrayLength>(env, info[1]);
   if (info.Length() > 2 && info[2].IsObject()) {
     Napi::Object opts = info[2].As<Napi::Object>();
     Napi::Value p = opts.Get("keyPrefixes");

@@ -8,11 +8,7 @@
 
 namespace llmserve::napi {
 namespace {
-
-double num(Napi::Object o, const char* key, double dflt) {
-  Napi::Value v = o.Get(key);
-  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : dflt;
-}
+namespace L = limits;
 
 Napi::Object event_to_js(Napi::Env env, GenEvent& ev) {
   auto o = Napi::Object::New(env);
@@ -138,27 +134,33 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     auto req = std::make_shared<GenerateRequest>();
     req->prompt = to_tokens(env, info[0]);
     Napi::Object p = info[1].As<Napi::Object>();
-    req->max_tokens = (int64_t)num(p, "maxTokens", 256);
+    req->max_tokens = get_number<int64_t, L::kMaxTokens>(p, 256);
     SamplingParams& s = req->sampling;
-    s.temperature = (float)num(p, "temperature", s.temperature);
-    s.top_k = (int32_t)num(p, "topK", s.top_k);
-    s.top_p = (float)num(p, "topP", s.top_p);
-    s.min_p = (float)num(p, "minP", s.min_p);
-    s.repeat_penalty = (float)num(p, "repeatPenalty", s.repeat_penalty);
-    s.repeat_last_n = (int32_t)num(p, "repeatLastN", s.repeat_last_n);
-    s.frequency_penalty = (float)num(p, "frequencyPenalty", s.frequency_penalty);
-    s.presence_penalty = (float)num(p, "presencePenalty", s.presence_penalty);
-    s.seed = (uint64_t)num(p, "seed", 0);
-    s.n_logprobs = (int32_t)num(p, "logprobs", 0);
-    req->want_logprobs = p.Get("logprobs").IsNumber();
-    req->priority = (int32_t)num(p, "priority", 0);
-    req->session = (int64_t)num(p, "session", 0);
+    s.temperature = get_number<float, L::kTemperature>(p, s.temperature);
+    s.top_k = get_number<int32_t, L::kTopK>(p, s.top_k);
+    s.top_p = get_number<float, L::kTopP>(p, s.top_p);
+    s.min_p = get_number<float, L::kMinP>(p, s.min_p);
+    s.repeat_penalty = get_number<float, L::kRepeatPenalty>(p, s.repeat_penalty);
+    s.repeat_last_n = get_number<int32_t, L::kRepeatLastN>(p, s.repeat_last_n);
+    s.frequency_penalty = get_number<float, L::kFrequencyPenalty>(p, s.frequency_penalty);
+    s.presence_penalty = get_number<float, L::kPresencePenalty>(p, s.presence_penalty);
+    s.seed = get_number<uint64_t, L::kSeed>(p, 0);
+    s.n_logprobs = get_number<int32_t, L::kLogprobs>(p, 0);
+    req->want_logprobs = !p.Get("logprobs").IsUndefined();
+    req->priority = get_number<int32_t, L::kPriority>(p, 0);
+    req->session = get_number<int64_t, L::kSession>(p, 0);
     req->pin = p.Get("pin").ToBoolean();
-    req->adapter = (uint64_t)num(p, "adapter", 0);
+    req->adapter = get_number<uint64_t, L::kAdapter>(p, 0);
     Napi::Value st = p.Get("stopTokens");
-    if (st.IsArray()) {
+    if (!st.IsUndefined()) {
+      if (!st.IsArray()) throw_invalid(env, false, "Expected an array of token ids for stopTokens but received " + js_describe(st));
       auto a = st.As<Napi::Array>();
-      for (uint32_t k = 0; k < a.Length(); ++k) req->stop_tokens.push_back(a.Get(k).As<Napi::Number>().Int32Value());
+      const uint32_t n = check_number<uint32_t, L::kStopTokensLength>(env, Napi::Number::New(env, a.Length()));
+      req->stop_tokens.reserve(n);
+      for (uint32_t k = 0; k < n; ++k) {
+        const std::string name = "stopTokens[" + std::to_string(k) + "]";
+        req->stop_tokens.push_back(check_number<int32_t, L::kStopToken>(env, a.Get(k), name.c_str()));
+      }
     }
     auto tsfn = Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "llmserve.generate", 0, 1);
     req->on_event = [tsfn](GenEvent&& ev) mutable {
@@ -198,12 +200,14 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   }
 
   Napi::Value EndSession(const Napi::CallbackInfo& info) {
-    if (engine_ && info.Length() > 0 && info[0].IsNumber()) engine_->end_session(info[0].As<Napi::Number>().Int64Value());
+    const int64_t session = check_number<int64_t, L::kRequestId>(info.Env(), info[0], "session");
+    if (engine_) engine_->end_session(session);
     return info.Env().Undefined();
   }
 
   Napi::Value Cancel(const Napi::CallbackInfo& info) {
-    if (engine_ && info.Length() > 0 && info[0].IsNumber()) engine_->cancel(info[0].As<Napi::Number>().Int64Value());
+    const int64_t id = check_number<int64_t, L::kRequestId>(info.Env(), info[0]);
+    if (engine_) engine_->cancel(id);
     return info.Env().Undefined();
   }
 
@@ -312,19 +316,19 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     throw make_js_error(env, Code::InvalidArgument, "loadModel(path, options, onProgress?)");
   Napi::Object o = info[1].As<Napi::Object>();
   EngineOptions opts;
-  opts.threads = (int)num(o, "threads", 2);
-  opts.n_ctx = (int64_t)num(o, "contextSize", 4096);
+  opts.threads = get_number<int, L::kThreads>(o, 2);
+  opts.n_ctx = get_number<int64_t, L::kContextSize>(o, 4096);
   const std::string kv_type = o.Get("kvType").IsString() ? o.Get("kvType").As<Napi::String>().Utf8Value() : "f16";
   if (kv_type == "f16") opts.kv_type = GgmlType::F16;
   else if (kv_type == "f32") opts.kv_type = GgmlType::F32;
   else if (kv_type == "q8_0") opts.kv_type = GgmlType::Q8_0;
   else throw make_js_error(env, Code::InvalidArgument, "Expected kvType \"f16\", \"f32\" or \"q8_0\" but received \"" + kv_type + "\"");
-  opts.kv_tokens = (int64_t)num(o, "kvCacheTokens", 0);
-  opts.block_size = (int32_t)num(o, "kvBlockSize", 16);
-  opts.max_batch_tokens = (int64_t)num(o, "maxBatchTokens", 512);
-  opts.prefill_chunk = (int64_t)num(o, "prefillChunk", 128);
-  opts.max_sequences = (int64_t)num(o, "maxSequences", 64);
-  opts.max_queue = (int64_t)num(o, "maxQueue", 1024);
+  opts.kv_tokens = get_number<int64_t, L::kKvCacheTokens>(o, 0);
+  opts.block_size = get_number<int32_t, L::kKvBlockSize>(o, 16);
+  opts.max_batch_tokens = get_number<int64_t, L::kMaxBatchTokens>(o, 512);
+  opts.prefill_chunk = get_number<int64_t, L::kPrefillChunk>(o, 128);
+  opts.max_sequences = get_number<int64_t, L::kMaxSequences>(o, 64);
+  opts.max_queue = get_number<int64_t, L::kMaxQueue>(o, 1024);
   opts.prefix_cache = o.Get("prefixCache").IsBoolean() ? o.Get("prefixCache").As<Napi::Boolean>().Value() : true;
   opts.static_batching = o.Get("staticBatching").ToBoolean();
   opts.repack = o.Get("repack").IsBoolean() ? o.Get("repack").As<Napi::Boolean>().Value() : true;

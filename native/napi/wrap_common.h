@@ -1,11 +1,126 @@
-// Declarations of each wrapper's init function, called from addon.cc.
+// Declarations of each wrapper's init function (called from addon.cc) and the checked reads of
+// numbers from JS that every wrapper uses: no double reaches a C++ integer or float cast unless it
+// is finite and inside the option's Limit (limits.h), which is checked at compile time to fit the
+// target type. Errors carry code ERR_INVALID_ARGUMENT and say the option and its allowed range,
+// in the same words as lib/validate.ts: "Expected an integer in [0, 2147483647] for topK but
+// received 1e+300".
 #pragma once
 #include <napi.h>
 
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <limits>
+#include <string>
+
+#include "limits.h"
+#include "status.h"
 
 namespace llmserve::napi {
 void init_gguf(Napi::Env env, Napi::Object exports);
 void init_model(Napi::Env env, Napi::Object exports);
 void init_synth(Napi::Env env, Napi::Object exports);
+
+// A double as JavaScript's Number.prototype.toString writes it (shortest round-trip digits;
+// exponent form below 1e-6 and from 1e21), so native and TypeScript messages read the same.
+inline std::string js_number_string(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+  if (v == 0) return "0";  // -0 too, as String(-0)
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof buf, std::fabs(v), std::chars_format::scientific);
+  std::string s(buf, r.ptr);  // "d[.ddd]e[+-]x"
+  const size_t e = s.find('e');
+  std::string digits;
+  for (size_t i = 0; i < e; ++i)
+    if (s[i] != '.') digits += s[i];
+  const int k = (int)digits.size();
+  const int n = std::stoi(s.substr(e + 1)) + 1;  // the decimal point sits after n digits
+  std::string out = v < 0 ? "-" : "";
+  if (k <= n && n <= 21) return out + digits + std::string(n - k, '0');
+  if (0 < n && n <= 21) return out + digits.substr(0, n) + "." + digits.substr(n);
+  if (-6 < n && n <= 0) return out + "0." + std::string(-n, '0') + digits;
+  out += digits.substr(0, 1);
+  if (k > 1) out += "." + digits.substr(1);
+  return out + "e" + (n - 1 >= 0 ? "+" : "-") + std::to_string(std::abs(n - 1));
+}
+
+// A received value in a message, as lib/validate.ts describe() writes it.
+inline std::string js_describe(Napi::Value v) {
+  switch (v.Type()) {
+    case napi_undefined: return "undefined";
+    case napi_null: return "null";
+    case napi_boolean: return v.As<Napi::Boolean>().Value() ? "true" : "false";
+    case napi_number: return js_number_string(v.As<Napi::Number>().DoubleValue());
+    case napi_string: {
+      std::string s = v.As<Napi::String>().Utf8Value(), q = "\"";
+      for (unsigned char c : s) {
+        if (c == '"' || c == '\\') { q += '\\'; q += (char)c; }
+        else if (c == '\n') q += "\\n";
+        else if (c == '\r') q += "\\r";
+        else if (c == '\t') q += "\\t";
+        else if (c == '\b') q += "\\b";
+        else if (c == '\f') q += "\\f";
+        else if (c < 0x20) { char u[8]; std::snprintf(u, sizeof u, "\\u%04x", c); q += u; }
+        else q += (char)c;
+      }
+      return q + "\"";
+    }
+    case napi_bigint: return "bigint";
+    case napi_symbol: return "symbol";
+    case napi_function: return "function";
+    default: return v.IsArray() ? "an array" : "object";
+  }
+}
+
+// "an integer in [0, 20]", "a number in (0, 1]"
+inline std::string describe_limit(const Limit& l) {
+  return std::string(l.integer ? "an integer in " : "a number in ") + (l.min_exclusive ? "(" : "[") +
+         js_number_string(l.min) + ", " + js_number_string(l.max) + "]";
+}
+
+// True when every value the Limit admits converts to T exactly or by rounding (never UB).
+template <typename T>
+consteval bool limit_fits(const Limit& l) {
+  if (!(l.min <= l.max)) return false;
+  if (l.integer) {
+    if (l.min < -9007199254740991.0 || l.max > 9007199254740991.0) return false;  // exact in a double
+    if (!std::numeric_limits<T>::is_integer) return false;
+  }
+  return l.min >= (double)std::numeric_limits<T>::lowest() && l.max <= (double)std::numeric_limits<T>::max();
+}
+
+[[noreturn]] inline void throw_invalid(Napi::Env env, bool range, const std::string& msg) {
+  Napi::Error e = range ? (Napi::Error)Napi::RangeError::New(env, msg) : (Napi::Error)Napi::TypeError::New(env, msg);
+  e.Set("code", Napi::String::New(env, code_name(Code::InvalidArgument)));
+  throw e;
+}
+
+// v as T, or a RangeError (TypeError when v is not a number) with code ERR_INVALID_ARGUMENT.
+// `name` overrides L.name in the message (array elements: "stopTokens[3]").
+template <typename T, const Limit& L>
+T check_number(Napi::Env env, Napi::Value v, const char* name = nullptr) {
+  static_assert(limit_fits<T>(L), "the Limit admits values outside the target type");
+  auto fail = [&](bool range) {
+    throw_invalid(env, range, "Expected " + describe_limit(L) + " for " + (name ? name : L.name) +
+                                  " but received " + js_describe(v));
+  };
+  if (!v.IsNumber()) fail(false);
+  const double d = v.As<Napi::Number>().DoubleValue();
+  const bool above_min = L.min_exclusive ? d > L.min : d >= L.min;
+  // NaN fails every comparison; +-Infinity fails a bound; trunc tells fractions apart.
+  if (!(above_min && d <= L.max) || (L.integer && std::trunc(d) != d)) fail(true);
+  return static_cast<T>(d);
+}
+
+// o[L.name] as T; `dflt` when the key is absent or undefined.
+template <typename T, const Limit& L>
+T get_number(Napi::Object o, T dflt) {
+  Napi::Value v = o.Get(L.name);
+  if (v.IsUndefined()) return dflt;
+  return check_number<T, L>(o.Env(), v);
+}
+
 }  // namespace llmserve::napi

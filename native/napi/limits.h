@@ -1,0 +1,86 @@
+// The allowed range of every number JS passes to the addon. lib/limits.ts holds the same table for
+// the TypeScript checks (which run first and give the same messages); the addon exports this one
+// as `limits` and test/native/napi_limits.test.ts asserts the two are equal, so they cannot drift.
+// Each read (wrap_common.h get_number) checks the value against its Limit and static_asserts that
+// the Limit fits the C++ type it is cast to, so no out-of-range double is ever converted (UB).
+#pragma once
+
+namespace llmserve::napi {
+
+struct Limit {
+  const char* name;    // the option's JS name, used in error messages
+  double min, max;     // inclusive bounds (min exclusive when min_exclusive)
+  bool integer;        // integers only (and then |bounds| <= 2^53 - 1, exact in a double)
+  bool min_exclusive;  // (min, max] instead of [min, max]
+};
+
+namespace limits {
+
+inline constexpr double kInt32Max = 2147483647.0;
+inline constexpr double kSafeMax = 9007199254740991.0;  // Number.MAX_SAFE_INTEGER
+
+// generate(tokens, params, onEvent): params
+inline constexpr Limit kMaxTokens{"maxTokens", 0, kInt32Max, true, false};
+inline constexpr Limit kTemperature{"temperature", 0, 100, false, false};
+inline constexpr Limit kTopK{"topK", 0, kInt32Max, true, false};
+inline constexpr Limit kTopP{"topP", 0, 1, false, true};
+inline constexpr Limit kMinP{"minP", 0, 1, false, false};
+inline constexpr Limit kRepeatPenalty{"repeatPenalty", 0, 100, false, true};
+inline constexpr Limit kRepeatLastN{"repeatLastN", -1, kInt32Max, true, false};
+inline constexpr Limit kFrequencyPenalty{"frequencyPenalty", -2, 2, false, false};
+inline constexpr Limit kPresencePenalty{"presencePenalty", -2, 2, false, false};
+inline constexpr Limit kSeed{"seed", 0, kSafeMax, true, false};
+inline constexpr Limit kLogprobs{"logprobs", 0, 20, true, false};
+inline constexpr Limit kPriority{"priority", -1000000, 1000000, true, false};
+inline constexpr Limit kSession{"session", 0, kSafeMax, true, false};
+inline constexpr Limit kAdapter{"adapter", 0, kSafeMax, true, false};
+inline constexpr Limit kStopToken{"stopTokens", 0, kInt32Max, true, false};  // each element
+inline constexpr Limit kStopTokensLength{"stopTokens.length", 0, 65536, true, false};
+inline constexpr Limit kRequestId{"id", 0, kSafeMax, true, false};  // cancel(id), endSession(id)
+
+// loadModel(path, options)
+inline constexpr Limit kThreads{"threads", 1, 512, true, false};
+inline constexpr Limit kContextSize{"contextSize", 0, 1 << 24, true, false};
+inline constexpr Limit kKvCacheTokens{"kvCacheTokens", 0, 1 << 26, true, false};  // 0 = contextSize
+inline constexpr Limit kKvBlockSize{"kvBlockSize", 1, 4096, true, false};
+inline constexpr Limit kMaxBatchTokens{"maxBatchTokens", 1, 1 << 20, true, false};
+inline constexpr Limit kPrefillChunk{"prefillChunk", 0, 1 << 20, true, false};
+inline constexpr Limit kMaxSequences{"maxSequences", 1, 1 << 16, true, false};
+inline constexpr Limit kMaxQueue{"maxQueue", 1, 1 << 24, true, false};
+
+// synth(options, outPath)
+inline constexpr Limit kSynthDim{"dim", 1, 1 << 16, true, false};
+inline constexpr Limit kSynthLayers{"layers", 1, 512, true, false};
+inline constexpr Limit kSynthHeads{"heads", 1, 1024, true, false};
+inline constexpr Limit kSynthKvHeads{"kvHeads", 1, 1024, true, false};
+inline constexpr Limit kSynthFfn{"ffn", 1, 1 << 18, true, false};
+inline constexpr Limit kSynthContext{"context", 1, 1 << 24, true, false};
+inline constexpr Limit kSynthVocabSize{"vocabSize", 1, 1 << 20, true, false};
+inline constexpr Limit kSynthSeed{"seed", 0, kSafeMax, true, false};
+
+// readGguf(path, maxArrayLength)
+inline constexpr Limit kMaxArrayLength{"maxArrayLength", 0, kSafeMax, true, false};
+
+// Exported to JS as addon.limits[group][name].
+struct Group {
+  const char* name;
+  const Limit* const* items;
+  int count;
+};
+inline constexpr const Limit* kGenerate[] = {&kMaxTokens, &kTemperature, &kTopK, &kTopP, &kMinP, &kRepeatPenalty,
+                                             &kRepeatLastN, &kFrequencyPenalty, &kPresencePenalty, &kSeed, &kLogprobs,
+                                             &kPriority, &kSession, &kAdapter, &kStopToken, &kStopTokensLength, &kRequestId};
+inline constexpr const Limit* kLoad[] = {&kThreads, &kContextSize, &kKvCacheTokens, &kKvBlockSize,
+                                         &kMaxBatchTokens, &kPrefillChunk, &kMaxSequences, &kMaxQueue};
+inline constexpr const Limit* kSynth[] = {&kSynthDim, &kSynthLayers, &kSynthHeads, &kSynthKvHeads,
+                                          &kSynthFfn, &kSynthContext, &kSynthVocabSize, &kSynthSeed};
+inline constexpr const Limit* kGguf[] = {&kMaxArrayLength};
+inline constexpr Group kGroups[] = {
+    {"generate", kGenerate, sizeof(kGenerate) / sizeof(kGenerate[0])},
+    {"load", kLoad, sizeof(kLoad) / sizeof(kLoad[0])},
+    {"synth", kSynth, sizeof(kSynth) / sizeof(kSynth[0])},
+    {"gguf", kGguf, sizeof(kGguf) / sizeof(kGguf[0])},
+};
+
+}  // namespace limits
+}  // namespace llmserve::napi
