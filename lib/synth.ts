@@ -2,7 +2,7 @@
 import { loadAddon } from "./binding.js";
 import { LlmserveError, wrapNative } from "./errors.js";
 import { SYNTH_LIMITS as S } from "./limits.js";
-import { checkBool, checkInt, checkKeys, checkLimit, checkObject, checkPath, checkString } from "./validate.js";
+import { checkBool, checkKeys, checkLimit, checkObject, checkPath, checkString } from "./validate.js";
 
 /** The weight types {@link synth} can write. */
 export const SYNTH_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"] as const;
