@@ -20,6 +20,9 @@ export interface Limit {
 /** Largest 32-bit signed integer: the ceiling of options the engine stores in an int32. */
 export const INT32_MAX = 2147483647;
 
+/** Most messages in one chat (ChatTemplate's default limit and the server's schema maximum). */
+export const MAX_CHAT_MESSAGES = 4096;
+
 const int = (min: number, max: number): Limit => ({ min, max, integer: true, minExclusive: false });
 const num = (min: number, max: number, minExclusive = false): Limit => ({ min, max, integer: false, minExclusive });
 

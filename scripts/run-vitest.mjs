@@ -81,7 +81,7 @@ if (args.length === 0) {
 const caught = /Vitest caught (\d+) unhandled errors?/.exec(output);
 const unhandled = caught ? Number(caught[1]) : 0;
 const rpcTimeouts = (output.match(/\[vitest-worker\]: Timeout calling "/g) ?? []).length;
-if (unhandled === 0) reasons.push(`vitest exited ${code} without reporting why`);
+if (unhandled === 0 && reasons.length === 0) reasons.push(`vitest exited ${code} without reporting why`);
 else if (rpcTimeouts < unhandled) reasons.push(`${unhandled} unhandled error(s), of which only ${rpcTimeouts} are worker RPC timeouts`);
 
 closing();

@@ -4,6 +4,7 @@
  * Templates are code from the model file: they render on worker threads (see renderPool.ts) under a
  * time and an output-size limit, and conversations are checked against size limits before rendering.
  */
+import { MAX_CHAT_MESSAGES } from "../limits.js";
 import { Template } from "@huggingface/jinja";
 import { LlmserveError } from "../errors.js";
 import { readGguf } from "../gguf.js";
@@ -36,7 +37,7 @@ export interface ChatLimits {
 /** The default {@link ChatLimits} for a tokenizer and (when known) a context size in tokens. */
 export function defaultChatLimits(tokenizer: Tokenizer, contextSize?: number): ChatLimits {
   const chars = contextSize !== undefined && contextSize > 0 ? contextSize * tokenizer.maxTokenChars : 16 * 1024 * 1024;
-  return { timeoutMs: 2000, maxMessages: 4096, maxInputChars: chars, maxOutputChars: chars };
+  return { timeoutMs: 2000, maxMessages: MAX_CHAT_MESSAGES, maxInputChars: chars, maxOutputChars: chars };
 }
 
 /** A text part of an OpenAI-style multi-part message content. */

@@ -4,7 +4,7 @@
  * Every number, array and string has an upper bound (SERVER_LIMITS, inside the library's own
  * ranges of lib/limits.ts), so an oversized value is a 400 naming the field, never a 500.
  */
-import { GENERATE_LIMITS, INT32_MAX, LOAD_LIMITS } from "../limits.js";
+import { GENERATE_LIMITS, INT32_MAX, LOAD_LIMITS, MAX_CHAT_MESSAGES } from "../limits.js";
 
 /** The largest arrays, strings and counts a request may carry (beyond them: 400 invalid_value). */
 export const SERVER_LIMITS = {
@@ -15,7 +15,7 @@ export const SERVER_LIMITS = {
   /** Characters of one prompt string, message content or content part (8 MiB bodies hold fewer anyway). */
   textLength: 1 << 23,
   /** Messages in one chat request. */
-  messages: 4096,
+  messages: MAX_CHAT_MESSAGES,
   /** Content parts of one message. */
   contentParts: 256,
   /** Stop strings. */
