@@ -60,6 +60,8 @@ const HELP = `Usage: node bench/soak/run.mjs [options]   (or: npm run bench:soak
   --kv-cache-tokens <n> server KV cache size in tokens (default 32768)
   --max-queue <n>       server --max-queue (default 256)
   --rss-growth <pct>    RSS growth limit in percent (default 5)
+  --huge-prompt-kib <n> size of the "huge prompt under the body limit" bad payload, in KiB
+                        (default 256; 0 leaves it out): the server tokenizes it on its event loop
   --seed <n>            seed of the clients' choices (default 1)
   --timeout <s>         overall limit of the run in seconds; the server is killed past it
                         (default: duration + warm-up + 300)
@@ -94,6 +96,7 @@ function parseOptions() {
       "kv-cache-tokens": { type: "string" },
       "max-queue": { type: "string" },
       "rss-growth": { type: "string" },
+      "huge-prompt-kib": { type: "string" },
     },
     HELP,
     die,
@@ -117,6 +120,7 @@ function parseOptions() {
     kvCacheTokens: int("kv-cache-tokens", p["kv-cache-tokens"], 32768, 16),
     maxQueue: int("max-queue", p["max-queue"], 256, 0),
     rssGrowthPct: rssGrowth,
+    hugePromptKiB: int("huge-prompt-kib", p["huge-prompt-kib"], 256, 0),
     seed: int("seed", p.seed, 1, 0),
     timeoutS: int("timeout", p.timeout, Math.ceil(durationS + warmupS + 300), 1),
     verbose: p.verbose === true,
@@ -690,6 +694,7 @@ function scenarios(opts) {
     j("/v1/completions", { prompt: ["a", "b", "c"], n: 128, max_tokens: 2 }, [429], "too-many-sequences"),
     j("/v1/completions", { prompt: "dream ".repeat(ctx * 2) }, [400], "prompt-over-context"),
     j("/v1/completions", { prompt: Array(ctx + 10).fill(5) }, [400], "ids-over-context"),
+    ...(opts.hugePromptKiB > 0 ? [j("/v1/completions", { prompt: "dream ".repeat(Math.ceil((opts.hugePromptKiB * 1024) / 6)), max_tokens: 1 }, [400], `prompt-${opts.hugePromptKiB}KiB`)] : []),
     j("/v1/completions", '{"prompt":"x","__proto__":{"polluted":1}}', [400], "proto-poisoning"),
     j("/v1/completions", '{"prompt":"x","constructor":{"prototype":{"polluted":1}}}', [400], "constructor-poisoning"),
     j("/v1/completions", "[".repeat(50_000) + "]".repeat(50_000), [400], "deep-nesting"),
@@ -1005,6 +1010,10 @@ async function main() {
   const hw = heapAt(warm?.t ?? 0);
   const he = metricSamples.filter((m) => m.heapUsed !== undefined).at(-1);
   const lagMax = Math.max(...metricSamples.map((m) => m.loopLagMax ?? 0));
+  const heapLows = (a, b) => Math.min(...metricSamples.filter((m) => m.heapUsed !== undefined && m.t >= a && m.t < b).map((m) => m.heapUsed));
+  const lowWarm = heapLows(warm?.t ?? 0, (warm?.t ?? 0) + (loadEnd - (warm?.t ?? 0)) / 2);
+  const lowEnd = heapLows((warm?.t ?? 0) + (loadEnd - (warm?.t ?? 0)) / 2, Infinity);
+  if (hw && he) console.log(`heap    : lowest V8 heap used (~after a GC) ${fmt(lowWarm / 2 ** 20, 1)} MiB in the first half after the warm point, ${fmt(lowEnd / 2 ** 20, 1)} MiB in the second half`);
   if (hw && he) console.log(`heap    : V8 heap used ${fmt(hw.heapUsed / 2 ** 20, 1)} MiB at ${fmt(hw.t, 0)} s, ${fmt(he.heapUsed / 2 ** 20, 1)} MiB at ${fmt(he.t, 0)} s (total ${fmt(he.heapTotal / 2 ** 20, 1)} MiB, external ${fmt(he.external / 2 ** 20, 1)} MiB); event-loop lag max ${fmt(lagMax * 1000, 0)} ms (prom-client, per 5 s scrape)`);
   console.log(`KV      : blocks used ${base.llmserve_kv_blocks_used} before, ${after.llmserve_kv_blocks_used} after (settled in ${fmt(settleS, 1)} s; cached ${after.llmserve_kv_blocks_cached}, free ${after.llmserve_kv_blocks_free} of ${after.llmserve_kv_blocks_total}); max used during load ${Math.max(...metricSamples.map((m) => m.kvUsed ?? 0))}; preemptions ${after.llmserve_engine_preemptions}`);
   console.log(`engine  : after the load: in flight ${after.llmserve_requests_in_flight}, running ${afterHealth.body?.running}, waiting ${afterHealth.body?.waiting}; max sequences in one step ${after.llmserve_max_batch_sequences_seen}`);
