@@ -606,7 +606,7 @@ function scenarios(opts) {
     const body = { ...(kind === "chat" ? { messages: chatMessages(R, ctx) } : { prompt: R.words(promptWords(R, ctx)) }), max_tokens: R.int(64, 512), ignore_eos: true, stream };
     const abortAfter = stream && R.chance(0.7) ? { events: R.int(1, 20) } : { ms: R.int(0, 400) };
     const res = await request({ path, headers: AUTH(), body, stream, abortAfter, timeoutMs: T });
-    return { sub: `abort-${stream ? "stream" : "json"}-${abortAfter.events !== undefined ? "events" : "ms"}`, ...classify(res, { kind, stream, maxTokens: body.max_tokens, aborting: true }) };
+    return { sub: `abort-${stream ? "stream" : "json"}-${abortAfter.events !== undefined ? "events" : "ms"}`, ...classify(res, { kind, stream, maxTokens: body.max_tokens, aborting: true, expect: [200, 429] }) };
   };
 
   // Abrupt disconnects on raw sockets.
@@ -634,7 +634,7 @@ function scenarios(opts) {
       sub = "destroy-mid-response";
       res = await raw({ chunks: [req], mode: "destroy-after-ms", ms: R.int(5, 300), timeoutMs: T });
     }
-    return { sub, ...classifyRaw(res, { expect: [200] }) };
+    return { sub, ...classifyRaw(res, { expect: [200, 429] }) };
   };
 
   // Slow readers: read the SSE stream in small sips, or stop reading; big outputs so the server's
@@ -662,7 +662,7 @@ function scenarios(opts) {
       for (let i = 0; i < small.length; i += 40) pieces.push(small.slice(i, i + 40));
       res = await raw({ chunks: pieces, gapMs: Math.ceil(R.int(1_000, 4_000) / pieces.length), mode: "read", timeoutMs: 5_000 + T });
     }
-    return { sub, ...classifyRaw(res, { expect: [200] }) };
+    return { sub, ...classifyRaw(res, { expect: [200, 429] }) };
   };
 
   // Bad payloads and requests that are the client's fault; `expect` is the status(es) they must get.
