@@ -918,7 +918,7 @@ async function main() {
       }
       records.push({ scenario: sc[0], client: c, t: +start.toFixed(3), ...rec });
       if (rec.outcome === "failed" && records.filter((r) => r.outcome === "failed").length <= 10) {
-        console.log(`  FAILED ${sc[0]}/${rec.sub}: ${rec.failure}`);
+        console.log(`  FAILED ${sc[0]}/${rec.sub}: ${String(rec.failure).replace(/\s+/g, " ").slice(0, 300)}`);
       }
       if (performance.now() - lastProgress > 15_000) {
         lastProgress = performance.now();
@@ -1023,7 +1023,7 @@ async function main() {
   if (failures.length) {
     const kinds = new Map();
     for (const f of failures) {
-      const k = `${f.scenario}/${f.sub}: ${String(f.failure).replace(/\d+/g, "N").slice(0, 140)}`;
+      const k = `${f.scenario}/${f.sub}: ${String(f.failure).replace(/\s+/g, " ").replace(/\d+/g, "N").slice(0, 140)}`;
       kinds.set(k, (kinds.get(k) ?? 0) + 1);
     }
     console.log(`\nfailures (${failures.length}):`);
