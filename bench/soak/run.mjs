@@ -20,12 +20,13 @@
 // of the server process < 5% between a warm point (after the warm-up) and the end (/proc/<pid>/status);
 // /health always answered; the server drains and exits 0 on SIGTERM. See bench/README.md ("Soak").
 
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createWriteStream, existsSync, mkdirSync, readFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import { join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
 import { performance } from "node:perf_hooks";
 import {
   checkBuild,
@@ -60,6 +61,9 @@ const HELP = `Usage: node bench/soak/run.mjs [options]   (or: npm run bench:soak
   --kv-cache-tokens <n> server KV cache size in tokens (default 32768)
   --max-queue <n>       server --max-queue (default 256)
   --rss-growth <pct>    RSS growth limit in percent (default 5)
+  --no-gc               measure RSS as it is; by default the server runs with --inspect on a
+                        random loopback port and a full GC (HeapProfiler.collectGarbage) runs
+                        just before the warm and the end RSS readings
   --huge-prompt-kib <n> size of the "huge prompt under the body limit" bad payload, in KiB
                         (default 256; 0 leaves it out): the server tokenizes it on its event loop
   --seed <n>            seed of the clients' choices (default 1)
@@ -69,6 +73,14 @@ const HELP = `Usage: node bench/soak/run.mjs [options]   (or: npm run bench:soak
   -h, --help            this text`;
 
 const die = makeDie("bench:soak");
+
+// The forced GC talks to the server's inspector over a WebSocket: Node 20 has the client behind a flag.
+if (typeof WebSocket === "undefined" && !process.argv.includes("--no-gc") && !process.env.LLMSERVE_SOAK_REEXEC) {
+  const r = spawnSync(process.execPath, ["--experimental-websocket", "--disable-warning=ExperimentalWarning", ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+    stdio: "inherit", env: { ...process.env, LLMSERVE_SOAK_REEXEC: "1" },
+  });
+  process.exit(r.status ?? 1);
+}
 const API_KEY = `soak-${randomBytes(12).toString("hex")}`;
 
 // ---------------------------------------------------------------- options
@@ -97,6 +109,7 @@ function parseOptions() {
       "max-queue": { type: "string" },
       "rss-growth": { type: "string" },
       "huge-prompt-kib": { type: "string" },
+      "no-gc": { type: "boolean" },
     },
     HELP,
     die,
@@ -120,6 +133,7 @@ function parseOptions() {
     kvCacheTokens: int("kv-cache-tokens", p["kv-cache-tokens"], 32768, 16),
     maxQueue: int("max-queue", p["max-queue"], 256, 0),
     rssGrowthPct: rssGrowth,
+    gc: p["no-gc"] !== true,
     hugePromptKiB: int("huge-prompt-kib", p["huge-prompt-kib"], 256, 0),
     seed: int("seed", p.seed, 1, 0),
     timeoutS: int("timeout", p.timeout, Math.ceil(durationS + warmupS + 300), 1),
@@ -164,6 +178,7 @@ function startServer(opts, modelPath, logPath) {
     "--threads", String(opts.threads), "--ctx", String(opts.ctx), "--kv-cache-tokens", String(opts.kvCacheTokens),
     "--max-queue", String(opts.maxQueue), "--shutdown-timeout", "10",
   ];
+  if (opts.gc) args.unshift("--inspect=127.0.0.1:0");
   const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env: Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "LLMSERVE_API_KEY")) });
   const log = createWriteStream(logPath);
   const lines = { error: 0, warn: 0, tail: [] };
@@ -199,7 +214,56 @@ function startServer(opts, modelPath, logPath) {
     exited.then((e) => rej(new Error(`the server exited (${e.signal ?? e.code}) before listening:\n${lines.tail.join("\n")}`)));
     setTimeout(() => rej(new Error("the server did not start listening within 120 s")), 120_000).unref();
   });
-  return { child, url, exited, lines, log };
+  const inspector = !opts.gc ? Promise.resolve(undefined) : new Promise((res) => {
+    let seen = "";
+    const look = (d) => {
+      seen += d;
+      const m = /Debugger listening on (ws:\/\/127\.0\.0\.1:\d+\/[\w-]+)/.exec(seen);
+      if (m) {
+        child.stderr.off("data", look);
+        res(m[1]);
+      }
+    };
+    child.stderr.on("data", look);
+    exited.then(() => res(undefined));
+  });
+  return { child, url, exited, lines, log, inspector };
+}
+
+/** A full garbage collection in the server (through its inspector): HeapProfiler.collectGarbage, twice. */
+async function collectGarbage(wsUrl) {
+  if (!wsUrl) return false;
+  const ws = new WebSocket(wsUrl);
+  try {
+    await new Promise((res, rej) => {
+      ws.onopen = res;
+      ws.onerror = () => rej(new Error("cannot connect to the server's inspector"));
+      setTimeout(() => rej(new Error("the server's inspector did not answer in 30 s")), 30_000).unref();
+    });
+    let id = 0;
+    const call = (method) =>
+      new Promise((res, rej) => {
+        const my = ++id;
+        const onMessage = (ev) => {
+          const m = JSON.parse(ev.data);
+          if (m.id !== my) return;
+          ws.removeEventListener("message", onMessage);
+          if (m.error) rej(new Error(`${method}: ${m.error.message}`));
+          else res(m.result);
+        };
+        ws.addEventListener("message", onMessage);
+        ws.send(JSON.stringify({ id: my, method }));
+        setTimeout(() => rej(new Error(`${method} did not answer in 30 s`)), 30_000).unref();
+      });
+    await call("HeapProfiler.collectGarbage");
+    await call("HeapProfiler.collectGarbage");
+    return true;
+  } catch (err) {
+    console.warn(`warning: no forced GC (${err.message}); RSS is read as it is.`);
+    return false;
+  } finally {
+    ws.close();
+  }
 }
 
 // ---------------------------------------------------------------- HTTP helpers
@@ -846,6 +910,7 @@ async function main() {
   const u = new URL(url);
   BASE = { host: u.hostname, port: Number(u.port) };
   const pid = server.child.pid;
+  const inspectorUrl = await server.inspector;
   console.log(`server  : pid ${pid} at ${url} (log: ${relative(process.cwd(), logPath)})`);
   {
     const m = await request({ method: "GET", path: "/v1/models", headers: AUTH(), timeoutMs: 10_000 });
@@ -897,10 +962,12 @@ async function main() {
   let issued = 0;
   const deadline = t0 + opts.durationS * 1000;
   let warm;
-  const warmTimer = setTimeout(() => {
+  const warmTimer = setTimeout(async () => {
+    const before = readRssKiB(pid)?.rss;
+    const gcDone = await collectGarbage(inspectorUrl);
     const r = readRssKiB(pid);
-    warm = { t: since(), rssKiB: r?.rss };
-    console.log(`warm    : at ${fmt(warm.t, 1)} s, RSS ${fmt(warm.rssKiB / 1024, 1)} MiB, ${records.length} requests done`);
+    warm = { t: since(), rssKiB: r?.rss, rssBeforeGcKiB: before, gc: gcDone };
+    console.log(`warm    : at ${fmt(warm.t, 1)} s, RSS ${fmt(warm.rssKiB / 1024, 1)} MiB${gcDone ? ` after a full GC (${fmt(before / 1024, 1)} MiB before)` : ""}, ${records.length} requests done`);
   }, opts.warmupS * 1000);
   let lastProgress = performance.now();
   const client = async (c) => {
@@ -949,6 +1016,9 @@ async function main() {
   }
   const settleS = (performance.now() - q0) / 1000;
   await sleep(2000);
+  const rssEndBeforeGc = readRssKiB(pid)?.rss;
+  const endGc = await collectGarbage(inspectorUrl);
+  if (endGc) await sleep(1000);
   const rssEndSamples = [];
   for (let i = 0; i < 3; i++) {
     rssEndSamples.push(readRssKiB(pid)?.rss);
@@ -1005,7 +1075,8 @@ async function main() {
   console.log(`health  : ${healthSamples.length} samples during the load: p50 ${fmt(percentile(hLat, 0.5), 1)} ms, p99 ${fmt(percentile(hLat, 0.99), 1)} ms, max ${fmt(Math.max(...hLat), 1)} ms; ${hFail.length} not ok`);
   const maxRss = Math.max(...rssSamples.map((s) => s.rssKiB));
   const growth = warm?.rssKiB ? ((rssEnd - warm.rssKiB) / warm.rssKiB) * 100 : NaN;
-  console.log(`RSS     : start ${fmt(rssStart.rss / 1024, 1)} MiB, warm ${fmt(warm?.rssKiB / 1024, 1)} MiB (at ${fmt(warm?.t, 0)} s), end ${fmt(rssEnd / 1024, 1)} MiB (${growth >= 0 ? "+" : ""}${fmt(growth, 2)}%), max during load ${fmt(maxRss / 1024, 1)} MiB, high-water ${fmt(hwm / 1024, 1)} MiB`);
+  const gcNote = warm?.gc && endGc ? ` (after a full GC; before it: warm ${fmt(warm.rssBeforeGcKiB / 1024, 1)}, end ${fmt(rssEndBeforeGc / 1024, 1)} MiB)` : " (no forced GC)";
+  console.log(`RSS     : start ${fmt(rssStart.rss / 1024, 1)} MiB, warm ${fmt(warm?.rssKiB / 1024, 1)} MiB (at ${fmt(warm?.t, 0)} s), end ${fmt(rssEnd / 1024, 1)} MiB: ${growth >= 0 ? "+" : ""}${fmt(growth, 2)}%${gcNote}; max during load ${fmt(maxRss / 1024, 1)} MiB, high-water ${fmt(hwm / 1024, 1)} MiB`);
   const heapAt = (t) => metricSamples.filter((m) => m.heapUsed !== undefined).reduce((best, m) => (best === undefined || Math.abs(m.t - t) < Math.abs(best.t - t) ? m : best), undefined);
   const hw = heapAt(warm?.t ?? 0);
   const he = metricSamples.filter((m) => m.heapUsed !== undefined).at(-1);
@@ -1054,7 +1125,7 @@ async function main() {
       outcomes: Object.fromEntries(["completed", "typed_error", "http_error", "aborted", "failed"].map((o) => [o, count(records, o)])),
       latencyMs: { p50: percentile(allLat, 0.5), p99: percentile(allLat, 0.99) },
       health: { samples: healthSamples.length, p50: percentile(hLat, 0.5), p99: percentile(hLat, 0.99), max: Math.max(...hLat), notOk: hFail.length },
-      rssKiB: { start: rssStart.rss, warm: warm?.rssKiB, end: rssEnd, maxDuringLoad: maxRss, highWater: hwm, growthPct: growth },
+      rssKiB: { start: rssStart.rss, warm: warm?.rssKiB, end: rssEnd, warmBeforeGc: warm?.rssBeforeGcKiB, endBeforeGc: rssEndBeforeGc, forcedGc: Boolean(warm?.gc && endGc), maxDuringLoad: maxRss, highWater: hwm, growthPct: growth },
       kv: { before: base, after },
       shutdown: { exit, seconds: shutdownS }, serverLogLines: { error: server.lines.error, warn: server.lines.warn },
       errorsByStatusAndCode: Object.fromEntries(statusCount), subScenarios: Object.fromEntries(subs),
