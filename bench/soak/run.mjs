@@ -27,7 +27,7 @@ import http from "node:http";
 import net from "node:net";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import { performance } from "node:perf_hooks";
+import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import {
   checkBuild,
   loadLlmserve,
@@ -962,9 +962,14 @@ async function main() {
   let issued = 0;
   const deadline = t0 + opts.durationS * 1000;
   let warm;
+  const gcWindows = []; // [start, end] of the forced GC at the warm point: /health samples overlapping it are left out
+  const clientLag = monitorEventLoopDelay({ resolution: 10 });
+  clientLag.enable();
   const warmTimer = setTimeout(async () => {
     const before = readRssKiB(pid)?.rss;
+    const g0 = since();
     const gcDone = await collectGarbage(inspectorUrl);
+    gcWindows.push([g0, since()]);
     const r = readRssKiB(pid);
     warm = { t: since(), rssKiB: r?.rss, rssBeforeGcKiB: before, gc: gcDone };
     console.log(`warm    : at ${fmt(warm.t, 1)} s, RSS ${fmt(warm.rssKiB / 1024, 1)} MiB${gcDone ? ` after a full GC (${fmt(before / 1024, 1)} MiB before)` : ""}, ${records.length} requests done`);
@@ -1070,9 +1075,13 @@ async function main() {
   const subs = new Map();
   for (const r of records) subs.set(`${r.scenario}/${r.sub}`, (subs.get(`${r.scenario}/${r.sub}`) ?? 0) + 1);
 
-  const hLat = healthSamples.filter((h) => h.status === 200).map((h) => h.ms);
+  clientLag.disable();
+  const duringGc = (h) => gcWindows.some(([a, b]) => h.t - h.ms / 1000 <= b && h.t >= a);
+  const hLat = healthSamples.filter((h) => h.status === 200 && !duringGc(h)).map((h) => h.ms);
+  const hGc = healthSamples.filter(duringGc).map((h) => h.ms);
   const hFail = healthSamples.filter((h) => !h.ok);
-  console.log(`health  : ${healthSamples.length} samples during the load: p50 ${fmt(percentile(hLat, 0.5), 1)} ms, p99 ${fmt(percentile(hLat, 0.99), 1)} ms, max ${fmt(Math.max(...hLat), 1)} ms; ${hFail.length} not ok`);
+  console.log(`health  : ${healthSamples.length} samples during the load: p50 ${fmt(percentile(hLat, 0.5), 1)} ms, p99 ${fmt(percentile(hLat, 0.99), 1)} ms, max ${fmt(Math.max(...hLat), 1)} ms; ${hFail.length} not ok${hGc.length ? ` (${hGc.length} samples during the forced GC left out: max ${fmt(Math.max(...hGc), 0)} ms)` : ""}`);
+  console.log(`          (includes this process's own event-loop delay: p99 ${fmt(clientLag.percentile(99) / 1e6, 0)} ms, max ${fmt(clientLag.max / 1e6, 0)} ms)`);
   const maxRss = Math.max(...rssSamples.map((s) => s.rssKiB));
   const growth = warm?.rssKiB ? ((rssEnd - warm.rssKiB) / warm.rssKiB) * 100 : NaN;
   const gcNote = warm?.gc && endGc ? ` (after a full GC; before it: warm ${fmt(warm.rssBeforeGcKiB / 1024, 1)}, end ${fmt(rssEndBeforeGc / 1024, 1)} MiB)` : " (no forced GC)";
@@ -1124,7 +1133,8 @@ async function main() {
       requests: records.length, loadSeconds: loadEnd,
       outcomes: Object.fromEntries(["completed", "typed_error", "http_error", "aborted", "failed"].map((o) => [o, count(records, o)])),
       latencyMs: { p50: percentile(allLat, 0.5), p99: percentile(allLat, 0.99) },
-      health: { samples: healthSamples.length, p50: percentile(hLat, 0.5), p99: percentile(hLat, 0.99), max: Math.max(...hLat), notOk: hFail.length },
+      health: { samples: healthSamples.length, p50: percentile(hLat, 0.5), p99: percentile(hLat, 0.99), max: Math.max(...hLat), notOk: hFail.length, duringForcedGc: hGc, gcWindows },
+      clientEventLoopDelayMs: { p99: clientLag.percentile(99) / 1e6, max: clientLag.max / 1e6 },
       rssKiB: { start: rssStart.rss, warm: warm?.rssKiB, end: rssEnd, warmBeforeGc: warm?.rssBeforeGcKiB, endBeforeGc: rssEndBeforeGc, forcedGc: Boolean(warm?.gc && endGc), maxDuringLoad: maxRss, highWater: hwm, growthPct: growth },
       kv: { before: base, after },
       shutdown: { exit, seconds: shutdownS }, serverLogLines: { error: server.lines.error, warn: server.lines.warn },
