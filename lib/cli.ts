@@ -294,7 +294,7 @@ async function runServe(o: ServeCliOpts): Promise<void> {
   try {
     const { serve } = await import("./server/index.js"); // loaded only for this command
     const { app, url } = await serve(model, {
-      port: o.port, host: o.host, apiKey: o.apiKey, metricsKey: o.metricsKey, maxConnections: o.maxConnections,
+      port: o.port, host: o.host, apiKey: o.apiKey, maxQueue: o.maxQueue, metricsKey: o.metricsKey, maxConnections: o.maxConnections,
       streamWriteTimeoutMs: o.streamWriteTimeout === undefined ? undefined : Math.round(o.streamWriteTimeout * 1000), modelName: o.modelName, chatTemplate, shutdownTimeoutMs: o.shutdownTimeout * 1000,
       logger: { level: "warn" },
     });

@@ -109,12 +109,37 @@ export function toApiError(err: unknown): ApiError {
     case "ERR_DISPOSED":
     case "ERR_CANCELLED":
       return new ApiError(503, "The server is shutting down.", { code: "shutting_down", cause: err });
+    case "FST_ERR_CTP_EMPTY_JSON_BODY":
+    case "FST_ERR_CTP_INVALID_JSON_BODY":
+      return new ApiError(400, `${message} (send a JSON object as the request body)`, { code: "invalid_json", cause: err });
     case "FST_ERR_CTP_BODY_TOO_LARGE":
       return new ApiError(413, message, { code: "request_too_large", cause: err });
     case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
       return new ApiError(415, `${message} (send Content-Type: application/json)`, { code: "unsupported_media_type", cause: err });
   }
   const status = typeof e.statusCode === "number" ? e.statusCode : 500;
+  if (status === 400 && err instanceof SyntaxError) {
+    return new ApiError(400, `The body is not valid JSON: ${message}`, { code: "invalid_json", cause: err });
+  }
   if (status >= 400 && status < 500) return new ApiError(status, message, { cause: err });
   return new ApiError(500, `Internal error: ${message}`, { type: "server_error", cause: err });
+}
+
+/**
+ * The raw HTTP response for an error Node's HTTP parser raised before any route ran (malformed
+ * request line, headers too large, a request that took too long to arrive), as an OpenAI error
+ * object like every other answer; the connection is closed after it.
+ */
+export function clientErrorResponse(err: { code?: unknown }): string {
+  const [status, reason, message, code] =
+    err.code === "HPE_HEADER_OVERFLOW"
+      ? [431, "Request Header Fields Too Large", "The request headers are too large.", "request_too_large"]
+      : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+        ? [408, "Request Timeout", "The request took too long to arrive.", "request_timeout"]
+        : [400, "Bad Request", "The request is not valid HTTP/1.1.", "invalid_http"];
+  const body = JSON.stringify(new ApiError(status, message, { code }).body());
+  return [
+    `HTTP/1.1 ${status} ${reason}`, "Content-Type: application/json; charset=utf-8", `Content-Length: ${Buffer.byteLength(body)}`, "Connection: close",
+    "", body,
+  ].join("\r\n");
 }

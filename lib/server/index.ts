@@ -16,7 +16,7 @@ import { LlmserveError } from "../errors.js";
 import { ServerMetrics } from "../metrics.js";
 import type { Model } from "../model.js";
 import { Authorizer } from "./auth.js";
-import { ApiError, toApiError } from "./errors.js";
+import { ApiError, clientErrorResponse, toApiError } from "./errors.js";
 import { handleGeneration, type EndpointContext } from "./openai.js";
 import { chatSchema, completionSchema } from "./schemas.js";
 
@@ -132,6 +132,11 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
     bodyLimit: options.bodyLimit ?? 8 * 1024 * 1024,
     forceCloseConnections: "idle",
     requestTimeout: requestTimeoutMs,
+    clientErrorHandler(err, socket) {
+      const code = (err as { code?: unknown }).code;
+      if (code === "ECONNRESET" || code === "EPIPE" || !socket.writable) return void socket.destroy();
+      socket.end(clientErrorResponse(err));
+    },
     keepAliveTimeout: keepAliveTimeoutMs,
     // Node checks header/request deadlines on this interval (default 30 s): check often enough that
     // a slow client is cut off close to its deadline.
@@ -166,6 +171,10 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
     closing: () => closing,
     streamWriteTimeoutMs,
     admit(sequences) {
+      if (options.maxQueue !== undefined && sequences > maxSequences + options.maxQueue) {
+        // Could never be admitted, however idle the server: not a "retry later".
+        throw new ApiError(400, `This request needs ${sequences} sequences (prompts x n); this server admits at most ${maxSequences + options.maxQueue} at once. Send fewer prompts or a smaller n.`, { code: "invalid_value", param: "n" });
+      }
       if (options.maxQueue !== undefined && active + sequences > maxSequences + options.maxQueue) {
         throw new ApiError(429, `The server is busy (${active} sequences running or queued, at most ${maxSequences + options.maxQueue}); retry later.`, { code: "queue_full" });
       }

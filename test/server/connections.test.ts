@@ -128,6 +128,51 @@ describe("slow and idle clients", () => {
   });
 });
 
+describe("answers before any route runs are OpenAI error objects", () => {
+  async function rawExchange(port: number, text: string): Promise<{ status: number; body: string }> {
+    const c = await open(port);
+    c.sock.write(text);
+    await within(c.closed, 5000);
+    const d = c.data();
+    const m = /^HTTP\/1\.1 (\d{3})/.exec(d);
+    return { status: m ? Number(m[1]) : 0, body: d.slice(d.indexOf("\r\n\r\n") + 4) };
+  }
+
+  it("malformed HTTP (400), oversized headers (431), invalid JSON (400 invalid_json)", async () => {
+    const { app, port } = await start({});
+    try {
+      const bad = await rawExchange(port, "GARBAGE\r\n\r\n");
+      expect(bad.status).toBe(400);
+      expect(JSON.parse(bad.body).error).toMatchObject({ code: "invalid_http", type: "invalid_request_error" });
+      const big = await rawExchange(port, `GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(64 * 1024)}\r\n\r\n`);
+      expect(big.status).toBe(431);
+      expect(JSON.parse(big.body).error.code).toBe("request_too_large");
+      for (const body of ["{not json", ""]) {
+        const r = await fetch(`http://127.0.0.1:${port}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body });
+        expect(r.status).toBe(400);
+        expect(((await r.json()) as { error: { code: string } }).error.code).toBe("invalid_json");
+      }
+    } finally {
+      await app.close();
+    }
+  });
+
+  it("a request needing more sequences than the server ever admits is a 400, not a 429", async () => {
+    const { app, port } = await start({ maxQueue: 4 });
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
+        method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ prompt: ["a", "b", "c"], n: 128, max_tokens: 1 }),
+      });
+      expect(r.status).toBe(400);
+      expect(((await r.json()) as { error: { message: string } }).error.message).toMatch(/needs 384 sequences/);
+      expect(model.stats().waiting).toBe(0); // nothing was queued
+    } finally {
+      await app.close();
+    }
+  });
+});
+
 describe("a streaming client that stops reading", () => {
   it("is cut off after streamWriteTimeoutMs: its request is cancelled and its KV blocks freed", async () => {
     const { app, port } = await start({ streamWriteTimeoutMs: 1000 });
