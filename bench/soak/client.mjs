@@ -7,21 +7,23 @@ import http from "node:http";
 import net from "node:net";
 import { performance } from "node:perf_hooks";
 
-// Where the clients connect and with which key: set once the server has printed its URL.
-const target = { host: "127.0.0.1", port: 0, apiKey: "" };
+// Where the clients connect and with which keys: set once the server has printed its URL.
+const target = { host: "127.0.0.1", port: 0, apiKey: "", metricsKey: "" };
 
-/** Points the clients at the server (host, port) and sets the API key they send. */
-export function setTarget({ host, port, apiKey }) {
-  Object.assign(target, { host, port, apiKey });
+/** Points the clients at the server (host, port) and sets the keys they send. */
+export function setTarget({ host, port, apiKey, metricsKey }) {
+  Object.assign(target, { host, port, apiKey, metricsKey });
 }
 
 /** The API key's Authorization header. */
 export const AUTH = () => ({ authorization: `Bearer ${target.apiKey}` });
+/** The scrape-only metrics key's Authorization header (accepted on /metrics only). */
+export const METRICS_AUTH = () => ({ authorization: `Bearer ${target.metricsKey}` });
 /** The API key itself (for cases that mangle it). */
 export const apiKey = () => target.apiKey;
 
 // Keep-alive like a real client library: connections are reused, so the server's keep-alive
-// handling is part of what is soaked.
+// handling (and its idle timeout) is part of what is soaked.
 const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
 /** Closes the kept-alive connections (at the end of the load). */
 export const closeAgent = () => agent.destroy();
@@ -125,12 +127,14 @@ export const hasText = (j) => Array.isArray(j?.choices) && j.choices.some((c) =>
  * A raw TCP client: writes `chunks` (strings/Buffers, `gapMs` apart), then reads per `mode`:
  *   "read"            read everything (until the server closes or `untilDone` sees [DONE]);
  *   "slow"            pause the socket; every `gapMs` read one chunk; give up after budgetMs;
- *   "stall"           read the first `events` SSE events, then stop reading; destroy after stallMs;
+ *   "stall"           read the first `events` SSE events, then stop reading for stallMs; then destroy
+ *                     the connection, or with `resume`, read the rest to its end (did the server
+ *                     cut the stream off meanwhile? its write timeout);
  *   "rst-after"       read `events` SSE events (0: right after writing), then reset the connection (RST);
  *   "destroy-after-ms" destroy after `ms` whatever happened.
- * Resolves { raw, status, events, closedByServer, clientClosed, timedOut, error, ms }.
+ * Resolves { raw, status, events, done, closedByServer, clientClosed, stalled, resumed, timedOut, error, ms }.
  */
-export function raw({ chunks, gapMs = 0, mode = "read", events: nEvents = 0, ms = 0, budgetMs = 0, stallMs = 0, timeoutMs }) {
+export function raw({ chunks, gapMs = 0, mode = "read", events: nEvents = 0, ms = 0, budgetMs = 0, stallMs = 0, resume = false, timeoutMs }) {
   return new Promise((resolve) => {
     const t0 = performance.now();
     const out = { raw: "", status: 0, events: 0, done: false, closedByServer: false, clientClosed: false, timedOut: false, error: undefined, ms: 0, bytes: 0 };
@@ -193,13 +197,19 @@ export function raw({ chunks, gapMs = 0, mode = "read", events: nEvents = 0, ms 
       const complete = bodyStart >= 0 && ((contentLength >= 0 && out.bytes - bodyStart >= contentLength) || (chunked && tail.endsWith("\r\n0\r\n\r\n")));
       if (complete || d.includes("data: [DONE]")) {
         out.done = true;
-        if (mode === "read" || mode === "slow") clientClose("end"); // keep-alive: we are done
+        if (mode === "read" || mode === "slow" || out.resumed) clientClose("end"); // keep-alive: we are done
       }
       if (mode === "rst-after" && out.events >= nEvents && nEvents > 0) clientClose("rst");
       if (mode === "stall" && out.events >= nEvents && !out.stalled) {
         out.stalled = true;
         sock.pause();
-        later(() => clientClose("destroy"), stallMs);
+        later(() => {
+          if (!resume) return clientClose("destroy");
+          // Read on: what the socket buffers held, then either the rest of the stream or the end
+          // of a connection the server closed while nobody read.
+          out.resumed = true;
+          sock.resume();
+        }, stallMs);
       }
     });
     if (mode === "slow") {

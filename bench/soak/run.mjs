@@ -7,18 +7,21 @@
 //   npm run bench:soak -- --duration 90s --clients 32   # a short run
 //   node bench/soak/run.mjs --help
 //
-// Load: completions and chat completions, streaming and not, random prompt and max_tokens lengths;
-// client aborts mid-stream; abrupt socket disconnects (RST, half-sent requests); slow readers and
-// readers that stop reading; slow senders; bad payloads (invalid JSON, wrong types, huge values,
-// missing or wrong API key, unknown routes, oversized bodies and headers, malformed HTTP).
+// Load (scenarios.mjs): completions and chat completions, streaming and not, random prompt and
+// max_tokens lengths; client aborts mid-stream; abrupt socket disconnects (RST, half-sent requests);
+// slow readers and readers that stop reading (past the server's stream write timeout too); slow
+// senders and stalled headers; bad payloads (invalid JSON, wrong types, schema maxima, missing or
+// wrong API and metrics keys, unknown routes, oversized bodies and headers, malformed HTTP).
 // Every request has a client-side timeout (a hang is a failure); every loop is bounded in time and
 // count. Each request's outcome is recorded: completed with output / typed error (HTTP status and
-// OpenAI error code) / aborted by the client / failed.
+// OpenAI error code) / cut off by the server's write timeout / aborted by the client / failed
+// (classify.mjs).
 //
 // Checks (exit 1 when one fails): no failed or hung request; no 5xx for a client fault (and no 500
 // at all); KV blocks used back to the baseline measured before the load (GET /metrics); RSS growth
 // of the server process < 5% between a warm point (after the warm-up) and the end (/proc/<pid>/status);
-// /health always answered; the server drains and exits 0 on SIGTERM. See bench/README.md ("Soak").
+// /health always answered; the streams the server cut off match the clients that stopped reading;
+// the server drains and exits 0 on SIGTERM (report.mjs). See bench/README.md ("Soak").
 //
 // This file: the options and the run (server up, baseline, monitors, client loops, quiescence, RSS,
 // shutdown). The server process is in server.mjs, the HTTP and raw-socket clients in client.mjs, the
@@ -31,7 +34,7 @@ import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import { checkBuild, loadLlmserve, machine, machineLine, makeDie, parseCli, percentile, repoRoot } from "../common.mjs";
-import { AUTH, closeAgent, request, setTarget } from "./client.mjs";
+import { AUTH, METRICS_AUTH, closeAgent, request, setTarget } from "./client.mjs";
 import { report } from "./report.mjs";
 import { makeRandom, scenarios } from "./scenarios.mjs";
 import { collectGarbage, readRssKiB, startServer } from "./server.mjs";
@@ -55,6 +58,9 @@ const HELP = `Usage: node bench/soak/run.mjs [options]   (or: npm run bench:soak
   --ctx <n>             server context size per sequence (default 1024)
   --kv-cache-tokens <n> server KV cache size in tokens (default 32768)
   --max-queue <n>       server --max-queue (default 256)
+  --stream-write-timeout <t>  server --stream-write-timeout: a stream whose client has not read
+                        for this long is cut off (default 5s, shorter than the server's 30 s so
+                        that the readers that stop reading for longer get cut off in a short run)
   --rss-growth <pct>    RSS growth limit in percent (default 5)
   --no-gc               measure RSS as it is; by default the server runs with --inspect on a
                         random loopback port and a full GC (HeapProfiler.collectGarbage) runs
@@ -76,7 +82,8 @@ if (typeof WebSocket === "undefined" && !process.argv.includes("--no-gc") && !pr
   });
   process.exit(r.status ?? 1);
 }
-const KEYS = { apiKey: `soak-${randomBytes(12).toString("hex")}` };
+// The server's keys: the API key for everything, a scrape-only key for /metrics (the monitor uses it).
+const KEYS = { apiKey: `soak-${randomBytes(12).toString("hex")}`, metricsKey: `soak-metrics-${randomBytes(12).toString("hex")}` };
 
 // ---------------------------------------------------------------- options
 
@@ -102,6 +109,7 @@ function parseOptions() {
       ctx: { type: "string" },
       "kv-cache-tokens": { type: "string" },
       "max-queue": { type: "string" },
+      "stream-write-timeout": { type: "string" },
       "rss-growth": { type: "string" },
       "huge-prompt-kib": { type: "string" },
       "no-gc": { type: "boolean" },
@@ -127,6 +135,7 @@ function parseOptions() {
     ctx: int("ctx", p.ctx, 1024, 64),
     kvCacheTokens: int("kv-cache-tokens", p["kv-cache-tokens"], 32768, 16),
     maxQueue: int("max-queue", p["max-queue"], 256, 0),
+    streamWriteTimeoutS: seconds("stream-write-timeout", p["stream-write-timeout"], 5),
     rssGrowthPct: rssGrowth,
     gc: p["no-gc"] !== true,
     hugePromptKiB: int("huge-prompt-kib", p["huge-prompt-kib"], 256, 0),
@@ -166,8 +175,9 @@ function parseProm(text) {
   return out;
 }
 
+// Scraped with the scrape-only metrics key, as a Prometheus server would be configured.
 async function scrape() {
-  const res = await request({ method: "GET", path: "/metrics", headers: AUTH(), timeoutMs: 10_000, useAgent: false });
+  const res = await request({ method: "GET", path: "/metrics", headers: METRICS_AUTH(), timeoutMs: 10_000, useAgent: false });
   if (res.status !== 200) throw new Error(`GET /metrics answered ${res.status || res.error}`);
   return parseProm(res.body);
 }
@@ -200,7 +210,7 @@ async function main() {
   console.log(`model   : ${relative(process.cwd(), model.path)}${model.synthesized ? " (synthesized)" : ""}`);
   console.log(
     `run     : ${opts.durationS} s, ${opts.clients} clients, warm point at ${opts.warmupS} s, request timeout ${opts.requestTimeoutS} s, ` +
-      `server --threads ${opts.threads} --ctx ${opts.ctx} --kv-cache-tokens ${opts.kvCacheTokens} --max-queue ${opts.maxQueue}`,
+      `server --threads ${opts.threads} --ctx ${opts.ctx} --kv-cache-tokens ${opts.kvCacheTokens} --max-queue ${opts.maxQueue} --stream-write-timeout ${opts.streamWriteTimeoutS}`,
   );
 
   const stamp = new Date().toISOString().replace(/:/g, "-").replace(/\.\d+Z$/, "Z");
@@ -236,6 +246,8 @@ async function main() {
 
   // Baseline before any load.
   const base = await scrape();
+  // No metric, no check: the write-timeout check compares this counter before and after the load.
+  if (!Number.isFinite(base.llmserve_stream_write_timeouts_total)) die("GET /metrics has no llmserve_stream_write_timeouts_total: is dist/ older than the server sources?");
   const rssStart = readRssKiB(pid);
   console.log(`baseline: KV blocks used ${base.llmserve_kv_blocks_used} of ${base.llmserve_kv_blocks_total} (cached ${base.llmserve_kv_blocks_cached}), RSS ${fmt(rssStart.rss / 1024, 1)} MiB`);
 

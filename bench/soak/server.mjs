@@ -18,17 +18,18 @@ export function readRssKiB(pid) {
 }
 
 /**
- * Starts `node dist/cli.js serve` on 127.0.0.1, port 0, with the API key `keys.apiKey`; `url`
- * resolves once it prints its URL.
+ * Starts `node dist/cli.js serve` on 127.0.0.1, port 0, with the API key and a scrape-only metrics
+ * key (`keys`); `url` resolves once it prints its URL. The stream write timeout is shorter than the
+ * server's 30 s default (--stream-write-timeout) so that the stalled readers of a short run outlast it.
  */
 export function startServer(opts, modelPath, logPath, keys) {
   const args = [
-    join(repoRoot, "dist", "cli.js"), "serve", "-m", modelPath, "--host", "127.0.0.1", "--port", "0", "--api-key", keys.apiKey,
+    join(repoRoot, "dist", "cli.js"), "serve", "-m", modelPath, "--host", "127.0.0.1", "--port", "0", "--api-key", keys.apiKey, "--metrics-key", keys.metricsKey,
     "--threads", String(opts.threads), "--ctx", String(opts.ctx), "--kv-cache-tokens", String(opts.kvCacheTokens),
-    "--max-queue", String(opts.maxQueue), "--shutdown-timeout", "10",
+    "--max-queue", String(opts.maxQueue), "--shutdown-timeout", "10", "--stream-write-timeout", String(opts.streamWriteTimeoutS),
   ];
   if (opts.gc) args.unshift("--inspect=127.0.0.1:0");
-  const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env: Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "LLMSERVE_API_KEY")) });
+  const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env: Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "LLMSERVE_API_KEY" && k !== "LLMSERVE_METRICS_KEY")) });
   const log = createWriteStream(logPath);
   const lines = { error: 0, warn: 0, tail: [] };
   const exited = new Promise((res) => child.on("exit", (code, signal) => res({ code, signal, at: performance.now() })));
