@@ -227,7 +227,8 @@ describe("429: queue full", () => {
     const url = await listen(srv);
     const ac = new AbortController();
     try {
-      await expectError(post(`${url}/v1/chat/completions`, { ...chat, n: 2 }), 429, { code: "queue_full" });
+      // More sequences than the server ever admits is not "busy, retry later" but a request to change.
+      await expectError(post(`${url}/v1/chat/completions`, { ...chat, n: 2 }), 400, { code: "invalid_value", param: "n", message: /needs 2 sequences/ });
       const reader = await openStream(url, ac);
       await expectError(post(`${url}/v1/chat/completions`, chat), 429, { code: "queue_full" });
       ac.abort();
