@@ -25,7 +25,7 @@ volatile uint8_t g_sink8;
 void touch_value(const GgufValue& v) {
   // What the N-API reader (native/napi/gguf_wrap.cc) does with every value.
   g_sink = static_cast<float>(v.as_double());
-  if (!v.is_float()) g_sink8 = static_cast<uint8_t>(v.as_int());
+  g_sink8 = static_cast<uint8_t>(v.as_int());
   if (!v.s.empty()) g_sink8 = static_cast<uint8_t>(v.s.back());
   if (v.type != GgufType::ARRAY) return;
   const uint64_t n = v.arr_len < 64 ? v.arr_len : 64;
