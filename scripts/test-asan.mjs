@@ -42,8 +42,14 @@ const cmakeJs = join(root, "node_modules", ".bin", "cmake-js");
 // cmake-js finds node's headers through npm's nodedir (set when run by npm); when run directly,
 // use the system headers if present instead of downloading them.
 const nodedir = process.env.npm_config_nodedir ?? (existsSync("/usr/include/node/node_api.h") ? "/usr" : undefined);
-if (run(cmakeJs, ["compile", "--out", "build-asan", "--CDLLMSERVE_SANITIZE=ON", "--CDLLMSERVE_BUILD_TESTS=ON",
-  `--CDCMAKE_CXX_COMPILER=${cxx}`], { ...process.env, ...(nodedir ? { npm_config_nodedir: nodedir } : {}), CMAKE_BUILD_PARALLEL_LEVEL: process.env.CMAKE_BUILD_PARALLEL_LEVEL ?? "2" }) !== 0) {
+// cmake-js only configures (node's include paths); the build is plain cmake, because cmake-js
+// compile answers a compile error with a full clean rebuild (doubling a failing CI step).
+const buildEnv = { ...process.env, ...(nodedir ? { npm_config_nodedir: nodedir } : {}) };
+if (!existsSync(join(build, "build.ninja")) && !existsSync(join(build, "Makefile"))) {
+  if (run(cmakeJs, ["configure", "--out", "build-asan", "--CDLLMSERVE_SANITIZE=ON", "--CDLLMSERVE_BUILD_TESTS=ON",
+    `--CDCMAKE_CXX_COMPILER=${cxx}`], buildEnv) !== 0) process.exit(1);
+}
+if (run("cmake", ["--build", build, "--parallel", process.env.CMAKE_BUILD_PARALLEL_LEVEL ?? "2"], buildEnv) !== 0) {
   process.exit(1);
 }
 console.log(`# test:asan: built (${secs()})`);
