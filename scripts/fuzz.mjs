@@ -12,7 +12,7 @@
 // or make. The corpus grows in build-fuzz/corpus/<target> between runs; seeds are regenerated
 // by make_seeds (our own GGUF writer) on every run.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -84,9 +84,14 @@ for (const target of opt.targets.split(",").filter(Boolean)) {
   if (existsSync(dict)) args.push(`-dict=${dict}`);
   console.log(`\n# fuzz_${target}: ${args.join(" ")}`);
   const t0 = Date.now();
-  const r = spawnSync(bin, args, { cwd: root, env, encoding: "utf8", stdio: ["ignore", "inherit", "pipe"],
-    maxBuffer: 1 << 30 });
-  const err = r.stderr ?? "";
+  // libFuzzer's log goes to a file (follow it with tail -f while it runs), summarized below.
+  const logFile = join(build, "logs", `${target}.log`);
+  mkdirSync(dirname(logFile), { recursive: true });
+  const fd = openSync(logFile, "w");
+  console.log(`  log: ${logFile}`);
+  const r = spawnSync(bin, args, { cwd: root, env, stdio: ["ignore", fd, fd] });
+  closeSync(fd);
+  const err = readFileSync(logFile, "utf8");
   const tail = err.split("\n").filter((l) => !/^(#\d+\s+(NEW|REDUCE|pulse|INITED)|\s+NEW_FUNC)/.test(l)).slice(-60).join("\n");
   process.stderr.write(tail + "\n");
   const execs = Number(/stat::number_of_executed_units:\s*(\d+)/.exec(err)?.[1] ?? /Done (\d+) runs/.exec(err)?.[1] ?? 0);
