@@ -4,7 +4,7 @@
 // suite against the sanitized addon. Any sanitizer report fails the run.
 //
 //   npm run test:asan                      # build + native tests + vitest subset
-//   npm run test:asan -- --no-js           # native tests only
+//   npm run test:asan -- --no-js           # native tests only (--no-native: vitest only)
 //   npm run test:asan -- test/native/model.test.ts   # these vitest files instead of the default set
 //
 // Node itself is not instrumented, so the ASan runtime is preloaded into it (LD_PRELOAD, the
@@ -19,6 +19,7 @@ import { fileURLToPath } from "node:url";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const args = process.argv.slice(2);
 const noJs = args.includes("--no-js");
+const noNative = args.includes("--no-native");
 const files = args.filter((a) => !a.startsWith("--"));
 // The addon's own behaviour (load, generate, batching, sessions, errors) and the server's error
 // paths: the native surface, without the long parity / packaging suites.
@@ -59,7 +60,7 @@ const sanEnv = {
 };
 let failed = false;
 const bin = join(build, "bin", "llmserve_native_tests");
-for (const [label, extra] of [["dispatched kernels", {}], ["forced scalar", { LLMSERVE_FORCE_SCALAR: "1" }]]) {
+for (const [label, extra] of noNative ? [] : [["dispatched kernels", {}], ["forced scalar", { LLMSERVE_FORCE_SCALAR: "1" }]]) {
   console.log(`# test:asan: native tests (${label})`);
   const st = run(bin, [], { ...process.env, ...sanEnv, ...extra,
     ASAN_OPTIONS: "detect_leaks=1:detect_stack_use_after_return=1:check_initialization_order=1" });
@@ -83,6 +84,15 @@ if (!noJs) {
     // process on the first error.
     ASAN_OPTIONS: "detect_leaks=0:detect_stack_use_after_return=0",
   };
+  // The sanitized addon must load with the runtime in place (else every test would fail obscurely).
+  const probe = spawnSync(process.execPath, ["-e",
+    "process.dlopen({ exports: {} }, process.env.LLMSERVE_ADDON);" +
+    "const maps = require('fs').readFileSync('/proc/self/maps', 'utf8');" +
+    "if (!/asan/.test(maps)) { console.error('ASan runtime not mapped'); process.exit(1); }"], { env, encoding: "utf8" });
+  if (probe.status !== 0) {
+    console.error(`test:asan: the sanitized addon does not load under node:\n${probe.stderr}`);
+    process.exit(1);
+  }
   console.log(`# test:asan: vitest with ${addon} (LD_PRELOAD=${runtime})`);
   const st = run(join(root, "node_modules", ".bin", "vitest"), ["run", ...(files.length ? files : DEFAULT_JS)], env);
   if (st !== 0) failed = true;
