@@ -26,7 +26,9 @@ const files = args.filter((a) => !a.startsWith("--"));
 const DEFAULT_JS = ["test/native", "test/server/errors.test.ts", "test/unit/tokenizer/roundtrip.test.ts"];
 
 const has = (cmd) => spawnSync(cmd, ["--version"], { stdio: "ignore" }).status === 0;
-const cxx = process.env.CXX ?? (has("clang++") ? "clang++" : "g++");
+// clang only with its ASan runtime installed (Debian: libclang-rt-14-dev), else g++ (libasan).
+const clangRuntime = () => spawnSync("clang++", ["-print-file-name=libclang_rt.asan-x86_64.so"], { encoding: "utf8" }).stdout?.trim();
+const cxx = process.env.CXX ?? (has("clang++") && existsSync(clangRuntime() ?? "") ? "clang++" : "g++");
 const clang = /clang/.test(cxx);
 const build = join(root, "build-asan");
 const t0 = Date.now();

@@ -44,6 +44,12 @@ struct Waiter {
   }
 };
 
+// Mostly short (cheap to run); sometimes around the context limit, where the length checks are.
+int length(FuzzedDataProvider& in) {
+  return in.ConsumeBool() ? in.ConsumeIntegralInRange<int>(0, 6)
+                          : in.ConsumeIntegralInRange<int>(static_cast<int>(kCtx) - 3, static_cast<int>(kCtx) + 2);
+}
+
 int32_t token(FuzzedDataProvider& in, int32_t n_vocab) {
   switch (in.ConsumeIntegralInRange<int>(0, 7)) {
     case 0: return in.ConsumeIntegral<int32_t>();
@@ -117,12 +123,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   Waiter w;
   std::vector<int64_t> ids;
-  const int n_actions = in.ConsumeIntegralInRange<int>(1, 6);
+  const int n_actions = in.ConsumeIntegralInRange<int>(1, 4);
   for (int a = 0; a < n_actions && in.remaining_bytes() > 0; ++a) {
     switch (in.ConsumeIntegralInRange<int>(0, 7)) {
       case 0: {  // evaluate
         auto r = std::make_shared<EvalRequest>();
-        const int n = in.ConsumeIntegralInRange<int>(0, static_cast<int>(kCtx) + 2);
+        const int n = length(in);
         for (int i = 0; i < n; ++i) r->tokens.push_back(token(in, n_vocab));
         r->logits_all = in.ConsumeBool();
         const size_t want = static_cast<size_t>(n_vocab) * (r->logits_all ? r->tokens.size() : 1);
@@ -142,10 +148,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       default: {  // generate
         auto r = std::make_shared<GenerateRequest>();
-        const int n = in.ConsumeIntegralInRange<int>(0, static_cast<int>(kCtx) + 2);
+        const int n = length(in);
         for (int i = 0; i < n; ++i) r->prompt.push_back(token(in, n_vocab));
         r->sampling = fuzz::sampling_params(in);
-        r->max_tokens = in.ConsumeIntegralInRange<int64_t>(-1, 6);
+        r->max_tokens = in.ConsumeIntegralInRange<int64_t>(-1, 3);
         const int n_stop = in.ConsumeIntegralInRange<int>(0, 3);
         for (int i = 0; i < n_stop; ++i) r->stop_tokens.push_back(token(in, n_vocab));
         r->want_logprobs = in.ConsumeBool();
