@@ -38,7 +38,17 @@ struct Waiter {
   void wait_all() {
     std::unique_lock<std::mutex> lk(mu);
     if (!cv.wait_for(lk, std::chrono::seconds(30), [&] { return pending == 0; })) {
-      std::fprintf(stderr, "fuzz_engine: %d request(s) never finished\n", pending);
+      // Engine state for the diagnosis: the hang may depend on what earlier inputs left behind
+      // (sessions, pinned KV), so a lone rerun of the input need not reproduce it.
+      const EngineStats st = g_engine->stats();
+      std::fprintf(stderr,
+                   "fuzz_engine: %d request(s) never finished; engine: running %lld waiting %lld "
+                   "sessions %lld blocks used/cached/free %lld/%lld/%lld of %lld, steps %lld, "
+                   "preemptions %lld, errors %lld\n",
+                   pending, (long long)st.running, (long long)st.waiting, (long long)st.sessions,
+                   (long long)st.blocks_used, (long long)st.blocks_cached, (long long)st.blocks_free,
+                   (long long)st.blocks_total, (long long)st.steps, (long long)st.preemptions,
+                   (long long)st.errors);
       std::abort();
     }
   }
