@@ -8,8 +8,16 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+
 #include "gguf/gguf.h"
 #include "sampling/sampler.h"
+#include "sched/engine.h"
+#include "synth/synth.h"
 #include "sampling_test_util.h"
 #include "testing.h"
 
@@ -78,4 +86,69 @@ TEST(fuzz_gguf_float_to_int_saturates) {
   const GgufValue* s = f->find("s");
   CHECK(s != nullptr);
   if (s) CHECK_EQ(s->as_int(), std::numeric_limits<int64_t>::max());
+}
+
+// fuzz_engine ("request never finished"): a sequence that fails with KvExhausted in the running
+// phase of a step stayed in running_ (done) until the next step, so the admission phase of that
+// step saw a full running_ (max_sequences) or a non-empty one and admitted nothing; the step then
+// had no work, returned false, and the engine thread slept with a request still waiting: it hung
+// until some unrelated submit/cancel woke the engine. Fixed: finished sequences leave running_
+// before admission. Here: a pinned session holds 3 of 4 KV blocks, A (alone) outgrows the last
+// block and fails; B, queued behind it (max_sequences 1), must still finish.
+TEST(fuzz_engine_waiting_request_finishes_after_kv_exhausted) {
+  char path[] = "/tmp/llmserve-test-fuzzreg-XXXXXX";
+  const int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  if (fd < 0) return;
+  close(fd);
+  SynthOptions so;
+  so.dim = 64, so.layers = 1, so.heads = 2, so.kv_heads = 1, so.ffn = 64, so.context = 64;
+  so.vocab_size = 300;
+  Status st = synth_model(so, path);
+  CHECK(st.is_ok());
+  EngineOptions eo;
+  eo.threads = 1, eo.n_ctx = 64, eo.kv_tokens = 64, eo.block_size = 16, eo.max_sequences = 1;
+  std::unique_ptr<Engine> e;
+  if (st) st = Engine::load(path, eo, {}, &e);
+  unlink(path);
+  CHECK(st.is_ok());
+  if (!st) return;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0;
+  std::vector<Status> errors;
+  auto submit = [&](int n_prompt, int64_t max_tokens, int64_t session, bool pin) {
+    auto r = std::make_shared<GenerateRequest>();
+    for (int i = 0; i < n_prompt; ++i) r->prompt.push_back(3 + (i * 7) % 290);
+    r->sampling.temperature = 0;
+    r->max_tokens = max_tokens;
+    r->session = session;
+    r->pin = pin;
+    r->on_event = [&](GenEvent&& ev) {
+      if (!ev.done) return;
+      std::lock_guard<std::mutex> lk(mu);
+      errors.push_back(ev.error);
+      ++done;
+      cv.notify_all();
+    };
+    int64_t id = 0;
+    return e->submit(r, &id);
+  };
+  auto wait_for = [&](int n) {
+    std::unique_lock<std::mutex> lk(mu);
+    return cv.wait_for(lk, std::chrono::seconds(20), [&] { return done >= n; });
+  };
+  CHECK(submit(40, 0, 1, true).is_ok());  // pinned: 3 blocks
+  CHECK(wait_for(1));
+  CHECK(submit(10, 20, 0, false).is_ok());  // A: needs a 2nd block at 16 tokens; none is free
+  CHECK(submit(20, 1, 0, false).is_ok());   // B: waits behind A (max_sequences 1)
+  CHECK(wait_for(3));  // before the fix: B never finished
+  std::lock_guard<std::mutex> lk(mu);
+  CHECK_EQ(errors.size(), size_t(3));
+  if (errors.size() == 3) {
+    CHECK(errors[1].code == Code::KvExhausted);
+    // B's prompt starts like the pinned one, so it reuses that block and runs (or fails cleanly).
+    CHECK(errors[2].code == Code::Ok || errors[2].code == Code::KvExhausted);
+  }
 }
