@@ -102,16 +102,24 @@ std::vector<double> softmax(const float* x, int64_t n) {
 
 // ---------- minimal JSON (numbers, strings without escapes, arrays, objects, literals) ----------
 
+// (Members are a struct completed after Json, not std::pair<std::string, Json>: libstdc++'s pair
+// rejects an incomplete Json under clang.)
+struct JsonMember;
 struct Json {
   double num = 0;
   std::vector<Json> arr;
-  std::vector<std::pair<std::string, Json>> obj;
-  const Json* get(const std::string& k) const {
-    for (auto& kv : obj)
-      if (kv.first == k) return &kv.second;
-    return nullptr;
-  }
+  std::vector<JsonMember> obj;
+  const Json* get(const std::string& k) const;
 };
+struct JsonMember {
+  std::string first;
+  Json second;
+};
+const Json* Json::get(const std::string& k) const {
+  for (auto& kv : obj)
+    if (kv.first == k) return &kv.second;
+  return nullptr;
+}
 
 // Parses the value at p (advancing it); throws on malformed input.
 Json parse_json(const char*& p, const char* end) {
@@ -133,7 +141,7 @@ Json parse_json(const char*& p, const char* end) {
     for (ws(); p < end && *p != close; ws()) {
       if (is_obj) {
         std::string k = str();
-        j.obj.emplace_back(k, parse_json(p, end));
+        j.obj.push_back(JsonMember{k, parse_json(p, end)});
       } else {
         j.arr.push_back(parse_json(p, end));
       }

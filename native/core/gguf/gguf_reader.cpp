@@ -204,7 +204,15 @@ bool GgufValue::is_int() const {
     default: return false;
   }
 }
-int64_t GgufValue::as_int() const { return is_float() ? (int64_t)f : i; }
+// A double as int64, saturating (NaN -> 0): casting an out-of-range double is undefined behaviour
+// (found by fuzz_gguf on a float array read with arr_int).
+static int64_t saturating_int(double d) {
+  if (!(d == d)) return 0;
+  if (d >= 9223372036854775807.0) return INT64_MAX;
+  if (d <= -9223372036854775808.0) return INT64_MIN;
+  return (int64_t)d;
+}
+int64_t GgufValue::as_int() const { return is_float() ? saturating_int(f) : i; }
 double GgufValue::as_double() const {
   if (is_float()) return f;
   if (type == GgufType::UINT64) return (double)u;
@@ -239,7 +247,7 @@ int64_t GgufValue::arr_int(uint64_t k) const {
   if (arr_type == GgufType::INT64) { int64_t x; std::memcpy(&x, p, 8); return x; }
   if (arr_type == GgufType::UINT64) { uint64_t x; std::memcpy(&x, p, 8); return (int64_t)x; }
   bool fl;
-  return (int64_t)load_elem(arr_type, p, &fl);
+  return saturating_int(load_elem(arr_type, p, &fl));
 }
 
 GgufFile::~GgufFile() {

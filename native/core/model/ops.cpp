@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#if defined(LLMSERVE_X86)
+#include <cpuid.h>
+#endif
 
 #include "../quant/quant.h"
 #include "ops_exp.h"
@@ -38,10 +41,19 @@ void swiglu_f32_ref(float* g, const float* u, int64_t count) {
 }
 
 namespace {
+#if defined(LLMSERVE_X86)
+// __builtin_cpu_supports("f16c") needs gcc or clang >= 16 (clang 14 rejects the string at compile
+// time); CPUID leaf 1, ECX bit 29 says the same with every compiler.
+bool cpu_has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+#endif
+
 bool use_avx2_ops() {
 #if defined(LLMSERVE_X86)
   return std::strcmp(kernel_isa(), "scalar") != 0 && __builtin_cpu_supports("avx2") &&
-         __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+         __builtin_cpu_supports("fma") && cpu_has_f16c();
 #else
   return false;
 #endif

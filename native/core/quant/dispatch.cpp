@@ -4,6 +4,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#if defined(LLMSERVE_X86)
+#include <cpuid.h>
+#endif
 
 #include "quant/gemm_impl.h"
 #include "quant/quant_impl.h"
@@ -32,11 +35,19 @@ KernelTable make_ref_table() {
   return t;
 }
 
+#if defined(LLMSERVE_X86)
+// __builtin_cpu_supports("f16c") needs gcc or clang >= 16 (clang 14 rejects the string at compile
+// time); CPUID leaf 1, ECX bit 29 says the same with every compiler.
+bool cpu_has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+#endif
+
 bool cpu_has_avx2() {
 #if defined(LLMSERVE_X86)
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 #else
   return false;
 #endif

@@ -349,6 +349,9 @@ size_t Sampler::ranked_find(double target, bool inclusive) {
     }
     if (!(range > 0.0f) || !std::isfinite(range)) break;
     const float scale = static_cast<float>(kBuckets - 1) / range;
+    // A denormal range overflows the scale to +inf and the top logit's key to 0 * inf = NaN
+    // (found by fuzz_sampling); the quickselect below handles such a range.
+    if (!std::isfinite(scale)) break;
     auto key = [&](float l) {
       const float d = lmax - l;  // >= 0; +inf for -inf logits
       return d >= range ? kBuckets - 1 : std::min(kBuckets - 1, static_cast<int>(d * scale));

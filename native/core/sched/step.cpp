@@ -277,6 +277,11 @@ bool Engine::schedule_and_run() {
     if (pending > 1) prefill_left -= chunk;
   }
 
+  // Sequences that failed above (KvExhausted) leave now, so admission sees their slots and the
+  // "nothing runs" case (else a waiting request could stall with no step left to run it; found by
+  // fuzz_engine).
+  running_.remove_if([](const std::unique_ptr<Sequence>& s) { return s->done; });
+
   // 2. Admission (priority, then FCFS) while budget, sequence slots and memory allow.
   // Static batching (a benchmark baseline) forms its whole batch at once, up to max_sequences, even
   // past this step's token budget; later prompt chunks run in the following steps.

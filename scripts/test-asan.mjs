@@ -1,0 +1,103 @@
+// AddressSanitizer + UndefinedBehaviorSanitizer run: builds the native tests and the addon with
+// -DLLMSERVE_SANITIZE=ON in build-asan/ (the normal build/ is untouched), runs the native tests
+// (dispatched kernels and forced scalar, leak checking on), then a bounded subset of the vitest
+// suite against the sanitized addon. Any sanitizer report fails the run.
+//
+//   npm run test:asan                      # build + native tests + vitest subset
+//   npm run test:asan -- --no-js           # native tests only (--no-native: vitest only)
+//   npm run test:asan -- test/native/model.test.ts   # these vitest files instead of the default set
+//
+// Node itself is not instrumented, so the ASan runtime is preloaded into it (LD_PRELOAD, the
+// shared runtime of the compiler that built the addon) with leak detection off (node's own
+// allocations at exit are not ours to judge). Compiler: clang++ when present (CXX overrides),
+// else g++. Needs the TypeScript build (dist/) only for tests that spawn the CLI.
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const args = process.argv.slice(2);
+const noJs = args.includes("--no-js");
+const noNative = args.includes("--no-native");
+const files = args.filter((a) => !a.startsWith("--"));
+// The addon's own behaviour (load, generate, batching, sessions, errors) and the server's error
+// paths: the native surface, without the long parity / packaging suites.
+const DEFAULT_JS = ["test/native", "test/server/errors.test.ts", "test/unit/tokenizer/roundtrip.test.ts"];
+
+const has = (cmd) => spawnSync(cmd, ["--version"], { stdio: "ignore" }).status === 0;
+// clang only with its ASan runtime installed (Debian: libclang-rt-14-dev), else g++ (libasan).
+const clangRuntime = () => spawnSync("clang++", ["-print-file-name=libclang_rt.asan-x86_64.so"], { encoding: "utf8" }).stdout?.trim();
+const cxx = process.env.CXX ?? (has("clang++") && existsSync(clangRuntime() ?? "") ? "clang++" : "g++");
+const clang = /clang/.test(cxx);
+const build = join(root, "build-asan");
+const t0 = Date.now();
+const secs = () => ((Date.now() - t0) / 1000).toFixed(0) + "s";
+
+function run(cmd, argv, env = process.env) {
+  const r = spawnSync(cmd, argv, { stdio: "inherit", cwd: root, env });
+  if (r.error) throw r.error;
+  return r.status ?? 1;
+}
+
+console.log(`# test:asan: building build-asan with ${cxx}`);
+const cmakeJs = join(root, "node_modules", ".bin", "cmake-js");
+// cmake-js finds node's headers through npm's nodedir (set when run by npm); when run directly,
+// use the system headers if present instead of downloading them.
+const nodedir = process.env.npm_config_nodedir ?? (existsSync("/usr/include/node/node_api.h") ? "/usr" : undefined);
+// cmake-js only configures (node's include paths); the build is plain cmake, because cmake-js
+// compile answers a compile error with a full clean rebuild (doubling a failing CI step).
+const buildEnv = { ...process.env, ...(nodedir ? { npm_config_nodedir: nodedir } : {}) };
+if (!existsSync(join(build, "build.ninja")) && !existsSync(join(build, "Makefile"))) {
+  if (run(cmakeJs, ["configure", "--out", "build-asan", "--CDLLMSERVE_SANITIZE=ON", "--CDLLMSERVE_BUILD_TESTS=ON",
+    `--CDCMAKE_CXX_COMPILER=${cxx}`], buildEnv) !== 0) process.exit(1);
+}
+if (run("cmake", ["--build", build, "--parallel", process.env.CMAKE_BUILD_PARALLEL_LEVEL ?? "2"], buildEnv) !== 0) {
+  process.exit(1);
+}
+console.log(`# test:asan: built (${secs()})`);
+
+const sanEnv = {
+  UBSAN_OPTIONS: "print_stacktrace=1:halt_on_error=1",
+};
+let failed = false;
+const bin = join(build, "bin", "llmserve_native_tests");
+for (const [label, extra] of noNative ? [] : [["dispatched kernels", {}], ["forced scalar", { LLMSERVE_FORCE_SCALAR: "1" }]]) {
+  console.log(`# test:asan: native tests (${label})`);
+  const st = run(bin, [], { ...process.env, ...sanEnv, ...extra,
+    ASAN_OPTIONS: "detect_leaks=1:detect_stack_use_after_return=1:check_initialization_order=1" });
+  if (st !== 0) failed = true;
+}
+console.log(`# test:asan: native tests done (${secs()})`);
+
+if (!noJs) {
+  const addon = [join(build, "Release", "llmserve.node"), join(build, "llmserve.node")].find(existsSync);
+  const runtimeName = clang ? "libclang_rt.asan-x86_64.so" : "libasan.so";
+  const runtime = spawnSync(cxx, [`-print-file-name=${runtimeName}`], { encoding: "utf8" }).stdout.trim();
+  if (!addon || !existsSync(runtime)) {
+    console.error(`test:asan: addon (${addon}) or ASan runtime (${runtime}) not found`);
+    process.exit(1);
+  }
+  const env = {
+    ...process.env, ...sanEnv,
+    LLMSERVE_ADDON: addon,
+    LD_PRELOAD: runtime,
+    // node is not instrumented: no leak report at its exit; the sanitized addon still aborts the
+    // process on the first error.
+    ASAN_OPTIONS: "detect_leaks=0:detect_stack_use_after_return=0",
+  };
+  // The sanitized addon must load with the runtime in place (else every test would fail obscurely).
+  const probe = spawnSync(process.execPath, ["-e",
+    "process.dlopen({ exports: {} }, process.env.LLMSERVE_ADDON);" +
+    "const maps = require('fs').readFileSync('/proc/self/maps', 'utf8');" +
+    "if (!/asan/.test(maps)) { console.error('ASan runtime not mapped'); process.exit(1); }"], { env, encoding: "utf8" });
+  if (probe.status !== 0) {
+    console.error(`test:asan: the sanitized addon does not load under node:\n${probe.stderr}`);
+    process.exit(1);
+  }
+  console.log(`# test:asan: vitest with ${addon} (LD_PRELOAD=${runtime})`);
+  const st = run(join(root, "node_modules", ".bin", "vitest"), ["run", ...(files.length ? files : DEFAULT_JS)], env);
+  if (st !== 0) failed = true;
+}
+console.log(`# test:asan: ${failed ? "FAILED" : "passed"} (${secs()})`);
+process.exit(failed ? 1 : 0);
