@@ -252,10 +252,16 @@ describe("generate", () => {
     }
   });
 
-  it("several concurrent generate() calls all complete", async () => {
-    const rs = await Promise.all([0, 1, 2, 3].map((k) => model.complete({ tokens: [1, 300 + k] }, { maxTokens: 5, temperature: 0, stopAtEos: false })));
-    for (const r of rs) expect(r.tokens.length).toBe(5);
-    const solo = await model.complete({ tokens: [1, 302] }, { maxTokens: 5, temperature: 0, stopAtEos: false });
+  it("several concurrent generate() calls all complete, batched together", async () => {
+    const before = model.stats();
+    // 40 tokens each: long enough that the four overlap however fast the engine starts the first.
+    const rs = await Promise.all([0, 1, 2, 3].map((k) => model.complete({ tokens: [1, 300 + k] }, { maxTokens: 40, temperature: 0, stopAtEos: false })));
+    for (const r of rs) expect(r.tokens.length).toBe(40);
+    const after = model.stats();
+    // They shared steps: more sequence-steps than steps (a one-at-a-time engine has exactly as many).
+    expect(after.batchSequences - before.batchSequences).toBeGreaterThan(after.steps - before.steps);
+    expect(after.requests - before.requests).toBe(4);
+    const solo = await model.complete({ tokens: [1, 302] }, { maxTokens: 40, temperature: 0, stopAtEos: false });
     expect(rs[2].tokens).toEqual(solo.tokens);
   });
 });
