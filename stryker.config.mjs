@@ -16,7 +16,7 @@ const TESTS = {
   "lib/validate.ts": ["test/unit/validate.test.ts"],
   "lib/limits.ts": ["test/unit/validate.test.ts", "test/unit/chat/limits.test.ts"],
   "lib/server/errors.ts": ["test/server/errors.test.ts"],
-  "lib/server/auth.ts": ["test/server/auth.test.ts"],
+  "lib/server/auth.ts": ["test/unit/server/auth.test.ts", "test/server/auth.test.ts"],
   "lib/server/schemas.ts": ["test/server/limits.test.ts", "test/server/openai.test.ts"],
   "lib/server/openai.ts": ["test/server/openai.test.ts"],
   "lib/server/sse.ts": ["test/server/openai.test.ts"],
