@@ -84,15 +84,19 @@ std::shared_ptr<Run> submit(Engine& e, const std::vector<int32_t>& prompt, int64
   return run;
 }
 
+// Every wait of a test shares one deadline (a stalled scheduler costs one timeout, not many).
+using Clock = std::chrono::steady_clock;
+Clock::time_point deadline() { return Clock::now() + std::chrono::seconds(30); }
+
 // Waits until the run has at least n tokens (or is done); false at the deadline.
-bool wait_tokens(Run& r, size_t n, double seconds = 60) {
+bool wait_tokens(Run& r, size_t n, Clock::time_point until) {
   std::unique_lock<std::mutex> lk(r.mu);
-  return r.cv.wait_for(lk, std::chrono::duration<double>(seconds), [&] { return r.done || r.tokens.size() >= n; });
+  return r.cv.wait_until(lk, until, [&] { return r.done || r.tokens.size() >= n; });
 }
 
-bool wait_done(Run& r, double seconds = 60) {
+bool wait_done(Run& r, Clock::time_point until) {
   std::unique_lock<std::mutex> lk(r.mu);
-  return r.cv.wait_for(lk, std::chrono::duration<double>(seconds), [&] { return r.done; });
+  return r.cv.wait_until(lk, until, [&] { return r.done; });
 }
 
 std::vector<int32_t> prompt_of(int n, int seed) {
@@ -112,9 +116,10 @@ std::vector<std::vector<int32_t>> solo(const std::vector<std::vector<int32_t>>& 
   auto e = load(o);
   std::vector<std::vector<int32_t>> out;
   if (!e) return out;
+  const auto until = deadline();
   for (size_t i = 0; i < prompts.size(); ++i) {
     auto r = submit(*e, prompts[i], max_tokens[i]);
-    CHECK(wait_done(*r));
+    CHECK(wait_done(*r, until));
     out.push_back(r->tokens);
   }
   return out;
@@ -132,11 +137,12 @@ TEST(engine_prefix_cache_reuses_registered_blocks) {
   auto e = load(o);
   CHECK(e != nullptr);
   if (!e || want.size() != 2) return;
+  const auto until = deadline();
   auto ra = submit(*e, a, 4);
-  CHECK(wait_done(*ra));
+  CHECK(wait_done(*ra, until));
   const EngineStats before = e->stats();
   auto rb = submit(*e, b, 6);
-  CHECK(wait_done(*rb));
+  CHECK(wait_done(*rb, until));
   const EngineStats after = e->stats();
   CHECK(ra->tokens == want[0]);
   CHECK(rb->tokens == want[1]);
@@ -165,10 +171,11 @@ TEST(engine_preemption_lets_every_request_finish) {
   auto e = load(o);
   CHECK(e != nullptr);
   if (!e || want.size() != prompts.size()) return;
+  const auto until = deadline();
   std::vector<std::shared_ptr<Run>> runs;
   for (size_t i = 0; i < prompts.size(); ++i) runs.push_back(submit(*e, prompts[i], max_tokens[i]));
   for (size_t i = 0; i < runs.size(); ++i) {
-    const bool finished = wait_done(*runs[i]);
+    const bool finished = wait_done(*runs[i], until);
     CHECK(finished);
     if (!runs[i]->error.is_ok()) std::fprintf(stderr, "  request %zu: %s\n", i, runs[i]->error.message.c_str());
     CHECK(runs[i]->error.is_ok());
@@ -192,12 +199,13 @@ TEST(engine_chunked_prefill_caps_prompt_tokens_per_step) {
   auto e = load(o);
   CHECK(e != nullptr);
   if (!e || want.size() != 2) return;
+  const auto until = deadline();
   auto ra = submit(*e, a, 300);
-  CHECK(wait_tokens(*ra, 1));
+  CHECK(wait_tokens(*ra, 1, until));
   auto rb = submit(*e, b, 4);
-  CHECK(wait_done(*rb));
-  CHECK(wait_done(*ra));
-  CHECK(!ra->done || ra->tokens == want[0]);
+  CHECK(wait_done(*rb, until));
+  CHECK(wait_done(*ra, until));
+  CHECK(ra->tokens == want[0]);
   CHECK(rb->tokens == want[1]);
   const EngineStats s = e->stats();
   CHECK_EQ(s.max_batch_tokens_seen, int64_t(17));
