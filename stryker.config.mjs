@@ -20,7 +20,7 @@ const TESTS = {
   "lib/server/schemas.ts": ["test/server/limits.test.ts", "test/server/openai.test.ts"],
   "lib/server/openai.ts": ["test/server/openai.test.ts"],
   "lib/server/sse.ts": ["test/server/openai.test.ts"],
-  "lib/generate.ts": ["test/native/model.test.ts", "test/native/limits.test.ts", "test/native/sharedSignal.test.ts"],
+  "lib/generate.ts": ["test/unit/generate.test.ts", "test/native/model.test.ts", "test/native/limits.test.ts", "test/native/sharedSignal.test.ts"],
   "lib/session.ts": ["test/native/batching.test.ts"],
   "lib/model.ts": ["test/native/model.test.ts", "test/native/batching.test.ts"],
   "lib/errors.ts": ["test/native/model.test.ts", "test/native/hostile-gguf.test.ts"],
