@@ -252,6 +252,35 @@ describe("generate", () => {
     }
   });
 
+  it("stop strings: the text ends before the earliest stop, also one that spans tokens", async () => {
+    const opts = { maxTokens: 24, temperature: 0, stopAtEos: false } as const;
+    const prompt = { tokens: [1, 310, 320] };
+    const full = await model.complete(prompt, opts);
+    const text = full.text;
+    expect(text.length).toBeGreaterThan(12);
+    // Boundaries between tokens' texts: a stop made of the last char of one and the first of the next.
+    const at = (k: number) => model.detokenize(full.tokens.slice(0, k)).length;
+    const b1 = at(3), b2 = at(8);
+    expect(b1).toBeGreaterThan(0);
+    expect(b2).toBeGreaterThan(b1);
+    const early = text.slice(b1 - 1, b1 + 1), late = text.slice(b2 - 1, b2 + 2);
+    const cutEarly = text.indexOf(early), cutLate = text.indexOf(late);
+    const one = await model.complete(prompt, { ...opts, stop: [late] });
+    expect(one.text).toBe(text.slice(0, cutLate));
+    expect(one.finishReason).toBe("stop");
+    const both = await model.complete(prompt, { ...opts, stop: [late, early] });
+    expect(both.text).toBe(text.slice(0, Math.min(cutEarly, cutLate)));
+    expect(both.finishReason).toBe("stop");
+    // A stop that never occurs (but starts like the text's end) leaves the whole text.
+    const none = await model.complete(prompt, { ...opts, stop: [text.slice(-1) + "\u0001"] });
+    expect(none.text).toBe(text);
+    expect(none.finishReason).toBe("length");
+    // Chunks never carry text past a stop, however the text is split.
+    let streamed = "";
+    for await (const c of model.generate(prompt, { ...opts, stop: [late] })) streamed += c.text;
+    expect(streamed).toBe(text.slice(0, cutLate));
+  });
+
   it("several concurrent generate() calls all complete, batched together", async () => {
     const before = model.stats();
     // 40 tokens each: long enough that the four overlap however fast the engine starts the first.
