@@ -133,6 +133,8 @@ export interface NativeStats {
   blockSize: number;
   /** Tokens stored in used blocks (the rest of those blocks is unfilled). */
   kvTokensHeld: number;
+  /** Requests admitted while other sequences were running (joined a running batch); always 0 with static batching. */
+  joinedRunning: number;
 }
 
 /** Model shape and engine limits (surfaced as ModelInfo). */
@@ -179,6 +181,8 @@ export interface NativeModelInfo {
   kernels: string;
   /** KV cache element type (`"f16"`, `"f32"` or `"q8_0"`). */
   kvType: string;
+  /** Bytes of K and V storage in the KV pool (kvCacheTokens rounded up to blocks, every layer). */
+  kvBytes: number;
   /** Bytes of weights copied at load into the kernels' interleaved layout (0 with `repack: false`). */
   repackedBytes: number;
   /** Number of tensors of each weight type, e.g. `{ q4_k: 154, f32: 45 }`. */

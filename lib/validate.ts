@@ -4,7 +4,7 @@ import { describeLimit, type Limit } from "./limits.js";
 
 function describe(v: unknown): string {
   if (typeof v === "string") return JSON.stringify(v);
-  if (typeof v === "number" || typeof v === "boolean" || v === null || v === undefined) return String(v);
+  if (typeof v === "number" || typeof v === "boolean" || v === null) return String(v); // (undefined: typeof below)
   if (Array.isArray(v)) return "an array";
   return typeof v;
 }
@@ -14,11 +14,12 @@ function fail(msg: string): never {
 }
 
 export function checkInt(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+  // Number.isInteger / Number.isFinite are false for every non-number: no separate typeof check.
+  if (!Number.isInteger(v) || (v as number) < min || (v as number) > max) {
     const range = max === Number.MAX_SAFE_INTEGER ? (min === 0 ? "non-negative integer" : min === 1 ? "positive integer" : `integer >= ${min}`) : `an integer in [${min}, ${max}]`;
     fail(`Expected ${range} for ${name} but received ${describe(v)}`);
   }
-  return v;
+  return v as number;
 }
 
 /**
@@ -26,7 +27,8 @@ export function checkInt(name: string, v: unknown, min: number, max = Number.MAX
  * the same value ("Expected an integer in [0, 2147483647] for topK but received 1e+300").
  */
 export function checkLimit(name: string, v: unknown, limit: Limit): number {
-  const ok = typeof v === "number" && Number.isFinite(v) && (limit.minExclusive ? v > limit.min : v >= limit.min) && v <= limit.max &&
+  const n = v as number;
+  const ok = Number.isFinite(v) && (limit.minExclusive ? n > limit.min : n >= limit.min) && n <= limit.max &&
     (!limit.integer || Number.isInteger(v));
   if (!ok) fail(`Expected ${describeLimit(limit)} for ${name} but received ${describe(v)}`);
   return v as number;
@@ -34,12 +36,12 @@ export function checkLimit(name: string, v: unknown, limit: Limit): number {
 
 export function checkNumber(name: string, v: unknown, min: number, max: number, opts: { minExclusive?: boolean } = {}): number {
   const okMin = opts.minExclusive ? (v as number) > min : (v as number) >= min;
-  if (typeof v !== "number" || !Number.isFinite(v) || !okMin || v > max) {
+  if (!Number.isFinite(v) || !okMin || (v as number) > max) {
     const lo = opts.minExclusive ? `(${min}` : `[${min}`;
     const hi = max === Number.MAX_VALUE ? "inf)" : `${max}]`;
     fail(`Expected a number in ${lo}, ${hi} for ${name} but received ${describe(v)}`);
   }
-  return v;
+  return v as number;
 }
 
 export function checkBool(name: string, v: unknown): boolean {

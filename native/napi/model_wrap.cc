@@ -115,7 +115,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     o.Set("prefillChunk", Napi::Number::New(env, (double)e->options().prefill_chunk));
     o.Set("maxSequences", Napi::Number::New(env, (double)e->options().max_sequences));
     o.Set("kernels", kernel_isa());
-    o.Set("kvType", type_traits(e->options().kv_type).name);
+    o.Set("kvType", type_traits(e->kv_type()).name);
+    o.Set("kvBytes", Napi::Number::New(env, (double)e->kv_bytes()));
     o.Set("repackedBytes", Napi::Number::New(env, (double)e->repacked_bytes()));
     auto wt = Napi::Object::New(env);
     for (auto& t : e->file().tensors()) {
@@ -196,6 +197,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     set("running", s.running); set("waiting", s.waiting); set("sessions", s.sessions);
     set("blocksTotal", s.blocks_total); set("blocksUsed", s.blocks_used); set("blocksCached", s.blocks_cached);
     set("blocksFree", s.blocks_free); set("blockSize", s.block_size); set("kvTokensHeld", s.kv_tokens_held);
+    set("joinedRunning", s.joined_running);
     return o;
   }
 

@@ -200,7 +200,10 @@ TEST(gemm_matches_vec_dot_ref_within_tolerance) {
 
 TEST(gemm_batch_invariance_bit_exact) {
   // For each table: output (token, row) from a call over n tokens starting anywhere equals the
-  // n = 1 result bit for bit; so do row sub-ranges and the packed layout.
+  // n = 1 result bit for bit; so do row sub-ranges and the packed layout. The n = 1 results
+  // themselves equal the scalar reference (vec_dot_ref + bias, within the tolerance of
+  // gemm_matches_vec_dot_ref_within_tolerance), so a GEMM that is wrong the same way at every
+  // batch size fails here too.
   const int64_t kN[] = {1, 2, 3, 7, 33, 64};
   for (const KernelTable* k : all_tables()) {
     for (GgmlType t : kGemmTypes) {
@@ -211,10 +214,18 @@ TEST(gemm_batch_invariance_bit_exact) {
       for (int64_t r = 0; r < n_out; ++r) bias[r] = 0.01f * static_cast<float>(r) - 0.1f;
       // Reference: each token alone.
       std::vector<float> single(static_cast<size_t>(total * n_out));
+      int off_ref = 0;
       for (int64_t tok = 0; tok < total; ++tok) {
         std::vector<float> y = run_gemm(k, w, acts, tok, 1, 0, n_out, nullptr, bias.data());
         std::memcpy(&single[tok * n_out], y.data(), n_out * 4);
+        for (int64_t r = 0; r < n_out; ++r) {
+          const double ref = double(vec_dot_ref(t, n_in, w.row(r), acts.xq[tok].data())) + bias[r];
+          const double tol = 1e-5 * abs_dot(t, w.row(r), acts.xq[tok], n_in) + 1e-6 + 1e-7 * std::fabs(ref);
+          if (!(std::fabs(double(y[r]) - ref) <= tol)) ++off_ref;
+        }
       }
+      if (off_ref) std::fprintf(stderr, "  %s %s: %d n=1 outputs off the scalar reference\n", k->isa, type_traits(t).name, off_ref);
+      CHECK_EQ(off_ref, 0);
       Bytes packed;
       if (gemm_packable(t)) {
         packed.resize(gemm_packed_bytes(t, n_in, n_out));

@@ -4,7 +4,7 @@
  * response cache avoid recomputation.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Model, type Chunk } from "../../lib/index.js";
+import { Model, type Chunk, type TokenLogprob } from "../../lib/index.js";
 import { fixture, haveFixtures, synthModel } from "../helpers.js";
 
 const greedy = { temperature: 0, stopAtEos: false } as const;
@@ -69,13 +69,47 @@ describe("batch invariance", () => {
     }
   });
 
-  it("with a q8_0 KV cache (Hadamard-rotated, 64-wide heads)", async () => {
+  it("with a q8_0 KV cache (Hadamard-rotated, 64-wide heads): 17/32 of f16's bytes, outputs near f16's", async () => {
     const path = await synthModel("batch-kvq8", { dim: 256, layers: 2, heads: 4, kvHeads: 2, ffn: 256, vocabSize: 512, type: "q8_0" });
-    const m = await Model.load(path, { threads: 2, contextSize: 256, kvCacheTokens: 4096, maxBatchTokens: 48, kvType: "q8_0" });
+    const base = { threads: 2, contextSize: 256, kvCacheTokens: 4096, maxBatchTokens: 48 };
+    const f16 = await Model.load(path, base);
+    const m = await Model.load(path, { ...base, kvType: "q8_0" });
     try {
+      // The pool as allocated: q8_0 stores 32 elements in 34 bytes (f16 scale + 32 int8), f16 in 64.
+      expect(f16.info.kvType).toBe("f16");
+      expect(m.info.kvType).toBe("q8_0");
+      const { nLayer, nHeadKv, headDim, kvCacheTokens } = f16.info;
+      expect(f16.info.kvBytes).toBe(2 * nLayer * kvCacheTokens * nHeadKv * headDim * 2);
+      expect(m.info.kvBytes * 32).toBe(f16.info.kvBytes * 17);
+      // Teacher-forced next-token distributions through the engine (f16's greedy continuation as
+      // the forced text): quantized KV changes them, within the loose bound the parity tests allow
+      // for quantized types (max |Δp| < 0.1, test/parity/synth.test.ts), and rarely flips the top token.
+      const ps = prompts(3, m.info.nVocab, 5).map((p) => p.slice(0, 24));
+      const conts = await Promise.all(ps.map((p) => collect(f16.generate({ tokens: p }, { ...greedy, maxTokens: 12 }))));
+      const forced = ps.flatMap((p, i) => Array.from({ length: 12 }, (_, k) => [...p, ...conts[i].tokens.slice(0, k)]));
+      const dist = (model: Model) => Promise.all(forced.map(async (tokens) => {
+        const lps: TokenLogprob[] = [];
+        for await (const c of model.generate({ tokens }, { ...greedy, maxTokens: 1, logprobs: 20 })) lps.push(...(c.logprobs ?? []));
+        expect(lps.length).toBe(1);
+        return lps[0];
+      }));
+      const [a, b] = [await dist(f16), await dist(m)];
+      let maxErr = 0, agree = 0;
+      for (let i = 0; i < forced.length; i++) {
+        if (a[i].token === b[i].token) agree++;
+        for (const t of a[i].top.slice(0, 5)) {
+          const q = b[i].top.find((x) => x.token === t.token);
+          maxErr = Math.max(maxErr, Math.abs(Math.exp(t.logprob) - (q ? Math.exp(q.logprob) : 0)));
+        }
+      }
+      expect(maxErr, "q8_0 KV must change the distributions (it is not f16)").toBeGreaterThan(1e-6);
+      expect(maxErr).toBeLessThan(0.1);
+      expect(agree).toBeGreaterThanOrEqual(Math.ceil(0.9 * forced.length));
+      // Batch invariance with the q8_0 cache.
       await checkInvariance(m, prompts(8, m.info.nVocab, 99), 10);
       expect(m.stats().blocksUsed).toBe(0);
     } finally {
+      await f16.dispose();
       await m.dispose();
     }
   });
@@ -136,12 +170,36 @@ describe("batch invariance", () => {
     }
   });
 
-  it("static batching gives the same tokens", async () => {
-    const m = await Model.load(synthPath, { threads: 2, contextSize: 256, kvCacheTokens: 4096, batching: "static", maxSequences: 4 });
+  it("static batching: no request joins a running batch, batches are formed, same tokens", async () => {
+    // A runs long; B, C, D arrive once A has its first token. Continuous batching admits them beside
+    // A; static batching only once A's batch has finished, and then as one batch of three.
+    const opts = { threads: 2, contextSize: 512, kvCacheTokens: 4096, maxSequences: 4 };
+    const m = await Model.load(synthPath, { ...opts, batching: "static" });
+    const c = await Model.load(synthPath, opts);
     try {
-      await checkInvariance(m, prompts(6, m.info.nVocab, 21), 8);
+      const ps = prompts(4, m.info.nVocab, 21);
+      const maxTokens = [300, 8, 8, 8];
+      const solo: number[][] = [];
+      for (const [i, p] of ps.entries()) solo.push((await collect(m.generate({ tokens: p }, { ...greedy, maxTokens: maxTokens[i] }))).tokens);
+      expect(m.stats().maxBatchSequencesSeen).toBe(1);
+      const scenario = async (model: Model) => {
+        let firstToken!: () => void;
+        const started = new Promise<void>((r) => (firstToken = r));
+        const ra = collect(model.generate({ tokens: ps[0] }, { ...greedy, maxTokens: maxTokens[0] }), () => firstToken());
+        await started;
+        const rest = await Promise.all(ps.slice(1).map((p, i) => collect(model.generate({ tokens: p }, { ...greedy, maxTokens: maxTokens[i + 1] }))));
+        return [(await ra).tokens, ...rest.map((r) => r.tokens)];
+      };
+      expect(await scenario(m)).toEqual(solo);
+      const s = m.stats();
+      expect(s.joinedRunning).toBe(0);
+      expect(s.maxBatchSequencesSeen).toBeGreaterThanOrEqual(2); // a batch, not one request at a time
+      // The same arrivals under continuous batching do join A's running batch (the counter works).
+      expect(await scenario(c)).toEqual(solo);
+      expect(c.stats().joinedRunning).toBeGreaterThanOrEqual(1);
     } finally {
       await m.dispose();
+      await c.dispose();
     }
   });
 });
@@ -338,11 +396,17 @@ describe("sessions, pinned prefixes, response cache", () => {
   });
 
   it("generateBatch returns one iterator per prompt, batched together", async () => {
-    const streams = m.generateBatch(["a b c", "d e f g", "h"], { ...greedy, maxTokens: 5 });
+    const before = m.stats();
+    // 64 tokens each: long enough that the three overlap however fast the engine starts the first.
+    const streams = m.generateBatch(["a b c", "d e f g", "h"], { ...greedy, maxTokens: 64 });
     expect(streams.length).toBe(3);
     const outs = await Promise.all(streams.map((s) => collect(s)));
-    for (const o of outs) expect(o.tokens.length).toBe(5);
-    const solo = await collect(m.generate("d e f g", { ...greedy, maxTokens: 5 }));
+    for (const o of outs) expect(o.tokens.length).toBe(64);
+    const after = m.stats();
+    // Batched: the sequences shared steps (a one-at-a-time engine has exactly one per step).
+    expect(after.batchSequences - before.batchSequences).toBeGreaterThan(after.steps - before.steps);
+    expect(after.maxBatchSequencesSeen).toBeGreaterThanOrEqual(2);
+    const solo = await collect(m.generate("d e f g", { ...greedy, maxTokens: 64 }));
     expect(outs[1].tokens).toEqual(solo.tokens);
   });
 
@@ -369,11 +433,52 @@ describe("sessions, pinned prefixes, response cache", () => {
   });
 
   it("stats report batching and KV state", async () => {
+    const before = m.stats();
+    // While a long request runs, its KV is held.
+    let mid: ReturnType<Model["stats"]> | undefined;
+    for await (const c of m.generate({ tokens: [1, ...Array.from({ length: 40 }, (_, i) => 5 + i)] }, { ...greedy, maxTokens: 400 })) {
+      if (c.tokens.length > 0) {
+        mid = m.stats();
+        break;
+      }
+    }
+    // Wait for the engine to process the cancellation before counting.
+    for (let k = 0; k < 200 && m.stats().running > 0; k++) await new Promise((r) => setTimeout(r, 5));
+    expect(mid!.blocksUsed).toBeGreaterThanOrEqual(3); // 41+ tokens in blocks of 16
+    expect(mid!.kvTokensHeld).toBeGreaterThanOrEqual(41);
+    expect(mid!.blocksTotal).toBe(mid!.blocksUsed + mid!.blocksCached + mid!.blocksFree);
+    // Three requests at once share steps.
+    const mark = m.stats();
+    await Promise.all(["one two", "three four five", "six"].map((p) => collect(m.generate(p, { ...greedy, maxTokens: 32 }))));
     const s = m.stats();
-    expect(s.steps).toBeGreaterThan(0);
-    expect(s.tokensPerStep).toBeGreaterThan(0);
+    const steps = s.steps - mark.steps, seqs = s.batchSequences - mark.batchSequences;
+    expect(steps).toBeGreaterThan(0);
+    expect(seqs).toBeGreaterThan(steps);
+    expect(seqs).toBeLessThanOrEqual(3 * steps);
+    expect(s.generatedTokens - mark.generatedTokens).toBe(96);
+    expect(s.maxBatchSequencesSeen).toBeGreaterThanOrEqual(2);
+    expect(s.steps).toBeGreaterThan(before.steps);
+    expect(s.tokensPerStep).toBeCloseTo(s.batchTokens / s.steps, 10);
+    expect(s.sequencesPerStep).toBeCloseTo(s.batchSequences / s.steps, 10);
+    expect(s.running).toBe(0);
     expect(s.blocksTotal).toBe(s.blocksUsed + s.blocksCached + s.blocksFree);
     expect(s.kvWaste).toBeGreaterThanOrEqual(0);
     expect(s.kvWaste).toBeLessThan(1);
+  });
+
+  it("responseCacheBytes: 0 disables the response cache", async () => {
+    const off = await Model.load(path, { threads: 1, contextSize: 256, responseCacheBytes: 0 });
+    try {
+      const opts = { ...greedy, maxTokens: 4, cache: true };
+      const a = await collect(off.generate("The cache test prompt", opts));
+      const steps = off.stats().steps;
+      const b = await collect(off.generate("The cache test prompt", opts));
+      expect(b.tokens).toEqual(a.tokens);
+      expect(off.stats().steps).toBeGreaterThan(steps); // computed again
+      expect(off.stats().responseCacheHits).toBe(0);
+      expect(off.stats().responseCacheEntries).toBe(0);
+    } finally {
+      await off.dispose();
+    }
   });
 });

@@ -252,10 +252,45 @@ describe("generate", () => {
     }
   });
 
-  it("several concurrent generate() calls all complete", async () => {
-    const rs = await Promise.all([0, 1, 2, 3].map((k) => model.complete({ tokens: [1, 300 + k] }, { maxTokens: 5, temperature: 0, stopAtEos: false })));
-    for (const r of rs) expect(r.tokens.length).toBe(5);
-    const solo = await model.complete({ tokens: [1, 302] }, { maxTokens: 5, temperature: 0, stopAtEos: false });
+  it("stop strings: the text ends before the earliest stop, also one that spans tokens", async () => {
+    const opts = { maxTokens: 24, temperature: 0, stopAtEos: false } as const;
+    const prompt = { tokens: [1, 310, 320] };
+    const full = await model.complete(prompt, opts);
+    const text = full.text;
+    expect(text.length).toBeGreaterThan(12);
+    // Boundaries between tokens' texts: a stop made of the last char of one and the first of the next.
+    const at = (k: number) => model.detokenize(full.tokens.slice(0, k)).length;
+    const b1 = at(3), b2 = at(8);
+    expect(b1).toBeGreaterThan(0);
+    expect(b2).toBeGreaterThan(b1);
+    const early = text.slice(b1 - 1, b1 + 1), late = text.slice(b2 - 1, b2 + 2);
+    const cutEarly = text.indexOf(early), cutLate = text.indexOf(late);
+    const one = await model.complete(prompt, { ...opts, stop: [late] });
+    expect(one.text).toBe(text.slice(0, cutLate));
+    expect(one.finishReason).toBe("stop");
+    const both = await model.complete(prompt, { ...opts, stop: [late, early] });
+    expect(both.text).toBe(text.slice(0, Math.min(cutEarly, cutLate)));
+    expect(both.finishReason).toBe("stop");
+    // A stop that never occurs (but starts like the text's end) leaves the whole text.
+    const none = await model.complete(prompt, { ...opts, stop: [text.slice(-1) + "\u0001"] });
+    expect(none.text).toBe(text);
+    expect(none.finishReason).toBe("length");
+    // Chunks never carry text past a stop, however the text is split.
+    let streamed = "";
+    for await (const c of model.generate(prompt, { ...opts, stop: [late] })) streamed += c.text;
+    expect(streamed).toBe(text.slice(0, cutLate));
+  });
+
+  it("several concurrent generate() calls all complete, batched together", async () => {
+    const before = model.stats();
+    // 40 tokens each: long enough that the four overlap however fast the engine starts the first.
+    const rs = await Promise.all([0, 1, 2, 3].map((k) => model.complete({ tokens: [1, 300 + k] }, { maxTokens: 40, temperature: 0, stopAtEos: false })));
+    for (const r of rs) expect(r.tokens.length).toBe(40);
+    const after = model.stats();
+    // They shared steps: more sequence-steps than steps (a one-at-a-time engine has exactly as many).
+    expect(after.batchSequences - before.batchSequences).toBeGreaterThan(after.steps - before.steps);
+    expect(after.requests - before.requests).toBe(4);
+    const solo = await model.complete({ tokens: [1, 302] }, { maxTokens: 40, temperature: 0, stopAtEos: false });
     expect(rs[2].tokens).toEqual(solo.tokens);
   });
 });

@@ -72,6 +72,9 @@ class Engine {
   const GgufFile& file() const { return *file_; }
   // Bytes of weights repacked at load (0 with repack off or no packable type).
   size_t repacked_bytes() const { return packed_bytes_; }
+  // The KV pool as allocated (not as asked for): its element type and total K+V bytes.
+  GgmlType kv_type() const { return kv_->type(); }
+  size_t kv_bytes() const { return kv_->bytes(); }
 
   // Validates and queues; returns the request id, or an error status (nothing queued).
   Status submit(std::shared_ptr<GenerateRequest> req, int64_t* id);

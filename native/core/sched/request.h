@@ -57,6 +57,9 @@ struct EngineStats {
   int64_t running = 0, waiting = 0, sessions = 0;
   int64_t blocks_total = 0, blocks_used = 0, blocks_cached = 0, blocks_free = 0, block_size = 0;
   int64_t kv_tokens_held = 0;  // tokens stored in used blocks (the rest of those blocks is waste)
+  // Requests admitted while other sequences were running (joining a running batch: continuous
+  // batching; always 0 with static batching).
+  int64_t joined_running = 0;
 };
 
 }  // namespace llmserve

@@ -286,6 +286,7 @@ bool Engine::schedule_and_run() {
   // Static batching (a benchmark baseline) forms its whole batch at once, up to max_sequences, even
   // past this step's token budget; later prompt chunks run in the following steps.
   const bool may_admit = !opts_.static_batching || running_.empty();
+  const bool batch_running = !running_.empty();
   while (may_admit && (budget > 0 || opts_.static_batching) && prefill_left > 0 && !waiting_.empty() &&
          (int64_t)running_.size() < opts_.max_sequences) {
     Sequence& s = *waiting_.front();
@@ -306,6 +307,7 @@ bool Engine::schedule_and_run() {
       break;
     }
     if (s.t_first_step < 0) s.t_first_step = now, s.tm.queue_ms = now - s.t_submit;
+    if (batch_running) ++st_.joined_running;
     if (chunk > 0) picks.push_back({&s, chunk, chunk == pending});
     budget -= chunk;
     if (pending > 1 && prefill_left != INT64_MAX) prefill_left -= chunk;

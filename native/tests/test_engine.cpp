@@ -1,0 +1,213 @@
+// Engine scheduling on a small synthetic model (native/core/sched): the prefix cache reuses the
+// blocks a finished request registered, preemption lets every request finish when the KV pool is
+// too small for all at once, and chunked prefill caps the prompt tokens of a step while another
+// request generates; in every case the tokens equal those of the request run alone.
+// Each waits with a deadline, so a scheduler that stalls fails instead of hanging.
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "sched/engine.h"
+#include "synth/synth.h"
+#include "testing.h"
+
+using namespace llmserve;
+
+namespace {
+
+const std::string& model_path() {
+  static const std::string p = [] {
+    std::string path = "/tmp/llmserve_test_engine_" + std::to_string(static_cast<long>(::getpid())) + ".gguf";
+    SynthOptions o;
+    o.dim = 64;
+    o.layers = 2;
+    o.heads = 4;
+    o.kv_heads = 2;
+    o.ffn = 128;
+    o.vocab_size = 300;
+    o.context = 1024;
+    o.type = GgmlType::F32;
+    o.seed = 11;
+    Status st = synth_model(o, path);
+    if (!st) std::fprintf(stderr, "  synth_model: %s\n", st.message.c_str());
+    return path;
+  }();
+  return p;
+}
+
+std::unique_ptr<Engine> load(EngineOptions o) {
+  o.threads = 1;
+  if (o.n_ctx == 4096) o.n_ctx = 1024;
+  std::unique_ptr<Engine> e;
+  Status st = Engine::load(model_path(), o, {}, &e);
+  if (!st) std::fprintf(stderr, "  Engine::load: %s\n", st.message.c_str());
+  return e;
+}
+
+struct Run {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<int32_t> tokens;
+  bool done = false;
+  FinishReason finish = FinishReason::None;
+  Status error;
+  Timings tm;
+};
+
+std::shared_ptr<Run> submit(Engine& e, const std::vector<int32_t>& prompt, int64_t max_tokens) {
+  auto run = std::make_shared<Run>();
+  auto req = std::make_shared<GenerateRequest>();
+  req->prompt = prompt;
+  req->sampling.temperature = 0;  // greedy
+  req->sampling.compute_logprob = false;
+  req->max_tokens = max_tokens;
+  req->on_event = [run](GenEvent&& ev) {
+    std::lock_guard<std::mutex> lk(run->mu);
+    run->tokens.insert(run->tokens.end(), ev.tokens.begin(), ev.tokens.end());
+    if (ev.done) {
+      run->done = true;
+      run->finish = ev.finish;
+      run->error = ev.error;
+      run->tm = ev.timings;
+    }
+    run->cv.notify_all();
+  };
+  int64_t id = 0;
+  Status st = e.submit(req, &id);
+  CHECK(st.is_ok());
+  if (!st) run->done = true;
+  return run;
+}
+
+// Every wait of a test shares one deadline (a stalled scheduler costs one timeout, not many).
+using Clock = std::chrono::steady_clock;
+Clock::time_point deadline() { return Clock::now() + std::chrono::seconds(30); }
+
+// Waits until the run has at least n tokens (or is done); false at the deadline.
+bool wait_tokens(Run& r, size_t n, Clock::time_point until) {
+  std::unique_lock<std::mutex> lk(r.mu);
+  return r.cv.wait_until(lk, until, [&] { return r.done || r.tokens.size() >= n; });
+}
+
+bool wait_done(Run& r, Clock::time_point until) {
+  std::unique_lock<std::mutex> lk(r.mu);
+  return r.cv.wait_until(lk, until, [&] { return r.done; });
+}
+
+std::vector<int32_t> prompt_of(int n, int seed) {
+  std::vector<int32_t> p = {1};
+  uint32_t s = static_cast<uint32_t>(seed) * 2654435761u + 1;
+  for (int i = 1; i < n; ++i) {
+    s = s * 1664525u + 1013904223u;
+    p.push_back(3 + static_cast<int32_t>((s >> 8) % 290));
+  }
+  return p;
+}
+
+// The tokens of each prompt run alone, on an engine with room for everything and no prefix cache.
+std::vector<std::vector<int32_t>> solo(const std::vector<std::vector<int32_t>>& prompts, const std::vector<int64_t>& max_tokens) {
+  EngineOptions o;
+  o.prefix_cache = false;
+  auto e = load(o);
+  std::vector<std::vector<int32_t>> out;
+  if (!e) return out;
+  const auto until = deadline();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto r = submit(*e, prompts[i], max_tokens[i]);
+    CHECK(wait_done(*r, until));
+    out.push_back(r->tokens);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(engine_prefix_cache_reuses_registered_blocks) {
+  // A computes 50 prompt tokens; B shares its first 48 (three full blocks of 16): B reuses them.
+  std::vector<int32_t> a = prompt_of(50, 1);
+  std::vector<int32_t> b(a.begin(), a.begin() + 48);
+  for (int32_t t : prompt_of(6, 2)) b.push_back(t);
+  auto want = solo({a, b}, {4, 6});
+  EngineOptions o;
+  auto e = load(o);
+  CHECK(e != nullptr);
+  if (!e || want.size() != 2) return;
+  const auto until = deadline();
+  auto ra = submit(*e, a, 4);
+  CHECK(wait_done(*ra, until));
+  const EngineStats before = e->stats();
+  auto rb = submit(*e, b, 6);
+  CHECK(wait_done(*rb, until));
+  const EngineStats after = e->stats();
+  CHECK(ra->tokens == want[0]);
+  CHECK(rb->tokens == want[1]);
+  CHECK(rb->error.is_ok());
+  CHECK_EQ(rb->tm.reused_tokens, int64_t(48));
+  CHECK_EQ(after.prefix_hits - before.prefix_hits, int64_t(3));
+  CHECK_EQ(after.prefill_tokens - before.prefill_tokens, int64_t(b.size() - 48));
+  CHECK_EQ(after.blocks_used, int64_t(0));
+}
+
+TEST(engine_preemption_lets_every_request_finish) {
+  // Six requests of up to 70 tokens each in a pool of 128 tokens: the scheduler must preempt
+  // (and recompute) to finish them all, each with its solo tokens and no error.
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<int64_t> max_tokens;
+  for (int i = 0; i < 6; ++i) {
+    prompts.push_back(prompt_of(20 + 3 * i, 10 + i));
+    max_tokens.push_back(40);
+  }
+  auto want = solo(prompts, max_tokens);
+  EngineOptions o;
+  o.kv_tokens = 128;
+  o.block_size = 8;
+  o.max_batch_tokens = 64;
+  o.prefix_cache = false;
+  auto e = load(o);
+  CHECK(e != nullptr);
+  if (!e || want.size() != prompts.size()) return;
+  const auto until = deadline();
+  std::vector<std::shared_ptr<Run>> runs;
+  for (size_t i = 0; i < prompts.size(); ++i) runs.push_back(submit(*e, prompts[i], max_tokens[i]));
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const bool finished = wait_done(*runs[i], until);
+    CHECK(finished);
+    if (!runs[i]->error.is_ok()) std::fprintf(stderr, "  request %zu: %s\n", i, runs[i]->error.message.c_str());
+    CHECK(runs[i]->error.is_ok());
+    CHECK(runs[i]->finish == FinishReason::Length);
+    CHECK(runs[i]->tokens == want[i]);
+  }
+  const EngineStats s = e->stats();
+  CHECK(s.preemptions > 0);
+  CHECK_EQ(s.errors, int64_t(0));
+  CHECK_EQ(s.blocks_used, int64_t(0));
+}
+
+TEST(engine_chunked_prefill_caps_prompt_tokens_per_step) {
+  // A generates 300 tokens; B's 150-token prompt arrives after A's first token and is fed 16
+  // tokens per step beside A's decode token: the largest step is exactly 1 + 16 tokens.
+  std::vector<int32_t> a = prompt_of(5, 3), b = prompt_of(150, 4);
+  auto want = solo({a, b}, {300, 4});
+  EngineOptions o;
+  o.max_batch_tokens = 512;
+  o.prefill_chunk = 16;
+  auto e = load(o);
+  CHECK(e != nullptr);
+  if (!e || want.size() != 2) return;
+  const auto until = deadline();
+  auto ra = submit(*e, a, 300);
+  CHECK(wait_tokens(*ra, 1, until));
+  auto rb = submit(*e, b, 4);
+  CHECK(wait_done(*rb, until));
+  CHECK(wait_done(*ra, until));
+  CHECK(ra->tokens == want[0]);
+  CHECK(rb->tokens == want[1]);
+  const EngineStats s = e->stats();
+  CHECK_EQ(s.max_batch_tokens_seen, int64_t(17));
+  CHECK_EQ(s.prefill_tokens, int64_t(a.size() + b.size()));
+}

@@ -1,0 +1,58 @@
+// Mutation testing of the TypeScript layer (lib/) with Stryker: `npm run test:mutation` mutates
+// every module below; `npm run test:mutation -- --mutate lib/responseCache.ts` one module. Each
+// module runs only the test files that exercise it (TESTS; the fallback is the whole suite, which
+// takes long), with per-test coverage so a mutant runs only the tests that reach it. Incremental:
+// results are kept in reports/stryker-incremental.json (gitignored), and a rerun re-tests only
+// mutants whose code or tests changed. Not part of `npm test`.
+const MODULES = [
+  "lib/generate.ts", "lib/validate.ts", "lib/limits.ts", "lib/session.ts", "lib/responseCache.ts",
+  "lib/model.ts", "lib/errors.ts", "lib/chat/templates.ts", "lib/chat/index.ts", "lib/tokenizer/*.ts",
+  "lib/server/*.ts",
+];
+
+/** The test files that exercise each module (a glob key matches as a prefix of the mutated path). */
+const TESTS = {
+  "lib/responseCache.ts": ["test/unit/responseCache.test.ts"],
+  "lib/validate.ts": ["test/unit/validate.test.ts"],
+  "lib/limits.ts": ["test/unit/validate.test.ts", "test/unit/chat/limits.test.ts"],
+  "lib/server/errors.ts": ["test/server/errors.test.ts"],
+  "lib/server/auth.ts": ["test/unit/server/auth.test.ts", "test/server/auth.test.ts"],
+  "lib/server/schemas.ts": ["test/server/limits.test.ts", "test/server/openai.test.ts"],
+  "lib/server/openai.ts": ["test/server/openai.test.ts"],
+  "lib/server/sse.ts": ["test/server/openai.test.ts"],
+  "lib/generate.ts": ["test/unit/generate.test.ts", "test/native/model.test.ts", "test/native/limits.test.ts", "test/native/sharedSignal.test.ts"],
+  "lib/session.ts": ["test/native/batching.test.ts"],
+  "lib/model.ts": ["test/native/model.test.ts", "test/native/batching.test.ts"],
+  "lib/errors.ts": ["test/native/model.test.ts", "test/native/hostile-gguf.test.ts"],
+  "lib/chat/": ["test/unit/chat/templates.test.ts", "test/unit/chat/limits.test.ts"],
+  "lib/tokenizer/": ["test/unit/tokenizer/tokenizer.test.ts", "test/unit/tokenizer/pretokenize.test.ts", "test/unit/tokenizer/roundtrip.test.ts", "test/unit/tokenizer/llamacpp-vectors.test.ts"],
+};
+
+// `--mutate a.ts,b.ts` (or `-m`) on the command line picks the tests of those modules.
+const argv = process.argv;
+const i = argv.findIndex((a) => a === "--mutate" || a === "-m");
+const asked = i >= 0 && argv[i + 1] ? argv[i + 1].split(",").map((s) => s.replace(/:.*$/, "")) : [];
+const tests = [...new Set(asked.flatMap((m) => Object.entries(TESTS).filter(([k]) => m === k || (k.endsWith("/") && m.startsWith(k))).flatMap(([, v]) => v)))];
+if (asked.length > 0 && tests.length > 0) process.env.LLMSERVE_MUTATION_TESTS = tests.join(",");
+
+/** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
+export default {
+  testRunner: "vitest",
+  vitest: { configFile: "vitest.mutation.config.ts", related: false },
+  plugins: ["@stryker-mutator/vitest-runner"],
+  mutate: MODULES,
+  coverageAnalysis: "perTest",
+  concurrency: 2,
+  incremental: true,
+  incrementalFile: "reports/stryker-incremental.json",
+  reporters: ["clear-text", "progress", "html", "json"],
+  htmlReporter: { fileName: "reports/mutation/mutation.html" },
+  jsonReporter: { fileName: "reports/mutation/mutation.json" },
+  tempDirName: ".stryker-tmp",
+  cleanTempDir: "always",
+  // The sandbox needs the built addon (prebuilds/ is gitignored, so Stryker would skip it).
+  ignorePatterns: ["/build", "/build-*", "/bench/results", "/docs/api", "/reports", "!/prebuilds", "!/dist"],
+  timeoutMS: 60_000,
+  timeoutFactor: 2,
+  thresholds: { high: 80, low: 60, break: null },
+};
