@@ -24,3 +24,22 @@ export function synthModel(name: string, opts: SynthOptions): Promise<string> {
   }
   return p;
 }
+
+/** Runs `f` while a 10 ms interval measures the event loop's largest stall (and the total time). */
+export async function maxStall<T>(f: () => Promise<T>): Promise<{ value: T; stallMs: number; ms: number }> {
+  const t0 = performance.now();
+  let last = t0;
+  let stallMs = 0;
+  const timer = setInterval(() => {
+    const t = performance.now();
+    stallMs = Math.max(stallMs, t - last);
+    last = t;
+  }, 10);
+  try {
+    const value = await f();
+    stallMs = Math.max(stallMs, performance.now() - last);
+    return { value, stallMs, ms: performance.now() - t0 };
+  } finally {
+    clearInterval(timer);
+  }
+}

@@ -7,7 +7,7 @@ import { Template } from "@huggingface/jinja";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ChatTemplate, RenderPool, type ChatMessage } from "../../../lib/chat/index.js";
 import { Tokenizer } from "../../../lib/tokenizer/index.js";
-import { synthModel } from "../../helpers.js";
+import { maxStall, synthModel } from "../../helpers.js";
 
 const HOSTILE = "{% for a in range(1000000) %}{% for b in range(1000000) %}{% endfor %}{% endfor %}";
 /** 10 x 2^17 = 1310720 characters, quickly (each step doubles the string). */
@@ -21,25 +21,6 @@ beforeAll(async () => {
   tok = await Tokenizer.fromGguf(await synthModel("chat-limits", { dim: 32, layers: 1, heads: 2, kvHeads: 1, ffn: 64, vocabSize: 512 }));
 });
 afterAll(() => pool.close());
-
-/** Runs `f` while a 10 ms interval measures the event loop's largest stall. */
-async function maxStall<T>(f: () => Promise<T>): Promise<{ value: T; stallMs: number; ms: number }> {
-  const t0 = performance.now();
-  let last = t0;
-  let stallMs = 0;
-  const timer = setInterval(() => {
-    const t = performance.now();
-    stallMs = Math.max(stallMs, t - last);
-    last = t;
-  }, 10);
-  try {
-    const value = await f();
-    stallMs = Math.max(stallMs, performance.now() - last);
-    return { value, stallMs, ms: performance.now() - t0 };
-  } finally {
-    clearInterval(timer);
-  }
-}
 
 describe("rendering limits", () => {
   it("a looping template is stopped at the time limit with ERR_TEMPLATE_TIMEOUT, without holding the event loop", async () => {

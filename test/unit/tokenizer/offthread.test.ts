@@ -5,25 +5,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { OFFTHREAD_MIN_CHARS, Tokenizer } from "../../../lib/tokenizer/index.js";
-import { fixture, haveFixtures } from "../../helpers.js";
-
-/** Runs `f` while a 10 ms interval measures the event loop's largest stall. */
-async function maxStall<T>(f: () => Promise<T>): Promise<{ value: T; stallMs: number }> {
-  let last = performance.now();
-  let stallMs = 0;
-  const timer = setInterval(() => {
-    const t = performance.now();
-    stallMs = Math.max(stallMs, t - last);
-    last = t;
-  }, 10);
-  try {
-    const value = await f();
-    stallMs = Math.max(stallMs, performance.now() - last);
-    return { value, stallMs };
-  } finally {
-    clearInterval(timer);
-  }
-}
+import { fixture, haveFixtures, maxStall } from "../../helpers.js";
 
 describe.skipIf(!haveFixtures)("Tokenizer.encodeAsync", () => {
   it.each(["ggml-vocab-llama-spm.gguf", "ggml-vocab-gpt-2.gguf"])("%s: long texts encode on the worker thread, with the same ids", async (name) => {
