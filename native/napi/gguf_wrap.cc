@@ -123,13 +123,15 @@ class ReadGgufWorker : public StatusWorker<Napi::AsyncWorker> {
       if (!wanted(k, opts_.prefixes)) continue;
       total += 64 + k.size() + js_cost(v, opts_.max_array);
       if (total > opts_.limits.max_metadata_bytes) {
-        file_.reset();
-        return fail(make_error(Code::GgufLimit,
+        // Build the message before releasing the file: `k` refers into its metadata.
+        Status over = make_error(Code::GgufLimit,
                                "'" + path_ + "': the metadata selected for JavaScript needs about " + std::to_string(total) +
                                    " bytes by key '" + k + "', over the limit of " +
                                    std::to_string(opts_.limits.max_metadata_bytes) +
                                    " bytes (readGguf maxMetadataBytes). Select fewer keys (keyPrefix), summarise "
-                                   "arrays (maxArrayLength), or raise the limit if you trust the file."));
+                                   "arrays (maxArrayLength), or raise the limit if you trust the file.");
+        file_.reset();
+        return fail(over);
       }
     }
   }
