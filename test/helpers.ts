@@ -43,3 +43,13 @@ export async function maxStall<T>(f: () => Promise<T>): Promise<{ value: T; stal
     clearInterval(timer);
   }
 }
+
+/** Polls `cond` every 5 ms; true once it holds, false after `ms`. */
+export async function until(cond: () => boolean, ms: number): Promise<boolean> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) return false;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return true;
+}

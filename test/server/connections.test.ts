@@ -8,7 +8,7 @@ import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Model } from "../../lib/index.js";
 import { createServer, type ServerOptions } from "../../lib/server/index.js";
-import { synthModel } from "../helpers.js";
+import { synthModel, until } from "../helpers.js";
 
 let path: string;
 let model: Model;
@@ -34,15 +34,6 @@ function open(port: number): Promise<{ sock: Socket; closed: Promise<number>; da
     sock.once("connect", () => resolve({ sock, closed, data: () => data }));
     sock.once("error", reject);
   });
-}
-
-async function until(cond: () => boolean, ms: number): Promise<boolean> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) return false;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return true;
 }
 
 const within = <T>(p: Promise<T>, ms: number): Promise<T | "timeout"> =>

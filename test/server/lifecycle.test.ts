@@ -7,7 +7,7 @@ import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Model } from "../../lib/index.js";
 import { createServer } from "../../lib/server/index.js";
-import { synthModel } from "../helpers.js";
+import { synthModel, until } from "../helpers.js";
 
 let path: string;
 let model: Model;
@@ -20,15 +20,6 @@ async function listen(a: FastifyInstance): Promise<string> {
   const addr = a.server.address();
   if (addr === null || typeof addr === "string") throw new Error("no TCP address");
   return `http://127.0.0.1:${addr.port}`;
-}
-
-async function until(cond: () => boolean, ms: number): Promise<boolean> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) return false;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return true;
 }
 
 /** Starts a long streaming completion; resolves after `chunks` SSE reads. */
