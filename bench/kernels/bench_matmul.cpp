@@ -305,14 +305,14 @@ int main(int argc, char** argv) {
         ThreadPool pool(2);
         std::vector<float> y(static_cast<size_t>(max_n * n_out)), y1(static_cast<size_t>(n_out));
         MatmulTask task{&w, nullptr, y.data(), n_out};
-        matmul(&task, 1, x.data(), max_n, nullptr, pool);
+        matmul(&task, 1, x.data(), max_n, pool);
         const GgmlType vt = type_traits(t).vec_dot_type;
         std::vector<uint8_t> xq(row_size(vt, n_in));
         std::vector<float> wf(static_cast<size_t>(n_in)), xf(static_cast<size_t>(n_in));
         int bad = 0;
         for (int64_t tok : {int64_t(0), max_n / 2, max_n - 1}) {
           MatmulTask t1{&w, nullptr, y1.data(), n_out};
-          matmul(&t1, 1, x.data() + tok * n_in, 1, nullptr, pool);
+          matmul(&t1, 1, x.data() + tok * n_in, 1, pool);
           quantize_row_ref(vt, x.data() + tok * n_in, xq.data(), n_in);
           dequantize_row_ref(vt, xq.data(), xf.data(), n_in);
           for (int64_t r = 0; r < n_out; r += std::max<int64_t>(1, n_out / 61)) {
@@ -340,14 +340,20 @@ int main(int argc, char** argv) {
           auto run = [&] {
             MatmulTask task{&views[static_cast<size_t>(next_copy)], nullptr, y.data(), n_out};
             next_copy = (next_copy + 1) % n_copies;
-            matmul(&task, 1, x.data(), n, nullptr, pool);
+            matmul(&task, 1, x.data(), n, pool);
           };
           const double t_raw = time_median(run, o.min_time);
           double t_packed = -1;
           {
-            std::vector<std::unique_ptr<PackedWeights>> packed;
-            for (const MatrixView& v : views) packed.push_back(PackedWeights::create(v));
-            if (packed[0]) t_packed = time_median(run, o.min_time);
+            std::vector<uint8_t*> arenas;
+            for (MatrixView& v : views) {
+              uint8_t* a = alloc_huge(packed_bytes(v));
+              if (a && pack_matrix(&v, a)) arenas.push_back(a);
+              else std::free(a);
+            }
+            if (views[0].packed) t_packed = time_median(run, o.min_time);
+            for (MatrixView& v : views) v.packed = nullptr;
+            for (uint8_t* a : arenas) std::free(a);
           }
           // Baseline: the pre-GEMM matmul (one vec_dot per token and row) over a sample of rows.
           double speedup = -1;

@@ -2,6 +2,7 @@
 // generate() queues a request whose events come back through a per-request thread-safe function.
 #include <napi.h>
 
+#include "gguf/gguf.h"
 #include "sched/engine.h"
 #include "errors.h"
 #include "wrap_common.h"
@@ -119,9 +120,11 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     o.Set("kvBytes", Napi::Number::New(env, (double)e->kv_bytes()));
     o.Set("repackedBytes", Napi::Number::New(env, (double)e->repacked_bytes()));
     auto wt = Napi::Object::New(env);
-    for (auto& t : e->file().tensors()) {
-      std::string n = type_traits(t.type).name;
-      wt.Set(n, Napi::Number::New(env, (wt.Has(n) ? wt.Get(n).As<Napi::Number>().DoubleValue() : 0) + 1));
+    if (const GgufFile* file = e->executor().file()) {
+      for (auto& t : file->tensors()) {
+        std::string n = type_traits(t.type).name;
+        wt.Set(n, Napi::Number::New(env, (wt.Has(n) ? wt.Get(n).As<Napi::Number>().DoubleValue() : 0) + 1));
+      }
     }
     o.Set("weightTypes", wt);
     return o;

@@ -460,8 +460,7 @@ MatmulRun run_matmul(const MatrixView& a, const MatrixView& b, const float* bias
   out.y0.assign(static_cast<size_t>(n * a.n_out), NAN);
   out.y1.assign(static_cast<size_t>(n * b.n_out), NAN);
   MatmulTask tasks[2] = {{&a, bias_a, out.y0.data(), a.n_out}, {&b, nullptr, out.y1.data(), b.n_out}};
-  std::vector<uint8_t> scratch(matmul_scratch_bytes(tasks, 2, n) + 256);
-  matmul(tasks, 2, x.data(), n, scratch.data(), pool);
+  matmul(tasks, 2, x.data(), n, pool);
   return out;
 }
 
@@ -513,12 +512,15 @@ TEST(matmul_batch_and_thread_invariance_bit_exact) {
         }
       }
     }
-    // With load-time packing registered: still the same bits.
+    // With load-time packed copies on the views: still the same bits.
     {
-      auto pa = PackedWeights::create(va), pb = PackedWeights::create(vb);
-      CHECK((pa != nullptr) == gemm_packable(ta));
-      CHECK((pb != nullptr) == gemm_packable(tb));
-      MatmulRun r = run_matmul(va, vb, bias.data(), x, total, 2);
+      MatrixView pa = va, pb = vb;
+      std::vector<uint8_t> bufa(packed_bytes(va) + 64), bufb(packed_bytes(vb) + 64);
+      auto aligned = [](std::vector<uint8_t>& b) { return b.data() + (64 - reinterpret_cast<uintptr_t>(b.data()) % 64) % 64; };
+      CHECK(pack_matrix(&pa, aligned(bufa)) == gemm_packable(ta));
+      CHECK(pack_matrix(&pb, aligned(bufb)) == gemm_packable(tb));
+      CHECK((pa.packed != nullptr) == gemm_packable(ta));
+      MatmulRun r = run_matmul(pa, pb, bias.data(), x, total, 2);
       for (int64_t i = 0; i < total * 53; ++i) bad += !same_bits(r.y0[i], s0[i]);
       for (int64_t i = 0; i < total * 130; ++i) bad += !same_bits(r.y1[i], s1[i]);
     }

@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "gguf/gguf.h"
+#include "kv/kv_cache.h"
 #include "model/forward.h"
 #include "model/forward_ref.h"
-#include "model/kv_cache.h"
 #include "model/model.h"
 #include "model/ops.h"
 #include "quant/quant.h"
@@ -76,7 +76,7 @@ std::unique_ptr<KvCache> make_kv(const Model& m, int64_t n_ctx, GgmlType kvt = G
   KvCacheOptions o;
   o.n_ctx = n_ctx;
   o.type = kvt;
-  Status st = KvCache::create(m.config(), o, &kv);
+  Status st = KvCache::create(kv_shape(m.config()), o, &kv);
   CHECK(st.is_ok());
   return kv;
 }
@@ -599,9 +599,9 @@ TEST(model_forward_errors) {
   std::unique_ptr<KvCache> bad_kv;
   KvCacheOptions o;
   o.n_ctx = 0;
-  CHECK(KvCache::create(m->config(), o, &bad_kv).code == Code::InvalidArgument);
+  CHECK(KvCache::create(kv_shape(m->config()), o, &bad_kv).code == Code::InvalidArgument);
   o.n_ctx = int64_t(1) << 23;  // 2^23 positions x 2 layers x 32 x 2 B = 1 GiB per tensor: allocates lazily or fails cleanly
-  Status big = KvCache::create(m->config(), o, &bad_kv);
+  Status big = KvCache::create(kv_shape(m->config()), o, &bad_kv);
   CHECK(big.is_ok() || big.code == Code::OutOfMemory);
 }
 

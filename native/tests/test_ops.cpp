@@ -8,9 +8,11 @@
 #include <cstring>
 #include <vector>
 
+#include "attention/attention.h"
+#include "kv/kv_rotation.h"
+#include "math/fast_exp.h"
 #include "model/model_config.h"
 #include "model/ops.h"
-#include "model/ops_exp.h"
 #include "quant/quant.h"
 #include "testing.h"
 
@@ -43,12 +45,12 @@ TEST(ops_hadamard_rotation) {
   // Which caches rotate, and by how much (llama.cpp's choice).
   ModelConfig c;
   c.head_dim = 64;
-  CHECK(kv_rotation(c, GgmlType::Q8_0).k == 64 && kv_rotation(c, GgmlType::Q8_0).v == 64);
-  CHECK(kv_rotation(c, GgmlType::F16).k == 0 && kv_rotation(c, GgmlType::F16).v == 0);
+  CHECK(kv_rotation(c.head_dim, GgmlType::Q8_0).k == 64 && kv_rotation(c.head_dim, GgmlType::Q8_0).v == 64);
+  CHECK(kv_rotation(c.head_dim, GgmlType::F16).k == 0 && kv_rotation(c.head_dim, GgmlType::F16).v == 0);
   c.head_dim = 128;
-  CHECK(kv_rotation(c, GgmlType::Q8_0).k == 128 && kv_rotation(c, GgmlType::Q8_0).v == 64);
+  CHECK(kv_rotation(c.head_dim, GgmlType::Q8_0).k == 128 && kv_rotation(c.head_dim, GgmlType::Q8_0).v == 64);
   c.head_dim = 96;
-  CHECK(kv_rotation(c, GgmlType::Q8_0).k == 0 && kv_rotation(c, GgmlType::Q8_0).v == 0);
+  CHECK(kv_rotation(c.head_dim, GgmlType::Q8_0).k == 0 && kv_rotation(c.head_dim, GgmlType::Q8_0).v == 0);
 }
 
 TEST(ops_swiglu_dispatch_matches_reference) {

@@ -5,26 +5,26 @@
 
 namespace llmserve {
 
-Status KvPool::create(const ModelConfig& config, const KvPoolOptions& o, std::unique_ptr<KvPool>* out) {
+Status KvPool::create(const KvShape& shape, const KvPoolOptions& o, std::unique_ptr<KvPool>* out) {
   if (o.block_size < 1 || o.block_size > 4096)
     return make_error(Code::InvalidArgument, "Expected kvBlockSize in [1, 4096] but received " + std::to_string(o.block_size));
   if (o.n_blocks < 1 || o.n_blocks > (int64_t(1) << 24))
     return make_error(Code::InvalidArgument, "Expected a KV block count in [1, 16777216] but received " + std::to_string(o.n_blocks));
   if (o.type != GgmlType::F16 && o.type != GgmlType::F32 && o.type != GgmlType::Q8_0)
     return make_error(Code::InvalidArgument, std::string("Expected kvType f16, f32 or q8_0 but received ") + type_traits(o.type).name);
-  if (o.type == GgmlType::Q8_0 && config.head_dim % 32 != 0)
+  if (o.type == GgmlType::Q8_0 && shape.head_dim % 32 != 0)
     return make_error(Code::InvalidArgument, "kvType q8_0 needs a head size that is a multiple of 32 (this model's is " +
-                                                 std::to_string(config.head_dim) + "); use kvType f16");
-  if (config.n_layer < 1 || config.n_embd_kv() < 1)
-    return make_error(Code::InvalidArgument, "KvPool::create: model config has no layers");
+                                                 std::to_string(shape.head_dim) + "); use kvType f16");
+  if (shape.n_layer < 1 || shape.n_head_kv < 1 || shape.head_dim < 1)
+    return make_error(Code::InvalidArgument, "KvPool::create: the KV shape has no layers or heads");
   std::unique_ptr<KvPool> p(new KvPool());
   p->n_blocks_ = o.n_blocks;
   p->block_size_ = o.block_size;
-  p->n_layer_ = config.n_layer;
-  p->n_embd_kv_ = config.n_embd_kv();
+  p->n_layer_ = shape.n_layer;
+  p->n_embd_kv_ = shape.n_embd_kv();
   p->type_ = o.type;
   const unsigned __int128 per = static_cast<unsigned __int128>(p->block_bytes()) * static_cast<uint64_t>(o.n_blocks) *
-                                static_cast<uint64_t>(config.n_layer);
+                                static_cast<uint64_t>(shape.n_layer);
   if (per > static_cast<unsigned __int128>(SIZE_MAX / 4))
     return make_error(Code::OutOfMemory, "a KV cache of " + std::to_string((uint64_t)(per >> 20)) + " MiB per tensor is too large");
   const size_t bytes = static_cast<size_t>(per);
@@ -47,15 +47,10 @@ void KvPool::copy_block(int64_t src, int64_t dst, int64_t n) {
   }
 }
 
-uint8_t* KvPool::scratch(size_t bytes) {
-  if (bytes > scratch_bytes_) {
-    scratch_.reset();
-    scratch_bytes_ = 0;
-    scratch_.reset(new (std::nothrow) uint8_t[bytes]);
-    if (!scratch_) return nullptr;
-    scratch_bytes_ = bytes;
-  }
-  return scratch_.get();
+void KvPool::store(int64_t layer, const int32_t* blocks, int64_t pos, const float* k, const float* v) {
+  const int64_t blk = blocks[pos / block_size_], slot = pos % block_size_;
+  quantize_row(type_, k, k_row(layer, blk, slot), n_embd_kv_);
+  quantize_row(type_, v, v_row(layer, blk, slot), n_embd_kv_);
 }
 
 }  // namespace llmserve

@@ -10,11 +10,18 @@
 #include <cstdint>
 #include <memory>
 
-#include "../model/model_config.h"
 #include "../quant/quant.h"
 #include "../status.h"
 
 namespace llmserve {
+
+// What one token's K (and V) looks like, per layer: n_head_kv heads of head_dim elements.
+struct KvShape {
+  int64_t n_layer = 0;
+  int64_t n_head_kv = 0;
+  int64_t head_dim = 0;
+  int64_t n_embd_kv() const { return n_head_kv * head_dim; }
+};
 
 struct KvPoolOptions {
   int64_t n_blocks = 0;
@@ -27,7 +34,7 @@ class KvPool {
   // OutOfMemory if allocation fails; InvalidArgument for non-positive or absurd sizes, another
   // element type, or q8_0 with a head size that is not a multiple of 32 (heads must start on a
   // block boundary).
-  static Status create(const ModelConfig& config, const KvPoolOptions& options, std::unique_ptr<KvPool>* out);
+  static Status create(const KvShape& shape, const KvPoolOptions& options, std::unique_ptr<KvPool>* out);
 
   int64_t n_blocks() const { return n_blocks_; }
   int32_t block_size() const { return block_size_; }
@@ -53,9 +60,10 @@ class KvPool {
   // Copies every layer's K/V of block `src` slots [0, n) to block `dst` (copy-on-write).
   void copy_block(int64_t src, int64_t dst, int64_t n);
 
-  // Scratch arena reused across forward calls (grown on demand; contents undefined).
-  // Returns nullptr if the allocation fails.
-  uint8_t* scratch(size_t bytes);
+  // k, v: [n_embd_kv] f32 of one token -> this layer's slot for position pos of a sequence with
+  // block table `blocks`, converted to the cache type (f16 / q8_0: ggml's from_float, as llama.cpp's
+  // KV store).
+  void store(int64_t layer, const int32_t* blocks, int64_t pos, const float* k, const float* v);
 
  private:
   KvPool() = default;
@@ -63,8 +71,6 @@ class KvPool {
   int32_t block_size_ = 16;
   GgmlType type_ = GgmlType::F16;
   std::unique_ptr<uint8_t[]> k_, v_;
-  std::unique_ptr<uint8_t[]> scratch_;
-  size_t scratch_bytes_ = 0;
 };
 
 }  // namespace llmserve

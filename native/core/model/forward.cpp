@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <new>
 
+#include "../attention/attention.h"
+#include "../kv/kv_rotation.h"
 #include "../quant/quant.h"
+#include "matmul.h"
 #include "ops.h"
 
 namespace llmserve {
@@ -42,12 +45,10 @@ struct Buffers {
   float* rope;    // [n, n_rot]
   int64_t* pos;   // [n] position of each token
   const int32_t** blocks;  // [n] block table of each token's sequence
-  uint8_t* act;   // converted activations for matmul
   uint8_t* attn_scratch;  // [pool.size()] per-thread attention scratch
 };
 
-void layout(Arena& a, const Model& m, GgmlType kv_type, int64_t n, int n_threads, Buffers* b) {
-  const ModelConfig& c = m.config();
+void layout(Arena& a, const ModelConfig& c, GgmlType kv_type, int64_t n, int n_threads, Buffers* b) {
   const size_t N = static_cast<size_t>(n);
   b->x = a.take<float>(N * c.n_embd);
   b->xn = a.take<float>(N * c.n_embd);
@@ -60,9 +61,7 @@ void layout(Arena& a, const Model& m, GgmlType kv_type, int64_t n, int n_threads
   b->rope = a.take<float>(N * c.n_rot);
   b->pos = a.take<int64_t>(N);
   b->blocks = a.take<const int32_t*>(N);
-  // One matmul group's conversions (each distinct vec_dot type aligned separately).
-  b->act = a.take<uint8_t>(N * m.act_bytes_per_token() + 4 * kAlign);
-  b->attn_scratch = a.take<uint8_t>(static_cast<size_t>(n_threads) * attention_scratch_bytes(c, kv_type));
+  b->attn_scratch = a.take<uint8_t>(static_cast<size_t>(n_threads) * attention_scratch_bytes(attn_shape(c), kv_type));
 }
 
 // Residual add, y: [count] <- d + y (ggml_add(cur, residual)).
@@ -70,13 +69,9 @@ void add_rows(float* y, const float* d, int64_t count) {
   for (int64_t i = 0; i < count; ++i) y[i] = d[i] + y[i];
 }
 
-}  // namespace
-
-Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs,
-                     std::vector<float>* logits, ThreadPool& pool) {
-  const ModelConfig& c = model.config();
-  const ModelWeights& W = model.weights();
-  if (!logits) return make_error(Code::InvalidArgument, "forward: logits output is null");
+// Checks a batch against the model and the pool; counts its tokens (n) and logit rows (n_out).
+Status validate_batch(const ModelConfig& c, const KvPool& kv, const int32_t* tokens, const BatchSeq* seqs,
+                      int64_t n_seqs, int64_t* n_total, int64_t* n_out_total) {
   if (!tokens || !seqs || n_seqs < 1) return make_error(Code::InvalidArgument, "forward: empty batch");
   if (kv.n_layer() != c.n_layer || kv.n_embd_kv() != c.n_embd_kv()) {
     return make_error(Code::InvalidArgument, "forward: KV cache was created for another model");
@@ -103,127 +98,201 @@ Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, cons
                                                    " is outside [0, " + std::to_string(c.n_vocab) + ")");
     }
   }
+  *n_total = n;
+  *n_out_total = n_out;
+  return Status::ok();
+}
 
+// The state one forward pass shares between its stages.
+struct Pass {
+  const Model& model;
+  const ModelConfig& c;
+  KvPool& kv;
+  ThreadPool& pool;
   Buffers B;
-  Arena measure(nullptr);
-  layout(measure, model, kv.type(), n, pool.size(), &B);
-  uint8_t* block = kv.scratch(measure.used());
-  if (!block) {
-    return make_error(Code::OutOfMemory, "could not allocate " + std::to_string(measure.used() >> 20) +
-                                             " MiB of forward scratch for " + std::to_string(n) + " tokens");
-  }
-  Arena arena(block);
-  layout(arena, model, kv.type(), n, pool.size(), &B);
-  try {
-    logits->resize(static_cast<size_t>(n_out * c.n_vocab));
-  } catch (const std::bad_alloc&) {
-    return make_error(Code::OutOfMemory, "could not allocate logits");
-  }
+  int64_t n = 0;      // tokens in the batch
+  int64_t n_out = 0;  // rows whose logits are wanted
+  std::vector<int64_t> out_rows;  // those rows, ascending
+  KvRotation rot;
+  int64_t tok_grain = 1;  // tokens per parallel work item for per-token elementwise work
+};
 
-  // Per-token positions and block tables; the rows whose logits are wanted, in batch order.
-  std::vector<int64_t> out_rows;
-  out_rows.reserve(static_cast<size_t>(n_out));
+// Per-token positions and block tables; the rows whose logits are wanted, in batch order.
+void expand_positions(Pass& p, const BatchSeq* seqs, int64_t n_seqs) {
+  p.out_rows.reserve(static_cast<size_t>(p.n_out));
   for (int64_t s = 0, t0 = 0; s < n_seqs; t0 += seqs[s].n_tokens, ++s) {
     const BatchSeq& q = seqs[s];
     for (int64_t i = 0; i < q.n_tokens; ++i) {
-      B.pos[t0 + i] = q.pos0 + i;
-      B.blocks[t0 + i] = q.blocks;
-      if (q.out == 2 || (q.out == 1 && i == q.n_tokens - 1)) out_rows.push_back(t0 + i);
+      p.B.pos[t0 + i] = q.pos0 + i;
+      p.B.blocks[t0 + i] = q.blocks;
+      if (q.out == 2 || (q.out == 1 && i == q.n_tokens - 1)) p.out_rows.push_back(t0 + i);
     }
   }
+}
 
-  const int64_t E = c.n_embd, NQ = c.n_embd_q(), NKV = c.n_embd_kv(), FF = c.n_ff;
-  // Per-token elementwise work is cheap: give each thread at least ~16K elements.
-  const int64_t tok_grain = std::max<int64_t>(1, (int64_t(1) << 14) / std::max(E, FF));
-
-  // Embeddings (dequantized rows of token_embd) and the RoPE table of each token's position.
-  pool.parallel_for(n, [&](int64_t b, int64_t e) {
+// Embeddings (dequantized rows of token_embd) and the RoPE table of each token's position.
+void embed(Pass& p, const int32_t* tokens) {
+  const ModelWeights& W = p.model.weights();
+  const int64_t E = p.c.n_embd;
+  p.pool.parallel_for(p.n, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
-      dequantize_row(W.tok_embd.type, W.tok_embd.row(tokens[t]), B.x + t * E, E);
-      rope_cache_f32(c, W.rope_freqs, B.pos[t], 1, B.rope + t * c.n_rot);
+      dequantize_row(W.tok_embd.type, W.tok_embd.row(tokens[t]), p.B.x + t * E, E);
+      rope_cache_f32(p.c, W.rope_freqs, p.B.pos[t], 1, p.B.rope + t * p.c.n_rot);
     }
-  }, tok_grain);
+  }, p.tok_grain);
+}
 
-  BatchLayout bl{n, B.pos, B.blocks};
-  const KvRotation rot = kv_rotation(c, kv.type());
+// Norm -> Q, K, V -> RoPE (-> KV rotation) -> every token's K, V stored in the pool.
+void qkv_and_store(Pass& p, const LayerWeights& L, int64_t il) {
+  const ModelConfig& c = p.c;
+  Buffers& B = p.B;
+  const int64_t E = c.n_embd, NQ = c.n_embd_q(), NKV = c.n_embd_kv();
+  p.pool.parallel_for(p.n, [&](int64_t b, int64_t e) {
+    rms_norm_f32(B.x + b * E, L.attn_norm, B.xn + b * E, e - b, E, c.rms_eps);
+  }, p.tok_grain);
+  const MatmulTask qkv[3] = {{&L.wq, L.bq, B.q, NQ}, {&L.wk, L.bk, B.k, NKV}, {&L.wv, L.bv, B.v, NKV}};
+  matmul(qkv, 3, B.xn, p.n, p.pool);
+  const KvRotation rot = p.rot;
+  p.pool.parallel_for(p.n, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const float* cache_row = B.rope + t * c.n_rot;
+      rope_apply_f32(B.q + t * NQ, c.n_head, c.head_dim, c.n_rot, c.rope_type, cache_row);
+      rope_apply_f32(B.k + t * NKV, c.n_head_kv, c.head_dim, c.n_rot, c.rope_type, cache_row);
+      if (rot.k) {
+        hadamard_blocks_f32(B.q + t * NQ, NQ, rot.k);
+        hadamard_blocks_f32(B.k + t * NKV, NKV, rot.k);
+      }
+      if (rot.v) hadamard_blocks_f32(B.v + t * NKV, NKV, rot.v);
+      p.kv.store(il, B.blocks[t], B.pos[t], B.k + t * NKV, B.v + t * NKV);
+    }
+  }, p.tok_grain);
+}
+
+// In the last layer only the rows whose logits are wanted go on (llama.cpp's out_ids); every
+// token's K and V were stored already. Rows are compacted in place (out_rows ascends).
+void keep_output_rows(Pass& p) {
+  const int64_t E = p.c.n_embd, NQ = p.c.n_embd_q();
+  Buffers& B = p.B;
+  for (int64_t i = 0; i < p.n_out; ++i) {
+    const int64_t r = p.out_rows[static_cast<size_t>(i)];
+    if (r == i) continue;
+    std::copy(B.q + r * NQ, B.q + (r + 1) * NQ, B.q + i * NQ);
+    std::copy(B.x + r * E, B.x + (r + 1) * E, B.x + i * E);
+    B.pos[i] = B.pos[r];
+    B.blocks[i] = B.blocks[r];
+  }
+}
+
+// Attention of rows [0, m) -> (back from the rotated V basis) -> output projection -> residual.
+void attention_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
+  const ModelConfig& c = p.c;
+  Buffers& B = p.B;
+  const int64_t E = c.n_embd, NQ = c.n_embd_q();
+  const BatchLayout bl{p.n, B.pos, B.blocks};
+  attention_f32(attn_shape(c), p.kv, il, B.q, bl, 0, m, B.attn, B.attn_scratch, p.pool);
+  if (p.rot.v) {
+    p.pool.parallel_for(m, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) hadamard_blocks_f32(B.attn + t * NQ, NQ, p.rot.v);
+    }, p.tok_grain);
+  }
+  const MatmulTask wo[1] = {{&L.wo, L.bo, B.xn, E}};
+  matmul(wo, 1, B.attn, m, p.pool);
+  p.pool.parallel_for(m, [&](int64_t b, int64_t e) {
+    add_rows(B.x + b * E, B.xn + b * E, (e - b) * E);
+  }, p.tok_grain);
+}
+
+// Norm -> SwiGLU feed-forward -> residual, rows [0, m).
+void ffn_block(Pass& p, const LayerWeights& L, int64_t m) {
+  const ModelConfig& c = p.c;
+  Buffers& B = p.B;
+  const int64_t E = c.n_embd, FF = c.n_ff;
+  p.pool.parallel_for(m, [&](int64_t b, int64_t e) {
+    rms_norm_f32(B.x + b * E, L.ffn_norm, B.xn + b * E, e - b, E, c.rms_eps);
+  }, p.tok_grain);
+  const MatmulTask gu[2] = {{&L.ffn_gate, L.ffn_gate_b, B.gate, FF}, {&L.ffn_up, L.ffn_up_b, B.up, FF}};
+  matmul(gu, 2, B.xn, m, p.pool);
+  p.pool.parallel_for(m, [&](int64_t b, int64_t e) {
+    swiglu_f32(B.gate + b * FF, B.up + b * FF, (e - b) * FF);
+  }, p.tok_grain);
+  const MatmulTask down[1] = {{&L.ffn_down, L.ffn_down_b, B.xn, E}};
+  matmul(down, 1, B.gate, m, p.pool);
+  p.pool.parallel_for(m, [&](int64_t b, int64_t e) {
+    add_rows(B.x + b * E, B.xn + b * E, (e - b) * E);
+  }, p.tok_grain);
+}
+
+// Final norm and output projection of the wanted rows (compacted to the front).
+void output_head(Pass& p, float* logits) {
+  const ModelWeights& W = p.model.weights();
+  const int64_t E = p.c.n_embd;
+  Buffers& B = p.B;
+  p.pool.parallel_for(p.n_out, [&](int64_t b, int64_t e) {
+    rms_norm_f32(B.x + b * E, W.output_norm, B.xn + b * E, e - b, E, p.c.rms_eps);
+  }, p.tok_grain);
+  const MatmulTask out[1] = {{&W.output, nullptr, logits, p.c.n_vocab}};
+  matmul(out, 1, B.xn, p.n_out, p.pool);
+}
+
+}  // namespace
+
+uint8_t* ForwardScratch::get(size_t bytes) {
+  if (bytes > bytes_) {
+    buf_.reset();
+    bytes_ = 0;
+    buf_.reset(new (std::nothrow) uint8_t[bytes]);
+    if (!buf_) return nullptr;
+    bytes_ = bytes;
+  }
+  return buf_.get();
+}
+
+Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs,
+                     std::vector<float>* logits, ThreadPool& pool, ForwardScratch& scratch) {
+  const ModelConfig& c = model.config();
+  if (!logits) return make_error(Code::InvalidArgument, "forward: logits output is null");
+  Pass p{model, c, kv, pool, {}};
+  LLMS_RETURN_IF_ERROR(validate_batch(c, kv, tokens, seqs, n_seqs, &p.n, &p.n_out));
+
+  Arena measure(nullptr);
+  layout(measure, c, kv.type(), p.n, pool.size(), &p.B);
+  uint8_t* block = scratch.get(measure.used());
+  if (!block) {
+    return make_error(Code::OutOfMemory, "could not allocate " + std::to_string(measure.used() >> 20) +
+                                             " MiB of forward scratch for " + std::to_string(p.n) + " tokens");
+  }
+  Arena arena(block);
+  layout(arena, c, kv.type(), p.n, pool.size(), &p.B);
+  try {
+    logits->resize(static_cast<size_t>(p.n_out * c.n_vocab));
+  } catch (const std::bad_alloc&) {
+    return make_error(Code::OutOfMemory, "could not allocate logits");
+  }
+  expand_positions(p, seqs, n_seqs);
+  p.rot = kv_rotation(c.head_dim, kv.type());
+  // Per-token elementwise work is cheap: give each thread at least ~16K elements.
+  p.tok_grain = std::max<int64_t>(1, (int64_t(1) << 14) / std::max(c.n_embd, c.n_ff));
+
+  embed(p, tokens);
   for (int64_t il = 0; il < c.n_layer; ++il) {
-    const LayerWeights& L = W.layers[static_cast<size_t>(il)];
-    const bool last = il == c.n_layer - 1;
-
-    // Attention block: norm -> Q, K, V -> RoPE -> store K, V -> attention.
-    pool.parallel_for(n, [&](int64_t b, int64_t e) {
-      rms_norm_f32(B.x + b * E, L.attn_norm, B.xn + b * E, e - b, E, c.rms_eps);
-    }, tok_grain);
-    const MatmulTask qkv[3] = {{&L.wq, L.bq, B.q, NQ}, {&L.wk, L.bk, B.k, NKV}, {&L.wv, L.bv, B.v, NKV}};
-    matmul(qkv, 3, B.xn, n, B.act, pool);
-    pool.parallel_for(n, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) {
-        const float* cache_row = B.rope + t * c.n_rot;
-        rope_apply_f32(B.q + t * NQ, c.n_head, c.head_dim, c.n_rot, c.rope_type, cache_row);
-        rope_apply_f32(B.k + t * NKV, c.n_head_kv, c.head_dim, c.n_rot, c.rope_type, cache_row);
-        if (rot.k) {
-          hadamard_blocks_f32(B.q + t * NQ, NQ, rot.k);
-          hadamard_blocks_f32(B.k + t * NKV, NKV, rot.k);
-        }
-        if (rot.v) hadamard_blocks_f32(B.v + t * NKV, NKV, rot.v);
-        kv_store(kv, il, B.blocks[t], B.pos[t], B.k + t * NKV, B.v + t * NKV);
-      }
-    }, tok_grain);
-
-    // In the last layer only the rows whose logits are wanted go on (llama.cpp's out_ids); every
-    // token's K and V were stored above. Rows are compacted in place (out_rows ascends).
-    int64_t m = n;
-    if (last && n_out < n) {
-      for (int64_t i = 0; i < n_out; ++i) {
-        const int64_t r = out_rows[static_cast<size_t>(i)];
-        if (r == i) continue;
-        std::copy(B.q + r * NQ, B.q + (r + 1) * NQ, B.q + i * NQ);
-        std::copy(B.x + r * E, B.x + (r + 1) * E, B.x + i * E);
-        B.pos[i] = B.pos[r];
-        B.blocks[i] = B.blocks[r];
-      }
-      m = n_out;
+    const LayerWeights& L = model.weights().layers[static_cast<size_t>(il)];
+    qkv_and_store(p, L, il);
+    int64_t m = p.n;
+    if (il == c.n_layer - 1 && p.n_out < p.n) {
+      keep_output_rows(p);
+      m = p.n_out;
       if (m == 0) break;
     }
-    attention_f32(c, kv, il, B.q, bl, 0, m, B.attn, B.attn_scratch, pool);
-    if (rot.v) {  // back from the rotated V basis
-      pool.parallel_for(m, [&](int64_t b, int64_t e) {
-        for (int64_t t = b; t < e; ++t) hadamard_blocks_f32(B.attn + t * NQ, NQ, rot.v);
-      }, tok_grain);
-    }
-
-    const MatmulTask wo[1] = {{&L.wo, L.bo, B.xn, E}};
-    matmul(wo, 1, B.attn, m, B.act, pool);
-    pool.parallel_for(m, [&](int64_t b, int64_t e) {
-      add_rows(B.x + b * E, B.xn + b * E, (e - b) * E);
-      rms_norm_f32(B.x + b * E, L.ffn_norm, B.xn + b * E, e - b, E, c.rms_eps);
-    }, tok_grain);
-
-    // SwiGLU feed-forward.
-    const MatmulTask gu[2] = {{&L.ffn_gate, L.ffn_gate_b, B.gate, FF}, {&L.ffn_up, L.ffn_up_b, B.up, FF}};
-    matmul(gu, 2, B.xn, m, B.act, pool);
-    pool.parallel_for(m, [&](int64_t b, int64_t e) {
-      swiglu_f32(B.gate + b * FF, B.up + b * FF, (e - b) * FF);
-    }, tok_grain);
-    const MatmulTask down[1] = {{&L.ffn_down, L.ffn_down_b, B.xn, E}};
-    matmul(down, 1, B.gate, m, B.act, pool);
-    pool.parallel_for(m, [&](int64_t b, int64_t e) {
-      add_rows(B.x + b * E, B.xn + b * E, (e - b) * E);
-    }, tok_grain);
+    attention_block(p, L, il, m);
+    ffn_block(p, L, m);
   }
-  if (n_out == 0) return Status::ok();
-
-  // Final norm and output projection of the wanted rows (compacted to the front).
-  pool.parallel_for(n_out, [&](int64_t b, int64_t e) {
-    rms_norm_f32(B.x + b * E, W.output_norm, B.xn + b * E, e - b, E, c.rms_eps);
-  }, tok_grain);
-  const MatmulTask out[1] = {{&W.output, nullptr, logits->data(), c.n_vocab}};
-  matmul(out, 1, B.xn, n_out, B.act, pool);
+  if (p.n_out == 0) return Status::ok();
+  output_head(p, logits->data());
   return Status::ok();
 }
 
 Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n, bool logits_all,
-               std::vector<float>* logits, ThreadPool& pool) {
+               std::vector<float>* logits, ThreadPool& pool, ForwardScratch* scratch) {
   if (n < 1) return make_error(Code::InvalidArgument, "Expected at least 1 token but received " + std::to_string(n));
   if (!tokens) return make_error(Code::InvalidArgument, "forward: tokens is null");
   const ModelConfig& c = model.config();
@@ -239,7 +308,8 @@ Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n
   s.pos0 = kv.n_past();
   s.n_tokens = n;
   s.out = logits_all ? 2 : 1;
-  LLMS_RETURN_IF_ERROR(forward_batch(model, kv.pool(), tokens, &s, 1, logits, pool));
+  ForwardScratch local;
+  LLMS_RETURN_IF_ERROR(forward_batch(model, kv.pool(), tokens, &s, 1, logits, pool, scratch ? *scratch : local));
   kv.set_n_past(kv.n_past() + n);
   return Status::ok();
 }

@@ -10,23 +10,29 @@
 // or f32), and attention follows ggml's CPU flash-attention kernel (llama.cpp's default on CPU,
 // flash_attn "auto"): Q converted to f16, online softmax, f16 V accumulator (see ops.h AttnRow).
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "../status.h"
 #include "../threadpool/thread_pool.h"
-#include "kv_cache.h"
+#include "../kv/batch.h"
+#include "../kv/kv_cache.h"
 #include "model.h"
 
 namespace llmserve {
 
-// One sequence's part of a flattened batch; its tokens are contiguous in the batch, in order.
-struct BatchSeq {
-  const int32_t* blocks = nullptr;  // block table covering positions [0, pos0 + n_tokens)
-  int64_t n_blocks = 0;             // entries in the block table
-  int64_t pos0 = 0;                 // positions already in the KV cache
-  int64_t n_tokens = 0;             // tokens in this batch (>= 1)
-  int out = 1;                      // logits wanted: 0 none, 1 last token, 2 every token
+// Grow-only scratch memory of the forward pass (activations of one batch), owned by whoever runs
+// it (the executor) and reused across calls; contents are undefined between calls.
+class ForwardScratch {
+ public:
+  // At least `bytes` bytes, or null if that allocation fails.
+  uint8_t* get(size_t bytes);
+
+ private:
+  std::unique_ptr<uint8_t[]> buf_;
+  size_t bytes_ = 0;
 };
 
 // tokens: [sum of n_tokens] in sequence order. Appends every token's K/V at its position, then
@@ -34,7 +40,7 @@ struct BatchSeq {
 // output row is bit-identical whatever else is in the batch and however work is split.
 // Errors (nothing written to logits): InvalidArgument (bad token ids, sequences, block tables).
 Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs,
-                     std::vector<float>* logits, ThreadPool& pool);
+                     std::vector<float>* logits, ThreadPool& pool, ForwardScratch& scratch);
 
 // Runs tokens [n] at positions n_past .. n_past + n - 1 (appending their K/V to kv), writes logits.
 // logits_all = false: logits [n_vocab] for the last token only; true: [n, n_vocab] for every token.
@@ -43,7 +49,8 @@ Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, cons
 // Errors (kv is left unchanged): InvalidArgument (n < 1, null pointers, token id outside
 // [0, n_vocab), kv cache made for another model), ContextOverflow (n_past + n > n_ctx),
 // OutOfMemory (scratch allocation).
+// scratch: reused across calls when given; null allocates one for this call.
 Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n, bool logits_all,
-               std::vector<float>* logits, ThreadPool& pool);
+               std::vector<float>* logits, ThreadPool& pool, ForwardScratch* scratch = nullptr);
 
 }  // namespace llmserve

@@ -7,11 +7,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <new>
-#include <shared_mutex>
 #include <sys/mman.h>
-#include <unordered_map>
 
 #include "../quant/gemm.h"
 #include "../quant/quant.h"
@@ -55,38 +52,14 @@ class ActBuffer {
   size_t cap_ = 0;
 };
 
-// Load-time packed copies, keyed by the raw weight pointer they replace (and checked against the
-// view's type and shape, so a stale entry can never be used for a different matrix).
-struct PackEntry {
-  const uint8_t* packed;
-  GgmlType type;
-  int64_t n_in, n_out;
-};
-struct PackRegistry {
-  std::shared_mutex mu;
-  std::unordered_map<const uint8_t*, PackEntry> map;
-};
-PackRegistry& registry() {
-  static PackRegistry r;
-  return r;
-}
-const uint8_t* find_packed(const MatrixView& w) {
-  PackRegistry& r = registry();
-  std::shared_lock<std::shared_mutex> lk(r.mu);
-  if (r.map.empty()) return nullptr;
-  auto it = r.map.find(w.data);
-  if (it == r.map.end()) return nullptr;
-  const PackEntry& e = it->second;
-  return e.type == w.type && e.n_in == w.n_in && e.n_out == w.n_out ? e.packed : nullptr;
-}
 }  // namespace
 
-size_t PackedWeights::bytes_for(const MatrixView& w) {
+size_t packed_bytes(const MatrixView& w) {
   if (!w.data || !gemm_packable(w.type) || w.row_bytes != row_size(w.type, w.n_in)) return 0;
   return gemm_packed_bytes(w.type, w.n_in, w.n_out);
 }
 
-uint8_t* PackedWeights::alloc_huge(size_t bytes) {
+uint8_t* alloc_huge(size_t bytes) {
   // 2 MiB aligned and marked for transparent huge pages: a decode step streams every byte, and
   // with 4 KiB pages the TLB misses cost a visible share of the bandwidth.
   constexpr size_t kHuge = size_t(2) << 20;
@@ -98,50 +71,14 @@ uint8_t* PackedWeights::alloc_huge(size_t bytes) {
   return p;
 }
 
-std::unique_ptr<PackedWeights> PackedWeights::create(const MatrixView& w, uint8_t* dst) {
-  const size_t bytes = bytes_for(w);
-  if (bytes == 0) return nullptr;
-  std::unique_ptr<PackedWeights> p(new PackedWeights());
-  p->bytes_ = bytes;
-  p->owned_ = dst == nullptr;
-  p->data_ = dst ? dst : alloc_huge(bytes);
-  if (!p->data_) return nullptr;
-  gemm_pack(w.type, w.data, w.row_bytes, w.n_in, w.n_out, p->data_);
-  p->raw_ = w.data;
-  PackRegistry& r = registry();
-  std::unique_lock<std::shared_mutex> lk(r.mu);
-  // The newest copy wins (an older entry for the same address is either the same bytes, or stale
-  // from a mapping that is gone); its owner's destructor then leaves this one alone.
-  r.map[w.data] = PackEntry{p->data_, w.type, w.n_in, w.n_out};
-  return p;
+bool pack_matrix(MatrixView* w, uint8_t* dst) {
+  if (!w || !dst || packed_bytes(*w) == 0) return false;
+  gemm_pack(w->type, w->data, w->row_bytes, w->n_in, w->n_out, dst);
+  w->packed = dst;
+  return true;
 }
 
-PackedWeights::~PackedWeights() {
-  if (raw_) {
-    PackRegistry& r = registry();
-    std::unique_lock<std::shared_mutex> lk(r.mu);
-    auto it = r.map.find(raw_);
-    if (it != r.map.end() && it->second.packed == data_) r.map.erase(it);
-  }
-  if (owned_) std::free(data_);
-}
-
-size_t matmul_scratch_bytes(const MatmulTask* tasks, int n_tasks, int64_t n) {
-  size_t total = 0;
-  GgmlType seen[4];
-  int n_seen = 0;
-  for (int i = 0; i < n_tasks; ++i) {
-    const GgmlType vdt = type_traits(tasks[i].w->type).vec_dot_type;
-    if (vdt == GgmlType::F32 || std::find(seen, seen + n_seen, vdt) != seen + n_seen) continue;
-    seen[n_seen++] = vdt;
-    total += align_up(row_size(vdt, tasks[i].w->n_in) * static_cast<size_t>(n));
-  }
-  return total;
-}
-
-void matmul(const MatmulTask* tasks, int n_tasks, const float* x, int64_t n, uint8_t* scratch,
-            ThreadPool& pool) {
-  (void)scratch;  // the prepared activations need their own layout: see ActBuffer
+void matmul(const MatmulTask* tasks, int n_tasks, const float* x, int64_t n, ThreadPool& pool) {
   if (n <= 0 || n_tasks <= 0) return;
   n_tasks = std::min(n_tasks, 4);
   const int64_t n_in = tasks[0].w->n_in;
@@ -186,8 +123,6 @@ void matmul(const MatmulTask* tasks, int n_tasks, const float* x, int64_t n, uin
   }
 
   // 2. Row tiles (16 rows) across all tasks; each tile computes every token.
-  const uint8_t* packed[4];
-  for (int i = 0; i < n_tasks; ++i) packed[i] = find_packed(*tasks[i].w);
   int64_t tile_start[5];
   tile_start[0] = 0;
   for (int i = 0; i < n_tasks; ++i)
@@ -207,7 +142,7 @@ void matmul(const MatmulTask* tasks, int n_tasks, const float* x, int64_t n, uin
       a.n_in = w.n_in;
       a.w = w.data;
       a.row_bytes = w.row_bytes;
-      a.packed = packed[ti];
+      a.packed = w.packed;
       a.r0 = (b - tile_start[ti]) * kRowTile;
       a.r1 = std::min(w.n_out, (tile_end - tile_start[ti]) * kRowTile);
       a.act = p.data;

@@ -115,18 +115,6 @@ class Binder {
 
 // Bytes per token to hold the activations of one matmul group converted to each distinct
 // vec_dot type the group's weights use (f32 needs no conversion).
-size_t group_act_bytes(std::initializer_list<const MatrixView*> group) {
-  size_t total = 0;
-  std::vector<GgmlType> seen;
-  for (const MatrixView* m : group) {
-    const GgmlType vdt = type_traits(m->type).vec_dot_type;
-    if (vdt == GgmlType::F32 || std::find(seen.begin(), seen.end(), vdt) != seen.end()) continue;
-    seen.push_back(vdt);
-    total += row_size(vdt, m->n_in);
-  }
-  return total;
-}
-
 }  // namespace
 
 Status Model::load(std::shared_ptr<GgufFile> file, std::unique_ptr<Model>* out) {
@@ -190,13 +178,7 @@ Status Model::load(std::shared_ptr<GgufFile> file, std::unique_ptr<Model>* out) 
     LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_up.weight", c.n_embd, c.n_ff, true, &L.ffn_up));
     LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_down.weight", c.n_ff, c.n_embd, true, &L.ffn_down));
 
-    size_t bytes = group_act_bytes({&L.wq, &L.wk, &L.wv});
-    bytes = std::max(bytes, group_act_bytes({&L.wo}));
-    bytes = std::max(bytes, group_act_bytes({&L.ffn_gate, &L.ffn_up}));
-    bytes = std::max(bytes, group_act_bytes({&L.ffn_down}));
-    m->act_bytes_per_token_ = std::max(m->act_bytes_per_token_, bytes);
   }
-  m->act_bytes_per_token_ = std::max(m->act_bytes_per_token_, group_act_bytes({&w.output}));
 
   m->file_ = std::move(file);
   *out = std::move(m);

@@ -10,7 +10,8 @@
 #include "../gguf/gguf.h"
 #include "../quant/quant.h"
 #include "../status.h"
-#include "kv_cache.h"  // KvCache / KvCacheOptions live beside Model for its users
+#include "../attention/attention.h"
+#include "../kv/kv_pool.h"
 #include "model_config.h"
 
 namespace llmserve {
@@ -23,6 +24,9 @@ struct MatrixView {
   int64_t n_in = 0;
   int64_t n_out = 0;
   size_t row_bytes = 0;
+  // gemm's 16-row interleaved copy of data (quant/gemm.h), made at load by the executor
+  // (pack_matrix in matmul.h), or null: matmul then packs tiles on the fly. Same results either way.
+  const uint8_t* packed = nullptr;
   const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
 };
 
@@ -53,6 +57,10 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
 };
 
+// The KV and attention shapes of a model's layers.
+inline KvShape kv_shape(const ModelConfig& c) { return KvShape{c.n_layer, c.n_head_kv, c.head_dim}; }
+inline AttnShape attn_shape(const ModelConfig& c) { return AttnShape{c.n_head, c.n_head_kv, c.head_dim}; }
+
 class Model {
  public:
   // Validates the architecture (llama, qwen2; else UnsupportedArch), hyperparameters (BadShape /
@@ -63,17 +71,15 @@ class Model {
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
+  // For the executor that owns this model: attaches load-time packed copies (MatrixView::packed).
+  ModelWeights& mutable_weights() { return weights_; }
   const GgufFile& file() const { return *file_; }
-
-  // Largest bytes per token of converted activations one matmul group needs (forward scratch).
-  size_t act_bytes_per_token() const { return act_bytes_per_token_; }
 
  private:
   Model() = default;
   std::shared_ptr<GgufFile> file_;
   ModelConfig config_;
   ModelWeights weights_;
-  size_t act_bytes_per_token_ = 0;
 };
 
 }  // namespace llmserve

@@ -4,7 +4,7 @@
 #include <cstdlib>
 
 #include "../gguf/gguf.h"
-#include "ops.h"
+#include "../attention/attention.h"
 
 namespace llmserve {
 

@@ -3,7 +3,7 @@
 #include <immintrin.h>
 
 #include "ops.h"
-#include "ops_exp_avx2.h"
+#include "../math/fast_exp_avx2.h"
 
 namespace llmserve {
 

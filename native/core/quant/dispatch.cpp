@@ -1,13 +1,10 @@
-// Runtime kernel selection: the CPU is probed once, the best table (avx512 > avx2 > scalar) is
+// Runtime kernel selection: the table of the tier isa/isa.h chose (avx512 > avx2 > scalar) is
 // published through an atomic pointer, and every public entry point is one indirect call.
 // Unsupported types or malformed sizes never abort: outputs are zero-filled instead.
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
-#if defined(LLMSERVE_X86)
-#include <cpuid.h>
-#endif
 
+#include "../isa/isa.h"
 #include "quant/gemm_impl.h"
 #include "quant/quant_impl.h"
 
@@ -35,35 +32,6 @@ KernelTable make_ref_table() {
   return t;
 }
 
-#if defined(LLMSERVE_X86)
-// __builtin_cpu_supports("f16c") needs gcc or clang >= 16 (clang 14 rejects the string at compile
-// time); CPUID leaf 1, ECX bit 29 says the same with every compiler.
-bool cpu_has_f16c() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
-}
-#endif
-
-bool cpu_has_avx2() {
-#if defined(LLMSERVE_X86)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
-#else
-  return false;
-#endif
-}
-
-bool cpu_has_avx512() {
-#if defined(LLMSERVE_X86)
-  // libgcc's probe also checks that the OS saves the zmm state (XCR0).
-  return cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-         __builtin_cpu_supports("avx512vnni");
-#else
-  return false;
-#endif
-}
-
 struct Tables {
   KernelTable ref;
   KernelTable avx2;
@@ -71,8 +39,8 @@ struct Tables {
   bool has_avx2;
   bool has_avx512;
   Tables() : ref(make_ref_table()), avx2(ref), avx512(ref) {
-    has_avx2 = cpu_has_avx2();
-    has_avx512 = cpu_has_avx512();
+    has_avx2 = cpu_supports(Isa::Avx2);
+    has_avx512 = cpu_supports(Isa::Avx512);
 #if defined(LLMSERVE_X86)
     install_avx2_kernels(avx2);
     install_avx2_gemm(avx2);
@@ -88,17 +56,14 @@ const Tables& tables() {
   return t;
 }
 
+// The table of the tier isa/ chose (the one dispatcher every kernel family follows).
 const KernelTable* choose() {
   const Tables& t = tables();
-  const char* force = std::getenv("LLMSERVE_FORCE_SCALAR");
-  if (force && std::strcmp(force, "1") == 0) return &t.ref;
-  // LLMSERVE_KERNELS caps the ISA (benchmarks, tests of the AVX2 path on AVX-512 machines).
-  const char* cap = std::getenv("LLMSERVE_KERNELS");
-  if (cap && std::strcmp(cap, "scalar") == 0) return &t.ref;
-  if (cap && std::strcmp(cap, "avx2") == 0) return t.has_avx2 ? &t.avx2 : &t.ref;
-  if (t.has_avx512) return &t.avx512;
-  if (t.has_avx2) return &t.avx2;
-  return &t.ref;
+  switch (active_isa()) {
+    case Isa::Avx512: return &t.avx512;
+    case Isa::Avx2: return &t.avx2;
+    default: return &t.ref;
+  }
 }
 
 std::atomic<const KernelTable*> g_active{nullptr};
@@ -164,6 +129,7 @@ const KernelTable* avx2_kernels() { return tables().has_avx2 ? &tables().avx2 : 
 const KernelTable* avx512_kernels() { return tables().has_avx512 ? &tables().avx512 : nullptr; }
 
 void reset_dispatch_for_testing() {
+  reset_isa_for_testing();
   active();  // make sure the one-time initialisation has run, so it cannot overwrite us later
   g_active.store(choose(), std::memory_order_release);
 }

@@ -5,9 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <unordered_set>
 
-#include "../quant/gemm.h"
 #include "sequence.h"
 
 namespace llmserve {
@@ -36,88 +34,30 @@ Status Engine::load(const std::string& path, const EngineOptions& opts, const st
   if (opts.max_batch_tokens < 1) return bad("Expected a positive integer for maxBatchTokens but received " + std::to_string(opts.max_batch_tokens));
   if (opts.max_sequences < 1) return bad("Expected a positive integer for maxSequences but received " + std::to_string(opts.max_sequences));
   if (opts.max_queue < 1) return bad("Expected a positive integer for maxQueue but received " + std::to_string(opts.max_queue));
-  std::unique_ptr<GgufFile> f;
-  LLMS_RETURN_IF_ERROR(GgufFile::open(path, &f));
+  ExecutorOptions xo;
+  xo.threads = opts.threads;
+  xo.n_ctx = opts.n_ctx;
+  xo.kv_tokens = opts.kv_tokens;
+  xo.block_size = opts.block_size;
+  xo.kv_type = opts.kv_type;
+  xo.repack = opts.repack;
+  std::unique_ptr<Executor> x;
+  LLMS_RETURN_IF_ERROR(load_executor(path, xo, progress, &x));
+  return create(std::move(x), opts, out);
+}
+
+Status Engine::create(std::unique_ptr<Executor> executor, const EngineOptions& opts, std::unique_ptr<Engine>* out) {
+  if (!executor) return make_error(Code::InvalidArgument, "Engine::create: no executor");
   std::unique_ptr<Engine> e(new Engine());
   e->opts_ = opts;
-  e->file_ = std::shared_ptr<GgufFile>(std::move(f));
-  LLMS_RETURN_IF_ERROR(Model::load(e->file_, &e->model_));
-  const ModelConfig& cfg = e->model_->config();
-  if (e->opts_.n_ctx == 0) e->opts_.n_ctx = std::max<int64_t>(cfg.n_ctx_train, 1);
+  e->executor_ = std::move(executor);
+  e->kv_ = e->executor_->kv_layout();
+  e->opts_.n_ctx = e->executor_->n_ctx();
   if (e->opts_.kv_tokens == 0) e->opts_.kv_tokens = e->opts_.n_ctx;
-
-  // Repack the matmul weights (their raw pages are then released; in parallel on the engine's
-  // threads), and touch every other weight page once (volatile read) so weights are resident before
-  // the first request.
-  e->pool_ = std::make_unique<ThreadPool>(e->opts_.threads);
-  uint64_t total = 0, next_report = 0;
-  for (auto& t : e->file_->tensors()) total += t.nbytes;
-  auto report = [&](uint64_t done) {  // calling thread only (progress is not thread-safe)
-    if (progress && done >= next_report) {
-      progress(total ? (double)done / (double)total : 1.0);
-      next_report = done + total / 100;
-    }
-  };
-  std::unordered_set<const uint8_t*> packed;
-  std::atomic<uint64_t> done{0};
-  if (e->opts_.repack) {
-    const ModelWeights& W = e->model_->weights();
-    std::vector<const MatrixView*> mats;
-    for (const LayerWeights& L : W.layers)
-      for (const MatrixView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) mats.push_back(v);
-    mats.push_back(&W.output);
-    std::vector<const MatrixView*> todo;
-    std::vector<size_t> offset;
-    size_t arena_bytes = 0;
-    for (const MatrixView* v : mats) {
-      const size_t n = PackedWeights::bytes_for(*v);
-      if (n == 0 || !packed.insert(v->data).second) continue;
-      todo.push_back(v);
-      offset.push_back(arena_bytes);
-      arena_bytes += (n + 63) / 64 * 64;
-    }
-    // One huge-page arena for every packed matrix (per-matrix 2 MiB rounding would waste ~1 MiB each).
-    if (!todo.empty()) e->packed_arena_.reset(PackedWeights::alloc_huge(arena_bytes));
-    if (!e->packed_arena_) todo.clear(), packed.clear();  // no memory: serve from the mapping
-    std::vector<std::unique_ptr<PackedWeights>> made(todo.size());
-    e->pool_->parallel_for_chunked(static_cast<int64_t>(todo.size()), [&](int64_t b, int64_t end, int slot) {
-      for (int64_t i = b; i < end; ++i) {
-        const MatrixView& v = *todo[static_cast<size_t>(i)];
-        made[static_cast<size_t>(i)] = PackedWeights::create(v, e->packed_arena_.get() + offset[static_cast<size_t>(i)]);
-        const size_t raw = v.row_bytes * static_cast<size_t>(v.n_out);
-        // The embedding table is read row by row from the mapping even when the output shares it.
-        if (made[static_cast<size_t>(i)] && v.data != W.tok_embd.data) e->file_->release_pages(v.data, raw);
-        done += raw;
-      }
-      if (slot == 0) report(done.load());
-    });
-    for (size_t i = 0; i < todo.size(); ++i) {
-      if (!made[i]) {  // allocation failed: this matrix stays in the mapping
-        packed.erase(todo[i]->data);
-        continue;
-      }
-      e->packed_bytes_ += made[i]->bytes();
-      e->packed_.push_back(std::move(made[i]));
-    }
-  }
-  for (auto& t : e->file_->tensors()) {
-    if (packed.count(t.data)) continue;
-    volatile uint8_t sink = 0;
-    for (uint64_t off = 0; off < t.nbytes; off += 4096) sink ^= t.data[off];
-    (void)sink;
-    report(done += t.nbytes);
-  }
-
-  KvPoolOptions po;
-  po.block_size = e->opts_.block_size;
-  po.n_blocks = (e->opts_.kv_tokens + po.block_size - 1) / po.block_size;
-  po.type = e->opts_.kv_type;
-  LLMS_RETURN_IF_ERROR(KvPool::create(cfg, po, &e->kv_));
-  e->alloc_ = std::make_unique<BlockAllocator>(static_cast<int32_t>(po.n_blocks));
-  e->st_.blocks_total = po.n_blocks;
-  e->st_.block_size = po.block_size;
+  e->alloc_ = std::make_unique<BlockAllocator>(static_cast<int32_t>(e->kv_.n_blocks));
+  e->st_.blocks_total = e->kv_.n_blocks;
+  e->st_.block_size = e->kv_.block_size;
   e->publish_stats();
-  if (progress) progress(1.0);
   e->thread_ = std::thread([eng = e.get()] { eng->run(); });
   *out = std::move(e);
   return Status::ok();
@@ -126,13 +66,13 @@ Status Engine::load(const std::string& path, const EngineOptions& opts, const st
 Engine::~Engine() { shutdown(); }
 
 Status Engine::submit(std::shared_ptr<GenerateRequest> req, int64_t* id) {
-  const ModelConfig& cfg = model_->config();
+  const ModelConfig& cfg = executor_->config();
   if (req->prompt.empty())
     return make_error(Code::InvalidArgument, "The prompt is empty; pass at least one token (or text that tokenizes to one).");
   for (int32_t t : req->prompt)
     if (t < 0 || t >= cfg.n_vocab)
       return make_error(Code::InvalidArgument, "Token id " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(cfg.n_vocab) + ").");
-  const int64_t capacity = kv_->n_blocks() * kv_->block_size();
+  const int64_t capacity = kv_.n_blocks * kv_.block_size;
   if ((int64_t)req->prompt.size() >= opts_.n_ctx)
     return make_error(Code::ContextOverflow, "The prompt has " + std::to_string(req->prompt.size()) + " tokens but the context holds " +
                                                  std::to_string(opts_.n_ctx) + " (and at least one must be generated). Shorten the prompt or load the model with a larger contextSize.");
@@ -162,7 +102,7 @@ Status Engine::submit(std::shared_ptr<GenerateRequest> req, int64_t* id) {
 }
 
 Status Engine::submit_eval(std::shared_ptr<EvalRequest> req) {
-  const ModelConfig& cfg = model_->config();
+  const ModelConfig& cfg = executor_->config();
   if (req->tokens.empty()) return make_error(Code::InvalidArgument, "evaluate needs at least one token");
   if ((int64_t)req->tokens.size() > opts_.n_ctx)
     return make_error(Code::ContextOverflow, "evaluate got " + std::to_string(req->tokens.size()) + " tokens but the context holds " +
@@ -205,8 +145,8 @@ void Engine::publish_stats() {
   st_.prefix_hits = alloc_->stats().hits;
   // Tokens stored in used blocks: a block shared by several sequences (prefix cache) counts once,
   // with the most slots any holder has filled.
-  const int64_t bs = kv_->block_size();
-  if (block_fill_.size() != (size_t)kv_->n_blocks()) block_fill_.assign((size_t)kv_->n_blocks(), 0);
+  const int64_t bs = kv_.block_size;
+  if (block_fill_.size() != (size_t)kv_.n_blocks) block_fill_.assign((size_t)kv_.n_blocks, 0);
   touched_.clear();
   auto note = [&](const std::vector<int32_t>& blocks, int64_t n_computed) {
     for (size_t i = 0; i < blocks.size(); ++i) {
@@ -238,18 +178,8 @@ void Engine::shutdown() {
 }
 
 void Engine::run_eval(EvalRequest& req) {
-  // A fresh single sequence in a private cache: evaluation never touches the serving pool.
-  if (!eval_kv_) {
-    KvCacheOptions o;
-    o.n_ctx = opts_.n_ctx;
-    o.type = opts_.kv_type;
-    Status s = KvCache::create(model_->config(), o, &eval_kv_);
-    if (!s) { req.on_done(s, {}); return; }
-  }
-  eval_kv_->truncate(0);
   std::vector<float> logits;
-  Status s = forward(*model_, *eval_kv_, req.tokens.data(), (int64_t)req.tokens.size(), req.logits_all, &logits, *pool_);
-  eval_kv_->truncate(0);
+  Status s = executor_->evaluate(req.tokens.data(), (int64_t)req.tokens.size(), req.logits_all, &logits);
   req.on_done(s, std::move(logits));
 }
 

@@ -1,5 +1,7 @@
-// Engine: one loaded model, a paged KV pool shared by every sequence, a thread pool, and one
-// engine thread running step() while work exists. Callers (the N-API layer) only submit, cancel
+// Engine: the scheduler of one loaded model. It owns the requests, the KV block allocator (which
+// block ids each sequence's table holds) and one engine thread running step() while work exists;
+// the math, the weights, the KV bytes and the threads belong to an Executor (backend/executor.h),
+// the only thing the scheduler calls to run a batch. Callers (the N-API layer) only submit, cancel
 // and receive events; all compute happens on the engine thread and the pool.
 //
 // step(): admit waiting requests (priority, then FCFS; prefix-cache hits reuse KV blocks) and pick
@@ -22,16 +24,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include "../gguf/gguf.h"
+#include "../backend/executor.h"
 #include "../kv/block_allocator.h"
-#include "../kv/kv_pool.h"
-#include "../model/forward.h"
-#include "../model/kv_cache.h"
-#include "../model/matmul.h"
-#include "../model/model.h"
 #include "../sampling/sampler.h"
 #include "../status.h"
-#include "../threadpool/thread_pool.h"
 #include "request.h"
 
 namespace llmserve {
@@ -60,21 +56,23 @@ struct EngineOptions {
 
 class Engine {
  public:
-  // Loads weights (mmap), repacks the quantized matrices (opts.repack) and touches every other
-  // weight page once so the first request does not stall on page faults (progress reports
-  // fractions in [0, 1]), and starts the engine thread.
+  // Loads the model onto the best backend (load_executor: weights mapped, repacked with
+  // opts.repack, pages touched so the first request does not stall; progress reports fractions in
+  // [0, 1]) and starts the engine thread.
   static Status load(const std::string& path, const EngineOptions& opts,
                      const std::function<void(double)>& progress, std::unique_ptr<Engine>* out);
+  // Schedules onto a given executor (tests drive the scheduler with a fake one).
+  static Status create(std::unique_ptr<Executor> executor, const EngineOptions& opts, std::unique_ptr<Engine>* out);
   ~Engine();
 
-  const ModelConfig& config() const { return model_->config(); }
+  const ModelConfig& config() const { return executor_->config(); }
   const EngineOptions& options() const { return opts_; }
-  const GgufFile& file() const { return *file_; }
+  const Executor& executor() const { return *executor_; }
   // Bytes of weights repacked at load (0 with repack off or no packable type).
-  size_t repacked_bytes() const { return packed_bytes_; }
+  size_t repacked_bytes() const { return executor_->repacked_bytes(); }
   // The KV pool as allocated (not as asked for): its element type and total K+V bytes.
-  GgmlType kv_type() const { return kv_->type(); }
-  size_t kv_bytes() const { return kv_->bytes(); }
+  GgmlType kv_type() const { return kv_.type; }
+  size_t kv_bytes() const { return kv_.bytes; }
 
   // Validates and queues; returns the request id, or an error status (nothing queued).
   Status submit(std::shared_ptr<GenerateRequest> req, int64_t* id);
@@ -92,33 +90,45 @@ class Engine {
 
  private:
   Engine() = default;
+  // One step's plan: the sequences picked and how many of their tokens run (see step.cpp).
+  struct Pick {
+    Sequence* s;
+    int64_t chunk;  // tokens of s computed this step
+    bool out;       // the chunk reaches the end of s's known tokens: sample after it
+  };
+  struct StepPlan {
+    std::vector<Pick> picks;
+    int64_t budget = 0;        // tokens left under max_batch_tokens
+    int64_t prefill_left = 0;  // prompt tokens left under the chunked-prefill cap
+    double now = 0;
+  };
+
   void run();
   bool step();  // false when nothing could be scheduled
+  // step.cpp: the step's stages, in order.
   bool schedule_and_run();
+  void retire_cancelled();
+  void schedule_running(StepPlan& plan);
+  bool run_batch(StepPlan& plan);
+  void sample_and_emit(StepPlan& plan);
   void drain_inbox();
-  bool admit(Sequence& s);
-  void release_blocks(Sequence& s);
+  void finish(Sequence& s, FinishReason r, Status error = Status::ok());
+  // admission.cpp: waiting requests join the batch; a session's KV or cached prefix blocks are reused.
+  void admit_waiting(StepPlan& plan);
+  void admit(Sequence& s);
+  void register_full_blocks(Sequence& s);
+  // preemption.cpp: KV blocks for a step, freed by session eviction, then preemption.
   bool ensure_blocks(Sequence& s, int64_t n_tokens, std::vector<Sequence*>& order, size_t self_index);
   bool evict_one_session();
   void preempt(Sequence& s);
-  void finish(Sequence& s, FinishReason r, Status error = Status::ok());
-  void register_full_blocks(Sequence& s);
+  void release_blocks(Sequence& s);
   void run_eval(EvalRequest& req);
   void publish_stats();
 
   EngineOptions opts_;
-  std::shared_ptr<GgufFile> file_;
-  std::unique_ptr<Model> model_;
-  struct FreeDeleter {
-    void operator()(uint8_t* p) const { std::free(p); }
-  };
-  std::unique_ptr<uint8_t, FreeDeleter> packed_arena_;    // their bytes (declared first: freed last)
-  std::vector<std::unique_ptr<PackedWeights>> packed_;  // load-time repacked matrices
-  size_t packed_bytes_ = 0;
-  std::unique_ptr<KvPool> kv_;
+  std::unique_ptr<Executor> executor_;
+  KvLayout kv_;  // the executor's KV pool (block ids are [0, kv_.n_blocks))
   std::unique_ptr<BlockAllocator> alloc_;
-  std::unique_ptr<ThreadPool> pool_;
-  std::unique_ptr<KvCache> eval_kv_;  // lazily made for evaluate()
 
   // Engine-thread state.
   std::list<std::unique_ptr<Sequence>> running_;

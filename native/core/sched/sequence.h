@@ -37,4 +37,10 @@ struct Engine::Session {
 
 double engine_now_ms();
 
+// Waiting and scheduling order: higher priority first, then arrival (FCFS).
+inline bool ranks_before(const Engine::Sequence& a, const Engine::Sequence& b) {
+  if (a.req->priority != b.req->priority) return a.req->priority > b.req->priority;
+  return a.arrival < b.arrival;
+}
+
 }  // namespace llmserve

@@ -1,11 +1,11 @@
-// fast_exp (ops_exp.h) 8 lanes at a time, with the same operations as the scalar version, for the
+// fast_exp (fast_exp.h) 8 lanes at a time, with the same operations as the scalar version, for the
 // AVX2 kernel files (compiled with -mavx2 -mfma -mf16c; include from nowhere else).
 #pragma once
 #include <immintrin.h>
 
 #include <cmath>
 
-#include "ops_exp.h"
+#include "fast_exp.h"
 
 namespace llmserve {
 

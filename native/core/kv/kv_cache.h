@@ -1,13 +1,13 @@
-// KvCache: one sequence's KV over a private KvPool with an identity block table. Used for
-// evaluation and tests; the engine serves many sequences from one shared pool (forward_batch).
+// KvCache: one sequence's KV over a private KvPool with an identity block table: the eval-only
+// cache (Model.evaluate's perplexity/logits runs never touch the serving pool) and tests' single
+// sequence; the engine serves many sequences from one shared pool (forward_batch).
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <vector>
 
-#include "../kv/kv_pool.h"
 #include "../status.h"
-#include "model_config.h"
+#include "kv_pool.h"
 
 namespace llmserve {
 
@@ -19,7 +19,7 @@ struct KvCacheOptions {
 class KvCache {
  public:
   // OutOfMemory if allocation fails; InvalidArgument if n_ctx < 1 or absurd.
-  static Status create(const ModelConfig& config, const KvCacheOptions& options, std::unique_ptr<KvCache>* out);
+  static Status create(const KvShape& shape, const KvCacheOptions& options, std::unique_ptr<KvCache>* out);
 
   int64_t n_ctx() const { return n_ctx_; }
   int64_t n_past() const { return n_past_; }

@@ -1,5 +1,5 @@
 // AVX2 + FMA + F16C attention_group (compiled with -mavx2 -mfma -mf16c; only called after
-// ops.cpp has checked the CPU). Bit-identical to attention_group_ref: per head and element the
+// attention.cpp has checked the CPU (isa/)). Bit-identical to attention_group_ref: per head and element the
 // same operations in the same order, only scheduled differently:
 //   - positions go in tiles of kAttnTile: K row j is dotted with every query head of the group
 //     while it is in L1, and V row j is read (dequantized once for q8_0) for all heads;
@@ -15,10 +15,10 @@
 #include <cmath>
 #include <cstring>
 
+#include "../math/fast_exp_avx2.h"
 #include "../quant/dot_avx2.h"
 #include "../quant/quant.h"
-#include "ops.h"
-#include "ops_exp_avx2.h"
+#include "attention.h"
 
 namespace llmserve {
 

@@ -1,0 +1,137 @@
+#include "attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "../isa/isa.h"
+#include "../math/fast_exp.h"
+
+namespace llmserve {
+
+namespace {
+constexpr size_t kAlign = 64;
+// Multiply-adds below which splitting a job across threads costs more than it saves.
+constexpr int64_t kMinChunkWork = 1 << 16;
+size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+}  // namespace
+
+namespace {
+size_t q_row_bytes(GgmlType kv_type, int64_t hd) {
+  return align_up(row_size(type_traits(kv_type).vec_dot_type, hd));
+}
+}  // namespace
+
+size_t attention_group_work_floats(int64_t n_q, int64_t hd) {
+  const size_t hdp = static_cast<size_t>((hd + 15) / 16 * 16), T = kAttnTile, nq = static_cast<size_t>(n_q);
+  // scores [n_q][T] | ms [T] | vs [T] | acc [n_q][hdp] | V tile [T][hdp] | K tile [T][hdp] |
+  // queries [n_q][hdp] | 16 spare
+  return nq * T + 2 * T + 2 * nq * hdp + 2 * T * hdp + 16;
+}
+
+size_t attention_scratch_bytes(const AttnShape& s, GgmlType kv_type) {
+  return align_up(attention_group_work_floats(s.n_gqa(), s.head_dim) * 4) +
+         static_cast<size_t>(s.n_gqa()) * q_row_bytes(kv_type, s.head_dim);
+}
+
+void attention_group_ref(const AttnGroup& a) {
+  const int64_t hd = a.hd;
+  const bool f16 = a.kv_type == GgmlType::F16;
+  float* acc = a.work;
+  float* vrow = a.work + ((hd + 15) / 16 * 16);
+  auto round16 = [](float x) { return fp16_to_fp32(fp32_to_fp16(x)); };
+  for (int64_t h = 0; h < a.n_q; ++h) {
+    const uint8_t* q = a.q + h * a.q_stride;
+    for (int64_t d = 0; d < hd; ++d) acc[d] = 0.0f;
+    float M = -INFINITY, S = 0.0f;
+    for (int64_t j = 0; j < a.len; ++j) {
+      const size_t off = attn_row_offset(a, j);
+      const float s = vec_dot(a.kv_type, hd, a.k + off, q) * a.scale;
+      float ms = 1.0f, vs = 1.0f;
+      if (s > M) {  // new maximum: the accumulator is rescaled by exp(Mold - M)
+        ms = fast_exp(M - s);
+        M = s;
+      } else {
+        vs = fast_exp(s - M);
+      }
+      if (a.kv_type == GgmlType::F32) std::memcpy(vrow, a.v + off, static_cast<size_t>(hd) * 4);
+      else dequantize_row(a.kv_type, a.v + off, vrow, hd);
+      for (int64_t d = 0; d < hd; ++d) {
+        float x = acc[d] * ms;
+        if (f16) x = round16(x);
+        x = fmaf(vrow[d], vs, x);
+        acc[d] = f16 ? round16(x) : x;
+      }
+      S = fmaf(S, ms, vs);
+    }
+    const float S_inv = S == 0.0f ? 0.0f : 1.0f / S;
+    float* out = a.out + h * a.out_stride;
+    for (int64_t d = 0; d < hd; ++d) out[d] = acc[d] * S_inv;
+  }
+}
+
+namespace {
+using AttnGroupFn = void (*)(const AttnGroup&);
+AttnGroupFn pick_attention_group() {
+#if defined(LLMSERVE_X86)
+  if (active_isa() >= Isa::Avx2) return attention_group_avx2;
+#endif
+  return attention_group_ref;
+}
+}  // namespace
+
+void attention_group(const AttnGroup& a) {
+  const AttnGroupFn fn = pick_attention_group();
+  // The SIMD kernel keeps per-head state in kMaxAttnGroup-long stack arrays. Model configs are
+  // limited at load (read_model_config); any other caller with a larger group gets the reference
+  // kernel rather than a stack overflow.
+  if (a.n_q > kMaxAttnGroup) return attention_group_ref(a);
+  fn(a);
+}
+
+void attention_f32(const AttnShape& c, KvPool& kv, int64_t layer, const float* q, const BatchLayout& bl,
+                   int64_t r0, int64_t m, float* out, uint8_t* scratch, ThreadPool& pool) {
+  const int64_t hd = c.head_dim, n_gqa = c.n_gqa(), n_kv = c.n_head_kv, nq = c.n_embd_q();
+  const GgmlType kv_type = kv.type(), q_type = type_traits(kv_type).vec_dot_type;
+  const size_t per_thread = attention_scratch_bytes(c, kv_type);
+  const size_t work_bytes = align_up(attention_group_work_floats(n_gqa, hd) * 4);
+  const size_t q_stride = q_row_bytes(kv_type, hd);
+  const float scale = 1.0f / sqrtf(static_cast<float>(hd));
+  const uint8_t* k_layer = kv.k_layer(layer);
+  const uint8_t* v_layer = kv.v_layer(layer);
+  // Work per (token, KV head) grows with its position; estimate with the mean.
+  int64_t total_len = 0;
+  for (int64_t t = r0; t < r0 + m; ++t) total_len += bl.pos[t] + 1;
+  const int64_t mean_len = std::max<int64_t>(1, total_len / std::max<int64_t>(1, m));
+  pool.parallel_for_chunked(m * n_kv, [&](int64_t b, int64_t e, int slot) {
+    uint8_t* base = scratch + static_cast<size_t>(slot) * per_thread;
+    uint8_t* q_conv = base + work_bytes;
+    for (int64_t it = b; it < e; ++it) {
+      const int64_t i = it / n_kv, g = it % n_kv, t = r0 + i;
+      const float* qg = q + i * nq + g * n_gqa * hd;
+      // Q to K's vec_dot type, as ggml (f32: a copy).
+      for (int64_t h = 0; h < n_gqa; ++h) quantize_row(q_type, qg + h * hd, q_conv + h * q_stride, hd);
+      AttnGroup a;
+      const size_t off = kv.head_offset(g, hd);
+      a.k = k_layer + off;
+      a.v = v_layer + off;
+      a.blocks = bl.blocks[t];
+      a.block_size = kv.block_size();
+      a.row_stride = kv.row_bytes();
+      a.block_stride = kv.block_bytes();
+      a.kv_type = kv_type;
+      a.q = q_conv;
+      a.q_stride = q_stride;
+      a.n_q = n_gqa;
+      a.len = bl.pos[t] + 1;
+      a.hd = hd;
+      a.scale = scale;
+      a.out = out + i * nq + g * n_gqa * hd;
+      a.out_stride = hd;
+      a.work = reinterpret_cast<float*>(base);
+      attention_group(a);
+    }
+  }, std::max<int64_t>(1, kMinChunkWork / (n_gqa * hd * mean_len * 2)));
+}
+
+}  // namespace llmserve

@@ -1,0 +1,83 @@
+// Paged causal attention with grouped-query heads (GQA), prefill and decode alike: every query
+// row attends to its own sequence's positions through that sequence's block table in the shared
+// KV pool. A scalar reference (attention_group_ref) defines the numbers; the AVX2 kernel
+// (attention_avx2.cpp) is bit-identical to it and chosen by isa/ (active_isa()).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "../kv/batch.h"
+#include "../kv/kv_pool.h"
+#include "../quant/quant.h"
+#include "../threadpool/thread_pool.h"
+
+namespace llmserve {
+
+// The attention heads of one layer: n_head query heads share n_head_kv K/V heads (n_head a
+// multiple of n_head_kv), each head_dim wide.
+struct AttnShape {
+  int64_t n_head = 0, n_head_kv = 0, head_dim = 0;
+  int64_t n_gqa() const { return n_head / n_head_kv; }
+  int64_t n_embd_q() const { return n_head * head_dim; }
+};
+
+// Positions one attention tile covers: the softmax factors of a tile are computed together (one
+// vector exp), then each head's accumulator walks the tile's V rows in order.
+constexpr int64_t kAttnTile = 32;
+
+// Per-thread scratch bytes attention_f32 needs (index with the chunk id of parallel_for_chunked).
+size_t attention_scratch_bytes(const AttnShape& s, GgmlType kv_type);
+
+// The query heads that share one KV head (GQA group) of one token, against positions [0, len) of
+// that KV head, with the semantics of ggml's CPU flash attention
+// (ggml_compute_forward_flash_attn_ext_f16_one_chunk), llama.cpp's default on CPU. Per head:
+//   s_j = vec_dot(K_j, q) * scale  (q converted to K's vec_dot type: f16, q8_0 or f32);
+//   online softmax with running max M and sum S: on a new maximum ms = exp(Mold - M), vs = 1,
+//   else ms = 1, vs = exp(s_j - M); acc = acc * ms; acc = fma(V_j, vs, acc); S = fma(S, ms, vs);
+//   with an f16 cache the accumulator itself is f16 (rounded after every step), as in ggml; q8_0
+//   V rows are dequantized to f32 first; out = acc / S.
+// exp is fast_exp (ops_exp.h), not libm's expf: within 2 ulp of it, and vectorizable.
+// Paged: position j's row is at k + blocks[j / block_size] * block_stride + (j % block_size) *
+// row_stride (same for V). Positions are visited in order and each head's arithmetic is the same
+// whichever heads share the call, so neither paging nor grouping changes a result.
+struct AttnGroup {
+  const uint8_t* k;       // the layer's K storage + this KV head's byte offset
+  const uint8_t* v;       // the layer's V storage + this KV head's byte offset
+  const int32_t* blocks;  // block table
+  int64_t block_size;     // slots per block
+  size_t row_stride;      // bytes between slots
+  size_t block_stride;    // bytes between blocks
+  GgmlType kv_type;       // F16, F32 or Q8_0
+  const uint8_t* q;       // [n_q][q_stride] query rows converted to K's vec_dot type
+  size_t q_stride;
+  int64_t n_q;            // query heads in the group (<= kMaxAttnGroup)
+  int64_t len;            // positions attended
+  int64_t hd;             // head size
+  float scale;            // 1 / sqrt(hd)
+  float* out;             // [n_q][out_stride] f32
+  int64_t out_stride;
+  float* work;            // attention_group_work_floats(n_q, hd) floats, 64-byte aligned
+};
+constexpr int64_t kMaxAttnGroup = 64;
+// Scratch floats one attention_group call needs.
+size_t attention_group_work_floats(int64_t n_q, int64_t hd);
+// Byte offset of position j's K (and V) row from a.k (a.v) through the block table.
+inline size_t attn_row_offset(const AttnGroup& a, int64_t j) {
+  return static_cast<size_t>(a.blocks[j / a.block_size]) * a.block_stride +
+         static_cast<size_t>(j % a.block_size) * a.row_stride;
+}
+void attention_group(const AttnGroup& a);       // dispatched
+void attention_group_ref(const AttnGroup& a);   // scalar reference
+#if defined(LLMSERVE_X86)
+void attention_group_avx2(const AttnGroup& a);  // AVX2 + FMA + F16C, bit-identical to the reference
+#endif
+
+// q: [n_tokens, n_head, head_dim] f32 (after RoPE) for batch rows r0 .. r0 + m - 1 (q points at row
+// r0); out: the same shape. Row t attends causally to positions [0, pos[t]] of its sequence, whose
+// K/V for this layer are already stored; the heads h of KV head g = h / n_gqa form one
+// attention_group() call per token, so the result does not depend on the batch.
+// scratch: pool.size() * attention_scratch_bytes(s, kv type).
+void attention_f32(const AttnShape& s, KvPool& kv, int64_t layer, const float* q, const BatchLayout& bl,
+                   int64_t r0, int64_t m, float* out, uint8_t* scratch, ThreadPool& pool);
+
+}  // namespace llmserve

@@ -1,0 +1,143 @@
+#include "cpu_executor.h"
+
+#include <algorithm>
+#include <atomic>
+#include <unordered_map>
+
+#include "../gguf/gguf.h"
+#include "../model/matmul.h"
+#include "../quant/quant.h"
+
+namespace llmserve {
+
+Status CpuExecutor::load(const std::string& path, const ExecutorOptions& opts, const std::function<void(double)>& progress,
+                         std::unique_ptr<CpuExecutor>* out) {
+  std::unique_ptr<GgufFile> f;
+  LLMS_RETURN_IF_ERROR(GgufFile::open(path, &f));
+  std::unique_ptr<CpuExecutor> x(new CpuExecutor());
+  x->file_ = std::shared_ptr<GgufFile>(std::move(f));
+  LLMS_RETURN_IF_ERROR(Model::load(x->file_, &x->model_));
+  const ModelConfig& cfg = x->model_->config();
+  x->n_ctx_ = opts.n_ctx == 0 ? std::max<int64_t>(cfg.n_ctx_train, 1) : opts.n_ctx;
+  x->kv_type_ = opts.kv_type;
+  x->pool_ = std::make_unique<ThreadPool>(opts.threads);
+  x->prepare_weights(opts.repack, progress);
+
+  KvPoolOptions po;
+  po.block_size = opts.block_size;
+  const int64_t kv_tokens = opts.kv_tokens == 0 ? x->n_ctx_ : opts.kv_tokens;
+  po.n_blocks = (kv_tokens + po.block_size - 1) / std::max<int32_t>(po.block_size, 1);
+  po.type = opts.kv_type;
+  LLMS_RETURN_IF_ERROR(KvPool::create(kv_shape(cfg), po, &x->kv_));
+  if (progress) progress(1.0);
+  *out = std::move(x);
+  return Status::ok();
+}
+
+CpuExecutor::~CpuExecutor() {
+  // The packed arena is referenced by the model's views: drop the model first.
+  model_.reset();
+}
+
+void CpuExecutor::prepare_weights(bool repack, const std::function<void(double)>& progress) {
+  uint64_t total = 0, next_report = 0;
+  for (auto& t : file_->tensors()) total += t.nbytes;
+  auto report = [&](uint64_t done) {  // calling thread only (progress is not thread-safe)
+    if (progress && done >= next_report) {
+      progress(total ? (double)done / (double)total : 1.0);
+      next_report = done + total / 100;
+    }
+  };
+  ModelWeights& W = model_->mutable_weights();
+  // Each distinct raw matrix is packed once (views may share data: a tied output is never packed
+  // twice); the arena slice of each, 64-byte aligned.
+  std::vector<MatrixView*> views;
+  for (LayerWeights& L : W.layers)
+    for (MatrixView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) views.push_back(v);
+  views.push_back(&W.output);
+  std::unordered_map<const uint8_t*, size_t> slot;  // raw data -> index in todo
+  std::vector<MatrixView*> todo;
+  std::vector<size_t> offset;
+  size_t arena_bytes = 0;
+  if (repack) {
+    for (MatrixView* v : views) {
+      const size_t n = packed_bytes(*v);
+      if (n == 0 || slot.count(v->data)) continue;
+      slot[v->data] = todo.size();
+      todo.push_back(v);
+      offset.push_back(arena_bytes);
+      arena_bytes += (n + 63) / 64 * 64;
+    }
+    // One huge-page arena for every packed matrix (per-matrix 2 MiB rounding would waste ~1 MiB each).
+    if (!todo.empty()) packed_arena_.reset(alloc_huge(arena_bytes));
+    if (!packed_arena_) todo.clear(), slot.clear();  // no memory: serve from the mapping
+  }
+  std::atomic<uint64_t> done{0};
+  pool_->parallel_for_chunked(static_cast<int64_t>(todo.size()), [&](int64_t b, int64_t end, int chunk) {
+    for (int64_t i = b; i < end; ++i) {
+      MatrixView& v = *todo[static_cast<size_t>(i)];
+      pack_matrix(&v, packed_arena_.get() + offset[static_cast<size_t>(i)]);
+      const size_t raw = v.row_bytes * static_cast<size_t>(v.n_out);
+      // The embedding table is read row by row from the mapping even when the output shares it.
+      if (v.data != W.tok_embd.data) file_->release_pages(v.data, raw);
+      done += raw;
+    }
+    if (chunk == 0) report(done.load());
+  });
+  // Views sharing a packed matrix's data get its copy too.
+  for (MatrixView* v : views) {
+    auto it = slot.find(v->data);
+    if (it != slot.end() && !v->packed) v->packed = todo[it->second]->packed;
+  }
+  for (MatrixView* v : todo) packed_bytes_ += packed_bytes(*v);
+  // Touch every other weight page once (volatile read) so weights are resident before the first
+  // request.
+  for (auto& t : file_->tensors()) {
+    if (slot.count(t.data)) continue;
+    volatile uint8_t sink = 0;
+    for (uint64_t off = 0; off < t.nbytes; off += 4096) sink = static_cast<uint8_t>(sink ^ t.data[off]);
+    (void)sink;
+    report(done += t.nbytes);
+  }
+}
+
+KvLayout CpuExecutor::kv_layout() const {
+  KvLayout l;
+  l.n_blocks = kv_->n_blocks();
+  l.block_size = kv_->block_size();
+  l.type = kv_->type();
+  l.bytes = kv_->bytes();
+  return l;
+}
+
+std::string CpuExecutor::kernels() const { return kernel_isa(); }
+
+Status CpuExecutor::forward(const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs, std::vector<float>* logits) {
+  return forward_batch(*model_, *kv_, tokens, seqs, n_seqs, logits, *pool_, scratch_);
+}
+
+void CpuExecutor::copy_block(int32_t src, int32_t dst, int64_t n_slots) { kv_->copy_block(src, dst, n_slots); }
+
+Status CpuExecutor::evaluate(const int32_t* tokens, int64_t n, bool logits_all, std::vector<float>* logits) {
+  // A fresh single sequence in a private cache: evaluation never touches the serving pool.
+  if (!eval_kv_) {
+    KvCacheOptions o;
+    o.n_ctx = n_ctx_;
+    o.type = kv_type_;
+    LLMS_RETURN_IF_ERROR(KvCache::create(kv_shape(model_->config()), o, &eval_kv_));
+  }
+  eval_kv_->truncate(0);
+  Status s = llmserve::forward(*model_, *eval_kv_, tokens, n, logits_all, logits, *pool_, &scratch_);
+  eval_kv_->truncate(0);
+  return s;
+}
+
+Status load_executor(const std::string& path, const ExecutorOptions& opts, const std::function<void(double)>& progress,
+                     std::unique_ptr<Executor>* out) {
+  std::unique_ptr<CpuExecutor> cpu;
+  LLMS_RETURN_IF_ERROR(CpuExecutor::load(path, opts, progress, &cpu));
+  *out = std::move(cpu);
+  return Status::ok();
+}
+
+}  // namespace llmserve

@@ -1,0 +1,58 @@
+// CpuExecutor: the executor of this machine's CPU. It owns the Model (weights used in place from
+// the file's mapping), the load-time packed copies of the quantized matrices (one huge-page arena;
+// each MatrixView::packed points into it), the paged KV pool, the forward pass's scratch, the
+// thread pool, and the eval-only single-sequence cache. forward() is model/forward_batch().
+#pragma once
+#include <cstdlib>
+#include <memory>
+
+#include "../kv/kv_cache.h"
+#include "../kv/kv_pool.h"
+#include "../model/forward.h"
+#include "../model/model.h"
+#include "../threadpool/thread_pool.h"
+#include "executor.h"
+
+namespace llmserve {
+
+class CpuExecutor final : public Executor {
+ public:
+  // Opens the file, validates the model, repacks (opts.repack) and touches every other weight page
+  // once so the first request does not stall on page faults, and allocates the KV pool.
+  static Status load(const std::string& path, const ExecutorOptions& opts, const std::function<void(double)>& progress,
+                     std::unique_ptr<CpuExecutor>* out);
+  ~CpuExecutor() override;
+
+  const ModelConfig& config() const override { return model_->config(); }
+  const GgufFile* file() const override { return file_.get(); }
+  KvLayout kv_layout() const override;
+  int64_t n_ctx() const override { return n_ctx_; }
+  std::string kernels() const override;
+  size_t repacked_bytes() const override { return packed_bytes_; }
+
+  Status forward(const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs, std::vector<float>* logits) override;
+  void copy_block(int32_t src, int32_t dst, int64_t n_slots) override;
+  Status evaluate(const int32_t* tokens, int64_t n, bool logits_all, std::vector<float>* logits) override;
+
+ private:
+  CpuExecutor() = default;
+  // Repacks every packable matmul weight into one arena (in parallel) and releases the raw pages;
+  // touches the rest. Reports progress by bytes.
+  void prepare_weights(bool repack, const std::function<void(double)>& progress);
+
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  std::shared_ptr<GgufFile> file_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<uint8_t, FreeDeleter> packed_arena_;  // the packed copies' bytes
+  size_t packed_bytes_ = 0;
+  int64_t n_ctx_ = 0;
+  GgmlType kv_type_ = GgmlType::F16;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<KvPool> kv_;
+  ForwardScratch scratch_;
+  std::unique_ptr<KvCache> eval_kv_;  // made on the first evaluate()
+};
+
+}  // namespace llmserve

@@ -1,0 +1,83 @@
+// The executor seam: everything a device owns and does for one loaded model, behind one interface
+// the scheduler (sched/Engine) talks to. An executor owns
+//   - the weights in their executable layout (CPU: the file's mapping plus load-time packed copies
+//     hanging off each MatrixView; a GPU: device buffers),
+//   - the KV block storage (the scheduler owns the block *table* and the allocator, the executor
+//     owns the bytes the block ids index),
+//   - the forward pass's scratch memory and its threads (or streams),
+// and runs one batch step: forward(tokens, seqs) appends every token's K/V at its position in the
+// blocks its sequence's table names and returns the logits of the rows asked for. The scheduler
+// never sees a pointer to weights, KV bytes or threads, so a CUDA executor, per-token LoRA deltas
+// (BatchSeq gains an adapter slot; the executor applies it) and a training backward pass slot in
+// here without touching sched/ (docs/design.md, "The executor seam").
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../kv/batch.h"
+#include "../model/model_config.h"
+#include "../quant/quant.h"
+#include "../status.h"
+
+namespace llmserve {
+
+class GgufFile;
+
+// What an executor is asked to build at load.
+struct ExecutorOptions {
+  int threads = 2;
+  int64_t n_ctx = 4096;        // 0 = the model's training context
+  int64_t kv_tokens = 0;       // KV pool size in tokens (0 = n_ctx)
+  int32_t block_size = 16;     // tokens per KV block
+  GgmlType kv_type = GgmlType::F16;
+  bool repack = true;          // CPU: copy quantized matrices into gemm's packed layout at load
+};
+
+// The KV pool as allocated (not as asked for).
+struct KvLayout {
+  int64_t n_blocks = 0;
+  int32_t block_size = 0;
+  GgmlType type = GgmlType::F16;
+  size_t bytes = 0;  // K and V of every layer
+};
+
+class Executor {
+ public:
+  virtual ~Executor() = default;
+
+  // The model's hyperparameters (the scheduler reads n_vocab; callers show the rest).
+  virtual const ModelConfig& config() const = 0;
+  // The loaded file (metadata, tensor list), or null for an executor without one (tests' fakes).
+  virtual const GgufFile* file() const = 0;
+  virtual KvLayout kv_layout() const = 0;
+  // The context the options resolved to (n_ctx 0 -> the training context).
+  virtual int64_t n_ctx() const = 0;
+  // Which kernels run ("avx512", "avx2", "scalar", or a device name) and the bytes of weights
+  // moved into an executable layout at load.
+  virtual std::string kernels() const = 0;
+  virtual size_t repacked_bytes() const = 0;
+
+  // One batch step. tokens: [sum of seqs[i].n_tokens] in sequence order; every block id a table
+  // names for positions [pos0, pos0 + n_tokens) must be this executor's. Writes logits
+  // [n_out, n_vocab] for the requested rows in batch order. Batch invariant: each output row is
+  // bit-identical whatever else is in the batch. Errors leave logits unspecified; the scheduler
+  // fails the batch's requests with them.
+  virtual Status forward(const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs, std::vector<float>* logits) = 0;
+  // Copies block src's slots [0, n_slots) to block dst in every layer (copy-on-write of a shared
+  // partial block).
+  virtual void copy_block(int32_t src, int32_t dst, int64_t n_slots) = 0;
+  // Scores tokens [n] from position 0 in a private cache that never touches the serving pool
+  // (Model.evaluate): logits of the last token, or of every token when logits_all.
+  virtual Status evaluate(const int32_t* tokens, int64_t n, bool logits_all, std::vector<float>* logits) = 0;
+};
+
+// Loads the GGUF at path onto the best available backend (the CPU today), reporting progress as
+// fractions in [0, 1] on the calling thread. Errors: every GGUF/model validation error, OutOfMemory.
+Status load_executor(const std::string& path, const ExecutorOptions& opts, const std::function<void(double)>& progress,
+                     std::unique_ptr<Executor>* out);
+
+}  // namespace llmserve

@@ -1,0 +1,25 @@
+// The one CPU-feature dispatcher: which instruction set the kernels may use. The CPU is probed
+// once; LLMSERVE_FORCE_SCALAR=1 or LLMSERVE_KERNELS=scalar|avx2 in the environment caps the
+// choice (tests of every path on one machine, AVX2-tier benchmarks on an AVX-512 machine). Every
+// SIMD kernel family (quant/ block kernels and GEMM, attention/, model/ elementwise ops) selects
+// its variant from active_isa(), so they always agree on one tier.
+#pragma once
+
+namespace llmserve {
+
+enum class Isa : int {
+  Scalar = 0,
+  Avx2 = 1,    // AVX2 + FMA + F16C
+  Avx512 = 2,  // AVX-512 F/BW/VL/DQ/VNNI (with everything Avx2 needs)
+};
+
+// What this CPU (and OS: the zmm state is saved) can run, ignoring the environment.
+bool cpu_supports(Isa isa);
+// The tier kernels use: the best supported one, capped by the environment (read once).
+Isa active_isa();
+// "scalar", "avx2", "avx512".
+const char* isa_name(Isa isa);
+// Re-reads the environment (tests only; not thread-safe against concurrent kernel calls).
+void reset_isa_for_testing();
+
+}  // namespace llmserve

@@ -1,0 +1,26 @@
+// How a flattened batch of tokens from many sequences maps onto the paged KV pool. The scheduler
+// builds BatchSeq entries; the forward pass expands them to one position and one block table per
+// token (BatchLayout) for storing K/V and for attention.
+#pragma once
+#include <cstdint>
+
+namespace llmserve {
+
+// One sequence's part of a flattened batch; its tokens are contiguous in the batch, in order.
+struct BatchSeq {
+  const int32_t* blocks = nullptr;  // block table covering positions [0, pos0 + n_tokens)
+  int64_t n_blocks = 0;             // entries in the block table
+  int64_t pos0 = 0;                 // positions already in the KV cache
+  int64_t n_tokens = 0;             // tokens in this batch (>= 1)
+  int out = 1;                      // logits wanted: 0 none, 1 last token, 2 every token
+};
+
+// Where each token of a flattened batch lives: token t is at position pos[t] of a sequence whose
+// block table is blocks[t] (position p in block blocks[t][p / block_size], slot p % block_size).
+struct BatchLayout {
+  int64_t n = 0;
+  const int64_t* pos = nullptr;            // [n]
+  const int32_t* const* blocks = nullptr;  // [n]
+};
+
+}  // namespace llmserve

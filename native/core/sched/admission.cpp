@@ -1,0 +1,116 @@
+// Admission: waiting requests join the running batch (priority, then FCFS), adopting a session's
+// KV or reusing prefix-cached blocks; full blocks are registered in the prefix cache as they fill.
+#include <algorithm>
+
+#include "chunked_prefill.h"
+#include "sequence.h"
+
+namespace llmserve {
+
+// Admission (priority, then FCFS) while the step's budget, sequence slots and memory allow.
+// Static batching (a benchmark baseline) forms its whole batch at once, up to max_sequences, even
+// past this step's token budget; later prompt chunks run in the following steps.
+void Engine::admit_waiting(StepPlan& plan) {
+  const bool may_admit = !opts_.static_batching || running_.empty();
+  const bool batch_running = !running_.empty();
+  while (may_admit && (plan.budget > 0 || opts_.static_batching) && plan.prefill_left > 0 && !waiting_.empty() &&
+         (int64_t)running_.size() < opts_.max_sequences) {
+    Sequence& s = *waiting_.front();
+    admit(s);
+    const int64_t pending = (int64_t)s.tokens.size() - s.n_computed;
+    const int64_t chunk = chunk_size(pending, plan.budget, plan.prefill_left);
+    std::vector<Sequence*> none;
+    if (!ensure_blocks(s, chunk, none, 0)) {
+      release_blocks(s);  // head-of-line waits for memory (FCFS)
+      if (running_.empty() && plan.picks.empty()) {
+        // Nothing runs and nothing can be evicted: only pinned prefixes hold the memory.
+        finish(s, FinishReason::None, make_error(Code::KvExhausted, "The KV cache is full: pinned prefixes hold " +
+                    std::to_string(alloc_->n_used()) + " of " + std::to_string(alloc_->n_blocks()) +
+                    " blocks. Release pinned prefixes or load the model with a larger kvCacheTokens."));
+        waiting_.pop_front();
+        continue;
+      }
+      break;
+    }
+    if (s.t_first_step < 0) s.t_first_step = plan.now, s.tm.queue_ms = plan.now - s.t_submit;
+    if (batch_running) ++st_.joined_running;
+    if (chunk > 0) plan.picks.push_back({&s, chunk, chunk == pending});
+    plan.budget -= chunk;
+    if (pending > 1 && plan.prefill_left != INT64_MAX) plan.prefill_left -= chunk;
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+  running_.remove_if([](const std::unique_ptr<Sequence>& s) { return s->done; });
+}
+
+void Engine::admit(Sequence& s) {
+  const int64_t bs = kv_.block_size;
+  const uint64_t adapter = s.req->adapter;
+  // A session's previous turn: adopt its KV if this prompt extends what it holds.
+  if (s.req->session != 0) {
+    auto it = sessions_.find(s.req->session);
+    if (it != sessions_.end()) {
+      Session& ss = *it->second;
+      const bool extends = (int64_t)s.tokens.size() > ss.n_computed &&
+                           std::equal(ss.tokens.begin(), ss.tokens.begin() + ss.n_computed, s.tokens.begin());
+      if (extends) {
+        s.blocks = std::move(ss.blocks);
+        s.n_computed = ss.n_computed;
+        s.n_registered = ss.n_registered;
+        s.last_key = ss.last_key;
+      } else {
+        for (int32_t b : ss.blocks) alloc_->unref(b);
+      }
+      sessions_.erase(it);
+    }
+  }
+  // Prefix cache: reuse every leading full block already computed by anyone (refcount, no copy).
+  // The block holding the last token is never reused: its logits are needed.
+  if (opts_.prefix_cache && s.blocks.empty()) {
+    const int64_t max_full = ((int64_t)s.tokens.size() - 1) / bs;
+    uint64_t key = 0;
+    for (int64_t i = 0; i < max_full; ++i) {
+      key = BlockAllocator::hash_block(key, s.tokens.data() + i * bs, (int32_t)bs, adapter);
+      const int32_t b = alloc_->lookup(key);
+      if (b < 0) break;
+      alloc_->ref(b);
+      s.blocks.push_back(b);
+      s.n_computed += bs;
+      s.n_registered = i + 1;
+      s.last_key = key;
+    }
+  }
+  // The partial last block of a kept sequence (a pinned prefix or an idle session) that this prompt
+  // extends: copy it (copy-on-write) rather than recompute up to block_size - 1 tokens. Its full
+  // blocks were matched above; identical tokens give bit-identical K/V (batch invariance).
+  if (opts_.prefix_cache && s.n_computed % bs == 0) {
+    for (auto& [sid, ssp] : sessions_) {
+      const Session& ss = *ssp;
+      const int64_t full = ss.n_computed / bs;
+      if (full * bs != s.n_computed || ss.n_computed == s.n_computed || ss.n_computed >= (int64_t)s.tokens.size()) continue;
+      if (!std::equal(ss.tokens.begin(), ss.tokens.begin() + ss.n_computed, s.tokens.begin())) continue;
+      const int32_t b = alloc_->allocate();
+      if (b < 0) break;
+      executor_->copy_block(ss.blocks[(size_t)full], b, ss.n_computed - full * bs);
+      s.blocks.push_back(b);
+      s.n_computed = ss.n_computed;
+      break;
+    }
+  }
+  s.tm.reused_tokens = std::max(s.tm.reused_tokens, s.n_computed);
+}
+
+void Engine::register_full_blocks(Sequence& s) {
+  if (!opts_.prefix_cache) return;
+  const int64_t bs = kv_.block_size;
+  while ((s.n_registered + 1) * bs <= s.n_computed) {
+    const int64_t i = s.n_registered;
+    const uint64_t key = BlockAllocator::hash_block(s.last_key, s.tokens.data() + i * bs, (int32_t)bs, s.req->adapter);
+    const int32_t b = s.blocks[(size_t)i];
+    if (!alloc_->registered(b)) alloc_->register_block(b, key);  // false if another block holds it: fine
+    s.last_key = key;
+    s.n_registered = i + 1;
+  }
+}
+
+}  // namespace llmserve
