@@ -20,7 +20,7 @@
 #include "gguf/gguf.h"
 #include "kv/kv_cache.h"
 #include "model/forward.h"
-#include "model/forward_ref.h"
+#include "forward_ref.h"
 #include "model/model.h"
 #include "model/ops.h"
 #include "quant/quant.h"

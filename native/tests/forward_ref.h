@@ -1,4 +1,5 @@
-// forward_ref(): a naive reference forward pass in double precision, for tests and debugging.
+// forward_ref(): a naive reference forward pass in double precision, for the native tests (not part
+// of the shipped core library).
 // Dequantized weights, textbook formulas, no KV cache, no threads, nothing shared with forward()'s
 // kernels, so structural errors there (RoPE pairing, GQA head mapping, biases, residuals) show up
 // as large differences. Quadratic in the number of tokens and slow: use small models.
@@ -6,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "model.h"
+#include "model/model.h"
 
 namespace llmserve {
 

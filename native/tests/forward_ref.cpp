@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "../quant/quant.h"
+#include "quant/quant.h"
 
 namespace llmserve {
 
