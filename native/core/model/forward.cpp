@@ -109,11 +109,11 @@ struct Pass {
   const ModelConfig& c;
   KvPool& kv;
   ThreadPool& pool;
-  Buffers B;
+  Buffers B{};
   int64_t n = 0;      // tokens in the batch
   int64_t n_out = 0;  // rows whose logits are wanted
-  std::vector<int64_t> out_rows;  // those rows, ascending
-  KvRotation rot;
+  std::vector<int64_t> out_rows{};  // those rows, ascending
+  KvRotation rot{};
   int64_t tok_grain = 1;  // tokens per parallel work item for per-token elementwise work
 };
 
