@@ -86,7 +86,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
  private:
   Engine* live(Napi::Env env) {
-    if (!engine_) throw make_js_error(env, Code::Cancelled, "The model has been disposed; load it again.");
+    if (!engine_) throw make_js_error(env, Code::Disposed, "The model has been disposed; load it again.");
     return engine_.get();
   }
 

@@ -148,7 +148,7 @@ Status Engine::submit(std::shared_ptr<GenerateRequest> req, int64_t* id) {
   s->n_prompt = (int64_t)s->tokens.size();
   s->t_submit = engine_now_ms();
   std::lock_guard<std::mutex> lk(mu_);
-  if (stopping_) return make_error(Code::Cancelled, "The model has been disposed; load it again to generate.");
+  if (stopping_) return make_error(Code::Disposed, "The model has been disposed; load it again.");
   if (queued_ >= opts_.max_queue)
     return make_error(Code::QueueFull, "The request queue is full (" + std::to_string(opts_.max_queue) +
                                            " waiting). Retry later or raise maxQueue.");
@@ -171,7 +171,7 @@ Status Engine::submit_eval(std::shared_ptr<EvalRequest> req) {
     if (t < 0 || t >= cfg.n_vocab)
       return make_error(Code::InvalidArgument, "Token id " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(cfg.n_vocab) + ").");
   std::lock_guard<std::mutex> lk(mu_);
-  if (stopping_) return make_error(Code::Cancelled, "The model has been disposed; load it again.");
+  if (stopping_) return make_error(Code::Disposed, "The model has been disposed; load it again.");
   eval_inbox_.push_back(std::move(req));
   cv_.notify_one();
   return Status::ok();
