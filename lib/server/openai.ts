@@ -10,6 +10,7 @@ import { resolveOptions, type Chunk, type FinishReason, type GenerateOptions, ty
 import type { ServerMetrics } from "../metrics.js";
 import type { Model } from "../model.js";
 import { OFFTHREAD_MIN_CHARS } from "../tokenizer/index.js";
+import { checkTokenIds } from "../validate.js";
 import { ApiError, toApiError } from "./errors.js";
 import type { ChatBody, CompletionBody, SamplingBody } from "./schemas.js";
 import { SseStream } from "./sse.js";
@@ -104,10 +105,11 @@ function contextError(ctx: EndpointContext, kind: Kind, n: number): ApiError {
 async function completionPrompts(ctx: EndpointContext, prompt: CompletionBody["prompt"]): Promise<number[][]> {
   const { nVocab, contextSize } = ctx.model.info;
   const checkIds = (ids: number[]) => {
-    for (const t of ids) {
-      if (t < 0 || t >= nVocab) throw new ApiError(400, `Token id ${t} is outside the vocabulary [0, ${nVocab}).`, { param: "prompt", code: "invalid_value" });
+    try {
+      return checkTokenIds(ids, nVocab).slice(); // the library's one token-id check
+    } catch (err) {
+      throw new ApiError(400, (err as Error).message, { param: "prompt", code: "invalid_value", cause: err });
     }
-    return ids.slice();
   };
   const tokenizer = ctx.model.tokenizer;
   const maxChars = contextSize * tokenizer.maxTokenChars;

@@ -139,6 +139,9 @@ Status Engine::submit(std::shared_ptr<GenerateRequest> req, int64_t* id) {
   if ((int64_t)req->prompt.size() >= capacity)
     return make_error(Code::ContextOverflow, "The prompt has " + std::to_string(req->prompt.size()) + " tokens but the KV cache holds " +
                                                  std::to_string(capacity) + " in all. Load the model with a larger kvCacheTokens.");
+  // temperature: the range users get from JS (lib/limits.ts = napi/limits.h kTemperature; test_engine.cpp checks this line against it).
+  if (!(req->sampling.temperature >= 0.0f && req->sampling.temperature <= 100.0f))
+    return make_error(Code::InvalidArgument, "Expected a number in [0, 100] for temperature but received " + std::to_string(req->sampling.temperature));
   LLMS_RETURN_IF_ERROR(validate(req->sampling));
   if (req->max_tokens < 0)
     return make_error(Code::InvalidArgument, "Expected a non-negative integer for maxTokens but received " + std::to_string(req->max_tokens));
