@@ -1,7 +1,8 @@
 /**
- * One source of truth per rule across the TypeScript / C++ boundary. Each test here fails when one side changes a shared value alone:
+ * One source of truth per rule across the TypeScript / C++ boundary (docs/design.md, "Where each
+ * rule lives"). Each test here fails when one side changes a shared value alone:
  *  - error codes: native/core/status.h (exported by the addon as errorCodes()) = lib/errors.ts
- *    NATIVE_ERROR_CODES, in order; every code is produced somewhere;
+ *    NATIVE_ERROR_CODES, in order; every code is produced somewhere and documented;
  *  - defaults: the core's struct initializers (exported as addon.defaults) = what the TypeScript
  *    layer fills in from lib/defaults.ts;
  *  - the addon has no defaults of its own: every missing or mistyped field is a typed error;
@@ -67,6 +68,10 @@ describe("one list of error codes", () => {
     for (const code of JS_ERROR_CODES) expect(src.includes(`"${code}"`), `${code} is never produced`).toBe(true);
   });
 
+  it("every code is documented in docs/design.md's table", () => {
+    const doc = read("docs/design.md");
+    for (const code of ERROR_CODES) expect(doc, `${code} is not in docs/design.md`).toMatch(new RegExp(`\\| \`${code}\` \\|`));
+  });
 });
 
 describe("one table of defaults (lib/defaults.ts = the core's struct initializers)", () => {
