@@ -1,10 +1,8 @@
 /**
  * Loads the native addon. Order:
  *  1. `LLMSERVE_ADDON` (a path to an llmserve.node), when set;
- *  2. `prebuilds/<platform>-<arch>/llmserve.cuda.node`, only when that file exists and a CUDA device
- *     is present (`/dev/nvidia0` exists or `nvidia-smi -L` runs; `LLMSERVE_CUDA=0` skips it);
- *  3. `prebuilds/<platform>-<arch>/llmserve.node`, the portable CPU build shipped in the package;
- *  4. local builds: `build/Release/llmserve.node`, `build/Debug/llmserve.node`, `build/llmserve.node`.
+ *  2. `prebuilds/<platform>-<arch>/llmserve.node`, the portable CPU build shipped in the package;
+ *  3. local builds: `build/Release/llmserve.node`, `build/Debug/llmserve.node`, `build/llmserve.node`.
  * A local build newer than the CPU prebuild is tried before it (a checkout where only
  * `npm run build:native` ran since the last `npm run build` must not load a stale copy).
  * When nothing loads, the error lists every path tried with its reason and how to build locally.
@@ -12,7 +10,6 @@
  */
 import { createRequire } from "node:module";
 import { existsSync, statSync } from "node:fs";
-import { spawnSync } from "node:child_process";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { LlmserveError } from "./errors.js";
@@ -24,38 +21,12 @@ const require = createRequire(import.meta.url);
 export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), "..");
 
 /** Where a candidate binary comes from. */
-export type AddonSource = "env" | "prebuild-cuda" | "prebuild" | "local";
+export type AddonSource = "env" | "prebuild" | "local";
 
-/** One path the loader may try; `skip` says why it is listed but not tried. */
+/** One path the loader may try. */
 export interface AddonCandidate {
   path: string;
   source: AddonSource;
-  skip?: string;
-}
-
-/** What the CUDA probe may look at; injectable for tests. */
-export interface CudaProbe {
-  env?: NodeJS.ProcessEnv;
-  exists?: (path: string) => boolean;
-  /** Runs a command; returns true when it exits 0. */
-  run?: (cmd: string, args: string[]) => boolean;
-}
-
-function runQuietly(cmd: string, args: string[]): boolean {
-  const r = spawnSync(cmd, args, { stdio: "ignore", timeout: 5000, windowsHide: true });
-  return !r.error && r.status === 0;
-}
-
-/**
- * Whether a CUDA device is usable: `LLMSERVE_CUDA=0` says no and `LLMSERVE_CUDA=1` says yes without
- * probing; otherwise yes when `/dev/nvidia0` exists or `nvidia-smi -L` exits 0.
- */
-export function cudaDevicePresent(probe: CudaProbe = {}): boolean {
-  const env = probe.env ?? process.env;
-  if (env.LLMSERVE_CUDA === "0") return false;
-  if (env.LLMSERVE_CUDA === "1") return true;
-  if ((probe.exists ?? existsSync)("/dev/nvidia0")) return true;
-  return (probe.run ?? runQuietly)("nvidia-smi", ["-L"]);
 }
 
 /** Inputs of {@link addonCandidates}; every field defaults to this process and file system. */
@@ -64,11 +35,8 @@ export interface CandidateOptions {
   platform?: string;
   arch?: string;
   env?: NodeJS.ProcessEnv;
-  exists?: (path: string) => boolean;
   /** Modification time in ms, or undefined when the file is missing. */
   mtime?: (path: string) => number | undefined;
-  /** Called only when a CUDA binary exists for this platform. */
-  cudaPresent?: () => boolean;
 }
 
 function mtimeOf(path: string): number | undefined {
@@ -83,21 +51,10 @@ function mtimeOf(path: string): number | undefined {
 export function addonCandidates(o: CandidateOptions = {}): AddonCandidate[] {
   const root = o.root ?? packageRoot;
   const env = o.env ?? process.env;
-  const exists = o.exists ?? existsSync;
   const mtime = o.mtime ?? mtimeOf;
   const plat = `${o.platform ?? process.platform}-${o.arch ?? process.arch}`;
   const list: AddonCandidate[] = [];
   if (env.LLMSERVE_ADDON) list.push({ path: resolve(env.LLMSERVE_ADDON), source: "env" });
-
-  const cuda = join(root, "prebuilds", plat, "llmserve.cuda.node");
-  if (exists(cuda)) {
-    const present = (o.cudaPresent ?? (() => cudaDevicePresent({ env })))();
-    list.push(present ? { path: cuda, source: "prebuild-cuda" } : {
-      path: cuda,
-      source: "prebuild-cuda",
-      skip: env.LLMSERVE_CUDA === "0" ? "skipped: LLMSERVE_CUDA=0" : "skipped: no CUDA device (/dev/nvidia0 missing, nvidia-smi did not run)",
-    });
-  }
 
   const prebuild: AddonCandidate = { path: join(root, "prebuilds", plat, "llmserve.node"), source: "prebuild" };
   const locals: AddonCandidate[] = [
@@ -134,10 +91,6 @@ export function loadFirst<T>(
 ): { addon: T; path: string } {
   const tried: string[] = [];
   for (const c of candidates) {
-    if (c.skip) {
-      tried.push(`${c.path} (${c.skip})`);
-      continue;
-    }
     if (!exists(c.path)) {
       tried.push(`${c.path} (not found${c.source === "env" ? ", from LLMSERVE_ADDON" : ""})`);
       continue;

@@ -11,6 +11,7 @@ import { Model } from "./model.js";
 import { synth, SYNTH_TYPES } from "./synth.js";
 import { Tokenizer } from "./tokenizer/index.js";
 import { packageRoot } from "./binding.js";
+import { GENERATE_DEFAULTS as G, LOAD_DEFAULTS as L, SERVER_DEFAULTS as SV, SYNTH_DEFAULTS as SY } from "./defaults.js";
 import type { Chunk } from "./generate.js";
 import { readFileSync } from "node:fs";
 
@@ -53,15 +54,16 @@ interface GenOpts {
   model: string;
   prompt?: string;
   tokens?: string;
-  nPredict: number;
-  temp: number;
-  topK: number;
-  topP: number;
-  minP: number;
-  repeatPenalty: number;
-  seed: number;
+  // Unset: the library's default (lib/defaults.ts), as for the flags' defaults.
+  nPredict?: number;
+  temp?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  repeatPenalty?: number;
+  seed?: number;
   threads?: number;
-  ctx: number;
+  ctx?: number;
   stop?: string[];
   json?: boolean;
 }
@@ -178,7 +180,7 @@ async function runDemo(): Promise<void> {
     prompt = "Once upon a time";
   }
   process.stderr.write(`model: ${path}\nprompt: ${prompt}\n\n`);
-  await runGenerate({ model: path, prompt, nPredict: 64, temp: 0.8, topK: 40, topP: 0.95, minP: 0.05, repeatPenalty: 1, seed: 1, ctx: 512 });
+  await runGenerate({ model: path, prompt, nPredict: 64, seed: 1, ctx: 512 });
 }
 
 // `llmserve info ... | head` closes stdout early: exit quietly instead of throwing EPIPE.
@@ -197,15 +199,15 @@ program
   .requiredOption("-m, --model <path>", "GGUF model file")
   .option("-p, --prompt <text>", "text prompt (BOS added as the vocabulary asks)")
   .option("--tokens <json>", "token prompt as a JSON array of ids, used as is")
-  .option("-n, --n-predict <n>", "most tokens to generate", int("--n-predict"), 128)
-  .option("--temp <t>", "temperature (0 = greedy)", float("--temp"), 0.8)
-  .option("--top-k <k>", "top-k (0 = off)", int("--top-k"), 40)
-  .option("--top-p <p>", "top-p (1 = off)", float("--top-p"), 0.95)
-  .option("--min-p <p>", "min-p (0 = off)", float("--min-p"), 0.05)
-  .option("--repeat-penalty <p>", "repeat penalty (1 = off)", float("--repeat-penalty"), 1)
-  .option("--seed <n>", "sampling seed", int("--seed"), 0)
+  .option("-n, --n-predict <n>", "most tokens to generate", int("--n-predict"), G.maxTokens)
+  .option("--temp <t>", "temperature (0 = greedy)", float("--temp"), G.temperature)
+  .option("--top-k <k>", "top-k (0 = off)", int("--top-k"), G.topK)
+  .option("--top-p <p>", "top-p (1 = off)", float("--top-p"), G.topP)
+  .option("--min-p <p>", "min-p (0 = off)", float("--min-p"), G.minP)
+  .option("--repeat-penalty <p>", "repeat penalty (1 = off)", float("--repeat-penalty"), G.repeatPenalty)
+  .option("--seed <n>", "sampling seed", int("--seed"), G.seed)
   .option("-t, --threads <n>", "compute threads (default: physical cores)", int("--threads"))
-  .option("-c, --ctx <n>", "context size in tokens", int("--ctx"), 4096)
+  .option("-c, --ctx <n>", "context size in tokens", int("--ctx"), L.contextSize)
   .option("--stop <text...>", "stop strings")
   .option("--json", "print one JSON object at the end instead of streaming text")
   .action(runGenerate);
@@ -224,18 +226,18 @@ program
 program
   .command("synth")
   .description("write a random-weight llama/qwen2 GGUF model (llama.cpp loads it too)")
-  .addOption(new Option("--arch <arch>", "architecture").choices(["llama", "qwen2"]).default("llama"))
-  .option("--dim <n>", "embedding size", int("--dim"), 256)
-  .option("--layers <n>", "transformer blocks", int("--layers"), 4)
-  .option("--heads <n>", "attention heads", int("--heads"), 8)
-  .option("--kv-heads <n>", "key/value heads (GQA)", int("--kv-heads"), 2)
-  .option("--ffn <n>", "feed-forward size", int("--ffn"), 768)
-  .option("--context <n>", "training context length", int("--context"), 2048)
+  .addOption(new Option("--arch <arch>", "architecture").choices(["llama", "qwen2"]).default(SY.arch))
+  .option("--dim <n>", "embedding size", int("--dim"), SY.dim)
+  .option("--layers <n>", "transformer blocks", int("--layers"), SY.layers)
+  .option("--heads <n>", "attention heads", int("--heads"), SY.heads)
+  .option("--kv-heads <n>", "key/value heads (GQA)", int("--kv-heads"), SY.kvHeads)
+  .option("--ffn <n>", "feed-forward size", int("--ffn"), SY.ffn)
+  .option("--context <n>", "training context length", int("--context"), SY.context)
   .option("--vocab-from <path>", "copy the tokenizer of this GGUF file")
-  .option("--vocab-size <n>", "generated SentencePiece vocabulary size", int("--vocab-size"), 512)
+  .option("--vocab-size <n>", "generated SentencePiece vocabulary size", int("--vocab-size"), SY.vocabSize)
   .option("--tied", "no output.weight (reuse the embedding)")
-  .addOption(new Option("--type <type>", "weight type").choices([...SYNTH_TYPES]).default("f32"))
-  .option("--seed <n>", "weights seed", int("--seed"), 7)
+  .addOption(new Option("--type <type>", "weight type").choices([...SYNTH_TYPES]).default(SY.type))
+  .option("--seed <n>", "weights seed", int("--seed"), SY.seed)
   .requiredOption("-o, --output <path>", "output .gguf path")
   .action(async (o: Record<string, unknown>) => {
     const bar = progressBar("synth");
@@ -317,24 +319,24 @@ program
   .command("serve")
   .description("serve an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/models, /health, /metrics")
   .requiredOption("-m, --model <path>", "GGUF model file")
-  .option("--port <n>", "TCP port (0 = any free port)", int("--port"), 8080)
-  .option("--host <host>", "address to listen on", "127.0.0.1")
+  .option("--port <n>", "TCP port (0 = any free port)", int("--port"), SV.port)
+  .option("--host <host>", "address to listen on", SV.host)
   .addOption(new Option("--api-key <key>", "require Authorization: Bearer KEY on every route but /health").env("LLMSERVE_API_KEY"))
   .addOption(new Option("--metrics-key <key>", "a scrape-only key accepted on /metrics (which otherwise needs --api-key)").env("LLMSERVE_METRICS_KEY"))
-  .option("--max-connections <n>", "most open connections; more are closed at once (default 1024)", int("--max-connections"))
-  .option("--stream-write-timeout <s>", "cancel a stream whose client has not read for this long (default 30)", float("--stream-write-timeout"))
-  .option("--max-queue <n>", "most requests waiting in the engine before answering 429", int("--max-queue"), 256)
+  .option("--max-connections <n>", `most open connections; more are closed at once (default ${SV.maxConnections})`, int("--max-connections"))
+  .option("--stream-write-timeout <s>", `cancel a stream whose client has not read for this long (default ${SV.streamWriteTimeoutMs / 1000})`, float("--stream-write-timeout"))
+  .option("--max-queue <n>", "most requests waiting in the engine before answering 429", int("--max-queue"), SV.cliMaxQueue)
   .option("-t, --threads <n>", "compute threads (default: physical cores)", int("--threads"))
-  .option("-c, --ctx <n>", "context size in tokens per sequence", int("--ctx"), 4096)
+  .option("-c, --ctx <n>", "context size in tokens per sequence", int("--ctx"), L.contextSize)
   .option("--kv-cache-tokens <n>", "KV cache size in tokens shared by all sequences (default: --ctx)", int("--kv-cache-tokens"))
-  .option("--max-sequences <n>", "most sequences running at once (default 64)", int("--max-sequences"))
+  .option("--max-sequences <n>", `most sequences running at once (default ${L.maxSequences})`, int("--max-sequences"))
   .addOption(new Option("--kv-type <type>", "KV cache element type (q8_0 halves its memory)").choices(["f16", "f32", "q8_0"]))
-  .option("--max-batch-tokens <n>", "most tokens per engine step (default 512)", int("--max-batch-tokens"))
-  .option("--prefill-chunk <n>", "most prompt tokens per step while others generate (default 128; 0 = no limit)", int("--prefill-chunk"))
+  .option("--max-batch-tokens <n>", `most tokens per engine step (default ${L.maxBatchTokens})`, int("--max-batch-tokens"))
+  .option("--prefill-chunk <n>", `most prompt tokens per step while others generate (default ${L.prefillChunk}; 0 = no limit)`, int("--prefill-chunk"))
   .option("--no-repack", "serve weights from the file mapping instead of repacking them at load")
   .option("--model-name <name>", "model id clients pass as `model` (default: the file name)")
   .option("--chat-template <name|file>", "built-in chat template (chatml, llama3, llama2, zephyr, phi3, gemma) or a .jinja file, instead of the model's")
-  .option("--shutdown-timeout <s>", "seconds in-flight requests get to finish on SIGINT/SIGTERM", float("--shutdown-timeout"), 10)
+  .option("--shutdown-timeout <s>", "seconds in-flight requests get to finish on SIGINT/SIGTERM", float("--shutdown-timeout"), SV.shutdownTimeoutMs / 1000)
   .action(runServe);
 
 program.command("demo").description("stream a short generation from a small built-in model").action(runDemo);

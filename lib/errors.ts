@@ -1,8 +1,10 @@
 /**
- * Every error llmserve throws is an {@link LlmserveError} with a stable `.code` from this list
- * (for example `ERR_GGUF_TRUNCATED`) and a message that says what to do.
+ * The codes the native addon can produce, in the order of native/core/status.h's LLMS_STATUS_CODES
+ * (the one C++ list; native/napi/errors.h exports it as `errorCodes()`). A test
+ * (test/native/truth.test.ts) asserts the addon's list equals this one exactly, so neither side can
+ * add, drop or rename a code alone.
  */
-export const ERROR_CODES = [
+export const NATIVE_ERROR_CODES = [
   "ERR_FILE_NOT_FOUND",
   "ERR_IO",
   "ERR_NOT_GGUF",
@@ -21,16 +23,32 @@ export const ERROR_CODES = [
   "ERR_QUEUE_FULL",
   "ERR_KV_EXHAUSTED",
   "ERR_DISPOSED",
-  "ERR_NATIVE_LOAD",
-  "ERR_TOKENIZER",
-  "ERR_TEMPLATE_TIMEOUT",
-  "ERR_TEMPLATE_OUTPUT_TOO_LARGE",
   "ERR_INTERNAL",
 ] as const;
 
 /**
- * The stable reasons an {@link LlmserveError} carries. The native ones mirror native/core/status.h
- * (a test checks the addon's list against {@link ERROR_CODES}). `ERR_GGUF_LIMIT`: a value in a model
+ * The codes only the TypeScript layer produces: the addon could not be loaded, tokenizer and chat
+ * template failures. (Codes both layers produce, such as `ERR_DISPOSED` or `ERR_INVALID_ARGUMENT`,
+ * are in {@link NATIVE_ERROR_CODES}.)
+ */
+export const JS_ERROR_CODES = [
+  "ERR_NATIVE_LOAD",
+  "ERR_TOKENIZER",
+  "ERR_TEMPLATE_TIMEOUT",
+  "ERR_TEMPLATE_OUTPUT_TOO_LARGE",
+] as const;
+
+/**
+ * Every error llmserve throws is an {@link LlmserveError} with a stable `.code` from this list
+ * (for example `ERR_GGUF_TRUNCATED`) and a message that says what to do: the native codes, then the
+ * TypeScript-only ones.
+ */
+export const ERROR_CODES = [...NATIVE_ERROR_CODES, ...JS_ERROR_CODES] as const;
+
+/**
+ * The stable reasons an {@link LlmserveError} carries: {@link NATIVE_ERROR_CODES} (equal to
+ * native/core/status.h, checked by a test) and {@link JS_ERROR_CODES}. `ERR_DISPOSED`: a call on a
+ * disposed model or session, whichever layer notices. `ERR_GGUF_LIMIT`: a value in a model
  * file (string, array, count, nesting, metadata memory) is over llmserve's cap; the message names the
  * key and the limit.
  */
@@ -67,7 +85,7 @@ export class LlmserveError extends Error {
 export function fromNative(err: unknown): LlmserveError {
   if (err instanceof LlmserveError) return err;
   const e = err as { code?: string; message?: string };
-  const code = (typeof e?.code === "string" && e.code.startsWith("ERR_") ? e.code : "ERR_INTERNAL") as ErrorCode;
+  const code: ErrorCode = typeof e?.code === "string" && (ERROR_CODES as readonly string[]).includes(e.code) ? (e.code as ErrorCode) : "ERR_INTERNAL";
   const message = typeof e?.message === "string" && e.message.length > 0 ? e.message : `native error ${String(e?.code ?? err)}`;
   return new LlmserveError(code, message, { cause: err });
 }

@@ -2,6 +2,7 @@
 import { LlmserveError, fromNative } from "./errors.js";
 import type { NativeEvent, NativeGenerateParams, NativeModel } from "./native.js";
 import type { Tokenizer } from "./tokenizer/index.js";
+import { GENERATE_DEFAULTS } from "./defaults.js";
 import { GENERATE_LIMITS as G } from "./limits.js";
 import { checkBool, checkKeys, checkLimit, checkObject } from "./validate.js";
 
@@ -143,27 +144,32 @@ export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptio
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) {
     throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected an AbortSignal for signal");
   }
-  const stopAtEos = o.stopAtEos === undefined ? true : checkBool("stopAtEos", o.stopAtEos);
+  const D = GENERATE_DEFAULTS;
+  const stopAtEos = o.stopAtEos === undefined ? D.stopAtEos : checkBool("stopAtEos", o.stopAtEos);
   const logprobs = o.logprobs === undefined ? undefined : checkLimit("logprobs", o.logprobs, G.logprobs);
-  const opt = (name: keyof typeof G & keyof GenerateOptions, dflt: number): number =>
-    o[name] === undefined ? dflt : checkLimit(name, o[name], G[name]);
+  const opt = (name: keyof typeof G & keyof typeof D): number =>
+    o[name] === undefined ? D[name] : checkLimit(name, o[name], G[name]);
+  // Every field of the native request is set here (the addon has no defaults of its own).
   const params: NativeGenerateParams = {
-    maxTokens: opt("maxTokens", 256),
-    temperature: opt("temperature", 0.8),
-    topK: opt("topK", 40),
-    topP: opt("topP", 0.95),
-    minP: opt("minP", 0.05),
-    repeatPenalty: opt("repeatPenalty", 1),
-    repeatLastN: opt("repeatLastN", 64),
-    frequencyPenalty: opt("frequencyPenalty", 0),
-    presencePenalty: opt("presencePenalty", 0),
-    seed: opt("seed", 0),
+    maxTokens: opt("maxTokens"),
+    temperature: opt("temperature"),
+    topK: opt("topK"),
+    topP: opt("topP"),
+    minP: opt("minP"),
+    repeatPenalty: opt("repeatPenalty"),
+    repeatLastN: opt("repeatLastN"),
+    frequencyPenalty: opt("frequencyPenalty"),
+    presencePenalty: opt("presencePenalty"),
+    seed: opt("seed"),
     logprobs: logprobs ?? 0,
+    wantLogprobs: logprobs !== undefined,
+    priority: opt("priority"),
+    session: 0,
+    pin: false,
+    adapter: 0,
     stopTokens: stopAtEos ? eogTokens : [],
   };
-  if (logprobs === undefined) delete (params as Partial<NativeGenerateParams>).logprobs;
-  if (o.priority !== undefined) params.priority = checkLimit("priority", o.priority, G.priority);
-  const cache = o.cache === undefined ? false : checkBool("cache", o.cache);
+  const cache = o.cache === undefined ? D.cache : checkBool("cache", o.cache);
   const deterministic = params.temperature === 0 || o.seed !== undefined;
   if (cache && !deterministic) {
     throw new LlmserveError("ERR_INVALID_ARGUMENT", "cache: true needs a deterministic request: set temperature to 0 or pass a seed");
@@ -172,10 +178,10 @@ export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptio
     params,
     stop,
     wantLogprobs: logprobs !== undefined,
-    parseSpecial: o.parseSpecial === undefined ? true : checkBool("parseSpecial", o.parseSpecial),
-    addSpecial: o.addSpecial === undefined ? true : checkBool("addSpecial", o.addSpecial),
+    parseSpecial: o.parseSpecial === undefined ? D.parseSpecial : checkBool("parseSpecial", o.parseSpecial),
+    addSpecial: o.addSpecial === undefined ? D.addSpecial : checkBool("addSpecial", o.addSpecial),
     signal: o.signal,
-    cacheKey: cache ? JSON.stringify({ ...params, priority: undefined, stop }) : undefined,
+    cacheKey: cache ? JSON.stringify({ ...params, priority: undefined, session: undefined, pin: undefined, stop }) : undefined,
   };
 }
 

@@ -1,9 +1,10 @@
 /** Reading GGUF metadata from JavaScript (the parse runs on a worker thread). */
 import { loadAddon } from "./binding.js";
 import { fromNative, wrapNative } from "./errors.js";
+import { GGUF_DEFAULTS } from "./defaults.js";
 import { GGUF_LIMITS } from "./limits.js";
 import type { GgufContents } from "./native.js";
-import { checkInt, checkKeys, checkLimit, checkObject, checkPath } from "./validate.js";
+import { checkKeys, checkLimit, checkObject, checkPath } from "./validate.js";
 
 export type { GgufArraySummary, GgufContents, GgufMetaValue, GgufScalar, GgufTensorSummary } from "./native.js";
 
@@ -40,16 +41,17 @@ export function readGguf(path: string, options: ReadGgufOptions = {}): Promise<G
     checkPath("path", path);
     const o = checkObject("readGguf options", options);
     checkKeys("readGguf options", o, ["maxArrayLength", "keyPrefix", "maxStringBytes", "maxMetadataBytes"]);
-    const maxArrayLength = o.maxArrayLength === undefined ? Number.MAX_SAFE_INTEGER : checkLimit("maxArrayLength", o.maxArrayLength, GGUF_LIMITS.maxArrayLength);
+    const D = GGUF_DEFAULTS;
+    const int = (name: keyof typeof GGUF_LIMITS & keyof typeof D): number =>
+      o[name] === undefined ? D[name] : checkLimit(name, o[name], GGUF_LIMITS[name]);
+    const maxArrayLength = int("maxArrayLength");
     const p = o.keyPrefix;
-    const keyPrefixes = p === undefined ? undefined : typeof p === "string" ? [p] : p;
-    if (keyPrefixes !== undefined && (!Array.isArray(keyPrefixes) || keyPrefixes.some((k) => typeof k !== "string"))) {
+    const keyPrefixes = p === undefined ? [] : typeof p === "string" ? [p] : p;
+    if (!Array.isArray(keyPrefixes) || keyPrefixes.some((k) => typeof k !== "string")) {
       return Promise.reject(fromNative({ code: "ERR_INVALID_ARGUMENT", message: "Expected a string or an array of strings for keyPrefix" }));
     }
-    const native: { keyPrefixes?: string[]; maxStringBytes?: number; maxMetadataBytes?: number } = {};
-    if (keyPrefixes !== undefined) native.keyPrefixes = keyPrefixes;
-    if (o.maxStringBytes !== undefined) native.maxStringBytes = checkInt("maxStringBytes", o.maxStringBytes, 1);
-    if (o.maxMetadataBytes !== undefined) native.maxMetadataBytes = checkInt("maxMetadataBytes", o.maxMetadataBytes, 1);
+    // Every field of the native options is set here (the addon has no defaults of its own).
+    const native = { keyPrefixes: keyPrefixes as string[], maxStringBytes: int("maxStringBytes"), maxMetadataBytes: int("maxMetadataBytes") };
     return wrapNative(loadAddon().readGguf(path, maxArrayLength, native));
   } catch (err) {
     return Promise.reject(fromNative(err));

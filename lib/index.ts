@@ -8,7 +8,7 @@ export type { Chunk, GenerateOptions, FinishReason, Prompt, Timings, TokenLogpro
 export { Tokenizer, OFFTHREAD_MIN_CHARS, type EncodeOptions, type DecodeOptions, type StreamOptions, type TokenDecoder } from "./tokenizer/index.js";
 export { readGguf, type ReadGgufOptions, type GgufContents, type GgufMetaValue, type GgufScalar, type GgufArraySummary, type GgufTensorSummary } from "./gguf.js";
 export { synth, SYNTH_TYPES, type SynthOptions, type SynthType } from "./synth.js";
-export { LlmserveError, ERROR_CODES, type ErrorCode } from "./errors.js";
+export { LlmserveError, ERROR_CODES, NATIVE_ERROR_CODES, JS_ERROR_CODES, type ErrorCode } from "./errors.js";
 export { LIMITS, type Limit, type Limits } from "./limits.js";
 export { kernelIsa } from "./kernels.js";
 export { createServer, serve, defaultModelName, ApiError, type ServerOptions, type ServeOptions, type ServeResult, type ShutdownOptions, type LlmserveServerState, type OpenAIErrorBody } from "./server/index.js";

@@ -74,6 +74,8 @@ export const SYNTH_LIMITS = {
 /** Options of readGguf(). */
 export const GGUF_LIMITS = {
   maxArrayLength: int(0, Number.MAX_SAFE_INTEGER),
+  maxStringBytes: int(1, Number.MAX_SAFE_INTEGER),
+  maxMetadataBytes: int(1, Number.MAX_SAFE_INTEGER),
 } as const satisfies Record<string, Limit>;
 
 /** The ranges of {@link LIMITS}, by the group name the native addon exports them under (`addon.limits`). */

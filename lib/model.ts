@@ -4,12 +4,13 @@ import { availableParallelism } from "node:os";
 import { loadAddon } from "./binding.js";
 import { LlmserveError, wrapNative } from "./errors.js";
 import { resolveOptions, startGeneration, type Chunk, type GenerateOptions, type GenerationResult, type Prompt, type ResolvedOptions } from "./generate.js";
-import type { NativeModel, NativeModelInfo, NativeStats } from "./native.js";
+import type { NativeModel, NativeModelInfo, NativeModelOptions, NativeStats } from "./native.js";
 import { ResponseCache } from "./responseCache.js";
 import { Session, type SessionOptions } from "./session.js";
 import { OFFTHREAD_MIN_CHARS, Tokenizer } from "./tokenizer/index.js";
+import { LOAD_DEFAULTS } from "./defaults.js";
 import { LOAD_LIMITS as L } from "./limits.js";
-import { checkBool, checkInt, checkKeys, checkLimit, checkObject, checkPath, checkString } from "./validate.js";
+import { checkBool, checkInt, checkKeys, checkLimit, checkObject, checkPath, checkString, checkTokenIds } from "./validate.js";
 
 /** Options of {@link Model.load}; every field is optional. */
 export interface LoadOptions {
@@ -83,6 +84,43 @@ export interface ModelInfo extends NativeModelInfo {
   eos?: number;
 }
 
+/** The default of {@link LoadOptions.threads}: the physical cores, at most the threads limit (512). */
+export function defaultThreads(): number {
+  return Math.min(physicalCores(), L.threads.max);
+}
+
+/**
+ * @internal Validates load options and fills every absent one from LOAD_DEFAULTS: the complete
+ * options the addon needs (it has no defaults of its own), plus the TypeScript-only ones.
+ */
+export function resolveLoadOptions(options: unknown): { nativeOptions: NativeModelOptions; responseCacheBytes: number; onProgress?: (fraction: number) => void } {
+  const o = checkObject("load options", options) as LoadOptions & Record<string, unknown>;
+  checkKeys("load options", o, ["threads", "contextSize", "kvType", "kvCacheTokens", "kvBlockSize", "maxBatchTokens", "maxSequences",
+    "maxQueue", "prefixCache", "batching", "responseCacheBytes", "repack", "prefillChunk", "onProgress"]);
+  const D = LOAD_DEFAULTS;
+  const int = (name: keyof typeof L & keyof typeof D): number => (o[name] === undefined ? D[name] : checkLimit(name, o[name], L[name]));
+  // Every field of the native options is set here (the addon has no defaults of its own).
+  const nativeOptions: NativeModelOptions = {
+    threads: o.threads === undefined ? defaultThreads() : checkLimit("threads", o.threads, L.threads),
+    contextSize: int("contextSize"),
+    kvType: o.kvType === undefined ? D.kvType : (checkString("kvType", o.kvType, ["f16", "f32", "q8_0"]) as NativeModelOptions["kvType"]),
+    kvCacheTokens: int("kvCacheTokens"),
+    kvBlockSize: int("kvBlockSize"),
+    maxBatchTokens: int("maxBatchTokens"),
+    maxSequences: int("maxSequences"),
+    maxQueue: int("maxQueue"),
+    prefixCache: o.prefixCache === undefined ? D.prefixCache : checkBool("prefixCache", o.prefixCache),
+    staticBatching: (o.batching === undefined ? D.batching : checkString("batching", o.batching, ["continuous", "static"])) === "static",
+    repack: o.repack === undefined ? D.repack : checkBool("repack", o.repack),
+    prefillChunk: int("prefillChunk"),
+  };
+  const responseCacheBytes = o.responseCacheBytes === undefined ? D.responseCacheBytes : checkInt("responseCacheBytes", o.responseCacheBytes, 0);
+  if (o.onProgress !== undefined && typeof o.onProgress !== "function") {
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a function for onProgress");
+  }
+  return { nativeOptions, responseCacheBytes, onProgress: o.onProgress };
+}
+
 /** Physical cores on Linux (hyperthreads share a core's SIMD units); logical CPUs elsewhere. */
 export function physicalCores(): number {
   try {
@@ -134,31 +172,9 @@ export class Model {
    */
   static async load(path: string, options: LoadOptions = {}): Promise<Model> {
     checkPath("path", path);
-    const o = checkObject("load options", options) as LoadOptions & Record<string, unknown>;
-    checkKeys("load options", o, ["threads", "contextSize", "kvType", "kvCacheTokens", "kvBlockSize", "maxBatchTokens", "maxSequences",
-      "maxQueue", "prefixCache", "batching", "responseCacheBytes", "repack", "prefillChunk", "onProgress"]);
-    const int = (name: keyof typeof L & keyof LoadOptions, dflt: number): number =>
-      o[name] === undefined ? dflt : checkLimit(name, o[name], L[name]);
-    const threads = o.threads === undefined ? Math.min(physicalCores(), L.threads.max) : checkLimit("threads", o.threads, L.threads);
-    const contextSize = int("contextSize", 4096);
-    const kvType = (o.kvType === undefined ? "f16" : checkString("kvType", o.kvType, ["f16", "f32", "q8_0"])) as "f16" | "f32" | "q8_0";
-    const engine = {
-      kvCacheTokens: int("kvCacheTokens", 0),
-      kvBlockSize: int("kvBlockSize", 16),
-      maxBatchTokens: int("maxBatchTokens", 512),
-      maxSequences: int("maxSequences", 64),
-      maxQueue: int("maxQueue", 1024),
-      prefixCache: o.prefixCache === undefined ? true : checkBool("prefixCache", o.prefixCache),
-      staticBatching: (o.batching === undefined ? "continuous" : checkString("batching", o.batching, ["continuous", "static"])) === "static",
-      repack: o.repack === undefined ? true : checkBool("repack", o.repack),
-      prefillChunk: int("prefillChunk", 128),
-    };
-    const responseCacheBytes = o.responseCacheBytes === undefined ? 64 << 20 : checkInt("responseCacheBytes", o.responseCacheBytes, 0);
-    if (o.onProgress !== undefined && typeof o.onProgress !== "function") {
-      throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a function for onProgress");
-    }
+    const { nativeOptions, responseCacheBytes, onProgress } = resolveLoadOptions(options);
     const addon = loadAddon();
-    const native = await wrapNative(addon.loadModel(path, { threads, contextSize, kvType, ...engine }, o.onProgress));
+    const native = await wrapNative(addon.loadModel(path, nativeOptions, onProgress));
     try {
       const tokenizer = await Tokenizer.fromGguf(path);
       const info = native.info();
@@ -237,13 +253,7 @@ export class Model {
   promptTokens(prompt: Prompt, addSpecial: boolean, parseSpecial: boolean): number[] {
     if (typeof prompt === "string") return this.tokenizer.encode(prompt, { addSpecial, parseSpecial });
     if (typeof prompt === "object" && prompt !== null && Array.isArray(prompt.tokens)) {
-      const n = this.nativeInfo.nVocab;
-      for (const t of prompt.tokens) {
-        if (!Number.isInteger(t) || t < 0 || t >= n) {
-          throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected token ids in [0, ${n}) but received ${t}`);
-        }
-      }
-      return prompt.tokens.slice();
+      return checkTokenIds(prompt.tokens, this.nativeInfo.nVocab).slice();
     }
     throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a string or { tokens: number[] } for prompt");
   }

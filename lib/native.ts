@@ -64,6 +64,7 @@ export interface GgufContents {
   tensors: GgufTensorSummary[];
 }
 
+/** loadModel()'s options: every field is required (the addon has no defaults; lib/model.ts sets them). */
 export interface NativeModelOptions {
   threads: number;
   contextSize: number;
@@ -189,6 +190,7 @@ export interface NativeModelInfo {
   weightTypes: Record<string, number>;
 }
 
+/** generate()'s params: every field is required (the addon has no defaults; lib/generate.ts sets them). */
 export interface NativeGenerateParams {
   maxTokens: number;
   temperature: number;
@@ -200,12 +202,17 @@ export interface NativeGenerateParams {
   frequencyPenalty: number;
   presencePenalty: number;
   seed: number;
+  /** Alternatives to report per token, in [0, 20]. */
   logprobs: number;
+  /** Report each token's logprob (with `logprobs` alternatives). */
+  wantLogprobs: boolean;
   stopTokens: number[];
-  priority?: number;
-  session?: number;
-  pin?: boolean;
-  adapter?: number;
+  priority: number;
+  /** 0: no session. */
+  session: number;
+  pin: boolean;
+  /** 0: no adapter. */
+  adapter: number;
 }
 
 export interface NativeTokenLogprob {
@@ -237,6 +244,7 @@ export interface NativeModel {
   dispose(): Promise<void>;
 }
 
+/** synth()'s options: every field is required (lib/synth.ts sets them). */
 export interface NativeSynthOptions {
   arch: string;
   dim: number;
@@ -255,10 +263,18 @@ export interface NativeSynthOptions {
 export interface NativeAddon {
   /** The ranges the addon enforces on numbers from JS (native/napi/limits.h), by group; equal to lib/limits.ts LIMITS. */
   limits: Record<string, Record<string, { min: number; max: number; integer: boolean; minExclusive: boolean }>>;
+  /** The core's own defaults (its struct initializers), by group; test/native/truth.test.ts compares them with lib/defaults.ts. */
+  defaults: {
+    load: NativeModelOptions;
+    generate: NativeGenerateParams;
+    synth: NativeSynthOptions;
+    gguf: { maxStringBytes: number; maxMetadataBytes: number };
+  };
+  /** Every argument and field is required (lib/gguf.ts sets them; `keyPrefixes: []` = every key). */
   readGguf(
     path: string,
-    maxArrayLength?: number,
-    options?: { keyPrefixes?: string[]; maxStringBytes?: number; maxMetadataBytes?: number },
+    maxArrayLength: number,
+    options: { keyPrefixes: string[]; maxStringBytes: number; maxMetadataBytes: number },
   ): Promise<GgufContents>;
   /** Every error code the addon can produce (status.h), for checking lib/errors.ts against. */
   errorCodes(): string[];

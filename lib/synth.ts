@@ -1,7 +1,9 @@
 /** synth: write a random-weight GGUF model of any shape and weight type (for tests and benchmarks). */
 import { loadAddon } from "./binding.js";
 import { LlmserveError, wrapNative } from "./errors.js";
+import { SYNTH_DEFAULTS } from "./defaults.js";
 import { SYNTH_LIMITS as S } from "./limits.js";
+import type { NativeSynthOptions } from "./native.js";
 import { checkBool, checkKeys, checkLimit, checkObject, checkPath, checkString } from "./validate.js";
 
 /** The weight types {@link synth} can write. */
@@ -40,6 +42,34 @@ export interface SynthOptions {
 }
 
 /**
+ * @internal Validates synth options and fills every absent one from SYNTH_DEFAULTS: the complete
+ * options the addon needs (it has no defaults of its own).
+ */
+export function resolveSynthOptions(options: unknown): { opts: NativeSynthOptions; onProgress?: (fraction: number) => void } {
+  const o = checkObject("synth options", options) as SynthOptions & Record<string, unknown>;
+  checkKeys("synth options", o, ["arch", "dim", "layers", "heads", "kvHeads", "ffn", "context", "vocabFrom", "vocabSize", "type", "seed", "tiedOutput", "onProgress"]);
+  const D = SYNTH_DEFAULTS;
+  const type = o.type === undefined ? D.type : typeof o.type === "string" ? o.type.toLowerCase() : o.type;
+  const int = (name: keyof typeof S & keyof typeof D): number => checkLimit(name, o[name] ?? D[name], S[name]);
+  // Every field of the native options is set here (the addon has no defaults of its own).
+  const opts: NativeSynthOptions = {
+    arch: checkString("arch", o.arch ?? D.arch, ["llama", "qwen2"]),
+    dim: int("dim"),
+    layers: int("layers"),
+    heads: int("heads"),
+    kvHeads: int("kvHeads"),
+    ffn: int("ffn"),
+    context: int("context"),
+    vocabFrom: o.vocabFrom === undefined ? D.vocabFrom : checkString("vocabFrom", o.vocabFrom),
+    vocabSize: int("vocabSize"),
+    type: checkString("type", type, SYNTH_TYPES),
+    seed: int("seed"),
+    tiedOutput: o.tiedOutput === undefined ? D.tiedOutput : checkBool("tiedOutput", o.tiedOutput),
+  };
+  return { opts, onProgress: o.onProgress };
+}
+
+/**
  * Writes a random-weight llama/qwen2 model that llama.cpp also loads.
  * @param outPath where to write the GGUF file (overwritten)
  * @param options shape, weight type and seed
@@ -53,25 +83,6 @@ export async function synth(
   notes: string[];
 }> {
   checkPath("outPath", outPath);
-  const o = checkObject("synth options", options) as SynthOptions & Record<string, unknown>;
-  checkKeys("synth options", o, ["arch", "dim", "layers", "heads", "kvHeads", "ffn", "context", "vocabFrom", "vocabSize", "type", "seed", "tiedOutput", "onProgress"]);
-  const type = (o.type ?? "f32").toLowerCase();
-  if (!(SYNTH_TYPES as readonly string[]).includes(type)) {
-    throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected one of ${SYNTH_TYPES.join(", ")} for type but received ${JSON.stringify(o.type)}`);
-  }
-  const opts = {
-    arch: checkString("arch", o.arch ?? "llama", ["llama", "qwen2"]),
-    dim: checkLimit("dim", o.dim ?? 256, S.dim),
-    layers: checkLimit("layers", o.layers ?? 4, S.layers),
-    heads: checkLimit("heads", o.heads ?? 8, S.heads),
-    kvHeads: checkLimit("kvHeads", o.kvHeads ?? 2, S.kvHeads),
-    ffn: checkLimit("ffn", o.ffn ?? 768, S.ffn),
-    context: checkLimit("context", o.context ?? 2048, S.context),
-    vocabFrom: o.vocabFrom === undefined ? "" : checkString("vocabFrom", o.vocabFrom),
-    vocabSize: checkLimit("vocabSize", o.vocabSize ?? 512, S.vocabSize),
-    type,
-    seed: checkLimit("seed", o.seed ?? 7, S.seed),
-    tiedOutput: o.tiedOutput === undefined ? false : checkBool("tiedOutput", o.tiedOutput),
-  };
-  return wrapNative(loadAddon().synth(opts, outPath, o.onProgress));
+  const { opts, onProgress } = resolveSynthOptions(options);
+  return wrapNative(loadAddon().synth(opts, outPath, onProgress));
 }

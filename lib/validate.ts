@@ -78,3 +78,17 @@ export function checkPath(name: string, v: unknown): string {
   if (v.includes("\0")) fail(`Expected a file path without NUL characters for ${name} but the string contains "\\0" at index ${v.indexOf("\0")}`);
   return v;
 }
+
+/**
+ * The token ids of a prompt: integers in [0, nVocab). The one TypeScript check (Model's token
+ * prompts, evaluate() and the server's token prompts all call it); an id outside the vocabulary gets
+ * the core's message word for word ("Token id 70000 is outside the vocabulary [0, 32000)."): the
+ * core keeps the same check in Engine::submit as an invariant, since it indexes the embedding table.
+ */
+export function checkTokenIds(ids: readonly unknown[], nVocab: number): number[] {
+  for (const t of ids) {
+    if (!Number.isInteger(t)) fail(`Expected integer token ids but received ${describe(t)}`);
+    if ((t as number) < 0 || (t as number) >= nVocab) fail(`Token id ${t as number} is outside the vocabulary [0, ${nVocab}).`);
+  }
+  return ids as number[];
+}

@@ -44,10 +44,10 @@ function newestSourceMtime() {
     for (const e of readdirSync(dir, { withFileTypes: true })) {
       const p = join(dir, e.name);
       if (e.isDirectory()) walk(p);
-      else if (/\.(c|cc|cpp|h|hpp|cu|cuh)$/.test(e.name)) newest = Math.max(newest, statSync(p).mtimeMs);
+      else if (/\.(c|cc|cpp|h|hpp)$/.test(e.name)) newest = Math.max(newest, statSync(p).mtimeMs);
     }
   };
-  for (const d of ["core", "napi", "cuda"]) walk(join(root, "native", d));
+  for (const d of ["core", "napi"]) walk(join(root, "native", d));
   return newest;
 }
 

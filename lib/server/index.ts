@@ -10,9 +10,11 @@
 import type { Socket } from "node:net";
 import { basename } from "node:path";
 import { performance } from "node:perf_hooks";
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from "fastify";
 import { ChatTemplate } from "../chat/index.js";
+import { SERVER_DEFAULTS } from "../defaults.js";
 import { LlmserveError } from "../errors.js";
+import { INT32_MAX } from "../limits.js";
 import { ServerMetrics } from "../metrics.js";
 import type { Model } from "../model.js";
 import { Authorizer } from "./auth.js";
@@ -101,132 +103,152 @@ export function defaultModelName(path: string): string {
   return basename(path).replace(/\.gguf$/i, "");
 }
 
-/**
- * Builds the server (not yet listening). Call `listen({ port, host })` on the result; close it with
- * `app.llmserve.shutdown()` or `app.close()`.
- */
-export function createServer(model: Model, options: ServerOptions = {}): FastifyInstance {
-  const auth = new Authorizer({ apiKey: options.apiKey, metricsKey: options.metricsKey });
-  const ms = (name: keyof ServerOptions, def: number, min = 1) => {
-    const v = options[name] ?? def;
-    if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > 2 ** 31 - 1) {
-      throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected an integer in [${min}, 2147483647] for ${name} but received ${String(v)}`);
+/** createServer's options, checked, with every default applied (SERVER_DEFAULTS). */
+interface ResolvedServerOptions {
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  maxConnections: number;
+  streamWriteTimeoutMs: number;
+  bodyLimit: number;
+  maxQueue?: number;
+}
+
+function resolveServerOptions(options: ServerOptions): ResolvedServerOptions {
+  const D = SERVER_DEFAULTS;
+  const int = (name: keyof ServerOptions & keyof typeof D, min = 1) => {
+    const v = options[name] ?? D[name];
+    if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > INT32_MAX) {
+      throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected an integer in [${min}, ${INT32_MAX}] for ${name} but received ${String(v)}`);
     }
     return v;
   };
-  const headersTimeoutMs = ms("headersTimeoutMs", 10_000);
-  const requestTimeoutMs = ms("requestTimeoutMs", 30_000);
+  const headersTimeoutMs = int("headersTimeoutMs");
+  const requestTimeoutMs = int("requestTimeoutMs");
   if (headersTimeoutMs > requestTimeoutMs) {
     throw new LlmserveError("ERR_INVALID_ARGUMENT", `headersTimeoutMs (${headersTimeoutMs}) must not exceed requestTimeoutMs (${requestTimeoutMs})`);
   }
-  const keepAliveTimeoutMs = ms("keepAliveTimeoutMs", 10_000);
-  const maxConnections = ms("maxConnections", 1024);
-  const streamWriteTimeoutMs = ms("streamWriteTimeoutMs", 30_000);
   if (options.maxQueue !== undefined && (!Number.isInteger(options.maxQueue) || options.maxQueue < 0)) {
     throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected a non-negative integer for maxQueue but received ${options.maxQueue}`);
   }
-  const modelName = options.modelName ?? defaultModelName(model.path);
-  const maxSequences = model.info.maxSequences;
-  const app = Fastify({
-    logger: options.logger ?? false,
-    bodyLimit: options.bodyLimit ?? 8 * 1024 * 1024,
+  return {
+    headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs: int("keepAliveTimeoutMs"), maxConnections: int("maxConnections"),
+    streamWriteTimeoutMs: int("streamWriteTimeoutMs"), bodyLimit: options.bodyLimit ?? D.bodyLimit, maxQueue: options.maxQueue,
+  };
+}
+
+/** The fastify instance with the server's timeouts, body limit and validation settings. */
+function buildFastify(o: ResolvedServerOptions, logger: ServerOptions["logger"]): FastifyInstance {
+  return Fastify({
+    logger: logger ?? false,
+    bodyLimit: o.bodyLimit,
     forceCloseConnections: "idle",
-    requestTimeout: requestTimeoutMs,
+    requestTimeout: o.requestTimeoutMs,
     clientErrorHandler(err, socket) {
       const code = (err as { code?: unknown }).code;
       if (code === "ECONNRESET" || code === "EPIPE" || !socket.writable) return void socket.destroy();
       socket.end(clientErrorResponse(err));
     },
-    keepAliveTimeout: keepAliveTimeoutMs,
+    keepAliveTimeout: o.keepAliveTimeoutMs,
     // Node checks header/request deadlines on this interval (default 30 s): check often enough that
     // a slow client is cut off close to its deadline.
-    http: { connectionsCheckingInterval: Math.min(1_000, headersTimeoutMs), headersTimeout: headersTimeoutMs },
+    http: { connectionsCheckingInterval: Math.min(1_000, o.headersTimeoutMs), headersTimeout: o.headersTimeoutMs },
     return503OnClosing: false, // requests on open connections while closing get OpenAI-style 503s from the routes
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
   });
+}
 
-  const metrics = new ServerMetrics(() => model.stats(), { defaultMetrics: options.defaultMetrics });
-  const warn = (m: string) => (options.logger ? app.log.warn(m) : process.emitWarning(m, "LlmserveWarning"));
-  const templatePromise = ChatTemplate.fromModel(model, { template: options.chatTemplate, warn });
-  templatePromise.catch(() => {}); // reported on the first chat request
-
-  let closing = false;
+/**
+ * Admission of sequences beyond the engine's maxSequences: at most `maxQueue` more (unset: no limit
+ * here, only the engine's queue). Returns EndpointContext.admit.
+ */
+function admission(maxSequences: number, maxQueue: number | undefined): EndpointContext["admit"] {
   let active = 0; // sequences admitted
-  let inFlight = 0;
-  const controllers = new Set<AbortController>();
-  let idleWaiters: (() => void)[] = [];
-  const requestDone = () => {
-    inFlight--;
-    if (inFlight === 0) {
-      const w = idleWaiters;
-      idleWaiters = [];
+  return (sequences) => {
+    if (maxQueue !== undefined && sequences > maxSequences + maxQueue) {
+      // Could never be admitted, however idle the server: not a "retry later".
+      throw new ApiError(400, `This request needs ${sequences} sequences (prompts x n); this server admits at most ${maxSequences + maxQueue} at once. Send fewer prompts or a smaller n.`, { code: "invalid_value", param: "n" });
+    }
+    if (maxQueue !== undefined && active + sequences > maxSequences + maxQueue) {
+      throw new ApiError(429, `The server is busy (${active} sequences running or queued, at most ${maxSequences + maxQueue}); retry later.`, { code: "queue_full" });
+    }
+    active += sequences;
+    let released = false;
+    return () => {
+      if (!released) active -= sequences;
+      released = true;
+    };
+  };
+}
+
+/** Requests in flight, their AbortControllers, and the graceful shutdown that waits for them. */
+class Lifecycle {
+  closing = false;
+  inFlight = 0;
+  readonly controllers = new Set<AbortController>();
+  private idleWaiters: (() => void)[] = [];
+  private shutdownPromise?: Promise<void>;
+
+  constructor(private readonly app: FastifyInstance, private readonly model: Model) {}
+
+  /** Wraps a route handler so the request counts as in flight until it returns. */
+  track<A extends unknown[], R>(f: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+    return async (...args: A) => {
+      this.inFlight++;
+      try {
+        return await f(...args);
+      } finally {
+        this.requestDone();
+      }
+    };
+  }
+
+  private requestDone(): void {
+    this.inFlight--;
+    if (this.inFlight === 0) {
+      const w = this.idleWaiters;
+      this.idleWaiters = [];
       for (const f of w) f();
     }
-  };
-  const idle = () => (inFlight === 0 ? Promise.resolve() : new Promise<void>((r) => idleWaiters.push(r)));
+  }
 
-  const ctx: EndpointContext = {
-    model, modelName, metrics,
-    chatTemplate: () => templatePromise,
-    closing: () => closing,
-    streamWriteTimeoutMs,
-    admit(sequences) {
-      if (options.maxQueue !== undefined && sequences > maxSequences + options.maxQueue) {
-        // Could never be admitted, however idle the server: not a "retry later".
-        throw new ApiError(400, `This request needs ${sequences} sequences (prompts x n); this server admits at most ${maxSequences + options.maxQueue} at once. Send fewer prompts or a smaller n.`, { code: "invalid_value", param: "n" });
-      }
-      if (options.maxQueue !== undefined && active + sequences > maxSequences + options.maxQueue) {
-        throw new ApiError(429, `The server is busy (${active} sequences running or queued, at most ${maxSequences + options.maxQueue}); retry later.`, { code: "queue_full" });
-      }
-      active += sequences;
-      let released = false;
-      return () => {
-        if (!released) active -= sequences;
-        released = true;
-      };
-    },
-    track(ac) {
-      controllers.add(ac);
-      return () => controllers.delete(ac);
-    },
-  };
+  private idle(): Promise<void> {
+    return this.inFlight === 0 ? Promise.resolve() : new Promise<void>((r) => this.idleWaiters.push(r));
+  }
 
-  let shutdownPromise: Promise<void> | undefined;
-  const state: LlmserveServerState = {
-    model, modelName, metrics,
-    get inFlight() {
-      return inFlight;
-    },
-    chatTemplate: () => templatePromise,
-    shutdown(opts: ShutdownOptions = {}) {
-      shutdownPromise ??= (async () => {
-        closing = true;
-        const closed = app.close();
-        const timeoutMs = opts.timeoutMs ?? 10_000;
-        let timer: NodeJS.Timeout | undefined;
-        const timedOut = await Promise.race([
-          idle().then(() => false),
-          new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs))),
-        ]);
-        clearTimeout(timer);
-        if (timedOut) {
-          for (const ac of controllers) ac.abort();
-          await Promise.race([idle(), new Promise((r) => setTimeout(r, 5_000).unref())]);
-        }
-        app.server.closeAllConnections();
-        await closed;
-        if (opts.disposeModel) await model.dispose();
-      })();
-      return shutdownPromise;
-    },
-  };
-  app.decorate("llmserve", state);
+  /** See {@link LlmserveServerState.shutdown}. */
+  shutdown(opts: ShutdownOptions = {}): Promise<void> {
+    this.shutdownPromise ??= (async () => {
+      this.closing = true;
+      const closed = this.app.close();
+      const timeoutMs = opts.timeoutMs ?? SERVER_DEFAULTS.shutdownTimeoutMs;
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = await Promise.race([
+        this.idle().then(() => false),
+        new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs))),
+      ]);
+      clearTimeout(timer);
+      if (timedOut) {
+        for (const ac of this.controllers) ac.abort();
+        await Promise.race([this.idle(), new Promise((r) => setTimeout(r, 5_000).unref())]);
+      }
+      this.app.server.closeAllConnections();
+      await closed;
+      if (opts.disposeModel) await this.model.dispose();
+    })();
+    return this.shutdownPromise;
+  }
+}
+
+/**
+ * Connection tracking (so that closing does not wait on idle keep-alive sockets, including ones a
+ * client opened without sending a request yet), per-request accounting (also for hijacked
+ * streaming replies), auth on the matched route, and the error and not-found handlers.
+ */
+function registerHooks(app: FastifyInstance, auth: Authorizer, metrics: ServerMetrics, life: Lifecycle, maxConnections: number): void {
   app.server.maxConnections = maxConnections;
   app.server.on("drop", () => metrics.droppedConnections.inc());
-
-  // Connections and their requests in flight, so that closing does not wait on idle keep-alive
-  // sockets (including ones a client opened without sending a request yet).
-  const sockets = new Map<Socket, number>();
+  const sockets = new Map<Socket, number>(); // connection -> requests in flight on it
   let serverClosing = false;
   app.server.on("connection", (socket: Socket) => {
     sockets.set(socket, 0);
@@ -234,11 +256,10 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
   });
   app.addHook("preClose", async () => {
     serverClosing = true;
-    closing = true;
+    life.closing = true;
     for (const [socket, busy] of sockets) if (busy === 0) socket.destroy();
   });
 
-  // Request accounting (also for hijacked streaming replies) and auth.
   app.addHook("onRequest", async (request, reply) => {
     const start = performance.now();
     const res = reply.raw;
@@ -266,15 +287,13 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
     const e = new ApiError(404, `Unknown route ${request.method} ${request.url.split("?")[0]}.`, { code: "unknown_url" });
     void reply.status(404).send(e.body());
   });
+}
 
-  const generation = (kind: "chat" | "completion") => async (request: Parameters<typeof handleGeneration>[2], reply: Parameters<typeof handleGeneration>[3]) => {
-    inFlight++;
-    try {
-      return await handleGeneration(ctx, kind, request, reply);
-    } finally {
-      requestDone();
-    }
-  };
+/** The routes: the two generation endpoints, /v1/models, /health and /metrics. */
+function registerRoutes(app: FastifyInstance, ctx: EndpointContext, auth: Authorizer, life: Lifecycle): void {
+  const { model, modelName, metrics } = ctx;
+  const generation = (kind: "chat" | "completion") =>
+    life.track((request: FastifyRequest, reply: FastifyReply) => handleGeneration(ctx, kind, request, reply));
   app.post("/v1/completions", { schema: { body: completionSchema } }, generation("completion"));
   app.post("/v1/chat/completions", { schema: { body: chatSchema } }, generation("chat"));
 
@@ -289,7 +308,7 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
   });
 
   app.get("/health", { config: { access: "public" } }, async (request, reply) => {
-    if (closing) return reply.status(503).send({ status: "shutting_down" });
+    if (life.closing) return reply.status(503).send({ status: "shutting_down" });
     if (!auth.hasApiKey(request)) return { status: "ok" }; // the details are for key holders
     let s;
     try {
@@ -297,14 +316,53 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
     } catch {
       return reply.status(503).send({ status: "unavailable" });
     }
-    return { status: "ok", model: modelName, running: s.running, waiting: s.waiting, inFlight };
+    return { status: "ok", model: modelName, running: s.running, waiting: s.waiting, inFlight: life.inFlight };
   });
 
   app.get("/metrics", { config: { access: "metrics" } }, async (_request, reply) => {
     const { contentType, body } = await metrics.scrape();
     return reply.type(contentType).send(body);
   });
+}
 
+/**
+ * Builds the server (not yet listening). Call `listen({ port, host })` on the result; close it with
+ * `app.llmserve.shutdown()` or `app.close()`.
+ */
+export function createServer(model: Model, options: ServerOptions = {}): FastifyInstance {
+  const auth = new Authorizer({ apiKey: options.apiKey, metricsKey: options.metricsKey });
+  const o = resolveServerOptions(options);
+  const modelName = options.modelName ?? defaultModelName(model.path);
+  const app = buildFastify(o, options.logger);
+
+  const metrics = new ServerMetrics(() => model.stats(), { defaultMetrics: options.defaultMetrics });
+  const warn = (m: string) => (options.logger ? app.log.warn(m) : process.emitWarning(m, "LlmserveWarning"));
+  const templatePromise = ChatTemplate.fromModel(model, { template: options.chatTemplate, warn });
+  templatePromise.catch(() => {}); // reported on the first chat request
+
+  const life = new Lifecycle(app, model);
+  const ctx: EndpointContext = {
+    model, modelName, metrics,
+    chatTemplate: () => templatePromise,
+    closing: () => life.closing,
+    streamWriteTimeoutMs: o.streamWriteTimeoutMs,
+    admit: admission(model.info.maxSequences, o.maxQueue),
+    track(ac) {
+      life.controllers.add(ac);
+      return () => life.controllers.delete(ac);
+    },
+  };
+  const state: LlmserveServerState = {
+    model, modelName, metrics,
+    get inFlight() {
+      return life.inFlight;
+    },
+    chatTemplate: () => templatePromise,
+    shutdown: (opts) => life.shutdown(opts),
+  };
+  app.decorate("llmserve", state);
+  registerHooks(app, auth, metrics, life, o.maxConnections);
+  registerRoutes(app, ctx, auth, life);
   return app;
 }
 
@@ -344,7 +402,7 @@ export async function serve(model: Model, options: ServeOptions = {}): Promise<S
     signalled = true;
     process.stderr.write(`llmserve: ${signal} received, finishing ${app.llmserve.inFlight} request(s)...\n`);
     app.llmserve
-      .shutdown({ timeoutMs: options.shutdownTimeoutMs ?? 10_000, disposeModel: true })
+      .shutdown({ timeoutMs: options.shutdownTimeoutMs ?? SERVER_DEFAULTS.shutdownTimeoutMs, disposeModel: true })
       .then(
         () => {
           if (options.exitOnSignal ?? true) process.exit(0);
@@ -361,7 +419,7 @@ export async function serve(model: Model, options: ServeOptions = {}): Promise<S
   });
   let url: string;
   try {
-    url = await app.listen({ port: options.port ?? 8080, host: options.host ?? "127.0.0.1" });
+    url = await app.listen({ port: options.port ?? SERVER_DEFAULTS.port, host: options.host ?? SERVER_DEFAULTS.host });
   } catch (err) {
     await app.close();
     throw err;

@@ -5,8 +5,9 @@
 
 namespace llmserve {
 
-// The one list of codes: (enumerator, JS error.code). lib/errors.ts lists the same strings
-// (ERROR_CODES); test/native/hostile-gguf.test.ts checks the addon's list against it.
+// The one list of codes: (enumerator, JS error.code). The addon exports it (errorCodes(), OK left
+// out) and test/native/truth.test.ts asserts it equals lib/errors.ts NATIVE_ERROR_CODES, in this
+// order, and that every code is produced somewhere in native/ (no dead codes).
 #define LLMS_STATUS_CODES(X)                 \
   X(Ok, "OK")                                \
   X(FileNotFound, "ERR_FILE_NOT_FOUND")      \
@@ -26,8 +27,11 @@ namespace llmserve {
   X(Cancelled, "ERR_CANCELLED")              \
   X(QueueFull, "ERR_QUEUE_FULL")             \
   X(KvExhausted, "ERR_KV_EXHAUSTED")         \
+  X(Disposed, "ERR_DISPOSED")                \
   X(Internal, "ERR_INTERNAL")
 
+// Disposed: a call on a model whose engine has been shut down (the same code the TypeScript layer
+// gives when it notices first); work already in flight at shutdown ends as Cancelled / "abort".
 // GgufLimit: a value in a model file is larger than llmserve accepts (a string, an array, a count,
 // nesting, the metadata memory budget); the message names the key and the limit.
 enum class Code {

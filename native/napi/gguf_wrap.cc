@@ -184,42 +184,29 @@ class ReadGgufWorker : public StatusWorker<Napi::AsyncWorker> {
   std::unique_ptr<GgufFile> file_;
 };
 
-// A positive integer option (or the default when absent); throws ERR_INVALID_ARGUMENT otherwise.
-uint64_t limit_opt(Napi::Env env, Napi::Object o, const char* name, uint64_t def) {
-  Napi::Value v = o.Get(name);
-  if (v.IsUndefined()) return def;
-  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-  if (!(d >= 1) || d != std::floor(d) || d > 9007199254740991.0)
-    throw make_js_error(env, Code::InvalidArgument, std::string("Expected a positive integer for ") + name);
-  return (uint64_t)d;
-}
-
-// readGguf(path, maxArrayLength?, {keyPrefixes?, maxStringBytes?, maxMetadataBytes?}?)
+// readGguf(path, maxArrayLength, {keyPrefixes, maxStringBytes, maxMetadataBytes}): every argument
+// and field required (lib/gguf.ts fills them from lib/defaults.ts).
 Napi::Value ReadGguf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString())
-    throw make_js_error(env, Code::InvalidArgument, "readGguf expects a file path string");
   std::string path = path_arg(env, info[0], "the GGUF path");
   ReadOptions o;
-  if (info.Length() > 1 && !info[1].IsUndefined()) o.max_array = check_number<uint64_t, limits::kMaxArrayLength>(env, info[1]);
-  if (info.Length() > 2 && info[2].IsObject()) {
-    Napi::Object opts = info[2].As<Napi::Object>();
-    Napi::Value p = opts.Get("keyPrefixes");
-    if (p.IsArray()) {
-      Napi::Array a = p.As<Napi::Array>();
-      for (uint32_t k = 0; k < a.Length(); ++k) {
-        Napi::Value e = a.Get(k);
-        if (!e.IsString()) throw make_js_error(env, Code::InvalidArgument, "Expected strings in keyPrefixes");
-        o.prefixes.push_back(e.As<Napi::String>().Utf8Value());
-      }
-    }
-    o.limits.max_string_bytes = limit_opt(env, opts, "maxStringBytes", o.limits.max_string_bytes);
-    o.limits.max_metadata_bytes = limit_opt(env, opts, "maxMetadataBytes", o.limits.max_metadata_bytes);
+  o.max_array = check_number<uint64_t, limits::kMaxArrayLength>(env, info[1]);
+  if (!info[2].IsObject()) throw_invalid(env, false, "Expected an options object for readGguf options but received " + js_describe(info[2]));
+  Napi::Object opts = info[2].As<Napi::Object>();
+  Napi::Value p = opts.Get("keyPrefixes");
+  if (!p.IsArray()) throw_invalid(env, false, "Expected an array of strings for keyPrefixes but received " + js_describe(p));
+  Napi::Array a = p.As<Napi::Array>();
+  for (uint32_t k = 0; k < a.Length(); ++k) {
+    Napi::Value e = a.Get(k);
+    if (!e.IsString()) throw_invalid(env, false, "Expected an array of strings for keyPrefixes but received " + js_describe(e) + " at index " + std::to_string(k));
+    o.prefixes.push_back(e.As<Napi::String>().Utf8Value());
   }
+  o.limits.max_string_bytes = get_number<uint64_t, limits::kMaxStringBytes>(opts);
+  o.limits.max_metadata_bytes = get_number<uint64_t, limits::kMaxMetadataBytes>(opts);
   auto* w = new ReadGgufWorker(env, std::move(path), std::move(o));
-  auto p = w->promise();
+  auto pr = w->promise();
   w->Queue();
-  return p;
+  return pr;
 }
 
 Napi::Value ErrorCodes(const Napi::CallbackInfo& info) { return error_codes_to_js(info.Env()); }
@@ -227,6 +214,10 @@ Napi::Value ErrorCodes(const Napi::CallbackInfo& info) { return error_codes_to_j
 }  // namespace
 
 void init_gguf(Napi::Env env, Napi::Object exports) {
+  const GgufLimits g;
+  Napi::Object d = defaults_group(env, exports, "gguf");
+  d.Set("maxStringBytes", Napi::Number::New(env, (double)g.max_string_bytes));
+  d.Set("maxMetadataBytes", Napi::Number::New(env, (double)g.max_metadata_bytes));
   exports.Set("readGguf", Napi::Function::New(env, ReadGguf, "readGguf"));
   exports.Set("errorCodes", Napi::Function::New(env, ErrorCodes, "errorCodes"));
 }

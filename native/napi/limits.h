@@ -1,6 +1,6 @@
 // The allowed range of every number JS passes to the addon. lib/limits.ts holds the same table for
 // the TypeScript checks (which run first and give the same messages); the addon exports this one
-// as `limits` and test/native/napi_limits.test.ts asserts the two are equal, so they cannot drift.
+// as `limits` and test/native/limits.test.ts asserts the two are equal, so they cannot drift.
 // Each read (wrap_common.h get_number) checks the value against its Limit and static_asserts that
 // the Limit fits the C++ type it is cast to, so no out-of-range double is ever converted (UB).
 #pragma once
@@ -58,8 +58,10 @@ inline constexpr Limit kSynthContext{"context", 1, 1 << 24, true, false};
 inline constexpr Limit kSynthVocabSize{"vocabSize", 1, 1 << 20, true, false};
 inline constexpr Limit kSynthSeed{"seed", 0, kSafeMax, true, false};
 
-// readGguf(path, maxArrayLength)
+// readGguf(path, maxArrayLength, {maxStringBytes, maxMetadataBytes})
 inline constexpr Limit kMaxArrayLength{"maxArrayLength", 0, kSafeMax, true, false};
+inline constexpr Limit kMaxStringBytes{"maxStringBytes", 1, kSafeMax, true, false};
+inline constexpr Limit kMaxMetadataBytes{"maxMetadataBytes", 1, kSafeMax, true, false};
 
 // Exported to JS as addon.limits[group][name].
 struct Group {
@@ -74,7 +76,7 @@ inline constexpr const Limit* kLoad[] = {&kThreads, &kContextSize, &kKvCacheToke
                                          &kMaxBatchTokens, &kPrefillChunk, &kMaxSequences, &kMaxQueue};
 inline constexpr const Limit* kSynth[] = {&kSynthDim, &kSynthLayers, &kSynthHeads, &kSynthKvHeads,
                                           &kSynthFfn, &kSynthContext, &kSynthVocabSize, &kSynthSeed};
-inline constexpr const Limit* kGguf[] = {&kMaxArrayLength};
+inline constexpr const Limit* kGguf[] = {&kMaxArrayLength, &kMaxStringBytes, &kMaxMetadataBytes};
 inline constexpr Group kGroups[] = {
     {"generate", kGenerate, sizeof(kGenerate) / sizeof(kGenerate[0])},
     {"load", kLoad, sizeof(kLoad) / sizeof(kLoad[0])},

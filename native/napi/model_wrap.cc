@@ -60,7 +60,7 @@ Napi::Object event_to_js(Napi::Env env, GenEvent& ev) {
 
 std::vector<int32_t> to_tokens(Napi::Env env, Napi::Value v) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-    throw make_js_error(env, Code::InvalidArgument, "tokens must be an Int32Array");
+    throw_invalid(env, false, "Expected an Int32Array of token ids for tokens but received " + js_describe(v));
   auto a = v.As<Napi::Int32Array>();
   return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());  // copy at the boundary
 }
@@ -87,7 +87,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
  private:
   Engine* live(Napi::Env env) {
-    if (!engine_) throw make_js_error(env, Code::Cancelled, "The model has been disposed; load it again.");
+    if (!engine_) throw make_js_error(env, Code::Disposed, "The model has been disposed; load it again.");
     return engine_.get();
   }
 
@@ -134,37 +134,36 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     Napi::Env env = info.Env();
     Engine* e = live(env);
     if (info.Length() < 3 || !info[1].IsObject() || !info[2].IsFunction())
-      throw make_js_error(env, Code::InvalidArgument, "generate(tokens, params, onEvent)");
+      throw_invalid(env, false, "generate(tokens, params, onEvent): expected an Int32Array, an object and a function");
     auto req = std::make_shared<GenerateRequest>();
     req->prompt = to_tokens(env, info[0]);
     Napi::Object p = info[1].As<Napi::Object>();
-    req->max_tokens = get_number<int64_t, L::kMaxTokens>(p, 256);
+    // Every field is required (lib/generate.ts resolveOptions fills them from lib/defaults.ts).
+    req->max_tokens = get_number<int64_t, L::kMaxTokens>(p);
     SamplingParams& s = req->sampling;
-    s.temperature = get_number<float, L::kTemperature>(p, s.temperature);
-    s.top_k = get_number<int32_t, L::kTopK>(p, s.top_k);
-    s.top_p = get_number<float, L::kTopP>(p, s.top_p);
-    s.min_p = get_number<float, L::kMinP>(p, s.min_p);
-    s.repeat_penalty = get_number<float, L::kRepeatPenalty>(p, s.repeat_penalty);
-    s.repeat_last_n = get_number<int32_t, L::kRepeatLastN>(p, s.repeat_last_n);
-    s.frequency_penalty = get_number<float, L::kFrequencyPenalty>(p, s.frequency_penalty);
-    s.presence_penalty = get_number<float, L::kPresencePenalty>(p, s.presence_penalty);
-    s.seed = get_number<uint64_t, L::kSeed>(p, 0);
-    s.n_logprobs = get_number<int32_t, L::kLogprobs>(p, 0);
-    req->want_logprobs = !p.Get("logprobs").IsUndefined();
-    req->priority = get_number<int32_t, L::kPriority>(p, 0);
-    req->session = get_number<int64_t, L::kSession>(p, 0);
-    req->pin = p.Get("pin").ToBoolean();
-    req->adapter = get_number<uint64_t, L::kAdapter>(p, 0);
+    s.temperature = get_number<float, L::kTemperature>(p);
+    s.top_k = get_number<int32_t, L::kTopK>(p);
+    s.top_p = get_number<float, L::kTopP>(p);
+    s.min_p = get_number<float, L::kMinP>(p);
+    s.repeat_penalty = get_number<float, L::kRepeatPenalty>(p);
+    s.repeat_last_n = get_number<int32_t, L::kRepeatLastN>(p);
+    s.frequency_penalty = get_number<float, L::kFrequencyPenalty>(p);
+    s.presence_penalty = get_number<float, L::kPresencePenalty>(p);
+    s.seed = get_number<uint64_t, L::kSeed>(p);
+    s.n_logprobs = get_number<int32_t, L::kLogprobs>(p);
+    req->want_logprobs = get_bool(p, "wantLogprobs");
+    req->priority = get_number<int32_t, L::kPriority>(p);
+    req->session = get_number<int64_t, L::kSession>(p);
+    req->pin = get_bool(p, "pin");
+    req->adapter = get_number<uint64_t, L::kAdapter>(p);
     Napi::Value st = p.Get("stopTokens");
-    if (!st.IsUndefined()) {
-      if (!st.IsArray()) throw_invalid(env, false, "Expected an array of token ids for stopTokens but received " + js_describe(st));
-      auto a = st.As<Napi::Array>();
-      const uint32_t n = check_number<uint32_t, L::kStopTokensLength>(env, Napi::Number::New(env, a.Length()));
-      req->stop_tokens.reserve(n);
-      for (uint32_t k = 0; k < n; ++k) {
-        const std::string name = "stopTokens[" + std::to_string(k) + "]";
-        req->stop_tokens.push_back(check_number<int32_t, L::kStopToken>(env, a.Get(k), name.c_str()));
-      }
+    if (!st.IsArray()) throw_invalid(env, false, "Expected an array of token ids for stopTokens but received " + js_describe(st));
+    auto a = st.As<Napi::Array>();
+    const uint32_t n = check_number<uint32_t, L::kStopTokensLength>(env, Napi::Number::New(env, a.Length()));
+    req->stop_tokens.reserve(n);
+    for (uint32_t k = 0; k < n; ++k) {
+      const std::string name = "stopTokens[" + std::to_string(k) + "]";
+      req->stop_tokens.push_back(check_number<int32_t, L::kStopToken>(env, a.Get(k), name.c_str()));
     }
     auto tsfn = Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "llmserve.generate", 0, 1);
     req->on_event = [tsfn](GenEvent&& ev) mutable {
@@ -221,7 +220,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     Engine* e = live(env);
     auto req = std::make_shared<EvalRequest>();
     req->tokens = to_tokens(env, info[0]);
-    req->logits_all = info.Length() > 1 && info[1].ToBoolean();
+    if (!info[1].IsBoolean()) throw_invalid(env, false, "Expected true or false for logitsAll but received " + js_describe(info[1]));
+    req->logits_all = info[1].As<Napi::Boolean>().Value();
     auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
     auto noop = Napi::Function::New(env, [](const Napi::CallbackInfo&) {});
     auto tsfn = Napi::ThreadSafeFunction::New(env, noop, "llmserve.evaluate", 0, 1);
@@ -318,27 +318,26 @@ class LoadWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double>> {
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject())
-    throw make_js_error(env, Code::InvalidArgument, "loadModel(path, options, onProgress?)");
+    throw_invalid(env, false, "loadModel(path, options, onProgress?): expected a string and an object");
+  std::string path = path_arg(env, info[0], "the model path");
   Napi::Object o = info[1].As<Napi::Object>();
+  // Every field is required (lib/model.ts fills them from lib/defaults.ts).
   EngineOptions opts;
-  opts.threads = get_number<int, L::kThreads>(o, 2);
-  opts.n_ctx = get_number<int64_t, L::kContextSize>(o, 4096);
-  const std::string kv_type = o.Get("kvType").IsString() ? o.Get("kvType").As<Napi::String>().Utf8Value() : "f16";
-  if (kv_type == "f16") opts.kv_type = GgmlType::F16;
-  else if (kv_type == "f32") opts.kv_type = GgmlType::F32;
-  else if (kv_type == "q8_0") opts.kv_type = GgmlType::Q8_0;
-  else throw make_js_error(env, Code::InvalidArgument, "Expected kvType \"f16\", \"f32\" or \"q8_0\" but received \"" + kv_type + "\"");
-  opts.kv_tokens = get_number<int64_t, L::kKvCacheTokens>(o, 0);
-  opts.block_size = get_number<int32_t, L::kKvBlockSize>(o, 16);
-  opts.max_batch_tokens = get_number<int64_t, L::kMaxBatchTokens>(o, 512);
-  opts.prefill_chunk = get_number<int64_t, L::kPrefillChunk>(o, 128);
-  opts.max_sequences = get_number<int64_t, L::kMaxSequences>(o, 64);
-  opts.max_queue = get_number<int64_t, L::kMaxQueue>(o, 1024);
-  opts.prefix_cache = o.Get("prefixCache").IsBoolean() ? o.Get("prefixCache").As<Napi::Boolean>().Value() : true;
-  opts.static_batching = o.Get("staticBatching").ToBoolean();
-  opts.repack = o.Get("repack").IsBoolean() ? o.Get("repack").As<Napi::Boolean>().Value() : true;
+  opts.threads = get_number<int, L::kThreads>(o);
+  opts.n_ctx = get_number<int64_t, L::kContextSize>(o);
+  const std::string kv_type = get_choice(o, "kvType", {"f16", "f32", "q8_0"});
+  opts.kv_type = kv_type == "f32" ? GgmlType::F32 : kv_type == "q8_0" ? GgmlType::Q8_0 : GgmlType::F16;
+  opts.kv_tokens = get_number<int64_t, L::kKvCacheTokens>(o);
+  opts.block_size = get_number<int32_t, L::kKvBlockSize>(o);
+  opts.max_batch_tokens = get_number<int64_t, L::kMaxBatchTokens>(o);
+  opts.prefill_chunk = get_number<int64_t, L::kPrefillChunk>(o);
+  opts.max_sequences = get_number<int64_t, L::kMaxSequences>(o);
+  opts.max_queue = get_number<int64_t, L::kMaxQueue>(o);
+  opts.prefix_cache = get_bool(o, "prefixCache");
+  opts.static_batching = get_bool(o, "staticBatching");
+  opts.repack = get_bool(o, "repack");
   Napi::Function progress = info.Length() > 2 && info[2].IsFunction() ? info[2].As<Napi::Function>() : Napi::Function();
-  auto* w = new LoadWorker(env, path_arg(env, info[0], "the model path"), opts, progress);
+  auto* w = new LoadWorker(env, std::move(path), opts, progress);
   auto p = w->promise();
   w->Queue();
   return p;
@@ -348,6 +347,41 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
 
 void init_model(Napi::Env env, Napi::Object exports) {
   ModelWrap::Init(env);
+  // The core's defaults under the JS names of loadModel's options and generate's params.
+  const EngineOptions e;
+  Napi::Object load = defaults_group(env, exports, "load");
+  load.Set("threads", e.threads);
+  load.Set("contextSize", Napi::Number::New(env, (double)e.n_ctx));
+  load.Set("kvType", type_traits(e.kv_type).name);
+  load.Set("kvCacheTokens", Napi::Number::New(env, (double)e.kv_tokens));
+  load.Set("kvBlockSize", e.block_size);
+  load.Set("maxBatchTokens", Napi::Number::New(env, (double)e.max_batch_tokens));
+  load.Set("prefillChunk", Napi::Number::New(env, (double)e.prefill_chunk));
+  load.Set("maxSequences", Napi::Number::New(env, (double)e.max_sequences));
+  load.Set("maxQueue", Napi::Number::New(env, (double)e.max_queue));
+  load.Set("prefixCache", e.prefix_cache);
+  load.Set("staticBatching", e.static_batching);
+  load.Set("repack", e.repack);
+  const GenerateRequest r;
+  const SamplingParams& s = r.sampling;
+  Napi::Object gen = defaults_group(env, exports, "generate");
+  gen.Set("maxTokens", Napi::Number::New(env, (double)r.max_tokens));
+  gen.Set("temperature", s.temperature);
+  gen.Set("topK", s.top_k);
+  gen.Set("topP", s.top_p);
+  gen.Set("minP", s.min_p);
+  gen.Set("repeatPenalty", s.repeat_penalty);
+  gen.Set("repeatLastN", s.repeat_last_n);
+  gen.Set("frequencyPenalty", s.frequency_penalty);
+  gen.Set("presencePenalty", s.presence_penalty);
+  gen.Set("seed", Napi::Number::New(env, (double)s.seed));
+  gen.Set("logprobs", s.n_logprobs);
+  gen.Set("wantLogprobs", r.want_logprobs);
+  gen.Set("priority", r.priority);
+  gen.Set("session", Napi::Number::New(env, (double)r.session));
+  gen.Set("pin", r.pin);
+  gen.Set("adapter", Napi::Number::New(env, (double)r.adapter));
+  gen.Set("stopTokens", Napi::Array::New(env, r.stop_tokens.size()));
   exports.Set("loadModel", Napi::Function::New(env, LoadModel, "loadModel"));
 }
 

@@ -1,6 +1,7 @@
 // synth(options, outPath, onProgress?) -> Promise<{notes}>: writes a random-weight model on a worker.
 #include <napi.h>
-#include <strings.h>
+
+#include <cctype>
 
 #include "errors.h"
 #include "synth/synth.h"
@@ -9,12 +10,29 @@
 namespace llmserve::napi {
 namespace {
 
-GgmlType parse_type(const std::string& s, bool* ok) {
-  *ok = true;
-  for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K})
-    if (strcasecmp(s.c_str(), type_traits(t).name) == 0) return t;
-  *ok = false;
-  return GgmlType::F32;
+// The weight types synth writes, in lib/synth.ts SYNTH_TYPES order (the messages list them, and a
+// test compares the addon's message with the TypeScript one).
+constexpr GgmlType kSynthTypes[] = {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0,
+                                    GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K};
+
+// The JS name of a weight type: type_traits' name lowercased ("q4_K" -> "q4_k", as SYNTH_TYPES).
+std::string js_type_name(GgmlType t) {
+  std::string n = type_traits(t).name;
+  for (char& c : n) c = (char)std::tolower((unsigned char)c);
+  return n;
+}
+
+// o.type: the JS name of one of kSynthTypes, exactly; TypeError / RangeError otherwise.
+GgmlType get_type(Napi::Object o) {
+  Napi::Value v = o.Get("type");
+  if (v.IsString()) {
+    const std::string s = v.As<Napi::String>().Utf8Value();
+    for (GgmlType t : kSynthTypes)
+      if (s == js_type_name(t)) return t;
+  }
+  std::string list;
+  for (GgmlType t : kSynthTypes) list += std::string(list.empty() ? "" : ", ") + "\"" + js_type_name(t) + "\"";
+  throw_invalid(o.Env(), v.IsString(), "Expected one of " + list + " for type but received " + js_describe(v));
 }
 
 class SynthWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double>> {
@@ -58,28 +76,26 @@ class SynthWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double>> 
 Napi::Value Synth(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsString())
-    throw make_js_error(env, Code::InvalidArgument, "synth(options, outPath, onProgress?)");
+    throw_invalid(env, false, "synth(options, outPath, onProgress?): expected an object and a string");
+  std::string out_path = path_arg(env, info[1], "the synth output path");
   Napi::Object o = info[0].As<Napi::Object>();
+  // Every field is required (lib/synth.ts fills them from lib/defaults.ts).
   SynthOptions s;
-  auto str = [&](const char* k, std::string d) { auto v = o.Get(k); return v.IsString() ? v.As<Napi::String>().Utf8Value() : d; };
   namespace L = limits;
-  s.arch = str("arch", s.arch);
-  s.dim = get_number<int64_t, L::kSynthDim>(o, s.dim);
-  s.layers = get_number<int64_t, L::kSynthLayers>(o, s.layers);
-  s.heads = get_number<int64_t, L::kSynthHeads>(o, s.heads);
-  s.kv_heads = get_number<int64_t, L::kSynthKvHeads>(o, s.kv_heads);
-  s.ffn = get_number<int64_t, L::kSynthFfn>(o, s.ffn);
-  s.context = get_number<int64_t, L::kSynthContext>(o, s.context);
-  s.vocab_from = str("vocabFrom", "");
-  s.vocab_size = get_number<int64_t, L::kSynthVocabSize>(o, s.vocab_size);
-  s.seed = get_number<uint64_t, L::kSynthSeed>(o, s.seed);
-  s.tied_output = o.Get("tiedOutput").ToBoolean();
-  bool ok = false;
-  std::string type = str("type", "f32");
-  s.type = parse_type(type, &ok);
-  if (!ok) throw make_js_error(env, Code::InvalidArgument, "type must be one of f32, f16, bf16, q8_0, q4_0, q4_k, q6_k but received '" + type + "'");
+  s.arch = get_choice(o, "arch", {"llama", "qwen2"});
+  s.dim = get_number<int64_t, L::kSynthDim>(o);
+  s.layers = get_number<int64_t, L::kSynthLayers>(o);
+  s.heads = get_number<int64_t, L::kSynthHeads>(o);
+  s.kv_heads = get_number<int64_t, L::kSynthKvHeads>(o);
+  s.ffn = get_number<int64_t, L::kSynthFfn>(o);
+  s.context = get_number<int64_t, L::kSynthContext>(o);
+  s.vocab_from = get_string(o, "vocabFrom");
+  s.vocab_size = get_number<int64_t, L::kSynthVocabSize>(o);
+  s.seed = get_number<uint64_t, L::kSynthSeed>(o);
+  s.tied_output = get_bool(o, "tiedOutput");
+  s.type = get_type(o);
   Napi::Function progress = info.Length() > 2 && info[2].IsFunction() ? info[2].As<Napi::Function>() : Napi::Function();
-  auto* w = new SynthWorker(env, std::move(s), path_arg(env, info[1], "the synth output path"), progress);
+  auto* w = new SynthWorker(env, std::move(s), std::move(out_path), progress);
   auto p = w->promise();
   w->Queue();
   return p;
@@ -88,6 +104,20 @@ Napi::Value Synth(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void init_synth(Napi::Env env, Napi::Object exports) {
+  const SynthOptions s;
+  Napi::Object d = defaults_group(env, exports, "synth");
+  d.Set("arch", s.arch);
+  d.Set("dim", Napi::Number::New(env, (double)s.dim));
+  d.Set("layers", Napi::Number::New(env, (double)s.layers));
+  d.Set("heads", Napi::Number::New(env, (double)s.heads));
+  d.Set("kvHeads", Napi::Number::New(env, (double)s.kv_heads));
+  d.Set("ffn", Napi::Number::New(env, (double)s.ffn));
+  d.Set("context", Napi::Number::New(env, (double)s.context));
+  d.Set("vocabFrom", s.vocab_from);
+  d.Set("vocabSize", Napi::Number::New(env, (double)s.vocab_size));
+  d.Set("type", js_type_name(s.type));
+  d.Set("seed", Napi::Number::New(env, (double)s.seed));
+  d.Set("tiedOutput", s.tied_output);
   exports.Set("synth", Napi::Function::New(env, Synth, "synth"));
 }
 

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <string>
 
@@ -115,12 +116,52 @@ T check_number(Napi::Env env, Napi::Value v, const char* name = nullptr) {
   return static_cast<T>(d);
 }
 
-// o[L.name] as T; `dflt` when the key is absent or undefined.
+// o[L.name] as T. Every field is required: the addon has no defaults of its own (the TypeScript
+// layer applies them, lib/defaults.ts), so an absent or undefined field is a TypeError like any
+// other non-number.
 template <typename T, const Limit& L>
-T get_number(Napi::Object o, T dflt) {
-  Napi::Value v = o.Get(L.name);
-  if (v.IsUndefined()) return dflt;
-  return check_number<T, L>(o.Env(), v);
+T get_number(Napi::Object o) {
+  return check_number<T, L>(o.Env(), o.Get(L.name));
+}
+
+// o[name] as a bool: true or false, nothing else (no truthiness). TypeError otherwise.
+inline bool get_bool(Napi::Object o, const char* name) {
+  Napi::Value v = o.Get(name);
+  if (!v.IsBoolean())
+    throw_invalid(o.Env(), false, std::string("Expected true or false for ") + name + " but received " + js_describe(v));
+  return v.As<Napi::Boolean>().Value();
+}
+
+// o[name] as a string. TypeError otherwise.
+inline std::string get_string(Napi::Object o, const char* name) {
+  Napi::Value v = o.Get(name);
+  if (!v.IsString()) throw_invalid(o.Env(), false, std::string("Expected a string for ") + name + " but received " + js_describe(v));
+  return v.As<Napi::String>().Utf8Value();
+}
+
+// o[name]: one of `allowed`, in lib/validate.ts checkString's words (`Expected one of "f16", "f32"
+// for kvType but received "x"`): a TypeError for a non-string, a RangeError for another string.
+inline std::string get_choice(Napi::Object o, const char* name, std::initializer_list<const char*> allowed) {
+  Napi::Value v = o.Get(name);
+  if (v.IsString()) {
+    std::string s = v.As<Napi::String>().Utf8Value();
+    for (const char* a : allowed)
+      if (s == a) return s;
+  }
+  std::string list;
+  for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + "\"" + a + "\"";
+  throw_invalid(o.Env(), v.IsString(), "Expected one of " + list + " for " + name + " but received " + js_describe(v));
+}
+
+// exports.defaults[group], created on first use: the core's own defaults (its struct initializers),
+// exported so a test can check them against lib/defaults.ts; the wrappers never read them.
+inline Napi::Object defaults_group(Napi::Env env, Napi::Object exports, const char* group) {
+  Napi::Value d = exports.Get("defaults");
+  Napi::Object all = d.IsObject() ? d.As<Napi::Object>() : Napi::Object::New(env);
+  exports.Set("defaults", all);
+  Napi::Object g = Napi::Object::New(env);
+  all.Set(group, g);
+  return g;
 }
 
 }  // namespace llmserve::napi

@@ -15,6 +15,7 @@
 #include "sched/engine.h"
 #include "synth/synth.h"
 #include "testing.h"
+#include "../napi/limits.h"  // plain C++: the ranges the addon enforces
 
 using namespace llmserve;
 
@@ -210,4 +211,39 @@ TEST(engine_chunked_prefill_caps_prompt_tokens_per_step) {
   const EngineStats s = e->stats();
   CHECK_EQ(s.max_batch_tokens_seen, int64_t(17));
   CHECK_EQ(s.prefill_tokens, int64_t(a.size() + b.size()));
+}
+
+// The rules the core shares with the JS layer give the same answer here: temperature's range is
+// napi/limits.h kTemperature (which test/native/limits.test.ts holds equal to lib/limits.ts), and a
+// call on a shut-down engine is Disposed (ERR_DISPOSED, as lib/model.ts says when it notices first).
+
+TEST(engine_submit_shares_the_js_rules) {
+  auto e = load({});
+  CHECK(e != nullptr);
+  if (!e) return;
+  const auto& T = llmserve::napi::limits::kTemperature;
+  auto try_temp = [&](float t) {
+    auto req = std::make_shared<GenerateRequest>();
+    req->prompt = {1, 5, 9};
+    req->sampling.temperature = t;
+    req->max_tokens = 1;
+    req->on_event = [](GenEvent&&) {};
+    int64_t id = 0;
+    return e->submit(req, &id);
+  };
+  CHECK(try_temp((float)T.min).is_ok());
+  CHECK(try_temp((float)T.max).is_ok());
+  for (float bad : {(float)T.min - 1e-3f, (float)T.max * 1.001f, NAN, INFINITY, -INFINITY}) {
+    Status st = try_temp(bad);
+    CHECK(st.code == Code::InvalidArgument);
+    CHECK(st.message.find("Expected a number in [" + std::to_string((int)T.min) + ", " + std::to_string((int)T.max) + "] for temperature") == 0);
+  }
+  e->shutdown();
+  Status st = try_temp(0);
+  CHECK(st.code == Code::Disposed);
+  CHECK(std::string(code_name(st.code)) == "ERR_DISPOSED");
+  auto ev = std::make_shared<EvalRequest>();
+  ev->tokens = {1, 2};
+  ev->on_done = [](Status, std::vector<float>&&) {};
+  CHECK(e->submit_eval(ev).code == Code::Disposed);
 }

@@ -23,8 +23,9 @@ const loadOpts: NativeModelOptions = {
 };
 const params: NativeGenerateParams = {
   maxTokens: 2, temperature: 0, topK: 40, topP: 0.95, minP: 0.05, repeatPenalty: 1, repeatLastN: 64, frequencyPenalty: 0,
-  presencePenalty: 0, seed: 0, logprobs: 0, stopTokens: [],
+  presencePenalty: 0, seed: 0, logprobs: 0, wantLogprobs: false, priority: 0, session: 0, pin: false, adapter: 0, stopTokens: [],
 };
+const ggufOpts = { keyPrefixes: [], maxStringBytes: 1 << 20, maxMetadataBytes: 1 << 24 };
 const synthOpts: NativeSynthOptions = {
   arch: "llama", dim: 64, layers: 1, heads: 4, kvHeads: 2, ffn: 96, context: 64, vocabFrom: "", vocabSize: 320, type: "f32", seed: 1, tiedOutput: false,
 };
@@ -188,10 +189,13 @@ describe("loadModel / synth / readGguf on the raw binding", () => {
     }
   });
 
-  it("readGguf maxArrayLength", async () => {
+  it("readGguf maxArrayLength, maxStringBytes, maxMetadataBytes", async () => {
     const l = GGUF_LIMITS.maxArrayLength;
-    for (const v of badValues(l)) expectRangeError(() => addon.readGguf(path, v), "maxArrayLength", l, v);
-    const g = await addon.readGguf(path, 0);
+    for (const v of badValues(l)) expectRangeError(() => addon.readGguf(path, v, ggufOpts), "maxArrayLength", l, v);
+    for (const name of ["maxStringBytes", "maxMetadataBytes"] as const) {
+      for (const v of badValues(GGUF_LIMITS[name])) expectRangeError(() => addon.readGguf(path, 0, { ...ggufOpts, [name]: v }), name, GGUF_LIMITS[name], v);
+    }
+    const g = await addon.readGguf(path, 0, ggufOpts);
     expect(g.tensors.length).toBeGreaterThan(0);
   });
 });

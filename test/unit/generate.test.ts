@@ -17,14 +17,13 @@ function invalid(raw: unknown): string {
 }
 
 describe("resolveOptions", () => {
-  it("fills llama.cpp's defaults and stops at the end-of-generation tokens", () => {
+  it("fills llama.cpp's defaults (every field the addon requires) and stops at the end-of-generation tokens", () => {
     const r = resolveOptions(undefined, EOG);
     expect(r.params).toEqual({
       maxTokens: 256, temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05, repeatPenalty: 1, repeatLastN: 64,
-      frequencyPenalty: 0, presencePenalty: 0, seed: 0, stopTokens: [2, 7],
+      frequencyPenalty: 0, presencePenalty: 0, seed: 0, logprobs: 0, wantLogprobs: false, priority: 0, session: 0, pin: false,
+      adapter: 0, stopTokens: [2, 7],
     });
-    expect(r.params).not.toHaveProperty("logprobs");
-    expect(r.params).not.toHaveProperty("priority");
     expect(r.stop).toEqual([]);
     expect(r.wantLogprobs).toBe(false);
     expect(r.parseSpecial).toBe(true);
@@ -42,7 +41,7 @@ describe("resolveOptions", () => {
     }, EOG);
     expect(r.params).toEqual({
       maxTokens: 3, temperature: 0, topK: 5, topP: 0.5, minP: 0.1, repeatPenalty: 1.1, repeatLastN: -1, frequencyPenalty: 0.5,
-      presencePenalty: -0.5, seed: 9, logprobs: 2, stopTokens: [], priority: 3,
+      presencePenalty: -0.5, seed: 9, logprobs: 2, wantLogprobs: true, stopTokens: [], priority: 3, session: 0, pin: false, adapter: 0,
     });
     expect(r.stop).toEqual(["\n", "END"]);
     expect(r.wantLogprobs).toBe(true);
@@ -76,7 +75,7 @@ describe("resolveOptions", () => {
     const greedy = resolveOptions({ cache: true, temperature: 0, stop: ["x"] }, EOG);
     const seeded = resolveOptions({ cache: true, seed: 0 }, EOG);
     expect(typeof seeded.cacheKey).toBe("string");
-    expect(JSON.parse(greedy.cacheKey!)).toEqual({ ...greedy.params, stop: ["x"] });
+    expect(JSON.parse(greedy.cacheKey!)).toEqual({ ...greedy.params, priority: undefined, session: undefined, pin: undefined, stop: ["x"] });
     const a = resolveOptions({ cache: true, temperature: 0, priority: 1 }, EOG).cacheKey;
     const b = resolveOptions({ cache: true, temperature: 0, priority: 2 }, EOG).cacheKey;
     expect(a).toBe(b);

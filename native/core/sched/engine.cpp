@@ -79,6 +79,9 @@ Status Engine::submit(std::shared_ptr<GenerateRequest> req, int64_t* id) {
   if ((int64_t)req->prompt.size() >= capacity)
     return make_error(Code::ContextOverflow, "The prompt has " + std::to_string(req->prompt.size()) + " tokens but the KV cache holds " +
                                                  std::to_string(capacity) + " in all. Load the model with a larger kvCacheTokens.");
+  // temperature: the range users get from JS (lib/limits.ts = napi/limits.h kTemperature; test_engine.cpp checks this line against it).
+  if (!(req->sampling.temperature >= 0.0f && req->sampling.temperature <= 100.0f))
+    return make_error(Code::InvalidArgument, "Expected a number in [0, 100] for temperature but received " + std::to_string(req->sampling.temperature));
   LLMS_RETURN_IF_ERROR(validate(req->sampling));
   if (req->max_tokens < 0)
     return make_error(Code::InvalidArgument, "Expected a non-negative integer for maxTokens but received " + std::to_string(req->max_tokens));
@@ -88,7 +91,7 @@ Status Engine::submit(std::shared_ptr<GenerateRequest> req, int64_t* id) {
   s->n_prompt = (int64_t)s->tokens.size();
   s->t_submit = engine_now_ms();
   std::lock_guard<std::mutex> lk(mu_);
-  if (stopping_) return make_error(Code::Cancelled, "The model has been disposed; load it again to generate.");
+  if (stopping_) return make_error(Code::Disposed, "The model has been disposed; load it again.");
   if (queued_ >= opts_.max_queue)
     return make_error(Code::QueueFull, "The request queue is full (" + std::to_string(opts_.max_queue) +
                                            " waiting). Retry later or raise maxQueue.");
@@ -111,7 +114,7 @@ Status Engine::submit_eval(std::shared_ptr<EvalRequest> req) {
     if (t < 0 || t >= cfg.n_vocab)
       return make_error(Code::InvalidArgument, "Token id " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(cfg.n_vocab) + ").");
   std::lock_guard<std::mutex> lk(mu_);
-  if (stopping_) return make_error(Code::Cancelled, "The model has been disposed; load it again.");
+  if (stopping_) return make_error(Code::Disposed, "The model has been disposed; load it again.");
   eval_inbox_.push_back(std::move(req));
   cv_.notify_one();
   return Status::ok();

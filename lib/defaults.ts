@@ -1,0 +1,92 @@
+/**
+ * The default of every option, in one place. The rule across the TypeScript / C++ boundary:
+ * TypeScript validates user options (lib/validate.ts against the ranges of lib/limits.ts) and fills
+ * every absent one from these tables; the library (Model.load, generate, synth, readGguf), the CLI
+ * (its flags' defaults and help) and the server (what a request leaves unset) all read them here.
+ * The native addon has no defaults of its own: every field it reads is required, and a missing one
+ * is a TypeError. The core's struct initializers (EngineOptions, SamplingParams, GenerateRequest,
+ * SynthOptions, GgufLimits) are what C++ callers get; the addon exports them as `addon.defaults`
+ * and test/native/truth.test.ts asserts they equal these tables, so neither side can change a
+ * default alone.
+ */
+
+/** Defaults of `GenerateOptions` (Model.generate, generateBatch, complete, Session.send). */
+export const GENERATE_DEFAULTS = {
+  maxTokens: 256,
+  temperature: 0.8,
+  topK: 40,
+  topP: 0.95,
+  minP: 0.05,
+  repeatPenalty: 1,
+  repeatLastN: 64,
+  frequencyPenalty: 0,
+  presencePenalty: 0,
+  seed: 0,
+  priority: 0,
+  stopAtEos: true,
+  parseSpecial: true,
+  addSpecial: true,
+  cache: false,
+} as const;
+
+/**
+ * Defaults of `LoadOptions` (Model.load). `threads` is not a constant: it defaults to the
+ * number of physical cores (at most LOAD_LIMITS.threads.max), see `defaultThreads()` in model.ts.
+ */
+export const LOAD_DEFAULTS = {
+  contextSize: 4096,
+  kvType: "f16",
+  kvCacheTokens: 0,
+  kvBlockSize: 16,
+  maxBatchTokens: 512,
+  prefillChunk: 128,
+  maxSequences: 64,
+  maxQueue: 1024,
+  prefixCache: true,
+  batching: "continuous",
+  repack: true,
+  /** Bytes of the response cache (TypeScript only: the engine has no such option). */
+  responseCacheBytes: 64 << 20,
+} as const;
+
+/** Defaults of `SynthOptions` (synth() and `llmserve synth`). */
+export const SYNTH_DEFAULTS = {
+  arch: "llama",
+  dim: 256,
+  layers: 4,
+  heads: 8,
+  kvHeads: 2,
+  ffn: 768,
+  context: 2048,
+  vocabFrom: "",
+  vocabSize: 512,
+  type: "f32",
+  seed: 7,
+  tiedOutput: false,
+} as const;
+
+/** Defaults of `ReadGgufOptions` (readGguf()). */
+export const GGUF_DEFAULTS = {
+  /** No array is summarized. */
+  maxArrayLength: Number.MAX_SAFE_INTEGER,
+  maxStringBytes: 64 * 2 ** 20,
+  maxMetadataBytes: 512 * 2 ** 20,
+} as const;
+
+/**
+ * Defaults of the HTTP server (createServer / serve and `llmserve serve`); TypeScript only.
+ * `maxQueue` is the CLI's: `llmserve serve` admits this many sequences beyond maxSequences (and
+ * sizes the engine's queue the same), while the library's serve() leaves admission to the engine.
+ */
+export const SERVER_DEFAULTS = {
+  port: 8080,
+  host: "127.0.0.1",
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 10_000,
+  maxConnections: 1024,
+  streamWriteTimeoutMs: 30_000,
+  shutdownTimeoutMs: 10_000,
+  bodyLimit: 8 * 2 ** 20,
+  cliMaxQueue: 256,
+} as const;
