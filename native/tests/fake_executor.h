@@ -64,6 +64,10 @@ class FakeExecutor final : public Executor {
   size_t repacked_bytes() const override { return 0; }
 
   Status forward(const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs, std::vector<float>* logits) override {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (static_cast<int64_t>(steps_.size()) == pause_at_) close_gate();
+    }
     wait_gate();
     std::lock_guard<std::mutex> lk(mu_);
     StepRecord rec;
@@ -107,6 +111,13 @@ class FakeExecutor final : public Executor {
     return steps_;
   }
 
+  // forward() closes the gate by itself when it is about to run step `step` (0-based): the test
+  // can then act between two known steps and open_gate().
+  void pause_at(int64_t step) {
+    std::lock_guard<std::mutex> lk(mu_);
+    pause_at_ = step;
+  }
+
   // While closed, forward() waits (so a test can queue requests before the first step runs).
   void close_gate() {
     std::lock_guard<std::mutex> lk(gate_mu_);
@@ -139,6 +150,7 @@ class FakeExecutor final : public Executor {
   std::mutex gate_mu_;
   std::condition_variable gate_cv_;
   bool gate_open_ = true;
+  int64_t pause_at_ = -1;
 };
 
 }  // namespace llmserve_test

@@ -166,17 +166,20 @@ TEST(sched_admission_order_and_max_sequences) {
 TEST(sched_chunked_prefill_respects_both_budgets) {
   // A decodes; B's 90-token prompt arrives meanwhile and is fed at most prefill_chunk (8) prompt
   // tokens per step beside A's decode token, every step within max_batch_tokens (24). Alone, a
-  // prompt takes the whole budget per step.
+  // prompt takes the whole budget per step. The fake holds step 3 (A's first decode step: its
+  // prompt runs in steps 0-2) until B is queued, so B always arrives while A generates.
   EngineOptions o;
   o.max_batch_tokens = 24;
   o.prefill_chunk = 8;
   Fixture f = make(256, 4, o);
+  f.fake->pause_at(3);
   const auto until = deadline();
   std::vector<std::vector<int32_t>> prompts = {prompt(20, 50, 1), prompt(21, 90, 2)};
   std::vector<int64_t> max_tokens = {60, 3};
   auto ra = submit(*f.engine, prompts[0], max_tokens[0]);
   CHECK(wait_tokens(*ra, 1, until));
   auto rb = submit(*f.engine, prompts[1], max_tokens[1]);
+  f.fake->open_gate();
   check_runs({ra, rb}, prompts, max_tokens);
   const auto steps = f.fake->steps();
   // A alone: its 50 prompt tokens in chunks of the whole budget (24, 24, 2).
@@ -270,40 +273,73 @@ TEST(sched_prefix_reuse_shares_blocks_and_skips_their_tokens) {
 }
 
 TEST(sched_session_eviction_frees_lru_unpinned_sessions_first) {
-  // Two sessions keep their KV between turns: S1 unpinned, S2 pinned. A large request then needs
-  // the memory: S1 is evicted (its next turn recomputes), S2 is kept (its next turn reuses its KV).
+  // Three sessions keep their KV between turns, oldest first: S1 pinned, S2 and S3 unpinned. A
+  // large request then needs the memory of one: the least recently used unpinned one (S2) is
+  // evicted, so its next turn recomputes while S1's and S3's next turns reuse their KV.
   EngineOptions o;
   o.max_batch_tokens = 64;
   o.prefix_cache = false;  // reuse only through sessions
   Fixture f = make(24, 4, o);  // 96 tokens
   const auto until = deadline();
-  std::vector<int32_t> p1 = prompt(50, 20, 7), p2 = prompt(51, 20, 8), big = prompt(52, 40, 9);
-  auto r1 = submit(*f.engine, p1, 3, 0, /*session=*/1);
-  CHECK(wait_done(*r1, until));
-  auto r2 = submit(*f.engine, p2, 3, 0, /*session=*/2, /*pin=*/true);
-  CHECK(wait_done(*r2, until));
-  CHECK_EQ(f.engine->stats().sessions, int64_t(2));
-  // 40 + 20 tokens on top of two held sessions of ~23 tokens (6 blocks each) need eviction.
-  auto rb = submit(*f.engine, big, 20);
+  std::vector<std::vector<int32_t>> p = {prompt(50, 20, 7), prompt(51, 20, 8), prompt(52, 20, 9)};
+  std::vector<std::shared_ptr<Run>> first;
+  for (int i = 0; i < 3; ++i) {
+    first.push_back(submit(*f.engine, p[i], 3, 0, /*session=*/i + 1, /*pin=*/i == 0));
+    CHECK(wait_done(*first.back(), until));
+  }
+  CHECK_EQ(f.engine->stats().sessions, int64_t(3));  // 3 x 6 blocks held, 6 free
+  const std::vector<int32_t> big = prompt(53, 40, 10);  // 44 tokens: 11 blocks
+  auto rb = submit(*f.engine, big, 4);
   CHECK(wait_done(*rb, until));
   CHECK(rb->error.is_ok());
-  CHECK(rb->tokens == expected(big, 20, kVocab));
+  CHECK(rb->tokens == expected(big, 4, kVocab));
   const EngineStats mid = f.engine->stats();
   CHECK_EQ(mid.session_evictions, int64_t(1));
-  CHECK_EQ(mid.sessions, int64_t(1));
+  CHECK_EQ(mid.sessions, int64_t(2));
   // Next turns: each extends its conversation (prompt + its answer + a new user token).
-  auto next = [&](std::vector<int32_t> p, const std::vector<int32_t>& answer) {
-    p.insert(p.end(), answer.begin(), answer.end());
-    p.push_back(5);
-    return p;
-  };
-  const std::vector<int32_t> t2 = next(p2, r2->tokens), t1 = next(p1, r1->tokens);
-  auto r2b = submit(*f.engine, t2, 2, 0, 2, true);
-  CHECK(wait_done(*r2b, until));
-  auto r1b = submit(*f.engine, t1, 2, 0, 1);
-  CHECK(wait_done(*r1b, until));
-  CHECK(r2b->tokens == expected(t2, 2, kVocab));
-  CHECK(r1b->tokens == expected(t1, 2, kVocab));
-  CHECK(r2b->tm.reused_tokens >= int64_t(p2.size()));  // the pinned session's KV was kept
-  CHECK_EQ(r1b->tm.reused_tokens, int64_t(0));          // the evicted one recomputed
+  std::vector<std::shared_ptr<Run>> second;
+  std::vector<std::vector<int32_t>> turn;
+  for (int i = 0; i < 3; ++i) {
+    std::vector<int32_t> t = p[i];
+    t.insert(t.end(), first[i]->tokens.begin(), first[i]->tokens.end());
+    t.push_back(5);
+    turn.push_back(t);
+    second.push_back(submit(*f.engine, t, 2, 0, i + 1, i == 0));
+    CHECK(wait_done(*second.back(), until));
+    CHECK(second.back()->tokens == expected(t, 2, kVocab));
+  }
+  CHECK(second[0]->tm.reused_tokens >= int64_t(p[0].size()));  // pinned: kept
+  CHECK_EQ(second[1]->tm.reused_tokens, int64_t(0));            // least recently used: evicted
+  CHECK(second[2]->tm.reused_tokens >= int64_t(p[2].size()));  // most recent: kept
+}
+
+TEST(sched_prefix_reuse_copies_a_kept_partial_block) {
+  // A pinned prefix of 22 tokens (blocks of 4: five full blocks and 2 slots of a sixth) is kept by
+  // a prefill-only request. B extends it: B shares the five full blocks (prefix cache) and gets a
+  // copy of the partial block (copy-on-write), so it starts at position 22 and only computes its
+  // own 6 tokens; a short or wrong copy would show in its tokens (the fake reads every slot back).
+  EngineOptions o;
+  o.max_batch_tokens = 64;
+  Fixture f = make(64, 4, o);
+  const auto until = deadline();
+  const std::vector<int32_t> prefix = prompt(60, 22, 11);
+  auto rp = submit(*f.engine, prefix, 0, 0, /*session=*/9, /*pin=*/true);
+  CHECK(wait_done(*rp, until));
+  CHECK(rp->tokens.empty());
+  std::vector<int32_t> b = prefix;
+  for (int32_t t : prompt(61, 6, 12)) b.push_back(t);
+  auto rb = submit(*f.engine, b, 4);
+  CHECK(wait_done(*rb, until));
+  CHECK(rb->error.is_ok());
+  CHECK(rb->tokens == expected(b, 4, kVocab));
+  CHECK_EQ(rb->tm.reused_tokens, int64_t(22));
+  const auto steps = f.fake->steps();
+  CHECK(!steps.empty());
+  if (steps.empty()) return;
+  // The step that started B: its only record begins at position 22 with B's 6 new tokens.
+  bool found = false;
+  for (const StepRecord& s : steps)
+    for (const SeqRecord& r : s)
+      if (r.id == 60 && r.pos0 == 22) found = found || r.n_tokens == 6;
+  CHECK(found);
 }
