@@ -64,11 +64,12 @@ class FakeExecutor final : public Executor {
   size_t repacked_bytes() const override { return 0; }
 
   Status forward(const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs, std::vector<float>* logits) override {
+    bool pause;
     {
       std::lock_guard<std::mutex> lk(mu_);
-      if (static_cast<int64_t>(steps_.size()) == pause_at_) close_gate();
+      pause = static_cast<int64_t>(steps_.size()) == pause_at_;
     }
-    wait_gate();
+    wait_gate(pause);
     std::lock_guard<std::mutex> lk(mu_);
     StepRecord rec;
     std::vector<std::vector<int32_t>> rows;
@@ -111,9 +112,13 @@ class FakeExecutor final : public Executor {
     return steps_;
   }
 
-  // forward() closes the gate by itself when it is about to run step `step` (0-based): the test
-  // can then act between two known steps and open_gate().
+  // forward() waits before running step `step` (0-based) until open_gate() has been called (after
+  // pause_at; it may already have been): the test acts between two known steps.
   void pause_at(int64_t step) {
+    {
+      std::lock_guard<std::mutex> lk(gate_mu_);
+      released_ = false;
+    }
     std::lock_guard<std::mutex> lk(mu_);
     pause_at_ = step;
   }
@@ -127,6 +132,7 @@ class FakeExecutor final : public Executor {
     {
       std::lock_guard<std::mutex> lk(gate_mu_);
       gate_open_ = true;
+      released_ = true;
     }
     gate_cv_.notify_all();
   }
@@ -135,9 +141,9 @@ class FakeExecutor final : public Executor {
   int32_t& slot(const int32_t* blocks, int64_t p) {
     return slots_[static_cast<size_t>(blocks[p / block_size_]) * block_size_ + static_cast<size_t>(p % block_size_)];
   }
-  void wait_gate() {
+  void wait_gate(bool pause) {
     std::unique_lock<std::mutex> lk(gate_mu_);
-    gate_cv_.wait(lk, [&] { return gate_open_; });
+    gate_cv_.wait(lk, [&] { return gate_open_ && (!pause || released_); });
   }
 
   ModelConfig cfg_;
@@ -150,6 +156,7 @@ class FakeExecutor final : public Executor {
   std::mutex gate_mu_;
   std::condition_variable gate_cv_;
   bool gate_open_ = true;
+  bool released_ = true;
   int64_t pause_at_ = -1;
 };
 
