@@ -5,6 +5,7 @@
 // Each waits with a deadline, so a scheduler that stalls fails instead of hanging.
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
@@ -58,7 +59,10 @@ struct Run {
   FinishReason finish = FinishReason::None;
   Status error;
   Timings tm;
+  int64_t done_order = 0;  // 1 for the first run to finish in the process, 2 for the next, ...
 };
+
+std::atomic<int64_t> g_done_count{0};
 
 std::shared_ptr<Run> submit(Engine& e, const std::vector<int32_t>& prompt, int64_t max_tokens) {
   auto run = std::make_shared<Run>();
@@ -75,6 +79,7 @@ std::shared_ptr<Run> submit(Engine& e, const std::vector<int32_t>& prompt, int64
       run->finish = ev.finish;
       run->error = ev.error;
       run->tm = ev.timings;
+      run->done_order = ++g_done_count;
     }
     run->cv.notify_all();
   };
@@ -209,7 +214,12 @@ TEST(engine_chunked_prefill_caps_prompt_tokens_per_step) {
   CHECK(ra->tokens == want[0]);
   CHECK(rb->tokens == want[1]);
   const EngineStats s = e->stats();
-  CHECK_EQ(s.max_batch_tokens_seen, int64_t(17));
+  // A generated from its first token until it finished, so if B finished first, all of B's prompt
+  // ran while A generated. On a heavily loaded machine this thread may submit B only after A's 300
+  // tokens are done (a few ms of compute): then B ran alone and the cap does not apply.
+  // (The budget itself is tested deterministically in test_scheduler.cpp.)
+  if (rb->done_order < ra->done_order) CHECK_EQ(s.max_batch_tokens_seen, int64_t(17));
+  else std::fprintf(stderr, "  note: A finished before B arrived; the prefill cap was not exercised\n");
   CHECK_EQ(s.prefill_tokens, int64_t(a.size() + b.size()));
 }
 
