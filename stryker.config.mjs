@@ -15,7 +15,7 @@ const TESTS = {
   "lib/responseCache.ts": ["test/unit/responseCache.test.ts"],
   "lib/validate.ts": ["test/unit/validate.test.ts"],
   "lib/limits.ts": ["test/unit/validate.test.ts", "test/unit/chat/limits.test.ts"],
-  "lib/server/errors.ts": ["test/server/errors.test.ts"],
+  "lib/server/errors.ts": ["test/unit/server/errors.test.ts"],
   "lib/server/auth.ts": ["test/unit/server/auth.test.ts", "test/server/auth.test.ts"],
   "lib/server/schemas.ts": ["test/server/limits.test.ts", "test/server/openai.test.ts"],
   "lib/server/openai.ts": ["test/server/openai.test.ts"],
@@ -23,7 +23,7 @@ const TESTS = {
   "lib/generate.ts": ["test/unit/generate.test.ts", "test/native/model.test.ts", "test/native/limits.test.ts", "test/native/sharedSignal.test.ts"],
   "lib/session.ts": ["test/native/batching.test.ts"],
   "lib/model.ts": ["test/native/model.test.ts", "test/native/batching.test.ts"],
-  "lib/errors.ts": ["test/native/model.test.ts", "test/native/hostile-gguf.test.ts"],
+  "lib/errors.ts": ["test/unit/errors.test.ts"],
   "lib/chat/": ["test/unit/chat/templates.test.ts", "test/unit/chat/limits.test.ts"],
   "lib/tokenizer/": ["test/unit/tokenizer/tokenizer.test.ts", "test/unit/tokenizer/pretokenize.test.ts", "test/unit/tokenizer/roundtrip.test.ts", "test/unit/tokenizer/llamacpp-vectors.test.ts"],
 };
