@@ -38,11 +38,11 @@ describe("limits", () => {
   });
 
   it("overrides must be positive numbers; unset fields keep the defaults", async () => {
-    expect(() => new ChatTemplate(DUMP, tok, { limits: { timeoutMs: 0 } })).toThrow("Expected a positive number for limits.timeoutMs but received 0");
+    expect(() => new ChatTemplate(DUMP, tok, { limits: { timeoutMs: 0 } })).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT", message: "Expected a positive number for limits.timeoutMs but received 0" }));
     expect(() => new ChatTemplate(DUMP, tok, { limits: { maxMessages: -1 } })).toThrow(/limits.maxMessages/);
     expect(() => new ChatTemplate(DUMP, tok, { limits: { maxInputChars: NaN } })).toThrow(/limits.maxInputChars but received NaN/);
     expect(() => new ChatTemplate(DUMP, tok, { limits: { maxOutputChars: "5" as never } })).toThrow(/limits.maxOutputChars/);
-    expect(() => new ChatTemplate(DUMP, tok, { limits: null as never })).toThrow("Expected an object for limits");
+    expect(() => new ChatTemplate(DUMP, tok, { limits: null as never })).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT", message: "Expected an object for limits" }));
     expect(() => new ChatTemplate(DUMP, tok, { limits: 5 as never })).toThrow("Expected an object for limits");
     const t = new ChatTemplate(DUMP, tok, { limits: { maxMessages: 2, timeoutMs: undefined } });
     expect(t.limits.timeoutMs).toBe(2000);
@@ -73,14 +73,16 @@ describe("messages", () => {
       { role: "user" },
     ]);
     expect(out.startsWith("[user|ab][assistant|][user|]")).toBe(true);
-    expect((await rejects(t.render([{ role: "user", content: 5 as never }]))).message).toBe("Expected a string or an array of content parts for a message's content");
+    expect(await rejects(t.render([{ role: "user", content: 5 as never }]))).toMatchObject({ code: "ERR_INVALID_ARGUMENT", message: "Expected a string or an array of content parts for a message's content" });
+    // A part whose text is not a string contributes nothing.
+    expect(await t.render([{ role: "user", content: [{ type: "text", text: 5 as never }, { type: "text", text: "z" }] }])).toMatch(/^\[user\|z\]/);
   });
 
   it("the developer role renders as system; messages must be objects with a string role", async () => {
     const t = new ChatTemplate(DUMP, tok);
     expect(await t.render([{ role: "developer", content: "d" }, ...hi])).toMatch(/^\[system\|d\]\[user\|hi\]/);
     expect((await rejects(t.render([...hi, { content: "x" } as never]))).message).toBe("Expected an object with a string role for messages[1]");
-    expect((await rejects(t.render([null as never]))).message).toBe("Expected an object with a string role for messages[0]");
+    expect(await rejects(t.render([null as never]))).toMatchObject({ code: "ERR_INVALID_ARGUMENT", message: "Expected an object with a string role for messages[0]" });
     expect((await rejects(t.render(["hi" as never]))).message).toBe("Expected an object with a string role for messages[0]");
     expect((await rejects(t.render("hi" as never))).message).toBe("Expected a non-empty array of messages");
   });
@@ -99,6 +101,7 @@ describe("messages", () => {
     const t = new ChatTemplate("{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system') }}{% endif %}[{{ m.role }}|{{ m.content }}]{% endfor %}", tok);
     expect(await t.render([{ role: "system", content: "S1" }, { role: "assistant", content: "A" }, { role: "system", content: "S2" }, { role: "user", content: "U" }]))
       .toBe("[assistant|A][user|S1\n\nS2\n\nU]");
+    expect(await t.render([{ role: "system", content: "S" }, { role: "user", content: "U" }])).toBe("[user|S\n\nU]");
     // No user message: the system text becomes one, first.
     expect(await t.render([{ role: "system", content: "S" }, { role: "assistant", content: "A" }])).toBe("[user|S][assistant|A]");
   });
@@ -148,9 +151,17 @@ describe("construction", () => {
     const g = new ChatTemplate(DUMP, tok, { source: "gguf" });
     expect([g.source, g.name]).toEqual(["gguf", "gguf"]);
     expect(new ChatTemplate(DUMP, tok, { name: "mine" }).name).toBe("mine");
-    expect(() => new ChatTemplate("", tok)).toThrow("Expected a non-empty chat template");
+    expect(() => new ChatTemplate("", tok)).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT", message: "Expected a non-empty chat template" }));
     expect(() => new ChatTemplate(5 as never, tok)).toThrow("Expected a non-empty chat template");
     expect(() => new ChatTemplate("{{ a", tok)).toThrow(/^The chat template does not parse: /);
+    let parseErr: unknown;
+    try {
+      new ChatTemplate("{{ a", tok);
+    } catch (err) {
+      parseErr = err;
+    }
+    expect((parseErr as Error).cause).toBeInstanceOf(Error);
+    expect(() => ChatTemplate.builtin("nope" as never, tok)).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
   });
 
   it("end markers: the well-known ones in the text; vocabulary tokens (not end-of-generation) are stop tokens, others stop strings", () => {
