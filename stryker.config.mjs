@@ -5,8 +5,8 @@
 // results are kept in reports/stryker-incremental.json (gitignored), and a rerun re-tests only
 // mutants whose code or tests changed. Not part of `npm test`.
 const MODULES = [
-  "lib/generate.ts", "lib/validate.ts", "lib/limits.ts", "lib/session.ts", "lib/responseCache.ts",
-  "lib/model.ts", "lib/errors.ts", "lib/chat/templates.ts", "lib/chat/index.ts", "lib/tokenizer/*.ts",
+  "lib/generate.ts", "lib/validate.ts", "lib/limits.ts", "lib/defaults.ts", "lib/session.ts", "lib/responseCache.ts",
+  "lib/model.ts", "lib/errors.ts", "lib/chat/templates.ts", "lib/chat/index.ts", "lib/chat/renderPool.ts", "lib/tokenizer/*.ts",
   "lib/server/*.ts",
 ];
 
@@ -15,16 +15,19 @@ const TESTS = {
   "lib/responseCache.ts": ["test/unit/responseCache.test.ts"],
   "lib/validate.ts": ["test/unit/validate.test.ts"],
   "lib/limits.ts": ["test/unit/validate.test.ts", "test/unit/chat/limits.test.ts"],
-  "lib/server/errors.ts": ["test/server/errors.test.ts"],
+  "lib/server/errors.ts": ["test/unit/server/errors.test.ts"],
   "lib/server/auth.ts": ["test/unit/server/auth.test.ts", "test/server/auth.test.ts"],
-  "lib/server/schemas.ts": ["test/server/limits.test.ts", "test/server/openai.test.ts"],
-  "lib/server/openai.ts": ["test/server/openai.test.ts"],
-  "lib/server/sse.ts": ["test/server/openai.test.ts"],
+  "lib/server/schemas.ts": ["test/unit/server/schemas.test.ts", "test/unit/server/schemas.validation.test.ts"],
+  "lib/server/openai.ts": ["test/server/openai.test.ts", "test/server/openai-options.test.ts"],
+  "lib/server/sse.ts": ["test/unit/server/sse.test.ts"],
+  "lib/server/request.ts": ["test/server/openai-options.test.ts", "test/unit/server/schemas.test.ts", "test/server/openai.test.ts"],
+  "lib/server/response.ts": ["test/server/openai.test.ts", "test/server/openai-options.test.ts"],
+  "lib/defaults.ts": ["test/native/truth.test.ts"],
   "lib/generate.ts": ["test/unit/generate.test.ts", "test/native/model.test.ts", "test/native/limits.test.ts", "test/native/sharedSignal.test.ts"],
-  "lib/session.ts": ["test/native/batching.test.ts"],
+  "lib/session.ts": ["test/native/session.test.ts"],
   "lib/model.ts": ["test/native/model.test.ts", "test/native/batching.test.ts"],
-  "lib/errors.ts": ["test/native/model.test.ts", "test/native/hostile-gguf.test.ts"],
-  "lib/chat/": ["test/unit/chat/templates.test.ts", "test/unit/chat/limits.test.ts"],
+  "lib/errors.ts": ["test/unit/errors.test.ts"],
+  "lib/chat/": ["test/unit/chat/index.test.ts", "test/unit/chat/templates.test.ts", "test/unit/chat/limits.test.ts"],
   "lib/tokenizer/": ["test/unit/tokenizer/tokenizer.test.ts", "test/unit/tokenizer/pretokenize.test.ts", "test/unit/tokenizer/roundtrip.test.ts", "test/unit/tokenizer/llamacpp-vectors.test.ts"],
 };
 

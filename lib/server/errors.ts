@@ -71,6 +71,7 @@ function validationParam(v: NonNullable<FastifyLikeError["validation"]>[number])
  * more than 256 items", "must be >= 0" at prompt[1]) says what is actually wrong. Otherwise the first.
  */
 function mostSpecific(errors: NonNullable<FastifyLikeError["validation"]>): NonNullable<FastifyLikeError["validation"]>[number] {
+  // Stryker disable next-line StringLiteral: any string that is not one of the three keywords behaves the same
   return errors.find((v) => !["type", "anyOf", "oneOf"].includes(v.keyword ?? "")) ?? errors[0];
 }
 
@@ -85,11 +86,13 @@ export function toApiError(err: unknown): ApiError {
     const what = param ?? (e.validationContext === "body" ? "the request body" : "the request");
     return new ApiError(400, `Invalid value for ${what}: ${v.message ?? message}`, { param, code: "invalid_value", cause: err });
   }
+  // Stryker disable next-line ConditionalExpression,StringLiteral: a non-string code, or any other string, matches no case below
   const code = typeof e.code === "string" ? e.code : "";
   switch (code) {
     case "ERR_INVALID_ARGUMENT":
     case "ERR_TOKENIZER":
       return new ApiError(400, message, { code: "invalid_value", cause: err });
+    // Stryker disable next-line ConditionalExpression: without its own return it falls through to the identical case below
     case "ERR_CONTEXT_OVERFLOW":
       return new ApiError(400, message, { code: "context_length_exceeded", param: "messages", cause: err });
     case "ERR_TEMPLATE_OUTPUT_TOO_LARGE":

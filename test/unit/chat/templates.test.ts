@@ -176,3 +176,54 @@ describe.skipIf(!haveFixtures)("a vocabulary with its own template (phi-3 vocab 
     if (!tok.isEog(end)) expect(t.stopTokens).toContain(end);
   });
 });
+
+describe("built-in template texts and detection (lib/chat/templates.ts)", () => {
+  const two: ChatMessage[] = [{ role: "system", content: "S" }, { role: "user", content: " u " }, { role: "assistant", content: " a " }, { role: "user", content: "v" }];
+
+  it("each built-in renders its exact markers, with and without the generation prompt", async () => {
+    const r = (name: (typeof BUILTIN_CHAT_TEMPLATE_NAMES)[number], gen = true) => ChatTemplate.builtin(name, synthTok).render(two, { addGenerationPrompt: gen });
+    expect(await r("chatml")).toBe("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n u <|im_end|>\n<|im_start|>assistant\n a <|im_end|>\n<|im_start|>user\nv<|im_end|>\n<|im_start|>assistant\n");
+    expect(await r("chatml", false)).toBe("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n u <|im_end|>\n<|im_start|>assistant\n a <|im_end|>\n<|im_start|>user\nv<|im_end|>\n");
+    expect(await r("llama3", false)).toBe(
+      "<s><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nu<|eot_id|>" +
+      "<|start_header_id|>assistant<|end_header_id|>\n\na<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nv<|eot_id|>");
+    expect(await r("llama2")).toBe("<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nu [/INST] a </s><s>[INST] v [/INST]");
+    expect(await ChatTemplate.builtin("llama2", synthTok).render(two.slice(1))).toBe("<s>[INST] u [/INST] a </s><s>[INST] v [/INST]");
+    expect(await r("zephyr")).toBe("<|system|>\nS</s>\n<|user|>\n u </s>\n<|assistant|>\n a </s>\n<|user|>\nv</s>\n<|assistant|>\n");
+    expect(await r("zephyr", false)).toBe("<|system|>\nS</s>\n<|user|>\n u </s>\n<|assistant|>\n a </s>\n<|user|>\nv</s>\n");
+    expect(await r("phi3")).toBe("<|system|>\nS<|end|>\n<|user|>\n u <|end|>\n<|assistant|>\n a <|end|>\n<|user|>\nv<|end|>\n<|assistant|>\n");
+    expect(await r("phi3", false)).toBe("<|system|>\nS<|end|>\n<|user|>\n u <|end|>\n<|assistant|>\n a <|end|>\n<|user|>\nv<|end|>\n");
+    expect(await r("gemma")).toBe(
+      "<s><start_of_turn>user\nS<end_of_turn>\n<start_of_turn>user\nu<end_of_turn>\n<start_of_turn>model\na<end_of_turn>\n<start_of_turn>user\nv<end_of_turn>\n<start_of_turn>model\n");
+    expect(await r("gemma", false)).toBe(
+      "<s><start_of_turn>user\nS<end_of_turn>\n<start_of_turn>user\nu<end_of_turn>\n<start_of_turn>model\na<end_of_turn>\n<start_of_turn>user\nv<end_of_turn>\n");
+  });
+
+  it("each built-in stops at its own end-of-turn markers", () => {
+    const markers = Object.fromEntries(BUILTIN_CHAT_TEMPLATE_NAMES.map((n) => [n, ChatTemplate.builtin(n, synthTok).stopStrings]));
+    expect(markers).toEqual({ chatml: ["<|im_end|>"], llama3: ["<|eot_id|>"], llama2: [], zephyr: [], phi3: ["<|end|>"], gemma: ["<end_of_turn>"] });
+  });
+
+  it("the well-known end-of-turn markers in a custom template's text become its stop strings", () => {
+    const known = ["<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<｜end▁of▁sentence｜>", "<|END_OF_TURN_TOKEN|>", "<|end_of_text|>"];
+    for (const m of known) expect(new ChatTemplate(`{{ '${m}' }}`, synthTok).stopStrings, m).toEqual([m]);
+    expect(new ChatTemplate("{{ '<|unknown_marker|>' }}", synthTok).stopStrings).toEqual([]);
+  });
+
+  it("detection: the first matching marker token in the vocabulary, ChatML when none match", () => {
+    const vocab = (...tokens: string[]) => ({ tokenId: (t: string) => (tokens.includes(t) ? 100 + tokens.indexOf(t) : undefined) }) as unknown as Tokenizer;
+    expect(detectBuiltinTemplate(vocab("<|im_start|>", "<|start_header_id|>"))).toBe("chatml");
+    expect(detectBuiltinTemplate(vocab("<|start_header_id|>", "<start_of_turn>"))).toBe("llama3");
+    expect(detectBuiltinTemplate(vocab("<start_of_turn>", "<|user|>", "<|end|>"))).toBe("gemma");
+    expect(detectBuiltinTemplate(vocab("<|user|>", "<|end|>", "[INST]"))).toBe("phi3");
+    expect(detectBuiltinTemplate(vocab("<|user|>", "[INST]"))).toBe("zephyr");
+    expect(detectBuiltinTemplate(vocab("<|end|>", "[INST]"))).toBe("llama2");
+    expect(detectBuiltinTemplate(vocab("<|end|>"))).toBe("chatml");
+    expect(detectBuiltinTemplate(vocab())).toBe("chatml");
+  });
+
+  it("built-in names are own properties only", () => {
+    expect(BUILTIN_CHAT_TEMPLATE_NAMES).toEqual(["chatml", "llama3", "llama2", "zephyr", "phi3", "gemma"]);
+    expect(() => ChatTemplate.builtin("toString" as never, synthTok)).toThrow(/Expected one of chatml, llama3, llama2, zephyr, phi3, gemma for the chat template name but received "toString"/);
+  });
+});
