@@ -226,7 +226,7 @@ describe("hostile GGUF files", () => {
     ];
     for (const [name, set, code, key] of cases) {
       it(name, async () => {
-        const f = rewrite(base, join(dir, name.replace(/\W+/g, "_") + ".gguf"), set);
+        const f = rewrite(base, join(dir, `${name.replace(/\W+/g, "_")}.gguf`), set);
         const e = await caught(Model.load(f, { threads: 1 }));
         expect(e.code).toBe(code);
         expect(e.message).toContain(key);
@@ -257,7 +257,7 @@ describe("hostile GGUF files", () => {
   });
 
   it("a path with a NUL byte is ERR_INVALID_ARGUMENT (TS and N-API layers)", async () => {
-    const nul = base + "\0.ignored";
+    const nul = `${base}\0.ignored`;
     expect((await caught(Model.load(nul))).code).toBe("ERR_INVALID_ARGUMENT");
     expect((await caught(readGguf(nul))).code).toBe("ERR_INVALID_ARGUMENT");
     const addon = loadAddon();
