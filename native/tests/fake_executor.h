@@ -8,6 +8,8 @@
 // assertions on admission, chunked prefill budgets and preemption.
 #pragma once
 #include <condition_variable>
+#include <cstddef>
+#include <cstdint>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -64,7 +66,12 @@ class FakeExecutor final : public Executor {
   size_t repacked_bytes() const override { return 0; }
 
   Status forward(const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs, std::vector<float>* logits) override {
-    wait_gate();
+    size_t n_done;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      n_done = steps_.size();
+    }
+    wait_gate(n_done);
     std::lock_guard<std::mutex> lk(mu_);
     StepRecord rec;
     std::vector<std::vector<int32_t>> rows;
@@ -116,16 +123,24 @@ class FakeExecutor final : public Executor {
     {
       std::lock_guard<std::mutex> lk(gate_mu_);
       gate_open_ = true;
+      close_after_ = SIZE_MAX;  // a close_gate_after() not reached yet is cancelled
     }
     gate_cv_.notify_all();
+  }
+  // Closes the gate by itself once n steps have run: step n then waits for open_gate(). A test can
+  // so submit a request while another one is known to be mid-generation, whatever the timing.
+  void close_gate_after(size_t n) {
+    std::lock_guard<std::mutex> lk(gate_mu_);
+    close_after_ = n;
   }
 
  private:
   int32_t& slot(const int32_t* blocks, int64_t p) {
     return slots_[static_cast<size_t>(blocks[p / block_size_]) * block_size_ + static_cast<size_t>(p % block_size_)];
   }
-  void wait_gate() {
+  void wait_gate(size_t n_done) {
     std::unique_lock<std::mutex> lk(gate_mu_);
+    if (n_done == close_after_) gate_open_ = false;
     gate_cv_.wait(lk, [&] { return gate_open_; });
   }
 
@@ -139,6 +154,7 @@ class FakeExecutor final : public Executor {
   std::mutex gate_mu_;
   std::condition_variable gate_cv_;
   bool gate_open_ = true;
+  size_t close_after_ = SIZE_MAX;
 };
 
 }  // namespace llmserve_test

@@ -174,9 +174,13 @@ TEST(sched_chunked_prefill_respects_both_budgets) {
   const auto until = deadline();
   std::vector<std::vector<int32_t>> prompts = {prompt(20, 50, 1), prompt(21, 90, 2)};
   std::vector<int64_t> max_tokens = {60, 3};
+  // A's prompt takes 3 steps; the gate then holds A after its first decode step, so B surely
+  // arrives while A still has ~58 tokens to generate (without it, A could finish first on a busy machine).
+  f.fake->close_gate_after(4);
   auto ra = submit(*f.engine, prompts[0], max_tokens[0]);
   CHECK(wait_tokens(*ra, 1, until));
   auto rb = submit(*f.engine, prompts[1], max_tokens[1]);
+  f.fake->open_gate();
   check_runs({ra, rb}, prompts, max_tokens);
   const auto steps = f.fake->steps();
   // A alone: its 50 prompt tokens in chunks of the whole budget (24, 24, 2).
