@@ -316,7 +316,7 @@ export function serveOneMessage(fn) {
       const result = await fn(msg);
       process.send({ ok: true, result }, () => process.exit(0));
     } catch (err) {
-      process.send({ ok: false, error: `${err?.code ? err.code + ": " : ""}${err?.stack ?? err}` }, () => process.exit(1));
+      process.send({ ok: false, error: `${err?.code ? `${err.code}: ` : ""}${err?.stack ?? err}` }, () => process.exit(1));
     }
   });
 }
@@ -348,8 +348,8 @@ export const fmtCores = (x) => (x === undefined ? "?" : x.toFixed(2));
 export function table(rows, header, left = 1) {
   const all = [header, ...rows];
   const w = header.map((_, i) => Math.max(...all.map((r) => String(r[i]).length)));
-  const line = (r) => "| " + r.map((c, i) => (i < left ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join(" | ") + " |";
-  return [line(header), "|" + w.map((n, i) => (i < left ? "-".repeat(n + 2) : "-".repeat(n + 1) + ":")).join("|") + "|", ...rows.map(line)].join("\n");
+  const line = (r) => `| ${r.map((c, i) => (i < left ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join(" | ")} |`;
+  return [line(header), `|${w.map((n, i) => (i < left ? "-".repeat(n + 2) : `${"-".repeat(n + 1)}:`)).join("|")}|`, ...rows.map(line)].join("\n");
 }
 
 /**
@@ -361,6 +361,6 @@ export function writeResults(benchmark, fields, indent) {
   const outDir = join(repoRoot, "bench", "results");
   mkdirSync(outDir, { recursive: true });
   const outPath = join(outDir, `${benchmark}-${stamp}.json`);
-  writeFileSync(outPath, JSON.stringify({ benchmark, date: new Date().toISOString(), ...fields }, null, indent) + "\n");
+  writeFileSync(outPath, `${JSON.stringify({ benchmark, date: new Date().toISOString(), ...fields }, null, indent)}\n`);
   console.log(`results : ${relative(process.cwd(), outPath)}`);
 }

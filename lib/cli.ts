@@ -103,7 +103,7 @@ async function runGenerate(o: GenOpts): Promise<void> {
     }
     process.off("SIGINT", onSigint);
     if (o.json) {
-      process.stdout.write(JSON.stringify({ promptTokens, tokens, text, finishReason: last?.finishReason ?? "length", timings: last?.timings ?? {} }) + "\n");
+      process.stdout.write(`${JSON.stringify({ promptTokens, tokens, text, finishReason: last?.finishReason ?? "length", timings: last?.timings ?? {} })}\n`);
     } else {
       process.stdout.write("\n");
       const t = last?.timings;
@@ -126,7 +126,7 @@ function describeValue(v: unknown): string {
     const s = v as { elementType?: string; length?: number };
     return `[${s.length} ${s.elementType}]`;
   }
-  if (typeof v === "string") return v.length > 120 ? JSON.stringify(v.slice(0, 117) + "...") : JSON.stringify(v);
+  if (typeof v === "string") return v.length > 120 ? JSON.stringify(`${v.slice(0, 117)}...`) : JSON.stringify(v);
   return String(v);
 }
 
@@ -150,7 +150,7 @@ async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
     vocabSize: vocabLen, tensorCount: g.tensors.length, parameters: params, tensorTypes: types, fileSize: g.fileSize,
   };
   if (o.json) {
-    process.stdout.write(JSON.stringify(summary, (_k, v) => (typeof v === "bigint" ? v.toString() : v)) + "\n");
+    process.stdout.write(`${JSON.stringify(summary, (_k, v) => (typeof v === "bigint" ? v.toString() : v))}\n`);
     return;
   }
   for (const [k, v] of Object.entries(summary)) {
@@ -220,7 +220,7 @@ program
   .option("--no-bos", "do not add BOS/EOS and do not parse special-token text")
   .action(async (o: { model: string; prompt: string; bos: boolean }) => {
     const tok = await Tokenizer.fromGguf(o.model);
-    process.stdout.write(JSON.stringify(tok.encode(o.prompt, { addSpecial: o.bos, parseSpecial: o.bos })) + "\n");
+    process.stdout.write(`${JSON.stringify(tok.encode(o.prompt, { addSpecial: o.bos, parseSpecial: o.bos }))}\n`);
   });
 
 program

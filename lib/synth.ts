@@ -1,6 +1,6 @@
 /** synth: write a random-weight GGUF model of any shape and weight type (for tests and benchmarks). */
 import { loadAddon } from "./binding.js";
-import { LlmserveError, wrapNative } from "./errors.js";
+import { wrapNative } from "./errors.js";
 import { SYNTH_DEFAULTS } from "./defaults.js";
 import { SYNTH_LIMITS as S } from "./limits.js";
 import type { NativeSynthOptions } from "./native.js";

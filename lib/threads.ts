@@ -41,7 +41,7 @@ export async function load(url, ctx, next) {
   }
   return next(url, ctx);
 }`;
-  tsHooks = "data:text/javascript," + encodeURIComponent(hooks);
+  tsHooks = `data:text/javascript,${encodeURIComponent(hooks)}`;
   return tsHooks;
 }
 

@@ -51,7 +51,7 @@ export function checkBool(name: string, v: unknown): boolean {
 
 export function checkString(name: string, v: unknown, allowed?: readonly string[]): string {
   if (typeof v !== "string" || (allowed && !allowed.includes(v))) {
-    fail(`Expected ${allowed ? "one of " + allowed.map((a) => JSON.stringify(a)).join(", ") : "a string"} for ${name} but received ${describe(v)}`);
+    fail(`Expected ${allowed ? `one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}` : "a string"} for ${name} but received ${describe(v)}`);
   }
   return v;
 }

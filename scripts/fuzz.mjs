@@ -93,7 +93,7 @@ for (const target of opt.targets.split(",").filter(Boolean)) {
   closeSync(fd);
   const err = readFileSync(logFile, "utf8");
   const tail = err.split("\n").filter((l) => !/^(#\d+\s+(NEW|REDUCE|pulse|INITED)|\s+NEW_FUNC)/.test(l)).slice(-60).join("\n");
-  process.stderr.write(tail + "\n");
+  process.stderr.write(`${tail}\n`);
   const execs = Number(/stat::number_of_executed_units:\s*(\d+)/.exec(err)?.[1] ?? /Done (\d+) runs/.exec(err)?.[1] ?? 0);
   const cov = /cov: (\d+)/g; let m, lastCov = 0; while ((m = cov.exec(err))) lastCov = Number(m[1]);
   const fresh = readdirSync(findings).filter((f) => !before.has(f));
@@ -119,7 +119,7 @@ let bad = false;
 for (const x of results) {
   const ok = x.exit === 0 && x.findings.length === 0;
   bad ||= !ok;
-  console.log(`${x.target.padEnd(15)} ${String(x.execs).padStart(10)} ${String(x.seconds).padStart(9)}  ${String(x.coverage).padEnd(6)} ${String(x.corpus).padStart(6)}  ${ok ? "none" : `${x.findings.length || "exit " + x.exit}`}`);
+  console.log(`${x.target.padEnd(15)} ${String(x.execs).padStart(10)} ${String(x.seconds).padStart(9)}  ${String(x.coverage).padEnd(6)} ${String(x.corpus).padStart(6)}  ${ok ? "none" : `${x.findings.length || `exit ${x.exit}`}`}`);
   for (const f of x.findings) console.log(`    ${f}`);
 }
 process.exit(bad ? 1 : 0);

@@ -32,7 +32,7 @@ const cxx = process.env.CXX ?? (has("clang++") && existsSync(clangRuntime() ?? "
 const clang = /clang/.test(cxx);
 const build = join(root, "build-asan");
 const t0 = Date.now();
-const secs = () => ((Date.now() - t0) / 1000).toFixed(0) + "s";
+const secs = () => `${((Date.now() - t0) / 1000).toFixed(0)}s`;
 
 function run(cmd, argv, env = process.env) {
   const r = spawnSync(cmd, argv, { stdio: "inherit", cwd: root, env });

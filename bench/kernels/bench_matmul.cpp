@@ -273,7 +273,9 @@ int main(int argc, char** argv) {
 
   int failures = 0;
   for (GgmlType t : o.types) {
-    for (auto [n_out, n_in] : o.shapes) {
+    for (const auto& shape : o.shapes) {
+      // Plain locals, not a structured binding: the lambdas below capture them (clang < 16 can't).
+      const int64_t n_out = shape.first, n_in = shape.second;
       if (n_in % type_traits(t).block_size != 0) continue;
       // Enough copies of the matrix that one pass over them (256 MiB) is far larger than the LLC,
       // so every timed call reads its weights from memory as a forward pass does.

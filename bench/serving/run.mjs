@@ -423,7 +423,7 @@ async function main() {
       ratios.serving.continuousOverLlamaCpp = { throughput: serving.continuous.throughput / serving.llamacpp.throughput, ttftP50: serving.llamacpp.ttftP50 / serving.continuous.ttftP50 };
       console.log(`llmserve continuous / node-llama-cpp: throughput ${f(ratios.serving.continuousOverLlamaCpp.throughput)}x, TTFT p50 ${f(ratios.serving.continuousOverLlamaCpp.ttftP50)}x lower`);
     }
-    console.log("\nKV cache during the serving runs (sampled every " + opts.sampleMs + " ms while requests run)\n");
+    console.log(`\nKV cache during the serving runs (sampled every ${opts.sampleMs} ms while requests run)\n`);
     const krows = Object.entries(kv).map(([k, m]) => [
       LABEL[k],
       pct(m.wasteMean),

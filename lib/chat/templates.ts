@@ -95,5 +95,5 @@ export function detectBuiltinTemplate(tokenizer: Tokenizer): BuiltinChatTemplate
 }
 
 export function isBuiltinChatTemplate(name: string): name is BuiltinChatTemplate {
-  return Object.prototype.hasOwnProperty.call(BUILTIN_CHAT_TEMPLATES, name);
+  return Object.hasOwn(BUILTIN_CHAT_TEMPLATES, name);
 }

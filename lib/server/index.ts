@@ -16,7 +16,7 @@ import { SERVER_DEFAULTS } from "../defaults.js";
 import { LlmserveError } from "../errors.js";
 import { INT32_MAX } from "../limits.js";
 import { ServerMetrics } from "../metrics.js";
-import type { Model } from "../model.js";
+import type { Model, ModelStats } from "../model.js";
 import { Authorizer } from "./auth.js";
 import { ApiError, clientErrorResponse, toApiError } from "./errors.js";
 import { handleGeneration, type EndpointContext } from "./openai.js";
@@ -310,7 +310,7 @@ function registerRoutes(app: FastifyInstance, ctx: EndpointContext, auth: Author
   app.get("/health", { config: { access: "public" } }, async (request, reply) => {
     if (life.closing) return reply.status(503).send({ status: "shutting_down" });
     if (!auth.hasApiKey(request)) return { status: "ok" }; // the details are for key holders
-    let s;
+    let s: ModelStats;
     try {
       s = model.stats();
     } catch {

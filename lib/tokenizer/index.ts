@@ -168,7 +168,7 @@ export class Tokenizer {
           prevSpecial = true;
           continue;
         }
-        const t = v.addSpacePrefix && prevSpecial ? " " + p : p;
+        const t = v.addSpacePrefix && prevSpecial ? ` ${p}` : p;
         spmTokenize(v, t.replaceAll(" ", "\u2581"), out);
         prevSpecial = false;
       }

@@ -223,7 +223,7 @@ export const SUPPORTED_PRE_TOKENIZERS: readonly string[] = Object.keys(TABLE);
 /** Looks up a pre-tokenizer; `undefined` or "" means llama.cpp's "default". Returns an error text when unsupported. */
 export function findPreTokenizer(name: string | undefined): PreTokenizer | { error: string } {
   const key = name === undefined || name === "" ? "default" : name;
-  const p = Object.prototype.hasOwnProperty.call(TABLE, key) ? TABLE[key] : undefined;
+  const p = Object.hasOwn(TABLE, key) ? TABLE[key] : undefined;
   if (p) return p;
   if (KNOWN_UNSUPPORTED.has(key)) {
     return { error: `the BPE pre-tokenizer '${key}' (tokenizer.ggml.pre) needs custom splitting code that llmserve does not implement yet` };

@@ -42,7 +42,9 @@ export const BYTE_TO_CHAR: readonly string[] = (() => {
 /** Inverse of BYTE_TO_CHAR, indexed by UTF-16 code unit (all mapped chars are below U+0144). */
 const CHAR_TO_BYTE: Int16Array = (() => {
   const t = new Int16Array(0x200).fill(-1);
-  BYTE_TO_CHAR.forEach((ch, b) => (t[ch.charCodeAt(0)] = b));
+  BYTE_TO_CHAR.forEach((ch, b) => {
+    t[ch.charCodeAt(0)] = b;
+  });
   return t;
 })();
 
@@ -106,7 +108,7 @@ const ADDED_AFTER_UNICODE_15_1: ReadonlyArray<number | readonly [number, number]
 
 const hex = (cp: number) => `\\u{${cp.toString(16)}}`;
 const NEWER_CHARS = new RegExp(
-  "[" + ADDED_AFTER_UNICODE_15_1.map((r) => (typeof r === "number" ? hex(r) : `${hex(r[0])}-${hex(r[1])}`)).join("") + "]",
+  `[${ADDED_AFTER_UNICODE_15_1.map((r) => (typeof r === "number" ? hex(r) : `${hex(r[0])}-${hex(r[1])}`)).join("")}]`,
   "gu",
 );
 

@@ -69,7 +69,10 @@ function synthSpm() {
   const pieces = [...alphabet];
   for (let i = 0; pieces.length < 1500 && i < 100000; i++) {
     const p = pieces[next() % pieces.length] + alphabet[next() % alphabet.length];
-    if (!seen.has(p) && [...p].length <= 8) pieces.push(p), seen.add(p);
+    if (!seen.has(p) && [...p].length <= 8) {
+      pieces.push(p);
+      seen.add(p);
+    }
   }
   pieces.forEach((p, i) => { tokens.push(p); types.push(NORMAL); scores.push(-i / 10); });
   for (const [t, ty] of [["<|im_start|>", CONTROL], ["<|im_end|>", CONTROL], ["<|tool|>", USER_DEFINED]]) {
@@ -204,7 +207,10 @@ const enc = new TextEncoder();
 function concatBytes(parts) {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
-  for (const p of parts) out.set(p, o), (o += p.length);
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
   return out;
 }
 function droppedOnlyMissing(a, b, missing) {

@@ -299,7 +299,7 @@ describe("sessions, pinned prefixes, response cache", () => {
       const r = await collect(chat.send(t, { ...greedy, maxTokens: 6 }));
       replies.push(r.tokens);
       const after = m.stats();
-      const newTokens = m.tokenizer.encode(i === 0 ? "Be brief. " + t : t, { addSpecial: i === 0 }).length;
+      const newTokens = m.tokenizer.encode(i === 0 ? `Be brief. ${t}` : t, { addSpecial: i === 0 }).length;
       // Only the new tokens (plus the previous reply's last token, sampled but not yet computed).
       expect(after.prefillTokens - before.prefillTokens, `turn ${i}`).toBe(i === 0 ? newTokens : newTokens + 1);
       expect(chat.tokens.length).toBe(histLen + newTokens + r.tokens.length);
@@ -309,7 +309,7 @@ describe("sessions, pinned prefixes, response cache", () => {
     try {
       let hist: number[] = [];
       for (const [i, t] of turns.entries()) {
-        hist = [...hist, ...cold.tokenizer.encode(i === 0 ? "Be brief. " + t : t, { addSpecial: i === 0 })];
+        hist = [...hist, ...cold.tokenizer.encode(i === 0 ? `Be brief. ${t}` : t, { addSpecial: i === 0 })];
         const r = await collect(cold.generate({ tokens: hist }, { ...greedy, maxTokens: 6 }));
         expect(r.tokens, `turn ${i}`).toEqual(replies[i]);
         hist = [...hist, ...r.tokens];

@@ -7,6 +7,7 @@ import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, 
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadAddon } from "../../lib/binding.js";
+import { GGUF_DEFAULTS } from "../../lib/defaults.js";
 import { LlmserveError } from "../../lib/errors.js";
 import { readGguf } from "../../lib/gguf.js";
 import { Model } from "../../lib/model.js";
@@ -226,7 +227,7 @@ describe("hostile GGUF files", () => {
     ];
     for (const [name, set, code, key] of cases) {
       it(name, async () => {
-        const f = rewrite(base, join(dir, name.replace(/\W+/g, "_") + ".gguf"), set);
+        const f = rewrite(base, join(dir, `${name.replace(/\W+/g, "_")}.gguf`), set);
         const e = await caught(Model.load(f, { threads: 1 }));
         expect(e.code).toBe(code);
         expect(e.message).toContain(key);
@@ -257,11 +258,13 @@ describe("hostile GGUF files", () => {
   });
 
   it("a path with a NUL byte is ERR_INVALID_ARGUMENT (TS and N-API layers)", async () => {
-    const nul = base + "\0.ignored";
+    const nul = `${base}\0.ignored`;
     expect((await caught(Model.load(nul))).code).toBe("ERR_INVALID_ARGUMENT");
     expect((await caught(readGguf(nul))).code).toBe("ERR_INVALID_ARGUMENT");
     const addon = loadAddon();
-    expect(() => addon.readGguf(nul)).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
+    // Every other argument valid, so the path is what the addon refuses.
+    const { maxArrayLength, maxStringBytes, maxMetadataBytes } = GGUF_DEFAULTS;
+    expect(() => addon.readGguf(nul, maxArrayLength, { keyPrefixes: [], maxStringBytes, maxMetadataBytes })).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
     expect(() => addon.loadModel(nul, { threads: 1 } as never)).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
   });
 });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { Model, LlmserveError } from "../../lib/index.js";
+import { Model, LlmserveError, type Timings } from "../../lib/index.js";
 import { synthModel, tmpRoot } from "../helpers.js";
 
 let path: string;
@@ -119,7 +119,7 @@ describe("generate", () => {
     let firstAt = 0;
     let n = 0;
     const t0 = performance.now();
-    let lastTimings;
+    let lastTimings: Timings | undefined;
     for await (const c of model.generate({ tokens: [1, 300, 301] }, { maxTokens: 40, temperature: 0, stopAtEos: false })) {
       if (n++ === 0) firstAt = performance.now() - t0;
       lastTimings = c.timings;
@@ -272,7 +272,7 @@ describe("generate", () => {
     expect(both.text).toBe(text.slice(0, Math.min(cutEarly, cutLate)));
     expect(both.finishReason).toBe("stop");
     // A stop that never occurs (but starts like the text's end) leaves the whole text.
-    const none = await model.complete(prompt, { ...opts, stop: [text.slice(-1) + "\u0001"] });
+    const none = await model.complete(prompt, { ...opts, stop: [`${text.slice(-1)}\u0001`] });
     expect(none.text).toBe(text);
     expect(none.finishReason).toBe("length");
     // Chunks never carry text past a stop, however the text is split.

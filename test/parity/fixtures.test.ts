@@ -46,7 +46,7 @@ function top5Error(dists: Float64Array[], c: RefCase): { err: number; step: numb
   return { err, step };
 }
 
-const refTop = (c: RefCase, i: number) => "[" + c.top5[i].slice(0, 3).map(([t, p]) => `${t}:${p.toFixed(5)}`).join(", ") + "]";
+const refTop = (c: RefCase, i: number) => `[${c.top5[i].slice(0, 3).map(([t, p]) => `${t}:${p.toFixed(5)}`).join(", ")}]`;
 const label = (c: RefCase) => (c.prompt === null ? JSON.stringify(c.promptTokens) : JSON.stringify(c.prompt));
 
 describe.skipIf(!haveFixtures).each(MODELS)("fixture parity: %s", (name) => {

@@ -171,7 +171,7 @@ export function topK(p: ArrayLike<number>, k: number): [number, number][] {
 
 /** Compact "[id:prob, ...]" of the top k entries, for failure messages. */
 export function fmtTop(p: ArrayLike<number>, k = 3): string {
-  return "[" + topK(p, k).map(([t, q]) => `${t}:${q.toFixed(5)}`).join(", ") + "]";
+  return `[${topK(p, k).map(([t, q]) => `${t}:${q.toFixed(5)}`).join(", ")}]`;
 }
 
 export interface DistComparison {

@@ -29,7 +29,7 @@ describe.runIf(existsSync(join(repoRoot, "dist", "server", "index.js")))("llmser
       expect(stdout).toContain("cli-model");
       const auth = { "content-type": "application/json", authorization: "Bearer k1" };
       expect((await fetch(`${url}/v1/models`)).status).toBe(401);
-      const models = await (await fetch(`${url}/v1/models`, { headers: auth })).json();
+      const models = (await (await fetch(`${url}/v1/models`, { headers: auth })).json()) as { data: { id: string }[] };
       expect(models.data[0].id).toBe("cli-model");
 
       // A long stream in flight when SIGTERM arrives is cancelled after the timeout and still ends cleanly.

@@ -112,7 +112,7 @@ describe("400: invalid parameters", () => {
   it("unknown parameters are ignored (200)", async () => {
     const r = await post(`${base}/v1/chat/completions`, { ...chat, response_format: { type: "text" }, tool_choice: "none", parallel_tool_calls: false, whatever: 1 });
     expect(r.status).toBe(200);
-    expect((await r.json()).choices).toHaveLength(1);
+    expect(((await r.json()) as { choices: unknown[] }).choices).toHaveLength(1);
   });
 });
 
@@ -132,7 +132,7 @@ describe("400: context_length_exceeded", () => {
     const ids = Array.from({ length: 250 }, (_, i) => 3 + (i % 500));
     const r = await post(`${base}/v1/completions`, { model: MODEL, prompt: ids, max_tokens: 100, temperature: 0, ignore_eos: true });
     expect(r.status).toBe(200);
-    const body = await r.json();
+    const body = (await r.json()) as { usage: { completion_tokens: number }; choices: { finish_reason: string }[] };
     expect(body.usage.completion_tokens).toBeLessThanOrEqual(6);
     expect(body.choices[0].finish_reason).toBe("length");
   });

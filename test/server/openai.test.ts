@@ -210,7 +210,7 @@ describe("completions", () => {
   it("echo puts the prompt text before the completion (streaming too)", async () => {
     const plain = await client.completions.create({ model: MODEL, prompt: "Echo me", max_tokens: 5, temperature: 0 });
     const echoed = await client.completions.create({ model: MODEL, prompt: "Echo me", max_tokens: 5, temperature: 0, echo: true });
-    expect(echoed.choices[0].text).toBe("Echo me" + plain.choices[0].text);
+    expect(echoed.choices[0].text).toBe(`Echo me${plain.choices[0].text}`);
     const stream = await client.completions.create({ model: MODEL, prompt: "Echo me", max_tokens: 5, temperature: 0, echo: true, stream: true });
     let text = "";
     for await (const chunk of stream) text += chunk.choices[0]?.text ?? "";

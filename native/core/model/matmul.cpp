@@ -21,8 +21,6 @@ constexpr size_t kAlign = 64;
 // Multiply-adds below which splitting a job across threads costs more than it saves.
 constexpr int64_t kMinChunkWork = 1 << 16;
 
-size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
-
 struct Prepared {
   GgmlType vdt;
   const uint8_t* data;

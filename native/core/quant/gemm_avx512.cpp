@@ -11,8 +11,10 @@
 // pipes as FMA/MUL, so Q4_0's 8 dpbusd + mul + fma per block and token bound it at ~51 MAC/cycle.
 // Float weights: per (row, token) a 16-lane accumulator over k, R rows x T tokens per tile, then a
 // fixed reduction tree; again independent of the tile a pair falls into.
+#if defined(__GNUC__) && !defined(__clang__)  // clang has no -Wmaybe-uninitialized (and no such trip)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <algorithm>

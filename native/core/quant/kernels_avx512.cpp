@@ -3,8 +3,10 @@
 // measured faster here (AMD EPYC, double-pumped 512-bit units): BF16 and Q6_K dots. 512-bit
 // VNNI variants of Q4_0/Q8_0/Q4_K and F16/F32 dots were tried and were no faster than AVX2.
 // GCC 12's avx512fintrin.h trips -Wuninitialized on its own _mm512_undefined_* helpers.
+#if defined(__GNUC__) && !defined(__clang__)  // clang has no -Wmaybe-uninitialized (and no such trip)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include "quant/quant_impl.h"

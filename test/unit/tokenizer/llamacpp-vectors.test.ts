@@ -26,8 +26,8 @@ interface Case {
 
 /** Parses .inp/.out exactly like test-tokenizer-0.cpp's read_tests. */
 function readCases(base: string): Case[] {
-  const raw = readFileSync(base + ".inp", "utf8");
-  const outLines = readFileSync(base + ".out", "utf8").split("\n");
+  const raw = readFileSync(`${base}.inp`, "utf8");
+  const outLines = readFileSync(`${base}.out`, "utf8").split("\n");
   if (outLines.at(-1) === "") outLines.pop(); // std::getline does not yield the empty text after the final "\n"
   const sep = "\n__ggml_vocab_test__\n";
   const inputs: string[] = [];
@@ -51,14 +51,14 @@ function readCases(base: string): Case[] {
   return [...byText.values()].sort((a, b) => a.index - b.index);
 }
 
-const label = (s: string) => JSON.stringify(s.length > 40 ? s.slice(0, 40) + "…" : s);
+const label = (s: string) => JSON.stringify(s.length > 40 ? `${s.slice(0, 40)}…` : s);
 
 describe.skipIf(!haveVocabDir)("llama.cpp test vectors (test-tokenizer-0)", () => {
   if (!haveVocabDir) it.skip(`fixtures not found at ${vocabDir}`, () => {});
 
   for (const name of VOCABS) {
     const base = join(vocabDir, `ggml-vocab-${name}.gguf`);
-    if (!existsSync(base + ".inp")) continue;
+    if (!existsSync(`${base}.inp`)) continue;
     if (!existsSync(base)) {
       // llama-bpe (Llama 3) and qwen2 ship .inp/.out only: their vocabularies are too large for the
       // fixtures. Their pre-tokenizers are covered against llama.cpp's splitter in pretokenize.test.ts.
