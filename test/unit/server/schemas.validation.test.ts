@@ -3,7 +3,7 @@
  * each field accepts its range, null and the documented shapes, and refuses values just outside
  * its bounds and values of the wrong type.
  */
-import Ajv from "ajv";
+import { Ajv } from "ajv";
 import { describe, expect, it } from "vitest";
 import { GENERATE_LIMITS, INT32_MAX, MAX_CHAT_MESSAGES } from "../../../lib/limits.js";
 import { SERVER_LIMITS as L, chatSchema, completionSchema } from "../../../lib/server/schemas.js";
