@@ -151,16 +151,17 @@ TEST(sched_admission_order_and_max_sequences) {
   size_t most = 0;
   for (const StepRecord& s : steps) most = std::max(most, s.size());
   CHECK_EQ(most, size_t(2));
-  // The first step may have started with whatever arrived before the gate closed on it; every
-  // admission after that follows rank order.
+  // The first step may have started with whatever arrived before the gate closed on it (one or
+  // two requests, in rank order among themselves); every admission after that follows rank order.
   const auto first = first_step(steps);
   CHECK(first.size() == 5);
   if (first.size() != 5) return;
-  std::vector<int32_t> later = {14, 11, 12, 13, 10};
-  const int32_t head = steps[0][0].id;
-  later.erase(std::remove(later.begin(), later.end(), head), later.end());
+  std::vector<int32_t> later;
+  for (int32_t id : {14, 11, 12, 13, 10})
+    if (first.at(id) > 0) later.push_back(id);
+  CHECK(later.size() >= 3);
   for (size_t i = 0; i + 1 < later.size(); ++i) CHECK(first.at(later[i]) <= first.at(later[i + 1]));
-  if (head != 10) CHECK(first.at(10) > first.at(14));
+  if (first.at(10) > 0) CHECK(first.at(10) > first.at(14));
 }
 
 TEST(sched_chunked_prefill_respects_both_budgets) {
