@@ -16,8 +16,9 @@ export const LAYERS = {
   kv: 3,                                 // paged KV storage, allocator, rotation, eval cache
   attention: 4,                          // paged attention over kv/
   model: 5,                              // architectures: config, weights, forward pass
-  backend: 6, synth: 6,                  // executors (own a model); synthetic model writer
-  sched: 7,                              // the scheduler: sees only backend/executor.h
+  lora: 6,                               // LoRA adapters: load against a model, per-segment deltas
+  backend: 7, synth: 7,                  // executors (own a model, adapters); synthetic model writer
+  sched: 8,                              // the scheduler: sees only backend/executor.h
 };
 
 function* files(dir) {

@@ -113,7 +113,39 @@ KvLayout CpuExecutor::kv_layout() const {
 std::string CpuExecutor::kernels() const { return kernel_isa(); }
 
 Status CpuExecutor::forward(const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs, std::vector<float>* logits) {
-  return forward_batch(*model_, *kv_, tokens, seqs, n_seqs, logits, *pool_, scratch_);
+  bool any = false;
+  for (int64_t s = 0; seqs && s < n_seqs; ++s) any = any || seqs[s].adapter != 0;
+  if (!any) return forward_batch(*model_, *kv_, tokens, seqs, n_seqs, logits, *pool_, scratch_);
+  std::vector<std::shared_ptr<const LoraAdapter>> hold(static_cast<size_t>(n_seqs));
+  std::vector<const ProjectionDelta*> deltas(static_cast<size_t>(n_seqs), nullptr);
+  {
+    std::lock_guard<std::mutex> lock(adapters_mu_);
+    for (int64_t s = 0; s < n_seqs; ++s) {
+      if (seqs[s].adapter == 0) continue;
+      auto it = adapters_.find(seqs[s].adapter);
+      if (it == adapters_.end()) {
+        return make_error(Code::InvalidArgument, "no LoRA adapter is loaded with id " + std::to_string(seqs[s].adapter));
+      }
+      hold[static_cast<size_t>(s)] = it->second;
+      deltas[static_cast<size_t>(s)] = it->second.get();
+    }
+  }
+  return forward_batch(*model_, *kv_, tokens, seqs, n_seqs, logits, *pool_, scratch_, deltas.data());
+}
+
+Status CpuExecutor::load_adapter(uint64_t id, const std::string& path, float scale) {
+  if (id == 0) return make_error(Code::InvalidArgument, "adapter id 0 is the base model");
+  std::unique_ptr<LoraAdapter> a;
+  LLMS_RETURN_IF_ERROR(LoraAdapter::load(path, *model_, scale, &a));
+  std::lock_guard<std::mutex> lock(adapters_mu_);
+  adapters_[id] = std::shared_ptr<const LoraAdapter>(std::move(a));
+  return Status::ok();
+}
+
+bool CpuExecutor::has_adapter(uint64_t id) const {
+  if (id == 0) return true;
+  std::lock_guard<std::mutex> lock(adapters_mu_);
+  return adapters_.count(id) != 0;
 }
 
 void CpuExecutor::copy_block(int32_t src, int32_t dst, int64_t n_slots) { kv_->copy_block(src, dst, n_slots); }

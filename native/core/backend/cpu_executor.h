@@ -4,10 +4,13 @@
 // thread pool, and the eval-only single-sequence cache. forward() is model/forward_batch().
 #pragma once
 #include <cstdlib>
+#include <map>
 #include <memory>
+#include <mutex>
 
 #include "../kv/kv_cache.h"
 #include "../kv/kv_pool.h"
+#include "../lora/lora.h"
 #include "../model/forward.h"
 #include "../model/model.h"
 #include "../threadpool/thread_pool.h"
@@ -33,6 +36,9 @@ class CpuExecutor final : public Executor {
   Status forward(const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs, std::vector<float>* logits) override;
   void copy_block(int32_t src, int32_t dst, int64_t n_slots) override;
   Status evaluate(const int32_t* tokens, int64_t n, bool logits_all, std::vector<float>* logits) override;
+  // Loads (or replaces) adapter id; errors: InvalidArgument (id 0), LoraAdapter::load's.
+  Status load_adapter(uint64_t id, const std::string& path, float scale) override;
+  bool has_adapter(uint64_t id) const override;
 
  private:
   CpuExecutor() = default;
@@ -53,6 +59,10 @@ class CpuExecutor final : public Executor {
   std::unique_ptr<KvPool> kv_;
   ForwardScratch scratch_;
   std::unique_ptr<KvCache> eval_kv_;  // made on the first evaluate()
+  // Loaded adapters by id. forward() copies the shared pointers it needs under the lock, so an
+  // adapter replaced while a pass runs lives until that pass ends.
+  mutable std::mutex adapters_mu_;
+  std::map<uint64_t, std::shared_ptr<const LoraAdapter>> adapters_;
 };
 
 }  // namespace llmserve

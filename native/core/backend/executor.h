@@ -73,6 +73,16 @@ class Executor {
   // Scores tokens [n] from position 0 in a private cache that never touches the serving pool
   // (Model.evaluate): logits of the last token, or of every token when logits_all.
   virtual Status evaluate(const int32_t* tokens, int64_t n, bool logits_all, std::vector<float>* logits) = 0;
+
+  // LoRA adapters (docs/design.md, "The executor seam"): load_adapter reads the adapter at path for
+  // this model under id (>= 1; the id BatchSeq::adapter and GenerateRequest::adapter carry) with
+  // the user scale; it may run while forward() runs on another thread. has_adapter(0) is true (the
+  // base model). Executors without adapter support refuse every load (InvalidArgument).
+  virtual Status load_adapter(uint64_t id, const std::string& path, float scale) {
+    (void)id, (void)path, (void)scale;
+    return make_error(Code::InvalidArgument, "this executor does not support LoRA adapters");
+  }
+  virtual bool has_adapter(uint64_t id) const { return id == 0; }
 };
 
 // Loads the GGUF at path onto the best available backend (the CPU today), reporting progress as

@@ -13,6 +13,8 @@ struct BatchSeq {
   int64_t pos0 = 0;                 // positions already in the KV cache
   int64_t n_tokens = 0;             // tokens in this batch (>= 1)
   int out = 1;                      // logits wanted: 0 none, 1 last token, 2 every token
+  uint64_t adapter = 0;             // the request's LoRA adapter id (0: the base model); the
+                                    // executor resolves it to the weights it loaded
 };
 
 // Where each token of a flattened batch lives: token t is at position pos[t] of a sequence whose

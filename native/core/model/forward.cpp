@@ -115,19 +115,71 @@ struct Pass {
   std::vector<int64_t> out_rows{};  // those rows, ascending
   KvRotation rot{};
   int64_t tok_grain = 1;  // tokens per parallel work item for per-token elementwise work
+  // LoRA: each row's delta ([n], empty when the batch has none) and the contiguous segments of
+  // rows [0, m) that share a non-null one (rebuilt when the last layer compacts its rows).
+  struct Segment {
+    int64_t begin, end;
+    const ProjectionDelta* d;
+  };
+  std::vector<const ProjectionDelta*> row_delta{};
+  std::vector<Segment> segs{};
 };
 
-// Per-token positions and block tables; the rows whose logits are wanted, in batch order.
-void expand_positions(Pass& p, const BatchSeq* seqs, int64_t n_seqs) {
+// Segments of rows [0, m) with the same non-null delta (an SGMV-shaped loop runs over these).
+void build_segments(Pass& p, int64_t m) {
+  p.segs.clear();
+  if (p.row_delta.empty()) return;
+  for (int64_t t = 0; t < m; ++t) {
+    const ProjectionDelta* d = p.row_delta[static_cast<size_t>(t)];
+    if (!d) continue;
+    if (!p.segs.empty() && p.segs.back().d == d && p.segs.back().end == t) {
+      p.segs.back().end = t + 1;
+    } else {
+      p.segs.push_back({t, t + 1, d});
+    }
+  }
+}
+
+// After the base product y = W·x (+ bias) of projection `which` over the batch's rows: each
+// segment whose delta touches it gets y += delta(x). llama.cpp adds the bias after the LoRA term
+// (build_lora_mm, then ggml_add of the bias), so a biased projection's segment rows are recomputed
+// without the bias first (matmul is row-invariant: the same bits as in the full product), then get
+// the delta, then the bias, in that order. Rows without a delta keep the base product untouched.
+void apply_deltas(Pass& p, int64_t il, Proj which, const MatrixView& w, const float* bias, const float* x, float* y,
+                  int64_t ldy) {
+  for (const Pass::Segment& sg : p.segs) {
+    if (!sg.d->touches(il, which)) continue;
+    const int64_t len = sg.end - sg.begin;
+    const float* xs = x + sg.begin * w.n_in;
+    float* ys = y + sg.begin * ldy;
+    if (bias) {
+      const MatmulTask base[1] = {{&w, nullptr, ys, ldy}};
+      matmul(base, 1, xs, len, p.pool);
+    }
+    sg.d->add(il, which, xs, len, ys, ldy, p.pool);
+    if (bias) {
+      for (int64_t t = 0; t < len; ++t)
+        for (int64_t j = 0; j < w.n_out; ++j) ys[t * ldy + j] = ys[t * ldy + j] + bias[j];
+    }
+  }
+}
+
+// Per-token positions, block tables and deltas; the rows whose logits are wanted, in batch order.
+void expand_positions(Pass& p, const BatchSeq* seqs, int64_t n_seqs, const ProjectionDelta* const* deltas) {
   p.out_rows.reserve(static_cast<size_t>(p.n_out));
+  bool any_delta = false;
+  for (int64_t s = 0; deltas && s < n_seqs; ++s) any_delta = any_delta || deltas[s];
+  if (any_delta) p.row_delta.assign(static_cast<size_t>(p.n), nullptr);
   for (int64_t s = 0, t0 = 0; s < n_seqs; t0 += seqs[s].n_tokens, ++s) {
     const BatchSeq& q = seqs[s];
     for (int64_t i = 0; i < q.n_tokens; ++i) {
       p.B.pos[t0 + i] = q.pos0 + i;
       p.B.blocks[t0 + i] = q.blocks;
+      if (any_delta) p.row_delta[static_cast<size_t>(t0 + i)] = deltas[s];
       if (q.out == 2 || (q.out == 1 && i == q.n_tokens - 1)) p.out_rows.push_back(t0 + i);
     }
   }
+  build_segments(p, p.n);
 }
 
 // Embeddings (dequantized rows of token_embd) and the RoPE table of each token's position.
@@ -152,6 +204,9 @@ void qkv_and_store(Pass& p, const LayerWeights& L, int64_t il) {
   }, p.tok_grain);
   const MatmulTask qkv[3] = {{&L.wq, L.bq, B.q, NQ}, {&L.wk, L.bk, B.k, NKV}, {&L.wv, L.bv, B.v, NKV}};
   matmul(qkv, 3, B.xn, p.n, p.pool);
+  apply_deltas(p, il, Proj::Q, L.wq, L.bq, B.xn, B.q, NQ);
+  apply_deltas(p, il, Proj::K, L.wk, L.bk, B.xn, B.k, NKV);
+  apply_deltas(p, il, Proj::V, L.wv, L.bv, B.xn, B.v, NKV);
   const KvRotation rot = p.rot;
   p.pool.parallel_for(p.n, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
@@ -180,7 +235,9 @@ void keep_output_rows(Pass& p) {
     std::copy(B.x + r * E, B.x + (r + 1) * E, B.x + i * E);
     B.pos[i] = B.pos[r];
     B.blocks[i] = B.blocks[r];
+    if (!p.row_delta.empty()) p.row_delta[static_cast<size_t>(i)] = p.row_delta[static_cast<size_t>(r)];
   }
+  build_segments(p, p.n_out);
 }
 
 // Attention of rows [0, m) -> (back from the rotated V basis) -> output projection -> residual.
@@ -197,13 +254,14 @@ void attention_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
   }
   const MatmulTask wo[1] = {{&L.wo, L.bo, B.xn, E}};
   matmul(wo, 1, B.attn, m, p.pool);
+  apply_deltas(p, il, Proj::O, L.wo, L.bo, B.attn, B.xn, E);
   p.pool.parallel_for(m, [&](int64_t b, int64_t e) {
     add_rows(B.x + b * E, B.xn + b * E, (e - b) * E);
   }, p.tok_grain);
 }
 
 // Norm -> SwiGLU feed-forward -> residual, rows [0, m).
-void ffn_block(Pass& p, const LayerWeights& L, int64_t m) {
+void ffn_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
   const ModelConfig& c = p.c;
   Buffers& B = p.B;
   const int64_t E = c.n_embd, FF = c.n_ff;
@@ -212,11 +270,14 @@ void ffn_block(Pass& p, const LayerWeights& L, int64_t m) {
   }, p.tok_grain);
   const MatmulTask gu[2] = {{&L.ffn_gate, L.ffn_gate_b, B.gate, FF}, {&L.ffn_up, L.ffn_up_b, B.up, FF}};
   matmul(gu, 2, B.xn, m, p.pool);
+  apply_deltas(p, il, Proj::Gate, L.ffn_gate, L.ffn_gate_b, B.xn, B.gate, FF);
+  apply_deltas(p, il, Proj::Up, L.ffn_up, L.ffn_up_b, B.xn, B.up, FF);
   p.pool.parallel_for(m, [&](int64_t b, int64_t e) {
     swiglu_f32(B.gate + b * FF, B.up + b * FF, (e - b) * FF);
   }, p.tok_grain);
   const MatmulTask down[1] = {{&L.ffn_down, L.ffn_down_b, B.xn, E}};
   matmul(down, 1, B.gate, m, p.pool);
+  apply_deltas(p, il, Proj::Down, L.ffn_down, L.ffn_down_b, B.gate, B.xn, E);
   p.pool.parallel_for(m, [&](int64_t b, int64_t e) {
     add_rows(B.x + b * E, B.xn + b * E, (e - b) * E);
   }, p.tok_grain);
@@ -232,6 +293,7 @@ void output_head(Pass& p, float* logits) {
   }, p.tok_grain);
   const MatmulTask out[1] = {{&W.output, nullptr, logits, p.c.n_vocab}};
   matmul(out, 1, B.xn, p.n_out, p.pool);
+  apply_deltas(p, -1, Proj::Output, W.output, nullptr, B.xn, logits, p.c.n_vocab);
 }
 
 }  // namespace
@@ -248,7 +310,8 @@ uint8_t* ForwardScratch::get(size_t bytes) {
 }
 
 Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs,
-                     std::vector<float>* logits, ThreadPool& pool, ForwardScratch& scratch) {
+                     std::vector<float>* logits, ThreadPool& pool, ForwardScratch& scratch,
+                     const ProjectionDelta* const* deltas) {
   const ModelConfig& c = model.config();
   if (!logits) return make_error(Code::InvalidArgument, "forward: logits output is null");
   Pass p{model, c, kv, pool, {}};
@@ -268,7 +331,7 @@ Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, cons
   } catch (const std::bad_alloc&) {
     return make_error(Code::OutOfMemory, "could not allocate logits");
   }
-  expand_positions(p, seqs, n_seqs);
+  expand_positions(p, seqs, n_seqs, deltas);
   p.rot = kv_rotation(c.head_dim, kv.type());
   // Per-token elementwise work is cheap: give each thread at least ~16K elements.
   p.tok_grain = std::max<int64_t>(1, (int64_t(1) << 14) / std::max(c.n_embd, c.n_ff));
@@ -284,7 +347,7 @@ Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, cons
       if (m == 0) break;
     }
     attention_block(p, L, il, m);
-    ffn_block(p, L, m);
+    ffn_block(p, L, il, m);
   }
   if (p.n_out == 0) return Status::ok();
   output_head(p, logits->data());
@@ -292,7 +355,8 @@ Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, cons
 }
 
 Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n, bool logits_all,
-               std::vector<float>* logits, ThreadPool& pool, ForwardScratch* scratch) {
+               std::vector<float>* logits, ThreadPool& pool, ForwardScratch* scratch,
+               const ProjectionDelta* delta) {
   if (n < 1) return make_error(Code::InvalidArgument, "Expected at least 1 token but received " + std::to_string(n));
   if (!tokens) return make_error(Code::InvalidArgument, "forward: tokens is null");
   const ModelConfig& c = model.config();
@@ -309,7 +373,8 @@ Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n
   s.n_tokens = n;
   s.out = logits_all ? 2 : 1;
   ForwardScratch local;
-  LLMS_RETURN_IF_ERROR(forward_batch(model, kv.pool(), tokens, &s, 1, logits, pool, scratch ? *scratch : local));
+  const ProjectionDelta* deltas[1] = {delta};
+  LLMS_RETURN_IF_ERROR(forward_batch(model, kv.pool(), tokens, &s, 1, logits, pool, scratch ? *scratch : local, deltas));
   kv.set_n_past(kv.n_past() + n);
   return Status::ok();
 }

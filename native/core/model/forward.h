@@ -35,12 +35,32 @@ class ForwardScratch {
   size_t bytes_ = 0;
 };
 
+// The projections a low-rank delta (a LoRA adapter) can change. Output is the output head.
+enum class Proj : int { Q, K, V, O, Gate, Up, Down, Output };
+constexpr int kProjCount = 8;
+
+// Extra terms added to some rows' projections (LoRA adapters live in lora/, above model/; the
+// forward pass sees only this interface). forward_batch calls add() on each contiguous segment of
+// rows that share a delta, right after the base product W·x and before the projection's bias
+// (llama.cpp: build_lora_mm, then the bias add).
+class ProjectionDelta {
+ public:
+  virtual ~ProjectionDelta() = default;
+  // True if this delta changes projection p of layer il (il is ignored for Proj::Output).
+  virtual bool touches(int64_t il, Proj p) const = 0;
+  // y[t] += delta(x[t]) for rows t in [0, n). x: [n, n_in of the projection] contiguous rows;
+  // y: [n, n_out] with row stride ldy. Each row's result must not depend on n or the other rows.
+  virtual void add(int64_t il, Proj p, const float* x, int64_t n, float* y, int64_t ldy, ThreadPool& pool) const = 0;
+};
+
 // tokens: [sum of n_tokens] in sequence order. Appends every token's K/V at its position, then
 // writes logits [n_out, n_vocab] for the requested rows in batch order. Batch invariant: each
 // output row is bit-identical whatever else is in the batch and however work is split.
+// deltas: null, or [n_seqs] per-sequence deltas (null entries: the base model only).
 // Errors (nothing written to logits): InvalidArgument (bad token ids, sequences, block tables).
 Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs,
-                     std::vector<float>* logits, ThreadPool& pool, ForwardScratch& scratch);
+                     std::vector<float>* logits, ThreadPool& pool, ForwardScratch& scratch,
+                     const ProjectionDelta* const* deltas = nullptr);
 
 // Runs tokens [n] at positions n_past .. n_past + n - 1 (appending their K/V to kv), writes logits.
 // logits_all = false: logits [n_vocab] for the last token only; true: [n, n_vocab] for every token.
@@ -50,7 +70,9 @@ Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, cons
 // [0, n_vocab), kv cache made for another model), ContextOverflow (n_past + n > n_ctx),
 // OutOfMemory (scratch allocation).
 // scratch: reused across calls when given; null allocates one for this call.
+// delta: null, or the adapter every token of this call uses.
 Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n, bool logits_all,
-               std::vector<float>* logits, ThreadPool& pool, ForwardScratch* scratch = nullptr);
+               std::vector<float>* logits, ThreadPool& pool, ForwardScratch* scratch = nullptr,
+               const ProjectionDelta* delta = nullptr);
 
 }  // namespace llmserve

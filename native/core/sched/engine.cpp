@@ -85,6 +85,8 @@ Status Engine::submit(std::shared_ptr<GenerateRequest> req, int64_t* id) {
   LLMS_RETURN_IF_ERROR(validate(req->sampling));
   if (req->max_tokens < 0)
     return make_error(Code::InvalidArgument, "Expected a non-negative integer for maxTokens but received " + std::to_string(req->max_tokens));
+  if (!executor_->has_adapter(req->adapter))
+    return make_error(Code::InvalidArgument, "No LoRA adapter is loaded with id " + std::to_string(req->adapter) + "; load it first.");
   auto s = std::make_unique<Sequence>();
   s->req = std::move(req);
   s->tokens = s->req->prompt;

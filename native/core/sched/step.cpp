@@ -169,6 +169,7 @@ bool Engine::run_batch(StepPlan& plan) {
     b.pos0 = s.n_computed;
     b.n_tokens = p.chunk;
     b.out = p.out ? 1 : 0;
+    b.adapter = s.req->adapter;
     seqs.push_back(b);
     if (s.n_computed < s.n_prompt) st_.prefill_tokens += std::min(p.chunk, s.n_prompt - s.n_computed);
   }

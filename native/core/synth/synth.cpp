@@ -14,6 +14,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <iterator>
+#include <memory>
 #include <thread>
 
 #include "../gguf/gguf.h"
@@ -376,6 +378,56 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path,
   LLMS_RETURN_IF_ERROR(w.write(out_path));
   if (b.progress) b.progress(1.0);
   return Status::ok();
+}
+
+Status synth_lora(const std::string& base_path, const SynthLoraOptions& opt, const std::string& out_path) {
+  if (opt.rank < 1 || opt.rank > 65536) return invalid("Expected rank in [1, 65536] but received " + std::to_string(opt.rank));
+  if (opt.type != GgmlType::F32 && opt.type != GgmlType::F16 && opt.type != GgmlType::BF16 && opt.type != GgmlType::Q8_0)
+    return invalid(std::string("Expected a LoRA type of f32, f16, bf16 or q8_0 but received ") + type_traits(opt.type).name);
+  static const char* kKinds[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", "output"};
+  for (const std::string& t : opt.targets) {
+    if (std::find_if(std::begin(kKinds), std::end(kKinds), [&](const char* k) { return t == k; }) == std::end(kKinds))
+      return invalid("Unknown LoRA target '" + t + "'");
+  }
+  std::unique_ptr<GgufFile> base;
+  LLMS_RETURN_IF_ERROR(GgufFile::open(base_path, &base));
+  std::string arch;
+  bool found = false;
+  LLMS_RETURN_IF_ERROR(base->get_string("general.architecture", &arch, &found));
+  int64_t n_layer = 0;
+  LLMS_RETURN_IF_ERROR(base->get_int(arch + ".block_count", &n_layer, &found));
+  if (!found) return make_error(Code::GgufCorrupt, "base model has no " + arch + ".block_count");
+
+  GgufWriter w;
+  w.set_str("general.architecture", arch);
+  w.set_str("general.type", "adapter");
+  w.set_str("general.name", "synth-lora");
+  w.set_str("adapter.type", "lora");
+  w.set_f32("adapter.lora.alpha", opt.alpha);
+  auto add_pair = [&](const std::string& name) -> Status {
+    const GgufTensorInfo* t = base->find_tensor(name);
+    if (!t) return make_error(Code::MissingTensor, "synth_lora: the base model has no tensor '" + name + "'");
+    const int64_t n_in = t->ne[0], n_out = t->ne[1], r = opt.rank;
+    const int64_t blk = type_traits(opt.type).block_size;
+    if (n_in % blk != 0 || r % blk != 0)
+      return invalid(std::string("LoRA type ") + type_traits(opt.type).name + " needs n_in and rank multiples of " + std::to_string(blk));
+    std::vector<float> a(static_cast<size_t>(n_in * r)), b(static_cast<size_t>(r * n_out));
+    Rng ra(opt.seed ^ fnv1a(name + ".lora_a"));
+    ra.normal(a.data(), a.size(), 0.0, 1.0 / std::sqrt(static_cast<double>(n_in)));
+    Rng rb(opt.seed ^ fnv1a(name + ".lora_b"));
+    rb.normal(b.data(), b.size(), 0.0, opt.std_b / std::sqrt(static_cast<double>(r)));
+    LLMS_RETURN_IF_ERROR(w.add_tensor(name + ".lora_a", opt.type, {n_in, r}, encode_rows(opt.type, a, n_in, r)));
+    return w.add_tensor(name + ".lora_b", opt.type, {r, n_out}, encode_rows(opt.type, b, r, n_out));
+  };
+  for (int64_t il = 0; il < n_layer; ++il) {
+    for (const std::string& t : opt.targets) {
+      if (t == "output") continue;
+      LLMS_RETURN_IF_ERROR(add_pair("blk." + std::to_string(il) + "." + t + ".weight"));
+    }
+  }
+  for (const std::string& t : opt.targets)
+    if (t == "output") LLMS_RETURN_IF_ERROR(add_pair("output.weight"));
+  return w.write(out_path);
 }
 
 }  // namespace llmserve

@@ -33,6 +33,25 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path,
                    std::function<void(double)> progress = {},
                    std::vector<std::string>* notes = nullptr);
 
+// A random LoRA adapter for a base model, in llama.cpp's GGUF adapter format (general.type
+// "adapter", adapter.type "lora", adapter.lora.alpha, "<base tensor>.lora_a" ne [n_in, rank] and
+// ".lora_b" ne [rank, n_out]). Deterministic in (base file's tensor shapes, options).
+struct SynthLoraOptions {
+  int64_t rank = 4;
+  // Base tensor kinds of every layer: attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up,
+  // ffn_down; "output" for output.weight (the base must have one).
+  std::vector<std::string> targets = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+  uint64_t seed = 1;
+  float alpha = 0.0f;             // adapter.lora.alpha (0: written as 0, scale = user scale)
+  GgmlType type = GgmlType::F32;  // F32, F16, BF16, Q8_0 (rows must fit its block)
+  // Entries: a ~ N(0, 1/n_in), b ~ N(0, (std_b)^2 / rank), so scale·B·A·x is about std_b times
+  // the size of a unit-variance projection of x.
+  float std_b = 0.5f;
+};
+// Errors: the reader's errors for base_path, InvalidArgument (rank < 1, unknown target, type),
+// MissingTensor (the base has no such tensor), Io (writing).
+Status synth_lora(const std::string& base_path, const SynthLoraOptions& opt, const std::string& out_path);
+
 // Checks every option; InvalidArgument messages name the offending option.
 // Does not open vocab_from (synth_model does).
 Status validate_synth_options(const SynthOptions& opt);

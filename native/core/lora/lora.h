@@ -1,0 +1,69 @@
+// LoRA adapters in llama.cpp's GGUF format, applied per segment of a batch (no merged weights, the
+// base model is shared by every adapter).
+//
+// File format (llama.cpp convert_lora_to_gguf.py / llama-adapter.cpp): general.type = "adapter",
+// adapter.type = "lora", general.architecture = the base model's, adapter.lora.alpha (float; 0 or
+// absent: no alpha scaling), and for each target base tensor W (ggml ne = [n_in, n_out]) a pair
+//   "<W name>.lora_a": ne = [n_in, r]  (r rows of n_in: a MatrixView n_in -> r)
+//   "<W name>.lora_b": ne = [r, n_out] (n_out rows of r: a MatrixView r -> n_out)
+// in f32, f16, bf16 or q8_0. The pair adds scale · B·(A·x) to W·x, with
+// scale = user_scale × alpha / r (user_scale when alpha is 0), as llama.cpp's get_scale.
+// Targets: blk.N.attn_q/attn_k/attn_v/attn_output and blk.N.ffn_gate/ffn_up/ffn_down weights, and
+// output.weight (when the base has its own output matrix).
+#pragma once
+#include <array>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../gguf/gguf.h"
+#include "../model/forward.h"
+#include "../model/model.h"
+#include "../status.h"
+
+namespace llmserve {
+
+// One target's low-rank pair.
+struct LoraPair {
+  MatrixView a;        // [n_in] -> [r]
+  MatrixView b;        // [r] -> [n_out]
+  float scale = 0.0f;  // user_scale * alpha / r, or user_scale when alpha is 0
+  bool present() const { return a.data != nullptr; }
+};
+
+class LoraAdapter final : public ProjectionDelta {
+ public:
+  // Opens the adapter at path and validates it against base. Errors, each naming the key or the
+  // tensor: FileNotFound / Io / the GGUF reader's errors; InvalidArgument (general.type is not
+  // "adapter", adapter.type is not "lora", a tensor name without .lora_a/.lora_b, a base tensor
+  // that is not a supported target, no LoRA tensors at all, a non-finite alpha or scale);
+  // UnsupportedArch (general.architecture differs from the base's); MissingTensor (the base has no
+  // such tensor, or one half of a pair is absent); BadShape (not 2-D, n_in / n_out differ from
+  // the base tensor's, the ranks of a and b differ, a row length not a multiple of the type's
+  // block); UnsupportedType (a type other than f32, f16, bf16, q8_0).
+  static Status load(const std::string& path, const Model& base, float user_scale, std::unique_ptr<LoraAdapter>* out);
+  // The same over an opened file (tests parse in-memory images); shares ownership of it.
+  static Status from_file(std::shared_ptr<GgufFile> file, const Model& base, float user_scale,
+                          std::unique_ptr<LoraAdapter>* out);
+
+  bool touches(int64_t il, Proj p) const override { return pair(il, p) != nullptr; }
+  // y[t] += scale · B·(A·x[t]): t = A·x and B·t are two matmul() calls over the segment's rows
+  // (activations converted to each matrix's vec_dot type, as ggml's mul_mat), then the scaled
+  // product is added to y (ggml_scale, then ggml_add).
+  void add(int64_t il, Proj p, const float* x, int64_t n, float* y, int64_t ldy, ThreadPool& pool) const override;
+
+  // The pair of projection p of layer il (il ignored for Output), or null.
+  const LoraPair* pair(int64_t il, Proj p) const;
+  float alpha() const { return alpha_; }
+  int64_t n_pairs() const { return n_pairs_; }
+
+ private:
+  LoraAdapter() = default;
+  std::shared_ptr<GgufFile> file_;  // the mapping every view points into
+  std::vector<std::array<LoraPair, kProjCount>> layers_;
+  LoraPair output_;
+  float alpha_ = 0.0f;
+  int64_t n_pairs_ = 0;
+};
+
+}  // namespace llmserve
