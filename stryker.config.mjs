@@ -5,8 +5,18 @@
 // results are kept in reports/stryker-incremental.json (gitignored), and a rerun re-tests only
 // mutants whose code or tests changed. Not part of `npm test`.
 const MODULES = [
-  "lib/generate.ts", "lib/validate.ts", "lib/limits.ts", "lib/defaults.ts", "lib/session.ts", "lib/responseCache.ts",
-  "lib/model.ts", "lib/errors.ts", "lib/chat/templates.ts", "lib/chat/index.ts", "lib/chat/renderPool.ts", "lib/tokenizer/*.ts",
+  "lib/generate.ts",
+  "lib/validate.ts",
+  "lib/limits.ts",
+  "lib/defaults.ts",
+  "lib/session.ts",
+  "lib/responseCache.ts",
+  "lib/model.ts",
+  "lib/errors.ts",
+  "lib/chat/templates.ts",
+  "lib/chat/index.ts",
+  "lib/chat/renderPool.ts",
+  "lib/tokenizer/*.ts",
   "lib/server/*.ts",
 ];
 
@@ -20,22 +30,44 @@ const TESTS = {
   "lib/server/schemas.ts": ["test/unit/server/schemas.test.ts", "test/unit/server/schemas.validation.test.ts"],
   "lib/server/openai.ts": ["test/server/openai.test.ts", "test/server/openai-options.test.ts"],
   "lib/server/sse.ts": ["test/unit/server/sse.test.ts"],
-  "lib/server/request.ts": ["test/server/openai-options.test.ts", "test/unit/server/schemas.test.ts", "test/server/openai.test.ts"],
+  "lib/server/request.ts": [
+    "test/server/openai-options.test.ts",
+    "test/unit/server/schemas.test.ts",
+    "test/server/openai.test.ts",
+  ],
   "lib/server/response.ts": ["test/server/openai.test.ts", "test/server/openai-options.test.ts"],
   "lib/defaults.ts": ["test/native/truth.test.ts"],
-  "lib/generate.ts": ["test/unit/generate.test.ts", "test/native/model.test.ts", "test/native/limits.test.ts", "test/native/sharedSignal.test.ts"],
+  "lib/generate.ts": [
+    "test/unit/generate.test.ts",
+    "test/native/model.test.ts",
+    "test/native/limits.test.ts",
+    "test/native/sharedSignal.test.ts",
+  ],
   "lib/session.ts": ["test/native/session.test.ts"],
   "lib/model.ts": ["test/native/model.test.ts", "test/native/batching.test.ts"],
   "lib/errors.ts": ["test/unit/errors.test.ts"],
   "lib/chat/": ["test/unit/chat/index.test.ts", "test/unit/chat/templates.test.ts", "test/unit/chat/limits.test.ts"],
-  "lib/tokenizer/": ["test/unit/tokenizer/tokenizer.test.ts", "test/unit/tokenizer/pretokenize.test.ts", "test/unit/tokenizer/roundtrip.test.ts", "test/unit/tokenizer/llamacpp-vectors.test.ts"],
+  "lib/tokenizer/": [
+    "test/unit/tokenizer/tokenizer.test.ts",
+    "test/unit/tokenizer/pretokenize.test.ts",
+    "test/unit/tokenizer/roundtrip.test.ts",
+    "test/unit/tokenizer/llamacpp-vectors.test.ts",
+  ],
 };
 
 // `--mutate a.ts,b.ts` (or `-m`) on the command line picks the tests of those modules.
 const argv = process.argv;
 const i = argv.findIndex((a) => a === "--mutate" || a === "-m");
 const asked = i >= 0 && argv[i + 1] ? argv[i + 1].split(",").map((s) => s.replace(/:.*$/, "")) : [];
-const tests = [...new Set(asked.flatMap((m) => Object.entries(TESTS).filter(([k]) => m === k || (k.endsWith("/") && m.startsWith(k))).flatMap(([, v]) => v)))];
+const tests = [
+  ...new Set(
+    asked.flatMap((m) =>
+      Object.entries(TESTS)
+        .filter(([k]) => m === k || (k.endsWith("/") && m.startsWith(k)))
+        .flatMap(([, v]) => v),
+    ),
+  ),
+];
 if (asked.length > 0 && tests.length > 0) process.env.LLMSERVE_MUTATION_TESTS = tests.join(",");
 
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */

@@ -4,7 +4,17 @@
 
 import { execFileSync, fork } from "node:child_process";
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  createReadStream,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import os from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -14,7 +24,17 @@ import { parseArgs } from "node:util";
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
 // TinyLlama-1.1B shape (TinyLlama/TinyLlama-1.1B-Chat-v1.0 config).
-export const SHAPE = { arch: "llama", dim: 2048, layers: 22, heads: 32, kvHeads: 4, ffn: 5632, vocabSize: 32000, context: 2048, seed: 7 };
+export const SHAPE = {
+  arch: "llama",
+  dim: 2048,
+  layers: 22,
+  heads: 32,
+  kvHeads: 4,
+  ffn: 5632,
+  vocabSize: 32000,
+  context: 2048,
+  seed: 7,
+};
 
 // A test is "contended" when other processes used more than this many cores while it ran.
 export const CONTENDED_CORES = 0.25;
@@ -60,7 +80,8 @@ export function parseCli(options, help, die) {
   const int = (name, v, def, min) => {
     if (v === undefined) return def;
     const n = Number(v);
-    if (!Number.isInteger(n) || n < min) die(`Expected an integer >= ${min} for --${name} but received ${JSON.stringify(v)}`);
+    if (!Number.isInteger(n) || n < min)
+      die(`Expected an integer >= ${min} for --${name} but received ${JSON.stringify(v)}`);
     return n;
   };
   return { values, int };
@@ -72,20 +93,28 @@ export function parseCli(options, help, die) {
 export function checkBuild(die) {
   const distIndex = join(repoRoot, "dist", "index.js");
   if (!existsSync(distIndex)) die(`${relative(process.cwd(), distIndex)} is missing: run \`npm run build\` first.`);
-  const addons = [process.env.LLMSERVE_ADDON, join(repoRoot, "prebuilds", `${process.platform}-${process.arch}`, "llmserve.node"), join(repoRoot, "build", "Release", "llmserve.node"), join(repoRoot, "build", "llmserve.node")].filter(Boolean);
+  const addons = [
+    process.env.LLMSERVE_ADDON,
+    join(repoRoot, "prebuilds", `${process.platform}-${process.arch}`, "llmserve.node"),
+    join(repoRoot, "build", "Release", "llmserve.node"),
+    join(repoRoot, "build", "llmserve.node"),
+  ].filter(Boolean);
   const addon = addons.find((p) => existsSync(p));
   if (!addon) die("the native addon is not built (no build/Release/llmserve.node): run `npm run build` first.");
   const newest = (dir, exts) => {
     let t = 0;
     if (!existsSync(dir)) return t;
     for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
-      if (e.isFile() && exts.some((x) => e.name.endsWith(x))) t = Math.max(t, statSync(join(e.parentPath ?? e.path, e.name)).mtimeMs);
+      if (e.isFile() && exts.some((x) => e.name.endsWith(x)))
+        t = Math.max(t, statSync(join(e.parentPath ?? e.path, e.name)).mtimeMs);
     }
     return t;
   };
   const warnings = [];
-  if (newest(join(repoRoot, "lib"), [".ts"]) > statSync(distIndex).mtimeMs) warnings.push("lib/ has TypeScript newer than dist/");
-  if (newest(join(repoRoot, "native"), [".cpp", ".cc", ".h"]) > statSync(addon).mtimeMs) warnings.push(`native/ has sources newer than ${relative(repoRoot, addon)}`);
+  if (newest(join(repoRoot, "lib"), [".ts"]) > statSync(distIndex).mtimeMs)
+    warnings.push("lib/ has TypeScript newer than dist/");
+  if (newest(join(repoRoot, "native"), [".cpp", ".cc", ".h"]) > statSync(addon).mtimeMs)
+    warnings.push(`native/ has sources newer than ${relative(repoRoot, addon)}`);
   for (const w of warnings) console.warn(`warning: ${w}; run \`npm run build\` to benchmark the current code.`);
   const git = (...args) => {
     try {
@@ -120,7 +149,9 @@ export function machine(kernelIsa, physicalCores) {
   try {
     const info = readFileSync("/proc/cpuinfo", "utf8");
     cpu = /^model name\s*:\s*(.+)$/m.exec(info)?.[1]?.trim() ?? cpu;
-    flags = (/^flags\s*:\s*(.+)$/m.exec(info)?.[1] ?? "").split(/\s+/).filter((f) => /^(avx|avx2|fma|f16c|avx512\w*|amx\w*)$/.test(f));
+    flags = (/^flags\s*:\s*(.+)$/m.exec(info)?.[1] ?? "")
+      .split(/\s+/)
+      .filter((f) => /^(avx|avx2|fma|f16c|avx512\w*|amx\w*)$/.test(f));
   } catch {
     /* not Linux */
   }
@@ -143,8 +174,12 @@ export function machineLine(m) {
 /** Warns when the machine is already busy or `threads` oversubscribes its physical cores. */
 export function warnBusyMachine(mach, threads) {
   const load = os.loadavg()[0];
-  if (load > mach.logicalCpus * 0.5) console.warn(`warning: load average ${load.toFixed(2)} on ${mach.logicalCpus} CPUs: other processes are busy; numbers will be noisy.`);
-  if (threads > mach.physicalCores) console.warn(`warning: ${threads} threads on ${mach.physicalCores} physical cores oversubscribes the CPU.`);
+  if (load > mach.logicalCpus * 0.5)
+    console.warn(
+      `warning: load average ${load.toFixed(2)} on ${mach.logicalCpus} CPUs: other processes are busy; numbers will be noisy.`,
+    );
+  if (threads > mach.physicalCores)
+    console.warn(`warning: ${threads} threads on ${mach.physicalCores} physical cores oversubscribes the CPU.`);
 }
 
 /**
@@ -157,7 +192,9 @@ export async function ensureModel(synth, { model, type, die, progress = false })
     if (!existsSync(model)) die(`--model ${model} does not exist`);
     return { path: model, synthesized: false };
   }
-  const dir = process.env.LLMSERVE_BENCH_DIR ? resolve(process.env.LLMSERVE_BENCH_DIR) : join(repoRoot, "bench", ".cache");
+  const dir = process.env.LLMSERVE_BENCH_DIR
+    ? resolve(process.env.LLMSERVE_BENCH_DIR)
+    : join(repoRoot, "bench", ".cache");
   mkdirSync(dir, { recursive: true });
   const path = join(dir, `tinyllama-1.1b-shape-${type}-seed${SHAPE.seed}.gguf`);
   if (existsSync(path)) return { path, synthesized: false };
@@ -180,7 +217,9 @@ export async function ensureModel(synth, { model, type, die, progress = false })
     throw err;
   }
   renameSync(tmp, path);
-  console.log(`  done in ${((Date.now() - t0) / 1000).toFixed(1)} s (${(statSync(path).size / 2 ** 20).toFixed(0)} MiB)`);
+  console.log(
+    `  done in ${((Date.now() - t0) / 1000).toFixed(1)} s (${(statSync(path).size / 2 ** 20).toFixed(0)} MiB)`,
+  );
   return { path, synthesized: true };
 }
 
@@ -233,7 +272,10 @@ export async function withCpu(threads, fn) {
   const ownCores = (c.user + c.system) / 1000 / wallMs;
   let otherCores;
   if (s0 && s1 && s1.total > s0.total) {
-    otherCores = +Math.max(0, ((s1.busy - s0.busy) / (s1.total - s0.total)) * os.availableParallelism() - ownCores).toFixed(2);
+    otherCores = +Math.max(
+      0,
+      ((s1.busy - s0.busy) / (s1.total - s0.total)) * os.availableParallelism() - ownCores,
+    ).toFixed(2);
   }
   return [r, { wallMs, cpu: +(ownCores / threads).toFixed(3), otherCores }];
 }
@@ -290,7 +332,9 @@ export function tokenIds(n, vocab, seed) {
  */
 export function runChild(script, msg, opts) {
   return new Promise((res) => {
-    const child = fork(script, [], { stdio: ["ignore", opts.verbose ? "inherit" : "ignore", opts.verbose ? "inherit" : "pipe", "ipc"] });
+    const child = fork(script, [], {
+      stdio: ["ignore", opts.verbose ? "inherit" : "ignore", opts.verbose ? "inherit" : "pipe", "ipc"],
+    });
     let stderr = "";
     child.stderr?.on("data", (d) => (stderr = (stderr + d).slice(-4000)));
     let answer;
@@ -316,7 +360,9 @@ export function serveOneMessage(fn) {
       const result = await fn(msg);
       process.send({ ok: true, result }, () => process.exit(0));
     } catch (err) {
-      process.send({ ok: false, error: `${err?.code ? `${err.code}: ` : ""}${err?.stack ?? err}` }, () => process.exit(1));
+      process.send({ ok: false, error: `${err?.code ? `${err.code}: ` : ""}${err?.stack ?? err}` }, () =>
+        process.exit(1),
+      );
     }
   });
 }
@@ -348,8 +394,13 @@ export const fmtCores = (x) => (x === undefined ? "?" : x.toFixed(2));
 export function table(rows, header, left = 1) {
   const all = [header, ...rows];
   const w = header.map((_, i) => Math.max(...all.map((r) => String(r[i]).length)));
-  const line = (r) => `| ${r.map((c, i) => (i < left ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join(" | ")} |`;
-  return [line(header), `|${w.map((n, i) => (i < left ? "-".repeat(n + 2) : `${"-".repeat(n + 1)}:`)).join("|")}|`, ...rows.map(line)].join("\n");
+  const line = (r) =>
+    `| ${r.map((c, i) => (i < left ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join(" | ")} |`;
+  return [
+    line(header),
+    `|${w.map((n, i) => (i < left ? "-".repeat(n + 2) : `${"-".repeat(n + 1)}:`)).join("|")}|`,
+    ...rows.map(line),
+  ].join("\n");
 }
 
 /**
@@ -357,7 +408,10 @@ export function table(rows, header, left = 1) {
  * by `indent`) and prints its path.
  */
 export function writeResults(benchmark, fields, indent) {
-  const stamp = new Date().toISOString().replace(/:/g, "-").replace(/\.\d+Z$/, "Z");
+  const stamp = new Date()
+    .toISOString()
+    .replace(/:/g, "-")
+    .replace(/\.\d+Z$/, "Z");
   const outDir = join(repoRoot, "bench", "results");
   mkdirSync(outDir, { recursive: true });
   const outPath = join(outDir, `${benchmark}-${stamp}.json`);

@@ -63,8 +63,7 @@ export function addonCandidates(o: CandidateOptions = {}): AddonCandidate[] {
     join(root, "build", "llmserve.node"),
   ].map((path) => ({ path, source: "local" }));
   const prebuildTime = mtime(prebuild.path);
-  const localNewer =
-    prebuildTime !== undefined && locals.some((l) => (mtime(l.path) ?? -Infinity) > prebuildTime);
+  const localNewer = prebuildTime !== undefined && locals.some((l) => (mtime(l.path) ?? -Infinity) > prebuildTime);
   if (localNewer) list.push(...locals, prebuild);
   else list.push(prebuild, ...locals);
   return list;

@@ -18,14 +18,22 @@ import { readFileSync } from "node:fs";
 function int(name: string) {
   return (v: string) => {
     const n = Number(v);
-    if (!Number.isInteger(n)) throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected an integer for ${name} but received ${JSON.stringify(v)}`);
+    if (!Number.isInteger(n))
+      throw new LlmserveError(
+        "ERR_INVALID_ARGUMENT",
+        `Expected an integer for ${name} but received ${JSON.stringify(v)}`,
+      );
     return n;
   };
 }
 function float(name: string) {
   return (v: string) => {
     const n = Number(v);
-    if (!Number.isFinite(n)) throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected a number for ${name} but received ${JSON.stringify(v)}`);
+    if (!Number.isFinite(n))
+      throw new LlmserveError(
+        "ERR_INVALID_ARGUMENT",
+        `Expected a number for ${name} but received ${JSON.stringify(v)}`,
+      );
     return n;
   };
 }
@@ -78,9 +86,13 @@ async function runGenerate(o: GenOpts): Promise<void> {
     try {
       parsed = JSON.parse(o.tokens);
     } catch {
-      throw new LlmserveError("ERR_INVALID_ARGUMENT", `--tokens must be a JSON array of token ids, e.g. "[1,303,281]", but received ${o.tokens}`);
+      throw new LlmserveError(
+        "ERR_INVALID_ARGUMENT",
+        `--tokens must be a JSON array of token ids, e.g. "[1,303,281]", but received ${o.tokens}`,
+      );
     }
-    if (!Array.isArray(parsed)) throw new LlmserveError("ERR_INVALID_ARGUMENT", "--tokens must be a JSON array of token ids");
+    if (!Array.isArray(parsed))
+      throw new LlmserveError("ERR_INVALID_ARGUMENT", "--tokens must be a JSON array of token ids");
     prompt = { tokens: parsed as number[] };
   } else prompt = o.prompt as string;
   const model = await loadWithProgress(o.model, o.threads, o.ctx);
@@ -92,10 +104,20 @@ async function runGenerate(o: GenOpts): Promise<void> {
     const tokens: number[] = [];
     let text = "";
     let last: Chunk | undefined;
-    for await (const c of model.generate({ tokens: promptTokens }, {
-      maxTokens: o.nPredict, temperature: o.temp, topK: o.topK, topP: o.topP, minP: o.minP,
-      repeatPenalty: o.repeatPenalty, seed: o.seed, stop: o.stop, signal: ac.signal,
-    })) {
+    for await (const c of model.generate(
+      { tokens: promptTokens },
+      {
+        maxTokens: o.nPredict,
+        temperature: o.temp,
+        topK: o.topK,
+        topP: o.topP,
+        minP: o.minP,
+        repeatPenalty: o.repeatPenalty,
+        seed: o.seed,
+        stop: o.stop,
+        signal: ac.signal,
+      },
+    )) {
       tokens.push(...c.tokens);
       text += c.text;
       last = c;
@@ -103,7 +125,9 @@ async function runGenerate(o: GenOpts): Promise<void> {
     }
     process.off("SIGINT", onSigint);
     if (o.json) {
-      process.stdout.write(`${JSON.stringify({ promptTokens, tokens, text, finishReason: last?.finishReason ?? "length", timings: last?.timings ?? {} })}\n`);
+      process.stdout.write(
+        `${JSON.stringify({ promptTokens, tokens, text, finishReason: last?.finishReason ?? "length", timings: last?.timings ?? {} })}\n`,
+      );
     } else {
       process.stdout.write("\n");
       const t = last?.timings;
@@ -142,24 +166,38 @@ async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
   }
   const vocabLen = (md["tokenizer.ggml.tokens"] as { length?: number } | undefined)?.length ?? 0;
   const summary = {
-    file: resolve(o.model), ggufVersion: g.version, architecture: arch, name: md["general.name"],
-    contextLength: md[`${arch}.context_length`], embeddingLength: md[`${arch}.embedding_length`],
-    blockCount: md[`${arch}.block_count`], feedForwardLength: md[`${arch}.feed_forward_length`],
-    headCount: md[`${arch}.attention.head_count`], headCountKv: md[`${arch}.attention.head_count_kv`],
-    ropeFreqBase: md[`${arch}.rope.freq_base`], tokenizer: md["tokenizer.ggml.model"], tokenizerPre: md["tokenizer.ggml.pre"],
-    vocabSize: vocabLen, tensorCount: g.tensors.length, parameters: params, tensorTypes: types, fileSize: g.fileSize,
+    file: resolve(o.model),
+    ggufVersion: g.version,
+    architecture: arch,
+    name: md["general.name"],
+    contextLength: md[`${arch}.context_length`],
+    embeddingLength: md[`${arch}.embedding_length`],
+    blockCount: md[`${arch}.block_count`],
+    feedForwardLength: md[`${arch}.feed_forward_length`],
+    headCount: md[`${arch}.attention.head_count`],
+    headCountKv: md[`${arch}.attention.head_count_kv`],
+    ropeFreqBase: md[`${arch}.rope.freq_base`],
+    tokenizer: md["tokenizer.ggml.model"],
+    tokenizerPre: md["tokenizer.ggml.pre"],
+    vocabSize: vocabLen,
+    tensorCount: g.tensors.length,
+    parameters: params,
+    tensorTypes: types,
+    fileSize: g.fileSize,
   };
   if (o.json) {
     process.stdout.write(`${JSON.stringify(summary, (_k, v) => (typeof v === "bigint" ? v.toString() : v))}\n`);
     return;
   }
   for (const [k, v] of Object.entries(summary)) {
-    if (v !== undefined) process.stdout.write(`${k.padEnd(18)} ${typeof v === "object" ? JSON.stringify(v) : String(v)}\n`);
+    if (v !== undefined)
+      process.stdout.write(`${k.padEnd(18)} ${typeof v === "object" ? JSON.stringify(v) : String(v)}\n`);
   }
   process.stdout.write("\nmetadata:\n");
   for (const [k, v] of Object.entries(md)) process.stdout.write(`  ${k} = ${describeValue(v)}\n`);
   process.stdout.write("\ntensors:\n");
-  for (const t of g.tensors.slice(0, 40)) process.stdout.write(`  ${t.name.padEnd(28)} ${t.type.padEnd(6)} [${t.shape.join(", ")}]\n`);
+  for (const t of g.tensors.slice(0, 40))
+    process.stdout.write(`  ${t.name.padEnd(28)} ${t.type.padEnd(6)} [${t.shape.join(", ")}]\n`);
   if (g.tensors.length > 40) process.stdout.write(`  ... ${g.tensors.length - 40} more\n`);
 }
 
@@ -172,9 +210,20 @@ async function runDemo(): Promise<void> {
     path = join(homedir(), ".cache", "llmserve", "demo-llama-256.gguf");
     if (!existsSync(path)) {
       mkdirSync(dirname(path), { recursive: true });
-      process.stderr.write(`Synthesizing a small random-weight demo model at ${path} (its text is gibberish; pass -m with a real GGUF to llmserve generate)...\n`);
+      process.stderr.write(
+        `Synthesizing a small random-weight demo model at ${path} (its text is gibberish; pass -m with a real GGUF to llmserve generate)...\n`,
+      );
       const bar = progressBar("synth");
-      await synth(path, { dim: 256, layers: 4, heads: 8, kvHeads: 2, ffn: 768, vocabSize: 2048, type: "q8_0", onProgress: bar.update });
+      await synth(path, {
+        dim: 256,
+        layers: 4,
+        heads: 8,
+        kvHeads: 2,
+        ffn: 768,
+        vocabSize: 2048,
+        type: "q8_0",
+        onProgress: bar.update,
+      });
       bar.stop();
     }
     prompt = "Once upon a time";
@@ -242,9 +291,19 @@ program
   .action(async (o: Record<string, unknown>) => {
     const bar = progressBar("synth");
     const { notes } = await synth(o.output as string, {
-      arch: o.arch as "llama" | "qwen2", dim: o.dim as number, layers: o.layers as number, heads: o.heads as number,
-      kvHeads: o.kvHeads as number, ffn: o.ffn as number, context: o.context as number, vocabFrom: o.vocabFrom as string | undefined,
-      vocabSize: o.vocabSize as number, type: o.type as never, seed: o.seed as number, tiedOutput: o.tied === true, onProgress: bar.update,
+      arch: o.arch as "llama" | "qwen2",
+      dim: o.dim as number,
+      layers: o.layers as number,
+      heads: o.heads as number,
+      kvHeads: o.kvHeads as number,
+      ffn: o.ffn as number,
+      context: o.context as number,
+      vocabFrom: o.vocabFrom as string | undefined,
+      vocabSize: o.vocabSize as number,
+      type: o.type as never,
+      seed: o.seed as number,
+      tiedOutput: o.tied === true,
+      onProgress: bar.update,
     }).finally(() => bar.stop());
     for (const n of notes) process.stderr.write(`note: ${n}\n`);
     process.stderr.write(`wrote ${o.output}\n`);
@@ -280,15 +339,24 @@ interface ServeCliOpts {
 }
 
 async function runServe(o: ServeCliOpts): Promise<void> {
-  if (o.port < 0 || o.port > 65535) throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected a port in [0, 65535] but received ${o.port}`);
+  if (o.port < 0 || o.port > 65535)
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected a port in [0, 65535] but received ${o.port}`);
   let chatTemplate = o.chatTemplate;
   if (chatTemplate !== undefined && existsSync(chatTemplate)) chatTemplate = readFileSync(chatTemplate, "utf8");
   const bar = progressBar("loading");
   let model: Model;
   try {
     model = await Model.load(o.model, {
-      threads: o.threads, contextSize: o.ctx, kvCacheTokens: o.kvCacheTokens, maxSequences: o.maxSequences, maxQueue: o.maxQueue,
-      kvType: o.kvType, maxBatchTokens: o.maxBatchTokens, prefillChunk: o.prefillChunk, repack: o.repack, onProgress: bar.update,
+      threads: o.threads,
+      contextSize: o.ctx,
+      kvCacheTokens: o.kvCacheTokens,
+      maxSequences: o.maxSequences,
+      maxQueue: o.maxQueue,
+      kvType: o.kvType,
+      maxBatchTokens: o.maxBatchTokens,
+      prefillChunk: o.prefillChunk,
+      repack: o.repack,
+      onProgress: bar.update,
     });
   } finally {
     bar.stop();
@@ -296,8 +364,16 @@ async function runServe(o: ServeCliOpts): Promise<void> {
   try {
     const { serve } = await import("./server/index.js"); // loaded only for this command
     const { app, url } = await serve(model, {
-      port: o.port, host: o.host, apiKey: o.apiKey, maxQueue: o.maxQueue, metricsKey: o.metricsKey, maxConnections: o.maxConnections,
-      streamWriteTimeoutMs: o.streamWriteTimeout === undefined ? undefined : Math.round(o.streamWriteTimeout * 1000), modelName: o.modelName, chatTemplate, shutdownTimeoutMs: o.shutdownTimeout * 1000,
+      port: o.port,
+      host: o.host,
+      apiKey: o.apiKey,
+      maxQueue: o.maxQueue,
+      metricsKey: o.metricsKey,
+      maxConnections: o.maxConnections,
+      streamWriteTimeoutMs: o.streamWriteTimeout === undefined ? undefined : Math.round(o.streamWriteTimeout * 1000),
+      modelName: o.modelName,
+      chatTemplate,
+      shutdownTimeoutMs: o.shutdownTimeout * 1000,
       logger: { level: "warn" },
     });
     const t = await app.llmserve.chatTemplate().catch(() => undefined);
@@ -309,7 +385,11 @@ async function runServe(o: ServeCliOpts): Promise<void> {
     await model.dispose();
     const code = (err as { code?: unknown })?.code;
     if (code === "EADDRINUSE" || code === "EACCES") {
-      throw new LlmserveError("ERR_IO", `Cannot listen on ${o.host}:${o.port} (${code === "EADDRINUSE" ? "the address is already in use" : "permission denied"}); pick another with --port or --host.`, { cause: err });
+      throw new LlmserveError(
+        "ERR_IO",
+        `Cannot listen on ${o.host}:${o.port} (${code === "EADDRINUSE" ? "the address is already in use" : "permission denied"}); pick another with --port or --host.`,
+        { cause: err },
+      );
     }
     throw err;
   }
@@ -317,26 +397,71 @@ async function runServe(o: ServeCliOpts): Promise<void> {
 
 program
   .command("serve")
-  .description("serve an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/models, /health, /metrics")
+  .description(
+    "serve an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/models, /health, /metrics",
+  )
   .requiredOption("-m, --model <path>", "GGUF model file")
   .option("--port <n>", "TCP port (0 = any free port)", int("--port"), SV.port)
   .option("--host <host>", "address to listen on", SV.host)
-  .addOption(new Option("--api-key <key>", "require Authorization: Bearer KEY on every route but /health").env("LLMSERVE_API_KEY"))
-  .addOption(new Option("--metrics-key <key>", "a scrape-only key accepted on /metrics (which otherwise needs --api-key)").env("LLMSERVE_METRICS_KEY"))
-  .option("--max-connections <n>", `most open connections; more are closed at once (default ${SV.maxConnections})`, int("--max-connections"))
-  .option("--stream-write-timeout <s>", `cancel a stream whose client has not read for this long (default ${SV.streamWriteTimeoutMs / 1000})`, float("--stream-write-timeout"))
-  .option("--max-queue <n>", "most requests waiting in the engine before answering 429", int("--max-queue"), SV.cliMaxQueue)
+  .addOption(
+    new Option("--api-key <key>", "require Authorization: Bearer KEY on every route but /health").env(
+      "LLMSERVE_API_KEY",
+    ),
+  )
+  .addOption(
+    new Option("--metrics-key <key>", "a scrape-only key accepted on /metrics (which otherwise needs --api-key)").env(
+      "LLMSERVE_METRICS_KEY",
+    ),
+  )
+  .option(
+    "--max-connections <n>",
+    `most open connections; more are closed at once (default ${SV.maxConnections})`,
+    int("--max-connections"),
+  )
+  .option(
+    "--stream-write-timeout <s>",
+    `cancel a stream whose client has not read for this long (default ${SV.streamWriteTimeoutMs / 1000})`,
+    float("--stream-write-timeout"),
+  )
+  .option(
+    "--max-queue <n>",
+    "most requests waiting in the engine before answering 429",
+    int("--max-queue"),
+    SV.cliMaxQueue,
+  )
   .option("-t, --threads <n>", "compute threads (default: physical cores)", int("--threads"))
   .option("-c, --ctx <n>", "context size in tokens per sequence", int("--ctx"), L.contextSize)
-  .option("--kv-cache-tokens <n>", "KV cache size in tokens shared by all sequences (default: --ctx)", int("--kv-cache-tokens"))
+  .option(
+    "--kv-cache-tokens <n>",
+    "KV cache size in tokens shared by all sequences (default: --ctx)",
+    int("--kv-cache-tokens"),
+  )
   .option("--max-sequences <n>", `most sequences running at once (default ${L.maxSequences})`, int("--max-sequences"))
-  .addOption(new Option("--kv-type <type>", "KV cache element type (q8_0 halves its memory)").choices(["f16", "f32", "q8_0"]))
-  .option("--max-batch-tokens <n>", `most tokens per engine step (default ${L.maxBatchTokens})`, int("--max-batch-tokens"))
-  .option("--prefill-chunk <n>", `most prompt tokens per step while others generate (default ${L.prefillChunk}; 0 = no limit)`, int("--prefill-chunk"))
+  .addOption(
+    new Option("--kv-type <type>", "KV cache element type (q8_0 halves its memory)").choices(["f16", "f32", "q8_0"]),
+  )
+  .option(
+    "--max-batch-tokens <n>",
+    `most tokens per engine step (default ${L.maxBatchTokens})`,
+    int("--max-batch-tokens"),
+  )
+  .option(
+    "--prefill-chunk <n>",
+    `most prompt tokens per step while others generate (default ${L.prefillChunk}; 0 = no limit)`,
+    int("--prefill-chunk"),
+  )
   .option("--no-repack", "serve weights from the file mapping instead of repacking them at load")
   .option("--model-name <name>", "model id clients pass as `model` (default: the file name)")
-  .option("--chat-template <name|file>", "built-in chat template (chatml, llama3, llama2, zephyr, phi3, gemma) or a .jinja file, instead of the model's")
-  .option("--shutdown-timeout <s>", "seconds in-flight requests get to finish on SIGINT/SIGTERM", float("--shutdown-timeout"), SV.shutdownTimeoutMs / 1000)
+  .option(
+    "--chat-template <name|file>",
+    "built-in chat template (chatml, llama3, llama2, zephyr, phi3, gemma) or a .jinja file, instead of the model's",
+  )
+  .option(
+    "--shutdown-timeout <s>",
+    "seconds in-flight requests get to finish on SIGINT/SIGTERM",
+    float("--shutdown-timeout"),
+    SV.shutdownTimeoutMs / 1000,
+  )
   .action(runServe);
 
 program.command("demo").description("stream a short generation from a small built-in model").action(runDemo);

@@ -85,8 +85,12 @@ export class LlmserveError extends Error {
 export function fromNative(err: unknown): LlmserveError {
   if (err instanceof LlmserveError) return err;
   const e = err as { code?: string; message?: string };
-  const code: ErrorCode = typeof e?.code === "string" && (ERROR_CODES as readonly string[]).includes(e.code) ? (e.code as ErrorCode) : "ERR_INTERNAL";
-  const message = typeof e?.message === "string" && e.message.length > 0 ? e.message : `native error ${String(e?.code ?? err)}`;
+  const code: ErrorCode =
+    typeof e?.code === "string" && (ERROR_CODES as readonly string[]).includes(e.code)
+      ? (e.code as ErrorCode)
+      : "ERR_INTERNAL";
+  const message =
+    typeof e?.message === "string" && e.message.length > 0 ? e.message : `native error ${String(e?.code ?? err)}`;
   return new LlmserveError(code, message, { cause: err });
 }
 

@@ -113,14 +113,32 @@ export interface Chunk {
 }
 
 /** A prompt: text, or token ids used as they are. */
-export type Prompt = string | {
-  /** Token ids (each in [0, nVocab)); no BOS or other special token is added. */
-  tokens: number[];
-};
+export type Prompt =
+  | string
+  | {
+      /** Token ids (each in [0, nVocab)); no BOS or other special token is added. */
+      tokens: number[];
+    };
 
 const KNOWN = [
-  "maxTokens", "temperature", "topK", "topP", "minP", "repeatPenalty", "repeatLastN", "frequencyPenalty",
-  "presencePenalty", "seed", "stop", "logprobs", "stopAtEos", "parseSpecial", "addSpecial", "signal", "priority", "cache",
+  "maxTokens",
+  "temperature",
+  "topK",
+  "topP",
+  "minP",
+  "repeatPenalty",
+  "repeatLastN",
+  "frequencyPenalty",
+  "presencePenalty",
+  "seed",
+  "stop",
+  "logprobs",
+  "stopAtEos",
+  "parseSpecial",
+  "addSpecial",
+  "signal",
+  "priority",
+  "cache",
 ] as const;
 
 export interface ResolvedOptions {
@@ -172,7 +190,10 @@ export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptio
   const cache = o.cache === undefined ? D.cache : checkBool("cache", o.cache);
   const deterministic = params.temperature === 0 || o.seed !== undefined;
   if (cache && !deterministic) {
-    throw new LlmserveError("ERR_INVALID_ARGUMENT", "cache: true needs a deterministic request: set temperature to 0 or pass a seed");
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      "cache: true needs a deterministic request: set temperature to 0 or pass a seed",
+    );
   }
   return {
     params,
@@ -181,7 +202,9 @@ export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptio
     parseSpecial: o.parseSpecial === undefined ? D.parseSpecial : checkBool("parseSpecial", o.parseSpecial),
     addSpecial: o.addSpecial === undefined ? D.addSpecial : checkBool("addSpecial", o.addSpecial),
     signal: o.signal,
-    cacheKey: cache ? JSON.stringify({ ...params, priority: undefined, session: undefined, pin: undefined, stop }) : undefined,
+    cacheKey: cache
+      ? JSON.stringify({ ...params, priority: undefined, session: undefined, pin: undefined, stop })
+      : undefined,
   };
 }
 
@@ -325,7 +348,8 @@ async function* consume(
   const allTokens: number[] = [];
   const done = (c: Chunk) => {
     record.push(c);
-    if (onFinish && c.finishReason !== "abort") onFinish({ chunks: record, tokens: allTokens, finishReason: c.finishReason ?? "length" });
+    if (onFinish && c.finishReason !== "abort")
+      onFinish({ chunks: record, tokens: allTokens, finishReason: c.finishReason ?? "length" });
   };
   let pending = ""; // decoded text not yet emitted (may be the start of a stop string)
   try {

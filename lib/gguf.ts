@@ -48,10 +48,16 @@ export function readGguf(path: string, options: ReadGgufOptions = {}): Promise<G
     const p = o.keyPrefix;
     const keyPrefixes = p === undefined ? [] : typeof p === "string" ? [p] : p;
     if (!Array.isArray(keyPrefixes) || keyPrefixes.some((k) => typeof k !== "string")) {
-      return Promise.reject(fromNative({ code: "ERR_INVALID_ARGUMENT", message: "Expected a string or an array of strings for keyPrefix" }));
+      return Promise.reject(
+        fromNative({ code: "ERR_INVALID_ARGUMENT", message: "Expected a string or an array of strings for keyPrefix" }),
+      );
     }
     // Every field of the native options is set here (the addon has no defaults of its own).
-    const native = { keyPrefixes: keyPrefixes as string[], maxStringBytes: int("maxStringBytes"), maxMetadataBytes: int("maxMetadataBytes") };
+    const native = {
+      keyPrefixes: keyPrefixes as string[],
+      maxStringBytes: int("maxStringBytes"),
+      maxMetadataBytes: int("maxMetadataBytes"),
+    };
     return wrapNative(loadAddon().readGguf(path, maxArrayLength, native));
   } catch (err) {
     return Promise.reject(fromNative(err));

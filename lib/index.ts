@@ -5,12 +5,55 @@
 export { Model, physicalCores, type LoadOptions, type ModelInfo, type ModelStats } from "./model.js";
 export { Session, type SessionOptions } from "./session.js";
 export type { Chunk, GenerateOptions, FinishReason, Prompt, Timings, TokenLogprob } from "./generate.js";
-export { Tokenizer, OFFTHREAD_MIN_CHARS, type EncodeOptions, type DecodeOptions, type StreamOptions, type TokenDecoder } from "./tokenizer/index.js";
-export { readGguf, type ReadGgufOptions, type GgufContents, type GgufMetaValue, type GgufScalar, type GgufArraySummary, type GgufTensorSummary } from "./gguf.js";
+export {
+  Tokenizer,
+  OFFTHREAD_MIN_CHARS,
+  type EncodeOptions,
+  type DecodeOptions,
+  type StreamOptions,
+  type TokenDecoder,
+} from "./tokenizer/index.js";
+export {
+  readGguf,
+  type ReadGgufOptions,
+  type GgufContents,
+  type GgufMetaValue,
+  type GgufScalar,
+  type GgufArraySummary,
+  type GgufTensorSummary,
+} from "./gguf.js";
 export { synth, SYNTH_TYPES, type SynthOptions, type SynthType } from "./synth.js";
 export { LlmserveError, ERROR_CODES, NATIVE_ERROR_CODES, JS_ERROR_CODES, type ErrorCode } from "./errors.js";
 export { LIMITS, type Limit, type Limits } from "./limits.js";
 export { kernelIsa } from "./kernels.js";
-export { createServer, serve, defaultModelName, ApiError, type ServerOptions, type ServeOptions, type ServeResult, type ShutdownOptions, type LlmserveServerState, type OpenAIErrorBody } from "./server/index.js";
-export { ChatTemplate, BUILTIN_CHAT_TEMPLATES, BUILTIN_CHAT_TEMPLATE_NAMES, detectBuiltinTemplate, type BuiltinChatTemplate, type ChatMessage, type ChatContentPart, type RenderOptions, type ChatTemplateLoadOptions, type ChatTemplateMeta, type ChatLimits, defaultChatLimits, RenderPool, sharedRenderPool, type RenderPoolOptions, type RenderJob } from "./chat/index.js";
+export {
+  createServer,
+  serve,
+  defaultModelName,
+  ApiError,
+  type ServerOptions,
+  type ServeOptions,
+  type ServeResult,
+  type ShutdownOptions,
+  type LlmserveServerState,
+  type OpenAIErrorBody,
+} from "./server/index.js";
+export {
+  ChatTemplate,
+  BUILTIN_CHAT_TEMPLATES,
+  BUILTIN_CHAT_TEMPLATE_NAMES,
+  detectBuiltinTemplate,
+  type BuiltinChatTemplate,
+  type ChatMessage,
+  type ChatContentPart,
+  type RenderOptions,
+  type ChatTemplateLoadOptions,
+  type ChatTemplateMeta,
+  type ChatLimits,
+  defaultChatLimits,
+  RenderPool,
+  sharedRenderPool,
+  type RenderPoolOptions,
+  type RenderJob,
+} from "./chat/index.js";
 export { ServerMetrics, METRIC_NAMES, type MetricsOptions } from "./metrics.js";

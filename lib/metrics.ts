@@ -64,27 +64,61 @@ export class ServerMetrics {
   constructor(stats: () => ModelStats | undefined, options: MetricsOptions = {}) {
     const registry = (this.registry = new Registry());
     const registers = [registry];
-    this.requests = new Counter({ name: "llmserve_http_requests_total", help: "HTTP requests by route, method and status code", labelNames: ["route", "method", "status"], registers });
+    this.requests = new Counter({
+      name: "llmserve_http_requests_total",
+      help: "HTTP requests by route, method and status code",
+      labelNames: ["route", "method", "status"],
+      registers,
+    });
     this.requestDuration = new Histogram({
-      name: "llmserve_http_request_duration_seconds", help: "HTTP request duration (whole stream for streaming requests)", labelNames: ["route"], registers,
+      name: "llmserve_http_request_duration_seconds",
+      help: "HTTP request duration (whole stream for streaming requests)",
+      labelNames: ["route"],
+      registers,
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
     });
-    this.inFlight = new Gauge({ name: "llmserve_requests_in_flight", help: "Generation requests being served", registers });
-    this.promptTokens = new Counter({ name: "llmserve_prompt_tokens_total", help: "Prompt tokens of served generation requests", registers });
-    this.completionTokens = new Counter({ name: "llmserve_completion_tokens_total", help: "Tokens generated for served requests", registers });
+    this.inFlight = new Gauge({
+      name: "llmserve_requests_in_flight",
+      help: "Generation requests being served",
+      registers,
+    });
+    this.promptTokens = new Counter({
+      name: "llmserve_prompt_tokens_total",
+      help: "Prompt tokens of served generation requests",
+      registers,
+    });
+    this.completionTokens = new Counter({
+      name: "llmserve_completion_tokens_total",
+      help: "Tokens generated for served requests",
+      registers,
+    });
     this.timeToFirstToken = new Histogram({
-      name: "llmserve_time_to_first_token_seconds", help: "Time from request arrival to the first generated token", registers,
+      name: "llmserve_time_to_first_token_seconds",
+      help: "Time from request arrival to the first generated token",
+      registers,
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     });
     this.interTokenLatency = new Histogram({
-      name: "llmserve_inter_token_latency_seconds", help: "Time between consecutive generated tokens of a sequence", registers,
+      name: "llmserve_inter_token_latency_seconds",
+      help: "Time between consecutive generated tokens of a sequence",
+      registers,
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
     });
-    this.droppedConnections = new Counter({ name: "llmserve_connections_dropped_total", help: "Connections closed at once because the server had maxConnections open", registers });
-    this.streamWriteTimeouts = new Counter({ name: "llmserve_stream_write_timeouts_total", help: "Streams cut off (request cancelled) because the client stopped reading", registers });
+    this.droppedConnections = new Counter({
+      name: "llmserve_connections_dropped_total",
+      help: "Connections closed at once because the server had maxConnections open",
+      registers,
+    });
+    this.streamWriteTimeouts = new Counter({
+      name: "llmserve_stream_write_timeouts_total",
+      help: "Streams cut off (request cancelled) because the client stopped reading",
+      registers,
+    });
     const gauge = (name: string, help: string, read: (s: ModelStats) => number) =>
       new Gauge({
-        name, help, registers,
+        name,
+        help,
+        registers,
         collect() {
           let s: ModelStats | undefined;
           try {
@@ -103,7 +137,11 @@ export class ServerMetrics {
     gauge("llmserve_kv_blocks_total", "KV cache blocks in all", (s) => s.blocksTotal);
     gauge("llmserve_prefix_cache_hit_rate", "Fraction of prefix-cache block lookups that hit", (s) => s.prefixHitRate);
     gauge("llmserve_engine_preemptions", "Sequences preempted (recomputed) since load", (s) => s.preemptions);
-    gauge("llmserve_max_batch_sequences_seen", "Most sequences in one engine step since load", (s) => s.maxBatchSequencesSeen);
+    gauge(
+      "llmserve_max_batch_sequences_seen",
+      "Most sequences in one engine step since load",
+      (s) => s.maxBatchSequencesSeen,
+    );
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: "llmserve_" });
   }
 

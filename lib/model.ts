@@ -3,14 +3,31 @@ import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { loadAddon } from "./binding.js";
 import { LlmserveError, wrapNative } from "./errors.js";
-import { resolveOptions, startGeneration, type Chunk, type GenerateOptions, type GenerationResult, type Prompt, type ResolvedOptions } from "./generate.js";
+import {
+  resolveOptions,
+  startGeneration,
+  type Chunk,
+  type GenerateOptions,
+  type GenerationResult,
+  type Prompt,
+  type ResolvedOptions,
+} from "./generate.js";
 import type { NativeModel, NativeModelInfo, NativeModelOptions, NativeStats } from "./native.js";
 import { ResponseCache } from "./responseCache.js";
 import { Session, type SessionOptions } from "./session.js";
 import { OFFTHREAD_MIN_CHARS, Tokenizer } from "./tokenizer/index.js";
 import { LOAD_DEFAULTS } from "./defaults.js";
 import { LOAD_LIMITS as L } from "./limits.js";
-import { checkBool, checkInt, checkKeys, checkLimit, checkObject, checkPath, checkString, checkTokenIds } from "./validate.js";
+import {
+  checkBool,
+  checkInt,
+  checkKeys,
+  checkLimit,
+  checkObject,
+  checkPath,
+  checkString,
+  checkTokenIds,
+} from "./validate.js";
 
 /** Options of {@link Model.load}; every field is optional. */
 export interface LoadOptions {
@@ -93,28 +110,53 @@ export function defaultThreads(): number {
  * @internal Validates load options and fills every absent one from LOAD_DEFAULTS: the complete
  * options the addon needs (it has no defaults of its own), plus the TypeScript-only ones.
  */
-export function resolveLoadOptions(options: unknown): { nativeOptions: NativeModelOptions; responseCacheBytes: number; onProgress?: (fraction: number) => void } {
+export function resolveLoadOptions(options: unknown): {
+  nativeOptions: NativeModelOptions;
+  responseCacheBytes: number;
+  onProgress?: (fraction: number) => void;
+} {
   const o = checkObject("load options", options) as LoadOptions & Record<string, unknown>;
-  checkKeys("load options", o, ["threads", "contextSize", "kvType", "kvCacheTokens", "kvBlockSize", "maxBatchTokens", "maxSequences",
-    "maxQueue", "prefixCache", "batching", "responseCacheBytes", "repack", "prefillChunk", "onProgress"]);
+  checkKeys("load options", o, [
+    "threads",
+    "contextSize",
+    "kvType",
+    "kvCacheTokens",
+    "kvBlockSize",
+    "maxBatchTokens",
+    "maxSequences",
+    "maxQueue",
+    "prefixCache",
+    "batching",
+    "responseCacheBytes",
+    "repack",
+    "prefillChunk",
+    "onProgress",
+  ]);
   const D = LOAD_DEFAULTS;
-  const int = (name: keyof typeof L & keyof typeof D): number => (o[name] === undefined ? D[name] : checkLimit(name, o[name], L[name]));
+  const int = (name: keyof typeof L & keyof typeof D): number =>
+    o[name] === undefined ? D[name] : checkLimit(name, o[name], L[name]);
   // Every field of the native options is set here (the addon has no defaults of its own).
   const nativeOptions: NativeModelOptions = {
     threads: o.threads === undefined ? defaultThreads() : checkLimit("threads", o.threads, L.threads),
     contextSize: int("contextSize"),
-    kvType: o.kvType === undefined ? D.kvType : (checkString("kvType", o.kvType, ["f16", "f32", "q8_0"]) as NativeModelOptions["kvType"]),
+    kvType:
+      o.kvType === undefined
+        ? D.kvType
+        : (checkString("kvType", o.kvType, ["f16", "f32", "q8_0"]) as NativeModelOptions["kvType"]),
     kvCacheTokens: int("kvCacheTokens"),
     kvBlockSize: int("kvBlockSize"),
     maxBatchTokens: int("maxBatchTokens"),
     maxSequences: int("maxSequences"),
     maxQueue: int("maxQueue"),
     prefixCache: o.prefixCache === undefined ? D.prefixCache : checkBool("prefixCache", o.prefixCache),
-    staticBatching: (o.batching === undefined ? D.batching : checkString("batching", o.batching, ["continuous", "static"])) === "static",
+    staticBatching:
+      (o.batching === undefined ? D.batching : checkString("batching", o.batching, ["continuous", "static"])) ===
+      "static",
     repack: o.repack === undefined ? D.repack : checkBool("repack", o.repack),
     prefillChunk: int("prefillChunk"),
   };
-  const responseCacheBytes = o.responseCacheBytes === undefined ? D.responseCacheBytes : checkInt("responseCacheBytes", o.responseCacheBytes, 0);
+  const responseCacheBytes =
+    o.responseCacheBytes === undefined ? D.responseCacheBytes : checkInt("responseCacheBytes", o.responseCacheBytes, 0);
   if (o.onProgress !== undefined && typeof o.onProgress !== "function") {
     throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a function for onProgress");
   }
@@ -179,7 +221,10 @@ export class Model {
       const tokenizer = await Tokenizer.fromGguf(path);
       const info = native.info();
       if (tokenizer.nVocab !== info.nVocab) {
-        throw new LlmserveError("ERR_GGUF_CORRUPT", `The vocabulary has ${tokenizer.nVocab} tokens but the model's embedding has ${info.nVocab} rows; the file is inconsistent.`);
+        throw new LlmserveError(
+          "ERR_GGUF_CORRUPT",
+          `The vocabulary has ${tokenizer.nVocab} tokens but the model's embedding has ${info.nVocab} rows; the file is inconsistent.`,
+        );
       }
       return new Model(path, native, tokenizer, responseCacheBytes);
     } catch (err) {
@@ -189,14 +234,21 @@ export class Model {
   }
 
   private live(): NativeModel {
-    if (!this.native) throw new LlmserveError("ERR_DISPOSED", "This model has been disposed; load it again with Model.load().");
+    if (!this.native)
+      throw new LlmserveError("ERR_DISPOSED", "This model has been disposed; load it again with Model.load().");
     return this.native;
   }
 
   /** Architecture, shapes, weight types, kernels in use. */
   get info(): ModelInfo {
     this.live();
-    return { ...this.nativeInfo, path: this.path, tokenizer: this.tokenizer.model, bos: this.tokenizer.bos, eos: this.tokenizer.eos };
+    return {
+      ...this.nativeInfo,
+      path: this.path,
+      tokenizer: this.tokenizer.model,
+      bos: this.tokenizer.bos,
+      eos: this.tokenizer.eos,
+    };
   }
 
   /** Text -> token ids (BOS added when the vocabulary asks for it, unless addSpecial is false). */
@@ -226,8 +278,10 @@ export class Model {
   /** Throws ERR_CONTEXT_OVERFLOW for a prompt text that cannot fit the context, before tokenizing it. */
   private checkPromptChars(text: string): void {
     if (text.length > this.maxPromptChars) {
-      throw new LlmserveError("ERR_CONTEXT_OVERFLOW",
-        `The prompt has ${text.length} characters, more than the context of ${this.nativeInfo.contextSize} tokens can hold (at most ${this.maxPromptChars}: a token stands for at most ${this.tokenizer.maxTokenChars} characters). Shorten the prompt or load the model with a larger contextSize.`);
+      throw new LlmserveError(
+        "ERR_CONTEXT_OVERFLOW",
+        `The prompt has ${text.length} characters, more than the context of ${this.nativeInfo.contextSize} tokens can hold (at most ${this.maxPromptChars}: a token stands for at most ${this.tokenizer.maxTokenChars} characters). Shorten the prompt or load the model with a larger contextSize.`,
+      );
     }
   }
 
@@ -287,7 +341,8 @@ export class Model {
    * const texts = await Promise.all(streams.map(async (s) => { let t = ""; for await (const c of s) t += c.text; return t; }));
    */
   generateBatch(prompts: Prompt[], options: GenerateOptions = {}): AsyncGenerator<Chunk, void, undefined>[] {
-    if (!Array.isArray(prompts)) throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected an array of prompts for generateBatch");
+    if (!Array.isArray(prompts))
+      throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected an array of prompts for generateBatch");
     const opts = resolveOptions(options, this.eog);
     const all = prompts.map((p) => this.promptTokensAsync(p, opts.addSpecial, opts.parseSpecial));
     const started: AsyncGenerator<Chunk, void, undefined>[] = [];
@@ -301,7 +356,11 @@ export class Model {
   }
 
   /** @internal Checks a token prompt and queues it (or replays a response-cache hit). */
-  start(tokens: number[], opts: ResolvedOptions, extra: { session?: number; pin?: boolean; onFinish?: (r: GenerationResult) => void } = {}): AsyncGenerator<Chunk, void, undefined> {
+  start(
+    tokens: number[],
+    opts: ResolvedOptions,
+    extra: { session?: number; pin?: boolean; onFinish?: (r: GenerationResult) => void } = {},
+  ): AsyncGenerator<Chunk, void, undefined> {
     const native = this.live();
     if (tokens.length === 0) throw new LlmserveError("ERR_INVALID_ARGUMENT", "The prompt is empty (it has no tokens).");
     if (tokens.length >= this.nativeInfo.contextSize) {
@@ -310,13 +369,16 @@ export class Model {
         `The prompt has ${tokens.length} tokens but the context holds ${this.nativeInfo.contextSize} (and at least one must be generated). Shorten the prompt or load the model with a larger contextSize.`,
       );
     }
-    const key = opts.cacheKey !== undefined && this.responses.maxBytes > 0 && extra.session === undefined
-      ? ResponseCache.key(this.path, tokens, opts.cacheKey) : undefined;
+    const key =
+      opts.cacheKey !== undefined && this.responses.maxBytes > 0 && extra.session === undefined
+        ? ResponseCache.key(this.path, tokens, opts.cacheKey)
+        : undefined;
     if (key !== undefined) {
       const hit = this.responses.get(key);
       if (hit) return replay(hit);
     }
-    const params = extra.session === undefined ? opts.params : { ...opts.params, session: extra.session, pin: extra.pin ?? false };
+    const params =
+      extra.session === undefined ? opts.params : { ...opts.params, session: extra.session, pin: extra.pin ?? false };
     const onFinish = (r: GenerationResult) => {
       if (key !== undefined) this.responses.set(key, r.chunks);
       extra.onFinish?.(r);
@@ -352,14 +414,21 @@ export class Model {
    *   process.stdout.write(c.text);
    * }
    */
-  async cachePrefix(name: string, text: string, options: { addSpecial?: boolean; parseSpecial?: boolean } = {}): Promise<{
+  async cachePrefix(
+    name: string,
+    text: string,
+    options: { addSpecial?: boolean; parseSpecial?: boolean } = {},
+  ): Promise<{
     /** The prefix's token ids (BOS included when the vocabulary adds it). */
     tokens: number[];
   }> {
     checkString("name", name);
     checkString("text", text);
     this.checkPromptChars(text);
-    const tokens = await this.tokenizer.encodeAsync(text, { addSpecial: options.addSpecial ?? true, parseSpecial: options.parseSpecial ?? true });
+    const tokens = await this.tokenizer.encodeAsync(text, {
+      addSpecial: options.addSpecial ?? true,
+      parseSpecial: options.parseSpecial ?? true,
+    });
     if (tokens.length < 2) throw new LlmserveError("ERR_INVALID_ARGUMENT", "A cached prefix needs at least 2 tokens");
     this.releasePrefix(name);
     const session = this.nextSession++;
@@ -398,7 +467,10 @@ export class Model {
   }
 
   /** Runs the whole generation (as {@link generate}) and returns its text, tokens and finish reason. */
-  async complete(prompt: Prompt, options: GenerateOptions = {}): Promise<{
+  async complete(
+    prompt: Prompt,
+    options: GenerateOptions = {},
+  ): Promise<{
     /** The generated text (stop string excluded). */
     text: string;
     /** The generated token ids. */

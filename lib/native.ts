@@ -228,7 +228,13 @@ export interface NativeEvent {
   done?: boolean;
   finishReason?: "length" | "eos" | "abort";
   error?: { code: string; message: string };
-  timings?: { promptMs: number; generateMs: number; promptTokens: number; generatedTokens: number; reusedTokens: number };
+  timings?: {
+    promptMs: number;
+    generateMs: number;
+    promptTokens: number;
+    generatedTokens: number;
+    reusedTokens: number;
+  };
 }
 
 export interface NativeModel {
@@ -280,5 +286,9 @@ export interface NativeAddon {
   errorCodes(): string[];
   kernelIsa(): string;
   loadModel(path: string, opts: NativeModelOptions, onProgress?: (fraction: number) => void): Promise<NativeModel>;
-  synth(opts: NativeSynthOptions, outPath: string, onProgress?: (fraction: number) => void): Promise<{ notes: string[] }>;
+  synth(
+    opts: NativeSynthOptions,
+    outPath: string,
+    onProgress?: (fraction: number) => void,
+  ): Promise<{ notes: string[] }>;
 }

@@ -32,7 +32,11 @@ export class Session {
    * @internal
    * @param id The engine's session id, unique within its model.
    */
-  constructor(private readonly model: Model, readonly id: number, private readonly options: SessionOptions) {
+  constructor(
+    private readonly model: Model,
+    readonly id: number,
+    private readonly options: SessionOptions,
+  ) {
     const o = checkObject("session options", options) as SessionOptions & Record<string, unknown>;
     checkKeys("session options", o, ["system", "defaults"]);
     if (o.system !== undefined) checkString("system", o.system);
@@ -51,7 +55,11 @@ export class Session {
   send(text: string, options: GenerateOptions = {}): AsyncGenerator<Chunk, void, undefined> {
     checkString("text", text);
     if (this.closed) throw new LlmserveError("ERR_DISPOSED", "This session has been disposed; create a new one.");
-    if (this.busy) throw new LlmserveError("ERR_INVALID_ARGUMENT", "This session is still answering; wait for the previous turn to finish.");
+    if (this.busy)
+      throw new LlmserveError(
+        "ERR_INVALID_ARGUMENT",
+        "This session is still answering; wait for the previous turn to finish.",
+      );
     const opts = resolveOptions({ ...this.options.defaults, ...options }, this.model.tokenizer.eogTokens);
     const first = this.history.length === 0;
     const input = first ? (this.options.system ?? "") + text : text;
@@ -60,7 +68,10 @@ export class Session {
     // A long turn is tokenized on the tokenizer's worker thread; the turn starts once that is done.
     const contextChars = this.model.maxPromptChars;
     if (input.length > contextChars) {
-      throw new LlmserveError("ERR_CONTEXT_OVERFLOW", `The turn has ${input.length} characters, more than the model's context can hold (at most ${contextChars}). Send a shorter turn.`);
+      throw new LlmserveError(
+        "ERR_CONTEXT_OVERFLOW",
+        `The turn has ${input.length} characters, more than the model's context can hold (at most ${contextChars}). Send a shorter turn.`,
+      );
     }
     this.busy = true;
     const pending = this.model.tokenizer.encodeAsync(input, encodeOpts);
@@ -82,12 +93,16 @@ export class Session {
     this.busy = true;
     let gen: AsyncGenerator<Chunk, void, undefined>;
     try {
-      gen = this.model.start(prompt, { ...opts, cacheKey: undefined }, {
-        session: this.id,
-        onFinish: (r) => {
-          this.history = [...prompt, ...r.tokens];
+      gen = this.model.start(
+        prompt,
+        { ...opts, cacheKey: undefined },
+        {
+          session: this.id,
+          onFinish: (r) => {
+            this.history = [...prompt, ...r.tokens];
+          },
         },
-      });
+      );
     } catch (err) {
       this.busy = false;
       throw err;

@@ -45,9 +45,26 @@ export interface SynthOptions {
  * @internal Validates synth options and fills every absent one from SYNTH_DEFAULTS: the complete
  * options the addon needs (it has no defaults of its own).
  */
-export function resolveSynthOptions(options: unknown): { opts: NativeSynthOptions; onProgress?: (fraction: number) => void } {
+export function resolveSynthOptions(options: unknown): {
+  opts: NativeSynthOptions;
+  onProgress?: (fraction: number) => void;
+} {
   const o = checkObject("synth options", options) as SynthOptions & Record<string, unknown>;
-  checkKeys("synth options", o, ["arch", "dim", "layers", "heads", "kvHeads", "ffn", "context", "vocabFrom", "vocabSize", "type", "seed", "tiedOutput", "onProgress"]);
+  checkKeys("synth options", o, [
+    "arch",
+    "dim",
+    "layers",
+    "heads",
+    "kvHeads",
+    "ffn",
+    "context",
+    "vocabFrom",
+    "vocabSize",
+    "type",
+    "seed",
+    "tiedOutput",
+    "onProgress",
+  ]);
   const D = SYNTH_DEFAULTS;
   const type = o.type === undefined ? D.type : typeof o.type === "string" ? o.type.toLowerCase() : o.type;
   const int = (name: keyof typeof S & keyof typeof D): number => checkLimit(name, o[name] ?? D[name], S[name]);

@@ -19,7 +19,11 @@ function tsLoaderHooks(from: string): string {
   try {
     esbuild = pathToFileURL(createRequire(from).resolve("esbuild")).href;
   } catch (err) {
-    throw new LlmserveError("ERR_INTERNAL", "Running llmserve from its TypeScript sources needs esbuild (a vite dependency) to start worker threads; build with `npm run build:ts` instead.", { cause: err });
+    throw new LlmserveError(
+      "ERR_INTERNAL",
+      "Running llmserve from its TypeScript sources needs esbuild (a vite dependency) to start worker threads; build with `npm run build:ts` instead.",
+      { cause: err },
+    );
   }
   const hooks = `
 import { readFileSync } from "node:fs";
@@ -53,7 +57,8 @@ export function moduleWorker(base: string, name: string, options: WorkerOptions 
   const js = new URL(`./${name}.js`, base);
   if (existsSync(fileURLToPath(js))) return new Worker(js, options);
   const ts = new URL(`./${name}.ts`, base);
-  if (!existsSync(fileURLToPath(ts))) throw new LlmserveError("ERR_INTERNAL", `The worker module ${fileURLToPath(js)} is missing; reinstall llmserve.`);
+  if (!existsSync(fileURLToPath(ts)))
+    throw new LlmserveError("ERR_INTERNAL", `The worker module ${fileURLToPath(js)} is missing; reinstall llmserve.`);
   const boot = `const { register } = require("node:module");
 register(${JSON.stringify(tsLoaderHooks(fileURLToPath(base)))});
 import(${JSON.stringify(ts.href)}).catch((err) => { setImmediate(() => { throw err; }); });`;

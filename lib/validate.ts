@@ -16,7 +16,14 @@ function fail(msg: string): never {
 export function checkInt(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
   // Number.isInteger / Number.isFinite are false for every non-number: no separate typeof check.
   if (!Number.isInteger(v) || (v as number) < min || (v as number) > max) {
-    const range = max === Number.MAX_SAFE_INTEGER ? (min === 0 ? "non-negative integer" : min === 1 ? "positive integer" : `integer >= ${min}`) : `an integer in [${min}, ${max}]`;
+    const range =
+      max === Number.MAX_SAFE_INTEGER
+        ? min === 0
+          ? "non-negative integer"
+          : min === 1
+            ? "positive integer"
+            : `integer >= ${min}`
+        : `an integer in [${min}, ${max}]`;
     fail(`Expected ${range} for ${name} but received ${describe(v)}`);
   }
   return v as number;
@@ -28,13 +35,22 @@ export function checkInt(name: string, v: unknown, min: number, max = Number.MAX
  */
 export function checkLimit(name: string, v: unknown, limit: Limit): number {
   const n = v as number;
-  const ok = Number.isFinite(v) && (limit.minExclusive ? n > limit.min : n >= limit.min) && n <= limit.max &&
+  const ok =
+    Number.isFinite(v) &&
+    (limit.minExclusive ? n > limit.min : n >= limit.min) &&
+    n <= limit.max &&
     (!limit.integer || Number.isInteger(v));
   if (!ok) fail(`Expected ${describeLimit(limit)} for ${name} but received ${describe(v)}`);
   return v as number;
 }
 
-export function checkNumber(name: string, v: unknown, min: number, max: number, opts: { minExclusive?: boolean } = {}): number {
+export function checkNumber(
+  name: string,
+  v: unknown,
+  min: number,
+  max: number,
+  opts: { minExclusive?: boolean } = {},
+): number {
   const okMin = opts.minExclusive ? (v as number) > min : (v as number) >= min;
   if (!Number.isFinite(v) || !okMin || (v as number) > max) {
     const lo = opts.minExclusive ? `(${min}` : `[${min}`;
@@ -51,14 +67,17 @@ export function checkBool(name: string, v: unknown): boolean {
 
 export function checkString(name: string, v: unknown, allowed?: readonly string[]): string {
   if (typeof v !== "string" || (allowed && !allowed.includes(v))) {
-    fail(`Expected ${allowed ? `one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}` : "a string"} for ${name} but received ${describe(v)}`);
+    fail(
+      `Expected ${allowed ? `one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}` : "a string"} for ${name} but received ${describe(v)}`,
+    );
   }
   return v;
 }
 
 export function checkObject(name: string, v: unknown): Record<string, unknown> {
   if (v === undefined) return {};
-  if (typeof v !== "object" || v === null || Array.isArray(v)) fail(`Expected an options object for ${name} but received ${describe(v)}`);
+  if (typeof v !== "object" || v === null || Array.isArray(v))
+    fail(`Expected an options object for ${name} but received ${describe(v)}`);
   return v as Record<string, unknown>;
 }
 
@@ -74,8 +93,12 @@ export function checkKeys(name: string, o: Record<string, unknown>, known: reado
  * path at the NUL and open a different file).
  */
 export function checkPath(name: string, v: unknown): string {
-  if (typeof v !== "string" || v.length === 0) fail(`Expected a file path string for ${name} but received ${describe(v)}`);
-  if (v.includes("\0")) fail(`Expected a file path without NUL characters for ${name} but the string contains "\\0" at index ${v.indexOf("\0")}`);
+  if (typeof v !== "string" || v.length === 0)
+    fail(`Expected a file path string for ${name} but received ${describe(v)}`);
+  if (v.includes("\0"))
+    fail(
+      `Expected a file path without NUL characters for ${name} but the string contains "\\0" at index ${v.indexOf("\0")}`,
+    );
   return v;
 }
 
@@ -88,7 +111,8 @@ export function checkPath(name: string, v: unknown): string {
 export function checkTokenIds(ids: readonly unknown[], nVocab: number): number[] {
   for (const t of ids) {
     if (!Number.isInteger(t)) fail(`Expected integer token ids but received ${describe(t)}`);
-    if ((t as number) < 0 || (t as number) >= nVocab) fail(`Token id ${t as number} is outside the vocabulary [0, ${nVocab}).`);
+    if ((t as number) < 0 || (t as number) >= nVocab)
+      fail(`Token id ${t as number} is outside the vocabulary [0, ${nVocab}).`);
   }
   return ids as number[];
 }

@@ -10,15 +10,20 @@ const core = join(root, "native", "core");
 
 /** Rank of each folder of native/core ("" = files at its top, e.g. status.h); lower = more basic. */
 export const LAYERS = {
-  "": 0, isa: 0, math: 0, threadpool: 0, // no dependencies inside the core
-  quant: 1, sampling: 1,                 // block formats and kernels; sampling
-  gguf: 2,                               // file format (uses quant's type table)
-  kv: 3,                                 // paged KV storage, allocator, rotation, eval cache
-  attention: 4,                          // paged attention over kv/
-  model: 5,                              // architectures: config, weights, forward pass
-  lora: 6,                               // LoRA adapters: load against a model, per-segment deltas
-  backend: 7, synth: 7,                  // executors (own a model, adapters); synthetic model writer
-  sched: 8,                              // the scheduler: sees only backend/executor.h
+  "": 0,
+  isa: 0,
+  math: 0,
+  threadpool: 0, // no dependencies inside the core
+  quant: 1,
+  sampling: 1, // block formats and kernels; sampling
+  gguf: 2, // file format (uses quant's type table)
+  kv: 3, // paged KV storage, allocator, rotation, eval cache
+  attention: 4, // paged attention over kv/
+  model: 5, // architectures: config, weights, forward pass
+  lora: 6, // LoRA adapters: load against a model, per-segment deltas
+  backend: 7,
+  synth: 7, // executors (own a model, adapters); synthetic model writer
+  sched: 8, // the scheduler: sees only backend/executor.h
 };
 
 function* files(dir) {
@@ -45,21 +50,29 @@ export function check() {
       problems.push(`${relative(root, file)}: folder "${from}" has no layer in scripts/check-includes.mjs`);
       continue;
     }
-    readFileSync(file, "utf8").split("\n").forEach((line, i) => {
-      const m = /^\s*#\s*include\s+"([^"]+)"/.exec(line);
-      if (!m) return;
-      // Quoted includes resolve next to the file first, then from native/core (the include root).
-      const local = normalize(join(dirname(file), m[1]));
-      let target = local;
-      try { statSync(local); } catch { target = normalize(join(core, m[1])); }
-      const to = folderOf(target);
-      const where = `${relative(root, file)}:${i + 1}: #include "${m[1]}"`;
-      if (to === null) problems.push(`${where} reaches outside native/core`);
-      else if (!(to in LAYERS)) problems.push(`${where}: folder "${to}" has no layer`);
-      else if (to !== from && LAYERS[to] >= LAYERS[from]) {
-        problems.push(`${where}: ${from || "(top)"} (layer ${LAYERS[from]}) may not include ${to || "(top)"} (layer ${LAYERS[to]})`);
-      }
-    });
+    readFileSync(file, "utf8")
+      .split("\n")
+      .forEach((line, i) => {
+        const m = /^\s*#\s*include\s+"([^"]+)"/.exec(line);
+        if (!m) return;
+        // Quoted includes resolve next to the file first, then from native/core (the include root).
+        const local = normalize(join(dirname(file), m[1]));
+        let target = local;
+        try {
+          statSync(local);
+        } catch {
+          target = normalize(join(core, m[1]));
+        }
+        const to = folderOf(target);
+        const where = `${relative(root, file)}:${i + 1}: #include "${m[1]}"`;
+        if (to === null) problems.push(`${where} reaches outside native/core`);
+        else if (!(to in LAYERS)) problems.push(`${where}: folder "${to}" has no layer`);
+        else if (to !== from && LAYERS[to] >= LAYERS[from]) {
+          problems.push(
+            `${where}: ${from || "(top)"} (layer ${LAYERS[from]}) may not include ${to || "(top)"} (layer ${LAYERS[to]})`,
+          );
+        }
+      });
   }
   return problems;
 }

@@ -41,13 +41,24 @@ function run(cmd, args, extra = {}) {
 }
 
 if (spawnSync(cxx, ["--version"], { stdio: "ignore" }).status !== 0) {
-  console.error(`fuzz: ${cxx} not found. Install clang with libFuzzer (Debian 12: apt-get install -y clang libclang-rt-14-dev) or set FUZZ_CXX.`);
+  console.error(
+    `fuzz: ${cxx} not found. Install clang with libFuzzer (Debian 12: apt-get install -y clang libclang-rt-14-dev) or set FUZZ_CXX.`,
+  );
   process.exit(2);
 }
 const generator = spawnSync("ninja", ["--version"], { stdio: "ignore" }).status === 0 ? ["-G", "Ninja"] : [];
 if (!existsSync(join(build, "CMakeCache.txt"))) {
-  const st = run("cmake", ["-S", root, "-B", build, ...generator, `-DCMAKE_CXX_COMPILER=${cxx}`,
-    "-DCMAKE_BUILD_TYPE=Release", "-DLLMSERVE_FUZZ=ON", "-DLLMSERVE_BUILD_TESTS=OFF"]);
+  const st = run("cmake", [
+    "-S",
+    root,
+    "-B",
+    build,
+    ...generator,
+    `-DCMAKE_CXX_COMPILER=${cxx}`,
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DLLMSERVE_FUZZ=ON",
+    "-DLLMSERVE_BUILD_TESTS=OFF",
+  ]);
   if (st !== 0) process.exit(st);
 }
 if (run("cmake", ["--build", build, "--parallel", opt.jobs]) !== 0) process.exit(1);
@@ -77,9 +88,17 @@ for (const target of opt.targets.split(",").filter(Boolean)) {
   mkdirSync(corpus, { recursive: true });
   mkdirSync(findings, { recursive: true });
   const before = new Set(readdirSync(findings));
-  const args = [corpus, join(seeds, target), `-runs=${opt.runs}`, `-max_total_time=${opt["max-time"]}`,
-    "-print_final_stats=1", "-timeout=60", "-rss_limit_mb=4096", `-artifact_prefix=${findings}/`,
-    target === "gguf" ? "-max_len=65536" : "-max_len=4096"];
+  const args = [
+    corpus,
+    join(seeds, target),
+    `-runs=${opt.runs}`,
+    `-max_total_time=${opt["max-time"]}`,
+    "-print_final_stats=1",
+    "-timeout=60",
+    "-rss_limit_mb=4096",
+    `-artifact_prefix=${findings}/`,
+    target === "gguf" ? "-max_len=65536" : "-max_len=4096",
+  ];
   const dict = join(root, "native", "fuzz", `${target}.dict`);
   if (existsSync(dict)) args.push(`-dict=${dict}`);
   console.log(`\n# fuzz_${target}: ${args.join(" ")}`);
@@ -92,25 +111,51 @@ for (const target of opt.targets.split(",").filter(Boolean)) {
   const r = spawnSync(bin, args, { cwd: root, env, stdio: ["ignore", fd, fd] });
   closeSync(fd);
   const err = readFileSync(logFile, "utf8");
-  const tail = err.split("\n").filter((l) => !/^(#\d+\s+(NEW|REDUCE|pulse|INITED)|\s+NEW_FUNC)/.test(l)).slice(-60).join("\n");
+  const tail = err
+    .split("\n")
+    .filter((l) => !/^(#\d+\s+(NEW|REDUCE|pulse|INITED)|\s+NEW_FUNC)/.test(l))
+    .slice(-60)
+    .join("\n");
   process.stderr.write(`${tail}\n`);
-  const execs = Number(/stat::number_of_executed_units:\s*(\d+)/.exec(err)?.[1] ?? /Done (\d+) runs/.exec(err)?.[1] ?? 0);
-  const cov = /cov: (\d+)/g; let m, lastCov = 0; while ((m = cov.exec(err))) lastCov = Number(m[1]);
+  const execs = Number(
+    /stat::number_of_executed_units:\s*(\d+)/.exec(err)?.[1] ?? /Done (\d+) runs/.exec(err)?.[1] ?? 0,
+  );
+  const cov = /cov: (\d+)/g;
+  let m,
+    lastCov = 0;
+  while ((m = cov.exec(err))) lastCov = Number(m[1]);
   const fresh = readdirSync(findings).filter((f) => !before.has(f));
-  results.push({ target: `fuzz_${target}`, execs, seconds: Math.round((Date.now() - t0) / 1000),
-    coverage: lastCov, corpus: readdirSync(corpus).length, exit: r.status, findings: fresh.map((f) => join(findings, f)) });
+  results.push({
+    target: `fuzz_${target}`,
+    execs,
+    seconds: Math.round((Date.now() - t0) / 1000),
+    coverage: lastCov,
+    corpus: readdirSync(corpus).length,
+    exit: r.status,
+    findings: fresh.map((f) => join(findings, f)),
+  });
 }
 
 if (opt.tokenizer && !opt["no-tokenizer"]) {
   console.log("\n# tokenizer (TypeScript harness)");
   const t0 = Date.now();
-  const r = spawnSync(process.execPath, [join(root, "scripts", "fuzz", "tokenizer.mjs"), "--runs", opt["tokenizer-runs"]],
-    { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+  const r = spawnSync(
+    process.execPath,
+    [join(root, "scripts", "fuzz", "tokenizer.mjs"), "--runs", opt["tokenizer-runs"]],
+    { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] },
+  );
   process.stdout.write(r.stdout ?? "");
   const execs = Number(/executions: (\d+)/.exec(r.stdout ?? "")?.[1] ?? 0);
   const found = [...(r.stdout ?? "").matchAll(/^FINDING (.*)$/gm)].map((x) => x[1]);
-  results.push({ target: "tokenizer.mjs", execs, seconds: Math.round((Date.now() - t0) / 1000), coverage: "-",
-    corpus: "-", exit: r.status, findings: found });
+  results.push({
+    target: "tokenizer.mjs",
+    execs,
+    seconds: Math.round((Date.now() - t0) / 1000),
+    coverage: "-",
+    corpus: "-",
+    exit: r.status,
+    findings: found,
+  });
 }
 
 console.log("\n# fuzz summary");
@@ -119,7 +164,9 @@ let bad = false;
 for (const x of results) {
   const ok = x.exit === 0 && x.findings.length === 0;
   bad ||= !ok;
-  console.log(`${x.target.padEnd(15)} ${String(x.execs).padStart(10)} ${String(x.seconds).padStart(9)}  ${String(x.coverage).padEnd(6)} ${String(x.corpus).padStart(6)}  ${ok ? "none" : `${x.findings.length || `exit ${x.exit}`}`}`);
+  console.log(
+    `${x.target.padEnd(15)} ${String(x.execs).padStart(10)} ${String(x.seconds).padStart(9)}  ${String(x.coverage).padEnd(6)} ${String(x.corpus).padStart(6)}  ${ok ? "none" : `${x.findings.length || `exit ${x.exit}`}`}`,
+  );
   for (const f of x.findings) console.log(`    ${f}`);
 }
 process.exit(bad ? 1 : 0);

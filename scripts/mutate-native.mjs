@@ -20,74 +20,161 @@ const bin = join(buildDir, "bin", "llmserve_native_tests");
 
 /** id, file, exact text, its replacement, and what the mutation breaks. */
 export const MUTATIONS = [
-  { id: "alloc-unref-never-frees", file: "native/core/kv/block_allocator.cpp",
-    find: "  if (--blk.rc > 0) return;", replace: "  if (--blk.rc >= 0) return;",
-    why: "block allocator: flipped comparison, a block whose last reference goes is never freed or cached" },
-  { id: "alloc-ref-cached-stays-in-lru", file: "native/core/kv/block_allocator.cpp",
-    find: "  if (blk.rc > 0) { ++blk.rc; return; }", replace: "  if (blk.rc >= 0) { ++blk.rc; return; }",
-    why: "block allocator: flipped comparison, re-referencing a cached block leaves it on the LRU list" },
-  { id: "alloc-evicts-most-recent", file: "native/core/kv/block_allocator.cpp",
-    find: "    b = lru_head_;\n    lru_remove(b);", replace: "    b = lru_tail_;\n    lru_remove(b);",
-    why: "block allocator: evicts the most recently released cached block instead of the least" },
-  { id: "sched-no-prefix-registration", file: "native/core/sched/step.cpp",
-    find: "    register_full_blocks(s);\n    if (!p.out) continue;", replace: "    if (!p.out) continue;",
-    why: "scheduler: computed full blocks are never registered in the prefix cache" },
-  { id: "sched-no-prefix-lookup", file: "native/core/sched/admission.cpp",
-    find: "  if (opts_.prefix_cache && s.blocks.empty()) {", replace: "  if (false && opts_.prefix_cache && s.blocks.empty()) {",
-    why: "scheduler: admission never looks up cached prefix blocks" },
-  { id: "sched-skip-victim-preemption", file: "native/core/sched/preemption.cpp",
-    find: "        order.pop_back();\n        preempt(*victim);", replace: "        order.pop_back();\n        (void)victim;",
-    why: "scheduler: out of KV blocks, the lowest-ranked running sequence is not preempted" },
-  { id: "sched-preempt-keeps-kv", file: "native/core/sched/preemption.cpp",
-    find: "  release_blocks(s);\n  ++st_.preemptions;", replace: "  ++st_.preemptions;",
-    why: "scheduler: a preempted sequence keeps its KV blocks (nothing is freed)" },
-  { id: "sched-prefill-chunk-off-by-one", file: "native/core/sched/chunked_prefill.h",
-    find: "&& generating) return prefill_chunk;", replace: "&& generating) return prefill_chunk + 1;",
-    why: "chunked prefill: one prompt token more per step than prefillChunk while others generate" },
-  { id: "sched-chunk-position-off-by-one", file: "native/core/sched/step.cpp",
-    find: "    b.pos0 = s.n_computed;", replace: "    b.pos0 = s.n_computed + 1;",
-    why: "chunked prefill: a chunk's first position is one past the tokens already computed" },
-  { id: "sched-priority-ignored", file: "native/core/sched/sequence.h",
-    find: "  if (a.req->priority != b.req->priority) return a.req->priority > b.req->priority;\n", replace: "",
-    why: "admission: priority ignored, waiting requests run in arrival order only" },
-  { id: "sched-max-sequences-off-by-one", file: "native/core/sched/admission.cpp",
-    find: "(int64_t)running_.size() < opts_.max_sequences", replace: "(int64_t)running_.size() <= opts_.max_sequences",
-    why: "admission: one sequence more than maxSequences runs at once" },
-  { id: "sched-session-not-adopted", file: "native/core/sched/admission.cpp",
-    find: "      if (extends) {", replace: "      if (false && extends) {",
-    why: "sessions: a turn that extends its session recomputes instead of adopting the kept KV" },
-  { id: "sched-evicts-pinned-session", file: "native/core/sched/preemption.cpp",
-    find: "    if (it->second->pinned) continue;\n", replace: "",
-    why: "session eviction: pinned sessions are evicted like any other" },
-  { id: "sched-evicts-newest-session", file: "native/core/sched/preemption.cpp",
-    find: "it->second->last_used < victim->second->last_used", replace: "it->second->last_used > victim->second->last_used",
-    why: "session eviction: the most recently used session goes first instead of the least" },
-  { id: "sched-cow-copies-short", file: "native/core/sched/admission.cpp",
-    find: "ss.n_computed - full * bs);", replace: "ss.n_computed - full * bs - 1);",
-    why: "prefix reuse: the copy-on-write of a kept partial block misses its last slot" },
-  { id: "lora-alpha-ignored", file: "native/core/lora/lora.cpp",
-    find: "pr.scale = a->alpha_ != 0.0f ? user_scale * a->alpha_ / rank : user_scale;", replace: "pr.scale = user_scale;",
-    why: "LoRA: the adapter's alpha / rank is left out of the scale" },
-  { id: "lora-delta-unscaled", file: "native/core/lora/lora.cpp",
-    find: "yr[j] = yr[j] + ur[j] * scale;", replace: "yr[j] = yr[j] + ur[j];",
-    why: "LoRA: the low-rank term is added without its scale" },
-  { id: "dequant-q8_0-scale", file: "native/core/quant/q8_0_ref.cpp",
-    find: "y[i * kQK8_0 + j] = b[i].qs[j] * d;", replace: "y[i * kQK8_0 + j] = b[i].qs[j] * d * 0.5f;",
-    why: "Q8_0 reference dequantizer: wrong scale" },
-  { id: "dequant-q4_0-scale", file: "native/core/quant/q4_0_ref.cpp",
-    find: "      y[j + kQK4_0 / 2] = ((b[i].qs[j] >> 4) - 8) * d;", replace: "      y[j + kQK4_0 / 2] = ((b[i].qs[j] >> 4) - 8) * d * 1.0625f;",
-    why: "Q4_0 reference dequantizer: wrong scale on the high nibbles" },
-  { id: "dequant-q4_k-min", file: "native/core/quant/k_quants_ref.cpp",
-    find: "const float d1 = d * sc, m1 = dmin * m;", replace: "const float d1 = d * sc, m1 = dmin * m * 0.5f;",
-    why: "Q4_K reference dequantizer: wrong scale of the first sub-block's min" },
-  { id: "gemm-act-scale-all-isas", file: "native/core/quant/gemm_ref.cpp",
-    find: "      const float df = half_to_float(tmp[i].d);", replace: "      const float df = 2.0f * half_to_float(tmp[i].d);",
-    why: "GEMM activation preparation shared by every ISA: wrong Q8_0 scale (a GEMM consistently wrong at every batch size)" },
+  {
+    id: "alloc-unref-never-frees",
+    file: "native/core/kv/block_allocator.cpp",
+    find: "  if (--blk.rc > 0) return;",
+    replace: "  if (--blk.rc >= 0) return;",
+    why: "block allocator: flipped comparison, a block whose last reference goes is never freed or cached",
+  },
+  {
+    id: "alloc-ref-cached-stays-in-lru",
+    file: "native/core/kv/block_allocator.cpp",
+    find: "  if (blk.rc > 0) { ++blk.rc; return; }",
+    replace: "  if (blk.rc >= 0) { ++blk.rc; return; }",
+    why: "block allocator: flipped comparison, re-referencing a cached block leaves it on the LRU list",
+  },
+  {
+    id: "alloc-evicts-most-recent",
+    file: "native/core/kv/block_allocator.cpp",
+    find: "    b = lru_head_;\n    lru_remove(b);",
+    replace: "    b = lru_tail_;\n    lru_remove(b);",
+    why: "block allocator: evicts the most recently released cached block instead of the least",
+  },
+  {
+    id: "sched-no-prefix-registration",
+    file: "native/core/sched/step.cpp",
+    find: "    register_full_blocks(s);\n    if (!p.out) continue;",
+    replace: "    if (!p.out) continue;",
+    why: "scheduler: computed full blocks are never registered in the prefix cache",
+  },
+  {
+    id: "sched-no-prefix-lookup",
+    file: "native/core/sched/admission.cpp",
+    find: "  if (opts_.prefix_cache && s.blocks.empty()) {",
+    replace: "  if (false && opts_.prefix_cache && s.blocks.empty()) {",
+    why: "scheduler: admission never looks up cached prefix blocks",
+  },
+  {
+    id: "sched-skip-victim-preemption",
+    file: "native/core/sched/preemption.cpp",
+    find: "        order.pop_back();\n        preempt(*victim);",
+    replace: "        order.pop_back();\n        (void)victim;",
+    why: "scheduler: out of KV blocks, the lowest-ranked running sequence is not preempted",
+  },
+  {
+    id: "sched-preempt-keeps-kv",
+    file: "native/core/sched/preemption.cpp",
+    find: "  release_blocks(s);\n  ++st_.preemptions;",
+    replace: "  ++st_.preemptions;",
+    why: "scheduler: a preempted sequence keeps its KV blocks (nothing is freed)",
+  },
+  {
+    id: "sched-prefill-chunk-off-by-one",
+    file: "native/core/sched/chunked_prefill.h",
+    find: "&& generating) return prefill_chunk;",
+    replace: "&& generating) return prefill_chunk + 1;",
+    why: "chunked prefill: one prompt token more per step than prefillChunk while others generate",
+  },
+  {
+    id: "sched-chunk-position-off-by-one",
+    file: "native/core/sched/step.cpp",
+    find: "    b.pos0 = s.n_computed;",
+    replace: "    b.pos0 = s.n_computed + 1;",
+    why: "chunked prefill: a chunk's first position is one past the tokens already computed",
+  },
+  {
+    id: "sched-priority-ignored",
+    file: "native/core/sched/sequence.h",
+    find: "  if (a.req->priority != b.req->priority) return a.req->priority > b.req->priority;\n",
+    replace: "",
+    why: "admission: priority ignored, waiting requests run in arrival order only",
+  },
+  {
+    id: "sched-max-sequences-off-by-one",
+    file: "native/core/sched/admission.cpp",
+    find: "(int64_t)running_.size() < opts_.max_sequences",
+    replace: "(int64_t)running_.size() <= opts_.max_sequences",
+    why: "admission: one sequence more than maxSequences runs at once",
+  },
+  {
+    id: "sched-session-not-adopted",
+    file: "native/core/sched/admission.cpp",
+    find: "      if (extends) {",
+    replace: "      if (false && extends) {",
+    why: "sessions: a turn that extends its session recomputes instead of adopting the kept KV",
+  },
+  {
+    id: "sched-evicts-pinned-session",
+    file: "native/core/sched/preemption.cpp",
+    find: "    if (it->second->pinned) continue;\n",
+    replace: "",
+    why: "session eviction: pinned sessions are evicted like any other",
+  },
+  {
+    id: "sched-evicts-newest-session",
+    file: "native/core/sched/preemption.cpp",
+    find: "it->second->last_used < victim->second->last_used",
+    replace: "it->second->last_used > victim->second->last_used",
+    why: "session eviction: the most recently used session goes first instead of the least",
+  },
+  {
+    id: "sched-cow-copies-short",
+    file: "native/core/sched/admission.cpp",
+    find: "ss.n_computed - full * bs);",
+    replace: "ss.n_computed - full * bs - 1);",
+    why: "prefix reuse: the copy-on-write of a kept partial block misses its last slot",
+  },
+  {
+    id: "lora-alpha-ignored",
+    file: "native/core/lora/lora.cpp",
+    find: "pr.scale = a->alpha_ != 0.0f ? user_scale * a->alpha_ / rank : user_scale;",
+    replace: "pr.scale = user_scale;",
+    why: "LoRA: the adapter's alpha / rank is left out of the scale",
+  },
+  {
+    id: "lora-delta-unscaled",
+    file: "native/core/lora/lora.cpp",
+    find: "yr[j] = yr[j] + ur[j] * scale;",
+    replace: "yr[j] = yr[j] + ur[j];",
+    why: "LoRA: the low-rank term is added without its scale",
+  },
+  {
+    id: "dequant-q8_0-scale",
+    file: "native/core/quant/q8_0_ref.cpp",
+    find: "y[i * kQK8_0 + j] = b[i].qs[j] * d;",
+    replace: "y[i * kQK8_0 + j] = b[i].qs[j] * d * 0.5f;",
+    why: "Q8_0 reference dequantizer: wrong scale",
+  },
+  {
+    id: "dequant-q4_0-scale",
+    file: "native/core/quant/q4_0_ref.cpp",
+    find: "      y[j + kQK4_0 / 2] = ((b[i].qs[j] >> 4) - 8) * d;",
+    replace: "      y[j + kQK4_0 / 2] = ((b[i].qs[j] >> 4) - 8) * d * 1.0625f;",
+    why: "Q4_0 reference dequantizer: wrong scale on the high nibbles",
+  },
+  {
+    id: "dequant-q4_k-min",
+    file: "native/core/quant/k_quants_ref.cpp",
+    find: "const float d1 = d * sc, m1 = dmin * m;",
+    replace: "const float d1 = d * sc, m1 = dmin * m * 0.5f;",
+    why: "Q4_K reference dequantizer: wrong scale of the first sub-block's min",
+  },
+  {
+    id: "gemm-act-scale-all-isas",
+    file: "native/core/quant/gemm_ref.cpp",
+    find: "      const float df = half_to_float(tmp[i].d);",
+    replace: "      const float df = 2.0f * half_to_float(tmp[i].d);",
+    why: "GEMM activation preparation shared by every ISA: wrong Q8_0 scale (a GEMM consistently wrong at every batch size)",
+  },
 ];
 
 const args = process.argv.slice(2);
 const flag = (name) => args.includes(name);
-const value = (name) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : undefined; };
+const value = (name) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
 
 if (flag("--list")) {
   for (const m of MUTATIONS) console.log(`${m.id.padEnd(34)} ${m.file}: ${m.why}`);
@@ -125,11 +212,19 @@ function run(cmd, argv, { env = {}, timeoutMs = 0, quiet = true } = {}) {
     const t0 = Date.now();
     let out = "";
     child = spawn(cmd, argv, { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-    const onData = (d) => { out += d; if (!quiet) process.stdout.write(d); };
+    const onData = (d) => {
+      out += d;
+      if (!quiet) process.stdout.write(d);
+    };
     child.stdout.on("data", onData);
     child.stderr.on("data", onData);
     let timedOut = false;
-    const timer = timeoutMs ? setTimeout(() => { timedOut = true; child.kill("SIGKILL"); }, timeoutMs) : undefined;
+    const timer = timeoutMs
+      ? setTimeout(() => {
+          timedOut = true;
+          child.kill("SIGKILL");
+        }, timeoutMs)
+      : undefined;
     child.on("close", (code) => {
       clearTimeout(timer);
       child = undefined;
@@ -141,7 +236,11 @@ function run(cmd, argv, { env = {}, timeoutMs = 0, quiet = true } = {}) {
 const jobs = String(Math.max(1, Math.min(2, availableParallelism())));
 async function build(quiet = true) {
   if (!existsSync(join(buildDir, "CMakeCache.txt"))) {
-    const c = await run("cmake", ["-S", root, "-B", buildDir, "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release", "-DLLMSERVE_BUILD_TESTS=ON"], { quiet });
+    const c = await run(
+      "cmake",
+      ["-S", root, "-B", buildDir, "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release", "-DLLMSERVE_BUILD_TESTS=ON"],
+      { quiet },
+    );
     if (c.code !== 0) return c;
   }
   return run("cmake", ["--build", buildDir, "--target", "llmserve_native_tests", "-j", jobs], { quiet });
@@ -168,7 +267,9 @@ if (existsSync(backupDir)) {
 const only = value("--only")?.split(",");
 const list = only ? MUTATIONS.filter((m) => only.includes(m.id)) : MUTATIONS;
 if (only && list.length !== only.length) {
-  console.error(`mutate-native: unknown id in --only (${only.filter((id) => !MUTATIONS.some((m) => m.id === id)).join(", ")}); see --list`);
+  console.error(
+    `mutate-native: unknown id in --only (${only.filter((id) => !MUTATIONS.some((m) => m.id === id)).join(", ")}); see --list`,
+  );
   process.exit(2);
 }
 // Each mutation must match its file exactly once before anything is built.
@@ -176,22 +277,34 @@ for (const m of list) {
   const text = readFileSync(join(root, m.file), "utf8");
   const n = text.split(m.find).length - 1;
   if (n !== 1) {
-    console.error(`mutate-native: ${m.id}: the text to replace occurs ${n} times in ${m.file} (must be exactly once); update the mutation`);
+    console.error(
+      `mutate-native: ${m.id}: the text to replace occurs ${n} times in ${m.file} (must be exactly once); update the mutation`,
+    );
     process.exit(2);
   }
 }
 
 console.log(`mutate-native: baseline build in ${buildDir} (native test binary only)`);
 let b = await build(false);
-if (b.code !== 0) { console.error("mutate-native: the unmutated source does not build"); process.exit(2); }
+if (b.code !== 0) {
+  console.error("mutate-native: the unmutated source does not build");
+  process.exit(2);
+}
 const base = await tests(0);
 if (base.code !== 0) {
-  console.error(base.out.split("\n").filter((l) => l.startsWith("FAIL") || l.includes("failed")).join("\n"));
+  console.error(
+    base.out
+      .split("\n")
+      .filter((l) => l.startsWith("FAIL") || l.includes("failed"))
+      .join("\n"),
+  );
   console.error("mutate-native: the native tests fail without any mutation; fix them first");
   process.exit(2);
 }
 const timeoutMs = Math.max(120_000, base.ms * 10);
-console.log(`mutate-native: baseline passes (${(base.ms / 1000).toFixed(1)} s); ${list.length} mutations, test timeout ${(timeoutMs / 1000).toFixed(0)} s`);
+console.log(
+  `mutate-native: baseline passes (${(base.ms / 1000).toFixed(1)} s); ${list.length} mutations, test timeout ${(timeoutMs / 1000).toFixed(0)} s`,
+);
 
 const results = [];
 for (const m of list) {
@@ -202,16 +315,28 @@ for (const m of list) {
   pending.set(m.file, original);
   let result;
   try {
-    writeFileSync(path, original.replace(m.find, () => m.replace));
+    writeFileSync(
+      path,
+      original.replace(m.find, () => m.replace),
+    );
     b = await build();
     if (b.code !== 0) {
       result = { status: "no-build", detail: (b.out.match(/error: .*/) ?? ["build failed"])[0] };
     } else {
       const t = await tests(timeoutMs);
-      const failing = t.out.split("\n").filter((l) => l.startsWith("FAIL ")).map((l) => l.slice(5).trim());
-      result = t.code === 0 ? { status: "SURVIVED", detail: "every native test passed" }
-        : t.code === "timeout" ? { status: "killed", detail: `timed out (${t.pass})` }
-        : { status: "killed", detail: `${t.pass}: ${[...new Set(failing)].slice(0, 4).join(", ") || `exit ${t.code}`}` };
+      const failing = t.out
+        .split("\n")
+        .filter((l) => l.startsWith("FAIL "))
+        .map((l) => l.slice(5).trim());
+      result =
+        t.code === 0
+          ? { status: "SURVIVED", detail: "every native test passed" }
+          : t.code === "timeout"
+            ? { status: "killed", detail: `timed out (${t.pass})` }
+            : {
+                status: "killed",
+                detail: `${t.pass}: ${[...new Set(failing)].slice(0, 4).join(", ") || `exit ${t.code}`}`,
+              };
     }
   } finally {
     writeFileSync(path, original);
@@ -230,7 +355,9 @@ await build(); // leave build-mutate matching the restored source
 const killed = results.filter((r) => r.status === "killed").length;
 const survived = results.filter((r) => r.status === "SURVIVED");
 const broken = results.filter((r) => r.status === "no-build");
-console.log(`\nmutate-native: ${killed} killed, ${survived.length} survived, ${broken.length} did not build, of ${results.length} run`);
+console.log(
+  `\nmutate-native: ${killed} killed, ${survived.length} survived, ${broken.length} did not build, of ${results.length} run`,
+);
 for (const r of survived) console.log(`  survived: ${r.id} (${r.file}): ${r.why}`);
 for (const r of broken) console.log(`  did not build: ${r.id}: ${r.detail}`);
 process.exit(survived.length > 0 || broken.length > 0 || results.length < list.length ? 1 : 0);

@@ -64,7 +64,8 @@ function unportable(buildDir) {
   const type = cacheVar(buildDir, "CMAKE_BUILD_TYPE");
   if (type && type !== "Release") return `it is a ${type} build`;
   for (const v of ["CMAKE_CXX_FLAGS", "CMAKE_CXX_FLAGS_RELEASE"]) {
-    if (/-march=native|-mtune=native|-mcpu=native/.test(cacheVar(buildDir, v) ?? "")) return `${v} has a -m*=native flag`;
+    if (/-march=native|-mtune=native|-mcpu=native/.test(cacheVar(buildDir, v) ?? ""))
+      return `${v} has a -m*=native flag`;
   }
   return undefined;
 }
@@ -89,7 +90,8 @@ function buildFresh() {
   // from .npmrc only to scripts it runs); use the running Node's own headers when it has them.
   const env = { ...process.env };
   const prefix = dirname(dirname(process.execPath));
-  if (!env.npm_config_nodedir && existsSync(join(prefix, "include", "node", "node_api.h"))) env.npm_config_nodedir = prefix;
+  if (!env.npm_config_nodedir && existsSync(join(prefix, "include", "node", "node_api.h")))
+    env.npm_config_nodedir = prefix;
   const r = spawnSync(process.execPath, cmd, { cwd: root, stdio: "inherit", env });
   if (r.status !== 0) fail(`cmake-js failed (exit ${r.status ?? r.signal}); it needs cmake and a C++20 compiler`);
   const why = unportable(out);
@@ -119,7 +121,8 @@ function strip(file) {
   if (process.platform !== "linux" && process.platform !== "darwin") return;
   const stripArgs = process.platform === "darwin" ? ["-x", file] : ["--strip-all", file];
   const r = spawnSync(process.env.STRIP || "strip", stripArgs, { stdio: "inherit" });
-  if (r.error || r.status !== 0) console.warn(`prebuild: warning: strip failed (${r.error?.message ?? `exit ${r.status}`}); shipping unstripped`);
+  if (r.error || r.status !== 0)
+    console.warn(`prebuild: warning: strip failed (${r.error?.message ?? `exit ${r.status}`}); shipping unstripped`);
 }
 
 const source = pickSource();
@@ -131,7 +134,11 @@ try {
   // Smoke check: the stripped binary loads and answers.
   const check = spawnSync(
     process.execPath,
-    ["-e", "const m = { exports: {} }; process.dlopen(m, process.argv[1]); const a = m.exports; if (typeof a.kernelIsa !== 'function') throw new Error('no kernelIsa export'); console.log(a.kernelIsa());", tmp],
+    [
+      "-e",
+      "const m = { exports: {} }; process.dlopen(m, process.argv[1]); const a = m.exports; if (typeof a.kernelIsa !== 'function') throw new Error('no kernelIsa export'); console.log(a.kernelIsa());",
+      tmp,
+    ],
     { encoding: "utf8" },
   );
   if (check.status !== 0) fail(`the stripped addon does not load:\n${check.stderr}`);

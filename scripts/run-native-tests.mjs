@@ -12,7 +12,10 @@ if (!existsSync(bin)) {
   process.exit(1);
 }
 let failed = false;
-for (const [label, env] of [["dispatched kernels", {}], ["forced scalar", { LLMSERVE_FORCE_SCALAR: "1" }]]) {
+for (const [label, env] of [
+  ["dispatched kernels", {}],
+  ["forced scalar", { LLMSERVE_FORCE_SCALAR: "1" }],
+]) {
   console.log(`# native tests (${label})`);
   const r = spawnSync(bin, process.argv.slice(2), { stdio: "inherit", env: { ...process.env, ...env } });
   if (r.status !== 0) failed = true;

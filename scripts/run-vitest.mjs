@@ -31,11 +31,15 @@ function allTestFiles(d = join(root, "test")) {
 }
 
 const vitest = join(root, "node_modules", "vitest", "vitest.mjs");
-const child = spawn(process.execPath, [vitest, "run", "--reporter=default", "--reporter=json", `--outputFile.json=${report}`, ...args], {
-  cwd: root,
-  stdio: ["ignore", "pipe", "pipe"],
-  env: process.env,
-});
+const child = spawn(
+  process.execPath,
+  [vitest, "run", "--reporter=default", "--reporter=json", `--outputFile.json=${report}`, ...args],
+  {
+    cwd: root,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: process.env,
+  },
+);
 let output = "";
 child.stdout.on("data", (d) => {
   output += d;
@@ -82,12 +86,15 @@ const caught = /Vitest caught (\d+) unhandled errors?/.exec(output);
 const unhandled = caught ? Number(caught[1]) : 0;
 const rpcTimeouts = (output.match(/\[vitest-worker\]: Timeout calling "/g) ?? []).length;
 if (unhandled === 0 && reasons.length === 0) reasons.push(`vitest exited ${code} without reporting why`);
-else if (rpcTimeouts < unhandled) reasons.push(`${unhandled} unhandled error(s), of which only ${rpcTimeouts} are worker RPC timeouts`);
+else if (rpcTimeouts < unhandled)
+  reasons.push(`${unhandled} unhandled error(s), of which only ${rpcTimeouts} are worker RPC timeouts`);
 
 closing();
 if (reasons.length > 0) {
   console.error(`run-vitest: failing (${reasons.join("; ")})`);
   process.exit(code);
 }
-console.error(`run-vitest: every test passed; ignoring ${unhandled} vitest worker RPC timeout(s) caused by machine load`);
+console.error(
+  `run-vitest: every test passed; ignoring ${unhandled} vitest worker RPC timeout(s) caused by machine load`,
+);
 process.exit(0);

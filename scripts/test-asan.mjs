@@ -27,7 +27,8 @@ const DEFAULT_JS = ["test/native", "test/server/errors.test.ts", "test/unit/toke
 
 const has = (cmd) => spawnSync(cmd, ["--version"], { stdio: "ignore" }).status === 0;
 // clang only with its ASan runtime installed (Debian: libclang-rt-14-dev), else g++ (libasan).
-const clangRuntime = () => spawnSync("clang++", ["-print-file-name=libclang_rt.asan-x86_64.so"], { encoding: "utf8" }).stdout?.trim();
+const clangRuntime = () =>
+  spawnSync("clang++", ["-print-file-name=libclang_rt.asan-x86_64.so"], { encoding: "utf8" }).stdout?.trim();
 const cxx = process.env.CXX ?? (has("clang++") && existsSync(clangRuntime() ?? "") ? "clang++" : "g++");
 const clang = /clang/.test(cxx);
 const build = join(root, "build-asan");
@@ -49,8 +50,21 @@ const nodedir = process.env.npm_config_nodedir ?? (existsSync("/usr/include/node
 // compile answers a compile error with a full clean rebuild (doubling a failing CI step).
 const buildEnv = { ...process.env, ...(nodedir ? { npm_config_nodedir: nodedir } : {}) };
 if (!existsSync(join(build, "build.ninja")) && !existsSync(join(build, "Makefile"))) {
-  if (run(cmakeJs, ["configure", "--out", "build-asan", "--CDLLMSERVE_SANITIZE=ON", "--CDLLMSERVE_BUILD_TESTS=ON",
-    `--CDCMAKE_CXX_COMPILER=${cxx}`], buildEnv) !== 0) process.exit(1);
+  if (
+    run(
+      cmakeJs,
+      [
+        "configure",
+        "--out",
+        "build-asan",
+        "--CDLLMSERVE_SANITIZE=ON",
+        "--CDLLMSERVE_BUILD_TESTS=ON",
+        `--CDCMAKE_CXX_COMPILER=${cxx}`,
+      ],
+      buildEnv,
+    ) !== 0
+  )
+    process.exit(1);
 }
 if (run("cmake", ["--build", build, "--parallel", process.env.CMAKE_BUILD_PARALLEL_LEVEL ?? "2"], buildEnv) !== 0) {
   process.exit(1);
@@ -62,10 +76,19 @@ const sanEnv = {
 };
 let failed = false;
 const bin = join(build, "bin", "llmserve_native_tests");
-for (const [label, extra] of noNative ? [] : [["dispatched kernels", {}], ["forced scalar", { LLMSERVE_FORCE_SCALAR: "1" }]]) {
+for (const [label, extra] of noNative
+  ? []
+  : [
+      ["dispatched kernels", {}],
+      ["forced scalar", { LLMSERVE_FORCE_SCALAR: "1" }],
+    ]) {
   console.log(`# test:asan: native tests (${label})`);
-  const st = run(bin, [], { ...process.env, ...sanEnv, ...extra,
-    ASAN_OPTIONS: "detect_leaks=1:detect_stack_use_after_return=1:check_initialization_order=1" });
+  const st = run(bin, [], {
+    ...process.env,
+    ...sanEnv,
+    ...extra,
+    ASAN_OPTIONS: "detect_leaks=1:detect_stack_use_after_return=1:check_initialization_order=1",
+  });
   if (st !== 0) failed = true;
 }
 console.log(`# test:asan: native tests done (${secs()})`);
@@ -79,7 +102,8 @@ if (!noJs) {
     process.exit(1);
   }
   const env = {
-    ...process.env, ...sanEnv,
+    ...process.env,
+    ...sanEnv,
     LLMSERVE_ADDON: addon,
     LD_PRELOAD: runtime,
     // node is not instrumented: no leak report at its exit; the sanitized addon still aborts the
@@ -87,17 +111,27 @@ if (!noJs) {
     ASAN_OPTIONS: "detect_leaks=0:detect_stack_use_after_return=0",
   };
   // The sanitized addon must load with the runtime in place (else every test would fail obscurely).
-  const probe = spawnSync(process.execPath, ["-e",
-    "process.dlopen({ exports: {} }, process.env.LLMSERVE_ADDON);" +
-    "const maps = require('fs').readFileSync('/proc/self/maps', 'utf8');" +
-    "if (!/asan/.test(maps)) { console.error('ASan runtime not mapped'); process.exit(1); }"], { env, encoding: "utf8" });
+  const probe = spawnSync(
+    process.execPath,
+    [
+      "-e",
+      "process.dlopen({ exports: {} }, process.env.LLMSERVE_ADDON);" +
+        "const maps = require('fs').readFileSync('/proc/self/maps', 'utf8');" +
+        "if (!/asan/.test(maps)) { console.error('ASan runtime not mapped'); process.exit(1); }",
+    ],
+    { env, encoding: "utf8" },
+  );
   if (probe.status !== 0) {
     console.error(`test:asan: the sanitized addon does not load under node:\n${probe.stderr}`);
     process.exit(1);
   }
   console.log(`# test:asan: vitest with ${addon} (LD_PRELOAD=${runtime})`);
   // Through run-vitest.mjs, like npm test: judged by the tests' results, robust to worker RPC timeouts.
-  const st = run(process.execPath, [join(root, "scripts", "run-vitest.mjs"), ...(files.length ? files : DEFAULT_JS)], env);
+  const st = run(
+    process.execPath,
+    [join(root, "scripts", "run-vitest.mjs"), ...(files.length ? files : DEFAULT_JS)],
+    env,
+  );
   if (st !== 0) failed = true;
 }
 console.log(`# test:asan: ${failed ? "FAILED" : "passed"} (${secs()})`);

@@ -76,9 +76,12 @@ function parseOptions() {
   );
   const quick = parsed.quick === true;
   const type = (parsed.type ?? "q4_0").toLowerCase();
-  if (!TYPES.includes(type)) die(`Expected one of ${TYPES.join(", ")} for --type but received ${JSON.stringify(parsed.type)}`);
-  if (parsed.only !== undefined && !ENGINES.includes(parsed.only)) die(`Expected llmserve or llamacpp for --only but received ${JSON.stringify(parsed.only)}`);
-  if (parsed.model !== undefined && parsed.type !== undefined) die("--type chooses the synthesized model; it cannot be combined with --model");
+  if (!TYPES.includes(type))
+    die(`Expected one of ${TYPES.join(", ")} for --type but received ${JSON.stringify(parsed.type)}`);
+  if (parsed.only !== undefined && !ENGINES.includes(parsed.only))
+    die(`Expected llmserve or llamacpp for --only but received ${JSON.stringify(parsed.only)}`);
+  if (parsed.model !== undefined && parsed.type !== undefined)
+    die("--type chooses the synthesized model; it cannot be combined with --model");
   return {
     type,
     model: parsed.model === undefined ? undefined : resolve(parsed.model),
@@ -113,13 +116,20 @@ async function main() {
   const weightTypes = {};
   for (const t of gguf.tensors) weightTypes[t.type] = (weightTypes[t.type] ?? 0) + 1;
   const fileMiB = statSync(model.path).size / 2 ** 20;
-  if (os.totalmem() < statSync(model.path).size * 2.5) console.warn("warning: little memory for this model; the page cache may not hold it for both engines.");
+  if (os.totalmem() < statSync(model.path).size * 2.5)
+    console.warn("warning: little memory for this model; the page cache may not hold it for both engines.");
 
   const contextSize = Math.max(1024, opts.pp + 64, opts.tgPrompt + opts.tg + 64);
   console.log("");
   console.log(machineLine(mach));
-  console.log(`model   : ${model.path} (${fileMiB.toFixed(0)} MiB; ${Object.entries(weightTypes).map(([k, v]) => `${v} ${k}`).join(", ")} tensors; vocab ${vocab})`);
-  console.log(`run     : threads ${opts.threads}, trials ${opts.trials}, pp${opts.pp}, tg${opts.tg} (after a ${opts.tgPrompt}-token prompt), context ${contextSize}, engines ${opts.engines.map((e) => ENGINE_LABEL[e]).join(" + ")}`);
+  console.log(
+    `model   : ${model.path} (${fileMiB.toFixed(0)} MiB; ${Object.entries(weightTypes)
+      .map(([k, v]) => `${v} ${k}`)
+      .join(", ")} tensors; vocab ${vocab})`,
+  );
+  console.log(
+    `run     : threads ${opts.threads}, trials ${opts.trials}, pp${opts.pp}, tg${opts.tg} (after a ${opts.tgPrompt}-token prompt), context ${contextSize}, engines ${opts.engines.map((e) => ENGINE_LABEL[e]).join(" + ")}`,
+  );
   warnBusyMachine(mach, opts.threads);
   console.log("");
 
@@ -134,7 +144,21 @@ async function main() {
       const busyBefore = opts.waitIdle ? await waitIdle() : await cpuBusy(500);
       const loadBefore = os.loadavg()[0];
       const t0 = Date.now();
-      const msg = await runChild(join(here, "trial.mjs"), { engine, modelPath: model.path, threads: opts.threads, pp: opts.pp, tg: opts.tg, tgPrompt: opts.tgPrompt, contextSize, vocab, seed: opts.seed }, opts);
+      const msg = await runChild(
+        join(here, "trial.mjs"),
+        {
+          engine,
+          modelPath: model.path,
+          threads: opts.threads,
+          pp: opts.pp,
+          tg: opts.tg,
+          tgPrompt: opts.tgPrompt,
+          contextSize,
+          vocab,
+          seed: opts.seed,
+        },
+        opts,
+      );
       const wallS = (Date.now() - t0) / 1000;
       if (msg.ok) {
         const r = msg.result;
@@ -144,11 +168,27 @@ async function main() {
             `load ${(r.loadMs / 1000).toFixed(1)} s, child ${wallS.toFixed(0)} s)`,
         );
         if (Math.max(r.pp.otherCores ?? 0, r.tg.otherCores ?? 0) > CONTENDED_CORES) contended = true;
-        trials.push({ engine, trial: t + 1, ok: true, cpuBusyBefore: busyBefore, loadAvg1m: loadBefore, childWallS: wallS, ...r });
+        trials.push({
+          engine,
+          trial: t + 1,
+          ok: true,
+          cpuBusyBefore: busyBefore,
+          loadAvg1m: loadBefore,
+          childWallS: wallS,
+          ...r,
+        });
       } else {
         console.log("FAILED");
         console.error(`  ${msg.error.replace(/\n/g, "\n  ")}`);
-        trials.push({ engine, trial: t + 1, ok: false, cpuBusyBefore: busyBefore, loadAvg1m: loadBefore, childWallS: wallS, error: msg.error });
+        trials.push({
+          engine,
+          trial: t + 1,
+          ok: false,
+          cpuBusyBefore: busyBefore,
+          loadAvg1m: loadBefore,
+          childWallS: wallS,
+          error: msg.error,
+        });
       }
     }
   }
@@ -160,12 +200,20 @@ async function main() {
       trials: ok.length,
       [`pp${opts.pp}`]: median(ok.map((r) => r.pp.tps)),
       [`tg${opts.tg}`]: median(ok.map((r) => r.tg.tps)),
-      ...(engine === "llmserve" && ok.length ? { engineTiming: { [`pp${opts.pp}`]: median(ok.map((r) => r.pp.engineTps)), [`tg${opts.tg}`]: median(ok.map((r) => r.tg.engineTps)) } } : {}),
+      ...(engine === "llmserve" && ok.length
+        ? {
+            engineTiming: {
+              [`pp${opts.pp}`]: median(ok.map((r) => r.pp.engineTps)),
+              [`tg${opts.tg}`]: median(ok.map((r) => r.tg.engineTps)),
+            },
+          }
+        : {}),
     };
   }
   const tests = [`pp${opts.pp}`, `tg${opts.tg}`];
   const ratios = {};
-  if (summary.llmserve && summary.llamacpp) for (const k of tests) ratios[k] = summary.llmserve[k] / summary.llamacpp[k];
+  if (summary.llmserve && summary.llamacpp)
+    for (const k of tests) ratios[k] = summary.llmserve[k] / summary.llamacpp[k];
 
   const fmt = (x) => (Number.isFinite(x) ? x.toFixed(2) : "n/a");
   const rows = [];
@@ -173,16 +221,32 @@ async function main() {
     for (const engine of opts.engines) {
       const s = summary[engine];
       const key = k.startsWith("pp") ? "pp" : "tg";
-      const busy = trials.filter((r) => r.engine === engine && r.ok && (r[key].otherCores ?? 0) > CONTENDED_CORES).length;
-      rows.push([ENGINE_LABEL[engine], k, fmt(s[k]), `${s.trials}/${opts.trials}${busy ? ` (${busy} contended)` : ""}`, engine === "llmserve" && k in ratios ? `${fmt(ratios[k])}x` : ""]);
+      const busy = trials.filter(
+        (r) => r.engine === engine && r.ok && (r[key].otherCores ?? 0) > CONTENDED_CORES,
+      ).length;
+      rows.push([
+        ENGINE_LABEL[engine],
+        k,
+        fmt(s[k]),
+        `${s.trials}/${opts.trials}${busy ? ` (${busy} contended)` : ""}`,
+        engine === "llmserve" && k in ratios ? `${fmt(ratios[k])}x` : "",
+      ]);
     }
   }
   console.log("");
   const header = ["engine", "test", "tok/s (median)", "trials ok", "llmserve / llama.cpp"];
-  console.log(opts.engines.length > 1 ? table(rows, header, 2) : table(rows.map((r) => r.slice(0, 4)), header.slice(0, 4), 2));
+  console.log(
+    opts.engines.length > 1
+      ? table(rows, header, 2)
+      : table(
+          rows.map((r) => r.slice(0, 4)),
+          header.slice(0, 4),
+          2,
+        ),
+  );
   console.log("");
   if (contended) {
-    console.warn("warning: other processes used more than a quarter of a core during some test (\"others\" column):");
+    console.warn('warning: other processes used more than a quarter of a core during some test ("others" column):');
     console.warn("         those timings are contended; rerun on a quiet machine (or with --wait-idle).");
   }
 
@@ -193,8 +257,24 @@ async function main() {
       machine: mach,
       loadAvgAtStart: os.loadavg(),
       build,
-      model: { path: model.path, sizeBytes: statSync(model.path).size, synthesized: opts.model ? false : { ...SHAPE, type: opts.type }, weightTypes, vocab },
-      options: { threads: opts.threads, trials: opts.trials, pp: opts.pp, tg: opts.tg, tgPrompt: opts.tgPrompt, contextSize, seed: opts.seed, quick: opts.quick, engines: opts.engines },
+      model: {
+        path: model.path,
+        sizeBytes: statSync(model.path).size,
+        synthesized: opts.model ? false : { ...SHAPE, type: opts.type },
+        weightTypes,
+        vocab,
+      },
+      options: {
+        threads: opts.threads,
+        trials: opts.trials,
+        pp: opts.pp,
+        tg: opts.tg,
+        tgPrompt: opts.tgPrompt,
+        contextSize,
+        seed: opts.seed,
+        quick: opts.quick,
+        engines: opts.engines,
+      },
       nodeLlamaCpp: llamaDetails ? { version: readPkgVersion("node-llama-cpp"), ...llamaDetails } : undefined,
       contended,
       summary,

@@ -39,12 +39,14 @@ async function runLlmserve(cfg) {
     let last;
     const a = performance.now();
     const [, { cpu: ppCpu, otherCores: ppOthers }] = await withCpu(cfg.threads, async () => {
-      for await (const c of model.generate({ tokens: p.pp }, { maxTokens: 1, temperature: 0, stopAtEos: false })) last = c;
+      for await (const c of model.generate({ tokens: p.pp }, { maxTokens: 1, temperature: 0, stopAtEos: false }))
+        last = c;
     });
     const ppMs = performance.now() - a;
     const ppT = last?.timings;
     if (!ppT) throw new Error("llmserve returned no timings for the pp test");
-    if (ppT.reusedTokens !== 0) throw new Error(`llmserve reused ${ppT.reusedTokens} cached prompt tokens in the pp test`);
+    if (ppT.reusedTokens !== 0)
+      throw new Error(`llmserve reused ${ppT.reusedTokens} cached prompt tokens in the pp test`);
 
     // tgN: N decode steps between the first generated token and the last.
     let first = 0;
@@ -52,7 +54,10 @@ async function runLlmserve(cfg) {
     let got = 0;
     let tgT;
     const [, { cpu: tgCpu, otherCores: tgOthers }] = await withCpu(cfg.threads, async () => {
-      for await (const c of model.generate({ tokens: p.tg }, { maxTokens: cfg.tg + 1, temperature: 0, stopAtEos: false })) {
+      for await (const c of model.generate(
+        { tokens: p.tg },
+        { maxTokens: cfg.tg + 1, temperature: 0, stopAtEos: false },
+      )) {
         if (c.tokens.length > 0) {
           got += c.tokens.length;
           if (got === 1) first = performance.now();
@@ -65,14 +70,36 @@ async function runLlmserve(cfg) {
       }
     });
     if (got !== cfg.tg + 1) throw new Error(`llmserve generated ${got} tokens, expected ${cfg.tg + 1}`);
-    if (tgT.reusedTokens !== 0) throw new Error(`llmserve reused ${tgT.reusedTokens} cached prompt tokens in the tg test`);
+    if (tgT.reusedTokens !== 0)
+      throw new Error(`llmserve reused ${tgT.reusedTokens} cached prompt tokens in the tg test`);
     const tgMs = end - first;
     return {
       loadMs,
-      pp: { tokens: cfg.pp, ms: ppMs, tps: (cfg.pp * 1000) / ppMs, cpu: ppCpu, otherCores: ppOthers, engineMs: ppT.promptMs, engineTps: (cfg.pp * 1000) / ppT.promptMs },
+      pp: {
+        tokens: cfg.pp,
+        ms: ppMs,
+        tps: (cfg.pp * 1000) / ppMs,
+        cpu: ppCpu,
+        otherCores: ppOthers,
+        engineMs: ppT.promptMs,
+        engineTps: (cfg.pp * 1000) / ppT.promptMs,
+      },
       // engine generateMs spans N decode steps + N+1 samplings (it starts after prefill).
-      tg: { tokens: cfg.tg, ms: tgMs, tps: (cfg.tg * 1000) / tgMs, cpu: tgCpu, otherCores: tgOthers, engineMs: tgT.generateMs, engineTps: (cfg.tg * 1000) / tgT.generateMs },
-      details: { kernels: info.kernels, threads: info.threads, contextSize: info.contextSize, weightTypes: info.weightTypes },
+      tg: {
+        tokens: cfg.tg,
+        ms: tgMs,
+        tps: (cfg.tg * 1000) / tgMs,
+        cpu: tgCpu,
+        otherCores: tgOthers,
+        engineMs: tgT.generateMs,
+        engineTps: (cfg.tg * 1000) / tgT.generateMs,
+      },
+      details: {
+        kernels: info.kernels,
+        threads: info.threads,
+        contextSize: info.contextSize,
+        weightTypes: info.weightTypes,
+      },
     };
   } finally {
     await model.dispose();
@@ -108,9 +135,12 @@ async function runLlamaCpp(cfg) {
 
     // ppN: the whole prompt in one batch.
     const a = performance.now();
-    const [, { cpu: ppCpu, otherCores: ppOthers }] = await withCpu(cfg.threads, () => seq.evaluateWithoutGeneratingNewTokens(p.pp));
+    const [, { cpu: ppCpu, otherCores: ppOthers }] = await withCpu(cfg.threads, () =>
+      seq.evaluateWithoutGeneratingNewTokens(p.pp),
+    );
     const ppMs = performance.now() - a;
-    if (seq.nextTokenIndex !== cfg.pp) throw new Error(`node-llama-cpp holds ${seq.nextTokenIndex} tokens after pp, expected ${cfg.pp}`);
+    if (seq.nextTokenIndex !== cfg.pp)
+      throw new Error(`node-llama-cpp holds ${seq.nextTokenIndex} tokens after pp, expected ${cfg.pp}`);
     await seq.clearHistory();
 
     // tgN: N decode steps between the first generated token and the last.

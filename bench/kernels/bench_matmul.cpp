@@ -37,9 +37,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 std::string cpu_model() {
   std::ifstream f("/proc/cpuinfo");
@@ -63,8 +61,8 @@ std::vector<std::string> split(const std::string& s, char c) {
 }
 
 bool parse_type(const std::string& s, GgmlType* t) {
-  for (GgmlType c : {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::F16,
-                     GgmlType::BF16, GgmlType::F32}) {
+  for (GgmlType c :
+       {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::F16, GgmlType::BF16, GgmlType::F32}) {
     std::string name = type_traits(c).name;
     std::string lower = s;
     for (auto& ch : lower) ch = static_cast<char>(std::tolower(ch));
@@ -87,7 +85,8 @@ __attribute__((target("avx2"))) uint64_t sum_avx2(const uint64_t* p, int64_t n) 
     s3 = _mm256_add_epi64(s3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 12)));
   }
   alignas(32) uint64_t v[4];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(v), _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3)));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(v),
+                     _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3)));
   return v[0] + v[1] + v[2] + v[3];
 }
 uint64_t sum_scalar(const uint64_t* p, int64_t n) {
@@ -112,12 +111,15 @@ double read_bandwidth_gbs(ThreadPool& pool, const std::vector<uint64_t>& buf) {
     const int64_t chunks = pool.size();
     const int64_t per = static_cast<int64_t>(buf.size()) / chunks;
     auto t0 = Clock::now();
-    pool.parallel_for_chunked(chunks, [&](int64_t b, int64_t e, int slot) {
-      for (int64_t c = b; c < e; ++c) {
-        const uint64_t* p = buf.data() + c * per;
-        partial[static_cast<size_t>(slot)] += avx2 ? sum_avx2(p, per) : sum_scalar(p, per);
-      }
-    }, 1);
+    pool.parallel_for_chunked(
+        chunks,
+        [&](int64_t b, int64_t e, int slot) {
+          for (int64_t c = b; c < e; ++c) {
+            const uint64_t* p = buf.data() + c * per;
+            partial[static_cast<size_t>(slot)] += avx2 ? sum_avx2(p, per) : sum_scalar(p, per);
+          }
+        },
+        1);
     const double t = seconds_since(t0);
     uint64_t sink = 0;
     for (uint64_t v : partial) sink += v;
@@ -144,7 +146,8 @@ std::vector<uint8_t> random_weights(GgmlType t, int64_t n_in, int64_t n_out, uin
   for (int64_t r = 0; r < n_out; ++r) {
     uint8_t* row = w.data() + r * rb;
     switch (t) {
-      case GgmlType::Q4_0: case GgmlType::Q8_0:
+      case GgmlType::Q4_0:
+      case GgmlType::Q8_0:
         for (int64_t b = 0; b < nb; ++b) put16(row + b * ts, fp32_to_fp16(0.002f + std::fabs(g(rng)) * 0.05f));
         break;
       case GgmlType::Q4_K:
@@ -168,16 +171,15 @@ std::vector<uint8_t> random_weights(GgmlType t, int64_t n_in, int64_t n_out, uin
           std::memcpy(row + 4 * i, &v, 4);
         }
         break;
-      default:
-        break;
+      default: break;
     }
   }
   return w;
 }
 
 struct Options {
-  std::vector<GgmlType> types = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K,
-                                 GgmlType::F16, GgmlType::BF16};
+  std::vector<GgmlType> types = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K,
+                                 GgmlType::Q6_K, GgmlType::F16,  GgmlType::BF16};
   std::vector<std::pair<int64_t, int64_t>> shapes = {{2048, 2048}, {5632, 2048}, {2048, 5632}, {32000, 2048}};
   std::vector<int64_t> tokens = {1, 8, 64, 512};
   std::vector<int> threads = {1, 2};
@@ -246,8 +248,10 @@ int main(int argc, char** argv) {
     } else if (a == "--no-baseline") {
       o.baseline = false;
     } else {
-      std::fprintf(stderr, "usage: %s [--quick] [--types q4_0,...] [--tokens 1,8,64,512] [--shapes NxK,...] "
-                           "[--threads 1,2] [--min-time S] [--no-baseline]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--quick] [--types q4_0,...] [--tokens 1,8,64,512] [--shapes NxK,...] "
+                   "[--threads 1,2] [--min-time S] [--no-baseline]\n",
+                   argv[0]);
       return a == "--help" ? 0 : 2;
     }
   }
@@ -262,14 +266,16 @@ int main(int argc, char** argv) {
     for (int th : o.threads) {
       ThreadPool pool(th);
       bw[std::min(th, 8)] = read_bandwidth_gbs(pool, buf);
-      std::printf("memory  : read bandwidth %.1f GB/s with %d thread%s (sum over 1 GiB)\n",
-                  bw[std::min(th, 8)], th, th == 1 ? "" : "s");
+      std::printf("memory  : read bandwidth %.1f GB/s with %d thread%s (sum over 1 GiB)\n", bw[std::min(th, 8)], th,
+                  th == 1 ? "" : "s");
     }
   }
-  std::printf("\n| type | n_out x n_in | tokens | thr | raw ms | raw GFLOP/s | packed ms | packed GFLOP/s | "
-              "packed GB/s | %%BW (1 tok) | x vec_dot |\n");
-  std::printf("|------|--------------|--------|-----|--------|-------------|-----------|----------------|"
-              "-------------|-------------|-----------|\n");
+  std::printf(
+      "\n| type | n_out x n_in | tokens | thr | raw ms | raw GFLOP/s | packed ms | packed GFLOP/s | "
+      "packed GB/s | %%BW (1 tok) | x vec_dot |\n");
+  std::printf(
+      "|------|--------------|--------|-----|--------|-------------|-----------|----------------|"
+      "-------------|-------------|-----------|\n");
 
   int failures = 0;
   for (GgmlType t : o.types) {
@@ -365,25 +371,32 @@ int main(int argc, char** argv) {
             std::vector<uint8_t> xq(xs * static_cast<size_t>(n));
             const int64_t rows = std::min<int64_t>(n_out, std::max<int64_t>(64, (1 << 22) / (n_in * n)));
             int64_t row0 = 0;
-            const double t_base = time_median([&] {
-              pool.parallel_for(n, [&](int64_t b, int64_t e) {
-                for (int64_t i = b; i < e; ++i) quantize_row(vt, x.data() + i * n_in, xq.data() + i * xs, n_in);
-              });
-              // Rows [row0, row0 + rows) of the next copy: the sample walks over all the weights.
-              pool.parallel_for((rows + 15) / 16, [&](int64_t b, int64_t e) {
-                for (int64_t tile = b; tile < e; ++tile)
-                  for (int64_t r = row0 + tile * 16; r < row0 + std::min(rows, tile * 16 + 16); ++r)
-                    for (int64_t i = 0; i < n; ++i) y[i * n_out + r] = vec_dot(t, n_in, views[static_cast<size_t>(next_copy)].row(r), xq.data() + i * xs);
-              });
-              next_copy = (next_copy + 1) % n_copies;
-              row0 = row0 + 2 * rows <= n_out ? row0 + rows : 0;
-            }, o.min_time / 2) * static_cast<double>(n_out) / static_cast<double>(rows);
+            const double t_base =
+                time_median(
+                    [&] {
+                      pool.parallel_for(n, [&](int64_t b, int64_t e) {
+                        for (int64_t i = b; i < e; ++i) quantize_row(vt, x.data() + i * n_in, xq.data() + i * xs, n_in);
+                      });
+                      // Rows [row0, row0 + rows) of the next copy: the sample walks over all the weights.
+                      pool.parallel_for((rows + 15) / 16, [&](int64_t b, int64_t e) {
+                        for (int64_t tile = b; tile < e; ++tile)
+                          for (int64_t r = row0 + tile * 16; r < row0 + std::min(rows, tile * 16 + 16); ++r)
+                            for (int64_t i = 0; i < n; ++i)
+                              y[i * n_out + r] =
+                                  vec_dot(t, n_in, views[static_cast<size_t>(next_copy)].row(r), xq.data() + i * xs);
+                      });
+                      next_copy = (next_copy + 1) % n_copies;
+                      row0 = row0 + 2 * rows <= n_out ? row0 + rows : 0;
+                    },
+                    o.min_time / 2) *
+                static_cast<double>(n_out) / static_cast<double>(rows);
             speedup = t_base / (t_packed > 0 ? std::min(t_raw, t_packed) : t_raw);
           }
           const double flop = 2.0 * static_cast<double>(n_out) * n_in * n;
           const double tp = t_packed > 0 ? t_packed : t_raw;
           char pct[32] = "";
-          if (n == 1 && bw[std::min(th, 8)] > 0) std::snprintf(pct, sizeof pct, "%.0f%%", 100 * weight_bytes / tp / 1e9 / bw[std::min(th, 8)]);
+          if (n == 1 && bw[std::min(th, 8)] > 0)
+            std::snprintf(pct, sizeof pct, "%.0f%%", 100 * weight_bytes / tp / 1e9 / bw[std::min(th, 8)]);
           char packed_ms[32] = "-", packed_gf[32] = "-";
           if (t_packed > 0) {
             std::snprintf(packed_ms, sizeof packed_ms, "%.3f", t_packed * 1e3);
@@ -391,9 +404,9 @@ int main(int argc, char** argv) {
           }
           char sp[32] = "-";
           if (speedup > 0) std::snprintf(sp, sizeof sp, "%.1fx", speedup);
-          std::printf("| %s | %lldx%lld | %lld | %d | %.3f | %.1f | %s | %s | %.1f | %s | %s |\n",
-                      type_traits(t).name, (long long)n_out, (long long)n_in, (long long)n, th,
-                      t_raw * 1e3, flop / t_raw / 1e9, packed_ms, packed_gf, weight_bytes / tp / 1e9, pct, sp);
+          std::printf("| %s | %lldx%lld | %lld | %d | %.3f | %.1f | %s | %s | %.1f | %s | %s |\n", type_traits(t).name,
+                      (long long)n_out, (long long)n_in, (long long)n, th, t_raw * 1e3, flop / t_raw / 1e9, packed_ms,
+                      packed_gf, weight_bytes / tp / 1e9, pct, sp);
           std::fflush(stdout);
         }
       }

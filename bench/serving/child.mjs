@@ -19,7 +19,20 @@ const now = () => performance.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Counters of llmserve's stats() whose difference over a phase is meaningful. */
-const COUNTERS = ["steps", "batchTokens", "batchSequences", "promptTokens", "prefillTokens", "reusedTokens", "generatedTokens", "requests", "finished", "preemptions", "prefixLookups", "prefixHits"];
+const COUNTERS = [
+  "steps",
+  "batchTokens",
+  "batchSequences",
+  "promptTokens",
+  "prefillTokens",
+  "reusedTokens",
+  "generatedTokens",
+  "requests",
+  "finished",
+  "preemptions",
+  "prefixLookups",
+  "prefixHits",
+];
 function statsDelta(a, b) {
   const d = {};
   for (const k of COUNTERS) d[k] = (b[k] ?? 0) - (a[k] ?? 0);
@@ -39,7 +52,10 @@ async function llmserveLoad(job, extra) {
   const model = await Model.load(job.modelPath, { threads: job.threads, ...extra });
   const loadMs = now() - t0;
   // Warm-up: pages in every weight, starts the threads (distinct tokens: no prefix-cache effect).
-  await model.complete({ tokens: tokenIds(32, job.vocab, job.seed + 999_999) }, { maxTokens: 2, temperature: 0, stopAtEos: false });
+  await model.complete(
+    { tokens: tokenIds(32, job.vocab, job.seed + 999_999) },
+    { maxTokens: 2, temperature: 0, stopAtEos: false },
+  );
   return { model, loadMs };
 }
 
@@ -58,26 +74,51 @@ async function llmserveStream(model, tokens, maxTokens) {
       finishReason = c.finishReason;
     }
   }
-  if (times.length !== maxTokens) throw new Error(`llmserve generated ${times.length} tokens (finish ${finishReason}), expected ${maxTokens}`);
+  if (times.length !== maxTokens)
+    throw new Error(`llmserve generated ${times.length} tokens (finish ${finishReason}), expected ${maxTokens}`);
   return { times, timings };
 }
 
 async function llmserveDecode(job) {
   const maxN = Math.max(...job.concurrency);
   const perSeq = Math.ceil((job.decodePrompt + job.tg + 1) / 16) * 16;
-  const opts = { contextSize: Math.max(256, perSeq), kvCacheTokens: maxN * perSeq + 512, maxBatchTokens: job.maxBatchTokens, maxSequences: Math.max(64, maxN), prefixCache: true, batching: "continuous" };
+  const opts = {
+    contextSize: Math.max(256, perSeq),
+    kvCacheTokens: maxN * perSeq + 512,
+    maxBatchTokens: job.maxBatchTokens,
+    maxSequences: Math.max(64, maxN),
+    prefixCache: true,
+    batching: "continuous",
+  };
   const { model, loadMs } = await llmserveLoad(job, opts);
   try {
     const levels = [];
     for (const level of job.levels) {
       const s0 = model.stats();
       const submitted = now();
-      const [streams, cpu] = await withCpu(job.threads, () => Promise.all(level.prompts.map((p) => llmserveStream(model, p, job.tg))));
+      const [streams, cpu] = await withCpu(job.threads, () =>
+        Promise.all(level.prompts.map((p) => llmserveStream(model, p, job.tg))),
+      );
       const d = statsDelta(s0, model.stats());
-      if (d.reusedTokens !== 0) throw new Error(`llmserve reused ${d.reusedTokens} cached prompt tokens in the decode test`);
+      if (d.reusedTokens !== 0)
+        throw new Error(`llmserve reused ${d.reusedTokens} cached prompt tokens in the decode test`);
       levels.push({ n: level.n, submitted, streams: streams.map((s) => s.times), cpu, stats: d });
     }
-    return { loadMs, details: { ...pick(model.info, ["kernels", "threads", "contextSize", "kvCacheTokens", "kvBlockSize", "maxBatchTokens", "maxSequences"]) }, levels };
+    return {
+      loadMs,
+      details: {
+        ...pick(model.info, [
+          "kernels",
+          "threads",
+          "contextSize",
+          "kvCacheTokens",
+          "kvBlockSize",
+          "maxBatchTokens",
+          "maxSequences",
+        ]),
+      },
+      levels,
+    };
   } finally {
     await model.dispose();
   }
@@ -85,14 +126,31 @@ async function llmserveDecode(job) {
 
 async function llmserveServe(job) {
   const w = job.workload;
-  const opts = { contextSize: w.contextPerSeq, kvCacheTokens: job.kvTokens, maxBatchTokens: job.maxBatchTokens, maxSequences: job.maxSequences, prefixCache: true, batching: job.batching };
+  const opts = {
+    contextSize: w.contextPerSeq,
+    kvCacheTokens: job.kvTokens,
+    maxBatchTokens: job.maxBatchTokens,
+    maxSequences: job.maxSequences,
+    prefixCache: true,
+    batching: job.batching,
+  };
   const { model, loadMs } = await llmserveLoad(job, opts);
   try {
     const s0 = model.stats();
     const samples = [];
     const sample = () => {
       const s = model.stats();
-      samples.push({ t: now(), kvWaste: s.kvWaste, blocksUsed: s.blocksUsed, blocksCached: s.blocksCached, blocksTotal: s.blocksTotal, kvTokensHeld: s.kvTokensHeld, blockSize: s.blockSize, running: s.running, waiting: s.waiting });
+      samples.push({
+        t: now(),
+        kvWaste: s.kvWaste,
+        blocksUsed: s.blocksUsed,
+        blocksCached: s.blocksCached,
+        blocksTotal: s.blocksTotal,
+        kvTokensHeld: s.kvTokensHeld,
+        blockSize: s.blockSize,
+        running: s.running,
+        waiting: s.waiting,
+      });
     };
     const timer = setInterval(sample, job.sampleMs);
     const t0 = now() + 20;
@@ -110,7 +168,30 @@ async function llmserveServe(job) {
     clearInterval(timer);
     sample();
     const d = statsDelta(s0, model.stats());
-    return { loadMs, t0, requests, cpu, stats: d, statsEnd: model.stats(), samples, details: { ...pick(model.info, ["kernels", "threads", "contextSize", "kvCacheTokens", "kvBlockSize", "maxBatchTokens", "prefillChunk", "maxSequences", "repackedBytes"]), batching: job.batching, prefixCache: true } };
+    return {
+      loadMs,
+      t0,
+      requests,
+      cpu,
+      stats: d,
+      statsEnd: model.stats(),
+      samples,
+      details: {
+        ...pick(model.info, [
+          "kernels",
+          "threads",
+          "contextSize",
+          "kvCacheTokens",
+          "kvBlockSize",
+          "maxBatchTokens",
+          "prefillChunk",
+          "maxSequences",
+          "repackedBytes",
+        ]),
+        batching: job.batching,
+        prefixCache: true,
+      },
+    };
   } finally {
     await model.dispose();
   }
@@ -127,7 +208,12 @@ async function llamaLoad(job) {
 }
 
 async function llamaContext(job, model, perSeq, sequences) {
-  return model.createContext({ contextSize: perSeq, batchSize: job.maxBatchTokens, sequences, threads: { ideal: job.threads, min: job.threads } });
+  return model.createContext({
+    contextSize: perSeq,
+    batchSize: job.maxBatchTokens,
+    sequences,
+    threads: { ideal: job.threads, min: job.threads },
+  });
 }
 
 function llamaDetails(llama, context) {
@@ -182,7 +268,9 @@ async function llamaDecode(job) {
       try {
         const seqs = level.prompts.map(() => context.getSequence());
         const submitted = now();
-        const [streams, cpu] = await withCpu(job.threads, () => Promise.all(level.prompts.map((p, j) => llamaStream(seqs[j], p, job.tg))));
+        const [streams, cpu] = await withCpu(job.threads, () =>
+          Promise.all(level.prompts.map((p, j) => llamaStream(seqs[j], p, job.tg))),
+        );
         levels.push({ n: level.n, submitted, streams, cpu, contextSizePerSequence: context.contextSize });
       } finally {
         await context.dispose();
@@ -204,7 +292,10 @@ async function llamaServe(job) {
     // so the same KV budget as llmserve's kvCacheTokens holds floor(budget / contextPerSeq) of them.
     const slots = Math.max(1, Math.min(w.requests.length, Math.floor(job.kvTokens / w.contextPerSeq)));
     const context = await llamaContext(job, model, w.contextPerSeq, slots);
-    const details = { ...llamaDetails(llama, context), slotPromptReuse: "per-sequence common prefix kept (llama-server style)" };
+    const details = {
+      ...llamaDetails(llama, context),
+      slotPromptReuse: "per-sequence common prefix kept (llama-server style)",
+    };
     try {
       const seqs = Array.from({ length: slots }, () => context.getSequence());
       const busy = new Array(slots).fill(false);
@@ -213,13 +304,25 @@ async function llamaServe(job) {
         let held = 0;
         for (const s of seqs) held += s.nextTokenIndex;
         const allocated = slots * context.contextSize;
-        samples.push({ t: now(), kvWaste: 1 - held / allocated, held, allocated, busy: busy.filter(Boolean).length, waiting: queue.length });
+        samples.push({
+          t: now(),
+          kvWaste: 1 - held / allocated,
+          held,
+          allocated,
+          busy: busy.filter(Boolean).length,
+          waiting: queue.length,
+        });
       };
       // FCFS queue of arrived requests; slot workers take from its head.
       const queue = [];
       const waiters = [];
       let arrivedAll = false;
-      const take = () => (queue.length ? Promise.resolve(queue.shift()) : arrivedAll ? Promise.resolve(null) : new Promise((r) => waiters.push(r)));
+      const take = () =>
+        queue.length
+          ? Promise.resolve(queue.shift())
+          : arrivedAll
+            ? Promise.resolve(null)
+            : new Promise((r) => waiters.push(r));
       const t0 = now() + 20;
       const results = [];
       const worker = async (k) => {
@@ -235,7 +338,15 @@ async function llamaServe(job) {
           if (keep < seq.nextTokenIndex) await seq.eraseContextTokenRanges([{ start: keep, end: seq.nextTokenIndex }]);
           keep = seq.nextTokenIndex;
           const times = await llamaStream(seq, full.slice(keep), r.outLen);
-          results.push({ i: r.i, arrival: r.arrival, submitted: r.submitted, started, times, reusedTokens: keep, slot: k });
+          results.push({
+            i: r.i,
+            arrival: r.arrival,
+            submitted: r.submitted,
+            started,
+            times,
+            reusedTokens: keep,
+            slot: k,
+          });
           busy[k] = false;
         }
       };
@@ -273,7 +384,12 @@ function pick(o, keys) {
 }
 
 serveOneMessage((job) => {
-  const fn = { "decode:llmserve": llmserveDecode, "decode:llamacpp": llamaDecode, "serve:llmserve": llmserveServe, "serve:llamacpp": llamaServe }[`${job.task}:${job.engine}`];
+  const fn = {
+    "decode:llmserve": llmserveDecode,
+    "decode:llamacpp": llamaDecode,
+    "serve:llmserve": llmserveServe,
+    "serve:llamacpp": llamaServe,
+  }[`${job.task}:${job.engine}`];
   if (!fn) throw new Error(`unknown job ${job.task}:${job.engine}`);
   return fn(job);
 });

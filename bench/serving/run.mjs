@@ -46,7 +46,12 @@ import {
 
 const here = dirname(fileURLToPath(import.meta.url));
 const MODEL_TYPE = "q4_0"; // the model bench/e2e synthesizes by default (same cache file)
-const LABEL = { llmserve: "llmserve", llamacpp: "node-llama-cpp", continuous: "llmserve continuous", static: "llmserve static" };
+const LABEL = {
+  llmserve: "llmserve",
+  llamacpp: "node-llama-cpp",
+  continuous: "llmserve continuous",
+  static: "llmserve static",
+};
 
 const HELP = `Usage: node bench/serving/run.mjs [options]   (or: npm run bench:serving -- [options])
 
@@ -100,7 +105,8 @@ function parseOptions() {
     if (v === undefined) return def;
     const m = /^(\d+)(?:-(\d+))?$/.exec(v);
     const r = m ? [Number(m[1]), Number(m[2] ?? m[1])] : undefined;
-    if (!r || r[0] < min || r[1] < r[0]) die(`Expected a range like 32-512 (>= ${min}) for --${name} but received ${JSON.stringify(v)}`);
+    if (!r || r[0] < min || r[1] < r[0])
+      die(`Expected a range like 32-512 (>= ${min}) for --${name} but received ${JSON.stringify(v)}`);
     return r;
   };
   let rate = quick ? 4 : 0.5;
@@ -109,8 +115,12 @@ function parseOptions() {
     if (!(rate > 0)) die(`Expected a positive number or "inf" for --rate but received ${JSON.stringify(p.rate)}`);
   }
   const ONLY = ["decode", "serving", "llmserve", "llamacpp", "continuous", "static"];
-  const only = (p.only ?? "").split(",").map((s) => s.trim()).filter(Boolean);
-  for (const o of only) if (!ONLY.includes(o)) die(`Expected items of ${ONLY.join(", ")} for --only but received ${JSON.stringify(o)}`);
+  const only = (p.only ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const o of only)
+    if (!ONLY.includes(o)) die(`Expected items of ${ONLY.join(", ")} for --only but received ${JSON.stringify(o)}`);
   const parts = only.filter((o) => o === "decode" || o === "serving");
   const engines = only.filter((o) => o === "llmserve" || o === "llamacpp");
   const modes = only.filter((o) => o === "continuous" || o === "static");
@@ -118,7 +128,8 @@ function parseOptions() {
   let concurrency = quick ? [1, 4, 8] : [1, 4, 8, 16, 32];
   if (p.concurrency !== undefined) {
     concurrency = p.concurrency.split(",").map((s) => Number(s.trim()));
-    if (!concurrency.every((n) => Number.isInteger(n) && n >= 1)) die(`Expected a list of positive integers for --concurrency but received ${JSON.stringify(p.concurrency)}`);
+    if (!concurrency.every((n) => Number.isInteger(n) && n >= 1))
+      die(`Expected a list of positive integers for --concurrency but received ${JSON.stringify(p.concurrency)}`);
   }
   const opts = {
     quick,
@@ -315,18 +326,30 @@ async function main() {
   console.log("");
   console.log(machineLine(mach));
   console.log(`model   : ${model.path} (${fileMiB.toFixed(0)} MiB; vocab ${vocab})`);
-  console.log(`run     : threads ${opts.threads}, parts ${opts.parts.join(" + ")}, engines ${opts.engines.map((e) => LABEL[e]).join(" + ")}${opts.engines.includes("llmserve") && opts.parts.includes("serving") ? ` (serving: ${opts.modes.join(" + ")})` : ""}`);
-  if (opts.parts.includes("decode")) console.log(`decode  : streams ${opts.concurrency.join(", ")}; each a distinct ${opts.decodePrompt}-token prompt + ${opts.tg} greedy tokens, no EOS stop`);
+  console.log(
+    `run     : threads ${opts.threads}, parts ${opts.parts.join(" + ")}, engines ${opts.engines.map((e) => LABEL[e]).join(" + ")}${opts.engines.includes("llmserve") && opts.parts.includes("serving") ? ` (serving: ${opts.modes.join(" + ")})` : ""}`,
+  );
+  if (opts.parts.includes("decode"))
+    console.log(
+      `decode  : streams ${opts.concurrency.join(", ")}; each a distinct ${opts.decodePrompt}-token prompt + ${opts.tg} greedy tokens, no EOS stop`,
+    );
   if (opts.parts.includes("serving"))
     console.log(
       `serving : ${opts.requests} requests, ${rateText}, prompt = ${opts.system}-token shared system prompt + ${opts.prompt.join("-")} user tokens, ` +
         `output ${opts.output.join("-")} tokens; KV budget ${opts.kvTokens} tokens (node-llama-cpp: ${Math.max(1, Math.min(opts.requests, Math.floor(opts.kvTokens / workload.contextPerSeq)))} sequences x ${workload.contextPerSeq}), maxBatchTokens ${opts.maxBatchTokens}`,
     );
   warnBusyMachine(mach, opts.threads);
-  if (opts.system + opts.prompt[1] + opts.output[1] > (modelContext ?? Infinity)) die(`the longest request (${workload.maxLen} tokens) exceeds the model's context (${modelContext})`);
+  if (opts.system + opts.prompt[1] + opts.output[1] > (modelContext ?? Infinity))
+    die(`the longest request (${workload.maxLen} tokens) exceeds the model's context (${modelContext})`);
   console.log("");
 
-  const base = { modelPath: model.path, threads: opts.threads, vocab, seed: opts.seed, maxBatchTokens: opts.maxBatchTokens };
+  const base = {
+    modelPath: model.path,
+    threads: opts.threads,
+    vocab,
+    seed: opts.seed,
+    maxBatchTokens: opts.maxBatchTokens,
+  };
   const runs = [];
   let contended = false;
   const launch = async (label, job) => {
@@ -342,7 +365,15 @@ async function main() {
     const t0 = Date.now();
     const msg = await runChild(join(here, "child.mjs"), { ...base, ...job }, opts);
     const childS = (Date.now() - t0) / 1000;
-    const run = { label, job: { task: job.task, engine: job.engine, batching: job.batching }, addonBuilt, cpuBusyBefore: busyBefore, loadAvg1m: os.loadavg()[0], childWallS: childS, ...msg };
+    const run = {
+      label,
+      job: { task: job.task, engine: job.engine, batching: job.batching },
+      addonBuilt,
+      cpuBusyBefore: busyBefore,
+      loadAvg1m: os.loadavg()[0],
+      childWallS: childS,
+      ...msg,
+    };
     runs.push(run);
     if (!msg.ok) {
       console.log("FAILED");
@@ -355,12 +386,21 @@ async function main() {
   const decode = {};
   if (opts.parts.includes("decode")) {
     for (const engine of opts.engines) {
-      const run = await launch(`decode ${LABEL[engine]}`, { task: "decode", engine, concurrency: opts.concurrency, levels, tg: opts.tg, decodePrompt: opts.decodePrompt });
+      const run = await launch(`decode ${LABEL[engine]}`, {
+        task: "decode",
+        engine,
+        concurrency: opts.concurrency,
+        levels,
+        tg: opts.tg,
+        decodePrompt: opts.decodePrompt,
+      });
       if (!run.ok) continue;
       decode[engine] = run.result.levels.map((l) => decodeMetrics(l, opts.tg));
       const worst = Math.max(...decode[engine].map((m) => m.otherCores ?? 0));
       if (worst > CONTENDED_CORES) contended = true;
-      console.log(`${decode[engine].map((m) => `${m.n}: ${f(m.tps, 1)}`).join(", ")} tok/s  (others up to ${fmtCores(worst)} cores, load ${(run.result.loadMs / 1000).toFixed(1)} s, child ${run.childWallS.toFixed(0)} s)`);
+      console.log(
+        `${decode[engine].map((m) => `${m.n}: ${f(m.tps, 1)}`).join(", ")} tok/s  (others up to ${fmtCores(worst)} cores, load ${(run.result.loadMs / 1000).toFixed(1)} s, child ${run.childWallS.toFixed(0)} s)`,
+      );
     }
   }
 
@@ -369,17 +409,28 @@ async function main() {
   const kv = {};
   if (opts.parts.includes("serving")) {
     const configs = [];
-    if (opts.engines.includes("llmserve")) for (const m of opts.modes) configs.push({ key: m, engine: "llmserve", batching: m });
+    if (opts.engines.includes("llmserve"))
+      for (const m of opts.modes) configs.push({ key: m, engine: "llmserve", batching: m });
     if (opts.engines.includes("llamacpp")) configs.push({ key: "llamacpp", engine: "llamacpp" });
     for (const c of configs) {
-      const run = await launch(`serving ${LABEL[c.key]}`, { task: "serve", engine: c.engine, batching: c.batching, workload, kvTokens: opts.kvTokens, maxSequences: opts.maxSequences, sampleMs: opts.sampleMs });
+      const run = await launch(`serving ${LABEL[c.key]}`, {
+        task: "serve",
+        engine: c.engine,
+        batching: c.batching,
+        workload,
+        kvTokens: opts.kvTokens,
+        maxSequences: opts.maxSequences,
+        sampleMs: opts.sampleMs,
+      });
       if (!run.ok) continue;
       const m = servingMetrics(run.result, workload);
       if (c.engine === "llmserve") m.stats = run.result.stats;
       serving[c.key] = m;
       kv[c.key] = kvMetrics(run.result, c.engine);
       if ((m.otherCores ?? 0) > CONTENDED_CORES) contended = true;
-      console.log(`${f(m.throughput)} out tok/s, TTFT p50 ${f(m.ttftP50 / 1000)} s  (cpu/thread ${f(m.cpu)}, others ${fmtCores(m.otherCores)} cores, makespan ${f(m.makespanS, 0)} s, child ${run.childWallS.toFixed(0)} s)`);
+      console.log(
+        `${f(m.throughput)} out tok/s, TTFT p50 ${f(m.ttftP50 / 1000)} s  (cpu/thread ${f(m.cpu)}, others ${fmtCores(m.otherCores)} cores, makespan ${f(m.makespanS, 0)} s, child ${run.childWallS.toFixed(0)} s)`,
+      );
     }
   }
 
@@ -392,10 +443,31 @@ async function main() {
       const b = decode.llamacpp?.[i];
       const ratio = a && b ? a.tps / b.tps : NaN;
       if (Number.isFinite(ratio)) ratios.decode[n] = ratio;
-      const others = [a?.otherCores, b?.otherCores].filter((x) => x !== undefined).map(fmtCores).join(" / ");
-      return [n, a ? f(a.tps) : "-", b ? f(b.tps) : "-", Number.isFinite(ratio) ? `${f(ratio)}x` : "-", a ? f(a.stats.tokensPerStep, 1) : "-", a ? f(a.stats.sequencesPerStep, 1) : "-", others];
+      const others = [a?.otherCores, b?.otherCores]
+        .filter((x) => x !== undefined)
+        .map(fmtCores)
+        .join(" / ");
+      return [
+        n,
+        a ? f(a.tps) : "-",
+        b ? f(b.tps) : "-",
+        Number.isFinite(ratio) ? `${f(ratio)}x` : "-",
+        a ? f(a.stats.tokensPerStep, 1) : "-",
+        a ? f(a.stats.sequencesPerStep, 1) : "-",
+        others,
+      ];
     });
-    console.log(table(rows, ["streams", "llmserve tok/s", "node-llama-cpp tok/s", "llmserve / llama.cpp", "llmserve tok/step", "seqs/step", "others (cores)"]));
+    console.log(
+      table(rows, [
+        "streams",
+        "llmserve tok/s",
+        "node-llama-cpp tok/s",
+        "llmserve / llama.cpp",
+        "llmserve tok/step",
+        "seqs/step",
+        "others (cores)",
+      ]),
+    );
   }
   if (Object.keys(serving).length) {
     console.log(`\nServing: ${opts.requests} requests, ${rateText}; latencies measured from each request's arrival\n`);
@@ -411,17 +483,38 @@ async function main() {
       m.stats ? `${f(m.stats.sequencesPerStep, 1)} / ${m.stats.maxBatchSequencesSeen}` : `- / ${kv[k]?.slots}`,
       fmtCores(m.otherCores),
     ]);
-    console.log(table(rows, ["engine", "out tok/s", "TTFT p50 (s)", "TTFT p99 (s)", "ITL p50 (ms)", "ITL p99 (ms)", "e2e p50 (s)", "makespan (s)", "seqs/step mean / max", "others (cores)"]));
+    console.log(
+      table(rows, [
+        "engine",
+        "out tok/s",
+        "TTFT p50 (s)",
+        "TTFT p99 (s)",
+        "ITL p50 (ms)",
+        "ITL p99 (ms)",
+        "e2e p50 (s)",
+        "makespan (s)",
+        "seqs/step mean / max",
+        "others (cores)",
+      ]),
+    );
     if (serving.continuous && serving.static) {
-      ratios.serving.continuousOverStatic = { throughput: serving.continuous.throughput / serving.static.throughput, ttftP50: serving.static.ttftP50 / serving.continuous.ttftP50 };
+      ratios.serving.continuousOverStatic = {
+        throughput: serving.continuous.throughput / serving.static.throughput,
+        ttftP50: serving.static.ttftP50 / serving.continuous.ttftP50,
+      };
       console.log(
         `\ncontinuous / static (the seed's claim, measured): throughput ${f(ratios.serving.continuousOverStatic.throughput)}x, ` +
           `TTFT p50 ${f(ratios.serving.continuousOverStatic.ttftP50)}x lower`,
       );
     }
     if (serving.continuous && serving.llamacpp) {
-      ratios.serving.continuousOverLlamaCpp = { throughput: serving.continuous.throughput / serving.llamacpp.throughput, ttftP50: serving.llamacpp.ttftP50 / serving.continuous.ttftP50 };
-      console.log(`llmserve continuous / node-llama-cpp: throughput ${f(ratios.serving.continuousOverLlamaCpp.throughput)}x, TTFT p50 ${f(ratios.serving.continuousOverLlamaCpp.ttftP50)}x lower`);
+      ratios.serving.continuousOverLlamaCpp = {
+        throughput: serving.continuous.throughput / serving.llamacpp.throughput,
+        ttftP50: serving.llamacpp.ttftP50 / serving.continuous.ttftP50,
+      };
+      console.log(
+        `llmserve continuous / node-llama-cpp: throughput ${f(ratios.serving.continuousOverLlamaCpp.throughput)}x, TTFT p50 ${f(ratios.serving.continuousOverLlamaCpp.ttftP50)}x lower`,
+      );
     }
     console.log(`\nKV cache during the serving runs (sampled every ${opts.sampleMs} ms while requests run)\n`);
     const krows = Object.entries(kv).map(([k, m]) => [
@@ -429,19 +522,36 @@ async function main() {
       pct(m.wasteMean),
       pct(m.wasteMax),
       pct(m.poolUseMean),
-      k === "llamacpp" ? `${f(m.busySlotsMean, 1)} of ${m.slots} slots` : `${f(m.runningMean, 1)} (+${f(m.waitingMean, 1)} waiting)`,
+      k === "llamacpp"
+        ? `${f(m.busySlotsMean, 1)} of ${m.slots} slots`
+        : `${f(m.runningMean, 1)} (+${f(m.waitingMean, 1)} waiting)`,
       k === "llamacpp" ? "-" : pct(m.prefixHitRate),
       pct(serving[k].reusedPromptTokens / serving[k].promptTokens),
       k === "llamacpp" ? "-" : f(m.heldPerSlotMean),
       k === "llamacpp" ? "-" : String(m.preemptions),
     ]);
-    console.log(table(krows, ["engine", "KV waste mean", "KV waste max", "KV pool used", "running seqs", "prefix hit rate", "prompt tokens reused", "held / slot", "preemptions"]));
+    console.log(
+      table(krows, [
+        "engine",
+        "KV waste mean",
+        "KV waste max",
+        "KV pool used",
+        "running seqs",
+        "prefix hit rate",
+        "prompt tokens reused",
+        "held / slot",
+        "preemptions",
+      ]),
+    );
   }
   console.log("");
   const builds = [...new Set(runs.map((r) => r.addonBuilt).filter(Boolean))];
-  if (builds.length > 1) console.warn(`warning: the native addon was rebuilt during this run (${builds.join(", ")}): children ran different builds (see runs[].addonBuilt in the JSON).`);
+  if (builds.length > 1)
+    console.warn(
+      `warning: the native addon was rebuilt during this run (${builds.join(", ")}): children ran different builds (see runs[].addonBuilt in the JSON).`,
+    );
   if (contended) {
-    console.warn("warning: other processes used more than a quarter of a core during some phase (\"others\" columns):");
+    console.warn('warning: other processes used more than a quarter of a core during some phase ("others" columns):');
     console.warn("         those timings are contended; rerun on a quiet machine (or with --wait-idle).");
   }
 
@@ -454,8 +564,20 @@ async function main() {
       build,
       model: { path: model.path, sizeBytes: statSync(model.path).size, vocab, context: modelContext },
       options: { ...opts, rate: Number.isFinite(opts.rate) ? opts.rate : "inf" },
-      workload: { ...wrest, systemTokens: system.length, requests: wreq.map((r) => ({ i: r.i, arrivalMs: r.arrivalMs, promptTokens: system.length + r.user.length, outLen: r.outLen })) },
-      nodeLlamaCpp: { version: readPkgVersion("node-llama-cpp"), ...(runs.find((r) => r.ok && r.job.engine === "llamacpp")?.result.details ?? {}) },
+      workload: {
+        ...wrest,
+        systemTokens: system.length,
+        requests: wreq.map((r) => ({
+          i: r.i,
+          arrivalMs: r.arrivalMs,
+          promptTokens: system.length + r.user.length,
+          outLen: r.outLen,
+        })),
+      },
+      nodeLlamaCpp: {
+        version: readPkgVersion("node-llama-cpp"),
+        ...(runs.find((r) => r.ok && r.job.engine === "llamacpp")?.result.details ?? {}),
+      },
       contended,
       summary: { decode, serving, kv },
       ratios,

@@ -9,13 +9,16 @@
 // "cancelled" is the server's finish_reason for a request it cancelled at shutdown (its drain
 // timeout): during the load nothing shuts down, so a client that sees it was cancelled for no reason.
 const badFinish = (r) =>
-  r === "cancelled" ? "finish_reason \"cancelled\" while the server was not shutting down" : `finish_reason ${JSON.stringify(r)}`;
+  r === "cancelled"
+    ? 'finish_reason "cancelled" while the server was not shutting down'
+    : `finish_reason ${JSON.stringify(r)}`;
 
 /** Checks a 200 response of a generation request; returns undefined or what is wrong. */
 export function checkCompletion(kind, body, n, maxTokens) {
   const want = kind === "chat" ? "chat.completion" : "text_completion";
   if (body?.object !== want) return `object is ${JSON.stringify(body?.object)}, expected ${want}`;
-  if (!Array.isArray(body.choices) || body.choices.length !== n) return `${body.choices?.length} choices, expected ${n}`;
+  if (!Array.isArray(body.choices) || body.choices.length !== n)
+    return `${body.choices?.length} choices, expected ${n}`;
   for (const c of body.choices) {
     const text = kind === "chat" ? c.message?.content : c.text;
     if (typeof text !== "string") return "a choice has no text";
@@ -23,7 +26,8 @@ export function checkCompletion(kind, body, n, maxTokens) {
   }
   const u = body.usage;
   if (!u || !(u.prompt_tokens > 0) || !(u.completion_tokens >= 0)) return `bad usage ${JSON.stringify(u)}`;
-  if (maxTokens !== undefined && u.completion_tokens > maxTokens * n) return `${u.completion_tokens} completion tokens > max_tokens ${maxTokens} x n ${n}`;
+  if (maxTokens !== undefined && u.completion_tokens > maxTokens * n)
+    return `${u.completion_tokens} completion tokens > max_tokens ${maxTokens} x n ${n}`;
   return undefined;
 }
 
@@ -37,7 +41,8 @@ export function checkStream(kind, events, n) {
     if (e.error) continue;
     if (e.object !== want) return `event object ${JSON.stringify(e.object)}`;
     for (const c of e.choices ?? []) {
-      if (c.finish_reason && c.finish_reason !== "stop" && c.finish_reason !== "length") return badFinish(c.finish_reason);
+      if (c.finish_reason && c.finish_reason !== "stop" && c.finish_reason !== "length")
+        return badFinish(c.finish_reason);
       if (c.finish_reason) finished.add(c.index);
     }
   }
@@ -45,7 +50,13 @@ export function checkStream(kind, events, n) {
   return undefined;
 }
 
-export const isOpenAIError = (j) => j && typeof j === "object" && j.error && typeof j.error.message === "string" && typeof j.error.type === "string" && "code" in j.error;
+export const isOpenAIError = (j) =>
+  j &&
+  typeof j === "object" &&
+  j.error &&
+  typeof j.error.message === "string" &&
+  typeof j.error.type === "string" &&
+  "code" in j.error;
 
 /**
  * What is wrong with a typed error's code and param, or undefined. `code`: the OpenAI error code it
@@ -54,8 +65,10 @@ export const isOpenAIError = (j) => j && typeof j === "object" && j.error && typ
  */
 function wrongCode(j, code, param) {
   const codes = code === undefined ? undefined : [code].flat();
-  if (codes && !codes.includes(j.error.code)) return `code ${JSON.stringify(j.error.code)}, expected ${codes.join("/")}: ${j.error.message.slice(0, 160)}`;
-  if (param !== undefined && j.error.param !== param) return `param ${JSON.stringify(j.error.param)}, expected ${JSON.stringify(param)}: ${j.error.message.slice(0, 160)}`;
+  if (codes && !codes.includes(j.error.code))
+    return `code ${JSON.stringify(j.error.code)}, expected ${codes.join("/")}: ${j.error.message.slice(0, 160)}`;
+  if (param !== undefined && j.error.param !== param)
+    return `param ${JSON.stringify(j.error.param)}, expected ${JSON.stringify(param)}: ${j.error.message.slice(0, 160)}`;
   return undefined;
 }
 
@@ -64,12 +77,26 @@ function wrongCode(j, code, param) {
  * `expect`: allowed statuses (200 means a completed generation is fine); `kind`: chat|completion|get;
  * `code`, `param`: see wrongCode (for the client-fault cases, whose answer is known exactly).
  */
-export function classify(res, { kind, stream, n = 1, maxTokens, expect = [200], clientFault = false, aborting = false, code, param }) {
-  const rec = { status: res.status, ms: Math.round(res.ms), ttftMs: res.ttftMs === undefined ? undefined : Math.round(res.ttftMs) };
-  if (res.timedOut) return { ...rec, outcome: "failed", failure: `hung: no end within the client timeout (status ${res.status || "none"}, ${res.events.length} events)` };
+export function classify(
+  res,
+  { kind, stream, n = 1, maxTokens, expect = [200], clientFault = false, aborting = false, code, param },
+) {
+  const rec = {
+    status: res.status,
+    ms: Math.round(res.ms),
+    ttftMs: res.ttftMs === undefined ? undefined : Math.round(res.ttftMs),
+  };
+  if (res.timedOut)
+    return {
+      ...rec,
+      outcome: "failed",
+      failure: `hung: no end within the client timeout (status ${res.status || "none"}, ${res.events.length} events)`,
+    };
   if (res.aborted) return { ...rec, outcome: "aborted" };
-  if (res.error && res.status === 0) return { ...rec, outcome: "failed", failure: `connection error before a response: ${res.error}` };
-  if (res.status >= 500 && clientFault) return { ...rec, outcome: "failed", failure: `5xx for a client fault: ${res.body.slice(0, 300)}` };
+  if (res.error && res.status === 0)
+    return { ...rec, outcome: "failed", failure: `connection error before a response: ${res.error}` };
+  if (res.status >= 500 && clientFault)
+    return { ...rec, outcome: "failed", failure: `5xx for a client fault: ${res.body.slice(0, 300)}` };
   if (res.status !== 200) {
     let j;
     try {
@@ -77,30 +104,54 @@ export function classify(res, { kind, stream, n = 1, maxTokens, expect = [200], 
     } catch {
       /* not JSON */
     }
-    if (!isOpenAIError(j)) return { ...rec, outcome: "failed", failure: `status ${res.status} without an OpenAI error body: ${res.body.slice(0, 200)}` };
+    if (!isOpenAIError(j))
+      return {
+        ...rec,
+        outcome: "failed",
+        failure: `status ${res.status} without an OpenAI error body: ${res.body.slice(0, 200)}`,
+      };
     rec.code = j.error.code;
     rec.type = j.error.type;
     if (res.status === 500) return { ...rec, outcome: "failed", failure: `500: ${j.error.message.slice(0, 300)}` };
     if (!expect.includes(res.status) && !(res.status === 503 && !clientFault)) {
-      return { ...rec, outcome: "failed", failure: `status ${res.status} (${j.error.code}), expected ${expect.join("/")}: ${j.error.message.slice(0, 200)}` };
+      return {
+        ...rec,
+        outcome: "failed",
+        failure: `status ${res.status} (${j.error.code}), expected ${expect.join("/")}: ${j.error.message.slice(0, 200)}`,
+      };
     }
     const wrong = expect.includes(res.status) ? wrongCode(j, code, param) : undefined;
     if (wrong) return { ...rec, outcome: "failed", failure: `status ${res.status} with ${wrong}` };
     return { ...rec, outcome: "typed_error" };
   }
-  if (!expect.includes(200)) return { ...rec, outcome: "failed", failure: `status 200, expected ${expect.join("/")}: ${res.body.slice(0, 200)}` };
+  if (!expect.includes(200))
+    return {
+      ...rec,
+      outcome: "failed",
+      failure: `status 200, expected ${expect.join("/")}: ${res.body.slice(0, 200)}`,
+    };
   if (kind === "get") return { ...rec, outcome: res.error ? "failed" : "completed", failure: res.error };
   if (res.error && !aborting) return { ...rec, outcome: "failed", failure: `response cut: ${res.error}` };
   if (stream) {
     const err = res.events.find((e) => e && typeof e === "object" && e.error);
     if (err) {
       // An error event mid-stream: typed when it is an OpenAI error object.
-      if (!isOpenAIError(err)) return { ...rec, outcome: "failed", failure: `untyped error event ${JSON.stringify(err).slice(0, 200)}` };
-      return { ...rec, status: "200+sse", code: err.error.code, outcome: clientFault ? "failed" : "typed_error", failure: clientFault ? `error event for a client fault: ${err.error.message}` : undefined };
+      if (!isOpenAIError(err))
+        return { ...rec, outcome: "failed", failure: `untyped error event ${JSON.stringify(err).slice(0, 200)}` };
+      return {
+        ...rec,
+        status: "200+sse",
+        code: err.error.code,
+        outcome: clientFault ? "failed" : "typed_error",
+        failure: clientFault ? `error event for a client fault: ${err.error.message}` : undefined,
+      };
     }
     const bad = checkStream(kind, res.events, n);
     if (bad) return { ...rec, outcome: "failed", failure: bad };
-    rec.chars = res.events.reduce((a, e) => a + (e?.choices ?? []).reduce((b, c) => b + (c.text ?? c.delta?.content ?? "").length, 0), 0);
+    rec.chars = res.events.reduce(
+      (a, e) => a + (e?.choices ?? []).reduce((b, c) => b + (c.text ?? c.delta?.content ?? "").length, 0),
+      0,
+    );
     return { ...rec, outcome: "completed" };
   }
   let j;
@@ -125,21 +176,51 @@ export function classify(res, { kind, stream, n = 1, maxTokens, expect = [200], 
  * `closeWithoutResponse`: the server may close the connection without answering (a client that
  * never sent a request).
  */
-export function classifyRaw(res, { expect = [200], clientFault = false, completedIfDone = true, code, stalledPastTimeout = false, closeWithoutResponse = false }) {
+export function classifyRaw(
+  res,
+  {
+    expect = [200],
+    clientFault = false,
+    completedIfDone = true,
+    code,
+    stalledPastTimeout = false,
+    closeWithoutResponse = false,
+  },
+) {
   const rec = { status: res.status || undefined, ms: Math.round(res.ms) };
-  if (res.timedOut) return { ...rec, outcome: "failed", failure: `hung: no end within the client timeout (status ${res.status || "none"}, ${res.bytes} bytes)` };
-  if (res.status >= 500 && clientFault) return { ...rec, outcome: "failed", failure: `5xx for a client fault: ${res.raw.slice(0, 300)}` };
+  if (res.timedOut)
+    return {
+      ...rec,
+      outcome: "failed",
+      failure: `hung: no end within the client timeout (status ${res.status || "none"}, ${res.bytes} bytes)`,
+    };
+  if (res.status >= 500 && clientFault)
+    return { ...rec, outcome: "failed", failure: `5xx for a client fault: ${res.raw.slice(0, 300)}` };
   if (res.status >= 500) return { ...rec, outcome: "failed", failure: `${res.status}: ${res.raw.slice(0, 300)}` };
-  if (res.status && !expect.includes(res.status)) return { ...rec, outcome: "failed", failure: `status ${res.status}, expected ${expect.join("/")}: ${res.raw.slice(0, 300)}` };
+  if (res.status && !expect.includes(res.status))
+    return {
+      ...rec,
+      outcome: "failed",
+      failure: `status ${res.status}, expected ${expect.join("/")}: ${res.raw.slice(0, 300)}`,
+    };
   if (res.status >= 400) {
     const bodyText = res.raw.slice(res.raw.indexOf("\r\n\r\n") + 4);
     let j;
     try {
-      j = JSON.parse(/^[0-9a-f]+\r\n/.test(bodyText) ? bodyText.replace(/^[0-9a-f]+\r\n/, "").replace(/\r\n0\r\n\r\n$/, "") : bodyText);
+      j = JSON.parse(
+        /^[0-9a-f]+\r\n/.test(bodyText)
+          ? bodyText.replace(/^[0-9a-f]+\r\n/, "").replace(/\r\n0\r\n\r\n$/, "")
+          : bodyText,
+      );
     } catch {
       /* not JSON */
     }
-    if (!isOpenAIError(j)) return { ...rec, outcome: "failed", failure: `status ${res.status} without an OpenAI error body: ${bodyText.slice(0, 200)}` };
+    if (!isOpenAIError(j))
+      return {
+        ...rec,
+        outcome: "failed",
+        failure: `status ${res.status} without an OpenAI error body: ${bodyText.slice(0, 200)}`,
+      };
     const wrong = wrongCode(j, code);
     if (wrong) return { ...rec, code: j.error.code, outcome: "failed", failure: `status ${res.status} with ${wrong}` };
     return { ...rec, outcome: "typed_error", code: j.error.code, type: j.error.type };
@@ -147,8 +228,15 @@ export function classifyRaw(res, { expect = [200], clientFault = false, complete
   if (res.clientClosed) return { ...rec, outcome: res.done && completedIfDone ? "completed" : "aborted" };
   if (res.done) return { ...rec, outcome: "completed" };
   if (res.status === 200 && res.closedByServer && stalledPastTimeout) return { ...rec, outcome: "cut_off" };
-  if (res.status === 200 && res.closedByServer) return { ...rec, outcome: "failed", failure: "the server closed a 200 stream before [DONE]" };
-  if (!res.status && res.closedByServer && closeWithoutResponse) return { ...rec, outcome: "typed_error", code: "(closed without a response)" };
-  if (!res.status && res.closedByServer) return { ...rec, outcome: "failed", failure: `the server closed the connection without a response${res.error ? ` (${res.error})` : ""}` };
+  if (res.status === 200 && res.closedByServer)
+    return { ...rec, outcome: "failed", failure: "the server closed a 200 stream before [DONE]" };
+  if (!res.status && res.closedByServer && closeWithoutResponse)
+    return { ...rec, outcome: "typed_error", code: "(closed without a response)" };
+  if (!res.status && res.closedByServer)
+    return {
+      ...rec,
+      outcome: "failed",
+      failure: `the server closed the connection without a response${res.error ? ` (${res.error})` : ""}`,
+    };
   return { ...rec, outcome: "completed" };
 }

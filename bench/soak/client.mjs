@@ -34,10 +34,29 @@ export const closeAgent = () => agent.destroy();
  * parsed `data:` payloads, "[DONE]" kept as the string). `abortAfter`: { events | ms } -> destroy the
  * request then (a client abort). `timeoutMs`: past it the request is destroyed and marked timedOut.
  */
-export function request({ method = "POST", path, headers = {}, body, stream = false, abortAfter, timeoutMs, useAgent = true }) {
+export function request({
+  method = "POST",
+  path,
+  headers = {},
+  body,
+  stream = false,
+  abortAfter,
+  timeoutMs,
+  useAgent = true,
+}) {
   return new Promise((resolve) => {
     const t0 = performance.now();
-    const out = { status: 0, headers: {}, body: "", events: [], ttftMs: undefined, error: undefined, timedOut: false, aborted: false, ms: 0 };
+    const out = {
+      status: 0,
+      headers: {},
+      body: "",
+      events: [],
+      ttftMs: undefined,
+      error: undefined,
+      timedOut: false,
+      aborted: false,
+      ms: 0,
+    };
     let settled = false;
     const finish = () => {
       if (settled) return;
@@ -47,13 +66,21 @@ export function request({ method = "POST", path, headers = {}, body, stream = fa
       out.ms = performance.now() - t0;
       resolve(out);
     };
-    const payload = body === undefined ? undefined : typeof body === "string" || Buffer.isBuffer(body) ? body : JSON.stringify(body);
+    const payload =
+      body === undefined ? undefined : typeof body === "string" || Buffer.isBuffer(body) ? body : JSON.stringify(body);
     const h = { ...headers };
     if (payload !== undefined) {
       h["content-type"] ??= "application/json";
       h["content-length"] = Buffer.byteLength(payload);
     }
-    const req = http.request({ host: target.host, port: target.port, method, path, headers: h, agent: useAgent ? agent : false });
+    const req = http.request({
+      host: target.host,
+      port: target.port,
+      method,
+      path,
+      headers: h,
+      agent: useAgent ? agent : false,
+    });
     const abort = () => {
       if (settled) return;
       out.aborted = true;
@@ -121,7 +148,8 @@ export function request({ method = "POST", path, headers = {}, body, stream = fa
   });
 }
 
-export const hasText = (j) => Array.isArray(j?.choices) && j.choices.some((c) => (c.text ?? c.delta?.content ?? "").length > 0);
+export const hasText = (j) =>
+  Array.isArray(j?.choices) && j.choices.some((c) => (c.text ?? c.delta?.content ?? "").length > 0);
 
 /**
  * A raw TCP client: writes `chunks` (strings/Buffers, `gapMs` apart), then reads per `mode`:
@@ -134,10 +162,31 @@ export const hasText = (j) => Array.isArray(j?.choices) && j.choices.some((c) =>
  *   "destroy-after-ms" destroy after `ms` whatever happened.
  * Resolves { raw, status, events, done, closedByServer, clientClosed, stalled, resumed, timedOut, error, ms }.
  */
-export function raw({ chunks, gapMs = 0, mode = "read", events: nEvents = 0, ms = 0, budgetMs = 0, stallMs = 0, resume = false, timeoutMs }) {
+export function raw({
+  chunks,
+  gapMs = 0,
+  mode = "read",
+  events: nEvents = 0,
+  ms = 0,
+  budgetMs = 0,
+  stallMs = 0,
+  resume = false,
+  timeoutMs,
+}) {
   return new Promise((resolve) => {
     const t0 = performance.now();
-    const out = { raw: "", status: 0, events: 0, done: false, closedByServer: false, clientClosed: false, timedOut: false, error: undefined, ms: 0, bytes: 0 };
+    const out = {
+      raw: "",
+      status: 0,
+      events: 0,
+      done: false,
+      closedByServer: false,
+      clientClosed: false,
+      timedOut: false,
+      error: undefined,
+      ms: 0,
+      bytes: 0,
+    };
     let settled = false;
     const timers = [];
     const later = (f, t) => timers.push(setTimeout(f, t));
@@ -194,7 +243,9 @@ export function raw({ chunks, gapMs = 0, mode = "read", events: nEvents = 0, ms 
         contentLength = cl ? Number(cl[1]) : -1;
         chunked = /\r\ntransfer-encoding:\s*chunked/i.test(out.raw.slice(0, headEnd));
       }
-      const complete = bodyStart >= 0 && ((contentLength >= 0 && out.bytes - bodyStart >= contentLength) || (chunked && tail.endsWith("\r\n0\r\n\r\n")));
+      const complete =
+        bodyStart >= 0 &&
+        ((contentLength >= 0 && out.bytes - bodyStart >= contentLength) || (chunked && tail.endsWith("\r\n0\r\n\r\n")));
       if (complete || d.includes("data: [DONE]")) {
         out.done = true;
         if (mode === "read" || mode === "slow" || out.resumed) clientClose("end"); // keep-alive: we are done
@@ -244,5 +295,7 @@ export function rawRequest(method, path, body, headers = {}) {
     h["content-type"] ??= "application/json";
     h["content-length"] = Buffer.byteLength(payload);
   }
-  return `${method} ${path} HTTP/1.1\r\n${Object.entries(h).map(([k, v]) => `${k}: ${v}`).join("\r\n")}\r\n\r\n${payload}`;
+  return `${method} ${path} HTTP/1.1\r\n${Object.entries(h)
+    .map(([k, v]) => `${k}: ${v}`)
+    .join("\r\n")}\r\n\r\n${payload}`;
 }

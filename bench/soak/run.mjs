@@ -39,7 +39,6 @@ import { report } from "./report.mjs";
 import { makeRandom, scenarios } from "./scenarios.mjs";
 import { collectGarbage, readRssKiB, startServer } from "./server.mjs";
 
-
 const HELP = `Usage: node bench/soak/run.mjs [options]   (or: npm run bench:soak -- [options])
 
   --duration <t>        load duration: 600, 600s, 10m, 90s (default 10m)
@@ -77,13 +76,27 @@ const die = makeDie("bench:soak");
 
 // The forced GC talks to the server's inspector over a WebSocket: Node 20 has the client behind a flag.
 if (typeof WebSocket === "undefined" && !process.argv.includes("--no-gc") && !process.env.LLMSERVE_SOAK_REEXEC) {
-  const r = spawnSync(process.execPath, ["--experimental-websocket", "--disable-warning=ExperimentalWarning", ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
-    stdio: "inherit", env: { ...process.env, LLMSERVE_SOAK_REEXEC: "1" },
-  });
+  const r = spawnSync(
+    process.execPath,
+    [
+      "--experimental-websocket",
+      "--disable-warning=ExperimentalWarning",
+      ...process.execArgv,
+      fileURLToPath(import.meta.url),
+      ...process.argv.slice(2),
+    ],
+    {
+      stdio: "inherit",
+      env: { ...process.env, LLMSERVE_SOAK_REEXEC: "1" },
+    },
+  );
   process.exit(r.status ?? 1);
 }
 // The server's keys: the API key for everything, a scrape-only key for /metrics (the monitor uses it).
-const KEYS = { apiKey: `soak-${randomBytes(12).toString("hex")}`, metricsKey: `soak-metrics-${randomBytes(12).toString("hex")}` };
+const KEYS = {
+  apiKey: `soak-${randomBytes(12).toString("hex")}`,
+  metricsKey: `soak-metrics-${randomBytes(12).toString("hex")}`,
+};
 
 // ---------------------------------------------------------------- options
 
@@ -121,7 +134,8 @@ function parseOptions() {
   const warmupS = seconds("warmup", p.warmup, Math.min(60, Math.max(10, durationS * 0.2)));
   if (warmupS >= durationS) die(`--warmup (${warmupS} s) must be shorter than --duration (${durationS} s)`);
   const rssGrowth = p["rss-growth"] === undefined ? 5 : Number(p["rss-growth"]);
-  if (!(rssGrowth > 0)) die(`Expected a positive number for --rss-growth but received ${JSON.stringify(p["rss-growth"])}`);
+  if (!(rssGrowth > 0))
+    die(`Expected a positive number for --rss-growth but received ${JSON.stringify(p["rss-growth"])}`);
   return {
     durationS,
     warmupS,
@@ -158,7 +172,16 @@ async function resolveModel(opts, llmserve) {
   if (!existsSync(path)) {
     console.log(`Synthesizing a small random-weight model (once) -> ${path}`);
     const tmp = `${path}.partial-${process.pid}`;
-    await llmserve.synth(tmp, { dim: 256, layers: 4, heads: 8, kvHeads: 2, ffn: 768, vocabSize: 2048, type: "q8_0", seed: 7 });
+    await llmserve.synth(tmp, {
+      dim: 256,
+      layers: 4,
+      heads: 8,
+      kvHeads: 2,
+      ffn: 768,
+      vocabSize: 2048,
+      type: "q8_0",
+      seed: 7,
+    });
     renameSync(tmp, path);
   }
   return { path, synthesized: true };
@@ -177,7 +200,13 @@ function parseProm(text) {
 
 // Scraped with the scrape-only metrics key, as a Prometheus server would be configured.
 async function scrape() {
-  const res = await request({ method: "GET", path: "/metrics", headers: METRICS_AUTH(), timeoutMs: 10_000, useAgent: false });
+  const res = await request({
+    method: "GET",
+    path: "/metrics",
+    headers: METRICS_AUTH(),
+    timeoutMs: 10_000,
+    useAgent: false,
+  });
   if (res.status !== 200) throw new Error(`GET /metrics answered ${res.status || res.error}`);
   return parseProm(res.body);
 }
@@ -190,7 +219,13 @@ async function health() {
   } catch {
     /* */
   }
-  return { ok: res.status === 200 && j?.status === "ok", ms: res.ms, status: res.status, body: j, error: res.timedOut ? "timeout" : res.error };
+  return {
+    ok: res.status === 200 && j?.status === "ok",
+    ms: res.ms,
+    status: res.status,
+    body: j,
+    error: res.timedOut ? "timeout" : res.error,
+  };
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -213,7 +248,10 @@ async function main() {
       `server --threads ${opts.threads} --ctx ${opts.ctx} --kv-cache-tokens ${opts.kvCacheTokens} --max-queue ${opts.maxQueue} --stream-write-timeout ${opts.streamWriteTimeoutS}`,
   );
 
-  const stamp = new Date().toISOString().replace(/:/g, "-").replace(/\.\d+Z$/, "Z");
+  const stamp = new Date()
+    .toISOString()
+    .replace(/:/g, "-")
+    .replace(/\.\d+Z$/, "Z");
   mkdirSync(join(repoRoot, "bench", "results"), { recursive: true });
   const logPath = join(repoRoot, "bench", "results", `soak-${stamp}.server.log`);
   const server = startServer(opts, model.path, logPath, KEYS);
@@ -247,9 +285,12 @@ async function main() {
   // Baseline before any load.
   const base = await scrape();
   // No metric, no check: the write-timeout check compares this counter before and after the load.
-  if (!Number.isFinite(base.llmserve_stream_write_timeouts_total)) die("GET /metrics has no llmserve_stream_write_timeouts_total: is dist/ older than the server sources?");
+  if (!Number.isFinite(base.llmserve_stream_write_timeouts_total))
+    die("GET /metrics has no llmserve_stream_write_timeouts_total: is dist/ older than the server sources?");
   const rssStart = readRssKiB(pid);
-  console.log(`baseline: KV blocks used ${base.llmserve_kv_blocks_used} of ${base.llmserve_kv_blocks_total} (cached ${base.llmserve_kv_blocks_cached}), RSS ${fmt(rssStart.rss / 1024, 1)} MiB`);
+  console.log(
+    `baseline: KV blocks used ${base.llmserve_kv_blocks_used} of ${base.llmserve_kv_blocks_total} (cached ${base.llmserve_kv_blocks_cached}), RSS ${fmt(rssStart.rss / 1024, 1)} MiB`,
+  );
 
   // Monitors: /health latency, RSS and /metrics over time.
   const t0 = performance.now();
@@ -261,7 +302,16 @@ async function main() {
   const healthLoop = (async () => {
     while (!loadDone) {
       const h = await health();
-      healthSamples.push({ t: +since().toFixed(2), ms: +h.ms.toFixed(2), ok: h.ok, status: h.status, error: h.error, running: h.body?.running, waiting: h.body?.waiting, inFlight: h.body?.inFlight });
+      healthSamples.push({
+        t: +since().toFixed(2),
+        ms: +h.ms.toFixed(2),
+        ok: h.ok,
+        status: h.status,
+        error: h.error,
+        running: h.body?.running,
+        waiting: h.body?.waiting,
+        inFlight: h.body?.inFlight,
+      });
       await sleep(250);
     }
   })();
@@ -277,7 +327,19 @@ async function main() {
       await sleep(5000);
       try {
         const m = await scrape();
-        metricSamples.push({ t: +since().toFixed(1), kvUsed: m.llmserve_kv_blocks_used, kvCached: m.llmserve_kv_blocks_cached, queue: m.llmserve_queue_depth, running: m.llmserve_running_sequences, inFlight: m.llmserve_requests_in_flight, heapUsed: m.llmserve_nodejs_heap_size_used_bytes, heapTotal: m.llmserve_nodejs_heap_size_total_bytes, external: m.llmserve_nodejs_external_memory_bytes, loopLagP99: m.llmserve_nodejs_eventloop_lag_p99_seconds, loopLagMax: m.llmserve_nodejs_eventloop_lag_max_seconds });
+        metricSamples.push({
+          t: +since().toFixed(1),
+          kvUsed: m.llmserve_kv_blocks_used,
+          kvCached: m.llmserve_kv_blocks_cached,
+          queue: m.llmserve_queue_depth,
+          running: m.llmserve_running_sequences,
+          inFlight: m.llmserve_requests_in_flight,
+          heapUsed: m.llmserve_nodejs_heap_size_used_bytes,
+          heapTotal: m.llmserve_nodejs_heap_size_total_bytes,
+          external: m.llmserve_nodejs_external_memory_bytes,
+          loopLagP99: m.llmserve_nodejs_eventloop_lag_p99_seconds,
+          loopLagMax: m.llmserve_nodejs_eventloop_lag_max_seconds,
+        });
       } catch (err) {
         metricSamples.push({ t: +since().toFixed(1), error: err.message });
       }
@@ -301,7 +363,9 @@ async function main() {
     gcWindows.push([g0, since()]);
     const r = readRssKiB(pid);
     warm = { t: since(), rssKiB: r?.rss, rssBeforeGcKiB: before, gc: gcDone };
-    console.log(`warm    : at ${fmt(warm.t, 1)} s, RSS ${fmt(warm.rssKiB / 1024, 1)} MiB${gcDone ? ` after a full GC (${fmt(before / 1024, 1)} MiB before)` : ""}, ${records.length} requests done`);
+    console.log(
+      `warm    : at ${fmt(warm.t, 1)} s, RSS ${fmt(warm.rssKiB / 1024, 1)} MiB${gcDone ? ` after a full GC (${fmt(before / 1024, 1)} MiB before)` : ""}, ${records.length} requests done`,
+    );
   }, opts.warmupS * 1000);
   let lastProgress = performance.now();
   const client = async (c) => {
@@ -324,7 +388,9 @@ async function main() {
       if (performance.now() - lastProgress > 15_000) {
         lastProgress = performance.now();
         const h = healthSamples.at(-1);
-        console.log(`  ${fmt(since(), 0)} s: ${records.length} requests, ${records.filter((r) => r.outcome === "failed").length} failed; health ${fmt(h?.ms, 1)} ms, running ${h?.running}, waiting ${h?.waiting}; RSS ${fmt((rssSamples.at(-1)?.rssKiB ?? NaN) / 1024, 1)} MiB`);
+        console.log(
+          `  ${fmt(since(), 0)} s: ${records.length} requests, ${records.filter((r) => r.outcome === "failed").length} failed; health ${fmt(h?.ms, 1)} ms, running ${h?.running}, waiting ${h?.waiting}; RSS ${fmt((rssSamples.at(-1)?.rssKiB ?? NaN) / 1024, 1)} MiB`,
+        );
       }
       if (opts.thinkMs > 0) await sleep(R.int(0, opts.thinkMs));
     }
@@ -344,7 +410,11 @@ async function main() {
   for (;;) {
     after = await scrape().catch((err) => ({ error: err.message }));
     afterHealth = await health();
-    const idle = after.llmserve_kv_blocks_used === base.llmserve_kv_blocks_used && after.llmserve_requests_in_flight === 0 && afterHealth.body?.running === 0 && afterHealth.body?.waiting === 0;
+    const idle =
+      after.llmserve_kv_blocks_used === base.llmserve_kv_blocks_used &&
+      after.llmserve_requests_in_flight === 0 &&
+      afterHealth.body?.running === 0 &&
+      afterHealth.body?.waiting === 0;
     if (idle || performance.now() - q0 > 30_000) break;
     await sleep(500);
   }
@@ -370,9 +440,31 @@ async function main() {
   await new Promise((r) => server.log.end(r));
 
   const ok = report({
-    opts, machine: mach, build, model: { path: model.path, synthesized: model.synthesized, name: modelName }, serverLog: relative(repoRoot, logPath),
-    records, healthSamples, rssSamples, metricSamples, gcWindows, clientLag, warm, rssStart, rssEnd, rssEndBeforeGc, endGc, hwm,
-    base, after, afterHealth, settleS, exit, shutdownS, server, loadEnd,
+    opts,
+    machine: mach,
+    build,
+    model: { path: model.path, synthesized: model.synthesized, name: modelName },
+    serverLog: relative(repoRoot, logPath),
+    records,
+    healthSamples,
+    rssSamples,
+    metricSamples,
+    gcWindows,
+    clientLag,
+    warm,
+    rssStart,
+    rssEnd,
+    rssEndBeforeGc,
+    endGc,
+    hwm,
+    base,
+    after,
+    afterHealth,
+    settleS,
+    exit,
+    shutdownS,
+    server,
+    loadEnd,
   });
   clearTimeout(overall);
   console.log(ok ? "soak    : all checks passed" : "soak    : SOME CHECKS FAILED");

@@ -24,12 +24,39 @@ export function readRssKiB(pid) {
  */
 export function startServer(opts, modelPath, logPath, keys) {
   const args = [
-    join(repoRoot, "dist", "cli.js"), "serve", "-m", modelPath, "--host", "127.0.0.1", "--port", "0", "--api-key", keys.apiKey, "--metrics-key", keys.metricsKey,
-    "--threads", String(opts.threads), "--ctx", String(opts.ctx), "--kv-cache-tokens", String(opts.kvCacheTokens),
-    "--max-queue", String(opts.maxQueue), "--shutdown-timeout", "10", "--stream-write-timeout", String(opts.streamWriteTimeoutS),
+    join(repoRoot, "dist", "cli.js"),
+    "serve",
+    "-m",
+    modelPath,
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "0",
+    "--api-key",
+    keys.apiKey,
+    "--metrics-key",
+    keys.metricsKey,
+    "--threads",
+    String(opts.threads),
+    "--ctx",
+    String(opts.ctx),
+    "--kv-cache-tokens",
+    String(opts.kvCacheTokens),
+    "--max-queue",
+    String(opts.maxQueue),
+    "--shutdown-timeout",
+    "10",
+    "--stream-write-timeout",
+    String(opts.streamWriteTimeoutS),
   ];
   if (opts.gc) args.unshift("--inspect=127.0.0.1:0");
-  const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"], env: Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "LLMSERVE_API_KEY" && k !== "LLMSERVE_METRICS_KEY")) });
+  const child = spawn(process.execPath, args, {
+    cwd: repoRoot,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: Object.fromEntries(
+      Object.entries(process.env).filter(([k]) => k !== "LLMSERVE_API_KEY" && k !== "LLMSERVE_METRICS_KEY"),
+    ),
+  });
   const log = createWriteStream(logPath);
   const lines = { error: 0, warn: 0, tail: [] };
   const exited = new Promise((res) => child.on("exit", (code, signal) => res({ code, signal, at: performance.now() })));
@@ -61,22 +88,26 @@ export function startServer(opts, modelPath, logPath, keys) {
       }
     };
     child.stdout.on("data", look);
-    exited.then((e) => rej(new Error(`the server exited (${e.signal ?? e.code}) before listening:\n${lines.tail.join("\n")}`)));
+    exited.then((e) =>
+      rej(new Error(`the server exited (${e.signal ?? e.code}) before listening:\n${lines.tail.join("\n")}`)),
+    );
     setTimeout(() => rej(new Error("the server did not start listening within 120 s")), 120_000).unref();
   });
-  const inspector = !opts.gc ? Promise.resolve(undefined) : new Promise((res) => {
-    let seen = "";
-    const look = (d) => {
-      seen += d;
-      const m = /Debugger listening on (ws:\/\/127\.0\.0\.1:\d+\/[\w-]+)/.exec(seen);
-      if (m) {
-        child.stderr.off("data", look);
-        res(m[1]);
-      }
-    };
-    child.stderr.on("data", look);
-    exited.then(() => res(undefined));
-  });
+  const inspector = !opts.gc
+    ? Promise.resolve(undefined)
+    : new Promise((res) => {
+        let seen = "";
+        const look = (d) => {
+          seen += d;
+          const m = /Debugger listening on (ws:\/\/127\.0\.0\.1:\d+\/[\w-]+)/.exec(seen);
+          if (m) {
+            child.stderr.off("data", look);
+            res(m[1]);
+          }
+        };
+        child.stderr.on("data", look);
+        exited.then(() => res(undefined));
+      });
   return { child, url, exited, lines, log, inspector };
 }
 

@@ -11,11 +11,21 @@ import { readGguf } from "../gguf.js";
 import type { Tokenizer } from "../tokenizer/index.js";
 import { sharedRenderPool, type RenderPool } from "./renderPool.js";
 import {
-  BUILTIN_CHAT_TEMPLATES, BUILTIN_CHAT_TEMPLATE_NAMES, BUILTIN_END_MARKERS, END_OF_TURN_MARKERS, detectBuiltinTemplate, isBuiltinChatTemplate,
+  BUILTIN_CHAT_TEMPLATES,
+  BUILTIN_CHAT_TEMPLATE_NAMES,
+  BUILTIN_END_MARKERS,
+  END_OF_TURN_MARKERS,
+  detectBuiltinTemplate,
+  isBuiltinChatTemplate,
   type BuiltinChatTemplate,
 } from "./templates.js";
 
-export { BUILTIN_CHAT_TEMPLATES, BUILTIN_CHAT_TEMPLATE_NAMES, detectBuiltinTemplate, type BuiltinChatTemplate } from "./templates.js";
+export {
+  BUILTIN_CHAT_TEMPLATES,
+  BUILTIN_CHAT_TEMPLATE_NAMES,
+  detectBuiltinTemplate,
+  type BuiltinChatTemplate,
+} from "./templates.js";
 export { RenderPool, sharedRenderPool, type RenderPoolOptions, type RenderJob } from "./renderPool.js";
 
 /** The limits a {@link ChatTemplate} renders under; every field has a default. */
@@ -109,7 +119,10 @@ function contentText(content: ChatMessage["content"]): string {
   if (Array.isArray(content)) {
     return content.map((p) => (p && typeof p === "object" && typeof p.text === "string" ? p.text : "")).join("");
   }
-  throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a string or an array of content parts for a message's content");
+  throw new LlmserveError(
+    "ERR_INVALID_ARGUMENT",
+    "Expected a string or an array of content parts for a message's content",
+  );
 }
 
 function normalizeMessages(messages: readonly ChatMessage[]): Record<string, unknown>[] {
@@ -120,7 +133,11 @@ function normalizeMessages(messages: readonly ChatMessage[]): Record<string, unk
     if (m === null || typeof m !== "object" || typeof m.role !== "string") {
       throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected an object with a string role for messages[${i}]`);
     }
-    const out: Record<string, unknown> = { ...m, role: m.role === "developer" ? "system" : m.role, content: contentText(m.content) };
+    const out: Record<string, unknown> = {
+      ...m,
+      role: m.role === "developer" ? "system" : m.role,
+      content: contentText(m.content),
+    };
     if (Array.isArray(m.tool_calls)) {
       // OpenAI sends arguments as a JSON string; templates expect an object (they apply tojson).
       out.tool_calls = m.tool_calls.map((c: unknown) => {
@@ -179,12 +196,15 @@ export class ChatTemplate {
    *   markers that appear in the text), limits, and the render pool
    */
   constructor(text: string, tokenizer: Tokenizer, meta: ChatTemplateMeta = {}) {
-    if (typeof text !== "string" || text.length === 0) throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a non-empty chat template");
+    if (typeof text !== "string" || text.length === 0)
+      throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a non-empty chat template");
     try {
       // Parsing is linear in the text (no template code runs): it is safe here and reports syntax errors early.
       new Template(text);
     } catch (err) {
-      throw new LlmserveError("ERR_INVALID_ARGUMENT", `The chat template does not parse: ${(err as Error).message}`, { cause: err });
+      throw new LlmserveError("ERR_INVALID_ARGUMENT", `The chat template does not parse: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     this.text = text;
     this.tokenizer = tokenizer;
@@ -208,11 +228,23 @@ export class ChatTemplate {
   }
 
   /** A built-in template by name ("chatml", "llama3", "llama2", "zephyr", "phi3", "gemma"). */
-  static builtin(name: BuiltinChatTemplate, tokenizer: Tokenizer, meta: Omit<ChatTemplateMeta, "source" | "name" | "endMarkers"> = {}): ChatTemplate {
+  static builtin(
+    name: BuiltinChatTemplate,
+    tokenizer: Tokenizer,
+    meta: Omit<ChatTemplateMeta, "source" | "name" | "endMarkers"> = {},
+  ): ChatTemplate {
     if (!isBuiltinChatTemplate(name)) {
-      throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected one of ${BUILTIN_CHAT_TEMPLATE_NAMES.join(", ")} for the chat template name but received ${JSON.stringify(name)}`);
+      throw new LlmserveError(
+        "ERR_INVALID_ARGUMENT",
+        `Expected one of ${BUILTIN_CHAT_TEMPLATE_NAMES.join(", ")} for the chat template name but received ${JSON.stringify(name)}`,
+      );
     }
-    return new ChatTemplate(BUILTIN_CHAT_TEMPLATES[name], tokenizer, { ...meta, source: "builtin", name, endMarkers: BUILTIN_END_MARKERS[name] });
+    return new ChatTemplate(BUILTIN_CHAT_TEMPLATES[name], tokenizer, {
+      ...meta,
+      source: "builtin",
+      name,
+      endMarkers: BUILTIN_END_MARKERS[name],
+    });
   }
 
   /**
@@ -222,7 +254,10 @@ export class ChatTemplate {
    * const chat = await ChatTemplate.fromModel(model);
    * const tokens = await chat.tokenize([{ role: "user", content: "Hi" }]);
    */
-  static async fromModel(model: { path: string; tokenizer: Tokenizer; info?: { contextSize?: number } }, options: ChatTemplateLoadOptions = {}): Promise<ChatTemplate> {
+  static async fromModel(
+    model: { path: string; tokenizer: Tokenizer; info?: { contextSize?: number } },
+    options: ChatTemplateLoadOptions = {},
+  ): Promise<ChatTemplate> {
     let contextSize: number | undefined;
     try {
       contextSize = model.info?.contextSize;
@@ -243,7 +278,9 @@ export class ChatTemplate {
       try {
         return new ChatTemplate(text, model.tokenizer, { ...meta, source: "gguf", name: "gguf" });
       } catch (err) {
-        warn(`${model.path}: its tokenizer.chat_template does not parse (${(err as Error).message}); using the built-in "${name}" chat template.`);
+        warn(
+          `${model.path}: its tokenizer.chat_template does not parse (${(err as Error).message}); using the built-in "${name}" chat template.`,
+        );
         return ChatTemplate.builtin(name, model.tokenizer, meta);
       }
     }
@@ -259,8 +296,10 @@ export class ChatTemplate {
   checkSize(messages: readonly ChatMessage[], limits: Partial<ChatLimits> = {}): void {
     const l = mergeLimits(this.limits, limits);
     if (Array.isArray(messages) && messages.length > l.maxMessages) {
-      throw new LlmserveError("ERR_CONTEXT_OVERFLOW",
-        `The conversation has ${messages.length} messages; at most ${l.maxMessages} are accepted. Send fewer messages (drop or summarize the oldest turns).`);
+      throw new LlmserveError(
+        "ERR_CONTEXT_OVERFLOW",
+        `The conversation has ${messages.length} messages; at most ${l.maxMessages} are accepted. Send fewer messages (drop or summarize the oldest turns).`,
+      );
     }
   }
 
@@ -279,8 +318,10 @@ export class ChatTemplate {
     let chars = 0;
     for (const m of msgs) chars += (m.content as string).length;
     if (chars > limits.maxInputChars) {
-      throw new LlmserveError("ERR_CONTEXT_OVERFLOW",
-        `The messages hold ${chars} characters; at most ${limits.maxInputChars} are accepted, as more cannot fit the model's context (each token stands for at most ${this.tokenizer.maxTokenChars} characters). Shorten the messages.`);
+      throw new LlmserveError(
+        "ERR_CONTEXT_OVERFLOW",
+        `The messages hold ${chars} characters; at most ${limits.maxInputChars} are accepted, as more cannot fit the model's context (each token stands for at most ${this.tokenizer.maxTokenChars} characters). Shorten the messages.`,
+      );
     }
     const base: Record<string, unknown> = {
       bos_token: this.bosText,
@@ -297,8 +338,14 @@ export class ChatTemplate {
       ...options.extra,
     };
     return (this.pool ?? sharedRenderPool()).render({
-      text: this.text, name: this.name, messages: msgs, folded: foldSystem(msgs), base, fallback,
-      maxOutputChars: limits.maxOutputChars, timeoutMs: limits.timeoutMs,
+      text: this.text,
+      name: this.name,
+      messages: msgs,
+      folded: foldSystem(msgs),
+      base,
+      fallback,
+      maxOutputChars: limits.maxOutputChars,
+      timeoutMs: limits.timeoutMs,
     });
   }
 
@@ -308,7 +355,9 @@ export class ChatTemplate {
    * a worker thread ({@link Tokenizer.encodeAsync}).
    */
   async tokenize(messages: readonly ChatMessage[], options: RenderOptions = {}): Promise<number[]> {
-    return this.withBos(await this.tokenizer.encodeAsync(await this.render(messages, options), { addSpecial: false, parseSpecial: true }));
+    return this.withBos(
+      await this.tokenizer.encodeAsync(await this.render(messages, options), { addSpecial: false, parseSpecial: true }),
+    );
   }
 
   /** Tokenizes rendered prompt text (see {@link tokenize}) on the calling thread. */
@@ -326,12 +375,17 @@ export class ChatTemplate {
 /** `base` with the defined fields of `over`, each checked to be a positive number. */
 function mergeLimits(base: ChatLimits, over: Partial<ChatLimits> | undefined): ChatLimits {
   if (over === undefined) return base;
-  if (over === null || typeof over !== "object") throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected an object for limits");
+  if (over === null || typeof over !== "object")
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected an object for limits");
   const out = { ...base };
   for (const k of Object.keys(base) as (keyof ChatLimits)[]) {
     const v = over[k];
     if (v === undefined) continue;
-    if (typeof v !== "number" || !(v > 0)) throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected a positive number for limits.${k} but received ${String(v)}`);
+    if (typeof v !== "number" || !(v > 0))
+      throw new LlmserveError(
+        "ERR_INVALID_ARGUMENT",
+        `Expected a positive number for limits.${k} but received ${String(v)}`,
+      );
     out[k] = v;
   }
   return out;

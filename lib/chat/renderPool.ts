@@ -121,12 +121,14 @@ export class RenderPool {
     const slots = this.slots.splice(0);
     const err = new LlmserveError("ERR_CANCELLED", "The chat-template renderer was closed.");
     for (const p of this.queue.splice(0)) p.reject(err);
-    await Promise.all(slots.map((s) => {
-      clearTimeout(s.timer);
-      s.current?.reject(err);
-      s.current = undefined;
-      return s.worker.terminate();
-    }));
+    await Promise.all(
+      slots.map((s) => {
+        clearTimeout(s.timer);
+        s.current?.reject(err);
+        s.current = undefined;
+        return s.worker.terminate();
+      }),
+    );
   }
 
   private dispatch(): void {
@@ -145,20 +147,36 @@ export class RenderPool {
     slot.worker.ref();
     slot.timer = setTimeout(() => {
       this.retire(slot);
-      p.reject(new LlmserveError("ERR_TEMPLATE_TIMEOUT",
-        `The chat template (${p.job.name}) did not finish rendering within ${p.job.timeoutMs} ms and was stopped. A conversation this long may be too much for it: shorten it; if it is short, the template itself loops too long: serve the model with another chat template (chatTemplate / --chat-template).`));
+      p.reject(
+        new LlmserveError(
+          "ERR_TEMPLATE_TIMEOUT",
+          `The chat template (${p.job.name}) did not finish rendering within ${p.job.timeoutMs} ms and was stopped. A conversation this long may be too much for it: shorten it; if it is short, the template itself loops too long: serve the model with another chat template (chatTemplate / --chat-template).`,
+        ),
+      );
       this.dispatch();
     }, p.job.timeoutMs);
     const { job } = p;
     try {
       slot.worker.postMessage({
-        id: p.id, text: job.text, messages: job.messages, folded: job.folded, base: job.base, fallback: job.fallback, maxOutputChars: job.maxOutputChars,
+        id: p.id,
+        text: job.text,
+        messages: job.messages,
+        folded: job.folded,
+        base: job.base,
+        fallback: job.fallback,
+        maxOutputChars: job.maxOutputChars,
       });
     } catch (err) {
       clearTimeout(slot.timer);
       slot.current = undefined;
       slot.worker.unref();
-      p.reject(new LlmserveError("ERR_INVALID_ARGUMENT", `The chat template's variables cannot be passed to the renderer (they must be plain data): ${(err as Error).message}`, { cause: err }));
+      p.reject(
+        new LlmserveError(
+          "ERR_INVALID_ARGUMENT",
+          `The chat template's variables cannot be passed to the renderer (they must be plain data): ${(err as Error).message}`,
+          { cause: err },
+        ),
+      );
       this.dispatch();
     }
   }
@@ -189,7 +207,13 @@ export class RenderPool {
       worker.unref();
       if (m.text !== undefined) p.resolve(m.text);
       else if (m.tooLarge !== undefined) p.reject(tooLarge(p.job, m.tooLarge));
-      else p.reject(new LlmserveError("ERR_INVALID_ARGUMENT", `The chat template (${p.job.name}) rejected the messages: ${m.error}`));
+      else
+        p.reject(
+          new LlmserveError(
+            "ERR_INVALID_ARGUMENT",
+            `The chat template (${p.job.name}) rejected the messages: ${m.error}`,
+          ),
+        );
       this.dispatch();
     });
     const fail = (err: unknown) => {
@@ -200,10 +224,19 @@ export class RenderPool {
       if (p) {
         const e = err as { code?: string; message?: string };
         if (e?.code === "ERR_WORKER_OUT_OF_MEMORY") p.reject(tooLarge(p.job, -1));
-        else p.reject(new LlmserveError("ERR_INTERNAL", `The chat-template renderer failed: ${e?.message ?? String(err)}`, { cause: err }));
+        else
+          p.reject(
+            new LlmserveError("ERR_INTERNAL", `The chat-template renderer failed: ${e?.message ?? String(err)}`, {
+              cause: err,
+            }),
+          );
       } else if (!slot.ready) {
         // The worker cannot even start: fail what waits rather than respawning forever.
-        const e = new LlmserveError("ERR_INTERNAL", `The chat-template renderer could not start: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+        const e = new LlmserveError(
+          "ERR_INTERNAL",
+          `The chat-template renderer could not start: ${(err as Error)?.message ?? String(err)}`,
+          { cause: err },
+        );
         for (const q of this.queue.splice(0)) q.reject(e);
       }
       this.dispatch();
@@ -223,8 +256,10 @@ export class RenderPool {
 
 function tooLarge(job: RenderJob, chars: number): LlmserveError {
   const size = chars >= 0 ? `${chars} characters` : "more text than the renderer's memory holds";
-  return new LlmserveError("ERR_TEMPLATE_OUTPUT_TOO_LARGE",
-    `The chat template (${job.name}) rendered ${size}, more than the limit of ${job.maxOutputChars} characters (more than the model's context can hold). Shorten the conversation; if it is short, the template itself produces too much text: serve the model with another chat template (chatTemplate / --chat-template).`);
+  return new LlmserveError(
+    "ERR_TEMPLATE_OUTPUT_TOO_LARGE",
+    `The chat template (${job.name}) rendered ${size}, more than the limit of ${job.maxOutputChars} characters (more than the model's context can hold). Shorten the conversation; if it is short, the template itself produces too much text: serve the model with another chat template (chatTemplate / --chat-template).`,
+  );
 }
 
 let shared: RenderPool | undefined;

@@ -65,8 +65,15 @@ export const BUILTIN_CHAT_TEMPLATE_NAMES = Object.keys(BUILTIN_CHAT_TEMPLATES) a
 
 /** End-of-turn markers of well-known templates: generation stops at them (as a token or as text). */
 export const END_OF_TURN_MARKERS = [
-  "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<｜end▁of▁sentence｜>",
-  "<|END_OF_TURN_TOKEN|>", "<|end_of_text|>",
+  "<|im_end|>",
+  "<|eot_id|>",
+  "<|eom_id|>",
+  "<|end|>",
+  "<end_of_turn>",
+  "<|endoftext|>",
+  "<｜end▁of▁sentence｜>",
+  "<|END_OF_TURN_TOKEN|>",
+  "<|end_of_text|>",
 ];
 
 /** The markers each built-in template ends a turn with (besides EOS). */

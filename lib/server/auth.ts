@@ -86,11 +86,18 @@ export class Authorizer {
     if (accepted[0] === undefined) return; // no key configured for this route
     const token = bearer(request);
     if (token === undefined) {
-      throw new ApiError(401, "You didn't provide an API key. Pass it in the Authorization header as 'Bearer YOUR_KEY'.", { type: "invalid_request_error", code: "invalid_api_key" });
+      throw new ApiError(
+        401,
+        "You didn't provide an API key. Pass it in the Authorization header as 'Bearer YOUR_KEY'.",
+        { type: "invalid_request_error", code: "invalid_api_key" },
+      );
     }
     const digest = sha256(token);
     if (!accepted.some((k) => k !== undefined && timingSafeEqual(digest, k))) {
-      throw new ApiError(401, "Incorrect API key provided.", { type: "invalid_request_error", code: "invalid_api_key" });
+      throw new ApiError(401, "Incorrect API key provided.", {
+        type: "invalid_request_error",
+        code: "invalid_api_key",
+      });
     }
   }
 }

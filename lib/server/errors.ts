@@ -25,7 +25,11 @@ export class ApiError extends Error {
   readonly code: string | null;
   /** The parameter at fault, or null. */
   readonly param: string | null;
-  constructor(status: number, message: string, opts: { type?: string; code?: string | null; param?: string | null; cause?: unknown } = {}) {
+  constructor(
+    status: number,
+    message: string,
+    opts: { type?: string; code?: string | null; param?: string | null; cause?: unknown } = {},
+  ) {
     super(message, { cause: opts.cause });
     this.name = "ApiError";
     this.status = status;
@@ -70,7 +74,9 @@ function validationParam(v: NonNullable<FastifyLikeError["validation"]>[number])
  * array...), Ajv lists one error per shape; the one that is not about the type ("must NOT have
  * more than 256 items", "must be >= 0" at prompt[1]) says what is actually wrong. Otherwise the first.
  */
-function mostSpecific(errors: NonNullable<FastifyLikeError["validation"]>): NonNullable<FastifyLikeError["validation"]>[number] {
+function mostSpecific(
+  errors: NonNullable<FastifyLikeError["validation"]>,
+): NonNullable<FastifyLikeError["validation"]>[number] {
   // Stryker disable next-line StringLiteral: any string that is not one of the three keywords behaves the same
   return errors.find((v) => !["type", "anyOf", "oneOf"].includes(v.keyword ?? "")) ?? errors[0];
 }
@@ -84,7 +90,11 @@ export function toApiError(err: unknown): ApiError {
     const v = mostSpecific(e.validation);
     const param = validationParam(v);
     const what = param ?? (e.validationContext === "body" ? "the request body" : "the request");
-    return new ApiError(400, `Invalid value for ${what}: ${v.message ?? message}`, { param, code: "invalid_value", cause: err });
+    return new ApiError(400, `Invalid value for ${what}: ${v.message ?? message}`, {
+      param,
+      code: "invalid_value",
+      cause: err,
+    });
   }
   // Stryker disable next-line ConditionalExpression,StringLiteral: a non-string code, or any other string, matches no case below
   const code = typeof e.code === "string" ? e.code : "";
@@ -114,11 +124,17 @@ export function toApiError(err: unknown): ApiError {
       return new ApiError(503, "The server is shutting down.", { code: "shutting_down", cause: err });
     case "FST_ERR_CTP_EMPTY_JSON_BODY":
     case "FST_ERR_CTP_INVALID_JSON_BODY":
-      return new ApiError(400, `${message} (send a JSON object as the request body)`, { code: "invalid_json", cause: err });
+      return new ApiError(400, `${message} (send a JSON object as the request body)`, {
+        code: "invalid_json",
+        cause: err,
+      });
     case "FST_ERR_CTP_BODY_TOO_LARGE":
       return new ApiError(413, message, { code: "request_too_large", cause: err });
     case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
-      return new ApiError(415, `${message} (send Content-Type: application/json)`, { code: "unsupported_media_type", cause: err });
+      return new ApiError(415, `${message} (send Content-Type: application/json)`, {
+        code: "unsupported_media_type",
+        cause: err,
+      });
   }
   const status = typeof e.statusCode === "number" ? e.statusCode : 500;
   if (status === 400 && err instanceof SyntaxError) {
@@ -142,7 +158,11 @@ export function clientErrorResponse(err: { code?: unknown }): string {
         : [400, "Bad Request", "The request is not valid HTTP/1.1.", "invalid_http"];
   const body = JSON.stringify(new ApiError(status, message, { code }).body());
   return [
-    `HTTP/1.1 ${status} ${reason}`, "Content-Type: application/json; charset=utf-8", `Content-Length: ${Buffer.byteLength(body)}`, "Connection: close",
-    "", body,
+    `HTTP/1.1 ${status} ${reason}`,
+    "Content-Type: application/json; charset=utf-8",
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    "Connection: close",
+    "",
+    body,
   ].join("\r\n");
 }

@@ -10,7 +10,12 @@
 import type { Socket } from "node:net";
 import { basename } from "node:path";
 import { performance } from "node:perf_hooks";
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from "fastify";
+import Fastify, {
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type FastifyServerOptions,
+} from "fastify";
 import { ChatTemplate } from "../chat/index.js";
 import { SERVER_DEFAULTS } from "../defaults.js";
 import { LlmserveError } from "../errors.js";
@@ -119,21 +124,35 @@ function resolveServerOptions(options: ServerOptions): ResolvedServerOptions {
   const int = (name: keyof ServerOptions & keyof typeof D, min = 1) => {
     const v = options[name] ?? D[name];
     if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > INT32_MAX) {
-      throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected an integer in [${min}, ${INT32_MAX}] for ${name} but received ${String(v)}`);
+      throw new LlmserveError(
+        "ERR_INVALID_ARGUMENT",
+        `Expected an integer in [${min}, ${INT32_MAX}] for ${name} but received ${String(v)}`,
+      );
     }
     return v;
   };
   const headersTimeoutMs = int("headersTimeoutMs");
   const requestTimeoutMs = int("requestTimeoutMs");
   if (headersTimeoutMs > requestTimeoutMs) {
-    throw new LlmserveError("ERR_INVALID_ARGUMENT", `headersTimeoutMs (${headersTimeoutMs}) must not exceed requestTimeoutMs (${requestTimeoutMs})`);
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      `headersTimeoutMs (${headersTimeoutMs}) must not exceed requestTimeoutMs (${requestTimeoutMs})`,
+    );
   }
   if (options.maxQueue !== undefined && (!Number.isInteger(options.maxQueue) || options.maxQueue < 0)) {
-    throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected a non-negative integer for maxQueue but received ${options.maxQueue}`);
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      `Expected a non-negative integer for maxQueue but received ${options.maxQueue}`,
+    );
   }
   return {
-    headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs: int("keepAliveTimeoutMs"), maxConnections: int("maxConnections"),
-    streamWriteTimeoutMs: int("streamWriteTimeoutMs"), bodyLimit: options.bodyLimit ?? D.bodyLimit, maxQueue: options.maxQueue,
+    headersTimeoutMs,
+    requestTimeoutMs,
+    keepAliveTimeoutMs: int("keepAliveTimeoutMs"),
+    maxConnections: int("maxConnections"),
+    streamWriteTimeoutMs: int("streamWriteTimeoutMs"),
+    bodyLimit: options.bodyLimit ?? D.bodyLimit,
+    maxQueue: options.maxQueue,
   };
 }
 
@@ -167,10 +186,18 @@ function admission(maxSequences: number, maxQueue: number | undefined): Endpoint
   return (sequences) => {
     if (maxQueue !== undefined && sequences > maxSequences + maxQueue) {
       // Could never be admitted, however idle the server: not a "retry later".
-      throw new ApiError(400, `This request needs ${sequences} sequences (prompts x n); this server admits at most ${maxSequences + maxQueue} at once. Send fewer prompts or a smaller n.`, { code: "invalid_value", param: "n" });
+      throw new ApiError(
+        400,
+        `This request needs ${sequences} sequences (prompts x n); this server admits at most ${maxSequences + maxQueue} at once. Send fewer prompts or a smaller n.`,
+        { code: "invalid_value", param: "n" },
+      );
     }
     if (maxQueue !== undefined && active + sequences > maxSequences + maxQueue) {
-      throw new ApiError(429, `The server is busy (${active} sequences running or queued, at most ${maxSequences + maxQueue}); retry later.`, { code: "queue_full" });
+      throw new ApiError(
+        429,
+        `The server is busy (${active} sequences running or queued, at most ${maxSequences + maxQueue}); retry later.`,
+        { code: "queue_full" },
+      );
     }
     active += sequences;
     let released = false;
@@ -189,7 +216,10 @@ class Lifecycle {
   private idleWaiters: (() => void)[] = [];
   private shutdownPromise?: Promise<void>;
 
-  constructor(private readonly app: FastifyInstance, private readonly model: Model) {}
+  constructor(
+    private readonly app: FastifyInstance,
+    private readonly model: Model,
+  ) {}
 
   /** Wraps a route handler so the request counts as in flight until it returns. */
   track<A extends unknown[], R>(f: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
@@ -245,7 +275,13 @@ class Lifecycle {
  * client opened without sending a request yet), per-request accounting (also for hijacked
  * streaming replies), auth on the matched route, and the error and not-found handlers.
  */
-function registerHooks(app: FastifyInstance, auth: Authorizer, metrics: ServerMetrics, life: Lifecycle, maxConnections: number): void {
+function registerHooks(
+  app: FastifyInstance,
+  auth: Authorizer,
+  metrics: ServerMetrics,
+  life: Lifecycle,
+  maxConnections: number,
+): void {
   app.server.maxConnections = maxConnections;
   app.server.on("drop", () => metrics.droppedConnections.inc());
   const sockets = new Map<Socket, number>(); // connection -> requests in flight on it
@@ -284,7 +320,9 @@ function registerHooks(app: FastifyInstance, auth: Authorizer, metrics: ServerMe
     void reply.status(e.status).send(e.body());
   });
   app.setNotFoundHandler((request, reply) => {
-    const e = new ApiError(404, `Unknown route ${request.method} ${request.url.split("?")[0]}.`, { code: "unknown_url" });
+    const e = new ApiError(404, `Unknown route ${request.method} ${request.url.split("?")[0]}.`, {
+      code: "unknown_url",
+    });
     void reply.status(404).send(e.body());
   });
 }
@@ -297,12 +335,20 @@ function registerRoutes(app: FastifyInstance, ctx: EndpointContext, auth: Author
   app.post("/v1/completions", { schema: { body: completionSchema } }, generation("completion"));
   app.post("/v1/chat/completions", { schema: { body: chatSchema } }, generation("chat"));
 
-  const modelObject = () => ({ id: modelName, object: "model", created: Math.floor(Date.now() / 1000), owned_by: "llmserve" });
+  const modelObject = () => ({
+    id: modelName,
+    object: "model",
+    created: Math.floor(Date.now() / 1000),
+    owned_by: "llmserve",
+  });
   // Every route below is "api" (key required) unless its config says otherwise.
   app.get("/v1/models", async () => ({ object: "list", data: [modelObject()] }));
   app.get<{ Params: { id: string } }>("/v1/models/:id", async (request) => {
     if (request.params.id !== modelName) {
-      throw new ApiError(404, `The model \`${request.params.id}\` does not exist.`, { code: "model_not_found", param: "model" });
+      throw new ApiError(404, `The model \`${request.params.id}\` does not exist.`, {
+        code: "model_not_found",
+        param: "model",
+      });
     }
     return modelObject();
   });
@@ -342,7 +388,9 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
 
   const life = new Lifecycle(app, model);
   const ctx: EndpointContext = {
-    model, modelName, metrics,
+    model,
+    modelName,
+    metrics,
     chatTemplate: () => templatePromise,
     closing: () => life.closing,
     streamWriteTimeoutMs: o.streamWriteTimeoutMs,
@@ -353,7 +401,9 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
     },
   };
   const state: LlmserveServerState = {
-    model, modelName, metrics,
+    model,
+    modelName,
+    metrics,
     get inFlight() {
       return life.inFlight;
     },

@@ -11,7 +11,17 @@ import { resolveOptions } from "../generate.js";
 import type { ServerMetrics } from "../metrics.js";
 import type { Model } from "../model.js";
 import { ApiError } from "./errors.js";
-import { checkModelName, maxTokensFor, preparePrompts, requestOptions, seedFor, type GenerationBody, type Kind, type Prompts, type RequestOptions } from "./request.js";
+import {
+  checkModelName,
+  maxTokensFor,
+  preparePrompts,
+  requestOptions,
+  seedFor,
+  type GenerationBody,
+  type Kind,
+  type Prompts,
+  type RequestOptions,
+} from "./request.js";
 import { drain, respondJson, respondStream, responseIdentity, type Choice, type ResponseContext } from "./response.js";
 
 export { finishReasonOf, type ApiFinishReason } from "./response.js";
@@ -48,7 +58,12 @@ interface Admission {
  * Admits the request's sequences (or throws 429 / 400) and ties its cancellation to the client's
  * connection and to server shutdown.
  */
-function admitRequest(ctx: EndpointContext, sequences: number, request: FastifyRequest, reply: FastifyReply): Admission {
+function admitRequest(
+  ctx: EndpointContext,
+  sequences: number,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): Admission {
   const releaseSlots = ctx.admit(sequences);
   const ac = new AbortController();
   const untrack = ctx.track(ac);
@@ -75,7 +90,13 @@ function admitRequest(ctx: EndpointContext, sequences: number, request: FastifyR
  * Submits one engine request per prompt x n, all before anything is written, so a full queue or an
  * overlong prompt is answered with a status. On failure the ones already submitted are cancelled.
  */
-async function submitChoices(ctx: EndpointContext, kind: Kind, p: Prompts, o: RequestOptions, ac: AbortController): Promise<Choice[]> {
+async function submitChoices(
+  ctx: EndpointContext,
+  kind: Kind,
+  p: Prompts,
+  o: RequestOptions,
+  ac: AbortController,
+): Promise<Choice[]> {
   const model = ctx.model;
   const contextSize = model.info.contextSize;
   const choices: Choice[] = [];
@@ -84,8 +105,20 @@ async function submitChoices(ctx: EndpointContext, kind: Kind, p: Prompts, o: Re
       const maxTokens = maxTokensFor(kind, o.requested, contextSize - p.prompts[pi].length);
       for (let j = 0; j < o.n; j++) {
         const stopAtEos = !o.ignoreEos;
-        const opts = resolveOptions({ ...o.base, maxTokens, stop: o.stop, logprobs: o.logprobs, seed: seedFor(o.seed, j), signal: ac.signal, stopAtEos }, model.tokenizer.eogTokens);
-        if (stopAtEos && p.extraStopTokens.length > 0) opts.params.stopTokens = [...new Set([...opts.params.stopTokens, ...p.extraStopTokens])];
+        const opts = resolveOptions(
+          {
+            ...o.base,
+            maxTokens,
+            stop: o.stop,
+            logprobs: o.logprobs,
+            seed: seedFor(o.seed, j),
+            signal: ac.signal,
+            stopAtEos,
+          },
+          model.tokenizer.eogTokens,
+        );
+        if (stopAtEos && p.extraStopTokens.length > 0)
+          opts.params.stopTokens = [...new Set([...opts.params.stopTokens, ...p.extraStopTokens])];
         choices.push({ index: pi * o.n + j, promptIndex: pi, gen: model.start(p.prompts[pi], opts) });
       }
     }
@@ -101,7 +134,12 @@ async function submitChoices(ctx: EndpointContext, kind: Kind, p: Prompts, o: Re
  * Runs one request of either kind: map it, admit it, submit every choice, then answer with one JSON
  * body or a stream.
  */
-export async function handleGeneration(ctx: EndpointContext, kind: Kind, request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+export async function handleGeneration(
+  ctx: EndpointContext,
+  kind: Kind,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): Promise<unknown> {
   const t0 = performance.now();
   if (ctx.closing()) throw new ApiError(503, "The server is shutting down.", { code: "shutting_down" });
   const body = request.body as GenerationBody;
@@ -120,9 +158,18 @@ export async function handleGeneration(ctx: EndpointContext, kind: Kind, request
 
   ctx.metrics.inFlight.inc();
   const r: ResponseContext = {
-    kind, ...responseIdentity(kind), modelName: ctx.modelName, metrics: ctx.metrics, tokenizer: ctx.model.tokenizer, t0, n: o.n,
-    logprobs: o.logprobs, echo: prompts.echo, promptTokens: prompts.prompts.reduce((a, p) => a + p.length, 0),
-    includeUsage: o.includeUsage, streamWriteTimeoutMs: ctx.streamWriteTimeoutMs,
+    kind,
+    ...responseIdentity(kind),
+    modelName: ctx.modelName,
+    metrics: ctx.metrics,
+    tokenizer: ctx.model.tokenizer,
+    t0,
+    n: o.n,
+    logprobs: o.logprobs,
+    echo: prompts.echo,
+    promptTokens: prompts.prompts.reduce((a, p) => a + p.length, 0),
+    includeUsage: o.includeUsage,
+    streamWriteTimeoutMs: ctx.streamWriteTimeoutMs,
   };
   try {
     if (!o.stream) {

@@ -30,9 +30,15 @@ export interface MappingContext {
 /** A 404 unless `name` is unset or the served model's name. */
 export function checkModelName(modelName: string, name: string | null | undefined): void {
   if (name !== undefined && name !== null && name !== modelName) {
-    throw new ApiError(404, `The model \`${name}\` does not exist. This server serves \`${modelName}\` (see GET /v1/models).`, {
-      type: "invalid_request_error", code: "model_not_found", param: "model",
-    });
+    throw new ApiError(
+      404,
+      `The model \`${name}\` does not exist. This server serves \`${modelName}\` (see GET /v1/models).`,
+      {
+        type: "invalid_request_error",
+        code: "model_not_found",
+        param: "model",
+      },
+    );
   }
 }
 
@@ -67,9 +73,14 @@ export function samplingOptions(body: SamplingBody): GenerateOptions {
 function contextError(model: Model, kind: Kind, n: number): ApiError {
   const size = model.info.contextSize;
   const what = kind === "chat" ? "messages" : "prompt";
-  return new ApiError(400, `This model's maximum context length is ${size} tokens. However, your ${what} resulted in ${n} tokens (and at least one must be generated). Please reduce the length of the ${what}.`, {
-    code: "context_length_exceeded", param: what,
-  });
+  return new ApiError(
+    400,
+    `This model's maximum context length is ${size} tokens. However, your ${what} resulted in ${n} tokens (and at least one must be generated). Please reduce the length of the ${what}.`,
+    {
+      code: "context_length_exceeded",
+      param: what,
+    },
+  );
 }
 
 /**
@@ -88,19 +99,31 @@ async function completionPrompts(model: Model, prompt: CompletionBody["prompt"])
   };
   const tokenizer = model.tokenizer;
   const maxChars = contextSize * tokenizer.maxTokenChars;
-  const strings = typeof prompt === "string" ? [prompt] : prompt.every((p) => typeof p === "string") ? (prompt as string[]) : undefined;
+  const strings =
+    typeof prompt === "string"
+      ? [prompt]
+      : prompt.every((p) => typeof p === "string")
+        ? (prompt as string[])
+        : undefined;
   if (strings) {
     let total = 0;
     for (const s of strings) {
       if (s.length > maxChars) {
-        throw new ApiError(400, `This model's maximum context length is ${contextSize} tokens, and a prompt of ${s.length} characters cannot fit it (at most ${maxChars}: a token stands for at most ${tokenizer.maxTokenChars} characters). Please reduce the length of the prompt.`, {
-          code: "context_length_exceeded", param: "prompt",
-        });
+        throw new ApiError(
+          400,
+          `This model's maximum context length is ${contextSize} tokens, and a prompt of ${s.length} characters cannot fit it (at most ${maxChars}: a token stands for at most ${tokenizer.maxTokenChars} characters). Please reduce the length of the prompt.`,
+          {
+            code: "context_length_exceeded",
+            param: "prompt",
+          },
+        );
       }
       total += s.length;
     }
     const offThread = total >= OFFTHREAD_MIN_CHARS;
-    return Promise.all(strings.map((s) => tokenizer.encodeAsync(s, { addSpecial: true, parseSpecial: true, offThread })));
+    return Promise.all(
+      strings.map((s) => tokenizer.encodeAsync(s, { addSpecial: true, parseSpecial: true, offThread })),
+    );
   }
   const ids = prompt as number[] | number[][];
   if (ids.every((p) => typeof p === "number")) return [checkIds(ids as number[])];
@@ -135,12 +158,23 @@ export async function preparePrompts(ctx: MappingContext, kind: Kind, body: Gene
     prompts = await completionPrompts(model, body.prompt);
   }
   // echo (completions): the prompt text comes first (no prompt logprobs).
-  const echo = kind === "completion" && body.echo === true
-    ? prompts.map((p, i) => (typeof body.prompt === "string" ? body.prompt : Array.isArray(body.prompt) && typeof body.prompt[i] === "string" ? (body.prompt[i] as string) : model.detokenize(p)))
-    : undefined;
+  const echo =
+    kind === "completion" && body.echo === true
+      ? prompts.map((p, i) =>
+          typeof body.prompt === "string"
+            ? body.prompt
+            : Array.isArray(body.prompt) && typeof body.prompt[i] === "string"
+              ? (body.prompt[i] as string)
+              : model.detokenize(p),
+        )
+      : undefined;
   const contextSize = model.info.contextSize;
   for (const p of prompts) {
-    if (p.length === 0) throw new ApiError(400, "The prompt is empty (it has no tokens).", { param: kind === "chat" ? "messages" : "prompt", code: "invalid_value" });
+    if (p.length === 0)
+      throw new ApiError(400, "The prompt is empty (it has no tokens).", {
+        param: kind === "chat" ? "messages" : "prompt",
+        code: "invalid_value",
+      });
     if (p.length >= contextSize) throw contextError(model, kind, p.length);
   }
   return { prompts, extraStops, extraStopTokens, echo };

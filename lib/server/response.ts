@@ -65,7 +65,10 @@ export interface ResponseContext {
 
 /** The response id and creation time (seconds), fixed when the engine requests were submitted. */
 export function responseIdentity(kind: Kind): { id: string; created: number } {
-  return { id: `${kind === "chat" ? "chatcmpl" : "cmpl"}-${randomUUID().replaceAll("-", "")}`, created: Math.floor(Date.now() / 1000) };
+  return {
+    id: `${kind === "chat" ? "chatcmpl" : "cmpl"}-${randomUUID().replaceAll("-", "")}`,
+    created: Math.floor(Date.now() / 1000),
+  };
 }
 
 /** The envelope fields every body and chunk carries. */
@@ -76,8 +79,14 @@ function envelopeOf(r: ResponseContext) {
 function chatLogprobs(tokenizer: Tokenizer, lps: TokenLogprob[]) {
   return {
     content: lps.map((l) => ({
-      token: l.text, logprob: l.logprob, bytes: Array.from(tokenizer.tokenBytes(l.token)),
-      top_logprobs: l.top.map((t) => ({ token: t.text, logprob: t.logprob, bytes: Array.from(tokenizer.tokenBytes(t.token)) })),
+      token: l.text,
+      logprob: l.logprob,
+      bytes: Array.from(tokenizer.tokenBytes(l.token)),
+      top_logprobs: l.top.map((t) => ({
+        token: t.text,
+        logprob: t.logprob,
+        bytes: Array.from(tokenizer.tokenBytes(t.token)),
+      })),
     })),
   };
 }
@@ -110,7 +119,9 @@ async function runChoice(
     if (c.tokens.length > 0) {
       const t = performance.now();
       if (last < 0) r.metrics.timeToFirstToken.observe((t - r.t0) / 1000);
-      else for (let k = 0; k < c.tokens.length; k++) r.metrics.interTokenLatency.observe((t - last) / 1000 / c.tokens.length);
+      else
+        for (let k = 0; k < c.tokens.length; k++)
+          r.metrics.interTokenLatency.observe((t - last) / 1000 / c.tokens.length);
       last = t;
       out.completionTokens += c.tokens.length;
     }
@@ -149,42 +160,96 @@ export async function respondJson(r: ResponseContext, choices: Choice[]) {
   const echoOf = (x: ChoiceResult) => r.echo?.[Math.floor(x.index / r.n)];
   const body = results.map((x) =>
     r.kind === "chat"
-      ? { index: x.index, message: { role: "assistant", content: x.text, refusal: null }, logprobs: r.logprobs === undefined ? null : chatLogprobs(r.tokenizer, x.logprobs), finish_reason: x.finishReason }
+      ? {
+          index: x.index,
+          message: { role: "assistant", content: x.text, refusal: null },
+          logprobs: r.logprobs === undefined ? null : chatLogprobs(r.tokenizer, x.logprobs),
+          finish_reason: x.finishReason,
+        }
       : {
-        index: x.index, text: (echoOf(x) ?? "") + x.text,
-        logprobs: r.logprobs === undefined ? null : completionLogprobs(x.logprobs, echoOf(x)?.length ?? 0), finish_reason: x.finishReason,
-      },
+          index: x.index,
+          text: (echoOf(x) ?? "") + x.text,
+          logprobs: r.logprobs === undefined ? null : completionLogprobs(x.logprobs, echoOf(x)?.length ?? 0),
+          finish_reason: x.finishReason,
+        },
   );
   const e = envelopeOf(r);
-  return { id: e.id, object: r.kind === "chat" ? "chat.completion" : "text_completion", created: e.created, model: e.model, system_fingerprint: e.system_fingerprint, choices: body, usage };
+  return {
+    id: e.id,
+    object: r.kind === "chat" ? "chat.completion" : "text_completion",
+    created: e.created,
+    model: e.model,
+    system_fingerprint: e.system_fingerprint,
+    choices: body,
+    usage,
+  };
 }
 
 /**
  * Streams the response as Server-Sent Events (the reply is hijacked: fastify no longer writes it).
  * A failure mid-stream cancels the other choices (`abort`) and ends the stream with an error event.
  */
-export async function respondStream(r: ResponseContext, choices: Choice[], request: FastifyRequest, reply: FastifyReply, abort: () => void): Promise<void> {
+export async function respondStream(
+  r: ResponseContext,
+  choices: Choice[],
+  request: FastifyRequest,
+  reply: FastifyReply,
+  abort: () => void,
+): Promise<void> {
   reply.hijack();
   const sse = new SseStream(reply.raw, r.streamWriteTimeoutMs, () => r.metrics.streamWriteTimeouts.inc());
   sse.open();
   const { id, created, model, system_fingerprint } = envelopeOf(r);
   const object = r.kind === "chat" ? "chat.completion.chunk" : "text_completion";
-  const envelope = (c: unknown[]) => ({ id, object, created, model, system_fingerprint, choices: c, ...(r.includeUsage ? { usage: null } : {}) });
+  const envelope = (c: unknown[]) => ({
+    id,
+    object,
+    created,
+    model,
+    system_fingerprint,
+    choices: c,
+    ...(r.includeUsage ? { usage: null } : {}),
+  });
   const delta = (g: Choice, c: Chunk, offset: number) =>
     r.kind === "chat"
-      ? { index: g.index, delta: { content: c.text }, logprobs: c.logprobs && r.logprobs !== undefined ? chatLogprobs(r.tokenizer, c.logprobs) : null, finish_reason: null }
+      ? {
+          index: g.index,
+          delta: { content: c.text },
+          logprobs: c.logprobs && r.logprobs !== undefined ? chatLogprobs(r.tokenizer, c.logprobs) : null,
+          finish_reason: null,
+        }
       : {
-        index: g.index, text: c.text, finish_reason: null,
-        logprobs: c.logprobs && r.logprobs !== undefined ? completionLogprobs(c.logprobs, offset + (r.echo?.[g.promptIndex].length ?? 0)) : null,
-      };
+          index: g.index,
+          text: c.text,
+          finish_reason: null,
+          logprobs:
+            c.logprobs && r.logprobs !== undefined
+              ? completionLogprobs(c.logprobs, offset + (r.echo?.[g.promptIndex].length ?? 0))
+              : null,
+        };
   const finish = (g: Choice, reason: ApiFinishReason) =>
-    r.kind === "chat" ? { index: g.index, delta: {}, logprobs: null, finish_reason: reason } : { index: g.index, text: "", logprobs: null, finish_reason: reason };
+    r.kind === "chat"
+      ? { index: g.index, delta: {}, logprobs: null, finish_reason: reason }
+      : { index: g.index, text: "", logprobs: null, finish_reason: reason };
   try {
     if (r.kind === "chat") {
-      await sse.send(envelope(choices.map((g) => ({ index: g.index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }))));
+      await sse.send(
+        envelope(
+          choices.map((g) => ({
+            index: g.index,
+            delta: { role: "assistant", content: "" },
+            logprobs: null,
+            finish_reason: null,
+          })),
+        ),
+      );
     } else if (r.echo) {
       const echo = r.echo;
-      await sse.send(envelope(choices.map((g) => ({ index: g.index, text: echo[g.promptIndex], logprobs: null, finish_reason: null }))));
+      await sse.send(
+        envelope(
+          choices.map((g) => ({ index: g.index, text: echo[g.promptIndex], logprobs: null, finish_reason: null })),
+        ),
+      );
     }
     const results = await Promise.all(
       choices.map(async (g) => {

@@ -85,8 +85,16 @@ const sampling = {
   top_p: nullable({ type: "number", minimum: 0, maximum: 1 }),
   top_k: nullable({ type: "integer", minimum: -1, maximum: GENERATE_LIMITS.topK.max }),
   min_p: nullable({ type: "number", minimum: 0, maximum: 1 }),
-  presence_penalty: nullable({ type: "number", minimum: GENERATE_LIMITS.presencePenalty.min, maximum: GENERATE_LIMITS.presencePenalty.max }),
-  frequency_penalty: nullable({ type: "number", minimum: GENERATE_LIMITS.frequencyPenalty.min, maximum: GENERATE_LIMITS.frequencyPenalty.max }),
+  presence_penalty: nullable({
+    type: "number",
+    minimum: GENERATE_LIMITS.presencePenalty.min,
+    maximum: GENERATE_LIMITS.presencePenalty.max,
+  }),
+  frequency_penalty: nullable({
+    type: "number",
+    minimum: GENERATE_LIMITS.frequencyPenalty.min,
+    maximum: GENERATE_LIMITS.frequencyPenalty.max,
+  }),
   repetition_penalty: nullable({ type: "number", exclusiveMinimum: 0, maximum: 10 }),
   seed: nullable({ type: "integer", minimum: -L.seed, maximum: L.seed }),
   stop: {
@@ -115,7 +123,12 @@ export const completionSchema = {
         { type: "string", maxLength: L.textLength },
         { type: "array", minItems: 1, maxItems: L.prompts, items: { type: "string", maxLength: L.textLength } },
         { type: "array", minItems: 1, maxItems: LOAD_LIMITS.contextSize.max, items: tokenId },
-        { type: "array", minItems: 1, maxItems: L.prompts, items: { type: "array", minItems: 1, maxItems: LOAD_LIMITS.contextSize.max, items: tokenId } },
+        {
+          type: "array",
+          minItems: 1,
+          maxItems: L.prompts,
+          items: { type: "array", minItems: 1, maxItems: LOAD_LIMITS.contextSize.max, items: tokenId },
+        },
       ],
     },
     logprobs: nullable({ type: "integer", minimum: 0, maximum: L.logprobs }),
@@ -144,7 +157,11 @@ export const chatSchema = {
         properties: {
           role: { type: "string", enum: ["system", "developer", "user", "assistant", "tool", "function"] },
           content: {
-            anyOf: [{ type: "string", maxLength: L.textLength }, { type: "array", maxItems: L.contentParts, items: contentPart }, { type: "null" }],
+            anyOf: [
+              { type: "string", maxLength: L.textLength },
+              { type: "array", maxItems: L.contentParts, items: contentPart },
+              { type: "null" },
+            ],
           },
           name: nullable(name),
           tool_calls: nullable({ type: "array", maxItems: L.tools }),

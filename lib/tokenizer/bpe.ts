@@ -55,7 +55,9 @@ export class BpeTokenizer {
     const start = new Int32Array(n);
     const len = new Int32Array(n).fill(1);
     for (let i = 0; i < n; i++) start[i] = i;
-    const next = mergeSymbols(len, n, (left, right) => mergeRanks.get(`${word.substr(start[left], len[left])} ${word.substr(start[right], len[right])}`));
+    const next = mergeSymbols(len, n, (left, right) =>
+      mergeRanks.get(`${word.substr(start[left], len[left])} ${word.substr(start[right], len[right])}`),
+    );
     for (let i = 0; i !== -1; i = next[i]) this.emit(word.substr(start[i], len[i]), out);
     return out;
   }

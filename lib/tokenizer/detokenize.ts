@@ -149,7 +149,11 @@ export class TokenDecoder {
 /** llama.cpp's clean_spaces passes (llama_vocab::impl::detokenize), on UTF-8 bytes. */
 function cleanSpaces(input: Uint8Array): Uint8Array {
   const t = input.slice();
-  const Q = 0x3f, EX = 0x21, DOT = 0x2e, COMMA = 0x2c, AP = 0x27;
+  const Q = 0x3f,
+    EX = 0x21,
+    DOT = 0x2e,
+    COMMA = 0x2c,
+    AP = 0x27;
   // pass 1: " ?", " !", " .", " ," lose the space
   let n = t.length;
   let total = n ? 1 : 0;

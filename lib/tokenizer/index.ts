@@ -87,7 +87,10 @@ export class Tokenizer {
    */
   static fromMetadata(md: Record<string, GgufMetaValue>): Tokenizer {
     if (md === null || typeof md !== "object") {
-      throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected a GGUF metadata object but received ${md === null ? "null" : typeof md}`);
+      throw new LlmserveError(
+        "ERR_INVALID_ARGUMENT",
+        `Expected a GGUF metadata object but received ${md === null ? "null" : typeof md}`,
+      );
     }
     return new Tokenizer(new Vocab(md), async () => md);
   }
@@ -149,14 +152,21 @@ export class Tokenizer {
    */
   encode(text: string, opts: EncodeOptions = {}): number[] {
     if (typeof text !== "string") {
-      throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected a string for text but received ${text === null ? "null" : typeof text}`);
+      throw new LlmserveError(
+        "ERR_INVALID_ARGUMENT",
+        `Expected a string for text but received ${text === null ? "null" : typeof text}`,
+      );
     }
     const addSpecial = opts.addSpecial ?? true;
     const parseSpecial = opts.parseSpecial ?? false;
     const v = this.vocab;
     const out: number[] = [];
     if (addSpecial && v.addBos) {
-      if (v.bos === undefined) throw new LlmserveError("ERR_TOKENIZER", "the vocabulary asks for a BOS token but defines none (tokenizer.ggml.bos_token_id)");
+      if (v.bos === undefined)
+        throw new LlmserveError(
+          "ERR_TOKENIZER",
+          "the vocabulary asks for a BOS token but defines none (tokenizer.ggml.bos_token_id)",
+        );
       out.push(v.bos);
     }
     const pieces = v.partition(toWellFormed(text), parseSpecial);
@@ -179,7 +189,11 @@ export class Tokenizer {
       }
     }
     if (addSpecial && v.addEos) {
-      if (v.eos === undefined) throw new LlmserveError("ERR_TOKENIZER", "the vocabulary asks for an EOS token but defines none (tokenizer.ggml.eos_token_id)");
+      if (v.eos === undefined)
+        throw new LlmserveError(
+          "ERR_TOKENIZER",
+          "the vocabulary asks for an EOS token but defines none (tokenizer.ggml.eos_token_id)",
+        );
       out.push(v.eos);
     }
     return out;
@@ -190,11 +204,15 @@ export class Tokenizer {
    * characters are encoded on a worker thread of this tokenizer (started on first use; it never
    * keeps the process alive while idle); shorter ones at once. The ids are the same.
    */
-  async encodeAsync(text: string, opts: EncodeOptions & {
-    /** Encode on the worker thread whatever the length (for many short texts that are long together). */
-    offThread?: boolean;
-  } = {}): Promise<number[]> {
-    if (typeof text !== "string" || (text.length < OFFTHREAD_MIN_CHARS && opts.offThread !== true)) return this.encode(text, opts);
+  async encodeAsync(
+    text: string,
+    opts: EncodeOptions & {
+      /** Encode on the worker thread whatever the length (for many short texts that are long together). */
+      offThread?: boolean;
+    } = {},
+  ): Promise<number[]> {
+    if (typeof text !== "string" || (text.length < OFFTHREAD_MIN_CHARS && opts.offThread !== true))
+      return this.encode(text, opts);
     return this.thread.encode(text, opts);
   }
 

@@ -11,7 +11,11 @@ import { CandidateHeap } from "./heap.js";
  * pair cannot merge. On return `len[i]` is the merged length of symbol i (0 when it was merged into
  * its left neighbour); returns `next`: walk the surviving symbols from 0 through next[i] until -1.
  */
-export function mergeSymbols(len: Int32Array, n: number, key: (left: number, right: number) => number | undefined): Int32Array {
+export function mergeSymbols(
+  len: Int32Array,
+  n: number,
+  key: (left: number, right: number) => number | undefined,
+): Int32Array {
   const prev = new Int32Array(n);
   const next = new Int32Array(n);
   for (let i = 0; i < n; i++) {

@@ -58,14 +58,20 @@ const DEEPSEEK3: PreTokenizer = {
   cleanSpaces: false,
 };
 
-const noClean = (p: PreTokenizer, extra: Partial<PreTokenizer> = {}): PreTokenizer => ({ ...p, cleanSpaces: false, ...extra });
+const noClean = (p: PreTokenizer, extra: Partial<PreTokenizer> = {}): PreTokenizer => ({
+  ...p,
+  cleanSpaces: false,
+  ...extra,
+});
 
 /** `tokenizer.ggml.pre` value -> pre-tokenizer (the names llama.cpp accepts for BPE vocabularies). */
 const TABLE: Record<string, PreTokenizer> = {
   default: DEFAULT,
   // Llama 3 family
   ...Object.fromEntries(
-    ["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano"].map((n) => [n, LLAMA3]),
+    ["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano"].map(
+      (n) => [n, LLAMA3],
+    ),
   ),
   dbrx: { type: "dbrx", regexes: [RE_LLAMA3] },
   "smaug-bpe": { type: "smaug", regexes: [RE_LLAMA3] },
@@ -119,8 +125,23 @@ const TABLE: Record<string, PreTokenizer> = {
   // GPT-2 family
   ...Object.fromEntries(
     [
-      "gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de", "a.x-4.0", "mellum",
-      "modern-bert", "jina-v1-en", "jina-v2-code", "roberta-bpe", "mpt", "olmo", "jais", "exaone4",
+      "gpt-2",
+      "phi-2",
+      "jina-es",
+      "jina-de",
+      "gigachat",
+      "jina-v2-es",
+      "jina-v2-de",
+      "a.x-4.0",
+      "mellum",
+      "modern-bert",
+      "jina-v1-en",
+      "jina-v2-code",
+      "roberta-bpe",
+      "mpt",
+      "olmo",
+      "jais",
+      "exaone4",
     ].map((n) => [n, GPT2]),
   ),
   trillion: noClean(GPT2, { type: "trillion" }),
@@ -191,7 +212,9 @@ const TABLE: Record<string, PreTokenizer> = {
   ),
   "seed-coder": {
     type: "seed-coder",
-    regexes: [`${CONTRACTIONS}|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1}| ?[^\\s\\p{L}\\p{N}\\r\\n]+|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+`],
+    regexes: [
+      `${CONTRACTIONS}|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1}| ?[^\\s\\p{L}\\p{N}\\r\\n]+|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+`,
+    ],
     cleanSpaces: false,
   },
   "grok-2": { type: "grok-2", regexes: [RE_QWEN2], cleanSpaces: false },
@@ -204,7 +227,10 @@ const TABLE: Record<string, PreTokenizer> = {
   },
   minicpm5: {
     type: "minicpm5",
-    regexes: ["\\p{N}{1,3}", `${CONTRACTIONS}|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}+| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+`],
+    regexes: [
+      "\\p{N}{1,3}",
+      `${CONTRACTIONS}|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}+| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+`,
+    ],
     ignoreMerges: true,
   },
 };
@@ -214,7 +240,14 @@ const TABLE: Record<string, PreTokenizer> = {
  * (or that are not byte-level BPE). Naming them gives a specific error instead of "unknown".
  */
 const KNOWN_UNSUPPORTED = new Set([
-  "kimi-k2", "afmoe", "tiny_aya", "cohere2moe", "gemma4", "granite-embed-multi-311m", "sarvam-moe", "whitespace",
+  "kimi-k2",
+  "afmoe",
+  "tiny_aya",
+  "cohere2moe",
+  "gemma4",
+  "granite-embed-multi-311m",
+  "sarvam-moe",
+  "whitespace",
 ]);
 
 /** The names accepted for `tokenizer.ggml.pre` (for error messages and tests). */
@@ -226,7 +259,9 @@ export function findPreTokenizer(name: string | undefined): PreTokenizer | { err
   const p = Object.hasOwn(TABLE, key) ? TABLE[key] : undefined;
   if (p) return p;
   if (KNOWN_UNSUPPORTED.has(key)) {
-    return { error: `the BPE pre-tokenizer '${key}' (tokenizer.ggml.pre) needs custom splitting code that llmserve does not implement yet` };
+    return {
+      error: `the BPE pre-tokenizer '${key}' (tokenizer.ggml.pre) needs custom splitting code that llmserve does not implement yet`,
+    };
   }
   return {
     error: `unknown BPE pre-tokenizer '${key}' (tokenizer.ggml.pre); supported: ${SUPPORTED_PRE_TOKENIZERS.join(", ")}`,

@@ -69,7 +69,14 @@ export class TokenizerThread {
           worker.off("message", onMessage);
           resolve();
         };
-        const onError = (err: unknown) => reject(new LlmserveError("ERR_INTERNAL", `The tokenizer's worker thread could not start: ${(err as Error)?.message ?? String(err)}`, { cause: err }));
+        const onError = (err: unknown) =>
+          reject(
+            new LlmserveError(
+              "ERR_INTERNAL",
+              `The tokenizer's worker thread could not start: ${(err as Error)?.message ?? String(err)}`,
+              { cause: err },
+            ),
+          );
         worker.on("message", onMessage);
         worker.once("error", onError);
         worker.ref(); // alive until it is ready (an await on it must not let the process exit)
@@ -82,7 +89,9 @@ export class TokenizerThread {
         if (this.pending.size === 0) worker.unref();
         if (m.ids) p.resolve(Array.from(m.ids));
         else {
-          const code = (typeof m.error?.code === "string" && m.error.code.startsWith("ERR_") ? m.error.code : "ERR_TOKENIZER") as ErrorCode;
+          const code = (
+            typeof m.error?.code === "string" && m.error.code.startsWith("ERR_") ? m.error.code : "ERR_TOKENIZER"
+          ) as ErrorCode;
           p.reject(new LlmserveError(code, m.error?.message ?? "tokenization failed"));
         }
       });
@@ -90,7 +99,13 @@ export class TokenizerThread {
         if (this.worker !== worker) return;
         this.worker = undefined;
         this.starting = undefined;
-        this.failAll(new LlmserveError("ERR_INTERNAL", `The tokenizer's worker thread failed: ${(err as Error)?.message ?? String(err)}`, { cause: err }));
+        this.failAll(
+          new LlmserveError(
+            "ERR_INTERNAL",
+            `The tokenizer's worker thread failed: ${(err as Error)?.message ?? String(err)}`,
+            { cause: err },
+          ),
+        );
       };
       worker.on("error", lost);
       worker.on("exit", (code) => lost(new Error(`it exited with code ${code}`)));

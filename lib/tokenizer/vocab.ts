@@ -47,22 +47,77 @@ export type VocabKind = "spm" | "bpe";
 
 // texts llama.cpp recognises as special when the GGUF does not name them (order = our preference)
 const EOT_TEXTS = [
-  "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>",
-  "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>",
+  "<|eot_id|>",
+  "<|im_end|>",
+  "<|end|>",
+  "<end_of_turn>",
+  "<|endoftext|>",
+  "<|end_of_text|>",
+  "<EOT>",
+  "_<EOT>",
+  "[EOT]",
+  "<｜end▁of▁sentence｜>",
+  "<end_of_utterance>",
 ];
 const EOM_TEXTS = ["<|eom_id|>"];
 const FIM_PAD_TEXTS = ["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
 const FIM_REP_TEXTS = ["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"];
 const FIM_SEP_TEXTS = ["<|file_sep|>"];
 const OTHER_FIM_TEXTS = [
-  ["<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>", "<|prefix|>"],
-  ["<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>"],
-  ["<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>", "<|code_middle|>", "<|middle|>"],
+  [
+    "<|fim_prefix|>",
+    "<fim-prefix>",
+    "<fim_prefix>",
+    "<｜fim▁begin｜>",
+    "<PRE>",
+    "▁<PRE>",
+    "<|code_prefix|>",
+    "<|prefix|>",
+  ],
+  [
+    "<|fim_suffix|>",
+    "<fim-suffix>",
+    "<fim_suffix>",
+    "<｜fim▁hole｜>",
+    "<SUF>",
+    "▁<SUF>",
+    "<|code_suffix|>",
+    "<|suffix|>",
+  ],
+  [
+    "<|fim_middle|>",
+    "<fim-middle>",
+    "<fim_middle>",
+    "<｜fim▁end｜>",
+    "<MID>",
+    "▁<MID>",
+    "<|code_middle|>",
+    "<|middle|>",
+  ],
 ];
 const EOG_TEXTS = [
-  "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
-  "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>", "<end_of_utterance>",
-  "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
+  "<|eot_id|>",
+  "<|im_end|>",
+  "<|end|>",
+  "<|return|>",
+  "<|call|>",
+  "<|flush|>",
+  "<|calls|>",
+  "<end_of_turn>",
+  "<|endoftext|>",
+  "</s>",
+  "<|eom_id|>",
+  "<EOT>",
+  "_<EOT>",
+  "[EOT]",
+  "[EOS]",
+  "<|end_of_text|>",
+  "<end_of_utterance>",
+  "<eos>",
+  "<turn|>",
+  "<|tool_response>",
+  "<｜end▁of▁sentence｜>",
+  "[e~[",
 ];
 
 function fail(message: string): never {
@@ -72,7 +127,8 @@ function fail(message: string): never {
 function metaString(md: Record<string, GgufMetaValue>, key: string): string | undefined {
   const v = md[key];
   if (v === undefined) return undefined;
-  if (typeof v !== "string") fail(`GGUF key ${key} should be a string but is ${describe(v)}; the file may be corrupt — re-convert the model`);
+  if (typeof v !== "string")
+    fail(`GGUF key ${key} should be a string but is ${describe(v)}; the file may be corrupt — re-convert the model`);
   return v;
 }
 
@@ -91,7 +147,8 @@ function metaInt(md: Record<string, GgufMetaValue>, key: string): number | undef
   if (typeof v === "number") {
     // a float token id (e.g. eos_token_id 2.5) would make every later request fail with an error
     // blaming the caller; reject the file here instead
-    if (!Number.isInteger(v)) fail(`GGUF key ${key} should be an integer but is ${v}; the file is corrupt — re-convert the model`);
+    if (!Number.isInteger(v))
+      fail(`GGUF key ${key} should be an integer but is ${v}; the file is corrupt — re-convert the model`);
     return v;
   }
   fail(`GGUF key ${key} should be an integer but is ${describe(v)}`);
@@ -116,14 +173,16 @@ function metaNumbers(md: Record<string, GgufMetaValue>, key: string, n: number):
   } else {
     fail(`GGUF key ${key} should be a numeric array but is ${describe(v)}`);
   }
-  if (arr.length < n) fail(`GGUF key ${key} has ${arr.length} entries for ${n} tokens; the file is inconsistent — re-convert the model`);
+  if (arr.length < n)
+    fail(`GGUF key ${key} has ${arr.length} entries for ${n} tokens; the file is inconsistent — re-convert the model`);
   return arr;
 }
 
 function metaStrings(md: Record<string, GgufMetaValue>, key: string): string[] | undefined {
   const v = md[key];
   if (v === undefined) return undefined;
-  if (!Array.isArray(v) || !v.every((x) => typeof x === "string")) fail(`GGUF key ${key} should be an array of strings but is ${describe(v)}`);
+  if (!Array.isArray(v) || !v.every((x) => typeof x === "string"))
+    fail(`GGUF key ${key} should be an array of strings but is ${describe(v)}`);
   return v as string[];
 }
 
@@ -164,7 +223,9 @@ export class Vocab {
   constructor(md: Record<string, GgufMetaValue>) {
     const model = metaString(md, "tokenizer.ggml.model");
     if (model === undefined) {
-      fail("this GGUF file has no tokenizer (tokenizer.ggml.model is missing); use a model file that includes its vocabulary");
+      fail(
+        "this GGUF file has no tokenizer (tokenizer.ggml.model is missing); use a model file that includes its vocabulary",
+      );
     }
     this.model = model;
     this.preName = metaString(md, "tokenizer.ggml.pre") ?? "";
@@ -178,8 +239,13 @@ export class Vocab {
       this.pre = p;
     } else {
       const what: Record<string, string> = {
-        bert: "WordPiece (BERT)", t5: "Unigram (T5)", rwkv: "RWKV", plamo2: "PLaMo-2", gemma4: "Gemma 4 BPE",
-        no_vocab: "no vocabulary", none: "no vocabulary",
+        bert: "WordPiece (BERT)",
+        t5: "Unigram (T5)",
+        rwkv: "RWKV",
+        plamo2: "PLaMo-2",
+        gemma4: "Gemma 4 BPE",
+        no_vocab: "no vocabulary",
+        none: "no vocabulary",
       };
       fail(
         `unsupported tokenizer model '${model}'${what[model] ? ` (${what[model]})` : ""} in tokenizer.ggml.model; ` +
@@ -188,7 +254,8 @@ export class Vocab {
     }
 
     const texts = metaStrings(md, "tokenizer.ggml.tokens");
-    if (!texts || texts.length === 0) fail("GGUF key tokenizer.ggml.tokens is missing or empty; the model file has no usable vocabulary");
+    if (!texts || texts.length === 0)
+      fail("GGUF key tokenizer.ggml.tokens is missing or empty; the model file has no usable vocabulary");
     const n = texts.length;
     this.texts = texts.slice();
     const scores = metaNumbers(md, "tokenizer.ggml.scores", n);
@@ -204,7 +271,10 @@ export class Vocab {
 
     if (this.kind === "bpe") {
       const merges = metaStrings(md, "tokenizer.ggml.merges");
-      if (!merges) fail("GGUF key tokenizer.ggml.merges is missing; a byte-level BPE vocabulary needs its merges — re-convert the model");
+      if (!merges)
+        fail(
+          "GGUF key tokenizer.ggml.merges is missing; a byte-level BPE vocabulary needs its merges — re-convert the model",
+        );
       for (let i = 0; i < merges.length; i++) {
         const m = merges[i];
         const sp = m.indexOf(" ", 1);
@@ -340,8 +410,10 @@ export class Vocab {
     const setAttr = (id: number | undefined, bit: number, on: boolean) => {
       if (id !== undefined) this.attrs[id] = on ? this.attrs[id] | bit : this.attrs[id] & ~bit;
     };
-    if (["jina-v2-de", "jina-v2-es", "jina-v2-code"].some((x) => this.preName.includes(x)) ||
-        ["nomic-bert-moe", "jina-bert-v3"].some((x) => arch.includes(x))) {
+    if (
+      ["jina-v2-de", "jina-v2-es", "jina-v2-code"].some((x) => this.preName.includes(x)) ||
+      ["nomic-bert-moe", "jina-bert-v3"].some((x) => arch.includes(x))
+    ) {
       setAttr(this.textToId.get("<mask>"), Attr.LSTRIP, true);
     } else if (name.includes("phi-3") || name.includes("phi3")) {
       for (const id of this.specialTokens) setAttr(id, Attr.RSTRIP, true);
@@ -425,7 +497,8 @@ export class Vocab {
       frags = next;
     }
     const out: Array<string | number> = [];
-    for (let f = 0; f < frags.length; f += 2) out.push(frags[f] < 0 ? frags[f + 1] : text.slice(frags[f], frags[f + 1]));
+    for (let f = 0; f < frags.length; f += 2)
+      out.push(frags[f] < 0 ? frags[f + 1] : text.slice(frags[f], frags[f + 1]));
     return out;
   }
 }

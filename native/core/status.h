@@ -44,8 +44,7 @@ enum class Code {
 inline const char* code_name(Code c) {
   switch (c) {
 #define LLMS_CODE_NAME(e, s) \
-  case Code::e:              \
-    return s;
+  case Code::e: return s;
     LLMS_STATUS_CODES(LLMS_CODE_NAME)
 #undef LLMS_CODE_NAME
   }
@@ -63,10 +62,10 @@ struct Status {
 
 inline Status make_error(Code c, std::string msg) { return Status{c, std::move(msg)}; }
 
-#define LLMS_RETURN_IF_ERROR(expr)          \
-  do {                                      \
-    ::llmserve::Status _st = (expr);        \
-    if (!_st.is_ok()) return _st;           \
+#define LLMS_RETURN_IF_ERROR(expr)   \
+  do {                               \
+    ::llmserve::Status _st = (expr); \
+    if (!_st.is_ok()) return _st;    \
   } while (0)
 
 }  // namespace llmserve

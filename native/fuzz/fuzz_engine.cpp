@@ -33,8 +33,15 @@ struct Waiter {
   std::mutex mu;
   std::condition_variable cv;
   int pending = 0;
-  void add() { std::lock_guard<std::mutex> lk(mu); ++pending; }
-  void done() { std::lock_guard<std::mutex> lk(mu); --pending; cv.notify_all(); }
+  void add() {
+    std::lock_guard<std::mutex> lk(mu);
+    ++pending;
+  }
+  void done() {
+    std::lock_guard<std::mutex> lk(mu);
+    --pending;
+    cv.notify_all();
+  }
   void wait_all() {
     std::unique_lock<std::mutex> lk(mu);
     if (!cv.wait_for(lk, std::chrono::seconds(30), [&] { return pending == 0; })) {
@@ -47,8 +54,7 @@ struct Waiter {
                    "preemptions %lld, errors %lld\n",
                    pending, (long long)st.running, (long long)st.waiting, (long long)st.sessions,
                    (long long)st.blocks_used, (long long)st.blocks_cached, (long long)st.blocks_free,
-                   (long long)st.blocks_total, (long long)st.steps, (long long)st.preemptions,
-                   (long long)st.errors);
+                   (long long)st.blocks_total, (long long)st.steps, (long long)st.preemptions, (long long)st.errors);
       std::abort();
     }
   }
@@ -153,9 +159,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 1:  // cancel something submitted earlier in this input
         if (!ids.empty()) e.cancel(ids[in.ConsumeIntegralInRange<size_t>(0, ids.size() - 1)]);
         break;
-      case 2:
-        e.end_session(in.ConsumeIntegralInRange<int64_t>(0, 3));
-        break;
+      case 2: e.end_session(in.ConsumeIntegralInRange<int64_t>(0, 3)); break;
       default: {  // generate
         auto r = std::make_shared<GenerateRequest>();
         const int n = length(in);

@@ -70,7 +70,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   for (const auto& t : f->tensors()) {
     if (f->find_tensor(t.name) != &t) std::abort();  // index and list disagree
-    if (t.nbytes) g_sink8 = t.data[t.nbytes - 1];      // the reader said these bytes are inside
+    if (t.nbytes) g_sink8 = t.data[t.nbytes - 1];    // the reader said these bytes are inside
   }
 
   ModelConfig cfg;

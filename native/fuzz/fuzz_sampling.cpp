@@ -16,8 +16,8 @@ using namespace llmserve;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzedDataProvider in(data, size);
   // Up to 4096 so the full-vocabulary (histogram) path, taken from 2048 candidates, is reached.
-  const int32_t n_vocab = in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(1, 40)
-                                           : in.ConsumeIntegralInRange<int32_t>(-2, 4096);
+  const int32_t n_vocab =
+      in.ConsumeBool() ? in.ConsumeIntegralInRange<int32_t>(1, 40) : in.ConsumeIntegralInRange<int32_t>(-2, 4096);
   const SamplingParams p = fuzz::sampling_params(in);
   const bool valid = static_cast<bool>(validate(p));
 
@@ -34,10 +34,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     x ^= x << 13, x ^= x >> 17, x ^= x << 5;
     switch (mode) {
-      case 0: logits[i] = static_cast<float>(x % 17) - 8.0f; break;          // many ties
+      case 0: logits[i] = static_cast<float>(x % 17) - 8.0f; break;  // many ties
       case 1: logits[i] = static_cast<float>(static_cast<int32_t>(x)) * 1e-9f; break;
       case 2: logits[i] = (x & 7) == 0 ? -INFINITY : static_cast<float>(x % 1000) * 0.01f; break;
-      default: logits[i] = 0.0f; break;                                       // all equal
+      default: logits[i] = 0.0f; break;  // all equal
     }
   }
 

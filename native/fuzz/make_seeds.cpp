@@ -123,14 +123,27 @@ Status write_metadata_file(const std::string& path) {
   w.set_f32("f32", 0.5f);
   w.set_bool("bool", true);
   w.set_str("str", "h\xc3\xa9llo");
-  w.set_arr_str("arr.str", {"a", "", "\xe2\x96\x81" "b"});
+  w.set_arr_str("arr.str", {"a", "",
+                            "\xe2\x96\x81"
+                            "b"});
   w.set_arr_f32("arr.f32", {1.0f, -2.0f});
   w.set_arr_i32("arr.i32", {7, -8, 9});
   GgufValue v;
-  v.type = GgufType::INT8; v.i = -3; w.set_value("i8", v);
-  v = {}; v.type = GgufType::UINT16; v.u = 65535; w.set_value("u16", v);
-  v = {}; v.type = GgufType::INT64; v.i = -(1ll << 50); w.set_value("i64", v);
-  v = {}; v.type = GgufType::FLOAT64; v.f = -2.25; w.set_value("f64", v);
+  v.type = GgufType::INT8;
+  v.i = -3;
+  w.set_value("i8", v);
+  v = {};
+  v.type = GgufType::UINT16;
+  v.u = 65535;
+  w.set_value("u16", v);
+  v = {};
+  v.type = GgufType::INT64;
+  v.i = -(1ll << 50);
+  w.set_value("i64", v);
+  v = {};
+  v.type = GgufType::FLOAT64;
+  v.f = -2.25;
+  w.set_value("f64", v);
   GgufValue inner;
   inner.type = GgufType::ARRAY;
   inner.arr_type = GgufType::STRING;
@@ -170,15 +183,47 @@ int main(int argc, char** argv) {
       ++failed;
     }
   };
-  struct Named { const char* name; Shape s; };
+  struct Named {
+    const char* name;
+    Shape s;
+  };
   std::vector<Named> models;
   models.push_back({"llama_f32", Shape{}});
-  { Shape s; s.type = GgmlType::Q8_0; models.push_back({"llama_q8_0", s}); }
-  { Shape s; s.type = GgmlType::Q4_0; s.tied = true; s.rope_freqs = true; models.push_back({"llama_q4_0_tied", s}); }
-  { Shape s; s.type = GgmlType::F16; s.layers = 2; s.alignment = 64; models.push_back({"llama_f16_2layers", s}); }
-  { Shape s; s.type = GgmlType::BF16; s.heads = 4; s.kv_heads = 2; models.push_back({"llama_bf16_gqa", s}); }
-  { Shape s; s.arch = "qwen2"; s.biases = true; s.yarn = true; models.push_back({"qwen2_f32_yarn", s}); }
-  for (const auto& m : models) check(write_model(m.s, (root / "gguf" / (std::string(m.name) + ".gguf")).string()), m.name);
+  {
+    Shape s;
+    s.type = GgmlType::Q8_0;
+    models.push_back({"llama_q8_0", s});
+  }
+  {
+    Shape s;
+    s.type = GgmlType::Q4_0;
+    s.tied = true;
+    s.rope_freqs = true;
+    models.push_back({"llama_q4_0_tied", s});
+  }
+  {
+    Shape s;
+    s.type = GgmlType::F16;
+    s.layers = 2;
+    s.alignment = 64;
+    models.push_back({"llama_f16_2layers", s});
+  }
+  {
+    Shape s;
+    s.type = GgmlType::BF16;
+    s.heads = 4;
+    s.kv_heads = 2;
+    models.push_back({"llama_bf16_gqa", s});
+  }
+  {
+    Shape s;
+    s.arch = "qwen2";
+    s.biases = true;
+    s.yarn = true;
+    models.push_back({"qwen2_f32_yarn", s});
+  }
+  for (const auto& m : models)
+    check(write_model(m.s, (root / "gguf" / (std::string(m.name) + ".gguf")).string()), m.name);
   check(write_metadata_file((root / "gguf" / "metadata_all_types.gguf").string()), "metadata");
 
   // Sampling / engine seeds: the targets read their inputs as a little-endian field stream (see

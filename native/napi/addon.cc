@@ -11,8 +11,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   init_model(env, exports);
   init_synth(env, exports);
   exports.Set("kernelIsa", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-    return Napi::String::New(info.Env(), kernel_isa());
-  }));
+                return Napi::String::New(info.Env(), kernel_isa());
+              }));
   // addon.limits[group][name] = {min, max, integer, minExclusive}: the ranges the wrappers enforce
   // (limits.h), compared with lib/limits.ts by the tests.
   auto all = Napi::Object::New(env);

@@ -77,9 +77,7 @@ class StatusWorker : public Base {
       failure = Status{code, what + ": " + (m.empty() ? std::string("a JavaScript value could not be created") : m)};
     } catch (const std::bad_alloc&) {
       failure = Status{Code::OutOfMemory, what + ": out of memory"};
-    } catch (const std::exception& e) {
-      failure = Status{code, what + ": " + e.what()};
-    } catch (...) {
+    } catch (const std::exception& e) { failure = Status{code, what + ": " + e.what()}; } catch (...) {
       failure = Status{code, what + ": unknown native exception"};
     }
     reject_safely(failure);
@@ -90,7 +88,9 @@ class StatusWorker : public Base {
       // Execute threw (node-addon-api turned the C++ exception into SetError): never an empty
       // message or an "OK" code.
       std::string m;
-      try { m = err.Message(); } catch (...) {}
+      try {
+        m = err.Message();
+      } catch (...) {}
       if (m.empty()) m = "unknown failure";
       s = Status{m.find("bad_alloc") != std::string::npos ? Code::OutOfMemory : Code::Internal,
                  "native worker failed: " + m};
@@ -106,14 +106,14 @@ class StatusWorker : public Base {
     Napi::HandleScope scope(env);
     try {
       cb.Call({Napi::Number::New(env, value)});
-    } catch (const Napi::Error& e) {
-      callback_error_ = Napi::Persistent(e.Value());
-    }
+    } catch (const Napi::Error& e) { callback_error_ = Napi::Persistent(e.Value()); }
   }
   bool rejected_by_callback() {
     if (callback_error_.IsEmpty()) return false;
     Napi::HandleScope scope(this->Env());
-    try { reject(callback_error_.Value()); } catch (...) {}
+    try {
+      reject(callback_error_.Value());
+    } catch (...) {}
     return true;
   }
   Status status_;
@@ -127,7 +127,9 @@ class StatusWorker : public Base {
       reject(make_js_error(env, s).Value());
     } catch (...) {
       // Creating the error itself failed (no memory): reject with a bare string rather than throw.
-      try { reject(Napi::String::New(env, code_name(s.code))); } catch (...) {}
+      try {
+        reject(Napi::String::New(env, code_name(s.code)));
+      } catch (...) {}
     }
   }
 };

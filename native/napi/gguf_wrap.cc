@@ -18,7 +18,8 @@ Napi::Value scalar_to_js(Napi::Env env, const GgufValue& v) {
   switch (v.type) {
     case GgufType::BOOL: return Napi::Boolean::New(env, v.u != 0);
     case GgufType::STRING: return Napi::String::New(env, v.s.data(), v.s.size());
-    case GgufType::FLOAT32: case GgufType::FLOAT64: return Napi::Number::New(env, v.f);
+    case GgufType::FLOAT32:
+    case GgufType::FLOAT64: return Napi::Number::New(env, v.f);
     case GgufType::UINT64:
       if (v.u > (1ULL << 53)) return Napi::BigInt::New(env, (uint64_t)v.u);
       return Napi::Number::New(env, (double)v.u);
@@ -110,7 +111,10 @@ bool wanted(const std::string& key, const std::vector<std::string>& prefixes) {
 class ReadGgufWorker : public StatusWorker<Napi::AsyncWorker> {
  public:
   ReadGgufWorker(Napi::Env env, std::string path, ReadOptions opts)
-      : StatusWorker(env), deferred_(Napi::Promise::Deferred::New(env)), path_(std::move(path)), opts_(std::move(opts)) {}
+      : StatusWorker(env),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        path_(std::move(path)),
+        opts_(std::move(opts)) {}
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute() override {
@@ -125,11 +129,11 @@ class ReadGgufWorker : public StatusWorker<Napi::AsyncWorker> {
       if (total > opts_.limits.max_metadata_bytes) {
         // Build the message before releasing the file: `k` refers into its metadata.
         Status over = make_error(Code::GgufLimit,
-                               "'" + path_ + "': the metadata selected for JavaScript needs about " + std::to_string(total) +
-                                   " bytes by key '" + k + "', over the limit of " +
-                                   std::to_string(opts_.limits.max_metadata_bytes) +
-                                   " bytes (readGguf maxMetadataBytes). Select fewer keys (keyPrefix), summarise "
-                                   "arrays (maxArrayLength), or raise the limit if you trust the file.");
+                                 "'" + path_ + "': the metadata selected for JavaScript needs about " +
+                                     std::to_string(total) + " bytes by key '" + k + "', over the limit of " +
+                                     std::to_string(opts_.limits.max_metadata_bytes) +
+                                     " bytes (readGguf maxMetadataBytes). Select fewer keys (keyPrefix), summarise "
+                                     "arrays (maxArrayLength), or raise the limit if you trust the file.");
         file_.reset();
         return fail(over);
       }
@@ -149,10 +153,11 @@ class ReadGgufWorker : public StatusWorker<Napi::AsyncWorker> {
         try {
           md.Set(k, value_to_js(env, v, opts_.max_array));
         } catch (const Napi::Error& e) {
-          throw std::runtime_error("metadata '" + k + "' (" + gguf_type_name(v.type) +
-                                   (v.type == GgufType::STRING ? ", " + std::to_string(v.s.size()) + " bytes" : std::string()) +
-                                   ") cannot be made into a JavaScript value (" + e.Message() +
-                                   "; V8 strings hold at most 2^29-24 characters). Lower maxStringBytes or skip the key with keyPrefix.");
+          throw std::runtime_error(
+              "metadata '" + k + "' (" + gguf_type_name(v.type) +
+              (v.type == GgufType::STRING ? ", " + std::to_string(v.s.size()) + " bytes" : std::string()) +
+              ") cannot be made into a JavaScript value (" + e.Message() +
+              "; V8 strings hold at most 2^29-24 characters). Lower maxStringBytes or skip the key with keyPrefix.");
         }
       }
       r.Set("metadata", md);
@@ -191,14 +196,19 @@ Napi::Value ReadGguf(const Napi::CallbackInfo& info) {
   std::string path = path_arg(env, info[0], "the GGUF path");
   ReadOptions o;
   o.max_array = check_number<uint64_t, limits::kMaxArrayLength>(env, info[1]);
-  if (!info[2].IsObject()) throw_invalid(env, false, "Expected an options object for readGguf options but received " + js_describe(info[2]));
+  if (!info[2].IsObject())
+    throw_invalid(env, false, "Expected an options object for readGguf options but received " + js_describe(info[2]));
   Napi::Object opts = info[2].As<Napi::Object>();
   Napi::Value p = opts.Get("keyPrefixes");
-  if (!p.IsArray()) throw_invalid(env, false, "Expected an array of strings for keyPrefixes but received " + js_describe(p));
+  if (!p.IsArray())
+    throw_invalid(env, false, "Expected an array of strings for keyPrefixes but received " + js_describe(p));
   Napi::Array a = p.As<Napi::Array>();
   for (uint32_t k = 0; k < a.Length(); ++k) {
     Napi::Value e = a.Get(k);
-    if (!e.IsString()) throw_invalid(env, false, "Expected an array of strings for keyPrefixes but received " + js_describe(e) + " at index " + std::to_string(k));
+    if (!e.IsString())
+      throw_invalid(env, false,
+                    "Expected an array of strings for keyPrefixes but received " + js_describe(e) + " at index " +
+                        std::to_string(k));
     o.prefixes.push_back(e.As<Napi::String>().Utf8Value());
   }
   o.limits.max_string_bytes = get_number<uint64_t, limits::kMaxStringBytes>(opts);

@@ -69,12 +69,13 @@ struct Group {
   const Limit* const* items;
   int count;
 };
-inline constexpr const Limit* kGenerate[] = {&kMaxTokens, &kTemperature, &kTopK, &kTopP, &kMinP, &kRepeatPenalty,
-                                             &kRepeatLastN, &kFrequencyPenalty, &kPresencePenalty, &kSeed, &kLogprobs,
-                                             &kPriority, &kSession, &kAdapter, &kStopToken, &kStopTokensLength, &kRequestId};
-inline constexpr const Limit* kLoad[] = {&kThreads, &kContextSize, &kKvCacheTokens, &kKvBlockSize,
-                                         &kMaxBatchTokens, &kPrefillChunk, &kMaxSequences, &kMaxQueue};
-inline constexpr const Limit* kSynth[] = {&kSynthDim, &kSynthLayers, &kSynthHeads, &kSynthKvHeads,
+inline constexpr const Limit* kGenerate[] = {
+    &kMaxTokens,        &kTemperature,      &kTopK,     &kTopP,     &kMinP,     &kRepeatPenalty, &kRepeatLastN,
+    &kFrequencyPenalty, &kPresencePenalty,  &kSeed,     &kLogprobs, &kPriority, &kSession,       &kAdapter,
+    &kStopToken,        &kStopTokensLength, &kRequestId};
+inline constexpr const Limit* kLoad[] = {&kThreads,        &kContextSize,  &kKvCacheTokens, &kKvBlockSize,
+                                         &kMaxBatchTokens, &kPrefillChunk, &kMaxSequences,  &kMaxQueue};
+inline constexpr const Limit* kSynth[] = {&kSynthDim, &kSynthLayers,  &kSynthHeads,     &kSynthKvHeads,
                                           &kSynthFfn, &kSynthContext, &kSynthVocabSize, &kSynthSeed};
 inline constexpr const Limit* kGguf[] = {&kMaxArrayLength, &kMaxStringBytes, &kMaxMetadataBytes};
 inline constexpr Group kGroups[] = {

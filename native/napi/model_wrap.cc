@@ -2,9 +2,9 @@
 // generate() queues a request whose events come back through a per-request thread-safe function.
 #include <napi.h>
 
+#include "errors.h"
 #include "gguf/gguf.h"
 #include "sched/engine.h"
-#include "errors.h"
 #include "wrap_common.h"
 
 namespace llmserve::napi {
@@ -69,14 +69,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  public:
   static Napi::FunctionReference* ctor;
   static void Init(Napi::Env env) {
-    Napi::Function f = DefineClass(env, "NativeModel",
-                                   {InstanceMethod("info", &ModelWrap::Info),
-                                    InstanceMethod("generate", &ModelWrap::Generate),
-                                    InstanceMethod("cancel", &ModelWrap::Cancel),
-                                    InstanceMethod("evaluate", &ModelWrap::Evaluate),
-                                    InstanceMethod("stats", &ModelWrap::Stats),
-                                    InstanceMethod("endSession", &ModelWrap::EndSession),
-                                    InstanceMethod("dispose", &ModelWrap::Dispose)});
+    Napi::Function f =
+        DefineClass(env, "NativeModel",
+                    {InstanceMethod("info", &ModelWrap::Info), InstanceMethod("generate", &ModelWrap::Generate),
+                     InstanceMethod("cancel", &ModelWrap::Cancel), InstanceMethod("evaluate", &ModelWrap::Evaluate),
+                     InstanceMethod("stats", &ModelWrap::Stats), InstanceMethod("endSession", &ModelWrap::EndSession),
+                     InstanceMethod("dispose", &ModelWrap::Dispose)});
     ctor = new Napi::FunctionReference(Napi::Persistent(f));
   }
   explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {}
@@ -157,7 +155,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     req->pin = get_bool(p, "pin");
     req->adapter = get_number<uint64_t, L::kAdapter>(p);
     Napi::Value st = p.Get("stopTokens");
-    if (!st.IsArray()) throw_invalid(env, false, "Expected an array of token ids for stopTokens but received " + js_describe(st));
+    if (!st.IsArray())
+      throw_invalid(env, false, "Expected an array of token ids for stopTokens but received " + js_describe(st));
     auto a = st.As<Napi::Array>();
     const uint32_t n = check_number<uint32_t, L::kStopTokensLength>(env, Napi::Number::New(env, a.Length()));
     req->stop_tokens.reserve(n);
@@ -190,15 +189,32 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     EngineStats s = live(env)->stats();
     auto o = Napi::Object::New(env);
     auto set = [&](const char* k, int64_t v) { o.Set(k, Napi::Number::New(env, (double)v)); };
-    set("steps", s.steps); set("batchTokens", s.batch_tokens); set("batchSequences", s.batch_seqs);
-    set("maxBatchTokensSeen", s.max_batch_tokens_seen); set("maxBatchSequencesSeen", s.max_batch_seqs_seen);
-    set("promptTokens", s.prompt_tokens); set("prefillTokens", s.prefill_tokens); set("reusedTokens", s.reused_tokens);
-    set("generatedTokens", s.generated_tokens); set("requests", s.requests); set("finished", s.finished);
-    set("aborted", s.aborted); set("errors", s.errors); set("preemptions", s.preemptions);
-    set("sessionEvictions", s.session_evictions); set("prefixLookups", s.prefix_lookups); set("prefixHits", s.prefix_hits);
-    set("running", s.running); set("waiting", s.waiting); set("sessions", s.sessions);
-    set("blocksTotal", s.blocks_total); set("blocksUsed", s.blocks_used); set("blocksCached", s.blocks_cached);
-    set("blocksFree", s.blocks_free); set("blockSize", s.block_size); set("kvTokensHeld", s.kv_tokens_held);
+    set("steps", s.steps);
+    set("batchTokens", s.batch_tokens);
+    set("batchSequences", s.batch_seqs);
+    set("maxBatchTokensSeen", s.max_batch_tokens_seen);
+    set("maxBatchSequencesSeen", s.max_batch_seqs_seen);
+    set("promptTokens", s.prompt_tokens);
+    set("prefillTokens", s.prefill_tokens);
+    set("reusedTokens", s.reused_tokens);
+    set("generatedTokens", s.generated_tokens);
+    set("requests", s.requests);
+    set("finished", s.finished);
+    set("aborted", s.aborted);
+    set("errors", s.errors);
+    set("preemptions", s.preemptions);
+    set("sessionEvictions", s.session_evictions);
+    set("prefixLookups", s.prefix_lookups);
+    set("prefixHits", s.prefix_hits);
+    set("running", s.running);
+    set("waiting", s.waiting);
+    set("sessions", s.sessions);
+    set("blocksTotal", s.blocks_total);
+    set("blocksUsed", s.blocks_used);
+    set("blocksCached", s.blocks_cached);
+    set("blocksFree", s.blocks_free);
+    set("blockSize", s.block_size);
+    set("kvTokensHeld", s.kv_tokens_held);
     set("joinedRunning", s.joined_running);
     return o;
   }
@@ -220,18 +236,25 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     Engine* e = live(env);
     auto req = std::make_shared<EvalRequest>();
     req->tokens = to_tokens(env, info[0]);
-    if (!info[1].IsBoolean()) throw_invalid(env, false, "Expected true or false for logitsAll but received " + js_describe(info[1]));
+    if (!info[1].IsBoolean())
+      throw_invalid(env, false, "Expected true or false for logitsAll but received " + js_describe(info[1]));
     req->logits_all = info[1].As<Napi::Boolean>().Value();
     auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
     auto noop = Napi::Function::New(env, [](const Napi::CallbackInfo&) {});
     auto tsfn = Napi::ThreadSafeFunction::New(env, noop, "llmserve.evaluate", 0, 1);
-    struct Result { Status s; std::vector<float> logits; };
+    struct Result {
+      Status s;
+      std::vector<float> logits;
+    };
     req->on_done = [tsfn, deferred](Status s, std::vector<float>&& logits) mutable {
       auto* r = new Result{std::move(s), std::move(logits)};
       napi_status st = tsfn.NonBlockingCall(r, [deferred](Napi::Env env, Napi::Function, Result* data) {
         std::unique_ptr<Result> owned(data);
         if (env == nullptr) return;
-        if (!owned->s) { deferred->Reject(make_js_error(env, owned->s).Value()); return; }
+        if (!owned->s) {
+          deferred->Reject(make_js_error(env, owned->s).Value());
+          return;
+        }
         auto arr = Napi::Float32Array::New(env, owned->logits.size());
         std::memcpy(arr.Data(), owned->logits.data(), owned->logits.size() * sizeof(float));
         deferred->Resolve(arr);
@@ -252,8 +275,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     DisposeWorker(Napi::Env env, std::shared_ptr<Engine> e)
         : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), engine_(std::move(e)) {}
     Napi::Promise promise() { return deferred_.Promise(); }
-    void Execute() override { engine_->shutdown(); engine_.reset(); }
+    void Execute() override {
+      engine_->shutdown();
+      engine_.reset();
+    }
     void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+
    private:
     Napi::Promise::Deferred deferred_;
     std::shared_ptr<Engine> engine_;
@@ -287,9 +314,15 @@ class LoadWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double>> {
   void Execute(const ExecutionProgress& prog) override {
     std::unique_ptr<Engine> e;
     double last = -1;
-    Status s = Engine::load(path_, opts_, [&](double f) {
-      if (f - last >= 0.01 || f >= 1.0) { last = f; prog.Send(&f, 1); }
-    }, &e);
+    Status s = Engine::load(
+        path_, opts_,
+        [&](double f) {
+          if (f - last >= 0.01 || f >= 1.0) {
+            last = f;
+            prog.Send(&f, 1);
+          }
+        },
+        &e);
     if (!s) fail(s);
     else engine_ = std::shared_ptr<Engine>(std::move(e));
   }
@@ -297,7 +330,10 @@ class LoadWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double>> {
     if (n > 0) call_progress(progress_, data[n - 1]);  // a throw rejects the load (OnOK)
   }
   void OnOK() override {
-    if (rejected_by_callback()) { engine_.reset(); return; }
+    if (rejected_by_callback()) {
+      engine_.reset();
+      return;
+    }
     settle(Code::Internal, "'" + path_ + "'", [&] {
       Napi::Object obj = ModelWrap::ctor->New({});
       ModelWrap::Unwrap(obj)->adopt(std::move(engine_));

@@ -12,7 +12,7 @@ namespace {
 
 // The weight types synth writes, in lib/synth.ts SYNTH_TYPES order (the messages list them, and a
 // test compares the addon's message with the TypeScript one).
-constexpr GgmlType kSynthTypes[] = {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0,
+constexpr GgmlType kSynthTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
                                     GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K};
 
 // The JS name of a weight type: type_traits' name lowercased ("q4_K" -> "q4_k", as SYNTH_TYPES).
@@ -44,9 +44,15 @@ class SynthWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double>> 
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute(const ExecutionProgress& prog) override {
     double last = -1;
-    Status s = synth_model(opts_, out_, [&](double f) {
-      if (f - last >= 0.01 || f >= 1.0) { last = f; prog.Send(&f, 1); }
-    }, &notes_);
+    Status s = synth_model(
+        opts_, out_,
+        [&](double f) {
+          if (f - last >= 0.01 || f >= 1.0) {
+            last = f;
+            prog.Send(&f, 1);
+          }
+        },
+        &notes_);
     if (!s) fail(s);
   }
   void OnProgress(const double* data, size_t n) override {

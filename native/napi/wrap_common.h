@@ -58,14 +58,19 @@ inline std::string js_describe(Napi::Value v) {
     case napi_string: {
       std::string s = v.As<Napi::String>().Utf8Value(), q = "\"";
       for (unsigned char c : s) {
-        if (c == '"' || c == '\\') { q += '\\'; q += (char)c; }
-        else if (c == '\n') q += "\\n";
+        if (c == '"' || c == '\\') {
+          q += '\\';
+          q += (char)c;
+        } else if (c == '\n') q += "\\n";
         else if (c == '\r') q += "\\r";
         else if (c == '\t') q += "\\t";
         else if (c == '\b') q += "\\b";
         else if (c == '\f') q += "\\f";
-        else if (c < 0x20) { char u[8]; std::snprintf(u, sizeof u, "\\u%04x", c); q += u; }
-        else q += (char)c;
+        else if (c < 0x20) {
+          char u[8];
+          std::snprintf(u, sizeof u, "\\u%04x", c);
+          q += u;
+        } else q += (char)c;
       }
       return q + "\"";
     }
@@ -105,8 +110,9 @@ template <typename T, const Limit& L>
 T check_number(Napi::Env env, Napi::Value v, const char* name = nullptr) {
   static_assert(limit_fits<T>(L), "the Limit admits values outside the target type");
   auto fail = [&](bool range) {
-    throw_invalid(env, range, "Expected " + describe_limit(L) + " for " + (name ? name : L.name) +
-                                  " but received " + js_describe(v));
+    throw_invalid(
+        env, range,
+        "Expected " + describe_limit(L) + " for " + (name ? name : L.name) + " but received " + js_describe(v));
   };
   if (!v.IsNumber()) fail(false);
   const double d = v.As<Napi::Number>().DoubleValue();
@@ -128,14 +134,16 @@ T get_number(Napi::Object o) {
 inline bool get_bool(Napi::Object o, const char* name) {
   Napi::Value v = o.Get(name);
   if (!v.IsBoolean())
-    throw_invalid(o.Env(), false, std::string("Expected true or false for ") + name + " but received " + js_describe(v));
+    throw_invalid(o.Env(), false,
+                  std::string("Expected true or false for ") + name + " but received " + js_describe(v));
   return v.As<Napi::Boolean>().Value();
 }
 
 // o[name] as a string. TypeError otherwise.
 inline std::string get_string(Napi::Object o, const char* name) {
   Napi::Value v = o.Get(name);
-  if (!v.IsString()) throw_invalid(o.Env(), false, std::string("Expected a string for ") + name + " but received " + js_describe(v));
+  if (!v.IsString())
+    throw_invalid(o.Env(), false, std::string("Expected a string for ") + name + " but received " + js_describe(v));
   return v.As<Napi::String>().Utf8Value();
 }
 

@@ -49,7 +49,9 @@ using StepRecord = std::vector<SeqRecord>;
 class FakeExecutor final : public Executor {
  public:
   FakeExecutor(int64_t n_blocks, int32_t block_size, int64_t n_vocab = 97, int64_t n_ctx = 4096)
-      : n_blocks_(n_blocks), block_size_(block_size), n_ctx_(n_ctx),
+      : n_blocks_(n_blocks),
+        block_size_(block_size),
+        n_ctx_(n_ctx),
         slots_(static_cast<size_t>(n_blocks * block_size), -1) {
     cfg_.arch = "fake";
     cfg_.n_vocab = n_vocab;
@@ -77,7 +79,8 @@ class FakeExecutor final : public Executor {
     for (int64_t i = 0; i < n_seqs; ++i) {
       const BatchSeq& q = seqs[i];
       const int64_t end = q.pos0 + q.n_tokens;
-      if ((end + block_size_ - 1) / block_size_ > q.n_blocks) return make_error(Code::Internal, "fake: block table too short");
+      if ((end + block_size_ - 1) / block_size_ > q.n_blocks)
+        return make_error(Code::Internal, "fake: block table too short");
       for (int64_t p = q.pos0; p < end; ++p) slot(q.blocks, p) = *tok++;
       // Everything the sequence attends to, read back through its table (positions [0, end)).
       std::vector<int32_t> ctx;

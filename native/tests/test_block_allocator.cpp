@@ -18,11 +18,11 @@ using namespace llmserve;
 namespace {
 
 // check_invariants() must return "", printing the description when it does not.
-#define CHECK_INVARIANTS(alloc)                                                      \
-  do {                                                                               \
-    const std::string _inv = (alloc).check_invariants();                             \
+#define CHECK_INVARIANTS(alloc)                                                                 \
+  do {                                                                                          \
+    const std::string _inv = (alloc).check_invariants();                                        \
     if (!_inv.empty()) std::fprintf(stderr, "  %s:%d: %s\n", __FILE__, __LINE__, _inv.c_str()); \
-    CHECK(_inv.empty());                                                             \
+    CHECK(_inv.empty());                                                                        \
   } while (0)
 
 uint64_t key_for(int32_t i) { return BlockAllocator::hash_block(0, &i, 1, 0); }
@@ -32,8 +32,7 @@ template <size_t N>
 std::array<BlockId, N> allocate_registered(BlockAllocator& a) {
   std::array<BlockId, N> blocks;
   for (BlockId& b : blocks) b = a.allocate();
-  for (size_t i = 0; i < N; ++i)
-    CHECK(a.register_block(blocks[i], key_for(static_cast<int32_t>(i + 1))));
+  for (size_t i = 0; i < N; ++i) CHECK(a.register_block(blocks[i], key_for(static_cast<int32_t>(i + 1))));
   return blocks;
 }
 
@@ -200,7 +199,7 @@ TEST(block_allocator_register_conflicts) {
   CHECK(!a.register_block(A, k2));  // A already has a key
   CHECK_EQ(a.key_of(A), k1);
   CHECK_EQ(a.lookup(k2), -1);
-  CHECK(!a.register_block(A, k1));  // same pair again: still false, no change
+  CHECK(!a.register_block(A, k1));         // same pair again: still false, no change
   CHECK_EQ(a.misuse_count(), int64_t{0});  // conflicts are normal races, not misuse
   // Key 0 is a valid key (registered() does not rely on a sentinel).
   CHECK(a.register_block(B, 0));
@@ -271,12 +270,12 @@ TEST(block_allocator_hash_block_inputs) {
   const int32_t u[4] = {1, 2, 3, 5};
   const int32_t swapped[4] = {2, 1, 3, 4};
   const uint64_t base = BlockAllocator::hash_block(0, t, 4, 0);
-  CHECK_EQ(BlockAllocator::hash_block(0, t, 4, 0), base);  // deterministic
-  CHECK(BlockAllocator::hash_block(1, t, 4, 0) != base);   // parent
-  CHECK(BlockAllocator::hash_block(0, u, 4, 0) != base);   // tokens
+  CHECK_EQ(BlockAllocator::hash_block(0, t, 4, 0), base);       // deterministic
+  CHECK(BlockAllocator::hash_block(1, t, 4, 0) != base);        // parent
+  CHECK(BlockAllocator::hash_block(0, u, 4, 0) != base);        // tokens
   CHECK(BlockAllocator::hash_block(0, swapped, 4, 0) != base);  // token order
-  CHECK(BlockAllocator::hash_block(0, t, 3, 0) != base);   // n
-  CHECK(BlockAllocator::hash_block(0, t, 4, 1) != base);   // adapter
+  CHECK(BlockAllocator::hash_block(0, t, 3, 0) != base);        // n
+  CHECK(BlockAllocator::hash_block(0, t, 4, 1) != base);        // adapter
   // Parent and adapter are not interchangeable.
   CHECK(BlockAllocator::hash_block(7, t, 4, 0) != BlockAllocator::hash_block(0, t, 4, 7));
   // Odd tail: {1} and {1, 0} differ, so do {0} and {}.
@@ -458,7 +457,9 @@ TEST(block_allocator_randomized_against_model) {
     int32_t m_free = 0, m_cached = 0, m_used = 0;
     for (BlockId b = 0; b < N; ++b) {
       if (a.refcount(b) != rc[b] || a.registered(b) != has_key[b] || a.key_of(b) != key[b]) ok = false;
-      if (rc[b] > 0) ++m_used; else if (has_key[b]) ++m_cached; else ++m_free;
+      if (rc[b] > 0) ++m_used;
+      else if (has_key[b]) ++m_cached;
+      else ++m_free;
     }
     if (a.n_free() != m_free || a.n_cached() != m_cached || a.n_used() != m_used) ok = false;
     if (a.n_available() != m_free + m_cached) ok = false;

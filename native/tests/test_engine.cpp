@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "../napi/limits.h"  // plain C++: the ranges the addon enforces
 #include "sched/engine.h"
 #include "synth/synth.h"
 #include "testing.h"
-#include "../napi/limits.h"  // plain C++: the ranges the addon enforces
 
 using namespace llmserve;
 
@@ -116,7 +116,8 @@ std::vector<int32_t> prompt_of(int n, int seed) {
 }
 
 // The tokens of each prompt run alone, on an engine with room for everything and no prefix cache.
-std::vector<std::vector<int32_t>> solo(const std::vector<std::vector<int32_t>>& prompts, const std::vector<int64_t>& max_tokens) {
+std::vector<std::vector<int32_t>> solo(const std::vector<std::vector<int32_t>>& prompts,
+                                       const std::vector<int64_t>& max_tokens) {
   EngineOptions o;
   o.prefix_cache = false;
   auto e = load(o);
@@ -246,7 +247,8 @@ TEST(engine_submit_shares_the_js_rules) {
   for (float bad : {(float)T.min - 1e-3f, (float)T.max * 1.001f, NAN, INFINITY, -INFINITY}) {
     Status st = try_temp(bad);
     CHECK(st.code == Code::InvalidArgument);
-    CHECK(st.message.find("Expected a number in [" + std::to_string((int)T.min) + ", " + std::to_string((int)T.max) + "] for temperature") == 0);
+    CHECK(st.message.find("Expected a number in [" + std::to_string((int)T.min) + ", " + std::to_string((int)T.max) +
+                          "] for temperature") == 0);
   }
   e->shutdown();
   Status st = try_temp(0);

@@ -16,9 +16,9 @@
 
 #include "gguf/gguf.h"
 #include "sampling/sampler.h"
+#include "sampling_test_util.h"
 #include "sched/engine.h"
 #include "synth/synth.h"
-#include "sampling_test_util.h"
 #include "testing.h"
 
 using namespace llmserve;
@@ -64,12 +64,27 @@ TEST(fuzz_gguf_float_to_int_saturates) {
   auto put = [&b](const void* p, size_t n) { b.insert(b.end(), (const uint8_t*)p, (const uint8_t*)p + n); };
   auto u32 = [&](uint32_t v) { put(&v, 4); };
   auto u64 = [&](uint64_t v) { put(&v, 8); };
-  auto str = [&](const std::string& s) { u64(s.size()); put(s.data(), s.size()); };
+  auto str = [&](const std::string& s) {
+    u64(s.size());
+    put(s.data(), s.size());
+  };
   auto f64 = [&](double v) { put(&v, 8); };
-  u32(0x46554747); u32(3); u64(0); u64(2);  // magic, version, 0 tensors, 2 kvs
-  str("a"); u32((uint32_t)GgufType::ARRAY); u32((uint32_t)GgufType::FLOAT64); u64(5);
-  f64(4.36033e27); f64(-1e300); f64(std::numeric_limits<double>::quiet_NaN()); f64(-2.5); f64(1e19);
-  str("s"); u32((uint32_t)GgufType::FLOAT64); f64(1e30);
+  u32(0x46554747);
+  u32(3);
+  u64(0);
+  u64(2);  // magic, version, 0 tensors, 2 kvs
+  str("a");
+  u32((uint32_t)GgufType::ARRAY);
+  u32((uint32_t)GgufType::FLOAT64);
+  u64(5);
+  f64(4.36033e27);
+  f64(-1e300);
+  f64(std::numeric_limits<double>::quiet_NaN());
+  f64(-2.5);
+  f64(1e19);
+  str("s");
+  u32((uint32_t)GgufType::FLOAT64);
+  f64(1e30);
   std::unique_ptr<GgufFile> f;
   Status st = GgufFile::parse(b.data(), b.size(), &f);
   CHECK(st.is_ok());
@@ -143,7 +158,7 @@ TEST(fuzz_engine_waiting_request_finishes_after_kv_exhausted) {
   CHECK(wait_for(1));
   CHECK(submit(10, 20, 0, false).is_ok());  // A: needs a 2nd block at 16 tokens; none is free
   CHECK(submit(20, 1, 0, false).is_ok());   // B: waits behind A (max_sequences 1)
-  CHECK(wait_for(3));  // before the fix: B never finished
+  CHECK(wait_for(3));                       // before the fix: B never finished
   std::lock_guard<std::mutex> lk(mu);
   CHECK_EQ(errors.size(), size_t(3));
   if (errors.size() == 3) {

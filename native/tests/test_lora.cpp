@@ -70,7 +70,8 @@ std::string adapter_path(const std::string& base, const std::string& name, Synth
   return p;
 }
 
-const std::vector<std::string> kAllTargets = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", "output"};
+const std::vector<std::string> kAllTargets = {"attn_q",   "attn_k", "attn_v",   "attn_output",
+                                              "ffn_gate", "ffn_up", "ffn_down", "output"};
 
 // The base model with every adapted matrix replaced by W + scale·B·A (computed in double, stored
 // f32): the reference a LoRA forward must match.
@@ -86,9 +87,10 @@ std::string merged_path(const std::string& base, const LoraAdapter& ad, const Mo
     if (t.name == "output.weight") pr = ad.pair(-1, Proj::Output);
     for (int64_t il = 0; il < m.config().n_layer && !pr; ++il) {
       const std::string p = "blk." + std::to_string(il) + ".";
-      const std::pair<const char*, Proj> kinds[] = {{"attn_q.weight", Proj::Q}, {"attn_k.weight", Proj::K}, {"attn_v.weight", Proj::V},
-                                                    {"attn_output.weight", Proj::O}, {"ffn_gate.weight", Proj::Gate},
-                                                    {"ffn_up.weight", Proj::Up}, {"ffn_down.weight", Proj::Down}};
+      const std::pair<const char*, Proj> kinds[] = {{"attn_q.weight", Proj::Q},      {"attn_k.weight", Proj::K},
+                                                    {"attn_v.weight", Proj::V},      {"attn_output.weight", Proj::O},
+                                                    {"ffn_gate.weight", Proj::Gate}, {"ffn_up.weight", Proj::Up},
+                                                    {"ffn_down.weight", Proj::Down}};
       for (auto& [k, proj] : kinds)
         if (t.name == p + k) pr = ad.pair(il, proj);
     }
@@ -121,7 +123,8 @@ std::vector<int32_t> test_tokens(int64_t n, int64_t n_vocab, int seed) {
 }
 
 // Logits of every token of toks from position 0 (one forward call).
-std::vector<float> logits_all(const Model& m, const std::vector<int32_t>& toks, const ProjectionDelta* d, GgmlType kvt = GgmlType::F32) {
+std::vector<float> logits_all(const Model& m, const std::vector<int32_t>& toks, const ProjectionDelta* d,
+                              GgmlType kvt = GgmlType::F32) {
   ThreadPool pool(2);
   std::unique_ptr<KvCache> kv;
   KvCacheOptions o;
@@ -171,7 +174,8 @@ std::string write_bad(const BadAdapter& b, const std::string& name) {
 
 BadAdapter good_pair() {
   BadAdapter b;
-  b.tensors = {{"blk.0.attn_q.weight.lora_a", GgmlType::F32, {64, 4}}, {"blk.0.attn_q.weight.lora_b", GgmlType::F32, {4, 64}}};
+  b.tensors = {{"blk.0.attn_q.weight.lora_a", GgmlType::F32, {64, 4}},
+               {"blk.0.attn_q.weight.lora_b", GgmlType::F32, {4, 64}}};
   return b;
 }
 
@@ -179,8 +183,8 @@ void expect_error(const Model& m, const BadAdapter& b, const std::string& name, 
   std::unique_ptr<LoraAdapter> a;
   Status st = LoraAdapter::load(write_bad(b, name), m, 1.0f, &a);
   if (st.code != code || st.message.find(mention) == std::string::npos) {
-    std::fprintf(stderr, "  case %s: got %s '%s', expected %s mentioning '%s'\n", name.c_str(), code_name(st.code), st.message.c_str(),
-                 code_name(code), mention.c_str());
+    std::fprintf(stderr, "  case %s: got %s '%s', expected %s mentioning '%s'\n", name.c_str(), code_name(st.code),
+                 st.message.c_str(), code_name(code), mention.c_str());
   }
   CHECK(st.code == code);
   CHECK(st.message.find(mention) != std::string::npos);
@@ -209,13 +213,16 @@ TEST(lora_load_errors_are_typed_and_name_the_tensor) {
   b.arch = "qwen2";
   expect_error(*m, b, "arch", Code::UnsupportedArch, "'qwen2'");
   b = good_pair();
-  b.tensors = {{"blk.0.attn_zz.weight.lora_a", GgmlType::F32, {64, 4}}, {"blk.0.attn_zz.weight.lora_b", GgmlType::F32, {4, 64}}};
+  b.tensors = {{"blk.0.attn_zz.weight.lora_a", GgmlType::F32, {64, 4}},
+               {"blk.0.attn_zz.weight.lora_b", GgmlType::F32, {4, 64}}};
   expect_error(*m, b, "no_base", Code::MissingTensor, "blk.0.attn_zz.weight");
   b = good_pair();
-  b.tensors = {{"blk.7.attn_q.weight.lora_a", GgmlType::F32, {64, 4}}, {"blk.7.attn_q.weight.lora_b", GgmlType::F32, {4, 64}}};
+  b.tensors = {{"blk.7.attn_q.weight.lora_a", GgmlType::F32, {64, 4}},
+               {"blk.7.attn_q.weight.lora_b", GgmlType::F32, {4, 64}}};
   expect_error(*m, b, "no_layer", Code::MissingTensor, "blk.7.attn_q.weight");
   b = good_pair();
-  b.tensors = {{"token_embd.weight.lora_a", GgmlType::F32, {64, 4}}, {"token_embd.weight.lora_b", GgmlType::F32, {4, 320}}};
+  b.tensors = {{"token_embd.weight.lora_a", GgmlType::F32, {64, 4}},
+               {"token_embd.weight.lora_b", GgmlType::F32, {4, 320}}};
   expect_error(*m, b, "target", Code::InvalidArgument, "token_embd.weight");
   b = good_pair();
   b.tensors[0].ne = {32, 4};
@@ -286,7 +293,10 @@ TEST(lora_forward_matches_merged_weights) {
 TEST(lora_forward_f16_bf16_q8_0_adapters) {
   const std::string base = base_path("llama");
   auto m = load_model(base);
-  if (!m) { CHECK(false); return; }
+  if (!m) {
+    CHECK(false);
+    return;
+  }
   for (GgmlType t : {GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0}) {
     SynthLoraOptions o;
     o.rank = 32, o.alpha = 64.0f, o.seed = 5, o.type = t, o.targets = kAllTargets;
@@ -309,7 +319,10 @@ TEST(lora_batch_invariance_mixed_adapters) {
   for (const std::string arch : {"llama", "qwen2"}) {
     const std::string base = base_path(arch);
     auto m = load_model(base);
-    if (!m) { CHECK(false); return; }
+    if (!m) {
+      CHECK(false);
+      return;
+    }
     SynthLoraOptions ox;
     ox.rank = 4, ox.alpha = 8.0f, ox.seed = 21, ox.targets = kAllTargets;
     SynthLoraOptions oy;
@@ -342,7 +355,9 @@ TEST(lora_batch_invariance_mixed_adapters) {
       }
       ForwardScratch scratch;
       std::vector<float> batched;
-      CHECK(forward_batch(*m, *kv, flat.data(), seqs.data(), static_cast<int64_t>(seqs.size()), &batched, pool, scratch, ds.data()).is_ok());
+      CHECK(forward_batch(*m, *kv, flat.data(), seqs.data(), static_cast<int64_t>(seqs.size()), &batched, pool, scratch,
+                          ds.data())
+                .is_ok());
       size_t row = 0;
       for (size_t s = 0; s < lens.size(); ++s) {
         std::vector<float> alone;
@@ -350,7 +365,8 @@ TEST(lora_batch_invariance_mixed_adapters) {
         CHECK(forward_batch(*m, *kv, toks[s].data(), &seqs[s], 1, &alone, pool1, scratch, &ds[s]).is_ok());
         const size_t rows = alone.size() / static_cast<size_t>(V);
         CHECK(rows == (out == 2 ? static_cast<size_t>(lens[s]) : 1));
-        CHECK((row + rows) * V <= batched.size() && std::memcmp(alone.data(), batched.data() + row * V, alone.size() * 4) == 0);
+        CHECK((row + rows) * V <= batched.size() &&
+              std::memcmp(alone.data(), batched.data() + row * V, alone.size() * 4) == 0);
         // and the adapter mattered: the base alone differs
         if (ds[s]) {
           std::vector<float> base_only;
@@ -405,14 +421,16 @@ std::vector<int32_t> wait(Run& r) {
   return r.tokens;
 }
 
-std::unique_ptr<Engine> engine_for(const std::string& path, const std::vector<std::pair<std::string, float>>& adapters) {
+std::unique_ptr<Engine> engine_for(const std::string& path,
+                                   const std::vector<std::pair<std::string, float>>& adapters) {
   ExecutorOptions xo;
   xo.threads = 1, xo.n_ctx = 256, xo.kv_type = GgmlType::F32;
   std::unique_ptr<CpuExecutor> x;
   Status st = CpuExecutor::load(path, xo, {}, &x);
   CHECK(st.is_ok());
   if (!x) return nullptr;
-  for (size_t i = 0; i < adapters.size(); ++i) CHECK(x->load_adapter(i + 1, adapters[i].first, adapters[i].second).is_ok());
+  for (size_t i = 0; i < adapters.size(); ++i)
+    CHECK(x->load_adapter(i + 1, adapters[i].first, adapters[i].second).is_ok());
   CHECK(x->load_adapter(0, adapters.empty() ? path : adapters[0].first, 1.0f).code == Code::InvalidArgument);
   EngineOptions eo;
   eo.threads = 1, eo.n_ctx = 256, eo.kv_type = GgmlType::F32;
@@ -425,7 +443,10 @@ std::unique_ptr<Engine> engine_for(const std::string& path, const std::vector<st
 TEST(lora_engine_requests_pick_their_adapter) {
   const std::string base = base_path("llama");
   auto m = load_model(base);
-  if (!m) { CHECK(false); return; }
+  if (!m) {
+    CHECK(false);
+    return;
+  }
   SynthLoraOptions o;
   o.rank = 4, o.alpha = 16.0f, o.seed = 3, o.targets = kAllTargets;
   const std::string px = adapter_path(base, "engine_x", o);

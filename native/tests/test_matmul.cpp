@@ -29,7 +29,7 @@ namespace {
 using Bytes = std::vector<uint8_t>;
 
 const GgmlType kGemmTypes[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K,
-                               GgmlType::F16, GgmlType::BF16, GgmlType::F32};
+                               GgmlType::F16,  GgmlType::BF16, GgmlType::F32};
 
 bool is_quantized(GgmlType t) { return type_traits(t).block_size > 1; }
 
@@ -66,8 +66,8 @@ Matrix random_matrix(GgmlType t, int64_t n_in, int64_t n_out, uint32_t seed) {
 
 struct Acts {
   size_t stride;
-  Bytes data;                 // prepared rows
-  std::vector<Bytes> xq;      // the same tokens as quantize_row_ref(vec_dot_type) rows
+  Bytes data;             // prepared rows
+  std::vector<Bytes> xq;  // the same tokens as quantize_row_ref(vec_dot_type) rows
   std::vector<std::vector<float>> xf;
 };
 
@@ -88,9 +88,8 @@ Acts make_acts(GgmlType wt, int64_t n_in, int64_t n, uint32_t seed) {
 
 // Output [n, n_out] of one GEMM call over tokens [t0, t0 + n) and rows [r0, r1) with table k
 // (nullptr: the dispatched gemm()); outputs outside the rows stay NaN.
-std::vector<float> run_gemm(const KernelTable* k, const Matrix& w, const Acts& acts, int64_t t0,
-                            int64_t n, int64_t r0, int64_t r1, const uint8_t* packed = nullptr,
-                            const float* bias = nullptr) {
+std::vector<float> run_gemm(const KernelTable* k, const Matrix& w, const Acts& acts, int64_t t0, int64_t n, int64_t r0,
+                            int64_t r1, const uint8_t* packed = nullptr, const float* bias = nullptr) {
   std::vector<float> y(static_cast<size_t>(n * w.n_out), NAN);
   GemmArgs a;
   a.type = w.type;
@@ -191,7 +190,9 @@ TEST(gemm_matches_vec_dot_ref_within_tolerance) {
             const double tol = 1e-5 * abs_dot(t, w.row(r), acts.xq[tok], n_in) + 1e-6;
             if (!(std::fabs(double(y[tok * n_out + r]) - ref) <= tol)) ++bad;
           }
-        if (bad) std::fprintf(stderr, "  %s gemm %s n_in=%lld: %d outputs off\n", k->isa, type_traits(t).name, (long long)n_in, bad);
+        if (bad)
+          std::fprintf(stderr, "  %s gemm %s n_in=%lld: %d outputs off\n", k->isa, type_traits(t).name, (long long)n_in,
+                       bad);
         CHECK_EQ(bad, 0);
       }
     }
@@ -224,7 +225,9 @@ TEST(gemm_batch_invariance_bit_exact) {
           if (!(std::fabs(double(y[r]) - ref) <= tol)) ++off_ref;
         }
       }
-      if (off_ref) std::fprintf(stderr, "  %s %s: %d n=1 outputs off the scalar reference\n", k->isa, type_traits(t).name, off_ref);
+      if (off_ref)
+        std::fprintf(stderr, "  %s %s: %d n=1 outputs off the scalar reference\n", k->isa, type_traits(t).name,
+                     off_ref);
       CHECK_EQ(off_ref, 0);
       Bytes packed;
       if (gemm_packable(t)) {
@@ -325,7 +328,8 @@ TEST(gemm_q8_0_equals_its_canonical_formula) {
             bad += !same_bits(y[t * n_out + r], v) + !same_bits(yp[t * n_out + r], v);
           }
       }
-      if (bad) std::fprintf(stderr, "  %s q8_0 nb=%lld vs canonical formula: %d outputs differ\n", k->isa, (long long)nb, bad);
+      if (bad)
+        std::fprintf(stderr, "  %s q8_0 nb=%lld vs canonical formula: %d outputs differ\n", k->isa, (long long)nb, bad);
       CHECK_EQ(bad, 0);
     }
   }
@@ -376,7 +380,8 @@ TEST(gemm_exact_integer_sums_equal_vec_dot_ref) {
           } else {
             auto* blk = reinterpret_cast<quant::BlockQ8_K*>(q.data()) + b;
             blk->d = 1.0f;
-            for (int j = 0; j < 256; ++j) blk->qs[j] = static_cast<int8_t>(static_cast<int>(rng() % (2 * lim + 1)) - lim);
+            for (int j = 0; j < 256; ++j)
+              blk->qs[j] = static_cast<int8_t>(static_cast<int>(rng() % (2 * lim + 1)) - lim);
             for (int g = 0; g < 16; ++g) {
               int s = 0;
               for (int l = 0; l < 16; ++l) s += blk->qs[16 * g + l];
@@ -453,8 +458,8 @@ struct MatmulRun {
 };
 
 // Two tasks (different types sharing or not sharing a vec_dot type) over n tokens.
-MatmulRun run_matmul(const MatrixView& a, const MatrixView& b, const float* bias_a,
-                     const std::vector<float>& x, int64_t n, int threads) {
+MatmulRun run_matmul(const MatrixView& a, const MatrixView& b, const float* bias_a, const std::vector<float>& x,
+                     int64_t n, int threads) {
   ThreadPool pool(threads);
   MatmulRun out;
   out.y0.assign(static_cast<size_t>(n * a.n_out), NAN);
@@ -516,7 +521,9 @@ TEST(matmul_batch_and_thread_invariance_bit_exact) {
     {
       MatrixView pa = va, pb = vb;
       std::vector<uint8_t> bufa(packed_bytes(va) + 64), bufb(packed_bytes(vb) + 64);
-      auto aligned = [](std::vector<uint8_t>& b) { return b.data() + (64 - reinterpret_cast<uintptr_t>(b.data()) % 64) % 64; };
+      auto aligned = [](std::vector<uint8_t>& b) {
+        return b.data() + (64 - reinterpret_cast<uintptr_t>(b.data()) % 64) % 64;
+      };
       CHECK(pack_matrix(&pa, aligned(bufa)) == gemm_packable(ta));
       CHECK(pack_matrix(&pb, aligned(bufb)) == gemm_packable(tb));
       CHECK((pa.packed != nullptr) == gemm_packable(ta));
@@ -524,7 +531,8 @@ TEST(matmul_batch_and_thread_invariance_bit_exact) {
       for (int64_t i = 0; i < total * 53; ++i) bad += !same_bits(r.y0[i], s0[i]);
       for (int64_t i = 0; i < total * 130; ++i) bad += !same_bits(r.y1[i], s1[i]);
     }
-    if (bad) std::fprintf(stderr, "  matmul %s+%s: %d outputs differ\n", type_traits(ta).name, type_traits(tb).name, bad);
+    if (bad)
+      std::fprintf(stderr, "  matmul %s+%s: %d outputs differ\n", type_traits(ta).name, type_traits(tb).name, bad);
     CHECK_EQ(bad, 0);
     // And the bias really was added (against vec_dot_ref, within tolerance).
     Acts acts = make_acts(ta, n_in, 1, 0);
@@ -561,7 +569,9 @@ TEST(matmul_forced_scalar_agrees) {
       else bad += !(std::fabs(fast.y0[i] - slow.y0[i]) <= 1e-4 * (1 + std::fabs(slow.y0[i])));
     }
     for (size_t i = 0; i < fast.y1.size(); ++i) bad += !same_bits(fast.y1[i], slow.y1[i]);
-    if (bad) std::fprintf(stderr, "  forced scalar %s+%s: %d outputs differ\n", type_traits(ta).name, type_traits(tb).name, bad);
+    if (bad)
+      std::fprintf(stderr, "  forced scalar %s+%s: %d outputs differ\n", type_traits(ta).name, type_traits(tb).name,
+                   bad);
     CHECK_EQ(bad, 0);
   }
   if (prev) setenv("LLMSERVE_FORCE_SCALAR", saved.c_str(), 1);

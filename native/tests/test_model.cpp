@@ -17,10 +17,10 @@
 #include <string>
 #include <vector>
 
+#include "forward_ref.h"
 #include "gguf/gguf.h"
 #include "kv/kv_cache.h"
 #include "model/forward.h"
-#include "forward_ref.h"
 #include "model/model.h"
 #include "model/ops.h"
 #include "quant/quant.h"
@@ -123,7 +123,9 @@ const Json* Json::get(const std::string& k) const {
 
 // Parses the value at p (advancing it); throws on malformed input.
 Json parse_json(const char*& p, const char* end) {
-  auto ws = [&] { while (p < end && std::strchr(" \t\r\n,:", *p)) ++p; };  // separators skipped
+  auto ws = [&] {
+    while (p < end && std::strchr(" \t\r\n,:", *p)) ++p;
+  };                // separators skipped
   auto str = [&] {  // escapes are skipped, not decoded (keys and ids need none)
     const char* q = p + 1;
     while (q < end && *q != '"') q += *q == '\\' ? 2 : 1;
@@ -202,16 +204,16 @@ std::string synth_path(const SynthOptions& o) {
 
 // Copies a GGUF, letting edit() change metadata/tensors through the writer calls it makes.
 struct Edit {
-  std::string set_arch;                      // replaces general.architecture
-  std::string drop_key;                      // metadata key left out
-  std::string drop_tensor;                   // tensor left out
-  std::string reshape_tensor;                // tensor written with ne[1] - 1 rows
-  std::string retype_tensor;                 // tensor written as Q5_0 (not supported)
-  std::string int_key;                       // metadata key replaced by int_value
+  std::string set_arch;        // replaces general.architecture
+  std::string drop_key;        // metadata key left out
+  std::string drop_tensor;     // tensor left out
+  std::string reshape_tensor;  // tensor written with ne[1] - 1 rows
+  std::string retype_tensor;   // tensor written as Q5_0 (not supported)
+  std::string int_key;         // metadata key replaced by int_value
   int64_t int_value = 0;
   std::vector<std::pair<std::string, std::string>> add_str;  // metadata added
   std::vector<std::pair<std::string, float>> add_f32;
-  std::vector<float> rope_freqs;             // non-empty: adds rope_freqs.weight
+  std::vector<float> rope_freqs;  // non-empty: adds rope_freqs.weight
 };
 
 std::string rewrite(const std::string& src, const Edit& e, const std::string& name) {
@@ -253,8 +255,8 @@ std::string rewrite(const std::string& src, const Edit& e, const std::string& na
 }
 
 // Logits of every position of `toks`, computed in chunks of the given sizes (cycled).
-std::vector<float> run_chunked(const Model& m, const std::vector<int32_t>& toks,
-                               const std::vector<int64_t>& chunks, int threads, GgmlType kvt = GgmlType::F16) {
+std::vector<float> run_chunked(const Model& m, const std::vector<int32_t>& toks, const std::vector<int64_t>& chunks,
+                               int threads, GgmlType kvt = GgmlType::F16) {
   ThreadPool pool(threads);
   auto kv = make_kv(m, 256, kvt);
   std::vector<float> all, lg;
@@ -294,7 +296,10 @@ TEST(model_thread_pool_covers_every_index_once) {
       std::vector<std::atomic<int>> hits(static_cast<size_t>(n)), slot_busy(threads);
       std::atomic<int> bad_slot{0};
       pool.parallel_for_chunked(n, [&](int64_t b, int64_t e, int s) {
-        if (s < 0 || s >= threads) { bad_slot++; return; }
+        if (s < 0 || s >= threads) {
+          bad_slot++;
+          return;
+        }
         if (slot_busy[s]++ != 0) bad_slot++;
         for (int64_t i = b; i < e; ++i) hits[i]++;
         slot_busy[s]--;
@@ -307,7 +312,8 @@ TEST(model_thread_pool_covers_every_index_once) {
   ThreadPool pool(2);
   for (int64_t grain : {1, 3, 10, 1000}) {
     std::atomic<int> chunks{0};
-    pool.parallel_for_chunked(20, [&](int64_t, int64_t, int) { chunks++; }, grain);
+    pool.parallel_for_chunked(
+        20, [&](int64_t, int64_t, int) { chunks++; }, grain);
     CHECK_EQ(chunks.load(), static_cast<int>(std::clamp<int64_t>(20 / grain, 1, 8)));
   }
 }
@@ -316,13 +322,14 @@ TEST(model_thread_pool_nested_and_exceptions) {
   ThreadPool pool(3);
   std::atomic<int64_t> sum{0};
   pool.parallel_for(6, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i)
-      pool.parallel_for(10, [&](int64_t b2, int64_t e2) { sum += (e2 - b2) * (i + 1); });
+    for (int64_t i = b; i < e; ++i) pool.parallel_for(10, [&](int64_t b2, int64_t e2) { sum += (e2 - b2) * (i + 1); });
   });
   CHECK_EQ(sum.load(), int64_t(10 * 21));
   bool caught = false;
   try {
-    pool.parallel_for(9, [&](int64_t b, int64_t) { if (b > 0) throw std::runtime_error("boom"); });
+    pool.parallel_for(9, [&](int64_t b, int64_t) {
+      if (b > 0) throw std::runtime_error("boom");
+    });
   } catch (const std::runtime_error&) { caught = true; }
   CHECK(caught);
   // Still usable afterwards, many times in a row.
@@ -377,8 +384,8 @@ void check_reference(const std::string& name, double tol, double mean_tol) {
     }
   }
   const double mean_diff = n_diff ? sum_diff / n_diff : 0.0;
-  std::printf("  %s: %d/%d greedy tokens equal, top-5 |p - p_ref|: max %.2e, mean %.2e\n",
-              name.c_str(), greedy_ok, steps, max_diff, mean_diff);
+  std::printf("  %s: %d/%d greedy tokens equal, top-5 |p - p_ref|: max %.2e, mean %.2e\n", name.c_str(), greedy_ok,
+              steps, max_diff, mean_diff);
   CHECK(steps > 0);
   CHECK(mean_diff <= mean_tol);
 }
@@ -459,8 +466,8 @@ TEST(model_batch_invariance_fixture) {
 
 TEST(model_batch_invariance_synthetic_all_types) {
   for (const char* arch : {"llama", "qwen2"}) {
-    for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0,
-                       GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K}) {
+    for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K,
+                       GgmlType::Q6_K}) {
       const std::string p = synth_path(synth_opts(arch, t));
       CHECK(!p.empty());
       if (p.empty()) continue;
@@ -474,7 +481,8 @@ TEST(model_batch_invariance_synthetic_all_types) {
       for (GgmlType kvt : kv_types(*m)) {
         if (kvt == GgmlType::F32) continue;
         check_invariance(*m, kvt);
-        if (lt::failures() != before) std::fprintf(stderr, "  (%s %s, %s KV)\n", arch, type_traits(t).name, type_traits(kvt).name);
+        if (lt::failures() != before)
+          std::fprintf(stderr, "  (%s %s, %s KV)\n", arch, type_traits(t).name, type_traits(kvt).name);
       }
     }
   }
@@ -511,8 +519,8 @@ TEST(model_matches_naive_reference) {
         // Quantized activations (Q8_0) and f16 KV cost precision; structure errors cost far more.
         const double tol = (t == GgmlType::F32 && kvt == GgmlType::F32) ? 1e-4 : 2e-2;
         if (std::getenv("LLMSERVE_TEST_VERBOSE") || max_l > tol * std::max(1.0, scale))
-          std::fprintf(stderr, "  %s %s %s KV: max |dlogit| %.3g (scale %.3g)\n", arch,
-                       type_traits(t).name, type_traits(kvt).name, max_l, scale);
+          std::fprintf(stderr, "  %s %s %s KV: max |dlogit| %.3g (scale %.3g)\n", arch, type_traits(t).name,
+                       type_traits(kvt).name, max_l, scale);
         CHECK(max_l <= tol * std::max(1.0, scale));
         CHECK(max_p <= 1e-2);
         CHECK_EQ(argmax(lg.data(), V), argmax(rf.data(), V));
@@ -600,7 +608,8 @@ TEST(model_forward_errors) {
   KvCacheOptions o;
   o.n_ctx = 0;
   CHECK(KvCache::create(kv_shape(m->config()), o, &bad_kv).code == Code::InvalidArgument);
-  o.n_ctx = int64_t(1) << 23;  // 2^23 positions x 2 layers x 32 x 2 B = 1 GiB per tensor: allocates lazily or fails cleanly
+  o.n_ctx =
+      int64_t(1) << 23;  // 2^23 positions x 2 layers x 32 x 2 B = 1 GiB per tensor: allocates lazily or fails cleanly
   Status big = KvCache::create(kv_shape(m->config()), o, &bad_kv);
   CHECK(big.is_ok() || big.code == Code::OutOfMemory);
 }
@@ -615,52 +624,85 @@ TEST(model_load_errors) {
     Code code;
     const char* must_mention;
   };
-  auto edit = [](std::function<void(Edit&)> f) { Edit e; f(e); return e; };
+  auto edit = [](std::function<void(Edit&)> f) {
+    Edit e;
+    f(e);
+    return e;
+  };
   const std::vector<Case> cases = {
       {"arch", edit([](Edit& e) { e.set_arch = "gpt2"; }), Code::UnsupportedArch,
        "architecture 'gpt2' is not supported; supported: llama, qwen2"},
       {"missing", edit([](Edit& e) { e.drop_tensor = "blk.1.ffn_up.weight"; }), Code::MissingTensor,
        "blk.1.ffn_up.weight"},
-      {"missing_norm", edit([](Edit& e) { e.drop_tensor = "output_norm.weight"; }),
-       Code::MissingTensor, "output_norm.weight"},
+      {"missing_norm", edit([](Edit& e) { e.drop_tensor = "output_norm.weight"; }), Code::MissingTensor,
+       "output_norm.weight"},
       {"shape", edit([](Edit& e) { e.reshape_tensor = "blk.0.attn_k.weight"; }), Code::BadShape,
        "tensor 'blk.0.attn_k.weight' has shape [64, 31], expected [64, 32]"},
-      {"type", edit([](Edit& e) { e.retype_tensor = "blk.0.attn_q.weight"; }),
-       Code::UnsupportedType, "blk.0.attn_q.weight"},
-      {"key", edit([](Edit& e) { e.drop_key = "llama.attention.layer_norm_rms_epsilon"; }),
-       Code::GgufCorrupt, "llama.attention.layer_norm_rms_epsilon"},
-      {"layers0", edit([](Edit& e) { e.int_key = "llama.block_count"; e.int_value = 0; }),
+      {"type", edit([](Edit& e) { e.retype_tensor = "blk.0.attn_q.weight"; }), Code::UnsupportedType,
+       "blk.0.attn_q.weight"},
+      {"key", edit([](Edit& e) { e.drop_key = "llama.attention.layer_norm_rms_epsilon"; }), Code::GgufCorrupt,
+       "llama.attention.layer_norm_rms_epsilon"},
+      {"layers0", edit([](Edit& e) {
+         e.int_key = "llama.block_count";
+         e.int_value = 0;
+       }),
        Code::BadShape, "llama.block_count"},
-      {"gqa", edit([](Edit& e) { e.int_key = "llama.attention.head_count_kv"; e.int_value = 3; }),
+      {"gqa", edit([](Edit& e) {
+         e.int_key = "llama.attention.head_count_kv";
+         e.int_value = 3;
+       }),
        Code::BadShape, "head_count_kv"},
-      {"embd", edit([](Edit& e) { e.int_key = "llama.embedding_length"; e.int_value = 65; }),
+      {"embd", edit([](Edit& e) {
+         e.int_key = "llama.embedding_length";
+         e.int_value = 65;
+       }),
        Code::BadShape, "embedding_length"},
       // Files that used to load and then generate garbage (issue 9): each fails at load naming the key.
-      {"block_count_small", edit([](Edit& e) { e.int_key = "llama.block_count"; e.int_value = 1; }),
+      {"block_count_small", edit([](Edit& e) {
+         e.int_key = "llama.block_count";
+         e.int_value = 1;
+       }),
        Code::BadShape, "'llama.block_count' = 1 but the file has tensors of block 1"},
       {"yarn_nan_factor", edit([](Edit& e) {
          e.add_str = {{"llama.rope.scaling.type", "yarn"}};
          e.add_f32 = {{"llama.rope.scaling.factor", std::nanf("")}};
-       }), Code::BadShape, "llama.rope.scaling.factor"},
+       }),
+       Code::BadShape, "llama.rope.scaling.factor"},
       {"yarn_inf_beta", edit([](Edit& e) {
          e.add_str = {{"llama.rope.scaling.type", "yarn"}};
          e.add_f32 = {{"llama.rope.scaling.factor", 4.0f}, {"llama.rope.scaling.yarn_beta_fast", INFINITY}};
-       }), Code::BadShape, "llama.rope.scaling.yarn_beta_fast"},
+       }),
+       Code::BadShape, "llama.rope.scaling.yarn_beta_fast"},
       {"yarn_nan_log_mul", edit([](Edit& e) {
          e.add_str = {{"llama.rope.scaling.type", "yarn"}};
          e.add_f32 = {{"llama.rope.scaling.factor", 4.0f}, {"llama.rope.scaling.yarn_log_multiplier", std::nanf("")}};
-       }), Code::BadShape, "llama.rope.scaling.yarn_log_multiplier"},
-      {"rope_scale_absurd", edit([](Edit& e) { e.add_f32 = {{"llama.rope.scaling.factor", 1e5f}}; }),
+       }),
+       Code::BadShape, "llama.rope.scaling.yarn_log_multiplier"},
+      {"rope_scale_absurd", edit([](Edit& e) {
+         e.add_f32 = {{"llama.rope.scaling.factor", 1e5f}};
+       }),
        Code::BadShape, "llama.rope.scaling.factor"},
-      {"rope_scale_linear_absurd", edit([](Edit& e) { e.add_f32 = {{"llama.rope.scale_linear", 1e-6f}}; }),
+      {"rope_scale_linear_absurd", edit([](Edit& e) {
+         e.add_f32 = {{"llama.rope.scale_linear", 1e-6f}};
+       }),
        Code::BadShape, "llama.rope.scale_linear"},
-      {"eos_float", edit([](Edit& e) { e.add_f32 = {{"tokenizer.ggml.eos_token_id", 2.0f}}; }),
+      {"eos_float", edit([](Edit& e) {
+         e.add_f32 = {{"tokenizer.ggml.eos_token_id", 2.0f}};
+       }),
        Code::GgufCorrupt, "tokenizer.ggml.eos_token_id"},
-      {"eos_out_of_vocab", edit([](Edit& e) { e.int_key = "tokenizer.ggml.eos_token_id"; e.int_value = 320; }),
+      {"eos_out_of_vocab", edit([](Edit& e) {
+         e.int_key = "tokenizer.ggml.eos_token_id";
+         e.int_value = 320;
+       }),
        Code::BadShape, "'tokenizer.ggml.eos_token_id' = 320 is outside the vocabulary [0, 320)"},
-      {"bos_string", edit([](Edit& e) { e.add_str = {{"tokenizer.ggml.bos_token_id", "1"}}; }),
+      {"bos_string", edit([](Edit& e) {
+         e.add_str = {{"tokenizer.ggml.bos_token_id", "1"}};
+       }),
        Code::GgufCorrupt, "tokenizer.ggml.bos_token_id"},
-      {"gqa_group_too_large", edit([](Edit& e) { e.int_key = "llama.attention.head_count"; e.int_value = 256; }),
+      {"gqa_group_too_large", edit([](Edit& e) {
+         e.int_key = "llama.attention.head_count";
+         e.int_value = 256;
+       }),
        Code::BadShape, "128 query heads per KV head; at most 64"},
   };
   for (const Case& c : cases) {
@@ -677,7 +719,8 @@ TEST(model_load_errors) {
     std::remove(q.c_str());
   }
   // The untouched copy loads (the rewrite itself is sound), and tied output falls back to token_embd.
-  Edit tie; tie.drop_tensor = "output.weight";
+  Edit tie;
+  tie.drop_tensor = "output.weight";
   const std::string q = rewrite(p, tie, "tied.gguf");
   auto m = load_model(q);
   CHECK(m != nullptr);

@@ -99,8 +99,8 @@ TEST(ops_attention_group_dispatch_matches_reference) {
   };
   for (GgmlType kvt : {GgmlType::F16, GgmlType::F32, GgmlType::Q8_0}) {
     const GgmlType qt = type_traits(kvt).vec_dot_type;
-    const std::vector<int64_t> hds = kvt == GgmlType::Q8_0 ? std::vector<int64_t>{32, 64, 128}
-                                                           : std::vector<int64_t>{8, 13, 64, 128};
+    const std::vector<int64_t> hds =
+        kvt == GgmlType::Q8_0 ? std::vector<int64_t>{32, 64, 128} : std::vector<int64_t>{8, 13, 64, 128};
     for (int64_t hd : hds) {
       for (int64_t n_q : {1, 3, 8}) {
         for (int64_t len : {1, 31, 77}) {
@@ -117,7 +117,8 @@ TEST(ops_attention_group_dispatch_matches_reference) {
           }
           std::vector<int32_t> table(nb);
           for (int64_t b = 0; b < nb; ++b) table[b] = static_cast<int32_t>((b * 5 + 3) % nb);
-          if (nb % 5 == 0) for (int64_t b = 0; b < nb; ++b) table[b] = static_cast<int32_t>(nb - 1 - b);
+          if (nb % 5 == 0)
+            for (int64_t b = 0; b < nb; ++b) table[b] = static_cast<int32_t>(nb - 1 - b);
           std::vector<uint8_t> kp(nb * bs * row), vp(kp.size());
           for (int64_t j = 0; j < len; ++j) {
             const size_t dst = (size_t(table[j / bs]) * bs + j % bs) * row;
@@ -134,8 +135,22 @@ TEST(ops_attention_group_dispatch_matches_reference) {
           const float scale = 1.0f / std::sqrt(float(hd));
           auto group = [&](const uint8_t* kb, const uint8_t* vb, const int32_t* blocks, int64_t block_size, int64_t h0,
                            int64_t count, float* out) {
-            AttnGroup a{kb + head_off, vb + head_off, blocks, block_size, row, size_t(block_size) * row, kvt,
-                        q.data() + h0 * q_stride, q_stride, count, len, hd, scale, out, hd, w};
+            AttnGroup a{kb + head_off,
+                        vb + head_off,
+                        blocks,
+                        block_size,
+                        row,
+                        size_t(block_size) * row,
+                        kvt,
+                        q.data() + h0 * q_stride,
+                        q_stride,
+                        count,
+                        len,
+                        hd,
+                        scale,
+                        out,
+                        hd,
+                        w};
             return a;
           };
           std::vector<float> out_ref(n_q * hd), out_fast(n_q * hd), out_one(hd), out_flat(n_q * hd);
@@ -176,12 +191,12 @@ TEST(ops_attention_group_dispatch_matches_reference) {
           }
           // f16: ggml's f16 accumulator; q8_0: the score's quantized q.
           const double tol = kvt == GgmlType::F32 ? 1e-5 : 5e-3;
-          if (err > tol) std::fprintf(stderr, "  %s hd=%lld n_q=%lld len=%lld: max err %.3g\n", type_traits(kvt).name,
-                                      (long long)hd, (long long)n_q, (long long)len, err);
+          if (err > tol)
+            std::fprintf(stderr, "  %s hd=%lld n_q=%lld len=%lld: max err %.3g\n", type_traits(kvt).name, (long long)hd,
+                         (long long)n_q, (long long)len, err);
           CHECK(err <= tol);
         }
       }
     }
   }
 }
-

@@ -39,7 +39,10 @@ std::vector<float> dequantize_ref(GgmlType t, const Bytes& b, int64_t n) {
   return y;
 }
 
-void put_f16(uint8_t* p, float v) { uint16_t h = fp32_to_fp16(v); std::memcpy(p, &h, 2); }
+void put_f16(uint8_t* p, float v) {
+  uint16_t h = fp32_to_fp16(v);
+  std::memcpy(p, &h, 2);
+}
 
 // The fast tables this CPU can run ("avx2", "avx512"), each checked against the reference.
 std::vector<const KernelTable*> fast_tables() {
@@ -62,16 +65,21 @@ double abs_dot(const std::vector<float>& a, const std::vector<float>& b) {
 }  // namespace
 
 TEST(quant_type_traits_match_ggml) {
-  struct Row { uint32_t id; const char* name; int64_t bs; size_t ts; };
+  struct Row {
+    uint32_t id;
+    const char* name;
+    int64_t bs;
+    size_t ts;
+  };
   const Row rows[] = {
-      {0, "f32", 1, 4},        {1, "f16", 1, 2},        {2, "q4_0", 32, 18},    {3, "q4_1", 32, 20},
-      {6, "q5_0", 32, 22},     {7, "q5_1", 32, 24},     {8, "q8_0", 32, 34},    {9, "q8_1", 32, 36},
-      {10, "q2_K", 256, 84},   {11, "q3_K", 256, 110},  {12, "q4_K", 256, 144}, {13, "q5_K", 256, 176},
-      {14, "q6_K", 256, 210},  {15, "q8_K", 256, 292},  {16, "iq2_xxs", 256, 66}, {17, "iq2_xs", 256, 74},
-      {18, "iq3_xxs", 256, 98}, {19, "iq1_s", 256, 50}, {20, "iq4_nl", 32, 18}, {21, "iq3_s", 256, 110},
-      {22, "iq2_s", 256, 82},  {23, "iq4_xs", 256, 136}, {24, "i8", 1, 1},      {25, "i16", 1, 2},
-      {26, "i32", 1, 4},       {27, "i64", 1, 8},       {28, "f64", 1, 8},      {29, "iq1_m", 256, 56},
-      {30, "bf16", 1, 2},      {34, "tq1_0", 256, 54},  {35, "tq2_0", 256, 66}, {39, "mxfp4", 32, 17},
+      {0, "f32", 1, 4},         {1, "f16", 1, 2},         {2, "q4_0", 32, 18},      {3, "q4_1", 32, 20},
+      {6, "q5_0", 32, 22},      {7, "q5_1", 32, 24},      {8, "q8_0", 32, 34},      {9, "q8_1", 32, 36},
+      {10, "q2_K", 256, 84},    {11, "q3_K", 256, 110},   {12, "q4_K", 256, 144},   {13, "q5_K", 256, 176},
+      {14, "q6_K", 256, 210},   {15, "q8_K", 256, 292},   {16, "iq2_xxs", 256, 66}, {17, "iq2_xs", 256, 74},
+      {18, "iq3_xxs", 256, 98}, {19, "iq1_s", 256, 50},   {20, "iq4_nl", 32, 18},   {21, "iq3_s", 256, 110},
+      {22, "iq2_s", 256, 82},   {23, "iq4_xs", 256, 136}, {24, "i8", 1, 1},         {25, "i16", 1, 2},
+      {26, "i32", 1, 4},        {27, "i64", 1, 8},        {28, "f64", 1, 8},        {29, "iq1_m", 256, 56},
+      {30, "bf16", 1, 2},       {34, "tq1_0", 256, 54},   {35, "tq2_0", 256, 66},   {39, "mxfp4", 32, 17},
   };
   for (const Row& r : rows) {
     const TypeTraits& t = type_traits(r.id);
@@ -119,14 +127,14 @@ TEST(quant_fp16_conversions) {
   CHECK_EQ(fp16_to_fp32(0x0400), std::ldexp(1.0f, -14));  // smallest normal
   CHECK(std::signbit(fp16_to_fp32(0x8000)) && fp16_to_fp32(0x8000) == 0.0f);
   CHECK(std::isinf(fp16_to_fp32(0xFC00)) && fp16_to_fp32(0xFC00) < 0);
-  CHECK_EQ(fp32_to_fp16(65519.0f), 0x7BFF);   // below the midpoint to 65536
-  CHECK_EQ(fp32_to_fp16(65520.0f), 0x7C00);   // midpoint, ties to even = inf
+  CHECK_EQ(fp32_to_fp16(65519.0f), 0x7BFF);  // below the midpoint to 65536
+  CHECK_EQ(fp32_to_fp16(65520.0f), 0x7C00);  // midpoint, ties to even = inf
   CHECK_EQ(fp32_to_fp16(1e6f), 0x7C00);
   CHECK_EQ(fp32_to_fp16(-1e6f), 0xFC00);
-  CHECK_EQ(fp32_to_fp16(1e-8f), 0x0000);                        // < half of 2^-24
-  CHECK_EQ(fp32_to_fp16(3e-8f), 0x0001);                        // > half of 2^-24
-  CHECK_EQ(fp32_to_fp16(std::ldexp(1.0f, -25)), 0x0000);        // tie -> even (0)
-  CHECK_EQ(fp32_to_fp16(3 * std::ldexp(1.0f, -25)), 0x0002);    // tie 1.5 units -> 2
+  CHECK_EQ(fp32_to_fp16(1e-8f), 0x0000);                             // < half of 2^-24
+  CHECK_EQ(fp32_to_fp16(3e-8f), 0x0001);                             // > half of 2^-24
+  CHECK_EQ(fp32_to_fp16(std::ldexp(1.0f, -25)), 0x0000);             // tie -> even (0)
+  CHECK_EQ(fp32_to_fp16(3 * std::ldexp(1.0f, -25)), 0x0002);         // tie 1.5 units -> 2
   CHECK_EQ(fp32_to_fp16(1.0f + std::ldexp(1.0f, -11)), 0x3C00);      // tie -> even mantissa 0
   CHECK_EQ(fp32_to_fp16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3C02);  // tie -> even mantissa 2
   CHECK_EQ(fp32_to_fp16(-2.0f), 0xC000);
@@ -135,7 +143,11 @@ TEST(quant_fp16_conversions) {
 }
 
 TEST(quant_bf16_conversions) {
-  auto bits = [](uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; };
+  auto bits = [](uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  };
   int bad = 0;
   for (uint32_t h = 0; h < 65536; ++h) {
     const bool nan = (h & 0x7F80) == 0x7F80 && (h & 0x7F);
@@ -223,9 +235,17 @@ TEST(quant_q8_K_known_blocks_and_layout) {
   x[513] = 5.0f;
   Bytes q = quantize_ref(GgmlType::Q8_K, x);
   CHECK_EQ(q.size(), size_t{3 * 292});
-  auto d_of = [&q](int blk) { float d; std::memcpy(&d, &q[292 * blk], 4); return d; };
+  auto d_of = [&q](int blk) {
+    float d;
+    std::memcpy(&d, &q[292 * blk], 4);
+    return d;
+  };
   auto qs = [&q](int blk, int j) { return static_cast<int8_t>(q[292 * blk + 4 + j]); };
-  auto bsum = [&q](int blk, int g) { int16_t s; std::memcpy(&s, &q[292 * blk + 260 + 2 * g], 2); return s; };
+  auto bsum = [&q](int blk, int g) {
+    int16_t s;
+    std::memcpy(&s, &q[292 * blk + 260 + 2 * g], 2);
+    return s;
+  };
   CHECK_EQ(d_of(0), 1.0f);
   for (int j = 0; j < 6; ++j) CHECK_EQ(qs(0, j), w0[j]);
   CHECK_EQ(bsum(0, 0), -121);
@@ -312,8 +332,8 @@ TEST(quant_q6_K_known_block) {
       const int e = 128 * h + l;
       blk[64 * h + l] = static_cast<uint8_t>((qv(e) & 15) | ((qv(e + 64) & 15) << 4));
       blk[64 * h + 32 + l] = static_cast<uint8_t>((qv(e + 32) & 15) | ((qv(e + 96) & 15) << 4));
-      blk[128 + 32 * h + l] = static_cast<uint8_t>((qv(e) >> 4) | ((qv(e + 32) >> 4) << 2) |
-                                                   ((qv(e + 64) >> 4) << 4) | ((qv(e + 96) >> 4) << 6));
+      blk[128 + 32 * h + l] = static_cast<uint8_t>((qv(e) >> 4) | ((qv(e + 32) >> 4) << 2) | ((qv(e + 64) >> 4) << 4) |
+                                                   ((qv(e + 96) >> 4) << 6));
     }
   }
   int scales[16];
@@ -419,14 +439,17 @@ std::vector<float> stress_row(int64_t n, uint32_t seed) {
     const int kind = b == 0 ? 2 : static_cast<int>(rng() % 6);
     float* p = x.data() + b * 32;
     const int64_t len = std::min<int64_t>(32, n - b * 32);
-    if (kind == 0) for (int64_t j = 0; j < len; ++j) p[j] *= 1e-3f;
-    if (kind == 1) for (int64_t j = 0; j < len; ++j) p[j] *= 1e4f;
+    if (kind == 0)
+      for (int64_t j = 0; j < len; ++j) p[j] *= 1e-3f;
+    if (kind == 1)
+      for (int64_t j = 0; j < len; ++j) p[j] *= 1e4f;
     if (kind == 2) {  // amax 127 (d = 1 for Q8_0) with halves: exercises roundf vs round-to-even
       for (int64_t j = 0; j < len; ++j) p[j] = static_cast<float>(static_cast<int>(rng() % 254) - 127) + 0.5f;
       p[0] = -127.0f;
       if (len > 2) p[1] = 0.49999997f, p[2] = -0.49999997f;  // largest floats below a tie
     }
-    if (kind == 3) for (int64_t j = 0; j < len; ++j) p[j] = 0.0f;
+    if (kind == 3)
+      for (int64_t j = 0; j < len; ++j) p[j] = 0.0f;
   }
   return x;
 }
@@ -502,18 +525,28 @@ void exact_operands(GgmlType t, int64_t n, std::mt19937& rng, Bytes& w, Bytes& x
   for (auto& b : w) b = static_cast<uint8_t>(rng());
   const int64_t nb = n / type_traits(t).block_size;
   switch (t) {
-    case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16:
+    case GgmlType::F32:
+    case GgmlType::F16:
+    case GgmlType::BF16:
       for (int64_t i = 0; i < n; ++i) {
         const float a = static_cast<float>(rnd(-16, 16)), b = static_cast<float>(rnd(-16, 16));
-        if (t == GgmlType::F32) { std::memcpy(&w[4 * i], &a, 4); std::memcpy(&x[4 * i], &b, 4); }
-        if (t == GgmlType::F16) { put_f16(&w[2 * i], a); put_f16(&x[2 * i], b); }
+        if (t == GgmlType::F32) {
+          std::memcpy(&w[4 * i], &a, 4);
+          std::memcpy(&x[4 * i], &b, 4);
+        }
+        if (t == GgmlType::F16) {
+          put_f16(&w[2 * i], a);
+          put_f16(&x[2 * i], b);
+        }
         if (t == GgmlType::BF16) {
           uint16_t ha = fp32_to_bf16(a), hb = fp32_to_bf16(b);
-          std::memcpy(&w[2 * i], &ha, 2); std::memcpy(&x[2 * i], &hb, 2);
+          std::memcpy(&w[2 * i], &ha, 2);
+          std::memcpy(&x[2 * i], &hb, 2);
         }
       }
       return;
-    case GgmlType::Q4_0: case GgmlType::Q8_0:
+    case GgmlType::Q4_0:
+    case GgmlType::Q8_0:
       for (int64_t i = 0; i < nb; ++i) put_f16(&w[type_traits(t).type_size * i], 1.0f);
       for (int64_t i = 0; i < nb; ++i) {
         uint8_t* b = &x[34 * i];
@@ -522,13 +555,21 @@ void exact_operands(GgmlType t, int64_t n, std::mt19937& rng, Bytes& w, Bytes& x
         for (int j = 0; j < 32; ++j) b[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(rnd(-127, 127)));
       }
       return;
-    case GgmlType::Q4_K: case GgmlType::Q6_K: case GgmlType::Q8_K: {
+    case GgmlType::Q4_K:
+    case GgmlType::Q6_K:
+    case GgmlType::Q8_K: {
       const int lim = t == GgmlType::Q6_K ? 2 : 8;
       for (int64_t i = 0; i < nb; ++i) {
         uint8_t* b = &w[type_traits(t).type_size * i];
-        if (t == GgmlType::Q4_K) { put_f16(b, 1.0f); put_f16(b + 2, 1.0f); }
+        if (t == GgmlType::Q4_K) {
+          put_f16(b, 1.0f);
+          put_f16(b + 2, 1.0f);
+        }
         if (t == GgmlType::Q6_K) put_f16(b + 208, 1.0f);
-        if (t == GgmlType::Q8_K) { const float one = 1.0f; std::memcpy(b, &one, 4); }
+        if (t == GgmlType::Q8_K) {
+          const float one = 1.0f;
+          std::memcpy(b, &one, 4);
+        }
         quant::BlockQ8_K* a = reinterpret_cast<quant::BlockQ8_K*>(&x[292 * i]);
         a->d = 1.0f;
         for (int j = 0; j < 256; ++j) a->qs[j] = static_cast<int8_t>(rnd(-lim, lim));
@@ -543,8 +584,7 @@ void exact_operands(GgmlType t, int64_t n, std::mt19937& rng, Bytes& w, Bytes& x
       }
       return;
     }
-    default:
-      return;
+    default: return;
   }
 }
 
@@ -564,7 +604,8 @@ TEST(quant_fast_dots_exact_integer_sums) {
         const float ref = vec_dot_ref(t, n, w.data(), x.data());
         const float fast = k->dot[quant::idx(t)](n, w.data(), x.data());
         if (ref != fast)
-          std::fprintf(stderr, "  %s exact %s n=%lld: %.9g vs %.9g\n", k->isa, type_traits(t).name, (long long)n, fast, ref);
+          std::fprintf(stderr, "  %s exact %s n=%lld: %.9g vs %.9g\n", k->isa, type_traits(t).name, (long long)n, fast,
+                       ref);
         CHECK(ref == fast);
       }
     }

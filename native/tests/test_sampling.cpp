@@ -228,8 +228,8 @@ TEST(sampling_penalties_on_heap_path_can_promote_and_demote) {
   // Vocabulary 1000, top_k 5 (heap path): a penalized token must enter / leave the top set.
   std::vector<float> logits(1000, 0.0f);
   for (int i = 0; i < 1000; ++i) logits[i] = float(i % 97) * 0.01f;  // max 0.96 at ids 96, 193..
-  logits[500] = 10.0f;  // the clear winner ...
-  logits[7] = -3.0f;    // ... and a loser
+  logits[500] = 10.0f;                                               // the clear winner ...
+  logits[7] = -3.0f;                                                 // ... and a loser
   SamplingParams p = plain();
   p.temperature = 0.0f;
   p.top_k = 5;
@@ -420,22 +420,52 @@ TEST(sampling_validate_rejects_each_option) {
   SamplingParams p;
   p.top_p = 1.5f;
   CHECK(validate(p).message == "topP must be in (0, 1] but received 1.5");
-  p.top_p = 0.0f;  rejects(p, "topP");
-  p.top_p = nan;   rejects(p, "topP");
-  p = {}; p.min_p = -0.1f;  rejects(p, "minP");
-  p = {}; p.min_p = 1.5f;   rejects(p, "minP");
-  p = {}; p.temperature = nan; rejects(p, "temperature");
-  p = {}; p.temperature = inf; rejects(p, "temperature");
-  p = {}; p.repeat_penalty = 0.0f; rejects(p, "repeatPenalty");
-  p = {}; p.repeat_penalty = -1.0f; rejects(p, "repeatPenalty");
-  p = {}; p.repeat_last_n = -2; rejects(p, "repeatLastN");
-  p = {}; p.frequency_penalty = inf; rejects(p, "frequencyPenalty");
-  p = {}; p.presence_penalty = nan; rejects(p, "presencePenalty");
-  p = {}; p.n_logprobs = 21; rejects(p, "logprobs");
-  p = {}; p.n_logprobs = -1; rejects(p, "logprobs");
+  p.top_p = 0.0f;
+  rejects(p, "topP");
+  p.top_p = nan;
+  rejects(p, "topP");
+  p = {};
+  p.min_p = -0.1f;
+  rejects(p, "minP");
+  p = {};
+  p.min_p = 1.5f;
+  rejects(p, "minP");
+  p = {};
+  p.temperature = nan;
+  rejects(p, "temperature");
+  p = {};
+  p.temperature = inf;
+  rejects(p, "temperature");
+  p = {};
+  p.repeat_penalty = 0.0f;
+  rejects(p, "repeatPenalty");
+  p = {};
+  p.repeat_penalty = -1.0f;
+  rejects(p, "repeatPenalty");
+  p = {};
+  p.repeat_last_n = -2;
+  rejects(p, "repeatLastN");
+  p = {};
+  p.frequency_penalty = inf;
+  rejects(p, "frequencyPenalty");
+  p = {};
+  p.presence_penalty = nan;
+  rejects(p, "presencePenalty");
+  p = {};
+  p.n_logprobs = 21;
+  rejects(p, "logprobs");
+  p = {};
+  p.n_logprobs = -1;
+  rejects(p, "logprobs");
   // edges that are valid
-  p = {}; p.top_p = 1.0f; p.min_p = 1.0f; p.min_p = 0.0f; p.temperature = -1.0f;
-  p.top_k = -5; p.repeat_last_n = -1; p.n_logprobs = 20;
+  p = {};
+  p.top_p = 1.0f;
+  p.min_p = 1.0f;
+  p.min_p = 0.0f;
+  p.temperature = -1.0f;
+  p.top_k = -5;
+  p.repeat_last_n = -1;
+  p.n_logprobs = 20;
   CHECK(validate(p).is_ok());
 }
 

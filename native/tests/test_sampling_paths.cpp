@@ -21,11 +21,10 @@ std::vector<TokenLogprob> reference_chain(const SamplingParams& p, const std::ve
                                           const std::vector<int32_t>& history) {
   const int32_t n = static_cast<int32_t>(raw.size());
   std::vector<double> l(raw.begin(), raw.end());
-  bool pen_on = p.repeat_last_n != 0 &&
-                (p.repeat_penalty != 1.0f || p.frequency_penalty != 0 || p.presence_penalty != 0);
+  bool pen_on =
+      p.repeat_last_n != 0 && (p.repeat_penalty != 1.0f || p.frequency_penalty != 0 || p.presence_penalty != 0);
   if (pen_on) {
-    size_t w = p.repeat_last_n < 0 ? history.size()
-                                   : std::min(history.size(), size_t(p.repeat_last_n));
+    size_t w = p.repeat_last_n < 0 ? history.size() : std::min(history.size(), size_t(p.repeat_last_n));
     std::vector<int> count(n, 0);
     for (size_t i = history.size() - w; i < history.size(); ++i) count[history[i]]++;
     for (int32_t t = 0; t < n; ++t) {
@@ -48,7 +47,10 @@ std::vector<TokenLogprob> reference_chain(const SamplingParams& p, const std::ve
     double cum = 0;
     for (size_t i = 0; i < ids.size(); ++i) {
       cum += std::exp(l[ids[i]] - m) / z;
-      if (cum >= p.top_p) { ids.resize(i + 1); break; }
+      if (cum >= p.top_p) {
+        ids.resize(i + 1);
+        break;
+      }
     }
   }
   if (p.min_p > 0) {
@@ -67,8 +69,8 @@ std::vector<TokenLogprob> reference_chain(const SamplingParams& p, const std::ve
 // Runs the sampler and reference_chain on the same random case; the kept set, its order and
 // probabilities, and the first draw (replayed from the same seed) must agree.
 int check_against_reference(int32_t V, float quantum, std::initializer_list<int32_t> top_ks,
-                            std::initializer_list<float> top_ps,
-                            std::initializer_list<float> min_ps, uint64_t data_seed) {
+                            std::initializer_list<float> top_ps, std::initializer_list<float> min_ps,
+                            uint64_t data_seed) {
   Rng gen(data_seed);
   int cases = 0, mismatches = 0;
   for (int32_t top_k : top_ks) {
@@ -108,14 +110,18 @@ int check_against_reference(int32_t V, float quantum, std::initializer_list<int3
         int32_t want_tok = want.back().token;
         for (auto& c : want) {
           cum += c.logprob;
-          if (u < cum) { want_tok = c.token; break; }
+          if (u < cum) {
+            want_tok = c.token;
+            break;
+          }
         }
         ok = ok && tok == want_tok;
         if (!ok) {
           ++mismatches;
-          std::fprintf(stderr, "  reference mismatch: V=%d top_k=%d top_p=%g min_p=%g: %zu vs %zu "
-                       "kept, token %d vs %d\n", V, top_k, double(top_p), double(min_p),
-                       got.size(), want.size(), tok, want_tok);
+          std::fprintf(stderr,
+                       "  reference mismatch: V=%d top_k=%d top_p=%g min_p=%g: %zu vs %zu "
+                       "kept, token %d vs %d\n",
+                       V, top_k, double(top_p), double(min_p), got.size(), want.size(), tok, want_tok);
         }
         ++cases;
       }
@@ -129,8 +135,8 @@ int check_against_reference(int32_t V, float quantum, std::initializer_list<int3
 
 TEST(sampling_matches_reference_on_every_path) {
   // V = 2000: heap top_k (<= 256), nth_element top_k, full path; sorted walks.
-  CHECK_EQ(check_against_reference(2000, 0.0f, {0, 1, 7, 40, 256, 257, 600, 1999, 2000, 5000},
-                                   {1.0f, 0.9f, 0.3f}, {0.0f, 0.05f, 0.5f}, 2024),
+  CHECK_EQ(check_against_reference(2000, 0.0f, {0, 1, 7, 40, 256, 257, 600, 1999, 2000, 5000}, {1.0f, 0.9f, 0.3f},
+                                   {0.0f, 0.05f, 0.5f}, 2024),
            90);
 }
 
@@ -138,9 +144,7 @@ TEST(sampling_matches_reference_large_vocab) {
   // V = 30000: top_p and the draw search thousands of unsorted candidates (logit histogram,
   // then quickselect), with and without many exact ties.
   for (float quantum : {0.0f, 0.25f})
-    CHECK_EQ(check_against_reference(30000, quantum, {0, 20000}, {1.0f, 0.99f, 0.8f},
-                                     {0.0f, 0.001f}, 77),
-             12);
+    CHECK_EQ(check_against_reference(30000, quantum, {0, 20000}, {1.0f, 0.99f, 0.8f}, {0.0f, 0.001f}, 77), 12);
 }
 
 TEST(sampling_paths_draw_identically) {

@@ -279,7 +279,7 @@ TEST(sched_session_eviction_frees_lru_unpinned_sessions_first) {
   // evicted, so its next turn recomputes while S1's and S3's next turns reuse their KV.
   EngineOptions o;
   o.max_batch_tokens = 64;
-  o.prefix_cache = false;  // reuse only through sessions
+  o.prefix_cache = false;      // reuse only through sessions
   Fixture f = make(24, 4, o);  // 96 tokens
   const auto until = deadline();
   std::vector<std::vector<int32_t>> p = {prompt(50, 20, 7), prompt(51, 20, 8), prompt(52, 20, 9)};
@@ -288,7 +288,7 @@ TEST(sched_session_eviction_frees_lru_unpinned_sessions_first) {
     first.push_back(submit(*f.engine, p[i], 3, 0, /*session=*/i + 1, /*pin=*/i == 0));
     CHECK(wait_done(*first.back(), until));
   }
-  CHECK_EQ(f.engine->stats().sessions, int64_t(3));  // 3 x 6 blocks held, 6 free
+  CHECK_EQ(f.engine->stats().sessions, int64_t(3));     // 3 x 6 blocks held, 6 free
   const std::vector<int32_t> big = prompt(53, 40, 10);  // 44 tokens: 11 blocks
   auto rb = submit(*f.engine, big, 4);
   CHECK(wait_done(*rb, until));
@@ -310,7 +310,7 @@ TEST(sched_session_eviction_frees_lru_unpinned_sessions_first) {
     CHECK(second.back()->tokens == expected(t, 2, kVocab));
   }
   CHECK(second[0]->tm.reused_tokens >= int64_t(p[0].size()));  // pinned: kept
-  CHECK_EQ(second[1]->tm.reused_tokens, int64_t(0));            // least recently used: evicted
+  CHECK_EQ(second[1]->tm.reused_tokens, int64_t(0));           // least recently used: evicted
   CHECK(second[2]->tm.reused_tokens >= int64_t(p[2].size()));  // most recent: kept
 }
 

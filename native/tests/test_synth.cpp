@@ -18,14 +18,14 @@
 using namespace llmserve;
 
 // String equality with both values printed (testing.h's CHECK_EQ prints numbers only).
-#define CHECK_STR(a, b)                                                                    \
-  do {                                                                                     \
-    std::string _sa(a), _sb(b);                                                            \
-    if (_sa != _sb) {                                                                      \
-      std::fprintf(stderr, "  %s:%d: CHECK_STR(%s, %s) failed: '%s' vs '%s'\n", __FILE__, __LINE__, \
-                   #a, #b, _sa.c_str(), _sb.c_str());                                      \
-      ++::lt::failures();                                                                  \
-    }                                                                                      \
+#define CHECK_STR(a, b)                                                                                     \
+  do {                                                                                                      \
+    std::string _sa(a), _sb(b);                                                                             \
+    if (_sa != _sb) {                                                                                       \
+      std::fprintf(stderr, "  %s:%d: CHECK_STR(%s, %s) failed: '%s' vs '%s'\n", __FILE__, __LINE__, #a, #b, \
+                   _sa.c_str(), _sb.c_str());                                                               \
+      ++::lt::failures();                                                                                   \
+    }                                                                                                       \
   } while (0)
 
 namespace {
@@ -72,7 +72,10 @@ void f32_stats(const GgufTensorInfo* t, double* mean, double* std) {
   const float* x = reinterpret_cast<const float*>(t->data);
   const int64_t n = t->n_elements();
   double s = 0, s2 = 0;
-  for (int64_t i = 0; i < n; ++i) { s += x[i]; s2 += double(x[i]) * x[i]; }
+  for (int64_t i = 0; i < n; ++i) {
+    s += x[i];
+    s2 += double(x[i]) * x[i];
+  }
   *mean = s / n;
   *std = std::sqrt(std::max(0.0, s2 / n - *mean * *mean));
 }
@@ -82,39 +85,75 @@ void f32_stats(const GgufTensorInfo* t, double* mean, double* std) {
 TEST(gguf_writer_roundtrip_all_value_types) {
   GgufWriter w;
   GgufValue v;
-  v.type = GgufType::UINT8; v.u = 200; w.set_value("t.u8", v);
-  v = {}; v.type = GgufType::INT8; v.i = -100; w.set_value("t.i8", v);
-  v = {}; v.type = GgufType::UINT16; v.u = 60000; w.set_value("t.u16", v);
-  v = {}; v.type = GgufType::INT16; v.i = -30000; w.set_value("t.i16", v);
+  v.type = GgufType::UINT8;
+  v.u = 200;
+  w.set_value("t.u8", v);
+  v = {};
+  v.type = GgufType::INT8;
+  v.i = -100;
+  w.set_value("t.i8", v);
+  v = {};
+  v.type = GgufType::UINT16;
+  v.u = 60000;
+  w.set_value("t.u16", v);
+  v = {};
+  v.type = GgufType::INT16;
+  v.i = -30000;
+  w.set_value("t.i16", v);
   w.set_u32("t.u32", 4000000000u);
   w.set_i32("t.i32", -2000000000);
   w.set_f32("t.f32", 1.25f);
   w.set_bool("t.bool", true);
   w.set_str("t.str", "héllo wörld");
   w.set_u64("t.u64", 0xFEDCBA9876543210ull);
-  v = {}; v.type = GgufType::INT64; v.i = -(int64_t(1) << 60); w.set_value("t.i64", v);
-  v = {}; v.type = GgufType::FLOAT64; v.f = 3.141592653589793; w.set_value("t.f64", v);
+  v = {};
+  v.type = GgufType::INT64;
+  v.i = -(int64_t(1) << 60);
+  w.set_value("t.i64", v);
+  v = {};
+  v.type = GgufType::FLOAT64;
+  v.f = 3.141592653589793;
+  w.set_value("t.f64", v);
   w.set_arr_f32("t.arr_f32", {1.5f, -2.5f, 0.0f});
   w.set_arr_i32("t.arr_i32", {7, -8, 9, 10});
   w.set_arr_str("t.arr_str", {"a", "", "\xE2\x96\x81the"});
   const uint16_t u16s[3] = {1, 65535, 300};
-  v = {}; v.type = GgufType::ARRAY; v.arr_type = GgufType::UINT16; v.arr_len = 3;
+  v = {};
+  v.type = GgufType::ARRAY;
+  v.arr_type = GgufType::UINT16;
+  v.arr_len = 3;
   v.arr_data = reinterpret_cast<const uint8_t*>(u16s);
   w.set_value("t.arr_u16", v);
   const uint8_t bools[2] = {1, 0};
-  v = {}; v.type = GgufType::ARRAY; v.arr_type = GgufType::BOOL; v.arr_len = 2; v.arr_data = bools;
+  v = {};
+  v.type = GgufType::ARRAY;
+  v.arr_type = GgufType::BOOL;
+  v.arr_len = 2;
+  v.arr_data = bools;
   w.set_value("t.arr_bool", v);
   // Array of two arrays: [[1, 2], ["x"]].
   const int32_t i32s[2] = {1, 2};
-  GgufValue inner1; inner1.type = GgufType::ARRAY; inner1.arr_type = GgufType::INT32; inner1.arr_len = 2;
+  GgufValue inner1;
+  inner1.type = GgufType::ARRAY;
+  inner1.arr_type = GgufType::INT32;
+  inner1.arr_len = 2;
   inner1.arr_data = reinterpret_cast<const uint8_t*>(i32s);
-  GgufValue inner2; inner2.type = GgufType::ARRAY; inner2.arr_type = GgufType::STRING; inner2.arr_len = 1;
+  GgufValue inner2;
+  inner2.type = GgufType::ARRAY;
+  inner2.arr_type = GgufType::STRING;
+  inner2.arr_len = 1;
   inner2.arr_str = {"x"};
-  v = {}; v.type = GgufType::ARRAY; v.arr_type = GgufType::ARRAY; v.arr_len = 2;
+  v = {};
+  v.type = GgufType::ARRAY;
+  v.arr_type = GgufType::ARRAY;
+  v.arr_len = 2;
   v.arr_nested = {inner1, inner2};
   w.set_value("t.nested", v);
   // Empty numeric array.
-  v = {}; v.type = GgufType::ARRAY; v.arr_type = GgufType::FLOAT64; v.arr_len = 0;
+  v = {};
+  v.type = GgufType::ARRAY;
+  v.arr_type = GgufType::FLOAT64;
+  v.arr_len = 0;
   w.set_value("t.arr_empty", v);
 
   const std::string path = tmp_path("values.gguf");
@@ -142,10 +181,16 @@ TEST(gguf_writer_roundtrip_all_value_types) {
   CHECK(get("t.f64") && get("t.f64")->type == GgufType::FLOAT64 && get("t.f64")->f == 3.141592653589793);
   const GgufValue* a = get("t.arr_f32");
   CHECK(a && a->type == GgufType::ARRAY && a->arr_type == GgufType::FLOAT32 && a->arr_len == 3);
-  if (a && a->arr_len == 3) { CHECK_EQ(a->arr_double(1), -2.5); CHECK_EQ(a->arr_double(0), 1.5); }
+  if (a && a->arr_len == 3) {
+    CHECK_EQ(a->arr_double(1), -2.5);
+    CHECK_EQ(a->arr_double(0), 1.5);
+  }
   a = get("t.arr_i32");
   CHECK(a && a->arr_type == GgufType::INT32 && a->arr_len == 4);
-  if (a && a->arr_len == 4) { CHECK_EQ(a->arr_int(1), int64_t(-8)); CHECK_EQ(a->arr_int(3), int64_t(10)); }
+  if (a && a->arr_len == 4) {
+    CHECK_EQ(a->arr_int(1), int64_t(-8));
+    CHECK_EQ(a->arr_int(3), int64_t(10));
+  }
   a = get("t.arr_str");
   CHECK(a && a->arr_type == GgufType::STRING && a->arr_str.size() == 3);
   if (a && a->arr_str.size() == 3) {
@@ -158,7 +203,10 @@ TEST(gguf_writer_roundtrip_all_value_types) {
   if (a && a->arr_len == 3) CHECK_EQ(a->arr_int(1), int64_t(65535));
   a = get("t.arr_bool");
   CHECK(a && a->arr_type == GgufType::BOOL && a->arr_len == 2);
-  if (a && a->arr_len == 2) { CHECK_EQ(a->arr_int(0), int64_t(1)); CHECK_EQ(a->arr_int(1), int64_t(0)); }
+  if (a && a->arr_len == 2) {
+    CHECK_EQ(a->arr_int(0), int64_t(1));
+    CHECK_EQ(a->arr_int(1), int64_t(0));
+  }
   a = get("t.nested");
   CHECK(a && a->arr_type == GgufType::ARRAY && a->arr_nested.size() == 2);
   if (a && a->arr_nested.size() == 2) {
@@ -210,12 +258,12 @@ TEST(gguf_writer_replaces_duplicate_key) {
 TEST(gguf_writer_tensors_offsets_and_data) {
   GgufWriter w;
   w.set_str("general.architecture", "test");
-  std::vector<float> a = {1, 2, 3};                       // 12 bytes -> padded to 32
+  std::vector<float> a = {1, 2, 3};  // 12 bytes -> padded to 32
   std::vector<float> b(4 * 3);
   for (size_t i = 0; i < b.size(); ++i) b[i] = 0.5f * i;  // [4, 3]
   std::vector<uint8_t> c(2 * 5 * 2);                      // f16 [5, 2]
   for (size_t i = 0; i < c.size(); ++i) c[i] = static_cast<uint8_t>(i * 7 + 1);
-  std::vector<uint8_t> q(34 * 3);                         // q8_0 [32, 3, 1, 1]
+  std::vector<uint8_t> q(34 * 3);  // q8_0 [32, 3, 1, 1]
   for (size_t i = 0; i < q.size(); ++i) q[i] = static_cast<uint8_t>(i);
   CHECK(w.add_tensor("a", GgmlType::F32, {3}, f32_bytes(a)).is_ok());
   CHECK(w.add_tensor("b.weight", GgmlType::F32, {4, 3}, f32_bytes(b)).is_ok());
@@ -231,9 +279,9 @@ TEST(gguf_writer_tensors_offsets_and_data) {
   if (f->tensors().size() != 4) return;
   const auto& t = f->tensors();
   CHECK_EQ(t[0].offset, uint64_t(0));
-  CHECK_EQ(t[1].offset, uint64_t(32));   // 12 -> 32
-  CHECK_EQ(t[2].offset, uint64_t(96));   // 32 + 48 -> 96 (48 padded to 64)
-  CHECK_EQ(t[3].offset, uint64_t(128));  // 96 + 20 -> 128
+  CHECK_EQ(t[1].offset, uint64_t(32));                             // 12 -> 32
+  CHECK_EQ(t[2].offset, uint64_t(96));                             // 32 + 48 -> 96 (48 padded to 64)
+  CHECK_EQ(t[3].offset, uint64_t(128));                            // 96 + 20 -> 128
   CHECK_EQ(f->file_size(), size_t(f->data_offset() + 128 + 128));  // 102 bytes padded to 128
   CHECK_EQ(t[1].n_dims, 2u);
   CHECK_EQ(t[1].ne[0], int64_t(4));
@@ -316,7 +364,8 @@ TEST(gguf_writer_io_error) {
   CHECK(st.message.find(std::strerror(ENOENT)) != std::string::npos);
   // Unencodable value (bad type id) is reported at write, naming the key.
   GgufWriter w2;
-  GgufValue v; v.type = static_cast<GgufType>(99);
+  GgufValue v;
+  v.type = static_cast<GgufType>(99);
   w2.set_value("bad.key", v);
   st = w2.write(tmp_path("never.gguf"));
   CHECK(st.code == Code::InvalidArgument);
@@ -337,12 +386,18 @@ TEST(synth_llama_f32_tensors_and_metadata) {
   if (!f) return;
   auto u32 = [&](const std::string& k) -> int64_t {
     const GgufValue* v = f->find(k);
-    if (!v || v->type != GgufType::UINT32) { std::fprintf(stderr, "  key %s not u32\n", k.c_str()); return -1; }
+    if (!v || v->type != GgufType::UINT32) {
+      std::fprintf(stderr, "  key %s not u32\n", k.c_str());
+      return -1;
+    }
     return v->as_int();
   };
   auto f32 = [&](const std::string& k) -> double {
     const GgufValue* v = f->find(k);
-    if (!v || v->type != GgufType::FLOAT32) { std::fprintf(stderr, "  key %s not f32\n", k.c_str()); return -1; }
+    if (!v || v->type != GgufType::FLOAT32) {
+      std::fprintf(stderr, "  key %s not f32\n", k.c_str());
+      return -1;
+    }
     return v->f;
   };
   CHECK_STR(str_of(f->find("general.architecture")), std::string("llama"));
@@ -375,10 +430,13 @@ TEST(synth_llama_f32_tensors_and_metadata) {
   CHECK(tt && tt->arr_type == GgufType::INT32 && tt->arr_len == 320);
 
   // Tensors: 3 globals + 9 per layer, in order, with ggml ne (ne[0] = input dim).
-  struct Want { std::string name; int64_t ne0, ne1; bool vec; };
-  std::vector<Want> want = {{"token_embd.weight", 64, 320, false},
-                            {"output_norm.weight", 64, 1, true},
-                            {"output.weight", 64, 320, false}};
+  struct Want {
+    std::string name;
+    int64_t ne0, ne1;
+    bool vec;
+  };
+  std::vector<Want> want = {
+      {"token_embd.weight", 64, 320, false}, {"output_norm.weight", 64, 1, true}, {"output.weight", 64, 320, false}};
   for (int i = 0; i < 2; ++i) {
     const std::string b = "blk." + std::to_string(i) + ".";
     want.push_back({b + "attn_norm.weight", 64, 1, true});
@@ -395,7 +453,10 @@ TEST(synth_llama_f32_tensors_and_metadata) {
   for (const auto& w : want) {
     const GgufTensorInfo* t = f->find_tensor(w.name);
     CHECK(t != nullptr);
-    if (!t) { std::fprintf(stderr, "  missing %s\n", w.name.c_str()); continue; }
+    if (!t) {
+      std::fprintf(stderr, "  missing %s\n", w.name.c_str());
+      continue;
+    }
     CHECK_EQ(t->n_dims, w.vec ? 1u : 2u);
     CHECK_EQ(t->ne[0], w.ne0);
     CHECK_EQ(t->ne[1], w.ne1);
@@ -463,15 +524,22 @@ TEST(synth_qwen2_biases_and_tied_output) {
 }
 
 TEST(synth_types_file_type_and_fallbacks) {
-  struct Case { GgmlType t; int ftype; GgmlType down; };  // ffn_down has ne[0] = ffn = 96
+  struct Case {
+    GgmlType t;
+    int ftype;
+    GgmlType down;
+  };  // ffn_down has ne[0] = ffn = 96
   const Case cases[] = {
-      {GgmlType::F16, 1, GgmlType::F16},   {GgmlType::BF16, 32, GgmlType::BF16},
-      {GgmlType::Q8_0, 7, GgmlType::Q8_0}, {GgmlType::Q4_0, 2, GgmlType::Q4_0},
-      {GgmlType::Q4_K, 15, GgmlType::Q8_0}, {GgmlType::Q6_K, 18, GgmlType::Q8_0},
+      {GgmlType::F16, 1, GgmlType::F16},   {GgmlType::BF16, 32, GgmlType::BF16}, {GgmlType::Q8_0, 7, GgmlType::Q8_0},
+      {GgmlType::Q4_0, 2, GgmlType::Q4_0}, {GgmlType::Q4_K, 15, GgmlType::Q8_0}, {GgmlType::Q6_K, 18, GgmlType::Q8_0},
   };
   // Reference F32 model with the same seed: every type holds the same values, rounded.
   SynthOptions ref = small_opts();
-  ref.dim = 256; ref.heads = 8; ref.kv_heads = 2; ref.ffn = 96; ref.layers = 1;
+  ref.dim = 256;
+  ref.heads = 8;
+  ref.kv_heads = 2;
+  ref.ffn = 96;
+  ref.layers = 1;
   const std::string pref = tmp_path("types_f32.gguf");
   CHECK(synth_model(ref, pref).is_ok());
   auto fref = open_ok(pref);
@@ -500,8 +568,11 @@ TEST(synth_types_file_type_and_fallbacks) {
     if (!q || !d) continue;
     CHECK_EQ(q->nbytes, uint64_t(row_size(c.t, 256) * 256));
     // Dequantized values track the f32 model's (relative error of the rounding per type).
-    const double tol = c.t == GgmlType::F16 ? 1e-3 : c.t == GgmlType::BF16 ? 8e-3
-                     : c.t == GgmlType::Q8_0 ? 0.02 : c.t == GgmlType::Q6_K ? 0.05 : 0.2;
+    const double tol = c.t == GgmlType::F16    ? 1e-3
+                       : c.t == GgmlType::BF16 ? 8e-3
+                       : c.t == GgmlType::Q8_0 ? 0.02
+                       : c.t == GgmlType::Q6_K ? 0.05
+                                               : 0.2;
     for (const char* name : {"blk.0.attn_q.weight", "blk.0.ffn_down.weight"}) {
       const GgufTensorInfo* t = f->find_tensor(name);
       const GgufTensorInfo* r = fref->find_tensor(name);
@@ -524,7 +595,10 @@ TEST(synth_types_file_type_and_fallbacks) {
 
 TEST(synth_fallback_to_f16_for_odd_rows) {
   SynthOptions o = small_opts();
-  o.dim = 48; o.heads = 4; o.kv_heads = 2; o.ffn = 64;  // 48 % 32 != 0
+  o.dim = 48;
+  o.heads = 4;
+  o.kv_heads = 2;
+  o.ffn = 64;  // 48 % 32 != 0
   o.type = GgmlType::Q4_K;
   const std::string p = tmp_path("fallback.gguf");
   std::vector<std::string> notes;
@@ -533,7 +607,7 @@ TEST(synth_fallback_to_f16_for_odd_rows) {
   if (!f) return;
   CHECK(f->find_tensor("blk.0.attn_q.weight")->type == GgmlType::F16);     // 48 -> f16
   CHECK(f->find_tensor("blk.0.ffn_down.weight")->type == GgmlType::Q8_0);  // 64 -> q8_0
-  CHECK_EQ(notes.size(), size_t(2 + 2 * 7));  // every matrix falls back
+  CHECK_EQ(notes.size(), size_t(2 + 2 * 7));                               // every matrix falls back
   CHECK(synth_matrix_type(GgmlType::Q4_0, 48) == GgmlType::F16);
   CHECK(synth_matrix_type(GgmlType::Q4_0, 64) == GgmlType::Q4_0);
   CHECK(synth_matrix_type(GgmlType::Q6_K, 512) == GgmlType::Q6_K);
@@ -566,7 +640,10 @@ TEST(synth_progress_reports) {
   bool mono = true;
   for (size_t i = 1; i < seen.size(); ++i) mono = mono && seen[i] >= seen[i - 1];
   CHECK(mono);
-  if (!seen.empty()) { CHECK_EQ(seen.front(), 0.0); CHECK_EQ(seen.back(), 1.0); }
+  if (!seen.empty()) {
+    CHECK_EQ(seen.front(), 0.0);
+    CHECK_EQ(seen.back(), 1.0);
+  }
   std::remove(p.c_str());
 }
 
@@ -582,27 +659,68 @@ TEST(synth_option_validation) {
     return ok;
   };
   SynthOptions o;
-  o = small_opts(); o.arch = "gpt2"; CHECK(has(err(o), "arch"));
-  o = small_opts(); o.dim = 0; CHECK(has(err(o), "dim"));
-  o = small_opts(); o.dim = -64; CHECK(has(err(o), "dim"));
-  o = small_opts(); o.layers = 0; CHECK(has(err(o), "layers"));
-  o = small_opts(); o.heads = 0; CHECK(has(err(o), "heads"));
-  o = small_opts(); o.kv_heads = 0; CHECK(has(err(o), "kv_heads"));
-  o = small_opts(); o.ffn = -1; CHECK(has(err(o), "ffn"));
-  o = small_opts(); o.context = 0; CHECK(has(err(o), "context"));
-  o = small_opts(); o.heads = 5; o.kv_heads = 1; CHECK(has(err(o), "heads"));   // 5 does not divide 64
-  o = small_opts(); o.kv_heads = 3; CHECK(has(err(o), "kv_heads"));            // 3 does not divide 4
-  o = small_opts(); o.dim = 60; o.heads = 4; o.kv_heads = 1; CHECK(has(err(o), "head dimension"));  // 15
-  o = small_opts(); o.vocab_size = 299; CHECK(has(err(o), "vocab_size"));
-  o = small_opts(); o.vocab_size = kSynthMaxGeneratedVocab + 1; CHECK(has(err(o), "vocab_size"));
-  o = small_opts(); o.type = GgmlType::Q5_0; CHECK(has(err(o), "type"));
-  o = small_opts(); o.rope_freq_base = 0; CHECK(has(err(o), "rope_freq_base"));
-  o = small_opts(); o.rms_eps = -1; CHECK(has(err(o), "rms_eps"));
-  o = small_opts(); o.dim = 65536; o.heads = 64; o.kv_heads = 8; o.layers = 1024; o.ffn = 1 << 20;
+  o = small_opts();
+  o.arch = "gpt2";
+  CHECK(has(err(o), "arch"));
+  o = small_opts();
+  o.dim = 0;
+  CHECK(has(err(o), "dim"));
+  o = small_opts();
+  o.dim = -64;
+  CHECK(has(err(o), "dim"));
+  o = small_opts();
+  o.layers = 0;
+  CHECK(has(err(o), "layers"));
+  o = small_opts();
+  o.heads = 0;
+  CHECK(has(err(o), "heads"));
+  o = small_opts();
+  o.kv_heads = 0;
+  CHECK(has(err(o), "kv_heads"));
+  o = small_opts();
+  o.ffn = -1;
+  CHECK(has(err(o), "ffn"));
+  o = small_opts();
+  o.context = 0;
+  CHECK(has(err(o), "context"));
+  o = small_opts();
+  o.heads = 5;
+  o.kv_heads = 1;
+  CHECK(has(err(o), "heads"));  // 5 does not divide 64
+  o = small_opts();
+  o.kv_heads = 3;
+  CHECK(has(err(o), "kv_heads"));  // 3 does not divide 4
+  o = small_opts();
+  o.dim = 60;
+  o.heads = 4;
+  o.kv_heads = 1;
+  CHECK(has(err(o), "head dimension"));  // 15
+  o = small_opts();
+  o.vocab_size = 299;
+  CHECK(has(err(o), "vocab_size"));
+  o = small_opts();
+  o.vocab_size = kSynthMaxGeneratedVocab + 1;
+  CHECK(has(err(o), "vocab_size"));
+  o = small_opts();
+  o.type = GgmlType::Q5_0;
+  CHECK(has(err(o), "type"));
+  o = small_opts();
+  o.rope_freq_base = 0;
+  CHECK(has(err(o), "rope_freq_base"));
+  o = small_opts();
+  o.rms_eps = -1;
+  CHECK(has(err(o), "rms_eps"));
+  o = small_opts();
+  o.dim = 65536;
+  o.heads = 64;
+  o.kv_heads = 8;
+  o.layers = 1024;
+  o.ffn = 1 << 20;
   CHECK(has(err(o), "GiB"));
   CHECK(validate_synth_options(small_opts()).is_ok());
   // A bad vocab_from path is reported with its path, and nothing is written.
-  o = small_opts(); o.vocab_from = "/tmp/llmserve_no_such_vocab.gguf";
+  o = small_opts();
+  o.vocab_from = "/tmp/llmserve_no_such_vocab.gguf";
   Status st = synth_model(o, tmp_path("novocab.gguf"));
   CHECK(!st.is_ok());
   CHECK(st.message.find("/tmp/llmserve_no_such_vocab.gguf") != std::string::npos);

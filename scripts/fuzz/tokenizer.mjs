@@ -27,7 +27,10 @@ const { values: opt } = parseArgs({
     runs: { type: "string", default: "200000" },
     seed: { type: "string", default: "1" },
     "max-time": { type: "string", default: "1200" },
-    "vocab-dir": { type: "string", default: process.env.LLMSERVE_VOCAB_DIR ?? join(root, "..", "shared", "fixtures", "vocab") },
+    "vocab-dir": {
+      type: "string",
+      default: process.env.LLMSERVE_VOCAB_DIR ?? join(root, "..", "shared", "fixtures", "vocab"),
+    },
   },
 });
 const dist = join(root, "dist");
@@ -52,10 +55,16 @@ const int = (n) => Math.floor(rnd() * n);
 const pick = (a) => a[int(a.length)];
 
 // ---- vocabularies ----------------------------------------------------------------------------
-const NORMAL = 1, UNKNOWN = 2, CONTROL = 3, USER_DEFINED = 4, BYTE = 6;
+const NORMAL = 1,
+  UNKNOWN = 2,
+  CONTROL = 3,
+  USER_DEFINED = 4,
+  BYTE = 6;
 
 function synthSpm() {
-  const tokens = ["<unk>", "<s>", "</s>"], types = [UNKNOWN, CONTROL, CONTROL], scores = [0, 0, 0];
+  const tokens = ["<unk>", "<s>", "</s>"],
+    types = [UNKNOWN, CONTROL, CONTROL],
+    scores = [0, 0, 0];
   for (let b = 0; b < 256; b++) {
     tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
     types.push(BYTE);
@@ -65,7 +74,7 @@ function synthSpm() {
   const alphabet = [..."abcdefghijklmnopqrstuvwxyz▁éü日本語한국🦙0123456789.,'"];
   const seen = new Set(tokens);
   let r = 12345;
-  const next = () => ((r = (Math.imul(r, 1103515245) + 12345) >>> 0) >>> 8);
+  const next = () => (r = (Math.imul(r, 1103515245) + 12345) >>> 0) >>> 8;
   const pieces = [...alphabet];
   for (let i = 0; pieces.length < 1500 && i < 100000; i++) {
     const p = pieces[next() % pieces.length] + alphabet[next() % alphabet.length];
@@ -74,14 +83,29 @@ function synthSpm() {
       seen.add(p);
     }
   }
-  pieces.forEach((p, i) => { tokens.push(p); types.push(NORMAL); scores.push(-i / 10); });
-  for (const [t, ty] of [["<|im_start|>", CONTROL], ["<|im_end|>", CONTROL], ["<|tool|>", USER_DEFINED]]) {
-    tokens.push(t); types.push(ty); scores.push(0);
+  pieces.forEach((p, i) => {
+    tokens.push(p);
+    types.push(NORMAL);
+    scores.push(-i / 10);
+  });
+  for (const [t, ty] of [
+    ["<|im_start|>", CONTROL],
+    ["<|im_end|>", CONTROL],
+    ["<|tool|>", USER_DEFINED],
+  ]) {
+    tokens.push(t);
+    types.push(ty);
+    scores.push(0);
   }
   return {
-    "general.architecture": "llama", "tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
-    "tokenizer.ggml.scores": Float32Array.from(scores), "tokenizer.ggml.token_type": Int32Array.from(types),
-    "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2, "tokenizer.ggml.unknown_token_id": 0,
+    "general.architecture": "llama",
+    "tokenizer.ggml.model": "llama",
+    "tokenizer.ggml.tokens": tokens,
+    "tokenizer.ggml.scores": Float32Array.from(scores),
+    "tokenizer.ggml.token_type": Int32Array.from(types),
+    "tokenizer.ggml.bos_token_id": 1,
+    "tokenizer.ggml.eos_token_id": 2,
+    "tokenizer.ggml.unknown_token_id": 0,
   };
 }
 
@@ -90,10 +114,11 @@ function synthBpe() {
   const have = new Set(tokens);
   const merges = [];
   let r = 777;
-  const next = () => ((r = (Math.imul(r, 1103515245) + 12345) >>> 0) >>> 8);
+  const next = () => (r = (Math.imul(r, 1103515245) + 12345) >>> 0) >>> 8;
   const common = [..."etaoinshrdlu Ġ"].map((c) => (c === " " ? "Ġ" : c));
   for (let i = 0; merges.length < 800 && i < 100000; i++) {
-    const a = i < 2000 ? common[next() % common.length] : tokens[256 + (next() % Math.max(1, tokens.length - 256))] ?? "e";
+    const a =
+      i < 2000 ? common[next() % common.length] : (tokens[256 + (next() % Math.max(1, tokens.length - 256))] ?? "e");
     const b = common[next() % common.length];
     const m = a + b;
     if (have.has(m) || m.length > 10) continue;
@@ -103,10 +128,13 @@ function synthBpe() {
   }
   tokens.push("<|endoftext|>", "<|im_start|>");
   return {
-    "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt-2", "tokenizer.ggml.tokens": tokens,
+    "tokenizer.ggml.model": "gpt2",
+    "tokenizer.ggml.pre": "gpt-2",
+    "tokenizer.ggml.tokens": tokens,
     "tokenizer.ggml.token_type": Int32Array.from(tokens.map((t) => (t.startsWith("<|") ? CONTROL : NORMAL))),
     "tokenizer.ggml.merges": merges,
-    "tokenizer.ggml.bos_token_id": tokens.indexOf("<|endoftext|>"), "tokenizer.ggml.eos_token_id": tokens.indexOf("<|endoftext|>"),
+    "tokenizer.ggml.bos_token_id": tokens.indexOf("<|endoftext|>"),
+    "tokenizer.ggml.eos_token_id": tokens.indexOf("<|endoftext|>"),
   };
 }
 
@@ -115,9 +143,13 @@ const vocabs = [fromMd("synth-spm", synthSpm()), fromMd("synth-bpe", synthBpe())
 if (existsSync(opt["vocab-dir"])) {
   try {
     const { readGguf } = await import(pathToFileURL(join(dist, "gguf.js")).href);
-    for (const f of readdirSync(opt["vocab-dir"]).filter((f) => f.endsWith(".gguf")).sort()) {
+    for (const f of readdirSync(opt["vocab-dir"])
+      .filter((f) => f.endsWith(".gguf"))
+      .sort()) {
       try {
-        vocabs.push(fromMd(f.replace(/^ggml-vocab-|\.gguf$/g, ""), (await readGguf(join(opt["vocab-dir"], f))).metadata));
+        vocabs.push(
+          fromMd(f.replace(/^ggml-vocab-|\.gguf$/g, ""), (await readGguf(join(opt["vocab-dir"], f))).metadata),
+        );
       } catch (e) {
         console.log(`skip ${f}: ${e.code ?? ""} ${e.message}`);
       }
@@ -137,22 +169,90 @@ for (const v of vocabs) {
   }
   // SentencePiece puts a space prefix on the text after a user-defined token (always recognised),
   // as llama.cpp does, so texts containing one do not round-trip exactly.
-  const types = v.md["tokenizer.ggml.token_type"], texts = v.md["tokenizer.ggml.tokens"];
+  const types = v.md["tokenizer.ggml.token_type"],
+    texts = v.md["tokenizer.ggml.tokens"];
   v.userDefined = [];
   if (v.tok.kind === "spm" && types && texts)
     for (let i = 0; i < texts.length; i++) if (types[i] === USER_DEFINED) v.userDefined.push(texts[i]);
-  if (v.missing.size && v.tok.kind === "spm") console.log(`${v.name}: no byte fallback for ${v.missing.size} bytes; round trip not checked`);
+  if (v.missing.size && v.tok.kind === "spm")
+    console.log(`${v.name}: no byte fallback for ${v.missing.size} bytes; round trip not checked`);
 }
 console.log(`vocabularies: ${vocabs.map((v) => `${v.name}(${v.tok.nVocab})`).join(" ")}`);
 
 // ---- input generation ------------------------------------------------------------------------
 const FRAGMENTS = [
-  " ", "  ", "\t", "\n", "\r\n", "\u00a0", "\u3000", "\u2028", "\u200b", "\ufeff", "\u0000", "\u007f",
-  "a", "Hello", " world", "'s", "'ll", "don't", "123", "4567", "3.14", "½", "①", "٣",
-  "é", "e\u0301", "\u0915\u093f", "Z\u0351\u0352", "我想", "日本語", "한국어", "нещо", "العربية", "ελληνικά",
-  "🦙", "👍🏽", "🇺🇸", "👨‍👩‍👧‍👦", "\u{1d49c}", "\u{10348}", "\ud800", "\udfff", "\udbff\udfff",
-  "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|tool|>", "<0x41>", "▁", "Ġ",
-  "{", "}", "(", ")", "[", "]", "<", ">", "/", "\\", "\"", "'", "`", "#", "...", "—", "--", "==", "=>",
+  " ",
+  "  ",
+  "\t",
+  "\n",
+  "\r\n",
+  "\u00a0",
+  "\u3000",
+  "\u2028",
+  "\u200b",
+  "\ufeff",
+  "\u0000",
+  "\u007f",
+  "a",
+  "Hello",
+  " world",
+  "'s",
+  "'ll",
+  "don't",
+  "123",
+  "4567",
+  "3.14",
+  "½",
+  "①",
+  "٣",
+  "é",
+  "e\u0301",
+  "\u0915\u093f",
+  "Z\u0351\u0352",
+  "我想",
+  "日本語",
+  "한국어",
+  "нещо",
+  "العربية",
+  "ελληνικά",
+  "🦙",
+  "👍🏽",
+  "🇺🇸",
+  "👨‍👩‍👧‍👦",
+  "\u{1d49c}",
+  "\u{10348}",
+  "\ud800",
+  "\udfff",
+  "\udbff\udfff",
+  "<s>",
+  "</s>",
+  "<unk>",
+  "<|im_start|>",
+  "<|im_end|>",
+  "<|endoftext|>",
+  "<|tool|>",
+  "<0x41>",
+  "▁",
+  "Ġ",
+  "{",
+  "}",
+  "(",
+  ")",
+  "[",
+  "]",
+  "<",
+  ">",
+  "/",
+  "\\",
+  '"',
+  "'",
+  "`",
+  "#",
+  "...",
+  "—",
+  "--",
+  "==",
+  "=>",
 ];
 
 function randomText(tok) {
@@ -161,10 +261,15 @@ function randomText(tok) {
   for (let i = 0; i < n; i++) {
     const r = rnd();
     if (r < 0.45) parts.push(pick(FRAGMENTS));
-    else if (r < 0.65) parts.push(tok.tokenText(int(tok.nVocab)));                   // vocabulary texts
-    else if (r < 0.8) parts.push(String.fromCodePoint(int(0x80)));                   // ASCII incl. controls
-    else if (r < 0.92) { let c = int(0x110000); if (c >= 0xd800 && c < 0xe000 && rnd() < 0.5) c = 0x41; parts.push(String.fromCodePoint(c)); }
-    else parts.push(pick(FRAGMENTS).repeat(1 + int(300)));                            // long runs
+    else if (r < 0.65)
+      parts.push(tok.tokenText(int(tok.nVocab))); // vocabulary texts
+    else if (r < 0.8)
+      parts.push(String.fromCodePoint(int(0x80))); // ASCII incl. controls
+    else if (r < 0.92) {
+      let c = int(0x110000);
+      if (c >= 0xd800 && c < 0xe000 && rnd() < 0.5) c = 0x41;
+      parts.push(String.fromCodePoint(c));
+    } else parts.push(pick(FRAGMENTS).repeat(1 + int(300))); // long runs
   }
   return parts.join("");
 }
@@ -177,7 +282,7 @@ function mutate(s) {
     if (k === 0) cps.splice(at, 1 + int(3));
     else if (k === 1) cps.splice(at, 0, ...pick(FRAGMENTS));
     else if (k === 2 && cps.length) cps.splice(at, 0, ...cps.slice(int(cps.length), int(cps.length) + 8));
-    else cps.splice(at, 0, String.fromCharCode(int(0x10000)));                       // lone surrogates too
+    else cps.splice(at, 0, String.fromCharCode(int(0x10000))); // lone surrogates too
   }
   return cps.join("");
 }
@@ -231,7 +336,8 @@ function stream(tok, ids, o) {
 
 function checkText(v, text) {
   const tok = v.tok;
-  const addSpecial = rnd() < 0.5, parseSpecial = rnd() < 0.3;
+  const addSpecial = rnd() < 0.5,
+    parseSpecial = rnd() < 0.3;
   let ids;
   try {
     ids = tok.encode(text, { addSpecial, parseSpecial });
@@ -239,13 +345,17 @@ function checkText(v, text) {
     return finding("encode-throws", v.name, { text, addSpecial, parseSpecial }, e.stack ?? e);
   }
   for (const id of ids)
-    if (!Number.isInteger(id) || id < 0 || id >= tok.nVocab) return finding("encode-bad-id", v.name, { text, addSpecial, parseSpecial }, id);
+    if (!Number.isInteger(id) || id < 0 || id >= tok.nVocab)
+      return finding("encode-bad-id", v.name, { text, addSpecial, parseSpecial }, id);
   if (!parseSpecial && !v.userDefined.some((u) => text.includes(u))) {
     // SentencePiece writes spaces as U+2581, so an input U+2581 decodes to a space (llama.cpp too).
     const want = v.tok.kind === "spm" ? text.toWellFormed().replaceAll("\u2581", " ") : text.toWellFormed();
     const got = tok.decode(ids);
-    const ok = v.missing.size === 0 ? got === want
-      : v.tok.kind === "spm" || droppedOnlyMissing(enc.encode(want), concatBytes(ids.map((id) => tok.tokenBytes(id))), v.missing);
+    const ok =
+      v.missing.size === 0
+        ? got === want
+        : v.tok.kind === "spm" ||
+          droppedOnlyMissing(enc.encode(want), concatBytes(ids.map((id) => tok.tokenBytes(id))), v.missing);
     if (!ok) finding("roundtrip", v.name, { text, addSpecial }, JSON.stringify({ want, got, ids: ids.slice(0, 64) }));
   }
   checkStream(v, ids, { text, addSpecial, parseSpecial });
@@ -255,7 +365,8 @@ function checkStream(v, ids, input) {
   const tok = v.tok;
   const o = { special: rnd() < 0.5, stripLeadingSpace: rnd() < 0.5 };
   try {
-    const a = stream(tok, ids, o), b = tok.decode(ids, o);
+    const a = stream(tok, ids, o),
+      b = tok.decode(ids, o);
     if (a !== b) finding("stream-vs-decode", v.name, { ...input, ids, o }, JSON.stringify({ stream: a, decode: b }));
   } catch (e) {
     finding("decode-throws", v.name, { ...input, ids, o }, e.stack ?? e);
@@ -280,13 +391,15 @@ function checkIds(v) {
       f();
       finding("bad-id-accepted", v.name, { bad }, "no error");
     } catch (e) {
-      if (!(e instanceof LlmserveError) || e.code !== "ERR_INVALID_ARGUMENT") finding("bad-id-wrong-error", v.name, { bad }, e.stack ?? e);
+      if (!(e instanceof LlmserveError) || e.code !== "ERR_INVALID_ARGUMENT")
+        finding("bad-id-wrong-error", v.name, { bad }, e.stack ?? e);
     }
   }
 }
 
 // ---- main loop -------------------------------------------------------------------------------
-const runs = Number(opt.runs), deadline = Date.now() + Number(opt["max-time"]) * 1000;
+const runs = Number(opt.runs),
+  deadline = Date.now() + Number(opt["max-time"]) * 1000;
 const pool = [];
 let execs = 0;
 const t0 = Date.now();
@@ -296,11 +409,14 @@ while (execs < runs && Date.now() < deadline) {
   if (r < 0.15) checkIds(v);
   else {
     const text = r < 0.55 && pool.length ? mutate(pick(pool)) : randomText(v.tok);
-    if (pool.length < 512) pool.push(text); else pool[int(pool.length)] = text;
+    if (pool.length < 512) pool.push(text);
+    else pool[int(pool.length)] = text;
     checkText(v, text);
   }
   execs++;
   if (execs % 50000 === 0) console.log(`#${execs} ${((Date.now() - t0) / 1000).toFixed(0)}s findings ${findings}`);
 }
-console.log(`executions: ${execs} in ${((Date.now() - t0) / 1000).toFixed(1)}s on ${vocabs.length} vocabularies, findings: ${findings}`);
+console.log(
+  `executions: ${execs} in ${((Date.now() - t0) / 1000).toFixed(1)}s on ${vocabs.length} vocabularies, findings: ${findings}`,
+);
 process.exit(findings ? 1 : 0);

@@ -23,7 +23,10 @@ async function collect(it: AsyncGenerator<Chunk, void, undefined>, onChunk?: (c:
 function prompts(n: number, nVocab: number, seed: number): number[][] {
   let s = seed >>> 0;
   const rnd = () => ((s = (s * 1664525 + 1013904223) >>> 0) >>> 8) / (1 << 24);
-  return Array.from({ length: n }, (_, i) => [1, ...Array.from({ length: 3 + ((i * 13) % 60) }, () => 3 + Math.floor(rnd() * (nVocab - 3)))]);
+  return Array.from({ length: n }, (_, i) => [
+    1,
+    ...Array.from({ length: 3 + ((i * 13) % 60) }, () => 3 + Math.floor(rnd() * (nVocab - 3))),
+  ]);
 }
 
 /** Each prompt alone (one at a time), then all together (staggered arrivals unless told not to): same tokens. */
@@ -37,13 +40,22 @@ async function checkInvariance(model: Model, ps: number[][], maxTokens: number, 
     if (stagger && i % 3 === 2) await new Promise((r) => setTimeout(r, 2));
   }
   const together = await Promise.all(started);
-  for (let i = 0; i < ps.length; i++) expect(together[i].tokens, `request ${i} (prompt length ${ps[i].length})`).toEqual(solo[i]);
+  for (let i = 0; i < ps.length; i++)
+    expect(together[i].tokens, `request ${i} (prompt length ${ps[i].length})`).toEqual(solo[i]);
 }
 
 describe("batch invariance", () => {
   let synthPath: string;
   beforeAll(async () => {
-    synthPath = await synthModel("batch-q8", { dim: 128, layers: 2, heads: 4, kvHeads: 2, ffn: 256, vocabSize: 512, type: "q8_0" });
+    synthPath = await synthModel("batch-q8", {
+      dim: 128,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+      ffn: 256,
+      vocabSize: 512,
+      type: "q8_0",
+    });
   });
 
   it.each([1, 2, 5, 16])("%i concurrent greedy requests on a synthetic q8_0 model equal each alone", async (n) => {
@@ -60,17 +72,37 @@ describe("batch invariance", () => {
     }
   });
 
-  it.runIf(haveFixtures).each(["aidreams260K", "stories260K-ids"])("16 concurrent requests on the f32 fixture %s equal each alone", async (name) => {
-    const m = await Model.load(fixture("models", `${name}.gguf`), { threads: 2, contextSize: 128, kvCacheTokens: 2048, maxBatchTokens: 64 });
-    try {
-      await checkInvariance(m, prompts(16, m.info.nVocab, 3).map((p) => p.slice(0, 40)), 16);
-    } finally {
-      await m.dispose();
-    }
-  });
+  it.runIf(haveFixtures).each(["aidreams260K", "stories260K-ids"])(
+    "16 concurrent requests on the f32 fixture %s equal each alone",
+    async (name) => {
+      const m = await Model.load(fixture("models", `${name}.gguf`), {
+        threads: 2,
+        contextSize: 128,
+        kvCacheTokens: 2048,
+        maxBatchTokens: 64,
+      });
+      try {
+        await checkInvariance(
+          m,
+          prompts(16, m.info.nVocab, 3).map((p) => p.slice(0, 40)),
+          16,
+        );
+      } finally {
+        await m.dispose();
+      }
+    },
+  );
 
   it("with a q8_0 KV cache (Hadamard-rotated, 64-wide heads): 17/32 of f16's bytes, outputs near f16's", async () => {
-    const path = await synthModel("batch-kvq8", { dim: 256, layers: 2, heads: 4, kvHeads: 2, ffn: 256, vocabSize: 512, type: "q8_0" });
+    const path = await synthModel("batch-kvq8", {
+      dim: 256,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+      ffn: 256,
+      vocabSize: 512,
+      type: "q8_0",
+    });
     const base = { threads: 2, contextSize: 256, kvCacheTokens: 4096, maxBatchTokens: 48 };
     const f16 = await Model.load(path, base);
     const m = await Model.load(path, { ...base, kvType: "q8_0" });
@@ -85,16 +117,23 @@ describe("batch invariance", () => {
       // the forced text): quantized KV changes them, within the loose bound the parity tests allow
       // for quantized types (max |Δp| < 0.1, test/parity/synth.test.ts), and rarely flips the top token.
       const ps = prompts(3, m.info.nVocab, 5).map((p) => p.slice(0, 24));
-      const conts = await Promise.all(ps.map((p) => collect(f16.generate({ tokens: p }, { ...greedy, maxTokens: 12 }))));
+      const conts = await Promise.all(
+        ps.map((p) => collect(f16.generate({ tokens: p }, { ...greedy, maxTokens: 12 }))),
+      );
       const forced = ps.flatMap((p, i) => Array.from({ length: 12 }, (_, k) => [...p, ...conts[i].tokens.slice(0, k)]));
-      const dist = (model: Model) => Promise.all(forced.map(async (tokens) => {
-        const lps: TokenLogprob[] = [];
-        for await (const c of model.generate({ tokens }, { ...greedy, maxTokens: 1, logprobs: 20 })) lps.push(...(c.logprobs ?? []));
-        expect(lps.length).toBe(1);
-        return lps[0];
-      }));
+      const dist = (model: Model) =>
+        Promise.all(
+          forced.map(async (tokens) => {
+            const lps: TokenLogprob[] = [];
+            for await (const c of model.generate({ tokens }, { ...greedy, maxTokens: 1, logprobs: 20 }))
+              lps.push(...(c.logprobs ?? []));
+            expect(lps.length).toBe(1);
+            return lps[0];
+          }),
+        );
       const [a, b] = [await dist(f16), await dist(m)];
-      let maxErr = 0, agree = 0;
+      let maxErr = 0,
+        agree = 0;
       for (let i = 0; i < forced.length; i++) {
         if (a[i].token === b[i].token) agree++;
         for (const t of a[i].top.slice(0, 5)) {
@@ -130,7 +169,14 @@ describe("batch invariance", () => {
 
   it("across preemptions (a KV cache too small for every request at once)", async () => {
     // 10 requests of up to ~80 tokens with a 256-token cache: the scheduler must preempt.
-    const m = await Model.load(synthPath, { threads: 2, contextSize: 128, kvCacheTokens: 256, kvBlockSize: 8, maxBatchTokens: 64, prefixCache: false });
+    const m = await Model.load(synthPath, {
+      threads: 2,
+      contextSize: 128,
+      kvCacheTokens: 256,
+      kvBlockSize: 8,
+      maxBatchTokens: 64,
+      prefixCache: false,
+    });
     try {
       const ps = prompts(10, m.info.nVocab, 11).map((p) => p.slice(0, 40));
       // All at once: with staggered arrivals a fast engine may finish some before others come.
@@ -180,14 +226,19 @@ describe("batch invariance", () => {
       const ps = prompts(4, m.info.nVocab, 21);
       const maxTokens = [300, 8, 8, 8];
       const solo: number[][] = [];
-      for (const [i, p] of ps.entries()) solo.push((await collect(m.generate({ tokens: p }, { ...greedy, maxTokens: maxTokens[i] }))).tokens);
+      for (const [i, p] of ps.entries())
+        solo.push((await collect(m.generate({ tokens: p }, { ...greedy, maxTokens: maxTokens[i] }))).tokens);
       expect(m.stats().maxBatchSequencesSeen).toBe(1);
       const scenario = async (model: Model) => {
         let firstToken!: () => void;
         const started = new Promise<void>((r) => (firstToken = r));
-        const ra = collect(model.generate({ tokens: ps[0] }, { ...greedy, maxTokens: maxTokens[0] }), () => firstToken());
+        const ra = collect(model.generate({ tokens: ps[0] }, { ...greedy, maxTokens: maxTokens[0] }), () =>
+          firstToken(),
+        );
         await started;
-        const rest = await Promise.all(ps.slice(1).map((p, i) => collect(model.generate({ tokens: p }, { ...greedy, maxTokens: maxTokens[i + 1] }))));
+        const rest = await Promise.all(
+          ps.slice(1).map((p, i) => collect(model.generate({ tokens: p }, { ...greedy, maxTokens: maxTokens[i + 1] }))),
+        );
         return [(await ra).tokens, ...rest.map((r) => r.tokens)];
       };
       expect(await scenario(m)).toEqual(solo);
@@ -206,8 +257,24 @@ describe("batch invariance", () => {
 
 describe("block accounting", () => {
   it("1000 random requests with aborts, early breaks and priorities leave every block free or cached", async () => {
-    const path = await synthModel("accounting", { dim: 64, layers: 1, heads: 2, kvHeads: 1, ffn: 64, vocabSize: 300, type: "f32" });
-    const m = await Model.load(path, { threads: 2, contextSize: 128, kvCacheTokens: 512, kvBlockSize: 4, maxBatchTokens: 64, maxSequences: 16, maxQueue: 2000 });
+    const path = await synthModel("accounting", {
+      dim: 64,
+      layers: 1,
+      heads: 2,
+      kvHeads: 1,
+      ffn: 64,
+      vocabSize: 300,
+      type: "f32",
+    });
+    const m = await Model.load(path, {
+      threads: 2,
+      contextSize: 128,
+      kvCacheTokens: 512,
+      kvBlockSize: 4,
+      maxBatchTokens: 64,
+      maxSequences: 16,
+      maxQueue: 2000,
+    });
     try {
       let s = 12345;
       const rnd = () => ((s = (s * 1103515245 + 12345) >>> 0) >>> 8) / (1 << 24);
@@ -220,26 +287,34 @@ describe("block accounting", () => {
         const tokens = rnd() < 0.5 ? [1, ...shared, ...body] : [1, ...body];
         const kind = rnd();
         const ac = new AbortController();
-        const opts = { ...greedy, maxTokens: 1 + Math.floor(rnd() * 20), priority: Math.floor(rnd() * 3), signal: ac.signal };
+        const opts = {
+          ...greedy,
+          maxTokens: 1 + Math.floor(rnd() * 20),
+          priority: Math.floor(rnd() * 3),
+          signal: ac.signal,
+        };
         const it = m.generate({ tokens }, opts);
-        jobs.push((async () => {
-          let n = 0;
-          let last: Chunk | undefined;
-          for await (const c of it) {
-            n += c.tokens.length;
-            last = c;
-            if (kind < 0.15 && n >= 2) ac.abort();
-            if (kind > 0.85 && n >= 3) break; // the client disconnects
-          }
-          return last?.finishReason ?? "break";
-        })());
+        jobs.push(
+          (async () => {
+            let n = 0;
+            let last: Chunk | undefined;
+            for await (const c of it) {
+              n += c.tokens.length;
+              last = c;
+              if (kind < 0.15 && n >= 2) ac.abort();
+              if (kind > 0.85 && n >= 3) break; // the client disconnects
+            }
+            return last?.finishReason ?? "break";
+          })(),
+        );
         if (i % 50 === 0) await new Promise((r) => setTimeout(r, 1));
       }
       const reasons = await Promise.all(jobs);
       expect(reasons.length).toBe(1000);
       expect(reasons.filter((r) => r === "abort").length).toBeGreaterThan(0);
       // Give the engine a moment to process the last cancellations.
-      for (let k = 0; k < 100 && (m.stats().running > 0 || m.stats().waiting > 0); k++) await new Promise((r) => setTimeout(r, 10));
+      for (let k = 0; k < 100 && (m.stats().running > 0 || m.stats().waiting > 0); k++)
+        await new Promise((r) => setTimeout(r, 10));
       const st = m.stats();
       expect(st.running).toBe(0);
       expect(st.waiting).toBe(0);
@@ -255,7 +330,15 @@ describe("block accounting", () => {
   }, 300_000);
 
   it("a full queue is a typed error, and nothing is lost", async () => {
-    const path = await synthModel("accounting", { dim: 64, layers: 1, heads: 2, kvHeads: 1, ffn: 64, vocabSize: 300, type: "f32" });
+    const path = await synthModel("accounting", {
+      dim: 64,
+      layers: 1,
+      heads: 2,
+      kvHeads: 1,
+      ffn: 64,
+      vocabSize: 300,
+      type: "f32",
+    });
     const m = await Model.load(path, { threads: 1, contextSize: 1024, maxQueue: 2, maxSequences: 1 });
     try {
       // One runs, two may wait: within a few synchronous submissions one must be refused.
@@ -282,7 +365,15 @@ describe("sessions, pinned prefixes, response cache", () => {
   let m: Model;
   let path: string;
   beforeAll(async () => {
-    path = await synthModel("sessions", { dim: 128, layers: 2, heads: 4, kvHeads: 2, ffn: 256, vocabSize: 512, type: "f32" });
+    path = await synthModel("sessions", {
+      dim: 128,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+      ffn: 256,
+      vocabSize: 512,
+      type: "f32",
+    });
     m = await Model.load(path, { threads: 2, contextSize: 1024, kvCacheTokens: 4096 });
   });
   afterAll(async () => {
@@ -326,10 +417,17 @@ describe("sessions, pinned prefixes, response cache", () => {
       const chat = small.createSession();
       const a = await collect(chat.send("One two three four five six.", { ...greedy, maxTokens: 8 }));
       // Another request needs the whole cache: the idle session is evicted.
-      await collect(small.generate({ tokens: [1, ...Array.from({ length: 100 }, (_, i) => 10 + i)] }, { ...greedy, maxTokens: 20 }));
+      await collect(
+        small.generate({ tokens: [1, ...Array.from({ length: 100 }, (_, i) => 10 + i)] }, { ...greedy, maxTokens: 20 }),
+      );
       expect(small.stats().sessionEvictions).toBeGreaterThan(0);
       const b = await collect(chat.send(" Seven.", { ...greedy, maxTokens: 8 }));
-      const cold = await collect(small.generate({ tokens: [...chat.tokens.slice(0, chat.tokens.length - b.tokens.length)] }, { ...greedy, maxTokens: 8 }));
+      const cold = await collect(
+        small.generate(
+          { tokens: [...chat.tokens.slice(0, chat.tokens.length - b.tokens.length)] },
+          { ...greedy, maxTokens: 8 },
+        ),
+      );
       expect(b.tokens).toEqual(cold.tokens);
       expect(a.tokens.length).toBe(8);
     } finally {
@@ -338,7 +436,8 @@ describe("sessions, pinned prefixes, response cache", () => {
   });
 
   it("a request starting with a pinned prefix prefills only its remainder", async () => {
-    const doc = "Pricing: the basic plan costs ten dollars a month, the pro plan costs thirty, and the team plan is priced per seat.";
+    const doc =
+      "Pricing: the basic plan costs ten dollars a month, the pro plan costs thirty, and the team plan is priced per seat.";
     const { tokens } = await m.cachePrefix("kb:pricing", doc);
     expect(m.stats().pinnedPrefixes).toBe(1);
     const question = m.tokenizer.encode(" What does pro cost?", { addSpecial: false });
@@ -350,7 +449,9 @@ describe("sessions, pinned prefixes, response cache", () => {
     // Same result as without the pin.
     const cold = await Model.load(path, { threads: 2, contextSize: 1024, prefixCache: false });
     try {
-      expect((await collect(cold.generate({ tokens: [...tokens, ...question] }, { ...greedy, maxTokens: 4 }))).tokens).toEqual(r.tokens);
+      expect(
+        (await collect(cold.generate({ tokens: [...tokens, ...question] }, { ...greedy, maxTokens: 4 }))).tokens,
+      ).toEqual(r.tokens);
     } finally {
       await cold.dispose();
     }
@@ -381,14 +482,18 @@ describe("sessions, pinned prefixes, response cache", () => {
       expect(tokens.length).toBeGreaterThan(100); // holds most of the 128-token cache
       let err: unknown;
       try {
-        await collect(tiny.generate({ tokens: [1, ...Array.from({ length: 40 }, (_, i) => 400 + i)] }, { ...greedy, maxTokens: 4 }));
+        await collect(
+          tiny.generate({ tokens: [1, ...Array.from({ length: 40 }, (_, i) => 400 + i)] }, { ...greedy, maxTokens: 4 }),
+        );
       } catch (e) {
         err = e;
       }
       expect((err as { code?: string })?.code).toBe("ERR_KV_EXHAUSTED");
       expect((err as Error).message).toMatch(/kvCacheTokens/);
       tiny.releasePrefix("big");
-      const ok = await collect(tiny.generate({ tokens: [1, ...Array.from({ length: 40 }, (_, i) => 400 + i)] }, { ...greedy, maxTokens: 4 }));
+      const ok = await collect(
+        tiny.generate({ tokens: [1, ...Array.from({ length: 40 }, (_, i) => 400 + i)] }, { ...greedy, maxTokens: 4 }),
+      );
       expect(ok.tokens.length).toBe(4);
     } finally {
       await tiny.dispose();
@@ -415,7 +520,9 @@ describe("sessions, pinned prefixes, response cache", () => {
     try {
       const text = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron";
       const { tokens } = await kvm.cachePrefix("a", text);
-      const n = tokens.length, bs = 16, full = Math.floor(n / bs);
+      const n = tokens.length,
+        bs = 16,
+        full = Math.floor(n / bs);
       expect(n % bs).not.toBe(0);
       let st = kvm.stats();
       expect(st.blocksUsed).toBe(full + 1);
@@ -436,7 +543,10 @@ describe("sessions, pinned prefixes, response cache", () => {
     const before = m.stats();
     // While a long request runs, its KV is held.
     let mid: ReturnType<Model["stats"]> | undefined;
-    for await (const c of m.generate({ tokens: [1, ...Array.from({ length: 40 }, (_, i) => 5 + i)] }, { ...greedy, maxTokens: 400 })) {
+    for await (const c of m.generate(
+      { tokens: [1, ...Array.from({ length: 40 }, (_, i) => 5 + i)] },
+      { ...greedy, maxTokens: 400 },
+    )) {
       if (c.tokens.length > 0) {
         mid = m.stats();
         break;
@@ -449,9 +559,12 @@ describe("sessions, pinned prefixes, response cache", () => {
     expect(mid!.blocksTotal).toBe(mid!.blocksUsed + mid!.blocksCached + mid!.blocksFree);
     // Three requests at once share steps.
     const mark = m.stats();
-    await Promise.all(["one two", "three four five", "six"].map((p) => collect(m.generate(p, { ...greedy, maxTokens: 32 }))));
+    await Promise.all(
+      ["one two", "three four five", "six"].map((p) => collect(m.generate(p, { ...greedy, maxTokens: 32 }))),
+    );
     const s = m.stats();
-    const steps = s.steps - mark.steps, seqs = s.batchSequences - mark.batchSequences;
+    const steps = s.steps - mark.steps,
+      seqs = s.batchSequences - mark.batchSequences;
     expect(steps).toBeGreaterThan(0);
     expect(seqs).toBeGreaterThan(steps);
     expect(seqs).toBeLessThanOrEqual(3 * steps);

@@ -3,7 +3,16 @@
  * below, and must fail with a caught, typed error naming the key — never kill the process, never
  * cost unbounded time or memory, never load and then misbehave.
  */
-import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  ftruncateSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadAddon } from "../../lib/binding.js";
@@ -16,22 +25,64 @@ import { synthModel } from "../helpers.js";
 
 // ---------- a minimal GGUF byte writer ----------
 
-const T = { U8: 0, I8: 1, U16: 2, I16: 3, U32: 4, I32: 5, F32: 6, BOOL: 7, STRING: 8, ARRAY: 9, U64: 10, I64: 11, F64: 12 } as const;
+const T = {
+  U8: 0,
+  I8: 1,
+  U16: 2,
+  I16: 3,
+  U32: 4,
+  I32: 5,
+  F32: 6,
+  BOOL: 7,
+  STRING: 8,
+  ARRAY: 9,
+  U64: 10,
+  I64: 11,
+  F64: 12,
+} as const;
 
 class Bytes {
   private parts: Buffer[] = [];
   length = 0;
-  raw(b: Buffer): this { this.parts.push(b); this.length += b.length; return this; }
-  u32(v: number): this { const b = Buffer.alloc(4); b.writeUInt32LE(v); return this.raw(b); }
-  i32(v: number): this { const b = Buffer.alloc(4); b.writeInt32LE(v); return this.raw(b); }
-  u64(v: number | bigint): this { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); return this.raw(b); }
-  f32(v: number): this { const b = Buffer.alloc(4); b.writeFloatLE(v); return this.raw(b); }
-  str(s: string): this { const b = Buffer.from(s, "utf8"); return this.u64(b.length).raw(b); }
-  key(k: string, type: number): this { return this.str(k).u32(type); }
-  done(): Buffer { return Buffer.concat(this.parts); }
+  raw(b: Buffer): this {
+    this.parts.push(b);
+    this.length += b.length;
+    return this;
+  }
+  u32(v: number): this {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v);
+    return this.raw(b);
+  }
+  i32(v: number): this {
+    const b = Buffer.alloc(4);
+    b.writeInt32LE(v);
+    return this.raw(b);
+  }
+  u64(v: number | bigint): this {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(v));
+    return this.raw(b);
+  }
+  f32(v: number): this {
+    const b = Buffer.alloc(4);
+    b.writeFloatLE(v);
+    return this.raw(b);
+  }
+  str(s: string): this {
+    const b = Buffer.from(s, "utf8");
+    return this.u64(b.length).raw(b);
+  }
+  key(k: string, type: number): this {
+    return this.str(k).u32(type);
+  }
+  done(): Buffer {
+    return Buffer.concat(this.parts);
+  }
 }
 
-const header = (nTensors: number | bigint, nKv: number | bigint) => new Bytes().u32(0x46554747).u32(3).u64(nTensors).u64(nKv);
+const header = (nTensors: number | bigint, nKv: number | bigint) =>
+  new Bytes().u32(0x46554747).u32(3).u64(nTensors).u64(nKv);
 
 /** One encoded metadata value (type + payload), for {@link rewrite}. */
 const val = {
@@ -82,7 +133,10 @@ function rewrite(src: string, dst: string, set: Record<string, Buffer>, drop: st
   }
   const tInfos = b.subarray(tStart, p);
   const dataOffset = Math.ceil(p / alignment) * alignment;
-  const out = [...kvs.filter(([k]) => !drop.includes(k) && !(k in set)).map(([k, v]) => [k, v] as [string, Buffer]), ...Object.entries(set)];
+  const out = [
+    ...kvs.filter(([k]) => !drop.includes(k) && !(k in set)).map(([k, v]) => [k, v] as [string, Buffer]),
+    ...Object.entries(set),
+  ];
   const w = header(nTensors, out.length);
   for (const [k, v] of out) w.str(k).raw(v);
   w.raw(tInfos);
@@ -98,7 +152,16 @@ let dir: string;
 let base: string;
 beforeAll(async () => {
   dir = mkdtempSync(join(process.env.TMPDIR ?? "/tmp", "llmserve-hostile-"));
-  base = await synthModel("hostile-base", { dim: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 96, vocabSize: 320, type: "f32", context: 256 });
+  base = await synthModel("hostile-base", {
+    dim: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 2,
+    ffn: 96,
+    vocabSize: 320,
+    type: "f32",
+    context: 256,
+  });
 }, 60_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -118,7 +181,12 @@ describe("hostile GGUF files", () => {
     const len = 2 ** 29; // > 2^29 - 24, V8's limit
     beforeAll(() => {
       file = join(dir, "giant-string.gguf");
-      const h = header(0, 2).key("general.architecture", T.STRING).str("llama").key("tokenizer.chat_template", T.STRING).u64(len).done();
+      const h = header(0, 2)
+        .key("general.architecture", T.STRING)
+        .str("llama")
+        .key("tokenizer.chat_template", T.STRING)
+        .u64(len)
+        .done();
       const fd = openSync(file, "w");
       writeSync(fd, h);
       ftruncateSync(fd, h.length + len); // a hole: nothing of the 512 MiB is written
@@ -153,7 +221,13 @@ describe("hostile GGUF files", () => {
     let file: string;
     beforeAll(() => {
       const n = 2_000_000; // 24 MB of empty nested arrays under one key
-      const h = header(0, 2).key("general.architecture", T.STRING).str("llama").key("x.nested", T.ARRAY).u32(T.ARRAY).u64(n).done();
+      const h = header(0, 2)
+        .key("general.architecture", T.STRING)
+        .str("llama")
+        .key("x.nested", T.ARRAY)
+        .u32(T.ARRAY)
+        .u64(n)
+        .done();
       const body = Buffer.alloc(n * 12);
       for (let k = 0; k < n; k++) body.writeUInt32LE(T.I32, k * 12); // element type i32, length 0
       file = join(dir, "nested.gguf");
@@ -176,7 +250,13 @@ describe("hostile GGUF files", () => {
     it("a key filter leaves other keys unconverted (the tokenizer reads only tokenizer.*)", async () => {
       const small = join(dir, "nested-small.gguf");
       const n = 50_000;
-      const h = header(0, 2).key("tokenizer.ggml.model", T.STRING).str("llama").key("x.nested", T.ARRAY).u32(T.ARRAY).u64(n).done();
+      const h = header(0, 2)
+        .key("tokenizer.ggml.model", T.STRING)
+        .str("llama")
+        .key("x.nested", T.ARRAY)
+        .u32(T.ARRAY)
+        .u64(n)
+        .done();
       const body = Buffer.alloc(n * 12);
       for (let k = 0; k < n; k++) body.writeUInt32LE(T.I32, k * 12);
       writeFileSync(small, Buffer.concat([h, body]));
@@ -190,14 +270,24 @@ describe("hostile GGUF files", () => {
   it("the JS copy of the metadata is budgeted on the worker, and a key filter keeps it small", async () => {
     const f = join(dir, "big-array.gguf");
     const n = 1 << 20; // a 1 MiB u8 array: free natively (a view into the mapping), 1 MiB as a JS copy
-    writeFileSync(f, Buffer.concat([header(0, 2).key("tokenizer.ggml.model", T.STRING).str("llama").key("x.blob", T.ARRAY).u32(T.U8).u64(n).done(), Buffer.alloc(n)]));
+    writeFileSync(
+      f,
+      Buffer.concat([
+        header(0, 2).key("tokenizer.ggml.model", T.STRING).str("llama").key("x.blob", T.ARRAY).u32(T.U8).u64(n).done(),
+        Buffer.alloc(n),
+      ]),
+    );
     const e = await caught(readGguf(f, { maxMetadataBytes: 512 * 1024 }));
     expect(e.code).toBe("ERR_GGUF_LIMIT");
     expect(e.message).toContain("'x.blob'");
     expect(e.message).toContain("maxMetadataBytes");
     const g = await readGguf(f, { maxMetadataBytes: 512 * 1024, keyPrefix: "tokenizer." });
     expect(g.metadata["tokenizer.ggml.model"]).toBe("llama");
-    expect((await readGguf(f, { maxMetadataBytes: 512 * 1024, maxArrayLength: 16 })).metadata["x.blob"]).toEqual({ type: "array", elementType: "u8", length: n });
+    expect((await readGguf(f, { maxMetadataBytes: 512 * 1024, maxArrayLength: 16 })).metadata["x.blob"]).toEqual({
+      type: "array",
+      elementType: "u8",
+      length: n,
+    });
   });
 
   it("huge counts in the header are ERR_GGUF_TRUNCATED with a message, never ERR_INTERNAL", async () => {
@@ -218,12 +308,46 @@ describe("hostile GGUF files", () => {
   describe("files that used to load and generate garbage fail at load, naming the key", () => {
     const cases: [string, Record<string, Buffer>, string, string][] = [
       ["block_count too small", { "llama.block_count": val.u32(1) }, "ERR_BAD_SHAPE", "llama.block_count"],
-      ["NaN YaRN factor", { "llama.rope.scaling.type": val.str("yarn"), "llama.rope.scaling.factor": val.f32(NaN) }, "ERR_BAD_SHAPE", "llama.rope.scaling.factor"],
-      ["infinite YaRN beta_fast", { "llama.rope.scaling.type": val.str("yarn"), "llama.rope.scaling.factor": val.f32(4), "llama.rope.scaling.yarn_beta_fast": val.f32(Infinity) }, "ERR_BAD_SHAPE", "llama.rope.scaling.yarn_beta_fast"],
-      ["absurd rope scaling factor", { "llama.rope.scaling.factor": val.f32(1e5) }, "ERR_BAD_SHAPE", "llama.rope.scaling.factor"],
-      ["float eos_token_id", { "tokenizer.ggml.eos_token_id": val.f32(2) }, "ERR_GGUF_CORRUPT", "tokenizer.ggml.eos_token_id"],
-      ["eos_token_id outside the vocabulary", { "tokenizer.ggml.eos_token_id": val.u32(5000) }, "ERR_BAD_SHAPE", "tokenizer.ggml.eos_token_id"],
-      ["too many query heads per KV head", { "llama.attention.head_count": val.u32(256) }, "ERR_BAD_SHAPE", "query heads per KV head"],
+      [
+        "NaN YaRN factor",
+        { "llama.rope.scaling.type": val.str("yarn"), "llama.rope.scaling.factor": val.f32(NaN) },
+        "ERR_BAD_SHAPE",
+        "llama.rope.scaling.factor",
+      ],
+      [
+        "infinite YaRN beta_fast",
+        {
+          "llama.rope.scaling.type": val.str("yarn"),
+          "llama.rope.scaling.factor": val.f32(4),
+          "llama.rope.scaling.yarn_beta_fast": val.f32(Infinity),
+        },
+        "ERR_BAD_SHAPE",
+        "llama.rope.scaling.yarn_beta_fast",
+      ],
+      [
+        "absurd rope scaling factor",
+        { "llama.rope.scaling.factor": val.f32(1e5) },
+        "ERR_BAD_SHAPE",
+        "llama.rope.scaling.factor",
+      ],
+      [
+        "float eos_token_id",
+        { "tokenizer.ggml.eos_token_id": val.f32(2) },
+        "ERR_GGUF_CORRUPT",
+        "tokenizer.ggml.eos_token_id",
+      ],
+      [
+        "eos_token_id outside the vocabulary",
+        { "tokenizer.ggml.eos_token_id": val.u32(5000) },
+        "ERR_BAD_SHAPE",
+        "tokenizer.ggml.eos_token_id",
+      ],
+      [
+        "too many query heads per KV head",
+        { "llama.attention.head_count": val.u32(256) },
+        "ERR_BAD_SHAPE",
+        "query heads per KV head",
+      ],
     ];
     for (const [name, set, code, key] of cases) {
       it(name, async () => {
@@ -251,7 +375,14 @@ describe("hostile GGUF files", () => {
 
   it("a throwing onProgress rejects the load with its error instead of ending the process", async () => {
     const boom = new Error("boom from onProgress");
-    await expect(Model.load(base, { threads: 1, onProgress: () => { throw boom; } })).rejects.toThrow("boom from onProgress");
+    await expect(
+      Model.load(base, {
+        threads: 1,
+        onProgress: () => {
+          throw boom;
+        },
+      }),
+    ).rejects.toThrow("boom from onProgress");
     const m = await Model.load(base, { threads: 1 });
     expect(m.tokenizer.nVocab).toBe(320);
     await m.dispose();
@@ -264,7 +395,11 @@ describe("hostile GGUF files", () => {
     const addon = loadAddon();
     // Every other argument valid, so the path is what the addon refuses.
     const { maxArrayLength, maxStringBytes, maxMetadataBytes } = GGUF_DEFAULTS;
-    expect(() => addon.readGguf(nul, maxArrayLength, { keyPrefixes: [], maxStringBytes, maxMetadataBytes })).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
-    expect(() => addon.loadModel(nul, { threads: 1 } as never)).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
+    expect(() => addon.readGguf(nul, maxArrayLength, { keyPrefixes: [], maxStringBytes, maxMetadataBytes })).toThrow(
+      expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }),
+    );
+    expect(() => addon.loadModel(nul, { threads: 1 } as never)).toThrow(
+      expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }),
+    );
   });
 });

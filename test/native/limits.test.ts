@@ -7,8 +7,23 @@
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadAddon } from "../../lib/binding.js";
-import { GENERATE_LIMITS, GGUF_LIMITS, LIMITS, LOAD_LIMITS, SYNTH_LIMITS, describeLimit, type Limit } from "../../lib/limits.js";
-import type { NativeAddon, NativeEvent, NativeGenerateParams, NativeModel, NativeModelOptions, NativeSynthOptions } from "../../lib/native.js";
+import {
+  GENERATE_LIMITS,
+  GGUF_LIMITS,
+  LIMITS,
+  LOAD_LIMITS,
+  SYNTH_LIMITS,
+  describeLimit,
+  type Limit,
+} from "../../lib/limits.js";
+import type {
+  NativeAddon,
+  NativeEvent,
+  NativeGenerateParams,
+  NativeModel,
+  NativeModelOptions,
+  NativeSynthOptions,
+} from "../../lib/native.js";
 import { checkLimit } from "../../lib/validate.js";
 import { Model } from "../../lib/index.js";
 import { synthModel, tmpRoot } from "../helpers.js";
@@ -18,29 +33,80 @@ let path: string;
 let native: NativeModel;
 
 const loadOpts: NativeModelOptions = {
-  threads: 1, contextSize: 64, kvType: "f16", kvCacheTokens: 0, kvBlockSize: 16, maxBatchTokens: 64, maxSequences: 4,
-  maxQueue: 16, prefixCache: true, staticBatching: false, prefillChunk: 32, repack: true,
+  threads: 1,
+  contextSize: 64,
+  kvType: "f16",
+  kvCacheTokens: 0,
+  kvBlockSize: 16,
+  maxBatchTokens: 64,
+  maxSequences: 4,
+  maxQueue: 16,
+  prefixCache: true,
+  staticBatching: false,
+  prefillChunk: 32,
+  repack: true,
 };
 const params: NativeGenerateParams = {
-  maxTokens: 2, temperature: 0, topK: 40, topP: 0.95, minP: 0.05, repeatPenalty: 1, repeatLastN: 64, frequencyPenalty: 0,
-  presencePenalty: 0, seed: 0, logprobs: 0, wantLogprobs: false, priority: 0, session: 0, pin: false, adapter: 0, stopTokens: [],
+  maxTokens: 2,
+  temperature: 0,
+  topK: 40,
+  topP: 0.95,
+  minP: 0.05,
+  repeatPenalty: 1,
+  repeatLastN: 64,
+  frequencyPenalty: 0,
+  presencePenalty: 0,
+  seed: 0,
+  logprobs: 0,
+  wantLogprobs: false,
+  priority: 0,
+  session: 0,
+  pin: false,
+  adapter: 0,
+  stopTokens: [],
 };
 const ggufOpts = { keyPrefixes: [], maxStringBytes: 1 << 20, maxMetadataBytes: 1 << 24 };
 const synthOpts: NativeSynthOptions = {
-  arch: "llama", dim: 64, layers: 1, heads: 4, kvHeads: 2, ffn: 96, context: 64, vocabFrom: "", vocabSize: 320, type: "f32", seed: 1, tiedOutput: false,
+  arch: "llama",
+  dim: 64,
+  layers: 1,
+  heads: 4,
+  kvHeads: 2,
+  ffn: 96,
+  context: 64,
+  vocabFrom: "",
+  vocabSize: 320,
+  type: "f32",
+  seed: 1,
+  tiedOutput: false,
 };
 const prompt = Int32Array.from([1, 5, 9]);
 
 /** Values no option accepts, plus the ones just outside this limit. */
 function badValues(l: Limit): number[] {
-  const vals = [1e300, -1e300, NaN, Infinity, -Infinity, 2 ** 53, -(2 ** 53), l.max + (l.integer ? 1 : l.max * 1e-6 + 1e-6)];
+  const vals = [
+    1e300,
+    -1e300,
+    NaN,
+    Infinity,
+    -Infinity,
+    2 ** 53,
+    -(2 ** 53),
+    l.max + (l.integer ? 1 : l.max * 1e-6 + 1e-6),
+  ];
   vals.push(l.minExclusive ? l.min : l.min - (l.integer ? 1 : 1e-6));
   if (l.integer) vals.push(l.min + 0.5);
   return vals;
 }
 
 /** Runs `f`, expecting the typed error for `value` at option `name`; returns it. */
-function expectRangeError(f: () => unknown, name: string, l: Limit, value: unknown, kind: typeof RangeError | typeof TypeError = RangeError): Error {
+function expectRangeError(
+  f: () => unknown,
+  name: string,
+  l: Limit,
+  value: unknown,
+  kind: typeof RangeError | typeof TypeError = RangeError,
+): Error {
   let err: unknown;
   try {
     f();
@@ -90,15 +156,29 @@ describe("one table of limits", () => {
 });
 
 describe("generate(tokens, params) on the raw binding", () => {
-  const numeric = Object.keys(GENERATE_LIMITS).filter((k) => !k.startsWith("stopTokens") && k !== "id") as (keyof typeof GENERATE_LIMITS)[];
+  const numeric = Object.keys(GENERATE_LIMITS).filter(
+    (k) => !k.startsWith("stopTokens") && k !== "id",
+  ) as (keyof typeof GENERATE_LIMITS)[];
   it.each(numeric)("%s: huge, non-finite, fractional and out-of-range values are typed errors", async (name) => {
     const l = GENERATE_LIMITS[name];
     for (const v of badValues(l)) {
       const e = expectRangeError(() => native.generate(prompt, { ...params, [name]: v }, () => {}), name, l, v);
       expect(e.message).toBe(tsMessage(name, v, l));
     }
-    expectRangeError(() => native.generate(prompt, { ...params, [name]: "7" as never }, () => {}), name, l, "7", TypeError);
-    expectRangeError(() => native.generate(prompt, { ...params, [name]: 7n as never }, () => {}), name, l, "7n", TypeError);
+    expectRangeError(
+      () => native.generate(prompt, { ...params, [name]: "7" as never }, () => {}),
+      name,
+      l,
+      "7",
+      TypeError,
+    );
+    expectRangeError(
+      () => native.generate(prompt, { ...params, [name]: 7n as never }, () => {}),
+      name,
+      l,
+      "7n",
+      TypeError,
+    );
     // The engine still answers.
     const events = await run(native, {});
     expect(events.at(-1)?.error).toBeUndefined();
@@ -108,7 +188,9 @@ describe("generate(tokens, params) on the raw binding", () => {
     expect(() => native.generate(prompt, { ...params, topK: 1e300 }, () => {})).toThrow(
       "Expected an integer in [0, 2147483647] for topK but received 1e+300",
     );
-    expect(() => native.generate(prompt, { ...params, topP: -1e-7 }, () => {})).toThrow("Expected a number in (0, 1] for topP but received -1e-7");
+    expect(() => native.generate(prompt, { ...params, topP: -1e-7 }, () => {})).toThrow(
+      "Expected a number in (0, 1] for topP but received -1e-7",
+    );
     expect(() => native.generate(prompt, { ...params, seed: 2 ** 53 }, () => {})).toThrow(
       "Expected an integer in [0, 9007199254740991] for seed but received 9007199254740992",
     );
@@ -127,7 +209,12 @@ describe("generate(tokens, params) on the raw binding", () => {
       buf.setBigUint64(0, x);
       const v = i % 2 ? buf.getFloat64(0) : Number((x >> 11n) % 100000n) / 10 ** Number(x % 30n) - 1; // any double; short decimals
       if (v >= l.min && v <= l.max) continue; // a valid temperature would start a request
-      const e = expectRangeError(() => native.generate(prompt, { ...params, temperature: v }, () => {}), "temperature", l, v);
+      const e = expectRangeError(
+        () => native.generate(prompt, { ...params, temperature: v }, () => {}),
+        "temperature",
+        l,
+        v,
+      );
       expect(e.message).toBe(tsMessage("temperature", v, l));
       compared++;
     }
@@ -137,14 +224,30 @@ describe("generate(tokens, params) on the raw binding", () => {
   it("stopTokens: each id and the array's length are checked", () => {
     const l = GENERATE_LIMITS.stopTokens;
     for (const v of badValues(l)) {
-      const e = expectRangeError(() => native.generate(prompt, { ...params, stopTokens: [2, v] }, () => {}), "stopTokens[1]", l, v);
+      const e = expectRangeError(
+        () => native.generate(prompt, { ...params, stopTokens: [2, v] }, () => {}),
+        "stopTokens[1]",
+        l,
+        v,
+      );
       expect(e.message).toBe(tsMessage("stopTokens[1]", v, l));
     }
-    expectRangeError(() => native.generate(prompt, { ...params, stopTokens: [null as never] }, () => {}), "stopTokens[0]", l, null, TypeError);
+    expectRangeError(
+      () => native.generate(prompt, { ...params, stopTokens: [null as never] }, () => {}),
+      "stopTokens[0]",
+      l,
+      null,
+      TypeError,
+    );
     expect(() => native.generate(prompt, { ...params, stopTokens: 5 as never }, () => {})).toThrow(TypeError);
     const sparse: number[] = [];
     sparse.length = 2 ** 32 - 1; // would loop four billion times
-    expectRangeError(() => native.generate(prompt, { ...params, stopTokens: sparse }, () => {}), "stopTokens.length", GENERATE_LIMITS["stopTokens.length"], sparse.length);
+    expectRangeError(
+      () => native.generate(prompt, { ...params, stopTokens: sparse }, () => {}),
+      "stopTokens.length",
+      GENERATE_LIMITS["stopTokens.length"],
+      sparse.length,
+    );
   });
 
   it("cancel(id) and endSession(id) check the id", () => {
@@ -159,10 +262,14 @@ describe("generate(tokens, params) on the raw binding", () => {
 
   it("every option at both ends of its range is accepted and generates", async () => {
     const at = (end: "min" | "max") =>
-      Object.fromEntries(numeric.filter((k) => k !== "session" && k !== "adapter").map((k) => {
-        const l = GENERATE_LIMITS[k];
-        return [k, end === "max" ? l.max : l.minExclusive ? l.min + 1e-3 : l.min];
-      }));
+      Object.fromEntries(
+        numeric
+          .filter((k) => k !== "session" && k !== "adapter")
+          .map((k) => {
+            const l = GENERATE_LIMITS[k];
+            return [k, end === "max" ? l.max : l.minExclusive ? l.min + 1e-3 : l.min];
+          }),
+      );
     const hi = await run(native, { ...at("max"), stopTokens: [GENERATE_LIMITS.stopTokens.max] });
     expect(hi.at(-1)?.error).toBeUndefined();
     expect(hi.at(-1)?.finishReason).toBe("length"); // maxTokens 2^31 - 1: the 64-token context ends it
@@ -184,7 +291,12 @@ describe("loadModel / synth / readGguf on the raw binding", () => {
   it.each(Object.keys(SYNTH_LIMITS) as (keyof typeof SYNTH_LIMITS)[])("synth %s", (name) => {
     const l = SYNTH_LIMITS[name];
     for (const v of badValues(l)) {
-      const e = expectRangeError(() => addon.synth({ ...synthOpts, [name]: v }, join(tmpRoot, "never-written.gguf")), name, l, v);
+      const e = expectRangeError(
+        () => addon.synth({ ...synthOpts, [name]: v }, join(tmpRoot, "never-written.gguf")),
+        name,
+        l,
+        v,
+      );
       expect(e.message).toBe(tsMessage(name, v, l));
     }
   });
@@ -193,7 +305,8 @@ describe("loadModel / synth / readGguf on the raw binding", () => {
     const l = GGUF_LIMITS.maxArrayLength;
     for (const v of badValues(l)) expectRangeError(() => addon.readGguf(path, v, ggufOpts), "maxArrayLength", l, v);
     for (const name of ["maxStringBytes", "maxMetadataBytes"] as const) {
-      for (const v of badValues(GGUF_LIMITS[name])) expectRangeError(() => addon.readGguf(path, 0, { ...ggufOpts, [name]: v }), name, GGUF_LIMITS[name], v);
+      for (const v of badValues(GGUF_LIMITS[name]))
+        expectRangeError(() => addon.readGguf(path, 0, { ...ggufOpts, [name]: v }), name, GGUF_LIMITS[name], v);
     }
     const g = await addon.readGguf(path, 0, ggufOpts);
     expect(g.tensors.length).toBeGreaterThan(0);
@@ -210,17 +323,28 @@ describe("the TypeScript layer gives the same answers first", () => {
   });
 
   it("generate options beyond the engine's int32 are refused before they reach it", () => {
-    for (const [name, v] of [["topK", 2 ** 40], ["repeatLastN", 2 ** 31], ["maxTokens", 2 ** 31], ["seed", 2 ** 53], ["temperature", 1e300], ["priority", 1e300]] as const) {
+    for (const [name, v] of [
+      ["topK", 2 ** 40],
+      ["repeatLastN", 2 ** 31],
+      ["maxTokens", 2 ** 31],
+      ["seed", 2 ** 53],
+      ["temperature", 1e300],
+      ["priority", 1e300],
+    ] as const) {
       const l = GENERATE_LIMITS[name];
       expect(() => model.generate("x", { [name]: v })).toThrow(tsMessage(name, v, l));
     }
   });
 
   it("load and synth options too", async () => {
-    await expect(Model.load(path, { maxSequences: 2 ** 40 })).rejects.toThrow("Expected an integer in [1, 65536] for maxSequences but received 1099511627776");
+    await expect(Model.load(path, { maxSequences: 2 ** 40 })).rejects.toThrow(
+      "Expected an integer in [1, 65536] for maxSequences but received 1099511627776",
+    );
     await expect(Model.load(path, { kvCacheTokens: NaN })).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
     const { synth, readGguf } = await import("../../lib/index.js");
-    await expect(synth(join(tmpRoot, "never.gguf"), { dim: 1e300 })).rejects.toThrow("Expected an integer in [1, 65536] for dim but received 1e+300");
+    await expect(synth(join(tmpRoot, "never.gguf"), { dim: 1e300 })).rejects.toThrow(
+      "Expected an integer in [1, 65536] for dim but received 1e+300",
+    );
     await expect(readGguf(path, { maxArrayLength: -1 })).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
   });
 });

@@ -8,7 +8,15 @@ let path: string;
 let model: Model;
 
 beforeAll(async () => {
-  path = await synthModel("api-f32", { dim: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 128, vocabSize: 400, type: "f32" });
+  path = await synthModel("api-f32", {
+    dim: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 2,
+    ffn: 128,
+    vocabSize: 400,
+    type: "f32",
+  });
   model = await Model.load(path, { threads: 2, contextSize: 256 });
 });
 afterAll(async () => {
@@ -73,7 +81,15 @@ describe("Model.load errors", () => {
     await expectCode(Model.load(path, { thread: 2 } as never), "ERR_INVALID_ARGUMENT", /Unknown option "thread"/);
   });
   it("repacked weights give exactly the tokens of the mapped file", async () => {
-    const q4 = await synthModel("api-q4_0", { dim: 128, layers: 2, heads: 4, kvHeads: 2, ffn: 256, vocabSize: 400, type: "q4_0" });
+    const q4 = await synthModel("api-q4_0", {
+      dim: 128,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+      ffn: 256,
+      vocabSize: 400,
+      type: "q4_0",
+    });
     const run = async (repack: boolean) => {
       const m = await Model.load(q4, { threads: 2, contextSize: 128, repack });
       try {
@@ -83,15 +99,28 @@ describe("Model.load errors", () => {
         await m.dispose();
       }
     };
-    const packed = await run(true), mapped = await run(false);
+    const packed = await run(true),
+      mapped = await run(false);
     expect(packed.bytes).toBeGreaterThan(0);
     expect(mapped.bytes).toBe(0);
     expect(packed.tokens).toEqual(mapped.tokens);
     await expectCode(Model.load(q4, { repack: "yes" as never }), "ERR_INVALID_ARGUMENT", /repack/);
   });
   it("a q8_0 KV cache needs heads of a multiple of 32, and says so", async () => {
-    const small = await synthModel("hd16", { dim: 64, layers: 1, heads: 4, kvHeads: 2, ffn: 96, vocabSize: 320, type: "f32" });
-    await expectCode(Model.load(small, { kvType: "q8_0", contextSize: 64 }), "ERR_INVALID_ARGUMENT", /multiple of 32.*16.*kvType f16/);
+    const small = await synthModel("hd16", {
+      dim: 64,
+      layers: 1,
+      heads: 4,
+      kvHeads: 2,
+      ffn: 96,
+      vocabSize: 320,
+      type: "f32",
+    });
+    await expectCode(
+      Model.load(small, { kvType: "q8_0", contextSize: 64 }),
+      "ERR_INVALID_ARGUMENT",
+      /multiple of 32.*16.*kvType f16/,
+    );
   });
   it("reports load progress ending at 1", async () => {
     const seen: number[] = [];
@@ -120,7 +149,10 @@ describe("generate", () => {
     let n = 0;
     const t0 = performance.now();
     let lastTimings: Timings | undefined;
-    for await (const c of model.generate({ tokens: [1, 300, 301] }, { maxTokens: 40, temperature: 0, stopAtEos: false })) {
+    for await (const c of model.generate(
+      { tokens: [1, 300, 301] },
+      { maxTokens: 40, temperature: 0, stopAtEos: false },
+    )) {
       if (n++ === 0) firstAt = performance.now() - t0;
       lastTimings = c.timings;
     }
@@ -152,7 +184,15 @@ describe("generate", () => {
 
   it("abort mid-stream ends with finishReason abort and leaves the model usable", async () => {
     // A model big enough that 2000 tokens take far longer than delivering the abort.
-    const p = await synthModel("api-dispose", { dim: 256, layers: 4, heads: 8, kvHeads: 2, ffn: 512, vocabSize: 400, type: "f32" });
+    const p = await synthModel("api-dispose", {
+      dim: 256,
+      layers: 4,
+      heads: 8,
+      kvHeads: 2,
+      ffn: 512,
+      vocabSize: 400,
+      type: "f32",
+    });
     const m = await Model.load(p, { threads: 1, contextSize: 2048 });
     try {
       const ac = new AbortController();
@@ -196,14 +236,21 @@ describe("generate", () => {
     expect(text.length).toBeGreaterThan(4);
     const stop = text.slice(3, 5);
     const cut = text.indexOf(stop);
-    const r = await model.complete({ tokens: [1, 305] }, { maxTokens: 30, temperature: 0, stopAtEos: false, stop: [stop] });
+    const r = await model.complete(
+      { tokens: [1, 305] },
+      { maxTokens: 30, temperature: 0, stopAtEos: false, stop: [stop] },
+    );
     expect(r.finishReason).toBe("stop");
     expect(r.text).toBe(text.slice(0, cut));
   });
 
   it("logprobs: chosen token and sorted alternatives", async () => {
     const chunks = [];
-    for await (const c of model.generate({ tokens: [1, 300] }, { maxTokens: 3, temperature: 0, logprobs: 3, stopAtEos: false })) chunks.push(c);
+    for await (const c of model.generate(
+      { tokens: [1, 300] },
+      { maxTokens: 3, temperature: 0, logprobs: 3, stopAtEos: false },
+    ))
+      chunks.push(c);
     const lps = chunks.flatMap((c) => c.logprobs ?? []);
     expect(lps.length).toBe(3);
     for (const lp of lps) {
@@ -260,11 +307,14 @@ describe("generate", () => {
     expect(text.length).toBeGreaterThan(12);
     // Boundaries between tokens' texts: a stop made of the last char of one and the first of the next.
     const at = (k: number) => model.detokenize(full.tokens.slice(0, k)).length;
-    const b1 = at(3), b2 = at(8);
+    const b1 = at(3),
+      b2 = at(8);
     expect(b1).toBeGreaterThan(0);
     expect(b2).toBeGreaterThan(b1);
-    const early = text.slice(b1 - 1, b1 + 1), late = text.slice(b2 - 1, b2 + 2);
-    const cutEarly = text.indexOf(early), cutLate = text.indexOf(late);
+    const early = text.slice(b1 - 1, b1 + 1),
+      late = text.slice(b2 - 1, b2 + 2);
+    const cutEarly = text.indexOf(early),
+      cutLate = text.indexOf(late);
     const one = await model.complete(prompt, { ...opts, stop: [late] });
     expect(one.text).toBe(text.slice(0, cutLate));
     expect(one.finishReason).toBe("stop");
@@ -284,7 +334,11 @@ describe("generate", () => {
   it("several concurrent generate() calls all complete, batched together", async () => {
     const before = model.stats();
     // 40 tokens each: long enough that the four overlap however fast the engine starts the first.
-    const rs = await Promise.all([0, 1, 2, 3].map((k) => model.complete({ tokens: [1, 300 + k] }, { maxTokens: 40, temperature: 0, stopAtEos: false })));
+    const rs = await Promise.all(
+      [0, 1, 2, 3].map((k) =>
+        model.complete({ tokens: [1, 300 + k] }, { maxTokens: 40, temperature: 0, stopAtEos: false }),
+      ),
+    );
     for (const r of rs) expect(r.tokens.length).toBe(40);
     const after = model.stats();
     // They shared steps: more sequence-steps than steps (a one-at-a-time engine has exactly as many).
@@ -298,7 +352,15 @@ describe("generate", () => {
 describe("dispose", () => {
   it("ends pending requests with abort and rejects new work", async () => {
     // Big enough that 2000 tokens take far longer than the dispose call.
-    const p = await synthModel("api-dispose", { dim: 256, layers: 4, heads: 8, kvHeads: 2, ffn: 512, vocabSize: 400, type: "f32" });
+    const p = await synthModel("api-dispose", {
+      dim: 256,
+      layers: 4,
+      heads: 8,
+      kvHeads: 2,
+      ffn: 512,
+      vocabSize: 400,
+      type: "f32",
+    });
     const m = await Model.load(p, { threads: 1, contextSize: 2048 });
     const it = m.generate("x", { maxTokens: 2000, temperature: 0, stopAtEos: false });
     const first = await it.next();
@@ -311,7 +373,15 @@ describe("dispose", () => {
     await m.dispose(); // idempotent
   });
   it("supports await using (Symbol.asyncDispose)", async () => {
-    const p = await synthModel("api-f32", { dim: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 128, vocabSize: 400, type: "f32" });
+    const p = await synthModel("api-f32", {
+      dim: 64,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+      ffn: 128,
+      vocabSize: 400,
+      type: "f32",
+    });
     const m = await Model.load(p, { threads: 1, contextSize: 64 });
     await m[Symbol.asyncDispose]();
     await expectCode(() => m.generate("x"), "ERR_DISPOSED");

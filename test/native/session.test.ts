@@ -40,7 +40,9 @@ const enc = (text: string, addSpecial: boolean) => m.tokenizer.encode(text, { ad
 describe("Session", () => {
   it("checks its options: an object with only system (a string) and defaults", () => {
     expect(codeOf(() => m.createSession(5 as never))).toBe("ERR_INVALID_ARGUMENT");
-    expect(() => m.createSession({ sytem: "x" } as never)).toThrow('Unknown option "sytem" in session options; known options: system, defaults');
+    expect(() => m.createSession({ sytem: "x" } as never)).toThrow(
+      'Unknown option "sytem" in session options; known options: system, defaults',
+    );
     expect(() => m.createSession({ system: 5 } as never)).toThrow(/system/);
     expect(codeOf(() => m.createSession({ system: "ok", defaults: { maxTokens: 1 } }))).toBeUndefined();
     expect(codeOf(() => m.createSession().send(5 as never))).toBe("ERR_INVALID_ARGUMENT");
@@ -58,7 +60,9 @@ describe("Session", () => {
     const r2 = await collect(chat.send(" And then?", { ...fixed, maxTokens: 3 }));
     expect(chat.tokens).toEqual([...first, ...r1, ...enc(" And then?", false), ...r2]);
     // The reply is what a plain request for the whole history generates.
-    expect(r2).toEqual(await collect(m.generate({ tokens: [...first, ...r1, ...enc(" And then?", false)] }, { ...fixed, maxTokens: 3 })));
+    expect(r2).toEqual(
+      await collect(m.generate({ tokens: [...first, ...r1, ...enc(" And then?", false)] }, { ...fixed, maxTokens: 3 })),
+    );
     chat.dispose();
   });
 
@@ -146,7 +150,10 @@ describe("Session", () => {
     expect(codeOf(() => chat.send(huge))).toBe("ERR_CONTEXT_OVERFLOW");
     // Exactly at the limit is tokenized (and then refused by the engine: more tokens than the context).
     const edge = m.createSession();
-    const err = await collect(edge.send("x".repeat(m.maxPromptChars), fixed)).then(() => undefined, (e: unknown) => e);
+    const err = await collect(edge.send("x".repeat(m.maxPromptChars), fixed)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toMatchObject({ code: "ERR_CONTEXT_OVERFLOW" });
     expect((err as Error).message).toMatch(/tokens/);
     expect(codeOf(() => edge.send("short", { ...fixed, maxTokens: 1 }))).toBeUndefined(); // not left busy

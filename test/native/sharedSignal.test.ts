@@ -14,7 +14,13 @@ const onWarning = (w: Error) => warnings.push(w);
 
 beforeAll(async () => {
   const path = await synthModel("shared-signal", { dim: 64, layers: 1, heads: 4, kvHeads: 2, ffn: 96, vocabSize: 320 });
-  model = await Model.load(path, { threads: 2, contextSize: 512, kvCacheTokens: 65536, maxSequences: 64, maxQueue: 256 });
+  model = await Model.load(path, {
+    threads: 2,
+    contextSize: 512,
+    kvCacheTokens: 65536,
+    maxSequences: 64,
+    maxQueue: 256,
+  });
 });
 afterAll(async () => {
   await model?.dispose();
@@ -43,7 +49,12 @@ async function collect(gen: AsyncGenerator<Chunk, void, undefined>, onFirst?: ()
 describe("a signal shared by 50 prompts", () => {
   it("holds one listener, warns about nothing, and aborting cancels them all", async () => {
     const ac = new AbortController();
-    const streams = model.generateBatch(prompts(50), { maxTokens: 100000, temperature: 0, stopAtEos: false, signal: ac.signal });
+    const streams = model.generateBatch(prompts(50), {
+      maxTokens: 100000,
+      temperature: 0,
+      stopAtEos: false,
+      signal: ac.signal,
+    });
     let started = 0;
     let allStarted!: () => void;
     const running = new Promise<void>((r) => (allStarted = r));
@@ -64,7 +75,12 @@ describe("a signal shared by 50 prompts", () => {
   it("aborting cancels requests whose iterators were never started", async () => {
     const before = model.stats().aborted;
     const ac = new AbortController();
-    const streams = model.generateBatch(prompts(20), { maxTokens: 100000, temperature: 0, stopAtEos: false, signal: ac.signal });
+    const streams = model.generateBatch(prompts(20), {
+      maxTokens: 100000,
+      temperature: 0,
+      stopAtEos: false,
+      signal: ac.signal,
+    });
     ac.abort();
     const t0 = Date.now();
     while (model.stats().aborted - before < 20 && Date.now() - t0 < 10000) await new Promise((r) => setTimeout(r, 10));
@@ -79,16 +95,27 @@ describe("a signal shared by 50 prompts", () => {
   it("requests that end normally leave no listener on a long-lived signal", async () => {
     const ac = new AbortController();
     for (let round = 0; round < 3; round++) {
-      const streams = model.generateBatch(prompts(30), { maxTokens: 4, temperature: 0, stopAtEos: false, signal: ac.signal });
+      const streams = model.generateBatch(prompts(30), {
+        maxTokens: 4,
+        temperature: 0,
+        stopAtEos: false,
+        signal: ac.signal,
+      });
       const chunks = await Promise.all(streams.map((s) => collect(s)));
       for (const c of chunks) expect(c.at(-1)?.finishReason).toBe("length");
       expect(getEventListeners(ac.signal, "abort")).toHaveLength(0);
     }
     // Never-iterated requests let go of the signal once the engine finishes them.
-    const idle = model.generateBatch(prompts(15), { maxTokens: 2, temperature: 0, stopAtEos: false, signal: ac.signal });
+    const idle = model.generateBatch(prompts(15), {
+      maxTokens: 2,
+      temperature: 0,
+      stopAtEos: false,
+      signal: ac.signal,
+    });
     expect(getEventListeners(ac.signal, "abort")).toHaveLength(1);
     const t0 = Date.now();
-    while (getEventListeners(ac.signal, "abort").length > 0 && Date.now() - t0 < 10000) await new Promise((r) => setTimeout(r, 10));
+    while (getEventListeners(ac.signal, "abort").length > 0 && Date.now() - t0 < 10000)
+      await new Promise((r) => setTimeout(r, 10));
     expect(getEventListeners(ac.signal, "abort")).toHaveLength(0);
     for (const st of idle) expect((await collect(st)).at(-1)?.finishReason).toBe("length");
     await settle();
@@ -97,7 +124,12 @@ describe("a signal shared by 50 prompts", () => {
 
   it("breaking out of one stream cancels only that one", async () => {
     const ac = new AbortController();
-    const [a, b] = model.generateBatch(prompts(2), { maxTokens: 100000, temperature: 0, stopAtEos: false, signal: ac.signal });
+    const [a, b] = model.generateBatch(prompts(2), {
+      maxTokens: 100000,
+      temperature: 0,
+      stopAtEos: false,
+      signal: ac.signal,
+    });
     for await (const _ of a) break;
     expect(getEventListeners(ac.signal, "abort")).toHaveLength(1); // b still holds it
     const rest = await collect(b, () => ac.abort());

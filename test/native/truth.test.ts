@@ -17,7 +17,13 @@ import { GENERATE_DEFAULTS, GGUF_DEFAULTS, LOAD_DEFAULTS, SYNTH_DEFAULTS } from 
 import { ERROR_CODES, JS_ERROR_CODES, NATIVE_ERROR_CODES } from "../../lib/errors.js";
 import { resolveOptions } from "../../lib/generate.js";
 import { Model, resolveLoadOptions } from "../../lib/model.js";
-import type { NativeAddon, NativeGenerateParams, NativeModel, NativeModelOptions, NativeSynthOptions } from "../../lib/native.js";
+import type {
+  NativeAddon,
+  NativeGenerateParams,
+  NativeModel,
+  NativeModelOptions,
+  NativeSynthOptions,
+} from "../../lib/native.js";
 import { resolveSynthOptions } from "../../lib/synth.js";
 import { checkTokenIds } from "../../lib/validate.js";
 import { repoRoot as root, synthModel, tmpRoot } from "../helpers.js";
@@ -64,13 +70,17 @@ describe("one list of error codes", () => {
   });
 
   it("every TypeScript-only code is produced somewhere in lib/ (no dead codes)", () => {
-    const src = files("lib", /\.ts$/).filter((p) => !p.endsWith("errors.ts")).map(read).join("\n");
+    const src = files("lib", /\.ts$/)
+      .filter((p) => !p.endsWith("errors.ts"))
+      .map(read)
+      .join("\n");
     for (const code of JS_ERROR_CODES) expect(src.includes(`"${code}"`), `${code} is never produced`).toBe(true);
   });
 
   it("every code is documented in docs/design.md's table", () => {
     const doc = read("docs/design.md");
-    for (const code of ERROR_CODES) expect(doc, `${code} is not in docs/design.md`).toMatch(new RegExp(`\\| \`${code}\` \\|`));
+    for (const code of ERROR_CODES)
+      expect(doc, `${code} is not in docs/design.md`).toMatch(new RegExp(`\\| \`${code}\` \\|`));
   });
 });
 
@@ -99,7 +109,9 @@ describe("one table of defaults (lib/defaults.ts = the core's struct initializer
   });
 
   it("readGguf: the metadata caps equal GgufLimits{}", () => {
-    expect({ maxStringBytes: GGUF_DEFAULTS.maxStringBytes, maxMetadataBytes: GGUF_DEFAULTS.maxMetadataBytes }).toEqual(addon.defaults.gguf);
+    expect({ maxStringBytes: GGUF_DEFAULTS.maxStringBytes, maxMetadataBytes: GGUF_DEFAULTS.maxMetadataBytes }).toEqual(
+      addon.defaults.gguf,
+    );
   });
 
   it("the exported defaults have exactly the fields the addon requires", () => {
@@ -145,12 +157,16 @@ describe("the addon checks types and has no defaults of its own", () => {
     delete c[k];
     return c as T;
   };
-  const wrongType = (v: unknown) => (typeof v === "number" ? "1" : typeof v === "boolean" ? 1 : typeof v === "string" ? 1 : 1);
+  const wrongType = (v: unknown) =>
+    typeof v === "number" ? "1" : typeof v === "boolean" ? 1 : typeof v === "string" ? 1 : 1;
 
   it("generate(): every params field is required, and typed", () => {
     for (const k of Object.keys(params)) {
       typeError(() => native.generate(prompt, without(params, k), () => {}), k);
-      typeError(() => native.generate(prompt, { ...params, [k]: wrongType(params[k as keyof NativeGenerateParams]) }, () => {}), k);
+      typeError(
+        () => native.generate(prompt, { ...params, [k]: wrongType(params[k as keyof NativeGenerateParams]) }, () => {}),
+        k,
+      );
     }
     typeError(() => native.generate([1, 2] as never, params, () => {}), "tokens");
     typeError(() => native.generate(prompt, { ...params, pin: 1 as never }, () => {}), "pin"); // no truthiness
@@ -159,9 +175,14 @@ describe("the addon checks types and has no defaults of its own", () => {
   it("loadModel(): every option is required, and typed (the load is refused before it starts)", () => {
     for (const k of Object.keys(loadOpts)) {
       typeError(() => addon.loadModel(path, without(loadOpts, k)), k);
-      typeError(() => addon.loadModel(path, { ...loadOpts, [k]: wrongType(loadOpts[k as keyof NativeModelOptions]) }), k);
+      typeError(
+        () => addon.loadModel(path, { ...loadOpts, [k]: wrongType(loadOpts[k as keyof NativeModelOptions]) }),
+        k,
+      );
     }
-    expect(() => addon.loadModel(path, { ...loadOpts, kvType: "f8" as never })).toThrow(`Expected one of "f16", "f32", "q8_0" for kvType but received "f8"`);
+    expect(() => addon.loadModel(path, { ...loadOpts, kvType: "f8" as never })).toThrow(
+      `Expected one of "f16", "f32", "q8_0" for kvType but received "f8"`,
+    );
   });
 
   it("synth(): every option is required, and typed; a bad type gets the TypeScript message", () => {
@@ -180,7 +201,11 @@ describe("the addon checks types and has no defaults of its own", () => {
   });
 
   it("readGguf(): maxArrayLength and every option are required", () => {
-    const opts = { keyPrefixes: [], maxStringBytes: GGUF_DEFAULTS.maxStringBytes, maxMetadataBytes: GGUF_DEFAULTS.maxMetadataBytes };
+    const opts = {
+      keyPrefixes: [],
+      maxStringBytes: GGUF_DEFAULTS.maxStringBytes,
+      maxMetadataBytes: GGUF_DEFAULTS.maxMetadataBytes,
+    };
     expect(() => addon.readGguf(path, undefined as never, opts)).toThrow(TypeError);
     typeError(() => addon.readGguf(path, 0, undefined as never), "readGguf options");
     for (const k of Object.keys(opts)) typeError(() => addon.readGguf(path, 0, without(opts, k)), k);
@@ -194,11 +219,18 @@ describe("the addon checks types and has no defaults of its own", () => {
       ts = (e as Error).message;
     }
     expect(ts).toBe("Token id 320 is outside the vocabulary [0, 320).");
-    expect(() => native.generate(Int32Array.from([1, 320]), params, () => {})).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT", message: ts }));
-    await expect(native.evaluate(Int32Array.from([1, 320]), false)).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT", message: ts });
+    expect(() => native.generate(Int32Array.from([1, 320]), params, () => {})).toThrow(
+      expect.objectContaining({ code: "ERR_INVALID_ARGUMENT", message: ts }),
+    );
+    await expect(native.evaluate(Int32Array.from([1, 320]), false)).rejects.toMatchObject({
+      code: "ERR_INVALID_ARGUMENT",
+      message: ts,
+    });
     const model = await Model.load(path, { threads: 1, contextSize: 64 });
     try {
-      expect(() => model.generate({ tokens: [1, 320] })).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT", message: ts }));
+      expect(() => model.generate({ tokens: [1, 320] })).toThrow(
+        expect.objectContaining({ code: "ERR_INVALID_ARGUMENT", message: ts }),
+      );
       await expect(model.evaluate([1, 320])).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT", message: ts });
     } finally {
       await model.dispose();
@@ -208,7 +240,12 @@ describe("the addon checks types and has no defaults of its own", () => {
   it("a disposed model is ERR_DISPOSED from the addon as from the TypeScript layer", async () => {
     const raw = await addon.loadModel(path, loadOpts);
     await raw.dispose();
-    for (const f of [() => raw.info(), () => raw.stats(), () => raw.generate(prompt, params, () => {}), () => raw.evaluate(prompt, false)]) {
+    for (const f of [
+      () => raw.info(),
+      () => raw.stats(),
+      () => raw.generate(prompt, params, () => {}),
+      () => raw.evaluate(prompt, false),
+    ]) {
       expect(f).toThrow(expect.objectContaining({ code: "ERR_DISPOSED" }));
     }
     const model = await Model.load(path, { threads: 1, contextSize: 64 });

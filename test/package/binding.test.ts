@@ -52,10 +52,14 @@ describe("loadFirst", () => {
       { path: "/b.node", source: "prebuild" },
       { path: "/c.node", source: "local" },
     ];
-    const r = loadFirst(c, (p) => {
-      if (p === "/a.node") throw new Error("invalid ELF header\nmore detail");
-      return { from: p };
-    }, () => true);
+    const r = loadFirst(
+      c,
+      (p) => {
+        if (p === "/a.node") throw new Error("invalid ELF header\nmore detail");
+        return { from: p };
+      },
+      () => true,
+    );
     expect(r).toEqual({ addon: { from: "/b.node" }, path: "/b.node" });
   });
 
@@ -67,9 +71,14 @@ describe("loadFirst", () => {
     ];
     let err: unknown;
     try {
-      loadFirst(c, () => {
-        throw new Error("GLIBC_2.38 not found\nstack");
-      }, (p) => p === "/pkg/prebuilds/linux-x64/llmserve.node", { platform: "linux", arch: "x64", root: "/pkg" });
+      loadFirst(
+        c,
+        () => {
+          throw new Error("GLIBC_2.38 not found\nstack");
+        },
+        (p) => p === "/pkg/prebuilds/linux-x64/llmserve.node",
+        { platform: "linux", arch: "x64", root: "/pkg" },
+      );
     } catch (e) {
       err = e;
     }

@@ -5,7 +5,18 @@
 // preferred). Takes about a minute.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawnSync, type SpawnSyncOptions } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, dirname, join } from "node:path";
 import { repoRoot } from "../helpers.js";
@@ -28,7 +39,14 @@ interface PackResult {
 function cleanEnv(path: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (/^npm_/i.test(k) || k === "INIT_CWD" || k.startsWith("LLMSERVE_") || k.startsWith("VITEST") || k === "NODE_OPTIONS") continue;
+    if (
+      /^npm_/i.test(k) ||
+      k === "INIT_CWD" ||
+      k.startsWith("LLMSERVE_") ||
+      k.startsWith("VITEST") ||
+      k === "NODE_OPTIONS"
+    )
+      continue;
     env[k] = v;
   }
   env.PATH = path;
@@ -38,7 +56,13 @@ function cleanEnv(path: string): NodeJS.ProcessEnv {
 function sh(cmd: string, args: string[], opts: SpawnSyncOptions & { env: NodeJS.ProcessEnv }) {
   const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 300_000, maxBuffer: 64 << 20, ...opts });
   const out = { code: r.status, stdout: String(r.stdout ?? ""), stderr: String(r.stderr ?? ""), error: r.error };
-  return { ...out, why: `${cmd} ${args.join(" ")} -> ${out.code} ${out.error?.message ?? ""}\n${out.stderr}\n${out.stdout}`.slice(0, 6000) };
+  return {
+    ...out,
+    why: `${cmd} ${args.join(" ")} -> ${out.code} ${out.error?.message ?? ""}\n${out.stderr}\n${out.stdout}`.slice(
+      0,
+      6000,
+    ),
+  };
 }
 
 /** The folder holding npm-cli.js and npx-cli.js of the npm on PATH (or beside this node). */
@@ -67,7 +91,10 @@ describe.runIf(process.platform !== "win32")("npm package (packed tarball)", () 
     if (!existsSync(distCli)) throw new Error(`${distCli} is missing: run \`npm run build\` first`);
     if (!existsSync(prebuild)) {
       // Reuses build/Release/llmserve.node when it is current, else builds separately.
-      const r = sh(process.execPath, [join(repoRoot, "scripts", "prebuild.mjs"), "--reuse"], { cwd: repoRoot, env: process.env });
+      const r = sh(process.execPath, [join(repoRoot, "scripts", "prebuild.mjs"), "--reuse"], {
+        cwd: repoRoot,
+        env: process.env,
+      });
       if (r.code !== 0) throw new Error(`prebuild failed: ${r.why}`);
     }
 
@@ -82,15 +109,27 @@ describe.runIf(process.platform !== "win32")("npm package (packed tarball)", () 
 
     // --ignore-scripts: `npm test` has just built dist/ and prebuilds/; prepack would rebuild dist/
     // under the feet of the test files running beside this one.
-    const p = sh(join(bin, "npm"), ["pack", "--json", "--ignore-scripts", "--pack-destination", work], { cwd: repoRoot, env });
+    const p = sh(join(bin, "npm"), ["pack", "--json", "--ignore-scripts", "--pack-destination", work], {
+      cwd: repoRoot,
+      env,
+    });
     if (p.code !== 0) throw new Error(`npm pack failed: ${p.why}`);
     pack = (JSON.parse(p.stdout) as PackResult[])[0];
     tarball = join(work, pack.filename);
-    console.log(`llmserve tarball: ${(pack.size / 1024).toFixed(0)} KiB packed, ${(pack.unpackedSize / 1024).toFixed(0)} KiB unpacked, ${pack.entryCount} files`);
+    console.log(
+      `llmserve tarball: ${(pack.size / 1024).toFixed(0)} KiB packed, ${(pack.unpackedSize / 1024).toFixed(0)} KiB unpacked, ${pack.entryCount} files`,
+    );
 
     mkdirSync(project);
-    writeFileSync(join(project, "package.json"), JSON.stringify({ name: "llmserve-pack-check", private: true, type: "module" }));
-    const i = sh(join(bin, "npm"), ["install", "--ignore-scripts", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error", tarball], { cwd: project, env });
+    writeFileSync(
+      join(project, "package.json"),
+      JSON.stringify({ name: "llmserve-pack-check", private: true, type: "module" }),
+    );
+    const i = sh(
+      join(bin, "npm"),
+      ["install", "--ignore-scripts", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error", tarball],
+      { cwd: project, env },
+    );
     if (i.code !== 0) throw new Error(`npm install of the tarball failed: ${i.why}`);
   }, 600_000);
 
@@ -99,24 +138,44 @@ describe.runIf(process.platform !== "win32")("npm package (packed tarball)", () 
   });
 
   it("hides every compiler and build tool from the install", () => {
-    const r = sh("/bin/sh", ["-c", "command -v g++ || command -v c++ || command -v cc || command -v gcc || command -v clang || command -v cmake || command -v make"], { env });
+    const r = sh(
+      "/bin/sh",
+      [
+        "-c",
+        "command -v g++ || command -v c++ || command -v cc || command -v gcc || command -v clang || command -v cmake || command -v make",
+      ],
+      { env },
+    );
     expect(r.stdout.trim()).toBe("");
     expect(r.code).not.toBe(0);
-    expect(sh("/bin/sh", ["-c", "command -v node && command -v npm && command -v npx && command -v sh"], { env }).code).toBe(0);
+    expect(
+      sh("/bin/sh", ["-c", "command -v node && command -v npm && command -v npx && command -v sh"], { env }).code,
+    ).toBe(0);
   });
 
   it("ships dist/, the prebuilt addon, the native sources and README; no tests, builds, maps or models", () => {
     const paths = pack.files.map((f) => f.path);
-    for (const p of ["package.json", "README.md", "dist/index.js", "dist/index.d.ts", "dist/cli.js", "dist/binding.js",
-      `prebuilds/${plat}/llmserve.node`, "CMakeLists.txt", "native/napi/addon.cc"]) {
+    for (const p of [
+      "package.json",
+      "README.md",
+      "dist/index.js",
+      "dist/index.d.ts",
+      "dist/cli.js",
+      "dist/binding.js",
+      `prebuilds/${plat}/llmserve.node`,
+      "CMakeLists.txt",
+      "native/napi/addon.cc",
+    ]) {
       expect(paths, p).toContain(p);
     }
     expect(paths.some((p) => p.startsWith("native/core/") && p.endsWith(".cpp"))).toBe(true);
     expect(paths.some((p) => p.startsWith("native/core/") && p.endsWith(".h"))).toBe(true);
-    const bad = paths.filter((p) =>
-      /^(test|tests|bench|build|build-[^/]*|lib|docs|scripts|node_modules|native\/tests)\//.test(p) ||
-      /\.(gguf|map|tgz|o|a)$/.test(p) ||
-      /\.tmp-\d+$/.test(p));
+    const bad = paths.filter(
+      (p) =>
+        /^(test|tests|bench|build|build-[^/]*|lib|docs|scripts|node_modules|native\/tests)\//.test(p) ||
+        /\.(gguf|map|tgz|o|a)$/.test(p) ||
+        /\.tmp-\d+$/.test(p),
+    );
     expect(bad).toEqual([]);
     expect(pack.size).toBeLessThan(MAX_TARBALL_BYTES);
     // The shipped addon is the stripped prebuild, byte for byte.
@@ -126,8 +185,27 @@ describe.runIf(process.platform !== "win32")("npm package (packed tarball)", () 
 
   it("runs `npx llmserve synth` and `generate --json` from the installed tarball, matching the checkout", () => {
     const model = join(project, "m.gguf");
-    const synthArgs = ["synth", "--dim", "64", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--ffn", "128",
-      "--vocab-size", "300", "--type", "q8_0", "--seed", "3", "-o", model];
+    const synthArgs = [
+      "synth",
+      "--dim",
+      "64",
+      "--layers",
+      "2",
+      "--heads",
+      "4",
+      "--kv-heads",
+      "2",
+      "--ffn",
+      "128",
+      "--vocab-size",
+      "300",
+      "--type",
+      "q8_0",
+      "--seed",
+      "3",
+      "-o",
+      model,
+    ];
     const s = sh(join(bin, "npx"), ["--no", "llmserve", ...synthArgs], { cwd: project, env });
     expect(s.code, s.why).toBe(0);
     expect(statSync(model).size).toBeGreaterThan(10_000);
@@ -169,7 +247,10 @@ describe.runIf(process.platform !== "win32")("npm package (packed tarball)", () 
     const pkgDir = join(project, "node_modules", "llmserve");
     renameSync(join(pkgDir, "prebuilds"), join(pkgDir, "prebuilds.off"));
     try {
-      const r = sh(join(bin, "npx"), ["--no", "llmserve", "info", "-m", join(project, "m.gguf")], { cwd: project, env });
+      const r = sh(join(bin, "npx"), ["--no", "llmserve", "info", "-m", join(project, "m.gguf")], {
+        cwd: project,
+        env,
+      });
       expect(r.code).toBe(1);
       expect(r.stderr).toContain("ERR_NATIVE_LOAD");
       expect(r.stderr).toContain(`${join(pkgDir, "prebuilds", plat, "llmserve.node")} (not found)`);

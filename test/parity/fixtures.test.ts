@@ -36,22 +36,32 @@ if (!haveFixtures) {
 
 /** Max |p(t) - ref(t)| over each step's reference top-5, with the step where it occurs. */
 function top5Error(dists: Float64Array[], c: RefCase): { err: number; step: number } {
-  let err = 0, step = 0;
+  let err = 0,
+    step = 0;
   for (let i = 0; i < STEPS; i++) {
     for (const [t, p] of c.top5[i]) {
       const e = Math.abs(dists[i][t] - p);
-      if (e > err) { err = e; step = i; }
+      if (e > err) {
+        err = e;
+        step = i;
+      }
     }
   }
   return { err, step };
 }
 
-const refTop = (c: RefCase, i: number) => `[${c.top5[i].slice(0, 3).map(([t, p]) => `${t}:${p.toFixed(5)}`).join(", ")}]`;
+const refTop = (c: RefCase, i: number) =>
+  `[${c.top5[i]
+    .slice(0, 3)
+    .map(([t, p]) => `${t}:${p.toFixed(5)}`)
+    .join(", ")}]`;
 const label = (c: RefCase) => (c.prompt === null ? JSON.stringify(c.promptTokens) : JSON.stringify(c.prompt));
 
 describe.skipIf(!haveFixtures).each(MODELS)("fixture parity: %s", (name) => {
   const path = fixture("models", `${name}.gguf`);
-  const ref: Reference = haveFixtures ? JSON.parse(readFileSync(fixture("models", `${name}.reference.json`), "utf8")) : { model: "", cases: [] };
+  const ref: Reference = haveFixtures
+    ? JSON.parse(readFileSync(fixture("models", `${name}.reference.json`), "utf8"))
+    : { model: "", cases: [] };
   const contextSize = 256;
   let model: Model;
   let oracle: OracleModel;
@@ -81,10 +91,16 @@ describe.skipIf(!haveFixtures).each(MODELS)("fixture parity: %s", (name) => {
       const tfSteps = tf.slice(c.promptTokens.length - 1, c.promptTokens.length - 1 + STEPS);
       const eg = top5Error(g.dists, c);
       const et = top5Error(tfSteps, c);
-      console.log(`[parity] ${name} ${label(c)} oracle: greedy ${firstDiff(g.tokens, c.greedy) < 0 ? "=" : "!="} ref, top5 err generate ${eg.err.toExponential(2)}@${eg.step}, teacher-forced ${et.err.toExponential(2)}@${et.step}`);
+      console.log(
+        `[parity] ${name} ${label(c)} oracle: greedy ${firstDiff(g.tokens, c.greedy) < 0 ? "=" : "!="} ref, top5 err generate ${eg.err.toExponential(2)}@${eg.step}, teacher-forced ${et.err.toExponential(2)}@${et.step}`,
+      );
       expect(g.tokens, `${label(c)}: oracle greedy`).toEqual(c.greedy);
-      expect(eg.err, `${label(c)}: oracle (generation) top-5 error at step ${eg.step}`).toBeLessThanOrEqual(TOL_BY_MODEL[name]);
-      expect(et.err, `${label(c)}: oracle (teacher forcing) top-5 error at step ${et.step}`).toBeLessThanOrEqual(TOL_BY_MODEL[name]);
+      expect(eg.err, `${label(c)}: oracle (generation) top-5 error at step ${eg.step}`).toBeLessThanOrEqual(
+        TOL_BY_MODEL[name],
+      );
+      expect(et.err, `${label(c)}: oracle (teacher forcing) top-5 error at step ${et.step}`).toBeLessThanOrEqual(
+        TOL_BY_MODEL[name],
+      );
     }
   });
 
@@ -93,23 +109,39 @@ describe.skipIf(!haveFixtures).each(MODELS)("fixture parity: %s", (name) => {
     const failures: string[] = [];
     for (const c of ref.cases) {
       const seq = [...c.promptTokens, ...c.greedy];
-      const g = await model.complete({ tokens: c.promptTokens }, { maxTokens: STEPS, temperature: 0, stopAtEos: false });
+      const g = await model.complete(
+        { tokens: c.promptTokens },
+        { maxTokens: STEPS, temperature: 0, stopAtEos: false },
+      );
       const all = softmaxRows(await model.evaluate(seq, { all: true }), nVocab);
       const steps = all.slice(c.promptTokens.length - 1, c.promptTokens.length - 1 + STEPS);
       const e = top5Error(steps, c);
       const k = firstDiff(g.tokens, c.greedy);
       // Diagnostics: distance to llama.cpp live, with its default (flash) attention and without it.
-      const live = compareDists(steps, (await oracle.teacherForce(seq)).slice(c.promptTokens.length - 1, c.promptTokens.length - 1 + STEPS));
-      const classic = compareDists(steps, (await oracle.teacherForce(seq, { flashAttention: false })).slice(c.promptTokens.length - 1, c.promptTokens.length - 1 + STEPS));
+      const live = compareDists(
+        steps,
+        (await oracle.teacherForce(seq)).slice(c.promptTokens.length - 1, c.promptTokens.length - 1 + STEPS),
+      );
+      const classic = compareDists(
+        steps,
+        (await oracle.teacherForce(seq, { flashAttention: false })).slice(
+          c.promptTokens.length - 1,
+          c.promptTokens.length - 1 + STEPS,
+        ),
+      );
       console.log(
         `[parity] ${name} ${label(c)} llmserve: greedy ${k < 0 ? "= ref" : `differs from step ${k}`}, top5 err ${e.err.toExponential(2)}@${e.step}` +
           ` | full-dist err vs llama.cpp (flash attn, default) ${live.maxErr.toExponential(2)}@${live.at}, vs llama.cpp (no flash attn) ${classic.maxErr.toExponential(2)}@${classic.at}`,
       );
       if (k >= 0) {
-        failures.push(`${label(c)}: greedy differs at step ${k}: llmserve ${JSON.stringify(g.tokens.slice(k, k + 4))} ref ${JSON.stringify(c.greedy.slice(k, k + 4))}; at that step ref top ${refTop(c, k)}, llmserve (teacher-forced) ${fmtTop(steps[k])}`);
+        failures.push(
+          `${label(c)}: greedy differs at step ${k}: llmserve ${JSON.stringify(g.tokens.slice(k, k + 4))} ref ${JSON.stringify(c.greedy.slice(k, k + 4))}; at that step ref top ${refTop(c, k)}, llmserve (teacher-forced) ${fmtTop(steps[k])}`,
+        );
       }
       if (e.err > TOL_BY_MODEL[name]) {
-        failures.push(`${label(c)}: top-5 probability error ${e.err.toExponential(3)} > ${TOL_BY_MODEL[name]} at step ${e.step}: ref ${refTop(c, e.step)}, llmserve ${fmtTop(steps[e.step])}`);
+        failures.push(
+          `${label(c)}: top-5 probability error ${e.err.toExponential(3)} > ${TOL_BY_MODEL[name]} at step ${e.step}: ref ${refTop(c, e.step)}, llmserve ${fmtTop(steps[e.step])}`,
+        );
       }
     }
     expect(failures, failures.join("\n")).toEqual([]);

@@ -22,7 +22,16 @@
  *   classic KQ-softmax-V path, used here as a second llama.cpp configuration that measures how
  *   much llama.cpp's own results move under a benign change of attention numerics.
  */
-import { getLlama, LlamaLogLevel, type ControlledEvaluateInputItem, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaModel, type Token } from "node-llama-cpp";
+import {
+  getLlama,
+  LlamaLogLevel,
+  type ControlledEvaluateInputItem,
+  type Llama,
+  type LlamaContext,
+  type LlamaContextSequence,
+  type LlamaModel,
+  type Token,
+} from "node-llama-cpp";
 
 let llamaPromise: Promise<Llama> | undefined;
 
@@ -48,7 +57,11 @@ export interface OracleModel {
   /** Next-token distributions (dense, indexed by token id) after every prefix tokens[0..i]. */
   teacherForce(tokens: number[], override?: OracleOptions): Promise<Float64Array[]>;
   /** Greedy continuation of `maxTokens` tokens after `prompt` (EOS does not stop it), with each step's distribution. */
-  greedy(prompt: number[], maxTokens: number, override?: OracleOptions): Promise<{ tokens: number[]; dists: Float64Array[] }>;
+  greedy(
+    prompt: number[],
+    maxTokens: number,
+    override?: OracleOptions,
+  ): Promise<{ tokens: number[]; dists: Float64Array[] }>;
   /** llama.cpp's tokenization (never adds BOS). */
   tokenize(text: string, parseSpecial?: boolean): number[];
   dispose(): Promise<void>;
@@ -56,7 +69,8 @@ export interface OracleModel {
 
 /** node-llama-cpp's distribution (a Map over the whole vocabulary, sorted) as a dense array. */
 function mapToDense(m: Map<number, number>, nVocab: number): Float64Array {
-  if (m.size !== nVocab) throw new Error(`node-llama-cpp returned ${m.size} probabilities, expected the whole vocabulary (${nVocab})`);
+  if (m.size !== nVocab)
+    throw new Error(`node-llama-cpp returned ${m.size} probabilities, expected the whole vocabulary (${nVocab})`);
   const out = new Float64Array(nVocab);
   for (const [t, p] of m) out[t] = p;
   return out;
@@ -66,12 +80,20 @@ function mapToDense(m: Map<number, number>, nVocab: number): Float64Array {
  * Loads a GGUF into llama.cpp on the CPU. `nVocab` is checked against every returned distribution.
  * `opts` apply to every evaluation; a call's `override` replaces them for that call.
  */
-export async function loadOracle(modelPath: string, nVocab: number, contextSize: number, opts: OracleOptions = {}): Promise<OracleModel> {
+export async function loadOracle(
+  modelPath: string,
+  nVocab: number,
+  contextSize: number,
+  opts: OracleOptions = {},
+): Promise<OracleModel> {
   const llama = await oracleLlama();
   const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
   const contexts = new Set<LlamaContext>();
 
-  async function withSequence<T>(override: OracleOptions | undefined, fn: (seq: LlamaContextSequence) => Promise<T>): Promise<T> {
+  async function withSequence<T>(
+    override: OracleOptions | undefined,
+    fn: (seq: LlamaContextSequence) => Promise<T>,
+  ): Promise<T> {
     const o = { ...opts, ...override };
     // A fresh context per call: nothing is carried over between evaluations.
     const context = await model.createContext({
@@ -96,16 +118,20 @@ export async function loadOracle(modelPath: string, nVocab: number, contextSize:
     teacherForce: (tokens, override) =>
       withSequence(override, async (seq) => {
         const o = { ...opts, ...override };
-        const item = (t: number): ControlledEvaluateInputItem => [t as Token, { generateNext: { probabilities: true, options: { temperature: 0 } } }];
+        const item = (t: number): ControlledEvaluateInputItem => [
+          t as Token,
+          { generateNext: { probabilities: true, options: { temperature: 0 } } },
+        ];
         // Stepwise (default): one decode call per token, the way both engines generate; llama.cpp's
         // batched prompt path uses other attention kernels (tiled flash attention) for many queries.
-        const out = (o.batched ?? false)
-          ? await seq.controlledEvaluate(tokens.map(item))
-          : await (async () => {
-              const acc = [];
-              for (const t of tokens) acc.push((await seq.controlledEvaluate([item(t)]))[0]);
-              return acc;
-            })();
+        const out =
+          (o.batched ?? false)
+            ? await seq.controlledEvaluate(tokens.map(item))
+            : await (async () => {
+                const acc = [];
+                for (const t of tokens) acc.push((await seq.controlledEvaluate([item(t)]))[0]);
+                return acc;
+              })();
         return tokens.map((_, i) => {
           const probs = out[i]?.next.probabilities;
           if (!probs) throw new Error(`node-llama-cpp returned no distribution for position ${i}`);
@@ -116,7 +142,11 @@ export async function loadOracle(modelPath: string, nVocab: number, contextSize:
       withSequence(override, async (seq) => {
         const tokens: number[] = [];
         const dists: Float64Array[] = [];
-        for await (const r of seq.evaluateWithMetadata(prompt as Token[], { probabilities: true }, { temperature: 0, yieldEogToken: true })) {
+        for await (const r of seq.evaluateWithMetadata(
+          prompt as Token[],
+          { probabilities: true },
+          { temperature: 0, yieldEogToken: true },
+        )) {
           tokens.push(r.token);
           dists.push(mapToDense(r.probabilities, nVocab));
           if (tokens.length >= maxTokens) break;
@@ -145,7 +175,8 @@ export function softmaxRow(logits: Float32Array, row: number, nVocab: number): F
 
 /** All rows of an [n * nVocab] logits array as distributions. */
 export function softmaxRows(logits: Float32Array, nVocab: number): Float64Array[] {
-  if (logits.length % nVocab !== 0) throw new Error(`logits length ${logits.length} is not a multiple of nVocab ${nVocab}`);
+  if (logits.length % nVocab !== 0)
+    throw new Error(`logits length ${logits.length} is not a multiple of nVocab ${nVocab}`);
   return Array.from({ length: logits.length / nVocab }, (_, i) => softmaxRow(logits, i, nVocab));
 }
 
@@ -171,7 +202,9 @@ export function topK(p: ArrayLike<number>, k: number): [number, number][] {
 
 /** Compact "[id:prob, ...]" of the top k entries, for failure messages. */
 export function fmtTop(p: ArrayLike<number>, k = 3): string {
-  return `[${topK(p, k).map(([t, q]) => `${t}:${q.toFixed(5)}`).join(", ")}]`;
+  return `[${topK(p, k)
+    .map(([t, q]) => `${t}:${q.toFixed(5)}`)
+    .join(", ")}]`;
 }
 
 export interface DistComparison {
@@ -189,11 +222,16 @@ export interface DistComparison {
 /** Compares two lists of distributions position by position. */
 export function compareDists(a: Float64Array[], b: Float64Array[]): DistComparison {
   if (a.length !== b.length) throw new Error(`position count mismatch: ${a.length} vs ${b.length}`);
-  let maxErr = 0, at = 0, agree = 0;
+  let maxErr = 0,
+    at = 0,
+    agree = 0;
   const disagreeAt: number[] = [];
   for (let i = 0; i < a.length; i++) {
     const e = maxAbsDiff(a[i], b[i]);
-    if (e > maxErr) { maxErr = e; at = i; }
+    if (e > maxErr) {
+      maxErr = e;
+      at = i;
+    }
     if (argmax(a[i]) === argmax(b[i])) agree++;
     else disagreeAt.push(i);
   }

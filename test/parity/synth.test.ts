@@ -39,7 +39,17 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { Model, type SynthType } from "../../lib/index.js";
 import { synthModel } from "../helpers.js";
-import { compareDists, firstDiff, fmtTop, loadOracle, maxAbsDiff, pseudoRandomTokens, softmaxRow, softmaxRows, type DistComparison } from "./oracle.js";
+import {
+  compareDists,
+  firstDiff,
+  fmtTop,
+  loadOracle,
+  maxAbsDiff,
+  pseudoRandomTokens,
+  softmaxRow,
+  softmaxRows,
+  type DistComparison,
+} from "./oracle.js";
 
 const STRICT = process.env.LLMSERVE_PARITY_STRICT === "1";
 const ARCHS = ["llama", "qwen2"] as const;
@@ -76,21 +86,23 @@ const rows: Row[] = [];
 afterAll(() => {
   if (rows.length === 0) return;
   const order = (r: Row) => ARCHS.indexOf(r.arch as (typeof ARCHS)[number]) * 100 + TYPES.indexOf(r.type);
-  const lines = [...rows].sort((a, b) => order(a) - order(b)).map((r) =>
-    [
-      r.arch.padEnd(5),
-      r.type.padEnd(5),
-      r.single.toExponential(1).padStart(8),
-      `${r.tf.maxErr.toExponential(2)}@${r.tf.at}`.padEnd(13),
-      `${r.tf.agree}/${r.tf.n}`.padStart(7),
-      `${r.floor.maxErr.toExponential(2)}@${r.floor.at}`.padEnd(13),
-      `${r.floor.agree}/${r.floor.n}`.padStart(7),
-      (r.greedy < 0 ? "equal" : `differs@${r.greedy}`).padEnd(10),
-      `${r.q8kv.maxErr.toExponential(2)}@${r.q8kv.at}`.padEnd(13),
-      r.strictOk ? "ok" : "FAIL",
-      `${r.ms}ms`,
-    ].join(" "),
-  );
+  const lines = [...rows]
+    .sort((a, b) => order(a) - order(b))
+    .map((r) =>
+      [
+        r.arch.padEnd(5),
+        r.type.padEnd(5),
+        r.single.toExponential(1).padStart(8),
+        `${r.tf.maxErr.toExponential(2)}@${r.tf.at}`.padEnd(13),
+        `${r.tf.agree}/${r.tf.n}`.padStart(7),
+        `${r.floor.maxErr.toExponential(2)}@${r.floor.at}`.padEnd(13),
+        `${r.floor.agree}/${r.floor.n}`.padStart(7),
+        (r.greedy < 0 ? "equal" : `differs@${r.greedy}`).padEnd(10),
+        `${r.q8kv.maxErr.toExponential(2)}@${r.q8kv.at}`.padEnd(13),
+        r.strictOk ? "ok" : "FAIL",
+        `${r.ms}ms`,
+      ].join(" "),
+    );
   console.log(
     "[parity] synthetic models vs llama.cpp (single = single-token max|Δp|; tf = teacher-forced 128 positions; floor = llama.cpp no-flash-attn vs llama.cpp default)\n" +
       "arch  type   single   tf maxErr@pos  top1    floor maxErr  floor1  greedy32   q8_0-KV tf    strict\n" +
@@ -130,39 +142,67 @@ describe.each(ARCHS)("synthetic parity vs llama.cpp: %s", (arch) => {
       const floor = compareDists(lcNoFa, lc);
       const tolSingle = type === "q8_0" ? Math.max(TOL_SINGLE, FLOOR_ERR_FACTOR * floor.maxErr) : TOL_SINGLE;
       for (const { t, e, what } of singles) {
-        const msg = (tol: number) => `single token [${t}]: max |Δp| ${e.toExponential(3)} > ${tol.toExponential(3)}: ${what}`;
+        const msg = (tol: number) =>
+          `single token [${t}]: max |Δp| ${e.toExponential(3)} > ${tol.toExponential(3)}: ${what}`;
         if (e > tolSingle) problems.push(msg(tolSingle));
         else if (e > TOL_SINGLE) strictProblems.push(msg(TOL_SINGLE));
       }
       const floorMiss = floor.n - floor.agree;
-      const minAgree = Math.max(MIN_AGREE_ABS, Math.min(MIN_AGREE, N_POS - Math.max(2 * floorMiss, floorMiss + FLOOR_MISS_SLACK)));
+      const minAgree = Math.max(
+        MIN_AGREE_ABS,
+        Math.min(MIN_AGREE, N_POS - Math.max(2 * floorMiss, floorMiss + FLOOR_MISS_SLACK)),
+      );
       /** Checks 2 and 4: teacher-forced distributions against llama.cpp's, with the bounds above. */
       // A q8_0 KV cache adds int8 rounding thresholds on both sides, so float weights are then held to
       // the floor-based bound too (as bf16 is), not the f16-cache 1e-3.
-      const checkTf = (label: string, mine: Float64Array[], theirs: Float64Array[], quantizedKv = false): DistComparison => {
+      const checkTf = (
+        label: string,
+        mine: Float64Array[],
+        theirs: Float64Array[],
+        quantizedKv = false,
+      ): DistComparison => {
         const tf = compareDists(mine, theirs);
-        const where = (i: number) => `position ${i} (token ${seq[i]}): llmserve ${fmtTop(mine[i])} llama.cpp ${fmtTop(theirs[i])}`;
+        const where = (i: number) =>
+          `position ${i} (token ${seq[i]}): llmserve ${fmtTop(mine[i])} llama.cpp ${fmtTop(theirs[i])}`;
         if (FLOAT_TYPES.has(type)) {
           // f32/f16 get the spec's 1e-3 outright; bf16 rounds activations to 8 mantissa bits before
           // every matmul, so it may reach 1.5x llama.cpp's own spread.
           const tol = type === "bf16" || quantizedKv ? Math.max(TOL_FLOAT, FLOOR_ERR_FACTOR * floor.maxErr) : TOL_FLOAT;
-          if (tf.maxErr > tol) problems.push(`${label}: max |Δp| ${tf.maxErr.toExponential(3)} > ${tol.toExponential(3)} at ${where(tf.at)}`);
-          if (tf.maxErr > TOL_FLOAT) strictProblems.push(`${label}: max |Δp| ${tf.maxErr.toExponential(3)} > ${TOL_FLOAT} at ${where(tf.at)}`);
+          if (tf.maxErr > tol)
+            problems.push(
+              `${label}: max |Δp| ${tf.maxErr.toExponential(3)} > ${tol.toExponential(3)} at ${where(tf.at)}`,
+            );
+          if (tf.maxErr > TOL_FLOAT)
+            strictProblems.push(`${label}: max |Δp| ${tf.maxErr.toExponential(3)} > ${TOL_FLOAT} at ${where(tf.at)}`);
         } else {
           const tol = Math.max(QUANT_MAX_ERR, FLOOR_ERR_FACTOR * floor.maxErr);
-          if (tf.maxErr > tol) problems.push(`${label}: max |Δp| ${tf.maxErr.toExponential(3)} > ${tol.toExponential(3)} at ${where(tf.at)}`);
-          if (tf.maxErr > QUANT_MAX_ERR) strictProblems.push(`${label}: max |Δp| ${tf.maxErr.toExponential(3)} > ${QUANT_MAX_ERR} at ${where(tf.at)}`);
+          if (tf.maxErr > tol)
+            problems.push(
+              `${label}: max |Δp| ${tf.maxErr.toExponential(3)} > ${tol.toExponential(3)} at ${where(tf.at)}`,
+            );
+          if (tf.maxErr > QUANT_MAX_ERR)
+            strictProblems.push(
+              `${label}: max |Δp| ${tf.maxErr.toExponential(3)} > ${QUANT_MAX_ERR} at ${where(tf.at)}`,
+            );
         }
         const disagree = tf.disagreeAt.slice(0, 3).map(where).join("; ");
-        if (tf.agree < minAgree) problems.push(`${label}: top-1 agreement ${tf.agree}/${N_POS} < ${minAgree}; first disagreements: ${disagree}`);
-        if (!FLOAT_TYPES.has(type) && tf.agree < MIN_AGREE) strictProblems.push(`${label}: top-1 agreement ${tf.agree}/${N_POS} < ${MIN_AGREE}; first disagreements: ${disagree}`);
+        if (tf.agree < minAgree)
+          problems.push(
+            `${label}: top-1 agreement ${tf.agree}/${N_POS} < ${minAgree}; first disagreements: ${disagree}`,
+          );
+        if (!FLOAT_TYPES.has(type) && tf.agree < MIN_AGREE)
+          strictProblems.push(
+            `${label}: top-1 agreement ${tf.agree}/${N_POS} < ${MIN_AGREE}; first disagreements: ${disagree}`,
+          );
         return tf;
       };
       const tf = checkTf("teacher forcing", ls, lc);
 
       // 3. Greedy generation from a short prompt.
       const prompt = model.tokenize("Once upon a time");
-      const mine = (await model.complete({ tokens: prompt }, { maxTokens: GREEDY_TOKENS, temperature: 0, stopAtEos: false })).tokens;
+      const mine = (
+        await model.complete({ tokens: prompt }, { maxTokens: GREEDY_TOKENS, temperature: 0, stopAtEos: false })
+      ).tokens;
       const ref = await oracle.greedy(prompt, GREEDY_TOKENS);
       const k = firstDiff(mine, ref.tokens);
       if (k >= 0 && GREEDY_EXACT.has(type)) {
@@ -175,8 +215,15 @@ describe.each(ARCHS)("synthetic parity vs llama.cpp: %s", (arch) => {
       const q8 = await Model.load(path, { threads: 2, contextSize: CONTEXT, kvType: "q8_0" });
       let q8kv: DistComparison;
       try {
-        q8kv = checkTf("q8_0 KV teacher forcing", softmaxRows(await q8.evaluate(seq, { all: true }), nVocab), await oracle.teacherForce(seq, { kvType: "q8_0" }), true);
-        const mineQ8 = (await q8.complete({ tokens: prompt }, { maxTokens: GREEDY_TOKENS, temperature: 0, stopAtEos: false })).tokens;
+        q8kv = checkTf(
+          "q8_0 KV teacher forcing",
+          softmaxRows(await q8.evaluate(seq, { all: true }), nVocab),
+          await oracle.teacherForce(seq, { kvType: "q8_0" }),
+          true,
+        );
+        const mineQ8 = (
+          await q8.complete({ tokens: prompt }, { maxTokens: GREEDY_TOKENS, temperature: 0, stopAtEos: false })
+        ).tokens;
         const refQ8 = await oracle.greedy(prompt, GREEDY_TOKENS, { kvType: "q8_0" });
         const kq = firstDiff(mineQ8, refQ8.tokens);
         if (kq >= 0 && GREEDY_EXACT.has(type)) {
@@ -196,7 +243,9 @@ describe.each(ARCHS)("synthetic parity vs llama.cpp: %s", (arch) => {
           ` | floor (llama.cpp no-FA vs FA) ${floor.maxErr.toExponential(2)}@${floor.at} top1 ${floor.agree}/${N_POS}` +
           ` | greedy${GREEDY_TOKENS} ${k < 0 ? "equal" : `differs@${k}`} | q8_0 KV tf ${q8kv.maxErr.toExponential(2)}@${q8kv.at} top1 ${q8kv.agree}/${N_POS} | strict ${strictOk ? "ok" : "FAIL"} | ${ms}ms`,
       );
-      const enforced = STRICT ? [...new Set([...strictProblems, ...problems.filter((p) => p.startsWith("single"))])] : problems;
+      const enforced = STRICT
+        ? [...new Set([...strictProblems, ...problems.filter((p) => p.startsWith("single"))])]
+        : problems;
       expect(enforced, `${tag}:\n${enforced.join("\n")}`).toEqual([]);
     } finally {
       await oracle.dispose();

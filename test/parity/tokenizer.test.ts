@@ -44,20 +44,29 @@ function checkCase(c: Case): void {
       const ref = Array.from(c.llama.tokenize(text, parseSpecial));
       const mine = c.tokenize(text, { addSpecial: false, parseSpecial });
       if (JSON.stringify(mine) !== JSON.stringify(ref)) {
-        failures.push(`${JSON.stringify(text)} (parseSpecial ${parseSpecial}): llmserve ${JSON.stringify(mine)} llama.cpp ${JSON.stringify(ref)}`);
+        failures.push(
+          `${JSON.stringify(text)} (parseSpecial ${parseSpecial}): llmserve ${JSON.stringify(mine)} llama.cpp ${JSON.stringify(ref)}`,
+        );
       }
     }
     const withBos = c.tokenize(text, {});
     const refWithBos = [...(addBos && bos !== null ? [bos] : []), ...Array.from(c.llama.tokenize(text, false))];
     if (JSON.stringify(withBos) !== JSON.stringify(refWithBos)) {
-      failures.push(`${JSON.stringify(text)} (default, BOS ${addBos ? "added" : "not added"} by llama.cpp): llmserve ${JSON.stringify(withBos)} expected ${JSON.stringify(refWithBos)}`);
+      failures.push(
+        `${JSON.stringify(text)} (default, BOS ${addBos ? "added" : "not added"} by llama.cpp): llmserve ${JSON.stringify(withBos)} expected ${JSON.stringify(refWithBos)}`,
+      );
     }
   }
-  console.log(`[parity] tokenizer ${c.name}: ${TEXTS.length * 3 - failures.length}/${TEXTS.length * 3} tokenizations equal`);
+  console.log(
+    `[parity] tokenizer ${c.name}: ${TEXTS.length * 3 - failures.length}/${TEXTS.length * 3} tokenizations equal`,
+  );
   expect(failures, `${c.name}:\n${failures.join("\n")}`).toEqual([]);
 }
 
-if (!haveFixtures) console.log(`[parity] skipping fixture tokenizer parity: ${fixture()} is absent (the synth vocabulary is still checked)`);
+if (!haveFixtures)
+  console.log(
+    `[parity] skipping fixture tokenizer parity: ${fixture()} is absent (the synth vocabulary is still checked)`,
+  );
 
 describe("tokenizer parity vs llama.cpp", () => {
   const disposers: (() => Promise<void>)[] = [];
@@ -75,7 +84,16 @@ describe("tokenizer parity vs llama.cpp", () => {
 
   it("synth vocabulary (llama and qwen2 models)", async () => {
     for (const arch of ["llama", "qwen2"] as const) {
-      const path = await synthModel(`parity-tok-${arch}`, { arch, dim: 64, layers: 1, heads: 2, kvHeads: 1, ffn: 128, vocabSize: 512, seed: 3 });
+      const path = await synthModel(`parity-tok-${arch}`, {
+        arch,
+        dim: 64,
+        layers: 1,
+        heads: 2,
+        kvHeads: 1,
+        ffn: 128,
+        vocabSize: 512,
+        seed: 3,
+      });
       checkCase(await modelCase(`synth ${arch}`, path));
     }
   });

@@ -18,7 +18,11 @@ let app: FastifyInstance;
 let port: number;
 
 /** Sends one raw HTTP/1.1 request and resolves with its status code and body. */
-function raw(method: string, target: string, opts: { key?: string; body?: unknown } = {}): Promise<{ status: number; body: string }> {
+function raw(
+  method: string,
+  target: string,
+  opts: { key?: string; body?: unknown } = {},
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const sock = connect(port, "127.0.0.1");
     const payload = opts.body === undefined ? "" : JSON.stringify(opts.body);
@@ -47,7 +51,13 @@ const completion = { prompt: "Hello", max_tokens: 2, temperature: 0 };
 beforeAll(async () => {
   const path = await synthModel("server-auth", { dim: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 128, vocabSize: 512 });
   model = await Model.load(path, { threads: 1, contextSize: 128, kvCacheTokens: 1024 });
-  app = createServer(model, { modelName: "tiny", apiKey: KEY, metricsKey: METRICS_KEY, chatTemplate: "chatml", defaultMetrics: false });
+  app = createServer(model, {
+    modelName: "tiny",
+    apiKey: KEY,
+    metricsKey: METRICS_KEY,
+    chatTemplate: "chatml",
+    defaultMetrics: false,
+  });
   await app.listen({ port: 0, host: "127.0.0.1" });
   const addr = app.server.address();
   if (addr === null || typeof addr === "string") throw new Error("no TCP address");
@@ -82,13 +92,14 @@ describe("the API key is checked on the matched route", () => {
     expect(JSON.parse(r.body).error.code).toBe("invalid_api_key");
   });
 
-  it.each(["http://127.0.0.1/v1/completions", "http://evil.example/v1/completions", "http://127.0.0.1/%761/completions"])(
-    "absolute-form target %s without the key is refused",
-    async (target) => {
-      const r = await raw("POST", target, { body: completion });
-      expect(r.status, r.body).toBe(401);
-    },
-  );
+  it.each([
+    "http://127.0.0.1/v1/completions",
+    "http://evil.example/v1/completions",
+    "http://127.0.0.1/%761/completions",
+  ])("absolute-form target %s without the key is refused", async (target) => {
+    const r = await raw("POST", target, { body: completion });
+    expect(r.status, r.body).toBe(401);
+  });
 
   it("encoded and absolute-form targets do reach the route (so the refusals above are about the key)", async () => {
     for (const target of ["/%761/completions", "http://127.0.0.1/v1/completions"]) {

@@ -9,11 +9,54 @@ const cli = join(repoRoot, "dist", "cli.js");
 
 describe.runIf(existsSync(join(repoRoot, "dist", "server", "index.js")))("llmserve serve (dist/cli.js)", () => {
   it("listens on the printed URL, requires the API key, and shuts down gracefully on SIGTERM", async () => {
-    const model = await synthModel("server-cli", { dim: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 128, vocabSize: 512, context: 4096 });
-    const child = spawn(process.execPath, [cli, "serve", "-m", model, "--port", "0", "--host", "127.0.0.1", "--threads", "2", "--ctx", "4096",
-      "--api-key", "k1", "--model-name", "cli-model", "--max-queue", "8", "--max-sequences", "4", "--kv-cache-tokens", "8192", "--max-batch-tokens", "256", "--prefill-chunk", "32", "--kv-type", "f32", "--no-repack", "--shutdown-timeout", "0.3"], {
-      stdio: ["ignore", "pipe", "pipe"],
+    const model = await synthModel("server-cli", {
+      dim: 64,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+      ffn: 128,
+      vocabSize: 512,
+      context: 4096,
     });
+    const child = spawn(
+      process.execPath,
+      [
+        cli,
+        "serve",
+        "-m",
+        model,
+        "--port",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--threads",
+        "2",
+        "--ctx",
+        "4096",
+        "--api-key",
+        "k1",
+        "--model-name",
+        "cli-model",
+        "--max-queue",
+        "8",
+        "--max-sequences",
+        "4",
+        "--kv-cache-tokens",
+        "8192",
+        "--max-batch-tokens",
+        "256",
+        "--prefill-chunk",
+        "32",
+        "--kv-type",
+        "f32",
+        "--no-repack",
+        "--shutdown-timeout",
+        "0.3",
+      ],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
@@ -22,7 +65,8 @@ describe.runIf(existsSync(join(repoRoot, "dist", "server", "index.js")))("llmser
     try {
       const t0 = Date.now();
       while (!/http:\/\/127\.0\.0\.1:\d+/.test(stdout)) {
-        if (Date.now() - t0 > 30_000 || child.exitCode !== null) throw new Error(`no URL printed\n${stdout}\n${stderr}`);
+        if (Date.now() - t0 > 30_000 || child.exitCode !== null)
+          throw new Error(`no URL printed\n${stdout}\n${stderr}`);
         await new Promise((r) => setTimeout(r, 20));
       }
       const url = /(http:\/\/127\.0\.0\.1:\d+)/.exec(stdout)![1];
@@ -34,7 +78,8 @@ describe.runIf(existsSync(join(repoRoot, "dist", "server", "index.js")))("llmser
 
       // A long stream in flight when SIGTERM arrives is cancelled after the timeout and still ends cleanly.
       const r = await fetch(`${url}/v1/completions`, {
-        method: "POST", headers: auth,
+        method: "POST",
+        headers: auth,
         body: JSON.stringify({ model: "cli-model", prompt: "Hi", max_tokens: 4000, ignore_eos: true, stream: true }),
       });
       expect(r.status).toBe(200);
@@ -57,13 +102,25 @@ describe.runIf(existsSync(join(repoRoot, "dist", "server", "index.js")))("llmser
   });
 
   it("exits 1 with a clear message when the port is taken", async () => {
-    const model = await synthModel("server-cli", { dim: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 128, vocabSize: 512, context: 4096 });
+    const model = await synthModel("server-cli", {
+      dim: 64,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+      ffn: 128,
+      vocabSize: 512,
+      context: 4096,
+    });
     const { createServer } = await import("node:net");
     const blocker = createServer();
     await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", r));
     const port = (blocker.address() as { port: number }).port;
     try {
-      const child = spawn(process.execPath, [cli, "serve", "-m", model, "--port", String(port), "--threads", "1", "--ctx", "256"], { stdio: ["ignore", "pipe", "pipe"] });
+      const child = spawn(
+        process.execPath,
+        [cli, "serve", "-m", model, "--port", String(port), "--threads", "1", "--ctx", "256"],
+        { stdio: ["ignore", "pipe", "pipe"] },
+      );
       let stderr = "";
       child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
       const code = await new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)));

@@ -40,7 +40,15 @@ const within = <T>(p: Promise<T>, ms: number): Promise<T | "timeout"> =>
   Promise.race([p, new Promise<"timeout">((r) => setTimeout(() => r("timeout"), ms).unref())]);
 
 beforeAll(async () => {
-  path = await synthModel("server-conn", { dim: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 128, vocabSize: 512, context: 8192 });
+  path = await synthModel("server-conn", {
+    dim: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 2,
+    ffn: 128,
+    vocabSize: 512,
+    context: 8192,
+  });
   model = await Model.load(path, { threads: 2, contextSize: 8192, kvCacheTokens: 65536, maxBatchTokens: 256 });
 });
 
@@ -75,7 +83,9 @@ describe("slow and idle clients", () => {
     const { app, port } = await start({ headersTimeoutMs: 1000, requestTimeoutMs: 1500 });
     try {
       const c = await open(port);
-      c.sock.write("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{");
+      c.sock.write(
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+      );
       const dribble = setInterval(() => c.sock.write(" "), 200);
       try {
         expect(await within(c.closed, 8000)).not.toBe("timeout");
@@ -139,7 +149,11 @@ describe("answers before any route runs are OpenAI error objects", () => {
       expect(big.status).toBe(431);
       expect(JSON.parse(big.body).error.code).toBe("request_too_large");
       for (const body of ["{not json", ""]) {
-        const r = await fetch(`http://127.0.0.1:${port}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body });
+        const r = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body,
+        });
         expect(r.status).toBe(400);
         expect(((await r.json()) as { error: { code: string } }).error.code).toBe("invalid_json");
       }
@@ -152,7 +166,8 @@ describe("answers before any route runs are OpenAI error objects", () => {
     const { app, port } = await start({ maxQueue: 4 });
     try {
       const r = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
-        method: "POST", headers: { "content-type": "application/json" },
+        method: "POST",
+        headers: { "content-type": "application/json" },
         body: JSON.stringify({ prompt: ["a", "b", "c"], n: 128, max_tokens: 1 }),
       });
       expect(r.status).toBe(400);
@@ -172,8 +187,19 @@ describe("a streaming client that stops reading", () => {
       const c = await open(port);
       c.sock.pause(); // never read: the socket buffers fill and writes stall
       // Big chunks (20 logprobs with their bytes) fill the loopback buffers in a few thousand tokens.
-      const body = JSON.stringify({ prompt: "Hello", max_tokens: 7000, n: 4, logprobs: 20, temperature: 1, seed: 3, ignore_eos: true, stream: true });
-      c.sock.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      const body = JSON.stringify({
+        prompt: "Hello",
+        max_tokens: 7000,
+        n: 4,
+        logprobs: 20,
+        temperature: 1,
+        seed: 3,
+        ignore_eos: true,
+        stream: true,
+      });
+      c.sock.write(
+        `POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+      );
       expect(await until(() => model.stats().running === 4, 10_000)).toBe(true);
       // It ends long before 4 x 7000 tokens could have been generated and sent.
       expect(await until(() => model.stats().running === 0, 60_000)).toBe(true);
@@ -194,7 +220,8 @@ describe("cancelled at shutdown", () => {
     const { app, port } = await start({}, m);
     try {
       const res = fetch(`http://127.0.0.1:${port}/v1/completions`, {
-        method: "POST", headers: { "content-type": "application/json" },
+        method: "POST",
+        headers: { "content-type": "application/json" },
         body: JSON.stringify({ prompt: "Hello", max_tokens: 8000, ignore_eos: true }),
       });
       expect(await until(() => m.stats().running === 1, 5000)).toBe(true);

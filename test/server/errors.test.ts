@@ -23,14 +23,24 @@ async function listen(a: FastifyInstance): Promise<string> {
 }
 
 function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
-  return fetch(url, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: typeof body === "string" ? body : JSON.stringify(body) });
+  return fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
 }
 
-async function expectError(r: Response | Promise<Response>, status: number, match: { code?: string | null; type?: string; param?: string | null; message?: RegExp } = {}) {
+async function expectError(
+  r: Response | Promise<Response>,
+  status: number,
+  match: { code?: string | null; type?: string; param?: string | null; message?: RegExp } = {},
+) {
   const res = await r;
   const text = await res.text();
   expect(res.status, text).toBe(status);
-  const body = JSON.parse(text) as { error: { message: string; type: string; code: string | null; param: string | null } };
+  const body = JSON.parse(text) as {
+    error: { message: string; type: string; code: string | null; param: string | null };
+  };
   expect(Object.keys(body)).toEqual(["error"]);
   expect(Object.keys(body.error).sort()).toEqual(["code", "message", "param", "type"]);
   expect(body.error.message.length).toBeGreaterThan(0);
@@ -88,18 +98,38 @@ describe("400: invalid parameters", () => {
   });
 
   it("token ids outside the vocabulary", async () => {
-    await expectError(post(`${base}/v1/completions`, { model: MODEL, prompt: [1, 999999], max_tokens: 2 }), 400, { param: "prompt", message: /outside the vocabulary/ });
+    await expectError(post(`${base}/v1/completions`, { model: MODEL, prompt: [1, 999999], max_tokens: 2 }), 400, {
+      param: "prompt",
+      message: /outside the vocabulary/,
+    });
   });
 
   it("malformed JSON, empty body, wrong content type", async () => {
     await expectError(post(`${base}/v1/chat/completions`, "{not json"), 400, { type: "invalid_request_error" });
-    await expectError(fetch(`${base}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" } }), 400);
-    await expectError(fetch(`${base}/v1/chat/completions`, { method: "POST", headers: { "content-type": "text/plain" }, body: "hi" }), 400);
-    await expectError(fetch(`${base}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/xml" }, body: "<a/>" }), 415);
+    await expectError(
+      fetch(`${base}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" } }),
+      400,
+    );
+    await expectError(
+      fetch(`${base}/v1/chat/completions`, { method: "POST", headers: { "content-type": "text/plain" }, body: "hi" }),
+      400,
+    );
+    await expectError(
+      fetch(`${base}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/xml" },
+        body: "<a/>",
+      }),
+      415,
+    );
   });
 
   it("a chat template that rejects the conversation is a 400, not a 500", async () => {
-    const strict = createServer(model, { modelName: MODEL, chatTemplate: "{{ raise_exception('roles must alternate') }}", defaultMetrics: false });
+    const strict = createServer(model, {
+      modelName: MODEL,
+      chatTemplate: "{{ raise_exception('roles must alternate') }}",
+      defaultMetrics: false,
+    });
     try {
       const r = await strict.inject({ method: "POST", url: "/v1/chat/completions", payload: chat });
       expect(r.statusCode).toBe(400);
@@ -110,7 +140,13 @@ describe("400: invalid parameters", () => {
   });
 
   it("unknown parameters are ignored (200)", async () => {
-    const r = await post(`${base}/v1/chat/completions`, { ...chat, response_format: { type: "text" }, tool_choice: "none", parallel_tool_calls: false, whatever: 1 });
+    const r = await post(`${base}/v1/chat/completions`, {
+      ...chat,
+      response_format: { type: "text" },
+      tool_choice: "none",
+      parallel_tool_calls: false,
+      whatever: 1,
+    });
     expect(r.status).toBe(200);
     expect(((await r.json()) as { choices: unknown[] }).choices).toHaveLength(1);
   });
@@ -119,18 +155,36 @@ describe("400: invalid parameters", () => {
 describe("400: context_length_exceeded", () => {
   it("a token prompt as long as the context", async () => {
     const ids = Array.from({ length: 256 }, (_, i) => 3 + (i % 500));
-    await expectError(post(`${base}/v1/completions`, { model: MODEL, prompt: ids, max_tokens: 2 }), 400, { code: "context_length_exceeded", param: "prompt", message: /maximum context length is 256 tokens/ });
+    await expectError(post(`${base}/v1/completions`, { model: MODEL, prompt: ids, max_tokens: 2 }), 400, {
+      code: "context_length_exceeded",
+      param: "prompt",
+      message: /maximum context length is 256 tokens/,
+    });
   });
 
   it("a chat conversation longer than the context (streaming too: no SSE is started)", async () => {
     const long = "word ".repeat(400);
-    await expectError(post(`${base}/v1/chat/completions`, { ...chat, messages: [{ role: "user", content: long }] }), 400, { code: "context_length_exceeded", param: "messages" });
-    await expectError(post(`${base}/v1/chat/completions`, { ...chat, stream: true, messages: [{ role: "user", content: long }] }), 400, { code: "context_length_exceeded" });
+    await expectError(
+      post(`${base}/v1/chat/completions`, { ...chat, messages: [{ role: "user", content: long }] }),
+      400,
+      { code: "context_length_exceeded", param: "messages" },
+    );
+    await expectError(
+      post(`${base}/v1/chat/completions`, { ...chat, stream: true, messages: [{ role: "user", content: long }] }),
+      400,
+      { code: "context_length_exceeded" },
+    );
   });
 
   it("a prompt that fits but asks for more tokens than remain is clamped, not refused", async () => {
     const ids = Array.from({ length: 250 }, (_, i) => 3 + (i % 500));
-    const r = await post(`${base}/v1/completions`, { model: MODEL, prompt: ids, max_tokens: 100, temperature: 0, ignore_eos: true });
+    const r = await post(`${base}/v1/completions`, {
+      model: MODEL,
+      prompt: ids,
+      max_tokens: 100,
+      temperature: 0,
+      ignore_eos: true,
+    });
     expect(r.status).toBe(200);
     const body = (await r.json()) as { usage: { completion_tokens: number }; choices: { finish_reason: string }[] };
     expect(body.usage.completion_tokens).toBeLessThanOrEqual(6);
@@ -140,7 +194,11 @@ describe("400: context_length_exceeded", () => {
 
 describe("404", () => {
   it("unknown model", async () => {
-    await expectError(post(`${base}/v1/chat/completions`, { ...chat, model: "gpt-4o" }), 404, { code: "model_not_found", param: "model", message: /gpt-4o/ });
+    await expectError(post(`${base}/v1/chat/completions`, { ...chat, model: "gpt-4o" }), 404, {
+      code: "model_not_found",
+      param: "model",
+      message: /gpt-4o/,
+    });
     await expectError(post(`${base}/v1/completions`, { model: "nope", prompt: "x" }), 404, { code: "model_not_found" });
     await expectError(fetch(`${base}/v1/models/nope`), 404, { code: "model_not_found" });
   });
@@ -169,7 +227,10 @@ describe("401: API key", () => {
 
   it("missing or wrong key is refused on /v1/*", async () => {
     await expectError(post(`${url}/v1/chat/completions`, chat), 401, { code: "invalid_api_key" });
-    await expectError(post(`${url}/v1/chat/completions`, chat, { authorization: "Bearer wrong" }), 401, { code: "invalid_api_key", message: /Incorrect API key/ });
+    await expectError(post(`${url}/v1/chat/completions`, chat, { authorization: "Bearer wrong" }), 401, {
+      code: "invalid_api_key",
+      message: /Incorrect API key/,
+    });
     await expectError(post(`${url}/v1/chat/completions`, chat, { authorization: KEY }), 401);
     await expectError(fetch(`${url}/v1/models`), 401);
   });
@@ -188,7 +249,9 @@ describe("429: queue full", () => {
   /** Opens a streaming request and resolves once its first token has arrived (so it is running). */
   async function openStream(url: string, ac: AbortController) {
     const r = await fetch(`${url}/v1/completions`, {
-      method: "POST", headers: { "content-type": "application/json" }, signal: ac.signal,
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      signal: ac.signal,
       body: JSON.stringify({ prompt: "Hello", max_tokens: 4000, temperature: 0, ignore_eos: true, stream: true }),
     });
     expect(r.status).toBe(200);
@@ -198,7 +261,13 @@ describe("429: queue full", () => {
   }
 
   it("the engine's queue (ERR_QUEUE_FULL from generate) gives 429 with retry-after", async () => {
-    const small = await Model.load(path, { threads: 2, contextSize: 8192, kvCacheTokens: 16384, maxSequences: 1, maxQueue: 1 });
+    const small = await Model.load(path, {
+      threads: 2,
+      contextSize: 8192,
+      kvCacheTokens: 16384,
+      maxSequences: 1,
+      maxQueue: 1,
+    });
     const srv = createServer(small, { modelName: MODEL, defaultMetrics: false });
     const url = await listen(srv);
     const ac = new AbortController();
@@ -228,7 +297,11 @@ describe("429: queue full", () => {
     const ac = new AbortController();
     try {
       // More sequences than the server ever admits is not "busy, retry later" but a request to change.
-      await expectError(post(`${url}/v1/chat/completions`, { ...chat, n: 2 }), 400, { code: "invalid_value", param: "n", message: /needs 2 sequences/ });
+      await expectError(post(`${url}/v1/chat/completions`, { ...chat, n: 2 }), 400, {
+        code: "invalid_value",
+        param: "n",
+        message: /needs 2 sequences/,
+      });
       const reader = await openStream(url, ac);
       await expectError(post(`${url}/v1/chat/completions`, chat), 429, { code: "queue_full" });
       ac.abort();

@@ -14,7 +14,8 @@ import { synthModel } from "../helpers.js";
 
 const HOSTILE = "{% for a in range(1000000) %}{% for b in range(1000000) %}{{ '' }}{% endfor %}{% endfor %}";
 /** 10 x 2^21 characters (quickly: each step doubles the string). */
-const HUGE = "{% set s = namespace(x='0123456789') %}{% for i in range(21) %}{% set s.x = s.x ~ s.x %}{% endfor %}{{ s.x }}";
+const HUGE =
+  "{% set s = namespace(x='0123456789') %}{% for i in range(21) %}{% set s.x = s.x ~ s.x %}{% endfor %}{{ s.x }}";
 /**
  * Largest /health latency we accept while an attack runs: a stalled loop shows seconds (inline
  * rendering of a 10^6-iteration loop: 9 s; inline tokenization of 990 KB: 3.2 s); a free one shows
@@ -93,7 +94,11 @@ async function serve(m: Model, chatTemplate?: string): Promise<string> {
 
 /** POSTs JSON (pass a string to serialize a large body before the measurement: the client shares this event loop). */
 function post(url: string, body: unknown): Promise<Response> {
-  return fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: typeof body === "string" ? body : JSON.stringify(body) });
+  return fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
 }
 
 /**
@@ -123,7 +128,10 @@ process.stdin.on("data", () => { stop = true; });
 })();`;
 
 /** Runs `attack` while another process polls GET /health; returns its result, its duration and the largest /health latency. */
-async function underAttack<T>(base: string, attack: () => Promise<T>): Promise<{ value: T; ms: number; healthMs: number; probes: number }> {
+async function underAttack<T>(
+  base: string,
+  attack: () => Promise<T>,
+): Promise<{ value: T; ms: number; healthMs: number; probes: number }> {
   const child = spawn(process.execPath, ["-e", POLLER, base], { stdio: ["pipe", "pipe", "pipe"] });
   let out = "";
   child.stdout.on("data", (d: Buffer) => (out += d.toString()));
@@ -146,9 +154,14 @@ async function underAttack<T>(base: string, attack: () => Promise<T>): Promise<{
   return { value, ms, healthMs: max, probes: n };
 }
 
-async function errorOf(r: Response): Promise<{ status: number; error: { message: string; type: string; code: string | null; param: string | null } }> {
+async function errorOf(
+  r: Response,
+): Promise<{ status: number; error: { message: string; type: string; code: string | null; param: string | null } }> {
   const text = await r.text();
-  return { status: r.status, ...(JSON.parse(text) as { error: { message: string; type: string; code: string | null; param: string | null } }) };
+  return {
+    status: r.status,
+    ...(JSON.parse(text) as { error: { message: string; type: string; code: string | null; param: string | null } }),
+  };
 }
 
 beforeAll(async () => {
@@ -171,10 +184,19 @@ describe("hostile chat templates", () => {
       const t = await apps.at(-1)!.llmserve.chatTemplate();
       expect(t.source).toBe("gguf");
       expect(t.text).toBe(HOSTILE);
-      const r = await underAttack(base, async () => errorOf(await post(`${base}/v1/chat/completions`, { messages: [{ role: "user", content: "hi" }], max_tokens: 4 })));
-      console.log(`GGUF nested-loop template: answered in ${r.ms.toFixed(0)} ms; /health max ${r.healthMs.toFixed(0)} ms over ${r.probes} probes`);
+      const r = await underAttack(base, async () =>
+        errorOf(
+          await post(`${base}/v1/chat/completions`, { messages: [{ role: "user", content: "hi" }], max_tokens: 4 }),
+        ),
+      );
+      console.log(
+        `GGUF nested-loop template: answered in ${r.ms.toFixed(0)} ms; /health max ${r.healthMs.toFixed(0)} ms over ${r.probes} probes`,
+      );
       expect(r.value.status).toBe(500);
-      expect(r.value.error).toMatchObject({ code: "template_timeout", message: expect.stringMatching(/The chat template \(gguf\) did not finish rendering within 2000 ms/) });
+      expect(r.value.error).toMatchObject({
+        code: "template_timeout",
+        message: expect.stringMatching(/The chat template \(gguf\) did not finish rendering within 2000 ms/),
+      });
       expect(r.healthMs).toBeLessThan(HEALTH_MS);
       // The model still serves completions (no template involved).
       expect((await post(`${base}/v1/completions`, { prompt: "Hello", max_tokens: 2 })).status).toBe(200);
@@ -186,26 +208,50 @@ describe("hostile chat templates", () => {
 
   it("a nested-loop template fails with 500 template_timeout within the time limit, and /health stays fast", async () => {
     const base = await serve(model, HOSTILE);
-    const r = await underAttack(base, async () => errorOf(await post(`${base}/v1/chat/completions`, { messages: [{ role: "user", content: "hi" }], max_tokens: 4 })));
-    console.log(`nested-loop template: answered in ${r.ms.toFixed(0)} ms; /health max ${r.healthMs.toFixed(0)} ms over ${r.probes} probes`);
+    const r = await underAttack(base, async () =>
+      errorOf(
+        await post(`${base}/v1/chat/completions`, { messages: [{ role: "user", content: "hi" }], max_tokens: 4 }),
+      ),
+    );
+    console.log(
+      `nested-loop template: answered in ${r.ms.toFixed(0)} ms; /health max ${r.healthMs.toFixed(0)} ms over ${r.probes} probes`,
+    );
     expect(r.value.status).toBe(500);
-    expect(r.value.error).toMatchObject({ type: "server_error", code: "template_timeout", message: expect.stringMatching(/within 2000 ms/) });
+    expect(r.value.error).toMatchObject({
+      type: "server_error",
+      code: "template_timeout",
+      message: expect.stringMatching(/within 2000 ms/),
+    });
     expect(r.ms).toBeGreaterThanOrEqual(1900);
     expect(r.ms).toBeLessThan(15_000);
     expect(r.probes).toBeGreaterThan(5);
     expect(r.healthMs).toBeLessThan(HEALTH_MS);
     // Two at once: both stopped, the server still answers.
-    const both = await underAttack(base, () => Promise.all([0, 1].map(async () => (await post(`${base}/v1/chat/completions`, { messages: [{ role: "user", content: "hi" }] })).status)));
+    const both = await underAttack(base, () =>
+      Promise.all(
+        [0, 1].map(
+          async () =>
+            (await post(`${base}/v1/chat/completions`, { messages: [{ role: "user", content: "hi" }] })).status,
+        ),
+      ),
+    );
     expect(both.value).toEqual([500, 500]);
     expect(both.healthMs).toBeLessThan(HEALTH_MS);
   }, 120_000);
 
   it("a template with a huge output is refused (400 context_length_exceeded), and /health stays fast", async () => {
     const base = await serve(model, HUGE);
-    const r = await underAttack(base, async () => errorOf(await post(`${base}/v1/chat/completions`, { messages: [{ role: "user", content: "hi" }], max_tokens: 4 })));
+    const r = await underAttack(base, async () =>
+      errorOf(
+        await post(`${base}/v1/chat/completions`, { messages: [{ role: "user", content: "hi" }], max_tokens: 4 }),
+      ),
+    );
     console.log(`huge-output template: answered in ${r.ms.toFixed(0)} ms; /health max ${r.healthMs.toFixed(0)} ms`);
     expect(r.value.status, r.value.error.message).toBe(400);
-    expect(r.value.error).toMatchObject({ code: "context_length_exceeded", message: expect.stringMatching(/rendered 20971520 characters, more than the limit/) });
+    expect(r.value.error).toMatchObject({
+      code: "context_length_exceeded",
+      message: expect.stringMatching(/rendered 20971520 characters, more than the limit/),
+    });
     expect(r.healthMs).toBeLessThan(HEALTH_MS);
   }, 120_000);
 });
@@ -213,14 +259,21 @@ describe("hostile chat templates", () => {
 describe("oversized requests are refused before rendering or tokenizing", () => {
   it("a 20,000-message chat: 400 naming the limit, quickly", async () => {
     const base = await serve(model, HOSTILE); // were it rendered, this template would loop
-    const messages = Array.from({ length: 20_000 }, (_, i) => ({ role: i % 2 ? "assistant" : "user", content: `message ${i}` }));
+    const messages = Array.from({ length: 20_000 }, (_, i) => ({
+      role: i % 2 ? "assistant" : "user",
+      content: `message ${i}`,
+    }));
     const body = JSON.stringify({ messages });
     const r = await underAttack(base, async () => errorOf(await post(`${base}/v1/chat/completions`, body)));
     console.log(`20,000 messages: answered in ${r.ms.toFixed(0)} ms; /health max ${r.healthMs.toFixed(0)} ms`);
     expect(r.value.status).toBe(400);
     // The server's schema refuses it (ChatTemplate's own maxMessages check is the library's guard,
     // tested in test/unit/chat/limits.test.ts); either way nothing is rendered or tokenized.
-    expect(r.value.error).toMatchObject({ code: "invalid_value", param: "messages", message: expect.stringMatching(/more than 4096/) });
+    expect(r.value.error).toMatchObject({
+      code: "invalid_value",
+      param: "messages",
+      message: expect.stringMatching(/more than 4096/),
+    });
     expect(r.ms).toBeLessThan(1900); // the template (2 s limit) never ran
     expect(r.healthMs).toBeLessThan(HEALTH_MS);
   }, 60_000);
@@ -232,11 +285,22 @@ describe("oversized requests are refused before rendering or tokenizing", () => 
     const completionBody = JSON.stringify({ prompt: text });
     const chat = await underAttack(base, async () => errorOf(await post(`${base}/v1/chat/completions`, chatBody)));
     expect(chat.value.status).toBe(400);
-    expect(chat.value.error).toMatchObject({ code: "context_length_exceeded", message: expect.stringMatching(/characters; at most \d+ are accepted/) });
-    const completion = await underAttack(base, async () => errorOf(await post(`${base}/v1/completions`, completionBody)));
-    console.log(`3.15 MB chat: ${chat.ms.toFixed(0)} ms (/health max ${chat.healthMs.toFixed(0)} ms); completion: ${completion.ms.toFixed(0)} ms (/health max ${completion.healthMs.toFixed(0)} ms)`);
+    expect(chat.value.error).toMatchObject({
+      code: "context_length_exceeded",
+      message: expect.stringMatching(/characters; at most \d+ are accepted/),
+    });
+    const completion = await underAttack(base, async () =>
+      errorOf(await post(`${base}/v1/completions`, completionBody)),
+    );
+    console.log(
+      `3.15 MB chat: ${chat.ms.toFixed(0)} ms (/health max ${chat.healthMs.toFixed(0)} ms); completion: ${completion.ms.toFixed(0)} ms (/health max ${completion.healthMs.toFixed(0)} ms)`,
+    );
     expect(completion.value.status).toBe(400);
-    expect(completion.value.error).toMatchObject({ code: "context_length_exceeded", param: "prompt", message: expect.stringMatching(/characters cannot fit/) });
+    expect(completion.value.error).toMatchObject({
+      code: "context_length_exceeded",
+      param: "prompt",
+      message: expect.stringMatching(/characters cannot fit/),
+    });
     // Refused without tokenizing (that takes ~15 s inline or on the worker); what remains is reading
     // and JSON-parsing the body on the event loop (bounded by bodyLimit), hence the wider bound.
     expect(chat.ms).toBeLessThan(5000);
@@ -257,12 +321,19 @@ describe("long prompts are tokenized on a worker thread", () => {
       const completionBody = JSON.stringify({ prompt: text, max_tokens: 1 });
       const chatBody = JSON.stringify({ messages: [{ role: "user", content: text }], max_tokens: 1 });
       const r = await underAttack(base, async () => errorOf(await post(`${base}/v1/completions`, completionBody)));
-      console.log(`990 KB prompt tokenized: answered in ${r.ms.toFixed(0)} ms; /health max ${r.healthMs.toFixed(0)} ms over ${r.probes} probes`);
+      console.log(
+        `990 KB prompt tokenized: answered in ${r.ms.toFixed(0)} ms; /health max ${r.healthMs.toFixed(0)} ms over ${r.probes} probes`,
+      );
       expect(r.value.status).toBe(400);
-      expect(r.value.error).toMatchObject({ code: "context_length_exceeded", message: expect.stringMatching(/resulted in \d+ tokens/) });
+      expect(r.value.error).toMatchObject({
+        code: "context_length_exceeded",
+        message: expect.stringMatching(/resulted in \d+ tokens/),
+      });
       expect(r.healthMs).toBeLessThan(Math.max(HEALTH_MS, r.ms / 3));
       const chat = await underAttack(base, async () => errorOf(await post(`${base}/v1/chat/completions`, chatBody)));
-      console.log(`990 KB chat tokenized: answered in ${chat.ms.toFixed(0)} ms; /health max ${chat.healthMs.toFixed(0)} ms over ${chat.probes} probes`);
+      console.log(
+        `990 KB chat tokenized: answered in ${chat.ms.toFixed(0)} ms; /health max ${chat.healthMs.toFixed(0)} ms over ${chat.probes} probes`,
+      );
       expect(chat.value.status).toBe(400);
       expect(chat.healthMs).toBeLessThan(Math.max(HEALTH_MS, chat.ms / 3));
 
@@ -273,7 +344,12 @@ describe("long prompts are tokenized on a worker thread", () => {
       const inline = await big.complete({ tokens: big.tokenize(mid) }, { maxTokens: 4, temperature: 0 });
       expect(viaWorker.tokens).toEqual(inline.tokens);
       expect(viaWorker.tokens.length).toBeGreaterThan(0);
-      expect(() => model.generate("x".repeat(model.maxPromptChars + 1))).toThrow(expect.objectContaining({ code: "ERR_CONTEXT_OVERFLOW", message: expect.stringMatching(/characters, more than the context of 256 tokens/) }));
+      expect(() => model.generate("x".repeat(model.maxPromptChars + 1))).toThrow(
+        expect.objectContaining({
+          code: "ERR_CONTEXT_OVERFLOW",
+          message: expect.stringMatching(/characters, more than the context of 256 tokens/),
+        }),
+      );
     } finally {
       await big.dispose();
     }

@@ -25,8 +25,17 @@ async function listen(a: FastifyInstance): Promise<string> {
 /** Starts a long streaming completion; resolves after `chunks` SSE reads. */
 async function longStream(url: string, signal: AbortSignal, chunks = 3) {
   const r = await fetch(`${url}/v1/chat/completions`, {
-    method: "POST", headers: { "content-type": "application/json" }, signal,
-    body: JSON.stringify({ messages: [{ role: "user", content: "Tell me a long story." }], max_tokens: 6000, temperature: 0.8, seed: 1, ignore_eos: true, stream: true }),
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    signal,
+    body: JSON.stringify({
+      messages: [{ role: "user", content: "Tell me a long story." }],
+      max_tokens: 6000,
+      temperature: 0.8,
+      seed: 1,
+      ignore_eos: true,
+      stream: true,
+    }),
   });
   expect(r.status).toBe(200);
   expect(r.headers.get("content-type")).toMatch(/^text\/event-stream/);
@@ -36,7 +45,15 @@ async function longStream(url: string, signal: AbortSignal, chunks = 3) {
 }
 
 beforeAll(async () => {
-  path = await synthModel("server-life", { dim: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 128, vocabSize: 512, context: 8192 });
+  path = await synthModel("server-life", {
+    dim: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 2,
+    ffn: 128,
+    vocabSize: 512,
+    context: 8192,
+  });
   model = await Model.load(path, { threads: 2, contextSize: 8192, kvCacheTokens: 16384, maxBatchTokens: 256 });
   app = createServer(model, { modelName: MODEL, chatTemplate: "chatml", defaultMetrics: false });
   base = await listen(app);
@@ -67,7 +84,9 @@ describe("client disconnect", () => {
     const before = model.stats();
     const ac = new AbortController();
     const p = fetch(`${base}/v1/completions`, {
-      method: "POST", headers: { "content-type": "application/json" }, signal: ac.signal,
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      signal: ac.signal,
       body: JSON.stringify({ prompt: "Hello", max_tokens: 6000, ignore_eos: true }),
     }).catch((e: unknown) => e);
     expect(await until(() => model.stats().running === 1, 3000)).toBe(true);
@@ -85,10 +104,23 @@ describe("concurrency", () => {
     const results = await Promise.all(
       Array.from({ length: 32 }, async (_, i) => {
         if (i % 2 === 0) {
-          const r = await client.chat.completions.create({ model: MODEL, messages: [{ role: "user", content: `Client ${i} says hi` }], max_tokens: 24, temperature: 0.7, seed: i });
+          const r = await client.chat.completions.create({
+            model: MODEL,
+            messages: [{ role: "user", content: `Client ${i} says hi` }],
+            max_tokens: 24,
+            temperature: 0.7,
+            seed: i,
+          });
           return { text: r.choices[0].message.content ?? "", tokens: r.usage!.completion_tokens };
         }
-        const stream = await client.completions.create({ model: MODEL, prompt: `Client ${i}:`, max_tokens: 24, temperature: 0.7, seed: i, stream: true });
+        const stream = await client.completions.create({
+          model: MODEL,
+          prompt: `Client ${i}:`,
+          max_tokens: 24,
+          temperature: 0.7,
+          seed: i,
+          stream: true,
+        });
         let text = "";
         for await (const chunk of stream) text += chunk.choices[0]?.text ?? "";
         return { text, tokens: -1 };
@@ -146,8 +178,15 @@ describe("graceful shutdown", () => {
     const url = await listen(srv);
     try {
       const r = fetch(`${url}/v1/completions`, {
-        method: "POST", headers: { "content-type": "application/json" },
-        body: JSON.stringify({ prompt: "Hi", max_tokens: 200, ignore_eos: true, stream: true, stream_options: { include_usage: true } }),
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          prompt: "Hi",
+          max_tokens: 200,
+          ignore_eos: true,
+          stream: true,
+          stream_options: { include_usage: true },
+        }),
       }).then((res) => res.text());
       await until(() => m.stats().running === 1, 3000);
       await srv.llmserve.shutdown({ timeoutMs: 10_000, disposeModel: true });

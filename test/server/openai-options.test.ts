@@ -22,7 +22,14 @@ const COMPLETIONS = "/v1/completions";
 const user = [{ role: "user", content: "Hi" }];
 
 beforeAll(async () => {
-  const path = await synthModel("server-openai-options", { dim: 32, layers: 1, heads: 2, kvHeads: 1, ffn: 64, vocabSize: 512 });
+  const path = await synthModel("server-openai-options", {
+    dim: 32,
+    layers: 1,
+    heads: 2,
+    kvHeads: 1,
+    ffn: 64,
+    vocabSize: 512,
+  });
   model = await Model.load(path, { threads: 1, contextSize: CTX, kvCacheTokens: 4096 });
   app = createServer(model, { modelName: MODEL, chatTemplate: "chatml", defaultMetrics: false });
   await app.ready();
@@ -38,7 +45,12 @@ afterEach(() => {
 type Err = { error: { message: string; type: string; code: string | null; param: string | null } };
 
 async function post(url: string, body: object) {
-  const r = await app.inject({ method: "POST", url, headers: { "content-type": "application/json" }, payload: JSON.stringify(body) });
+  const r = await app.inject({
+    method: "POST",
+    url,
+    headers: { "content-type": "application/json" },
+    payload: JSON.stringify(body),
+  });
   return { status: r.statusCode, json: () => r.json() as Record<string, unknown> & Err, text: r.body };
 }
 
@@ -54,7 +66,10 @@ async function starts(url: string, body: object): Promise<{ tokens: number[]; op
 
 /** Parses an SSE body into its JSON events (the final [DONE] left out). */
 function events(text: string): Record<string, unknown>[] {
-  const out = text.split("\n\n").filter((e) => e.startsWith("data: ")).map((e) => e.slice(6));
+  const out = text
+    .split("\n\n")
+    .filter((e) => e.startsWith("data: "))
+    .map((e) => e.slice(6));
   expect(out[out.length - 1]).toBe("[DONE]");
   return out.slice(0, -1).map((e) => JSON.parse(e) as Record<string, unknown>);
 }
@@ -79,9 +94,26 @@ describe("finishReasonOf", () => {
 describe("sampling parameters -> engine options", () => {
   it("each parameter is passed through; top_p 0 is nearly greedy, top_k -1 is 0 (off)", async () => {
     const [c] = await starts(CHAT, {
-      messages: user, max_tokens: 2, temperature: 0.3, top_p: 0.5, top_k: 7, min_p: 0.2, presence_penalty: 0.5, frequency_penalty: -0.3, repetition_penalty: 1.2,
+      messages: user,
+      max_tokens: 2,
+      temperature: 0.3,
+      top_p: 0.5,
+      top_k: 7,
+      min_p: 0.2,
+      presence_penalty: 0.5,
+      frequency_penalty: -0.3,
+      repetition_penalty: 1.2,
     });
-    expect(c.opts.params).toMatchObject({ temperature: 0.3, topP: 0.5, topK: 7, minP: 0.2, presencePenalty: 0.5, frequencyPenalty: -0.3, repeatPenalty: 1.2, maxTokens: 2 });
+    expect(c.opts.params).toMatchObject({
+      temperature: 0.3,
+      topP: 0.5,
+      topK: 7,
+      minP: 0.2,
+      presencePenalty: 0.5,
+      frequencyPenalty: -0.3,
+      repeatPenalty: 1.2,
+      maxTokens: 2,
+    });
     const [z] = await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 1, top_p: 0, top_k: -1 });
     expect(z.opts.params.topP).toBe(1e-6);
     expect(z.opts.params.topK).toBe(0);
@@ -90,12 +122,34 @@ describe("sampling parameters -> engine options", () => {
   });
 
   it("omitted and null parameters keep the library's defaults", async () => {
-    const defaults = { temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05, repeatPenalty: 1, frequencyPenalty: 0, presencePenalty: 0 };
+    const defaults = {
+      temperature: 0.8,
+      topK: 40,
+      topP: 0.95,
+      minP: 0.05,
+      repeatPenalty: 1,
+      frequencyPenalty: 0,
+      presencePenalty: 0,
+    };
     const [a] = await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 1 });
     expect(a.opts.params).toMatchObject(defaults);
     const [b] = await starts(COMPLETIONS, {
-      prompt: "Hi", max_tokens: 1, temperature: null, top_p: null, top_k: null, min_p: null, presence_penalty: null, frequency_penalty: null, repetition_penalty: null,
-      stop: null, seed: null, n: null, logprobs: null, echo: null, stream: null, max_tokens_unused: 1,
+      prompt: "Hi",
+      max_tokens: 1,
+      temperature: null,
+      top_p: null,
+      top_k: null,
+      min_p: null,
+      presence_penalty: null,
+      frequency_penalty: null,
+      repetition_penalty: null,
+      stop: null,
+      seed: null,
+      n: null,
+      logprobs: null,
+      echo: null,
+      stream: null,
+      max_tokens_unused: 1,
     });
     expect(b.opts.params).toMatchObject(defaults);
     expect(b.opts.stop).toEqual([]);
@@ -111,23 +165,33 @@ describe("sampling parameters -> engine options", () => {
     const seeds = new Set<number>();
     for (let i = 0; i < 3; i++) {
       for (const c of await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 1, n: 2 })) {
-        expect(Number.isInteger(c.opts.params.seed) && c.opts.params.seed >= 0 && c.opts.params.seed < 2 ** 32).toBe(true);
+        expect(Number.isInteger(c.opts.params.seed) && c.opts.params.seed >= 0 && c.opts.params.seed < 2 ** 32).toBe(
+          true,
+        );
         seeds.add(c.opts.params.seed);
       }
     }
     expect(seeds.size).toBeGreaterThan(1);
     const nullSeeds = new Set<number>();
-    for (let i = 0; i < 3; i++) for (const c of await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 1, n: 2, seed: null })) nullSeeds.add(c.opts.params.seed);
+    for (let i = 0; i < 3; i++)
+      for (const c of await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 1, n: 2, seed: null }))
+        nullSeeds.add(c.opts.params.seed);
     expect(nullSeeds.size).toBeGreaterThan(2); // null is "no seed": random, not 0, 1
   });
 
   it("stop: a string or a list, empty strings dropped; chat adds the template's end-of-turn text", async () => {
     expect((await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 1, stop: "ab" }))[0].opts.stop).toEqual(["ab"]);
     expect((await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 1, stop: "" }))[0].opts.stop).toEqual([]);
-    expect((await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 1, stop: ["x", "", "yz"] }))[0].opts.stop).toEqual(["x", "yz"]);
+    expect((await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 1, stop: ["x", "", "yz"] }))[0].opts.stop).toEqual([
+      "x",
+      "yz",
+    ]);
     expect((await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 1 }))[0].opts.stop).toEqual([]);
     // chatml's <|im_end|> is not a token of the synth vocabulary: it is a stop string.
-    expect((await starts(CHAT, { messages: user, max_tokens: 1, stop: ["x"] }))[0].opts.stop).toEqual(["x", "<|im_end|>"]);
+    expect((await starts(CHAT, { messages: user, max_tokens: 1, stop: ["x"] }))[0].opts.stop).toEqual([
+      "x",
+      "<|im_end|>",
+    ]);
     expect((await starts(CHAT, { messages: user, max_tokens: 1 }))[0].opts.stop).toEqual(["<|im_end|>"]);
   });
 
@@ -135,16 +199,24 @@ describe("sampling parameters -> engine options", () => {
     const eog = model.tokenizer.eogTokens;
     expect(eog.length).toBeGreaterThan(0);
     expect((await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 1 }))[0].opts.params.stopTokens).toEqual(eog);
-    expect((await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 1, ignore_eos: false }))[0].opts.params.stopTokens).toEqual(eog);
-    expect((await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 1, ignore_eos: true }))[0].opts.params.stopTokens).toEqual([]);
+    expect(
+      (await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 1, ignore_eos: false }))[0].opts.params.stopTokens,
+    ).toEqual(eog);
+    expect(
+      (await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 1, ignore_eos: true }))[0].opts.params.stopTokens,
+    ).toEqual([]);
     expect((await starts(CHAT, { messages: user, max_tokens: 1 }))[0].opts.params.stopTokens).toEqual(eog);
     // A template whose end-of-turn marker is a vocabulary token (and one that is also end-of-generation).
-    const template = await (app as unknown as { llmserve: { chatTemplate: () => Promise<{ stopTokens: number[] }> } }).llmserve.chatTemplate();
+    const template = await (
+      app as unknown as { llmserve: { chatTemplate: () => Promise<{ stopTokens: number[] }> } }
+    ).llmserve.chatTemplate();
     const saved = template.stopTokens;
     Object.defineProperty(template, "stopTokens", { value: [77, eog[0]], configurable: true });
     try {
       expect((await starts(CHAT, { messages: user, max_tokens: 1 }))[0].opts.params.stopTokens).toEqual([...eog, 77]);
-      expect((await starts(CHAT, { messages: user, max_tokens: 1, ignore_eos: true }))[0].opts.params.stopTokens).toEqual([]);
+      expect(
+        (await starts(CHAT, { messages: user, max_tokens: 1, ignore_eos: true }))[0].opts.params.stopTokens,
+      ).toEqual([]);
     } finally {
       Object.defineProperty(template, "stopTokens", { value: saved, configurable: true });
     }
@@ -154,7 +226,9 @@ describe("sampling parameters -> engine options", () => {
     const [chatDefault] = await starts(CHAT, { messages: user, temperature: 0 });
     expect(chatDefault.opts.params.maxTokens).toBe(CTX - chatDefault.tokens.length);
     expect((await starts(COMPLETIONS, { prompt: "Hi", temperature: 0 }))[0].opts.params.maxTokens).toBe(16);
-    expect((await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 9, max_completion_tokens: 3 }))[0].opts.params.maxTokens).toBe(3);
+    expect(
+      (await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 9, max_completion_tokens: 3 }))[0].opts.params.maxTokens,
+    ).toBe(3);
     const [clamped] = await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 100000 });
     expect(clamped.opts.params.maxTokens).toBe(CTX - clamped.tokens.length);
     // 16 is also clamped: a prompt leaving 10 tokens of room.
@@ -175,7 +249,11 @@ describe("sampling parameters -> engine options", () => {
   });
 
   it("chat: tools and the server's chat limits reach the template", async () => {
-    const template = await (app as unknown as { llmserve: { chatTemplate: () => Promise<{ tokenize: (...a: unknown[]) => Promise<number[]> }> } }).llmserve.chatTemplate();
+    const template = await (
+      app as unknown as {
+        llmserve: { chatTemplate: () => Promise<{ tokenize: (...a: unknown[]) => Promise<number[]> }> };
+      }
+    ).llmserve.chatTemplate();
     const spy = vi.spyOn(template, "tokenize");
     const tools = [{ type: "function", function: { name: "f" } }];
     await starts(CHAT, { messages: user, max_tokens: 1, tools });
@@ -205,7 +283,9 @@ describe("prompts", () => {
     const part = "ab ".repeat(500); // 1500 characters, within the 1792 a prompt may have
     const parts = Array(11).fill(part); // 16500 characters in all
     await post(COMPLETIONS, { prompt: parts, max_tokens: 1 });
-    expect(spy.mock.calls.map((a) => a[1])).toEqual(Array(11).fill({ addSpecial: true, parseSpecial: true, offThread: true }));
+    expect(spy.mock.calls.map((a) => a[1])).toEqual(
+      Array(11).fill({ addSpecial: true, parseSpecial: true, offThread: true }),
+    );
     spy.mockClear();
     await post(COMPLETIONS, { prompt: ["x", "y"], max_tokens: 1 });
     expect(spy.mock.calls.map((a) => a[1]?.offThread)).toEqual([false, false]);
@@ -220,11 +300,19 @@ describe("prompts", () => {
 
   it("token ids outside the vocabulary are a 400 naming the id", async () => {
     const nVocab = model.info.nVocab;
-    for (const prompt of [[1, nVocab], [[1], [2, nVocab + 5]]]) {
+    for (const prompt of [
+      [1, nVocab],
+      [[1], [2, nVocab + 5]],
+    ]) {
       const r = await post(COMPLETIONS, { prompt, max_tokens: 1 });
       expect(r.status).toBe(400);
       const bad = (prompt.flat() as number[]).find((t) => t >= nVocab);
-      expect(r.json().error).toEqual({ message: `Token id ${bad} is outside the vocabulary [0, ${nVocab}).`, type: "invalid_request_error", code: "invalid_value", param: "prompt" });
+      expect(r.json().error).toEqual({
+        message: `Token id ${bad} is outside the vocabulary [0, ${nVocab}).`,
+        type: "invalid_request_error",
+        code: "invalid_value",
+        param: "prompt",
+      });
     }
     expect((await post(COMPLETIONS, { prompt: [0, nVocab - 1], max_tokens: 1 })).status).toBe(200);
   });
@@ -236,7 +324,9 @@ describe("prompts", () => {
     expect(r.status).toBe(400);
     expect(r.json().error).toEqual({
       message: `This model's maximum context length is ${CTX} tokens, and a prompt of ${maxChars + 1} characters cannot fit it (at most ${maxChars}: a token stands for at most ${model.tokenizer.maxTokenChars} characters). Please reduce the length of the prompt.`,
-      type: "invalid_request_error", code: "context_length_exceeded", param: "prompt",
+      type: "invalid_request_error",
+      code: "context_length_exceeded",
+      param: "prompt",
     });
     expect(spy).not.toHaveBeenCalled();
     // At the character limit: tokenized, then too many tokens.
@@ -244,7 +334,9 @@ describe("prompts", () => {
     const atLimit = await post(COMPLETIONS, { prompt: "x".repeat(maxChars), max_tokens: 1 });
     expect(atLimit.json().error).toEqual({
       message: `This model's maximum context length is ${CTX} tokens. However, your prompt resulted in ${n} tokens (and at least one must be generated). Please reduce the length of the prompt.`,
-      type: "invalid_request_error", code: "context_length_exceeded", param: "prompt",
+      type: "invalid_request_error",
+      code: "context_length_exceeded",
+      param: "prompt",
     });
   });
 
@@ -257,14 +349,19 @@ describe("prompts", () => {
     const c = await post(CHAT, { messages: [{ role: "user", content: "word ".repeat(CTX) }], max_tokens: 1 });
     expect(c.status).toBe(400);
     expect(c.json().error).toMatchObject({ code: "context_length_exceeded", param: "messages" });
-    expect(c.json().error.message).toMatch(/However, your messages resulted in \d+ tokens .*reduce the length of the messages\./);
+    expect(c.json().error.message).toMatch(
+      /However, your messages resulted in \d+ tokens .*reduce the length of the messages\./,
+    );
   });
 
   it("the model name must be the served one (or omitted, or null)", async () => {
     const r = await post(CHAT, { model: "other", messages: user, max_tokens: 1 });
     expect(r.status).toBe(404);
     expect(r.json().error).toEqual({
-      message: "The model `other` does not exist. This server serves `tiny` (see GET /v1/models).", type: "invalid_request_error", code: "model_not_found", param: "model",
+      message: "The model `other` does not exist. This server serves `tiny` (see GET /v1/models).",
+      type: "invalid_request_error",
+      code: "model_not_found",
+      param: "model",
     });
     expect((await post(CHAT, { model: null, messages: user, max_tokens: 1 })).status).toBe(200);
     expect((await post(COMPLETIONS, { model: MODEL, prompt: "x", max_tokens: 1 })).status).toBe(200);
@@ -277,14 +374,29 @@ describe("admission", () => {
     const srv = createServer(model, { modelName: MODEL, maxQueue: 0, defaultMetrics: false });
     try {
       const n = Math.floor(slots / 2) + 1; // 2 prompts x n > slots, while n alone and 2 / n fit
-      const r = await srv.inject({ method: "POST", url: COMPLETIONS, headers: { "content-type": "application/json" }, payload: JSON.stringify({ prompt: ["a", "b"], n, max_tokens: 1 }) });
+      const r = await srv.inject({
+        method: "POST",
+        url: COMPLETIONS,
+        headers: { "content-type": "application/json" },
+        payload: JSON.stringify({ prompt: ["a", "b"], n, max_tokens: 1 }),
+      });
       expect(r.statusCode).toBe(400);
       expect((r.json() as Err).error.message).toMatch(new RegExp(`^This request needs ${2 * n} sequences`));
-      const ok = await srv.inject({ method: "POST", url: COMPLETIONS, headers: { "content-type": "application/json" }, payload: JSON.stringify({ prompt: ["a", "b"], n: Math.floor(slots / 2), max_tokens: 1 }) });
+      const ok = await srv.inject({
+        method: "POST",
+        url: COMPLETIONS,
+        headers: { "content-type": "application/json" },
+        payload: JSON.stringify({ prompt: ["a", "b"], n: Math.floor(slots / 2), max_tokens: 1 }),
+      });
       expect(ok.statusCode).toBe(200);
       // Each finished request releases its sequences (non-streaming, streaming, refused alike).
       for (const stream of [false, true, false]) {
-        const again = await srv.inject({ method: "POST", url: COMPLETIONS, headers: { "content-type": "application/json" }, payload: JSON.stringify({ prompt: ["a", "b"], n: Math.floor(slots / 2), max_tokens: 1, stream }) });
+        const again = await srv.inject({
+          method: "POST",
+          url: COMPLETIONS,
+          headers: { "content-type": "application/json" },
+          payload: JSON.stringify({ prompt: ["a", "b"], n: Math.floor(slots / 2), max_tokens: 1, stream }),
+        });
         expect(again.statusCode).toBe(200);
       }
     } finally {
@@ -296,7 +408,9 @@ describe("admission", () => {
     const ctx = { closing: () => true } as unknown as EndpointContext;
     const err = await handleGeneration(ctx, "chat", {} as never, {} as never).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ApiError);
-    expect((err as ApiError).body()).toEqual({ error: { message: "The server is shutting down.", type: "server_overloaded", code: "shutting_down", param: null } });
+    expect((err as ApiError).body()).toEqual({
+      error: { message: "The server is shutting down.", type: "server_overloaded", code: "shutting_down", param: null },
+    });
     expect((err as ApiError).status).toBe(503);
   });
 });
@@ -313,13 +427,31 @@ describe("responses", () => {
     const c = (await post(COMPLETIONS, { prompt: "Hi", max_tokens: 3, temperature: 0, ignore_eos: true })).json();
     expect(c.id).toMatch(/^cmpl-[0-9a-f]{32}$/);
     expect(c.object).toBe("text_completion");
-    expect(c.usage).toEqual({ prompt_tokens: model.tokenize("Hi").length, completion_tokens: 3, total_tokens: model.tokenize("Hi").length + 3 });
+    expect(c.usage).toEqual({
+      prompt_tokens: model.tokenize("Hi").length,
+      completion_tokens: 3,
+      total_tokens: model.tokenize("Hi").length + 3,
+    });
   });
 
   it("echo: each prompt's text (token prompts detokenized) before its choices; logprob offsets start after it", async () => {
     const ids = model.tokenize("Hello world", { addSpecial: false });
-    const r = (await post(COMPLETIONS, { prompt: ["Ab", "Cd"], max_tokens: 2, temperature: 0, ignore_eos: true, echo: true, n: 2, logprobs: 1 })).json();
-    const choices = r.choices as { index: number; text: string; logprobs: { text_offset: number[]; tokens: string[] } }[];
+    const r = (
+      await post(COMPLETIONS, {
+        prompt: ["Ab", "Cd"],
+        max_tokens: 2,
+        temperature: 0,
+        ignore_eos: true,
+        echo: true,
+        n: 2,
+        logprobs: 1,
+      })
+    ).json();
+    const choices = r.choices as {
+      index: number;
+      text: string;
+      logprobs: { text_offset: number[]; tokens: string[] };
+    }[];
     expect(choices.map((c) => c.text.slice(0, 2))).toEqual(["Ab", "Ab", "Cd", "Cd"]);
     for (const c of choices) {
       expect(c.logprobs.text_offset[0]).toBe(2);
@@ -329,45 +461,94 @@ describe("responses", () => {
     // The echo is the prompt as sent, not its detokenization (which drops control tokens such as </s>).
     const special = (await post(COMPLETIONS, { prompt: "Ab</s>", max_tokens: 1, temperature: 0, echo: true })).json();
     expect((special.choices as { text: string }[])[0].text.startsWith("Ab</s>")).toBe(true);
-    const specials = (await post(COMPLETIONS, { prompt: ["Ab</s>", "Cd</s>"], max_tokens: 1, temperature: 0, echo: true })).json();
+    const specials = (
+      await post(COMPLETIONS, { prompt: ["Ab</s>", "Cd</s>"], max_tokens: 1, temperature: 0, echo: true })
+    ).json();
     expect((specials.choices as { text: string }[]).map((c) => c.text.slice(0, 6))).toEqual(["Ab</s>", "Cd</s>"]);
     const byIds = (await post(COMPLETIONS, { prompt: ids, max_tokens: 1, temperature: 0, echo: true })).json();
     expect((byIds.choices as { text: string }[])[0].text.startsWith(model.detokenize(ids))).toBe(true);
     const noLogprobs = (await post(COMPLETIONS, { prompt: "Ab", max_tokens: 2, temperature: 0 })).json();
     expect((noLogprobs.choices as { logprobs: unknown }[])[0].logprobs).toBeNull();
-    const noEcho = (await post(COMPLETIONS, { prompt: "Ab", max_tokens: 2, temperature: 0, ignore_eos: true, logprobs: 1 })).json();
+    const noEcho = (
+      await post(COMPLETIONS, { prompt: "Ab", max_tokens: 2, temperature: 0, ignore_eos: true, logprobs: 1 })
+    ).json();
     expect((noEcho.choices as { logprobs: { text_offset: number[] } }[])[0].logprobs.text_offset[0]).toBe(0);
     const chat = (await post(CHAT, { messages: user, max_tokens: 2, temperature: 0, echo: true })).json();
     expect((chat.choices as { message: { content: string } }[])[0].message.content.startsWith("Hi")).toBe(false);
   });
 
   it("streams: usage only with include_usage (null in every chunk, then a usage chunk); logprobs only when asked", async () => {
-    const plain = events((await post(COMPLETIONS, { prompt: "Hi", max_tokens: 3, temperature: 0, ignore_eos: true, stream: true })).text);
+    const plain = events(
+      (await post(COMPLETIONS, { prompt: "Hi", max_tokens: 3, temperature: 0, ignore_eos: true, stream: true })).text,
+    );
     for (const e of plain) expect("usage" in e).toBe(false);
-    for (const e of plain) expect(e).toMatchObject({ object: "text_completion", model: MODEL, system_fingerprint: "llmserve" });
+    for (const e of plain)
+      expect(e).toMatchObject({ object: "text_completion", model: MODEL, system_fingerprint: "llmserve" });
     expect(plain.flatMap((e) => e.choices as { logprobs: unknown }[]).every((c) => c.logprobs === null)).toBe(true);
-    const noUsage = events((await post(COMPLETIONS, { prompt: "Hi", max_tokens: 3, temperature: 0, ignore_eos: true, stream: true, stream_options: { include_usage: false } })).text);
+    const noUsage = events(
+      (
+        await post(COMPLETIONS, {
+          prompt: "Hi",
+          max_tokens: 3,
+          temperature: 0,
+          ignore_eos: true,
+          stream: true,
+          stream_options: { include_usage: false },
+        })
+      ).text,
+    );
     for (const e of noUsage) expect("usage" in e).toBe(false);
     // include_usage without stream: a plain response.
     const nonStream = await post(COMPLETIONS, { prompt: "Hi", max_tokens: 1, stream_options: { include_usage: true } });
     expect(nonStream.text.startsWith("{")).toBe(true);
 
-    const withUsage = events((await post(CHAT, { messages: user, max_tokens: 3, temperature: 0, ignore_eos: true, stream: true, stream_options: { include_usage: true }, logprobs: true })).text);
+    const withUsage = events(
+      (
+        await post(CHAT, {
+          messages: user,
+          max_tokens: 3,
+          temperature: 0,
+          ignore_eos: true,
+          stream: true,
+          stream_options: { include_usage: true },
+          logprobs: true,
+        })
+      ).text,
+    );
     const last = withUsage[withUsage.length - 1];
     expect(last.choices).toEqual([]);
     expect(last).toMatchObject({ object: "chat.completion.chunk", system_fingerprint: "llmserve", model: MODEL });
     expect((last.usage as { completion_tokens: number }).completion_tokens).toBe(3);
     for (const e of withUsage.slice(0, -1)) expect(e.usage).toBeNull();
-    const content = withUsage.slice(0, -1).flatMap((e) => e.choices as { delta: { content?: string }; logprobs: { content: unknown[] } | null }[]).filter((c) => c.delta.content);
+    const content = withUsage
+      .slice(0, -1)
+      .flatMap((e) => e.choices as { delta: { content?: string }; logprobs: { content: unknown[] } | null }[])
+      .filter((c) => c.delta.content);
     expect(content.length).toBeGreaterThan(0);
     for (const c of content) expect(c.logprobs?.content.length).toBeGreaterThan(0);
-    const chatNoLp = events((await post(CHAT, { messages: user, max_tokens: 2, temperature: 0, ignore_eos: true, stream: true })).text);
+    const chatNoLp = events(
+      (await post(CHAT, { messages: user, max_tokens: 2, temperature: 0, ignore_eos: true, stream: true })).text,
+    );
     expect(chatNoLp.flatMap((e) => e.choices as { logprobs: unknown }[]).every((c) => c.logprobs === null)).toBe(true);
   });
 
   it("streamed completion logprobs: offsets continue across chunks and start after the echo", async () => {
-    const ev = events((await post(COMPLETIONS, { prompt: "Ab", max_tokens: 4, temperature: 0, ignore_eos: true, stream: true, echo: true, logprobs: 1 })).text);
-    const choices = ev.flatMap((e) => e.choices as { text: string; logprobs: { text_offset: number[]; tokens: string[] } | null }[]);
+    const ev = events(
+      (
+        await post(COMPLETIONS, {
+          prompt: "Ab",
+          max_tokens: 4,
+          temperature: 0,
+          ignore_eos: true,
+          stream: true,
+          echo: true,
+          logprobs: 1,
+        })
+      ).text,
+    );
+    const choices = ev.flatMap(
+      (e) => e.choices as { text: string; logprobs: { text_offset: number[]; tokens: string[] } | null }[],
+    );
     expect(choices[0]).toMatchObject({ text: "Ab", logprobs: null });
     // Each chunk's offsets start where the text streamed so far (echo included) ends.
     let textSoFar = 2;
@@ -375,15 +556,29 @@ describe("responses", () => {
     for (const c of choices.slice(1)) {
       if (c.logprobs) {
         expect(c.logprobs.text_offset[0]).toBe(textSoFar);
-        for (let i = 1; i < c.logprobs.tokens.length; i++) expect(c.logprobs.text_offset[i]).toBe(c.logprobs.text_offset[i - 1] + c.logprobs.tokens[i - 1].length);
+        for (let i = 1; i < c.logprobs.tokens.length; i++)
+          expect(c.logprobs.text_offset[i]).toBe(c.logprobs.text_offset[i - 1] + c.logprobs.tokens[i - 1].length);
         n += c.logprobs.tokens.length;
       }
       textSoFar += c.text.length;
     }
     expect(n).toBe(4);
     // Without echo the offsets start at 0.
-    const plain = events((await post(COMPLETIONS, { prompt: "Ab", max_tokens: 2, temperature: 0, ignore_eos: true, stream: true, logprobs: 1 })).text);
-    const first = plain.flatMap((e) => e.choices as { logprobs: { text_offset: number[] } | null }[]).find((c) => c.logprobs);
+    const plain = events(
+      (
+        await post(COMPLETIONS, {
+          prompt: "Ab",
+          max_tokens: 2,
+          temperature: 0,
+          ignore_eos: true,
+          stream: true,
+          logprobs: 1,
+        })
+      ).text,
+    );
+    const first = plain
+      .flatMap((e) => e.choices as { logprobs: { text_offset: number[] } | null }[])
+      .find((c) => c.logprobs);
     expect(first?.logprobs?.text_offset[0]).toBe(0);
   });
 

@@ -15,10 +15,20 @@ let app: FastifyInstance;
 let base: string;
 let client: OpenAI;
 const MODEL = "tiny";
-const hi = [{ role: "system" as const, content: "You are terse." }, { role: "user" as const, content: "Say something." }];
+const hi = [
+  { role: "system" as const, content: "You are terse." },
+  { role: "user" as const, content: "Say something." },
+];
 
 beforeAll(async () => {
-  const path = await synthModel("server-openai", { dim: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 128, vocabSize: 512 });
+  const path = await synthModel("server-openai", {
+    dim: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 2,
+    ffn: 128,
+    vocabSize: 512,
+  });
   model = await Model.load(path, { threads: 2, contextSize: 512, kvCacheTokens: 8192 });
   app = createServer(model, { modelName: MODEL, defaultMetrics: false });
   await app.listen({ port: 0, host: "127.0.0.1" });
@@ -35,7 +45,13 @@ afterAll(async () => {
 
 describe("chat completions", () => {
   it("non-streaming: one assistant message, usage, finish_reason length at max_tokens", async () => {
-    const r = await client.chat.completions.create({ model: MODEL, messages: hi, max_tokens: 12, temperature: 0, ignore_eos: true } as never);
+    const r = await client.chat.completions.create({
+      model: MODEL,
+      messages: hi,
+      max_tokens: 12,
+      temperature: 0,
+      ignore_eos: true,
+    } as never);
     expect(r.object).toBe("chat.completion");
     expect(r.id).toMatch(/^chatcmpl-/);
     expect(r.model).toBe(MODEL);
@@ -56,7 +72,11 @@ describe("chat completions", () => {
     const b = await client.chat.completions.create(params);
     expect(b.choices[0].message.content).toBe(a.choices[0].message.content);
 
-    const stream = await client.chat.completions.create({ ...params, stream: true, stream_options: { include_usage: true } });
+    const stream = await client.chat.completions.create({
+      ...params,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     let text = "";
     let roleSeen = false;
     let finish: string | null = null;
@@ -81,17 +101,40 @@ describe("chat completions", () => {
   });
 
   it("n > 1 returns n choices (distinct seeds), batched, with usage summed over choices", async () => {
-    const r = await client.chat.completions.create({ model: MODEL, messages: hi, max_tokens: 10, temperature: 1, seed: 11, n: 3, ignore_eos: true } as never);
+    const r = await client.chat.completions.create({
+      model: MODEL,
+      messages: hi,
+      max_tokens: 10,
+      temperature: 1,
+      seed: 11,
+      n: 3,
+      ignore_eos: true,
+    } as never);
     expect(r.choices.map((c) => c.index)).toEqual([0, 1, 2]);
     expect(new Set(r.choices.map((c) => c.message.content)).size).toBeGreaterThan(1);
     expect(r.usage!.completion_tokens).toBe(30);
     // Same seed, same choices.
-    const again = await client.chat.completions.create({ model: MODEL, messages: hi, max_tokens: 10, temperature: 1, seed: 11, n: 3, ignore_eos: true } as never);
+    const again = await client.chat.completions.create({
+      model: MODEL,
+      messages: hi,
+      max_tokens: 10,
+      temperature: 1,
+      seed: 11,
+      n: 3,
+      ignore_eos: true,
+    } as never);
     expect(again.choices.map((c) => c.message.content)).toEqual(r.choices.map((c) => c.message.content));
   });
 
   it("n > 1 streams every choice, each ending with its finish_reason", async () => {
-    const stream = await client.chat.completions.create({ model: MODEL, messages: hi, max_tokens: 6, temperature: 0, n: 2, stream: true });
+    const stream = await client.chat.completions.create({
+      model: MODEL,
+      messages: hi,
+      max_tokens: 6,
+      temperature: 0,
+      n: 2,
+      stream: true,
+    });
     const texts = ["", ""];
     const finishes: (string | null)[] = [null, null];
     for await (const chunk of stream) {
@@ -105,15 +148,38 @@ describe("chat completions", () => {
   });
 
   it("stop sequences end the text before the stop string with finish_reason stop", async () => {
-    const full = (await client.chat.completions.create({ model: MODEL, messages: hi, max_tokens: 40, temperature: 0, ignore_eos: true } as never)).choices[0].message.content!;
+    const full = (
+      await client.chat.completions.create({
+        model: MODEL,
+        messages: hi,
+        max_tokens: 40,
+        temperature: 0,
+        ignore_eos: true,
+      } as never)
+    ).choices[0].message.content!;
     expect(full.length).toBeGreaterThan(12);
     const stop = full.slice(8, 11);
     const expected = full.slice(0, full.indexOf(stop));
-    const r = await client.chat.completions.create({ model: MODEL, messages: hi, max_tokens: 40, temperature: 0, stop: [stop, "\u0000never"], ignore_eos: true } as never);
+    const r = await client.chat.completions.create({
+      model: MODEL,
+      messages: hi,
+      max_tokens: 40,
+      temperature: 0,
+      stop: [stop, "\u0000never"],
+      ignore_eos: true,
+    } as never);
     expect(r.choices[0].message.content).toBe(expected);
     expect(r.choices[0].finish_reason).toBe("stop");
     // A single string works too, and streaming agrees.
-    const stream = await client.chat.completions.create({ model: MODEL, messages: hi, max_tokens: 40, temperature: 0, stop, stream: true, ignore_eos: true } as never);
+    const stream = await client.chat.completions.create({
+      model: MODEL,
+      messages: hi,
+      max_tokens: 40,
+      temperature: 0,
+      stop,
+      stream: true,
+      ignore_eos: true,
+    } as never);
     let text = "";
     let finish: string | null = null;
     for await (const chunk of stream as unknown as AsyncIterable<OpenAI.ChatCompletionChunk>) {
@@ -125,7 +191,15 @@ describe("chat completions", () => {
   });
 
   it("logprobs with top_logprobs: one entry per token, sorted alternatives, chosen token among them at temperature 0", async () => {
-    const r = await client.chat.completions.create({ model: MODEL, messages: hi, max_tokens: 8, temperature: 0, logprobs: true, top_logprobs: 3, ignore_eos: true } as never);
+    const r = await client.chat.completions.create({
+      model: MODEL,
+      messages: hi,
+      max_tokens: 8,
+      temperature: 0,
+      logprobs: true,
+      top_logprobs: 3,
+      ignore_eos: true,
+    } as never);
     const content = r.choices[0].logprobs!.content!;
     expect(content).toHaveLength(8);
     for (const t of content) {
@@ -143,9 +217,26 @@ describe("chat completions", () => {
   it("accepts multi-part content, sampling params and unknown params", async () => {
     const r = await client.chat.completions.create({
       model: MODEL,
-      messages: [{ role: "user", content: [{ type: "text", text: "Hello " }, { type: "text", text: "there" }] }],
-      max_completion_tokens: 4, temperature: 0.7, top_p: 0.9, presence_penalty: 0.5, frequency_penalty: 0.2, seed: 3, user: "u1",
-      top_k: 20, min_p: 0.1, repetition_penalty: 1.1, some_future_param: { x: 1 },
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "text", text: "Hello " },
+            { type: "text", text: "there" },
+          ],
+        },
+      ],
+      max_completion_tokens: 4,
+      temperature: 0.7,
+      top_p: 0.9,
+      presence_penalty: 0.5,
+      frequency_penalty: 0.2,
+      seed: 3,
+      user: "u1",
+      top_k: 20,
+      min_p: 0.1,
+      repetition_penalty: 1.1,
+      some_future_param: { x: 1 },
     } as never);
     expect(r.choices[0].message.content).toBeTypeOf("string");
     expect(r.usage!.completion_tokens).toBeLessThanOrEqual(4);
@@ -154,7 +245,12 @@ describe("chat completions", () => {
 
 describe("completions", () => {
   it("non-streaming text prompt: text, usage, default of 16 tokens", async () => {
-    const r = await client.completions.create({ model: MODEL, prompt: "Once upon a time", temperature: 0, ignore_eos: true } as never);
+    const r = await client.completions.create({
+      model: MODEL,
+      prompt: "Once upon a time",
+      temperature: 0,
+      ignore_eos: true,
+    } as never);
     expect(r.object).toBe("text_completion");
     expect(r.id).toMatch(/^cmpl-/);
     expect(r.choices[0].text.length).toBeGreaterThan(0);
@@ -166,7 +262,11 @@ describe("completions", () => {
   it("streaming equals non-streaming; usage in the last chunk", async () => {
     const params = { model: MODEL, prompt: "The cat", max_tokens: 20, temperature: 0 };
     const whole = await client.completions.create(params);
-    const stream = await client.completions.create({ ...params, stream: true, stream_options: { include_usage: true } });
+    const stream = await client.completions.create({
+      ...params,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     let text = "";
     let usage: OpenAI.CompletionUsage | undefined;
     let finish: string | null = null;
@@ -185,17 +285,37 @@ describe("completions", () => {
 
   it("several prompts (text and token ids) x n: choices indexed prompt-major", async () => {
     const ids = model.tokenize("Hello");
-    const r = await client.completions.create({ model: MODEL, prompt: ["Hello", "Bonjour"], max_tokens: 5, temperature: 0, n: 2, ignore_eos: true } as never);
+    const r = await client.completions.create({
+      model: MODEL,
+      prompt: ["Hello", "Bonjour"],
+      max_tokens: 5,
+      temperature: 0,
+      n: 2,
+      ignore_eos: true,
+    } as never);
     expect(r.choices.map((c) => c.index)).toEqual([0, 1, 2, 3]);
     expect(r.choices[0].text).toBe(r.choices[1].text);
     expect(r.usage!.prompt_tokens).toBe(ids.length + model.tokenize("Bonjour").length);
     expect(r.usage!.completion_tokens).toBe(20);
-    const byIds = await client.completions.create({ model: MODEL, prompt: ids, max_tokens: 5, temperature: 0, ignore_eos: true } as never);
+    const byIds = await client.completions.create({
+      model: MODEL,
+      prompt: ids,
+      max_tokens: 5,
+      temperature: 0,
+      ignore_eos: true,
+    } as never);
     expect(byIds.choices[0].text).toBe(r.choices[0].text);
   });
 
   it("logprobs (integer): tokens, token_logprobs, top_logprobs, text_offset per token", async () => {
-    const r = await client.completions.create({ model: MODEL, prompt: "Hello", max_tokens: 6, temperature: 0, logprobs: 2, ignore_eos: true } as never);
+    const r = await client.completions.create({
+      model: MODEL,
+      prompt: "Hello",
+      max_tokens: 6,
+      temperature: 0,
+      logprobs: 2,
+      ignore_eos: true,
+    } as never);
     const lp = r.choices[0].logprobs!;
     expect(lp.tokens).toHaveLength(6);
     expect(lp.token_logprobs).toHaveLength(6);
@@ -209,18 +329,46 @@ describe("completions", () => {
 
   it("echo puts the prompt text before the completion (streaming too)", async () => {
     const plain = await client.completions.create({ model: MODEL, prompt: "Echo me", max_tokens: 5, temperature: 0 });
-    const echoed = await client.completions.create({ model: MODEL, prompt: "Echo me", max_tokens: 5, temperature: 0, echo: true });
+    const echoed = await client.completions.create({
+      model: MODEL,
+      prompt: "Echo me",
+      max_tokens: 5,
+      temperature: 0,
+      echo: true,
+    });
     expect(echoed.choices[0].text).toBe(`Echo me${plain.choices[0].text}`);
-    const stream = await client.completions.create({ model: MODEL, prompt: "Echo me", max_tokens: 5, temperature: 0, echo: true, stream: true });
+    const stream = await client.completions.create({
+      model: MODEL,
+      prompt: "Echo me",
+      max_tokens: 5,
+      temperature: 0,
+      echo: true,
+      stream: true,
+    });
     let text = "";
     for await (const chunk of stream) text += chunk.choices[0]?.text ?? "";
     expect(text).toBe(echoed.choices[0].text);
   });
 
   it("stop strings apply to completions too", async () => {
-    const full = (await client.completions.create({ model: MODEL, prompt: "Hello", max_tokens: 30, temperature: 0, ignore_eos: true } as never)).choices[0].text;
+    const full = (
+      await client.completions.create({
+        model: MODEL,
+        prompt: "Hello",
+        max_tokens: 30,
+        temperature: 0,
+        ignore_eos: true,
+      } as never)
+    ).choices[0].text;
     const stop = full.slice(6, 9);
-    const r = await client.completions.create({ model: MODEL, prompt: "Hello", max_tokens: 30, temperature: 0, stop, ignore_eos: true } as never);
+    const r = await client.completions.create({
+      model: MODEL,
+      prompt: "Hello",
+      max_tokens: 30,
+      temperature: 0,
+      stop,
+      ignore_eos: true,
+    } as never);
     expect(r.choices[0].text).toBe(full.slice(0, full.indexOf(stop)));
     expect(r.choices[0].finish_reason).toBe("stop");
   });
@@ -245,7 +393,9 @@ describe("models, health, metrics", () => {
     expect(r.headers.get("content-type")).toMatch(/^text\/plain/);
     const text = await r.text();
     for (const name of METRIC_NAMES) expect(text, name).toMatch(new RegExp(`^# TYPE ${name} `, "m"));
-    expect(text).toMatch(/^llmserve_http_requests_total\{route="\/v1\/chat\/completions",method="POST",status="200"\} [1-9]\d*$/m);
+    expect(text).toMatch(
+      /^llmserve_http_requests_total\{route="\/v1\/chat\/completions",method="POST",status="200"\} [1-9]\d*$/m,
+    );
     expect(Number(/^llmserve_completion_tokens_total (\d+)/m.exec(text)![1])).toBeGreaterThan(50);
     expect(Number(/^llmserve_time_to_first_token_seconds_count (\d+)/m.exec(text)![1])).toBeGreaterThan(5);
     expect(Number(/^llmserve_inter_token_latency_seconds_count (\d+)/m.exec(text)![1])).toBeGreaterThan(50);

@@ -14,7 +14,25 @@ function run(args: string[]) {
 describe.runIf(existsSync(cli))("llmserve CLI", () => {
   const model = join(tmpRoot, `cli-${process.pid}.gguf`);
   beforeAll(() => {
-    const r = run(["synth", "--dim", "64", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--ffn", "128", "--vocab-size", "400", "--type", "q8_0", "-o", model]);
+    const r = run([
+      "synth",
+      "--dim",
+      "64",
+      "--layers",
+      "2",
+      "--heads",
+      "4",
+      "--kv-heads",
+      "2",
+      "--ffn",
+      "128",
+      "--vocab-size",
+      "400",
+      "--type",
+      "q8_0",
+      "-o",
+      model,
+    ]);
     expect(r.code, r.stderr).toBe(0);
   });
 
@@ -41,13 +59,19 @@ describe.runIf(existsSync(cli))("llmserve CLI", () => {
     expect(typeof out.text).toBe("string");
     expect(out.timings.generatedTokens).toBe(out.tokens.length);
     // Greedy is reproducible across processes.
-    const again = JSON.parse(run(["generate", "-m", model, "--tokens", "[1,300,301]", "-n", "8", "--temp", "0", "--json"]).stdout);
+    const again = JSON.parse(
+      run(["generate", "-m", model, "--tokens", "[1,300,301]", "-n", "8", "--temp", "0", "--json"]).stdout,
+    );
     expect(again.tokens).toEqual(out.tokens);
   });
 
   it("generate with a text prompt and seed is reproducible", () => {
-    const a = JSON.parse(run(["generate", "-m", model, "-p", "Once upon a time", "-n", "10", "--seed", "3", "--json"]).stdout);
-    const b = JSON.parse(run(["generate", "-m", model, "-p", "Once upon a time", "-n", "10", "--seed", "3", "--json"]).stdout);
+    const a = JSON.parse(
+      run(["generate", "-m", model, "-p", "Once upon a time", "-n", "10", "--seed", "3", "--json"]).stdout,
+    );
+    const b = JSON.parse(
+      run(["generate", "-m", model, "-p", "Once upon a time", "-n", "10", "--seed", "3", "--json"]).stdout,
+    );
     expect(a.tokens).toEqual(b.tokens);
     expect(a.promptTokens[0]).toBe(1); // BOS
   });
@@ -92,7 +116,26 @@ describe.runIf(existsSync(cli))("llmserve CLI", () => {
   it("a model written by synth is deterministic in its seed", () => {
     const a = join(tmpRoot, `det-a-${process.pid}.gguf`);
     const b = join(tmpRoot, `det-b-${process.pid}.gguf`);
-    for (const o of [a, b]) run(["synth", "--dim", "64", "--layers", "1", "--heads", "2", "--kv-heads", "1", "--ffn", "64", "--vocab-size", "300", "--seed", "5", "-o", o]);
+    for (const o of [a, b])
+      run([
+        "synth",
+        "--dim",
+        "64",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--kv-heads",
+        "1",
+        "--ffn",
+        "64",
+        "--vocab-size",
+        "300",
+        "--seed",
+        "5",
+        "-o",
+        o,
+      ]);
     expect(readFileSync(a).equals(readFileSync(b))).toBe(true);
   });
 });

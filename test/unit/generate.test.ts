@@ -20,9 +20,23 @@ describe("resolveOptions", () => {
   it("fills llama.cpp's defaults (every field the addon requires) and stops at the end-of-generation tokens", () => {
     const r = resolveOptions(undefined, EOG);
     expect(r.params).toEqual({
-      maxTokens: 256, temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05, repeatPenalty: 1, repeatLastN: 64,
-      frequencyPenalty: 0, presencePenalty: 0, seed: 0, logprobs: 0, wantLogprobs: false, priority: 0, session: 0, pin: false,
-      adapter: 0, stopTokens: [2, 7],
+      maxTokens: 256,
+      temperature: 0.8,
+      topK: 40,
+      topP: 0.95,
+      minP: 0.05,
+      repeatPenalty: 1,
+      repeatLastN: 64,
+      frequencyPenalty: 0,
+      presencePenalty: 0,
+      seed: 0,
+      logprobs: 0,
+      wantLogprobs: false,
+      priority: 0,
+      session: 0,
+      pin: false,
+      adapter: 0,
+      stopTokens: [2, 7],
     });
     expect(r.stop).toEqual([]);
     expect(r.wantLogprobs).toBe(false);
@@ -34,14 +48,46 @@ describe("resolveOptions", () => {
 
   it("passes given values through", () => {
     const signal = new AbortController().signal;
-    const r = resolveOptions({
-      maxTokens: 3, temperature: 0, topK: 5, topP: 0.5, minP: 0.1, repeatPenalty: 1.1, repeatLastN: -1, frequencyPenalty: 0.5,
-      presencePenalty: -0.5, seed: 9, logprobs: 2, stop: ["\n", "END"], stopAtEos: false, parseSpecial: false, addSpecial: false,
-      signal, priority: 3,
-    }, EOG);
+    const r = resolveOptions(
+      {
+        maxTokens: 3,
+        temperature: 0,
+        topK: 5,
+        topP: 0.5,
+        minP: 0.1,
+        repeatPenalty: 1.1,
+        repeatLastN: -1,
+        frequencyPenalty: 0.5,
+        presencePenalty: -0.5,
+        seed: 9,
+        logprobs: 2,
+        stop: ["\n", "END"],
+        stopAtEos: false,
+        parseSpecial: false,
+        addSpecial: false,
+        signal,
+        priority: 3,
+      },
+      EOG,
+    );
     expect(r.params).toEqual({
-      maxTokens: 3, temperature: 0, topK: 5, topP: 0.5, minP: 0.1, repeatPenalty: 1.1, repeatLastN: -1, frequencyPenalty: 0.5,
-      presencePenalty: -0.5, seed: 9, logprobs: 2, wantLogprobs: true, stopTokens: [], priority: 3, session: 0, pin: false, adapter: 0,
+      maxTokens: 3,
+      temperature: 0,
+      topK: 5,
+      topP: 0.5,
+      minP: 0.1,
+      repeatPenalty: 1.1,
+      repeatLastN: -1,
+      frequencyPenalty: 0.5,
+      presencePenalty: -0.5,
+      seed: 9,
+      logprobs: 2,
+      wantLogprobs: true,
+      stopTokens: [],
+      priority: 3,
+      session: 0,
+      pin: false,
+      adapter: 0,
     });
     expect(r.stop).toEqual(["\n", "END"]);
     expect(r.wantLogprobs).toBe(true);
@@ -69,13 +115,21 @@ describe("resolveOptions", () => {
   });
 
   it("cache: true needs greedy or a seed; its key holds the sampling parameters and stops, not the priority", () => {
-    expect(invalid({ cache: true })).toBe("cache: true needs a deterministic request: set temperature to 0 or pass a seed");
+    expect(invalid({ cache: true })).toBe(
+      "cache: true needs a deterministic request: set temperature to 0 or pass a seed",
+    );
     expect(invalid({ cache: true, temperature: 0.5 })).toMatch(/deterministic/);
     expect(resolveOptions({ cache: false }, EOG).cacheKey).toBeUndefined();
     const greedy = resolveOptions({ cache: true, temperature: 0, stop: ["x"] }, EOG);
     const seeded = resolveOptions({ cache: true, seed: 0 }, EOG);
     expect(typeof seeded.cacheKey).toBe("string");
-    expect(JSON.parse(greedy.cacheKey!)).toEqual({ ...greedy.params, priority: undefined, session: undefined, pin: undefined, stop: ["x"] });
+    expect(JSON.parse(greedy.cacheKey!)).toEqual({
+      ...greedy.params,
+      priority: undefined,
+      session: undefined,
+      pin: undefined,
+      stop: ["x"],
+    });
     const a = resolveOptions({ cache: true, temperature: 0, priority: 1 }, EOG).cacheKey;
     const b = resolveOptions({ cache: true, temperature: 0, priority: 2 }, EOG).cacheKey;
     expect(a).toBe(b);

@@ -25,7 +25,15 @@ describe("ResponseCache", () => {
     expect(c.get("k")).toBeUndefined();
     expect(c.misses).toBe(1);
     expect(c.hits).toBe(0);
-    const timings = { promptMs: 1, generateMs: 2, promptTokens: 3, generatedTokens: 4, reusedTokens: 0, promptTokensPerSecond: 3000, generateTokensPerSecond: 2000 };
+    const timings = {
+      promptMs: 1,
+      generateMs: 2,
+      promptTokens: 3,
+      generatedTokens: 4,
+      reusedTokens: 0,
+      promptTokensPerSecond: 3000,
+      generateTokensPerSecond: 2000,
+    };
     c.set("k", [chunk("ab"), chunk("c", { done: true, finishReason: "length", timings })]);
     const hit = c.get("k");
     expect(hit).toEqual([chunk("ab"), chunk("c", { done: true, finishReason: "length" })]);

@@ -2,7 +2,16 @@
 import { describe, expect, it } from "vitest";
 import { LlmserveError } from "../../lib/errors.js";
 import { describeLimit, GENERATE_LIMITS, LIMITS, LOAD_LIMITS } from "../../lib/limits.js";
-import { checkBool, checkInt, checkKeys, checkLimit, checkNumber, checkObject, checkPath, checkString } from "../../lib/validate.js";
+import {
+  checkBool,
+  checkInt,
+  checkKeys,
+  checkLimit,
+  checkNumber,
+  checkObject,
+  checkPath,
+  checkString,
+} from "../../lib/validate.js";
 
 /** The message of the ERR_INVALID_ARGUMENT error f throws (fails if it throws nothing else). */
 function message(f: () => unknown): string {
@@ -34,7 +43,9 @@ describe("checkInt", () => {
     expect(message(() => checkInt("n", [1], 0))).toBe("Expected non-negative integer for n but received an array");
     expect(message(() => checkInt("n", {}, 0))).toBe("Expected non-negative integer for n but received object");
     expect(message(() => checkInt("n", null, 0))).toBe("Expected non-negative integer for n but received null");
-    expect(message(() => checkInt("n", undefined, 0))).toBe("Expected non-negative integer for n but received undefined");
+    expect(message(() => checkInt("n", undefined, 0))).toBe(
+      "Expected non-negative integer for n but received undefined",
+    );
     expect(message(() => checkInt("n", true, 0))).toBe("Expected non-negative integer for n but received true");
     expect(message(() => checkInt("n", NaN, 0))).toBe("Expected non-negative integer for n but received NaN");
   });
@@ -45,9 +56,15 @@ describe("checkLimit and describeLimit", () => {
     const l = GENERATE_LIMITS.logprobs;
     expect(checkLimit("logprobs", 0, l)).toBe(0);
     expect(checkLimit("logprobs", 20, l)).toBe(20);
-    expect(message(() => checkLimit("logprobs", 21, l))).toBe("Expected an integer in [0, 20] for logprobs but received 21");
-    expect(message(() => checkLimit("logprobs", -1, l))).toBe("Expected an integer in [0, 20] for logprobs but received -1");
-    expect(message(() => checkLimit("logprobs", 1.5, l))).toBe("Expected an integer in [0, 20] for logprobs but received 1.5");
+    expect(message(() => checkLimit("logprobs", 21, l))).toBe(
+      "Expected an integer in [0, 20] for logprobs but received 21",
+    );
+    expect(message(() => checkLimit("logprobs", -1, l))).toBe(
+      "Expected an integer in [0, 20] for logprobs but received -1",
+    );
+    expect(message(() => checkLimit("logprobs", 1.5, l))).toBe(
+      "Expected an integer in [0, 20] for logprobs but received 1.5",
+    );
   });
   it("an exclusive minimum excludes only the minimum", () => {
     const l = GENERATE_LIMITS.topP;
@@ -60,8 +77,12 @@ describe("checkLimit and describeLimit", () => {
   it("rejects non-finite numbers and non-numbers", () => {
     const l = LOAD_LIMITS.threads;
     expect(message(() => checkLimit("threads", Infinity, { ...l, max: Infinity }))).toMatch(/received Infinity$/);
-    expect(message(() => checkLimit("threads", NaN, l))).toBe("Expected an integer in [1, 512] for threads but received NaN");
-    expect(message(() => checkLimit("threads", "2", l))).toBe('Expected an integer in [1, 512] for threads but received "2"');
+    expect(message(() => checkLimit("threads", NaN, l))).toBe(
+      "Expected an integer in [1, 512] for threads but received NaN",
+    );
+    expect(message(() => checkLimit("threads", "2", l))).toBe(
+      'Expected an integer in [1, 512] for threads but received "2"',
+    );
   });
   it("describes ranges in the words the addon uses", () => {
     expect(describeLimit({ min: 0, max: 20, integer: true, minExclusive: false })).toBe("an integer in [0, 20]");
@@ -77,10 +98,16 @@ describe("checkNumber", () => {
     expect(checkNumber("x", 1, 0, 1)).toBe(1);
     expect(message(() => checkNumber("x", 1.01, 0, 1))).toBe("Expected a number in [0, 1] for x but received 1.01");
     expect(message(() => checkNumber("x", -0.5, 0, 1))).toBe("Expected a number in [0, 1] for x but received -0.5");
-    expect(message(() => checkNumber("x", 0, 0, 1, { minExclusive: true }))).toBe("Expected a number in (0, 1] for x but received 0");
+    expect(message(() => checkNumber("x", 0, 0, 1, { minExclusive: true }))).toBe(
+      "Expected a number in (0, 1] for x but received 0",
+    );
     expect(checkNumber("x", 0.1, 0, 1, { minExclusive: true })).toBe(0.1);
-    expect(message(() => checkNumber("x", -1, 0, Number.MAX_VALUE))).toBe("Expected a number in [0, inf) for x but received -1");
-    expect(message(() => checkNumber("x", Infinity, 0, Number.MAX_VALUE))).toBe("Expected a number in [0, inf) for x but received Infinity");
+    expect(message(() => checkNumber("x", -1, 0, Number.MAX_VALUE))).toBe(
+      "Expected a number in [0, inf) for x but received -1",
+    );
+    expect(message(() => checkNumber("x", Infinity, 0, Number.MAX_VALUE))).toBe(
+      "Expected a number in [0, inf) for x but received Infinity",
+    );
     expect(message(() => checkNumber("x", "1", 0, 2))).toBe('Expected a number in [0, 2] for x but received "1"');
   });
 });
@@ -95,7 +122,9 @@ describe("checkBool, checkString, checkObject, checkKeys, checkPath", () => {
     expect(checkString("s", "")).toBe("");
     expect(checkString("kvType", "f16", ["f16", "q8_0"])).toBe("f16");
     expect(message(() => checkString("s", 3))).toBe("Expected a string for s but received 3");
-    expect(message(() => checkString("kvType", "q4", ["f16", "q8_0"]))).toBe('Expected one of "f16", "q8_0" for kvType but received "q4"');
+    expect(message(() => checkString("kvType", "q4", ["f16", "q8_0"]))).toBe(
+      'Expected one of "f16", "q8_0" for kvType but received "q4"',
+    );
   });
   it("checkObject", () => {
     expect(checkObject("o", undefined)).toEqual({});
@@ -107,12 +136,16 @@ describe("checkBool, checkString, checkObject, checkKeys, checkPath", () => {
   });
   it("checkKeys lists the known options", () => {
     expect(() => checkKeys("opts", { a: 1, b: 2 }, ["a", "b", "c"])).not.toThrow();
-    expect(message(() => checkKeys("opts", { a: 1, maxToken: 2 }, ["a", "maxTokens"]))).toBe('Unknown option "maxToken" in opts; known options: a, maxTokens');
+    expect(message(() => checkKeys("opts", { a: 1, maxToken: 2 }, ["a", "maxTokens"]))).toBe(
+      'Unknown option "maxToken" in opts; known options: a, maxTokens',
+    );
   });
   it("checkPath", () => {
     expect(checkPath("path", "/a/b.gguf")).toBe("/a/b.gguf");
     expect(message(() => checkPath("path", ""))).toBe('Expected a file path string for path but received ""');
     expect(message(() => checkPath("path", 7))).toBe("Expected a file path string for path but received 7");
-    expect(message(() => checkPath("path", "ab\0c"))).toBe('Expected a file path without NUL characters for path but the string contains "\\0" at index 2');
+    expect(message(() => checkPath("path", "ab\0c"))).toBe(
+      'Expected a file path without NUL characters for path but the string contains "\\0" at index 2',
+    );
   });
 });

@@ -17,9 +17,7 @@ size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 }  // namespace
 
 namespace {
-size_t q_row_bytes(GgmlType kv_type, int64_t hd) {
-  return align_up(row_size(type_traits(kv_type).vec_dot_type, hd));
-}
+size_t q_row_bytes(GgmlType kv_type, int64_t hd) { return align_up(row_size(type_traits(kv_type).vec_dot_type, hd)); }
 }  // namespace
 
 size_t attention_group_work_floats(int64_t n_q, int64_t hd) {
@@ -89,8 +87,8 @@ void attention_group(const AttnGroup& a) {
   fn(a);
 }
 
-void attention_f32(const AttnShape& c, KvPool& kv, int64_t layer, const float* q, const BatchLayout& bl,
-                   int64_t r0, int64_t m, float* out, uint8_t* scratch, ThreadPool& pool) {
+void attention_f32(const AttnShape& c, KvPool& kv, int64_t layer, const float* q, const BatchLayout& bl, int64_t r0,
+                   int64_t m, float* out, uint8_t* scratch, ThreadPool& pool) {
   const int64_t hd = c.head_dim, n_gqa = c.n_gqa(), n_kv = c.n_head_kv, nq = c.n_embd_q();
   const GgmlType kv_type = kv.type(), q_type = type_traits(kv_type).vec_dot_type;
   const size_t per_thread = attention_scratch_bytes(c, kv_type);
@@ -103,35 +101,38 @@ void attention_f32(const AttnShape& c, KvPool& kv, int64_t layer, const float* q
   int64_t total_len = 0;
   for (int64_t t = r0; t < r0 + m; ++t) total_len += bl.pos[t] + 1;
   const int64_t mean_len = std::max<int64_t>(1, total_len / std::max<int64_t>(1, m));
-  pool.parallel_for_chunked(m * n_kv, [&](int64_t b, int64_t e, int slot) {
-    uint8_t* base = scratch + static_cast<size_t>(slot) * per_thread;
-    uint8_t* q_conv = base + work_bytes;
-    for (int64_t it = b; it < e; ++it) {
-      const int64_t i = it / n_kv, g = it % n_kv, t = r0 + i;
-      const float* qg = q + i * nq + g * n_gqa * hd;
-      // Q to K's vec_dot type, as ggml (f32: a copy).
-      for (int64_t h = 0; h < n_gqa; ++h) quantize_row(q_type, qg + h * hd, q_conv + h * q_stride, hd);
-      AttnGroup a;
-      const size_t off = kv.head_offset(g, hd);
-      a.k = k_layer + off;
-      a.v = v_layer + off;
-      a.blocks = bl.blocks[t];
-      a.block_size = kv.block_size();
-      a.row_stride = kv.row_bytes();
-      a.block_stride = kv.block_bytes();
-      a.kv_type = kv_type;
-      a.q = q_conv;
-      a.q_stride = q_stride;
-      a.n_q = n_gqa;
-      a.len = bl.pos[t] + 1;
-      a.hd = hd;
-      a.scale = scale;
-      a.out = out + i * nq + g * n_gqa * hd;
-      a.out_stride = hd;
-      a.work = reinterpret_cast<float*>(base);
-      attention_group(a);
-    }
-  }, std::max<int64_t>(1, kMinChunkWork / (n_gqa * hd * mean_len * 2)));
+  pool.parallel_for_chunked(
+      m * n_kv,
+      [&](int64_t b, int64_t e, int slot) {
+        uint8_t* base = scratch + static_cast<size_t>(slot) * per_thread;
+        uint8_t* q_conv = base + work_bytes;
+        for (int64_t it = b; it < e; ++it) {
+          const int64_t i = it / n_kv, g = it % n_kv, t = r0 + i;
+          const float* qg = q + i * nq + g * n_gqa * hd;
+          // Q to K's vec_dot type, as ggml (f32: a copy).
+          for (int64_t h = 0; h < n_gqa; ++h) quantize_row(q_type, qg + h * hd, q_conv + h * q_stride, hd);
+          AttnGroup a;
+          const size_t off = kv.head_offset(g, hd);
+          a.k = k_layer + off;
+          a.v = v_layer + off;
+          a.blocks = bl.blocks[t];
+          a.block_size = kv.block_size();
+          a.row_stride = kv.row_bytes();
+          a.block_stride = kv.block_bytes();
+          a.kv_type = kv_type;
+          a.q = q_conv;
+          a.q_stride = q_stride;
+          a.n_q = n_gqa;
+          a.len = bl.pos[t] + 1;
+          a.hd = hd;
+          a.scale = scale;
+          a.out = out + i * nq + g * n_gqa * hd;
+          a.out_stride = hd;
+          a.work = reinterpret_cast<float*>(base);
+          attention_group(a);
+        }
+      },
+      std::max<int64_t>(1, kMinChunkWork / (n_gqa * hd * mean_len * 2)));
 }
 
 }  // namespace llmserve

@@ -50,13 +50,13 @@ struct AttnGroup {
   GgmlType kv_type;       // F16, F32 or Q8_0
   const uint8_t* q;       // [n_q][q_stride] query rows converted to K's vec_dot type
   size_t q_stride;
-  int64_t n_q;            // query heads in the group (<= kMaxAttnGroup)
-  int64_t len;            // positions attended
-  int64_t hd;             // head size
-  float scale;            // 1 / sqrt(hd)
-  float* out;             // [n_q][out_stride] f32
+  int64_t n_q;  // query heads in the group (<= kMaxAttnGroup)
+  int64_t len;  // positions attended
+  int64_t hd;   // head size
+  float scale;  // 1 / sqrt(hd)
+  float* out;   // [n_q][out_stride] f32
   int64_t out_stride;
-  float* work;            // attention_group_work_floats(n_q, hd) floats, 64-byte aligned
+  float* work;  // attention_group_work_floats(n_q, hd) floats, 64-byte aligned
 };
 constexpr int64_t kMaxAttnGroup = 64;
 // Scratch floats one attention_group call needs.
@@ -66,8 +66,8 @@ inline size_t attn_row_offset(const AttnGroup& a, int64_t j) {
   return static_cast<size_t>(a.blocks[j / a.block_size]) * a.block_stride +
          static_cast<size_t>(j % a.block_size) * a.row_stride;
 }
-void attention_group(const AttnGroup& a);       // dispatched
-void attention_group_ref(const AttnGroup& a);   // scalar reference
+void attention_group(const AttnGroup& a);      // dispatched
+void attention_group_ref(const AttnGroup& a);  // scalar reference
 #if defined(LLMSERVE_X86)
 void attention_group_avx2(const AttnGroup& a);  // AVX2 + FMA + F16C, bit-identical to the reference
 #endif
@@ -77,7 +77,7 @@ void attention_group_avx2(const AttnGroup& a);  // AVX2 + FMA + F16C, bit-identi
 // K/V for this layer are already stored; the heads h of KV head g = h / n_gqa form one
 // attention_group() call per token, so the result does not depend on the batch.
 // scratch: pool.size() * attention_scratch_bytes(s, kv type).
-void attention_f32(const AttnShape& s, KvPool& kv, int64_t layer, const float* q, const BatchLayout& bl,
-                   int64_t r0, int64_t m, float* out, uint8_t* scratch, ThreadPool& pool);
+void attention_f32(const AttnShape& s, KvPool& kv, int64_t layer, const float* q, const BatchLayout& bl, int64_t r0,
+                   int64_t m, float* out, uint8_t* scratch, ThreadPool& pool);
 
 }  // namespace llmserve

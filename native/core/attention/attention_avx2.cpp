@@ -58,7 +58,8 @@ void scores_head(const float* qh, const float* const* krow, int64_t jn, float sc
 // acc = R(acc * ms[jj]) (if RESCALE), acc = R(fma(V[jj][d], vs[jj], acc)); R rounds to f16 when
 // F16. CH independent dependency chains hide the fma + conversion latency.
 template <bool F16, bool RESCALE, int CH>
-inline void accumulate_run(float* acc, const float* const* vrow, const float* ms, const float* vs, int64_t jn, int64_t d) {
+inline void accumulate_run(float* acc, const float* const* vrow, const float* ms, const float* vs, int64_t jn,
+                           int64_t d) {
   __m256 a[CH];
 #pragma GCC unroll 8
   for (int c = 0; c < CH; ++c) a[c] = _mm256_loadu_ps(acc + d + 8 * c);

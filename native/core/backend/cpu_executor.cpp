@@ -10,8 +10,8 @@
 
 namespace llmserve {
 
-Status CpuExecutor::load(const std::string& path, const ExecutorOptions& opts, const std::function<void(double)>& progress,
-                         std::unique_ptr<CpuExecutor>* out) {
+Status CpuExecutor::load(const std::string& path, const ExecutorOptions& opts,
+                         const std::function<void(double)>& progress, std::unique_ptr<CpuExecutor>* out) {
   std::unique_ptr<GgufFile> f;
   LLMS_RETURN_IF_ERROR(GgufFile::open(path, &f));
   std::unique_ptr<CpuExecutor> x(new CpuExecutor());
@@ -124,7 +124,8 @@ Status CpuExecutor::forward(const int32_t* tokens, const BatchSeq* seqs, int64_t
       if (seqs[s].adapter == 0) continue;
       auto it = adapters_.find(seqs[s].adapter);
       if (it == adapters_.end()) {
-        return make_error(Code::InvalidArgument, "no LoRA adapter is loaded with id " + std::to_string(seqs[s].adapter));
+        return make_error(Code::InvalidArgument,
+                          "no LoRA adapter is loaded with id " + std::to_string(seqs[s].adapter));
       }
       hold[static_cast<size_t>(s)] = it->second;
       deltas[static_cast<size_t>(s)] = it->second.get();

@@ -30,11 +30,11 @@ class GgufFile;
 // What an executor is asked to build at load.
 struct ExecutorOptions {
   int threads = 2;
-  int64_t n_ctx = 4096;        // 0 = the model's training context
-  int64_t kv_tokens = 0;       // KV pool size in tokens (0 = n_ctx)
-  int32_t block_size = 16;     // tokens per KV block
+  int64_t n_ctx = 4096;     // 0 = the model's training context
+  int64_t kv_tokens = 0;    // KV pool size in tokens (0 = n_ctx)
+  int32_t block_size = 16;  // tokens per KV block
   GgmlType kv_type = GgmlType::F16;
-  bool repack = true;          // CPU: copy quantized matrices into gemm's packed layout at load
+  bool repack = true;  // CPU: copy quantized matrices into gemm's packed layout at load
 };
 
 // The KV pool as allocated (not as asked for).

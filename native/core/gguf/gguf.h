@@ -15,8 +15,19 @@
 namespace llmserve {
 
 enum class GgufType : uint32_t {
-  UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6, BOOL = 7,
-  STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
+  UINT8 = 0,
+  INT8 = 1,
+  UINT16 = 2,
+  INT16 = 3,
+  UINT32 = 4,
+  INT32 = 5,
+  FLOAT32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+  UINT64 = 10,
+  INT64 = 11,
+  FLOAT64 = 12,
 };
 const char* gguf_type_name(GgufType t);
 size_t gguf_scalar_size(GgufType t);  // 0 for STRING/ARRAY/unknown
@@ -25,15 +36,15 @@ size_t gguf_scalar_size(GgufType t);  // 0 for STRING/ARRAY/unknown
 // raw little-endian elements inside the mapping (numeric/bool) or hold views (strings) or nested values.
 struct GgufValue {
   GgufType type = GgufType::UINT8;
-  uint64_t u = 0;        // unsigned ints and bool
-  int64_t i = 0;         // signed ints
-  double f = 0;          // floats
-  std::string_view s;    // STRING (points into the mapping)
+  uint64_t u = 0;      // unsigned ints and bool
+  int64_t i = 0;       // signed ints
+  double f = 0;        // floats
+  std::string_view s;  // STRING (points into the mapping)
   GgufType arr_type = GgufType::UINT8;
   uint64_t arr_len = 0;
-  const uint8_t* arr_data = nullptr;       // numeric arrays: arr_len * gguf_scalar_size(arr_type) bytes
-  std::vector<std::string_view> arr_str;   // string arrays
-  std::vector<GgufValue> arr_nested;       // arrays of arrays
+  const uint8_t* arr_data = nullptr;      // numeric arrays: arr_len * gguf_scalar_size(arr_type) bytes
+  std::vector<std::string_view> arr_str;  // string arrays
+  std::vector<GgufValue> arr_nested;      // arrays of arrays
 
   bool is_int() const;
   bool is_float() const { return type == GgufType::FLOAT32 || type == GgufType::FLOAT64; }
@@ -67,9 +78,9 @@ struct GgufTensorInfo {
   uint32_t n_dims = 0;
   int64_t ne[4] = {1, 1, 1, 1};  // ne[0] is the contiguous (row) dimension
   GgmlType type = GgmlType::F32;
-  uint64_t offset = 0;           // relative to the data section
+  uint64_t offset = 0;  // relative to the data section
   uint64_t nbytes = 0;
-  const uint8_t* data = nullptr; // inside the mapping
+  const uint8_t* data = nullptr;  // inside the mapping
   int64_t n_elements() const { return ne[0] * ne[1] * ne[2] * ne[3]; }
 };
 
@@ -80,8 +91,7 @@ class GgufFile {
   GgufFile& operator=(const GgufFile&) = delete;
 
   // Maps and parses the file. Tensor data is not touched (pages load lazily).
-  static Status open(const std::string& path, std::unique_ptr<GgufFile>* out,
-                     const GgufLimits& limits = GgufLimits());
+  static Status open(const std::string& path, std::unique_ptr<GgufFile>* out, const GgufLimits& limits = GgufLimits());
   // Parses an in-memory image (tests); the buffer must outlive the GgufFile.
   static Status parse(const uint8_t* data, size_t size, std::unique_ptr<GgufFile>* out,
                       const GgufLimits& limits = GgufLimits());
@@ -139,14 +149,21 @@ class GgufWriter {
   // Copies a value read from another file (any type, arrays included).
   void set_value(const std::string& key, const GgufValue& v);
   // data: row_size(type, ne[0]) * ne[1] * ne[2] * ne[3] bytes.
-  Status add_tensor(const std::string& name, GgmlType type, std::vector<int64_t> ne,
-                    std::vector<uint8_t> data);
+  Status add_tensor(const std::string& name, GgmlType type, std::vector<int64_t> ne, std::vector<uint8_t> data);
   void set_alignment(uint32_t a) { alignment_ = a; }
   Status write(const std::string& path) const;
 
  private:
-  struct Entry { std::string key; std::vector<uint8_t> bytes; };  // bytes = type + value encoding
-  struct Tensor { std::string name; GgmlType type; std::vector<int64_t> ne; std::vector<uint8_t> data; };
+  struct Entry {
+    std::string key;
+    std::vector<uint8_t> bytes;
+  };  // bytes = type + value encoding
+  struct Tensor {
+    std::string name;
+    GgmlType type;
+    std::vector<int64_t> ne;
+    std::vector<uint8_t> data;
+  };
   void put(const std::string& key, std::vector<uint8_t> encoded);
   std::vector<Entry> kv_;
   std::vector<Tensor> tensors_;

@@ -19,16 +19,15 @@ constexpr uint32_t kMagic = 0x46554747;  // "GGUF" little-endian
 constexpr uint64_t kMaxDims = 4;
 
 Status corrupt(const std::string& msg) {
-  return make_error(Code::GgufCorrupt, "GGUF file is corrupt: " + msg +
-                                           ". Re-download or re-convert the model.");
+  return make_error(Code::GgufCorrupt, "GGUF file is corrupt: " + msg + ". Re-download or re-convert the model.");
 }
 
 // ERR_GGUF_LIMIT: names what, its size, the limit and the knob that raises it.
 Status limit(const std::string& what, uint64_t value, uint64_t max, const char* knob) {
-  return make_error(Code::GgufLimit,
-                    what + " is " + std::to_string(value) + ", over the limit of " + std::to_string(max) +
-                        " (" + knob + "). No real model file comes near it, so the file is corrupt or "
-                        "crafted; if you trust it, raise the limit (readGguf option or GgufLimits).");
+  return make_error(Code::GgufLimit, what + " is " + std::to_string(value) + ", over the limit of " +
+                                         std::to_string(max) + " (" + knob +
+                                         "). No real model file comes near it, so the file is corrupt or "
+                                         "crafted; if you trust it, raise the limit (readGguf option or GgufLimits).");
 }
 
 std::string quoted(std::string_view k) { return "'" + std::string(k) + "'"; }
@@ -41,11 +40,10 @@ class Cursor {
 
   Status need(uint64_t n, const std::string& what) const {
     if (n > remaining())
-      return make_error(Code::GgufTruncated,
-                        "GGUF file is truncated: needed " + std::to_string(n) + " bytes for " + what +
-                            " at offset " + std::to_string(pos_) + " but only " +
-                            std::to_string(remaining()) +
-                            " remain. The download may be incomplete; fetch the file again.");
+      return make_error(Code::GgufTruncated, "GGUF file is truncated: needed " + std::to_string(n) + " bytes for " +
+                                                 what + " at offset " + std::to_string(pos_) + " but only " +
+                                                 std::to_string(remaining()) +
+                                                 " remain. The download may be incomplete; fetch the file again.");
     return Status::ok();
   }
   template <typename T>
@@ -85,8 +83,8 @@ struct Budget {
   Status spend(uint64_t n, const std::string& key) {
     bytes += n;
     if (bytes > lim.max_metadata_bytes)
-      return limit("the memory the metadata needs (reached at key " + quoted(key) + ")", bytes,
-                   lim.max_metadata_bytes, "max_metadata_bytes / readGguf maxMetadataBytes");
+      return limit("the memory the metadata needs (reached at key " + quoted(key) + ")", bytes, lim.max_metadata_bytes,
+                   "max_metadata_bytes / readGguf maxMetadataBytes");
     return Status::ok();
   }
 };
@@ -94,20 +92,81 @@ struct Budget {
 Status read_scalar(Cursor& c, GgufType type, GgufValue* v, const std::string& key, Budget& b) {
   v->type = type;
   switch (type) {
-    case GgufType::UINT8: { uint8_t x; LLMS_RETURN_IF_ERROR(c.read(&x, "u8 value")); v->u = x; v->i = x; return Status::ok(); }
-    case GgufType::INT8: { int8_t x; LLMS_RETURN_IF_ERROR(c.read(&x, "i8 value")); v->i = x; v->u = (uint64_t)x; return Status::ok(); }
-    case GgufType::UINT16: { uint16_t x; LLMS_RETURN_IF_ERROR(c.read(&x, "u16 value")); v->u = x; v->i = x; return Status::ok(); }
-    case GgufType::INT16: { int16_t x; LLMS_RETURN_IF_ERROR(c.read(&x, "i16 value")); v->i = x; v->u = (uint64_t)x; return Status::ok(); }
-    case GgufType::UINT32: { uint32_t x; LLMS_RETURN_IF_ERROR(c.read(&x, "u32 value")); v->u = x; v->i = x; return Status::ok(); }
-    case GgufType::INT32: { int32_t x; LLMS_RETURN_IF_ERROR(c.read(&x, "i32 value")); v->i = x; v->u = (uint64_t)x; return Status::ok(); }
-    case GgufType::UINT64: { uint64_t x; LLMS_RETURN_IF_ERROR(c.read(&x, "u64 value")); v->u = x; v->i = (int64_t)x; return Status::ok(); }
-    case GgufType::INT64: { int64_t x; LLMS_RETURN_IF_ERROR(c.read(&x, "i64 value")); v->i = x; v->u = (uint64_t)x; return Status::ok(); }
-    case GgufType::FLOAT32: { float x; LLMS_RETURN_IF_ERROR(c.read(&x, "f32 value")); v->f = x; return Status::ok(); }
-    case GgufType::FLOAT64: { double x; LLMS_RETURN_IF_ERROR(c.read(&x, "f64 value")); v->f = x; return Status::ok(); }
+    case GgufType::UINT8: {
+      uint8_t x;
+      LLMS_RETURN_IF_ERROR(c.read(&x, "u8 value"));
+      v->u = x;
+      v->i = x;
+      return Status::ok();
+    }
+    case GgufType::INT8: {
+      int8_t x;
+      LLMS_RETURN_IF_ERROR(c.read(&x, "i8 value"));
+      v->i = x;
+      v->u = (uint64_t)x;
+      return Status::ok();
+    }
+    case GgufType::UINT16: {
+      uint16_t x;
+      LLMS_RETURN_IF_ERROR(c.read(&x, "u16 value"));
+      v->u = x;
+      v->i = x;
+      return Status::ok();
+    }
+    case GgufType::INT16: {
+      int16_t x;
+      LLMS_RETURN_IF_ERROR(c.read(&x, "i16 value"));
+      v->i = x;
+      v->u = (uint64_t)x;
+      return Status::ok();
+    }
+    case GgufType::UINT32: {
+      uint32_t x;
+      LLMS_RETURN_IF_ERROR(c.read(&x, "u32 value"));
+      v->u = x;
+      v->i = x;
+      return Status::ok();
+    }
+    case GgufType::INT32: {
+      int32_t x;
+      LLMS_RETURN_IF_ERROR(c.read(&x, "i32 value"));
+      v->i = x;
+      v->u = (uint64_t)x;
+      return Status::ok();
+    }
+    case GgufType::UINT64: {
+      uint64_t x;
+      LLMS_RETURN_IF_ERROR(c.read(&x, "u64 value"));
+      v->u = x;
+      v->i = (int64_t)x;
+      return Status::ok();
+    }
+    case GgufType::INT64: {
+      int64_t x;
+      LLMS_RETURN_IF_ERROR(c.read(&x, "i64 value"));
+      v->i = x;
+      v->u = (uint64_t)x;
+      return Status::ok();
+    }
+    case GgufType::FLOAT32: {
+      float x;
+      LLMS_RETURN_IF_ERROR(c.read(&x, "f32 value"));
+      v->f = x;
+      return Status::ok();
+    }
+    case GgufType::FLOAT64: {
+      double x;
+      LLMS_RETURN_IF_ERROR(c.read(&x, "f64 value"));
+      v->f = x;
+      return Status::ok();
+    }
     case GgufType::BOOL: {
-      uint8_t x; LLMS_RETURN_IF_ERROR(c.read(&x, "bool value"));
+      uint8_t x;
+      LLMS_RETURN_IF_ERROR(c.read(&x, "bool value"));
       if (x > 1) return corrupt("bool value " + std::to_string(x) + " of " + quoted(key) + " is neither 0 nor 1");
-      v->u = x; v->i = x; return Status::ok();
+      v->u = x;
+      v->i = x;
+      return Status::ok();
     }
     case GgufType::STRING:
       return c.read_string(&v->s, "the string value of metadata " + quoted(key), b.lim.max_string_bytes,
@@ -119,12 +178,13 @@ Status read_scalar(Cursor& c, GgufType type, GgufValue* v, const std::string& ke
 Status read_value(Cursor& c, GgufType type, GgufValue* v, int depth, const std::string& key, Budget& b) {
   if (type != GgufType::ARRAY) return read_scalar(c, type, v, key, b);
   if (depth >= b.lim.max_nesting)
-    return limit("the array nesting depth of metadata " + quoted(key), (uint64_t)depth + 1,
-                 (uint64_t)b.lim.max_nesting, "max_nesting");
+    return limit("the array nesting depth of metadata " + quoted(key), (uint64_t)depth + 1, (uint64_t)b.lim.max_nesting,
+                 "max_nesting");
   v->type = GgufType::ARRAY;
   uint32_t et = 0;
   LLMS_RETURN_IF_ERROR(c.read(&et, "array element type"));
-  if (et > (uint32_t)GgufType::FLOAT64) return corrupt("array " + quoted(key) + " has unknown element type " + std::to_string(et));
+  if (et > (uint32_t)GgufType::FLOAT64)
+    return corrupt("array " + quoted(key) + " has unknown element type " + std::to_string(et));
   v->arr_type = (GgufType)et;
   LLMS_RETURN_IF_ERROR(c.read(&v->arr_len, "array length"));
   // Smallest encoding of one element: a scalar's size; a string's 8-byte length; a nested array's
@@ -139,8 +199,7 @@ Status read_value(Cursor& c, GgufType type, GgufValue* v, int depth, const std::
                           std::to_string(c.remaining()) + " bytes remain at offset " + std::to_string(c.pos()) +
                           ". The download may be incomplete; fetch the file again.");
   if (v->arr_len > b.lim.max_array_length)
-    return limit("the length of metadata array " + quoted(key), v->arr_len, b.lim.max_array_length,
-                 "max_array_length");
+    return limit("the length of metadata array " + quoted(key), v->arr_len, b.lim.max_array_length, "max_array_length");
   if (es > 0) {
     v->arr_data = c.here();
     c.skip(v->arr_len * es);
@@ -155,7 +214,8 @@ Status read_value(Cursor& c, GgufType type, GgufValue* v, int depth, const std::
     const std::string what = "an element of string array " + quoted(key);
     for (uint64_t k = 0; k < v->arr_len; ++k) {
       std::string_view s;
-      LLMS_RETURN_IF_ERROR(c.read_string(&s, what, b.lim.max_string_bytes, "max_string_bytes / readGguf maxStringBytes"));
+      LLMS_RETURN_IF_ERROR(
+          c.read_string(&s, what, b.lim.max_string_bytes, "max_string_bytes / readGguf maxStringBytes"));
       v->arr_str.push_back(s);
     }
   } else {
@@ -175,12 +235,18 @@ Status read_value(Cursor& c, GgufType type, GgufValue* v, int depth, const std::
 
 const char* gguf_type_name(GgufType t) {
   switch (t) {
-    case GgufType::UINT8: return "u8"; case GgufType::INT8: return "i8";
-    case GgufType::UINT16: return "u16"; case GgufType::INT16: return "i16";
-    case GgufType::UINT32: return "u32"; case GgufType::INT32: return "i32";
-    case GgufType::FLOAT32: return "f32"; case GgufType::BOOL: return "bool";
-    case GgufType::STRING: return "string"; case GgufType::ARRAY: return "array";
-    case GgufType::UINT64: return "u64"; case GgufType::INT64: return "i64";
+    case GgufType::UINT8: return "u8";
+    case GgufType::INT8: return "i8";
+    case GgufType::UINT16: return "u16";
+    case GgufType::INT16: return "i16";
+    case GgufType::UINT32: return "u32";
+    case GgufType::INT32: return "i32";
+    case GgufType::FLOAT32: return "f32";
+    case GgufType::BOOL: return "bool";
+    case GgufType::STRING: return "string";
+    case GgufType::ARRAY: return "array";
+    case GgufType::UINT64: return "u64";
+    case GgufType::INT64: return "i64";
     case GgufType::FLOAT64: return "f64";
   }
   return "unknown";
@@ -188,18 +254,31 @@ const char* gguf_type_name(GgufType t) {
 
 size_t gguf_scalar_size(GgufType t) {
   switch (t) {
-    case GgufType::UINT8: case GgufType::INT8: case GgufType::BOOL: return 1;
-    case GgufType::UINT16: case GgufType::INT16: return 2;
-    case GgufType::UINT32: case GgufType::INT32: case GgufType::FLOAT32: return 4;
-    case GgufType::UINT64: case GgufType::INT64: case GgufType::FLOAT64: return 8;
+    case GgufType::UINT8:
+    case GgufType::INT8:
+    case GgufType::BOOL: return 1;
+    case GgufType::UINT16:
+    case GgufType::INT16: return 2;
+    case GgufType::UINT32:
+    case GgufType::INT32:
+    case GgufType::FLOAT32: return 4;
+    case GgufType::UINT64:
+    case GgufType::INT64:
+    case GgufType::FLOAT64: return 8;
     default: return 0;
   }
 }
 
 bool GgufValue::is_int() const {
   switch (type) {
-    case GgufType::UINT8: case GgufType::INT8: case GgufType::UINT16: case GgufType::INT16:
-    case GgufType::UINT32: case GgufType::INT32: case GgufType::UINT64: case GgufType::INT64:
+    case GgufType::UINT8:
+    case GgufType::INT8:
+    case GgufType::UINT16:
+    case GgufType::INT16:
+    case GgufType::UINT32:
+    case GgufType::INT32:
+    case GgufType::UINT64:
+    case GgufType::INT64:
     case GgufType::BOOL: return true;
     default: return false;
   }
@@ -222,16 +301,51 @@ double GgufValue::as_double() const {
 static double load_elem(GgufType t, const uint8_t* p, bool* is_float) {
   *is_float = false;
   switch (t) {
-    case GgufType::UINT8: case GgufType::BOOL: return *p;
+    case GgufType::UINT8:
+    case GgufType::BOOL: return *p;
     case GgufType::INT8: return (int8_t)*p;
-    case GgufType::UINT16: { uint16_t x; std::memcpy(&x, p, 2); return x; }
-    case GgufType::INT16: { int16_t x; std::memcpy(&x, p, 2); return x; }
-    case GgufType::UINT32: { uint32_t x; std::memcpy(&x, p, 4); return x; }
-    case GgufType::INT32: { int32_t x; std::memcpy(&x, p, 4); return x; }
-    case GgufType::UINT64: { uint64_t x; std::memcpy(&x, p, 8); return (double)x; }
-    case GgufType::INT64: { int64_t x; std::memcpy(&x, p, 8); return (double)x; }
-    case GgufType::FLOAT32: { float x; std::memcpy(&x, p, 4); *is_float = true; return x; }
-    case GgufType::FLOAT64: { double x; std::memcpy(&x, p, 8); *is_float = true; return x; }
+    case GgufType::UINT16: {
+      uint16_t x;
+      std::memcpy(&x, p, 2);
+      return x;
+    }
+    case GgufType::INT16: {
+      int16_t x;
+      std::memcpy(&x, p, 2);
+      return x;
+    }
+    case GgufType::UINT32: {
+      uint32_t x;
+      std::memcpy(&x, p, 4);
+      return x;
+    }
+    case GgufType::INT32: {
+      int32_t x;
+      std::memcpy(&x, p, 4);
+      return x;
+    }
+    case GgufType::UINT64: {
+      uint64_t x;
+      std::memcpy(&x, p, 8);
+      return (double)x;
+    }
+    case GgufType::INT64: {
+      int64_t x;
+      std::memcpy(&x, p, 8);
+      return (double)x;
+    }
+    case GgufType::FLOAT32: {
+      float x;
+      std::memcpy(&x, p, 4);
+      *is_float = true;
+      return x;
+    }
+    case GgufType::FLOAT64: {
+      double x;
+      std::memcpy(&x, p, 8);
+      *is_float = true;
+      return x;
+    }
     default: return 0;
   }
 }
@@ -244,8 +358,16 @@ double GgufValue::arr_double(uint64_t k) const {
 int64_t GgufValue::arr_int(uint64_t k) const {
   if (!arr_data || k >= arr_len) return 0;
   const uint8_t* p = arr_data + k * gguf_scalar_size(arr_type);
-  if (arr_type == GgufType::INT64) { int64_t x; std::memcpy(&x, p, 8); return x; }
-  if (arr_type == GgufType::UINT64) { uint64_t x; std::memcpy(&x, p, 8); return (int64_t)x; }
+  if (arr_type == GgufType::INT64) {
+    int64_t x;
+    std::memcpy(&x, p, 8);
+    return x;
+  }
+  if (arr_type == GgufType::UINT64) {
+    uint64_t x;
+    std::memcpy(&x, p, 8);
+    return (int64_t)x;
+  }
   bool fl;
   return saturating_int(load_elem(arr_type, p, &fl));
 }
@@ -261,7 +383,8 @@ Status GgufFile::open(const std::string& path, std::unique_ptr<GgufFile>* out, c
   if (fd < 0) {
     int e = errno;
     if (e == ENOENT)
-      return make_error(Code::FileNotFound, "Model file not found: '" + path + "'. Check the path (it is resolved from the current directory).");
+      return make_error(Code::FileNotFound, "Model file not found: '" + path +
+                                                "'. Check the path (it is resolved from the current directory).");
     return make_error(Code::Io, "Cannot open '" + path + "': " + std::strerror(e));
   }
   struct stat st {};
@@ -272,7 +395,8 @@ Status GgufFile::open(const std::string& path, std::unique_ptr<GgufFile>* out, c
   size_t size = (size_t)st.st_size;
   if (size < 8) {
     ::close(fd);
-    return make_error(Code::NotGguf, "'" + path + "' is not a GGUF file (only " + std::to_string(size) + " bytes). llmserve loads llama.cpp GGUF models.");
+    return make_error(Code::NotGguf, "'" + path + "' is not a GGUF file (only " + std::to_string(size) +
+                                         " bytes). llmserve loads llama.cpp GGUF models.");
   }
   void* p = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
@@ -314,11 +438,14 @@ Status GgufFile::parse_all(const GgufLimits& lim) {
   if (size_ < 4) return make_error(Code::NotGguf, "not a GGUF file (too small). llmserve loads llama.cpp GGUF models.");
   LLMS_RETURN_IF_ERROR(c.read(&magic, "magic"));
   if (magic != kMagic)
-    return make_error(Code::NotGguf, "not a GGUF file (bad magic). llmserve loads llama.cpp GGUF models; convert others with llama.cpp's convert_hf_to_gguf.py.");
+    return make_error(Code::NotGguf,
+                      "not a GGUF file (bad magic). llmserve loads llama.cpp GGUF models; convert others with "
+                      "llama.cpp's convert_hf_to_gguf.py.");
   LLMS_RETURN_IF_ERROR(c.read(&version_, "version"));
   if (version_ != 2 && version_ != 3)
-    return make_error(Code::UnsupportedVersion, "GGUF version " + std::to_string(version_) +
-                                                    " is not supported (supported: 2, 3). Re-convert the model with a current llama.cpp.");
+    return make_error(Code::UnsupportedVersion,
+                      "GGUF version " + std::to_string(version_) +
+                          " is not supported (supported: 2, 3). Re-convert the model with a current llama.cpp.");
   uint64_t n_tensors = 0, n_kv = 0;
   LLMS_RETURN_IF_ERROR(c.read(&n_tensors, "tensor count"));
   LLMS_RETURN_IF_ERROR(c.read(&n_kv, "metadata count"));
@@ -326,10 +453,11 @@ Status GgufFile::parse_all(const GgufLimits& lim) {
   // hold (truncated), then counts over the caps (limit), before reserving anything.
   auto count_check = [&](uint64_t n, uint64_t min_bytes, uint64_t max, const char* what, const char* knob) -> Status {
     if (n > c.remaining() / min_bytes)
-      return make_error(Code::GgufTruncated,
-                        std::string("GGUF file is truncated or corrupt: the header declares ") + std::to_string(n) + " " +
-                            what + " (at least " + std::to_string(min_bytes) + " bytes each) but the file has only " +
-                            std::to_string(c.remaining()) + " bytes after the header. Fetch the file again.");
+      return make_error(Code::GgufTruncated, std::string("GGUF file is truncated or corrupt: the header declares ") +
+                                                 std::to_string(n) + " " + what + " (at least " +
+                                                 std::to_string(min_bytes) + " bytes each) but the file has only " +
+                                                 std::to_string(c.remaining()) +
+                                                 " bytes after the header. Fetch the file again.");
     if (n > max) return limit(std::string("the number of ") + what + " in the header", n, max, knob);
     return Status::ok();
   };
@@ -337,19 +465,21 @@ Status GgufFile::parse_all(const GgufLimits& lim) {
   LLMS_RETURN_IF_ERROR(count_check(n_tensors, 32, lim.max_tensors, "tensor infos", "max_tensors"));
   // Both lists must fit together too.
   if (n_kv * 13 + n_tensors * 32 > c.remaining())
-    return c.need(n_kv * 13 + n_tensors * 32, std::to_string(n_kv) + " metadata entries and " +
-                                                  std::to_string(n_tensors) + " tensor infos");
+    return c.need(n_kv * 13 + n_tensors * 32,
+                  std::to_string(n_kv) + " metadata entries and " + std::to_string(n_tensors) + " tensor infos");
 
   constexpr uint64_t kEntryOverhead = sizeof(std::pair<std::string, GgufValue>) + 64;  // + index node
   LLMS_RETURN_IF_ERROR(budget.spend(n_kv * kEntryOverhead, "(all)"));
   kv_.reserve(n_kv);
   for (uint64_t k = 0; k < n_kv; ++k) {
     std::string_view key;
-    LLMS_RETURN_IF_ERROR(c.read_string(&key, "metadata key #" + std::to_string(k), lim.max_name_bytes, "max_name_bytes"));
+    LLMS_RETURN_IF_ERROR(
+        c.read_string(&key, "metadata key #" + std::to_string(k), lim.max_name_bytes, "max_name_bytes"));
     LLMS_RETURN_IF_ERROR(budget.spend(key.size(), std::string(key)));
     uint32_t t = 0;
     LLMS_RETURN_IF_ERROR(c.read(&t, "metadata value type"));
-    if (t > (uint32_t)GgufType::FLOAT64) return corrupt("metadata '" + std::string(key) + "' has unknown type " + std::to_string(t));
+    if (t > (uint32_t)GgufType::FLOAT64)
+      return corrupt("metadata '" + std::string(key) + "' has unknown type " + std::to_string(t));
     GgufValue v;
     LLMS_RETURN_IF_ERROR(read_value(c, (GgufType)t, &v, 0, std::string(key), budget));
     std::string ks(key);
@@ -370,20 +500,24 @@ Status GgufFile::parse_all(const GgufLimits& lim) {
   for (uint64_t k = 0; k < n_tensors; ++k) {
     GgufTensorInfo ti;
     std::string_view name;
-    LLMS_RETURN_IF_ERROR(c.read_string(&name, "the name of tensor #" + std::to_string(k), lim.max_name_bytes, "max_name_bytes"));
+    LLMS_RETURN_IF_ERROR(
+        c.read_string(&name, "the name of tensor #" + std::to_string(k), lim.max_name_bytes, "max_name_bytes"));
     ti.name = std::string(name);
     LLMS_RETURN_IF_ERROR(c.read(&ti.n_dims, "tensor dimension count"));
     if (ti.n_dims == 0 || ti.n_dims > kMaxDims)
       return corrupt("tensor '" + ti.name + "' has " + std::to_string(ti.n_dims) + " dimensions (1..4 allowed)");
     for (uint32_t d = 0; d < ti.n_dims; ++d) {
       LLMS_RETURN_IF_ERROR(c.read(&ti.ne[d], "tensor shape"));
-      if (ti.ne[d] <= 0) return make_error(Code::BadShape, "tensor '" + ti.name + "' has a non-positive dimension " + std::to_string(ti.ne[d]));
+      if (ti.ne[d] <= 0)
+        return make_error(Code::BadShape,
+                          "tensor '" + ti.name + "' has a non-positive dimension " + std::to_string(ti.ne[d]));
     }
     uint32_t type = 0;
     LLMS_RETURN_IF_ERROR(c.read(&type, "tensor type"));
     LLMS_RETURN_IF_ERROR(c.read(&ti.offset, "tensor offset"));
     if (type >= kGgmlTypeCount || !type_traits(type).known)
-      return make_error(Code::UnsupportedType, "tensor '" + ti.name + "' has unknown type id " + std::to_string(type) + "; the file is corrupt or from a newer llama.cpp");
+      return make_error(Code::UnsupportedType, "tensor '" + ti.name + "' has unknown type id " + std::to_string(type) +
+                                                   "; the file is corrupt or from a newer llama.cpp");
     ti.type = (GgmlType)type;
     const TypeTraits& tt = type_traits(type);
     // Element count without overflow: each dim is > 0; cap the product at 2^50.
@@ -393,7 +527,8 @@ Status GgufFile::parse_all(const GgufLimits& lim) {
       return make_error(Code::BadShape, "tensor '" + ti.name + "' has an absurd shape (more than 2^50 elements)");
     if (ti.ne[0] % tt.block_size != 0)
       return make_error(Code::BadShape, "tensor '" + ti.name + "' row length " + std::to_string(ti.ne[0]) +
-                                            " is not a multiple of the " + tt.name + " block size " + std::to_string(tt.block_size));
+                                            " is not a multiple of the " + tt.name + " block size " +
+                                            std::to_string(tt.block_size));
     ti.nbytes = row_size(ti.type, ti.ne[0]) * (uint64_t)(ti.ne[1] * ti.ne[2] * ti.ne[3]);
     if (ti.offset % alignment_ != 0) return corrupt("tensor '" + ti.name + "' offset is not aligned");
     if (tensor_index_.count(ti.name)) return corrupt("duplicate tensor '" + ti.name + "'");
@@ -405,9 +540,10 @@ Status GgufFile::parse_all(const GgufLimits& lim) {
   for (auto& ti : tensors_) {
     uint64_t start = data_offset_ + ti.offset;
     if (start < ti.offset || start > size_ || ti.nbytes > size_ - start)
-      return make_error(Code::GgufTruncated,
-                        "tensor '" + ti.name + "' (" + std::to_string(ti.nbytes) + " bytes at offset " + std::to_string(start) +
-                            ") lies outside the file (" + std::to_string(size_) + " bytes). The file is truncated; download it again.");
+      return make_error(Code::GgufTruncated, "tensor '" + ti.name + "' (" + std::to_string(ti.nbytes) +
+                                                 " bytes at offset " + std::to_string(start) +
+                                                 ") lies outside the file (" + std::to_string(size_) +
+                                                 " bytes). The file is truncated; download it again.");
     ti.data = base_ + start;
   }
   return Status::ok();
@@ -436,7 +572,8 @@ Status GgufFile::get_float(const std::string& key, double* out, bool* found) con
   const GgufValue* v = find(key);
   *found = v != nullptr;
   if (!v) return Status::ok();
-  if (!v->is_float() && !v->is_int()) return corrupt("metadata '" + key + "' should be a number but is " + gguf_type_name(v->type));
+  if (!v->is_float() && !v->is_int())
+    return corrupt("metadata '" + key + "' should be a number but is " + gguf_type_name(v->type));
   *out = v->as_double();
   return Status::ok();
 }
@@ -445,7 +582,8 @@ Status GgufFile::get_string(const std::string& key, std::string* out, bool* foun
   const GgufValue* v = find(key);
   *found = v != nullptr;
   if (!v) return Status::ok();
-  if (v->type != GgufType::STRING) return corrupt("metadata '" + key + "' should be a string but is " + gguf_type_name(v->type));
+  if (v->type != GgufType::STRING)
+    return corrupt("metadata '" + key + "' should be a string but is " + gguf_type_name(v->type));
   *out = std::string(v->s);
   return Status::ok();
 }

@@ -9,10 +9,10 @@
 //   zero padding up to a multiple of the alignment
 //   tensor data, each tensor starting at its offset (relative to the data section) and padded to
 //   the alignment; offsets are the running sum of padded sizes, as ggml requires.
+#include <unistd.h>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <unistd.h>
 
 #include <atomic>
 
@@ -23,15 +23,22 @@ namespace {
 
 constexpr uint32_t kGgufVersion = 3;
 constexpr uint32_t kInvalidTypeMarker = 0xFFFFFFFFu;  // Entry.bytes of a value we cannot encode
-constexpr size_t kMaxTensorName = 63;                  // ggml: GGML_MAX_NAME (64) incl. NUL
+constexpr size_t kMaxTensorName = 63;                 // ggml: GGML_MAX_NAME (64) incl. NUL
 constexpr const char* kAlignmentKey = "general.alignment";
 
 size_t scalar_size(GgufType t) {
   switch (t) {
-    case GgufType::UINT8: case GgufType::INT8: case GgufType::BOOL: return 1;
-    case GgufType::UINT16: case GgufType::INT16: return 2;
-    case GgufType::UINT32: case GgufType::INT32: case GgufType::FLOAT32: return 4;
-    case GgufType::UINT64: case GgufType::INT64: case GgufType::FLOAT64: return 8;
+    case GgufType::UINT8:
+    case GgufType::INT8:
+    case GgufType::BOOL: return 1;
+    case GgufType::UINT16:
+    case GgufType::INT16: return 2;
+    case GgufType::UINT32:
+    case GgufType::INT32:
+    case GgufType::FLOAT32: return 4;
+    case GgufType::UINT64:
+    case GgufType::INT64:
+    case GgufType::FLOAT64: return 8;
     default: return 0;
   }
 }
@@ -111,7 +118,9 @@ std::string errno_text(int e) { return std::strerror(e); }
 
 struct FileCloser {
   FILE* f = nullptr;
-  ~FileCloser() { if (f) std::fclose(f); }
+  ~FileCloser() {
+    if (f) std::fclose(f);
+  }
 };
 
 }  // namespace
@@ -223,27 +232,25 @@ Status GgufWriter::add_tensor(const std::string& name, GgmlType type, std::vecto
                               std::vector<uint8_t> data) {
   if (name.empty() || name.size() > kMaxTensorName) {
     return make_error(Code::InvalidArgument,
-                      "tensor name '" + name + "' must be 1.." + std::to_string(kMaxTensorName) +
-                          " bytes long");
+                      "tensor name '" + name + "' must be 1.." + std::to_string(kMaxTensorName) + " bytes long");
   }
   for (const auto& t : tensors_) {
     if (t.name == name) return make_error(Code::InvalidArgument, "duplicate tensor name '" + name + "'");
   }
   if (ne.empty() || ne.size() > 4) {
-    return make_error(Code::BadShape, "tensor '" + name + "' has " + std::to_string(ne.size()) +
-                                          " dimensions; expected 1..4");
+    return make_error(Code::BadShape,
+                      "tensor '" + name + "' has " + std::to_string(ne.size()) + " dimensions; expected 1..4");
   }
   const uint32_t tid = static_cast<uint32_t>(type);
   if (tid >= kGgmlTypeCount || !type_traits(type).known || type_traits(type).block_size <= 0) {
-    return make_error(Code::UnsupportedType,
-                      "tensor '" + name + "' has unknown ggml type " + std::to_string(tid));
+    return make_error(Code::UnsupportedType, "tensor '" + name + "' has unknown ggml type " + std::to_string(tid));
   }
   const TypeTraits& tt = type_traits(type);
   uint64_t rest = 1;
   for (size_t d = 0; d < ne.size(); ++d) {
     if (ne[d] < 0) {
-      return make_error(Code::BadShape, "tensor '" + name + "' dimension " + std::to_string(d) +
-                                            " is negative (" + std::to_string(ne[d]) + ")");
+      return make_error(Code::BadShape, "tensor '" + name + "' dimension " + std::to_string(d) + " is negative (" +
+                                            std::to_string(ne[d]) + ")");
     }
     if (d > 0) {
       if (ne[d] != 0 && rest > (uint64_t(1) << 62) / static_cast<uint64_t>(ne[d])) {
@@ -253,8 +260,8 @@ Status GgufWriter::add_tensor(const std::string& name, GgmlType type, std::vecto
     }
   }
   if (ne[0] % tt.block_size != 0) {
-    return make_error(Code::BadShape, "tensor '" + name + "' of type " + tt.name + " has ne[0]=" +
-                                          std::to_string(ne[0]) + ", not a multiple of block size " +
+    return make_error(Code::BadShape, "tensor '" + name + "' of type " + tt.name +
+                                          " has ne[0]=" + std::to_string(ne[0]) + ", not a multiple of block size " +
                                           std::to_string(tt.block_size));
   }
   const uint64_t rs = row_size(type, ne[0]);
@@ -264,8 +271,7 @@ Status GgufWriter::add_tensor(const std::string& name, GgmlType type, std::vecto
   const uint64_t expected = rs * rest;
   if (data.size() != expected) {
     return make_error(Code::BadShape, "tensor '" + name + "' data is " + std::to_string(data.size()) +
-                                          " bytes; shape and type " + tt.name + " need " +
-                                          std::to_string(expected));
+                                          " bytes; shape and type " + tt.name + " need " + std::to_string(expected));
   }
   tensors_.push_back(Tensor{name, type, std::move(ne), std::move(data)});
   return Status::ok();
@@ -288,15 +294,13 @@ Status GgufWriter::write(const std::string& path) const {
     have_key = true;
   }
   if (!is_pow2(align)) {
-    return make_error(Code::InvalidArgument,
-                      "alignment " + std::to_string(align) + " is not a power of two");
+    return make_error(Code::InvalidArgument, "alignment " + std::to_string(align) + " is not a power of two");
   }
   for (const auto& e : kv_) {
     uint32_t t = kInvalidTypeMarker;
     if (e.bytes.size() >= 4) std::memcpy(&t, e.bytes.data(), 4);
     if (t == kInvalidTypeMarker || e.key.empty()) {
-      return make_error(Code::InvalidArgument,
-                        "metadata key '" + e.key + "' holds a value that cannot be encoded");
+      return make_error(Code::InvalidArgument, "metadata key '" + e.key + "' holds a value that cannot be encoded");
     }
   }
 
@@ -329,8 +333,8 @@ Status GgufWriter::write(const std::string& path) const {
 
   // Write to a sibling temp file, then rename over the target.
   static std::atomic<uint64_t> counter{0};
-  const std::string tmp = path + ".tmp-" + std::to_string(static_cast<long>(::getpid())) + "-" +
-                          std::to_string(counter.fetch_add(1));
+  const std::string tmp =
+      path + ".tmp-" + std::to_string(static_cast<long>(::getpid())) + "-" + std::to_string(counter.fetch_add(1));
   FileCloser fc;
   fc.f = std::fopen(tmp.c_str(), "wb");
   if (!fc.f) {
@@ -338,7 +342,10 @@ Status GgufWriter::write(const std::string& path) const {
     return make_error(Code::Io, "cannot create '" + tmp + "' (writing '" + path + "'): " + errno_text(e));
   }
   auto fail = [&](const std::string& what, int e) {
-    if (fc.f) { std::fclose(fc.f); fc.f = nullptr; }
+    if (fc.f) {
+      std::fclose(fc.f);
+      fc.f = nullptr;
+    }
     std::remove(tmp.c_str());
     return make_error(Code::Io, what + " '" + path + "': " + errno_text(e));
   };
@@ -362,15 +369,12 @@ Status GgufWriter::write(const std::string& path) const {
   };
   if (!put_bytes(head.data(), head.size())) return fail("write failed for", errno);
   for (const auto& t : tensors_) {
-    if (!put_bytes(t.data.data(), t.data.size()) ||
-        !put_zeros(pad_to(t.data.size(), align) - t.data.size())) {
+    if (!put_bytes(t.data.data(), t.data.size()) || !put_zeros(pad_to(t.data.size(), align) - t.data.size())) {
       return fail("write failed for", errno);
     }
   }
   if (std::fflush(fc.f) != 0) return fail("write failed for", errno);
-  if (::fsync(::fileno(fc.f)) != 0 && errno != EINVAL && errno != EROFS) {
-    return fail("fsync failed for", errno);
-  }
+  if (::fsync(::fileno(fc.f)) != 0 && errno != EINVAL && errno != EROFS) { return fail("fsync failed for", errno); }
   const int rc = std::fclose(fc.f);
   fc.f = nullptr;
   if (rc != 0) return fail("close failed for", errno);

@@ -61,12 +61,21 @@ BlockId BlockAllocator::allocate() {
 }
 
 void BlockAllocator::ref(BlockId b) {
-  if (!valid(b)) { ++misuse_; return; }
+  if (!valid(b)) {
+    ++misuse_;
+    return;
+  }
   Block& blk = blocks_[b];
-  if (blk.rc > 0) { ++blk.rc; return; }
+  if (blk.rc > 0) {
+    ++blk.rc;
+    return;
+  }
   // rc 0 without a key is a free block sitting in the free stack; taking it here would need an
   // O(n) removal, and its contents are meaningless anyway: callers must use allocate().
-  if (!blk.has_key) { ++misuse_; return; }
+  if (!blk.has_key) {
+    ++misuse_;
+    return;
+  }
   lru_remove(b);
   --n_cached_;
   blk.rc = 1;
@@ -74,7 +83,10 @@ void BlockAllocator::ref(BlockId b) {
 }
 
 void BlockAllocator::unref(BlockId b) {
-  if (!valid(b) || blocks_[b].rc <= 0) { ++misuse_; return; }
+  if (!valid(b) || blocks_[b].rc <= 0) {
+    ++misuse_;
+    return;
+  }
   Block& blk = blocks_[b];
   if (--blk.rc > 0) return;
   --n_used_;
@@ -113,7 +125,10 @@ BlockId BlockAllocator::lookup(uint64_t key) {
 }
 
 bool BlockAllocator::register_block(BlockId b, uint64_t key) {
-  if (!valid(b) || blocks_[b].rc <= 0) { ++misuse_; return false; }
+  if (!valid(b) || blocks_[b].rc <= 0) {
+    ++misuse_;
+    return false;
+  }
   Block& blk = blocks_[b];
   if (blk.has_key) return false;
   // try_emplace leaves the map untouched when the key is already present.
@@ -125,9 +140,7 @@ bool BlockAllocator::register_block(BlockId b, uint64_t key) {
 
 bool BlockAllocator::registered(BlockId b) const { return valid(b) && blocks_[b].has_key; }
 
-uint64_t BlockAllocator::key_of(BlockId b) const {
-  return valid(b) && blocks_[b].has_key ? blocks_[b].key : 0;
-}
+uint64_t BlockAllocator::key_of(BlockId b) const { return valid(b) && blocks_[b].has_key ? blocks_[b].key : 0; }
 
 int32_t BlockAllocator::clear_cached() {
   int32_t dropped = 0;
@@ -146,14 +159,17 @@ void BlockAllocator::lru_push_back(BlockId b) {
   Block& blk = blocks_[b];
   blk.prev = lru_tail_;
   blk.next = -1;
-  if (lru_tail_ >= 0) blocks_[lru_tail_].next = b; else lru_head_ = b;
+  if (lru_tail_ >= 0) blocks_[lru_tail_].next = b;
+  else lru_head_ = b;
   lru_tail_ = b;
 }
 
 void BlockAllocator::lru_remove(BlockId b) {
   Block& blk = blocks_[b];
-  if (blk.prev >= 0) blocks_[blk.prev].next = blk.next; else lru_head_ = blk.next;
-  if (blk.next >= 0) blocks_[blk.next].prev = blk.prev; else lru_tail_ = blk.prev;
+  if (blk.prev >= 0) blocks_[blk.prev].next = blk.next;
+  else lru_head_ = blk.next;
+  if (blk.next >= 0) blocks_[blk.next].prev = blk.prev;
+  else lru_tail_ = blk.prev;
   blk.prev = blk.next = -1;
 }
 
@@ -194,7 +210,8 @@ std::string BlockAllocator::check_invariants() const {
     ++lru_len;
   }
   if (lru_tail_ != prev) return "LRU tail does not match the last block walked";
-  if (lru_len != n_cached_) return "n_cached " + std::to_string(n_cached_) + " != LRU length " + std::to_string(lru_len);
+  if (lru_len != n_cached_)
+    return "n_cached " + std::to_string(n_cached_) + " != LRU length " + std::to_string(lru_len);
 
   int32_t used = 0;
   size_t keyed = 0;

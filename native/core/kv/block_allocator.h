@@ -50,8 +50,8 @@ class BlockAllocator {
 
   int32_t n_blocks() const { return n_blocks_; }
   int32_t n_free() const { return static_cast<int32_t>(free_.size()); }  // rc 0, no key
-  int32_t n_cached() const { return n_cached_; }  // rc 0, registered (evictable, LRU)
-  int32_t n_used() const { return n_used_; }      // rc > 0
+  int32_t n_cached() const { return n_cached_; }                         // rc 0, registered (evictable, LRU)
+  int32_t n_used() const { return n_used_; }                             // rc > 0
   int32_t n_available() const { return n_free() + n_cached_; }
 
   // A block with refcount 1 and no key. Takes a free block first; otherwise evicts the least

@@ -6,7 +6,8 @@ namespace llmserve {
 
 Status KvCache::create(const KvShape& shape, const KvCacheOptions& options, std::unique_ptr<KvCache>* out) {
   if (options.n_ctx < 1 || options.n_ctx > (int64_t(1) << 24)) {
-    return make_error(Code::InvalidArgument, "Expected n_ctx in [1, 16777216] but received " + std::to_string(options.n_ctx));
+    return make_error(Code::InvalidArgument,
+                      "Expected n_ctx in [1, 16777216] but received " + std::to_string(options.n_ctx));
   }
   std::unique_ptr<KvCache> kv(new KvCache());
   kv->n_ctx_ = options.n_ctx;

@@ -7,14 +7,18 @@ namespace llmserve {
 
 Status KvPool::create(const KvShape& shape, const KvPoolOptions& o, std::unique_ptr<KvPool>* out) {
   if (o.block_size < 1 || o.block_size > 4096)
-    return make_error(Code::InvalidArgument, "Expected kvBlockSize in [1, 4096] but received " + std::to_string(o.block_size));
+    return make_error(Code::InvalidArgument,
+                      "Expected kvBlockSize in [1, 4096] but received " + std::to_string(o.block_size));
   if (o.n_blocks < 1 || o.n_blocks > (int64_t(1) << 24))
-    return make_error(Code::InvalidArgument, "Expected a KV block count in [1, 16777216] but received " + std::to_string(o.n_blocks));
+    return make_error(Code::InvalidArgument,
+                      "Expected a KV block count in [1, 16777216] but received " + std::to_string(o.n_blocks));
   if (o.type != GgmlType::F16 && o.type != GgmlType::F32 && o.type != GgmlType::Q8_0)
-    return make_error(Code::InvalidArgument, std::string("Expected kvType f16, f32 or q8_0 but received ") + type_traits(o.type).name);
+    return make_error(Code::InvalidArgument,
+                      std::string("Expected kvType f16, f32 or q8_0 but received ") + type_traits(o.type).name);
   if (o.type == GgmlType::Q8_0 && shape.head_dim % 32 != 0)
-    return make_error(Code::InvalidArgument, "kvType q8_0 needs a head size that is a multiple of 32 (this model's is " +
-                                                 std::to_string(shape.head_dim) + "); use kvType f16");
+    return make_error(Code::InvalidArgument,
+                      "kvType q8_0 needs a head size that is a multiple of 32 (this model's is " +
+                          std::to_string(shape.head_dim) + "); use kvType f16");
   if (shape.n_layer < 1 || shape.n_head_kv < 1 || shape.head_dim < 1)
     return make_error(Code::InvalidArgument, "KvPool::create: the KV shape has no layers or heads");
   std::unique_ptr<KvPool> p(new KvPool());
@@ -26,7 +30,8 @@ Status KvPool::create(const KvShape& shape, const KvPoolOptions& o, std::unique_
   const unsigned __int128 per = static_cast<unsigned __int128>(p->block_bytes()) * static_cast<uint64_t>(o.n_blocks) *
                                 static_cast<uint64_t>(shape.n_layer);
   if (per > static_cast<unsigned __int128>(SIZE_MAX / 4))
-    return make_error(Code::OutOfMemory, "a KV cache of " + std::to_string((uint64_t)(per >> 20)) + " MiB per tensor is too large");
+    return make_error(Code::OutOfMemory,
+                      "a KV cache of " + std::to_string((uint64_t)(per >> 20)) + " MiB per tensor is too large");
   const size_t bytes = static_cast<size_t>(per);
   // Pages are not touched here (no zero fill): only slots a sequence has written are ever read.
   p->k_.reset(new (std::nothrow) uint8_t[bytes]);

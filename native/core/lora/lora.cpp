@@ -32,8 +32,8 @@ bool parse_target(const std::string& name, int64_t* il, Proj* p) {
   if (j == i || j - i > 9 || j >= name.size() || name[j] != '.') return false;
   const std::string kind = name.substr(j + 1);
   static const std::pair<const char*, Proj> kinds[] = {
-      {"attn_q.weight", Proj::Q},         {"attn_k.weight", Proj::K},       {"attn_v.weight", Proj::V},
-      {"attn_output.weight", Proj::O},    {"ffn_gate.weight", Proj::Gate},  {"ffn_up.weight", Proj::Up},
+      {"attn_q.weight", Proj::Q},      {"attn_k.weight", Proj::K},      {"attn_v.weight", Proj::V},
+      {"attn_output.weight", Proj::O}, {"ffn_gate.weight", Proj::Gate}, {"ffn_up.weight", Proj::Up},
       {"ffn_down.weight", Proj::Down},
   };
   for (auto& [k, proj] : kinds) {
@@ -80,8 +80,9 @@ Status as_matrix(const GgufTensorInfo& t, MatrixView* out) {
   }
   const int64_t blk = type_traits(t.type).block_size;
   if (t.ne[0] % blk != 0) {
-    return make_error(Code::BadShape, "LoRA tensor '" + t.name + "' has rows of " + std::to_string(t.ne[0]) + " elements, not a multiple of " +
-                                          type_traits(t.type).name + "'s block of " + std::to_string(blk));
+    return make_error(Code::BadShape, "LoRA tensor '" + t.name + "' has rows of " + std::to_string(t.ne[0]) +
+                                          " elements, not a multiple of " + type_traits(t.type).name + "'s block of " +
+                                          std::to_string(blk));
   }
   const size_t rb = row_size(t.type, t.ne[0]);
   if (t.data == nullptr || rb * static_cast<uint64_t>(t.ne[1]) > t.nbytes) {
@@ -106,7 +107,8 @@ float* thread_buffer(size_t n) {
 
 }  // namespace
 
-Status LoraAdapter::load(const std::string& path, const Model& base, float user_scale, std::unique_ptr<LoraAdapter>* out) {
+Status LoraAdapter::load(const std::string& path, const Model& base, float user_scale,
+                         std::unique_ptr<LoraAdapter>* out) {
   std::unique_ptr<GgufFile> f;
   LLMS_RETURN_IF_ERROR(GgufFile::open(path, &f));
   return from_file(std::shared_ptr<GgufFile>(std::move(f)), base, user_scale, out);
@@ -123,20 +125,22 @@ Status LoraAdapter::from_file(std::shared_ptr<GgufFile> file, const Model& base,
   bool found = false;
   LLMS_RETURN_IF_ERROR(F.get_string("general.type", &s, &found));
   if (!found || s != "adapter") {
-    return make_error(Code::InvalidArgument, "not a LoRA adapter: general.type is " + (found ? "'" + s + "'" : std::string("absent")) +
+    return make_error(Code::InvalidArgument, "not a LoRA adapter: general.type is " +
+                                                 (found ? "'" + s + "'" : std::string("absent")) +
                                                  ", expected 'adapter'");
   }
   LLMS_RETURN_IF_ERROR(F.get_string("adapter.type", &s, &found));
   if (!found || s != "lora") {
-    return make_error(Code::InvalidArgument, "not a LoRA adapter: adapter.type is " + (found ? "'" + s + "'" : std::string("absent")) +
-                                                 ", expected 'lora'");
+    return make_error(Code::InvalidArgument, "not a LoRA adapter: adapter.type is " +
+                                                 (found ? "'" + s + "'" : std::string("absent")) + ", expected 'lora'");
   }
   std::string base_arch;
   bool base_found = false;
   LLMS_RETURN_IF_ERROR(base.file().get_string("general.architecture", &base_arch, &base_found));
   LLMS_RETURN_IF_ERROR(F.get_string("general.architecture", &s, &found));
   if (!found || s != base_arch) {
-    return make_error(Code::UnsupportedArch, "LoRA adapter is for architecture " + (found ? "'" + s + "'" : std::string("(absent)")) +
+    return make_error(Code::UnsupportedArch, "LoRA adapter is for architecture " +
+                                                 (found ? "'" + s + "'" : std::string("(absent)")) +
                                                  " but the model is '" + base_arch + "'");
   }
   double alpha = 0;
@@ -157,7 +161,8 @@ Status LoraAdapter::from_file(std::shared_ptr<GgufFile> file, const Model& base,
     } else if (ends_with(t.name, kSuffixB)) {
       halves[t.name.substr(0, t.name.size() - 7)].second = &t;
     } else {
-      return make_error(Code::InvalidArgument, "LoRA tensor '" + t.name + "' is neither a .lora_a nor a .lora_b tensor");
+      return make_error(Code::InvalidArgument,
+                        "LoRA tensor '" + t.name + "' is neither a .lora_a nor a .lora_b tensor");
     }
   }
   if (halves.empty()) return make_error(Code::InvalidArgument, "LoRA adapter has no .lora_a / .lora_b tensors");
@@ -168,34 +173,41 @@ Status LoraAdapter::from_file(std::shared_ptr<GgufFile> file, const Model& base,
                                                  "' is missing (its other half is present)");
     }
     const GgufTensorInfo* bt = base.file().find_tensor(name);
-    if (!bt) return make_error(Code::MissingTensor, "LoRA tensor '" + ab.first->name + "': the model has no tensor '" + name + "'");
+    if (!bt)
+      return make_error(Code::MissingTensor,
+                        "LoRA tensor '" + ab.first->name + "': the model has no tensor '" + name + "'");
     int64_t il = 0;
     Proj p = Proj::Q;
     if (!parse_target(name, &il, &p) || il >= c.n_layer) {
-      return make_error(Code::InvalidArgument, "LoRA tensor '" + ab.first->name + "' targets '" + name +
-                                                   "', which is not supported (attn_q/k/v/output, ffn_gate/up/down, output)");
+      return make_error(Code::InvalidArgument,
+                        "LoRA tensor '" + ab.first->name + "' targets '" + name +
+                            "', which is not supported (attn_q/k/v/output, ffn_gate/up/down, output)");
     }
     const MatrixView& W = base_matrix(base.weights(), il, p);
     if (p == Proj::Output && W.data == base.weights().tok_embd.data) {
-      return make_error(Code::MissingTensor, "LoRA tensor '" + ab.first->name + "': the model's output is tied to token_embd");
+      return make_error(Code::MissingTensor,
+                        "LoRA tensor '" + ab.first->name + "': the model's output is tied to token_embd");
     }
     LoraPair pr;
     LLMS_RETURN_IF_ERROR(as_matrix(*ab.first, &pr.a));
     LLMS_RETURN_IF_ERROR(as_matrix(*ab.second, &pr.b));
     if (pr.a.n_in != W.n_in || pr.b.n_out != W.n_out) {
-      return make_error(Code::BadShape, "LoRA pair of '" + name + "' has shape a " + shape_str(*ab.first) + ", b " + shape_str(*ab.second) +
-                                            " but the model tensor is [" + std::to_string(W.n_in) + ", " + std::to_string(W.n_out) +
-                                            "] (expected a [" + std::to_string(W.n_in) + ", r], b [r, " + std::to_string(W.n_out) + "])");
+      return make_error(Code::BadShape, "LoRA pair of '" + name + "' has shape a " + shape_str(*ab.first) + ", b " +
+                                            shape_str(*ab.second) + " but the model tensor is [" +
+                                            std::to_string(W.n_in) + ", " + std::to_string(W.n_out) +
+                                            "] (expected a [" + std::to_string(W.n_in) + ", r], b [r, " +
+                                            std::to_string(W.n_out) + "])");
     }
     if (pr.a.n_out != pr.b.n_in) {
-      return make_error(Code::BadShape, "LoRA pair of '" + name + "' has ranks that differ: a " + shape_str(*ab.first) + " has r = " +
-                                            std::to_string(pr.a.n_out) + ", b " + shape_str(*ab.second) + " has r = " +
-                                            std::to_string(pr.b.n_in));
+      return make_error(Code::BadShape, "LoRA pair of '" + name + "' has ranks that differ: a " + shape_str(*ab.first) +
+                                            " has r = " + std::to_string(pr.a.n_out) + ", b " + shape_str(*ab.second) +
+                                            " has r = " + std::to_string(pr.b.n_in));
     }
     // llama.cpp (llama_adapter_lora_weight::get_scale): rank from b's ne[0], scale * alpha / rank.
     const float rank = static_cast<float>(pr.b.n_in);
     pr.scale = a->alpha_ != 0.0f ? user_scale * a->alpha_ / rank : user_scale;
-    if (!std::isfinite(pr.scale)) return make_error(Code::InvalidArgument, "LoRA scale of '" + name + "' is not finite");
+    if (!std::isfinite(pr.scale))
+      return make_error(Code::InvalidArgument, "LoRA scale of '" + name + "' is not finite");
     (p == Proj::Output ? a->output_ : a->layers_[static_cast<size_t>(il)][static_cast<size_t>(p)]) = pr;
     ++a->n_pairs_;
   }
@@ -215,20 +227,23 @@ void LoraAdapter::add(int64_t il, Proj p, const float* x, int64_t n, float* y, i
   if (!pr || n <= 0) return;
   const int64_t r = pr->a.n_out, n_out = pr->b.n_out;
   float* buf = thread_buffer(static_cast<size_t>(n) * static_cast<size_t>(r + n_out));
-  float* t = buf;                 // [n, r]   A·x
-  float* u = buf + n * r;         // [n, n_out] B·(A·x)
+  float* t = buf;          // [n, r]   A·x
+  float* u = buf + n * r;  // [n, n_out] B·(A·x)
   const MatmulTask ta[1] = {{&pr->a, nullptr, t, r}};
   matmul(ta, 1, x, n, pool);
   const MatmulTask tb[1] = {{&pr->b, nullptr, u, n_out}};
   matmul(tb, 1, t, n, pool);
   const float scale = pr->scale;
-  pool.parallel_for(n, [&](int64_t b, int64_t e) {
-    for (int64_t row = b; row < e; ++row) {
-      float* yr = y + row * ldy;
-      const float* ur = u + row * n_out;
-      for (int64_t j = 0; j < n_out; ++j) yr[j] = yr[j] + ur[j] * scale;
-    }
-  }, std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(n_out, 1)));
+  pool.parallel_for(
+      n,
+      [&](int64_t b, int64_t e) {
+        for (int64_t row = b; row < e; ++row) {
+          float* yr = y + row * ldy;
+          const float* ur = u + row * n_out;
+          for (int64_t j = 0; j < n_out; ++j) yr[j] = yr[j] + ur[j] * scale;
+        }
+      },
+      std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(n_out, 1)));
 }
 
 }  // namespace llmserve

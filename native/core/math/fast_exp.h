@@ -16,15 +16,15 @@
 namespace llmserve {
 
 namespace fast_exp_const {
-constexpr float kLo = -87.33654f;      // ln(FLT_MIN)
-constexpr float kHi = 88.37626f;       // keeps n <= 127
+constexpr float kLo = -87.33654f;  // ln(FLT_MIN)
+constexpr float kHi = 88.37626f;   // keeps n <= 127
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer (nearest even)
 constexpr float kLn2Hi = 0.693145751953125f;
 constexpr float kLn2Lo = 1.428606765330187e-06f;
 // 1/k! for k = 7 .. 2
-constexpr float kC7 = 1.98412698e-4f, kC6 = 1.38888889e-3f, kC5 = 8.33333333e-3f,
-                kC4 = 4.16666667e-2f, kC3 = 1.66666667e-1f, kC2 = 0.5f;
+constexpr float kC7 = 1.98412698e-4f, kC6 = 1.38888889e-3f, kC5 = 8.33333333e-3f, kC4 = 4.16666667e-2f,
+                kC3 = 1.66666667e-1f, kC2 = 0.5f;
 }  // namespace fast_exp_const
 
 static inline float fast_exp(float x) {

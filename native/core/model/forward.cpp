@@ -34,18 +34,18 @@ class Arena {
 };
 
 struct Buffers {
-  float* x;       // [n, n_embd] residual stream
-  float* xn;      // [n, n_embd] normed input / projection output
-  float* q;       // [n, n_embd_q]
-  float* k;       // [n, n_embd_kv]
-  float* v;       // [n, n_embd_kv]
-  float* attn;    // [n, n_embd_q]
-  float* gate;    // [n, n_ff]
-  float* up;      // [n, n_ff]
-  float* rope;    // [n, n_rot]
-  int64_t* pos;   // [n] position of each token
+  float* x;                // [n, n_embd] residual stream
+  float* xn;               // [n, n_embd] normed input / projection output
+  float* q;                // [n, n_embd_q]
+  float* k;                // [n, n_embd_kv]
+  float* v;                // [n, n_embd_kv]
+  float* attn;             // [n, n_embd_q]
+  float* gate;             // [n, n_ff]
+  float* up;               // [n, n_ff]
+  float* rope;             // [n, n_rot]
+  int64_t* pos;            // [n] position of each token
   const int32_t** blocks;  // [n] block table of each token's sequence
-  uint8_t* attn_scratch;  // [pool.size()] per-thread attention scratch
+  uint8_t* attn_scratch;   // [pool.size()] per-thread attention scratch
 };
 
 void layout(Arena& a, const ModelConfig& c, GgmlType kv_type, int64_t n, int n_threads, Buffers* b) {
@@ -79,23 +79,28 @@ Status validate_batch(const ModelConfig& c, const KvPool& kv, const int32_t* tok
   int64_t n = 0, n_out = 0;
   for (int64_t s = 0; s < n_seqs; ++s) {
     const BatchSeq& q = seqs[s];
-    if (q.n_tokens < 1) return make_error(Code::InvalidArgument, "Expected at least 1 token per sequence but received " + std::to_string(q.n_tokens));
+    if (q.n_tokens < 1)
+      return make_error(Code::InvalidArgument,
+                        "Expected at least 1 token per sequence but received " + std::to_string(q.n_tokens));
     if (q.pos0 < 0 || !q.blocks) return make_error(Code::InvalidArgument, "forward: sequence without a block table");
     const int64_t need = (q.pos0 + q.n_tokens + kv.block_size() - 1) / kv.block_size();
     if (need > q.n_blocks) {
       return make_error(Code::ContextOverflow, "context overflow: " + std::to_string(q.pos0) + " cached + " +
                                                    std::to_string(q.n_tokens) + " new tokens exceed the " +
-                                                   std::to_string(q.n_blocks * kv.block_size()) + " positions of the sequence's KV blocks");
+                                                   std::to_string(q.n_blocks * kv.block_size()) +
+                                                   " positions of the sequence's KV blocks");
     }
     for (int64_t b = 0; b < need; ++b)
-      if (q.blocks[b] < 0 || q.blocks[b] >= kv.n_blocks()) return make_error(Code::InvalidArgument, "forward: block id out of range");
+      if (q.blocks[b] < 0 || q.blocks[b] >= kv.n_blocks())
+        return make_error(Code::InvalidArgument, "forward: block id out of range");
     n += q.n_tokens;
     n_out += q.out == 2 ? q.n_tokens : (q.out == 1 ? 1 : 0);
   }
   for (int64_t t = 0; t < n; ++t) {
     if (tokens[t] < 0 || tokens[t] >= c.n_vocab) {
-      return make_error(Code::InvalidArgument, "token id " + std::to_string(tokens[t]) + " at index " + std::to_string(t) +
-                                                   " is outside [0, " + std::to_string(c.n_vocab) + ")");
+      return make_error(Code::InvalidArgument, "token id " + std::to_string(tokens[t]) + " at index " +
+                                                   std::to_string(t) + " is outside [0, " + std::to_string(c.n_vocab) +
+                                                   ")");
     }
   }
   *n_total = n;
@@ -110,8 +115,8 @@ struct Pass {
   KvPool& kv;
   ThreadPool& pool;
   Buffers B{};
-  int64_t n = 0;      // tokens in the batch
-  int64_t n_out = 0;  // rows whose logits are wanted
+  int64_t n = 0;                    // tokens in the batch
+  int64_t n_out = 0;                // rows whose logits are wanted
   std::vector<int64_t> out_rows{};  // those rows, ascending
   KvRotation rot{};
   int64_t tok_grain = 1;  // tokens per parallel work item for per-token elementwise work
@@ -186,12 +191,15 @@ void expand_positions(Pass& p, const BatchSeq* seqs, int64_t n_seqs, const Proje
 void embed(Pass& p, const int32_t* tokens) {
   const ModelWeights& W = p.model.weights();
   const int64_t E = p.c.n_embd;
-  p.pool.parallel_for(p.n, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      dequantize_row(W.tok_embd.type, W.tok_embd.row(tokens[t]), p.B.x + t * E, E);
-      rope_cache_f32(p.c, W.rope_freqs, p.B.pos[t], 1, p.B.rope + t * p.c.n_rot);
-    }
-  }, p.tok_grain);
+  p.pool.parallel_for(
+      p.n,
+      [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+          dequantize_row(W.tok_embd.type, W.tok_embd.row(tokens[t]), p.B.x + t * E, E);
+          rope_cache_f32(p.c, W.rope_freqs, p.B.pos[t], 1, p.B.rope + t * p.c.n_rot);
+        }
+      },
+      p.tok_grain);
 }
 
 // Norm -> Q, K, V -> RoPE (-> KV rotation) -> every token's K, V stored in the pool.
@@ -199,28 +207,31 @@ void qkv_and_store(Pass& p, const LayerWeights& L, int64_t il) {
   const ModelConfig& c = p.c;
   Buffers& B = p.B;
   const int64_t E = c.n_embd, NQ = c.n_embd_q(), NKV = c.n_embd_kv();
-  p.pool.parallel_for(p.n, [&](int64_t b, int64_t e) {
-    rms_norm_f32(B.x + b * E, L.attn_norm, B.xn + b * E, e - b, E, c.rms_eps);
-  }, p.tok_grain);
+  p.pool.parallel_for(
+      p.n, [&](int64_t b, int64_t e) { rms_norm_f32(B.x + b * E, L.attn_norm, B.xn + b * E, e - b, E, c.rms_eps); },
+      p.tok_grain);
   const MatmulTask qkv[3] = {{&L.wq, L.bq, B.q, NQ}, {&L.wk, L.bk, B.k, NKV}, {&L.wv, L.bv, B.v, NKV}};
   matmul(qkv, 3, B.xn, p.n, p.pool);
   apply_deltas(p, il, Proj::Q, L.wq, L.bq, B.xn, B.q, NQ);
   apply_deltas(p, il, Proj::K, L.wk, L.bk, B.xn, B.k, NKV);
   apply_deltas(p, il, Proj::V, L.wv, L.bv, B.xn, B.v, NKV);
   const KvRotation rot = p.rot;
-  p.pool.parallel_for(p.n, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      const float* cache_row = B.rope + t * c.n_rot;
-      rope_apply_f32(B.q + t * NQ, c.n_head, c.head_dim, c.n_rot, c.rope_type, cache_row);
-      rope_apply_f32(B.k + t * NKV, c.n_head_kv, c.head_dim, c.n_rot, c.rope_type, cache_row);
-      if (rot.k) {
-        hadamard_blocks_f32(B.q + t * NQ, NQ, rot.k);
-        hadamard_blocks_f32(B.k + t * NKV, NKV, rot.k);
-      }
-      if (rot.v) hadamard_blocks_f32(B.v + t * NKV, NKV, rot.v);
-      p.kv.store(il, B.blocks[t], B.pos[t], B.k + t * NKV, B.v + t * NKV);
-    }
-  }, p.tok_grain);
+  p.pool.parallel_for(
+      p.n,
+      [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+          const float* cache_row = B.rope + t * c.n_rot;
+          rope_apply_f32(B.q + t * NQ, c.n_head, c.head_dim, c.n_rot, c.rope_type, cache_row);
+          rope_apply_f32(B.k + t * NKV, c.n_head_kv, c.head_dim, c.n_rot, c.rope_type, cache_row);
+          if (rot.k) {
+            hadamard_blocks_f32(B.q + t * NQ, NQ, rot.k);
+            hadamard_blocks_f32(B.k + t * NKV, NKV, rot.k);
+          }
+          if (rot.v) hadamard_blocks_f32(B.v + t * NKV, NKV, rot.v);
+          p.kv.store(il, B.blocks[t], B.pos[t], B.k + t * NKV, B.v + t * NKV);
+        }
+      },
+      p.tok_grain);
 }
 
 // In the last layer only the rows whose logits are wanted go on (llama.cpp's out_ids); every
@@ -248,16 +259,18 @@ void attention_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
   const BatchLayout bl{p.n, B.pos, B.blocks};
   attention_f32(attn_shape(c), p.kv, il, B.q, bl, 0, m, B.attn, B.attn_scratch, p.pool);
   if (p.rot.v) {
-    p.pool.parallel_for(m, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) hadamard_blocks_f32(B.attn + t * NQ, NQ, p.rot.v);
-    }, p.tok_grain);
+    p.pool.parallel_for(
+        m,
+        [&](int64_t b, int64_t e) {
+          for (int64_t t = b; t < e; ++t) hadamard_blocks_f32(B.attn + t * NQ, NQ, p.rot.v);
+        },
+        p.tok_grain);
   }
   const MatmulTask wo[1] = {{&L.wo, L.bo, B.xn, E}};
   matmul(wo, 1, B.attn, m, p.pool);
   apply_deltas(p, il, Proj::O, L.wo, L.bo, B.attn, B.xn, E);
-  p.pool.parallel_for(m, [&](int64_t b, int64_t e) {
-    add_rows(B.x + b * E, B.xn + b * E, (e - b) * E);
-  }, p.tok_grain);
+  p.pool.parallel_for(
+      m, [&](int64_t b, int64_t e) { add_rows(B.x + b * E, B.xn + b * E, (e - b) * E); }, p.tok_grain);
 }
 
 // Norm -> SwiGLU feed-forward -> residual, rows [0, m).
@@ -265,22 +278,20 @@ void ffn_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
   const ModelConfig& c = p.c;
   Buffers& B = p.B;
   const int64_t E = c.n_embd, FF = c.n_ff;
-  p.pool.parallel_for(m, [&](int64_t b, int64_t e) {
-    rms_norm_f32(B.x + b * E, L.ffn_norm, B.xn + b * E, e - b, E, c.rms_eps);
-  }, p.tok_grain);
+  p.pool.parallel_for(
+      m, [&](int64_t b, int64_t e) { rms_norm_f32(B.x + b * E, L.ffn_norm, B.xn + b * E, e - b, E, c.rms_eps); },
+      p.tok_grain);
   const MatmulTask gu[2] = {{&L.ffn_gate, L.ffn_gate_b, B.gate, FF}, {&L.ffn_up, L.ffn_up_b, B.up, FF}};
   matmul(gu, 2, B.xn, m, p.pool);
   apply_deltas(p, il, Proj::Gate, L.ffn_gate, L.ffn_gate_b, B.xn, B.gate, FF);
   apply_deltas(p, il, Proj::Up, L.ffn_up, L.ffn_up_b, B.xn, B.up, FF);
-  p.pool.parallel_for(m, [&](int64_t b, int64_t e) {
-    swiglu_f32(B.gate + b * FF, B.up + b * FF, (e - b) * FF);
-  }, p.tok_grain);
+  p.pool.parallel_for(
+      m, [&](int64_t b, int64_t e) { swiglu_f32(B.gate + b * FF, B.up + b * FF, (e - b) * FF); }, p.tok_grain);
   const MatmulTask down[1] = {{&L.ffn_down, L.ffn_down_b, B.xn, E}};
   matmul(down, 1, B.gate, m, p.pool);
   apply_deltas(p, il, Proj::Down, L.ffn_down, L.ffn_down_b, B.gate, B.xn, E);
-  p.pool.parallel_for(m, [&](int64_t b, int64_t e) {
-    add_rows(B.x + b * E, B.xn + b * E, (e - b) * E);
-  }, p.tok_grain);
+  p.pool.parallel_for(
+      m, [&](int64_t b, int64_t e) { add_rows(B.x + b * E, B.xn + b * E, (e - b) * E); }, p.tok_grain);
 }
 
 // Final norm and output projection of the wanted rows (compacted to the front).
@@ -288,9 +299,10 @@ void output_head(Pass& p, float* logits) {
   const ModelWeights& W = p.model.weights();
   const int64_t E = p.c.n_embd;
   Buffers& B = p.B;
-  p.pool.parallel_for(p.n_out, [&](int64_t b, int64_t e) {
-    rms_norm_f32(B.x + b * E, W.output_norm, B.xn + b * E, e - b, E, p.c.rms_eps);
-  }, p.tok_grain);
+  p.pool.parallel_for(
+      p.n_out,
+      [&](int64_t b, int64_t e) { rms_norm_f32(B.x + b * E, W.output_norm, B.xn + b * E, e - b, E, p.c.rms_eps); },
+      p.tok_grain);
   const MatmulTask out[1] = {{&W.output, nullptr, logits, p.c.n_vocab}};
   matmul(out, 1, B.xn, p.n_out, p.pool);
   apply_deltas(p, -1, Proj::Output, W.output, nullptr, B.xn, logits, p.c.n_vocab);
@@ -328,9 +340,7 @@ Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, cons
   layout(arena, c, kv.type(), p.n, pool.size(), &p.B);
   try {
     logits->resize(static_cast<size_t>(p.n_out * c.n_vocab));
-  } catch (const std::bad_alloc&) {
-    return make_error(Code::OutOfMemory, "could not allocate logits");
-  }
+  } catch (const std::bad_alloc&) { return make_error(Code::OutOfMemory, "could not allocate logits"); }
   expand_positions(p, seqs, n_seqs, deltas);
   p.rot = kv_rotation(c.head_dim, kv.type());
   // Per-token elementwise work is cheap: give each thread at least ~16K elements.
@@ -355,8 +365,7 @@ Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, cons
 }
 
 Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n, bool logits_all,
-               std::vector<float>* logits, ThreadPool& pool, ForwardScratch* scratch,
-               const ProjectionDelta* delta) {
+               std::vector<float>* logits, ThreadPool& pool, ForwardScratch* scratch, const ProjectionDelta* delta) {
   if (n < 1) return make_error(Code::InvalidArgument, "Expected at least 1 token but received " + std::to_string(n));
   if (!tokens) return make_error(Code::InvalidArgument, "forward: tokens is null");
   const ModelConfig& c = model.config();
@@ -364,7 +373,8 @@ Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n
     return make_error(Code::InvalidArgument, "forward: KV cache was created for another model");
   if (n > kv.n_ctx() - kv.n_past()) {
     return make_error(Code::ContextOverflow, "context overflow: " + std::to_string(kv.n_past()) + " cached + " +
-                                                 std::to_string(n) + " new tokens exceed n_ctx " + std::to_string(kv.n_ctx()));
+                                                 std::to_string(n) + " new tokens exceed n_ctx " +
+                                                 std::to_string(kv.n_ctx()));
   }
   BatchSeq s;
   s.blocks = kv.blocks();
@@ -374,7 +384,8 @@ Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n
   s.out = logits_all ? 2 : 1;
   ForwardScratch local;
   const ProjectionDelta* deltas[1] = {delta};
-  LLMS_RETURN_IF_ERROR(forward_batch(model, kv.pool(), tokens, &s, 1, logits, pool, scratch ? *scratch : local, deltas));
+  LLMS_RETURN_IF_ERROR(
+      forward_batch(model, kv.pool(), tokens, &s, 1, logits, pool, scratch ? *scratch : local, deltas));
   kv.set_n_past(kv.n_past() + n);
   return Status::ok();
 }

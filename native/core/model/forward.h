@@ -15,10 +15,10 @@
 #include <memory>
 #include <vector>
 
-#include "../status.h"
-#include "../threadpool/thread_pool.h"
 #include "../kv/batch.h"
 #include "../kv/kv_cache.h"
+#include "../status.h"
+#include "../threadpool/thread_pool.h"
 #include "model.h"
 
 namespace llmserve {

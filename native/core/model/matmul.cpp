@@ -4,11 +4,11 @@
 // from the kernels: an output's arithmetic depends only on its row and its token.
 #include "matmul.h"
 
+#include <sys/mman.h>
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
-#include <sys/mman.h>
 
 #include "../quant/gemm.h"
 #include "../quant/quant.h"
@@ -93,8 +93,8 @@ void matmul(const MatmulTask* tasks, int n_tasks, const float* x, int64_t n, Thr
       if (prep[j].vdt == vdt) found = j;
     if (found < 0) {
       found = n_prep++;
-      const size_t stride = vdt == GgmlType::F32 ? static_cast<size_t>(n_in) * 4
-                                                 : gemm_act_row_bytes(tasks[i].w->type, n_in);
+      const size_t stride =
+          vdt == GgmlType::F32 ? static_cast<size_t>(n_in) * 4 : gemm_act_row_bytes(tasks[i].w->type, n_in);
       prep[found] = {vdt, nullptr, stride};
       if (vdt != GgmlType::F32) need += stride * static_cast<size_t>(n);
     }
@@ -115,44 +115,49 @@ void matmul(const MatmulTask* tasks, int n_tasks, const float* x, int64_t n, Thr
     GgmlType wt = GgmlType::F32;
     for (int i = 0; i < n_tasks; ++i)
       if (task_prep[i] == j) wt = tasks[i].w->type;
-    pool.parallel_for(n, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) gemm_prepare_act(wt, x + t * n_in, n_in, buf + t * p.stride);
-    }, std::max<int64_t>(1, kMinChunkWork / 8 / n_in));
+    pool.parallel_for(
+        n,
+        [&](int64_t b, int64_t e) {
+          for (int64_t t = b; t < e; ++t) gemm_prepare_act(wt, x + t * n_in, n_in, buf + t * p.stride);
+        },
+        std::max<int64_t>(1, kMinChunkWork / 8 / n_in));
   }
 
   // 2. Row tiles (16 rows) across all tasks; each tile computes every token.
   int64_t tile_start[5];
   tile_start[0] = 0;
-  for (int i = 0; i < n_tasks; ++i)
-    tile_start[i + 1] = tile_start[i] + (tasks[i].w->n_out + kRowTile - 1) / kRowTile;
+  for (int i = 0; i < n_tasks; ++i) tile_start[i + 1] = tile_start[i] + (tasks[i].w->n_out + kRowTile - 1) / kRowTile;
   const int64_t tile_work = kRowTile * n_in * n;
-  pool.parallel_for(tile_start[n_tasks], [&](int64_t b, int64_t e) {
-    // Consecutive tiles of one task go to gemm as one call.
-    while (b < e) {
-      int ti = 0;
-      while (b >= tile_start[ti + 1]) ++ti;
-      const int64_t tile_end = std::min(e, tile_start[ti + 1]);
-      const MatmulTask& task = tasks[ti];
-      const MatrixView& w = *task.w;
-      const Prepared& p = prep[task_prep[ti]];
-      GemmArgs a;
-      a.type = w.type;
-      a.n_in = w.n_in;
-      a.w = w.data;
-      a.row_bytes = w.row_bytes;
-      a.packed = w.packed;
-      a.r0 = (b - tile_start[ti]) * kRowTile;
-      a.r1 = std::min(w.n_out, (tile_end - tile_start[ti]) * kRowTile);
-      a.act = p.data;
-      a.act_stride = p.stride;
-      a.n = n;
-      a.bias = task.bias;
-      a.y = task.y;
-      a.ldy = task.ldy;
-      gemm(a);
-      b = tile_end;
-    }
-  }, std::max<int64_t>(1, kMinChunkWork / tile_work));
+  pool.parallel_for(
+      tile_start[n_tasks],
+      [&](int64_t b, int64_t e) {
+        // Consecutive tiles of one task go to gemm as one call.
+        while (b < e) {
+          int ti = 0;
+          while (b >= tile_start[ti + 1]) ++ti;
+          const int64_t tile_end = std::min(e, tile_start[ti + 1]);
+          const MatmulTask& task = tasks[ti];
+          const MatrixView& w = *task.w;
+          const Prepared& p = prep[task_prep[ti]];
+          GemmArgs a;
+          a.type = w.type;
+          a.n_in = w.n_in;
+          a.w = w.data;
+          a.row_bytes = w.row_bytes;
+          a.packed = w.packed;
+          a.r0 = (b - tile_start[ti]) * kRowTile;
+          a.r1 = std::min(w.n_out, (tile_end - tile_start[ti]) * kRowTile);
+          a.act = p.data;
+          a.act_stride = p.stride;
+          a.n = n;
+          a.bias = task.bias;
+          a.y = task.y;
+          a.ldy = task.ldy;
+          gemm(a);
+          b = tile_end;
+        }
+      },
+      std::max<int64_t>(1, kMinChunkWork / tile_work));
 }
 
 }  // namespace llmserve

@@ -10,9 +10,9 @@ namespace llmserve {
 
 // One matrix product sharing its input with others (e.g. Q, K, V).
 struct MatmulTask {
-  const MatrixView* w;   // [n_in] -> [n_out]
-  const float* bias;     // [n_out] or null
-  float* y;              // [n, n_out] f32, row stride ldy
+  const MatrixView* w;  // [n_in] -> [n_out]
+  const float* bias;    // [n_out] or null
+  float* y;             // [n, n_out] f32, row stride ldy
   int64_t ldy;
 };
 

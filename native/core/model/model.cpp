@@ -28,8 +28,7 @@ class Binder {
   explicit Binder(const GgufFile& f) : f_(f) {}
 
   // Finds `name` and checks shape == expect (missing dims are 1) and data bounds.
-  Status find(const std::string& name, std::vector<int64_t> expect, bool required,
-              const GgufTensorInfo** out) {
+  Status find(const std::string& name, std::vector<int64_t> expect, bool required, const GgufTensorInfo** out) {
     *out = nullptr;
     const GgufTensorInfo* t = f_.find_tensor(name);
     if (!t) {
@@ -39,31 +38,27 @@ class Binder {
     int64_t want[4] = {1, 1, 1, 1};
     for (size_t i = 0; i < expect.size() && i < 4; ++i) want[i] = expect[i];
     if (t->ne[0] != want[0] || t->ne[1] != want[1] || t->ne[2] != want[2] || t->ne[3] != want[3]) {
-      return make_error(Code::BadShape, "tensor '" + name + "' has shape " +
-                                            shape_str(t->ne, effective_dims(*t)) + ", expected " +
-                                            shape_str(want, static_cast<int>(expect.size())));
+      return make_error(Code::BadShape, "tensor '" + name + "' has shape " + shape_str(t->ne, effective_dims(*t)) +
+                                            ", expected " + shape_str(want, static_cast<int>(expect.size())));
     }
     const TypeTraits& tt = type_traits(t->type);
     if (!tt.known || !tt.supported) {
-      return make_error(Code::UnsupportedType, "tensor '" + name + "' has type " +
-                                                   std::string(tt.name) + " (id " +
+      return make_error(Code::UnsupportedType, "tensor '" + name + "' has type " + std::string(tt.name) + " (id " +
                                                    std::to_string(static_cast<uint32_t>(t->type)) +
                                                    "), which is not supported");
     }
     if (tt.block_size <= 0 || t->ne[0] % tt.block_size != 0) {
-      return make_error(Code::BadShape, "tensor '" + name + "' row length " +
-                                            std::to_string(t->ne[0]) +
-                                            " is not a multiple of the " + tt.name +
-                                            " block size " + std::to_string(tt.block_size));
+      return make_error(Code::BadShape, "tensor '" + name + "' row length " + std::to_string(t->ne[0]) +
+                                            " is not a multiple of the " + tt.name + " block size " +
+                                            std::to_string(tt.block_size));
     }
-    const uint64_t need = static_cast<uint64_t>(row_size(t->type, t->ne[0])) *
-                          static_cast<uint64_t>(t->ne[1] * t->ne[2] * t->ne[3]);
+    const uint64_t need =
+        static_cast<uint64_t>(row_size(t->type, t->ne[0])) * static_cast<uint64_t>(t->ne[1] * t->ne[2] * t->ne[3]);
     const uint64_t start = f_.data_offset() + t->offset;
-    if (t->data == nullptr || start < t->offset || start > f_.file_size() ||
-        need > f_.file_size() - start || (t->nbytes != 0 && t->nbytes < need)) {
-      return make_error(Code::GgufCorrupt, "tensor '" + name + "' data (" + std::to_string(need) +
-                                               " bytes at offset " + std::to_string(start) +
-                                               ") lies outside the file (" +
+    if (t->data == nullptr || start < t->offset || start > f_.file_size() || need > f_.file_size() - start ||
+        (t->nbytes != 0 && t->nbytes < need)) {
+      return make_error(Code::GgufCorrupt, "tensor '" + name + "' data (" + std::to_string(need) + " bytes at offset " +
+                                               std::to_string(start) + ") lies outside the file (" +
                                                std::to_string(f_.file_size()) + " bytes)");
     }
     *out = t;
@@ -71,17 +66,15 @@ class Binder {
   }
 
   // A weight matrix [n_in] -> [n_out]: any type we can dot against.
-  Status matrix(const std::string& name, int64_t n_in, int64_t n_out, bool required,
-                MatrixView* out) {
+  Status matrix(const std::string& name, int64_t n_in, int64_t n_out, bool required, MatrixView* out) {
     const GgufTensorInfo* t = nullptr;
     LLMS_RETURN_IF_ERROR(find(name, {n_in, n_out}, required, &t));
     if (!t) return Status::ok();
     const TypeTraits& vt = type_traits(type_traits(t->type).vec_dot_type);
     if (!vt.known || !vt.supported || n_in % vt.block_size != 0) {
-      return make_error(Code::UnsupportedType,
-                        "tensor '" + name + "' has type " + type_traits(t->type).name +
-                            ", whose activation format " + vt.name + " cannot hold rows of " +
-                            std::to_string(n_in));
+      return make_error(Code::UnsupportedType, "tensor '" + name + "' has type " + type_traits(t->type).name +
+                                                   ", whose activation format " + vt.name + " cannot hold rows of " +
+                                                   std::to_string(n_in));
     }
     out->data = t->data;
     out->type = t->type;
@@ -98,9 +91,8 @@ class Binder {
     LLMS_RETURN_IF_ERROR(find(name, {n}, required, &t));
     if (!t) return Status::ok();
     if (t->type != GgmlType::F32) {
-      return make_error(Code::UnsupportedType, "tensor '" + name + "' has type " +
-                                                   type_traits(t->type).name +
-                                                   "; 1-D tensors must be f32");
+      return make_error(Code::UnsupportedType,
+                        "tensor '" + name + "' has type " + type_traits(t->type).name + "; 1-D tensors must be f32");
     }
     if (reinterpret_cast<uintptr_t>(t->data) % alignof(float) != 0) {
       return make_error(Code::GgufCorrupt, "tensor '" + name + "' data is not 4-byte aligned");
@@ -130,16 +122,13 @@ Status Model::load(std::shared_ptr<GgufFile> file, std::unique_ptr<Model>* out) 
   if (!te) return make_error(Code::MissingTensor, "missing tensor 'token_embd.weight'");
   c.n_vocab = te->ne[1];
   if (c.n_vocab < 1 || c.n_vocab > (int64_t(1) << 22)) {
-    return make_error(Code::BadShape, "tensor 'token_embd.weight' has " +
-                                          std::to_string(c.n_vocab) +
+    return make_error(Code::BadShape, "tensor 'token_embd.weight' has " + std::to_string(c.n_vocab) +
                                           " rows; expected a vocabulary size in [1, 4194304]");
   }
   if (const GgufValue* v = file->find(c.arch + ".vocab_size")) {
     if (v->is_int() && v->as_int() != c.n_vocab) {
-      return make_error(Code::BadShape, "hyperparameter '" + c.arch + ".vocab_size' = " +
-                                            std::to_string(v->as_int()) +
-                                            " differs from token_embd.weight rows " +
-                                            std::to_string(c.n_vocab));
+      return make_error(Code::BadShape, "hyperparameter '" + c.arch + ".vocab_size' = " + std::to_string(v->as_int()) +
+                                            " differs from token_embd.weight rows " + std::to_string(c.n_vocab));
     }
   }
   LLMS_RETURN_IF_ERROR(validate_token_ids(*file, c.n_vocab));
@@ -177,7 +166,6 @@ Status Model::load(std::shared_ptr<GgufFile> file, std::unique_ptr<Model>* out) 
     LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_gate.weight", c.n_embd, c.n_ff, true, &L.ffn_gate));
     LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_up.weight", c.n_embd, c.n_ff, true, &L.ffn_up));
     LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_down.weight", c.n_ff, c.n_embd, true, &L.ffn_down));
-
   }
 
   m->file_ = std::move(file);

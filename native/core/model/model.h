@@ -7,11 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "../attention/attention.h"
 #include "../gguf/gguf.h"
+#include "../kv/kv_pool.h"
 #include "../quant/quant.h"
 #include "../status.h"
-#include "../attention/attention.h"
-#include "../kv/kv_pool.h"
 #include "model_config.h"
 
 namespace llmserve {
@@ -31,29 +31,29 @@ struct MatrixView {
 };
 
 struct LayerWeights {
-  const float* attn_norm = nullptr;  // [n_embd]
-  MatrixView wq;                     // [n_embd] -> [n_head * head_dim]
-  MatrixView wk;                     // [n_embd] -> [n_head_kv * head_dim]
-  MatrixView wv;                     // [n_embd] -> [n_head_kv * head_dim]
-  MatrixView wo;                     // [n_head * head_dim] -> [n_embd]
-  const float* bq = nullptr;         // [n_head * head_dim] or null
-  const float* bk = nullptr;         // [n_head_kv * head_dim] or null
-  const float* bv = nullptr;         // [n_head_kv * head_dim] or null
-  const float* bo = nullptr;         // [n_embd] or null (llama only, optional)
-  const float* ffn_norm = nullptr;   // [n_embd]
-  MatrixView ffn_gate;               // [n_embd] -> [n_ff]
-  MatrixView ffn_up;                 // [n_embd] -> [n_ff]
-  MatrixView ffn_down;               // [n_ff] -> [n_embd]
-  const float* ffn_gate_b = nullptr; // [n_ff] or null (llama only, optional)
-  const float* ffn_up_b = nullptr;   // [n_ff] or null
-  const float* ffn_down_b = nullptr; // [n_embd] or null
+  const float* attn_norm = nullptr;   // [n_embd]
+  MatrixView wq;                      // [n_embd] -> [n_head * head_dim]
+  MatrixView wk;                      // [n_embd] -> [n_head_kv * head_dim]
+  MatrixView wv;                      // [n_embd] -> [n_head_kv * head_dim]
+  MatrixView wo;                      // [n_head * head_dim] -> [n_embd]
+  const float* bq = nullptr;          // [n_head * head_dim] or null
+  const float* bk = nullptr;          // [n_head_kv * head_dim] or null
+  const float* bv = nullptr;          // [n_head_kv * head_dim] or null
+  const float* bo = nullptr;          // [n_embd] or null (llama only, optional)
+  const float* ffn_norm = nullptr;    // [n_embd]
+  MatrixView ffn_gate;                // [n_embd] -> [n_ff]
+  MatrixView ffn_up;                  // [n_embd] -> [n_ff]
+  MatrixView ffn_down;                // [n_ff] -> [n_embd]
+  const float* ffn_gate_b = nullptr;  // [n_ff] or null (llama only, optional)
+  const float* ffn_up_b = nullptr;    // [n_ff] or null
+  const float* ffn_down_b = nullptr;  // [n_embd] or null
 };
 
 struct ModelWeights {
-  MatrixView tok_embd;               // [n_embd] x n_vocab rows (embedding lookup dequantizes a row)
-  const float* output_norm = nullptr;// [n_embd]
-  MatrixView output;                 // [n_embd] -> [n_vocab]; == tok_embd when tied
-  const float* rope_freqs = nullptr; // [n_rot / 2] or null
+  MatrixView tok_embd;                 // [n_embd] x n_vocab rows (embedding lookup dequantizes a row)
+  const float* output_norm = nullptr;  // [n_embd]
+  MatrixView output;                   // [n_embd] -> [n_vocab]; == tok_embd when tied
+  const float* rope_freqs = nullptr;   // [n_rot / 2] or null
   std::vector<LayerWeights> layers;
 };
 

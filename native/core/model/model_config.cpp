@@ -3,15 +3,14 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "../gguf/gguf.h"
 #include "../attention/attention.h"
+#include "../gguf/gguf.h"
 
 namespace llmserve {
 
 namespace {
 
-Status get_int_key(const GgufFile& f, const std::string& key, bool required, int64_t* out,
-                   bool* found) {
+Status get_int_key(const GgufFile& f, const std::string& key, bool required, int64_t* out, bool* found) {
   *found = false;
   const GgufValue* v = f.find(key);
   if (!v) {
@@ -19,16 +18,15 @@ Status get_int_key(const GgufFile& f, const std::string& key, bool required, int
     return Status::ok();
   }
   if (!v->is_int() || v->type == GgufType::BOOL) {
-    return make_error(Code::GgufCorrupt, "hyperparameter '" + key + "' has type " +
-                                             gguf_type_name(v->type) + ", expected an integer");
+    return make_error(Code::GgufCorrupt,
+                      "hyperparameter '" + key + "' has type " + gguf_type_name(v->type) + ", expected an integer");
   }
   *out = v->as_int();
   *found = true;
   return Status::ok();
 }
 
-Status get_float_key(const GgufFile& f, const std::string& key, bool required, double* out,
-                     bool* found) {
+Status get_float_key(const GgufFile& f, const std::string& key, bool required, double* out, bool* found) {
   *found = false;
   const GgufValue* v = f.find(key);
   if (!v) {
@@ -36,8 +34,8 @@ Status get_float_key(const GgufFile& f, const std::string& key, bool required, d
     return Status::ok();
   }
   if (!v->is_float() && !(v->is_int() && v->type != GgufType::BOOL)) {
-    return make_error(Code::GgufCorrupt, "hyperparameter '" + key + "' has type " +
-                                             gguf_type_name(v->type) + ", expected a number");
+    return make_error(Code::GgufCorrupt,
+                      "hyperparameter '" + key + "' has type " + gguf_type_name(v->type) + ", expected a number");
   }
   *out = v->as_double();
   *found = true;
@@ -46,27 +44,24 @@ Status get_float_key(const GgufFile& f, const std::string& key, bool required, d
 
 Status check_range(const std::string& key, int64_t v, int64_t lo, int64_t hi) {
   if (v < lo || v > hi) {
-    return make_error(Code::BadShape, "hyperparameter '" + key + "' = " + std::to_string(v) +
-                                          " is out of range [" + std::to_string(lo) + ", " +
-                                          std::to_string(hi) + "]");
+    return make_error(Code::BadShape, "hyperparameter '" + key + "' = " + std::to_string(v) + " is out of range [" +
+                                          std::to_string(lo) + ", " + std::to_string(hi) + "]");
   }
   return Status::ok();
 }
 
 Status check_float_range(const std::string& key, double v, double lo, double hi) {
   if (!std::isfinite(v) || v <= lo || v > hi) {
-    return make_error(Code::BadShape, "hyperparameter '" + key + "' = " + std::to_string(v) +
-                                          " is out of range (" + std::to_string(lo) + ", " +
-                                          std::to_string(hi) + "]");
+    return make_error(Code::BadShape, "hyperparameter '" + key + "' = " + std::to_string(v) + " is out of range (" +
+                                          std::to_string(lo) + ", " + std::to_string(hi) + "]");
   }
   return Status::ok();
 }
 
 Status check_float_closed(const std::string& key, double v, double lo, double hi) {
   if (!std::isfinite(v) || v < lo || v > hi) {
-    return make_error(Code::BadShape, "hyperparameter '" + key + "' = " + std::to_string(v) +
-                                          " is out of range [" + std::to_string(lo) + ", " +
-                                          std::to_string(hi) + "]");
+    return make_error(Code::BadShape, "hyperparameter '" + key + "' = " + std::to_string(v) + " is out of range [" +
+                                          std::to_string(lo) + ", " + std::to_string(hi) + "]");
   }
   return Status::ok();
 }
@@ -85,7 +80,10 @@ Status check_block_count(const GgufFile& f, const std::string& key, int64_t n_la
     char* end = nullptr;
     long long n = std::strtoll(p, &end, 10);
     if (end == p || *end != '.' || n < 0) continue;
-    if (n > max_block) { max_block = n; example = t.name; }
+    if (n > max_block) {
+      max_block = n;
+      example = t.name;
+    }
   }
   if (max_block >= n_layer) {
     return make_error(Code::BadShape, "hyperparameter '" + key + "' = " + std::to_string(n_layer) +
@@ -99,20 +97,20 @@ Status check_block_count(const GgufFile& f, const std::string& key, int64_t n_la
 
 Status validate_token_ids(const GgufFile& f, int64_t n_vocab) {
   static const char* const kKeys[] = {
-      "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
-      "tokenizer.ggml.eom_token_id", "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id",
-      "tokenizer.ggml.separator_token_id", "tokenizer.ggml.mask_token_id",
-      "tokenizer.ggml.prefix_token_id", "tokenizer.ggml.suffix_token_id", "tokenizer.ggml.middle_token_id",
-      "tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.fim_suf_token_id", "tokenizer.ggml.fim_mid_token_id",
-      "tokenizer.ggml.fim_pad_token_id", "tokenizer.ggml.fim_rep_token_id", "tokenizer.ggml.fim_sep_token_id",
+      "tokenizer.ggml.bos_token_id",       "tokenizer.ggml.eos_token_id",     "tokenizer.ggml.eot_token_id",
+      "tokenizer.ggml.eom_token_id",       "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id",
+      "tokenizer.ggml.separator_token_id", "tokenizer.ggml.mask_token_id",    "tokenizer.ggml.prefix_token_id",
+      "tokenizer.ggml.suffix_token_id",    "tokenizer.ggml.middle_token_id",  "tokenizer.ggml.fim_pre_token_id",
+      "tokenizer.ggml.fim_suf_token_id",   "tokenizer.ggml.fim_mid_token_id", "tokenizer.ggml.fim_pad_token_id",
+      "tokenizer.ggml.fim_rep_token_id",   "tokenizer.ggml.fim_sep_token_id",
   };
   for (const char* key : kKeys) {
     const GgufValue* v = f.find(key);
     if (!v) continue;
     if (!v->is_int() || v->type == GgufType::BOOL) {
-      return make_error(Code::GgufCorrupt, "metadata '" + std::string(key) + "' has type " +
-                                               gguf_type_name(v->type) +
-                                               ", expected an integer token id; the file is corrupt, re-convert the model");
+      return make_error(Code::GgufCorrupt,
+                        "metadata '" + std::string(key) + "' has type " + gguf_type_name(v->type) +
+                            ", expected an integer token id; the file is corrupt, re-convert the model");
     }
   }
   // BOS and EOS drive every request: out of the vocabulary they are errors, not ignorable.
@@ -120,10 +118,12 @@ Status validate_token_ids(const GgufFile& f, int64_t n_vocab) {
     const GgufValue* v = f.find(key);
     if (!v) continue;
     const bool neg = v->type == GgufType::INT8 || v->type == GgufType::INT16 || v->type == GgufType::INT32 ||
-                     v->type == GgufType::INT64 ? v->i < 0 : false;
+                             v->type == GgufType::INT64
+                         ? v->i < 0
+                         : false;
     if (neg || v->u >= (uint64_t)n_vocab) {
-      return make_error(Code::BadShape, "metadata '" + std::string(key) + "' = " +
-                                            (neg ? std::to_string(v->i) : std::to_string(v->u)) +
+      return make_error(Code::BadShape, "metadata '" + std::string(key) +
+                                            "' = " + (neg ? std::to_string(v->i) : std::to_string(v->u)) +
                                             " is outside the vocabulary [0, " + std::to_string(n_vocab) +
                                             "); the file is corrupt, re-convert the model");
     }
@@ -140,8 +140,7 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
   }
   c.arch = std::string(archv->s);
   if (c.arch != "llama" && c.arch != "qwen2") {
-    return make_error(Code::UnsupportedArch,
-                      "architecture '" + c.arch + "' is not supported; supported: llama, qwen2");
+    return make_error(Code::UnsupportedArch, "architecture '" + c.arch + "' is not supported; supported: llama, qwen2");
   }
   c.rope_type = c.arch == "qwen2" ? 2 : 0;
   const std::string a = c.arch + ".";
@@ -152,8 +151,7 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
   // Mixture-of-experts llama files share the architecture name but need expert routing.
   LLMS_RETURN_IF_ERROR(get_int_key(f, a + "expert_count", false, &iv, &found));
   if (found && iv > 0) {
-    return make_error(Code::UnsupportedArch, "architecture '" + c.arch + "' with " +
-                                                 std::to_string(iv) +
+    return make_error(Code::UnsupportedArch, "architecture '" + c.arch + "' with " + std::to_string(iv) +
                                                  " experts (mixture of experts) is not supported");
   }
 
@@ -171,19 +169,17 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
   LLMS_RETURN_IF_ERROR(get_int_key(f, a + "attention.head_count_kv", false, &c.n_head_kv, &found));
   LLMS_RETURN_IF_ERROR(check_range(a + "attention.head_count_kv", c.n_head_kv, 1, c.n_head));
   if (c.n_head % c.n_head_kv != 0) {
-    return make_error(Code::BadShape, "hyperparameter '" + a + "attention.head_count' = " +
-                                          std::to_string(c.n_head) + " is not a multiple of '" + a +
-                                          "attention.head_count_kv' = " +
-                                          std::to_string(c.n_head_kv));
+    return make_error(Code::BadShape, "hyperparameter '" + a + "attention.head_count' = " + std::to_string(c.n_head) +
+                                          " is not a multiple of '" + a +
+                                          "attention.head_count_kv' = " + std::to_string(c.n_head_kv));
   }
   // The attention kernels process one KV head's query heads together in fixed-size scratch.
   if (c.n_head / c.n_head_kv > kMaxAttnGroup) {
-    return make_error(Code::BadShape, "hyperparameters '" + a + "attention.head_count' = " +
-                                          std::to_string(c.n_head) + " and '" + a +
-                                          "attention.head_count_kv' = " + std::to_string(c.n_head_kv) +
+    return make_error(Code::BadShape, "hyperparameters '" + a + "attention.head_count' = " + std::to_string(c.n_head) +
+                                          " and '" + a + "attention.head_count_kv' = " + std::to_string(c.n_head_kv) +
                                           " give " + std::to_string(c.n_head / c.n_head_kv) +
-                                          " query heads per KV head; at most " +
-                                          std::to_string(kMaxAttnGroup) + " are supported");
+                                          " query heads per KV head; at most " + std::to_string(kMaxAttnGroup) +
+                                          " are supported");
   }
   LLMS_RETURN_IF_ERROR(check_block_count(f, a + "block_count", c.n_layer));
 
@@ -191,36 +187,33 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
   int64_t key_len = 0, value_len = 0;
   bool has_key_len = false, has_value_len = false;
   LLMS_RETURN_IF_ERROR(get_int_key(f, a + "attention.key_length", false, &key_len, &has_key_len));
-  LLMS_RETURN_IF_ERROR(
-      get_int_key(f, a + "attention.value_length", false, &value_len, &has_value_len));
+  LLMS_RETURN_IF_ERROR(get_int_key(f, a + "attention.value_length", false, &value_len, &has_value_len));
   if (has_key_len) {
     LLMS_RETURN_IF_ERROR(check_range(a + "attention.key_length", key_len, 1, 1 << 14));
     c.head_dim = key_len;
   } else {
     if (c.n_embd % c.n_head != 0) {
-      return make_error(Code::BadShape, "hyperparameter '" + a + "embedding_length' = " +
-                                            std::to_string(c.n_embd) +
+      return make_error(Code::BadShape, "hyperparameter '" + a + "embedding_length' = " + std::to_string(c.n_embd) +
                                             " is not a multiple of '" + a +
                                             "attention.head_count' = " + std::to_string(c.n_head));
     }
     c.head_dim = c.n_embd / c.n_head;
   }
   if (has_value_len && value_len != c.head_dim) {
-    return make_error(Code::BadShape, "hyperparameter '" + a + "attention.value_length' = " +
-                                          std::to_string(value_len) + " differs from key length " +
-                                          std::to_string(c.head_dim) + " (not supported)");
+    return make_error(Code::BadShape,
+                      "hyperparameter '" + a + "attention.value_length' = " + std::to_string(value_len) +
+                          " differs from key length " + std::to_string(c.head_dim) + " (not supported)");
   }
 
   c.n_rot = c.head_dim;
   LLMS_RETURN_IF_ERROR(get_int_key(f, a + "rope.dimension_count", false, &c.n_rot, &found));
   LLMS_RETURN_IF_ERROR(check_range(a + "rope.dimension_count", c.n_rot, 2, c.head_dim));
   if (c.n_rot % 2 != 0) {
-    return make_error(Code::BadShape, "hyperparameter '" + a + "rope.dimension_count' = " +
-                                          std::to_string(c.n_rot) + " is odd");
+    return make_error(Code::BadShape,
+                      "hyperparameter '" + a + "rope.dimension_count' = " + std::to_string(c.n_rot) + " is odd");
   }
 
-  LLMS_RETURN_IF_ERROR(
-      get_float_key(f, a + "attention.layer_norm_rms_epsilon", true, &fv, &found));
+  LLMS_RETURN_IF_ERROR(get_float_key(f, a + "attention.layer_norm_rms_epsilon", true, &fv, &found));
   LLMS_RETURN_IF_ERROR(check_float_range(a + "attention.layer_norm_rms_epsilon", fv, 0.0, 1.0));
   c.rms_eps = static_cast<float>(fv);
 
@@ -246,9 +239,8 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
   } else if (scaling == "yarn") {
     c.rope_scaling = RopeScalingType::Yarn;
   } else {
-    return make_error(Code::UnsupportedArch,
-                      "rope scaling type '" + scaling + "' ('" + a +
-                          "rope.scaling.type') is not supported; supported: none, linear, yarn");
+    return make_error(Code::UnsupportedArch, "rope scaling type '" + scaling + "' ('" + a +
+                                                 "rope.scaling.type') is not supported; supported: none, linear, yarn");
   }
   double factor = 0;
   std::string factor_key = a + "rope.scaling.factor";
@@ -263,8 +255,8 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
     if (!std::isfinite(factor) || factor < kMinRopeFactor || factor > kMaxRopeFactor) {
       return make_error(Code::BadShape, "hyperparameter '" + factor_key + "' = " + std::to_string(factor) +
                                             " is not a finite RoPE scaling factor in [" +
-                                            std::to_string(kMinRopeFactor) + ", " +
-                                            std::to_string(kMaxRopeFactor) + "]");
+                                            std::to_string(kMinRopeFactor) + ", " + std::to_string(kMaxRopeFactor) +
+                                            "]");
     }
   }
   const float ropescale = static_cast<float>(factor);
@@ -272,19 +264,16 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
   if (c.rope_scaling == RopeScalingType::None) c.rope_freq_scale = 1.0f;
 
   c.rope_n_ctx_orig = c.n_ctx_train;
-  LLMS_RETURN_IF_ERROR(
-      get_int_key(f, a + "rope.scaling.original_context_length", false, &iv, &found));
+  LLMS_RETURN_IF_ERROR(get_int_key(f, a + "rope.scaling.original_context_length", false, &iv, &found));
   if (found && iv != 0) {
-    LLMS_RETURN_IF_ERROR(
-        check_range(a + "rope.scaling.original_context_length", iv, 1, int64_t(1) << 24));
+    LLMS_RETURN_IF_ERROR(check_range(a + "rope.scaling.original_context_length", iv, 1, int64_t(1) << 24));
     c.rope_n_ctx_orig = iv;
   }
 
   if (c.rope_scaling == RopeScalingType::Yarn) {
     c.yarn_ext_factor = 1.0f;
     double log_mul = 0;
-    LLMS_RETURN_IF_ERROR(
-        get_float_key(f, a + "rope.scaling.yarn_log_multiplier", false, &log_mul, &found));
+    LLMS_RETURN_IF_ERROR(get_float_key(f, a + "rope.scaling.yarn_log_multiplier", false, &log_mul, &found));
     if (found) LLMS_RETURN_IF_ERROR(check_float_closed(a + "rope.scaling.yarn_log_multiplier", log_mul, 0.0, 100.0));
     LLMS_RETURN_IF_ERROR(get_float_key(f, a + "rope.scaling.yarn_beta_fast", false, &fv, &found));
     if (found) {
@@ -297,9 +286,9 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
       c.yarn_beta_slow = static_cast<float>(fv);
     }
     if (c.yarn_beta_fast < c.yarn_beta_slow) {
-      return make_error(Code::BadShape, "hyperparameter '" + a + "rope.scaling.yarn_beta_fast' = " +
-                                            std::to_string(c.yarn_beta_fast) + " is below '" + a +
-                                            "rope.scaling.yarn_beta_slow' = " + std::to_string(c.yarn_beta_slow));
+      return make_error(Code::BadShape,
+                        "hyperparameter '" + a + "rope.scaling.yarn_beta_fast' = " + std::to_string(c.yarn_beta_fast) +
+                            " is below '" + a + "rope.scaling.yarn_beta_slow' = " + std::to_string(c.yarn_beta_slow));
     }
     // llama.cpp (llama_context): attn_factor = mscale(factor) / mscale_all_dims(factor), then
     // divided by ggml's own YaRN magnitude correction (1 + 0.1 ln factor), which rope re-applies.
@@ -307,8 +296,7 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
     auto get_mscale = [](float scale, float mscale) {
       return scale <= 1.0f ? 1.0f : (0.1f * mscale * logf(scale) + 1.0f);
     };
-    float attn = log_mul != 0.0 ? get_mscale(fac, 1.0f) / get_mscale(fac, (float)log_mul)
-                                : get_mscale(fac, 1.0f);
+    float attn = log_mul != 0.0 ? get_mscale(fac, 1.0f) / get_mscale(fac, (float)log_mul) : get_mscale(fac, 1.0f);
     attn *= 1.0f / (1.0f + 0.1f * logf(fac));
     if (!std::isfinite(attn) || attn <= 0.0f) {
       return make_error(Code::BadShape, "the YaRN parameters ('" + factor_key + "', '" + a +

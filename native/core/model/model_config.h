@@ -13,20 +13,20 @@ class GgufFile;
 enum class RopeScalingType : int { None = 0, Linear = 1, Yarn = 2 };
 
 struct ModelConfig {
-  std::string arch;            // "llama" | "qwen2"
-  int64_t n_vocab = 0;         // rows of token_embd
-  int64_t n_embd = 0;          // {arch}.embedding_length
-  int64_t n_layer = 0;         // {arch}.block_count
-  int64_t n_head = 0;          // {arch}.attention.head_count
-  int64_t n_head_kv = 0;       // {arch}.attention.head_count_kv (default n_head)
-  int64_t n_ff = 0;            // {arch}.feed_forward_length
-  int64_t n_ctx_train = 0;     // {arch}.context_length
-  int64_t head_dim = 0;        // {arch}.attention.key_length (default n_embd / n_head)
-  int64_t n_rot = 0;           // {arch}.rope.dimension_count (default head_dim); dims >= n_rot pass through
+  std::string arch;         // "llama" | "qwen2"
+  int64_t n_vocab = 0;      // rows of token_embd
+  int64_t n_embd = 0;       // {arch}.embedding_length
+  int64_t n_layer = 0;      // {arch}.block_count
+  int64_t n_head = 0;       // {arch}.attention.head_count
+  int64_t n_head_kv = 0;    // {arch}.attention.head_count_kv (default n_head)
+  int64_t n_ff = 0;         // {arch}.feed_forward_length
+  int64_t n_ctx_train = 0;  // {arch}.context_length
+  int64_t head_dim = 0;     // {arch}.attention.key_length (default n_embd / n_head)
+  int64_t n_rot = 0;        // {arch}.rope.dimension_count (default head_dim); dims >= n_rot pass through
 
-  float rms_eps = 1e-5f;       // {arch}.attention.layer_norm_rms_epsilon
+  float rms_eps = 1e-5f;            // {arch}.attention.layer_norm_rms_epsilon
   float rope_freq_base = 10000.0f;  // {arch}.rope.freq_base
-  int rope_type = 0;           // 0 = NORM (llama: rotate adjacent pairs), 2 = NEOX (qwen2: rotate halves)
+  int rope_type = 0;                // 0 = NORM (llama: rotate adjacent pairs), 2 = NEOX (qwen2: rotate halves)
 
   // RoPE scaling ({arch}.rope.scaling.type / .factor / .original_context_length; old key
   // {arch}.rope.scale_linear). freq_scale = 1/factor unless the type is "none". Llama-3-style
@@ -34,19 +34,19 @@ struct ModelConfig {
   // converter bakes llama3 low/high-freq factors into that tensor); see has_rope_freqs.
   RopeScalingType rope_scaling = RopeScalingType::Linear;
   float rope_freq_scale = 1.0f;
-  int64_t rope_n_ctx_orig = 0;  // YaRN original context (default n_ctx_train)
-  float yarn_ext_factor = 0.0f; // 1 for YaRN, else 0
+  int64_t rope_n_ctx_orig = 0;   // YaRN original context (default n_ctx_train)
+  float yarn_ext_factor = 0.0f;  // 1 for YaRN, else 0
   float yarn_attn_factor = 1.0f;
   float yarn_beta_fast = 32.0f;
   float yarn_beta_slow = 1.0f;
   bool has_rope_freqs = false;  // rope_freqs.weight present: theta_i /= rope_freqs[i]
 
-  bool tied_output = false;     // output.weight absent: logits use token_embd.weight
-  bool has_qkv_bias = false;    // attn_{q,k,v}.bias present (required for qwen2)
+  bool tied_output = false;   // output.weight absent: logits use token_embd.weight
+  bool has_qkv_bias = false;  // attn_{q,k,v}.bias present (required for qwen2)
 
-  int64_t n_embd_q() const { return n_head * head_dim; }     // width of Q and of attention output
-  int64_t n_embd_kv() const { return n_head_kv * head_dim; } // width of K and V per token
-  int64_t n_gqa() const { return n_head / n_head_kv; }       // query heads per KV head
+  int64_t n_embd_q() const { return n_head * head_dim; }      // width of Q and of attention output
+  int64_t n_embd_kv() const { return n_head_kv * head_dim; }  // width of K and V per token
+  int64_t n_gqa() const { return n_head / n_head_kv; }        // query heads per KV head
 };
 
 // Reads and validates hyperparameters (everything except the tensor-derived fields n_vocab,

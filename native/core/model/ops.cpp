@@ -8,7 +8,6 @@
 
 namespace llmserve {
 
-
 void rms_norm_f32(const float* x, const float* w, float* y, int64_t n, int64_t d, float eps) {
   for (int64_t t = 0; t < n; ++t) {
     const float* xr = x + t * d;
@@ -20,7 +19,6 @@ void rms_norm_f32(const float* x, const float* w, float* y, int64_t n, int64_t d
     for (int64_t i = 0; i < d; ++i) yr[i] = (xr[i] * scale) * w[i];
   }
 }
-
 
 void swiglu_f32_ref(float* g, const float* u, int64_t count) {
   for (int64_t i = 0; i < count; ++i) {
@@ -47,17 +45,14 @@ float rope_yarn_ramp(float low, float high, int i0) {
 }
 }  // namespace
 
-void rope_cache_f32(const ModelConfig& c, const float* freq_factors, int64_t pos0, int64_t n,
-                    float* cache) {
+void rope_cache_f32(const ModelConfig& c, const float* freq_factors, int64_t pos0, int64_t n, float* cache) {
   const int n_dims = static_cast<int>(c.n_rot);
   const float theta_scale = powf(c.rope_freq_base, -2.0f / n_dims);
   float corr_dims[2] = {0, 0};
   if (c.yarn_ext_factor != 0.0f) {
     const int n_ctx_orig = static_cast<int>(c.rope_n_ctx_orig);
-    const float start =
-        floorf(rope_yarn_corr_dim(n_dims, n_ctx_orig, c.yarn_beta_fast, c.rope_freq_base));
-    const float end =
-        ceilf(rope_yarn_corr_dim(n_dims, n_ctx_orig, c.yarn_beta_slow, c.rope_freq_base));
+    const float start = floorf(rope_yarn_corr_dim(n_dims, n_ctx_orig, c.yarn_beta_fast, c.rope_freq_base));
+    const float end = ceilf(rope_yarn_corr_dim(n_dims, n_ctx_orig, c.yarn_beta_slow, c.rope_freq_base));
     corr_dims[0] = std::max(0.0f, start);
     corr_dims[1] = std::min(static_cast<float>(n_dims - 1), end);
   }
@@ -83,8 +78,7 @@ void rope_cache_f32(const ModelConfig& c, const float* freq_factors, int64_t pos
   }
 }
 
-void rope_apply_f32(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int rope_type,
-                    const float* cache_row) {
+void rope_apply_f32(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int rope_type, const float* cache_row) {
   const bool neox = rope_type == 2;
   const int64_t off = neox ? n_rot / 2 : 1;
   for (int64_t h = 0; h < n_heads; ++h) {

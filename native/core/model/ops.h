@@ -20,18 +20,16 @@ void rms_norm_f32(const float* x, const float* w, float* y, int64_t n, int64_t d
 void swiglu_f32(float* g, const float* u, int64_t count);      // dispatched
 void swiglu_f32_ref(float* g, const float* u, int64_t count);  // scalar reference
 #if defined(LLMSERVE_X86)
-void swiglu_f32_avx2(float* g, const float* u, int64_t count); // bit-identical to the reference
+void swiglu_f32_avx2(float* g, const float* u, int64_t count);  // bit-identical to the reference
 #endif
 
 // cache: [n, n_rot] f32 as (cos, sin) pairs for rotary dims i0 = 0, 2, ..., n_rot - 2 of positions
 // pos0 .. pos0 + n - 1: ggml rope cache (theta_i = p * base^(-i0/n_rot) computed by repeated
 // multiplication, divided by freq_factors[i0/2] when present, then YaRN/linear scaling).
-void rope_cache_f32(const ModelConfig& c, const float* freq_factors, int64_t pos0, int64_t n,
-                    float* cache);
+void rope_cache_f32(const ModelConfig& c, const float* freq_factors, int64_t pos0, int64_t n, float* cache);
 
 // x: [n_heads, head_dim] f32 of one token, rotated in place with that token's cache row [n_rot].
 // rope_type 0 (NORM): pairs (i0, i0+1); 2 (NEOX): pairs (i0/2, i0/2 + n_rot/2). Dims >= n_rot pass.
-void rope_apply_f32(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int rope_type,
-                    const float* cache_row);
+void rope_apply_f32(float* x, int64_t n_heads, int64_t head_dim, int64_t n_rot, int rope_type, const float* cache_row);
 
 }  // namespace llmserve

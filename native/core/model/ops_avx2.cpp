@@ -2,8 +2,8 @@
 // called only after ops.cpp checked the CPU). Bit-identical to their scalar references.
 #include <immintrin.h>
 
-#include "ops.h"
 #include "../math/fast_exp_avx2.h"
+#include "ops.h"
 
 namespace llmserve {
 

@@ -139,9 +139,7 @@ void reset_dispatch_for_testing() {
 void dequantize_row(GgmlType t, const void* x, float* y, int64_t n) {
   quant::dequant_with(quant::active(), t, x, y, n);
 }
-void quantize_row(GgmlType t, const float* x, void* y, int64_t n) {
-  quant::quant_with(quant::active(), t, x, y, n);
-}
+void quantize_row(GgmlType t, const float* x, void* y, int64_t n) { quant::quant_with(quant::active(), t, x, y, n); }
 float vec_dot(GgmlType t, int64_t n, const void* w, const void* xq) {
   return quant::dot_with(quant::active(), t, n, w, xq);
 }
@@ -157,8 +155,7 @@ float vec_dot_ref(GgmlType t, int64_t n, const void* w, const void* xq) {
 }
 
 namespace quant {
-void gemm_pack_group(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb,
-                     uint8_t* out) {
+void gemm_pack_group(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb, uint8_t* out) {
   active().pack_group(t, w, row_bytes, n_rows, nb, out);
 }
 }  // namespace quant

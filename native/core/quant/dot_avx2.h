@@ -49,19 +49,22 @@ inline __m256 hsum8_ps(const __m256* v) {
     h[i] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * i], v[2 * i + 1], 0x20),
                          _mm256_permute2f128_ps(v[2 * i], v[2 * i + 1], 0x31));
   for (int i = 0; i < 2; ++i)  // [(a0+a4)+(a2+a6), (a1+a5)+(a3+a7), c.., c.. | b.., b.., d.., d..]
-    q[i] = _mm256_add_ps(_mm256_shuffle_ps(h[2 * i], h[2 * i + 1], 0x44), _mm256_shuffle_ps(h[2 * i], h[2 * i + 1], 0xEE));
+    q[i] =
+        _mm256_add_ps(_mm256_shuffle_ps(h[2 * i], h[2 * i + 1], 0x44), _mm256_shuffle_ps(h[2 * i], h[2 * i + 1], 0xEE));
   // [a, c, e, g | b, d, f, h] totals; then put them in order.
   const __m256 r = _mm256_add_ps(_mm256_shuffle_ps(q[0], q[1], 0x88), _mm256_shuffle_ps(q[0], q[1], 0xDD));
   return _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
 inline __m256 dot_f32_vec(int64_t n, const float* a, const float* b) {
-  return dot_order_vec(n, [a](int64_t i) { return _mm256_loadu_ps(a + i); }, [b](int64_t i) { return _mm256_loadu_ps(b + i); });
+  return dot_order_vec(
+      n, [a](int64_t i) { return _mm256_loadu_ps(a + i); }, [b](int64_t i) { return _mm256_loadu_ps(b + i); });
 }
 
 inline float dot_f32(int64_t n, const float* a, const float* b) {
-  return dot_order(n, [a](int64_t i) { return _mm256_loadu_ps(a + i); }, [b](int64_t i) { return _mm256_loadu_ps(b + i); },
-                   [a](int64_t i) { return a[i]; }, [b](int64_t i) { return b[i]; });
+  return dot_order(
+      n, [a](int64_t i) { return _mm256_loadu_ps(a + i); }, [b](int64_t i) { return _mm256_loadu_ps(b + i); },
+      [a](int64_t i) { return a[i]; }, [b](int64_t i) { return b[i]; });
 }
 
 }  // namespace llmserve::avx2

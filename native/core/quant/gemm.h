@@ -47,15 +47,15 @@ void gemm_prepare_act(GgmlType wtype, const float* x, int64_t n_in, uint8_t* out
 struct GemmArgs {
   GgmlType type = GgmlType::F32;  // weight type
   int64_t n_in = 0;
-  const uint8_t* w = nullptr;     // raw rows: row r at w + r * row_bytes (ggml layout)
+  const uint8_t* w = nullptr;  // raw rows: row r at w + r * row_bytes (ggml layout)
   size_t row_bytes = 0;
   const uint8_t* packed = nullptr;  // optional: the same matrix packed by gemm_pack; then r0 % 16 == 0
-  int64_t r0 = 0, r1 = 0;         // compute rows [r0, r1)
-  const uint8_t* act = nullptr;   // n prepared activation rows, act_stride bytes apart
+  int64_t r0 = 0, r1 = 0;           // compute rows [r0, r1)
+  const uint8_t* act = nullptr;     // n prepared activation rows, act_stride bytes apart
   size_t act_stride = 0;
-  int64_t n = 0;                  // tokens
-  const float* bias = nullptr;    // [n_out] (indexed by row) or null
-  float* y = nullptr;             // y[t * ldy + r]
+  int64_t n = 0;                // tokens
+  const float* bias = nullptr;  // [n_out] (indexed by row) or null
+  float* y = nullptr;           // y[t * ldy + r]
   int64_t ldy = 0;
 };
 
@@ -67,10 +67,9 @@ void gemm_ref(const GemmArgs& a);
 // Load-time repacking (optional; gemm works on raw rows too, packing each 16-row group on the fly).
 // The packed form interleaves 16 rows per block (4-byte granularity) so that the kernels read one
 // contiguous stream; it is ISA-independent and about the same size as the raw matrix.
-bool gemm_packable(GgmlType wtype);                               // Q4_0, Q8_0, Q4_K, Q6_K
+bool gemm_packable(GgmlType wtype);                                     // Q4_0, Q8_0, Q4_K, Q6_K
 size_t gemm_packed_bytes(GgmlType wtype, int64_t n_in, int64_t n_out);  // 0 if not packable
 // w: n_out raw rows of row_bytes -> out: gemm_packed_bytes(...) bytes.
-void gemm_pack(GgmlType wtype, const uint8_t* w, size_t row_bytes, int64_t n_in, int64_t n_out,
-               uint8_t* out);
+void gemm_pack(GgmlType wtype, const uint8_t* w, size_t row_bytes, int64_t n_in, int64_t n_out, uint8_t* out);
 
 }  // namespace llmserve

@@ -122,45 +122,45 @@ struct KQ4_K {
   static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc_min[T];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[t] = acc_min[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
       if (h == 0) pf(i);
       const size_t xo = 292 * static_cast<size_t>(i);
       __m256i sumi[T];
-      #pragma GCC unroll 4
+#pragma GCC unroll 4
       for (int t = 0; t < T; ++t) sumi[t] = _mm256_setzero_si256();
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int j = 0; j < 8; ++j) {
         __m256i ia[T];
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int t = 0; t < T; ++t) ia[t] = _mm256_setzero_si256();
         const uint8_t* q = g + 320 + 64 * 8 * (j / 2) + 32 * h;
         const size_t xj = xo + 4 + 32 * j;
         const int shift = 4 * (j & 1);
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int c = 0; c < 8; ++c) {
           const __m256i w = _mm256_and_si256(_mm256_srli_epi16(load256(q + 64 * c), shift), m4);
-          #pragma GCC unroll 4
+#pragma GCC unroll 4
           for (int t = 0; t < T; ++t) ia[t] = dot4(ia[t], w, bcast32(x[t] + xj + 4 * c));
         }
         const __m256i sc = load_u8x8(g + 64 + 16 * j + 8 * h);
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int t = 0; t < T; ++t) sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(ia[t], sc));
       }
       __m256i summ[T];
-      #pragma GCC unroll 4
+#pragma GCC unroll 4
       for (int t = 0; t < T; ++t) summ[t] = _mm256_setzero_si256();
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int j = 0; j < 8; ++j) {
         __m256i m = load_u8x8(g + 192 + 16 * j + 8 * h);
         m = _mm256_or_si256(m, _mm256_slli_epi32(m, 16));
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int t = 0; t < T; ++t)
           summ[t] = _mm256_add_epi32(summ[t], _mm256_madd_epi16(m, bcast32(x[t] + xo + 260 + 4 * j)));
       }
       const __m256 dw = load_f16x8(g + 16 * h), dm = load_f16x8(g + 32 + 16 * h);
-      #pragma GCC unroll 4
+#pragma GCC unroll 4
       for (int t = 0; t < T; ++t) {
         const __m256 dx = bcastf(x[t] + xo);
         acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_mul_ps(dw, dx), acc[t]);
@@ -218,7 +218,8 @@ struct KQ6_K {
         const uint8_t* qh = g + 2336 + 64 * 8 * hh + 32 * h;
 #pragma GCC unroll 4
         for (int s = 0; s < 4; ++s) {
-          const __m256i sp = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 32 * (4 * hh + s) + 16 * h)));
+          const __m256i sp = _mm256_cvtepi8_epi16(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 32 * (4 * hh + s) + 16 * h)));
 #pragma GCC unroll 2
           for (int cc = 0; cc < 2; ++cc) {
             __m256i ia[T];
@@ -252,7 +253,7 @@ inline void transpose_16x16(const uint8_t* p, size_t rb, uint8_t* out, __m256i f
   for (int half = 0; half < 2; ++half) {
     const uint8_t* q = p + 8 * half * rb;
     __m256i v[4];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int j = 0; j < 4; ++j) {
       const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + j * rb));
       const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + (4 + j) * rb));
@@ -278,7 +279,7 @@ void pack_group(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uin
     for (int64_t b = 0; b < nb; ++b, out += rec) {
       pf(b);
       const uint8_t* blk = w + b * bs;
-      #pragma GCC unroll 4
+#pragma GCC unroll 4
       for (int r = 0; r < 16; ++r) std::memcpy(out + 2 * r, blk + r * rb, 2);
       transpose_16x16(blk + 2, rb, out + 32, flip);
       if (q8) transpose_16x16(blk + 18, rb, out + 32 + 256, flip);
@@ -329,7 +330,7 @@ void gemm_quant(const GemmArgs& a) {
       for (int64_t t0 = 0; t0 < a.n; t0 += kMaxT) {
         const int T = static_cast<int>(std::min<int64_t>(kMaxT, a.n - t0));
         const uint8_t* x[kMaxT];
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int t = 0; t < T; ++t) x[t] = a.act + (t0 + t) * a.act_stride;
         __m256 acc[kMaxT] = {};
         const Prefetcher& p = t0 == 0 ? kpf : Prefetcher();
@@ -339,7 +340,7 @@ void gemm_quant(const GemmArgs& a) {
           case 3: K::template run<(kMaxT >= 3 ? 3 : 1)>(g, nb, x, h, acc, p); break;
           default: K::template run<kMaxT>(g, nb, x, h, acc, p); break;
         }
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int t = 0; t < T; ++t) {
           const __m256 v = a.bias ? _mm256_add_ps(acc[t], bias) : acc[t];
           _mm256_maskstore_ps(a.y + (t0 + t) * a.ldy + r0, m, v);
@@ -387,7 +388,9 @@ struct WF16 {
 };
 struct WBF16 {
   static __m256 expand(__m128i h) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); }
-  static __m256 load(const uint8_t* p, int64_t k) { return expand(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * k))); }
+  static __m256 load(const uint8_t* p, int64_t k) {
+    return expand(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * k)));
+  }
   static __m256 tail(const uint8_t* p, int64_t k, int count) {
     alignas(16) uint16_t v[8] = {};
     std::memcpy(v, p + 2 * k, 2 * static_cast<size_t>(count));

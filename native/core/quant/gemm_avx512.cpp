@@ -211,7 +211,8 @@ struct KQ6_K {
   static void half_quarter(const uint8_t* g, int h, const uint8_t* const* x, size_t xo, __m512i* sumi) {
     const uint8_t* ql = g + 288 + 64 * 16 * h;
     const uint8_t* qh = g + 2336 + 64 * 8 * h;
-    const __m512i sp = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32 + 32 * (4 * h + S))));
+    const __m512i sp =
+        _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32 + 32 * (4 * h + S))));
 #pragma GCC unroll 2
     for (int cc = 0; cc < 2; ++cc) {
       __m512i ia[T];
@@ -348,8 +349,7 @@ void pack_q6_K_avx512(const uint8_t* w, size_t rb, int64_t nb, uint8_t* out, con
   }
 }
 
-void pack_group(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uint8_t* out,
-                const Prefetcher& pf) {
+void pack_group(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uint8_t* out, const Prefetcher& pf) {
   if (nr == kGemmGroupRows && rb * kGemmGroupRows < (size_t(1) << 31)) {
     switch (t) {
       case GgmlType::Q4_0: pack_q4_0_avx512(w, rb, nb, out, pf); return;
@@ -366,8 +366,8 @@ void pack_group(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uin
 // tokens, T <= 8 tokens per call.
 // One packed group g (rows r .. r + nr - 1) against tokens [t_begin, t_end), T <= 8 per call.
 template <class K>
-void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, int nr, int64_t t_begin,
-                  int64_t t_end, const Prefetcher& kpf) {
+void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, int nr, int64_t t_begin, int64_t t_end,
+                  const Prefetcher& kpf) {
   constexpr int kMaxT = K::kMaxT;
   const __mmask16 m = static_cast<__mmask16>(nr == 16 ? 0xFFFF : (1u << nr) - 1);
   const __m512 bias = a.bias ? _mm512_maskz_loadu_ps(m, a.bias + r) : _mm512_setzero_ps();
@@ -379,8 +379,7 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
     // their read-for-ownership misses stall the stores; ~8% at 512 tokens).
     if (T == kMaxT) {
       const int64_t tn = std::min<int64_t>(kMaxT, t_end - t0 - kMaxT);
-      for (int64_t t = 0; t < tn; ++t)
-        __asm__ volatile("prefetchw %0" : : "m"(a.y[(t0 + kMaxT + t) * a.ldy + r]));
+      for (int64_t t = 0; t < tn; ++t) __asm__ volatile("prefetchw %0" : : "m"(a.y[(t0 + kMaxT + t) * a.ldy + r]));
     }
     __m512 acc[kMaxT] = {};
     switch (T) {
@@ -494,7 +493,9 @@ struct WBF16 {
   static __m512 load(const uint8_t* p, int64_t k) {
     return expand(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * k)));
   }
-  static __m512 tail(const uint8_t* p, int64_t k, int count) { return expand(_mm256_maskz_loadu_epi16(V16::mask(count), p + 2 * k)); }
+  static __m512 tail(const uint8_t* p, int64_t k, int count) {
+    return expand(_mm256_maskz_loadu_epi16(V16::mask(count), p + 2 * k));
+  }
 };
 
 }  // namespace

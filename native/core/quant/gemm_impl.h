@@ -42,10 +42,8 @@ size_t gemm_pack_record_bytes(GgmlType t);
 int64_t gemm_blocks(GgmlType t, int64_t n_in);
 // Packs rows [0, n_rows) (n_rows <= 16) starting at w into one group (nb records). Scalar; the
 // dispatched gemm_pack_group (SIMD transposes) writes the same bytes.
-void gemm_pack_group_ref(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb,
-                         uint8_t* out);
-void gemm_pack_group(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb,
-                     uint8_t* out);
+void gemm_pack_group_ref(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb, uint8_t* out);
+void gemm_pack_group(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb, uint8_t* out);
 
 // Grow-only per-thread buffer for on-the-fly packing (64-byte aligned).
 uint8_t* gemm_thread_buffer(size_t bytes);

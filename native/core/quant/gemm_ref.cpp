@@ -18,7 +18,6 @@ namespace {
 
 size_t align_act(size_t v) { return (v + kGemmActAlign - 1) / kGemmActAlign * kGemmActAlign; }
 
-
 // ----------------------------------------------------------------------------- activations
 
 // x: [n] f32 -> Q8_0 prepared row (see gemm_impl.h).
@@ -79,8 +78,7 @@ void pack_q8_0(const uint8_t* w, size_t rb, int nr, int64_t nb, uint8_t* out) {
       const BlockQ8_0* src = reinterpret_cast<const BlockQ8_0*>(w + r * rb) + b;
       std::memcpy(out + 2 * r, &src->d, 2);
       for (int j = 0; j < 8; ++j)
-        for (int k = 0; k < 4; ++k)
-          out[32 + 64 * j + 4 * r + k] = static_cast<uint8_t>(src->qs[4 * j + k]) ^ 0x80;
+        for (int k = 0; k < 4; ++k) out[32 + 64 * j + 4 * r + k] = static_cast<uint8_t>(src->qs[4 * j + k]) ^ 0x80;
     }
   }
 }
@@ -277,8 +275,7 @@ size_t gemm_pack_record_bytes(GgmlType t) {
   }
 }
 
-void gemm_pack_group_ref(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb,
-                         uint8_t* out) {
+void gemm_pack_group_ref(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb, uint8_t* out) {
   switch (t) {
     case GgmlType::Q4_0: pack_q4_0(w, row_bytes, n_rows, nb, out); break;
     case GgmlType::Q8_0: pack_q8_0(w, row_bytes, n_rows, nb, out); break;
@@ -315,11 +312,14 @@ void install_ref_gemm(KernelTable& t) {
 
 bool gemm_supported(GgmlType t) {
   switch (t) {
-    case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16: case GgmlType::Q8_0:
-    case GgmlType::Q4_0: case GgmlType::Q4_K: case GgmlType::Q6_K:
-      return true;
-    default:
-      return false;
+    case GgmlType::F32:
+    case GgmlType::F16:
+    case GgmlType::BF16:
+    case GgmlType::Q8_0:
+    case GgmlType::Q4_0:
+    case GgmlType::Q4_K:
+    case GgmlType::Q6_K: return true;
+    default: return false;
   }
 }
 
@@ -349,7 +349,8 @@ void gemm_prepare_act(GgmlType wtype, const float* x, int64_t n_in, uint8_t* out
       quantize_row(vt, x, out, n_in);
       used = row_size(vt, n_in);
       break;
-    case GgmlType::F16: case GgmlType::BF16:
+    case GgmlType::F16:
+    case GgmlType::BF16:
       quant::prepare_round16(vt, x, n_in, reinterpret_cast<float*>(out));
       used = static_cast<size_t>(n_in) * 4;
       break;
@@ -370,8 +371,7 @@ size_t gemm_packed_bytes(GgmlType t, int64_t n_in, int64_t n_out) {
   return rec * static_cast<size_t>(quant::gemm_blocks(t, n_in)) * static_cast<size_t>(groups);
 }
 
-void gemm_pack(GgmlType t, const uint8_t* w, size_t row_bytes, int64_t n_in, int64_t n_out,
-               uint8_t* out) {
+void gemm_pack(GgmlType t, const uint8_t* w, size_t row_bytes, int64_t n_in, int64_t n_out, uint8_t* out) {
   const size_t rec = quant::gemm_pack_record_bytes(t);
   if (gemm_packed_bytes(t, n_in, n_out) == 0) return;
   const int64_t nb = quant::gemm_blocks(t, n_in);

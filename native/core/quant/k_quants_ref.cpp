@@ -11,8 +11,8 @@ constexpr float kGroupMaxEps = 1e-15f;  // ggml's GROUP_MAX_EPS: below this a gr
 // Asymmetric fit x ~ scale*L - min with L in [0, nmax], weighted least squares over a sweep of
 // candidate inverse scales (ggml's make_qkx2_quants, squared-error variant). Returns the scale,
 // stores the (positive) min in *the_min.
-float make_qkx2_quants(int n, int nmax, const float* x, const float* w, uint8_t* L, float* the_min,
-                       uint8_t* Laux, float rmin, float rdelta, int nstep) {
+float make_qkx2_quants(int n, int nmax, const float* x, const float* w, uint8_t* L, float* the_min, uint8_t* Laux,
+                       float rmin, float rdelta, int nstep) {
   float min = x[0], max = x[0];
   float sum_w = w[0];
   float sum_x = sum_w * x[0];
@@ -155,8 +155,7 @@ void quantize_row_q4_K_ref(const float* x, void* y, int64_t n) {
       for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
       const float av_x = std::sqrt(sum_x2 / 32);
       for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
-      scales[j] = make_qkx2_quants(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -1.f,
-                                   0.1f, 20);
+      scales[j] = make_qkx2_quants(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -1.f, 0.1f, 20);
       if (scales[j] > max_scale) max_scale = scales[j];
       if (mins[j] > max_min) max_min = mins[j];
     }
@@ -218,8 +217,7 @@ float vec_dot_q4_K_ref(int64_t n, const void* w, const void* xq) {
         s1 += (q4[l] >> 4) * q8[l + 32];
       }
       sumi += sc0 * s0 + sc1 * s1;
-      summ += m0 * (b[i].bsums[4 * j] + b[i].bsums[4 * j + 1]) +
-              m1 * (b[i].bsums[4 * j + 2] + b[i].bsums[4 * j + 3]);
+      summ += m0 * (b[i].bsums[4 * j] + b[i].bsums[4 * j + 1]) + m1 * (b[i].bsums[4 * j + 2] + b[i].bsums[4 * j + 3]);
     }
     const float d = half_to_float(a[i].d) * b[i].d;
     const float dmin = half_to_float(a[i].dmin) * b[i].d;

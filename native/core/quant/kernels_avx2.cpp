@@ -30,9 +30,9 @@ inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
 // Four vectors of 8 int32 (elements 0-7, 8-15, 16-23, 24-31) -> 32 saturated int8 in order.
 inline __m256i pack_i32x32_to_i8(__m256i a, __m256i b, __m256i c, __m256i d) {
-  __m256i ab = _mm256_packs_epi32(a, b);     // 0-3 8-11 | 4-7 12-15   (per 128-bit lane)
-  __m256i cd = _mm256_packs_epi32(c, d);     // 16-19 24-27 | 20-23 28-31
-  __m256i v = _mm256_packs_epi16(ab, cd);    // dwords: 0-3 8-11 16-19 24-27 | 4-7 12-15 20-23 28-31
+  __m256i ab = _mm256_packs_epi32(a, b);   // 0-3 8-11 | 4-7 12-15   (per 128-bit lane)
+  __m256i cd = _mm256_packs_epi32(c, d);   // 16-19 24-27 | 20-23 28-31
+  __m256i v = _mm256_packs_epi16(ab, cd);  // dwords: 0-3 8-11 16-19 24-27 | 4-7 12-15 20-23 28-31
   return _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
@@ -51,8 +51,9 @@ inline __m256 load_f16x8(const uint16_t* p) {
 float vec_dot_f16_avx2(int64_t n, const void* w, const void* xq) {
   const uint16_t* a = static_cast<const uint16_t*>(w);
   const uint16_t* b = static_cast<const uint16_t*>(xq);
-  return avx2::dot_order(n, [a](int64_t i) { return load_f16x8(a + i); }, [b](int64_t i) { return load_f16x8(b + i); },
-                         [a](int64_t i) { return h2f(a[i]); }, [b](int64_t i) { return h2f(b[i]); });
+  return avx2::dot_order(
+      n, [a](int64_t i) { return load_f16x8(a + i); }, [b](int64_t i) { return load_f16x8(b + i); },
+      [a](int64_t i) { return h2f(a[i]); }, [b](int64_t i) { return h2f(b[i]); });
 }
 
 // x: [n] f16 bits -> y: [n] f32
@@ -275,8 +276,10 @@ float vec_dot_q4_K_avx2(int64_t n, const void* w, const void* xq) {
     const __m256i scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm16));
     __m256i sumi = _mm256_setzero_si256();
     for (int j = 0; j < 4; ++j) {
-      const __m256i s0 = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(static_cast<short>(((4 * j + 1) << 8) | (4 * j))));
-      const __m256i s1 = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(static_cast<short>(((4 * j + 3) << 8) | (4 * j + 2))));
+      const __m256i s0 =
+          _mm256_shuffle_epi8(scales, _mm256_set1_epi16(static_cast<short>(((4 * j + 1) << 8) | (4 * j))));
+      const __m256i s1 =
+          _mm256_shuffle_epi8(scales, _mm256_set1_epi16(static_cast<short>(((4 * j + 3) << 8) | (4 * j + 2))));
       __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].qs + 32 * j));
       __m256i lo = _mm256_and_si256(q, m4);
       __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);

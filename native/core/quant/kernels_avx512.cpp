@@ -62,7 +62,8 @@ float vec_dot_q6_K_avx512(int64_t n, const void* w, const void* xq) {
     for (int h = 0; h < 2; ++h) {
       const __m512i ql = _mm512_loadu_si512(a[i].ql + 64 * h);
       const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[i].qh + 32 * h)));
-      const __m512i lo = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(_mm512_sllv_epi16(qh, shl_lo), m30));
+      const __m512i lo =
+          _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(_mm512_sllv_epi16(qh, shl_lo), m30));
       const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
                                          _mm512_and_si512(_mm512_srlv_epi16(qh, shr_hi), m30));
       const __m512i p_lo = _mm512_maddubs_epi16(lo, _mm512_loadu_si512(b[i].qs + 128 * h));

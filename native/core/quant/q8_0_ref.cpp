@@ -29,7 +29,7 @@ void quantize_row_q8_0_ref(const float* x, void* y, int64_t n) {
     const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     b[i].d = fp32_to_fp16(d);
     for (int j = 0; j < kQK8_0; ++j) {
-      float q = std::nearbyint(x[j] * id);  // default FP environment: ties to even
+      float q = std::nearbyint(x[j] * id);                // default FP environment: ties to even
       q = q > 127.f ? 127.f : (q < -128.f ? -128.f : q);  // no-op for finite input; keeps NaN/inf defined
       b[i].qs[j] = q == q ? static_cast<int8_t>(q) : 0;
     }

@@ -9,19 +9,36 @@ namespace llmserve {
 
 // Numeric values are ggml's type ids as stored in GGUF tensor infos.
 enum class GgmlType : uint32_t {
-  F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9,
-  Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15,
-  I8 = 24, I16 = 25, I32 = 26, I64 = 27, F64 = 28, BF16 = 30,
+  F32 = 0,
+  F16 = 1,
+  Q4_0 = 2,
+  Q4_1 = 3,
+  Q5_0 = 6,
+  Q5_1 = 7,
+  Q8_0 = 8,
+  Q8_1 = 9,
+  Q2_K = 10,
+  Q3_K = 11,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
+  Q8_K = 15,
+  I8 = 24,
+  I16 = 25,
+  I32 = 26,
+  I64 = 27,
+  F64 = 28,
+  BF16 = 30,
 };
 constexpr uint32_t kGgmlTypeCount = 40;  // ids >= this are rejected as corrupt
 
 struct TypeTraits {
-  const char* name;      // "q4_0", ... ; "unknown" for ids we do not know
-  int64_t block_size;    // elements per block (1 for F32/F16/BF16)
-  size_t type_size;      // bytes per block
-  bool known;            // ggml defines this id (so sizes are valid)
-  bool supported;        // we can dequantize / dot it
-  GgmlType vec_dot_type; // format activations are converted to before vec_dot (as ggml does)
+  const char* name;       // "q4_0", ... ; "unknown" for ids we do not know
+  int64_t block_size;     // elements per block (1 for F32/F16/BF16)
+  size_t type_size;       // bytes per block
+  bool known;             // ggml defines this id (so sizes are valid)
+  bool supported;         // we can dequantize / dot it
+  GgmlType vec_dot_type;  // format activations are converted to before vec_dot (as ggml does)
 };
 
 const TypeTraits& type_traits(GgmlType t);

@@ -15,23 +15,23 @@ namespace llmserve::quant {
 
 constexpr int kQK4_0 = 32;
 constexpr int kQK8_0 = 32;
-constexpr int kQK_K = 256;         // super-block size of the K-quants
-constexpr int kKScaleSize = 12;    // packed 6-bit scales+mins of Q4_K
+constexpr int kQK_K = 256;       // super-block size of the K-quants
+constexpr int kKScaleSize = 12;  // packed 6-bit scales+mins of Q4_K
 
 // Byte layouts exactly as ggml-common.h (ggml_half is stored as raw IEEE binary16 bits).
 struct BlockQ4_0 {
-  uint16_t d;                 // scale (f16)
-  uint8_t qs[kQK4_0 / 2];     // element j in the low nibble of qs[j], element j+16 in the high nibble
+  uint16_t d;              // scale (f16)
+  uint8_t qs[kQK4_0 / 2];  // element j in the low nibble of qs[j], element j+16 in the high nibble
 };
 struct BlockQ8_0 {
-  uint16_t d;                 // scale (f16)
+  uint16_t d;  // scale (f16)
   int8_t qs[kQK8_0];
 };
 struct BlockQ4_K {
-  uint16_t d;                 // super-block scale for the 6-bit scales (f16)
-  uint16_t dmin;              // super-block scale for the 6-bit mins (f16)
-  uint8_t scales[kKScaleSize];// 8 scales + 8 mins, 6 bits each (see get_scale_min_k4)
-  uint8_t qs[kQK_K / 2];      // per 64 elements: 32 bytes, low nibble = first 32, high = next 32
+  uint16_t d;                   // super-block scale for the 6-bit scales (f16)
+  uint16_t dmin;                // super-block scale for the 6-bit mins (f16)
+  uint8_t scales[kKScaleSize];  // 8 scales + 8 mins, 6 bits each (see get_scale_min_k4)
+  uint8_t qs[kQK_K / 2];        // per 64 elements: 32 bytes, low nibble = first 32, high = next 32
 };
 struct BlockQ6_K {
   uint8_t ql[kQK_K / 2];      // low 4 bits
@@ -54,7 +54,7 @@ static inline void unpack_q6_K(const BlockQ6_K& b, int8_t* q) {
   }
 }
 struct BlockQ8_K {
-  float d;                    // f32, not f16: activations only
+  float d;  // f32, not f16: activations only
   int8_t qs[kQK_K];
   int16_t bsums[kQK_K / 16];  // sum of qs per 16 elements (lets K-quant dots fold in mins/offsets)
 };
@@ -111,10 +111,10 @@ static inline void unpack_q4_K_scales(const uint8_t* q, uint8_t out[16]) {
   std::memcpy(w, q, 12);
   const uint32_t lo6 = 0x3f3f3f3f, lo4 = 0x0f0f0f0f, lo2 = 0x03030303;
   const uint32_t r[4] = {
-      w[0] & lo6,                                          // scales 0..3
-      (w[2] & lo4) | (((w[0] >> 6) & lo2) << 4),           // scales 4..7
-      w[1] & lo6,                                          // mins 0..3
-      ((w[2] >> 4) & lo4) | (((w[1] >> 6) & lo2) << 4),    // mins 4..7
+      w[0] & lo6,                                        // scales 0..3
+      (w[2] & lo4) | (((w[0] >> 6) & lo2) << 4),         // scales 4..7
+      w[1] & lo6,                                        // mins 0..3
+      ((w[2] >> 4) & lo4) | (((w[1] >> 6) & lo2) << 4),  // mins 4..7
   };
   std::memcpy(out, r, 16);
 }
@@ -136,8 +136,7 @@ using QuantFn = void (*)(const float* x, void* y, int64_t n);
 using DotFn = float (*)(int64_t n, const void* w, const void* xq);
 using GemmFn = void (*)(const GemmArgs& a);  // see quant/gemm.h, quant/gemm_impl.h
 // Packs rows [0, n_rows) (n_rows <= 16) of a weight matrix into one 16-row group (gemm_impl.h).
-using PackGroupFn = void (*)(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb,
-                             uint8_t* out);
+using PackGroupFn = void (*)(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb, uint8_t* out);
 
 // One complete set of kernels; null entries mean "type not supported".
 struct KernelTable {

@@ -10,9 +10,8 @@ namespace {
 constexpr int64_t QK_K = quant::kQK_K;
 
 // ggml ids that quant.h's enum does not name (we only need their sizes, to skip/size tensors).
-constexpr uint32_t kIQ2_XXS = 16, kIQ2_XS = 17, kIQ3_XXS = 18, kIQ1_S = 19, kIQ4_NL = 20,
-                   kIQ3_S = 21, kIQ2_S = 22, kIQ4_XS = 23, kIQ1_M = 29, kTQ1_0 = 34, kTQ2_0 = 35,
-                   kMXFP4 = 39;
+constexpr uint32_t kIQ2_XXS = 16, kIQ2_XS = 17, kIQ3_XXS = 18, kIQ1_S = 19, kIQ4_NL = 20, kIQ3_S = 21, kIQ2_S = 22,
+                   kIQ4_XS = 23, kIQ1_M = 29, kTQ1_0 = 34, kTQ2_0 = 35, kMXFP4 = 39;
 
 struct TraitsTable {
   std::array<TypeTraits, kGgmlTypeCount + 1> t;  // last entry: the "unknown" answer
@@ -20,8 +19,9 @@ struct TraitsTable {
   constexpr TraitsTable() : t{} {
     for (auto& e : t) e = {"unknown", 0, 0, false, false, GgmlType::F32};
     using G = GgmlType;
-    auto set = [this](uint32_t id, const char* name, int64_t bs, size_t ts, bool supported,
-                      G vdt) { t[id] = {name, bs, ts, true, supported, vdt}; };
+    auto set = [this](uint32_t id, const char* name, int64_t bs, size_t ts, bool supported, G vdt) {
+      t[id] = {name, bs, ts, true, supported, vdt};
+    };
     // Sizes are sizeof(block_*) from ggml-common.h (f16 = 2 bytes).
     set(0, "f32", 1, 4, true, G::F32);
     set(1, "f16", 1, 2, true, G::F16);
@@ -60,8 +60,16 @@ struct TraitsTable {
 
 constexpr TraitsTable kTraits;
 
-uint32_t f2u(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
-float u2f(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+uint32_t f2u(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+float u2f(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
 
 }  // namespace
 
@@ -82,8 +90,8 @@ uint16_t fp32_to_fp16(float f) {
   const uint32_t u = f2u(f);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000);
   const uint32_t a = u & 0x7FFFFFFFu;
-  if (a > 0x7F800000u) return sign | 0x7E00;     // NaN -> quiet NaN (as ggml's scalar path)
-  if (a >= 0x477FF000u) return sign | 0x7C00;    // >= 65520 rounds to inf
+  if (a > 0x7F800000u) return sign | 0x7E00;   // NaN -> quiet NaN (as ggml's scalar path)
+  if (a >= 0x477FF000u) return sign | 0x7C00;  // >= 65520 rounds to inf
   if (a < 0x38800000u) {
     // Result is subnormal (or zero): adding 0.5 puts the value's 2^-24 units in the low mantissa
     // bits of a float in [0.5, 1), and the FPU's add rounds them to nearest even for us.

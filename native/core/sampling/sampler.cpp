@@ -47,8 +47,7 @@ std::string fmt(double v) {
 }
 
 Status bad(const char* name, const char* range, double v) {
-  return make_error(Code::InvalidArgument,
-                    std::string(name) + " must be " + range + " but received " + fmt(v));
+  return make_error(Code::InvalidArgument, std::string(name) + " must be " + range + " but received " + fmt(v));
 }
 
 // NaN -> -inf (never chosen unless everything is), +inf -> FLT_MAX (keeps differences finite).
@@ -81,8 +80,8 @@ inline void heap_offer(std::vector<Cand>& h, size_t k, const Cand& c) {
 // offered them already with their penalized logits).
 // logits: [n]
 template <bool kSkip>
-void select_top(const float* logits, int32_t n, size_t k,
-                const std::unordered_map<int32_t, int32_t>* skip, std::vector<Cand>& h) {
+void select_top(const float* logits, int32_t n, size_t k, const std::unordered_map<int32_t, int32_t>* skip,
+                std::vector<Cand>& h) {
   int32_t i = 0;
   for (; i < n && h.size() < k; ++i) {
     if (kSkip && skip->count(i)) continue;
@@ -104,8 +103,7 @@ void select_top(const float* logits, int32_t n, size_t k,
     // Most blocks of 8 hold nothing at or above the threshold: test them 4 lanes at a time.
     for (; i + 8 <= n; i += 8) {
       const f4 t = splat(thr);
-      const i4 hit = (sampling_detail::load4(logits + i) >= t) |
-                     (sampling_detail::load4(logits + i + 4) >= t);
+      const i4 hit = (sampling_detail::load4(logits + i) >= t) | (sampling_detail::load4(logits + i + 4) >= t);
       if ((hit[0] | hit[1] | hit[2] | hit[3]) == 0) continue;
       for (int32_t j = i; j < i + 8; ++j) offer(j);
     }
@@ -143,20 +141,16 @@ double weigh(Cand* c, size_t n, float m, float inv_t) {
 }  // namespace
 
 Status validate(const SamplingParams& p) {
-  if (!std::isfinite(p.temperature))
-    return bad("temperature", "a finite number (<= 0 means greedy)", p.temperature);
+  if (!std::isfinite(p.temperature)) return bad("temperature", "a finite number (<= 0 means greedy)", p.temperature);
   if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) return bad("topP", "in (0, 1]", p.top_p);
   if (!(p.min_p >= 0.0f && p.min_p <= 1.0f)) return bad("minP", "in [0, 1]", p.min_p);
   if (!(p.repeat_penalty > 0.0f) || !std::isfinite(p.repeat_penalty))
     return bad("repeatPenalty", "a finite number > 0", p.repeat_penalty);
   if (p.repeat_last_n < -1)
     return bad("repeatLastN", "an integer >= -1 (-1 = whole history, 0 = off)", p.repeat_last_n);
-  if (!std::isfinite(p.frequency_penalty))
-    return bad("frequencyPenalty", "a finite number", p.frequency_penalty);
-  if (!std::isfinite(p.presence_penalty))
-    return bad("presencePenalty", "a finite number", p.presence_penalty);
-  if (p.n_logprobs < 0 || p.n_logprobs > kMaxLogprobs)
-    return bad("logprobs", "an integer in [0, 20]", p.n_logprobs);
+  if (!std::isfinite(p.frequency_penalty)) return bad("frequencyPenalty", "a finite number", p.frequency_penalty);
+  if (!std::isfinite(p.presence_penalty)) return bad("presencePenalty", "a finite number", p.presence_penalty);
+  if (p.n_logprobs < 0 || p.n_logprobs > kMaxLogprobs) return bad("logprobs", "an integer in [0, 20]", p.n_logprobs);
   // top_k: every value is valid (<= 0 disables; larger than the vocabulary keeps everything).
   return Status::ok();
 }
@@ -190,8 +184,7 @@ double Rng::uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
 
 // ---- Sampler ------------------------------------------------------------------------------
 
-Sampler::Sampler(const SamplingParams& p, int32_t n_vocab)
-    : p_(p), n_vocab_(n_vocab > 0 ? n_vocab : 0), rng_(p.seed) {
+Sampler::Sampler(const SamplingParams& p, int32_t n_vocab) : p_(p), n_vocab_(n_vocab > 0 ? n_vocab : 0), rng_(p.seed) {
   // Clamp anything validate() would reject to a harmless value.
   if (!std::isfinite(p_.temperature)) p_.temperature = p_.temperature > 0 ? 1.0f : 0.0f;
   if (p_.temperature > 0.0f && !std::isfinite(1.0f / p_.temperature)) p_.temperature = 0.0f;
@@ -203,9 +196,8 @@ Sampler::Sampler(const SamplingParams& p, int32_t n_vocab)
   if (!std::isfinite(p_.frequency_penalty)) p_.frequency_penalty = 0.0f;
   if (!std::isfinite(p_.presence_penalty)) p_.presence_penalty = 0.0f;
   p_.n_logprobs = std::clamp(p_.n_logprobs, 0, std::min(kMaxLogprobs, n_vocab_));
-  penalties_on_ = p_.repeat_last_n != 0 && (p_.repeat_penalty != 1.0f ||
-                                            p_.frequency_penalty != 0.0f ||
-                                            p_.presence_penalty != 0.0f);
+  penalties_on_ = p_.repeat_last_n != 0 &&
+                  (p_.repeat_penalty != 1.0f || p_.frequency_penalty != 0.0f || p_.presence_penalty != 0.0f);
 }
 
 void Sampler::accept(int32_t token) {
@@ -235,10 +227,8 @@ void Sampler::compute_penalties(const float* logits) {
   if (!penalties_on_) return;
   for (const auto& [tok, count] : counts_) {
     float l = sanitize(logits[tok]);
-    if (l > 0.0f)
-      l /= p_.repeat_penalty;
-    else
-      l *= p_.repeat_penalty;
+    if (l > 0.0f) l /= p_.repeat_penalty;
+    else l *= p_.repeat_penalty;
     l -= static_cast<float>(count) * p_.frequency_penalty + p_.presence_penalty;
     pen_.push_back({sanitize(l), tok, 0.0f});
   }
@@ -248,10 +238,8 @@ void Sampler::compute_penalties(const float* logits) {
 // *m: the max logit kept; *z: sum of exp(logit - m) (cand_[i].e holds the terms) if top_p < 1.
 void Sampler::candidates_top_k(const float* logits, int32_t k, float* m, double* z) {
   for (const Cand& c : pen_) heap_offer(cand_, static_cast<size_t>(k), c);
-  if (pen_.empty())
-    select_top<false>(logits, n_vocab_, static_cast<size_t>(k), nullptr, cand_);
-  else
-    select_top<true>(logits, n_vocab_, static_cast<size_t>(k), &counts_, cand_);
+  if (pen_.empty()) select_top<false>(logits, n_vocab_, static_cast<size_t>(k), nullptr, cand_);
+  else select_top<true>(logits, n_vocab_, static_cast<size_t>(k), &counts_, cand_);
   sorted_n_ = cand_.size();
   *m = cand_[0].logit;
   if (*m == kNegInf) {  // nothing finite: uniform over the kept candidates
@@ -263,8 +251,7 @@ void Sampler::candidates_top_k(const float* logits, int32_t k, float* m, double*
 
 // top_k disabled or large: penalized copy of the whole vocabulary, cand_ unsorted. Same outputs
 // as candidates_top_k. When top_k is off, min_p is applied while copying (*min_p_done).
-void Sampler::candidates_full(const float* logits, int32_t k, float* m, double* z,
-                              bool* min_p_done) {
+void Sampler::candidates_full(const float* logits, int32_t k, float* m, double* z, bool* min_p_done) {
   const int32_t n = n_vocab_;
   sorted_n_ = 0;
   if (k < n) {
@@ -338,12 +325,10 @@ size_t Sampler::ranked_find(double target, bool inclusive) {
       // position follows from the weight; one nth_element puts it in place.
       const double e = cand_[lo].e;
       const size_t n = hi - lo;
-      size_t j = static_cast<size_t>(std::clamp(std::floor((target - cum) / e), 0.0,
-                                                static_cast<double>(n - 1)));
+      size_t j = static_cast<size_t>(std::clamp(std::floor((target - cum) / e), 0.0, static_cast<double>(n - 1)));
       while (j > 0 && reached(cum + static_cast<double>(j) * e)) --j;
       while (j + 1 < n && !reached(cum + static_cast<double>(j + 1) * e)) ++j;
-      if (!reached(cum + static_cast<double>(j + 1) * e))
-        return bucketed ? hi - 1 : cand_.size();
+      if (!reached(cum + static_cast<double>(j + 1) * e)) return bucketed ? hi - 1 : cand_.size();
       std::nth_element(at(lo), at(lo + j), at(hi), better);
       return lo + j;
     }
@@ -457,10 +442,8 @@ void Sampler::sample(const float* logits, SampleResult* out) {
 
   if (!(p_.temperature > 0.0f)) {  // greedy: argmax of penalized logits, ties -> lowest id
     for (const Cand& c : pen_) heap_offer(cand_, 1, c);
-    if (pen_.empty())
-      select_top<false>(logits, n_vocab_, 1, nullptr, cand_);
-    else
-      select_top<true>(logits, n_vocab_, 1, &counts_, cand_);
+    if (pen_.empty()) select_top<false>(logits, n_vocab_, 1, nullptr, cand_);
+    else select_top<true>(logits, n_vocab_, 1, &counts_, cand_);
     cand_[0].e = 1.0f;
     sorted_n_ = 1;
     out->token = cand_[0].id;
@@ -473,10 +456,8 @@ void Sampler::sample(const float* logits, SampleResult* out) {
   float m = 0.0f;  // max penalized logit among the top_k survivors
   double z = 1.0;  // sum of exp(logit - m) over the top_k survivors (only when top_p < 1)
   bool min_p_done = false;
-  if (k <= kHeapTopK && k < n_vocab_)
-    candidates_top_k(logits, k, &m, &z);
-  else
-    candidates_full(logits, k, &m, &z, &min_p_done);
+  if (k <= kHeapTopK && k < n_vocab_) candidates_top_k(logits, k, &m, &z);
+  else candidates_full(logits, k, &m, &z, &min_p_done);
 
   // 2+3. top_p and min_p each keep a prefix of the ranked candidates, both measured on the
   // post-top_k distribution (min_p is a ratio to the max, which top_p's renormalization does
@@ -484,8 +465,7 @@ void Sampler::sample(const float* logits, SampleResult* out) {
   if (!min_p_done && p_.min_p > 0.0f) {
     const float thr = std::log(p_.min_p);
     const bool all_sorted = sorted_n_ == cand_.size();
-    cand_.erase(std::remove_if(cand_.begin(), cand_.end(),
-                               [&](const Cand& c) { return !(c.logit - m >= thr); }),
+    cand_.erase(std::remove_if(cand_.begin(), cand_.end(), [&](const Cand& c) { return !(c.logit - m >= thr); }),
                 cand_.end());
     sorted_n_ = all_sorted ? cand_.size() : 0;
   }

@@ -55,9 +55,9 @@ struct TokenLogprob {
 
 struct SampleResult {
   int32_t token = -1;
-  float logprob = 0.0f;            // raw-logit log-softmax of the chosen token (0 when
-                                   // compute_logprob is false and n_logprobs is 0)
-  std::vector<TokenLogprob> top;   // top-n raw-logit alternatives, logprob desc (ties: id asc)
+  float logprob = 0.0f;           // raw-logit log-softmax of the chosen token (0 when
+                                  // compute_logprob is false and n_logprobs is 0)
+  std::vector<TokenLogprob> top;  // top-n raw-logit alternatives, logprob desc (ties: id asc)
 };
 
 // xoshiro256** seeded through splitmix64: small, fast, identical on every platform.
@@ -122,13 +122,13 @@ class Sampler {
   size_t ring_head_ = 0;
 
   // Per-call scratch, kept between calls to avoid allocations.
-  std::vector<Cand> pen_;    // penalized tokens: (penalized logit, id)
-  std::vector<Cand> cand_;   // candidates; [0, sorted_n_) sorted by (logit desc, id asc)
+  std::vector<Cand> pen_;   // penalized tokens: (penalized logit, id)
+  std::vector<Cand> cand_;  // candidates; [0, sorted_n_) sorted by (logit desc, id asc)
   size_t sorted_n_ = 0;
-  double z_final_ = 1.0;     // sum of cand_[i].e
-  std::vector<float> work_;  // [n_vocab] penalized logits (full-vocabulary path only)
-  std::vector<Cand> topn_;   // raw top-n heap
-  std::vector<Cand> tmp_;    // ranked_find scatter buffer
+  double z_final_ = 1.0;          // sum of cand_[i].e
+  std::vector<float> work_;       // [n_vocab] penalized logits (full-vocabulary path only)
+  std::vector<Cand> topn_;        // raw top-n heap
+  std::vector<Cand> tmp_;         // ranked_find scatter buffer
   std::vector<double> hist_w_;    // ranked_find logit histogram: weight per bucket
   std::vector<uint32_t> hist_n_;  // ... and candidates per bucket
 

@@ -24,9 +24,11 @@ void Engine::admit_waiting(StepPlan& plan) {
       release_blocks(s);  // head-of-line waits for memory (FCFS)
       if (running_.empty() && plan.picks.empty()) {
         // Nothing runs and nothing can be evicted: only pinned prefixes hold the memory.
-        finish(s, FinishReason::None, make_error(Code::KvExhausted, "The KV cache is full: pinned prefixes hold " +
-                    std::to_string(alloc_->n_used()) + " of " + std::to_string(alloc_->n_blocks()) +
-                    " blocks. Release pinned prefixes or load the model with a larger kvCacheTokens."));
+        finish(s, FinishReason::None,
+               make_error(Code::KvExhausted,
+                          "The KV cache is full: pinned prefixes hold " + std::to_string(alloc_->n_used()) + " of " +
+                              std::to_string(alloc_->n_blocks()) +
+                              " blocks. Release pinned prefixes or load the model with a larger kvCacheTokens."));
         waiting_.pop_front();
         continue;
       }
@@ -87,7 +89,8 @@ void Engine::admit(Sequence& s) {
     for (auto& [sid, ssp] : sessions_) {
       const Session& ss = *ssp;
       const int64_t full = ss.n_computed / bs;
-      if (full * bs != s.n_computed || ss.n_computed == s.n_computed || ss.n_computed >= (int64_t)s.tokens.size()) continue;
+      if (full * bs != s.n_computed || ss.n_computed == s.n_computed || ss.n_computed >= (int64_t)s.tokens.size())
+        continue;
       if (!std::equal(ss.tokens.begin(), ss.tokens.begin() + ss.n_computed, s.tokens.begin())) continue;
       const int32_t b = alloc_->allocate();
       if (b < 0) break;

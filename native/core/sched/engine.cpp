@@ -27,13 +27,20 @@ const char* finish_reason_name(FinishReason r) {
 Status Engine::load(const std::string& path, const EngineOptions& opts, const std::function<void(double)>& progress,
                     std::unique_ptr<Engine>* out) {
   auto bad = [](const std::string& m) { return make_error(Code::InvalidArgument, m); };
-  if (opts.threads < 1 || opts.threads > 512) return bad("Expected threads in [1, 512] but received " + std::to_string(opts.threads));
-  if (opts.n_ctx < 0) return bad("Expected a non-negative integer for contextSize but received " + std::to_string(opts.n_ctx));
-  if (opts.kv_tokens < 0) return bad("Expected a non-negative integer for kvCacheTokens but received " + std::to_string(opts.kv_tokens));
-  if (opts.block_size < 1 || opts.block_size > 4096) return bad("Expected kvBlockSize in [1, 4096] but received " + std::to_string(opts.block_size));
-  if (opts.max_batch_tokens < 1) return bad("Expected a positive integer for maxBatchTokens but received " + std::to_string(opts.max_batch_tokens));
-  if (opts.max_sequences < 1) return bad("Expected a positive integer for maxSequences but received " + std::to_string(opts.max_sequences));
-  if (opts.max_queue < 1) return bad("Expected a positive integer for maxQueue but received " + std::to_string(opts.max_queue));
+  if (opts.threads < 1 || opts.threads > 512)
+    return bad("Expected threads in [1, 512] but received " + std::to_string(opts.threads));
+  if (opts.n_ctx < 0)
+    return bad("Expected a non-negative integer for contextSize but received " + std::to_string(opts.n_ctx));
+  if (opts.kv_tokens < 0)
+    return bad("Expected a non-negative integer for kvCacheTokens but received " + std::to_string(opts.kv_tokens));
+  if (opts.block_size < 1 || opts.block_size > 4096)
+    return bad("Expected kvBlockSize in [1, 4096] but received " + std::to_string(opts.block_size));
+  if (opts.max_batch_tokens < 1)
+    return bad("Expected a positive integer for maxBatchTokens but received " + std::to_string(opts.max_batch_tokens));
+  if (opts.max_sequences < 1)
+    return bad("Expected a positive integer for maxSequences but received " + std::to_string(opts.max_sequences));
+  if (opts.max_queue < 1)
+    return bad("Expected a positive integer for maxQueue but received " + std::to_string(opts.max_queue));
   ExecutorOptions xo;
   xo.threads = opts.threads;
   xo.n_ctx = opts.n_ctx;
@@ -68,25 +75,34 @@ Engine::~Engine() { shutdown(); }
 Status Engine::submit(std::shared_ptr<GenerateRequest> req, int64_t* id) {
   const ModelConfig& cfg = executor_->config();
   if (req->prompt.empty())
-    return make_error(Code::InvalidArgument, "The prompt is empty; pass at least one token (or text that tokenizes to one).");
+    return make_error(Code::InvalidArgument,
+                      "The prompt is empty; pass at least one token (or text that tokenizes to one).");
   for (int32_t t : req->prompt)
     if (t < 0 || t >= cfg.n_vocab)
-      return make_error(Code::InvalidArgument, "Token id " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(cfg.n_vocab) + ").");
+      return make_error(Code::InvalidArgument, "Token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                                                   std::to_string(cfg.n_vocab) + ").");
   const int64_t capacity = kv_.n_blocks * kv_.block_size;
   if ((int64_t)req->prompt.size() >= opts_.n_ctx)
-    return make_error(Code::ContextOverflow, "The prompt has " + std::to_string(req->prompt.size()) + " tokens but the context holds " +
-                                                 std::to_string(opts_.n_ctx) + " (and at least one must be generated). Shorten the prompt or load the model with a larger contextSize.");
+    return make_error(
+        Code::ContextOverflow,
+        "The prompt has " + std::to_string(req->prompt.size()) + " tokens but the context holds " +
+            std::to_string(opts_.n_ctx) +
+            " (and at least one must be generated). Shorten the prompt or load the model with a larger contextSize.");
   if ((int64_t)req->prompt.size() >= capacity)
-    return make_error(Code::ContextOverflow, "The prompt has " + std::to_string(req->prompt.size()) + " tokens but the KV cache holds " +
-                                                 std::to_string(capacity) + " in all. Load the model with a larger kvCacheTokens.");
+    return make_error(Code::ContextOverflow, "The prompt has " + std::to_string(req->prompt.size()) +
+                                                 " tokens but the KV cache holds " + std::to_string(capacity) +
+                                                 " in all. Load the model with a larger kvCacheTokens.");
   // temperature: the range users get from JS (lib/limits.ts = napi/limits.h kTemperature; test_engine.cpp checks this line against it).
   if (!(req->sampling.temperature >= 0.0f && req->sampling.temperature <= 100.0f))
-    return make_error(Code::InvalidArgument, "Expected a number in [0, 100] for temperature but received " + std::to_string(req->sampling.temperature));
+    return make_error(Code::InvalidArgument, "Expected a number in [0, 100] for temperature but received " +
+                                                 std::to_string(req->sampling.temperature));
   LLMS_RETURN_IF_ERROR(validate(req->sampling));
   if (req->max_tokens < 0)
-    return make_error(Code::InvalidArgument, "Expected a non-negative integer for maxTokens but received " + std::to_string(req->max_tokens));
+    return make_error(Code::InvalidArgument,
+                      "Expected a non-negative integer for maxTokens but received " + std::to_string(req->max_tokens));
   if (!executor_->has_adapter(req->adapter))
-    return make_error(Code::InvalidArgument, "No LoRA adapter is loaded with id " + std::to_string(req->adapter) + "; load it first.");
+    return make_error(Code::InvalidArgument,
+                      "No LoRA adapter is loaded with id " + std::to_string(req->adapter) + "; load it first.");
   auto s = std::make_unique<Sequence>();
   s->req = std::move(req);
   s->tokens = s->req->prompt;
@@ -110,11 +126,13 @@ Status Engine::submit_eval(std::shared_ptr<EvalRequest> req) {
   const ModelConfig& cfg = executor_->config();
   if (req->tokens.empty()) return make_error(Code::InvalidArgument, "evaluate needs at least one token");
   if ((int64_t)req->tokens.size() > opts_.n_ctx)
-    return make_error(Code::ContextOverflow, "evaluate got " + std::to_string(req->tokens.size()) + " tokens but the context holds " +
-                                                 std::to_string(opts_.n_ctx) + "; load the model with a larger contextSize.");
+    return make_error(Code::ContextOverflow, "evaluate got " + std::to_string(req->tokens.size()) +
+                                                 " tokens but the context holds " + std::to_string(opts_.n_ctx) +
+                                                 "; load the model with a larger contextSize.");
   for (int32_t t : req->tokens)
     if (t < 0 || t >= cfg.n_vocab)
-      return make_error(Code::InvalidArgument, "Token id " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(cfg.n_vocab) + ").");
+      return make_error(Code::InvalidArgument, "Token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                                                   std::to_string(cfg.n_vocab) + ").");
   std::lock_guard<std::mutex> lk(mu_);
   if (stopping_) return make_error(Code::Disposed, "The model has been disposed; load it again.");
   eval_inbox_.push_back(std::move(req));
@@ -198,8 +216,8 @@ void Engine::run() {
       const bool idle = running_.empty() && waiting_.empty();
       if (idle || !progress) {
         cv_.wait(lk, [&] {
-          return stopping_ || !inbox_.empty() || !eval_inbox_.empty() || !cancel_inbox_.empty() || !end_session_inbox_.empty() ||
-                 (progress && !(running_.empty() && waiting_.empty()));
+          return stopping_ || !inbox_.empty() || !eval_inbox_.empty() || !cancel_inbox_.empty() ||
+                 !end_session_inbox_.empty() || (progress && !(running_.empty() && waiting_.empty()));
         });
       }
       stopping = stopping_;

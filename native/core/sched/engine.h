@@ -12,8 +12,8 @@
 // recomputed later and its user only waits).
 #pragma once
 #include <atomic>
-#include <cstdlib>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <list>
 #include <map>
@@ -34,20 +34,20 @@ namespace llmserve {
 
 struct EngineOptions {
   int threads = 2;
-  int64_t n_ctx = 4096;           // most positions one sequence may use; 0 = the model's training context
-  int64_t kv_tokens = 0;          // KV pool size in tokens (0 = n_ctx)
-  int32_t block_size = 16;        // tokens per KV block
+  int64_t n_ctx = 4096;              // most positions one sequence may use; 0 = the model's training context
+  int64_t kv_tokens = 0;             // KV pool size in tokens (0 = n_ctx)
+  int32_t block_size = 16;           // tokens per KV block
   GgmlType kv_type = GgmlType::F16;  // F16, F32 or Q8_0
-  int64_t max_batch_tokens = 512; // tokens per step (decode tokens + prompt chunks)
+  int64_t max_batch_tokens = 512;    // tokens per step (decode tokens + prompt chunks)
   // Prompt tokens per step while some sequence is generating (0 = no separate limit): a long
   // prompt then arrives in smaller chunks, so the generating sequences' steps stay short (lower
   // inter-token latency) at little cost in prefill throughput. Steps with nothing generating use
   // all of max_batch_tokens.
   int64_t prefill_chunk = 128;
-  int64_t max_sequences = 64;     // sequences running at once
-  int64_t max_queue = 1024;       // waiting requests before submit() fails with QueueFull
+  int64_t max_sequences = 64;  // sequences running at once
+  int64_t max_queue = 1024;    // waiting requests before submit() fails with QueueFull
   bool prefix_cache = true;
-  bool static_batching = false;   // benchmark baseline: a batch is formed once and run to completion
+  bool static_batching = false;  // benchmark baseline: a batch is formed once and run to completion
   // Copy quantized matrices at load into the GEMM kernels' 16-row interleaved layout (matmul.h
   // PackedWeights) and release the file's pages for them: the same memory, faster decode.
   // false keeps every weight in the file's mapping (faster load, pages shared between processes).
@@ -59,8 +59,8 @@ class Engine {
   // Loads the model onto the best backend (load_executor: weights mapped, repacked with
   // opts.repack, pages touched so the first request does not stall; progress reports fractions in
   // [0, 1]) and starts the engine thread.
-  static Status load(const std::string& path, const EngineOptions& opts,
-                     const std::function<void(double)>& progress, std::unique_ptr<Engine>* out);
+  static Status load(const std::string& path, const EngineOptions& opts, const std::function<void(double)>& progress,
+                     std::unique_ptr<Engine>* out);
   // Schedules onto a given executor (tests drive the scheduler with a fake one).
   static Status create(std::unique_ptr<Executor> executor, const EngineOptions& opts, std::unique_ptr<Engine>* out);
   ~Engine();
@@ -84,7 +84,7 @@ class Engine {
   // Cancels everything queued or running (each gets its final event) and joins the thread.
   void shutdown();
 
- // Engine-private state (defined in sequence.h), named here so the step's helpers can use it.
+  // Engine-private state (defined in sequence.h), named here so the step's helpers can use it.
   struct Sequence;
   struct Session;
 
@@ -137,7 +137,7 @@ class Engine {
   uint64_t session_clock_ = 0;
   EngineStats st_;
   std::vector<float> logits_;
-  std::vector<int32_t> block_fill_, touched_;  // scratch of publish_stats()
+  std::vector<int32_t> block_fill_, touched_;                                  // scratch of publish_stats()
   std::vector<std::pair<std::shared_ptr<GenerateRequest>, GenEvent>> outbox_;  // emitted after each step
 
   // Shared with callers.

@@ -37,8 +37,9 @@ void Engine::preempt(Sequence& s) {
     if (it->get() != &s) continue;
     std::unique_ptr<Sequence> owned = std::move(*it);
     running_.erase(it);
-    auto pos = std::upper_bound(waiting_.begin(), waiting_.end(), owned,
-                                [](const std::unique_ptr<Sequence>& a, const std::unique_ptr<Sequence>& b) { return ranks_before(*a, *b); });
+    auto pos = std::upper_bound(
+        waiting_.begin(), waiting_.end(), owned,
+        [](const std::unique_ptr<Sequence>& a, const std::unique_ptr<Sequence>& b) { return ranks_before(*a, *b); });
     waiting_.insert(pos, std::move(owned));
     return;
   }

@@ -35,10 +35,10 @@ struct GenerateRequest {
   int64_t max_tokens = 256;          // 0: prefill only (pins a prefix / warms a session)
   std::vector<int32_t> stop_tokens;  // end-of-generation ids (EOS/EOT)
   bool want_logprobs = false;
-  int32_t priority = 0;              // higher runs first and is preempted last
-  int64_t session = 0;               // != 0: keep this sequence's KV for the session's next turn
-  bool pin = false;                  // with session: never evicted under memory pressure
-  uint64_t adapter = 0;              // adapter id carried per token (multi-LoRA later)
+  int32_t priority = 0;                      // higher runs first and is preempted last
+  int64_t session = 0;                       // != 0: keep this sequence's KV for the session's next turn
+  bool pin = false;                          // with session: never evicted under memory pressure
+  uint64_t adapter = 0;                      // adapter id carried per token (multi-LoRA later)
   std::function<void(GenEvent&&)> on_event;  // called on the engine thread
 };
 

@@ -13,12 +13,12 @@ struct Engine::Sequence {
   std::shared_ptr<GenerateRequest> req;
   bool cancelled = false;
   bool done = false;
-  std::vector<int32_t> tokens;    // prompt, then every generated token
+  std::vector<int32_t> tokens;  // prompt, then every generated token
   int64_t n_prompt = 0;
-  int64_t n_computed = 0;         // tokens[0, n_computed) have K/V in `blocks`
-  std::vector<int32_t> blocks;    // block table
-  int64_t n_registered = 0;       // leading full blocks whose prefix key is known
-  uint64_t last_key = 0;          // key of block n_registered - 1 (0 = root)
+  int64_t n_computed = 0;       // tokens[0, n_computed) have K/V in `blocks`
+  std::vector<int32_t> blocks;  // block table
+  int64_t n_registered = 0;     // leading full blocks whose prefix key is known
+  uint64_t last_key = 0;        // key of block n_registered - 1 (0 = root)
   std::unique_ptr<Sampler> sampler;
   int64_t n_generated = 0;
   Timings tm;
@@ -26,7 +26,7 @@ struct Engine::Sequence {
 };
 
 struct Engine::Session {
-  std::vector<int32_t> tokens;    // what the KV holds (tokens[0, n_computed)) and the next token
+  std::vector<int32_t> tokens;  // what the KV holds (tokens[0, n_computed)) and the next token
   int64_t n_computed = 0;
   std::vector<int32_t> blocks;
   int64_t n_registered = 0;

@@ -25,14 +25,17 @@ void Engine::drain_inbox() {
     s->req->sampling.compute_logprob = s->req->want_logprobs;
     s->sampler = std::make_unique<Sampler>(s->req->sampling, (int32_t)executor_->config().n_vocab);
     for (int32_t t : s->tokens) s->sampler->accept(t);
-    auto it = std::upper_bound(waiting_.begin(), waiting_.end(), s,
-                               [](const std::unique_ptr<Sequence>& a, const std::unique_ptr<Sequence>& b) { return ranks_before(*a, *b); });
+    auto it = std::upper_bound(
+        waiting_.begin(), waiting_.end(), s,
+        [](const std::unique_ptr<Sequence>& a, const std::unique_ptr<Sequence>& b) { return ranks_before(*a, *b); });
     waiting_.insert(it, std::move(s));
     ++st_.requests;
   }
   auto mark = [&](int64_t id) {
-    for (auto& s : waiting_) if (s->id == id) s->cancelled = true;
-    for (auto& s : running_) if (s->id == id) s->cancelled = true;
+    for (auto& s : waiting_)
+      if (s->id == id) s->cancelled = true;
+    for (auto& s : running_)
+      if (s->id == id) s->cancelled = true;
   };
   for (int64_t id : cancels) mark(id);
   if (stopping) {
@@ -71,7 +74,8 @@ void Engine::finish(Sequence& s, FinishReason r, Status error) {
     ss->pinned = s.req->pin;
     ss->last_used = ++session_clock_;
     auto old = sessions_.find(s.req->session);
-    if (old != sessions_.end()) for (int32_t b : old->second->blocks) alloc_->unref(b);
+    if (old != sessions_.end())
+      for (int32_t b : old->second->blocks) alloc_->unref(b);
     sessions_[s.req->session] = std::move(ss);
     s.blocks.clear();
   } else {
@@ -120,7 +124,8 @@ void Engine::retire_cancelled() {
       ++it;
     }
   }
-  for (auto& s : running_) if (s->cancelled) finish(*s, FinishReason::Abort);
+  for (auto& s : running_)
+    if (s->cancelled) finish(*s, FinishReason::Abort);
   running_.remove_if([](const std::unique_ptr<Sequence>& s) { return s->done; });
   std::lock_guard<std::mutex> lk(mu_);
   queued_ = (int64_t)waiting_.size() + (int64_t)inbox_.size();
@@ -140,8 +145,10 @@ void Engine::schedule_running(StepPlan& plan) {
     if (chunk <= 0) continue;  // a prompt waiting for the next step's prefill budget
     if (!ensure_blocks(s, chunk, order, i)) {
       if (i == 0 && plan.picks.empty()) {  // alone and still no room: pinned prefixes hold the memory
-        finish(s, FinishReason::None, make_error(Code::KvExhausted, "The KV cache is full (pinned prefixes hold " +
-                    std::to_string(alloc_->n_used()) + " blocks). Release pinned prefixes or load with a larger kvCacheTokens."));
+        finish(s, FinishReason::None,
+               make_error(Code::KvExhausted,
+                          "The KV cache is full (pinned prefixes hold " + std::to_string(alloc_->n_used()) +
+                              " blocks). Release pinned prefixes or load with a larger kvCacheTokens."));
       } else {
         preempt(s);
       }

@@ -45,7 +45,10 @@ class Rng {
   uint64_t next() {
     const uint64_t r = rotl(s_[1] * 5, 7) * 9;
     const uint64_t t = s_[1] << 17;
-    s_[2] ^= s_[0]; s_[3] ^= s_[1]; s_[1] ^= s_[2]; s_[0] ^= s_[3];
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
     s_[2] ^= t;
     s_[3] = rotl(s_[3], 45);
     return r;
@@ -69,7 +72,10 @@ class Rng {
 
 uint64_t fnv1a(const std::string& s) {
   uint64_t h = 0xCBF29CE484222325ull;
-  for (unsigned char c : s) { h ^= c; h *= 0x100000001B3ull; }
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 0x100000001B3ull;
+  }
   return h;
 }
 
@@ -91,8 +97,10 @@ const char* type_label(GgmlType t) {
 
 int64_t block_of(GgmlType t) {
   switch (t) {
-    case GgmlType::Q8_0: case GgmlType::Q4_0: return 32;
-    case GgmlType::Q4_K: case GgmlType::Q6_K: return 256;
+    case GgmlType::Q8_0:
+    case GgmlType::Q4_0: return 32;
+    case GgmlType::Q4_K:
+    case GgmlType::Q6_K: return 256;
     default: return 1;
   }
 }
@@ -101,7 +109,8 @@ int64_t block_of(GgmlType t) {
 double bytes_per_elem(GgmlType t) {
   switch (t) {
     case GgmlType::F32: return 4;
-    case GgmlType::F16: case GgmlType::BF16: return 2;
+    case GgmlType::F16:
+    case GgmlType::BF16: return 2;
     case GgmlType::Q8_0: return 34.0 / 32;
     case GgmlType::Q4_0: return 18.0 / 32;
     case GgmlType::Q4_K: return 144.0 / 256;
@@ -114,8 +123,8 @@ Status invalid(const std::string& msg) { return make_error(Code::InvalidArgument
 
 Status check_range(const char* name, int64_t v, int64_t lo, int64_t hi) {
   if (v < lo || v > hi) {
-    return invalid(std::string("Expected ") + name + " in [" + std::to_string(lo) + ", " +
-                   std::to_string(hi) + "] but received " + std::to_string(v));
+    return invalid(std::string("Expected ") + name + " in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                   "] but received " + std::to_string(v));
   }
   return Status::ok();
 }
@@ -152,8 +161,8 @@ std::vector<uint8_t> encode_rows(GgmlType type, const std::vector<float>& src, i
   };
   const int64_t elems = ne0 * nrows;
   unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-  int64_t nt = std::min<int64_t>({static_cast<int64_t>(std::min(hw, 16u)), nrows,
-                                  std::max<int64_t>(1, elems / (1 << 18))});
+  int64_t nt =
+      std::min<int64_t>({static_cast<int64_t>(std::min(hw, 16u)), nrows, std::max<int64_t>(1, elems / (1 << 18))});
   if (nt <= 1) {
     work(0, nrows);
     return out;
@@ -197,9 +206,8 @@ struct Builder {
   Status mat(const std::string& name, int64_t ne0, int64_t ne1, double std) {
     const GgmlType t = synth_matrix_type(opt.type, ne0);
     if (t != opt.type && notes) {
-      notes->push_back(name + ": " + type_label(opt.type) + " needs ne[0] % " +
-                       std::to_string(block_of(opt.type)) + " == 0 (ne[0]=" + std::to_string(ne0) +
-                       "), using " + type_label(t));
+      notes->push_back(name + ": " + type_label(opt.type) + " needs ne[0] % " + std::to_string(block_of(opt.type)) +
+                       " == 0 (ne[0]=" + std::to_string(ne0) + "), using " + type_label(t));
     }
     std::vector<float> x(static_cast<size_t>(ne0 * ne1));
     Rng rng(opt.seed ^ fnv1a(name));
@@ -251,13 +259,11 @@ Status validate_synth_options(const SynthOptions& o) {
                    " is not a multiple of kv_heads=" + std::to_string(o.kv_heads));
   }
   if ((o.dim / o.heads) % 2 != 0) {
-    return invalid("Expected an even head dimension (dim/heads) but received " +
-                   std::to_string(o.dim / o.heads) + " (dim=" + std::to_string(o.dim) +
-                   ", heads=" + std::to_string(o.heads) + ")");
+    return invalid("Expected an even head dimension (dim/heads) but received " + std::to_string(o.dim / o.heads) +
+                   " (dim=" + std::to_string(o.dim) + ", heads=" + std::to_string(o.heads) + ")");
   }
   if (o.vocab_from.empty()) {
-    LLMS_RETURN_IF_ERROR(check_range("vocab_size", o.vocab_size, kSynthMinGeneratedVocab,
-                                     kSynthMaxGeneratedVocab));
+    LLMS_RETURN_IF_ERROR(check_range("vocab_size", o.vocab_size, kSynthMinGeneratedVocab, kSynthMaxGeneratedVocab));
   }
   if (!synth_type_allowed(o.type)) {
     return invalid("Expected type to be one of f32, f16, bf16, q8_0, q4_0, q4_k, q6_k but received ggml type " +
@@ -273,8 +279,8 @@ Status validate_synth_options(const SynthOptions& o) {
   return Status::ok();
 }
 
-Status synth_model(const SynthOptions& opt, const std::string& out_path,
-                   std::function<void(double)> progress, std::vector<std::string>* notes) {
+Status synth_model(const SynthOptions& opt, const std::string& out_path, std::function<void(double)> progress,
+                   std::vector<std::string>* notes) {
   LLMS_RETURN_IF_ERROR(validate_synth_options(opt));
   if (out_path.empty()) return invalid("Expected a non-empty output path");
 
@@ -284,8 +290,8 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path,
   const int64_t kv_dim = head_dim * opt.kv_heads;
 
   w.set_str("general.architecture", a);
-  w.set_str("general.name", "synth-" + a + "-" + std::to_string(opt.dim) + "x" +
-                                std::to_string(opt.layers) + "-" + type_label(opt.type));
+  w.set_str("general.name", "synth-" + a + "-" + std::to_string(opt.dim) + "x" + std::to_string(opt.layers) + "-" +
+                                type_label(opt.type));
   w.set_u32("general.file_type", static_cast<uint32_t>(synth_file_type(opt.type)));
   w.set_u32("general.alignment", 32);
   w.set_u32(a + ".context_length", static_cast<uint32_t>(opt.context));
@@ -309,13 +315,12 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path,
     }
     const GgufValue* toks = src->find("tokenizer.ggml.tokens");
     if (!toks || toks->type != GgufType::ARRAY || toks->arr_type != GgufType::STRING) {
-      return invalid("Expected vocab_from '" + opt.vocab_from +
-                     "' to contain a tokenizer.ggml.tokens string array");
+      return invalid("Expected vocab_from '" + opt.vocab_from + "' to contain a tokenizer.ggml.tokens string array");
     }
     n_vocab = static_cast<int64_t>(toks->arr_str.size());
     if (n_vocab < 1 || n_vocab > (1 << 21)) {
-      return invalid("Expected vocab_from '" + opt.vocab_from + "' to hold 1.." +
-                     std::to_string(1 << 21) + " tokens but it holds " + std::to_string(n_vocab));
+      return invalid("Expected vocab_from '" + opt.vocab_from + "' to hold 1.." + std::to_string(1 << 21) +
+                     " tokens but it holds " + std::to_string(n_vocab));
     }
     LLMS_RETURN_IF_ERROR(check_size(opt, n_vocab));
     w.set_u32(a + ".vocab_size", static_cast<uint32_t>(n_vocab));
@@ -355,9 +360,7 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path,
   const double ffn_in_std = 1.0 / std::sqrt(f);
   LLMS_RETURN_IF_ERROR(b.mat("token_embd.weight", opt.dim, n_vocab, embd_std));
   LLMS_RETURN_IF_ERROR(b.vec("output_norm.weight", opt.dim, 1.0, kNormNoise));
-  if (!opt.tied_output) {
-    LLMS_RETURN_IF_ERROR(b.mat("output.weight", opt.dim, n_vocab, kLogitStd / std::sqrt(d)));
-  }
+  if (!opt.tied_output) { LLMS_RETURN_IF_ERROR(b.mat("output.weight", opt.dim, n_vocab, kLogitStd / std::sqrt(d))); }
   for (int64_t i = 0; i < opt.layers; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
     LLMS_RETURN_IF_ERROR(b.vec(p + "attn_norm.weight", opt.dim, 1.0, kNormNoise));
@@ -381,10 +384,14 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path,
 }
 
 Status synth_lora(const std::string& base_path, const SynthLoraOptions& opt, const std::string& out_path) {
-  if (opt.rank < 1 || opt.rank > 65536) return invalid("Expected rank in [1, 65536] but received " + std::to_string(opt.rank));
-  if (opt.type != GgmlType::F32 && opt.type != GgmlType::F16 && opt.type != GgmlType::BF16 && opt.type != GgmlType::Q8_0)
-    return invalid(std::string("Expected a LoRA type of f32, f16, bf16 or q8_0 but received ") + type_traits(opt.type).name);
-  static const char* kKinds[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", "output"};
+  if (opt.rank < 1 || opt.rank > 65536)
+    return invalid("Expected rank in [1, 65536] but received " + std::to_string(opt.rank));
+  if (opt.type != GgmlType::F32 && opt.type != GgmlType::F16 && opt.type != GgmlType::BF16 &&
+      opt.type != GgmlType::Q8_0)
+    return invalid(std::string("Expected a LoRA type of f32, f16, bf16 or q8_0 but received ") +
+                   type_traits(opt.type).name);
+  static const char* kKinds[] = {"attn_q",   "attn_k", "attn_v",   "attn_output",
+                                 "ffn_gate", "ffn_up", "ffn_down", "output"};
   for (const std::string& t : opt.targets) {
     if (std::find_if(std::begin(kKinds), std::end(kKinds), [&](const char* k) { return t == k; }) == std::end(kKinds))
       return invalid("Unknown LoRA target '" + t + "'");
@@ -410,7 +417,8 @@ Status synth_lora(const std::string& base_path, const SynthLoraOptions& opt, con
     const int64_t n_in = t->ne[0], n_out = t->ne[1], r = opt.rank;
     const int64_t blk = type_traits(opt.type).block_size;
     if (n_in % blk != 0 || r % blk != 0)
-      return invalid(std::string("LoRA type ") + type_traits(opt.type).name + " needs n_in and rank multiples of " + std::to_string(blk));
+      return invalid(std::string("LoRA type ") + type_traits(opt.type).name + " needs n_in and rank multiples of " +
+                     std::to_string(blk));
     std::vector<float> a(static_cast<size_t>(n_in * r)), b(static_cast<size_t>(r * n_out));
     Rng ra(opt.seed ^ fnv1a(name + ".lora_a"));
     ra.normal(a.data(), a.size(), 0.0, 1.0 / std::sqrt(static_cast<double>(n_in)));

@@ -16,21 +16,20 @@ namespace llmserve {
 struct SynthOptions {
   std::string arch = "llama";  // "llama" or "qwen2"
   int64_t dim = 256, layers = 4, heads = 8, kv_heads = 2, ffn = 768, context = 2048;
-  std::string vocab_from;      // path of a GGUF whose tokenizer.* metadata is copied
-                               // (vocab size = its token count)
-  int64_t vocab_size = 512;    // used when vocab_from is empty: generate a SentencePiece-style vocab
+  std::string vocab_from;         // path of a GGUF whose tokenizer.* metadata is copied
+                                  // (vocab size = its token count)
+  int64_t vocab_size = 512;       // used when vocab_from is empty: generate a SentencePiece-style vocab
   GgmlType type = GgmlType::F32;  // F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K
   uint64_t seed = 7;
   float rope_freq_base = 10000.0f;
   float rms_eps = 1e-5f;
-  bool tied_output = false;    // omit output.weight (llama.cpp then reuses token_embd.weight)
+  bool tied_output = false;  // omit output.weight (llama.cpp then reuses token_embd.weight)
 };
 
 // Writes the model to out_path (via temp file + rename). progress(f) is called with f in [0, 1]
 // from the calling thread as tensors are generated; notes (optional) receives one line per
 // per-tensor type fallback, e.g. "blk.0.ffn_down.weight: q4_k needs ne[0] % 256 == 0 (ne[0]=96), using q8_0".
-Status synth_model(const SynthOptions& opt, const std::string& out_path,
-                   std::function<void(double)> progress = {},
+Status synth_model(const SynthOptions& opt, const std::string& out_path, std::function<void(double)> progress = {},
                    std::vector<std::string>* notes = nullptr);
 
 // A random LoRA adapter for a base model, in llama.cpp's GGUF adapter format (general.type

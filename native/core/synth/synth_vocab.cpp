@@ -20,38 +20,39 @@ const char* const kSpace = "\xE2\x96\x81";  // U+2581 LOWER ONE EIGHTH BLOCK, Se
 const char* const kLetters = "etaoinshrdlcumwfgypbvkjxqz";
 
 const char* const kWords[] = {
-    "the", "of", "and", "to", "a", "in", "is", "it", "you", "that", "he", "was", "for", "on",
-    "are", "with", "as", "i", "his", "they", "be", "at", "one", "have", "this", "from", "or",
-    "had", "by", "not", "word", "but", "what", "some", "we", "can", "out", "other", "were", "all",
-    "there", "when", "up", "use", "your", "how", "said", "an", "each", "she", "which", "do",
-    "their", "time", "if", "will", "way", "about", "many", "then", "them", "write", "would",
-    "like", "so", "these", "her", "long", "make", "thing", "see", "him", "two", "has", "look",
-    "more", "day", "could", "go", "come", "did", "number", "sound", "no", "most", "people", "my",
-    "over", "know", "water", "than", "call", "first", "who", "may", "down", "side", "been", "now",
-    "find", "any", "new", "work", "part", "take", "get", "place", "made", "live", "where",
-    "after", "back", "little", "only", "round", "man", "year", "came", "show", "every", "good",
-    "me", "give", "our", "under", "name", "very", "through", "just", "form", "sentence", "great",
-    "think", "say", "help", "low", "line", "differ", "turn", "cause", "much", "mean", "before",
-    "move", "right", "boy", "old", "too", "same", "tell", "does", "set", "three", "want", "air",
-    "well", "also", "play", "small", "end", "put", "home", "read", "hand", "port", "large",
-    "spell", "add", "even", "land", "here", "must", "big", "high", "such", "follow", "act", "why",
-    "ask", "men", "change", "went", "light", "kind", "off", "need", "house", "picture", "try",
-    "us", "again", "animal", "point", "mother", "world", "near", "build", "self", "earth",
-    "father", "hello", "model", "story", "once", "upon", "quick", "brown", "fox", "jumps", "lazy",
-    "dog", "question", "answer", "because", "between", "should", "never", "always", "while",
+    "the",     "of",     "and",      "to",     "a",       "in",      "is",      "it",    "you",    "that",     "he",
+    "was",     "for",    "on",       "are",    "with",    "as",      "i",       "his",   "they",   "be",       "at",
+    "one",     "have",   "this",     "from",   "or",      "had",     "by",      "not",   "word",   "but",      "what",
+    "some",    "we",     "can",      "out",    "other",   "were",    "all",     "there", "when",   "up",       "use",
+    "your",    "how",    "said",     "an",     "each",    "she",     "which",   "do",    "their",  "time",     "if",
+    "will",    "way",    "about",    "many",   "then",    "them",    "write",   "would", "like",   "so",       "these",
+    "her",     "long",   "make",     "thing",  "see",     "him",     "two",     "has",   "look",   "more",     "day",
+    "could",   "go",     "come",     "did",    "number",  "sound",   "no",      "most",  "people", "my",       "over",
+    "know",    "water",  "than",     "call",   "first",   "who",     "may",     "down",  "side",   "been",     "now",
+    "find",    "any",    "new",      "work",   "part",    "take",    "get",     "place", "made",   "live",     "where",
+    "after",   "back",   "little",   "only",   "round",   "man",     "year",    "came",  "show",   "every",    "good",
+    "me",      "give",   "our",      "under",  "name",    "very",    "through", "just",  "form",   "sentence", "great",
+    "think",   "say",    "help",     "low",    "line",    "differ",  "turn",    "cause", "much",   "mean",     "before",
+    "move",    "right",  "boy",      "old",    "too",     "same",    "tell",    "does",  "set",    "three",    "want",
+    "air",     "well",   "also",     "play",   "small",   "end",     "put",     "home",  "read",   "hand",     "port",
+    "large",   "spell",  "add",      "even",   "land",    "here",    "must",    "big",   "high",   "such",     "follow",
+    "act",     "why",    "ask",      "men",    "change",  "went",    "light",   "kind",  "off",    "need",     "house",
+    "picture", "try",    "us",       "again",  "animal",  "point",   "mother",  "world", "near",   "build",    "self",
+    "earth",   "father", "hello",    "model",  "story",   "once",    "upon",    "quick", "brown",  "fox",      "jumps",
+    "lazy",    "dog",    "question", "answer", "because", "between", "should",  "never", "always", "while",
 };
 
 const char* const kSubwords[] = {
-    "th", "he", "in", "er", "an", "re", "on", "at", "en", "nd", "ti", "es", "or", "te", "of",
-    "ed", "is", "it", "al", "ar", "st", "to", "nt", "ng", "se", "ha", "as", "ou", "io", "le",
-    "ve", "co", "me", "de", "hi", "ri", "ro", "ic", "ne", "ea", "ra", "ce", "ing", "ion", "tion",
-    "ly", "ment", "ness", "ers", "ent", "ant", "ter", "est", "ies", "ous", "able", "ive", "ity",
-    "ation", "ted", "ting", "ally", "less", "ful",
+    "th",  "he",  "in",  "er",   "an",  "re",   "on",    "at",   "en",   "nd",   "ti",   "es",  "or",
+    "te",  "of",  "ed",  "is",   "it",  "al",   "ar",    "st",   "to",   "nt",   "ng",   "se",  "ha",
+    "as",  "ou",  "io",  "le",   "ve",  "co",   "me",    "de",   "hi",   "ri",   "ro",   "ic",  "ne",
+    "ea",  "ra",  "ce",  "ing",  "ion", "tion", "ly",    "ment", "ness", "ers",  "ent",  "ant", "ter",
+    "est", "ies", "ous", "able", "ive", "ity",  "ation", "ted",  "ting", "ally", "less", "ful",
 };
 
 const char* const kCapWords[] = {
-    "The", "I", "It", "In", "This", "A", "He", "She", "We", "They", "What", "And", "But", "If",
-    "You", "There", "When", "How", "Why", "Hello", "Once", "Question", "Answer",
+    "The", "I",  "It",  "In",    "This", "A",   "He",  "She",   "We",   "They",     "What",   "And",
+    "But", "If", "You", "There", "When", "How", "Why", "Hello", "Once", "Question", "Answer",
 };
 
 const char* const kPunct = ".,'\"-?!:;()/&*+=%$#@[]_<>{}|~`^\\";
@@ -102,39 +103,76 @@ void fill(PieceList& pl) {
   const std::string sp = kSpace;
   auto add = [&](const std::string& p) { return pl.add(p); };
   if (!add(sp)) return;
-  for (const char* c = kLetters; *c; ++c) if (!add(std::string(1, *c))) return;
-  for (const char* c = kLetters; *c; ++c) if (!add(sp + *c)) return;
-  for (const char* w : kWords) if (!add(sp + w)) return;
-  for (const char* w : kSubwords) if (!add(w)) return;
-  for (const char* c = kLetters; *c; ++c) if (!add(std::string(1, static_cast<char>(*c - 32)))) return;
-  for (const char* c = kLetters; *c; ++c) if (!add(sp + static_cast<char>(*c - 32))) return;
-  for (char d = '0'; d <= '9'; ++d) if (!add(std::string(1, d))) return;
-  for (const char* c = kPunct; *c; ++c) if (!add(std::string(1, *c))) return;
-  for (char d = '0'; d <= '9'; ++d) if (!add(sp + d)) return;
-  for (const char* c = kSpacedPunct; *c; ++c) if (!add(sp + *c)) return;
-  for (const char* w : kCapWords) if (!add(sp + w)) return;
-  for (const char* w : kWords) if (!add(w)) return;  // words inside longer words ("other")
+  for (const char* c = kLetters; *c; ++c)
+    if (!add(std::string(1, *c))) return;
+  for (const char* c = kLetters; *c; ++c)
+    if (!add(sp + *c)) return;
+  for (const char* w : kWords)
+    if (!add(sp + w)) return;
+  for (const char* w : kSubwords)
+    if (!add(w)) return;
+  for (const char* c = kLetters; *c; ++c)
+    if (!add(std::string(1, static_cast<char>(*c - 32)))) return;
+  for (const char* c = kLetters; *c; ++c)
+    if (!add(sp + static_cast<char>(*c - 32))) return;
+  for (char d = '0'; d <= '9'; ++d)
+    if (!add(std::string(1, d))) return;
+  for (const char* c = kPunct; *c; ++c)
+    if (!add(std::string(1, *c))) return;
+  for (char d = '0'; d <= '9'; ++d)
+    if (!add(sp + d)) return;
+  for (const char* c = kSpacedPunct; *c; ++c)
+    if (!add(sp + *c)) return;
+  for (const char* w : kCapWords)
+    if (!add(sp + w)) return;
+  for (const char* w : kWords)
+    if (!add(w)) return;  // words inside longer words ("other")
   // Exhaustive letter n-grams until the requested size is reached.
   std::string g(2, 'a');
   for (char a = 'a'; a <= 'z'; ++a)
-    for (char b = 'a'; b <= 'z'; ++b) { g[0] = a; g[1] = b; if (!add(g)) return; }
+    for (char b = 'a'; b <= 'z'; ++b) {
+      g[0] = a;
+      g[1] = b;
+      if (!add(g)) return;
+    }
   for (char a = 'a'; a <= 'z'; ++a)
-    for (char b = 'a'; b <= 'z'; ++b) { g[0] = a; g[1] = b; if (!add(sp + g)) return; }
+    for (char b = 'a'; b <= 'z'; ++b) {
+      g[0] = a;
+      g[1] = b;
+      if (!add(sp + g)) return;
+    }
   for (char a = 'A'; a <= 'Z'; ++a)
-    for (char b = 'a'; b <= 'z'; ++b) { g[0] = a; g[1] = b; if (!add(sp + g)) return; }
+    for (char b = 'a'; b <= 'z'; ++b) {
+      g[0] = a;
+      g[1] = b;
+      if (!add(sp + g)) return;
+    }
   std::string t(3, 'a');
   for (char a = 'a'; a <= 'z'; ++a)
     for (char b = 'a'; b <= 'z'; ++b)
-      for (char c = 'a'; c <= 'z'; ++c) { t[0] = a; t[1] = b; t[2] = c; if (!add(t)) return; }
+      for (char c = 'a'; c <= 'z'; ++c) {
+        t[0] = a;
+        t[1] = b;
+        t[2] = c;
+        if (!add(t)) return;
+      }
   for (char a = 'a'; a <= 'z'; ++a)
     for (char b = 'a'; b <= 'z'; ++b)
-      for (char c = 'a'; c <= 'z'; ++c) { t[0] = a; t[1] = b; t[2] = c; if (!add(sp + t)) return; }
+      for (char c = 'a'; c <= 'z'; ++c) {
+        t[0] = a;
+        t[1] = b;
+        t[2] = c;
+        if (!add(sp + t)) return;
+      }
   std::string q(4, 'a');
   for (char a = 'a'; a <= 'z'; ++a)
     for (char b = 'a'; b <= 'z'; ++b)
       for (char c = 'a'; c <= 'z'; ++c)
         for (char d = 'a'; d <= 'z'; ++d) {
-          q[0] = a; q[1] = b; q[2] = c; q[3] = d;
+          q[0] = a;
+          q[1] = b;
+          q[2] = c;
+          q[3] = d;
           if (!add(q)) return;
         }
 }

@@ -69,8 +69,7 @@ void ThreadPool::run_chunks(uint64_t gen, int slot) {
       // job_chunks_ was stored before `gen` was published; if a newer job has replaced it since,
       // the CAS below fails on the generation and we return.
       if (c >= job_chunks_.load(std::memory_order_acquire)) return;
-    } while (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
-                                           std::memory_order_acquire));
+    } while (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire));
     const int64_t n = job_n_, k = job_chunks_.load(std::memory_order_relaxed);
     const int64_t b = n * c / k, e = n * (c + 1) / k;
     const int prev_slot = t_slot;
@@ -104,14 +103,12 @@ void ThreadPool::worker_loop(int slot) {
   }
 }
 
-void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn,
-                              int64_t grain) {
-  parallel_for_chunked(n, [&fn](int64_t b, int64_t e, int) { fn(b, e); }, grain);
+void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
+  parallel_for_chunked(
+      n, [&fn](int64_t b, int64_t e, int) { fn(b, e); }, grain);
 }
 
-void ThreadPool::parallel_for_chunked(int64_t n,
-                                      const std::function<void(int64_t, int64_t, int)>& fn,
-                                      int64_t grain) {
+void ThreadPool::parallel_for_chunked(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain) {
   if (n <= 0) return;
   const int64_t by_grain = std::max<int64_t>(1, n / std::max<int64_t>(1, grain));
   const int64_t k = std::min<int64_t>({n, by_grain, kChunksPerThread * n_threads_, 0x7fffffff});

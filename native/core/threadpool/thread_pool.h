@@ -39,8 +39,7 @@ class ThreadPool {
   // running at the same time have different slots, so s can index per-thread scratch buffers.
   // Chunk c covers [n*c/k, n*(c+1)/k), k = clamp(n / grain, 1, 4 * size()) (k = 1 runs inline).
   // An exception thrown by fn is rethrown here (the first one). Calls from inside fn run inline.
-  void parallel_for_chunked(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn,
-                            int64_t grain = 1);
+  void parallel_for_chunked(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain = 1);
 
  private:
   void worker_loop(int slot);
@@ -62,12 +61,12 @@ class ThreadPool {
   std::atomic<uint64_t> state_{0};
   std::atomic<int64_t> finished_{0};  // chunks of the current job completed
   std::atomic<bool> stop_{false};
-  std::mutex mu_;                      // workers sleep on cv_ until the generation changes
+  std::mutex mu_;  // workers sleep on cv_ until the generation changes
   std::condition_variable cv_;
   std::atomic<bool> caller_sleeping_{false};
-  std::mutex done_mu_;                 // the caller sleeps on done_cv_ until finished_ == chunks
+  std::mutex done_mu_;  // the caller sleeps on done_cv_ until finished_ == chunks
   std::condition_variable done_cv_;
-  std::mutex call_mu_;                 // serializes concurrent callers from different threads
+  std::mutex call_mu_;  // serializes concurrent callers from different threads
 };
 
 }  // namespace llmserve

@@ -1,7 +1,12 @@
 /** Chat templates: the fixture Jinja templates, the built-in ones, detection, tokenization. */
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { beforeAll, describe, expect, it } from "vitest";
-import { BUILTIN_CHAT_TEMPLATE_NAMES, ChatTemplate, detectBuiltinTemplate, type ChatMessage } from "../../../lib/chat/index.js";
+import {
+  BUILTIN_CHAT_TEMPLATE_NAMES,
+  ChatTemplate,
+  detectBuiltinTemplate,
+  type ChatMessage,
+} from "../../../lib/chat/index.js";
 import { Tokenizer } from "../../../lib/tokenizer/index.js";
 import { fixture, haveFixtures, synthModel } from "../../helpers.js";
 
@@ -9,13 +14,23 @@ const conversation: ChatMessage[] = [
   { role: "system", content: "SYS-ALPHA be brief" },
   { role: "user", content: "USER-BRAVO hello" },
   { role: "assistant", content: "ASSIST-CHARLIE hi there" },
-  { role: "user", content: [{ type: "text", text: "USER-DELTA " }, { type: "text", text: "what now?" }] },
+  {
+    role: "user",
+    content: [
+      { type: "text", text: "USER-DELTA " },
+      { type: "text", text: "what now?" },
+    ],
+  },
 ];
 const contents = ["SYS-ALPHA be brief", "USER-BRAVO hello", "ASSIST-CHARLIE hi there", "USER-DELTA what now?"];
 
 const templatesDir = fixture("chat-templates");
 const haveTemplates = haveFixtures && existsSync(templatesDir);
-const templateFiles = haveTemplates ? readdirSync(templatesDir).filter((f) => f.endsWith(".jinja")).sort() : [];
+const templateFiles = haveTemplates
+  ? readdirSync(templatesDir)
+      .filter((f) => f.endsWith(".jinja"))
+      .sort()
+  : [];
 
 let synthTok: Tokenizer;
 let synthPath: string;
@@ -41,7 +56,8 @@ describe.skipIf(!haveTemplates)("fixture chat templates (../shared/fixtures/chat
     expect(out.lastIndexOf("USER-DELTA")).toBeGreaterThan(out.lastIndexOf("ASSIST-CHARLIE"));
   });
 
-  const render = (file: string, opts = {}): Promise<string> => new ChatTemplate(readFileSync(`${templatesDir}/${file}`, "utf8"), synthTok).render(conversation, opts);
+  const render = (file: string, opts = {}): Promise<string> =>
+    new ChatTemplate(readFileSync(`${templatesDir}/${file}`, "utf8"), synthTok).render(conversation, opts);
 
   it("Llama 3.1: header markers, BOS text first, ends with the assistant header", async () => {
     const out = await render("meta-llama-Llama-3.1-8B-Instruct.jinja");
@@ -49,7 +65,11 @@ describe.skipIf(!haveTemplates)("fixture chat templates (../shared/fixtures/chat
     expect(out).toContain("<|start_header_id|>user<|end_header_id|>\n\nUSER-BRAVO hello<|eot_id|>");
     expect(out).toContain("<|start_header_id|>assistant<|end_header_id|>\n\nASSIST-CHARLIE hi there<|eot_id|>");
     expect(out.endsWith("<|start_header_id|>assistant<|end_header_id|>\n\n")).toBe(true);
-    expect((await render("meta-llama-Llama-3.1-8B-Instruct.jinja", { addGenerationPrompt: false })).endsWith("what now?<|eot_id|>")).toBe(true);
+    expect(
+      (await render("meta-llama-Llama-3.1-8B-Instruct.jinja", { addGenerationPrompt: false })).endsWith(
+        "what now?<|eot_id|>",
+      ),
+    ).toBe(true);
   });
 
   it("Qwen2.5 (ChatML): im_start/im_end turns, ends with the assistant turn", async () => {
@@ -83,10 +103,16 @@ describe.skipIf(!haveTemplates)("fixture chat templates (../shared/fixtures/chat
   });
 
   it("a template that raises on the messages gives ERR_INVALID_ARGUMENT", async () => {
-    const t = new ChatTemplate(readFileSync(`${templatesDir}/mistralai-Mistral-Nemo-Instruct-2407.jinja`, "utf8"), synthTok);
-    await expect(t.render([{ role: "assistant", content: "a" }, { role: "assistant", content: "b" }])).rejects.toThrow(
-      expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }),
+    const t = new ChatTemplate(
+      readFileSync(`${templatesDir}/mistralai-Mistral-Nemo-Instruct-2407.jinja`, "utf8"),
+      synthTok,
     );
+    await expect(
+      t.render([
+        { role: "assistant", content: "a" },
+        { role: "assistant", content: "b" },
+      ]),
+    ).rejects.toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
   });
 
   it("end-of-turn markers absent from the vocabulary become stop strings", () => {
@@ -106,7 +132,9 @@ describe("built-in chat templates", () => {
   });
 
   it("chatml and llama3 produce the expected markers", async () => {
-    expect(await ChatTemplate.builtin("chatml", synthTok).render([{ role: "user", content: "hi" }])).toBe("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+    expect(await ChatTemplate.builtin("chatml", synthTok).render([{ role: "user", content: "hi" }])).toBe(
+      "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+    );
     expect(await ChatTemplate.builtin("llama3", synthTok).render([{ role: "user", content: " hi " }])).toBe(
       "<s><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
     );
@@ -116,12 +144,16 @@ describe("built-in chat templates", () => {
   });
 
   it("a template that does not parse is an ERR_INVALID_ARGUMENT naming the problem", () => {
-    expect(() => new ChatTemplate("{% for m in %}", synthTok)).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT", message: expect.stringMatching(/does not parse/) }));
+    expect(() => new ChatTemplate("{% for m in %}", synthTok)).toThrow(
+      expect.objectContaining({ code: "ERR_INVALID_ARGUMENT", message: expect.stringMatching(/does not parse/) }),
+    );
   });
 
   it("rejects unknown names and empty message lists", async () => {
     expect(() => ChatTemplate.builtin("nope" as never, synthTok)).toThrow(/Expected one of chatml/);
-    await expect(ChatTemplate.builtin("chatml", synthTok).render([])).rejects.toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
+    await expect(ChatTemplate.builtin("chatml", synthTok).render([])).rejects.toThrow(
+      expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }),
+    );
   });
 
   it("a file without a template falls back to a detected built-in, with a warning", async () => {
@@ -137,7 +169,9 @@ describe("built-in chat templates", () => {
   it("an explicit template option wins (built-in name or Jinja text)", async () => {
     const m = { path: synthPath, tokenizer: synthTok };
     expect((await ChatTemplate.fromModel(m, { template: "zephyr" })).name).toBe("zephyr");
-    const custom = await ChatTemplate.fromModel(m, { template: "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}" });
+    const custom = await ChatTemplate.fromModel(m, {
+      template: "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}",
+    });
     expect(custom.source).toBe("custom");
     expect(await custom.render([{ role: "user", content: "x" }])).toBe("[user]x");
   });
@@ -158,7 +192,14 @@ describe.skipIf(!haveFixtures)("a vocabulary with its own template (phi-3 vocab 
   it("reads tokenizer.chat_template, parses special tokens, adds one BOS and stops at <|end|>", async () => {
     const path = fixture("vocab", "ggml-vocab-phi-3.gguf");
     const tok = await Tokenizer.fromGguf(path);
-    const t = await ChatTemplate.fromModel({ path, tokenizer: tok }, { warn: () => { throw new Error("unexpected warning"); } });
+    const t = await ChatTemplate.fromModel(
+      { path, tokenizer: tok },
+      {
+        warn: () => {
+          throw new Error("unexpected warning");
+        },
+      },
+    );
     expect(t.source).toBe("gguf");
     const ids = await t.tokenize([{ role: "user", content: "Hello" }]);
     const user = tok.tokenId("<|user|>")!;
@@ -178,40 +219,83 @@ describe.skipIf(!haveFixtures)("a vocabulary with its own template (phi-3 vocab 
 });
 
 describe("built-in template texts and detection (lib/chat/templates.ts)", () => {
-  const two: ChatMessage[] = [{ role: "system", content: "S" }, { role: "user", content: " u " }, { role: "assistant", content: " a " }, { role: "user", content: "v" }];
+  const two: ChatMessage[] = [
+    { role: "system", content: "S" },
+    { role: "user", content: " u " },
+    { role: "assistant", content: " a " },
+    { role: "user", content: "v" },
+  ];
 
   it("each built-in renders its exact markers, with and without the generation prompt", async () => {
-    const r = (name: (typeof BUILTIN_CHAT_TEMPLATE_NAMES)[number], gen = true) => ChatTemplate.builtin(name, synthTok).render(two, { addGenerationPrompt: gen });
-    expect(await r("chatml")).toBe("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n u <|im_end|>\n<|im_start|>assistant\n a <|im_end|>\n<|im_start|>user\nv<|im_end|>\n<|im_start|>assistant\n");
-    expect(await r("chatml", false)).toBe("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n u <|im_end|>\n<|im_start|>assistant\n a <|im_end|>\n<|im_start|>user\nv<|im_end|>\n");
+    const r = (name: (typeof BUILTIN_CHAT_TEMPLATE_NAMES)[number], gen = true) =>
+      ChatTemplate.builtin(name, synthTok).render(two, { addGenerationPrompt: gen });
+    expect(await r("chatml")).toBe(
+      "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n u <|im_end|>\n<|im_start|>assistant\n a <|im_end|>\n<|im_start|>user\nv<|im_end|>\n<|im_start|>assistant\n",
+    );
+    expect(await r("chatml", false)).toBe(
+      "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n u <|im_end|>\n<|im_start|>assistant\n a <|im_end|>\n<|im_start|>user\nv<|im_end|>\n",
+    );
     expect(await r("llama3", false)).toBe(
       "<s><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nu<|eot_id|>" +
-      "<|start_header_id|>assistant<|end_header_id|>\n\na<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nv<|eot_id|>");
+        "<|start_header_id|>assistant<|end_header_id|>\n\na<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nv<|eot_id|>",
+    );
     expect(await r("llama2")).toBe("<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nu [/INST] a </s><s>[INST] v [/INST]");
-    expect(await ChatTemplate.builtin("llama2", synthTok).render(two.slice(1))).toBe("<s>[INST] u [/INST] a </s><s>[INST] v [/INST]");
-    expect(await r("zephyr")).toBe("<|system|>\nS</s>\n<|user|>\n u </s>\n<|assistant|>\n a </s>\n<|user|>\nv</s>\n<|assistant|>\n");
-    expect(await r("zephyr", false)).toBe("<|system|>\nS</s>\n<|user|>\n u </s>\n<|assistant|>\n a </s>\n<|user|>\nv</s>\n");
-    expect(await r("phi3")).toBe("<|system|>\nS<|end|>\n<|user|>\n u <|end|>\n<|assistant|>\n a <|end|>\n<|user|>\nv<|end|>\n<|assistant|>\n");
-    expect(await r("phi3", false)).toBe("<|system|>\nS<|end|>\n<|user|>\n u <|end|>\n<|assistant|>\n a <|end|>\n<|user|>\nv<|end|>\n");
+    expect(await ChatTemplate.builtin("llama2", synthTok).render(two.slice(1))).toBe(
+      "<s>[INST] u [/INST] a </s><s>[INST] v [/INST]",
+    );
+    expect(await r("zephyr")).toBe(
+      "<|system|>\nS</s>\n<|user|>\n u </s>\n<|assistant|>\n a </s>\n<|user|>\nv</s>\n<|assistant|>\n",
+    );
+    expect(await r("zephyr", false)).toBe(
+      "<|system|>\nS</s>\n<|user|>\n u </s>\n<|assistant|>\n a </s>\n<|user|>\nv</s>\n",
+    );
+    expect(await r("phi3")).toBe(
+      "<|system|>\nS<|end|>\n<|user|>\n u <|end|>\n<|assistant|>\n a <|end|>\n<|user|>\nv<|end|>\n<|assistant|>\n",
+    );
+    expect(await r("phi3", false)).toBe(
+      "<|system|>\nS<|end|>\n<|user|>\n u <|end|>\n<|assistant|>\n a <|end|>\n<|user|>\nv<|end|>\n",
+    );
     expect(await r("gemma")).toBe(
-      "<s><start_of_turn>user\nS<end_of_turn>\n<start_of_turn>user\nu<end_of_turn>\n<start_of_turn>model\na<end_of_turn>\n<start_of_turn>user\nv<end_of_turn>\n<start_of_turn>model\n");
+      "<s><start_of_turn>user\nS<end_of_turn>\n<start_of_turn>user\nu<end_of_turn>\n<start_of_turn>model\na<end_of_turn>\n<start_of_turn>user\nv<end_of_turn>\n<start_of_turn>model\n",
+    );
     expect(await r("gemma", false)).toBe(
-      "<s><start_of_turn>user\nS<end_of_turn>\n<start_of_turn>user\nu<end_of_turn>\n<start_of_turn>model\na<end_of_turn>\n<start_of_turn>user\nv<end_of_turn>\n");
+      "<s><start_of_turn>user\nS<end_of_turn>\n<start_of_turn>user\nu<end_of_turn>\n<start_of_turn>model\na<end_of_turn>\n<start_of_turn>user\nv<end_of_turn>\n",
+    );
   });
 
   it("each built-in stops at its own end-of-turn markers", () => {
-    const markers = Object.fromEntries(BUILTIN_CHAT_TEMPLATE_NAMES.map((n) => [n, ChatTemplate.builtin(n, synthTok).stopStrings]));
-    expect(markers).toEqual({ chatml: ["<|im_end|>"], llama3: ["<|eot_id|>"], llama2: [], zephyr: [], phi3: ["<|end|>"], gemma: ["<end_of_turn>"] });
+    const markers = Object.fromEntries(
+      BUILTIN_CHAT_TEMPLATE_NAMES.map((n) => [n, ChatTemplate.builtin(n, synthTok).stopStrings]),
+    );
+    expect(markers).toEqual({
+      chatml: ["<|im_end|>"],
+      llama3: ["<|eot_id|>"],
+      llama2: [],
+      zephyr: [],
+      phi3: ["<|end|>"],
+      gemma: ["<end_of_turn>"],
+    });
   });
 
   it("the well-known end-of-turn markers in a custom template's text become its stop strings", () => {
-    const known = ["<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<｜end▁of▁sentence｜>", "<|END_OF_TURN_TOKEN|>", "<|end_of_text|>"];
+    const known = [
+      "<|im_end|>",
+      "<|eot_id|>",
+      "<|eom_id|>",
+      "<|end|>",
+      "<end_of_turn>",
+      "<|endoftext|>",
+      "<｜end▁of▁sentence｜>",
+      "<|END_OF_TURN_TOKEN|>",
+      "<|end_of_text|>",
+    ];
     for (const m of known) expect(new ChatTemplate(`{{ '${m}' }}`, synthTok).stopStrings, m).toEqual([m]);
     expect(new ChatTemplate("{{ '<|unknown_marker|>' }}", synthTok).stopStrings).toEqual([]);
   });
 
   it("detection: the first matching marker token in the vocabulary, ChatML when none match", () => {
-    const vocab = (...tokens: string[]) => ({ tokenId: (t: string) => (tokens.includes(t) ? 100 + tokens.indexOf(t) : undefined) }) as unknown as Tokenizer;
+    const vocab = (...tokens: string[]) =>
+      ({ tokenId: (t: string) => (tokens.includes(t) ? 100 + tokens.indexOf(t) : undefined) }) as unknown as Tokenizer;
     expect(detectBuiltinTemplate(vocab("<|im_start|>", "<|start_header_id|>"))).toBe("chatml");
     expect(detectBuiltinTemplate(vocab("<|start_header_id|>", "<start_of_turn>"))).toBe("llama3");
     expect(detectBuiltinTemplate(vocab("<start_of_turn>", "<|user|>", "<|end|>"))).toBe("gemma");
@@ -224,6 +308,8 @@ describe("built-in template texts and detection (lib/chat/templates.ts)", () => 
 
   it("built-in names are own properties only", () => {
     expect(BUILTIN_CHAT_TEMPLATE_NAMES).toEqual(["chatml", "llama3", "llama2", "zephyr", "phi3", "gemma"]);
-    expect(() => ChatTemplate.builtin("toString" as never, synthTok)).toThrow(/Expected one of chatml, llama3, llama2, zephyr, phi3, gemma for the chat template name but received "toString"/);
+    expect(() => ChatTemplate.builtin("toString" as never, synthTok)).toThrow(
+      /Expected one of chatml, llama3, llama2, zephyr, phi3, gemma for the chat template name but received "toString"/,
+    );
   });
 });

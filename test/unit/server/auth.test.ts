@@ -10,7 +10,12 @@ import { Authorizer } from "../../../lib/server/auth.js";
 import { ApiError } from "../../../lib/server/errors.js";
 
 /** A request that matched `url` (null: no route) with `access` in its config, and these headers. */
-function req(authorization: string | undefined, url: string | null = "/v1/completions", access?: string, config = true): FastifyRequest {
+function req(
+  authorization: string | undefined,
+  url: string | null = "/v1/completions",
+  access?: string,
+  config = true,
+): FastifyRequest {
   return {
     headers: authorization === undefined ? {} : { authorization },
     routeOptions: { url: url ?? undefined, config: config ? (access === undefined ? {} : { access }) : undefined },
@@ -37,7 +42,16 @@ describe("Authorizer", () => {
       expect(() => a.authorize(req(h)), h).not.toThrow();
       expect(a.hasApiKey(req(h)), h).toBe(true);
     }
-    for (const h of ["sk-1", "Bearer sk-2", "Bearer sk-1x", "Bearer  sk-1 x", "xBearer sk-1", "Token Bearer sk-1", "Bearer", "Basic sk-1"]) {
+    for (const h of [
+      "sk-1",
+      "Bearer sk-2",
+      "Bearer sk-1x",
+      "Bearer  sk-1 x",
+      "xBearer sk-1",
+      "Token Bearer sk-1",
+      "Bearer",
+      "Basic sk-1",
+    ]) {
       expect(() => a.authorize(req(h)), h).toThrow(ApiError);
       expect(a.hasApiKey(req(h)), h).toBe(false);
     }
@@ -47,7 +61,9 @@ describe("Authorizer", () => {
     const a = apiOnly();
     const missing = refusal(() => a.authorize(req(undefined)));
     expect(missing.status).toBe(401);
-    expect(missing.message).toBe("You didn't provide an API key. Pass it in the Authorization header as 'Bearer YOUR_KEY'.");
+    expect(missing.message).toBe(
+      "You didn't provide an API key. Pass it in the Authorization header as 'Bearer YOUR_KEY'.",
+    );
     expect(missing.type).toBe("invalid_request_error");
     expect(missing.code).toBe("invalid_api_key");
     const wrong = refusal(() => a.authorize(req("Bearer nope")));
@@ -87,7 +103,9 @@ describe("Authorizer", () => {
     const m = new Authorizer({ metricsKey: "mk" });
     expect(m.enabled).toBe(false);
     expect(() => m.authorize(req("Bearer mk", "/metrics", "metrics"))).not.toThrow();
-    expect(refusal(() => m.authorize(req("Bearer wrong", "/metrics", "metrics"))).message).toBe("Incorrect API key provided.");
+    expect(refusal(() => m.authorize(req("Bearer wrong", "/metrics", "metrics"))).message).toBe(
+      "Incorrect API key provided.",
+    );
     expect(() => m.authorize(req(undefined, "/v1/completions"))).not.toThrow();
     expect(m.hasApiKey(req(undefined))).toBe(true);
   });
@@ -104,7 +122,12 @@ describe("Authorizer", () => {
   });
 
   it("keys must be non-empty strings", () => {
-    for (const [keys, name] of [[{ apiKey: "" }, "apiKey"], [{ metricsKey: "" }, "metricsKey"], [{ apiKey: 5 }, "apiKey"], [{ metricsKey: null }, "metricsKey"]] as const) {
+    for (const [keys, name] of [
+      [{ apiKey: "" }, "apiKey"],
+      [{ metricsKey: "" }, "metricsKey"],
+      [{ apiKey: 5 }, "apiKey"],
+      [{ metricsKey: null }, "metricsKey"],
+    ] as const) {
       let err: unknown;
       try {
         new Authorizer(keys as never);

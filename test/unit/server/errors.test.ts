@@ -31,7 +31,9 @@ describe("ApiError", () => {
     expect(e.name).toBe("ApiError");
     expect(e.cause).toBe(cause);
     expect(e.body()).toEqual({ error: { message: "teapot", type: "custom_type", code: "c1", param: "p1" } });
-    expect(new ApiError(400, "x").body()).toEqual({ error: { message: "x", type: "invalid_request_error", code: null, param: null } });
+    expect(new ApiError(400, "x").body()).toEqual({
+      error: { message: "x", type: "invalid_request_error", code: null, param: null },
+    });
   });
 });
 
@@ -60,15 +62,36 @@ describe("toApiError", () => {
   it.each(["ERR_DISPOSED", "ERR_CANCELLED"] as const)("%s -> 503 shutting_down with its own message", (code) => {
     const err = new LlmserveError(code, "internal words");
     const e = toApiError(err);
-    expect(fields(e)).toEqual({ status: 503, type: "server_overloaded", code: "shutting_down", param: null, message: "The server is shutting down." });
+    expect(fields(e)).toEqual({
+      status: 503,
+      type: "server_overloaded",
+      code: "shutting_down",
+      param: null,
+      message: "The server is shutting down.",
+    });
     expect(e.cause).toBe(err);
   });
 
   it.each([
-    ["FST_ERR_CTP_EMPTY_JSON_BODY", 400, "invalid_json", "Body cannot be empty (send a JSON object as the request body)"],
-    ["FST_ERR_CTP_INVALID_JSON_BODY", 400, "invalid_json", "Body cannot be empty (send a JSON object as the request body)"],
+    [
+      "FST_ERR_CTP_EMPTY_JSON_BODY",
+      400,
+      "invalid_json",
+      "Body cannot be empty (send a JSON object as the request body)",
+    ],
+    [
+      "FST_ERR_CTP_INVALID_JSON_BODY",
+      400,
+      "invalid_json",
+      "Body cannot be empty (send a JSON object as the request body)",
+    ],
     ["FST_ERR_CTP_BODY_TOO_LARGE", 413, "request_too_large", "Body cannot be empty"],
-    ["FST_ERR_CTP_INVALID_MEDIA_TYPE", 415, "unsupported_media_type", "Body cannot be empty (send Content-Type: application/json)"],
+    [
+      "FST_ERR_CTP_INVALID_MEDIA_TYPE",
+      415,
+      "unsupported_media_type",
+      "Body cannot be empty (send Content-Type: application/json)",
+    ],
   ])("fastify %s -> %i %s", (code, status, apiCode, message) => {
     const err = Object.assign(new Error("Body cannot be empty"), { code, statusCode: 400 });
     const e = toApiError(err);
@@ -78,18 +101,48 @@ describe("toApiError", () => {
 
   it("a SyntaxError with status 400 is invalid_json; another 400 keeps its message", () => {
     const syntax = Object.assign(new SyntaxError("Unexpected token }"), { statusCode: 400 });
-    expect(fields(toApiError(syntax))).toEqual({ status: 400, type: "invalid_request_error", code: "invalid_json", param: null, message: "The body is not valid JSON: Unexpected token }" });
+    expect(fields(toApiError(syntax))).toEqual({
+      status: 400,
+      type: "invalid_request_error",
+      code: "invalid_json",
+      param: null,
+      message: "The body is not valid JSON: Unexpected token }",
+    });
     const plain = Object.assign(new Error("bad thing"), { statusCode: 400 });
-    expect(fields(toApiError(plain))).toEqual({ status: 400, type: "invalid_request_error", code: null, param: null, message: "bad thing" });
+    expect(fields(toApiError(plain))).toEqual({
+      status: 400,
+      type: "invalid_request_error",
+      code: null,
+      param: null,
+      message: "bad thing",
+    });
     // A SyntaxError without a status is not a client error.
     expect(toApiError(new SyntaxError("oops")).status).toBe(500);
   });
 
   it("4xx statuses pass through; 5xx, 3xx and no status are 500 Internal error", () => {
-    expect(fields(toApiError(Object.assign(new Error("nope"), { statusCode: 404 })))).toEqual({ status: 404, type: "not_found_error", code: null, param: null, message: "nope" });
-    expect(fields(toApiError(Object.assign(new Error("slow"), { statusCode: 499 })))).toEqual({ status: 499, type: "invalid_request_error", code: null, param: null, message: "slow" });
+    expect(fields(toApiError(Object.assign(new Error("nope"), { statusCode: 404 })))).toEqual({
+      status: 404,
+      type: "not_found_error",
+      code: null,
+      param: null,
+      message: "nope",
+    });
+    expect(fields(toApiError(Object.assign(new Error("slow"), { statusCode: 499 })))).toEqual({
+      status: 499,
+      type: "invalid_request_error",
+      code: null,
+      param: null,
+      message: "slow",
+    });
     for (const statusCode of [500, 503, 399, 302, "404"]) {
-      expect(fields(toApiError(Object.assign(new Error("boom"), { statusCode })))).toEqual({ status: 500, type: "server_error", code: null, param: null, message: "Internal error: boom" });
+      expect(fields(toApiError(Object.assign(new Error("boom"), { statusCode })))).toEqual({
+        status: 500,
+        type: "server_error",
+        code: null,
+        param: null,
+        message: "Internal error: boom",
+      });
     }
     expect(toApiError(new Error("boom")).message).toBe("Internal error: boom");
     const client = Object.assign(new Error("nope"), { statusCode: 404 });
@@ -111,25 +164,61 @@ describe("toApiError", () => {
   });
 
   describe("validation errors", () => {
-    const validation = (v: object[], context?: string) => Object.assign(new Error("body/x must be y"), { statusCode: 400, validation: v, validationContext: context });
+    const validation = (v: object[], context?: string) =>
+      Object.assign(new Error("body/x must be y"), { statusCode: 400, validation: v, validationContext: context });
 
     it("param from instancePath: names, array indices in brackets, nested names after a dot", () => {
-      const e = toApiError(validation([{ instancePath: "/messages/0/role", keyword: "enum", message: "must be equal to one of the allowed values" }]));
+      const e = toApiError(
+        validation([
+          { instancePath: "/messages/0/role", keyword: "enum", message: "must be equal to one of the allowed values" },
+        ]),
+      );
       expect(fields(e)).toEqual({
-        status: 400, type: "invalid_request_error", code: "invalid_value", param: "messages[0].role",
+        status: 400,
+        type: "invalid_request_error",
+        code: "invalid_value",
+        param: "messages[0].role",
         message: "Invalid value for messages[0].role: must be equal to one of the allowed values",
       });
-      expect(toApiError(validation([{ instancePath: "/temperature", keyword: "maximum", message: "must be <= 2" }])).param).toBe("temperature");
-      expect(toApiError(validation([{ instancePath: "/prompt/1/12", keyword: "minimum", message: "must be >= 0" }])).param).toBe("prompt[1][12]");
+      expect(
+        toApiError(validation([{ instancePath: "/temperature", keyword: "maximum", message: "must be <= 2" }])).param,
+      ).toBe("temperature");
+      expect(
+        toApiError(validation([{ instancePath: "/prompt/1/12", keyword: "minimum", message: "must be >= 0" }])).param,
+      ).toBe("prompt[1][12]");
       // Only all-digit segments are indices.
-      expect(toApiError(validation([{ instancePath: "/logit_bias/7a/b7", keyword: "type", message: "must be number" }])).param).toBe("logit_bias.7a.b7");
+      expect(
+        toApiError(validation([{ instancePath: "/logit_bias/7a/b7", keyword: "type", message: "must be number" }]))
+          .param,
+      ).toBe("logit_bias.7a.b7");
     });
 
     it("a missing property is appended to the path", () => {
-      expect(toApiError(validation([{ instancePath: "", keyword: "required", params: { missingProperty: "messages" }, message: "must have required property 'messages'" }])).param).toBe("messages");
-      expect(toApiError(validation([{ instancePath: "/messages/2", keyword: "required", params: { missingProperty: "role" }, message: "m" }])).param).toBe("messages[2].role");
+      expect(
+        toApiError(
+          validation([
+            {
+              instancePath: "",
+              keyword: "required",
+              params: { missingProperty: "messages" },
+              message: "must have required property 'messages'",
+            },
+          ]),
+        ).param,
+      ).toBe("messages");
+      expect(
+        toApiError(
+          validation([
+            { instancePath: "/messages/2", keyword: "required", params: { missingProperty: "role" }, message: "m" },
+          ]),
+        ).param,
+      ).toBe("messages[2].role");
       // A non-string missingProperty is ignored.
-      expect(toApiError(validation([{ instancePath: "/a", keyword: "required", params: { missingProperty: 3 }, message: "m" }])).param).toBe("a");
+      expect(
+        toApiError(
+          validation([{ instancePath: "/a", keyword: "required", params: { missingProperty: 3 }, message: "m" }]),
+        ).param,
+      ).toBe("a");
     });
 
     it("without a path: the request body (context body) or the request; without a message: the error's", () => {
@@ -143,20 +232,29 @@ describe("toApiError", () => {
     });
 
     it("of several errors, the first that is not about the type (anyOf shapes) is reported, else the first", () => {
-      const e = toApiError(validation([
-        { instancePath: "/prompt", keyword: "type", message: "must be string" },
-        { instancePath: "/prompt", keyword: "anyOf", message: "must match a schema in anyOf" },
-        { instancePath: "/prompt/1", keyword: "oneOf", message: "must match exactly one schema in oneOf" },
-        { instancePath: "/prompt", keyword: "maxItems", message: "must NOT have more than 256 items" },
-        { instancePath: "/prompt/3", keyword: "minimum", message: "must be >= 0" },
-      ]));
+      const e = toApiError(
+        validation([
+          { instancePath: "/prompt", keyword: "type", message: "must be string" },
+          { instancePath: "/prompt", keyword: "anyOf", message: "must match a schema in anyOf" },
+          { instancePath: "/prompt/1", keyword: "oneOf", message: "must match exactly one schema in oneOf" },
+          { instancePath: "/prompt", keyword: "maxItems", message: "must NOT have more than 256 items" },
+          { instancePath: "/prompt/3", keyword: "minimum", message: "must be >= 0" },
+        ]),
+      );
       expect([e.param, e.message]).toEqual(["prompt", "Invalid value for prompt: must NOT have more than 256 items"]);
-      const typesOnly = toApiError(validation([
-        { instancePath: "/stop", keyword: "type", message: "must be string" },
-        { instancePath: "/stop/0", keyword: "anyOf", message: "must match a schema in anyOf" },
-      ]));
+      const typesOnly = toApiError(
+        validation([
+          { instancePath: "/stop", keyword: "type", message: "must be string" },
+          { instancePath: "/stop/0", keyword: "anyOf", message: "must match a schema in anyOf" },
+        ]),
+      );
       expect([typesOnly.param, typesOnly.message]).toEqual(["stop", "Invalid value for stop: must be string"]);
-      const noKeyword = toApiError(validation([{ instancePath: "/a", keyword: "type", message: "t" }, { instancePath: "/b", message: "k" }]));
+      const noKeyword = toApiError(
+        validation([
+          { instancePath: "/a", keyword: "type", message: "t" },
+          { instancePath: "/b", message: "k" },
+        ]),
+      );
       expect(noKeyword.param).toBe("b");
     });
 
@@ -173,14 +271,27 @@ describe("clientErrorResponse", () => {
   };
 
   it.each([
-    ["HPE_HEADER_OVERFLOW", "HTTP/1.1 431 Request Header Fields Too Large", "The request headers are too large.", "request_too_large"],
-    ["ERR_HTTP_REQUEST_TIMEOUT", "HTTP/1.1 408 Request Timeout", "The request took too long to arrive.", "request_timeout"],
+    [
+      "HPE_HEADER_OVERFLOW",
+      "HTTP/1.1 431 Request Header Fields Too Large",
+      "The request headers are too large.",
+      "request_too_large",
+    ],
+    [
+      "ERR_HTTP_REQUEST_TIMEOUT",
+      "HTTP/1.1 408 Request Timeout",
+      "The request took too long to arrive.",
+      "request_timeout",
+    ],
     ["HPE_INVALID_METHOD", "HTTP/1.1 400 Bad Request", "The request is not valid HTTP/1.1.", "invalid_http"],
     [undefined, "HTTP/1.1 400 Bad Request", "The request is not valid HTTP/1.1.", "invalid_http"],
   ])("%s -> %s", (code, statusLine, message, apiCode) => {
     const r = parse(clientErrorResponse({ code }));
     expect(r.lines).toEqual([
-      statusLine, "Content-Type: application/json; charset=utf-8", `Content-Length: ${Buffer.byteLength(r.bodyText)}`, "Connection: close",
+      statusLine,
+      "Content-Type: application/json; charset=utf-8",
+      `Content-Length: ${Buffer.byteLength(r.bodyText)}`,
+      "Connection: close",
     ]);
     expect(r.body).toEqual({ error: { message, type: "invalid_request_error", code: apiCode, param: null } });
   });

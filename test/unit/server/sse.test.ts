@@ -50,12 +50,15 @@ describe("SseStream", () => {
   it("open() sends 200 with the event-stream headers and flushes them", () => {
     const { res, sse } = make();
     sse.open();
-    expect(res.head).toEqual([200, {
-      "Content-Type": "text/event-stream; charset=utf-8",
-      "Cache-Control": "no-cache",
-      Connection: "keep-alive",
-      "X-Accel-Buffering": "no",
-    }]);
+    expect(res.head).toEqual([
+      200,
+      {
+        "Content-Type": "text/event-stream; charset=utf-8",
+        "Cache-Control": "no-cache",
+        Connection: "keep-alive",
+        "X-Accel-Buffering": "no",
+      },
+    ]);
     expect(res.flushed).toBe(1);
   });
 

@@ -41,7 +41,8 @@ function readCases(base: string): Case[] {
     inputs.push(raw.slice(pos, next));
     pos = next + sep.length;
   }
-  if (inputs.length !== outLines.length) throw new Error(`${base}: ${inputs.length} inputs but ${outLines.length} expected lines`);
+  if (inputs.length !== outLines.length)
+    throw new Error(`${base}: ${inputs.length} inputs but ${outLines.length} expected lines`);
   // test-tokenizer-0 keys its cases by text (std::map): a repeated text keeps the last expectation
   const byText = new Map<string, Case>();
   inputs.forEach((text, index) => {

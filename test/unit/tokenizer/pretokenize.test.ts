@@ -5,7 +5,12 @@
  * and for the places where llama.cpp's matching differs from plain JavaScript regexes.
  */
 import { describe, expect, it } from "vitest";
-import { buildSplitter, compileRegex, findPreTokenizer, SUPPORTED_PRE_TOKENIZERS } from "../../../lib/tokenizer/pretokenize.js";
+import {
+  buildSplitter,
+  compileRegex,
+  findPreTokenizer,
+  SUPPORTED_PRE_TOKENIZERS,
+} from "../../../lib/tokenizer/pretokenize.js";
 
 function split(pre: string, text: string): string[] {
   const p = findPreTokenizer(pre);
@@ -17,18 +22,56 @@ const LLAMA_CPP_SPLITS: Record<string, Array<[string, string[]]>> = {
   "llama-bpe": [
     [
       "Hello, y'all! How are you 😁 ?我想在apple工作1314151天～",
-      ["Hello", ",", " y", "'all", "!", " How", " are", " you", " 😁", " ?", "我想在apple工作", "131", "415", "1", "天", "～"],
+      [
+        "Hello",
+        ",",
+        " y",
+        "'all",
+        "!",
+        " How",
+        " are",
+        " you",
+        " 😁",
+        " ?",
+        "我想在apple工作",
+        "131",
+        "415",
+        "1",
+        "天",
+        "～",
+      ],
     ],
     ["   Hello\n\n  \n\tworld  ", ["  ", " Hello", "\n\n  \n", "\tworld", "  "]],
     ["3333333 12345", ["333", "333", "3", " ", "123", "45"]],
     ["'S 'LL 've I'M", ["'S", " '", "LL", " '", "ve", " I", "'M"]],
     ["\r\n\r\n  x", ["\r\n\r\n", " ", " x"]],
-    [" (\n =\" 🦙.cpp", [" (\n", " =\"", " 🦙.", "cpp"]],
+    [' (\n =" 🦙.cpp', [" (\n", ' ="', " 🦙.", "cpp"]],
   ],
   qwen2: [
     [
       "Hello, y'all! How are you 😁 ?我想在apple工作1314151天～",
-      ["Hello", ",", " y", "'all", "!", " How", " are", " you", " 😁", " ?", "我想在apple工作", "1", "3", "1", "4", "1", "5", "1", "天", "～"],
+      [
+        "Hello",
+        ",",
+        " y",
+        "'all",
+        "!",
+        " How",
+        " are",
+        " you",
+        " 😁",
+        " ?",
+        "我想在apple工作",
+        "1",
+        "3",
+        "1",
+        "4",
+        "1",
+        "5",
+        "1",
+        "天",
+        "～",
+      ],
     ],
     ["   Hello\n\n  \n\tworld  ", ["  ", " Hello", "\n\n  \n", "\tworld", "  "]],
     ["3333333 12345", ["3", "3", "3", "3", "3", "3", "3", " ", "1", "2", "3", "4", "5"]],
@@ -67,7 +110,10 @@ describe("pre-tokenizer splits match llama.cpp", () => {
     for (const name of SUPPORTED_PRE_TOKENIZERS) {
       const words = split(name, text);
       expect(words.join(""), name).toBe(text);
-      expect(words.every((w) => w.length > 0), name).toBe(true);
+      expect(
+        words.every((w) => w.length > 0),
+        name,
+      ).toBe(true);
     }
   });
 });
@@ -82,7 +128,17 @@ describe("pre-tokenizer table", () => {
   });
 
   it("knows the pre-tokenizers the project targets", () => {
-    for (const name of ["default", "llama3", "llama-bpe", "qwen2", "gpt-2", "deepseek-coder", "falcon", "starcoder", "phi-2"]) {
+    for (const name of [
+      "default",
+      "llama3",
+      "llama-bpe",
+      "qwen2",
+      "gpt-2",
+      "deepseek-coder",
+      "falcon",
+      "starcoder",
+      "phi-2",
+    ]) {
       expect(SUPPORTED_PRE_TOKENIZERS).toContain(name);
     }
     expect(findPreTokenizer(undefined)).toMatchObject({ type: "default" });
@@ -92,7 +148,9 @@ describe("pre-tokenizer table", () => {
   });
 
   it("names unknown and unsupported pre-tokenizers in the error", () => {
-    expect(findPreTokenizer("brand-new")).toEqual({ error: expect.stringMatching(/unknown BPE pre-tokenizer 'brand-new'/) });
+    expect(findPreTokenizer("brand-new")).toEqual({
+      error: expect.stringMatching(/unknown BPE pre-tokenizer 'brand-new'/),
+    });
     expect(findPreTokenizer("afmoe")).toEqual({ error: expect.stringMatching(/'afmoe'/) });
     // not an own property of the table
     expect(findPreTokenizer("constructor")).toEqual({ error: expect.stringMatching(/unknown/) });

@@ -73,18 +73,21 @@ describe.skipIf(VOCABS.length === 0)("round trips on fixture vocabularies", () =
     });
   }
 
-  it.skipIf(!VOCABS.includes("phi-3"))("phi-3: chat markers parse only as special, with llama.cpp's rstrip", async () => {
-    const t = Tokenizer.fromMetadata((await readGguf(join(vocabDir, "ggml-vocab-phi-3.gguf"))).metadata);
-    const user = t.tokenId("<|user|>")!;
-    const end = t.tokenId("<|end|>")!;
-    const ids = t.encode("<|user|>\nHi<|end|>\n", { addSpecial: false, parseSpecial: true });
-    // phi-3 special tokens swallow the whitespace after them (RSTRIP), as llama.cpp sets for Phi-3
-    expect(ids[0]).toBe(user);
-    expect(ids).toContain(end);
-    expect(t.decode(ids, { special: true })).toBe("<|user|> Hi<|end|>");
-    expect(t.encode("<|user|>", { addSpecial: false })).not.toContain(user);
-    expect(t.isEog(end)).toBe(true);
-    expect(t.isEog(t.tokenId("<|endoftext|>")!)).toBe(true);
-    expect(t.isEog(user)).toBe(false);
-  });
+  it.skipIf(!VOCABS.includes("phi-3"))(
+    "phi-3: chat markers parse only as special, with llama.cpp's rstrip",
+    async () => {
+      const t = Tokenizer.fromMetadata((await readGguf(join(vocabDir, "ggml-vocab-phi-3.gguf"))).metadata);
+      const user = t.tokenId("<|user|>")!;
+      const end = t.tokenId("<|end|>")!;
+      const ids = t.encode("<|user|>\nHi<|end|>\n", { addSpecial: false, parseSpecial: true });
+      // phi-3 special tokens swallow the whitespace after them (RSTRIP), as llama.cpp sets for Phi-3
+      expect(ids[0]).toBe(user);
+      expect(ids).toContain(end);
+      expect(t.decode(ids, { special: true })).toBe("<|user|> Hi<|end|>");
+      expect(t.encode("<|user|>", { addSpecial: false })).not.toContain(user);
+      expect(t.isEog(end)).toBe(true);
+      expect(t.isEog(t.tokenId("<|endoftext|>")!)).toBe(true);
+      expect(t.isEog(user)).toBe(false);
+    },
+  );
 });

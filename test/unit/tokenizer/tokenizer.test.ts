@@ -10,7 +10,11 @@ import { Tokenizer } from "../../../lib/tokenizer/index.js";
 import { BYTE_TO_CHAR } from "../../../lib/tokenizer/unicode.js";
 
 type Md = Record<string, GgufMetaValue>;
-const NORMAL = 1, UNKNOWN = 2, CONTROL = 3, USER_DEFINED = 4, BYTE = 6;
+const NORMAL = 1,
+  UNKNOWN = 2,
+  CONTROL = 3,
+  USER_DEFINED = 4,
+  BYTE = 6;
 
 /** A tiny SentencePiece vocabulary: <unk> <s> </s>, 256 byte tokens, a few scored pieces. */
 function spmMetadata(extra: Md = {}, more: Array<[string, number, number]> = []): Md {
@@ -23,11 +27,27 @@ function spmMetadata(extra: Md = {}, more: Array<[string, number, number]> = [])
     scores.push(0);
   }
   const pieces: Array<[string, number, number]> = [
-    ["▁", -1, NORMAL], ["H", -5, NORMAL], ["e", -5, NORMAL], ["l", -5, NORMAL], ["o", -5, NORMAL],
-    ["w", -5, NORMAL], ["r", -5, NORMAL], ["d", -5, NORMAL], ["▁H", -3, NORMAL], ["ll", -2, NORMAL],
-    ["llo", -1.5, NORMAL], ["▁He", -2.5, NORMAL], ["▁Hello", -1, NORMAL], ["▁w", -3, NORMAL], ["or", -3, NORMAL],
-    ["▁wor", -2, NORMAL], ["ld", -2.5, NORMAL], ["▁world", -1.2, NORMAL],
-    ["<|im_start|>", 0, CONTROL], ["<|im_end|>", 0, CONTROL], ["<|tool|>", 0, USER_DEFINED],
+    ["▁", -1, NORMAL],
+    ["H", -5, NORMAL],
+    ["e", -5, NORMAL],
+    ["l", -5, NORMAL],
+    ["o", -5, NORMAL],
+    ["w", -5, NORMAL],
+    ["r", -5, NORMAL],
+    ["d", -5, NORMAL],
+    ["▁H", -3, NORMAL],
+    ["ll", -2, NORMAL],
+    ["llo", -1.5, NORMAL],
+    ["▁He", -2.5, NORMAL],
+    ["▁Hello", -1, NORMAL],
+    ["▁w", -3, NORMAL],
+    ["or", -3, NORMAL],
+    ["▁wor", -2, NORMAL],
+    ["ld", -2.5, NORMAL],
+    ["▁world", -1.2, NORMAL],
+    ["<|im_start|>", 0, CONTROL],
+    ["<|im_end|>", 0, CONTROL],
+    ["<|tool|>", 0, USER_DEFINED],
     ...more,
   ];
   for (const [t, s, ty] of pieces) {
@@ -93,7 +113,13 @@ describe("SentencePiece", () => {
 
   it("falls back to byte tokens for characters without a piece", () => {
     expect(tok.encode("é", { addSpecial: false })).toEqual([id("▁"), id("<0xC3>"), id("<0xA9>")]);
-    expect(tok.encode("🦙", { addSpecial: false })).toEqual([id("▁"), id("<0xF0>"), id("<0x9F>"), id("<0xA6>"), id("<0x99>")]);
+    expect(tok.encode("🦙", { addSpecial: false })).toEqual([
+      id("▁"),
+      id("<0xF0>"),
+      id("<0x9F>"),
+      id("<0xA6>"),
+      id("<0x99>"),
+    ]);
   });
 
   it("adds BOS (and EOS when asked) with addSpecial", () => {
@@ -103,7 +129,9 @@ describe("SentencePiece", () => {
     expect(tok.encode("Hello", { addSpecial: false })).toEqual([id("▁Hello")]);
     expect(tok.encode("", { addSpecial: true })).toEqual([1]);
     expect(tok.encode("", { addSpecial: false })).toEqual([]);
-    const both = Tokenizer.fromMetadata(spmMetadata({ "tokenizer.ggml.add_eos_token": true, "tokenizer.ggml.add_bos_token": false }));
+    const both = Tokenizer.fromMetadata(
+      spmMetadata({ "tokenizer.ggml.add_eos_token": true, "tokenizer.ggml.add_bos_token": false }),
+    );
     expect(both.encode("Hello")).toEqual([id("▁Hello"), 2]);
   });
 
@@ -255,7 +283,10 @@ describe("byte-level BPE", () => {
 
 describe("errors", () => {
   it("rejects an unsupported tokenizer model, naming it", () => {
-    expectTokenizerError({ ...spmMetadata(), "tokenizer.ggml.model": "bert" }, /unsupported tokenizer model 'bert'.*'llama'.*'gpt2'/);
+    expectTokenizerError(
+      { ...spmMetadata(), "tokenizer.ggml.model": "bert" },
+      /unsupported tokenizer model 'bert'.*'llama'.*'gpt2'/,
+    );
     expectTokenizerError({ ...spmMetadata(), "tokenizer.ggml.model": "t5" }, /'t5'/);
   });
 
@@ -267,7 +298,10 @@ describe("errors", () => {
   });
 
   it("rejects an unknown BPE pre-tokenizer, naming it", () => {
-    expectTokenizerError(bpeMetadata({ "tokenizer.ggml.pre": "my-new-pre" }), /unknown BPE pre-tokenizer 'my-new-pre'.*supported: default/);
+    expectTokenizerError(
+      bpeMetadata({ "tokenizer.ggml.pre": "my-new-pre" }),
+      /unknown BPE pre-tokenizer 'my-new-pre'.*supported: default/,
+    );
     expectTokenizerError(bpeMetadata({ "tokenizer.ggml.pre": "kimi-k2" }), /'kimi-k2'.*not implement/);
   });
 
