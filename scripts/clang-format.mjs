@@ -16,14 +16,25 @@ const check = process.argv.includes("--check");
 const bin = process.env.CLANG_FORMAT ?? "clang-format";
 const EXPECTED_MAJOR = 14;
 
+// The check is only meaningful with the expected version. Without it, `--check` (part of npm test)
+// warns and passes on a contributor's machine; CI sets LLMSERVE_REQUIRE_FORMAT=1 (.ci/run), where a
+// missing or other clang-format fails.
+const required = process.env.LLMSERVE_REQUIRE_FORMAT === "1";
 const version = spawnSync(bin, ["--version"], { encoding: "utf8" });
-if (version.error || version.status !== 0) {
+const major = version.error || version.status !== 0 ? Number.NaN : Number(/version (\d+)/.exec(version.stdout)?.[1]);
+if (check && !required && major !== EXPECTED_MAJOR) {
+  console.warn(
+    `clang-format: ${Number.isNaN(major) ? `\`${bin}\` not found` : `version ${major}, not ${EXPECTED_MAJOR}`}; ` +
+      "skipping the C++ format check here (CI runs it; Debian: apt-get install clang-format)",
+  );
+  process.exit(0);
+}
+if (Number.isNaN(major)) {
   console.error(
     `clang-format: \`${bin}\` not found; install it (Debian: apt-get install clang-format) or set CLANG_FORMAT`,
   );
   process.exit(1);
 }
-const major = Number(/version (\d+)/.exec(version.stdout)?.[1]);
 if (major !== EXPECTED_MAJOR) {
   console.warn(
     `clang-format: version ${major} (.clang-format is checked with ${EXPECTED_MAJOR}); its layout may differ`,
