@@ -23,6 +23,7 @@ export const NATIVE_ERROR_CODES = [
   "ERR_QUEUE_FULL",
   "ERR_KV_EXHAUSTED",
   "ERR_DISPOSED",
+  "ERR_ADAPTER_NOT_FOUND",
   "ERR_INTERNAL",
 ] as const;
 

@@ -391,20 +391,23 @@ struct Run {
   std::vector<int32_t> tokens;
   bool done = false;
   Status error;
+  int64_t reused = 0;
 };
 
-std::shared_ptr<Run> submit(Engine& e, const std::vector<int32_t>& prompt, uint64_t adapter, Status* st_out = nullptr) {
+std::shared_ptr<Run> submit(Engine& e, const std::vector<int32_t>& prompt, uint64_t adapter, Status* st_out = nullptr,
+                            int64_t session = 0, int64_t max_tokens = 12) {
   auto run = std::make_shared<Run>();
   auto req = std::make_shared<GenerateRequest>();
   req->prompt = prompt;
   req->sampling.temperature = 0;
   req->sampling.compute_logprob = false;
-  req->max_tokens = 12;
+  req->max_tokens = max_tokens;
   req->adapter = adapter;
+  req->session = session;
   req->on_event = [run](GenEvent&& ev) {
     std::lock_guard<std::mutex> lk(run->mu);
     run->tokens.insert(run->tokens.end(), ev.tokens.begin(), ev.tokens.end());
-    if (ev.done) run->done = true, run->error = ev.error;
+    if (ev.done) run->done = true, run->error = ev.error, run->reused = ev.timings.reused_tokens;
     run->cv.notify_all();
   };
   int64_t id = 0;
@@ -429,13 +432,13 @@ std::unique_ptr<Engine> engine_for(const std::string& path,
   Status st = CpuExecutor::load(path, xo, {}, &x);
   CHECK(st.is_ok());
   if (!x) return nullptr;
-  for (size_t i = 0; i < adapters.size(); ++i)
-    CHECK(x->load_adapter(i + 1, adapters[i].first, adapters[i].second).is_ok());
   CHECK(x->load_adapter(0, adapters.empty() ? path : adapters[0].first, 1.0f).code == Code::InvalidArgument);
   EngineOptions eo;
   eo.threads = 1, eo.n_ctx = 256, eo.kv_type = GgmlType::F32;
   std::unique_ptr<Engine> e;
   CHECK(Engine::create(std::move(x), eo, &e).is_ok());
+  for (size_t i = 0; e && i < adapters.size(); ++i)
+    CHECK(e->load_adapter(i + 1, adapters[i].first, adapters[i].second).is_ok());
   return e;
 }
 }  // namespace
@@ -478,6 +481,108 @@ TEST(lora_engine_requests_pick_their_adapter) {
   CHECK(wait(*ry) == solo_y);
   Status st;
   submit(*e, prompt, 9, &st);
-  CHECK(st.code == Code::InvalidArgument);
+  CHECK(st.code == Code::AdapterNotFound);
+  e->shutdown();
+}
+
+// Engine::load_adapter / unload_adapter: an unload while a request with the adapter is queued or
+// running lets it finish with the adapter's tokens (the request holds the adapter); new submits
+// with the id are refused (AdapterNotFound); the executor drops the adapter when the last request
+// ends; ids are never reused; the stats count adapters and their bytes.
+TEST(lora_engine_unload_while_serving) {
+  const std::string base = base_path("llama");
+  auto m = load_model(base);
+  if (!m) {
+    CHECK(false);
+    return;
+  }
+  SynthLoraOptions o;
+  o.rank = 4, o.seed = 5, o.targets = kAllTargets;
+  const std::string px = adapter_path(base, "unload_x", o);
+  auto e = engine_for(base, {});
+  if (!e) return;
+  CHECK_EQ(e->stats().adapters, (int64_t)0);
+  CHECK_EQ(e->stats().adapter_bytes, (int64_t)0);
+  CHECK(e->load_adapter(0, px, 1.0f).code == Code::InvalidArgument);
+  CHECK(e->load_adapter(7, base, 1.0f).code == Code::InvalidArgument);  // a model, not an adapter
+  CHECK(e->load_adapter(1, px, 1.0f).is_ok());
+  CHECK(e->load_adapter(1, px, 1.0f).code == Code::InvalidArgument);  // id in use
+  CHECK(e->adapter_ids() == std::vector<uint64_t>{1});
+  const EngineStats st1 = e->stats();
+  CHECK_EQ(st1.adapters, (int64_t)1);
+  // rank 4 f32 pairs over 2 layers of 7 projections of a 64/96-wide model, plus the output
+  CHECK(st1.adapter_bytes > 0);
+  const auto prompt = test_tokens(11, m->config().n_vocab, 8);
+  const auto solo = wait(*submit(*e, prompt, 1, nullptr, 0, 40));
+  const auto base_tokens = wait(*submit(*e, prompt, 0, nullptr, 0, 40));
+  CHECK(solo != base_tokens);
+
+  auto r1 = submit(*e, prompt, 1, nullptr, 0, 40);
+  auto r2 = submit(*e, prompt, 1, nullptr, 0, 40);
+  CHECK(e->unload_adapter(1).is_ok());
+  CHECK(e->unload_adapter(1).code == Code::AdapterNotFound);
+  CHECK(e->adapter_ids().empty());
+  CHECK_EQ(e->stats().adapters, (int64_t)0);
+  Status st;
+  submit(*e, prompt, 1, &st);
+  CHECK(st.code == Code::AdapterNotFound);
+  CHECK(wait(*r1) == solo);
+  CHECK(wait(*r2) == solo);
+  // Both requests ended (each Sequence is gone before its last event): the executor dropped it.
+  CHECK(!e->executor().has_adapter(1));
+  CHECK_EQ(e->stats().adapter_bytes, (int64_t)0);
+  CHECK(e->load_adapter(1, px, 1.0f).code == Code::InvalidArgument);  // never reused
+  CHECK(e->load_adapter(2, px, 1.0f).is_ok());
+  CHECK(wait(*submit(*e, prompt, 2, nullptr, 0, 40)) == solo);
+  CHECK_EQ(e->stats().adapter_bytes, st1.adapter_bytes);
+  e->shutdown();
+}
+
+// A session's next turn adopts its KV only when it runs under the same adapter: KV computed under
+// adapter 1 is not the base model's (or adapter 2's). The same holds for the copy of a kept
+// session's partial last block into another request.
+TEST(lora_session_keeps_kv_per_adapter) {
+  const std::string base = base_path("llama");
+  auto m = load_model(base);
+  if (!m) {
+    CHECK(false);
+    return;
+  }
+  SynthLoraOptions o;
+  o.rank = 4, o.seed = 6, o.targets = kAllTargets;
+  const std::string px = adapter_path(base, "session_x", o);
+  o.seed = 7;
+  const std::string py = adapter_path(base, "session_y", o);
+  auto e = engine_for(base, {{px, 1.0f}, {py, 1.0f}});
+  if (!e) return;
+  const int64_t V = m->config().n_vocab;
+  const auto p1 = test_tokens(21, V, 4);  // 21 + 6 generated: a partial second block (block size 16)
+  auto t1 = submit(*e, p1, 1, nullptr, /*session=*/5, 6);
+  auto turn1 = wait(*t1);
+  std::vector<int32_t> p2 = p1;
+  p2.insert(p2.end(), turn1.begin(), turn1.end());
+  for (int32_t t : test_tokens(5, V, 9)) p2.push_back(t);
+  for (uint64_t ad : {uint64_t{0}, uint64_t{2}}) {
+    // From scratch: nothing is cached under this adapter yet.
+    auto f = submit(*e, p2, ad, nullptr, 0, 6);
+    const auto fresh = wait(*f);
+    CHECK_EQ(f->reused, (int64_t)0);
+    // Its first block is now cached under ad; session 5's partial second block (adapter 1) must not
+    // be copied in.
+    auto r = submit(*e, p2, ad, nullptr, 0, 6);
+    CHECK(wait(*r) == fresh);
+    CHECK_EQ(r->reused, (int64_t)16);
+    // Session 5 holds p1 + turn1 under adapter 1; this turn runs under ad: recomputed, not adopted.
+    auto t = submit(*e, p2, ad, nullptr, 5, 6);
+    CHECK(wait(*t) == fresh);
+    CHECK_EQ(t->reused, (int64_t)16);  // the prefix cache's block under ad, nothing more
+    // Session 5 back under adapter 1 for the next round (p2 does not extend p1: recomputed).
+    CHECK(wait(*submit(*e, p1, 1, nullptr, 5, 6)) == turn1);
+  }
+  // Same adapter: the next turn adopts the session's KV and gives the fresh tokens.
+  auto fresh1 = wait(*submit(*e, p2, 1, nullptr, 0, 6));
+  auto same = submit(*e, p2, 1, nullptr, 5, 6);
+  CHECK(wait(*same) == fresh1);
+  CHECK(same->reused >= (int64_t)p1.size());
   e->shutdown();
 }

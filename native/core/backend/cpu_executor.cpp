@@ -149,6 +149,20 @@ bool CpuExecutor::has_adapter(uint64_t id) const {
   return adapters_.count(id) != 0;
 }
 
+Status CpuExecutor::unload_adapter(uint64_t id) {
+  std::lock_guard<std::mutex> lock(adapters_mu_);
+  if (adapters_.erase(id) == 0)
+    return make_error(Code::AdapterNotFound, "no LoRA adapter is loaded with id " + std::to_string(id));
+  return Status::ok();
+}
+
+size_t CpuExecutor::adapter_bytes() const {
+  std::lock_guard<std::mutex> lock(adapters_mu_);
+  size_t n = 0;
+  for (auto& [id, a] : adapters_) n += a->bytes();
+  return n;
+}
+
 void CpuExecutor::copy_block(int32_t src, int32_t dst, int64_t n_slots) { kv_->copy_block(src, dst, n_slots); }
 
 Status CpuExecutor::evaluate(const int32_t* tokens, int64_t n, bool logits_all, std::vector<float>* logits) {

@@ -39,6 +39,8 @@ class CpuExecutor final : public Executor {
   // Loads (or replaces) adapter id; errors: InvalidArgument (id 0), LoraAdapter::load's.
   Status load_adapter(uint64_t id, const std::string& path, float scale) override;
   bool has_adapter(uint64_t id) const override;
+  Status unload_adapter(uint64_t id) override;
+  size_t adapter_bytes() const override;
 
  private:
   CpuExecutor() = default;

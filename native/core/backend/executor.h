@@ -83,6 +83,13 @@ class Executor {
     return make_error(Code::InvalidArgument, "this executor does not support LoRA adapters");
   }
   virtual bool has_adapter(uint64_t id) const { return id == 0; }
+  // Drops adapter id (a forward() already running keeps it until it returns). AdapterNotFound when
+  // no adapter has that id.
+  virtual Status unload_adapter(uint64_t id) {
+    return make_error(Code::AdapterNotFound, "no LoRA adapter is loaded with id " + std::to_string(id));
+  }
+  // Bytes of adapter weights held (every loaded adapter's A and B matrices).
+  virtual size_t adapter_bytes() const { return 0; }
 };
 
 // Loads the GGUF at path onto the best available backend (the CPU today), reporting progress as

@@ -210,6 +210,7 @@ Status LoraAdapter::from_file(std::shared_ptr<GgufFile> file, const Model& base,
       return make_error(Code::InvalidArgument, "LoRA scale of '" + name + "' is not finite");
     (p == Proj::Output ? a->output_ : a->layers_[static_cast<size_t>(il)][static_cast<size_t>(p)]) = pr;
     ++a->n_pairs_;
+    a->bytes_ += static_cast<size_t>(ab.first->nbytes + ab.second->nbytes);
   }
   *out = std::move(a);
   return Status::ok();

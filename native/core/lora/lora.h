@@ -56,6 +56,8 @@ class LoraAdapter final : public ProjectionDelta {
   const LoraPair* pair(int64_t il, Proj p) const;
   float alpha() const { return alpha_; }
   int64_t n_pairs() const { return n_pairs_; }
+  // Bytes of every pair's A and B matrices (as stored in the file).
+  size_t bytes() const { return bytes_; }
 
  private:
   LoraAdapter() = default;
@@ -64,6 +66,7 @@ class LoraAdapter final : public ProjectionDelta {
   LoraPair output_;
   float alpha_ = 0.0f;
   int64_t n_pairs_ = 0;
+  size_t bytes_ = 0;
 };
 
 }  // namespace llmserve

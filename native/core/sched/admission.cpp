@@ -53,7 +53,8 @@ void Engine::admit(Sequence& s) {
     auto it = sessions_.find(s.req->session);
     if (it != sessions_.end()) {
       Session& ss = *it->second;
-      const bool extends = (int64_t)s.tokens.size() > ss.n_computed &&
+      // KV computed under another adapter (or the base model) is not this turn's: recompute.
+      const bool extends = ss.adapter == adapter && (int64_t)s.tokens.size() > ss.n_computed &&
                            std::equal(ss.tokens.begin(), ss.tokens.begin() + ss.n_computed, s.tokens.begin());
       if (extends) {
         s.blocks = std::move(ss.blocks);
@@ -89,7 +90,8 @@ void Engine::admit(Sequence& s) {
     for (auto& [sid, ssp] : sessions_) {
       const Session& ss = *ssp;
       const int64_t full = ss.n_computed / bs;
-      if (full * bs != s.n_computed || ss.n_computed == s.n_computed || ss.n_computed >= (int64_t)s.tokens.size())
+      if (ss.adapter != adapter || full * bs != s.n_computed || ss.n_computed == s.n_computed ||
+          ss.n_computed >= (int64_t)s.tokens.size())
         continue;
       if (!std::equal(ss.tokens.begin(), ss.tokens.begin() + ss.n_computed, s.tokens.begin())) continue;
       const int32_t b = alloc_->allocate();

@@ -100,10 +100,15 @@ Status Engine::submit(std::shared_ptr<GenerateRequest> req, int64_t* id) {
   if (req->max_tokens < 0)
     return make_error(Code::InvalidArgument,
                       "Expected a non-negative integer for maxTokens but received " + std::to_string(req->max_tokens));
-  if (!executor_->has_adapter(req->adapter))
-    return make_error(Code::InvalidArgument,
-                      "No LoRA adapter is loaded with id " + std::to_string(req->adapter) + "; load it first.");
   auto s = std::make_unique<Sequence>();
+  if (req->adapter != 0) {
+    std::lock_guard<std::mutex> lk(adapters_mu_);
+    auto it = adapters_.find(req->adapter);
+    if (it == adapters_.end())
+      return make_error(Code::AdapterNotFound,
+                        "No LoRA adapter is loaded with id " + std::to_string(req->adapter) + "; load it first.");
+    s->adapter = it->second;
+  }
   s->req = std::move(req);
   s->tokens = s->req->prompt;
   s->n_prompt = (int64_t)s->tokens.size();
@@ -140,6 +145,43 @@ Status Engine::submit_eval(std::shared_ptr<EvalRequest> req) {
   return Status::ok();
 }
 
+Status Engine::load_adapter(uint64_t id, const std::string& path, float scale) {
+  if (id == 0) return make_error(Code::InvalidArgument, "adapter id 0 is the base model; use an id >= 1");
+  {
+    std::lock_guard<std::mutex> lk(adapters_mu_);
+    if (!adapter_ids_used_.insert(id).second)
+      return make_error(Code::InvalidArgument,
+                        "adapter id " + std::to_string(id) + " was already used by this model; ids are never reused");
+  }
+  // The file is read and checked outside the lock: submits and steps go on meanwhile.
+  Status st = executor_->load_adapter(id, path, scale);
+  std::lock_guard<std::mutex> lk(adapters_mu_);
+  if (!st) {
+    adapter_ids_used_.erase(id);  // nothing was loaded under it
+    return st;
+  }
+  adapters_[id] = std::make_shared<AdapterLease>(executor_.get(), id);
+  return Status::ok();
+}
+
+Status Engine::unload_adapter(uint64_t id) {
+  std::shared_ptr<AdapterLease> lease;  // released after the lock: may unload from the executor
+  std::lock_guard<std::mutex> lk(adapters_mu_);
+  auto it = adapters_.find(id);
+  if (it == adapters_.end())
+    return make_error(Code::AdapterNotFound, "No LoRA adapter is loaded with id " + std::to_string(id) + ".");
+  lease = std::move(it->second);
+  adapters_.erase(it);
+  return Status::ok();
+}
+
+std::vector<uint64_t> Engine::adapter_ids() {
+  std::lock_guard<std::mutex> lk(adapters_mu_);
+  std::vector<uint64_t> ids;
+  for (auto& [id, lease] : adapters_) ids.push_back(id);
+  return ids;
+}
+
 void Engine::cancel(int64_t id) {
   std::lock_guard<std::mutex> lk(mu_);
   cancel_inbox_.push_back(id);
@@ -153,8 +195,17 @@ void Engine::end_session(int64_t session) {
 }
 
 EngineStats Engine::stats() {
-  std::lock_guard<std::mutex> lk(mu_);
-  return published_;
+  EngineStats s;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    s = published_;
+  }
+  {
+    std::lock_guard<std::mutex> lk(adapters_mu_);
+    s.adapters = (int64_t)adapters_.size();
+  }
+  s.adapter_bytes = (int64_t)executor_->adapter_bytes();
+  return s;
 }
 
 void Engine::publish_stats() {

@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -78,6 +79,16 @@ class Engine {
   Status submit(std::shared_ptr<GenerateRequest> req, int64_t* id);
   Status submit_eval(std::shared_ptr<EvalRequest> req);
   void cancel(int64_t id);
+  // LoRA adapters (lora/): load_adapter reads the adapter at path under id (>= 1, never used before
+  // by this engine: prefix-cache keys and kept sessions name adapters by id, so an id is not given
+  // to a second adapter). It may run on any thread while requests run. Errors: InvalidArgument (id
+  // 0, an id already used), the executor's load errors.
+  Status load_adapter(uint64_t id, const std::string& path, float scale);
+  // New submits with id are refused (AdapterNotFound) from now on; requests already submitted with
+  // it keep it until they end, then the executor drops it. AdapterNotFound when id is not loaded.
+  Status unload_adapter(uint64_t id);
+  // The ids loaded and not unloaded, ascending.
+  std::vector<uint64_t> adapter_ids();
   // Releases a session's (or pinned prefix's) KV; its next turn, if any, recomputes.
   void end_session(int64_t session);
   EngineStats stats();
@@ -87,6 +98,7 @@ class Engine {
   // Engine-private state (defined in sequence.h), named here so the step's helpers can use it.
   struct Sequence;
   struct Session;
+  struct AdapterLease;
 
  private:
   Engine() = default;
@@ -129,6 +141,10 @@ class Engine {
   std::unique_ptr<Executor> executor_;
   KvLayout kv_;  // the executor's KV pool (block ids are [0, kv_.n_blocks))
   std::unique_ptr<BlockAllocator> alloc_;
+  // LoRA adapters by id (declared after executor_: every lease is gone before the executor is).
+  std::mutex adapters_mu_;
+  std::map<uint64_t, std::shared_ptr<AdapterLease>> adapters_;
+  std::set<uint64_t> adapter_ids_used_;  // loaded, loading or unloaded: never given out again
 
   // Engine-thread state.
   std::list<std::unique_ptr<Sequence>> running_;

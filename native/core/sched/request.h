@@ -38,7 +38,7 @@ struct GenerateRequest {
   int32_t priority = 0;                      // higher runs first and is preempted last
   int64_t session = 0;                       // != 0: keep this sequence's KV for the session's next turn
   bool pin = false;                          // with session: never evicted under memory pressure
-  uint64_t adapter = 0;                      // adapter id carried per token (multi-LoRA later)
+  uint64_t adapter = 0;                      // LoRA adapter id (0: the base model; Engine::load_adapter)
   std::function<void(GenEvent&&)> on_event;  // called on the engine thread
 };
 
@@ -60,6 +60,10 @@ struct EngineStats {
   // Requests admitted while other sequences were running (joining a running batch: continuous
   // batching; always 0 with static batching).
   int64_t joined_running = 0;
+  // LoRA adapters loaded (Engine::load_adapter, not yet unloaded) and the bytes of adapter weights
+  // held, including unloaded adapters that requests still in flight keep alive.
+  int64_t adapters = 0;
+  int64_t adapter_bytes = 0;
 };
 
 }  // namespace llmserve

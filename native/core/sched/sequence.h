@@ -7,10 +7,23 @@
 
 namespace llmserve {
 
+// Keeps a LoRA adapter loaded in the executor while anything uses it: the engine's table holds one
+// reference until unload_adapter(), each request with that adapter holds one from submit() until it
+// ends. The last one to go unloads it from the executor.
+struct Engine::AdapterLease {
+  Executor* executor = nullptr;
+  uint64_t id = 0;
+  AdapterLease(Executor* x, uint64_t i) : executor(x), id(i) {}
+  AdapterLease(const AdapterLease&) = delete;
+  AdapterLease& operator=(const AdapterLease&) = delete;
+  ~AdapterLease() { (void)executor->unload_adapter(id); }
+};
+
 struct Engine::Sequence {
   int64_t id = 0;
   uint64_t arrival = 0;
   std::shared_ptr<GenerateRequest> req;
+  std::shared_ptr<AdapterLease> adapter;  // null for the base model
   bool cancelled = false;
   bool done = false;
   std::vector<int32_t> tokens;  // prompt, then every generated token
@@ -33,6 +46,7 @@ struct Engine::Session {
   uint64_t last_key = 0;
   bool pinned = false;
   uint64_t last_used = 0;
+  uint64_t adapter = 0;  // the adapter its KV was computed under: only a turn with the same one adopts it
 };
 
 double engine_now_ms();

@@ -72,6 +72,7 @@ void Engine::finish(Sequence& s, FinishReason r, Status error) {
     ss->n_registered = s.n_registered;
     ss->last_key = s.last_key;
     ss->pinned = s.req->pin;
+    ss->adapter = s.req->adapter;
     ss->last_used = ++session_clock_;
     auto old = sessions_.find(s.req->session);
     if (old != sessions_.end())
