@@ -71,6 +71,15 @@ export const SYNTH_LIMITS = {
   seed: int(0, Number.MAX_SAFE_INTEGER),
 } as const satisfies Record<string, Limit>;
 
+/** LoRA adapters: Model.loadAdapter()'s `scale` and synthLora()'s options. */
+export const LORA_LIMITS = {
+  scale: num(-100, 100),
+  rank: int(1, 4096),
+  seed: int(0, Number.MAX_SAFE_INTEGER),
+  alpha: num(0, 65536),
+  stdB: num(0, 100),
+} as const satisfies Record<string, Limit>;
+
 /** Options of readGguf(). */
 export const GGUF_LIMITS = {
   maxArrayLength: int(0, Number.MAX_SAFE_INTEGER),
@@ -86,6 +95,8 @@ export interface Limits {
   readonly load: Readonly<Record<string, Limit>>;
   /** synth() shape options, by name. */
   readonly synth: Readonly<Record<string, Limit>>;
+  /** Model.loadAdapter()'s scale and synthLora() options, by name. */
+  readonly lora: Readonly<Record<string, Limit>>;
   /** readGguf() options, by name. */
   readonly gguf: Readonly<Record<string, Limit>>;
 }
@@ -94,7 +105,13 @@ export interface Limits {
  * The allowed range of every numeric option, e.g. `LIMITS.generate.topK` is
  * `{ min: 0, max: 2147483647, integer: true, minExclusive: false }`.
  */
-export const LIMITS: Limits = { generate: GENERATE_LIMITS, load: LOAD_LIMITS, synth: SYNTH_LIMITS, gguf: GGUF_LIMITS };
+export const LIMITS: Limits = {
+  generate: GENERATE_LIMITS,
+  load: LOAD_LIMITS,
+  synth: SYNTH_LIMITS,
+  lora: LORA_LIMITS,
+  gguf: GGUF_LIMITS,
+};
 
 /** "an integer in [0, 20]", "a number in (0, 1]": the words both layers' messages use. */
 export function describeLimit(l: Limit): string {

@@ -136,6 +136,10 @@ export interface NativeStats {
   kvTokensHeld: number;
   /** Requests admitted while other sequences were running (joined a running batch); always 0 with static batching. */
   joinedRunning: number;
+  /** LoRA adapters loaded (see {@link Model.loadAdapter}). */
+  adapters: number;
+  /** Bytes of LoRA adapter weights held, unloaded adapters that running requests still use included. */
+  adapterBytes: number;
 }
 
 /** Model shape and engine limits (surfaced as ModelInfo). */
@@ -247,7 +251,35 @@ export interface NativeModel {
   endSession(session: number): void;
   /** Logits for the last token ([nVocab]) or for every token ([n * nVocab]) of a fresh sequence. */
   evaluate(tokens: Int32Array, logitsAll: boolean): Promise<Float32Array>;
+  /** Reads a LoRA adapter on a worker thread and registers it under `name` (a fresh id each load). */
+  loadAdapter(name: string, path: string, scale: number): Promise<NativeAdapterInfo>;
+  /** New requests can no longer use it; those in flight keep it until they end. */
+  unloadAdapter(name: string): void;
+  /** The loaded adapters, in load order. */
+  adapters(): NativeAdapterInfo[];
   dispose(): Promise<void>;
+}
+
+/** One loaded LoRA adapter (surfaced as AdapterInfo). */
+export interface NativeAdapterInfo {
+  /** The name it was loaded under. */
+  name: string;
+  /** The id requests carry (never reused by this model). */
+  id: number;
+  /** The adapter file. */
+  path: string;
+  /** The user scale (the effective scale is scale × alpha / rank when the file has an alpha). */
+  scale: number;
+}
+
+/** synthLora()'s options: every field is required (lib/synth.ts sets them). */
+export interface NativeSynthLoraOptions {
+  rank: number;
+  targets: string[];
+  seed: number;
+  alpha: number;
+  type: string;
+  stdB: number;
 }
 
 /** synth()'s options: every field is required (lib/synth.ts sets them). */
@@ -274,6 +306,7 @@ export interface NativeAddon {
     load: NativeModelOptions;
     generate: NativeGenerateParams;
     synth: NativeSynthOptions;
+    synthLora: NativeSynthLoraOptions;
     gguf: { maxStringBytes: number; maxMetadataBytes: number };
   };
   /** Every argument and field is required (lib/gguf.ts sets them; `keyPrefixes: []` = every key). */
@@ -291,4 +324,5 @@ export interface NativeAddon {
     outPath: string,
     onProgress?: (fraction: number) => void,
   ): Promise<{ notes: string[] }>;
+  synthLora(basePath: string, opts: NativeSynthLoraOptions, outPath: string): Promise<void>;
 }

@@ -58,6 +58,13 @@ inline constexpr Limit kSynthContext{"context", 1, 1 << 24, true, false};
 inline constexpr Limit kSynthVocabSize{"vocabSize", 1, 1 << 20, true, false};
 inline constexpr Limit kSynthSeed{"seed", 0, kSafeMax, true, false};
 
+// loadAdapter(name, path, scale) and synthLora(base, options, outPath)
+inline constexpr Limit kAdapterScale{"scale", -100, 100, false, false};
+inline constexpr Limit kLoraRank{"rank", 1, 4096, true, false};
+inline constexpr Limit kLoraSeed{"seed", 0, kSafeMax, true, false};
+inline constexpr Limit kLoraAlpha{"alpha", 0, 65536, false, false};
+inline constexpr Limit kLoraStdB{"stdB", 0, 100, false, false};
+
 // readGguf(path, maxArrayLength, {maxStringBytes, maxMetadataBytes})
 inline constexpr Limit kMaxArrayLength{"maxArrayLength", 0, kSafeMax, true, false};
 inline constexpr Limit kMaxStringBytes{"maxStringBytes", 1, kSafeMax, true, false};
@@ -77,11 +84,13 @@ inline constexpr const Limit* kLoad[] = {&kThreads,        &kContextSize,  &kKvC
                                          &kMaxBatchTokens, &kPrefillChunk, &kMaxSequences,  &kMaxQueue};
 inline constexpr const Limit* kSynth[] = {&kSynthDim, &kSynthLayers,  &kSynthHeads,     &kSynthKvHeads,
                                           &kSynthFfn, &kSynthContext, &kSynthVocabSize, &kSynthSeed};
+inline constexpr const Limit* kLora[] = {&kAdapterScale, &kLoraRank, &kLoraSeed, &kLoraAlpha, &kLoraStdB};
 inline constexpr const Limit* kGguf[] = {&kMaxArrayLength, &kMaxStringBytes, &kMaxMetadataBytes};
 inline constexpr Group kGroups[] = {
     {"generate", kGenerate, sizeof(kGenerate) / sizeof(kGenerate[0])},
     {"load", kLoad, sizeof(kLoad) / sizeof(kLoad[0])},
     {"synth", kSynth, sizeof(kSynth) / sizeof(kSynth[0])},
+    {"lora", kLora, sizeof(kLora) / sizeof(kLora[0])},
     {"gguf", kGguf, sizeof(kGguf) / sizeof(kGguf[0])},
 };
 

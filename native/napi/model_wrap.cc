@@ -2,6 +2,10 @@
 // generate() queues a request whose events come back through a per-request thread-safe function.
 #include <napi.h>
 
+#include <algorithm>
+#include <map>
+#include <set>
+
 #include "errors.h"
 #include "gguf/gguf.h"
 #include "sched/engine.h"
@@ -65,6 +69,83 @@ std::vector<int32_t> to_tokens(Napi::Env env, Napi::Value v) {
   return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());  // copy at the boundary
 }
 
+// The model's LoRA adapters by name (JS thread only). Ids are handed out once each (the engine never
+// reuses one: its prefix cache and sessions name adapters by id), so loading a name again after an
+// unload gives it a new id.
+struct AdapterTable {
+  struct Entry {
+    uint64_t id = 0;
+    std::string path;
+    double scale = 1;
+  };
+  std::map<std::string, Entry> loaded;
+  std::set<std::string> loading;
+  uint64_t next_id = 1;
+
+  // `"a", "b"` or `none` for messages.
+  std::string names() const {
+    std::string s;
+    for (auto& [n, e] : loaded) s += (s.empty() ? "\"" : ", \"") + n + "\"";
+    return s.empty() ? "none" : s;
+  }
+};
+
+// The adapter name argument: a non-empty string of at most 256 bytes. TypeError / RangeError.
+std::string adapter_name(Napi::Env env, Napi::Value v) {
+  if (!v.IsString()) throw_invalid(env, false, "Expected a string for the adapter name but received " + js_describe(v));
+  std::string n = v.As<Napi::String>().Utf8Value();
+  if (n.empty() || n.size() > 256)
+    throw_invalid(env, true, "Expected an adapter name of 1 to 256 bytes but received " + js_describe(v));
+  return n;
+}
+
+class AdapterLoadWorker : public StatusWorker<Napi::AsyncWorker> {
+ public:
+  AdapterLoadWorker(Napi::Env env, std::shared_ptr<Engine> e, std::shared_ptr<AdapterTable> table, std::string name,
+                    uint64_t id, std::string path, double scale)
+      : StatusWorker(env),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        engine_(std::move(e)),
+        table_(std::move(table)),
+        name_(std::move(name)),
+        id_(id),
+        path_(std::move(path)),
+        scale_(scale) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    Status s = engine_->load_adapter(id_, path_, (float)scale_);
+    if (!s) fail(s);
+  }
+  void OnOK() override {
+    table_->loading.erase(name_);
+    table_->loaded[name_] = AdapterTable::Entry{id_, path_, scale_};
+    settle(Code::Internal, "adapter '" + path_ + "'", [&] {
+      Napi::Env env = Env();
+      auto r = Napi::Object::New(env);
+      r.Set("name", name_);
+      r.Set("id", Napi::Number::New(env, (double)id_));
+      r.Set("path", path_);
+      r.Set("scale", scale_);
+      deferred_.Resolve(r);
+    });
+    engine_.reset();
+  }
+  void reject(Napi::Value err) override {
+    table_->loading.erase(name_);
+    engine_.reset();
+    deferred_.Reject(err);
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<Engine> engine_;
+  std::shared_ptr<AdapterTable> table_;
+  std::string name_;
+  uint64_t id_;
+  std::string path_;
+  double scale_;
+};
+
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  public:
   static Napi::FunctionReference* ctor;
@@ -74,7 +155,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                     {InstanceMethod("info", &ModelWrap::Info), InstanceMethod("generate", &ModelWrap::Generate),
                      InstanceMethod("cancel", &ModelWrap::Cancel), InstanceMethod("evaluate", &ModelWrap::Evaluate),
                      InstanceMethod("stats", &ModelWrap::Stats), InstanceMethod("endSession", &ModelWrap::EndSession),
-                     InstanceMethod("dispose", &ModelWrap::Dispose)});
+                     InstanceMethod("loadAdapter", &ModelWrap::LoadAdapter),
+                     InstanceMethod("unloadAdapter", &ModelWrap::UnloadAdapter),
+                     InstanceMethod("adapters", &ModelWrap::Adapters), InstanceMethod("dispose", &ModelWrap::Dispose)});
     ctor = new Napi::FunctionReference(Napi::Persistent(f));
   }
   explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {}
@@ -216,7 +299,63 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     set("blockSize", s.block_size);
     set("kvTokensHeld", s.kv_tokens_held);
     set("joinedRunning", s.joined_running);
+    set("adapters", s.adapters);
+    set("adapterBytes", s.adapter_bytes);
     return o;
+  }
+
+  // loadAdapter(name, path, scale) -> Promise<{name, id, path, scale}>: reads and checks the
+  // adapter on a libuv worker. A name already loaded (or loading) is ERR_INVALID_ARGUMENT.
+  Napi::Value LoadAdapter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    live(env);
+    const std::string name = adapter_name(env, info[0]);
+    std::string path = path_arg(env, info[1], "the adapter path");
+    const double scale = check_number<double, L::kAdapterScale>(env, info[2]);
+    if (adapters_->loaded.count(name) || adapters_->loading.count(name))
+      throw make_js_error(env, Code::InvalidArgument,
+                          "An adapter named \"" + name + "\" is already loaded; unload it first or pick another name.");
+    const uint64_t id = adapters_->next_id++;
+    adapters_->loading.insert(name);
+    auto* w = new AdapterLoadWorker(env, engine_, adapters_, name, id, std::move(path), scale);
+    auto p = w->promise();
+    w->Queue();
+    return p;
+  }
+
+  // unloadAdapter(name): new requests can no longer use it; those already queued or running keep
+  // it until they end. An unknown name is ERR_ADAPTER_NOT_FOUND listing the loaded ones.
+  Napi::Value UnloadAdapter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine* e = live(env);
+    const std::string name = adapter_name(env, info[0]);
+    auto it = adapters_->loaded.find(name);
+    if (it == adapters_->loaded.end())
+      throw make_js_error(env, Code::AdapterNotFound,
+                          "No adapter named \"" + name + "\" is loaded (loaded: " + adapters_->names() + ").");
+    const uint64_t id = it->second.id;
+    adapters_->loaded.erase(it);
+    Status s = e->unload_adapter(id);
+    if (!s) throw make_js_error(env, s);
+    return env.Undefined();
+  }
+
+  // adapters() -> [{name, id, path, scale}] in load order.
+  Napi::Value Adapters(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    live(env);
+    std::vector<std::pair<std::string, AdapterTable::Entry>> all(adapters_->loaded.begin(), adapters_->loaded.end());
+    std::sort(all.begin(), all.end(), [](auto& a, auto& b) { return a.second.id < b.second.id; });
+    auto a = Napi::Array::New(env, all.size());
+    for (uint32_t k = 0; k < all.size(); ++k) {
+      auto o = Napi::Object::New(env);
+      o.Set("name", all[k].first);
+      o.Set("id", Napi::Number::New(env, (double)all[k].second.id));
+      o.Set("path", all[k].second.path);
+      o.Set("scale", all[k].second.scale);
+      a.Set(k, o);
+    }
+    return a;
   }
 
   Napi::Value EndSession(const Napi::CallbackInfo& info) {
@@ -295,12 +434,14 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     }
     auto* w = new DisposeWorker(env, std::move(engine_));
     engine_.reset();
+    adapters_->loaded.clear();
     auto p = w->promise();
     w->Queue();
     return p;
   }
 
   std::shared_ptr<Engine> engine_;
+  std::shared_ptr<AdapterTable> adapters_ = std::make_shared<AdapterTable>();
 };
 Napi::FunctionReference* ModelWrap::ctor = nullptr;
 

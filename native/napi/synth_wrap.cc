@@ -107,6 +107,82 @@ Napi::Value Synth(const Napi::CallbackInfo& info) {
   return p;
 }
 
+class SynthLoraWorker : public StatusWorker<Napi::AsyncWorker> {
+ public:
+  SynthLoraWorker(Napi::Env env, std::string base, SynthLoraOptions o, std::string out)
+      : StatusWorker(env),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        base_(std::move(base)),
+        opts_(std::move(o)),
+        out_(std::move(out)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    Status s = synth_lora(base_, opts_, out_);
+    if (!s) fail(s);
+  }
+  void OnOK() override {
+    settle(Code::Internal, "synthLora '" + out_ + "'", [&] { deferred_.Resolve(Env().Undefined()); });
+  }
+  void reject(Napi::Value err) override { deferred_.Reject(err); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::string base_;
+  SynthLoraOptions opts_;
+  std::string out_;
+};
+
+constexpr const char* kLoraTargets[] = {"attn_q",   "attn_k", "attn_v",   "attn_output",
+                                        "ffn_gate", "ffn_up", "ffn_down", "output"};
+
+// synthLora(basePath, {rank, targets, seed, alpha, type, stdB}, outPath) -> Promise<void>: a random
+// LoRA adapter for the base model, in llama.cpp's GGUF adapter format.
+Napi::Value SynthLora(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsObject() || !info[2].IsString())
+    throw_invalid(env, false, "synthLora(basePath, options, outPath): expected a string, an object and a string");
+  std::string base = path_arg(env, info[0], "the base model path");
+  std::string out = path_arg(env, info[2], "the adapter output path");
+  Napi::Object o = info[1].As<Napi::Object>();
+  namespace L = limits;
+  // Every field is required (lib/synth.ts fills them from lib/defaults.ts).
+  SynthLoraOptions s;
+  s.rank = get_number<int64_t, L::kLoraRank>(o);
+  s.seed = get_number<uint64_t, L::kLoraSeed>(o);
+  s.alpha = get_number<float, L::kLoraAlpha>(o);
+  s.std_b = get_number<float, L::kLoraStdB>(o);
+  const std::string type = get_choice(o, "type", {"f32", "f16", "bf16", "q8_0"});
+  s.type = type == "f16"    ? GgmlType::F16
+           : type == "bf16" ? GgmlType::BF16
+           : type == "q8_0" ? GgmlType::Q8_0
+                            : GgmlType::F32;
+  Napi::Value tv = o.Get("targets");
+  if (!tv.IsArray())
+    throw_invalid(env, false, "Expected an array of target names for targets but received " + js_describe(tv));
+  auto ta = tv.As<Napi::Array>();
+  if (ta.Length() < 1 || ta.Length() > 8)
+    throw_invalid(env, true, "Expected 1 to 8 targets but received " + std::to_string(ta.Length()));
+  s.targets.clear();
+  for (uint32_t k = 0; k < ta.Length(); ++k) {
+    Napi::Value v = ta.Get(k);
+    std::string t = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+    bool ok = false;
+    for (const char* a : kLoraTargets) ok = ok || t == a;
+    if (!ok) {
+      std::string list;
+      for (const char* a : kLoraTargets) list += std::string(list.empty() ? "" : ", ") + "\"" + a + "\"";
+      throw_invalid(
+          env, v.IsString(),
+          "Expected one of " + list + " for targets[" + std::to_string(k) + "] but received " + js_describe(v));
+    }
+    s.targets.push_back(t);
+  }
+  auto* w = new SynthLoraWorker(env, std::move(base), std::move(s), std::move(out));
+  auto p = w->promise();
+  w->Queue();
+  return p;
+}
+
 }  // namespace
 
 void init_synth(Napi::Env env, Napi::Object exports) {
@@ -125,6 +201,17 @@ void init_synth(Napi::Env env, Napi::Object exports) {
   d.Set("seed", Napi::Number::New(env, (double)s.seed));
   d.Set("tiedOutput", s.tied_output);
   exports.Set("synth", Napi::Function::New(env, Synth, "synth"));
+  const SynthLoraOptions l;
+  Napi::Object dl = defaults_group(env, exports, "synthLora");
+  dl.Set("rank", Napi::Number::New(env, (double)l.rank));
+  auto targets = Napi::Array::New(env, l.targets.size());
+  for (uint32_t k = 0; k < l.targets.size(); ++k) targets.Set(k, l.targets[k]);
+  dl.Set("targets", targets);
+  dl.Set("seed", Napi::Number::New(env, (double)l.seed));
+  dl.Set("alpha", l.alpha);
+  dl.Set("type", js_type_name(l.type));
+  dl.Set("stdB", l.std_b);
+  exports.Set("synthLora", Napi::Function::New(env, SynthLora, "synthLora"));
 }
 
 }  // namespace llmserve::napi
