@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The llmserve command line: generate, tokenize, synth, info, demo, serve. */
+/** The llmserve command line: generate, tokenize, synth, synth-lora, info, demo, serve. */
 import { Command, Option } from "commander";
 import cliProgress from "cli-progress";
 import { existsSync, mkdirSync } from "node:fs";
@@ -8,10 +8,17 @@ import { dirname, join, resolve } from "node:path";
 import { LlmserveError } from "./errors.js";
 import { readGguf } from "./gguf.js";
 import { Model } from "./model.js";
-import { synth, SYNTH_TYPES } from "./synth.js";
+import { LORA_TARGET_ALIASES, LORA_TARGETS, synth, synthLora, SYNTH_TYPES } from "./synth.js";
 import { Tokenizer } from "./tokenizer/index.js";
 import { packageRoot } from "./binding.js";
-import { GENERATE_DEFAULTS as G, LOAD_DEFAULTS as L, SERVER_DEFAULTS as SV, SYNTH_DEFAULTS as SY } from "./defaults.js";
+import {
+  ADAPTER_DEFAULTS as AD,
+  GENERATE_DEFAULTS as G,
+  LOAD_DEFAULTS as L,
+  SERVER_DEFAULTS as SV,
+  SYNTH_DEFAULTS as SY,
+  SYNTH_LORA_DEFAULTS as SL,
+} from "./defaults.js";
 import type { Chunk } from "./generate.js";
 import { readFileSync } from "node:fs";
 
@@ -74,6 +81,8 @@ interface GenOpts {
   ctx?: number;
   stop?: string[];
   json?: boolean;
+  adapter?: string;
+  adapterScale?: number;
 }
 
 async function runGenerate(o: GenOpts): Promise<void> {
@@ -97,6 +106,9 @@ async function runGenerate(o: GenOpts): Promise<void> {
   } else prompt = o.prompt as string;
   const model = await loadWithProgress(o.model, o.threads, o.ctx);
   try {
+    if (o.adapterScale !== undefined && o.adapter === undefined)
+      throw new LlmserveError("ERR_INVALID_ARGUMENT", "--adapter-scale needs --adapter PATH");
+    if (o.adapter !== undefined) await model.loadAdapter("cli", o.adapter, { scale: o.adapterScale });
     const promptTokens = typeof prompt === "string" ? model.tokenize(prompt) : prompt.tokens;
     const ac = new AbortController();
     const onSigint = () => ac.abort();
@@ -116,6 +128,7 @@ async function runGenerate(o: GenOpts): Promise<void> {
         seed: o.seed,
         stop: o.stop,
         signal: ac.signal,
+        adapter: o.adapter === undefined ? undefined : "cli",
       },
     )) {
       tokens.push(...c.tokens);
@@ -259,6 +272,8 @@ program
   .option("-c, --ctx <n>", "context size in tokens", int("--ctx"), L.contextSize)
   .option("--stop <text...>", "stop strings")
   .option("--json", "print one JSON object at the end instead of streaming text")
+  .option("--adapter <path>", "LoRA adapter (llama.cpp GGUF adapter) to generate with")
+  .option("--adapter-scale <s>", `LoRA adapter scale (default ${AD.scale})`, float("--adapter-scale"))
   .action(runGenerate);
 
 program
@@ -306,6 +321,36 @@ program
       onProgress: bar.update,
     }).finally(() => bar.stop());
     for (const n of notes) process.stderr.write(`note: ${n}\n`);
+    process.stderr.write(`wrote ${o.output}\n`);
+  });
+
+program
+  .command("synth-lora")
+  .description("write a random LoRA adapter for a model, in llama.cpp's GGUF adapter format")
+  .requiredOption("-m, --model <path>", "base GGUF model the adapter is for")
+  .option("--rank <n>", "rank of every pair", int("--rank"), SL.rank)
+  .option(
+    "--targets <list>",
+    `comma-separated projections: ${Object.keys(LORA_TARGET_ALIASES).join(",")} (or ${LORA_TARGETS.join(",")})`,
+    "q,k,v,o,gate,up,down",
+  )
+  .option("--alpha <a>", "adapter.lora.alpha (0: scale = user scale)", float("--alpha"), SL.alpha)
+  .addOption(new Option("--type <type>", "type of A and B").choices(["f32", "f16", "bf16", "q8_0"]).default(SL.type))
+  .option("--seed <n>", "weights seed", int("--seed"), SL.seed)
+  .requiredOption("-o, --output <path>", "output .gguf path")
+  .action(async (o: Record<string, unknown>) => {
+    const targets = String(o.targets)
+      .split(",")
+      .map((t) => t.trim())
+      .filter((t) => t.length > 0)
+      .map((t) => LORA_TARGET_ALIASES[t] ?? t) as (typeof LORA_TARGETS)[number][];
+    await synthLora(o.model as string, o.output as string, {
+      rank: o.rank as number,
+      targets,
+      alpha: o.alpha as number,
+      type: o.type as "f32",
+      seed: o.seed as number,
+    });
     process.stderr.write(`wrote ${o.output}\n`);
   });
 

@@ -65,6 +65,21 @@ export const SYNTH_DEFAULTS = {
   tiedOutput: false,
 } as const;
 
+/** Defaults of `Model.loadAdapter()`'s options (and `llmserve generate --adapter-scale`). */
+export const ADAPTER_DEFAULTS = {
+  scale: 1,
+} as const;
+
+/** Defaults of `SynthLoraOptions` (synthLora() and `llmserve synth-lora`). */
+export const SYNTH_LORA_DEFAULTS = {
+  rank: 4,
+  targets: ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"],
+  seed: 1,
+  alpha: 0,
+  type: "f32",
+  stdB: 0.5,
+} as const;
+
 /** Defaults of `ReadGgufOptions` (readGguf()). */
 export const GGUF_DEFAULTS = {
   /** No array is summarized. */

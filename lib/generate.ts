@@ -4,7 +4,7 @@ import type { NativeEvent, NativeGenerateParams, NativeModel } from "./native.js
 import type { Tokenizer } from "./tokenizer/index.js";
 import { GENERATE_DEFAULTS } from "./defaults.js";
 import { GENERATE_LIMITS as G } from "./limits.js";
-import { checkBool, checkKeys, checkLimit, checkObject } from "./validate.js";
+import { checkAdapterName, checkBool, checkKeys, checkLimit, checkObject } from "./validate.js";
 
 /** Sampling and stopping options of {@link Model.generate} and related calls; every field is optional. */
 export interface GenerateOptions {
@@ -47,6 +47,11 @@ export interface GenerateOptions {
    * explicit seed). A hit streams the stored output without computing.
    */
   cache?: boolean;
+  /**
+   * Run under the LoRA adapter loaded with this name ({@link Model.loadAdapter}); absent: the base
+   * model. An unknown name throws ERR_ADAPTER_NOT_FOUND, listing the loaded ones.
+   */
+  adapter?: string;
 }
 
 /**
@@ -139,6 +144,7 @@ const KNOWN = [
   "signal",
   "priority",
   "cache",
+  "adapter",
 ] as const;
 
 export interface ResolvedOptions {
@@ -148,8 +154,10 @@ export interface ResolvedOptions {
   parseSpecial: boolean;
   addSpecial: boolean;
   signal?: AbortSignal;
-  /** Response-cache key material (undefined: not cacheable). */
+  /** Response-cache key material (undefined: not cacheable); Model.start adds the adapter's id. */
   cacheKey?: string;
+  /** The adapter's name (Model.start maps it to the id in params.adapter). */
+  adapter?: string;
 }
 
 export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptions {
@@ -202,6 +210,7 @@ export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptio
     parseSpecial: o.parseSpecial === undefined ? D.parseSpecial : checkBool("parseSpecial", o.parseSpecial),
     addSpecial: o.addSpecial === undefined ? D.addSpecial : checkBool("addSpecial", o.addSpecial),
     signal: o.signal,
+    adapter: o.adapter === undefined ? undefined : checkAdapterName("adapter", o.adapter),
     cacheKey: cache
       ? JSON.stringify({ ...params, priority: undefined, session: undefined, pin: undefined, stop })
       : undefined,

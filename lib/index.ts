@@ -2,7 +2,15 @@
  * llmserve: load llama.cpp GGUF models in Node.js and stream tokens with `for await`.
  * @packageDocumentation
  */
-export { Model, physicalCores, type LoadOptions, type ModelInfo, type ModelStats } from "./model.js";
+export {
+  Model,
+  physicalCores,
+  type LoadOptions,
+  type ModelInfo,
+  type ModelStats,
+  type AdapterInfo,
+  type LoadAdapterOptions,
+} from "./model.js";
 export { Session, type SessionOptions } from "./session.js";
 export type { Chunk, GenerateOptions, FinishReason, Prompt, Timings, TokenLogprob } from "./generate.js";
 export {
@@ -22,7 +30,16 @@ export {
   type GgufArraySummary,
   type GgufTensorSummary,
 } from "./gguf.js";
-export { synth, SYNTH_TYPES, type SynthOptions, type SynthType } from "./synth.js";
+export {
+  synth,
+  synthLora,
+  SYNTH_TYPES,
+  LORA_TARGETS,
+  LORA_TARGET_ALIASES,
+  type SynthOptions,
+  type SynthType,
+  type SynthLoraOptions,
+} from "./synth.js";
 export { LlmserveError, ERROR_CODES, NATIVE_ERROR_CODES, JS_ERROR_CODES, type ErrorCode } from "./errors.js";
 export { LIMITS, type Limit, type Limits } from "./limits.js";
 export { kernelIsa } from "./kernels.js";

@@ -2,7 +2,7 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { loadAddon } from "./binding.js";
-import { LlmserveError, wrapNative } from "./errors.js";
+import { LlmserveError, fromNative, wrapNative } from "./errors.js";
 import {
   resolveOptions,
   startGeneration,
@@ -12,13 +12,14 @@ import {
   type Prompt,
   type ResolvedOptions,
 } from "./generate.js";
-import type { NativeModel, NativeModelInfo, NativeModelOptions, NativeStats } from "./native.js";
+import type { NativeAdapterInfo, NativeModel, NativeModelInfo, NativeModelOptions, NativeStats } from "./native.js";
 import { ResponseCache } from "./responseCache.js";
 import { Session, type SessionOptions } from "./session.js";
 import { OFFTHREAD_MIN_CHARS, Tokenizer } from "./tokenizer/index.js";
-import { LOAD_DEFAULTS } from "./defaults.js";
-import { LOAD_LIMITS as L } from "./limits.js";
+import { ADAPTER_DEFAULTS, LOAD_DEFAULTS } from "./defaults.js";
+import { LOAD_LIMITS as L, LORA_LIMITS } from "./limits.js";
 import {
+  checkAdapterName,
   checkBool,
   checkInt,
   checkKeys,
@@ -99,6 +100,18 @@ export interface ModelInfo extends NativeModelInfo {
   bos?: number;
   /** EOS token id; undefined when the vocabulary defines none. */
   eos?: number;
+}
+
+/** A LoRA adapter loaded with {@link Model.loadAdapter}. */
+export interface AdapterInfo extends NativeAdapterInfo {}
+
+/** Options of {@link Model.loadAdapter}. */
+export interface LoadAdapterOptions {
+  /**
+   * Strength of the adapter, in [-100, 100] (default 1; 0 = the base model's outputs). As llama.cpp,
+   * the delta is scaled by scale × alpha / rank when the file has an `adapter.lora.alpha`.
+   */
+  scale?: number;
 }
 
 /** The default of {@link LoadOptions.threads}: the physical cores, at most the threads limit (512). */
@@ -355,6 +368,65 @@ export class Model {
     return started;
   }
 
+  /**
+   * Loads a LoRA adapter (llama.cpp's GGUF adapter format, e.g. from `convert_lora_to_gguf.py` or
+   * `llmserve synth-lora`) for this model under `name`, off the JS thread. Requests pick it with
+   * `generate(prompt, { adapter: name })`; requests with different adapters (or none) are batched
+   * together, the base weights are shared. Errors: ERR_INVALID_ARGUMENT (a name already loaded),
+   * ERR_FILE_NOT_FOUND, and the adapter's typed load errors (ERR_UNSUPPORTED_ARCH for an adapter of
+   * another architecture, ERR_BAD_SHAPE for one of another model size, ...).
+   * @example
+   * await model.loadAdapter("sql", "sql-lora.gguf", { scale: 0.8 });
+   * const { text } = await model.complete("SELECT", { adapter: "sql", maxTokens: 32 });
+   */
+  async loadAdapter(name: string, path: string, options: LoadAdapterOptions = {}): Promise<AdapterInfo> {
+    const native = this.live();
+    checkAdapterName("name", name);
+    checkPath("path", path);
+    const o = checkObject("adapter options", options);
+    checkKeys("adapter options", o, ["scale"]);
+    const scale = o.scale === undefined ? ADAPTER_DEFAULTS.scale : checkLimit("scale", o.scale, LORA_LIMITS.scale);
+    let pending: Promise<AdapterInfo>;
+    try {
+      pending = native.loadAdapter(name, path, scale);
+    } catch (err) {
+      throw fromNative(err); // a name already loaded: thrown before any work starts
+    }
+    return wrapNative(pending);
+  }
+
+  /**
+   * Unloads an adapter: new requests naming it throw ERR_ADAPTER_NOT_FOUND; requests already
+   * queued or streaming with it finish with it, then its memory is released. An unknown name throws
+   * ERR_ADAPTER_NOT_FOUND, listing the loaded ones.
+   */
+  unloadAdapter(name: string): void {
+    const native = this.live();
+    checkAdapterName("name", name);
+    try {
+      native.unloadAdapter(name);
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+
+  /** The loaded LoRA adapters, in load order. */
+  adapters(): AdapterInfo[] {
+    return this.live().adapters();
+  }
+
+  /** The id of a loaded adapter's name; ERR_ADAPTER_NOT_FOUND listing the loaded ones otherwise. */
+  private adapterId(native: NativeModel, name: string): number {
+    const all = native.adapters();
+    const a = all.find((x) => x.name === name);
+    if (a) return a.id;
+    const loaded = all.length ? all.map((x) => JSON.stringify(x.name)).join(", ") : "none";
+    throw new LlmserveError(
+      "ERR_ADAPTER_NOT_FOUND",
+      `No adapter named ${JSON.stringify(name)} is loaded (loaded: ${loaded}). Load it with model.loadAdapter() first.`,
+    );
+  }
+
   /** @internal Checks a token prompt and queues it (or replays a response-cache hit). */
   start(
     tokens: number[],
@@ -369,16 +441,20 @@ export class Model {
         `The prompt has ${tokens.length} tokens but the context holds ${this.nativeInfo.contextSize} (and at least one must be generated). Shorten the prompt or load the model with a larger contextSize.`,
       );
     }
+    // The adapter's id, not its name: a name loaded again is another adapter (ids are never reused).
+    const adapter = opts.adapter === undefined ? 0 : this.adapterId(native, opts.adapter);
     const key =
       opts.cacheKey !== undefined && this.responses.maxBytes > 0 && extra.session === undefined
-        ? ResponseCache.key(this.path, tokens, opts.cacheKey)
+        ? ResponseCache.key(this.path, tokens, `${opts.cacheKey}\u0000adapter=${adapter}`)
         : undefined;
     if (key !== undefined) {
       const hit = this.responses.get(key);
       if (hit) return replay(hit);
     }
     const params =
-      extra.session === undefined ? opts.params : { ...opts.params, session: extra.session, pin: extra.pin ?? false };
+      extra.session === undefined
+        ? { ...opts.params, adapter }
+        : { ...opts.params, adapter, session: extra.session, pin: extra.pin ?? false };
     const onFinish = (r: GenerationResult) => {
       if (key !== undefined) this.responses.set(key, r.chunks);
       extra.onFinish?.(r);

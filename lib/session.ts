@@ -3,7 +3,7 @@ import { LlmserveError } from "./errors.js";
 import { resolveOptions, type Chunk, type GenerateOptions, type ResolvedOptions } from "./generate.js";
 import type { Model } from "./model.js";
 import { OFFTHREAD_MIN_CHARS } from "./tokenizer/index.js";
-import { checkKeys, checkObject, checkString } from "./validate.js";
+import { checkAdapterName, checkKeys, checkObject, checkString } from "./validate.js";
 
 /** Options of {@link Model.createSession}. */
 export interface SessionOptions {
@@ -11,6 +11,12 @@ export interface SessionOptions {
   system?: string;
   /** Defaults for every turn's generate options. */
   defaults?: GenerateOptions;
+  /**
+   * The LoRA adapter every turn runs under (a name given to {@link Model.loadAdapter}); a turn's
+   * own `adapter` option overrides it. The engine keeps a turn's KV for the next only when both run
+   * under the same adapter (otherwise the next turn recomputes the history).
+   */
+  adapter?: string;
 }
 
 /**
@@ -38,8 +44,9 @@ export class Session {
     private readonly options: SessionOptions,
   ) {
     const o = checkObject("session options", options) as SessionOptions & Record<string, unknown>;
-    checkKeys("session options", o, ["system", "defaults"]);
+    checkKeys("session options", o, ["system", "defaults", "adapter"]);
     if (o.system !== undefined) checkString("system", o.system);
+    if (o.adapter !== undefined) checkAdapterName("adapter", o.adapter);
   }
 
   /**
@@ -60,7 +67,8 @@ export class Session {
         "ERR_INVALID_ARGUMENT",
         "This session is still answering; wait for the previous turn to finish.",
       );
-    const opts = resolveOptions({ ...this.options.defaults, ...options }, this.model.tokenizer.eogTokens);
+    const adapter = this.options.adapter === undefined ? {} : { adapter: this.options.adapter };
+    const opts = resolveOptions({ ...adapter, ...this.options.defaults, ...options }, this.model.tokenizer.eogTokens);
     const first = this.history.length === 0;
     const input = first ? (this.options.system ?? "") + text : text;
     const encodeOpts = { addSpecial: first && opts.addSpecial, parseSpecial: opts.parseSpecial };

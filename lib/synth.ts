@@ -1,9 +1,9 @@
 /** synth: write a random-weight GGUF model of any shape and weight type (for tests and benchmarks). */
 import { loadAddon } from "./binding.js";
-import { wrapNative } from "./errors.js";
-import { SYNTH_DEFAULTS } from "./defaults.js";
-import { SYNTH_LIMITS as S } from "./limits.js";
-import type { NativeSynthOptions } from "./native.js";
+import { LlmserveError, wrapNative } from "./errors.js";
+import { SYNTH_DEFAULTS, SYNTH_LORA_DEFAULTS } from "./defaults.js";
+import { LORA_LIMITS as LORA, SYNTH_LIMITS as S } from "./limits.js";
+import type { NativeSynthLoraOptions, NativeSynthOptions } from "./native.js";
 import { checkBool, checkKeys, checkLimit, checkObject, checkPath, checkString } from "./validate.js";
 
 /** The weight types {@link synth} can write. */
@@ -102,4 +102,80 @@ export async function synth(
   checkPath("outPath", outPath);
   const { opts, onProgress } = resolveSynthOptions(options);
   return wrapNative(loadAddon().synth(opts, outPath, onProgress));
+}
+
+/** The base tensors a {@link synthLora} adapter can target ("output": the base's own output matrix). */
+export const LORA_TARGETS = [
+  "attn_q",
+  "attn_k",
+  "attn_v",
+  "attn_output",
+  "ffn_gate",
+  "ffn_up",
+  "ffn_down",
+  "output",
+] as const;
+
+/** Short names the CLI accepts for {@link LORA_TARGETS}: q, k, v, o, gate, up, down, output. */
+export const LORA_TARGET_ALIASES: Readonly<Record<string, (typeof LORA_TARGETS)[number]>> = {
+  q: "attn_q",
+  k: "attn_k",
+  v: "attn_v",
+  o: "attn_output",
+  gate: "ffn_gate",
+  up: "ffn_up",
+  down: "ffn_down",
+  output: "output",
+};
+
+/** Options of {@link synthLora}; every field has a default. */
+export interface SynthLoraOptions {
+  /** Rank r of every pair, in [1, 4096] (default 4). */
+  rank?: number;
+  /** Base tensors of every layer to adapt (default every attention and FFN projection; see {@link LORA_TARGETS}). */
+  targets?: (typeof LORA_TARGETS)[number][];
+  /** Seed of the random weights (default 1): the same base shapes and options write the same file. */
+  seed?: number;
+  /** `adapter.lora.alpha` written to the file, in [0, 65536] (default 0: the scale is the user scale alone). */
+  alpha?: number;
+  /** Type of the A and B matrices: "f32" (default), "f16", "bf16" or "q8_0". */
+  type?: "f32" | "f16" | "bf16" | "q8_0";
+  /** Size of B's entries relative to a unit projection, in [0, 100] (default 0.5). */
+  stdB?: number;
+}
+
+/**
+ * @internal Validates synthLora options and fills every absent one from SYNTH_LORA_DEFAULTS.
+ */
+export function resolveSynthLoraOptions(options: unknown): NativeSynthLoraOptions {
+  const o = checkObject("synthLora options", options) as SynthLoraOptions & Record<string, unknown>;
+  checkKeys("synthLora options", o, ["rank", "targets", "seed", "alpha", "type", "stdB"]);
+  const D = SYNTH_LORA_DEFAULTS;
+  const lim = (name: "rank" | "seed" | "alpha" | "stdB"): number => checkLimit(name, o[name] ?? D[name], LORA[name]);
+  const targets = o.targets ?? D.targets;
+  if (!Array.isArray(targets) || targets.length === 0 || targets.length > LORA_TARGETS.length)
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected 1 to ${LORA_TARGETS.length} targets for targets`);
+  return {
+    rank: lim("rank"),
+    targets: targets.map((t, i) => checkString(`targets[${i}]`, t, LORA_TARGETS)),
+    seed: lim("seed"),
+    alpha: lim("alpha"),
+    type: checkString("type", o.type ?? D.type, ["f32", "f16", "bf16", "q8_0"]),
+    stdB: lim("stdB"),
+  };
+}
+
+/**
+ * Writes a random LoRA adapter for the model at `basePath`, in llama.cpp's GGUF adapter format
+ * (llama.cpp and {@link Model.loadAdapter} load it): for tests, parity checks and benchmarks.
+ * @param basePath the base model the adapter is for (its tensor shapes are read)
+ * @param outPath where to write the adapter (overwritten)
+ * @example
+ * await synthLora("base.gguf", "a.gguf", { rank: 8, seed: 1 });
+ */
+export async function synthLora(basePath: string, outPath: string, options: SynthLoraOptions = {}): Promise<void> {
+  checkPath("basePath", basePath);
+  checkPath("outPath", outPath);
+  const opts = resolveSynthLoraOptions(options);
+  return wrapNative(loadAddon().synthLora(basePath, opts, outPath));
 }

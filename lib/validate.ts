@@ -74,6 +74,14 @@ export function checkString(name: string, v: unknown, allowed?: readonly string[
   return v;
 }
 
+/** A LoRA adapter name: a non-empty string of at most 256 UTF-8 bytes (as the addon checks). */
+export function checkAdapterName(name: string, v: unknown): string {
+  if (typeof v !== "string") fail(`Expected a string for ${name} but received ${describe(v)}`);
+  if (v.length === 0 || Buffer.byteLength(v, "utf8") > 256)
+    fail(`Expected an adapter name of 1 to 256 bytes for ${name} but received ${describe(v)}`);
+  return v;
+}
+
 export function checkObject(name: string, v: unknown): Record<string, unknown> {
   if (v === undefined) return {};
   if (typeof v !== "object" || v === null || Array.isArray(v))

@@ -114,6 +114,9 @@ export function toApiError(err: unknown): ApiError {
       // any of them in milliseconds: running out of time is the server's template misbehaving (a
       // configuration problem for the operator, logged as a 5xx), not a request to retry as is.
       return new ApiError(500, message, { type: "server_error", code: "template_timeout", cause: err });
+    case "ERR_ADAPTER_NOT_FOUND":
+      // A LoRA adapter unloaded between the request's check and its submit: as an unknown model.
+      return new ApiError(404, message, { code: "model_not_found", param: "model", cause: err });
     case "ERR_QUEUE_FULL":
       return new ApiError(429, message, { code: "queue_full", cause: err });
     case "ERR_KV_EXHAUSTED":

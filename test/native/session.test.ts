@@ -41,7 +41,7 @@ describe("Session", () => {
   it("checks its options: an object with only system (a string) and defaults", () => {
     expect(codeOf(() => m.createSession(5 as never))).toBe("ERR_INVALID_ARGUMENT");
     expect(() => m.createSession({ sytem: "x" } as never)).toThrow(
-      'Unknown option "sytem" in session options; known options: system, defaults',
+      'Unknown option "sytem" in session options; known options: system, defaults, adapter',
     );
     expect(() => m.createSession({ system: 5 } as never)).toThrow(/system/);
     expect(codeOf(() => m.createSession({ system: "ok", defaults: { maxTokens: 1 } }))).toBeUndefined();

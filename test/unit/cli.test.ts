@@ -65,6 +65,52 @@ describe.runIf(existsSync(cli))("llmserve CLI", () => {
     expect(again.tokens).toEqual(out.tokens);
   });
 
+  it("synth-lora writes an adapter that generate --adapter uses; --adapter-scale 0 is the base model", () => {
+    const adapter = join(tmpRoot, `cli-lora-${process.pid}.gguf`);
+    const w = run([
+      "synth-lora",
+      "--model",
+      model,
+      "--rank",
+      "8",
+      "--targets",
+      "q,k,v,o,gate,up,down",
+      "--seed",
+      "1",
+      "-o",
+      adapter,
+    ]);
+    expect(w.code, w.stderr).toBe(0);
+    const info = JSON.parse(run(["info", "-m", adapter, "--json"]).stdout);
+    expect(info.name).toBe("synth-lora");
+    expect(info.tensorCount).toBe(2 * 7 * 2); // a and b of 7 projections in each of 2 layers
+    const gen = (extra: string[]) => {
+      const r = run([
+        "generate",
+        "-m",
+        model,
+        "--tokens",
+        "[1,300,301]",
+        "-n",
+        "12",
+        "--temp",
+        "0",
+        "--json",
+        ...extra,
+      ]);
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout).tokens as number[];
+    };
+    const base = gen([]);
+    const withAdapter = gen(["--adapter", adapter]);
+    expect(withAdapter).not.toEqual(base);
+    expect(gen(["--adapter", adapter, "--adapter-scale", "1"])).toEqual(withAdapter);
+    expect(gen(["--adapter", adapter, "--adapter-scale", "0"])).toEqual(base);
+    const bad = run(["synth-lora", "--model", model, "--targets", "q,nope", "-o", adapter]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain("targets[1]");
+  });
+
   it("generate with a text prompt and seed is reproducible", () => {
     const a = JSON.parse(
       run(["generate", "-m", model, "-p", "Once upon a time", "-n", "10", "--seed", "3", "--json"]).stdout,
