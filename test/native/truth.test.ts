@@ -24,7 +24,7 @@ import type {
   NativeModelOptions,
   NativeSynthOptions,
 } from "../../lib/native.js";
-import { resolveSynthOptions } from "../../lib/synth.js";
+import { resolveSynthLoraOptions, resolveSynthOptions } from "../../lib/synth.js";
 import { checkTokenIds } from "../../lib/validate.js";
 import { repoRoot as root, synthModel, tmpRoot } from "../helpers.js";
 
@@ -106,6 +106,10 @@ describe("one table of defaults (lib/defaults.ts = the core's struct initializer
     const { opts } = resolveSynthOptions({});
     expect(opts).toEqual(addon.defaults.synth);
     expect(opts.dim).toBe(SYNTH_DEFAULTS.dim);
+  });
+
+  it("synthLora: the options filled in for {} equal SynthLoraOptions{}", () => {
+    expect(resolveSynthLoraOptions({})).toEqual(addon.defaults.synthLora);
   });
 
   it("readGguf: the metadata caps equal GgufLimits{}", () => {

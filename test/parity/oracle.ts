@@ -50,6 +50,8 @@ export interface OracleOptions {
   threads?: number;
   /** KV cache element type for K and V (default f16, llama.cpp's default). */
   kvType?: "f16" | "q8_0";
+  /** LoRA adapters applied to the context (llama.cpp's `llama_set_adapter_lora`, each with its scale). */
+  lora?: { filePath: string; scale: number }[];
 }
 
 export interface OracleModel {
@@ -103,6 +105,7 @@ export async function loadOracle(
       threads: o.threads ?? 1,
       ...(o.flashAttention === undefined ? {} : { flashAttention: o.flashAttention }),
       ...(o.kvType === "q8_0" ? { experimentalKvCacheKeyType: "Q8_0", experimentalKvCacheValueType: "Q8_0" } : {}),
+      ...(o.lora?.length ? { lora: { adapters: o.lora } } : {}),
     });
     contexts.add(context);
     try {
