@@ -363,6 +363,7 @@ program
 
 interface ServeCliOpts {
   model: string;
+  adapter?: string[];
   port: number;
   host: string;
   apiKey?: string;
@@ -407,6 +408,15 @@ async function runServe(o: ServeCliOpts): Promise<void> {
     bar.stop();
   }
   try {
+    for (const spec of o.adapter ?? []) {
+      const eq = spec.indexOf("=");
+      if (eq <= 0 || eq === spec.length - 1)
+        throw new LlmserveError(
+          "ERR_INVALID_ARGUMENT",
+          `Expected --adapter NAME=PATH but received ${JSON.stringify(spec)}`,
+        );
+      await model.loadAdapter(spec.slice(0, eq), spec.slice(eq + 1));
+    }
     const { serve } = await import("./server/index.js"); // loaded only for this command
     const { app, url } = await serve(model, {
       port: o.port,
@@ -497,6 +507,10 @@ program
   )
   .option("--no-repack", "serve weights from the file mapping instead of repacking them at load")
   .option("--model-name <name>", "model id clients pass as `model` (default: the file name)")
+  .option(
+    "--adapter <name=path...>",
+    "LoRA adapter served as model NAME (repeatable): requests with `model: NAME` use it, /v1/models lists it",
+  )
   .option(
     "--chat-template <name|file>",
     "built-in chat template (chatml, llama3, llama2, zephyr, phi3, gemma) or a .jinja file, instead of the model's",

@@ -335,22 +335,29 @@ function registerRoutes(app: FastifyInstance, ctx: EndpointContext, auth: Author
   app.post("/v1/completions", { schema: { body: completionSchema } }, generation("completion"));
   app.post("/v1/chat/completions", { schema: { body: chatSchema } }, generation("chat"));
 
-  const modelObject = () => ({
-    id: modelName,
+  const modelObject = (id = modelName) => ({
+    id,
     object: "model",
     created: Math.floor(Date.now() / 1000),
     owned_by: "llmserve",
+    // A LoRA adapter (Model.loadAdapter): requests select it with `model: <its name>`.
+    ...(id === modelName ? {} : { parent: modelName }),
   });
+  const adapterNames = () => model.adapters().map((a) => a.name);
   // Every route below is "api" (key required) unless its config says otherwise.
-  app.get("/v1/models", async () => ({ object: "list", data: [modelObject()] }));
+  app.get("/v1/models", async () => ({
+    object: "list",
+    data: [modelObject(), ...adapterNames().map((n) => modelObject(n))],
+  }));
   app.get<{ Params: { id: string } }>("/v1/models/:id", async (request) => {
-    if (request.params.id !== modelName) {
-      throw new ApiError(404, `The model \`${request.params.id}\` does not exist.`, {
+    const id = request.params.id;
+    if (id !== modelName && !adapterNames().includes(id)) {
+      throw new ApiError(404, `The model \`${id}\` does not exist.`, {
         code: "model_not_found",
         param: "model",
       });
     }
-    return modelObject();
+    return modelObject(id);
   });
 
   app.get("/health", { config: { access: "public" } }, async (request, reply) => {

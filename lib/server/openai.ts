@@ -143,10 +143,15 @@ export async function handleGeneration(
   const t0 = performance.now();
   if (ctx.closing()) throw new ApiError(503, "The server is shutting down.", { code: "shutting_down" });
   const body = request.body as GenerationBody;
-  checkModelName(ctx.modelName, body.model);
+  const adapter = checkModelName(
+    ctx.modelName,
+    body.model,
+    ctx.model.adapters().map((a) => a.name),
+  );
 
   const prompts = await preparePrompts(ctx, kind, body);
   const o = requestOptions(kind, body, prompts.extraStops);
+  if (adapter !== undefined) o.base = { ...o.base, adapter };
   const { ac, release } = admitRequest(ctx, prompts.prompts.length * o.n, request, reply);
   let choices: Choice[];
   try {
@@ -160,7 +165,7 @@ export async function handleGeneration(
   const r: ResponseContext = {
     kind,
     ...responseIdentity(kind),
-    modelName: ctx.modelName,
+    modelName: adapter ?? ctx.modelName,
     metrics: ctx.metrics,
     tokenizer: ctx.model.tokenizer,
     t0,

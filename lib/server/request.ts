@@ -27,19 +27,27 @@ export interface MappingContext {
   chatLimits?: Partial<ChatLimits>;
 }
 
-/** A 404 unless `name` is unset or the served model's name. */
-export function checkModelName(modelName: string, name: string | null | undefined): void {
-  if (name !== undefined && name !== null && name !== modelName) {
-    throw new ApiError(
-      404,
-      `The model \`${name}\` does not exist. This server serves \`${modelName}\` (see GET /v1/models).`,
-      {
-        type: "invalid_request_error",
-        code: "model_not_found",
-        param: "model",
-      },
-    );
-  }
+/**
+ * Which model a request's `model` field selects: undefined for the served model (or no field), the
+ * adapter's name for one of its loaded LoRA adapters; a 404 listing what is served otherwise.
+ */
+export function checkModelName(
+  modelName: string,
+  name: string | null | undefined,
+  adapters: readonly string[] = [],
+): string | undefined {
+  if (name === undefined || name === null || name === modelName) return undefined;
+  if (adapters.includes(name)) return name;
+  const also = adapters.length ? ` and the adapters ${adapters.map((a) => `\`${a}\``).join(", ")}` : "";
+  throw new ApiError(
+    404,
+    `The model \`${name}\` does not exist. This server serves \`${modelName}\`${also} (see GET /v1/models).`,
+    {
+      type: "invalid_request_error",
+      code: "model_not_found",
+      param: "model",
+    },
+  );
 }
 
 function stopList(stop: SamplingBody["stop"]): string[] {
