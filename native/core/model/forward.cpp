@@ -145,28 +145,34 @@ void build_segments(Pass& p, int64_t m) {
   }
 }
 
-// After the base product y = W·x (+ bias) of projection `which` over the batch's rows: each
-// segment whose delta touches it gets y += delta(x). llama.cpp adds the bias after the LoRA term
-// (build_lora_mm, then ggml_add of the bias), so a biased projection's segment rows are recomputed
-// without the bias first (matmul is row-invariant: the same bits as in the full product), then get
-// the delta, then the bias, in that order. Rows without a delta keep the base product untouched.
+// Whether some segment's LoRA delta touches projection `which` of layer il.
+bool touched(const Pass& p, int64_t il, Proj which) {
+  for (const Pass::Segment& sg : p.segs)
+    if (sg.d->touches(il, which)) return true;
+  return false;
+}
+
+// The bias a projection's matmul adds itself. llama.cpp adds the bias after the LoRA term
+// (build_lora_mm, then ggml_add of the bias), so when a delta touches the projection the matmul
+// runs without it and apply_deltas adds it afterwards, to every row: the kernels' bias add is the
+// same single f32 addition after the dot, so rows without a delta keep their bits.
+const float* matmul_bias(const Pass& p, int64_t il, Proj which, const float* bias) {
+  return bias && touched(p, il, which) ? nullptr : bias;
+}
+
+// After the base product y = W·x of projection `which` over rows [0, m): each segment whose delta
+// touches it gets y += delta(x); then the bias, if matmul_bias deferred it.
 void apply_deltas(Pass& p, int64_t il, Proj which, const MatrixView& w, const float* bias, const float* x, float* y,
-                  int64_t ldy) {
+                  int64_t ldy, int64_t m) {
+  if (!touched(p, il, which)) return;
   for (const Pass::Segment& sg : p.segs) {
-    if (!sg.d->touches(il, which)) continue;
-    const int64_t len = sg.end - sg.begin;
-    const float* xs = x + sg.begin * w.n_in;
-    float* ys = y + sg.begin * ldy;
-    if (bias) {
-      const MatmulTask base[1] = {{&w, nullptr, ys, ldy}};
-      matmul(base, 1, xs, len, p.pool);
-    }
-    sg.d->add(il, which, xs, len, ys, ldy, p.pool);
-    if (bias) {
-      for (int64_t t = 0; t < len; ++t)
-        for (int64_t j = 0; j < w.n_out; ++j) ys[t * ldy + j] = ys[t * ldy + j] + bias[j];
+    if (sg.d->touches(il, which)) {
+      sg.d->add(il, which, x + sg.begin * w.n_in, sg.end - sg.begin, y + sg.begin * ldy, ldy, p.pool);
     }
   }
+  if (!bias) return;
+  for (int64_t t = 0; t < m; ++t)
+    for (int64_t j = 0; j < w.n_out; ++j) y[t * ldy + j] = y[t * ldy + j] + bias[j];
 }
 
 // Per-token positions, block tables and deltas; the rows whose logits are wanted, in batch order.
@@ -210,11 +216,13 @@ void qkv_and_store(Pass& p, const LayerWeights& L, int64_t il) {
   p.pool.parallel_for(
       p.n, [&](int64_t b, int64_t e) { rms_norm_f32(B.x + b * E, L.attn_norm, B.xn + b * E, e - b, E, c.rms_eps); },
       p.tok_grain);
-  const MatmulTask qkv[3] = {{&L.wq, L.bq, B.q, NQ}, {&L.wk, L.bk, B.k, NKV}, {&L.wv, L.bv, B.v, NKV}};
+  const MatmulTask qkv[3] = {{&L.wq, matmul_bias(p, il, Proj::Q, L.bq), B.q, NQ},
+                             {&L.wk, matmul_bias(p, il, Proj::K, L.bk), B.k, NKV},
+                             {&L.wv, matmul_bias(p, il, Proj::V, L.bv), B.v, NKV}};
   matmul(qkv, 3, B.xn, p.n, p.pool);
-  apply_deltas(p, il, Proj::Q, L.wq, L.bq, B.xn, B.q, NQ);
-  apply_deltas(p, il, Proj::K, L.wk, L.bk, B.xn, B.k, NKV);
-  apply_deltas(p, il, Proj::V, L.wv, L.bv, B.xn, B.v, NKV);
+  apply_deltas(p, il, Proj::Q, L.wq, L.bq, B.xn, B.q, NQ, p.n);
+  apply_deltas(p, il, Proj::K, L.wk, L.bk, B.xn, B.k, NKV, p.n);
+  apply_deltas(p, il, Proj::V, L.wv, L.bv, B.xn, B.v, NKV, p.n);
   const KvRotation rot = p.rot;
   p.pool.parallel_for(
       p.n,
@@ -266,9 +274,9 @@ void attention_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
         },
         p.tok_grain);
   }
-  const MatmulTask wo[1] = {{&L.wo, L.bo, B.xn, E}};
+  const MatmulTask wo[1] = {{&L.wo, matmul_bias(p, il, Proj::O, L.bo), B.xn, E}};
   matmul(wo, 1, B.attn, m, p.pool);
-  apply_deltas(p, il, Proj::O, L.wo, L.bo, B.attn, B.xn, E);
+  apply_deltas(p, il, Proj::O, L.wo, L.bo, B.attn, B.xn, E, m);
   p.pool.parallel_for(
       m, [&](int64_t b, int64_t e) { add_rows(B.x + b * E, B.xn + b * E, (e - b) * E); }, p.tok_grain);
 }
@@ -281,15 +289,16 @@ void ffn_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
   p.pool.parallel_for(
       m, [&](int64_t b, int64_t e) { rms_norm_f32(B.x + b * E, L.ffn_norm, B.xn + b * E, e - b, E, c.rms_eps); },
       p.tok_grain);
-  const MatmulTask gu[2] = {{&L.ffn_gate, L.ffn_gate_b, B.gate, FF}, {&L.ffn_up, L.ffn_up_b, B.up, FF}};
+  const MatmulTask gu[2] = {{&L.ffn_gate, matmul_bias(p, il, Proj::Gate, L.ffn_gate_b), B.gate, FF},
+                            {&L.ffn_up, matmul_bias(p, il, Proj::Up, L.ffn_up_b), B.up, FF}};
   matmul(gu, 2, B.xn, m, p.pool);
-  apply_deltas(p, il, Proj::Gate, L.ffn_gate, L.ffn_gate_b, B.xn, B.gate, FF);
-  apply_deltas(p, il, Proj::Up, L.ffn_up, L.ffn_up_b, B.xn, B.up, FF);
+  apply_deltas(p, il, Proj::Gate, L.ffn_gate, L.ffn_gate_b, B.xn, B.gate, FF, m);
+  apply_deltas(p, il, Proj::Up, L.ffn_up, L.ffn_up_b, B.xn, B.up, FF, m);
   p.pool.parallel_for(
       m, [&](int64_t b, int64_t e) { swiglu_f32(B.gate + b * FF, B.up + b * FF, (e - b) * FF); }, p.tok_grain);
-  const MatmulTask down[1] = {{&L.ffn_down, L.ffn_down_b, B.xn, E}};
+  const MatmulTask down[1] = {{&L.ffn_down, matmul_bias(p, il, Proj::Down, L.ffn_down_b), B.xn, E}};
   matmul(down, 1, B.gate, m, p.pool);
-  apply_deltas(p, il, Proj::Down, L.ffn_down, L.ffn_down_b, B.gate, B.xn, E);
+  apply_deltas(p, il, Proj::Down, L.ffn_down, L.ffn_down_b, B.gate, B.xn, E, m);
   p.pool.parallel_for(
       m, [&](int64_t b, int64_t e) { add_rows(B.x + b * E, B.xn + b * E, (e - b) * E); }, p.tok_grain);
 }
@@ -305,7 +314,7 @@ void output_head(Pass& p, float* logits) {
       p.tok_grain);
   const MatmulTask out[1] = {{&W.output, nullptr, logits, p.c.n_vocab}};
   matmul(out, 1, B.xn, p.n_out, p.pool);
-  apply_deltas(p, -1, Proj::Output, W.output, nullptr, B.xn, logits, p.c.n_vocab);
+  apply_deltas(p, -1, Proj::Output, W.output, nullptr, B.xn, logits, p.c.n_vocab, p.n_out);
 }
 
 }  // namespace
