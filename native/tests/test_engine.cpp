@@ -14,11 +14,13 @@
 #include <vector>
 
 #include "../napi/limits.h"  // plain C++: the ranges the addon enforces
+#include "engine_test_util.h"
 #include "sched/engine.h"
 #include "synth/synth.h"
 #include "testing.h"
 
 using namespace llmserve;
+using namespace llmserve_test;
 
 namespace {
 
@@ -51,58 +53,11 @@ std::unique_ptr<Engine> load(EngineOptions o) {
   return e;
 }
 
-struct Run {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<int32_t> tokens;
-  bool done = false;
-  FinishReason finish = FinishReason::None;
-  Status error;
-  Timings tm;
-  int64_t done_order = 0;  // 1 for the first run to finish in the process, 2 for the next, ...
-};
-
-std::atomic<int64_t> g_done_count{0};
-
 std::shared_ptr<Run> submit(Engine& e, const std::vector<int32_t>& prompt, int64_t max_tokens) {
-  auto run = std::make_shared<Run>();
-  auto req = std::make_shared<GenerateRequest>();
-  req->prompt = prompt;
-  req->sampling.temperature = 0;  // greedy
-  req->sampling.compute_logprob = false;
-  req->max_tokens = max_tokens;
-  req->on_event = [run](GenEvent&& ev) {
-    std::lock_guard<std::mutex> lk(run->mu);
-    run->tokens.insert(run->tokens.end(), ev.tokens.begin(), ev.tokens.end());
-    if (ev.done) {
-      run->done = true;
-      run->finish = ev.finish;
-      run->error = ev.error;
-      run->tm = ev.timings;
-      run->done_order = ++g_done_count;
-    }
-    run->cv.notify_all();
-  };
-  int64_t id = 0;
-  Status st = e.submit(req, &id);
+  Status st;
+  auto run = submit_recorded(e, greedy_request(prompt, max_tokens), &st);
   CHECK(st.is_ok());
-  if (!st) run->done = true;
   return run;
-}
-
-// Every wait of a test shares one deadline (a stalled scheduler costs one timeout, not many).
-using Clock = std::chrono::steady_clock;
-Clock::time_point deadline() { return Clock::now() + std::chrono::seconds(30); }
-
-// Waits until the run has at least n tokens (or is done); false at the deadline.
-bool wait_tokens(Run& r, size_t n, Clock::time_point until) {
-  std::unique_lock<std::mutex> lk(r.mu);
-  return r.cv.wait_until(lk, until, [&] { return r.done || r.tokens.size() >= n; });
-}
-
-bool wait_done(Run& r, Clock::time_point until) {
-  std::unique_lock<std::mutex> lk(r.mu);
-  return r.cv.wait_until(lk, until, [&] { return r.done; });
 }
 
 std::vector<int32_t> prompt_of(int n, int seed) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/cpu_executor.h"
+#include "engine_test_util.h"
 #include "gguf/gguf.h"
 #include "kv/kv_cache.h"
 #include "kv/kv_pool.h"
@@ -26,6 +27,7 @@
 #include "threadpool/thread_pool.h"
 
 using namespace llmserve;
+using namespace llmserve_test;
 
 namespace {
 
@@ -385,42 +387,19 @@ TEST(lora_batch_invariance_mixed_adapters) {
 // request. Greedy tokens with the adapter equal the merged model's; concurrent requests with
 // different adapters each get their solo tokens; an unknown id is refused at submit.
 namespace {
-struct Run {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<int32_t> tokens;
-  bool done = false;
-  Status error;
-  int64_t reused = 0;
-};
-
 std::shared_ptr<Run> submit(Engine& e, const std::vector<int32_t>& prompt, uint64_t adapter, Status* st_out = nullptr,
                             int64_t session = 0, int64_t max_tokens = 12) {
-  auto run = std::make_shared<Run>();
-  auto req = std::make_shared<GenerateRequest>();
-  req->prompt = prompt;
-  req->sampling.temperature = 0;
-  req->sampling.compute_logprob = false;
-  req->max_tokens = max_tokens;
+  auto req = greedy_request(prompt, max_tokens);
   req->adapter = adapter;
   req->session = session;
-  req->on_event = [run](GenEvent&& ev) {
-    std::lock_guard<std::mutex> lk(run->mu);
-    run->tokens.insert(run->tokens.end(), ev.tokens.begin(), ev.tokens.end());
-    if (ev.done) run->done = true, run->error = ev.error, run->reused = ev.timings.reused_tokens;
-    run->cv.notify_all();
-  };
-  int64_t id = 0;
-  Status st = e.submit(req, &id);
+  Status st;
+  auto run = submit_recorded(e, req, &st);
   if (st_out) *st_out = st;
-  if (!st) run->done = true;
   return run;
 }
 
 std::vector<int32_t> wait(Run& r) {
-  std::unique_lock<std::mutex> lk(r.mu);
-  r.cv.wait_until(lk, std::chrono::steady_clock::now() + std::chrono::seconds(60), [&] { return r.done; });
-  CHECK(r.done && r.error.is_ok());
+  CHECK(wait_done(r, deadline(60)) && r.error.is_ok());
   return r.tokens;
 }
 
@@ -566,16 +545,16 @@ TEST(lora_session_keeps_kv_per_adapter) {
     // From scratch: nothing is cached under this adapter yet.
     auto f = submit(*e, p2, ad, nullptr, 0, 6);
     const auto fresh = wait(*f);
-    CHECK_EQ(f->reused, (int64_t)0);
+    CHECK_EQ(f->tm.reused_tokens, (int64_t)0);
     // Its first block is now cached under ad; session 5's partial second block (adapter 1) must not
     // be copied in.
     auto r = submit(*e, p2, ad, nullptr, 0, 6);
     CHECK(wait(*r) == fresh);
-    CHECK_EQ(r->reused, (int64_t)16);
+    CHECK_EQ(r->tm.reused_tokens, (int64_t)16);
     // Session 5 holds p1 + turn1 under adapter 1; this turn runs under ad: recomputed, not adopted.
     auto t = submit(*e, p2, ad, nullptr, 5, 6);
     CHECK(wait(*t) == fresh);
-    CHECK_EQ(t->reused, (int64_t)16);  // the prefix cache's block under ad, nothing more
+    CHECK_EQ(t->tm.reused_tokens, (int64_t)16);  // the prefix cache's block under ad, nothing more
     // Session 5 back under adapter 1 for the next round (p2 does not extend p1: recomputed).
     CHECK(wait(*submit(*e, p1, 1, nullptr, 5, 6)) == turn1);
   }
@@ -583,6 +562,6 @@ TEST(lora_session_keeps_kv_per_adapter) {
   auto fresh1 = wait(*submit(*e, p2, 1, nullptr, 0, 6));
   auto same = submit(*e, p2, 1, nullptr, 5, 6);
   CHECK(wait(*same) == fresh1);
-  CHECK(same->reused >= (int64_t)p1.size());
+  CHECK(same->tm.reused_tokens >= (int64_t)p1.size());
   e->shutdown();
 }

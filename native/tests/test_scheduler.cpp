@@ -11,6 +11,7 @@
 #include <mutex>
 #include <vector>
 
+#include "engine_test_util.h"
 #include "fake_executor.h"
 #include "sched/engine.h"
 #include "testing.h"
@@ -21,16 +22,6 @@ using namespace llmserve_test;
 namespace {
 
 constexpr int64_t kVocab = 97;
-
-struct Run {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<int32_t> tokens;
-  bool done = false;
-  FinishReason finish = FinishReason::None;
-  Status error;
-  Timings tm;
-};
 
 struct Fixture {
   FakeExecutor* fake = nullptr;  // owned by the engine
@@ -51,42 +42,14 @@ Fixture make(int64_t n_blocks, int32_t block_size, EngineOptions o, bool gate_cl
 
 std::shared_ptr<Run> submit(Engine& e, const std::vector<int32_t>& prompt, int64_t max_tokens, int32_t priority = 0,
                             int64_t session = 0, bool pin = false) {
-  auto run = std::make_shared<Run>();
-  auto req = std::make_shared<GenerateRequest>();
-  req->prompt = prompt;
-  req->sampling.temperature = 0;  // greedy: the fake's one-hot logits decide
-  req->max_tokens = max_tokens;
+  auto req = greedy_request(prompt, max_tokens);  // greedy: the fake's one-hot logits decide
   req->priority = priority;
   req->session = session;
   req->pin = pin;
-  req->on_event = [run](GenEvent&& ev) {
-    std::lock_guard<std::mutex> lk(run->mu);
-    run->tokens.insert(run->tokens.end(), ev.tokens.begin(), ev.tokens.end());
-    if (ev.done) {
-      run->done = true;
-      run->finish = ev.finish;
-      run->error = ev.error;
-      run->tm = ev.timings;
-    }
-    run->cv.notify_all();
-  };
-  int64_t id = 0;
-  Status st = e.submit(req, &id);
+  Status st;
+  auto run = submit_recorded(e, req, &st);
   CHECK(st.is_ok());
-  if (!st) run->done = true;
   return run;
-}
-
-using Clock = std::chrono::steady_clock;
-Clock::time_point deadline() { return Clock::now() + std::chrono::seconds(20); }
-
-bool wait_done(Run& r, Clock::time_point until) {
-  std::unique_lock<std::mutex> lk(r.mu);
-  return r.cv.wait_until(lk, until, [&] { return r.done; });
-}
-bool wait_tokens(Run& r, size_t n, Clock::time_point until) {
-  std::unique_lock<std::mutex> lk(r.mu);
-  return r.cv.wait_until(lk, until, [&] { return r.done || r.tokens.size() >= n; });
 }
 
 // A prompt whose first token (its id in the step records) is `id`; the rest pseudo-random.
