@@ -98,6 +98,17 @@ class StatusWorker : public Base {
     reject_safely(s);
   }
   virtual void reject(Napi::Value err) = 0;
+  // A progress function for core work running in Execute: sends fractions to OnProgress at most
+  // once per 1% (and always the final 1.0), so a long load does not flood the event loop.
+  template <typename Progress>
+  static auto throttled(const Progress& prog) {
+    return [&prog, last = -1.0](double f) mutable {
+      if (f - last >= 0.01 || f >= 1.0) {
+        last = f;
+        prog.Send(&f, 1);
+      }
+    };
+  }
   // Calls a JS progress callback; if it throws, the exception is kept (not rethrown into the event
   // loop, which would end the process) and rejected_by_callback() makes OnOK reject with it.
   void call_progress(Napi::FunctionReference& cb, double value) {

@@ -454,16 +454,7 @@ class LoadWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double>> {
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute(const ExecutionProgress& prog) override {
     std::unique_ptr<Engine> e;
-    double last = -1;
-    Status s = Engine::load(
-        path_, opts_,
-        [&](double f) {
-          if (f - last >= 0.01 || f >= 1.0) {
-            last = f;
-            prog.Send(&f, 1);
-          }
-        },
-        &e);
+    Status s = Engine::load(path_, opts_, throttled(prog), &e);
     if (!s) fail(s);
     else engine_ = std::shared_ptr<Engine>(std::move(e));
   }

@@ -43,16 +43,7 @@ class SynthWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double>> 
   }
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute(const ExecutionProgress& prog) override {
-    double last = -1;
-    Status s = synth_model(
-        opts_, out_,
-        [&](double f) {
-          if (f - last >= 0.01 || f >= 1.0) {
-            last = f;
-            prog.Send(&f, 1);
-          }
-        },
-        &notes_);
+    Status s = synth_model(opts_, out_, throttled(prog), &notes_);
     if (!s) fail(s);
   }
   void OnProgress(const double* data, size_t n) override {
