@@ -26,23 +26,6 @@ constexpr uint32_t kInvalidTypeMarker = 0xFFFFFFFFu;  // Entry.bytes of a value 
 constexpr size_t kMaxTensorName = 63;                 // ggml: GGML_MAX_NAME (64) incl. NUL
 constexpr const char* kAlignmentKey = "general.alignment";
 
-size_t scalar_size(GgufType t) {
-  switch (t) {
-    case GgufType::UINT8:
-    case GgufType::INT8:
-    case GgufType::BOOL: return 1;
-    case GgufType::UINT16:
-    case GgufType::INT16: return 2;
-    case GgufType::UINT32:
-    case GgufType::INT32:
-    case GgufType::FLOAT32: return 4;
-    case GgufType::UINT64:
-    case GgufType::INT64:
-    case GgufType::FLOAT64: return 8;
-    default: return 0;
-  }
-}
-
 bool valid_type(uint32_t t) { return t <= static_cast<uint32_t>(GgufType::FLOAT64); }
 
 template <typename T>
@@ -91,7 +74,7 @@ bool put_array_body(std::vector<uint8_t>& out, const GgufValue& v, int depth) {
     }
     return true;
   }
-  const size_t es = scalar_size(v.arr_type);
+  const size_t es = gguf_scalar_size(v.arr_type);
   if (v.arr_len > 0 && v.arr_data == nullptr) return false;
   if (es != 0 && v.arr_len > (SIZE_MAX / es)) return false;
   put_raw<uint64_t>(out, v.arr_len);
