@@ -208,7 +208,7 @@ struct Edit {
   std::string drop_key;        // metadata key left out
   std::string drop_tensor;     // tensor left out
   std::string reshape_tensor;  // tensor written with ne[1] - 1 rows
-  std::string retype_tensor;   // tensor written as Q5_0 (not supported)
+  std::string retype_tensor;   // tensor written as MXFP4 (not supported)
   std::string int_key;         // metadata key replaced by int_value
   int64_t int_value = 0;
   std::vector<std::pair<std::string, std::string>> add_str;  // metadata added
@@ -242,7 +242,7 @@ std::string rewrite(const std::string& src, const Edit& e, const std::string& na
     std::vector<int64_t> ne(t.ne, t.ne + std::max<uint32_t>(t.n_dims, 1));
     GgmlType type = t.type;
     if (t.name == e.reshape_tensor) ne[1] -= 1;
-    if (t.name == e.retype_tensor) type = GgmlType::Q5_0;
+    if (t.name == e.retype_tensor) type = static_cast<GgmlType>(39);  // mxfp4
     int64_t rows = 1;
     for (size_t i = 1; i < ne.size(); ++i) rows *= ne[i];
     std::vector<uint8_t> data(row_size(type, ne[0]) * rows);
@@ -639,7 +639,7 @@ TEST(model_load_errors) {
       {"shape", edit([](Edit& e) { e.reshape_tensor = "blk.0.attn_k.weight"; }), Code::BadShape,
        "tensor 'blk.0.attn_k.weight' has shape [64, 31], expected [64, 32]"},
       {"type", edit([](Edit& e) { e.retype_tensor = "blk.0.attn_q.weight"; }), Code::UnsupportedType,
-       "blk.0.attn_q.weight"},
+       "tensor 'blk.0.attn_q.weight' has type mxfp4 (id 39), which is not supported"},
       {"key", edit([](Edit& e) { e.drop_key = "llama.attention.layer_norm_rms_epsilon"; }), Code::GgufCorrupt,
        "llama.attention.layer_norm_rms_epsilon"},
       {"layers0", edit([](Edit& e) {

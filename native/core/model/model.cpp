@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../quant/gemm.h"
+
 namespace llmserve {
 
 namespace {
@@ -70,6 +72,11 @@ class Binder {
     const GgufTensorInfo* t = nullptr;
     LLMS_RETURN_IF_ERROR(find(name, {n_in, n_out}, required, &t));
     if (!t) return Status::ok();
+    if (!gemm_supported(t->type)) {
+      return make_error(Code::UnsupportedType, "tensor '" + name + "' has type " + type_traits(t->type).name +
+                                                   ", which llmserve cannot multiply with; convert the model to a "
+                                                   "supported weight type (see the README)");
+    }
     const TypeTraits& vt = type_traits(type_traits(t->type).vec_dot_type);
     if (!vt.known || !vt.supported || n_in % vt.block_size != 0) {
       return make_error(Code::UnsupportedType, "tensor '" + name + "' has type " + type_traits(t->type).name +

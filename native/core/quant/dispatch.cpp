@@ -28,6 +28,15 @@ KernelTable make_ref_table() {
   set(GgmlType::Q4_K, dequantize_row_q4_K_ref, quantize_row_q4_K_ref, vec_dot_q4_K_ref);
   set(GgmlType::Q6_K, dequantize_row_q6_K_ref, quantize_row_q6_K_ref, vec_dot_q6_K_ref);
   set(GgmlType::Q8_K, dequantize_row_q8_K_ref, quantize_row_q8_K_ref, vec_dot_q8_K_ref);
+  set(GgmlType::Q8_1, dequantize_row_q8_1_ref, quantize_row_q8_1_ref, vec_dot_q8_1_ref);
+  set(GgmlType::Q4_1, dequantize_row_q4_1_ref, quantize_row_q4_1_ref, vec_dot_q4_1_ref);
+  set(GgmlType::Q5_0, dequantize_row_q5_0_ref, quantize_row_q5_0_ref, vec_dot_q5_0_ref);
+  set(GgmlType::Q5_1, dequantize_row_q5_1_ref, quantize_row_q5_1_ref, vec_dot_q5_1_ref);
+  set(GgmlType::IQ4_NL, dequantize_row_iq4_nl_ref, quantize_row_iq4_nl_ref, vec_dot_iq4_nl_ref);
+  set(GgmlType::Q5_K, dequantize_row_q5_K_ref, quantize_row_q5_K_ref, vec_dot_q5_K_ref);
+  set(GgmlType::Q3_K, dequantize_row_q3_K_ref, quantize_row_q3_K_ref, vec_dot_q3_K_ref);
+  set(GgmlType::Q2_K, dequantize_row_q2_K_ref, quantize_row_q2_K_ref, vec_dot_q2_K_ref);
+  set(GgmlType::IQ4_XS, dequantize_row_iq4_xs_ref, quantize_row_iq4_xs_ref, vec_dot_iq4_xs_ref);
   install_ref_gemm(t);
   return t;
 }

@@ -1,18 +1,13 @@
 // K-quant scalar references: Q4_K and Q6_K weights, Q8_K activations (super-blocks of 256).
 // The quantizers follow ggml's quantize_row_{q4_K,q6_K,q8_K}_ref step for step, in the same float
 // operation order, so files we write match what llama.cpp's own reference quantizer writes.
+#include "quant/k_quants_util.h"
 #include "quant/quant_impl.h"
 
 namespace llmserve::quant {
-namespace {
 
-constexpr float kGroupMaxEps = 1e-15f;  // ggml's GROUP_MAX_EPS: below this a group is all zero
-
-// Asymmetric fit x ~ scale*L - min with L in [0, nmax], weighted least squares over a sweep of
-// candidate inverse scales (ggml's make_qkx2_quants, squared-error variant). Returns the scale,
-// stores the (positive) min in *the_min.
 float make_qkx2_quants(int n, int nmax, const float* x, const float* w, uint8_t* L, float* the_min, uint8_t* Laux,
-                       float rmin, float rdelta, int nstep) {
+                       float rmin, float rdelta, int nstep, bool use_mad) {
   float min = x[0], max = x[0];
   float sum_w = w[0];
   float sum_x = sum_w * x[0];
@@ -35,7 +30,8 @@ float make_qkx2_quants(int n, int nmax, const float* x, const float* w, uint8_t*
     int l = nearest_int(iscale * (x[i] - min));
     L[i] = static_cast<uint8_t>(l < 0 ? 0 : (l > nmax ? nmax : l));
     float diff = scale * L[i] + min - x[i];
-    best_err += w[i] * (diff * diff);
+    diff = use_mad ? std::fabs(diff) : diff * diff;
+    best_err += w[i] * diff;
   }
   for (int is = 0; is <= nstep; ++is) {
     iscale = (rmin + rdelta * is + nmax) / (max - min);
@@ -59,7 +55,8 @@ float make_qkx2_quants(int n, int nmax, const float* x, const float* w, uint8_t*
       float err = 0;
       for (int i = 0; i < n; ++i) {
         float diff = this_scale * Laux[i] + this_min - x[i];
-        err += w[i] * (diff * diff);
+        diff = use_mad ? std::fabs(diff) : diff * diff;
+        err += w[i] * diff;
       }
       if (err < best_err) {
         for (int i = 0; i < n; ++i) L[i] = Laux[i];
@@ -72,6 +69,8 @@ float make_qkx2_quants(int n, int nmax, const float* x, const float* w, uint8_t*
   *the_min = -min;
   return scale;
 }
+
+namespace {
 
 // Symmetric fit x ~ scale*(L - nmax), L in [0, 2*nmax), weights x^2, trying 19 inverse scales
 // around -nmax/max (ggml's make_qx_quants with rmse_type 1 and no importance weights).
@@ -155,7 +154,7 @@ void quantize_row_q4_K_ref(const float* x, void* y, int64_t n) {
       for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
       const float av_x = std::sqrt(sum_x2 / 32);
       for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
-      scales[j] = make_qkx2_quants(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -1.f, 0.1f, 20);
+      scales[j] = make_qkx2_quants(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -1.f, 0.1f, 20, false);
       if (scales[j] > max_scale) max_scale = scales[j];
       if (mins[j] > max_min) max_min = mins[j];
     }

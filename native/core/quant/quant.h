@@ -23,6 +23,8 @@ enum class GgmlType : uint32_t {
   Q5_K = 13,
   Q6_K = 14,
   Q8_K = 15,
+  IQ4_NL = 20,
+  IQ4_XS = 23,
   I8 = 24,
   I16 = 25,
   I32 = 26,
@@ -55,12 +57,13 @@ uint16_t fp32_to_bf16(float f);
 
 // x: [n] in type t  ->  y: [n] f32.   n % block_size == 0.
 void dequantize_row(GgmlType t, const void* x, float* y, int64_t n);
-// x: [n] f32  ->  y: row_size(t, n) bytes. Reference quantizer (ggml's *_ref); used by synth,
-// and (for vec_dot types Q8_0/Q8_K/F16/BF16/F32) to convert activations before a dot.
+// x: [n] f32  ->  y: row_size(t, n) bytes. Reference quantizer (ggml's *_ref; for IQ4_NL/IQ4_XS
+// ggml's quantize_iq4_nl/xs without an importance matrix, as llama-quantize writes them); used by
+// synth, and (for vec_dot types Q8_0/Q8_1/Q8_K/F16/BF16/F32) to convert activations before a dot.
 void quantize_row(GgmlType t, const float* x, void* y, int64_t n);
 // dot(w_row, x_row): w in type t, xq in type_traits(t).vec_dot_type, both [n] elements.
 // xq must come from quantize_row(vec_dot_type): the SIMD kernels rely on its invariants (Q8_K bsums
-// match qs; Q8_0 values lie in [-127, 127]).
+// match qs; Q8_1 s = d * sum(qs); Q8_0/Q8_1 values lie in [-127, 127]).
 float vec_dot(GgmlType t, int64_t n, const void* w, const void* xq);
 
 // Scalar references, always available; the dispatched functions above must agree with these.

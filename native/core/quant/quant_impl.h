@@ -58,7 +58,72 @@ struct BlockQ8_K {
   int8_t qs[kQK_K];
   int16_t bsums[kQK_K / 16];  // sum of qs per 16 elements (lets K-quant dots fold in mins/offsets)
 };
+// Legacy 32-element formats with an offset or a fifth bit (ggml-common.h).
+struct BlockQ4_1 {
+  uint16_t d;              // scale (f16)
+  uint16_t m;              // offset (f16): value = q * d + m, q unsigned 4-bit
+  uint8_t qs[kQK4_0 / 2];  // as Q4_0: element j low nibble, j+16 high nibble
+};
+struct BlockQ5_0 {
+  uint16_t d;              // scale (f16): value = (q - 16) * d, q unsigned 5-bit
+  uint8_t qh[4];           // bit j (little-endian u32) = fifth bit of element j
+  uint8_t qs[kQK4_0 / 2];  // low 4 bits, Q4_0's nibble order
+};
+struct BlockQ5_1 {
+  uint16_t d;  // scale (f16): value = q * d + m
+  uint16_t m;  // offset (f16)
+  uint8_t qh[4];
+  uint8_t qs[kQK4_0 / 2];
+};
+struct BlockQ8_1 {
+  uint16_t d;  // scale (f16)
+  uint16_t s;  // d * sum(qs), rounded to f16 (lets Q4_1/Q5_1 dots fold in the weight offset)
+  int8_t qs[kQK8_0];
+};
+// IQ4_NL: Q4_0's layout, but the nibble indexes kIQ4NLValues (a non-linear grid) instead of q - 8.
+struct BlockIQ4_NL {
+  uint16_t d;  // scale (f16): value = kIQ4NLValues[nibble] * d
+  uint8_t qs[kQK4_0 / 2];
+};
+// K-quants (super-blocks of 256).
+struct BlockQ2_K {
+  uint8_t scales[kQK_K / 16];  // per 16 elements: low nibble scale, high nibble min (4 bits each)
+  uint8_t qs[kQK_K / 4];  // per 128 elements: 32 bytes, 2-bit fields at shifts 0,2,4,6 = elements l, l+32, l+64, l+96
+  uint16_t d;             // super-block scale for the scales (f16)
+  uint16_t dmin;          // super-block scale for the mins (f16)
+};
+struct BlockQ3_K {
+  uint8_t hmask[kQK_K / 8];  // third bit: element 32*b + l in bit b of hmask[l] (set = +0, clear = -4)
+  uint8_t qs[kQK_K / 4];     // low 2 bits, Q2_K's order
+  uint8_t scales[12];        // 16 signed 6-bit scales (+32 bias), see unpack_q3_K_scales
+  uint16_t d;                // super-block scale (f16)
+};
+struct BlockQ5_K {
+  uint16_t d;  // as Q4_K
+  uint16_t dmin;
+  uint8_t scales[kKScaleSize];  // Q4_K's packing
+  uint8_t qh[kQK_K / 8];        // fifth bit: element 32*b + l in bit b of qh[l]
+  uint8_t qs[kQK_K / 2];        // low 4 bits, Q4_K's order
+};
+struct BlockIQ4_XS {
+  uint16_t d;                    // super-block scale (f16)
+  uint16_t scales_h;             // high 2 bits of the 8 sub-block scales
+  uint8_t scales_l[kQK_K / 64];  // low 4 bits (sub-block 2k in the low nibble of byte k)
+  uint8_t qs[kQK_K / 2];         // per 32 elements 16 bytes, IQ4_NL's order
+};
+// ggml's kvalues_iq4nl: the 16 levels of IQ4_NL / IQ4_XS.
+inline constexpr int8_t kIQ4NLValues[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
 static_assert(sizeof(BlockQ4_0) == 18, "q4_0 layout");
+static_assert(sizeof(BlockQ4_1) == 20, "q4_1 layout");
+static_assert(sizeof(BlockQ5_0) == 22, "q5_0 layout");
+static_assert(sizeof(BlockQ5_1) == 24, "q5_1 layout");
+static_assert(sizeof(BlockQ8_1) == 36, "q8_1 layout");
+static_assert(sizeof(BlockIQ4_NL) == 18, "iq4_nl layout");
+static_assert(sizeof(BlockQ2_K) == 84, "q2_K layout");
+static_assert(sizeof(BlockQ3_K) == 110, "q3_K layout");
+static_assert(sizeof(BlockQ5_K) == 176, "q5_K layout");
+static_assert(sizeof(BlockIQ4_XS) == 136, "iq4_xs layout");
 static_assert(sizeof(BlockQ8_0) == 34, "q8_0 layout");
 static_assert(sizeof(BlockQ4_K) == 144, "q4_K layout");
 static_assert(sizeof(BlockQ6_K) == 210, "q6_K layout");
@@ -102,6 +167,9 @@ static inline void get_scale_min_k4(int j, const uint8_t* q, uint8_t* sc, uint8_
     *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
   }
 }
+
+// Q3_K: the 16 signed 6-bit group scales (bias 32 removed) from its 12 packed bytes (k_quants2_ref.cpp).
+void unpack_q3_K_scales(const uint8_t* s, int8_t out[16]);
 
 // All 8 scales (out[0..7]) and 8 mins (out[8..15]) of a Q4_K block at once, with 32-bit word
 // little-endian word arithmetic instead of 8 get_scale_min_k4 calls (per-byte masks stop bits leaking
@@ -175,6 +243,36 @@ float vec_dot_q6_K_ref(int64_t n, const void* w, const void* xq);
 void dequantize_row_q8_K_ref(const void* x, float* y, int64_t n);
 void quantize_row_q8_K_ref(const float* x, void* y, int64_t n);
 float vec_dot_q8_K_ref(int64_t n, const void* w, const void* xq);
+// Legacy formats (legacy_ref.cpp): Q4_1/Q5_1 dot against Q8_1, Q5_0 against Q8_0.
+void dequantize_row_q4_1_ref(const void* x, float* y, int64_t n);
+void quantize_row_q4_1_ref(const float* x, void* y, int64_t n);
+float vec_dot_q4_1_ref(int64_t n, const void* w, const void* xq);
+void dequantize_row_q5_0_ref(const void* x, float* y, int64_t n);
+void quantize_row_q5_0_ref(const float* x, void* y, int64_t n);
+float vec_dot_q5_0_ref(int64_t n, const void* w, const void* xq);
+void dequantize_row_q5_1_ref(const void* x, float* y, int64_t n);
+void quantize_row_q5_1_ref(const float* x, void* y, int64_t n);
+float vec_dot_q5_1_ref(int64_t n, const void* w, const void* xq);
+void dequantize_row_q8_1_ref(const void* x, float* y, int64_t n);
+void quantize_row_q8_1_ref(const float* x, void* y, int64_t n);
+float vec_dot_q8_1_ref(int64_t n, const void* w, const void* xq);
+// Non-linear 4-bit formats (iq4_ref.cpp): IQ4_NL dots against Q8_0, IQ4_XS against Q8_K.
+void dequantize_row_iq4_nl_ref(const void* x, float* y, int64_t n);
+void quantize_row_iq4_nl_ref(const float* x, void* y, int64_t n);
+float vec_dot_iq4_nl_ref(int64_t n, const void* w, const void* xq);
+void dequantize_row_iq4_xs_ref(const void* x, float* y, int64_t n);
+void quantize_row_iq4_xs_ref(const float* x, void* y, int64_t n);
+float vec_dot_iq4_xs_ref(int64_t n, const void* w, const void* xq);
+// More K-quants (k_quants2_ref.cpp), against Q8_K.
+void dequantize_row_q2_K_ref(const void* x, float* y, int64_t n);
+void quantize_row_q2_K_ref(const float* x, void* y, int64_t n);
+float vec_dot_q2_K_ref(int64_t n, const void* w, const void* xq);
+void dequantize_row_q3_K_ref(const void* x, float* y, int64_t n);
+void quantize_row_q3_K_ref(const float* x, void* y, int64_t n);
+float vec_dot_q3_K_ref(int64_t n, const void* w, const void* xq);
+void dequantize_row_q5_K_ref(const void* x, float* y, int64_t n);
+void quantize_row_q5_K_ref(const float* x, void* y, int64_t n);
+float vec_dot_q5_K_ref(int64_t n, const void* w, const void* xq);
 
 // Per-ISA overrides; each starts from the table it is handed and replaces what it accelerates.
 // Only defined when the matching *_avx2.cpp / *_avx512.cpp file is compiled (x86-64).
@@ -184,6 +282,12 @@ void install_avx512_kernels(KernelTable& t);
 void install_ref_gemm(KernelTable& t);
 void install_avx2_gemm(KernelTable& t);
 void install_avx512_gemm(KernelTable& t);
+// The GEMMs of the types added later, called by install_avx2_gemm / install_avx512_gemm
+// (gemm_legacy_avx2.cpp, gemm_legacy_avx512.cpp, gemm_kquants_avx2.cpp, gemm_kquants_avx512.cpp).
+void install_avx2_gemm_legacy(KernelTable& t);
+void install_avx512_gemm_legacy(KernelTable& t);
+void install_avx2_gemm_kquants(KernelTable& t);
+void install_avx512_gemm_kquants(KernelTable& t);
 
 // Tables for tests: the scalar table always; the SIMD ones only if this CPU can run them
 // (nullptr otherwise).

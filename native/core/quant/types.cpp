@@ -19,6 +19,8 @@ struct TraitsTable {
   constexpr TraitsTable() : t{} {
     for (auto& e : t) e = {"unknown", 0, 0, false, false, GgmlType::F32};
     using G = GgmlType;
+    // supported: the scalar references exist (dequantize, quantize, vec_dot); which weight types the
+    // matmuls run is gemm_supported() (quant/gemm.h).
     auto set = [this](uint32_t id, const char* name, int64_t bs, size_t ts, bool supported, G vdt) {
       t[id] = {name, bs, ts, true, supported, vdt};
     };
@@ -26,25 +28,25 @@ struct TraitsTable {
     set(0, "f32", 1, 4, true, G::F32);
     set(1, "f16", 1, 2, true, G::F16);
     set(2, "q4_0", 32, 2 + 16, true, G::Q8_0);
-    set(3, "q4_1", 32, 2 * 2 + 16, false, G::Q8_1);
-    set(6, "q5_0", 32, 2 + 4 + 16, false, G::Q8_0);
-    set(7, "q5_1", 32, 2 * 2 + 4 + 16, false, G::Q8_1);
+    set(3, "q4_1", 32, 2 * 2 + 16, true, G::Q8_1);
+    set(6, "q5_0", 32, 2 + 4 + 16, true, G::Q8_0);
+    set(7, "q5_1", 32, 2 * 2 + 4 + 16, true, G::Q8_1);
     set(8, "q8_0", 32, 2 + 32, true, G::Q8_0);
-    set(9, "q8_1", 32, 2 * 2 + 32, false, G::Q8_1);
-    set(10, "q2_K", QK_K, 2 * 2 + QK_K / 16 + QK_K / 4, false, G::Q8_K);
-    set(11, "q3_K", QK_K, 2 + QK_K / 4 + QK_K / 8 + 12, false, G::Q8_K);
+    set(9, "q8_1", 32, 2 * 2 + 32, true, G::Q8_1);
+    set(10, "q2_K", QK_K, 2 * 2 + QK_K / 16 + QK_K / 4, true, G::Q8_K);
+    set(11, "q3_K", QK_K, 2 + QK_K / 4 + QK_K / 8 + 12, true, G::Q8_K);
     set(12, "q4_K", QK_K, 2 * 2 + 12 + QK_K / 2, true, G::Q8_K);
-    set(13, "q5_K", QK_K, 2 * 2 + 12 + QK_K / 2 + QK_K / 8, false, G::Q8_K);
+    set(13, "q5_K", QK_K, 2 * 2 + 12 + QK_K / 2 + QK_K / 8, true, G::Q8_K);
     set(14, "q6_K", QK_K, 2 + QK_K / 16 + 3 * QK_K / 4, true, G::Q8_K);
     set(15, "q8_K", QK_K, 4 + QK_K + QK_K / 16 * 2, true, G::Q8_K);
     set(kIQ2_XXS, "iq2_xxs", QK_K, 2 + QK_K / 8 * 2, false, G::Q8_K);
     set(kIQ2_XS, "iq2_xs", QK_K, 2 + QK_K / 8 * 2 + QK_K / 32, false, G::Q8_K);
     set(kIQ3_XXS, "iq3_xxs", QK_K, 2 + 3 * (QK_K / 8), false, G::Q8_K);
     set(kIQ1_S, "iq1_s", QK_K, 2 + QK_K / 8 + QK_K / 16, false, G::Q8_K);
-    set(kIQ4_NL, "iq4_nl", 32, 2 + 16, false, G::Q8_0);
+    set(kIQ4_NL, "iq4_nl", 32, 2 + 16, true, G::Q8_0);
     set(kIQ3_S, "iq3_s", QK_K, 2 + 13 * (QK_K / 32) + QK_K / 64, false, G::Q8_K);
     set(kIQ2_S, "iq2_s", QK_K, 2 + QK_K / 4 + QK_K / 16, false, G::Q8_K);
-    set(kIQ4_XS, "iq4_xs", QK_K, 2 + 2 + QK_K / 64 + QK_K / 2, false, G::Q8_K);
+    set(kIQ4_XS, "iq4_xs", QK_K, 2 + 2 + QK_K / 64 + QK_K / 2, true, G::Q8_K);
     set(24, "i8", 1, 1, false, G::F32);
     set(25, "i16", 1, 2, false, G::F32);
     set(26, "i32", 1, 4, false, G::F32);
