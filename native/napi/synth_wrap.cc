@@ -10,11 +10,6 @@
 namespace llmserve::napi {
 namespace {
 
-// The weight types synth writes, in lib/synth.ts SYNTH_TYPES order (the messages list them, and a
-// test compares the addon's message with the TypeScript one).
-constexpr GgmlType kSynthTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
-                                    GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K};
-
 // The JS name of a weight type: type_traits' name lowercased ("q4_K" -> "q4_k", as SYNTH_TYPES).
 std::string js_type_name(GgmlType t) {
   std::string n = type_traits(t).name;
@@ -22,16 +17,18 @@ std::string js_type_name(GgmlType t) {
   return n;
 }
 
-// o.type: the JS name of one of kSynthTypes, exactly; TypeError / RangeError otherwise.
+// o.type: the JS name of one of synth_types() (lib/synth.ts SYNTH_TYPES order: the messages list
+// them, and a test compares the addon's message with the TypeScript one), exactly; TypeError /
+// RangeError otherwise.
 GgmlType get_type(Napi::Object o) {
   Napi::Value v = o.Get("type");
   if (v.IsString()) {
     const std::string s = v.As<Napi::String>().Utf8Value();
-    for (GgmlType t : kSynthTypes)
+    for (GgmlType t : synth_types())
       if (s == js_type_name(t)) return t;
   }
   std::string list;
-  for (GgmlType t : kSynthTypes) list += std::string(list.empty() ? "" : ", ") + "\"" + js_type_name(t) + "\"";
+  for (GgmlType t : synth_types()) list += std::string(list.empty() ? "" : ", ") + "\"" + js_type_name(t) + "\"";
   throw_invalid(o.Env(), v.IsString(), "Expected one of " + list + " for type but received " + js_describe(v));
 }
 

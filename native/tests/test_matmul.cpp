@@ -29,7 +29,7 @@ namespace {
 using Bytes = std::vector<uint8_t>;
 
 const GgmlType kGemmTypes[] = {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K,
-                               GgmlType::F16,  GgmlType::BF16, GgmlType::F32};
+                               GgmlType::F16,  GgmlType::BF16, GgmlType::F32,  GgmlType::Q4_1};
 
 bool is_quantized(GgmlType t) { return type_traits(t).block_size > 1; }
 
@@ -163,6 +163,19 @@ TEST(gemm_prepared_activations_hold_vec_dot_type_values) {
         }
         // Zero padding up to the 64-byte stride.
         for (size_t i = static_cast<size_t>(nb) * 44; i < a.stride; ++i) ok &= p[i] == 0;
+        CHECK(ok);
+      } else if (vt == GgmlType::Q8_1) {
+        const int64_t nb = n_in / 32;
+        const auto* blk = reinterpret_cast<const quant::BlockQ8_1*>(a.xq[tok].data());
+        bool ok = true;
+        for (int64_t b = 0; b < nb; ++b) {
+          float d, sx;
+          std::memcpy(&d, p + nb * 32 + 4 * b, 4);
+          std::memcpy(&sx, p + nb * 36 + 4 * b, 4);
+          ok &= std::memcmp(p + 32 * b, blk[b].qs, 32) == 0 && d == fp16_to_fp32(blk[b].d) &&
+                sx == fp16_to_fp32(blk[b].s);
+        }
+        for (size_t i = static_cast<size_t>(nb) * 40; i < a.stride; ++i) ok &= p[i] == 0;
         CHECK(ok);
       } else if (vt == GgmlType::Q8_K) {
         CHECK(std::memcmp(p, a.xq[tok].data(), a.xq[tok].size()) == 0);
@@ -444,10 +457,10 @@ TEST(gemm_rejects_bad_arguments_safely) {
   gemm(a);
   CHECK(y[0] == 7.0f);
   a.n_in = 64;
-  a.type = GgmlType::Q5_0;  // unsupported
+  a.type = static_cast<GgmlType>(39);  // mxfp4: known (block 32) but unsupported
   gemm(a);
   CHECK(y[0] == 7.0f);
-  CHECK_EQ(gemm_act_row_bytes(GgmlType::Q5_0, 64), size_t(0));
+  CHECK_EQ(gemm_act_row_bytes(a.type, 64), size_t(0));
   CHECK_EQ(gemm_packed_bytes(GgmlType::F16, 64, 4), size_t(0));
 }
 

@@ -3,7 +3,7 @@
 // -- bit-identical whether it is computed for 1 token or 512, in any tile or thread split.
 //
 // How that holds (the "canonical" order; the scalar gemm_ref spells it out):
-// - Quantized weights (Q4_0, Q8_0, Q4_K, Q6_K): each block's dot is an exact integer sum (sumi, and
+// - Quantized weights (Q4_0, Q8_0, Q4_K, Q6_K, ...): each block's dot is an exact integer sum (sumi, and
 //   for Q4_K the mins sum summ); the f32 accumulation over blocks is, in block order from 0,
 //       acc = fma(float(sumi), d_w * d_x, acc)
 //   (d_w * d_x rounded to f32 first), then y = acc (+ bias[r]). Q4_K keeps the mins in a second
@@ -15,12 +15,21 @@
 //   Every ISA computes the same sequence (one row per vector lane; the SIMD kernels put 16 weight
 //   rows in the lanes and broadcast each token's activation bytes), so for these types scalar,
 //   AVX2 and AVX-512 agree bit for bit too.
+//   The later 32-element types follow the same rule (gemm_ref_legacy.cpp spells them out):
+//     Q5_0 (sumi over q5 - 16) and IQ4_NL (sumi over grid values): one accumulator, as Q4_0;
+//     IQ4_NL so matches llama.cpp's repacked iq4_nl_8x8 kernels to the bit.
+//     Q4_1, Q5_1 (vec_dot type Q8_1: x = d_x * qs, s_x = f16(d_x * sum(qs))): sumi over the
+//     unsigned 4/5-bit values, acc = fma(float(sumi), d_w * d_x, acc) and in a second accumulator
+//     acc_m = fma(m_w, s_x, acc_m), y = acc + acc_m (llama.cpp's vec_dot also sums the m * s terms
+//     apart and adds them last, but keeps 8 lane accumulators for the rest: within rounding).
+//   Q5_0, Q4_1 and Q5_1 have no repacked llama.cpp kernel on x86 (it runs lane-accumulating vec_dot
+//   or, for Q5_0 batches, tinyBLAS), so they match llama.cpp within rounding only.
 // - Float weights (F32, F16, BF16): per (row, token) one f32 accumulator of L lanes (L = 16 on
 //   AVX-512, 8 on AVX2) runs fma over k in steps of L, then a fixed horizontal reduction; the
 //   scalar path accumulates in double like vec_dot_ref. These agree across batch sizes within one
 //   ISA, and with vec_dot_ref within rounding.
-// Activations are converted once per token, with the semantics of ggml's vec_dot_type (Q8_0, Q8_K,
-// F16, BF16, F32: the same bytes quantize_row makes), into a layout the kernels read directly.
+// Activations are converted once per token, with the semantics of ggml's vec_dot_type (Q8_0, Q8_1,
+// Q8_K, F16, BF16, F32: the same bytes quantize_row makes), into a layout the kernels read directly.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -33,7 +42,8 @@ namespace llmserve {
 // Weight rows per packed group: the lanes of one micro-kernel call.
 constexpr int kGemmGroupRows = 16;
 
-// Weight types gemm handles (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K).
+// Weight types gemm handles (the float types, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K..Q6_K,
+// IQ4_XS).
 bool gemm_supported(GgmlType wtype);
 
 // Bytes of one prepared activation row for weights of type wtype and n_in inputs (a multiple of
@@ -67,7 +77,7 @@ void gemm_ref(const GemmArgs& a);
 // Load-time repacking (optional; gemm works on raw rows too, packing each 16-row group on the fly).
 // The packed form interleaves 16 rows per block (4-byte granularity) so that the kernels read one
 // contiguous stream; it is ISA-independent and about the same size as the raw matrix.
-bool gemm_packable(GgmlType wtype);                                     // Q4_0, Q8_0, Q4_K, Q6_K
+bool gemm_packable(GgmlType wtype);                                     // every quantized gemm type
 size_t gemm_packed_bytes(GgmlType wtype, int64_t n_in, int64_t n_out);  // 0 if not packable
 // w: n_out raw rows of row_bytes -> out: gemm_packed_bytes(...) bytes.
 void gemm_pack(GgmlType wtype, const uint8_t* w, size_t row_bytes, int64_t n_in, int64_t n_out, uint8_t* out);

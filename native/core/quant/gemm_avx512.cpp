@@ -21,22 +21,11 @@
 #include <cstdint>
 #include <cstring>
 
+#include "quant/gemm_avx512_driver.h"
 #include "quant/gemm_float_simd.h"
-#include "quant/gemm_impl.h"
 
 namespace llmserve::quant {
 namespace {
-
-inline __m512i bcast32(const uint8_t* p) { return _mm512_set1_epi32(ld32(p)); }
-inline __m512 bcastf(const uint8_t* p) { return _mm512_set1_ps(ldf(p)); }
-inline __m512i load512(const uint8_t* p) { return _mm512_loadu_si512(p); }
-inline __m512 load_f16x16(const uint8_t* p) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
-// 16 bytes -> 16 int32 (zero / sign extended)
-inline __m512i load_u8x16(const uint8_t* p) {
-  return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
 
 // ------------------------------------------------------------------------------------- Q4_0
 // Q4_0 and Q8_0 (one record per 32-element block): per block and token, ia = the block's exact
@@ -362,99 +351,6 @@ void pack_group(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uin
   gemm_pack_group_ref(t, w, rb, nr, nb, out);
 }
 
-// Runs kernel K over rows [r0, r1) (16-row groups; packed on the fly unless a.packed) and all
-// tokens, T <= 8 tokens per call.
-// One packed group g (rows r .. r + nr - 1) against tokens [t_begin, t_end), T <= 8 per call.
-template <class K>
-void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, int nr, int64_t t_begin, int64_t t_end,
-                  const Prefetcher& kpf) {
-  constexpr int kMaxT = K::kMaxT;
-  const __mmask16 m = static_cast<__mmask16>(nr == 16 ? 0xFFFF : (1u << nr) - 1);
-  const __m512 bias = a.bias ? _mm512_maskz_loadu_ps(m, a.bias + r) : _mm512_setzero_ps();
-  for (int64_t t0 = t_begin; t0 < t_end; t0 += kMaxT) {
-    const int T = static_cast<int>(std::min<int64_t>(kMaxT, t_end - t0));
-    const uint8_t* x[kMaxT];
-    for (int t = 0; t < T; ++t) x[t] = a.act + (t0 + t) * a.act_stride;
-    // The output lines of the next tile: fetched for writing while this one computes (otherwise
-    // their read-for-ownership misses stall the stores; ~8% at 512 tokens).
-    if (T == kMaxT) {
-      const int64_t tn = std::min<int64_t>(kMaxT, t_end - t0 - kMaxT);
-      for (int64_t t = 0; t < tn; ++t) __asm__ volatile("prefetchw %0" : : "m"(a.y[(t0 + kMaxT + t) * a.ldy + r]));
-    }
-    __m512 acc[kMaxT] = {};
-    switch (T) {
-      case 1: K::template run<1>(g, nb, x, acc, kpf); break;
-      case 2: K::template run<(kMaxT >= 2 ? 2 : 1)>(g, nb, x, acc, kpf); break;
-      case 3: K::template run<(kMaxT >= 3 ? 3 : 1)>(g, nb, x, acc, kpf); break;
-      case 4: K::template run<(kMaxT >= 4 ? 4 : 1)>(g, nb, x, acc, kpf); break;
-      case 5: K::template run<(kMaxT >= 5 ? 5 : 1)>(g, nb, x, acc, kpf); break;
-      case 6: K::template run<(kMaxT >= 6 ? 6 : 1)>(g, nb, x, acc, kpf); break;
-      case 7: K::template run<(kMaxT >= 7 ? 7 : 1)>(g, nb, x, acc, kpf); break;
-      default: K::template run<kMaxT>(g, nb, x, acc, kpf); break;
-    }
-    for (int t = 0; t < T; ++t) {
-      const __m512 v = a.bias ? _mm512_add_ps(acc[t], bias) : acc[t];
-      _mm512_mask_storeu_ps(a.y + (t0 + t) * a.ldy + r, m, v);
-    }
-  }
-}
-
-// Runs kernel K over rows [r0, r1) and all tokens. Few tokens: group by group (packed on the fly
-// into L1 unless a.packed). Many tokens: batches of groups (~512 KiB packed) are swept by blocks of
-// tokens (~256 KiB of activations), so both stay in L2 while they are reused. The order of the
-// calls does not change any output (each is one micro-kernel run over its full K).
-template <class K>
-void gemm_quant(const GemmArgs& a) {
-  const int64_t nb = gemm_blocks(a.type, a.n_in);
-  const size_t group_bytes = K::kRecord * static_cast<size_t>(nb);
-  const int64_t n_groups = (a.r1 - a.r0 + kGemmGroupRows - 1) / kGemmGroupRows;
-  int64_t batch = 1, tb = a.n;
-  if (a.n > 64) {
-    batch = std::max<int64_t>(1, static_cast<int64_t>((size_t(512) << 10) / group_bytes));
-    tb = std::max<int64_t>(16, static_cast<int64_t>((size_t(256) << 10) / a.act_stride) / 8 * 8);
-  }
-  batch = std::min(batch, n_groups);
-  uint8_t* buf = a.packed ? nullptr : gemm_thread_buffer(group_bytes * static_cast<size_t>(batch));
-  for (int64_t b0 = 0; b0 < n_groups; b0 += batch) {
-    const int64_t b1 = std::min(n_groups, b0 + batch);
-    if (!a.packed) {
-      for (int64_t gi = b0; gi < b1; ++gi) {
-        const int64_t r = a.r0 + gi * kGemmGroupRows;
-        const int nr = static_cast<int>(std::min<int64_t>(kGemmGroupRows, a.r1 - r));
-        Prefetcher pf;
-        if (r + 2 * kGemmGroupRows <= a.r1) {
-          pf.next = a.w + (r + kGemmGroupRows) * a.row_bytes;
-          pf.bytes = kGemmGroupRows * a.row_bytes;
-          pf.nb = nb;
-        }
-        pack_group(a.type, a.w + r * a.row_bytes, a.row_bytes, nr, nb, buf + (gi - b0) * group_bytes, pf);
-      }
-    }
-    for (int64_t t_begin = 0; t_begin < a.n; t_begin += tb) {
-      const int64_t t_end = std::min(a.n, t_begin + tb);
-      for (int64_t gi = b0; gi < b1; ++gi) {
-        const int64_t r = a.r0 + gi * kGemmGroupRows;
-        const int nr = static_cast<int>(std::min<int64_t>(kGemmGroupRows, a.r1 - r));
-        const uint8_t* g;
-        // Next packed group, for the memory-bound few-token case of the K-quants (whose kernels do
-        // not read their 2-3 KiB records in address order; Q4_0/Q8_0 records stream in order).
-        Prefetcher kpf;
-        if (a.packed) {
-          g = a.packed + static_cast<size_t>(r / kGemmGroupRows) * group_bytes;
-          if (((a.n <= 2 && K::kRecord > 1024) || (a.n >= 3 && a.n <= 64)) && r + 2 * kGemmGroupRows <= a.r1) {
-            kpf.next = g + group_bytes;
-            kpf.bytes = group_bytes;
-            kpf.nb = nb;
-          }
-        } else {
-          g = buf + (gi - b0) * group_bytes;
-        }
-        group_tokens<K>(g, nb, a, r, nr, t_begin, t_end, kpf);
-      }
-    }
-  }
-}
-
 // --------------------------------------------------------------------------- float weights
 
 // 16 lanes; tiles of 4 tokens.
@@ -511,6 +407,8 @@ void install_avx512_gemm(KernelTable& t) {
   t.gemm[idx(GgmlType::F32)] = gemm_float<V16, WF32>;
   t.gemm[idx(GgmlType::F16)] = gemm_float<V16, WF16>;
   t.gemm[idx(GgmlType::BF16)] = gemm_float<V16, WBF16>;
+  install_avx512_gemm_legacy(t);
+  install_avx512_gemm_kquants(t);
 }
 
 }  // namespace llmserve::quant

@@ -7,7 +7,11 @@
 //     i32 c128[nb] = -128 * sum(qs of block)            (44 bytes per block)
 //     (vpdpbusd multiplies unsigned by signed bytes: started from c4 / c128 it yields the exact
 //     block sums sum((q - 8) x) of Q4_0 nibbles q and sum(w x) of Q8_0 bytes stored as w + 128)
-//   vec_dot Q8_K (Q4_K, Q6_K): BlockQ8_K[nb] exactly as quantize_row(Q8_K) writes it.
+//     (Q5_0 starts from 2 * c4 = -16 * sum(qs) for its 5-bit values q - 16; IQ4_NL from c128 for
+//     its grid values stored + 128)
+//   vec_dot Q8_1 (Q4_1, Q5_1 weights): int8 qs[nb][32] | f32 d[nb] | f32 s[nb] (40 bytes per
+//     block; s = the block's f16 s = d * sum(qs) as f32)
+//   vec_dot Q8_K (Q2_K..Q6_K, IQ4_XS): BlockQ8_K[nb] exactly as quantize_row(Q8_K) writes it.
 //   vec_dot F16 / BF16 / F32: f32[n_in], the values after rounding to the vec_dot type.
 //
 // Packed groups of 16 rows (row i of the group in lane i; missing rows of the last group are
@@ -19,6 +23,25 @@
 //                                u8 qs[32][16][4] (qs bytes 4g..4g+3 of row i)
 //   Q6_K (3360 B / 256):         u16 d[16] | i8 sc[8][16][2] (scales 2k, 2k+1 of row i) |
 //                                u8 ql[32][16][4] | u8 qh[16][16][4]
+//   IQ4_NL (288 B / 32):         Q4_0's record (the nibbles index the grid instead of q + 8)
+//   Q4_1 (320 B / 32):           u16 d[16] | u16 m[16] | u8 qs[4][16][4] (as Q4_0)
+//   Q5_0 (352 B / 32):           u16 d[16] | u8 qs[4][16][4] (as Q4_0) | u32 h[16]
+//   Q5_1 (384 B / 32):           u16 d[16] | u16 m[16] | u8 qs[4][16][4] | u32 h[16]
+//                                h: the 32 fifth bits of row i transposed so that a shift and a mask
+//                                give them per byte: bit b of byte k of h = fifth bit of element 4b + k,
+//                                so qs group j's low nibbles take bit j of each byte, its high nibbles
+//                                (elements 16 + 4j + k) bit 4 + j
+//   Q5_K (2880 B / 256):         Q4_K's record | u8 qh[8][16][4] (qh bytes 4c..4c+3 of row i; the
+//                                fifth bit of sub-block j's element 4c + k is bit j of byte k)
+//   Q2_K (1344 B / 256):         u16 d[16] | u16 dmin[16] | u8 sm[8][16][2] (scales[2k], scales[2k+1]
+//                                of row i: scale in the low nibble, min in the high) | u8 qs[16][16][4]
+//   Q3_K (1824 B / 256):         u16 d[16] | i8 sc[8][16][2] (scales 2k, 2k+1 minus 32) |
+//                                u8 qs[16][16][4] | u8 hmask[8][16][4]
+//                                (Q2_K/Q3_K group g (16 elements) = 2-bit fields at shift 2*((g%8)/2) of
+//                                qs groups 8*(g/8) + 4*(g%2) + 0..3; Q3_K's third bit: bit g/2 of hmask
+//                                groups 4*(g%2) + 0..3)
+//   IQ4_XS (2208 B / 256):       u16 d[16] | i8 sc[8][16] (ls - 32) | u8 qs[32][16][4] (sub-block ib:
+//                                groups 4ib..4ib+3, low nibbles elements 32ib + 4c + k, high +16)
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -35,6 +58,18 @@ constexpr size_t kPackQ4_0 = 288;
 constexpr size_t kPackQ8_0 = 544;
 constexpr size_t kPackQ4_K = 2368;
 constexpr size_t kPackQ6_K = 3360;
+constexpr size_t kPackIQ4_NL = 288;
+constexpr size_t kPackQ4_1 = 320;
+constexpr size_t kPackQ5_0 = 352;
+constexpr size_t kPackQ5_1 = 384;
+constexpr size_t kPackQ5_K = 2880;
+constexpr size_t kPackQ2_K = 1344;
+constexpr size_t kPackQ3_K = 1824;
+constexpr size_t kPackIQ4_XS = 2208;
+
+// Bytes per block of a prepared Q8_0 / Q8_1 activation row (before the 64-byte padding).
+constexpr size_t kActQ8_0Block = 44;
+constexpr size_t kActQ8_1Block = 40;
 
 // Bytes of one packed record (one block of 16 rows); 0 if the type is not packable.
 size_t gemm_pack_record_bytes(GgmlType t);
@@ -44,6 +79,21 @@ int64_t gemm_blocks(GgmlType t, int64_t n_in);
 // dispatched gemm_pack_group (SIMD transposes) writes the same bytes.
 void gemm_pack_group_ref(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb, uint8_t* out);
 void gemm_pack_group(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb, uint8_t* out);
+// The scalar packers of the types added after the first four (gemm_ref_legacy.cpp,
+// gemm_ref_kquants.cpp); false if t is not one of theirs.
+bool gemm_pack_group_legacy_ref(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb, uint8_t* out);
+bool gemm_pack_group_kquants_ref(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb, uint8_t* out);
+// Q5_0/Q5_1's transposed fifth bits (see the layout above) from the block's little-endian qh.
+static inline uint32_t transpose_q5_high_bits(uint32_t qh) {
+  uint32_t h = 0;
+  for (int e = 0; e < 32; ++e) h |= ((qh >> e) & 1u) << (8 * (e % 4) + e / 4);
+  return h;
+}
+// x: [n] f32 -> Q8_1 prepared row (gemm_ref_legacy.cpp).
+void gemm_prepare_q8_1(const float* x, int64_t n, uint8_t* out);
+// Scalar GEMMs of those types.
+void install_ref_gemm_legacy(KernelTable& t);
+void install_ref_gemm_kquants(KernelTable& t);
 
 // Grow-only per-thread buffer for on-the-fly packing (64-byte aligned).
 uint8_t* gemm_thread_buffer(size_t bytes);

@@ -271,6 +271,14 @@ size_t gemm_pack_record_bytes(GgmlType t) {
     case GgmlType::Q8_0: return kPackQ8_0;
     case GgmlType::Q4_K: return kPackQ4_K;
     case GgmlType::Q6_K: return kPackQ6_K;
+    case GgmlType::IQ4_NL: return kPackIQ4_NL;
+    case GgmlType::Q4_1: return kPackQ4_1;
+    case GgmlType::Q5_0: return kPackQ5_0;
+    case GgmlType::Q5_1: return kPackQ5_1;
+    case GgmlType::Q5_K: return kPackQ5_K;
+    case GgmlType::Q2_K: return kPackQ2_K;
+    case GgmlType::Q3_K: return kPackQ3_K;
+    case GgmlType::IQ4_XS: return kPackIQ4_XS;
     default: return 0;
   }
 }
@@ -281,7 +289,10 @@ void gemm_pack_group_ref(GgmlType t, const uint8_t* w, size_t row_bytes, int n_r
     case GgmlType::Q8_0: pack_q8_0(w, row_bytes, n_rows, nb, out); break;
     case GgmlType::Q4_K: pack_q4_K(w, row_bytes, n_rows, nb, out); break;
     case GgmlType::Q6_K: pack_q6_K(w, row_bytes, n_rows, nb, out); break;
-    default: break;
+    default:
+      if (!gemm_pack_group_legacy_ref(t, w, row_bytes, n_rows, nb, out))
+        gemm_pack_group_kquants_ref(t, w, row_bytes, n_rows, nb, out);
+      break;
   }
 }
 
@@ -306,6 +317,8 @@ void install_ref_gemm(KernelTable& t) {
   t.gemm[idx(GgmlType::Q4_0)] = gemm_ref_q4_0;
   t.gemm[idx(GgmlType::Q4_K)] = gemm_ref_q4_K;
   t.gemm[idx(GgmlType::Q6_K)] = gemm_ref_q6_K;
+  install_ref_gemm_legacy(t);
+  install_ref_gemm_kquants(t);
 }
 
 }  // namespace quant
@@ -318,7 +331,8 @@ bool gemm_supported(GgmlType t) {
     case GgmlType::Q8_0:
     case GgmlType::Q4_0:
     case GgmlType::Q4_K:
-    case GgmlType::Q6_K: return true;
+    case GgmlType::Q6_K:
+    case GgmlType::Q4_1: return true;
     default: return false;
   }
 }
@@ -329,7 +343,8 @@ size_t gemm_act_row_bytes(GgmlType wtype, int64_t n_in) {
   const int64_t bs = type_traits(vt).block_size;
   if (n_in % bs != 0) return 0;
   switch (vt) {
-    case GgmlType::Q8_0: return quant::align_act(static_cast<size_t>(n_in / 32) * 44);
+    case GgmlType::Q8_0: return quant::align_act(static_cast<size_t>(n_in / 32) * quant::kActQ8_0Block);
+    case GgmlType::Q8_1: return quant::align_act(static_cast<size_t>(n_in / 32) * quant::kActQ8_1Block);
     case GgmlType::Q8_K: return quant::align_act(row_size(vt, n_in));
     default: return quant::align_act(static_cast<size_t>(n_in) * 4);
   }
@@ -343,7 +358,11 @@ void gemm_prepare_act(GgmlType wtype, const float* x, int64_t n_in, uint8_t* out
   switch (vt) {
     case GgmlType::Q8_0:
       quant::prepare_q8_0(x, n_in, out);
-      used = static_cast<size_t>(n_in / 32) * 44;
+      used = static_cast<size_t>(n_in / 32) * quant::kActQ8_0Block;
+      break;
+    case GgmlType::Q8_1:
+      quant::gemm_prepare_q8_1(x, n_in, out);
+      used = static_cast<size_t>(n_in / 32) * quant::kActQ8_1Block;
       break;
     case GgmlType::Q8_K:
       quantize_row(vt, x, out, n_in);

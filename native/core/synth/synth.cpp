@@ -12,6 +12,7 @@
 #include "synth.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <iterator>
@@ -79,44 +80,26 @@ uint64_t fnv1a(const std::string& s) {
   return h;
 }
 
-// synth writes exactly the weight types the engine runs.
-bool synth_type_allowed(GgmlType t) { return gemm_supported(t); }
-
-const char* type_label(GgmlType t) {
-  switch (t) {
-    case GgmlType::F32: return "f32";
-    case GgmlType::F16: return "f16";
-    case GgmlType::BF16: return "bf16";
-    case GgmlType::Q8_0: return "q8_0";
-    case GgmlType::Q4_0: return "q4_0";
-    case GgmlType::Q4_K: return "q4_k";
-    case GgmlType::Q6_K: return "q6_k";
-    default: return "unknown";
-  }
+// synth writes exactly the weight types the engine runs (synth_types()).
+bool synth_type_allowed(GgmlType t) {
+  for (GgmlType s : synth_types())
+    if (s == t) return true;
+  return false;
 }
 
-int64_t block_of(GgmlType t) {
-  switch (t) {
-    case GgmlType::Q8_0:
-    case GgmlType::Q4_0: return 32;
-    case GgmlType::Q4_K:
-    case GgmlType::Q6_K: return 256;
-    default: return 1;
-  }
+// The JS name of a type ("q4_K" -> "q4_k", as lib/synth.ts SYNTH_TYPES).
+std::string type_label(GgmlType t) {
+  std::string n = type_traits(t).name;
+  for (char& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return n;
 }
+
+int64_t block_of(GgmlType t) { return std::max<int64_t>(1, type_traits(t).block_size); }
 
 // Bytes per element, for the size estimate only.
 double bytes_per_elem(GgmlType t) {
-  switch (t) {
-    case GgmlType::F32: return 4;
-    case GgmlType::F16:
-    case GgmlType::BF16: return 2;
-    case GgmlType::Q8_0: return 34.0 / 32;
-    case GgmlType::Q4_0: return 18.0 / 32;
-    case GgmlType::Q4_K: return 144.0 / 256;
-    case GgmlType::Q6_K: return 210.0 / 256;
-    default: return 4;
-  }
+  const TypeTraits& tr = type_traits(t);
+  return tr.block_size > 0 ? static_cast<double>(tr.type_size) / static_cast<double>(tr.block_size) : 4;
 }
 
 Status invalid(const std::string& msg) { return make_error(Code::InvalidArgument, msg); }
@@ -220,6 +203,19 @@ struct Builder {
 
 }  // namespace
 
+const std::vector<GgmlType>& synth_types() {
+  // SYNTH_TYPES order (lib/synth.ts); each type is listed once the engine runs it (gemm_supported).
+  static const std::vector<GgmlType> types = [] {
+    std::vector<GgmlType> v;
+    for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K,
+                       GgmlType::Q6_K, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::IQ4_NL, GgmlType::Q5_K,
+                       GgmlType::Q3_K, GgmlType::Q2_K, GgmlType::IQ4_XS})
+      if (gemm_supported(t)) v.push_back(t);
+    return v;
+  }();
+  return types;
+}
+
 GgmlType synth_matrix_type(GgmlType want, int64_t ne0) {
   const int64_t bs = block_of(want);
   if (bs <= 1 || ne0 % bs == 0) return want;
@@ -229,13 +225,21 @@ GgmlType synth_matrix_type(GgmlType want, int64_t ne0) {
 
 int synth_file_type(GgmlType t) {
   switch (t) {
-    case GgmlType::F32: return 0;    // LLAMA_FTYPE_ALL_F32
-    case GgmlType::F16: return 1;    // LLAMA_FTYPE_MOSTLY_F16
-    case GgmlType::Q4_0: return 2;   // LLAMA_FTYPE_MOSTLY_Q4_0
-    case GgmlType::Q8_0: return 7;   // LLAMA_FTYPE_MOSTLY_Q8_0
-    case GgmlType::Q4_K: return 15;  // LLAMA_FTYPE_MOSTLY_Q4_K_M
-    case GgmlType::Q6_K: return 18;  // LLAMA_FTYPE_MOSTLY_Q6_K
-    case GgmlType::BF16: return 32;  // LLAMA_FTYPE_MOSTLY_BF16
+    case GgmlType::F32: return 0;      // LLAMA_FTYPE_ALL_F32
+    case GgmlType::F16: return 1;      // LLAMA_FTYPE_MOSTLY_F16
+    case GgmlType::Q4_0: return 2;     // LLAMA_FTYPE_MOSTLY_Q4_0
+    case GgmlType::Q4_1: return 3;     // LLAMA_FTYPE_MOSTLY_Q4_1
+    case GgmlType::Q8_0: return 7;     // LLAMA_FTYPE_MOSTLY_Q8_0
+    case GgmlType::Q5_0: return 8;     // LLAMA_FTYPE_MOSTLY_Q5_0
+    case GgmlType::Q5_1: return 9;     // LLAMA_FTYPE_MOSTLY_Q5_1
+    case GgmlType::Q2_K: return 10;    // LLAMA_FTYPE_MOSTLY_Q2_K
+    case GgmlType::Q3_K: return 12;    // LLAMA_FTYPE_MOSTLY_Q3_K_M
+    case GgmlType::Q4_K: return 15;    // LLAMA_FTYPE_MOSTLY_Q4_K_M
+    case GgmlType::Q5_K: return 17;    // LLAMA_FTYPE_MOSTLY_Q5_K_M
+    case GgmlType::Q6_K: return 18;    // LLAMA_FTYPE_MOSTLY_Q6_K
+    case GgmlType::IQ4_NL: return 25;  // LLAMA_FTYPE_MOSTLY_IQ4_NL
+    case GgmlType::IQ4_XS: return 30;  // LLAMA_FTYPE_MOSTLY_IQ4_XS
+    case GgmlType::BF16: return 32;    // LLAMA_FTYPE_MOSTLY_BF16
     default: return -1;
   }
 }
@@ -266,7 +270,9 @@ Status validate_synth_options(const SynthOptions& o) {
     LLMS_RETURN_IF_ERROR(check_range("vocab_size", o.vocab_size, kSynthMinGeneratedVocab, kSynthMaxGeneratedVocab));
   }
   if (!synth_type_allowed(o.type)) {
-    return invalid("Expected type to be one of f32, f16, bf16, q8_0, q4_0, q4_k, q6_k but received ggml type " +
+    std::string list;
+    for (GgmlType t : synth_types()) list += (list.empty() ? "" : ", ") + type_label(t);
+    return invalid("Expected type to be one of " + list + " but received ggml type " +
                    std::to_string(static_cast<uint32_t>(o.type)));
   }
   if (!std::isfinite(o.rope_freq_base) || o.rope_freq_base <= 0) {

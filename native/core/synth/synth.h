@@ -19,7 +19,7 @@ struct SynthOptions {
   std::string vocab_from;         // path of a GGUF whose tokenizer.* metadata is copied
                                   // (vocab size = its token count)
   int64_t vocab_size = 512;       // used when vocab_from is empty: generate a SentencePiece-style vocab
-  GgmlType type = GgmlType::F32;  // F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K
+  GgmlType type = GgmlType::F32;  // one of synth_types()
   uint64_t seed = 7;
   float rope_freq_base = 10000.0f;
   float rms_eps = 1e-5f;
@@ -51,6 +51,11 @@ struct SynthLoraOptions {
 // MissingTensor (the base has no such tensor), Io (writing).
 Status synth_lora(const std::string& base_path, const SynthLoraOptions& opt, const std::string& out_path);
 
+// The weight types synth writes, in lib/synth.ts SYNTH_TYPES order: every type the engine's
+// matmuls run (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, Q4_1, Q5_0, Q5_1, IQ4_NL, Q5_K, Q3_K, Q2_K,
+// IQ4_XS), quantized with the reference quantizers (quantize_row_ref: ggml's bytes).
+const std::vector<GgmlType>& synth_types();
+
 // Checks every option; InvalidArgument messages name the offending option.
 // Does not open vocab_from (synth_model does).
 Status validate_synth_options(const SynthOptions& opt);
@@ -61,7 +66,8 @@ Status validate_synth_options(const SynthOptions& opt);
 GgmlType synth_matrix_type(GgmlType want, int64_t ne0);
 
 // llama_ftype value for general.file_type (ALL_F32=0, MOSTLY_F16=1, MOSTLY_Q4_0=2, MOSTLY_Q8_0=7,
-// MOSTLY_Q4_K_M=15, MOSTLY_Q6_K=18, MOSTLY_BF16=32); -1 for a type synth does not produce.
+// MOSTLY_Q4_K_M=15, MOSTLY_Q6_K=18, MOSTLY_BF16=32, ...; Q3_K and Q5_K as their _M mixes); -1 for
+// a type synth does not produce.
 int synth_file_type(GgmlType t);
 
 // Generated SentencePiece ("llama") vocabulary of n tokens: <unk>, <s>, </s>, 256 byte tokens
