@@ -46,8 +46,8 @@ std::vector<std::pair<size_t, float>> scale_fields(GgmlType t) {
     case GgmlType::Q5_0:
     case GgmlType::IQ4_NL:
     case GgmlType::IQ4_XS: return {{0, 1.0f}};
-    case GgmlType::Q5_K: return {{0, 1.0f}, {2, 1.0f}};     // d, dmin
-    case GgmlType::Q2_K: return {{80, 1.0f}, {82, 1.0f}};   // d, dmin
+    case GgmlType::Q5_K: return {{0, 1.0f}, {2, 1.0f}};    // d, dmin
+    case GgmlType::Q2_K: return {{80, 1.0f}, {82, 1.0f}};  // d, dmin
     case GgmlType::Q3_K: return {{108, 1.0f}};
     default: return {};
   }

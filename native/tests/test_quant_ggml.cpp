@@ -127,12 +127,12 @@ std::vector<float> nasty_row(int64_t n, uint32_t seed, bool tame = false) {
     for (int j = 0; j < 32; ++j) {
       float v = g(rng) * scale;
       switch (kind) {
-        case 0: v = 0.0f; break;                                                       // all zero
-        case 1: v = 0.75f * scale; break;                                              // constant
-        case 2: v = std::fabs(v); break;                                               // all positive
-        case 3: v = -std::fabs(v); break;                                              // all negative
-        case 4: v *= 1e-18f; break;                                                    // below GROUP_MAX_EPS
-        case 5: v = static_cast<float>(static_cast<int>(rng() % 33) - 16); break;      // integers: ties
+        case 0: v = 0.0f; break;                                                         // all zero
+        case 1: v = 0.75f * scale; break;                                                // constant
+        case 2: v = std::fabs(v); break;                                                 // all positive
+        case 3: v = -std::fabs(v); break;                                                // all negative
+        case 4: v *= 1e-18f; break;                                                      // below GROUP_MAX_EPS
+        case 5: v = static_cast<float>(static_cast<int>(rng() % 33) - 16); break;        // integers: ties
         case 6: v = static_cast<float>(static_cast<int>(rng() % 9) - 4) * 0.25f; break;  // few levels
         case 7:
           if (j == 5) v = 40.0f * scale;  // one outlier
@@ -165,9 +165,9 @@ TEST(quant_ggml_reference_quantizers_bit_exact) {
     GgmlType t;
     bool iq4;  // ggml's quantize_iq4_nl/xs (no imatrix) rather than from_float_ref
   };
-  const Case cases[] = {{GgmlType::Q4_0, false}, {GgmlType::Q4_1, false},   {GgmlType::Q5_0, false},
-                        {GgmlType::Q5_1, false}, {GgmlType::Q2_K, false},   {GgmlType::Q3_K, false},
-                        {GgmlType::Q4_K, false}, {GgmlType::Q5_K, false},   {GgmlType::Q6_K, false},
+  const Case cases[] = {{GgmlType::Q4_0, false},  {GgmlType::Q4_1, false}, {GgmlType::Q5_0, false},
+                        {GgmlType::Q5_1, false},  {GgmlType::Q2_K, false}, {GgmlType::Q3_K, false},
+                        {GgmlType::Q4_K, false},  {GgmlType::Q5_K, false}, {GgmlType::Q6_K, false},
                         {GgmlType::IQ4_NL, true}, {GgmlType::IQ4_XS, true}};
   const Ggml& g = ggml();
   for (const Case& c : cases) {
@@ -233,8 +233,9 @@ TEST(quant_ggml_dequantize_bit_exact) {
   if (!have_ggml("quant_ggml_dequantize_bit_exact")) return;
   const Ggml& g = ggml();
   std::mt19937 rng(99);
-  for (GgmlType t : {GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::IQ4_NL, GgmlType::Q2_K, GgmlType::Q3_K,
-                     GgmlType::Q5_K, GgmlType::IQ4_XS, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0}) {
+  for (GgmlType t :
+       {GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::IQ4_NL, GgmlType::Q2_K, GgmlType::Q3_K,
+        GgmlType::Q5_K, GgmlType::IQ4_XS, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0}) {
     const int64_t n = 4 * 256;
     Bytes w(row_size(t, n));
     for (auto& b : w) b = static_cast<uint8_t>(rng());

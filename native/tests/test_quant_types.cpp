@@ -47,7 +47,8 @@ void pack32(const int* q, uint8_t* qs, uint8_t* qh) {
 // 256 2-bit values -> 64 bytes: element 128h + 32k + l in bits 2k of byte 32h + l.
 void pack2bit(const int* q, uint8_t* qs) {
   std::memset(qs, 0, 64);
-  for (int e = 0; e < 256; ++e) qs[32 * (e / 128) + e % 32] |= static_cast<uint8_t>((q[e] & 3) << (2 * ((e % 128) / 32)));
+  for (int e = 0; e < 256; ++e)
+    qs[32 * (e / 128) + e % 32] |= static_cast<uint8_t>((q[e] & 3) << (2 * ((e % 128) / 32)));
 }
 
 }  // namespace
@@ -124,8 +125,8 @@ TEST(quant_q5_1_known_block) {
   bool ok = true;
   for (int j = 0; j < 32; ++j) ok &= y[j] == q[j] * 0.5f + 0.25f;
   CHECK(ok);
-  CHECK_EQ(y[0], 1.75f);   // q = 3
-  CHECK_EQ(y[6], 0.75f);   // q = 33 % 32 = 1
+  CHECK_EQ(y[0], 1.75f);    // q = 3
+  CHECK_EQ(y[6], 0.75f);    // q = 33 % 32 = 1
   CHECK_EQ(y[31], 15.25f);  // q = 158 % 32 = 30
 }
 
@@ -214,8 +215,8 @@ TEST(quant_q3_K_known_block) {
   ok = true;
   for (int e = 0; e < 256; ++e) ok &= y[e] == 0.5f * (s[e / 16] - 32) * (q[e] - (e % 2 == 0 ? 0 : 4));
   CHECK(ok);
-  CHECK_EQ(y[0], 0.0f);     // q = 0, bit set
-  CHECK_EQ(y[1], 36.0f);    // group 0: 0.5 * -24 * (1 - 4)
+  CHECK_EQ(y[0], 0.0f);      // q = 0, bit set
+  CHECK_EQ(y[1], 36.0f);     // group 0: 0.5 * -24 * (1 - 4)
   CHECK_EQ(y[255], -10.5f);  // group 15: 0.5 * 21 * (3 - 4)
 }
 
@@ -270,7 +271,7 @@ TEST(quant_iq4_xs_known_block) {
   bool ok = true;
   for (int e = 0; e < 256; ++e) ok &= y[e] == 0.5f * (ls[e / 32] - 32) * kGrid[nib[e]];
   CHECK(ok);
-  CHECK_EQ(y[0], 762.0f);  // 0.5 * -12 * -127
+  CHECK_EQ(y[0], 762.0f);    // 0.5 * -12 * -127
   CHECK_EQ(y[255], 310.5f);  // sub-block 7: 0.5 * 9 * 69 (nibble 13)
 }
 
@@ -314,8 +315,9 @@ TEST(quant_new_types_roundtrip_error_bounds) {
         mx = std::max(mx, x[32 * b + j]);
         amax = std::max(amax, std::fabs(x[32 * b + j]));
       }
-      const float bound = t == GgmlType::Q5_0 ? 1.01f * amax / 16
-                                              : 0.5f * (mx - mn) / (t == GgmlType::Q4_1 ? 15 : 31) * 1.01f + amax * 0x1p-10f;
+      const float bound = t == GgmlType::Q5_0
+                              ? 1.01f * amax / 16
+                              : 0.5f * (mx - mn) / (t == GgmlType::Q4_1 ? 15 : 31) * 1.01f + amax * 0x1p-10f;
       for (int j = 0; j < 32; ++j) bad += !(std::fabs(x[32 * b + j] - y[32 * b + j]) <= bound);
     }
     if (bad) std::fprintf(stderr, "  %s: %d elements over the bound\n", type_traits(t).name, bad);

@@ -112,9 +112,8 @@ struct IQ4_NLW {
   static constexpr size_t kRecord = kPackIQ4_NL, kOffM = 0, kC = 40;
   static constexpr int kCShift = 0;
   static __m512i lut() {  // kIQ4NLValues + 128
-    return _mm512_broadcast_i32x4(
-        _mm_setr_epi8(1, 24, 45, 63, 79, 93, 106, 118, (char)129, (char)141, (char)153, (char)166, (char)181,
-                      (char)197, (char)217, (char)241));
+    return _mm512_broadcast_i32x4(_mm_setr_epi8(1, 24, 45, 63, 79, 93, 106, 118, (char)129, (char)141, (char)153,
+                                                (char)166, (char)181, (char)197, (char)217, (char)241));
   }
   static void weights(const uint8_t* g, int j, __m512i* lo, __m512i* hi) {
     const __m512i t = lut(), v = load512(g + 32 + 64 * j);

@@ -42,8 +42,7 @@ struct Q8_1Row {  // views into a prepared Q8_1 row of nb blocks
   const int8_t* qs;
   const uint8_t* d;
   const uint8_t* s;
-  Q8_1Row(const uint8_t* x, int64_t nb)
-      : qs(reinterpret_cast<const int8_t*>(x)), d(x + nb * 32), s(x + nb * 36) {}
+  Q8_1Row(const uint8_t* x, int64_t nb) : qs(reinterpret_cast<const int8_t*>(x)), d(x + nb * 32), s(x + nb * 36) {}
 };
 
 float dot_q4_1(const uint8_t* wr, const uint8_t* x, int64_t nb) {

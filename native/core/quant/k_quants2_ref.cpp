@@ -137,7 +137,8 @@ void quantize_row_q2_K_ref(const float* x, void* y, int64_t n) {
       const float d = half_to_float(b[i].d) * static_cast<float>(b[i].scales[j] & 0xF);
       if (!d) continue;
       const float dm = half_to_float(b[i].dmin) * static_cast<float>(b[i].scales[j] >> 4);
-      for (int l = 0; l < 16; ++l) L[16 * j + l] = static_cast<uint8_t>(clampi(nearest_int((x[16 * j + l] + dm) / d), 0, 3));
+      for (int l = 0; l < 16; ++l)
+        L[16 * j + l] = static_cast<uint8_t>(clampi(nearest_int((x[16 * j + l] + dm) / d), 0, 3));
     }
     pack_2bit(L, b[i].qs);
   }
@@ -218,7 +219,8 @@ void quantize_row_q3_K_ref(const float* x, void* y, int64_t n) {
     for (int j = 0; j < 16; ++j) {
       const float d = half_to_float(b[i].d) * static_cast<float>(sc[j]);
       if (!d) continue;
-      for (int l = 0; l < 16; ++l) L[16 * j + l] = static_cast<int8_t>(clampi(nearest_int(x[16 * j + l] / d), -4, 3) + 4);
+      for (int l = 0; l < 16; ++l)
+        L[16 * j + l] = static_cast<int8_t>(clampi(nearest_int(x[16 * j + l] / d), -4, 3) + 4);
     }
     std::memset(b[i].hmask, 0, sizeof b[i].hmask);
     uint8_t L2[kQK_K];
@@ -316,7 +318,8 @@ void quantize_row_q5_K_ref(const float* x, void* y, int64_t n) {
       const float d = half_to_float(b[i].d) * sc;
       if (!d) continue;
       const float dm = half_to_float(b[i].dmin) * m;
-      for (int l = 0; l < 32; ++l) L[32 * j + l] = static_cast<uint8_t>(clampi(nearest_int((x[32 * j + l] + dm) / d), 0, 31));
+      for (int l = 0; l < 32; ++l)
+        L[32 * j + l] = static_cast<uint8_t>(clampi(nearest_int((x[32 * j + l] + dm) / d), 0, 31));
     }
     std::memset(b[i].qh, 0, sizeof b[i].qh);
     for (int e = 0; e < kQK_K; ++e) {
