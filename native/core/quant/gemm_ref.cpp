@@ -332,7 +332,8 @@ bool gemm_supported(GgmlType t) {
     case GgmlType::Q4_0:
     case GgmlType::Q4_K:
     case GgmlType::Q6_K:
-    case GgmlType::Q4_1: return true;
+    case GgmlType::Q4_1:
+    case GgmlType::Q5_0: return true;
     default: return false;
   }
 }
