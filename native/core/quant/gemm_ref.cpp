@@ -333,7 +333,8 @@ bool gemm_supported(GgmlType t) {
     case GgmlType::Q4_K:
     case GgmlType::Q6_K:
     case GgmlType::Q4_1:
-    case GgmlType::Q5_0: return true;
+    case GgmlType::Q5_0:
+    case GgmlType::Q5_1: return true;
     default: return false;
   }
 }
