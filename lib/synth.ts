@@ -7,7 +7,19 @@ import type { NativeSynthLoraOptions, NativeSynthOptions } from "./native.js";
 import { checkBool, checkKeys, checkLimit, checkObject, checkPath, checkString } from "./validate.js";
 
 /** The weight types {@link synth} can write. */
-export const SYNTH_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k", "q4_1", "q5_0", "q5_1"] as const;
+export const SYNTH_TYPES = [
+  "f32",
+  "f16",
+  "bf16",
+  "q8_0",
+  "q4_0",
+  "q4_k",
+  "q6_k",
+  "q4_1",
+  "q5_0",
+  "q5_1",
+  "iq4_nl",
+] as const;
 /** One of {@link SYNTH_TYPES}. */
 export type SynthType = (typeof SYNTH_TYPES)[number];
 

@@ -334,7 +334,8 @@ bool gemm_supported(GgmlType t) {
     case GgmlType::Q6_K:
     case GgmlType::Q4_1:
     case GgmlType::Q5_0:
-    case GgmlType::Q5_1: return true;
+    case GgmlType::Q5_1:
+    case GgmlType::IQ4_NL: return true;
     default: return false;
   }
 }
