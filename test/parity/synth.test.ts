@@ -57,7 +57,20 @@ import {
 
 const STRICT = process.env.LLMSERVE_PARITY_STRICT === "1";
 const ARCHS = ["llama", "qwen2"] as const;
-const TYPES: SynthType[] = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k", "q4_1", "q5_0", "q5_1", "iq4_nl"];
+const TYPES: SynthType[] = [
+  "f32",
+  "f16",
+  "bf16",
+  "q8_0",
+  "q4_0",
+  "q4_k",
+  "q6_k",
+  "q4_1",
+  "q5_0",
+  "q5_1",
+  "iq4_nl",
+  "q5_k",
+];
 const FLOAT_TYPES = new Set<SynthType>(["f32", "f16", "bf16"]);
 /** Types whose single-token bound follows llama.cpp's own spread (see the header). */
 const SINGLE_FLOOR_TYPES = new Set<SynthType>(["q8_0", "q4_1", "q5_1"]);

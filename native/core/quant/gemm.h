@@ -24,6 +24,14 @@
 //     apart and adds them last, but keeps 8 lane accumulators for the rest: within rounding).
 //   Q5_0, Q4_1 and Q5_1 have no repacked llama.cpp kernel on x86 (it runs lane-accumulating vec_dot
 //   or, for Q5_0 batches, tinyBLAS), so they match llama.cpp within rounding only.
+//   The later K-quant-style types (gemm_ref_kquants.cpp) sum per super-block of 256 exactly:
+//   sumi = sum over sub-blocks of scale * (integer dot), then one fma per super-block:
+//     Q5_K (8 x 32, 6-bit scales and mins, as Q4_K) and Q2_K (16 x 16, 4-bit scales and mins):
+//       Q4_K's two accumulators, acc_min from summ = sum of min * bsums; y = acc - acc_min. Q2_K is
+//       the order of llama.cpp's repacked q2_K_8x8 kernels (used on AVX-512 builds).
+//     Q3_K (16 x 16, signed 6-bit scales, values -4..3) and IQ4_XS (8 x 32, signed 6-bit scales,
+//       grid values): one accumulator, as Q6_K.
+//   Q3_K, Q5_K and IQ4_XS run lane-accumulating vec_dots in llama.cpp: within rounding.
 // - Float weights (F32, F16, BF16): per (row, token) one f32 accumulator of L lanes (L = 16 on
 //   AVX-512, 8 on AVX2) runs fma over k in steps of L, then a fixed horizontal reduction; the
 //   scalar path accumulates in double like vec_dot_ref. These agree across batch sizes within one

@@ -335,7 +335,8 @@ bool gemm_supported(GgmlType t) {
     case GgmlType::Q4_1:
     case GgmlType::Q5_0:
     case GgmlType::Q5_1:
-    case GgmlType::IQ4_NL: return true;
+    case GgmlType::IQ4_NL:
+    case GgmlType::Q5_K: return true;
     default: return false;
   }
 }
