@@ -20,6 +20,7 @@ export const SYNTH_TYPES = [
   "q5_1",
   "iq4_nl",
   "q5_k",
+  "q3_k",
 ] as const;
 /** One of {@link SYNTH_TYPES}. */
 export type SynthType = (typeof SYNTH_TYPES)[number];
