@@ -21,6 +21,7 @@ export const SYNTH_TYPES = [
   "iq4_nl",
   "q5_k",
   "q3_k",
+  "q2_k",
 ] as const;
 /** One of {@link SYNTH_TYPES}. */
 export type SynthType = (typeof SYNTH_TYPES)[number];

@@ -71,6 +71,7 @@ const TYPES: SynthType[] = [
   "iq4_nl",
   "q5_k",
   "q3_k",
+  "q2_k",
 ];
 const FLOAT_TYPES = new Set<SynthType>(["f32", "f16", "bf16"]);
 /** Types whose single-token bound follows llama.cpp's own spread (see the header). */

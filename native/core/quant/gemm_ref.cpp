@@ -337,7 +337,8 @@ bool gemm_supported(GgmlType t) {
     case GgmlType::Q5_1:
     case GgmlType::IQ4_NL:
     case GgmlType::Q5_K:
-    case GgmlType::Q3_K: return true;
+    case GgmlType::Q3_K:
+    case GgmlType::Q2_K: return true;
     default: return false;
   }
 }
