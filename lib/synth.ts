@@ -22,6 +22,7 @@ export const SYNTH_TYPES = [
   "q5_k",
   "q3_k",
   "q2_k",
+  "iq4_xs",
 ] as const;
 /** One of {@link SYNTH_TYPES}. */
 export type SynthType = (typeof SYNTH_TYPES)[number];

@@ -30,7 +30,7 @@ using Bytes = std::vector<uint8_t>;
 
 const GgmlType kGemmTypes[] = {GgmlType::Q4_0,   GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::F16,
                                GgmlType::BF16,   GgmlType::F32,  GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
-                               GgmlType::IQ4_NL, GgmlType::Q5_K, GgmlType::Q3_K, GgmlType::Q2_K};
+                               GgmlType::IQ4_NL, GgmlType::Q5_K, GgmlType::Q3_K, GgmlType::Q2_K, GgmlType::IQ4_XS};
 
 bool is_quantized(GgmlType t) { return type_traits(t).block_size > 1; }
 

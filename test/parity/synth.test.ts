@@ -72,6 +72,7 @@ const TYPES: SynthType[] = [
   "q5_k",
   "q3_k",
   "q2_k",
+  "iq4_xs",
 ];
 const FLOAT_TYPES = new Set<SynthType>(["f32", "f16", "bf16"]);
 /** Types whose single-token bound follows llama.cpp's own spread (see the header). */

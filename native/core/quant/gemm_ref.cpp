@@ -338,7 +338,8 @@ bool gemm_supported(GgmlType t) {
     case GgmlType::IQ4_NL:
     case GgmlType::Q5_K:
     case GgmlType::Q3_K:
-    case GgmlType::Q2_K: return true;
+    case GgmlType::Q2_K:
+    case GgmlType::IQ4_XS: return true;
     default: return false;
   }
 }
