@@ -60,9 +60,11 @@ std::vector<std::string> split(const std::string& s, char c) {
   return out;
 }
 
+// Any weight type gemm runs, by its lowercase ggml name (q4_0, q5_k, iq4_xs, ...).
 bool parse_type(const std::string& s, GgmlType* t) {
-  for (GgmlType c :
-       {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::F16, GgmlType::BF16, GgmlType::F32}) {
+  for (uint32_t id = 0; id < kGgmlTypeCount; ++id) {
+    const GgmlType c = static_cast<GgmlType>(id);
+    if (!gemm_supported(c)) continue;
     std::string name = type_traits(c).name;
     std::string lower = s;
     for (auto& ch : lower) ch = static_cast<char>(std::tolower(ch));
@@ -148,7 +150,30 @@ std::vector<uint8_t> random_weights(GgmlType t, int64_t n_in, int64_t n_out, uin
     switch (t) {
       case GgmlType::Q4_0:
       case GgmlType::Q8_0:
+      case GgmlType::Q5_0:
+      case GgmlType::IQ4_NL:
         for (int64_t b = 0; b < nb; ++b) put16(row + b * ts, fp32_to_fp16(0.002f + std::fabs(g(rng)) * 0.05f));
+        break;
+      case GgmlType::Q4_1:
+      case GgmlType::Q5_1:
+        for (int64_t b = 0; b < nb; ++b) {
+          put16(row + b * ts, fp32_to_fp16(0.002f + std::fabs(g(rng)) * 0.05f));
+          put16(row + b * ts + 2, fp32_to_fp16(-0.01f - std::fabs(g(rng))));
+        }
+        break;
+      case GgmlType::Q5_K:
+      case GgmlType::Q2_K:
+        for (int64_t b = 0; b < nb; ++b) {
+          const size_t o = t == GgmlType::Q2_K ? 80 : 0;
+          put16(row + b * ts + o, fp32_to_fp16(0.0005f));
+          put16(row + b * ts + o + 2, fp32_to_fp16(0.0003f));
+        }
+        break;
+      case GgmlType::Q3_K:
+        for (int64_t b = 0; b < nb; ++b) put16(row + b * ts + 108, fp32_to_fp16(0.0005f));
+        break;
+      case GgmlType::IQ4_XS:
+        for (int64_t b = 0; b < nb; ++b) put16(row + b * ts, fp32_to_fp16(0.0005f));
         break;
       case GgmlType::Q4_K:
         for (int64_t b = 0; b < nb; ++b) {
@@ -222,7 +247,10 @@ int main(int argc, char** argv) {
       for (auto& s : split(next(), ',')) {
         GgmlType t;
         if (!parse_type(s, &t)) {
-          std::fprintf(stderr, "Expected a type among q4_0,q8_0,q4_k,q6_k,f16,bf16,f32 but received %s\n", s.c_str());
+          std::fprintf(stderr,
+                       "Expected a type among f32,f16,bf16,q8_0,q4_0,q4_1,q5_0,q5_1,iq4_nl,q2_k,q3_k,q4_k,q5_k,q6_k,"
+                       "iq4_xs but received %s\n",
+                       s.c_str());
           return 2;
         }
         o.types.push_back(t);

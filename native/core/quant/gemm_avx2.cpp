@@ -233,27 +233,6 @@ struct KQ6_K {
   }
 };
 
-// 16 rows x 16 bytes (row r at p + r * rb) -> out[64 * g + 4 * r + k] = row r byte 4g + k.
-inline void transpose_16x16(const uint8_t* p, size_t rb, uint8_t* out, __m256i flip) {
-  for (int half = 0; half < 2; ++half) {
-    const uint8_t* q = p + 8 * half * rb;
-    __m256i v[4];
-#pragma GCC unroll 8
-    for (int j = 0; j < 4; ++j) {
-      const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + j * rb));
-      const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + (4 + j) * rb));
-      v[j] = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
-    }
-    const __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]), t1 = _mm256_unpackhi_epi32(v[0], v[1]);
-    const __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]), t3 = _mm256_unpackhi_epi32(v[2], v[3]);
-    uint8_t* o = out + 32 * half;
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), _mm256_xor_si256(_mm256_unpacklo_epi64(t0, t2), flip));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 64), _mm256_xor_si256(_mm256_unpackhi_epi64(t0, t2), flip));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 128), _mm256_xor_si256(_mm256_unpacklo_epi64(t1, t3), flip));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 192), _mm256_xor_si256(_mm256_unpackhi_epi64(t1, t3), flip));
-  }
-}
-
 // Q4_0 / Q8_0 groups get SIMD transposes (the 1-token path is dominated by packing); the K-quant
 // groups use the scalar packer.
 void pack_group(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uint8_t* out, const Prefetcher& pf) {
@@ -271,6 +250,7 @@ void pack_group(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uin
     }
     return;
   }
+  if (pack_group_more_avx2(t, w, rb, nr, nb, out, pf.next, pf.bytes, pf.nb)) return;
   for (int64_t b = 0; b < nb; ++b) pf(b);  // (touches the next group ahead of its packing)
   gemm_pack_group_ref(t, w, rb, nr, nb, out);
 }

@@ -1,6 +1,6 @@
-// Internal to the AVX2 GEMM files (gemm_*avx2.cpp, compiled with -mavx2 -mfma -mf16c): load
-// helpers and the driver that runs a micro-kernel K over row groups and tokens, 8 rows per ymm (a
-// 16-row group as two halves). Everything has internal linkage (only files built with these flags
+// Internal to the AVX2 GEMM files (gemm_*avx2.cpp, compiled with -mavx2 -mfma -mf16c): the driver
+// that runs a micro-kernel K over row groups and tokens, 8 rows per ymm (a 16-row group as two
+// halves; load helpers and transposes: gemm_avx2_util.h). Everything has internal linkage (only files built with these flags
 // include it). A file that includes this defines pack_group (its on-the-fly packer, same bytes as
 // gemm_pack_group_ref) in its own anonymous namespace.
 //
@@ -15,25 +15,11 @@
 #include <cstdint>
 #include <cstring>
 
+#include "quant/gemm_avx2_util.h"
 #include "quant/gemm_impl.h"
 
 namespace llmserve::quant {
 namespace {
-
-inline __m256i bcast32(const uint8_t* p) { return _mm256_set1_epi32(ld32(p)); }
-inline __m256 bcastf(const uint8_t* p) { return _mm256_set1_ps(ldf(p)); }
-inline __m256i load256(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
-inline __m256 load_f16x8(const uint8_t* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-// 8 bytes -> 8 int32
-inline __m256i load_u8x8(const uint8_t* p) {
-  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-}
-// acc + per-lane sum of 4 products u8 x s8 (|pair sums| < 2^15 by the callers' ranges)
-inline __m256i dot4(__m256i acc, __m256i u, __m256i s) {
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
-}
 
 // Packs rows [0, nr) of w into one group of nb records (defined by each including file).
 void pack_group(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uint8_t* out, const Prefetcher& pf);

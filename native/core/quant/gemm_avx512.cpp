@@ -256,33 +256,6 @@ struct KQ6_K {
 // The scalar packers (gemm_ref.cpp) define the packed layouts; these produce the same bytes for
 // full 16-row groups with in-register transposes (a partial last group uses the scalar packer).
 
-// 16 rows x 16 bytes (row r at p + r * rb) -> out[64 * g + 4 * r + k] = row r byte 4g + k, g < 4.
-// Each 128-bit lane L of v[j] holds row 4L + j; a 4x4 dword transpose per lane does the rest.
-inline void transpose_16x16(const uint8_t* p, size_t rb, uint8_t* out, __m512i flip) {
-  __m512i v[4];
-#pragma GCC unroll 4
-  for (int j = 0; j < 4; ++j) {
-    __m512i x = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + j * rb)));
-    x = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + (4 + j) * rb)), 1);
-    x = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + (8 + j) * rb)), 2);
-    x = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + (12 + j) * rb)), 3);
-    v[j] = x;
-  }
-  const __m512i t0 = _mm512_unpacklo_epi32(v[0], v[1]), t1 = _mm512_unpackhi_epi32(v[0], v[1]);
-  const __m512i t2 = _mm512_unpacklo_epi32(v[2], v[3]), t3 = _mm512_unpackhi_epi32(v[2], v[3]);
-  _mm512_storeu_si512(out, _mm512_xor_si512(_mm512_unpacklo_epi64(t0, t2), flip));
-  _mm512_storeu_si512(out + 64, _mm512_xor_si512(_mm512_unpackhi_epi64(t0, t2), flip));
-  _mm512_storeu_si512(out + 128, _mm512_xor_si512(_mm512_unpacklo_epi64(t1, t3), flip));
-  _mm512_storeu_si512(out + 192, _mm512_xor_si512(_mm512_unpackhi_epi64(t1, t3), flip));
-}
-
-// The 32-bit words at p + r * rb for the 16 rows.
-inline __m512i gather_rows32(const uint8_t* p, size_t rb) {
-  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                         _mm512_set1_epi32(static_cast<int>(rb)));
-  return _mm512_i32gather_epi32(idx, p, 1);
-}
-
 void pack_q4_0_avx512(const uint8_t* w, size_t rb, int64_t nb, uint8_t* out, const Prefetcher& pf) {
   for (int64_t b = 0; b < nb; ++b, out += kPackQ4_0) {
     pf(b);
@@ -348,6 +321,7 @@ void pack_group(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uin
       default: break;
     }
   }
+  if (pack_group_more_avx512(t, w, rb, nr, nb, out, pf.next, pf.bytes, pf.nb)) return;
   gemm_pack_group_ref(t, w, rb, nr, nb, out);
 }
 

@@ -1,5 +1,6 @@
 // Internal to the AVX-512 GEMM files (gemm_*avx512.cpp, compiled with AVX-512 F/BW/VL/DQ/VNNI):
-// load helpers and the driver that runs a micro-kernel K over row groups and tokens. Everything has
+// the driver that runs a micro-kernel K over row groups and tokens (load helpers and transposes:
+// gemm_avx512_util.h). Everything has
 // internal linkage (only files built with these flags include it). A file that includes this
 // defines pack_group (its on-the-fly packer, same bytes as gemm_pack_group_ref) in its own
 // anonymous namespace.
@@ -19,21 +20,11 @@
 #include <cstdint>
 #include <cstring>
 
+#include "quant/gemm_avx512_util.h"
 #include "quant/gemm_impl.h"
 
 namespace llmserve::quant {
 namespace {
-
-inline __m512i bcast32(const uint8_t* p) { return _mm512_set1_epi32(ld32(p)); }
-inline __m512 bcastf(const uint8_t* p) { return _mm512_set1_ps(ldf(p)); }
-inline __m512i load512(const uint8_t* p) { return _mm512_loadu_si512(p); }
-inline __m512 load_f16x16(const uint8_t* p) {
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
-// 16 bytes -> 16 int32 (zero / sign extended)
-inline __m512i load_u8x16(const uint8_t* p) {
-  return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
 
 // Packs rows [0, nr) of w into one group of nb records (defined by each including file).
 void pack_group(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uint8_t* out, const Prefetcher& pf);

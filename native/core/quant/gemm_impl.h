@@ -83,11 +83,29 @@ void gemm_pack_group(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows,
 // gemm_ref_kquants.cpp); false if t is not one of theirs.
 bool gemm_pack_group_legacy_ref(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb, uint8_t* out);
 bool gemm_pack_group_kquants_ref(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb, uint8_t* out);
-// Q5_0/Q5_1's transposed fifth bits (see the layout above) from the block's little-endian qh.
+// SIMD on-the-fly packers of those types for full 16-row groups (gemm_pack_avx2.cpp: Q4_1, Q5_0,
+// Q5_1, IQ4_NL; gemm_pack_avx512.cpp: all eight), writing gemm_pack_group_ref's bytes; false
+// (nothing written) for other types or partial groups. pf_*: the Prefetcher of the next group.
+// Only defined on x86; call only from files built for that ISA.
+bool pack_group_more_avx2(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uint8_t* out,
+                          const uint8_t* pf_next, size_t pf_bytes, int64_t pf_nb);
+bool pack_group_more_avx512(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uint8_t* out,
+                            const uint8_t* pf_next, size_t pf_bytes, int64_t pf_nb);
+// Q5_0/Q5_1's transposed fifth bits (see the layout above) from the block's little-endian qh:
+// bit e of qh -> bit 8 * (e % 4) + e / 4. Byte m of qh (elements 8m + i) contributes
+// kQ5Spread[byte] << 2m, where kQ5Spread puts bit i at 8 * (i % 4) + i / 4.
+struct Q5SpreadTable {
+  uint32_t v[256];
+  constexpr Q5SpreadTable() : v{} {
+    for (uint32_t b = 0; b < 256; ++b)
+      for (int i = 0; i < 8; ++i)
+        if (b >> i & 1) v[b] |= 1u << (8 * (i % 4) + i / 4);
+  }
+};
+inline constexpr Q5SpreadTable kQ5Spread{};
 static inline uint32_t transpose_q5_high_bits(uint32_t qh) {
-  uint32_t h = 0;
-  for (int e = 0; e < 32; ++e) h |= ((qh >> e) & 1u) << (8 * (e % 4) + e / 4);
-  return h;
+  return kQ5Spread.v[qh & 0xFF] | kQ5Spread.v[(qh >> 8) & 0xFF] << 2 | kQ5Spread.v[(qh >> 16) & 0xFF] << 4 |
+         kQ5Spread.v[qh >> 24] << 6;
 }
 // x: [n] f32 -> Q8_1 prepared row (gemm_ref_legacy.cpp).
 void gemm_prepare_q8_1(const float* x, int64_t n, uint8_t* out);

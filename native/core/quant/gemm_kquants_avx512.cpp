@@ -267,6 +267,7 @@ struct KIQ4_XS {
 };
 
 void pack_group(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uint8_t* out, const Prefetcher& pf) {
+  if (pack_group_more_avx512(t, w, rb, nr, nb, out, pf.next, pf.bytes, pf.nb)) return;
   for (int64_t b = 0; b < nb; ++b) pf(b);  // (touches the next group ahead of its packing)
   gemm_pack_group_ref(t, w, rb, nr, nb, out);
 }

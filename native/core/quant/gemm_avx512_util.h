@@ -1,0 +1,59 @@
+// Internal to the AVX-512 GEMM files (compiled with the AVX-512 flags): load helpers and the 16-row
+// byte transposes the kernels and packers share. Internal linkage: only files built with these
+// flags include it.
+#pragma once
+#if defined(__GNUC__) && !defined(__clang__)  // GCC 12's avx512fintrin.h trips these on its own helpers
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "quant/gemm_impl.h"
+
+namespace llmserve::quant {
+namespace {
+
+inline __m512i bcast32(const uint8_t* p) { return _mm512_set1_epi32(ld32(p)); }
+inline __m512 bcastf(const uint8_t* p) { return _mm512_set1_ps(ldf(p)); }
+inline __m512i load512(const uint8_t* p) { return _mm512_loadu_si512(p); }
+inline __m512 load_f16x16(const uint8_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+// 16 bytes -> 16 int32 (zero / sign extended)
+inline __m512i load_u8x16(const uint8_t* p) {
+  return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// 16 rows x 16 bytes (row r at p + r * rb) -> out[64 * g + 4 * r + k] = row r byte 4g + k, g < 4.
+// Each 128-bit lane L of v[j] holds row 4L + j; a 4x4 dword transpose per lane does the rest.
+inline void transpose_16x16(const uint8_t* p, size_t rb, uint8_t* out, __m512i flip) {
+  __m512i v[4];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    __m512i x = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + j * rb)));
+    x = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + (4 + j) * rb)), 1);
+    x = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + (8 + j) * rb)), 2);
+    x = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + (12 + j) * rb)), 3);
+    v[j] = x;
+  }
+  const __m512i t0 = _mm512_unpacklo_epi32(v[0], v[1]), t1 = _mm512_unpackhi_epi32(v[0], v[1]);
+  const __m512i t2 = _mm512_unpacklo_epi32(v[2], v[3]), t3 = _mm512_unpackhi_epi32(v[2], v[3]);
+  _mm512_storeu_si512(out, _mm512_xor_si512(_mm512_unpacklo_epi64(t0, t2), flip));
+  _mm512_storeu_si512(out + 64, _mm512_xor_si512(_mm512_unpackhi_epi64(t0, t2), flip));
+  _mm512_storeu_si512(out + 128, _mm512_xor_si512(_mm512_unpacklo_epi64(t1, t3), flip));
+  _mm512_storeu_si512(out + 192, _mm512_xor_si512(_mm512_unpackhi_epi64(t1, t3), flip));
+}
+
+// The 32-bit words at p + r * rb for the 16 rows.
+inline __m512i gather_rows32(const uint8_t* p, size_t rb) {
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(static_cast<int>(rb)));
+  return _mm512_i32gather_epi32(idx, p, 1);
+}
+
+}  // namespace
+}  // namespace llmserve::quant
