@@ -497,10 +497,10 @@ MatrixView view(const Matrix& m) {
 
 TEST(matmul_batch_and_thread_invariance_bit_exact) {
   const int64_t n_in = 512, total = 40;
-  const std::pair<GgmlType, GgmlType> pairs[] = {{GgmlType::Q4_0, GgmlType::Q8_0},
-                                                 {GgmlType::Q4_K, GgmlType::Q6_K},
-                                                 {GgmlType::F16, GgmlType::Q4_0},
-                                                 {GgmlType::BF16, GgmlType::F32}};
+  const std::pair<GgmlType, GgmlType> pairs[] = {{GgmlType::Q4_0, GgmlType::Q8_0},  {GgmlType::Q4_K, GgmlType::Q6_K},
+                                                 {GgmlType::F16, GgmlType::Q4_0},   {GgmlType::BF16, GgmlType::F32},
+                                                 {GgmlType::Q4_1, GgmlType::Q5_K},  // Q8_1 and Q8_K rows
+                                                 {GgmlType::IQ4_NL, GgmlType::Q5_1}};
   for (auto [ta, tb] : pairs) {
     Matrix ma = random_matrix(ta, n_in, 53, 11), mb = random_matrix(tb, n_in, 130, 12);
     MatrixView va = view(ma), vb = view(mb);
