@@ -64,7 +64,8 @@ void expect(const Status& st, Code code, const std::string& mention) {
 }
 
 std::unique_ptr<Model> synth_base(const std::string& arch) {
-  const std::string p = "/tmp/llmserve_test_peft_" + std::to_string(static_cast<long>(::getpid())) + "_" + arch + ".gguf";
+  const std::string p =
+      "/tmp/llmserve_test_peft_" + std::to_string(static_cast<long>(::getpid())) + "_" + arch + ".gguf";
   SynthOptions o;
   o.arch = arch, o.type = GgmlType::F32, o.layers = 2, o.heads = 4, o.kv_heads = 2, o.context = 256;
   o.vocab_size = 320, o.seed = 5, o.dim = 64, o.ffn = 96;
@@ -91,8 +92,8 @@ struct PeftImage {
         data.insert(data.end(), p, p + 4);
       }
     header += std::string(header.size() > 1 ? "," : "") + "\"" + name + "\":{\"dtype\":\"F32\",\"shape\":[" +
-              std::to_string(rows) + "," + std::to_string(cols) + "],\"data_offsets\":[" + std::to_string(begin) +
-              "," + std::to_string(data.size()) + "]}";
+              std::to_string(rows) + "," + std::to_string(cols) + "],\"data_offsets\":[" + std::to_string(begin) + "," +
+              std::to_string(data.size()) + "]}";
   }
   void pair(const std::string& module, int64_t r, int64_t n_in, int64_t n_out) {
     add("base_model.model." + module + ".lora_A.weight", r, n_in, 0.0f);
@@ -118,9 +119,9 @@ float at(const MatrixView& m, int64_t row, int64_t col) {
 
 TEST(json_reads_strictly_and_refuses_bad_text) {
   JsonValue v;
-  CHECK(json(R"( {"a": [1, 2.5, -3, true, false, null], "b": "x\u00e9\ud83d\ude00\n", "big": 18446744073709551615} )",
-             &v)
-            .is_ok());
+  CHECK(
+      json(R"( {"a": [1, 2.5, -3, true, false, null], "b": "x\u00e9\ud83d\ude00\n", "big": 18446744073709551615} )", &v)
+          .is_ok());
   CHECK(v.kind == JsonValue::Kind::Object);
   CHECK(v.get("a")->items.size() == 6);
   CHECK(v.get("a")->items[0].is_uint && v.get("a")->items[0].uint == 1);
@@ -130,9 +131,9 @@ TEST(json_reads_strictly_and_refuses_bad_text) {
   CHECK(v.get("b")->str == "x\xc3\xa9\xf0\x9f\x98\x80\n");
   CHECK(v.get("big")->is_uint && v.get("big")->uint == UINT64_MAX);  // exact, not through a double
   CHECK(json("18446744073709551616", &v).is_ok() && !v.is_uint);     // one more: a number, not a uint
-  for (const char* bad : {"", "{", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "{a:1}", "'x'", "01", "1.", "-", "1e",
-                          "1e999", "NaN", "\"\\x\"", "\"\\ud800\"", "\"a\nb\"", "\"abc", "tru", "{} x",
-                          "{\"a\":1,\"a\":2}"}) {
+  for (const char* bad :
+       {"",   "{",     "[1,]", "{\"a\":1,}", "{\"a\" 1}",   "{a:1}",    "'x'",   "01",  "1.",   "-",
+        "1e", "1e999", "NaN",  "\"\\x\"",    "\"\\ud800\"", "\"a\nb\"", "\"abc", "tru", "{} x", "{\"a\":1,\"a\":2}"}) {
     Status st = json(bad);
     if (st.code != Code::InvalidArgument) std::fprintf(stderr, "  accepted bad JSON: %s\n", bad);
     CHECK(st.code == Code::InvalidArgument);
@@ -229,8 +230,9 @@ TEST(safetensors_refuses_hostile_files) {
   bad(image(R"({"x":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})", d8), Code::UnsupportedType, "'x'");
   bad(image(R"({"x":{"shape":[2],"data_offsets":[0,8]}})", d8), Code::InvalidArgument, "no string dtype");
   bad(image(R"({"__metadata__":{"a":1}})", {}), Code::InvalidArgument, "not a string");
-  bad(image(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
-            d8),
+  bad(image(
+          R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+          d8),
       Code::InvalidArgument, "duplicate key");
 }
 
@@ -245,7 +247,8 @@ TEST(peft_permutes_llama_q_k_lora_b_rows_and_leaves_qwen2_alone) {
     img.pair("model.layers.1.self_attn.q_proj", r, n, nq);
     img.pair("model.layers.1.self_attn.k_proj", r, n, nkv);
     img.pair("model.layers.1.self_attn.v_proj", r, n, nkv);
-    const std::string cfg = R"({"peft_type":"LORA","r":4,"lora_alpha":8,"target_modules":["q_proj","k_proj","v_proj"]})";
+    const std::string cfg =
+        R"({"peft_type":"LORA","r":4,"lora_alpha":8,"target_modules":["q_proj","k_proj","v_proj"]})";
     std::unique_ptr<LoraAdapter> a;
     Status st = LoraAdapter::from_peft(img.file(), cfg, "t", *m, 1.0f, &a);
     if (!st) std::fprintf(stderr, "  %s: %s\n", arch, st.message.c_str());

@@ -47,9 +47,10 @@ class Parser {
                       what_ + " is not valid JSON: " + why + " at byte " + std::to_string(pos_) + ".");
   }
   Status over(const std::string& what, uint64_t max) const {
-    return make_error(Code::InvalidArgument, what_ + ": " + what + " is over llmserve's limit of " +
-                                                 std::to_string(max) + " (at byte " + std::to_string(pos_) +
-                                                 "); no real adapter comes near it, so the file is corrupt or crafted.");
+    return make_error(Code::InvalidArgument,
+                      what_ + ": " + what + " is over llmserve's limit of " + std::to_string(max) + " (at byte " +
+                          std::to_string(pos_) +
+                          "); no real adapter comes near it, so the file is corrupt or crafted.");
   }
   void skip_ws() {
     while (pos_ < t_.size() && (t_[pos_] == ' ' || t_[pos_] == '\t' || t_[pos_] == '\n' || t_[pos_] == '\r')) ++pos_;

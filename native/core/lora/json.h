@@ -34,7 +34,7 @@ struct JsonValue {
 };
 
 struct JsonLimits {
-  int max_depth = 32;                      // nested arrays/objects
+  int max_depth = 32;                       // nested arrays/objects
   uint64_t max_values = uint64_t(1) << 20;  // values in the whole text
   uint64_t max_string_bytes = uint64_t(1) << 20;
 };

@@ -40,8 +40,8 @@ class PatternCompiler {
 
  private:
   Status fail(const std::string& why) const {
-    return make_error(Code::InvalidArgument, what_ + " pattern \"" + std::string(p_) + "\": " + why + " (at character " +
-                                                 std::to_string(pos_) +
+    return make_error(Code::InvalidArgument, what_ + " pattern \"" + std::string(p_) + "\": " + why +
+                                                 " (at character " + std::to_string(pos_) +
                                                  "). llmserve matches names with a subset of Python's re: literals, "
                                                  "., [...], \\d \\w \\s, groups, |, * + ? {m,n}, ^ $.");
   }
@@ -243,8 +243,9 @@ class PatternCompiler {
             if (end == std::string_view::npos) return fail("unterminated group name");
             pos_ = end + 1;
           } else {
-            return fail("(? groups other than (?: and (?P<name> (look-around, flags, back-references) are not "
-                        "supported");
+            return fail(
+                "(? groups other than (?: and (?P<name> (look-around, flags, back-references) are not "
+                "supported");
           }
         }
         LLMS_RETURN_IF_ERROR(alt(n, depth + 1));

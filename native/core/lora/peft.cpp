@@ -59,8 +59,8 @@ struct LayerModule {
   Proj proj;
 };
 constexpr LayerModule kLayerModules[] = {
-    {"self_attn.q_proj", Proj::Q},  {"self_attn.k_proj", Proj::K}, {"self_attn.v_proj", Proj::V},
-    {"self_attn.o_proj", Proj::O},  {"mlp.gate_proj", Proj::Gate}, {"mlp.up_proj", Proj::Up},
+    {"self_attn.q_proj", Proj::Q}, {"self_attn.k_proj", Proj::K}, {"self_attn.v_proj", Proj::V},
+    {"self_attn.o_proj", Proj::O}, {"mlp.gate_proj", Proj::Gate}, {"mlp.up_proj", Proj::Up},
     {"mlp.down_proj", Proj::Down},
 };
 const char* const kSupportedModules =
@@ -95,9 +95,7 @@ bool parse_module(const std::string& m, int64_t* il, Proj* p) {
   return false;
 }
 
-std::string module_name(int64_t il, const LayerModule& lm) {
-  return kLayerPrefix + std::to_string(il) + "." + lm.name;
-}
+std::string module_name(int64_t il, const LayerModule& lm) { return kLayerPrefix + std::to_string(il) + "." + lm.name; }
 
 // target_modules / exclude_modules.
 struct Selector {
@@ -119,7 +117,7 @@ struct PatternValue {
 };
 
 struct PeftConfig {
-  int64_t r = 8;       // PEFT's LoraConfig defaults, for keys a config leaves out
+  int64_t r = 8;  // PEFT's LoraConfig defaults, for keys a config leaves out
   double alpha = 8;
   bool rslora = false;
   Selector target, exclude;
@@ -174,8 +172,8 @@ Status read_selector(const JsonValue* v, const std::string& key, const std::stri
                                                  "; expected a list of module names or a regex string");
   for (const JsonValue& e : v->items) {
     if (e.kind != JsonValue::Kind::String)
-      return make_error(Code::InvalidArgument, where + ": " + key + " has an entry that is " + e.kind_name() +
-                                                   "; expected module names");
+      return make_error(Code::InvalidArgument,
+                        where + ": " + key + " has an entry that is " + e.kind_name() + "; expected module names");
     s->names.push_back(e.str);
   }
   return Status::ok();
@@ -196,7 +194,8 @@ Status read_patterns(const JsonValue* v, const std::string& key, bool integer, c
                                                    (integer ? "a rank in [1, 65536]" : "a number"));
     pv.value = val.number;
     // get_pattern_key: re.match(rf"(.*\.)?({key})$", name) == a full match of "(.*\.)?(key)".
-    LLMS_RETURN_IF_ERROR(Pattern::compile("(?:.*\\.)?(?:" + k + ")", where + ": " + key + " key \"" + k + "\"", &pv.re));
+    LLMS_RETURN_IF_ERROR(
+        Pattern::compile("(?:.*\\.)?(?:" + k + ")", where + ": " + key + " key \"" + k + "\"", &pv.re));
     out->push_back(std::move(pv));
   }
   return Status::ok();
@@ -213,9 +212,10 @@ Status parse_config(const std::string& text, const std::string& where, PeftConfi
     return make_error(Code::InvalidArgument, where + ": " + kConfigFile + " is not a JSON object");
   const JsonValue* v = j.get("peft_type");
   if (v && (v->kind != JsonValue::Kind::String || v->str != "LORA"))
-    return make_error(Code::InvalidArgument, where + ": peft_type is " +
-                                                 (v->kind == JsonValue::Kind::String ? "'" + v->str + "'" : v->kind_name()) +
-                                                 "; llmserve loads LoRA adapters (peft_type LORA) only");
+    return make_error(Code::InvalidArgument,
+                      where + ": peft_type is " +
+                          (v->kind == JsonValue::Kind::String ? "'" + v->str + "'" : v->kind_name()) +
+                          "; llmserve loads LoRA adapters (peft_type LORA) only");
   // Options whose non-default values change what a LoRA layer computes.
   static const std::pair<const char*, const char*> kRefused[] = {
       {"use_dora", "DoRA (use_dora)"},
@@ -259,12 +259,14 @@ Status parse_config(const std::string& text, const std::string& where, PeftConfi
   }
   v = j.get("lora_alpha");
   if (v && v->kind != JsonValue::Kind::Null) {
-    if (v->kind != JsonValue::Kind::Number) return make_error(Code::InvalidArgument, where + ": lora_alpha is not a number");
+    if (v->kind != JsonValue::Kind::Number)
+      return make_error(Code::InvalidArgument, where + ": lora_alpha is not a number");
     c->alpha = v->number;
   }
   v = j.get("use_rslora");
   if (v && v->kind != JsonValue::Kind::Null) {
-    if (v->kind != JsonValue::Kind::Bool) return make_error(Code::InvalidArgument, where + ": use_rslora is not a boolean");
+    if (v->kind != JsonValue::Kind::Bool)
+      return make_error(Code::InvalidArgument, where + ": use_rslora is not a boolean");
     c->rslora = v->boolean;
   }
   LLMS_RETURN_IF_ERROR(read_selector(j.get("target_modules"), "target_modules", where, &c->target));
@@ -279,7 +281,8 @@ Status parse_config(const std::string& text, const std::string& where, PeftConfi
     const std::vector<JsonValue> one = {*v};
     for (const JsonValue& e : v->kind == JsonValue::Kind::Array ? v->items : one) {
       if (!e.is_uint || e.uint > (uint64_t(1) << 30))
-        return make_error(Code::InvalidArgument, where + ": layers_to_transform is not a layer index or a list of them");
+        return make_error(Code::InvalidArgument,
+                          where + ": layers_to_transform is not a layer index or a list of them");
       c->layers.push_back(static_cast<int64_t>(e.uint));
     }
   }
@@ -299,8 +302,8 @@ Status read_small_file(const std::string& path, const std::string& missing_hint,
   struct stat st {};
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) > kMaxConfigBytes) {
     ::close(fd);
-    return make_error(Code::InvalidArgument, "'" + path + "' is not a regular file of at most " +
-                                                 std::to_string(kMaxConfigBytes) + " bytes");
+    return make_error(Code::InvalidArgument,
+                      "'" + path + "' is not a regular file of at most " + std::to_string(kMaxConfigBytes) + " bytes");
   }
   out->resize(static_cast<size_t>(st.st_size));
   size_t got = 0;
@@ -342,16 +345,17 @@ Status LoraAdapter::load_peft(const std::string& path, bool is_dir, const Model&
   const std::string weights = is_dir ? dir + sep + kWeightsFile : path;
   struct stat st {};
   if (is_dir && ::stat(weights.c_str(), &st) != 0 && ::stat((dir + sep + "adapter_model.bin").c_str(), &st) == 0)
-    return make_error(Code::InvalidArgument,
-                      "PEFT adapter folder '" + path +
-                          "' holds adapter_model.bin (a PyTorch pickle, which can run code when read); llmserve reads "
-                          "adapter_model.safetensors: re-save the adapter with save_pretrained(safe_serialization=True)");
+    return make_error(
+        Code::InvalidArgument,
+        "PEFT adapter folder '" + path +
+            "' holds adapter_model.bin (a PyTorch pickle, which can run code when read); llmserve reads "
+            "adapter_model.safetensors: re-save the adapter with save_pretrained(safe_serialization=True)");
   std::unique_ptr<SafetensorsFile> w;
   LLMS_RETURN_IF_ERROR(SafetensorsFile::open(weights, &w));
   std::string config;
-  LLMS_RETURN_IF_ERROR(read_small_file(dir + sep + kConfigFile, std::string("a PEFT adapter folder holds ") +
-                                                                    kConfigFile + " next to " + kWeightsFile,
-                                       &config));
+  LLMS_RETURN_IF_ERROR(
+      read_small_file(dir + sep + kConfigFile,
+                      std::string("a PEFT adapter folder holds ") + kConfigFile + " next to " + kWeightsFile, &config));
   return from_peft(std::shared_ptr<const SafetensorsFile>(std::move(w)), config, "PEFT adapter '" + path + "'", base,
                    user_scale, out);
 }
@@ -364,8 +368,8 @@ Status LoraAdapter::from_peft(std::shared_ptr<const SafetensorsFile> weights, co
     return make_error(Code::InvalidArgument, "Expected a finite LoRA scale but received " + std::to_string(user_scale));
   const ModelConfig& mc = base.config();
   if (mc.arch != "llama" && mc.arch != "qwen2")
-    return make_error(Code::UnsupportedArch, where + ": PEFT adapters load over llama and qwen2 bases, not '" + mc.arch +
-                                                 "'; convert the adapter with convert_lora_to_gguf.py");
+    return make_error(Code::UnsupportedArch, where + ": PEFT adapters load over llama and qwen2 bases, not '" +
+                                                 mc.arch + "'; convert the adapter with convert_lora_to_gguf.py");
   const bool permute_qk = mc.arch == "llama";  // see the header: only LlamaModel's converter permutes
   PeftConfig cfg;
   LLMS_RETURN_IF_ERROR(parse_config(config_json, where, &cfg));
@@ -379,7 +383,8 @@ Status LoraAdapter::from_peft(std::shared_ptr<const SafetensorsFile> weights, co
   for (int64_t il = 0; il < mc.n_layer && !any; ++il)
     for (const LayerModule& lm : kLayerModules) any = any || cfg.targets(module_name(il, lm), il);
   if (!any)
-    return make_error(Code::InvalidArgument, where + ": target_modules selects none of the modules llmserve can adapt (" +
+    return make_error(Code::InvalidArgument, where +
+                                                 ": target_modules selects none of the modules llmserve can adapt (" +
                                                  kSupportedModules + ") in this " + std::to_string(mc.n_layer) +
                                                  "-layer model; is the adapter for another architecture?");
 
@@ -389,19 +394,20 @@ Status LoraAdapter::from_peft(std::shared_ptr<const SafetensorsFile> weights, co
   for (const SafetensorsTensor& t : weights->tensors()) {
     const std::string tn = where + ": tensor '" + t.name + "'";
     if (t.name.find("lora_embedding_") != std::string::npos)
-      return make_error(Code::InvalidArgument, tn + " is a LoRA on token embeddings, which llmserve cannot apply." +
-                                                   kMergeAdvice);
+      return make_error(Code::InvalidArgument,
+                        tn + " is a LoRA on token embeddings, which llmserve cannot apply." + kMergeAdvice);
     if (t.name.find("lora_magnitude_vector") != std::string::npos) return refuse(tn, "DoRA's magnitude vector");
     if (ends_with(t.name, ".lora_B.bias")) return refuse(tn, "a bias on lora_B");
     const bool a = ends_with(t.name, sa), b = ends_with(t.name, sb);
     if (t.name.compare(0, pre.size(), pre) != 0 || (!a && !b) || t.name.size() <= pre.size() + sa.size())
       return make_error(Code::InvalidArgument,
-                        tn + " is not a LoRA weight: expected '" + pre + "<module>.lora_A.weight' / '.lora_B.weight'"
-                             " (PEFT's save_pretrained), and nothing else (modules_to_save, biases, ...)");
+                        tn + " is not a LoRA weight: expected '" + pre +
+                            "<module>.lora_A.weight' / '.lora_B.weight'"
+                            " (PEFT's save_pretrained), and nothing else (modules_to_save, biases, ...)");
     const std::string module = t.name.substr(pre.size(), t.name.size() - pre.size() - sa.size());
     (a ? halves[module].first : halves[module].second) = &t;
   }
-  if (halves.empty()) return make_error(Code::InvalidArgument, where + ": the safetensors file holds no LoRA tensors");
+  if (halves.empty()) return make_error(Code::InvalidArgument, where + ": " + kWeightsFile + " holds no LoRA tensors");
 
   std::unique_ptr<LoraAdapter> ad(new LoraAdapter());
   ad->file_ = weights;
@@ -439,14 +445,14 @@ Status LoraAdapter::from_peft(std::shared_ptr<const SafetensorsFile> weights, co
     const std::string an = pre + module + sa, bn = pre + module + sb;
     const std::string tn = where + ": tensor '" + (A ? an : bn) + "'";
     if (module == kEmbedModule)
-      return make_error(Code::InvalidArgument, tn + " adapts the token embeddings, which llmserve cannot apply." +
-                                                   kMergeAdvice);
+      return make_error(Code::InvalidArgument,
+                        tn + " adapts the token embeddings, which llmserve cannot apply." + kMergeAdvice);
     int64_t il = -1;
     Proj p = Proj::Q;
     if (!parse_module(module, &il, &p))
-      return make_error(Code::InvalidArgument, tn + " adapts module '" + module +
-                                                   "', which llmserve cannot map to a GGUF tensor (supported: " +
-                                                   kSupportedModules + ")");
+      return make_error(Code::InvalidArgument,
+                        tn + " adapts module '" + module +
+                            "', which llmserve cannot map to a GGUF tensor (supported: " + kSupportedModules + ")");
     if (il >= mc.n_layer)
       return make_error(Code::InvalidArgument, tn + " is for layer " + std::to_string(il) + " but the model has " +
                                                    std::to_string(mc.n_layer) + " layers (0.." +
@@ -466,11 +472,11 @@ Status LoraAdapter::from_peft(std::shared_ptr<const SafetensorsFile> weights, co
       bool ok = false;
       lora_type(t->dtype, &ok);
       if (!ok)
-        return make_error(Code::UnsupportedType, where + ": tensor '" + t->name + "' has dtype " + t->dtype +
-                                                     "; supported: F32, F16, BF16");
+        return make_error(Code::UnsupportedType,
+                          where + ": tensor '" + t->name + "' has dtype " + t->dtype + "; supported: F32, F16, BF16");
       if (t->shape.size() != 2 || t->shape[0] < 1 || t->shape[1] < 1)
-        return make_error(Code::BadShape, where + ": tensor '" + t->name + "' should be 2-D but has shape " +
-                                              shape_str(t->shape));
+        return make_error(Code::BadShape,
+                          where + ": tensor '" + t->name + "' should be 2-D but has shape " + shape_str(t->shape));
     }
     const int64_t r = A->shape[0];
     if (A->shape[1] != W.n_in || B->shape[0] != W.n_out || B->shape[1] != r)
@@ -481,9 +487,9 @@ Status LoraAdapter::from_peft(std::shared_ptr<const SafetensorsFile> weights, co
                                             std::to_string(W.n_out) + ", r])");
     const double r_cfg = PeftConfig::lookup(cfg.rank_pattern, module, static_cast<double>(cfg.r));
     if (static_cast<double>(r) != r_cfg)
-      return make_error(Code::BadShape, where + ": tensor '" + an + "' has rank " + std::to_string(r) +
-                                            " but the config gives '" + module + "' r = " +
-                                            std::to_string(static_cast<int64_t>(r_cfg)) + " (r / rank_pattern)");
+      return make_error(Code::BadShape,
+                        where + ": tensor '" + an + "' has rank " + std::to_string(r) + " but the config gives '" +
+                            module + "' r = " + std::to_string(static_cast<int64_t>(r_cfg)) + " (r / rank_pattern)");
     int64_t heads = 0;
     if (permute_qk && (p == Proj::Q || p == Proj::K)) {
       heads = p == Proj::Q ? mc.n_head : mc.n_head_kv;

@@ -19,9 +19,8 @@ namespace {
 // Element sizes of the dtypes of the safetensors format (safetensors/src/tensor.rs Dtype).
 size_t dtype_bytes(const std::string& d) {
   static const std::pair<const char*, size_t> kTypes[] = {
-      {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E5M2", 1}, {"F8_E4M3", 1}, {"I16", 2},  {"U16", 2},
-      {"F16", 2},  {"BF16", 2}, {"I32", 4}, {"U32", 4},     {"F32", 4},     {"F64", 8},  {"I64", 8},
-      {"U64", 8},
+      {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E5M2", 1}, {"F8_E4M3", 1}, {"I16", 2}, {"U16", 2}, {"F16", 2},
+      {"BF16", 2}, {"I32", 4}, {"U32", 4}, {"F32", 4},     {"F64", 8},     {"I64", 8}, {"U64", 8},
   };
   for (auto& [n, b] : kTypes)
     if (d == n) return b;
@@ -79,8 +78,8 @@ Status SafetensorsFile::parse(const uint8_t* data, size_t size, const std::strin
 Status SafetensorsFile::parse_all(const std::string& name) {
   const std::string where = "safetensors file '" + name + "'";
   auto corrupt = [&](const std::string& why) {
-    return make_error(Code::InvalidArgument, where + " is corrupt: " + why +
-                                                 ". Download it again or re-save it with safetensors' save_file.");
+    return make_error(Code::InvalidArgument,
+                      where + " is corrupt: " + why + ". Download it again or re-save it with safetensors' save_file.");
   };
   if (size_ < 8) return corrupt("it has " + std::to_string(size_) + " bytes, fewer than the 8-byte header length");
   uint64_t n = 0;
@@ -93,8 +92,8 @@ Status SafetensorsFile::parse_all(const std::string& name) {
                    std::to_string(kMaxHeaderBytes));
   if (n < 2 || base_[8] != '{') return corrupt("the header is not a JSON object");
   JsonValue h;
-  LLMS_RETURN_IF_ERROR(
-      parse_json(std::string_view(reinterpret_cast<const char*>(base_ + 8), static_cast<size_t>(n)), where + "'s header", &h));
+  LLMS_RETURN_IF_ERROR(parse_json(std::string_view(reinterpret_cast<const char*>(base_ + 8), static_cast<size_t>(n)),
+                                  where + "'s header", &h));
   if (h.kind != JsonValue::Kind::Object) return corrupt("the header is not a JSON object");
   const uint8_t* data = base_ + 8 + n;
   const uint64_t data_size = size_ - 8 - n;

@@ -22,9 +22,9 @@ namespace llmserve {
 
 struct SafetensorsTensor {
   std::string name;
-  std::string dtype;           // as written: "F32", "F16", "BF16", "I64", ...
-  size_t elem_bytes = 0;       // bytes per element of dtype
-  std::vector<int64_t> shape;  // outermost first (row-major: the last dimension is contiguous)
+  std::string dtype;            // as written: "F32", "F16", "BF16", "I64", ...
+  size_t elem_bytes = 0;        // bytes per element of dtype
+  std::vector<int64_t> shape;   // outermost first (row-major: the last dimension is contiguous)
   uint64_t begin = 0, end = 0;  // byte range inside the data section
   const uint8_t* data = nullptr;
   uint64_t nbytes() const { return end - begin; }
