@@ -108,8 +108,8 @@ class Parser {
       skip_ws();
       if (!eat(':')) return fail("expected ':' after a key");
       skip_ws();
-      v->members.emplace_back(std::move(key), JsonValue());
-      LLMS_RETURN_IF_ERROR(value(&v->members.back().second, depth));
+      v->members.push_back(JsonMember{std::move(key), JsonValue()});
+      LLMS_RETURN_IF_ERROR(value(&v->members.back().value, depth));
       skip_ws();
       if (eat('}')) return Status::ok();
       if (!eat(',')) return fail("expected ',' or '}' in an object");

@@ -7,12 +7,13 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 #include "../status.h"
 
 namespace llmserve {
+
+struct JsonMember;
 
 struct JsonValue {
   enum class Kind : uint8_t { Null, Bool, Number, String, Array, Object };
@@ -24,13 +25,20 @@ struct JsonValue {
   bool is_uint = false;
   uint64_t uint = 0;
   std::string str;
-  std::vector<JsonValue> items;                            // Array
-  std::vector<std::pair<std::string, JsonValue>> members;  // Object, in file order, keys unique
+  std::vector<JsonValue> items;     // Array
+  std::vector<JsonMember> members;  // Object, in file order, keys unique
 
   // The member named key of an object, or null (also for non-objects).
   const JsonValue* get(std::string_view key) const;
   // "null", "a boolean", "a number", "a string", "an array", "an object": for messages.
   const char* kind_name() const;
+};
+
+// An object member (its own type: std::pair<std::string, JsonValue> would need JsonValue complete
+// inside its own definition, which libstdc++ under clang rejects).
+struct JsonMember {
+  std::string key;
+  JsonValue value;
 };
 
 struct JsonLimits {
