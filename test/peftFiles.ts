@@ -21,8 +21,16 @@ export interface StTensor {
   data: Buffer;
 }
 
-/** A safetensors file image: 8-byte header length, JSON header (offsets in list order), data. */
-export function safetensorsBytes(tensors: StTensor[], metadata: Record<string, string> = { format: "pt" }): Buffer {
+/**
+ * A safetensors file image: 8-byte header length, JSON header (offsets in list order), data. The
+ * header is padded to 8 bytes as save_file does; `misalign` pads it to 2 mod 4 instead (older
+ * writers did not pad), so 4-byte elements sit at addresses that are not multiples of 4.
+ */
+export function safetensorsBytes(
+  tensors: StTensor[],
+  metadata: Record<string, string> = { format: "pt" },
+  misalign = false,
+): Buffer {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let at = 0;
   for (const t of tensors) {
@@ -30,7 +38,7 @@ export function safetensorsBytes(tensors: StTensor[], metadata: Record<string, s
     at += t.data.length;
   }
   let json = JSON.stringify(header);
-  json += " ".repeat((8 - (json.length % 8)) % 8); // save_file pads the header to 8 bytes
+  json += " ".repeat(misalign ? (4 + 2 - (json.length % 4)) % 4 : (8 - (json.length % 8)) % 8);
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
   return Buffer.concat([len, Buffer.from(json), ...tensors.map((t) => t.data)]);
@@ -92,6 +100,8 @@ export interface PeftSpec {
   config?: Record<string, unknown>;
   /** Edits the tensor list before it is written (drop, add or reshape entries for error tests). */
   editTensors?: (t: StTensor[]) => StTensor[];
+  /** Write the safetensors header so that F32 data is not 4-byte aligned (see safetensorsBytes). */
+  misalign?: boolean;
 }
 
 /** One adapted matrix: GGUF tensor name, its A [r, nIn] and B [nOut, r] (HF row order), and alpha / r. */
@@ -192,7 +202,10 @@ export async function writePeft(basePath: string, dir: string, spec: PeftSpec): 
   };
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "adapter_config.json"), JSON.stringify(config, null, 2));
-  writeFileSync(join(dir, "adapter_model.safetensors"), safetensorsBytes(spec.editTensors?.(tensors) ?? tensors));
+  writeFileSync(
+    join(dir, "adapter_model.safetensors"),
+    safetensorsBytes(spec.editTensors?.(tensors) ?? tensors, undefined, spec.misalign),
+  );
   return pairs;
 }
 

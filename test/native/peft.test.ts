@@ -121,6 +121,21 @@ describe("PEFT adapter = merged model", () => {
     expectSameAndChanged(r);
   });
 
+  it("llama base, F32 data at addresses that are not 4-byte aligned (an unpadded header), all-linear", async () => {
+    const r = await peftVsMerged("llama", "llama-misaligned", {
+      r: 4,
+      alpha: 8,
+      modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+      config: { target_modules: "All-Linear" }, // PEFT compares it lowercased
+      misalign: true,
+      seed: 4,
+      stdB: 0.12,
+    });
+    const f = readFileSync(join(dir, "llama-misaligned", "adapter_model.safetensors"));
+    expect((8 + Number(f.readBigUInt64LE(0))) % 4).toBe(2);
+    expectSameAndChanged(r);
+  });
+
   it("qwen2 base (no q/k permutation), attention only + lm_head, regex target_modules", async () => {
     const r = await peftVsMerged("qwen2", "qwen2-attn", {
       r: 4,

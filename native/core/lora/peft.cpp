@@ -159,7 +159,9 @@ Status read_selector(const JsonValue* v, const std::string& key, const std::stri
   if (!v || v->kind == JsonValue::Kind::Null) return Status::ok();
   s->set = true;
   if (v->kind == JsonValue::Kind::String) {
-    if (key == "target_modules" && (v->str == "all-linear" || v->str == "ALL-LINEAR")) {
+    std::string lower = v->str;
+    for (char& ch : lower) ch = static_cast<char>(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+    if (key == "target_modules" && lower == "all-linear") {  // PEFT compares it lowercased
       // PEFT expands it to the last name part of every linear layer except the output layer.
       for (const LayerModule& lm : kLayerModules) s->names.push_back(std::strchr(lm.name, '.') + 1);
       return Status::ok();
