@@ -272,7 +272,10 @@ program
   .option("-c, --ctx <n>", "context size in tokens", int("--ctx"), L.contextSize)
   .option("--stop <text...>", "stop strings")
   .option("--json", "print one JSON object at the end instead of streaming text")
-  .option("--adapter <path>", "LoRA adapter (llama.cpp GGUF adapter) to generate with")
+  .option(
+    "--adapter <path>",
+    "LoRA adapter to generate with: a llama.cpp GGUF adapter file or a PEFT folder (adapter_config.json + adapter_model.safetensors)",
+  )
   .option("--adapter-scale <s>", `LoRA adapter scale (default ${AD.scale})`, float("--adapter-scale"))
   .action(runGenerate);
 
@@ -509,7 +512,7 @@ program
   .option("--model-name <name>", "model id clients pass as `model` (default: the file name)")
   .option(
     "--adapter <name=path...>",
-    "LoRA adapter served as model NAME (repeatable): requests with `model: NAME` use it, /v1/models lists it",
+    "LoRA adapter served as model NAME (repeatable; PATH: a GGUF adapter file or a PEFT folder): requests with `model: NAME` use it, /v1/models lists it",
   )
   .option(
     "--chat-template <name|file>",

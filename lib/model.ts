@@ -109,7 +109,9 @@ export interface AdapterInfo extends NativeAdapterInfo {}
 export interface LoadAdapterOptions {
   /**
    * Strength of the adapter, in [-100, 100] (default 1; 0 = the base model's outputs). As llama.cpp,
-   * the delta is scaled by scale × alpha / rank when the file has an `adapter.lora.alpha`.
+   * the delta is scaled by scale × alpha / rank when the file has an `adapter.lora.alpha`; a PEFT
+   * adapter is scaled as PEFT does: scale × lora_alpha / r per module (rank_pattern / alpha_pattern
+   * apply; alpha / sqrt(r) with use_rslora).
    */
   scale?: number;
 }
@@ -369,14 +371,19 @@ export class Model {
   }
 
   /**
-   * Loads a LoRA adapter (llama.cpp's GGUF adapter format, e.g. from `convert_lora_to_gguf.py` or
-   * `llmserve synth-lora`) for this model under `name`, off the JS thread. Requests pick it with
+   * Loads a LoRA adapter for this model under `name`, off the JS thread: a llama.cpp GGUF adapter
+   * file (e.g. from `convert_lora_to_gguf.py` or `llmserve synth-lora`), or a Hugging Face PEFT
+   * folder holding `adapter_config.json` and `adapter_model.safetensors` (or the path of that
+   * `.safetensors` file), for llama and qwen2 bases. Requests pick it with
    * `generate(prompt, { adapter: name })`; requests with different adapters (or none) are batched
-   * together, the base weights are shared. Errors: ERR_INVALID_ARGUMENT (a name already loaded),
+   * together, the base weights are shared. Errors: ERR_INVALID_ARGUMENT (a name already loaded; a
+   * PEFT option llmserve does not apply, such as DoRA or modules_to_save; a malformed file),
    * ERR_FILE_NOT_FOUND, and the adapter's typed load errors (ERR_UNSUPPORTED_ARCH for an adapter of
-   * another architecture, ERR_BAD_SHAPE for one of another model size, ...).
+   * another architecture, ERR_BAD_SHAPE for one of another model size, ERR_UNSUPPORTED_TYPE, ...),
+   * each naming the tensor or the config key.
    * @example
    * await model.loadAdapter("sql", "sql-lora.gguf", { scale: 0.8 });
+   * await model.loadAdapter("legal", "./legal-peft/"); // PEFT save_pretrained() output
    * const { text } = await model.complete("SELECT", { adapter: "sql", maxTokens: 32 });
    */
   async loadAdapter(name: string, path: string, options: LoadAdapterOptions = {}): Promise<AdapterInfo> {

@@ -4,7 +4,7 @@
 // per target; exits 1 when any target found something (crash inputs land in build-fuzz/findings/).
 //
 //   npm run fuzz                              # every target, 1,000,000 runs each (or 20 min)
-//   npm run fuzz -- --runs 20000 --max-time 60 --targets gguf,sampling
+//   npm run fuzz -- --runs 20000 --max-time 60 --targets gguf,sampling,peft
 //   npm run fuzz -- --no-tokenizer            # native targets only
 //   npm run fuzz -- --reproduce build-fuzz/findings/gguf/crash-...   # rerun one input
 //
@@ -22,7 +22,7 @@ const { values: opt } = parseArgs({
   options: {
     runs: { type: "string", default: "1000000" },
     "max-time": { type: "string", default: "1200" },
-    targets: { type: "string", default: "gguf,sampling,engine" },
+    targets: { type: "string", default: "gguf,sampling,engine,peft" },
     tokenizer: { type: "boolean", default: true },
     "no-tokenizer": { type: "boolean", default: false },
     "tokenizer-runs": { type: "string", default: "20000" },
@@ -97,7 +97,7 @@ for (const target of opt.targets.split(",").filter(Boolean)) {
     "-timeout=60",
     "-rss_limit_mb=4096",
     `-artifact_prefix=${findings}/`,
-    target === "gguf" ? "-max_len=65536" : "-max_len=4096",
+    target === "gguf" || target === "peft" ? "-max_len=65536" : "-max_len=4096",
   ];
   const dict = join(root, "native", "fuzz", `${target}.dict`);
   if (existsSync(dict)) args.push(`-dict=${dict}`);

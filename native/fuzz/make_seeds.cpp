@@ -2,6 +2,7 @@
 //   make_seeds <dir>   ->  <dir>/gguf/*.gguf  (tiny llama / qwen2 models in several weight types,
 //                          a metadata file with every value type, a few-tensor k-quant file)
 //                          <dir>/sampling/*, <dir>/engine/*  (a few byte strings)
+//                          <dir>/peft/*  (PEFT adapters for fuzz_peft's model: config + safetensors)
 // Models are valid for Model::load so the fuzzer starts deep inside the binder, and kept to a few
 // KiB so mutations stay fast.
 #include <cstdio>
@@ -167,6 +168,58 @@ bool write_bytes(const fs::path& p, const std::vector<uint8_t>& b) {
   return static_cast<bool>(o);
 }
 
+// A fuzz_peft input: [u16 n][n bytes of adapter_config.json][safetensors image] holding LoRA pairs
+// for the modules of fuzz_peft's model (dim 32, 2 layers, 2 heads of 16, 1 KV head, ffn 32, vocab 300).
+std::vector<uint8_t> peft_seed(const std::string& config, const std::vector<std::string>& modules, int64_t r,
+                               const std::string& dtype, bool lm_head) {
+  struct Dims {
+    const char* name;
+    int64_t n_in, n_out;
+  };
+  const Dims kDims[] = {{"self_attn.q_proj", 32, 32}, {"self_attn.k_proj", 32, 16}, {"self_attn.v_proj", 32, 16},
+                        {"self_attn.o_proj", 32, 32}, {"mlp.gate_proj", 32, 32},    {"mlp.up_proj", 32, 32},
+                        {"mlp.down_proj", 32, 32}};
+  const size_t eb = dtype == "F32" ? 4 : 2;
+  std::string header = "{\"__metadata__\":{\"format\":\"pt\"}";
+  std::vector<uint8_t> data;
+  std::mt19937 rng(3);
+  auto add = [&](const std::string& name, int64_t rows, int64_t cols) {
+    const size_t begin = data.size();
+    for (int64_t k = 0; k < rows * cols; ++k) {
+      const float v = static_cast<float>(static_cast<int>(rng() % 64) - 32) / 256.0f;
+      uint32_t bits = 0;
+      std::memcpy(&bits, &v, 4);
+      if (eb == 4) {
+        for (int b = 0; b < 4; ++b) data.push_back(static_cast<uint8_t>(bits >> (8 * b)));
+      } else {
+        const uint16_t h = dtype == "BF16" ? static_cast<uint16_t>(bits >> 16) : fp32_to_fp16(v);
+        data.push_back(static_cast<uint8_t>(h)), data.push_back(static_cast<uint8_t>(h >> 8));
+      }
+    }
+    header += ",\"" + name + "\":{\"dtype\":\"" + dtype + "\",\"shape\":[" + std::to_string(rows) + "," +
+              std::to_string(cols) + "],\"data_offsets\":[" + std::to_string(begin) + "," +
+              std::to_string(data.size()) + "]}";
+  };
+  auto pair = [&](const std::string& module, int64_t n_in, int64_t n_out) {
+    add("base_model.model." + module + ".lora_A.weight", r, n_in);
+    add("base_model.model." + module + ".lora_B.weight", n_out, r);
+  };
+  for (int il = 0; il < 2; ++il)
+    for (const Dims& d : kDims)
+      for (const auto& m : modules)
+        if (std::string(d.name).find(m) != std::string::npos)
+          pair("model.layers." + std::to_string(il) + "." + d.name, d.n_in, d.n_out);
+  if (lm_head) pair("lm_head", 32, 300);
+  header += "}";
+  std::vector<uint8_t> out = {static_cast<uint8_t>(config.size()), static_cast<uint8_t>(config.size() >> 8)};
+  out.insert(out.end(), config.begin(), config.end());
+  const uint64_t n = header.size();
+  for (int b = 0; b < 8; ++b) out.push_back(static_cast<uint8_t>(n >> (8 * b)));
+  out.insert(out.end(), header.begin(), header.end());
+  out.insert(out.end(), data.begin(), data.end());
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -175,7 +228,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const fs::path root(argv[1]);
-  for (const char* d : {"gguf", "sampling", "engine"}) fs::create_directories(root / d);
+  for (const char* d : {"gguf", "sampling", "engine", "peft"}) fs::create_directories(root / d);
   int failed = 0;
   auto check = [&](const Status& st, const std::string& what) {
     if (!st) {
@@ -238,6 +291,22 @@ int main(int argc, char** argv) {
   std::vector<uint8_t> zeros(128, 0);
   if (!write_bytes(root / "sampling" / "zeros", zeros)) ++failed;
   if (!write_bytes(root / "engine" / "zeros", zeros)) ++failed;
+  // PEFT seeds: every projection in F32 with a rank_pattern override; BF16 attention + lm_head with a
+  // regex target and use_rslora; F16 MLP with exclude_modules and layers_to_transform.
+  const std::vector<std::string> all = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  const std::pair<const char*, std::vector<uint8_t>> peft[] = {
+      {"all_f32", peft_seed(R"({"peft_type":"LORA","r":2,"lora_alpha":4,"target_modules":["q_proj","k_proj",)"
+                            R"("v_proj","o_proj","gate_proj","up_proj","down_proj"],"rank_pattern":{"q_proj":2}})",
+                            all, 2, "F32", false)},
+      {"attn_bf16", peft_seed(R"({"peft_type":"LORA","r":4,"lora_alpha":8,"use_rslora":true,)"
+                              R"("target_modules":".*\\.(q|k|v|o)_proj|lm_head","alpha_pattern":{"^lm_head":2}})",
+                              {"q_proj", "k_proj", "v_proj", "o_proj"}, 4, "BF16", true)},
+      {"mlp_f16", peft_seed(R"({"r":1,"lora_alpha":1,"target_modules":["gate_proj","up_proj","down_proj"],)"
+                            R"("exclude_modules":["nothing"],"layers_to_transform":[0,1],"bias":"none"})",
+                            {"gate_proj", "up_proj", "down_proj"}, 1, "F16", false)},
+  };
+  for (const auto& [name, bytes] : peft)
+    if (!write_bytes(root / "peft" / name, bytes)) ++failed;
   std::printf("make_seeds: wrote seeds to %s (%d failures)\n", root.string().c_str(), failed);
   return failed ? 1 : 0;
 }

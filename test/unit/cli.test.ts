@@ -1,8 +1,9 @@
 import { describe, expect, it, beforeAll } from "vitest";
 import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fixture, haveFixtures, repoRoot, tmpRoot } from "../helpers.js";
+import { writePeft } from "../peftFiles.js";
 
 const cli = join(repoRoot, "dist", "cli.js");
 
@@ -109,6 +110,26 @@ describe.runIf(existsSync(cli))("llmserve CLI", () => {
     const bad = run(["synth-lora", "--model", model, "--targets", "q,nope", "-o", adapter]);
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toContain("targets[1]");
+  });
+
+  it("generate --adapter takes a PEFT folder (or its .safetensors); a refused PEFT option exits 1 saying why", async () => {
+    const dir = join(tmpRoot, `cli-peft-${process.pid}`);
+    await writePeft(model, dir, { r: 4, alpha: 8, modules: ["q_proj", "v_proj", "down_proj"], seed: 4, stdB: 0.15 });
+    const gen = (extra: string[]) =>
+      run(["generate", "-m", model, "--tokens", "[1,300,301]", "-n", "12", "--temp", "0", "--json", ...extra]);
+    const tokens = (extra: string[]) => {
+      const r = gen(extra);
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout).tokens as number[];
+    };
+    const withPeft = tokens(["--adapter", dir]);
+    expect(withPeft).not.toEqual(tokens([]));
+    expect(tokens(["--adapter", join(dir, "adapter_model.safetensors")])).toEqual(withPeft);
+    const config = JSON.parse(readFileSync(join(dir, "adapter_config.json"), "utf8"));
+    writeFileSync(join(dir, "adapter_config.json"), JSON.stringify({ ...config, use_dora: true }));
+    const bad = gen(["--adapter", dir]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain("DoRA (use_dora) is not supported");
   });
 
   it("generate with a text prompt and seed is reproducible", () => {

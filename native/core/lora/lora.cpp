@@ -1,5 +1,7 @@
 #include "lora.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -43,20 +45,6 @@ bool parse_target(const std::string& name, int64_t* il, Proj* p) {
     }
   }
   return false;
-}
-
-const MatrixView& base_matrix(const ModelWeights& W, int64_t il, Proj p) {
-  if (p == Proj::Output) return W.output;
-  const LayerWeights& L = W.layers[static_cast<size_t>(il)];
-  switch (p) {
-    case Proj::Q: return L.wq;
-    case Proj::K: return L.wk;
-    case Proj::V: return L.wv;
-    case Proj::O: return L.wo;
-    case Proj::Gate: return L.ffn_gate;
-    case Proj::Up: return L.ffn_up;
-    default: return L.ffn_down;
-  }
 }
 
 bool lora_type_supported(GgmlType t) {
@@ -107,8 +95,26 @@ float* thread_buffer(size_t n) {
 
 }  // namespace
 
+const MatrixView& LoraAdapter::base_matrix(const Model& base, int64_t il, Proj p) {
+  const ModelWeights& W = base.weights();
+  if (p == Proj::Output) return W.output;
+  const LayerWeights& L = W.layers[static_cast<size_t>(il)];
+  switch (p) {
+    case Proj::Q: return L.wq;
+    case Proj::K: return L.wk;
+    case Proj::V: return L.wv;
+    case Proj::O: return L.wo;
+    case Proj::Gate: return L.ffn_gate;
+    case Proj::Up: return L.ffn_up;
+    default: return L.ffn_down;
+  }
+}
+
 Status LoraAdapter::load(const std::string& path, const Model& base, float user_scale,
                          std::unique_ptr<LoraAdapter>* out) {
+  struct stat st {};
+  const bool is_dir = path.find('\0') == std::string::npos && ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  if (is_dir || ends_with(path, ".safetensors")) return load_peft(path, is_dir, base, user_scale, out);
   std::unique_ptr<GgufFile> f;
   LLMS_RETURN_IF_ERROR(GgufFile::open(path, &f));
   return from_file(std::shared_ptr<GgufFile>(std::move(f)), base, user_scale, out);
@@ -183,7 +189,7 @@ Status LoraAdapter::from_file(std::shared_ptr<GgufFile> file, const Model& base,
                         "LoRA tensor '" + ab.first->name + "' targets '" + name +
                             "', which is not supported (attn_q/k/v/output, ffn_gate/up/down, output)");
     }
-    const MatrixView& W = base_matrix(base.weights(), il, p);
+    const MatrixView& W = base_matrix(base, il, p);
     if (p == Proj::Output && W.data == base.weights().tok_embd.data) {
       return make_error(Code::MissingTensor,
                         "LoRA tensor '" + ab.first->name + "': the model's output is tied to token_embd");

@@ -1,13 +1,21 @@
-// LoRA adapters in llama.cpp's GGUF format, applied per segment of a batch (no merged weights, the
-// base model is shared by every adapter).
+// LoRA adapters, applied per segment of a batch (no merged weights, the base model is shared by
+// every adapter). Two on-disk formats load into the same pairs of views (LoraPair):
 //
-// File format (llama.cpp convert_lora_to_gguf.py / llama-adapter.cpp): general.type = "adapter",
-// adapter.type = "lora", general.architecture = the base model's, adapter.lora.alpha (float; 0 or
-// absent: no alpha scaling), and for each target base tensor W (ggml ne = [n_in, n_out]) a pair
+// 1. llama.cpp's GGUF adapter (convert_lora_to_gguf.py / llama-adapter.cpp): general.type =
+// "adapter", adapter.type = "lora", general.architecture = the base model's, adapter.lora.alpha
+// (float; 0 or absent: no alpha scaling), and for each target base tensor W (ggml ne = [n_in, n_out])
+// a pair
 //   "<W name>.lora_a": ne = [n_in, r]  (r rows of n_in: a MatrixView n_in -> r)
 //   "<W name>.lora_b": ne = [r, n_out] (n_out rows of r: a MatrixView r -> n_out)
 // in f32, f16, bf16 or q8_0. The pair adds scale · B·(A·x) to W·x, with
 // scale = user_scale × alpha / r (user_scale when alpha is 0), as llama.cpp's get_scale.
+//
+// 2. A Hugging Face PEFT folder (adapter_config.json + adapter_model.safetensors), read by peft.cpp
+// (which holds the one HF -> GGUF name map and the llama q/k row permutation; see its header).
+// safetensors' lora_A [r, n_in] and lora_B [n_out, r] are row-major, so they are already the two
+// views above; they are used in place from the mapping unless a permutation (or a misaligned
+// offset) needs a copy, which the adapter then owns.
+//
 // Targets: blk.N.attn_q/attn_k/attn_v/attn_output and blk.N.ffn_gate/ffn_up/ffn_down weights, and
 // output.weight (when the base has its own output matrix).
 #pragma once
@@ -31,9 +39,13 @@ struct LoraPair {
   bool present() const { return a.data != nullptr; }
 };
 
+class SafetensorsFile;
+
 class LoraAdapter final : public ProjectionDelta {
  public:
-  // Opens the adapter at path and validates it against base. Errors, each naming the key or the
+  // Opens the adapter at path and validates it against base: a PEFT folder, or a path to its
+  // adapter_model.safetensors (the folder then holds adapter_config.json), goes to from_peft;
+  // anything else is read as a GGUF adapter. GGUF errors, each naming the key or the
   // tensor: FileNotFound / Io / the GGUF reader's errors; InvalidArgument (general.type is not
   // "adapter", adapter.type is not "lora", a tensor name without .lora_a/.lora_b, a base tensor
   // that is not a supported target, no LoRA tensors at all, a non-finite alpha or scale);
@@ -45,6 +57,11 @@ class LoraAdapter final : public ProjectionDelta {
   // The same over an opened file (tests parse in-memory images); shares ownership of it.
   static Status from_file(std::shared_ptr<GgufFile> file, const Model& base, float user_scale,
                           std::unique_ptr<LoraAdapter>* out);
+  // A PEFT adapter: its validated safetensors weights and the text of its adapter_config.json
+  // (`where` names the folder in messages). Defined in peft.cpp, which lists its errors.
+  static Status from_peft(std::shared_ptr<const SafetensorsFile> weights, const std::string& config_json,
+                          const std::string& where, const Model& base, float user_scale,
+                          std::unique_ptr<LoraAdapter>* out);
 
   bool touches(int64_t il, Proj p) const override { return pair(il, p) != nullptr; }
   // y[t] += scale · B·(A·x[t]): t = A·x and B·t are two matmul() calls over the segment's rows
@@ -54,6 +71,7 @@ class LoraAdapter final : public ProjectionDelta {
 
   // The pair of projection p of layer il (il ignored for Output), or null.
   const LoraPair* pair(int64_t il, Proj p) const;
+  // adapter.lora.alpha (GGUF) or lora_alpha (PEFT; alpha_pattern may override it per module).
   float alpha() const { return alpha_; }
   int64_t n_pairs() const { return n_pairs_; }
   // Bytes of every pair's A and B matrices (as stored in the file).
@@ -61,7 +79,13 @@ class LoraAdapter final : public ProjectionDelta {
 
  private:
   LoraAdapter() = default;
-  std::shared_ptr<GgufFile> file_;  // the mapping every view points into
+  // load() for a PEFT folder (is_dir) or a path to its adapter_model.safetensors (peft.cpp).
+  static Status load_peft(const std::string& path, bool is_dir, const Model& base, float user_scale,
+                          std::unique_ptr<LoraAdapter>* out);
+  // The base matrix a target adapts (for Output: W.output, which is token_embd when tied).
+  static const MatrixView& base_matrix(const Model& base, int64_t il, Proj p);
+  std::shared_ptr<const void> file_;               // the mapping (GgufFile / SafetensorsFile) views point into
+  std::vector<std::unique_ptr<uint8_t[]>> owned_;  // permuted / realigned copies (PEFT)
   std::vector<std::array<LoraPair, kProjCount>> layers_;
   LoraPair output_;
   float alpha_ = 0.0f;
