@@ -183,6 +183,25 @@ describe("LoRA adapters under maxAdapters", () => {
     expect(find(m, "A").inUse).toBe(0);
   });
 
+  it("a request aborted or a model disposed while its adapter reloads ends at once and holds nothing", async () => {
+    const m = await load();
+    expect(find(m, "A").resident).toBe(false);
+    const ac = new AbortController();
+    const gen = m.generate(prompt, { ...fixed, maxTokens: 8, adapter: "A", signal: ac.signal });
+    expect(find(m, "A").inUse).toBe(1);
+    ac.abort();
+    const chunks: Chunk[] = [];
+    for await (const c of gen) chunks.push(c);
+    expect(chunks.map((c) => c.finishReason)).toEqual(["abort"]);
+    expect(find(m, "A")).toMatchObject({ inUse: 0, resident: true }); // the reload itself completed
+    // Disposed during a reload: the waiting request fails with ERR_DISPOSED instead of hanging.
+    await run(m, "B");
+    await run(m, "C"); // evicts A
+    const pending = errorOf(() => run(m, "A"));
+    await m.dispose();
+    expect((await pending).code).toBe("ERR_DISPOSED");
+  });
+
   it("unloading an adapter while its reload runs: the waiting request finishes with it; then it is gone", async () => {
     const m = await load();
     const solo = await run(m, "A");
