@@ -53,7 +53,7 @@ const TESTS = {
     "test/native/lora-lru.test.ts",
   ],
   "lib/loadOptions.ts": ["test/native/truth.test.ts", "test/native/model.test.ts"],
-  "lib/adapters.ts": ["test/native/lora-lru.test.ts", "test/native/lora.test.ts"],
+  "lib/adapters.ts": ["test/unit/adapters.test.ts", "test/native/lora-lru.test.ts", "test/native/lora.test.ts"],
   "lib/errors.ts": ["test/unit/errors.test.ts"],
   "lib/chat/": ["test/unit/chat/index.test.ts", "test/unit/chat/templates.test.ts", "test/unit/chat/limits.test.ts"],
   "lib/tokenizer/": [

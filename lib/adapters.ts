@@ -16,8 +16,9 @@
  *   request fails with ERR_ADAPTER_CHANGED (serving other weights under the same name would break
  *   every cache keyed by it); a deleted file is ERR_FILE_NOT_FOUND. The adapter stays registered
  *   and the next request tries again.
- * - Each native copy gets its own engine name and id (ids are never reused by the engine), so an
- *   old copy that requests still hold never collides with a reload or a new registration.
+ * - Each registration gets its own engine name (`lora#N`; a reload reuses it, the previous copy
+ *   having been unloaded first) and each copy a fresh engine id (the engine never reuses one), so a
+ *   copy that requests still hold never collides with a reload or a new registration of the name.
  */
 import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
@@ -186,7 +187,7 @@ export class AdapterRegistry {
         this.drop(e);
         throw err;
       }
-      if (e.identity !== before) {
+      if (before !== undefined && e.identity !== before) {
         this.drop(e);
         throw new LlmserveError(
           "ERR_ADAPTER_CHANGED",
@@ -221,11 +222,6 @@ export class AdapterRegistry {
   /** The registered adapters, in registration order. */
   list(): AdapterInfo[] {
     return [...this.entries.values()].map((e) => this.info(e));
-  }
-
-  /** Whether `name` is registered. */
-  has(name: string): boolean {
-    return this.entries.has(name);
   }
 
   /**
