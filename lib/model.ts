@@ -514,7 +514,6 @@ export class Model {
   async dispose(): Promise<void> {
     const n = this.native;
     this.native = undefined;
-    this.registry.clear();
     await this.tokenizer.closeThread();
     if (n) await n.dispose();
   }
