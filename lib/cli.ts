@@ -367,6 +367,7 @@ program
 interface ServeCliOpts {
   model: string;
   adapter?: string[];
+  maxAdapters?: number;
   port: number;
   host: string;
   apiKey?: string;
@@ -405,6 +406,7 @@ async function runServe(o: ServeCliOpts): Promise<void> {
       maxBatchTokens: o.maxBatchTokens,
       prefillChunk: o.prefillChunk,
       repack: o.repack,
+      maxAdapters: o.maxAdapters,
       onProgress: bar.update,
     });
   } finally {
@@ -513,6 +515,11 @@ program
   .option(
     "--adapter <name=path...>",
     "LoRA adapter served as model NAME (repeatable; PATH: a GGUF adapter file or a PEFT folder): requests with `model: NAME` use it, /v1/models lists it",
+  )
+  .option(
+    "--max-adapters <n>",
+    `most LoRA adapters in memory; the least recently used idle one is evicted and reloaded from its file when requested again (default ${L.maxAdapters}: no limit)`,
+    int("--max-adapters"),
   )
   .option(
     "--chat-template <name|file>",

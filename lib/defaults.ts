@@ -31,7 +31,7 @@ export const GENERATE_DEFAULTS = {
 
 /**
  * Defaults of `LoadOptions` (Model.load). `threads` is not a constant: it defaults to the
- * number of physical cores (at most LOAD_LIMITS.threads.max), see `defaultThreads()` in model.ts.
+ * number of physical cores (at most LOAD_LIMITS.threads.max), see `defaultThreads()` in loadOptions.ts.
  */
 export const LOAD_DEFAULTS = {
   contextSize: 4096,
@@ -47,6 +47,12 @@ export const LOAD_DEFAULTS = {
   repack: true,
   /** Bytes of the response cache (TypeScript only: the engine has no such option). */
   responseCacheBytes: 64 << 20,
+  /**
+   * Most LoRA adapters resident in memory, 0 = no limit (TypeScript only: the adapter registry,
+   * lib/adapters.ts, evicts and reloads). No limit by default: every loaded adapter stays resident
+   * (no reload latency) unless the user bounds adapter memory.
+   */
+  maxAdapters: 0,
 } as const;
 
 /** Defaults of `SynthOptions` (synth() and `llmserve synth`). */

@@ -29,7 +29,7 @@ export const NATIVE_ERROR_CODES = [
 
 /**
  * The codes only the TypeScript layer produces: the addon could not be loaded, tokenizer and chat
- * template failures. (Codes both layers produce, such as `ERR_DISPOSED` or `ERR_INVALID_ARGUMENT`,
+ * template failures, a LoRA adapter file that changed on disk before its transparent reload. (Codes both layers produce, such as `ERR_DISPOSED` or `ERR_INVALID_ARGUMENT`,
  * are in {@link NATIVE_ERROR_CODES}.)
  */
 export const JS_ERROR_CODES = [
@@ -37,6 +37,7 @@ export const JS_ERROR_CODES = [
   "ERR_TOKENIZER",
   "ERR_TEMPLATE_TIMEOUT",
   "ERR_TEMPLATE_OUTPUT_TOO_LARGE",
+  "ERR_ADAPTER_CHANGED",
 ] as const;
 
 /**

@@ -312,7 +312,9 @@ export function onAbort(signal: AbortSignal, cancel: () => void): () => void {
  * Submits one request to the engine now (errors such as a full queue throw here) and returns an
  * iterator over its chunks. Breaking out of the loop (or aborting the signal) cancels the native
  * request at once; the signal cancels it even if the iterator was never started. `onFinish` sees
- * every completed (not aborted, not failed) generation.
+ * every completed (not aborted, not failed) generation. `onEnd` runs once when the native request
+ * is over (its last event arrived, whether or not anyone reads it), or at once when nothing was
+ * submitted (an aborted signal); not when this throws.
  */
 export function startGeneration(
   native: NativeModel,
@@ -320,8 +322,10 @@ export function startGeneration(
   promptTokens: number[],
   opts: ResolvedOptions,
   onFinish?: (r: GenerationResult) => void,
+  onEnd?: () => void,
 ): AsyncGenerator<Chunk, void, undefined> {
   if (opts.signal?.aborted) {
+    onEnd?.();
     return (async function* () {
       yield { text: "", tokens: [], done: true, finishReason: "abort" } as Chunk;
     })();
@@ -331,7 +335,10 @@ export function startGeneration(
   let id: number;
   try {
     id = native.generate(Int32Array.from(promptTokens), opts.params, (e) => {
-      if (e.done) unsubscribe(); // the native request is over: nothing left to cancel
+      if (e.done) {
+        unsubscribe(); // the native request is over: nothing left to cancel
+        onEnd?.();
+      }
       queue.push(e);
     });
   } catch (err) {

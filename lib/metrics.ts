@@ -1,7 +1,7 @@
 /**
  * Prometheus metrics for the server (prom-client), one Registry per server so several servers can
- * live in one process. Engine gauges (queue, running sequences, KV blocks, prefix-cache hit rate)
- * are read from `model.stats()` at scrape time.
+ * live in one process. Engine gauges (queue, running sequences, KV blocks, prefix-cache hit rate,
+ * LoRA adapters) and the adapter load/eviction counters are read from `model.stats()` at scrape time.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { ModelStats } from "./model.js";
@@ -26,6 +26,11 @@ export const METRIC_NAMES = [
   "llmserve_max_batch_sequences_seen",
   "llmserve_connections_dropped_total",
   "llmserve_stream_write_timeouts_total",
+  "llmserve_adapters_registered",
+  "llmserve_adapters_resident",
+  "llmserve_adapter_bytes",
+  "llmserve_adapter_loads_total",
+  "llmserve_adapter_evictions_total",
 ] as const;
 
 /** Options of {@link ServerMetrics}. */
@@ -114,21 +119,39 @@ export class ServerMetrics {
       help: "Streams cut off (request cancelled) because the client stopped reading",
       registers,
     });
-    const gauge = (name: string, help: string, read: (s: ModelStats) => number) =>
+    const read = (): ModelStats | undefined => {
+      try {
+        return stats();
+      } catch {
+        return undefined; // disposed model: report nothing new
+      }
+    };
+    const gauge = (name: string, help: string, get: (s: ModelStats) => number) =>
       new Gauge({
         name,
         help,
         registers,
         collect() {
-          let s: ModelStats | undefined;
-          try {
-            s = stats();
-          } catch {
-            s = undefined; // disposed model: report nothing new
-          }
-          if (s) this.set(read(s));
+          const s = read();
+          if (s) this.set(get(s));
         },
       });
+    // A counter kept by the model (monotonic since load): the metric advances by what it gained.
+    const counter = (name: string, help: string, get: (s: ModelStats) => number) => {
+      let seen = 0;
+      return new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          const s = read();
+          if (s && get(s) > seen) {
+            this.inc(get(s) - seen);
+            seen = get(s);
+          }
+        },
+      });
+    };
     gauge("llmserve_queue_depth", "Requests waiting in the engine queue", (s) => s.waiting);
     gauge("llmserve_running_sequences", "Sequences the engine is running", (s) => s.running);
     gauge("llmserve_kv_blocks_used", "KV cache blocks held by sequences", (s) => s.blocksUsed);
@@ -141,6 +164,27 @@ export class ServerMetrics {
       "llmserve_max_batch_sequences_seen",
       "Most sequences in one engine step since load",
       (s) => s.maxBatchSequencesSeen,
+    );
+    gauge("llmserve_adapters_registered", "LoRA adapters loaded (registered), resident or not", (s) => s.adapters);
+    gauge(
+      "llmserve_adapters_resident",
+      "LoRA adapters whose weights are in memory (at most maxAdapters unless more are in use)",
+      (s) => s.adaptersResident,
+    );
+    gauge(
+      "llmserve_adapter_bytes",
+      "Bytes of LoRA adapter weights in memory (unloaded ones that requests still use included)",
+      (s) => s.adapterBytes,
+    );
+    counter(
+      "llmserve_adapter_loads_total",
+      "LoRA adapter files read: loadAdapter calls and transparent reloads after evictions",
+      (s) => s.adapterLoads,
+    );
+    counter(
+      "llmserve_adapter_evictions_total",
+      "LoRA adapters evicted from memory to keep at most maxAdapters resident",
+      (s) => s.adapterEvictions,
     );
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: "llmserve_" });
   }

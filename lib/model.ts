@@ -1,6 +1,5 @@
 /** Model: load a GGUF file and stream generations from it. */
-import { readFileSync } from "node:fs";
-import { availableParallelism } from "node:os";
+import { AdapterRegistry, type AdapterInfo, type LoadAdapterOptions } from "./adapters.js";
 import { loadAddon } from "./binding.js";
 import { LlmserveError, fromNative, wrapNative } from "./errors.js";
 import {
@@ -12,16 +11,15 @@ import {
   type Prompt,
   type ResolvedOptions,
 } from "./generate.js";
-import type { NativeAdapterInfo, NativeModel, NativeModelInfo, NativeModelOptions, NativeStats } from "./native.js";
+import { resolveLoadOptions, type LoadOptions } from "./loadOptions.js";
+import type { NativeModel, NativeModelInfo, NativeStats } from "./native.js";
 import { ResponseCache } from "./responseCache.js";
 import { Session, type SessionOptions } from "./session.js";
 import { OFFTHREAD_MIN_CHARS, Tokenizer } from "./tokenizer/index.js";
-import { ADAPTER_DEFAULTS, LOAD_DEFAULTS } from "./defaults.js";
-import { LOAD_LIMITS as L, LORA_LIMITS } from "./limits.js";
+import { ADAPTER_DEFAULTS } from "./defaults.js";
+import { LORA_LIMITS } from "./limits.js";
 import {
   checkAdapterName,
-  checkBool,
-  checkInt,
   checkKeys,
   checkLimit,
   checkObject,
@@ -30,45 +28,8 @@ import {
   checkTokenIds,
 } from "./validate.js";
 
-/** Options of {@link Model.load}; every field is optional. */
-export interface LoadOptions {
-  /** Compute threads, in [1, 512] (default: the number of physical cores). */
-  threads?: number;
-  /** Most tokens one sequence may hold, in [0, 16777216] (default 4096; 0 = the model's training context). */
-  contextSize?: number;
-  /** KV cache element type: "f16" (default, as llama.cpp), "f32", or "q8_0" (half the memory of f16, as llama.cpp's `--cache-type-k/v q8_0`; needs a head size that is a multiple of 32). */
-  kvType?: "f16" | "f32" | "q8_0";
-  /** Total KV cache size in tokens, shared by all sequences, in [0, 67108864] (default and 0: contextSize). */
-  kvCacheTokens?: number;
-  /** Tokens per KV block (default 16). */
-  kvBlockSize?: number;
-  /** Most tokens computed per engine step: decode tokens plus prompt chunks (default 512). */
-  maxBatchTokens?: number;
-  /**
-   * Most prompt tokens per step while other requests are generating (default 128; 0 = only
-   * maxBatchTokens limits them). Long prompts then arrive in smaller chunks, so generating requests
-   * keep a low inter-token latency; a step with nothing generating uses all of maxBatchTokens.
-   */
-  prefillChunk?: number;
-  /** Most sequences running at once (default 64). */
-  maxSequences?: number;
-  /** Most requests waiting before generate() throws ERR_QUEUE_FULL (default 1024). */
-  maxQueue?: number;
-  /** Reuse KV blocks of identical prompt prefixes across requests (default true). */
-  prefixCache?: boolean;
-  /** "continuous" (default) or "static" (a batch runs to completion before the next is formed; a benchmark baseline). */
-  batching?: "continuous" | "static";
-  /** Byte budget of the response cache for `cache: true` requests (default 64 MiB; 0 disables). */
-  responseCacheBytes?: number;
-  /**
-   * Copy quantized weight matrices at load into the GEMM kernels' interleaved layout and release the
-   * file's pages for them (default true): the same memory, faster decode. `false` keeps every weight
-   * in the file's memory mapping: faster load, and the pages are shared by every process mapping the file.
-   */
-  repack?: boolean;
-  /** Called with a fraction in [0, 1] while weights are mapped and paged in. */
-  onProgress?: (fraction: number) => void;
-}
+export type { AdapterInfo, LoadAdapterOptions } from "./adapters.js";
+export { defaultThreads, physicalCores, resolveLoadOptions, type LoadOptions } from "./loadOptions.js";
 
 /** Engine counters and KV state; see {@link Model.stats}. */
 export interface ModelStats extends NativeStats {
@@ -88,6 +49,14 @@ export interface ModelStats extends NativeStats {
   responseCacheEntries: number;
   /** Prefixes pinned with {@link Model.cachePrefix} and not yet released. */
   pinnedPrefixes: number;
+  /** LoRA adapters registered (what {@link Model.adapters} lists), resident or not. */
+  adapters: number;
+  /** Registered LoRA adapters whose weights are in memory (see {@link LoadOptions.maxAdapters}). */
+  adaptersResident: number;
+  /** Adapter files read since load: loadAdapter calls and transparent reloads after an eviction. */
+  adapterLoads: number;
+  /** Adapters evicted to keep at most maxAdapters in memory. */
+  adapterEvictions: number;
 }
 
 /** What {@link Model.info} returns: the model's shape and engine limits, plus file and tokenizer facts. */
@@ -100,100 +69,6 @@ export interface ModelInfo extends NativeModelInfo {
   bos?: number;
   /** EOS token id; undefined when the vocabulary defines none. */
   eos?: number;
-}
-
-/** A LoRA adapter loaded with {@link Model.loadAdapter}. */
-export interface AdapterInfo extends NativeAdapterInfo {}
-
-/** Options of {@link Model.loadAdapter}. */
-export interface LoadAdapterOptions {
-  /**
-   * Strength of the adapter, in [-100, 100] (default 1; 0 = the base model's outputs). As llama.cpp,
-   * the delta is scaled by scale × alpha / rank when the file has an `adapter.lora.alpha`; a PEFT
-   * adapter is scaled as PEFT does: scale × lora_alpha / r per module (rank_pattern / alpha_pattern
-   * apply; alpha / sqrt(r) with use_rslora).
-   */
-  scale?: number;
-}
-
-/** The default of {@link LoadOptions.threads}: the physical cores, at most the threads limit (512). */
-export function defaultThreads(): number {
-  return Math.min(physicalCores(), L.threads.max);
-}
-
-/**
- * @internal Validates load options and fills every absent one from LOAD_DEFAULTS: the complete
- * options the addon needs (it has no defaults of its own), plus the TypeScript-only ones.
- */
-export function resolveLoadOptions(options: unknown): {
-  nativeOptions: NativeModelOptions;
-  responseCacheBytes: number;
-  onProgress?: (fraction: number) => void;
-} {
-  const o = checkObject("load options", options) as LoadOptions & Record<string, unknown>;
-  checkKeys("load options", o, [
-    "threads",
-    "contextSize",
-    "kvType",
-    "kvCacheTokens",
-    "kvBlockSize",
-    "maxBatchTokens",
-    "maxSequences",
-    "maxQueue",
-    "prefixCache",
-    "batching",
-    "responseCacheBytes",
-    "repack",
-    "prefillChunk",
-    "onProgress",
-  ]);
-  const D = LOAD_DEFAULTS;
-  const int = (name: keyof typeof L & keyof typeof D): number =>
-    o[name] === undefined ? D[name] : checkLimit(name, o[name], L[name]);
-  // Every field of the native options is set here (the addon has no defaults of its own).
-  const nativeOptions: NativeModelOptions = {
-    threads: o.threads === undefined ? defaultThreads() : checkLimit("threads", o.threads, L.threads),
-    contextSize: int("contextSize"),
-    kvType:
-      o.kvType === undefined
-        ? D.kvType
-        : (checkString("kvType", o.kvType, ["f16", "f32", "q8_0"]) as NativeModelOptions["kvType"]),
-    kvCacheTokens: int("kvCacheTokens"),
-    kvBlockSize: int("kvBlockSize"),
-    maxBatchTokens: int("maxBatchTokens"),
-    maxSequences: int("maxSequences"),
-    maxQueue: int("maxQueue"),
-    prefixCache: o.prefixCache === undefined ? D.prefixCache : checkBool("prefixCache", o.prefixCache),
-    staticBatching:
-      (o.batching === undefined ? D.batching : checkString("batching", o.batching, ["continuous", "static"])) ===
-      "static",
-    repack: o.repack === undefined ? D.repack : checkBool("repack", o.repack),
-    prefillChunk: int("prefillChunk"),
-  };
-  const responseCacheBytes =
-    o.responseCacheBytes === undefined ? D.responseCacheBytes : checkInt("responseCacheBytes", o.responseCacheBytes, 0);
-  if (o.onProgress !== undefined && typeof o.onProgress !== "function") {
-    throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a function for onProgress");
-  }
-  return { nativeOptions, responseCacheBytes, onProgress: o.onProgress };
-}
-
-/** Physical cores on Linux (hyperthreads share a core's SIMD units); logical CPUs elsewhere. */
-export function physicalCores(): number {
-  try {
-    const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
-    const cores = new Set<string>();
-    let phys = "0";
-    for (const line of cpuinfo.split("\n")) {
-      const [k, v] = line.split(":").map((s) => s?.trim());
-      if (k === "physical id") phys = v;
-      if (k === "core id") cores.add(`${phys}:${v}`);
-    }
-    if (cores.size > 0) return cores.size;
-  } catch {
-    /* not Linux */
-  }
-  return availableParallelism();
 }
 
 /**
@@ -210,15 +85,32 @@ export class Model {
   private readonly nativeInfo: NativeModelInfo;
   private readonly responses: ResponseCache;
   private readonly pins = new Map<string, { session: number; tokens: number[] }>();
+  private readonly registry: AdapterRegistry;
   private nextSession = 1;
 
-  private constructor(path: string, native: NativeModel, tokenizer: Tokenizer, responseCacheBytes: number) {
+  private constructor(
+    path: string,
+    native: NativeModel,
+    tokenizer: Tokenizer,
+    o: { responseCacheBytes: number; maxAdapters: number },
+  ) {
     this.path = path;
     this.native = native;
     this.tokenizer = tokenizer;
     this.nativeInfo = native.info();
     this.eog = tokenizer.eogTokens;
-    this.responses = new ResponseCache(responseCacheBytes);
+    this.responses = new ResponseCache(o.responseCacheBytes);
+    // The one place adapter files reach the engine (loadAdapter and transparent reloads alike).
+    this.registry = new AdapterRegistry(o.maxAdapters, {
+      load: async (engineName, file, scale) => {
+        try {
+          return await this.live().loadAdapter(engineName, file, scale);
+        } catch (err) {
+          throw fromNative(err);
+        }
+      },
+      unload: (engineName) => this.native?.unloadAdapter(engineName),
+    });
   }
 
   /**
@@ -229,7 +121,7 @@ export class Model {
    */
   static async load(path: string, options: LoadOptions = {}): Promise<Model> {
     checkPath("path", path);
-    const { nativeOptions, responseCacheBytes, onProgress } = resolveLoadOptions(options);
+    const { nativeOptions, onProgress, ...rest } = resolveLoadOptions(options);
     const addon = loadAddon();
     const native = await wrapNative(addon.loadModel(path, nativeOptions, onProgress));
     try {
@@ -241,7 +133,7 @@ export class Model {
           `The vocabulary has ${tokenizer.nVocab} tokens but the model's embedding has ${info.nVocab} rows; the file is inconsistent.`,
         );
       }
-      return new Model(path, native, tokenizer, responseCacheBytes);
+      return new Model(path, native, tokenizer, rest);
     } catch (err) {
       await native.dispose();
       throw err;
@@ -376,62 +268,43 @@ export class Model {
    * folder holding `adapter_config.json` and `adapter_model.safetensors` (or the path of that
    * `.safetensors` file), for llama and qwen2 bases. Requests pick it with
    * `generate(prompt, { adapter: name })`; requests with different adapters (or none) are batched
-   * together, the base weights are shared. Errors: ERR_INVALID_ARGUMENT (a name already loaded; a
-   * PEFT option llmserve does not apply, such as DoRA or modules_to_save; a malformed file),
-   * ERR_FILE_NOT_FOUND, and the adapter's typed load errors (ERR_UNSUPPORTED_ARCH for an adapter of
-   * another architecture, ERR_BAD_SHAPE for one of another model size, ERR_UNSUPPORTED_TYPE, ...),
-   * each naming the tensor or the config key.
+   * together, the base weights are shared. With {@link LoadOptions.maxAdapters}, loading one more
+   * evicts the least recently used idle adapter, which a later request reloads transparently from
+   * the same file (which must not change meanwhile: ERR_ADAPTER_CHANGED). Errors:
+   * ERR_INVALID_ARGUMENT (a name already loaded; a PEFT option llmserve does not apply, such as DoRA
+   * or modules_to_save; a malformed file), ERR_FILE_NOT_FOUND, and the adapter's typed load errors
+   * (ERR_UNSUPPORTED_ARCH for an adapter of another architecture, ERR_BAD_SHAPE for one of another
+   * model size, ERR_UNSUPPORTED_TYPE, ...), each naming the tensor or the config key.
    * @example
    * await model.loadAdapter("sql", "sql-lora.gguf", { scale: 0.8 });
    * await model.loadAdapter("legal", "./legal-peft/"); // PEFT save_pretrained() output
    * const { text } = await model.complete("SELECT", { adapter: "sql", maxTokens: 32 });
    */
   async loadAdapter(name: string, path: string, options: LoadAdapterOptions = {}): Promise<AdapterInfo> {
-    const native = this.live();
+    this.live();
     checkAdapterName("name", name);
     checkPath("path", path);
     const o = checkObject("adapter options", options);
     checkKeys("adapter options", o, ["scale"]);
     const scale = o.scale === undefined ? ADAPTER_DEFAULTS.scale : checkLimit("scale", o.scale, LORA_LIMITS.scale);
-    let pending: Promise<AdapterInfo>;
-    try {
-      pending = native.loadAdapter(name, path, scale);
-    } catch (err) {
-      throw fromNative(err); // a name already loaded: thrown before any work starts
-    }
-    return wrapNative(pending);
+    return this.registry.register(name, path, scale);
   }
 
   /**
    * Unloads an adapter: new requests naming it throw ERR_ADAPTER_NOT_FOUND; requests already
-   * queued or streaming with it finish with it, then its memory is released. An unknown name throws
-   * ERR_ADAPTER_NOT_FOUND, listing the loaded ones.
+   * queued, streaming or waiting for its reload finish with it, then its memory is released. An
+   * unknown name throws ERR_ADAPTER_NOT_FOUND, listing the loaded ones.
    */
   unloadAdapter(name: string): void {
-    const native = this.live();
+    this.live();
     checkAdapterName("name", name);
-    try {
-      native.unloadAdapter(name);
-    } catch (err) {
-      throw fromNative(err);
-    }
+    this.registry.unregister(name);
   }
 
-  /** The loaded LoRA adapters, in load order. */
+  /** The loaded (registered) LoRA adapters, in load order, each with whether it is resident now. */
   adapters(): AdapterInfo[] {
-    return this.live().adapters();
-  }
-
-  /** The id of a loaded adapter's name; ERR_ADAPTER_NOT_FOUND listing the loaded ones otherwise. */
-  private adapterId(native: NativeModel, name: string): number {
-    const all = native.adapters();
-    const a = all.find((x) => x.name === name);
-    if (a) return a.id;
-    const loaded = all.length ? all.map((x) => JSON.stringify(x.name)).join(", ") : "none";
-    throw new LlmserveError(
-      "ERR_ADAPTER_NOT_FOUND",
-      `No adapter named ${JSON.stringify(name)} is loaded (loaded: ${loaded}). Load it with model.loadAdapter() first.`,
-    );
+    this.live();
+    return this.registry.list();
   }
 
   /** @internal Checks a token prompt and queues it (or replays a response-cache hit). */
@@ -440,7 +313,33 @@ export class Model {
     opts: ResolvedOptions,
     extra: { session?: number; pin?: boolean; onFinish?: (r: GenerationResult) => void } = {},
   ): AsyncGenerator<Chunk, void, undefined> {
-    const native = this.live();
+    const r = this.begin(tokens, opts, extra);
+    if (!(r instanceof Promise)) return r;
+    r.catch(() => {}); // reported by the generator's first next(); never an unhandled rejection
+    return (async function* () {
+      yield* await r;
+    })();
+  }
+
+  /**
+   * @internal {@link start}, resolved once the request is submitted: an evicted adapter's reload
+   * has run, so its errors reject here (the server answers them with a status, not mid-stream).
+   */
+  async startSubmitted(
+    tokens: number[],
+    opts: ResolvedOptions,
+    extra: { session?: number; pin?: boolean; onFinish?: (r: GenerationResult) => void } = {},
+  ): Promise<AsyncGenerator<Chunk, void, undefined>> {
+    return this.begin(tokens, opts, extra);
+  }
+
+  /** The request's iterator now, or a promise of it when its adapter must be reloaded first. */
+  private begin(
+    tokens: number[],
+    opts: ResolvedOptions,
+    extra: { session?: number; pin?: boolean; onFinish?: (r: GenerationResult) => void },
+  ): AsyncGenerator<Chunk, void, undefined> | Promise<AsyncGenerator<Chunk, void, undefined>> {
+    this.live();
     if (tokens.length === 0) throw new LlmserveError("ERR_INVALID_ARGUMENT", "The prompt is empty (it has no tokens).");
     if (tokens.length >= this.nativeInfo.contextSize) {
       throw new LlmserveError(
@@ -448,25 +347,52 @@ export class Model {
         `The prompt has ${tokens.length} tokens but the context holds ${this.nativeInfo.contextSize} (and at least one must be generated). Shorten the prompt or load the model with a larger contextSize.`,
       );
     }
-    // The adapter's id, not its name: a name loaded again is another adapter (ids are never reused).
-    const adapter = opts.adapter === undefined ? 0 : this.adapterId(native, opts.adapter);
+    // Keyed by the adapter's registration (path, scale, file identity), not its engine id, which
+    // changes with every reload: an entry stored before an eviction hits after it (a reload refuses
+    // a changed file, so the same key means the same weights). The prefix cache and sessions key by
+    // engine id (native); after a reload they miss and recompute, which is safe.
+    const adapterKey = opts.adapter === undefined ? "none" : this.registry.cacheKey(opts.adapter);
     const key =
       opts.cacheKey !== undefined && this.responses.maxBytes > 0 && extra.session === undefined
-        ? ResponseCache.key(this.path, tokens, `${opts.cacheKey}\u0000adapter=${adapter}`)
+        ? ResponseCache.key(this.path, tokens, `${opts.cacheKey}\u0000adapter=${adapterKey}`)
         : undefined;
     if (key !== undefined) {
       const hit = this.responses.get(key);
-      if (hit) return replay(hit);
+      if (hit) return replay(hit); // no engine work: an evicted adapter is not reloaded for it
     }
-    const params =
-      extra.session === undefined
-        ? { ...opts.params, adapter }
-        : { ...opts.params, adapter, session: extra.session, pin: extra.pin ?? false };
-    const onFinish = (r: GenerationResult) => {
-      if (key !== undefined) this.responses.set(key, r.chunks);
-      extra.onFinish?.(r);
+    const submit = (adapter: number, onEnd?: () => void) => {
+      const params =
+        extra.session === undefined
+          ? { ...opts.params, adapter }
+          : { ...opts.params, adapter, session: extra.session, pin: extra.pin ?? false };
+      const onFinish = (r: GenerationResult) => {
+        if (key !== undefined) this.responses.set(key, r.chunks);
+        extra.onFinish?.(r);
+      };
+      try {
+        return startGeneration(this.live(), this.tokenizer, tokens, { ...opts, params }, onFinish, onEnd);
+      } catch (err) {
+        onEnd?.();
+        throw err;
+      }
     };
-    return startGeneration(native, this.tokenizer, tokens, { ...opts, params }, onFinish);
+    if (opts.adapter === undefined) return submit(0);
+    // The request holds its adapter (it cannot be evicted) from here until its native request ends.
+    const lease = this.registry.acquire(opts.adapter);
+    if (typeof lease.id === "number") return submit(lease.id, lease.release);
+    return lease.id.then(
+      (id) => {
+        try {
+          return submit(id, lease.release);
+        } finally {
+          lease.submitted();
+        }
+      },
+      (err) => {
+        lease.release();
+        throw err;
+      },
+    );
   }
 
   /**
@@ -535,6 +461,7 @@ export class Model {
   /** Engine counters and KV state: steps, batch sizes, blocks used/free/cached, cache hits. */
   stats(): ModelStats {
     const s = this.live().stats();
+    const a = this.registry.stats();
     const blockTokens = s.blocksUsed * s.blockSize;
     return {
       ...s,
@@ -546,6 +473,10 @@ export class Model {
       responseCacheMisses: this.responses.misses,
       responseCacheEntries: this.responses.entries,
       pinnedPrefixes: this.pins.size,
+      adapters: a.registered,
+      adaptersResident: a.resident,
+      adapterLoads: a.loads,
+      adapterEvictions: a.evictions,
     };
   }
 

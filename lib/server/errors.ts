@@ -117,6 +117,11 @@ export function toApiError(err: unknown): ApiError {
     case "ERR_ADAPTER_NOT_FOUND":
       // A LoRA adapter unloaded between the request's check and its submit: as an unknown model.
       return new ApiError(404, message, { code: "model_not_found", param: "model", cause: err });
+    case "ERR_ADAPTER_CHANGED":
+    case "ERR_FILE_NOT_FOUND":
+      // In a generation request only a LoRA adapter's transparent reload (after an eviction under
+      // maxAdapters) reads a file: its file was changed or removed on the server, an operator problem.
+      return new ApiError(500, message, { type: "server_error", code: "adapter_unavailable", cause: err });
     case "ERR_QUEUE_FULL":
       return new ApiError(429, message, { code: "queue_full", cause: err });
     case "ERR_KV_EXHAUSTED":

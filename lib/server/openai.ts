@@ -87,8 +87,8 @@ function admitRequest(
 }
 
 /**
- * Submits one engine request per prompt x n, all before anything is written, so a full queue or an
- * overlong prompt is answered with a status. On failure the ones already submitted are cancelled.
+ * Submits one engine request per prompt x n, all before anything is written, so a full queue, an
+ * overlong prompt or an adapter that cannot be reloaded is answered with a status. On failure the ones already submitted are cancelled.
  */
 async function submitChoices(
   ctx: EndpointContext,
@@ -119,7 +119,10 @@ async function submitChoices(
         );
         if (stopAtEos && p.extraStopTokens.length > 0)
           opts.params.stopTokens = [...new Set([...opts.params.stopTokens, ...p.extraStopTokens])];
-        choices.push({ index: pi * o.n + j, promptIndex: pi, gen: model.start(p.prompts[pi], opts) });
+        // Awaited: a LoRA adapter evicted under maxAdapters is reloaded first, and a failed reload is
+        // answered with a status like any other submit error (each later choice finds it resident).
+        const gen = await model.startSubmitted(p.prompts[pi], opts);
+        choices.push({ index: pi * o.n + j, promptIndex: pi, gen });
       }
     }
   } catch (err) {

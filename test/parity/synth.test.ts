@@ -45,11 +45,14 @@ import { Model, type SynthType } from "../../lib/index.js";
 import { synthModel } from "../helpers.js";
 import {
   compareDists,
+  FLOOR_ERR_FACTOR,
   firstDiff,
   fmtTop,
   loadOracle,
   maxAbsDiff,
+  minTop1Agree,
   pseudoRandomTokens,
+  QUANT_MAX_ERR,
   softmaxRow,
   softmaxRows,
   type DistComparison,
@@ -86,11 +89,7 @@ const SINGLE_TOKENS = [1, 7, 42, 300, 511];
 
 const TOL_FLOAT = 1e-3; // teacher-forced max |Δp|, f32/f16/bf16
 const TOL_SINGLE = 1e-3; // single-token max |Δp|, every type
-const MIN_AGREE = Math.ceil(0.99 * N_POS); // top-1 agreement, quantized types
-const QUANT_MAX_ERR = 0.1; // loose bound on teacher-forced max |Δp|, quantized types
-const FLOOR_ERR_FACTOR = 1.5; // non-strict: error may reach 1.5 × llama.cpp's own spread
-const FLOOR_MISS_SLACK = 4; // non-strict: top-1 misses may reach max(2 × llama.cpp's own, its own + 4)
-const MIN_AGREE_ABS = Math.ceil(0.9 * N_POS); // ... but never below 90%
+const MIN_AGREE = Math.ceil(0.99 * N_POS); // top-1 agreement, quantized types (strict)
 
 interface Row {
   arch: string;
@@ -171,11 +170,7 @@ describe.each(ARCHS)("synthetic parity vs llama.cpp: %s", (arch) => {
         if (e > tolSingle) problems.push(msg(tolSingle));
         else if (e > TOL_SINGLE) strictProblems.push(msg(TOL_SINGLE));
       }
-      const floorMiss = floor.n - floor.agree;
-      const minAgree = Math.max(
-        MIN_AGREE_ABS,
-        Math.min(MIN_AGREE, N_POS - Math.max(2 * floorMiss, floorMiss + FLOOR_MISS_SLACK)),
-      );
+      const minAgree = minTop1Agree(floor);
       /** Checks 2 and 4: teacher-forced distributions against llama.cpp's, with the bounds above. */
       // A q8_0 KV cache adds int8 rounding thresholds on both sides, so float weights are then held to
       // the floor-based bound too (as bf16 is), not the f16-cache 1e-3.

@@ -1,9 +1,14 @@
-/** `llmserve serve`: prints its URL, serves requests, and on SIGTERM drains in-flight streams and exits 0. */
-import { spawn } from "node:child_process";
+/**
+ * `llmserve serve`: prints its URL, serves requests, and on SIGTERM drains in-flight streams and
+ * exits 0; with `--adapter NAME=PATH` (repeated) and `--max-adapters`, serves each adapter as a model
+ * with the library's text.
+ */
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { repoRoot, synthModel } from "../helpers.js";
+import { Model, synthLora } from "../../lib/index.js";
+import { repoRoot, synthModel, tmpRoot } from "../helpers.js";
 
 const cli = join(repoRoot, "dist", "cli.js");
 
@@ -101,6 +106,82 @@ describe.runIf(existsSync(join(repoRoot, "dist", "server", "index.js")))("llmser
     }
   });
 
+  it("serve --adapter a=PATH --adapter b=PATH --max-adapters 1: both listed, each the library's text", async () => {
+    const shape = { dim: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 128, vocabSize: 512, context: 4096 };
+    const model = await synthModel("server-cli", shape);
+    const paths: Record<string, string> = {};
+    for (const [name, seed] of [
+      ["a", 5],
+      ["b", 6],
+    ] as const) {
+      paths[name] = join(tmpRoot, `server-cli-lora-${name}-${process.pid}.gguf`);
+      await synthLora(model, paths[name], { rank: 4, seed });
+    }
+    const lib = await Model.load(model, { threads: 1, contextSize: 256 });
+    const text: Record<string, string> = {};
+    try {
+      for (const name of ["a", "b"]) {
+        await lib.loadAdapter(name, paths[name], { scale: 1 });
+        const opts = { maxTokens: 12, temperature: 0, stopAtEos: false, adapter: name };
+        text[name] = (await lib.complete("Once upon a time", opts)).text;
+      }
+      text.base = (await lib.complete("Once upon a time", { maxTokens: 12, temperature: 0, stopAtEos: false })).text;
+    } finally {
+      await lib.dispose();
+    }
+    expect(new Set(Object.values(text)).size).toBe(3);
+    const child = spawn(process.execPath, [
+      cli,
+      "serve",
+      "-m",
+      model,
+      "--port",
+      "0",
+      "--threads",
+      "1",
+      "--ctx",
+      "256",
+      "--model-name",
+      "base",
+      "--adapter",
+      `a=${paths.a}`,
+      "--adapter",
+      `b=${paths.b}`,
+      "--max-adapters",
+      "1",
+    ]);
+    try {
+      const url = await printedUrl(child);
+      const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: { id: string; parent?: string }[] };
+      expect(models.data.map((m) => [m.id, m.parent])).toEqual([
+        ["base", undefined],
+        ["a", "base"],
+        ["b", "base"],
+      ]);
+      // a, b, a: with --max-adapters 1 each request reloads its adapter; the text is the library's.
+      for (const name of ["a", "b", "a", "base"]) {
+        const r = await fetch(`${url}/v1/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({
+            model: name,
+            prompt: "Once upon a time",
+            max_tokens: 12,
+            temperature: 0,
+            ignore_eos: true,
+          }),
+        });
+        expect(r.status).toBe(200);
+        expect(((await r.json()) as { choices: { text: string }[] }).choices[0].text).toBe(text[name]);
+      }
+      const metrics = await (await fetch(`${url}/metrics`)).text();
+      expect(metrics).toMatch(/^llmserve_adapters_resident 1$/m);
+      expect(metrics).toMatch(/^llmserve_adapter_evictions_total 4$/m); // a (loading b), then one per request
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+
   it("exits 1 with a clear message when the port is taken", async () => {
     const model = await synthModel("server-cli", {
       dim: 64,
@@ -131,3 +212,17 @@ describe.runIf(existsSync(join(repoRoot, "dist", "server", "index.js")))("llmser
     }
   });
 });
+
+/** Waits for `serve` to print its URL (30 s at most) and returns it. */
+async function printedUrl(child: ChildProcessWithoutNullStreams): Promise<string> {
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+  const t0 = Date.now();
+  while (!/http:\/\/127\.0\.0\.1:\d+/.test(stdout)) {
+    if (Date.now() - t0 > 30_000 || child.exitCode !== null) throw new Error(`no URL printed\n${stdout}\n${stderr}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return (/(http:\/\/127\.0\.0\.1:\d+)/.exec(stdout) as RegExpExecArray)[1];
+}

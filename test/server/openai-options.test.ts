@@ -54,9 +54,9 @@ async function post(url: string, body: object) {
   return { status: r.statusCode, json: () => r.json() as Record<string, unknown> & Err, text: r.body };
 }
 
-/** Runs a request and returns what model.start was called with, one entry per choice. */
+/** Runs a request and returns what model.startSubmitted was called with, one entry per choice. */
 async function starts(url: string, body: object): Promise<{ tokens: number[]; opts: ResolvedOptions }[]> {
-  const spy = vi.spyOn(model, "start");
+  const spy = vi.spyOn(model, "startSubmitted");
   const r = await post(url, body);
   expect(r.status, r.text.slice(0, 300)).toBe(200);
   const calls = spy.mock.calls.map(([tokens, opts]) => ({ tokens: tokens as number[], opts: opts as ResolvedOptions }));

@@ -2,6 +2,7 @@ import { describe, expect, it, beforeAll } from "vitest";
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { Model } from "../../lib/index.js";
 import { fixture, haveFixtures, repoRoot, tmpRoot } from "../helpers.js";
 import { writePeft } from "../peftFiles.js";
 
@@ -66,7 +67,7 @@ describe.runIf(existsSync(cli))("llmserve CLI", () => {
     expect(again.tokens).toEqual(out.tokens);
   });
 
-  it("synth-lora writes an adapter that generate --adapter uses; --adapter-scale 0 is the base model", () => {
+  it("synth-lora writes an adapter that generate --adapter uses; --adapter-scale 0 is the base model", async () => {
     const adapter = join(tmpRoot, `cli-lora-${process.pid}.gguf`);
     const w = run([
       "synth-lora",
@@ -107,6 +108,37 @@ describe.runIf(existsSync(cli))("llmserve CLI", () => {
     expect(withAdapter).not.toEqual(base);
     expect(gen(["--adapter", adapter, "--adapter-scale", "1"])).toEqual(withAdapter);
     expect(gen(["--adapter", adapter, "--adapter-scale", "0"])).toEqual(base);
+    // The library with the same adapter and scale gives the same tokens and text.
+    const lib = await Model.load(model, { threads: 1 });
+    try {
+      await lib.loadAdapter("x", adapter, { scale: 0.5 });
+      const r = run([
+        "generate",
+        "-m",
+        model,
+        "-t",
+        "1",
+        "--tokens",
+        "[1,300,301]",
+        "-n",
+        "12",
+        "--temp",
+        "0",
+        "--json",
+        "--adapter",
+        adapter,
+        "--adapter-scale",
+        "0.5",
+      ]);
+      expect(r.code, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout);
+      const mine = await lib.complete({ tokens: [1, 300, 301] }, { maxTokens: 12, temperature: 0, adapter: "x" });
+      expect(out.tokens).toEqual(mine.tokens);
+      expect(out.text).toBe(mine.text);
+      expect(out.tokens).not.toEqual(withAdapter);
+    } finally {
+      await lib.dispose();
+    }
     const bad = run(["synth-lora", "--model", model, "--targets", "q,nope", "-o", adapter]);
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toContain("targets[1]");

@@ -52,6 +52,9 @@ describe("toApiError", () => {
     ["ERR_QUEUE_FULL", 429, "rate_limit_error", "queue_full", null],
     ["ERR_KV_EXHAUSTED", 503, "server_overloaded", "engine_overloaded", null],
     ["ERR_OUT_OF_MEMORY", 503, "server_overloaded", "engine_overloaded", null],
+    ["ERR_ADAPTER_NOT_FOUND", 404, "not_found_error", "model_not_found", "model"],
+    ["ERR_ADAPTER_CHANGED", 500, "server_error", "adapter_unavailable", null],
+    ["ERR_FILE_NOT_FOUND", 500, "server_error", "adapter_unavailable", null],
   ] as const)("llmserve %s -> %i %s %s (message kept, cause set)", (code, status, type, apiCode, param) => {
     const err = new LlmserveError(code, `the message of ${code}`);
     const e = toApiError(err);
