@@ -377,7 +377,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     req->tokens = to_tokens(env, info[0]);
     if (!info[1].IsBoolean())
       throw_invalid(env, false, "Expected true or false for logitsAll but received " + js_describe(info[1]));
-    req->logits_all = info[1].As<Napi::Boolean>().Value();
+    // Every row, or the last token's (an empty token list is refused by submit_eval).
+    req->logits_from = info[1].As<Napi::Boolean>().Value() ? 0 : std::max<int64_t>(0, (int64_t)req->tokens.size() - 1);
     auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
     auto noop = Napi::Function::New(env, [](const Napi::CallbackInfo&) {});
     auto tsfn = Napi::ThreadSafeFunction::New(env, noop, "llmserve.evaluate", 0, 1);
