@@ -165,6 +165,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     if (engine_) engine_->shutdown();  // not disposed by the user: stop the thread before unmapping
   }
   void adopt(std::shared_ptr<Engine> e) { engine_ = std::move(e); }
+  // Null once disposed.
+  const std::shared_ptr<Engine>& engine() const { return engine_; }
 
  private:
   Engine* live(Napi::Env env) {
@@ -513,6 +515,14 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+std::shared_ptr<Engine> model_engine(Napi::Env env, Napi::Value v, const char* what) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ModelWrap::ctor->Value()))
+    throw_invalid(env, false, std::string("Expected a NativeModel for ") + what + " but received " + js_describe(v));
+  std::shared_ptr<Engine> e = ModelWrap::Unwrap(v.As<Napi::Object>())->engine();
+  if (!e) throw make_js_error(env, Code::Disposed, std::string("The ") + what + " has been disposed; load it again.");
+  return e;
+}
 
 void init_model(Napi::Env env, Napi::Object exports) {
   ModelWrap::Init(env);
