@@ -128,9 +128,9 @@ class EvaluationWrap : public Napi::ObjectWrap<EvaluationWrap> {
  public:
   static Napi::FunctionReference* ctor;
   static void Init(Napi::Env env) {
-    Napi::Function f = DefineClass(env, "NativeEvaluation",
-                                   {InstanceMethod("chunk", &EvaluationWrap::Chunk),
-                                    InstanceMethod("summary", &EvaluationWrap::Summary)});
+    Napi::Function f = DefineClass(
+        env, "NativeEvaluation",
+        {InstanceMethod("chunk", &EvaluationWrap::Chunk), InstanceMethod("summary", &EvaluationWrap::Summary)});
     ctor = new Napi::FunctionReference(Napi::Persistent(f));
   }
   explicit EvaluationWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EvaluationWrap>(info) {}

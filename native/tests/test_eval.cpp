@@ -42,8 +42,8 @@ const std::string& model_path(int seed, GgmlType type) {
   static std::string paths[4];
   std::string& p = paths[(seed & 1) * 2 + (type == GgmlType::F32 ? 0 : 1)];
   if (p.empty()) {
-    p = "/tmp/llmserve_test_eval_" + std::to_string(static_cast<long>(::getpid())) + "_" + std::to_string(seed) +
-        "_" + type_traits(type).name + ".gguf";
+    p = "/tmp/llmserve_test_eval_" + std::to_string(static_cast<long>(::getpid())) + "_" + std::to_string(seed) + "_" +
+        type_traits(type).name + ".gguf";
     SynthOptions o;
     o.dim = 64;
     o.layers = 2;

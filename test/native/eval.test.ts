@@ -230,9 +230,10 @@ describe("evaluatePerplexity: text, progress, abort, errors", () => {
       contextSize: 256,
     });
     try {
-      await expect(
-        evaluatePerplexity(m, tokens(), { ctx: CTX, reference: other }),
-      ).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT", message: expect.stringMatching(/same vocabulary/) });
+      await expect(evaluatePerplexity(m, tokens(), { ctx: CTX, reference: other })).rejects.toMatchObject({
+        code: "ERR_INVALID_ARGUMENT",
+        message: expect.stringMatching(/same vocabulary/),
+      });
     } finally {
       await other.dispose();
     }
@@ -258,7 +259,9 @@ describe("the event loop stays free", () => {
     try {
       const toks = pseudoRandomTokens(2 * 512, 32000, 3);
       const { value, stallMs, ms } = await maxStall(() => evaluatePerplexity(m, toks, { ctx: 512, reference: m }));
-      console.log(`[eval] vocab 32000, 2 chunks of 512 with a reference: ${ms.toFixed(0)} ms, max stall ${stallMs.toFixed(0)} ms`);
+      console.log(
+        `[eval] vocab 32000, 2 chunks of 512 with a reference: ${ms.toFixed(0)} ms, max stall ${stallMs.toFixed(0)} ms`,
+      );
       expect(value.reference?.kl.mean).toBe(0);
       expect(stallMs).toBeLessThan(200);
     } finally {

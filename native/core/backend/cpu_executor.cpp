@@ -179,9 +179,10 @@ Status CpuExecutor::evaluate(const int32_t* tokens, int64_t n, int64_t logits_fr
   }
   eval_kv_->truncate(0);
   // Passes of at most n_batch tokens, cut at logits_from: a pass before it only fills the cache
-  // (its one logits row is dropped), a pass from it on returns its rows (just the last one when
-  // logits_from is the last position, as a single pass with logits_all = false would).
+  // (its one logits row is dropped), a pass from it on returns its rows. The last token alone
+  // needs no cut: the final pass returns just its last row (logits_all = false).
   const int64_t step = n_batch > 0 ? n_batch : n;
+  const bool last_only = logits_from == n - 1;
   const size_t row = static_cast<size_t>(model_->config().n_vocab);
   Status s = Status::ok();
   try {
@@ -190,10 +191,9 @@ Status CpuExecutor::evaluate(const int32_t* tokens, int64_t n, int64_t logits_fr
     std::vector<float> part;
     for (int64_t pos = 0; pos < n && s.is_ok();) {
       int64_t end = std::min(n, pos + step);
-      if (pos < logits_from && end > logits_from) end = logits_from;
-      const bool out = end > logits_from;
-      const bool all = out && !(logits_from == n - 1);
-      s = llmserve::forward(*model_, *eval_kv_, tokens + pos, end - pos, all, &part, *pool_, &scratch_);
+      if (!last_only && pos < logits_from && end > logits_from) end = logits_from;
+      const bool out = last_only ? end == n : end > logits_from;
+      s = llmserve::forward(*model_, *eval_kv_, tokens + pos, end - pos, out && !last_only, &part, *pool_, &scratch_);
       if (s.is_ok() && out) logits->insert(logits->end(), part.begin(), part.end());
       pos = end;
     }

@@ -72,8 +72,9 @@ Quantiles quantiles(std::vector<float> v) {
 Status PerplexityAccumulator::add(const float* model, const float* ref, const int32_t* targets, int64_t n_rows,
                                   int64_t n_vocab) {
   if ((ref != nullptr) != with_ref_)
-    return make_error(Code::InvalidArgument, with_ref_ ? "perplexity: reference logits are missing"
-                                                       : "perplexity: reference logits given to an evaluation without one");
+    return make_error(Code::InvalidArgument, with_ref_
+                                                 ? "perplexity: reference logits are missing"
+                                                 : "perplexity: reference logits given to an evaluation without one");
   if (n_rows < 0 || n_vocab < 1 || (n_rows > 0 && (!model || !targets)))
     return make_error(Code::InvalidArgument, "perplexity: bad rows");
   for (int64_t r = 0; r < n_rows; ++r)
@@ -149,14 +150,13 @@ PerplexitySummary PerplexityAccumulator::running() const {
   const double denom = lp.error * s.nll_ref.error;
   s.correlation = denom > 0 ? cov / denom : 0.0;
   s.log_ratio = lp.mean - s.nll_ref.mean;
-  s.log_ratio_error =
-      std::sqrt(std::max(0.0, lp.error * lp.error + s.nll_ref.error * s.nll_ref.error - 2.0 * cov));
+  s.log_ratio_error = std::sqrt(std::max(0.0, lp.error * lp.error + s.nll_ref.error * s.nll_ref.error - 2.0 * cov));
   s.ppl_ratio = std::exp(s.log_ratio);
   s.ppl_ratio_error = s.ppl_ratio * s.log_ratio_error;
   const double ppl_unc = s.ppl * lp.error;
   s.ppl_diff = s.ppl - s.ref_ppl;
-  s.ppl_diff_error = std::sqrt(std::max(
-      0.0, ppl_unc * ppl_unc + s.ref_ppl_error * s.ref_ppl_error - 2.0 * s.ppl * s.ref_ppl * cov));
+  s.ppl_diff_error =
+      std::sqrt(std::max(0.0, ppl_unc * ppl_unc + s.ref_ppl_error * s.ref_ppl_error - 2.0 * s.ppl * s.ref_ppl * cov));
   s.kl = mean_and_uncertainty(sum_kl_, sum_kl2_, count_);
   s.p_diff = mean_and_uncertainty(sum_pd_, sum_pd2_, count_);
   const MeanError mse = mean_and_uncertainty(sum_pd2_, sum_pd4_, count_);

@@ -60,23 +60,23 @@ struct Quantiles {
 Quantiles quantiles(std::vector<float> values);  // sorts its own copy; all 0 for an empty sample
 
 struct PerplexitySummary {
-  int64_t count = 0;        // tokens scored
-  MeanError nll;            // mean negative log-likelihood (nats) ± standard error
-  double ppl = 0;           // exp(nll.mean)
-  double ppl_error = 0;     // ppl * nll.error (llama-perplexity's "+/-")
+  int64_t count = 0;     // tokens scored
+  MeanError nll;         // mean negative log-likelihood (nats) ± standard error
+  double ppl = 0;        // exp(nll.mean)
+  double ppl_error = 0;  // ppl * nll.error (llama-perplexity's "+/-")
   bool has_reference = false;
   // With a reference (all zero without):
   MeanError nll_ref;
   double ref_ppl = 0, ref_ppl_error = 0;
-  double correlation = 0;                            // of the per-token NLLs (0 when undefined)
-  double log_ratio = 0, log_ratio_error = 0;         // ln(PPL / PPL_ref)
-  double ppl_ratio = 0, ppl_ratio_error = 0;         // PPL / PPL_ref
-  double ppl_diff = 0, ppl_diff_error = 0;           // PPL - PPL_ref
-  MeanError kl;                                      // nats
-  MeanError p_diff;                                  // Δp, probability units
-  double p_diff_rms = 0, p_diff_rms_error = 0;       //
-  double same_top = 0, same_top_error = 0;           // fraction of tokens whose argmax agrees
-  bool has_quantiles = false;                        // kl_q and p_diff_q are filled (summary())
+  double correlation = 0;                       // of the per-token NLLs (0 when undefined)
+  double log_ratio = 0, log_ratio_error = 0;    // ln(PPL / PPL_ref)
+  double ppl_ratio = 0, ppl_ratio_error = 0;    // PPL / PPL_ref
+  double ppl_diff = 0, ppl_diff_error = 0;      // PPL - PPL_ref
+  MeanError kl;                                 // nats
+  MeanError p_diff;                             // Δp, probability units
+  double p_diff_rms = 0, p_diff_rms_error = 0;  //
+  double same_top = 0, same_top_error = 0;      // fraction of tokens whose argmax agrees
+  bool has_quantiles = false;                   // kl_q and p_diff_q are filled (summary())
   Quantiles kl_q, p_diff_q;
 };
 

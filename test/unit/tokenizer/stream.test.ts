@@ -11,7 +11,12 @@ import { readGguf } from "../../../lib/gguf.js";
 import type { GgufMetaValue } from "../../../lib/native.js";
 import { Tokenizer } from "../../../lib/tokenizer/index.js";
 import { buildSplitter, findPreTokenizer, SUPPORTED_PRE_TOKENIZERS } from "../../../lib/tokenizer/pretokenize.js";
-import { encodeStream, lastCut, preTokenizerCutsAtLineBreaks, streamCutsAreSafe } from "../../../lib/tokenizer/stream.js";
+import {
+  encodeStream,
+  lastCut,
+  preTokenizerCutsAtLineBreaks,
+  streamCutsAreSafe,
+} from "../../../lib/tokenizer/stream.js";
 import { fixture, haveFixtures } from "../../helpers.js";
 
 const TRICKY = [
@@ -26,7 +31,7 @@ const TRICKY = [
   "I'm\n'tis it's",
   "tab\t\n  \n \nspaces   \n",
   "𝒜𝒷\n𝒸", // letters outside the BMP (surrogate pairs) before the break
-  " (\n =\" 🦙.cpp\nok",
+  ' (\n =" 🦙.cpp\nok',
 ];
 
 /** The fixture vocabularies' test strings, joined by line breaks, plus the tricky ones. */
