@@ -13,6 +13,7 @@ const MODULES = [
   "lib/responseCache.ts",
   "lib/model.ts",
   "lib/errors.ts",
+  "lib/eval.ts",
   "lib/chat/templates.ts",
   "lib/chat/index.ts",
   "lib/chat/renderPool.ts",
@@ -46,6 +47,8 @@ const TESTS = {
   "lib/session.ts": ["test/native/session.test.ts"],
   "lib/model.ts": ["test/native/model.test.ts", "test/native/batching.test.ts"],
   "lib/errors.ts": ["test/unit/errors.test.ts"],
+  "lib/eval.ts": ["test/native/eval.test.ts", "test/parity/perplexity.test.ts"],
+  "lib/tokenizer/stream.ts": ["test/unit/tokenizer/stream.test.ts"],
   "lib/chat/": ["test/unit/chat/index.test.ts", "test/unit/chat/templates.test.ts", "test/unit/chat/limits.test.ts"],
   "lib/tokenizer/": [
     "test/unit/tokenizer/tokenizer.test.ts",
