@@ -15,6 +15,7 @@ const MODULES = [
   "lib/loadOptions.ts",
   "lib/adapters.ts",
   "lib/errors.ts",
+  "lib/eval.ts",
   "lib/chat/templates.ts",
   "lib/chat/index.ts",
   "lib/chat/renderPool.ts",
@@ -55,6 +56,8 @@ const TESTS = {
   "lib/loadOptions.ts": ["test/native/truth.test.ts", "test/native/model.test.ts"],
   "lib/adapters.ts": ["test/unit/adapters.test.ts", "test/native/lora-lru.test.ts", "test/native/lora.test.ts"],
   "lib/errors.ts": ["test/unit/errors.test.ts"],
+  "lib/eval.ts": ["test/native/eval.test.ts", "test/parity/perplexity.test.ts"],
+  "lib/tokenizer/stream.ts": ["test/unit/tokenizer/stream.test.ts"],
   "lib/chat/": ["test/unit/chat/index.test.ts", "test/unit/chat/templates.test.ts", "test/unit/chat/limits.test.ts"],
   "lib/tokenizer/": [
     "test/unit/tokenizer/tokenizer.test.ts",

@@ -1,7 +1,6 @@
 #!/usr/bin/env node
-/** The llmserve command line: generate, tokenize, synth, synth-lora, info, demo, serve. */
+/** The llmserve command line: generate, tokenize, synth, synth-lora, info, demo, serve, eval. */
 import { Command, Option } from "commander";
-import cliProgress from "cli-progress";
 import { existsSync, mkdirSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -20,41 +19,9 @@ import {
   SYNTH_LORA_DEFAULTS as SL,
 } from "./defaults.js";
 import type { Chunk } from "./generate.js";
+import { float, int, progressBar } from "./cli/common.js";
+import { registerEval } from "./cli/eval.js";
 import { readFileSync } from "node:fs";
-
-function int(name: string) {
-  return (v: string) => {
-    const n = Number(v);
-    if (!Number.isInteger(n))
-      throw new LlmserveError(
-        "ERR_INVALID_ARGUMENT",
-        `Expected an integer for ${name} but received ${JSON.stringify(v)}`,
-      );
-    return n;
-  };
-}
-function float(name: string) {
-  return (v: string) => {
-    const n = Number(v);
-    if (!Number.isFinite(n))
-      throw new LlmserveError(
-        "ERR_INVALID_ARGUMENT",
-        `Expected a number for ${name} but received ${JSON.stringify(v)}`,
-      );
-    return n;
-  };
-}
-
-/** A progress bar on stderr when it is a terminal; silent otherwise (keeps --json output clean). */
-function progressBar(label: string): { update: (f: number) => void; stop: () => void } {
-  if (!process.stderr.isTTY) return { update: () => {}, stop: () => {} };
-  const bar = new cliProgress.SingleBar(
-    { format: `${label} [{bar}] {percentage}%`, stream: process.stderr, hideCursor: true, clearOnComplete: true },
-    cliProgress.Presets.shades_classic,
-  );
-  bar.start(100, 0);
-  return { update: (f) => bar.update(Math.round(f * 100)), stop: () => bar.stop() };
-}
 
 async function loadWithProgress(path: string, threads?: number, contextSize?: number): Promise<Model> {
   const bar = progressBar("loading");
@@ -534,6 +501,8 @@ program
   .action(runServe);
 
 program.command("demo").description("stream a short generation from a small built-in model").action(runDemo);
+
+registerEval(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as { code?: string; message?: string };

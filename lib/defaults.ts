@@ -86,6 +86,16 @@ export const SYNTH_LORA_DEFAULTS = {
   stdB: 0.5,
 } as const;
 
+/**
+ * Defaults of `EvaluatePerplexityOptions` (evaluatePerplexity() and `llmserve eval`); TypeScript
+ * only. Both are llama-perplexity's (`-c 512`, `-b 2048`); `batch` above `ctx` runs a whole chunk
+ * per forward pass. Absent `chunks` = every whole chunk of the text.
+ */
+export const EVAL_DEFAULTS = {
+  ctx: 512,
+  batch: 2048,
+} as const;
+
 /** Defaults of `ReadGgufOptions` (readGguf()). */
 export const GGUF_DEFAULTS = {
   /** No array is summarized. */

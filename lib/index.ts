@@ -12,6 +12,15 @@ export {
   type LoadAdapterOptions,
 } from "./model.js";
 export { Session, type SessionOptions } from "./session.js";
+export {
+  evaluatePerplexity,
+  type EvalInput,
+  type EvaluatePerplexityOptions,
+  type EvalProgress,
+  type PerplexityResult,
+  type ReferenceComparison,
+  type SeriesStats,
+} from "./eval.js";
 export type { Chunk, GenerateOptions, FinishReason, Prompt, Timings, TokenLogprob } from "./generate.js";
 export {
   Tokenizer,
@@ -21,6 +30,7 @@ export {
   type StreamOptions,
   type TokenDecoder,
 } from "./tokenizer/index.js";
+export { encodeStream, type EncodeStreamOptions } from "./tokenizer/stream.js";
 export {
   readGguf,
   type ReadGgufOptions,

@@ -87,6 +87,16 @@ export const GGUF_LIMITS = {
   maxMetadataBytes: int(1, Number.MAX_SAFE_INTEGER),
 } as const satisfies Record<string, Limit>;
 
+/**
+ * evaluatePerplexity()'s options: `ctx` (tokens per chunk; at least 3, so each chunk scores at
+ * least one token), `batch` (tokens per forward pass) and `chunks`.
+ */
+export const EVAL_LIMITS = {
+  ctx: int(3, 1 << 24),
+  batch: int(1, 1 << 24),
+  chunks: int(1, INT32_MAX),
+} as const satisfies Record<string, Limit>;
+
 /** The ranges of {@link LIMITS}, by the group name the native addon exports them under (`addon.limits`). */
 export interface Limits {
   /** generate() options, by name (plus the native request's internal `session`, `adapter`, `stopTokens` and `id`). */
@@ -99,6 +109,8 @@ export interface Limits {
   readonly lora: Readonly<Record<string, Limit>>;
   /** readGguf() options, by name. */
   readonly gguf: Readonly<Record<string, Limit>>;
+  /** evaluatePerplexity() options, by name. */
+  readonly eval: Readonly<Record<string, Limit>>;
 }
 
 /**
@@ -111,6 +123,7 @@ export const LIMITS: Limits = {
   synth: SYNTH_LIMITS,
   lora: LORA_LIMITS,
   gguf: GGUF_LIMITS,
+  eval: EVAL_LIMITS,
 };
 
 /** "an integer in [0, 20]", "a number in (0, 1]": the words both layers' messages use. */

@@ -140,6 +140,11 @@ export class Model {
     }
   }
 
+  /** @internal The native model (ERR_DISPOSED once disposed), for evaluatePerplexity. */
+  get nativeModel(): NativeModel {
+    return this.live();
+  }
+
   private live(): NativeModel {
     if (!this.native)
       throw new LlmserveError("ERR_DISPOSED", "This model has been disposed; load it again with Model.load().");

@@ -298,6 +298,66 @@ export interface NativeSynthOptions {
   tiedOutput: boolean;
 }
 
+/** Order statistics of a per-token series (llama-perplexity's percentiles, linearly interpolated). */
+export interface NativeQuantiles {
+  min: number;
+  p0_1: number;
+  p1: number;
+  p5: number;
+  p10: number;
+  p25: number;
+  median: number;
+  p75: number;
+  p90: number;
+  p95: number;
+  p99: number;
+  p99_9: number;
+  max: number;
+}
+
+/**
+ * Statistics of the tokens scored so far (native/core/eval/perplexity.h PerplexitySummary). The
+ * reference fields are present with a reference; the quantiles only from summary().
+ */
+export interface NativeEvalStats {
+  count: number;
+  nllMean: number;
+  nllError: number;
+  ppl: number;
+  pplError: number;
+  refNllMean?: number;
+  refNllError?: number;
+  refPpl?: number;
+  refPplError?: number;
+  correlation?: number;
+  logRatio?: number;
+  logRatioError?: number;
+  pplRatio?: number;
+  pplRatioError?: number;
+  pplDiff?: number;
+  pplDiffError?: number;
+  klMean?: number;
+  klError?: number;
+  pDiffMean?: number;
+  pDiffError?: number;
+  pDiffRms?: number;
+  pDiffRmsError?: number;
+  sameTop?: number;
+  sameTopError?: number;
+  klQuantiles?: NativeQuantiles;
+  pDiffQuantiles?: NativeQuantiles;
+  /** summary(true) only: per scored token, in order (kl, pDiff, sameTop with a reference). */
+  perToken?: { nll: Float32Array; kl?: Float32Array; pDiff?: Float32Array; sameTop?: Uint8Array };
+}
+
+/** A perplexity run (native/napi/eval_wrap.cc): one chunk at a time, then the summary. */
+export interface NativeEvaluation {
+  /** Evaluates one chunk (its ctx tokens, BOS in place) on the model (and reference); the running statistics. */
+  chunk(tokens: Int32Array): Promise<NativeEvalStats>;
+  /** Every statistic, quantiles included (and the per-token values when asked), computed off the JS thread. */
+  summary(perToken: boolean): Promise<NativeEvalStats>;
+}
+
 export interface NativeAddon {
   /** The ranges the addon enforces on numbers from JS (native/napi/limits.h), by group; equal to lib/limits.ts LIMITS. */
   limits: Record<string, Record<string, { min: number; max: number; integer: boolean; minExclusive: boolean }>>;
@@ -325,4 +385,6 @@ export interface NativeAddon {
     onProgress?: (fraction: number) => void,
   ): Promise<{ notes: string[] }>;
   synthLora(basePath: string, opts: NativeSynthLoraOptions, outPath: string): Promise<void>;
+  /** A perplexity run of `model` (KL divergence against `reference` when not null), `batch` tokens per forward pass. */
+  createEvaluation(model: NativeModel, reference: NativeModel | null, batch: number): NativeEvaluation;
 }

@@ -202,6 +202,27 @@ export const MUTATIONS = [
     replace: "      const float df = 2.0f * half_to_float(tmp[i].d);",
     why: "GEMM activation preparation shared by every ISA: wrong Q8_0 scale (a GEMM consistently wrong at every batch size)",
   },
+  {
+    id: "eval-scores-whole-chunk",
+    file: "native/core/eval/perplexity.h",
+    find: "inline int64_t first_scored_row(int64_t n_ctx) { return n_ctx / 2; }",
+    replace: "inline int64_t first_scored_row(int64_t n_ctx) { return 0 * n_ctx; }",
+    why: "perplexity: scores every row of a chunk instead of its second half (llama-perplexity's first = n_ctx/2)",
+  },
+  {
+    id: "eval-kl-reversed",
+    file: "native/core/eval/perplexity.cpp",
+    find: "    kl += std::exp(lp_ref) * (lp_ref - lp);",
+    replace: "    kl += std::exp(lp) * (lp - lp_ref);",
+    why: "KL divergence: KL(model || reference) instead of KL(reference || model)",
+  },
+  {
+    id: "eval-passes-drop-logits-from",
+    file: "native/core/backend/cpu_executor.cpp",
+    find: "      if (!last_only && pos < logits_from && end > logits_from) end = logits_from;",
+    replace: "      if (!last_only && pos < logits_from && end > logits_from + 1) end = logits_from + 1;",
+    why: "evaluate(): a pass straddling logits_from is cut one token late (a row before logits_from is returned)",
+  },
 ];
 
 const args = process.argv.slice(2);

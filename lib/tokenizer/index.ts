@@ -32,6 +32,12 @@ export interface EncodeOptions {
    * tokens; default false, so user text cannot inject them. User-defined tokens are always recognised.
    */
   parseSpecial?: boolean;
+  /**
+   * The text continues an earlier one (tokenizing a stream in pieces): SentencePiece's space
+   * prefix, which llama.cpp adds only at the start of a text, is not added; default false.
+   * BOS/EOS still follow `addSpecial`.
+   */
+  continuation?: boolean;
 }
 
 /**
@@ -171,7 +177,9 @@ export class Tokenizer {
     }
     const pieces = v.partition(toWellFormed(text), parseSpecial);
     if (this.kind === "spm") {
-      let prevSpecial = true; // the first fragment gets the space prefix, like one after a special token
+      // The first fragment gets the space prefix (like one after a special token), unless the text
+      // continues another.
+      let prevSpecial = opts.continuation !== true;
       for (const p of pieces) {
         if (typeof p === "number") {
           out.push(p);

@@ -43,7 +43,8 @@ export class TokenizerThread {
     return new Promise<number[]>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       worker.ref();
-      worker.postMessage({ id, text, opts: { addSpecial: opts.addSpecial, parseSpecial: opts.parseSpecial } });
+      const { addSpecial, parseSpecial, continuation } = opts;
+      worker.postMessage({ id, text, opts: { addSpecial, parseSpecial, continuation } });
     });
   }
 

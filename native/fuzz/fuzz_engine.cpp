@@ -8,6 +8,7 @@
 // One input in 64 also runs Engine::load's option validation with fuzzed options.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -146,8 +147,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         auto r = std::make_shared<EvalRequest>();
         const int n = length(in);
         for (int i = 0; i < n; ++i) r->tokens.push_back(token(in, n_vocab));
-        r->logits_all = in.ConsumeBool();
-        const size_t want = static_cast<size_t>(n_vocab) * (r->logits_all ? r->tokens.size() : 1);
+        // Any first logits row (out-of-range ones must be refused) and pass size.
+        r->logits_from = in.ConsumeIntegralInRange<int64_t>(-1, n);
+        r->n_batch = in.ConsumeIntegralInRange<int64_t>(-1, n + 1);
+        const size_t want =
+            static_cast<size_t>(n_vocab) * static_cast<size_t>(std::max<int64_t>(0, n - r->logits_from));
         r->on_done = [&w, want](Status s, std::vector<float>&& logits) {
           if (s && logits.size() != want) std::abort();
           w.done();

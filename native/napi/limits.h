@@ -70,6 +70,11 @@ inline constexpr Limit kMaxArrayLength{"maxArrayLength", 0, kSafeMax, true, fals
 inline constexpr Limit kMaxStringBytes{"maxStringBytes", 1, kSafeMax, true, false};
 inline constexpr Limit kMaxMetadataBytes{"maxMetadataBytes", 1, kSafeMax, true, false};
 
+// createEvaluation(model, reference, batch) and its chunk(tokens): a chunk's length is ctx.
+inline constexpr Limit kEvalCtx{"ctx", 3, 1 << 24, true, false};
+inline constexpr Limit kEvalBatch{"batch", 1, 1 << 24, true, false};
+inline constexpr Limit kEvalChunks{"chunks", 1, 2147483647, true, false};
+
 // Exported to JS as addon.limits[group][name].
 struct Group {
   const char* name;
@@ -86,12 +91,14 @@ inline constexpr const Limit* kSynth[] = {&kSynthDim, &kSynthLayers,  &kSynthHea
                                           &kSynthFfn, &kSynthContext, &kSynthVocabSize, &kSynthSeed};
 inline constexpr const Limit* kLora[] = {&kAdapterScale, &kLoraRank, &kLoraSeed, &kLoraAlpha, &kLoraStdB};
 inline constexpr const Limit* kGguf[] = {&kMaxArrayLength, &kMaxStringBytes, &kMaxMetadataBytes};
+inline constexpr const Limit* kEval[] = {&kEvalCtx, &kEvalBatch, &kEvalChunks};
 inline constexpr Group kGroups[] = {
     {"generate", kGenerate, sizeof(kGenerate) / sizeof(kGenerate[0])},
     {"load", kLoad, sizeof(kLoad) / sizeof(kLoad[0])},
     {"synth", kSynth, sizeof(kSynth) / sizeof(kSynth[0])},
     {"lora", kLora, sizeof(kLora) / sizeof(kLora[0])},
     {"gguf", kGguf, sizeof(kGguf) / sizeof(kGguf[0])},
+    {"eval", kEval, sizeof(kEval) / sizeof(kEval[0])},
 };
 
 }  // namespace limits

@@ -165,6 +165,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     if (engine_) engine_->shutdown();  // not disposed by the user: stop the thread before unmapping
   }
   void adopt(std::shared_ptr<Engine> e) { engine_ = std::move(e); }
+  // Null once disposed.
+  const std::shared_ptr<Engine>& engine() const { return engine_; }
 
  private:
   Engine* live(Napi::Env env) {
@@ -377,7 +379,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     req->tokens = to_tokens(env, info[0]);
     if (!info[1].IsBoolean())
       throw_invalid(env, false, "Expected true or false for logitsAll but received " + js_describe(info[1]));
-    req->logits_all = info[1].As<Napi::Boolean>().Value();
+    // Every row, or the last token's (an empty token list is refused by submit_eval).
+    req->logits_from = info[1].As<Napi::Boolean>().Value() ? 0 : std::max<int64_t>(0, (int64_t)req->tokens.size() - 1);
     auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
     auto noop = Napi::Function::New(env, [](const Napi::CallbackInfo&) {});
     auto tsfn = Napi::ThreadSafeFunction::New(env, noop, "llmserve.evaluate", 0, 1);
@@ -512,6 +515,14 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+std::shared_ptr<Engine> model_engine(Napi::Env env, Napi::Value v, const char* what) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ModelWrap::ctor->Value()))
+    throw_invalid(env, false, std::string("Expected a NativeModel for ") + what + " but received " + js_describe(v));
+  std::shared_ptr<Engine> e = ModelWrap::Unwrap(v.As<Napi::Object>())->engine();
+  if (!e) throw make_js_error(env, Code::Disposed, std::string("The ") + what + " has been disposed; load it again.");
+  return e;
+}
 
 void init_model(Napi::Env env, Napi::Object exports) {
   ModelWrap::Init(env);

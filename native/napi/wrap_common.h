@@ -14,15 +14,25 @@
 #include <cstring>
 #include <initializer_list>
 #include <limits>
+#include <memory>
 #include <string>
 
 #include "limits.h"
 #include "status.h"
 
+namespace llmserve {
+class Engine;
+}
+
 namespace llmserve::napi {
 void init_gguf(Napi::Env env, Napi::Object exports);
 void init_model(Napi::Env env, Napi::Object exports);
 void init_synth(Napi::Env env, Napi::Object exports);
+void init_eval(Napi::Env env, Napi::Object exports);
+
+// The engine of a NativeModel object (model_wrap.cc): a TypeError (ERR_INVALID_ARGUMENT) naming
+// `what` when v is not one, ERR_DISPOSED when it has been disposed.
+std::shared_ptr<Engine> model_engine(Napi::Env env, Napi::Value v, const char* what);
 
 // A double as JavaScript's Number.prototype.toString writes it (shortest round-trip digits;
 // exponent form below 1e-6 and from 1e21), so native and TypeScript messages read the same.

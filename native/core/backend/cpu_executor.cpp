@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <new>
 #include <unordered_map>
 
 #include "../gguf/gguf.h"
@@ -165,7 +166,10 @@ size_t CpuExecutor::adapter_bytes() const {
 
 void CpuExecutor::copy_block(int32_t src, int32_t dst, int64_t n_slots) { kv_->copy_block(src, dst, n_slots); }
 
-Status CpuExecutor::evaluate(const int32_t* tokens, int64_t n, bool logits_all, std::vector<float>* logits) {
+Status CpuExecutor::evaluate(const int32_t* tokens, int64_t n, int64_t logits_from, int64_t n_batch,
+                             std::vector<float>* logits) {
+  if (n < 1 || logits_from < 0 || logits_from >= n || n_batch < 0)
+    return make_error(Code::InvalidArgument, "evaluate: bad token count, logits_from or n_batch");
   // A fresh single sequence in a private cache: evaluation never touches the serving pool.
   if (!eval_kv_) {
     KvCacheOptions o;
@@ -174,7 +178,26 @@ Status CpuExecutor::evaluate(const int32_t* tokens, int64_t n, bool logits_all, 
     LLMS_RETURN_IF_ERROR(KvCache::create(kv_shape(model_->config()), o, &eval_kv_));
   }
   eval_kv_->truncate(0);
-  Status s = llmserve::forward(*model_, *eval_kv_, tokens, n, logits_all, logits, *pool_, &scratch_);
+  // Passes of at most n_batch tokens, cut at logits_from: a pass before it only fills the cache
+  // (its one logits row is dropped), a pass from it on returns its rows. The last token alone
+  // needs no cut: the final pass returns just its last row (logits_all = false).
+  const int64_t step = n_batch > 0 ? n_batch : n;
+  const bool last_only = logits_from == n - 1;
+  const size_t row = static_cast<size_t>(model_->config().n_vocab);
+  Status s = Status::ok();
+  try {
+    logits->clear();
+    logits->reserve(static_cast<size_t>(n - logits_from) * row);
+    std::vector<float> part;
+    for (int64_t pos = 0; pos < n && s.is_ok();) {
+      int64_t end = std::min(n, pos + step);
+      if (!last_only && pos < logits_from && end > logits_from) end = logits_from;
+      const bool out = last_only ? end == n : end > logits_from;
+      s = llmserve::forward(*model_, *eval_kv_, tokens + pos, end - pos, out && !last_only, &part, *pool_, &scratch_);
+      if (s.is_ok() && out) logits->insert(logits->end(), part.begin(), part.end());
+      pos = end;
+    }
+  } catch (const std::bad_alloc&) { s = make_error(Code::OutOfMemory, "evaluate: could not allocate logits"); }
   eval_kv_->truncate(0);
   return s;
 }

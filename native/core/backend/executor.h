@@ -71,8 +71,12 @@ class Executor {
   // partial block).
   virtual void copy_block(int32_t src, int32_t dst, int64_t n_slots) = 0;
   // Scores tokens [n] from position 0 in a private cache that never touches the serving pool
-  // (Model.evaluate): logits of the last token, or of every token when logits_all.
-  virtual Status evaluate(const int32_t* tokens, int64_t n, bool logits_all, std::vector<float>* logits) = 0;
+  // (Model.evaluate, perplexity): logits [n - logits_from, n_vocab] of positions [logits_from, n)
+  // (n - 1: the last token's only; 0: every token's). n_batch > 0 runs at most that many tokens per
+  // forward pass (less scratch memory; the logits are the same bits, the passes being batch
+  // invariant); 0 runs them all at once. Rows before logits_from get no output head.
+  virtual Status evaluate(const int32_t* tokens, int64_t n, int64_t logits_from, int64_t n_batch,
+                          std::vector<float>* logits) = 0;
 
   // LoRA adapters (docs/design.md, "The executor seam"): load_adapter reads the adapter at path for
   // this model under id (>= 1; the id BatchSeq::adapter and GenerateRequest::adapter carry) with

@@ -134,6 +134,9 @@ Status Engine::submit_eval(std::shared_ptr<EvalRequest> req) {
     return make_error(Code::ContextOverflow, "evaluate got " + std::to_string(req->tokens.size()) +
                                                  " tokens but the context holds " + std::to_string(opts_.n_ctx) +
                                                  "; load the model with a larger contextSize.");
+  if (req->logits_from < 0 || req->logits_from >= (int64_t)req->tokens.size() || req->n_batch < 0)
+    return make_error(Code::InvalidArgument, "evaluate: logits_from must lie in [0, " +
+                                                 std::to_string(req->tokens.size()) + ") and n_batch be >= 0");
   for (int32_t t : req->tokens)
     if (t < 0 || t >= cfg.n_vocab)
       return make_error(Code::InvalidArgument, "Token id " + std::to_string(t) + " is outside the vocabulary [0, " +
@@ -253,7 +256,7 @@ void Engine::shutdown() {
 
 void Engine::run_eval(EvalRequest& req) {
   std::vector<float> logits;
-  Status s = executor_->evaluate(req.tokens.data(), (int64_t)req.tokens.size(), req.logits_all, &logits);
+  Status s = executor_->evaluate(req.tokens.data(), (int64_t)req.tokens.size(), req.logits_from, req.n_batch, &logits);
   req.on_done(s, std::move(logits));
 }
 

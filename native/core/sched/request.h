@@ -44,7 +44,8 @@ struct GenerateRequest {
 
 struct EvalRequest {
   std::vector<int32_t> tokens;
-  bool logits_all = false;
+  int64_t logits_from = 0;  // first position whose logits are returned (tokens.size() - 1: the last only)
+  int64_t n_batch = 0;      // most tokens per forward pass (0: all at once)
   std::function<void(Status, std::vector<float>&&)> on_done;  // called on the engine thread
 };
 
