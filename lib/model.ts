@@ -1,6 +1,7 @@
 /** Model: load a GGUF file and stream generations from it. */
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
+import { basename } from "node:path";
 import { loadAddon } from "./binding.js";
 import { LlmserveError, fromNative, wrapNative } from "./errors.js";
 import {
@@ -13,6 +14,9 @@ import {
   type ResolvedOptions,
 } from "./generate.js";
 import type { NativeAdapterInfo, NativeModel, NativeModelInfo, NativeModelOptions, NativeStats } from "./native.js";
+import { readGguf } from "./gguf.js";
+import { isRemoteSpec, resolveModel, type ResolveOptions } from "./hub/index.js";
+import { ProgressTracker, type ProgressEvent } from "./progress.js";
 import { ResponseCache } from "./responseCache.js";
 import { Session, type SessionOptions } from "./session.js";
 import { OFFTHREAD_MIN_CHARS, Tokenizer } from "./tokenizer/index.js";
@@ -66,8 +70,17 @@ export interface LoadOptions {
    * in the file's memory mapping: faster load, and the pages are shared by every process mapping the file.
    */
   repack?: boolean;
-  /** Called with a fraction in [0, 1] while weights are mapped and paged in. */
-  onProgress?: (fraction: number) => void;
+  /**
+   * Called while work progresses: with the fraction done in [0, 1] and the full
+   * {@link ProgressEvent} (phase "download" with bytes, rate and ETA while an `hf:` or URL model
+   * is downloaded, then "load" while weights are mapped and paged in).
+   */
+  onProgress?: (fraction: number, event: ProgressEvent) => void;
+  /**
+   * How `hf:` and `https://` models are fetched into the model cache: cache folder, offline mode,
+   * token, endpoint, timeouts (see {@link ResolveOptions}; progress goes to `onProgress`).
+   */
+  download?: Omit<ResolveOptions, "onProgress">;
 }
 
 /** Engine counters and KV state; see {@link Model.stats}. */
@@ -126,7 +139,8 @@ export function defaultThreads(): number {
 export function resolveLoadOptions(options: unknown): {
   nativeOptions: NativeModelOptions;
   responseCacheBytes: number;
-  onProgress?: (fraction: number) => void;
+  onProgress?: (fraction: number, event: ProgressEvent) => void;
+  download?: ResolveOptions;
 } {
   const o = checkObject("load options", options) as LoadOptions & Record<string, unknown>;
   checkKeys("load options", o, [
@@ -144,6 +158,7 @@ export function resolveLoadOptions(options: unknown): {
     "repack",
     "prefillChunk",
     "onProgress",
+    "download",
   ]);
   const D = LOAD_DEFAULTS;
   const int = (name: keyof typeof L & keyof typeof D): number =>
@@ -173,7 +188,8 @@ export function resolveLoadOptions(options: unknown): {
   if (o.onProgress !== undefined && typeof o.onProgress !== "function") {
     throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a function for onProgress");
   }
-  return { nativeOptions, responseCacheBytes, onProgress: o.onProgress };
+  const download = o.download === undefined ? undefined : (checkObject("download", o.download) as ResolveOptions);
+  return { nativeOptions, responseCacheBytes, onProgress: o.onProgress, download };
 }
 
 /** Physical cores on Linux (hyperthreads share a core's SIMD units); logical CPUs elsewhere. */
@@ -220,17 +236,27 @@ export class Model {
   }
 
   /**
-   * Loads a GGUF model. Weights stay memory-mapped; loading runs off the JS thread. Throws
-   * LlmserveError on invalid options or an unreadable, corrupt or unsupported file.
+   * Loads a GGUF model: a file path, or a model to fetch into the model cache first
+   * (`hf:OWNER/REPO/FILE.gguf`, `hf:OWNER/REPO:Q4_K_M`, an `https://` URL; see
+   * {@link resolveModel}). Weights stay memory-mapped; loading runs off the JS thread. Throws
+   * LlmserveError on invalid options, a failed download, or an unreadable, corrupt or unsupported file.
    * @example
    * const model = await Model.load("model.gguf", { threads: 2, contextSize: 4096 });
+   * const chat = await Model.load("hf:TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF:Q4_K_M");
    */
-  static async load(path: string, options: LoadOptions = {}): Promise<Model> {
-    checkPath("path", path);
-    const { nativeOptions, responseCacheBytes, onProgress } = resolveLoadOptions(options);
+  static async load(spec: string, options: LoadOptions = {}): Promise<Model> {
+    checkPath("path", spec);
+    const { nativeOptions, responseCacheBytes, onProgress, download } = resolveLoadOptions(options);
+    const toFraction = (e: ProgressEvent) => onProgress?.(e.total > 0 ? Math.min(1, e.done / e.total) : 0, e);
+    const path = isRemoteSpec(spec)
+      ? await resolveModel(spec, { ...download, onProgress: onProgress && toFraction })
+      : spec;
+    await checkNotSplit(path);
     const addon = loadAddon();
-    const native = await wrapNative(addon.loadModel(path, nativeOptions, onProgress));
+    const tracker = onProgress && new ProgressTracker("load", basename(path), 1, "fraction", toFraction);
+    const native = await wrapNative(addon.loadModel(path, nativeOptions, tracker && ((f) => tracker.update(f))));
     try {
+      tracker?.finish();
       const tokenizer = await Tokenizer.fromGguf(path);
       const info = native.info();
       if (tokenizer.nVocab !== info.nVocab) {
@@ -587,6 +613,22 @@ export class Model {
   /** Same as {@link dispose}; lets `await using model = await Model.load(...)` free the model. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
+  }
+}
+
+/** ERR_SPLIT_GGUF for the first part of a split model (the loader reads one file). */
+async function checkNotSplit(path: string): Promise<void> {
+  let count: unknown;
+  try {
+    count = (await readGguf(path, { keyPrefix: "split.", maxArrayLength: 0 })).metadata["split.count"];
+  } catch {
+    return; // not readable as GGUF: the loader reports why, with its own code
+  }
+  if (typeof count === "number" && count > 1) {
+    throw new LlmserveError(
+      "ERR_SPLIT_GGUF",
+      `${path} is part of a model split into ${count} files; llmserve loads single-file GGUF models only. Merge the parts into one file first (llama.cpp: llama-gguf-split --merge FIRST-PART OUT.gguf) and load that.`,
+    );
   }
 }
 
