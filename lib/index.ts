@@ -90,3 +90,4 @@ export {
   type ProgressCallback,
   type ReporterOptions,
 } from "./progress.js";
+export { Conversation, type ConversationOptions } from "./chat/conversation.js";

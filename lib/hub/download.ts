@@ -87,7 +87,12 @@ async function send(
       res = await fetch(current, { method, headers: h, redirect: "manual", signal: controller.signal });
     } catch (err) {
       if (o.signal?.aborted) throw cancelled(o.signal, url);
-      throw new Retryable(`${method} ${current}: ${(err as Error).message}`, { cause: err });
+      // fetch says only "fetch failed"; the reason (ECONNREFUSED, ENOTFOUND, ...) is its cause.
+      const why = (err as { cause?: { code?: string; message?: string } }).cause;
+      const detail = why?.code ?? why?.message;
+      throw new Retryable(`${method} ${current}: ${(err as Error).message}${detail ? ` (${detail})` : ""}`, {
+        cause: err,
+      });
     }
     const location = res.headers.get("location");
     if (res.status >= 300 && res.status < 400 && location) {
