@@ -37,9 +37,9 @@ export function urlCachePath(root: string, url: URL): string {
   return join(root, "url", url.host.replace(/[^A-Za-z0-9.-]/g, "_"), hash, name);
 }
 
-/** A model in the cache, as {@link listCachedModels} reports it. */
+/** A model in the cache, as `listModels()` reports it. */
 export interface CachedModel {
-  /** The name to pass to `-m`, `Model.load` or `removeCachedModel`: `hf:OWNER/REPO[@REV]/FILE` or `url/...`. */
+  /** The name `removeModel()` takes: `hf:OWNER/REPO[@REV]/FILE` (also a spec for `-m` and `Model.load`) or `url/...`. */
   name: string;
   /** The local path of the file (the first part of a split model). */
   path: string;
