@@ -164,6 +164,35 @@ describe("resolveModel and Model.load with hf: specs", () => {
     expect(cacheFiles(cacheDir)).toEqual(["tiny.Q8_0.gguf"]);
   });
 
+  it("a cancelled download keeps its .part; the next run resumes it with Range (same version per .part.json)", async () => {
+    hub.chunkDelayMs = 5;
+    const o = fresh();
+    const ac = new AbortController();
+    let at = 0;
+    const err = await failure(
+      resolveModel("hf:org/tiny-GGUF/tiny.Q8_0.gguf", {
+        ...o,
+        signal: ac.signal,
+        onProgress: (e) => {
+          if (e.done > 0 && at === 0) {
+            at = e.done;
+            ac.abort();
+          }
+        },
+      }),
+    );
+    expect(err.code).toBe("ERR_CANCELLED");
+    const part = join(cacheDir, "hf", "org", "tiny-GGUF", "main", "tiny.Q8_0.gguf.part");
+    const kept = readFileSync(part).length;
+    expect(kept).toBeGreaterThan(0);
+    expect(kept).toBeLessThan(gguf.length);
+    hub.requests.length = 0;
+    const path = await resolveModel("hf:org/tiny-GGUF/tiny.Q8_0.gguf", o);
+    expect(hub.requests.filter((r) => r.server === "cdn").map((r) => r.range)).toEqual([`bytes=${kept}-`]);
+    expect(readFileSync(path).equals(gguf)).toBe(true);
+    expect(cacheFiles(cacheDir)).toEqual(["tiny.Q8_0.gguf"]);
+  });
+
   it("retries a stalled body (idle timeout) and a 503, resuming", async () => {
     hub.stallOnce.add("org/tiny-GGUF/tiny.Q8_0.gguf");
     hub.fail503Once = true;
