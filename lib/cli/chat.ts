@@ -47,6 +47,7 @@ async function runChat(o: ChatCliOptions): Promise<void> {
     if (current && !current.signal.aborted) current.abort();
     else {
       quitting = true;
+      if (process.stdin.isTTY) process.stdout.write("\n"); // leave the prompt's line
       rl.close();
     }
   };
