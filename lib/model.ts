@@ -1,8 +1,7 @@
 /** Model: load a GGUF file and stream generations from it. */
-import { readFileSync } from "node:fs";
-import { availableParallelism } from "node:os";
 import { basename } from "node:path";
 import { loadAddon } from "./binding.js";
+import { physicalCores } from "./cpu.js";
 import { LlmserveError, fromNative, wrapNative } from "./errors.js";
 import {
   resolveOptions,
@@ -14,8 +13,7 @@ import {
   type ResolvedOptions,
 } from "./generate.js";
 import type { NativeAdapterInfo, NativeModel, NativeModelInfo, NativeModelOptions, NativeStats } from "./native.js";
-import { readGguf } from "./gguf.js";
-import { isRemoteSpec, resolveModel, type ResolveOptions } from "./hub/index.js";
+import { modelFile, type ResolveOptions } from "./hub/index.js";
 import { ProgressTracker, type ProgressEvent } from "./progress.js";
 import { ResponseCache } from "./responseCache.js";
 import { Session, type SessionOptions } from "./session.js";
@@ -33,6 +31,8 @@ import {
   checkString,
   checkTokenIds,
 } from "./validate.js";
+
+export { physicalCores };
 
 /** Options of {@link Model.load}; every field is optional. */
 export interface LoadOptions {
@@ -192,24 +192,6 @@ export function resolveLoadOptions(options: unknown): {
   return { nativeOptions, responseCacheBytes, onProgress: o.onProgress, download };
 }
 
-/** Physical cores on Linux (hyperthreads share a core's SIMD units); logical CPUs elsewhere. */
-export function physicalCores(): number {
-  try {
-    const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
-    const cores = new Set<string>();
-    let phys = "0";
-    for (const line of cpuinfo.split("\n")) {
-      const [k, v] = line.split(":").map((s) => s?.trim());
-      if (k === "physical id") phys = v;
-      if (k === "core id") cores.add(`${phys}:${v}`);
-    }
-    if (cores.size > 0) return cores.size;
-  } catch {
-    /* not Linux */
-  }
-  return availableParallelism();
-}
-
 /**
  * A loaded GGUF model and its engine thread, which batches all concurrent requests. Create one
  * with {@link Model.load}; free it with {@link Model.dispose} (or `await using`).
@@ -248,10 +230,7 @@ export class Model {
     checkPath("path", spec);
     const { nativeOptions, responseCacheBytes, onProgress, download } = resolveLoadOptions(options);
     const toFraction = (e: ProgressEvent) => onProgress?.(e.total > 0 ? Math.min(1, e.done / e.total) : 0, e);
-    const path = isRemoteSpec(spec)
-      ? await resolveModel(spec, { ...download, onProgress: onProgress && toFraction })
-      : spec;
-    await checkNotSplit(path);
+    const path = await modelFile(spec, download, onProgress && toFraction);
     const addon = loadAddon();
     const tracker = onProgress && new ProgressTracker("load", basename(path), 1, "fraction", toFraction);
     const native = await wrapNative(addon.loadModel(path, nativeOptions, tracker && ((f) => tracker.update(f))));
@@ -613,22 +592,6 @@ export class Model {
   /** Same as {@link dispose}; lets `await using model = await Model.load(...)` free the model. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
-  }
-}
-
-/** ERR_SPLIT_GGUF for the first part of a split model (the loader reads one file). */
-async function checkNotSplit(path: string): Promise<void> {
-  let count: unknown;
-  try {
-    count = (await readGguf(path, { keyPrefix: "split.", maxArrayLength: 0 })).metadata["split.count"];
-  } catch {
-    return; // not readable as GGUF: the loader reports why, with its own code
-  }
-  if (typeof count === "number" && count > 1) {
-    throw new LlmserveError(
-      "ERR_SPLIT_GGUF",
-      `${path} is part of a model split into ${count} files; llmserve loads single-file GGUF models only. Merge the parts into one file first (llama.cpp: llama-gguf-split --merge FIRST-PART OUT.gguf) and load that.`,
-    );
   }
 }
 

@@ -7,6 +7,7 @@ import { access, mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import { HUB_DEFAULTS } from "../defaults.js";
 import { LlmserveError } from "../errors.js";
+import { readGguf } from "../gguf.js";
 import type { ProgressCallback } from "../progress.js";
 import { checkBool, checkInt, checkKeys, checkObject, checkString } from "../validate.js";
 import {
@@ -236,4 +237,34 @@ export function listModels(options: { cacheDir?: string } = {}): Promise<CachedM
 export function removeModel(name: string, options: { cacheDir?: string } = {}): Promise<string[]> {
   checkString("name", name);
   return removeCachedModel(options.cacheDir ?? defaultCacheDir(), name);
+}
+
+/** ERR_SPLIT_GGUF for the first part of a split model (the loader reads one file). */
+async function checkNotSplit(path: string): Promise<void> {
+  let count: unknown;
+  try {
+    count = (await readGguf(path, { keyPrefix: "split.", maxArrayLength: 0 })).metadata["split.count"];
+  } catch {
+    return; // not readable as GGUF: the loader reports why, with its own code
+  }
+  if (typeof count === "number" && count > 1) {
+    throw new LlmserveError(
+      "ERR_SPLIT_GGUF",
+      `${path} is part of a model split into ${count} files; llmserve loads single-file GGUF models only. Merge the parts into one file first (llama.cpp: llama-gguf-split --merge FIRST-PART OUT.gguf) and load that.`,
+    );
+  }
+}
+
+/**
+ * @internal Model.load's first step: the local file of a spec (downloaded first when it names a
+ * remote one), refused with ERR_SPLIT_GGUF when it is one part of a split model.
+ */
+export async function modelFile(
+  spec: string,
+  download: ResolveOptions | undefined,
+  onProgress: ProgressCallback | undefined,
+): Promise<string> {
+  const path = isRemoteSpec(spec) ? await resolveModel(spec, { ...download, onProgress }) : spec;
+  await checkNotSplit(path);
+  return path;
 }
