@@ -1,52 +1,49 @@
 #!/usr/bin/env node
-/** The llmserve command line: generate, tokenize, synth, synth-lora, info, demo, serve, eval. */
+/** The llmserve command line: generate, chat, tokenize, detokenize, pull, models, synth, synth-lora, info, demo, serve, eval. */
 import { Command, Option } from "commander";
 import { existsSync, mkdirSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { LlmserveError } from "./errors.js";
 import { readGguf } from "./gguf.js";
-import { Model } from "./model.js";
 import { LORA_TARGET_ALIASES, LORA_TARGETS, synth, synthLora, SYNTH_TYPES } from "./synth.js";
 import { Tokenizer } from "./tokenizer/index.js";
 import { packageRoot } from "./binding.js";
 import {
   ADAPTER_DEFAULTS as AD,
-  GENERATE_DEFAULTS as G,
   LOAD_DEFAULTS as L,
   SERVER_DEFAULTS as SV,
   SYNTH_DEFAULTS as SY,
   SYNTH_LORA_DEFAULTS as SL,
 } from "./defaults.js";
 import type { Chunk } from "./generate.js";
-import { float, int, progressBar } from "./cli/common.js";
-import { registerEval } from "./cli/eval.js";
 import { readFileSync } from "node:fs";
+import { registerChat } from "./cli/chat.js";
+import {
+  addContextSizeOption,
+  addQuietOption,
+  addSamplingOptions,
+  describeTimings,
+  float,
+  int,
+  loadModel,
+  localModel,
+  MODEL_HELP,
+  progressReporter,
+  samplingOptions,
+  type SamplingCliOptions,
+} from "./cli/common.js";
+import { registerDetokenize } from "./cli/detokenize.js";
+import { registerEval } from "./cli/eval.js";
+import { registerHubCommands } from "./cli/hub.js";
 
-async function loadWithProgress(path: string, threads?: number, contextSize?: number): Promise<Model> {
-  const bar = progressBar("loading");
-  try {
-    return await Model.load(path, { threads, contextSize, onProgress: bar.update });
-  } finally {
-    bar.stop();
-  }
-}
-
-interface GenOpts {
+// Sampling fields unset (the demo): the library's default (lib/defaults.ts), as for the flags' defaults.
+interface GenOpts extends Partial<SamplingCliOptions> {
   model: string;
   prompt?: string;
   tokens?: string;
-  // Unset: the library's default (lib/defaults.ts), as for the flags' defaults.
-  nPredict?: number;
-  temp?: number;
-  topK?: number;
-  topP?: number;
-  minP?: number;
-  repeatPenalty?: number;
-  seed?: number;
   threads?: number;
-  ctx?: number;
-  stop?: string[];
+  contextSize?: number;
   json?: boolean;
   adapter?: string;
   adapterScale?: number;
@@ -71,7 +68,7 @@ async function runGenerate(o: GenOpts): Promise<void> {
       throw new LlmserveError("ERR_INVALID_ARGUMENT", "--tokens must be a JSON array of token ids");
     prompt = { tokens: parsed as number[] };
   } else prompt = o.prompt as string;
-  const model = await loadWithProgress(o.model, o.threads, o.ctx);
+  const model = await loadModel(o.model, { threads: o.threads, contextSize: o.contextSize });
   try {
     if (o.adapterScale !== undefined && o.adapter === undefined)
       throw new LlmserveError("ERR_INVALID_ARGUMENT", "--adapter-scale needs --adapter PATH");
@@ -86,14 +83,7 @@ async function runGenerate(o: GenOpts): Promise<void> {
     for await (const c of model.generate(
       { tokens: promptTokens },
       {
-        maxTokens: o.nPredict,
-        temperature: o.temp,
-        topK: o.topK,
-        topP: o.topP,
-        minP: o.minP,
-        repeatPenalty: o.repeatPenalty,
-        seed: o.seed,
-        stop: o.stop,
+        ...samplingOptions(o as SamplingCliOptions),
         signal: ac.signal,
         adapter: o.adapter === undefined ? undefined : "cli",
       },
@@ -110,13 +100,7 @@ async function runGenerate(o: GenOpts): Promise<void> {
       );
     } else {
       process.stdout.write("\n");
-      const t = last?.timings;
-      if (t) {
-        process.stderr.write(
-          `\n[${last?.finishReason}] prompt ${t.promptTokens} tok (${t.reusedTokens} reused) ${t.promptTokensPerSecond.toFixed(1)} tok/s, ` +
-            `generated ${t.generatedTokens} tok ${t.generateTokensPerSecond.toFixed(1)} tok/s\n`,
-        );
-      }
+      if (last?.timings) process.stderr.write(`\n${describeTimings(last)}\n`);
     }
   } finally {
     await model.dispose();
@@ -135,7 +119,8 @@ function describeValue(v: unknown): string {
 }
 
 async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
-  const g = await readGguf(o.model, { maxArrayLength: 64 });
+  const path = await localModel(o.model);
+  const g = await readGguf(path, { maxArrayLength: 64 });
   const md = g.metadata;
   const arch = String(md["general.architecture"] ?? "unknown");
   const types: Record<string, number> = {};
@@ -146,7 +131,7 @@ async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
   }
   const vocabLen = (md["tokenizer.ggml.tokens"] as { length?: number } | undefined)?.length ?? 0;
   const summary = {
-    file: resolve(o.model),
+    file: resolve(path),
     ggufVersion: g.version,
     architecture: arch,
     name: md["general.name"],
@@ -193,7 +178,7 @@ async function runDemo(): Promise<void> {
       process.stderr.write(
         `Synthesizing a small random-weight demo model at ${path} (its text is gibberish; pass -m with a real GGUF to llmserve generate)...\n`,
       );
-      const bar = progressBar("synth");
+      const rep = progressReporter();
       await synth(path, {
         dim: 256,
         layers: 4,
@@ -202,14 +187,13 @@ async function runDemo(): Promise<void> {
         ffn: 768,
         vocabSize: 2048,
         type: "q8_0",
-        onProgress: bar.update,
-      });
-      bar.stop();
+        onProgress: rep.fraction("synth", path),
+      }).finally(() => rep.stop());
     }
     prompt = "Once upon a time";
   }
   process.stderr.write(`model: ${path}\nprompt: ${prompt}\n\n`);
-  await runGenerate({ model: path, prompt, nPredict: 64, seed: 1, ctx: 512 });
+  await runGenerate({ model: path, prompt, maxTokens: 64, seed: 1, contextSize: 512 });
 }
 
 // `llmserve info ... | head` closes stdout early: exit quietly instead of throwing EPIPE.
@@ -221,23 +205,16 @@ process.stdout.on("error", (err: NodeJS.ErrnoException) => {
 const program = new Command();
 program.name("llmserve").description("LLM inference for Node.js on llama.cpp GGUF models").version("0.1.0");
 program.showHelpAfterError("(run with --help for usage)");
+program.showSuggestionAfterError(true); // "(Did you mean --temperature?)" for a misspelled option
+addQuietOption(program);
 
-program
+const generate = program
   .command("generate")
   .description("stream a completion for a text or token prompt")
-  .requiredOption("-m, --model <path>", "GGUF model file")
+  .requiredOption("-m, --model <model>", MODEL_HELP)
   .option("-p, --prompt <text>", "text prompt (BOS added as the vocabulary asks)")
   .option("--tokens <json>", "token prompt as a JSON array of ids, used as is")
-  .option("-n, --n-predict <n>", "most tokens to generate", int("--n-predict"), G.maxTokens)
-  .option("--temp <t>", "temperature (0 = greedy)", float("--temp"), G.temperature)
-  .option("--top-k <k>", "top-k (0 = off)", int("--top-k"), G.topK)
-  .option("--top-p <p>", "top-p (1 = off)", float("--top-p"), G.topP)
-  .option("--min-p <p>", "min-p (0 = off)", float("--min-p"), G.minP)
-  .option("--repeat-penalty <p>", "repeat penalty (1 = off)", float("--repeat-penalty"), G.repeatPenalty)
-  .option("--seed <n>", "sampling seed", int("--seed"), G.seed)
   .option("-t, --threads <n>", "compute threads (default: physical cores)", int("--threads"))
-  .option("-c, --ctx <n>", "context size in tokens", int("--ctx"), L.contextSize)
-  .option("--stop <text...>", "stop strings")
   .option("--json", "print one JSON object at the end instead of streaming text")
   .option(
     "--adapter <path>",
@@ -245,17 +222,22 @@ program
   )
   .option("--adapter-scale <s>", `LoRA adapter scale (default ${AD.scale})`, float("--adapter-scale"))
   .action(runGenerate);
+addSamplingOptions(generate);
+addContextSizeOption(generate);
+registerChat(program);
 
 program
   .command("tokenize")
   .description("print the token ids of a text as a JSON array")
-  .requiredOption("-m, --model <path>", "GGUF model or vocab-only file")
+  .requiredOption("-m, --model <model>", `${MODEL_HELP} (or a vocab-only file)`)
   .requiredOption("-p, --prompt <text>", "text to tokenize")
   .option("--no-bos", "do not add BOS/EOS and do not parse special-token text")
   .action(async (o: { model: string; prompt: string; bos: boolean }) => {
-    const tok = await Tokenizer.fromGguf(o.model);
+    const tok = await Tokenizer.fromGguf(await localModel(o.model));
     process.stdout.write(`${JSON.stringify(tok.encode(o.prompt, { addSpecial: o.bos, parseSpecial: o.bos }))}\n`);
   });
+registerDetokenize(program);
+registerHubCommands(program);
 
 program
   .command("synth")
@@ -274,7 +256,7 @@ program
   .option("--seed <n>", "weights seed", int("--seed"), SY.seed)
   .requiredOption("-o, --output <path>", "output .gguf path")
   .action(async (o: Record<string, unknown>) => {
-    const bar = progressBar("synth");
+    const rep = progressReporter();
     const { notes } = await synth(o.output as string, {
       arch: o.arch as "llama" | "qwen2",
       dim: o.dim as number,
@@ -288,8 +270,8 @@ program
       type: o.type as never,
       seed: o.seed as number,
       tiedOutput: o.tied === true,
-      onProgress: bar.update,
-    }).finally(() => bar.stop());
+      onProgress: rep.fraction("synth", String(o.output)),
+    }).finally(() => rep.stop());
     for (const n of notes) process.stderr.write(`note: ${n}\n`);
     process.stderr.write(`wrote ${o.output}\n`);
   });
@@ -314,7 +296,7 @@ program
       .map((t) => t.trim())
       .filter((t) => t.length > 0)
       .map((t) => LORA_TARGET_ALIASES[t] ?? t) as (typeof LORA_TARGETS)[number][];
-    await synthLora(o.model as string, o.output as string, {
+    await synthLora(await localModel(o.model as string), o.output as string, {
       rank: o.rank as number,
       targets,
       alpha: o.alpha as number,
@@ -327,7 +309,7 @@ program
 program
   .command("info")
   .description("print a model's architecture, shapes, weight types and vocabulary")
-  .requiredOption("-m, --model <path>", "GGUF file")
+  .requiredOption("-m, --model <model>", MODEL_HELP)
   .option("--json", "print JSON")
   .action(runInfo);
 
@@ -343,7 +325,7 @@ interface ServeCliOpts {
   streamWriteTimeout?: number;
   maxQueue: number;
   threads?: number;
-  ctx: number;
+  contextSize: number;
   kvCacheTokens?: number;
   maxSequences?: number;
   kvType?: "f16" | "f32" | "q8_0";
@@ -360,25 +342,18 @@ async function runServe(o: ServeCliOpts): Promise<void> {
     throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected a port in [0, 65535] but received ${o.port}`);
   let chatTemplate = o.chatTemplate;
   if (chatTemplate !== undefined && existsSync(chatTemplate)) chatTemplate = readFileSync(chatTemplate, "utf8");
-  const bar = progressBar("loading");
-  let model: Model;
-  try {
-    model = await Model.load(o.model, {
-      threads: o.threads,
-      contextSize: o.ctx,
-      kvCacheTokens: o.kvCacheTokens,
-      maxSequences: o.maxSequences,
-      maxQueue: o.maxQueue,
-      kvType: o.kvType,
-      maxBatchTokens: o.maxBatchTokens,
-      prefillChunk: o.prefillChunk,
-      repack: o.repack,
-      maxAdapters: o.maxAdapters,
-      onProgress: bar.update,
-    });
-  } finally {
-    bar.stop();
-  }
+  const model = await loadModel(o.model, {
+    threads: o.threads,
+    contextSize: o.contextSize,
+    kvCacheTokens: o.kvCacheTokens,
+    maxSequences: o.maxSequences,
+    maxQueue: o.maxQueue,
+    kvType: o.kvType,
+    maxBatchTokens: o.maxBatchTokens,
+    prefillChunk: o.prefillChunk,
+    repack: o.repack,
+    maxAdapters: o.maxAdapters,
+  });
   try {
     for (const spec of o.adapter ?? []) {
       const eq = spec.indexOf("=");
@@ -422,12 +397,12 @@ async function runServe(o: ServeCliOpts): Promise<void> {
   }
 }
 
-program
+const serveCmd = program
   .command("serve")
   .description(
     "serve an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/models, /health, /metrics",
   )
-  .requiredOption("-m, --model <path>", "GGUF model file")
+  .requiredOption("-m, --model <model>", MODEL_HELP)
   .option("--port <n>", "TCP port (0 = any free port)", int("--port"), SV.port)
   .option("--host <host>", "address to listen on", SV.host)
   .addOption(
@@ -457,7 +432,6 @@ program
     SV.cliMaxQueue,
   )
   .option("-t, --threads <n>", "compute threads (default: physical cores)", int("--threads"))
-  .option("-c, --ctx <n>", "context size in tokens per sequence", int("--ctx"), L.contextSize)
   .option(
     "--kv-cache-tokens <n>",
     "KV cache size in tokens shared by all sequences (default: --ctx)",
@@ -499,6 +473,7 @@ program
     SV.shutdownTimeoutMs / 1000,
   )
   .action(runServe);
+addContextSizeOption(serveCmd, "context size in tokens per sequence");
 
 program.command("demo").description("stream a short generation from a small built-in model").action(runDemo);
 

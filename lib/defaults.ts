@@ -121,3 +121,22 @@ export const SERVER_DEFAULTS = {
   bodyLimit: 8 * 2 ** 20,
   cliMaxQueue: 256,
 } as const;
+
+/**
+ * Defaults of `ResolveOptions` (resolveModel(), `Model.load("hf:...")`, `llmserve pull`). The
+ * environment overrides some (HF_ENDPOINT, HF_TOKEN, LLMSERVE_MODELS, LLMSERVE_OFFLINE /
+ * HF_HUB_OFFLINE); see lib/hub/index.ts.
+ */
+export const HUB_DEFAULTS = {
+  endpoint: "https://huggingface.co",
+  revision: "main",
+  /** The quantization picked when a repository has several GGUF files and the spec names none (as llama.cpp). */
+  quant: "Q4_K_M",
+  /** Milliseconds without a response or a byte of the body before a request is retried. */
+  timeoutMs: 30_000,
+  /** Retries of a failed request (dropped connection, timeout, 429, 5xx); progress resets the count. */
+  retries: 5,
+  /** First wait before a retry; it doubles each time, up to 30 s. */
+  retryDelayMs: 1000,
+  maxRedirects: 10,
+} as const;

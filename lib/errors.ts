@@ -29,7 +29,8 @@ export const NATIVE_ERROR_CODES = [
 
 /**
  * The codes only the TypeScript layer produces: the addon could not be loaded, tokenizer and chat
- * template failures, a LoRA adapter file that changed on disk before its transparent reload. (Codes both layers produce, such as `ERR_DISPOSED` or `ERR_INVALID_ARGUMENT`,
+ * template failures, a LoRA adapter file that changed on disk before its transparent reload, model
+ * download (lib/hub) failures. (Codes both layers produce, such as `ERR_DISPOSED` or `ERR_INVALID_ARGUMENT`,
  * are in {@link NATIVE_ERROR_CODES}.)
  */
 export const JS_ERROR_CODES = [
@@ -38,6 +39,13 @@ export const JS_ERROR_CODES = [
   "ERR_TEMPLATE_TIMEOUT",
   "ERR_TEMPLATE_OUTPUT_TOO_LARGE",
   "ERR_ADAPTER_CHANGED",
+  "ERR_MODEL_NOT_FOUND",
+  "ERR_MODEL_AMBIGUOUS",
+  "ERR_HUB_AUTH",
+  "ERR_OFFLINE",
+  "ERR_DOWNLOAD",
+  "ERR_CHECKSUM",
+  "ERR_SPLIT_GGUF",
 ] as const;
 
 /**

@@ -4,7 +4,7 @@ import type { NativeEvent, NativeGenerateParams, NativeModel } from "./native.js
 import type { Tokenizer } from "./tokenizer/index.js";
 import { GENERATE_DEFAULTS } from "./defaults.js";
 import { GENERATE_LIMITS as G } from "./limits.js";
-import { checkAdapterName, checkBool, checkKeys, checkLimit, checkObject } from "./validate.js";
+import { checkAdapterName, checkBool, checkInt, checkKeys, checkLimit, checkObject } from "./validate.js";
 
 /** Sampling and stopping options of {@link Model.generate} and related calls; every field is optional. */
 export interface GenerateOptions {
@@ -34,6 +34,11 @@ export interface GenerateOptions {
   logprobs?: number;
   /** Stop at the model's end-of-generation tokens (default true). */
   stopAtEos?: boolean;
+  /**
+   * More token ids that end generation as EOS does (not emitted; finishReason "eos"), such as a chat
+   * template's end-of-turn markers (`ChatTemplate.stopTokens`); at most 1024, each in [0, 2^31 - 1].
+   */
+  stopTokens?: number[];
   /** Parse special-token text such as "<|im_start|>" in a text prompt (default true). */
   parseSpecial?: boolean;
   /** Add BOS/EOS to a text prompt as the vocabulary asks (default true). */
@@ -139,6 +144,7 @@ const KNOWN = [
   "stop",
   "logprobs",
   "stopAtEos",
+  "stopTokens",
   "parseSpecial",
   "addSpecial",
   "signal",
@@ -160,6 +166,12 @@ export interface ResolvedOptions {
   adapter?: string;
 }
 
+function checkStopTokens(v: unknown): number[] {
+  if (!Array.isArray(v) || v.length > 1024)
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected an array of at most 1024 token ids for stopTokens");
+  return v.map((id, i) => checkInt(`stopTokens[${i}]`, id, 0, 2 ** 31 - 1));
+}
+
 export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptions {
   const o = checkObject("generate options", raw) as GenerateOptions & Record<string, unknown>;
   checkKeys("generate options", o, KNOWN);
@@ -172,6 +184,7 @@ export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptio
   }
   const D = GENERATE_DEFAULTS;
   const stopAtEos = o.stopAtEos === undefined ? D.stopAtEos : checkBool("stopAtEos", o.stopAtEos);
+  const extraStops = o.stopTokens === undefined ? [] : checkStopTokens(o.stopTokens);
   const logprobs = o.logprobs === undefined ? undefined : checkLimit("logprobs", o.logprobs, G.logprobs);
   const opt = (name: keyof typeof G & keyof typeof D): number =>
     o[name] === undefined ? D[name] : checkLimit(name, o[name], G[name]);
@@ -193,7 +206,7 @@ export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptio
     session: 0,
     pin: false,
     adapter: 0,
-    stopTokens: stopAtEos ? eogTokens : [],
+    stopTokens: stopAtEos ? [...new Set([...eogTokens, ...extraStops])] : extraStops,
   };
   const cache = o.cache === undefined ? D.cache : checkBool("cache", o.cache);
   const deterministic = params.temperature === 0 || o.seed !== undefined;

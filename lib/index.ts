@@ -84,3 +84,20 @@ export {
   type RenderJob,
 } from "./chat/index.js";
 export { ServerMetrics, METRIC_NAMES, type MetricsOptions } from "./metrics.js";
+export {
+  resolveModel,
+  listModels,
+  removeModel,
+  defaultCacheDir,
+  isRemoteSpec,
+  type ResolveOptions,
+  type CachedModel,
+} from "./hub/index.js";
+export {
+  ProgressReporter,
+  ProgressTracker,
+  type ProgressEvent,
+  type ProgressCallback,
+  type ReporterOptions,
+} from "./progress.js";
+export { Conversation, type ConversationOptions } from "./chat/conversation.js";

@@ -1,10 +1,11 @@
 /** Model.load()'s options: their types, validation and defaults (from lib/defaults.ts). */
-import { readFileSync } from "node:fs";
-import { availableParallelism } from "node:os";
+import { physicalCores } from "./cpu.js";
 import { LlmserveError } from "./errors.js";
+import type { ResolveOptions } from "./hub/index.js";
 import type { NativeModelOptions } from "./native.js";
 import { LOAD_DEFAULTS } from "./defaults.js";
 import { LOAD_LIMITS as L } from "./limits.js";
+import type { ProgressEvent } from "./progress.js";
 import { checkBool, checkInt, checkKeys, checkLimit, checkObject, checkString } from "./validate.js";
 
 /** Options of {@link Model.load}; every field is optional. */
@@ -50,8 +51,17 @@ export interface LoadOptions {
    * evicted; while more than this many are in use, that many stay resident (see loadAdapter).
    */
   maxAdapters?: number;
-  /** Called with a fraction in [0, 1] while weights are mapped and paged in. */
-  onProgress?: (fraction: number) => void;
+  /**
+   * Called while work progresses: with the fraction done in [0, 1] and the full
+   * {@link ProgressEvent} (phase "download" with bytes, rate and ETA while an `hf:` or URL model
+   * is downloaded, then "load" while weights are mapped and paged in).
+   */
+  onProgress?: (fraction: number, event: ProgressEvent) => void;
+  /**
+   * How `hf:` and `https://` models are fetched into the model cache: cache folder, offline mode,
+   * token, endpoint, timeouts (see {@link ResolveOptions}; progress goes to `onProgress`).
+   */
+  download?: Omit<ResolveOptions, "onProgress">;
 }
 
 /** The default of {@link LoadOptions.threads}: the physical cores, at most the threads limit (512). */
@@ -67,7 +77,8 @@ export function resolveLoadOptions(options: unknown): {
   nativeOptions: NativeModelOptions;
   responseCacheBytes: number;
   maxAdapters: number;
-  onProgress?: (fraction: number) => void;
+  onProgress?: (fraction: number, event: ProgressEvent) => void;
+  download?: ResolveOptions;
 } {
   const o = checkObject("load options", options) as LoadOptions & Record<string, unknown>;
   checkKeys("load options", o, [
@@ -86,6 +97,7 @@ export function resolveLoadOptions(options: unknown): {
     "prefillChunk",
     "maxAdapters",
     "onProgress",
+    "download",
   ]);
   const D = LOAD_DEFAULTS;
   const int = (name: keyof typeof L & keyof typeof D): number =>
@@ -116,23 +128,8 @@ export function resolveLoadOptions(options: unknown): {
     throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a function for onProgress");
   }
   const maxAdapters = o.maxAdapters === undefined ? D.maxAdapters : checkInt("maxAdapters", o.maxAdapters, 0);
-  return { nativeOptions, responseCacheBytes, maxAdapters, onProgress: o.onProgress };
+  const download = o.download === undefined ? undefined : (checkObject("download", o.download) as ResolveOptions);
+  return { nativeOptions, responseCacheBytes, maxAdapters, onProgress: o.onProgress, download };
 }
 
-/** Physical cores on Linux (hyperthreads share a core's SIMD units); logical CPUs elsewhere. */
-export function physicalCores(): number {
-  try {
-    const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
-    const cores = new Set<string>();
-    let phys = "0";
-    for (const line of cpuinfo.split("\n")) {
-      const [k, v] = line.split(":").map((s) => s?.trim());
-      if (k === "physical id") phys = v;
-      if (k === "core id") cores.add(`${phys}:${v}`);
-    }
-    if (cores.size > 0) return cores.size;
-  } catch {
-    /* not Linux */
-  }
-  return availableParallelism();
-}
+export { physicalCores };

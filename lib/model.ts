@@ -1,4 +1,5 @@
 /** Model: load a GGUF file and stream generations from it. */
+import { basename } from "node:path";
 import { AdapterRegistry, type AdapterInfo, type LoadAdapterOptions } from "./adapters.js";
 import { loadAddon } from "./binding.js";
 import { LlmserveError, fromNative, wrapNative } from "./errors.js";
@@ -11,8 +12,10 @@ import {
   type Prompt,
   type ResolvedOptions,
 } from "./generate.js";
+import { modelFile } from "./hub/index.js";
 import { resolveLoadOptions, type LoadOptions } from "./loadOptions.js";
 import type { NativeModel, NativeModelInfo, NativeStats } from "./native.js";
+import { ProgressTracker, type ProgressEvent } from "./progress.js";
 import { ResponseCache } from "./responseCache.js";
 import { Session, type SessionOptions } from "./session.js";
 import { OFFTHREAD_MIN_CHARS, Tokenizer } from "./tokenizer/index.js";
@@ -114,17 +117,24 @@ export class Model {
   }
 
   /**
-   * Loads a GGUF model. Weights stay memory-mapped; loading runs off the JS thread. Throws
-   * LlmserveError on invalid options or an unreadable, corrupt or unsupported file.
+   * Loads a GGUF model: a file path, or a model to fetch into the model cache first
+   * (`hf:OWNER/REPO/FILE.gguf`, `hf:OWNER/REPO:Q4_K_M`, an `https://` URL; see
+   * {@link resolveModel}). Weights stay memory-mapped; loading runs off the JS thread. Throws
+   * LlmserveError on invalid options, a failed download, or an unreadable, corrupt or unsupported file.
    * @example
    * const model = await Model.load("model.gguf", { threads: 2, contextSize: 4096 });
+   * const chat = await Model.load("hf:TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF:Q4_K_M");
    */
-  static async load(path: string, options: LoadOptions = {}): Promise<Model> {
-    checkPath("path", path);
-    const { nativeOptions, onProgress, ...rest } = resolveLoadOptions(options);
+  static async load(spec: string, options: LoadOptions = {}): Promise<Model> {
+    checkPath("path", spec);
+    const { nativeOptions, onProgress, download, ...rest } = resolveLoadOptions(options);
+    const toFraction = (e: ProgressEvent) => onProgress?.(e.total > 0 ? Math.min(1, e.done / e.total) : 0, e);
+    const path = await modelFile(spec, download, onProgress && toFraction);
     const addon = loadAddon();
-    const native = await wrapNative(addon.loadModel(path, nativeOptions, onProgress));
+    const tracker = onProgress && new ProgressTracker("load", basename(path), 1, "fraction", toFraction);
+    const native = await wrapNative(addon.loadModel(path, nativeOptions, tracker && ((f) => tracker.update(f))));
     try {
+      tracker?.finish();
       const tokenizer = await Tokenizer.fromGguf(path);
       const info = native.info();
       if (tokenizer.nVocab !== info.nVocab) {

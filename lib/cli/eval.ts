@@ -10,9 +10,9 @@ import { EVAL_DEFAULTS as E } from "../defaults.js";
 import { LlmserveError } from "../errors.js";
 import { evaluatePerplexity, type EvalProgress, type PerplexityResult } from "../eval.js";
 import { EVAL_LIMITS } from "../limits.js";
-import { Model } from "../model.js";
+import type { Model } from "../model.js";
 import { checkLimit } from "../validate.js";
-import { int, progressBar } from "./common.js";
+import { int, loadModel, MODEL_HELP } from "./common.js";
 
 interface EvalCliOpts {
   model: string;
@@ -25,15 +25,9 @@ interface EvalCliOpts {
   json?: boolean;
 }
 
-async function load(path: string, ctx: number, threads: number | undefined, label: string): Promise<Model> {
-  const bar = progressBar(label);
-  let model: Model;
-  try {
-    // The serving context only needs one chunk; evaluations use the model's own eval cache of it.
-    model = await Model.load(path, { threads, contextSize: ctx, onProgress: bar.update });
-  } finally {
-    bar.stop();
-  }
+async function load(path: string, ctx: number, threads: number | undefined): Promise<Model> {
+  // The serving context only needs one chunk; evaluations use the model's own eval cache of it.
+  const model = await loadModel(path, { threads, contextSize: ctx });
   const train = model.info.nCtxTrain;
   if (train > 0 && ctx > train) {
     await model.dispose();
@@ -131,13 +125,13 @@ async function runEval(o: EvalCliOpts): Promise<void> {
       throw new LlmserveError("ERR_FILE_NOT_FOUND", `The text file ${o.text} does not exist; pass --text FILE.`);
     throw err;
   }
-  const model = await load(o.model, o.ctx, o.threads, "loading");
+  const model = await load(o.model, o.ctx, o.threads);
   let reference: Model | undefined;
   const ac = new AbortController();
   const onSigint = () => ac.abort();
   const progress = progressReporter();
   try {
-    if (o.reference) reference = await load(o.reference, o.ctx, o.threads, "loading reference");
+    if (o.reference) reference = await load(o.reference, o.ctx, o.threads);
     process.once("SIGINT", onSigint);
     const r = await evaluatePerplexity(
       model,
@@ -164,12 +158,12 @@ export function registerEval(program: Command): void {
     .description(
       "perplexity over a text file (as llama-perplexity), and with --reference the KL divergence, top-1 agreement and PPL ratio against it",
     )
-    .requiredOption("-m, --model <path>", "GGUF model file")
+    .requiredOption("-m, --model <model>", MODEL_HELP)
     .requiredOption("-f, --text <path>", "UTF-8 text file (any size: read and tokenized in parts)")
     .option("-c, --ctx <n>", "tokens per chunk; the second half of each chunk is scored", int("--ctx"), E.ctx)
     .option("-b, --batch <n>", "most tokens per forward pass (memory/speed only)", int("--batch"), E.batch)
     .option("--chunks <n>", "evaluate at most this many chunks (default: all)", int("--chunks"))
-    .option("--reference <path>", "reference GGUF model with the same vocabulary (e.g. the f16 original)")
+    .option("--reference <model>", "reference GGUF model with the same vocabulary (e.g. the f16 original); a file, hf: or https:")
     .option("-t, --threads <n>", "compute threads per model (default: physical cores)", int("--threads"))
     .option("--json", "print one JSON object (progress stays on stderr)")
     .action(runEval);
