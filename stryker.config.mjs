@@ -4,6 +4,9 @@
 // takes long), with per-test coverage so a mutant runs only the tests that reach it. Incremental:
 // results are kept in reports/stryker-incremental.json (gitignored), and a rerun re-tests only
 // mutants whose code or tests changed. Not part of `npm test`.
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
 const MODULES = [
   "lib/generate.ts", "lib/validate.ts", "lib/limits.ts", "lib/defaults.ts", "lib/session.ts", "lib/responseCache.ts",
   "lib/model.ts", "lib/errors.ts", "lib/chat/templates.ts", "lib/chat/index.ts", "lib/chat/renderPool.ts", "lib/tokenizer/*.ts",
@@ -37,6 +40,9 @@ const i = argv.findIndex((a) => a === "--mutate" || a === "-m");
 const asked = i >= 0 && argv[i + 1] ? argv[i + 1].split(",").map((s) => s.replace(/:.*$/, "")) : [];
 const tests = [...new Set(asked.flatMap((m) => Object.entries(TESTS).filter(([k]) => m === k || (k.endsWith("/") && m.startsWith(k))).flatMap(([, v]) => v)))];
 if (asked.length > 0 && tests.length > 0) process.env.LLMSERVE_MUTATION_TESTS = tests.join(",");
+// The tests find ../shared/fixtures beside the repository; the sandbox (.stryker-tmp/sandbox-*) has
+// none beside it, so point them at the real one (test/helpers.ts reads LLMSERVE_FIXTURES).
+process.env.LLMSERVE_FIXTURES ??= resolve(dirname(fileURLToPath(import.meta.url)), "..", "shared", "fixtures");
 
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
