@@ -30,7 +30,7 @@ const TESTS = {
   "lib/session.ts": ["test/native/session.test.ts"],
   "lib/model.ts": ["test/native/model.test.ts", "test/native/batching.test.ts"],
   "lib/errors.ts": ["test/unit/errors.test.ts"],
-  "lib/chat/": ["test/unit/chat/index.test.ts", "test/unit/chat/templates.test.ts", "test/unit/chat/limits.test.ts"],
+  "lib/chat/": ["test/unit/chat/renderPool.test.ts", "test/unit/chat/index.test.ts", "test/unit/chat/templates.test.ts", "test/unit/chat/limits.test.ts"],
   "lib/tokenizer/": ["test/unit/tokenizer/tokenizer.test.ts", "test/unit/tokenizer/pretokenize.test.ts", "test/unit/tokenizer/roundtrip.test.ts", "test/unit/tokenizer/llamacpp-vectors.test.ts"],
 };
 
