@@ -25,7 +25,7 @@ const TESTS = {
   "lib/server/sse.ts": ["test/unit/server/sse.test.ts"],
   "lib/server/request.ts": ["test/server/openai-options.test.ts", "test/unit/server/schemas.test.ts", "test/server/openai.test.ts"],
   "lib/server/response.ts": ["test/server/openai.test.ts", "test/server/openai-options.test.ts"],
-  "lib/defaults.ts": ["test/native/truth.test.ts"],
+  "lib/defaults.ts": ["test/native/truth.test.ts", "test/unit/defaults.test.ts"],
   "lib/generate.ts": ["test/unit/generate.test.ts", "test/native/model.test.ts", "test/native/limits.test.ts", "test/native/sharedSignal.test.ts"],
   "lib/session.ts": ["test/native/session.test.ts"],
   "lib/model.ts": ["test/native/model.test.ts", "test/native/batching.test.ts"],
