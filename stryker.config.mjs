@@ -21,7 +21,7 @@ const TESTS = {
   "lib/server/errors.ts": ["test/unit/server/errors.test.ts"],
   "lib/server/auth.ts": ["test/unit/server/auth.test.ts", "test/server/auth.test.ts"],
   "lib/server/schemas.ts": ["test/unit/server/schemas.test.ts", "test/unit/server/schemas.validation.test.ts"],
-  "lib/server/openai.ts": ["test/server/openai.test.ts", "test/server/openai-options.test.ts"],
+  "lib/server/openai.ts": ["test/server/openai.test.ts", "test/server/openai-options.test.ts", "test/server/lifecycle.test.ts", "test/server/errors.test.ts"],
   "lib/server/sse.ts": ["test/unit/server/sse.test.ts"],
   "lib/server/request.ts": ["test/server/openai-options.test.ts", "test/unit/server/schemas.test.ts", "test/server/openai.test.ts"],
   "lib/server/response.ts": ["test/server/openai.test.ts", "test/server/openai-options.test.ts"],
