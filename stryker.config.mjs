@@ -4,6 +4,9 @@
 // takes long), with per-test coverage so a mutant runs only the tests that reach it. Incremental:
 // results are kept in reports/stryker-incremental.json (gitignored), and a rerun re-tests only
 // mutants whose code or tests changed. Not part of `npm test`.
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
 const MODULES = [
   "lib/generate.ts",
   "lib/validate.ts",
@@ -28,7 +31,12 @@ const TESTS = {
   "lib/server/errors.ts": ["test/unit/server/errors.test.ts"],
   "lib/server/auth.ts": ["test/unit/server/auth.test.ts", "test/server/auth.test.ts"],
   "lib/server/schemas.ts": ["test/unit/server/schemas.test.ts", "test/unit/server/schemas.validation.test.ts"],
-  "lib/server/openai.ts": ["test/server/openai.test.ts", "test/server/openai-options.test.ts"],
+  "lib/server/openai.ts": [
+    "test/server/openai.test.ts",
+    "test/server/openai-options.test.ts",
+    "test/server/lifecycle.test.ts",
+    "test/server/errors.test.ts",
+  ],
   "lib/server/sse.ts": ["test/unit/server/sse.test.ts"],
   "lib/server/request.ts": [
     "test/server/openai-options.test.ts",
@@ -36,7 +44,7 @@ const TESTS = {
     "test/server/openai.test.ts",
   ],
   "lib/server/response.ts": ["test/server/openai.test.ts", "test/server/openai-options.test.ts"],
-  "lib/defaults.ts": ["test/native/truth.test.ts"],
+  "lib/defaults.ts": ["test/native/truth.test.ts", "test/unit/defaults.test.ts"],
   "lib/generate.ts": [
     "test/unit/generate.test.ts",
     "test/native/model.test.ts",
@@ -46,7 +54,12 @@ const TESTS = {
   "lib/session.ts": ["test/native/session.test.ts"],
   "lib/model.ts": ["test/native/model.test.ts", "test/native/batching.test.ts"],
   "lib/errors.ts": ["test/unit/errors.test.ts"],
-  "lib/chat/": ["test/unit/chat/index.test.ts", "test/unit/chat/templates.test.ts", "test/unit/chat/limits.test.ts"],
+  "lib/chat/": [
+    "test/unit/chat/renderPool.test.ts",
+    "test/unit/chat/index.test.ts",
+    "test/unit/chat/templates.test.ts",
+    "test/unit/chat/limits.test.ts",
+  ],
   "lib/tokenizer/": [
     "test/unit/tokenizer/tokenizer.test.ts",
     "test/unit/tokenizer/pretokenize.test.ts",
@@ -69,6 +82,9 @@ const tests = [
   ),
 ];
 if (asked.length > 0 && tests.length > 0) process.env.LLMSERVE_MUTATION_TESTS = tests.join(",");
+// The tests find ../shared/fixtures beside the repository; the sandbox (.stryker-tmp/sandbox-*) has
+// none beside it, so point them at the real one (test/helpers.ts reads LLMSERVE_FIXTURES).
+process.env.LLMSERVE_FIXTURES ??= resolve(dirname(fileURLToPath(import.meta.url)), "..", "shared", "fixtures");
 
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
