@@ -63,6 +63,7 @@ const TESTS = {
   "lib/tokenizer/": [
     "test/unit/tokenizer/tokenizer.test.ts",
     "test/unit/tokenizer/pretokenize.test.ts",
+    "test/unit/tokenizer/pretokenize-table.test.ts",
     "test/unit/tokenizer/roundtrip.test.ts",
     "test/unit/tokenizer/llamacpp-vectors.test.ts",
   ],
