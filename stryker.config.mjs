@@ -19,6 +19,9 @@ const MODULES = [
   "lib/chat/templates.ts",
   "lib/chat/index.ts",
   "lib/chat/renderPool.ts",
+  "lib/metrics.ts",
+  "lib/gguf.ts",
+  "lib/synth.ts",
   "lib/tokenizer/*.ts",
   "lib/server/*.ts",
 ];
@@ -54,6 +57,9 @@ const TESTS = {
   "lib/session.ts": ["test/native/session.test.ts"],
   "lib/model.ts": ["test/native/model.test.ts", "test/native/batching.test.ts"],
   "lib/errors.ts": ["test/unit/errors.test.ts"],
+  "lib/metrics.ts": ["test/unit/metrics.test.ts"],
+  "lib/gguf.ts": ["test/native/hostile-gguf.test.ts", "test/native/limits.test.ts", "test/native/truth.test.ts"],
+  "lib/synth.ts": ["test/native/truth.test.ts", "test/native/limits.test.ts"],
   "lib/chat/": [
     "test/unit/chat/renderPool.test.ts",
     "test/unit/chat/index.test.ts",
@@ -66,6 +72,7 @@ const TESTS = {
     "test/unit/tokenizer/pretokenize-table.test.ts",
     "test/unit/tokenizer/roundtrip.test.ts",
     "test/unit/tokenizer/llamacpp-vectors.test.ts",
+    "test/unit/tokenizer/offthread.test.ts",
   ],
 };
 
