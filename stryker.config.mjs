@@ -26,7 +26,10 @@ const MODULES = [
   "lib/server/*.ts",
 ];
 
-/** The test files that exercise each module (a glob key matches as a prefix of the mutated path). */
+/**
+ * The test files that exercise each module: a module's own row, else the rows whose folder key
+ * ("lib/chat/") is a prefix of its path.
+ */
 const TESTS = {
   "lib/responseCache.ts": ["test/unit/responseCache.test.ts"],
   "lib/validate.ts": ["test/unit/validate.test.ts"],
@@ -66,6 +69,13 @@ const TESTS = {
     "test/unit/chat/templates.test.ts",
     "test/unit/chat/limits.test.ts",
   ],
+  // the split table's static mutants rerun every test: leave out the slow round trips
+  "lib/tokenizer/pretokenize.ts": [
+    "test/unit/tokenizer/pretokenize.test.ts",
+    "test/unit/tokenizer/pretokenize-table.test.ts",
+    "test/unit/tokenizer/llamacpp-vectors.test.ts",
+    "test/unit/tokenizer/tokenizer.test.ts",
+  ],
   "lib/tokenizer/": [
     "test/unit/tokenizer/tokenizer.test.ts",
     "test/unit/tokenizer/pretokenize.test.ts",
@@ -73,6 +83,7 @@ const TESTS = {
     "test/unit/tokenizer/roundtrip.test.ts",
     "test/unit/tokenizer/llamacpp-vectors.test.ts",
     "test/unit/tokenizer/offthread.test.ts",
+    "test/unit/tokenizer/vocab.test.ts",
   ],
 };
 
@@ -83,9 +94,11 @@ const asked = i >= 0 && argv[i + 1] ? argv[i + 1].split(",").map((s) => s.replac
 const tests = [
   ...new Set(
     asked.flatMap((m) =>
-      Object.entries(TESTS)
-        .filter(([k]) => m === k || (k.endsWith("/") && m.startsWith(k)))
-        .flatMap(([, v]) => v),
+      Object.hasOwn(TESTS, m)
+        ? TESTS[m]
+        : Object.entries(TESTS)
+            .filter(([k]) => k.endsWith("/") && m.startsWith(k))
+            .flatMap(([, v]) => v),
     ),
   ),
 ];
