@@ -84,6 +84,7 @@ const TESTS = {
     "test/unit/tokenizer/llamacpp-vectors.test.ts",
     "test/unit/tokenizer/offthread.test.ts",
     "test/unit/tokenizer/vocab.test.ts",
+    "test/unit/tokenizer/detokenize.test.ts",
   ],
 };
 
