@@ -85,6 +85,7 @@ const TESTS = {
     "test/unit/tokenizer/offthread.test.ts",
     "test/unit/tokenizer/vocab.test.ts",
     "test/unit/tokenizer/detokenize.test.ts",
+    "test/unit/tokenizer/unicode.test.ts",
   ],
 };
 
