@@ -86,6 +86,7 @@ const TESTS = {
     "test/unit/tokenizer/vocab.test.ts",
     "test/unit/tokenizer/detokenize.test.ts",
     "test/unit/tokenizer/unicode.test.ts",
+    "test/unit/tokenizer/thread.test.ts",
   ],
 };
 
