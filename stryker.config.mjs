@@ -87,6 +87,7 @@ const TESTS = {
     "test/unit/tokenizer/detokenize.test.ts",
     "test/unit/tokenizer/unicode.test.ts",
     "test/unit/tokenizer/thread.test.ts",
+    "test/unit/tokenizer/api.test.ts",
   ],
 };
 
