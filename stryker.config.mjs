@@ -61,8 +61,8 @@ const TESTS = {
   "lib/model.ts": ["test/native/model.test.ts", "test/native/batching.test.ts"],
   "lib/errors.ts": ["test/unit/errors.test.ts"],
   "lib/metrics.ts": ["test/unit/metrics.test.ts"],
-  "lib/gguf.ts": ["test/native/hostile-gguf.test.ts", "test/native/limits.test.ts", "test/native/truth.test.ts"],
-  "lib/synth.ts": ["test/native/truth.test.ts", "test/native/limits.test.ts"],
+  "lib/gguf.ts": ["test/unit/synth.test.ts", "test/native/hostile-gguf.test.ts", "test/native/truth.test.ts"],
+  "lib/synth.ts": ["test/unit/synth.test.ts", "test/native/truth.test.ts"],
   "lib/chat/": [
     "test/unit/chat/renderPool.test.ts",
     "test/unit/chat/index.test.ts",
