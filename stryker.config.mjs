@@ -76,6 +76,17 @@ const TESTS = {
     "test/unit/tokenizer/llamacpp-vectors.test.ts",
     "test/unit/tokenizer/tokenizer.test.ts",
   ],
+  // in-memory vocabularies only: static mutants (the text tables) rerun every listed test
+  "lib/tokenizer/vocab.ts": ["test/unit/tokenizer/vocab.test.ts", "test/unit/tokenizer/tokenizer.test.ts"],
+  "lib/tokenizer/detokenize.ts": ["test/unit/tokenizer/detokenize.test.ts", "test/unit/tokenizer/tokenizer.test.ts"],
+  "lib/tokenizer/unicode.ts": [
+    "test/unit/tokenizer/unicode.test.ts",
+    "test/unit/tokenizer/tokenizer.test.ts",
+    "test/unit/tokenizer/pretokenize.test.ts",
+  ],
+  "lib/tokenizer/index.ts": ["test/unit/tokenizer/api.test.ts", "test/unit/tokenizer/tokenizer.test.ts"],
+  "lib/tokenizer/thread.ts": ["test/unit/tokenizer/thread.test.ts", "test/unit/tokenizer/api.test.ts"],
+  "lib/tokenizer/encodeWorker.ts": ["test/unit/tokenizer/thread.test.ts"],
   "lib/tokenizer/": [
     "test/unit/tokenizer/tokenizer.test.ts",
     "test/unit/tokenizer/pretokenize.test.ts",
