@@ -44,6 +44,11 @@ describe("llama.cpp's clean_spaces", () => {
     ["x 's", "x's"],
     ["", ""],
     ["?", "?"],
+    // nothing changes without the space before
+    ["a.b c,d", "a.b c,d"],
+    ["a' b", "a' b"],
+    ["it's don't", "it's don't"],
+    ["a sm", "a sm"],
   ])("%j -> %j", (input, want) => {
     expect(d.decode(ids(input), { cleanSpaces: true })).toBe(want);
     expect(d.decode(ids(input))).toBe(input); // off by default
@@ -59,6 +64,9 @@ describe("what each token contributes", () => {
   function vocab(kind: "spm" | "bpe") {
     const tokens = ["<unk>", "<s>", "</s>", "<0x41>", "<0xZZ>", "▁hi", "<tool>", "<unused>", "odd", "Ġx"];
     const types = [UNKNOWN, CONTROL, CONTROL, BYTE, BYTE, NORMAL, USER_DEFINED, UNUSED, UNDEFINED, NORMAL];
+    // malformed byte tokens, and a byte-looking text on a token that is not a byte token
+    tokens.push("x<0x42>", "<0x43>x", "<0x44>");
+    types.push(BYTE, BYTE, UNDEFINED);
     const md: Record<string, GgufMetaValue> =
       kind === "spm"
         ? { "tokenizer.ggml.model": "llama" }
@@ -80,7 +88,10 @@ describe("what each token contributes", () => {
     expect(text(d.tokenBytes(1))).toBe("");
     expect(text(d.tokenBytes(7, true))).toBe(""); // unused: never
     expect(text(d.tokenBytes(8, true))).toBe(""); // undefined type: never
-    for (const bad of [-1, 10, 1.5, Number.NaN]) expect([...d.tokenBytes(bad)], String(bad)).toEqual([]);
+    expect([...d.tokenBytes(10)]).toEqual([]);
+    expect([...d.tokenBytes(11)]).toEqual([]);
+    expect([...d.tokenBytes(12, true)]).toEqual([]);
+    for (const bad of [-1, 13, 1.5, Number.NaN]) expect([...d.tokenBytes(bad)], String(bad)).toEqual([]);
   });
 
   it("byte-level BPE: normal tokens through the byte mapping", () => {
@@ -116,6 +127,11 @@ describe("what each token contributes", () => {
     expect(always.push(5)).toBe("hi");
     const special = d.createDecoder({ special: true });
     expect(special.push(1) + special.push(5)).toBe("<s> hi");
+    // a leading U+FEFF is text, not a byte-order mark to drop (also after flush)
+    const bom = new Detokenizer(byteVocab()).createDecoder();
+    expect([0xef, 0xbb, 0xbf, 0x61].map((b) => bom.push(b)).join("")).toBe("\ufeffa");
+    bom.flush();
+    expect([0xef, 0xbb, 0xbf].map((b) => bom.push(b)).join("")).toBe("\ufeff");
     const bpe = new Detokenizer(vocab("bpe")).createDecoder({ stripLeadingSpace: true });
     expect(bpe.push(9)).toBe(" x"); // no space prefix in the vocabulary
     bpe.flush();
