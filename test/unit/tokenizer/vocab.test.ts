@@ -140,6 +140,40 @@ describe("tokens llama.cpp recognises by their text", () => {
     expect(v.eot).toBeUndefined();
   });
 
+  // with the end-of-turn / end-of-message ids given in the metadata, these end generation by their text alone
+  it.each([
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<｜end▁of▁sentence｜>",
+  ])("%s ends generation even when another token is the end of turn", (t) => {
+    const v = new Vocab(bpe(["a", t], { "tokenizer.ggml.eot_token_id": 0, "tokenizer.ggml.eom_token_id": 0 }));
+    expect(v.eot).toBe(0);
+    expect(v.eog.has(1)).toBe(true);
+    expect(isControl(v, 1)).toBe(true);
+  });
+
+  it.each([
+    "tokenizer.ggml.prefix_token_id",
+    "tokenizer.ggml.fim_pre_token_id",
+    "tokenizer.ggml.suffix_token_id",
+    "tokenizer.ggml.fim_suf_token_id",
+    "tokenizer.ggml.middle_token_id",
+    "tokenizer.ggml.fim_mid_token_id",
+  ])("%s in the metadata: no FIM token is detected by text", (key) => {
+    const v = new Vocab(bpe(["a", "<PRE>", "<SUF>", "<MID>"], { [key]: 0 }));
+    const marked = [1, 2, 3].filter((id) => isControl(v, id)).length;
+    expect(marked).toBe(2); // the other two are still detected
+  });
+
   it("a metadata id wins over detection by text", () => {
     const v = new Vocab(bpe(["a", "<|eot_id|>", "<|im_end|>"], { "tokenizer.ggml.eot_token_id": 2 }));
     expect(v.eot).toBe(2);
