@@ -1,11 +1,15 @@
-/** Shared test helpers: fixture paths (skip when ../shared is absent) and a synth cache. */
+/**
+ * Shared test helpers: fixture paths (skip when ../shared is absent) and a synth cache.
+ * LLMSERVE_FIXTURES overrides the fixtures folder (stryker.config.mjs sets it, since its sandbox
+ * copies of the tests live elsewhere and ../shared is not beside them).
+ */
 import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { tmpdir } from "node:os";
 import { synth, type SynthOptions } from "../lib/synth.js";
 
 export const repoRoot = resolve(__dirname, "..");
-export const fixturesDir = resolve(repoRoot, "..", "shared", "fixtures");
+export const fixturesDir = process.env.LLMSERVE_FIXTURES || resolve(repoRoot, "..", "shared", "fixtures");
 export const haveFixtures = existsSync(fixturesDir);
 export const fixture = (...p: string[]) => join(fixturesDir, ...p);
 

@@ -39,6 +39,8 @@ export class TokenizerThread {
   /** Encodes on the worker thread (the same ids as Tokenizer.encode). */
   async encode(text: string, opts: EncodeOptions): Promise<number[]> {
     const worker = await this.start();
+    // close() ran while this call waited for the worker: that worker is gone and will never answer
+    if (worker !== this.worker) throw new LlmserveError("ERR_CANCELLED", "The tokenizer's worker thread was stopped.");
     const id = this.nextId++;
     return new Promise<number[]>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });

@@ -9,11 +9,12 @@
  */
 import { describe, expect, it } from "vitest";
 import { existsSync, readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { readGguf } from "../../../lib/gguf.js";
 import { Tokenizer } from "../../../lib/tokenizer/index.js";
+import { fixture } from "../../helpers.js";
 
-const vocabDir = resolve(__dirname, "..", "..", "..", "..", "shared", "fixtures", "vocab");
+const vocabDir = fixture("vocab");
 const haveVocabDir = existsSync(vocabDir);
 
 const VOCABS = ["llama-spm", "phi-3", "gpt-2", "deepseek-coder", "falcon", "starcoder", "llama-bpe", "qwen2"];

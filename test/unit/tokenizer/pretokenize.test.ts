@@ -154,6 +154,10 @@ describe("pre-tokenizer table", () => {
     expect(findPreTokenizer("afmoe")).toEqual({ error: expect.stringMatching(/'afmoe'/) });
     // not an own property of the table
     expect(findPreTokenizer("constructor")).toEqual({ error: expect.stringMatching(/unknown/) });
+    // the supported names, listed for the user
+    const e = findPreTokenizer("brand-new") as { error: string };
+    expect(e.error).toContain(`; supported: ${SUPPORTED_PRE_TOKENIZERS.join(", ")}`);
+    expect(e.error).toContain("supported: default, llama3, llama-v3,");
   });
 
   it("translates \\s to Unicode White_Space and \\p{Lu} to \\p{L} (llama.cpp's meanings)", () => {
@@ -162,5 +166,13 @@ describe("pre-tokenizer table", () => {
     expect("\u0085\ufeffA".match(re)).toEqual(["\u0085", "A"]); // NEL is whitespace, BOM is not; \p{Lu} matches any letter
     expect("ab".match(re)).toEqual(["ab"]);
     expect(compileRegex("[\r\n]").usesClasses).toBe(false);
+    // \S is "not White_Space": U+FEFF is not White_Space (JavaScript's own \s counts it)
+    expect("a\ufeffb c".match(compileRegex("\\S+").re)).toEqual(["a\ufeffb", "c"]);
+    // only the two-letter letter categories collapse to \p{L}
+    expect("aB".match(compileRegex("\\p{Lowercase_Letter}+").re)).toEqual(["a"]);
+  });
+
+  it("a regex that matches empty steps one code point at a time (surrogate pairs and U+FFFF included)", () => {
+    expect(buildSplitter(["(?:)"]).split("ab\u{1F600}\uffffc")).toEqual(["a", "b", "\u{1F600}", "\uffff", "c"]);
   });
 });

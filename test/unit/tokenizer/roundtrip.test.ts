@@ -4,11 +4,12 @@
  */
 import { describe, expect, it } from "vitest";
 import { existsSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { readGguf } from "../../../lib/gguf.js";
 import { Tokenizer } from "../../../lib/tokenizer/index.js";
+import { fixture } from "../../helpers.js";
 
-const vocabDir = resolve(__dirname, "..", "..", "..", "..", "shared", "fixtures", "vocab");
+const vocabDir = fixture("vocab");
 const VOCABS = ["llama-spm", "phi-3", "gpt-2", "deepseek-coder", "falcon", "starcoder"].filter((n) =>
   existsSync(join(vocabDir, `ggml-vocab-${n}.gguf`)),
 );

@@ -281,6 +281,107 @@ describe("byte-level BPE", () => {
   });
 });
 
+describe("byte-level BPE: whole-word tokens and missing pieces", () => {
+  /** bpeMetadata plus tokens (normal ones) and merges, minus the tokens in `drop`. */
+  function bpeWith(extra: Md, tokens: string[], merges: string[], drop: string[] = []): Tokenizer {
+    const md = bpeMetadata(extra);
+    const all = [...(md["tokenizer.ggml.tokens"] as string[]), ...tokens].filter((t) => !drop.includes(t));
+    return Tokenizer.fromMetadata({
+      ...md,
+      "tokenizer.ggml.tokens": all,
+      "tokenizer.ggml.token_type": Int32Array.from(all.map((t) => (t.startsWith("<|") ? CONTROL : NORMAL))),
+      "tokenizer.ggml.merges": [...(md["tokenizer.ggml.merges"] as string[]), ...merges],
+      "tokenizer.ggml.bos_token_id": all.indexOf("<|endoftext|>"),
+      "tokenizer.ggml.eos_token_id": all.indexOf("<|endoftext|>"),
+    });
+  }
+
+  it("llama3 (ignore_merges) takes a whole word that is a token without merging; others merge", () => {
+    const llama3 = bpeWith({ "tokenizer.ggml.pre": "llama-bpe" }, ["xyz"], []);
+    const x = (t: string) => llama3.tokenId(t)!;
+    expect(llama3.encode("xyz", { addSpecial: false })).toEqual([x("xyz")]);
+    // a word that is not a token still goes through the merges
+    expect(llama3.encode("the", { addSpecial: false })).toEqual([x("t"), x("he")]);
+    const gpt2 = bpeWith({}, ["xyz"], []);
+    const g = (t: string) => gpt2.tokenId(t)!;
+    expect(gpt2.encode("xyz", { addSpecial: false })).toEqual([g("x"), g("y"), g("z")]);
+  });
+
+  it("a merged piece missing from the vocabulary falls back to its ASCII characters only (as llama.cpp)", () => {
+    const t = bpeWith({}, [], ["x y", "Ã ©"], ["xy", "Ã©"]);
+    const id = (s: string) => t.tokenId(s)!;
+    expect(t.tokenId("xy")).toBeUndefined();
+    expect(t.encode("xy", { addSpecial: false })).toEqual([id("x"), id("y")]);
+    expect(t.encode("axy", { addSpecial: false })).toEqual([id("a"), id("x"), id("y")]);
+    // "é" is the byte-level "Ã©": not a token, and its characters are not ASCII, so it is dropped
+    expect(t.encode("é", { addSpecial: false })).toEqual([]);
+    expect(t.encode("xé", { addSpecial: false })).toEqual([id("x")]);
+    // a single character missing from the vocabulary is dropped too
+    const noZ = bpeWith({}, [], [], ["z"]);
+    expect(noZ.encode("z", { addSpecial: false })).toEqual([]);
+    expect(noZ.encode("az", { addSpecial: false })).toEqual([noZ.tokenId("a")]);
+  });
+
+  it("the same word encodes the same way every time (the per-word cache)", () => {
+    const t = bpeWith({}, [], ["x y"], ["xy"]);
+    const first = t.encode("xy hello xy", { addSpecial: false });
+    expect(t.encode("xy hello xy", { addSpecial: false })).toEqual(first);
+    expect(first).toEqual([
+      t.tokenId("x"),
+      t.tokenId("y"),
+      t.tokenId("Ġ"),
+      t.tokenId("hello"),
+      t.tokenId("Ġ"),
+      t.tokenId("x"),
+      t.tokenId("y"),
+    ]);
+  });
+});
+
+describe("SentencePiece: characters without a token", () => {
+  /** spmMetadata without its 256 byte tokens. */
+  function spmWithoutBytes(extra: Md = {}): Tokenizer {
+    const md = spmMetadata(extra);
+    const tokens = md["tokenizer.ggml.tokens"] as string[];
+    const keep = tokens.map((_, i) => i).filter((i) => !/^<0x[0-9A-F]{2}>$/.test(tokens[i]!));
+    return Tokenizer.fromMetadata({
+      ...md,
+      "tokenizer.ggml.tokens": keep.map((i) => tokens[i]!),
+      "tokenizer.ggml.scores": Float32Array.from(keep.map((i) => (md["tokenizer.ggml.scores"] as Float32Array)[i]!)),
+      "tokenizer.ggml.token_type": Int32Array.from(
+        keep.map((i) => (md["tokenizer.ggml.token_type"] as Int32Array)[i]!),
+      ),
+    });
+  }
+
+  it("a supplementary-plane character (up to U+10FFFD, high surrogate DBFF) is one symbol: its 4 UTF-8 bytes become byte tokens", () => {
+    const tok = Tokenizer.fromMetadata(spmMetadata());
+    const byte = (b: number) => tok.tokenId(`<0x${b.toString(16).toUpperCase()}>`)!;
+    // U+10FFFD is the surrogate pair DBFF DFFD: the highest high surrogate still pairs
+    expect(tok.encode("\u{10FFFD}", { addSpecial: false })).toEqual([
+      tok.tokenId("▁")!,
+      byte(0xf4),
+      byte(0x8f),
+      byte(0xbf),
+      byte(0xbd),
+    ]);
+    expect(tok.encode("\u{1F999}", { addSpecial: false })).toEqual([
+      tok.tokenId("▁")!,
+      byte(0xf0),
+      byte(0x9f),
+      byte(0xa6),
+      byte(0x99),
+    ]);
+  });
+
+  it("without byte tokens, each UTF-8 byte of such a character is <unk>", () => {
+    const tok = spmWithoutBytes();
+    expect(tok.tokenId("<0x41>")).toBeUndefined();
+    expect(tok.encode("ß", { addSpecial: false })).toEqual([tok.tokenId("▁")!, 0, 0]);
+    expect(tok.encode("Hello", { addSpecial: false })).toEqual([tok.tokenId("▁Hello")!]);
+  });
+});
+
 describe("errors", () => {
   it("rejects an unsupported tokenizer model, naming it", () => {
     expectTokenizerError(
