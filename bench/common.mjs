@@ -182,24 +182,33 @@ export function warnBusyMachine(mach, threads) {
     console.warn(`warning: ${threads} threads on ${mach.physicalCores} physical cores oversubscribes the CPU.`);
 }
 
-/**
- * `model` when given (it must exist, else die); otherwise the TinyLlama-1.1B-shape model of weight
- * `type`, synthesized once into the cache directory (written to a temp name, then renamed) and
- * reused. `progress`: show the percentage while synthesizing (on a TTY).
- */
-export async function ensureModel(synth, { model, type, die, progress = false }) {
-  if (model) {
-    if (!existsSync(model)) die(`--model ${model} does not exist`);
-    return { path: model, synthesized: false };
-  }
+/** The cache directory of generated models and adapters: $LLMSERVE_BENCH_DIR or bench/.cache/ (created). */
+export function cacheDir() {
   const dir = process.env.LLMSERVE_BENCH_DIR
     ? resolve(process.env.LLMSERVE_BENCH_DIR)
     : join(repoRoot, "bench", ".cache");
   mkdirSync(dir, { recursive: true });
-  const path = join(dir, `tinyllama-1.1b-shape-${type}-seed${SHAPE.seed}.gguf`);
+  return dir;
+}
+
+/**
+ * `model` when given (it must exist, else die); otherwise a model of weight `type` and `shape`
+ * (default the TinyLlama-1.1B shape, named `name`), synthesized once into the cache directory
+ * (written to a temp name, then renamed) and reused. `progress`: show the percentage while
+ * synthesizing (on a TTY).
+ */
+export async function ensureModel(
+  synth,
+  { model, type, die, progress = false, shape = SHAPE, name = "tinyllama-1.1b-shape" },
+) {
+  if (model) {
+    if (!existsSync(model)) die(`--model ${model} does not exist`);
+    return { path: model, synthesized: false };
+  }
+  const path = join(cacheDir(), `${name}-${type}-seed${shape.seed}.gguf`);
   if (existsSync(path)) return { path, synthesized: false };
   const tmp = `${path}.partial-${process.pid}`;
-  process.stdout.write(`Synthesizing a TinyLlama-1.1B-shape ${type} model (once) -> ${path}\n`);
+  process.stdout.write(`Synthesizing a ${name} ${type} model (once) -> ${path}\n`);
   const t0 = Date.now();
   let shown = -1;
   const onProgress = (f) => {
@@ -210,7 +219,7 @@ export async function ensureModel(synth, { model, type, die, progress = false })
     }
   };
   try {
-    const { notes } = await synth(tmp, { ...SHAPE, type, ...(progress ? { onProgress } : {}) });
+    const { notes } = await synth(tmp, { ...shape, type, ...(progress ? { onProgress } : {}) });
     for (const n of notes) console.log(`  note: ${n}`);
   } catch (err) {
     rmSync(tmp, { force: true });
