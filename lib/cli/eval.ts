@@ -163,7 +163,10 @@ export function registerEval(program: Command): void {
     .option("-c, --ctx <n>", "tokens per chunk; the second half of each chunk is scored", int("--ctx"), E.ctx)
     .option("-b, --batch <n>", "most tokens per forward pass (memory/speed only)", int("--batch"), E.batch)
     .option("--chunks <n>", "evaluate at most this many chunks (default: all)", int("--chunks"))
-    .option("--reference <model>", "reference GGUF model with the same vocabulary (e.g. the f16 original); a file, hf: or https:")
+    .option(
+      "--reference <model>",
+      "reference GGUF model with the same vocabulary (e.g. the f16 original); a file, hf: or https:",
+    )
     .option("-t, --threads <n>", "compute threads per model (default: physical cores)", int("--threads"))
     .option("--json", "print one JSON object (progress stays on stderr)")
     .action(runEval);
