@@ -17,6 +17,11 @@ const STATS = {
   prefixHitRate: 0.25,
   preemptions: 17,
   maxBatchSequencesSeen: 19,
+  adapters: 23,
+  adaptersResident: 29,
+  adapterBytes: 37,
+  adapterLoads: 41,
+  adapterEvictions: 43,
 } as unknown as ModelStats;
 
 /** The `# HELP` / `# TYPE` lines of llmserve's own metrics (the user-visible descriptions). */
@@ -51,6 +56,27 @@ const EXPECTED_HEADERS: Array<[string, string, string]> = [
   ["llmserve_prefix_cache_hit_rate", "gauge", "Fraction of prefix-cache block lookups that hit"],
   ["llmserve_engine_preemptions", "gauge", "Sequences preempted (recomputed) since load"],
   ["llmserve_max_batch_sequences_seen", "gauge", "Most sequences in one engine step since load"],
+  ["llmserve_adapters_registered", "gauge", "LoRA adapters loaded (registered), resident or not"],
+  [
+    "llmserve_adapters_resident",
+    "gauge",
+    "LoRA adapters whose weights are in memory (at most maxAdapters unless more are in use)",
+  ],
+  [
+    "llmserve_adapter_bytes",
+    "gauge",
+    "Bytes of LoRA adapter weights in memory (unloaded ones that requests still use included)",
+  ],
+  [
+    "llmserve_adapter_loads_total",
+    "counter",
+    "LoRA adapter files read: loadAdapter calls and transparent reloads after evictions",
+  ],
+  [
+    "llmserve_adapter_evictions_total",
+    "counter",
+    "LoRA adapters evicted from memory to keep at most maxAdapters resident",
+  ],
 ];
 
 function sample(body: string, name: string): string | undefined {
@@ -89,6 +115,11 @@ describe("ServerMetrics", () => {
     expect(sample(body, "llmserve_prefix_cache_hit_rate")).toBe("llmserve_prefix_cache_hit_rate 0.25");
     expect(sample(body, "llmserve_engine_preemptions")).toBe("llmserve_engine_preemptions 17");
     expect(sample(body, "llmserve_max_batch_sequences_seen")).toBe("llmserve_max_batch_sequences_seen 19");
+    expect(sample(body, "llmserve_adapters_registered")).toBe("llmserve_adapters_registered 23");
+    expect(sample(body, "llmserve_adapters_resident")).toBe("llmserve_adapters_resident 29");
+    expect(sample(body, "llmserve_adapter_bytes")).toBe("llmserve_adapter_bytes 37");
+    expect(sample(body, "llmserve_adapter_loads_total")).toBe("llmserve_adapter_loads_total 41");
+    expect(sample(body, "llmserve_adapter_evictions_total")).toBe("llmserve_adapter_evictions_total 43");
     // read again at the next scrape
     stats = { ...STATS, waiting: 4 } as ModelStats;
     expect(sample((await m.scrape()).body, "llmserve_queue_depth")).toBe("llmserve_queue_depth 4");
