@@ -138,7 +138,7 @@ export interface NativeStats {
   joinedRunning: number;
   /** LoRA adapters loaded (see {@link Model.loadAdapter}). */
   adapters: number;
-  /** Bytes of LoRA adapter weights held, unloaded adapters that running requests still use included. */
+  /** Bytes of LoRA adapter weights held (their A and B matrices and the transposed copies of B the batched kernels read), unloaded adapters that running requests still use included. */
   adapterBytes: number;
 }
 

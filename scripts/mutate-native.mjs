@@ -210,6 +210,20 @@ export const MUTATIONS = [
     why: "perplexity: scores every row of a chunk instead of its second half (llama-perplexity's first = n_ctx/2)",
   },
   {
+    id: "lowrank-wrong-group-factors",
+    file: "native/core/model/lowrank.cpp",
+    find: "(avx2 ? lowrank_b_avx2 : lowrank_b_ref)(groups[g].f,",
+    replace: "(avx2 ? lowrank_b_avx2 : lowrank_b_ref)(groups[0].f,",
+    why: "multi-LoRA: every group of a batch gets the first adapter's B (requests leak into each other's adapters)",
+  },
+  {
+    id: "lora-scatter-skips-copy-back",
+    file: "native/core/model/forward.cpp",
+    find: "      std::copy(p.gy.data() + i * n_out, p.gy.data() + (i + 1) * n_out, y + r * ldy);",
+    replace: "      (void)r;",
+    why: "LoRA: a non-contiguous group's update (q8_0/bf16 adapters) is computed but never scattered back",
+  },
+  {
     id: "eval-kl-reversed",
     file: "native/core/eval/perplexity.cpp",
     find: "    kl += std::exp(lp_ref) * (lp_ref - lp);",

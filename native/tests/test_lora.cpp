@@ -315,7 +315,7 @@ TEST(lora_forward_f16_bf16_q8_0_adapters) {
   }
 }
 
-// A batch mixing adapter X, adapter Y and none (prefills of different lengths, every-token and
+// A batch mixing adapter X, adapter Y and none, X's rows interleaved with others' (prefills of different lengths, every-token and
 // last-token outputs so the last layer compacts rows) gives each row the bits it gets alone.
 TEST(lora_batch_invariance_mixed_adapters) {
   for (const std::string arch : {"llama", "qwen2"}) {
@@ -325,8 +325,11 @@ TEST(lora_batch_invariance_mixed_adapters) {
       CHECK(false);
       return;
     }
+    // X in q8_0 (rank 32: q8_0 rows hold whole blocks) runs through add() on gathered rows (its
+    // rows are not contiguous); Y in f16
+    // through lowrank_apply.
     SynthLoraOptions ox;
-    ox.rank = 4, ox.alpha = 8.0f, ox.seed = 21, ox.targets = kAllTargets;
+    ox.rank = 32, ox.alpha = 8.0f, ox.seed = 21, ox.targets = kAllTargets, ox.type = GgmlType::Q8_0;
     SynthLoraOptions oy;
     oy.rank = 8, oy.seed = 22, oy.targets = {"attn_q", "attn_v", "ffn_down"};
     std::unique_ptr<LoraAdapter> X, Y;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 
 #include "../model/matmul.h"
@@ -218,6 +219,7 @@ Status LoraAdapter::from_file(std::shared_ptr<GgufFile> file, const Model& base,
     ++a->n_pairs_;
     a->bytes_ += static_cast<size_t>(ab.first->nbytes + ab.second->nbytes);
   }
+  a->prepare_low_rank();
   *out = std::move(a);
   return Status::ok();
 }
@@ -227,6 +229,39 @@ const LoraPair* LoraAdapter::pair(int64_t il, Proj p) const {
   if (il < 0 || il >= static_cast<int64_t>(layers_.size())) return nullptr;
   const LoraPair& pr = layers_[static_cast<size_t>(il)][static_cast<size_t>(p)];
   return pr.present() ? &pr : nullptr;
+}
+
+// Pairs whose A and B are both f16 or both f32 with n_in a multiple of 8 get B transposed (same
+// type, [r, n_out]) for lowrank_apply; the others keep the matmul path of add().
+void LoraAdapter::prepare_low_rank() {
+  auto prep = [this](LoraPair& pr) {
+    if (!pr.present() || pr.a.type != pr.b.type || pr.a.n_in % 8 != 0) return;
+    if (pr.a.type != GgmlType::F16 && pr.a.type != GgmlType::F32) return;
+    const size_t es = pr.a.type == GgmlType::F16 ? 2 : 4;
+    const int64_t r = pr.b.n_in, n_out = pr.b.n_out;
+    if (pr.a.row_bytes != static_cast<size_t>(pr.a.n_in) * es || pr.b.row_bytes != static_cast<size_t>(r) * es) return;
+    std::unique_ptr<uint8_t[]> bt(new uint8_t[static_cast<size_t>(r * n_out) * es]);
+    for (int64_t j = 0; j < n_out; ++j)
+      for (int64_t k = 0; k < r; ++k)
+        std::memcpy(bt.get() + static_cast<size_t>(k * n_out + j) * es, pr.b.row(j) + static_cast<size_t>(k) * es, es);
+    pr.bt = bt.get();
+    bytes_ += static_cast<size_t>(r * n_out) * es;
+    owned_.push_back(std::move(bt));
+  };
+  for (auto& layer : layers_)
+    for (auto& pr : layer) prep(pr);
+  prep(output_);
+}
+
+bool LoraAdapter::low_rank(int64_t il, Proj p, LowRankFactors* out) const {
+  const LoraPair* pr = pair(il, p);
+  if (!pr || !pr->bt) return false;
+  out->a = pr->a.data;
+  out->bt = pr->bt;
+  out->f16 = pr->a.type == GgmlType::F16;
+  out->r = pr->a.n_out;
+  out->scale = pr->scale;
+  return true;
 }
 
 void LoraAdapter::add(int64_t il, Proj p, const float* x, int64_t n, float* y, int64_t ldy, ThreadPool& pool) const {

@@ -33,9 +33,10 @@ namespace llmserve {
 
 // One target's low-rank pair.
 struct LoraPair {
-  MatrixView a;        // [n_in] -> [r]
-  MatrixView b;        // [r] -> [n_out]
-  float scale = 0.0f;  // user_scale * alpha / r, or user_scale when alpha is 0
+  MatrixView a;                 // [n_in] -> [r]
+  MatrixView b;                 // [r] -> [n_out]
+  float scale = 0.0f;           // user_scale * alpha / r, or user_scale when alpha is 0
+  const uint8_t* bt = nullptr;  // B transposed ([r, n_out], B's type) for lowrank_apply, or null
   bool present() const { return a.data != nullptr; }
 };
 
@@ -68,13 +69,16 @@ class LoraAdapter final : public ProjectionDelta {
   // (activations converted to each matrix's vec_dot type, as ggml's mul_mat), then the scaled
   // product is added to y (ggml_scale, then ggml_add).
   void add(int64_t il, Proj p, const float* x, int64_t n, float* y, int64_t ldy, ThreadPool& pool) const override;
+  // f16 and f32 pairs (the formats convert_lora_to_gguf.py and PEFT write) run batched across
+  // adapters through lowrank_apply (model/lowrank.h), on a transposed copy of B made at load.
+  bool low_rank(int64_t il, Proj p, LowRankFactors* out) const override;
 
   // The pair of projection p of layer il (il ignored for Output), or null.
   const LoraPair* pair(int64_t il, Proj p) const;
   // adapter.lora.alpha (GGUF) or lora_alpha (PEFT; alpha_pattern may override it per module).
   float alpha() const { return alpha_; }
   int64_t n_pairs() const { return n_pairs_; }
-  // Bytes of every pair's A and B matrices (as stored in the file).
+  // Bytes of every pair's A and B matrices (as stored in the file) plus the transposed copies of B.
   size_t bytes() const { return bytes_; }
 
  private:
@@ -84,6 +88,7 @@ class LoraAdapter final : public ProjectionDelta {
                           std::unique_ptr<LoraAdapter>* out);
   // The base matrix a target adapts (for Output: W.output, which is token_embd when tied).
   static const MatrixView& base_matrix(const Model& base, int64_t il, Proj p);
+  void prepare_low_rank();
   std::shared_ptr<const void> file_;               // the mapping (GgufFile / SafetensorsFile) views point into
   std::vector<std::unique_ptr<uint8_t[]>> owned_;  // permuted / realigned copies (PEFT)
   std::vector<std::array<LoraPair, kProjCount>> layers_;

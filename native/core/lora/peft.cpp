@@ -512,6 +512,7 @@ Status LoraAdapter::from_peft(std::shared_ptr<const SafetensorsFile> weights, co
     ++ad->n_pairs_;
     ad->bytes_ += static_cast<size_t>(A->nbytes() + B->nbytes());
   }
+  ad->prepare_low_rank();
   *out = std::move(ad);
   return Status::ok();
 } catch (const std::bad_alloc&) {

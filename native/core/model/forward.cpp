@@ -120,35 +120,41 @@ struct Pass {
   std::vector<int64_t> out_rows{};  // those rows, ascending
   KvRotation rot{};
   int64_t tok_grain = 1;  // tokens per parallel work item for per-token elementwise work
-  // LoRA: each row's delta ([n], empty when the batch has none) and the contiguous segments of
-  // rows [0, m) that share a non-null one (rebuilt when the last layer compacts its rows).
-  struct Segment {
-    int64_t begin, end;
+  // LoRA: each row's delta ([n], empty when the batch has none) and the rows [0, m) of each
+  // distinct non-null delta, in row order (rebuilt when the last layer compacts its rows). One
+  // group per adapter, not per run of rows: each adapter's A and B are read once per projection
+  // however its requests interleave with others in the batch (Punica's SGMV shape).
+  struct Group {
     const ProjectionDelta* d;
+    std::vector<int64_t> rows;  // ascending
+    bool contiguous() const { return rows.back() - rows.front() + 1 == static_cast<int64_t>(rows.size()); }
   };
   std::vector<const ProjectionDelta*> row_delta{};
-  std::vector<Segment> segs{};
+  std::vector<Group> groups{};
+  std::vector<float> gx{}, gy{};        // gathered rows of a non-contiguous group
+  std::vector<LowRankGroup> lowrank{};  // the groups of one apply_deltas call that run batched
 };
 
-// Segments of rows [0, m) with the same non-null delta (an SGMV-shaped loop runs over these).
-void build_segments(Pass& p, int64_t m) {
-  p.segs.clear();
+// Groups of rows [0, m) with the same non-null delta.
+void build_groups(Pass& p, int64_t m) {
+  p.groups.clear();
   if (p.row_delta.empty()) return;
   for (int64_t t = 0; t < m; ++t) {
     const ProjectionDelta* d = p.row_delta[static_cast<size_t>(t)];
     if (!d) continue;
-    if (!p.segs.empty() && p.segs.back().d == d && p.segs.back().end == t) {
-      p.segs.back().end = t + 1;
-    } else {
-      p.segs.push_back({t, t + 1, d});
+    auto g = std::find_if(p.groups.begin(), p.groups.end(), [d](const Pass::Group& x) { return x.d == d; });
+    if (g == p.groups.end()) {
+      p.groups.push_back({d, {}});
+      g = p.groups.end() - 1;
     }
+    g->rows.push_back(t);
   }
 }
 
-// Whether some segment's LoRA delta touches projection `which` of layer il.
+// Whether some group's LoRA delta touches projection `which` of layer il.
 bool touched(const Pass& p, int64_t il, Proj which) {
-  for (const Pass::Segment& sg : p.segs)
-    if (sg.d->touches(il, which)) return true;
+  for (const Pass::Group& g : p.groups)
+    if (g.d->touches(il, which)) return true;
   return false;
 }
 
@@ -160,16 +166,43 @@ const float* matmul_bias(const Pass& p, int64_t il, Proj which, const float* bia
   return bias && touched(p, il, which) ? nullptr : bias;
 }
 
-// After the base product y = W·x of projection `which` over rows [0, m): each segment whose delta
-// touches it gets y += delta(x); then the bias, if matmul_bias deferred it.
+// After the base product y = W·x of projection `which` over rows [0, m): each group whose delta
+// touches it gets y += delta(x). Low-rank deltas (LoRA in f16/f32) go together through one
+// lowrank_apply call; any other delta through its add(), a scattered group on gathered copies of
+// its x and y rows that are copied back (the delta sees exactly the values it would in place, so
+// tokens do not depend on the grouping). Then the bias, if matmul_bias deferred it.
 void apply_deltas(Pass& p, int64_t il, Proj which, const MatrixView& w, const float* bias, const float* x, float* y,
                   int64_t ldy, int64_t m) {
   if (!touched(p, il, which)) return;
-  for (const Pass::Segment& sg : p.segs) {
-    if (sg.d->touches(il, which)) {
-      sg.d->add(il, which, x + sg.begin * w.n_in, sg.end - sg.begin, y + sg.begin * ldy, ldy, p.pool);
+  const int64_t n_in = w.n_in, n_out = w.n_out;
+  p.lowrank.clear();
+  for (const Pass::Group& g : p.groups) {
+    if (!g.d->touches(il, which)) continue;
+    LowRankFactors f;
+    if (n_in % 8 == 0 && g.d->low_rank(il, which, &f)) {
+      p.lowrank.push_back({f, g.rows.data(), static_cast<int64_t>(g.rows.size())});
+      continue;
+    }
+    const int64_t k = static_cast<int64_t>(g.rows.size()), r0 = g.rows.front();
+    if (g.contiguous()) {
+      g.d->add(il, which, x + r0 * n_in, k, y + r0 * ldy, ldy, p.pool);
+      continue;
+    }
+    p.gx.resize(static_cast<size_t>(k * n_in));
+    p.gy.resize(static_cast<size_t>(k * n_out));
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t r = g.rows[static_cast<size_t>(i)];
+      std::copy(x + r * n_in, x + (r + 1) * n_in, p.gx.data() + i * n_in);
+      std::copy(y + r * ldy, y + r * ldy + n_out, p.gy.data() + i * n_out);
+    }
+    g.d->add(il, which, p.gx.data(), k, p.gy.data(), n_out, p.pool);
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t r = g.rows[static_cast<size_t>(i)];
+      std::copy(p.gy.data() + i * n_out, p.gy.data() + (i + 1) * n_out, y + r * ldy);
     }
   }
+  if (!p.lowrank.empty())
+    lowrank_apply(p.lowrank.data(), static_cast<int64_t>(p.lowrank.size()), x, n_in, y, ldy, n_out, p.pool);
   if (!bias) return;
   for (int64_t t = 0; t < m; ++t)
     for (int64_t j = 0; j < w.n_out; ++j) y[t * ldy + j] = y[t * ldy + j] + bias[j];
@@ -190,7 +223,7 @@ void expand_positions(Pass& p, const BatchSeq* seqs, int64_t n_seqs, const Proje
       if (q.out == 2 || (q.out == 1 && i == q.n_tokens - 1)) p.out_rows.push_back(t0 + i);
     }
   }
-  build_segments(p, p.n);
+  build_groups(p, p.n);
 }
 
 // Embeddings (dequantized rows of token_embd) and the RoPE table of each token's position.
@@ -256,7 +289,7 @@ void keep_output_rows(Pass& p) {
     B.blocks[i] = B.blocks[r];
     if (!p.row_delta.empty()) p.row_delta[static_cast<size_t>(i)] = p.row_delta[static_cast<size_t>(r)];
   }
-  build_segments(p, p.n_out);
+  build_groups(p, p.n_out);
 }
 
 // Attention of rows [0, m) -> (back from the rotated V basis) -> output projection -> residual.

@@ -19,6 +19,7 @@
 #include "../kv/kv_cache.h"
 #include "../status.h"
 #include "../threadpool/thread_pool.h"
+#include "lowrank.h"
 #include "model.h"
 
 namespace llmserve {
@@ -51,6 +52,10 @@ class ProjectionDelta {
   // y[t] += delta(x[t]) for rows t in [0, n). x: [n, n_in of the projection] contiguous rows;
   // y: [n, n_out] with row stride ldy. Each row's result must not depend on n or the other rows.
   virtual void add(int64_t il, Proj p, const float* x, int64_t n, float* y, int64_t ldy, ThreadPool& pool) const = 0;
+  // When the delta of projection p is a low-rank product lowrank_apply can run (model/lowrank.h),
+  // its factors: the forward pass then applies every such delta of a batch in one call. Must give
+  // the same kind of result as add() (add() stays the path for the other deltas).
+  virtual bool low_rank(int64_t /*il*/, Proj /*p*/, LowRankFactors* /*out*/) const { return false; }
 };
 
 // tokens: [sum of n_tokens] in sequence order. Appends every token's K/V at its position, then

@@ -1,0 +1,138 @@
+// Batched low-rank updates: scalar references, dispatch and the two parallel passes (lowrank.h).
+#include "lowrank.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+
+#include "../isa/isa.h"
+#include "../quant/quant.h"
+
+namespace llmserve {
+namespace {
+
+std::atomic<bool> g_force_scalar{false};
+
+#if defined(LLMSERVE_X86)
+bool use_avx2() { return !g_force_scalar.load(std::memory_order_relaxed) && active_isa() >= Isa::Avx2; }
+#else
+bool use_avx2() { return false; }
+#endif
+
+inline float elem(const void* p, bool f16, int64_t i) {
+  return f16 ? fp16_to_fp32(static_cast<const uint16_t*>(p)[i]) : static_cast<const float*>(p)[i];
+}
+
+// Columns per work item of the B pass: long enough to amortize a task, short enough that a
+// 2-thread pool splits even a K/V projection (n_out 256) in two.
+constexpr int64_t kColChunk = 128;
+
+// Ranks per task of the A pass.
+constexpr int64_t kRankChunk = 4;
+
+// A task of the A pass: group g (its rows are slots s0..), ranks [k0, k0 + kRankChunk).
+struct Item {
+  int64_t g, s0, k0;
+};
+
+// Grow-only buffers of the calling thread (the forward pass runs on one thread at a time).
+struct Scratch {
+  std::vector<float> t;
+  std::vector<std::pair<int64_t, int64_t>> slot;
+  std::vector<const float*> xs;
+  std::vector<float*> ts, ys;
+  std::vector<Item> item;
+};
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+}  // namespace
+
+void lowrank_force_scalar_for_testing(bool on) { g_force_scalar.store(on, std::memory_order_relaxed); }
+
+void lowrank_a_ref(const LowRankFactors& f, const float* const* xs, int64_t n_x, int64_t n_in, int64_t k0, int64_t k1,
+                   float* const* ts) {
+  for (int64_t k = k0; k < k1; ++k)
+    for (int64_t r = 0; r < n_x; ++r) {
+      float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      const int64_t base = k * n_in;
+      for (int64_t i = 0; i < n_in; i += 8)
+        for (int l = 0; l < 8; ++l) lane[l] = std::fma(elem(f.a, f.f16, base + i + l), xs[r][i + l], lane[l]);
+      ts[r][k] = ((lane[0] + lane[4]) + (lane[2] + lane[6])) + ((lane[1] + lane[5]) + (lane[3] + lane[7]));
+    }
+}
+
+void lowrank_b_ref(const LowRankFactors& f, const float* const* ts, float* const* ys, int64_t n_y, int64_t n_out,
+                   int64_t j0, int64_t j1) {
+  for (int64_t r = 0; r < n_y; ++r)
+    for (int64_t j = j0; j < j1; ++j) {
+      float acc = 0.0f;
+      for (int64_t k = 0; k < f.r; ++k) acc = std::fma(ts[r][k], elem(f.bt, f.f16, k * n_out + j), acc);
+      ys[r][j] = std::fma(acc, f.scale, ys[r][j]);
+    }
+}
+
+void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x, int64_t n_in, float* y, int64_t ldy,
+                   int64_t n_out, ThreadPool& pool) {
+  // T: one slot of max_r floats per (group, row), in group order.
+  int64_t total = 0, max_r = 0, items = 0;
+  for (int64_t g = 0; g < n_groups; ++g) {
+    total += groups[g].n_rows, max_r = std::max(max_r, groups[g].f.r);
+    items += (groups[g].f.r + kRankChunk - 1) / kRankChunk;
+  }
+  if (total == 0 || max_r == 0) return;
+  Scratch& sc = scratch();
+  if (sc.t.size() < static_cast<size_t>(total * max_r)) sc.t.resize(static_cast<size_t>(total * max_r));
+  sc.slot.resize(static_cast<size_t>(total));
+  sc.xs.resize(static_cast<size_t>(total));
+  sc.ts.resize(static_cast<size_t>(total));
+  sc.ys.resize(static_cast<size_t>(total));
+  sc.item.resize(static_cast<size_t>(items));
+  float* T = sc.t.data();
+  auto& slot = sc.slot;  // (group, row) of each slot
+  for (int64_t g = 0, s = 0, it = 0; g < n_groups; ++g) {
+    const int64_t s0 = s;
+    for (int64_t i = 0; i < groups[g].n_rows; ++i, ++s) {
+      slot[static_cast<size_t>(s)] = {g, groups[g].rows[i]};
+      sc.xs[static_cast<size_t>(s)] = x + groups[g].rows[i] * n_in;
+      sc.ts[static_cast<size_t>(s)] = T + s * max_r;
+    }
+    for (int64_t k0 = 0; k0 < groups[g].f.r; k0 += kRankChunk) sc.item[static_cast<size_t>(it++)] = {g, s0, k0};
+  }
+  const bool avx2 = use_avx2();
+  // Pass 1: t = A·x, one (group, range of ranks) per task over all the group's rows, so each row
+  // of A is read once per projection.
+  pool.parallel_for(items, [&](int64_t b, int64_t e) {
+    for (int64_t it = b; it < e; ++it) {
+      const Item& w = sc.item[static_cast<size_t>(it)];
+      const LowRankGroup& G = groups[w.g];
+      const int64_t k1 = std::min(G.f.r, w.k0 + kRankChunk);
+      (avx2 ? lowrank_a_avx2 : lowrank_a_ref)(G.f, sc.xs.data() + w.s0, G.n_rows, n_in, w.k0, k1, sc.ts.data() + w.s0);
+    }
+  });
+  // Pass 2: y += scale·B·t, one column range per task over every group and row, so each range of
+  // Bt is read from memory once per projection and reused for all the rows of its group.
+  const int64_t chunks = (n_out + kColChunk - 1) / kColChunk;
+  for (int64_t s = 0; s < total; ++s) sc.ys[static_cast<size_t>(s)] = y + slot[static_cast<size_t>(s)].second * ldy;
+  pool.parallel_for(chunks, [&](int64_t b, int64_t e) {
+    const int64_t j0 = b * kColChunk, j1 = std::min(n_out, e * kColChunk);
+    for (int64_t g = 0, s0 = 0; g < n_groups; s0 += groups[g].n_rows, ++g)
+      (avx2 ? lowrank_b_avx2 : lowrank_b_ref)(groups[g].f, sc.ts.data() + s0, sc.ys.data() + s0, groups[g].n_rows,
+                                              n_out, j0, j1);
+  });
+}
+
+#if !defined(LLMSERVE_X86)  // lowrank_avx2.cpp is not built; never called (use_avx2() is false)
+void lowrank_a_avx2(const LowRankFactors& f, const float* const* xs, int64_t n_x, int64_t n_in, int64_t k0, int64_t k1,
+                    float* const* ts) {
+  lowrank_a_ref(f, xs, n_x, n_in, k0, k1, ts);
+}
+void lowrank_b_avx2(const LowRankFactors& f, const float* const* ts, float* const* ys, int64_t n_y, int64_t n_out,
+                    int64_t j0, int64_t j1) {
+  lowrank_b_ref(f, ts, ys, n_y, n_out, j0, j1);
+}
+#endif
+
+}  // namespace llmserve

@@ -1,0 +1,128 @@
+// AVX2 + FMA + F16C versions of lowrank.cpp's two passes (compiled with -mavx2 -mfma -mf16c;
+// called only after lowrank.cpp checked the CPU). Bit-identical to the scalar references: the
+// same fused multiply-adds per element in the same order, and dot8's fixed reduction tree.
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "../quant/quant.h"
+#include "lowrank.h"
+
+namespace llmserve {
+namespace {
+
+inline __m256 load8(const void* p, bool f16, int64_t i) {
+  if (f16) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i)));
+  return _mm256_loadu_ps(static_cast<const float*>(p) + i);
+}
+
+inline float elem(const void* p, bool f16, int64_t i) {
+  return f16 ? fp16_to_fp32(static_cast<const uint16_t*>(p)[i]) : static_cast<const float*>(p)[i];
+}
+
+// dot8's fixed tree: s4[i] = l[i] + l[i+4]; s2[i] = s4[i] + s4[i+2]; sum = s2[0] + s2[1].
+inline float reduce8(__m256 acc) {
+  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 0x55)));
+}
+
+// One row at a time over [j0, j1): 32, then 8 columns per step, then scalar fma.
+void lowrank_b_rows(const LowRankFactors& f, const float* const* ts, float* const* ys, int64_t n_y, int64_t n_out,
+                    int64_t j0, int64_t j1, __m256 sc) {
+  for (int64_t i = 0; i < n_y; ++i) {
+    const float* t = ts[i];
+    float* y = ys[i];
+    int64_t j = j0;
+    for (; j + 32 <= j1; j += 32) {
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int64_t k = 0; k < f.r; ++k) {
+        const __m256 tk = _mm256_set1_ps(t[k]);
+        const int64_t o = k * n_out + j;
+        a0 = _mm256_fmadd_ps(tk, load8(f.bt, f.f16, o), a0);
+        a1 = _mm256_fmadd_ps(tk, load8(f.bt, f.f16, o + 8), a1);
+        a2 = _mm256_fmadd_ps(tk, load8(f.bt, f.f16, o + 16), a2);
+        a3 = _mm256_fmadd_ps(tk, load8(f.bt, f.f16, o + 24), a3);
+      }
+      _mm256_storeu_ps(y + j, _mm256_fmadd_ps(a0, sc, _mm256_loadu_ps(y + j)));
+      _mm256_storeu_ps(y + j + 8, _mm256_fmadd_ps(a1, sc, _mm256_loadu_ps(y + j + 8)));
+      _mm256_storeu_ps(y + j + 16, _mm256_fmadd_ps(a2, sc, _mm256_loadu_ps(y + j + 16)));
+      _mm256_storeu_ps(y + j + 24, _mm256_fmadd_ps(a3, sc, _mm256_loadu_ps(y + j + 24)));
+    }
+    for (; j + 8 <= j1; j += 8) {
+      __m256 a = _mm256_setzero_ps();
+      for (int64_t k = 0; k < f.r; ++k) a = _mm256_fmadd_ps(_mm256_set1_ps(t[k]), load8(f.bt, f.f16, k * n_out + j), a);
+      _mm256_storeu_ps(y + j, _mm256_fmadd_ps(a, sc, _mm256_loadu_ps(y + j)));
+    }
+    for (; j < j1; ++j) {
+      float acc = 0.0f;
+      for (int64_t k = 0; k < f.r; ++k) acc = std::fma(t[k], elem(f.bt, f.f16, k * n_out + j), acc);
+      y[j] = std::fma(acc, f.scale, y[j]);
+    }
+  }
+}
+
+}  // namespace
+
+// Four rows of x share each load of A (the accumulation of each output is the reference's).
+void lowrank_a_avx2(const LowRankFactors& f, const float* const* xs, int64_t n_x, int64_t n_in, int64_t k0, int64_t k1,
+                    float* const* ts) {
+  for (int64_t k = k0; k < k1; ++k) {
+    const int64_t base = k * n_in;
+    int64_t r = 0;
+    for (; r + 4 <= n_x; r += 4) {
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      const float *x0 = xs[r], *x1 = xs[r + 1], *x2 = xs[r + 2], *x3 = xs[r + 3];
+      for (int64_t i = 0; i < n_in; i += 8) {
+        const __m256 a = load8(f.a, f.f16, base + i);
+        a0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x0 + i), a0);
+        a1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x1 + i), a1);
+        a2 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x2 + i), a2);
+        a3 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x3 + i), a3);
+      }
+      ts[r][k] = reduce8(a0), ts[r + 1][k] = reduce8(a1), ts[r + 2][k] = reduce8(a2), ts[r + 3][k] = reduce8(a3);
+    }
+    for (; r < n_x; ++r) {
+      __m256 acc = _mm256_setzero_ps();
+      for (int64_t i = 0; i < n_in; i += 8) acc = _mm256_fmadd_ps(load8(f.a, f.f16, base + i), _mm256_loadu_ps(xs[r] + i), acc);
+      ts[r][k] = reduce8(acc);
+    }
+  }
+}
+
+// Rows in blocks of four sharing each load of Bt (16 columns at a time: 8 accumulators), then the
+// remaining rows 32 columns at a time; scalar fma for the last j1 - j0 mod 8 columns.
+void lowrank_b_avx2(const LowRankFactors& f, const float* const* ts, float* const* ys, int64_t n_y, int64_t n_out,
+                    int64_t j0, int64_t j1) {
+  const __m256 sc = _mm256_set1_ps(f.scale);
+  const int64_t r = f.r;
+  int64_t i = 0;
+  for (; i + 4 <= n_y; i += 4) {
+    const float *t0 = ts[i], *t1 = ts[i + 1], *t2 = ts[i + 2], *t3 = ts[i + 3];
+    int64_t j = j0;
+    for (; j + 16 <= j1; j += 16) {
+      __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+      for (int64_t k = 0; k < r; ++k) {
+        const __m256 b0 = load8(f.bt, f.f16, k * n_out + j), b1 = load8(f.bt, f.f16, k * n_out + j + 8);
+        __m256 tk = _mm256_set1_ps(t0[k]);
+        c00 = _mm256_fmadd_ps(tk, b0, c00), c01 = _mm256_fmadd_ps(tk, b1, c01);
+        tk = _mm256_set1_ps(t1[k]);
+        c10 = _mm256_fmadd_ps(tk, b0, c10), c11 = _mm256_fmadd_ps(tk, b1, c11);
+        tk = _mm256_set1_ps(t2[k]);
+        c20 = _mm256_fmadd_ps(tk, b0, c20), c21 = _mm256_fmadd_ps(tk, b1, c21);
+        tk = _mm256_set1_ps(t3[k]);
+        c30 = _mm256_fmadd_ps(tk, b0, c30), c31 = _mm256_fmadd_ps(tk, b1, c31);
+      }
+      const __m256 c[4][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
+      for (int q = 0; q < 4; ++q) {
+        float* y = ys[i + q];
+        _mm256_storeu_ps(y + j, _mm256_fmadd_ps(c[q][0], sc, _mm256_loadu_ps(y + j)));
+        _mm256_storeu_ps(y + j + 8, _mm256_fmadd_ps(c[q][1], sc, _mm256_loadu_ps(y + j + 8)));
+      }
+    }
+    if (j < j1) lowrank_b_rows(f, ts + i, ys + i, 4, n_out, j, j1, sc);
+  }
+  if (i < n_y) lowrank_b_rows(f, ts + i, ys + i, n_y - i, n_out, j0, j1, sc);
+}
+
+}  // namespace llmserve
