@@ -212,8 +212,8 @@ export const MUTATIONS = [
   {
     id: "lowrank-wrong-group-factors",
     file: "native/core/model/lowrank.cpp",
-    find: "(avx2 ? lowrank_b_avx2 : lowrank_b_ref)(groups[g].f,",
-    replace: "(avx2 ? lowrank_b_avx2 : lowrank_b_ref)(groups[0].f,",
+    find: "      b_pass(groups[g].f,",
+    replace: "      b_pass(groups[0].f,",
     why: "multi-LoRA: every group of a batch gets the first adapter's B (requests leak into each other's adapters)",
   },
   {

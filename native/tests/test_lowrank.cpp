@@ -1,6 +1,7 @@
-// model/lowrank: the batched low-rank (multi-LoRA) update. The AVX2 passes equal the scalar
+// model/lowrank: the batched low-rank (multi-LoRA) update. The AVX2 and AVX-512 passes equal the scalar
 // references bit for bit; the references equal a double-precision product within f32 rounding;
 // a row's result does not depend on the other rows, the groups or the thread count.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -50,11 +51,13 @@ std::vector<float> randv(size_t n, uint32_t seed) {
 
 }  // namespace
 
-TEST(lowrank_avx2_equals_scalar_reference_bitwise) {
+TEST(lowrank_simd_equals_scalar_reference_bitwise) {
   if (!cpu_supports(Isa::Avx2)) {
     std::printf("  (no AVX2 here: skipped)\n");
     return;
   }
+  const bool avx512 = cpu_supports(Isa::Avx512);
+  if (!avx512) std::printf("  (no AVX-512 here: AVX2 only)\n");
   for (bool f16 : {true, false})
     for (int64_t r : {1, 8, 13, 64})
       for (int64_t n_out : {7, 40, 256, 300}) {
@@ -73,6 +76,11 @@ TEST(lowrank_avx2_equals_scalar_reference_bitwise) {
         lowrank_a_ref(F.f, xs.data(), nx, n_in, 0, r, p1.data());
         lowrank_a_avx2(F.f, xs.data(), nx, n_in, 0, r, p2.data());
         CHECK(std::memcmp(t1.data(), t2.data(), t1.size() * 4) == 0);
+        if (avx512) {
+          std::fill(t2.begin(), t2.end(), 0.0f);
+          lowrank_a_avx512(F.f, xs.data(), nx, n_in, 0, r, p2.data());  // odd r: a last single rank
+          CHECK(std::memcmp(t1.data(), t2.data(), t1.size() * 4) == 0);
+        }
         // 7 rows (a block of four, three single rows); a column range that starts off a multiple
         // of 8, as a task boundary would not, but may
         auto y1 = randv(static_cast<size_t>(nx * n_out), 4), y2 = y1;
@@ -85,6 +93,13 @@ TEST(lowrank_avx2_equals_scalar_reference_bitwise) {
         lowrank_b_ref(F.f, tp.data(), q1.data(), nx, n_out, 3, n_out);
         lowrank_b_avx2(F.f, tp.data(), q2.data(), nx, n_out, 3, n_out);
         CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0);
+        if (avx512) {
+          auto y3 = randv(static_cast<size_t>(nx * n_out), 4);
+          std::vector<float*> q3;
+          for (int64_t i = 0; i < nx; ++i) q3.push_back(y3.data() + i * n_out);
+          lowrank_b_avx512(F.f, tp.data(), q3.data(), nx, n_out, 3, n_out);
+          CHECK(std::memcmp(y1.data(), y3.data(), y1.size() * 4) == 0);
+        }
         const auto y0 = randv(static_cast<size_t>(nx * n_out), 4);
         CHECK(y1[0] == y0[0] && y1[2] == y0[2] && y1[3] != y0[3]);  // only [3, n_out) was written
       }
@@ -108,7 +123,8 @@ TEST(lowrank_reference_matches_double_precision_product) {
     double acc = 0;
     for (int64_t k = 0; k < r; ++k) {
       double tk = 0;
-      for (int64_t i = 0; i < n_in; ++i) tk += static_cast<double>(F.a[static_cast<size_t>(k * n_in + i)]) * x[static_cast<size_t>(i)];
+      for (int64_t i = 0; i < n_in; ++i)
+        tk += static_cast<double>(F.a[static_cast<size_t>(k * n_in + i)]) * x[static_cast<size_t>(i)];
       acc += tk * F.bt[static_cast<size_t>(k * n_out + j)];
     }
     worst = std::max(worst, std::fabs(y0[static_cast<size_t>(j)] + 0.5 * acc - y[static_cast<size_t>(j)]));

@@ -13,11 +13,21 @@ namespace {
 
 std::atomic<bool> g_force_scalar{false};
 
+using AFn = void (*)(const LowRankFactors&, const float* const*, int64_t, int64_t, int64_t, int64_t, float* const*);
+using BFn = void (*)(const LowRankFactors&, const float* const*, float* const*, int64_t, int64_t, int64_t, int64_t);
+
+// The kernels of the tier isa/ chose (the scalar references when forced by a test).
+void pick(AFn* a, BFn* b) {
+  *a = lowrank_a_ref, *b = lowrank_b_ref;
 #if defined(LLMSERVE_X86)
-bool use_avx2() { return !g_force_scalar.load(std::memory_order_relaxed) && active_isa() >= Isa::Avx2; }
-#else
-bool use_avx2() { return false; }
+  if (g_force_scalar.load(std::memory_order_relaxed)) return;
+  if (active_isa() >= Isa::Avx512) {
+    *a = lowrank_a_avx512, *b = lowrank_b_avx512;
+  } else if (active_isa() >= Isa::Avx2) {
+    *a = lowrank_a_avx2, *b = lowrank_b_avx2;
+  }
 #endif
+}
 
 inline float elem(const void* p, bool f16, int64_t i) {
   return f16 ? fp16_to_fp32(static_cast<const uint16_t*>(p)[i]) : static_cast<const float*>(p)[i];
@@ -101,7 +111,9 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
     }
     for (int64_t k0 = 0; k0 < groups[g].f.r; k0 += kRankChunk) sc.item[static_cast<size_t>(it++)] = {g, s0, k0};
   }
-  const bool avx2 = use_avx2();
+  AFn a_pass;
+  BFn b_pass;
+  pick(&a_pass, &b_pass);
   // Pass 1: t = A·x, one (group, range of ranks) per task over all the group's rows, so each row
   // of A is read once per projection.
   pool.parallel_for(items, [&](int64_t b, int64_t e) {
@@ -109,7 +121,7 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
       const Item& w = sc.item[static_cast<size_t>(it)];
       const LowRankGroup& G = groups[w.g];
       const int64_t k1 = std::min(G.f.r, w.k0 + kRankChunk);
-      (avx2 ? lowrank_a_avx2 : lowrank_a_ref)(G.f, sc.xs.data() + w.s0, G.n_rows, n_in, w.k0, k1, sc.ts.data() + w.s0);
+      a_pass(G.f, sc.xs.data() + w.s0, G.n_rows, n_in, w.k0, k1, sc.ts.data() + w.s0);
     }
   });
   // Pass 2: y += scale·B·t, one column range per task over every group and row, so each range of
@@ -119,18 +131,25 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
   pool.parallel_for(chunks, [&](int64_t b, int64_t e) {
     const int64_t j0 = b * kColChunk, j1 = std::min(n_out, e * kColChunk);
     for (int64_t g = 0, s0 = 0; g < n_groups; s0 += groups[g].n_rows, ++g)
-      (avx2 ? lowrank_b_avx2 : lowrank_b_ref)(groups[g].f, sc.ts.data() + s0, sc.ys.data() + s0, groups[g].n_rows,
-                                              n_out, j0, j1);
+      b_pass(groups[g].f, sc.ts.data() + s0, sc.ys.data() + s0, groups[g].n_rows, n_out, j0, j1);
   });
 }
 
-#if !defined(LLMSERVE_X86)  // lowrank_avx2.cpp is not built; never called (use_avx2() is false)
+#if !defined(LLMSERVE_X86)  // lowrank_avx*.cpp are not built; never called (pick() keeps the references)
 void lowrank_a_avx2(const LowRankFactors& f, const float* const* xs, int64_t n_x, int64_t n_in, int64_t k0, int64_t k1,
                     float* const* ts) {
   lowrank_a_ref(f, xs, n_x, n_in, k0, k1, ts);
 }
 void lowrank_b_avx2(const LowRankFactors& f, const float* const* ts, float* const* ys, int64_t n_y, int64_t n_out,
                     int64_t j0, int64_t j1) {
+  lowrank_b_ref(f, ts, ys, n_y, n_out, j0, j1);
+}
+void lowrank_a_avx512(const LowRankFactors& f, const float* const* xs, int64_t n_x, int64_t n_in, int64_t k0,
+                      int64_t k1, float* const* ts) {
+  lowrank_a_ref(f, xs, n_x, n_in, k0, k1, ts);
+}
+void lowrank_b_avx512(const LowRankFactors& f, const float* const* ts, float* const* ys, int64_t n_y, int64_t n_out,
+                      int64_t j0, int64_t j1) {
   lowrank_b_ref(f, ts, ys, n_y, n_out, j0, j1);
 }
 #endif

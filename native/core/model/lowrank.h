@@ -45,12 +45,16 @@ void lowrank_a_ref(const LowRankFactors& f, const float* const* xs, int64_t n_x,
                    float* const* ts);
 void lowrank_a_avx2(const LowRankFactors& f, const float* const* xs, int64_t n_x, int64_t n_in, int64_t k0, int64_t k1,
                     float* const* ts);
+void lowrank_a_avx512(const LowRankFactors& f, const float* const* xs, int64_t n_x, int64_t n_in, int64_t k0,
+                      int64_t k1, float* const* ts);
 // ys[i][j] for j in [j0, j1) and i in [0, n_y), from ts[i]: [r]; bt rows have n_out elements.
 // Each loaded range of Bt is used for several rows.
 void lowrank_b_ref(const LowRankFactors& f, const float* const* ts, float* const* ys, int64_t n_y, int64_t n_out,
                    int64_t j0, int64_t j1);
 void lowrank_b_avx2(const LowRankFactors& f, const float* const* ts, float* const* ys, int64_t n_y, int64_t n_out,
                     int64_t j0, int64_t j1);
+void lowrank_b_avx512(const LowRankFactors& f, const float* const* ts, float* const* ys, int64_t n_y, int64_t n_out,
+                      int64_t j0, int64_t j1);
 
 // Which kernels lowrank_apply uses (tests compare the two).
 void lowrank_force_scalar_for_testing(bool on);
