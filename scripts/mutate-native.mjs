@@ -30,8 +30,8 @@ export const MUTATIONS = [
   {
     id: "alloc-ref-cached-stays-in-lru",
     file: "native/core/kv/block_allocator.cpp",
-    find: "  if (blk.rc > 0) { ++blk.rc; return; }",
-    replace: "  if (blk.rc >= 0) { ++blk.rc; return; }",
+    find: "  if (blk.rc > 0) {\n    ++blk.rc;",
+    replace: "  if (blk.rc >= 0) {\n    ++blk.rc;",
     why: "block allocator: flipped comparison, re-referencing a cached block leaves it on the LRU list",
   },
   {

@@ -12,7 +12,8 @@ namespace llmserve {
 namespace {
 
 inline __m256 load8(const void* p, bool f16, int64_t i) {
-  if (f16) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i)));
+  if (f16)
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i)));
   return _mm256_loadu_ps(static_cast<const float*>(p) + i);
 }
 
@@ -84,7 +85,8 @@ void lowrank_a_avx2(const LowRankFactors& f, const float* const* xs, int64_t n_x
     }
     for (; r < n_x; ++r) {
       __m256 acc = _mm256_setzero_ps();
-      for (int64_t i = 0; i < n_in; i += 8) acc = _mm256_fmadd_ps(load8(f.a, f.f16, base + i), _mm256_loadu_ps(xs[r] + i), acc);
+      for (int64_t i = 0; i < n_in; i += 8)
+        acc = _mm256_fmadd_ps(load8(f.a, f.f16, base + i), _mm256_loadu_ps(xs[r] + i), acc);
       ts[r][k] = reduce8(acc);
     }
   }

@@ -6,6 +6,10 @@
 
 #include "lowrank.h"
 
+// GCC 12's _mm512_cvtph_ps starts from _mm512_undefined_ps(), which -Wmaybe-uninitialized reports
+// at every inlined use; the value is fully overwritten.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace llmserve {
 namespace {
 
