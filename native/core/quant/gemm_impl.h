@@ -72,6 +72,21 @@ constexpr size_t kActQ8_0Block = 44;
 constexpr size_t kActQ8_1Block = 40;
 
 // Bytes of one packed record (one block of 16 rows); 0 if the type is not packable.
+// Row r of a 16-row Q4_K record (d, dmin, the 16 unpacked 6-bit scales/mins, qs by 4-byte
+// groups); Q5_K's record starts with the same bytes (its qh groups follow at 2368).
+template <class Block>
+inline void pack_q4_K_layout_row(const Block* src, int r, uint8_t* out) {
+  std::memcpy(out + 2 * r, &src->d, 2);
+  std::memcpy(out + 32 + 2 * r, &src->dmin, 2);
+  uint8_t sm[16];
+  unpack_q4_K_scales(src->scales, sm);
+  for (int j = 0; j < 8; ++j) {
+    out[64 + 16 * j + r] = sm[j];
+    out[192 + 16 * j + r] = sm[8 + j];
+  }
+  for (int g = 0; g < 32; ++g) std::memcpy(out + 320 + 64 * g + 4 * r, src->qs + 4 * g, 4);
+}
+
 size_t gemm_pack_record_bytes(GgmlType t);
 // Blocks per row for n_in (n_in / block size).
 int64_t gemm_blocks(GgmlType t, int64_t n_in);

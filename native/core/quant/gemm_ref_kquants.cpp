@@ -21,15 +21,7 @@ void pack_q5_K(const uint8_t* w, size_t rb, int nr, int64_t nb, uint8_t* out) {
     std::memset(out, 0, kPackQ5_K);
     for (int r = 0; r < nr; ++r) {
       const BlockQ5_K* src = reinterpret_cast<const BlockQ5_K*>(w + r * rb) + b;
-      std::memcpy(out + 2 * r, &src->d, 2);
-      std::memcpy(out + 32 + 2 * r, &src->dmin, 2);
-      uint8_t sm[16];
-      unpack_q4_K_scales(src->scales, sm);
-      for (int j = 0; j < 8; ++j) {
-        out[64 + 16 * j + r] = sm[j];
-        out[192 + 16 * j + r] = sm[8 + j];
-      }
-      for (int g = 0; g < 32; ++g) std::memcpy(out + 320 + 64 * g + 4 * r, src->qs + 4 * g, 4);
+      pack_q4_K_layout_row(src, r, out);
       for (int c = 0; c < 8; ++c) std::memcpy(out + 2368 + 64 * c + 4 * r, src->qh + 4 * c, 4);
     }
   }
