@@ -17,9 +17,9 @@ namespace {
 inline __m512 load_pair(const LowRankFactors& f, int64_t lo, int64_t hi) {
   if (f.f16) {
     const uint16_t* a = static_cast<const uint16_t*>(f.a);
-    const __m256i h = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + lo))),
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + hi)), 1);
+    const __m256i h =
+        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + lo))),
+                                _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + hi)), 1);
     return _mm512_cvtph_ps(h);
   }
   const float* a = static_cast<const float*>(f.a);
@@ -27,7 +27,8 @@ inline __m512 load_pair(const LowRankFactors& f, int64_t lo, int64_t hi) {
 }
 
 inline __m512 load16(const void* p, bool f16, int64_t i) {
-  if (f16) return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i)));
+  if (f16)
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i)));
   return _mm512_loadu_ps(static_cast<const float*>(p) + i);
 }
 
@@ -61,7 +62,8 @@ void lowrank_a_avx512(const LowRankFactors& f, const float* const* xs, int64_t n
         a2 = _mm512_fmadd_ps(a, _mm512_broadcast_f32x8(_mm256_loadu_ps(x2 + i)), a2);
         a3 = _mm512_fmadd_ps(a, _mm512_broadcast_f32x8(_mm256_loadu_ps(x3 + i)), a3);
       }
-      store_pair(a0, ts[r], k), store_pair(a1, ts[r + 1], k), store_pair(a2, ts[r + 2], k), store_pair(a3, ts[r + 3], k);
+      store_pair(a0, ts[r], k), store_pair(a1, ts[r + 1], k), store_pair(a2, ts[r + 2], k),
+          store_pair(a3, ts[r + 3], k);
     }
     for (; r < n_x; ++r) {
       __m512 acc = _mm512_setzero_ps();
