@@ -18,6 +18,7 @@ import {
 } from "./defaults.js";
 import type { Chunk } from "./generate.js";
 import { readFileSync } from "node:fs";
+import { registerBuild } from "./cli/build.js";
 import { registerChat } from "./cli/chat.js";
 import {
   addContextSizeOption,
@@ -403,8 +404,14 @@ const serveCmd = program
     "serve an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/models, /health, /metrics",
   )
   .requiredOption("-m, --model <model>", MODEL_HELP)
-  .option("--port <n>", "TCP port (0 = any free port)", int("--port"), SV.port)
-  .option("--host <host>", "address to listen on", SV.host)
+  // Environment fallbacks for containers (the Dockerfile listens on 0.0.0.0 through LLMSERVE_HOST).
+  .addOption(
+    new Option("--port <n>", "TCP port (0 = any free port)")
+      .env("LLMSERVE_PORT")
+      .argParser(int("--port"))
+      .default(SV.port),
+  )
+  .addOption(new Option("--host <host>", "address to listen on").env("LLMSERVE_HOST").default(SV.host))
   .addOption(
     new Option("--api-key <key>", "require Authorization: Bearer KEY on every route but /health").env(
       "LLMSERVE_API_KEY",
@@ -478,6 +485,7 @@ addContextSizeOption(serveCmd, "context size in tokens per sequence");
 program.command("demo").description("stream a short generation from a small built-in model").action(runDemo);
 
 registerEval(program);
+registerBuild(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as { code?: string; message?: string };

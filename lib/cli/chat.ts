@@ -41,6 +41,9 @@ async function runChat(o: ChatCliOptions): Promise<void> {
     output: process.stdin.isTTY ? process.stdout : undefined,
     terminal: process.stdin.isTTY === true,
   });
+  // Take the line iterator now: readline drops lines emitted before it exists, and piped stdin
+  // may deliver every line while the template and the conversation are still being set up.
+  const lines = rl[Symbol.asyncIterator]();
   let current: AbortController | undefined;
   let quitting = false;
   const onSigint = () => {
@@ -65,7 +68,7 @@ async function runChat(o: ChatCliOptions): Promise<void> {
     if (tty) process.stderr.write(`Chatting with ${model.path} (chat template: ${template.name}). ${HELP}.\n`);
     rl.setPrompt("> ");
     if (tty) rl.prompt();
-    for await (const line of rl) {
+    for await (const line of { [Symbol.asyncIterator]: () => lines }) {
       const input = line.trim();
       if (input === "/exit" || input === "/quit") break;
       if (input === "/reset") {

@@ -1,9 +1,18 @@
 // The addon loader's choice of binary (lib/binding.ts), on a fake file system: override, prebuild
 // before local builds unless a local build is newer, and the ERR_NATIVE_LOAD message listing every
-// path with its reason.
+// path with its reason, the platform and C library, the prebuilds the package has, and the
+// source-build command for an installed package or a checkout.
 import { describe, expect, it } from "vitest";
 import { join } from "node:path";
-import { addonCandidates, loadFirst, loadedAddonPath, type AddonCandidate } from "../../lib/binding.js";
+import {
+  addonCandidates,
+  buildHint,
+  detectLibc,
+  loadFirst,
+  loadedAddonPath,
+  type AddonCandidate,
+  type LoadContext,
+} from "../../lib/binding.js";
 import { LlmserveError } from "../../lib/errors.js";
 
 const root = "/pkg";
@@ -18,6 +27,28 @@ function fs(files: Record<string, number>) {
 }
 
 const paths = (c: AddonCandidate[]) => c.map((x) => x.path);
+
+/** The error loadFirst throws when every existing candidate fails to load with `why`. */
+function loadError(
+  c: AddonCandidate[],
+  exists: (p: string) => boolean,
+  ctx: LoadContext,
+  why = "bad binary",
+): LlmserveError {
+  try {
+    loadFirst(
+      c,
+      () => {
+        throw new Error(why);
+      },
+      exists,
+      ctx,
+    );
+  } catch (e) {
+    return e as LlmserveError;
+  }
+  throw new Error("loadFirst did not throw");
+}
 const base = { root, platform: "linux", arch: "x64", env: {} as NodeJS.ProcessEnv };
 
 describe("addonCandidates", () => {
@@ -63,36 +94,103 @@ describe("loadFirst", () => {
     expect(r).toEqual({ addon: { from: "/b.node" }, path: "/b.node" });
   });
 
-  it("throws ERR_NATIVE_LOAD listing every path with its reason and how to build", () => {
+  it("throws ERR_NATIVE_LOAD naming the platform, the shipped prebuilds, every path with its reason, and how to build", () => {
     const c: AddonCandidate[] = [
       { path: "/o.node", source: "env" },
       { path: "/pkg/prebuilds/linux-x64/llmserve.node", source: "prebuild" },
       { path: "/pkg/build/Release/llmserve.node", source: "local" },
     ];
-    let err: unknown;
-    try {
-      loadFirst(
-        c,
-        () => {
-          throw new Error("GLIBC_2.38 not found\nstack");
-        },
-        (p) => p === "/pkg/prebuilds/linux-x64/llmserve.node",
-        { platform: "linux", arch: "x64", root: "/pkg" },
-      );
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toBeInstanceOf(LlmserveError);
-    const e = err as LlmserveError;
+    const e = loadError(
+      c,
+      (p) => p === "/pkg/prebuilds/linux-x64/llmserve.node",
+      {
+        platform: "linux",
+        arch: "x64",
+        root: "/pkg",
+        checkout: false,
+        libc: "glibc",
+        shipped: ["darwin-arm64", "linux-x64"],
+      },
+      "GLIBC_2.38 not found\nstack",
+    );
+    expect(e).toBeInstanceOf(LlmserveError);
     expect(e.code).toBe("ERR_NATIVE_LOAD");
-    expect(e.message).toContain("linux-x64");
+    expect(e.message).toContain("native addon for linux-x64 (glibc).");
+    expect(e.message).toContain("This package has prebuilt binaries for darwin-arm64, linux-x64.");
+    expect(e.message).not.toContain("none for");
     expect(e.message).toContain("/o.node (not found, from LLMSERVE_ADDON)");
     expect(e.message).toContain("/pkg/prebuilds/linux-x64/llmserve.node (GLIBC_2.38 not found)");
     expect(e.message).toContain("/pkg/build/Release/llmserve.node (not found)");
     expect(e.message).not.toContain("stack");
-    expect(e.message).toContain("npx cmake-js compile");
-    expect(e.message).toContain("in /pkg");
+    // An installed package: the CLI's source build, and where it puts the binary.
+    expect(e.message).toContain("npx llmserve build-from-source");
+    expect(e.message).toContain(join("/pkg", "build", "Release", "llmserve.node"));
+    expect(e.message).not.toContain("npm run build");
     expect(e.message).toMatch(/cmake and a C\+\+20 compiler/);
+    expect(e.message).toContain("LLMSERVE_ADDON");
+  });
+
+  it("says when no prebuild fits the platform, and that musl cannot load the glibc prebuild", () => {
+    const none = loadError([], () => false, {
+      platform: "freebsd",
+      arch: "x64",
+      root: "/pkg",
+      checkout: false,
+      shipped: ["linux-x64"],
+    });
+    expect(none.message).toContain(
+      "native addon for freebsd-x64. This package has prebuilt binaries for linux-x64, none for freebsd-x64.",
+    );
+    const empty = loadError([], () => false, {
+      platform: "linux",
+      arch: "arm64",
+      root: "/pkg",
+      checkout: false,
+      libc: "glibc",
+      shipped: [],
+    });
+    expect(empty.message).toContain("linux-arm64 (glibc). This package has no prebuilt binaries. Tried:");
+    const musl = loadError([], () => false, {
+      platform: "linux",
+      arch: "x64",
+      root: "/pkg",
+      checkout: false,
+      libc: "musl",
+      shipped: ["linux-x64"],
+    });
+    expect(musl.message).toContain("linux-x64 (musl)");
+    expect(musl.message).toContain("The linux-x64 prebuild needs glibc; on musl (e.g. Alpine) build from source");
+    const glibc = loadError([], () => false, {
+      platform: "linux",
+      arch: "x64",
+      root: "/pkg",
+      checkout: false,
+      libc: "glibc",
+      shipped: ["linux-x64"],
+    });
+    expect(glibc.message).not.toContain("needs glibc");
+  });
+
+  it("in a source checkout, tells to run npm run build there", () => {
+    const e = loadError([], () => false, {
+      platform: "linux",
+      arch: "x64",
+      root: "/src",
+      checkout: true,
+      libc: "glibc",
+      shipped: [],
+    });
+    expect(e.message).toContain("run `npm run build` in /src");
+    expect(e.message).not.toContain("build-from-source");
+    expect(buildHint("/src", false)).toContain("npx llmserve build-from-source");
+  });
+});
+
+describe("detectLibc", () => {
+  it("is glibc or musl on Linux and undefined elsewhere", () => {
+    const libc = detectLibc();
+    if (process.platform === "linux") expect(["glibc", "musl"]).toContain(libc);
+    else expect(libc).toBeUndefined();
   });
 });
 

@@ -1,7 +1,7 @@
 /**
  * `llmserve serve`: prints its URL, serves requests, and on SIGTERM drains in-flight streams and
  * exits 0; with `--adapter NAME=PATH` (repeated) and `--max-adapters`, serves each adapter as a model
- * with the library's text.
+ * with the library's text; --host/--port from LLMSERVE_HOST/LLMSERVE_PORT.
  */
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -210,6 +210,55 @@ describe.runIf(existsSync(join(repoRoot, "dist", "server", "index.js")))("llmser
     } finally {
       blocker.close();
     }
+  });
+
+  it("takes --host and --port from LLMSERVE_HOST and LLMSERVE_PORT (the Docker image's settings)", async () => {
+    const model = await synthModel("server-cli", {
+      dim: 64,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+      ffn: 128,
+      vocabSize: 512,
+      context: 4096,
+    });
+    const args = [cli, "serve", "-m", model, "--threads", "1", "--ctx", "256"];
+    // 127.0.0.2: any loopback address but the default 127.0.0.1, so the variable is seen to apply.
+    const child = spawn(process.execPath, args, {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, LLMSERVE_HOST: "127.0.0.2", LLMSERVE_PORT: "0" },
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)));
+    try {
+      const t0 = Date.now();
+      while (!/http:\/\/127\.0\.0\.2:\d+/.test(stdout)) {
+        if (Date.now() - t0 > 30_000 || child.exitCode !== null)
+          throw new Error(`no URL printed\n${stdout}\n${stderr}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const url = /(http:\/\/127\.0\.0\.2:\d+)/.exec(stdout)![1];
+      expect(Number(new URL(url).port)).toBeGreaterThan(0);
+      const health = await fetch(`${url}/health`);
+      expect(health.status).toBe(200);
+      expect(await health.json()).toMatchObject({ status: "ok" });
+    } finally {
+      child.kill("SIGTERM");
+    }
+    expect(await exited).toBe(0);
+
+    const bad = spawn(process.execPath, args, {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, LLMSERVE_PORT: "eighty" },
+    });
+    let badErr = "";
+    bad.stderr.on("data", (d: Buffer) => (badErr += d.toString()));
+    const code = await new Promise<number | null>((resolve) => bad.on("exit", (c) => resolve(c)));
+    expect(code).toBe(1);
+    expect(badErr).toContain('Expected an integer for --port but received "eighty"');
   });
 });
 
