@@ -57,6 +57,7 @@ export {
   type QuantizeOptions,
   type QuantizeResult,
   type QuantizeType,
+  type QuantizedTensor,
 } from "./quantize.js";
 export { LlmserveError, ERROR_CODES, NATIVE_ERROR_CODES, JS_ERROR_CODES, type ErrorCode } from "./errors.js";
 export { LIMITS, type Limit, type Limits } from "./limits.js";

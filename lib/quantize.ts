@@ -42,8 +42,11 @@ export type QuantizeType = (typeof QUANTIZE_TYPES)[number];
 
 /** Short names llama-quantize also accepts: the `_m` mixes. */
 export const QUANTIZE_TYPE_ALIASES = {
+  /** q3_k = q3_k_m */
   q3_k: "q3_k_m",
+  /** q4_k = q4_k_m */
   q4_k: "q4_k_m",
+  /** q5_k = q5_k_m */
   q5_k: "q5_k_m",
 } as const satisfies Record<string, QuantizeType>;
 
@@ -64,6 +67,16 @@ export interface QuantizeOptions {
   signal?: AbortSignal;
 }
 
+/** One tensor of a {@link quantize} output. */
+export interface QuantizedTensor {
+  /** Its name, e.g. `blk.0.attn_v.weight`. */
+  name: string;
+  /** Its type in the input ("f16", "f32", "q8_0", ...). */
+  from: string;
+  /** Its type in the output ("q6_k", "q4_k", "f32", ...). */
+  to: string;
+}
+
 /** What {@link quantize} wrote. */
 export interface QuantizeResult {
   /** The mix written (aliases resolved). */
@@ -71,7 +84,7 @@ export interface QuantizeResult {
   /** `general.file_type` of the output (llama.cpp's `llama_ftype`, e.g. 15 for q4_k_m). */
   fileType: number;
   /** Every tensor in file order, with its type in the input and in the output ("q6_k", "f32", ...). */
-  tensors: { name: string; from: string; to: string }[];
+  tensors: QuantizedTensor[];
   /** Tensors whose rows did not fit the type's block (and got llama.cpp's fallback), re-quantization warnings. */
   notes: string[];
   /** Size of the input file in bytes. */

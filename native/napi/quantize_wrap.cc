@@ -107,7 +107,8 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   auto* w = new QuantizeWorker(env, std::move(in), std::move(out), std::move(q), progress, cancel);
   auto job = Napi::Object::New(env);
   job.Set("promise", w->promise());
-  job.Set("cancel", Napi::Function::New(env, [cancel](const Napi::CallbackInfo&) { cancel->store(true); }, "cancel"));
+  job.Set("cancel", Napi::Function::New(
+                        env, [cancel](const Napi::CallbackInfo&) { cancel->store(true); }, "cancel"));
   w->Queue();
   return job;
 }

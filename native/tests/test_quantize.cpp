@@ -113,14 +113,14 @@ std::map<std::string, T> plan_by_name(const char* mix, const RecipeModel& m, con
   return out;
 }
 
-#define CHECK_TYPE(plan, tensor, want)                                                                               \
-  do {                                                                                                             \
-    const T _got = (plan)[tensor];                                                                                   \
-    if (_got != (want)) {                                                                                          \
-      std::fprintf(stderr, "  %s:%d: %s is %s, expected %s\n", __FILE__, __LINE__, std::string(tensor).c_str(),      \
-                   type_traits(_got).name, type_traits(want).name);                                                \
-      ++::lt::failures();                                                                                          \
-    }                                                                                                              \
+#define CHECK_TYPE(plan, tensor, want)                                                                          \
+  do {                                                                                                          \
+    const T _got = (plan)[tensor];                                                                              \
+    if (_got != (want)) {                                                                                       \
+      std::fprintf(stderr, "  %s:%d: %s is %s, expected %s\n", __FILE__, __LINE__, std::string(tensor).c_str(), \
+                   type_traits(_got).name, type_traits(want).name);                                             \
+      ++::lt::failures();                                                                                       \
+    }                                                                                                           \
   } while (0)
 
 }  // namespace
@@ -226,8 +226,8 @@ namespace {
 
 // node-llama-cpp's libraries (test_quant_ggml.cpp explains the lookup): ggml_quantize_chunk from
 // libggml-base, llama_model_quantize from libllama (ggml.h / llama.h of the bundled llama.cpp).
-using QuantizeChunk = size_t (*)(int type, const float* src, void* dst, int64_t start, int64_t nrows,
-                                 int64_t n_per_row, const float* imatrix);
+using QuantizeChunk = size_t (*)(int type, const float* src, void* dst, int64_t start, int64_t nrows, int64_t n_per_row,
+                                 const float* imatrix);
 // llama_model_quantize_params starts with {int32 nthread; int32 ftype; ...}; the rest is left as
 // llama_model_quantize_default_params() returns it. 256 bytes hold the whole struct (returned
 // through a hidden pointer either way).
@@ -394,9 +394,9 @@ TEST(quantize_round_trip_error_within_bounds) {
   auto src = open_ok(in);
   if (!src) return;
   const std::map<std::string, double> bound = {
-      {"f32", 0.0},      {"f16", 4e-4},      {"bf16", 3e-3},    {"q8_0", 7.2e-3},  {"q6_k", 2.4e-2},
-      {"q5_1", 5e-2},    {"q5_0", 5.7e-2},   {"q5_k_s", 5e-2},  {"q4_1", 1.05e-1}, {"q4_0", 1.15e-1},
-      {"iq4_nl", 1e-1},  {"iq4_xs", 1e-1},   {"q4_k_s", 9.5e-2}, {"q3_k_s", 2e-1}, {"q2_k", 4e-1},
+      {"f32", 0.0},     {"f16", 4e-4},    {"bf16", 3e-3},     {"q8_0", 7.2e-3},  {"q6_k", 2.4e-2},
+      {"q5_1", 5e-2},   {"q5_0", 5.7e-2}, {"q5_k_s", 5e-2},   {"q4_1", 1.05e-1}, {"q4_0", 1.15e-1},
+      {"iq4_nl", 1e-1}, {"iq4_xs", 1e-1}, {"q4_k_s", 9.5e-2}, {"q3_k_s", 2e-1},  {"q2_k", 4e-1},
   };
   for (const auto& [name, b] : bound) {
     const std::string out = tmp_path("rt_" + name + ".gguf");
@@ -498,7 +498,9 @@ TEST(quantize_threads_and_cancel) {
   CHECK_EQ(count_with_prefix(out), 0);
   // A finished run reports 1.
   last = -1;
-  CHECK(quantize_model(in, out, o, [&](double f) { last = f; }, nullptr, nullptr).is_ok());
+  CHECK(quantize_model(
+            in, out, o, [&](double f) { last = f; }, nullptr, nullptr)
+            .is_ok());
   CHECK_EQ(last, 1.0);
   for (const auto& p : {in, o1, o4, out}) std::remove(p.c_str());
 }

@@ -37,7 +37,8 @@ Status cancelled_status() { return make_error(Code::Cancelled, "quantize was can
 
 // Same file: same device and inode (a hard link or symlink to the input is the input).
 bool same_file(const std::string& a, const std::string& b) {
-  struct stat sa {}, sb {};
+  struct stat sa {
+  }, sb{};
   if (::stat(a.c_str(), &sa) != 0 || ::stat(b.c_str(), &sb) != 0) return false;
   return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
@@ -63,8 +64,8 @@ Status recipe_model(const GgufFile& f, RecipeModel* m) {
   int64_t experts = 0;
   LLMS_RETURN_IF_ERROR(read_int(f, arch + ".expert_count", false, &experts));
   if (experts > 1) {
-    return make_error(Code::UnsupportedArch, "mixture-of-experts models (" + arch + ".expert_count = " +
-                                                 std::to_string(experts) +
+    return make_error(Code::UnsupportedArch, "mixture-of-experts models (" + arch +
+                                                 ".expert_count = " + std::to_string(experts) +
                                                  ") are not supported by quantize; use llama.cpp's llama-quantize");
   }
   LLMS_RETURN_IF_ERROR(read_int(f, arch + ".block_count", true, &m->n_layer));
@@ -109,7 +110,8 @@ Status convert_rows(const GgufTensorInfo& t, GgmlType to, int64_t r0, int64_t r1
       },
       grain);
   if (bad_row.load() >= 0) {
-    return make_error(Code::InvalidArgument, "tensor '" + t.name + "' has a non-finite value (NaN or infinity) in row " +
+    return make_error(Code::InvalidArgument, "tensor '" + t.name +
+                                                 "' has a non-finite value (NaN or infinity) in row " +
                                                  std::to_string(bad_row.load()) +
                                                  "; the input model is broken, quantize it from an intact file");
   }

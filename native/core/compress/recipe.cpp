@@ -131,11 +131,11 @@ GgmlType mix_rule(const QuantMix& mix, const RecipeModel& m, const RecipeTensor&
 const std::vector<QuantMix>& quant_mixes() {
   using T = GgmlType;
   static const std::vector<QuantMix> mixes = {
-      {"q8_0", 7, T::Q8_0},    {"q4_0", 2, T::Q4_0},      {"q4_1", 3, T::Q4_1},     {"q5_0", 8, T::Q5_0},
-      {"q5_1", 9, T::Q5_1},    {"q2_k", 10, T::Q2_K},     {"q3_k_s", 11, T::Q3_K},  {"q3_k_m", 12, T::Q3_K},
-      {"q3_k_l", 13, T::Q3_K}, {"q4_k_s", 14, T::Q4_K},   {"q4_k_m", 15, T::Q4_K},  {"q5_k_s", 16, T::Q5_K},
-      {"q5_k_m", 17, T::Q5_K}, {"q6_k", 18, T::Q6_K},     {"iq4_nl", 25, T::IQ4_NL}, {"iq4_xs", 30, T::IQ4_XS},
-      {"f16", 1, T::F16},      {"bf16", 32, T::BF16},     {"f32", 0, T::F32},
+      {"q8_0", 7, T::Q8_0},    {"q4_0", 2, T::Q4_0},    {"q4_1", 3, T::Q4_1},      {"q5_0", 8, T::Q5_0},
+      {"q5_1", 9, T::Q5_1},    {"q2_k", 10, T::Q2_K},   {"q3_k_s", 11, T::Q3_K},   {"q3_k_m", 12, T::Q3_K},
+      {"q3_k_l", 13, T::Q3_K}, {"q4_k_s", 14, T::Q4_K}, {"q4_k_m", 15, T::Q4_K},   {"q5_k_s", 16, T::Q5_K},
+      {"q5_k_m", 17, T::Q5_K}, {"q6_k", 18, T::Q6_K},   {"iq4_nl", 25, T::IQ4_NL}, {"iq4_xs", 30, T::IQ4_XS},
+      {"f16", 1, T::F16},      {"bf16", 32, T::BF16},   {"f32", 0, T::F32},
   };
   return mixes;
 }
