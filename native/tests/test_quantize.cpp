@@ -536,3 +536,39 @@ TEST(quantize_refuses_bad_input_and_its_own_input) {
   CHECK(!exists(tmp_path("x.gguf")));
   for (const auto& p : {in, hard, sym, junk, cut}) std::remove(p.c_str());
 }
+
+// GgufWriter's streamed tensors (what quantize writes through): bytes from fill land at the
+// tensor's offset; a fill that puts too few bytes is Internal, too many or an error of its own
+// aborts; every failure leaves neither the file nor a temp file.
+TEST(gguf_writer_streamed_tensors) {
+  const std::string p = tmp_path("streamed.gguf");
+  GgufWriter w;
+  w.set_str("general.architecture", "llama");
+  CHECK(w.add_tensor("a", T::F32, {8}, std::vector<uint8_t>(32, 1)).is_ok());
+  CHECK(w.add_tensor_info("b", T::Q8_0, {64, 2}).is_ok());
+  CHECK(w.add_tensor_info("b", T::Q8_0, {64}).code == Code::InvalidArgument);  // duplicate
+  CHECK(w.add_tensor_info("c", T::Q8_0, {40}).code == Code::BadShape);         // not a block multiple
+  const size_t nb = 2 * row_size(T::Q8_0, 64);
+  auto fill_with = [&](size_t n, Status s) {
+    return [n, s](size_t i, const GgufWriter::ByteSink& put) {
+      CHECK_EQ(i, size_t(1));
+      std::vector<uint8_t> bytes(n, 7);
+      if (!put(bytes.data(), bytes.size())) return make_error(Code::Io, "put refused");
+      return s;
+    };
+  };
+  CHECK(w.write(p, fill_with(nb - 1, Status::ok())).code == Code::Internal);
+  CHECK(w.write(p, fill_with(nb + 1, Status::ok())).code == Code::Io);
+  CHECK(w.write(p, fill_with(nb, make_error(Code::Cancelled, "stop"))).code == Code::Cancelled);
+  CHECK(w.write(p).code == Code::InvalidArgument);  // no fill for a streamed tensor
+  CHECK(!exists(p));
+  CHECK_EQ(count_with_prefix(p), 0);
+  CHECK(w.write(p, fill_with(nb, Status::ok())).is_ok());
+  auto f = open_ok(p);
+  if (!f) return;
+  const GgufTensorInfo* b = f->find_tensor("b");
+  CHECK(b != nullptr && b->nbytes == nb && b->type == T::Q8_0);
+  if (b) CHECK(b->data[0] == 7 && b->data[nb - 1] == 7);
+  CHECK_EQ(f->find_tensor("a")->data[0], uint8_t(1));
+  std::remove(p.c_str());
+}
