@@ -207,6 +207,7 @@ Status quantize_model(const std::string& in_path, const std::string& out_path, c
         if (!put(t.data + off, n)) return make_error(Code::Io, "writing '" + out_path + "' failed");
       }
       report(t.n_elements());
+      f->release_pages(t.data, t.nbytes);  // read once: keep resident memory at about one tensor
       return Status::ok();
     }
     const int64_t ne0 = t.ne[0];
@@ -222,6 +223,7 @@ Status quantize_model(const std::string& in_path, const std::string& out_path, c
       if (!put(slab.data(), slab.size())) return make_error(Code::Io, "writing '" + out_path + "' failed");
       report((r1 - r0) * ne0);
     }
+    f->release_pages(t.data, t.nbytes);
     return Status::ok();
   };
   LLMS_RETURN_IF_ERROR(w.write(out_path, fill));
