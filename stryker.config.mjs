@@ -25,6 +25,7 @@ const MODULES = [
   "lib/metrics.ts",
   "lib/gguf.ts",
   "lib/synth.ts",
+  "lib/quantize.ts",
   "lib/tokenizer/*.ts",
   "lib/server/*.ts",
 ];
@@ -70,6 +71,7 @@ const TESTS = {
   "lib/loadOptions.ts": ["test/native/truth.test.ts", "test/native/model.test.ts"],
   "lib/adapters.ts": ["test/unit/adapters.test.ts", "test/native/lora-lru.test.ts", "test/native/lora.test.ts"],
   "lib/errors.ts": ["test/unit/errors.test.ts"],
+  "lib/quantize.ts": ["test/native/quantize.test.ts"],
   "lib/eval.ts": ["test/native/eval.test.ts", "test/parity/perplexity.test.ts"],
   "lib/tokenizer/stream.ts": ["test/unit/tokenizer/stream.test.ts"],
   "lib/metrics.ts": ["test/unit/metrics.test.ts"],

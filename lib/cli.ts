@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The llmserve command line: generate, chat, tokenize, detokenize, pull, models, synth, synth-lora, info, demo, serve, eval. */
+/** The llmserve command line: generate, chat, tokenize, detokenize, pull, models, synth, synth-lora, info, demo, serve, eval, quantize. */
 import { Command, Option } from "commander";
 import { existsSync, mkdirSync } from "node:fs";
 import { homedir } from "node:os";
@@ -37,6 +37,7 @@ import {
 import { registerDetokenize } from "./cli/detokenize.js";
 import { registerEval } from "./cli/eval.js";
 import { registerHubCommands } from "./cli/hub.js";
+import { registerQuantize } from "./cli/quantize.js";
 
 // Sampling fields unset (the demo): the library's default (lib/defaults.ts), as for the flags' defaults.
 interface GenOpts extends Partial<SamplingCliOptions> {
@@ -486,6 +487,7 @@ program.command("demo").description("stream a short generation from a small buil
 
 registerEval(program);
 registerBuild(program);
+registerQuantize(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as { code?: string; message?: string };

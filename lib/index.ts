@@ -50,6 +50,15 @@ export {
   type SynthType,
   type SynthLoraOptions,
 } from "./synth.js";
+export {
+  quantize,
+  QUANTIZE_TYPES,
+  QUANTIZE_TYPE_ALIASES,
+  type QuantizeOptions,
+  type QuantizeResult,
+  type QuantizeType,
+  type QuantizedTensor,
+} from "./quantize.js";
 export { LlmserveError, ERROR_CODES, NATIVE_ERROR_CODES, JS_ERROR_CODES, type ErrorCode } from "./errors.js";
 export { LIMITS, type Limit, type Limits } from "./limits.js";
 export { kernelIsa } from "./kernels.js";

@@ -298,6 +298,31 @@ export interface NativeSynthOptions {
   tiedOutput: boolean;
 }
 
+/** quantize()'s options: every field is required (lib/quantize.ts sets them). */
+export interface NativeQuantizeOptions {
+  /** One of the addon's `quantizeTypes`, exactly. */
+  type: string;
+  threads: number;
+}
+
+/** What a finished quantize() wrote. */
+export interface NativeQuantizeResult {
+  /** general.file_type written (llama.cpp's llama_ftype). */
+  ftype: number;
+  /** Every tensor in file order: its type in the input and in the output ("q4_k", "f32", ...). */
+  tensors: { name: string; from: string; to: string }[];
+  /** Per-tensor block fallbacks and re-quantization warnings. */
+  notes: string[];
+  inputBytes: number;
+  outputBytes: number;
+}
+
+/** A quantize() in flight: its result, and a way to stop it (the promise then rejects with ERR_CANCELLED). */
+export interface NativeQuantizeJob {
+  promise: Promise<NativeQuantizeResult>;
+  cancel(): void;
+}
+
 /** Order statistics of a per-token series (llama-perplexity's percentiles, linearly interpolated). */
 export interface NativeQuantiles {
   min: number;
@@ -385,6 +410,15 @@ export interface NativeAddon {
     onProgress?: (fraction: number) => void,
   ): Promise<{ notes: string[] }>;
   synthLora(basePath: string, opts: NativeSynthLoraOptions, outPath: string): Promise<void>;
+  /** Converts the model at `input` to a weight mix, written to `output` on a libuv worker (native/core/compress). */
+  quantize(
+    input: string,
+    output: string,
+    opts: NativeQuantizeOptions,
+    onProgress?: (fraction: number) => void,
+  ): NativeQuantizeJob;
+  /** The mixes quantize() writes (native/core/compress/recipe.cpp), in its order. */
+  quantizeTypes: string[];
   /** A perplexity run of `model` (KL divergence against `reference` when not null), `batch` tokens per forward pass. */
   createEvaluation(model: NativeModel, reference: NativeModel | null, batch: number): NativeEvaluation;
 }

@@ -6,7 +6,7 @@ import cliProgress from "cli-progress";
 
 /** One progress report; the same shape for every kind of long work. */
 export interface ProgressEvent {
-  /** What is being done: "download", "verify" (checksum of a resumed file), "load", "synth". */
+  /** What is being done: "download", "verify" (checksum of a resumed file), "load", "synth", "quantize". */
   phase: string;
   /** What it is done to, e.g. a file name. */
   label: string;

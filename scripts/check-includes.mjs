@@ -19,6 +19,7 @@ export const LAYERS = {
   eval: 1, // perplexity / KL scoring of logit rows (needs only status.h; sched/ runs it on engines)
   gguf: 2, // file format (uses quant's type table)
   kv: 3, // paged KV storage, allocator, rotation, eval cache
+  compress: 3, // offline model transforms over GGUF files (quantize recipes and driver)
   attention: 4, // paged attention over kv/
   model: 5, // architectures: config, weights, forward pass
   lora: 6, // LoRA adapters: load against a model, per-segment deltas

@@ -237,6 +237,27 @@ export const MUTATIONS = [
     replace: "      if (!last_only && pos < logits_from && end > logits_from + 1) end = logits_from + 1;",
     why: "evaluate(): a pass straddling logits_from is cut one token late (a row before logits_from is returned)",
   },
+  {
+    id: "quantize-more-bits-off-by-one",
+    file: "native/core/compress/recipe.cpp",
+    find: "bool use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }",
+    replace: "bool use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 1; }",
+    why: "quantize recipe: the _M mixes bump attn_v / ffn_down on the wrong layers",
+  },
+  {
+    id: "quantize-q4k-falls-back-to-q4_0",
+    file: "native/core/compress/recipe.cpp",
+    find: "    case T::Q4_K: r = T::Q5_0; break;",
+    replace: "    case T::Q4_K: r = T::Q4_0; break;",
+    why: "quantize recipe: Q4_K rows that do not fit 256 fall back to Q4_0 instead of llama.cpp's Q5_0",
+  },
+  {
+    id: "quantize-cancel-ignored",
+    file: "native/core/compress/quantize.cpp",
+    find: "bool cancelled(const std::atomic<bool>* cancel) { return cancel && cancel->load(std::memory_order_relaxed); }",
+    replace: "bool cancelled(const std::atomic<bool>* cancel) { return false && cancel; }",
+    why: "quantize: a cancel request is never seen (the file is written anyway)",
+  },
 ];
 
 const args = process.argv.slice(2);

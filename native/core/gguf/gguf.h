@@ -3,6 +3,7 @@
 // yields a Status (ERR_NOT_GGUF / ERR_GGUF_TRUNCATED / ERR_GGUF_CORRUPT ...), never a crash.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -150,8 +151,19 @@ class GgufWriter {
   void set_value(const std::string& key, const GgufValue& v);
   // data: row_size(type, ne[0]) * ne[1] * ne[2] * ne[3] bytes.
   Status add_tensor(const std::string& name, GgmlType type, std::vector<int64_t> ne, std::vector<uint8_t> data);
+  // A tensor whose bytes are produced while the file is written (write's `fill`), so a converter
+  // (quantize) never holds a whole model's output in memory. Same checks as add_tensor.
+  Status add_tensor_info(const std::string& name, GgmlType type, std::vector<int64_t> ne);
   void set_alignment(uint32_t a) { alignment_ = a; }
-  Status write(const std::string& path) const;
+  Status write(const std::string& path) const { return write(path, {}); }
+  // Appends bytes to the file being written; false on a write error.
+  using ByteSink = std::function<bool(const uint8_t* p, size_t n)>;
+  // fill(i, put) produces the bytes of tensor i (index in add order) for tensors added with
+  // add_tensor_info, in order, through put; it must put exactly the tensor's size (else Internal).
+  // A non-ok Status from fill (Cancelled, ...) aborts the write: the temp file is removed and the
+  // target is left as it was. Written as a temp file in the same folder, then renamed over path.
+  using TensorFill = std::function<Status(size_t index, const ByteSink& put)>;
+  Status write(const std::string& path, const TensorFill& fill) const;
 
  private:
   struct Entry {
@@ -163,7 +175,10 @@ class GgufWriter {
     GgmlType type;
     std::vector<int64_t> ne;
     std::vector<uint8_t> data;
+    uint64_t nbytes = 0;    // size of the tensor's data
+    bool streamed = false;  // bytes come from write's fill
   };
+  Status check_tensor(const std::string& name, GgmlType type, const std::vector<int64_t>& ne, uint64_t* nbytes) const;
   void put(const std::string& key, std::vector<uint8_t> encoded);
   std::vector<Entry> kv_;
   std::vector<Tensor> tensors_;

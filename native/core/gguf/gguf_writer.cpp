@@ -211,8 +211,8 @@ void GgufWriter::set_value(const std::string& key, const GgufValue& v) {
   put(key, ok ? std::move(b) : invalid_entry());
 }
 
-Status GgufWriter::add_tensor(const std::string& name, GgmlType type, std::vector<int64_t> ne,
-                              std::vector<uint8_t> data) {
+Status GgufWriter::check_tensor(const std::string& name, GgmlType type, const std::vector<int64_t>& ne,
+                                uint64_t* nbytes) const {
   if (name.empty() || name.size() > kMaxTensorName) {
     return make_error(Code::InvalidArgument,
                       "tensor name '" + name + "' must be 1.." + std::to_string(kMaxTensorName) + " bytes long");
@@ -251,16 +251,31 @@ Status GgufWriter::add_tensor(const std::string& name, GgmlType type, std::vecto
   if (rest != 0 && rs > (uint64_t(1) << 62) / rest) {
     return make_error(Code::BadShape, "tensor '" + name + "' is too large");
   }
-  const uint64_t expected = rs * rest;
-  if (data.size() != expected) {
-    return make_error(Code::BadShape, "tensor '" + name + "' data is " + std::to_string(data.size()) +
-                                          " bytes; shape and type " + tt.name + " need " + std::to_string(expected));
-  }
-  tensors_.push_back(Tensor{name, type, std::move(ne), std::move(data)});
+  *nbytes = rs * rest;
   return Status::ok();
 }
 
-Status GgufWriter::write(const std::string& path) const {
+Status GgufWriter::add_tensor(const std::string& name, GgmlType type, std::vector<int64_t> ne,
+                              std::vector<uint8_t> data) {
+  uint64_t expected = 0;
+  LLMS_RETURN_IF_ERROR(check_tensor(name, type, ne, &expected));
+  if (data.size() != expected) {
+    return make_error(Code::BadShape, "tensor '" + name + "' data is " + std::to_string(data.size()) +
+                                          " bytes; shape and type " + type_traits(type).name + " need " +
+                                          std::to_string(expected));
+  }
+  tensors_.push_back(Tensor{name, type, std::move(ne), std::move(data), expected, false});
+  return Status::ok();
+}
+
+Status GgufWriter::add_tensor_info(const std::string& name, GgmlType type, std::vector<int64_t> ne) {
+  uint64_t nbytes = 0;
+  LLMS_RETURN_IF_ERROR(check_tensor(name, type, ne, &nbytes));
+  tensors_.push_back(Tensor{name, type, std::move(ne), {}, nbytes, true});
+  return Status::ok();
+}
+
+Status GgufWriter::write(const std::string& path, const TensorFill& fill) const {
   // Effective alignment: the general.alignment key when present (must be u32, as ggml requires),
   // otherwise alignment_, written as a key when it differs from GGUF's default of 32.
   uint64_t align = alignment_;
@@ -310,7 +325,7 @@ Status GgufWriter::write(const std::string& path) const {
     for (int64_t d : t.ne) put_raw<int64_t>(head, d);
     put_raw<uint32_t>(head, static_cast<uint32_t>(t.type));
     put_raw<uint64_t>(head, offset);
-    offset += pad_to(t.data.size(), align);
+    offset += pad_to(t.nbytes, align);
   }
   head.resize(pad_to(head.size(), align), 0);
 
@@ -324,12 +339,15 @@ Status GgufWriter::write(const std::string& path) const {
     const int e = errno;
     return make_error(Code::Io, "cannot create '" + tmp + "' (writing '" + path + "'): " + errno_text(e));
   }
-  auto fail = [&](const std::string& what, int e) {
+  auto fclose_and_remove = [&] {
     if (fc.f) {
       std::fclose(fc.f);
       fc.f = nullptr;
     }
     std::remove(tmp.c_str());
+  };
+  auto fail = [&](const std::string& what, int e) {
+    fclose_and_remove();
     return make_error(Code::Io, what + " '" + path + "': " + errno_text(e));
   };
   auto put_bytes = [&](const uint8_t* p, size_t n) {
@@ -351,10 +369,39 @@ Status GgufWriter::write(const std::string& path) const {
     return true;
   };
   if (!put_bytes(head.data(), head.size())) return fail("write failed for", errno);
-  for (const auto& t : tensors_) {
-    if (!put_bytes(t.data.data(), t.data.size()) || !put_zeros(pad_to(t.data.size(), align) - t.data.size())) {
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const Tensor& t = tensors_[i];
+    if (t.streamed) {
+      if (!fill) {
+        fclose_and_remove();
+        return make_error(Code::InvalidArgument, "tensor '" + t.name + "' has no data and write was given no fill");
+      }
+      uint64_t put_n = 0;
+      int write_errno = 0;
+      const ByteSink put = [&](const uint8_t* p, size_t n) {
+        put_n += n;
+        if (put_n > t.nbytes) return false;  // never write past the tensor's slot
+        if (!put_bytes(p, n)) {
+          write_errno = errno;
+          return false;
+        }
+        return true;
+      };
+      Status s = fill(i, put);
+      if (write_errno != 0) return fail("write failed for", write_errno);
+      if (!s) {
+        fclose_and_remove();
+        return s;
+      }
+      if (put_n != t.nbytes) {
+        fclose_and_remove();
+        return make_error(Code::Internal, "tensor '" + t.name + "': " + std::to_string(put_n) + " bytes produced, " +
+                                              std::to_string(t.nbytes) + " expected");
+      }
+    } else if (!put_bytes(t.data.data(), t.data.size())) {
       return fail("write failed for", errno);
     }
+    if (!put_zeros(pad_to(t.nbytes, align) - t.nbytes)) return fail("write failed for", errno);
   }
   if (std::fflush(fc.f) != 0) return fail("write failed for", errno);
   if (::fsync(::fileno(fc.f)) != 0 && errno != EINVAL && errno != EROFS) { return fail("fsync failed for", errno); }

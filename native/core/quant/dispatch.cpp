@@ -162,6 +162,10 @@ void quantize_row_ref(GgmlType t, const float* x, void* y, int64_t n) {
 float vec_dot_ref(GgmlType t, int64_t n, const void* w, const void* xq) {
   return quant::dot_with(quant::ref_kernels(), t, n, w, xq);
 }
+void quantize_row_weights(GgmlType t, const float* x, void* y, int64_t n) {
+  if (t == GgmlType::Q8_0) quant::quantize_row_q8_0_weights_ref(x, y, n);
+  else quantize_row_ref(t, x, y, n);
+}
 
 namespace quant {
 void gemm_pack_group(GgmlType t, const uint8_t* w, size_t row_bytes, int n_rows, int64_t nb, uint8_t* out) {

@@ -36,6 +36,27 @@ void quantize_row_q8_0_ref(const float* x, void* y, int64_t n) {
   }
 }
 
+// x: [n] f32 -> y: [n/32] BlockQ8_0, as ggml's portable quantize_row_q8_0_ref (model files written
+// by llama-quantize): d = amax/127, id = 1/d, round half away from zero.
+void quantize_row_q8_0_weights_ref(const float* x, void* y, int64_t n) {
+  BlockQ8_0* b = static_cast<BlockQ8_0*>(y);
+  for (int64_t i = 0; i < n / kQK8_0; ++i, x += kQK8_0) {
+    float amax = 0.0f;
+    for (int j = 0; j < kQK8_0; ++j) {
+      const float a = std::fabs(x[j]);
+      amax = amax > a ? amax : a;
+    }
+    const float d = amax / 127;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    b[i].d = fp32_to_fp16(d);
+    for (int j = 0; j < kQK8_0; ++j) {
+      float q = std::round(x[j] * id);
+      q = q > 127.f ? 127.f : (q < -128.f ? -128.f : q);  // no-op for finite input; keeps NaN/inf defined
+      b[i].qs[j] = q == q ? static_cast<int8_t>(q) : 0;
+    }
+  }
+}
+
 // w: [n/32] BlockQ8_0, xq: [n/32] BlockQ8_0 -> sum over blocks of sum(w.qs*x.qs) * (d_w*d_x)
 float vec_dot_q8_0_ref(int64_t n, const void* w, const void* xq) {
   const BlockQ8_0* a = static_cast<const BlockQ8_0*>(w);

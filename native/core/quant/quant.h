@@ -61,6 +61,11 @@ void dequantize_row(GgmlType t, const void* x, float* y, int64_t n);
 // ggml's quantize_iq4_nl/xs without an importance matrix, as llama-quantize writes them); used by
 // synth, and (for vec_dot types Q8_0/Q8_1/Q8_K/F16/BF16/F32) to convert activations before a dot.
 void quantize_row(GgmlType t, const float* x, void* y, int64_t n);
+// x: [n] f32 -> y: row_size(t, n) bytes: exactly what ggml_quantize_chunk (so llama-quantize) writes
+// without an importance matrix. quantize_row_ref for every type but Q8_0, whose weights ggml rounds
+// with id = 1/d and roundf (ggml's quantize_row_q8_0_ref), not as its x86 activation quantizer (the
+// Q8_0 quantize_row_ref above, which matmuls need). Used by quantize.
+void quantize_row_weights(GgmlType t, const float* x, void* y, int64_t n);
 // dot(w_row, x_row): w in type t, xq in type_traits(t).vec_dot_type, both [n] elements.
 // xq must come from quantize_row(vec_dot_type): the SIMD kernels rely on its invariants (Q8_K bsums
 // match qs; Q8_1 s = d * sum(qs); Q8_0/Q8_1 values lie in [-127, 127]).

@@ -230,6 +230,7 @@ void quantize_row_bf16_ref(const float* x, void* y, int64_t n);
 float vec_dot_bf16_ref(int64_t n, const void* w, const void* xq);
 void dequantize_row_q8_0_ref(const void* x, float* y, int64_t n);
 void quantize_row_q8_0_ref(const float* x, void* y, int64_t n);
+void quantize_row_q8_0_weights_ref(const float* x, void* y, int64_t n);
 float vec_dot_q8_0_ref(int64_t n, const void* w, const void* xq);
 void dequantize_row_q4_0_ref(const void* x, float* y, int64_t n);
 void quantize_row_q4_0_ref(const float* x, void* y, int64_t n);

@@ -1,0 +1,238 @@
+// quantize_model: reads the input through GgufFile (mmap; pages are read as rows are converted),
+// plans every tensor's type (recipe.cpp), then streams the output through GgufWriter::write's fill:
+// one slab of rows at a time is converted on the thread pool and appended, so memory stays at one
+// slab (about kSlabElements floats of output) whatever the model's size.
+#include "quantize.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <memory>
+
+#include "../gguf/gguf.h"
+#include "../threadpool/thread_pool.h"
+#include "recipe.h"
+
+namespace llmserve {
+namespace {
+
+// Rows converted between progress reports and cancel checks (elements of input per slab).
+constexpr int64_t kSlabElements = int64_t(1) << 22;
+// Fewest elements worth a thread-pool chunk of their own (llama.cpp's min_chunk_size is 32 * 512).
+constexpr int64_t kChunkElements = 32 * 512;
+// Bytes per write when a tensor is copied unchanged (between cancel checks).
+constexpr size_t kCopyBytes = size_t(64) << 20;
+constexpr uint32_t kQuantizationVersion = 2;  // ggml's GGML_QNT_VERSION
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool cancelled(const std::atomic<bool>* cancel) { return cancel && cancel->load(std::memory_order_relaxed); }
+
+Status cancelled_status() { return make_error(Code::Cancelled, "quantize was cancelled; no output file was written"); }
+
+// Same file: same device and inode (a hard link or symlink to the input is the input).
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa {
+  }, sb{};
+  if (::stat(a.c_str(), &sa) != 0 || ::stat(b.c_str(), &sb) != 0) return false;
+  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+Status read_int(const GgufFile& f, const std::string& key, bool required, int64_t* out) {
+  bool found = false;
+  Status s = f.get_int(key, out, &found);
+  if (!s) return make_error(Code::BadShape, key + " must be an integer: " + s.message);
+  if (!found && required) return make_error(Code::MissingTensor, "the model has no " + key + " metadata key");
+  return Status::ok();
+}
+
+// The recipe's view of the model, checked: an architecture whose recipe we implement.
+Status recipe_model(const GgufFile& f, RecipeModel* m) {
+  std::string arch;
+  bool found = false;
+  LLMS_RETURN_IF_ERROR(f.get_string("general.architecture", &arch, &found));
+  if (!found) return make_error(Code::UnsupportedArch, "the model has no general.architecture; is it a model file?");
+  if (arch != "llama" && arch != "qwen2") {
+    return make_error(Code::UnsupportedArch, "quantize follows llama.cpp's recipe for llama and qwen2 models; '" +
+                                                 arch + "' is not one of them (use llama.cpp's llama-quantize)");
+  }
+  int64_t experts = 0;
+  LLMS_RETURN_IF_ERROR(read_int(f, arch + ".expert_count", false, &experts));
+  if (experts > 1) {
+    return make_error(Code::UnsupportedArch, "mixture-of-experts models (" + arch +
+                                                 ".expert_count = " + std::to_string(experts) +
+                                                 ") are not supported by quantize; use llama.cpp's llama-quantize");
+  }
+  LLMS_RETURN_IF_ERROR(read_int(f, arch + ".block_count", true, &m->n_layer));
+  LLMS_RETURN_IF_ERROR(read_int(f, arch + ".attention.head_count", true, &m->n_head));
+  m->n_head_kv = m->n_head;
+  LLMS_RETURN_IF_ERROR(read_int(f, arch + ".attention.head_count_kv", false, &m->n_head_kv));
+  if (m->n_layer < 1 || m->n_layer > (int64_t(1) << 20) || m->n_head < 1 || m->n_head_kv < 1) {
+    return make_error(Code::BadShape, "block_count, head_count and head_count_kv must be positive");
+  }
+  // llama.cpp's LLM_TYPE_70B: 80 layers (llama: with grouped-query attention, else it is 65B).
+  m->is_70b = m->n_layer == 80 && (arch == "qwen2" || m->n_head != m->n_head_kv);
+  return Status::ok();
+}
+
+// Converts rows [r0, r1) of tensor t to `to` into dst (row_size(to, ne0) bytes per row).
+Status convert_rows(const GgufTensorInfo& t, GgmlType to, int64_t r0, int64_t r1, uint8_t* dst, ThreadPool& pool,
+                    std::vector<std::vector<float>>& scratch) {
+  const int64_t ne0 = t.ne[0];
+  const size_t src_rs = row_size(t.type, ne0), dst_rs = row_size(to, ne0);
+  std::atomic<int64_t> bad_row{-1};
+  const int64_t grain = std::max<int64_t>(1, kChunkElements / std::max<int64_t>(ne0, 1));
+  pool.parallel_for_chunked(
+      r1 - r0,
+      [&](int64_t b, int64_t e, int slot) {
+        std::vector<float>& buf = scratch[static_cast<size_t>(slot)];
+        for (int64_t r = b; r < e; ++r) {
+          const uint8_t* src = t.data + static_cast<size_t>(r0 + r) * src_rs;
+          const float* x = reinterpret_cast<const float*>(src);
+          if (t.type != GgmlType::F32 || (reinterpret_cast<uintptr_t>(src) % alignof(float)) != 0) {
+            dequantize_row(t.type, src, buf.data(), ne0);
+            x = buf.data();
+          }
+          for (int64_t k = 0; k < ne0; ++k) {
+            if (!std::isfinite(x[k])) {
+              int64_t none = -1;
+              bad_row.compare_exchange_strong(none, r0 + r);
+              return;
+            }
+          }
+          quantize_row_weights(to, x, dst + static_cast<size_t>(r) * dst_rs, ne0);
+        }
+      },
+      grain);
+  if (bad_row.load() >= 0) {
+    return make_error(Code::InvalidArgument, "tensor '" + t.name +
+                                                 "' has a non-finite value (NaN or infinity) in row " +
+                                                 std::to_string(bad_row.load()) +
+                                                 "; the input model is broken, quantize it from an intact file");
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status quantize_model(const std::string& in_path, const std::string& out_path, const QuantizeOptions& opt,
+                      const std::function<void(double)>& progress, const std::atomic<bool>* cancel,
+                      QuantizeResult* result) {
+  const QuantMix* mix = find_quant_mix(lower(opt.type));
+  if (!mix) {
+    return make_error(Code::InvalidArgument,
+                      "Unknown quantization type '" + opt.type + "'; expected one of " + quant_mix_names());
+  }
+  if (out_path.empty() || out_path.find('\0') != std::string::npos)
+    return make_error(Code::InvalidArgument, "the output path must be a non-empty path without NUL characters");
+  std::unique_ptr<GgufFile> f;
+  LLMS_RETURN_IF_ERROR(GgufFile::open(in_path, &f));
+  if (in_path == out_path || same_file(in_path, out_path)) {
+    return make_error(Code::InvalidArgument, "refusing to overwrite the input model '" + in_path + "' with '" +
+                                                 out_path + "' (the same file); write the output to another path");
+  }
+  int64_t split_count = 0;
+  LLMS_RETURN_IF_ERROR(read_int(*f, "split.count", false, &split_count));
+  if (split_count > 1) {
+    return make_error(Code::InvalidArgument, "'" + in_path +
+                                                 "' is one part of a split model; merge the parts first "
+                                                 "(llama.cpp's llama-gguf-split --merge)");
+  }
+  RecipeModel model;
+  LLMS_RETURN_IF_ERROR(recipe_model(*f, &model));
+
+  const auto& infos = f->tensors();
+  std::vector<RecipeTensor> rts(infos.size());
+  for (size_t i = 0; i < infos.size(); ++i) {
+    rts[i].name = infos[i].name;
+    std::copy(infos[i].ne, infos[i].ne + 4, rts[i].ne);
+    rts[i].type = infos[i].type;
+  }
+  QuantizeResult res;
+  res.ftype = mix->ftype;
+  const std::vector<GgmlType> plan = plan_tensor_types(*mix, model, rts, &res.notes);
+
+  GgufWriter w;
+  for (const auto& [key, value] : f->metadata()) w.set_value(key, value);
+  w.set_u32("general.quantization_version", kQuantizationVersion);
+  w.set_u32("general.file_type", static_cast<uint32_t>(mix->ftype));
+  int64_t total = 0, requantized = 0;
+  std::string requantized_types;
+  for (size_t i = 0; i < infos.size(); ++i) {
+    const GgufTensorInfo& t = infos[i];
+    const GgmlType to = plan[i];
+    if (to != t.type) {
+      if (!type_traits(t.type).supported) {
+        return make_error(Code::UnsupportedType, "tensor '" + t.name + "' has type " + type_traits(t.type).name +
+                                                     ", which llmserve cannot convert; quantize from the f16/f32 "
+                                                     "original");
+      }
+      const bool float_in = t.type == GgmlType::F32 || t.type == GgmlType::F16 || t.type == GgmlType::BF16;
+      if (!float_in) {
+        ++requantized;
+        const std::string n = type_traits(t.type).name;
+        if (requantized_types.find(n) == std::string::npos)
+          requantized_types += std::string(requantized_types.empty() ? "" : ", ") + n;
+      }
+    }
+    LLMS_RETURN_IF_ERROR(w.add_tensor_info(t.name, to, std::vector<int64_t>(t.ne, t.ne + t.n_dims)));
+    res.tensors.push_back(QuantizedTensor{t.name, t.type, to});
+    total += t.n_elements();
+  }
+  if (requantized > 0) {
+    res.notes.push_back(std::to_string(requantized) + " tensors are already quantized (" + requantized_types +
+                        "); re-quantizing loses quality: quantize from the f16/f32 original when you can");
+  }
+
+  ThreadPool pool(opt.threads);
+  std::vector<std::vector<float>> scratch(static_cast<size_t>(pool.size()));
+  int64_t done = 0;
+  auto report = [&](int64_t n) {
+    done += n;
+    if (progress) progress(total > 0 ? std::min(1.0, static_cast<double>(done) / static_cast<double>(total)) : 1.0);
+  };
+  std::vector<uint8_t> slab;
+  const auto fill = [&](size_t i, const GgufWriter::ByteSink& put) -> Status {
+    const GgufTensorInfo& t = infos[i];
+    const GgmlType to = plan[i];
+    if (to == t.type) {  // unchanged: copy the bytes
+      for (uint64_t off = 0; off < t.nbytes; off += kCopyBytes) {
+        if (cancelled(cancel)) return cancelled_status();
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(kCopyBytes, t.nbytes - off));
+        if (!put(t.data + off, n)) return make_error(Code::Io, "writing '" + out_path + "' failed");
+      }
+      report(t.n_elements());
+      f->release_pages(t.data, t.nbytes);  // read once: keep resident memory at about one tensor
+      return Status::ok();
+    }
+    const int64_t ne0 = t.ne[0];
+    const int64_t rows = ne0 > 0 ? t.n_elements() / ne0 : 0;
+    const int64_t slab_rows = std::max<int64_t>(1, kSlabElements / std::max<int64_t>(ne0, 1));
+    const size_t dst_rs = row_size(to, ne0);
+    for (auto& s : scratch) s.resize(static_cast<size_t>(ne0));
+    for (int64_t r0 = 0; r0 < rows; r0 += slab_rows) {
+      if (cancelled(cancel)) return cancelled_status();
+      const int64_t r1 = std::min(rows, r0 + slab_rows);
+      slab.resize(static_cast<size_t>(r1 - r0) * dst_rs);
+      LLMS_RETURN_IF_ERROR(convert_rows(t, to, r0, r1, slab.data(), pool, scratch));
+      if (!put(slab.data(), slab.size())) return make_error(Code::Io, "writing '" + out_path + "' failed");
+      report((r1 - r0) * ne0);
+    }
+    f->release_pages(t.data, t.nbytes);
+    return Status::ok();
+  };
+  LLMS_RETURN_IF_ERROR(w.write(out_path, fill));
+  struct stat so {};
+  res.input_bytes = f->file_size();
+  res.output_bytes = ::stat(out_path.c_str(), &so) == 0 ? static_cast<uint64_t>(so.st_size) : 0;
+  if (progress) progress(1.0);
+  if (result) *result = std::move(res);
+  return Status::ok();
+}
+
+}  // namespace llmserve

@@ -1,0 +1,125 @@
+// quantize(input, output, {type, threads}, onProgress?) -> {promise, cancel()}: converts a model on
+// a libuv worker (compress/quantize.h). promise resolves to {ftype, tensors: [{name, from, to}],
+// notes, inputBytes, outputBytes}; cancel() makes the worker stop at its next slab of rows, remove
+// its temp file and reject with ERR_CANCELLED.
+#include <napi.h>
+
+#include <atomic>
+#include <cctype>
+#include <memory>
+
+#include "compress/quantize.h"
+#include "compress/recipe.h"
+#include "errors.h"
+#include "wrap_common.h"
+
+namespace llmserve::napi {
+namespace {
+
+std::string js_type_name(GgmlType t) {
+  std::string n = type_traits(t).name;
+  for (char& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return n;
+}
+
+// o.type: exactly one of quant_mixes()'s names (lib/quantize.ts QUANTIZE_TYPES, same order and
+// message as its check).
+std::string get_mix(Napi::Object o) {
+  Napi::Value v = o.Get("type");
+  if (v.IsString()) {
+    const std::string s = v.As<Napi::String>().Utf8Value();
+    for (const QuantMix& m : quant_mixes())
+      if (s == m.name) return s;
+  }
+  std::string list;
+  for (const QuantMix& m : quant_mixes()) list += std::string(list.empty() ? "" : ", ") + "\"" + m.name + "\"";
+  throw_invalid(o.Env(), v.IsString(), "Expected one of " + list + " for type but received " + js_describe(v));
+}
+
+class QuantizeWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double>> {
+ public:
+  QuantizeWorker(Napi::Env env, std::string in, std::string out, QuantizeOptions o, Napi::Function progress,
+                 std::shared_ptr<std::atomic<bool>> cancel)
+      : StatusWorker(env),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        in_(std::move(in)),
+        out_(std::move(out)),
+        opts_(std::move(o)),
+        cancel_(std::move(cancel)) {
+    if (!progress.IsEmpty()) progress_ = Napi::Persistent(progress);
+  }
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute(const ExecutionProgress& prog) override {
+    Status s = quantize_model(in_, out_, opts_, throttled(prog), cancel_.get(), &result_);
+    if (!s) fail(s);
+  }
+  void OnProgress(const double* data, size_t n) override {
+    if (n > 0) call_progress(progress_, data[n - 1]);  // a throw rejects the promise (OnOK)
+  }
+  void OnOK() override {
+    if (rejected_by_callback()) return;
+    settle(Code::Internal, "quantize '" + out_ + "'", [&] {
+      Napi::Env env = Env();
+      auto r = Napi::Object::New(env);
+      r.Set("ftype", Napi::Number::New(env, result_.ftype));
+      auto ts = Napi::Array::New(env, result_.tensors.size());
+      for (uint32_t k = 0; k < result_.tensors.size(); ++k) {
+        const QuantizedTensor& t = result_.tensors[k];
+        auto o = Napi::Object::New(env);
+        o.Set("name", t.name);
+        o.Set("from", js_type_name(t.from));
+        o.Set("to", js_type_name(t.to));
+        ts.Set(k, o);
+      }
+      r.Set("tensors", ts);
+      auto notes = Napi::Array::New(env, result_.notes.size());
+      for (uint32_t k = 0; k < result_.notes.size(); ++k) notes.Set(k, result_.notes[k]);
+      r.Set("notes", notes);
+      r.Set("inputBytes", Napi::Number::New(env, static_cast<double>(result_.input_bytes)));
+      r.Set("outputBytes", Napi::Number::New(env, static_cast<double>(result_.output_bytes)));
+      deferred_.Resolve(r);
+    });
+  }
+  void reject(Napi::Value err) override { deferred_.Reject(err); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::string in_, out_;
+  QuantizeOptions opts_;
+  std::shared_ptr<std::atomic<bool>> cancel_;
+  Napi::FunctionReference progress_;
+  QuantizeResult result_;
+};
+
+Napi::Value Quantize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[2].IsObject())
+    throw_invalid(env, false, "quantize(input, output, options, onProgress?): expected two strings and an object");
+  std::string in = path_arg(env, info[0], "the input model path");
+  std::string out = path_arg(env, info[1], "the output path");
+  Napi::Object o = info[2].As<Napi::Object>();
+  // Every field is required (lib/quantize.ts fills them).
+  QuantizeOptions q;
+  q.type = get_mix(o);
+  q.threads = get_number<int, limits::kThreads>(o);
+  Napi::Function progress = info.Length() > 3 && info[3].IsFunction() ? info[3].As<Napi::Function>() : Napi::Function();
+  auto cancel = std::make_shared<std::atomic<bool>>(false);
+  auto* w = new QuantizeWorker(env, std::move(in), std::move(out), std::move(q), progress, cancel);
+  auto job = Napi::Object::New(env);
+  job.Set("promise", w->promise());
+  job.Set("cancel", Napi::Function::New(
+                        env, [cancel](const Napi::CallbackInfo&) { cancel->store(true); }, "cancel"));
+  w->Queue();
+  return job;
+}
+
+}  // namespace
+
+void init_quantize(Napi::Env env, Napi::Object exports) {
+  exports.Set("quantize", Napi::Function::New(env, Quantize, "quantize"));
+  auto types = Napi::Array::New(env, quant_mixes().size());
+  for (uint32_t k = 0; k < quant_mixes().size(); ++k) types.Set(k, quant_mixes()[k].name);
+  exports.Set("quantizeTypes", types);
+}
+
+}  // namespace llmserve::napi
