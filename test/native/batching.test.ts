@@ -72,6 +72,29 @@ describe("batch invariance", () => {
     }
   });
 
+  it("16 concurrent greedy requests on a synthetic qwen3 (per-head Q/K norms, head size 64 != dim / heads) equal each alone", async () => {
+    const path = await synthModel("batch-qwen3", {
+      arch: "qwen3",
+      dim: 128,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+      headDim: 64,
+      ffn: 256,
+      vocabSize: 512,
+      type: "q4_0",
+    });
+    const m = await Model.load(path, { threads: 2, contextSize: 256, kvCacheTokens: 4096, maxBatchTokens: 48 });
+    try {
+      expect(m.info.headDim).toBe(64);
+      await checkInvariance(m, prompts(16, m.info.nVocab, 5), 24);
+      expect(m.stats().maxBatchSequencesSeen).toBeGreaterThan(1);
+      expect(m.stats().blocksUsed).toBe(0);
+    } finally {
+      await m.dispose();
+    }
+  });
+
   it.runIf(haveFixtures).each(["aidreams260K", "stories260K-ids"])(
     "16 concurrent requests on the f32 fixture %s equal each alone",
     async (name) => {
