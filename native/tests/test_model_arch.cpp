@@ -116,10 +116,10 @@ double max_ref_diff(const Model& m, const std::vector<int32_t>& toks) {
 
 // A copy of a GGUF with metadata and tensors changed: meta(writer) adds keys (or tensors) after the
 // copied keys (skip names keys left out); tensor(name, ne, data) may edit a tensor, false drops it.
-std::string rewrite(const std::string& src, const std::string& name, const std::vector<std::string>& skip,
-                    const std::function<void(GgufWriter&)>& meta,
-                    const std::function<bool(const std::string&, std::vector<int64_t>&, std::vector<uint8_t>&)>&
-                        tensor) {
+std::string rewrite(
+    const std::string& src, const std::string& name, const std::vector<std::string>& skip,
+    const std::function<void(GgufWriter&)>& meta,
+    const std::function<bool(const std::string&, std::vector<int64_t>&, std::vector<uint8_t>&)>& tensor) {
   std::unique_ptr<GgufFile> f;
   if (!GgufFile::open(src, &f).is_ok()) return "";
   GgufWriter w;
@@ -366,7 +366,8 @@ TEST(arch_synth_writes_each_architecture) {
   auto refused = [](SynthOptions x, const char* mention) {
     Status st = validate_synth_options(x);
     if (st.code != Code::InvalidArgument || st.message.find(mention) == std::string::npos)
-      std::fprintf(stderr, "  got %s '%s', expected mention of '%s'\n", code_name(st.code), st.message.c_str(), mention);
+      std::fprintf(stderr, "  got %s '%s', expected mention of '%s'\n", code_name(st.code), st.message.c_str(),
+                   mention);
     CHECK(st.code == Code::InvalidArgument);
     CHECK(st.message.find(mention) != std::string::npos);
   };
