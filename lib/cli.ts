@@ -5,8 +5,17 @@ import { existsSync, mkdirSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { LlmserveError } from "./errors.js";
-import { readGguf } from "./gguf.js";
-import { LORA_TARGET_ALIASES, LORA_TARGETS, synth, synthLora, SYNTH_TYPES } from "./synth.js";
+import { checkModel, readGguf } from "./gguf.js";
+import {
+  LORA_TARGET_ALIASES,
+  LORA_TARGETS,
+  SYNTH_ARCHS,
+  SYNTH_ROPE_SCALINGS,
+  synth,
+  synthLora,
+  SYNTH_TYPES,
+  type SynthArch,
+} from "./synth.js";
 import { Tokenizer } from "./tokenizer/index.js";
 import { packageRoot } from "./binding.js";
 import {
@@ -132,6 +141,19 @@ async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
     params += t.shape.reduce((a, b) => a * b, 1);
   }
   const vocabLen = (md["tokenizer.ggml.tokens"] as { length?: number } | undefined)?.length ?? 0;
+  // Whether llmserve runs it: the load-time checks, without reading the weights (a LoRA adapter is
+  // not a model: loadAdapter checks it against its base).
+  type Support = { supported?: boolean; unsupportedReason?: { code: string; message: string } };
+  const support: Support =
+    md["general.type"] === "adapter"
+      ? {}
+      : await checkModel(path).then(
+          () => ({ supported: true }),
+          (e: { code?: string; message?: string }) => ({
+            supported: false,
+            unsupportedReason: { code: e.code ?? "ERR_INTERNAL", message: String(e.message) },
+          }),
+        );
   const summary = {
     file: resolve(path),
     ggufVersion: g.version,
@@ -143,7 +165,11 @@ async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
     feedForwardLength: md[`${arch}.feed_forward_length`],
     headCount: md[`${arch}.attention.head_count`],
     headCountKv: md[`${arch}.attention.head_count_kv`],
+    headDim: md[`${arch}.attention.key_length`],
     ropeFreqBase: md[`${arch}.rope.freq_base`],
+    ropeScaling: md[`${arch}.rope.scaling.type`],
+    ropeScalingFactor: md[`${arch}.rope.scaling.factor`],
+    ropeFreqs: g.tensors.some((t) => t.name === "rope_freqs.weight") || undefined,
     tokenizer: md["tokenizer.ggml.model"],
     tokenizerPre: md["tokenizer.ggml.pre"],
     vocabSize: vocabLen,
@@ -151,10 +177,18 @@ async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
     parameters: params,
     tensorTypes: types,
     fileSize: g.fileSize,
+    ...support,
+  };
+  // An unsupported file is described all the same, then refused: exit code 1 and the reason on stderr.
+  const refuse = () => {
+    const r = support.unsupportedReason;
+    if (!r) return;
+    process.stderr.write(`llmserve cannot run this model: ${r.message} (${r.code})\n`);
+    process.exitCode = 1;
   };
   if (o.json) {
     process.stdout.write(`${JSON.stringify(summary, (_k, v) => (typeof v === "bigint" ? v.toString() : v))}\n`);
-    return;
+    return refuse();
   }
   for (const [k, v] of Object.entries(summary)) {
     if (v !== undefined)
@@ -166,6 +200,7 @@ async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
   for (const t of g.tensors.slice(0, 40))
     process.stdout.write(`  ${t.name.padEnd(28)} ${t.type.padEnd(6)} [${t.shape.join(", ")}]\n`);
   if (g.tensors.length > 40) process.stdout.write(`  ... ${g.tensors.length - 40} more\n`);
+  refuse();
 }
 
 /** The demo: a real small model when the repository's fixtures are present, else a synthesized one. */
@@ -243,24 +278,36 @@ registerHubCommands(program);
 
 program
   .command("synth")
-  .description("write a random-weight llama/qwen2 GGUF model (llama.cpp loads it too)")
-  .addOption(new Option("--arch <arch>", "architecture").choices(["llama", "qwen2"]).default(SY.arch))
+  .description("write a random-weight llama/qwen2/qwen3 GGUF model (llama.cpp loads it too)")
+  .addOption(new Option("--arch <arch>", "architecture").choices([...SYNTH_ARCHS]).default(SY.arch))
   .option("--dim <n>", "embedding size", int("--dim"), SY.dim)
   .option("--layers <n>", "transformer blocks", int("--layers"), SY.layers)
   .option("--heads <n>", "attention heads", int("--heads"), SY.heads)
+  .option("--head-dim <n>", "size of one attention head (default: dim / heads)", int("--head-dim"))
   .option("--kv-heads <n>", "key/value heads (GQA)", int("--kv-heads"), SY.kvHeads)
   .option("--ffn <n>", "feed-forward size", int("--ffn"), SY.ffn)
   .option("--context <n>", "training context length", int("--context"), SY.context)
   .option("--vocab-from <path>", "copy the tokenizer of this GGUF file")
   .option("--vocab-size <n>", "generated SentencePiece vocabulary size", int("--vocab-size"), SY.vocabSize)
   .option("--tied", "no output.weight (reuse the embedding)")
+  .option("--rope-freqs", "llama: write Llama 3's rope_freqs.weight (per-frequency RoPE factors)")
+  .addOption(
+    new Option("--rope-scaling <type>", "declare RoPE scaling (rope.scaling.type)").choices(
+      SYNTH_ROPE_SCALINGS.filter((r) => r !== ""),
+    ),
+  )
+  .option(
+    "--rope-scale <f>",
+    `RoPE scaling factor written with --rope-scaling (default ${SY.ropeScale})`,
+    float("--rope-scale"),
+  )
   .addOption(new Option("--type <type>", "weight type").choices([...SYNTH_TYPES]).default(SY.type))
   .option("--seed <n>", "weights seed", int("--seed"), SY.seed)
   .requiredOption("-o, --output <path>", "output .gguf path")
   .action(async (o: Record<string, unknown>) => {
     const rep = progressReporter();
     const { notes } = await synth(o.output as string, {
-      arch: o.arch as "llama" | "qwen2",
+      arch: o.arch as SynthArch,
       dim: o.dim as number,
       layers: o.layers as number,
       heads: o.heads as number,
@@ -272,6 +319,10 @@ program
       type: o.type as never,
       seed: o.seed as number,
       tiedOutput: o.tied === true,
+      headDim: o.headDim as number | undefined,
+      ropeFreqs: o.ropeFreqs === true,
+      ropeScaling: o.ropeScaling as "linear" | undefined,
+      ropeScale: o.ropeScale as number | undefined,
       onProgress: rep.fraction("synth", String(o.output)),
     }).finally(() => rep.stop());
     for (const n of notes) process.stderr.write(`note: ${n}\n`);

@@ -69,6 +69,10 @@ export const SYNTH_DEFAULTS = {
   type: "f32",
   seed: 7,
   tiedOutput: false,
+  headDim: 0,
+  ropeFreqs: false,
+  ropeScaling: "",
+  ropeScale: 1,
 } as const;
 
 /** Defaults of `Model.loadAdapter()`'s options (and `llmserve generate --adapter-scale`). */

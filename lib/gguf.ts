@@ -63,3 +63,25 @@ export function readGguf(path: string, options: ReadGgufOptions = {}): Promise<G
     return Promise.reject(fromNative(err));
   }
 }
+
+/** What {@link checkModel} resolves with. */
+export interface CheckedModel {
+  /** The file's `general.architecture` (one llmserve runs). */
+  arch: string;
+}
+
+/**
+ * Whether llmserve can run a model file, checked as `Model.load` checks it (architecture,
+ * hyperparameters, every tensor's presence, shape and type) but without reading the weights or
+ * allocating anything: resolves with the architecture, or rejects with the error loading would give
+ * (`ERR_UNSUPPORTED_ARCH`, `ERR_MISSING_TENSOR`, `ERR_BAD_SHAPE`, `ERR_UNSUPPORTED_TYPE`, ...).
+ * @param path the GGUF file
+ */
+export function checkModel(path: string): Promise<CheckedModel> {
+  try {
+    checkPath("path", path);
+    return wrapNative(loadAddon().checkModel(path));
+  } catch (err) {
+    return Promise.reject(fromNative(err));
+  }
+}

@@ -33,6 +33,8 @@ export {
 export { encodeStream, type EncodeStreamOptions } from "./tokenizer/stream.js";
 export {
   readGguf,
+  checkModel,
+  type CheckedModel,
   type ReadGgufOptions,
   type GgufContents,
   type GgufMetaValue,
@@ -44,10 +46,13 @@ export {
   synth,
   synthLora,
   SYNTH_TYPES,
+  SYNTH_ARCHS,
+  SYNTH_ROPE_SCALINGS,
   LORA_TARGETS,
   LORA_TARGET_ALIASES,
   type SynthOptions,
   type SynthType,
+  type SynthArch,
   type SynthLoraOptions,
 } from "./synth.js";
 export {

@@ -69,6 +69,10 @@ export const SYNTH_LIMITS = {
   context: int(1, 1 << 24),
   vocabSize: int(1, 1 << 20),
   seed: int(0, Number.MAX_SAFE_INTEGER),
+  /** 0 = dim / heads. */
+  headDim: int(0, 16384),
+  /** The loader's range of RoPE scaling factors. */
+  ropeScale: num(1 / 1024, 1024),
 } as const satisfies Record<string, Limit>;
 
 /** LoRA adapters: Model.loadAdapter()'s `scale` and synthLora()'s options. */

@@ -281,7 +281,7 @@ export class Model {
    * Loads a LoRA adapter for this model under `name`, off the JS thread: a llama.cpp GGUF adapter
    * file (e.g. from `convert_lora_to_gguf.py` or `llmserve synth-lora`), or a Hugging Face PEFT
    * folder holding `adapter_config.json` and `adapter_model.safetensors` (or the path of that
-   * `.safetensors` file), for llama and qwen2 bases. Requests pick it with
+   * `.safetensors` file), for llama, qwen2 and qwen3 bases. Requests pick it with
    * `generate(prompt, { adapter: name })`; requests with different adapters (or none) are batched
    * together, the base weights are shared. With {@link LoadOptions.maxAdapters}, loading one more
    * evicts the least recently used idle adapter, which a later request reloads transparently from

@@ -296,6 +296,10 @@ export interface NativeSynthOptions {
   type: string;
   seed: number;
   tiedOutput: boolean;
+  headDim: number;
+  ropeFreqs: boolean;
+  ropeScaling: string;
+  ropeScale: number;
 }
 
 /** quantize()'s options: every field is required (lib/quantize.ts sets them). */
@@ -400,6 +404,8 @@ export interface NativeAddon {
     maxArrayLength: number,
     options: { keyPrefixes: string[]; maxStringBytes: number; maxMetadataBytes: number },
   ): Promise<GgufContents>;
+  /** Checks, as loading would but without reading the weights, that llmserve can run the file; rejects with that coded error. */
+  checkModel(path: string): Promise<{ arch: string }>;
   /** Every error code the addon can produce (status.h), for checking lib/errors.ts against. */
   errorCodes(): string[];
   kernelIsa(): string;

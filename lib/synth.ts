@@ -27,16 +27,35 @@ export const SYNTH_TYPES = [
 /** One of {@link SYNTH_TYPES}. */
 export type SynthType = (typeof SYNTH_TYPES)[number];
 
+/** The architectures {@link synth} can write (`general.architecture`). */
+export const SYNTH_ARCHS = ["llama", "qwen2", "qwen3"] as const;
+/** One of {@link SYNTH_ARCHS}. */
+export type SynthArch = (typeof SYNTH_ARCHS)[number];
+
+/** RoPE scaling types {@link synth} can declare (`""`: no `rope.scaling.*` keys). */
+export const SYNTH_ROPE_SCALINGS = ["", "none", "linear", "yarn"] as const;
+
 /** The shape, weight type and seed of a model written by {@link synth}; every field has a default. */
 export interface SynthOptions {
-  /** Architecture (default `"llama"`; `"qwen2"` adds Q/K/V biases). */
-  arch?: "llama" | "qwen2";
+  /**
+   * Architecture (default `"llama"`; `"qwen2"` adds Q/K/V biases; `"qwen3"` adds per-head Q and K
+   * RMSNorm weights and always writes the head size).
+   */
+  arch?: SynthArch;
   /** Embedding size (default 256). */
   dim?: number;
   /** Transformer blocks (default 4). */
   layers?: number;
-  /** Attention heads (default 8); `dim` must be a multiple, with an even head size `dim / heads`. */
+  /**
+   * Attention heads (default 8); unless `headDim` is given, `dim` must be a multiple, with an even
+   * head size `dim / heads`.
+   */
   heads?: number;
+  /**
+   * Size of one attention head, even, in [2, 16384] (default 0: `dim / heads`); when given it is
+   * written as `attention.key_length` / `value_length` (Qwen3's head size is not `dim / heads`).
+   */
+  headDim?: number;
   /** Key/value heads for grouped-query attention (default 2); `heads` must be a multiple. */
   kvHeads?: number;
   /** Feed-forward hidden size (default 768). */
@@ -53,6 +72,19 @@ export interface SynthOptions {
   seed?: number;
   /** Write no `output.weight` so the output projection reuses the embedding (default false). */
   tiedOutput?: boolean;
+  /**
+   * llama only: write Llama 3's `rope_freqs.weight` per-frequency RoPE factors (the converter's
+   * "llama3" rope: factor 8, low/high frequency factors 1 and 4, original context = `context`).
+   */
+  ropeFreqs?: boolean;
+  /**
+   * Declare RoPE scaling: `"none"`, `"linear"` or `"yarn"` writes `rope.scaling.type` and
+   * `rope.scaling.factor` = `ropeScale` (yarn also `original_context_length` = `context`);
+   * `""` (default) writes no scaling keys.
+   */
+  ropeScaling?: (typeof SYNTH_ROPE_SCALINGS)[number];
+  /** The RoPE scaling factor written with `ropeScaling`, in [1/1024, 1024] (default 1). */
+  ropeScale?: number;
   /** Called with a fraction in [0, 1] while tensors are written. */
   onProgress?: (fraction: number) => void;
 }
@@ -79,6 +111,10 @@ export function resolveSynthOptions(options: unknown): {
     "type",
     "seed",
     "tiedOutput",
+    "headDim",
+    "ropeFreqs",
+    "ropeScaling",
+    "ropeScale",
     "onProgress",
   ]);
   const D = SYNTH_DEFAULTS;
@@ -86,7 +122,7 @@ export function resolveSynthOptions(options: unknown): {
   const int = (name: keyof typeof S & keyof typeof D): number => checkLimit(name, o[name] ?? D[name], S[name]);
   // Every field of the native options is set here (the addon has no defaults of its own).
   const opts: NativeSynthOptions = {
-    arch: checkString("arch", o.arch ?? D.arch, ["llama", "qwen2"]),
+    arch: checkString("arch", o.arch ?? D.arch, SYNTH_ARCHS),
     dim: int("dim"),
     layers: int("layers"),
     heads: int("heads"),
@@ -98,12 +134,16 @@ export function resolveSynthOptions(options: unknown): {
     type: checkString("type", type, SYNTH_TYPES),
     seed: int("seed"),
     tiedOutput: o.tiedOutput === undefined ? D.tiedOutput : checkBool("tiedOutput", o.tiedOutput),
+    headDim: int("headDim"),
+    ropeFreqs: o.ropeFreqs === undefined ? D.ropeFreqs : checkBool("ropeFreqs", o.ropeFreqs),
+    ropeScaling: checkString("ropeScaling", o.ropeScaling ?? D.ropeScaling, SYNTH_ROPE_SCALINGS),
+    ropeScale: checkLimit("ropeScale", o.ropeScale ?? D.ropeScale, S.ropeScale),
   };
   return { opts, onProgress: o.onProgress };
 }
 
 /**
- * Writes a random-weight llama/qwen2 model that llama.cpp also loads.
+ * Writes a random-weight llama/qwen2/qwen3 model that llama.cpp also loads.
  * @param outPath where to write the GGUF file (overwritten)
  * @param options shape, weight type and seed
  * @returns `notes`: per-tensor type fallbacks (e.g. a K-quant on rows not a multiple of 256).

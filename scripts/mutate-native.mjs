@@ -258,6 +258,34 @@ export const MUTATIONS = [
     replace: "bool cancelled(const std::atomic<bool>* cancel) { return false && cancel; }",
     why: "quantize: a cancel request is never seen (the file is written anyway)",
   },
+  {
+    id: "qwen3-skip-q-norm",
+    file: "native/core/model/forward.cpp",
+    find: "          if (L.attn_q_norm) {",
+    replace: "          if (false && L.attn_q_norm) {",
+    why: "qwen3: the per-head RMSNorm of Q before RoPE is skipped",
+  },
+  {
+    id: "qwen3-skip-k-norm",
+    file: "native/core/model/forward.cpp",
+    find: "          if (L.attn_k_norm) {",
+    replace: "          if (false && L.attn_k_norm) {",
+    why: "qwen3: the per-head RMSNorm of K before RoPE is skipped",
+  },
+  {
+    id: "rope-ignores-freq-factors",
+    file: "native/core/model/ops.cpp",
+    find: "      const float ff = freq_factors ? freq_factors[i0 / 2] : 1.0f;",
+    replace: "      const float ff = 1.0f;",
+    why: "RoPE: Llama 3's rope_freqs.weight factors are ignored",
+  },
+  {
+    id: "rope-attn-factor-ignored",
+    file: "native/core/model/model_config.cpp",
+    find: "    c.yarn_attn_factor *= static_cast<float>(fv);",
+    replace: "    (void)fv;",
+    why: "RoPE: the rope.scaling.attn_factor key is read but not applied",
+  },
 ];
 
 const args = process.argv.slice(2);

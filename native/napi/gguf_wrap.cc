@@ -9,6 +9,7 @@
 
 #include "errors.h"
 #include "gguf/gguf.h"
+#include "model/model.h"
 #include "wrap_common.h"
 
 namespace llmserve::napi {
@@ -219,6 +220,47 @@ Napi::Value ReadGguf(const Napi::CallbackInfo& info) {
   return pr;
 }
 
+// checkModel(path) -> Promise<{arch}>: whether llmserve can run the file, without loading it: the
+// header, hyperparameters and every tensor's presence, shape and type are checked exactly as
+// Model::load checks them (the weights stay unread in the mapping). Rejects with that coded error.
+class CheckModelWorker : public StatusWorker<Napi::AsyncWorker> {
+ public:
+  CheckModelWorker(Napi::Env env, std::string path)
+      : StatusWorker(env), deferred_(Napi::Promise::Deferred::New(env)), path_(std::move(path)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+  void Execute() override {
+    std::unique_ptr<GgufFile> f;
+    Status s = GgufFile::open(path_, &f);
+    if (!s) return fail(s);
+    std::unique_ptr<Model> m;
+    s = Model::load(std::shared_ptr<GgufFile>(std::move(f)), &m);
+    if (!s) return fail(s);
+    arch_ = m->config().arch;
+  }
+  void OnOK() override {
+    settle(Code::Internal, "checkModel '" + path_ + "'", [&] {
+      auto r = Napi::Object::New(Env());
+      r.Set("arch", arch_);
+      deferred_.Resolve(r);
+    });
+  }
+  void reject(Napi::Value err) override { deferred_.Reject(err); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::string path_;
+  std::string arch_;
+};
+
+Napi::Value CheckModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = path_arg(env, info[0], "the model path");
+  auto* w = new CheckModelWorker(env, std::move(path));
+  auto pr = w->promise();
+  w->Queue();
+  return pr;
+}
+
 Napi::Value ErrorCodes(const Napi::CallbackInfo& info) { return error_codes_to_js(info.Env()); }
 
 }  // namespace
@@ -230,6 +272,7 @@ void init_gguf(Napi::Env env, Napi::Object exports) {
   d.Set("maxMetadataBytes", Napi::Number::New(env, (double)g.max_metadata_bytes));
   exports.Set("readGguf", Napi::Function::New(env, ReadGguf, "readGguf"));
   exports.Set("errorCodes", Napi::Function::New(env, ErrorCodes, "errorCodes"));
+  exports.Set("checkModel", Napi::Function::New(env, CheckModel, "checkModel"));
 }
 
 }  // namespace llmserve::napi

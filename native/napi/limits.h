@@ -57,6 +57,8 @@ inline constexpr Limit kSynthFfn{"ffn", 1, 1 << 18, true, false};
 inline constexpr Limit kSynthContext{"context", 1, 1 << 24, true, false};
 inline constexpr Limit kSynthVocabSize{"vocabSize", 1, 1 << 20, true, false};
 inline constexpr Limit kSynthSeed{"seed", 0, kSafeMax, true, false};
+inline constexpr Limit kSynthHeadDim{"headDim", 0, 16384, true, false};  // 0 = dim / heads
+inline constexpr Limit kSynthRopeScale{"ropeScale", 1.0 / 1024, 1024, false, false};
 
 // loadAdapter(name, path, scale) and synthLora(base, options, outPath)
 inline constexpr Limit kAdapterScale{"scale", -100, 100, false, false};
@@ -87,8 +89,9 @@ inline constexpr const Limit* kGenerate[] = {
     &kStopToken,        &kStopTokensLength, &kRequestId};
 inline constexpr const Limit* kLoad[] = {&kThreads,        &kContextSize,  &kKvCacheTokens, &kKvBlockSize,
                                          &kMaxBatchTokens, &kPrefillChunk, &kMaxSequences,  &kMaxQueue};
-inline constexpr const Limit* kSynth[] = {&kSynthDim, &kSynthLayers,  &kSynthHeads,     &kSynthKvHeads,
-                                          &kSynthFfn, &kSynthContext, &kSynthVocabSize, &kSynthSeed};
+inline constexpr const Limit* kSynth[] = {&kSynthDim,     &kSynthLayers,   &kSynthHeads,     &kSynthKvHeads,
+                                          &kSynthFfn,     &kSynthContext,  &kSynthVocabSize, &kSynthSeed,
+                                          &kSynthHeadDim, &kSynthRopeScale};
 inline constexpr const Limit* kLora[] = {&kAdapterScale, &kLoraRank, &kLoraSeed, &kLoraAlpha, &kLoraStdB};
 inline constexpr const Limit* kGguf[] = {&kMaxArrayLength, &kMaxStringBytes, &kMaxMetadataBytes};
 inline constexpr const Limit* kEval[] = {&kEvalCtx, &kEvalBatch, &kEvalChunks};

@@ -76,7 +76,7 @@ Napi::Value Synth(const Napi::CallbackInfo& info) {
   // Every field is required (lib/synth.ts fills them from lib/defaults.ts).
   SynthOptions s;
   namespace L = limits;
-  s.arch = get_choice(o, "arch", {"llama", "qwen2"});
+  s.arch = get_choice_in(o, "arch", kSynthArchs);
   s.dim = get_number<int64_t, L::kSynthDim>(o);
   s.layers = get_number<int64_t, L::kSynthLayers>(o);
   s.heads = get_number<int64_t, L::kSynthHeads>(o);
@@ -87,6 +87,10 @@ Napi::Value Synth(const Napi::CallbackInfo& info) {
   s.vocab_size = get_number<int64_t, L::kSynthVocabSize>(o);
   s.seed = get_number<uint64_t, L::kSynthSeed>(o);
   s.tied_output = get_bool(o, "tiedOutput");
+  s.head_dim = get_number<int64_t, L::kSynthHeadDim>(o);
+  s.rope_freqs = get_bool(o, "ropeFreqs");
+  s.rope_scaling = get_choice_in(o, "ropeScaling", kSynthRopeScalings);
+  s.rope_scale = get_number<float, L::kSynthRopeScale>(o);
   s.type = get_type(o);
   Napi::Function progress = info.Length() > 2 && info[2].IsFunction() ? info[2].As<Napi::Function>() : Napi::Function();
   auto* w = new SynthWorker(env, std::move(s), std::move(out_path), progress);
@@ -188,6 +192,10 @@ void init_synth(Napi::Env env, Napi::Object exports) {
   d.Set("type", js_type_name(s.type));
   d.Set("seed", Napi::Number::New(env, (double)s.seed));
   d.Set("tiedOutput", s.tied_output);
+  d.Set("headDim", Napi::Number::New(env, (double)s.head_dim));
+  d.Set("ropeFreqs", s.rope_freqs);
+  d.Set("ropeScaling", s.rope_scaling);
+  d.Set("ropeScale", Napi::Number::New(env, (double)s.rope_scale));
   exports.Set("synth", Napi::Function::New(env, Synth, "synth"));
   const SynthLoraOptions l;
   Napi::Object dl = defaults_group(env, exports, "synthLora");

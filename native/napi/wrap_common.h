@@ -172,6 +172,20 @@ inline std::string get_choice(Napi::Object o, const char* name, std::initializer
   throw_invalid(o.Env(), v.IsString(), "Expected one of " + list + " for " + name + " but received " + js_describe(v));
 }
 
+// The same for a core table of allowed values (one source for the list: e.g. kSynthArchs).
+template <size_t N>
+std::string get_choice_in(Napi::Object o, const char* name, const char* const (&allowed)[N]) {
+  Napi::Value v = o.Get(name);
+  if (v.IsString()) {
+    std::string s = v.As<Napi::String>().Utf8Value();
+    for (const char* a : allowed)
+      if (s == a) return s;
+  }
+  std::string list;
+  for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + "\"" + a + "\"";
+  throw_invalid(o.Env(), v.IsString(), "Expected one of " + list + " for " + name + " but received " + js_describe(v));
+}
+
 // exports.defaults[group], created on first use: the core's own defaults (its struct initializers),
 // exported so a test can check them against lib/defaults.ts; the wrappers never read them.
 inline Napi::Object defaults_group(Napi::Env env, Napi::Object exports, const char* group) {

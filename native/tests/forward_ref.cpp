@@ -38,6 +38,12 @@ Vec rms_norm(const Vec& x, const float* w, double eps) {
   return y;
 }
 
+// v[off, off + n) <- rms_norm(v[off, off + n)) * w
+void head_norm(Vec& v, int64_t off, int64_t n, const float* w, double eps) {
+  const Vec y = rms_norm(Vec(v.begin() + off, v.begin() + off + n), w, eps);
+  std::copy(y.begin(), y.end(), v.begin() + off);
+}
+
 // Rotates each head of v ([heads * head_dim]) for position pos.
 void rope(const ModelConfig& c, const float* freq_factors, Vec& v, int64_t heads, int64_t pos) {
   for (int64_t h = 0; h < heads; ++h) {
@@ -72,6 +78,9 @@ std::vector<double> forward_ref(const Model& model, const std::vector<int32_t>& 
       Q[t] = matvec(L.wq, L.bq, xn);
       K[t] = matvec(L.wk, L.bk, xn);
       V[t] = matvec(L.wv, L.bv, xn);
+      // qwen3: each head of Q and K RMS-normalised over its head_dim values before RoPE.
+      for (int64_t h = 0; L.attn_q_norm && h < c.n_head; ++h) head_norm(Q[t], h * HD, HD, L.attn_q_norm, c.rms_eps);
+      for (int64_t h = 0; L.attn_k_norm && h < c.n_head_kv; ++h) head_norm(K[t], h * HD, HD, L.attn_k_norm, c.rms_eps);
       rope(c, W.rope_freqs, Q[t], c.n_head, t);
       rope(c, W.rope_freqs, K[t], c.n_head_kv, t);
     }

@@ -1,8 +1,9 @@
 // forward_ref(): a naive reference forward pass in double precision, for the native tests (not part
 // of the shipped core library).
 // Dequantized weights, textbook formulas, no KV cache, no threads, nothing shared with forward()'s
-// kernels, so structural errors there (RoPE pairing, GQA head mapping, biases, residuals) show up
-// as large differences. Quadratic in the number of tokens and slow: use small models.
+// kernels, so structural errors there (RoPE pairing, GQA head mapping, biases, qwen3's per-head Q/K
+// norms, residuals) show up as large differences. Quadratic in the number of tokens and slow: use
+// small models.
 #pragma once
 #include <cstdint>
 #include <vector>

@@ -631,7 +631,7 @@ TEST(model_load_errors) {
   };
   const std::vector<Case> cases = {
       {"arch", edit([](Edit& e) { e.set_arch = "gpt2"; }), Code::UnsupportedArch,
-       "architecture 'gpt2' is not supported; supported: llama, qwen2"},
+       "architecture 'gpt2' is not supported; supported: llama, qwen2, qwen3"},
       {"missing", edit([](Edit& e) { e.drop_tensor = "blk.1.ffn_up.weight"; }), Code::MissingTensor,
        "blk.1.ffn_up.weight"},
       {"missing_norm", edit([](Edit& e) { e.drop_tensor = "output_norm.weight"; }), Code::MissingTensor,
@@ -668,16 +668,13 @@ TEST(model_load_errors) {
          e.add_f32 = {{"llama.rope.scaling.factor", std::nanf("")}};
        }),
        Code::BadShape, "llama.rope.scaling.factor"},
-      {"yarn_inf_beta", edit([](Edit& e) {
+      // llama.cpp ignores the YaRN beta / log-multiplier keys for llama (test_model_arch.cpp), but
+      // reads rope.scaling.attn_factor for every architecture.
+      {"rope_attn_factor_nan", edit([](Edit& e) {
          e.add_str = {{"llama.rope.scaling.type", "yarn"}};
-         e.add_f32 = {{"llama.rope.scaling.factor", 4.0f}, {"llama.rope.scaling.yarn_beta_fast", INFINITY}};
+         e.add_f32 = {{"llama.rope.scaling.factor", 4.0f}, {"llama.rope.scaling.attn_factor", std::nanf("")}};
        }),
-       Code::BadShape, "llama.rope.scaling.yarn_beta_fast"},
-      {"yarn_nan_log_mul", edit([](Edit& e) {
-         e.add_str = {{"llama.rope.scaling.type", "yarn"}};
-         e.add_f32 = {{"llama.rope.scaling.factor", 4.0f}, {"llama.rope.scaling.yarn_log_multiplier", std::nanf("")}};
-       }),
-       Code::BadShape, "llama.rope.scaling.yarn_log_multiplier"},
+       Code::BadShape, "llama.rope.scaling.attn_factor"},
       {"rope_scale_absurd", edit([](Edit& e) {
          e.add_f32 = {{"llama.rope.scaling.factor", 1e5f}};
        }),

@@ -6,43 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Model, type Chunk, type TokenLogprob } from "../../lib/index.js";
 import { fixture, haveFixtures, synthModel } from "../helpers.js";
-
-const greedy = { temperature: 0, stopAtEos: false } as const;
-
-async function collect(it: AsyncGenerator<Chunk, void, undefined>, onChunk?: (c: Chunk, n: number) => void) {
-  const tokens: number[] = [];
-  let last: Chunk | undefined;
-  for await (const c of it) {
-    tokens.push(...c.tokens);
-    last = c;
-    onChunk?.(c, tokens.length);
-  }
-  return { tokens, last };
-}
-
-function prompts(n: number, nVocab: number, seed: number): number[][] {
-  let s = seed >>> 0;
-  const rnd = () => ((s = (s * 1664525 + 1013904223) >>> 0) >>> 8) / (1 << 24);
-  return Array.from({ length: n }, (_, i) => [
-    1,
-    ...Array.from({ length: 3 + ((i * 13) % 60) }, () => 3 + Math.floor(rnd() * (nVocab - 3))),
-  ]);
-}
-
-/** Each prompt alone (one at a time), then all together (staggered arrivals unless told not to): same tokens. */
-async function checkInvariance(model: Model, ps: number[][], maxTokens: number, stagger = true) {
-  const solo: number[][] = [];
-  for (const p of ps) solo.push((await collect(model.generate({ tokens: p }, { ...greedy, maxTokens }))).tokens);
-  const started: Promise<{ tokens: number[] }>[] = [];
-  for (let i = 0; i < ps.length; i++) {
-    started.push(collect(model.generate({ tokens: ps[i] }, { ...greedy, maxTokens })));
-    // Stagger arrivals: every third request waits until the engine has produced something.
-    if (stagger && i % 3 === 2) await new Promise((r) => setTimeout(r, 2));
-  }
-  const together = await Promise.all(started);
-  for (let i = 0; i < ps.length; i++)
-    expect(together[i].tokens, `request ${i} (prompt length ${ps[i].length})`).toEqual(solo[i]);
-}
+import { checkInvariance, collect, greedy, prompts } from "./invariance.js";
 
 describe("batch invariance", () => {
   let synthPath: string;
@@ -67,6 +31,29 @@ describe("batch invariance", () => {
       // With many arrivals the engine must have batched some (two can legitimately run one after the other).
       if (n >= 5) expect(s.maxBatchSequencesSeen).toBeGreaterThan(1);
       expect(s.blocksUsed).toBe(0);
+    } finally {
+      await m.dispose();
+    }
+  });
+
+  it("16 concurrent greedy requests on a synthetic qwen3 (per-head Q/K norms, head size 64 != dim / heads) equal each alone", async () => {
+    const path = await synthModel("batch-qwen3", {
+      arch: "qwen3",
+      dim: 128,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+      headDim: 64,
+      ffn: 256,
+      vocabSize: 512,
+      type: "q4_0",
+    });
+    const m = await Model.load(path, { threads: 2, contextSize: 256, kvCacheTokens: 4096, maxBatchTokens: 48 });
+    try {
+      expect(m.info.headDim).toBe(64);
+      await checkInvariance(m, prompts(16, m.info.nVocab, 5), 24);
+      expect(m.stats().maxBatchSequencesSeen).toBeGreaterThan(1);
+      expect(m.stats().blocksUsed).toBe(0);
     } finally {
       await m.dispose();
     }

@@ -79,6 +79,10 @@ const synthOpts: NativeSynthOptions = {
   type: "f32",
   seed: 1,
   tiedOutput: false,
+  headDim: 0,
+  ropeFreqs: false,
+  ropeScaling: "",
+  ropeScale: 1,
 };
 const prompt = Int32Array.from([1, 5, 9]);
 

@@ -204,6 +204,63 @@ describe.runIf(existsSync(cli))("llmserve CLI", () => {
     expect(type.code).toBe(1);
   });
 
+  it("synth --arch qwen3 / Llama 3 RoPE options; info says whether llmserve runs a file and refuses others", () => {
+    const q3 = join(tmpRoot, `cli-qwen3-${process.pid}.gguf`);
+    const small = [
+      "--dim",
+      "64",
+      "--layers",
+      "1",
+      "--heads",
+      "4",
+      "--kv-heads",
+      "2",
+      "--ffn",
+      "64",
+      "--vocab-size",
+      "300",
+    ];
+    const w = run(["synth", "--arch", "qwen3", ...small, "--head-dim", "32", "-o", q3]);
+    expect(w.code, w.stderr).toBe(0);
+    const r = run(["info", "-m", q3, "--json"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ architecture: "qwen3", headDim: 32, supported: true });
+
+    const l3 = join(tmpRoot, `cli-llama3-${process.pid}.gguf`);
+    const args = ["synth", ...small, "--rope-freqs", "--rope-scaling", "linear", "--rope-scale", "2", "-o", l3];
+    expect(run(args).code).toBe(0);
+    const i3 = JSON.parse(run(["info", "-m", l3, "--json"]).stdout);
+    expect(i3).toMatchObject({ ropeFreqs: true, ropeScaling: "linear", ropeScalingFactor: 2, supported: true });
+
+    // rope_freqs.weight is a llama tensor (llama.cpp's qwen graphs take no factors).
+    const bad = run(["synth", "--arch", "qwen3", ...small, "--rope-freqs", "-o", join(tmpRoot, "x.gguf")]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain("rope_freqs");
+
+    // Another architecture (same-length name patched in): described, then refused with exit code 1.
+    const buf = readFileSync(q3);
+    const at = buf.indexOf("general.architecture");
+    const name = buf.indexOf("qwen3", at);
+    expect(at >= 0 && name > at).toBe(true);
+    buf.write("gemma", name, "latin1");
+    const gemma = join(tmpRoot, `cli-gemma-${process.pid}.gguf`);
+    writeFileSync(gemma, buf);
+    const g = run(["info", "-m", gemma, "--json"]);
+    expect(g.code).toBe(1);
+    const gi = JSON.parse(g.stdout);
+    expect(gi.architecture).toBe("gemma");
+    expect(gi.supported).toBe(false);
+    expect(gi.unsupportedReason.code).toBe("ERR_UNSUPPORTED_ARCH");
+    expect(gi.unsupportedReason.message).toContain(
+      "architecture 'gemma' is not supported; supported: llama, qwen2, qwen3",
+    );
+    expect(g.stderr).toContain("llmserve cannot run this model");
+    const text = run(["info", "-m", gemma]);
+    expect(text.code).toBe(1);
+    expect(text.stdout).toMatch(/supported\s+false/);
+    expect(text.stdout).toContain("tensors:");
+  });
+
   it("every command has --help", () => {
     for (const c of ["generate", "tokenize", "synth", "info", "demo"]) {
       const r = run([c, "--help"]);

@@ -45,6 +45,10 @@ describe("resolveSynthOptions", () => {
       type: "Q8_0",
       seed: 9,
       tiedOutput: true,
+      headDim: 32,
+      ropeFreqs: true,
+      ropeScaling: "yarn",
+      ropeScale: 2.5,
     } as const;
     expect(resolveSynthOptions({ ...given, onProgress })).toEqual({
       opts: { ...given, type: "q8_0" },
@@ -60,6 +64,13 @@ describe("resolveSynthOptions", () => {
       [{ dim: -1 }, /dim/],
       [{ vocabFrom: 3 }, /vocabFrom/],
       [{ tiedOutput: "yes" }, /tiedOutput/],
+      [{ arch: "gemma3" }, /arch/],
+      [{ headDim: -2 }, /headDim/],
+      [{ headDim: 1.5 }, /headDim/],
+      [{ ropeFreqs: 1 }, /ropeFreqs/],
+      [{ ropeScaling: "longrope" }, /ropeScaling/],
+      [{ ropeScale: 0 }, /ropeScale/],
+      [{ ropeScale: 2000 }, /ropeScale/],
       [{ colour: 1 }, /colour/],
       [null, /synth options/],
     ];

@@ -369,10 +369,11 @@ Status LoraAdapter::from_peft(std::shared_ptr<const SafetensorsFile> weights, co
   if (!std::isfinite(user_scale))
     return make_error(Code::InvalidArgument, "Expected a finite LoRA scale but received " + std::to_string(user_scale));
   const ModelConfig& mc = base.config();
-  if (mc.arch != "llama" && mc.arch != "qwen2")
-    return make_error(Code::UnsupportedArch, where + ": PEFT adapters load over llama and qwen2 bases, not '" +
+  if (mc.arch != "llama" && mc.arch != "qwen2" && mc.arch != "qwen3")
+    return make_error(Code::UnsupportedArch, where + ": PEFT adapters load over llama, qwen2 and qwen3 bases, not '" +
                                                  mc.arch + "'; convert the adapter with convert_lora_to_gguf.py");
-  const bool permute_qk = mc.arch == "llama";  // see the header: only LlamaModel's converter permutes
+  // See the header: only LlamaModel's converter permutes (Qwen3Model extends Qwen2Model, which does not).
+  const bool permute_qk = mc.arch == "llama";
   PeftConfig cfg;
   LLMS_RETURN_IF_ERROR(parse_config(config_json, where, &cfg));
 

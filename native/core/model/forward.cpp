@@ -241,7 +241,8 @@ void embed(Pass& p, const int32_t* tokens) {
       p.tok_grain);
 }
 
-// Norm -> Q, K, V -> RoPE (-> KV rotation) -> every token's K, V stored in the pool.
+// Norm -> Q, K, V (-> per-head Q/K norms) -> RoPE (-> KV rotation) -> every token's K, V stored
+// in the pool.
 void qkv_and_store(Pass& p, const LayerWeights& L, int64_t il) {
   const ModelConfig& c = p.c;
   Buffers& B = p.B;
@@ -262,6 +263,14 @@ void qkv_and_store(Pass& p, const LayerWeights& L, int64_t il) {
       [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) {
           const float* cache_row = B.rope + t * c.n_rot;
+          // qwen3: RMSNorm over each head's head_dim values (llama.cpp build_norm on the
+          // [head_dim, n_head] view, the model's eps), after biases and LoRA, before RoPE.
+          if (L.attn_q_norm) {
+            rms_norm_f32(B.q + t * NQ, L.attn_q_norm, B.q + t * NQ, c.n_head, c.head_dim, c.rms_eps);
+          }
+          if (L.attn_k_norm) {
+            rms_norm_f32(B.k + t * NKV, L.attn_k_norm, B.k + t * NKV, c.n_head_kv, c.head_dim, c.rms_eps);
+          }
           rope_apply_f32(B.q + t * NQ, c.n_head, c.head_dim, c.n_rot, c.rope_type, cache_row);
           rope_apply_f32(B.k + t * NKV, c.n_head_kv, c.head_dim, c.n_rot, c.rope_type, cache_row);
           if (rot.k) {

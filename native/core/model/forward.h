@@ -1,14 +1,15 @@
-// forward_batch(): one transformer pass of a llama / qwen2 Model over a flattened batch of tokens
-// from any number of sequences (each with its own positions and KV block table in a shared pool);
-// forward(): the same for one sequence in its own KvCache.
+// forward_batch(): one transformer pass of a llama / qwen2 / qwen3 Model over a flattened batch of
+// tokens from any number of sequences (each with its own positions and KV block table in a shared
+// pool); forward(): the same for one sequence in its own KvCache.
 //
-// Per layer: RMSNorm -> Q, K, V (+ biases) -> RoPE (NORM for llama, NEOX for qwen2; linear / YaRN
-// scaling and rope_freqs factors) -> K, V appended to the cache -> causal GQA attention -> output
-// projection -> residual -> RMSNorm -> SwiGLU FFN -> residual; then output_norm and the output
-// projection (token_embd when output.weight is absent). Numerics mirror ggml's CPU backend:
-// activations are converted to the weight's vec_dot type before each dot (Q8_0, Q8_K, F16, BF16
-// or f32), and attention follows ggml's CPU flash-attention kernel (llama.cpp's default on CPU,
-// flash_attn "auto"): Q converted to f16, online softmax, f16 V accumulator (see ops.h AttnRow).
+// Per layer: RMSNorm -> Q, K, V (+ biases) -> per-head Q and K RMSNorm (qwen3) -> RoPE (NORM for
+// llama, NEOX for qwen2/qwen3; linear / YaRN scaling and rope_freqs factors) -> K, V appended to
+// the cache -> causal GQA attention -> output projection -> residual -> RMSNorm -> SwiGLU FFN ->
+// residual; then output_norm and the output projection (token_embd when output.weight is absent).
+// Numerics mirror ggml's CPU backend: activations are converted to the weight's vec_dot type
+// before each dot (Q8_0, Q8_K, F16, BF16 or f32), and attention follows ggml's CPU flash-attention
+// kernel (llama.cpp's default on CPU, flash_attn "auto"): Q converted to f16, online softmax, f16
+// V accumulator (see ops.h AttnRow).
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -144,11 +144,18 @@ Status Model::load(std::shared_ptr<GgufFile> file, std::unique_ptr<Model>* out) 
   LLMS_RETURN_IF_ERROR(b.matrix("output.weight", c.n_embd, c.n_vocab, false, &w.output));
   c.tied_output = w.output.data == nullptr;
   if (c.tied_output) w.output = w.tok_embd;
-  LLMS_RETURN_IF_ERROR(b.vector("rope_freqs.weight", c.n_rot / 2, false, &w.rope_freqs));
+  // Llama 3's per-frequency RoPE factors. llama.cpp's qwen graphs pass no factors and its loader
+  // refuses a file with a tensor no architecture slot takes, so the qwen family refuses it too.
+  const bool llama = c.arch == "llama", qwen2 = c.arch == "qwen2";
+  if (llama) {
+    LLMS_RETURN_IF_ERROR(b.vector("rope_freqs.weight", c.n_rot / 2, false, &w.rope_freqs));
+  } else if (file->find_tensor("rope_freqs.weight")) {
+    return make_error(Code::GgufCorrupt, "tensor 'rope_freqs.weight' is not used by architecture '" + c.arch +
+                                             "' (llama.cpp refuses the file too); re-convert the model");
+  }
   c.has_rope_freqs = w.rope_freqs != nullptr;
 
   const int64_t nq = c.n_embd_q(), nkv = c.n_embd_kv();
-  const bool qwen2 = c.arch == "qwen2";
   w.layers.resize(static_cast<size_t>(c.n_layer));
   for (int64_t il = 0; il < c.n_layer; ++il) {
     LayerWeights& L = w.layers[static_cast<size_t>(il)];
@@ -158,11 +165,16 @@ Status Model::load(std::shared_ptr<GgufFile> file, std::unique_ptr<Model>* out) 
     LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_k.weight", c.n_embd, nkv, true, &L.wk));
     LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_v.weight", c.n_embd, nkv, true, &L.wv));
     LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_output.weight", nq, c.n_embd, true, &L.wo));
-    // qwen2 requires Q/K/V biases; llama may carry optional biases (llama.cpp: TENSOR_NOT_REQUIRED).
+    // qwen2 requires Q/K/V biases; llama and qwen3 may carry optional ones (llama.cpp:
+    // create_tensor_qkv, TENSOR_NOT_REQUIRED; Qwen3 checkpoints have none).
     LLMS_RETURN_IF_ERROR(b.vector(p + "attn_q.bias", nq, qwen2, &L.bq));
     LLMS_RETURN_IF_ERROR(b.vector(p + "attn_k.bias", nkv, qwen2, &L.bk));
     LLMS_RETURN_IF_ERROR(b.vector(p + "attn_v.bias", nkv, qwen2, &L.bv));
-    if (!qwen2) {
+    if (c.has_qk_norm) {
+      LLMS_RETURN_IF_ERROR(b.vector(p + "attn_q_norm.weight", c.head_dim, true, &L.attn_q_norm));
+      LLMS_RETURN_IF_ERROR(b.vector(p + "attn_k_norm.weight", c.head_dim, true, &L.attn_k_norm));
+    }
+    if (llama) {
       LLMS_RETURN_IF_ERROR(b.vector(p + "attn_output.bias", c.n_embd, false, &L.bo));
       LLMS_RETURN_IF_ERROR(b.vector(p + "ffn_gate.bias", c.n_ff, false, &L.ffn_gate_b));
       LLMS_RETURN_IF_ERROR(b.vector(p + "ffn_up.bias", c.n_ff, false, &L.ffn_up_b));

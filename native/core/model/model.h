@@ -1,4 +1,4 @@
-// Model: a loaded llama / qwen2 GGUF: validated hyperparameters plus views of every weight,
+// Model: a loaded llama / qwen2 / qwen3 GGUF: validated hyperparameters plus views of every weight,
 // used in place from the file's mmap (no copy). The Model shares ownership of the GgufFile so the
 // mapping outlives every view.
 #pragma once
@@ -31,22 +31,24 @@ struct MatrixView {
 };
 
 struct LayerWeights {
-  const float* attn_norm = nullptr;   // [n_embd]
-  MatrixView wq;                      // [n_embd] -> [n_head * head_dim]
-  MatrixView wk;                      // [n_embd] -> [n_head_kv * head_dim]
-  MatrixView wv;                      // [n_embd] -> [n_head_kv * head_dim]
-  MatrixView wo;                      // [n_head * head_dim] -> [n_embd]
-  const float* bq = nullptr;          // [n_head * head_dim] or null
-  const float* bk = nullptr;          // [n_head_kv * head_dim] or null
-  const float* bv = nullptr;          // [n_head_kv * head_dim] or null
-  const float* bo = nullptr;          // [n_embd] or null (llama only, optional)
-  const float* ffn_norm = nullptr;    // [n_embd]
-  MatrixView ffn_gate;                // [n_embd] -> [n_ff]
-  MatrixView ffn_up;                  // [n_embd] -> [n_ff]
-  MatrixView ffn_down;                // [n_ff] -> [n_embd]
-  const float* ffn_gate_b = nullptr;  // [n_ff] or null (llama only, optional)
-  const float* ffn_up_b = nullptr;    // [n_ff] or null
-  const float* ffn_down_b = nullptr;  // [n_embd] or null
+  const float* attn_norm = nullptr;    // [n_embd]
+  MatrixView wq;                       // [n_embd] -> [n_head * head_dim]
+  MatrixView wk;                       // [n_embd] -> [n_head_kv * head_dim]
+  MatrixView wv;                       // [n_embd] -> [n_head_kv * head_dim]
+  MatrixView wo;                       // [n_head * head_dim] -> [n_embd]
+  const float* bq = nullptr;           // [n_head * head_dim] or null
+  const float* bk = nullptr;           // [n_head_kv * head_dim] or null
+  const float* bv = nullptr;           // [n_head_kv * head_dim] or null
+  const float* bo = nullptr;           // [n_embd] or null (llama only, optional)
+  const float* attn_q_norm = nullptr;  // [head_dim] or null (qwen3: RMSNorm of each Q head before RoPE)
+  const float* attn_k_norm = nullptr;  // [head_dim] or null (qwen3: the same for each K head)
+  const float* ffn_norm = nullptr;     // [n_embd]
+  MatrixView ffn_gate;                 // [n_embd] -> [n_ff]
+  MatrixView ffn_up;                   // [n_embd] -> [n_ff]
+  MatrixView ffn_down;                 // [n_ff] -> [n_embd]
+  const float* ffn_gate_b = nullptr;   // [n_ff] or null (llama only, optional)
+  const float* ffn_up_b = nullptr;     // [n_ff] or null
+  const float* ffn_down_b = nullptr;   // [n_embd] or null
 };
 
 struct ModelWeights {
@@ -63,7 +65,7 @@ inline AttnShape attn_shape(const ModelConfig& c) { return AttnShape{c.n_head, c
 
 class Model {
  public:
-  // Validates the architecture (llama, qwen2; else UnsupportedArch), hyperparameters (BadShape /
+  // Validates the architecture (kSupportedArchs; else UnsupportedArch), hyperparameters (BadShape /
   // GgufCorrupt naming the key), every tensor's presence (MissingTensor), shape (BadShape: tensor,
   // expected vs found), type (UnsupportedType: tensor and type) and that its data lies inside the
   // file (GgufCorrupt). Takes shared ownership of the file.

@@ -58,14 +58,6 @@ Status check_float_range(const std::string& key, double v, double lo, double hi)
   return Status::ok();
 }
 
-Status check_float_closed(const std::string& key, double v, double lo, double hi) {
-  if (!std::isfinite(v) || v < lo || v > hi) {
-    return make_error(Code::BadShape, "hyperparameter '" + key + "' = " + std::to_string(v) + " is out of range [" +
-                                          std::to_string(lo) + ", " + std::to_string(hi) + "]");
-  }
-  return Status::ok();
-}
-
 constexpr double kMinRopeFactor = 1.0 / 1024;
 constexpr double kMaxRopeFactor = 1024;
 
@@ -94,6 +86,12 @@ Status check_block_count(const GgufFile& f, const std::string& key, int64_t n_la
 }
 
 }  // namespace
+
+std::string supported_archs_list() {
+  std::string s;
+  for (const char* a : kSupportedArchs) s += (s.empty() ? "" : ", ") + std::string(a);
+  return s;
+}
 
 Status validate_token_ids(const GgufFile& f, int64_t n_vocab) {
   static const char* const kKeys[] = {
@@ -139,10 +137,16 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
     return make_error(Code::GgufCorrupt, "metadata key 'general.architecture' is not a string");
   }
   c.arch = std::string(archv->s);
-  if (c.arch != "llama" && c.arch != "qwen2") {
-    return make_error(Code::UnsupportedArch, "architecture '" + c.arch + "' is not supported; supported: llama, qwen2");
+  bool known = false;
+  for (const char* a : kSupportedArchs) known = known || c.arch == a;
+  if (!known) {
+    return make_error(Code::UnsupportedArch, "architecture '" + c.arch +
+                                                 "' is not supported; supported: " + supported_archs_list() +
+                                                 " (use a GGUF of one of these, or llama.cpp for this model)");
   }
-  c.rope_type = c.arch == "qwen2" ? 2 : 0;
+  // llama.cpp's llama_model_rope_type: NORM for llama, NEOX for the qwen family.
+  c.rope_type = c.arch == "llama" ? 0 : 2;
+  c.has_qk_norm = c.arch == "qwen3";
   const std::string a = c.arch + ".";
   bool found = false;
   int64_t iv = 0;
@@ -270,39 +274,21 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
     c.rope_n_ctx_orig = iv;
   }
 
+  // llama.cpp (llama_context): with YaRN, attn_factor = mscale(factor) = 1 + 0.1 ln(factor), then
+  // divided by ggml's own YaRN magnitude correction (1 + 0.1 ln factor), which rope re-applies;
+  // beta_fast / beta_slow keep their defaults (32, 1) and no log multiplier is read for llama and
+  // the qwen family (see model_config.h). Every type then multiplies in rope.scaling.attn_factor.
   if (c.rope_scaling == RopeScalingType::Yarn) {
     c.yarn_ext_factor = 1.0f;
-    double log_mul = 0;
-    LLMS_RETURN_IF_ERROR(get_float_key(f, a + "rope.scaling.yarn_log_multiplier", false, &log_mul, &found));
-    if (found) LLMS_RETURN_IF_ERROR(check_float_closed(a + "rope.scaling.yarn_log_multiplier", log_mul, 0.0, 100.0));
-    LLMS_RETURN_IF_ERROR(get_float_key(f, a + "rope.scaling.yarn_beta_fast", false, &fv, &found));
-    if (found) {
-      LLMS_RETURN_IF_ERROR(check_float_range(a + "rope.scaling.yarn_beta_fast", fv, 0.0, 1e4));
-      c.yarn_beta_fast = static_cast<float>(fv);
-    }
-    LLMS_RETURN_IF_ERROR(get_float_key(f, a + "rope.scaling.yarn_beta_slow", false, &fv, &found));
-    if (found) {
-      LLMS_RETURN_IF_ERROR(check_float_range(a + "rope.scaling.yarn_beta_slow", fv, 0.0, 1e4));
-      c.yarn_beta_slow = static_cast<float>(fv);
-    }
-    if (c.yarn_beta_fast < c.yarn_beta_slow) {
-      return make_error(Code::BadShape,
-                        "hyperparameter '" + a + "rope.scaling.yarn_beta_fast' = " + std::to_string(c.yarn_beta_fast) +
-                            " is below '" + a + "rope.scaling.yarn_beta_slow' = " + std::to_string(c.yarn_beta_slow));
-    }
-    // llama.cpp (llama_context): attn_factor = mscale(factor) / mscale_all_dims(factor), then
-    // divided by ggml's own YaRN magnitude correction (1 + 0.1 ln factor), which rope re-applies.
     const float fac = 1.0f / c.rope_freq_scale;
-    auto get_mscale = [](float scale, float mscale) {
-      return scale <= 1.0f ? 1.0f : (0.1f * mscale * logf(scale) + 1.0f);
-    };
-    float attn = log_mul != 0.0 ? get_mscale(fac, 1.0f) / get_mscale(fac, (float)log_mul) : get_mscale(fac, 1.0f);
+    float attn = fac <= 1.0f ? 1.0f : 0.1f * logf(fac) + 1.0f;
     attn *= 1.0f / (1.0f + 0.1f * logf(fac));
-    if (!std::isfinite(attn) || attn <= 0.0f) {
-      return make_error(Code::BadShape, "the YaRN parameters ('" + factor_key + "', '" + a +
-                                            "rope.scaling.yarn_log_multiplier') give a non-finite attention factor");
-    }
     c.yarn_attn_factor = attn;
+  }
+  LLMS_RETURN_IF_ERROR(get_float_key(f, a + "rope.scaling.attn_factor", false, &fv, &found));
+  if (found) {
+    LLMS_RETURN_IF_ERROR(check_float_range(a + "rope.scaling.attn_factor", fv, 0.0, 1024.0));
+    c.yarn_attn_factor *= static_cast<float>(fv);
   }
   if (!std::isfinite(c.rope_freq_scale) || c.rope_freq_scale <= 0.0f) {
     return make_error(Code::BadShape, "hyperparameter '" + factor_key + "' gives an unusable RoPE frequency scale");

@@ -13,7 +13,7 @@ class GgufFile;
 enum class RopeScalingType : int { None = 0, Linear = 1, Yarn = 2 };
 
 struct ModelConfig {
-  std::string arch;         // "llama" | "qwen2"
+  std::string arch;         // one of kSupportedArchs
   int64_t n_vocab = 0;      // rows of token_embd
   int64_t n_embd = 0;       // {arch}.embedding_length
   int64_t n_layer = 0;      // {arch}.block_count
@@ -26,12 +26,14 @@ struct ModelConfig {
 
   float rms_eps = 1e-5f;            // {arch}.attention.layer_norm_rms_epsilon
   float rope_freq_base = 10000.0f;  // {arch}.rope.freq_base
-  int rope_type = 0;                // 0 = NORM (llama: rotate adjacent pairs), 2 = NEOX (qwen2: rotate halves)
+  int rope_type = 0;                // 0 = NORM (llama: rotate adjacent pairs), 2 = NEOX (qwen2/3: rotate halves)
 
-  // RoPE scaling ({arch}.rope.scaling.type / .factor / .original_context_length; old key
-  // {arch}.rope.scale_linear). freq_scale = 1/factor unless the type is "none". Llama-3-style
-  // per-frequency scaling comes from the rope_freqs.weight tensor (as in llama.cpp, whose
-  // converter bakes llama3 low/high-freq factors into that tensor); see has_rope_freqs.
+  // RoPE scaling ({arch}.rope.scaling.type / .factor / .original_context_length / .attn_factor;
+  // old key {arch}.rope.scale_linear). freq_scale = 1/factor unless the type is "none". Llama-3
+  // per-frequency scaling comes from the rope_freqs.weight tensor (llama only, as in llama.cpp,
+  // whose converter bakes llama3 low/high-freq factors into that tensor); see has_rope_freqs.
+  // llama.cpp reads the YaRN beta / log-multiplier keys only for other architectures (deepseek2,
+  // grok, mistral3...), so for these three they keep ggml's defaults whatever the file says.
   RopeScalingType rope_scaling = RopeScalingType::Linear;
   float rope_freq_scale = 1.0f;
   int64_t rope_n_ctx_orig = 0;   // YaRN original context (default n_ctx_train)
@@ -43,15 +45,22 @@ struct ModelConfig {
 
   bool tied_output = false;   // output.weight absent: logits use token_embd.weight
   bool has_qkv_bias = false;  // attn_{q,k,v}.bias present (required for qwen2)
+  bool has_qk_norm = false;   // per-head RMSNorm of Q and K before RoPE (qwen3: attn_{q,k}_norm)
 
   int64_t n_embd_q() const { return n_head * head_dim; }      // width of Q and of attention output
   int64_t n_embd_kv() const { return n_head_kv * head_dim; }  // width of K and V per token
   int64_t n_gqa() const { return n_head / n_head_kv; }        // query heads per KV head
 };
 
+// The architectures llmserve runs (general.architecture), in the order error messages list them.
+inline constexpr const char* kSupportedArchs[] = {"llama", "qwen2", "qwen3"};
+// "llama, qwen2, qwen3": for messages.
+std::string supported_archs_list();
+
 // Reads and validates hyperparameters (everything except the tensor-derived fields n_vocab,
-// tied_output, has_qkv_bias, has_rope_freqs, which Model::load fills).
-// Errors: UnsupportedArch (architecture other than llama/qwen2, MoE, unsupported rope scaling),
+// tied_output, has_qkv_bias, has_rope_freqs, which Model::load fills; has_qk_norm is the
+// architecture's).
+// Errors: UnsupportedArch (an architecture not in kSupportedArchs, MoE, unsupported rope scaling),
 // GgufCorrupt (missing required key or wrong value type, naming the key), BadShape (absurd value,
 // naming the key).
 Status read_model_config(const GgufFile& file, ModelConfig* out);

@@ -1,11 +1,11 @@
-// synth_model: random-weight llama / qwen2 GGUF files with llama.cpp's key and tensor names.
+// synth_model: random-weight llama / qwen2 / qwen3 GGUF files with llama.cpp's key and tensor names.
 //
 // Initialisation (all Gaussian, deterministic from the seed and the tensor name):
 //   matrices        std 1/sqrt(fan_in), fan_in = ne[0]
 //   token_embd      std 1 (token identity stays visible next to the layers' contributions), or
 //                   kLogitStd/sqrt(dim) when tied, since it then also projects to the logits
 //   output          std kLogitStd/sqrt(dim)  (final-normed hidden has rms ~1 -> logits std ~kLogitStd)
-//   norm weights    1 + 0.1 * N(0,1);  qwen2 q/k/v biases 0.05 * N(0,1)
+//   norm weights    1 + 0.1 * N(0,1) (qwen3's per-head q/k norms too);  qwen2 q/k/v biases 0.05 * N(0,1)
 // kLogitStd = 3 keeps next-token distributions far from both one-hot and uniform: on the default
 // llama model (vocab 512) llama.cpp gives a mean next-token entropy of ~2.9 nats (uniform: 6.2)
 // with a mean top probability of ~0.33, and the argmax changes with the context.
@@ -112,12 +112,39 @@ Status check_range(const char* name, int64_t v, int64_t lo, int64_t hi) {
   return Status::ok();
 }
 
+int64_t synth_head_dim(const SynthOptions& o) { return o.head_dim != 0 ? o.head_dim : o.dim / o.heads; }
+
+// Llama 3's rope_freqs.weight as llama.cpp's converter computes it for rope_type "llama3"
+// (conversion/llama.py generate_extra_tensors): factor 8, low/high frequency factors 1 and 4,
+// original context = the model's context (so the factors matter within a small model's context).
+std::vector<float> llama3_rope_factors(const SynthOptions& o) {
+  const int64_t n_rot = synth_head_dim(o);
+  const double factor = 8, low_ff = 1, high_ff = 4, old_ctx = static_cast<double>(o.context);
+  const double low_wavelen = old_ctx / low_ff, high_wavelen = old_ctx / high_ff;
+  std::vector<float> out;
+  for (int64_t i = 0; i < n_rot; i += 2) {
+    // The converter's torch float32 frequencies, then Python double arithmetic.
+    const float freq = 1.0f / std::pow(o.rope_freq_base, static_cast<float>(i) / static_cast<float>(n_rot));
+    const double wavelen = 2 * M_PI / static_cast<double>(freq);
+    if (wavelen < high_wavelen) {
+      out.push_back(1.0f);
+    } else if (wavelen > low_wavelen) {
+      out.push_back(static_cast<float>(factor));
+    } else {
+      const double smooth = (old_ctx / wavelen - low_ff) / (high_ff - low_ff);
+      out.push_back(static_cast<float>(1 / ((1 - smooth) / factor + smooth)));
+    }
+  }
+  return out;
+}
+
 // Size estimate: the writer holds every tensor in memory until it writes.
 Status check_size(const SynthOptions& o, int64_t n_vocab) {
   const double vocab = static_cast<double>(n_vocab);
   const double d = static_cast<double>(o.dim), f = static_cast<double>(o.ffn);
-  const double kv = d / static_cast<double>(o.heads) * static_cast<double>(o.kv_heads);
-  const double per_layer = d * d * 2 + d * kv * 2 + d * f * 3;
+  const double hd = static_cast<double>(synth_head_dim(o));
+  const double q = hd * static_cast<double>(o.heads), kv = hd * static_cast<double>(o.kv_heads);
+  const double per_layer = d * q * 2 + d * kv * 2 + d * f * 3;
   const double mats = per_layer * static_cast<double>(o.layers) + vocab * d * (o.tied_output ? 1 : 2);
   const double bytes = mats * bytes_per_elem(o.type);
   if (bytes > kMaxFileBytes) {
@@ -185,6 +212,15 @@ struct Builder {
     return Status::ok();
   }
 
+  // A 1-D f32 tensor with the given values.
+  Status vec_values(const std::string& name, const std::vector<float>& x) {
+    std::vector<uint8_t> bytes(x.size() * sizeof(float));
+    std::memcpy(bytes.data(), x.data(), bytes.size());
+    LLMS_RETURN_IF_ERROR(w.add_tensor(name, GgmlType::F32, {static_cast<int64_t>(x.size())}, std::move(bytes)));
+    report(static_cast<int64_t>(x.size()));
+    return Status::ok();
+  }
+
   // A matrix [ne0 (contiguous, input dim), ne1] in opt.type (or its fallback).
   Status mat(const std::string& name, int64_t ne0, int64_t ne1, double std) {
     const GgmlType t = synth_matrix_type(opt.type, ne0);
@@ -245,8 +281,9 @@ int synth_file_type(GgmlType t) {
 }
 
 Status validate_synth_options(const SynthOptions& o) {
-  if (o.arch != "llama" && o.arch != "qwen2") {
-    return invalid("Expected arch to be 'llama' or 'qwen2' but received '" + o.arch + "'");
+  if (std::find_if(std::begin(kSynthArchs), std::end(kSynthArchs), [&](const char* a) { return o.arch == a; }) ==
+      std::end(kSynthArchs)) {
+    return invalid("Expected arch to be 'llama', 'qwen2' or 'qwen3' but received '" + o.arch + "'");
   }
   LLMS_RETURN_IF_ERROR(check_range("dim", o.dim, 1, 65536));
   LLMS_RETURN_IF_ERROR(check_range("layers", o.layers, 1, 1024));
@@ -254,17 +291,37 @@ Status validate_synth_options(const SynthOptions& o) {
   LLMS_RETURN_IF_ERROR(check_range("kv_heads", o.kv_heads, 1, 4096));
   LLMS_RETURN_IF_ERROR(check_range("ffn", o.ffn, 1, 1 << 20));
   LLMS_RETURN_IF_ERROR(check_range("context", o.context, 1, 1 << 24));
-  if (o.dim % o.heads != 0) {
-    return invalid("Expected heads to divide dim but dim=" + std::to_string(o.dim) +
-                   " is not a multiple of heads=" + std::to_string(o.heads));
-  }
   if (o.heads % o.kv_heads != 0) {
     return invalid("Expected kv_heads to divide heads but heads=" + std::to_string(o.heads) +
                    " is not a multiple of kv_heads=" + std::to_string(o.kv_heads));
   }
-  if ((o.dim / o.heads) % 2 != 0) {
-    return invalid("Expected an even head dimension (dim/heads) but received " + std::to_string(o.dim / o.heads) +
-                   " (dim=" + std::to_string(o.dim) + ", heads=" + std::to_string(o.heads) + ")");
+  if (o.head_dim != 0) {
+    // An explicit head size (Qwen3's is not dim / heads): even, for RoPE's pairs.
+    LLMS_RETURN_IF_ERROR(check_range("head_dim", o.head_dim, 0, 16384));
+    if (o.head_dim % 2 != 0) return invalid("Expected an even head_dim but received " + std::to_string(o.head_dim));
+  } else {
+    if (o.dim % o.heads != 0) {
+      return invalid("Expected heads to divide dim but dim=" + std::to_string(o.dim) +
+                     " is not a multiple of heads=" + std::to_string(o.heads) + " (or give head_dim)");
+    }
+    if ((o.dim / o.heads) % 2 != 0) {
+      return invalid("Expected an even head dimension (dim/heads) but received " + std::to_string(o.dim / o.heads) +
+                     " (dim=" + std::to_string(o.dim) + ", heads=" + std::to_string(o.heads) + ")");
+    }
+  }
+  if (o.rope_freqs && o.arch != "llama") {
+    return invalid(
+        "Expected arch 'llama' for rope_freqs (llama.cpp applies rope_freqs.weight to llama only) but "
+        "received '" +
+        o.arch + "'");
+  }
+  if (std::find_if(std::begin(kSynthRopeScalings), std::end(kSynthRopeScalings),
+                   [&](const char* r) { return o.rope_scaling == r; }) == std::end(kSynthRopeScalings)) {
+    return invalid("Expected rope_scaling to be '', 'none', 'linear' or 'yarn' but received '" + o.rope_scaling + "'");
+  }
+  // The loader's range of RoPE factors (model_config.cpp).
+  if (!std::isfinite(o.rope_scale) || o.rope_scale < 1.0f / 1024 || o.rope_scale > 1024) {
+    return invalid("Expected rope_scale in [0.0009765625, 1024] but received " + std::to_string(o.rope_scale));
   }
   if (o.vocab_from.empty()) {
     LLMS_RETURN_IF_ERROR(check_range("vocab_size", o.vocab_size, kSynthMinGeneratedVocab, kSynthMaxGeneratedVocab));
@@ -292,8 +349,8 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
 
   GgufWriter w;
   const std::string& a = opt.arch;
-  const int64_t head_dim = opt.dim / opt.heads;
-  const int64_t kv_dim = head_dim * opt.kv_heads;
+  const int64_t head_dim = synth_head_dim(opt);
+  const int64_t q_dim = head_dim * opt.heads, kv_dim = head_dim * opt.kv_heads;
 
   w.set_str("general.architecture", a);
   w.set_str("general.name", "synth-" + a + "-" + std::to_string(opt.dim) + "x" + std::to_string(opt.layers) + "-" +
@@ -309,6 +366,17 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
   w.set_f32(a + ".rope.freq_base", opt.rope_freq_base);
   w.set_f32(a + ".attention.layer_norm_rms_epsilon", opt.rms_eps);
   w.set_u32(a + ".rope.dimension_count", static_cast<uint32_t>(head_dim));
+  // Qwen3's converter always writes the head size (its head_dim is not dim / heads in general).
+  if (opt.head_dim != 0 || a == "qwen3") {
+    w.set_u32(a + ".attention.key_length", static_cast<uint32_t>(head_dim));
+    w.set_u32(a + ".attention.value_length", static_cast<uint32_t>(head_dim));
+  }
+  if (!opt.rope_scaling.empty()) {
+    w.set_str(a + ".rope.scaling.type", opt.rope_scaling);
+    w.set_f32(a + ".rope.scaling.factor", opt.rope_scale);
+    if (opt.rope_scaling == "yarn")
+      w.set_u32(a + ".rope.scaling.original_context_length", static_cast<uint32_t>(opt.context));
+  }
 
   // Tokenizer.
   int64_t n_vocab = 0;
@@ -355,10 +423,11 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
   // Tensors, in llama.cpp's usual order.
   const double d = static_cast<double>(opt.dim), f = static_cast<double>(opt.ffn);
   const double vocab_elems = static_cast<double>(n_vocab) * d * (opt.tied_output ? 1 : 2);
-  const double layer_elems = 2 * d * d + 2 * d * static_cast<double>(kv_dim) + 3 * d * f + 2 * d +
-                             (a == "qwen2" ? d + 2.0 * static_cast<double>(kv_dim) : 0);
+  const double q = static_cast<double>(q_dim), kv = static_cast<double>(kv_dim), hd = static_cast<double>(head_dim);
+  const double layer_elems =
+      2 * d * q + 2 * d * kv + 3 * d * f + 2 * d + (a == "qwen2" ? q + 2 * kv : 0) + (a == "qwen3" ? 2 * hd : 0);
   Builder b{opt, w, notes, std::move(progress)};
-  b.total_elems = vocab_elems + d + layer_elems * static_cast<double>(opt.layers);
+  b.total_elems = vocab_elems + d + layer_elems * static_cast<double>(opt.layers) + (opt.rope_freqs ? hd / 2 : 0);
   if (b.progress) b.progress(0.0);
 
   const double embd_std = opt.tied_output ? kLogitStd / std::sqrt(d) : 1.0;
@@ -367,18 +436,23 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
   LLMS_RETURN_IF_ERROR(b.mat("token_embd.weight", opt.dim, n_vocab, embd_std));
   LLMS_RETURN_IF_ERROR(b.vec("output_norm.weight", opt.dim, 1.0, kNormNoise));
   if (!opt.tied_output) { LLMS_RETURN_IF_ERROR(b.mat("output.weight", opt.dim, n_vocab, kLogitStd / std::sqrt(d))); }
+  if (opt.rope_freqs) LLMS_RETURN_IF_ERROR(b.vec_values("rope_freqs.weight", llama3_rope_factors(opt)));
   for (int64_t i = 0; i < opt.layers; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
     LLMS_RETURN_IF_ERROR(b.vec(p + "attn_norm.weight", opt.dim, 1.0, kNormNoise));
-    LLMS_RETURN_IF_ERROR(b.mat(p + "attn_q.weight", opt.dim, opt.dim, in_std));
+    LLMS_RETURN_IF_ERROR(b.mat(p + "attn_q.weight", opt.dim, q_dim, in_std));
     LLMS_RETURN_IF_ERROR(b.mat(p + "attn_k.weight", opt.dim, kv_dim, in_std));
     LLMS_RETURN_IF_ERROR(b.mat(p + "attn_v.weight", opt.dim, kv_dim, in_std));
     if (a == "qwen2") {
-      LLMS_RETURN_IF_ERROR(b.vec(p + "attn_q.bias", opt.dim, 0.0, kBiasStd));
+      LLMS_RETURN_IF_ERROR(b.vec(p + "attn_q.bias", q_dim, 0.0, kBiasStd));
       LLMS_RETURN_IF_ERROR(b.vec(p + "attn_k.bias", kv_dim, 0.0, kBiasStd));
       LLMS_RETURN_IF_ERROR(b.vec(p + "attn_v.bias", kv_dim, 0.0, kBiasStd));
     }
-    LLMS_RETURN_IF_ERROR(b.mat(p + "attn_output.weight", opt.dim, opt.dim, in_std));
+    if (a == "qwen3") {
+      LLMS_RETURN_IF_ERROR(b.vec(p + "attn_q_norm.weight", head_dim, 1.0, kNormNoise));
+      LLMS_RETURN_IF_ERROR(b.vec(p + "attn_k_norm.weight", head_dim, 1.0, kNormNoise));
+    }
+    LLMS_RETURN_IF_ERROR(b.mat(p + "attn_output.weight", q_dim, opt.dim, 1.0 / std::sqrt(q)));
     LLMS_RETURN_IF_ERROR(b.vec(p + "ffn_norm.weight", opt.dim, 1.0, kNormNoise));
     LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_gate.weight", opt.dim, opt.ffn, in_std));
     LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_up.weight", opt.dim, opt.ffn, in_std));

@@ -1,4 +1,4 @@
-// synth: writes random-weight GGUF models (llama / qwen2) that llama.cpp loads, for tests,
+// synth: writes random-weight GGUF models (llama / qwen2 / qwen3) that llama.cpp loads, for tests,
 // parity checks and benchmarks without downloading real weights.
 //
 // Weights are deterministic in (options, seed): the same options give a byte-identical file.
@@ -14,8 +14,9 @@
 namespace llmserve {
 
 struct SynthOptions {
-  std::string arch = "llama";  // "llama" or "qwen2"
+  std::string arch = "llama";  // "llama", "qwen2" (Q/K/V biases) or "qwen3" (per-head Q/K RMSNorm)
   int64_t dim = 256, layers = 4, heads = 8, kv_heads = 2, ffn = 768, context = 2048;
+  int64_t head_dim = 0;           // 0: dim / heads; else written as attention.key_length / value_length
   std::string vocab_from;         // path of a GGUF whose tokenizer.* metadata is copied
                                   // (vocab size = its token count)
   int64_t vocab_size = 512;       // used when vocab_from is empty: generate a SentencePiece-style vocab
@@ -24,7 +25,19 @@ struct SynthOptions {
   float rope_freq_base = 10000.0f;
   float rms_eps = 1e-5f;
   bool tied_output = false;  // omit output.weight (llama.cpp then reuses token_embd.weight)
+  // llama only: a rope_freqs.weight tensor with Llama 3's per-frequency factors (the converter's
+  // "llama3" rope: factor 8, low/high frequency factors 1 and 4), its original context = context.
+  bool rope_freqs = false;
+  // "" writes no rope.scaling keys; "none", "linear" or "yarn" writes rope.scaling.type, and
+  // rope.scaling.factor = rope_scale (yarn also rope.scaling.original_context_length = context).
+  std::string rope_scaling;
+  float rope_scale = 1.0f;
 };
+
+// The architectures synth writes (lib/synth.ts SYNTH_ARCHS order).
+inline constexpr const char* kSynthArchs[] = {"llama", "qwen2", "qwen3"};
+// The rope_scaling values synth accepts ("" = no keys).
+inline constexpr const char* kSynthRopeScalings[] = {"", "none", "linear", "yarn"};
 
 // Writes the model to out_path (via temp file + rename). progress(f) is called with f in [0, 1]
 // from the calling thread as tensors are generated; notes (optional) receives one line per
