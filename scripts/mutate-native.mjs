@@ -223,6 +223,28 @@ export const MUTATIONS = [
     replace: "      if (!last_only && pos < logits_from && end > logits_from + 1) end = logits_from + 1;",
     why: "evaluate(): a pass straddling logits_from is cut one token late (a row before logits_from is returned)",
   },
+  {
+    id: "sampling-bias-skips-scan",
+    file: "native/core/sampling/sampler.h",
+    find: "  const std::unordered_map<int32_t, int32_t>* overridden() const { return bias_.empty() ? &counts_ : &mods_; }",
+    replace: "  const std::unordered_map<int32_t, int32_t>* overridden() const { return &counts_; }",
+    why: "sampling: the top-k scan also offers a biased token's raw logit, so a banned token can still win",
+  },
+  {
+    id: "sampling-bias-after-penalty",
+    file: "native/core/sampling/sampler.cpp",
+    find: "    if (it != bias_.end()) l = it->second <= -kMaxLogitBias ? kNegInf : sanitize(l + it->second);\n    if (count > 0) l = penalize(l, count);",
+    replace:
+      "    if (count > 0) l = penalize(l, count);\n    if (it != bias_.end()) l = it->second <= -kMaxLogitBias ? kNegInf : sanitize(l + it->second);",
+    why: "sampling: logit bias applied after the penalties instead of before (llama.cpp's order)",
+  },
+  {
+    id: "sampling-bias-no-ban",
+    file: "native/core/sampling/sampler.cpp",
+    find: "it->second <= -kMaxLogitBias ? kNegInf : sanitize(l + it->second)",
+    replace: "sanitize(l + it->second)",
+    why: "sampling: logit bias -100 is added instead of banning the token",
+  },
 ];
 
 const args = process.argv.slice(2);
