@@ -96,7 +96,7 @@ async function runGenerate(o: GenOpts): Promise<void> {
     process.off("SIGINT", onSigint);
     if (o.json) {
       process.stdout.write(
-        `${JSON.stringify({ promptTokens, tokens, text, finishReason: last?.finishReason ?? "length", timings: last?.timings ?? {} })}\n`,
+        `${JSON.stringify({ promptTokens, tokens, text, finishReason: last?.finishReason ?? "length", seed: last?.seed, timings: last?.timings ?? {} })}\n`,
       );
     } else {
       process.stdout.write("\n");
@@ -325,7 +325,7 @@ interface ServeCliOpts {
   streamWriteTimeout?: number;
   maxQueue: number;
   threads?: number;
-  contextSize: number;
+  contextSize?: number;
   kvCacheTokens?: number;
   maxSequences?: number;
   kvType?: "f16" | "f32" | "q8_0";
@@ -335,6 +335,7 @@ interface ServeCliOpts {
   modelName?: string;
   chatTemplate?: string;
   shutdownTimeout: number;
+  cors?: string[];
 }
 
 async function runServe(o: ServeCliOpts): Promise<void> {
@@ -375,13 +376,14 @@ async function runServe(o: ServeCliOpts): Promise<void> {
       streamWriteTimeoutMs: o.streamWriteTimeout === undefined ? undefined : Math.round(o.streamWriteTimeout * 1000),
       modelName: o.modelName,
       chatTemplate,
+      cors: o.cors,
       shutdownTimeoutMs: o.shutdownTimeout * 1000,
       logger: { level: "warn" },
     });
     const t = await app.llmserve.chatTemplate().catch(() => undefined);
     process.stdout.write(
       `llmserve: serving ${app.llmserve.modelName} at ${url}/v1 (chat template: ${t ? t.name : "unavailable"}${o.apiKey ? ", API key required" : ""}); ` +
-        `metrics at ${url}/metrics; Ctrl+C to stop\n`,
+        `metrics at ${url}/metrics${o.cors ? `; CORS for ${o.cors.join(", ")}` : ""}; Ctrl+C to stop\n`,
     );
   } catch (err) {
     await model.dispose();
@@ -453,6 +455,10 @@ const serveCmd = program
   )
   .option("--no-repack", "serve weights from the file mapping instead of repacking them at load")
   .option("--model-name <name>", "model id clients pass as `model` (default: the file name)")
+  .option(
+    "--cors <origin...>",
+    'let browser pages of ORIGIN (e.g. https://app.example.com; "*" for any) call the API (default: CORS off)',
+  )
   .option(
     "--adapter <name=path...>",
     "LoRA adapter served as model NAME (repeatable; PATH: a GGUF adapter file or a PEFT folder): requests with `model: NAME` use it, /v1/models lists it",
