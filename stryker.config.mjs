@@ -47,12 +47,18 @@ const TESTS = {
     "test/server/errors.test.ts",
   ],
   "lib/server/sse.ts": ["test/unit/server/sse.test.ts"],
+  "lib/server/fields.ts": ["test/unit/server/fields.test.ts", "test/server/semantics.test.ts"],
+  "lib/server/tokenize.ts": ["test/server/semantics.test.ts"],
   "lib/server/request.ts": [
     "test/server/openai-options.test.ts",
     "test/unit/server/schemas.test.ts",
     "test/server/openai.test.ts",
   ],
-  "lib/server/response.ts": ["test/server/openai.test.ts", "test/server/openai-options.test.ts"],
+  "lib/server/response.ts": [
+    "test/server/openai.test.ts",
+    "test/server/openai-options.test.ts",
+    "test/server/semantics.test.ts",
+  ],
   "lib/defaults.ts": ["test/native/truth.test.ts", "test/unit/defaults.test.ts"],
   "lib/generate.ts": [
     "test/unit/generate.test.ts",
@@ -67,7 +73,11 @@ const TESTS = {
     "test/native/lora.test.ts",
     "test/native/lora-lru.test.ts",
   ],
-  "lib/loadOptions.ts": ["test/native/truth.test.ts", "test/native/model.test.ts"],
+  "lib/loadOptions.ts": [
+    "test/native/truth.test.ts",
+    "test/native/model.test.ts",
+    "test/native/contextDefault.test.ts",
+  ],
   "lib/adapters.ts": ["test/unit/adapters.test.ts", "test/native/lora-lru.test.ts", "test/native/lora.test.ts"],
   "lib/errors.ts": ["test/unit/errors.test.ts"],
   "lib/eval.ts": ["test/native/eval.test.ts", "test/parity/perplexity.test.ts"],

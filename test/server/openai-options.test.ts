@@ -248,17 +248,16 @@ describe("sampling parameters -> engine options", () => {
     expect((await starts(COMPLETIONS, { prompt: "Hi", max_tokens: 1 }))[0].opts.wantLogprobs).toBe(false);
   });
 
-  it("chat: tools and the server's chat limits reach the template", async () => {
+  it("chat: an empty tools list renders without tools (others are refused); the chat limits reach the template", async () => {
     const template = await (
       app as unknown as {
         llmserve: { chatTemplate: () => Promise<{ tokenize: (...a: unknown[]) => Promise<number[]> }> };
       }
     ).llmserve.chatTemplate();
     const spy = vi.spyOn(template, "tokenize");
-    const tools = [{ type: "function", function: { name: "f" } }];
-    await starts(CHAT, { messages: user, max_tokens: 1, tools });
+    await starts(CHAT, { messages: user, max_tokens: 1, tools: [] });
     await starts(CHAT, { messages: user, max_tokens: 1, tools: null });
-    expect(spy.mock.calls[0][1]).toEqual({ tools, limits: undefined });
+    expect(spy.mock.calls[0][1]).toEqual({ tools: undefined, limits: undefined });
     expect(spy.mock.calls[1][1]).toEqual({ tools: undefined, limits: undefined });
   });
 });
@@ -431,6 +430,7 @@ describe("responses", () => {
       prompt_tokens: model.tokenize("Hi").length,
       completion_tokens: 3,
       total_tokens: model.tokenize("Hi").length + 3,
+      prompt_tokens_details: { cached_tokens: 0 },
     });
   });
 

@@ -63,7 +63,12 @@ describe("chat completions", () => {
     expect(c.message.content!.length).toBeGreaterThan(0);
     expect(c.finish_reason).toBe("length");
     const promptTokens = (await (await app.llmserve.chatTemplate()).tokenize(hi)).length;
-    expect(r.usage).toEqual({ prompt_tokens: promptTokens, completion_tokens: 12, total_tokens: promptTokens + 12 });
+    expect(r.usage).toEqual({
+      prompt_tokens: promptTokens,
+      completion_tokens: 12,
+      total_tokens: promptTokens + 12,
+      prompt_tokens_details: { cached_tokens: expect.any(Number) },
+    });
   });
 
   it("temperature 0 is deterministic, and streaming yields the same text with a role delta first and usage last", async () => {
@@ -256,7 +261,12 @@ describe("completions", () => {
     expect(r.choices[0].text.length).toBeGreaterThan(0);
     expect(r.choices[0].finish_reason).toBe("length");
     const promptTokens = model.tokenize("Once upon a time").length;
-    expect(r.usage).toEqual({ prompt_tokens: promptTokens, completion_tokens: 16, total_tokens: promptTokens + 16 });
+    expect(r.usage).toEqual({
+      prompt_tokens: promptTokens,
+      completion_tokens: 16,
+      total_tokens: promptTokens + 16,
+      prompt_tokens_details: { cached_tokens: expect.any(Number) },
+    });
   });
 
   it("streaming equals non-streaming; usage in the last chunk", async () => {
