@@ -16,6 +16,7 @@ const MODULES = [
   "lib/responseCache.ts",
   "lib/model.ts",
   "lib/loadOptions.ts",
+  "lib/kvMemory.ts",
   "lib/adapters.ts",
   "lib/errors.ts",
   "lib/eval.ts",
@@ -73,6 +74,7 @@ const TESTS = {
     "test/native/lora.test.ts",
     "test/native/lora-lru.test.ts",
   ],
+  "lib/kvMemory.ts": ["test/native/kvMemory.test.ts"],
   "lib/loadOptions.ts": [
     "test/native/truth.test.ts",
     "test/native/model.test.ts",

@@ -327,6 +327,7 @@ interface ServeCliOpts {
   threads?: number;
   contextSize?: number;
   kvCacheTokens?: number;
+  kvMemory?: string;
   maxSequences?: number;
   kvType?: "f16" | "f32" | "q8_0";
   maxBatchTokens?: number;
@@ -347,6 +348,7 @@ async function runServe(o: ServeCliOpts): Promise<void> {
     threads: o.threads,
     contextSize: o.contextSize,
     kvCacheTokens: o.kvCacheTokens,
+    kvMemory: o.kvMemory,
     maxSequences: o.maxSequences,
     maxQueue: o.maxQueue,
     kvType: o.kvType,
@@ -381,6 +383,11 @@ async function runServe(o: ServeCliOpts): Promise<void> {
       logger: { level: "warn" },
     });
     const t = await app.llmserve.chatTemplate().catch(() => undefined);
+    const info = model.info;
+    process.stdout.write(
+      `llmserve: KV cache ${info.kvCacheTokens} tokens (${(info.kvBytes / 2 ** 20).toFixed(1)} MiB): ` +
+        `${Math.floor(info.kvCacheTokens / info.contextSize)} sequence(s) of the full ${info.contextSize}-token context fit at once\n`,
+    );
     process.stdout.write(
       `llmserve: serving ${app.llmserve.modelName} at ${url}/v1 (chat template: ${t ? t.name : "unavailable"}${o.apiKey ? ", API key required" : ""}); ` +
         `metrics at ${url}/metrics${o.cors ? `; CORS for ${o.cors.join(", ")}` : ""}; Ctrl+C to stop\n`,
@@ -439,6 +446,7 @@ const serveCmd = program
     "KV cache size in tokens shared by all sequences (default: --ctx)",
     int("--kv-cache-tokens"),
   )
+  .option("--kv-memory <size>", "KV cache size as memory, e.g. 4GiB or 512MiB (instead of --kv-cache-tokens)")
   .option("--max-sequences <n>", `most sequences running at once (default ${L.maxSequences})`, int("--max-sequences"))
   .addOption(
     new Option("--kv-type <type>", "KV cache element type (q8_0 halves its memory)").choices(["f16", "f32", "q8_0"]),

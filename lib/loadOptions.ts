@@ -6,6 +6,7 @@ import type { ResolveOptions } from "./hub/index.js";
 import type { NativeModelOptions } from "./native.js";
 import { LOAD_DEFAULTS } from "./defaults.js";
 import { readGguf } from "./gguf.js";
+import { parseBytes } from "./kvMemory.js";
 import { LOAD_LIMITS as L } from "./limits.js";
 import type { ProgressEvent } from "./progress.js";
 import { checkBool, checkInt, checkKeys, checkLimit, checkObject, checkString } from "./validate.js";
@@ -24,6 +25,13 @@ export interface LoadOptions {
   kvType?: "f16" | "f32" | "q8_0";
   /** Total KV cache size in tokens, shared by all sequences, in [0, 67108864] (default and 0: contextSize). */
   kvCacheTokens?: number;
+  /**
+   * The KV cache's size as a memory budget instead of kvCacheTokens: bytes, or text such as "4GiB",
+   * "512MiB", "1.5GB". It holds as many whole kvBlockSize blocks of this model's KV (per its shape
+   * and kvType) as fit, at least one full context (ERR_INVALID_ARGUMENT otherwise); `info.kvCacheTokens`
+   * and `info.kvBytes` tell the result. Not with kvCacheTokens.
+   */
+  kvMemory?: number | string;
   /** Tokens per KV block (default 16). */
   kvBlockSize?: number;
   /** Most tokens computed per engine step: decode tokens plus prompt chunks (default 512). */
@@ -85,6 +93,8 @@ export function resolveLoadOptions(options: unknown): {
   maxAdapters: number;
   /** False when contextSize was absent (nativeOptions has LOAD_DEFAULTS' cap; see {@link contextSizeFor}). */
   contextSizeGiven: boolean;
+  /** kvMemory in bytes, when given (Model.load sizes kvCacheTokens from it). */
+  kvMemoryBytes?: number;
   onProgress?: (fraction: number, event: ProgressEvent) => void;
   download?: ResolveOptions;
 } {
@@ -94,6 +104,7 @@ export function resolveLoadOptions(options: unknown): {
     "contextSize",
     "kvType",
     "kvCacheTokens",
+    "kvMemory",
     "kvBlockSize",
     "maxBatchTokens",
     "maxSequences",
@@ -137,11 +148,17 @@ export function resolveLoadOptions(options: unknown): {
   }
   const maxAdapters = o.maxAdapters === undefined ? D.maxAdapters : checkInt("maxAdapters", o.maxAdapters, 0);
   const download = o.download === undefined ? undefined : (checkObject("download", o.download) as ResolveOptions);
+  if (o.kvMemory !== undefined && o.kvCacheTokens !== undefined)
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      "Pass kvMemory (a byte budget) or kvCacheTokens (a token count), not both",
+    );
   return {
     nativeOptions,
     responseCacheBytes,
     maxAdapters,
     contextSizeGiven: o.contextSize !== undefined,
+    kvMemoryBytes: o.kvMemory === undefined ? undefined : parseBytes("kvMemory", o.kvMemory),
     onProgress: o.onProgress,
     download,
   };
