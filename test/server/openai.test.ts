@@ -219,7 +219,7 @@ describe("chat completions", () => {
     expect(none.choices[0].logprobs).toBeNull();
   });
 
-  it("accepts multi-part content, sampling params and unknown params", async () => {
+  it("accepts multi-part content and sampling params; refuses unknown params naming them", async () => {
     const r = await client.chat.completions.create({
       model: MODEL,
       messages: [
@@ -241,10 +241,14 @@ describe("chat completions", () => {
       top_k: 20,
       min_p: 0.1,
       repetition_penalty: 1.1,
-      some_future_param: { x: 1 },
     } as never);
     expect(r.choices[0].message.content).toBeTypeOf("string");
     expect(r.usage!.completion_tokens).toBeLessThanOrEqual(4);
+    const err = await client.chat.completions
+      .create({ model: MODEL, messages: [{ role: "user", content: "x" }], some_future_param: { x: 1 } } as never)
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((err as InstanceType<typeof OpenAI.BadRequestError>).param).toBe("some_future_param");
   });
 });
 
