@@ -41,6 +41,9 @@ async function runChat(o: ChatCliOptions): Promise<void> {
     output: process.stdin.isTTY ? process.stdout : undefined,
     terminal: process.stdin.isTTY === true,
   });
+  // Collect lines from now on: piped input arrives while the template loads, and readline emits
+  // lines whether or not a loop listens yet (they were lost, and the chat ended at once).
+  const lines = rl[Symbol.asyncIterator]();
   let current: AbortController | undefined;
   let quitting = false;
   const onSigint = () => {
@@ -65,7 +68,7 @@ async function runChat(o: ChatCliOptions): Promise<void> {
     if (tty) process.stderr.write(`Chatting with ${model.path} (chat template: ${template.name}). ${HELP}.\n`);
     rl.setPrompt("> ");
     if (tty) rl.prompt();
-    for await (const line of rl) {
+    for await (const line of lines) {
       const input = line.trim();
       if (input === "/exit" || input === "/quit") break;
       if (input === "/reset") {
