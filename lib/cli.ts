@@ -443,7 +443,7 @@ const serveCmd = program
   .option("-t, --threads <n>", "compute threads (default: physical cores)", int("--threads"))
   .option(
     "--kv-cache-tokens <n>",
-    "KV cache size in tokens shared by all sequences (default: --ctx)",
+    "KV cache size in tokens shared by all sequences (default: half the free memory, 1 to --max-sequences contexts)",
     int("--kv-cache-tokens"),
   )
   .option("--kv-memory <size>", "KV cache size as memory, e.g. 4GiB or 512MiB (instead of --kv-cache-tokens)")

@@ -52,7 +52,14 @@ export const LOAD_DEFAULTS = {
    */
   contextSize: 4096,
   kvType: "f16",
+  /** 0: sized from free memory (kvFreeMemoryShare), see kvTokensByDefault in lib/kvMemory.ts. */
   kvCacheTokens: 0,
+  /**
+   * Absent kvCacheTokens and kvMemory: the KV cache may take this share of the memory free at load
+   * (TypeScript only), bounded to [one context, maxSequences contexts]. Its pages are touched only
+   * as sequences (and the prefix cache) use them.
+   */
+  kvFreeMemoryShare: 0.5,
   kvBlockSize: 16,
   maxBatchTokens: 512,
   prefillChunk: 128,

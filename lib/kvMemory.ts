@@ -5,6 +5,8 @@
  * pool out: K and V, one row of n_head_kv x head_dim elements per layer, f32 / f16 / q8_0 (blocks
  * of 32 elements stored in 34 bytes).
  */
+import { freemem } from "node:os";
+import { LOAD_DEFAULTS } from "./defaults.js";
 import { LlmserveError } from "./errors.js";
 import { readGguf } from "./gguf.js";
 import { LOAD_LIMITS } from "./limits.js";
@@ -82,4 +84,22 @@ export function kvTokensForBudget(budget: number, perToken: number, blockSize: n
       `kvMemory of ${budget} bytes holds ${tokens} tokens of this model's KV cache (${perToken} bytes each), less than one context of ${contextSize} tokens: raise kvMemory to at least ${Math.ceil(contextSize / blockSize) * blockSize * perToken} bytes or lower contextSize.`,
     );
   return tokens;
+}
+
+/**
+ * The default kvCacheTokens: LOAD_DEFAULTS.kvFreeMemoryShare of the memory free now, in whole
+ * blocks, at least one context and at most maxSequences contexts (one sequence per running slot
+ * at full length; more would never be used at once).
+ */
+export function kvTokensByDefault(
+  perToken: number,
+  blockSize: number,
+  contextSize: number,
+  maxSequences: number,
+  free: number = freemem(),
+): number {
+  const roundUp = (n: number) => Math.ceil(n / blockSize) * blockSize;
+  const budget = Math.floor((free * LOAD_DEFAULTS.kvFreeMemoryShare) / (perToken * blockSize)) * blockSize;
+  const most = Math.min(roundUp(contextSize * maxSequences), LOAD_LIMITS.kvCacheTokens.max);
+  return Math.max(roundUp(contextSize), Math.min(budget, most));
 }

@@ -23,7 +23,11 @@ export interface LoadOptions {
   contextSize?: number;
   /** KV cache element type: "f16" (default, as llama.cpp), "f32", or "q8_0" (half the memory of f16, as llama.cpp's `--cache-type-k/v q8_0`; needs a head size that is a multiple of 32). */
   kvType?: "f16" | "f32" | "q8_0";
-  /** Total KV cache size in tokens, shared by all sequences, in [0, 67108864] (default and 0: contextSize). */
+  /**
+   * Total KV cache size in tokens, shared by all sequences, in [0, 67108864]. Default (and 0): half
+   * the memory free at load, at least one context and at most maxSequences contexts
+   * (`info.kvCacheTokens` tells the result).
+   */
   kvCacheTokens?: number;
   /**
    * The KV cache's size as a memory budget instead of kvCacheTokens: bytes, or text such as "4GiB",
@@ -95,6 +99,8 @@ export function resolveLoadOptions(options: unknown): {
   contextSizeGiven: boolean;
   /** kvMemory in bytes, when given (Model.load sizes kvCacheTokens from it). */
   kvMemoryBytes?: number;
+  /** True when kvCacheTokens was given as a positive count (else Model.load sizes it). */
+  kvCacheTokensGiven: boolean;
   onProgress?: (fraction: number, event: ProgressEvent) => void;
   download?: ResolveOptions;
 } {
@@ -159,6 +165,7 @@ export function resolveLoadOptions(options: unknown): {
     maxAdapters,
     contextSizeGiven: o.contextSize !== undefined,
     kvMemoryBytes: o.kvMemory === undefined ? undefined : parseBytes("kvMemory", o.kvMemory),
+    kvCacheTokensGiven: nativeOptions.kvCacheTokens > 0,
     onProgress: o.onProgress,
     download,
   };

@@ -13,7 +13,7 @@ import {
   type ResolvedOptions,
 } from "./generate.js";
 import { modelFile } from "./hub/index.js";
-import { kvBytesPerToken, kvTokensForBudget } from "./kvMemory.js";
+import { kvBytesPerToken, kvTokensByDefault, kvTokensForBudget } from "./kvMemory.js";
 import { contextSizeFor, resolveLoadOptions, trainingContext, type LoadOptions } from "./loadOptions.js";
 import type { NativeModel, NativeModelInfo, NativeStats } from "./native.js";
 import { ProgressTracker, type ProgressEvent } from "./progress.js";
@@ -128,21 +128,27 @@ export class Model {
    */
   static async load(spec: string, options: LoadOptions = {}): Promise<Model> {
     checkPath("path", spec);
-    const { nativeOptions, onProgress, download, contextSizeGiven, kvMemoryBytes, ...rest } =
+    const { nativeOptions, onProgress, download, contextSizeGiven, kvMemoryBytes, kvCacheTokensGiven, ...rest } =
       resolveLoadOptions(options);
     const toFraction = (e: ProgressEvent) => onProgress?.(e.total > 0 ? Math.min(1, e.done / e.total) : 0, e);
     const path = await modelFile(spec, download, onProgress && toFraction);
     const train = await trainingContext(path);
     nativeOptions.contextSize = contextSizeFor(contextSizeGiven ? nativeOptions.contextSize : undefined, train, path);
-    if (kvMemoryBytes !== undefined) {
+    if (!kvCacheTokensGiven) {
       const perToken = await kvBytesPerToken(path, nativeOptions.kvType).catch(() => undefined);
-      if (perToken === undefined)
-        throw new LlmserveError(
-          "ERR_INVALID_ARGUMENT",
-          `${basename(path)} does not give its attention shape in its metadata, so kvMemory cannot be turned into tokens; pass kvCacheTokens instead.`,
-        );
       const context = nativeOptions.contextSize === 0 ? train : nativeOptions.contextSize;
-      nativeOptions.kvCacheTokens = kvTokensForBudget(kvMemoryBytes, perToken, nativeOptions.kvBlockSize, context);
+      const block = nativeOptions.kvBlockSize;
+      if (kvMemoryBytes !== undefined) {
+        if (perToken === undefined)
+          throw new LlmserveError(
+            "ERR_INVALID_ARGUMENT",
+            `${basename(path)} does not give its attention shape in its metadata, so kvMemory cannot be turned into tokens; pass kvCacheTokens instead.`,
+          );
+        nativeOptions.kvCacheTokens = kvTokensForBudget(kvMemoryBytes, perToken, block, context);
+      } else if (perToken !== undefined && context > 0) {
+        // Neither given: from free memory (else 0 = one context, the engine's own default).
+        nativeOptions.kvCacheTokens = kvTokensByDefault(perToken, block, context, nativeOptions.maxSequences);
+      }
     }
     const addon = loadAddon();
     const tracker = onProgress && new ProgressTracker("load", basename(path), 1, "fraction", toFraction);

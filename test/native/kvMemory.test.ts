@@ -1,6 +1,6 @@
 /** kvMemory (lib/kvMemory.ts): the KV cache sized from a byte budget. */
 import { afterEach, describe, expect, it } from "vitest";
-import { kvBytesPerToken, parseBytes } from "../../lib/kvMemory.js";
+import { kvBytesPerToken, kvTokensByDefault, parseBytes } from "../../lib/kvMemory.js";
 import { Model } from "../../lib/model.js";
 import { synthModel } from "../helpers.js";
 
@@ -55,5 +55,19 @@ describe("kvMemory", () => {
       code: "ERR_INVALID_ARGUMENT",
       message: "Pass kvMemory (a byte budget) or kvCacheTokens (a token count), not both",
     });
+  });
+
+  it("default (neither kvCacheTokens nor kvMemory): half the free memory, between one and maxSequences contexts", async () => {
+    // 256 bytes per token, blocks of 16, contexts of 256, 64 sequences at most.
+    expect(kvTokensByDefault(256, 16, 256, 64, 2 ** 30)).toBe(256 * 64); // plenty: maxSequences contexts
+    expect(kvTokensByDefault(256, 16, 256, 64, 2 * 2 ** 20)).toBe(4096); // 1 MiB of 2 free
+    expect(kvTokensByDefault(256, 16, 256, 64, 2 * 2 ** 20 + 4095)).toBe(4096); // whole blocks only
+    expect(kvTokensByDefault(256, 16, 256, 64, 1000)).toBe(256); // never less than one context
+    expect(kvTokensByDefault(256, 16, 250, 3, 2 ** 30)).toBe(752); // rounded up to whole blocks
+    const path = await synthModel("kv-memory", { dim: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 96, vocabSize: 320 });
+    const m = await load(path, { contextSize: 256, maxSequences: 4 });
+    expect(m.info.kvCacheTokens).toBe(1024); // this machine has 512 KiB free
+    const given = await load(path, { contextSize: 256, maxSequences: 4, kvCacheTokens: 300 });
+    expect(given.info.kvCacheTokens).toBe(300);
   });
 });
