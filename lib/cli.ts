@@ -107,7 +107,7 @@ async function runGenerate(o: GenOpts): Promise<void> {
     process.off("SIGINT", onSigint);
     if (o.json) {
       process.stdout.write(
-        `${JSON.stringify({ promptTokens, tokens, text, finishReason: last?.finishReason ?? "length", timings: last?.timings ?? {} })}\n`,
+        `${JSON.stringify({ promptTokens, tokens, text, finishReason: last?.finishReason ?? "length", seed: last?.seed, timings: last?.timings ?? {} })}\n`,
       );
     } else {
       process.stdout.write("\n");
@@ -378,8 +378,9 @@ interface ServeCliOpts {
   streamWriteTimeout?: number;
   maxQueue: number;
   threads?: number;
-  contextSize: number;
+  contextSize?: number;
   kvCacheTokens?: number;
+  kvMemory?: string;
   maxSequences?: number;
   kvType?: "f16" | "f32" | "q8_0";
   maxBatchTokens?: number;
@@ -388,6 +389,7 @@ interface ServeCliOpts {
   modelName?: string;
   chatTemplate?: string;
   shutdownTimeout: number;
+  cors?: string[];
 }
 
 async function runServe(o: ServeCliOpts): Promise<void> {
@@ -399,6 +401,7 @@ async function runServe(o: ServeCliOpts): Promise<void> {
     threads: o.threads,
     contextSize: o.contextSize,
     kvCacheTokens: o.kvCacheTokens,
+    kvMemory: o.kvMemory,
     maxSequences: o.maxSequences,
     maxQueue: o.maxQueue,
     kvType: o.kvType,
@@ -428,13 +431,19 @@ async function runServe(o: ServeCliOpts): Promise<void> {
       streamWriteTimeoutMs: o.streamWriteTimeout === undefined ? undefined : Math.round(o.streamWriteTimeout * 1000),
       modelName: o.modelName,
       chatTemplate,
+      cors: o.cors,
       shutdownTimeoutMs: o.shutdownTimeout * 1000,
       logger: { level: "warn" },
     });
     const t = await app.llmserve.chatTemplate().catch(() => undefined);
+    const info = model.info;
+    process.stdout.write(
+      `llmserve: KV cache ${info.kvCacheTokens} tokens (${(info.kvBytes / 2 ** 20).toFixed(1)} MiB): ` +
+        `${Math.floor(info.kvCacheTokens / info.contextSize)} sequence(s) of the full ${info.contextSize}-token context fit at once\n`,
+    );
     process.stdout.write(
       `llmserve: serving ${app.llmserve.modelName} at ${url}/v1 (chat template: ${t ? t.name : "unavailable"}${o.apiKey ? ", API key required" : ""}); ` +
-        `metrics at ${url}/metrics; Ctrl+C to stop\n`,
+        `metrics at ${url}/metrics${o.cors ? `; CORS for ${o.cors.join(", ")}` : ""}; Ctrl+C to stop\n`,
     );
   } catch (err) {
     await model.dispose();
@@ -493,9 +502,10 @@ const serveCmd = program
   .option("-t, --threads <n>", "compute threads (default: physical cores)", int("--threads"))
   .option(
     "--kv-cache-tokens <n>",
-    "KV cache size in tokens shared by all sequences (default: --ctx)",
+    "KV cache size in tokens shared by all sequences (default: half the free memory, 1 to --max-sequences contexts)",
     int("--kv-cache-tokens"),
   )
+  .option("--kv-memory <size>", "KV cache size as memory, e.g. 4GiB or 512MiB (instead of --kv-cache-tokens)")
   .option("--max-sequences <n>", `most sequences running at once (default ${L.maxSequences})`, int("--max-sequences"))
   .addOption(
     new Option("--kv-type <type>", "KV cache element type (q8_0 halves its memory)").choices(["f16", "f32", "q8_0"]),
@@ -512,6 +522,10 @@ const serveCmd = program
   )
   .option("--no-repack", "serve weights from the file mapping instead of repacking them at load")
   .option("--model-name <name>", "model id clients pass as `model` (default: the file name)")
+  .option(
+    "--cors <origin...>",
+    'let browser pages of ORIGIN (e.g. https://app.example.com; "*" for any) call the API (default: CORS off)',
+  )
   .option(
     "--adapter <name=path...>",
     "LoRA adapter served as model NAME (repeatable; PATH: a GGUF adapter file or a PEFT folder): requests with `model: NAME` use it, /v1/models lists it",

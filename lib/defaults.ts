@@ -9,6 +9,12 @@
  * and test/native/truth.test.ts asserts they equal these tables, so neither side can change a
  * default alone.
  */
+import { randomInt } from "node:crypto";
+
+/** What an absent `seed` becomes (library, CLI and server alike): a random integer in [0, 2^32). */
+export function randomSeed(): number {
+  return randomInt(0, 2 ** 32);
+}
 
 /** Defaults of `GenerateOptions` (Model.generate, generateBatch, complete, Session.send). */
 export const GENERATE_DEFAULTS = {
@@ -21,7 +27,13 @@ export const GENERATE_DEFAULTS = {
   repeatLastN: 64,
   frequencyPenalty: 0,
   presencePenalty: 0,
-  seed: 0,
+  /**
+   * No seed given: a fresh random one per request ({@link randomSeed}), so sampling at
+   * temperature > 0 differs from call to call; the seed used is reported on the last chunk
+   * (`Chunk.seed`) so a run can be reproduced. The core's SamplingParams{} keeps seed 0 for C++
+   * callers; the addon always receives a seed.
+   */
+  seed: "random",
   priority: 0,
   stopAtEos: true,
   parseSpecial: true,
@@ -34,9 +46,20 @@ export const GENERATE_DEFAULTS = {
  * number of physical cores (at most LOAD_LIMITS.threads.max), see `defaultThreads()` in loadOptions.ts.
  */
 export const LOAD_DEFAULTS = {
+  /**
+   * The cap of the default context: an absent contextSize is min(4096, the model's training
+   * context) (contextSizeFor in loadOptions.ts; EngineOptions{} has 4096 for C++ callers).
+   */
   contextSize: 4096,
   kvType: "f16",
+  /** 0: sized from free memory (kvFreeMemoryShare), see kvTokensByDefault in lib/kvMemory.ts. */
   kvCacheTokens: 0,
+  /**
+   * Absent kvCacheTokens and kvMemory: the KV cache may take this share of the memory free at load
+   * (TypeScript only), bounded to [one context, maxSequences contexts]. Its pages are touched only
+   * as sequences (and the prefix cache) use them.
+   */
+  kvFreeMemoryShare: 0.5,
   kvBlockSize: 16,
   maxBatchTokens: 512,
   prefillChunk: 128,

@@ -2,7 +2,7 @@
 import { LlmserveError, fromNative } from "./errors.js";
 import type { NativeEvent, NativeGenerateParams, NativeModel } from "./native.js";
 import type { Tokenizer } from "./tokenizer/index.js";
-import { GENERATE_DEFAULTS } from "./defaults.js";
+import { GENERATE_DEFAULTS, randomSeed } from "./defaults.js";
 import { GENERATE_LIMITS as G } from "./limits.js";
 import { checkAdapterName, checkBool, checkInt, checkKeys, checkLimit, checkObject } from "./validate.js";
 
@@ -26,7 +26,10 @@ export interface GenerateOptions {
   frequencyPenalty?: number;
   /** Subtract this from the logit of every token present in the window; in [-2, 2], 0 disables (default 0). */
   presencePenalty?: number;
-  /** Same seed, same prompt, same options -> same output; an integer in [0, 2^53 - 1] (default 0). */
+  /**
+   * Same seed, same prompt, same options -> same output; an integer in [0, 2^53 - 1]. Default: a
+   * random seed per request, reported as `seed` on the last chunk.
+   */
   seed?: number;
   /** Generation stops before any of these strings; it is not included in the output. */
   stop?: string[];
@@ -34,6 +37,14 @@ export interface GenerateOptions {
   logprobs?: number;
   /** Stop at the model's end-of-generation tokens (default true). */
   stopAtEos?: boolean;
+  /**
+   * OpenAI's `logit_bias`: token id -> bias in [-100, 100], added to that token's logit before
+   * sampling (greedy included) and before the penalties; -100 bans the token, +100 makes it all
+   * but certain. At most 65536 entries; each id must lie in the vocabulary (ERR_INVALID_ARGUMENT
+   * otherwise). Reported logprobs stay those of the unbiased model.
+   * @example model.generate(p, { logitBias: { [model.tokenize(" no", { addSpecial: false })[0]]: -100 } })
+   */
+  logitBias?: Readonly<Record<number, number>> | ReadonlyMap<number, number>;
   /**
    * More token ids that end generation as EOS does (not emitted; finishReason "eos"), such as a chat
    * template's end-of-turn markers (`ChatTemplate.stopTokens`); at most 1024, each in [0, 2^31 - 1].
@@ -116,6 +127,18 @@ export interface Chunk {
   /** Why the generation ended; set on the last chunk only. */
   finishReason?: FinishReason;
   /**
+   * The sampling seed this request used (the one given, or the random one drawn when none was):
+   * pass it as `seed` to reproduce the output. On the last chunk only.
+   */
+  seed?: number;
+  /**
+   * Prompt tokens whose KV was reused (prefix cache, session or pinned prefix) instead of computed,
+   * as `timings.reusedTokens`; on the last chunk, also when a stop string ended the generation
+   * (absent when it was cancelled before its first step; a response-cache replay repeats the
+   * stored run's).
+   */
+  cachedTokens?: number;
+  /**
    * Request timings; on the last chunk only, and absent when a stop string ended the generation,
    * when the signal was aborted before it started, or on a response-cache replay.
    */
@@ -145,6 +168,7 @@ const KNOWN = [
   "logprobs",
   "stopAtEos",
   "stopTokens",
+  "logitBias",
   "parseSpecial",
   "addSpecial",
   "signal",
@@ -172,6 +196,35 @@ function checkStopTokens(v: unknown): number[] {
   return v.map((id, i) => checkInt(`stopTokens[${i}]`, id, 0, 2 ** 31 - 1));
 }
 
+const CANONICAL_ID = /^(0|[1-9][0-9]*)$/;
+
+/** logitBias as [token, bias] pairs sorted by token (one canonical form for the response cache's key). */
+function checkLogitBias(v: unknown): [number, number][] {
+  let entries: [unknown, unknown][];
+  if (v instanceof Map) entries = [...v.entries()];
+  else if (typeof v === "object" && v !== null && !Array.isArray(v)) {
+    entries = Object.entries(v).map(([k, b]) => {
+      if (!CANONICAL_ID.test(k))
+        throw new LlmserveError(
+          "ERR_INVALID_ARGUMENT",
+          `Expected token ids as the keys of logitBias but received "${k}"`,
+        );
+      return [Number(k), b];
+    });
+  } else {
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      "Expected an object or a Map of token id -> bias in [-100, 100] for logitBias",
+    );
+  }
+  checkLimit("logitBias.length", entries.length, G["logitBias.length"]);
+  const pairs = entries.map(([k, b]): [number, number] => {
+    const token = checkLimit("logitBias token id", k, G["logitBias.token"]);
+    return [token, checkLimit(`logitBias[${token}]`, b, G.logitBias)];
+  });
+  return pairs.sort((a, b) => a[0] - b[0]);
+}
+
 export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptions {
   const o = checkObject("generate options", raw) as GenerateOptions & Record<string, unknown>;
   checkKeys("generate options", o, KNOWN);
@@ -186,7 +239,7 @@ export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptio
   const stopAtEos = o.stopAtEos === undefined ? D.stopAtEos : checkBool("stopAtEos", o.stopAtEos);
   const extraStops = o.stopTokens === undefined ? [] : checkStopTokens(o.stopTokens);
   const logprobs = o.logprobs === undefined ? undefined : checkLimit("logprobs", o.logprobs, G.logprobs);
-  const opt = (name: keyof typeof G & keyof typeof D): number =>
+  const opt = (name: Exclude<keyof typeof G & keyof typeof D, "seed">): number =>
     o[name] === undefined ? D[name] : checkLimit(name, o[name], G[name]);
   // Every field of the native request is set here (the addon has no defaults of its own).
   const params: NativeGenerateParams = {
@@ -199,7 +252,7 @@ export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptio
     repeatLastN: opt("repeatLastN"),
     frequencyPenalty: opt("frequencyPenalty"),
     presencePenalty: opt("presencePenalty"),
-    seed: opt("seed"),
+    seed: o.seed === undefined ? randomSeed() : checkLimit("seed", o.seed, G.seed),
     logprobs: logprobs ?? 0,
     wantLogprobs: logprobs !== undefined,
     priority: opt("priority"),
@@ -207,6 +260,7 @@ export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptio
     pin: false,
     adapter: 0,
     stopTokens: stopAtEos ? [...new Set([...eogTokens, ...extraStops])] : extraStops,
+    logitBias: o.logitBias === undefined ? [] : checkLogitBias(o.logitBias),
   };
   const cache = o.cache === undefined ? D.cache : checkBool("cache", o.cache);
   const deterministic = params.temperature === 0 || o.seed !== undefined;
@@ -224,8 +278,16 @@ export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptio
     addSpecial: o.addSpecial === undefined ? D.addSpecial : checkBool("addSpecial", o.addSpecial),
     signal: o.signal,
     adapter: o.adapter === undefined ? undefined : checkAdapterName("adapter", o.adapter),
+    // Greedy output does not depend on the seed: leave it out, so an unseeded greedy request hits.
     cacheKey: cache
-      ? JSON.stringify({ ...params, priority: undefined, session: undefined, pin: undefined, stop })
+      ? JSON.stringify({
+          ...params,
+          seed: params.temperature === 0 ? undefined : params.seed,
+          priority: undefined,
+          session: undefined,
+          pin: undefined,
+          stop,
+        })
       : undefined,
   };
 }
@@ -340,7 +402,7 @@ export function startGeneration(
   if (opts.signal?.aborted) {
     onEnd?.();
     return (async function* () {
-      yield { text: "", tokens: [], done: true, finishReason: "abort" } as Chunk;
+      yield { text: "", tokens: [], done: true, finishReason: "abort", seed: opts.params.seed } as Chunk;
     })();
   }
   const queue = new EventQueue();
@@ -381,10 +443,14 @@ async function* consume(
       onFinish({ chunks: record, tokens: allTokens, finishReason: c.finishReason ?? "length" });
   };
   let pending = ""; // decoded text not yet emitted (may be the start of a stop string)
+  let cachedTokens: number | undefined; // from the first token's event (or the done event's timings)
   try {
     for (;;) {
       const ev = await queue.next();
       const chunk: Chunk = { text: "", tokens: ev.tokens ?? [] };
+      if (ev.reusedTokens !== undefined) cachedTokens = ev.reusedTokens;
+      else if (ev.timings && cachedTokens === undefined && ev.timings.promptTokens > 0)
+        cachedTokens = ev.timings.reusedTokens;
       if (ev.tokens) {
         for (const t of ev.tokens) pending += decoder.push(t);
         allTokens.push(...ev.tokens);
@@ -412,6 +478,8 @@ async function* consume(
           chunk.text = pending.slice(0, cut);
           chunk.done = true;
           chunk.finishReason = "stop";
+          chunk.seed = opts.params.seed;
+          if (cachedTokens !== undefined) chunk.cachedTokens = cachedTokens;
           if (!finished) native.cancel(id);
           finished = true;
           done(chunk);
@@ -428,6 +496,8 @@ async function* consume(
       if (ev.done) {
         chunk.done = true;
         chunk.finishReason = ev.finishReason ?? "length";
+        chunk.seed = opts.params.seed;
+        if (cachedTokens !== undefined) chunk.cachedTokens = cachedTokens;
         if (ev.timings) chunk.timings = timingsOf(ev.timings);
         done(chunk);
         yield chunk;

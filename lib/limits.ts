@@ -44,6 +44,10 @@ export const GENERATE_LIMITS = {
   adapter: int(0, Number.MAX_SAFE_INTEGER),
   stopTokens: int(0, INT32_MAX),
   "stopTokens.length": int(0, 65536),
+  /** Each logitBias value (OpenAI's range; -100 bans the token). */
+  logitBias: num(-100, 100),
+  "logitBias.token": int(0, INT32_MAX),
+  "logitBias.length": int(0, 65536),
   id: int(0, Number.MAX_SAFE_INTEGER),
 } as const satisfies Record<string, Limit>;
 

@@ -1,9 +1,12 @@
 /** Model.load()'s options: their types, validation and defaults (from lib/defaults.ts). */
+import { basename } from "node:path";
 import { physicalCores } from "./cpu.js";
 import { LlmserveError } from "./errors.js";
 import type { ResolveOptions } from "./hub/index.js";
 import type { NativeModelOptions } from "./native.js";
 import { LOAD_DEFAULTS } from "./defaults.js";
+import { readGguf } from "./gguf.js";
+import { parseBytes } from "./kvMemory.js";
 import { LOAD_LIMITS as L } from "./limits.js";
 import type { ProgressEvent } from "./progress.js";
 import { checkBool, checkInt, checkKeys, checkLimit, checkObject, checkString } from "./validate.js";
@@ -12,12 +15,27 @@ import { checkBool, checkInt, checkKeys, checkLimit, checkObject, checkString } 
 export interface LoadOptions {
   /** Compute threads, in [1, 512] (default: the number of physical cores). */
   threads?: number;
-  /** Most tokens one sequence may hold, in [0, 16777216] (default 4096; 0 = the model's training context). */
+  /**
+   * Most tokens one sequence may hold, in [0, 16777216] (default: the model's training context, at
+   * most 4096; 0 = the training context). A value above the training context works but warns once
+   * (process warning LLMSERVE_CONTEXT_OVER_TRAINING): models degrade past what they were trained on.
+   */
   contextSize?: number;
   /** KV cache element type: "f16" (default, as llama.cpp), "f32", or "q8_0" (half the memory of f16, as llama.cpp's `--cache-type-k/v q8_0`; needs a head size that is a multiple of 32). */
   kvType?: "f16" | "f32" | "q8_0";
-  /** Total KV cache size in tokens, shared by all sequences, in [0, 67108864] (default and 0: contextSize). */
+  /**
+   * Total KV cache size in tokens, shared by all sequences, in [0, 67108864]. Default (and 0): half
+   * the memory free at load, at least one context and at most maxSequences contexts
+   * (`info.kvCacheTokens` tells the result).
+   */
   kvCacheTokens?: number;
+  /**
+   * The KV cache's size as a memory budget instead of kvCacheTokens: bytes, or text such as "4GiB",
+   * "512MiB", "1.5GB". It holds as many whole kvBlockSize blocks of this model's KV (per its shape
+   * and kvType) as fit, at least one full context (ERR_INVALID_ARGUMENT otherwise); `info.kvCacheTokens`
+   * and `info.kvBytes` tell the result. Not with kvCacheTokens.
+   */
+  kvMemory?: number | string;
   /** Tokens per KV block (default 16). */
   kvBlockSize?: number;
   /** Most tokens computed per engine step: decode tokens plus prompt chunks (default 512). */
@@ -77,6 +95,12 @@ export function resolveLoadOptions(options: unknown): {
   nativeOptions: NativeModelOptions;
   responseCacheBytes: number;
   maxAdapters: number;
+  /** False when contextSize was absent (nativeOptions has LOAD_DEFAULTS' cap; see {@link contextSizeFor}). */
+  contextSizeGiven: boolean;
+  /** kvMemory in bytes, when given (Model.load sizes kvCacheTokens from it). */
+  kvMemoryBytes?: number;
+  /** True when kvCacheTokens was given as a positive count (else Model.load sizes it). */
+  kvCacheTokensGiven: boolean;
   onProgress?: (fraction: number, event: ProgressEvent) => void;
   download?: ResolveOptions;
 } {
@@ -86,6 +110,7 @@ export function resolveLoadOptions(options: unknown): {
     "contextSize",
     "kvType",
     "kvCacheTokens",
+    "kvMemory",
     "kvBlockSize",
     "maxBatchTokens",
     "maxSequences",
@@ -129,7 +154,59 @@ export function resolveLoadOptions(options: unknown): {
   }
   const maxAdapters = o.maxAdapters === undefined ? D.maxAdapters : checkInt("maxAdapters", o.maxAdapters, 0);
   const download = o.download === undefined ? undefined : (checkObject("download", o.download) as ResolveOptions);
-  return { nativeOptions, responseCacheBytes, maxAdapters, onProgress: o.onProgress, download };
+  if (o.kvMemory !== undefined && o.kvCacheTokens !== undefined)
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      "Pass kvMemory (a byte budget) or kvCacheTokens (a token count), not both",
+    );
+  return {
+    nativeOptions,
+    responseCacheBytes,
+    maxAdapters,
+    contextSizeGiven: o.contextSize !== undefined,
+    kvMemoryBytes: o.kvMemory === undefined ? undefined : parseBytes("kvMemory", o.kvMemory),
+    kvCacheTokensGiven: nativeOptions.kvCacheTokens > 0,
+    onProgress: o.onProgress,
+    download,
+  };
+}
+
+/**
+ * @internal The context a GGUF file's model was trained for (`{arch}.context_length`), 0 when the
+ * file does not say or cannot be read (loading it then reports why).
+ */
+export async function trainingContext(path: string): Promise<number> {
+  try {
+    const read = async (key: string) => (await readGguf(path, { maxArrayLength: 0, keyPrefix: key })).metadata[key];
+    const arch = await read("general.architecture");
+    if (typeof arch !== "string") return 0;
+    const n = await read(`${arch}.context_length`);
+    const v = typeof n === "bigint" ? Number(n) : n;
+    return typeof v === "number" && Number.isSafeInteger(v) && v > 0 ? v : 0;
+  } catch {
+    return 0;
+  }
+}
+
+const warnedContext = new Set<string>();
+
+/**
+ * @internal The context size to load with: an absent one is the training context capped at
+ * LOAD_DEFAULTS.contextSize (4096), so a small model does not get a KV cache it cannot use and a
+ * large one does not take all memory; a given one is kept, with one process warning per model file
+ * when it exceeds the training context.
+ */
+export function contextSizeFor(requested: number | undefined, train: number, path: string): number {
+  const cap = LOAD_DEFAULTS.contextSize;
+  if (requested === undefined) return train > 0 ? Math.min(cap, train) : cap;
+  if (train > 0 && requested > train && !warnedContext.has(path)) {
+    warnedContext.add(path);
+    process.emitWarning(
+      `contextSize ${requested} is larger than the ${train} tokens ${basename(path)} was trained for; output past ${train} tokens may degrade. Load it with contextSize ${train} or less (0 = exactly the training context) unless the model is known to extrapolate.`,
+      { type: "LlmserveWarning", code: "LLMSERVE_CONTEXT_OVER_TRAINING" },
+    );
+  }
+  return requested;
 }
 
 export { physicalCores };

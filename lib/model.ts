@@ -13,13 +13,14 @@ import {
   type ResolvedOptions,
 } from "./generate.js";
 import { modelFile } from "./hub/index.js";
-import { resolveLoadOptions, type LoadOptions } from "./loadOptions.js";
+import { kvBytesPerToken, kvTokensByDefault, kvTokensForBudget } from "./kvMemory.js";
+import { contextSizeFor, resolveLoadOptions, trainingContext, type LoadOptions } from "./loadOptions.js";
 import type { NativeModel, NativeModelInfo, NativeStats } from "./native.js";
 import { ProgressTracker, type ProgressEvent } from "./progress.js";
 import { ResponseCache } from "./responseCache.js";
 import { Session, type SessionOptions } from "./session.js";
 import { OFFTHREAD_MIN_CHARS, Tokenizer } from "./tokenizer/index.js";
-import { ADAPTER_DEFAULTS } from "./defaults.js";
+import { ADAPTER_DEFAULTS, randomSeed } from "./defaults.js";
 import { LORA_LIMITS } from "./limits.js";
 import {
   checkAdapterName,
@@ -127,9 +128,28 @@ export class Model {
    */
   static async load(spec: string, options: LoadOptions = {}): Promise<Model> {
     checkPath("path", spec);
-    const { nativeOptions, onProgress, download, ...rest } = resolveLoadOptions(options);
+    const { nativeOptions, onProgress, download, contextSizeGiven, kvMemoryBytes, kvCacheTokensGiven, ...rest } =
+      resolveLoadOptions(options);
     const toFraction = (e: ProgressEvent) => onProgress?.(e.total > 0 ? Math.min(1, e.done / e.total) : 0, e);
     const path = await modelFile(spec, download, onProgress && toFraction);
+    const train = await trainingContext(path);
+    nativeOptions.contextSize = contextSizeFor(contextSizeGiven ? nativeOptions.contextSize : undefined, train, path);
+    if (!kvCacheTokensGiven) {
+      const perToken = await kvBytesPerToken(path, nativeOptions.kvType).catch(() => undefined);
+      const context = nativeOptions.contextSize === 0 ? train : nativeOptions.contextSize;
+      const block = nativeOptions.kvBlockSize;
+      if (kvMemoryBytes !== undefined) {
+        if (perToken === undefined)
+          throw new LlmserveError(
+            "ERR_INVALID_ARGUMENT",
+            `${basename(path)} does not give its attention shape in its metadata, so kvMemory cannot be turned into tokens; pass kvCacheTokens instead.`,
+          );
+        nativeOptions.kvCacheTokens = kvTokensForBudget(kvMemoryBytes, perToken, block, context);
+      } else if (perToken !== undefined && context > 0) {
+        // Neither given: from free memory (else 0 = one context, the engine's own default).
+        nativeOptions.kvCacheTokens = kvTokensByDefault(perToken, block, context, nativeOptions.maxSequences);
+      }
+    }
     const addon = loadAddon();
     const tracker = onProgress && new ProgressTracker("load", basename(path), 1, "fraction", toFraction);
     const native = await wrapNative(addon.loadModel(path, nativeOptions, tracker && ((f) => tracker.update(f))));
@@ -269,7 +289,11 @@ export class Model {
     const all = prompts.map((p) => this.promptTokensAsync(p, opts.addSpecial, opts.parseSpecial));
     const started: AsyncGenerator<Chunk, void, undefined>[] = [];
     try {
-      for (const t of all) started.push(Array.isArray(t) ? this.start(t, opts) : this.startLater(t, opts));
+      for (const t of all) {
+        // Without a seed, each prompt draws its own (as separate generate() calls would).
+        const own = options.seed === undefined ? { ...opts, params: { ...opts.params, seed: randomSeed() } } : opts;
+        started.push(Array.isArray(t) ? this.start(t, own) : this.startLater(t, own));
+      }
     } catch (err) {
       for (const g of started) void g.return(undefined);
       throw err;
@@ -508,6 +532,8 @@ export class Model {
     finishReason: string;
     /** Timings of the last chunk; absent when a stop string ended it or for response-cache hits. */
     timings?: Chunk["timings"];
+    /** The sampling seed used (see {@link Chunk.seed}): pass it as `seed` to reproduce this output. */
+    seed?: number;
   }> {
     let text = "";
     const tokens: number[] = [];
@@ -517,7 +543,7 @@ export class Model {
       tokens.push(...c.tokens);
       last = c;
     }
-    return { text, tokens, finishReason: last?.finishReason ?? "length", timings: last?.timings };
+    return { text, tokens, finishReason: last?.finishReason ?? "length", timings: last?.timings, seed: last?.seed };
   }
 
   /**

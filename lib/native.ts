@@ -211,6 +211,8 @@ export interface NativeGenerateParams {
   /** Report each token's logprob (with `logprobs` alternatives). */
   wantLogprobs: boolean;
   stopTokens: number[];
+  /** [token, bias] pairs, bias in [-100, 100] added to the raw logit (-100 bans); sorted by token. */
+  logitBias: [number, number][];
   priority: number;
   /** 0: no session. */
   session: number;
@@ -232,6 +234,8 @@ export interface NativeEvent {
   done?: boolean;
   finishReason?: "length" | "eos" | "abort";
   error?: { code: string; message: string };
+  /** On the first token's event: prompt tokens whose KV was reused instead of computed. */
+  reusedTokens?: number;
   timings?: {
     promptMs: number;
     generateMs: number;

@@ -286,6 +286,28 @@ export const MUTATIONS = [
     replace: "    (void)fv;",
     why: "RoPE: the rope.scaling.attn_factor key is read but not applied",
   },
+  {
+    id: "sampling-bias-skips-scan",
+    file: "native/core/sampling/sampler.h",
+    find: "  const std::unordered_map<int32_t, int32_t>* overridden() const { return bias_.empty() ? &counts_ : &mods_; }",
+    replace: "  const std::unordered_map<int32_t, int32_t>* overridden() const { return &counts_; }",
+    why: "sampling: the top-k scan also offers a biased token's raw logit, so a banned token can still win",
+  },
+  {
+    id: "sampling-bias-after-penalty",
+    file: "native/core/sampling/sampler.cpp",
+    find: "    if (it != bias_.end()) l = it->second <= -kMaxLogitBias ? kNegInf : sanitize(l + it->second);\n    if (count > 0) l = penalize(l, count);",
+    replace:
+      "    if (count > 0) l = penalize(l, count);\n    if (it != bias_.end()) l = it->second <= -kMaxLogitBias ? kNegInf : sanitize(l + it->second);",
+    why: "sampling: logit bias applied after the penalties instead of before (llama.cpp's order)",
+  },
+  {
+    id: "sampling-bias-no-ban",
+    file: "native/core/sampling/sampler.cpp",
+    find: "it->second <= -kMaxLogitBias ? kNegInf : sanitize(l + it->second)",
+    replace: "sanitize(l + it->second)",
+    why: "sampling: logit bias -100 is added instead of banning the token",
+  },
 ];
 
 const args = process.argv.slice(2);

@@ -110,7 +110,15 @@ export interface ChatTemplateMeta {
   contextSize?: number;
   /** The worker pool it renders on (default: the process-wide {@link sharedRenderPool}). */
   pool?: RenderPool;
+  /**
+   * Receives the one warning that the template has no system role, so system messages are folded
+   * into the first user message (default: process.emitWarning, code LLMSERVE_SYSTEM_FOLDED).
+   */
+  warn?: (message: string) => void;
 }
+
+/** The probe text of {@link ChatTemplate.supportsSystemRole} (llama.cpp's minja probes the same way). */
+const SYSTEM_NEEDLE = "<llmserve system needle>";
 
 /** Text of the content: strings as they are, the text parts of a multi-part content joined. */
 function contentText(content: ChatMessage["content"]): string {
@@ -188,6 +196,9 @@ export class ChatTemplate {
   private readonly pool: RenderPool | undefined;
   private readonly bosText: string;
   private readonly eosText: string;
+  private readonly warn: (message: string) => void;
+  private systemRole?: Promise<boolean>;
+  private warnedFold = false;
 
   /**
    * @param text Jinja source (Hugging Face chat-template dialect)
@@ -212,6 +223,8 @@ export class ChatTemplate {
     this.name = meta.name ?? this.source;
     this.limits = mergeLimits(defaultChatLimits(tokenizer, meta.contextSize), meta.limits);
     this.pool = meta.pool;
+    this.warn =
+      meta.warn ?? ((m: string) => process.emitWarning(m, { type: "LlmserveWarning", code: "LLMSERVE_SYSTEM_FOLDED" }));
     this.bosText = tokenizer.bos !== undefined ? tokenizer.tokenText(tokenizer.bos) : "";
     this.eosText = tokenizer.eos !== undefined ? tokenizer.tokenText(tokenizer.eos) : "";
     const markers = meta.endMarkers ?? END_OF_TURN_MARKERS.filter((m) => text.includes(m));
@@ -264,7 +277,7 @@ export class ChatTemplate {
     } catch {
       /* a disposed model: no context size */
     }
-    const meta = { limits: options.limits, contextSize };
+    const meta = { limits: options.limits, contextSize, warn: options.warn };
     const t = options.template;
     if (t !== undefined) {
       if (isBuiltinChatTemplate(t)) return ChatTemplate.builtin(t, model.tokenizer, meta);
@@ -323,6 +336,34 @@ export class ChatTemplate {
         `The messages hold ${chars} characters; at most ${limits.maxInputChars} are accepted, as more cannot fit the model's context (each token stands for at most ${this.tokenizer.maxTokenChars} characters). Shorten the messages.`,
       );
     }
+    const { base, fallback } = this.variables(options);
+    let messagesToRender = msgs;
+    let folded = foldSystem(msgs);
+    if (folded !== undefined && !(await this.supportsSystemRole())) {
+      // As llama.cpp: a template without a system role gets the system text in the first user turn.
+      if (!this.warnedFold) {
+        this.warnedFold = true;
+        this.warn(
+          `The chat template "${this.name}" has no system role: system messages are folded into the first user message (as llama.cpp does).`,
+        );
+      }
+      messagesToRender = folded;
+      folded = undefined;
+    }
+    return (this.pool ?? sharedRenderPool()).render({
+      text: this.text,
+      name: this.name,
+      messages: messagesToRender,
+      folded,
+      base,
+      fallback,
+      maxOutputChars: limits.maxOutputChars,
+      timeoutMs: limits.timeoutMs,
+    });
+  }
+
+  /** The variables of a render's first attempt (`base`) and the extras of its second (`fallback`). */
+  private variables(options: RenderOptions): { base: Record<string, unknown>; fallback: Record<string, unknown> } {
     const base: Record<string, unknown> = {
       bos_token: this.bosText,
       eos_token: this.eosText,
@@ -337,16 +378,36 @@ export class ChatTemplate {
       datetime: new Date().toISOString().slice(0, 10),
       ...options.extra,
     };
-    return (this.pool ?? sharedRenderPool()).render({
-      text: this.text,
-      name: this.name,
-      messages: msgs,
-      folded: foldSystem(msgs),
-      base,
-      fallback,
-      maxOutputChars: limits.maxOutputChars,
-      timeoutMs: limits.timeoutMs,
-    });
+    return { base, fallback };
+  }
+
+  /**
+   * Whether the template renders a system message's text: a probe conversation (a system turn
+   * holding a marker, then a user turn) is rendered once, as llama.cpp does; a template that
+   * raises on the system role or leaves its text out has none. Rendered once per template.
+   */
+  supportsSystemRole(): Promise<boolean> {
+    this.systemRole ??= (async () => {
+      const { base, fallback } = this.variables({});
+      try {
+        const out = await (this.pool ?? sharedRenderPool()).render({
+          text: this.text,
+          name: this.name,
+          messages: [
+            { role: "system", content: SYSTEM_NEEDLE },
+            { role: "user", content: "Hi" },
+          ],
+          base,
+          fallback,
+          maxOutputChars: this.limits.maxOutputChars,
+          timeoutMs: this.limits.timeoutMs,
+        });
+        return out.includes(SYSTEM_NEEDLE);
+      } catch {
+        return false; // raised on the system role (or failed outright: folding is the safe side)
+      }
+    })();
+    return this.systemRole;
   }
 
   /**

@@ -27,7 +27,7 @@ interface ChatCliOptions extends SamplingCliOptions {
   system?: string;
   chatTemplate?: string;
   threads?: number;
-  contextSize: number;
+  contextSize?: number;
   stats?: boolean;
 }
 

@@ -57,7 +57,7 @@ export interface SamplingCliOptions {
   topP: number;
   minP: number;
   repeatPenalty: number;
-  seed: number;
+  seed?: number;
   stop?: string[];
 }
 
@@ -70,7 +70,7 @@ export function addSamplingOptions(cmd: Command): Command {
     .option("--top-p <p>", "top-p (1 = off)", float("--top-p"), G.topP)
     .option("--min-p <p>", "min-p (0 = off)", float("--min-p"), G.minP)
     .option("--repeat-penalty <p>", "repeat penalty (1 = off)", float("--repeat-penalty"), G.repeatPenalty)
-    .option("--seed <n>", "sampling seed", int("--seed"), G.seed)
+    .option("--seed <n>", "sampling seed (default: a random one, printed with --json)", int("--seed"))
     .option("--stop <text...>", "stop strings");
   addAlias(cmd, "-n, --n-predict <n>", "maxTokens", int("--n-predict"));
   addAlias(cmd, "--temp <t>", "temperature", float("--temp"));
@@ -93,7 +93,11 @@ export function samplingOptions(o: SamplingCliOptions): GenerateOptions {
 
 /** `--context-size` under the API's name, with llama.cpp's `-c, --ctx-size` and the old `--ctx` as aliases. */
 export function addContextSizeOption(cmd: Command, help = "context size in tokens"): Command {
-  cmd.option("--context-size <n>", `${help} (alias -c, --ctx, --ctx-size)`, int("--context-size"), L.contextSize);
+  cmd.option(
+    "--context-size <n>",
+    `${help} (default: the model's training context, at most ${L.contextSize}; alias -c, --ctx, --ctx-size)`,
+    int("--context-size"),
+  );
   addAlias(cmd, "-c, --ctx <n>", "contextSize", int("--ctx"));
   addAlias(cmd, "--ctx-size <n>", "contextSize", int("--ctx-size"));
   return cmd;

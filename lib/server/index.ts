@@ -1,7 +1,7 @@
 /**
  * An OpenAI-compatible HTTP server (fastify) over one loaded Model:
  * POST /v1/completions, POST /v1/chat/completions (JSON or Server-Sent Events), GET /v1/models,
- * GET /health, GET /metrics (Prometheus).
+ * POST /tokenize and /detokenize (llama-server's shapes), GET /health, GET /metrics (Prometheus).
  * @example
  * const model = await Model.load("model.gguf");
  * const app = createServer(model, { apiKey: "secret" });
@@ -10,6 +10,7 @@
 import type { Socket } from "node:net";
 import { basename } from "node:path";
 import { performance } from "node:perf_hooks";
+import fastifyCors from "@fastify/cors";
 import Fastify, {
   type FastifyInstance,
   type FastifyReply,
@@ -26,6 +27,7 @@ import { Authorizer } from "./auth.js";
 import { ApiError, clientErrorResponse, toApiError } from "./errors.js";
 import { handleGeneration, type EndpointContext } from "./openai.js";
 import { chatSchema, completionSchema } from "./schemas.js";
+import { registerTokenizeRoutes } from "./tokenize.js";
 
 export { Authorizer, type AuthKeys, type RouteAccess } from "./auth.js";
 export { ApiError, toApiError, type OpenAIErrorBody } from "./errors.js";
@@ -68,6 +70,13 @@ export interface ServerOptions {
   bodyLimit?: number;
   /** Collect prom-client's default process metrics too (default true). */
   defaultMetrics?: boolean;
+  /**
+   * Origins that browser pages may call the API from (CORS, via @fastify/cors): one origin such as
+   * "https://app.example.com", several, or "*" for any. Default: none (no CORS headers, so pages
+   * of other origins cannot read responses). Preflight requests need no API key (browsers send
+   * none); the actual requests still do.
+   */
+  cors?: string | string[];
 }
 
 /** Options of {@link LlmserveServerState.shutdown}. */
@@ -117,6 +126,19 @@ interface ResolvedServerOptions {
   streamWriteTimeoutMs: number;
   bodyLimit: number;
   maxQueue?: number;
+  /** CORS origins; undefined: CORS off. */
+  cors?: string[];
+}
+
+function resolveCors(cors: ServerOptions["cors"]): string[] | undefined {
+  if (cors === undefined) return undefined;
+  const list = typeof cors === "string" ? [cors] : cors;
+  if (!Array.isArray(list) || list.length === 0 || list.some((o) => typeof o !== "string" || o.length === 0))
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      `Expected an origin such as "https://app.example.com", a non-empty array of them, or "*" for cors but received ${JSON.stringify(cors)}`,
+    );
+  return list;
 }
 
 function resolveServerOptions(options: ServerOptions): ResolvedServerOptions {
@@ -153,6 +175,7 @@ function resolveServerOptions(options: ServerOptions): ResolvedServerOptions {
     streamWriteTimeoutMs: int("streamWriteTimeoutMs"),
     bodyLimit: options.bodyLimit ?? D.bodyLimit,
     maxQueue: options.maxQueue,
+    cors: resolveCors(options.cors),
   };
 }
 
@@ -334,6 +357,7 @@ function registerRoutes(app: FastifyInstance, ctx: EndpointContext, auth: Author
     life.track((request: FastifyRequest, reply: FastifyReply) => handleGeneration(ctx, kind, request, reply));
   app.post("/v1/completions", { schema: { body: completionSchema } }, generation("completion"));
   app.post("/v1/chat/completions", { schema: { body: chatSchema } }, generation("chat"));
+  registerTokenizeRoutes(app, model);
 
   const modelObject = (id = modelName) => ({
     id,
@@ -418,7 +442,19 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
     shutdown: (opts) => life.shutdown(opts),
   };
   app.decorate("llmserve", state);
-  registerHooks(app, auth, metrics, life, o.maxConnections);
+  if (o.cors) {
+    // @fastify/cors's onRequest hook must run before the key check: it answers preflights (which
+    // never carry credentials) itself, and puts its headers on every answer, 401s included, so a
+    // page can read why it was refused. Hooks run in the order they are added, and a plugin's are
+    // added when it loads: the server's own hooks are added after it.
+    void app.register(fastifyCors, {
+      origin: o.cors.includes("*") ? "*" : o.cors,
+      methods: ["GET", "POST", "OPTIONS"],
+      allowedHeaders: ["authorization", "content-type"],
+      maxAge: 600,
+    });
+    app.after(() => registerHooks(app, auth, metrics, life, o.maxConnections));
+  } else registerHooks(app, auth, metrics, life, o.maxConnections);
   registerRoutes(app, ctx, auth, life);
   return app;
 }

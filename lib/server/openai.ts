@@ -11,7 +11,9 @@ import { resolveOptions } from "../generate.js";
 import type { ServerMetrics } from "../metrics.js";
 import type { Model } from "../model.js";
 import { ApiError } from "./errors.js";
+import { checkFields } from "./fields.js";
 import {
+  checkLogitBias,
   checkModelName,
   maxTokensFor,
   preparePrompts,
@@ -146,6 +148,8 @@ export async function handleGeneration(
   const t0 = performance.now();
   if (ctx.closing()) throw new ApiError(503, "The server is shutting down.", { code: "shutting_down" });
   const body = request.body as GenerationBody;
+  checkFields(kind, body);
+  checkLogitBias(body, ctx.model.info.nVocab);
   const adapter = checkModelName(
     ctx.modelName,
     body.model,

@@ -4,7 +4,7 @@
  * top_k = -1, top_p = 0, per-choice seeds); every range and default is the library's (lib/limits.ts,
  * lib/defaults.ts), applied by resolveOptions when the engine requests are made.
  */
-import { randomInt } from "node:crypto";
+import { randomSeed } from "../defaults.js";
 import type { ChatLimits, ChatTemplate } from "../chat/index.js";
 import type { GenerateOptions } from "../generate.js";
 import type { Model } from "../model.js";
@@ -57,7 +57,7 @@ function stopList(stop: SamplingBody["stop"]): string[] {
 
 /** A 32-bit seed per choice: the request's seed for the first, then +1 each; random without one. */
 export function seedFor(seed: number | null | undefined, i: number): number {
-  if (seed === undefined || seed === null) return randomInt(0, 2 ** 32);
+  if (seed === undefined || seed === null) return randomSeed();
   return (((seed + i) % 2 ** 32) + 2 ** 32) % 2 ** 32;
 }
 
@@ -75,7 +75,20 @@ export function samplingOptions(body: SamplingBody): GenerateOptions {
   if (body.presence_penalty != null) o.presencePenalty = body.presence_penalty;
   if (body.frequency_penalty != null) o.frequencyPenalty = body.frequency_penalty;
   if (body.repetition_penalty != null) o.repeatPenalty = body.repetition_penalty;
+  if (body.logit_bias != null && Object.keys(body.logit_bias).length > 0) o.logitBias = body.logit_bias;
   return o;
+}
+
+/** logit_bias names tokens of this model's vocabulary (the schema checked the rest). */
+export function checkLogitBias(body: SamplingBody, nVocab: number): void {
+  for (const id of Object.keys(body.logit_bias ?? {})) {
+    if (Number(id) >= nVocab)
+      throw new ApiError(
+        400,
+        `Invalid value for logit_bias: token id ${id} is outside the vocabulary [0, ${nVocab}) of this model.`,
+        { code: "invalid_value", param: "logit_bias" },
+      );
+  }
 }
 
 function contextError(model: Model, kind: Kind, n: number): ApiError {
@@ -159,7 +172,8 @@ export async function preparePrompts(ctx: MappingContext, kind: Kind, body: Gene
     const template = await ctx.chatTemplate();
     // Size limits are checked before rendering; the template renders on a worker thread, and a long
     // prompt is tokenized on the tokenizer's.
-    prompts = [await template.tokenize(body.messages, { tools: body.tools ?? undefined, limits: ctx.chatLimits })];
+    // tools: only an empty list gets here (lib/server/fields.ts refuses others): render without.
+    prompts = [await template.tokenize(body.messages, { tools: undefined, limits: ctx.chatLimits })];
     extraStops = template.stopStrings;
     extraStopTokens = template.stopTokens;
   } else {

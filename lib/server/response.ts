@@ -39,6 +39,8 @@ export interface ChoiceResult {
   completionTokens: number;
   finishReason: ApiFinishReason;
   logprobs: TokenLogprob[];
+  /** Prompt tokens whose KV was reused instead of computed (0 when unknown). */
+  cachedTokens: number;
 }
 
 /** Everything a response is written from. */
@@ -113,7 +115,14 @@ async function runChoice(
   gen: AsyncGenerator<Chunk, void, undefined>,
   onChunk?: (c: Chunk, textOffset: number) => Promise<void>,
 ): Promise<ChoiceResult> {
-  const out: ChoiceResult = { index, text: "", completionTokens: 0, finishReason: "length", logprobs: [] };
+  const out: ChoiceResult = {
+    index,
+    text: "",
+    completionTokens: 0,
+    finishReason: "length",
+    logprobs: [],
+    cachedTokens: 0,
+  };
   let last = -1;
   for await (const c of gen) {
     if (c.tokens.length > 0) {
@@ -129,17 +138,35 @@ async function runChoice(
     out.text += c.text;
     if (c.logprobs) out.logprobs.push(...c.logprobs);
     if (onChunk && (c.text.length > 0 || (c.logprobs && c.logprobs.length > 0))) await onChunk(c, offset);
-    if (c.done) out.finishReason = finishReasonOf(c.finishReason);
+    if (c.done) {
+      out.finishReason = finishReasonOf(c.finishReason);
+      out.cachedTokens = c.cachedTokens ?? 0;
+    }
   }
   return out;
 }
 
-/** OpenAI's usage object (and the token counters). */
+/**
+ * OpenAI's usage object (and the token counters). prompt_tokens counts each prompt once (not per
+ * choice), so cached_tokens does too: per prompt, the tokens every one of its choices reused.
+ */
 function usageOf(r: ResponseContext, results: ChoiceResult[]) {
   const completion = results.reduce((a, x) => a + x.completionTokens, 0);
   r.metrics.promptTokens.inc(r.promptTokens);
   r.metrics.completionTokens.inc(completion);
-  return { prompt_tokens: r.promptTokens, completion_tokens: completion, total_tokens: r.promptTokens + completion };
+  const cachedPerPrompt = new Map<number, number>();
+  for (const x of results) {
+    const p = Math.floor(x.index / r.n);
+    cachedPerPrompt.set(p, Math.min(cachedPerPrompt.get(p) ?? x.cachedTokens, x.cachedTokens));
+  }
+  let cached = 0;
+  for (const c of cachedPerPrompt.values()) cached += c;
+  return {
+    prompt_tokens: r.promptTokens,
+    completion_tokens: completion,
+    total_tokens: r.promptTokens + completion,
+    prompt_tokens_details: { cached_tokens: cached },
+  };
 }
 
 /** Runs a (possibly never started) generator to its end so its native request is released. */

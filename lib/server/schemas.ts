@@ -1,6 +1,7 @@
 /**
  * JSON schemas of the request bodies (validated by fastify's Ajv) and their TypeScript shapes.
- * Unknown parameters are accepted and ignored, as OpenAI does; `null` means "not given".
+ * Their properties are the fields each endpoint honors; any other field is refused with a 400
+ * naming it (lib/server/fields.ts); `null` means "not given".
  * Every number, array and string has an upper bound (SERVER_LIMITS, inside the library's own
  * ranges of lib/limits.ts), so an oversized value is a 400 naming the field, never a 500.
  */
@@ -28,6 +29,8 @@ export const SERVER_LIMITS = {
   tools: 128,
   /** `logprobs` / `top_logprobs` alternatives per token (the library's maximum). */
   logprobs: GENERATE_LIMITS.logprobs.max,
+  /** Entries of `logit_bias`. */
+  logitBias: 4096,
   /** `seed`: any safe integer (OpenAI's is an int64; choices use seed + index, modulo 2^32). */
   seed: Number.MAX_SAFE_INTEGER,
 } as const;
@@ -56,6 +59,8 @@ export interface SamplingBody {
   user?: string | null;
   /** llama.cpp extension: keep generating past end-of-generation tokens. */
   ignore_eos?: boolean | null;
+  /** Token id (as a decimal string) -> bias in [-100, 100] added to its logit; -100 bans it. */
+  logit_bias?: Record<string, number> | null;
   [key: string]: unknown;
 }
 
@@ -109,6 +114,16 @@ const sampling = {
   stream_options: nullable({ type: "object", properties: { include_usage: nullable({ type: "boolean" }) } }),
   user: nullable(name),
   ignore_eos: nullable({ type: "boolean" }),
+  logit_bias: nullable({
+    type: "object",
+    maxProperties: L.logitBias,
+    propertyNames: { pattern: "^(0|[1-9][0-9]{0,9})$" },
+    additionalProperties: {
+      type: "number",
+      minimum: GENERATE_LIMITS.logitBias.min,
+      maximum: GENERATE_LIMITS.logitBias.max,
+    },
+  }),
 } as const;
 
 const tokenId = { type: "integer", minimum: 0, maximum: INT32_MAX } as const;

@@ -36,6 +36,9 @@ inline constexpr Limit kSession{"session", 0, kSafeMax, true, false};
 inline constexpr Limit kAdapter{"adapter", 0, kSafeMax, true, false};
 inline constexpr Limit kStopToken{"stopTokens", 0, kInt32Max, true, false};  // each element
 inline constexpr Limit kStopTokensLength{"stopTokens.length", 0, 65536, true, false};
+inline constexpr Limit kLogitBias{"logitBias", -100, 100, false, false};  // each bias
+inline constexpr Limit kLogitBiasToken{"logitBias.token", 0, kInt32Max, true, false};
+inline constexpr Limit kLogitBiasLength{"logitBias.length", 0, 65536, true, false};
 inline constexpr Limit kRequestId{"id", 0, kSafeMax, true, false};  // cancel(id), endSession(id)
 
 // loadModel(path, options)
@@ -83,10 +86,26 @@ struct Group {
   const Limit* const* items;
   int count;
 };
-inline constexpr const Limit* kGenerate[] = {
-    &kMaxTokens,        &kTemperature,      &kTopK,     &kTopP,     &kMinP,     &kRepeatPenalty, &kRepeatLastN,
-    &kFrequencyPenalty, &kPresencePenalty,  &kSeed,     &kLogprobs, &kPriority, &kSession,       &kAdapter,
-    &kStopToken,        &kStopTokensLength, &kRequestId};
+inline constexpr const Limit* kGenerate[] = {&kMaxTokens,
+                                             &kTemperature,
+                                             &kTopK,
+                                             &kTopP,
+                                             &kMinP,
+                                             &kRepeatPenalty,
+                                             &kRepeatLastN,
+                                             &kFrequencyPenalty,
+                                             &kPresencePenalty,
+                                             &kSeed,
+                                             &kLogprobs,
+                                             &kPriority,
+                                             &kSession,
+                                             &kAdapter,
+                                             &kStopToken,
+                                             &kStopTokensLength,
+                                             &kLogitBias,
+                                             &kLogitBiasToken,
+                                             &kLogitBiasLength,
+                                             &kRequestId};
 inline constexpr const Limit* kLoad[] = {&kThreads,        &kContextSize,  &kKvCacheTokens, &kKvBlockSize,
                                          &kMaxBatchTokens, &kPrefillChunk, &kMaxSequences,  &kMaxQueue};
 inline constexpr const Limit* kSynth[] = {&kSynthDim,     &kSynthLayers,   &kSynthHeads,     &kSynthKvHeads,

@@ -41,6 +41,7 @@ Napi::Object event_to_js(Napi::Env env, GenEvent& ev) {
     }
     o.Set("logprobs", a);
   }
+  if (ev.reused_tokens >= 0) o.Set("reusedTokens", Napi::Number::New(env, (double)ev.reused_tokens));
   if (ev.done) {
     o.Set("done", true);
     if (!ev.error.is_ok()) {
@@ -248,6 +249,24 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     for (uint32_t k = 0; k < n; ++k) {
       const std::string name = "stopTokens[" + std::to_string(k) + "]";
       req->stop_tokens.push_back(check_number<int32_t, L::kStopToken>(env, a.Get(k), name.c_str()));
+    }
+    // logitBias: [[token, bias], ...]
+    Napi::Value lb = p.Get("logitBias");
+    if (!lb.IsArray())
+      throw_invalid(env, false,
+                    "Expected an array of [token, bias] pairs for logitBias but received " + js_describe(lb));
+    auto lba = lb.As<Napi::Array>();
+    const uint32_t nb = check_number<uint32_t, L::kLogitBiasLength>(env, Napi::Number::New(env, lba.Length()));
+    s.logit_bias.reserve(nb);
+    for (uint32_t k = 0; k < nb; ++k) {
+      const std::string name = "logitBias[" + std::to_string(k) + "]";
+      Napi::Value pair = lba.Get(k);
+      if (!pair.IsArray() || pair.As<Napi::Array>().Length() != 2)
+        throw_invalid(env, false, "Expected a [token, bias] pair for " + name + " but received " + js_describe(pair));
+      auto pa = pair.As<Napi::Array>();
+      const std::string tname = name + "[0]", bname = name + "[1]";
+      s.logit_bias.emplace_back(check_number<int32_t, L::kLogitBiasToken>(env, pa.Get(0u), tname.c_str()),
+                                check_number<float, L::kLogitBias>(env, pa.Get(1u), bname.c_str()));
     }
     auto tsfn = Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "llmserve.generate", 0, 1);
     req->on_event = [tsfn](GenEvent&& ev) mutable {
@@ -561,6 +580,7 @@ void init_model(Napi::Env env, Napi::Object exports) {
   gen.Set("pin", r.pin);
   gen.Set("adapter", Napi::Number::New(env, (double)r.adapter));
   gen.Set("stopTokens", Napi::Array::New(env, r.stop_tokens.size()));
+  gen.Set("logitBias", Napi::Array::New(env, s.logit_bias.size()));
   exports.Set("loadModel", Napi::Function::New(env, LoadModel, "loadModel"));
 }
 

@@ -64,6 +64,7 @@ const params: NativeGenerateParams = {
   pin: false,
   adapter: 0,
   stopTokens: [],
+  logitBias: [],
 };
 const ggufOpts = { keyPrefixes: [], maxStringBytes: 1 << 20, maxMetadataBytes: 1 << 24 };
 const synthOpts: NativeSynthOptions = {
@@ -161,7 +162,7 @@ describe("one table of limits", () => {
 
 describe("generate(tokens, params) on the raw binding", () => {
   const numeric = Object.keys(GENERATE_LIMITS).filter(
-    (k) => !k.startsWith("stopTokens") && k !== "id",
+    (k) => !k.startsWith("stopTokens") && !k.startsWith("logitBias") && k !== "id",
   ) as (keyof typeof GENERATE_LIMITS)[];
   it.each(numeric)("%s: huge, non-finite, fractional and out-of-range values are typed errors", async (name) => {
     const l = GENERATE_LIMITS[name];
@@ -252,6 +253,63 @@ describe("generate(tokens, params) on the raw binding", () => {
       GENERATE_LIMITS["stopTokens.length"],
       sparse.length,
     );
+  });
+
+  it("logitBias: each pair's token and bias, and the array's length, are checked", async () => {
+    const bias = GENERATE_LIMITS.logitBias;
+    for (const v of badValues(bias)) {
+      const e = expectRangeError(
+        () =>
+          native.generate(
+            prompt,
+            {
+              ...params,
+              logitBias: [
+                [1, 0],
+                [2, v],
+              ],
+            },
+            () => {},
+          ),
+        "logitBias[1][1]",
+        bias,
+        v,
+      );
+      expect(e.message).toBe(tsMessage("logitBias[1][1]", v, bias));
+    }
+    const token = GENERATE_LIMITS["logitBias.token"];
+    for (const v of badValues(token))
+      expectRangeError(
+        () => native.generate(prompt, { ...params, logitBias: [[v, 1]] }, () => {}),
+        "logitBias[0][0]",
+        token,
+        v,
+      );
+    for (const pair of [5, [1], [1, 2, 3], null])
+      expect(() => native.generate(prompt, { ...params, logitBias: [pair as never] }, () => {})).toThrow(
+        /Expected a \[token, bias\] pair for logitBias\[0\]/,
+      );
+    expect(() => native.generate(prompt, { ...params, logitBias: {} as never }, () => {})).toThrow(TypeError);
+    const sparse: [number, number][] = [];
+    sparse.length = 2 ** 32 - 1;
+    expectRangeError(
+      () => native.generate(prompt, { ...params, logitBias: sparse }, () => {}),
+      "logitBias.length",
+      GENERATE_LIMITS["logitBias.length"],
+      sparse.length,
+    );
+    // The engine checks ids against the vocabulary (320 here); -100 and 100 themselves are valid.
+    expect(() => native.generate(prompt, { ...params, logitBias: [[320, 1]] }, () => {})).toThrow(
+      "Token id 320 in logitBias is outside the vocabulary [0, 320).",
+    );
+    const events = await run(native, {
+      logitBias: [
+        [3, -100],
+        [4, 100],
+      ],
+    });
+    expect(events.at(-1)?.error).toBeUndefined();
+    expect(events.flatMap((e) => e.tokens ?? [])).toEqual([4, 4]);
   });
 
   it("cancel(id) and endSession(id) check the id", () => {

@@ -227,7 +227,8 @@ describe("generate", () => {
     ac.abort();
     const chunks = [];
     for await (const c of model.generate("x", { signal: ac.signal })) chunks.push(c);
-    expect(chunks).toEqual([{ text: "", tokens: [], done: true, finishReason: "abort" }]);
+    expect(chunks).toEqual([{ text: "", tokens: [], done: true, finishReason: "abort", seed: chunks[0].seed }]);
+    expect(Number.isInteger(chunks[0].seed)).toBe(true);
   });
 
   it("stop strings end the output before the stop text", async () => {

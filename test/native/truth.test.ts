@@ -96,9 +96,13 @@ describe("one table of defaults (lib/defaults.ts = the core's struct initializer
     expect(responseCacheBytes).toBe(LOAD_DEFAULTS.responseCacheBytes);
   });
 
-  it("generate: the params filled in for {} equal GenerateRequest{} / SamplingParams{}", () => {
+  it("generate: the params filled in for {} equal GenerateRequest{} / SamplingParams{}, but the seed", () => {
     const { params } = resolveOptions({}, []);
-    expect(asCore({ ...params })).toEqual(asCore({ ...addon.defaults.generate }));
+    // The seed is the one departure: TypeScript draws a random one (GENERATE_DEFAULTS.seed is
+    // "random"); C++ callers of SamplingParams{} get 0.
+    expect(GENERATE_DEFAULTS.seed).toBe("random");
+    expect(addon.defaults.generate.seed).toBe(0);
+    expect(asCore({ ...params, seed: 0 })).toEqual(asCore({ ...addon.defaults.generate }));
     expect(params.maxTokens).toBe(GENERATE_DEFAULTS.maxTokens);
   });
 

@@ -182,6 +182,41 @@ describe.runIf(existsSync(join(repoRoot, "dist", "server", "index.js")))("llmser
     }
   });
 
+  it("serve --kv-memory 1MiB --cors ORIGIN: prints how many full contexts fit; CORS headers for that origin", async () => {
+    // 2 layers x 2 KV heads of 16, f16: 256 bytes per token, so 1 MiB = 4096 tokens = 16 contexts of 256.
+    const shape = { dim: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 128, vocabSize: 512, context: 4096 };
+    const model = await synthModel("server-cli", shape);
+    const origin = "https://app.example.com";
+    const child = spawn(process.execPath, [
+      cli,
+      "serve",
+      "-m",
+      model,
+      "--port",
+      "0",
+      "--threads",
+      "1",
+      "--ctx",
+      "256",
+      "--kv-memory",
+      "1MiB",
+      "--cors",
+      origin,
+    ]);
+    let stdout = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    try {
+      const url = await printedUrl(child);
+      expect(stdout).toContain(
+        "KV cache 4096 tokens (1.0 MiB): 16 sequence(s) of the full 256-token context fit at once",
+      );
+      const r = await fetch(`${url}/v1/models`, { headers: { origin } });
+      expect(r.headers.get("access-control-allow-origin")).toBe(origin);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+
   it("exits 1 with a clear message when the port is taken", async () => {
     const model = await synthModel("server-cli", {
       dim: 64,

@@ -139,16 +139,19 @@ describe("400: invalid parameters", () => {
     }
   });
 
-  it("unknown parameters are ignored (200)", async () => {
+  it("unsupported features in their 'off' forms are accepted (200); an unknown parameter is a 400 naming it", async () => {
     const r = await post(`${base}/v1/chat/completions`, {
       ...chat,
       response_format: { type: "text" },
       tool_choice: "none",
       parallel_tool_calls: false,
-      whatever: 1,
     });
     expect(r.status).toBe(200);
     expect(((await r.json()) as { choices: unknown[] }).choices).toHaveLength(1);
+    await expectError(post(`${base}/v1/chat/completions`, { ...chat, whatever: 1 }), 400, {
+      code: "unknown_parameter",
+      param: "whatever",
+    });
   });
 });
 

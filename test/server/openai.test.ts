@@ -63,7 +63,12 @@ describe("chat completions", () => {
     expect(c.message.content!.length).toBeGreaterThan(0);
     expect(c.finish_reason).toBe("length");
     const promptTokens = (await (await app.llmserve.chatTemplate()).tokenize(hi)).length;
-    expect(r.usage).toEqual({ prompt_tokens: promptTokens, completion_tokens: 12, total_tokens: promptTokens + 12 });
+    expect(r.usage).toEqual({
+      prompt_tokens: promptTokens,
+      completion_tokens: 12,
+      total_tokens: promptTokens + 12,
+      prompt_tokens_details: { cached_tokens: expect.any(Number) },
+    });
   });
 
   it("temperature 0 is deterministic, and streaming yields the same text with a role delta first and usage last", async () => {
@@ -214,7 +219,7 @@ describe("chat completions", () => {
     expect(none.choices[0].logprobs).toBeNull();
   });
 
-  it("accepts multi-part content, sampling params and unknown params", async () => {
+  it("accepts multi-part content and sampling params; refuses unknown params naming them", async () => {
     const r = await client.chat.completions.create({
       model: MODEL,
       messages: [
@@ -236,10 +241,14 @@ describe("chat completions", () => {
       top_k: 20,
       min_p: 0.1,
       repetition_penalty: 1.1,
-      some_future_param: { x: 1 },
     } as never);
     expect(r.choices[0].message.content).toBeTypeOf("string");
     expect(r.usage!.completion_tokens).toBeLessThanOrEqual(4);
+    const err = await client.chat.completions
+      .create({ model: MODEL, messages: [{ role: "user", content: "x" }], some_future_param: { x: 1 } } as never)
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((err as InstanceType<typeof OpenAI.BadRequestError>).param).toBe("some_future_param");
   });
 });
 
@@ -256,7 +265,12 @@ describe("completions", () => {
     expect(r.choices[0].text.length).toBeGreaterThan(0);
     expect(r.choices[0].finish_reason).toBe("length");
     const promptTokens = model.tokenize("Once upon a time").length;
-    expect(r.usage).toEqual({ prompt_tokens: promptTokens, completion_tokens: 16, total_tokens: promptTokens + 16 });
+    expect(r.usage).toEqual({
+      prompt_tokens: promptTokens,
+      completion_tokens: 16,
+      total_tokens: promptTokens + 16,
+      prompt_tokens_details: { cached_tokens: expect.any(Number) },
+    });
   });
 
   it("streaming equals non-streaming; usage in the last chunk", async () => {

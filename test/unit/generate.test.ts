@@ -19,6 +19,8 @@ function invalid(raw: unknown): string {
 describe("resolveOptions", () => {
   it("fills llama.cpp's defaults (every field the addon requires) and stops at the end-of-generation tokens", () => {
     const r = resolveOptions(undefined, EOG);
+    // No seed given: a random one in [0, 2^32) per call (checked below), reported on the last chunk.
+    expect(Number.isInteger(r.params.seed) && r.params.seed >= 0 && r.params.seed < 2 ** 32).toBe(true);
     expect(r.params).toEqual({
       maxTokens: 256,
       temperature: 0.8,
@@ -29,7 +31,7 @@ describe("resolveOptions", () => {
       repeatLastN: 64,
       frequencyPenalty: 0,
       presencePenalty: 0,
-      seed: 0,
+      seed: r.params.seed,
       logprobs: 0,
       wantLogprobs: false,
       priority: 0,
@@ -37,6 +39,7 @@ describe("resolveOptions", () => {
       pin: false,
       adapter: 0,
       stopTokens: [2, 7],
+      logitBias: [],
     });
     expect(r.stop).toEqual([]);
     expect(r.wantLogprobs).toBe(false);
@@ -88,6 +91,7 @@ describe("resolveOptions", () => {
       session: 0,
       pin: false,
       adapter: 0,
+      logitBias: [],
     });
     expect(r.stop).toEqual(["\n", "END"]);
     expect(r.wantLogprobs).toBe(true);
@@ -96,6 +100,40 @@ describe("resolveOptions", () => {
     expect(r.signal).toBe(signal);
     expect(resolveOptions({ logprobs: 0 }, EOG).wantLogprobs).toBe(true);
     expect(resolveOptions({ stopAtEos: true }, EOG).params.stopTokens).toEqual([2, 7]);
+  });
+
+  it("an absent seed is drawn at random per call (not a fixed 0); a given one is kept", () => {
+    const seeds = new Set(Array.from({ length: 8 }, () => resolveOptions({}, EOG).params.seed));
+    expect(seeds.size).toBeGreaterThan(1);
+    expect(resolveOptions({ seed: 0 }, EOG).params.seed).toBe(0);
+    expect(resolveOptions({ seed: 2 ** 40 }, EOG).params.seed).toBe(2 ** 40);
+  });
+
+  it("logitBias: an object or a Map of token id -> bias becomes [token, bias] pairs sorted by token", () => {
+    expect(resolveOptions({ logitBias: { 7: -100, 3: 2.5 } }, EOG).params.logitBias).toEqual([
+      [3, 2.5],
+      [7, -100],
+    ]);
+    expect(resolveOptions({ logitBias: new Map([[9, 100]]) }, EOG).params.logitBias).toEqual([[9, 100]]);
+    expect(resolveOptions({ logitBias: {} }, EOG).params.logitBias).toEqual([]);
+    expect(invalid({ logitBias: { 3: 101 } })).toBe(
+      "Expected a number in [-100, 100] for logitBias[3] but received 101",
+    );
+    expect(invalid({ logitBias: { 3: "1" } })).toBe(
+      'Expected a number in [-100, 100] for logitBias[3] but received "1"',
+    );
+    expect(invalid({ logitBias: { "-1": 1 } })).toBe('Expected token ids as the keys of logitBias but received "-1"');
+    expect(invalid({ logitBias: { "01": 1 } })).toBe('Expected token ids as the keys of logitBias but received "01"');
+    expect(invalid({ logitBias: new Map([[1.5, 1]]) })).toBe(
+      "Expected an integer in [0, 2147483647] for logitBias token id but received 1.5",
+    );
+    expect(invalid({ logitBias: [[1, 2]] })).toBe(
+      "Expected an object or a Map of token id -> bias in [-100, 100] for logitBias",
+    );
+    // The response cache keys on the bias: a different bias is a different request.
+    const key = (logitBias: Record<number, number>) =>
+      resolveOptions({ cache: true, temperature: 0, logitBias }, EOG).cacheKey;
+    expect(key({ 1: 5 })).not.toBe(key({ 1: 6 }));
   });
 
   it("refuses bad values with messages naming the option", () => {
@@ -123,8 +161,15 @@ describe("resolveOptions", () => {
     const greedy = resolveOptions({ cache: true, temperature: 0, stop: ["x"] }, EOG);
     const seeded = resolveOptions({ cache: true, seed: 0 }, EOG);
     expect(typeof seeded.cacheKey).toBe("string");
+    expect(JSON.parse(seeded.cacheKey!).seed).toBe(0);
+    expect(resolveOptions({ cache: true, seed: 1 }, EOG).cacheKey).not.toBe(seeded.cacheKey);
+    // Greedy output does not depend on the (random) seed: two unseeded greedy requests share a key.
+    expect(resolveOptions({ cache: true, temperature: 0 }, EOG).cacheKey).toBe(
+      resolveOptions({ cache: true, temperature: 0 }, EOG).cacheKey,
+    );
     expect(JSON.parse(greedy.cacheKey!)).toEqual({
       ...greedy.params,
+      seed: undefined,
       priority: undefined,
       session: undefined,
       pin: undefined,

@@ -151,6 +151,10 @@ Status validate(const SamplingParams& p) {
   if (!std::isfinite(p.frequency_penalty)) return bad("frequencyPenalty", "a finite number", p.frequency_penalty);
   if (!std::isfinite(p.presence_penalty)) return bad("presencePenalty", "a finite number", p.presence_penalty);
   if (p.n_logprobs < 0 || p.n_logprobs > kMaxLogprobs) return bad("logprobs", "an integer in [0, 20]", p.n_logprobs);
+  for (const auto& [token, bias] : p.logit_bias) {
+    if (token < 0) return bad("logitBias token id", "a non-negative integer", token);
+    if (!(bias >= -kMaxLogitBias && bias <= kMaxLogitBias)) return bad("logitBias", "in [-100, 100]", bias);
+  }
   // top_k: every value is valid (<= 0 disables; larger than the vocabulary keeps everything).
   return Status::ok();
 }
@@ -198,6 +202,8 @@ Sampler::Sampler(const SamplingParams& p, int32_t n_vocab) : p_(p), n_vocab_(n_v
   p_.n_logprobs = std::clamp(p_.n_logprobs, 0, std::min(kMaxLogprobs, n_vocab_));
   penalties_on_ = p_.repeat_last_n != 0 &&
                   (p_.repeat_penalty != 1.0f || p_.frequency_penalty != 0.0f || p_.presence_penalty != 0.0f);
+  for (const auto& [token, bias] : p_.logit_bias)
+    if (token >= 0 && token < n_vocab_ && bias == bias) bias_[token] = std::clamp(bias, -kMaxLogitBias, kMaxLogitBias);
 }
 
 void Sampler::accept(int32_t token) {
@@ -221,15 +227,30 @@ int32_t Sampler::window_count(int32_t token) const {
   return it == counts_.end() ? 0 : it->second;
 }
 
-// pen_ <- (penalized logit, id) for every token in the window (llama.cpp penalties sampler).
+// pen_ <- (biased, then penalized logit, id) for every biased token and every token in the
+// window (llama.cpp's logit-bias then penalties samplers).
 void Sampler::compute_penalties(const float* logits) {
   pen_.clear();
-  if (!penalties_on_) return;
-  for (const auto& [tok, count] : counts_) {
-    float l = sanitize(logits[tok]);
+  auto penalize = [&](float l, int32_t count) {
     if (l > 0.0f) l /= p_.repeat_penalty;
     else l *= p_.repeat_penalty;
-    l -= static_cast<float>(count) * p_.frequency_penalty + p_.presence_penalty;
+    return l - (static_cast<float>(count) * p_.frequency_penalty + p_.presence_penalty);
+  };
+  if (bias_.empty()) {
+    if (!penalties_on_) return;
+    for (const auto& [tok, count] : counts_)
+      pen_.push_back({sanitize(penalize(sanitize(logits[tok]), count)), tok, 0.0f});
+    return;
+  }
+  mods_.clear();
+  for (const auto& [tok, bias] : bias_) mods_.emplace(tok, 0);
+  if (penalties_on_)
+    for (const auto& [tok, count] : counts_) mods_[tok] = count;
+  for (const auto& [tok, count] : mods_) {
+    float l = sanitize(logits[tok]);
+    const auto it = bias_.find(tok);
+    if (it != bias_.end()) l = it->second <= -kMaxLogitBias ? kNegInf : sanitize(l + it->second);
+    if (count > 0) l = penalize(l, count);  // count > 0 only while penalties are on
     pen_.push_back({sanitize(l), tok, 0.0f});
   }
 }
@@ -239,7 +260,7 @@ void Sampler::compute_penalties(const float* logits) {
 void Sampler::candidates_top_k(const float* logits, int32_t k, float* m, double* z) {
   for (const Cand& c : pen_) heap_offer(cand_, static_cast<size_t>(k), c);
   if (pen_.empty()) select_top<false>(logits, n_vocab_, static_cast<size_t>(k), nullptr, cand_);
-  else select_top<true>(logits, n_vocab_, static_cast<size_t>(k), &counts_, cand_);
+  else select_top<true>(logits, n_vocab_, static_cast<size_t>(k), overridden(), cand_);
   sorted_n_ = cand_.size();
   *m = cand_[0].logit;
   if (*m == kNegInf) {  // nothing finite: uniform over the kept candidates
@@ -443,7 +464,7 @@ void Sampler::sample(const float* logits, SampleResult* out) {
   if (!(p_.temperature > 0.0f)) {  // greedy: argmax of penalized logits, ties -> lowest id
     for (const Cand& c : pen_) heap_offer(cand_, 1, c);
     if (pen_.empty()) select_top<false>(logits, n_vocab_, 1, nullptr, cand_);
-    else select_top<true>(logits, n_vocab_, 1, &counts_, cand_);
+    else select_top<true>(logits, n_vocab_, 1, overridden(), cand_);
     cand_[0].e = 1.0f;
     sorted_n_ = 1;
     out->token = cand_[0].id;

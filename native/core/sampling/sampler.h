@@ -1,9 +1,10 @@
 // Token sampling: penalties, top-k, top-p, min-p, temperature, seeded draw, logprobs.
 //
 // Chain order matches llama.cpp's default sampler chain:
-//   penalties (repeat / frequency / presence over the last repeat_last_n accepted tokens)
+//   logit bias (per token, added to the raw logit; -100 bans)
+//   -> penalties (repeat / frequency / presence over the last repeat_last_n accepted tokens)
 //   -> top_k -> top_p -> min_p -> temperature -> softmax -> draw (seeded RNG)
-// temperature <= 0 is greedy: argmax of the penalized logits, ties -> lowest token id.
+// temperature <= 0 is greedy: argmax of the biased, penalized logits, ties -> lowest token id.
 // Reported logprobs are log-softmax of the RAW logits (the model's own distribution), as
 // OpenAI-style APIs report them, independent of penalties and temperature.
 //
@@ -18,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "../status.h"
@@ -38,14 +40,21 @@ struct SamplingParams {
   // false (and n_logprobs == 0) skips the raw log-softmax, an exp pass over the vocabulary
   // (the largest per-call cost with the default filters); SampleResult::logprob is then 0.
   bool compute_logprob = true;
+  // OpenAI's logit_bias: (token, bias) pairs, bias in [-100, 100], added to the raw logit before
+  // the penalties; -100 bans the token (its logit becomes -inf), as OpenAI documents it. A later
+  // pair for the same token replaces an earlier one. Reported logprobs stay the raw logits'.
+  std::vector<std::pair<int32_t, float>> logit_bias;
 };
+
+inline constexpr float kMaxLogitBias = 100.0f;  // |bias| limit; -kMaxLogitBias bans
 
 inline constexpr int32_t kMaxLogprobs = 20;
 
 // ERR_INVALID_ARGUMENT naming the option (JS spelling) and its valid range, e.g.
 // "topP must be in (0, 1] but received 1.5". Options: temperature, topK, topP, minP,
 // repeatPenalty, repeatLastN, frequencyPenalty, presencePenalty, logprobs (n_logprobs, as
-// native/napi/model_wrap.cc reads it).
+// native/napi/model_wrap.cc reads it), logitBias (negative token ids, biases outside [-100, 100];
+// ids beyond the vocabulary are the engine's check, which knows it).
 Status validate(const SamplingParams& p);
 
 struct TokenLogprob {
@@ -106,6 +115,9 @@ class Sampler {
 
  private:
   void compute_penalties(const float* logits);
+  // Tokens whose logit pen_ overrides (the scans skip them): the penalty window, plus the biased
+  // tokens when there are any.
+  const std::unordered_map<int32_t, int32_t>* overridden() const { return bias_.empty() ? &counts_ : &mods_; }
   void candidates_top_k(const float* logits, int32_t k, float* m, double* z);
   void candidates_full(const float* logits, int32_t k, float* m, double* z, bool* min_p_done);
   size_t ranked_find(double target, bool inclusive);
@@ -120,6 +132,9 @@ class Sampler {
   std::unordered_map<int32_t, int32_t> counts_;
   std::vector<int32_t> ring_;  // last repeat_last_n tokens (unused when repeat_last_n == -1)
   size_t ring_head_ = 0;
+
+  std::unordered_map<int32_t, float> bias_;    // logit bias by token (ids inside the vocabulary)
+  std::unordered_map<int32_t, int32_t> mods_;  // per call: biased + windowed tokens -> window count
 
   // Per-call scratch, kept between calls to avoid allocations.
   std::vector<Cand> pen_;   // penalized tokens: (penalized logit, id)

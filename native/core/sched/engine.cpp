@@ -97,6 +97,11 @@ Status Engine::submit(std::shared_ptr<GenerateRequest> req, int64_t* id) {
     return make_error(Code::InvalidArgument, "Expected a number in [0, 100] for temperature but received " +
                                                  std::to_string(req->sampling.temperature));
   LLMS_RETURN_IF_ERROR(validate(req->sampling));
+  for (const auto& [t, bias] : req->sampling.logit_bias)
+    if (t >= cfg.n_vocab)
+      return make_error(Code::InvalidArgument, "Token id " + std::to_string(t) +
+                                                   " in logitBias is outside the vocabulary [0, " +
+                                                   std::to_string(cfg.n_vocab) + ").");
   if (req->max_tokens < 0)
     return make_error(Code::InvalidArgument,
                       "Expected a non-negative integer for maxTokens but received " + std::to_string(req->max_tokens));

@@ -27,6 +27,10 @@ struct GenEvent {
   FinishReason finish = FinishReason::None;
   Status error;
   Timings timings;
+  // On the event of a request's first token: its prompt tokens whose KV was reused (prefix cache,
+  // session, pinned prefix) instead of computed; -1 on every other event. Timings carry the same
+  // number only on the done event, which a request cut short by a stop string never waits for.
+  int64_t reused_tokens = -1;
 };
 
 struct GenerateRequest {

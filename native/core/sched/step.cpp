@@ -229,6 +229,7 @@ void Engine::sample_and_emit(StepPlan& plan) {
     GenEvent ev;
     ev.tokens.push_back(tok);
     if (s.req->want_logprobs) ev.logprobs.push_back(std::move(r));
+    if (s.n_generated == 1) ev.reused_tokens = s.tm.reused_tokens;
     outbox_.emplace_back(s.req, std::move(ev));
     // The last token needs no KV: a context of n positions can hold n + 1 tokens.
     if (s.n_generated >= s.req->max_tokens || (int64_t)s.tokens.size() > ctx_limit) finish(s, FinishReason::Length);

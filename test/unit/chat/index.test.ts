@@ -191,6 +191,50 @@ describe("messages", () => {
   });
 });
 
+describe("templates without a system role (as llama.cpp: folded, said once)", () => {
+  const USER_ONLY = "{% for m in messages %}{% if m.role == 'user' %}[user|{{ m.content }}]{% endif %}{% endfor %}";
+  const sys: ChatMessage[] = [
+    { role: "system", content: "Be terse." },
+    { role: "user", content: "U" },
+  ];
+
+  it("a template that silently drops system messages gets the system text in the first user turn, with one warning", async () => {
+    const warnings: string[] = [];
+    const t = new ChatTemplate(USER_ONLY, tok, { warn: (m) => warnings.push(m) });
+    expect(await t.supportsSystemRole()).toBe(false);
+    expect(await t.render(sys)).toBe("[user|Be terse.\n\nU]");
+    expect(await t.render(sys)).toBe("[user|Be terse.\n\nU]");
+    expect(warnings).toEqual([
+      'The chat template "custom" has no system role: system messages are folded into the first user message (as llama.cpp does).',
+    ]);
+    // Without a system message nothing is folded or said.
+    const quiet: string[] = [];
+    const q = new ChatTemplate(USER_ONLY, tok, { warn: (m) => quiet.push(m) });
+    expect(await q.render(hi)).toBe("[user|hi]");
+    expect(quiet).toEqual([]);
+  });
+
+  it("a template with a system role keeps it and says nothing; the default warning is a coded process warning", async () => {
+    const warnings: string[] = [];
+    const t = new ChatTemplate(DUMP, tok, { warn: (m) => warnings.push(m) });
+    expect(await t.supportsSystemRole()).toBe(true);
+    expect(await t.render(sys)).toMatch(/^\[system\|Be terse\.\]\[user\|U\]/);
+    expect(warnings).toEqual([]);
+    const seen: Error[] = [];
+    const onWarning = (w: Error) => seen.push(w);
+    process.on("warning", onWarning);
+    try {
+      await new ChatTemplate(USER_ONLY, tok).render(sys);
+      await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
+    } finally {
+      process.off("warning", onWarning);
+    }
+    expect(seen.map((w) => [w.name, (w as { code?: string }).code])).toEqual([
+      ["LlmserveWarning", "LLMSERVE_SYSTEM_FOLDED"],
+    ]);
+  });
+});
+
 describe("template variables", () => {
   it("bos/eos text of the vocabulary, add_generation_prompt (default true), tools only when given, extra variables", async () => {
     const t = new ChatTemplate(DUMP, tok);
