@@ -18,11 +18,13 @@
 #include "kv/kv_cache.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "model_test_util.h"
 #include "synth/synth.h"
 #include "testing.h"
 #include "threadpool/thread_pool.h"
 
 using namespace llmserve;
+using llmserve_test::load_model;
 
 namespace {
 
@@ -38,16 +40,6 @@ std::string tmp_path(const std::string& name) {
   std::string p = "/tmp/llmserve_test_arch_" + std::to_string(static_cast<long>(::getpid())) + "_" + name;
   g_tmp.paths.push_back(p);
   return p;
-}
-
-std::unique_ptr<Model> load_model(const std::string& path, Status* st_out = nullptr) {
-  std::unique_ptr<GgufFile> f;
-  Status st = GgufFile::open(path, &f);
-  std::unique_ptr<Model> m;
-  if (st.is_ok()) st = Model::load(std::shared_ptr<GgufFile>(std::move(f)), &m);
-  if (st_out) *st_out = st;
-  else if (!st.is_ok()) std::fprintf(stderr, "  load %s: %s\n", path.c_str(), st.message.c_str());
-  return m;
 }
 
 std::unique_ptr<KvCache> make_kv(const Model& m, int64_t n_ctx, GgmlType kvt) {
