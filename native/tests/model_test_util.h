@@ -15,10 +15,8 @@ inline std::unique_ptr<llmserve::Model> load_model(const std::string& path, llms
   llmserve::Status st = llmserve::GgufFile::open(path, &f);
   std::unique_ptr<llmserve::Model> m;
   if (st.is_ok()) st = llmserve::Model::load(std::shared_ptr<llmserve::GgufFile>(std::move(f)), &m);
-  if (st_out)
-    *st_out = st;
-  else if (!st.is_ok())
-    std::fprintf(stderr, "  load %s: %s\n", path.c_str(), st.message.c_str());
+  if (st_out) *st_out = st;
+  else if (!st.is_ok()) std::fprintf(stderr, "  load %s: %s\n", path.c_str(), st.message.c_str());
   return m;
 }
 
