@@ -14,6 +14,7 @@ export const LAYERS = {
   isa: 0,
   math: 0,
   threadpool: 0, // no dependencies inside the core
+  os: 0, // file mappings, aligned memory, atomic replace (POSIX and Windows)
   quant: 1,
   sampling: 1, // block formats and kernels; sampling
   eval: 1, // perplexity / KL scoring of logit rows (needs only status.h; sched/ runs it on engines)
@@ -28,11 +29,11 @@ export const LAYERS = {
   sched: 8, // the scheduler: sees only backend/executor.h
 };
 
-function* files(dir) {
+function* files(dir, pattern = /\.(h|cpp)$/) {
   for (const name of readdirSync(dir)) {
     const p = join(dir, name);
-    if (statSync(p).isDirectory()) yield* files(p);
-    else if (/\.(h|cpp)$/.test(name)) yield p;
+    if (statSync(p).isDirectory()) yield* files(p, pattern);
+    else if (pattern.test(name)) yield p;
   }
 }
 
@@ -79,12 +80,50 @@ export function check() {
   return problems;
 }
 
+/**
+ * Portability: operating-system calls live in native/core/os (POSIX and Windows side by side), so a
+ * Windows build breaks in one folder, not five. Elsewhere in native/core and native/napi these
+ * headers and calls are refused (the native tests may use them: they run on Linux only).
+ */
+const OS_ONLY = [
+  [
+    /^\s*#\s*include\s+<(sys\/[^>]+|unistd\.h|fcntl\.h|dlfcn\.h|pthread\.h|windows\.h|io\.h)>/,
+    "a POSIX/Windows header",
+  ],
+  [/\b(mmap|munmap|madvise|fsync|getpid|sysconf)\s*\(/, "a POSIX call"],
+  [/\bstd::aligned_alloc\b/, "std::aligned_alloc (MSVC has none: use os::aligned_alloc)"],
+  [/\bM_PI\b/, "M_PI (not in standard C++: use std::numbers::pi)"],
+];
+
+export function checkPortable() {
+  const problems = [];
+  const dirs = [core, join(root, "native", "napi")];
+  for (const dir of dirs) {
+    for (const file of files(dir, /\.(h|cpp|cc)$/)) {
+      if (folderOf(file) === "os") continue;
+      readFileSync(file, "utf8")
+        .split("\n")
+        .forEach((line, i) => {
+          const code = line.replace(/\/\/.*$/, "");
+          for (const [re, what] of OS_ONLY) {
+            if (re.test(code)) problems.push(`${relative(root, file)}:${i + 1}: ${what} outside native/core/os`);
+          }
+        });
+    }
+  }
+  return problems;
+}
+
 if (process.argv[1] && fileURLToPath(import.meta.url) === normalize(process.argv[1])) {
-  const problems = check();
+  const problems = [...check(), ...checkPortable()];
   for (const p of problems) console.error(p);
   if (problems.length) {
-    console.error(`check-includes: ${problems.length} include(s) point up or sideways (see LAYERS)`);
+    console.error(
+      `check-includes: ${problems.length} problem(s): includes that point up or sideways (see LAYERS), or OS calls outside native/core/os`,
+    );
     process.exit(1);
   }
-  console.log(`check-includes: native/core include graph points one way (${Object.keys(LAYERS).length} folders)`);
+  console.log(
+    `check-includes: native/core include graph points one way (${Object.keys(LAYERS).length} folders); OS calls only in native/core/os`,
+  );
 }

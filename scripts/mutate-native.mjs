@@ -308,6 +308,13 @@ export const MUTATIONS = [
     replace: "sanitize(l + it->second)",
     why: "sampling: logit bias -100 is added instead of banning the token",
   },
+  {
+    id: "os-same-file-ignores-inode",
+    file: "native/core/os/os.cpp",
+    find: "  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;",
+    replace: "  return sa.st_dev == sb.st_dev;",
+    why: "os: two files on one device count as the same file (quantize would refuse any output path there)",
+  },
 ];
 
 const args = process.argv.slice(2);

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "model/matmul.h"
+#include "os/os.h"
 #include "quant/gemm.h"
 #include "quant/quant.h"
 #include "threadpool/thread_pool.h"
@@ -385,11 +386,11 @@ int main(int argc, char** argv) {
             for (MatrixView& v : views) {
               uint8_t* a = alloc_huge(packed_bytes(v));
               if (a && pack_matrix(&v, a)) arenas.push_back(a);
-              else std::free(a);
+              else os::aligned_free(a);
             }
             if (views[0].packed) t_packed = time_median(run, o.min_time);
             for (MatrixView& v : views) v.packed = nullptr;
-            for (uint8_t* a : arenas) std::free(a);
+            for (uint8_t* a : arenas) os::aligned_free(a);
           }
           // Baseline: the pre-GEMM matmul (one vec_dot per token and row) over a sample of rows.
           double speedup = -1;

@@ -13,6 +13,7 @@
 #include "../lora/lora.h"
 #include "../model/forward.h"
 #include "../model/model.h"
+#include "../os/os.h"
 #include "../threadpool/thread_pool.h"
 #include "executor.h"
 
@@ -50,7 +51,7 @@ class CpuExecutor final : public Executor {
   void prepare_weights(bool repack, const std::function<void(double)>& progress);
 
   struct FreeDeleter {
-    void operator()(uint8_t* p) const { std::free(p); }
+    void operator()(uint8_t* p) const { os::aligned_free(p); }
   };
   std::shared_ptr<GgufFile> file_;
   std::unique_ptr<Model> model_;

@@ -4,14 +4,13 @@
 // slab (about kSlabElements floats of output) whatever the model's size.
 #include "quantize.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <memory>
 
 #include "../gguf/gguf.h"
+#include "../os/os.h"
 #include "../threadpool/thread_pool.h"
 #include "recipe.h"
 
@@ -34,14 +33,6 @@ std::string lower(std::string s) {
 bool cancelled(const std::atomic<bool>* cancel) { return cancel && cancel->load(std::memory_order_relaxed); }
 
 Status cancelled_status() { return make_error(Code::Cancelled, "quantize was cancelled; no output file was written"); }
-
-// Same file: same device and inode (a hard link or symlink to the input is the input).
-bool same_file(const std::string& a, const std::string& b) {
-  struct stat sa {
-  }, sb{};
-  if (::stat(a.c_str(), &sa) != 0 || ::stat(b.c_str(), &sb) != 0) return false;
-  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
 
 Status read_int(const GgufFile& f, const std::string& key, bool required, int64_t* out) {
   bool found = false;
@@ -132,7 +123,7 @@ Status quantize_model(const std::string& in_path, const std::string& out_path, c
     return make_error(Code::InvalidArgument, "the output path must be a non-empty path without NUL characters");
   std::unique_ptr<GgufFile> f;
   LLMS_RETURN_IF_ERROR(GgufFile::open(in_path, &f));
-  if (in_path == out_path || same_file(in_path, out_path)) {
+  if (in_path == out_path || os::same_file(in_path, out_path)) {
     return make_error(Code::InvalidArgument, "refusing to overwrite the input model '" + in_path + "' with '" +
                                                  out_path + "' (the same file); write the output to another path");
   }
@@ -227,9 +218,9 @@ Status quantize_model(const std::string& in_path, const std::string& out_path, c
     return Status::ok();
   };
   LLMS_RETURN_IF_ERROR(w.write(out_path, fill));
-  struct stat so {};
   res.input_bytes = f->file_size();
-  res.output_bytes = ::stat(out_path.c_str(), &so) == 0 ? static_cast<uint64_t>(so.st_size) : 0;
+  const int64_t out_size = os::file_size(out_path);
+  res.output_bytes = out_size > 0 ? static_cast<uint64_t>(out_size) : 0;
   if (progress) progress(1.0);
   if (result) *result = std::move(res);
   return Status::ok();

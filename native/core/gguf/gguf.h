@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "../os/os.h"
 #include "../quant/quant.h"
 #include "../status.h"
 
@@ -122,9 +123,9 @@ class GgufFile {
   GgufFile() = default;
   Status parse_all(const GgufLimits& limits);
 
+  os::MappedFile map_;  // empty for parsed buffers
   const uint8_t* base_ = nullptr;
   size_t size_ = 0;
-  bool mapped_ = false;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   uint64_t data_offset_ = 0;

@@ -1,10 +1,6 @@
 // GGUF reader: mmap + a bounds-checked cursor. Every count/length read from the file is checked
 // against the bytes that remain before it is used to size anything, so a corrupt or truncated
 // file yields a Status instead of a huge allocation or an out-of-bounds read.
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -372,39 +368,29 @@ int64_t GgufValue::arr_int(uint64_t k) const {
   return saturating_int(load_elem(arr_type, p, &fl));
 }
 
-GgufFile::~GgufFile() {
-  if (mapped_ && base_) munmap(const_cast<uint8_t*>(base_), size_);
-}
+GgufFile::~GgufFile() = default;
 
 Status GgufFile::open(const std::string& path, std::unique_ptr<GgufFile>* out, const GgufLimits& limits) {
   if (path.find('\0') != std::string::npos)
     return make_error(Code::InvalidArgument, "the model path contains a NUL character; pass the file path exactly");
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int e = errno;
-    if (e == ENOENT)
+  std::unique_ptr<GgufFile> f(new GgufFile());
+  std::string why;
+  switch (os::MappedFile::open(path, &f->map_, &why)) {
+    case os::OpenResult::Ok: break;
+    case os::OpenResult::NotFound:
       return make_error(Code::FileNotFound, "Model file not found: '" + path +
                                                 "'. Check the path (it is resolved from the current directory).");
-    return make_error(Code::Io, "Cannot open '" + path + "': " + std::strerror(e));
+    case os::OpenResult::NotRegular:
+      return make_error(Code::Io, "'" + path + "' is not a regular file; pass the path of a .gguf model file.");
+    default: return make_error(Code::Io, "Cannot open or map '" + path + "': " + why);
   }
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return make_error(Code::Io, "'" + path + "' is not a regular file; pass the path of a .gguf model file.");
-  }
-  size_t size = (size_t)st.st_size;
+  const size_t size = f->map_.size();
   if (size < 8) {
-    ::close(fd);
     return make_error(Code::NotGguf, "'" + path + "' is not a GGUF file (only " + std::to_string(size) +
                                          " bytes). llmserve loads llama.cpp GGUF models.");
   }
-  void* p = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (p == MAP_FAILED) return make_error(Code::Io, "Cannot map '" + path + "' into memory: " + std::strerror(errno));
-  std::unique_ptr<GgufFile> f(new GgufFile());
-  f->base_ = static_cast<const uint8_t*>(p);
+  f->base_ = f->map_.data();
   f->size_ = size;
-  f->mapped_ = true;
   Status s = f->parse_all(limits);
   if (!s) {
     s.message = "'" + path + "': " + s.message;
@@ -414,13 +400,7 @@ Status GgufFile::open(const std::string& path, std::unique_ptr<GgufFile>* out, c
   return Status::ok();
 }
 
-void GgufFile::release_pages(const uint8_t* p, size_t n) const {
-  if (!mapped_ || p < base_ || p + n > base_ + size_) return;
-  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
-  const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + n) & ~(page - 1);
-  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
-}
+void GgufFile::release_pages(const uint8_t* p, size_t n) const { map_.release(p, n); }
 
 Status GgufFile::parse(const uint8_t* data, size_t size, std::unique_ptr<GgufFile>* out, const GgufLimits& limits) {
   std::unique_ptr<GgufFile> f(new GgufFile());

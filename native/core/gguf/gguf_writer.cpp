@@ -9,7 +9,6 @@
 //   zero padding up to a multiple of the alignment
 //   tensor data, each tensor starting at its offset (relative to the data section) and padded to
 //   the alignment; offsets are the running sum of padded sizes, as ggml requires.
-#include <unistd.h>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -332,9 +331,9 @@ Status GgufWriter::write(const std::string& path, const TensorFill& fill) const 
   // Write to a sibling temp file, then rename over the target.
   static std::atomic<uint64_t> counter{0};
   const std::string tmp =
-      path + ".tmp-" + std::to_string(static_cast<long>(::getpid())) + "-" + std::to_string(counter.fetch_add(1));
+      path + ".tmp-" + std::to_string(os::process_id()) + "-" + std::to_string(counter.fetch_add(1));
   FileCloser fc;
-  fc.f = std::fopen(tmp.c_str(), "wb");
+  fc.f = os::fopen_utf8(tmp, "wb");
   if (!fc.f) {
     const int e = errno;
     return make_error(Code::Io, "cannot create '" + tmp + "' (writing '" + path + "'): " + errno_text(e));
@@ -344,7 +343,7 @@ Status GgufWriter::write(const std::string& path, const TensorFill& fill) const 
       std::fclose(fc.f);
       fc.f = nullptr;
     }
-    std::remove(tmp.c_str());
+    os::remove_file(tmp);
   };
   auto fail = [&](const std::string& what, int e) {
     fclose_and_remove();
@@ -403,12 +402,11 @@ Status GgufWriter::write(const std::string& path, const TensorFill& fill) const 
     }
     if (!put_zeros(pad_to(t.nbytes, align) - t.nbytes)) return fail("write failed for", errno);
   }
-  if (std::fflush(fc.f) != 0) return fail("write failed for", errno);
-  if (::fsync(::fileno(fc.f)) != 0 && errno != EINVAL && errno != EROFS) { return fail("fsync failed for", errno); }
+  if (const int e = os::flush_to_disk(fc.f); e != 0) return fail("write or sync failed for", e);
   const int rc = std::fclose(fc.f);
   fc.f = nullptr;
   if (rc != 0) return fail("close failed for", errno);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return fail("cannot rename temp file to", errno);
+  if (const int e = os::replace_file(tmp, path); e != 0) return fail("cannot rename temp file to", e);
   return Status::ok();
 }
 

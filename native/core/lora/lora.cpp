@@ -1,7 +1,5 @@
 #include "lora.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -9,6 +7,7 @@
 #include <map>
 
 #include "../model/matmul.h"
+#include "../os/os.h"
 #include "../quant/quant.h"
 
 namespace llmserve {
@@ -113,8 +112,7 @@ const MatrixView& LoraAdapter::base_matrix(const Model& base, int64_t il, Proj p
 
 Status LoraAdapter::load(const std::string& path, const Model& base, float user_scale,
                          std::unique_ptr<LoraAdapter>* out) {
-  struct stat st {};
-  const bool is_dir = path.find('\0') == std::string::npos && ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  const bool is_dir = os::is_directory(path);
   if (is_dir || ends_with(path, ".safetensors")) return load_peft(path, is_dir, base, user_scale, out);
   std::unique_ptr<GgufFile> f;
   LLMS_RETURN_IF_ERROR(GgufFile::open(path, &f));

@@ -26,9 +26,6 @@
 //   config targets, its rank must be the config's, and options that change what a LoRA layer
 //   computes (DoRA, LoRA biases, trained base biases, modules_to_save, other LoRA variants) are
 //   refused, saying what to do instead.
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cmath>
@@ -36,6 +33,7 @@
 #include <map>
 #include <new>
 
+#include "../os/os.h"
 #include "json.h"
 #include "lora.h"
 #include "pattern.h"
@@ -295,31 +293,16 @@ Status parse_config(const std::string& text, const std::string& where, PeftConfi
 
 // Reads a small file whole (adapter_config.json).
 Status read_small_file(const std::string& path, const std::string& missing_hint, std::string* out) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int e = errno;
-    if (e == ENOENT) return make_error(Code::FileNotFound, "'" + path + "' not found: " + missing_hint);
-    return make_error(Code::Io, "Cannot open '" + path + "': " + std::strerror(e));
+  std::string why;
+  switch (os::read_small_file(path, kMaxConfigBytes, out, &why)) {
+    case os::OpenResult::Ok: return Status::ok();
+    case os::OpenResult::NotFound: return make_error(Code::FileNotFound, "'" + path + "' not found: " + missing_hint);
+    case os::OpenResult::NotRegular:
+    case os::OpenResult::TooLarge:
+      return make_error(Code::InvalidArgument, "'" + path + "' is not a regular file of at most " +
+                                                   std::to_string(kMaxConfigBytes) + " bytes");
+    default: return make_error(Code::Io, "Cannot read '" + path + "': " + why);
   }
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) > kMaxConfigBytes) {
-    ::close(fd);
-    return make_error(Code::InvalidArgument,
-                      "'" + path + "' is not a regular file of at most " + std::to_string(kMaxConfigBytes) + " bytes");
-  }
-  out->resize(static_cast<size_t>(st.st_size));
-  size_t got = 0;
-  while (got < out->size()) {
-    const ssize_t n = ::read(fd, out->data() + got, out->size() - got);
-    if (n <= 0) {
-      const int e = errno;
-      ::close(fd);
-      return make_error(Code::Io, "Cannot read '" + path + "': " + (n == 0 ? "file shrank" : std::strerror(e)));
-    }
-    got += static_cast<size_t>(n);
-  }
-  ::close(fd);
-  return Status::ok();
 }
 
 GgmlType lora_type(const std::string& dtype, bool* ok) {
@@ -341,12 +324,11 @@ std::string shape_str(const std::vector<int64_t>& s) {
 
 Status LoraAdapter::load_peft(const std::string& path, bool is_dir, const Model& base, float user_scale,
                               std::unique_ptr<LoraAdapter>* out) {
-  const size_t slash = path.find_last_of('/');
+  const size_t slash = path.find_last_of(os::kPathSeparators);
   const std::string dir = is_dir ? path : slash == std::string::npos ? "." : path.substr(0, slash + (slash == 0));
-  const std::string sep = !dir.empty() && dir.back() == '/' ? "" : "/";
+  const std::string sep = !dir.empty() && std::strchr(os::kPathSeparators, dir.back()) ? "" : "/";
   const std::string weights = is_dir ? dir + sep + kWeightsFile : path;
-  struct stat st {};
-  if (is_dir && ::stat(weights.c_str(), &st) != 0 && ::stat((dir + sep + "adapter_model.bin").c_str(), &st) == 0)
+  if (is_dir && os::file_size(weights) < 0 && os::file_size(dir + sep + "adapter_model.bin") >= 0)
     return make_error(
         Code::InvalidArgument,
         "PEFT adapter folder '" + path +

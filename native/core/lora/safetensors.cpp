@@ -1,10 +1,5 @@
 #include "safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -29,37 +24,22 @@ size_t dtype_bytes(const std::string& d) {
 
 }  // namespace
 
-SafetensorsFile::~SafetensorsFile() {
-  if (mapped_ && base_) munmap(const_cast<uint8_t*>(base_), size_);
-}
+SafetensorsFile::~SafetensorsFile() = default;
 
 Status SafetensorsFile::open(const std::string& path, std::unique_ptr<SafetensorsFile>* out) {
   if (path.find('\0') != std::string::npos)
     return make_error(Code::InvalidArgument, "the adapter path contains a NUL character; pass the file path exactly");
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int e = errno;
-    if (e == ENOENT) return make_error(Code::FileNotFound, "Adapter weights not found: '" + path + "'.");
-    return make_error(Code::Io, "Cannot open '" + path + "': " + std::strerror(e));
-  }
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return make_error(Code::Io, "'" + path + "' is not a regular file; pass a .safetensors file.");
-  }
   std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
-  f->size_ = static_cast<size_t>(st.st_size);
-  if (f->size_ > 0) {
-    void* p = mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      const int e = errno;
-      ::close(fd);
-      return make_error(Code::Io, "Cannot map '" + path + "' into memory: " + std::strerror(e));
-    }
-    f->base_ = static_cast<const uint8_t*>(p);
-    f->mapped_ = true;
+  std::string why;
+  switch (os::MappedFile::open(path, &f->map_, &why)) {
+    case os::OpenResult::Ok: break;
+    case os::OpenResult::NotFound: return make_error(Code::FileNotFound, "Adapter weights not found: '" + path + "'.");
+    case os::OpenResult::NotRegular:
+      return make_error(Code::Io, "'" + path + "' is not a regular file; pass a .safetensors file.");
+    default: return make_error(Code::Io, "Cannot open or map '" + path + "': " + why);
   }
-  ::close(fd);
+  f->base_ = f->map_.data();
+  f->size_ = f->map_.size();
   LLMS_RETURN_IF_ERROR(f->parse_all(path));
   *out = std::move(f);
   return Status::ok();

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "../os/os.h"
 #include "../status.h"
 
 namespace llmserve {
@@ -54,9 +55,9 @@ class SafetensorsFile {
   SafetensorsFile() = default;
   Status parse_all(const std::string& name);
 
+  os::MappedFile map_;  // empty for parsed buffers
   const uint8_t* base_ = nullptr;
   size_t size_ = 0;
-  bool mapped_ = false;
   std::vector<SafetensorsTensor> tensors_;
   std::vector<std::pair<std::string, std::string>> metadata_;
 };

@@ -4,12 +4,12 @@
 // from the kernels: an output's arithmetic depends only on its row and its token.
 #include "matmul.h"
 
-#include <sys/mman.h>
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 
+#include "../os/os.h"
 #include "../quant/gemm.h"
 #include "../quant/quant.h"
 
@@ -31,14 +31,14 @@ struct Prepared {
 // engine thread has its own; pool workers only read it).
 class ActBuffer {
  public:
-  ~ActBuffer() { std::free(p_); }
+  ~ActBuffer() { os::aligned_free(p_); }
   uint8_t* get(size_t bytes) {
     if (cap_ < bytes) {
-      std::free(p_);
+      os::aligned_free(p_);
       p_ = nullptr;
       cap_ = 0;
       const size_t cap = (bytes + 4095) / 4096 * 4096;
-      p_ = static_cast<uint8_t*>(std::aligned_alloc(kAlign, cap));
+      p_ = static_cast<uint8_t*>(os::aligned_alloc(kAlign, cap));
       if (!p_) throw std::bad_alloc();
       cap_ = cap;
     }
@@ -62,10 +62,8 @@ uint8_t* alloc_huge(size_t bytes) {
   // with 4 KiB pages the TLB misses cost a visible share of the bandwidth.
   constexpr size_t kHuge = size_t(2) << 20;
   const size_t cap = (bytes + kHuge - 1) / kHuge * kHuge;
-  auto* p = static_cast<uint8_t*>(std::aligned_alloc(kHuge, cap));
-#if defined(MADV_HUGEPAGE)
-  if (p) madvise(p, cap, MADV_HUGEPAGE);
-#endif
+  auto* p = static_cast<uint8_t*>(os::aligned_alloc(kHuge, cap));
+  os::advise_huge_pages(p, cap);
   return p;
 }
 

@@ -36,7 +36,7 @@ size_t packed_bytes(const MatrixView& w);
 // e.g. a slice of one arena for a whole model, see alloc_huge) and sets w->packed. False (w
 // unchanged) if w is not packable.
 bool pack_matrix(MatrixView* w, uint8_t* dst);
-// A 2 MiB aligned buffer of at least `bytes`, marked for transparent huge pages (std::free it), or
+// A 2 MiB aligned buffer of at least `bytes`, marked for transparent huge pages (free it with os::aligned_free), or
 // null when memory is short.
 uint8_t* alloc_huge(size_t bytes);
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numbers>
 
 #include "../isa/isa.h"
 #include "../math/fast_exp.h"
@@ -37,7 +38,7 @@ void swiglu_f32(float* g, const float* u, int64_t count) {
 namespace {
 // ggml's YaRN helpers (ggml.c / ggml-cpu ops.cpp).
 float rope_yarn_corr_dim(int n_dims, int n_ctx_orig, float n_rot, float base) {
-  return n_dims * logf(n_ctx_orig / (n_rot * 2 * (float)M_PI)) / (2 * logf(base));
+  return n_dims * logf(n_ctx_orig / (n_rot * 2 * std::numbers::pi_v<float>)) / (2 * logf(base));
 }
 float rope_yarn_ramp(float low, float high, int i0) {
   const float y = (i0 / 2 - low) / std::max(0.001f, high - low);

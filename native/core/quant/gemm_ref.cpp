@@ -10,6 +10,7 @@
 #include <cstring>
 #include <new>
 
+#include "os/os.h"
 #include "quant/gemm_impl.h"
 
 namespace llmserve {
@@ -247,7 +248,7 @@ void gemm_ref_bf16(const GemmArgs& a) {
 struct ThreadBuffer {
   uint8_t* p = nullptr;
   size_t cap = 0;
-  ~ThreadBuffer() { std::free(p); }
+  ~ThreadBuffer() { os::aligned_free(p); }
 };
 
 }  // namespace
@@ -291,9 +292,9 @@ void gemm_pack_group_ref(GgmlType t, const uint8_t* w, size_t row_bytes, int n_r
 uint8_t* gemm_thread_buffer(size_t bytes) {
   thread_local ThreadBuffer buf;
   if (buf.cap < bytes) {
-    std::free(buf.p);
+    os::aligned_free(buf.p);
     const size_t cap = (bytes + 4095) / 4096 * 4096;
-    buf.p = static_cast<uint8_t*>(std::aligned_alloc(64, cap));
+    buf.p = static_cast<uint8_t*>(os::aligned_alloc(64, cap));
     if (!buf.p) throw std::bad_alloc();
     buf.cap = cap;
   }

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <iterator>
 #include <memory>
+#include <numbers>
 #include <thread>
 
 #include "../gguf/gguf.h"
@@ -125,7 +126,7 @@ std::vector<float> llama3_rope_factors(const SynthOptions& o) {
   for (int64_t i = 0; i < n_rot; i += 2) {
     // The converter's torch float32 frequencies, then Python double arithmetic.
     const float freq = 1.0f / std::pow(o.rope_freq_base, static_cast<float>(i) / static_cast<float>(n_rot));
-    const double wavelen = 2 * M_PI / static_cast<double>(freq);
+    const double wavelen = 2 * std::numbers::pi / static_cast<double>(freq);
     if (wavelen < high_wavelen) {
       out.push_back(1.0f);
     } else if (wavelen > low_wavelen) {
