@@ -304,6 +304,11 @@ export interface NativeSynthOptions {
   ropeFreqs: boolean;
   ropeScaling: string;
   ropeScale: number;
+  slidingWindow: number;
+  swaPattern: number;
+  attnSoftcap: number;
+  finalSoftcap: number;
+  ropeFreqBaseSwa: number;
 }
 
 /** quantize()'s options: every field is required (lib/quantize.ts sets them). */

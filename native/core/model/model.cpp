@@ -141,6 +141,13 @@ Status Model::load(std::shared_ptr<GgufFile> file, std::unique_ptr<Model>* out) 
   LLMS_RETURN_IF_ERROR(validate_token_ids(*file, c.n_vocab));
   LLMS_RETURN_IF_ERROR(b.matrix("token_embd.weight", c.n_embd, c.n_vocab, true, &w.tok_embd));
   LLMS_RETURN_IF_ERROR(b.vector("output_norm.weight", c.n_embd, true, &w.output_norm));
+  // gemma2 always reuses token_embd (llama.cpp's loader takes no output.weight for it, so a file
+  // with one is refused there too); gemma3 and the others may have either.
+  if (c.arch == "gemma2" && file->find_tensor("output.weight")) {
+    return make_error(Code::GgufCorrupt,
+                      "tensor 'output.weight' is not used by architecture 'gemma2' (its output "
+                      "is token_embd.weight; llama.cpp refuses the file too); re-convert the model");
+  }
   LLMS_RETURN_IF_ERROR(b.matrix("output.weight", c.n_embd, c.n_vocab, false, &w.output));
   c.tied_output = w.output.data == nullptr;
   if (c.tied_output) w.output = w.tok_embd;
@@ -165,8 +172,8 @@ Status Model::load(std::shared_ptr<GgufFile> file, std::unique_ptr<Model>* out) 
     LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_k.weight", c.n_embd, nkv, true, &L.wk));
     LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_v.weight", c.n_embd, nkv, true, &L.wv));
     LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_output.weight", nq, c.n_embd, true, &L.wo));
-    // qwen2 requires Q/K/V biases; llama and qwen3 may carry optional ones (llama.cpp:
-    // create_tensor_qkv, TENSOR_NOT_REQUIRED; Qwen3 checkpoints have none).
+    // qwen2 requires Q/K/V biases; the others may carry optional ones (llama.cpp:
+    // create_tensor_qkv, TENSOR_NOT_REQUIRED; Qwen3 and Gemma checkpoints have none).
     LLMS_RETURN_IF_ERROR(b.vector(p + "attn_q.bias", nq, qwen2, &L.bq));
     LLMS_RETURN_IF_ERROR(b.vector(p + "attn_k.bias", nkv, qwen2, &L.bk));
     LLMS_RETURN_IF_ERROR(b.vector(p + "attn_v.bias", nkv, qwen2, &L.bv));
@@ -182,6 +189,10 @@ Status Model::load(std::shared_ptr<GgufFile> file, std::unique_ptr<Model>* out) 
     }
     if (il == 0) c.has_qkv_bias = L.bq || L.bk || L.bv;
     LLMS_RETURN_IF_ERROR(b.vector(p + "ffn_norm.weight", c.n_embd, true, &L.ffn_norm));
+    if (c.post_norms) {
+      LLMS_RETURN_IF_ERROR(b.vector(p + "post_attention_norm.weight", c.n_embd, true, &L.attn_post_norm));
+      LLMS_RETURN_IF_ERROR(b.vector(p + "post_ffw_norm.weight", c.n_embd, true, &L.ffn_post_norm));
+    }
     LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_gate.weight", c.n_embd, c.n_ff, true, &L.ffn_gate));
     LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_up.weight", c.n_embd, c.n_ff, true, &L.ffn_up));
     LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_down.weight", c.n_ff, c.n_embd, true, &L.ffn_down));

@@ -1,4 +1,4 @@
-// synth_model: random-weight llama / qwen2 / qwen3 GGUF files with llama.cpp's key and tensor names.
+// synth_model: random-weight llama / qwen2 / qwen3 / gemma2 / gemma3 GGUF files with llama.cpp's key and tensor names.
 //
 // Initialisation (all Gaussian, deterministic from the seed and the tensor name):
 //   matrices        std 1/sqrt(fan_in), fan_in = ne[0]
@@ -283,7 +283,7 @@ int synth_file_type(GgmlType t) {
 Status validate_synth_options(const SynthOptions& o) {
   if (std::find_if(std::begin(kSynthArchs), std::end(kSynthArchs), [&](const char* a) { return o.arch == a; }) ==
       std::end(kSynthArchs)) {
-    return invalid("Expected arch to be 'llama', 'qwen2' or 'qwen3' but received '" + o.arch + "'");
+    return invalid("Expected arch to be 'llama', 'qwen2', 'qwen3', 'gemma2' or 'gemma3' but received '" + o.arch + "'");
   }
   LLMS_RETURN_IF_ERROR(check_range("dim", o.dim, 1, 65536));
   LLMS_RETURN_IF_ERROR(check_range("layers", o.layers, 1, 1024));
@@ -338,6 +338,17 @@ Status validate_synth_options(const SynthOptions& o) {
   if (!std::isfinite(o.rms_eps) || o.rms_eps <= 0 || o.rms_eps >= 1) {
     return invalid("Expected rms_eps in (0, 1) but received " + std::to_string(o.rms_eps));
   }
+  const bool gemma = o.arch == "gemma2" || o.arch == "gemma3";
+  if (!gemma &&
+      (o.sliding_window || o.swa_pattern || o.attn_softcap != 0 || o.final_softcap != 0 || o.rope_freq_base_swa != 0)) {
+    return invalid(
+        "Expected arch 'gemma2' or 'gemma3' for sliding_window, swa_pattern, attn_softcap, "
+        "final_softcap and rope_freq_base_swa but received '" +
+        o.arch + "'");
+  }
+  if (o.arch == "gemma3" && o.attn_softcap != 0) {
+    return invalid("Expected attn_softcap 0 for 'gemma3' (llama.cpp's gemma3 has no attention soft-capping)");
+  }
   if (o.vocab_from.empty()) LLMS_RETURN_IF_ERROR(check_size(o, o.vocab_size));
   return Status::ok();
 }
@@ -367,7 +378,9 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
   w.set_f32(a + ".attention.layer_norm_rms_epsilon", opt.rms_eps);
   w.set_u32(a + ".rope.dimension_count", static_cast<uint32_t>(head_dim));
   // Qwen3's converter always writes the head size (its head_dim is not dim / heads in general).
-  if (opt.head_dim != 0 || a == "qwen3") {
+  const bool gemma = a == "gemma2" || a == "gemma3";
+  const bool tied = opt.tied_output || a == "gemma2";  // llama.cpp's gemma2 takes no output.weight
+  if (opt.head_dim != 0 || a == "qwen3" || gemma) {
     w.set_u32(a + ".attention.key_length", static_cast<uint32_t>(head_dim));
     w.set_u32(a + ".attention.value_length", static_cast<uint32_t>(head_dim));
   }
@@ -377,6 +390,12 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
     if (opt.rope_scaling == "yarn")
       w.set_u32(a + ".rope.scaling.original_context_length", static_cast<uint32_t>(opt.context));
   }
+
+  if (opt.sliding_window) w.set_u32(a + ".attention.sliding_window", static_cast<uint32_t>(opt.sliding_window));
+  if (opt.swa_pattern) w.set_u32(a + ".attention.sliding_window_pattern", static_cast<uint32_t>(opt.swa_pattern));
+  if (opt.attn_softcap != 0) w.set_f32(a + ".attn_logit_softcapping", opt.attn_softcap);
+  if (opt.final_softcap != 0) w.set_f32(a + ".final_logit_softcapping", opt.final_softcap);
+  if (opt.rope_freq_base_swa != 0) w.set_f32(a + ".rope.freq_base_swa", opt.rope_freq_base_swa);
 
   // Tokenizer.
   int64_t n_vocab = 0;
@@ -422,20 +441,21 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
 
   // Tensors, in llama.cpp's usual order.
   const double d = static_cast<double>(opt.dim), f = static_cast<double>(opt.ffn);
-  const double vocab_elems = static_cast<double>(n_vocab) * d * (opt.tied_output ? 1 : 2);
+  const double vocab_elems = static_cast<double>(n_vocab) * d * (tied ? 1 : 2);
   const double q = static_cast<double>(q_dim), kv = static_cast<double>(kv_dim), hd = static_cast<double>(head_dim);
-  const double layer_elems =
-      2 * d * q + 2 * d * kv + 3 * d * f + 2 * d + (a == "qwen2" ? q + 2 * kv : 0) + (a == "qwen3" ? 2 * hd : 0);
+  const double layer_elems = 2 * d * q + 2 * d * kv + 3 * d * f + 2 * d + (a == "qwen2" ? q + 2 * kv : 0) +
+                             (a == "qwen3" || a == "gemma3" ? 2 * hd : 0) + (gemma ? 2 * d : 0);
   Builder b{opt, w, notes, std::move(progress)};
   b.total_elems = vocab_elems + d + layer_elems * static_cast<double>(opt.layers) + (opt.rope_freqs ? hd / 2 : 0);
   if (b.progress) b.progress(0.0);
 
-  const double embd_std = opt.tied_output ? kLogitStd / std::sqrt(d) : 1.0;
+  // gemma multiplies the embedding by sqrt(dim) on input; its norms make the input scale moot.
+  const double embd_std = tied ? kLogitStd / std::sqrt(d) : 1.0;
   const double in_std = 1.0 / std::sqrt(d);
   const double ffn_in_std = 1.0 / std::sqrt(f);
   LLMS_RETURN_IF_ERROR(b.mat("token_embd.weight", opt.dim, n_vocab, embd_std));
   LLMS_RETURN_IF_ERROR(b.vec("output_norm.weight", opt.dim, 1.0, kNormNoise));
-  if (!opt.tied_output) { LLMS_RETURN_IF_ERROR(b.mat("output.weight", opt.dim, n_vocab, kLogitStd / std::sqrt(d))); }
+  if (!tied) { LLMS_RETURN_IF_ERROR(b.mat("output.weight", opt.dim, n_vocab, kLogitStd / std::sqrt(d))); }
   if (opt.rope_freqs) LLMS_RETURN_IF_ERROR(b.vec_values("rope_freqs.weight", llama3_rope_factors(opt)));
   for (int64_t i = 0; i < opt.layers; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
@@ -448,15 +468,17 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
       LLMS_RETURN_IF_ERROR(b.vec(p + "attn_k.bias", kv_dim, 0.0, kBiasStd));
       LLMS_RETURN_IF_ERROR(b.vec(p + "attn_v.bias", kv_dim, 0.0, kBiasStd));
     }
-    if (a == "qwen3") {
+    if (a == "qwen3" || a == "gemma3") {
       LLMS_RETURN_IF_ERROR(b.vec(p + "attn_q_norm.weight", head_dim, 1.0, kNormNoise));
       LLMS_RETURN_IF_ERROR(b.vec(p + "attn_k_norm.weight", head_dim, 1.0, kNormNoise));
     }
     LLMS_RETURN_IF_ERROR(b.mat(p + "attn_output.weight", q_dim, opt.dim, 1.0 / std::sqrt(q)));
+    if (gemma) LLMS_RETURN_IF_ERROR(b.vec(p + "post_attention_norm.weight", opt.dim, 1.0, kNormNoise));
     LLMS_RETURN_IF_ERROR(b.vec(p + "ffn_norm.weight", opt.dim, 1.0, kNormNoise));
     LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_gate.weight", opt.dim, opt.ffn, in_std));
     LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_up.weight", opt.dim, opt.ffn, in_std));
     LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_down.weight", opt.ffn, opt.dim, ffn_in_std));
+    if (gemma) LLMS_RETURN_IF_ERROR(b.vec(p + "post_ffw_norm.weight", opt.dim, 1.0, kNormNoise));
   }
   LLMS_RETURN_IF_ERROR(w.write(out_path));
   if (b.progress) b.progress(1.0);
