@@ -101,6 +101,7 @@ export const SYNTH_DEFAULTS = {
   attnSoftcap: 0,
   finalSoftcap: 0,
   ropeFreqBaseSwa: 0,
+  longRope: false,
 } as const;
 
 /** Defaults of `Model.loadAdapter()`'s options (and `llmserve generate --adapter-scale`). */

@@ -309,6 +309,7 @@ export interface NativeSynthOptions {
   attnSoftcap: number;
   finalSoftcap: number;
   ropeFreqBaseSwa: number;
+  longRope: boolean;
 }
 
 /** quantize()'s options: every field is required (lib/quantize.ts sets them). */

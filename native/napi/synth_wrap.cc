@@ -96,6 +96,7 @@ Napi::Value Synth(const Napi::CallbackInfo& info) {
   s.attn_softcap = get_number<float, L::kSynthAttnSoftcap>(o);
   s.final_softcap = get_number<float, L::kSynthFinalSoftcap>(o);
   s.rope_freq_base_swa = get_number<float, L::kSynthRopeFreqBaseSwa>(o);
+  s.long_rope = get_bool(o, "longRope");
   s.type = get_type(o);
   Napi::Function progress = info.Length() > 2 && info[2].IsFunction() ? info[2].As<Napi::Function>() : Napi::Function();
   auto* w = new SynthWorker(env, std::move(s), std::move(out_path), progress);
@@ -206,6 +207,7 @@ void init_synth(Napi::Env env, Napi::Object exports) {
   d.Set("attnSoftcap", Napi::Number::New(env, (double)s.attn_softcap));
   d.Set("finalSoftcap", Napi::Number::New(env, (double)s.final_softcap));
   d.Set("ropeFreqBaseSwa", Napi::Number::New(env, (double)s.rope_freq_base_swa));
+  d.Set("longRope", s.long_rope);
   exports.Set("synth", Napi::Function::New(env, Synth, "synth"));
   const SynthLoraOptions l;
   Napi::Object dl = defaults_group(env, exports, "synthLora");

@@ -58,8 +58,10 @@ void rope(const ModelConfig& c, const float* freq_factors, Vec& v, int64_t heads
       const bool neox = c.rope_type == 2;
       double& x0 = v[h * c.head_dim + (neox ? i : 2 * i)];
       double& x1 = v[h * c.head_dim + (neox ? i + c.n_rot / 2 : 2 * i + 1)];
-      const double r0 = x0 * std::cos(theta) - x1 * std::sin(theta);
-      const double r1 = x0 * std::sin(theta) + x1 * std::cos(theta);
+      // ggml multiplies cos and sin by attn_factor (rope.scaling.attn_factor; phi3 LongRoPE).
+      const double mscale = c.yarn_ext_factor == 0.0f ? c.yarn_attn_factor : 1.0;
+      const double r0 = (x0 * std::cos(theta) - x1 * std::sin(theta)) * mscale;
+      const double r1 = (x0 * std::sin(theta) + x1 * std::cos(theta)) * mscale;
       x0 = r0;
       x1 = r1;
     }

@@ -282,8 +282,8 @@ TEST(arch_synth_writes_each_architecture) {
   x.rope_scale = 0.0f;
   refused(x, "rope_scale");
   x = qwen3_opts(GgmlType::F32);
-  x.arch = "phi3";
-  refused(x, "'gemma3'");
+  x.arch = "phi4";
+  refused(x, "'phi3'");
   // An explicit head size lifts the dim % heads rule.
   x = qwen3_opts(GgmlType::F32);
   x.dim = 66;

@@ -66,7 +66,8 @@ TEST(phi3_reference_and_batch_invariance) {
       for (double v : forward_ref(*m, toks)) scale = std::max(scale, std::fabs(v));
       const double d = max_ref_diff(*m, toks);
       const double tol = (t == GgmlType::F32 ? 1e-3 : 4e-2) * std::max(1.0, scale);
-      if (d > tol) std::fprintf(stderr, "  phi3 %s lr=%d: max |dlogit| %.3g (scale %.3g)\n", type_traits(t).name, lr, d, scale);
+      if (d > tol)
+        std::fprintf(stderr, "  phi3 %s lr=%d: max |dlogit| %.3g (scale %.3g)\n", type_traits(t).name, lr, d, scale);
       CHECK(d <= tol);
       const auto batched = run_chunked(*m, toks, {24}, 1, GgmlType::F16);
       const auto chunked = run_chunked(*m, toks, {3, 1, 7, 5}, 3, GgmlType::F16);

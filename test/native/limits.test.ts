@@ -89,6 +89,7 @@ const synthOpts: NativeSynthOptions = {
   attnSoftcap: 0,
   finalSoftcap: 0,
   ropeFreqBaseSwa: 0,
+  longRope: false,
 };
 const prompt = Int32Array.from([1, 5, 9]);
 

@@ -54,6 +54,7 @@ describe("resolveSynthOptions", () => {
       attnSoftcap: 2,
       finalSoftcap: 5.5,
       ropeFreqBaseSwa: 100,
+      longRope: true,
     } as const;
     expect(resolveSynthOptions({ ...given, onProgress })).toEqual({
       opts: { ...given, type: "q8_0" },
@@ -69,7 +70,8 @@ describe("resolveSynthOptions", () => {
       [{ dim: -1 }, /dim/],
       [{ vocabFrom: 3 }, /vocabFrom/],
       [{ tiedOutput: "yes" }, /tiedOutput/],
-      [{ arch: "phi3" }, /arch/],
+      [{ arch: "phi4" }, /arch/],
+      [{ longRope: 1 }, /longRope/],
       [{ slidingWindow: -1 }, /slidingWindow/],
       [{ swaPattern: 1.5 }, /swaPattern/],
       [{ attnSoftcap: -2 }, /attnSoftcap/],

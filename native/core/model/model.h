@@ -1,4 +1,4 @@
-// Model: a loaded llama / qwen2 / qwen3 / gemma2 / gemma3 GGUF: validated hyperparameters plus views of every weight,
+// Model: a loaded llama / qwen2 / qwen3 / gemma2 / gemma3 / phi3 GGUF: validated hyperparameters plus views of every weight,
 // used in place from the file's mmap (no copy). The Model shares ownership of the GgufFile so the
 // mapping outlives every view.
 #pragma once
@@ -57,7 +57,11 @@ struct ModelWeights {
   MatrixView tok_embd;                 // [n_embd] x n_vocab rows (embedding lookup dequantizes a row)
   const float* output_norm = nullptr;  // [n_embd]
   MatrixView output;                   // [n_embd] -> [n_vocab]; == tok_embd when tied
-  const float* rope_freqs = nullptr;   // [n_rot / 2] or null
+  const float* rope_freqs = nullptr;   // [n_rot / 2] or null: the factors RoPE divides by
+  // phi3 LongRoPE factors ([n_rot / 2] each, or null); rope_freqs points at the short ones after
+  // load and at the long ones once use_context_size() sees a context beyond rope_n_ctx_orig.
+  const float* rope_short = nullptr;
+  const float* rope_long = nullptr;
   std::vector<LayerWeights> layers;
 };
 
@@ -84,6 +88,14 @@ class Model {
   const ModelWeights& weights() const { return weights_; }
   // For the executor that owns this model: attaches load-time packed copies (MatrixView::packed).
   ModelWeights& mutable_weights() { return weights_; }
+  // The context size per sequence the model serves: picks phi3's LongRoPE factor set as llama.cpp
+  // does (get_rope_factors: long when n_ctx_seq > rope_n_ctx_orig, else short; llama.cpp pads the
+  // context to a multiple of 256 first). No effect on other models.
+  void use_context_size(int64_t n_ctx) {
+    const int64_t padded = (n_ctx + 255) / 256 * 256;
+    if (config_.has_longrope)
+      weights_.rope_freqs = padded > config_.rope_n_ctx_orig ? weights_.rope_long : weights_.rope_short;
+  }
   const GgufFile& file() const { return *file_; }
 
  private:

@@ -358,6 +358,10 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
   }
 
   if (c.arch == "gemma2" || c.arch == "gemma3") LLMS_RETURN_IF_ERROR(read_gemma_config(f, &c));
+  // phi3 (llama_model_phi3): Q *= 1/sqrtf(head_dim) after RoPE, attention scale 1. Its
+  // attention.sliding_window key is read and then disabled by llama.cpp ("Phi SWA is currently
+  // disabled"), so every layer attends to the whole context here too.
+  if (c.arch == "phi3") c.q_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
 
   *out = std::move(c);
   return Status::ok();

@@ -43,6 +43,9 @@ struct ModelConfig {
   float yarn_beta_fast = 32.0f;
   float yarn_beta_slow = 1.0f;
   bool has_rope_freqs = false;  // rope_freqs.weight present: theta_i /= rope_freqs[i]
+  // phi3 LongRoPE: rope_factors_short/long.weight present; which one applies depends on the
+  // context size per sequence (llama.cpp get_rope_factors: long when n_ctx_seq > rope_n_ctx_orig).
+  bool has_longrope = false;
 
   bool tied_output = false;   // output.weight absent: logits use token_embd.weight
   bool has_qkv_bias = false;  // attn_{q,k,v}.bias present (required for qwen2)
@@ -52,7 +55,7 @@ struct ModelConfig {
   bool embd_scale = false;     // embeddings *= sqrtf(n_embd) (ggml_scale)
   bool post_norms = false;     // attn_post_norm / ffn_post_norm on each block's output before the residual
   bool geglu = false;          // FFN gelu(gate) * up (ggml's f16 GELU table) instead of silu(gate) * up
-  float q_scale = 0.0f;        // != 0: Q *= q_scale after RoPE and the attention scale is 1 (f_attention_scale)
+  float q_scale = 0.0f;        // != 0: Q *= q_scale after RoPE and the attention scale is 1 (gemma, phi3)
   float attn_softcap = 0.0f;   // {arch}.attn_logit_softcapping (gemma2; 0 = off)
   float final_softcap = 0.0f;  // {arch}.final_logit_softcapping: logits = cap * tanh(logits / cap); 0 = off
   // Sliding-window attention: local layers see keys in (p - n_swa, p]; swa_layer[il] = 1 marks
@@ -74,8 +77,8 @@ struct ModelConfig {
 };
 
 // The architectures llmserve runs (general.architecture), in the order error messages list them.
-inline constexpr const char* kSupportedArchs[] = {"llama", "qwen2", "qwen3", "gemma2", "gemma3"};
-// "llama, qwen2, qwen3, gemma2, gemma3": for messages.
+inline constexpr const char* kSupportedArchs[] = {"llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"};
+// "llama, qwen2, qwen3, gemma2, gemma3, phi3": for messages.
 std::string supported_archs_list();
 
 // Reads and validates hyperparameters (everything except the tensor-derived fields n_vocab,

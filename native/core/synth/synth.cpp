@@ -1,4 +1,4 @@
-// synth_model: random-weight llama / qwen2 / qwen3 / gemma2 / gemma3 GGUF files with llama.cpp's key and tensor names.
+// synth_model: random-weight llama / qwen2 / qwen3 / gemma2 / gemma3 / phi3 GGUF files with llama.cpp's key and tensor names.
 //
 // Initialisation (all Gaussian, deterministic from the seed and the tensor name):
 //   matrices        std 1/sqrt(fan_in), fan_in = ne[0]
@@ -283,7 +283,8 @@ int synth_file_type(GgmlType t) {
 Status validate_synth_options(const SynthOptions& o) {
   if (std::find_if(std::begin(kSynthArchs), std::end(kSynthArchs), [&](const char* a) { return o.arch == a; }) ==
       std::end(kSynthArchs)) {
-    return invalid("Expected arch to be 'llama', 'qwen2', 'qwen3', 'gemma2' or 'gemma3' but received '" + o.arch + "'");
+    return invalid("Expected arch to be 'llama', 'qwen2', 'qwen3', 'gemma2', 'gemma3' or 'phi3' but received '" +
+                   o.arch + "'");
   }
   LLMS_RETURN_IF_ERROR(check_range("dim", o.dim, 1, 65536));
   LLMS_RETURN_IF_ERROR(check_range("layers", o.layers, 1, 1024));
@@ -339,11 +340,18 @@ Status validate_synth_options(const SynthOptions& o) {
     return invalid("Expected rms_eps in (0, 1) but received " + std::to_string(o.rms_eps));
   }
   const bool gemma = o.arch == "gemma2" || o.arch == "gemma3";
-  if (!gemma &&
-      (o.sliding_window || o.swa_pattern || o.attn_softcap != 0 || o.final_softcap != 0 || o.rope_freq_base_swa != 0)) {
+  // phi3 files carry attention.sliding_window too (llama.cpp ignores it for phi3).
+  if (!gemma && o.arch != "phi3" && o.sliding_window) {
+    return invalid("Expected arch 'gemma2', 'gemma3' or 'phi3' for sliding_window but received '" + o.arch + "'");
+  }
+  if (o.long_rope && o.arch != "phi3") {
+    return invalid("Expected arch 'phi3' for long_rope (LongRoPE factor tensors) but received '" + o.arch + "'");
+  }
+  if (o.long_rope && o.context < 4) return invalid("Expected context >= 4 for long_rope");
+  if (!gemma && (o.swa_pattern || o.attn_softcap != 0 || o.final_softcap != 0 || o.rope_freq_base_swa != 0)) {
     return invalid(
-        "Expected arch 'gemma2' or 'gemma3' for sliding_window, swa_pattern, attn_softcap, "
-        "final_softcap and rope_freq_base_swa but received '" +
+        "Expected arch 'gemma2' or 'gemma3' for swa_pattern, attn_softcap, final_softcap and rope_freq_base_swa but "
+        "received '" +
         o.arch + "'");
   }
   if (o.arch == "gemma3" && o.attn_softcap != 0) {
@@ -396,6 +404,12 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
   if (opt.attn_softcap != 0) w.set_f32(a + ".attn_logit_softcapping", opt.attn_softcap);
   if (opt.final_softcap != 0) w.set_f32(a + ".final_logit_softcapping", opt.final_softcap);
   if (opt.rope_freq_base_swa != 0) w.set_f32(a + ".rope.freq_base_swa", opt.rope_freq_base_swa);
+  if (opt.long_rope) {
+    const int64_t orig = opt.context / 2;
+    w.set_u32(a + ".rope.scaling.original_context_length", static_cast<uint32_t>(orig));
+    w.set_f32(a + ".rope.scaling.attn_factor",
+              static_cast<float>(std::sqrt(1 + std::log(2.0) / std::log(static_cast<double>(orig)))));
+  }
 
   // Tokenizer.
   int64_t n_vocab = 0;
@@ -426,6 +440,9 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
       return make_error(Code::Internal, "generated vocabulary has " + std::to_string(v.tokens.size()) +
                                             " tokens, expected " + std::to_string(opt.vocab_size));
     }
+    // llama.cpp marks special tokens of models named phi3 by name and throws when Phi-3's
+    // <|endoftext|> control token is absent: the last piece becomes it.
+    if (a == "phi3") v.tokens.back() = "<|endoftext|>", v.types.back() = 3;
     n_vocab = opt.vocab_size;
     w.set_u32(a + ".vocab_size", static_cast<uint32_t>(n_vocab));
     w.set_str("tokenizer.ggml.model", "llama");
@@ -446,7 +463,8 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
   const double layer_elems = 2 * d * q + 2 * d * kv + 3 * d * f + 2 * d + (a == "qwen2" ? q + 2 * kv : 0) +
                              (a == "qwen3" || a == "gemma3" ? 2 * hd : 0) + (gemma ? 2 * d : 0);
   Builder b{opt, w, notes, std::move(progress)};
-  b.total_elems = vocab_elems + d + layer_elems * static_cast<double>(opt.layers) + (opt.rope_freqs ? hd / 2 : 0);
+  b.total_elems = vocab_elems + d + layer_elems * static_cast<double>(opt.layers) + (opt.rope_freqs ? hd / 2 : 0) +
+                  (opt.long_rope ? hd : 0);
   if (b.progress) b.progress(0.0);
 
   // gemma multiplies the embedding by sqrt(dim) on input; its norms make the input scale moot.
@@ -457,12 +475,26 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
   LLMS_RETURN_IF_ERROR(b.vec("output_norm.weight", opt.dim, 1.0, kNormNoise));
   if (!tied) { LLMS_RETURN_IF_ERROR(b.mat("output.weight", opt.dim, n_vocab, kLogitStd / std::sqrt(d))); }
   if (opt.rope_freqs) LLMS_RETURN_IF_ERROR(b.vec_values("rope_freqs.weight", llama3_rope_factors(opt)));
+  if (opt.long_rope) {
+    std::vector<float> lf, sf;
+    const int64_t n = head_dim / 2;
+    for (int64_t i = 0; i < n; ++i) {
+      sf.push_back(1.0f + 0.2f * static_cast<float>(i) / static_cast<float>(n));
+      lf.push_back(1.0f + 3.0f * static_cast<float>(i) / static_cast<float>(n));
+    }
+    LLMS_RETURN_IF_ERROR(b.vec_values("rope_factors_long.weight", lf));
+    LLMS_RETURN_IF_ERROR(b.vec_values("rope_factors_short.weight", sf));
+  }
   for (int64_t i = 0; i < opt.layers; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
     LLMS_RETURN_IF_ERROR(b.vec(p + "attn_norm.weight", opt.dim, 1.0, kNormNoise));
-    LLMS_RETURN_IF_ERROR(b.mat(p + "attn_q.weight", opt.dim, q_dim, in_std));
-    LLMS_RETURN_IF_ERROR(b.mat(p + "attn_k.weight", opt.dim, kv_dim, in_std));
-    LLMS_RETURN_IF_ERROR(b.mat(p + "attn_v.weight", opt.dim, kv_dim, in_std));
+    if (a == "phi3") {  // fused Q | K | V rows, as Phi-3's converter writes them
+      LLMS_RETURN_IF_ERROR(b.mat(p + "attn_qkv.weight", opt.dim, q_dim + 2 * kv_dim, in_std));
+    } else {
+      LLMS_RETURN_IF_ERROR(b.mat(p + "attn_q.weight", opt.dim, q_dim, in_std));
+      LLMS_RETURN_IF_ERROR(b.mat(p + "attn_k.weight", opt.dim, kv_dim, in_std));
+      LLMS_RETURN_IF_ERROR(b.mat(p + "attn_v.weight", opt.dim, kv_dim, in_std));
+    }
     if (a == "qwen2") {
       LLMS_RETURN_IF_ERROR(b.vec(p + "attn_q.bias", q_dim, 0.0, kBiasStd));
       LLMS_RETURN_IF_ERROR(b.vec(p + "attn_k.bias", kv_dim, 0.0, kBiasStd));
@@ -475,8 +507,12 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
     LLMS_RETURN_IF_ERROR(b.mat(p + "attn_output.weight", q_dim, opt.dim, 1.0 / std::sqrt(q)));
     if (gemma) LLMS_RETURN_IF_ERROR(b.vec(p + "post_attention_norm.weight", opt.dim, 1.0, kNormNoise));
     LLMS_RETURN_IF_ERROR(b.vec(p + "ffn_norm.weight", opt.dim, 1.0, kNormNoise));
-    LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_gate.weight", opt.dim, opt.ffn, in_std));
-    LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_up.weight", opt.dim, opt.ffn, in_std));
+    if (a == "phi3") {  // fused gate | up rows
+      LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_up.weight", opt.dim, 2 * opt.ffn, in_std));
+    } else {
+      LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_gate.weight", opt.dim, opt.ffn, in_std));
+      LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_up.weight", opt.dim, opt.ffn, in_std));
+    }
     LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_down.weight", opt.ffn, opt.dim, ffn_in_std));
     if (gemma) LLMS_RETURN_IF_ERROR(b.vec(p + "post_ffw_norm.weight", opt.dim, 1.0, kNormNoise));
   }

@@ -1,4 +1,4 @@
-// synth: writes random-weight GGUF models (llama / qwen2 / qwen3 / gemma2 / gemma3) that llama.cpp loads, for tests,
+// synth: writes random-weight GGUF models (llama / qwen2 / qwen3 / gemma2 / gemma3 / phi3) that llama.cpp loads, for tests,
 // parity checks and benchmarks without downloading real weights.
 //
 // Weights are deterministic in (options, seed): the same options give a byte-identical file.
@@ -38,10 +38,14 @@ struct SynthOptions {
   float attn_softcap = 0.0f;        // gemma2.attn_logit_softcapping
   float final_softcap = 0.0f;       // {arch}.final_logit_softcapping
   float rope_freq_base_swa = 0.0f;  // {arch}.rope.freq_base_swa
+  // phi3 only: LongRoPE as Phi-3.5's converter writes it: rope_factors_short/long.weight (short
+  // 1..1.2, long 1..4 over the pairs), rope.scaling.original_context_length = context / 2 and
+  // rope.scaling.attn_factor = sqrt(1 + ln 2 / ln(context / 2)).
+  bool long_rope = false;
 };
 
 // The architectures synth writes (lib/synth.ts SYNTH_ARCHS order).
-inline constexpr const char* kSynthArchs[] = {"llama", "qwen2", "qwen3", "gemma2", "gemma3"};
+inline constexpr const char* kSynthArchs[] = {"llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"};
 // The rope_scaling values synth accepts ("" = no keys).
 inline constexpr const char* kSynthRopeScalings[] = {"", "none", "linear", "yarn"};
 
