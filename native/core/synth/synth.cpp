@@ -454,6 +454,8 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
     w.set_u32("tokenizer.ggml.unknown_token_id", 0);
     w.set_bool("tokenizer.ggml.add_bos_token", true);
     w.set_bool("tokenizer.ggml.add_eos_token", false);
+    // Gemma's converters write SentencePiece without the leading-space prefix.
+    if (gemma) w.set_bool("tokenizer.ggml.add_space_prefix", false);
   }
 
   // Tensors, in llama.cpp's usual order.
