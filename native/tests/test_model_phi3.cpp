@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "lora/lora.h"
 #include "model_test_util.h"
 
 using namespace llmserve;
@@ -106,4 +107,23 @@ TEST(phi3_load_errors) {
   SynthOptions o;
   o.long_rope = true;
   CHECK(validate_synth_options(o).code == Code::InvalidArgument);
+}
+
+TEST(phi3_lora_on_fused_gate_up_refused) {
+  const std::string base = synth_to(phi3_opts(GgmlType::F32, false), "phi3_lora_base.gguf");
+  auto m = load_model(base);
+  CHECK(m != nullptr);
+  if (!m) return;
+  SynthLoraOptions lo;
+  lo.targets = {"ffn_up"};
+  const std::string up = tmp_path("phi3_lora_up.gguf");
+  CHECK(synth_lora(base, lo, up).is_ok());
+  std::unique_ptr<LoraAdapter> a;
+  const Status st = LoraAdapter::load(up, *m, 1.0f, &a);
+  CHECK(st.code == Code::InvalidArgument && st.message.find("fused gate-up") != std::string::npos);
+  // The unfused projections still take adapters.
+  lo.targets = {"attn_output", "ffn_down"};
+  const std::string ok = tmp_path("phi3_lora_ok.gguf");
+  CHECK(synth_lora(base, lo, ok).is_ok());
+  CHECK(LoraAdapter::load(ok, *m, 1.0f, &a).is_ok());
 }
