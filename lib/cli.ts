@@ -170,6 +170,9 @@ async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
     ropeScaling: md[`${arch}.rope.scaling.type`],
     ropeScalingFactor: md[`${arch}.rope.scaling.factor`],
     ropeFreqs: g.tensors.some((t) => t.name === "rope_freqs.weight") || undefined,
+    slidingWindow: md[`${arch}.attention.sliding_window`],
+    slidingWindowPattern: md[`${arch}.attention.sliding_window_pattern`],
+    longRope: g.tensors.some((t) => t.name === "rope_factors_long.weight") || undefined,
     tokenizer: md["tokenizer.ggml.model"],
     tokenizerPre: md["tokenizer.ggml.pre"],
     vocabSize: vocabLen,
@@ -278,7 +281,7 @@ registerHubCommands(program);
 
 program
   .command("synth")
-  .description("write a random-weight llama/qwen2/qwen3 GGUF model (llama.cpp loads it too)")
+  .description("write a random-weight llama/qwen2/qwen3/gemma2/gemma3/phi3 GGUF model (llama.cpp loads it too)")
   .addOption(new Option("--arch <arch>", "architecture").choices([...SYNTH_ARCHS]).default(SY.arch))
   .option("--dim <n>", "embedding size", int("--dim"), SY.dim)
   .option("--layers <n>", "transformer blocks", int("--layers"), SY.layers)
@@ -301,6 +304,16 @@ program
     `RoPE scaling factor written with --rope-scaling (default ${SY.ropeScale})`,
     float("--rope-scale"),
   )
+  .option(
+    "--sliding-window <n>",
+    "gemma/phi3: attention.sliding_window (default: not written)",
+    int("--sliding-window"),
+  )
+  .option("--swa-pattern <n>", "gemma: sliding_window_pattern, every n-th layer global", int("--swa-pattern"))
+  .option("--attn-softcap <f>", "gemma2: attn_logit_softcapping (default: not written, 50)", float("--attn-softcap"))
+  .option("--final-softcap <f>", "gemma: final_logit_softcapping (default: not written)", float("--final-softcap"))
+  .option("--rope-freq-base-swa <f>", "gemma: local layers' RoPE base", float("--rope-freq-base-swa"))
+  .option("--long-rope", "phi3: LongRoPE short/long factor tensors, original context = context / 2")
   .addOption(new Option("--type <type>", "weight type").choices([...SYNTH_TYPES]).default(SY.type))
   .option("--seed <n>", "weights seed", int("--seed"), SY.seed)
   .requiredOption("-o, --output <path>", "output .gguf path")
@@ -323,6 +336,12 @@ program
       ropeFreqs: o.ropeFreqs === true,
       ropeScaling: o.ropeScaling as "linear" | undefined,
       ropeScale: o.ropeScale as number | undefined,
+      slidingWindow: o.slidingWindow as number | undefined,
+      swaPattern: o.swaPattern as number | undefined,
+      attnSoftcap: o.attnSoftcap as number | undefined,
+      finalSoftcap: o.finalSoftcap as number | undefined,
+      ropeFreqBaseSwa: o.ropeFreqBaseSwa as number | undefined,
+      longRope: o.longRope === true,
       onProgress: rep.fraction("synth", String(o.output)),
     }).finally(() => rep.stop());
     for (const n of notes) process.stderr.write(`note: ${n}\n`);

@@ -96,6 +96,12 @@ export const SYNTH_DEFAULTS = {
   ropeFreqs: false,
   ropeScaling: "",
   ropeScale: 1,
+  slidingWindow: 0,
+  swaPattern: 0,
+  attnSoftcap: 0,
+  finalSoftcap: 0,
+  ropeFreqBaseSwa: 0,
+  longRope: false,
 } as const;
 
 /** Defaults of `Model.loadAdapter()`'s options (and `llmserve generate --adapter-scale`). */

@@ -77,6 +77,12 @@ export const SYNTH_LIMITS = {
   headDim: int(0, 16384),
   /** The loader's range of RoPE scaling factors. */
   ropeScale: num(1 / 1024, 1024),
+  /** gemma2/gemma3 keys: 0 = not written (the architecture's default applies). */
+  slidingWindow: int(0, 1 << 24),
+  swaPattern: int(0, 4096),
+  attnSoftcap: num(0, 1e6),
+  finalSoftcap: num(0, 1e6),
+  ropeFreqBaseSwa: num(0, 1e12),
 } as const satisfies Record<string, Limit>;
 
 /** LoRA adapters: Model.loadAdapter()'s `scale` and synthLora()'s options. */

@@ -304,6 +304,12 @@ export interface NativeSynthOptions {
   ropeFreqs: boolean;
   ropeScaling: string;
   ropeScale: number;
+  slidingWindow: number;
+  swaPattern: number;
+  attnSoftcap: number;
+  finalSoftcap: number;
+  ropeFreqBaseSwa: number;
+  longRope: boolean;
 }
 
 /** quantize()'s options: every field is required (lib/quantize.ts sets them). */

@@ -28,7 +28,7 @@ export const SYNTH_TYPES = [
 export type SynthType = (typeof SYNTH_TYPES)[number];
 
 /** The architectures {@link synth} can write (`general.architecture`). */
-export const SYNTH_ARCHS = ["llama", "qwen2", "qwen3"] as const;
+export const SYNTH_ARCHS = ["llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"] as const;
 /** One of {@link SYNTH_ARCHS}. */
 export type SynthArch = (typeof SYNTH_ARCHS)[number];
 
@@ -39,7 +39,9 @@ export const SYNTH_ROPE_SCALINGS = ["", "none", "linear", "yarn"] as const;
 export interface SynthOptions {
   /**
    * Architecture (default `"llama"`; `"qwen2"` adds Q/K/V biases; `"qwen3"` adds per-head Q and K
-   * RMSNorm weights and always writes the head size).
+   * RMSNorm weights and always writes the head size; `"gemma2"` / `"gemma3"` add the post-norms,
+   * always write the head size, and gemma2 always ties the output to the embedding; `"phi3"`
+   * writes fused `attn_qkv` and gate-up `ffn_up` tensors).
    */
   arch?: SynthArch;
   /** Embedding size (default 256). */
@@ -85,6 +87,25 @@ export interface SynthOptions {
   ropeScaling?: (typeof SYNTH_ROPE_SCALINGS)[number];
   /** The RoPE scaling factor written with `ropeScaling`, in [1/1024, 1024] (default 1). */
   ropeScale?: number;
+  /**
+   * gemma2/gemma3/phi3: `attention.sliding_window` (default 0: not written; gemma2 then uses 4096,
+   * gemma3 has no window; llama.cpp ignores phi3's).
+   */
+  slidingWindow?: number;
+  /** gemma2/gemma3: `attention.sliding_window_pattern`, the period of global layers (default 0: not written). */
+  swaPattern?: number;
+  /** gemma2: `attn_logit_softcapping` (default 0: not written, llama.cpp uses 50). */
+  attnSoftcap?: number;
+  /** gemma2/gemma3: `final_logit_softcapping` (default 0: not written; gemma2 then uses 30, gemma3 none). */
+  finalSoftcap?: number;
+  /** gemma2/gemma3: `rope.freq_base_swa`, the local layers' RoPE base (default 0: not written). */
+  ropeFreqBaseSwa?: number;
+  /**
+   * phi3: LongRoPE as Phi-3.5's converter writes it: `rope_factors_short` / `rope_factors_long`
+   * tensors, `rope.scaling.original_context_length` = `context / 2` and its attn_factor (default
+   * false). llama.cpp uses the long factors when the context per sequence exceeds that length.
+   */
+  longRope?: boolean;
   /** Called with a fraction in [0, 1] while tensors are written. */
   onProgress?: (fraction: number) => void;
 }
@@ -115,6 +136,12 @@ export function resolveSynthOptions(options: unknown): {
     "ropeFreqs",
     "ropeScaling",
     "ropeScale",
+    "slidingWindow",
+    "swaPattern",
+    "attnSoftcap",
+    "finalSoftcap",
+    "ropeFreqBaseSwa",
+    "longRope",
     "onProgress",
   ]);
   const D = SYNTH_DEFAULTS;
@@ -138,12 +165,18 @@ export function resolveSynthOptions(options: unknown): {
     ropeFreqs: o.ropeFreqs === undefined ? D.ropeFreqs : checkBool("ropeFreqs", o.ropeFreqs),
     ropeScaling: checkString("ropeScaling", o.ropeScaling ?? D.ropeScaling, SYNTH_ROPE_SCALINGS),
     ropeScale: checkLimit("ropeScale", o.ropeScale ?? D.ropeScale, S.ropeScale),
+    slidingWindow: int("slidingWindow"),
+    swaPattern: int("swaPattern"),
+    attnSoftcap: checkLimit("attnSoftcap", o.attnSoftcap ?? D.attnSoftcap, S.attnSoftcap),
+    finalSoftcap: checkLimit("finalSoftcap", o.finalSoftcap ?? D.finalSoftcap, S.finalSoftcap),
+    ropeFreqBaseSwa: checkLimit("ropeFreqBaseSwa", o.ropeFreqBaseSwa ?? D.ropeFreqBaseSwa, S.ropeFreqBaseSwa),
+    longRope: o.longRope === undefined ? D.longRope : checkBool("longRope", o.longRope),
   };
   return { opts, onProgress: o.onProgress };
 }
 
 /**
- * Writes a random-weight llama/qwen2/qwen3 model that llama.cpp also loads.
+ * Writes a random-weight llama/qwen2/qwen3/gemma2/gemma3/phi3 model that llama.cpp also loads.
  * @param outPath where to write the GGUF file (overwritten)
  * @param options shape, weight type and seed
  * @returns `notes`: per-tensor type fallbacks (e.g. a K-quant on rows not a multiple of 256).

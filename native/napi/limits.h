@@ -62,6 +62,12 @@ inline constexpr Limit kSynthVocabSize{"vocabSize", 1, 1 << 20, true, false};
 inline constexpr Limit kSynthSeed{"seed", 0, kSafeMax, true, false};
 inline constexpr Limit kSynthHeadDim{"headDim", 0, 16384, true, false};  // 0 = dim / heads
 inline constexpr Limit kSynthRopeScale{"ropeScale", 1.0 / 1024, 1024, false, false};
+// gemma2 / gemma3 keys; 0 = not written (the architecture's default applies).
+inline constexpr Limit kSynthSlidingWindow{"slidingWindow", 0, 1 << 24, true, false};
+inline constexpr Limit kSynthSwaPattern{"swaPattern", 0, 4096, true, false};
+inline constexpr Limit kSynthAttnSoftcap{"attnSoftcap", 0, 1e6, false, false};
+inline constexpr Limit kSynthFinalSoftcap{"finalSoftcap", 0, 1e6, false, false};
+inline constexpr Limit kSynthRopeFreqBaseSwa{"ropeFreqBaseSwa", 0, 1e12, false, false};
 
 // loadAdapter(name, path, scale) and synthLora(base, options, outPath)
 inline constexpr Limit kAdapterScale{"scale", -100, 100, false, false};
@@ -108,9 +114,10 @@ inline constexpr const Limit* kGenerate[] = {&kMaxTokens,
                                              &kRequestId};
 inline constexpr const Limit* kLoad[] = {&kThreads,        &kContextSize,  &kKvCacheTokens, &kKvBlockSize,
                                          &kMaxBatchTokens, &kPrefillChunk, &kMaxSequences,  &kMaxQueue};
-inline constexpr const Limit* kSynth[] = {&kSynthDim,     &kSynthLayers,   &kSynthHeads,     &kSynthKvHeads,
-                                          &kSynthFfn,     &kSynthContext,  &kSynthVocabSize, &kSynthSeed,
-                                          &kSynthHeadDim, &kSynthRopeScale};
+inline constexpr const Limit* kSynth[] = {
+    &kSynthDim,           &kSynthLayers,     &kSynthHeads,       &kSynthKvHeads,      &kSynthFfn,
+    &kSynthContext,       &kSynthVocabSize,  &kSynthSeed,        &kSynthHeadDim,      &kSynthRopeScale,
+    &kSynthSlidingWindow, &kSynthSwaPattern, &kSynthAttnSoftcap, &kSynthFinalSoftcap, &kSynthRopeFreqBaseSwa};
 inline constexpr const Limit* kLora[] = {&kAdapterScale, &kLoraRank, &kLoraSeed, &kLoraAlpha, &kLoraStdB};
 inline constexpr const Limit* kGguf[] = {&kMaxArrayLength, &kMaxStringBytes, &kMaxMetadataBytes};
 inline constexpr const Limit* kEval[] = {&kEvalCtx, &kEvalBatch, &kEvalChunks};

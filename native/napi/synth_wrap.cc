@@ -91,6 +91,12 @@ Napi::Value Synth(const Napi::CallbackInfo& info) {
   s.rope_freqs = get_bool(o, "ropeFreqs");
   s.rope_scaling = get_choice_in(o, "ropeScaling", kSynthRopeScalings);
   s.rope_scale = get_number<float, L::kSynthRopeScale>(o);
+  s.sliding_window = get_number<int64_t, L::kSynthSlidingWindow>(o);
+  s.swa_pattern = get_number<int64_t, L::kSynthSwaPattern>(o);
+  s.attn_softcap = get_number<float, L::kSynthAttnSoftcap>(o);
+  s.final_softcap = get_number<float, L::kSynthFinalSoftcap>(o);
+  s.rope_freq_base_swa = get_number<float, L::kSynthRopeFreqBaseSwa>(o);
+  s.long_rope = get_bool(o, "longRope");
   s.type = get_type(o);
   Napi::Function progress = info.Length() > 2 && info[2].IsFunction() ? info[2].As<Napi::Function>() : Napi::Function();
   auto* w = new SynthWorker(env, std::move(s), std::move(out_path), progress);
@@ -196,6 +202,12 @@ void init_synth(Napi::Env env, Napi::Object exports) {
   d.Set("ropeFreqs", s.rope_freqs);
   d.Set("ropeScaling", s.rope_scaling);
   d.Set("ropeScale", Napi::Number::New(env, (double)s.rope_scale));
+  d.Set("slidingWindow", Napi::Number::New(env, (double)s.sliding_window));
+  d.Set("swaPattern", Napi::Number::New(env, (double)s.swa_pattern));
+  d.Set("attnSoftcap", Napi::Number::New(env, (double)s.attn_softcap));
+  d.Set("finalSoftcap", Napi::Number::New(env, (double)s.final_softcap));
+  d.Set("ropeFreqBaseSwa", Napi::Number::New(env, (double)s.rope_freq_base_swa));
+  d.Set("longRope", s.long_rope);
   exports.Set("synth", Napi::Function::New(env, Synth, "synth"));
   const SynthLoraOptions l;
   Napi::Object dl = defaults_group(env, exports, "synthLora");

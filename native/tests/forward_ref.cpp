@@ -45,18 +45,23 @@ void head_norm(Vec& v, int64_t off, int64_t n, const float* w, double eps) {
 }
 
 // Rotates each head of v ([heads * head_dim]) for position pos.
-void rope(const ModelConfig& c, const float* freq_factors, Vec& v, int64_t heads, int64_t pos) {
+// Local (sliding-window) layers use their own base and scale.
+void rope(const ModelConfig& c, const float* freq_factors, Vec& v, int64_t heads, int64_t pos, bool local) {
+  const double base = local ? c.rope_freq_base_swa : c.rope_freq_base;
+  const double scale = local ? c.rope_freq_scale_swa : c.rope_freq_scale;
   for (int64_t h = 0; h < heads; ++h) {
     for (int64_t i = 0; i < c.n_rot / 2; ++i) {
-      double theta = pos * std::pow(double(c.rope_freq_base), -2.0 * i / double(c.n_rot));
-      theta *= c.rope_freq_scale;
+      double theta = pos * std::pow(base, -2.0 * i / double(c.n_rot));
+      theta *= scale;
       if (freq_factors) theta /= freq_factors[i];
       // NORM rotates dims (2i, 2i+1); NEOX rotates (i, i + n_rot/2).
       const bool neox = c.rope_type == 2;
       double& x0 = v[h * c.head_dim + (neox ? i : 2 * i)];
       double& x1 = v[h * c.head_dim + (neox ? i + c.n_rot / 2 : 2 * i + 1)];
-      const double r0 = x0 * std::cos(theta) - x1 * std::sin(theta);
-      const double r1 = x0 * std::sin(theta) + x1 * std::cos(theta);
+      // ggml multiplies cos and sin by attn_factor (rope.scaling.attn_factor; phi3 LongRoPE).
+      const double mscale = c.yarn_ext_factor == 0.0f ? c.yarn_attn_factor : 1.0;
+      const double r0 = (x0 * std::cos(theta) - x1 * std::sin(theta)) * mscale;
+      const double r1 = (x0 * std::sin(theta) + x1 * std::cos(theta)) * mscale;
       x0 = r0;
       x1 = r1;
     }
@@ -71,7 +76,12 @@ std::vector<double> forward_ref(const Model& model, const std::vector<int32_t>& 
   if (T == 0) return {};
   std::vector<Vec> x(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) x[t] = dequant_row(W.tok_embd, tokens[t]);
-  for (const LayerWeights& L : W.layers) {
+  if (c.embd_scale)  // gemma
+    for (Vec& r : x)
+      for (double& v : r) v *= std::sqrt(double(E));
+  for (int64_t il = 0; il < c.n_layer; ++il) {
+    const LayerWeights& L = W.layers[static_cast<size_t>(il)];
+    const bool local = c.is_swa(il);
     std::vector<Vec> Q(T), K(T), V(T);
     for (int64_t t = 0; t < T; ++t) {
       const Vec xn = rms_norm(x[t], L.attn_norm, c.rms_eps);
@@ -81,36 +91,49 @@ std::vector<double> forward_ref(const Model& model, const std::vector<int32_t>& 
       // qwen3: each head of Q and K RMS-normalised over its head_dim values before RoPE.
       for (int64_t h = 0; L.attn_q_norm && h < c.n_head; ++h) head_norm(Q[t], h * HD, HD, L.attn_q_norm, c.rms_eps);
       for (int64_t h = 0; L.attn_k_norm && h < c.n_head_kv; ++h) head_norm(K[t], h * HD, HD, L.attn_k_norm, c.rms_eps);
-      rope(c, W.rope_freqs, Q[t], c.n_head, t);
-      rope(c, W.rope_freqs, K[t], c.n_head_kv, t);
+      rope(c, W.rope_freqs, Q[t], c.n_head, t, local);
+      rope(c, W.rope_freqs, K[t], c.n_head_kv, t, local);
     }
     for (int64_t t = 0; t < T; ++t) {
       Vec att(static_cast<size_t>(c.n_embd_q()), 0.0);
       for (int64_t h = 0; h < c.n_head; ++h) {
         const int64_t kh = h / c.n_gqa();
-        Vec s(static_cast<size_t>(t + 1));
+        // Keys in (t - n_swa, t] on local layers, [0, t] elsewhere.
+        const int64_t j0 = local ? std::max<int64_t>(0, t - c.n_swa + 1) : 0;
+        Vec s(static_cast<size_t>(t + 1), 0.0);
         double mx = -INFINITY, sum = 0;
-        for (int64_t j = 0; j <= t; ++j) {
+        for (int64_t j = j0; j <= t; ++j) {
           double d = 0;
           for (int64_t i = 0; i < HD; ++i) d += Q[t][h * HD + i] * K[j][kh * HD + i];
-          s[j] = d / std::sqrt(double(HD));
+          // gemma: Q pre-scaled by q_scale; gemma2: soft-capped scores.
+          s[j] = c.q_scale != 0.0f ? d * c.q_scale : d / std::sqrt(double(HD));
+          if (c.attn_softcap != 0.0f) s[j] = c.attn_softcap * std::tanh(s[j] / c.attn_softcap);
           mx = std::max(mx, s[j]);
         }
-        for (double& v : s) sum += (v = std::exp(v - mx));
-        for (int64_t j = 0; j <= t; ++j)
+        for (int64_t j = j0; j <= t; ++j) sum += (s[j] = std::exp(s[j] - mx));
+        for (int64_t j = j0; j <= t; ++j)
           for (int64_t i = 0; i < HD; ++i) att[h * HD + i] += s[j] / sum * V[j][kh * HD + i];
       }
-      const Vec o = matvec(L.wo, L.bo, att);
+      Vec o = matvec(L.wo, L.bo, att);
+      if (L.attn_post_norm) o = rms_norm(o, L.attn_post_norm, c.rms_eps);
       for (int64_t i = 0; i < E; ++i) x[t][i] += o[i];
       const Vec xn = rms_norm(x[t], L.ffn_norm, c.rms_eps);
       Vec g = matvec(L.ffn_gate, L.ffn_gate_b, xn);
       const Vec u = matvec(L.ffn_up, L.ffn_up_b, xn);
-      for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
-      const Vec d = matvec(L.ffn_down, L.ffn_down_b, g);
+      for (size_t i = 0; i < g.size(); ++i) {
+        // GELU, tanh approximation (gemma), or SiLU.
+        const double gl = 0.5 * g[i] * (1.0 + std::tanh(0.7978845608028654 * g[i] * (1.0 + 0.044715 * g[i] * g[i])));
+        g[i] = (c.geglu ? gl : g[i] / (1.0 + std::exp(-g[i]))) * u[i];
+      }
+      Vec d = matvec(L.ffn_down, L.ffn_down_b, g);
+      if (L.ffn_post_norm) d = rms_norm(d, L.ffn_post_norm, c.rms_eps);
       for (int64_t i = 0; i < E; ++i) x[t][i] += d[i];
     }
   }
-  return matvec(W.output, nullptr, rms_norm(x[T - 1], W.output_norm, c.rms_eps));
+  Vec logits = matvec(W.output, nullptr, rms_norm(x[T - 1], W.output_norm, c.rms_eps));
+  if (c.final_softcap != 0.0f)
+    for (double& l : logits) l = c.final_softcap * std::tanh(l / c.final_softcap);
+  return logits;
 }
 
 }  // namespace llmserve

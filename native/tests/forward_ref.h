@@ -2,7 +2,8 @@
 // of the shipped core library).
 // Dequantized weights, textbook formulas, no KV cache, no threads, nothing shared with forward()'s
 // kernels, so structural errors there (RoPE pairing, GQA head mapping, biases, qwen3's per-head Q/K
-// norms, residuals) show up as large differences. Quadratic in the number of tokens and slow: use
+// norms, residuals; gemma's embedding scale, post-norms, GELU, soft-caps, sliding windows and local
+// RoPE base) show up as large differences. Quadratic in the number of tokens and slow: use
 // small models.
 #pragma once
 #include <cstdint>

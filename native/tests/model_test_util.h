@@ -1,11 +1,26 @@
-// What the model-level tests share: opening a GGUF file and loading its Model in one call.
+// What the model-level tests share: opening a GGUF file and loading its Model in one call; for the
+// architecture tests (test_model_arch.cpp, test_model_gemma.cpp) temporary synth models, test
+// tokens, chunked runs and the distance to forward_ref.
 #pragma once
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "forward_ref.h"
 #include "gguf/gguf.h"
+#include "kv/kv_cache.h"
+#include "model/forward.h"
 #include "model/model.h"
+#include "synth/synth.h"
+#include "testing.h"
+#include "threadpool/thread_pool.h"
 
 namespace llmserve_test {
 
@@ -18,6 +33,105 @@ inline std::unique_ptr<llmserve::Model> load_model(const std::string& path, llms
   if (st_out) *st_out = st;
   else if (!st.is_ok()) std::fprintf(stderr, "  load %s: %s\n", path.c_str(), st.message.c_str());
   return m;
+}
+
+using namespace llmserve;
+
+struct TmpFiles {
+  std::vector<std::string> paths;
+  ~TmpFiles() {
+    for (auto& p : paths) std::remove(p.c_str());
+  }
+};
+inline TmpFiles g_tmp;
+
+inline std::string tmp_path(const std::string& name) {
+  std::string p = "/tmp/llmserve_test_model_" + std::to_string(static_cast<long>(::getpid())) + "_" + name;
+  g_tmp.paths.push_back(p);
+  return p;
+}
+
+inline std::unique_ptr<llmserve::KvCache> make_kv(const Model& m, int64_t n_ctx, GgmlType kvt) {
+  std::unique_ptr<llmserve::KvCache> kv;
+  llmserve::KvCacheOptions o;
+  o.n_ctx = n_ctx;
+  o.type = kvt;
+  CHECK(llmserve::KvCache::create(kv_shape(m.config()), o, &kv).is_ok());
+  return kv;
+}
+
+inline std::string synth_to(const SynthOptions& o, const std::string& name) {
+  const std::string p = tmp_path(name);
+  Status st = synth_model(o, p);
+  if (!st.is_ok()) std::fprintf(stderr, "  synth_model: %s\n", st.message.c_str());
+  return st.is_ok() ? p : "";
+}
+
+inline std::vector<int32_t> test_tokens(int64_t n, int64_t n_vocab) {
+  std::vector<int32_t> t(n);
+  uint32_t s = 777;
+  for (auto& v : t) {
+    s = s * 1664525u + 1013904223u;
+    v = static_cast<int32_t>((s >> 8) % n_vocab);
+  }
+  t[0] = 1;
+  return t;
+}
+
+// Logits of every position, fed in chunks of the given sizes (cycled).
+inline std::vector<float> run_chunked(const Model& m, const std::vector<int32_t>& toks,
+                                      const std::vector<int64_t>& chunks, int threads, GgmlType kvt) {
+  ThreadPool pool(threads);
+  auto kv = make_kv(m, 128, kvt);
+  std::vector<float> all, lg;
+  size_t pos = 0, ci = 0;
+  while (pos < toks.size()) {
+    const int64_t k = std::min<int64_t>(chunks[ci++ % chunks.size()], static_cast<int64_t>(toks.size() - pos));
+    if (!forward(m, *kv, toks.data() + pos, k, true, &lg, pool).is_ok()) return {};
+    all.insert(all.end(), lg.begin(), lg.end());
+    pos += static_cast<size_t>(k);
+  }
+  return all;
+}
+
+// max |logit - reference| over the vocabulary, for the last token of toks (f32 KV cache).
+inline double max_ref_diff(const Model& m, const std::vector<int32_t>& toks) {
+  const auto ref = forward_ref(m, toks);
+  ThreadPool pool(2);
+  auto kv = make_kv(m, 64, GgmlType::F32);
+  std::vector<float> lg;
+  CHECK(forward(m, *kv, toks.data(), static_cast<int64_t>(toks.size()), false, &lg, pool).is_ok());
+  double d = 0;
+  for (size_t i = 0; i < ref.size() && i < lg.size(); ++i) d = std::max(d, std::fabs(double(lg[i]) - ref[i]));
+  return lg.size() == ref.size() ? d : INFINITY;
+}
+
+// A copy of a GGUF with metadata and tensors changed: meta(writer) adds keys (or tensors) after the
+// copied keys (skip names keys left out); tensor(name, ne, data) may edit a tensor, false drops it.
+inline std::string rewrite(
+    const std::string& src, const std::string& name, const std::vector<std::string>& skip,
+    const std::function<void(GgufWriter&)>& meta,
+    const std::function<bool(const std::string&, std::vector<int64_t>&, std::vector<uint8_t>&)>& tensor) {
+  std::unique_ptr<GgufFile> f;
+  if (!GgufFile::open(src, &f).is_ok()) return "";
+  GgufWriter w;
+  for (auto& [k, v] : f->metadata())
+    if (std::find(skip.begin(), skip.end(), k) == skip.end()) w.set_value(k, v);
+  if (meta) meta(w);
+  for (auto& t : f->tensors()) {
+    std::vector<int64_t> ne(t.ne, t.ne + std::max<uint32_t>(t.n_dims, 1));
+    std::vector<uint8_t> data(t.data, t.data + t.nbytes);
+    if (tensor && !tensor(t.name, ne, data)) continue;
+    if (!w.add_tensor(t.name, t.type, ne, std::move(data)).is_ok()) return "";
+  }
+  const std::string out = tmp_path(name);
+  return w.write(out).is_ok() ? out : "";
+}
+
+inline std::vector<uint8_t> f32_bytes(const std::vector<float>& v) {
+  std::vector<uint8_t> b(v.size() * 4);
+  std::memcpy(b.data(), v.data(), b.size());
+  return b;
 }
 
 }  // namespace llmserve_test

@@ -134,7 +134,7 @@ TEST(ops_attention_group_dispatch_matches_reference) {
           float* w = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(work.data()) + 63) & ~uintptr_t(63));
           const float scale = 1.0f / std::sqrt(float(hd));
           auto group = [&](const uint8_t* kb, const uint8_t* vb, const int32_t* blocks, int64_t block_size, int64_t h0,
-                           int64_t count, float* out) {
+                           int64_t count, float* out, int64_t begin = 0, float softcap = 0.0f) {
             AttnGroup a{kb + head_off,
                         vb + head_off,
                         blocks,
@@ -145,9 +145,11 @@ TEST(ops_attention_group_dispatch_matches_reference) {
                         q.data() + h0 * q_stride,
                         q_stride,
                         count,
+                        begin,
                         len,
                         hd,
-                        scale,
+                        softcap != 0.0f ? scale / softcap : scale,
+                        softcap,
                         out,
                         hd,
                         w};
@@ -195,6 +197,34 @@ TEST(ops_attention_group_dispatch_matches_reference) {
             std::fprintf(stderr, "  %s hd=%lld n_q=%lld len=%lld: max err %.3g\n", type_traits(kvt).name, (long long)hd,
                          (long long)n_q, (long long)len, err);
           CHECK(err <= tol);
+          // Sliding window (keys [begin, len)) and gemma2's logit soft-capping: the SIMD kernel
+          // keeps the reference's bits, and both match double precision over the window.
+          for (const int64_t begin : {int64_t(1), len / 2, len - 1}) {
+            if (begin < 1 || begin >= len) continue;
+            const float cap = 0.75f;
+            std::vector<float> w_ref(n_q * hd), w_fast(n_q * hd);
+            attention_group_ref(group(kp.data(), vp.data(), table.data(), bs, 0, n_q, w_ref.data(), begin, cap));
+            attention_group(group(kp.data(), vp.data(), table.data(), bs, 0, n_q, w_fast.data(), begin, cap));
+            CHECK(same_bits(w_ref.data(), w_fast.data(), n_q * hd));
+            double werr = 0;
+            for (int64_t h = 0; h < n_q; ++h) {
+              dequantize_row(qt, q.data() + h * q_stride, qd.data(), hd);
+              std::vector<double> p(len, 0.0);
+              double mx = -1e300, sum = 0;
+              for (int64_t j = begin; j < len; ++j) {
+                double s = 0;
+                for (int64_t d = 0; d < hd; ++d) s += double(kd[j * hd + d]) * qd[d];
+                p[j] = cap * std::tanh(s * scale / cap), mx = std::max(mx, p[j]);
+              }
+              for (int64_t j = begin; j < len; ++j) p[j] = std::exp(p[j] - mx), sum += p[j];
+              for (int64_t d = 0; d < hd; ++d) {
+                double o = 0;
+                for (int64_t j = begin; j < len; ++j) o += p[j] * vd[j * hd + d];
+                werr = std::max(werr, std::fabs(o / sum - w_ref[h * hd + d]));
+              }
+            }
+            CHECK(werr <= tol);
+          }
         }
       }
     }

@@ -59,6 +59,42 @@ describe("batch invariance", () => {
     }
   });
 
+  it("gemma2 with an 8-token sliding window: 16 concurrent requests equal each alone, and a cached 50-token prefix (past the window) gives the cold result", async () => {
+    const path = await synthModel("batch-gemma2", {
+      arch: "gemma2",
+      dim: 128,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+      ffn: 256,
+      vocabSize: 512,
+      type: "q4_0",
+      slidingWindow: 8,
+      attnSoftcap: 2,
+      finalSoftcap: 5,
+    });
+    const m = await Model.load(path, { threads: 2, contextSize: 256, kvCacheTokens: 4096, maxBatchTokens: 48 });
+    const cold = await Model.load(path, { threads: 2, contextSize: 256, prefixCache: false });
+    try {
+      await checkInvariance(m, prompts(16, m.info.nVocab, 5), 24);
+      expect(m.stats().maxBatchSequencesSeen).toBeGreaterThan(1);
+      // Global layers keep every position, so a reused prefix longer than the window is still exact.
+      const system = [1, ...Array.from({ length: 49 }, (_, i) => 3 + ((i * 37) % (m.info.nVocab - 3)))];
+      const ps = prompts(4, m.info.nVocab, 9).map((p) => [...system, ...p.slice(1, 12)]);
+      await checkInvariance(m, ps, 12);
+      expect(m.stats().prefixHits).toBeGreaterThan(0);
+      for (const p of ps.slice(0, 2)) {
+        const warm = (await collect(m.generate({ tokens: p }, { ...greedy, maxTokens: 12 }))).tokens;
+        const ref = (await collect(cold.generate({ tokens: p }, { ...greedy, maxTokens: 12 }))).tokens;
+        expect(warm).toEqual(ref);
+      }
+      expect(m.stats().blocksUsed).toBe(0);
+    } finally {
+      await m.dispose();
+      await cold.dispose();
+    }
+  });
+
   it.runIf(haveFixtures).each(["aidreams260K", "stories260K-ids"])(
     "16 concurrent requests on the f32 fixture %s equal each alone",
     async (name) => {

@@ -84,6 +84,12 @@ const synthOpts: NativeSynthOptions = {
   ropeFreqs: false,
   ropeScaling: "",
   ropeScale: 1,
+  slidingWindow: 0,
+  swaPattern: 0,
+  attnSoftcap: 0,
+  finalSoftcap: 0,
+  ropeFreqBaseSwa: 0,
+  longRope: false,
 };
 const prompt = Int32Array.from([1, 5, 9]);
 

@@ -9,6 +9,16 @@
  * - llama linear / yarn: rope.scaling.type with factor 4.
  * - qwen3: per-head Q/K RMSNorm before RoPE, NEOX RoPE, no biases, a head size (128) that is not
  *   dim / heads (64), as in Qwen3 0.6B.
+ * - gemma2: GeGLU, post-norms, sqrt(dim) embedding scale, Q pre-scale, tied output, attention and
+ *   final logit soft-capping (caps 2 and 5 instead of 50 and 30 so that they bend random weights'
+ *   scores), interleaved sliding-window (16) / global layers.
+ * - gemma3: per-head Q/K norms, its local layers' own RoPE base (100 vs 10000, so a swap shows), a
+ *   window of 16 on layer 0 (pattern 2), no soft-capping.
+ * The 128 teacher-forced positions and the greedy run go well past the window.
+ * - phi3: fused attn_qkv and gate-up ffn_up tensors, Q pre-scaled by 1/sqrt(head_dim); its
+ *   attention.sliding_window (16) is ignored, as llama.cpp does. LongRoPE: with the synth context
+ *   512 the original context is 256, so llama.cpp's 256-token context per sequence takes the short
+ *   factors; with context 256 (original 128) it takes the long ones, and so must llmserve.
  * The factors matter inside these 128 positions (the rope_freqs original context is the synth
  * context, 512), and dropping any feature moves the distributions far outside the bounds.
  */
@@ -24,6 +34,11 @@ const VARIANTS: [label: string, opts: SynthOptions, types: SynthType[]][] = [
   ["llama-linear", { arch: "llama", ropeScaling: "linear", ropeScale: 4 }, ["f32"]],
   ["llama-yarn", { arch: "llama", ropeScaling: "yarn", ropeScale: 4 }, ["f32"]],
   ["qwen3", { arch: "qwen3", headDim: 128 }, ["f32", "q8_0", "q4_0"]],
+  ["gemma2", { arch: "gemma2", slidingWindow: 16, attnSoftcap: 2, finalSoftcap: 5 }, ["f32", "q8_0", "q4_0"]],
+  ["gemma3", { arch: "gemma3", slidingWindow: 16, swaPattern: 2, ropeFreqBaseSwa: 100 }, ["f32", "q4_0"]],
+  ["phi3", { arch: "phi3", slidingWindow: 16 }, ["f32", "q8_0", "q4_0"]],
+  ["phi3-longrope-short", { arch: "phi3", longRope: true }, ["f32"]],
+  ["phi3-longrope-long", { arch: "phi3", longRope: true, context: 256 }, ["f32", "q4_0"]],
 ];
 const CASES = VARIANTS.flatMap(([label, opts, types]) => types.map((type) => [label, type, opts] as const));
 

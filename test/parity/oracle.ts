@@ -91,6 +91,11 @@ export async function loadOracle(
   const llama = await oracleLlama();
   const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
   const contexts = new Set<LlamaContext>();
+  // node-llama-cpp 3.21.1 still turns flash attention off by default for gemma2 (GgufInsights:
+  // "flashAttentionSupported" is false for it, from before llama.cpp's flash attention took the
+  // logit soft-cap), while its llama.cpp runs gemma2 with flash attention on CPU ("auto") and needs
+  // it for a quantized V cache. Ask for llama.cpp's own default explicitly.
+  const faDefault = model.fileInfo.metadata?.general?.architecture === "gemma2" ? true : undefined;
 
   async function withSequence<T>(
     override: OracleOptions | undefined,
@@ -103,7 +108,7 @@ export async function loadOracle(
       batchSize: contextSize,
       sequences: 1,
       threads: o.threads ?? 1,
-      ...(o.flashAttention === undefined ? {} : { flashAttention: o.flashAttention }),
+      ...((o.flashAttention ?? faDefault) === undefined ? {} : { flashAttention: o.flashAttention ?? faDefault }),
       ...(o.kvType === "q8_0" ? { experimentalKvCacheKeyType: "Q8_0", experimentalKvCacheValueType: "Q8_0" } : {}),
       ...(o.lora?.length ? { lora: { adapters: o.lora } } : {}),
     });

@@ -82,8 +82,10 @@ describe("tokenizer parity vs llama.cpp", () => {
     return { name, tokenize: (t, o) => m.tokenize(t, o), llama };
   }
 
-  it("synth vocabulary (llama and qwen2 models)", async () => {
-    for (const arch of ["llama", "qwen2"] as const) {
+  // gemma2/gemma3 synth models write add_space_prefix = false (as Gemma's converters do); phi3's
+  // name triggers llama.cpp's Phi-3 special-token attributes (RSTRIP) on both sides.
+  it("synth vocabulary (llama, qwen2, gemma2, gemma3 and phi3 models)", async () => {
+    for (const arch of ["llama", "qwen2", "gemma2", "gemma3", "phi3"] as const) {
       const path = await synthModel(`parity-tok-${arch}`, {
         arch,
         dim: 64,

@@ -232,6 +232,14 @@ describe.runIf(existsSync(cli))("llmserve CLI", () => {
     const i3 = JSON.parse(run(["info", "-m", l3, "--json"]).stdout);
     expect(i3).toMatchObject({ ropeFreqs: true, ropeScaling: "linear", ropeScalingFactor: 2, supported: true });
 
+    const g2 = join(tmpRoot, `cli-gemma2-${process.pid}.gguf`);
+    expect(run(["synth", "--arch", "gemma2", ...small, "--sliding-window", "8", "-o", g2]).code).toBe(0);
+    const ig = JSON.parse(run(["info", "-m", g2, "--json"]).stdout);
+    expect(ig).toMatchObject({ architecture: "gemma2", slidingWindow: 8, supported: true });
+    const p3 = join(tmpRoot, `cli-phi3-${process.pid}.gguf`);
+    expect(run(["synth", "--arch", "phi3", ...small, "--long-rope", "-o", p3]).code).toBe(0);
+    expect(JSON.parse(run(["info", "-m", p3, "--json"]).stdout)).toMatchObject({ longRope: true, supported: true });
+
     // rope_freqs.weight is a llama tensor (llama.cpp's qwen graphs take no factors).
     const bad = run(["synth", "--arch", "qwen3", ...small, "--rope-freqs", "-o", join(tmpRoot, "x.gguf")]);
     expect(bad.code).toBe(1);

@@ -42,9 +42,10 @@ void attention_group_ref(const AttnGroup& a) {
     const uint8_t* q = a.q + h * a.q_stride;
     for (int64_t d = 0; d < hd; ++d) acc[d] = 0.0f;
     float M = -INFINITY, S = 0.0f;
-    for (int64_t j = 0; j < a.len; ++j) {
+    for (int64_t j = a.begin; j < a.len; ++j) {
       const size_t off = attn_row_offset(a, j);
-      const float s = vec_dot(a.kv_type, hd, a.k + off, q) * a.scale;
+      float s = vec_dot(a.kv_type, hd, a.k + off, q) * a.scale;
+      if (a.softcap != 0.0f) s = a.softcap * tanhf(s);
       float ms = 1.0f, vs = 1.0f;
       if (s > M) {  // new maximum: the accumulator is rescaled by exp(Mold - M)
         ms = fast_exp(M - s);
@@ -94,12 +95,13 @@ void attention_f32(const AttnShape& c, KvPool& kv, int64_t layer, const float* q
   const size_t per_thread = attention_scratch_bytes(c, kv_type);
   const size_t work_bytes = align_up(attention_group_work_floats(n_gqa, hd) * 4);
   const size_t q_stride = q_row_bytes(kv_type, hd);
-  const float scale = 1.0f / sqrtf(static_cast<float>(hd));
+  float scale = c.kq_scale != 0.0f ? c.kq_scale : 1.0f / sqrtf(static_cast<float>(hd));
+  if (c.softcap != 0.0f) scale /= c.softcap;  // ggml folds the cap into the scale first
   const uint8_t* k_layer = kv.k_layer(layer);
   const uint8_t* v_layer = kv.v_layer(layer);
   // Work per (token, KV head) grows with its position; estimate with the mean.
   int64_t total_len = 0;
-  for (int64_t t = r0; t < r0 + m; ++t) total_len += bl.pos[t] + 1;
+  for (int64_t t = r0; t < r0 + m; ++t) total_len += c.window > 0 ? std::min(bl.pos[t] + 1, c.window) : bl.pos[t] + 1;
   const int64_t mean_len = std::max<int64_t>(1, total_len / std::max<int64_t>(1, m));
   pool.parallel_for_chunked(
       m * n_kv,
@@ -124,8 +126,10 @@ void attention_f32(const AttnShape& c, KvPool& kv, int64_t layer, const float* q
           a.q_stride = q_stride;
           a.n_q = n_gqa;
           a.len = bl.pos[t] + 1;
+          a.begin = c.window > 0 ? std::max<int64_t>(0, a.len - c.window) : 0;
           a.hd = hd;
           a.scale = scale;
+          a.softcap = c.softcap;
           a.out = out + i * nq + g * n_gqa * hd;
           a.out_stride = hd;
           a.work = reinterpret_cast<float*>(base);

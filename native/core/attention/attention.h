@@ -17,6 +17,14 @@ namespace llmserve {
 // multiple of n_head_kv), each head_dim wide.
 struct AttnShape {
   int64_t n_head = 0, n_head_kv = 0, head_dim = 0;
+  // Score scale; 0 means 1/sqrt(head_dim). Gemma scales Q itself beforehand and passes 1.
+  float kq_scale = 0.0f;
+  // Attention logit soft-capping (gemma2): s = softcap * tanh(s * kq_scale / softcap); 0 = off,
+  // as ggml's flash attention (logit_softcap folded into the scale, then tanhf).
+  float softcap = 0.0f;
+  // Sliding window of this layer: a query at position p sees keys in (p - window, p]
+  // (llama.cpp is_masked_swa, LLAMA_SWA_TYPE_STANDARD); 0 = full causal attention.
+  int64_t window = 0;
   int64_t n_gqa() const { return n_head / n_head_kv; }
   int64_t n_embd_q() const { return n_head * head_dim; }
 };
@@ -29,9 +37,10 @@ constexpr int64_t kAttnTile = 32;
 size_t attention_scratch_bytes(const AttnShape& s, GgmlType kv_type);
 
 // The query heads that share one KV head (GQA group) of one token, against positions [0, len) of
-// that KV head, with the semantics of ggml's CPU flash attention
+// that KV head (positions [begin, len) under a sliding window), with the semantics of ggml's CPU flash attention
 // (ggml_compute_forward_flash_attn_ext_f16_one_chunk), llama.cpp's default on CPU. Per head:
-//   s_j = vec_dot(K_j, q) * scale  (q converted to K's vec_dot type: f16, q8_0 or f32);
+//   s_j = vec_dot(K_j, q) * scale  (q converted to K's vec_dot type: f16, q8_0 or f32), then
+//   s_j = softcap * tanhf(s_j) when soft-capping;
 //   online softmax with running max M and sum S: on a new maximum ms = exp(Mold - M), vs = 1,
 //   else ms = 1, vs = exp(s_j - M); acc = acc * ms; acc = fma(V_j, vs, acc); S = fma(S, ms, vs);
 //   with an f16 cache the accumulator itself is f16 (rounded after every step), as in ggml; q8_0
@@ -50,11 +59,13 @@ struct AttnGroup {
   GgmlType kv_type;       // F16, F32 or Q8_0
   const uint8_t* q;       // [n_q][q_stride] query rows converted to K's vec_dot type
   size_t q_stride;
-  int64_t n_q;  // query heads in the group (<= kMaxAttnGroup)
-  int64_t len;  // positions attended
-  int64_t hd;   // head size
-  float scale;  // 1 / sqrt(hd)
-  float* out;   // [n_q][out_stride] f32
+  int64_t n_q;    // query heads in the group (<= kMaxAttnGroup)
+  int64_t begin;  // first position attended (> 0 only under a sliding window)
+  int64_t len;    // positions attended: [begin, len)
+  int64_t hd;     // head size
+  float scale;    // kq_scale (1 / sqrt(hd) by default), divided by softcap when softcap != 0
+  float softcap;  // 0, or s = softcap * tanhf(s) after the scale (ggml flash attention)
+  float* out;     // [n_q][out_stride] f32
   int64_t out_stride;
   float* work;  // attention_group_work_floats(n_q, hd) floats, 64-byte aligned
 };
@@ -73,7 +84,8 @@ void attention_group_avx2(const AttnGroup& a);  // AVX2 + FMA + F16C, bit-identi
 #endif
 
 // q: [n_tokens, n_head, head_dim] f32 (after RoPE) for batch rows r0 .. r0 + m - 1 (q points at row
-// r0); out: the same shape. Row t attends causally to positions [0, pos[t]] of its sequence, whose
+// r0); out: the same shape. Row t attends causally to positions [0, pos[t]] of its sequence
+// (only (pos[t] - s.window, pos[t]] with a window; masked keys are skipped, as ggml does), whose
 // K/V for this layer are already stored; the heads h of KV head g = h / n_gqa form one
 // attention_group() call per token, so the result does not depend on the batch.
 // scratch: pool.size() * attention_scratch_bytes(s, kv type).

@@ -134,7 +134,7 @@ void attention_group_avx2(const AttnGroup& a) {
   const float* krow[T];
   alignas(32) float arg[T];
   alignas(32) uint8_t fresh[T];
-  for (int64_t j0 = 0; j0 < a.len; j0 += T) {
+  for (int64_t j0 = a.begin; j0 < a.len; j0 += T) {
     const int64_t jn = std::min(T, a.len - j0);
     for (int64_t jj = 0; jj < jn; ++jj) {
       const size_t off = attn_row_offset(a, j0 + jj);
@@ -175,6 +175,10 @@ void attention_group_avx2(const AttnGroup& a) {
           for (int64_t jj = 0; jj < jn; ++jj) sc[h * T + jj] = avx2::dot_f32(hd, krow[jj], qh) * a.scale;
         }
       }
+    }
+    if (a.softcap != 0.0f) {  // ggml: s = softcap * tanhf(s * scale / softcap), per score
+      for (int64_t h = 0; h < nq; ++h)
+        for (int64_t jj = 0; jj < jn; ++jj) sc[h * T + jj] = a.softcap * tanhf(sc[h * T + jj]);
     }
     for (int64_t h = 0; h < nq; ++h) {
       // Running max over the tile: the exp argument of each step, and whether it rescales.

@@ -20,6 +20,7 @@ Status CpuExecutor::load(const std::string& path, const ExecutorOptions& opts,
   LLMS_RETURN_IF_ERROR(Model::load(x->file_, &x->model_));
   const ModelConfig& cfg = x->model_->config();
   x->n_ctx_ = opts.n_ctx == 0 ? std::max<int64_t>(cfg.n_ctx_train, 1) : opts.n_ctx;
+  x->model_->use_context_size(x->n_ctx_);  // phi3 LongRoPE: short or long factors, as llama.cpp
   x->kv_type_ = opts.kv_type;
   x->pool_ = std::make_unique<ThreadPool>(opts.threads);
   x->prepare_weights(opts.repack, progress);

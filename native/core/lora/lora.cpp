@@ -188,6 +188,12 @@ Status LoraAdapter::from_file(std::shared_ptr<GgufFile> file, const Model& base,
                         "LoRA tensor '" + ab.first->name + "' targets '" + name +
                             "', which is not supported (attn_q/k/v/output, ffn_gate/up/down, output)");
     }
+    // phi3's ffn_up holds gate and up together (two row views here): a delta over both halves
+    // is not one projection of this engine.
+    if (c.arch == "phi3" && p == Proj::Up) {
+      return make_error(Code::InvalidArgument, "LoRA tensor '" + ab.first->name + "' targets '" + name +
+                                                   "', phi3's fused gate-up projection, which is not supported");
+    }
     const MatrixView& W = base_matrix(base, il, p);
     if (p == Proj::Output && W.data == base.weights().tok_embd.data) {
       return make_error(Code::MissingTensor,

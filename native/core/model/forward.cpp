@@ -1,6 +1,7 @@
 #include "forward.h"
 
 #include <algorithm>
+#include <cmath>
 #include <new>
 
 #include "../attention/attention.h"
@@ -43,6 +44,7 @@ struct Buffers {
   float* gate;             // [n, n_ff]
   float* up;               // [n, n_ff]
   float* rope;             // [n, n_rot]
+  float* rope_swa;         // [n, n_rot] local layers' table when their base/scale differ (gemma3), else == rope
   int64_t* pos;            // [n] position of each token
   const int32_t** blocks;  // [n] block table of each token's sequence
   uint8_t* attn_scratch;   // [pool.size()] per-thread attention scratch
@@ -59,6 +61,7 @@ void layout(Arena& a, const ModelConfig& c, GgmlType kv_type, int64_t n, int n_t
   b->gate = a.take<float>(N * c.n_ff);
   b->up = a.take<float>(N * c.n_ff);
   b->rope = a.take<float>(N * c.n_rot);
+  b->rope_swa = c.swa_rope_differs() ? a.take<float>(N * c.n_rot) : b->rope;
   b->pos = a.take<int64_t>(N);
   b->blocks = a.take<const int32_t*>(N);
   b->attn_scratch = a.take<uint8_t>(static_cast<size_t>(n_threads) * attention_scratch_bytes(attn_shape(c), kv_type));
@@ -226,16 +229,34 @@ void expand_positions(Pass& p, const BatchSeq* seqs, int64_t n_seqs, const Proje
   build_groups(p, p.n);
 }
 
-// Embeddings (dequantized rows of token_embd) and the RoPE table of each token's position.
+// Embeddings (dequantized rows of token_embd; gemma scales them by sqrtf(n_embd) as ggml_scale)
+// and the RoPE table of each token's position (a second one for local layers with their own base).
 void embed(Pass& p, const int32_t* tokens) {
   const ModelWeights& W = p.model.weights();
   const int64_t E = p.c.n_embd;
+  const float escale = sqrtf(static_cast<float>(E));
+  ModelConfig local;
+  if (p.c.swa_rope_differs()) {
+    local.rope_freq_base = p.c.rope_freq_base_swa;
+    local.rope_freq_scale = p.c.rope_freq_scale_swa;
+    local.n_rot = p.c.n_rot;
+    local.rope_n_ctx_orig = p.c.rope_n_ctx_orig;
+    local.yarn_ext_factor = p.c.yarn_ext_factor;
+    local.yarn_attn_factor = p.c.yarn_attn_factor;
+    local.yarn_beta_fast = p.c.yarn_beta_fast;
+    local.yarn_beta_slow = p.c.yarn_beta_slow;
+  }
   p.pool.parallel_for(
       p.n,
       [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) {
-          dequantize_row(W.tok_embd.type, W.tok_embd.row(tokens[t]), p.B.x + t * E, E);
+          float* x = p.B.x + t * E;
+          dequantize_row(W.tok_embd.type, W.tok_embd.row(tokens[t]), x, E);
+          if (p.c.embd_scale)
+            for (int64_t i = 0; i < E; ++i) x[i] *= escale;
           rope_cache_f32(p.c, W.rope_freqs, p.B.pos[t], 1, p.B.rope + t * p.c.n_rot);
+          if (p.B.rope_swa != p.B.rope)
+            rope_cache_f32(local, W.rope_freqs, p.B.pos[t], 1, p.B.rope_swa + t * p.c.n_rot);
         }
       },
       p.tok_grain);
@@ -258,11 +279,12 @@ void qkv_and_store(Pass& p, const LayerWeights& L, int64_t il) {
   apply_deltas(p, il, Proj::K, L.wk, L.bk, B.xn, B.k, NKV, p.n);
   apply_deltas(p, il, Proj::V, L.wv, L.bv, B.xn, B.v, NKV, p.n);
   const KvRotation rot = p.rot;
+  const float* rope = c.is_swa(il) ? B.rope_swa : B.rope;
   p.pool.parallel_for(
       p.n,
       [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) {
-          const float* cache_row = B.rope + t * c.n_rot;
+          const float* cache_row = rope + t * c.n_rot;
           // qwen3: RMSNorm over each head's head_dim values (llama.cpp build_norm on the
           // [head_dim, n_head] view, the model's eps), after biases and LoRA, before RoPE.
           if (L.attn_q_norm) {
@@ -273,6 +295,9 @@ void qkv_and_store(Pass& p, const LayerWeights& L, int64_t il) {
           }
           rope_apply_f32(B.q + t * NQ, c.n_head, c.head_dim, c.n_rot, c.rope_type, cache_row);
           rope_apply_f32(B.k + t * NKV, c.n_head_kv, c.head_dim, c.n_rot, c.rope_type, cache_row);
+          // gemma: Q *= f_attention_scale after RoPE (ggml_scale), the attention then scales by 1.
+          if (c.q_scale != 0.0f)
+            for (int64_t i = 0; i < NQ; ++i) B.q[t * NQ + i] *= c.q_scale;
           if (rot.k) {
             hadamard_blocks_f32(B.q + t * NQ, NQ, rot.k);
             hadamard_blocks_f32(B.k + t * NKV, NKV, rot.k);
@@ -301,13 +326,26 @@ void keep_output_rows(Pass& p) {
   build_groups(p, p.n_out);
 }
 
+// Residual add of a block's output (B.xn rows [0, m)) into x, after gemma's post-norm of it.
+void post_norm_and_add(Pass& p, const float* post_norm, int64_t m) {
+  const int64_t E = p.c.n_embd;
+  Buffers& B = p.B;
+  p.pool.parallel_for(
+      m,
+      [&](int64_t b, int64_t e) {
+        if (post_norm) rms_norm_f32(B.xn + b * E, post_norm, B.xn + b * E, e - b, E, p.c.rms_eps);
+        add_rows(B.x + b * E, B.xn + b * E, (e - b) * E);
+      },
+      p.tok_grain);
+}
+
 // Attention of rows [0, m) -> (back from the rotated V basis) -> output projection -> residual.
 void attention_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
   const ModelConfig& c = p.c;
   Buffers& B = p.B;
   const int64_t E = c.n_embd, NQ = c.n_embd_q();
   const BatchLayout bl{p.n, B.pos, B.blocks};
-  attention_f32(attn_shape(c), p.kv, il, B.q, bl, 0, m, B.attn, B.attn_scratch, p.pool);
+  attention_f32(attn_shape(c, il), p.kv, il, B.q, bl, 0, m, B.attn, B.attn_scratch, p.pool);
   if (p.rot.v) {
     p.pool.parallel_for(
         m,
@@ -319,8 +357,7 @@ void attention_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
   const MatmulTask wo[1] = {{&L.wo, matmul_bias(p, il, Proj::O, L.bo), B.xn, E}};
   matmul(wo, 1, B.attn, m, p.pool);
   apply_deltas(p, il, Proj::O, L.wo, L.bo, B.attn, B.xn, E, m);
-  p.pool.parallel_for(
-      m, [&](int64_t b, int64_t e) { add_rows(B.x + b * E, B.xn + b * E, (e - b) * E); }, p.tok_grain);
+  post_norm_and_add(p, L.attn_post_norm, m);
 }
 
 // Norm -> SwiGLU feed-forward -> residual, rows [0, m).
@@ -337,12 +374,16 @@ void ffn_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
   apply_deltas(p, il, Proj::Gate, L.ffn_gate, L.ffn_gate_b, B.xn, B.gate, FF, m);
   apply_deltas(p, il, Proj::Up, L.ffn_up, L.ffn_up_b, B.xn, B.up, FF, m);
   p.pool.parallel_for(
-      m, [&](int64_t b, int64_t e) { swiglu_f32(B.gate + b * FF, B.up + b * FF, (e - b) * FF); }, p.tok_grain);
+      m,
+      [&](int64_t b, int64_t e) {
+        if (c.geglu) geglu_f32(B.gate + b * FF, B.up + b * FF, (e - b) * FF);
+        else swiglu_f32(B.gate + b * FF, B.up + b * FF, (e - b) * FF);
+      },
+      p.tok_grain);
   const MatmulTask down[1] = {{&L.ffn_down, matmul_bias(p, il, Proj::Down, L.ffn_down_b), B.xn, E}};
   matmul(down, 1, B.gate, m, p.pool);
   apply_deltas(p, il, Proj::Down, L.ffn_down, L.ffn_down_b, B.gate, B.xn, E, m);
-  p.pool.parallel_for(
-      m, [&](int64_t b, int64_t e) { add_rows(B.x + b * E, B.xn + b * E, (e - b) * E); }, p.tok_grain);
+  post_norm_and_add(p, L.ffn_post_norm, m);
 }
 
 // Final norm and output projection of the wanted rows (compacted to the front).
@@ -357,6 +398,11 @@ void output_head(Pass& p, float* logits) {
   const MatmulTask out[1] = {{&W.output, nullptr, logits, p.c.n_vocab}};
   matmul(out, 1, B.xn, p.n_out, p.pool);
   apply_deltas(p, -1, Proj::Output, W.output, nullptr, B.xn, logits, p.c.n_vocab, p.n_out);
+  if (p.c.final_softcap != 0.0f) {
+    const int64_t V = p.c.n_vocab;
+    p.pool.parallel_for(p.n_out,
+                        [&](int64_t b, int64_t e) { softcap_f32(logits + b * V, (e - b) * V, p.c.final_softcap); });
+  }
 }
 
 }  // namespace

@@ -112,6 +112,14 @@ class Binder {
   const GgufFile& f_;
 };
 
+// Rows [r0, r0 + n) of a matrix: a view of a fused tensor's part (rows are contiguous).
+MatrixView row_view(const MatrixView& m, int64_t r0, int64_t n) {
+  MatrixView v = m;
+  v.data = m.data + static_cast<size_t>(r0) * m.row_bytes;
+  v.n_out = n;
+  return v;
+}
+
 // Bytes per token to hold the activations of one matmul group converted to each distinct
 // vec_dot type the group's weights use (f32 needs no conversion).
 }  // namespace
@@ -141,19 +149,39 @@ Status Model::load(std::shared_ptr<GgufFile> file, std::unique_ptr<Model>* out) 
   LLMS_RETURN_IF_ERROR(validate_token_ids(*file, c.n_vocab));
   LLMS_RETURN_IF_ERROR(b.matrix("token_embd.weight", c.n_embd, c.n_vocab, true, &w.tok_embd));
   LLMS_RETURN_IF_ERROR(b.vector("output_norm.weight", c.n_embd, true, &w.output_norm));
+  // gemma2 always reuses token_embd (llama.cpp's loader takes no output.weight for it, so a file
+  // with one is refused there too); gemma3 and the others may have either.
+  if (c.arch == "gemma2" && file->find_tensor("output.weight")) {
+    return make_error(Code::GgufCorrupt,
+                      "tensor 'output.weight' is not used by architecture 'gemma2' (its output "
+                      "is token_embd.weight; llama.cpp refuses the file too); re-convert the model");
+  }
   LLMS_RETURN_IF_ERROR(b.matrix("output.weight", c.n_embd, c.n_vocab, false, &w.output));
   c.tied_output = w.output.data == nullptr;
   if (c.tied_output) w.output = w.tok_embd;
   // Llama 3's per-frequency RoPE factors. llama.cpp's qwen graphs pass no factors and its loader
   // refuses a file with a tensor no architecture slot takes, so the qwen family refuses it too.
-  const bool llama = c.arch == "llama", qwen2 = c.arch == "qwen2";
+  const bool llama = c.arch == "llama", qwen2 = c.arch == "qwen2", phi3 = c.arch == "phi3";
   if (llama) {
     LLMS_RETURN_IF_ERROR(b.vector("rope_freqs.weight", c.n_rot / 2, false, &w.rope_freqs));
-  } else if (file->find_tensor("rope_freqs.weight")) {
+  } else if (phi3) {
+    // LongRoPE: both sets or neither (llama.cpp would pass a null factor set otherwise).
+    LLMS_RETURN_IF_ERROR(b.vector("rope_factors_short.weight", c.n_rot / 2, false, &w.rope_short));
+    LLMS_RETURN_IF_ERROR(b.vector("rope_factors_long.weight", c.n_rot / 2, false, &w.rope_long));
+    if (!w.rope_short != !w.rope_long) {
+      return make_error(Code::MissingTensor,
+                        std::string("missing tensor '") +
+                            (w.rope_short ? "rope_factors_long.weight" : "rope_factors_short.weight") +
+                            "' (phi3 LongRoPE needs both factor sets); re-convert the model");
+    }
+    c.has_longrope = w.rope_short != nullptr;
+    w.rope_freqs = w.rope_short;
+  }
+  if (!llama && file->find_tensor("rope_freqs.weight")) {
     return make_error(Code::GgufCorrupt, "tensor 'rope_freqs.weight' is not used by architecture '" + c.arch +
                                              "' (llama.cpp refuses the file too); re-convert the model");
   }
-  c.has_rope_freqs = w.rope_freqs != nullptr;
+  c.has_rope_freqs = llama && w.rope_freqs != nullptr;
 
   const int64_t nq = c.n_embd_q(), nkv = c.n_embd_kv();
   w.layers.resize(static_cast<size_t>(c.n_layer));
@@ -161,15 +189,28 @@ Status Model::load(std::shared_ptr<GgufFile> file, std::unique_ptr<Model>* out) 
     LayerWeights& L = w.layers[static_cast<size_t>(il)];
     const std::string p = "blk." + std::to_string(il) + ".";
     LLMS_RETURN_IF_ERROR(b.vector(p + "attn_norm.weight", c.n_embd, true, &L.attn_norm));
-    LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_q.weight", c.n_embd, nq, true, &L.wq));
-    LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_k.weight", c.n_embd, nkv, true, &L.wk));
-    LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_v.weight", c.n_embd, nkv, true, &L.wv));
+    // phi3 may fuse Q, K and V into attn_qkv ([n_embd] -> [nq + 2 nkv], rows Q | K | V, as
+    // llama.cpp's create_tensor_qkv / build_qkv view it): three row views of the one matrix.
+    MatrixView qkv;
+    if (phi3) LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_qkv.weight", c.n_embd, nq + 2 * nkv, false, &qkv));
+    if (qkv.data) {
+      L.wq = row_view(qkv, 0, nq), L.wk = row_view(qkv, nq, nkv), L.wv = row_view(qkv, nq + nkv, nkv);
+      const float* bqkv = nullptr;
+      LLMS_RETURN_IF_ERROR(b.vector(p + "attn_qkv.bias", nq + 2 * nkv, false, &bqkv));
+      if (bqkv) L.bq = bqkv, L.bk = bqkv + nq, L.bv = bqkv + nq + nkv;
+    } else {
+      LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_q.weight", c.n_embd, nq, true, &L.wq));
+      LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_k.weight", c.n_embd, nkv, true, &L.wk));
+      LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_v.weight", c.n_embd, nkv, true, &L.wv));
+    }
     LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_output.weight", nq, c.n_embd, true, &L.wo));
-    // qwen2 requires Q/K/V biases; llama and qwen3 may carry optional ones (llama.cpp:
-    // create_tensor_qkv, TENSOR_NOT_REQUIRED; Qwen3 checkpoints have none).
-    LLMS_RETURN_IF_ERROR(b.vector(p + "attn_q.bias", nq, qwen2, &L.bq));
-    LLMS_RETURN_IF_ERROR(b.vector(p + "attn_k.bias", nkv, qwen2, &L.bk));
-    LLMS_RETURN_IF_ERROR(b.vector(p + "attn_v.bias", nkv, qwen2, &L.bv));
+    // qwen2 requires Q/K/V biases; the others may carry optional ones (llama.cpp:
+    // create_tensor_qkv, TENSOR_NOT_REQUIRED; Qwen3 and Gemma checkpoints have none).
+    if (!qkv.data) {
+      LLMS_RETURN_IF_ERROR(b.vector(p + "attn_q.bias", nq, qwen2, &L.bq));
+      LLMS_RETURN_IF_ERROR(b.vector(p + "attn_k.bias", nkv, qwen2, &L.bk));
+      LLMS_RETURN_IF_ERROR(b.vector(p + "attn_v.bias", nkv, qwen2, &L.bv));
+    }
     if (c.has_qk_norm) {
       LLMS_RETURN_IF_ERROR(b.vector(p + "attn_q_norm.weight", c.head_dim, true, &L.attn_q_norm));
       LLMS_RETURN_IF_ERROR(b.vector(p + "attn_k_norm.weight", c.head_dim, true, &L.attn_k_norm));
@@ -182,8 +223,20 @@ Status Model::load(std::shared_ptr<GgufFile> file, std::unique_ptr<Model>* out) 
     }
     if (il == 0) c.has_qkv_bias = L.bq || L.bk || L.bv;
     LLMS_RETURN_IF_ERROR(b.vector(p + "ffn_norm.weight", c.n_embd, true, &L.ffn_norm));
-    LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_gate.weight", c.n_embd, c.n_ff, true, &L.ffn_gate));
-    LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_up.weight", c.n_embd, c.n_ff, true, &L.ffn_up));
+    if (c.post_norms) {
+      LLMS_RETURN_IF_ERROR(b.vector(p + "post_attention_norm.weight", c.n_embd, true, &L.attn_post_norm));
+      LLMS_RETURN_IF_ERROR(b.vector(p + "post_ffw_norm.weight", c.n_embd, true, &L.ffn_post_norm));
+    }
+    if (phi3) {
+      // Fused gate-up: ffn_up is [n_embd] -> [2 n_ff]; ggml_swiglu takes silu of the first half
+      // (the gate) times the second (the up projection).
+      MatrixView gu;
+      LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_up.weight", c.n_embd, 2 * c.n_ff, true, &gu));
+      L.ffn_gate = row_view(gu, 0, c.n_ff), L.ffn_up = row_view(gu, c.n_ff, c.n_ff);
+    } else {
+      LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_gate.weight", c.n_embd, c.n_ff, true, &L.ffn_gate));
+      LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_up.weight", c.n_embd, c.n_ff, true, &L.ffn_up));
+    }
     LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_down.weight", c.n_ff, c.n_embd, true, &L.ffn_down));
   }
 

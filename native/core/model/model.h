@@ -1,4 +1,4 @@
-// Model: a loaded llama / qwen2 / qwen3 GGUF: validated hyperparameters plus views of every weight,
+// Model: a loaded llama / qwen2 / qwen3 / gemma2 / gemma3 / phi3 GGUF: validated hyperparameters plus views of every weight,
 // used in place from the file's mmap (no copy). The Model shares ownership of the GgufFile so the
 // mapping outlives every view.
 #pragma once
@@ -31,37 +31,50 @@ struct MatrixView {
 };
 
 struct LayerWeights {
-  const float* attn_norm = nullptr;    // [n_embd]
-  MatrixView wq;                       // [n_embd] -> [n_head * head_dim]
-  MatrixView wk;                       // [n_embd] -> [n_head_kv * head_dim]
-  MatrixView wv;                       // [n_embd] -> [n_head_kv * head_dim]
-  MatrixView wo;                       // [n_head * head_dim] -> [n_embd]
-  const float* bq = nullptr;           // [n_head * head_dim] or null
-  const float* bk = nullptr;           // [n_head_kv * head_dim] or null
-  const float* bv = nullptr;           // [n_head_kv * head_dim] or null
-  const float* bo = nullptr;           // [n_embd] or null (llama only, optional)
-  const float* attn_q_norm = nullptr;  // [head_dim] or null (qwen3: RMSNorm of each Q head before RoPE)
-  const float* attn_k_norm = nullptr;  // [head_dim] or null (qwen3: the same for each K head)
-  const float* ffn_norm = nullptr;     // [n_embd]
-  MatrixView ffn_gate;                 // [n_embd] -> [n_ff]
-  MatrixView ffn_up;                   // [n_embd] -> [n_ff]
-  MatrixView ffn_down;                 // [n_ff] -> [n_embd]
-  const float* ffn_gate_b = nullptr;   // [n_ff] or null (llama only, optional)
-  const float* ffn_up_b = nullptr;     // [n_ff] or null
-  const float* ffn_down_b = nullptr;   // [n_embd] or null
+  const float* attn_norm = nullptr;       // [n_embd]
+  MatrixView wq;                          // [n_embd] -> [n_head * head_dim]
+  MatrixView wk;                          // [n_embd] -> [n_head_kv * head_dim]
+  MatrixView wv;                          // [n_embd] -> [n_head_kv * head_dim]
+  MatrixView wo;                          // [n_head * head_dim] -> [n_embd]
+  const float* bq = nullptr;              // [n_head * head_dim] or null
+  const float* bk = nullptr;              // [n_head_kv * head_dim] or null
+  const float* bv = nullptr;              // [n_head_kv * head_dim] or null
+  const float* bo = nullptr;              // [n_embd] or null (llama only, optional)
+  const float* attn_q_norm = nullptr;     // [head_dim] or null (qwen3: RMSNorm of each Q head before RoPE)
+  const float* attn_k_norm = nullptr;     // [head_dim] or null (qwen3: the same for each K head)
+  const float* attn_post_norm = nullptr;  // [n_embd] or null (gemma: RMSNorm of the attention output)
+  const float* ffn_norm = nullptr;        // [n_embd]
+  const float* ffn_post_norm = nullptr;   // [n_embd] or null (gemma: RMSNorm of the FFN output)
+  MatrixView ffn_gate;                    // [n_embd] -> [n_ff]
+  MatrixView ffn_up;                      // [n_embd] -> [n_ff]
+  MatrixView ffn_down;                    // [n_ff] -> [n_embd]
+  const float* ffn_gate_b = nullptr;      // [n_ff] or null (llama only, optional)
+  const float* ffn_up_b = nullptr;        // [n_ff] or null
+  const float* ffn_down_b = nullptr;      // [n_embd] or null
 };
 
 struct ModelWeights {
   MatrixView tok_embd;                 // [n_embd] x n_vocab rows (embedding lookup dequantizes a row)
   const float* output_norm = nullptr;  // [n_embd]
   MatrixView output;                   // [n_embd] -> [n_vocab]; == tok_embd when tied
-  const float* rope_freqs = nullptr;   // [n_rot / 2] or null
+  const float* rope_freqs = nullptr;   // [n_rot / 2] or null: the factors RoPE divides by
+  // phi3 LongRoPE factors ([n_rot / 2] each, or null); rope_freqs points at the short ones after
+  // load and at the long ones once use_context_size() sees a context beyond rope_n_ctx_orig.
+  const float* rope_short = nullptr;
+  const float* rope_long = nullptr;
   std::vector<LayerWeights> layers;
 };
 
 // The KV and attention shapes of a model's layers.
 inline KvShape kv_shape(const ModelConfig& c) { return KvShape{c.n_layer, c.n_head_kv, c.head_dim}; }
-inline AttnShape attn_shape(const ModelConfig& c) { return AttnShape{c.n_head, c.n_head_kv, c.head_dim}; }
+// The attention of layer il: gemma pre-scales Q (scale 1) and may soft-cap; local layers have a window.
+inline AttnShape attn_shape(const ModelConfig& c, int64_t il = -1) {
+  AttnShape s{c.n_head, c.n_head_kv, c.head_dim};
+  s.kq_scale = c.q_scale != 0.0f ? 1.0f : 0.0f;
+  s.softcap = c.attn_softcap;
+  s.window = il >= 0 && c.is_swa(il) ? c.n_swa : 0;
+  return s;
+}
 
 class Model {
  public:
@@ -75,6 +88,14 @@ class Model {
   const ModelWeights& weights() const { return weights_; }
   // For the executor that owns this model: attaches load-time packed copies (MatrixView::packed).
   ModelWeights& mutable_weights() { return weights_; }
+  // The context size per sequence the model serves: picks phi3's LongRoPE factor set as llama.cpp
+  // does (get_rope_factors: long when n_ctx_seq > rope_n_ctx_orig, else short; llama.cpp pads the
+  // context to a multiple of 256 first). No effect on other models.
+  void use_context_size(int64_t n_ctx) {
+    const int64_t padded = (n_ctx + 255) / 256 * 256;
+    if (config_.has_longrope)
+      weights_.rope_freqs = padded > config_.rope_n_ctx_orig ? weights_.rope_long : weights_.rope_short;
+  }
   const GgufFile& file() const { return *file_; }
 
  private:

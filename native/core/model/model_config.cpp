@@ -85,6 +85,69 @@ Status check_block_count(const GgufFile& f, const std::string& key, int64_t n_la
   return Status::ok();
 }
 
+// The Gemma keys, as llama.cpp's llama_model_gemma2 / llama_model_gemma3 load_arch_hparams read
+// them. gemma2: a window always (default 4096), every 2nd layer global (pattern 2: layers with
+// il % 2 == 0 are local), both soft-caps (defaults 50 / 30), local layers rotate with the file's
+// scale and rope.freq_base_swa (default: the global base). gemma3: a window only when the file
+// has attention.sliding_window > 0 (pattern 6: 5 local, then 1 global), no attention soft-cap,
+// final soft-cap only if present, local base rope.freq_base_swa (default 10000) and scale 1.
+// Both: Q scaled by 1/sqrt(head_dim) (27B shapes: 1/sqrt(n_embd / n_head)) instead of the scores.
+Status read_gemma_config(const GgufFile& f, ModelConfig* cp) {
+  ModelConfig& c = *cp;
+  const std::string a = c.arch + ".";
+  const bool g2 = c.arch == "gemma2";
+  bool found = false;
+  int64_t iv = 0;
+  double fv = 0;
+  c.embd_scale = c.post_norms = c.geglu = true;
+  int64_t pattern = g2 ? 2 : 6;
+  c.n_swa = g2 ? 4096 : 0;
+  LLMS_RETURN_IF_ERROR(get_int_key(f, a + "attention.sliding_window", false, &iv, &found));
+  if (found) {
+    LLMS_RETURN_IF_ERROR(check_range(a + "attention.sliding_window", iv, 0, int64_t(1) << 24));
+    c.n_swa = iv;
+  }
+  if (const GgufValue* v = f.find(a + "attention.sliding_window_pattern")) {
+    if (v->type == GgufType::ARRAY) {
+      return make_error(Code::UnsupportedArch, "hyperparameter '" + a +
+                                                   "attention.sliding_window_pattern' is a per-layer array; only "
+                                                   "the integer period is supported");
+    }
+    LLMS_RETURN_IF_ERROR(get_int_key(f, a + "attention.sliding_window_pattern", false, &pattern, &found));
+    LLMS_RETURN_IF_ERROR(check_range(a + "attention.sliding_window_pattern", pattern, 0, 4096));
+  }
+  c.swa_layer.assign(static_cast<size_t>(c.n_layer), 0);
+  for (int64_t il = 0; c.n_swa > 0 && il < c.n_layer; ++il) {
+    // llama_hparams::set_swa_pattern: period 0 makes every layer local.
+    c.swa_layer[static_cast<size_t>(il)] = pattern == 0 || il % pattern < pattern - 1;
+  }
+  c.rope_freq_base_swa = g2 ? c.rope_freq_base : 10000.0f;
+  c.rope_freq_scale_swa = g2 ? c.rope_freq_scale : 1.0f;
+  LLMS_RETURN_IF_ERROR(get_float_key(f, a + "rope.freq_base_swa", false, &fv, &found));
+  if (found) {
+    LLMS_RETURN_IF_ERROR(check_float_range(a + "rope.freq_base_swa", fv, 0.0, 1e12));
+    c.rope_freq_base_swa = static_cast<float>(fv);
+  }
+  c.attn_softcap = g2 ? 50.0f : 0.0f;
+  c.final_softcap = g2 ? 30.0f : 0.0f;
+  for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
+    const bool attn = key[0] == 'a';
+    if (attn && !g2) continue;  // llama.cpp's gemma3 never soft-caps attention
+    LLMS_RETURN_IF_ERROR(get_float_key(f, a + key, false, &fv, &found));
+    if (!found) continue;
+    // gemma3: 0 = off; gemma2 divides by the cap unconditionally, so it must be positive.
+    if (!(g2 ? fv > 0 : fv >= 0) || !std::isfinite(fv) || fv > 1e6) {
+      return make_error(Code::BadShape, "hyperparameter '" + a + key + "' = " + std::to_string(fv) +
+                                            " is not a usable soft-cap (expected a positive finite value)");
+    }
+    (attn ? c.attn_softcap : c.final_softcap) = static_cast<float>(fv);
+  }
+  const bool big = c.n_layer == (g2 ? 46 : 62);  // llama.cpp's LLM_TYPE_27B
+  c.q_scale = big ? 1.0f / std::sqrt(static_cast<float>(c.n_embd / c.n_head))
+                  : 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  return Status::ok();
+}
+
 }  // namespace
 
 std::string supported_archs_list() {
@@ -144,9 +207,9 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
                                                  "' is not supported; supported: " + supported_archs_list() +
                                                  " (use a GGUF of one of these, or llama.cpp for this model)");
   }
-  // llama.cpp's llama_model_rope_type: NORM for llama, NEOX for the qwen family.
+  // llama.cpp's llama_model_rope_type: NORM for llama, NEOX for the qwen and gemma families.
   c.rope_type = c.arch == "llama" ? 0 : 2;
-  c.has_qk_norm = c.arch == "qwen3";
+  c.has_qk_norm = c.arch == "qwen3" || c.arch == "gemma3";
   const std::string a = c.arch + ".";
   bool found = false;
   int64_t iv = 0;
@@ -293,6 +356,12 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
   if (!std::isfinite(c.rope_freq_scale) || c.rope_freq_scale <= 0.0f) {
     return make_error(Code::BadShape, "hyperparameter '" + factor_key + "' gives an unusable RoPE frequency scale");
   }
+
+  if (c.arch == "gemma2" || c.arch == "gemma3") LLMS_RETURN_IF_ERROR(read_gemma_config(f, &c));
+  // phi3 (llama_model_phi3): Q *= 1/sqrtf(head_dim) after RoPE, attention scale 1. Its
+  // attention.sliding_window key is read and then disabled by llama.cpp ("Phi SWA is currently
+  // disabled"), so every layer attends to the whole context here too.
+  if (c.arch == "phi3") c.q_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
 
   *out = std::move(c);
   return Status::ok();

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "../status.h"
 
@@ -42,10 +43,33 @@ struct ModelConfig {
   float yarn_beta_fast = 32.0f;
   float yarn_beta_slow = 1.0f;
   bool has_rope_freqs = false;  // rope_freqs.weight present: theta_i /= rope_freqs[i]
+  // phi3 LongRoPE: rope_factors_short/long.weight present; which one applies depends on the
+  // context size per sequence (llama.cpp get_rope_factors: long when n_ctx_seq > rope_n_ctx_orig).
+  bool has_longrope = false;
 
   bool tied_output = false;   // output.weight absent: logits use token_embd.weight
   bool has_qkv_bias = false;  // attn_{q,k,v}.bias present (required for qwen2)
-  bool has_qk_norm = false;   // per-head RMSNorm of Q and K before RoPE (qwen3: attn_{q,k}_norm)
+  bool has_qk_norm = false;   // per-head RMSNorm of Q and K before RoPE (qwen3, gemma3: attn_{q,k}_norm)
+
+  // Gemma family (gemma2, gemma3), as llama.cpp's graphs for them:
+  bool embd_scale = false;     // embeddings *= sqrtf(n_embd) (ggml_scale)
+  bool post_norms = false;     // attn_post_norm / ffn_post_norm on each block's output before the residual
+  bool geglu = false;          // FFN gelu(gate) * up (ggml's f16 GELU table) instead of silu(gate) * up
+  float q_scale = 0.0f;        // != 0: Q *= q_scale after RoPE and the attention scale is 1 (gemma, phi3)
+  float attn_softcap = 0.0f;   // {arch}.attn_logit_softcapping (gemma2; 0 = off)
+  float final_softcap = 0.0f;  // {arch}.final_logit_softcapping: logits = cap * tanh(logits / cap); 0 = off
+  // Sliding-window attention: local layers see keys in (p - n_swa, p]; swa_layer[il] = 1 marks
+  // them (llama.cpp set_swa_pattern over {arch}.attention.sliding_window_pattern). Local layers
+  // rotate with rope_freq_base_swa / rope_freq_scale_swa (llama.cpp get_rope_freq_base).
+  int64_t n_swa = 0;
+  std::vector<uint8_t> swa_layer;
+  float rope_freq_base_swa = 10000.0f;
+  float rope_freq_scale_swa = 1.0f;
+  bool is_swa(int64_t il) const { return n_swa > 0 && swa_layer[static_cast<size_t>(il)] != 0; }
+  // Whether local layers need their own RoPE table (their base or scale differs from the global one).
+  bool swa_rope_differs() const {
+    return n_swa > 0 && (rope_freq_base_swa != rope_freq_base || rope_freq_scale_swa != rope_freq_scale);
+  }
 
   int64_t n_embd_q() const { return n_head * head_dim; }      // width of Q and of attention output
   int64_t n_embd_kv() const { return n_head_kv * head_dim; }  // width of K and V per token
@@ -53,8 +77,8 @@ struct ModelConfig {
 };
 
 // The architectures llmserve runs (general.architecture), in the order error messages list them.
-inline constexpr const char* kSupportedArchs[] = {"llama", "qwen2", "qwen3"};
-// "llama, qwen2, qwen3": for messages.
+inline constexpr const char* kSupportedArchs[] = {"llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"};
+// "llama, qwen2, qwen3, gemma2, gemma3, phi3": for messages.
 std::string supported_archs_list();
 
 // Reads and validates hyperparameters (everything except the tensor-derived fields n_vocab,

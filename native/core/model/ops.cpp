@@ -6,6 +6,7 @@
 
 #include "../isa/isa.h"
 #include "../math/fast_exp.h"
+#include "../quant/quant.h"
 
 namespace llmserve {
 
@@ -33,6 +34,39 @@ void swiglu_f32(float* g, const float* u, int64_t count) {
   if (active_isa() >= Isa::Avx2) return swiglu_f32_avx2(g, u, count);
 #endif
   swiglu_f32_ref(g, u, count);
+}
+
+namespace {
+// ggml's 64K-entry GELU table over every f16 value (ggml_cpu_init), built once.
+struct GeluTable {
+  uint16_t v[1 << 16];
+  GeluTable() {
+    constexpr float kA = 0.044715f, kS = 0.79788456080286535587989211986876f;
+    for (uint32_t i = 0; i < (1u << 16); ++i) {
+      const float x = fp16_to_fp32(static_cast<uint16_t>(i));
+      v[i] = fp32_to_fp16(0.5f * x * (1.0f + tanhf(kS * x * (1.0f + kA * x * x))));
+    }
+  }
+};
+const GeluTable& gelu_table() {
+  static const GeluTable t;  // thread-safe one-time init
+  return t;
+}
+}  // namespace
+
+void geglu_f32(float* g, const float* u, int64_t count) {
+  const uint16_t* t = gelu_table().v;
+  for (int64_t i = 0; i < count; ++i) {
+    const float x = g[i];
+    if (x <= -10.0f) g[i] = 0.0f;
+    else if (x >= 10.0f) g[i] = x * u[i];
+    else g[i] = fp16_to_fp32(t[fp32_to_fp16(x)]) * u[i];
+  }
+}
+
+void softcap_f32(float* x, int64_t count, float cap) {
+  const float inv = 1.0f / cap;
+  for (int64_t i = 0; i < count; ++i) x[i] = tanhf(x[i] * inv) * cap;
 }
 
 namespace {

@@ -23,6 +23,14 @@ void swiglu_f32_ref(float* g, const float* u, int64_t count);  // scalar referen
 void swiglu_f32_avx2(float* g, const float* u, int64_t count);  // bit-identical to the reference
 #endif
 
+// g: [count] <- gelu(g) * u with ggml's CPU GELU (GGML_GELU_FP16): g <= -10 -> 0, g >= 10 -> g,
+// else the f16 table entry of fp16(g), table[h] = fp16(0.5 x (1 + tanhf(sqrt(2/pi) x (1 + 0.044715 x^2)))).
+// (ggml_vec_geglu_f32; the same table serves ggml_gelu + mul.)
+void geglu_f32(float* g, const float* u, int64_t count);
+
+// Soft-capping of logits: x <- cap * tanhf(x * (1 / cap)) (ggml_scale, ggml_tanh, ggml_scale).
+void softcap_f32(float* x, int64_t count, float cap);
+
 // cache: [n, n_rot] f32 as (cos, sin) pairs for rotary dims i0 = 0, 2, ..., n_rot - 2 of positions
 // pos0 .. pos0 + n - 1: ggml rope cache (theta_i = p * base^(-i0/n_rot) computed by repeated
 // multiplication, divided by freq_factors[i0/2] when present, then YaRN/linear scaling).

@@ -1,4 +1,4 @@
-// synth_model: random-weight llama / qwen2 / qwen3 GGUF files with llama.cpp's key and tensor names.
+// synth_model: random-weight llama / qwen2 / qwen3 / gemma2 / gemma3 / phi3 GGUF files with llama.cpp's key and tensor names.
 //
 // Initialisation (all Gaussian, deterministic from the seed and the tensor name):
 //   matrices        std 1/sqrt(fan_in), fan_in = ne[0]
@@ -284,7 +284,8 @@ int synth_file_type(GgmlType t) {
 Status validate_synth_options(const SynthOptions& o) {
   if (std::find_if(std::begin(kSynthArchs), std::end(kSynthArchs), [&](const char* a) { return o.arch == a; }) ==
       std::end(kSynthArchs)) {
-    return invalid("Expected arch to be 'llama', 'qwen2' or 'qwen3' but received '" + o.arch + "'");
+    return invalid("Expected arch to be 'llama', 'qwen2', 'qwen3', 'gemma2', 'gemma3' or 'phi3' but received '" +
+                   o.arch + "'");
   }
   LLMS_RETURN_IF_ERROR(check_range("dim", o.dim, 1, 65536));
   LLMS_RETURN_IF_ERROR(check_range("layers", o.layers, 1, 1024));
@@ -339,6 +340,24 @@ Status validate_synth_options(const SynthOptions& o) {
   if (!std::isfinite(o.rms_eps) || o.rms_eps <= 0 || o.rms_eps >= 1) {
     return invalid("Expected rms_eps in (0, 1) but received " + std::to_string(o.rms_eps));
   }
+  const bool gemma = o.arch == "gemma2" || o.arch == "gemma3";
+  // phi3 files carry attention.sliding_window too (llama.cpp ignores it for phi3).
+  if (!gemma && o.arch != "phi3" && o.sliding_window) {
+    return invalid("Expected arch 'gemma2', 'gemma3' or 'phi3' for sliding_window but received '" + o.arch + "'");
+  }
+  if (o.long_rope && o.arch != "phi3") {
+    return invalid("Expected arch 'phi3' for long_rope (LongRoPE factor tensors) but received '" + o.arch + "'");
+  }
+  if (o.long_rope && o.context < 4) return invalid("Expected context >= 4 for long_rope");
+  if (!gemma && (o.swa_pattern || o.attn_softcap != 0 || o.final_softcap != 0 || o.rope_freq_base_swa != 0)) {
+    return invalid(
+        "Expected arch 'gemma2' or 'gemma3' for swa_pattern, attn_softcap, final_softcap and rope_freq_base_swa but "
+        "received '" +
+        o.arch + "'");
+  }
+  if (o.arch == "gemma3" && o.attn_softcap != 0) {
+    return invalid("Expected attn_softcap 0 for 'gemma3' (llama.cpp's gemma3 has no attention soft-capping)");
+  }
   if (o.vocab_from.empty()) LLMS_RETURN_IF_ERROR(check_size(o, o.vocab_size));
   return Status::ok();
 }
@@ -368,7 +387,9 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
   w.set_f32(a + ".attention.layer_norm_rms_epsilon", opt.rms_eps);
   w.set_u32(a + ".rope.dimension_count", static_cast<uint32_t>(head_dim));
   // Qwen3's converter always writes the head size (its head_dim is not dim / heads in general).
-  if (opt.head_dim != 0 || a == "qwen3") {
+  const bool gemma = a == "gemma2" || a == "gemma3";
+  const bool tied = opt.tied_output || a == "gemma2";  // llama.cpp's gemma2 takes no output.weight
+  if (opt.head_dim != 0 || a == "qwen3" || gemma) {
     w.set_u32(a + ".attention.key_length", static_cast<uint32_t>(head_dim));
     w.set_u32(a + ".attention.value_length", static_cast<uint32_t>(head_dim));
   }
@@ -377,6 +398,18 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
     w.set_f32(a + ".rope.scaling.factor", opt.rope_scale);
     if (opt.rope_scaling == "yarn")
       w.set_u32(a + ".rope.scaling.original_context_length", static_cast<uint32_t>(opt.context));
+  }
+
+  if (opt.sliding_window) w.set_u32(a + ".attention.sliding_window", static_cast<uint32_t>(opt.sliding_window));
+  if (opt.swa_pattern) w.set_u32(a + ".attention.sliding_window_pattern", static_cast<uint32_t>(opt.swa_pattern));
+  if (opt.attn_softcap != 0) w.set_f32(a + ".attn_logit_softcapping", opt.attn_softcap);
+  if (opt.final_softcap != 0) w.set_f32(a + ".final_logit_softcapping", opt.final_softcap);
+  if (opt.rope_freq_base_swa != 0) w.set_f32(a + ".rope.freq_base_swa", opt.rope_freq_base_swa);
+  if (opt.long_rope) {
+    const int64_t orig = opt.context / 2;
+    w.set_u32(a + ".rope.scaling.original_context_length", static_cast<uint32_t>(orig));
+    w.set_f32(a + ".rope.scaling.attn_factor",
+              static_cast<float>(std::sqrt(1 + std::log(2.0) / std::log(static_cast<double>(orig)))));
   }
 
   // Tokenizer.
@@ -408,6 +441,9 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
       return make_error(Code::Internal, "generated vocabulary has " + std::to_string(v.tokens.size()) +
                                             " tokens, expected " + std::to_string(opt.vocab_size));
     }
+    // llama.cpp marks special tokens of models named phi3 by name and throws when Phi-3's
+    // <|endoftext|> control token is absent: the last piece becomes it.
+    if (a == "phi3") v.tokens.back() = "<|endoftext|>", v.types.back() = 3;
     n_vocab = opt.vocab_size;
     w.set_u32(a + ".vocab_size", static_cast<uint32_t>(n_vocab));
     w.set_str("tokenizer.ggml.model", "llama");
@@ -419,45 +455,69 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
     w.set_u32("tokenizer.ggml.unknown_token_id", 0);
     w.set_bool("tokenizer.ggml.add_bos_token", true);
     w.set_bool("tokenizer.ggml.add_eos_token", false);
+    // Gemma's converters write SentencePiece without the leading-space prefix.
+    if (gemma) w.set_bool("tokenizer.ggml.add_space_prefix", false);
   }
 
   // Tensors, in llama.cpp's usual order.
   const double d = static_cast<double>(opt.dim), f = static_cast<double>(opt.ffn);
-  const double vocab_elems = static_cast<double>(n_vocab) * d * (opt.tied_output ? 1 : 2);
+  const double vocab_elems = static_cast<double>(n_vocab) * d * (tied ? 1 : 2);
   const double q = static_cast<double>(q_dim), kv = static_cast<double>(kv_dim), hd = static_cast<double>(head_dim);
-  const double layer_elems =
-      2 * d * q + 2 * d * kv + 3 * d * f + 2 * d + (a == "qwen2" ? q + 2 * kv : 0) + (a == "qwen3" ? 2 * hd : 0);
+  const double layer_elems = 2 * d * q + 2 * d * kv + 3 * d * f + 2 * d + (a == "qwen2" ? q + 2 * kv : 0) +
+                             (a == "qwen3" || a == "gemma3" ? 2 * hd : 0) + (gemma ? 2 * d : 0);
   Builder b{opt, w, notes, std::move(progress)};
-  b.total_elems = vocab_elems + d + layer_elems * static_cast<double>(opt.layers) + (opt.rope_freqs ? hd / 2 : 0);
+  b.total_elems = vocab_elems + d + layer_elems * static_cast<double>(opt.layers) + (opt.rope_freqs ? hd / 2 : 0) +
+                  (opt.long_rope ? hd : 0);
   if (b.progress) b.progress(0.0);
 
-  const double embd_std = opt.tied_output ? kLogitStd / std::sqrt(d) : 1.0;
+  // gemma multiplies the embedding by sqrt(dim) on input; its norms make the input scale moot.
+  const double embd_std = tied ? kLogitStd / std::sqrt(d) : 1.0;
   const double in_std = 1.0 / std::sqrt(d);
   const double ffn_in_std = 1.0 / std::sqrt(f);
   LLMS_RETURN_IF_ERROR(b.mat("token_embd.weight", opt.dim, n_vocab, embd_std));
   LLMS_RETURN_IF_ERROR(b.vec("output_norm.weight", opt.dim, 1.0, kNormNoise));
-  if (!opt.tied_output) { LLMS_RETURN_IF_ERROR(b.mat("output.weight", opt.dim, n_vocab, kLogitStd / std::sqrt(d))); }
+  if (!tied) { LLMS_RETURN_IF_ERROR(b.mat("output.weight", opt.dim, n_vocab, kLogitStd / std::sqrt(d))); }
   if (opt.rope_freqs) LLMS_RETURN_IF_ERROR(b.vec_values("rope_freqs.weight", llama3_rope_factors(opt)));
+  if (opt.long_rope) {
+    std::vector<float> lf, sf;
+    const int64_t n = head_dim / 2;
+    for (int64_t i = 0; i < n; ++i) {
+      sf.push_back(1.0f + 0.2f * static_cast<float>(i) / static_cast<float>(n));
+      lf.push_back(1.0f + 3.0f * static_cast<float>(i) / static_cast<float>(n));
+    }
+    LLMS_RETURN_IF_ERROR(b.vec_values("rope_factors_long.weight", lf));
+    LLMS_RETURN_IF_ERROR(b.vec_values("rope_factors_short.weight", sf));
+  }
   for (int64_t i = 0; i < opt.layers; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
     LLMS_RETURN_IF_ERROR(b.vec(p + "attn_norm.weight", opt.dim, 1.0, kNormNoise));
-    LLMS_RETURN_IF_ERROR(b.mat(p + "attn_q.weight", opt.dim, q_dim, in_std));
-    LLMS_RETURN_IF_ERROR(b.mat(p + "attn_k.weight", opt.dim, kv_dim, in_std));
-    LLMS_RETURN_IF_ERROR(b.mat(p + "attn_v.weight", opt.dim, kv_dim, in_std));
+    if (a == "phi3") {  // fused Q | K | V rows, as Phi-3's converter writes them
+      LLMS_RETURN_IF_ERROR(b.mat(p + "attn_qkv.weight", opt.dim, q_dim + 2 * kv_dim, in_std));
+    } else {
+      LLMS_RETURN_IF_ERROR(b.mat(p + "attn_q.weight", opt.dim, q_dim, in_std));
+      LLMS_RETURN_IF_ERROR(b.mat(p + "attn_k.weight", opt.dim, kv_dim, in_std));
+      LLMS_RETURN_IF_ERROR(b.mat(p + "attn_v.weight", opt.dim, kv_dim, in_std));
+    }
     if (a == "qwen2") {
       LLMS_RETURN_IF_ERROR(b.vec(p + "attn_q.bias", q_dim, 0.0, kBiasStd));
       LLMS_RETURN_IF_ERROR(b.vec(p + "attn_k.bias", kv_dim, 0.0, kBiasStd));
       LLMS_RETURN_IF_ERROR(b.vec(p + "attn_v.bias", kv_dim, 0.0, kBiasStd));
     }
-    if (a == "qwen3") {
+    if (a == "qwen3" || a == "gemma3") {
       LLMS_RETURN_IF_ERROR(b.vec(p + "attn_q_norm.weight", head_dim, 1.0, kNormNoise));
       LLMS_RETURN_IF_ERROR(b.vec(p + "attn_k_norm.weight", head_dim, 1.0, kNormNoise));
     }
     LLMS_RETURN_IF_ERROR(b.mat(p + "attn_output.weight", q_dim, opt.dim, 1.0 / std::sqrt(q)));
+    if (gemma) LLMS_RETURN_IF_ERROR(b.vec(p + "post_attention_norm.weight", opt.dim, 1.0, kNormNoise));
     LLMS_RETURN_IF_ERROR(b.vec(p + "ffn_norm.weight", opt.dim, 1.0, kNormNoise));
-    LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_gate.weight", opt.dim, opt.ffn, in_std));
-    LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_up.weight", opt.dim, opt.ffn, in_std));
+    if (a == "phi3") {  // fused gate | up rows
+      LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_up.weight", opt.dim, 2 * opt.ffn, in_std));
+    } else {
+      LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_gate.weight", opt.dim, opt.ffn, in_std));
+      LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_up.weight", opt.dim, opt.ffn, in_std));
+    }
     LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_down.weight", opt.ffn, opt.dim, ffn_in_std));
+    if (gemma) LLMS_RETURN_IF_ERROR(b.vec(p + "post_ffw_norm.weight", opt.dim, 1.0, kNormNoise));
   }
   LLMS_RETURN_IF_ERROR(w.write(out_path));
   if (b.progress) b.progress(1.0);

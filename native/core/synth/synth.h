@@ -1,4 +1,4 @@
-// synth: writes random-weight GGUF models (llama / qwen2 / qwen3) that llama.cpp loads, for tests,
+// synth: writes random-weight GGUF models (llama / qwen2 / qwen3 / gemma2 / gemma3 / phi3) that llama.cpp loads, for tests,
 // parity checks and benchmarks without downloading real weights.
 //
 // Weights are deterministic in (options, seed): the same options give a byte-identical file.
@@ -32,10 +32,20 @@ struct SynthOptions {
   // rope.scaling.factor = rope_scale (yarn also rope.scaling.original_context_length = context).
   std::string rope_scaling;
   float rope_scale = 1.0f;
+  // gemma2 / gemma3 hyperparameters; 0 = key not written (llama.cpp's default for the arch applies).
+  int64_t sliding_window = 0;       // {arch}.attention.sliding_window
+  int64_t swa_pattern = 0;          // {arch}.attention.sliding_window_pattern
+  float attn_softcap = 0.0f;        // gemma2.attn_logit_softcapping
+  float final_softcap = 0.0f;       // {arch}.final_logit_softcapping
+  float rope_freq_base_swa = 0.0f;  // {arch}.rope.freq_base_swa
+  // phi3 only: LongRoPE as Phi-3.5's converter writes it: rope_factors_short/long.weight (short
+  // 1..1.2, long 1..4 over the pairs), rope.scaling.original_context_length = context / 2 and
+  // rope.scaling.attn_factor = sqrt(1 + ln 2 / ln(context / 2)).
+  bool long_rope = false;
 };
 
 // The architectures synth writes (lib/synth.ts SYNTH_ARCHS order).
-inline constexpr const char* kSynthArchs[] = {"llama", "qwen2", "qwen3"};
+inline constexpr const char* kSynthArchs[] = {"llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"};
 // The rope_scaling values synth accepts ("" = no keys).
 inline constexpr const char* kSynthRopeScalings[] = {"", "none", "linear", "yarn"};
 
