@@ -308,6 +308,20 @@ export const MUTATIONS = [
     replace: "sanitize(l + it->second)",
     why: "sampling: logit bias -100 is added instead of banning the token",
   },
+  {
+    id: "embed-mean-drops-last-row",
+    file: "native/core/eval/pooling.cpp",
+    find: "const int64_t used = p == Pooling::Mean ? n_rows : 1;",
+    replace: "const int64_t used = p == Pooling::Mean ? n_rows - 1 : 1;",
+    why: "embeddings: mean pooling averages all rows but the last",
+  },
+  {
+    id: "embed-hidden-skips-output-norm",
+    file: "native/core/model/forward.cpp",
+    find: "  if (hidden) {\n    std::copy(B.xn, B.xn + p.n_out * E, logits);",
+    replace: "  if (hidden) {\n    std::copy(B.x, B.x + p.n_out * E, logits);",
+    why: "embeddings: the hidden rows are taken before output_norm",
+  },
 ];
 
 const args = process.argv.slice(2);
