@@ -543,7 +543,7 @@ export class Model {
     finishReason: FinishReason;
     /** Timings of the last chunk; absent when a stop string ended it or for response-cache hits. */
     timings?: Timings;
-    /** The sampling seed used (see {@link Chunk.seed}): pass it as `seed` to reproduce this output. */
+    /** The sampling seed used (see {@link FinalChunk.seed}): pass it as `seed` to reproduce this output. */
     seed?: number;
   }> {
     let text = "";
