@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The llmserve command line: generate, chat, tokenize, detokenize, pull, models, synth, synth-lora, info, demo, serve, eval, quantize. */
+/** The llmserve command line: generate, chat, tokenize, detokenize, embed, pull, models, synth, synth-lora, info, demo, serve, eval, quantize. */
 import { Command, Option } from "commander";
 import { existsSync, mkdirSync } from "node:fs";
 import { homedir } from "node:os";
@@ -44,6 +44,7 @@ import {
   type SamplingCliOptions,
 } from "./cli/common.js";
 import { registerDetokenize } from "./cli/detokenize.js";
+import { registerEmbed } from "./cli/embed.js";
 import { registerEval } from "./cli/eval.js";
 import { registerHubCommands } from "./cli/hub.js";
 import { registerQuantize } from "./cli/quantize.js";
@@ -277,6 +278,7 @@ program
     process.stdout.write(`${JSON.stringify(tok.encode(o.prompt, { addSpecial: o.bos, parseSpecial: o.bos }))}\n`);
   });
 registerDetokenize(program);
+registerEmbed(program);
 registerHubCommands(program);
 
 program

@@ -41,6 +41,21 @@ export const GENERATE_DEFAULTS = {
   cache: false,
 } as const;
 
+/** Defaults of `EmbedOptions` (Model.embed, the server's /v1/embeddings, `llmserve embed`). */
+export const EMBED_DEFAULTS = {
+  /**
+   * The last token's hidden state: what llama.cpp returns for a generative model, whose GGUF names
+   * no pooling type (node-llama-cpp's getEmbeddingFor, llama-server with pooling "none" → last).
+   */
+  pooling: "last",
+  /** Unit length (L2), as OpenAI's embeddings and llama-server's default (embd_normalize 2). */
+  normalize: true,
+  /** Bytes of the per-model embedding cache (TypeScript only): repeated texts are not recomputed. */
+  cacheBytes: 16 << 20,
+  /** Texts of one embed() call in flight on the engine at once (the rest wait, so abort can stop them). */
+  inFlight: 8,
+} as const;
+
 /**
  * Defaults of `LoadOptions` (Model.load). `threads` is not a constant: it defaults to the
  * number of physical cores (at most LOAD_LIMITS.threads.max), see `defaultThreads()` in loadOptions.ts.

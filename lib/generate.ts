@@ -114,18 +114,43 @@ export interface Timings {
   generateTokensPerSecond: number;
 }
 
-/** One piece of a streamed generation, as yielded by {@link Model.generate} and {@link Session.send}. */
-export interface Chunk {
+/** What every chunk of a generation carries (see {@link Chunk}). */
+export interface ChunkBase {
   /** Text added by this chunk (complete UTF-8 characters only). */
   text: string;
   /** Token ids added by this chunk. */
   tokens: number[];
   /** Per-token logprobs of this chunk's tokens; present only when the `logprobs` option was set and the chunk has tokens. */
   logprobs?: TokenLogprob[];
-  /** True on the last chunk; absent on the others. */
-  done?: boolean;
-  /** Why the generation ended; set on the last chunk only. */
-  finishReason?: FinishReason;
+}
+
+/** A chunk before the last: text and tokens only (`done` absent). */
+export interface PartialChunk extends ChunkBase {
+  /** Absent (or false) on every chunk but the last. */
+  done?: false;
+  /** Only on the last chunk ({@link FinalChunk.finishReason}). */
+  finishReason?: never;
+  /** Only on the last chunk ({@link FinalChunk.seed}). */
+  seed?: never;
+  /** Only on the last chunk ({@link FinalChunk.cachedTokens}). */
+  cachedTokens?: never;
+  /** Only on the last chunk ({@link FinalChunk.timings}). */
+  timings?: never;
+}
+
+/**
+ * One piece of a streamed generation, as yielded by {@link Model.generate} and {@link Session.send}:
+ * a union discriminated on `done`, so `if (chunk.done)` gives the {@link FinalChunk} with its
+ * finishReason, seed and timings.
+ */
+export type Chunk = PartialChunk | FinalChunk;
+
+/** The last chunk of a generation. */
+export interface FinalChunk extends ChunkBase {
+  /** True on the last chunk. */
+  done: true;
+  /** Why the generation ended. */
+  finishReason: FinishReason;
   /**
    * The sampling seed this request used (the one given, or the random one drawn when none was):
    * pass it as `seed` to reproduce the output. On the last chunk only.
@@ -402,7 +427,7 @@ export function startGeneration(
   if (opts.signal?.aborted) {
     onEnd?.();
     return (async function* () {
-      yield { text: "", tokens: [], done: true, finishReason: "abort", seed: opts.params.seed } as Chunk;
+      yield { text: "", tokens: [], done: true, finishReason: "abort", seed: opts.params.seed } satisfies FinalChunk;
     })();
   }
   const queue = new EventQueue();
@@ -437,17 +462,26 @@ async function* consume(
   const decoder = tokenizer.createDecoder();
   const record: Chunk[] = [];
   const allTokens: number[] = [];
-  const done = (c: Chunk) => {
+  const done = (c: FinalChunk) => {
     record.push(c);
     if (onFinish && c.finishReason !== "abort")
-      onFinish({ chunks: record, tokens: allTokens, finishReason: c.finishReason ?? "length" });
+      onFinish({ chunks: record, tokens: allTokens, finishReason: c.finishReason });
   };
+  // The last chunk: chunk's text, tokens and logprobs, with why and how the generation ended.
+  const final = (chunk: PartialChunk, finishReason: FinishReason, timings?: Timings): FinalChunk => ({
+    ...chunk,
+    done: true,
+    finishReason,
+    seed: opts.params.seed,
+    ...(cachedTokens !== undefined ? { cachedTokens } : {}),
+    ...(timings ? { timings } : {}),
+  });
   let pending = ""; // decoded text not yet emitted (may be the start of a stop string)
   let cachedTokens: number | undefined; // from the first token's event (or the done event's timings)
   try {
     for (;;) {
       const ev = await queue.next();
-      const chunk: Chunk = { text: "", tokens: ev.tokens ?? [] };
+      const chunk: PartialChunk = { text: "", tokens: ev.tokens ?? [] };
       if (ev.reusedTokens !== undefined) cachedTokens = ev.reusedTokens;
       else if (ev.timings && cachedTokens === undefined && ev.timings.promptTokens > 0)
         cachedTokens = ev.timings.reusedTokens;
@@ -476,14 +510,11 @@ async function* consume(
         }
         if (cut >= 0) {
           chunk.text = pending.slice(0, cut);
-          chunk.done = true;
-          chunk.finishReason = "stop";
-          chunk.seed = opts.params.seed;
-          if (cachedTokens !== undefined) chunk.cachedTokens = cachedTokens;
+          const last = final(chunk, "stop");
           if (!finished) native.cancel(id);
           finished = true;
-          done(chunk);
-          yield chunk;
+          done(last);
+          yield last;
           return;
         }
         const hold = ev.done ? 0 : heldBack(pending, opts.stop);
@@ -494,13 +525,9 @@ async function* consume(
         pending = "";
       }
       if (ev.done) {
-        chunk.done = true;
-        chunk.finishReason = ev.finishReason ?? "length";
-        chunk.seed = opts.params.seed;
-        if (cachedTokens !== undefined) chunk.cachedTokens = cachedTokens;
-        if (ev.timings) chunk.timings = timingsOf(ev.timings);
-        done(chunk);
-        yield chunk;
+        const last = final(chunk, ev.finishReason ?? "length", ev.timings ? timingsOf(ev.timings) : undefined);
+        done(last);
+        yield last;
         return;
       }
       record.push(chunk);

@@ -21,7 +21,18 @@ export {
   type ReferenceComparison,
   type SeriesStats,
 } from "./eval.js";
-export type { Chunk, GenerateOptions, FinishReason, Prompt, Timings, TokenLogprob } from "./generate.js";
+export type {
+  Chunk,
+  ChunkBase,
+  FinalChunk,
+  PartialChunk,
+  GenerateOptions,
+  FinishReason,
+  Prompt,
+  Timings,
+  TokenLogprob,
+} from "./generate.js";
+export type { EmbedOptions, Pooling } from "./embed.js";
 export {
   Tokenizer,
   OFFTHREAD_MIN_CHARS,

@@ -7,10 +7,13 @@ import {
   resolveOptions,
   startGeneration,
   type Chunk,
+  type FinalChunk,
+  type FinishReason,
   type GenerateOptions,
   type GenerationResult,
   type Prompt,
   type ResolvedOptions,
+  type Timings,
 } from "./generate.js";
 import { modelFile } from "./hub/index.js";
 import { kvBytesPerToken, kvTokensByDefault, kvTokensForBudget } from "./kvMemory.js";
@@ -20,7 +23,8 @@ import { ProgressTracker, type ProgressEvent } from "./progress.js";
 import { ResponseCache } from "./responseCache.js";
 import { Session, type SessionOptions } from "./session.js";
 import { OFFTHREAD_MIN_CHARS, Tokenizer } from "./tokenizer/index.js";
-import { ADAPTER_DEFAULTS, randomSeed } from "./defaults.js";
+import { ADAPTER_DEFAULTS, EMBED_DEFAULTS, randomSeed } from "./defaults.js";
+import { EmbeddingCache, embedTokens, resolveEmbedOptions, type EmbedOptions } from "./embed.js";
 import { LORA_LIMITS } from "./limits.js";
 import {
   checkAdapterName,
@@ -33,7 +37,7 @@ import {
 } from "./validate.js";
 
 export type { AdapterInfo, LoadAdapterOptions } from "./adapters.js";
-export { defaultThreads, physicalCores, resolveLoadOptions, type LoadOptions } from "./loadOptions.js";
+export { defaultThreads, physicalCores, type LoadOptions } from "./loadOptions.js";
 
 /** Engine counters and KV state; see {@link Model.stats}. */
 export interface ModelStats extends NativeStats {
@@ -51,6 +55,10 @@ export interface ModelStats extends NativeStats {
   responseCacheMisses: number;
   /** Outputs held in the response cache now. */
   responseCacheEntries: number;
+  /** Embeddings served from the embedding cache (a repeated text, same pooling and normalize). */
+  embeddingCacheHits: number;
+  /** Embeddings computed on the engine. */
+  embeddingCacheMisses: number;
   /** Prefixes pinned with {@link Model.cachePrefix} and not yet released. */
   pinnedPrefixes: number;
   /** LoRA adapters registered (what {@link Model.adapters} lists), resident or not. */
@@ -88,6 +96,7 @@ export class Model {
   private readonly eog: number[];
   private readonly nativeInfo: NativeModelInfo;
   private readonly responses: ResponseCache;
+  private readonly embeddings = new EmbeddingCache(EMBED_DEFAULTS.cacheBytes);
   private readonly pins = new Map<string, { session: number; tokens: number[] }>();
   private readonly registry: AdapterRegistry;
   private nextSession = 1;
@@ -511,6 +520,8 @@ export class Model {
       responseCacheHits: this.responses.hits,
       responseCacheMisses: this.responses.misses,
       responseCacheEntries: this.responses.entries,
+      embeddingCacheHits: this.embeddings.hits,
+      embeddingCacheMisses: this.embeddings.misses,
       pinnedPrefixes: this.pins.size,
       adapters: a.registered,
       adaptersResident: a.resident,
@@ -529,19 +540,19 @@ export class Model {
     /** The generated token ids. */
     tokens: number[];
     /** Why generation ended: a {@link FinishReason} ("length" if no chunk said). */
-    finishReason: string;
+    finishReason: FinishReason;
     /** Timings of the last chunk; absent when a stop string ended it or for response-cache hits. */
-    timings?: Chunk["timings"];
-    /** The sampling seed used (see {@link Chunk.seed}): pass it as `seed` to reproduce this output. */
+    timings?: Timings;
+    /** The sampling seed used (see {@link FinalChunk.seed}): pass it as `seed` to reproduce this output. */
     seed?: number;
   }> {
     let text = "";
     const tokens: number[] = [];
-    let last: Chunk | undefined;
+    let last: FinalChunk | undefined;
     for await (const c of this.generate(prompt, options)) {
       text += c.text;
       tokens.push(...c.tokens);
-      last = c;
+      if (c.done) last = c;
     }
     return { text, tokens, finishReason: last?.finishReason ?? "length", timings: last?.timings, seed: last?.seed };
   }
@@ -553,6 +564,47 @@ export class Model {
   async evaluate(tokens: number[], opts: { all?: boolean } = {}): Promise<Float32Array> {
     const native = this.live();
     return wrapNative(native.evaluate(Int32Array.from(this.promptTokens({ tokens }, false, false)), opts.all === true));
+  }
+
+  /**
+   * Embeddings: one Float32Array of length nEmbd per text (or token array), in order, from the final
+   * hidden states after the output norm, pooled as `pooling` says. Texts are tokenized with BOS as
+   * the vocabulary asks; repeated inputs come from a cache (see {@link ModelStats.embeddingCacheHits}).
+   * Errors: ERR_INVALID_ARGUMENT (an empty text or token array), ERR_CONTEXT_OVERFLOW (more tokens
+   * than contextSize), ERR_CANCELLED (`signal`).
+   * @example
+   * const [a, b] = await model.embed(["a cat", "a dog"], { pooling: "mean" });
+   */
+  async embed(
+    input: string | readonly (string | readonly number[])[],
+    options: EmbedOptions = {},
+  ): Promise<Float32Array[]> {
+    const o = resolveEmbedOptions(options);
+    const items = typeof input === "string" ? [input] : input;
+    if (!Array.isArray(items))
+      throw new LlmserveError(
+        "ERR_INVALID_ARGUMENT",
+        "Expected a string or an array of strings (or token id arrays) for embed input",
+      );
+    const n = this.nativeInfo.contextSize;
+    const seqs = await Promise.all(
+      items.map(async (it, i) => {
+        if (typeof it === "string" && it.length === 0)
+          throw new LlmserveError("ERR_INVALID_ARGUMENT", `embed input ${i} is an empty string; give it some text`);
+        const t =
+          typeof it === "string"
+            ? await this.promptTokensAsync(it, true, false)
+            : this.promptTokens({ tokens: it as number[] }, false, false);
+        if (t.length === 0) throw new LlmserveError("ERR_INVALID_ARGUMENT", `embed input ${i} has no tokens`);
+        if (t.length > n)
+          throw new LlmserveError(
+            "ERR_CONTEXT_OVERFLOW",
+            `embed input ${i} has ${t.length} tokens but the context holds ${n}; shorten it or load the model with a larger contextSize.`,
+          );
+        return t;
+      }),
+    );
+    return embedTokens(() => this.live(), this.embeddings, seqs, o);
   }
 
   /** Stops the engine thread (pending requests end with "abort") and unmaps the weights. */

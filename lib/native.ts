@@ -255,6 +255,8 @@ export interface NativeModel {
   endSession(session: number): void;
   /** Logits for the last token ([nVocab]) or for every token ([n * nVocab]) of a fresh sequence. */
   evaluate(tokens: Int32Array, logitsAll: boolean): Promise<Float32Array>;
+  /** A fresh sequence's final hidden states (after output_norm) pooled into [nEmbd]: 0 mean, 1 last, 2 cls. */
+  embed(tokens: Int32Array, pooling: 0 | 1 | 2, normalize: boolean): Promise<Float32Array>;
   /** Reads a LoRA adapter on a worker thread and registers it under `name` (a fresh id each load). */
   loadAdapter(name: string, path: string, scale: number): Promise<NativeAdapterInfo>;
   /** New requests can no longer use it; those in flight keep it until they end. */

@@ -343,6 +343,20 @@ export const MUTATIONS = [
     replace: "  return sa.st_dev == sb.st_dev;",
     why: "os: two files on one device count as the same file (quantize would refuse any output path there)",
   },
+  {
+    id: "embed-mean-drops-last-row",
+    file: "native/core/eval/pooling.cpp",
+    find: "const int64_t used = p == Pooling::Mean ? n_rows : 1;",
+    replace: "const int64_t used = p == Pooling::Mean ? n_rows - 1 : 1;",
+    why: "embeddings: mean pooling averages all rows but the last",
+  },
+  {
+    id: "embed-hidden-skips-output-norm",
+    file: "native/core/model/forward.cpp",
+    find: "  if (hidden) {\n    std::copy(B.xn, B.xn + p.n_out * E, logits);",
+    replace: "  if (hidden) {\n    std::copy(B.x, B.x + p.n_out * E, logits);",
+    why: "embeddings: the hidden rows are taken before output_norm",
+  },
 ];
 
 const args = process.argv.slice(2);

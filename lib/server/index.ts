@@ -1,7 +1,7 @@
 /**
  * An OpenAI-compatible HTTP server (fastify) over one loaded Model:
  * POST /v1/completions, POST /v1/chat/completions (JSON or Server-Sent Events), GET /v1/models,
- * POST /tokenize and /detokenize (llama-server's shapes), GET /health, GET /metrics (Prometheus).
+ * POST /v1/embeddings, POST /tokenize and /detokenize (llama-server's shapes), GET /health, GET /metrics (Prometheus).
  * @example
  * const model = await Model.load("model.gguf");
  * const app = createServer(model, { apiKey: "secret" });
@@ -27,6 +27,7 @@ import { Authorizer } from "./auth.js";
 import { ApiError, clientErrorResponse, toApiError } from "./errors.js";
 import { handleGeneration, type EndpointContext } from "./openai.js";
 import { chatSchema, completionSchema } from "./schemas.js";
+import { registerEmbeddingRoutes } from "./embeddings.js";
 import { registerTokenizeRoutes } from "./tokenize.js";
 
 export { Authorizer, type AuthKeys, type RouteAccess } from "./auth.js";
@@ -358,6 +359,7 @@ function registerRoutes(app: FastifyInstance, ctx: EndpointContext, auth: Author
   app.post("/v1/completions", { schema: { body: completionSchema } }, generation("completion"));
   app.post("/v1/chat/completions", { schema: { body: chatSchema } }, generation("chat"));
   registerTokenizeRoutes(app, model);
+  registerEmbeddingRoutes(app, model, modelName);
 
   const modelObject = (id = modelName) => ({
     id,

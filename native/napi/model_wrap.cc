@@ -3,10 +3,13 @@
 #include <napi.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <set>
 
 #include "errors.h"
+#include "eval/pooling.h"
+#include "eval_promise.h"
 #include "gguf/gguf.h"
 #include "sched/engine.h"
 #include "wrap_common.h"
@@ -151,14 +154,14 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  public:
   static Napi::FunctionReference* ctor;
   static void Init(Napi::Env env) {
-    Napi::Function f =
-        DefineClass(env, "NativeModel",
-                    {InstanceMethod("info", &ModelWrap::Info), InstanceMethod("generate", &ModelWrap::Generate),
-                     InstanceMethod("cancel", &ModelWrap::Cancel), InstanceMethod("evaluate", &ModelWrap::Evaluate),
-                     InstanceMethod("stats", &ModelWrap::Stats), InstanceMethod("endSession", &ModelWrap::EndSession),
-                     InstanceMethod("loadAdapter", &ModelWrap::LoadAdapter),
-                     InstanceMethod("unloadAdapter", &ModelWrap::UnloadAdapter),
-                     InstanceMethod("adapters", &ModelWrap::Adapters), InstanceMethod("dispose", &ModelWrap::Dispose)});
+    Napi::Function f = DefineClass(
+        env, "NativeModel",
+        {InstanceMethod("info", &ModelWrap::Info), InstanceMethod("generate", &ModelWrap::Generate),
+         InstanceMethod("cancel", &ModelWrap::Cancel), InstanceMethod("evaluate", &ModelWrap::Evaluate),
+         InstanceMethod("embed", &ModelWrap::Embed), InstanceMethod("stats", &ModelWrap::Stats),
+         InstanceMethod("endSession", &ModelWrap::EndSession), InstanceMethod("loadAdapter", &ModelWrap::LoadAdapter),
+         InstanceMethod("unloadAdapter", &ModelWrap::UnloadAdapter), InstanceMethod("adapters", &ModelWrap::Adapters),
+         InstanceMethod("dispose", &ModelWrap::Dispose)});
     ctor = new Napi::FunctionReference(Napi::Persistent(f));
   }
   explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {}
@@ -400,35 +403,32 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       throw_invalid(env, false, "Expected true or false for logitsAll but received " + js_describe(info[1]));
     // Every row, or the last token's (an empty token list is refused by submit_eval).
     req->logits_from = info[1].As<Napi::Boolean>().Value() ? 0 : std::max<int64_t>(0, (int64_t)req->tokens.size() - 1);
-    auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
-    auto noop = Napi::Function::New(env, [](const Napi::CallbackInfo&) {});
-    auto tsfn = Napi::ThreadSafeFunction::New(env, noop, "llmserve.evaluate", 0, 1);
-    struct Result {
-      Status s;
-      std::vector<float> logits;
-    };
-    req->on_done = [tsfn, deferred](Status s, std::vector<float>&& logits) mutable {
-      auto* r = new Result{std::move(s), std::move(logits)};
-      napi_status st = tsfn.NonBlockingCall(r, [deferred](Napi::Env env, Napi::Function, Result* data) {
-        std::unique_ptr<Result> owned(data);
-        if (env == nullptr) return;
-        if (!owned->s) {
-          deferred->Reject(make_js_error(env, owned->s).Value());
-          return;
-        }
-        auto arr = Napi::Float32Array::New(env, owned->logits.size());
-        std::memcpy(arr.Data(), owned->logits.data(), owned->logits.size() * sizeof(float));
-        deferred->Resolve(arr);
-      });
-      if (st != napi_ok) delete r;
-      tsfn.Release();
-    };
-    Status s = e->submit_eval(req);
-    if (!s) {
-      tsfn.Release();
-      deferred->Reject(make_js_error(env, s).Value());
-    }
-    return deferred->Promise();
+    return eval_promise(env, e, req, nullptr);
+  }
+
+  // embed(tokens: Int32Array, pooling: 0 mean | 1 last | 2 cls, normalize: boolean): Promise<Float32Array>
+  // [n_embd]. The engine thread computes the rows the pooling needs and pools them (eval/pooling.h).
+  Napi::Value Embed(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine* e = live(env);
+    auto req = std::make_shared<EvalRequest>();
+    req->tokens = to_tokens(env, info[0]);
+    if (!info[1].IsNumber() || info[1].As<Napi::Number>().Int32Value() < 0 ||
+        info[1].As<Napi::Number>().Int32Value() > 2)
+      throw_invalid(env, false, "Expected pooling 0 (mean), 1 (last) or 2 (cls) but received " + js_describe(info[1]));
+    if (!info[2].IsBoolean())
+      throw_invalid(env, false, "Expected true or false for normalize but received " + js_describe(info[2]));
+    const auto pooling = static_cast<Pooling>(info[1].As<Napi::Number>().Int32Value());
+    const bool normalize = info[2].As<Napi::Boolean>().Value();
+    const int64_t n_embd = e->config().n_embd;
+    req->hidden = true;
+    req->logits_from = std::max<int64_t>(0, pooling_first_row(pooling, (int64_t)req->tokens.size()));
+    return eval_promise(env, e, req, [pooling, normalize, n_embd](std::vector<float>& rows) {
+      std::vector<float> out;
+      Status s = pool_hidden(pooling, rows.data(), (int64_t)(rows.size() / n_embd), n_embd, normalize, &out);
+      rows = std::move(out);
+      return s;
+    });
   }
 
   class DisposeWorker : public Napi::AsyncWorker {

@@ -67,13 +67,12 @@ void rope(const ModelConfig& c, const float* freq_factors, Vec& v, int64_t heads
     }
   }
 }
-}  // namespace
 
-std::vector<double> forward_ref(const Model& model, const std::vector<int32_t>& tokens) {
+// The residual stream after the last layer, every token.
+std::vector<Vec> final_residual(const Model& model, const std::vector<int32_t>& tokens) {
   const ModelConfig& c = model.config();
   const ModelWeights& W = model.weights();
   const int64_t T = static_cast<int64_t>(tokens.size()), E = c.n_embd, HD = c.head_dim;
-  if (T == 0) return {};
   std::vector<Vec> x(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) x[t] = dequant_row(W.tok_embd, tokens[t]);
   if (c.embd_scale)  // gemma
@@ -130,10 +129,26 @@ std::vector<double> forward_ref(const Model& model, const std::vector<int32_t>& 
       for (int64_t i = 0; i < E; ++i) x[t][i] += d[i];
     }
   }
-  Vec logits = matvec(W.output, nullptr, rms_norm(x[T - 1], W.output_norm, c.rms_eps));
+  return x;
+}
+}  // namespace
+
+std::vector<double> forward_ref(const Model& model, const std::vector<int32_t>& tokens) {
+  if (tokens.empty()) return {};
+  const std::vector<Vec> x = final_residual(model, tokens);
+  const ModelWeights& W = model.weights();
+  const ModelConfig& c = model.config();
+  Vec logits = matvec(W.output, nullptr, rms_norm(x.back(), W.output_norm, c.rms_eps));
   if (c.final_softcap != 0.0f)
     for (double& l : logits) l = c.final_softcap * std::tanh(l / c.final_softcap);
   return logits;
+}
+
+std::vector<std::vector<double>> forward_ref_hidden(const Model& model, const std::vector<int32_t>& tokens) {
+  std::vector<std::vector<double>> out;
+  for (const Vec& r : final_residual(model, tokens))
+    out.push_back(rms_norm(r, model.weights().output_norm, model.config().rms_eps));
+  return out;
 }
 
 }  // namespace llmserve

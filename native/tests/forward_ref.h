@@ -17,4 +17,8 @@ namespace llmserve {
 // Applies linear RoPE scaling and rope_freqs factors; YaRN is not modelled.
 std::vector<double> forward_ref(const Model& model, const std::vector<int32_t>& tokens);
 
+// tokens: [n] -> every token's final hidden state after output_norm, [n][n_embd] (what an
+// embedding pools: llama.cpp's "result_norm").
+std::vector<std::vector<double>> forward_ref_hidden(const Model& model, const std::vector<int32_t>& tokens);
+
 }  // namespace llmserve

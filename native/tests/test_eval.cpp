@@ -2,6 +2,9 @@
 // perplexity's formulas and percentiles), evaluate()'s logits_from / n_batch passes against one
 // full pass, and a chunk through two engines (sched/eval_chunk): a model against itself has KL 0
 // and full top-1 agreement, and the scores equal those computed from evaluate()'s logits.
+// Embeddings: evaluate()'s hidden rows against the double-precision reference forward pass
+// (forward_ref_hidden), and pool_hidden's mean / last / cls / normalize against the pools of those
+// reference rows.
 #include <unistd.h>
 
 #include <chrono>
@@ -13,6 +16,9 @@
 #include <vector>
 
 #include "eval/perplexity.h"
+#include "eval/pooling.h"
+#include "forward_ref.h"
+#include "model_test_util.h"
 #include "sched/engine.h"
 #include "sched/eval_chunk.h"
 #include "synth/synth.h"
@@ -72,13 +78,14 @@ std::shared_ptr<Engine> load(const std::string& path) {
 
 // Evaluates tokens with the given first row and pass size; waits (with a deadline).
 Status evaluate(Engine& e, const std::vector<int32_t>& tokens, int64_t logits_from, int64_t n_batch,
-                std::vector<float>* out) {
+                std::vector<float>* out, bool hidden = false) {
   auto done = std::make_shared<std::promise<std::pair<Status, std::vector<float>>>>();
   auto fut = done->get_future();
   auto r = std::make_shared<EvalRequest>();
   r->tokens = tokens;
   r->logits_from = logits_from;
   r->n_batch = n_batch;
+  r->hidden = hidden;
   r->on_done = [done](Status s, std::vector<float>&& l) { done->set_value({s, std::move(l)}); };
   Status st = e.submit_eval(r);
   if (!st) return st;
@@ -303,4 +310,63 @@ TEST(eval_chunk_scores_the_second_half_on_both_engines) {
   CHECK_EQ(ab->count(), n_ctx - 1 - first);
   a->shutdown();
   CHECK(run_chunk(*a, nullptr, toks, plain).code == Code::Disposed);
+}
+
+TEST(eval_embedding_pools_the_reference_hidden_states) {
+  const std::string& path = model_path(1, GgmlType::F32);
+  auto e = load(path);
+  auto m = llmserve_test::load_model(path);
+  CHECK(e && m);
+  if (!e || !m) return;
+  const auto toks = tokens_of(24, 5);
+  const int64_t n = (int64_t)toks.size(), E = e->config().n_embd;
+  const auto ref = forward_ref_hidden(*m, toks);  // [n][E], double, no shared kernels
+  CHECK_EQ((int64_t)ref.size(), n);
+  std::vector<float> rows;
+  CHECK(evaluate(*e, toks, 0, 0, &rows, true).is_ok());
+  CHECK_EQ((int64_t)rows.size(), n * E);
+  // f32 weights; the engine's f16 attention path (ggml's flash attention) stays within ~1e-3 of
+  // the double reference on these O(1) values.
+  const double tol = 5e-3;
+  double max_diff = 0;
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = 0; i < E; ++i) max_diff = std::max(max_diff, std::fabs(rows[t * E + i] - ref[t][i]));
+  CHECK(max_diff < tol);
+  // The last-token pass (logits_from = n - 1) gives the same bits as that row of the full pass.
+  std::vector<float> last;
+  CHECK(evaluate(*e, toks, n - 1, 0, &last, true).is_ok());
+  CHECK(std::equal(last.begin(), last.end(), rows.begin() + (n - 1) * E));
+
+  auto pooled_ref = [&](Pooling p, bool normalize) {
+    std::vector<double> v((size_t)E, 0.0);
+    if (p == Pooling::Mean) {
+      for (const auto& r : ref)
+        for (int64_t i = 0; i < E; ++i) v[i] += r[i] / (double)n;
+    } else {
+      v = p == Pooling::Last ? ref.back() : ref.front();
+    }
+    double ss = 0;
+    for (double x : v) ss += x * x;
+    if (normalize)
+      for (double& x : v) x /= std::sqrt(ss);
+    return v;
+  };
+  for (Pooling p : {Pooling::Mean, Pooling::Last, Pooling::Cls})
+    for (bool normalize : {false, true}) {
+      const int64_t first = pooling_first_row(p, n);
+      std::vector<float> out;
+      CHECK(pool_hidden(p, rows.data() + first * E, n - first, E, normalize, &out).is_ok());
+      const auto want = pooled_ref(p, normalize);
+      CHECK_EQ((int64_t)out.size(), E);
+      double d = 0;
+      for (int64_t i = 0; i < E; ++i) d = std::max(d, std::fabs(out[i] - want[i]));
+      if (d >= tol) std::fprintf(stderr, "  pooling %d normalize %d: max diff %g\n", (int)p, (int)normalize, d);
+      CHECK(d < tol);
+    }
+  // Mean and last differ here (a mutation that pools the wrong rows cannot pass both).
+  CHECK(std::fabs(pooled_ref(Pooling::Mean, false)[0] - pooled_ref(Pooling::Last, false)[0]) > 10 * tol);
+  std::vector<float> out;
+  CHECK(pool_hidden(Pooling::Last, rows.data(), 2, E, false, &out).code == Code::InvalidArgument);
+  CHECK(pool_hidden(Pooling::Mean, rows.data(), 0, E, false, &out).code == Code::InvalidArgument);
+  e->shutdown();
 }

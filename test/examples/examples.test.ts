@@ -49,7 +49,30 @@ describe.runIf(existsSync(dist))("examples/", () => {
       readdirSync(examples)
         .filter((f) => f.endsWith(".mjs"))
         .sort(),
-    ).toEqual(["hf-download.mjs", "lora.mjs", "many-users.mjs", "openai-client.mjs", "streaming.mjs"]);
+    ).toEqual([
+      "embeddings.mjs",
+      "hf-download.mjs",
+      "lora.mjs",
+      "many-users.mjs",
+      "openai-client.mjs",
+      "streaming.mjs",
+    ]);
+  });
+
+  it("embeddings.mjs ranks every sentence by cosine similarity and reuses the cache", async () => {
+    const r = await runExample("embeddings.mjs", [model, "a purring cat"]);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split("\n");
+    expect(lines[0]).toBe("query: a purring cat");
+    const scores = lines.slice(1, 6).map((l) => Number(/^(-?[\d.]+) {2}\S/.exec(l)![1]));
+    expect(scores.length).toBe(5);
+    for (const s of scores) expect(Math.abs(s)).toBeLessThanOrEqual(1 + 1e-4); // cosines of unit vectors
+    expect(scores).toEqual([...scores].sort((a, b) => b - a));
+    expect(new Set(lines.slice(1, 6).map((l) => /^-?[\d.]+ {2}(.*)$/.exec(l)![1])).size).toBe(5); // each sentence once
+    expect(lines[6]).toBe("[64 dimensions; embedding cache: 1 hits, 6 computed]");
+    const usage = await runExample("embeddings.mjs", []);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toContain("usage: node examples/embeddings.mjs MODEL");
   });
 
   it("streaming.mjs streams a generation after the prompt and reports how it ended", async () => {

@@ -16,7 +16,8 @@ import { loadAddon } from "../../lib/binding.js";
 import { GENERATE_DEFAULTS, GGUF_DEFAULTS, LOAD_DEFAULTS, SYNTH_DEFAULTS } from "../../lib/defaults.js";
 import { ERROR_CODES, JS_ERROR_CODES, NATIVE_ERROR_CODES } from "../../lib/errors.js";
 import { resolveOptions } from "../../lib/generate.js";
-import { Model, resolveLoadOptions } from "../../lib/model.js";
+import { resolveLoadOptions } from "../../lib/loadOptions.js";
+import { Model } from "../../lib/model.js";
 import type {
   NativeAddon,
   NativeGenerateParams,

@@ -207,7 +207,7 @@ describe("404", () => {
   });
 
   it("unknown route", async () => {
-    await expectError(fetch(`${base}/v1/embeddings`, { method: "POST" }), 404);
+    await expectError(fetch(`${base}/v1/audio/speech`, { method: "POST" }), 404);
     await expectError(fetch(`${base}/nope`), 404);
   });
 

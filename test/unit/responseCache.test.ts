@@ -4,10 +4,11 @@
  * entries larger than the budget.
  */
 import { describe, expect, it } from "vitest";
-import type { Chunk } from "../../lib/generate.js";
+import type { Chunk, FinalChunk } from "../../lib/generate.js";
 import { ResponseCache } from "../../lib/responseCache.js";
 
-const chunk = (text: string, extra: Partial<Chunk> = {}): Chunk => ({ text, tokens: [text.length], ...extra });
+const chunk = (text: string, extra: Partial<FinalChunk> = {}): Chunk =>
+  ({ text, tokens: [text.length], ...extra }) as Chunk;
 /** The bytes set() charges for an entry: UTF-16 code units of the key and of the stored chunks' JSON. */
 const cost = (key: string, chunks: Chunk[]) => key.length * 2 + JSON.stringify(chunks).length * 2;
 

@@ -168,7 +168,7 @@ size_t CpuExecutor::adapter_bytes() const {
 void CpuExecutor::copy_block(int32_t src, int32_t dst, int64_t n_slots) { kv_->copy_block(src, dst, n_slots); }
 
 Status CpuExecutor::evaluate(const int32_t* tokens, int64_t n, int64_t logits_from, int64_t n_batch,
-                             std::vector<float>* logits) {
+                             std::vector<float>* logits, bool hidden) {
   if (n < 1 || logits_from < 0 || logits_from >= n || n_batch < 0)
     return make_error(Code::InvalidArgument, "evaluate: bad token count, logits_from or n_batch");
   // A fresh single sequence in a private cache: evaluation never touches the serving pool.
@@ -184,7 +184,7 @@ Status CpuExecutor::evaluate(const int32_t* tokens, int64_t n, int64_t logits_fr
   // needs no cut: the final pass returns just its last row (logits_all = false).
   const int64_t step = n_batch > 0 ? n_batch : n;
   const bool last_only = logits_from == n - 1;
-  const size_t row = static_cast<size_t>(model_->config().n_vocab);
+  const size_t row = static_cast<size_t>(hidden ? model_->config().n_embd : model_->config().n_vocab);
   Status s = Status::ok();
   try {
     logits->clear();
@@ -194,7 +194,8 @@ Status CpuExecutor::evaluate(const int32_t* tokens, int64_t n, int64_t logits_fr
       int64_t end = std::min(n, pos + step);
       if (!last_only && pos < logits_from && end > logits_from) end = logits_from;
       const bool out = last_only ? end == n : end > logits_from;
-      s = llmserve::forward(*model_, *eval_kv_, tokens + pos, end - pos, out && !last_only, &part, *pool_, &scratch_);
+      s = llmserve::forward(*model_, *eval_kv_, tokens + pos, end - pos, out && !last_only, &part, *pool_, &scratch_,
+                            nullptr, hidden);
       if (s.is_ok() && out) logits->insert(logits->end(), part.begin(), part.end());
       pos = end;
     }

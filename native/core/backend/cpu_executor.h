@@ -36,8 +36,8 @@ class CpuExecutor final : public Executor {
 
   Status forward(const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs, std::vector<float>* logits) override;
   void copy_block(int32_t src, int32_t dst, int64_t n_slots) override;
-  Status evaluate(const int32_t* tokens, int64_t n, int64_t logits_from, int64_t n_batch,
-                  std::vector<float>* logits) override;
+  Status evaluate(const int32_t* tokens, int64_t n, int64_t logits_from, int64_t n_batch, std::vector<float>* logits,
+                  bool hidden) override;
   // Loads (or replaces) adapter id; errors: InvalidArgument (id 0), LoraAdapter::load's.
   Status load_adapter(uint64_t id, const std::string& path, float scale) override;
   bool has_adapter(uint64_t id) const override;

@@ -75,8 +75,10 @@ class Executor {
   // (n - 1: the last token's only; 0: every token's). n_batch > 0 runs at most that many tokens per
   // forward pass (less scratch memory; the logits are the same bits, the passes being batch
   // invariant); 0 runs them all at once. Rows before logits_from get no output head.
+  // hidden: the rows' final hidden states after output_norm ([n - logits_from, n_embd]) instead of
+  // logits (embeddings, Model.embed).
   virtual Status evaluate(const int32_t* tokens, int64_t n, int64_t logits_from, int64_t n_batch,
-                          std::vector<float>* logits) = 0;
+                          std::vector<float>* logits, bool hidden) = 0;
 
   // LoRA adapters (docs/design.md, "The executor seam"): load_adapter reads the adapter at path for
   // this model under id (>= 1; the id BatchSeq::adapter and GenerateRequest::adapter carry) with

@@ -386,8 +386,9 @@ void ffn_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
   post_norm_and_add(p, L.ffn_post_norm, m);
 }
 
-// Final norm and output projection of the wanted rows (compacted to the front).
-void output_head(Pass& p, float* logits) {
+// Final norm and output projection of the wanted rows (compacted to the front). hidden: the normed
+// rows themselves ([n_out, n_embd], llama.cpp's "result_norm", what embeddings pool) instead.
+void output_head(Pass& p, float* logits, bool hidden) {
   const ModelWeights& W = p.model.weights();
   const int64_t E = p.c.n_embd;
   Buffers& B = p.B;
@@ -395,6 +396,10 @@ void output_head(Pass& p, float* logits) {
       p.n_out,
       [&](int64_t b, int64_t e) { rms_norm_f32(B.x + b * E, W.output_norm, B.xn + b * E, e - b, E, p.c.rms_eps); },
       p.tok_grain);
+  if (hidden) {
+    std::copy(B.xn, B.xn + p.n_out * E, logits);
+    return;
+  }
   const MatmulTask out[1] = {{&W.output, nullptr, logits, p.c.n_vocab}};
   matmul(out, 1, B.xn, p.n_out, p.pool);
   apply_deltas(p, -1, Proj::Output, W.output, nullptr, B.xn, logits, p.c.n_vocab, p.n_out);
@@ -420,7 +425,7 @@ uint8_t* ForwardScratch::get(size_t bytes) {
 
 Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs,
                      std::vector<float>* logits, ThreadPool& pool, ForwardScratch& scratch,
-                     const ProjectionDelta* const* deltas) {
+                     const ProjectionDelta* const* deltas, bool hidden) {
   const ModelConfig& c = model.config();
   if (!logits) return make_error(Code::InvalidArgument, "forward: logits output is null");
   Pass p{model, c, kv, pool, {}};
@@ -436,7 +441,7 @@ Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, cons
   Arena arena(block);
   layout(arena, c, kv.type(), p.n, pool.size(), &p.B);
   try {
-    logits->resize(static_cast<size_t>(p.n_out * c.n_vocab));
+    logits->resize(static_cast<size_t>(p.n_out * (hidden ? c.n_embd : c.n_vocab)));
   } catch (const std::bad_alloc&) { return make_error(Code::OutOfMemory, "could not allocate logits"); }
   expand_positions(p, seqs, n_seqs, deltas);
   p.rot = kv_rotation(c.head_dim, kv.type());
@@ -457,12 +462,13 @@ Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, cons
     ffn_block(p, L, il, m);
   }
   if (p.n_out == 0) return Status::ok();
-  output_head(p, logits->data());
+  output_head(p, logits->data(), hidden);
   return Status::ok();
 }
 
 Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n, bool logits_all,
-               std::vector<float>* logits, ThreadPool& pool, ForwardScratch* scratch, const ProjectionDelta* delta) {
+               std::vector<float>* logits, ThreadPool& pool, ForwardScratch* scratch, const ProjectionDelta* delta,
+               bool hidden) {
   if (n < 1) return make_error(Code::InvalidArgument, "Expected at least 1 token but received " + std::to_string(n));
   if (!tokens) return make_error(Code::InvalidArgument, "forward: tokens is null");
   const ModelConfig& c = model.config();
@@ -482,7 +488,7 @@ Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n
   ForwardScratch local;
   const ProjectionDelta* deltas[1] = {delta};
   LLMS_RETURN_IF_ERROR(
-      forward_batch(model, kv.pool(), tokens, &s, 1, logits, pool, scratch ? *scratch : local, deltas));
+      forward_batch(model, kv.pool(), tokens, &s, 1, logits, pool, scratch ? *scratch : local, deltas, hidden));
   kv.set_n_past(kv.n_past() + n);
   return Status::ok();
 }

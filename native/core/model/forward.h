@@ -63,10 +63,12 @@ class ProjectionDelta {
 // writes logits [n_out, n_vocab] for the requested rows in batch order. Batch invariant: each
 // output row is bit-identical whatever else is in the batch and however work is split.
 // deltas: null, or [n_seqs] per-sequence deltas (null entries: the base model only).
+// hidden: write the requested rows' final hidden states after output_norm, [n_out, n_embd], in
+// place of their logits (embeddings; the output projection is skipped).
 // Errors (nothing written to logits): InvalidArgument (bad token ids, sequences, block tables).
 Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs,
                      std::vector<float>* logits, ThreadPool& pool, ForwardScratch& scratch,
-                     const ProjectionDelta* const* deltas = nullptr);
+                     const ProjectionDelta* const* deltas = nullptr, bool hidden = false);
 
 // Runs tokens [n] at positions n_past .. n_past + n - 1 (appending their K/V to kv), writes logits.
 // logits_all = false: logits [n_vocab] for the last token only; true: [n, n_vocab] for every token.
@@ -76,9 +78,9 @@ Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, cons
 // [0, n_vocab), kv cache made for another model), ContextOverflow (n_past + n > n_ctx),
 // OutOfMemory (scratch allocation).
 // scratch: reused across calls when given; null allocates one for this call.
-// delta: null, or the adapter every token of this call uses.
+// delta: null, or the adapter every token of this call uses. hidden: as forward_batch's.
 Status forward(const Model& model, KvCache& kv, const int32_t* tokens, int64_t n, bool logits_all,
                std::vector<float>* logits, ThreadPool& pool, ForwardScratch* scratch = nullptr,
-               const ProjectionDelta* delta = nullptr);
+               const ProjectionDelta* delta = nullptr, bool hidden = false);
 
 }  // namespace llmserve

@@ -261,7 +261,8 @@ void Engine::shutdown() {
 
 void Engine::run_eval(EvalRequest& req) {
   std::vector<float> logits;
-  Status s = executor_->evaluate(req.tokens.data(), (int64_t)req.tokens.size(), req.logits_from, req.n_batch, &logits);
+  Status s = executor_->evaluate(req.tokens.data(), (int64_t)req.tokens.size(), req.logits_from, req.n_batch, &logits,
+                                 req.hidden);
   req.on_done(s, std::move(logits));
 }
 

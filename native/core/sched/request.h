@@ -50,6 +50,7 @@ struct EvalRequest {
   std::vector<int32_t> tokens;
   int64_t logits_from = 0;  // first position whose logits are returned (tokens.size() - 1: the last only)
   int64_t n_batch = 0;      // most tokens per forward pass (0: all at once)
+  bool hidden = false;      // final hidden states after output_norm ([rows, n_embd]) instead of logits
   std::function<void(Status, std::vector<float>&&)> on_done;  // called on the engine thread
 };
 
