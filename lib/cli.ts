@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The llmserve command line: generate, chat, tokenize, detokenize, pull, models, synth, synth-lora, info, demo, serve, eval, quantize. */
+/** The llmserve command line: generate, chat, tokenize, detokenize, pull, models, synth, synth-lora, info, demo, serve, eval, quantize, finetune. */
 import { Command, Option } from "commander";
 import { existsSync, mkdirSync } from "node:fs";
 import { homedir } from "node:os";
@@ -47,6 +47,7 @@ import { registerDetokenize } from "./cli/detokenize.js";
 import { registerEval } from "./cli/eval.js";
 import { registerHubCommands } from "./cli/hub.js";
 import { registerQuantize } from "./cli/quantize.js";
+import { registerFinetune } from "./cli/finetune.js";
 
 // Sampling fields unset (the demo): the library's default (lib/defaults.ts), as for the flags' defaults.
 interface GenOpts extends Partial<SamplingCliOptions> {
@@ -553,6 +554,7 @@ program.command("demo").description("stream a short generation from a small buil
 registerEval(program);
 registerBuild(program);
 registerQuantize(program);
+registerFinetune(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as { code?: string; message?: string };

@@ -71,9 +71,11 @@ export interface FinetuneOptions {
 
 /** One optimizer step. */
 export interface FinetuneStep {
+  /** "step". */
   type: "step";
-  /** 1-based step, of `steps`. */
+  /** 1-based step. */
   step: number;
+  /** Steps in the run. */
   steps: number;
   /** Mean cross-entropy (nats per token) over the step's labelled tokens. */
   loss: number;
@@ -81,20 +83,27 @@ export interface FinetuneStep {
   lr: number;
   /** Global gradient norm before clipping. */
   gradNorm: number;
-  /** Tokens the step ran, and per second of its wall time. */
+  /** Tokens the step ran. */
   tokens: number;
+  /** Tokens per second of the step's wall time. */
   tokensPerSecond: number;
   /** Seconds left at the mean step time so far. */
   etaSeconds: number;
 }
 
-/** The last event: held-out loss before and after (NaN without evalData), and the adapter. */
+/** The last event of a run. */
 export interface FinetuneDone {
+  /** "done". */
   type: "done";
+  /** The adapter written. */
   output: string;
+  /** Mean held-out loss (nats per labelled token) of the base model; NaN without evalData. */
   evalLossBefore: number;
+  /** The same with the trained adapter; NaN without evalData. */
   evalLossAfter: number;
+  /** Steps run. */
   steps: number;
+  /** Wall time of the training (data preparation excluded). */
   seconds: number;
 }
 
