@@ -23,6 +23,18 @@ void dequant_matrix(const MatrixView& m, std::vector<T>* out, ThreadPool& pool) 
       16);
 }
 
+// Σ a[i]·b[i] in 8 interleaved partial sums (lane i % 8), added in a fixed order at the end: the
+// compiler can vectorize it without reassociating, and the result does not depend on threads.
+template <typename T>
+T dot8(const T* a, const T* b, int64_t k) {
+  T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= k; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+  for (; i < k; ++i) acc[i % 8] += a[i] * b[i];
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 template <typename T>
 void mm_nt(const T* x, const T* w, int64_t n, int64_t k, int64_t m, T* y, ThreadPool& pool) {
   pool.parallel_for(
@@ -30,12 +42,7 @@ void mm_nt(const T* x, const T* w, int64_t n, int64_t k, int64_t m, T* y, Thread
       [&](int64_t o0, int64_t o1) {
         for (int64_t t = 0; t < n; ++t) {
           const T* xt = x + t * k;
-          for (int64_t o = o0; o < o1; ++o) {
-            const T* wo = w + o * k;
-            T s = 0;
-            for (int64_t i = 0; i < k; ++i) s += xt[i] * wo[i];
-            y[t * m + o] = s;
-          }
+          for (int64_t o = o0; o < o1; ++o) y[t * m + o] = dot8(xt, w + o * k, k);
         }
       },
       8);
