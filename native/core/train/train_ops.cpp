@@ -50,14 +50,20 @@ void mm_nt(const T* x, const T* w, int64_t n, int64_t k, int64_t m, T* y, Thread
 
 template <typename T>
 void mm_nn_acc(const T* dy, const T* w, int64_t n, int64_t m, int64_t k, T* dx, ThreadPool& pool) {
-  pool.parallel_for(n, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      T* d = dx + t * k;
+  // Tiles of 4 tokens share each row of w read from memory; every dx element still sums over o in
+  // ascending order, so the result does not depend on the tiling or the threads.
+  constexpr int64_t kTile = 4;
+  pool.parallel_for((n + kTile - 1) / kTile, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t t0 = b * kTile, t1 = std::min(n, t0 + kTile);
       for (int64_t o = 0; o < m; ++o) {
-        const T g = dy[t * m + o];
-        if (g == T(0)) continue;
         const T* wo = w + o * k;
-        for (int64_t i = 0; i < k; ++i) d[i] += g * wo[i];
+        for (int64_t t = t0; t < t1; ++t) {
+          const T g = dy[t * m + o];
+          if (g == T(0)) continue;
+          T* d = dx + t * k;
+          for (int64_t i = 0; i < k; ++i) d[i] += g * wo[i];
+        }
       }
     }
   });
@@ -65,20 +71,22 @@ void mm_nn_acc(const T* dy, const T* w, int64_t n, int64_t m, int64_t k, T* dx, 
 
 template <typename T>
 void mm_tn_acc(const T* dy, const T* x, int64_t n, int64_t m, int64_t k, T* g, ThreadPool& pool) {
-  pool.parallel_for(
-      m,
-      [&](int64_t o0, int64_t o1) {
+  // Tiles of 4 output rows share each x row read; every g element sums over t in ascending order.
+  constexpr int64_t kTile = 4;
+  pool.parallel_for((m + kTile - 1) / kTile, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t o0 = b * kTile, o1 = std::min(m, o0 + kTile);
+      for (int64_t t = 0; t < n; ++t) {
+        const T* xt = x + t * k;
         for (int64_t o = o0; o < o1; ++o) {
+          const T d = dy[t * m + o];
+          if (d == T(0)) continue;
           T* go = g + o * k;
-          for (int64_t t = 0; t < n; ++t) {
-            const T d = dy[t * m + o];
-            if (d == T(0)) continue;
-            const T* xt = x + t * k;
-            for (int64_t i = 0; i < k; ++i) go[i] += d * xt[i];
-          }
+          for (int64_t i = 0; i < k; ++i) go[i] += d * xt[i];
         }
-      },
-      4);
+      }
+    }
+  });
 }
 
 template <typename T>
