@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The llmserve command line: generate, chat, tokenize, detokenize, embed, pull, models, synth, synth-lora, info, demo, serve, eval, quantize. */
+/** The llmserve command line: generate, chat, tokenize, detokenize, embed, pull, models, synth, synth-lora, info, demo, serve, eval, quantize, finetune. */
 import { Command, Option } from "commander";
 import { existsSync, mkdirSync } from "node:fs";
 import { homedir } from "node:os";
@@ -48,6 +48,7 @@ import { registerEmbed } from "./cli/embed.js";
 import { registerEval } from "./cli/eval.js";
 import { registerHubCommands } from "./cli/hub.js";
 import { registerQuantize } from "./cli/quantize.js";
+import { registerFinetune } from "./cli/finetune.js";
 
 // Sampling fields unset (the demo): the library's default (lib/defaults.ts), as for the flags' defaults.
 interface GenOpts extends Partial<SamplingCliOptions> {
@@ -574,6 +575,7 @@ program.command("demo").description("stream a short generation from a small buil
 registerEval(program);
 registerBuild(program);
 registerQuantize(program);
+registerFinetune(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as { code?: string; message?: string };

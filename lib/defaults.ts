@@ -135,6 +135,29 @@ export const SYNTH_LORA_DEFAULTS = {
 } as const;
 
 /**
+ * Defaults of `FinetuneOptions` (finetune() and `llmserve finetune`). `warmupShare`: the share of
+ * the steps whose learning rate ramps up linearly (then cosine decay to `minLr`). LARS's `larsEta`
+ * is 1, so `lr` is about the relative change of each LoRA matrix per step (see docs/design.md).
+ */
+export const TRAIN_DEFAULTS = {
+  rank: 8,
+  alpha: 16,
+  targets: ["q", "k", "v", "o", "gate", "up", "down"],
+  optimizer: "adamw",
+  lr: 1e-3,
+  minLr: 0,
+  warmupShare: 0.1,
+  epochs: 1,
+  batch: 1,
+  ctx: 256,
+  clip: 1,
+  seed: 1,
+  weightDecay: 0,
+  momentum: 0.9,
+  larsEta: 1,
+} as const;
+
+/**
  * Defaults of `EvaluatePerplexityOptions` (evaluatePerplexity() and `llmserve eval`); TypeScript
  * only. Both are llama-perplexity's (`-c 512`, `-b 2048`); `batch` above `ctx` runs a whole chunk
  * per forward pass. Absent `chunks` = every whole chunk of the text.

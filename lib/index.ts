@@ -126,3 +126,12 @@ export {
   type ReporterOptions,
 } from "./progress.js";
 export { Conversation, type ConversationOptions } from "./chat/conversation.js";
+export {
+  finetune,
+  TRAIN_TARGETS,
+  TRAIN_OPTIMIZERS,
+  type FinetuneOptions,
+  type FinetuneEvent,
+  type FinetuneStep,
+  type FinetuneDone,
+} from "./train/index.js";

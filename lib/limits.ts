@@ -111,6 +111,22 @@ export const EVAL_LIMITS = {
   chunks: int(1, INT32_MAX),
 } as const satisfies Record<string, Limit>;
 
+/** Options of finetune() (lib/train): LoRA shape, optimizer, schedule. */
+export const TRAIN_LIMITS = {
+  rank: int(1, 4096),
+  alpha: num(0, 65536, true),
+  lr: num(0, 10, true),
+  minLr: num(0, 10),
+  warmup: int(0, INT32_MAX),
+  batch: int(1, 65536),
+  steps: int(1, INT32_MAX),
+  clip: num(0, 1e6),
+  seed: int(0, Number.MAX_SAFE_INTEGER),
+  weightDecay: num(0, 10),
+  momentum: num(0, 0.999),
+  larsEta: num(0, 100, true),
+} as const satisfies Record<string, Limit>;
+
 /** The ranges of {@link LIMITS}, by the group name the native addon exports them under (`addon.limits`). */
 export interface Limits {
   /** generate() options, by name (plus the native request's internal `session`, `adapter`, `stopTokens` and `id`). */
@@ -125,6 +141,8 @@ export interface Limits {
   readonly gguf: Readonly<Record<string, Limit>>;
   /** evaluatePerplexity() options, by name. */
   readonly eval: Readonly<Record<string, Limit>>;
+  /** finetune() options, by name. */
+  readonly train: Readonly<Record<string, Limit>>;
 }
 
 /**
@@ -138,6 +156,7 @@ export const LIMITS: Limits = {
   lora: LORA_LIMITS,
   gguf: GGUF_LIMITS,
   eval: EVAL_LIMITS,
+  train: TRAIN_LIMITS,
 };
 
 /** "an integer in [0, 20]", "a number in (0, 1]": the words both layers' messages use. */

@@ -339,6 +339,51 @@ export interface NativeQuantizeJob {
   cancel(): void;
 }
 
+/** finetune()'s options: every field is required (lib/train sets them). */
+export interface NativeFinetuneOptions {
+  rank: number;
+  alpha: number;
+  lr: number;
+  minLr: number;
+  warmup: number;
+  batch: number;
+  steps: number;
+  clip: number;
+  seed: number;
+  weightDecay: number;
+  momentum: number;
+  larsEta: number;
+  optimizer: "adamw" | "lars";
+  threads: number;
+  /** Projections of every block: "q", "k", "v", "o", "gate", "up", "down". */
+  targets: string[];
+}
+
+/** Token sequences for finetune(): sequence i is [offsets[i], offsets[i + 1]) of tokens and labels. */
+export interface NativeTrainData {
+  tokens: Int32Array;
+  /** The token each position must predict, or -1 (no loss). */
+  labels: Int32Array;
+  offsets: Float64Array;
+}
+
+/** One training step as the addon reports it. */
+export interface NativeTrainStep {
+  step: number;
+  steps: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  tokens: number;
+  seconds: number;
+}
+
+/** A finetune() in flight (cancel: the promise rejects with ERR_CANCELLED and no adapter is written). */
+export interface NativeFinetuneJob {
+  promise: Promise<{ evalLossBefore: number; evalLossAfter: number }>;
+  cancel(): void;
+}
+
 /** Order statistics of a per-token series (llama-perplexity's percentiles, linearly interpolated). */
 export interface NativeQuantiles {
   min: number;
@@ -435,6 +480,15 @@ export interface NativeAddon {
     opts: NativeQuantizeOptions,
     onProgress?: (fraction: number) => void,
   ): NativeQuantizeJob;
+  /** Trains a LoRA adapter of the model at `base` on a libuv worker (native/core/train) and writes it to `out`. */
+  finetune(
+    base: string,
+    data: NativeTrainData,
+    evalData: NativeTrainData | null,
+    out: string,
+    opts: NativeFinetuneOptions,
+    onStep?: (step: NativeTrainStep) => void,
+  ): NativeFinetuneJob;
   /** The mixes quantize() writes (native/core/compress/recipe.cpp), in its order. */
   quantizeTypes: string[];
   /** A perplexity run of `model` (KL divergence against `reference` when not null), `batch` tokens per forward pass. */

@@ -22,6 +22,8 @@ export interface ProgressEvent {
   etaSeconds?: number;
   /** True on the last report of this work. */
   finished: boolean;
+  /** Extra text drawn after the numbers, e.g. finetune's "loss 2.3141 1520 tok/s". */
+  detail?: string;
 }
 
 /** Receives {@link ProgressEvent}s. */
@@ -116,6 +118,7 @@ export function describeProgress(e: ProgressEvent): string {
     if (e.rate > 0) parts.push(`${formatBytes(e.rate)}/s`);
   }
   if (!e.finished && e.etaSeconds !== undefined) parts.push(`eta ${formatSeconds(e.etaSeconds)}`);
+  if (e.detail) parts.push(e.detail);
   return parts.join(" ");
 }
 

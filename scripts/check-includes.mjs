@@ -24,6 +24,7 @@ export const LAYERS = {
   attention: 4, // paged attention over kv/
   model: 5, // architectures: config, weights, forward pass
   lora: 6, // LoRA adapters: load against a model, per-segment deltas
+  train: 6, // LoRA training: forward keeping activations, backward ops, optimizers (over model/)
   backend: 7,
   synth: 7, // executors (own a model, adapters); synthetic model writer
   sched: 8, // the scheduler: sees only backend/executor.h

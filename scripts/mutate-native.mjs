@@ -357,6 +357,27 @@ export const MUTATIONS = [
     replace: "  if (hidden) {\n    std::copy(B.x, B.x + p.n_out * E, logits);",
     why: "embeddings: the hidden rows are taken before output_norm",
   },
+  {
+    id: "train-softmax-bwd-no-rowsum",
+    file: "native/core/train/train_ops.cpp",
+    find: "p[j] * (dS[j] - rowsum) * scale",
+    replace: "p[j] * dS[j] * scale",
+    why: "training: attention softmax backward drops the Σ P·dP term (dS = P∘dP instead of P∘(dP − rowsum))",
+  },
+  {
+    id: "train-rmsnorm-bwd-no-norm-term",
+    file: "native/core/train/train_ops.cpp",
+    find: "rho * g[i] * w[i] - xt[i] * c",
+    replace: "rho * g[i] * w[i]",
+    why: "training: RMSNorm backward treats the scale ρ as a constant (drops −x·ρ³/d·Σ g·w·x)",
+  },
+  {
+    id: "train-lars-no-weight-decay-in-trust",
+    file: "native/core/train/optim.cpp",
+    find: "o_.lars_eta * wn / (gn + wd * wn)",
+    replace: "o_.lars_eta * wn / gn",
+    why: "training: LARS trust ratio without the β‖w‖ term in its denominator",
+  },
 ];
 
 const args = process.argv.slice(2);

@@ -86,6 +86,20 @@ inline constexpr Limit kEvalCtx{"ctx", 3, 1 << 24, true, false};
 inline constexpr Limit kEvalBatch{"batch", 1, 1 << 24, true, false};
 inline constexpr Limit kEvalChunks{"chunks", 1, 2147483647, true, false};
 
+// finetune(base, data, evalData, out, options, onStep)
+inline constexpr Limit kTrainRank{"rank", 1, 4096, true, false};
+inline constexpr Limit kTrainAlpha{"alpha", 0, 65536, false, true};
+inline constexpr Limit kTrainLr{"lr", 0, 10, false, true};
+inline constexpr Limit kTrainMinLr{"minLr", 0, 10, false, false};
+inline constexpr Limit kTrainWarmup{"warmup", 0, 2147483647, true, false};
+inline constexpr Limit kTrainBatch{"batch", 1, 65536, true, false};
+inline constexpr Limit kTrainSteps{"steps", 1, 2147483647, true, false};
+inline constexpr Limit kTrainClip{"clip", 0, 1e6, false, false};  // 0 = no clipping
+inline constexpr Limit kTrainSeed{"seed", 0, kSafeMax, true, false};
+inline constexpr Limit kTrainWeightDecay{"weightDecay", 0, 10, false, false};
+inline constexpr Limit kTrainMomentum{"momentum", 0, 0.999, false, false};
+inline constexpr Limit kTrainLarsEta{"larsEta", 0, 100, false, true};
+
 // Exported to JS as addon.limits[group][name].
 struct Group {
   const char* name;
@@ -121,6 +135,9 @@ inline constexpr const Limit* kSynth[] = {
 inline constexpr const Limit* kLora[] = {&kAdapterScale, &kLoraRank, &kLoraSeed, &kLoraAlpha, &kLoraStdB};
 inline constexpr const Limit* kGguf[] = {&kMaxArrayLength, &kMaxStringBytes, &kMaxMetadataBytes};
 inline constexpr const Limit* kEval[] = {&kEvalCtx, &kEvalBatch, &kEvalChunks};
+inline constexpr const Limit* kTrain[] = {&kTrainRank,   &kTrainAlpha,       &kTrainLr,       &kTrainMinLr,
+                                          &kTrainWarmup, &kTrainBatch,       &kTrainSteps,    &kTrainClip,
+                                          &kTrainSeed,   &kTrainWeightDecay, &kTrainMomentum, &kTrainLarsEta};
 inline constexpr Group kGroups[] = {
     {"generate", kGenerate, sizeof(kGenerate) / sizeof(kGenerate[0])},
     {"load", kLoad, sizeof(kLoad) / sizeof(kLoad[0])},
@@ -128,6 +145,7 @@ inline constexpr Group kGroups[] = {
     {"lora", kLora, sizeof(kLora) / sizeof(kLora[0])},
     {"gguf", kGguf, sizeof(kGguf) / sizeof(kGguf[0])},
     {"eval", kEval, sizeof(kEval) / sizeof(kEval[0])},
+    {"train", kTrain, sizeof(kTrain) / sizeof(kTrain[0])},
 };
 
 }  // namespace limits

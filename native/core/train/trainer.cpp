@@ -1,0 +1,121 @@
+#include "trainer.h"
+
+#include <chrono>
+#include <string>
+
+#include "../gguf/gguf.h"
+
+namespace llmserve {
+
+namespace {
+
+// GGUF base-tensor kind of projection p (llama.cpp's names).
+const char* kProjNames[kLoraProjs] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+
+Status check_data(const TrainData& d) {
+  if (d.n_seqs() < 1 || d.offsets.front() != 0 || d.offsets.back() != static_cast<int64_t>(d.tokens.size()) ||
+      d.tokens.size() != d.labels.size())
+    return make_error(Code::InvalidArgument, "training data: no sequences, or offsets that do not cover the tokens");
+  for (int64_t i = 0; i < d.n_seqs(); ++i)
+    if (d.offsets[static_cast<size_t>(i + 1)] <= d.offsets[static_cast<size_t>(i)])
+      return make_error(Code::InvalidArgument, "training data: sequence " + std::to_string(i) + " is empty");
+  return Status::ok();
+}
+
+void zero(LoraSet<float>* g) {
+  for (auto& m : g->mats) m.a.assign(m.a.size(), 0.0f), m.b.assign(m.b.size(), 0.0f);
+}
+
+}  // namespace
+
+Status train_lora(const Model& model, const TrainData& data, const TrainOptions& opt, ThreadPool& pool,
+                  const std::function<void(const StepEvent&)>& on_step, const std::atomic<bool>* cancel,
+                  LoraSet<float>* out) {
+  LLMS_RETURN_IF_ERROR(check_data(data));
+  if (opt.batch < 1 || opt.steps < 1 || !(opt.lr > 0) || opt.warmup < 0 || opt.min_lr < 0)
+    return make_error(Code::InvalidArgument, "finetune: batch and steps must be >= 1, lr > 0, warmup and min lr >= 0");
+  if (opt.steps > (data.n_seqs() + opt.batch - 1) / opt.batch)
+    return make_error(Code::InvalidArgument, "finetune: " + std::to_string(opt.steps) + " steps of batch " +
+                                                 std::to_string(opt.batch) + " need more than the " +
+                                                 std::to_string(data.n_seqs()) + " sequences given");
+  LoraSet<float> lora, grad;
+  LLMS_RETURN_IF_ERROR(lora_zeros(model.config(), opt.rank, opt.alpha, opt.targets, &lora));
+  lora_init(&lora, opt.seed);
+  grad = lora;
+  Optimizer optim;
+  LLMS_RETURN_IF_ERROR(Optimizer::create(opt.optim, lora, &optim));
+  for (int64_t step = 0; step < opt.steps; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int64_t s0 = step * opt.batch, s1 = std::min(s0 + opt.batch, data.n_seqs());
+    int64_t labelled = 0, tokens = 0;
+    for (int64_t i = data.offsets[static_cast<size_t>(s0)]; i < data.offsets[static_cast<size_t>(s1)]; ++i)
+      labelled += data.labels[static_cast<size_t>(i)] >= 0;
+    zero(&grad);
+    double nll = 0;
+    for (int64_t s = s0; s < s1 && labelled > 0; ++s) {
+      if (cancel && cancel->load()) return make_error(Code::Cancelled, "finetune was cancelled");
+      const int64_t a = data.offsets[static_cast<size_t>(s)], n = data.offsets[static_cast<size_t>(s + 1)] - a;
+      double part = 0;
+      LLMS_RETURN_IF_ERROR(lora_loss_grad(model, lora, data.tokens.data() + a, data.labels.data() + a, n,
+                                          1.0 / static_cast<double>(labelled), &part, &grad, pool));
+      nll += part;
+      tokens += n;
+    }
+    StepEvent ev;
+    ev.step = step + 1, ev.steps = opt.steps, ev.tokens = tokens;
+    ev.lr = lr_at(step, opt.steps, opt.warmup, opt.lr, opt.min_lr);
+    if (labelled > 0) {
+      ev.loss = nll / static_cast<double>(labelled);
+      ev.grad_norm = clip_grad_norm(&grad, opt.clip);
+      optim.step(&lora, grad, ev.lr);
+    }
+    ev.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (on_step) on_step(ev);
+  }
+  *out = std::move(lora);
+  return Status::ok();
+}
+
+Status lora_eval_loss(const Model& model, const LoraSet<float>& lora, const TrainData& data, ThreadPool& pool,
+                      double* mean_nll) {
+  LLMS_RETURN_IF_ERROR(check_data(data));
+  double nll = 0;
+  int64_t labelled = 0;
+  for (int64_t s = 0; s < data.n_seqs(); ++s) {
+    const int64_t a = data.offsets[static_cast<size_t>(s)], n = data.offsets[static_cast<size_t>(s + 1)] - a;
+    double part = 0;
+    LLMS_RETURN_IF_ERROR(lora_loss_grad<float>(model, lora, data.tokens.data() + a, data.labels.data() + a, n, 1.0,
+                                               &part, nullptr, pool));
+    nll += part;
+    for (int64_t i = a; i < a + n; ++i) labelled += data.labels[static_cast<size_t>(i)] >= 0;
+  }
+  if (labelled == 0) return make_error(Code::InvalidArgument, "evaluation data has no labelled tokens");
+  *mean_nll = nll / static_cast<double>(labelled);
+  return Status::ok();
+}
+
+Status write_lora_gguf(const Model& model, const LoraSet<float>& lora, double alpha, const std::string& path) {
+  const ModelConfig& c = model.config();
+  GgufWriter w;
+  w.set_str("general.architecture", c.arch);
+  w.set_str("general.type", "adapter");
+  w.set_str("general.name", "llmserve-finetune");
+  w.set_str("adapter.type", "lora");
+  w.set_f32("adapter.lora.alpha", static_cast<float>(alpha));
+  auto bytes = [](const std::vector<float>& v) {
+    const auto* p = reinterpret_cast<const uint8_t*>(v.data());
+    return std::vector<uint8_t>(p, p + v.size() * sizeof(float));
+  };
+  for (int64_t il = 0; il < c.n_layer; ++il)
+    for (int p = 0; p < kLoraProjs; ++p) {
+      const LoraMatrix<float>& m = lora.at(il, p);
+      if (!m.on()) continue;
+      const std::string name = "blk." + std::to_string(il) + "." + kProjNames[p] + ".weight";
+      // Our A [r, n_in] row-major is ggml ne [n_in, r]; B [n_out, r] is ne [r, n_out].
+      LLMS_RETURN_IF_ERROR(w.add_tensor(name + ".lora_a", GgmlType::F32, {m.n_in, lora.rank}, bytes(m.a)));
+      LLMS_RETURN_IF_ERROR(w.add_tensor(name + ".lora_b", GgmlType::F32, {lora.rank, m.n_out}, bytes(m.b)));
+    }
+  return w.write(path);
+}
+
+}  // namespace llmserve

@@ -1,0 +1,361 @@
+// Gradient checks of the LoRA training backward (native/core/train): each backward op alone, a whole
+// transformer block (llama NORM RoPE, qwen2 NEOX + biases, qwen3 head norms; GQA with
+// n_head != n_head_kv; odd shapes), then the whole model's loss wrt LoRA A and B. The analytic
+// backward run in f64 must match central differences of the same forward in f64 to ~1e-6
+// (relative), and the f32 backward training runs must match the f64 one to ~1e-3.
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kv/kv_cache.h"
+#include "model/forward.h"
+#include "model/ops.h"
+#include "model_test_util.h"
+#include "synth/synth.h"
+#include "testing.h"
+#include "train/lora_train.h"
+#include "train/train_ops.h"
+
+using namespace llmserve;
+
+namespace {
+
+using Vd = std::vector<double>;
+
+struct TmpFile {
+  std::string path;
+  ~TmpFile() {
+    if (!path.empty()) std::remove(path.c_str());
+  }
+};
+
+Vd randv(size_t n, uint32_t seed, double scale = 1.0) {
+  std::mt19937 g(seed);
+  std::normal_distribution<double> d(0.0, scale);
+  Vd v(n);
+  for (double& x : v) x = d(g);
+  return v;
+}
+
+std::vector<float> to_f(const Vd& v) { return std::vector<float>(v.begin(), v.end()); }
+
+// Compares analytic[i] with the central difference (loss(p_i + h) − loss(p_i − h)) / 2h for up to
+// `samples` indices spread over p (all when p is small). Returns the worst relative error.
+double fd_check(const char* what, Vd& p, const Vd& analytic, const std::function<double()>& loss, int samples = 24,
+                double h = 1e-5) {
+  double worst = 0;
+  const size_t n = p.size(), step = n <= static_cast<size_t>(samples) ? 1 : n / samples;
+  for (size_t i = 0; i < n; i += step) {
+    const double keep = p[i];
+    p[i] = keep + h;
+    const double lp = loss();
+    p[i] = keep - h;
+    const double lm = loss();
+    p[i] = keep;
+    const double fd = (lp - lm) / (2 * h);
+    const double err = std::fabs(fd - analytic[i]) / std::max(1e-3, std::fabs(fd));
+    if (err > worst) worst = err;
+    if (err > 1e-5)
+      std::fprintf(stderr, "  %s[%zu]: analytic %.10g vs central difference %.10g\n", what, i, analytic[i], fd);
+  }
+  return worst;
+}
+
+// ‖a − b‖ / ‖b‖.
+double rel_diff(const std::vector<float>& a, const Vd& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < b.size(); ++i) num += (a[i] - b[i]) * (a[i] - b[i]), den += b[i] * b[i];
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+double dotv(const Vd& a, const Vd& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+ThreadPool& pool() {
+  static ThreadPool p(2);
+  return p;
+}
+
+}  // namespace
+
+TEST(train_grad_rmsnorm) {
+  const int64_t rows = 3, d = 7;
+  Vd x = randv(rows * d, 1), r = randv(rows * d, 2);
+  const std::vector<float> w = to_f(randv(d, 3));
+  auto loss = [&] {
+    Vd y(x.size()), rs(rows);
+    rmsnorm_fwd(x.data(), w.data(), rows, d, 1e-5f, y.data(), rs.data());
+    return dotv(y, r);
+  };
+  Vd y(x.size()), rs(rows), dx(x.size(), 0.0);
+  rmsnorm_fwd(x.data(), w.data(), rows, d, 1e-5f, y.data(), rs.data());
+  rmsnorm_bwd(x.data(), w.data(), rs.data(), r.data(), rows, d, dx.data());
+  CHECK(fd_check("rmsnorm dx", x, dx, loss) < 1e-6);
+}
+
+TEST(train_grad_rope_norm_and_neox) {
+  const int64_t n = 5, heads = 3, hd = 6, n_rot = 4;  // dims 4, 5 of each head pass through
+  ModelConfig c;
+  c.n_rot = n_rot, c.head_dim = hd, c.rope_freq_base = 100.0f;
+  std::vector<float> cache(static_cast<size_t>(n * n_rot));
+  rope_cache_f32(c, nullptr, 0, n, cache.data());
+  for (int type : {0, 2}) {
+    Vd x = randv(n * heads * hd, 4), r = randv(n * heads * hd, 5);
+    auto loss = [&] {
+      Vd y = x;
+      rope(y.data(), n, heads, hd, n_rot, type, cache.data(), false);
+      return dotv(y, r);
+    };
+    Vd dx = r;  // backward: the transposed rotation applied to the upstream gradient
+    rope(dx.data(), n, heads, hd, n_rot, type, cache.data(), true);
+    CHECK(fd_check(type ? "rope neox dx" : "rope norm dx", x, dx, loss) < 1e-6);
+  }
+}
+
+TEST(train_grad_attention_gqa) {
+  const int64_t n = 5, H = 6, Hkv = 2, D = 3;
+  Vd q = randv(n * H * D, 6), k = randv(n * Hkv * D, 7), v = randv(n * Hkv * D, 8), r = randv(n * H * D, 9);
+  auto loss = [&] {
+    Vd P(static_cast<size_t>(H * n * n)), o(q.size());
+    attention_fwd(q.data(), k.data(), v.data(), n, H, Hkv, D, P.data(), o.data(), pool());
+    return dotv(o, r);
+  };
+  Vd P(static_cast<size_t>(H * n * n)), o(q.size()), dq(q.size(), 0.0), dk(k.size(), 0.0), dv(v.size(), 0.0);
+  attention_fwd(q.data(), k.data(), v.data(), n, H, Hkv, D, P.data(), o.data(), pool());
+  attention_bwd(q.data(), k.data(), v.data(), P.data(), r.data(), n, H, Hkv, D, dq.data(), dk.data(), dv.data(),
+                pool());
+  CHECK(fd_check("attention dq", q, dq, loss) < 1e-6);
+  CHECK(fd_check("attention dk", k, dk, loss) < 1e-6);
+  CHECK(fd_check("attention dv", v, dv, loss) < 1e-6);
+}
+
+TEST(train_grad_swiglu) {
+  const int64_t count = 11;
+  Vd g = randv(count, 10, 2.0), u = randv(count, 11), r = randv(count, 12);
+  auto loss = [&] {
+    Vd h(count);
+    swiglu_fwd(g.data(), u.data(), count, h.data());
+    return dotv(h, r);
+  };
+  Vd dg(count, 0.0), du(count, 0.0);
+  swiglu_bwd(g.data(), u.data(), r.data(), count, dg.data(), du.data());
+  CHECK(fd_check("swiglu dg", g, dg, loss) < 1e-6);
+  CHECK(fd_check("swiglu du", u, du, loss) < 1e-6);
+}
+
+TEST(train_grad_linear_lora) {
+  const int64_t n = 3, n_in = 5, n_out = 7, r = 2;
+  const double s = 1.5;
+  Vd x = randv(n * n_in, 13), W = randv(n_out * n_in, 14), A = randv(r * n_in, 15), B = randv(n_out * r, 16),
+     ry = randv(n * n_out, 17);
+  const std::vector<float> bias = to_f(randv(n_out, 18));
+  auto loss = [&] {
+    Vd y(static_cast<size_t>(n * n_out)), u(static_cast<size_t>(n * r));
+    linear_fwd(W.data(), bias.data(), A.data(), B.data(), r, s, x.data(), n, n_in, n_out, y.data(), u.data(), pool());
+    return dotv(y, ry);
+  };
+  Vd y(static_cast<size_t>(n * n_out)), u(static_cast<size_t>(n * r)), dx(x.size(), 0.0), dA(A.size(), 0.0),
+      dB(B.size(), 0.0), tmp;
+  linear_fwd(W.data(), bias.data(), A.data(), B.data(), r, s, x.data(), n, n_in, n_out, y.data(), u.data(), pool());
+  linear_bwd(W.data(), A.data(), B.data(), r, s, x.data(), u.data(), ry.data(), n, n_in, n_out, dx.data(), dA.data(),
+             dB.data(), &tmp, pool());
+  CHECK(fd_check("linear dx", x, dx, loss) < 1e-6);
+  CHECK(fd_check("linear dA", A, dA, loss) < 1e-6);
+  CHECK(fd_check("linear dB", B, dB, loss) < 1e-6);
+}
+
+TEST(train_grad_cross_entropy) {
+  const int64_t n = 4, V = 9;
+  Vd z = randv(n * V, 19, 2.0);
+  const int32_t labels[n] = {3, -1, 8, 0};  // row 1 carries no loss
+  const double weight = 1.0 / 3;
+  auto loss = [&] {
+    return weight * cross_entropy(z.data(), labels, n, V, weight, static_cast<double*>(nullptr), pool());
+  };
+  Vd dz(z.size());
+  cross_entropy(z.data(), labels, n, V, weight, dz.data(), pool());
+  CHECK(fd_check("cross-entropy dz", z, dz, loss) < 1e-6);
+  for (int64_t i = 0; i < V; ++i) CHECK(dz[V + i] == 0.0);
+}
+
+namespace {
+
+// A tiny synth model of `arch` (GQA: 4 query heads over 2 KV heads, head_dim 6, odd n_ff) written to
+// a temp file; null on failure.
+std::unique_ptr<Model> tiny_model(const std::string& arch, GgmlType type, int64_t layers, TmpFile* file) {
+  SynthOptions o;
+  o.arch = arch, o.type = type, o.dim = 24, o.layers = layers, o.heads = 4, o.kv_heads = 2, o.ffn = 37;
+  o.context = 64, o.vocab_size = 300, o.seed = 3;
+  file->path = "/tmp/llmserve_test_train_" + std::to_string(static_cast<long>(::getpid())) + "_" + arch + "_" +
+               type_traits(type).name + ".gguf";
+  Status st = synth_model(o, file->path);
+  if (!st.is_ok()) {
+    std::fprintf(stderr, "  synth_model: %s\n", st.message.c_str());
+    return nullptr;
+  }
+  return llmserve_test::load_model(file->path);
+}
+
+// LoRA of rank 3 on every projection, A and B random (B nonzero so that A gets a gradient too).
+template <typename T>
+LoraSet<T> random_lora(const ModelConfig& c, uint32_t seed) {
+  LoraSet<T> l;
+  CHECK(lora_zeros(c, 3, 5.0, kAllBlockProjs, &l).is_ok());
+  for (auto& m : l.mats) {
+    const Vd a = randv(m.a.size(), seed++, 0.3), b = randv(m.b.size(), seed++, 0.3);
+    m.a.assign(a.begin(), a.end());
+    m.b.assign(b.begin(), b.end());
+  }
+  return l;
+}
+
+template <typename T>
+LoraSet<T> zeros_like(const LoraSet<T>& l) {
+  LoraSet<T> z = l;
+  for (auto& m : z.mats) std::fill(m.a.begin(), m.a.end(), T(0)), std::fill(m.b.begin(), m.b.end(), T(0));
+  return z;
+}
+
+void check_block(const std::string& arch, GgmlType type) {
+  TmpFile f;
+  auto model = tiny_model(arch, type, 1, &f);
+  CHECK(model != nullptr);
+  if (!model) return;
+  const ModelConfig& c = model->config();
+  const int64_t n = 5, E = c.n_embd;
+  std::vector<float> cache(static_cast<size_t>(n * c.n_rot));
+  rope_cache_f32(c, model->weights().rope_freqs, 0, n, cache.data());
+  LoraSet<double> lora = random_lora<double>(c, 20);
+  Vd x = randv(n * E, 21), r = randv(n * E, 22);
+  auto loss = [&] {
+    BlockActs<double> a;
+    Vd y(x.size());
+    block_fwd(*model, 0, lora, cache.data(), x.data(), n, &a, y.data(), pool());
+    return dotv(y, r);
+  };
+  BlockActs<double> a;
+  Vd y(x.size()), dx(x.size());
+  LoraSet<double> grad = zeros_like(lora);
+  block_fwd(*model, 0, lora, cache.data(), x.data(), n, &a, y.data(), pool());
+  block_bwd(*model, 0, lora, cache.data(), a, n, r.data(), dx.data(), &grad, pool());
+  const std::string tag = arch + "/" + type_traits(type).name;
+  CHECK(fd_check((tag + " block dx").c_str(), x, dx, loss) < 1e-6);
+  for (int p = 0; p < kLoraProjs; ++p) {
+    auto& m = lora.at(0, p);
+    CHECK(fd_check((tag + " block dA" + std::to_string(p)).c_str(), m.a, grad.at(0, p).a, loss, 8) < 1e-6);
+    CHECK(fd_check((tag + " block dB" + std::to_string(p)).c_str(), m.b, grad.at(0, p).b, loss, 8) < 1e-6);
+  }
+}
+
+}  // namespace
+
+// llama: NORM RoPE; qwen2: NEOX RoPE + Q/K/V biases; qwen3: per-head Q/K RMSNorm; Q4_0 weights are
+// dequantized on the fly (the check holds for any weight type since both sides use the same W).
+TEST(train_grad_block_llama) { check_block("llama", GgmlType::F32); }
+TEST(train_grad_block_qwen2) { check_block("qwen2", GgmlType::F32); }
+TEST(train_grad_block_qwen3_q8_0) { check_block("qwen3", GgmlType::Q8_0); }
+
+TEST(train_grad_model_loss_wrt_lora) {
+  TmpFile f;
+  auto model = tiny_model("llama", GgmlType::F32, 2, &f);
+  CHECK(model != nullptr);
+  if (!model) return;
+  const ModelConfig& c = model->config();
+  const std::vector<int32_t> tokens = {1, 17, 250, 3, 99, 42, 7};
+  std::vector<int32_t> labels(tokens.size(), -1);
+  for (size_t t = 1; t + 1 < tokens.size(); ++t) labels[t] = tokens[t + 1];  // position 0 and the last: masked
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const double weight = 1.0 / 5;
+  LoraSet<double> lora = random_lora<double>(c, 40);
+  auto loss = [&] {
+    double s = 0;
+    CHECK(lora_loss_grad<double>(*model, lora, tokens.data(), labels.data(), n, weight, &s, nullptr, pool()).is_ok());
+    return s * weight;
+  };
+  LoraSet<double> grad = zeros_like(lora);
+  double nll = 0;
+  CHECK(lora_loss_grad(*model, lora, tokens.data(), labels.data(), n, weight, &nll, &grad, pool()).is_ok());
+  CHECK(nll > 0);
+  for (int64_t il = 0; il < c.n_layer; ++il)
+    for (int p = 0; p < kLoraProjs; ++p) {
+      const std::string tag = "model l" + std::to_string(il) + " p" + std::to_string(p);
+      CHECK(fd_check((tag + " dA").c_str(), lora.at(il, p).a, grad.at(il, p).a, loss, 6) < 1e-6);
+      CHECK(fd_check((tag + " dB").c_str(), lora.at(il, p).b, grad.at(il, p).b, loss, 6) < 1e-6);
+    }
+  // The f32 path training runs gives the same gradient within f32 rounding.
+  LoraSet<float> lf = random_lora<float>(c, 40), gf = zeros_like(lf);
+  double nllf = 0;
+  CHECK(lora_loss_grad(*model, lf, tokens.data(), labels.data(), n, weight, &nllf, &gf, pool()).is_ok());
+  CHECK_NEAR(nllf, nll, 1e-4 * nll);
+  for (size_t i = 0; i < gf.mats.size(); ++i) {
+    CHECK(rel_diff(gf.mats[i].a, grad.mats[i].a) < 1e-3);
+    CHECK(rel_diff(gf.mats[i].b, grad.mats[i].b) < 1e-3);
+  }
+}
+
+TEST(train_loss_grad_rejects_bad_input) {
+  TmpFile f;
+  auto model = tiny_model("llama", GgmlType::F32, 1, &f);
+  CHECK(model != nullptr);
+  if (!model) return;
+  LoraSet<float> l;
+  CHECK(lora_zeros(model->config(), 0, 1.0, kAllBlockProjs, &l).code == Code::InvalidArgument);
+  CHECK(lora_zeros(model->config(), 2, 1.0, 0u, &l).code == Code::InvalidArgument);
+  CHECK(lora_zeros(model->config(), 2, 1.0, kAllBlockProjs, &l).is_ok());
+  const int32_t tok[2] = {1, 300}, lab[2] = {2, -1};
+  double s = 0;
+  CHECK(lora_loss_grad(*model, l, tok, lab, 2, 1.0, &s, static_cast<LoraSet<float>*>(nullptr), pool()).code ==
+        Code::InvalidArgument);
+  CHECK(lora_loss_grad(*model, l, tok, lab, 0, 1.0, &s, static_cast<LoraSet<float>*>(nullptr), pool()).code ==
+        Code::InvalidArgument);
+}
+
+// The training forward is the model: its loss with a zero adapter equals the inference forward's
+// (forward(), f32 KV) log-softmax at the same labels, for each architecture. The gradient checks
+// above only tie the backward to this forward; this ties the forward to the engine's.
+TEST(train_forward_matches_inference_forward) {
+  for (const char* arch : {"llama", "qwen2", "qwen3"}) {
+    TmpFile f;
+    auto model = tiny_model(arch, GgmlType::F32, 2, &f);
+    CHECK(model != nullptr);
+    if (!model) continue;
+    const ModelConfig& c = model->config();
+    const std::vector<int32_t> tokens = {1, 17, 250, 3, 99, 42, 7, 123, 5};
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    std::unique_ptr<KvCache> kv;
+    KvCacheOptions ko;
+    ko.n_ctx = 16, ko.type = GgmlType::F32;
+    CHECK(KvCache::create(kv_shape(c), ko, &kv).is_ok());
+    std::vector<float> logits;
+    CHECK(forward(*model, *kv, tokens.data(), n, true, &logits, pool()).is_ok());
+    LoraSet<float> zero;
+    CHECK(lora_zeros(c, 2, 2.0, kAllBlockProjs, &zero).is_ok());
+    for (int k = 0; k < 6; ++k) {
+      std::vector<int32_t> labels(tokens.size());
+      double want = 0;
+      for (int64_t t = 0; t < n; ++t) {
+        labels[t] = static_cast<int32_t>((t * 37 + k * 53) % c.n_vocab);
+        const float* z = logits.data() + t * c.n_vocab;
+        double mx = -INFINITY, sum = 0;
+        for (int64_t i = 0; i < c.n_vocab; ++i) mx = std::max(mx, double(z[i]));
+        for (int64_t i = 0; i < c.n_vocab; ++i) sum += std::exp(z[i] - mx);
+        want += mx + std::log(sum) - z[labels[t]];
+      }
+      double got = 0;
+      CHECK(lora_loss_grad(*model, zero, tokens.data(), labels.data(), n, 1.0, &got,
+                           static_cast<LoraSet<float>*>(nullptr), pool())
+                .is_ok());
+      if (std::fabs(got - want) > 2e-3 * n)
+        std::fprintf(stderr, "  %s labels %d: training %.6f vs inference %.6f\n", arch, k, got, want);
+      CHECK_NEAR(got, want, 2e-3 * n);
+    }
+  }
+}
