@@ -16,8 +16,11 @@ Vec dequant_row(const MatrixView& m, int64_t r) {
   return Vec(f.begin(), f.end());
 }
 
+const MatvecHook* g_hook = nullptr;  // forward_ref_all's on_matvec while it runs (single-threaded tests)
+
 // y = W x + b   (x: [n_in] -> y: [n_out])
 Vec matvec(const MatrixView& m, const float* bias, const Vec& x) {
+  if (g_hook && *g_hook) (*g_hook)(m, x);
   Vec y(static_cast<size_t>(m.n_out));
   for (int64_t r = 0; r < m.n_out; ++r) {
     const Vec w = dequant_row(m, r);
@@ -64,11 +67,15 @@ void rope(const ModelConfig& c, const float* freq_factors, Vec& v, int64_t heads
 }
 }  // namespace
 
-std::vector<double> forward_ref(const Model& model, const std::vector<int32_t>& tokens) {
+namespace {
+// Logits of the last position only (last_only) or of every position.
+std::vector<std::vector<double>> run(const Model& model, const std::vector<int32_t>& tokens,
+                                     const MatvecHook& on_matvec, bool last_only) {
   const ModelConfig& c = model.config();
   const ModelWeights& W = model.weights();
   const int64_t T = static_cast<int64_t>(tokens.size()), E = c.n_embd, HD = c.head_dim;
   if (T == 0) return {};
+  g_hook = &on_matvec;
   std::vector<Vec> x(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) x[t] = dequant_row(W.tok_embd, tokens[t]);
   for (const LayerWeights& L : W.layers) {
@@ -110,7 +117,22 @@ std::vector<double> forward_ref(const Model& model, const std::vector<int32_t>& 
       for (int64_t i = 0; i < E; ++i) x[t][i] += d[i];
     }
   }
-  return matvec(W.output, nullptr, rms_norm(x[T - 1], W.output_norm, c.rms_eps));
+  std::vector<std::vector<double>> logits(static_cast<size_t>(T));
+  for (int64_t t = last_only ? T - 1 : 0; t < T; ++t)
+    logits[t] = matvec(W.output, nullptr, rms_norm(x[t], W.output_norm, c.rms_eps));
+  g_hook = nullptr;
+  return logits;
+}
+}  // namespace
+
+std::vector<double> forward_ref(const Model& model, const std::vector<int32_t>& tokens) {
+  std::vector<std::vector<double>> all = run(model, tokens, {}, true);
+  return all.empty() ? std::vector<double>() : all.back();
+}
+
+std::vector<std::vector<double>> forward_ref_all(const Model& model, const std::vector<int32_t>& tokens,
+                                                 const MatvecHook& on_matvec) {
+  return run(model, tokens, on_matvec, false);
 }
 
 }  // namespace llmserve

@@ -6,6 +6,7 @@
 // small models.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "model/model.h"
@@ -15,5 +16,12 @@ namespace llmserve {
 // tokens: [n] valid ids at positions 0..n-1 -> logits [n_vocab] of the last token.
 // Applies linear RoPE scaling and rope_freqs factors; YaRN is not modelled.
 std::vector<double> forward_ref(const Model& model, const std::vector<int32_t>& tokens);
+
+// Called with each matrix-vector product's weight (a MatrixView inside model.weights()) and input
+// vector: what llama-imatrix accumulates (the squared inputs per column) for the quantize tests.
+using MatvecHook = std::function<void(const MatrixView& w, const std::vector<double>& x)>;
+// The logits of every position: [n][n_vocab], row t predicting token t+1; on_matvec optional.
+std::vector<std::vector<double>> forward_ref_all(const Model& model, const std::vector<int32_t>& tokens,
+                                                 const MatvecHook& on_matvec = {});
 
 }  // namespace llmserve
