@@ -111,7 +111,7 @@ std::string synth_f32(const std::string& name) {
   o.layers = 8;
   o.heads = 8;
   o.kv_heads = 2;
-  o.ffn = 512;
+  o.ffn = 256;
   o.context = 256;
   o.vocab_size = 320;
   o.seed = 21;
@@ -282,12 +282,13 @@ std::vector<oracle::KvOverride> imatrix_overrides(const std::string& file, size_
   return kv;  // kv[4]: the terminator (empty key)
 }
 
-int compare_tensors(const GgufFile& a, const GgufFile& b, const std::string& what, const char* other = "llama.cpp") {
+int compare_tensors(const GgufFile& a, const GgufFile& b, const std::string& what, const char* other = "llama.cpp",
+                    bool print = true) {
   int bad = 0;
   for (const GgufTensorInfo& t : a.tensors()) {
     const GgufTensorInfo* u = b.find_tensor(t.name);
     if (!u || u->type != t.type || u->nbytes != t.nbytes || std::memcmp(u->data, t.data, t.nbytes) != 0) {
-      if (bad++ < 4)
+      if (bad++ < 4 && print)
         std::fprintf(stderr, "  %s %s: ours %s, %s %s%s\n", what.c_str(), t.name.c_str(), type_traits(t.type).name,
                      other, u ? type_traits(u->type).name : "(absent)",
                      u && u->type == t.type ? " (bytes differ)" : "");
@@ -332,7 +333,10 @@ TEST(quantize_imatrix_equals_llama_model_quantize) {
   oracle::QuantizeParams probe = L.default_params();
   CHECK(probe.quantize_output_tensor && !probe.pure && probe.imatrix == nullptr);  // the layout is llama.h's
   int differs_without = 0;
-  for (const QuantMix& mix : quant_mixes()) {
+  // Every weighted quantizer and both has-imatrix recipe rules, within CI's time (not all 19 mixes).
+  for (const char* name : {"q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_m", "q4_k_m", "q5_k_m", "q6_k", "iq4_nl",
+                           "iq4_xs", "q8_0", "f16"}) {
+    const QuantMix& mix = *find_quant_mix(name);
     const std::string ours = tmp_path(std::string("ours_") + mix.name),
                       theirs = tmp_path(std::string("theirs_") + mix.name);
     QuantizeOptions o;
@@ -368,7 +372,7 @@ TEST(quantize_imatrix_equals_llama_model_quantize) {
       po.imatrix.clear();
       CHECK(quantize_model(in, plain, po, {}, nullptr, nullptr).is_ok());
       auto c = open_ok(plain);
-      if (c) differs_without = compare_tensors(*a, *c, "with imatrix:", "without");
+      if (c) differs_without = compare_tensors(*a, *c, "with imatrix:", "without", false);
       std::remove(plain.c_str());
       std::string notes;
       for (const auto& n : res.notes) notes += n + "\n";
