@@ -314,11 +314,18 @@ export interface NativeSynthOptions {
   longRope: boolean;
 }
 
-/** quantize()'s options: every field is required (lib/quantize.ts sets them). */
+/** quantize()'s options: type and threads are required (lib/quantize.ts sets them), the rest optional. */
 export interface NativeQuantizeOptions {
   /** One of the addon's `quantizeTypes`, exactly. */
   type: string;
   threads: number;
+  /** An importance-matrix file (llama.cpp's imatrix .dat or GGUF); absent: none. */
+  imatrix?: string;
+  /** llama-quantize's overrides (lib/quantize.ts QuantizeOptions); types and patterns checked natively. */
+  pure?: boolean;
+  outputTensorType?: string;
+  tokenEmbeddingType?: string;
+  tensorTypes?: string[];
 }
 
 /** What a finished quantize() wrote. */

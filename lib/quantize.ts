@@ -4,12 +4,12 @@
  */
 import { basename } from "node:path";
 import { loadAddon } from "./binding.js";
-import { LlmserveError, wrapNative } from "./errors.js";
+import { fromNative, LlmserveError, wrapNative } from "./errors.js";
 import { LOAD_LIMITS } from "./limits.js";
 import { defaultThreads } from "./loadOptions.js";
 import type { NativeQuantizeOptions } from "./native.js";
 import { type ProgressEvent, ProgressTracker } from "./progress.js";
-import { checkKeys, checkLimit, checkObject, checkPath, checkString } from "./validate.js";
+import { checkBool, checkKeys, checkLimit, checkObject, checkPath, checkString } from "./validate.js";
 
 /**
  * The weight mixes {@link quantize} writes (llama-quantize's names, lowercase). The k-quant mixes
@@ -59,8 +59,30 @@ export interface QuantizeOptions {
     | Uppercase<QuantizeType | keyof typeof QUANTIZE_TYPE_ALIASES>;
   /** Threads converting rows (default: physical cores). The output does not depend on it. */
   threads?: number;
-  /** Not supported yet: an importance matrix is refused with ERR_INVALID_ARGUMENT. */
+  /**
+   * An importance matrix computed by llama.cpp's `llama-imatrix` for this model (its GGUF output or
+   * the legacy `.dat`): tensors it has an entry for are quantized with its per-column weights, as
+   * `llama-quantize --imatrix` does (the same bytes), which lowers the error where the activations
+   * are large. Tensors without an entry are quantized without one (listed in `notes`); an entry
+   * whose size does not match its tensor, or a malformed file, rejects with ERR_BAD_IMATRIX.
+   */
   imatrix?: string;
+  /**
+   * llama-quantize's `--pure`: every matrix gets the mix's type (no per-tensor rules: no Q6_K
+   * output, no bumped attn_v / ffn_down); norms, biases and 1-D tensors still keep theirs, and rows
+   * that do not fit the type's block still take llama.cpp's fallback.
+   */
+  pure?: boolean;
+  /** llama-quantize's `--output-tensor-type`: this type (ggml's name, e.g. `"q8_0"`) for output.weight (and tied embeddings). */
+  outputTensorType?: string;
+  /** llama-quantize's `--token-embedding-type`: this type for token_embd.weight. */
+  tokenEmbeddingType?: string;
+  /**
+   * llama-quantize's `--tensor-type`, in order: `"PATTERN=TYPE"` rules, PATTERN a regular expression
+   * searched in each tensor name (lowercased, as llama-quantize does), e.g. `"attn_v=q8_0"`,
+   * `"blk\.[0-3]\.ffn_down=q6_k"`; the first match wins. Ignored for the float mixes (as llama.cpp).
+   */
+  tensorTypes?: string[];
   /** Called with the fraction of elements converted (and the same as a {@link ProgressEvent} with rate and ETA). */
   onProgress?: (fraction: number, event: ProgressEvent) => void;
   /** Aborting stops the work: the promise rejects with ERR_CANCELLED and no output file is left. */
@@ -100,12 +122,18 @@ export function resolveQuantizeOptions(options: unknown): {
   signal?: AbortSignal;
 } {
   const o = checkObject("quantize options", options) as Partial<QuantizeOptions> & Record<string, unknown>;
-  checkKeys("quantize options", o, ["type", "threads", "imatrix", "onProgress", "signal"]);
-  if (o.imatrix !== undefined)
-    throw new LlmserveError(
-      "ERR_INVALID_ARGUMENT",
-      "quantize does not support an importance matrix (imatrix) yet; quantize without it, or use llama.cpp's llama-quantize --imatrix FILE.",
-    );
+  checkKeys("quantize options", o, [
+    "type",
+    "threads",
+    "imatrix",
+    "pure",
+    "outputTensorType",
+    "tokenEmbeddingType",
+    "tensorTypes",
+    "onProgress",
+    "signal",
+  ]);
+  if (o.imatrix !== undefined) checkPath("imatrix", o.imatrix);
   const aliases: Readonly<Record<string, QuantizeType>> = QUANTIZE_TYPE_ALIASES;
   const lower = typeof o.type === "string" ? o.type.toLowerCase() : o.type;
   const name = typeof lower === "string" && Object.hasOwn(aliases, lower) ? aliases[lower] : lower;
@@ -116,7 +144,22 @@ export function resolveQuantizeOptions(options: unknown): {
     throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a function for onProgress");
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal))
     throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected an AbortSignal for signal");
-  return { opts: { type, threads }, onProgress: o.onProgress, signal: o.signal };
+  const opts: NativeQuantizeOptions = { type, threads };
+  if (o.imatrix !== undefined) opts.imatrix = o.imatrix;
+  // Type names and patterns are checked natively (native/core/compress/recipe.cpp: one list).
+  if (o.pure !== undefined) opts.pure = checkBool("pure", o.pure);
+  if (o.outputTensorType !== undefined) opts.outputTensorType = checkString("outputTensorType", o.outputTensorType);
+  if (o.tokenEmbeddingType !== undefined)
+    opts.tokenEmbeddingType = checkString("tokenEmbeddingType", o.tokenEmbeddingType);
+  if (o.tensorTypes !== undefined) {
+    if (!Array.isArray(o.tensorTypes) || o.tensorTypes.length > 1024)
+      throw new LlmserveError(
+        "ERR_INVALID_ARGUMENT",
+        'Expected an array of at most 1024 "PATTERN=TYPE" strings for tensorTypes',
+      );
+    opts.tensorTypes = o.tensorTypes.map((r, i) => checkString(`tensorTypes[${i}]`, r));
+  }
+  return { opts, onProgress: o.onProgress, signal: o.signal };
 }
 
 /**
@@ -136,7 +179,12 @@ export async function quantize(input: string, output: string, options: QuantizeO
   if (signal?.aborted) throw new LlmserveError("ERR_CANCELLED", "quantize was aborted before it started.");
   const toFraction = (e: ProgressEvent) => onProgress?.(e.total > 0 ? Math.min(1, e.done / e.total) : 0, e);
   const tracker = onProgress && new ProgressTracker("quantize", basename(output), 1, "fraction", toFraction);
-  const job = loadAddon().quantize(input, output, opts, tracker && ((f) => tracker.update(f)));
+  let job: ReturnType<ReturnType<typeof loadAddon>["quantize"]>;
+  try {
+    job = loadAddon().quantize(input, output, opts, tracker && ((f) => tracker.update(f)));
+  } catch (e) {
+    throw fromNative(e); // an override the native side refuses (type name, pattern): ERR_INVALID_ARGUMENT
+  }
   const onAbort = () => job.cancel();
   signal?.addEventListener("abort", onAbort, { once: true });
   try {

@@ -252,11 +252,32 @@ export const MUTATIONS = [
     why: "quantize recipe: Q4_K rows that do not fit 256 fall back to Q4_0 instead of llama.cpp's Q5_0",
   },
   {
+    id: "quantize-tensor-type-rule-ignored",
+    file: "native/core/compress/recipe.cpp",
+    find: "      if (!manual && !ov.pure) want = mix_rule(mix, model, t, cat, tied, c, ov);",
+    replace: "      if (!ov.pure) want = mix_rule(mix, model, t, cat, tied, c, ov);",
+    why: "quantize overrides: a --tensor-type match is overwritten by the mix's rule (and advances its layer count)",
+  },
+  {
     id: "quantize-cancel-ignored",
     file: "native/core/compress/quantize.cpp",
     find: "bool cancelled(const std::atomic<bool>* cancel) { return cancel && cancel->load(std::memory_order_relaxed); }",
     replace: "bool cancelled(const std::atomic<bool>* cancel) { return false && cancel; }",
     why: "quantize: a cancel request is never seen (the file is written anyway)",
+  },
+  {
+    id: "imatrix-k4-weights-wrong-column",
+    file: "native/core/quant/weighted_ref.cpp",
+    find: "    for (int l = 0; l < 32; ++l) weights[l] = qw[32 * j + l] * std::sqrt(sigma2 + x[32 * j + l] * x[32 * j + l]);",
+    replace: "    for (int l = 0; l < 32; ++l) weights[l] = qw[l] * std::sqrt(sigma2 + x[32 * j + l] * x[32 * j + l]);",
+    why: "imatrix Q4_K/Q5_K: every sub-block weighted by the first 32 columns' importance instead of its own",
+  },
+  {
+    id: "imatrix-legacy-weights-ignored",
+    file: "native/core/quant/weighted_ref.cpp",
+    find: "  for (int j = 0; j < 32; ++j) weight[j] = q[j] * std::sqrt(sigma2 + xb[j] * xb[j]);",
+    replace: "  for (int j = 0; j < 32; ++j) weight[j] = std::sqrt(sigma2 + xb[j] * xb[j]);",
+    why: "imatrix Q4_0/Q4_1/Q5_0/Q5_1: the importance weights are dropped (only the row's own magnitudes count)",
   },
   {
     id: "qwen3-skip-q-norm",

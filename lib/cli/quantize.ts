@@ -11,6 +11,10 @@ interface QuantizeCliOpts {
   type: string;
   threads?: number;
   imatrix?: string;
+  pure?: boolean;
+  outputTensorType?: string;
+  tokenEmbeddingType?: string;
+  tensorType?: string[];
   json?: boolean;
 }
 
@@ -26,6 +30,10 @@ async function runQuantize(input: string, output: string, o: QuantizeCliOpts): P
       type: o.type as QuantizeOptions["type"],
       threads: o.threads,
       imatrix: o.imatrix,
+      pure: o.pure,
+      outputTensorType: o.outputTensorType,
+      tokenEmbeddingType: o.tokenEmbeddingType,
+      tensorTypes: o.tensorType,
       signal: ac.signal,
       onProgress: (_f, e) => rep.report(e),
     });
@@ -61,7 +69,18 @@ export function registerQuantize(program: Command): void {
     .argument("<output>", "output .gguf path (written atomically; never the input)")
     .requiredOption("--type <type>", `weight mix: ${QUANTIZE_TYPES.join(", ")} (aliases ${aliases})`)
     .option("-t, --threads <n>", "conversion threads (default: physical cores)", int("--threads"))
-    .option("--imatrix <file>", "importance matrix (not supported yet: refused with a message)")
+    .option(
+      "--imatrix <file>",
+      "importance matrix from llama.cpp's llama-imatrix (GGUF or legacy .dat): weights the quantization as llama-quantize --imatrix",
+    )
+    .option("--pure", "every matrix the mix's type: no per-tensor rules (llama-quantize --pure)")
+    .option("--output-tensor-type <type>", "type of output.weight, e.g. q8_0 (llama-quantize's option)")
+    .option("--token-embedding-type <type>", "type of token_embd.weight (llama-quantize's option)")
+    .option(
+      "--tensor-type <pattern=type>",
+      "override matching tensors, e.g. attn_v=q8_0 (regex; repeatable; first match wins)",
+      (v: string, prev: string[] = []) => [...prev, v],
+    )
     .option("--json", "print one JSON object with every tensor's type instead of a summary")
     .action(runQuantize);
 }

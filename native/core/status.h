@@ -29,12 +29,15 @@ namespace llmserve {
   X(KvExhausted, "ERR_KV_EXHAUSTED")          \
   X(Disposed, "ERR_DISPOSED")                 \
   X(AdapterNotFound, "ERR_ADAPTER_NOT_FOUND") \
+  X(BadImatrix, "ERR_BAD_IMATRIX")            \
   X(Internal, "ERR_INTERNAL")
 
 // Disposed: a call on a model whose engine has been shut down (the same code the TypeScript layer
 // gives when it notices first); work already in flight at shutdown ends as Cancelled / "abort".
 // AdapterNotFound: a request or call names a LoRA adapter that is not loaded (never was, or was
 // unloaded); the message lists the loaded ones where the layer knows their names.
+// BadImatrix: an importance-matrix file (llama.cpp's imatrix .dat or GGUF) that cannot be read or
+// does not fit the model being quantized; the message names the entry and what is wrong.
 // GgufLimit: a value in a model file is larger than llmserve accepts (a string, an array, a count,
 // nesting, the metadata memory budget); the message names the key and the limit.
 enum class Code {

@@ -1,4 +1,5 @@
-// quantize(input, output, {type, threads}, onProgress?) -> {promise, cancel()}: converts a model on
+// quantize(input, output, {type, threads, imatrix?, pure?, outputTensorType?, tokenEmbeddingType?,
+// tensorTypes?}, onProgress?) -> {promise, cancel()}: converts a model on
 // a libuv worker (compress/quantize.h). promise resolves to {ftype, tensors: [{name, from, to}],
 // notes, inputBytes, outputBytes}; cancel() makes the worker stop at its next slab of rows, remove
 // its temp file and reject with ERR_CANCELLED.
@@ -34,6 +35,36 @@ std::string get_mix(Napi::Object o) {
   std::string list;
   for (const QuantMix& m : quant_mixes()) list += std::string(list.empty() ? "" : ", ") + "\"" + m.name + "\"";
   throw_invalid(o.Env(), v.IsString(), "Expected one of " + list + " for type but received " + js_describe(v));
+}
+
+// Optional llama-quantize overrides: pure (bool), outputTensorType / tokenEmbeddingType (a type
+// name), tensorTypes (["PATTERN=TYPE", ...]). Types and patterns are checked by recipe.cpp (one list).
+void get_overrides(Napi::Object o, RecipeOverrides* ov) {
+  Napi::Env env = o.Env();
+  auto check = [&](const Status& st) {
+    if (!st) throw make_js_error(env, st);
+  };
+  if (!o.Get("pure").IsUndefined()) ov->pure = get_bool(o, "pure");
+  if (!o.Get("outputTensorType").IsUndefined()) {
+    check(parse_override_type(get_string(o, "outputTensorType"), &ov->output_type));
+    ov->has_output_type = true;
+  }
+  if (!o.Get("tokenEmbeddingType").IsUndefined()) {
+    check(parse_override_type(get_string(o, "tokenEmbeddingType"), &ov->token_embd_type));
+    ov->has_token_embd_type = true;
+  }
+  Napi::Value tt = o.Get("tensorTypes");
+  if (tt.IsUndefined()) return;
+  if (!tt.IsArray()) throw_invalid(env, false, "Expected an array of \"PATTERN=TYPE\" strings for tensorTypes");
+  Napi::Array a = tt.As<Napi::Array>();
+  if (a.Length() > 1024) throw_invalid(env, true, "Expected at most 1024 tensorTypes rules");
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Value v = a.Get(i);
+    if (!v.IsString()) throw_invalid(env, false, "Expected a \"PATTERN=TYPE\" string in tensorTypes");
+    TensorTypeRule r;
+    check(parse_tensor_type_rule(v.As<Napi::String>().Utf8Value(), &r));
+    ov->tensor_types.push_back(std::move(r));
+  }
 }
 
 class QuantizeWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double>> {
@@ -102,6 +133,9 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   QuantizeOptions q;
   q.type = get_mix(o);
   q.threads = get_number<int, limits::kThreads>(o);
+  // Optional: an importance-matrix path (lib/quantize.ts passes it only when the user gave one).
+  if (!o.Get("imatrix").IsUndefined()) q.imatrix = path_arg(env, o.Get("imatrix"), "imatrix");
+  get_overrides(o, &q.overrides);
   Napi::Function progress = info.Length() > 3 && info[3].IsFunction() ? info[3].As<Napi::Function>() : Napi::Function();
   auto cancel = std::make_shared<std::atomic<bool>>(false);
   auto* w = new QuantizeWorker(env, std::move(in), std::move(out), std::move(q), progress, cancel);

@@ -16,8 +16,11 @@ Vec dequant_row(const MatrixView& m, int64_t r) {
   return Vec(f.begin(), f.end());
 }
 
+const MatvecHook* g_hook = nullptr;  // forward_ref_all's on_matvec while it runs (single-threaded tests)
+
 // y = W x + b   (x: [n_in] -> y: [n_out])
 Vec matvec(const MatrixView& m, const float* bias, const Vec& x) {
+  if (g_hook && *g_hook) (*g_hook)(m, x);
   Vec y(static_cast<size_t>(m.n_out));
   for (int64_t r = 0; r < m.n_out; ++r) {
     const Vec w = dequant_row(m, r);
@@ -68,11 +71,13 @@ void rope(const ModelConfig& c, const float* freq_factors, Vec& v, int64_t heads
   }
 }
 
-// The residual stream after the last layer, every token.
-std::vector<Vec> final_residual(const Model& model, const std::vector<int32_t>& tokens) {
+// The residual stream after the last layer, every token (on_matvec sees each product's input).
+std::vector<Vec> final_residual(const Model& model, const std::vector<int32_t>& tokens,
+                                const MatvecHook& on_matvec = {}) {
   const ModelConfig& c = model.config();
   const ModelWeights& W = model.weights();
   const int64_t T = static_cast<int64_t>(tokens.size()), E = c.n_embd, HD = c.head_dim;
+  g_hook = &on_matvec;
   std::vector<Vec> x(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) x[t] = dequant_row(W.tok_embd, tokens[t]);
   if (c.embd_scale)  // gemma
@@ -129,25 +134,38 @@ std::vector<Vec> final_residual(const Model& model, const std::vector<int32_t>& 
       for (int64_t i = 0; i < E; ++i) x[t][i] += d[i];
     }
   }
+  g_hook = nullptr;
   return x;
+}
+
+// output_norm, the output matrix, and the final soft-cap (gemma) of one residual row.
+Vec logits_of(const Model& model, const Vec& x) {
+  const ModelWeights& W = model.weights();
+  const ModelConfig& c = model.config();
+  Vec logits = matvec(W.output, nullptr, rms_norm(x, W.output_norm, c.rms_eps));
+  if (c.final_softcap != 0.0f)
+    for (double& l : logits) l = c.final_softcap * std::tanh(l / c.final_softcap);
+  return logits;
 }
 }  // namespace
 
 std::vector<double> forward_ref(const Model& model, const std::vector<int32_t>& tokens) {
   if (tokens.empty()) return {};
   const std::vector<Vec> x = final_residual(model, tokens);
-  const ModelWeights& W = model.weights();
-  const ModelConfig& c = model.config();
-  Vec logits = matvec(W.output, nullptr, rms_norm(x.back(), W.output_norm, c.rms_eps));
-  if (c.final_softcap != 0.0f)
-    for (double& l : logits) l = c.final_softcap * std::tanh(l / c.final_softcap);
-  return logits;
+  return logits_of(model, x.back());
 }
 
 std::vector<std::vector<double>> forward_ref_hidden(const Model& model, const std::vector<int32_t>& tokens) {
   std::vector<std::vector<double>> out;
   for (const Vec& r : final_residual(model, tokens))
     out.push_back(rms_norm(r, model.weights().output_norm, model.config().rms_eps));
+  return out;
+}
+
+std::vector<std::vector<double>> forward_ref_all(const Model& model, const std::vector<int32_t>& tokens,
+                                                 const MatvecHook& on_matvec) {
+  std::vector<std::vector<double>> out;
+  for (const Vec& r : final_residual(model, tokens, on_matvec)) out.push_back(logits_of(model, r));
   return out;
 }
 

@@ -7,6 +7,7 @@
 // small models.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "model/model.h"
@@ -20,5 +21,12 @@ std::vector<double> forward_ref(const Model& model, const std::vector<int32_t>& 
 // tokens: [n] -> every token's final hidden state after output_norm, [n][n_embd] (what an
 // embedding pools: llama.cpp's "result_norm").
 std::vector<std::vector<double>> forward_ref_hidden(const Model& model, const std::vector<int32_t>& tokens);
+
+// Called with each matrix-vector product's weight (a MatrixView inside model.weights()) and input
+// vector: what llama-imatrix accumulates (the squared inputs per column) for the quantize tests.
+using MatvecHook = std::function<void(const MatrixView& w, const std::vector<double>& x)>;
+// The logits of every position: [n][n_vocab], row t predicting token t+1; on_matvec optional.
+std::vector<std::vector<double>> forward_ref_all(const Model& model, const std::vector<int32_t>& tokens,
+                                                 const MatvecHook& on_matvec = {});
 
 }  // namespace llmserve

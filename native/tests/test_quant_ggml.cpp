@@ -14,6 +14,7 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -32,6 +33,7 @@ using Bytes = std::vector<uint8_t>;
 using FromFloat = void (*)(const float*, void*, int64_t);
 using ToFloat = void (*)(const void*, float*, int64_t);
 using QuantizeIq4 = size_t (*)(const float*, void*, int64_t, int64_t, const float*);
+using QuantizeChunk = size_t (*)(int, const float*, void*, int64_t, int64_t, int64_t, const float*);
 using VecDot = void (*)(int, float*, size_t, const void*, size_t, const void*, size_t, int);
 
 // ggml.h / ggml-cpu.h (the version node-llama-cpp 3.21.1 bundles).
@@ -58,6 +60,7 @@ struct Ggml {
   const GgmlTypeTraitsCpu* (*traits_cpu)(int) = nullptr;
   QuantizeIq4 quantize_iq4_nl = nullptr;
   QuantizeIq4 quantize_iq4_xs = nullptr;
+  QuantizeChunk quantize_chunk = nullptr;
   std::string why_not;
 };
 
@@ -95,12 +98,14 @@ const Ggml& ggml() {
     r.traits = reinterpret_cast<const GgmlTypeTraits* (*)(int)>(dlsym(r.base, "ggml_get_type_traits"));
     r.quantize_iq4_nl = reinterpret_cast<QuantizeIq4>(dlsym(r.base, "quantize_iq4_nl"));
     r.quantize_iq4_xs = reinterpret_cast<QuantizeIq4>(dlsym(r.base, "quantize_iq4_xs"));
+    r.quantize_chunk = reinterpret_cast<QuantizeChunk>(dlsym(r.base, "ggml_quantize_chunk"));
     if (r.cpu) {
       r.traits_cpu = reinterpret_cast<const GgmlTypeTraitsCpu* (*)(int)>(dlsym(r.cpu, "ggml_get_type_traits_cpu"));
       auto init = reinterpret_cast<void (*)()>(dlsym(r.cpu, "ggml_cpu_init"));
       if (init) init();
     }
-    if (!r.traits || !r.quantize_iq4_nl || !r.quantize_iq4_xs) r.why_not = "libggml-base.so lacks the expected symbols";
+    if (!r.traits || !r.quantize_iq4_nl || !r.quantize_iq4_xs || !r.quantize_chunk)
+      r.why_not = "libggml-base.so lacks the expected symbols";
     return r;
   }();
   return g;
@@ -191,6 +196,55 @@ TEST(quant_ggml_reference_quantizers_bit_exact) {
       std::fprintf(stderr, "  %s: %d of 40 rows differ from ggml (first: %s)\n", type_traits(c.t).name, bad_rows,
                    what.c_str());
     CHECK_EQ(bad_rows, 0);
+  }
+}
+
+// Importance weights as llama-imatrix writes them (mean squared activations per column), made
+// nasty: mostly lognormal, some zero (unused columns), some tiny and some huge.
+std::vector<float> nasty_weights(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::lognormal_distribution<float> ln(0.0f, 1.5f);
+  std::vector<float> w(static_cast<size_t>(n));
+  for (float& v : w) {
+    const int kind = static_cast<int>(rng() % 16);
+    v = kind == 0 ? 0.0f : kind == 1 ? 1e-12f * ln(rng) : kind == 2 ? 1e6f * ln(rng) : ln(rng);
+  }
+  return w;
+}
+
+// With an importance matrix, llama-quantize calls ggml_quantize_chunk(type, rows, ..., imatrix):
+// every type's weighted quantizer (ggml's *_impl with quant_weights) must give its bytes, several
+// rows at once with one weight vector (the per-column imatrix), on rows of 1 to 4 super-blocks.
+TEST(quant_ggml_imatrix_quantizers_bit_exact) {
+  if (!have_ggml("quant_ggml_imatrix_quantizers_bit_exact")) return;
+  const Ggml& g = ggml();
+  const GgmlType types[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,   GgmlType::Q5_1,  GgmlType::Q8_0,
+                            GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K,   GgmlType::Q5_K,  GgmlType::Q6_K,
+                            GgmlType::F16,  GgmlType::BF16, GgmlType::IQ4_NL, GgmlType::IQ4_XS};
+  for (GgmlType t : types) {
+    int bad = 0;
+    std::string what;
+    for (uint32_t seed = 0; seed < 12; ++seed) {
+      const int64_t n = 256 * (1 + seed % 4), rows = 3;
+      std::vector<float> x(static_cast<size_t>(n * rows));
+      for (int64_t r = 0; r < rows; ++r) {
+        const std::vector<float> row = nasty_row(n, 4000 + 97 * id(t) + 7 * seed + static_cast<uint32_t>(r));
+        std::copy(row.begin(), row.end(), x.begin() + r * n);
+      }
+      const std::vector<float> qw = nasty_weights(n, 9000 + seed);
+      const size_t rs = row_size(t, n);
+      Bytes ours(rs * rows, 0x11), theirs(rs * rows, 0x22);
+      for (int64_t r = 0; r < rows; ++r) quantize_row_imatrix(t, x.data() + r * n, ours.data() + r * rs, n, qw.data());
+      CHECK_EQ(g.quantize_chunk(id(t), x.data(), theirs.data(), 0, rows, n, qw.data()), rs * rows);
+      if (ours != theirs) {
+        if (!bad) what = first_diff(ours, theirs, type_traits(t).type_size);
+        ++bad;
+      }
+    }
+    if (bad)
+      std::fprintf(stderr, "  %s with imatrix: %d of 12 inputs differ from ggml_quantize_chunk (first: %s)\n",
+                   type_traits(t).name, bad, what.c_str());
+    CHECK_EQ(bad, 0);
   }
 }
 

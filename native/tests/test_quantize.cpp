@@ -21,6 +21,7 @@
 #include "compress/quantize.h"
 #include "compress/recipe.h"
 #include "gguf/gguf.h"
+#include "llama_oracle.h"
 #include "synth/synth.h"
 #include "testing.h"
 
@@ -224,67 +225,8 @@ TEST(quantize_recipe_tied_legacy_float_and_fallbacks) {
 
 namespace {
 
-// node-llama-cpp's libraries (test_quant_ggml.cpp explains the lookup): ggml_quantize_chunk from
-// libggml-base, llama_model_quantize from libllama (ggml.h / llama.h of the bundled llama.cpp).
-using QuantizeChunk = size_t (*)(int type, const float* src, void* dst, int64_t start, int64_t nrows, int64_t n_per_row,
-                                 const float* imatrix);
-// llama_model_quantize_params starts with {int32 nthread; int32 ftype; ...}; the rest is left as
-// llama_model_quantize_default_params() returns it. 256 bytes hold the whole struct (returned
-// through a hidden pointer either way).
-struct LlamaQuantizeParams {
-  int32_t nthread;
-  int32_t ftype;
-  alignas(8) unsigned char rest[248];
-};
-struct GgmlLibs {
-  QuantizeChunk quantize_chunk = nullptr;
-  LlamaQuantizeParams (*default_params)() = nullptr;
-  uint32_t (*model_quantize)(const char*, const char*, const LlamaQuantizeParams*) = nullptr;
-  std::string why_not;
-};
-
-std::string exe_dir() {
-  char buf[4096];
-  const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return ".";
-  std::string p(buf, static_cast<size_t>(n));
-  return p.substr(0, p.find_last_of('/'));
-}
-
-void silent_log(int, const char*, void*) {}
-
-const GgmlLibs& libs() {
-  static const GgmlLibs g = [] {
-    GgmlLibs r;
-    std::vector<std::string> dirs;
-    if (const char* e = std::getenv("LLMSERVE_GGML_LIB_DIR")) dirs.push_back(e);
-    const std::string rel = "node_modules/@node-llama-cpp/linux-x64/bins/linux-x64";
-    dirs.push_back(rel);
-    dirs.push_back(exe_dir() + "/../../" + rel);
-    for (const std::string& d : dirs) {
-      void* base = dlopen((d + "/libggml-base.so").c_str(), RTLD_NOW | RTLD_LOCAL);
-      if (!base) continue;
-      r.quantize_chunk = reinterpret_cast<QuantizeChunk>(dlsym(base, "ggml_quantize_chunk"));
-      std::string llama;
-      if (DIR* dir = ::opendir(d.c_str())) {  // libllama.vX.Y.Z.so (not libllama-common)
-        while (dirent* e = ::readdir(dir))
-          if (std::strncmp(e->d_name, "libllama.", 9) == 0) llama = d + "/" + e->d_name;
-        ::closedir(dir);
-      }
-      if (void* l = llama.empty() ? nullptr : dlopen(llama.c_str(), RTLD_NOW | RTLD_LOCAL)) {
-        r.default_params = reinterpret_cast<LlamaQuantizeParams (*)()>(dlsym(l, "llama_model_quantize_default_params"));
-        r.model_quantize = reinterpret_cast<uint32_t (*)(const char*, const char*, const LlamaQuantizeParams*)>(
-            dlsym(l, "llama_model_quantize"));
-        auto log_set = reinterpret_cast<void (*)(void (*)(int, const char*, void*), void*)>(dlsym(l, "llama_log_set"));
-        if (log_set) log_set(silent_log, nullptr);
-      }
-      break;
-    }
-    if (!r.quantize_chunk) r.why_not = "libggml-base.so not found (set LLMSERVE_GGML_LIB_DIR)";
-    return r;
-  }();
-  return g;
-}
+using oracle::libs;
+using LlamaQuantizeParams = oracle::QuantizeParams;
 
 Status quantize_file(const std::string& in, const std::string& out, const char* type, QuantizeResult* res = nullptr,
                      int threads = 2) {

@@ -131,6 +131,90 @@ describe("quantize", () => {
     });
   });
 
+  it("an importance matrix (llama.cpp's .dat) changes the bytes, is recorded as llama-quantize does; a bad one is ERR_BAD_IMATRIX", async () => {
+    // One entry per blk matrix (mean squared input per column); none for output / token_embd.
+    const g = await readGguf(src);
+    const entries = g.tensors.filter((t) => t.name.startsWith("blk.") && t.shape.length >= 2 && t.shape[1] > 1);
+    const dat = (values: (t: (typeof entries)[number], j: number) => number) => {
+      const parts: Buffer[] = [];
+      const i32 = (v: number) => {
+        const b = Buffer.alloc(4);
+        b.writeInt32LE(v);
+        parts.push(b);
+      };
+      i32(entries.length);
+      for (const t of entries) {
+        i32(Buffer.byteLength(t.name));
+        parts.push(Buffer.from(t.name));
+        i32(1);
+        i32(t.shape[0]);
+        parts.push(Buffer.from(Float32Array.from({ length: t.shape[0] }, (_, j) => values(t, j)).buffer));
+      }
+      return Buffer.concat(parts);
+    };
+    const imatrix = join(tmpRoot, `quantize-imatrix-${process.pid}.dat`);
+    writeFileSync(
+      imatrix,
+      dat((_t, j) => 1 + ((j * 7919) % 13)),
+    );
+    const plain = await quantize(src, out("plain-q4_0"), { type: "q4_0" });
+    const r = await quantize(src, out("imatrix-q4_0"), { type: "q4_0", imatrix });
+    // llama.cpp's has-imatrix rule: ffn_down of the first n_layer/8 layers gets q4_1.
+    expect(r.tensors.find((t) => t.name === "blk.0.ffn_down.weight")?.to).toBe("q4_1");
+    expect(plain.tensors.find((t) => t.name === "blk.0.ffn_down.weight")?.to).toBe("q4_0");
+    expect(r.notes.join("\n")).toMatch(
+      /2 tensors have no importance-matrix entry .*: token_embd\.weight, output\.weight/,
+    );
+    expect(readFileSync(out("imatrix-q4_0")).equals(readFileSync(out("plain-q4_0")))).toBe(false);
+    const m = (await readGguf(out("imatrix-q4_0"))).metadata;
+    expect(m["quantize.imatrix.file"]).toBe(imatrix);
+    expect(m["quantize.imatrix.entries_count"]).toBe(entries.length);
+    // Hostile or mismatched files: typed errors naming the problem, nothing written.
+    const bad = join(tmpRoot, `quantize-bad-imatrix-${process.pid}.dat`);
+    for (const [bytes, message] of [
+      [dat(() => Number.NaN), /non-finite value/],
+      [dat(() => 1).subarray(0, 100), /truncated/],
+      [Buffer.from([0xff, 0xff, 0xff, 0x7f]), /over the cap/],
+    ] as const) {
+      writeFileSync(bad, bytes);
+      await rejects(quantize(src, out("bad-imatrix"), { type: "q4_k_m", imatrix: bad }), "ERR_BAD_IMATRIX", message);
+    }
+    expect(leftovers(out("bad-imatrix"))).toEqual([]);
+  });
+
+  it("llama-quantize's overrides: pure, output / token-embedding types, tensor-type rules; bad ones are typed errors", async () => {
+    const pure = await quantize(src, out("pure"), { type: "q4_k_m", pure: true });
+    for (const t of pure.tensors) expect(t.to, t.name).toBe(t.name.endsWith("norm.weight") ? "f32" : "q4_k");
+    const r = await quantize(src, out("overrides"), {
+      type: "q4_k_m",
+      outputTensorType: "Q8_0",
+      tokenEmbeddingType: "q6_K",
+      tensorTypes: ["ATTN_V=q8_0", "blk\\.7\\.ffn_down=iq4_xs"],
+    });
+    const to = (name: string) => r.tensors.find((t) => t.name === name)?.to;
+    expect([to("output.weight"), to("token_embd.weight"), to("blk.2.attn_v.weight")]).toEqual(["q8_0", "q6_k", "q8_0"]);
+    expect([to("blk.7.ffn_down.weight"), to("blk.6.ffn_down.weight"), to("blk.1.ffn_up.weight")]).toEqual([
+      "iq4_xs",
+      "q6_k",
+      "q4_k",
+    ]);
+    for (const [opts, message] of [
+      [{ tensorTypes: ["attn_v(=q8_0"] }, /not a valid regular expression/],
+      [{ tensorTypes: ["attn_v=q7_k"] }, /unknown tensor type 'q7_k'.*expected one of f32, f16/],
+      [{ tensorTypes: ["attn_v"] }, /PATTERN=TYPE/],
+      [{ tensorTypes: "attn_v=q8_0" }, /array/],
+      [{ outputTensorType: "q3_k_m" }, /unknown tensor type/],
+      [{ pure: "yes" }, /pure/],
+    ] as const) {
+      await rejects(
+        quantize(src, out("bad-override"), { type: "q4_k_m", ...(opts as object) }),
+        "ERR_INVALID_ARGUMENT",
+        message,
+      );
+    }
+    expect(leftovers(out("bad-override"))).toEqual([]);
+  });
+
   it("refuses to overwrite its input (same path or same inode), leaving it unchanged", async () => {
     const before = readFileSync(src);
     const hard = out("hardlink");
@@ -148,7 +232,12 @@ describe("quantize", () => {
     expect(err).toBeInstanceOf(LlmserveError);
     expect(err.code).toBe("ERR_INVALID_ARGUMENT");
     for (const t of QUANTIZE_TYPES) expect(err.message).toContain(`"${t}"`);
-    await rejects(quantize(src, out("x"), { type: "q4_k_m", imatrix: "m.dat" }), "ERR_INVALID_ARGUMENT", /imatrix/);
+    await rejects(
+      quantize(src, out("x"), { type: "q4_k_m", imatrix: join(tmpRoot, "no-such.dat") }),
+      "ERR_FILE_NOT_FOUND",
+      /importance matrix file not found/,
+    );
+    await rejects(quantize(src, out("x"), { type: "q4_k_m", imatrix: "" }), "ERR_INVALID_ARGUMENT", /imatrix/);
     await rejects(quantize(src, out("x"), { type: "q8_0", threads: 0 }), "ERR_INVALID_ARGUMENT", /threads/);
     await rejects(
       quantize(join(tmpRoot, "no-such.gguf"), out("x"), { type: "q8_0" }),

@@ -50,11 +50,38 @@ describe.runIf(existsSync(cli))("llmserve quantize", () => {
     expect(r.stderr).toBe("");
   });
 
+  it("--pure, --output-tensor-type, --token-embedding-type, --tensor-type (repeatable) reach quantize", () => {
+    const r = run([
+      ...["--quiet", "quantize", model, out("overrides"), "--type", "q4_k_m", "--json", "--output-tensor-type", "q8_0"],
+      ...["--token-embedding-type", "f16", "--tensor-type", "attn_v=q5_k", "--tensor-type", "ffn_down=q4_0"],
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const to = (n: string) => JSON.parse(r.stdout).tensors.find((t: { name: string }) => t.name === n).to;
+    expect(["output.weight", "token_embd.weight", "blk.0.attn_v.weight", "blk.0.ffn_down.weight"].map(to)).toEqual([
+      "q8_0",
+      "f16",
+      "q5_k",
+      "q4_0",
+    ]);
+    const p = run(["--quiet", "quantize", model, out("pure"), "--type", "q4_k_m", "--json", "--pure"]);
+    expect(p.code, p.stderr).toBe(0);
+    expect(JSON.parse(p.stdout).tensors.find((t: { name: string }) => t.name === "output.weight").to).toBe("q4_k");
+  });
+
   it("unknown type and its own input: exit 1 with the code, the message and no stack", () => {
     for (const [args, code, msg] of [
       [["quantize", model, out("x"), "--type", "q9_0"], "ERR_INVALID_ARGUMENT", /Expected one of "q8_0", .*"q4_k_m"/],
       [["quantize", model, model, "--type", "q8_0"], "ERR_INVALID_ARGUMENT", /refusing to overwrite the input/],
-      [["quantize", model, out("x"), "--type", "q4_k_m", "--imatrix", "m.dat"], "ERR_INVALID_ARGUMENT", /imatrix/],
+      [
+        ["quantize", model, out("x"), "--type", "q4_k_m", "--imatrix", join(tmpRoot, "no-such-imatrix.dat")],
+        "ERR_FILE_NOT_FOUND",
+        /importance matrix file not found/,
+      ],
+      [
+        ["quantize", model, out("x"), "--type", "q4_k_m", "--tensor-type", "attn_v=q9_k"],
+        "ERR_INVALID_ARGUMENT",
+        /unknown tensor type 'q9_k'/,
+      ],
     ] as const) {
       const r = run([...args]);
       expect(r.code, r.stderr).toBe(1);

@@ -12,6 +12,7 @@
 #include "../gguf/gguf.h"
 #include "../os/os.h"
 #include "../threadpool/thread_pool.h"
+#include "imatrix.h"
 #include "recipe.h"
 
 namespace llmserve {
@@ -71,9 +72,47 @@ Status recipe_model(const GgufFile& f, RecipeModel* m) {
   return Status::ok();
 }
 
-// Converts rows [r0, r1) of tensor t to `to` into dst (row_size(to, ne0) bytes per row).
-Status convert_rows(const GgufTensorInfo& t, GgmlType to, int64_t r0, int64_t r1, uint8_t* dst, ThreadPool& pool,
-                    std::vector<std::vector<float>>& scratch) {
+// llama-quantize's strncpy into a 128-byte override value: at most 127 bytes.
+std::string kv_str(const std::string& s) { return s.substr(0, std::min<size_t>(s.size(), 127)); }
+
+// The importance weights of each tensor (nullptr: quantize without), checked as llama.cpp does:
+// the entry must hold ne[0] * ne[2] values (one per column; dense models have ne[2] = 1), else
+// BadImatrix, but token_embd.weight is then quantized without (llama.cpp's exception).
+Status plan_imatrix(const Imatrix& im, const std::string& path, const std::vector<GgufTensorInfo>& infos,
+                    const std::vector<GgmlType>& plan, std::vector<const float*>* qw, std::vector<std::string>* notes) {
+  qw->assign(infos.size(), nullptr);
+  std::string missing;
+  int n_missing = 0;
+  for (size_t i = 0; i < infos.size(); ++i) {
+    const GgufTensorInfo& t = infos[i];
+    if (plan[i] == t.type) continue;  // copied unchanged
+    auto it = im.entries.find(t.name);
+    if (it == im.entries.end()) {
+      missing += std::string(n_missing++ ? ", " : "") + t.name;
+      continue;
+    }
+    const uint64_t want = static_cast<uint64_t>(t.ne[0]) * static_cast<uint64_t>(t.ne[2]);
+    if (it->second.size() != want) {
+      const std::string what = "the importance matrix '" + path + "' has " + std::to_string(it->second.size()) +
+                               " values for '" + t.name + "', whose rows have " + std::to_string(want) + " columns";
+      if (t.name == "token_embd.weight") {
+        notes->push_back(what + ": quantized without it (as llama.cpp does)");
+        continue;
+      }
+      return make_error(Code::BadImatrix, what + "; was it computed on another model? Recompute it with llama-imatrix");
+    }
+    (*qw)[i] = it->second.data();
+  }
+  if (n_missing > 0)
+    notes->push_back(std::to_string(n_missing) +
+                     " tensors have no importance-matrix entry and were quantized without one: " + missing);
+  return Status::ok();
+}
+
+// Converts rows [r0, r1) of tensor t to `to` into dst (row_size(to, ne0) bytes per row), with the
+// importance weights qw (nullptr: none).
+Status convert_rows(const GgufTensorInfo& t, GgmlType to, const float* qw, int64_t r0, int64_t r1, uint8_t* dst,
+                    ThreadPool& pool, std::vector<std::vector<float>>& scratch) {
   const int64_t ne0 = t.ne[0];
   const size_t src_rs = row_size(t.type, ne0), dst_rs = row_size(to, ne0);
   std::atomic<int64_t> bad_row{-1};
@@ -96,7 +135,7 @@ Status convert_rows(const GgufTensorInfo& t, GgmlType to, int64_t r0, int64_t r1
               return;
             }
           }
-          quantize_row_weights(to, x, dst + static_cast<size_t>(r) * dst_rs, ne0);
+          quantize_row_imatrix(to, x, dst + static_cast<size_t>(r) * dst_rs, ne0, qw);
         }
       },
       grain);
@@ -136,6 +175,11 @@ Status quantize_model(const std::string& in_path, const std::string& out_path, c
   }
   RecipeModel model;
   LLMS_RETURN_IF_ERROR(recipe_model(*f, &model));
+  Imatrix im;
+  if (!opt.imatrix.empty()) {
+    LLMS_RETURN_IF_ERROR(load_imatrix(opt.imatrix, &im));
+    model.has_imatrix = true;
+  }
 
   const auto& infos = f->tensors();
   std::vector<RecipeTensor> rts(infos.size());
@@ -146,12 +190,31 @@ Status quantize_model(const std::string& in_path, const std::string& out_path, c
   }
   QuantizeResult res;
   res.ftype = mix->ftype;
-  const std::vector<GgmlType> plan = plan_tensor_types(*mix, model, rts, &res.notes);
+  const std::vector<GgmlType> plan = plan_tensor_types(*mix, model, rts, &res.notes, opt.overrides);
+  for (size_t i = 0; i < infos.size(); ++i) {
+    // Only an output / token-embedding override skips the block fallback (as in llama.cpp, whose
+    // quantizer would then abort): refuse it here instead.
+    const int64_t block = type_traits(plan[i]).block_size;
+    if (plan[i] != infos[i].type && infos[i].ne[0] % block != 0) {
+      return make_error(Code::InvalidArgument, "tensor '" + infos[i].name + "' has rows of " +
+                                                   std::to_string(infos[i].ne[0]) + " values, which " +
+                                                   type_traits(plan[i]).name + " (blocks of " + std::to_string(block) +
+                                                   ") cannot hold; override it with another type");
+    }
+  }
+  std::vector<const float*> qw(infos.size(), nullptr);
+  if (model.has_imatrix) LLMS_RETURN_IF_ERROR(plan_imatrix(im, opt.imatrix, infos, plan, &qw, &res.notes));
 
   GgufWriter w;
   for (const auto& [key, value] : f->metadata()) w.set_value(key, value);
   w.set_u32("general.quantization_version", kQuantizationVersion);
   w.set_u32("general.file_type", static_cast<uint32_t>(mix->ftype));
+  if (model.has_imatrix) {  // what llama-quantize records (as its kv overrides: strings and u32s)
+    w.set_str("quantize.imatrix.file", kv_str(opt.imatrix));
+    if (!im.datasets.empty()) w.set_str("quantize.imatrix.dataset", kv_str(im.datasets[0]));
+    w.set_u32("quantize.imatrix.entries_count", static_cast<uint32_t>(im.entries.size()));
+    if (im.chunk_count > 0) w.set_u32("quantize.imatrix.chunks_count", static_cast<uint32_t>(im.chunk_count));
+  }
   int64_t total = 0, requantized = 0;
   std::string requantized_types;
   for (size_t i = 0; i < infos.size(); ++i) {
@@ -210,7 +273,7 @@ Status quantize_model(const std::string& in_path, const std::string& out_path, c
       if (cancelled(cancel)) return cancelled_status();
       const int64_t r1 = std::min(rows, r0 + slab_rows);
       slab.resize(static_cast<size_t>(r1 - r0) * dst_rs);
-      LLMS_RETURN_IF_ERROR(convert_rows(t, to, r0, r1, slab.data(), pool, scratch));
+      LLMS_RETURN_IF_ERROR(convert_rows(t, to, qw[i], r0, r1, slab.data(), pool, scratch));
       if (!put(slab.data(), slab.size())) return make_error(Code::Io, "writing '" + out_path + "' failed");
       report((r1 - r0) * ne0);
     }

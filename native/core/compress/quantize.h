@@ -13,12 +13,18 @@
 
 #include "../quant/quant.h"
 #include "../status.h"
+#include "recipe.h"
 
 namespace llmserve {
 
 struct QuantizeOptions {
   std::string type = "q8_0";  // a quant_mixes() name (or alias q3_k / q4_k / q5_k)
   int threads = 0;            // <= 0: hardware concurrency
+  // llama.cpp importance matrix (imatrix.h; empty: none). Tensors with an entry are quantized with
+  // its per-column weights (ggml's weighted quantizers); the recipe takes its has-imatrix rules.
+  std::string imatrix;
+  // llama-quantize's --pure, --output-tensor-type, --token-embedding-type, --tensor-type (recipe.h).
+  RecipeOverrides overrides;
 };
 
 struct QuantizedTensor {
@@ -39,7 +45,11 @@ struct QuantizeResult {
 // or cancel the temp file is removed and out_path is untouched). progress(f), f in [0, 1], is called
 // from the calling thread as tensors are converted (by elements done); cancel (optional) is polled
 // between slabs of rows, and a set flag ends the work with Code::Cancelled.
-// Errors: the reader's (FileNotFound, NotGguf, GgufTruncated, ...), InvalidArgument (unknown type,
+// With an importance matrix, as llama-quantize: a tensor without an entry is quantized without one
+// (listed in notes); an entry whose size is not the tensor's row length is BadImatrix, except for
+// token_embd.weight (quantized without, noted); the output gets llama-quantize's
+// quantize.imatrix.{file,dataset,entries_count,chunks_count} metadata.
+// Errors: the reader's (FileNotFound, NotGguf, GgufTruncated, ...), load_imatrix's, InvalidArgument (unknown type,
 // out_path is the input file, a split file, a non-finite weight), UnsupportedArch (not llama /
 // qwen2, or experts), UnsupportedType (an input tensor type llmserve cannot dequantize), Io.
 Status quantize_model(const std::string& in_path, const std::string& out_path, const QuantizeOptions& opt,

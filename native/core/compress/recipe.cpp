@@ -20,13 +20,16 @@
 //   the running count of ffn_down tensors, both in llama.cpp's tensor order (by layer number, then
 //   name), so we walk the tensors in that order too.
 // - Then the block fallback (fallback_type) for rows that do not fit the chosen type.
+// - User overrides (RecipeOverrides, recipe.h): llama_tensor_get_type's outer wrapper.
 // Left out (not reachable for these models and mixes): Falcon, MoE (n_expert) and the IQ1/IQ2/IQ3
-// and TQ mixes' rules, user overrides (--pure, --tensor-type, --output-tensor-type).
+// and TQ mixes' rules.
 #include "recipe.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <numeric>
+#include <regex>
 
 namespace llmserve {
 namespace {
@@ -85,7 +88,7 @@ struct Counters {
 
 // llama_tensor_get_type_impl for our mixes.
 GgmlType mix_rule(const QuantMix& mix, const RecipeModel& m, const RecipeTensor& t, Category cat, bool tied,
-                  Counters& c) {
+                  Counters& c, const RecipeOverrides& ov) {
   using T = GgmlType;
   const int f = mix.ftype;
   enum : int { Q4_0 = 2, Q5_0 = 8, Q2_K = 10, Q3_K_M = 12, Q3_K_L = 13, Q4_K_S = 14, Q4_K_M = 15 };
@@ -93,7 +96,8 @@ GgmlType mix_rule(const QuantMix& mix, const RecipeModel& m, const RecipeTensor&
   const int64_t gqa = m.n_head_kv > 0 ? m.n_head / m.n_head_kv : 1;
   T nt = mix.default_type;
   if (cat == Category::Output || (tied && cat == Category::TokenEmbd)) {
-    if (t.ne[0] % block_of(nt) != 0) nt = T::Q8_0;
+    if (ov.has_output_type) nt = ov.output_type;  // tied token_embd (output.weight returned earlier)
+    else if (t.ne[0] % block_of(nt) != 0) nt = T::Q8_0;
     else if (nt != T::Q8_0) nt = T::Q6_K;
   } else if (cat == Category::TokenEmbd) {
     // no rule for these mixes: the default type
@@ -170,8 +174,67 @@ GgmlType fallback_type(GgmlType want, int64_t ne0) {
   return ne0 % block_of(r) == 0 ? r : T::F16;
 }
 
+namespace {
+
+// The types an override may name: what quantize writes.
+constexpr GgmlType kOverrideTypes[] = {GgmlType::F32,  GgmlType::F16,    GgmlType::BF16,  GgmlType::Q8_0,
+                                       GgmlType::Q4_0, GgmlType::Q4_1,   GgmlType::Q5_0,  GgmlType::Q5_1,
+                                       GgmlType::Q2_K, GgmlType::Q3_K,   GgmlType::Q4_K,  GgmlType::Q5_K,
+                                       GgmlType::Q6_K, GgmlType::IQ4_NL, GgmlType::IQ4_XS};
+constexpr size_t kMaxPatternBytes = 1024;
+
+std::string lower(std::string s) {
+  for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return s;
+}
+
+Status compile_pattern(const std::string& pattern, std::regex* out) {
+  try {
+    *out = std::regex(pattern);
+  } catch (const std::regex_error& e) {
+    return make_error(Code::InvalidArgument,
+                      "the tensor-type pattern '" + pattern + "' is not a valid regular expression (" + e.what() + ")");
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status parse_override_type(const std::string& name, GgmlType* out) {
+  std::string list;
+  for (GgmlType t : kOverrideTypes) {
+    if (lower(name) == lower(type_traits(t).name)) {
+      *out = t;
+      return Status::ok();
+    }
+    list += std::string(list.empty() ? "" : ", ") + lower(type_traits(t).name);
+  }
+  return make_error(Code::InvalidArgument,
+                    "unknown tensor type '" + name + "' in an override; expected one of " + list);
+}
+
+Status parse_tensor_type_rule(const std::string& spec, TensorTypeRule* out) {
+  const size_t eq = spec.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
+    return make_error(Code::InvalidArgument,
+                      "a tensor-type override is PATTERN=TYPE (e.g. 'attn_v=q8_0'); got '" + spec + "'");
+  if (eq > kMaxPatternBytes)
+    return make_error(Code::InvalidArgument,
+                      "a tensor-type pattern is longer than " + std::to_string(kMaxPatternBytes) + " bytes");
+  out->pattern = lower(spec.substr(0, eq));
+  std::regex re;
+  LLMS_RETURN_IF_ERROR(compile_pattern(out->pattern, &re));
+  return parse_override_type(spec.substr(eq + 1), &out->type);
+}
+
 std::vector<GgmlType> plan_tensor_types(const QuantMix& mix, const RecipeModel& model,
-                                        const std::vector<RecipeTensor>& tensors, std::vector<std::string>* notes) {
+                                        const std::vector<RecipeTensor>& tensors, std::vector<std::string>* notes,
+                                        const RecipeOverrides& ov) {
+  std::vector<std::pair<std::regex, GgmlType>> rules;
+  for (const TensorTypeRule& r : ov.tensor_types) {
+    std::regex re;
+    if (compile_pattern(r.pattern, &re)) rules.emplace_back(std::move(re), r.type);
+  }
   std::vector<GgmlType> out(tensors.size());
   bool tied = true;
   Counters c;
@@ -194,9 +257,27 @@ std::vector<GgmlType> plan_tensor_types(const QuantMix& mix, const RecipeModel& 
       out[k] = t.type;
       continue;
     }
+    const Category cat = category_of(t.name);
+    if (ov.has_token_embd_type && cat == Category::TokenEmbd) {
+      out[k] = ov.token_embd_type;
+      continue;
+    }
+    if (ov.has_output_type && cat == Category::Output) {
+      out[k] = ov.output_type;
+      continue;
+    }
     GgmlType nt = mix.default_type;
     if (!is_float_type(nt)) {
-      const GgmlType want = mix_rule(mix, model, t, category_of(t.name), tied, c);
+      bool manual = false;
+      GgmlType want = nt;
+      for (const auto& [re, type] : rules) {
+        if (std::regex_search(t.name, re)) {
+          want = type;
+          manual = true;
+          break;
+        }
+      }
+      if (!manual && !ov.pure) want = mix_rule(mix, model, t, cat, tied, c, ov);
       nt = fallback_type(want, t.ne[0]);
       if (nt != want && notes) {
         notes->push_back(t.name + ": " + type_traits(want).name + " needs rows of a multiple of " +

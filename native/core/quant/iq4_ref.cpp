@@ -28,11 +28,15 @@ int best_index(float x) {
   return x - v[hi - 1] < v[hi] - x ? hi - 1 : hi;
 }
 
-// Weighted least-squares scale of one 32-element block xb on the grid, weights x^2: the best of the
-// scale through the largest value and 2*kTrials+1 inverse scales around it. Returns 0 for an
-// all-zero block. (quantize_row_iq4_nl_impl's per-block loop; the L it computes there is always
-// recomputed by the callers, so it is not kept.)
-float fit_block(const float* xb) {
+// Weighted least-squares scale of one 32-element block xb on the grid: the best of the scale
+// through the largest value and 2*kTrials+1 inverse scales around it. Weights: x^2 without an
+// importance matrix; with one (qw: its 32 columns of this block) qw * sqrt(sigma2 + x^2), sigma2
+// twice the mean square of the super-block (ggml's choice). Returns 0 for an all-zero block.
+// (quantize_row_iq4_nl_impl's per-block loop; the L it computes there is always recomputed by the
+// callers, so it is not kept.)
+float fit_block(const float* xb, const float* qw, float sigma2) {
+  float weight[32];
+  for (int j = 0; j < 32; ++j) weight[j] = qw ? qw[j] * std::sqrt(sigma2 + xb[j] * xb[j]) : xb[j] * xb[j];
   float amax = 0, max = 0;
   for (int j = 0; j < 32; ++j) {
     const float ax = std::fabs(xb[j]);
@@ -45,11 +49,11 @@ float fit_block(const float* xb) {
   const float v0 = static_cast<float>(kIQ4NLValues[0]);
   float d = -max / v0;
   float id = 1 / d;
-  auto sums = [xb](float inv, float* sqx, float* sq2) {
+  auto sums = [xb, &weight](float inv, float* sqx, float* sq2) {
     float sumqx = 0, sumq2 = 0;
     for (int j = 0; j < 32; ++j) {
       const float q = static_cast<float>(kIQ4NLValues[best_index(inv * xb[j])]);
-      const float w = xb[j] * xb[j];
+      const float w = weight[j];
       sumqx += w * q * xb[j];
       sumq2 += w * q * q;
     }
@@ -69,6 +73,13 @@ float fit_block(const float* xb) {
     }
   }
   return d;
+}
+
+// ggml's sigma2 of a super-block of n elements: 2 * mean square, summed in element order.
+float sigma2_of(const float* x, int n) {
+  float s = 0;
+  for (int j = 0; j < n; ++j) s += x[j] * x[j];
+  return s * (2.f / static_cast<float>(n));
 }
 
 // 32 indexes L -> 16 bytes: element j in the low nibble of byte j, element j+16 in the high one.
@@ -101,11 +112,14 @@ void dequantize_row_iq4_nl_ref(const void* x, float* y, int64_t n) {
 
 // x: [n] f32 -> y: [n/32] BlockIQ4_NL: per block the fitted scale d (stored as f16), then each
 // element's nearest grid index against the unrounded 1/d.
-void quantize_row_iq4_nl_ref(const float* x, void* y, int64_t n) {
+void quantize_row_iq4_nl_ref(const float* x, void* y, int64_t n) { quantize_row_iq4_nl_w(x, y, n, nullptr); }
+
+// qw: the row's n importance weights, or nullptr (quantize_row_iq4_nl_ref).
+void quantize_row_iq4_nl_w(const float* x, void* y, int64_t n, const float* qw) {
   BlockIQ4_NL* b = static_cast<BlockIQ4_NL*>(y);
   uint8_t L[32];
   for (int64_t i = 0; i < n / 32; ++i, x += 32) {
-    const float d = fit_block(x);
+    const float d = fit_block(x, qw ? qw + 32 * i : nullptr, qw ? sigma2_of(x, 32) : 0.f);
     b[i].d = fp32_to_fp16(d);
     const float id = d != 0.0f ? 1 / d : 0.0f;
     for (int j = 0; j < 32; ++j) L[j] = static_cast<uint8_t>(best_index(id * x[j]));
@@ -150,14 +164,19 @@ void dequantize_row_iq4_xs_ref(const void* x, float* y, int64_t n) {
 // d = -max_scale/32 (max_scale: the fitted scale of largest magnitude; an all-zero super-block stores
 // d = -0.0 as ggml does), 6-bit sub-block scales l = round(scale/d) in [-32, 31], then each element's
 // nearest grid index against 1/(d*l) (d unrounded).
-void quantize_row_iq4_xs_ref(const float* x, void* y, int64_t n) {
+void quantize_row_iq4_xs_ref(const float* x, void* y, int64_t n) { quantize_row_iq4_xs_w(x, y, n, nullptr); }
+
+// qw: the row's n importance weights, or nullptr (quantize_row_iq4_xs_ref).
+void quantize_row_iq4_xs_w(const float* x, void* y, int64_t n, const float* qw) {
   BlockIQ4_XS* b = static_cast<BlockIQ4_XS*>(y);
   uint8_t L[32];
   float scales[8];
   for (int64_t i = 0; i < n / kQK_K; ++i, x += kQK_K) {
+    const float* qwb = qw ? qw + kQK_K * i : nullptr;
+    const float sigma2 = qw ? sigma2_of(x, kQK_K) : 0.f;
     float max_scale = 0, amax_scale = 0;
     for (int ib = 0; ib < 8; ++ib) {
-      scales[ib] = fit_block(x + 32 * ib);
+      scales[ib] = fit_block(x + 32 * ib, qwb ? qwb + 32 * ib : nullptr, sigma2);
       const float abs_d = std::fabs(scales[ib]);
       if (abs_d > amax_scale) {
         amax_scale = abs_d;

@@ -66,6 +66,11 @@ void quantize_row(GgmlType t, const float* x, void* y, int64_t n);
 // with id = 1/d and roundf (ggml's quantize_row_q8_0_ref), not as its x86 activation quantizer (the
 // Q8_0 quantize_row_ref above, which matmuls need). Used by quantize.
 void quantize_row_weights(GgmlType t, const float* x, void* y, int64_t n);
+// Same with llama.cpp's importance matrix: qw holds the row's n per-column weights (the imatrix
+// entry of the tensor), and y gets exactly what ggml_quantize_chunk(t, x, y, 0, 1, n, qw) writes
+// (ggml's *_impl quantizers with quant_weights). qw == nullptr: quantize_row_weights. Q8_0 and the
+// float types ignore the weights, as ggml does.
+void quantize_row_imatrix(GgmlType t, const float* x, void* y, int64_t n, const float* qw);
 // dot(w_row, x_row): w in type t, xq in type_traits(t).vec_dot_type, both [n] elements.
 // xq must come from quantize_row(vec_dot_type): the SIMD kernels rely on its invariants (Q8_K bsums
 // match qs; Q8_1 s = d * sum(qs); Q8_0/Q8_1 values lie in [-127, 127]).

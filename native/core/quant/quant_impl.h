@@ -264,6 +264,9 @@ float vec_dot_iq4_nl_ref(int64_t n, const void* w, const void* xq);
 void dequantize_row_iq4_xs_ref(const void* x, float* y, int64_t n);
 void quantize_row_iq4_xs_ref(const float* x, void* y, int64_t n);
 float vec_dot_iq4_xs_ref(int64_t n, const void* w, const void* xq);
+// With per-column importance weights qw ([n], or nullptr: the functions above).
+void quantize_row_iq4_nl_w(const float* x, void* y, int64_t n, const float* qw);
+void quantize_row_iq4_xs_w(const float* x, void* y, int64_t n, const float* qw);
 // More K-quants (k_quants2_ref.cpp), against Q8_K.
 void dequantize_row_q2_K_ref(const void* x, float* y, int64_t n);
 void quantize_row_q2_K_ref(const float* x, void* y, int64_t n);
