@@ -35,14 +35,6 @@ bool cancelled(const std::atomic<bool>* cancel) { return cancel && cancel->load(
 
 Status cancelled_status() { return make_error(Code::Cancelled, "quantize was cancelled; no output file was written"); }
 
-// Same file: same device and inode (a hard link or symlink to the input is the input).
-bool same_file(const std::string& a, const std::string& b) {
-  struct stat sa {
-  }, sb{};
-  if (::stat(a.c_str(), &sa) != 0 || ::stat(b.c_str(), &sb) != 0) return false;
-  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
 Status read_int(const GgufFile& f, const std::string& key, bool required, int64_t* out) {
   bool found = false;
   Status s = f.get_int(key, out, &found);
@@ -120,6 +112,23 @@ Status convert_rows(const GgufTensorInfo& t, GgmlType to, int64_t r0, int64_t r1
 
 }  // namespace
 
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa {
+  }, sb{};
+  if (::stat(a.c_str(), &sa) != 0 || ::stat(b.c_str(), &sb) != 0) return false;
+  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+Status check_output_path(const std::string& in_path, const std::string& out_path) {
+  if (out_path.empty() || out_path.find('\0') != std::string::npos)
+    return make_error(Code::InvalidArgument, "the output path must be a non-empty path without NUL characters");
+  if (in_path == out_path || same_file(in_path, out_path)) {
+    return make_error(Code::InvalidArgument, "refusing to overwrite the input model '" + in_path + "' with '" +
+                                                 out_path + "' (the same file); write the output to another path");
+  }
+  return Status::ok();
+}
+
 Status quantize_model(const std::string& in_path, const std::string& out_path, const QuantizeOptions& opt,
                       const std::function<void(double)>& progress, const std::atomic<bool>* cancel,
                       QuantizeResult* result) {
@@ -132,10 +141,7 @@ Status quantize_model(const std::string& in_path, const std::string& out_path, c
     return make_error(Code::InvalidArgument, "the output path must be a non-empty path without NUL characters");
   std::unique_ptr<GgufFile> f;
   LLMS_RETURN_IF_ERROR(GgufFile::open(in_path, &f));
-  if (in_path == out_path || same_file(in_path, out_path)) {
-    return make_error(Code::InvalidArgument, "refusing to overwrite the input model '" + in_path + "' with '" +
-                                                 out_path + "' (the same file); write the output to another path");
-  }
+  LLMS_RETURN_IF_ERROR(check_output_path(in_path, out_path));
   int64_t split_count = 0;
   LLMS_RETURN_IF_ERROR(read_int(*f, "split.count", false, &split_count));
   if (split_count > 1) {
