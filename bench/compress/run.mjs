@@ -32,10 +32,10 @@ const HELP = `Usage: npm run bench:compress -- [options]
   --trials <n>     rounds; the median is reported (default 3)
   --model <path>   an f16 llama-family GGUF instead of the synthesized TinyLlama-1.1B shape
   -h, --help       this text`;
-const opts = parseCli({ trials: { type: "string" } }, HELP, die);
+const { values: opts, int } = parseCli({ trials: { type: "string" } }, HELP, die);
 const quick = Boolean(opts.quick);
-const threads = Number(opts.threads ?? 2);
-const trials = Number(opts.trials ?? (quick ? 1 : 3));
+const threads = int("threads", opts.threads, 2, 1);
+const trials = int("trials", opts.trials, quick ? 1 : 3, 1);
 const pp = quick ? 128 : 512;
 const tg = quick ? 32 : 128;
 const shape = quick ? { ...SHAPE, dim: 512, layers: 8, heads: 8, kvHeads: 2, ffn: 1408 } : SHAPE;
