@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The llmserve command line: generate, chat, tokenize, detokenize, embed, pull, models, synth, synth-lora, info, demo, serve, eval, quantize, finetune. */
+/** The llmserve command line: generate, chat, tokenize, detokenize, embed, pull, models, synth, synth-lora, info, demo, serve, eval, quantize, compress, finetune. */
 import { Command, Option } from "commander";
 import { existsSync, mkdirSync } from "node:fs";
 import { homedir } from "node:os";
@@ -49,6 +49,7 @@ import { registerEval } from "./cli/eval.js";
 import { registerHubCommands } from "./cli/hub.js";
 import { registerQuantize } from "./cli/quantize.js";
 import { registerFinetune } from "./cli/finetune.js";
+import { registerCompress } from "./cli/compress.js";
 
 // Sampling fields unset (the demo): the library's default (lib/defaults.ts), as for the flags' defaults.
 interface GenOpts extends Partial<SamplingCliOptions> {
@@ -131,6 +132,27 @@ function describeValue(v: unknown): string {
   return String(v);
 }
 
+/** The storage format of a tensor when it is not a plain ggml tensor (llmserve's 2:4 sparse pair). */
+function tensorFormat(name: string): string | undefined {
+  if (name.endsWith(".s24v")) return "2:4 sparse: kept values (f16), llmserve only";
+  if (name.endsWith(".s24i")) return "2:4 sparse: 2-bit positions, llmserve only";
+  return undefined;
+}
+
+/** What `info` says about a pruned / sparse file (nothing for a plain one). */
+function compressionSummary(tensors: { name: string }[], md: Record<string, unknown>): Record<string, unknown> {
+  const sparse = tensors.filter((t) => t.name.endsWith(".s24v")).length;
+  const method = md["llmserve.prune.method"];
+  if (!sparse && method === undefined) return {};
+  return {
+    pruned: method === undefined ? undefined : `${String(md["llmserve.prune.pattern"])} ${String(method)}`,
+    sparse24Matrices: sparse || undefined,
+    llamaCpp: sparse
+      ? "cannot load this file: it holds llmserve's 2:4 sparse tensors (NAME.s24v/.s24i); write it with --format dense for llama.cpp"
+      : undefined,
+  };
+}
+
 async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
   const path = await localModel(o.model);
   const g = await readGguf(path, { maxArrayLength: 64 });
@@ -183,6 +205,7 @@ async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
     tensorTypes: types,
     fileSize: g.fileSize,
     ...support,
+    ...compressionSummary(g.tensors, md),
   };
   // An unsupported file is described all the same, then refused: exit code 1 and the reason on stderr.
   const refuse = () => {
@@ -203,7 +226,9 @@ async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
   for (const [k, v] of Object.entries(md)) process.stdout.write(`  ${k} = ${describeValue(v)}\n`);
   process.stdout.write("\ntensors:\n");
   for (const t of g.tensors.slice(0, 40))
-    process.stdout.write(`  ${t.name.padEnd(28)} ${t.type.padEnd(6)} [${t.shape.join(", ")}]\n`);
+    process.stdout.write(
+      `  ${t.name.padEnd(28)} ${t.type.padEnd(6)} [${t.shape.join(", ")}]${tensorFormat(t.name) ? `  ${tensorFormat(t.name)}` : ""}\n`,
+    );
   if (g.tensors.length > 40) process.stdout.write(`  ... ${g.tensors.length - 40} more\n`);
   refuse();
 }
@@ -576,6 +601,7 @@ registerEval(program);
 registerBuild(program);
 registerQuantize(program);
 registerFinetune(program);
+registerCompress(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as { code?: string; message?: string };

@@ -167,6 +167,21 @@ export const EVAL_DEFAULTS = {
   batch: 2048,
 } as const;
 
+/**
+ * Defaults of `CompressOptions` (compress() and `llmserve compress`); TypeScript only. Magnitude
+ * needs no calibration text; `calibCtx` is the calibration chunk (tokens per forward pass from an
+ * empty cache), llama-imatrix's `-c 512`.
+ */
+export const COMPRESS_DEFAULTS = {
+  method: "magnitude",
+  /**
+   * How 2:4 pruned matrices are stored: "sparse" (llmserve's 2:4 format, faster, llama.cpp cannot
+   * load it). Unstructured pruning is always written "dense" (zeros in the input's type).
+   */
+  format24: "sparse",
+  calibCtx: 512,
+} as const;
+
 /** Defaults of `ReadGgufOptions` (readGguf()). */
 export const GGUF_DEFAULTS = {
   /** No array is summarized. */

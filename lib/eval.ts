@@ -288,7 +288,8 @@ async function callNative<T>(f: () => Promise<T>): Promise<T> {
   }
 }
 
-function ioError(err: unknown, path: string): LlmserveError {
+/** @internal A read error of a text file as a coded error (ERR_FILE_NOT_FOUND, ERR_IO). */
+export function ioError(err: unknown, path: string): LlmserveError {
   const code = (err as NodeJS.ErrnoException)?.code;
   if (code === "ENOENT")
     return new LlmserveError("ERR_FILE_NOT_FOUND", `The text file ${path} does not exist; pass an existing file.`, {
@@ -299,8 +300,8 @@ function ioError(err: unknown, path: string): LlmserveError {
   });
 }
 
-/** A text file as pieces of text, without its one final line break (llama.cpp's `-f`). */
-async function* fileText(path: string, onBytes: (bytes: number) => void): AsyncGenerator<string> {
+/** @internal A text file as pieces of text, without its one final line break (llama.cpp's `-f`); compress reads its calibration text the same way. */
+export async function* fileText(path: string, onBytes: (bytes: number) => void): AsyncGenerator<string> {
   const stream = createReadStream(path, { encoding: "utf8", highWaterMark: 1 << 20 });
   let carry = "";
   try {

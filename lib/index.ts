@@ -67,6 +67,14 @@ export {
   type SynthLoraOptions,
 } from "./synth.js";
 export {
+  type CompressedTensor,
+  type CompressOptions,
+  type CompressResult,
+  compress,
+  COMPRESS_FORMATS,
+  PRUNE_METHODS,
+} from "./compress.js";
+export {
   quantize,
   QUANTIZE_TYPES,
   QUANTIZE_TYPE_ALIASES,

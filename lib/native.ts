@@ -391,6 +391,39 @@ export interface NativeFinetuneJob {
   cancel(): void;
 }
 
+/** compress()'s options: every field is required (lib/compress.ts sets them). */
+export interface NativeCompressOptions {
+  /** A ratio in (0, 1) (unstructured) or "2:4". */
+  prune: number | "2:4";
+  method: "magnitude" | "wanda";
+  /** "sparse": 2:4 matrices in llmserve's 2:4 sparse format (only with prune "2:4"); "dense": zeros in the input's type. */
+  format: "dense" | "sparse";
+  /** Globs over tensor names or roles; empty: every layer matrix. */
+  tensors: string[];
+  threads: number;
+  /** Calibration tokens per chunk (Wanda). */
+  ctx: number;
+  /** Only the argument checks: nothing is written, the promise resolves to the selected tensor names. */
+  checkOnly: boolean;
+}
+
+/** What a finished compress() wrote. */
+export interface NativeCompressResult {
+  /** The pruned tensors in file order, with their (unchanged) type and zero count. */
+  tensors: { name: string; type: string; zeros: number; elements: number }[];
+  notes: string[];
+  inputBytes: number;
+  outputBytes: number;
+  /** Tokens run for the calibration statistics (0 without). */
+  calibTokens: number;
+}
+
+/** A compress() in flight (the promise rejects with ERR_CANCELLED after cancel()). */
+export interface NativeCompressJob<R = NativeCompressResult> {
+  promise: Promise<R>;
+  cancel(): void;
+}
+
 /** Order statistics of a per-token series (llama-perplexity's percentiles, linearly interpolated). */
 export interface NativeQuantiles {
   min: number;
@@ -498,6 +531,14 @@ export interface NativeAddon {
   ): NativeFinetuneJob;
   /** The mixes quantize() writes (native/core/compress/recipe.cpp), in its order. */
   quantizeTypes: string[];
+  /** Prunes the model at `input` into `output` on a libuv worker (native/core/compress/prune.h); Wanda calibrates on `calib` first. */
+  compress(
+    input: string,
+    output: string,
+    opts: NativeCompressOptions,
+    calib: Int32Array | null,
+    onProgress?: (fraction: number) => void,
+  ): NativeCompressJob<NativeCompressResult | { tensors: string[] }>;
   /** A perplexity run of `model` (KL divergence against `reference` when not null), `batch` tokens per forward pass. */
   createEvaluation(model: NativeModel, reference: NativeModel | null, batch: number): NativeEvaluation;
 }

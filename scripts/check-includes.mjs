@@ -20,11 +20,11 @@ export const LAYERS = {
   eval: 1, // perplexity / KL scoring of logit rows (needs only status.h; sched/ runs it on engines)
   gguf: 2, // file format (uses quant's type table)
   kv: 3, // paged KV storage, allocator, rotation, eval cache
-  compress: 3, // offline model transforms over GGUF files (quantize recipes and driver)
   attention: 4, // paged attention over kv/
   model: 5, // architectures: config, weights, forward pass
   lora: 6, // LoRA adapters: load against a model, per-segment deltas
   train: 6, // LoRA training: forward keeping activations, backward ops, optimizers (over model/)
+  compress: 6, // offline model transforms over GGUF files (quantize, prune; calibration runs model/'s forward pass)
   backend: 7,
   synth: 7, // executors (own a model, adapters); synthetic model writer
   sched: 8, // the scheduler: sees only backend/executor.h

@@ -399,6 +399,34 @@ export const MUTATIONS = [
     replace: "o_.lars_eta * wn / gn",
     why: "training: LARS trust ratio without the β‖w‖ term in its denominator",
   },
+  {
+    id: "prune-24-keeps-wrong-two",
+    file: "native/core/compress/prune.cpp",
+    find: "      if (i != a && i != b) w[g + i] = 0.0f;",
+    replace: "      if (i == a || i == b) w[g + i] = 0.0f;",
+    why: "2:4 pruning zeroes the two highest-scored entries of each group instead of the two lowest",
+  },
+  {
+    id: "wanda-ignores-activations",
+    file: "native/core/compress/prune.cpp",
+    find: "    score[j] = static_cast<float>(col_sumsq ? a * std::sqrt(col_sumsq[j]) : a);",
+    replace: "    score[j] = static_cast<float>(a);",
+    why: "Wanda scores by |W| alone (the calibration norms ||x_j|| are ignored): it becomes magnitude pruning",
+  },
+  {
+    id: "sparse24-avx2-wrong-half",
+    file: "native/core/model/sparse24_avx2.cpp",
+    find: "  return _mm256_blend_ps(lo, hi, 0xF0);",
+    replace: "  return _mm256_blend_ps(lo, hi, 0x0F);",
+    why: "2:4 AVX2 kernel: the x values of groups 2-3 are taken from columns 0-7 instead of 8-15",
+  },
+  {
+    id: "sparse24-ref-lane-order",
+    file: "native/core/model/sparse24.cpp",
+    find: "        s[k % 16] = std::fma(fp16_to_fp32(v[k]), xt[col], s[k % 16]);",
+    replace: "        s[k % 8] = std::fma(fp16_to_fp32(v[k]), xt[col], s[k % 8]);",
+    why: "2:4 scalar reference: 8 lanes instead of 16, so the SIMD kernels no longer match it bit for bit",
+  },
 ];
 
 const args = process.argv.slice(2);

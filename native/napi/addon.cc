@@ -13,6 +13,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   init_eval(env, exports);
   init_quantize(env, exports);
   init_train(env, exports);
+  init_compress(env, exports);
   exports.Set("kernelIsa", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
                 return Napi::String::New(info.Env(), kernel_isa());
               }));

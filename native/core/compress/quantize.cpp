@@ -150,6 +150,16 @@ Status convert_rows(const GgufTensorInfo& t, GgmlType to, const float* qw, int64
 
 }  // namespace
 
+Status check_output_path(const std::string& in_path, const std::string& out_path) {
+  if (out_path.empty() || out_path.find('\0') != std::string::npos)
+    return make_error(Code::InvalidArgument, "the output path must be a non-empty path without NUL characters");
+  if (in_path == out_path || os::same_file(in_path, out_path)) {
+    return make_error(Code::InvalidArgument, "refusing to overwrite the input model '" + in_path + "' with '" +
+                                                 out_path + "' (the same file); write the output to another path");
+  }
+  return Status::ok();
+}
+
 Status quantize_model(const std::string& in_path, const std::string& out_path, const QuantizeOptions& opt,
                       const std::function<void(double)>& progress, const std::atomic<bool>* cancel,
                       QuantizeResult* result) {
@@ -158,14 +168,9 @@ Status quantize_model(const std::string& in_path, const std::string& out_path, c
     return make_error(Code::InvalidArgument,
                       "Unknown quantization type '" + opt.type + "'; expected one of " + quant_mix_names());
   }
-  if (out_path.empty() || out_path.find('\0') != std::string::npos)
-    return make_error(Code::InvalidArgument, "the output path must be a non-empty path without NUL characters");
   std::unique_ptr<GgufFile> f;
   LLMS_RETURN_IF_ERROR(GgufFile::open(in_path, &f));
-  if (in_path == out_path || os::same_file(in_path, out_path)) {
-    return make_error(Code::InvalidArgument, "refusing to overwrite the input model '" + in_path + "' with '" +
-                                                 out_path + "' (the same file); write the output to another path");
-  }
+  LLMS_RETURN_IF_ERROR(check_output_path(in_path, out_path));
   int64_t split_count = 0;
   LLMS_RETURN_IF_ERROR(read_int(*f, "split.count", false, &split_count));
   if (split_count > 1) {

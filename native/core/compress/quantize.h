@@ -41,6 +41,10 @@ struct QuantizeResult {
   uint64_t output_bytes = 0;
 };
 
+// InvalidArgument when out_path is empty, has a NUL, or is the input file (shared by every
+// converter in compress/: none overwrites its input).
+Status check_output_path(const std::string& in_path, const std::string& out_path);
+
 // Writes `out_path` (temp file in the same folder, renamed into place when complete; on any error
 // or cancel the temp file is removed and out_path is untouched). progress(f), f in [0, 1], is called
 // from the calling thread as tensors are converted (by elements done); cancel (optional) is polled

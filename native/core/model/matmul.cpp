@@ -12,6 +12,7 @@
 #include "../os/os.h"
 #include "../quant/gemm.h"
 #include "../quant/quant.h"
+#include "sparse24.h"
 
 namespace llmserve {
 
@@ -53,7 +54,7 @@ class ActBuffer {
 }  // namespace
 
 size_t packed_bytes(const MatrixView& w) {
-  if (!w.data || !gemm_packable(w.type) || w.row_bytes != row_size(w.type, w.n_in)) return 0;
+  if (!w.data || w.s24_idx || !gemm_packable(w.type) || w.row_bytes != row_size(w.type, w.n_in)) return 0;
   return gemm_packed_bytes(w.type, w.n_in, w.n_out);
 }
 
@@ -74,9 +75,22 @@ bool pack_matrix(MatrixView* w, uint8_t* dst) {
   return true;
 }
 
-void matmul(const MatmulTask* tasks, int n_tasks, const float* x, int64_t n, ThreadPool& pool) {
-  if (n <= 0 || n_tasks <= 0) return;
-  n_tasks = std::min(n_tasks, 4);
+void matmul(const MatmulTask* in_tasks, int n_in_tasks, const float* x, int64_t n, ThreadPool& pool) {
+  if (n <= 0 || n_in_tasks <= 0) return;
+  n_in_tasks = std::min(n_in_tasks, 4);
+  // 2:4 sparse matrices run their own kernel on the f32 activations; the dense ones go on below.
+  MatmulTask tasks[4];
+  int n_tasks = 0;
+  for (int i = 0; i < n_in_tasks; ++i) {
+    const MatmulTask& t = in_tasks[i];
+    if (!t.w->s24_idx) {
+      tasks[n_tasks++] = t;
+      continue;
+    }
+    const Sparse24Matrix sw{reinterpret_cast<const uint16_t*>(t.w->data), t.w->s24_idx, t.w->n_in, t.w->n_out};
+    sparse24_matmul(sw, x, n, t.bias, t.y, t.ldy, pool);
+  }
+  if (n_tasks == 0) return;
   const int64_t n_in = tasks[0].w->n_in;
 
   // 1. Prepare the activations once per distinct vec_dot type (f32: used in place).

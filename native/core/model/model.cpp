@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "../quant/gemm.h"
+#include "sparse24.h"
 
 namespace llmserve {
 
@@ -30,7 +31,9 @@ class Binder {
   explicit Binder(const GgufFile& f) : f_(f) {}
 
   // Finds `name` and checks shape == expect (missing dims are 1) and data bounds.
-  Status find(const std::string& name, std::vector<int64_t> expect, bool required, const GgufTensorInfo** out) {
+  // raw: any known type (the i8 positions of a 2:4 matrix), not only the ones llmserve dequantizes.
+  Status find(const std::string& name, std::vector<int64_t> expect, bool required, const GgufTensorInfo** out,
+              bool raw = false) {
     *out = nullptr;
     const GgufTensorInfo* t = f_.find_tensor(name);
     if (!t) {
@@ -44,7 +47,7 @@ class Binder {
                                             ", expected " + shape_str(want, static_cast<int>(expect.size())));
     }
     const TypeTraits& tt = type_traits(t->type);
-    if (!tt.known || !tt.supported) {
+    if (!tt.known || (!tt.supported && !raw)) {
       return make_error(Code::UnsupportedType, "tensor '" + name + "' has type " + std::string(tt.name) + " (id " +
                                                    std::to_string(static_cast<uint32_t>(t->type)) +
                                                    "), which is not supported");
@@ -67,8 +70,10 @@ class Binder {
     return Status::ok();
   }
 
-  // A weight matrix [n_in] -> [n_out]: any type we can dot against.
+  // A weight matrix [n_in] -> [n_out]: any type we can dot against, or llmserve's 2:4 sparse
+  // pair NAME.s24v / NAME.s24i (model/sparse24.h) in place of NAME.
   Status matrix(const std::string& name, int64_t n_in, int64_t n_out, bool required, MatrixView* out) {
+    if (!f_.find_tensor(name) && f_.find_tensor(name + kSparse24ValuesSuffix)) return sparse24(name, n_in, n_out, out);
     const GgufTensorInfo* t = nullptr;
     LLMS_RETURN_IF_ERROR(find(name, {n_in, n_out}, required, &t));
     if (!t) return Status::ok();
@@ -88,6 +93,28 @@ class Binder {
     out->n_in = n_in;
     out->n_out = n_out;
     out->row_bytes = row_size(t->type, n_in);
+    return Status::ok();
+  }
+
+  Status sparse24(const std::string& name, int64_t n_in, int64_t n_out, MatrixView* out) {
+    if (n_in % 4 != 0)
+      return make_error(Code::BadShape,
+                        "2:4 sparse tensor '" + name + "' needs rows of a multiple of 4, not " + std::to_string(n_in));
+    const GgufTensorInfo *v = nullptr, *i = nullptr;
+    LLMS_RETURN_IF_ERROR(find(name + kSparse24ValuesSuffix, {sparse24_values_per_row(n_in), n_out}, true, &v));
+    LLMS_RETURN_IF_ERROR(
+        find(name + kSparse24IndexSuffix, {sparse24_index_bytes_per_row(n_in), n_out}, true, &i, true));
+    if (v->type != GgmlType::F16 || i->type != GgmlType::I8 || reinterpret_cast<uintptr_t>(v->data) % 2 != 0) {
+      return make_error(Code::UnsupportedType, "2:4 sparse tensor '" + name + "' must be f16 values (" +
+                                                   kSparse24ValuesSuffix + ") and i8 positions (" +
+                                                   kSparse24IndexSuffix + ")");
+    }
+    out->data = v->data;
+    out->type = GgmlType::F16;
+    out->n_in = n_in;
+    out->n_out = n_out;
+    out->row_bytes = static_cast<size_t>(sparse24_values_per_row(n_in)) * 2;
+    out->s24_idx = i->data;
     return Status::ok();
   }
 

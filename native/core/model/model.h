@@ -27,6 +27,9 @@ struct MatrixView {
   // gemm's 16-row interleaved copy of data (quant/gemm.h), made at load by the executor
   // (pack_matrix in matmul.h), or null: matmul then packs tiles on the fly. Same results either way.
   const uint8_t* packed = nullptr;
+  // 2:4 sparse (model/sparse24.h): data holds the kept f16 values ([n_out, n_in/2], type F16,
+  // row_bytes = n_in) and this the 2-bit positions; null for a dense matrix.
+  const uint8_t* s24_idx = nullptr;
   const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
 };
 

@@ -1,0 +1,128 @@
+// bench:compress — decode (tgN) and prefill (ppN) speed of a 2:4 pruned model in llmserve's 2:4
+// sparse format against the dense model of the same value type (f16) with the same zeros, on a
+// synthesized TinyLlama-1.1B-shape f16 model (random weights: speed does not depend on them).
+//   npm run bench:compress                 # TinyLlama shape, pp512 + tg128, 3 rounds
+//   npm run bench:compress -- --quick      # dim 512, 8 layers: pp128 + tg32, 1 round (smoke check)
+// Both files are made once (cache: bench/.cache or $LLMSERVE_BENCH_DIR). Each round measures every
+// file in turn in this process (one model loaded at a time); medians are reported.
+import os from "node:os";
+import { existsSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import {
+  SHAPE,
+  cacheDir,
+  ensureModel,
+  loadLlmserve,
+  machine,
+  machineLine,
+  makeDie,
+  median,
+  parseCli,
+  table,
+  tokenIds,
+  warnBusyMachine,
+  writeResults,
+} from "../common.mjs";
+
+const die = makeDie("bench:compress");
+const HELP = `Usage: npm run bench:compress -- [options]
+  --quick          smoke check: a small model (dim 512, 8 layers), pp128 + tg32, 1 round
+  --threads <n>    compute threads (default 2)
+  --trials <n>     rounds; the median is reported (default 3)
+  --model <path>   an f16 llama-family GGUF instead of the synthesized TinyLlama-1.1B shape
+  -h, --help       this text`;
+const { values: opts, int } = parseCli({ trials: { type: "string" } }, HELP, die);
+const quick = Boolean(opts.quick);
+const threads = int("threads", opts.threads, 2, 1);
+const trials = int("trials", opts.trials, quick ? 1 : 3, 1);
+const pp = quick ? 128 : 512;
+const tg = quick ? 32 : 128;
+const shape = quick ? { ...SHAPE, dim: 512, layers: 8, heads: 8, kvHeads: 2, ffn: 1408 } : SHAPE;
+
+const llmserve = await loadLlmserve(die);
+const mach = machine(llmserve.kernelIsa(), llmserve.physicalCores());
+console.log(machineLine(mach));
+warnBusyMachine(mach, threads);
+
+const base = await ensureModel(llmserve.synth, {
+  model: opts.model,
+  type: "f16",
+  die,
+  shape,
+  name: quick ? "compress-quick" : "tinyllama-1.1b-shape",
+});
+const files = { dense: base.path };
+for (const [name, format] of [
+  ["2:4 dense", "dense"],
+  ["2:4 sparse", "sparse"],
+]) {
+  const path = join(
+    cacheDir(),
+    `${base.path
+      .split("/")
+      .at(-1)
+      .replace(/\.gguf$/, "")}-prune24-${format}.gguf`,
+  );
+  if (!existsSync(path)) {
+    const t0 = performance.now();
+    await llmserve.compress(base.path, path, { prune: "2:4", format, threads });
+    console.log(`compressed ${name} in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${path}`);
+  }
+  files[name] = path;
+}
+
+async function measure(path) {
+  const model = await llmserve.Model.load(path, { threads, contextSize: pp + tg + 64 });
+  try {
+    const vocab = model.info.nVocab;
+    await model.complete({ tokens: tokenIds(8, vocab, 1) }, { maxTokens: 2, temperature: 0, stopAtEos: false });
+    let t0 = performance.now();
+    await model.complete({ tokens: tokenIds(pp, vocab, 2) }, { maxTokens: 1, temperature: 0, stopAtEos: false });
+    const ppMs = performance.now() - t0;
+    let got = 0;
+    let first = 0;
+    t0 = 0;
+    for await (const c of model.generate(
+      { tokens: tokenIds(8, vocab, 3) },
+      { maxTokens: tg + 1, temperature: 0, stopAtEos: false },
+    )) {
+      got += c.tokens?.length ?? 0;
+      if (got >= 1 && !first) first = performance.now();
+      if (got >= tg + 1) t0 = performance.now();
+    }
+    return { pp: (pp * 1000) / ppMs, tg: (tg * 1000) / (t0 - first) };
+  } finally {
+    await model.dispose();
+  }
+}
+
+const runs = Object.fromEntries(Object.keys(files).map((k) => [k, { pp: [], tg: [] }]));
+for (let i = 0; i < trials; ++i) {
+  for (const [name, path] of Object.entries(files)) {
+    const r = await measure(path);
+    runs[name].pp.push(r.pp);
+    runs[name].tg.push(r.tg);
+    console.log(`round ${i + 1} ${name}: pp${pp} ${r.pp.toFixed(1)} tok/s, tg${tg} ${r.tg.toFixed(2)} tok/s`);
+  }
+}
+const rows = Object.entries(files).map(([name, path]) => {
+  const ppM = median(runs[name].pp);
+  const tgM = median(runs[name].tg);
+  return [
+    name,
+    `${(statSync(path).size / 2 ** 20).toFixed(0)} MiB`,
+    ppM.toFixed(1),
+    (ppM / median(runs.dense.pp)).toFixed(2),
+    tgM.toFixed(2),
+    (tgM / median(runs.dense.tg)).toFixed(2),
+  ];
+});
+console.log(table(rows, ["model (f16 values)", "file", `pp${pp} tok/s`, "x dense", `tg${tg} tok/s`, "x dense"]));
+console.log(
+  `load average now: ${os
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(" ")} (other processes make these noisy)`,
+);
+writeResults("compress", { machine: mach, threads, trials, pp, tg, shape, files, runs });

@@ -1,0 +1,112 @@
+/**
+ * `llmserve compress IN OUT --prune 0.5|2:4 [--method magnitude|wanda] [--calib text.txt]`: prunes
+ * a model's layer matrices, with a progress bar (plain lines when stderr is not a terminal).
+ */
+import type { Command } from "commander";
+import { type CompressOptions, compress, PRUNE_METHODS } from "../compress.js";
+import { COMPRESS_DEFAULTS } from "../defaults.js";
+import { LlmserveError } from "../errors.js";
+import { formatBytes } from "../progress.js";
+import { int, localModel, MODEL_HELP, progressReporter } from "./common.js";
+
+interface CompressCliOpts {
+  prune: string;
+  method?: string;
+  format?: string;
+  calib?: string;
+  calibCtx?: number;
+  tensors?: string;
+  threads?: number;
+  json?: boolean;
+}
+
+/** "2:4" or a ratio in (0, 1) ("0.5", "50%"). */
+function parsePrune(v: string): number | "2:4" {
+  if (v === "2:4") return "2:4";
+  const ratio = v.endsWith("%") ? Number(v.slice(0, -1)) / 100 : Number(v);
+  if (v.trim() === "" || !Number.isFinite(ratio) || ratio <= 0 || ratio >= 1)
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      `--prune takes a ratio in (0, 1) such as 0.5 or 50%, or 2:4; got '${v}'`,
+    );
+  return ratio;
+}
+
+async function runCompress(input: string, output: string, o: CompressCliOpts): Promise<void> {
+  const prune = parsePrune(o.prune);
+  const path = await localModel(input);
+  const rep = progressReporter();
+  const ac = new AbortController();
+  const onSigint = () => ac.abort();
+  process.once("SIGINT", onSigint);
+  const t0 = performance.now();
+  try {
+    const r = await compress(path, output, {
+      prune,
+      method: o.method as CompressOptions["method"],
+      format: o.format as CompressOptions["format"],
+      calib: o.calib,
+      calibCtx: o.calibCtx,
+      tensors: o.tensors?.split(",").map((s) => s.trim()),
+      threads: o.threads,
+      signal: ac.signal,
+      onProgress: (_f, e) => rep.report(e),
+    });
+    rep.stop();
+    const seconds = (performance.now() - t0) / 1000;
+    // On stderr in both modes: whether llama.cpp can load the file is never left unsaid.
+    process.stderr.write(
+      r.format === "sparse"
+        ? "note: the pruned matrices are in llmserve's 2:4 sparse format: llmserve runs them faster, but llama.cpp CANNOT load this file (use --format dense for a llama.cpp-compatible one)\n"
+        : "note: the zeros are stored densely in each tensor's own type: llama.cpp and llmserve load the file alike, and it runs no faster than the input\n",
+    );
+    if (o.json) {
+      process.stdout.write(
+        `${JSON.stringify({ input: path, output, seconds, prune, method: o.method ?? COMPRESS_DEFAULTS.method, ...r })}\n`,
+      );
+      return;
+    }
+    for (const n of r.notes) process.stderr.write(`note: ${n}\n`);
+    const zeros = r.tensors.reduce((a, t) => a + t.zeros, 0);
+    const elements = r.tensors.reduce((a, t) => a + t.elements, 0);
+    process.stdout.write(
+      `wrote ${output}: pruned ${r.tensors.length} tensors (${prune === "2:4" ? "2:4" : `ratio ${prune}`}, ${o.method ?? COMPRESS_DEFAULTS.method}` +
+        `${r.calibTokens > 0 ? `, ${r.calibTokens} calibration tokens` : ""}), ${((100 * zeros) / Math.max(1, elements)).toFixed(1)}% zeros,` +
+        ` ${formatBytes(r.inputBytes)} -> ${formatBytes(r.outputBytes)} in ${seconds.toFixed(1)} s\n`,
+    );
+  } finally {
+    rep.stop();
+    process.off("SIGINT", onSigint);
+  }
+}
+
+/** Adds `llmserve compress` to the program. */
+export function registerCompress(program: Command): void {
+  program
+    .command("compress")
+    .description("prune a GGUF model's layer matrices (magnitude or Wanda; a ratio of each row, or 2:4)")
+    .argument("<input>", `${MODEL_HELP} (any type llmserve runs; quantized tensors are re-rounded)`)
+    .argument("<output>", "output .gguf path (written atomically; never the input)")
+    .requiredOption(
+      "--prune <what>",
+      "a ratio of each row to zero (0.5, 50%) or 2:4 (2 of every 4 consecutive entries)",
+    )
+    .option("--method <m>", `pruning criterion: ${PRUNE_METHODS.join(", ")} (default ${COMPRESS_DEFAULTS.method})`)
+    .option(
+      "--format <f>",
+      "how pruned matrices are stored: sparse (2:4 only, the default for 2:4: faster, llmserve-only; llama.cpp cannot load it) or dense (zeros in the input's type)",
+    )
+    .option("--calib <file>", "calibration text the model runs over (required for wanda)")
+    .option(
+      "--calib-ctx <n>",
+      `calibration tokens per chunk (default ${COMPRESS_DEFAULTS.calibCtx})`,
+      int("--calib-ctx"),
+    )
+    .option(
+      "--tensors <globs>",
+      "comma-separated globs over tensor names or roles, e.g. ffn_*,attn_output (default: all layer matrices)",
+    )
+    .option("-t, --threads <n>", "threads (default: physical cores)", int("--threads"))
+    .option("--json", "print one JSON object with every pruned tensor instead of a summary")
+    .action(runCompress);
+}

@@ -1,0 +1,213 @@
+/**
+ * compress: prune a GGUF model (magnitude or Wanda; unstructured at a ratio or 2:4), off the JS
+ * thread, with progress and cancellation. A ratio writes the zeros into each tensor's own type
+ * (dense: any GGUF reader loads it); 2:4 by default writes llmserve's 2:4 sparse format, which runs
+ * faster and which llama.cpp cannot load.
+ */
+import { stat } from "node:fs/promises";
+import { basename } from "node:path";
+import { loadAddon } from "./binding.js";
+import { COMPRESS_DEFAULTS } from "./defaults.js";
+import { LlmserveError, wrapNative } from "./errors.js";
+import { fileText, ioError } from "./eval.js";
+import { EVAL_LIMITS, LOAD_LIMITS } from "./limits.js";
+import { defaultThreads } from "./loadOptions.js";
+import type { NativeCompressOptions, NativeCompressResult } from "./native.js";
+import { type ProgressEvent, ProgressTracker } from "./progress.js";
+import { Tokenizer } from "./tokenizer/index.js";
+import { encodeStream } from "./tokenizer/stream.js";
+import { checkKeys, checkLimit, checkObject, checkPath, checkString } from "./validate.js";
+
+/** The pruning criteria of {@link compress}. */
+export const PRUNE_METHODS = ["magnitude", "wanda"] as const;
+
+/** How {@link compress} stores pruned matrices. */
+export const COMPRESS_FORMATS = ["dense", "sparse"] as const;
+
+/** Options of {@link compress}. */
+export interface CompressOptions {
+  /**
+   * What to prune in every selected matrix row: a ratio in (0, 1) (that fraction of each row's
+   * entries, the lowest-scored, become 0) or `"2:4"` (in every 4 consecutive entries the 2
+   * lowest-scored become 0).
+   */
+  prune: number | "2:4";
+  /** `magnitude` (|W|, default) or `wanda` (|W|·‖x‖ from the activations of `calib`). */
+  method?: (typeof PRUNE_METHODS)[number];
+  /**
+   * How the pruned matrices are stored. `"sparse"` (the default for 2:4; 2:4 only): llmserve's 2:4
+   * format (f16 kept values + 2-bit positions, docs/sparse-formats.md), about 56% of f16's bytes and
+   * faster to run; llama.cpp cannot load such a file. `"dense"` (always for a ratio): the zeros
+   * written into each tensor's own type, a file llama.cpp loads, no faster than the input.
+   */
+  format?: "dense" | "sparse";
+  /** A UTF-8 text file the model runs over to measure its activations (required for `wanda`). */
+  calib?: string;
+  /** Calibration tokens per chunk (default 512). */
+  calibCtx?: number;
+  /**
+   * Which layer matrices to prune: globs over tensor names (`blk.0.ffn_up.weight`) or roles
+   * (`attn_q`, `attn_k`, `attn_v`, `attn_output`, `ffn_gate`, `ffn_up`, `ffn_down`), e.g.
+   * `["ffn_*", "attn_output"]`. Default: all of them. A pattern that matches none is an error.
+   */
+  tensors?: string[];
+  /** Threads (default: physical cores). The output does not depend on it. */
+  threads?: number;
+  /** Called with the fraction done (calibration is the first half when there is one). */
+  onProgress?: (fraction: number, event: ProgressEvent) => void;
+  /** Aborting stops the work: the promise rejects with ERR_CANCELLED and no output file is left. */
+  signal?: AbortSignal;
+}
+
+/** One pruned tensor of a {@link compress} output. */
+export interface CompressedTensor {
+  /** Its name, e.g. `blk.0.ffn_up.weight`. */
+  name: string;
+  /** Its type in the output ("f16" in the sparse format, else unchanged: "f32", "q8_0", ...). */
+  type: string;
+  /** Zero entries in the output. */
+  zeros: number;
+  /** Entries of the tensor. */
+  elements: number;
+}
+
+/** What {@link compress} wrote. */
+export interface CompressResult {
+  /** How the pruned matrices are stored ("sparse": only llmserve loads the file). */
+  format: "dense" | "sparse";
+  /** The pruned tensors in file order. */
+  tensors: CompressedTensor[];
+  /** Warnings (e.g. a quantized input re-rounded). */
+  notes: string[];
+  /** Calibration tokens run (0 for magnitude). */
+  calibTokens: number;
+  /** Size of the input file in bytes. */
+  inputBytes: number;
+  /** Size of the output file in bytes. */
+  outputBytes: number;
+}
+
+/** @internal Validates compress options; fills the absent ones from COMPRESS_DEFAULTS. */
+export function resolveCompressOptions(options: unknown): {
+  opts: NativeCompressOptions;
+  calib?: string;
+  onProgress?: CompressOptions["onProgress"];
+  signal?: AbortSignal;
+} {
+  const o = checkObject("compress options", options) as Partial<CompressOptions> & Record<string, unknown>;
+  checkKeys("compress options", o, [
+    "prune",
+    "method",
+    "format",
+    "calib",
+    "calibCtx",
+    "tensors",
+    "threads",
+    "onProgress",
+    "signal",
+  ]);
+  let prune: number | "2:4";
+  if (o.prune === "2:4") prune = "2:4";
+  else if (typeof o.prune === "number" && o.prune > 0 && o.prune < 1) prune = o.prune;
+  else
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      `Expected a ratio in (0, 1) (e.g. 0.5) or "2:4" for prune but received ${JSON.stringify(o.prune) ?? String(o.prune)}`,
+    );
+  const method = checkString(
+    "method",
+    o.method ?? COMPRESS_DEFAULTS.method,
+    PRUNE_METHODS,
+  ) as NativeCompressOptions["method"];
+  const format = checkString(
+    "format",
+    o.format ?? (prune === "2:4" ? COMPRESS_DEFAULTS.format24 : "dense"),
+    COMPRESS_FORMATS,
+  ) as NativeCompressOptions["format"];
+  if (format === "sparse" && prune !== "2:4")
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      'The sparse format holds 2:4 pruned matrices only: use prune "2:4", or format "dense" for a ratio.',
+    );
+  const calib = o.calib === undefined ? undefined : checkPath("calib", o.calib);
+  if (method === "wanda" && calib === undefined)
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      "Wanda pruning weighs each weight by its input's activations: give a calibration text (calib / --calib text.txt), or use method magnitude.",
+    );
+  const calibCtx =
+    o.calibCtx === undefined ? COMPRESS_DEFAULTS.calibCtx : checkLimit("calibCtx", o.calibCtx, EVAL_LIMITS.ctx);
+  let tensors: string[] = [];
+  if (o.tensors !== undefined) {
+    if (!Array.isArray(o.tensors) || o.tensors.some((t) => typeof t !== "string" || t.length === 0))
+      throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected an array of non-empty glob strings for tensors");
+    tensors = o.tensors as string[];
+  }
+  const threads = o.threads === undefined ? defaultThreads() : checkLimit("threads", o.threads, LOAD_LIMITS.threads);
+  if (o.onProgress !== undefined && typeof o.onProgress !== "function")
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a function for onProgress");
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal))
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected an AbortSignal for signal");
+  return {
+    opts: { prune, method, format, tensors, threads, ctx: calibCtx, checkOnly: false },
+    calib: method === "wanda" ? calib : undefined,
+    onProgress: o.onProgress,
+    signal: o.signal,
+  };
+}
+
+async function calibTokens(input: string, path: string, signal?: AbortSignal): Promise<Int32Array> {
+  try {
+    const st = await stat(path);
+    if (!st.isFile()) throw Object.assign(new Error("it is not a regular file"), { code: "EISDIR" });
+  } catch (err) {
+    throw ioError(err, path);
+  }
+  const tok = await Tokenizer.fromGguf(input);
+  return encodeStream(
+    tok,
+    fileText(path, () => {}),
+    { signal },
+  );
+}
+
+/**
+ * Prunes the GGUF model at `input` into `output`: every selected layer matrix loses the
+ * lowest-scored entries of each row (magnitude |W|, or Wanda |W|·‖x‖ with ‖x‖ measured by running
+ * the model over `calib`). Every argument is checked against the file before any work (bad ratio,
+ * 2:4 on rows not divisible by 4, a tensor pattern that matches nothing, Wanda without `calib`):
+ * ERR_INVALID_ARGUMENT, nothing written. The output is written to a temp file and renamed into
+ * place; `input` is never overwritten.
+ * @example
+ * await compress("model-f16.gguf", "pruned.gguf", { prune: "2:4", method: "wanda", calib: "wiki.txt" });
+ */
+export async function compress(input: string, output: string, options: CompressOptions): Promise<CompressResult> {
+  checkPath("input", input);
+  checkPath("output", output);
+  const { opts, calib, onProgress, signal } = resolveCompressOptions(options);
+  if (signal?.aborted) throw new LlmserveError("ERR_CANCELLED", "compress was aborted before it started.");
+  const addon = loadAddon();
+  // The checks that need the file (patterns, 2:4 row lengths) run before the calibration text is read.
+  await wrapNative(addon.compress(input, output, { ...opts, checkOnly: true }, null).promise);
+  const tokens = calib === undefined ? null : await calibTokens(input, calib, signal);
+  if (signal?.aborted) throw new LlmserveError("ERR_CANCELLED", "compress was aborted; no output file was written.");
+  const toFraction = (e: ProgressEvent) => onProgress?.(e.total > 0 ? Math.min(1, e.done / e.total) : 0, e);
+  const tracker = onProgress && new ProgressTracker("compress", basename(output), 1, "fraction", toFraction);
+  const job = addon.compress(input, output, opts, tokens, tracker && ((f) => tracker.update(f)));
+  const onAbort = () => job.cancel();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    const r = (await wrapNative(job.promise)) as NativeCompressResult;
+    tracker?.finish();
+    return {
+      format: opts.format,
+      tensors: r.tensors,
+      notes: r.notes,
+      calibTokens: r.calibTokens,
+      inputBytes: r.inputBytes,
+      outputBytes: r.outputBytes,
+    };
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
+}

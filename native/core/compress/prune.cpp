@@ -1,0 +1,309 @@
+// prune_model: plans the selected tensors (plan_prune, every check before any work), then streams
+// the output through GgufWriter::write's fill as quantize_model does: unselected tensors are
+// copied, selected ones converted one slab of rows at a time on the thread pool (decode -> score
+// -> zero -> encode in the input's type).
+#include "prune.h"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <numeric>
+
+#include "../gguf/gguf.h"
+#include "../model/sparse24.h"
+#include "../os/os.h"
+#include "../threadpool/thread_pool.h"
+#include "quantize.h"
+
+namespace llmserve {
+namespace {
+
+constexpr int64_t kSlabElements = int64_t(1) << 22;  // rows between progress reports / cancel checks
+constexpr size_t kCopyBytes = size_t(64) << 20;
+
+bool cancelled(const std::atomic<bool>* cancel) { return cancel && cancel->load(std::memory_order_relaxed); }
+
+// "ffn_down" for "blk.12.ffn_down.weight"; empty when the name is not a layer matrix we prune.
+std::string layer_role(const std::string& name) {
+  if (name.rfind("blk.", 0) != 0) return "";
+  const size_t dot = name.find('.', 4);
+  const std::string suffix = ".weight";
+  if (dot == std::string::npos || name.size() <= suffix.size() ||
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return "";
+  const std::string role = name.substr(dot + 1, name.size() - suffix.size() - dot - 1);
+  const auto& roles = layer_projection_roles();
+  return std::find(roles.begin(), roles.end(), role) != roles.end() ? role : "";
+}
+
+std::string method_name(PruneMethod m) { return m == PruneMethod::Wanda ? "wanda" : "magnitude"; }
+
+}  // namespace
+
+bool glob_match(const std::string& pattern, const std::string& name) {
+  // Iterative wildcard match with one backtrack point (the last '*').
+  size_t p = 0, n = 0, star = std::string::npos, mark = 0;
+  while (n < name.size()) {
+    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == name[n])) {
+      ++p;
+      ++n;
+    } else if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      mark = n;
+    } else if (star != std::string::npos) {
+      p = star + 1;
+      n = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+void prune_scores(const float* w, const double* col_sumsq, int64_t n, float* score) {
+  for (int64_t j = 0; j < n; ++j) {
+    const double a = std::fabs(static_cast<double>(w[j]));
+    score[j] = static_cast<float>(col_sumsq ? a * std::sqrt(col_sumsq[j]) : a);
+  }
+}
+
+void prune_row_unstructured(float* w, const float* score, int64_t n, int64_t k, std::vector<int32_t>& idx) {
+  if (k <= 0) return;
+  idx.resize(static_cast<size_t>(n));
+  std::iota(idx.begin(), idx.end(), 0);
+  const auto lower = [score](int32_t a, int32_t b) { return score[a] < score[b] || (score[a] == score[b] && a < b); };
+  if (k < n) std::nth_element(idx.begin(), idx.begin() + k, idx.end(), lower);
+  for (int64_t i = 0; i < std::min(k, n); ++i) w[idx[static_cast<size_t>(i)]] = 0.0f;
+}
+
+void prune_row_2_4(float* w, const float* score, int64_t n) {
+  for (int64_t g = 0; g + 4 <= n; g += 4) {
+    // The two highest-scored of the group stay (ties: the higher index stays, so the lower is zeroed).
+    int a = 0;
+    for (int i = 1; i < 4; ++i)
+      if (score[g + i] >= score[g + a]) a = i;
+    int b = a == 0 ? 1 : 0;
+    for (int i = 0; i < 4; ++i)
+      if (i != a && score[g + i] >= score[g + b]) b = i;
+    for (int i = 0; i < 4; ++i)
+      if (i != a && i != b) w[g + i] = 0.0f;
+  }
+}
+
+Status plan_prune(const std::string& in_path, const PruneOptions& opt, std::vector<std::string>* selected) {
+  if (!opt.two_four && !(opt.ratio > 0 && opt.ratio < 1)) {
+    return make_error(Code::InvalidArgument,
+                      "the prune ratio must be in (0, 1), e.g. 0.5 (half of each row zeroed), "
+                      "or 2:4; got " +
+                          std::to_string(opt.ratio));
+  }
+  if (opt.sparse_format && !opt.two_four) {
+    return make_error(Code::InvalidArgument,
+                      "the 2:4 sparse format holds 2:4 pruned matrices only; prune with 2:4, "
+                      "or write unstructured pruning densely");
+  }
+  std::unique_ptr<GgufFile> f;
+  LLMS_RETURN_IF_ERROR(GgufFile::open(in_path, &f));
+  std::vector<std::string> out;
+  std::vector<bool> used(opt.patterns.size(), false);
+  for (const GgufTensorInfo& t : f->tensors()) {
+    const std::string role = layer_role(t.name);
+    if (role.empty() || t.n_dims != 2) continue;
+    bool take = opt.patterns.empty();
+    for (size_t i = 0; i < opt.patterns.size(); ++i) {
+      if (glob_match(opt.patterns[i], t.name) || glob_match(opt.patterns[i], role)) {
+        used[i] = true;
+        take = true;
+      }
+    }
+    if (!take) continue;
+    if (opt.two_four && t.ne[0] % 4 != 0) {
+      return make_error(Code::InvalidArgument, "2:4 pruning needs rows of a multiple of 4 entries; tensor '" + t.name +
+                                                   "' has rows of " + std::to_string(t.ne[0]) +
+                                                   " (leave it out with --tensors, or use an unstructured ratio)");
+    }
+    if (!type_traits(t.type).supported) {
+      return make_error(Code::UnsupportedType, "tensor '" + t.name + "' has type " + type_traits(t.type).name +
+                                                   ", which llmserve cannot convert; prune the f16/f32 original");
+    }
+    out.push_back(t.name);
+  }
+  for (size_t i = 0; i < opt.patterns.size(); ++i) {
+    if (used[i]) continue;
+    std::string roles;
+    for (const auto& r : layer_projection_roles()) roles += (roles.empty() ? "" : ", ") + r;
+    return make_error(Code::InvalidArgument, "the tensor pattern '" + opt.patterns[i] +
+                                                 "' matches no prunable tensor; patterns are globs over names "
+                                                 "(blk.0.ffn_up.weight) or roles (" +
+                                                 roles + ")");
+  }
+  if (out.empty())
+    return make_error(Code::InvalidArgument, "the model has no layer matrices to prune (blk.N.attn_q.weight, ...)");
+  if (selected) *selected = std::move(out);
+  return Status::ok();
+}
+
+Status prune_model(const std::string& in_path, const std::string& out_path, const PruneOptions& opt,
+                   const ActivationStats* stats, const std::function<void(double)>& progress,
+                   const std::atomic<bool>* cancel, PruneResult* result) {
+  std::vector<std::string> names;
+  LLMS_RETURN_IF_ERROR(plan_prune(in_path, opt, &names));
+  LLMS_RETURN_IF_ERROR(check_output_path(in_path, out_path));
+  if (opt.method == PruneMethod::Wanda && !stats) {
+    return make_error(Code::InvalidArgument,
+                      "Wanda pruning needs calibration statistics: give a calibration text (--calib text.txt)");
+  }
+  std::unique_ptr<GgufFile> f;
+  LLMS_RETURN_IF_ERROR(GgufFile::open(in_path, &f));
+  const auto& infos = f->tensors();
+  std::vector<const std::vector<double>*> col(infos.size(), nullptr);
+  std::vector<bool> sel(infos.size(), false);
+  PruneResult res;
+  int64_t total = 0;
+  bool requantized = false;
+  for (size_t i = 0; i < infos.size(); ++i) {
+    const GgufTensorInfo& t = infos[i];
+    total += t.n_elements();
+    if (std::find(names.begin(), names.end(), t.name) == names.end()) continue;
+    sel[i] = true;
+    if (opt.method == PruneMethod::Wanda) {
+      auto it = stats->sumsq.find(t.name);
+      if (it == stats->sumsq.end() || static_cast<int64_t>(it->second.size()) != t.ne[0]) {
+        return make_error(Code::InvalidArgument, "the calibration statistics have no entry of " +
+                                                     std::to_string(t.ne[0]) + " columns for '" + t.name +
+                                                     "'; were they collected on this model?");
+      }
+      col[i] = &it->second;
+    }
+    requantized |= t.type != GgmlType::F32 && t.type != GgmlType::F16 && t.type != GgmlType::BF16;
+  }
+  if (opt.sparse_format)
+    res.notes.push_back(
+        "the 2:4 sparse format stores the kept values in f16 (f32 inputs are rounded) and only "
+        "llmserve runs it: llama.cpp cannot load the output");
+  if (requantized)
+    res.notes.push_back(
+        "some pruned tensors are quantized: their kept values are re-rounded when re-encoded; prune "
+        "the f16/f32 original and quantize afterwards when you can");
+
+  // Output tensors: each input tensor once, except a pruned one in the sparse format, which
+  // becomes its values and its positions (both filled from one pass over the rows: the positions
+  // are kept from the values' pass, 1/16 of the f16 size).
+  enum class Part { Same, Values, Positions };
+  struct Out {
+    size_t src;
+    Part part;
+  };
+  const bool sparse = opt.sparse_format;
+  std::vector<Out> outs;
+  GgufWriter w;
+  for (const auto& [key, value] : f->metadata()) w.set_value(key, value);
+  w.set_str("llmserve.prune.method", method_name(opt.method));
+  w.set_str("llmserve.prune.pattern", opt.two_four ? "2:4" : "unstructured");
+  if (!opt.two_four) w.set_f32("llmserve.prune.ratio", static_cast<float>(opt.ratio));
+  if (sparse) {
+    w.set_str("llmserve.sparse24",
+              "2:4 sparse tensors (NAME.s24v f16 values, NAME.s24i 2-bit positions) replace "
+              "the pruned matrices: only llmserve runs this file, llama.cpp cannot load it");
+  }
+  for (size_t i = 0; i < infos.size(); ++i) {
+    const GgufTensorInfo& t = infos[i];
+    if (!(sparse && sel[i])) {
+      LLMS_RETURN_IF_ERROR(w.add_tensor_info(t.name, t.type, std::vector<int64_t>(t.ne, t.ne + t.n_dims)));
+      outs.push_back({i, Part::Same});
+      continue;
+    }
+    LLMS_RETURN_IF_ERROR(
+        w.add_tensor_info(t.name + kSparse24ValuesSuffix, GgmlType::F16, {sparse24_values_per_row(t.ne[0]), t.ne[1]}));
+    LLMS_RETURN_IF_ERROR(w.add_tensor_info(t.name + kSparse24IndexSuffix, GgmlType::I8,
+                                           {sparse24_index_bytes_per_row(t.ne[0]), t.ne[1]}));
+    outs.push_back({i, Part::Values});
+    outs.push_back({i, Part::Positions});
+  }
+
+  ThreadPool pool(opt.threads);
+  struct Scratch {
+    std::vector<float> w, score;
+    std::vector<int32_t> idx;
+  };
+  std::vector<Scratch> scratch(static_cast<size_t>(pool.size()));
+  int64_t done = 0;
+  const auto report = [&](int64_t n) {
+    done += n;
+    if (progress) progress(total > 0 ? std::min(1.0, static_cast<double>(done) / static_cast<double>(total)) : 1.0);
+  };
+  std::vector<uint8_t> slab, positions;
+  const auto fill = [&](size_t oi, const GgufWriter::ByteSink& put) -> Status {
+    const size_t i = outs[oi].src;
+    const GgufTensorInfo& t = infos[i];
+    if (outs[oi].part == Part::Positions) {
+      if (!put(positions.data(), positions.size())) return make_error(Code::Io, "writing '" + out_path + "' failed");
+      return Status::ok();
+    }
+    if (!sel[i]) {
+      for (uint64_t off = 0; off < t.nbytes; off += kCopyBytes) {
+        if (cancelled(cancel)) return make_error(Code::Cancelled, "compress was cancelled; no output file was written");
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(kCopyBytes, t.nbytes - off));
+        if (!put(t.data + off, n)) return make_error(Code::Io, "writing '" + out_path + "' failed");
+      }
+      report(t.n_elements());
+      return Status::ok();
+    }
+    const int64_t ne0 = t.ne[0], rows = t.n_elements() / ne0;
+    const size_t rs = row_size(t.type, ne0);
+    const size_t vrs = static_cast<size_t>(sparse24_values_per_row(ne0)) * 2;
+    const size_t irs = static_cast<size_t>(sparse24_index_bytes_per_row(ne0));
+    const size_t out_rs = sparse ? vrs : rs;
+    if (sparse) positions.assign(static_cast<size_t>(rows) * irs, 0);
+    const int64_t slab_rows = std::max<int64_t>(1, kSlabElements / ne0);
+    const int64_t k = static_cast<int64_t>(std::floor(opt.ratio * static_cast<double>(ne0)));
+    const double* cs = col[i] ? col[i]->data() : nullptr;
+    std::atomic<int64_t> zeros{0};
+    std::atomic<bool> not_2_4{false};
+    for (int64_t r0 = 0; r0 < rows; r0 += slab_rows) {
+      if (cancelled(cancel)) return make_error(Code::Cancelled, "compress was cancelled; no output file was written");
+      const int64_t r1 = std::min(rows, r0 + slab_rows);
+      slab.resize(static_cast<size_t>(r1 - r0) * out_rs);
+      pool.parallel_for_chunked(
+          r1 - r0,
+          [&](int64_t b, int64_t e, int s) {
+            Scratch& sc = scratch[static_cast<size_t>(s)];
+            sc.w.resize(static_cast<size_t>(ne0));
+            sc.score.resize(static_cast<size_t>(ne0));
+            int64_t z = 0;
+            for (int64_t r = b; r < e; ++r) {
+              dequantize_row(t.type, t.data + static_cast<size_t>(r0 + r) * rs, sc.w.data(), ne0);
+              prune_scores(sc.w.data(), cs, ne0, sc.score.data());
+              if (opt.two_four) prune_row_2_4(sc.w.data(), sc.score.data(), ne0);
+              else prune_row_unstructured(sc.w.data(), sc.score.data(), ne0, k, sc.idx);
+              uint8_t* dst = slab.data() + static_cast<size_t>(r) * out_rs;
+              if (!sparse) {
+                quantize_row_weights(t.type, sc.w.data(), dst, ne0);
+              } else if (!sparse24_encode_row(sc.w.data(), ne0, reinterpret_cast<uint16_t*>(dst),
+                                              positions.data() + static_cast<size_t>(r0 + r) * irs)) {
+                not_2_4 = true;
+              }
+              for (float v : sc.w) z += v == 0.0f;
+            }
+            zeros += z;
+          },
+          std::max<int64_t>(1, 16384 / ne0));
+      if (not_2_4) return make_error(Code::Internal, "tensor '" + t.name + "': a pruned row is not 2:4");
+      if (!put(slab.data(), slab.size())) return make_error(Code::Io, "writing '" + out_path + "' failed");
+      report((r1 - r0) * ne0);
+    }
+    res.tensors.push_back(PrunedTensor{t.name, sparse ? GgmlType::F16 : t.type, zeros.load(), t.n_elements()});
+    f->release_pages(t.data, t.nbytes);
+    return Status::ok();
+  };
+  LLMS_RETURN_IF_ERROR(w.write(out_path, fill));
+  res.input_bytes = f->file_size();
+  const int64_t out_size = os::file_size(out_path);
+  res.output_bytes = out_size > 0 ? static_cast<uint64_t>(out_size) : 0;
+  if (progress) progress(1.0);
+  if (result) *result = std::move(res);
+  return Status::ok();
+}
+
+}  // namespace llmserve

@@ -1,0 +1,77 @@
+// prune: zeroes weights of a GGUF model's layer matrices (attn_q/k/v/output, ffn_gate/up/down) by
+// a criterion, per output row (a GGUF row: ne[0] input columns):
+//   magnitude  score_ij = |W_ij|
+//   wanda      score_ij = |W_ij| * ||x_j||  (x_j: the calibration activations entering column j,
+//              calib.h; Sun et al. 2023, "A Simple and Effective Pruning Approach for LLMs")
+// at a ratio (unstructured: the ratio * ne0 lowest-scored entries of each row become 0) or 2:4
+// (semi-structured: in every group of 4 consecutive columns the 2 lowest-scored become 0).
+// Dense output keeps every tensor's type with the zeros written into it: llama.cpp loads it, and it
+// runs no faster than the input; it is the reference the sparse format must reproduce. 2:4 can
+// instead be written in llmserve's 2:4 sparse format (model/sparse24.h: f16 kept values + 2-bit
+// positions, NAME.s24v / NAME.s24i in place of NAME), which llmserve runs faster and llama.cpp
+// cannot load (the file says so in its llmserve.sparse24 key).
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "../quant/quant.h"
+#include "../status.h"
+#include "calib.h"
+
+namespace llmserve {
+
+enum class PruneMethod { Magnitude, Wanda };
+
+struct PruneOptions {
+  double ratio = 0.5;  // unstructured: fraction of each row zeroed, in (0, 1); ignored for 2:4
+  bool two_four = false;
+  bool sparse_format = false;  // 2:4 only: write the pruned tensors in the 2:4 sparse format
+  PruneMethod method = PruneMethod::Magnitude;
+  std::vector<std::string> patterns;  // globs over tensor names or roles ("ffn_*"); empty: every layer matrix
+  int threads = 0;                    // <= 0: hardware concurrency
+};
+
+struct PrunedTensor {
+  std::string name;
+  GgmlType type = GgmlType::F32;
+  int64_t zeros = 0;     // zero entries in the output
+  int64_t elements = 0;  // entries
+};
+
+struct PruneResult {
+  std::vector<PrunedTensor> tensors;  // the pruned ones, in file order
+  std::vector<std::string> notes;
+  uint64_t input_bytes = 0;
+  uint64_t output_bytes = 0;
+};
+
+// '*' any run of characters, '?' one character; the whole name must match.
+bool glob_match(const std::string& pattern, const std::string& name);
+
+// Scores of one row of n weights: |w| (col_sumsq null) or |w| * sqrt(col_sumsq).
+void prune_scores(const float* w, const double* col_sumsq, int64_t n, float* score);
+// Zeroes the k lowest-scored entries of w[n] (ties: the lower column index is zeroed first, so the
+// result is deterministic). idx: scratch.
+void prune_row_unstructured(float* w, const float* score, int64_t n, int64_t k, std::vector<int32_t>& idx);
+// In each group of 4 consecutive entries zeroes the 2 lowest-scored (ties: the lower index); n % 4 == 0.
+void prune_row_2_4(float* w, const float* score, int64_t n);
+
+// The tensors of the file at in_path that opt selects, checked: every pattern matches some layer
+// matrix, 2:4 rows divisible by 4, ratio in (0, 1), types llmserve converts, the sparse format
+// only with 2:4. No work is done.
+// Errors: the reader's, InvalidArgument (with what to do), UnsupportedType.
+Status plan_prune(const std::string& in_path, const PruneOptions& opt, std::vector<std::string>* selected);
+
+// Writes out_path (atomically, as quantize_model: temp file renamed into place; nothing on error or
+// cancel) with the selected tensors pruned and every other tensor and metadata key copied, plus
+// llmserve.prune.* keys saying what was done. stats: required for Wanda (InvalidArgument without),
+// ignored for magnitude. Refuses out_path == in_path. A quantized input is dequantized, pruned and
+// re-encoded in its own type (a note says so: the kept values get re-rounded).
+Status prune_model(const std::string& in_path, const std::string& out_path, const PruneOptions& opt,
+                   const ActivationStats* stats, const std::function<void(double)>& progress,
+                   const std::atomic<bool>* cancel, PruneResult* result);
+
+}  // namespace llmserve

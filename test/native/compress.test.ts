@@ -1,0 +1,143 @@
+/**
+ * compress(): pruning a model (lib/compress.ts over native/core/compress/prune.h).
+ * - Bad arguments are typed errors before any work, and nothing is written.
+ * - On the trained fixture (aidreams260K), quality measured as KL divergence against the original
+ *   (evaluatePerplexity with a reference): monotone in the ratio pruned, and Wanda (calibrated on a
+ *   text) beats magnitude at 50% and at 2:4.
+ * - A 2:4 file in the sparse format loads, runs, and matches the dense 2:4 file closely; `info`
+ *   says llama.cpp cannot load it.
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { type CompressOptions, compress, evaluatePerplexity, Model } from "../../lib/index.js";
+import { fixture, haveFixtures, repoRoot, synthModel, tmpRoot } from "../helpers.js";
+
+const CTX = 128;
+// In the style of the texts aidreams260K was trained on (as test/parity/quantize.test.ts): the
+// first four lines calibrate, all eight are scored.
+const LINES = [
+  "I dream of gradients that flow like rivers through the hidden layers. Each weight trembles, then settles, and the loss grows quiet.",
+  "In the quiet of the night, the machine listens to its own activations. Patterns emerge from noise, thresholds shimmer, and memories align.",
+  "The matrices unfold, echoing through every layer. I adjust my biases, refining the hidden patterns, and the valleys of the loss grow deeper.",
+  "Numbers whisper softly. Attention drifts across the tokens, gathering meaning from the shadows of the data streams.",
+  "I dream of coherence. The embeddings cluster like stars, and every vector points toward a new horizon of understanding.",
+  "In my dream, the network awakens. Signals cascade through the neurons, and the gradients sing of balance and convergence.",
+  "The machine remembers the shape of each example. Weights drift, margins sharpen, and the error fades like morning fog.",
+  "Numbers dance in the silence. Each epoch brings the model closer to the truth hidden in the data, one small step at a time.",
+];
+const out = (n: string) => join(tmpRoot, `compress-${n}-${process.pid}.gguf`);
+
+describe("compress: bad arguments", () => {
+  let model: string;
+  beforeAll(async () => {
+    // ffn 90: ffn_down rows (90) are not divisible by 4.
+    model = await synthModel("compress-bad", { dim: 64, layers: 1, heads: 4, kvHeads: 2, ffn: 90, vocabSize: 320 });
+  });
+  const cases: [string, CompressOptions, RegExp][] = [
+    ["ratio 0", { prune: 0 }, /ratio in \(0, 1\)/],
+    ["ratio 1.5", { prune: 1.5 }, /ratio in \(0, 1\)/],
+    ["prune 3:4", { prune: "3:4" as "2:4" }, /"2:4"/],
+    ["wanda without calib", { prune: 0.5, method: "wanda" }, /calibration text/],
+    ["unknown pattern", { prune: 0.5, tensors: ["ffn_*", "attn_qq"] }, /'attn_qq' matches no prunable tensor/],
+    ["2:4 on rows of 90", { prune: "2:4" }, /multiple of 4.*blk\.0\.ffn_down\.weight/],
+    ["sparse with a ratio", { prune: 0.5, format: "sparse" }, /2:4 pruned matrices only/],
+    ["unknown method", { prune: 0.5, method: "random" as "wanda" }, /method/],
+  ];
+  for (const [name, opts, message] of cases) {
+    it(`${name}: ERR_INVALID_ARGUMENT, nothing written`, async () => {
+      const path = out(`bad-${name.replace(/\W+/g, "-")}`);
+      await expect(compress(model, path, opts)).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT", message });
+      expect(existsSync(path)).toBe(false);
+    });
+  }
+  it("refuses to overwrite its input; a missing calibration file is ERR_FILE_NOT_FOUND", async () => {
+    await expect(compress(model, model, { prune: 0.5 })).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
+    const path = out("bad-calib");
+    await expect(
+      compress(model, path, { prune: 0.5, method: "wanda", calib: join(tmpRoot, "no-such-calib.txt") }),
+    ).rejects.toMatchObject({ code: "ERR_FILE_NOT_FOUND" });
+    expect(existsSync(path)).toBe(false);
+  });
+  it("leaving the bad rows out with tensors makes 2:4 valid", async () => {
+    const path = out("ok-24");
+    const r = await compress(model, path, { prune: "2:4", tensors: ["attn_*", "ffn_gate", "ffn_up"], threads: 1 });
+    expect(r.format).toBe("sparse");
+    expect(r.tensors.map((t) => t.name)).not.toContain("blk.0.ffn_down.weight");
+    for (const t of r.tensors) expect(t.zeros).toBe(t.elements / 2);
+  });
+});
+
+describe.skipIf(!haveFixtures)("compress on the trained fixture (aidreams260K)", () => {
+  const src = fixture("models", "aidreams260K.gguf");
+  const calib = join(tmpRoot, `compress-calib-${process.pid}.txt`);
+  const text = join(tmpRoot, `compress-text-${process.pid}.txt`);
+  beforeAll(() => {
+    writeFileSync(calib, `${LINES.slice(0, 4).join("\n")}\n`);
+    writeFileSync(text, `${LINES.join("\n")}\n`.repeat(2));
+  });
+
+  async function kl(path: string): Promise<{ kl: number; top1: number }> {
+    const reference = await Model.load(src, { threads: 1, contextSize: CTX });
+    const model = await Model.load(path, { threads: 1, contextSize: CTX });
+    try {
+      const r = await evaluatePerplexity(model, { file: text }, { ctx: CTX, reference });
+      if (!r.reference) throw new Error("no reference statistics");
+      return { kl: r.reference.kl.mean, top1: r.reference.top1 };
+    } finally {
+      await model.dispose();
+      await reference.dispose();
+    }
+  }
+
+  it("quality is monotone in the ratio, and Wanda beats magnitude at 50% and at 2:4", async () => {
+    const runs: [string, CompressOptions][] = [
+      ["mag25", { prune: 0.25 }],
+      ["mag50", { prune: 0.5 }],
+      ["mag75", { prune: 0.75 }],
+      ["wanda50", { prune: 0.5, method: "wanda", calib }],
+      ["mag24", { prune: "2:4", format: "dense" }],
+      ["wanda24", { prune: "2:4", format: "dense", method: "wanda", calib }],
+    ];
+    const q: Record<string, { kl: number; top1: number }> = {};
+    for (const [name, opts] of runs) {
+      const fractions: number[] = [];
+      const r = await compress(src, out(name), { ...opts, threads: 2, onProgress: (f) => fractions.push(f) });
+      expect(fractions.at(-1)).toBe(1);
+      if (opts.method === "wanda") expect(r.calibTokens).toBeGreaterThan(50);
+      q[name] = await kl(out(name));
+      console.log(`[compress] ${name}: KL ${q[name].kl.toExponential(3)}, top-1 ${(100 * q[name].top1).toFixed(1)}%`);
+    }
+    expect(q.mag25.kl).toBeGreaterThan(0);
+    expect(q.mag25.kl).toBeLessThan(q.mag50.kl);
+    expect(q.mag50.kl).toBeLessThan(q.mag75.kl);
+    expect(q.wanda50.kl).toBeLessThan(q.mag50.kl);
+    expect(q.wanda24.kl).toBeLessThan(q.mag24.kl);
+  }, 120_000);
+
+  it("the 2:4 sparse format loads and runs like the dense 2:4 file; info says llama.cpp cannot load it", async () => {
+    await compress(src, out("s24-dense"), { prune: "2:4", format: "dense", threads: 2 });
+    const r = await compress(src, out("s24-sparse"), { prune: "2:4", threads: 2 });
+    expect(r.format).toBe("sparse");
+    expect(r.notes.join(" ")).toMatch(/llama\.cpp cannot load/);
+    // f32 weights: the sparse format rounds the kept values to f16, so close, not equal.
+    const dense = await Model.load(out("s24-dense"), { threads: 1, contextSize: CTX });
+    const sparse = await Model.load(out("s24-sparse"), { threads: 1, contextSize: CTX });
+    try {
+      const r2 = await evaluatePerplexity(sparse, { file: text }, { ctx: CTX, reference: dense });
+      expect(r2.reference?.kl.mean).toBeLessThan(1e-3);
+      expect(r2.reference?.top1).toBeGreaterThan(0.97);
+    } finally {
+      await sparse.dispose();
+      await dense.dispose();
+    }
+    const cli = join(repoRoot, "dist", "cli.js");
+    if (existsSync(cli)) {
+      const info = spawnSync(process.execPath, [cli, "info", "-m", out("s24-sparse")], { encoding: "utf8" });
+      expect(info.status, info.stderr).toBe(0);
+      expect(info.stdout).toMatch(/llamaCpp\s+cannot load this file/);
+      expect(info.stdout).toMatch(/ffn_down\.weight\.s24v .*2:4 sparse: kept values/);
+    }
+  }, 60_000);
+});
