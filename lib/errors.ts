@@ -24,6 +24,7 @@ export const NATIVE_ERROR_CODES = [
   "ERR_KV_EXHAUSTED",
   "ERR_DISPOSED",
   "ERR_ADAPTER_NOT_FOUND",
+  "ERR_GRAMMAR",
   "ERR_INTERNAL",
 ] as const;
 

@@ -29,12 +29,15 @@ namespace llmserve {
   X(KvExhausted, "ERR_KV_EXHAUSTED")          \
   X(Disposed, "ERR_DISPOSED")                 \
   X(AdapterNotFound, "ERR_ADAPTER_NOT_FOUND") \
+  X(Grammar, "ERR_GRAMMAR")                   \
   X(Internal, "ERR_INTERNAL")
 
 // Disposed: a call on a model whose engine has been shut down (the same code the TypeScript layer
 // gives when it notices first); work already in flight at shutdown ends as Cancelled / "abort".
 // AdapterNotFound: a request or call names a LoRA adapter that is not loaded (never was, or was
 // unloaded); the message lists the loaded ones where the layer knows their names.
+// Grammar: a grammar (GBNF, or one compiled from a JSON schema) that does not parse, is left-recursive
+// or too large, or a constrained generation that reached a state no token can continue.
 // GgufLimit: a value in a model file is larger than llmserve accepts (a string, an array, a count,
 // nesting, the metadata memory budget); the message names the key and the limit.
 enum class Code {
