@@ -22,6 +22,7 @@ export {
   type SeriesStats,
 } from "./eval.js";
 export type { Chunk, GenerateOptions, FinishReason, Prompt, Timings, TokenLogprob } from "./generate.js";
+export { jsonSchemaToGbnf, jsonObjectGbnf, SUPPORTED_KEYWORDS as JSON_SCHEMA_KEYWORDS } from "./grammar/jsonSchema.js";
 export {
   Tokenizer,
   OFFTHREAD_MIN_CHARS,
