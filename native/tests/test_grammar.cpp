@@ -180,6 +180,9 @@ TEST(grammar_trie_mask_equals_brute_force) {
     CHECK(m.accept_bytes(pre));
     std::vector<uint8_t> mask(pieces.size(), 7);
     CHECK(m.mask(mask.data()).is_ok());
+    std::vector<uint8_t> again(pieces.size(), 7);
+    CHECK(m.mask(again.data()).is_ok());  // the same state again: served by the mask cache
+    CHECK(again == mask);
     int n_allowed = 0;
     for (size_t t = 0; t < pieces.size(); ++t) {
       GrammarMatcher one(g, trie);

@@ -168,7 +168,22 @@ void GrammarMatcher::walk(uint32_t node, int depth, Utf8 u, uint8_t* allowed) {
 }
 
 Status GrammarMatcher::mask(uint8_t* allowed) {
-  std::fill(allowed, allowed + trie_->n_tokens(), 0);
+  std::string key;
+  auto put = [&key](const void* p, size_t n) { key.append(static_cast<const char*>(p), n); };
+  put(&pending_.value, sizeof pending_.value);
+  put(&pending_.missing, sizeof pending_.missing);
+  for (const GStack* s : stacks_) {
+    for (const GStack* t = s; t; t = t->parent) put(&t->pos, sizeof t->pos);
+    const void* sep = nullptr;
+    put(&sep, sizeof sep);
+  }
+  const size_t n = (size_t)trie_->n_tokens();
+  for (const auto& [k, m] : cache_)
+    if (k == key) {
+      std::copy(m.begin(), m.end(), allowed);
+      return Status::ok();
+    }
+  std::fill(allowed, allowed + n, 0);
   scratch_.reset();
   cur_ = &scratch_;
   overflow_ = false;
@@ -179,6 +194,10 @@ Status GrammarMatcher::mask(uint8_t* allowed) {
     return make_error(Code::Grammar, "Grammar: more than " + std::to_string(kMaxStacks) +
                                          " parses are live at once; the grammar is too ambiguous to follow. "
                                          "Make its alternatives start differently.");
+  if (cache_.size() < kMaskCache) cache_.emplace_back();
+  auto& slot = cache_[cache_next_++ % kMaskCache];
+  slot.first = std::move(key);
+  slot.second.assign(allowed, allowed + n);
   return Status::ok();
 }
 

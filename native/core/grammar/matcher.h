@@ -104,6 +104,12 @@ class GrammarMatcher {
   Utf8 pending_;
   bool overflow_ = false;
   std::vector<std::vector<const GStack*>> levels_;  // per trie depth, the walk's stacks
+  // Masks of recent states, keyed by the full stacks (positions) and the pending UTF-8 state: a
+  // loop such as a JSON string's `char*` returns to the same state every step, so its mask is
+  // walked once. A function of the state only, so batch invariance holds.
+  static constexpr size_t kMaskCache = 8;
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> cache_;
+  size_t cache_next_ = 0;
 };
 
 }  // namespace llmserve
