@@ -2,6 +2,7 @@
 /** The llmserve command line: generate, chat, tokenize, detokenize, embed, pull, models, synth, synth-lora, info, demo, serve, eval, quantize, compress, finetune. */
 import { Command, Option } from "commander";
 import { existsSync, mkdirSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { LlmserveError } from "./errors.js";
@@ -61,6 +62,16 @@ interface GenOpts extends Partial<SamplingCliOptions> {
   json?: boolean;
   adapter?: string;
   adapterScale?: number;
+  grammar?: string;
+  jsonSchema?: string;
+}
+
+function parseJsonFile(flag: string, path: string, text: string): object {
+  try {
+    return JSON.parse(text) as object;
+  } catch (err) {
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", `${flag} ${path} is not valid JSON: ${(err as Error).message}`);
+  }
 }
 
 async function runGenerate(o: GenOpts): Promise<void> {
@@ -88,6 +99,14 @@ async function runGenerate(o: GenOpts): Promise<void> {
       throw new LlmserveError("ERR_INVALID_ARGUMENT", "--adapter-scale needs --adapter PATH");
     if (o.adapter !== undefined) await model.loadAdapter("cli", o.adapter, { scale: o.adapterScale });
     const promptTokens = typeof prompt === "string" ? model.tokenize(prompt) : prompt.tokens;
+    if (o.grammar !== undefined && o.jsonSchema !== undefined)
+      throw new LlmserveError("ERR_INVALID_ARGUMENT", "Pass at most one of --grammar FILE and --json-schema FILE");
+    const constraint =
+      o.grammar !== undefined
+        ? { grammar: await readFile(o.grammar, "utf8") }
+        : o.jsonSchema !== undefined
+          ? { jsonSchema: parseJsonFile("--json-schema", o.jsonSchema, await readFile(o.jsonSchema, "utf8")) }
+          : {};
     const ac = new AbortController();
     const onSigint = () => ac.abort();
     process.once("SIGINT", onSigint);
@@ -98,6 +117,7 @@ async function runGenerate(o: GenOpts): Promise<void> {
       { tokens: promptTokens },
       {
         ...samplingOptions(o as SamplingCliOptions),
+        ...constraint,
         signal: ac.signal,
         adapter: o.adapter === undefined ? undefined : "cli",
       },
@@ -288,6 +308,8 @@ const generate = program
     "LoRA adapter to generate with: a llama.cpp GGUF adapter file or a PEFT folder (adapter_config.json + adapter_model.safetensors)",
   )
   .option("--adapter-scale <s>", `LoRA adapter scale (default ${AD.scale})`, float("--adapter-scale"))
+  .option("--grammar <file>", "constrain the output to this GBNF grammar (llama.cpp format, start rule root)")
+  .option("--json-schema <file>", "constrain the output to JSON valid for this JSON schema")
   .action(runGenerate);
 addSamplingOptions(generate);
 addContextSizeOption(generate);

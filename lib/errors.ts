@@ -25,6 +25,7 @@ export const NATIVE_ERROR_CODES = [
   "ERR_DISPOSED",
   "ERR_ADAPTER_NOT_FOUND",
   "ERR_BAD_IMATRIX",
+  "ERR_GRAMMAR",
   "ERR_INTERNAL",
 ] as const;
 

@@ -3,6 +3,7 @@ import { LlmserveError, fromNative } from "./errors.js";
 import type { NativeEvent, NativeGenerateParams, NativeModel } from "./native.js";
 import type { Tokenizer } from "./tokenizer/index.js";
 import { GENERATE_DEFAULTS, randomSeed } from "./defaults.js";
+import { jsonObjectGbnf, jsonSchemaToGbnf } from "./grammar/jsonSchema.js";
 import { GENERATE_LIMITS as G } from "./limits.js";
 import { checkAdapterName, checkBool, checkInt, checkKeys, checkLimit, checkObject } from "./validate.js";
 
@@ -45,6 +46,22 @@ export interface GenerateOptions {
    * @example model.generate(p, { logitBias: { [model.tokenize(" no", { addSpecial: false })[0]]: -100 } })
    */
   logitBias?: Readonly<Record<number, number>> | ReadonlyMap<number, number>;
+  /**
+   * Constrain the output to a grammar in llama.cpp's GBNF format (start rule `root`): only tokens
+   * that keep the text inside the grammar are sampled, and generation ends at an end-of-generation
+   * token only where the grammar can end. A bad grammar throws ERR_GRAMMAR saying what to fix; a
+   * generation that reaches a point no token of the vocabulary can continue ends with ERR_GRAMMAR.
+   * @example model.generate("Answer yes or no: ", { grammar: 'root ::= "yes" | "no"' })
+   */
+  grammar?: string;
+  /**
+   * Constrain the output to JSON valid for this JSON schema (compiled to a grammar; see
+   * {@link jsonSchemaToGbnf} for the keywords supported, others throw ERR_GRAMMAR naming them).
+   * @example model.generate(p, { jsonSchema: { type: "object", properties: { name: { type: "string", maxLength: 20 } }, required: ["name"] } })
+   */
+  jsonSchema?: object | boolean;
+  /** Constrain the output to a JSON object (OpenAI's `json_object` response format). */
+  json?: boolean;
   /**
    * More token ids that end generation as EOS does (not emitted; finishReason "eos"), such as a chat
    * template's end-of-turn markers (`ChatTemplate.stopTokens`); at most 1024, each in [0, 2^31 - 1].
@@ -200,6 +217,9 @@ const KNOWN = [
   "priority",
   "cache",
   "adapter",
+  "grammar",
+  "jsonSchema",
+  "json",
 ] as const;
 
 export interface ResolvedOptions {
@@ -250,6 +270,24 @@ function checkLogitBias(v: unknown): [number, number][] {
   return pairs.sort((a, b) => a[0] - b[0]);
 }
 
+/** The GBNF text of the grammar / jsonSchema / json options ("" when none is set). */
+function resolveGrammar(o: GenerateOptions): string {
+  const set = (["grammar", "jsonSchema", "json"] as const).filter((k) => o[k] !== undefined && o[k] !== false);
+  if (set.length > 1)
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      `Pass at most one of grammar, jsonSchema and json (received ${set.join(", ")})`,
+    );
+  if (o.grammar !== undefined) {
+    if (typeof o.grammar !== "string" || o.grammar.length === 0)
+      throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a non-empty GBNF string for grammar");
+    return o.grammar;
+  }
+  if (o.jsonSchema !== undefined) return jsonSchemaToGbnf(o.jsonSchema);
+  if (o.json !== undefined && checkBool("json", o.json)) return jsonObjectGbnf();
+  return "";
+}
+
 export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptions {
   const o = checkObject("generate options", raw) as GenerateOptions & Record<string, unknown>;
   checkKeys("generate options", o, KNOWN);
@@ -286,6 +324,7 @@ export function resolveOptions(raw: unknown, eogTokens: number[]): ResolvedOptio
     adapter: 0,
     stopTokens: stopAtEos ? [...new Set([...eogTokens, ...extraStops])] : extraStops,
     logitBias: o.logitBias === undefined ? [] : checkLogitBias(o.logitBias),
+    grammar: resolveGrammar(o),
   };
   const cache = o.cache === undefined ? D.cache : checkBool("cache", o.cache);
   const deterministic = params.temperature === 0 || o.seed !== undefined;
@@ -416,6 +455,31 @@ export function onAbort(signal: AbortSignal, cancel: () => void): () => void {
  * is over (its last event arrived, whether or not anyone reads it), or at once when nothing was
  * submitted (an aborted signal); not when this throws.
  */
+const vocabSent = new WeakSet<NativeModel>();
+
+/**
+ * Hands the vocabulary's token bytes to the engine once per model (its grammar masks walk a trie of
+ * them). Control tokens get no bytes: a grammar never allows them (end-of-generation tokens are the
+ * engine's, allowed where the grammar can end). One pass over the vocabulary, on the first grammar
+ * request only.
+ */
+function sendGrammarVocab(native: NativeModel, tokenizer: Tokenizer): void {
+  if (vocabSent.has(native)) return;
+  const n = tokenizer.nVocab;
+  const pieces: Uint8Array[] = new Array(n);
+  const offsets = new Int32Array(n + 1);
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    pieces[i] = tokenizer.isControl(i) ? new Uint8Array(0) : tokenizer.tokenBytes(i);
+    total += pieces[i].length;
+    offsets[i + 1] = total;
+  }
+  const bytes = new Uint8Array(total);
+  for (let i = 0; i < n; i++) bytes.set(pieces[i], offsets[i]);
+  native.setGrammarVocab(bytes, offsets);
+  vocabSent.add(native);
+}
+
 export function startGeneration(
   native: NativeModel,
   tokenizer: Tokenizer,
@@ -434,6 +498,7 @@ export function startGeneration(
   let unsubscribe = () => {};
   let id: number;
   try {
+    if (opts.params.grammar !== "") sendGrammarVocab(native, tokenizer);
     id = native.generate(Int32Array.from(promptTokens), opts.params, (e) => {
       if (e.done) {
         unsubscribe(); // the native request is over: nothing left to cancel

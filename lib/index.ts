@@ -33,6 +33,7 @@ export type {
   TokenLogprob,
 } from "./generate.js";
 export type { EmbedOptions, Pooling } from "./embed.js";
+export { jsonSchemaToGbnf, jsonObjectGbnf, SUPPORTED_KEYWORDS as JSON_SCHEMA_KEYWORDS } from "./grammar/jsonSchema.js";
 export {
   Tokenizer,
   OFFTHREAD_MIN_CHARS,

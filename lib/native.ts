@@ -219,6 +219,8 @@ export interface NativeGenerateParams {
   pin: boolean;
   /** 0: no adapter. */
   adapter: number;
+  /** GBNF text constraining the output ("" = none); the addon parses it (ERR_GRAMMAR when bad). */
+  grammar: string;
 }
 
 export interface NativeTokenLogprob {
@@ -263,6 +265,11 @@ export interface NativeModel {
   unloadAdapter(name: string): void;
   /** The loaded adapters, in load order. */
   adapters(): NativeAdapterInfo[];
+  /**
+   * The vocabulary's token bytes for grammar masks: token i is bytes[offsets[i], offsets[i + 1])
+   * (control tokens empty). Once per model, before the first request with a grammar.
+   */
+  setGrammarVocab(bytes: Uint8Array, offsets: Int32Array): void;
   dispose(): Promise<void>;
 }
 

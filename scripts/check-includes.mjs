@@ -17,6 +17,7 @@ export const LAYERS = {
   os: 0, // file mappings, aligned memory, atomic replace (POSIX and Windows)
   quant: 1,
   sampling: 1, // block formats and kernels; sampling
+  grammar: 1, // GBNF parser, grammar matcher, vocabulary trie masks (needs only status.h)
   eval: 1, // perplexity / KL scoring of logit rows (needs only status.h; sched/ runs it on engines)
   gguf: 2, // file format (uses quant's type table)
   kv: 3, // paged KV storage, allocator, rotation, eval cache

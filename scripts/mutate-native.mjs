@@ -427,8 +427,35 @@ export const MUTATIONS = [
     replace: "        s[k % 8] = std::fma(fp16_to_fp32(v[k]), xt[col], s[k % 8]);",
     why: "2:4 scalar reference: 8 lanes instead of 16, so the SIMD kernels no longer match it bit for bit",
   },
+  {
+    id: "grammar-mask-allows-rejected",
+    file: "native/core/grammar/matcher.cpp",
+    find: "    if (!step_byte(nodes[c].byte, &v, levels_[(size_t)depth], &out)) continue;",
+    replace: "    step_byte(nodes[c].byte, &v, levels_[(size_t)depth], &out);",
+    why: "grammar: the trie walk allows tokens whose bytes the grammar rejects (no pruning)",
+  },
+  {
+    id: "grammar-negated-class-as-positive",
+    file: "native/core/grammar/gbnf.cpp",
+    find: "  return found == positive;",
+    replace: "  return found;",
+    why: "grammar: a negated character class [^...] matches what it should exclude",
+  },
+  {
+    id: "grammar-no-left-recursion-check",
+    file: "native/core/grammar/gbnf.cpp",
+    find: "  LLMS_RETURN_IF_ERROR(check_left_recursion(*g));",
+    replace: "",
+    why: "grammar: left-recursive grammars are accepted (the matcher would recurse without end)",
+  },
+  {
+    id: "sampling-mask-ignored",
+    file: "native/core/sampling/sampler.cpp",
+    find: "masked_[(size_t)i] = allowed[i] ? logits[i] : ninf;",
+    replace: "masked_[(size_t)i] = logits[i];",
+    why: "sampling: sample_masked ignores the grammar mask",
+  },
 ];
-
 const args = process.argv.slice(2);
 const flag = (name) => args.includes(name);
 const value = (name) => {

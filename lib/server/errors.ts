@@ -102,6 +102,9 @@ export function toApiError(err: unknown): ApiError {
     case "ERR_INVALID_ARGUMENT":
     case "ERR_TOKENIZER":
       return new ApiError(400, message, { code: "invalid_value", cause: err });
+    case "ERR_GRAMMAR":
+      // A grammar compiled from response_format that the engine refused (too large, left-recursive).
+      return new ApiError(400, message, { code: "invalid_grammar", param: "response_format", cause: err });
     // Stryker disable next-line ConditionalExpression: without its own return it falls through to the identical case below
     case "ERR_CONTEXT_OVERFLOW":
       return new ApiError(400, message, { code: "context_length_exceeded", param: "messages", cause: err });

@@ -27,10 +27,6 @@ const NO_TOOLS =
 
 /** OpenAI's chat fields that llmserve does not implement (yet). */
 const CHAT_UNSUPPORTED: Record<string, Unsupported> = {
-  response_format: {
-    off: (v) => v === null || (typeof v === "object" && (v as { type?: unknown }).type === "text"),
-    why: "structured output (json_object, json_schema) is not supported yet; remove response_format or use {type: 'text'}, and ask for JSON in the prompt.",
-  },
   tools: { off: emptyList, why: NO_TOOLS },
   tool_choice: { off: noCall, why: NO_TOOLS },
   parallel_tool_calls: { off: (v) => v === null || typeof v === "boolean", why: NO_TOOLS },

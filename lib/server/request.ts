@@ -10,6 +10,7 @@ import type { GenerateOptions } from "../generate.js";
 import type { Model } from "../model.js";
 import { OFFTHREAD_MIN_CHARS } from "../tokenizer/index.js";
 import { checkTokenIds } from "../validate.js";
+import { jsonObjectGbnf, jsonSchemaToGbnf } from "../grammar/jsonSchema.js";
 import { ApiError } from "./errors.js";
 import type { ChatBody, CompletionBody, SamplingBody } from "./schemas.js";
 
@@ -76,7 +77,29 @@ export function samplingOptions(body: SamplingBody): GenerateOptions {
   if (body.frequency_penalty != null) o.frequencyPenalty = body.frequency_penalty;
   if (body.repetition_penalty != null) o.repeatPenalty = body.repetition_penalty;
   if (body.logit_bias != null && Object.keys(body.logit_bias).length > 0) o.logitBias = body.logit_bias;
+  const rf = body.response_format;
+  if (rf?.type === "json_object") o.grammar = jsonObjectGbnf();
+  else if (rf?.type === "json_schema") o.grammar = schemaGrammar(rf.json_schema);
   return o;
+}
+
+/**
+ * response_format json_schema -> GBNF; a schema the compiler cannot honor is a 400 naming what
+ * (strict or not: output that might not validate is never produced silently).
+ */
+function schemaGrammar(js: { schema?: Record<string, unknown> } | undefined): string {
+  const param = "response_format.json_schema.schema";
+  if (js?.schema === undefined)
+    throw new ApiError(400, "response_format of type json_schema needs json_schema.schema (a JSON schema object).", {
+      type: "invalid_request_error",
+      code: "invalid_value",
+      param,
+    });
+  try {
+    return jsonSchemaToGbnf(js.schema);
+  } catch (err) {
+    throw new ApiError(400, (err as Error).message, { type: "invalid_request_error", code: "invalid_schema", param });
+  }
 }
 
 /** logit_bias names tokens of this model's vocabulary (the schema checked the rest). */

@@ -61,8 +61,18 @@ export interface SamplingBody {
   ignore_eos?: boolean | null;
   /** Token id (as a decimal string) -> bias in [-100, 100] added to its logit; -100 bans it. */
   logit_bias?: Record<string, number> | null;
+  /** Structured output: any JSON object, or JSON valid for a schema (constrained decoding). */
+  response_format?: ResponseFormat | null;
   [key: string]: unknown;
 }
+
+export type ResponseFormat =
+  | { type: "text" }
+  | { type: "json_object" }
+  | {
+      type: "json_schema";
+      json_schema: { name?: string; description?: string; schema?: Record<string, unknown>; strict?: boolean | null };
+    };
 
 export interface CompletionBody extends SamplingBody {
   prompt: string | string[] | number[] | number[][];
@@ -114,6 +124,23 @@ const sampling = {
   stream_options: nullable({ type: "object", properties: { include_usage: nullable({ type: "boolean" }) } }),
   user: nullable(name),
   ignore_eos: nullable({ type: "boolean" }),
+  response_format: nullable({
+    type: "object",
+    required: ["type"],
+    properties: {
+      type: { type: "string", enum: ["text", "json_object", "json_schema"] },
+      json_schema: {
+        type: "object",
+        required: ["name"],
+        properties: {
+          name: { type: "string", maxLength: 64 },
+          description: { type: "string", maxLength: L.textLength },
+          schema: { type: "object" },
+          strict: nullable({ type: "boolean" }),
+        },
+      },
+    },
+  }),
   logit_bias: nullable({
     type: "object",
     maxProperties: L.logitBias,

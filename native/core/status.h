@@ -30,6 +30,7 @@ namespace llmserve {
   X(Disposed, "ERR_DISPOSED")                 \
   X(AdapterNotFound, "ERR_ADAPTER_NOT_FOUND") \
   X(BadImatrix, "ERR_BAD_IMATRIX")            \
+  X(Grammar, "ERR_GRAMMAR")                   \
   X(Internal, "ERR_INTERNAL")
 
 // Disposed: a call on a model whose engine has been shut down (the same code the TypeScript layer
@@ -38,6 +39,8 @@ namespace llmserve {
 // unloaded); the message lists the loaded ones where the layer knows their names.
 // BadImatrix: an importance-matrix file (llama.cpp's imatrix .dat or GGUF) that cannot be read or
 // does not fit the model being quantized; the message names the entry and what is wrong.
+// Grammar: a grammar (GBNF, or one compiled from a JSON schema) that does not parse, is left-recursive
+// or too large, or a constrained generation that reached a state no token can continue.
 // GgufLimit: a value in a model file is larger than llmserve accepts (a string, an array, a count,
 // nesting, the metadata memory budget); the message names the key and the limit.
 enum class Code {

@@ -11,6 +11,7 @@
 #include "eval/pooling.h"
 #include "eval_promise.h"
 #include "gguf/gguf.h"
+#include "grammar/gbnf.h"
 #include "sched/engine.h"
 #include "wrap_common.h"
 
@@ -161,7 +162,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
          InstanceMethod("embed", &ModelWrap::Embed), InstanceMethod("stats", &ModelWrap::Stats),
          InstanceMethod("endSession", &ModelWrap::EndSession), InstanceMethod("loadAdapter", &ModelWrap::LoadAdapter),
          InstanceMethod("unloadAdapter", &ModelWrap::UnloadAdapter), InstanceMethod("adapters", &ModelWrap::Adapters),
-         InstanceMethod("dispose", &ModelWrap::Dispose)});
+         InstanceMethod("dispose", &ModelWrap::Dispose),
+         InstanceMethod("setGrammarVocab", &ModelWrap::SetGrammarVocab)});
     ctor = new Napi::FunctionReference(Napi::Persistent(f));
   }
   explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {}
@@ -271,6 +273,16 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       s.logit_bias.emplace_back(check_number<int32_t, L::kLogitBiasToken>(env, pa.Get(0u), tname.c_str()),
                                 check_number<float, L::kLogitBias>(env, pa.Get(1u), bname.c_str()));
     }
+    // grammar: GBNF text ("" = unconstrained). Parsing is linear in the text, whose size the
+    // parser bounds (GbnfLimits), so it stays well under a millisecond for schema-sized grammars.
+    Napi::Value gv = p.Get("grammar");
+    if (!gv.IsString())
+      throw_invalid(env, false, "Expected a string (GBNF) for grammar but received " + js_describe(gv));
+    const std::string gtext = gv.As<Napi::String>().Utf8Value();
+    if (!gtext.empty()) {
+      Status gs = parse_gbnf(gtext, GbnfLimits{}, &req->grammar);
+      if (!gs) throw make_js_error(env, gs);
+    }
     auto tsfn = Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "llmserve.generate", 0, 1);
     req->on_event = [tsfn](GenEvent&& ev) mutable {
       bool last = ev.done;
@@ -289,6 +301,30 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       throw make_js_error(env, sts);
     }
     return Napi::Number::New(env, (double)id);
+  }
+
+  // setGrammarVocab(bytes: Uint8Array, offsets: Int32Array [n_vocab + 1]): token i's bytes are
+  // bytes[offsets[i], offsets[i + 1]). Copies them; the trie is built on the engine thread later.
+  Napi::Value SetGrammarVocab(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Engine* e = live(env);
+    if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsTypedArray() ||
+        info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
+        info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw_invalid(env, false, "setGrammarVocab(bytes, offsets): expected a Uint8Array and an Int32Array");
+    auto bytes = info[0].As<Napi::Uint8Array>();
+    auto offs = info[1].As<Napi::Int32Array>();
+    if (offs.ElementLength() < 1) throw_invalid(env, false, "setGrammarVocab: offsets must have n_vocab + 1 entries");
+    std::vector<std::string> pieces(offs.ElementLength() - 1);
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      const int32_t a = offs[i], b = offs[i + 1];
+      if (a < 0 || b < a || (size_t)b > bytes.ElementLength())
+        throw_invalid(env, false, "setGrammarVocab: offsets must be non-decreasing and within the bytes");
+      pieces[i].assign(reinterpret_cast<const char*>(bytes.Data()) + a, (size_t)(b - a));
+    }
+    Status s = e->set_grammar_vocab(std::move(pieces));
+    if (!s) throw make_js_error(env, s);
+    return env.Undefined();
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
@@ -581,6 +617,7 @@ void init_model(Napi::Env env, Napi::Object exports) {
   gen.Set("adapter", Napi::Number::New(env, (double)r.adapter));
   gen.Set("stopTokens", Napi::Array::New(env, r.stop_tokens.size()));
   gen.Set("logitBias", Napi::Array::New(env, s.logit_bias.size()));
+  gen.Set("grammar", "");
   exports.Set("loadModel", Napi::Function::New(env, LoadModel, "loadModel"));
 }
 

@@ -65,6 +65,7 @@ const params: NativeGenerateParams = {
   adapter: 0,
   stopTokens: [],
   logitBias: [],
+  grammar: "",
 };
 const ggufOpts = { keyPrefixes: [], maxStringBytes: 1 << 20, maxMetadataBytes: 1 << 24 };
 const synthOpts: NativeSynthOptions = {

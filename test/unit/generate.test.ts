@@ -40,6 +40,7 @@ describe("resolveOptions", () => {
       adapter: 0,
       stopTokens: [2, 7],
       logitBias: [],
+      grammar: "",
     });
     expect(r.stop).toEqual([]);
     expect(r.wantLogprobs).toBe(false);
@@ -92,6 +93,7 @@ describe("resolveOptions", () => {
       pin: false,
       adapter: 0,
       logitBias: [],
+      grammar: "",
     });
     expect(r.stop).toEqual(["\n", "END"]);
     expect(r.wantLogprobs).toBe(true);

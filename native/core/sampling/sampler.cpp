@@ -448,6 +448,13 @@ SampleResult Sampler::sample(const float* logits) {
   return r;
 }
 
+void Sampler::sample_masked(const float* logits, const uint8_t* allowed, SampleResult* out) {
+  masked_.resize((size_t)n_vocab_);
+  const float ninf = -std::numeric_limits<float>::infinity();
+  for (int32_t i = 0; i < n_vocab_; ++i) masked_[(size_t)i] = allowed[i] ? logits[i] : ninf;
+  sample(masked_.data(), out);
+}
+
 void Sampler::sample(const float* logits, SampleResult* out) {
   out->top.clear();
   last_valid_ = false;

@@ -95,6 +95,10 @@ class Sampler {
   SampleResult sample(const float* logits);
   // Same, reusing out's storage (no allocation once out->top has capacity).
   void sample(const float* logits, SampleResult* out);
+  // Constrained decoding: tokens with allowed[id] == 0 get logit -inf before every other step of
+  // the chain (bias, penalties, top-k, temperature), so they are never drawn. allowed: [n_vocab],
+  // at least one nonzero. Reported logprobs are those of the masked logits (what could be drawn).
+  void sample_masked(const float* logits, const uint8_t* allowed, SampleResult* out);
 
   // The distribution the last sample() drew from (after all transforms): (token, prob) sorted by
   // prob desc, ties by token id asc. Greedy: the single chosen token with prob 1. For tests and
@@ -142,6 +146,7 @@ class Sampler {
   size_t sorted_n_ = 0;
   double z_final_ = 1.0;          // sum of cand_[i].e
   std::vector<float> work_;       // [n_vocab] penalized logits (full-vocabulary path only)
+  std::vector<float> masked_;     // [n_vocab] logits after a grammar mask (sample_masked only)
   std::vector<Cand> topn_;        // raw top-n heap
   std::vector<Cand> tmp_;         // ranked_find scatter buffer
   std::vector<double> hist_w_;    // ranked_find logit histogram: weight per bucket

@@ -102,6 +102,12 @@ Status Engine::submit(std::shared_ptr<GenerateRequest> req, int64_t* id) {
       return make_error(Code::InvalidArgument, "Token id " + std::to_string(t) +
                                                    " in logitBias is outside the vocabulary [0, " +
                                                    std::to_string(cfg.n_vocab) + ").");
+  if (req->grammar) {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!has_grammar_vocab_)
+      return make_error(Code::InvalidArgument,
+                        "A grammar needs the vocabulary's token bytes: call set_grammar_vocab first.");
+  }
   if (req->max_tokens < 0)
     return make_error(Code::InvalidArgument,
                       "Expected a non-negative integer for maxTokens but received " + std::to_string(req->max_tokens));
@@ -298,6 +304,18 @@ void Engine::run() {
     for (int32_t b : ss->blocks) alloc_->unref(b);
   sessions_.clear();
   publish_stats();
+}
+
+Status Engine::set_grammar_vocab(std::vector<std::string> pieces) {
+  if ((int64_t)pieces.size() != executor_->config().n_vocab)
+    return make_error(Code::InvalidArgument, "The grammar vocabulary has " + std::to_string(pieces.size()) +
+                                                 " tokens but the model has " +
+                                                 std::to_string(executor_->config().n_vocab) + ".");
+  std::lock_guard<std::mutex> lk(mu_);
+  if (has_grammar_vocab_) return Status::ok();  // once per model: the vocabulary never changes
+  grammar_pieces_ = std::move(pieces);
+  has_grammar_vocab_ = true;
+  return Status::ok();
 }
 
 }  // namespace llmserve

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "../backend/executor.h"
+#include "../grammar/matcher.h"
 #include "../kv/block_allocator.h"
 #include "../sampling/sampler.h"
 #include "../status.h"
@@ -91,6 +92,9 @@ class Engine {
   std::vector<uint64_t> adapter_ids();
   // Releases a session's (or pinned prefix's) KV; its next turn, if any, recomputes.
   void end_session(int64_t session);
+  // The vocabulary's token bytes ([n_vocab], control tokens empty) that grammar masks are built
+  // from. Cheap: the trie is built on the engine thread when the first grammar request arrives.
+  Status set_grammar_vocab(std::vector<std::string> pieces);
   EngineStats stats();
   // Cancels everything queued or running (each gets its final event) and joins the thread.
   void shutdown();
@@ -123,6 +127,7 @@ class Engine {
   void schedule_running(StepPlan& plan);
   bool run_batch(StepPlan& plan);
   void sample_and_emit(StepPlan& plan);
+  int grammar_mask(Sequence& s);
   void drain_inbox();
   void finish(Sequence& s, FinishReason r, Status error = Status::ok());
   // admission.cpp: waiting requests join the batch; a session's KV or cached prefix blocks are reused.
@@ -157,7 +162,10 @@ class Engine {
   std::vector<std::pair<std::shared_ptr<GenerateRequest>, GenEvent>> outbox_;  // emitted after each step
 
   // Shared with callers.
+  std::shared_ptr<const TokenTrie> trie_;  // engine thread; built from grammar_pieces_ on first use
   std::mutex mu_;
+  std::vector<std::string> grammar_pieces_;  // under mu_
+  bool has_grammar_vocab_ = false;           // under mu_
   std::condition_variable cv_;
   std::vector<std::unique_ptr<Sequence>> inbox_;
   std::vector<std::shared_ptr<EvalRequest>> eval_inbox_;

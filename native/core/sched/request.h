@@ -2,9 +2,11 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "../grammar/gbnf.h"
 #include "../sampling/sampler.h"
 #include "../status.h"
 
@@ -39,10 +41,14 @@ struct GenerateRequest {
   int64_t max_tokens = 256;          // 0: prefill only (pins a prefix / warms a session)
   std::vector<int32_t> stop_tokens;  // end-of-generation ids (EOS/EOT)
   bool want_logprobs = false;
-  int32_t priority = 0;                      // higher runs first and is preempted last
-  int64_t session = 0;                       // != 0: keep this sequence's KV for the session's next turn
-  bool pin = false;                          // with session: never evicted under memory pressure
-  uint64_t adapter = 0;                      // LoRA adapter id (0: the base model; Engine::load_adapter)
+  int32_t priority = 0;  // higher runs first and is preempted last
+  int64_t session = 0;   // != 0: keep this sequence's KV for the session's next turn
+  bool pin = false;      // with session: never evicted under memory pressure
+  uint64_t adapter = 0;  // LoRA adapter id (0: the base model; Engine::load_adapter)
+  // Constrained decoding: only tokens this grammar accepts are sampled; the stop tokens only where
+  // it can end. Needs Engine::set_grammar_vocab first. Belongs to the request: preemption and
+  // sessions leave it alone (only sampled tokens advance it).
+  std::shared_ptr<const Grammar> grammar;
   std::function<void(GenEvent&&)> on_event;  // called on the engine thread
 };
 

@@ -33,6 +33,8 @@ struct Engine::Sequence {
   int64_t n_registered = 0;     // leading full blocks whose prefix key is known
   uint64_t last_key = 0;        // key of block n_registered - 1 (0 = root)
   std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<GrammarMatcher> grammar;  // with req->grammar: its state after the generated tokens
+  std::vector<uint8_t> allowed;             // grammar mask scratch [n_vocab]
   int64_t n_generated = 0;
   Timings tm;
   double t_submit = 0, t_first_step = -1, t_first_token = -1;

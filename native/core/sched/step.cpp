@@ -20,7 +20,23 @@ void Engine::drain_inbox() {
     ends.swap(end_session_inbox_);
     stopping = stopping_;
   }
+  if (trie_ == nullptr)
+    for (auto& s : fresh)
+      if (s->req->grammar) {
+        // First grammar request: build the vocabulary trie here, off the JS thread, once per model.
+        std::vector<std::string> pieces;
+        {
+          std::lock_guard<std::mutex> lk(mu_);
+          pieces = grammar_pieces_;
+        }
+        trie_ = std::make_shared<const TokenTrie>(std::move(pieces));
+        break;
+      }
   for (auto& s : fresh) {
+    if (s->req->grammar) {
+      s->grammar = std::make_unique<GrammarMatcher>(s->req->grammar, trie_);
+      s->allowed.resize((size_t)executor_->config().n_vocab);
+    }
     // The chosen token's logprob costs a full log-softmax per token: only compute it when asked.
     s->req->sampling.compute_logprob = s->req->want_logprobs;
     s->sampler = std::make_unique<Sampler>(s->req->sampling, (int32_t)executor_->config().n_vocab);
@@ -215,13 +231,28 @@ void Engine::sample_and_emit(StepPlan& plan) {
       finish(s, FinishReason::Length);
       continue;
     }
-    SampleResult r = s.sampler->sample(lg);
+    SampleResult r;
+    const auto& stops = s.req->stop_tokens;
+    if (s.grammar) {
+      int st = grammar_mask(s);
+      if (st > 0) finish(s, FinishReason::Eos);  // the grammar is complete and nothing else fits
+      if (st != 0) continue;
+      s.sampler->sample_masked(lg, s.allowed.data(), &r);
+    } else {
+      s.sampler->sample(lg, &r);
+    }
     const int32_t tok = r.token;
     s.sampler->accept(tok);
-    const auto& stops = s.req->stop_tokens;
     if (std::find(stops.begin(), stops.end(), tok) != stops.end()) {
       finish(s, FinishReason::Eos);  // the end-of-generation token itself is not emitted
       continue;
+    }
+    if (s.grammar) {
+      Status as = s.grammar->accept(tok);
+      if (!as) {
+        finish(s, FinishReason::None, as);
+        continue;
+      }
     }
     s.tokens.push_back(tok);
     ++s.n_generated;
@@ -234,6 +265,28 @@ void Engine::sample_and_emit(StepPlan& plan) {
     // The last token needs no KV: a context of n positions can hold n + 1 tokens.
     if (s.n_generated >= s.req->max_tokens || (int64_t)s.tokens.size() > ctx_limit) finish(s, FinishReason::Length);
   }
+}
+
+// Fills s.allowed from s's grammar; the stop tokens are allowed exactly when the grammar can end.
+// 0: sample under the mask; 1: nothing but the end fits and there is no stop token (finish as
+// Eos); -1: s was finished with an error (no token continues the grammar, or it is too ambiguous).
+int Engine::grammar_mask(Sequence& s) {
+  Status ms = s.grammar->mask(s.allowed.data());
+  if (!ms) {
+    finish(s, FinishReason::None, ms);
+    return -1;
+  }
+  const bool end = s.grammar->can_end();
+  for (int32_t t : s.req->stop_tokens)
+    if (t >= 0 && (size_t)t < s.allowed.size()) s.allowed[(size_t)t] = end ? 1 : 0;
+  if (std::find(s.allowed.begin(), s.allowed.end(), (uint8_t)1) != s.allowed.end()) return 0;
+  if (end) return 1;
+  finish(s, FinishReason::None,
+         make_error(Code::Grammar, "Grammar: no token of this model's vocabulary continues the grammar after " +
+                                       std::to_string(s.n_generated) +
+                                       " generated tokens. The grammar needs characters the vocabulary cannot spell "
+                                       "(or only as part of longer tokens); loosen it."));
+  return -1;
 }
 
 }  // namespace llmserve
