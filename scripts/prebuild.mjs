@@ -141,7 +141,10 @@ try {
     ],
     { encoding: "utf8" },
   );
-  if (check.status !== 0) fail(`the stripped addon does not load:\n${check.stderr}`);
+  if (check.status !== 0) {
+    rmSync(tmp, { force: true }); // fail() exits: the finally below would not run
+    fail(`the stripped addon does not load:\n${check.stderr}`);
+  }
   renameSync(tmp, target);
   const kb = (statSync(target).size / 1024).toFixed(0);
   console.log(`prebuild: wrote ${rel(target)} (${kb} KiB, kernels here: ${check.stdout.trim()})`);
