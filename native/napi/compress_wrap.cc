@@ -162,16 +162,11 @@ Napi::Value Compress(const Napi::CallbackInfo& info) {
   } else if (!info[3].IsNull()) {
     throw_invalid(env, false, "Expected an Int32Array or null for the calibration tokens");
   }
-  Napi::Function progress = info.Length() > 4 && info[4].IsFunction() ? info[4].As<Napi::Function>() : Napi::Function();
+  Napi::Function progress = optional_function(info, 4);
   auto cancel = std::make_shared<std::atomic<bool>>(false);
   auto* w = new CompressWorker(env, std::move(in), std::move(out), std::move(p), check_only, ctx, std::move(calib),
                                progress, cancel);
-  auto job = Napi::Object::New(env);
-  job.Set("promise", w->promise());
-  job.Set("cancel", Napi::Function::New(
-                        env, [cancel](const Napi::CallbackInfo&) { cancel->store(true); }, "cancel"));
-  w->Queue();
-  return job;
+  return queue_cancellable(env, w, cancel);
 }
 
 }  // namespace

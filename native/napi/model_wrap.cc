@@ -562,7 +562,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   opts.prefix_cache = get_bool(o, "prefixCache");
   opts.static_batching = get_bool(o, "staticBatching");
   opts.repack = get_bool(o, "repack");
-  Napi::Function progress = info.Length() > 2 && info[2].IsFunction() ? info[2].As<Napi::Function>() : Napi::Function();
+  Napi::Function progress = optional_function(info, 2);
   auto* w = new LoadWorker(env, std::move(path), opts, progress);
   auto p = w->promise();
   w->Queue();

@@ -136,15 +136,10 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   // Optional: an importance-matrix path (lib/quantize.ts passes it only when the user gave one).
   if (!o.Get("imatrix").IsUndefined()) q.imatrix = path_arg(env, o.Get("imatrix"), "imatrix");
   get_overrides(o, &q.overrides);
-  Napi::Function progress = info.Length() > 3 && info[3].IsFunction() ? info[3].As<Napi::Function>() : Napi::Function();
+  Napi::Function progress = optional_function(info, 3);
   auto cancel = std::make_shared<std::atomic<bool>>(false);
   auto* w = new QuantizeWorker(env, std::move(in), std::move(out), std::move(q), progress, cancel);
-  auto job = Napi::Object::New(env);
-  job.Set("promise", w->promise());
-  job.Set("cancel", Napi::Function::New(
-                        env, [cancel](const Napi::CallbackInfo&) { cancel->store(true); }, "cancel"));
-  w->Queue();
-  return job;
+  return queue_cancellable(env, w, cancel);
 }
 
 }  // namespace

@@ -98,7 +98,7 @@ Napi::Value Synth(const Napi::CallbackInfo& info) {
   s.rope_freq_base_swa = get_number<float, L::kSynthRopeFreqBaseSwa>(o);
   s.long_rope = get_bool(o, "longRope");
   s.type = get_type(o);
-  Napi::Function progress = info.Length() > 2 && info[2].IsFunction() ? info[2].As<Napi::Function>() : Napi::Function();
+  Napi::Function progress = optional_function(info, 2);
   auto* w = new SynthWorker(env, std::move(s), std::move(out_path), progress);
   auto p = w->promise();
   w->Queue();

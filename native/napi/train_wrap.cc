@@ -175,16 +175,11 @@ Napi::Value Finetune(const Napi::CallbackInfo& info) {
       throw_invalid(env, true, "Expected q, k, v, o, gate, up or down in targets but received " + js_describe(e));
     t.targets |= 1u << p;
   }
-  Napi::Function on_step = info.Length() > 5 && info[5].IsFunction() ? info[5].As<Napi::Function>() : Napi::Function();
+  Napi::Function on_step = optional_function(info, 5);
   auto cancel = std::make_shared<std::atomic<bool>>(false);
   auto* w = new FinetuneWorker(env, std::move(base), std::move(data), std::move(eval), std::move(out), t, threads,
                                on_step, cancel);
-  auto job = Napi::Object::New(env);
-  job.Set("promise", w->promise());
-  job.Set("cancel", Napi::Function::New(
-                        env, [cancel](const Napi::CallbackInfo&) { cancel->store(true); }, "cancel"));
-  w->Queue();
-  return job;
+  return queue_cancellable(env, w, cancel);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #pragma once
 #include <napi.h>
 
+#include <atomic>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -197,6 +198,23 @@ inline Napi::Object defaults_group(Napi::Env env, Napi::Object exports, const ch
   Napi::Object g = Napi::Object::New(env);
   all.Set(group, g);
   return g;
+}
+
+// The optional callback argument at index i (progress, onStep), or an empty Function.
+inline Napi::Function optional_function(const Napi::CallbackInfo& info, size_t i) {
+  return info.Length() > i && info[i].IsFunction() ? info[i].As<Napi::Function>() : Napi::Function();
+}
+
+// Queues a promise-returning AsyncWorker for a long file job (quantize, compress, finetune) and
+// returns the job object lib/ expects: { promise, cancel() }, cancel() setting the worker's flag.
+template <typename Worker>
+Napi::Object queue_cancellable(Napi::Env env, Worker* w, std::shared_ptr<std::atomic<bool>> cancel) {
+  auto job = Napi::Object::New(env);
+  job.Set("promise", w->promise());
+  job.Set("cancel", Napi::Function::New(
+                        env, [cancel](const Napi::CallbackInfo&) { cancel->store(true); }, "cancel"));
+  w->Queue();
+  return job;
 }
 
 }  // namespace llmserve::napi
