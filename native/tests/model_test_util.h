@@ -94,6 +94,21 @@ inline std::vector<float> run_chunked(const Model& m, const std::vector<int32_t>
   return all;
 }
 
+// One prompt of 40 tokens in one batch, token by token and in uneven chunks (1-3 threads), with an
+// f16 and a q8_0 KV cache: the logits must be byte-identical (batch invariance).
+inline void check_batch_invariance(const Model& m) {
+  const auto toks = test_tokens(40, m.config().n_vocab);
+  for (GgmlType kvt : {GgmlType::F16, GgmlType::Q8_0}) {
+    const auto batched = run_chunked(m, toks, {40}, 1, kvt);
+    const auto incremental = run_chunked(m, toks, {1}, 2, kvt);
+    const auto chunked = run_chunked(m, toks, {3, 1, 7, 5}, 3, kvt);
+    CHECK_EQ(batched.size(), toks.size() * static_cast<size_t>(m.config().n_vocab));
+    CHECK(incremental.size() == batched.size() &&
+          std::memcmp(incremental.data(), batched.data(), batched.size() * 4) == 0);
+    CHECK(chunked.size() == batched.size() && std::memcmp(chunked.data(), batched.data(), batched.size() * 4) == 0);
+  }
+}
+
 // max |logit - reference| over the vocabulary, for the last token of toks (f32 KV cache).
 inline double max_ref_diff(const Model& m, const std::vector<int32_t>& toks) {
   const auto ref = forward_ref(m, toks);

@@ -103,16 +103,7 @@ TEST(gemma_batch_invariance) {
       auto m = gemma(arch, t);
       CHECK(m != nullptr);
       if (!m) continue;
-      const auto toks = test_tokens(40, m->config().n_vocab);
-      for (GgmlType kvt : {GgmlType::F16, GgmlType::Q8_0}) {
-        const auto batched = run_chunked(*m, toks, {40}, 1, kvt);
-        const auto incremental = run_chunked(*m, toks, {1}, 2, kvt);
-        const auto chunked = run_chunked(*m, toks, {3, 1, 7, 5}, 3, kvt);
-        CHECK_EQ(batched.size(), toks.size() * static_cast<size_t>(m->config().n_vocab));
-        CHECK(incremental.size() == batched.size() &&
-              std::memcmp(incremental.data(), batched.data(), batched.size() * 4) == 0);
-        CHECK(chunked.size() == batched.size() && std::memcmp(chunked.data(), batched.data(), batched.size() * 4) == 0);
-      }
+      check_batch_invariance(*m);
     }
   }
 }
