@@ -614,7 +614,12 @@ for (const m of list) {
       const failing = t.out
         .split("\n")
         .filter((l) => l.startsWith("FAIL "))
-        .map((l) => l.slice(5).trim());
+        .map((l) =>
+          l
+            .slice(5)
+            .replace(/ \(\d+ ms\)$/, "")
+            .trim(),
+        );
       result =
         t.code === 0
           ? { status: "SURVIVED", detail: "every native test passed" }
