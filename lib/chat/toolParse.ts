@@ -204,11 +204,16 @@ function parseLlama3(text: string): ParsedToolReply {
   return { content: contentOf([text.slice(0, at)]), toolCalls: calls, callStart: at };
 }
 
-/** Command R7B: thinking and response markers are not content; calls are in `<|START_ACTION|>[...]<|END_ACTION|>`. */
-function parseCommandR7b(text: string): ParsedToolReply {
-  const t = text
+/** Command R7B's reply without its thinking and response markers (they are not content). */
+export function commandR7bText(text: string): string {
+  return text
     .replace(/<\|START_THINKING\|>[\s\S]*?<\|END_THINKING\|>/g, "")
     .replace(/<\|START_RESPONSE\|>|<\|END_RESPONSE\|>/g, "");
+}
+
+/** Command R7B: calls are in `<|START_ACTION|>[...]<|END_ACTION|>`. */
+function parseCommandR7b(text: string): ParsedToolReply {
+  const t = commandR7bText(text);
   const r = parseList(t, "command-r7b", "<|START_ACTION|>", "<|END_ACTION|>", "tool_name", ["parameters"]);
   // callStart indexes the cleaned text: map it back to where the thinking or action starts in `text`.
   const marks = ["<|START_THINKING|>", "<|START_ACTION|>"].map((m) => text.indexOf(m)).filter((i) => i >= 0);

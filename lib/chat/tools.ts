@@ -120,7 +120,7 @@ export const TOOL_FAMILIES: readonly FamilySpec[] = [
   {
     family: "firefunction-v2",
     detect: (t) => t.includes("functools["),
-    markers: ["functools["],
+    markers: [" functools[", "functools["],
     forcedPrefix: "",
     argumentsAsString: true,
     call: objectCall("name", "arguments"),

@@ -188,6 +188,7 @@ export async function handleGeneration(
         : {
             family: prompts.tools.family,
             prefix: prompts.tools.forced?.prefix ?? "",
+            forced: prompts.tools.forced !== undefined,
             stops: o.stop,
             stopTokens: new Set(prompts.extraStopTokens),
           },

@@ -73,6 +73,8 @@ export interface ResponseContext {
     family: ToolFamily;
     /** The forced call's opening marker, appended to the prompt (the reply continues it). */
     prefix: string;
+    /** tool_choice "required" or a named function: the whole reply is calls. */
+    forced: boolean;
     stops: string[];
     stopTokens: ReadonlySet<number>;
   };
@@ -134,7 +136,7 @@ async function runChoice(
 ): Promise<ChoiceResult & { heldBack?: string }> {
   const t = r.tools;
   const parser =
-    t === undefined ? undefined : new ToolReplyParser(r.tokenizer, t.family, t.prefix, t.stopTokens, t.stops);
+    t === undefined ? undefined : new ToolReplyParser(r.tokenizer, t.family, t.prefix, t.stopTokens, t.stops, t.forced);
   const out: ChoiceResult = {
     index,
     text: "",

@@ -20,6 +20,7 @@ import {
   type ToolFamily,
 } from "../chat/tools.js";
 import { TOOL_FAMILIES } from "../chat/tools.js";
+import { commandR7bText } from "../chat/toolParse.js";
 import type { TokenDecoder, Tokenizer } from "../tokenizer/index.js";
 import { ApiError } from "./errors.js";
 import type { ChatBody } from "./schemas.js";
@@ -127,7 +128,7 @@ export function renderInputs(body: ChatBody, template: ChatTemplate, plan: ToolP
   return {
     messages: family === undefined ? body.messages : messagesForTemplate(body.messages, family),
     tools: plan === undefined ? undefined : toolsForTemplate(plan.tools),
-    toolCallArguments: family !== undefined && argumentsAsString(family) ? ("string" as const) : ("object" as const),
+    toolCallArguments: family !== undefined && argumentsAsString(family) ? ("string" as const) : undefined,
     suffix: plan?.forced?.prefix,
   };
 }
@@ -159,10 +160,13 @@ export class ToolReplyParser {
     prefix: string,
     private readonly stopTokens: ReadonlySet<number>,
     private readonly stops: readonly string[],
+    forced = false,
   ) {
     this.decoder = tokenizer.createDecoder({ special: true });
     this.text = prefix;
     this.markers = [...callMarkers(family), ...stops];
+    // A forced call (the prompt ends with its opening, or the grammar starts it) is never content.
+    this.held = forced;
   }
 
   /** Adds generated tokens; returns the content that may be streamed now ("" when none). */
@@ -206,7 +210,7 @@ export class ToolReplyParser {
     const parsed = parseToolCalls(text, this.family);
     if (parsed.toolCalls.length === 0) {
       // Command R7B's thinking is not content (the parser drops it); other families answer as written.
-      const content = this.family === "command-r7b" ? (parsed.content ?? "") : text;
+      const content = this.family === "command-r7b" ? commandR7bText(text) : text;
       const streamed = this.text.slice(0, this.emitted);
       return {
         contentDelta: content.startsWith(streamed) ? content.slice(streamed.length) : "",
