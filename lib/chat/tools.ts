@@ -37,7 +37,7 @@ export interface ToolDefinition {
 }
 
 /** How one family writes calls; see {@link TOOL_FAMILIES}. */
-interface FamilySpec {
+export interface ToolFamilySpec {
   family: ToolFamily | "functionary-v3.2";
   /** Whether a template's text is of this family (checked in table order, first match wins). */
   detect: (template: string) => boolean;
@@ -77,7 +77,7 @@ const list = (sep: string) => (parallel: boolean) => (parallel ? `"[" call (${li
  * Templates matching none (Phi-3.5, Gemma 2, DeepSeek R1 distills: they define no tools) have no
  * tool support: a request with tools is refused rather than answered with plain text.
  */
-export const TOOL_FAMILIES: readonly FamilySpec[] = [
+export const TOOL_FAMILIES: readonly ToolFamilySpec[] = [
   {
     family: "command-r7b",
     detect: (t) => t.includes("<|START_ACTION|>"),
@@ -160,7 +160,7 @@ export const TOOL_FAMILIES: readonly FamilySpec[] = [
 ];
 
 /** The family spec of a supported family. */
-export function familySpec(family: ToolFamily): FamilySpec {
+export function familySpec(family: ToolFamily): ToolFamilySpec {
   const s = TOOL_FAMILIES.find((f) => f.family === family);
   if (s === undefined) throw new LlmserveError("ERR_INVALID_ARGUMENT", `Unknown tool-call family ${family}`);
   return s;
