@@ -5,7 +5,13 @@
  * deltas reassemble to the same call, "none" renders no tools, "auto" answers, a follow-up turn
  * with the tool's result renders, and a template without tool support is a 400.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { promisify } from "node:util";
 import { Ajv } from "ajv";
 import type { FastifyInstance } from "fastify";
 import OpenAI from "openai";
@@ -13,7 +19,7 @@ import type { ChatCompletionMessageParam, ChatCompletionTool } from "openai/reso
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Model } from "../../lib/index.js";
 import { createServer } from "../../lib/server/index.js";
-import { fixture, haveFixtures, synthModel } from "../helpers.js";
+import { fixture, haveFixtures, repoRoot, synthModel } from "../helpers.js";
 
 const templatesDir = fixture("chat-templates");
 const haveTemplates = haveFixtures && existsSync(templatesDir);
@@ -266,6 +272,36 @@ describe.skipIf(!haveTemplates)("tool_choice variants and refusals", () => {
       expect(err, JSON.stringify(extra)).toBeInstanceOf(OpenAI.APIError);
       expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(400);
       expect((err as InstanceType<typeof OpenAI.APIError>).param).toBe(param);
+    }
+  });
+});
+
+describe.skipIf(!haveTemplates)("the README's Tool calls example", () => {
+  it("runs as written against a server of a tool-use template (model id `model`)", async () => {
+    const readme = readFileSync(join(repoRoot, "README.md"), "utf8");
+    const section = readme.slice(readme.indexOf("## Tool calls"));
+    const code = /```js\n([\s\S]*?)```/.exec(section)?.[1];
+    expect(code).toContain("tool_choice");
+    const app = createServer(model, {
+      modelName: "model",
+      chatTemplate: readFileSync(`${templatesDir}/${FAMILY_TEMPLATES.hermes}`, "utf8"),
+      defaultMetrics: false,
+    });
+    servers.push(app);
+    const url = await app.listen({ port: 0, host: "127.0.0.1" });
+    const dir = mkdtempSync(join(tmpdir(), "llmserve-readme-"));
+    try {
+      // The example as written but for the server's address and where `openai` is installed.
+      const openai = pathToFileURL(createRequire(import.meta.url).resolve("openai")).href;
+      const script = code!
+        .replace("http://127.0.0.1:8080", url)
+        .replace('from "openai"', `from ${JSON.stringify(openai)}`);
+      writeFileSync(join(dir, "example.mjs"), script);
+      const { stdout } = await promisify(execFile)(process.execPath, [join(dir, "example.mjs")], { timeout: 60_000 });
+      // `get_weather { city: ..., unit: ... }` (util.inspect may wrap a long city), then the answer.
+      expect(stdout).toMatch(/^get_weather \{\s+city: [\s\S]*unit: '(celsius|fahrenheit)'\s+\}\n/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
