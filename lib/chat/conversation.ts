@@ -179,7 +179,9 @@ export class Conversation {
           replyTokens.filter((t) => !tok.isEog(t) && !this.template.stopTokens.includes(t)),
           { special: true },
         );
-        const parsed = parseToolCalls((forced?.prefix ?? "") + text, family);
+        const parsed = parseToolCalls((forced?.prefix ?? "") + text, family, {
+          tools: tools.map((t) => t.function.name),
+        });
         if (parsed.toolCalls.length > 0) {
           this.lastToolCalls = parsed.toolCalls;
           assistant = { role: "assistant", content: parsed.content, tool_calls: parsed.toolCalls };

@@ -236,11 +236,23 @@ function parseCommandRPlus(text: string): ParsedToolReply {
 /**
  * Parses a reply written in a family's tool-call markup into OpenAI tool calls and the text
  * outside them. `text` must hold special-token text (decode with `{ special: true }`) without the
- * end-of-generation token.
+ * end-of-generation token. With `tools` (the names that may be called), a reply calling any other
+ * name is plain content (a Llama 3 answer that happens to be `{"name": "Bob"}` is not a call).
  * @example parseToolCalls('<tool_call>\n{"name": "f", "arguments": {"x": 1}}\n</tool_call>', "hermes")
  *   // { content: null, toolCalls: [{ id, type: "function", function: { name: "f", arguments: '{"x":1}' } }], callStart: 0 }
  */
-export function parseToolCalls(text: string, family: ToolFamily): ParsedToolReply {
+export function parseToolCalls(
+  text: string,
+  family: ToolFamily,
+  options: { tools?: readonly string[] } = {},
+): ParsedToolReply {
+  const r = parseFamily(text, family);
+  const known = options.tools;
+  if (known === undefined || r.toolCalls.every((c) => known.includes(c.function.name))) return r;
+  return plain(family === "command-r7b" ? commandR7bText(text) : text);
+}
+
+function parseFamily(text: string, family: ToolFamily): ParsedToolReply {
   switch (family) {
     case "llama3":
       return parseLlama3(text);

@@ -189,6 +189,7 @@ export async function handleGeneration(
             family: prompts.tools.family,
             prefix: prompts.tools.forced?.prefix ?? "",
             forced: prompts.tools.forced !== undefined,
+            names: prompts.tools.tools.map((t) => t.function.name),
             stops: o.stop,
             stopTokens: new Set(prompts.extraStopTokens),
           },

@@ -75,6 +75,8 @@ export interface ResponseContext {
     prefix: string;
     /** tool_choice "required" or a named function: the whole reply is calls. */
     forced: boolean;
+    /** The tools' names (a reply calling another name is content). */
+    names: string[];
     stops: string[];
     stopTokens: ReadonlySet<number>;
   };
@@ -136,7 +138,9 @@ async function runChoice(
 ): Promise<ChoiceResult & { heldBack?: string }> {
   const t = r.tools;
   const parser =
-    t === undefined ? undefined : new ToolReplyParser(r.tokenizer, t.family, t.prefix, t.stopTokens, t.stops, t.forced);
+    t === undefined
+      ? undefined
+      : new ToolReplyParser(r.tokenizer, t.family, t.prefix, t.stopTokens, t.stops, t.forced, t.names);
   const out: ChoiceResult = {
     index,
     text: "",

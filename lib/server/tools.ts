@@ -161,6 +161,8 @@ export class ToolReplyParser {
     private readonly stopTokens: ReadonlySet<number>,
     private readonly stops: readonly string[],
     forced = false,
+    /** The tools' names: a call of any other name leaves the reply plain content. */
+    private readonly toolNames?: readonly string[],
   ) {
     this.decoder = tokenizer.createDecoder({ special: true });
     this.text = prefix;
@@ -207,7 +209,7 @@ export class ToolReplyParser {
       const at = text.indexOf(s);
       if (at >= 0) text = text.slice(0, at);
     }
-    const parsed = parseToolCalls(text, this.family);
+    const parsed = parseToolCalls(text, this.family, { tools: this.toolNames });
     if (parsed.toolCalls.length === 0) {
       // Command R7B's thinking is not content (the parser drops it); other families answer as written.
       const content = this.family === "command-r7b" ? commandR7bText(text) : text;

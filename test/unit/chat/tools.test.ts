@@ -208,6 +208,17 @@ describe("parseToolCalls", () => {
     expect(d.toolCalls).toEqual([]);
   });
 
+  it.each(FAMILIES)("%s: with the tools' names, a call of another name is plain content", (family) => {
+    const text = WRITE[family]([["Bob", '{"age": 3}']]);
+    expect(parseToolCalls(text, family).toolCalls).toHaveLength(1);
+    const r = parseToolCalls(text, family, { tools: ["get_weather"] });
+    expect(r.toolCalls).toEqual([]);
+    expect(r.content).toBe(
+      (family === "command-r7b" ? text.replace(/<\|START_THINKING\|>.*<\|END_THINKING\|>/, "") : text).trim(),
+    );
+    expect(parseToolCalls(text, family, { tools: ["Bob"] }).toolCalls).toHaveLength(1);
+  });
+
   it("Llama 3: the <|python_tag|> form; a name without arguments gets {}", () => {
     const r = parseToolCalls('<|python_tag|>{"name": "now"}', "llama3");
     expect(r.toolCalls.map((c) => [c.function.name, c.function.arguments])).toEqual([["now", "{}"]]);

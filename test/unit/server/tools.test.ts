@@ -71,6 +71,15 @@ describe("ToolReplyParser", () => {
     expect(end.content).toBe(" Hello there");
   });
 
+  it("a call of a name that is not a tool is content (as written)", () => {
+    const p = new ToolReplyParser(tok, "llama3", "", new Set(), [], false, ["get_time"]);
+    const ids = tok.encode(CALLS.llama3, { addSpecial: false, parseSpecial: true });
+    const released = ids.map((t) => p.push([t])).join("");
+    const end = p.finish();
+    expect(end.toolCalls).toEqual([]);
+    expect(released + end.contentDelta).toBe(tok.decode(ids, { special: true, stripLeadingSpace: false }));
+  });
+
   it("a forced call releases nothing as content", () => {
     const p = new ToolReplyParser(tok, "mistral", "[TOOL_CALLS]", new Set(), [], true);
     const out = tok
