@@ -139,6 +139,7 @@ export {
   type ConversationOptions,
   type TurnOptions,
   type ToolChoice,
+  type NamedToolChoice,
 } from "./chat/conversation.js";
 export {
   TOOL_FAMILIES,

@@ -19,7 +19,18 @@ import {
 import { LlmserveError } from "../errors.js";
 
 /** Which tool calls a turn may or must make (OpenAI's tool_choice). */
-export type ToolChoice = "auto" | "none" | "required" | { type: "function"; function: { name: string } };
+export type ToolChoice = "auto" | "none" | "required" | NamedToolChoice;
+
+/** A tool choice naming the function that must be called. */
+export interface NamedToolChoice {
+  /** Always "function". */
+  type: "function";
+  /** The function to call. */
+  function: {
+    /** Its name (one of the conversation's tools). */
+    name: string;
+  };
+}
 
 /** Options of one {@link Conversation.send} turn: generate options plus the tool choice. */
 export interface TurnOptions extends GenerateOptions {

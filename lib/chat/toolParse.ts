@@ -18,14 +18,24 @@ export type ToolFamily =
 
 /** One tool call in OpenAI's shape: `arguments` is a JSON string. */
 export interface ToolCall {
+  /** The call's id, which the tool's result message quotes as `tool_call_id`. */
   id: string;
+  /** Always "function". */
   type: "function";
-  function: { name: string; arguments: string };
+  /** The function called. */
+  function: {
+    /** The tool's name. */
+    name: string;
+    /** The arguments object as a JSON string. */
+    arguments: string;
+  };
 }
 
 /** A parsed reply: the calls and the text outside them (null when there is none). */
 export interface ParsedToolReply {
+  /** The text outside the calls, trimmed (null when there is none). */
   content: string | null;
+  /** The calls, in the order written (empty when the reply is plain content). */
   toolCalls: ToolCall[];
   /** Where the first call's markup starts in the text (text.length when there is no call). */
   callStart: number;

@@ -25,19 +25,24 @@ export {
 
 /** An OpenAI tool definition (only "function" tools exist). */
 export interface ToolDefinition {
+  /** Always "function". */
   type: "function";
+  /** The function the model may call. */
   function: {
     /** Letters, digits, "_" and "-", at most 64 characters (OpenAI's rule). */
     name: string;
+    /** What it does (shown to the model by the template). */
     description?: string;
     /** JSON schema of the arguments object (default: any object). */
     parameters?: Record<string, unknown>;
+    /** Accepted for OpenAI compatibility: forced calls always follow the schema. */
     strict?: boolean | null;
   };
 }
 
 /** How one family writes calls; see {@link TOOL_FAMILIES}. */
 export interface ToolFamilySpec {
+  /** The family's name. */
   family: ToolFamily | "functionary-v3.2";
   /** Whether a template's text is of this family (checked in table order, first match wins). */
   detect: (template: string) => boolean;
