@@ -150,9 +150,11 @@ export interface ToolReply {
 export class ToolReplyParser {
   private readonly decoder: TokenDecoder;
   private text: string;
-  private emitted = 0;
+  private emitted: number;
   private held = false;
   private readonly markers: string[];
+  /** The forced call's opening, appended to the prompt: part of what is parsed, never of content. */
+  private readonly prefixLength: number;
 
   constructor(
     private readonly tokenizer: Tokenizer,
@@ -166,6 +168,8 @@ export class ToolReplyParser {
   ) {
     this.decoder = tokenizer.createDecoder({ special: true });
     this.text = prefix;
+    this.prefixLength = prefix.length;
+    this.emitted = prefix.length;
     this.markers = [...callMarkers(family), ...stops];
     // A forced call (the prompt ends with its opening, or the grammar starts it) is never content.
     this.held = forced;
@@ -212,8 +216,9 @@ export class ToolReplyParser {
     const parsed = parseToolCalls(text, this.family, { tools: this.toolNames });
     if (parsed.toolCalls.length === 0) {
       // Command R7B's thinking is not content (the parser drops it); other families answer as written.
-      const content = this.family === "command-r7b" ? commandR7bText(text) : text;
-      const streamed = this.text.slice(0, this.emitted);
+      const written = text.slice(this.prefixLength);
+      const content = this.family === "command-r7b" ? commandR7bText(written) : written;
+      const streamed = this.text.slice(this.prefixLength, this.emitted);
       return {
         contentDelta: content.startsWith(streamed) ? content.slice(streamed.length) : "",
         content,

@@ -214,6 +214,38 @@ describe.skipIf(!haveTemplates)("tool_choice variants and refusals", () => {
     }
   });
 
+  it("a forced call cut short by max_tokens: finish_reason length, no tool_calls, the text as content; n = 2 streams", async () => {
+    const client = clients.get("mistral")!;
+    const r = await client.chat.completions.create({
+      model: "tiny",
+      messages: ask,
+      tools,
+      tool_choice: "required",
+      max_tokens: 3,
+    });
+    expect(r.choices[0].finish_reason).toBe("length");
+    expect(r.choices[0].message.tool_calls).toBeUndefined();
+    expect(r.choices[0].message.content).not.toContain("[TOOL_CALLS]"); // the prompt's, not generated
+    const stream = await client.chat.completions.create({
+      model: "tiny",
+      messages: ask,
+      tools,
+      tool_choice: "required",
+      ...forced,
+      n: 2,
+      stream: true,
+    });
+    const names: string[][] = [[], []];
+    const finish: (string | null)[] = [null, null];
+    for await (const chunk of stream)
+      for (const ch of chunk.choices) {
+        for (const d of ch.delta.tool_calls ?? []) if (d.function?.name) names[ch.index].push(d.function.name);
+        finish[ch.index] = ch.finish_reason ?? finish[ch.index];
+      }
+    expect(finish).toEqual(["tool_calls", "tool_calls"]);
+    expect(names.map((n) => n.length)).toEqual([1, 1]);
+  });
+
   it("parallel_tool_calls: several calls may follow, each valid", async () => {
     const client = clients.get("hermes")!;
     for (const seed of [1, 2, 3]) {

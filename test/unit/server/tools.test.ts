@@ -88,6 +88,13 @@ describe("ToolReplyParser", () => {
     expect(out.join("")).toBe("");
     const end = p.finish();
     expect([end.contentDelta, end.content, end.toolCalls[0].function.name]).toEqual(["", null, "f"]);
+    // Cut short (max_tokens): no call, and the content is what was generated, without the prefix.
+    const cut = new ToolReplyParser(tok, "mistral", "[TOOL_CALLS]", new Set(), [], true);
+    const ids = tok.encode('[{"name": "f", "argu', { addSpecial: false, parseSpecial: true });
+    expect(ids.map((t) => cut.push([t])).join("")).toBe("");
+    const c = cut.finish();
+    const generated = tok.decode(ids, { special: true, stripLeadingSpace: false });
+    expect([c.toolCalls, c.content, c.contentDelta]).toEqual([[], generated, generated]);
   });
 });
 
