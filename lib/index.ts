@@ -134,7 +134,28 @@ export {
   type ProgressCallback,
   type ReporterOptions,
 } from "./progress.js";
-export { Conversation, type ConversationOptions } from "./chat/conversation.js";
+export {
+  Conversation,
+  type ConversationOptions,
+  type TurnOptions,
+  type ToolChoice,
+  type NamedToolChoice,
+} from "./chat/conversation.js";
+export {
+  TOOL_FAMILIES,
+  detectToolFamily,
+  parseToolCalls,
+  toolCallGrammar,
+  toolsForTemplate,
+  messagesForTemplate,
+  checkTools,
+  type ToolFamily,
+  type ToolFamilySpec,
+  type ToolDefinition,
+  type ToolCall,
+  type ParsedToolReply,
+  type ForcedToolCall,
+} from "./chat/tools.js";
 export {
   finetune,
   TRAIN_TARGETS,

@@ -80,6 +80,14 @@ export interface RenderOptions {
   addGenerationPrompt?: boolean;
   /** Tool (function) definitions, passed to the template as `tools`. */
   tools?: unknown[];
+  /**
+   * How past calls' `arguments` reach the template: "object" (default: a JSON-string argument is
+   * parsed, for templates that apply tojson) or "string" (as sent, for templates that write it as
+   * text: firefunction v2, functionary v3.1; see lib/chat/tools.ts).
+   */
+  toolCallArguments?: "object" | "string";
+  /** Text appended after the rendered prompt (e.g. the opening marker of a forced tool call). */
+  suffix?: string;
   /** More template variables (e.g. `date_string`); plain data (they are copied to a worker thread). */
   extra?: Record<string, unknown>;
   /** Limits of this call instead of the template's {@link ChatTemplate.limits}. */
@@ -133,7 +141,7 @@ function contentText(content: ChatMessage["content"]): string {
   );
 }
 
-function normalizeMessages(messages: readonly ChatMessage[]): Record<string, unknown>[] {
+function normalizeMessages(messages: readonly ChatMessage[], parseArguments = true): Record<string, unknown>[] {
   if (!Array.isArray(messages) || messages.length === 0) {
     throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a non-empty array of messages");
   }
@@ -147,16 +155,20 @@ function normalizeMessages(messages: readonly ChatMessage[]): Record<string, unk
       content: contentText(m.content),
     };
     if (Array.isArray(m.tool_calls)) {
-      // OpenAI sends arguments as a JSON string; templates expect an object (they apply tojson).
+      // OpenAI sends arguments as a JSON string; most templates expect an object (they apply
+      // tojson), a few write the string as it is (parseArguments false: objects are stringified).
       out.tool_calls = m.tool_calls.map((c: unknown) => {
         const call = c as { function?: { name?: string; arguments?: unknown } };
-        if (call?.function && typeof call.function.arguments === "string") {
+        const args = call?.function?.arguments;
+        if (call?.function && typeof args === "string" && parseArguments) {
           try {
-            return { ...call, function: { ...call.function, arguments: JSON.parse(call.function.arguments) } };
+            return { ...call, function: { ...call.function, arguments: JSON.parse(args) } };
           } catch {
             return call;
           }
         }
+        if (call?.function && typeof args === "object" && args !== null && !parseArguments)
+          return { ...call, function: { ...call.function, arguments: JSON.stringify(args) } };
         return call;
       });
     }
@@ -327,7 +339,7 @@ export class ChatTemplate {
   async render(messages: readonly ChatMessage[], options: RenderOptions = {}): Promise<string> {
     const limits = mergeLimits(this.limits, options.limits);
     this.checkSize(messages, limits);
-    const msgs = normalizeMessages(messages);
+    const msgs = normalizeMessages(messages, options.toolCallArguments !== "string");
     let chars = 0;
     for (const m of msgs) chars += (m.content as string).length;
     if (chars > limits.maxInputChars) {
@@ -350,7 +362,7 @@ export class ChatTemplate {
       messagesToRender = folded;
       folded = undefined;
     }
-    return (this.pool ?? sharedRenderPool()).render({
+    const rendered = await (this.pool ?? sharedRenderPool()).render({
       text: this.text,
       name: this.name,
       messages: messagesToRender,
@@ -360,6 +372,7 @@ export class ChatTemplate {
       maxOutputChars: limits.maxOutputChars,
       timeoutMs: limits.timeoutMs,
     });
+    return options.suffix === undefined ? rendered : rendered + options.suffix;
   }
 
   /** The variables of a render's first attempt (`base`) and the extras of its second (`fallback`). */

@@ -108,7 +108,11 @@ class Compiler {
   private refs = new Map<string, string>(); // "#/$defs/X" -> rule name
   private problems: string[] = [];
   private n = 0;
-  constructor(private root: Schema) {}
+  constructor(
+    private root: Schema,
+    /** The start rule's name; the schema's own rules are named after it (primitives are shared). */
+    private start = "root",
+  ) {}
 
   compile(): string {
     const body = this.visit(this.root, "#");
@@ -119,7 +123,7 @@ class Compiler {
           `Supported keywords: ${SUPPORTED_KEYWORDS.join(", ")}.`,
       );
     }
-    const lines = [`root ::= ${body}`];
+    const lines = [`${this.start} ::= ${body}`];
     for (const [name, rule] of this.rules) lines.push(`${name} ::= ${rule}`);
     const emitted = new Set<string>();
     const emit = (p: string) => {
@@ -132,12 +136,15 @@ class Compiler {
     return `${lines.join("\n")}\n`;
   }
 
+  private ruleName(): string {
+    return this.start === "root" ? `r${++this.n}` : `${this.start}r${++this.n}`;
+  }
   private prim(name: string): string {
     this.used.add(name);
     return name;
   }
   private rule(body: string): string {
-    const name = `r${++this.n}`;
+    const name = this.ruleName();
     this.rules.set(name, body);
     return name;
   }
@@ -299,7 +306,7 @@ class Compiler {
       this.problems.push(`${at}/$ref "${r}" points to nothing`);
       return '""';
     }
-    const name = `r${++this.n}`;
+    const name = this.ruleName();
     this.refs.set(r, name); // before visiting: a recursive schema refers to its own rule
     this.rules.set(name, '""');
     this.rules.set(name, this.visit(target as Schema, r));
@@ -316,6 +323,22 @@ export function jsonSchemaToGbnf(schema: unknown): string {
   if (typeof schema !== "boolean" && (typeof schema !== "object" || schema === null || Array.isArray(schema)))
     throw new LlmserveError("ERR_GRAMMAR", "Expected a JSON schema (an object) for jsonSchema");
   return new Compiler(schema as Schema).compile();
+}
+
+/**
+ * The GBNF rules of a JSON schema with start rule `start` (letters and digits) instead of `root`,
+ * its own rules named after it, so several schemas combine into one grammar (tool calls: one
+ * argument schema per tool); primitive rules (string, number, ...) keep their shared names.
+ */
+export function jsonSchemaRules(schema: unknown, start: string): string {
+  if (!/^[a-zA-Z][a-zA-Z0-9]*$/.test(start))
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      `Expected letters and digits for a rule name but received ${start}`,
+    );
+  if (typeof schema !== "boolean" && (typeof schema !== "object" || schema === null || Array.isArray(schema)))
+    throw new LlmserveError("ERR_GRAMMAR", "Expected a JSON schema (an object)");
+  return new Compiler(schema as Schema, start).compile();
 }
 
 /** GBNF for any JSON object (OpenAI's `response_format: { type: "json_object" }`). */

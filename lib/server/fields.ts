@@ -3,9 +3,9 @@
  * never silently ignored (a client asking for JSON output, tool calls or an image description
  * must not get plain text with a 200). Three kinds:
  *  - honored: the endpoint's schema properties (lib/server/schemas.ts), the one list of what is
- *    implemented (`tools` is in the schema only for its size limit: it is refused below);
+ *    implemented (tools: lib/server/tools.ts);
  *  - OpenAI features llmserve does not have yet: accepted only in their "off" forms
- *    (`response_format: {type: "text"}`, `tool_choice: "none"`, `tools: []`, ...), refused otherwise
+ *    (`functions: []`, `audio: null`, ...), refused otherwise
  *    with a message saying what to do;
  *  - anything else: "Unrecognized request argument", as OpenAI answers.
  */
@@ -22,16 +22,12 @@ interface Unsupported {
 const isNull = (v: unknown) => v === null;
 const emptyList = (v: unknown) => v === null || (Array.isArray(v) && v.length === 0);
 const noCall = (v: unknown) => v === null || v === "none" || v === "auto";
-const NO_TOOLS =
-  "tool calling is not supported yet; remove it (or describe the tools in the prompt and parse the reply yourself).";
+const LEGACY_FUNCTIONS = "the legacy functions API is not supported; send tools and tool_choice instead.";
 
 /** OpenAI's chat fields that llmserve does not implement (yet). */
 const CHAT_UNSUPPORTED: Record<string, Unsupported> = {
-  tools: { off: emptyList, why: NO_TOOLS },
-  tool_choice: { off: noCall, why: NO_TOOLS },
-  parallel_tool_calls: { off: (v) => v === null || typeof v === "boolean", why: NO_TOOLS },
-  functions: { off: emptyList, why: NO_TOOLS },
-  function_call: { off: noCall, why: NO_TOOLS },
+  functions: { off: emptyList, why: LEGACY_FUNCTIONS },
+  function_call: { off: noCall, why: LEGACY_FUNCTIONS },
   audio: { off: isNull, why: "audio output is not supported (this server runs a text model); remove it." },
   modalities: {
     off: (v) => v === null || (Array.isArray(v) && v.every((m) => m === "text")),

@@ -157,7 +157,7 @@ export async function handleGeneration(
   );
 
   const prompts = await preparePrompts(ctx, kind, body);
-  const o = requestOptions(kind, body, prompts.extraStops);
+  const o = requestOptions(kind, body, prompts.extraStops, prompts.tools);
   if (adapter !== undefined) o.base = { ...o.base, adapter };
   const { ac, release } = admitRequest(ctx, prompts.prompts.length * o.n, request, reply);
   let choices: Choice[];
@@ -182,6 +182,17 @@ export async function handleGeneration(
     promptTokens: prompts.prompts.reduce((a, p) => a + p.length, 0),
     includeUsage: o.includeUsage,
     streamWriteTimeoutMs: ctx.streamWriteTimeoutMs,
+    tools:
+      prompts.tools === undefined
+        ? undefined
+        : {
+            family: prompts.tools.family,
+            prefix: prompts.tools.forced?.prefix ?? "",
+            forced: prompts.tools.forced !== undefined,
+            names: prompts.tools.tools.map((t) => t.function.name),
+            stops: o.stop,
+            stopTokens: new Set(prompts.extraStopTokens),
+          },
   };
   try {
     if (!o.stream) {

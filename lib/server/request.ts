@@ -12,6 +12,7 @@ import { OFFTHREAD_MIN_CHARS } from "../tokenizer/index.js";
 import { checkTokenIds } from "../validate.js";
 import { jsonObjectGbnf, jsonSchemaToGbnf } from "../grammar/jsonSchema.js";
 import { ApiError } from "./errors.js";
+import { planTools, renderInputs, type ToolPlan } from "./tools.js";
 import type { ChatBody, CompletionBody, SamplingBody } from "./schemas.js";
 
 /** The two generation endpoints: /v1/chat/completions and /v1/completions. */
@@ -183,6 +184,8 @@ export interface Prompts {
   extraStopTokens: number[];
   /** echo (completions): the text each prompt's choices start with. */
   echo?: string[];
+  /** Chat with tools (not tool_choice "none"): the family, tools and forced-call grammar. */
+  tools?: ToolPlan;
 }
 
 /** Renders / tokenizes the request's prompts and checks each fits the context. */
@@ -191,12 +194,14 @@ export async function preparePrompts(ctx: MappingContext, kind: Kind, body: Gene
   let prompts: number[][];
   let extraStops: string[] = [];
   let extraStopTokens: number[] = [];
+  let tools: ToolPlan | undefined;
   if (kind === "chat") {
     const template = await ctx.chatTemplate();
+    tools = planTools(body, template);
+    const { messages, ...render } = renderInputs(body, template, tools);
     // Size limits are checked before rendering; the template renders on a worker thread, and a long
     // prompt is tokenized on the tokenizer's.
-    // tools: only an empty list gets here (lib/server/fields.ts refuses others): render without.
-    prompts = [await template.tokenize(body.messages, { tools: undefined, limits: ctx.chatLimits })];
+    prompts = [await template.tokenize(messages, { ...render, limits: ctx.chatLimits })];
     extraStops = template.stopStrings;
     extraStopTokens = template.stopTokens;
   } else {
@@ -222,7 +227,7 @@ export async function preparePrompts(ctx: MappingContext, kind: Kind, body: Gene
       });
     if (p.length >= contextSize) throw contextError(model, kind, p.length);
   }
-  return { prompts, extraStops, extraStopTokens, echo };
+  return { prompts, extraStops, extraStopTokens, echo, tools };
 }
 
 /** The per-request options of a body (the same for every choice but the seed and maxTokens). */
@@ -243,14 +248,22 @@ export interface RequestOptions {
 }
 
 /** Maps the body's generation parameters (the prompts' own stop strings appended). */
-export function requestOptions(kind: Kind, body: GenerationBody, extraStops: string[]): RequestOptions {
+export function requestOptions(
+  kind: Kind,
+  body: GenerationBody,
+  extraStops: string[],
+  tools?: ToolPlan,
+): RequestOptions {
   const stream = body.stream === true;
+  const base = samplingOptions(body);
+  // A forced tool call (tool_choice "required" or a named function) is decoded under its grammar.
+  if (tools?.forced) base.grammar = tools.forced.grammar;
   return {
     n: body.n ?? 1,
     requested: body.max_completion_tokens ?? body.max_tokens ?? undefined,
     stop: [...stopList(body.stop), ...extraStops],
     logprobs: kind === "chat" ? (body.logprobs ? (body.top_logprobs ?? 0) : undefined) : (body.logprobs ?? undefined),
-    base: samplingOptions(body),
+    base,
     stream,
     includeUsage: stream && body.stream_options?.include_usage === true,
     ignoreEos: body.ignore_eos === true,

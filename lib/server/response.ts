@@ -12,12 +12,14 @@ import type { Tokenizer } from "../tokenizer/index.js";
 import { toApiError } from "./errors.js";
 import type { Kind } from "./request.js";
 import { SseStream } from "./sse.js";
+import type { ToolCall, ToolFamily } from "../chat/tools.js";
+import { ToolReplyParser, toolCallDeltas } from "./tools.js";
 
 /**
  * OpenAI's finish reasons, plus "cancelled": the server cancelled the request (shutdown timeout)
  * while the client was still waiting, so the text is cut short for a reason other than max_tokens.
  */
-export type ApiFinishReason = "stop" | "length" | "cancelled";
+export type ApiFinishReason = "stop" | "length" | "cancelled" | "tool_calls";
 
 /** eos and stop strings -> "stop"; length -> "length"; a request the server cancelled -> "cancelled". */
 export function finishReasonOf(r: FinishReason | undefined): ApiFinishReason {
@@ -41,6 +43,9 @@ export interface ChoiceResult {
   logprobs: TokenLogprob[];
   /** Prompt tokens whose KV was reused instead of computed (0 when unknown). */
   cachedTokens: number;
+  /** With tools: the reply's content (null when only calls) and its calls. */
+  content?: string | null;
+  toolCalls?: ToolCall[];
 }
 
 /** Everything a response is written from. */
@@ -63,6 +68,18 @@ export interface ResponseContext {
   promptTokens: number;
   includeUsage: boolean;
   streamWriteTimeoutMs: number;
+  /** Chat with tools: replies are parsed for calls (content deltas never hold call markup). */
+  tools?: {
+    family: ToolFamily;
+    /** The forced call's opening marker, appended to the prompt (the reply continues it). */
+    prefix: string;
+    /** tool_choice "required" or a named function: the whole reply is calls. */
+    forced: boolean;
+    /** The tools' names (a reply calling another name is content). */
+    names: string[];
+    stops: string[];
+    stopTokens: ReadonlySet<number>;
+  };
 }
 
 /** The response id and creation time (seconds), fixed when the engine requests were submitted. */
@@ -108,13 +125,22 @@ function completionLogprobs(lps: TokenLogprob[], offset0: number) {
   };
 }
 
-/** Consumes one choice (observing token latencies); `onChunk` sees every chunk that adds text or logprobs. */
+/**
+ * Consumes one choice (observing token latencies); `onChunk` sees every chunk that adds text or
+ * logprobs. With tools, a chunk's text is the content that is safe to stream (see
+ * ToolReplyParser), and the result carries the parsed calls and what content was held back.
+ */
 async function runChoice(
   r: ResponseContext,
   index: number,
   gen: AsyncGenerator<Chunk, void, undefined>,
   onChunk?: (c: Chunk, textOffset: number) => Promise<void>,
-): Promise<ChoiceResult> {
+): Promise<ChoiceResult & { heldBack?: string }> {
+  const t = r.tools;
+  const parser =
+    t === undefined
+      ? undefined
+      : new ToolReplyParser(r.tokenizer, t.family, t.prefix, t.stopTokens, t.stops, t.forced, t.names);
   const out: ChoiceResult = {
     index,
     text: "",
@@ -135,15 +161,22 @@ async function runChoice(
       out.completionTokens += c.tokens.length;
     }
     const offset = out.text.length;
-    out.text += c.text;
+    const chunk = parser === undefined ? c : { ...c, text: parser.push(c.tokens) };
+    out.text += chunk.text;
     if (c.logprobs) out.logprobs.push(...c.logprobs);
-    if (onChunk && (c.text.length > 0 || (c.logprobs && c.logprobs.length > 0))) await onChunk(c, offset);
+    if (onChunk && (chunk.text.length > 0 || (c.logprobs && c.logprobs.length > 0))) await onChunk(chunk, offset);
     if (c.done) {
       out.finishReason = finishReasonOf(c.finishReason);
       out.cachedTokens = c.cachedTokens ?? 0;
     }
   }
-  return out;
+  if (parser === undefined) return out;
+  const reply = parser.finish();
+  out.content = reply.content;
+  out.toolCalls = reply.toolCalls;
+  // A reply that ended naturally with calls finishes with "tool_calls" (a cut one does not parse).
+  if (reply.toolCalls.length > 0 && out.finishReason === "stop") out.finishReason = "tool_calls";
+  return { ...out, heldBack: reply.contentDelta };
 }
 
 /**
@@ -189,7 +222,12 @@ export async function respondJson(r: ResponseContext, choices: Choice[]) {
     r.kind === "chat"
       ? {
           index: x.index,
-          message: { role: "assistant", content: x.text, refusal: null },
+          message: {
+            role: "assistant",
+            content: x.toolCalls === undefined ? x.text : x.content,
+            refusal: null,
+            ...(x.toolCalls !== undefined && x.toolCalls.length > 0 ? { tool_calls: x.toolCalls } : {}),
+          },
           logprobs: r.logprobs === undefined ? null : chatLogprobs(r.tokenizer, x.logprobs),
           finish_reason: x.finishReason,
         }
@@ -281,6 +319,15 @@ export async function respondStream(
     const results = await Promise.all(
       choices.map(async (g) => {
         const x = await runChoice(r, g.index, g.gen, (c, offset) => sse.send(envelope([delta(g, c, offset)])));
+        if (x.heldBack)
+          await sse.send(
+            envelope([{ index: g.index, delta: { content: x.heldBack }, logprobs: null, finish_reason: null }]),
+          );
+        for (const [i, call] of (x.toolCalls ?? []).entries())
+          for (const d of toolCallDeltas(call, i))
+            await sse.send(
+              envelope([{ index: g.index, delta: { tool_calls: [d] }, logprobs: null, finish_reason: null }]),
+            );
         await sse.send(envelope([finish(g, x.finishReason)]));
         return x;
       }),

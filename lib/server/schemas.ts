@@ -85,6 +85,8 @@ export interface ChatBody extends SamplingBody {
   logprobs?: boolean | null;
   top_logprobs?: number | null;
   tools?: unknown[] | null;
+  tool_choice?: "none" | "auto" | "required" | { type: "function"; function: { name: string } } | null;
+  parallel_tool_calls?: boolean | null;
 }
 
 const nullable = (schema: Record<string, unknown>) => ({ anyOf: [schema, { type: "null" }] });
@@ -213,6 +215,21 @@ export const chatSchema = {
     },
     logprobs: nullable({ type: "boolean" }),
     top_logprobs: nullable({ type: "integer", minimum: 0, maximum: L.logprobs }),
-    tools: nullable({ type: "array", maxItems: L.tools }),
+    tools: nullable({ type: "array", maxItems: L.tools, items: { type: "object" } }),
+    tool_choice: {
+      anyOf: [
+        { type: "string", enum: ["none", "auto", "required"] },
+        {
+          type: "object",
+          required: ["type", "function"],
+          properties: {
+            type: { type: "string", enum: ["function"] },
+            function: { type: "object", required: ["name"], properties: { name } },
+          },
+        },
+        { type: "null" },
+      ],
+    },
+    parallel_tool_calls: nullable({ type: "boolean" }),
   },
 } as const;

@@ -147,6 +147,7 @@ describe("fields that are not supported are refused, not ignored", () => {
         },
         "response_format.json_schema.schema",
       ],
+      // Tools on a template with no tool-call format (chatml here; test/server/tools.test.ts has the rest).
       [{ tools: [{ type: "function", function: { name: "f", parameters: {} } }] }, "tools"],
       [{ tool_choice: "required" }, "tool_choice"],
       [{ whatever: 1 }, "whatever"],

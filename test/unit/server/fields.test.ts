@@ -66,14 +66,20 @@ describe("checkFields", () => {
   });
 
   it("features not supported yet are refused with what to do, except in their 'off' forms", () => {
-    // response_format json_object / json_schema are implemented (test/server/grammar.test.ts).
+    // response_format json_object / json_schema are implemented (test/server/grammar.test.ts), and
+    // so are tools (test/server/tools.test.ts).
     expect(() => checkFields("chat", { ...chat, response_format: { type: "json_object" } })).not.toThrow();
+    expect(() =>
+      checkFields("chat", {
+        ...chat,
+        tools: [{ type: "function", function: { name: "f" } }],
+        tool_choice: { type: "function", function: { name: "f" } },
+        parallel_tool_calls: true,
+      }),
+    ).not.toThrow();
     const refused: [Record<string, unknown>, string, RegExp][] = [
-      [{ tools: [{ type: "function", function: { name: "f" } }] }, "tools", /tool calling is not supported yet/],
-      [{ tool_choice: "required" }, "tool_choice", /tool calling/],
-      [{ tool_choice: { type: "function", function: { name: "f" } } }, "tool_choice", /tool calling/],
-      [{ functions: [{ name: "f" }] }, "functions", /tool calling/],
-      [{ function_call: { name: "f" } }, "function_call", /tool calling/],
+      [{ functions: [{ name: "f" }] }, "functions", /legacy functions API .* send tools and tool_choice/],
+      [{ function_call: { name: "f" } }, "function_call", /legacy functions/],
       [{ audio: { voice: "x" } }, "audio", /audio/],
       [{ modalities: ["text", "audio"] }, "modalities", /text/],
       [{ prediction: { type: "content" } }, "prediction", /predicted/],
