@@ -455,6 +455,7 @@ interface ServeCliOpts {
   maxBatchTokens?: number;
   prefillChunk?: number;
   repack: boolean;
+  adapterType?: "file" | "q8_0";
   modelName?: string;
   chatTemplate?: string;
   shutdownTimeout: number;
@@ -478,6 +479,7 @@ async function runServe(o: ServeCliOpts): Promise<void> {
     prefillChunk: o.prefillChunk,
     repack: o.repack,
     maxAdapters: o.maxAdapters,
+    adapterType: o.adapterType,
   });
   try {
     for (const spec of o.adapter ?? []) {
@@ -603,6 +605,12 @@ const serveCmd = program
     "--max-adapters <n>",
     `most LoRA adapters in memory; the least recently used idle one is evicted and reloaded from its file when requested again (default ${L.maxAdapters}: no limit)`,
     int("--max-adapters"),
+  )
+  .addOption(
+    new Option(
+      "--adapter-type <type>",
+      "how adapters are kept in memory: as the file stores them, or q8_0 (about half the bytes of f16: cheaper batches over many adapters)",
+    ).choices(["file", "q8_0"]),
   )
   .option(
     "--chat-template <name|file>",

@@ -83,6 +83,7 @@ export const LOAD_DEFAULTS = {
   prefixCache: true,
   batching: "continuous",
   repack: true,
+  adapterType: "file",
   /** Bytes of the response cache (TypeScript only: the engine has no such option). */
   responseCacheBytes: 64 << 20,
   /**

@@ -70,6 +70,14 @@ export interface LoadOptions {
    */
   maxAdapters?: number;
   /**
+   * How LoRA adapters' factors are kept in memory: `"file"` (default) as the file stores them, or
+   * `"q8_0"`: quantized at load to q8_0 (about half the bytes of f16). At decode every adapter in a
+   * step is read once per step, so with many adapters per batch their bytes set the cost; q8_0
+   * halves it, for deltas that differ by q8_0's rounding of each factor (bench/README.md,
+   * "Multi-LoRA"). Matrices whose sizes are not multiples of 32 stay as stored.
+   */
+  adapterType?: "file" | "q8_0";
+  /**
    * Called while work progresses: with the fraction done in [0, 1] and the full
    * {@link ProgressEvent} (phase "download" with bytes, rate and ETA while an `hf:` or URL model
    * is downloaded, then "load" while weights are mapped and paged in).
@@ -121,6 +129,7 @@ export function resolveLoadOptions(options: unknown): {
     "repack",
     "prefillChunk",
     "maxAdapters",
+    "adapterType",
     "onProgress",
     "download",
   ]);
@@ -146,6 +155,10 @@ export function resolveLoadOptions(options: unknown): {
       "static",
     repack: o.repack === undefined ? D.repack : checkBool("repack", o.repack),
     prefillChunk: int("prefillChunk"),
+    adapterType:
+      o.adapterType === undefined
+        ? D.adapterType
+        : (checkString("adapterType", o.adapterType, ["file", "q8_0"]) as NativeModelOptions["adapterType"]),
   };
   const responseCacheBytes =
     o.responseCacheBytes === undefined ? D.responseCacheBytes : checkInt("responseCacheBytes", o.responseCacheBytes, 0);

@@ -78,6 +78,7 @@ export interface NativeModelOptions {
   staticBatching: boolean;
   prefillChunk: number;
   repack: boolean;
+  adapterType: "file" | "q8_0";
 }
 
 /** Engine counters since load and the current KV state (surfaced as ModelStats). */

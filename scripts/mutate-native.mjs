@@ -455,6 +455,27 @@ export const MUTATIONS = [
     replace: "masked_[(size_t)i] = logits[i];",
     why: "sampling: sample_masked ignores the grammar mask",
   },
+  {
+    id: "lowrank-q8-ref-drops-scale",
+    file: "native/core/model/lowrank.cpp",
+    find: "return fp16_to_fp32(b.d) * static_cast<float>(b.qs[i % quant::kQK8_0]);",
+    replace: "return static_cast<float>(b.qs[i % quant::kQK8_0]);",
+    why: "low-rank kernels: the q8_0 reference reads q without its block scale",
+  },
+  {
+    id: "lowrank-q8-avx2-wrong-offset",
+    file: "native/core/model/lowrank_avx2.cpp",
+    find: "b.qs + i % quant::kQK8_0));",
+    replace: "b.qs + (i + 8) % quant::kQK8_0));",
+    why: "low-rank kernels: the AVX2 q8_0 load reads the wrong eight of its block",
+  },
+  {
+    id: "lora-q8-bt-not-transposed",
+    file: "native/core/lora/lora_q8.cpp",
+    find: "col[static_cast<size_t>(j)] = b[static_cast<size_t>(j * r + k)];",
+    replace: "col[static_cast<size_t>(j)] = b[static_cast<size_t>(k * n_out + j)];",
+    why: "LoRA q8_0 storage: B^T's rows are built from B without transposing it",
+  },
 ];
 const args = process.argv.slice(2);
 const flag = (name) => args.includes(name);

@@ -58,6 +58,7 @@ async function llmserveRun(job) {
     // the decode window must start with every stream past its first token anyway.
     prefixCache: false,
     batching: "continuous",
+    adapterType: job.adapterType ?? "file",
   });
   const loadMs = now() - t0;
   try {

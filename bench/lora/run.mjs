@@ -80,6 +80,8 @@ const HELP = `Usage: node bench/lora/run.mjs [options]   (or: npm run bench:lora
                          neighbours differ: one segment per row) or grouped (each adapter's streams
                          submitted together: k segments) (default interleaved)
   --lora-type <t>        adapter A/B type: f32, f16, bf16, q8_0 (default f16, llama.cpp's converter's)
+  --adapter-type <t>     how llmserve keeps adapters in memory (Model.load's adapterType): file or
+                         q8_0 (default file)
   --type <t>             synthesized base's weight type (default q4_0)
   --trials <n>           trials per configuration; medians are reported (default 3)
   --prompt <n>           prompt tokens per stream (default 16)
@@ -103,6 +105,7 @@ function parseOptions() {
       "llamacpp-modes": { type: "string" },
       order: { type: "string" },
       "lora-type": { type: "string" },
+      "adapter-type": { type: "string" },
       type: { type: "string" },
       trials: { type: "string" },
       prompt: { type: "string" },
@@ -139,6 +142,7 @@ function parseOptions() {
     llamacppModes: [...new Set(modes)],
     order: oneOf("order", p.order, "interleaved", ["interleaved", "grouped"]),
     loraType: oneOf("lora-type", p["lora-type"], "f16", ["f32", "f16", "bf16", "q8_0"]),
+    adapterType: oneOf("adapter-type", p["adapter-type"], "file", ["file", "q8_0"]),
     type: oneOf("type", p.type, "q4_0", ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"]),
     trials: int("trials", p.trials, quick ? 1 : 3, 1),
     promptTokens: int("prompt", p.prompt, 16, 1),
@@ -320,7 +324,7 @@ async function main() {
   );
   console.log(
     `run     : threads ${opts.threads} (both engines), ${opts.streams} streams x (${opts.promptTokens}-token prompt + ${opts.tokens} greedy tokens), ` +
-      `${opts.trials} trial(s); llmserve over ${opts.adapters.join(", ")} adapters (${opts.order}); node-llama-cpp over ${opts.llamacppAdapters.join(", ")} (${opts.llamacppModes.join(", ")})`,
+      `${opts.trials} trial(s); llmserve (adapterType ${opts.adapterType}) over ${opts.adapters.join(", ")} adapters (${opts.order}); node-llama-cpp over ${opts.llamacppAdapters.join(", ")} (${opts.llamacppModes.join(", ")})`,
   );
   warnBusyMachine(mach, opts.threads);
   console.log("");
@@ -333,6 +337,7 @@ async function main() {
     tokens: opts.tokens,
     promptTokens: opts.promptTokens,
     trials: opts.trials,
+    adapterType: opts.adapterType,
     prompts,
   };
   const runs = [];

@@ -562,6 +562,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   opts.prefix_cache = get_bool(o, "prefixCache");
   opts.static_batching = get_bool(o, "staticBatching");
   opts.repack = get_bool(o, "repack");
+  opts.adapter_q8_0 = get_choice(o, "adapterType", {"file", "q8_0"}) == "q8_0";
   Napi::Function progress = optional_function(info, 2);
   auto* w = new LoadWorker(env, std::move(path), opts, progress);
   auto p = w->promise();
@@ -596,6 +597,7 @@ void init_model(Napi::Env env, Napi::Object exports) {
   load.Set("prefixCache", e.prefix_cache);
   load.Set("staticBatching", e.static_batching);
   load.Set("repack", e.repack);
+  load.Set("adapterType", e.adapter_q8_0 ? "q8_0" : "file");
   const GenerateRequest r;
   const SamplingParams& s = r.sampling;
   Napi::Object gen = defaults_group(env, exports, "generate");

@@ -18,15 +18,18 @@ using namespace llmserve;
 namespace {
 
 struct Factors {
-  std::vector<float> a, bt;  // f32 values (exactly f16-representable when f16)
+  std::vector<float> a, bt;  // f32 values (exactly the stored values when f16 or q8_0)
   std::vector<uint16_t> ah, bth;
+  std::vector<uint8_t> aq, btq;  // q8_0 rows
   LowRankFactors f;
 };
 
-Factors make_factors(int64_t r, int64_t n_in, int64_t n_out, bool f16, float scale, uint32_t seed) {
+// Q8_0: n_in and n_out multiples of 32; a and bt then hold the dequantized values (d·q, exact).
+Factors make_factors(int64_t r, int64_t n_in, int64_t n_out, LowRankType type, float scale, uint32_t seed) {
   std::mt19937 g(seed);
   std::normal_distribution<float> d(0.0f, 0.05f);
   Factors F;
+  const bool f16 = type == LowRankType::F16;
   F.a.resize(static_cast<size_t>(r * n_in));
   F.bt.resize(static_cast<size_t>(r * n_out));
   for (float& v : F.a) v = f16 ? fp16_to_fp32(fp32_to_fp16(d(g))) : d(g);
@@ -35,9 +38,19 @@ Factors make_factors(int64_t r, int64_t n_in, int64_t n_out, bool f16, float sca
     for (float v : F.a) F.ah.push_back(fp32_to_fp16(v));
     for (float v : F.bt) F.bth.push_back(fp32_to_fp16(v));
   }
-  F.f.a = f16 ? static_cast<const void*>(F.ah.data()) : F.a.data();
-  F.f.bt = f16 ? static_cast<const void*>(F.bth.data()) : F.bt.data();
-  F.f.f16 = f16, F.f.r = r, F.f.scale = scale;
+  auto quantize = [r](std::vector<float>& v, std::vector<uint8_t>& q, int64_t n) {
+    const size_t rb = row_size(GgmlType::Q8_0, n);
+    q.resize(static_cast<size_t>(r) * rb);
+    for (int64_t k = 0; k < r; ++k) {
+      quantize_row_weights(GgmlType::Q8_0, v.data() + k * n, q.data() + static_cast<size_t>(k) * rb, n);
+      dequantize_row(GgmlType::Q8_0, q.data() + static_cast<size_t>(k) * rb, v.data() + k * n, n);
+    }
+  };
+  if (type == LowRankType::Q8_0) quantize(F.a, F.aq, n_in), quantize(F.bt, F.btq, n_out);
+  const bool q8 = type == LowRankType::Q8_0;
+  F.f.a = f16 ? static_cast<const void*>(F.ah.data()) : q8 ? static_cast<const void*>(F.aq.data()) : F.a.data();
+  F.f.bt = f16 ? static_cast<const void*>(F.bth.data()) : q8 ? static_cast<const void*>(F.btq.data()) : F.bt.data();
+  F.f.type = type, F.f.r = r, F.f.scale = scale;
   return F;
 }
 
@@ -58,11 +71,14 @@ TEST(lowrank_simd_equals_scalar_reference_bitwise) {
   }
   const bool avx512 = cpu_supports(Isa::Avx512);
   if (!avx512) std::printf("  (no AVX-512 here: AVX2 only)\n");
-  for (bool f16 : {true, false})
+  for (LowRankType type : {LowRankType::F16, LowRankType::F32, LowRankType::Q8_0})
     for (int64_t r : {1, 8, 13, 64})
       for (int64_t n_out : {7, 40, 256, 300}) {
-        const int64_t n_in = 136;
-        Factors F = make_factors(r, n_in, n_out, f16, 0.7f, static_cast<uint32_t>(r * 31 + n_out));
+        // q8_0 rows hold whole blocks of 32, and its column ranges start at multiples of 8
+        const bool q8 = type == LowRankType::Q8_0;
+        const int64_t n_in = q8 ? 160 : 136, j0 = q8 ? 8 : 3;
+        if (q8) n_out = (n_out + 31) / 32 * 32;
+        Factors F = make_factors(r, n_in, n_out, type, 0.7f, static_cast<uint32_t>(r * 31 + n_out));
         // 7 rows: one block of four and three single rows in the AVX2 kernel
         const int64_t nx = 7;
         const auto x = randv(static_cast<size_t>(nx * n_in), 3);
@@ -90,55 +106,59 @@ TEST(lowrank_simd_equals_scalar_reference_bitwise) {
           tp.push_back(t1.data() + i * r);
           q1.push_back(y1.data() + i * n_out), q2.push_back(y2.data() + i * n_out);
         }
-        lowrank_b_ref(F.f, tp.data(), q1.data(), nx, n_out, 3, n_out);
-        lowrank_b_avx2(F.f, tp.data(), q2.data(), nx, n_out, 3, n_out);
+        lowrank_b_ref(F.f, tp.data(), q1.data(), nx, n_out, j0, n_out);
+        lowrank_b_avx2(F.f, tp.data(), q2.data(), nx, n_out, j0, n_out);
         CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0);
         if (avx512) {
           auto y3 = randv(static_cast<size_t>(nx * n_out), 4);
           std::vector<float*> q3;
           for (int64_t i = 0; i < nx; ++i) q3.push_back(y3.data() + i * n_out);
-          lowrank_b_avx512(F.f, tp.data(), q3.data(), nx, n_out, 3, n_out);
+          lowrank_b_avx512(F.f, tp.data(), q3.data(), nx, n_out, j0, n_out);
           CHECK(std::memcmp(y1.data(), y3.data(), y1.size() * 4) == 0);
         }
         const auto y0 = randv(static_cast<size_t>(nx * n_out), 4);
-        CHECK(y1[0] == y0[0] && y1[2] == y0[2] && y1[3] != y0[3]);  // only [3, n_out) was written
+        CHECK(y1[0] == y0[0] && y1[static_cast<size_t>(j0 - 1)] == y0[static_cast<size_t>(j0 - 1)] &&
+              y1[static_cast<size_t>(j0)] != y0[static_cast<size_t>(j0)]);  // only [j0, n_out) was written
       }
 }
 
 TEST(lowrank_reference_matches_double_precision_product) {
-  const int64_t r = 16, n_in = 64, n_out = 48;
-  Factors F = make_factors(r, n_in, n_out, true, 0.5f, 9);
-  const auto x = randv(static_cast<size_t>(n_in), 10);
-  std::vector<float> t(static_cast<size_t>(r));
-  const float* xp = x.data();
-  float* tp = t.data();
-  lowrank_a_ref(F.f, &xp, 1, n_in, 0, r, &tp);
-  auto y = randv(static_cast<size_t>(n_out), 11);
-  const auto y0 = y;
-  const float* tc = t.data();
-  float* yp = y.data();
-  lowrank_b_ref(F.f, &tc, &yp, 1, n_out, 0, n_out);
-  double worst = 0;
-  for (int64_t j = 0; j < n_out; ++j) {
-    double acc = 0;
-    for (int64_t k = 0; k < r; ++k) {
-      double tk = 0;
-      for (int64_t i = 0; i < n_in; ++i)
-        tk += static_cast<double>(F.a[static_cast<size_t>(k * n_in + i)]) * x[static_cast<size_t>(i)];
-      acc += tk * F.bt[static_cast<size_t>(k * n_out + j)];
+  for (LowRankType type : {LowRankType::F16, LowRankType::Q8_0}) {
+    const int64_t r = 16, n_in = 64, n_out = 64;
+    Factors F = make_factors(r, n_in, n_out, type, 0.5f, 9);
+    const auto x = randv(static_cast<size_t>(n_in), 10);
+    std::vector<float> t(static_cast<size_t>(r));
+    const float* xp = x.data();
+    float* tp = t.data();
+    lowrank_a_ref(F.f, &xp, 1, n_in, 0, r, &tp);
+    auto y = randv(static_cast<size_t>(n_out), 11);
+    const auto y0 = y;
+    const float* tc = t.data();
+    float* yp = y.data();
+    lowrank_b_ref(F.f, &tc, &yp, 1, n_out, 0, n_out);
+    double worst = 0;
+    for (int64_t j = 0; j < n_out; ++j) {
+      double acc = 0;
+      for (int64_t k = 0; k < r; ++k) {
+        double tk = 0;
+        for (int64_t i = 0; i < n_in; ++i)
+          tk += static_cast<double>(F.a[static_cast<size_t>(k * n_in + i)]) * x[static_cast<size_t>(i)];
+        acc += tk * F.bt[static_cast<size_t>(k * n_out + j)];
+      }
+      worst = std::max(worst, std::fabs(y0[static_cast<size_t>(j)] + 0.5 * acc - y[static_cast<size_t>(j)]));
     }
-    worst = std::max(worst, std::fabs(y0[static_cast<size_t>(j)] + 0.5 * acc - y[static_cast<size_t>(j)]));
+    std::printf("  %s: max |ref - double| = %.3g\n", type == LowRankType::Q8_0 ? "q8_0" : "f16", worst);
+    CHECK(worst < 1e-5);
   }
-  std::printf("  max |ref - double| = %.3g\n", worst);
-  CHECK(worst < 1e-5);
 }
 
-// Three adapters over 10 interleaved rows (and rows with none): every row equals that row alone
+// Three adapters (f16, q8_0, f32) over 10 interleaved rows (and rows with none): every row equals that row alone
 // through its own adapter, with 1 and 3 threads.
 TEST(lowrank_apply_rows_independent_of_groups_and_threads) {
-  const int64_t n_in = 96, n_out = 200, rows = 10;
-  Factors F[3] = {make_factors(4, n_in, n_out, true, 1.0f, 1), make_factors(8, n_in, n_out, true, 0.25f, 2),
-                  make_factors(64, n_in, n_out, false, 2.0f, 3)};
+  const int64_t n_in = 96, n_out = 224, rows = 10;
+  Factors F[3] = {make_factors(4, n_in, n_out, LowRankType::F16, 1.0f, 1),
+                  make_factors(8, n_in, n_out, LowRankType::Q8_0, 0.25f, 2),
+                  make_factors(64, n_in, n_out, LowRankType::F32, 2.0f, 3)};
   const int which[rows] = {0, 1, 2, -1, 0, 0, 2, 1, -1, 0};
   const auto x = randv(static_cast<size_t>(rows * n_in), 5);
   const auto y0 = randv(static_cast<size_t>(rows * (n_out + 5)), 6);  // ldy > n_out

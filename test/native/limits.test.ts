@@ -45,6 +45,7 @@ const loadOpts: NativeModelOptions = {
   staticBatching: false,
   prefillChunk: 32,
   repack: true,
+  adapterType: "file",
 };
 const params: NativeGenerateParams = {
   maxTokens: 2,

@@ -22,6 +22,7 @@ Status CpuExecutor::load(const std::string& path, const ExecutorOptions& opts,
   x->n_ctx_ = opts.n_ctx == 0 ? std::max<int64_t>(cfg.n_ctx_train, 1) : opts.n_ctx;
   x->model_->use_context_size(x->n_ctx_);  // phi3 LongRoPE: short or long factors, as llama.cpp
   x->kv_type_ = opts.kv_type;
+  x->adapter_q8_0_ = opts.adapter_q8_0;
   x->pool_ = std::make_unique<ThreadPool>(opts.threads);
   x->prepare_weights(opts.repack, progress);
 
@@ -140,6 +141,7 @@ Status CpuExecutor::load_adapter(uint64_t id, const std::string& path, float sca
   if (id == 0) return make_error(Code::InvalidArgument, "adapter id 0 is the base model");
   std::unique_ptr<LoraAdapter> a;
   LLMS_RETURN_IF_ERROR(LoraAdapter::load(path, *model_, scale, &a));
+  if (adapter_q8_0_) a->store_as_q8_0();
   std::lock_guard<std::mutex> lock(adapters_mu_);
   adapters_[id] = std::shared_ptr<const LoraAdapter>(std::move(a));
   return Status::ok();

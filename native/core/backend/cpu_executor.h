@@ -57,6 +57,7 @@ class CpuExecutor final : public Executor {
   std::unique_ptr<Model> model_;
   std::unique_ptr<uint8_t, FreeDeleter> packed_arena_;  // the packed copies' bytes
   size_t packed_bytes_ = 0;
+  bool adapter_q8_0_ = false;  // ExecutorOptions::adapter_q8_0
   int64_t n_ctx_ = 0;
   GgmlType kv_type_ = GgmlType::F16;
   std::unique_ptr<ThreadPool> pool_;

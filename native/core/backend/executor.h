@@ -34,7 +34,8 @@ struct ExecutorOptions {
   int64_t kv_tokens = 0;    // KV pool size in tokens (0 = n_ctx)
   int32_t block_size = 16;  // tokens per KV block
   GgmlType kv_type = GgmlType::F16;
-  bool repack = true;  // CPU: copy quantized matrices into gemm's packed layout at load
+  bool repack = true;         // CPU: copy quantized matrices into gemm's packed layout at load
+  bool adapter_q8_0 = false;  // load_adapter keeps the factors as q8_0 (EngineOptions::adapter_q8_0)
 };
 
 // The KV pool as allocated (not as asked for).

@@ -259,10 +259,18 @@ void LoraAdapter::prepare_low_rank() {
 
 bool LoraAdapter::low_rank(int64_t il, Proj p, LowRankFactors* out) const {
   const LoraPair* pr = pair(il, p);
-  if (!pr || !pr->bt) return false;
-  out->a = pr->a.data;
-  out->bt = pr->bt;
-  out->f16 = pr->a.type == GgmlType::F16;
+  if (!pr) return false;
+  if (pr->q8_a) {
+    out->a = pr->q8_a;
+    out->bt = pr->q8_bt;
+    out->type = LowRankType::Q8_0;
+  } else if (pr->bt) {
+    out->a = pr->a.data;
+    out->bt = pr->bt;
+    out->type = pr->a.type == GgmlType::F16 ? LowRankType::F16 : LowRankType::F32;
+  } else {
+    return false;
+  }
   out->r = pr->a.n_out;
   out->scale = pr->scale;
   return true;

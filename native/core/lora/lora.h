@@ -37,6 +37,9 @@ struct LoraPair {
   MatrixView b;                 // [r] -> [n_out]
   float scale = 0.0f;           // user_scale * alpha / r, or user_scale when alpha is 0
   const uint8_t* bt = nullptr;  // B transposed ([r, n_out], B's type) for lowrank_apply, or null
+  // store_as_q8_0(): A ([r, n_in]) and B transposed ([r, n_out]) in q8_0 for lowrank_apply, or null.
+  const uint8_t* q8_a = nullptr;
+  const uint8_t* q8_bt = nullptr;
   bool present() const { return a.data != nullptr; }
 };
 
@@ -73,12 +76,21 @@ class LoraAdapter final : public ProjectionDelta {
   // adapters through lowrank_apply (model/lowrank.h), on a transposed copy of B made at load.
   bool low_rank(int64_t il, Proj p, LowRankFactors* out) const override;
 
+  // Keeps every pair whose n_in and n_out are multiples of 32 as q8_0 copies of A and of B
+  // transposed, quantized from the file's values as llama-quantize writes q8_0 (A used in place
+  // when the file has it in q8_0), and drops the f16/f32 copy of B transposed: half the bytes a
+  // decode step reads per f16 adapter, for a delta that differs by q8_0's rounding of each factor
+  // (Model.load's adapterType: "q8_0"). Call once, before the adapter is shared. Returns how many
+  // pairs it converted.
+  int64_t store_as_q8_0();
+
   // The pair of projection p of layer il (il ignored for Output), or null.
   const LoraPair* pair(int64_t il, Proj p) const;
   // adapter.lora.alpha (GGUF) or lora_alpha (PEFT; alpha_pattern may override it per module).
   float alpha() const { return alpha_; }
   int64_t n_pairs() const { return n_pairs_; }
-  // Bytes of every pair's A and B matrices (as stored in the file) plus the transposed copies of B.
+  // Bytes of every pair's A and B matrices (as stored in the file) plus the transposed copies of B;
+  // for a pair store_as_q8_0() converted, its two q8_0 matrices instead.
   size_t bytes() const { return bytes_; }
 
  private:

@@ -7,6 +7,7 @@
 
 #include "../isa/isa.h"
 #include "../quant/quant.h"
+#include "../quant/quant_impl.h"
 
 namespace llmserve {
 namespace {
@@ -27,10 +28,6 @@ void pick(AFn* a, BFn* b) {
     *a = lowrank_a_avx2, *b = lowrank_b_avx2;
   }
 #endif
-}
-
-inline float elem(const void* p, bool f16, int64_t i) {
-  return f16 ? fp16_to_fp32(static_cast<const uint16_t*>(p)[i]) : static_cast<const float*>(p)[i];
 }
 
 // Columns per work item of the B pass: long enough to amortize a task, short enough that a
@@ -62,6 +59,18 @@ Scratch& scratch() {
 
 void lowrank_force_scalar_for_testing(bool on) { g_force_scalar.store(on, std::memory_order_relaxed); }
 
+float lowrank_elem(const void* p, LowRankType type, int64_t i) {
+  switch (type) {
+    case LowRankType::F16: return fp16_to_fp32(static_cast<const uint16_t*>(p)[i]);
+    case LowRankType::Q8_0: {
+      const quant::BlockQ8_0& b = static_cast<const quant::BlockQ8_0*>(p)[i / quant::kQK8_0];
+      return fp16_to_fp32(b.d) * static_cast<float>(b.qs[i % quant::kQK8_0]);
+    }
+    case LowRankType::F32: break;
+  }
+  return static_cast<const float*>(p)[i];
+}
+
 void lowrank_a_ref(const LowRankFactors& f, const float* const* xs, int64_t n_x, int64_t n_in, int64_t k0, int64_t k1,
                    float* const* ts) {
   for (int64_t k = k0; k < k1; ++k)
@@ -69,7 +78,7 @@ void lowrank_a_ref(const LowRankFactors& f, const float* const* xs, int64_t n_x,
       float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
       const int64_t base = k * n_in;
       for (int64_t i = 0; i < n_in; i += 8)
-        for (int l = 0; l < 8; ++l) lane[l] = std::fma(elem(f.a, f.f16, base + i + l), xs[r][i + l], lane[l]);
+        for (int l = 0; l < 8; ++l) lane[l] = std::fma(lowrank_elem(f.a, f.type, base + i + l), xs[r][i + l], lane[l]);
       ts[r][k] = ((lane[0] + lane[4]) + (lane[2] + lane[6])) + ((lane[1] + lane[5]) + (lane[3] + lane[7]));
     }
 }
@@ -79,7 +88,7 @@ void lowrank_b_ref(const LowRankFactors& f, const float* const* ts, float* const
   for (int64_t r = 0; r < n_y; ++r)
     for (int64_t j = j0; j < j1; ++j) {
       float acc = 0.0f;
-      for (int64_t k = 0; k < f.r; ++k) acc = std::fma(ts[r][k], elem(f.bt, f.f16, k * n_out + j), acc);
+      for (int64_t k = 0; k < f.r; ++k) acc = std::fma(ts[r][k], lowrank_elem(f.bt, f.type, k * n_out + j), acc);
       ys[r][j] = std::fma(acc, f.scale, ys[r][j]);
     }
 }

@@ -18,14 +18,23 @@
 
 namespace llmserve {
 
-// One adapter's factors for one projection. Both in f16 (IEEE half bits) or both in f32.
+// How both factors are stored. Q8_0: ggml's q8_0 blocks (f16 scale d, 32 int8 q) along each row,
+// so n_in and n_out are multiples of 32; an element is d·q, exact in f32 (11 by 8 significant
+// bits), so every kernel sees the same f32 values and the numerics below are unchanged. It halves
+// the bytes a decode step reads per adapter against f16 (34 bytes per 32 elements).
+enum class LowRankType : uint8_t { F32, F16, Q8_0 };
+
+// One adapter's factors for one projection, both of one type.
 struct LowRankFactors {
   const void* a = nullptr;   // A: [r, n_in] row-major
   const void* bt = nullptr;  // B transposed: [r, n_out] row-major (row k = column k of B)
-  bool f16 = false;
+  LowRankType type = LowRankType::F32;
   int64_t r = 0;
   float scale = 0.0f;
 };
+
+// Element i of a factor stored row-major as `type` (rows of a Q8_0 factor hold whole blocks).
+float lowrank_elem(const void* p, LowRankType type, int64_t i);
 
 // The rows of a batch that use one set of factors.
 struct LowRankGroup {
@@ -34,7 +43,8 @@ struct LowRankGroup {
   int64_t n_rows = 0;
 };
 
-// x: [*, n_in] (row stride n_in); y: [*, n_out] (row stride ldy); n_in % 8 == 0.
+// x: [*, n_in] (row stride n_in); y: [*, n_out] (row stride ldy); n_in % 8 == 0 (Q8_0 factors:
+// n_in and n_out multiples of 32).
 void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x, int64_t n_in, float* y, int64_t ldy,
                    int64_t n_out, ThreadPool& pool);
 
@@ -48,7 +58,8 @@ void lowrank_a_avx2(const LowRankFactors& f, const float* const* xs, int64_t n_x
 void lowrank_a_avx512(const LowRankFactors& f, const float* const* xs, int64_t n_x, int64_t n_in, int64_t k0,
                       int64_t k1, float* const* ts);
 // ys[i][j] for j in [j0, j1) and i in [0, n_y), from ts[i]: [r]; bt rows have n_out elements.
-// Each loaded range of Bt is used for several rows.
+// Each loaded range of Bt is used for several rows. Q8_0 factors: j0 a multiple of 8 (the SIMD
+// loads of 8 columns then never straddle a block; lowrank_apply's ranges start at multiples of 128).
 void lowrank_b_ref(const LowRankFactors& f, const float* const* ts, float* const* ys, int64_t n_y, int64_t n_out,
                    int64_t j0, int64_t j1);
 void lowrank_b_avx2(const LowRankFactors& f, const float* const* ts, float* const* ys, int64_t n_y, int64_t n_out,

@@ -6,19 +6,22 @@
 #include <cmath>
 
 #include "../quant/quant.h"
+#include "../quant/quant_impl.h"
 #include "lowrank.h"
 
 namespace llmserve {
 namespace {
 
-inline __m256 load8(const void* p, bool f16, int64_t i) {
-  if (f16)
+// Elements [i, i+8) as f32; Q8_0: i % 8 == 0, so the eight share one block, and d·q is exact.
+inline __m256 load8(const void* p, LowRankType type, int64_t i) {
+  if (type == LowRankType::F16)
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i)));
+  if (type == LowRankType::Q8_0) {
+    const quant::BlockQ8_0& b = static_cast<const quant::BlockQ8_0*>(p)[i / quant::kQK8_0];
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b.qs + i % quant::kQK8_0));
+    return _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(b.d)), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)));
+  }
   return _mm256_loadu_ps(static_cast<const float*>(p) + i);
-}
-
-inline float elem(const void* p, bool f16, int64_t i) {
-  return f16 ? fp16_to_fp32(static_cast<const uint16_t*>(p)[i]) : static_cast<const float*>(p)[i];
 }
 
 // dot8's fixed tree: s4[i] = l[i] + l[i+4]; s2[i] = s4[i] + s4[i+2]; sum = s2[0] + s2[1].
@@ -40,10 +43,10 @@ void lowrank_b_rows(const LowRankFactors& f, const float* const* ts, float* cons
       for (int64_t k = 0; k < f.r; ++k) {
         const __m256 tk = _mm256_set1_ps(t[k]);
         const int64_t o = k * n_out + j;
-        a0 = _mm256_fmadd_ps(tk, load8(f.bt, f.f16, o), a0);
-        a1 = _mm256_fmadd_ps(tk, load8(f.bt, f.f16, o + 8), a1);
-        a2 = _mm256_fmadd_ps(tk, load8(f.bt, f.f16, o + 16), a2);
-        a3 = _mm256_fmadd_ps(tk, load8(f.bt, f.f16, o + 24), a3);
+        a0 = _mm256_fmadd_ps(tk, load8(f.bt, f.type, o), a0);
+        a1 = _mm256_fmadd_ps(tk, load8(f.bt, f.type, o + 8), a1);
+        a2 = _mm256_fmadd_ps(tk, load8(f.bt, f.type, o + 16), a2);
+        a3 = _mm256_fmadd_ps(tk, load8(f.bt, f.type, o + 24), a3);
       }
       _mm256_storeu_ps(y + j, _mm256_fmadd_ps(a0, sc, _mm256_loadu_ps(y + j)));
       _mm256_storeu_ps(y + j + 8, _mm256_fmadd_ps(a1, sc, _mm256_loadu_ps(y + j + 8)));
@@ -52,12 +55,13 @@ void lowrank_b_rows(const LowRankFactors& f, const float* const* ts, float* cons
     }
     for (; j + 8 <= j1; j += 8) {
       __m256 a = _mm256_setzero_ps();
-      for (int64_t k = 0; k < f.r; ++k) a = _mm256_fmadd_ps(_mm256_set1_ps(t[k]), load8(f.bt, f.f16, k * n_out + j), a);
+      for (int64_t k = 0; k < f.r; ++k)
+        a = _mm256_fmadd_ps(_mm256_set1_ps(t[k]), load8(f.bt, f.type, k * n_out + j), a);
       _mm256_storeu_ps(y + j, _mm256_fmadd_ps(a, sc, _mm256_loadu_ps(y + j)));
     }
     for (; j < j1; ++j) {
       float acc = 0.0f;
-      for (int64_t k = 0; k < f.r; ++k) acc = std::fma(t[k], elem(f.bt, f.f16, k * n_out + j), acc);
+      for (int64_t k = 0; k < f.r; ++k) acc = std::fma(t[k], lowrank_elem(f.bt, f.type, k * n_out + j), acc);
       y[j] = std::fma(acc, f.scale, y[j]);
     }
   }
@@ -75,7 +79,7 @@ void lowrank_a_avx2(const LowRankFactors& f, const float* const* xs, int64_t n_x
       __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
       const float *x0 = xs[r], *x1 = xs[r + 1], *x2 = xs[r + 2], *x3 = xs[r + 3];
       for (int64_t i = 0; i < n_in; i += 8) {
-        const __m256 a = load8(f.a, f.f16, base + i);
+        const __m256 a = load8(f.a, f.type, base + i);
         a0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x0 + i), a0);
         a1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x1 + i), a1);
         a2 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x2 + i), a2);
@@ -86,7 +90,7 @@ void lowrank_a_avx2(const LowRankFactors& f, const float* const* xs, int64_t n_x
     for (; r < n_x; ++r) {
       __m256 acc = _mm256_setzero_ps();
       for (int64_t i = 0; i < n_in; i += 8)
-        acc = _mm256_fmadd_ps(load8(f.a, f.f16, base + i), _mm256_loadu_ps(xs[r] + i), acc);
+        acc = _mm256_fmadd_ps(load8(f.a, f.type, base + i), _mm256_loadu_ps(xs[r] + i), acc);
       ts[r][k] = reduce8(acc);
     }
   }
@@ -105,7 +109,7 @@ void lowrank_b_avx2(const LowRankFactors& f, const float* const* ts, float* cons
     for (; j + 16 <= j1; j += 16) {
       __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
       for (int64_t k = 0; k < r; ++k) {
-        const __m256 b0 = load8(f.bt, f.f16, k * n_out + j), b1 = load8(f.bt, f.f16, k * n_out + j + 8);
+        const __m256 b0 = load8(f.bt, f.type, k * n_out + j), b1 = load8(f.bt, f.type, k * n_out + j + 8);
         __m256 tk = _mm256_set1_ps(t0[k]);
         c00 = _mm256_fmadd_ps(tk, b0, c00), c01 = _mm256_fmadd_ps(tk, b1, c01);
         tk = _mm256_set1_ps(t1[k]);

@@ -4,6 +4,7 @@
 // pass 2 is the same fused multiply-adds per element, 16 columns per register.
 #include <immintrin.h>
 
+#include "../quant/quant_impl.h"
 #include "lowrank.h"
 
 // GCC 12's _mm512_cvtph_ps starts from _mm512_undefined_ps(), which -Wmaybe-uninitialized reports
@@ -13,9 +14,18 @@
 namespace llmserve {
 namespace {
 
+// Eight int8 of a q8_0 factor at element i (i % 8 == 0: one block) times its scale, exact.
+inline __m256 q8_load8(const void* p, int64_t i) {
+  const quant::BlockQ8_0& b = static_cast<const quant::BlockQ8_0*>(p)[i / quant::kQK8_0];
+  const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b.qs + i % quant::kQK8_0));
+  return _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(b.d)), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)));
+}
+
 // A[k][i..i+8) in the low half, A[k+1][i..i+8) in the high half.
 inline __m512 load_pair(const LowRankFactors& f, int64_t lo, int64_t hi) {
-  if (f.f16) {
+  if (f.type == LowRankType::Q8_0)
+    return _mm512_insertf32x8(_mm512_castps256_ps512(q8_load8(f.a, lo)), q8_load8(f.a, hi), 1);
+  if (f.type == LowRankType::F16) {
     const uint16_t* a = static_cast<const uint16_t*>(f.a);
     const __m256i h =
         _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + lo))),
@@ -26,8 +36,12 @@ inline __m512 load_pair(const LowRankFactors& f, int64_t lo, int64_t hi) {
   return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(a + lo)), _mm256_loadu_ps(a + hi), 1);
 }
 
-inline __m512 load16(const void* p, bool f16, int64_t i) {
-  if (f16)
+// Elements [i, i+16) as f32; Q8_0: i % 8 == 0 (j0 is), so it is two loads of eight, each within
+// one block (the sixteen may span two).
+inline __m512 load16(const void* p, LowRankType type, int64_t i) {
+  if (type == LowRankType::Q8_0)
+    return _mm512_insertf32x8(_mm512_castps256_ps512(q8_load8(p, i)), q8_load8(p, i + 8), 1);
+  if (type == LowRankType::F16)
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i)));
   return _mm512_loadu_ps(static_cast<const float*>(p) + i);
 }
@@ -88,7 +102,7 @@ void lowrank_b_avx512(const LowRankFactors& f, const float* const* ts, float* co
     for (; j + 32 <= j1; j += 32) {
       __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
       for (int64_t k = 0; k < r; ++k) {
-        const __m512 b0 = load16(f.bt, f.f16, k * n_out + j), b1 = load16(f.bt, f.f16, k * n_out + j + 16);
+        const __m512 b0 = load16(f.bt, f.type, k * n_out + j), b1 = load16(f.bt, f.type, k * n_out + j + 16);
         __m512 tk = _mm512_set1_ps(t0[k]);
         c00 = _mm512_fmadd_ps(tk, b0, c00), c01 = _mm512_fmadd_ps(tk, b1, c01);
         tk = _mm512_set1_ps(t1[k]);
@@ -116,10 +130,10 @@ void lowrank_b_avx512(const LowRankFactors& f, const float* const* ts, float* co
       for (int64_t k = 0; k < r; ++k) {
         const __m512 tk = _mm512_set1_ps(t[k]);
         const int64_t o = k * n_out + j;
-        a0 = _mm512_fmadd_ps(tk, load16(f.bt, f.f16, o), a0);
-        a1 = _mm512_fmadd_ps(tk, load16(f.bt, f.f16, o + 16), a1);
-        a2 = _mm512_fmadd_ps(tk, load16(f.bt, f.f16, o + 32), a2);
-        a3 = _mm512_fmadd_ps(tk, load16(f.bt, f.f16, o + 48), a3);
+        a0 = _mm512_fmadd_ps(tk, load16(f.bt, f.type, o), a0);
+        a1 = _mm512_fmadd_ps(tk, load16(f.bt, f.type, o + 16), a1);
+        a2 = _mm512_fmadd_ps(tk, load16(f.bt, f.type, o + 32), a2);
+        a3 = _mm512_fmadd_ps(tk, load16(f.bt, f.type, o + 48), a3);
       }
       _mm512_storeu_ps(y + j, _mm512_fmadd_ps(a0, sc, _mm512_loadu_ps(y + j)));
       _mm512_storeu_ps(y + j + 16, _mm512_fmadd_ps(a1, sc, _mm512_loadu_ps(y + j + 16)));

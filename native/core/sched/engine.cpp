@@ -48,6 +48,7 @@ Status Engine::load(const std::string& path, const EngineOptions& opts, const st
   xo.block_size = opts.block_size;
   xo.kv_type = opts.kv_type;
   xo.repack = opts.repack;
+  xo.adapter_q8_0 = opts.adapter_q8_0;
   std::unique_ptr<Executor> x;
   LLMS_RETURN_IF_ERROR(load_executor(path, xo, progress, &x));
   return create(std::move(x), opts, out);
