@@ -21,6 +21,10 @@ export const METRIC_NAMES = [
   "llmserve_kv_blocks_cached",
   "llmserve_kv_blocks_free",
   "llmserve_kv_blocks_total",
+  "llmserve_kv_local_blocks_used",
+  "llmserve_kv_local_blocks_total",
+  "llmserve_kv_bytes_global",
+  "llmserve_kv_bytes_local",
   "llmserve_prefix_cache_hit_rate",
   "llmserve_engine_preemptions",
   "llmserve_max_batch_sequences_seen",
@@ -158,6 +162,14 @@ export class ServerMetrics {
     gauge("llmserve_kv_blocks_cached", "Free KV cache blocks still holding a reusable prefix", (s) => s.blocksCached);
     gauge("llmserve_kv_blocks_free", "Free KV cache blocks", (s) => s.blocksFree);
     gauge("llmserve_kv_blocks_total", "KV cache blocks in all", (s) => s.blocksTotal);
+    gauge(
+      "llmserve_kv_local_blocks_used",
+      "Sliding-window layers' KV blocks held (bounded by the window)",
+      (s) => s.localBlocksUsed,
+    );
+    gauge("llmserve_kv_local_blocks_total", "Sliding-window layers' KV blocks in all", (s) => s.localBlocksTotal);
+    gauge("llmserve_kv_bytes_global", "Bytes of the global layers' KV pool", (s) => s.kvBytesGlobal);
+    gauge("llmserve_kv_bytes_local", "Bytes of the sliding-window layers' KV pool", (s) => s.kvBytesLocal);
     gauge("llmserve_prefix_cache_hit_rate", "Fraction of prefix-cache block lookups that hit", (s) => s.prefixHitRate);
     gauge("llmserve_engine_preemptions", "Sequences preempted (recomputed) since load", (s) => s.preemptions);
     gauge(

@@ -16,7 +16,7 @@ import {
   type Timings,
 } from "./generate.js";
 import { modelFile } from "./hub/index.js";
-import { kvBytesPerToken, kvTokensByDefault, kvTokensForBudget } from "./kvMemory.js";
+import { type LocalKv, kvLocalTokens, kvSplit, kvTokensByDefault, kvTokensForBudget } from "./kvMemory.js";
 import { contextSizeFor, resolveLoadOptions, trainingContext, type LoadOptions } from "./loadOptions.js";
 import type { NativeModel, NativeModelInfo, NativeStats } from "./native.js";
 import { ProgressTracker, type ProgressEvent } from "./progress.js";
@@ -144,19 +144,35 @@ export class Model {
     const train = await trainingContext(path);
     nativeOptions.contextSize = contextSizeFor(contextSizeGiven ? nativeOptions.contextSize : undefined, train, path);
     if (!kvCacheTokensGiven) {
-      const perToken = await kvBytesPerToken(path, nativeOptions.kvType).catch(() => undefined);
+      const split = await kvSplit(path, nativeOptions.kvType).catch(() => undefined);
+      const perToken = split && split.perToken + split.localPerToken;
       const context = nativeOptions.contextSize === 0 ? train : nativeOptions.contextSize;
       const block = nativeOptions.kvBlockSize;
+      // Sliding-window layers: their pool stops growing at maxSequences windows plus one batch.
+      const local: LocalKv | undefined =
+        split && split.localPerToken > 0
+          ? {
+              split,
+              cap: kvLocalTokens(split, Infinity, block, nativeOptions.maxSequences, nativeOptions.maxBatchTokens),
+            }
+          : undefined;
       if (kvMemoryBytes !== undefined) {
         if (perToken === undefined)
           throw new LlmserveError(
             "ERR_INVALID_ARGUMENT",
             `${basename(path)} does not give its attention shape in its metadata, so kvMemory cannot be turned into tokens; pass kvCacheTokens instead.`,
           );
-        nativeOptions.kvCacheTokens = kvTokensForBudget(kvMemoryBytes, perToken, block, context);
+        nativeOptions.kvCacheTokens = kvTokensForBudget(kvMemoryBytes, perToken, block, context, local);
       } else if (perToken !== undefined && context > 0) {
         // Neither given: from free memory (else 0 = one context, the engine's own default).
-        nativeOptions.kvCacheTokens = kvTokensByDefault(perToken, block, context, nativeOptions.maxSequences);
+        nativeOptions.kvCacheTokens = kvTokensByDefault(
+          perToken,
+          block,
+          context,
+          nativeOptions.maxSequences,
+          undefined,
+          local,
+        );
       }
     }
     const addon = loadAddon();

@@ -135,6 +135,27 @@ export interface NativeStats {
   blockSize: number;
   /** Tokens stored in used blocks (the rest of those blocks is unfilled). */
   kvTokensHeld: number;
+  /**
+   * Models with sliding-window layers: blocks of the local layers' own pool (0 when one pool holds
+   * every layer). Its used blocks stay bounded by the window however long the context: blocks out
+   * of every sequence's window are freed (or kept for prefix reuse, as cached).
+   */
+  localBlocksTotal: number;
+  /** Local-pool blocks referenced by running sequences or sessions (each holds about its window). */
+  localBlocksUsed: number;
+  /** Unreferenced local-pool blocks kept for prefix reuse. */
+  localBlocksCached: number;
+  /** Local-pool blocks holding nothing. */
+  localBlocksFree: number;
+  /** Bytes of the global layers' KV pool (every layer's when the model has no sliding window). */
+  kvBytesGlobal: number;
+  /** Bytes of the sliding-window layers' KV pool (0 when one pool holds every layer). */
+  kvBytesLocal: number;
+  /**
+   * Prefix-cache and session reuses cut short because the local layers' blocks of the window
+   * before the reuse point were already freed or evicted (the rest of that prompt is recomputed).
+   */
+  prefixWindowMisses: number;
   /** Requests admitted while other sequences were running (joined a running batch); always 0 with static batching. */
   joinedRunning: number;
   /** LoRA adapters loaded (see {@link Model.loadAdapter}). */

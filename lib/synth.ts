@@ -88,8 +88,8 @@ export interface SynthOptions {
   /** The RoPE scaling factor written with `ropeScaling`, in [1/1024, 1024] (default 1). */
   ropeScale?: number;
   /**
-   * gemma2/gemma3/phi3: `attention.sliding_window` (default 0: not written; gemma2 then uses 4096,
-   * gemma3 has no window; llama.cpp ignores phi3's).
+   * gemma2/gemma3/phi3/llama: `attention.sliding_window` (default 0: not written; gemma2 then uses
+   * 4096, gemma3 has no window; llama.cpp ignores phi3's and llama's (Mistral files), and so do we).
    */
   slidingWindow?: number;
   /** gemma2/gemma3: `attention.sliding_window_pattern`, the period of global layers (default 0: not written). */

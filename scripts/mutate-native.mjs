@@ -476,6 +476,34 @@ export const MUTATIONS = [
     replace: "col[static_cast<size_t>(j)] = b[static_cast<size_t>(k * n_out + j)];",
     why: "LoRA q8_0 storage: B^T's rows are built from B without transposing it",
   },
+  {
+    id: "swa-trim-one-too-many",
+    file: "native/core/sched/preemption.cpp",
+    find: "std::max<int64_t>(0, n_computed - window_ + 1) / kv_.block_size",
+    replace: "std::max<int64_t>(0, n_computed - window_ + 2) / kv_.block_size",
+    why: "sliding-window KV: a local block is freed while its last position is still in the window",
+  },
+  {
+    id: "swa-prefix-skips-window-check",
+    file: "native/core/sched/admission.cpp",
+    find: "      k = adopt_local_window(keys, k, &s.lblocks);",
+    replace: "      s.lblocks.assign((size_t)k, -1);",
+    why: "sliding-window KV: a prefix-cache hit adopts global blocks without the local layers' window",
+  },
+  {
+    id: "swa-local-blocks-unregistered",
+    file: "native/core/sched/admission.cpp",
+    find: "      lalloc_->register_block(s.lblocks[(size_t)i], key);",
+    replace: "      (void)key;",
+    why: "sliding-window KV: local blocks never enter the prefix cache, so no prefix past the window is reused",
+  },
+  {
+    id: "swa-local-layers-read-global-table",
+    file: "native/core/model/forward.cpp",
+    find: "p.B.lblocks[t0 + i] = p.kv.local ? q.local_blocks : q.blocks;",
+    replace: "p.B.lblocks[t0 + i] = q.blocks;",
+    why: "sliding-window KV: local layers index their pool with the global block table",
+  },
 ];
 const args = process.argv.slice(2);
 const flag = (name) => args.includes(name);

@@ -358,6 +358,13 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     set("blocksFree", s.blocks_free);
     set("blockSize", s.block_size);
     set("kvTokensHeld", s.kv_tokens_held);
+    set("localBlocksTotal", s.local_blocks_total);
+    set("localBlocksUsed", s.local_blocks_used);
+    set("localBlocksCached", s.local_blocks_cached);
+    set("localBlocksFree", s.local_blocks_free);
+    set("kvBytesGlobal", s.kv_bytes_global);
+    set("kvBytesLocal", s.kv_bytes_local);
+    set("prefixWindowMisses", s.prefix_window_misses);
     set("joinedRunning", s.joined_running);
     set("adapters", s.adapters);
     set("adapterBytes", s.adapter_bytes);

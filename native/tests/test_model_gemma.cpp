@@ -148,8 +148,8 @@ TEST(gemma_load_errors) {
 
 TEST(gemma_synth_options) {
   SynthOptions o;
-  o.arch = "llama", o.sliding_window = 8;
-  CHECK(validate_synth_options(o).code == Code::InvalidArgument);  // gemma keys on a llama
+  o.arch = "qwen2", o.sliding_window = 8;
+  CHECK(validate_synth_options(o).code == Code::InvalidArgument);  // no window key on a qwen2
   o = gemma_opts("gemma3", GgmlType::F32);
   o.attn_softcap = 2.0f;
   CHECK(validate_synth_options(o).code == Code::InvalidArgument);  // gemma3 has no attention cap

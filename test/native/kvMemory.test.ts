@@ -1,6 +1,6 @@
 /** kvMemory (lib/kvMemory.ts): the KV cache sized from a byte budget. */
 import { afterEach, describe, expect, it } from "vitest";
-import { kvBytesPerToken, kvTokensByDefault, parseBytes } from "../../lib/kvMemory.js";
+import { kvBytesPerToken, kvSplit, kvTokensByDefault, parseBytes } from "../../lib/kvMemory.js";
 import { Model } from "../../lib/model.js";
 import { synthModel } from "../helpers.js";
 
@@ -42,6 +42,32 @@ describe("kvMemory", () => {
       const n = await load(q, { contextSize: 128, kvCacheTokens: 160, kvType });
       expect(n.info.kvBytes / n.info.kvCacheTokens, kvType).toBe(await kvBytesPerToken(q, kvType));
     }
+  });
+
+  it("sliding-window models: the local layers' pool stops at maxSequences windows, so a budget buys more tokens", async () => {
+    // gemma2, 4 layers (0 and 2 local, window 16), 2 KV heads of 16: 128 bytes per layer and token.
+    const path = await synthModel("kv-memory-gemma2", {
+      arch: "gemma2",
+      dim: 64,
+      layers: 4,
+      heads: 4,
+      kvHeads: 2,
+      ffn: 96,
+      vocabSize: 320,
+      slidingWindow: 16,
+    });
+    expect(await kvSplit(path, "f16")).toEqual({ perToken: 256, localPerToken: 256, window: 16 });
+    expect(await kvBytesPerToken(path, "f16")).toBe(512);
+    // Local cap: 2 sequences x (16 + 2 blocks of 16) + one batch of 64 = 160 tokens; the rest of
+    // 1 MiB goes to the global layers: (2^20 - 160 x 256) / 256 = 3936 tokens (a full cache: 2048).
+    const m = await load(path, { contextSize: 256, kvMemory: "1MiB", maxSequences: 2, maxBatchTokens: 64 });
+    expect(m.info.kvCacheTokens).toBe(3936);
+    expect(m.info.kvBytes).toBe(2 ** 20);
+    const s = m.stats();
+    expect(s.kvBytesLocal).toBe(160 * 256);
+    expect(s.kvBytesGlobal).toBe(3936 * 256);
+    expect(s.localBlocksTotal).toBe(10);
+    expect(s.blocksTotal).toBe(3936 / 16);
   });
 
   it("refuses a budget below one context, and kvMemory with kvCacheTokens", async () => {

@@ -19,6 +19,8 @@
  *   attention.sliding_window (16) is ignored, as llama.cpp does. LongRoPE: with the synth context
  *   512 the original context is 256, so llama.cpp's 256-token context per sequence takes the short
  *   factors; with context 256 (original 128) it takes the long ones, and so must llmserve.
+ * - llama-swa-key: a Mistral-style llama file declaring llama.attention.sliding_window (16), which
+ *   llama.cpp's llama graph ignores (no SWA for arch llama): every layer attends over every position.
  * The factors matter inside these 128 positions (the rope_freqs original context is the synth
  * context, 512), and dropping any feature moves the distributions far outside the bounds.
  */
@@ -37,6 +39,7 @@ const VARIANTS: [label: string, opts: SynthOptions, types: SynthType[]][] = [
   ["gemma2", { arch: "gemma2", slidingWindow: 16, attnSoftcap: 2, finalSoftcap: 5 }, ["f32", "q8_0", "q4_0"]],
   ["gemma3", { arch: "gemma3", slidingWindow: 16, swaPattern: 2, ropeFreqBaseSwa: 100 }, ["f32", "q4_0"]],
   ["phi3", { arch: "phi3", slidingWindow: 16 }, ["f32", "q8_0", "q4_0"]],
+  ["llama-swa-key", { arch: "llama", slidingWindow: 16 }, ["f32"]],
   ["phi3-longrope-short", { arch: "phi3", longRope: true }, ["f32"]],
   ["phi3-longrope-long", { arch: "phi3", longRope: true, context: 256 }, ["f32", "q4_0"]],
 ];

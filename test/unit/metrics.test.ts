@@ -14,6 +14,10 @@ const STATS = {
   blocksCached: 11,
   blocksFree: 13,
   blocksTotal: 31,
+  localBlocksUsed: 47,
+  localBlocksTotal: 53,
+  kvBytesGlobal: 59,
+  kvBytesLocal: 61,
   prefixHitRate: 0.25,
   preemptions: 17,
   maxBatchSequencesSeen: 19,
@@ -53,6 +57,10 @@ const EXPECTED_HEADERS: Array<[string, string, string]> = [
   ["llmserve_kv_blocks_cached", "gauge", "Free KV cache blocks still holding a reusable prefix"],
   ["llmserve_kv_blocks_free", "gauge", "Free KV cache blocks"],
   ["llmserve_kv_blocks_total", "gauge", "KV cache blocks in all"],
+  ["llmserve_kv_local_blocks_used", "gauge", "Sliding-window layers' KV blocks held (bounded by the window)"],
+  ["llmserve_kv_local_blocks_total", "gauge", "Sliding-window layers' KV blocks in all"],
+  ["llmserve_kv_bytes_global", "gauge", "Bytes of the global layers' KV pool"],
+  ["llmserve_kv_bytes_local", "gauge", "Bytes of the sliding-window layers' KV pool"],
   ["llmserve_prefix_cache_hit_rate", "gauge", "Fraction of prefix-cache block lookups that hit"],
   ["llmserve_engine_preemptions", "gauge", "Sequences preempted (recomputed) since load"],
   ["llmserve_max_batch_sequences_seen", "gauge", "Most sequences in one engine step since load"],
@@ -112,6 +120,10 @@ describe("ServerMetrics", () => {
     expect(sample(body, "llmserve_kv_blocks_cached")).toBe("llmserve_kv_blocks_cached 11");
     expect(sample(body, "llmserve_kv_blocks_free")).toBe("llmserve_kv_blocks_free 13");
     expect(sample(body, "llmserve_kv_blocks_total")).toBe("llmserve_kv_blocks_total 31");
+    expect(sample(body, "llmserve_kv_local_blocks_used")).toBe("llmserve_kv_local_blocks_used 47");
+    expect(sample(body, "llmserve_kv_local_blocks_total")).toBe("llmserve_kv_local_blocks_total 53");
+    expect(sample(body, "llmserve_kv_bytes_global")).toBe("llmserve_kv_bytes_global 59");
+    expect(sample(body, "llmserve_kv_bytes_local")).toBe("llmserve_kv_bytes_local 61");
     expect(sample(body, "llmserve_prefix_cache_hit_rate")).toBe("llmserve_prefix_cache_hit_rate 0.25");
     expect(sample(body, "llmserve_engine_preemptions")).toBe("llmserve_engine_preemptions 17");
     expect(sample(body, "llmserve_max_batch_sequences_seen")).toBe("llmserve_max_batch_sequences_seen 19");

@@ -31,7 +31,29 @@ Status CpuExecutor::load(const std::string& path, const ExecutorOptions& opts,
   const int64_t kv_tokens = opts.kv_tokens == 0 ? x->n_ctx_ : opts.kv_tokens;
   po.n_blocks = (kv_tokens + po.block_size - 1) / std::max<int32_t>(po.block_size, 1);
   po.type = opts.kv_type;
-  LLMS_RETURN_IF_ERROR(KvPool::create(kv_shape(cfg), po, &x->kv_));
+  x->n_blocks_ = po.n_blocks;
+  x->block_size_ = po.block_size;
+  int64_t n_local = 0;
+  for (int64_t il = 0; opts.local_kv_tokens >= 0 && il < cfg.n_layer; ++il) n_local += cfg.is_swa(il) ? 1 : 0;
+  KvShape shape = kv_shape(cfg);
+  if (n_local == 0) {
+    LLMS_RETURN_IF_ERROR(KvPool::create(shape, po, &x->kv_));
+  } else {
+    // Sliding-window layers get their own pool (KvPools): the scheduler frees their blocks once
+    // they leave every window, so that pool stays small however long the context.
+    if (n_local < cfg.n_layer) {
+      shape.n_layer = cfg.n_layer - n_local;
+      LLMS_RETURN_IF_ERROR(KvPool::create(shape, po, &x->kv_));
+    }
+    KvPoolOptions lo = po;
+    const int64_t auto_tokens =
+        std::max<int64_t>(opts.max_sequences, 1) * (cfg.n_swa + 2 * int64_t(po.block_size)) + opts.max_batch_tokens;
+    const int64_t local_tokens = opts.local_kv_tokens > 0 ? opts.local_kv_tokens : std::min(kv_tokens, auto_tokens);
+    lo.n_blocks = (local_tokens + po.block_size - 1) / std::max<int32_t>(po.block_size, 1);
+    shape.n_layer = n_local;
+    LLMS_RETURN_IF_ERROR(KvPool::create(shape, lo, &x->kv_local_));
+  }
+  x->pools_ = KvPools{x->kv_.get(), x->kv_local_.get()};
   if (progress) progress(1.0);
   *out = std::move(x);
   return Status::ok();
@@ -106,10 +128,13 @@ void CpuExecutor::prepare_weights(bool repack, const std::function<void(double)>
 
 KvLayout CpuExecutor::kv_layout() const {
   KvLayout l;
-  l.n_blocks = kv_->n_blocks();
-  l.block_size = kv_->block_size();
-  l.type = kv_->type();
-  l.bytes = kv_->bytes();
+  l.n_blocks = n_blocks_;
+  l.block_size = block_size_;
+  l.type = kv_type_;
+  l.global_bytes = kv_ ? kv_->bytes() : 0;
+  l.local_n_blocks = kv_local_ ? kv_local_->n_blocks() : 0;
+  l.local_bytes = kv_local_ ? kv_local_->bytes() : 0;
+  l.bytes = l.global_bytes + l.local_bytes;
   return l;
 }
 
@@ -118,7 +143,7 @@ std::string CpuExecutor::kernels() const { return kernel_isa(); }
 Status CpuExecutor::forward(const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs, std::vector<float>* logits) {
   bool any = false;
   for (int64_t s = 0; seqs && s < n_seqs; ++s) any = any || seqs[s].adapter != 0;
-  if (!any) return forward_batch(*model_, *kv_, tokens, seqs, n_seqs, logits, *pool_, scratch_);
+  if (!any) return forward_batch(*model_, pools_, tokens, seqs, n_seqs, logits, *pool_, scratch_);
   std::vector<std::shared_ptr<const LoraAdapter>> hold(static_cast<size_t>(n_seqs));
   std::vector<const ProjectionDelta*> deltas(static_cast<size_t>(n_seqs), nullptr);
   {
@@ -134,7 +159,7 @@ Status CpuExecutor::forward(const int32_t* tokens, const BatchSeq* seqs, int64_t
       deltas[static_cast<size_t>(s)] = it->second.get();
     }
   }
-  return forward_batch(*model_, *kv_, tokens, seqs, n_seqs, logits, *pool_, scratch_, deltas.data());
+  return forward_batch(*model_, pools_, tokens, seqs, n_seqs, logits, *pool_, scratch_, deltas.data());
 }
 
 Status CpuExecutor::load_adapter(uint64_t id, const std::string& path, float scale) {
@@ -167,7 +192,13 @@ size_t CpuExecutor::adapter_bytes() const {
   return n;
 }
 
-void CpuExecutor::copy_block(int32_t src, int32_t dst, int64_t n_slots) { kv_->copy_block(src, dst, n_slots); }
+void CpuExecutor::copy_block(int32_t src, int32_t dst, int64_t n_slots) {
+  if (kv_) kv_->copy_block(src, dst, n_slots);
+}
+
+void CpuExecutor::copy_local_block(int32_t src, int32_t dst, int64_t n_slots) {
+  if (kv_local_) kv_local_->copy_block(src, dst, n_slots);
+}
 
 Status CpuExecutor::evaluate(const int32_t* tokens, int64_t n, int64_t logits_from, int64_t n_batch,
                              std::vector<float>* logits, bool hidden) {

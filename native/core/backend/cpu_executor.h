@@ -36,6 +36,7 @@ class CpuExecutor final : public Executor {
 
   Status forward(const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs, std::vector<float>* logits) override;
   void copy_block(int32_t src, int32_t dst, int64_t n_slots) override;
+  void copy_local_block(int32_t src, int32_t dst, int64_t n_slots) override;
   Status evaluate(const int32_t* tokens, int64_t n, int64_t logits_from, int64_t n_batch, std::vector<float>* logits,
                   bool hidden) override;
   // Loads (or replaces) adapter id; errors: InvalidArgument (id 0), LoraAdapter::load's.
@@ -61,7 +62,11 @@ class CpuExecutor final : public Executor {
   int64_t n_ctx_ = 0;
   GgmlType kv_type_ = GgmlType::F16;
   std::unique_ptr<ThreadPool> pool_;
-  std::unique_ptr<KvPool> kv_;
+  std::unique_ptr<KvPool> kv_;        // every layer, or the global layers (null when all are local)
+  std::unique_ptr<KvPool> kv_local_;  // the sliding-window layers when the model has any, else null
+  KvPools pools_;
+  int64_t n_blocks_ = 0;  // block ids the scheduler may hand out for the global table
+  int32_t block_size_ = 16;
   ForwardScratch scratch_;
   std::unique_ptr<KvCache> eval_kv_;  // made on the first evaluate()
   // Loaded adapters by id. forward() copies the shared pointers it needs under the lock, so an

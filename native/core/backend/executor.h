@@ -30,8 +30,16 @@ class GgufFile;
 // What an executor is asked to build at load.
 struct ExecutorOptions {
   int threads = 2;
-  int64_t n_ctx = 4096;     // 0 = the model's training context
-  int64_t kv_tokens = 0;    // KV pool size in tokens (0 = n_ctx)
+  int64_t n_ctx = 4096;   // 0 = the model's training context
+  int64_t kv_tokens = 0;  // KV pool size in tokens (0 = n_ctx)
+  // Models with sliding-window layers: their K/V goes to a second pool of this many tokens, which
+  // only has to hold each sequence's last window (the scheduler frees the rest). 0: enough for
+  // max_sequences sequences' windows plus one batch of max_batch_tokens (each sequence holds at
+  // most window + 2 blocks beyond its share of the batch), capped at kv_tokens (local blocks in
+  // use never outnumber global ones). -1: no second pool, every layer in the one pool of kv_tokens
+  // (the full cache, as before the split: a reference for tests and a fallback).
+  int64_t local_kv_tokens = 0;
+  int64_t max_sequences = 1, max_batch_tokens = 512;
   int32_t block_size = 16;  // tokens per KV block
   GgmlType kv_type = GgmlType::F16;
   bool repack = true;         // CPU: copy quantized matrices into gemm's packed layout at load
@@ -43,7 +51,12 @@ struct KvLayout {
   int64_t n_blocks = 0;
   int32_t block_size = 0;
   GgmlType type = GgmlType::F16;
-  size_t bytes = 0;  // K and V of every layer
+  size_t bytes = 0;  // K and V of every layer (global_bytes + local_bytes)
+  // Split by kind (KvPools) when the model has sliding-window layers: block ids [0, n_blocks) index
+  // the global layers' pool (none when every layer is local: then the ids carry positions only),
+  // ids [0, local_n_blocks) the local layers' pool. local_n_blocks 0: one pool holds every layer.
+  int64_t local_n_blocks = 0;
+  size_t global_bytes = 0, local_bytes = 0;
 };
 
 class Executor {
@@ -71,6 +84,8 @@ class Executor {
   // Copies block src's slots [0, n_slots) to block dst in every layer (copy-on-write of a shared
   // partial block).
   virtual void copy_block(int32_t src, int32_t dst, int64_t n_slots) = 0;
+  // The same in the local layers' pool (only called when kv_layout().local_n_blocks > 0).
+  virtual void copy_local_block(int32_t src, int32_t dst, int64_t n_slots) { (void)src, (void)dst, (void)n_slots; }
   // Scores tokens [n] from position 0 in a private cache that never touches the serving pool
   // (Model.evaluate, perplexity): logits [n - logits_from, n_vocab] of positions [logits_from, n)
   // (n - 1: the last token's only; 0: every token's). n_batch > 0 runs at most that many tokens per

@@ -15,6 +15,11 @@ struct BatchSeq {
   int out = 1;                      // logits wanted: 0 none, 1 last token, 2 every token
   uint64_t adapter = 0;             // the request's LoRA adapter id (0: the base model); the
                                     // executor resolves it to the weights it loaded
+  // Block table of the sliding-window (local) layers when they live in their own bounded pool
+  // (KvPools): same indexing as `blocks`, but only the blocks holding positions
+  // [max(0, pos0 - window + 1), pos0 + n_tokens) need be valid; earlier entries may be -1 (freed
+  // once out of every query's window). Null: local layers share `blocks` and the one pool.
+  const int32_t* local_blocks = nullptr;
 };
 
 // Where each token of a flattened batch lives: token t is at position pos[t] of a sequence whose

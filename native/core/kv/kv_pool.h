@@ -73,4 +73,14 @@ class KvPool {
   std::unique_ptr<uint8_t[]> k_, v_;
 };
 
+// Where a model's K/V lives. One pool of every layer (local == null; layer il at index il), or
+// split by kind: global layers in `global`, sliding-window (local) layers in `local`, each at the
+// layer's rank among its kind, either null when the model has no layer of that kind. Split, the
+// local pool only needs each sequence's last window of positions (BatchSeq::local_blocks), so its
+// size does not grow with context length. Both pools share block size and element type.
+struct KvPools {
+  KvPool* global = nullptr;
+  KvPool* local = nullptr;
+};
+
 }  // namespace llmserve

@@ -35,19 +35,20 @@ class Arena {
 };
 
 struct Buffers {
-  float* x;                // [n, n_embd] residual stream
-  float* xn;               // [n, n_embd] normed input / projection output
-  float* q;                // [n, n_embd_q]
-  float* k;                // [n, n_embd_kv]
-  float* v;                // [n, n_embd_kv]
-  float* attn;             // [n, n_embd_q]
-  float* gate;             // [n, n_ff]
-  float* up;               // [n, n_ff]
-  float* rope;             // [n, n_rot]
-  float* rope_swa;         // [n, n_rot] local layers' table when their base/scale differ (gemma3), else == rope
-  int64_t* pos;            // [n] position of each token
-  const int32_t** blocks;  // [n] block table of each token's sequence
-  uint8_t* attn_scratch;   // [pool.size()] per-thread attention scratch
+  float* x;                 // [n, n_embd] residual stream
+  float* xn;                // [n, n_embd] normed input / projection output
+  float* q;                 // [n, n_embd_q]
+  float* k;                 // [n, n_embd_kv]
+  float* v;                 // [n, n_embd_kv]
+  float* attn;              // [n, n_embd_q]
+  float* gate;              // [n, n_ff]
+  float* up;                // [n, n_ff]
+  float* rope;              // [n, n_rot]
+  float* rope_swa;          // [n, n_rot] local layers' table when their base/scale differ (gemma3), else == rope
+  int64_t* pos;             // [n] position of each token
+  const int32_t** blocks;   // [n] block table of each token's sequence
+  const int32_t** lblocks;  // [n] its local layers' table (== blocks when one pool holds every layer)
+  uint8_t* attn_scratch;    // [pool.size()] per-thread attention scratch
 };
 
 void layout(Arena& a, const ModelConfig& c, GgmlType kv_type, int64_t n, int n_threads, Buffers* b) {
@@ -64,6 +65,7 @@ void layout(Arena& a, const ModelConfig& c, GgmlType kv_type, int64_t n, int n_t
   b->rope_swa = c.swa_rope_differs() ? a.take<float>(N * c.n_rot) : b->rope;
   b->pos = a.take<int64_t>(N);
   b->blocks = a.take<const int32_t*>(N);
+  b->lblocks = a.take<const int32_t*>(N);
   b->attn_scratch = a.take<uint8_t>(static_cast<size_t>(n_threads) * attention_scratch_bytes(attn_shape(c), kv_type));
 }
 
@@ -73,12 +75,30 @@ void add_rows(float* y, const float* d, int64_t count) {
 }
 
 // Checks a batch against the model and the pool; counts its tokens (n) and logit rows (n_out).
-Status validate_batch(const ModelConfig& c, const KvPool& kv, const int32_t* tokens, const BatchSeq* seqs,
+// Layers of each kind: [0] global, [1] local (sliding-window).
+void count_kinds(const ModelConfig& c, int64_t n[2]) {
+  n[0] = n[1] = 0;
+  for (int64_t il = 0; il < c.n_layer; ++il) ++n[c.is_swa(il) ? 1 : 0];
+}
+
+// Whether the pools fit the model: one pool of every layer, or one per kind with that kind's layer
+// count (null exactly when the model has no layer of the kind); one block size and element type.
+bool pools_fit(const ModelConfig& c, const KvPools& kv) {
+  auto fits = [&](const KvPool* p, int64_t layers) {
+    return layers == 0 ? p == nullptr : p && p->n_layer() == layers && p->n_embd_kv() == c.n_embd_kv();
+  };
+  if (!kv.local) return fits(kv.global, c.n_layer);
+  int64_t n[2];
+  count_kinds(c, n);
+  if (!fits(kv.global, n[0]) || !fits(kv.local, n[1])) return false;
+  return !kv.global || (kv.global->block_size() == kv.local->block_size() && kv.global->type() == kv.local->type());
+}
+
+Status validate_batch(const ModelConfig& c, const KvPools& pools, const int32_t* tokens, const BatchSeq* seqs,
                       int64_t n_seqs, int64_t* n_total, int64_t* n_out_total) {
   if (!tokens || !seqs || n_seqs < 1) return make_error(Code::InvalidArgument, "forward: empty batch");
-  if (kv.n_layer() != c.n_layer || kv.n_embd_kv() != c.n_embd_kv()) {
-    return make_error(Code::InvalidArgument, "forward: KV cache was created for another model");
-  }
+  if (!pools_fit(c, pools)) return make_error(Code::InvalidArgument, "forward: KV cache was created for another model");
+  const KvPool& kv = pools.global ? *pools.global : *pools.local;
   int64_t n = 0, n_out = 0;
   for (int64_t s = 0; s < n_seqs; ++s) {
     const BatchSeq& q = seqs[s];
@@ -93,9 +113,17 @@ Status validate_batch(const ModelConfig& c, const KvPool& kv, const int32_t* tok
                                                    std::to_string(q.n_blocks * kv.block_size()) +
                                                    " positions of the sequence's KV blocks");
     }
-    for (int64_t b = 0; b < need; ++b)
-      if (q.blocks[b] < 0 || q.blocks[b] >= kv.n_blocks())
+    for (int64_t b = 0; pools.global && b < need; ++b)
+      if (q.blocks[b] < 0 || q.blocks[b] >= pools.global->n_blocks())
         return make_error(Code::InvalidArgument, "forward: block id out of range");
+    if (pools.local) {
+      // Only the blocks some query of this batch can see (its window) must be held.
+      if (!q.local_blocks) return make_error(Code::InvalidArgument, "forward: sequence without a local block table");
+      const int64_t first = std::max<int64_t>(0, q.pos0 - c.n_swa + 1) / kv.block_size();
+      for (int64_t b = first; b < need; ++b)
+        if (q.local_blocks[b] < 0 || q.local_blocks[b] >= pools.local->n_blocks())
+          return make_error(Code::InvalidArgument, "forward: local block id out of range or freed inside the window");
+    }
     n += q.n_tokens;
     n_out += q.out == 2 ? q.n_tokens : (q.out == 1 ? 1 : 0);
   }
@@ -115,7 +143,10 @@ Status validate_batch(const ModelConfig& c, const KvPool& kv, const int32_t* tok
 struct Pass {
   const Model& model;
   const ModelConfig& c;
-  KvPool& kv;
+  KvPools kv;
+  std::vector<int64_t> kv_index{};  // [n_layer] each layer's index in its pool
+  KvPool& pool_of(int64_t il) const { return kv.local && c.is_swa(il) ? *kv.local : *kv.global; }
+  const int32_t* const* tables_of(int64_t il) const { return c.is_swa(il) ? B.lblocks : B.blocks; }
   ThreadPool& pool;
   Buffers B{};
   int64_t n = 0;                    // tokens in the batch
@@ -222,6 +253,7 @@ void expand_positions(Pass& p, const BatchSeq* seqs, int64_t n_seqs, const Proje
     for (int64_t i = 0; i < q.n_tokens; ++i) {
       p.B.pos[t0 + i] = q.pos0 + i;
       p.B.blocks[t0 + i] = q.blocks;
+      p.B.lblocks[t0 + i] = p.kv.local ? q.local_blocks : q.blocks;
       if (any_delta) p.row_delta[static_cast<size_t>(t0 + i)] = deltas[s];
       if (q.out == 2 || (q.out == 1 && i == q.n_tokens - 1)) p.out_rows.push_back(t0 + i);
     }
@@ -303,7 +335,8 @@ void qkv_and_store(Pass& p, const LayerWeights& L, int64_t il) {
             hadamard_blocks_f32(B.k + t * NKV, NKV, rot.k);
           }
           if (rot.v) hadamard_blocks_f32(B.v + t * NKV, NKV, rot.v);
-          p.kv.store(il, B.blocks[t], B.pos[t], B.k + t * NKV, B.v + t * NKV);
+          p.pool_of(il).store(p.kv_index[static_cast<size_t>(il)], p.tables_of(il)[t], B.pos[t], B.k + t * NKV,
+                              B.v + t * NKV);
         }
       },
       p.tok_grain);
@@ -321,6 +354,7 @@ void keep_output_rows(Pass& p) {
     std::copy(B.x + r * E, B.x + (r + 1) * E, B.x + i * E);
     B.pos[i] = B.pos[r];
     B.blocks[i] = B.blocks[r];
+    B.lblocks[i] = B.lblocks[r];
     if (!p.row_delta.empty()) p.row_delta[static_cast<size_t>(i)] = p.row_delta[static_cast<size_t>(r)];
   }
   build_groups(p, p.n_out);
@@ -344,8 +378,9 @@ void attention_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
   const ModelConfig& c = p.c;
   Buffers& B = p.B;
   const int64_t E = c.n_embd, NQ = c.n_embd_q();
-  const BatchLayout bl{p.n, B.pos, B.blocks};
-  attention_f32(attn_shape(c, il), p.kv, il, B.q, bl, 0, m, B.attn, B.attn_scratch, p.pool);
+  const BatchLayout bl{p.n, B.pos, p.tables_of(il)};
+  attention_f32(attn_shape(c, il), p.pool_of(il), p.kv_index[static_cast<size_t>(il)], B.q, bl, 0, m, B.attn,
+                B.attn_scratch, p.pool);
   if (p.rot.v) {
     p.pool.parallel_for(
         m,
@@ -426,10 +461,22 @@ uint8_t* ForwardScratch::get(size_t bytes) {
 Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs,
                      std::vector<float>* logits, ThreadPool& pool, ForwardScratch& scratch,
                      const ProjectionDelta* const* deltas, bool hidden) {
+  return forward_batch(model, KvPools{&kv, nullptr}, tokens, seqs, n_seqs, logits, pool, scratch, deltas, hidden);
+}
+
+Status forward_batch(const Model& model, const KvPools& pools, const int32_t* tokens, const BatchSeq* seqs,
+                     int64_t n_seqs, std::vector<float>* logits, ThreadPool& pool, ForwardScratch& scratch,
+                     const ProjectionDelta* const* deltas, bool hidden) {
   const ModelConfig& c = model.config();
   if (!logits) return make_error(Code::InvalidArgument, "forward: logits output is null");
-  Pass p{model, c, kv, pool, {}};
-  LLMS_RETURN_IF_ERROR(validate_batch(c, kv, tokens, seqs, n_seqs, &p.n, &p.n_out));
+  Pass p{model, c, pools, {}, pool, {}};
+  LLMS_RETURN_IF_ERROR(validate_batch(c, pools, tokens, seqs, n_seqs, &p.n, &p.n_out));
+  const KvPool& kv = pools.global ? *pools.global : *pools.local;
+  int64_t rank[2] = {0, 0};
+  for (int64_t il = 0; il < c.n_layer; ++il) {
+    const int kind = pools.local && c.is_swa(il) ? 1 : 0;
+    p.kv_index.push_back(rank[kind]++);
+  }
 
   Arena measure(nullptr);
   layout(measure, c, kv.type(), p.n, pool.size(), &p.B);

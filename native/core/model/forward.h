@@ -69,6 +69,12 @@ class ProjectionDelta {
 Status forward_batch(const Model& model, KvPool& kv, const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs,
                      std::vector<float>* logits, ThreadPool& pool, ForwardScratch& scratch,
                      const ProjectionDelta* const* deltas = nullptr, bool hidden = false);
+// The same over split pools (KvPools): local layers store to and attend over pools.local through
+// each sequence's local_blocks. Errors as above, plus InvalidArgument when a local table lacks a
+// block inside some query's window.
+Status forward_batch(const Model& model, const KvPools& pools, const int32_t* tokens, const BatchSeq* seqs,
+                     int64_t n_seqs, std::vector<float>* logits, ThreadPool& pool, ForwardScratch& scratch,
+                     const ProjectionDelta* const* deltas = nullptr, bool hidden = false);
 
 // Runs tokens [n] at positions n_past .. n_past + n - 1 (appending their K/V to kv), writes logits.
 // logits_all = false: logits [n_vocab] for the last token only; true: [n, n_vocab] for every token.

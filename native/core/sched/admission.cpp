@@ -58,11 +58,12 @@ void Engine::admit(Sequence& s) {
                            std::equal(ss.tokens.begin(), ss.tokens.begin() + ss.n_computed, s.tokens.begin());
       if (extends) {
         s.blocks = std::move(ss.blocks);
+        s.lblocks = std::move(ss.lblocks);  // trimmed to the window before n_computed: all a turn needs
         s.n_computed = ss.n_computed;
         s.n_registered = ss.n_registered;
         s.last_key = ss.last_key;
       } else {
-        for (int32_t b : ss.blocks) alloc_->unref(b);
+        drop_tables(ss.blocks, ss.lblocks);
       }
       sessions_.erase(it);
     }
@@ -72,16 +73,26 @@ void Engine::admit(Sequence& s) {
   if (opts_.prefix_cache && s.blocks.empty()) {
     const int64_t max_full = ((int64_t)s.tokens.size() - 1) / bs;
     uint64_t key = 0;
+    std::vector<uint64_t> keys;
     for (int64_t i = 0; i < max_full; ++i) {
       key = BlockAllocator::hash_block(key, s.tokens.data() + i * bs, (int32_t)bs, adapter);
       const int32_t b = alloc_->lookup(key);
       if (b < 0) break;
       alloc_->ref(b);
       s.blocks.push_back(b);
-      s.n_computed += bs;
-      s.n_registered = i + 1;
-      s.last_key = key;
+      keys.push_back(key);
     }
+    // Split KV: local layers need the window before the reuse point; reuse less when it is gone.
+    int64_t k = (int64_t)s.blocks.size();
+    if (lalloc_ && k > 0) {
+      k = adopt_local_window(keys, k, &s.lblocks);
+      if (k < (int64_t)s.blocks.size()) ++st_.prefix_window_misses;
+      for (int64_t i = (int64_t)s.blocks.size() - 1; i >= k; --i) alloc_->unref(s.blocks[(size_t)i]);
+      s.blocks.resize((size_t)k);
+    }
+    s.n_computed = k * bs;
+    s.n_registered = k;
+    s.last_key = k > 0 ? keys[(size_t)k - 1] : 0;
   }
   // The partial last block of a kept sequence (a pinned prefix or an idle session) that this prompt
   // extends: copy it (copy-on-write) rather than recompute up to block_size - 1 tokens. Its full
@@ -96,6 +107,17 @@ void Engine::admit(Sequence& s) {
       if (!std::equal(ss.tokens.begin(), ss.tokens.begin() + ss.n_computed, s.tokens.begin())) continue;
       const int32_t b = alloc_->allocate();
       if (b < 0) break;
+      if (lalloc_) {
+        // The session's last block is inside its window (its last position is), so it is held.
+        const int32_t lb = lalloc_->allocate();
+        if (lb < 0 || ss.lblocks[(size_t)full] < 0) {
+          alloc_->unref(b);
+          if (lb >= 0) lalloc_->unref(lb);
+          break;
+        }
+        executor_->copy_local_block(ss.lblocks[(size_t)full], lb, ss.n_computed - full * bs);
+        s.lblocks.push_back(lb);
+      }
       executor_->copy_block(ss.blocks[(size_t)full], b, ss.n_computed - full * bs);
       s.blocks.push_back(b);
       s.n_computed = ss.n_computed;
@@ -103,6 +125,35 @@ void Engine::admit(Sequence& s) {
     }
   }
   s.tm.reused_tokens = std::max(s.tm.reused_tokens, s.n_computed);
+}
+
+int64_t Engine::adopt_local_window(const std::vector<uint64_t>& keys, int64_t k, std::vector<int32_t>* lblocks) {
+  const int64_t bs = kv_.block_size;
+  // Block m missing rules out every k' whose window [first(k'), k') contains m: try k' = m next.
+  // Each block is looked up at most once per candidate, and candidates only shrink.
+  std::vector<int32_t> found((size_t)k, -1);
+  while (k > 0) {
+    const int64_t first = std::max<int64_t>(0, k * bs - window_ + 1) / bs;
+    int64_t missing = -1;
+    for (int64_t j = k - 1; j >= first; --j) {
+      if (found[(size_t)j] < 0) found[(size_t)j] = lalloc_->lookup(keys[(size_t)j]);
+      if (found[(size_t)j] < 0) {
+        missing = j;
+        break;
+      }
+    }
+    if (missing < 0) {
+      lblocks->assign((size_t)k, -1);
+      for (int64_t j = first; j < k; ++j) {
+        lalloc_->ref(found[(size_t)j]);
+        (*lblocks)[(size_t)j] = found[(size_t)j];
+      }
+      return k;
+    }
+    k = missing;
+  }
+  lblocks->clear();
+  return 0;
 }
 
 void Engine::register_full_blocks(Sequence& s) {
@@ -113,6 +164,9 @@ void Engine::register_full_blocks(Sequence& s) {
     const uint64_t key = BlockAllocator::hash_block(s.last_key, s.tokens.data() + i * bs, (int32_t)bs, s.req->adapter);
     const int32_t b = s.blocks[(size_t)i];
     if (!alloc_->registered(b)) alloc_->register_block(b, key);  // false if another block holds it: fine
+    // The local block under the same key: a later prompt with this prefix may reuse the window.
+    if (lalloc_ && s.lblocks[(size_t)i] >= 0 && !lalloc_->registered(s.lblocks[(size_t)i]))
+      lalloc_->register_block(s.lblocks[(size_t)i], key);
     s.last_key = key;
     s.n_registered = i + 1;
   }

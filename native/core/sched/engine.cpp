@@ -33,6 +33,9 @@ Status Engine::load(const std::string& path, const EngineOptions& opts, const st
     return bad("Expected a non-negative integer for contextSize but received " + std::to_string(opts.n_ctx));
   if (opts.kv_tokens < 0)
     return bad("Expected a non-negative integer for kvCacheTokens but received " + std::to_string(opts.kv_tokens));
+  if (opts.local_kv_tokens < -1)
+    return bad("Expected -1, 0 or a positive token count for the local KV pool but received " +
+               std::to_string(opts.local_kv_tokens));
   if (opts.block_size < 1 || opts.block_size > 4096)
     return bad("Expected kvBlockSize in [1, 4096] but received " + std::to_string(opts.block_size));
   if (opts.max_batch_tokens < 1)
@@ -45,6 +48,9 @@ Status Engine::load(const std::string& path, const EngineOptions& opts, const st
   xo.threads = opts.threads;
   xo.n_ctx = opts.n_ctx;
   xo.kv_tokens = opts.kv_tokens;
+  xo.local_kv_tokens = opts.local_kv_tokens;
+  xo.max_sequences = opts.max_sequences;
+  xo.max_batch_tokens = opts.max_batch_tokens;
   xo.block_size = opts.block_size;
   xo.kv_type = opts.kv_type;
   xo.repack = opts.repack;
@@ -63,6 +69,13 @@ Status Engine::create(std::unique_ptr<Executor> executor, const EngineOptions& o
   e->opts_.n_ctx = e->executor_->n_ctx();
   if (e->opts_.kv_tokens == 0) e->opts_.kv_tokens = e->opts_.n_ctx;
   e->alloc_ = std::make_unique<BlockAllocator>(static_cast<int32_t>(e->kv_.n_blocks));
+  if (e->kv_.local_n_blocks > 0) {
+    e->lalloc_ = std::make_unique<BlockAllocator>(static_cast<int32_t>(e->kv_.local_n_blocks));
+    e->window_ = std::max<int64_t>(e->executor_->config().n_swa, 1);
+    e->st_.local_blocks_total = e->kv_.local_n_blocks;
+  }
+  e->st_.kv_bytes_global = (int64_t)e->kv_.global_bytes;
+  e->st_.kv_bytes_local = (int64_t)e->kv_.local_bytes;
   e->st_.blocks_total = e->kv_.n_blocks;
   e->st_.block_size = e->kv_.block_size;
   e->publish_stats();
@@ -232,6 +245,11 @@ void Engine::publish_stats() {
   st_.blocks_free = alloc_->n_free();
   st_.prefix_lookups = alloc_->stats().lookups;
   st_.prefix_hits = alloc_->stats().hits;
+  if (lalloc_) {
+    st_.local_blocks_used = lalloc_->n_used();
+    st_.local_blocks_cached = lalloc_->n_cached();
+    st_.local_blocks_free = lalloc_->n_free();
+  }
   // Tokens stored in used blocks: a block shared by several sequences (prefix cache) counts once,
   // with the most slots any holder has filled.
   const int64_t bs = kv_.block_size;
@@ -301,8 +319,7 @@ void Engine::run() {
       if (inbox_.empty()) break;
     }
   }
-  for (auto& [id, ss] : sessions_)
-    for (int32_t b : ss->blocks) alloc_->unref(b);
+  for (auto& [id, ss] : sessions_) drop_tables(ss->blocks, ss->lblocks);
   sessions_.clear();
   publish_stats();
 }

@@ -36,8 +36,12 @@ namespace llmserve {
 
 struct EngineOptions {
   int threads = 2;
-  int64_t n_ctx = 4096;              // most positions one sequence may use; 0 = the model's training context
-  int64_t kv_tokens = 0;             // KV pool size in tokens (0 = n_ctx)
+  int64_t n_ctx = 4096;   // most positions one sequence may use; 0 = the model's training context
+  int64_t kv_tokens = 0;  // KV pool size in tokens (0 = n_ctx)
+  // Models with sliding-window layers: tokens of the local layers' pool (0 = enough for
+  // max_sequences windows plus a full batch, at most kv_tokens; -1 = no second pool: every layer
+  // keeps every position, the full cache; see docs/design.md).
+  int64_t local_kv_tokens = 0;
   int32_t block_size = 16;           // tokens per KV block
   GgmlType kv_type = GgmlType::F16;  // F16, F32 or Q8_0
   int64_t max_batch_tokens = 512;    // tokens per step (decode tokens + prompt chunks)
@@ -142,6 +146,14 @@ class Engine {
   bool evict_one_session();
   void preempt(Sequence& s);
   void release_blocks(Sequence& s);
+  // Unrefs every block of a global table and its local table, and clears both.
+  void drop_tables(std::vector<int32_t>& blocks, std::vector<int32_t>& lblocks);
+  // Frees the local blocks no query at a position >= n_computed can see (out of the window).
+  void trim_local(std::vector<int32_t>& lblocks, int64_t n_computed);
+  // Prefix reuse of k leading blocks (keys[i] = key of block i) needs the local blocks of the
+  // window before position k * block_size: the largest k' <= k whose window blocks are all in the
+  // local prefix cache, with those blocks ref'd into lblocks (-1 before the window).
+  int64_t adopt_local_window(const std::vector<uint64_t>& keys, int64_t k, std::vector<int32_t>* lblocks);
   void run_eval(EvalRequest& req);
   void publish_stats();
 
@@ -149,6 +161,8 @@ class Engine {
   std::unique_ptr<Executor> executor_;
   KvLayout kv_;  // the executor's KV pool (block ids are [0, kv_.n_blocks))
   std::unique_ptr<BlockAllocator> alloc_;
+  std::unique_ptr<BlockAllocator> lalloc_;  // local layers' pool (null: one pool holds every layer)
+  int64_t window_ = 0;                      // the local layers' window when lalloc_
   // LoRA adapters by id (declared after executor_: every lease is gone before the executor is).
   std::mutex adapters_mu_;
   std::map<uint64_t, std::shared_ptr<AdapterLease>> adapters_;

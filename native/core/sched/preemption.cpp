@@ -7,9 +7,27 @@
 
 namespace llmserve {
 
+void Engine::drop_tables(std::vector<int32_t>& blocks, std::vector<int32_t>& lblocks) {
+  for (int32_t b : blocks) alloc_->unref(b);
+  for (int32_t b : lblocks)
+    if (b >= 0) lalloc_->unref(b);
+  blocks.clear();
+  lblocks.clear();
+}
+
+void Engine::trim_local(std::vector<int32_t>& lblocks, int64_t n_computed) {
+  if (!lalloc_) return;
+  const int64_t dead =
+      std::min<int64_t>(std::max<int64_t>(0, n_computed - window_ + 1) / kv_.block_size, (int64_t)lblocks.size());
+  // Freed entries form a leading run: walk back from the last dead block until one is already freed.
+  for (int64_t j = dead - 1; j >= 0 && lblocks[(size_t)j] >= 0; --j) {
+    lalloc_->unref(lblocks[(size_t)j]);
+    lblocks[(size_t)j] = -1;
+  }
+}
+
 void Engine::release_blocks(Sequence& s) {
-  for (int32_t b : s.blocks) alloc_->unref(b);
-  s.blocks.clear();
+  drop_tables(s.blocks, s.lblocks);
   s.n_computed = 0;
   s.n_registered = 0;
   s.last_key = 0;
@@ -22,7 +40,7 @@ bool Engine::evict_one_session() {
     if (victim == sessions_.end() || it->second->last_used < victim->second->last_used) victim = it;
   }
   if (victim == sessions_.end()) return false;
-  for (int32_t b : victim->second->blocks) alloc_->unref(b);
+  drop_tables(victim->second->blocks, victim->second->lblocks);
   sessions_.erase(victim);
   ++st_.session_evictions;
   return true;
@@ -52,19 +70,24 @@ bool Engine::ensure_blocks(Sequence& s, int64_t n_tokens, std::vector<Sequence*>
   const int64_t bs = kv_.block_size;
   const int64_t need = (s.n_computed + n_tokens + bs - 1) / bs - (int64_t)s.blocks.size();
   for (int64_t k = 0; k < need; ++k) {
-    int32_t b = alloc_->allocate();
-    while (b < 0) {
+    // A global block and, with a split pool, a local one for the same positions.
+    int32_t b = alloc_->allocate(), lb = lalloc_ ? lalloc_->allocate() : 0;
+    while (b < 0 || lb < 0) {
       if (evict_one_session()) {
       } else if (order.size() > self_index + 1) {
         Sequence* victim = order.back();
         order.pop_back();
         preempt(*victim);
       } else {
+        if (b >= 0) alloc_->unref(b);
+        if (lb >= 0 && lalloc_) lalloc_->unref(lb);
         return false;
       }
-      b = alloc_->allocate();
+      if (b < 0) b = alloc_->allocate();
+      if (lb < 0) lb = lalloc_->allocate();
     }
     s.blocks.push_back(b);
+    if (lalloc_) s.lblocks.push_back(lb);
   }
   return true;
 }

@@ -69,6 +69,14 @@ struct EngineStats {
   int64_t running = 0, waiting = 0, sessions = 0;
   int64_t blocks_total = 0, blocks_used = 0, blocks_cached = 0, blocks_free = 0, block_size = 0;
   int64_t kv_tokens_held = 0;  // tokens stored in used blocks (the rest of those blocks is waste)
+  // Sliding-window models (KvPools split): the local layers' pool, whose used blocks stay bounded
+  // by the window (blocks out of every sequence's window are freed), and the bytes of each kind.
+  // local_blocks_total 0: one pool holds every layer.
+  int64_t local_blocks_total = 0, local_blocks_used = 0, local_blocks_cached = 0, local_blocks_free = 0;
+  int64_t kv_bytes_global = 0, kv_bytes_local = 0;
+  // Prefix-cache and session reuse cut short because the local layers' blocks of the window before
+  // the reuse point were freed or evicted (the rest of the prompt is recomputed).
+  int64_t prefix_window_misses = 0;
   // Requests admitted while other sequences were running (joining a running batch: continuous
   // batching; always 0 with static batching).
   int64_t joined_running = 0;

@@ -30,8 +30,11 @@ struct Engine::Sequence {
   int64_t n_prompt = 0;
   int64_t n_computed = 0;       // tokens[0, n_computed) have K/V in `blocks`
   std::vector<int32_t> blocks;  // block table
-  int64_t n_registered = 0;     // leading full blocks whose prefix key is known
-  uint64_t last_key = 0;        // key of block n_registered - 1 (0 = root)
+  // Local layers' table (only with a split KV pool): same indexing; -1 for blocks freed once out of
+  // the window (always a leading run).
+  std::vector<int32_t> lblocks;
+  int64_t n_registered = 0;  // leading full blocks whose prefix key is known
+  uint64_t last_key = 0;     // key of block n_registered - 1 (0 = root)
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<GrammarMatcher> grammar;  // with req->grammar: its state after the generated tokens
   std::vector<uint8_t> allowed;             // grammar mask scratch [n_vocab]
@@ -44,6 +47,7 @@ struct Engine::Session {
   std::vector<int32_t> tokens;  // what the KV holds (tokens[0, n_computed)) and the next token
   int64_t n_computed = 0;
   std::vector<int32_t> blocks;
+  std::vector<int32_t> lblocks;
   int64_t n_registered = 0;
   uint64_t last_key = 0;
   bool pinned = false;

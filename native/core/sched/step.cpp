@@ -61,7 +61,7 @@ void Engine::drain_inbox() {
   for (int64_t sid : ends) {
     auto it = sessions_.find(sid);
     if (it == sessions_.end()) continue;
-    for (int32_t b : it->second->blocks) alloc_->unref(b);
+    drop_tables(it->second->blocks, it->second->lblocks);
     sessions_.erase(it);
   }
 }
@@ -85,16 +85,17 @@ void Engine::finish(Sequence& s, FinishReason r, Status error) {
     ss->tokens = s.tokens;
     ss->n_computed = s.n_computed;
     ss->blocks = std::move(s.blocks);
+    ss->lblocks = std::move(s.lblocks);
     ss->n_registered = s.n_registered;
     ss->last_key = s.last_key;
     ss->pinned = s.req->pin;
     ss->adapter = s.req->adapter;
     ss->last_used = ++session_clock_;
     auto old = sessions_.find(s.req->session);
-    if (old != sessions_.end())
-      for (int32_t b : old->second->blocks) alloc_->unref(b);
+    if (old != sessions_.end()) drop_tables(old->second->blocks, old->second->lblocks);
     sessions_[s.req->session] = std::move(ss);
     s.blocks.clear();
+    s.lblocks.clear();
   } else {
     release_blocks(s);
   }
@@ -189,6 +190,7 @@ bool Engine::run_batch(StepPlan& plan) {
     tokens.insert(tokens.end(), s.tokens.begin() + s.n_computed, s.tokens.begin() + s.n_computed + p.chunk);
     BatchSeq b;
     b.blocks = s.blocks.data();
+    b.local_blocks = lalloc_ ? s.lblocks.data() : nullptr;
     b.n_blocks = (int64_t)s.blocks.size();
     b.pos0 = s.n_computed;
     b.n_tokens = p.chunk;
@@ -218,6 +220,7 @@ void Engine::sample_and_emit(StepPlan& plan) {
     Sequence& s = *p.s;
     s.n_computed += p.chunk;
     register_full_blocks(s);
+    trim_local(s.lblocks, s.n_computed);
     if (!p.out) continue;
     const float* lg = logits_.data() + (row++) * n_vocab;
     if (s.t_first_token < 0) {

@@ -341,9 +341,11 @@ Status validate_synth_options(const SynthOptions& o) {
     return invalid("Expected rms_eps in (0, 1) but received " + std::to_string(o.rms_eps));
   }
   const bool gemma = o.arch == "gemma2" || o.arch == "gemma3";
-  // phi3 files carry attention.sliding_window too (llama.cpp ignores it for phi3).
-  if (!gemma && o.arch != "phi3" && o.sliding_window) {
-    return invalid("Expected arch 'gemma2', 'gemma3' or 'phi3' for sliding_window but received '" + o.arch + "'");
+  // phi3 and Mistral-style llama files carry attention.sliding_window too (llama.cpp ignores it
+  // for both: its llama and phi3 graphs attend over every position).
+  if (!gemma && o.arch != "phi3" && o.arch != "llama" && o.sliding_window) {
+    return invalid("Expected arch 'gemma2', 'gemma3', 'phi3' or 'llama' for sliding_window but received '" + o.arch +
+                   "'");
   }
   if (o.long_rope && o.arch != "phi3") {
     return invalid("Expected arch 'phi3' for long_rope (LongRoPE factor tensors) but received '" + o.arch + "'");
