@@ -177,7 +177,7 @@ function compressionSummary(tensors: { name: string }[], md: Record<string, unkn
     sparse24Matrices: sparse || undefined,
     lowRankMatrices: lowRank || undefined,
     lowRank: lowRank
-      ? `${md["llmserve.lowrank.rank"] !== undefined ? `rank ${String(md["llmserve.lowrank.rank"])}` : `energy ${String(md["llmserve.lowrank.energy"])}`}${residual ? ` + sparse residual ${String(md["llmserve.lowrank.sparse"])} (${residual} matrices)` : ""}${md["llmserve.lowrank.activation_aware"] === true ? ", activation-aware" : ""}`
+      ? `${md["llmserve.lowrank.rank"] !== undefined ? `rank ${String(md["llmserve.lowrank.rank"])}` : `energy ${String(md["llmserve.lowrank.energy"])}`}${residual ? ` + sparse residual ${Number(Number(md["llmserve.lowrank.sparse"]).toPrecision(6))} (${residual} matrices)` : ""}${md["llmserve.lowrank.activation_aware"] === true ? ", activation-aware" : ""}`
       : undefined,
     llamaCpp: sparse
       ? "cannot load this file: it holds llmserve's 2:4 sparse tensors (NAME.s24v/.s24i); write it with --format dense for llama.cpp"

@@ -25,7 +25,15 @@ export const PRUNE_METHODS = ["magnitude", "wanda"] as const;
 export const COMPRESS_FORMATS = ["dense", "sparse"] as const;
 
 /** How {@link compress} picks each factored matrix's rank: one rank for all, or by retained energy. */
-export type LowRankSpec = { rank: number } | { energy: number };
+export type LowRankSpec =
+  | {
+      /** One rank for every selected matrix (<= min(rows, columns)). */
+      rank: number;
+    }
+  | {
+      /** Per matrix, the smallest rank keeping this fraction, in (0, 1], of the squared singular values. */
+      energy: number;
+    };
 
 /** Options of {@link compress}: either `prune` or `lowrank`. */
 export interface CompressOptions {
@@ -95,8 +103,9 @@ export interface FactoredTensor {
   rank: number;
   /** Entries of its sparse residual. */
   nnz: number;
-  /** Bytes of the dense input matrix and of what was written for it. */
+  /** Bytes of the dense input matrix. */
   denseBytes: number;
+  /** Bytes written for it (factors and residual, or the dense matrix when kept). */
   bytes: number;
   /** ‖W − (U·V + S)‖ / ‖W‖ (0 when kept dense). */
   relError: number;
