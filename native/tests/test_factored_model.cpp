@@ -205,3 +205,22 @@ TEST(lowrank_corrupt_residual_is_refused_at_load) {
   CHECK(!m);
   CHECK(st.code == Code::GgufCorrupt);
 }
+
+// The whole model over one batch, token by token and in uneven chunks, 1-3 threads: byte-identical
+// logits (a factored matrix with a residual in every projection).
+TEST(factored_model_batch_invariant) {
+  SynthOptions so = small_model();
+  so.heads = 2;  // head_dim 32: a q8_0 KV cache needs rows of whole blocks
+  so.kv_heads = 1;
+  const std::string in = llmserve_test::synth_to(so, "lr_bi_in.gguf");
+  const std::string fac = llmserve_test::tmp_path("lr_bi.gguf");
+  LowRankOptions o;
+  o.rank = 8;
+  o.sparse = 0.03;
+  CHECK(lowrank_model(in, fac, o, nullptr, {}, nullptr, nullptr).is_ok());
+  auto m = llmserve_test::load_model(fac);
+  CHECK(m != nullptr);
+  if (!m) return;
+  CHECK(m->weights().layers[0].wq.lr_rank == 8 && m->weights().layers[0].wq.sp_ptr != nullptr);
+  llmserve_test::check_batch_invariance(*m);
+}
