@@ -19,6 +19,7 @@
 #include "quant/quant.h"
 #include "synth/synth.h"
 #include "testing.h"
+#include "train/lora_train.h"
 
 using namespace llmserve;
 
@@ -223,4 +224,25 @@ TEST(factored_model_batch_invariant) {
   if (!m) return;
   CHECK(m->weights().layers[0].wq.lr_rank == 8 && m->weights().layers[0].wq.sp_ptr != nullptr);
   llmserve_test::check_batch_invariance(*m);
+}
+
+// Training reads dense rows of the frozen matrices: a factored model is refused with a typed error.
+TEST(finetune_refuses_a_factored_model) {
+  const std::string in = llmserve_test::synth_to(small_model(), "lr_ft_in.gguf");
+  const std::string fac = llmserve_test::tmp_path("lr_ft.gguf");
+  LowRankOptions o;
+  o.rank = 8;
+  o.patterns = {"ffn_up"};
+  CHECK(lowrank_model(in, fac, o, nullptr, {}, nullptr, nullptr).is_ok());
+  auto m = llmserve_test::load_model(fac);
+  CHECK(m != nullptr);
+  if (!m) return;
+  LoraSet<float> l;
+  CHECK(lora_zeros(m->config(), 2, 4.0, kAllBlockProjs, &l).is_ok());
+  const std::vector<int32_t> toks = {1, 5, 9, 13}, labels = {5, 9, 13, -1};
+  double nll = 0;
+  ThreadPool pool(1);
+  const Status st = lora_loss_grad<float>(*m, l, toks.data(), labels.data(), 4, 1.0, &nll, nullptr, pool);
+  CHECK(st.code == Code::InvalidArgument);
+  CHECK(st.message.find("low-rank factored") != std::string::npos);
 }
