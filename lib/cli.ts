@@ -152,24 +152,38 @@ function describeValue(v: unknown): string {
   return String(v);
 }
 
-/** The storage format of a tensor when it is not a plain ggml tensor (llmserve's 2:4 sparse pair). */
-function tensorFormat(name: string): string | undefined {
+/** The storage format of a tensor when it is not a plain ggml tensor (llmserve's 2:4 sparse pair, low-rank factors). */
+function tensorFormat(t: { name: string; shape: number[] }): string | undefined {
+  const name = t.name;
   if (name.endsWith(".s24v")) return "2:4 sparse: kept values (f16), llmserve only";
   if (name.endsWith(".s24i")) return "2:4 sparse: 2-bit positions, llmserve only";
+  if (name.endsWith(".lr_v")) return `low-rank rank ${t.shape[1]}: V factor, llmserve only`;
+  if (name.endsWith(".lr_ut")) return `low-rank rank ${t.shape[1]}: U factor (transposed), llmserve only`;
+  if (name.endsWith(".sp_ptr")) return "sparse residual (CSR): row pointers, llmserve only";
+  if (name.endsWith(".sp_col")) return `sparse residual (CSR): ${t.shape[0]} columns, llmserve only`;
+  if (name.endsWith(".sp_val")) return "sparse residual (CSR): values (f16), llmserve only";
   return undefined;
 }
 
 /** What `info` says about a pruned / sparse file (nothing for a plain one). */
 function compressionSummary(tensors: { name: string }[], md: Record<string, unknown>): Record<string, unknown> {
   const sparse = tensors.filter((t) => t.name.endsWith(".s24v")).length;
+  const lowRank = tensors.filter((t) => t.name.endsWith(".lr_v")).length;
+  const residual = tensors.filter((t) => t.name.endsWith(".sp_ptr")).length;
   const method = md["llmserve.prune.method"];
-  if (!sparse && method === undefined) return {};
+  if (!sparse && !lowRank && method === undefined) return {};
   return {
     pruned: method === undefined ? undefined : `${String(md["llmserve.prune.pattern"])} ${String(method)}`,
     sparse24Matrices: sparse || undefined,
+    lowRankMatrices: lowRank || undefined,
+    lowRank: lowRank
+      ? `${md["llmserve.lowrank.rank"] !== undefined ? `rank ${String(md["llmserve.lowrank.rank"])}` : `energy ${String(md["llmserve.lowrank.energy"])}`}${residual ? ` + sparse residual ${Number(Number(md["llmserve.lowrank.sparse"]).toPrecision(6))} (${residual} matrices)` : ""}${md["llmserve.lowrank.activation_aware"] === true ? ", activation-aware" : ""}`
+      : undefined,
     llamaCpp: sparse
       ? "cannot load this file: it holds llmserve's 2:4 sparse tensors (NAME.s24v/.s24i); write it with --format dense for llama.cpp"
-      : undefined,
+      : lowRank
+        ? "cannot load this file: it holds llmserve's low-rank factored tensors (NAME.lr_v/.lr_ut, NAME.sp_*) in place of the dense matrices"
+        : undefined,
   };
 }
 
@@ -247,7 +261,7 @@ async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
   process.stdout.write("\ntensors:\n");
   for (const t of g.tensors.slice(0, 40))
     process.stdout.write(
-      `  ${t.name.padEnd(28)} ${t.type.padEnd(6)} [${t.shape.join(", ")}]${tensorFormat(t.name) ? `  ${tensorFormat(t.name)}` : ""}\n`,
+      `  ${t.name.padEnd(28)} ${t.type.padEnd(6)} [${t.shape.join(", ")}]${tensorFormat(t) ? `  ${tensorFormat(t)}` : ""}\n`,
     );
   if (g.tensors.length > 40) process.stdout.write(`  ... ${g.tensors.length - 40} more\n`);
   refuse();

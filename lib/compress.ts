@@ -24,14 +24,36 @@ export const PRUNE_METHODS = ["magnitude", "wanda"] as const;
 /** How {@link compress} stores pruned matrices. */
 export const COMPRESS_FORMATS = ["dense", "sparse"] as const;
 
-/** Options of {@link compress}. */
+/** How {@link compress} picks each factored matrix's rank: one rank for all, or by retained energy. */
+export type LowRankSpec =
+  | {
+      /** One rank for every selected matrix (<= min(rows, columns)). */
+      rank: number;
+    }
+  | {
+      /** Per matrix, the smallest rank keeping this fraction, in (0, 1], of the squared singular values. */
+      energy: number;
+    };
+
+/** Options of {@link compress}: either `prune` or `lowrank`. */
 export interface CompressOptions {
   /**
    * What to prune in every selected matrix row: a ratio in (0, 1) (that fraction of each row's
    * entries, the lowest-scored, become 0) or `"2:4"` (in every 4 consecutive entries the 2
    * lowest-scored become 0).
    */
-  prune: number | "2:4";
+  prune?: number | "2:4";
+  /**
+   * Low-rank factorization instead of pruning: each selected matrix W becomes U·V from a truncated
+   * SVD, at `{ rank }` (<= min(rows, columns)) or at the smallest rank keeping `{ energy }` (in
+   * (0, 1]) of the squared singular values. With `calib` the SVD is activation-aware (columns
+   * weighted by the calibration activations' RMS). Written in llmserve's factored format
+   * (docs/sparse-formats.md): llama.cpp cannot load the file. A matrix the factors would not make
+   * smaller stays dense (a note says so).
+   */
+  lowrank?: LowRankSpec;
+  /** With `lowrank`: the fraction in [0, 1) of each matrix's entries kept as a sparse residual S (W ≈ U·V + S). */
+  sparse?: number;
   /** `magnitude` (|W|, default) or `wanda` (|W|·‖x‖ from the activations of `calib`). */
   method?: (typeof PRUNE_METHODS)[number];
   /**
@@ -41,7 +63,7 @@ export interface CompressOptions {
    * written into each tensor's own type, a file llama.cpp loads, no faster than the input.
    */
   format?: "dense" | "sparse";
-  /** A UTF-8 text file the model runs over to measure its activations (required for `wanda`). */
+  /** A UTF-8 text file the model runs over to measure its activations (required for `wanda`; makes `lowrank` activation-aware). */
   calib?: string;
   /** Calibration tokens per chunk (default 512). */
   calibCtx?: number;
@@ -71,12 +93,34 @@ export interface CompressedTensor {
   elements: number;
 }
 
+/** One matrix selected for low-rank factorization. */
+export interface FactoredTensor {
+  /** Its name, e.g. `blk.0.ffn_up.weight`. */
+  name: string;
+  /** False when the factors would not have been smaller: the matrix stayed dense. */
+  factored: boolean;
+  /** The rank (chosen per matrix with `energy`). */
+  rank: number;
+  /** Entries of its sparse residual. */
+  nnz: number;
+  /** Bytes of the dense input matrix. */
+  denseBytes: number;
+  /** Bytes written for it (factors and residual, or the dense matrix when kept). */
+  bytes: number;
+  /** ‖W − (U·V + S)‖ / ‖W‖ (0 when kept dense). */
+  relError: number;
+  /** The retained fraction of the (whitened) squared singular values. */
+  energy: number;
+}
+
 /** What {@link compress} wrote. */
 export interface CompressResult {
-  /** How the pruned matrices are stored ("sparse": only llmserve loads the file). */
-  format: "dense" | "sparse";
-  /** The pruned tensors in file order. */
+  /** How the compressed matrices are stored ("sparse" and "lowrank": only llmserve loads the file). */
+  format: "dense" | "sparse" | "lowrank";
+  /** The pruned tensors in file order (empty for `lowrank`). */
   tensors: CompressedTensor[];
+  /** With `lowrank`: every selected matrix in file order. */
+  factored?: FactoredTensor[];
   /** Warnings (e.g. a quantized input re-rounded). */
   notes: string[];
   /** Calibration tokens run (0 for magnitude). */
@@ -94,9 +138,11 @@ export function resolveCompressOptions(options: unknown): {
   onProgress?: CompressOptions["onProgress"];
   signal?: AbortSignal;
 } {
-  const o = checkObject("compress options", options) as Partial<CompressOptions> & Record<string, unknown>;
+  const o = checkObject("compress options", options) as RawOptions;
   checkKeys("compress options", o, [
     "prune",
+    "lowrank",
+    "sparse",
     "method",
     "format",
     "calib",
@@ -106,6 +152,11 @@ export function resolveCompressOptions(options: unknown): {
     "onProgress",
     "signal",
   ]);
+  if ((o.prune === undefined) === (o.lowrank === undefined))
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", "Give either prune or lowrank (not both, not neither).");
+  if (o.lowrank !== undefined) return resolveLowRank(o);
+  if (o.sparse !== undefined)
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", "sparse (a residual fraction) goes with lowrank only.");
   let prune: number | "2:4";
   if (o.prune === "2:4") prune = "2:4";
   else if (typeof o.prune === "number" && o.prune > 0 && o.prune < 1) prune = o.prune;
@@ -135,6 +186,18 @@ export function resolveCompressOptions(options: unknown): {
       "ERR_INVALID_ARGUMENT",
       "Wanda pruning weighs each weight by its input's activations: give a calibration text (calib / --calib text.txt), or use method magnitude.",
     );
+  const { calibCtx, tensors, threads } = commonOptions(o);
+  return {
+    opts: { prune, lowrank: null, method, format, tensors, threads, ctx: calibCtx, checkOnly: false },
+    calib: method === "wanda" ? calib : undefined,
+    onProgress: o.onProgress,
+    signal: o.signal,
+  };
+}
+
+type RawOptions = Partial<CompressOptions> & Record<string, unknown>;
+
+function commonOptions(o: RawOptions): { calibCtx: number; tensors: string[]; threads: number } {
   const calibCtx =
     o.calibCtx === undefined ? COMPRESS_DEFAULTS.calibCtx : checkLimit("calibCtx", o.calibCtx, EVAL_LIMITS.ctx);
   let tensors: string[] = [];
@@ -148,9 +211,54 @@ export function resolveCompressOptions(options: unknown): {
     throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected a function for onProgress");
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal))
     throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected an AbortSignal for signal");
+  return { calibCtx, tensors, threads };
+}
+
+// The lowrank half of resolveCompressOptions: exactly one of rank / energy, a residual fraction.
+function resolveLowRank(o: RawOptions): ReturnType<typeof resolveCompressOptions> {
+  const l = checkObject("lowrank", o.lowrank) as Record<string, unknown>;
+  checkKeys("lowrank", l, ["rank", "energy"]);
+  let rank = 0;
+  let energy = 0;
+  if ((l.rank === undefined) === (l.energy === undefined))
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", "lowrank takes either { rank } or { energy }.");
+  if (l.rank !== undefined) {
+    if (typeof l.rank !== "number" || !Number.isInteger(l.rank) || l.rank < 1)
+      throw new LlmserveError(
+        "ERR_INVALID_ARGUMENT",
+        `Expected an integer >= 1 for lowrank.rank but received ${JSON.stringify(l.rank) ?? String(l.rank)}`,
+      );
+    rank = l.rank;
+  } else {
+    if (typeof l.energy !== "number" || !(l.energy > 0 && l.energy <= 1))
+      throw new LlmserveError(
+        "ERR_INVALID_ARGUMENT",
+        `Expected a retained energy in (0, 1] (e.g. 0.95) for lowrank.energy but received ${JSON.stringify(l.energy) ?? String(l.energy)}`,
+      );
+    energy = l.energy;
+  }
+  const sparse = o.sparse ?? 0;
+  if (typeof sparse !== "number" || !(sparse >= 0 && sparse < 1))
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      `Expected a residual fraction in [0, 1) (e.g. 0.02) for sparse but received ${JSON.stringify(sparse) ?? String(sparse)}`,
+    );
+  if (o.method !== undefined || o.format !== undefined)
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", "method and format go with prune, not lowrank.");
+  const calib = o.calib === undefined ? undefined : checkPath("calib", o.calib);
+  const { calibCtx, tensors, threads } = commonOptions(o);
   return {
-    opts: { prune, method, format, tensors, threads, ctx: calibCtx, checkOnly: false },
-    calib: method === "wanda" ? calib : undefined,
+    opts: {
+      prune: null,
+      lowrank: { rank, energy, sparse, aware: calib !== undefined },
+      method: "magnitude",
+      format: "dense",
+      tensors,
+      threads,
+      ctx: calibCtx,
+      checkOnly: false,
+    },
+    calib,
     onProgress: o.onProgress,
     signal: o.signal,
   };
@@ -199,6 +307,16 @@ export async function compress(input: string, output: string, options: CompressO
   try {
     const r = (await wrapNative(job.promise)) as NativeCompressResult;
     tracker?.finish();
+    if (opts.lowrank)
+      return {
+        format: "lowrank",
+        tensors: [],
+        factored: r.tensors as unknown as FactoredTensor[],
+        notes: r.notes,
+        calibTokens: r.calibTokens,
+        inputBytes: r.inputBytes,
+        outputBytes: r.outputBytes,
+      };
     return {
       format: opts.format,
       tensors: r.tensors,

@@ -72,6 +72,8 @@ export {
   type CompressOptions,
   type CompressResult,
   compress,
+  type FactoredTensor,
+  type LowRankSpec,
   COMPRESS_FORMATS,
   PRUNE_METHODS,
 } from "./compress.js";

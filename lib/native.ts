@@ -422,8 +422,10 @@ export interface NativeFinetuneJob {
 
 /** compress()'s options: every field is required (lib/compress.ts sets them). */
 export interface NativeCompressOptions {
-  /** A ratio in (0, 1) (unstructured) or "2:4". */
-  prune: number | "2:4";
+  /** A ratio in (0, 1) (unstructured) or "2:4"; null with lowrank. */
+  prune: number | "2:4" | null;
+  /** Low-rank factorization instead of pruning (rank 0: by energy; aware: calibrated), or null. */
+  lowrank: { rank: number; energy: number; sparse: number; aware: boolean } | null;
   method: "magnitude" | "wanda";
   /** "sparse": 2:4 matrices in llmserve's 2:4 sparse format (only with prune "2:4"); "dense": zeros in the input's type. */
   format: "dense" | "sparse";

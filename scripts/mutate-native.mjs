@@ -504,6 +504,34 @@ export const MUTATIONS = [
     replace: "p.B.lblocks[t0 + i] = q.blocks;",
     why: "sliding-window KV: local layers index their pool with the global block table",
   },
+  {
+    id: "svd-jacobi-wrong-vector-rotation",
+    file: "native/core/compress/svd.cpp",
+    find: "          V[k * n + p] = c * a - s * b;",
+    replace: "          V[k * n + p] = c * a + s * b;",
+    why: "SVD: the Jacobi eigensolver rotates its eigenvectors with the wrong sign, so the singular vectors are wrong",
+  },
+  {
+    id: "factored-csr-drops-last-entry",
+    file: "native/core/model/factored.cpp",
+    find: "        for (int32_t e = w.sp_ptr[i]; e < w.sp_ptr[i + 1]; ++e)",
+    replace: "        for (int32_t e = w.sp_ptr[i]; e + 1 < w.sp_ptr[i + 1]; ++e)",
+    why: "low-rank + sparse: the residual pass skips each row's last entry (in the reference and the fast path alike)",
+  },
+  {
+    id: "lowrank-aware-no-unscale",
+    file: "native/core/compress/factorize.cpp",
+    find: "      const float x = static_cast<float>(svd.vt[i * n_in + j] * sq / d[j]);",
+    replace: "      const float x = static_cast<float>(svd.vt[i * n_in + j] * sq);",
+    why: "activation-aware factorization: V is not divided back by the column scales, so U·V approximates W·diag(d)",
+  },
+  {
+    id: "lowrank-energy-rank-one-short",
+    file: "native/core/compress/factorize.cpp",
+    find: "        r = i + 1;",
+    replace: "        r = std::max<int64_t>(1, i);",
+    why: "energy truncation keeps one singular value fewer than the fraction needs",
+  },
 ];
 const args = process.argv.slice(2);
 const flag = (name) => args.includes(name);

@@ -3,6 +3,7 @@
 // synthesized TinyLlama-1.1B-shape f16 model (random weights: speed does not depend on them).
 //   npm run bench:compress                 # TinyLlama shape, pp512 + tg128, 3 rounds
 //   npm run bench:compress -- --quick      # dim 512, 8 layers: pp128 + tg32, 1 round (smoke check)
+//   npm run bench:compress -- --lowrank 256  # adds the FFN matrices factored at rank 256, plain and + 2% sparse
 // Both files are made once (cache: bench/.cache or $LLMSERVE_BENCH_DIR). Each round measures every
 // file in turn in this process (one model loaded at a time); medians are reported.
 import os from "node:os";
@@ -31,8 +32,12 @@ const HELP = `Usage: npm run bench:compress -- [options]
   --threads <n>    compute threads (default 2)
   --trials <n>     rounds; the median is reported (default 3)
   --model <path>   an f16 llama-family GGUF instead of the synthesized TinyLlama-1.1B shape
+  --lowrank <r>    also the FFN matrices factored at rank r (ranks comma-separated), plain and + 2% sparse residual
   -h, --help       this text`;
-const { values: opts, int } = parseCli({ trials: { type: "string" } }, HELP, die);
+const { values: opts, int } = parseCli({ trials: { type: "string" }, lowrank: { type: "string" } }, HELP, die);
+const ranks = opts.lowrank === undefined ? [] : String(opts.lowrank).split(",").map(Number);
+if (ranks.some((r) => !Number.isInteger(r) || r < 1))
+  die(`--lowrank takes ranks >= 1, e.g. 256 or 256,512; got '${opts.lowrank}'`);
 const quick = Boolean(opts.quick);
 const threads = int("threads", opts.threads, 2, 1);
 const trials = int("trials", opts.trials, quick ? 1 : 3, 1);
@@ -70,6 +75,22 @@ for (const [name, format] of [
     console.log(`compressed ${name} in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${path}`);
   }
   files[name] = path;
+}
+for (const rank of ranks) {
+  for (const sparse of [0, 0.02]) {
+    const name = `rank ${rank} ffn${sparse ? " + 2%" : ""}`;
+    const stem = base.path
+      .split("/")
+      .at(-1)
+      .replace(/\.gguf$/, "");
+    const path = join(cacheDir(), `${stem}-lowrank${rank}${sparse ? "-s2" : ""}.gguf`);
+    if (!existsSync(path)) {
+      const t0 = performance.now();
+      await llmserve.compress(base.path, path, { lowrank: { rank }, sparse, tensors: ["ffn_*"], threads });
+      console.log(`compressed ${name} in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${path}`);
+    }
+    files[name] = path;
+  }
 }
 
 async function measure(path) {

@@ -1,16 +1,19 @@
 /**
  * `llmserve compress IN OUT --prune 0.5|2:4 [--method magnitude|wanda] [--calib text.txt]`: prunes
- * a model's layer matrices, with a progress bar (plain lines when stderr is not a terminal).
+ * a model's layer matrices; `--lowrank rank=R|energy=E [--sparse F] [--calib text.txt]` factors them
+ * (W ≈ U·V (+ S)) instead. With a progress bar (plain lines when stderr is not a terminal).
  */
 import type { Command } from "commander";
-import { type CompressOptions, compress, PRUNE_METHODS } from "../compress.js";
+import { type CompressOptions, type CompressResult, compress, type LowRankSpec, PRUNE_METHODS } from "../compress.js";
 import { COMPRESS_DEFAULTS } from "../defaults.js";
 import { LlmserveError } from "../errors.js";
 import { formatBytes } from "../progress.js";
 import { int, localModel, MODEL_HELP, progressReporter } from "./common.js";
 
 interface CompressCliOpts {
-  prune: string;
+  prune?: string;
+  lowrank?: string;
+  sparse?: string;
   method?: string;
   format?: string;
   calib?: string;
@@ -32,8 +35,52 @@ function parsePrune(v: string): number | "2:4" {
   return ratio;
 }
 
+/** "rank=128" or "energy=0.95". */
+function parseLowRank(v: string): LowRankSpec {
+  const m = /^(rank|energy)=(.+)$/.exec(v.trim());
+  const x = m ? Number(m[2]) : Number.NaN;
+  if (m?.[1] === "rank" && Number.isInteger(x) && x >= 1) return { rank: x };
+  if (m?.[1] === "energy" && x > 0 && x <= 1) return { energy: x };
+  throw new LlmserveError(
+    "ERR_INVALID_ARGUMENT",
+    `--lowrank takes rank=R (an integer >= 1) or energy=E (in (0, 1], e.g. 0.95); got '${v}'`,
+  );
+}
+
+function parseSparse(v: string): number {
+  const x = v.endsWith("%") ? Number(v.slice(0, -1)) / 100 : Number(v);
+  if (v.trim() === "" || !(x >= 0 && x < 1))
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      `--sparse takes a fraction in [0, 1) such as 0.02 or 2%; got '${v}'`,
+    );
+  return x;
+}
+
+function lowRankSummary(r: CompressResult, output: string, seconds: number): string {
+  const f = r.factored ?? [];
+  const done = f.filter((t) => t.factored);
+  const ranks = done.map((t) => t.rank);
+  const lines = f.map(
+    (t) =>
+      `  ${t.name.padEnd(28)} ${t.factored ? `rank ${String(t.rank).padStart(4)}${t.nnz ? ` + ${t.nnz} sparse` : ""}, rel. error ${t.relError.toFixed(4)}, energy ${t.energy.toFixed(4)}` : "dense (no saving)"}  ${formatBytes(t.denseBytes)} -> ${formatBytes(t.bytes)}`,
+  );
+  return (
+    `${lines.join("\n")}\n` +
+    `wrote ${output}: factored ${done.length} of ${f.length} matrices (rank ${Math.min(...ranks)}..${Math.max(...ranks)}` +
+    `${r.calibTokens > 0 ? `, activation-aware over ${r.calibTokens} calibration tokens` : ""}),` +
+    ` ${formatBytes(r.inputBytes)} -> ${formatBytes(r.outputBytes)} in ${seconds.toFixed(1)} s\n`
+  );
+}
+
 async function runCompress(input: string, output: string, o: CompressCliOpts): Promise<void> {
-  const prune = parsePrune(o.prune);
+  if ((o.prune === undefined) === (o.lowrank === undefined))
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", "give either --prune or --lowrank");
+  if (o.sparse !== undefined && o.lowrank === undefined)
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", "--sparse (a residual fraction) goes with --lowrank");
+  const prune = o.prune === undefined ? undefined : parsePrune(o.prune);
+  const lowrank = o.lowrank === undefined ? undefined : parseLowRank(o.lowrank);
+  const sparse = o.sparse === undefined ? undefined : parseSparse(o.sparse);
   const path = await localModel(input);
   const rep = progressReporter();
   const ac = new AbortController();
@@ -43,6 +90,8 @@ async function runCompress(input: string, output: string, o: CompressCliOpts): P
   try {
     const r = await compress(path, output, {
       prune,
+      lowrank,
+      sparse,
       method: o.method as CompressOptions["method"],
       format: o.format as CompressOptions["format"],
       calib: o.calib,
@@ -56,9 +105,11 @@ async function runCompress(input: string, output: string, o: CompressCliOpts): P
     const seconds = (performance.now() - t0) / 1000;
     // On stderr in both modes: whether llama.cpp can load the file is never left unsaid.
     process.stderr.write(
-      r.format === "sparse"
-        ? "note: the pruned matrices are in llmserve's 2:4 sparse format: llmserve runs them faster, but llama.cpp CANNOT load this file (use --format dense for a llama.cpp-compatible one)\n"
-        : "note: the zeros are stored densely in each tensor's own type: llama.cpp and llmserve load the file alike, and it runs no faster than the input\n",
+      r.format === "lowrank"
+        ? "note: the factored matrices are in llmserve's low-rank format (NAME.lr_v/.lr_ut, sparse residual NAME.sp_*): llmserve runs them, but llama.cpp CANNOT load this file\n"
+        : r.format === "sparse"
+          ? "note: the pruned matrices are in llmserve's 2:4 sparse format: llmserve runs them faster, but llama.cpp CANNOT load this file (use --format dense for a llama.cpp-compatible one)\n"
+          : "note: the zeros are stored densely in each tensor's own type: llama.cpp and llmserve load the file alike, and it runs no faster than the input\n",
     );
     if (o.json) {
       process.stdout.write(
@@ -67,6 +118,10 @@ async function runCompress(input: string, output: string, o: CompressCliOpts): P
       return;
     }
     for (const n of r.notes) process.stderr.write(`note: ${n}\n`);
+    if (r.format === "lowrank") {
+      process.stdout.write(lowRankSummary(r, output, seconds));
+      return;
+    }
     const zeros = r.tensors.reduce((a, t) => a + t.zeros, 0);
     const elements = r.tensors.reduce((a, t) => a + t.elements, 0);
     process.stdout.write(
@@ -84,19 +139,29 @@ async function runCompress(input: string, output: string, o: CompressCliOpts): P
 export function registerCompress(program: Command): void {
   program
     .command("compress")
-    .description("prune a GGUF model's layer matrices (magnitude or Wanda; a ratio of each row, or 2:4)")
+    .description(
+      "prune a GGUF model's layer matrices (magnitude or Wanda; a ratio of each row, or 2:4), or factor them (low-rank SVD, optionally + sparse residual)",
+    )
     .argument("<input>", `${MODEL_HELP} (any type llmserve runs; quantized tensors are re-rounded)`)
     .argument("<output>", "output .gguf path (written atomically; never the input)")
-    .requiredOption(
-      "--prune <what>",
-      "a ratio of each row to zero (0.5, 50%) or 2:4 (2 of every 4 consecutive entries)",
+    .option("--prune <what>", "a ratio of each row to zero (0.5, 50%) or 2:4 (2 of every 4 consecutive entries)")
+    .option(
+      "--lowrank <spec>",
+      "factor each matrix as U·V by truncated SVD instead: rank=R, or energy=E (smallest rank keeping that fraction of the squared singular values); activation-aware with --calib; llmserve-only format",
+    )
+    .option(
+      "--sparse <f>",
+      "with --lowrank: keep this fraction (0.02, 2%) of each matrix's largest residual entries (W ≈ U·V + S)",
     )
     .option("--method <m>", `pruning criterion: ${PRUNE_METHODS.join(", ")} (default ${COMPRESS_DEFAULTS.method})`)
     .option(
       "--format <f>",
       "how pruned matrices are stored: sparse (2:4 only, the default for 2:4: faster, llmserve-only; llama.cpp cannot load it) or dense (zeros in the input's type)",
     )
-    .option("--calib <file>", "calibration text the model runs over (required for wanda)")
+    .option(
+      "--calib <file>",
+      "calibration text the model runs over (required for wanda; makes --lowrank activation-aware)",
+    )
     .option(
       "--calib-ctx <n>",
       `calibration tokens per chunk (default ${COMPRESS_DEFAULTS.calibCtx})`,

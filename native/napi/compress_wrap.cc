@@ -5,13 +5,18 @@
 // written; the promise resolves to {tensors: [names]}), so lib/compress.ts can refuse bad
 // arguments before it tokenizes the calibration text. Otherwise the promise resolves to
 // {tensors: [{name, type, zeros, elements}], notes, inputBytes, outputBytes, calibTokens}.
+// lowrank: null, or {rank, energy, sparse, aware} (prune then null): low-rank factorization
+// (compress/factorize.h) instead of pruning, calibrated when aware; its tensors are
+// [{name, factored, rank, nnz, denseBytes, bytes, relError, energy}].
 #include <napi.h>
 
 #include <atomic>
 #include <cctype>
+#include <cmath>
 #include <memory>
 
 #include "compress/calib.h"
+#include "compress/factorize.h"
 #include "compress/prune.h"
 #include "compress/quantize.h"
 #include "errors.h"
@@ -30,9 +35,12 @@ std::string js_type_name(GgmlType t) {
 
 class CompressWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double>> {
  public:
-  CompressWorker(Napi::Env env, std::string in, std::string out, PruneOptions o, bool check_only, int64_t ctx,
-                 std::vector<int32_t> calib, Napi::Function progress, std::shared_ptr<std::atomic<bool>> cancel)
+  CompressWorker(Napi::Env env, std::string in, std::string out, PruneOptions o, bool lowrank, LowRankOptions lo,
+                 bool check_only, int64_t ctx, std::vector<int32_t> calib, Napi::Function progress,
+                 std::shared_ptr<std::atomic<bool>> cancel)
       : StatusWorker(env),
+        lowrank_(lowrank),
+        lopts_(std::move(lo)),
         deferred_(Napi::Promise::Deferred::New(env)),
         in_(std::move(in)),
         out_(std::move(out)),
@@ -63,6 +71,10 @@ class CompressWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double
         deferred_.Resolve(r);
         return;
       }
+      if (lowrank_) {
+        resolve_lowrank(env, r);
+        return;
+      }
       auto ts = Napi::Array::New(env, result_.tensors.size());
       for (uint32_t k = 0; k < result_.tensors.size(); ++k) {
         const PrunedTensor& t = result_.tensors[k];
@@ -86,18 +98,44 @@ class CompressWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double
   void reject(Napi::Value err) override { deferred_.Reject(err); }
 
  private:
-  Status run(const ExecutionProgress& prog) {
-    if (check_only_) {
-      LLMS_RETURN_IF_ERROR(plan_prune(in_, opts_, &planned_));
-      return check_output_path(in_, out_);
+  void resolve_lowrank(Napi::Env env, Napi::Object r) {
+    auto ts = Napi::Array::New(env, lresult_.tensors.size());
+    for (uint32_t k = 0; k < lresult_.tensors.size(); ++k) {
+      const FactoredTensorInfo& t = lresult_.tensors[k];
+      auto o = Napi::Object::New(env);
+      o.Set("name", t.name);
+      o.Set("factored", Napi::Boolean::New(env, t.factored));
+      o.Set("rank", Napi::Number::New(env, static_cast<double>(t.rank)));
+      o.Set("nnz", Napi::Number::New(env, static_cast<double>(t.nnz)));
+      o.Set("denseBytes", Napi::Number::New(env, static_cast<double>(t.dense_bytes)));
+      o.Set("bytes", Napi::Number::New(env, static_cast<double>(t.bytes)));
+      o.Set("relError", Napi::Number::New(env, t.rel_error));
+      o.Set("energy", Napi::Number::New(env, t.energy));
+      ts.Set(k, o);
     }
+    r.Set("tensors", ts);
+    auto notes = Napi::Array::New(env, lresult_.notes.size());
+    for (uint32_t k = 0; k < lresult_.notes.size(); ++k) notes.Set(k, lresult_.notes[k]);
+    r.Set("notes", notes);
+    r.Set("inputBytes", Napi::Number::New(env, static_cast<double>(lresult_.input_bytes)));
+    r.Set("outputBytes", Napi::Number::New(env, static_cast<double>(lresult_.output_bytes)));
+    r.Set("calibTokens", Napi::Number::New(env, static_cast<double>(calib_tokens_)));
+    deferred_.Resolve(r);
+  }
+
+  Status plan() {
+    LLMS_RETURN_IF_ERROR(lowrank_ ? plan_lowrank(in_, lopts_, &planned_) : plan_prune(in_, opts_, &planned_));
+    return check_output_path(in_, out_);
+  }
+
+  Status run(const ExecutionProgress& prog) {
+    if (check_only_) return plan();
     auto send = throttled(prog);
     ActivationStats stats;
-    const bool wanda = opts_.method == PruneMethod::Wanda;
+    const bool wanda = lowrank_ ? lopts_.activation_aware : opts_.method == PruneMethod::Wanda;
     if (wanda) {
-      // Every argument check first (plan_prune), then the calibration pass, then the pruning.
-      LLMS_RETURN_IF_ERROR(plan_prune(in_, opts_, nullptr));
-      LLMS_RETURN_IF_ERROR(check_output_path(in_, out_));
+      // Every argument check first (plan), then the calibration pass, then the pruning.
+      LLMS_RETURN_IF_ERROR(plan());
       std::unique_ptr<GgufFile> f;
       LLMS_RETURN_IF_ERROR(GgufFile::open(in_, &f));
       std::unique_ptr<Model> model;
@@ -107,9 +145,13 @@ class CompressWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double
       calib_tokens_ = stats.tokens;
     }
     const auto scaled = [&](double x) { send(wanda ? 0.5 + 0.5 * x : x); };
+    if (lowrank_) return lowrank_model(in_, out_, lopts_, wanda ? &stats : nullptr, scaled, cancel_.get(), &lresult_);
     return prune_model(in_, out_, opts_, wanda ? &stats : nullptr, scaled, cancel_.get(), &result_);
   }
 
+  bool lowrank_;
+  LowRankOptions lopts_;
+  LowRankResult lresult_;
   Napi::Promise::Deferred deferred_;
   std::string in_, out_;
   PruneOptions opts_;
@@ -134,8 +176,31 @@ Napi::Value Compress(const Napi::CallbackInfo& info) {
   Napi::Object o = info[2].As<Napi::Object>();
   // Every field is required (lib/compress.ts fills them).
   PruneOptions p;
+  LowRankOptions lo;
+  Napi::Value lowrank = o.Get("lowrank");
+  const bool is_lowrank = lowrank.IsObject();
+  if (is_lowrank) {
+    // plan_lowrank checks the ranges.
+    Napi::Object l = lowrank.As<Napi::Object>();
+    const auto num = [&](const char* key) {
+      Napi::Value v = l.Get(key);
+      if (!v.IsNumber()) throw_invalid(env, false, std::string("Expected a number for lowrank.") + key);
+      return v.As<Napi::Number>().DoubleValue();
+    };
+    const double rank = num("rank");
+    if (!(rank >= 0 && rank <= 1e9) || rank != std::floor(rank))
+      throw_invalid(env, false, "Expected an integer rank >= 0 for lowrank.rank");
+    lo.rank = static_cast<int64_t>(rank);
+    lo.energy = num("energy");
+    lo.sparse = num("sparse");
+    lo.activation_aware = l.Get("aware").ToBoolean().Value();
+  } else if (!lowrank.IsNull() && !lowrank.IsUndefined()) {
+    throw_invalid(env, false, "Expected an object or null for lowrank");
+  }
   Napi::Value prune = o.Get("prune");
-  if (prune.IsString() && prune.As<Napi::String>().Utf8Value() == "2:4") {
+  if (is_lowrank) {
+    // the prune fields are ignored
+  } else if (prune.IsString() && prune.As<Napi::String>().Utf8Value() == "2:4") {
     p.two_four = true;
   } else if (prune.IsNumber()) {
     p.ratio = prune.As<Napi::Number>().DoubleValue();  // plan_prune checks the range
@@ -155,6 +220,8 @@ Napi::Value Compress(const Napi::CallbackInfo& info) {
   p.threads = get_number<int, limits::kThreads>(o);
   const int64_t ctx = get_number<int64_t, limits::kEvalCtx>(o);
   const bool check_only = get_bool(o, "checkOnly");
+  lo.patterns = p.patterns;
+  lo.threads = p.threads;
   std::vector<int32_t> calib;
   if (info[3].IsTypedArray() && info[3].As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {
     Napi::Int32Array a = info[3].As<Napi::Int32Array>();
@@ -164,8 +231,8 @@ Napi::Value Compress(const Napi::CallbackInfo& info) {
   }
   Napi::Function progress = optional_function(info, 4);
   auto cancel = std::make_shared<std::atomic<bool>>(false);
-  auto* w = new CompressWorker(env, std::move(in), std::move(out), std::move(p), check_only, ctx, std::move(calib),
-                               progress, cancel);
+  auto* w = new CompressWorker(env, std::move(in), std::move(out), std::move(p), is_lowrank, std::move(lo), check_only,
+                               ctx, std::move(calib), progress, cancel);
   return queue_cancellable(env, w, cancel);
 }
 

@@ -1,7 +1,8 @@
 /**
  * `llmserve compress` (dist/cli.js): 2:4 writes the sparse format and says on stderr that llama.cpp
  * cannot load the file (--format dense: that it loads), --json prints every pruned tensor, bad
- * arguments exit 1 with a typed error, no stack trace and no file.
+ * arguments exit 1 with a typed error, no stack trace and no file. --lowrank prints each matrix's
+ * rank and size, and says llama.cpp cannot load the file.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -49,6 +50,13 @@ describe.runIf(existsSync(cli))("llmserve compress", () => {
       [["--prune", "1.5"], /--prune takes a ratio in \(0, 1\)/],
       [["--prune", "0.5", "--method", "wanda"], /calibration text/],
       [["--prune", "0.5", "--tensors", "ffn_*,nope"], /'nope' matches no prunable tensor/],
+      [[], /either --prune or --lowrank/],
+      [["--prune", "0.5", "--lowrank", "rank=4"], /either --prune or --lowrank/],
+      [["--lowrank", "rank=x"], /--lowrank takes rank=R/],
+      [["--lowrank", "energy=1.2"], /--lowrank takes rank=R/],
+      [["--lowrank", "rank=4", "--sparse", "1.5"], /--sparse takes a fraction/],
+      [["--prune", "0.5", "--sparse", "0.1"], /--sparse .* goes with --lowrank/],
+      [["--lowrank", "rank=65"], /rank 65 is above min/],
     ] as const) {
       const r = run(["compress", model, out("bad"), ...args]);
       expect(r.code, r.stderr).toBe(1);
@@ -57,5 +65,13 @@ describe.runIf(existsSync(cli))("llmserve compress", () => {
       expect(r.stderr).not.toMatch(/\n\s+at /);
       expect(existsSync(out("bad"))).toBe(false);
     }
+  });
+
+  it("--lowrank: per-matrix ranks and sizes, and a clear note that llama.cpp cannot load it", () => {
+    const r = run(["--quiet", "compress", model, out("lr"), "--lowrank", "rank=8", "--sparse", "2%", "-t", "1"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/blk\.1\.ffn_down\.weight\s+rank\s+8 \+ \d+ sparse, rel\. error 0\.\d+/);
+    expect(r.stdout).toMatch(/wrote .*: factored 14 of 14 matrices \(rank 8\.\.8\)/);
+    expect(r.stderr).toMatch(/llama\.cpp CANNOT load this file/);
   });
 });

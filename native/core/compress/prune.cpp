@@ -23,7 +23,10 @@ constexpr size_t kCopyBytes = size_t(64) << 20;
 
 bool cancelled(const std::atomic<bool>* cancel) { return cancel && cancel->load(std::memory_order_relaxed); }
 
-// "ffn_down" for "blk.12.ffn_down.weight"; empty when the name is not a layer matrix we prune.
+std::string method_name(PruneMethod m) { return m == PruneMethod::Wanda ? "wanda" : "magnitude"; }
+
+}  // namespace
+
 std::string layer_role(const std::string& name) {
   if (name.rfind("blk.", 0) != 0) return "";
   const size_t dot = name.find('.', 4);
@@ -35,10 +38,6 @@ std::string layer_role(const std::string& name) {
   const auto& roles = layer_projection_roles();
   return std::find(roles.begin(), roles.end(), role) != roles.end() ? role : "";
 }
-
-std::string method_name(PruneMethod m) { return m == PruneMethod::Wanda ? "wanda" : "magnitude"; }
-
-}  // namespace
 
 bool glob_match(const std::string& pattern, const std::string& name) {
   // Iterative wildcard match with one backtrack point (the last '*').

@@ -48,6 +48,10 @@ struct PruneResult {
   uint64_t output_bytes = 0;
 };
 
+// "ffn_down" for "blk.12.ffn_down.weight"; empty when the name is not a layer matrix (the ones
+// pruning and low-rank factorization select from).
+std::string layer_role(const std::string& name);
+
 // '*' any run of characters, '?' one character; the whole name must match.
 bool glob_match(const std::string& pattern, const std::string& name);
 

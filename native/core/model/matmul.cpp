@@ -12,6 +12,7 @@
 #include "../os/os.h"
 #include "../quant/gemm.h"
 #include "../quant/quant.h"
+#include "factored.h"
 #include "sparse24.h"
 
 namespace llmserve {
@@ -54,7 +55,8 @@ class ActBuffer {
 }  // namespace
 
 size_t packed_bytes(const MatrixView& w) {
-  if (!w.data || w.s24_idx || !gemm_packable(w.type) || w.row_bytes != row_size(w.type, w.n_in)) return 0;
+  if (!w.data || w.s24_idx || w.lr_rank > 0 || !gemm_packable(w.type) || w.row_bytes != row_size(w.type, w.n_in))
+    return 0;
   return gemm_packed_bytes(w.type, w.n_in, w.n_out);
 }
 
@@ -78,11 +80,26 @@ bool pack_matrix(MatrixView* w, uint8_t* dst) {
 void matmul(const MatmulTask* in_tasks, int n_in_tasks, const float* x, int64_t n, ThreadPool& pool) {
   if (n <= 0 || n_in_tasks <= 0) return;
   n_in_tasks = std::min(n_in_tasks, 4);
-  // 2:4 sparse matrices run their own kernel on the f32 activations; the dense ones go on below.
+  // 2:4 sparse and low-rank factored matrices run their own kernels on the f32 activations; the
+  // dense ones go on below.
   MatmulTask tasks[4];
   int n_tasks = 0;
   for (int i = 0; i < n_in_tasks; ++i) {
     const MatmulTask& t = in_tasks[i];
+    if (t.w->lr_rank > 0) {
+      FactoredMatrix fm;
+      fm.v = t.w->lr_v;
+      fm.ut = t.w->lr_ut;
+      fm.f16 = t.w->lr_f16;
+      fm.r = t.w->lr_rank;
+      fm.n_in = t.w->n_in;
+      fm.n_out = t.w->n_out;
+      fm.sp_ptr = t.w->sp_ptr;
+      fm.sp_col = t.w->sp_col;
+      fm.sp_val = t.w->sp_val;
+      factored_matmul(fm, x, n, t.bias, t.y, t.ldy, pool);
+      continue;
+    }
     if (!t.w->s24_idx) {
       tasks[n_tasks++] = t;
       continue;

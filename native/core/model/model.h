@@ -30,6 +30,15 @@ struct MatrixView {
   // 2:4 sparse (model/sparse24.h): data holds the kept f16 values ([n_out, n_in/2], type F16,
   // row_bytes = n_in) and this the 2-bit positions; null for a dense matrix.
   const uint8_t* s24_idx = nullptr;
+  // Low-rank factored, W ≈ U·V (+ S) (model/factored.h): lr_rank > 0, data null, the factors and
+  // the optional CSR residual here; matmul runs them, nothing reads rows.
+  int64_t lr_rank = 0;
+  bool lr_f16 = true;
+  const void* lr_v = nullptr;        // [lr_rank, n_in]
+  const void* lr_ut = nullptr;       // [lr_rank, n_out]
+  const int32_t* sp_ptr = nullptr;   // [n_out + 1] or null
+  const int32_t* sp_col = nullptr;   // [nnz]
+  const uint16_t* sp_val = nullptr;  // [nnz] f16
   const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
 };
 
