@@ -15,7 +15,7 @@ LowRankFactors factors(const FactoredMatrix& w) {
   LowRankFactors f;
   f.a = w.v;
   f.bt = w.ut;
-  f.f16 = w.f16;
+  f.type = w.f16 ? LowRankType::F16 : LowRankType::F32;
   f.r = w.r;
   f.scale = 1.0f;
   return f;
