@@ -1,0 +1,160 @@
+// Structural classes and the shared mask cache (see mask_cache.h).
+#include "mask_cache.h"
+
+#include <algorithm>
+
+#include "matcher.h"
+
+namespace llmserve {
+
+namespace {
+// Longest path (in edges) from each rule of the "can start" graph, a DAG (parse_gbnf refuses
+// cycles). Iterative post-order so a deep grammar cannot overflow the C++ stack. -1: a cycle
+// (a grammar not from parse_gbnf); the caller then skips the refinement.
+int64_t longest_start_chain(const std::vector<std::vector<uint32_t>>& first) {
+  const size_t n = first.size();
+  std::vector<int64_t> len(n, -1);
+  std::vector<uint8_t> color(n, 0);
+  std::vector<std::pair<uint32_t, size_t>> st;
+  int64_t best = 0;
+  for (uint32_t s0 = 0; s0 < n; ++s0) {
+    if (color[s0]) continue;
+    st.push_back({s0, 0});
+    color[s0] = 1;
+    while (!st.empty()) {
+      auto& [r, i] = st.back();
+      if (i < first[r].size()) {
+        const uint32_t t = first[r][i++];
+        if (color[t] == 1) return -1;
+        if (color[t] == 0) {
+          color[t] = 1;
+          st.push_back({t, 0});
+        }
+        continue;
+      }
+      int64_t l = 0;
+      for (uint32_t t : first[r]) l = std::max(l, len[t] + 1);
+      len[r] = l;
+      best = std::max(best, l);
+      color[r] = 2;
+      st.pop_back();
+    }
+  }
+  return best;
+}
+}  // namespace
+
+GrammarMasks::GrammarMasks(std::shared_ptr<const Grammar> g, std::shared_ptr<const TokenTrie> trie, size_t cache_bytes)
+    : g_(std::move(g)), trie_(std::move(trie)), cap_(cache_bytes) {
+  refine();
+}
+
+void GrammarMasks::refine() {
+  const Grammar& g = *g_;
+  const size_t n = g.rules.size();
+  size_t n_elems = 0;
+  for (const auto& r : g.rules) n_elems += r.size();
+  std::vector<bool> nullable;
+  std::vector<std::vector<uint32_t>> first;
+  grammar_start_graph(g, &nullable, &first);
+  const int64_t h = longest_start_chain(first);
+  const uint64_t d = (uint64_t)trie_->max_bytes() + 1;
+  const uint64_t levels = h < 0 ? 0 : (d + 1) * ((uint64_t)h + 2);
+  std::vector<uint32_t> cls(n, 0);  // level -1: every rule alike
+  uint32_t n_cls = n > 0 ? 1 : 0;
+  bool exact = false;  // cls is a valid partition for the walk (reached the fixed point or R)
+  if (h >= 0 && levels * (n_elems + n) <= kMaxRefineWork) {
+    std::vector<uint32_t> next(n);
+    std::string sig;
+    std::unordered_map<std::string, uint32_t> ids;
+    for (uint64_t level = 0; level <= levels; ++level) {
+      ids.clear();
+      for (size_t r = 0; r < n; ++r) {
+        sig.clear();
+        for (const GElem& e : g.rules[r]) {
+          const uint32_t v[2] = {(uint32_t)e.type, e.type == GType::RuleRef ? cls[e.value] : e.value};
+          sig.append(reinterpret_cast<const char*>(v), sizeof v);
+        }
+        next[r] = ids.emplace(sig, (uint32_t)ids.size()).first->second;
+      }
+      const bool fixed = ids.size() == n_cls && level > 0;
+      cls.swap(next);
+      n_cls = (uint32_t)ids.size();
+      if (fixed) break;
+    }
+    exact = true;
+  }
+  if (!exact) {
+    for (size_t r = 0; r < n; ++r) cls[r] = (uint32_t)r;
+    n_cls = (uint32_t)n;
+  }
+  n_classes_ = n_cls;
+  canon_.reserve(n_elems);
+  for (size_t r = 0; r < n; ++r)
+    for (size_t i = 0; i < g.rules[r].size(); ++i) canon_[&g.rules[r][i]] = (uint64_t)cls[r] << 32 | i;
+}
+
+uint64_t GrammarMasks::canon(const GElem* e) const {
+  auto it = canon_.find(e);
+  return it == canon_.end() ? ~uint64_t{0} : it->second;
+}
+
+bool GrammarMasks::lookup(const std::string& key, uint8_t* allowed) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = masks_.find(key);
+  if (it == masks_.end()) {
+    ++misses_;
+    return false;
+  }
+  ++hits_;
+  const size_t n = (size_t)trie_->n_tokens();
+  const uint64_t* bits = it->second.data();
+  for (size_t i = 0; i < n; ++i) allowed[i] = (uint8_t)(bits[i >> 6] >> (i & 63) & 1);
+  return true;
+}
+
+void GrammarMasks::insert(const std::string& key, const uint8_t* allowed) {
+  const size_t n = (size_t)trie_->n_tokens();
+  std::vector<uint64_t> bits((n + 63) / 64, 0);
+  for (size_t i = 0; i < n; ++i) bits[i >> 6] |= (uint64_t)(allowed[i] != 0) << (i & 63);
+  const size_t cost = bits.size() * sizeof(uint64_t) + key.size() + 64;
+  if (cost > cap_) return;
+  std::lock_guard<std::mutex> lk(mu_);
+  if (masks_.count(key)) return;  // another sequence computed the same mask meanwhile
+  while (bytes_ + cost > cap_ && !order_.empty()) {
+    auto old = masks_.find(order_.front());
+    bytes_ -= old->second.size() * sizeof(uint64_t) + old->first.size() + 64;
+    masks_.erase(old);
+    order_.pop_front();
+  }
+  masks_.emplace(key, std::move(bits));
+  order_.push_back(key);
+  bytes_ += cost;
+}
+
+size_t GrammarMasks::cache_bytes() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return bytes_;
+}
+uint64_t GrammarMasks::hits() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return hits_;
+}
+uint64_t GrammarMasks::misses() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return misses_;
+}
+
+bool same_grammar(const Grammar& a, const Grammar& b) {
+  if (a.root != b.root || a.rules.size() != b.rules.size()) return false;
+  for (size_t r = 0; r < a.rules.size(); ++r) {
+    const auto& x = a.rules[r];
+    const auto& y = b.rules[r];
+    if (x.size() != y.size()) return false;
+    for (size_t i = 0; i < x.size(); ++i)
+      if (x[i].type != y[i].type || x[i].value != y[i].value) return false;
+  }
+  return true;
+}
+
+}  // namespace llmserve
