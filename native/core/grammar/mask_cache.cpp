@@ -2,10 +2,15 @@
 #include "mask_cache.h"
 
 #include <algorithm>
+#include <array>
+#include <bit>
+#include <cstring>
 
 #include "matcher.h"
 
 namespace llmserve {
+
+static_assert(std::endian::native == std::endian::little, "lookup() reads the bitset's words as bytes");
 
 namespace {
 // Longest path (in edges) from each rule of the "can start" graph, a DAG (parse_gbnf refuses
@@ -108,8 +113,21 @@ bool GrammarMasks::lookup(const std::string& key, uint8_t* allowed) {
   }
   ++hits_;
   const size_t n = (size_t)trie_->n_tokens();
-  const uint64_t* bits = it->second.data();
-  for (size_t i = 0; i < n; ++i) allowed[i] = (uint8_t)(bits[i >> 6] >> (i & 63) & 1);
+  // Eight mask bytes per bitset byte through a table (a per-bit loop costs ~30 us at 32k tokens,
+  // which is paid every constrained step).
+  static const auto kSpread = [] {
+    std::array<uint64_t, 256> t{};
+    for (uint32_t b = 0; b < 256; ++b)
+      for (uint32_t k = 0; k < 8; ++k) t[b] |= (uint64_t)(b >> k & 1) << (8 * k);
+    return t;
+  }();
+  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(it->second.data());
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t v = kSpread[bytes[i >> 3]];
+    std::memcpy(allowed + i, &v, 8);  // little-endian: byte k of v is token i + k
+  }
+  for (; i < n; ++i) allowed[i] = (uint8_t)(bytes[i >> 3] >> (i & 7) & 1);
   return true;
 }
 
