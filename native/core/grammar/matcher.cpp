@@ -173,7 +173,7 @@ void GrammarMatcher::walk(uint32_t node, int depth, Utf8 u, uint8_t* allowed) {
   }
 }
 
-Status GrammarMatcher::mask(uint8_t* allowed) {
+bool GrammarMatcher::mask_cached(uint8_t* allowed) {
   std::string& key = key_;
   key.clear();
   auto put = [&key](uint64_t v) { key.append(reinterpret_cast<const char*>(&v), sizeof v); };
@@ -183,8 +183,13 @@ Status GrammarMatcher::mask(uint8_t* allowed) {
     for (const GStack* t = s; t; t = t->parent) put(masks_->canon(t->pos));
     put(~uint64_t{1});  // end of this stack (canon() never returns it: offsets are < 2^32 - 1)
   }
+  return masks_->lookup(key, allowed);
+}
+
+Status GrammarMatcher::mask(uint8_t* allowed) {
+  if (mask_cached(allowed)) return Status::ok();
+  const std::string& key = key_;
   const size_t n = (size_t)trie_->n_tokens();
-  if (masks_->lookup(key, allowed)) return Status::ok();
   std::fill(allowed, allowed + n, 0);
   scratch_.reset();
   cur_ = &scratch_;

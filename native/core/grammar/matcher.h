@@ -83,6 +83,9 @@ class GrammarMatcher {
   // allowed[id] = 1 for tokens the grammar accepts next, 0 otherwise ([n_tokens]). Code::Grammar
   // when the grammar's ambiguity exceeds kMaxStacks.
   Status mask(uint8_t* allowed);
+  // mask() when the shared cache holds this state's mask (a copy, microseconds); false otherwise,
+  // allowed then unspecified. Lets the step walk only the misses in parallel.
+  bool mask_cached(uint8_t* allowed);
   // Advances over `token`'s bytes. Code::Grammar when the grammar rejects them (mask() excluded it).
   Status accept(int32_t token);
   // Advances over raw bytes (tests: accept/reject strings). false when rejected; the state is then

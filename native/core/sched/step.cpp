@@ -229,14 +229,19 @@ void Engine::sample_and_emit(StepPlan& plan) {
   const int64_t ctx_limit = std::min<int64_t>(opts_.n_ctx, kv_.n_blocks * kv_.block_size);
   int64_t row = 0;
   const double t_done = engine_now_ms();
-  // The grammar masks of every constrained sequence that samples this step, in parallel on the
-  // executor's threads: each depends only on its own matcher (the shared mask cache locks), so
+  // The grammar masks of every constrained sequence that samples this step: cached ones copied
+  // here, the rest walked in parallel on the executor's threads (waking the pool for copies only
+  // costs more than it saves). Each depends only on its own matcher (the shared cache locks), so
   // the split changes no mask.
-  std::vector<Sequence*> masked;
-  for (auto& p : plan.picks)
-    if (p.out && p.s->grammar && p.s->n_generated < p.s->req->max_tokens) masked.push_back(p.s);
-  executor_->parallel_for((int64_t)masked.size(), [&](int64_t i) {
-    Sequence& s = *masked[(size_t)i];
+  std::vector<Sequence*> walk;
+  for (auto& p : plan.picks) {
+    Sequence& s = *p.s;
+    if (!p.out || !s.grammar || s.n_generated >= s.req->max_tokens) continue;
+    s.mask_status = Status::ok();
+    if (!s.grammar->mask_cached(s.allowed.data())) walk.push_back(&s);
+  }
+  executor_->parallel_for((int64_t)walk.size(), [&](int64_t i) {
+    Sequence& s = *walk[(size_t)i];
     s.mask_status = s.grammar->mask(s.allowed.data());
   });
   for (auto& p : plan.picks) {
