@@ -94,14 +94,24 @@ void GrammarMasks::refine() {
     n_cls = (uint32_t)n;
   }
   n_classes_ = n_cls;
-  canon_.reserve(n_elems);
+  cls_ = std::move(cls);
+  rule_at_.reserve(n);
   for (size_t r = 0; r < n; ++r)
-    for (size_t i = 0; i < g.rules[r].size(); ++i) canon_[&g.rules[r][i]] = (uint64_t)cls[r] << 32 | i;
+    if (!g.rules[r].empty()) rule_at_.push_back({reinterpret_cast<uintptr_t>(g.rules[r].data()), (uint32_t)r});
+  std::sort(rule_at_.begin(), rule_at_.end());
 }
 
 uint64_t GrammarMasks::canon(const GElem* e) const {
-  auto it = canon_.find(e);
-  return it == canon_.end() ? ~uint64_t{0} : it->second;
+  // The rule holding e: the last one starting at or before it (rules are separate arrays).
+  // Compared as integers: `<` between pointers into different arrays is unspecified.
+  const uintptr_t p = reinterpret_cast<uintptr_t>(e);
+  auto it = std::upper_bound(rule_at_.begin(), rule_at_.end(), std::make_pair(p, ~uint32_t{0}));
+  if (it == rule_at_.begin()) return ~uint64_t{0};
+  --it;
+  const auto& rule = g_->rules[it->second];
+  const size_t off = (p - it->first) / sizeof(GElem);
+  if (off >= rule.size()) return ~uint64_t{0};
+  return (uint64_t)cls_[it->second] << 32 | off;
 }
 
 bool GrammarMasks::lookup(const std::string& key, uint8_t* allowed) {

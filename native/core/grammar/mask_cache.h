@@ -66,7 +66,8 @@ class GrammarMasks {
 
   std::shared_ptr<const Grammar> g_;
   std::shared_ptr<const TokenTrie> trie_;
-  std::unordered_map<const GElem*, uint64_t> canon_;
+  std::vector<uint32_t> cls_;                            // rule -> class
+  std::vector<std::pair<uintptr_t, uint32_t>> rule_at_;  // (first element's address, rule), sorted
   uint32_t n_classes_ = 0;
   size_t cap_;
   mutable std::mutex mu_;
