@@ -532,6 +532,27 @@ export const MUTATIONS = [
     replace: "        r = std::max<int64_t>(1, i);",
     why: "energy truncation keeps one singular value fewer than the fraction needs",
   },
+  {
+    id: "grammar-classes-ignore-references",
+    file: "native/core/grammar/mask_cache.cpp",
+    find: "e.type == GType::RuleRef ? cls[e.value] : e.value",
+    replace: "e.type == GType::RuleRef ? 0u : e.value",
+    why: "grammar masks: rules of the same shape share a class whatever they reference (a bounded repetition's last steps reuse the mask of its first)",
+  },
+  {
+    id: "grammar-classes-too-shallow",
+    file: "native/core/grammar/mask_cache.cpp",
+    find: "const uint64_t levels = h < 0 ? 0 : (d + 1) * ((uint64_t)h + 2);",
+    replace: "const uint64_t levels = h < 0 ? 0 : 1;",
+    why: "grammar masks: the refinement stops before the depth a token's walk can see",
+  },
+  {
+    id: "grammar-mask-cache-no-eviction",
+    file: "native/core/grammar/mask_cache.cpp",
+    find: "while (bytes_ + cost > cap_ && !order_.empty()) {",
+    replace: "while (false) {",
+    why: "grammar masks: the shared mask cache grows past its byte cap",
+  },
 ];
 const args = process.argv.slice(2);
 const flag = (name) => args.includes(name);

@@ -11,6 +11,7 @@
 // step is larger than on a real model). A random model rarely closes a string, so most steps are
 // inside one: almost every token allowed, the trie walked deeply (see --max-length).
 // Results: bench/results/grammar-<date>.json.
+import os from "node:os";
 import {
   checkBuild,
   ensureModel,
@@ -47,6 +48,7 @@ const maxLength = values["max-length"] === undefined ? undefined : int("max-leng
 const str = maxLength === undefined ? { type: "string" } : { type: "string", maxLength };
 
 checkBuild(die);
+const loadAtStart = os.loadavg()[0];
 const L = await loadLlmserve(die);
 const threads = int("threads", values.threads, L.physicalCores(), 1);
 const mach = machine(L.kernelIsa(), L.physicalCores());
@@ -87,6 +89,7 @@ const SCHEMA = {
 
 /** One round: `streams` concurrent requests; decode tok/s = generated tokens / wall time after the first token. */
 async function round(constrained) {
+  const cpu0 = process.cpuUsage();
   let generated = 0;
   let firstAt = Infinity;
   let lastAt = 0;
@@ -100,21 +103,37 @@ async function round(constrained) {
     }
   };
   await Promise.all(Array.from({ length: streams }, (_, i) => one(i)));
-  return { tokPerS: (generated - streams) / ((lastAt - firstAt) / 1000), generated };
+  const cpu = process.cpuUsage(cpu0);
+  // CPU time per generated token: on a shared machine wall-clock rates swing with the neighbours'
+  // load, while the work this process does per token barely does (prefill is included in both modes).
+  const cpuMsPerTok = (cpu.user + cpu.system) / 1000 / Math.max(1, generated);
+  return { tokPerS: (generated - streams) / ((lastAt - firstAt) / 1000), generated, cpuMsPerTok };
 }
 
 await round(false); // warm up (page cache, and the first grammar request builds the trie)
 await round(true);
 const free = [];
 const json = [];
+const freeCpu = [];
+const jsonCpu = [];
+const jsonTokens = [];
 for (let r = 0; r < rounds; r++) {
-  free.push((await round(false)).tokPerS);
-  json.push((await round(true)).tokPerS);
+  const a = await round(false);
+  const b = await round(true);
+  free.push(a.tokPerS);
+  json.push(b.tokPerS);
+  freeCpu.push(a.cpuMsPerTok);
+  jsonCpu.push(b.cpuMsPerTok);
+  jsonTokens.push(b.generated);
 }
+const loadAfter = os.loadavg()[0];
 await model.dispose();
 const f = median(free);
 const j = median(json);
 const cost = (1 - j / f) * 100;
+const fc = median(freeCpu);
+const jc = median(jsonCpu);
+const cpuCost = (1 - fc / jc) * 100;
 console.log(`model   : ${path} (dim ${shape.dim}, ${shape.layers} layers, vocab ${vocab}, q8_0), ${threads} threads`);
 console.log(
   `decode  : ${streams} streams x ${tokens} tokens, median of ${rounds} alternating rounds, strings ${maxLength === undefined ? "unbounded" : `maxLength ${maxLength}`}`,
@@ -122,8 +141,26 @@ console.log(
 console.log(`  unconstrained : ${f.toFixed(1)} tok/s   (${free.map((x) => x.toFixed(1)).join(", ")})`);
 console.log(`  JSON schema   : ${j.toFixed(1)} tok/s   (${json.map((x) => x.toFixed(1)).join(", ")})`);
 console.log(`  cost          : ${cost.toFixed(1)}% (goal < 10%)`);
+console.log(
+  `  CPU per token : unconstrained ${fc.toFixed(2)} ms, JSON schema ${jc.toFixed(2)} ms -> cost ${cpuCost.toFixed(1)}% of tok/s at equal CPU (load average ${os.loadavg()[0].toFixed(2)} at start ${loadAtStart.toFixed(2)}; JSON rounds generated ${jsonTokens.join(", ")} tokens)`,
+);
 writeResults(
   "grammar",
-  { machine: mach, threads, streams, tokens, rounds, vocab, maxLength, free, json, costPercent: cost },
+  {
+    machine: mach,
+    threads,
+    streams,
+    tokens,
+    rounds,
+    vocab,
+    maxLength,
+    free,
+    json,
+    costPercent: cost,
+    freeCpuMsPerToken: freeCpu,
+    jsonCpuMsPerToken: jsonCpu,
+    cpuCostPercent: cpuCost,
+    loadAverage: [loadAtStart, loadAfter],
+  },
   2,
 );

@@ -174,6 +174,22 @@ describe("GBNF grammars", () => {
     expect(model.stats().maxBatchSequencesSeen).toBeGreaterThan(1);
   });
 
+  it("a cold and a warm shared mask cache give the same tokens (long bounded strings, batched first)", async () => {
+    // maxLength 120 expands into 120 generated rules per string; requests of one grammar share
+    // masks, first computed by the batch (cold, walked in parallel), then served to the solo runs.
+    const schema = {
+      type: "object",
+      properties: { a: str(120, 40), b: { type: "array", items: str(120), maxItems: 3 } },
+      required: ["a", "b"],
+    };
+    const opts = (seed: number) => ({ jsonSchema: schema, seed, maxTokens: 120 });
+    const together = await Promise.all(Array.from({ length: 4 }, (_, i) => run(`q${i}`, opts(40 + i))));
+    const solo: number[][] = [];
+    for (let i = 0; i < 4; i++) solo.push((await run(`q${i}`, opts(40 + i))).tokens);
+    expect(together.map((r) => r.tokens)).toEqual(solo);
+    expect(solo.every((t) => t.length > 10)).toBe(true);
+  });
+
   it("bad grammars and unsupported schemas are typed errors naming the problem", async () => {
     const fail = async (options: object) => {
       try {

@@ -44,6 +44,11 @@ class CpuExecutor final : public Executor {
   bool has_adapter(uint64_t id) const override;
   Status unload_adapter(uint64_t id) override;
   size_t adapter_bytes() const override;
+  void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) override {
+    pool_->parallel_for(n, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) fn(i);
+    });
+  }
 
  private:
   CpuExecutor() = default;

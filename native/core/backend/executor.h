@@ -112,6 +112,12 @@ class Executor {
   }
   // Bytes of adapter weights held (every loaded adapter's A and B matrices).
   virtual size_t adapter_bytes() const { return 0; }
+
+  // Runs fn(i) for i in [0, n) on the executor's CPU threads (the scheduler's per-sequence work,
+  // e.g. grammar masks); returns when all are done. Not while forward() runs. fn must not throw.
+  virtual void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+  }
 };
 
 // Loads the GGUF at path onto the best available backend (the CPU today), reporting progress as

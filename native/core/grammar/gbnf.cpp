@@ -328,11 +328,13 @@ class Parser {
   size_t n_elements_ = 0;
 };
 
-// Left recursion (a rule that can reach itself without consuming a character) would make the
-// matcher's expansion loop forever: refuse it. nullable[r]: rule r can match the empty string.
-Status check_left_recursion(const Grammar& g) {
+}  // namespace
+
+void grammar_start_graph(const Grammar& g, std::vector<bool>* nullable_out,
+                         std::vector<std::vector<uint32_t>>* first_out) {
   const size_t n = g.rules.size();
-  std::vector<bool> nullable(n, false);
+  std::vector<bool>& nullable = *nullable_out;
+  nullable.assign(n, false);
   for (bool changed = true; changed;) {
     changed = false;
     for (size_t r = 0; r < n; ++r) {
@@ -354,8 +356,8 @@ Status check_left_recursion(const Grammar& g) {
       }
     }
   }
-  // Edges r -> s: s can start r (only nullable elements before it). Iterative DFS, colors.
-  std::vector<std::vector<uint32_t>> first(n);
+  std::vector<std::vector<uint32_t>>& first = *first_out;
+  first.assign(n, {});
   for (size_t r = 0; r < n; ++r) {
     bool open = true;
     for (const GElem& e : g.rules[r]) {
@@ -369,6 +371,17 @@ Status check_left_recursion(const Grammar& g) {
       }
     }
   }
+}
+
+namespace {
+
+// Left recursion (a rule that can reach itself without consuming a character) would make the
+// matcher's expansion loop forever: refuse it.
+Status check_left_recursion(const Grammar& g) {
+  const size_t n = g.rules.size();
+  std::vector<bool> nullable;
+  std::vector<std::vector<uint32_t>> first;
+  grammar_start_graph(g, &nullable, &first);
   std::vector<uint8_t> color(n, 0);  // 0 new, 1 on the stack, 2 done
   std::vector<std::pair<uint32_t, size_t>> st;
   for (uint32_t s0 = 0; s0 < n; ++s0) {

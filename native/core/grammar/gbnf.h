@@ -59,6 +59,11 @@ inline bool gelem_is_end(const GElem* e) { return e->type == GType::End || e->ty
 // matcher loop), or a limit exceeded.
 Status parse_gbnf(std::string_view text, const GbnfLimits& limits, std::shared_ptr<const Grammar>* out);
 
+// The grammar's "can start" graph: nullable[r] when rule r matches the empty string; first[r] the
+// rules referenced in r with only nullable elements before them (expanding r may expand them
+// before any character is matched). parse_gbnf refuses cycles in it (left recursion).
+void grammar_start_graph(const Grammar& g, std::vector<bool>* nullable, std::vector<std::vector<uint32_t>>* first);
+
 // Does `e` (a Char/CharNot/CharAny element) accept code point cp? *next: the element after the set.
 bool gelem_match(const GElem* e, uint32_t cp, const GElem** next);
 // Could the set at `e` accept some code point in [lo, hi]? (Partial UTF-8: the bytes seen so far

@@ -10,7 +10,10 @@ namespace llmserve {
 
 TokenTrie::TokenTrie(std::vector<std::string> pieces) : pieces_(std::move(pieces)) {
   for (int32_t i = 0; i < (int32_t)pieces_.size(); ++i)
-    if (!pieces_[(size_t)i].empty() && pieces_[(size_t)i].size() <= kMaxTokenBytes) ids_.push_back(i);
+    if (!pieces_[(size_t)i].empty() && pieces_[(size_t)i].size() <= kMaxTokenBytes) {
+      ids_.push_back(i);
+      max_bytes_ = std::max(max_bytes_, pieces_[(size_t)i].size());
+    }
   std::sort(ids_.begin(), ids_.end(), [&](int32_t a, int32_t b) {
     return pieces_[(size_t)a] != pieces_[(size_t)b] ? pieces_[(size_t)a] < pieces_[(size_t)b] : a < b;
   });
@@ -64,7 +67,10 @@ void add_unique(std::vector<const GStack*>* out, const GStack* s) {
 }  // namespace
 
 GrammarMatcher::GrammarMatcher(std::shared_ptr<const Grammar> g, std::shared_ptr<const TokenTrie> trie)
-    : g_(std::move(g)), trie_(std::move(trie)) {
+    : GrammarMatcher(std::make_shared<GrammarMasks>(std::move(g), std::move(trie))) {}
+
+GrammarMatcher::GrammarMatcher(std::shared_ptr<GrammarMasks> masks)
+    : g_(masks->grammar()), trie_(masks->trie()), masks_(std::move(masks)) {
   cur_ = &arena_;
   levels_.resize(TokenTrie::kMaxTokenBytes + 2);  // never resized during a walk (it holds references)
   const auto& root = g_->rules[g_->root];
@@ -167,22 +173,23 @@ void GrammarMatcher::walk(uint32_t node, int depth, Utf8 u, uint8_t* allowed) {
   }
 }
 
-Status GrammarMatcher::mask(uint8_t* allowed) {
-  std::string key;
-  auto put = [&key](const void* p, size_t n) { key.append(static_cast<const char*>(p), n); };
-  put(&pending_.value, sizeof pending_.value);
-  put(&pending_.missing, sizeof pending_.missing);
+bool GrammarMatcher::mask_cached(uint8_t* allowed) {
+  std::string& key = key_;
+  key.clear();
+  auto put = [&key](uint64_t v) { key.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  put((uint64_t)pending_.value << 32 | (uint32_t)pending_.missing);
+  put(pending_.min);
   for (const GStack* s : stacks_) {
-    for (const GStack* t = s; t; t = t->parent) put(&t->pos, sizeof t->pos);
-    const void* sep = nullptr;
-    put(&sep, sizeof sep);
+    for (const GStack* t = s; t; t = t->parent) put(masks_->canon(t->pos));
+    put(~uint64_t{1});  // end of this stack (canon() never returns it: offsets are < 2^32 - 1)
   }
+  return masks_->lookup(key, allowed);
+}
+
+Status GrammarMatcher::mask(uint8_t* allowed) {
+  if (mask_cached(allowed)) return Status::ok();
+  const std::string& key = key_;
   const size_t n = (size_t)trie_->n_tokens();
-  for (const auto& [k, m] : cache_)
-    if (k == key) {
-      std::copy(m.begin(), m.end(), allowed);
-      return Status::ok();
-    }
   std::fill(allowed, allowed + n, 0);
   scratch_.reset();
   cur_ = &scratch_;
@@ -194,10 +201,7 @@ Status GrammarMatcher::mask(uint8_t* allowed) {
     return make_error(Code::Grammar, "Grammar: more than " + std::to_string(kMaxStacks) +
                                          " parses are live at once; the grammar is too ambiguous to follow. "
                                          "Make its alternatives start differently.");
-  if (cache_.size() < kMaskCache) cache_.emplace_back();
-  auto& slot = cache_[cache_next_++ % kMaskCache];
-  slot.first = std::move(key);
-  slot.second.assign(allowed, allowed + n);
+  masks_->insert(key, allowed);
   return Status::ok();
 }
 

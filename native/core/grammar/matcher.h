@@ -18,6 +18,7 @@
 
 #include "../status.h"
 #include "gbnf.h"
+#include "mask_cache.h"
 
 namespace llmserve {
 
@@ -29,6 +30,7 @@ class TokenTrie {
   static constexpr size_t kMaxTokenBytes = 256;
   explicit TokenTrie(std::vector<std::string> pieces);
   int32_t n_tokens() const { return (int32_t)pieces_.size(); }
+  size_t max_bytes() const { return max_bytes_; }  // the longest token in the trie
   const std::string& piece(int32_t id) const { return pieces_[(size_t)id]; }
 
   struct Node {
@@ -44,6 +46,7 @@ class TokenTrie {
   std::vector<std::string> pieces_;
   std::vector<Node> nodes_;
   std::vector<int32_t> ids_;  // token ids sorted by bytes
+  size_t max_bytes_ = 0;
 };
 
 // A stack node: grammar position plus the rest of the stack. nullptr is the empty stack.
@@ -70,13 +73,19 @@ class GrammarMatcher {
   // Beyond this many live stacks the grammar is too ambiguous to follow: mask()/accept() fail.
   static constexpr size_t kMaxStacks = 4096;
 
+  // With a private GrammarMasks (tests; one-off use).
   GrammarMatcher(std::shared_ptr<const Grammar> g, std::shared_ptr<const TokenTrie> trie);
+  // Sharing `masks` (its grammar and trie) with the other requests of the same grammar.
+  explicit GrammarMatcher(std::shared_ptr<GrammarMasks> masks);
 
   // Can the grammar end here (an empty stack is live, no partial code point pending)?
   bool can_end() const;
   // allowed[id] = 1 for tokens the grammar accepts next, 0 otherwise ([n_tokens]). Code::Grammar
   // when the grammar's ambiguity exceeds kMaxStacks.
   Status mask(uint8_t* allowed);
+  // mask() when the shared cache holds this state's mask (a copy, microseconds); false otherwise,
+  // allowed then unspecified. Lets the step walk only the misses in parallel.
+  bool mask_cached(uint8_t* allowed);
   // Advances over `token`'s bytes. Code::Grammar when the grammar rejects them (mask() excluded it).
   Status accept(int32_t token);
   // Advances over raw bytes (tests: accept/reject strings). false when rejected; the state is then
@@ -104,12 +113,11 @@ class GrammarMatcher {
   Utf8 pending_;
   bool overflow_ = false;
   std::vector<std::vector<const GStack*>> levels_;  // per trie depth, the walk's stacks
-  // Masks of recent states, keyed by the full stacks (positions) and the pending UTF-8 state: a
-  // loop such as a JSON string's `char*` returns to the same state every step, so its mask is
-  // walked once. A function of the state only, so batch invariance holds.
-  static constexpr size_t kMaskCache = 8;
-  std::vector<std::pair<std::string, std::vector<uint8_t>>> cache_;
-  size_t cache_next_ = 0;
+  // Computed masks, shared by the grammar's requests, keyed by the state's structural key (see
+  // mask_cache.h): a JSON string's `char*` or a long `char{0,N}` maps every step to the same key,
+  // so its mask is walked once. The key is a function of the state only: batch invariance holds.
+  std::shared_ptr<GrammarMasks> masks_;
+  std::string key_;  // scratch
 };
 
 }  // namespace llmserve

@@ -135,6 +135,7 @@ class Engine {
   bool run_batch(StepPlan& plan);
   void sample_and_emit(StepPlan& plan);
   int grammar_mask(Sequence& s);
+  std::shared_ptr<GrammarMasks> grammar_masks(const std::shared_ptr<const Grammar>& g);
   void drain_inbox();
   void finish(Sequence& s, FinishReason r, Status error = Status::ok());
   // admission.cpp: waiting requests join the batch; a session's KV or cached prefix blocks are reused.
@@ -180,6 +181,9 @@ class Engine {
 
   // Shared with callers.
   std::shared_ptr<const TokenTrie> trie_;  // engine thread; built from grammar_pieces_ on first use
+  // Engine thread: recent grammars' shared masks (each capped at GrammarMasks::kDefaultCacheBytes).
+  static constexpr size_t kMaxGrammarMasks = 8;
+  std::vector<std::shared_ptr<GrammarMasks>> grammar_masks_;
   std::mutex mu_;
   std::vector<std::string> grammar_pieces_;  // under mu_
   bool has_grammar_vocab_ = false;           // under mu_

@@ -38,6 +38,7 @@ struct Engine::Sequence {
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<GrammarMatcher> grammar;  // with req->grammar: its state after the generated tokens
   std::vector<uint8_t> allowed;             // grammar mask scratch [n_vocab]
+  Status mask_status;                       // this step's grammar mask (computed in parallel)
   int64_t n_generated = 0;
   Timings tm;
   double t_submit = 0, t_first_step = -1, t_first_token = -1;

@@ -34,7 +34,7 @@ void Engine::drain_inbox() {
       }
   for (auto& s : fresh) {
     if (s->req->grammar) {
-      s->grammar = std::make_unique<GrammarMatcher>(s->req->grammar, trie_);
+      s->grammar = std::make_unique<GrammarMatcher>(grammar_masks(s->req->grammar));
       s->allowed.resize((size_t)executor_->config().n_vocab);
     }
     // The chosen token's logprob costs a full log-softmax per token: only compute it when asked.
@@ -64,6 +64,21 @@ void Engine::drain_inbox() {
     drop_tables(it->second->blocks, it->second->lblocks);
     sessions_.erase(it);
   }
+}
+
+// The shared masks of `g`'s rule table: requests with the same grammar (the same JSON schema)
+// share computed masks. The last kMaxGrammarMasks grammars are kept, most recent last.
+std::shared_ptr<GrammarMasks> Engine::grammar_masks(const std::shared_ptr<const Grammar>& g) {
+  for (size_t i = 0; i < grammar_masks_.size(); ++i)
+    if (grammar_masks_[i]->grammar() == g || same_grammar(*grammar_masks_[i]->grammar(), *g)) {
+      auto m = grammar_masks_[i];
+      grammar_masks_.erase(grammar_masks_.begin() + (ptrdiff_t)i);
+      grammar_masks_.push_back(m);
+      return m;
+    }
+  if (grammar_masks_.size() >= kMaxGrammarMasks) grammar_masks_.erase(grammar_masks_.begin());
+  grammar_masks_.push_back(std::make_shared<GrammarMasks>(g, trie_));
+  return grammar_masks_.back();
 }
 
 void Engine::finish(Sequence& s, FinishReason r, Status error) {
@@ -216,6 +231,21 @@ void Engine::sample_and_emit(StepPlan& plan) {
   const int64_t ctx_limit = std::min<int64_t>(opts_.n_ctx, kv_.n_blocks * kv_.block_size);
   int64_t row = 0;
   const double t_done = engine_now_ms();
+  // The grammar masks of every constrained sequence that samples this step: cached ones copied
+  // here, the rest walked in parallel on the executor's threads (waking the pool for copies only
+  // costs more than it saves). Each depends only on its own matcher (the shared cache locks), so
+  // the split changes no mask.
+  std::vector<Sequence*> walk;
+  for (auto& p : plan.picks) {
+    Sequence& s = *p.s;
+    if (!p.out || !s.grammar || s.n_generated >= s.req->max_tokens) continue;
+    s.mask_status = Status::ok();
+    if (!s.grammar->mask_cached(s.allowed.data())) walk.push_back(&s);
+  }
+  executor_->parallel_for((int64_t)walk.size(), [&](int64_t i) {
+    Sequence& s = *walk[(size_t)i];
+    s.mask_status = s.grammar->mask(s.allowed.data());
+  });
   for (auto& p : plan.picks) {
     Sequence& s = *p.s;
     s.n_computed += p.chunk;
@@ -270,11 +300,11 @@ void Engine::sample_and_emit(StepPlan& plan) {
   }
 }
 
-// Fills s.allowed from s's grammar; the stop tokens are allowed exactly when the grammar can end.
+// Completes s.allowed (the mask computed in sample_and_emit) for sampling; the stop tokens are allowed exactly when the grammar can end.
 // 0: sample under the mask; 1: nothing but the end fits and there is no stop token (finish as
 // Eos); -1: s was finished with an error (no token continues the grammar, or it is too ambiguous).
 int Engine::grammar_mask(Sequence& s) {
-  Status ms = s.grammar->mask(s.allowed.data());
+  Status ms = std::move(s.mask_status);
   if (!ms) {
     finish(s, FinishReason::None, ms);
     return -1;
