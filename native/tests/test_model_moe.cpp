@@ -1,6 +1,7 @@
 // Mixture of experts (model/moe.h): Mixtral (llama with experts) and qwen3moe against the naive
 // double-precision forward_ref, several expert counts and top-k; batch invariance of the grouped
-// expert GEMM; hostile expert metadata and tensor shapes; what synth writes; finetune refusing.
+// expert GEMM; hostile expert metadata and tensor shapes; what synth writes; finetune and FFN
+// LoRA adapters refused.
 // Parity with llama.cpp itself is test/parity/moe.test.ts.
 #include <cmath>
 #include <cstdio>
@@ -11,6 +12,7 @@
 
 #include "forward_ref.h"
 #include "gguf/gguf.h"
+#include "lora/lora.h"
 #include "model/forward.h"
 #include "model/model.h"
 #include "model_test_util.h"
@@ -269,4 +271,26 @@ TEST(moe_finetune_refuses) {
   const Status st = lora_zeros(m->config(), 4, 8.0, kAllBlockProjs, &lora);
   CHECK(st.code == Code::UnsupportedArch);
   CHECK(st.message.find("mixture-of-experts") != std::string::npos);
+}
+
+TEST(moe_lora_on_experts_refused) {
+  const std::string p = synth_to(moe_opts("llama", 4, 2, GgmlType::F32), "moe_lora_base.gguf");
+  auto m = p.empty() ? nullptr : load_model(p);
+  CHECK(m != nullptr);
+  if (!m) return;
+  // An FFN adapter made over the dense model of the same shapes, loaded over the MoE one.
+  const std::string dense = synth_to(moe_opts("llama", 0, 0, GgmlType::F32), "moe_lora_dense.gguf");
+  SynthLoraOptions lo;
+  lo.targets = {"ffn_up"};
+  const std::string bad = tmp_path("moe_lora_ffn.gguf");
+  CHECK(synth_lora(dense, lo, bad).is_ok());
+  std::unique_ptr<LoraAdapter> a;
+  Status st = LoraAdapter::load(bad, *m, 1.0f, &a);
+  CHECK(st.code == Code::MissingTensor);
+  CHECK(st.message.find("the model has no tensor 'blk.0.ffn_up.weight'") != std::string::npos);
+  // Attention targets still apply.
+  lo.targets = {"attn_q", "attn_v"};
+  const std::string ok = tmp_path("moe_lora_attn.gguf");
+  CHECK(synth_lora(p, lo, ok).is_ok());
+  CHECK(LoraAdapter::load(ok, *m, 1.0f, &a).is_ok());
 }
