@@ -231,6 +231,9 @@ async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
     slidingWindow: md[`${arch}.attention.sliding_window`],
     slidingWindowPattern: md[`${arch}.attention.sliding_window_pattern`],
     longRope: g.tensors.some((t) => t.name === "rope_factors_long.weight") || undefined,
+    expertCount: md[`${arch}.expert_count`],
+    expertUsedCount: md[`${arch}.expert_used_count`],
+    expertFeedForwardLength: md[`${arch}.expert_feed_forward_length`],
     tokenizer: md["tokenizer.ggml.model"],
     tokenizerPre: md["tokenizer.ggml.pre"],
     vocabSize: vocabLen,
@@ -378,6 +381,8 @@ program
   .option("--final-softcap <f>", "gemma: final_logit_softcapping (default: not written)", float("--final-softcap"))
   .option("--rope-freq-base-swa <f>", "gemma: local layers' RoPE base", float("--rope-freq-base-swa"))
   .option("--long-rope", "phi3: LongRoPE short/long factor tensors, original context = context / 2")
+  .option("--experts <n>", "llama/qwen3moe: mixture of experts (default 0 = dense; qwen3moe 8)", int("--experts"))
+  .option("--experts-used <n>", "experts chosen per token (default 2)", int("--experts-used"))
   .addOption(new Option("--type <type>", "weight type").choices([...SYNTH_TYPES]).default(SY.type))
   .option("--seed <n>", "weights seed", int("--seed"), SY.seed)
   .requiredOption("-o, --output <path>", "output .gguf path")
@@ -406,6 +411,8 @@ program
       finalSoftcap: o.finalSoftcap as number | undefined,
       ropeFreqBaseSwa: o.ropeFreqBaseSwa as number | undefined,
       longRope: o.longRope === true,
+      experts: o.experts as number | undefined,
+      expertsUsed: o.expertsUsed as number | undefined,
       onProgress: rep.fraction("synth", String(o.output)),
     }).finally(() => rep.stop());
     for (const n of notes) process.stderr.write(`note: ${n}\n`);

@@ -118,6 +118,8 @@ export const SYNTH_DEFAULTS = {
   finalSoftcap: 0,
   ropeFreqBaseSwa: 0,
   longRope: false,
+  experts: 0,
+  expertsUsed: 0,
 } as const;
 
 /** Defaults of `Model.loadAdapter()`'s options (and `llmserve generate --adapter-scale`). */

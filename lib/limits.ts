@@ -83,6 +83,9 @@ export const SYNTH_LIMITS = {
   attnSoftcap: num(0, 1e6),
   finalSoftcap: num(0, 1e6),
   ropeFreqBaseSwa: num(0, 1e12),
+  /** Mixture of experts: 0 = dense (llama.cpp's LLAMA_MAX_EXPERTS is 512). */
+  experts: int(0, 512),
+  expertsUsed: int(0, 512),
 } as const satisfies Record<string, Limit>;
 
 /** LoRA adapters: Model.loadAdapter()'s `scale` and synthLora()'s options. */

@@ -341,6 +341,8 @@ export interface NativeSynthOptions {
   finalSoftcap: number;
   ropeFreqBaseSwa: number;
   longRope: boolean;
+  experts: number;
+  expertsUsed: number;
 }
 
 /** quantize()'s options: type and threads are required (lib/quantize.ts sets them), the rest optional. */

@@ -28,7 +28,7 @@ export const SYNTH_TYPES = [
 export type SynthType = (typeof SYNTH_TYPES)[number];
 
 /** The architectures {@link synth} can write (`general.architecture`). */
-export const SYNTH_ARCHS = ["llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"] as const;
+export const SYNTH_ARCHS = ["llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3"] as const;
 /** One of {@link SYNTH_ARCHS}. */
 export type SynthArch = (typeof SYNTH_ARCHS)[number];
 
@@ -106,6 +106,13 @@ export interface SynthOptions {
    * false). llama.cpp uses the long factors when the context per sequence exceeds that length.
    */
   longRope?: boolean;
+  /**
+   * Mixture of experts, llama (Mixtral) or qwen3moe: the number of experts (default 0: a dense
+   * FFN; qwen3moe: 8). Each expert's FFN has `ffn` hidden units; the router stays f32.
+   */
+  experts?: number;
+  /** Experts chosen per token, in [1, experts] (default: 2, or `experts` when smaller). */
+  expertsUsed?: number;
   /** Called with a fraction in [0, 1] while tensors are written. */
   onProgress?: (fraction: number) => void;
 }
@@ -142,14 +149,24 @@ export function resolveSynthOptions(options: unknown): {
     "finalSoftcap",
     "ropeFreqBaseSwa",
     "longRope",
+    "experts",
+    "expertsUsed",
     "onProgress",
   ]);
   const D = SYNTH_DEFAULTS;
   const type = o.type === undefined ? D.type : typeof o.type === "string" ? o.type.toLowerCase() : o.type;
   const int = (name: keyof typeof S & keyof typeof D): number => checkLimit(name, o[name] ?? D[name], S[name]);
+  const arch = checkString("arch", o.arch ?? D.arch, SYNTH_ARCHS);
+  // qwen3moe always has experts: 8 unless given; 2 chosen per token unless given (or fewer experts).
+  const experts = checkLimit("experts", o.experts ?? (arch === "qwen3moe" ? 8 : D.experts), S.experts);
+  const expertsUsed = checkLimit(
+    "expertsUsed",
+    o.expertsUsed ?? (experts > 0 ? Math.min(2, experts) : D.expertsUsed),
+    S.expertsUsed,
+  );
   // Every field of the native options is set here (the addon has no defaults of its own).
   const opts: NativeSynthOptions = {
-    arch: checkString("arch", o.arch ?? D.arch, SYNTH_ARCHS),
+    arch,
     dim: int("dim"),
     layers: int("layers"),
     heads: int("heads"),
@@ -171,6 +188,8 @@ export function resolveSynthOptions(options: unknown): {
     finalSoftcap: checkLimit("finalSoftcap", o.finalSoftcap ?? D.finalSoftcap, S.finalSoftcap),
     ropeFreqBaseSwa: checkLimit("ropeFreqBaseSwa", o.ropeFreqBaseSwa ?? D.ropeFreqBaseSwa, S.ropeFreqBaseSwa),
     longRope: o.longRope === undefined ? D.longRope : checkBool("longRope", o.longRope),
+    experts,
+    expertsUsed,
   };
   return { opts, onProgress: o.onProgress };
 }

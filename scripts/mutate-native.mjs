@@ -553,6 +553,27 @@ export const MUTATIONS = [
     replace: "while (false) {",
     why: "grammar masks: the shared mask cache grows past its byte cap",
   },
+  {
+    id: "moe-no-renormalisation",
+    file: "native/core/model/moe.cpp",
+    find: "wts[j] = wts[j] / wsum;",
+    replace: "wts[j] = wts[j];",
+    why: "moe: the chosen experts' probabilities are not renormalised to sum 1 (llama.cpp's norm_w)",
+  },
+  {
+    id: "moe-topk-least-probable",
+    file: "native/core/model/moe.cpp",
+    find: "(best < 0 || probs[e] > probs[best])",
+    replace: "(best < 0 || probs[e] < probs[best])",
+    why: "moe: top-k routing picks the least probable experts",
+  },
+  {
+    id: "moe-expert-used-unchecked",
+    file: "native/core/model/model_config.cpp",
+    find: 'LLMS_RETURN_IF_ERROR(check_range(a + "expert_used_count", c.n_expert_used, 1, c.n_expert));',
+    replace: "",
+    why: "moe: expert_used_count outside [1, expert_count] is accepted (routing would index past the experts)",
+  },
 ];
 const args = process.argv.slice(2);
 const flag = (name) => args.includes(name);

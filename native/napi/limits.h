@@ -68,6 +68,9 @@ inline constexpr Limit kSynthSwaPattern{"swaPattern", 0, 4096, true, false};
 inline constexpr Limit kSynthAttnSoftcap{"attnSoftcap", 0, 1e6, false, false};
 inline constexpr Limit kSynthFinalSoftcap{"finalSoftcap", 0, 1e6, false, false};
 inline constexpr Limit kSynthRopeFreqBaseSwa{"ropeFreqBaseSwa", 0, 1e12, false, false};
+// Mixture of experts: 0 = dense (llama.cpp's LLAMA_MAX_EXPERTS is 512).
+inline constexpr Limit kSynthExperts{"experts", 0, 512, true, false};
+inline constexpr Limit kSynthExpertsUsed{"expertsUsed", 0, 512, true, false};
 
 // loadAdapter(name, path, scale) and synthLora(base, options, outPath)
 inline constexpr Limit kAdapterScale{"scale", -100, 100, false, false};
@@ -131,7 +134,8 @@ inline constexpr const Limit* kLoad[] = {&kThreads,        &kContextSize,  &kKvC
 inline constexpr const Limit* kSynth[] = {
     &kSynthDim,           &kSynthLayers,     &kSynthHeads,       &kSynthKvHeads,      &kSynthFfn,
     &kSynthContext,       &kSynthVocabSize,  &kSynthSeed,        &kSynthHeadDim,      &kSynthRopeScale,
-    &kSynthSlidingWindow, &kSynthSwaPattern, &kSynthAttnSoftcap, &kSynthFinalSoftcap, &kSynthRopeFreqBaseSwa};
+    &kSynthSlidingWindow, &kSynthSwaPattern, &kSynthAttnSoftcap, &kSynthFinalSoftcap, &kSynthRopeFreqBaseSwa,
+    &kSynthExperts,       &kSynthExpertsUsed};
 inline constexpr const Limit* kLora[] = {&kAdapterScale, &kLoraRank, &kLoraSeed, &kLoraAlpha, &kLoraStdB};
 inline constexpr const Limit* kGguf[] = {&kMaxArrayLength, &kMaxStringBytes, &kMaxMetadataBytes};
 inline constexpr const Limit* kEval[] = {&kEvalCtx, &kEvalBatch, &kEvalChunks};

@@ -97,6 +97,8 @@ Napi::Value Synth(const Napi::CallbackInfo& info) {
   s.final_softcap = get_number<float, L::kSynthFinalSoftcap>(o);
   s.rope_freq_base_swa = get_number<float, L::kSynthRopeFreqBaseSwa>(o);
   s.long_rope = get_bool(o, "longRope");
+  s.experts = get_number<int64_t, L::kSynthExperts>(o);
+  s.experts_used = get_number<int64_t, L::kSynthExpertsUsed>(o);
   s.type = get_type(o);
   Napi::Function progress = optional_function(info, 2);
   auto* w = new SynthWorker(env, std::move(s), std::move(out_path), progress);
@@ -208,6 +210,8 @@ void init_synth(Napi::Env env, Napi::Object exports) {
   d.Set("finalSoftcap", Napi::Number::New(env, (double)s.final_softcap));
   d.Set("ropeFreqBaseSwa", Napi::Number::New(env, (double)s.rope_freq_base_swa));
   d.Set("longRope", s.long_rope);
+  d.Set("experts", Napi::Number::New(env, (double)s.experts));
+  d.Set("expertsUsed", Napi::Number::New(env, (double)s.experts_used));
   exports.Set("synth", Napi::Function::New(env, Synth, "synth"));
   const SynthLoraOptions l;
   Napi::Object dl = defaults_group(env, exports, "synthLora");

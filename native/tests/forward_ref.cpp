@@ -47,6 +47,32 @@ void head_norm(Vec& v, int64_t off, int64_t n, const float* w, double eps) {
   std::copy(y.begin(), y.end(), v.begin() + off);
 }
 
+// Mixture of experts: softmax over the router's logits, the n_expert_used most probable experts
+// (ties: lower index), their probabilities renormalised to sum 1, the weighted sum of their SwiGLU
+// FFNs, all in double.
+Vec moe_ffn(const ModelConfig& c, const LayerWeights& L, const Vec& xn) {
+  Vec p = matvec(L.ffn_gate_inp, nullptr, xn);
+  const double mx = *std::max_element(p.begin(), p.end());
+  double sum = 0;
+  for (double& v : p) sum += (v = std::exp(v - mx));
+  for (double& v : p) v /= sum;
+  std::vector<int64_t> idx(p.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int64_t>(i);
+  std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return p[a] > p[b]; });
+  double wsum = 0;
+  for (int64_t j = 0; j < c.n_expert_used; ++j) wsum += p[idx[j]];
+  Vec y(static_cast<size_t>(c.n_embd), 0.0);
+  for (int64_t j = 0; j < c.n_expert_used; ++j) {
+    const size_t e = static_cast<size_t>(idx[j]);
+    Vec g = matvec(L.gate_exps[e], nullptr, xn);
+    const Vec u = matvec(L.up_exps[e], nullptr, xn);
+    for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
+    const Vec d = matvec(L.down_exps[e], nullptr, g);
+    for (size_t i = 0; i < y.size(); ++i) y[i] += p[e] / wsum * d[i];
+  }
+  return y;
+}
+
 // Rotates each head of v ([heads * head_dim]) for position pos.
 // Local (sliding-window) layers use their own base and scale.
 void rope(const ModelConfig& c, const float* freq_factors, Vec& v, int64_t heads, int64_t pos, bool local) {
@@ -122,6 +148,11 @@ std::vector<Vec> final_residual(const Model& model, const std::vector<int32_t>& 
       if (L.attn_post_norm) o = rms_norm(o, L.attn_post_norm, c.rms_eps);
       for (int64_t i = 0; i < E; ++i) x[t][i] += o[i];
       const Vec xn = rms_norm(x[t], L.ffn_norm, c.rms_eps);
+      if (c.is_moe()) {
+        const Vec d = moe_ffn(c, L, xn);
+        for (int64_t i = 0; i < E; ++i) x[t][i] += d[i];
+        continue;
+      }
       Vec g = matvec(L.ffn_gate, L.ffn_gate_b, xn);
       const Vec u = matvec(L.ffn_up, L.ffn_up_b, xn);
       for (size_t i = 0; i < g.size(); ++i) {

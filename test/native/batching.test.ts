@@ -95,6 +95,37 @@ describe("batch invariance", () => {
     }
   });
 
+  it.each([
+    ["llama", 8, 2],
+    ["qwen3moe", 4, 1],
+  ] as const)(
+    "mixture of experts (%s, %i experts, top-%i): 16 concurrent requests equal each alone",
+    async (arch, experts, expertsUsed) => {
+      // Each step groups every sequence's tokens by expert: a token's output must not depend on
+      // which other tokens share its experts' matmuls.
+      const path = await synthModel(`batch-moe-${arch}-${experts}-${expertsUsed}`, {
+        arch,
+        dim: 128,
+        layers: 2,
+        heads: 4,
+        kvHeads: 2,
+        ffn: 128,
+        vocabSize: 512,
+        type: "q4_0",
+        experts,
+        expertsUsed,
+      });
+      const m = await Model.load(path, { threads: 2, contextSize: 256, kvCacheTokens: 4096, maxBatchTokens: 48 });
+      try {
+        await checkInvariance(m, prompts(16, m.info.nVocab, 11), 24);
+        expect(m.stats().maxBatchSequencesSeen).toBeGreaterThan(1);
+        expect(m.stats().blocksUsed).toBe(0);
+      } finally {
+        await m.dispose();
+      }
+    },
+  );
+
   it.runIf(haveFixtures).each(["aidreams260K", "stories260K-ids"])(
     "16 concurrent requests on the f32 fixture %s equal each alone",
     async (name) => {

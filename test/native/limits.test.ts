@@ -92,6 +92,8 @@ const synthOpts: NativeSynthOptions = {
   finalSoftcap: 0,
   ropeFreqBaseSwa: 0,
   longRope: false,
+  experts: 0,
+  expertsUsed: 0,
 };
 const prompt = Int32Array.from([1, 5, 9]);
 

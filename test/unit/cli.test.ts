@@ -236,6 +236,28 @@ describe.runIf(existsSync(cli))("llmserve CLI", () => {
     expect(run(["synth", "--arch", "gemma2", ...small, "--sliding-window", "8", "-o", g2]).code).toBe(0);
     const ig = JSON.parse(run(["info", "-m", g2, "--json"]).stdout);
     expect(ig).toMatchObject({ architecture: "gemma2", slidingWindow: 8, supported: true });
+    // Mixture of experts: qwen3moe (8 experts, 2 used by default) and Mixtral-style llama.
+    const qm = join(tmpRoot, `cli-qwen3moe-${process.pid}.gguf`);
+    expect(run(["synth", "--arch", "qwen3moe", ...small, "-o", qm]).code).toBe(0);
+    expect(JSON.parse(run(["info", "-m", qm, "--json"]).stdout)).toMatchObject({
+      architecture: "qwen3moe",
+      expertCount: 8,
+      expertUsedCount: 2,
+      expertFeedForwardLength: 64,
+      supported: true,
+    });
+    const mx = join(tmpRoot, `cli-mixtral-${process.pid}.gguf`);
+    expect(run(["synth", ...small, "--experts", "4", "--experts-used", "1", "-o", mx]).code).toBe(0);
+    const im = JSON.parse(run(["info", "-m", mx, "--json"]).stdout);
+    expect(im).toMatchObject({ architecture: "llama", expertCount: 4, expertUsedCount: 1, supported: true });
+    // quantize follows llama.cpp's recipe for dense models only.
+    const qz = run(["quantize", mx, join(tmpRoot, "mx-q8.gguf"), "--type", "q8_0"]);
+    expect(qz.code).toBe(1);
+    expect(qz.stderr).toMatch(/ERR_UNSUPPORTED_ARCH/);
+    expect(qz.stderr).toContain("mixture-of-experts");
+    const badMoe = run(["synth", "--arch", "qwen2", ...small, "--experts", "4", "-o", join(tmpRoot, "x.gguf")]);
+    expect(badMoe.code).toBe(1);
+    expect(badMoe.stderr).toContain("experts");
     const p3 = join(tmpRoot, `cli-phi3-${process.pid}.gguf`);
     expect(run(["synth", "--arch", "phi3", ...small, "--long-rope", "-o", p3]).code).toBe(0);
     expect(JSON.parse(run(["info", "-m", p3, "--json"]).stdout)).toMatchObject({ longRope: true, supported: true });

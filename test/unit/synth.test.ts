@@ -30,6 +30,14 @@ describe("resolveSynthOptions", () => {
     expect(resolveSynthOptions({})).toEqual({ opts: { ...SYNTH_DEFAULTS }, onProgress: undefined });
   });
 
+  it("mixture of experts: qwen3moe defaults to 8 experts, 2 used; expertsUsed defaults to min(2, experts)", () => {
+    expect(resolveSynthOptions({ arch: "qwen3moe" }).opts).toMatchObject({ experts: 8, expertsUsed: 2 });
+    expect(resolveSynthOptions({ arch: "llama", experts: 1 }).opts).toMatchObject({ experts: 1, expertsUsed: 1 });
+    expect(resolveSynthOptions({ experts: 4, expertsUsed: 3 }).opts).toMatchObject({ experts: 4, expertsUsed: 3 });
+    expect(resolveSynthOptions({}).opts).toMatchObject({ experts: 0, expertsUsed: 0 });
+    expect(errorOf(() => resolveSynthOptions({ experts: 513 })).message).toMatch(/experts/);
+  });
+
   it("passes every given option through (type case-insensitively)", () => {
     const onProgress = () => {};
     const given = {
@@ -55,6 +63,8 @@ describe("resolveSynthOptions", () => {
       finalSoftcap: 5.5,
       ropeFreqBaseSwa: 100,
       longRope: true,
+      experts: 6,
+      expertsUsed: 3,
     } as const;
     expect(resolveSynthOptions({ ...given, onProgress })).toEqual({
       opts: { ...given, type: "q8_0" },

@@ -77,8 +77,12 @@ void CpuExecutor::prepare_weights(bool repack, const std::function<void(double)>
   // Each distinct raw matrix is packed once (views may share data: a tied output is never packed
   // twice); the arena slice of each, 64-byte aligned.
   std::vector<MatrixView*> views;
-  for (LayerWeights& L : W.layers)
+  for (LayerWeights& L : W.layers) {
     for (MatrixView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) views.push_back(v);
+    // Experts: each expert's slice of the 3-D tensors packs as its own matrix.
+    for (auto* exps : {&L.gate_exps, &L.up_exps, &L.down_exps})
+      for (MatrixView& v : *exps) views.push_back(&v);
+  }
   views.push_back(&W.output);
   std::unordered_map<const uint8_t*, size_t> slot;  // raw data -> index in todo
   std::vector<MatrixView*> todo;

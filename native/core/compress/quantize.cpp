@@ -55,7 +55,7 @@ Status recipe_model(const GgufFile& f, RecipeModel* m) {
   }
   int64_t experts = 0;
   LLMS_RETURN_IF_ERROR(read_int(f, arch + ".expert_count", false, &experts));
-  if (experts > 1) {
+  if (experts > 0) {
     return make_error(Code::UnsupportedArch, "mixture-of-experts models (" + arch +
                                                  ".expert_count = " + std::to_string(experts) +
                                                  ") are not supported by quantize; use llama.cpp's llama-quantize");

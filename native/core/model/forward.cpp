@@ -8,6 +8,7 @@
 #include "../kv/kv_rotation.h"
 #include "../quant/quant.h"
 #include "matmul.h"
+#include "moe.h"
 #include "ops.h"
 
 namespace llmserve {
@@ -49,6 +50,8 @@ struct Buffers {
   const int32_t** blocks;   // [n] block table of each token's sequence
   const int32_t** lblocks;  // [n] its local layers' table (== blocks when one pool holds every layer)
   uint8_t* attn_scratch;    // [pool.size()] per-thread attention scratch
+  float* moe_y;             // [n, n_embd] a mixture-of-experts FFN's output (MoE models only)
+  MoeBuffers moe;           // its scratch (MoE models only)
 };
 
 void layout(Arena& a, const ModelConfig& c, GgmlType kv_type, int64_t n, int n_threads, Buffers* b) {
@@ -67,6 +70,20 @@ void layout(Arena& a, const ModelConfig& c, GgmlType kv_type, int64_t n, int n_t
   b->blocks = a.take<const int32_t*>(N);
   b->lblocks = a.take<const int32_t*>(N);
   b->attn_scratch = a.take<uint8_t>(static_cast<size_t>(n_threads) * attention_scratch_bytes(attn_shape(c), kv_type));
+  if (!c.is_moe()) return;
+  const MoeSizes z = moe_sizes(c, n);
+  auto take_f = [&](int64_t count) { return a.take<float>(static_cast<size_t>(count)); };
+  b->moe_y = take_f(n * c.n_embd);
+  b->moe = {take_f(z.probs),
+            a.take<int32_t>(static_cast<size_t>(z.sel)),
+            take_f(z.sel),
+            a.take<int32_t>(static_cast<size_t>(z.order)),
+            a.take<int64_t>(static_cast<size_t>(z.start)),
+            take_f(z.gx),
+            take_f(z.ff),
+            take_f(z.ff),
+            take_f(z.gx),
+            take_f(z.eo)};
 }
 
 // Residual add, y: [count] <- d + y (ggml_add(cur, residual)).
@@ -395,7 +412,7 @@ void attention_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
   post_norm_and_add(p, L.attn_post_norm, m);
 }
 
-// Norm -> SwiGLU feed-forward -> residual, rows [0, m).
+// Norm -> SwiGLU feed-forward (or the mixture of experts, model/moe.h) -> residual, rows [0, m).
 void ffn_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
   const ModelConfig& c = p.c;
   Buffers& B = p.B;
@@ -403,6 +420,12 @@ void ffn_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
   p.pool.parallel_for(
       m, [&](int64_t b, int64_t e) { rms_norm_f32(B.x + b * E, L.ffn_norm, B.xn + b * E, e - b, E, c.rms_eps); },
       p.tok_grain);
+  if (c.is_moe()) {
+    moe_ffn(c, L, B.xn, m, B.moe_y, B.moe, p.pool);
+    std::copy(B.moe_y, B.moe_y + m * E, B.xn);
+    post_norm_and_add(p, L.ffn_post_norm, m);
+    return;
+  }
   const MatmulTask gu[2] = {{&L.ffn_gate, matmul_bias(p, il, Proj::Gate, L.ffn_gate_b), B.gate, FF},
                             {&L.ffn_up, matmul_bias(p, il, Proj::Up, L.ffn_up_b), B.up, FF}};
   matmul(gu, 2, B.xn, m, p.pool);

@@ -27,6 +27,14 @@ int effective_dims(const GgufTensorInfo& t) {
   return n;
 }
 
+// Rows [r0, r0 + n) of a matrix: a view of a fused tensor's part (rows are contiguous).
+MatrixView row_view(const MatrixView& m, int64_t r0, int64_t n) {
+  MatrixView v = m;
+  v.data = m.data + static_cast<size_t>(r0) * m.row_bytes;
+  v.n_out = n;
+  return v;
+}
+
 class Binder {
  public:
   explicit Binder(const GgufFile& f) : f_(f) {}
@@ -79,22 +87,40 @@ class Binder {
     const GgufTensorInfo* t = nullptr;
     LLMS_RETURN_IF_ERROR(find(name, {n_in, n_out}, required, &t));
     if (!t) return Status::ok();
-    if (!gemm_supported(t->type)) {
-      return make_error(Code::UnsupportedType, "tensor '" + name + "' has type " + type_traits(t->type).name +
-                                                   ", which llmserve cannot multiply with; convert the model to a "
-                                                   "supported weight type (see the README)");
-    }
-    const TypeTraits& vt = type_traits(type_traits(t->type).vec_dot_type);
-    if (!vt.known || !vt.supported || n_in % vt.block_size != 0) {
-      return make_error(Code::UnsupportedType, "tensor '" + name + "' has type " + type_traits(t->type).name +
-                                                   ", whose activation format " + vt.name + " cannot hold rows of " +
-                                                   std::to_string(n_in));
-    }
+    LLMS_RETURN_IF_ERROR(check_gemm_type(name, t->type, n_in));
     out->data = t->data;
     out->type = t->type;
     out->n_in = n_in;
     out->n_out = n_out;
     out->row_bytes = row_size(t->type, n_in);
+    return Status::ok();
+  }
+
+  // A 3-D expert tensor (ggml ne [n_in, n_out, n_expert]): one 2-D view per expert.
+  Status experts(const std::string& name, int64_t n_in, int64_t n_out, int64_t n_expert, std::vector<MatrixView>* out) {
+    const GgufTensorInfo* t = nullptr;
+    LLMS_RETURN_IF_ERROR(find(name, {n_in, n_out, n_expert}, true, &t));
+    MatrixView all;
+    LLMS_RETURN_IF_ERROR(check_gemm_type(name, t->type, n_in));
+    all.data = t->data, all.type = t->type, all.n_in = n_in, all.n_out = n_out * n_expert;
+    all.row_bytes = row_size(t->type, n_in);
+    out->clear();
+    for (int64_t e = 0; e < n_expert; ++e) out->push_back(row_view(all, e * n_out, n_out));
+    return Status::ok();
+  }
+
+  Status check_gemm_type(const std::string& name, GgmlType type, int64_t n_in) {
+    if (!gemm_supported(type)) {
+      return make_error(Code::UnsupportedType, "tensor '" + name + "' has type " + type_traits(type).name +
+                                                   ", which llmserve cannot multiply with; convert the model to a "
+                                                   "supported weight type (see the README)");
+    }
+    const TypeTraits& vt = type_traits(type_traits(type).vec_dot_type);
+    if (!vt.known || !vt.supported || n_in % vt.block_size != 0) {
+      return make_error(Code::UnsupportedType, "tensor '" + name + "' has type " + type_traits(type).name +
+                                                   ", whose activation format " + vt.name + " cannot hold rows of " +
+                                                   std::to_string(n_in));
+    }
     return Status::ok();
   }
 
@@ -193,14 +219,6 @@ class Binder {
  private:
   const GgufFile& f_;
 };
-
-// Rows [r0, r0 + n) of a matrix: a view of a fused tensor's part (rows are contiguous).
-MatrixView row_view(const MatrixView& m, int64_t r0, int64_t n) {
-  MatrixView v = m;
-  v.data = m.data + static_cast<size_t>(r0) * m.row_bytes;
-  v.n_out = n;
-  return v;
-}
 
 // Bytes per token to hold the activations of one matmul group converted to each distinct
 // vec_dot type the group's weights use (f32 needs no conversion).
@@ -308,6 +326,18 @@ Status Model::load(std::shared_ptr<GgufFile> file, std::unique_ptr<Model>* out) 
     if (c.post_norms) {
       LLMS_RETURN_IF_ERROR(b.vector(p + "post_attention_norm.weight", c.n_embd, true, &L.attn_post_norm));
       LLMS_RETURN_IF_ERROR(b.vector(p + "post_ffw_norm.weight", c.n_embd, true, &L.ffn_post_norm));
+    }
+    if (c.is_moe()) {
+      // Mixtral / qwen3moe experts (llama.cpp: ffn_gate_inp {n_embd, n_expert}, ffn_*_exps).
+      LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_gate_inp.weight", c.n_embd, c.n_expert, true, &L.ffn_gate_inp));
+      LLMS_RETURN_IF_ERROR(b.experts(p + "ffn_gate_exps.weight", c.n_embd, c.n_ff_exp, c.n_expert, &L.gate_exps));
+      LLMS_RETURN_IF_ERROR(b.experts(p + "ffn_up_exps.weight", c.n_embd, c.n_ff_exp, c.n_expert, &L.up_exps));
+      LLMS_RETURN_IF_ERROR(b.experts(p + "ffn_down_exps.weight", c.n_ff_exp, c.n_embd, c.n_expert, &L.down_exps));
+      if (L.ffn_gate_b || L.ffn_up_b || L.ffn_down_b || file->find_tensor(p + "ffn_gate.weight")) {
+        return make_error(Code::GgufCorrupt, "block " + std::to_string(il) +
+                                                 " has both dense FFN tensors and experts; re-convert the model");
+      }
+      continue;
     }
     if (phi3) {
       // Fused gate-up: ffn_up is [n_embd] -> [2 n_ff]; ggml_swiglu takes silu of the first half

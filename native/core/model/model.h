@@ -1,4 +1,4 @@
-// Model: a loaded llama / qwen2 / qwen3 / gemma2 / gemma3 / phi3 GGUF: validated hyperparameters plus views of every weight,
+// Model: a loaded llama (Mixtral too) / qwen2 / qwen3 / qwen3moe / gemma2 / gemma3 / phi3 GGUF: validated hyperparameters plus views of every weight,
 // used in place from the file's mmap (no copy). The Model shares ownership of the GgufFile so the
 // mapping outlives every view.
 #pragma once
@@ -63,6 +63,13 @@ struct LayerWeights {
   const float* ffn_gate_b = nullptr;      // [n_ff] or null (llama only, optional)
   const float* ffn_up_b = nullptr;        // [n_ff] or null
   const float* ffn_down_b = nullptr;      // [n_embd] or null
+  // Mixture of experts (config.is_moe(); ffn_gate/up/down are then empty): the router and one view
+  // per expert of the 3-D ffn_{gate,up,down}_exps tensors (ggml ne [n_embd, n_ff_exp, n_expert]
+  // and [n_ff_exp, n_embd, n_expert]: expert e is the 2-D slice e, rows e*n_out .. (e+1)*n_out).
+  MatrixView ffn_gate_inp;            // [n_embd] -> [n_expert] (router logits)
+  std::vector<MatrixView> gate_exps;  // [n_expert] x ([n_embd] -> [n_ff_exp])
+  std::vector<MatrixView> up_exps;    // [n_expert] x ([n_embd] -> [n_ff_exp])
+  std::vector<MatrixView> down_exps;  // [n_expert] x ([n_ff_exp] -> [n_embd])
 };
 
 struct ModelWeights {

@@ -148,6 +148,35 @@ Status read_gemma_config(const GgufFile& f, ModelConfig* cp) {
   return Status::ok();
 }
 
+// Expert counts as llama.cpp's load_hparams reads and asserts them (an assert there, a typed error
+// here). Mixtral is llama with expert_count > 0; qwen3moe needs experts; the others never read them.
+Status read_expert_config(const GgufFile& f, ModelConfig* cp) {
+  ModelConfig& c = *cp;
+  const std::string a = c.arch + ".";
+  const bool qwen3moe = c.arch == "qwen3moe";
+  if (c.arch != "llama" && !qwen3moe) return Status::ok();
+  bool found = false;
+  LLMS_RETURN_IF_ERROR(get_int_key(f, a + "expert_count", qwen3moe, &c.n_expert, &found));
+  LLMS_RETURN_IF_ERROR(check_range(a + "expert_count", c.n_expert, qwen3moe ? 1 : 0, kMaxExperts));
+  LLMS_RETURN_IF_ERROR(get_int_key(f, a + "expert_used_count", c.n_expert > 0, &c.n_expert_used, &found));
+  if (c.n_expert == 0) {
+    if (c.n_expert_used != 0) {
+      return make_error(Code::BadShape, "hyperparameter '" + a + "expert_used_count' = " +
+                                            std::to_string(c.n_expert_used) + " but the model has no experts ('" + a +
+                                            "expert_count' is 0 or absent); the file is corrupt, re-convert the model");
+    }
+    return Status::ok();
+  }
+  LLMS_RETURN_IF_ERROR(check_range(a + "expert_used_count", c.n_expert_used, 1, c.n_expert));
+  c.n_ff_exp = qwen3moe ? c.n_ff / c.n_expert_used : c.n_ff;
+  if (qwen3moe) {
+    int64_t v = 0;
+    LLMS_RETURN_IF_ERROR(get_int_key(f, a + "expert_feed_forward_length", false, &v, &found));
+    if (found && v != 0) c.n_ff_exp = v;
+  }
+  return check_range(qwen3moe ? a + "expert_feed_forward_length" : a + "feed_forward_length", c.n_ff_exp, 1, 1 << 20);
+}
+
 }  // namespace
 
 std::string supported_archs_list() {
@@ -209,18 +238,11 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
   }
   // llama.cpp's llama_model_rope_type: NORM for llama, NEOX for the qwen and gemma families.
   c.rope_type = c.arch == "llama" ? 0 : 2;
-  c.has_qk_norm = c.arch == "qwen3" || c.arch == "gemma3";
+  c.has_qk_norm = c.arch == "qwen3" || c.arch == "qwen3moe" || c.arch == "gemma3";
   const std::string a = c.arch + ".";
   bool found = false;
   int64_t iv = 0;
   double fv = 0;
-
-  // Mixture-of-experts llama files share the architecture name but need expert routing.
-  LLMS_RETURN_IF_ERROR(get_int_key(f, a + "expert_count", false, &iv, &found));
-  if (found && iv > 0) {
-    return make_error(Code::UnsupportedArch, "architecture '" + c.arch + "' with " + std::to_string(iv) +
-                                                 " experts (mixture of experts) is not supported");
-  }
 
   LLMS_RETURN_IF_ERROR(get_int_key(f, a + "embedding_length", true, &c.n_embd, &found));
   LLMS_RETURN_IF_ERROR(check_range(a + "embedding_length", c.n_embd, 1, 1 << 17));
@@ -358,6 +380,7 @@ Status read_model_config(const GgufFile& f, ModelConfig* out) {
   }
 
   if (c.arch == "gemma2" || c.arch == "gemma3") LLMS_RETURN_IF_ERROR(read_gemma_config(f, &c));
+  LLMS_RETURN_IF_ERROR(read_expert_config(f, &c));
   // phi3 (llama_model_phi3): Q *= 1/sqrtf(head_dim) after RoPE, attention scale 1. Its
   // attention.sliding_window key is read and then disabled by llama.cpp ("Phi SWA is currently
   // disabled"), so every layer attends to the whole context here too.

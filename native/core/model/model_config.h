@@ -71,22 +71,34 @@ struct ModelConfig {
     return n_swa > 0 && (rope_freq_base_swa != rope_freq_base || rope_freq_scale_swa != rope_freq_scale);
   }
 
+  // Mixture of experts (Mixtral: llama with {arch}.expert_count; qwen3moe), as llama.cpp's
+  // build_moe_ffn: a router [n_embd] -> [n_expert], softmax over all experts, the n_expert_used
+  // largest probabilities renormalised to sum 1, each chosen expert's SwiGLU FFN ([n_embd] ->
+  // [n_ff_exp] -> [n_embd]) weighted by them. n_expert = 0: a dense FFN.
+  int64_t n_expert = 0;       // {arch}.expert_count
+  int64_t n_expert_used = 0;  // {arch}.expert_used_count
+  int64_t n_ff_exp = 0;       // qwen3moe: {arch}.expert_feed_forward_length (default n_ff / n_expert_used); llama: n_ff
+  bool is_moe() const { return n_expert > 0; }
+
   int64_t n_embd_q() const { return n_head * head_dim; }      // width of Q and of attention output
   int64_t n_embd_kv() const { return n_head_kv * head_dim; }  // width of K and V per token
   int64_t n_gqa() const { return n_head / n_head_kv; }        // query heads per KV head
 };
 
 // The architectures llmserve runs (general.architecture), in the order error messages list them.
-inline constexpr const char* kSupportedArchs[] = {"llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"};
-// "llama, qwen2, qwen3, gemma2, gemma3, phi3": for messages.
+inline constexpr const char* kSupportedArchs[] = {"llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3"};
+// At most this many experts (llama.cpp's LLAMA_MAX_EXPERTS).
+inline constexpr int64_t kMaxExperts = 512;
+// "llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, phi3": for messages.
 std::string supported_archs_list();
 
 // Reads and validates hyperparameters (everything except the tensor-derived fields n_vocab,
 // tied_output, has_qkv_bias, has_rope_freqs, which Model::load fills; has_qk_norm is the
 // architecture's).
-// Errors: UnsupportedArch (an architecture not in kSupportedArchs, MoE, unsupported rope scaling),
+// Errors: UnsupportedArch (an architecture not in kSupportedArchs, unsupported rope scaling),
 // GgufCorrupt (missing required key or wrong value type, naming the key), BadShape (absurd value,
-// naming the key).
+// naming the key; expert counts as llama.cpp asserts them: expert_count in [0, kMaxExperts],
+// qwen3moe > 0, expert_used_count in [1, expert_count] with experts, absent or 0 without).
 Status read_model_config(const GgufFile& file, ModelConfig* out);
 
 // Special token ids (tokenizer.ggml.*_token_id) must be integers; BOS/EOS must lie in

@@ -145,7 +145,7 @@ Status check_size(const SynthOptions& o, int64_t n_vocab) {
   const double d = static_cast<double>(o.dim), f = static_cast<double>(o.ffn);
   const double hd = static_cast<double>(synth_head_dim(o));
   const double q = hd * static_cast<double>(o.heads), kv = hd * static_cast<double>(o.kv_heads);
-  const double per_layer = d * q * 2 + d * kv * 2 + d * f * 3;
+  const double per_layer = d * q * 2 + d * kv * 2 + d * f * 3 * static_cast<double>(std::max<int64_t>(1, o.experts));
   const double mats = per_layer * static_cast<double>(o.layers) + vocab * d * (o.tied_output ? 1 : 2);
   const double bytes = mats * bytes_per_elem(o.type);
   if (bytes > kMaxFileBytes) {
@@ -222,18 +222,21 @@ struct Builder {
     return Status::ok();
   }
 
-  // A matrix [ne0 (contiguous, input dim), ne1] in opt.type (or its fallback).
-  Status mat(const std::string& name, int64_t ne0, int64_t ne1, double std) {
-    const GgmlType t = synth_matrix_type(opt.type, ne0);
-    if (t != opt.type && notes) {
+  // A matrix [ne0 (contiguous, input dim), ne1] (x ne2 for 3-D expert tensors) in opt.type (or its
+  // fallback), or f32.
+  Status mat(const std::string& name, int64_t ne0, int64_t ne1, double std, int64_t ne2 = 1, bool f32 = false) {
+    const GgmlType t = f32 ? GgmlType::F32 : synth_matrix_type(opt.type, ne0);
+    if (!f32 && t != opt.type && notes) {
       notes->push_back(name + ": " + type_label(opt.type) + " needs ne[0] % " + std::to_string(block_of(opt.type)) +
                        " == 0 (ne[0]=" + std::to_string(ne0) + "), using " + type_label(t));
     }
-    std::vector<float> x(static_cast<size_t>(ne0 * ne1));
+    std::vector<float> x(static_cast<size_t>(ne0 * ne1 * ne2));
     Rng rng(opt.seed ^ fnv1a(name));
     rng.normal(x.data(), x.size(), 0.0, std);
-    LLMS_RETURN_IF_ERROR(w.add_tensor(name, t, {ne0, ne1}, encode_rows(t, x, ne0, ne1)));
-    report(ne0 * ne1);
+    std::vector<int64_t> ne = {ne0, ne1};
+    if (ne2 > 1) ne.push_back(ne2);
+    LLMS_RETURN_IF_ERROR(w.add_tensor(name, t, ne, encode_rows(t, x, ne0, ne1 * ne2)));
+    report(ne0 * ne1 * ne2);
     return Status::ok();
   }
 };
@@ -284,8 +287,9 @@ int synth_file_type(GgmlType t) {
 Status validate_synth_options(const SynthOptions& o) {
   if (std::find_if(std::begin(kSynthArchs), std::end(kSynthArchs), [&](const char* a) { return o.arch == a; }) ==
       std::end(kSynthArchs)) {
-    return invalid("Expected arch to be 'llama', 'qwen2', 'qwen3', 'gemma2', 'gemma3' or 'phi3' but received '" +
-                   o.arch + "'");
+    return invalid(
+        "Expected arch to be 'llama', 'qwen2', 'qwen3', 'qwen3moe', 'gemma2', 'gemma3' or 'phi3' but received '" +
+        o.arch + "'");
   }
   LLMS_RETURN_IF_ERROR(check_range("dim", o.dim, 1, 65536));
   LLMS_RETURN_IF_ERROR(check_range("layers", o.layers, 1, 1024));
@@ -360,6 +364,10 @@ Status validate_synth_options(const SynthOptions& o) {
   if (o.arch == "gemma3" && o.attn_softcap != 0) {
     return invalid("Expected attn_softcap 0 for 'gemma3' (llama.cpp's gemma3 has no attention soft-capping)");
   }
+  LLMS_RETURN_IF_ERROR(check_range("experts", o.experts, o.arch == "qwen3moe" ? 1 : 0, 512));
+  if (o.experts > 0 && o.arch != "llama" && o.arch != "qwen3moe")
+    return invalid("Expected arch 'llama' or 'qwen3moe' for experts but received '" + o.arch + "'");
+  LLMS_RETURN_IF_ERROR(check_range("experts_used", o.experts_used, o.experts > 0 ? 1 : 0, o.experts));
   if (o.vocab_from.empty()) LLMS_RETURN_IF_ERROR(check_size(o, o.vocab_size));
   return Status::ok();
 }
@@ -391,7 +399,13 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
   // Qwen3's converter always writes the head size (its head_dim is not dim / heads in general).
   const bool gemma = a == "gemma2" || a == "gemma3";
   const bool tied = opt.tied_output || a == "gemma2";  // llama.cpp's gemma2 takes no output.weight
-  if (opt.head_dim != 0 || a == "qwen3" || gemma) {
+  const bool qwen3 = a == "qwen3" || a == "qwen3moe", moe = opt.experts > 0;
+  if (moe) {
+    w.set_u32(a + ".expert_count", static_cast<uint32_t>(opt.experts));
+    w.set_u32(a + ".expert_used_count", static_cast<uint32_t>(opt.experts_used));
+    if (a == "qwen3moe") w.set_u32(a + ".expert_feed_forward_length", static_cast<uint32_t>(opt.ffn));
+  }
+  if (opt.head_dim != 0 || qwen3 || gemma) {
     w.set_u32(a + ".attention.key_length", static_cast<uint32_t>(head_dim));
     w.set_u32(a + ".attention.value_length", static_cast<uint32_t>(head_dim));
   }
@@ -465,8 +479,10 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
   const double d = static_cast<double>(opt.dim), f = static_cast<double>(opt.ffn);
   const double vocab_elems = static_cast<double>(n_vocab) * d * (tied ? 1 : 2);
   const double q = static_cast<double>(q_dim), kv = static_cast<double>(kv_dim), hd = static_cast<double>(head_dim);
-  const double layer_elems = 2 * d * q + 2 * d * kv + 3 * d * f + 2 * d + (a == "qwen2" ? q + 2 * kv : 0) +
-                             (a == "qwen3" || a == "gemma3" ? 2 * hd : 0) + (gemma ? 2 * d : 0);
+  const double n_exp = static_cast<double>(opt.experts);
+  const double layer_elems = 2 * d * q + 2 * d * kv + 3 * d * f * std::max(1.0, n_exp) + d * n_exp + 2 * d +
+                             (a == "qwen2" ? q + 2 * kv : 0) + (qwen3 || a == "gemma3" ? 2 * hd : 0) +
+                             (gemma ? 2 * d : 0);
   Builder b{opt, w, notes, std::move(progress)};
   b.total_elems = vocab_elems + d + layer_elems * static_cast<double>(opt.layers) + (opt.rope_freqs ? hd / 2 : 0) +
                   (opt.long_rope ? hd : 0);
@@ -505,20 +521,25 @@ Status synth_model(const SynthOptions& opt, const std::string& out_path, std::fu
       LLMS_RETURN_IF_ERROR(b.vec(p + "attn_k.bias", kv_dim, 0.0, kBiasStd));
       LLMS_RETURN_IF_ERROR(b.vec(p + "attn_v.bias", kv_dim, 0.0, kBiasStd));
     }
-    if (a == "qwen3" || a == "gemma3") {
+    if (qwen3 || a == "gemma3") {
       LLMS_RETURN_IF_ERROR(b.vec(p + "attn_q_norm.weight", head_dim, 1.0, kNormNoise));
       LLMS_RETURN_IF_ERROR(b.vec(p + "attn_k_norm.weight", head_dim, 1.0, kNormNoise));
     }
     LLMS_RETURN_IF_ERROR(b.mat(p + "attn_output.weight", q_dim, opt.dim, 1.0 / std::sqrt(q)));
     if (gemma) LLMS_RETURN_IF_ERROR(b.vec(p + "post_attention_norm.weight", opt.dim, 1.0, kNormNoise));
     LLMS_RETURN_IF_ERROR(b.vec(p + "ffn_norm.weight", opt.dim, 1.0, kNormNoise));
-    if (a == "phi3") {  // fused gate | up rows
+    if (moe) {  // f32 router (llama.cpp's quantizer leaves ffn_gate_inp alone), 3-D experts
+      LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_gate_inp.weight", opt.dim, opt.experts, in_std, 1, true));
+      LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_gate_exps.weight", opt.dim, opt.ffn, in_std, opt.experts));
+      LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_down_exps.weight", opt.ffn, opt.dim, ffn_in_std, opt.experts));
+      LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_up_exps.weight", opt.dim, opt.ffn, in_std, opt.experts));
+    } else if (a == "phi3") {  // fused gate | up rows
       LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_up.weight", opt.dim, 2 * opt.ffn, in_std));
     } else {
       LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_gate.weight", opt.dim, opt.ffn, in_std));
       LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_up.weight", opt.dim, opt.ffn, in_std));
     }
-    LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_down.weight", opt.ffn, opt.dim, ffn_in_std));
+    if (!moe) LLMS_RETURN_IF_ERROR(b.mat(p + "ffn_down.weight", opt.ffn, opt.dim, ffn_in_std));
     if (gemma) LLMS_RETURN_IF_ERROR(b.vec(p + "post_ffw_norm.weight", opt.dim, 1.0, kNormNoise));
   }
   LLMS_RETURN_IF_ERROR(w.write(out_path));

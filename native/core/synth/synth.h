@@ -1,4 +1,4 @@
-// synth: writes random-weight GGUF models (llama / qwen2 / qwen3 / gemma2 / gemma3 / phi3) that llama.cpp loads, for tests,
+// synth: writes random-weight GGUF models (llama incl. Mixtral / qwen2 / qwen3 / qwen3moe / gemma2 / gemma3 / phi3) that llama.cpp loads, for tests,
 // parity checks and benchmarks without downloading real weights.
 //
 // Weights are deterministic in (options, seed): the same options give a byte-identical file.
@@ -42,10 +42,16 @@ struct SynthOptions {
   // 1..1.2, long 1..4 over the pairs), rope.scaling.original_context_length = context / 2 and
   // rope.scaling.attn_factor = sqrt(1 + ln 2 / ln(context / 2)).
   bool long_rope = false;
+  // Mixture of experts: llama (Mixtral) or qwen3moe (which needs experts >= 1). experts = 0: dense.
+  // Writes {arch}.expert_count / expert_used_count (qwen3moe also expert_feed_forward_length =
+  // ffn), an f32 router ffn_gate_inp [dim, experts] and 3-D ffn_{gate,up}_exps [dim, ffn,
+  // experts] and ffn_down_exps [ffn, dim, experts] in `type` instead of the dense FFN.
+  int64_t experts = 0;
+  int64_t experts_used = 0;  // in [1, experts] when experts > 0, else 0
 };
 
 // The architectures synth writes (lib/synth.ts SYNTH_ARCHS order).
-inline constexpr const char* kSynthArchs[] = {"llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"};
+inline constexpr const char* kSynthArchs[] = {"llama", "qwen2", "qwen3", "qwen3moe", "gemma2", "gemma3", "phi3"};
 // The rope_scaling values synth accepts ("" = no keys).
 inline constexpr const char* kSynthRopeScalings[] = {"", "none", "linear", "yarn"};
 

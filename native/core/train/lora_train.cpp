@@ -100,6 +100,11 @@ Status lora_zeros(const ModelConfig& c, int64_t rank, double alpha, uint32_t tar
   if (c.arch != "llama" && c.arch != "qwen2" && c.arch != "qwen3")
     return make_error(Code::UnsupportedArch, "finetune trains llama, qwen2 and qwen3 models; '" + c.arch +
                                                  "' runs for inference but its training backward is not written yet");
+  // Nor the expert routing of mixture-of-experts models (Mixtral is llama with experts).
+  if (c.is_moe())
+    return make_error(Code::UnsupportedArch, "finetune does not train mixture-of-experts models (" +
+                                                 std::to_string(c.n_expert) +
+                                                 " experts); they run for inference only, use a dense model");
   if ((targets & kAllBlockProjs) == 0)
     return make_error(Code::InvalidArgument, "LoRA needs at least one target projection (q,k,v,o,gate,up,down)");
   out->rank = rank;
