@@ -197,10 +197,11 @@ void block_bwd(const Model& model, int64_t il, const LoraSet<T>& lora, const flo
 
 template <typename T>
 Status lora_loss_grad(const Model& model, const LoraSet<T>& lora, const int32_t* tokens, const int32_t* labels,
-                      int64_t n, double weight, double* nll_sum, LoraSet<T>* grad, ThreadPool& pool) {
+                      int64_t n, double weight, double* nll_sum, LoraSet<T>* grad, ThreadPool& pool,
+                      DistillTerm* distill) {
   const ModelConfig& c = model.config();
   const ModelWeights& W = model.weights();
-  if (n < 1 || !tokens || !labels || !nll_sum)
+  if (n < 1 || !tokens || !labels || !nll_sum || (distill && !distill->teacher))
     return make_error(Code::InvalidArgument, "lora_loss_grad: empty sequence or null pointer");
   if (lora.mats.size() != static_cast<size_t>(c.n_layer * kLoraProjs))
     return make_error(Code::InvalidArgument, "lora_loss_grad: the LoRA set was made for another model");
@@ -234,7 +235,8 @@ Status lora_loss_grad(const Model& model, const LoraSet<T>& lora, const int32_t*
   dequant_matrix(W.output, &w, pool);
   mm_nt(xf.data(), w.data(), n, E, V, logits.data(), pool);
   if (grad) dlogits.assign(N * V, T(0));
-  *nll_sum = cross_entropy(logits.data(), labels, n, V, weight, grad ? dlogits.data() : nullptr, pool);
+  *nll_sum = distill ? distill_loss(logits.data(), labels, n, V, weight, grad ? dlogits.data() : nullptr, distill, pool)
+                     : cross_entropy(logits.data(), labels, n, V, weight, grad ? dlogits.data() : nullptr, pool);
   if (!grad) return Status::ok();
   std::vector<T> dxf(N * E, T(0)), dx(N * E, T(0));
   mm_nn_acc(dlogits.data(), w.data(), n, V, E, dxf.data(), pool);
@@ -255,7 +257,7 @@ Status lora_loss_grad(const Model& model, const LoraSet<T>& lora, const int32_t*
   template void block_bwd<T>(const Model&, int64_t, const LoraSet<T>&, const float*, const BlockActs<T>&, int64_t,     \
                              const T*, T*, LoraSet<T>*, ThreadPool&);                                                  \
   template Status lora_loss_grad<T>(const Model&, const LoraSet<T>&, const int32_t*, const int32_t*, int64_t, double,  \
-                                    double*, LoraSet<T>*, ThreadPool&);
+                                    double*, LoraSet<T>*, ThreadPool&, DistillTerm*);
 
 LLMSERVE_LORA_TRAIN(float)
 LLMSERVE_LORA_TRAIN(double)
