@@ -455,6 +455,27 @@ export const MUTATIONS = [
     replace: "masked_[(size_t)i] = logits[i];",
     why: "sampling: sample_masked ignores the grammar mask",
   },
+  {
+    id: "distill-grad-no-temperature",
+    file: "native/core/train/distill.cpp",
+    find: "a * temp * (std::exp(log_q) - p)",
+    replace: "a * (std::exp(log_q) - p)",
+    why: "distillation: the KL term's gradient loses its factor T (only right at T = 1)",
+  },
+  {
+    id: "distill-kl-reversed",
+    file: "native/core/train/distill.cpp",
+    find: "k += p * (log_p - log_q);",
+    replace: "k += std::exp(log_q) * (log_q - log_p);",
+    why: "distillation: the reported KL is KL(student ‖ teacher) instead of KL(teacher ‖ student)",
+  },
+  {
+    id: "distill-teacher-logits-stale",
+    file: "native/core/train/trainer.cpp",
+    find: "      if (distilling) {",
+    replace: "      if (distilling && teacher_logits.empty()) {",
+    why: "distillation: the teacher runs once and every later sequence trains against the first one's logits",
+  },
 ];
 const args = process.argv.slice(2);
 const flag = (name) => args.includes(name);
