@@ -476,6 +476,13 @@ export const MUTATIONS = [
     replace: "      if (distilling && teacher_logits.empty()) {",
     why: "distillation: the teacher runs once and every later sequence trains against the first one's logits",
   },
+  {
+    id: "train-recompute-wrong-layer-input",
+    file: "native/core/train/lora_train.cpp",
+    find: "inputs[static_cast<size_t>(il)].data(), n, &acts[0]",
+    replace: "inputs[static_cast<size_t>(il > 0 ? il - 1 : 0)].data(), n, &acts[0]",
+    why: "training: activation recomputation reruns a block on the previous layer's input",
+  },
 ];
 const args = process.argv.slice(2);
 const flag = (name) => args.includes(name);

@@ -20,6 +20,7 @@
 #include "testing.h"
 #include "train/lora_train.h"
 #include "train/train_ops.h"
+#include "train/trainer.h"
 #include "train_test_util.h"
 
 using namespace llmserve;
@@ -261,4 +262,56 @@ TEST(train_forward_matches_inference_forward) {
       CHECK_NEAR(got, want, 2e-3 * n);
     }
   }
+}
+
+// Activation recomputation per layer gives the same loss and the same gradient bits as keeping every
+// layer's activations (f32, what training runs, and f64), with distillation too; and the trainer
+// switches to it by the kept-activation estimate (same adapter either way).
+TEST(train_recompute_bit_exact) {
+  TmpFile f;
+  auto model = tiny_model("qwen3", GgmlType::F32, 3, &f);
+  CHECK(model != nullptr);
+  if (!model) return;
+  const ModelConfig& c = model->config();
+  const std::vector<int32_t> tokens = {1, 17, 250, 3, 99, 42, 7, 8, 200};
+  std::vector<int32_t> labels(tokens.size(), -1);
+  for (size_t t = 0; t + 1 < tokens.size(); ++t) labels[t] = tokens[t + 1];
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const std::vector<float> teacher = to_f(randv(static_cast<size_t>(n * c.n_vocab), 81));
+  auto same = [](const auto& a, const auto& b) {
+    bool eq = a.mats.size() == b.mats.size();
+    for (size_t i = 0; eq && i < a.mats.size(); ++i) eq = a.mats[i].a == b.mats[i].a && a.mats[i].b == b.mats[i].b;
+    return eq;
+  };
+  for (bool distill : {false, true}) {
+    LoraSet<float> lf = random_lora<float>(c, 60), g0 = zeros_like(lf), g1 = zeros_like(lf);
+    DistillTerm d0, d1;
+    d0.teacher = d1.teacher = teacher.data(), d0.alpha = d1.alpha = 0.4, d0.temperature = d1.temperature = 1.5;
+    double l0 = 0, l1 = 0;
+    CHECK(lora_loss_grad(*model, lf, tokens.data(), labels.data(), n, 0.125, &l0, &g0, pool(), distill ? &d0 : nullptr,
+                         false)
+              .is_ok());
+    CHECK(lora_loss_grad(*model, lf, tokens.data(), labels.data(), n, 0.125, &l1, &g1, pool(), distill ? &d1 : nullptr,
+                         true)
+              .is_ok());
+    CHECK(l0 == l1);
+    CHECK(same(g0, g1));
+  }
+  LoraSet<double> ld = random_lora<double>(c, 61), h0 = zeros_like(ld), h1 = zeros_like(ld);
+  double m0 = 0, m1 = 0;
+  CHECK(lora_loss_grad(*model, ld, tokens.data(), labels.data(), n, 1.0, &m0, &h0, pool(), nullptr, false).is_ok());
+  CHECK(lora_loss_grad(*model, ld, tokens.data(), labels.data(), n, 1.0, &m1, &h1, pool(), nullptr, true).is_ok());
+  CHECK(m0 == m1);
+  CHECK(same(h0, h1));
+  // The trainer: recompute_above 0 (always) and the default (never, for this size): same adapter.
+  TrainData data;
+  data.tokens = tokens, data.labels = labels, data.offsets = {0, 4, n};
+  TrainOptions o;
+  o.rank = 3, o.steps = 2, o.lr = 1e-2;
+  LoraSet<float> a0, a1;
+  CHECK(kept_activation_bytes(c, n, o.rank) > 0 && kept_activation_bytes(c, n, o.rank) < o.recompute_above);
+  CHECK(train_lora(*model, data, o, pool(), {}, nullptr, &a0).is_ok());
+  o.recompute_above = 0;
+  CHECK(train_lora(*model, data, o, pool(), {}, nullptr, &a1).is_ok());
+  CHECK(same(a0, a1));
 }

@@ -38,6 +38,14 @@ int64_t longest(const TrainData& d) {
 
 }  // namespace
 
+double kept_activation_bytes(const ModelConfig& c, int64_t n, int64_t rank) {
+  const double N = static_cast<double>(n);
+  const double per_layer =
+      N * static_cast<double>(4 * c.n_embd + 4 * c.n_embd_q() + 4 * c.n_embd_kv() + 3 * c.n_ff + 7 * rank) +
+      static_cast<double>(c.n_head) * N * N;
+  return static_cast<double>(c.n_layer) * per_layer * sizeof(float);
+}
+
 Status TeacherRun::create(const Model& teacher, const Model& student, int64_t max_n, std::unique_ptr<TeacherRun>* out) {
   if (teacher.config().n_vocab != student.config().n_vocab)
     return make_error(Code::InvalidArgument,
@@ -102,7 +110,8 @@ Status train_lora(const Model& model, const TrainData& data, const TrainOptions&
       }
       LLMS_RETURN_IF_ERROR(lora_loss_grad(model, lora, data.tokens.data() + a, data.labels.data() + a, n,
                                           1.0 / static_cast<double>(labelled), &part, &grad, pool,
-                                          distilling ? &dt : nullptr));
+                                          distilling ? &dt : nullptr,
+                                          kept_activation_bytes(model.config(), n, opt.rank) > opt.recompute_above));
       nll += part, ce += dt.ce_sum, kl += dt.kl_sum;
       tokens += n;
     }

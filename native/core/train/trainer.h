@@ -45,7 +45,14 @@ struct TrainOptions {
   // CE alone and runs the teacher only for lora_eval_loss's KL.
   const Model* teacher = nullptr;
   double distill = 0, temperature = 1;
+  // A sequence whose kept activations (kept_activation_bytes) exceed this many bytes trains with
+  // per-layer recomputation (lora_loss_grad's recompute: same gradients, one more forward pass).
+  double recompute_above = 1024.0 * 1024 * 1024;
 };
+
+// Bytes of the activations lora_loss_grad keeps for a sequence of n tokens without recomputation
+// (the formula of lora_train.h, f32).
+double kept_activation_bytes(const ModelConfig& c, int64_t n, int64_t rank);
 
 struct StepEvent {
   int64_t step = 0, steps = 0;  // 1-based step done, of steps
