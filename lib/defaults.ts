@@ -158,6 +158,8 @@ export const TRAIN_DEFAULTS = {
   weightDecay: 0,
   momentum: 0.9,
   larsEta: 1,
+  distill: 0.5,
+  temperature: 2,
 } as const;
 
 /**

@@ -128,6 +128,8 @@ export const TRAIN_LIMITS = {
   weightDecay: num(0, 10),
   momentum: num(0, 0.999),
   larsEta: num(0, 100, true),
+  distill: num(0, 1),
+  temperature: num(0, 100, true),
 } as const satisfies Record<string, Limit>;
 
 /** The ranges of {@link LIMITS}, by the group name the native addon exports them under (`addon.limits`). */

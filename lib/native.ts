@@ -395,6 +395,12 @@ export interface NativeFinetuneOptions {
   threads: number;
   /** Projections of every block: "q", "k", "v", "o", "gate", "up", "down". */
   targets: string[];
+  /** Distillation teacher (a GGUF path with the model's vocabulary), or null. */
+  teacher: string | null;
+  /** The KL term's share α in [0, 1] (used only with a teacher). */
+  distill: number;
+  /** Distillation temperature T > 0. */
+  temperature: number;
 }
 
 /** Token sequences for finetune(): sequence i is [offsets[i], offsets[i + 1]) of tokens and labels. */
@@ -414,11 +420,14 @@ export interface NativeTrainStep {
   gradNorm: number;
   tokens: number;
   seconds: number;
+  /** With a teacher and distill > 0: the mean CE and KL (at the temperature) parts of the loss; else 0. */
+  ce: number;
+  kl: number;
 }
 
 /** A finetune() in flight (cancel: the promise rejects with ERR_CANCELLED and no adapter is written). */
 export interface NativeFinetuneJob {
-  promise: Promise<{ evalLossBefore: number; evalLossAfter: number }>;
+  promise: Promise<{ evalLossBefore: number; evalLossAfter: number; evalKlBefore: number; evalKlAfter: number }>;
   cancel(): void;
 }
 

@@ -574,6 +574,34 @@ export const MUTATIONS = [
     replace: "",
     why: "moe: expert_used_count outside [1, expert_count] is accepted (routing would index past the experts)",
   },
+  {
+    id: "distill-grad-no-temperature",
+    file: "native/core/train/distill.cpp",
+    find: "a * temp * (std::exp(log_q) - p)",
+    replace: "a * (std::exp(log_q) - p)",
+    why: "distillation: the KL term's gradient loses its factor T (only right at T = 1)",
+  },
+  {
+    id: "distill-kl-reversed",
+    file: "native/core/train/distill.cpp",
+    find: "k += p * (log_p - log_q);",
+    replace: "k += std::exp(log_q) * (log_q - log_p);",
+    why: "distillation: the reported KL is KL(student ‖ teacher) instead of KL(teacher ‖ student)",
+  },
+  {
+    id: "distill-teacher-logits-stale",
+    file: "native/core/train/trainer.cpp",
+    find: "      if (distilling) {",
+    replace: "      if (distilling && teacher_logits.empty()) {",
+    why: "distillation: the teacher runs once and every later sequence trains against the first one's logits",
+  },
+  {
+    id: "train-recompute-wrong-layer-input",
+    file: "native/core/train/lora_train.cpp",
+    find: "inputs[static_cast<size_t>(il)].data(), n, &acts[0]",
+    replace: "inputs[static_cast<size_t>(il > 0 ? il - 1 : 0)].data(), n, &acts[0]",
+    why: "training: activation recomputation reruns a block on the previous layer's input",
+  },
 ];
 const args = process.argv.slice(2);
 const flag = (name) => args.includes(name);

@@ -29,6 +29,9 @@ interface FinetuneCliOpts {
   clip?: number;
   seed?: number;
   weightDecay?: number;
+  teacher?: string;
+  distill?: number;
+  temperature?: number;
   threads?: number;
   json?: boolean;
 }
@@ -61,6 +64,9 @@ async function runFinetune(o: FinetuneCliOpts): Promise<void> {
       clip: o.clip,
       seed: o.seed,
       weightDecay: o.weightDecay,
+      teacher: o.teacher === undefined ? undefined : await localModel(o.teacher),
+      distill: o.distill,
+      temperature: o.temperature,
       threads: o.threads,
       signal: ac.signal,
     });
@@ -70,7 +76,8 @@ async function runFinetune(o: FinetuneCliOpts): Promise<void> {
         continue;
       }
       if (e.type === "step") {
-        detail = `loss ${e.loss.toFixed(4)} ${Math.round(e.tokensPerSecond)} tok/s`;
+        const parts = e.kl === undefined ? "" : ` (ce ${e.ce?.toFixed(4)} kl ${e.kl.toFixed(4)})`;
+        detail = `loss ${e.loss.toFixed(4)}${parts} ${Math.round(e.tokensPerSecond)} tok/s`;
         tracker ??= new ProgressTracker("finetune", basename(o.output), 1, "fraction", (ev) =>
           rep.report({ ...ev, detail }),
         );
@@ -82,7 +89,10 @@ async function runFinetune(o: FinetuneCliOpts): Promise<void> {
       const held = Number.isNaN(e.evalLossBefore)
         ? ""
         : `; held-out loss ${e.evalLossBefore.toFixed(4)} -> ${e.evalLossAfter.toFixed(4)}`;
-      process.stdout.write(`wrote ${e.output}: ${e.steps} steps in ${e.seconds.toFixed(1)} s${held}\n`);
+      const kl = Number.isNaN(e.evalKlBefore)
+        ? ""
+        : `; held-out KL to the teacher ${e.evalKlBefore.toFixed(4)} -> ${e.evalKlAfter.toFixed(4)}`;
+      process.stdout.write(`wrote ${e.output}: ${e.steps} steps in ${e.seconds.toFixed(1)} s${held}${kl}\n`);
     }
   } finally {
     rep.stop();
@@ -117,6 +127,13 @@ export function registerFinetune(program: Command): void {
       `AdamW decoupled weight decay / LARS beta (default ${D.weightDecay})`,
       float("--weight-decay"),
     )
+    .option("--teacher <model>", "distill from this teacher (same vocabulary, e.g. the original of a compressed model)")
+    .option(
+      "--distill <a>",
+      `KL share: loss = (1-a)*CE + a*T^2*KL(teacher_T || student_T) (default ${D.distill}; needs --teacher)`,
+      float("--distill"),
+    )
+    .option("--temperature <T>", `distillation temperature (default ${D.temperature})`, float("--temperature"))
     .option("-t, --threads <n>", "threads (default: physical cores)", int("--threads"))
     .option("--json", "print one JSON object per step (and a last 'done' one) instead of a progress bar")
     .action(runFinetune);

@@ -63,6 +63,18 @@ export interface FinetuneOptions {
   momentum?: number;
   /** LARS η (default 1). */
   larsEta?: number;
+  /**
+   * Knowledge distillation: a teacher GGUF with the model's vocabulary (e.g. the f32 original of a
+   * quantized or pruned model). Each step then minimises
+   * (1 − distill)·CE + distill·T²·KL(softmax(teacher/T) ‖ softmax(student/T)) per labelled token,
+   * the teacher run by the inference forward on the same sequences. With evalData the done event
+   * also reports the held-out KL(teacher ‖ student) before and after.
+   */
+  teacher?: string;
+  /** The KL term's share α in [0, 1] (default 0.5; only with a teacher; 0 = plain CE, the teacher only measures). */
+  distill?: number;
+  /** Distillation temperature T > 0 (default 2). */
+  temperature?: number;
   /** Threads of the training loop (default: physical cores). The adapter does not depend on it. */
   threads?: number;
   /** Aborting stops training: the iterator throws ERR_CANCELLED and no adapter is written. */
@@ -85,6 +97,10 @@ export interface FinetuneStep {
   gradNorm: number;
   /** Tokens the step ran. */
   tokens: number;
+  /** With a teacher and distill > 0: the mean cross-entropy part of `loss`; absent otherwise. */
+  ce?: number;
+  /** With a teacher and distill > 0: the mean KL(teacher_T ‖ student_T) part of `loss`; absent otherwise. */
+  kl?: number;
   /** Tokens per second of the step's wall time. */
   tokensPerSecond: number;
   /** Seconds left at the mean step time so far. */
@@ -101,6 +117,10 @@ export interface FinetuneDone {
   evalLossBefore: number;
   /** The same with the trained adapter; NaN without evalData. */
   evalLossAfter: number;
+  /** Mean held-out KL(teacher ‖ student) at temperature 1 (nats per labelled token) without the adapter; NaN without teacher and evalData. */
+  evalKlBefore: number;
+  /** The same with the trained adapter. */
+  evalKlAfter: number;
   /** Steps run. */
   steps: number;
   /** Wall time of the training (data preparation excluded). */
@@ -131,6 +151,9 @@ const KEYS = [
   "weightDecay",
   "momentum",
   "larsEta",
+  "teacher",
+  "distill",
+  "temperature",
   "threads",
   "signal",
 ];
@@ -169,7 +192,14 @@ export async function* finetune(options: FinetuneOptions): AsyncGenerator<Finetu
     throw new LlmserveError("ERR_INVALID_ARGUMENT", "Expected an AbortSignal for signal");
   if (signal?.aborted) throw new LlmserveError("ERR_CANCELLED", "finetune was aborted before it started.");
 
+  const teacher = o.teacher === undefined ? null : checkPath("teacher", o.teacher);
+  if (teacher === null && (o.distill !== undefined || o.temperature !== undefined))
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      "distill and temperature need a teacher model: pass teacher (--teacher) with the model the student was made from.",
+    );
   const tok = await Tokenizer.fromGguf(model);
+  if (teacher !== null) checkSameVocabulary(tok, await Tokenizer.fromGguf(teacher));
   const chat = () => ChatTemplate.fromModel({ path: model, tokenizer: tok });
   const train = await loadTrainData(data, ctx, tok, chat);
   const held = evalPath === undefined ? undefined : await loadTrainData(evalPath, ctx, tok, chat);
@@ -192,13 +222,17 @@ export async function* finetune(options: FinetuneOptions): AsyncGenerator<Finetu
     optimizer,
     threads,
     targets: [...targets],
+    teacher,
+    distill: teacher === null ? 0 : num("distill", D.distill),
+    temperature: num("temperature", D.temperature),
   };
   const packed = packSequences(shuffledEpochs(train.sequences, passes, seed));
   const evalPacked = held ? packSequences(held.sequences) : null;
 
   const queue: FinetuneStep[] = [];
   let wake: (() => void) | undefined;
-  type Outcome = { ok: true; value: { evalLossBefore: number; evalLossAfter: number } } | { ok: false; err: unknown };
+  type Result = { evalLossBefore: number; evalLossAfter: number; evalKlBefore: number; evalKlAfter: number };
+  type Outcome = { ok: true; value: Result } | { ok: false; err: unknown };
   let outcome = { ok: false, err: new LlmserveError("ERR_INTERNAL", "finetune ended without a result") } as Outcome;
   let settled = false;
   let stepSeconds = 0;
@@ -212,6 +246,7 @@ export async function* finetune(options: FinetuneOptions): AsyncGenerator<Finetu
       loss: e.loss,
       lr: e.lr,
       gradNorm: e.gradNorm,
+      ...(opts.distill > 0 ? { ce: e.ce, kl: e.kl } : {}),
       tokens: e.tokens,
       tokensPerSecond: e.seconds > 0 ? e.tokens / e.seconds : 0,
       etaSeconds: ((e.steps - e.step) * stepSeconds) / e.step,
@@ -253,6 +288,8 @@ export async function* finetune(options: FinetuneOptions): AsyncGenerator<Finetu
       output,
       evalLossBefore: r.value.evalLossBefore,
       evalLossAfter: r.value.evalLossAfter,
+      evalKlBefore: r.value.evalKlBefore,
+      evalKlAfter: r.value.evalKlAfter,
       steps,
       seconds: (performance.now() - t0) / 1000,
     };
@@ -261,4 +298,16 @@ export async function* finetune(options: FinetuneOptions): AsyncGenerator<Finetu
     signal?.removeEventListener("abort", onAbort);
     if (!settled) job.cancel(); // the consumer stopped early
   }
+}
+
+/** Distillation compares distributions over the same tokens: the teacher's vocabulary must be the model's. */
+function checkSameVocabulary(student: Tokenizer, teacher: Tokenizer): void {
+  let diff = student.nVocab === teacher.nVocab ? -1 : Math.min(student.nVocab, teacher.nVocab);
+  for (let id = 0; diff < 0 && id < student.nVocab; id++)
+    if (student.tokenText(id) !== teacher.tokenText(id)) diff = id;
+  if (diff >= 0)
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      `The teacher's vocabulary differs from the model's (${teacher.nVocab} vs ${student.nVocab} tokens, first difference at id ${diff}); distillation needs the same vocabulary: use the model the student was made from as the teacher.`,
+    );
 }

@@ -2,7 +2,9 @@
 // on a libuv worker (train/trainer.h) and writes it to `out` (temp file + rename). data / evalData:
 // {tokens: Int32Array, labels: Int32Array, offsets: Float64Array} (evalData may be null). onStep
 // receives one {step, steps, loss, lr, gradNorm, tokens, seconds} per step, on the JS thread.
-// promise resolves to {evalLossBefore, evalLossAfter} (NaN without evalData); cancel() stops at
+// options.teacher (a path or null), distill, temperature: knowledge distillation (train/distill.h).
+// promise resolves to {evalLossBefore, evalLossAfter, evalKlBefore, evalKlAfter} (NaN without
+// evalData; the KLs to the teacher NaN without a teacher); cancel() stops at
 // the next sequence and rejects with ERR_CANCELLED, leaving no output file.
 #include <napi.h>
 
@@ -50,7 +52,8 @@ TrainData get_data(Napi::Env env, Napi::Value v, const char* what) {
 class FinetuneWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<StepEvent>> {
  public:
   FinetuneWorker(Napi::Env env, std::string base, TrainData data, std::unique_ptr<TrainData> eval, std::string out,
-                 TrainOptions o, int threads, Napi::Function on_step, std::shared_ptr<std::atomic<bool>> cancel)
+                 TrainOptions o, std::string teacher, int threads, Napi::Function on_step,
+                 std::shared_ptr<std::atomic<bool>> cancel)
       : StatusWorker(env),
         deferred_(Napi::Promise::Deferred::New(env)),
         base_(std::move(base)),
@@ -58,6 +61,7 @@ class FinetuneWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<StepEv
         eval_(std::move(eval)),
         out_(std::move(out)),
         opts_(o),
+        teacher_path_(std::move(teacher)),
         threads_(threads),
         cancel_(std::move(cancel)) {
     if (!on_step.IsEmpty()) on_step_ = Napi::Persistent(on_step);
@@ -81,6 +85,8 @@ class FinetuneWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<StepEv
         o.Set("gradNorm", Napi::Number::New(env, ev[i].grad_norm));
         o.Set("tokens", Napi::Number::New(env, static_cast<double>(ev[i].tokens)));
         o.Set("seconds", Napi::Number::New(env, ev[i].seconds));
+        o.Set("ce", Napi::Number::New(env, ev[i].ce));
+        o.Set("kl", Napi::Number::New(env, ev[i].kl));
         on_step_.Call({o});
       } catch (const Napi::Error& e) {
         callback_error_ = Napi::Persistent(e.Value());  // OnOK rejects with it; training goes on to the end
@@ -96,6 +102,8 @@ class FinetuneWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<StepEv
       auto r = Napi::Object::New(env);
       r.Set("evalLossBefore", Napi::Number::New(env, loss_before_));
       r.Set("evalLossAfter", Napi::Number::New(env, loss_after_));
+      r.Set("evalKlBefore", Napi::Number::New(env, kl_before_));
+      r.Set("evalKlAfter", Napi::Number::New(env, kl_after_));
       deferred_.Resolve(r);
     });
   }
@@ -107,15 +115,23 @@ class FinetuneWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<StepEv
     LLMS_RETURN_IF_ERROR(GgufFile::open(base_, &f));
     std::unique_ptr<Model> model;
     LLMS_RETURN_IF_ERROR(Model::load(std::shared_ptr<GgufFile>(std::move(f)), &model));
+    std::unique_ptr<Model> teacher;
+    if (!teacher_path_.empty()) {
+      std::unique_ptr<GgufFile> tf;
+      LLMS_RETURN_IF_ERROR(GgufFile::open(teacher_path_, &tf));
+      LLMS_RETURN_IF_ERROR(Model::load(std::shared_ptr<GgufFile>(std::move(tf)), &teacher));
+      opts_.teacher = teacher.get();
+    }
     ThreadPool pool(threads_);
     LoraSet<float> lora;
     if (eval_) {
       LLMS_RETURN_IF_ERROR(lora_zeros(model->config(), opts_.rank, opts_.alpha, opts_.targets, &lora));
-      LLMS_RETURN_IF_ERROR(lora_eval_loss(*model, lora, *eval_, pool, &loss_before_));
+      LLMS_RETURN_IF_ERROR(lora_eval_loss(*model, lora, *eval_, pool, &loss_before_, teacher.get(), &kl_before_));
     }
     LLMS_RETURN_IF_ERROR(train_lora(
         *model, data_, opts_, pool, [&](const StepEvent& e) { prog.Send(&e, 1); }, cancel_.get(), &lora));
-    if (eval_) LLMS_RETURN_IF_ERROR(lora_eval_loss(*model, lora, *eval_, pool, &loss_after_));
+    if (eval_)
+      LLMS_RETURN_IF_ERROR(lora_eval_loss(*model, lora, *eval_, pool, &loss_after_, teacher.get(), &kl_after_));
     if (cancel_->load()) return make_error(Code::Cancelled, "finetune was cancelled");
     return write_lora_gguf(*model, lora, opts_.alpha, out_);
   }
@@ -126,10 +142,11 @@ class FinetuneWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<StepEv
   std::unique_ptr<TrainData> eval_;
   std::string out_;
   TrainOptions opts_;
+  std::string teacher_path_;  // empty: no teacher
   int threads_;
   std::shared_ptr<std::atomic<bool>> cancel_;
   Napi::FunctionReference on_step_;
-  double loss_before_ = NAN, loss_after_ = NAN;
+  double loss_before_ = NAN, loss_after_ = NAN, kl_before_ = NAN, kl_after_ = NAN;
 };
 
 Napi::Value Finetune(const Napi::CallbackInfo& info) {
@@ -160,6 +177,10 @@ Napi::Value Finetune(const Napi::CallbackInfo& info) {
   t.optim.weight_decay = get_number<double, L::kTrainWeightDecay>(o);
   t.optim.momentum = get_number<double, L::kTrainMomentum>(o);
   t.optim.lars_eta = get_number<double, L::kTrainLarsEta>(o);
+  t.distill = get_number<double, L::kTrainDistill>(o);
+  t.temperature = get_number<double, L::kTrainTemperature>(o);
+  Napi::Value tp = o.Get("teacher");
+  const std::string teacher = tp.IsNull() || tp.IsUndefined() ? "" : path_arg(env, tp, "the teacher model path");
   t.optim.kind = get_choice(o, "optimizer", {"adamw", "lars"}) == "lars" ? OptimKind::Lars : OptimKind::AdamW;
   const int threads = get_number<int, L::kThreads>(o);
   Napi::Value tv = o.Get("targets");
@@ -177,8 +198,8 @@ Napi::Value Finetune(const Napi::CallbackInfo& info) {
   }
   Napi::Function on_step = optional_function(info, 5);
   auto cancel = std::make_shared<std::atomic<bool>>(false);
-  auto* w = new FinetuneWorker(env, std::move(base), std::move(data), std::move(eval), std::move(out), t, threads,
-                               on_step, cancel);
+  auto* w = new FinetuneWorker(env, std::move(base), std::move(data), std::move(eval), std::move(out), t, teacher,
+                               threads, on_step, cancel);
   return queue_cancellable(env, w, cancel);
 }
 

@@ -20,71 +20,11 @@
 #include "testing.h"
 #include "train/lora_train.h"
 #include "train/train_ops.h"
+#include "train/trainer.h"
+#include "train_test_util.h"
 
 using namespace llmserve;
-
-namespace {
-
-using Vd = std::vector<double>;
-
-struct TmpFile {
-  std::string path;
-  ~TmpFile() {
-    if (!path.empty()) std::remove(path.c_str());
-  }
-};
-
-Vd randv(size_t n, uint32_t seed, double scale = 1.0) {
-  std::mt19937 g(seed);
-  std::normal_distribution<double> d(0.0, scale);
-  Vd v(n);
-  for (double& x : v) x = d(g);
-  return v;
-}
-
-std::vector<float> to_f(const Vd& v) { return std::vector<float>(v.begin(), v.end()); }
-
-// Compares analytic[i] with the central difference (loss(p_i + h) − loss(p_i − h)) / 2h for up to
-// `samples` indices spread over p (all when p is small). Returns the worst relative error.
-double fd_check(const char* what, Vd& p, const Vd& analytic, const std::function<double()>& loss, int samples = 24,
-                double h = 1e-5) {
-  double worst = 0;
-  const size_t n = p.size(), step = n <= static_cast<size_t>(samples) ? 1 : n / samples;
-  for (size_t i = 0; i < n; i += step) {
-    const double keep = p[i];
-    p[i] = keep + h;
-    const double lp = loss();
-    p[i] = keep - h;
-    const double lm = loss();
-    p[i] = keep;
-    const double fd = (lp - lm) / (2 * h);
-    const double err = std::fabs(fd - analytic[i]) / std::max(1e-3, std::fabs(fd));
-    if (err > worst) worst = err;
-    if (err > 1e-5)
-      std::fprintf(stderr, "  %s[%zu]: analytic %.10g vs central difference %.10g\n", what, i, analytic[i], fd);
-  }
-  return worst;
-}
-
-// ‖a − b‖ / ‖b‖.
-double rel_diff(const std::vector<float>& a, const Vd& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < b.size(); ++i) num += (a[i] - b[i]) * (a[i] - b[i]), den += b[i] * b[i];
-  return std::sqrt(num / std::max(den, 1e-300));
-}
-
-double dotv(const Vd& a, const Vd& b) {
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
-  return s;
-}
-
-ThreadPool& pool() {
-  static ThreadPool p(2);
-  return p;
-}
-
-}  // namespace
+using namespace llmserve_train_test;
 
 TEST(train_grad_rmsnorm) {
   const int64_t rows = 3, d = 7;
@@ -187,42 +127,6 @@ TEST(train_grad_cross_entropy) {
 }
 
 namespace {
-
-// A tiny synth model of `arch` (GQA: 4 query heads over 2 KV heads, head_dim 6, odd n_ff) written to
-// a temp file; null on failure.
-std::unique_ptr<Model> tiny_model(const std::string& arch, GgmlType type, int64_t layers, TmpFile* file) {
-  SynthOptions o;
-  o.arch = arch, o.type = type, o.dim = 24, o.layers = layers, o.heads = 4, o.kv_heads = 2, o.ffn = 37;
-  o.context = 64, o.vocab_size = 300, o.seed = 3;
-  file->path = "/tmp/llmserve_test_train_" + std::to_string(static_cast<long>(::getpid())) + "_" + arch + "_" +
-               type_traits(type).name + ".gguf";
-  Status st = synth_model(o, file->path);
-  if (!st.is_ok()) {
-    std::fprintf(stderr, "  synth_model: %s\n", st.message.c_str());
-    return nullptr;
-  }
-  return llmserve_test::load_model(file->path);
-}
-
-// LoRA of rank 3 on every projection, A and B random (B nonzero so that A gets a gradient too).
-template <typename T>
-LoraSet<T> random_lora(const ModelConfig& c, uint32_t seed) {
-  LoraSet<T> l;
-  CHECK(lora_zeros(c, 3, 5.0, kAllBlockProjs, &l).is_ok());
-  for (auto& m : l.mats) {
-    const Vd a = randv(m.a.size(), seed++, 0.3), b = randv(m.b.size(), seed++, 0.3);
-    m.a.assign(a.begin(), a.end());
-    m.b.assign(b.begin(), b.end());
-  }
-  return l;
-}
-
-template <typename T>
-LoraSet<T> zeros_like(const LoraSet<T>& l) {
-  LoraSet<T> z = l;
-  for (auto& m : z.mats) std::fill(m.a.begin(), m.a.end(), T(0)), std::fill(m.b.begin(), m.b.end(), T(0));
-  return z;
-}
 
 void check_block(const std::string& arch, GgmlType type) {
   TmpFile f;
@@ -358,4 +262,56 @@ TEST(train_forward_matches_inference_forward) {
       CHECK_NEAR(got, want, 2e-3 * n);
     }
   }
+}
+
+// Activation recomputation per layer gives the same loss and the same gradient bits as keeping every
+// layer's activations (f32, what training runs, and f64), with distillation too; and the trainer
+// switches to it by the kept-activation estimate (same adapter either way).
+TEST(train_recompute_bit_exact) {
+  TmpFile f;
+  auto model = tiny_model("qwen3", GgmlType::F32, 3, &f);
+  CHECK(model != nullptr);
+  if (!model) return;
+  const ModelConfig& c = model->config();
+  const std::vector<int32_t> tokens = {1, 17, 250, 3, 99, 42, 7, 8, 200};
+  std::vector<int32_t> labels(tokens.size(), -1);
+  for (size_t t = 0; t + 1 < tokens.size(); ++t) labels[t] = tokens[t + 1];
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const std::vector<float> teacher = to_f(randv(static_cast<size_t>(n * c.n_vocab), 81));
+  auto same = [](const auto& a, const auto& b) {
+    bool eq = a.mats.size() == b.mats.size();
+    for (size_t i = 0; eq && i < a.mats.size(); ++i) eq = a.mats[i].a == b.mats[i].a && a.mats[i].b == b.mats[i].b;
+    return eq;
+  };
+  for (bool distill : {false, true}) {
+    LoraSet<float> lf = random_lora<float>(c, 60), g0 = zeros_like(lf), g1 = zeros_like(lf);
+    DistillTerm d0, d1;
+    d0.teacher = d1.teacher = teacher.data(), d0.alpha = d1.alpha = 0.4, d0.temperature = d1.temperature = 1.5;
+    double l0 = 0, l1 = 0;
+    CHECK(lora_loss_grad(*model, lf, tokens.data(), labels.data(), n, 0.125, &l0, &g0, pool(), distill ? &d0 : nullptr,
+                         false)
+              .is_ok());
+    CHECK(lora_loss_grad(*model, lf, tokens.data(), labels.data(), n, 0.125, &l1, &g1, pool(), distill ? &d1 : nullptr,
+                         true)
+              .is_ok());
+    CHECK(l0 == l1);
+    CHECK(same(g0, g1));
+  }
+  LoraSet<double> ld = random_lora<double>(c, 61), h0 = zeros_like(ld), h1 = zeros_like(ld);
+  double m0 = 0, m1 = 0;
+  CHECK(lora_loss_grad(*model, ld, tokens.data(), labels.data(), n, 1.0, &m0, &h0, pool(), nullptr, false).is_ok());
+  CHECK(lora_loss_grad(*model, ld, tokens.data(), labels.data(), n, 1.0, &m1, &h1, pool(), nullptr, true).is_ok());
+  CHECK(m0 == m1);
+  CHECK(same(h0, h1));
+  // The trainer: recompute_above 0 (always) and the default (never, for this size): same adapter.
+  TrainData data;
+  data.tokens = tokens, data.labels = labels, data.offsets = {0, 4, n};
+  TrainOptions o;
+  o.rank = 3, o.steps = 2, o.lr = 1e-2;
+  LoraSet<float> a0, a1;
+  CHECK(kept_activation_bytes(c, n, o.rank) > 0 && kept_activation_bytes(c, n, o.rank) < o.recompute_above);
+  CHECK(train_lora(*model, data, o, pool(), {}, nullptr, &a0).is_ok());
+  o.recompute_above = 0;
+  CHECK(train_lora(*model, data, o, pool(), {}, nullptr, &a1).is_ok());
+  CHECK(same(a0, a1));
 }

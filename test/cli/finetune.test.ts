@@ -43,6 +43,30 @@ describe.runIf(existsSync(cli) && haveFixtures)("llmserve finetune", () => {
     expect(existsSync(out)).toBe(true);
   }, 120_000);
 
+  it("--teacher --distill --temperature: steps carry the CE and KL parts, done the held-out KL", () => {
+    writeFileSync(data, "The blue robot sings to the quiet moon. ".repeat(40));
+    const args = ["finetune", "-m", base, "--data", data, "--eval-data", data, "-o", out, "--ctx", "32"];
+    const r = run(
+      args
+        .concat(["--steps", "2", "--rank", "2", "-t", "1", "--json", "--teacher", base, "--distill", "0.5"])
+        .concat(["--temperature", "2"]),
+    );
+    expect(r.status, r.stderr).toBe(0);
+    const lines = r.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.type)).toEqual(["step", "step", "done"]);
+    // loss = (1 - a)·CE + a·T²·KL with a = 0.5, T = 2.
+    expect(lines[0].loss).toBeCloseTo(0.5 * lines[0].ce + 0.5 * 4 * lines[0].kl, 6);
+    expect(typeof lines[2].evalKlBefore).toBe("number");
+    expect(typeof lines[2].evalKlAfter).toBe("number");
+    const bad = run(["finetune", "-m", base, "--data", data, "-o", out, "--distill", "0.5"]);
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/ERR_INVALID_ARGUMENT/);
+    expect(bad.stderr).toMatch(/need a teacher/);
+  }, 120_000);
+
   it("bad input: non-zero exit with the error code", () => {
     const r = run(["finetune", "-m", base, "--data", data, "-o", out, "--optimizer", "sgd"]);
     expect(r.status).not.toBe(0);

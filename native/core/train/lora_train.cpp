@@ -202,10 +202,11 @@ void block_bwd(const Model& model, int64_t il, const LoraSet<T>& lora, const flo
 
 template <typename T>
 Status lora_loss_grad(const Model& model, const LoraSet<T>& lora, const int32_t* tokens, const int32_t* labels,
-                      int64_t n, double weight, double* nll_sum, LoraSet<T>* grad, ThreadPool& pool) {
+                      int64_t n, double weight, double* nll_sum, LoraSet<T>* grad, ThreadPool& pool,
+                      DistillTerm* distill, bool recompute) {
   const ModelConfig& c = model.config();
   const ModelWeights& W = model.weights();
-  if (n < 1 || !tokens || !labels || !nll_sum)
+  if (n < 1 || !tokens || !labels || !nll_sum || (distill && !distill->teacher))
     return make_error(Code::InvalidArgument, "lora_loss_grad: empty sequence or null pointer");
   if (lora.mats.size() != static_cast<size_t>(c.n_layer * kLoraProjs))
     return make_error(Code::InvalidArgument, "lora_loss_grad: the LoRA set was made for another model");
@@ -234,26 +235,38 @@ Status lora_loss_grad(const Model& model, const LoraSet<T>& lora, const int32_t*
     dequantize_row(W.tok_embd.type, W.tok_embd.row(tokens[t]), row.data(), E);
     std::copy(row.begin(), row.end(), x.begin() + t * E);
   }
-  std::vector<BlockActs<T>> acts(static_cast<size_t>(c.n_layer));
+  // recompute: keep only each layer's input (n·E values) and one layer's activations, run that
+  // layer's forward again right before its backward (same inputs, same fixed-order kernels: the
+  // same bits, so the same gradients).
+  const bool again = recompute && grad;
+  std::vector<BlockActs<T>> acts(again ? 1 : static_cast<size_t>(c.n_layer));
+  std::vector<std::vector<T>> inputs(again ? static_cast<size_t>(c.n_layer) : 0);
   std::vector<T> next(N * E);
   for (int64_t il = 0; il < c.n_layer; ++il) {
-    block_fwd(model, il, lora, cache.data(), x.data(), n, &acts[static_cast<size_t>(il)], next.data(), pool);
+    if (again) inputs[static_cast<size_t>(il)] = x;
+    block_fwd(model, il, lora, cache.data(), x.data(), n, &acts[again ? 0 : static_cast<size_t>(il)], next.data(),
+              pool);
     x.swap(next);
   }
+  if (again) acts[0] = BlockActs<T>{};  // the last layer's are rebuilt in the backward like the others
   // Head: logits [n, V] = rmsnorm(x)·outputᵀ, then cross-entropy.
   std::vector<T> rstd(N), xf(N * E), w, logits(N * V), dlogits;
   rmsnorm_fwd(x.data(), W.output_norm, n, E, c.rms_eps, xf.data(), rstd.data());
   dequant_matrix(W.output, &w, pool);
   mm_nt(xf.data(), w.data(), n, E, V, logits.data(), pool);
   if (grad) dlogits.assign(N * V, T(0));
-  *nll_sum = cross_entropy(logits.data(), labels, n, V, weight, grad ? dlogits.data() : nullptr, pool);
+  *nll_sum = distill ? distill_loss(logits.data(), labels, n, V, weight, grad ? dlogits.data() : nullptr, distill, pool)
+                     : cross_entropy(logits.data(), labels, n, V, weight, grad ? dlogits.data() : nullptr, pool);
   if (!grad) return Status::ok();
   std::vector<T> dxf(N * E, T(0)), dx(N * E, T(0));
   mm_nn_acc(dlogits.data(), w.data(), n, V, E, dxf.data(), pool);
   rmsnorm_bwd(x.data(), W.output_norm, rstd.data(), dxf.data(), n, E, dx.data());
   std::vector<T> dprev(N * E);
   for (int64_t il = c.n_layer - 1; il >= 0; --il) {
-    block_bwd(model, il, lora, cache.data(), acts[static_cast<size_t>(il)], n, dx.data(), dprev.data(), grad, pool);
+    if (again)
+      block_fwd(model, il, lora, cache.data(), inputs[static_cast<size_t>(il)].data(), n, &acts[0], dprev.data(), pool);
+    block_bwd(model, il, lora, cache.data(), acts[again ? 0 : static_cast<size_t>(il)], n, dx.data(), dprev.data(),
+              grad, pool);
     dx.swap(dprev);
   }
   return Status::ok();
@@ -267,7 +280,7 @@ Status lora_loss_grad(const Model& model, const LoraSet<T>& lora, const int32_t*
   template void block_bwd<T>(const Model&, int64_t, const LoraSet<T>&, const float*, const BlockActs<T>&, int64_t,     \
                              const T*, T*, LoraSet<T>*, ThreadPool&);                                                  \
   template Status lora_loss_grad<T>(const Model&, const LoraSet<T>&, const int32_t*, const int32_t*, int64_t, double,  \
-                                    double*, LoraSet<T>*, ThreadPool&);
+                                    double*, LoraSet<T>*, ThreadPool&, DistillTerm*, bool);
 
 LLMSERVE_LORA_TRAIN(float)
 LLMSERVE_LORA_TRAIN(double)

@@ -14,6 +14,7 @@
 #include "../model/model.h"
 #include "../status.h"
 #include "../threadpool/thread_pool.h"
+#include "distill.h"
 
 namespace llmserve {
 
@@ -80,10 +81,16 @@ void block_bwd(const Model& model, int64_t il, const LoraSet<T>& lora, const flo
 // Returns via *nll_sum the sum of −log p(label) over labelled positions; when grad is given,
 // grad += weight · d(nll_sum)/d(factors) (weight = 1 / labelled tokens of the whole batch makes
 // the batch loss a mean). grad must have lora's shape.
+// distill (optional): train against a teacher's logits for these positions (train/distill.h):
+// *nll_sum is then the distillation loss Σ L_t, and distill->ce_sum / kl_sum its two parts.
+// recompute: activation recomputation per layer: keeps only each layer's input [n, E] and one
+// layer's BlockActs, running each block's forward again before its backward (one more forward
+// pass of time); the gradients are bit-identical to those without it.
 // Errors: InvalidArgument (n < 1, null pointers, token / label ids outside [0, n_vocab), grad of
 // another shape). Sequences longer than the model's training context are allowed (RoPE extends).
 template <typename T>
 Status lora_loss_grad(const Model& model, const LoraSet<T>& lora, const int32_t* tokens, const int32_t* labels,
-                      int64_t n, double weight, double* nll_sum, LoraSet<T>* grad, ThreadPool& pool);
+                      int64_t n, double weight, double* nll_sum, LoraSet<T>* grad, ThreadPool& pool,
+                      DistillTerm* distill = nullptr, bool recompute = false);
 
 }  // namespace llmserve

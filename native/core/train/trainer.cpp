@@ -1,6 +1,9 @@
 #include "trainer.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <memory>
 #include <string>
 
 #include "../gguf/gguf.h"
@@ -26,7 +29,42 @@ void zero(LoraSet<float>* g) {
   for (auto& m : g->mats) m.a.assign(m.a.size(), 0.0f), m.b.assign(m.b.size(), 0.0f);
 }
 
+int64_t longest(const TrainData& d) {
+  int64_t n = 0;
+  for (int64_t i = 0; i < d.n_seqs(); ++i)
+    n = std::max(n, d.offsets[static_cast<size_t>(i + 1)] - d.offsets[static_cast<size_t>(i)]);
+  return n;
+}
+
 }  // namespace
+
+double kept_activation_bytes(const ModelConfig& c, int64_t n, int64_t rank) {
+  const double N = static_cast<double>(n);
+  const double per_layer =
+      N * static_cast<double>(4 * c.n_embd + 4 * c.n_embd_q() + 4 * c.n_embd_kv() + 3 * c.n_ff + 7 * rank) +
+      static_cast<double>(c.n_head) * N * N;
+  return static_cast<double>(c.n_layer) * per_layer * sizeof(float);
+}
+
+Status TeacherRun::create(const Model& teacher, const Model& student, int64_t max_n, std::unique_ptr<TeacherRun>* out) {
+  if (teacher.config().n_vocab != student.config().n_vocab)
+    return make_error(Code::InvalidArgument,
+                      "the distillation teacher has " + std::to_string(teacher.config().n_vocab) +
+                          " tokens in its vocabulary and the model " + std::to_string(student.config().n_vocab) +
+                          "; the teacher must share the model's vocabulary (use the model it was made from)");
+  if (max_n < 1) return make_error(Code::InvalidArgument, "teacher: no tokens to run");
+  std::unique_ptr<TeacherRun> t(new TeacherRun(teacher));
+  KvCacheOptions ko;
+  ko.n_ctx = max_n, ko.type = GgmlType::F32;  // f32: the teacher's distribution as exactly as we can
+  LLMS_RETURN_IF_ERROR(KvCache::create(kv_shape(teacher.config()), ko, &t->kv_));
+  *out = std::move(t);
+  return Status::ok();
+}
+
+Status TeacherRun::logits(const int32_t* tokens, int64_t n, ThreadPool& pool, std::vector<float>* out) {
+  kv_->truncate(0);  // every sequence starts at position 0, as the student's training forward
+  return forward(model_, *kv_, tokens, n, true, out, pool, &scratch_);
+}
 
 Status train_lora(const Model& model, const TrainData& data, const TrainOptions& opt, ThreadPool& pool,
                   const std::function<void(const StepEvent&)>& on_step, const std::atomic<bool>* cancel,
@@ -38,6 +76,14 @@ Status train_lora(const Model& model, const TrainData& data, const TrainOptions&
     return make_error(Code::InvalidArgument, "finetune: " + std::to_string(opt.steps) + " steps of batch " +
                                                  std::to_string(opt.batch) + " need more than the " +
                                                  std::to_string(data.n_seqs()) + " sequences given");
+  const bool distilling = opt.teacher && opt.distill > 0;
+  if (!(opt.distill >= 0 && opt.distill <= 1) || !(opt.temperature > 0 && std::isfinite(opt.temperature)))
+    return make_error(Code::InvalidArgument, "finetune: distill must be in [0, 1] and temperature > 0");
+  if (opt.distill > 0 && !opt.teacher)
+    return make_error(Code::InvalidArgument, "finetune: distill > 0 needs a teacher model");
+  std::unique_ptr<TeacherRun> teacher;
+  std::vector<float> teacher_logits;
+  if (distilling) LLMS_RETURN_IF_ERROR(TeacherRun::create(*opt.teacher, model, longest(data), &teacher));
   LoraSet<float> lora, grad;
   LLMS_RETURN_IF_ERROR(lora_zeros(model.config(), opt.rank, opt.alpha, opt.targets, &lora));
   lora_init(&lora, opt.seed);
@@ -51,14 +97,22 @@ Status train_lora(const Model& model, const TrainData& data, const TrainOptions&
     for (int64_t i = data.offsets[static_cast<size_t>(s0)]; i < data.offsets[static_cast<size_t>(s1)]; ++i)
       labelled += data.labels[static_cast<size_t>(i)] >= 0;
     zero(&grad);
-    double nll = 0;
+    double nll = 0, ce = 0, kl = 0;
     for (int64_t s = s0; s < s1 && labelled > 0; ++s) {
       if (cancel && cancel->load()) return make_error(Code::Cancelled, "finetune was cancelled");
       const int64_t a = data.offsets[static_cast<size_t>(s)], n = data.offsets[static_cast<size_t>(s + 1)] - a;
       double part = 0;
+      DistillTerm dt;
+      if (distilling) {
+        // The teacher's logits of this sequence only: used now, overwritten by the next one.
+        LLMS_RETURN_IF_ERROR(teacher->logits(data.tokens.data() + a, n, pool, &teacher_logits));
+        dt.teacher = teacher_logits.data(), dt.alpha = opt.distill, dt.temperature = opt.temperature;
+      }
       LLMS_RETURN_IF_ERROR(lora_loss_grad(model, lora, data.tokens.data() + a, data.labels.data() + a, n,
-                                          1.0 / static_cast<double>(labelled), &part, &grad, pool));
-      nll += part;
+                                          1.0 / static_cast<double>(labelled), &part, &grad, pool,
+                                          distilling ? &dt : nullptr,
+                                          kept_activation_bytes(model.config(), n, opt.rank) > opt.recompute_above));
+      nll += part, ce += dt.ce_sum, kl += dt.kl_sum;
       tokens += n;
     }
     StepEvent ev;
@@ -66,6 +120,7 @@ Status train_lora(const Model& model, const TrainData& data, const TrainOptions&
     ev.lr = lr_at(step, opt.steps, opt.warmup, opt.lr, opt.min_lr);
     if (labelled > 0) {
       ev.loss = nll / static_cast<double>(labelled);
+      ev.ce = ce / static_cast<double>(labelled), ev.kl = kl / static_cast<double>(labelled);
       ev.grad_norm = clip_grad_norm(&grad, opt.clip);
       optim.step(&lora, grad, ev.lr);
     }
@@ -77,20 +132,31 @@ Status train_lora(const Model& model, const TrainData& data, const TrainOptions&
 }
 
 Status lora_eval_loss(const Model& model, const LoraSet<float>& lora, const TrainData& data, ThreadPool& pool,
-                      double* mean_nll) {
+                      double* mean_nll, const Model* teacher, double* mean_kl) {
   LLMS_RETURN_IF_ERROR(check_data(data));
-  double nll = 0;
+  std::unique_ptr<TeacherRun> tr;
+  std::vector<float> tl;
+  if (teacher) LLMS_RETURN_IF_ERROR(TeacherRun::create(*teacher, model, longest(data), &tr));
+  double nll = 0, kl = 0;
   int64_t labelled = 0;
   for (int64_t s = 0; s < data.n_seqs(); ++s) {
     const int64_t a = data.offsets[static_cast<size_t>(s)], n = data.offsets[static_cast<size_t>(s + 1)] - a;
     double part = 0;
+    // α = 1/2 so the term's ce_sum and kl_sum (T = 1) both come out; the loss it returns is unused.
+    DistillTerm dt;
+    if (tr) {
+      LLMS_RETURN_IF_ERROR(tr->logits(data.tokens.data() + a, n, pool, &tl));
+      dt.teacher = tl.data(), dt.alpha = 0.5, dt.temperature = 1;
+    }
     LLMS_RETURN_IF_ERROR(lora_loss_grad<float>(model, lora, data.tokens.data() + a, data.labels.data() + a, n, 1.0,
-                                               &part, nullptr, pool));
-    nll += part;
+                                               &part, nullptr, pool, tr ? &dt : nullptr));
+    nll += tr ? dt.ce_sum : part;
+    kl += dt.kl_sum;
     for (int64_t i = a; i < a + n; ++i) labelled += data.labels[static_cast<size_t>(i)] >= 0;
   }
   if (labelled == 0) return make_error(Code::InvalidArgument, "evaluation data has no labelled tokens");
   *mean_nll = nll / static_cast<double>(labelled);
+  if (mean_kl) *mean_kl = tr ? kl / static_cast<double>(labelled) : NAN;
   return Status::ok();
 }
 

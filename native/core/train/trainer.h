@@ -5,9 +5,12 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "../kv/kv_cache.h"
+#include "../model/forward.h"
 #include "../model/model.h"
 #include "../status.h"
 #include "../threadpool/thread_pool.h"
@@ -35,11 +38,26 @@ struct TrainOptions {
   int64_t steps = 0;             // ceil(n_seqs / batch) must be >= steps
   double clip = 1.0;             // max global gradient norm (<= 0: none)
   uint64_t seed = 1;             // LoRA init
+  // Distillation (train/distill.h): teacher null = plain cross-entropy. With a teacher (same
+  // vocabulary as the model), each step's loss is (1 − distill)·CE + distill·T²·KL(teacher_T ‖
+  // student_T), T = temperature; the teacher's logits come from its inference forward on the same
+  // sequence, one sequence at a time (never a whole epoch's). distill = 0 with a teacher trains on
+  // CE alone and runs the teacher only for lora_eval_loss's KL.
+  const Model* teacher = nullptr;
+  double distill = 0, temperature = 1;
+  // A sequence whose kept activations (kept_activation_bytes) exceed this many bytes trains with
+  // per-layer recomputation (lora_loss_grad's recompute: same gradients, one more forward pass).
+  double recompute_above = 1024.0 * 1024 * 1024;
 };
+
+// Bytes of the activations lora_loss_grad keeps for a sequence of n tokens without recomputation
+// (the formula of lora_train.h, f32).
+double kept_activation_bytes(const ModelConfig& c, int64_t n, int64_t rank);
 
 struct StepEvent {
   int64_t step = 0, steps = 0;  // 1-based step done, of steps
-  double loss = 0;              // mean cross-entropy over the step's labelled tokens
+  double loss = 0;              // mean loss over the step's labelled tokens (CE, or the distillation loss)
+  double ce = 0, kl = 0;        // with a teacher and distill > 0: the loss's mean CE and KL (at T) parts
   double lr = 0, grad_norm = 0;
   int64_t tokens = 0;  // tokens the step ran (labelled or not)
   double seconds = 0;  // wall time of the step
@@ -47,8 +65,8 @@ struct StepEvent {
 
 // Trains a LoRA adapter (initialised by lora_init(seed)) for opt.steps steps; on_step after each.
 // cancel (optional): checked between sequences; Cancelled when set.
-// Errors: InvalidArgument (options, empty data, token ids, a step without labelled tokens is
-// skipped rather than an error), Cancelled.
+// Errors: InvalidArgument (options, empty data, token ids, a teacher of another vocabulary size;
+// a step without labelled tokens is skipped rather than an error), Cancelled.
 Status train_lora(const Model& model, const TrainData& data, const TrainOptions& opt, ThreadPool& pool,
                   const std::function<void(const StepEvent&)>& on_step, const std::atomic<bool>* cancel,
                   LoraSet<float>* out);
@@ -58,7 +76,27 @@ Status train_lora(const Model& model, const TrainData& data, const TrainOptions&
 Status write_lora_gguf(const Model& model, const LoraSet<float>& lora, double alpha, const std::string& path);
 
 // Mean cross-entropy per labelled token of the base model plus lora over data (for held-out loss).
+// teacher (optional, same vocabulary): *mean_kl = mean KL(teacher ‖ student) at temperature 1 over
+// the same tokens, how far the student is from the teacher.
 Status lora_eval_loss(const Model& model, const LoraSet<float>& lora, const TrainData& data, ThreadPool& pool,
-                      double* mean_nll);
+                      double* mean_nll, const Model* teacher = nullptr, double* mean_kl = nullptr);
+
+// Runs a distillation teacher: the inference forward (model/forward.h, f32 KV cache) over one
+// sequence at a time, from position 0, all positions' logits. Memory: the KV of the longest
+// sequence plus one sequence's logits.
+class TeacherRun {
+ public:
+  // Errors: InvalidArgument (teacher's vocabulary size differs from student's, max_n < 1),
+  // OutOfMemory.
+  static Status create(const Model& teacher, const Model& student, int64_t max_n, std::unique_ptr<TeacherRun>* out);
+  // logits [n, n_vocab] of tokens [n] (n <= max_n).
+  Status logits(const int32_t* tokens, int64_t n, ThreadPool& pool, std::vector<float>* out);
+
+ private:
+  explicit TeacherRun(const Model& m) : model_(m) {}
+  const Model& model_;
+  std::unique_ptr<KvCache> kv_;
+  ForwardScratch scratch_;
+};
 
 }  // namespace llmserve
