@@ -19,15 +19,8 @@ import {
 } from "./synth.js";
 import { Tokenizer } from "./tokenizer/index.js";
 import { packageRoot } from "./binding.js";
-import {
-  ADAPTER_DEFAULTS as AD,
-  LOAD_DEFAULTS as L,
-  SERVER_DEFAULTS as SV,
-  SYNTH_DEFAULTS as SY,
-  SYNTH_LORA_DEFAULTS as SL,
-} from "./defaults.js";
+import { ADAPTER_DEFAULTS as AD, SYNTH_DEFAULTS as SY, SYNTH_LORA_DEFAULTS as SL } from "./defaults.js";
 import type { Chunk } from "./generate.js";
-import { readFileSync } from "node:fs";
 import { registerBuild } from "./cli/build.js";
 import { registerChat } from "./cli/chat.js";
 import {
@@ -51,6 +44,7 @@ import { registerHubCommands } from "./cli/hub.js";
 import { registerQuantize } from "./cli/quantize.js";
 import { registerFinetune } from "./cli/finetune.js";
 import { registerCompress } from "./cli/compress.js";
+import { registerServe } from "./cli/serve.js";
 
 // Sampling fields unset (the demo): the library's default (lib/defaults.ts), as for the flags' defaults.
 interface GenOpts extends Partial<SamplingCliOptions> {
@@ -456,195 +450,7 @@ program
   .option("--json", "print JSON")
   .action(runInfo);
 
-interface ServeCliOpts {
-  model: string;
-  adapter?: string[];
-  maxAdapters?: number;
-  port: number;
-  host: string;
-  apiKey?: string;
-  metricsKey?: string;
-  maxConnections?: number;
-  streamWriteTimeout?: number;
-  maxQueue: number;
-  threads?: number;
-  contextSize?: number;
-  kvCacheTokens?: number;
-  kvMemory?: string;
-  maxSequences?: number;
-  kvType?: "f16" | "f32" | "q8_0";
-  maxBatchTokens?: number;
-  prefillChunk?: number;
-  repack: boolean;
-  adapterType?: "file" | "q8_0";
-  modelName?: string;
-  chatTemplate?: string;
-  shutdownTimeout: number;
-  cors?: string[];
-}
-
-async function runServe(o: ServeCliOpts): Promise<void> {
-  if (o.port < 0 || o.port > 65535)
-    throw new LlmserveError("ERR_INVALID_ARGUMENT", `Expected a port in [0, 65535] but received ${o.port}`);
-  let chatTemplate = o.chatTemplate;
-  if (chatTemplate !== undefined && existsSync(chatTemplate)) chatTemplate = readFileSync(chatTemplate, "utf8");
-  const model = await loadModel(o.model, {
-    threads: o.threads,
-    contextSize: o.contextSize,
-    kvCacheTokens: o.kvCacheTokens,
-    kvMemory: o.kvMemory,
-    maxSequences: o.maxSequences,
-    maxQueue: o.maxQueue,
-    kvType: o.kvType,
-    maxBatchTokens: o.maxBatchTokens,
-    prefillChunk: o.prefillChunk,
-    repack: o.repack,
-    maxAdapters: o.maxAdapters,
-    adapterType: o.adapterType,
-  });
-  try {
-    for (const spec of o.adapter ?? []) {
-      const eq = spec.indexOf("=");
-      if (eq <= 0 || eq === spec.length - 1)
-        throw new LlmserveError(
-          "ERR_INVALID_ARGUMENT",
-          `Expected --adapter NAME=PATH but received ${JSON.stringify(spec)}`,
-        );
-      await model.loadAdapter(spec.slice(0, eq), spec.slice(eq + 1));
-    }
-    const { serve } = await import("./server/index.js"); // loaded only for this command
-    const { app, url } = await serve(model, {
-      port: o.port,
-      host: o.host,
-      apiKey: o.apiKey,
-      maxQueue: o.maxQueue,
-      metricsKey: o.metricsKey,
-      maxConnections: o.maxConnections,
-      streamWriteTimeoutMs: o.streamWriteTimeout === undefined ? undefined : Math.round(o.streamWriteTimeout * 1000),
-      modelName: o.modelName,
-      chatTemplate,
-      cors: o.cors,
-      shutdownTimeoutMs: o.shutdownTimeout * 1000,
-      logger: { level: "warn" },
-    });
-    const t = await app.llmserve.chatTemplate().catch(() => undefined);
-    const info = model.info;
-    process.stdout.write(
-      `llmserve: KV cache ${info.kvCacheTokens} tokens (${(info.kvBytes / 2 ** 20).toFixed(1)} MiB): ` +
-        `${Math.floor(info.kvCacheTokens / info.contextSize)} sequence(s) of the full ${info.contextSize}-token context fit at once\n`,
-    );
-    process.stdout.write(
-      `llmserve: serving ${app.llmserve.modelName} at ${url}/v1 (chat template: ${t ? t.name : "unavailable"}${o.apiKey ? ", API key required" : ""}); ` +
-        `metrics at ${url}/metrics${o.cors ? `; CORS for ${o.cors.join(", ")}` : ""}; Ctrl+C to stop\n`,
-    );
-  } catch (err) {
-    await model.dispose();
-    const code = (err as { code?: unknown })?.code;
-    if (code === "EADDRINUSE" || code === "EACCES") {
-      throw new LlmserveError(
-        "ERR_IO",
-        `Cannot listen on ${o.host}:${o.port} (${code === "EADDRINUSE" ? "the address is already in use" : "permission denied"}); pick another with --port or --host.`,
-        { cause: err },
-      );
-    }
-    throw err;
-  }
-}
-
-const serveCmd = program
-  .command("serve")
-  .description(
-    "serve an OpenAI-compatible HTTP API: /v1/completions, /v1/chat/completions, /v1/models, /health, /metrics",
-  )
-  .requiredOption("-m, --model <model>", MODEL_HELP)
-  // Environment fallbacks for containers (the Dockerfile listens on 0.0.0.0 through LLMSERVE_HOST).
-  .addOption(
-    new Option("--port <n>", "TCP port (0 = any free port)")
-      .env("LLMSERVE_PORT")
-      .argParser(int("--port"))
-      .default(SV.port),
-  )
-  .addOption(new Option("--host <host>", "address to listen on").env("LLMSERVE_HOST").default(SV.host))
-  .addOption(
-    new Option("--api-key <key>", "require Authorization: Bearer KEY on every route but /health").env(
-      "LLMSERVE_API_KEY",
-    ),
-  )
-  .addOption(
-    new Option("--metrics-key <key>", "a scrape-only key accepted on /metrics (which otherwise needs --api-key)").env(
-      "LLMSERVE_METRICS_KEY",
-    ),
-  )
-  .option(
-    "--max-connections <n>",
-    `most open connections; more are closed at once (default ${SV.maxConnections})`,
-    int("--max-connections"),
-  )
-  .option(
-    "--stream-write-timeout <s>",
-    `cancel a stream whose client has not read for this long (default ${SV.streamWriteTimeoutMs / 1000})`,
-    float("--stream-write-timeout"),
-  )
-  .option(
-    "--max-queue <n>",
-    "most requests waiting in the engine before answering 429",
-    int("--max-queue"),
-    SV.cliMaxQueue,
-  )
-  .option("-t, --threads <n>", "compute threads (default: physical cores)", int("--threads"))
-  .option(
-    "--kv-cache-tokens <n>",
-    "KV cache size in tokens shared by all sequences (default: half the free memory, 1 to --max-sequences contexts)",
-    int("--kv-cache-tokens"),
-  )
-  .option("--kv-memory <size>", "KV cache size as memory, e.g. 4GiB or 512MiB (instead of --kv-cache-tokens)")
-  .option("--max-sequences <n>", `most sequences running at once (default ${L.maxSequences})`, int("--max-sequences"))
-  .addOption(
-    new Option("--kv-type <type>", "KV cache element type (q8_0 halves its memory)").choices(["f16", "f32", "q8_0"]),
-  )
-  .option(
-    "--max-batch-tokens <n>",
-    `most tokens per engine step (default ${L.maxBatchTokens})`,
-    int("--max-batch-tokens"),
-  )
-  .option(
-    "--prefill-chunk <n>",
-    `most prompt tokens per step while others generate (default ${L.prefillChunk}; 0 = no limit)`,
-    int("--prefill-chunk"),
-  )
-  .option("--no-repack", "serve weights from the file mapping instead of repacking them at load")
-  .option("--model-name <name>", "model id clients pass as `model` (default: the file name)")
-  .option(
-    "--cors <origin...>",
-    'let browser pages of ORIGIN (e.g. https://app.example.com; "*" for any) call the API (default: CORS off)',
-  )
-  .option(
-    "--adapter <name=path...>",
-    "LoRA adapter served as model NAME (repeatable; PATH: a GGUF adapter file or a PEFT folder): requests with `model: NAME` use it, /v1/models lists it",
-  )
-  .option(
-    "--max-adapters <n>",
-    `most LoRA adapters in memory; the least recently used idle one is evicted and reloaded from its file when requested again (default ${L.maxAdapters}: no limit)`,
-    int("--max-adapters"),
-  )
-  .addOption(
-    new Option(
-      "--adapter-type <type>",
-      "how adapters are kept in memory: as the file stores them, or q8_0 (about half the bytes of f16: cheaper batches over many adapters)",
-    ).choices(["file", "q8_0"]),
-  )
-  .option(
-    "--chat-template <name|file>",
-    "built-in chat template (chatml, llama3, llama2, zephyr, phi3, gemma) or a .jinja file, instead of the model's",
-  )
-  .option(
-    "--shutdown-timeout <s>",
-    "seconds in-flight requests get to finish on SIGINT/SIGTERM",
-    float("--shutdown-timeout"),
-    SV.shutdownTimeoutMs / 1000,
-  )
-  .action(runServe);
-addContextSizeOption(serveCmd, "context size in tokens per sequence");
+registerServe(program);
 
 program.command("demo").description("stream a short generation from a small built-in model").action(runDemo);
 
