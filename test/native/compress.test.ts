@@ -40,7 +40,7 @@ describe("compress: bad arguments", () => {
     ["ratio 1.5", { prune: 1.5 }, /ratio in \(0, 1\)/],
     ["prune 3:4", { prune: "3:4" as "2:4" }, /"2:4"/],
     ["wanda without calib", { prune: 0.5, method: "wanda" }, /calibration text/],
-    ["unknown pattern", { prune: 0.5, tensors: ["ffn_*", "attn_qq"] }, /'attn_qq' matches no prunable tensor/],
+    ["unknown pattern", { prune: 0.5, tensors: ["ffn_*", "attn_qq"] }, /'attn_qq' matches no layer matrix/],
     ["2:4 on rows of 90", { prune: "2:4" }, /multiple of 4.*blk\.0\.ffn_down\.weight/],
     ["sparse with a ratio", { prune: 0.5, format: "sparse" }, /2:4 pruned matrices only/],
     ["unknown method", { prune: 0.5, method: "random" as "wanda" }, /method/],

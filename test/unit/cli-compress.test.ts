@@ -49,7 +49,7 @@ describe.runIf(existsSync(cli))("llmserve compress", () => {
     for (const [args, msg] of [
       [["--prune", "1.5"], /--prune takes a ratio in \(0, 1\)/],
       [["--prune", "0.5", "--method", "wanda"], /calibration text/],
-      [["--prune", "0.5", "--tensors", "ffn_*,nope"], /'nope' matches no prunable tensor/],
+      [["--prune", "0.5", "--tensors", "ffn_*,nope"], /'nope' matches no layer matrix/],
       [[], /either --prune or --lowrank/],
       [["--prune", "0.5", "--lowrank", "rank=4"], /either --prune or --lowrank/],
       [["--lowrank", "rank=x"], /--lowrank takes rank=R/],

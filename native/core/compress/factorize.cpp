@@ -165,15 +165,7 @@ Status plan_lowrank(const std::string& in_path, const LowRankOptions& opt, std::
   std::unique_ptr<GgufFile> f;
   LLMS_RETURN_IF_ERROR(GgufFile::open(in_path, &f));
   std::vector<std::string> out;
-  std::vector<bool> used(opt.patterns.size(), false);
-  for (const GgufTensorInfo& t : f->tensors()) {
-    const std::string role = layer_role(t.name);
-    if (role.empty() || t.n_dims != 2) continue;
-    bool take = opt.patterns.empty();
-    for (size_t i = 0; i < opt.patterns.size(); ++i) {
-      if (glob_match(opt.patterns[i], t.name) || glob_match(opt.patterns[i], role)) used[i] = take = true;
-    }
-    if (!take) continue;
+  auto check = [&opt](const GgufTensorInfo& t) {
     if (t.ne[0] % 8 != 0)
       return make_error(Code::InvalidArgument,
                         "low-rank factorization needs rows of a multiple of 8 entries; tensor '" + t.name +
@@ -185,19 +177,9 @@ Status plan_lowrank(const std::string& in_path, const LowRankOptions& opt, std::
     if (!type_traits(t.type).supported)
       return make_error(Code::UnsupportedType, "tensor '" + t.name + "' has type " + type_traits(t.type).name +
                                                    ", which llmserve cannot convert; factor the f16/f32 original");
-    out.push_back(t.name);
-  }
-  for (size_t i = 0; i < opt.patterns.size(); ++i) {
-    if (used[i]) continue;
-    std::string roles;
-    for (const auto& r : layer_projection_roles()) roles += (roles.empty() ? "" : ", ") + r;
-    return make_error(Code::InvalidArgument, "the tensor pattern '" + opt.patterns[i] +
-                                                 "' matches no layer matrix; patterns are globs over names "
-                                                 "(blk.0.ffn_up.weight) or roles (" +
-                                                 roles + ")");
-  }
-  if (out.empty())
-    return make_error(Code::InvalidArgument, "the model has no layer matrices to factor (blk.N.attn_q.weight, ...)");
+    return Status::ok();
+  };
+  LLMS_RETURN_IF_ERROR(select_layer_matrices(*f, opt.patterns, check, "factor", &out));
   if (selected) *selected = std::move(out);
   return Status::ok();
 }

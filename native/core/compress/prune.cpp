@@ -105,18 +105,7 @@ Status plan_prune(const std::string& in_path, const PruneOptions& opt, std::vect
   std::unique_ptr<GgufFile> f;
   LLMS_RETURN_IF_ERROR(GgufFile::open(in_path, &f));
   std::vector<std::string> out;
-  std::vector<bool> used(opt.patterns.size(), false);
-  for (const GgufTensorInfo& t : f->tensors()) {
-    const std::string role = layer_role(t.name);
-    if (role.empty() || t.n_dims != 2) continue;
-    bool take = opt.patterns.empty();
-    for (size_t i = 0; i < opt.patterns.size(); ++i) {
-      if (glob_match(opt.patterns[i], t.name) || glob_match(opt.patterns[i], role)) {
-        used[i] = true;
-        take = true;
-      }
-    }
-    if (!take) continue;
+  auto check = [&opt](const GgufTensorInfo& t) {
     if (opt.two_four && t.ne[0] % 4 != 0) {
       return make_error(Code::InvalidArgument, "2:4 pruning needs rows of a multiple of 4 entries; tensor '" + t.name +
                                                    "' has rows of " + std::to_string(t.ne[0]) +
@@ -126,20 +115,41 @@ Status plan_prune(const std::string& in_path, const PruneOptions& opt, std::vect
       return make_error(Code::UnsupportedType, "tensor '" + t.name + "' has type " + type_traits(t.type).name +
                                                    ", which llmserve cannot convert; prune the f16/f32 original");
     }
-    out.push_back(t.name);
+    return Status::ok();
+  };
+  LLMS_RETURN_IF_ERROR(select_layer_matrices(*f, opt.patterns, check, "prune", &out));
+  if (selected) *selected = std::move(out);
+  return Status::ok();
+}
+
+Status select_layer_matrices(const GgufFile& f, const std::vector<std::string>& patterns,
+                             const std::function<Status(const GgufTensorInfo&)>& check, const char* verb,
+                             std::vector<std::string>* out) {
+  out->clear();
+  std::vector<bool> used(patterns.size(), false);
+  for (const GgufTensorInfo& t : f.tensors()) {
+    const std::string role = layer_role(t.name);
+    if (role.empty() || t.n_dims != 2) continue;
+    bool take = patterns.empty();
+    for (size_t i = 0; i < patterns.size(); ++i) {
+      if (glob_match(patterns[i], t.name) || glob_match(patterns[i], role)) used[i] = take = true;
+    }
+    if (!take) continue;
+    LLMS_RETURN_IF_ERROR(check(t));
+    out->push_back(t.name);
   }
-  for (size_t i = 0; i < opt.patterns.size(); ++i) {
+  for (size_t i = 0; i < patterns.size(); ++i) {
     if (used[i]) continue;
     std::string roles;
     for (const auto& r : layer_projection_roles()) roles += (roles.empty() ? "" : ", ") + r;
-    return make_error(Code::InvalidArgument, "the tensor pattern '" + opt.patterns[i] +
-                                                 "' matches no prunable tensor; patterns are globs over names "
+    return make_error(Code::InvalidArgument, "the tensor pattern '" + patterns[i] +
+                                                 "' matches no layer matrix; patterns are globs over names "
                                                  "(blk.0.ffn_up.weight) or roles (" +
                                                  roles + ")");
   }
-  if (out.empty())
-    return make_error(Code::InvalidArgument, "the model has no layer matrices to prune (blk.N.attn_q.weight, ...)");
-  if (selected) *selected = std::move(out);
+  if (out->empty())
+    return make_error(Code::InvalidArgument,
+                      std::string("the model has no layer matrices to ") + verb + " (blk.N.attn_q.weight, ...)");
   return Status::ok();
 }
 

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "../gguf/gguf.h"
 #include "../quant/quant.h"
 #include "../status.h"
 #include "calib.h"
@@ -54,6 +55,14 @@ std::string layer_role(const std::string& name);
 
 // '*' any run of characters, '?' one character; the whole name must match.
 bool glob_match(const std::string& pattern, const std::string& name);
+
+// The names of the layer matrices of f (2-D, layer_role not empty) that patterns select (globs over
+// names or roles; all of them when patterns is empty), in file order. check refuses a selected
+// tensor the technique cannot handle. verb ("prune", "factor") words the errors for a pattern that
+// matches no layer matrix and for a model with none (InvalidArgument).
+Status select_layer_matrices(const GgufFile& f, const std::vector<std::string>& patterns,
+                             const std::function<Status(const GgufTensorInfo&)>& check, const char* verb,
+                             std::vector<std::string>* out);
 
 // Scores of one row of n weights: |w| (col_sumsq null) or |w| * sqrt(col_sumsq).
 void prune_scores(const float* w, const double* col_sumsq, int64_t n, float* score);
