@@ -127,6 +127,7 @@ for (let r = 0; r < rounds; r++) {
   jsonTokens.push(b.generated);
 }
 const loadAfter = os.loadavg()[0];
+const { nEmbd, nLayer, nVocab } = model.info;
 await model.dispose();
 const f = median(free);
 const j = median(json);
@@ -134,7 +135,9 @@ const cost = (1 - j / f) * 100;
 const fc = median(freeCpu);
 const jc = median(jsonCpu);
 const cpuCost = (1 - fc / jc) * 100;
-console.log(`model   : ${path} (dim ${shape.dim}, ${shape.layers} layers, vocab ${vocab}, q8_0), ${threads} threads`);
+console.log(
+  `model   : ${path} (dim ${nEmbd}, ${nLayer} layers, vocab ${nVocab}${values.model ? "" : ", q8_0"}), ${threads} threads`,
+);
 console.log(
   `decode  : ${streams} streams x ${tokens} tokens, median of ${rounds} alternating rounds, strings ${maxLength === undefined ? "unbounded" : `maxLength ${maxLength}`}`,
 );
