@@ -71,10 +71,10 @@ export interface LoadOptions {
   maxAdapters?: number;
   /**
    * How LoRA adapters' factors are kept in memory: `"file"` (default) as the file stores them, or
-   * `"q8_0"`: quantized at load to q8_0 (about half the bytes of f16). At decode every adapter in a
-   * step is read once per step, so with many adapters per batch their bytes set the cost; q8_0
-   * halves it, for deltas that differ by q8_0's rounding of each factor (bench/README.md,
-   * "Multi-LoRA"). Matrices whose sizes are not multiples of 32 stay as stored.
+   * `"q8_0"`: quantized at load to q8_0, about half the memory of f16, for deltas that differ by
+   * q8_0's rounding of each factor. It saves memory, not time: decode over many adapters measured
+   * 6-18% slower than f16 on a 2-core AVX-512 machine (bench/README.md, "Multi-LoRA"). Matrices
+   * whose sizes are not multiples of 32 stay as stored.
    */
   adapterType?: "file" | "q8_0";
   /**

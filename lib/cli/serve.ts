@@ -184,7 +184,7 @@ export function registerServe(program: Command): void {
     .addOption(
       new Option(
         "--adapter-type <type>",
-        "how adapters are kept in memory: as the file stores them, or q8_0 (about half the bytes of f16: cheaper batches over many adapters)",
+        "how adapters are kept in memory: as the file stores them, or q8_0 (about half the memory of f16; decode measured slightly slower)",
       ).choices(["file", "q8_0"]),
     )
     .option(

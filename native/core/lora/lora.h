@@ -78,8 +78,8 @@ class LoraAdapter final : public ProjectionDelta {
 
   // Keeps every pair whose n_in and n_out are multiples of 32 as q8_0 copies of A and of B
   // transposed, quantized from the file's values as llama-quantize writes q8_0 (A used in place
-  // when the file has it in q8_0), and drops the f16/f32 copy of B transposed: half the bytes a
-  // decode step reads per f16 adapter, for a delta that differs by q8_0's rounding of each factor
+  // when the file has it in q8_0), and drops the f16/f32 copy of B transposed: about half the
+  // memory of an f16 adapter, for a delta that differs by q8_0's rounding of each factor
   // (Model.load's adapterType: "q8_0"). Call once, before the adapter is shared. Returns how many
   // pairs it converted.
   int64_t store_as_q8_0();

@@ -1,8 +1,8 @@
 // LoraAdapter::store_as_q8_0 (lora.h): resident q8_0 factors for the batched low-rank kernels.
 //
-// Why: at decode every adapter in a step streams its A and B^T once per projection, so with many
-// adapters per step the cost follows their bytes (bench/README.md, "Multi-LoRA"). q8_0 takes 34
-// bytes per 32 elements against f16's 64. Quantized with ggml's weight quantizer (what
+// Why: memory. q8_0 takes 34 bytes per 32 elements against f16's 64, so twice the adapters fit.
+// (It was also meant to cut the bytes a decode step streams per adapter; on 2 AVX-512 cores the
+// extra conversion per element made decode 6-18% slower instead: bench/README.md, "Multi-LoRA".) Quantized with ggml's weight quantizer (what
 // llama-quantize writes for q8_0), so the values are those of the same adapter converted to q8_0
 // by llama.cpp's tools, except that B is quantized along n_out (B^T's rows), the axis the kernel
 // streams, where a q8_0 GGUF adapter's B is blocked along r.

@@ -21,7 +21,8 @@ namespace llmserve {
 // How both factors are stored. Q8_0: ggml's q8_0 blocks (f16 scale d, 32 int8 q) along each row,
 // so n_in and n_out are multiples of 32; an element is d·q, exact in f32 (11 by 8 significant
 // bits), so every kernel sees the same f32 values and the numerics below are unchanged. It halves
-// the bytes a decode step reads per adapter against f16 (34 bytes per 32 elements).
+// an adapter's memory against f16 (34 bytes per 32 elements); the passes then convert more per
+// element (int8 -> f32, times d), which on 2 AVX-512 cores cost more time than the bytes saved.
 enum class LowRankType : uint8_t { F32, F16, Q8_0 };
 
 // One adapter's factors for one projection, both of one type.
