@@ -27,8 +27,8 @@ export const MUTATIONS = [
   {
     id: "sched-no-prefix-registration",
     file: "native/core/sched/step.cpp",
-    find: "    register_full_blocks(s);\n    if (!p.out) continue;",
-    replace: "    if (!p.out) continue;",
+    find: "    register_full_blocks(s);\n    trim_local(s.lblocks, s.n_computed);",
+    replace: "    trim_local(s.lblocks, s.n_computed);",
     why: "scheduler: computed full blocks are never registered in the prefix cache",
   },
   {
@@ -104,8 +104,8 @@ export const MUTATIONS = [
   {
     id: "sched-cow-copies-short",
     file: "native/core/sched/admission.cpp",
-    find: "ss.n_computed - full * bs);",
-    replace: "ss.n_computed - full * bs - 1);",
+    find: "executor_->copy_block(ss.blocks[(size_t)full], b, ss.n_computed - full * bs);",
+    replace: "executor_->copy_block(ss.blocks[(size_t)full], b, ss.n_computed - full * bs - 1);",
     why: "prefix reuse: the copy-on-write of a kept partial block misses its last slot",
   },
   {
