@@ -58,8 +58,9 @@ TEST(train_distill_loss_formula_and_gradient) {
   const std::vector<int32_t> labels = {3, -1, 10, 0};
   const std::vector<float> teacher = to_f(randv(n * V, 71, 2.0));
   const double weight = 0.25;
-  for (const auto& [a, temp] :
-       std::vector<std::pair<double, double>>{{0.3, 1.0}, {0.7, 2.5}, {0.5, 0.6}, {1, 3}, {0, 2}}) {
+  for (const auto& at : std::vector<std::pair<double, double>>{{0.3, 1.0}, {0.7, 2.5}, {0.5, 0.6}, {1, 3}, {0, 2}}) {
+    // plain variables, not a structured binding: clang 14 (the sanitizer build) cannot capture those
+    const double a = at.first, temp = at.second;
     Vd z = randv(n * V, 72, 2.0);
     auto loss = [&] {
       DistillTerm d;
