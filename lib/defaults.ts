@@ -52,8 +52,12 @@ export const EMBED_DEFAULTS = {
   normalize: true,
   /** Bytes of the per-model embedding cache (TypeScript only): repeated texts are not recomputed. */
   cacheBytes: 16 << 20,
-  /** Texts of one embed() call in flight on the engine at once (the rest wait, so abort can stop them). */
-  inFlight: 8,
+  /**
+   * Texts of one embed() call queued on the engine together (the engine packs them into shared
+   * forward passes of up to maxBatchTokens tokens); two such groups are in flight at once, the
+   * rest wait, so an abort stops them.
+   */
+  groupTexts: 32,
 } as const;
 
 /**

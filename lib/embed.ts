@@ -2,7 +2,8 @@
  * Embeddings: one vector per text from the model's final hidden states (after the output norm,
  * llama.cpp's "result_norm"), pooled over the text's tokens. Each text is evaluated from scratch on
  * the model's engine thread in its private evaluation cache (as Model.evaluate and perplexity
- * are), never on the event loop; pooled vectors are kept in a byte-bounded LRU keyed by the token
+ * are), never on the event loop; texts queued together share forward passes (Engine::submit_evals,
+ * packed by Executor::evaluate_batch, one pass between generation steps); pooled vectors are kept in a byte-bounded LRU keyed by the token
  * ids, so a repeated text is not recomputed.
  */
 import { EMBED_DEFAULTS } from "./defaults.js";
@@ -100,8 +101,9 @@ function cancelled(): LlmserveError {
 
 /**
  * @internal Embeds token sequences (already checked against the vocabulary and the context): cache
- * hits at once, the rest on the engine, at most EMBED_DEFAULTS.inFlight at a time. Every result is
- * a fresh copy, so callers may modify it without touching the cache.
+ * hits at once, the rest on the engine in groups of EMBED_DEFAULTS.groupTexts (queued together so
+ * they share forward passes), two groups in flight. Every result is a fresh copy, so callers may
+ * modify it without touching the cache.
  */
 export async function embedTokens(
   native: () => NativeModel,
@@ -120,14 +122,23 @@ export async function embedTokens(
   const worker = async (): Promise<void> => {
     while (next < todo.length) {
       if (o.signal?.aborted) throw cancelled();
-      const i = todo[next++];
-      const v = await wrapNative(native().embed(Int32Array.from(seqs[i]), POOLING_CODES[o.pooling], o.normalize));
-      cache.set(EmbeddingCache.key(seqs[i], o), v);
-      out[i] = v.slice();
+      const group = todo.slice(next, next + EMBED_DEFAULTS.groupTexts);
+      next += group.length;
+      const vs = await wrapNative(
+        native().embed(
+          group.map((i) => Int32Array.from(seqs[i])),
+          POOLING_CODES[o.pooling],
+          o.normalize,
+        ),
+      );
+      group.forEach((i, k) => {
+        cache.set(EmbeddingCache.key(seqs[i], o), vs[k]);
+        out[i] = vs[k].slice();
+      });
     }
   };
   if (o.signal?.aborted) throw cancelled();
-  const all = Promise.all(Array.from({ length: Math.min(EMBED_DEFAULTS.inFlight, todo.length) }, worker));
+  const all = Promise.all(Array.from({ length: Math.min(2, Math.ceil(todo.length / EMBED_DEFAULTS.groupTexts)) }, worker));
   if (!o.signal) {
     await all;
     return out;

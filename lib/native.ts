@@ -117,6 +117,10 @@ export interface NativeStats {
   prefixLookups: number;
   /** Prefix-cache block lookups that found a block. */
   prefixHits: number;
+  /** Whole-text evaluations run on the engine (embeddings, {@link Model.evaluate} calls). */
+  evalSequences: number;
+  /** Forward passes those took: texts that arrive together share a pass (see {@link Model.embed}). */
+  evalPasses: number;
   /** Sequences running now. */
   running: number;
   /** Requests queued, not yet running. */
@@ -280,7 +284,11 @@ export interface NativeModel {
   /** Logits for the last token ([nVocab]) or for every token ([n * nVocab]) of a fresh sequence. */
   evaluate(tokens: Int32Array, logitsAll: boolean): Promise<Float32Array>;
   /** A fresh sequence's final hidden states (after output_norm) pooled into [nEmbd]: 0 mean, 1 last, 2 cls. */
-  embed(tokens: Int32Array, pooling: 0 | 1 | 2, normalize: boolean): Promise<Float32Array>;
+  /**
+   * One pooled vector per token sequence ([n_embd] each), queued together so the engine packs them
+   * into shared forward passes.
+   */
+  embed(seqs: Int32Array[], pooling: 0 | 1 | 2, normalize: boolean): Promise<Float32Array[]>;
   /** Reads a LoRA adapter on a worker thread and registers it under `name` (a fresh id each load). */
   loadAdapter(name: string, path: string, scale: number): Promise<NativeAdapterInfo>;
   /** New requests can no longer use it; those in flight keep it until they end. */

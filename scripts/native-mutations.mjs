@@ -585,4 +585,25 @@ export const MUTATIONS = [
     replace: "inputs[static_cast<size_t>(il > 0 ? il - 1 : 0)].data(), n, &acts[0]",
     why: "training: activation recomputation reruns a block on the previous layer's input",
   },
+  {
+    id: "eval-batch-shared-blocks",
+    file: "native/core/backend/cpu_executor.cpp",
+    find: "b.blocks = eval_kv_->blocks() + n_blk;",
+    replace: "b.blocks = eval_kv_->blocks();",
+    why: "packed evaluation: every sequence of a pass writes its K/V into the same blocks",
+  },
+  {
+    id: "eval-batch-mixes-kinds",
+    file: "native/core/sched/engine.cpp",
+    find: "packable(r) && r.hidden == front->hidden &&",
+    replace: "packable(r) &&",
+    why: "packed evaluation: logits and hidden-state requests share a pass and get the front's kind of rows",
+  },
+  {
+    id: "eval-batch-budget-ignored",
+    file: "native/core/backend/cpu_executor.cpp",
+    find: "(n_tok + q.n > max_pass_tokens || n_blk + nb > cache_blocks)",
+    replace: "(n_blk + nb > cache_blocks)",
+    why: "packed evaluation: passes ignore the token budget (a bulk job stalls decode for long passes)",
+  },
 ];

@@ -114,6 +114,8 @@ Napi::Object stats_to_js(Napi::Env env, const EngineStats& s) {
   set("sessionEvictions", s.session_evictions);
   set("prefixLookups", s.prefix_lookups);
   set("prefixHits", s.prefix_hits);
+  set("evalSequences", s.eval_sequences);
+  set("evalPasses", s.eval_passes);
   set("running", s.running);
   set("waiting", s.waiting);
   set("sessions", s.sessions);

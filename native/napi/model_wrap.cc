@@ -323,13 +323,14 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return eval_promise(env, e, req, nullptr);
   }
 
-  // embed(tokens: Int32Array, pooling: 0 mean | 1 last | 2 cls, normalize: boolean): Promise<Float32Array>
-  // [n_embd]. The engine thread computes the rows the pooling needs and pools them (eval/pooling.h).
+  // embed(seqs: Int32Array[], pooling: 0 mean | 1 last | 2 cls, normalize: boolean):
+  // Promise<Float32Array[]>, [n_embd] each. Queued together, so the engine packs them into shared
+  // passes; the engine thread computes the rows each pooling needs and pools them (eval/pooling.h).
   Napi::Value Embed(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Engine* e = live(env);
-    auto req = std::make_shared<EvalRequest>();
-    req->tokens = to_tokens(env, info[0]);
+    if (!info[0].IsArray())
+      throw_invalid(env, false, "Expected an array of Int32Array token lists but received " + js_describe(info[0]));
     if (!info[1].IsNumber() || info[1].As<Napi::Number>().Int32Value() < 0 ||
         info[1].As<Napi::Number>().Int32Value() > 2)
       throw_invalid(env, false, "Expected pooling 0 (mean), 1 (last) or 2 (cls) but received " + js_describe(info[1]));
@@ -337,10 +338,17 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       throw_invalid(env, false, "Expected true or false for normalize but received " + js_describe(info[2]));
     const auto pooling = static_cast<Pooling>(info[1].As<Napi::Number>().Int32Value());
     const bool normalize = info[2].As<Napi::Boolean>().Value();
+    auto list = info[0].As<Napi::Array>();
+    std::vector<std::shared_ptr<EvalRequest>> reqs;
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      auto req = std::make_shared<EvalRequest>();
+      req->tokens = to_tokens(env, list.Get(i));
+      req->hidden = true;
+      req->logits_from = std::max<int64_t>(0, pooling_first_row(pooling, (int64_t)req->tokens.size()));
+      reqs.push_back(std::move(req));
+    }
     const int64_t n_embd = e->config().n_embd;
-    req->hidden = true;
-    req->logits_from = std::max<int64_t>(0, pooling_first_row(pooling, (int64_t)req->tokens.size()));
-    return eval_promise(env, e, req, [pooling, normalize, n_embd](std::vector<float>& rows) {
+    return eval_batch_promise(env, e, std::move(reqs), [pooling, normalize, n_embd](std::vector<float>& rows) {
       std::vector<float> out;
       Status s = pool_hidden(pooling, rows.data(), (int64_t)(rows.size() / n_embd), n_embd, normalize, &out);
       rows = std::move(out);

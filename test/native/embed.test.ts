@@ -5,7 +5,8 @@
  * largest component (measured 2e-7 .. 1e-6 on this f32 model); the pooling modes relate as causal attention says they must (cls = the
  * embedding of BOS alone, a one-token text has mean = last = cls); normalize gives unit length in
  * the same direction; the cache counts hits and returns the same bytes; a batch equals each text
- * alone on a second engine; and bad input is a typed error. The hidden states themselves are
+ * alone on a second engine, and the texts of one call share forward passes (evalPasses); a bulk
+ * embedding job runs beside generation without changing its tokens; and bad input is a typed error. The hidden states themselves are
  * checked against the double-precision reference in native/tests/test_eval.cpp.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -152,6 +153,43 @@ describe("Model.embed", () => {
     } finally {
       await other.dispose();
     }
+  });
+
+  it("texts of one call share forward passes, bit-identical to each text alone", async () => {
+    // Eight texts of 3..10 tokens: one block each of the 8-block evaluation cache, 52 tokens under
+    // the 512-token pass budget, so the engine packs them into a single pass.
+    const seqs = Array.from({ length: 8 }, (_, i) => tokens(3 + i, 900 + i));
+    const before = model.stats();
+    const packed = await model.embed(seqs, { pooling: "mean" });
+    const mid = model.stats();
+    expect(mid.evalSequences - before.evalSequences).toBe(8);
+    expect(mid.evalPasses - before.evalPasses).toBe(1);
+    const other = await Model.load(path, { threads: 1, contextSize: CONTEXT, kvCacheTokens: 1024 });
+    try {
+      for (const [i, t] of seqs.entries()) {
+        const [alone] = await other.embed([t], { pooling: "mean" });
+        expect(bytes(packed[i])).toEqual(bytes(alone));
+      }
+      expect(other.stats().evalPasses).toBe(8);
+    } finally {
+      await other.dispose();
+    }
+  });
+
+  it("a bulk embedding job and generation share the engine, and neither changes the other's output", async () => {
+    const prompt = { tokens: tokens(12, 77) };
+    const greedy = { maxTokens: 24, temperature: 0, seed: 1 };
+    const run = async () => {
+      const out: number[] = [];
+      for await (const c of model.generate(prompt, greedy)) out.push(...c.tokens);
+      return out;
+    };
+    const solo = await run();
+    const texts = Array.from({ length: 80 }, (_, i) => tokens(5 + (i % 20), 3000 + i));
+    const [together, vecs] = await Promise.all([run(), model.embed(texts, { pooling: "last" })]);
+    expect(together).toEqual(solo);
+    expect(vecs.length).toBe(80);
+    expect(vecs.every((v) => Math.abs(norm(v) - 1) < 1e-5)).toBe(true);
   });
 
   it("bad input is a typed error", async () => {

@@ -209,12 +209,7 @@ Status CpuExecutor::evaluate(const int32_t* tokens, int64_t n, int64_t logits_fr
   if (n < 1 || logits_from < 0 || logits_from >= n || n_batch < 0)
     return make_error(Code::InvalidArgument, "evaluate: bad token count, logits_from or n_batch");
   // A fresh single sequence in a private cache: evaluation never touches the serving pool.
-  if (!eval_kv_) {
-    KvCacheOptions o;
-    o.n_ctx = n_ctx_;
-    o.type = kv_type_;
-    LLMS_RETURN_IF_ERROR(KvCache::create(kv_shape(model_->config()), o, &eval_kv_));
-  }
+  LLMS_RETURN_IF_ERROR(ensure_eval_kv());
   eval_kv_->truncate(0);
   // Passes of at most n_batch tokens, cut at logits_from: a pass before it only fills the cache
   // (its one logits row is dropped), a pass from it on returns its rows. The last token alone
@@ -238,6 +233,60 @@ Status CpuExecutor::evaluate(const int32_t* tokens, int64_t n, int64_t logits_fr
     }
   } catch (const std::bad_alloc&) { s = make_error(Code::OutOfMemory, "evaluate: could not allocate logits"); }
   eval_kv_->truncate(0);
+  return s;
+}
+
+Status CpuExecutor::ensure_eval_kv() {
+  if (eval_kv_) return Status::ok();
+  KvCacheOptions o;
+  o.n_ctx = n_ctx_;
+  o.type = kv_type_;
+  return KvCache::create(kv_shape(model_->config()), o, &eval_kv_);
+}
+
+Status CpuExecutor::evaluate_batch(const EvalSeq* seqs, int64_t n_seqs, bool hidden, int64_t max_pass_tokens,
+                                   std::vector<float>* rows, int64_t* passes) {
+  *passes = 0;
+  for (int64_t i = 0; i < n_seqs; ++i)
+    if (!seqs[i].tokens || seqs[i].n < 1 || seqs[i].n > n_ctx_)
+      return make_error(Code::InvalidArgument, "evaluate: bad token count");
+  LLMS_RETURN_IF_ERROR(ensure_eval_kv());
+  // Sequences are packed in order into passes of at most max_pass_tokens tokens whose block runs
+  // fit the cache's n_ctx positions (each sequence starts on a fresh block; one sequence always
+  // fits, n <= n_ctx). Positions start at 0 in every pass: nothing is kept between passes.
+  const int64_t bs = eval_kv_->pool().block_size();
+  const int64_t cache_blocks = (n_ctx_ + bs - 1) / bs;
+  std::vector<int32_t> tokens;
+  std::vector<BatchSeq> batch;
+  std::vector<float> part;
+  Status s = Status::ok();
+  try {
+    rows->clear();
+    for (int64_t i = 0; i < n_seqs && s.is_ok();) {
+      tokens.clear();
+      batch.clear();
+      int64_t n_tok = 0, n_blk = 0;
+      for (; i < n_seqs; ++i) {
+        const EvalSeq& q = seqs[i];
+        const int64_t nb = (q.n + bs - 1) / bs;
+        if (!batch.empty() && (n_tok + q.n > max_pass_tokens || n_blk + nb > cache_blocks)) break;
+        BatchSeq b;
+        b.blocks = eval_kv_->blocks() + n_blk;
+        b.n_blocks = nb;
+        b.pos0 = 0;
+        b.n_tokens = q.n;
+        b.out = q.all_rows ? 2 : 1;
+        batch.push_back(b);
+        tokens.insert(tokens.end(), q.tokens, q.tokens + q.n);
+        n_tok += q.n;
+        n_blk += nb;
+      }
+      s = forward_batch(*model_, eval_kv_->pool(), tokens.data(), batch.data(), (int64_t)batch.size(), &part, *pool_,
+                        scratch_, nullptr, hidden);
+      if (s.is_ok()) rows->insert(rows->end(), part.begin(), part.end());
+      ++*passes;
+    }
+  } catch (const std::bad_alloc&) { s = make_error(Code::OutOfMemory, "evaluate: could not allocate rows"); }
   return s;
 }
 

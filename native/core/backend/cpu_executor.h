@@ -39,6 +39,8 @@ class CpuExecutor final : public Executor {
   void copy_local_block(int32_t src, int32_t dst, int64_t n_slots) override;
   Status evaluate(const int32_t* tokens, int64_t n, int64_t logits_from, int64_t n_batch, std::vector<float>* logits,
                   bool hidden) override;
+  Status evaluate_batch(const EvalSeq* seqs, int64_t n_seqs, bool hidden, int64_t max_pass_tokens,
+                        std::vector<float>* rows, int64_t* passes) override;
   // Loads (or replaces) adapter id; errors: InvalidArgument (id 0), LoraAdapter::load's.
   Status load_adapter(uint64_t id, const std::string& path, float scale) override;
   bool has_adapter(uint64_t id) const override;
@@ -73,7 +75,10 @@ class CpuExecutor final : public Executor {
   int64_t n_blocks_ = 0;  // block ids the scheduler may hand out for the global table
   int32_t block_size_ = 16;
   ForwardScratch scratch_;
-  std::unique_ptr<KvCache> eval_kv_;  // made on the first evaluate()
+  // The private evaluation cache (made on first use): evaluate() runs one sequence over its
+  // identity block table; evaluate_batch() hands each packed sequence its own run of those blocks.
+  std::unique_ptr<KvCache> eval_kv_;
+  Status ensure_eval_kv();
   // Loaded adapters by id. forward() copies the shared pointers it needs under the lock, so an
   // adapter replaced while a pass runs lives until that pass ends.
   mutable std::mutex adapters_mu_;

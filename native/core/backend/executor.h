@@ -95,6 +95,20 @@ class Executor {
   // logits (embeddings, Model.embed).
   virtual Status evaluate(const int32_t* tokens, int64_t n, int64_t logits_from, int64_t n_batch,
                           std::vector<float>* logits, bool hidden) = 0;
+  // Several independent sequences, each scored from position 0, packed into shared forward passes
+  // of the private evaluation cache (embeddings and evaluations that arrive together: each weight
+  // is read once per pass for all of them, not once per text). A pass holds at most
+  // max_pass_tokens tokens, and at least one sequence however long. rows: every sequence's rows in
+  // order, each the last token's (all_rows false) or every token's, [.., n_embd] with hidden, else
+  // [.., n_vocab]; each row bit-identical to evaluate() of that sequence alone (batch invariance).
+  // passes: the forward passes run. Errors as evaluate()'s (rows unspecified).
+  struct EvalSeq {
+    const int32_t* tokens = nullptr;
+    int64_t n = 0;
+    bool all_rows = false;
+  };
+  virtual Status evaluate_batch(const EvalSeq* seqs, int64_t n_seqs, bool hidden, int64_t max_pass_tokens,
+                                std::vector<float>* rows, int64_t* passes);
 
   // LoRA adapters (docs/design.md, "The executor seam"): load_adapter reads the adapter at path for
   // this model under id (>= 1; the id BatchSeq::adapter and GenerateRequest::adapter carry) with

@@ -153,7 +153,13 @@ Status Engine::submit(std::shared_ptr<GenerateRequest> req, int64_t* id) {
 }
 
 Status Engine::submit_eval(std::shared_ptr<EvalRequest> req) {
+  std::vector<std::shared_ptr<EvalRequest>> one{std::move(req)};
+  return submit_evals(std::move(one));
+}
+
+Status Engine::submit_evals(std::vector<std::shared_ptr<EvalRequest>> reqs) {
   const ModelConfig& cfg = executor_->config();
+  for (auto& req : reqs) {
   if (req->tokens.empty()) return make_error(Code::InvalidArgument, "evaluate needs at least one token");
   if ((int64_t)req->tokens.size() > opts_.n_ctx)
     return make_error(Code::ContextOverflow, "evaluate got " + std::to_string(req->tokens.size()) +
@@ -166,9 +172,10 @@ Status Engine::submit_eval(std::shared_ptr<EvalRequest> req) {
     if (t < 0 || t >= cfg.n_vocab)
       return make_error(Code::InvalidArgument, "Token id " + std::to_string(t) + " is outside the vocabulary [0, " +
                                                    std::to_string(cfg.n_vocab) + ").");
+  }
   std::lock_guard<std::mutex> lk(mu_);
   if (stopping_) return make_error(Code::Disposed, "The model has been disposed; load it again.");
-  eval_inbox_.push_back(std::move(req));
+  for (auto& req : reqs) eval_inbox_.push_back(std::move(req));
   cv_.notify_one();
   return Status::ok();
 }
@@ -284,34 +291,88 @@ void Engine::shutdown() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Engine::run_eval(EvalRequest& req) {
-  std::vector<float> logits;
-  Status s = executor_->evaluate(req.tokens.data(), (int64_t)req.tokens.size(), req.logits_from, req.n_batch, &logits,
-                                 req.hidden);
-  req.on_done(s, std::move(logits));
+void Engine::run_eval_pass() {
+  if (evals_.empty()) return;
+  auto packable = [](const EvalRequest& r) {
+    const int64_t n = (int64_t)r.tokens.size();
+    return r.n_batch == 0 && (r.logits_from == 0 || r.logits_from == n - 1);
+  };
+  std::shared_ptr<EvalRequest> front = evals_.front();
+  if (!packable(*front)) {
+    evals_.pop_front();
+    std::vector<float> rows;
+    Status s = executor_->evaluate(front->tokens.data(), (int64_t)front->tokens.size(), front->logits_from,
+                                   front->n_batch, &rows, front->hidden);
+    ++st_.eval_sequences;
+    ++st_.eval_passes;
+    publish_stats();  // stats first, then the result (as step() does with events)
+    front->on_done(s, std::move(rows));
+    return;
+  }
+  // First fit in arrival order: the front always goes, then every pending request of its kind
+  // that still fits the pass's token budget.
+  std::vector<std::shared_ptr<EvalRequest>> group;
+  std::vector<Executor::EvalSeq> seqs;
+  int64_t n_tok = 0;
+  for (auto it = evals_.begin(); it != evals_.end();) {
+    EvalRequest& r = **it;
+    const int64_t n = (int64_t)r.tokens.size();
+    if (packable(r) && r.hidden == front->hidden && (group.empty() || n_tok + n <= opts_.max_batch_tokens)) {
+      seqs.push_back({r.tokens.data(), n, r.logits_from == 0 && n > 1});
+      n_tok += n;
+      group.push_back(std::move(*it));
+      it = evals_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  std::vector<float> rows;
+  int64_t passes = 0;
+  Status s = executor_->evaluate_batch(seqs.data(), (int64_t)seqs.size(), front->hidden, opts_.max_batch_tokens,
+                                       &rows, &passes);
+  st_.eval_sequences += (int64_t)group.size();
+  st_.eval_passes += passes;
+  publish_stats();
+  const size_t width = (size_t)(front->hidden ? executor_->config().n_embd : executor_->config().n_vocab);
+  size_t at = 0;
+  for (size_t i = 0; i < group.size(); ++i) {
+    std::vector<float> mine;
+    Status si = s;
+    if (s.is_ok()) {
+      const size_t n = (size_t)(seqs[i].all_rows ? seqs[i].n : 1) * width;
+      try {
+        mine.assign(rows.begin() + (std::ptrdiff_t)at, rows.begin() + (std::ptrdiff_t)(at + n));
+      } catch (const std::bad_alloc&) { si = make_error(Code::OutOfMemory, "evaluate: could not allocate rows"); }
+      at += n;
+    }
+    group[i]->on_done(si, std::move(mine));
+  }
 }
 
 void Engine::run() {
   bool progress = true;
   for (;;) {
-    std::vector<std::shared_ptr<EvalRequest>> evals;
     bool stopping;
     {
       std::unique_lock<std::mutex> lk(mu_);
       const bool idle = running_.empty() && waiting_.empty();
-      if (idle || !progress) {
+      if ((idle || !progress) && evals_.empty()) {
         cv_.wait(lk, [&] {
           return stopping_ || !inbox_.empty() || !eval_inbox_.empty() || !cancel_inbox_.empty() ||
                  !end_session_inbox_.empty() || (progress && !(running_.empty() && waiting_.empty()));
         });
       }
       stopping = stopping_;
-      evals.swap(eval_inbox_);
+      for (auto& e : eval_inbox_) evals_.push_back(std::move(e));
+      eval_inbox_.clear();
     }
-    for (auto& e : evals) {
-      if (stopping) e->on_done(make_error(Code::Cancelled, "cancelled: the model was disposed"), {});
-      else run_eval(*e);
+    if (stopping) {
+      for (auto& e : evals_) e->on_done(make_error(Code::Cancelled, "cancelled: the model was disposed"), {});
+      evals_.clear();
     }
+    // One evaluation pass between generation steps: a bulk embedding job and decode share the
+    // engine instead of one waiting for the other to finish.
+    run_eval_pass();
     drain_inbox();
     progress = step();
     if (stopping && running_.empty() && waiting_.empty()) {

@@ -86,6 +86,11 @@ class Engine {
   // Validates and queues; returns the request id, or an error status (nothing queued).
   Status submit(std::shared_ptr<GenerateRequest> req, int64_t* id);
   Status submit_eval(std::shared_ptr<EvalRequest> req);
+  // Queues several at once (all or none: the first invalid one's error), so they share passes
+  // from the start. Whole-sequence evaluations (n_batch 0, rows from 0 or the last token's only:
+  // embeddings, Model.evaluate) are packed into forward passes of up to max_batch_tokens tokens,
+  // one pass between generation steps, so decode keeps its pace while a bulk embedding job runs.
+  Status submit_evals(std::vector<std::shared_ptr<EvalRequest>> reqs);
   void cancel(int64_t id);
   // LoRA adapters (lora/): load_adapter reads the adapter at path under id (>= 1, never used before
   // by this engine: prefix-cache keys and kept sessions name adapters by id, so an id is not given
@@ -155,7 +160,9 @@ class Engine {
   // window before position k * block_size: the largest k' <= k whose window blocks are all in the
   // local prefix cache, with those blocks ref'd into lblocks (-1 before the window).
   int64_t adopt_local_window(const std::vector<uint64_t>& keys, int64_t k, std::vector<int32_t>* lblocks);
-  void run_eval(EvalRequest& req);
+  // Runs the front evaluation alone, or its packable kind (hidden states or logits) in one packed
+  // pass with every other pending one that fits max_batch_tokens.
+  void run_eval_pass();
   void publish_stats();
 
   EngineOptions opts_;
@@ -176,6 +183,7 @@ class Engine {
   uint64_t session_clock_ = 0;
   EngineStats st_;
   std::vector<float> logits_;
+  std::deque<std::shared_ptr<EvalRequest>> evals_;  // taken from eval_inbox_, not yet run
   std::vector<int32_t> block_fill_, touched_;                                  // scratch of publish_stats()
   std::vector<std::pair<std::shared_ptr<GenerateRequest>, GenEvent>> outbox_;  // emitted after each step
 

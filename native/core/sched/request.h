@@ -66,6 +66,9 @@ struct EngineStats {
   int64_t prompt_tokens = 0, prefill_tokens = 0, reused_tokens = 0, generated_tokens = 0;
   int64_t requests = 0, finished = 0, aborted = 0, errors = 0, preemptions = 0, session_evictions = 0;
   int64_t prefix_lookups = 0, prefix_hits = 0;
+  // Evaluations (embeddings, Model.evaluate) and the runs they took: a packed pass of several, or
+  // one evaluation that cannot be packed (n_batch, rows from the middle).
+  int64_t eval_sequences = 0, eval_passes = 0;
   int64_t running = 0, waiting = 0, sessions = 0;
   int64_t blocks_total = 0, blocks_used = 0, blocks_cached = 0, blocks_free = 0, block_size = 0;
   int64_t kv_tokens_held = 0;  // tokens stored in used blocks (the rest of those blocks is waste)
