@@ -138,7 +138,9 @@ export async function embedTokens(
     }
   };
   if (o.signal?.aborted) throw cancelled();
-  const all = Promise.all(Array.from({ length: Math.min(2, Math.ceil(todo.length / EMBED_DEFAULTS.groupTexts)) }, worker));
+  const all = Promise.all(
+    Array.from({ length: Math.min(2, Math.ceil(todo.length / EMBED_DEFAULTS.groupTexts)) }, worker),
+  );
   if (!o.signal) {
     await all;
     return out;

@@ -165,8 +165,9 @@ TEST(eval_batch_engine_packs_requests_queued_together) {
   CHECK_EQ(end.eval_sequences - mid.eval_sequences, 13);
   CHECK_EQ(end.eval_passes - mid.eval_passes, 3);
   // All or none: one bad request refuses the whole submission.
-  std::vector<std::shared_ptr<EvalRequest>> bad{request(toks[0], true, false, 0, std::make_shared<Waiter>()),
-                                                request({(int32_t)n_vocab}, true, false, 0, std::make_shared<Waiter>())};
+  std::vector<std::shared_ptr<EvalRequest>> bad{
+      request(toks[0], true, false, 0, std::make_shared<Waiter>()),
+      request({(int32_t)n_vocab}, true, false, 0, std::make_shared<Waiter>())};
   CHECK(e->submit_evals(std::move(bad)).code == Code::InvalidArgument);
   CHECK_EQ(e->stats().eval_sequences, end.eval_sequences);
 }

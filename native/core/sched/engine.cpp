@@ -160,18 +160,18 @@ Status Engine::submit_eval(std::shared_ptr<EvalRequest> req) {
 Status Engine::submit_evals(std::vector<std::shared_ptr<EvalRequest>> reqs) {
   const ModelConfig& cfg = executor_->config();
   for (auto& req : reqs) {
-  if (req->tokens.empty()) return make_error(Code::InvalidArgument, "evaluate needs at least one token");
-  if ((int64_t)req->tokens.size() > opts_.n_ctx)
-    return make_error(Code::ContextOverflow, "evaluate got " + std::to_string(req->tokens.size()) +
-                                                 " tokens but the context holds " + std::to_string(opts_.n_ctx) +
-                                                 "; load the model with a larger contextSize.");
-  if (req->logits_from < 0 || req->logits_from >= (int64_t)req->tokens.size() || req->n_batch < 0)
-    return make_error(Code::InvalidArgument, "evaluate: logits_from must lie in [0, " +
-                                                 std::to_string(req->tokens.size()) + ") and n_batch be >= 0");
-  for (int32_t t : req->tokens)
-    if (t < 0 || t >= cfg.n_vocab)
-      return make_error(Code::InvalidArgument, "Token id " + std::to_string(t) + " is outside the vocabulary [0, " +
-                                                   std::to_string(cfg.n_vocab) + ").");
+    if (req->tokens.empty()) return make_error(Code::InvalidArgument, "evaluate needs at least one token");
+    if ((int64_t)req->tokens.size() > opts_.n_ctx)
+      return make_error(Code::ContextOverflow, "evaluate got " + std::to_string(req->tokens.size()) +
+                                                   " tokens but the context holds " + std::to_string(opts_.n_ctx) +
+                                                   "; load the model with a larger contextSize.");
+    if (req->logits_from < 0 || req->logits_from >= (int64_t)req->tokens.size() || req->n_batch < 0)
+      return make_error(Code::InvalidArgument, "evaluate: logits_from must lie in [0, " +
+                                                   std::to_string(req->tokens.size()) + ") and n_batch be >= 0");
+    for (int32_t t : req->tokens)
+      if (t < 0 || t >= cfg.n_vocab)
+        return make_error(Code::InvalidArgument, "Token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                                                     std::to_string(cfg.n_vocab) + ").");
   }
   std::lock_guard<std::mutex> lk(mu_);
   if (stopping_) return make_error(Code::Disposed, "The model has been disposed; load it again.");
@@ -328,8 +328,8 @@ void Engine::run_eval_pass() {
   }
   std::vector<float> rows;
   int64_t passes = 0;
-  Status s = executor_->evaluate_batch(seqs.data(), (int64_t)seqs.size(), front->hidden, opts_.max_batch_tokens,
-                                       &rows, &passes);
+  Status s = executor_->evaluate_batch(seqs.data(), (int64_t)seqs.size(), front->hidden, opts_.max_batch_tokens, &rows,
+                                       &passes);
   st_.eval_sequences += (int64_t)group.size();
   st_.eval_passes += passes;
   publish_stats();

@@ -183,7 +183,7 @@ class Engine {
   uint64_t session_clock_ = 0;
   EngineStats st_;
   std::vector<float> logits_;
-  std::deque<std::shared_ptr<EvalRequest>> evals_;  // taken from eval_inbox_, not yet run
+  std::deque<std::shared_ptr<EvalRequest>> evals_;                             // taken from eval_inbox_, not yet run
   std::vector<int32_t> block_fill_, touched_;                                  // scratch of publish_stats()
   std::vector<std::pair<std::shared_ptr<GenerateRequest>, GenEvent>> outbox_;  // emitted after each step
 
