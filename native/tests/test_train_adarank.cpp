@@ -196,6 +196,11 @@ TEST(train_ada_prune_keeps_most_important) {
   CHECK_NEAR(pen, 0.0, 1e-10);  // orthonormal init
   const std::vector<std::vector<double>> sc = ar.scores();
   CHECK(sc[0][2] > sc[0][0] && sc[0][0] > sc[0][1] && sc[0][1] == 0.0);
+  // By hand: I = |P[j,k]·g_k| with g_2 = 1, Ī = 0.15·I, Ū = 0.15·|I − Ī| = 0.1275·I, so
+  // s = 0.019125·P[j,k]²·g_k², and the mean over P's column (unit norm: Σⱼ P[j,k]² = 1, 4 rows) is
+  // 0.019125·g_k²/4; Q and λ add nothing at step 1 (λ = 0).
+  CHECK_NEAR(sc[0][2], 0.15 * 0.1275 / 4, 1e-7);
+  CHECK_NEAR(sc[0][0], 0.15 * 0.1275 * 1e-4 / 4, 1e-11);
   CHECK(ar.mask().keep[0] == (std::vector<uint8_t>{0, 0, 1, 0}));
   for (int k : {0, 1, 3}) CHECK(ar.params().mats[1].a[static_cast<size_t>(k)] == 0.0f);
 }
