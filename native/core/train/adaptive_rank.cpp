@@ -199,8 +199,8 @@ int64_t prune_to_budget(const std::vector<std::vector<double>>& score, int64_t b
       if (mask->keep[i][k]) cand.emplace_back(score[i][k], i, k);
   std::sort(cand.begin(), cand.end());
   for (int64_t e = 0; e < excess; ++e) {
-    const auto& [s, i, k] = cand[static_cast<size_t>(e)];
-    mask->keep[i][k] = 0;
+    const auto& c = cand[static_cast<size_t>(e)];
+    mask->keep[std::get<1>(c)][std::get<2>(c)] = 0;
   }
   return excess;
 }
