@@ -285,6 +285,35 @@ TEST(train_ada_trainer_reaches_target_same_bytes_and_exports) {
     }
 }
 
+// With LARS, a distillation teacher and a rank above a matrix's size (K's n_out is 12 < 14, so its
+// P cannot be orthonormal: the penalty starts above 0): still finite, and at the target at the end.
+TEST(train_ada_lars_distill_rank_above_size) {
+  TmpFile f;
+  auto model = tiny_model("llama", GgmlType::F32, 1, &f);
+  CHECK(model != nullptr);
+  if (!model) return;
+  const TrainData data = ada_data(6, 7, 9);
+  TrainOptions o = ada_options(6);
+  o.rank = 14, o.ada.target_rank = 3, o.targets = (1u << 1) | (1u << 4);  // k, gate
+  o.optim.kind = OptimKind::Lars, o.lr = 0.05;
+  o.teacher = model.get(), o.distill = 0.5, o.temperature = 2;
+  std::vector<StepEvent> evs;
+  LoraSet<float> out;
+  RankMask mask;
+  CHECK(train_lora(
+            *model, data, o, pool(), [&](const StepEvent& e) { evs.push_back(e); }, nullptr, &out, &mask)
+            .is_ok());
+  CHECK_EQ(static_cast<int64_t>(evs.size()), 6);
+  CHECK(evs[0].orth > 0.0);  // K's 14 columns of length 12 cannot be orthonormal
+  for (const StepEvent& e : evs) CHECK(std::isfinite(e.loss) && std::isfinite(e.orth) && std::isfinite(e.grad_norm));
+  CHECK(evs[0].kl >= 0.0);
+  CHECK_EQ(mask.total(), 3 * 2);
+  double norm = 0;
+  for (const auto& m : out.mats)
+    for (float x : m.a) norm += static_cast<double>(x) * x;
+  CHECK(std::isfinite(norm) && norm > 0);
+}
+
 TEST(train_ada_rejects_bad_options) {
   TmpFile f;
   auto model = tiny_model("llama", GgmlType::F32, 1, &f);
