@@ -86,6 +86,7 @@ describe.skipIf(!haveFixtures)("finetuned adapter: greedy parity with llama.cpp"
   it("an adaptive-rank adapter (per-matrix ranks): the same greedy tokens in both engines", async () => {
     const ranks = Object.values(adaRanks);
     expect(new Set(ranks).size).toBeGreaterThan(1); // the ranks really differ per matrix
+    expect(ranks).toContain(0); // and some matrices have no tensors at all
     expect(ranks.reduce((a, b) => a + b, 0)).toBe(2 * ranks.length);
     const prompt = model.tokenize("I dream of");
     const opts = { maxTokens: GREEDY_TOKENS, temperature: 0, stopAtEos: false };
