@@ -130,6 +130,7 @@ export const TRAIN_LIMITS = {
   larsEta: num(0, 100, true),
   distill: num(0, 1),
   temperature: num(0, 100, true),
+  targetRank: int(1, 4096),
 } as const satisfies Record<string, Limit>;
 
 /** The ranges of {@link LIMITS}, by the group name the native addon exports them under (`addon.limits`). */

@@ -409,6 +409,10 @@ export interface NativeFinetuneOptions {
   distill: number;
   /** Distillation temperature T > 0. */
   temperature: number;
+  /** Adaptive rank (AdaLoRA-style P·diag(λ)·Q, pruned towards targetRank per matrix on average). */
+  adaptiveRank: boolean;
+  /** Components kept per matrix on average at the end, in [1, rank]; read only with adaptiveRank. */
+  targetRank: number;
 }
 
 /** Token sequences for finetune(): sequence i is [offsets[i], offsets[i + 1]) of tokens and labels. */
@@ -431,11 +435,21 @@ export interface NativeTrainStep {
   /** With a teacher and distill > 0: the mean CE and KL (at the temperature) parts of the loss; else 0. */
   ce: number;
   kl: number;
+  /** Adaptive rank: the orthogonality penalty before the step, and the components kept after it; else 0. */
+  orth: number;
+  keptRank: number;
 }
 
 /** A finetune() in flight (cancel: the promise rejects with ERR_CANCELLED and no adapter is written). */
 export interface NativeFinetuneJob {
-  promise: Promise<{ evalLossBefore: number; evalLossAfter: number; evalKlBefore: number; evalKlAfter: number }>;
+  promise: Promise<{
+    evalLossBefore: number;
+    evalLossAfter: number;
+    evalKlBefore: number;
+    evalKlAfter: number;
+    /** Adaptive rank: each adapted tensor's base name (e.g. "blk.0.attn_q.weight") to its final rank; else null. */
+    ranks: Record<string, number> | null;
+  }>;
   cancel(): void;
 }
 

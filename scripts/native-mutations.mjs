@@ -606,4 +606,25 @@ export const MUTATIONS = [
     replace: "(n_blk + nb > cache_blocks)",
     why: "packed evaluation: passes ignore the token budget (a bulk job stalls decode for long passes)",
   },
+  {
+    id: "ada-orth-grad-half",
+    file: "native/core/train/adaptive_rank.cpp",
+    find: "grad->mats[i].b[static_cast<size_t>(j * r + a)] += static_cast<T>(4 * w * s);",
+    replace: "grad->mats[i].b[static_cast<size_t>(j * r + a)] += static_cast<T>(2 * w * s);",
+    why: "adaptive rank: the orthogonality penalty's gradient wrt P is half what it should be",
+  },
+  {
+    id: "ada-prune-most-important",
+    file: "native/core/train/adaptive_rank.cpp",
+    find: "std::sort(cand.begin(), cand.end());",
+    replace: "std::sort(cand.rbegin(), cand.rend());",
+    why: "adaptive rank: pruning masks the most important components instead of the least",
+  },
+  {
+    id: "ada-export-no-rank-fold",
+    file: "native/core/train/trainer.cpp",
+    find: "const float fold = static_cast<float>(static_cast<double>(r) / static_cast<double>(lora.rank));",
+    replace: "const float fold = 1.0f;",
+    why: "adaptive rank: the export leaves out r_i / r, so readers scaling by alpha / r_i apply another product",
+  },
 ];

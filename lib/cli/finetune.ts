@@ -32,6 +32,8 @@ interface FinetuneCliOpts {
   teacher?: string;
   distill?: number;
   temperature?: number;
+  adaptiveRank?: boolean;
+  targetRank?: number;
   threads?: number;
   json?: boolean;
 }
@@ -67,6 +69,8 @@ async function runFinetune(o: FinetuneCliOpts): Promise<void> {
       teacher: o.teacher === undefined ? undefined : await localModel(o.teacher),
       distill: o.distill,
       temperature: o.temperature,
+      adaptiveRank: o.adaptiveRank,
+      targetRank: o.targetRank,
       threads: o.threads,
       signal: ac.signal,
     });
@@ -77,7 +81,8 @@ async function runFinetune(o: FinetuneCliOpts): Promise<void> {
       }
       if (e.type === "step") {
         const parts = e.kl === undefined ? "" : ` (ce ${e.ce?.toFixed(4)} kl ${e.kl.toFixed(4)})`;
-        detail = `loss ${e.loss.toFixed(4)}${parts} ${Math.round(e.tokensPerSecond)} tok/s`;
+        const kept = e.keptRank === undefined ? "" : ` rank ${e.keptRank}`;
+        detail = `loss ${e.loss.toFixed(4)}${parts}${kept} ${Math.round(e.tokensPerSecond)} tok/s`;
         tracker ??= new ProgressTracker("finetune", basename(o.output), 1, "fraction", (ev) =>
           rep.report({ ...ev, detail }),
         );
@@ -93,11 +98,19 @@ async function runFinetune(o: FinetuneCliOpts): Promise<void> {
         ? ""
         : `; held-out KL to the teacher ${e.evalKlBefore.toFixed(4)} -> ${e.evalKlAfter.toFixed(4)}`;
       process.stdout.write(`wrote ${e.output}: ${e.steps} steps in ${e.seconds.toFixed(1)} s${held}${kl}\n`);
+      if (e.ranks) process.stdout.write(`${rankSummary(e.ranks)}\n`);
     }
   } finally {
     rep.stop();
     process.off("SIGINT", onSigint);
   }
+}
+
+/** "ranks: blk.0.attn_q 3, blk.0.attn_k 5, ..." with the total: adaptive rank's per-matrix result. */
+function rankSummary(ranks: Record<string, number>): string {
+  const parts = Object.entries(ranks).map(([name, r]) => `${name.replace(/\.weight$/, "")} ${r}`);
+  const total = Object.values(ranks).reduce((a, b) => a + b, 0);
+  return `ranks (${total} in all): ${parts.join(", ")}`;
 }
 
 /** Adds `llmserve finetune` to the program. */
@@ -134,6 +147,15 @@ export function registerFinetune(program: Command): void {
       float("--distill"),
     )
     .option("--temperature <T>", `distillation temperature (default ${D.temperature})`, float("--temperature"))
+    .option(
+      "--adaptive-rank",
+      "AdaLoRA-style: train P*diag(s)*Q per matrix and prune the least important components to --target-rank",
+    )
+    .option(
+      "--target-rank <n>",
+      "average rank per matrix at the end of --adaptive-rank (at most --rank)",
+      int("--target-rank"),
+    )
     .option("-t, --threads <n>", "threads (default: physical cores)", int("--threads"))
     .option("--json", "print one JSON object per step (and a last 'done' one) instead of a progress bar")
     .action(runFinetune);

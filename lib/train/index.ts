@@ -9,9 +9,9 @@ import { fromNative, LlmserveError } from "../errors.js";
 import { loadAddon } from "../binding.js";
 import { LOAD_LIMITS, TRAIN_LIMITS as TL } from "../limits.js";
 import { defaultThreads } from "../loadOptions.js";
-import type { NativeFinetuneOptions, NativeTrainStep } from "../native.js";
+import type { NativeFinetuneJob, NativeFinetuneOptions, NativeTrainStep } from "../native.js";
 import { Tokenizer } from "../tokenizer/index.js";
-import { checkInt, checkKeys, checkLimit, checkObject, checkPath, checkString } from "../validate.js";
+import { checkBool, checkInt, checkKeys, checkLimit, checkObject, checkPath, checkString } from "../validate.js";
 import { loadTrainData, packSequences, shuffledEpochs } from "./data.js";
 
 export { loadTrainData, packSequences, shuffledEpochs, type TrainDataset, type TrainSequence } from "./data.js";
@@ -75,6 +75,15 @@ export interface FinetuneOptions {
   distill?: number;
   /** Distillation temperature T > 0 (default 2). */
   temperature?: number;
+  /**
+   * Adaptive rank (AdaLoRA-style): each matrix trains as P·diag(λ)·Q with an orthogonality penalty,
+   * and the least important components are pruned on a cubic schedule until the adapter keeps
+   * `targetRank` components per matrix on average (ranks then differ per matrix). Needs targetRank.
+   * The adapter is a plain GGUF LoRA with per-matrix ranks; the done event lists them.
+   */
+  adaptiveRank?: boolean;
+  /** Average rank per matrix at the end of adaptive-rank training, in [1, rank] (only with adaptiveRank). */
+  targetRank?: number;
   /** Threads of the training loop (default: physical cores). The adapter does not depend on it. */
   threads?: number;
   /** Aborting stops training: the iterator throws ERR_CANCELLED and no adapter is written. */
@@ -101,6 +110,10 @@ export interface FinetuneStep {
   ce?: number;
   /** With a teacher and distill > 0: the mean KL(teacher_T ‖ student_T) part of `loss`; absent otherwise. */
   kl?: number;
+  /** With adaptiveRank: the components (singular values) all matrices keep after the step; absent otherwise. */
+  keptRank?: number;
+  /** With adaptiveRank: the orthogonality penalty γ·mean(‖PᵀP − I‖² + ‖QQᵀ − I‖²) before the step; absent otherwise. */
+  orthPenalty?: number;
   /** Tokens per second of the step's wall time. */
   tokensPerSecond: number;
   /** Seconds left at the mean step time so far. */
@@ -121,6 +134,8 @@ export interface FinetuneDone {
   evalKlBefore: number;
   /** The same with the trained adapter. */
   evalKlAfter: number;
+  /** With adaptiveRank: each adapted tensor's base name (e.g. "blk.0.attn_q.weight") to its final rank (0: left out of the file). */
+  ranks?: Record<string, number>;
   /** Steps run. */
   steps: number;
   /** Wall time of the training (data preparation excluded). */
@@ -154,6 +169,8 @@ const KEYS = [
   "teacher",
   "distill",
   "temperature",
+  "adaptiveRank",
+  "targetRank",
   "threads",
   "signal",
 ];
@@ -198,6 +215,24 @@ export async function* finetune(options: FinetuneOptions): AsyncGenerator<Finetu
       "ERR_INVALID_ARGUMENT",
       "distill and temperature need a teacher model: pass teacher (--teacher) with the model the student was made from.",
     );
+  const rank = num("rank", D.rank);
+  const adaptiveRank = o.adaptiveRank === undefined ? false : checkBool("adaptiveRank", o.adaptiveRank);
+  const targetRank = o.targetRank === undefined ? undefined : checkLimit("targetRank", o.targetRank, TL.targetRank);
+  if (adaptiveRank && targetRank === undefined)
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      "adaptiveRank needs targetRank (--target-rank R): the average rank per matrix the adapter keeps at the end.",
+    );
+  if (!adaptiveRank && targetRank !== undefined)
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      "targetRank is only used with adaptiveRank (--adaptive-rank); drop it, or turn adaptive rank on.",
+    );
+  if (targetRank !== undefined && targetRank > rank)
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      `targetRank (${targetRank}) must be at most rank (${rank}): adaptive rank starts at rank and prunes down to targetRank.`,
+    );
   const tok = await Tokenizer.fromGguf(model);
   if (teacher !== null) checkSameVocabulary(tok, await Tokenizer.fromGguf(teacher));
   const chat = () => ChatTemplate.fromModel({ path: model, tokenizer: tok });
@@ -207,7 +242,7 @@ export async function* finetune(options: FinetuneOptions): AsyncGenerator<Finetu
   const steps = o.steps === undefined ? Math.ceil((epochs * n) / batch) : checkLimit("steps", o.steps, TL.steps);
   const passes = Math.max(1, Math.ceil((steps * batch) / n));
   const opts: NativeFinetuneOptions = {
-    rank: num("rank", D.rank),
+    rank,
     alpha: num("alpha", D.alpha),
     lr: num("lr", D.lr),
     minLr: num("minLr", D.minLr),
@@ -225,13 +260,15 @@ export async function* finetune(options: FinetuneOptions): AsyncGenerator<Finetu
     teacher,
     distill: teacher === null ? 0 : num("distill", D.distill),
     temperature: num("temperature", D.temperature),
+    adaptiveRank,
+    targetRank: targetRank ?? 0,
   };
   const packed = packSequences(shuffledEpochs(train.sequences, passes, seed));
   const evalPacked = held ? packSequences(held.sequences) : null;
 
   const queue: FinetuneStep[] = [];
   let wake: (() => void) | undefined;
-  type Result = { evalLossBefore: number; evalLossAfter: number; evalKlBefore: number; evalKlAfter: number };
+  type Result = Awaited<NativeFinetuneJob["promise"]>;
   type Outcome = { ok: true; value: Result } | { ok: false; err: unknown };
   let outcome = { ok: false, err: new LlmserveError("ERR_INTERNAL", "finetune ended without a result") } as Outcome;
   let settled = false;
@@ -247,6 +284,7 @@ export async function* finetune(options: FinetuneOptions): AsyncGenerator<Finetu
       lr: e.lr,
       gradNorm: e.gradNorm,
       ...(opts.distill > 0 ? { ce: e.ce, kl: e.kl } : {}),
+      ...(adaptiveRank ? { keptRank: e.keptRank, orthPenalty: e.orth } : {}),
       tokens: e.tokens,
       tokensPerSecond: e.seconds > 0 ? e.tokens / e.seconds : 0,
       etaSeconds: ((e.steps - e.step) * stepSeconds) / e.step,
@@ -290,6 +328,7 @@ export async function* finetune(options: FinetuneOptions): AsyncGenerator<Finetu
       evalLossAfter: r.value.evalLossAfter,
       evalKlBefore: r.value.evalKlBefore,
       evalKlAfter: r.value.evalKlAfter,
+      ...(r.value.ranks ? { ranks: r.value.ranks } : {}),
       steps,
       seconds: (performance.now() - t0) / 1000,
     };

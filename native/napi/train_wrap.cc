@@ -3,6 +3,8 @@
 // {tokens: Int32Array, labels: Int32Array, offsets: Float64Array} (evalData may be null). onStep
 // receives one {step, steps, loss, lr, gradNorm, tokens, seconds} per step, on the JS thread.
 // options.teacher (a path or null), distill, temperature: knowledge distillation (train/distill.h).
+// options.adaptiveRank, targetRank: adaptive rank (train/adaptive_rank.h); the promise's ranks then
+// maps each adapted tensor's base name to its final rank (null otherwise).
 // promise resolves to {evalLossBefore, evalLossAfter, evalKlBefore, evalKlAfter} (NaN without
 // evalData; the KLs to the teacher NaN without a teacher); cancel() stops at
 // the next sequence and rejects with ERR_CANCELLED, leaving no output file.
@@ -87,6 +89,8 @@ class FinetuneWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<StepEv
         o.Set("seconds", Napi::Number::New(env, ev[i].seconds));
         o.Set("ce", Napi::Number::New(env, ev[i].ce));
         o.Set("kl", Napi::Number::New(env, ev[i].kl));
+        o.Set("orth", Napi::Number::New(env, ev[i].orth));
+        o.Set("keptRank", Napi::Number::New(env, static_cast<double>(ev[i].kept_rank)));
         on_step_.Call({o});
       } catch (const Napi::Error& e) {
         callback_error_ = Napi::Persistent(e.Value());  // OnOK rejects with it; training goes on to the end
@@ -104,6 +108,16 @@ class FinetuneWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<StepEv
       r.Set("evalLossAfter", Napi::Number::New(env, loss_after_));
       r.Set("evalKlBefore", Napi::Number::New(env, kl_before_));
       r.Set("evalKlAfter", Napi::Number::New(env, kl_after_));
+      if (opts_.adaptive) {  // adapter tensor base name -> its final rank (0: pruned away, not written)
+        auto ranks = Napi::Object::New(env);
+        for (size_t i = 0; i < mask_.keep.size(); ++i)
+          if (!mask_.keep[i].empty())
+            ranks.Set(lora_tensor_base(static_cast<int64_t>(i) / kLoraProjs, static_cast<int>(i) % kLoraProjs),
+                      Napi::Number::New(env, static_cast<double>(mask_.rank(i))));
+        r.Set("ranks", ranks);
+      } else {
+        r.Set("ranks", env.Null());
+      }
       deferred_.Resolve(r);
     });
   }
@@ -129,11 +143,11 @@ class FinetuneWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<StepEv
       LLMS_RETURN_IF_ERROR(lora_eval_loss(*model, lora, *eval_, pool, &loss_before_, teacher.get(), &kl_before_));
     }
     LLMS_RETURN_IF_ERROR(train_lora(
-        *model, data_, opts_, pool, [&](const StepEvent& e) { prog.Send(&e, 1); }, cancel_.get(), &lora));
+        *model, data_, opts_, pool, [&](const StepEvent& e) { prog.Send(&e, 1); }, cancel_.get(), &lora, &mask_));
     if (eval_)
       LLMS_RETURN_IF_ERROR(lora_eval_loss(*model, lora, *eval_, pool, &loss_after_, teacher.get(), &kl_after_));
     if (cancel_->load()) return make_error(Code::Cancelled, "finetune was cancelled");
-    return write_lora_gguf(*model, lora, opts_.alpha, out_);
+    return write_lora_gguf(*model, lora, opts_.alpha, out_, opts_.adaptive ? &mask_ : nullptr);
   }
 
   Napi::Promise::Deferred deferred_;
@@ -147,6 +161,7 @@ class FinetuneWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<StepEv
   std::shared_ptr<std::atomic<bool>> cancel_;
   Napi::FunctionReference on_step_;
   double loss_before_ = NAN, loss_after_ = NAN, kl_before_ = NAN, kl_after_ = NAN;
+  RankMask mask_;  // adaptive rank: the kept components
 };
 
 Napi::Value Finetune(const Napi::CallbackInfo& info) {
@@ -179,6 +194,9 @@ Napi::Value Finetune(const Napi::CallbackInfo& info) {
   t.optim.lars_eta = get_number<double, L::kTrainLarsEta>(o);
   t.distill = get_number<double, L::kTrainDistill>(o);
   t.temperature = get_number<double, L::kTrainTemperature>(o);
+  t.adaptive = get_bool(o, "adaptiveRank");
+  // 0 without adaptive rank (lib/train refuses a target rank alone; the trainer checks it again).
+  if (t.adaptive) t.ada.target_rank = get_number<int64_t, L::kTrainTargetRank>(o);
   Napi::Value tp = o.Get("teacher");
   const std::string teacher = tp.IsNull() || tp.IsUndefined() ? "" : path_arg(env, tp, "the teacher model path");
   t.optim.kind = get_choice(o, "optimizer", {"adamw", "lars"}) == "lars" ? OptimKind::Lars : OptimKind::AdamW;

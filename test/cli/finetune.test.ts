@@ -67,6 +67,34 @@ describe.runIf(existsSync(cli) && haveFixtures)("llmserve finetune", () => {
     expect(bad.stderr).toMatch(/need a teacher/);
   }, 120_000);
 
+  it("--adaptive-rank --target-rank: steps carry keptRank, done the per-matrix ranks; bad combinations refused", () => {
+    writeFileSync(data, "The blue robot sings to the quiet moon. ".repeat(40));
+    const args = ["finetune", "-m", base, "--data", data, "-o", out, "--ctx", "32", "-t", "1"];
+    const r = run(args.concat(["--steps", "5", "--rank", "2", "--json", "--adaptive-rank", "--target-rank", "1"]));
+    expect(r.status, r.stderr).toBe(0);
+    const lines = r.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    const done = lines[lines.length - 1];
+    expect(done.type).toBe("done");
+    const ranks = Object.values(done.ranks as Record<string, number>);
+    expect(ranks).toHaveLength(28);
+    expect(ranks.reduce((a, b) => a + b, 0)).toBe(28);
+    expect(lines[4].keptRank).toBe(28);
+    const plain = run(args.concat(["--steps", "1", "--rank", "2", "--adaptive-rank", "--target-rank", "1"]));
+    expect(plain.status, plain.stderr).toBe(0);
+    expect(plain.stdout).toMatch(/ranks \(28 in all\): blk\.0\.attn_q \d/);
+    const bad = run(args.concat(["--adaptive-rank"]));
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/ERR_INVALID_ARGUMENT/);
+    expect(bad.stderr).toMatch(/needs targetRank \(--target-rank R\)/);
+    const big = run(args.concat(["--rank", "2", "--adaptive-rank", "--target-rank", "3"]));
+    expect(big.status).not.toBe(0);
+    expect(big.stderr).toMatch(/ERR_INVALID_ARGUMENT/);
+    expect(big.stderr).toMatch(/at most rank/);
+  }, 120_000);
+
   it("bad input: non-zero exit with the error code", () => {
     const r = run(["finetune", "-m", base, "--data", data, "-o", out, "--optimizer", "sgd"]);
     expect(r.status).not.toBe(0);

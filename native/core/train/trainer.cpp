@@ -38,6 +38,10 @@ int64_t longest(const TrainData& d) {
 
 }  // namespace
 
+std::string lora_tensor_base(int64_t il, int p) {
+  return "blk." + std::to_string(il) + "." + kProjNames[p] + ".weight";
+}
+
 double kept_activation_bytes(const ModelConfig& c, int64_t n, int64_t rank) {
   const double N = static_cast<double>(n);
   const double per_layer =
@@ -68,7 +72,7 @@ Status TeacherRun::logits(const int32_t* tokens, int64_t n, ThreadPool& pool, st
 
 Status train_lora(const Model& model, const TrainData& data, const TrainOptions& opt, ThreadPool& pool,
                   const std::function<void(const StepEvent&)>& on_step, const std::atomic<bool>* cancel,
-                  LoraSet<float>* out) {
+                  LoraSet<float>* out, RankMask* mask) {
   LLMS_RETURN_IF_ERROR(check_data(data));
   if (opt.batch < 1 || opt.steps < 1 || !(opt.lr > 0) || opt.warmup < 0 || opt.min_lr < 0)
     return make_error(Code::InvalidArgument, "finetune: batch and steps must be >= 1, lr > 0, warmup and min lr >= 0");
@@ -81,6 +85,9 @@ Status train_lora(const Model& model, const TrainData& data, const TrainOptions&
     return make_error(Code::InvalidArgument, "finetune: distill must be in [0, 1] and temperature > 0");
   if (opt.distill > 0 && !opt.teacher)
     return make_error(Code::InvalidArgument, "finetune: distill > 0 needs a teacher model");
+  if (!opt.adaptive && opt.ada.target_rank != 0)
+    return make_error(Code::InvalidArgument, "finetune: a target rank needs adaptive rank (--adaptive-rank)");
+  if (opt.adaptive && !mask) return make_error(Code::InvalidArgument, "finetune: adaptive rank needs a rank mask");
   std::unique_ptr<TeacherRun> teacher;
   std::vector<float> teacher_logits;
   if (distilling) LLMS_RETURN_IF_ERROR(TeacherRun::create(*opt.teacher, model, longest(data), &teacher));
@@ -89,13 +96,22 @@ Status train_lora(const Model& model, const TrainData& data, const TrainOptions&
   lora_init(&lora, opt.seed);
   grad = lora;
   Optimizer optim;
-  LLMS_RETURN_IF_ERROR(Optimizer::create(opt.optim, lora, &optim));
+  AdaptiveRank ada;
+  if (opt.adaptive) {
+    AdaOptions ao = opt.ada;
+    if (ao.t_init < 0) ao.t_init = opt.warmup;
+    if (ao.t_final < 0) ao.t_final = opt.steps / 5;
+    LLMS_RETURN_IF_ERROR(AdaptiveRank::create(lora, ao, opt.optim, opt.seed, &ada));
+  } else {
+    LLMS_RETURN_IF_ERROR(Optimizer::create(opt.optim, lora, &optim));
+  }
   for (int64_t step = 0; step < opt.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const int64_t s0 = step * opt.batch, s1 = std::min(s0 + opt.batch, data.n_seqs());
     int64_t labelled = 0, tokens = 0;
     for (int64_t i = data.offsets[static_cast<size_t>(s0)]; i < data.offsets[static_cast<size_t>(s1)]; ++i)
       labelled += data.labels[static_cast<size_t>(i)] >= 0;
+    if (opt.adaptive) ada.materialize(&lora);  // A = diag(λ∘keep)·Q, B = P of the current parameters
     zero(&grad);
     double nll = 0, ce = 0, kl = 0;
     for (int64_t s = s0; s < s1 && labelled > 0; ++s) {
@@ -121,11 +137,20 @@ Status train_lora(const Model& model, const TrainData& data, const TrainOptions&
     if (labelled > 0) {
       ev.loss = nll / static_cast<double>(labelled);
       ev.ce = ce / static_cast<double>(labelled), ev.kl = kl / static_cast<double>(labelled);
-      ev.grad_norm = clip_grad_norm(&grad, opt.clip);
-      optim.step(&lora, grad, ev.lr);
+      if (opt.adaptive) {
+        ev.grad_norm = ada.step(grad, step, opt.steps, ev.lr, opt.clip, &ev.orth);
+      } else {
+        ev.grad_norm = clip_grad_norm(&grad, opt.clip);
+        optim.step(&lora, grad, ev.lr);
+      }
     }
+    if (opt.adaptive) ev.kept_rank = ada.mask().total();
     ev.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (on_step) on_step(ev);
+  }
+  if (opt.adaptive) {
+    ada.materialize(&lora);
+    *mask = ada.mask();
   }
   *out = std::move(lora);
   return Status::ok();
@@ -160,7 +185,8 @@ Status lora_eval_loss(const Model& model, const LoraSet<float>& lora, const Trai
   return Status::ok();
 }
 
-Status write_lora_gguf(const Model& model, const LoraSet<float>& lora, double alpha, const std::string& path) {
+Status write_lora_gguf(const Model& model, const LoraSet<float>& lora, double alpha, const std::string& path,
+                       const RankMask* mask) {
   const ModelConfig& c = model.config();
   GgufWriter w;
   w.set_str("general.architecture", c.arch);
@@ -176,10 +202,28 @@ Status write_lora_gguf(const Model& model, const LoraSet<float>& lora, double al
     for (int p = 0; p < kLoraProjs; ++p) {
       const LoraMatrix<float>& m = lora.at(il, p);
       if (!m.on()) continue;
-      const std::string name = "blk." + std::to_string(il) + "." + kProjNames[p] + ".weight";
+      const std::string name = lora_tensor_base(il, p);
+      std::vector<float> a = m.a, b = m.b;
+      int64_t r = lora.rank;
+      if (mask) {
+        const std::vector<uint8_t>& keep = mask->keep[static_cast<size_t>(il * kLoraProjs + p)];
+        r = mask->rank(static_cast<size_t>(il * kLoraProjs + p));
+        if (r == 0) continue;  // every component pruned: the projection is unchanged
+        // The readers scale by alpha / r_i; the trained product is (alpha / rank)·B·A.
+        const float fold = static_cast<float>(static_cast<double>(r) / static_cast<double>(lora.rank));
+        a.clear(), b.assign(static_cast<size_t>(m.n_out * r), 0.0f);
+        int64_t kk = 0;
+        for (int64_t k = 0; k < lora.rank; ++k) {
+          if (!keep[static_cast<size_t>(k)]) continue;
+          for (int64_t j = 0; j < m.n_in; ++j) a.push_back(fold * m.a[static_cast<size_t>(k * m.n_in + j)]);
+          for (int64_t j = 0; j < m.n_out; ++j)
+            b[static_cast<size_t>(j * r + kk)] = m.b[static_cast<size_t>(j * lora.rank + k)];
+          ++kk;
+        }
+      }
       // Our A [r, n_in] row-major is ggml ne [n_in, r]; B [n_out, r] is ne [r, n_out].
-      LLMS_RETURN_IF_ERROR(w.add_tensor(name + ".lora_a", GgmlType::F32, {m.n_in, lora.rank}, bytes(m.a)));
-      LLMS_RETURN_IF_ERROR(w.add_tensor(name + ".lora_b", GgmlType::F32, {lora.rank, m.n_out}, bytes(m.b)));
+      LLMS_RETURN_IF_ERROR(w.add_tensor(name + ".lora_a", GgmlType::F32, {m.n_in, r}, bytes(a)));
+      LLMS_RETURN_IF_ERROR(w.add_tensor(name + ".lora_b", GgmlType::F32, {r, m.n_out}, bytes(b)));
     }
   return w.write(path);
 }

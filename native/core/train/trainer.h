@@ -14,6 +14,7 @@
 #include "../model/model.h"
 #include "../status.h"
 #include "../threadpool/thread_pool.h"
+#include "adaptive_rank.h"
 #include "lora_train.h"
 #include "optim.h"
 
@@ -48,7 +49,16 @@ struct TrainOptions {
   // A sequence whose kept activations (kept_activation_bytes) exceed this many bytes trains with
   // per-layer recomputation (lora_loss_grad's recompute: same gradients, one more forward pass).
   double recompute_above = 1024.0 * 1024 * 1024;
+  // Adaptive rank (train/adaptive_rank.h): each matrix trains as P·diag(λ)·Q and is pruned towards
+  // ada.target_rank components per matrix on average. ada.t_init < 0: the warm-up steps;
+  // ada.t_final < 0: a fifth of the steps. Without it ada.target_rank must stay 0.
+  bool adaptive = false;
+  AdaOptions ada{0, 0.1, 0.85, 0.85, -1, -1};
 };
+
+// The GGUF base tensor name of projection p (Proj::Q .. Proj::Down) of layer il, e.g.
+// "blk.0.attn_q.weight" (the adapter's tensors add ".lora_a" / ".lora_b").
+std::string lora_tensor_base(int64_t il, int p);
 
 // Bytes of the activations lora_loss_grad keeps for a sequence of n tokens without recomputation
 // (the formula of lora_train.h, f32).
@@ -61,19 +71,29 @@ struct StepEvent {
   double lr = 0, grad_norm = 0;
   int64_t tokens = 0;  // tokens the step ran (labelled or not)
   double seconds = 0;  // wall time of the step
+  // Adaptive rank: the orthogonality penalty before the step, and the components kept after it
+  // (0, 0 without adaptive rank).
+  double orth = 0;
+  int64_t kept_rank = 0;
 };
 
 // Trains a LoRA adapter (initialised by lora_init(seed)) for opt.steps steps; on_step after each.
-// cancel (optional): checked between sequences; Cancelled when set.
+// cancel (optional): checked between sequences; Cancelled when set. With opt.adaptive, *out is
+// the plain form of the final P·diag(λ)·Q (rank opt.rank, masked rows of A zero) and *mask
+// (required then) which components were kept: write_lora_gguf(mask) exports per-matrix ranks.
 // Errors: InvalidArgument (options, empty data, token ids, a teacher of another vocabulary size;
 // a step without labelled tokens is skipped rather than an error), Cancelled.
 Status train_lora(const Model& model, const TrainData& data, const TrainOptions& opt, ThreadPool& pool,
                   const std::function<void(const StepEvent&)>& on_step, const std::atomic<bool>* cancel,
-                  LoraSet<float>* out);
+                  LoraSet<float>* out, RankMask* mask = nullptr);
 
 // Writes the adapter (f32 tensors "<base>.lora_a" ne [n_in, r], ".lora_b" ne [r, n_out],
-// adapter.lora.alpha) to path via a temp file + rename. Errors: Io.
-Status write_lora_gguf(const Model& model, const LoraSet<float>& lora, double alpha, const std::string& path);
+// adapter.lora.alpha) to path via a temp file + rename. mask (adaptive rank): only the kept rows of
+// A and columns of B, so matrix i has rank r_i = mask->rank(i) (no tensors when 0), and A scaled by
+// r_i / r: llama.cpp and loadAdapter scale each matrix by alpha / r_i, which then gives the trained
+// (alpha / r)·B·A. Errors: Io.
+Status write_lora_gguf(const Model& model, const LoraSet<float>& lora, double alpha, const std::string& path,
+                       const RankMask* mask = nullptr);
 
 // Mean cross-entropy per labelled token of the base model plus lora over data (for held-out loss).
 // teacher (optional, same vocabulary): *mean_kl = mean KL(teacher ‖ student) at temperature 1 over
