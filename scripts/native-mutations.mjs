@@ -627,4 +627,18 @@ export const MUTATIONS = [
     replace: "const float fold = 1.0f;",
     why: "adaptive rank: the export leaves out r_i / r, so readers scaling by alpha / r_i apply another product",
   },
+  {
+    id: "step-cost-row-not-counted",
+    file: "native/core/sched/step_cost.cpp",
+    find: "target_ms - predict(n_decode, n_decode + 1)",
+    replace: "target_ms - predict(n_decode, 0)",
+    why: "dynamic batching: the budget forgets the decode rows' cost and mixed steps overrun the target",
+  },
+  {
+    id: "dynamic-prefill-never-applied",
+    file: "native/core/sched/step.cpp",
+    find: "!opts_.static_batching && step_cost_.ready()) {",
+    replace: "!opts_.static_batching && step_cost_.ready() && false) {",
+    why: "dynamic batching: targetStepMs is accepted but the fixed prefill chunk always runs",
+  },
 ];

@@ -8,6 +8,7 @@
 // assertions on admission, chunked prefill budgets and preemption.
 #pragma once
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -96,9 +97,14 @@ class FakeExecutor final : public Executor {
     logits->assign(rows.size() * static_cast<size_t>(cfg_.n_vocab), 0.0f);
     for (size_t r = 0; r < rows.size(); ++r)
       (*logits)[r * static_cast<size_t>(cfg_.n_vocab) + static_cast<size_t>(fake_next(rows[r], cfg_.n_vocab))] = 1.0f;
+    if (on_forward) on_forward(tok - tokens, static_cast<int64_t>(rows.size()));
     steps_.push_back(std::move(rec));
     return Status::ok();
   }
+
+  // Called by forward() with the step's token and output-row counts (tests advance a fake clock
+  // by a modelled step cost). Set before the engine runs.
+  std::function<void(int64_t tokens, int64_t rows)> on_forward;
 
   void copy_block(int32_t src, int32_t dst, int64_t n_slots) override {
     std::lock_guard<std::mutex> lk(mu_);

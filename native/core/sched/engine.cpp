@@ -40,6 +40,8 @@ Status Engine::load(const std::string& path, const EngineOptions& opts, const st
     return bad("Expected kvBlockSize in [1, 4096] but received " + std::to_string(opts.block_size));
   if (opts.max_batch_tokens < 1)
     return bad("Expected a positive integer for maxBatchTokens but received " + std::to_string(opts.max_batch_tokens));
+  if (!(opts.target_step_ms >= 0 && opts.target_step_ms <= 60000))
+    return bad("Expected targetStepMs in [0, 60000] (0 = off) but received " + std::to_string(opts.target_step_ms));
   if (opts.max_sequences < 1)
     return bad("Expected a positive integer for maxSequences but received " + std::to_string(opts.max_sequences));
   if (opts.max_queue < 1)

@@ -15,6 +15,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -31,6 +32,7 @@
 #include "../sampling/sampler.h"
 #include "../status.h"
 #include "request.h"
+#include "step_cost.h"
 
 namespace llmserve {
 
@@ -50,6 +52,14 @@ struct EngineOptions {
   // inter-token latency) at little cost in prefill throughput. Steps with nothing generating use
   // all of max_batch_tokens.
   int64_t prefill_chunk = 128;
+  // Dynamic batching policy (0 = off): while some sequence is generating, each step's prompt
+  // tokens are chosen from the measured step cost (StepCostModel) so the step is predicted to take
+  // at most this many milliseconds (inter-token latency), in place of prefill_chunk; the fixed
+  // prefill_chunk applies until the model has seen enough steps. Steps with nothing generating
+  // still use all of max_batch_tokens.
+  double target_step_ms = 0;
+  // The clock that times steps for the cost model (ms; default: steady clock). Tests drive it.
+  std::function<double()> step_clock;
   int64_t max_sequences = 64;  // sequences running at once
   int64_t max_queue = 1024;    // waiting requests before submit() fails with QueueFull
   bool prefix_cache = true;
@@ -184,6 +194,7 @@ class Engine {
   EngineStats st_;
   std::vector<float> logits_;
   std::deque<std::shared_ptr<EvalRequest>> evals_;                             // taken from eval_inbox_, not yet run
+  StepCostModel step_cost_;                                                    // fitted on every step (target_step_ms)
   std::vector<int32_t> block_fill_, touched_;                                  // scratch of publish_stats()
   std::vector<std::pair<std::shared_ptr<GenerateRequest>, GenEvent>> outbox_;  // emitted after each step
 

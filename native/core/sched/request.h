@@ -69,6 +69,10 @@ struct EngineStats {
   // Evaluations (embeddings, Model.evaluate) and the runs they took: a packed pass of several, or
   // one evaluation that cannot be packed (n_batch, rows from the middle).
   int64_t eval_sequences = 0, eval_passes = 0;
+  // Steps whose prompt tokens the dynamic policy chose (target_step_ms), and the cost model's
+  // latest fit: ms per step ≈ step_ms_base + step_ms_per_token·tokens + step_ms_per_row·rows.
+  int64_t dynamic_steps = 0;
+  double step_ms_base = 0, step_ms_per_token = 0, step_ms_per_row = 0;
   int64_t running = 0, waiting = 0, sessions = 0;
   int64_t blocks_total = 0, blocks_used = 0, blocks_cached = 0, blocks_free = 0, block_size = 0;
   int64_t kv_tokens_held = 0;  // tokens stored in used blocks (the rest of those blocks is waste)

@@ -132,9 +132,17 @@ bool Engine::schedule_and_run() {
   StepPlan plan;
   plan.now = engine_now_ms();
   plan.budget = opts_.max_batch_tokens;
-  bool generating = false;
-  for (auto& s : running_) generating = generating || (int64_t)s->tokens.size() - s->n_computed <= 1;
+  int64_t n_decode = 0;
+  for (auto& s : running_) n_decode += (int64_t)s->tokens.size() - s->n_computed <= 1 ? 1 : 0;
+  const bool generating = n_decode > 0;
   plan.prefill_left = prefill_allowance(opts_.prefill_chunk, opts_.static_batching, generating);
+  if (generating && opts_.target_step_ms > 0 && !opts_.static_batching && step_cost_.ready()) {
+    // The dynamic policy: as many prompt tokens as the fitted cost leaves room for next to the
+    // decode tokens (at least one block's worth, so a prompt always advances).
+    plan.prefill_left =
+        step_cost_.prefill_budget(opts_.target_step_ms, n_decode, kv_.block_size, opts_.max_batch_tokens);
+    ++st_.dynamic_steps;
+  }
   schedule_running(plan);
   // Sequences that failed above (KvExhausted) leave now, so admission sees their slots and the
   // "nothing runs" case (else a waiting request could stall with no step left to run it; found by
@@ -142,7 +150,19 @@ bool Engine::schedule_and_run() {
   running_.remove_if([](const std::unique_ptr<Sequence>& s) { return s->done; });
   admit_waiting(plan);
   if (plan.picks.empty()) return false;
-  if (run_batch(plan)) sample_and_emit(plan);
+  const double t0 = opts_.step_clock ? opts_.step_clock() : engine_now_ms();
+  if (run_batch(plan)) {
+    sample_and_emit(plan);
+    int64_t tokens = 0, rows = 0;
+    for (auto& p : plan.picks) {
+      tokens += p.chunk;
+      rows += p.out ? 1 : 0;
+    }
+    step_cost_.observe(tokens, rows, (opts_.step_clock ? opts_.step_clock() : engine_now_ms()) - t0);
+    st_.step_ms_base = step_cost_.a();
+    st_.step_ms_per_token = step_cost_.b();
+    st_.step_ms_per_row = step_cost_.c();
+  }
   running_.remove_if([](const std::unique_ptr<Sequence>& s) { return s->done; });
   return true;
 }
