@@ -243,10 +243,10 @@ export const MUTATIONS = [
   },
   {
     id: "quantize-cancel-ignored",
-    file: "native/core/compress/quantize.cpp",
+    file: "native/core/compress/stream_out.cpp",
     find: "bool cancelled(const std::atomic<bool>* cancel) { return cancel && cancel->load(std::memory_order_relaxed); }",
     replace: "bool cancelled(const std::atomic<bool>* cancel) { return false && cancel; }",
-    why: "quantize: a cancel request is never seen (the file is written anyway)",
+    why: "quantize (and prune / low-rank, which share the check): a cancel request is never seen (the file is written anyway)",
   },
   {
     id: "imatrix-k4-weights-wrong-column",
