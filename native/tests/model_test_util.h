@@ -47,6 +47,23 @@ inline std::unique_ptr<llmserve::KvCache> make_kv(const Model& m, int64_t n_ctx,
   return kv;
 }
 
+// The small model the compression tests transform: 2 layers, dim 64, 4 query heads over 2 KV heads,
+// ffn 160 (rows a multiple of 4 and of 8: 2:4 pruning and low-rank take every matrix), context 64,
+// vocabulary 320.
+inline SynthOptions small_synth_options(GgmlType type, uint64_t seed) {
+  SynthOptions so;
+  so.dim = 64;
+  so.layers = 2;
+  so.heads = 4;
+  so.kv_heads = 2;
+  so.ffn = 160;
+  so.context = 64;
+  so.vocab_size = 320;
+  so.type = type;
+  so.seed = seed;
+  return so;
+}
+
 inline std::string synth_to(const SynthOptions& o, const std::string& name) {
   const std::string p = tmp_path(name);
   Status st = synth_model(o, p);

@@ -79,19 +79,7 @@ bool densify(const std::string& in, const std::string& out) {
       .is_ok();
 }
 
-SynthOptions small_model() {
-  SynthOptions so;
-  so.dim = 64;
-  so.layers = 2;
-  so.heads = 4;
-  so.kv_heads = 2;
-  so.ffn = 160;
-  so.context = 64;
-  so.vocab_size = 320;
-  so.type = GgmlType::F32;
-  so.seed = 21;
-  return so;
-}
+SynthOptions small_model() { return llmserve_test::small_synth_options(GgmlType::F32, 21); }
 
 }  // namespace
 

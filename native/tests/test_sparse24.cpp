@@ -149,16 +149,8 @@ TEST(sparse24_matmul_batch_and_thread_invariant) {
 // The same 2:4 zeros run as llmserve's sparse format and as a dense f32 model: same greedy tokens,
 // logits equal within f32 rounding (the two sum in different orders).
 TEST(sparse24_model_equals_dense_with_same_zeros) {
-  SynthOptions so;
-  so.dim = 64;
-  so.layers = 2;
-  so.heads = 4;
-  so.kv_heads = 2;
-  so.ffn = 160;
-  so.context = 64;
-  so.vocab_size = 320;
-  so.type = GgmlType::F16;  // f16 values: the sparse format stores them exactly
-  so.seed = 9;
+  // f16 values: the sparse format stores them exactly.
+  const SynthOptions so = llmserve_test::small_synth_options(GgmlType::F16, 9);
   const std::string in = tmp_path("in.gguf"), dense16 = tmp_path("dense16.gguf"), dense32 = tmp_path("dense32.gguf"),
                     sparse = tmp_path("sparse.gguf");
   CHECK(synth_model(so, in).is_ok());
