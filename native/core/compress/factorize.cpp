@@ -171,10 +171,7 @@ Status plan_lowrank(const std::string& in_path, const LowRankOptions& opt, std::
       return make_error(Code::InvalidArgument, "rank " + std::to_string(opt.rank) + " is above min(n_in, n_out) = " +
                                                    std::to_string(std::min(t.ne[0], t.ne[1])) + " of tensor '" +
                                                    t.name + "'; choose a smaller rank or leave it out with --tensors");
-    if (!type_traits(t.type).supported)
-      return make_error(Code::UnsupportedType, "tensor '" + t.name + "' has type " + type_traits(t.type).name +
-                                                   ", which llmserve cannot convert; factor the f16/f32 original");
-    return Status::ok();
+    return check_convertible(t, "factor");
   };
   LLMS_RETURN_IF_ERROR(select_layer_matrices(*f, opt.patterns, check, "factor", &out));
   if (selected) *selected = std::move(out);

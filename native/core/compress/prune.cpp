@@ -107,11 +107,7 @@ Status plan_prune(const std::string& in_path, const PruneOptions& opt, std::vect
                                                    "' has rows of " + std::to_string(t.ne[0]) +
                                                    " (leave it out with --tensors, or use an unstructured ratio)");
     }
-    if (!type_traits(t.type).supported) {
-      return make_error(Code::UnsupportedType, "tensor '" + t.name + "' has type " + type_traits(t.type).name +
-                                                   ", which llmserve cannot convert; prune the f16/f32 original");
-    }
-    return Status::ok();
+    return check_convertible(t, "prune");
   };
   LLMS_RETURN_IF_ERROR(select_layer_matrices(*f, opt.patterns, check, "prune", &out));
   if (selected) *selected = std::move(out);

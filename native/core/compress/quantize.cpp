@@ -155,6 +155,12 @@ Status check_output_path(const std::string& in_path, const std::string& out_path
   return Status::ok();
 }
 
+Status check_convertible(const GgufTensorInfo& t, const char* advice) {
+  if (type_traits(t.type).supported) return Status::ok();
+  return make_error(Code::UnsupportedType, "tensor '" + t.name + "' has type " + type_traits(t.type).name +
+                                               ", which llmserve cannot convert; " + advice + " the f16/f32 original");
+}
+
 Status quantize_model(const std::string& in_path, const std::string& out_path, const QuantizeOptions& opt,
                       const std::function<void(double)>& progress, const std::atomic<bool>* cancel,
                       QuantizeResult* result) {
@@ -221,11 +227,7 @@ Status quantize_model(const std::string& in_path, const std::string& out_path, c
     const GgufTensorInfo& t = infos[i];
     const GgmlType to = plan[i];
     if (to != t.type) {
-      if (!type_traits(t.type).supported) {
-        return make_error(Code::UnsupportedType, "tensor '" + t.name + "' has type " + type_traits(t.type).name +
-                                                     ", which llmserve cannot convert; quantize from the f16/f32 "
-                                                     "original");
-      }
+      LLMS_RETURN_IF_ERROR(check_convertible(t, "quantize from"));
       const bool float_in = t.type == GgmlType::F32 || t.type == GgmlType::F16 || t.type == GgmlType::BF16;
       if (!float_in) {
         ++requantized;
