@@ -585,4 +585,18 @@ export const MUTATIONS = [
     replace: "inputs[static_cast<size_t>(il > 0 ? il - 1 : 0)].data(), n, &acts[0]",
     why: "training: activation recomputation reruns a block on the previous layer's input",
   },
+  {
+    id: "compress-unconvertible-type-accepted",
+    file: "native/core/compress/quantize.cpp",
+    find: "  if (type_traits(t.type).supported) return Status::ok();",
+    replace: "  if (true) return Status::ok();",
+    why: "quantize / prune / low-rank: a tensor type llmserve cannot dequantize is not refused before conversion",
+  },
+  {
+    id: "grammar-left-recursion-names-wrong-rule",
+    file: "native/core/grammar/gbnf.cpp",
+    find: "if (cycle_rule) *cycle_rule = t;",
+    replace: "if (cycle_rule) *cycle_rule = r;",
+    why: "grammar: the left-recursion error names the rule the walk came from, not the one found reaching itself",
+  },
 ];
