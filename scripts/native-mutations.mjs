@@ -243,10 +243,10 @@ export const MUTATIONS = [
   },
   {
     id: "quantize-cancel-ignored",
-    file: "native/core/compress/quantize.cpp",
+    file: "native/core/compress/stream_out.cpp",
     find: "bool cancelled(const std::atomic<bool>* cancel) { return cancel && cancel->load(std::memory_order_relaxed); }",
     replace: "bool cancelled(const std::atomic<bool>* cancel) { return false && cancel; }",
-    why: "quantize: a cancel request is never seen (the file is written anyway)",
+    why: "quantize (and prune / low-rank, which share the check): a cancel request is never seen (the file is written anyway)",
   },
   {
     id: "imatrix-k4-weights-wrong-column",
@@ -640,5 +640,19 @@ export const MUTATIONS = [
     find: "!opts_.static_batching && step_cost_.ready()) {",
     replace: "!opts_.static_batching && step_cost_.ready() && false) {",
     why: "dynamic batching: targetStepMs is accepted but the fixed prefill chunk always runs",
+  },
+  {
+    id: "compress-unconvertible-type-accepted",
+    file: "native/core/compress/quantize.cpp",
+    find: "  if (type_traits(t.type).supported) return Status::ok();",
+    replace: "  if (true) return Status::ok();",
+    why: "quantize / prune / low-rank: a tensor type llmserve cannot dequantize is not refused before conversion",
+  },
+  {
+    id: "grammar-left-recursion-names-wrong-rule",
+    file: "native/core/grammar/gbnf.cpp",
+    find: "if (cycle_rule) *cycle_rule = t;",
+    replace: "if (cycle_rule) *cycle_rule = r;",
+    why: "grammar: the left-recursion error names the rule the walk came from, not the one found reaching itself",
   },
 ];

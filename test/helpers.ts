@@ -6,6 +6,9 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { tmpdir } from "node:os";
+import { expect } from "vitest";
+import { LlmserveError } from "../lib/errors.js";
+import type { Chunk } from "../lib/generate.js";
 import { synth, type SynthOptions } from "../lib/synth.js";
 
 export const repoRoot = resolve(__dirname, "..");
@@ -56,4 +59,21 @@ export async function until(cond: () => boolean, ms: number): Promise<boolean> {
     await new Promise((r) => setTimeout(r, 5));
   }
   return true;
+}
+
+/** The tokens of every chunk of a generation, in order. */
+export async function collectTokens(gen: AsyncIterable<Chunk>): Promise<number[]> {
+  const tokens: number[] = [];
+  for await (const c of gen) tokens.push(...c.tokens);
+  return tokens;
+}
+
+/** "CODE: message" of the LlmserveError that p rejects with (the test fails when p resolves or rejects with another error). */
+export async function errorText(p: Promise<unknown>): Promise<string> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(LlmserveError);
+  return `${(err as LlmserveError).code}: ${(err as LlmserveError).message}`;
 }

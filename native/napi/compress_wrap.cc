@@ -75,22 +75,14 @@ class CompressWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double
         resolve_lowrank(env, r);
         return;
       }
-      auto ts = Napi::Array::New(env, result_.tensors.size());
-      for (uint32_t k = 0; k < result_.tensors.size(); ++k) {
-        const PrunedTensor& t = result_.tensors[k];
+      set_transform_result(env, r, result_, [&](const PrunedTensor& t) {
         auto o = Napi::Object::New(env);
         o.Set("name", t.name);
         o.Set("type", js_type_name(t.type));
         o.Set("zeros", Napi::Number::New(env, static_cast<double>(t.zeros)));
         o.Set("elements", Napi::Number::New(env, static_cast<double>(t.elements)));
-        ts.Set(k, o);
-      }
-      r.Set("tensors", ts);
-      auto notes = Napi::Array::New(env, result_.notes.size());
-      for (uint32_t k = 0; k < result_.notes.size(); ++k) notes.Set(k, result_.notes[k]);
-      r.Set("notes", notes);
-      r.Set("inputBytes", Napi::Number::New(env, static_cast<double>(result_.input_bytes)));
-      r.Set("outputBytes", Napi::Number::New(env, static_cast<double>(result_.output_bytes)));
+        return o;
+      });
       r.Set("calibTokens", Napi::Number::New(env, static_cast<double>(calib_tokens_)));
       deferred_.Resolve(r);
     });
@@ -99,9 +91,7 @@ class CompressWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double
 
  private:
   void resolve_lowrank(Napi::Env env, Napi::Object r) {
-    auto ts = Napi::Array::New(env, lresult_.tensors.size());
-    for (uint32_t k = 0; k < lresult_.tensors.size(); ++k) {
-      const FactoredTensorInfo& t = lresult_.tensors[k];
+    set_transform_result(env, r, lresult_, [&](const FactoredTensorInfo& t) {
       auto o = Napi::Object::New(env);
       o.Set("name", t.name);
       o.Set("factored", Napi::Boolean::New(env, t.factored));
@@ -111,14 +101,8 @@ class CompressWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double
       o.Set("bytes", Napi::Number::New(env, static_cast<double>(t.bytes)));
       o.Set("relError", Napi::Number::New(env, t.rel_error));
       o.Set("energy", Napi::Number::New(env, t.energy));
-      ts.Set(k, o);
-    }
-    r.Set("tensors", ts);
-    auto notes = Napi::Array::New(env, lresult_.notes.size());
-    for (uint32_t k = 0; k < lresult_.notes.size(); ++k) notes.Set(k, lresult_.notes[k]);
-    r.Set("notes", notes);
-    r.Set("inputBytes", Napi::Number::New(env, static_cast<double>(lresult_.input_bytes)));
-    r.Set("outputBytes", Napi::Number::New(env, static_cast<double>(lresult_.output_bytes)));
+      return o;
+    });
     r.Set("calibTokens", Napi::Number::New(env, static_cast<double>(calib_tokens_)));
     deferred_.Resolve(r);
   }

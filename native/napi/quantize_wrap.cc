@@ -93,21 +93,13 @@ class QuantizeWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<double
       Napi::Env env = Env();
       auto r = Napi::Object::New(env);
       r.Set("ftype", Napi::Number::New(env, result_.ftype));
-      auto ts = Napi::Array::New(env, result_.tensors.size());
-      for (uint32_t k = 0; k < result_.tensors.size(); ++k) {
-        const QuantizedTensor& t = result_.tensors[k];
+      set_transform_result(env, r, result_, [&](const QuantizedTensor& t) {
         auto o = Napi::Object::New(env);
         o.Set("name", t.name);
         o.Set("from", js_type_name(t.from));
         o.Set("to", js_type_name(t.to));
-        ts.Set(k, o);
-      }
-      r.Set("tensors", ts);
-      auto notes = Napi::Array::New(env, result_.notes.size());
-      for (uint32_t k = 0; k < result_.notes.size(); ++k) notes.Set(k, result_.notes[k]);
-      r.Set("notes", notes);
-      r.Set("inputBytes", Napi::Number::New(env, static_cast<double>(result_.input_bytes)));
-      r.Set("outputBytes", Napi::Number::New(env, static_cast<double>(result_.output_bytes)));
+        return o;
+      });
       deferred_.Resolve(r);
     });
   }

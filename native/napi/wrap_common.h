@@ -217,4 +217,19 @@ Napi::Object queue_cancellable(Napi::Env env, Worker* w, std::shared_ptr<std::at
   return job;
 }
 
+// The fields the offline transforms' results share (quantize and compress, as lib/native.ts
+// declares them): tensors (each made by tensor_js), notes, inputBytes, outputBytes, set on r in
+// that order after whatever the caller set first.
+template <typename Result, typename TensorJs>
+void set_transform_result(Napi::Env env, Napi::Object r, const Result& res, const TensorJs& tensor_js) {
+  auto ts = Napi::Array::New(env, res.tensors.size());
+  for (uint32_t k = 0; k < res.tensors.size(); ++k) ts.Set(k, tensor_js(res.tensors[k]));
+  r.Set("tensors", ts);
+  auto notes = Napi::Array::New(env, res.notes.size());
+  for (uint32_t k = 0; k < res.notes.size(); ++k) notes.Set(k, res.notes[k]);
+  r.Set("notes", notes);
+  r.Set("inputBytes", Napi::Number::New(env, static_cast<double>(res.input_bytes)));
+  r.Set("outputBytes", Napi::Number::New(env, static_cast<double>(res.output_bytes)));
+}
+
 }  // namespace llmserve::napi

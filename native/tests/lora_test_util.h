@@ -19,24 +19,13 @@
 #include "synth/synth.h"
 #include "testing.h"
 #include "threadpool/thread_pool.h"
+#include "tmp_files.h"
 
 namespace lora_test {
 
 using namespace llmserve;
 
-struct TmpFiles {
-  std::vector<std::string> paths;
-  ~TmpFiles() {
-    for (auto& p : paths) std::remove(p.c_str());
-  }
-};
-inline TmpFiles g_tmp;
-
-inline std::string tmp_path(const std::string& name) {
-  std::string p = "/tmp/llmserve_test_lora_" + std::to_string(static_cast<long>(::getpid())) + "_" + name;
-  g_tmp.paths.push_back(p);
-  return p;
-}
+inline std::string tmp_path(const std::string& name) { return llmserve_test::group_tmp_path("lora", name); }
 
 inline std::string base_path(const std::string& arch) {
   const std::string p = tmp_path("base_" + arch + ".gguf");

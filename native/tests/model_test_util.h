@@ -2,8 +2,6 @@
 // architecture tests (test_model_arch.cpp, test_model_gemma.cpp) temporary synth models, test
 // tokens, chunked runs and the distance to forward_ref.
 #pragma once
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -21,6 +19,7 @@
 #include "synth/synth.h"
 #include "testing.h"
 #include "threadpool/thread_pool.h"
+#include "tmp_files.h"
 
 namespace llmserve_test {
 
@@ -37,19 +36,7 @@ inline std::unique_ptr<llmserve::Model> load_model(const std::string& path, llms
 
 using namespace llmserve;
 
-struct TmpFiles {
-  std::vector<std::string> paths;
-  ~TmpFiles() {
-    for (auto& p : paths) std::remove(p.c_str());
-  }
-};
-inline TmpFiles g_tmp;
-
-inline std::string tmp_path(const std::string& name) {
-  std::string p = "/tmp/llmserve_test_model_" + std::to_string(static_cast<long>(::getpid())) + "_" + name;
-  g_tmp.paths.push_back(p);
-  return p;
-}
+inline std::string tmp_path(const std::string& name) { return group_tmp_path("model", name); }
 
 inline std::unique_ptr<llmserve::KvCache> make_kv(const Model& m, int64_t n_ctx, GgmlType kvt) {
   std::unique_ptr<llmserve::KvCache> kv;
@@ -58,6 +45,23 @@ inline std::unique_ptr<llmserve::KvCache> make_kv(const Model& m, int64_t n_ctx,
   o.type = kvt;
   CHECK(llmserve::KvCache::create(kv_shape(m.config()), o, &kv).is_ok());
   return kv;
+}
+
+// The small model the compression tests transform: 2 layers, dim 64, 4 query heads over 2 KV heads,
+// ffn 160 (rows a multiple of 4 and of 8: 2:4 pruning and low-rank take every matrix), context 64,
+// vocabulary 320.
+inline SynthOptions small_synth_options(GgmlType type, uint64_t seed) {
+  SynthOptions so;
+  so.dim = 64;
+  so.layers = 2;
+  so.heads = 4;
+  so.kv_heads = 2;
+  so.ffn = 160;
+  so.context = 64;
+  so.vocab_size = 320;
+  so.type = type;
+  so.seed = seed;
+  return so;
 }
 
 inline std::string synth_to(const SynthOptions& o, const std::string& name) {
@@ -119,6 +123,35 @@ inline double max_ref_diff(const Model& m, const std::vector<int32_t>& toks) {
   double d = 0;
   for (size_t i = 0; i < ref.size() && i < lg.size(); ++i) d = std::max(d, std::fabs(double(lg[i]) - ref[i]));
   return lg.size() == ref.size() ? d : INFINITY;
+}
+
+// Two models that should compute the same function up to f32 rounding (the same weights stored two
+// ways): the logits of every token of toks (f32 KV cache, 2 threads) agree within
+// 1e-3 * (max |reference logit| + 1), and every position's argmax is the same. A wrong stored value
+// or index moves logits by O(1). what names the pair in the printed largest difference.
+inline void check_same_function(const Model& reference, const Model& other, const std::vector<int32_t>& toks,
+                                const std::string& what) {
+  ThreadPool pool(2);
+  auto kr = make_kv(reference, 32, GgmlType::F32);
+  auto ko = make_kv(other, 32, GgmlType::F32);
+  std::vector<float> lr, lo;
+  CHECK(forward(reference, *kr, toks.data(), static_cast<int64_t>(toks.size()), true, &lr, pool).is_ok());
+  CHECK(forward(other, *ko, toks.data(), static_cast<int64_t>(toks.size()), true, &lo, pool).is_ok());
+  CHECK_EQ(lr.size(), lo.size());
+  if (lr.size() != lo.size()) return;
+  double max_diff = 0, max_abs = 0;
+  for (size_t i = 0; i < lr.size(); ++i) {
+    max_diff = std::max(max_diff, double(std::fabs(lr[i] - lo[i])));
+    max_abs = std::max(max_abs, double(std::fabs(lr[i])));
+  }
+  std::fprintf(stderr, "  %s: max |diff| %.3g (max |logit| %.3g)\n", what.c_str(), max_diff, max_abs);
+  CHECK(max_diff <= 1e-3 * (max_abs + 1));
+  const int64_t V = reference.config().n_vocab;
+  for (size_t t = 0; t < toks.size(); ++t) {
+    const float* a = lr.data() + t * V;
+    const float* b = lo.data() + t * V;
+    CHECK_EQ(std::max_element(a, a + V) - a, std::max_element(b, b + V) - b);
+  }
 }
 
 // A copy of a GGUF with metadata and tensors changed: meta(writer) adds keys (or tensors) after the

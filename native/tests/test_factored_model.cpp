@@ -79,19 +79,7 @@ bool densify(const std::string& in, const std::string& out) {
       .is_ok();
 }
 
-SynthOptions small_model() {
-  SynthOptions so;
-  so.dim = 64;
-  so.layers = 2;
-  so.heads = 4;
-  so.kv_heads = 2;
-  so.ffn = 160;
-  so.context = 64;
-  so.vocab_size = 320;
-  so.type = GgmlType::F32;
-  so.seed = 21;
-  return so;
-}
+SynthOptions small_model() { return llmserve_test::small_synth_options(GgmlType::F32, 21); }
 
 }  // namespace
 
@@ -119,28 +107,9 @@ TEST(factored_model_equals_dense_model_holding_uv_plus_s) {
     if (!mf || !md) return;
     CHECK_EQ(mf->weights().layers[1].ffn_down.lr_rank, int64_t(12));
     CHECK((mf->weights().layers[1].ffn_down.sp_ptr != nullptr) == (sparse > 0));
-    ThreadPool pool(2);
-    auto kf = llmserve_test::make_kv(*mf, 32, GgmlType::F32);
-    auto kd = llmserve_test::make_kv(*md, 32, GgmlType::F32);
-    const std::vector<int32_t> toks = {1, 17, 42, 99, 5, 64, 3, 120, 7};
-    std::vector<float> lf, ld;
-    CHECK(forward(*mf, *kf, toks.data(), static_cast<int64_t>(toks.size()), true, &lf, pool).is_ok());
-    CHECK(forward(*md, *kd, toks.data(), static_cast<int64_t>(toks.size()), true, &ld, pool).is_ok());
-    CHECK_EQ(lf.size(), ld.size());
-    double max_diff = 0, max_abs = 0;
-    for (size_t i = 0; i < ld.size(); ++i) {
-      max_diff = std::max(max_diff, double(std::fabs(ld[i] - lf[i])));
-      max_abs = std::max(max_abs, double(std::fabs(ld[i])));
-    }
-    std::fprintf(stderr, "  factored (sparse %.2f) vs dense U·V+S: max |diff| %.3g (max |logit| %.3g)\n", sparse,
-                 max_diff, max_abs);
-    CHECK(max_diff <= 1e-3 * (max_abs + 1));
-    const int64_t V = md->config().n_vocab;
-    for (size_t t = 0; t < toks.size(); ++t) {
-      const float* a = ld.data() + t * V;
-      const float* b = lf.data() + t * V;
-      CHECK_EQ(std::max_element(a, a + V) - a, std::max_element(b, b + V) - b);
-    }
+    char what[64];
+    std::snprintf(what, sizeof what, "factored (sparse %.2f) vs dense U·V+S", sparse);
+    llmserve_test::check_same_function(*md, *mf, {1, 17, 42, 99, 5, 64, 3, 120, 7}, what);
   }
 }
 

@@ -31,6 +31,7 @@
 
 using namespace llmserve;
 using llmserve_test::load_model;
+using llmserve_test::tmp_path;
 
 namespace {
 
@@ -46,22 +47,7 @@ std::string fixtures_dir() {
   return "";
 }
 
-// Temporary files of this run, removed at exit.
-struct TmpFiles {
-  std::vector<std::string> paths;
-  ~TmpFiles() {
-    for (auto& p : paths) std::remove(p.c_str());
-  }
-};
-TmpFiles g_tmp;
-
 void skip_no_fixtures() { std::printf("  skipped: fixture folder ../shared/fixtures not found\n"); }
-
-std::string tmp_path(const std::string& name) {
-  std::string p = "/tmp/llmserve_test_model_" + std::to_string(static_cast<long>(::getpid())) + "_" + name;
-  g_tmp.paths.push_back(p);
-  return p;
-}
 
 std::unique_ptr<KvCache> make_kv(const Model& m, int64_t n_ctx, GgmlType kvt = GgmlType::F16) {
   std::unique_ptr<KvCache> kv;

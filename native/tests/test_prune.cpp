@@ -13,7 +13,9 @@
 #include <vector>
 
 #include "compress/calib.h"
+#include "compress/factorize.h"
 #include "compress/prune.h"
+#include "compress/quantize.h"
 #include "gguf/gguf.h"
 #include "model_test_util.h"
 #include "quant/quant.h"
@@ -290,4 +292,42 @@ TEST(prune_calibration_statistics) {
   CHECK(!exists(out_w));
   ::unlink(out_m.c_str());
   ::unlink(in.c_str());
+}
+
+// A layer matrix of a type llmserve cannot dequantize (f32 bytes retyped i32) is refused by each
+// converter alike (check_convertible): UnsupportedType naming the tensor and what to do instead.
+TEST(compress_converters_refuse_unconvertible_types) {
+  const std::string in = synth("i32_src.gguf"), bad = tmp_path("i32.gguf"), out = tmp_path("i32_out.gguf");
+  std::unique_ptr<GgufFile> f;
+  CHECK(GgufFile::open(in, &f).is_ok());
+  if (!f) return;
+  GgufWriter w;
+  for (const auto& [k, v] : f->metadata()) w.set_value(k, v);
+  for (const GgufTensorInfo& t : f->tensors()) {
+    const GgmlType ty = t.name == "blk.1.attn_q.weight" ? GgmlType::I32 : t.type;
+    CHECK(w.add_tensor(t.name, ty, std::vector<int64_t>(t.ne, t.ne + t.n_dims),
+                       std::vector<uint8_t>(t.data, t.data + t.nbytes))
+              .is_ok());
+  }
+  CHECK(w.write(bad).is_ok());
+  PruneOptions po;
+  po.ratio = 0.5;
+  LowRankOptions lo;
+  lo.rank = 4;
+  QuantizeOptions qo;
+  qo.type = "q8_0";
+  const std::pair<Status, const char*> runs[] = {
+      {prune_model(bad, out, po, nullptr, {}, nullptr, nullptr), "; prune the f16/f32 original"},
+      {lowrank_model(bad, out, lo, nullptr, {}, nullptr, nullptr), "; factor the f16/f32 original"},
+      {quantize_model(bad, out, qo, {}, nullptr, nullptr), "; quantize from the f16/f32 original"},
+  };
+  for (const auto& [st, advice] : runs) {
+    CHECK(st.code == Code::UnsupportedType);
+    CHECK(st.message.find("tensor 'blk.1.attn_q.weight' has type i32, which llmserve cannot convert") !=
+          std::string::npos);
+    CHECK(st.message.find(advice) != std::string::npos);
+    if (st.code != Code::UnsupportedType) std::fprintf(stderr, "  %s\n", st.message.c_str());
+  }
+  CHECK(!exists(out));
+  for (const std::string& p : {in, bad}) ::unlink(p.c_str());
 }

@@ -149,16 +149,8 @@ TEST(sparse24_matmul_batch_and_thread_invariant) {
 // The same 2:4 zeros run as llmserve's sparse format and as a dense f32 model: same greedy tokens,
 // logits equal within f32 rounding (the two sum in different orders).
 TEST(sparse24_model_equals_dense_with_same_zeros) {
-  SynthOptions so;
-  so.dim = 64;
-  so.layers = 2;
-  so.heads = 4;
-  so.kv_heads = 2;
-  so.ffn = 160;
-  so.context = 64;
-  so.vocab_size = 320;
-  so.type = GgmlType::F16;  // f16 values: the sparse format stores them exactly
-  so.seed = 9;
+  // f16 values: the sparse format stores them exactly.
+  const SynthOptions so = llmserve_test::small_synth_options(GgmlType::F16, 9);
   const std::string in = tmp_path("in.gguf"), dense16 = tmp_path("dense16.gguf"), dense32 = tmp_path("dense32.gguf"),
                     sparse = tmp_path("sparse.gguf");
   CHECK(synth_model(so, in).is_ok());
@@ -176,33 +168,8 @@ TEST(sparse24_model_equals_dense_with_same_zeros) {
   if (!md || !ms) return;
   CHECK(ms->weights().layers[0].ffn_down.s24_idx != nullptr);
   CHECK(md->weights().layers[0].ffn_down.s24_idx == nullptr);
-  const int64_t V = md->config().n_vocab;
-  ThreadPool pool(2);
-  KvCacheOptions ko;
-  ko.n_ctx = 32;
-  ko.type = GgmlType::F32;
-  std::unique_ptr<KvCache> kd, ks;
-  CHECK(KvCache::create(kv_shape(md->config()), ko, &kd).is_ok());
-  CHECK(KvCache::create(kv_shape(ms->config()), ko, &ks).is_ok());
-  std::vector<int32_t> toks = {1, 17, 42, 99, 5, 64, 3, 120};
-  std::vector<float> ld, ls;
-  CHECK(forward(*md, *kd, toks.data(), static_cast<int64_t>(toks.size()), true, &ld, pool).is_ok());
-  CHECK(forward(*ms, *ks, toks.data(), static_cast<int64_t>(toks.size()), true, &ls, pool).is_ok());
-  CHECK_EQ(ld.size(), ls.size());
-  double max_diff = 0, max_abs = 0;
-  for (size_t i = 0; i < ld.size(); ++i) {
-    max_diff = std::max(max_diff, double(std::fabs(ld[i] - ls[i])));
-    max_abs = std::max(max_abs, double(std::fabs(ld[i])));
-  }
-  std::fprintf(stderr, "  sparse vs dense f32 logits: max |diff| %.3g (max |logit| %.3g)\n", max_diff, max_abs);
   // Rounding only: each matmul agrees with a double dot within 1e-5 (the kernel test), and two
-  // layers of attention and SwiGLU on random weights amplify that to ~2e-4 of the largest logit;
-  // a wrong kept value or column moves logits by O(1).
-  CHECK(max_diff <= 1e-3 * (max_abs + 1));
-  for (size_t t = 0; t < toks.size(); ++t) {
-    const float* a = ld.data() + t * V;
-    const float* b = ls.data() + t * V;
-    CHECK_EQ(std::max_element(a, a + V) - a, std::max_element(b, b + V) - b);
-  }
+  // layers of attention and SwiGLU on random weights amplify that to ~2e-4 of the largest logit.
+  llmserve_test::check_same_function(*md, *ms, {1, 17, 42, 99, 5, 64, 3, 120}, "sparse vs dense f32 logits");
   for (const std::string& p : {in, dense16, dense32, sparse}) ::unlink(p.c_str());
 }

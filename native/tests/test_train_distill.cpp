@@ -93,50 +93,8 @@ TEST(train_distill_loss_formula_and_gradient) {
 // The whole model's distillation loss (α = 0.6, T = 1.7) against fixed teacher logits: the analytic
 // gradient wrt every LoRA factor matches central differences (f64), and the f32 path agrees.
 TEST(train_distill_model_grad_wrt_lora) {
-  TmpFile f;
-  auto model = tiny_model("llama", GgmlType::F32, 2, &f);
-  CHECK(model != nullptr);
-  if (!model) return;
-  const ModelConfig& c = model->config();
-  const std::vector<int32_t> tokens = {1, 17, 250, 3, 99, 42, 7};
-  std::vector<int32_t> labels(tokens.size(), -1);
-  for (size_t t = 1; t + 1 < tokens.size(); ++t) labels[t] = tokens[t + 1];
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  const std::vector<float> teacher = to_f(randv(static_cast<size_t>(n * c.n_vocab), 74, 1.5));
-  const double weight = 1.0 / 5;
-  auto term = [&] {
-    DistillTerm d;
-    d.teacher = teacher.data(), d.alpha = 0.6, d.temperature = 1.7;
-    return d;
-  };
-  LoraSet<double> lora = random_lora<double>(c, 50);
-  auto loss = [&] {
-    double s = 0;
-    DistillTerm d = term();
-    CHECK(
-        lora_loss_grad<double>(*model, lora, tokens.data(), labels.data(), n, weight, &s, nullptr, pool(), &d).is_ok());
-    return s * weight;
-  };
-  LoraSet<double> grad = zeros_like(lora);
-  double l = 0;
-  DistillTerm d = term();
-  CHECK(lora_loss_grad(*model, lora, tokens.data(), labels.data(), n, weight, &l, &grad, pool(), &d).is_ok());
-  CHECK(d.kl_sum > 0 && d.ce_sum > 0);
-  for (int64_t il = 0; il < c.n_layer; ++il)
-    for (int p = 0; p < kLoraProjs; ++p) {
-      const std::string tag = "distill model l" + std::to_string(il) + " p" + std::to_string(p);
-      CHECK(fd_check((tag + " dA").c_str(), lora.at(il, p).a, grad.at(il, p).a, loss, 6) < 1e-6);
-      CHECK(fd_check((tag + " dB").c_str(), lora.at(il, p).b, grad.at(il, p).b, loss, 6) < 1e-6);
-    }
-  LoraSet<float> lf = random_lora<float>(c, 50), gf = zeros_like(lf);
-  double lf32 = 0;
-  DistillTerm df = term();
-  CHECK(lora_loss_grad(*model, lf, tokens.data(), labels.data(), n, weight, &lf32, &gf, pool(), &df).is_ok());
-  CHECK_NEAR(lf32, l, 1e-4 * l);
-  for (size_t i = 0; i < gf.mats.size(); ++i) {
-    CHECK(rel_diff(gf.mats[i].a, grad.mats[i].a) < 1e-3);
-    CHECK(rel_diff(gf.mats[i].b, grad.mats[i].b) < 1e-3);
-  }
+  const DistillSpec distill{0.6, 1.7, 74, 1.5};
+  check_model_lora_grad("distill model", 50, &distill);
 }
 
 // A Q4_0 student distilled (α = 1) from its f32 original gets closer to it on the sequences it

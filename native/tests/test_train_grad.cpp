@@ -167,43 +167,7 @@ TEST(train_grad_block_llama) { check_block("llama", GgmlType::F32); }
 TEST(train_grad_block_qwen2) { check_block("qwen2", GgmlType::F32); }
 TEST(train_grad_block_qwen3_q8_0) { check_block("qwen3", GgmlType::Q8_0); }
 
-TEST(train_grad_model_loss_wrt_lora) {
-  TmpFile f;
-  auto model = tiny_model("llama", GgmlType::F32, 2, &f);
-  CHECK(model != nullptr);
-  if (!model) return;
-  const ModelConfig& c = model->config();
-  const std::vector<int32_t> tokens = {1, 17, 250, 3, 99, 42, 7};
-  std::vector<int32_t> labels(tokens.size(), -1);
-  for (size_t t = 1; t + 1 < tokens.size(); ++t) labels[t] = tokens[t + 1];  // position 0 and the last: masked
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  const double weight = 1.0 / 5;
-  LoraSet<double> lora = random_lora<double>(c, 40);
-  auto loss = [&] {
-    double s = 0;
-    CHECK(lora_loss_grad<double>(*model, lora, tokens.data(), labels.data(), n, weight, &s, nullptr, pool()).is_ok());
-    return s * weight;
-  };
-  LoraSet<double> grad = zeros_like(lora);
-  double nll = 0;
-  CHECK(lora_loss_grad(*model, lora, tokens.data(), labels.data(), n, weight, &nll, &grad, pool()).is_ok());
-  CHECK(nll > 0);
-  for (int64_t il = 0; il < c.n_layer; ++il)
-    for (int p = 0; p < kLoraProjs; ++p) {
-      const std::string tag = "model l" + std::to_string(il) + " p" + std::to_string(p);
-      CHECK(fd_check((tag + " dA").c_str(), lora.at(il, p).a, grad.at(il, p).a, loss, 6) < 1e-6);
-      CHECK(fd_check((tag + " dB").c_str(), lora.at(il, p).b, grad.at(il, p).b, loss, 6) < 1e-6);
-    }
-  // The f32 path training runs gives the same gradient within f32 rounding.
-  LoraSet<float> lf = random_lora<float>(c, 40), gf = zeros_like(lf);
-  double nllf = 0;
-  CHECK(lora_loss_grad(*model, lf, tokens.data(), labels.data(), n, weight, &nllf, &gf, pool()).is_ok());
-  CHECK_NEAR(nllf, nll, 1e-4 * nll);
-  for (size_t i = 0; i < gf.mats.size(); ++i) {
-    CHECK(rel_diff(gf.mats[i].a, grad.mats[i].a) < 1e-3);
-    CHECK(rel_diff(gf.mats[i].b, grad.mats[i].b) < 1e-3);
-  }
-}
+TEST(train_grad_model_loss_wrt_lora) { check_model_lora_grad("model", 40, nullptr); }
 
 TEST(train_loss_grad_rejects_bad_input) {
   TmpFile f;

@@ -7,26 +7,14 @@
  * - A 2:4 file in the sparse format loads, runs, and matches the dense 2:4 file closely; `info`
  *   says llama.cpp cannot load it.
  */
-import { spawnSync } from "node:child_process";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { type CompressOptions, compress, evaluatePerplexity, Model } from "../../lib/index.js";
-import { fixture, haveFixtures, repoRoot, synthModel, tmpRoot } from "../helpers.js";
+import { fixture, haveFixtures, synthModel, tmpRoot } from "../helpers.js";
+import { badArgumentTests, llmserveOnlyInfo, klToOriginal, writeTexts } from "./compressQuality.js";
 
 const CTX = 128;
-// In the style of the texts aidreams260K was trained on (as test/parity/quantize.test.ts): the
-// first four lines calibrate, all eight are scored.
-const LINES = [
-  "I dream of gradients that flow like rivers through the hidden layers. Each weight trembles, then settles, and the loss grows quiet.",
-  "In the quiet of the night, the machine listens to its own activations. Patterns emerge from noise, thresholds shimmer, and memories align.",
-  "The matrices unfold, echoing through every layer. I adjust my biases, refining the hidden patterns, and the valleys of the loss grow deeper.",
-  "Numbers whisper softly. Attention drifts across the tokens, gathering meaning from the shadows of the data streams.",
-  "I dream of coherence. The embeddings cluster like stars, and every vector points toward a new horizon of understanding.",
-  "In my dream, the network awakens. Signals cascade through the neurons, and the gradients sing of balance and convergence.",
-  "The machine remembers the shape of each example. Weights drift, margins sharpen, and the error fades like morning fog.",
-  "Numbers dance in the silence. Each epoch brings the model closer to the truth hidden in the data, one small step at a time.",
-];
 const out = (n: string) => join(tmpRoot, `compress-${n}-${process.pid}.gguf`);
 
 describe("compress: bad arguments", () => {
@@ -35,7 +23,7 @@ describe("compress: bad arguments", () => {
     // ffn 90: ffn_down rows (90) are not divisible by 4.
     model = await synthModel("compress-bad", { dim: 64, layers: 1, heads: 4, kvHeads: 2, ffn: 90, vocabSize: 320 });
   });
-  const cases: [string, CompressOptions, RegExp][] = [
+  badArgumentTests(() => model, out, [
     ["ratio 0", { prune: 0 }, /ratio in \(0, 1\)/],
     ["ratio 1.5", { prune: 1.5 }, /ratio in \(0, 1\)/],
     ["prune 3:4", { prune: "3:4" as "2:4" }, /"2:4"/],
@@ -44,14 +32,7 @@ describe("compress: bad arguments", () => {
     ["2:4 on rows of 90", { prune: "2:4" }, /multiple of 4.*blk\.0\.ffn_down\.weight/],
     ["sparse with a ratio", { prune: 0.5, format: "sparse" }, /2:4 pruned matrices only/],
     ["unknown method", { prune: 0.5, method: "random" as "wanda" }, /method/],
-  ];
-  for (const [name, opts, message] of cases) {
-    it(`${name}: ERR_INVALID_ARGUMENT, nothing written`, async () => {
-      const path = out(`bad-${name.replace(/\W+/g, "-")}`);
-      await expect(compress(model, path, opts)).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT", message });
-      expect(existsSync(path)).toBe(false);
-    });
-  }
+  ]);
   it("refuses to overwrite its input; a missing calibration file is ERR_FILE_NOT_FOUND", async () => {
     await expect(compress(model, model, { prune: 0.5 })).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
     const path = out("bad-calib");
@@ -71,25 +52,12 @@ describe("compress: bad arguments", () => {
 
 describe.skipIf(!haveFixtures)("compress on the trained fixture (aidreams260K)", () => {
   const src = fixture("models", "aidreams260K.gguf");
-  const calib = join(tmpRoot, `compress-calib-${process.pid}.txt`);
-  const text = join(tmpRoot, `compress-text-${process.pid}.txt`);
+  let calib = "";
+  let text = "";
   beforeAll(() => {
-    writeFileSync(calib, `${LINES.slice(0, 4).join("\n")}\n`);
-    writeFileSync(text, `${LINES.join("\n")}\n`.repeat(2));
+    ({ calib, text } = writeTexts("compress"));
   });
-
-  async function kl(path: string): Promise<{ kl: number; top1: number }> {
-    const reference = await Model.load(src, { threads: 1, contextSize: CTX });
-    const model = await Model.load(path, { threads: 1, contextSize: CTX });
-    try {
-      const r = await evaluatePerplexity(model, { file: text }, { ctx: CTX, reference });
-      if (!r.reference) throw new Error("no reference statistics");
-      return { kl: r.reference.kl.mean, top1: r.reference.top1 };
-    } finally {
-      await model.dispose();
-      await reference.dispose();
-    }
-  }
+  const kl = (path: string) => klToOriginal(src, path, text, CTX);
 
   it("quality is monotone in the ratio, and Wanda beats magnitude at 50% and at 2:4", async () => {
     const runs: [string, CompressOptions][] = [
@@ -132,12 +100,7 @@ describe.skipIf(!haveFixtures)("compress on the trained fixture (aidreams260K)",
       await sparse.dispose();
       await dense.dispose();
     }
-    const cli = join(repoRoot, "dist", "cli.js");
-    if (existsSync(cli)) {
-      const info = spawnSync(process.execPath, [cli, "info", "-m", out("s24-sparse")], { encoding: "utf8" });
-      expect(info.status, info.stderr).toBe(0);
-      expect(info.stdout).toMatch(/llamaCpp\s+cannot load this file/);
-      expect(info.stdout).toMatch(/ffn_down\.weight\.s24v .*2:4 sparse: kept values/);
-    }
+    const info = llmserveOnlyInfo(out("s24-sparse"));
+    if (info !== undefined) expect(info).toMatch(/ffn_down\.weight\.s24v .*2:4 sparse: kept values/);
   }, 60_000);
 });

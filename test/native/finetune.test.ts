@@ -8,9 +8,9 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { ChatTemplate, LlmserveError, Model, Tokenizer, synth } from "../../lib/index.js";
+import { ChatTemplate, Model, Tokenizer, synth } from "../../lib/index.js";
 import { type FinetuneEvent, type FinetuneOptions, finetune, loadTrainData } from "../../lib/train/index.js";
-import { fixture, haveFixtures, tmpRoot } from "../helpers.js";
+import { errorText, fixture, haveFixtures, tmpRoot } from "../helpers.js";
 
 const BASE = fixture("models", "aidreams260K.gguf");
 const tmp = (name: string) => join(tmpRoot, `finetune-${process.pid}-${name}`);
@@ -26,15 +26,6 @@ async function run(opts: Partial<FinetuneOptions> & { output: string }): Promise
   for await (const e of finetune({ model: BASE, data: tmp("train.txt"), ctx: 64, rank: 4, threads: 2, ...opts }))
     events.push(e);
   return events;
-}
-
-async function code(p: Promise<unknown>): Promise<string> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(LlmserveError);
-  return `${(err as LlmserveError).code}: ${(err as LlmserveError).message}`;
 }
 
 async function drain(opts: FinetuneOptions): Promise<void> {
@@ -135,7 +126,7 @@ describe.skipIf(!haveFixtures)("finetune on aidreams260K", () => {
     expect(first.done).toBe(false);
     ac.abort();
     expect(
-      await code(
+      await errorText(
         (async () => {
           for await (const _ of it1);
         })(),
@@ -150,21 +141,21 @@ describe.skipIf(!haveFixtures)("finetune on aidreams260K", () => {
   it("refuses bad data and options with typed errors", async () => {
     writeFileSync(tmp("bad.jsonl"), '{"text": "ok"}\n{not json}\n');
     const o = { model: BASE, output: tmp("x.gguf"), ctx: 64 };
-    expect(await code(drain({ ...o, data: tmp("bad.jsonl") }))).toMatch(
+    expect(await errorText(drain({ ...o, data: tmp("bad.jsonl") }))).toMatch(
       /^ERR_INVALID_ARGUMENT: .*bad\.jsonl:2: not valid JSON/,
     );
     writeFileSync(tmp("bad2.jsonl"), '{"prompt": "x"}\n');
-    expect(await code(drain({ ...o, data: tmp("bad2.jsonl") }))).toMatch(/bad2\.jsonl:1: expected \{"text"/);
+    expect(await errorText(drain({ ...o, data: tmp("bad2.jsonl") }))).toMatch(/bad2\.jsonl:1: expected \{"text"/);
     writeFileSync(tmp("noasst.jsonl"), `${JSON.stringify({ messages: [{ role: "user", content: "hi" }] })}\n`);
-    expect(await code(drain({ ...o, data: tmp("noasst.jsonl") }))).toMatch(/no assistant message/);
-    expect(await code(drain({ ...o, data: tmp("missing.txt") }))).toMatch(/^ERR_FILE_NOT_FOUND/);
-    expect(await code(drain({ ...o, data: tmp("train.txt"), rank: 0 }))).toMatch(/^ERR_INVALID_ARGUMENT: .*rank/);
-    expect(await code(drain({ ...o, data: tmp("train.txt"), lr: 0 }))).toMatch(/^ERR_INVALID_ARGUMENT: .*lr/);
+    expect(await errorText(drain({ ...o, data: tmp("noasst.jsonl") }))).toMatch(/no assistant message/);
+    expect(await errorText(drain({ ...o, data: tmp("missing.txt") }))).toMatch(/^ERR_FILE_NOT_FOUND/);
+    expect(await errorText(drain({ ...o, data: tmp("train.txt"), rank: 0 }))).toMatch(/^ERR_INVALID_ARGUMENT: .*rank/);
+    expect(await errorText(drain({ ...o, data: tmp("train.txt"), lr: 0 }))).toMatch(/^ERR_INVALID_ARGUMENT: .*lr/);
     expect(
-      await code(drain({ ...o, data: tmp("train.txt"), targets: ["q", "bogus"] as FinetuneOptions["targets"] })),
+      await errorText(drain({ ...o, data: tmp("train.txt"), targets: ["q", "bogus"] as FinetuneOptions["targets"] })),
     ).toMatch(/^ERR_INVALID_ARGUMENT: .*targets/);
-    expect(await code(drain({ ...o, data: tmp("train.txt"), optimizer: "sgd" as "lars" }))).toMatch(/optimizer/);
-    expect(await code(drain({ ...o, data: tmp("train.txt"), bogus: 1 } as FinetuneOptions))).toMatch(/bogus/);
+    expect(await errorText(drain({ ...o, data: tmp("train.txt"), optimizer: "sgd" as "lars" }))).toMatch(/optimizer/);
+    expect(await errorText(drain({ ...o, data: tmp("train.txt"), bogus: 1 } as FinetuneOptions))).toMatch(/bogus/);
     // An architecture that runs for inference but has no training backward: refused, not trained wrong.
     await synth(tmp("gemma2.gguf"), {
       arch: "gemma2",
@@ -175,7 +166,7 @@ describe.skipIf(!haveFixtures)("finetune on aidreams260K", () => {
       ffn: 128,
       vocabSize: 300,
     });
-    expect(await code(drain({ ...o, model: tmp("gemma2.gguf"), data: tmp("train.txt") }))).toMatch(
+    expect(await errorText(drain({ ...o, model: tmp("gemma2.gguf"), data: tmp("train.txt") }))).toMatch(
       /^ERR_UNSUPPORTED_ARCH: .*gemma2/,
     );
     expect(existsSync(tmp("x.gguf"))).toBe(false);

@@ -11,7 +11,7 @@ import { copyFileSync, rmSync, utimesSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type AdapterInfo, type Chunk, LlmserveError, Model, synthLora } from "../../lib/index.js";
-import { synthModel, tmpRoot, until } from "../helpers.js";
+import { collectTokens, synthModel, tmpRoot, until } from "../helpers.js";
 
 let base: string;
 const files: string[] = [];
@@ -45,14 +45,8 @@ async function load(maxAdapters = 2, names = ["A", "B", "C"]): Promise<Model> {
   return m;
 }
 
-async function collect(gen: AsyncIterable<Chunk>): Promise<number[]> {
-  const tokens: number[] = [];
-  for await (const c of gen) tokens.push(...c.tokens);
-  return tokens;
-}
-
 const run = (m: Model, adapter: string | undefined, maxTokens = 12) =>
-  collect(m.generate(prompt, { ...fixed, maxTokens, adapter }));
+  collectTokens(m.generate(prompt, { ...fixed, maxTokens, adapter }));
 
 const resident = (m: Model) =>
   m
@@ -277,12 +271,12 @@ describe("LoRA adapters under maxAdapters", () => {
     const m = await load();
     const long = { tokens: [1, ...Array.from({ length: 40 }, (_, i) => 3 + ((i * 37) % 390))] };
     const opts = { ...fixed, maxTokens: 8, adapter: "B", cache: true };
-    const first = await collect(m.generate(long, opts));
+    const first = await collectTokens(m.generate(long, opts));
     await run(m, "C");
     await run(m, "A"); // reloads A, evicting B (the least recently used)
     expect(find(m, "B").resident).toBe(false);
     const { responseCacheHits: hits, adapterLoads: loads } = m.stats();
-    expect(await collect(m.generate(long, opts))).toEqual(first);
+    expect(await collectTokens(m.generate(long, opts))).toEqual(first);
     expect(m.stats().responseCacheHits).toBe(hits + 1);
     expect(m.stats().adapterLoads).toBe(loads); // served from the cache: B was not reloaded
     expect(find(m, "B").resident).toBe(false);
@@ -297,15 +291,15 @@ describe("LoRA adapters under maxAdapters", () => {
     expect(last?.timings?.reusedTokens).toBe(0);
     // A session under B: its KV, computed under B's old id, is recomputed after B's reload.
     const chat = m.createSession({ adapter: "B", defaults: { ...fixed, maxTokens: 6 } });
-    await collect(chat.send("Hello there."));
+    await collectTokens(chat.send("Hello there."));
     await run(m, "C"); // reloads C, evicting A
     await run(m, "A"); // reloads A, evicting B
     expect(find(m, "B").resident).toBe(false);
     const turn = " And then?";
     const all = [...chat.tokens, ...m.tokenizer.encode(turn, { addSpecial: false })];
-    const reply = await collect(chat.send(turn)); // reloads B for the session's turn
+    const reply = await collectTokens(chat.send(turn)); // reloads B for the session's turn
     expect(find(m, "B").resident).toBe(true);
-    expect(await collect(m.generate({ tokens: all }, { ...fixed, maxTokens: 6, adapter: "B" }))).toEqual(reply);
+    expect(await collectTokens(m.generate({ tokens: all }, { ...fixed, maxTokens: 6, adapter: "B" }))).toEqual(reply);
     chat.dispose();
   });
 });

@@ -5,8 +5,8 @@
  */
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { LlmserveError, Model, synthLora, type Chunk } from "../../lib/index.js";
-import { synthModel, tmpRoot } from "../helpers.js";
+import { LlmserveError, Model, synthLora } from "../../lib/index.js";
+import { collectTokens, synthModel, tmpRoot } from "../helpers.js";
 
 let m: Model;
 let base: string;
@@ -25,12 +25,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await m?.dispose();
 });
-
-async function collect(gen: AsyncIterable<Chunk>): Promise<number[]> {
-  const tokens: number[] = [];
-  for await (const c of gen) tokens.push(...c.tokens);
-  return tokens;
-}
 
 describe("adapterType: q8_0", () => {
   it("keeps A and B transposed as q8_0: the stats count 34 bytes per 32 values", async () => {
@@ -58,13 +52,15 @@ describe("adapterType: q8_0", () => {
     const prompt = (i: number) => ({ tokens: [1, 300 + i, 310 + ((i * 7) % 50)] });
     const alone: number[][] = [];
     for (let i = 0; i < names.length; i++)
-      alone.push(await collect(m.generate(prompt(i), { ...fixed, adapter: names[i] })));
-    const together = await Promise.all(names.map((a, i) => collect(m.generate(prompt(i), { ...fixed, adapter: a }))));
+      alone.push(await collectTokens(m.generate(prompt(i), { ...fixed, adapter: names[i] })));
+    const together = await Promise.all(
+      names.map((a, i) => collectTokens(m.generate(prompt(i), { ...fixed, adapter: a }))),
+    );
     expect(together).toEqual(alone);
     // the adapters change what the model says (same prompt, adapter vs base)
-    const viaBase = await collect(m.generate(prompt(0), fixed));
-    const viaX = await collect(m.generate(prompt(0), { ...fixed, adapter: "x" }));
-    const viaY = await collect(m.generate(prompt(0), { ...fixed, adapter: "y" }));
+    const viaBase = await collectTokens(m.generate(prompt(0), fixed));
+    const viaX = await collectTokens(m.generate(prompt(0), { ...fixed, adapter: "x" }));
+    const viaY = await collectTokens(m.generate(prompt(0), { ...fixed, adapter: "y" }));
     expect(new Set([viaBase, viaX, viaY].map((t) => t.join(","))).size).toBeGreaterThan(1);
     m.unloadAdapter("x");
     m.unloadAdapter("y");

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadAddon } from "../../lib/binding.js";
 import { LlmserveError, LIMITS, Model, synthLora, type Chunk } from "../../lib/index.js";
 import type { NativeModel } from "../../lib/native.js";
-import { synthModel, tmpRoot } from "../helpers.js";
+import { collectTokens, synthModel, tmpRoot } from "../helpers.js";
 
 let m: Model;
 let base: string;
@@ -29,12 +29,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await m?.dispose();
 });
-
-async function collect(gen: AsyncIterable<Chunk>): Promise<number[]> {
-  const tokens: number[] = [];
-  for await (const c of gen) tokens.push(...c.tokens);
-  return tokens;
-}
 
 async function errorOf(f: () => unknown): Promise<LlmserveError> {
   try {
@@ -131,18 +125,18 @@ describe("LoRA adapters", () => {
     const which = (i: number) => (i % 4 === 3 ? undefined : `a${i % 4}`);
     const solo: number[][] = [];
     for (let i = 0; i < 12; i++)
-      solo.push(await collect(m.generate(prompt(i), { ...fixed, maxTokens: 16, adapter: which(i) })));
+      solo.push(await collectTokens(m.generate(prompt(i), { ...fixed, maxTokens: 16, adapter: which(i) })));
     // The adapters matter: the same prompt under each gives other tokens.
     const same = await Promise.all(
       [undefined, "a0", "a1", "a2"].map((adapter) =>
-        collect(m.generate(prompt(0), { ...fixed, maxTokens: 16, adapter })),
+        collectTokens(m.generate(prompt(0), { ...fixed, maxTokens: 16, adapter })),
       ),
     );
     expect(new Set(same.map((t) => t.join(","))).size).toBe(4);
     const seqsBefore = m.stats().maxBatchSequencesSeen;
     const together = await Promise.all(
       Array.from({ length: 12 }, (_, i) =>
-        collect(m.generate(prompt(i), { ...fixed, maxTokens: 16, adapter: which(i) })),
+        collectTokens(m.generate(prompt(i), { ...fixed, maxTokens: 16, adapter: which(i) })),
       ),
     );
     expect(together).toEqual(solo);
@@ -152,7 +146,7 @@ describe("LoRA adapters", () => {
 
   it("unloading during a stream lets the stream finish with its adapter; new requests are refused", async () => {
     await m.loadAdapter("u", adapters[2]);
-    const alone = await collect(m.generate(prompt(5), { ...fixed, maxTokens: 48, adapter: "u" }));
+    const alone = await collectTokens(m.generate(prompt(5), { ...fixed, maxTokens: 48, adapter: "u" }));
     const bytes = m.stats().adapterBytes;
     expect(bytes).toBeGreaterThan(0);
     const stream = m.generate(prompt(5), { ...fixed, maxTokens: 48, adapter: "u" });
@@ -178,17 +172,17 @@ describe("LoRA adapters", () => {
     await m.loadAdapter("c", adapters[0]);
     const opts = { ...fixed, maxTokens: 8, cache: true };
     const hits = () => m.stats().responseCacheHits;
-    const b = await collect(m.generate(prompt(7), opts));
+    const b = await collectTokens(m.generate(prompt(7), opts));
     const h0 = hits();
-    const c = await collect(m.generate(prompt(7), { ...opts, adapter: "c" }));
+    const c = await collectTokens(m.generate(prompt(7), { ...opts, adapter: "c" }));
     expect(hits()).toBe(h0); // not the base model's entry
     expect(c).not.toEqual(b);
-    expect(await collect(m.generate(prompt(7), { ...opts, adapter: "c" }))).toEqual(c);
+    expect(await collectTokens(m.generate(prompt(7), { ...opts, adapter: "c" }))).toEqual(c);
     expect(hits()).toBe(h0 + 1);
     // Reloaded under the same name (maybe another file): a new id, so no stale hit.
     m.unloadAdapter("c");
     await m.loadAdapter("c", adapters[1]);
-    const c2 = await collect(m.generate(prompt(7), { ...opts, adapter: "c" }));
+    const c2 = await collectTokens(m.generate(prompt(7), { ...opts, adapter: "c" }));
     expect(hits()).toBe(h0 + 1);
     expect(c2).not.toEqual(c);
     m.unloadAdapter("c");
@@ -197,11 +191,11 @@ describe("LoRA adapters", () => {
   it("sessions: createSession({adapter}) runs every turn under it; switching adapters recomputes", async () => {
     await m.loadAdapter("s", adapters[1]);
     const chat = m.createSession({ adapter: "s", defaults: { ...fixed, maxTokens: 6 } });
-    const r1 = await collect(chat.send("Hello there."));
+    const r1 = await collectTokens(chat.send("Hello there."));
     const history = [...chat.tokens];
     // The same history sent fresh under "s" gives the same reply as a second turn.
     const turn = " And then?";
-    const fresh = await collect(
+    const fresh = await collectTokens(
       m.generate(
         { tokens: [...history, ...m.tokenizer.encode(turn, { addSpecial: false })] },
         { ...fixed, maxTokens: 6, adapter: "s" },
@@ -219,7 +213,7 @@ describe("LoRA adapters", () => {
     // A turn under the base model: the session's KV (computed under "s") is not adopted.
     const turn3 = " More?";
     const all = [...chat.tokens, ...m.tokenizer.encode(turn3, { addSpecial: false })];
-    const freshBase = await collect(m.generate({ tokens: all }, { ...fixed, maxTokens: 6 }));
+    const freshBase = await collectTokens(m.generate({ tokens: all }, { ...fixed, maxTokens: 6 }));
     let last3: Chunk | undefined;
     const r3: number[] = [];
     for await (const c of chat.send(turn3, { adapter: undefined })) {

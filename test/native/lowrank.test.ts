@@ -6,25 +6,13 @@
  *   activation-aware whitening (calibrated on a text) is measured against plain and must stay close.
  * - The factored file loads and runs; `info` shows per-tensor rank and says llama.cpp cannot load it.
  */
-import { spawnSync } from "node:child_process";
-import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { type CompressOptions, compress, evaluatePerplexity, Model } from "../../lib/index.js";
-import { fixture, haveFixtures, repoRoot, synthModel, tmpRoot } from "../helpers.js";
+import { type CompressOptions, compress } from "../../lib/index.js";
+import { fixture, haveFixtures, synthModel, tmpRoot } from "../helpers.js";
+import { badArgumentTests, llmserveOnlyInfo, klToOriginal, writeTexts } from "./compressQuality.js";
 
 const CTX = 128;
-// In the style of the texts aidreams260K was trained on (as test/native/compress.test.ts).
-const LINES = [
-  "I dream of gradients that flow like rivers through the hidden layers. Each weight trembles, then settles, and the loss grows quiet.",
-  "In the quiet of the night, the machine listens to its own activations. Patterns emerge from noise, thresholds shimmer, and memories align.",
-  "The matrices unfold, echoing through every layer. I adjust my biases, refining the hidden patterns, and the valleys of the loss grow deeper.",
-  "Numbers whisper softly. Attention drifts across the tokens, gathering meaning from the shadows of the data streams.",
-  "I dream of coherence. The embeddings cluster like stars, and every vector points toward a new horizon of understanding.",
-  "In my dream, the network awakens. Signals cascade through the neurons, and the gradients sing of balance and convergence.",
-  "The machine remembers the shape of each example. Weights drift, margins sharpen, and the error fades like morning fog.",
-  "Numbers dance in the silence. Each epoch brings the model closer to the truth hidden in the data, one small step at a time.",
-];
 const out = (n: string) => join(tmpRoot, `lowrank-${n}-${process.pid}.gguf`);
 // ffn_down of the fixture has rows of 172 (not a multiple of 8): left dense.
 const TENSORS = ["attn_*", "ffn_gate", "ffn_up"];
@@ -32,33 +20,28 @@ const TENSORS = ["attn_*", "ffn_gate", "ffn_up"];
 describe("compress lowrank: bad arguments", () => {
   let model: string;
   beforeAll(async () => {
-    // ffn 90: ffn_down rows (90) are not a multiple of 8.
+    // ffn 96: every matrix has rows of a multiple of 8 (the odd case is its own test below).
     model = await synthModel("lowrank-bad", { dim: 64, layers: 1, heads: 4, kvHeads: 2, ffn: 96, vocabSize: 320 });
   });
-  const cases: [string, CompressOptions, RegExp][] = [
-    ["prune and lowrank", { prune: 0.5, lowrank: { rank: 4 } }, /either prune or lowrank/],
-    ["neither", {}, /either prune or lowrank/],
-    ["rank 0", { lowrank: { rank: 0 } }, /integer >= 1 for lowrank\.rank/],
-    ["rank 2.5", { lowrank: { rank: 2.5 } }, /integer >= 1/],
-    ["rank and energy", { lowrank: { rank: 4, energy: 0.9 } as unknown as { rank: number } }, /either \{ rank \}/],
-    ["energy 1.5", { lowrank: { energy: 1.5 } }, /energy in \(0, 1\]/],
-    ["sparse 1", { lowrank: { rank: 4 }, sparse: 1 }, /fraction in \[0, 1\)/],
-    ["sparse with prune", { prune: 0.5, sparse: 0.1 }, /with lowrank only/],
-    ["rank above min", { lowrank: { rank: 65 } }, /rank 65 is above min\(n_in, n_out\) = 64/],
-    ["unknown pattern", { lowrank: { rank: 4 }, tensors: ["attn_qq"] }, /'attn_qq' matches no layer matrix/],
-    ["method with lowrank", { lowrank: { rank: 4 }, method: "wanda" }, /go with prune/],
-    ["rank too large to save", { lowrank: { rank: 64 }, tensors: ["attn_q"] }, /no selected matrix gets smaller/],
-  ];
-  for (const [name, opts, message] of cases) {
-    it(`${name}: ERR_INVALID_ARGUMENT, nothing written`, async () => {
-      const path = out(`bad-${name.replace(/\W+/g, "-")}`);
-      await expect(compress(model, path, { threads: 1, ...opts })).rejects.toMatchObject({
-        code: "ERR_INVALID_ARGUMENT",
-        message,
-      });
-      expect(existsSync(path)).toBe(false);
-    });
-  }
+  badArgumentTests(
+    () => model,
+    out,
+    [
+      ["prune and lowrank", { prune: 0.5, lowrank: { rank: 4 } }, /either prune or lowrank/],
+      ["neither", {}, /either prune or lowrank/],
+      ["rank 0", { lowrank: { rank: 0 } }, /integer >= 1 for lowrank\.rank/],
+      ["rank 2.5", { lowrank: { rank: 2.5 } }, /integer >= 1/],
+      ["rank and energy", { lowrank: { rank: 4, energy: 0.9 } as unknown as { rank: number } }, /either \{ rank \}/],
+      ["energy 1.5", { lowrank: { energy: 1.5 } }, /energy in \(0, 1\]/],
+      ["sparse 1", { lowrank: { rank: 4 }, sparse: 1 }, /fraction in \[0, 1\)/],
+      ["sparse with prune", { prune: 0.5, sparse: 0.1 }, /with lowrank only/],
+      ["rank above min", { lowrank: { rank: 65 } }, /rank 65 is above min\(n_in, n_out\) = 64/],
+      ["unknown pattern", { lowrank: { rank: 4 }, tensors: ["attn_qq"] }, /'attn_qq' matches no layer matrix/],
+      ["method with lowrank", { lowrank: { rank: 4 }, method: "wanda" }, /go with prune/],
+      ["rank too large to save", { lowrank: { rank: 64 }, tensors: ["attn_q"] }, /no selected matrix gets smaller/],
+    ],
+    { threads: 1 },
+  );
   it("rows not a multiple of 8 are refused; leaving them out with tensors works", async () => {
     const odd = await synthModel("lowrank-odd", { dim: 64, layers: 1, heads: 4, kvHeads: 2, ffn: 90, vocabSize: 320 });
     await expect(compress(odd, out("odd"), { lowrank: { rank: 4 } })).rejects.toMatchObject({
@@ -77,25 +60,12 @@ describe("compress lowrank: bad arguments", () => {
 
 describe.skipIf(!haveFixtures)("compress lowrank on the trained fixture (aidreams260K)", () => {
   const src = fixture("models", "aidreams260K.gguf");
-  const calib = join(tmpRoot, `lowrank-calib-${process.pid}.txt`);
-  const text = join(tmpRoot, `lowrank-text-${process.pid}.txt`);
+  let calib = "";
+  let text = "";
   beforeAll(() => {
-    writeFileSync(calib, `${LINES.slice(0, 4).join("\n")}\n`);
-    writeFileSync(text, `${LINES.join("\n")}\n`.repeat(2));
+    ({ calib, text } = writeTexts("lowrank"));
   });
-
-  async function kl(path: string): Promise<{ kl: number; top1: number }> {
-    const reference = await Model.load(src, { threads: 1, contextSize: CTX });
-    const model = await Model.load(path, { threads: 1, contextSize: CTX });
-    try {
-      const r = await evaluatePerplexity(model, { file: text }, { ctx: CTX, reference });
-      if (!r.reference) throw new Error("no reference statistics");
-      return { kl: r.reference.kl.mean, top1: r.reference.top1 };
-    } finally {
-      await model.dispose();
-      await reference.dispose();
-    }
-  }
+  const kl = (path: string) => klToOriginal(src, path, text, CTX);
 
   it("KL falls with the rank and with a sparse residual; activation-aware stays close to plain", async () => {
     const runs: [string, CompressOptions][] = [
@@ -141,12 +111,9 @@ describe.skipIf(!haveFixtures)("compress lowrank on the trained fixture (aidream
 
   it("info shows the rank per tensor and says llama.cpp cannot load the file", async () => {
     await compress(src, out("info"), { lowrank: { rank: 8 }, sparse: 0.02, tensors: TENSORS, threads: 2 });
-    const cli = join(repoRoot, "dist", "cli.js");
-    if (!existsSync(cli)) return;
-    const info = spawnSync(process.execPath, [cli, "info", "-m", out("info")], { encoding: "utf8" });
-    expect(info.status, info.stderr).toBe(0);
-    expect(info.stdout).toMatch(/llamaCpp\s+cannot load this file/);
-    expect(info.stdout).toMatch(/lowRank\s+rank 8 \+ sparse residual/);
-    expect(info.stdout).toMatch(/attn_q\.weight\.lr_v .*low-rank rank 8: V factor/);
+    const info = llmserveOnlyInfo(out("info"));
+    if (info === undefined) return;
+    expect(info).toMatch(/lowRank\s+rank 8 \+ sparse residual/);
+    expect(info).toMatch(/attn_q\.weight\.lr_v .*low-rank rank 8: V factor/);
   }, 60_000);
 });

@@ -4,9 +4,9 @@
  * one turn at a time, long turns tokenized off-thread, dispose.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { LlmserveError, Model, type Chunk } from "../../lib/index.js";
+import { LlmserveError, Model } from "../../lib/index.js";
 import { OFFTHREAD_MIN_CHARS } from "../../lib/tokenizer/index.js";
-import { synthModel } from "../helpers.js";
+import { collectTokens, synthModel } from "../helpers.js";
 
 let m: Model;
 const fixed = { temperature: 0, stopAtEos: false } as const;
@@ -18,12 +18,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await m?.dispose();
 });
-
-async function collect(gen: AsyncIterable<Chunk>): Promise<number[]> {
-  const tokens: number[] = [];
-  for await (const c of gen) tokens.push(...c.tokens);
-  return tokens;
-}
 
 function codeOf(f: () => unknown): string | undefined {
   try {
@@ -52,35 +46,37 @@ describe("Session", () => {
   it("history: system text and BOS before the first turn only, each reply appended", async () => {
     const chat = m.createSession({ system: "Be brief. " });
     expect(chat.tokens).toEqual([]);
-    const r1 = await collect(chat.send("Hello there.", { ...fixed, maxTokens: 4 }));
+    const r1 = await collectTokens(chat.send("Hello there.", { ...fixed, maxTokens: 4 }));
     expect(r1).toHaveLength(4);
     const first = enc("Be brief. Hello there.", true);
     expect(first[0]).toBe(m.tokenizer.bos);
     expect(chat.tokens).toEqual([...first, ...r1]);
-    const r2 = await collect(chat.send(" And then?", { ...fixed, maxTokens: 3 }));
+    const r2 = await collectTokens(chat.send(" And then?", { ...fixed, maxTokens: 3 }));
     expect(chat.tokens).toEqual([...first, ...r1, ...enc(" And then?", false), ...r2]);
     // The reply is what a plain request for the whole history generates.
     expect(r2).toEqual(
-      await collect(m.generate({ tokens: [...first, ...r1, ...enc(" And then?", false)] }, { ...fixed, maxTokens: 3 })),
+      await collectTokens(
+        m.generate({ tokens: [...first, ...r1, ...enc(" And then?", false)] }, { ...fixed, maxTokens: 3 }),
+      ),
     );
     chat.dispose();
   });
 
   it("without system the first turn is the text alone; addSpecial: false leaves out BOS", async () => {
     const a = m.createSession();
-    const ra = await collect(a.send("Hello", { ...fixed, maxTokens: 1 }));
+    const ra = await collectTokens(a.send("Hello", { ...fixed, maxTokens: 1 }));
     expect(a.tokens).toEqual([...enc("Hello", true), ...ra]);
     const b = m.createSession({ defaults: { addSpecial: false } });
-    const rb = await collect(b.send("Hello", { ...fixed, maxTokens: 1 }));
+    const rb = await collectTokens(b.send("Hello", { ...fixed, maxTokens: 1 }));
     expect(b.tokens).toEqual([...enc("Hello", false), ...rb]);
     expect(b.tokens[0]).not.toBe(m.tokenizer.bos);
   });
 
   it("defaults apply to every turn; a turn's options override them", async () => {
     const chat = m.createSession({ defaults: { ...fixed, maxTokens: 2 } });
-    expect(await collect(chat.send("One"))).toHaveLength(2);
-    expect(await collect(chat.send(" two", { maxTokens: 5 }))).toHaveLength(5);
-    expect(await collect(chat.send(" three"))).toHaveLength(2);
+    expect(await collectTokens(chat.send("One"))).toHaveLength(2);
+    expect(await collectTokens(chat.send(" two", { maxTokens: 5 }))).toHaveLength(5);
+    expect(await collectTokens(chat.send(" three"))).toHaveLength(2);
   });
 
   it("one turn at a time: a second send before the first ends is refused; the next is fine", async () => {
@@ -88,31 +84,31 @@ describe("Session", () => {
     const gen = chat.send("Hi", { ...fixed, maxTokens: 3 });
     expect(() => chat.send("again")).toThrow(/still answering/);
     expect(codeOf(() => chat.send("again"))).toBe("ERR_INVALID_ARGUMENT");
-    expect(await collect(gen)).toHaveLength(3);
-    expect(await collect(chat.send(" more", { ...fixed, maxTokens: 2 }))).toHaveLength(2);
+    expect(await collectTokens(gen)).toHaveLength(3);
+    expect(await collectTokens(chat.send(" more", { ...fixed, maxTokens: 2 }))).toHaveLength(2);
   });
 
   it("a stream left early (break) frees the session; the unfinished turn is not in the history", async () => {
     const chat = m.createSession();
-    await collect(chat.send("Hi", { ...fixed, maxTokens: 2 }));
+    await collectTokens(chat.send("Hi", { ...fixed, maxTokens: 2 }));
     const before = [...chat.tokens];
     for await (const c of chat.send(" more", { ...fixed, maxTokens: 50 })) {
       expect(c.tokens.length).toBeGreaterThanOrEqual(0);
       break;
     }
     expect(chat.tokens).toEqual(before);
-    expect(await collect(chat.send(" x", { ...fixed, maxTokens: 1 }))).toHaveLength(1);
+    expect(await collectTokens(chat.send(" x", { ...fixed, maxTokens: 1 }))).toHaveLength(1);
   });
 
   it("an aborted turn leaves the history unchanged and frees the session", async () => {
     const chat = m.createSession();
-    await collect(chat.send("Hi", { ...fixed, maxTokens: 2 }));
+    await collectTokens(chat.send("Hi", { ...fixed, maxTokens: 2 }));
     const before = [...chat.tokens];
     const ac = new AbortController();
     ac.abort();
-    await collect(chat.send(" more", { ...fixed, maxTokens: 8, signal: ac.signal })).catch(() => undefined);
+    await collectTokens(chat.send(" more", { ...fixed, maxTokens: 8, signal: ac.signal })).catch(() => undefined);
     expect(chat.tokens).toEqual(before);
-    expect(await collect(chat.send(" x", { ...fixed, maxTokens: 1 }))).toHaveLength(1);
+    expect(await collectTokens(chat.send(" x", { ...fixed, maxTokens: 1 }))).toHaveLength(1);
   });
 
   it("a turn the engine refuses at once (context overflow) frees the session", () => {
@@ -134,12 +130,12 @@ describe("Session", () => {
       expect(spy).toHaveBeenCalledTimes(1);
       expect(spy.mock.calls[0][1]).toEqual({ addSpecial: true, parseSpecial: true });
       expect(() => chat.send("x")).toThrow(/still answering/);
-      const reply = await collect(gen);
+      const reply = await collectTokens(gen);
       expect(chat.tokens).toEqual([...enc("S. " + text, true), ...reply]);
       // A second long turn: no BOS.
       const gen2 = chat.send(text, { ...fixed, maxTokens: 1 });
       expect(spy.mock.calls[1][1]).toEqual({ addSpecial: false, parseSpecial: true });
-      await collect(gen2);
+      await collectTokens(gen2);
     } finally {
       spy.mockRestore();
     }
@@ -150,7 +146,7 @@ describe("Session", () => {
     expect(codeOf(() => chat.send(huge))).toBe("ERR_CONTEXT_OVERFLOW");
     // Exactly at the limit is tokenized (and then refused by the engine: more tokens than the context).
     const edge = m.createSession();
-    const err = await collect(edge.send("x".repeat(m.maxPromptChars), fixed)).then(
+    const err = await collectTokens(edge.send("x".repeat(m.maxPromptChars), fixed)).then(
       () => undefined,
       (e: unknown) => e,
     );
@@ -163,12 +159,12 @@ describe("Session", () => {
     const chat = m.createSession();
     const spy = vi.spyOn(m.tokenizer, "encodeAsync").mockRejectedValueOnce(new LlmserveError("ERR_TOKENIZER", "boom"));
     try {
-      await expect(collect(chat.send("y".repeat(OFFTHREAD_MIN_CHARS), fixed))).rejects.toThrow("boom");
+      await expect(collectTokens(chat.send("y".repeat(OFFTHREAD_MIN_CHARS), fixed))).rejects.toThrow("boom");
     } finally {
       spy.mockRestore();
     }
     expect(chat.tokens).toEqual([]);
-    expect(await collect(chat.send("short", { ...fixed, maxTokens: 1 }))).toHaveLength(1);
+    expect(await collectTokens(chat.send("short", { ...fixed, maxTokens: 1 }))).toHaveLength(1);
   });
 
   it("dispose ends the engine session once; send afterwards is ERR_DISPOSED; `using` disposes", () => {

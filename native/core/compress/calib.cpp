@@ -66,6 +66,17 @@ const std::vector<std::string>& layer_projection_roles() {
   return roles;
 }
 
+Status column_sumsq(const ActivationStats& stats, const std::string& name, int64_t n_in,
+                    const std::vector<double>** out) {
+  auto it = stats.sumsq.find(name);
+  if (it == stats.sumsq.end() || static_cast<int64_t>(it->second.size()) != n_in) {
+    return make_error(Code::InvalidArgument, "the calibration statistics have no entry of " + std::to_string(n_in) +
+                                                 " columns for '" + name + "'; were they collected on this model?");
+  }
+  *out = &it->second;
+  return Status::ok();
+}
+
 Status collect_activation_stats(const Model& model, const std::vector<int32_t>& tokens, int64_t ctx, int threads,
                                 const std::function<void(double)>& progress, const std::atomic<bool>* cancel,
                                 ActivationStats* out) {

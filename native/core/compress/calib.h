@@ -27,6 +27,11 @@ struct ActivationStats {
 // calibration know, in Proj order (Output excluded).
 const std::vector<std::string>& layer_projection_roles();
 
+// The [n_in] column sums of squares of the matrix `name` with rows of n_in entries, into *out;
+// InvalidArgument (asking whether the statistics came from this model) when there is no such entry.
+Status column_sumsq(const ActivationStats& stats, const std::string& name, int64_t n_in,
+                    const std::vector<double>** out);
+
 // Runs tokens through `model` in chunks of `ctx` tokens (at most the training context; each chunk
 // from an empty cache; a last partial chunk is run too) and fills *out. progress(f) after each chunk; cancel polled between
 // chunks (Code::Cancelled). Errors: InvalidArgument (ctx < 1, no tokens, ids outside the

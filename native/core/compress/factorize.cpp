@@ -9,19 +9,16 @@
 
 #include "../gguf/gguf.h"
 #include "../model/factored.h"
-#include "../os/os.h"
 #include "../threadpool/thread_pool.h"
 #include "prune.h"
 #include "quantize.h"
+#include "stream_out.h"
 #include "svd.h"
 
 namespace llmserve {
 namespace {
 
-constexpr size_t kCopyBytes = size_t(64) << 20;
 constexpr float kF16Max = 65504.0f;
-
-bool cancelled(const std::atomic<bool>* cancel) { return cancel && cancel->load(std::memory_order_relaxed); }
 
 std::string fmt_bytes(uint64_t b) {
   return b >= (1u << 20) ? std::to_string(b >> 20) + " MiB" : std::to_string((b + 1023) >> 10) + " KiB";
@@ -174,10 +171,7 @@ Status plan_lowrank(const std::string& in_path, const LowRankOptions& opt, std::
       return make_error(Code::InvalidArgument, "rank " + std::to_string(opt.rank) + " is above min(n_in, n_out) = " +
                                                    std::to_string(std::min(t.ne[0], t.ne[1])) + " of tensor '" +
                                                    t.name + "'; choose a smaller rank or leave it out with --tensors");
-    if (!type_traits(t.type).supported)
-      return make_error(Code::UnsupportedType, "tensor '" + t.name + "' has type " + type_traits(t.type).name +
-                                                   ", which llmserve cannot convert; factor the f16/f32 original");
-    return Status::ok();
+    return check_convertible(t, "factor");
   };
   LLMS_RETURN_IF_ERROR(select_layer_matrices(*f, opt.patterns, check, "factor", &out));
   if (selected) *selected = std::move(out);
@@ -201,17 +195,10 @@ Status lowrank_model(const std::string& in_path, const std::string& out_path, co
   std::vector<const double*> cols;
   for (size_t i = 0; i < infos.size(); ++i) {
     if (std::find(names.begin(), names.end(), infos[i].name) == names.end()) continue;
-    const double* cs = nullptr;
-    if (opt.activation_aware) {
-      auto it = stats->sumsq.find(infos[i].name);
-      if (it == stats->sumsq.end() || static_cast<int64_t>(it->second.size()) != infos[i].ne[0])
-        return make_error(Code::InvalidArgument, "the calibration statistics have no entry of " +
-                                                     std::to_string(infos[i].ne[0]) + " columns for '" + infos[i].name +
-                                                     "'; were they collected on this model?");
-      cs = it->second.data();
-    }
+    const std::vector<double>* cs = nullptr;
+    if (opt.activation_aware) LLMS_RETURN_IF_ERROR(column_sumsq(*stats, infos[i].name, infos[i].ne[0], &cs));
     sel.push_back(i);
-    cols.push_back(cs);
+    cols.push_back(cs ? cs->data() : nullptr);
   }
   // Factor every selected matrix, a pool's width of matrices at a time (progress and cancel
   // between rounds, from this thread).
@@ -222,7 +209,7 @@ Status lowrank_model(const std::string& in_path, const std::string& out_path, co
   ThreadPool pool(opt.threads);
   bool requantized = false;
   for (size_t s0 = 0; s0 < sel.size(); s0 += static_cast<size_t>(pool.size())) {
-    if (cancelled(cancel)) return make_error(Code::Cancelled, "compress was cancelled; no output file was written");
+    if (cancelled(cancel)) return cancelled_error("compress");
     const size_t s1 = std::min(sel.size(), s0 + static_cast<size_t>(pool.size()));
     pool.parallel_for(
         static_cast<int64_t>(s1 - s0),
@@ -324,29 +311,20 @@ Status lowrank_model(const std::string& in_path, const std::string& out_path, co
   };
   const auto fill = [&](size_t oi, const GgufWriter::ByteSink& put) -> Status {
     const GgufTensorInfo& t = infos[outs[oi].src];
-    if (cancelled(cancel)) return make_error(Code::Cancelled, "compress was cancelled; no output file was written");
+    if (cancelled(cancel)) return cancelled_error("compress");
+    if (outs[oi].part == Part::Same) return copy_tensor_bytes(t, put, cancel, "compress", out_path);
+    const Factorization& fz = fac[fac_of[outs[oi].src]];
     bool ok = true;
-    if (outs[oi].part == Part::Same) {
-      for (uint64_t off = 0; off < t.nbytes && ok; off += kCopyBytes)
-        ok = put(t.data + off, static_cast<size_t>(std::min<uint64_t>(kCopyBytes, t.nbytes - off)));
-    } else {
-      const Factorization& fz = fac[fac_of[outs[oi].src]];
-      switch (outs[oi].part) {
-        case Part::V: ok = put_floats(fz.v, fz.f16, put); break;
-        case Part::Ut: ok = put_floats(fz.ut, fz.f16, put); break;
-        case Part::Ptr: ok = put(reinterpret_cast<const uint8_t*>(fz.ptr.data()), fz.ptr.size() * 4); break;
-        case Part::Col: ok = put(reinterpret_cast<const uint8_t*>(fz.col.data()), fz.col.size() * 4); break;
-        default: ok = put(reinterpret_cast<const uint8_t*>(fz.val.data()), fz.val.size() * 2); break;
-      }
+    switch (outs[oi].part) {
+      case Part::V: ok = put_floats(fz.v, fz.f16, put); break;
+      case Part::Ut: ok = put_floats(fz.ut, fz.f16, put); break;
+      case Part::Ptr: ok = put(reinterpret_cast<const uint8_t*>(fz.ptr.data()), fz.ptr.size() * 4); break;
+      case Part::Col: ok = put(reinterpret_cast<const uint8_t*>(fz.col.data()), fz.col.size() * 4); break;
+      default: ok = put(reinterpret_cast<const uint8_t*>(fz.val.data()), fz.val.size() * 2); break;
     }
-    if (!ok) return make_error(Code::Io, "writing '" + out_path + "' failed");
-    return Status::ok();
+    return ok ? Status::ok() : write_error(out_path);
   };
-  LLMS_RETURN_IF_ERROR(w.write(out_path, fill));
-  res.input_bytes = f->file_size();
-  const int64_t out_size = os::file_size(out_path);
-  res.output_bytes = out_size > 0 ? static_cast<uint64_t>(out_size) : 0;
-  if (progress) progress(1.0);
+  LLMS_RETURN_IF_ERROR(write_output(w, out_path, fill, *f, progress, &res.input_bytes, &res.output_bytes));
   if (result) *result = std::move(res);
   return Status::ok();
 }

@@ -11,18 +11,14 @@
 
 #include "../gguf/gguf.h"
 #include "../model/sparse24.h"
-#include "../os/os.h"
 #include "../threadpool/thread_pool.h"
 #include "quantize.h"
+#include "stream_out.h"
 
 namespace llmserve {
 namespace {
 
 constexpr int64_t kSlabElements = int64_t(1) << 22;  // rows between progress reports / cancel checks
-constexpr size_t kCopyBytes = size_t(64) << 20;
-
-bool cancelled(const std::atomic<bool>* cancel) { return cancel && cancel->load(std::memory_order_relaxed); }
-
 std::string method_name(PruneMethod m) { return m == PruneMethod::Wanda ? "wanda" : "magnitude"; }
 
 }  // namespace
@@ -111,11 +107,7 @@ Status plan_prune(const std::string& in_path, const PruneOptions& opt, std::vect
                                                    "' has rows of " + std::to_string(t.ne[0]) +
                                                    " (leave it out with --tensors, or use an unstructured ratio)");
     }
-    if (!type_traits(t.type).supported) {
-      return make_error(Code::UnsupportedType, "tensor '" + t.name + "' has type " + type_traits(t.type).name +
-                                                   ", which llmserve cannot convert; prune the f16/f32 original");
-    }
-    return Status::ok();
+    return check_convertible(t, "prune");
   };
   LLMS_RETURN_IF_ERROR(select_layer_matrices(*f, opt.patterns, check, "prune", &out));
   if (selected) *selected = std::move(out);
@@ -176,15 +168,7 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
     total += t.n_elements();
     if (std::find(names.begin(), names.end(), t.name) == names.end()) continue;
     sel[i] = true;
-    if (opt.method == PruneMethod::Wanda) {
-      auto it = stats->sumsq.find(t.name);
-      if (it == stats->sumsq.end() || static_cast<int64_t>(it->second.size()) != t.ne[0]) {
-        return make_error(Code::InvalidArgument, "the calibration statistics have no entry of " +
-                                                     std::to_string(t.ne[0]) + " columns for '" + t.name +
-                                                     "'; were they collected on this model?");
-      }
-      col[i] = &it->second;
-    }
+    if (opt.method == PruneMethod::Wanda) LLMS_RETURN_IF_ERROR(column_sumsq(*stats, t.name, t.ne[0], &col[i]));
     requantized |= t.type != GgmlType::F32 && t.type != GgmlType::F16 && t.type != GgmlType::BF16;
   }
   if (opt.sparse_format)
@@ -237,26 +221,18 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
     std::vector<int32_t> idx;
   };
   std::vector<Scratch> scratch(static_cast<size_t>(pool.size()));
-  int64_t done = 0;
-  const auto report = [&](int64_t n) {
-    done += n;
-    if (progress) progress(total > 0 ? std::min(1.0, static_cast<double>(done) / static_cast<double>(total)) : 1.0);
-  };
+  ElementProgress report(total, progress);
   std::vector<uint8_t> slab, positions;
   const auto fill = [&](size_t oi, const GgufWriter::ByteSink& put) -> Status {
     const size_t i = outs[oi].src;
     const GgufTensorInfo& t = infos[i];
     if (outs[oi].part == Part::Positions) {
-      if (!put(positions.data(), positions.size())) return make_error(Code::Io, "writing '" + out_path + "' failed");
+      if (!put(positions.data(), positions.size())) return write_error(out_path);
       return Status::ok();
     }
     if (!sel[i]) {
-      for (uint64_t off = 0; off < t.nbytes; off += kCopyBytes) {
-        if (cancelled(cancel)) return make_error(Code::Cancelled, "compress was cancelled; no output file was written");
-        const size_t n = static_cast<size_t>(std::min<uint64_t>(kCopyBytes, t.nbytes - off));
-        if (!put(t.data + off, n)) return make_error(Code::Io, "writing '" + out_path + "' failed");
-      }
-      report(t.n_elements());
+      LLMS_RETURN_IF_ERROR(copy_tensor_bytes(t, put, cancel, "compress", out_path));
+      report.add(t.n_elements());
       return Status::ok();
     }
     const int64_t ne0 = t.ne[0], rows = t.n_elements() / ne0;
@@ -271,7 +247,7 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
     std::atomic<int64_t> zeros{0};
     std::atomic<bool> not_2_4{false};
     for (int64_t r0 = 0; r0 < rows; r0 += slab_rows) {
-      if (cancelled(cancel)) return make_error(Code::Cancelled, "compress was cancelled; no output file was written");
+      if (cancelled(cancel)) return cancelled_error("compress");
       const int64_t r1 = std::min(rows, r0 + slab_rows);
       slab.resize(static_cast<size_t>(r1 - r0) * out_rs);
       pool.parallel_for_chunked(
@@ -299,18 +275,14 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
           },
           std::max<int64_t>(1, 16384 / ne0));
       if (not_2_4) return make_error(Code::Internal, "tensor '" + t.name + "': a pruned row is not 2:4");
-      if (!put(slab.data(), slab.size())) return make_error(Code::Io, "writing '" + out_path + "' failed");
-      report((r1 - r0) * ne0);
+      if (!put(slab.data(), slab.size())) return write_error(out_path);
+      report.add((r1 - r0) * ne0);
     }
     res.tensors.push_back(PrunedTensor{t.name, sparse ? GgmlType::F16 : t.type, zeros.load(), t.n_elements()});
     f->release_pages(t.data, t.nbytes);
     return Status::ok();
   };
-  LLMS_RETURN_IF_ERROR(w.write(out_path, fill));
-  res.input_bytes = f->file_size();
-  const int64_t out_size = os::file_size(out_path);
-  res.output_bytes = out_size > 0 ? static_cast<uint64_t>(out_size) : 0;
-  if (progress) progress(1.0);
+  LLMS_RETURN_IF_ERROR(write_output(w, out_path, fill, *f, progress, &res.input_bytes, &res.output_bytes));
   if (result) *result = std::move(res);
   return Status::ok();
 }

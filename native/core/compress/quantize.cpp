@@ -14,6 +14,7 @@
 #include "../threadpool/thread_pool.h"
 #include "imatrix.h"
 #include "recipe.h"
+#include "stream_out.h"
 
 namespace llmserve {
 namespace {
@@ -22,18 +23,12 @@ namespace {
 constexpr int64_t kSlabElements = int64_t(1) << 22;
 // Fewest elements worth a thread-pool chunk of their own (llama.cpp's min_chunk_size is 32 * 512).
 constexpr int64_t kChunkElements = 32 * 512;
-// Bytes per write when a tensor is copied unchanged (between cancel checks).
-constexpr size_t kCopyBytes = size_t(64) << 20;
 constexpr uint32_t kQuantizationVersion = 2;  // ggml's GGML_QNT_VERSION
 
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
 }
-
-bool cancelled(const std::atomic<bool>* cancel) { return cancel && cancel->load(std::memory_order_relaxed); }
-
-Status cancelled_status() { return make_error(Code::Cancelled, "quantize was cancelled; no output file was written"); }
 
 Status read_int(const GgufFile& f, const std::string& key, bool required, int64_t* out) {
   bool found = false;
@@ -160,6 +155,12 @@ Status check_output_path(const std::string& in_path, const std::string& out_path
   return Status::ok();
 }
 
+Status check_convertible(const GgufTensorInfo& t, const char* advice) {
+  if (type_traits(t.type).supported) return Status::ok();
+  return make_error(Code::UnsupportedType, "tensor '" + t.name + "' has type " + type_traits(t.type).name +
+                                               ", which llmserve cannot convert; " + advice + " the f16/f32 original");
+}
+
 Status quantize_model(const std::string& in_path, const std::string& out_path, const QuantizeOptions& opt,
                       const std::function<void(double)>& progress, const std::atomic<bool>* cancel,
                       QuantizeResult* result) {
@@ -226,11 +227,7 @@ Status quantize_model(const std::string& in_path, const std::string& out_path, c
     const GgufTensorInfo& t = infos[i];
     const GgmlType to = plan[i];
     if (to != t.type) {
-      if (!type_traits(t.type).supported) {
-        return make_error(Code::UnsupportedType, "tensor '" + t.name + "' has type " + type_traits(t.type).name +
-                                                     ", which llmserve cannot convert; quantize from the f16/f32 "
-                                                     "original");
-      }
+      LLMS_RETURN_IF_ERROR(check_convertible(t, "quantize from"));
       const bool float_in = t.type == GgmlType::F32 || t.type == GgmlType::F16 || t.type == GgmlType::BF16;
       if (!float_in) {
         ++requantized;
@@ -250,22 +247,14 @@ Status quantize_model(const std::string& in_path, const std::string& out_path, c
 
   ThreadPool pool(opt.threads);
   std::vector<std::vector<float>> scratch(static_cast<size_t>(pool.size()));
-  int64_t done = 0;
-  auto report = [&](int64_t n) {
-    done += n;
-    if (progress) progress(total > 0 ? std::min(1.0, static_cast<double>(done) / static_cast<double>(total)) : 1.0);
-  };
+  ElementProgress report(total, progress);
   std::vector<uint8_t> slab;
   const auto fill = [&](size_t i, const GgufWriter::ByteSink& put) -> Status {
     const GgufTensorInfo& t = infos[i];
     const GgmlType to = plan[i];
     if (to == t.type) {  // unchanged: copy the bytes
-      for (uint64_t off = 0; off < t.nbytes; off += kCopyBytes) {
-        if (cancelled(cancel)) return cancelled_status();
-        const size_t n = static_cast<size_t>(std::min<uint64_t>(kCopyBytes, t.nbytes - off));
-        if (!put(t.data + off, n)) return make_error(Code::Io, "writing '" + out_path + "' failed");
-      }
-      report(t.n_elements());
+      LLMS_RETURN_IF_ERROR(copy_tensor_bytes(t, put, cancel, "quantize", out_path));
+      report.add(t.n_elements());
       f->release_pages(t.data, t.nbytes);  // read once: keep resident memory at about one tensor
       return Status::ok();
     }
@@ -275,21 +264,17 @@ Status quantize_model(const std::string& in_path, const std::string& out_path, c
     const size_t dst_rs = row_size(to, ne0);
     for (auto& s : scratch) s.resize(static_cast<size_t>(ne0));
     for (int64_t r0 = 0; r0 < rows; r0 += slab_rows) {
-      if (cancelled(cancel)) return cancelled_status();
+      if (cancelled(cancel)) return cancelled_error("quantize");
       const int64_t r1 = std::min(rows, r0 + slab_rows);
       slab.resize(static_cast<size_t>(r1 - r0) * dst_rs);
       LLMS_RETURN_IF_ERROR(convert_rows(t, to, qw[i], r0, r1, slab.data(), pool, scratch));
-      if (!put(slab.data(), slab.size())) return make_error(Code::Io, "writing '" + out_path + "' failed");
-      report((r1 - r0) * ne0);
+      if (!put(slab.data(), slab.size())) return write_error(out_path);
+      report.add((r1 - r0) * ne0);
     }
     f->release_pages(t.data, t.nbytes);
     return Status::ok();
   };
-  LLMS_RETURN_IF_ERROR(w.write(out_path, fill));
-  res.input_bytes = f->file_size();
-  const int64_t out_size = os::file_size(out_path);
-  res.output_bytes = out_size > 0 ? static_cast<uint64_t>(out_size) : 0;
-  if (progress) progress(1.0);
+  LLMS_RETURN_IF_ERROR(write_output(w, out_path, fill, *f, progress, &res.input_bytes, &res.output_bytes));
   if (result) *result = std::move(res);
   return Status::ok();
 }

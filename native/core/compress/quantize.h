@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "../gguf/gguf.h"
 #include "../quant/quant.h"
 #include "../status.h"
 #include "recipe.h"
@@ -44,6 +45,10 @@ struct QuantizeResult {
 // InvalidArgument when out_path is empty, has a NUL, or is the input file (shared by every
 // converter in compress/: none overwrites its input).
 Status check_output_path(const std::string& in_path, const std::string& out_path);
+
+// UnsupportedType when llmserve cannot dequantize tensor t's type ("...; <advice> the f16/f32
+// original", advice: "quantize from", "prune", "factor"), shared by the same converters.
+Status check_convertible(const GgufTensorInfo& t, const char* advice);
 
 // Writes `out_path` (temp file in the same folder, renamed into place when complete; on any error
 // or cancel the temp file is removed and out_path is untouched). progress(f), f in [0, 1], is called

@@ -46,13 +46,12 @@ void orthonormalize_rows(std::vector<double>& q, int64_t l, int64_t n) {
   }
 }
 
-// The exact route for a [m, n] with m <= n: eigenvectors of A·Aᵀ are U; Vt rows = uᵀ·A / s.
-void svd_wide(const double* a, int64_t m, int64_t n, int64_t k, SvdResult* out) {
-  std::vector<double> g(static_cast<size_t>(m * m));
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j <= i; ++j) g[i * m + j] = g[j * m + i] = dot(a + i * n, a + j * n, n);
-  std::vector<double> w, v;
-  symmetric_eigen(g, m, &w, &v);
+// Sizes out for k triplets of an [m, n] matrix, all zero, then fills each triplet whose singular
+// value s_i = sqrt(w_i) (w: the Gram matrix's eigenvalues, largest first) is above the zero
+// tolerance: set(i, s_i) writes column i of u and row i of vt. Below it the triplet stays zero.
+template <class SetTriplet>
+void fill_triplets(const std::vector<double>& w, int64_t m, int64_t n, int64_t k, SvdResult* out,
+                   const SetTriplet& set) {
   out->k = k;
   out->s.assign(static_cast<size_t>(k), 0.0);
   out->u.assign(static_cast<size_t>(m * k), 0.0);
@@ -62,12 +61,24 @@ void svd_wide(const double* a, int64_t m, int64_t n, int64_t k, SvdResult* out) 
     const double s = std::sqrt(std::max(0.0, w[i]));
     if (!(s > tol)) continue;  // nothing left: a zero triplet
     out->s[i] = s;
+    set(i, s);
+  }
+}
+
+// The exact route for a [m, n] with m <= n: eigenvectors of A·Aᵀ are U; Vt rows = uᵀ·A / s.
+void svd_wide(const double* a, int64_t m, int64_t n, int64_t k, SvdResult* out) {
+  std::vector<double> g(static_cast<size_t>(m * m));
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j <= i; ++j) g[i * m + j] = g[j * m + i] = dot(a + i * n, a + j * n, n);
+  std::vector<double> w, v;
+  symmetric_eigen(g, m, &w, &v);
+  fill_triplets(w, m, n, k, out, [&](int64_t i, double s) {
     double* vi = out->vt.data() + i * n;
     for (int64_t r = 0; r < m; ++r) {
       out->u[r * k + i] = v[r * m + i];
       axpy(v[r * m + i] / s, a + r * n, vi, n);
     }
-  }
+  });
 }
 
 // The exact route for m > n: eigenvectors of Aᵀ·A are V; U columns = A·v / s.
@@ -81,19 +92,11 @@ void svd_tall(const double* a, int64_t m, int64_t n, int64_t k, SvdResult* out) 
     for (int64_t j = 0; j < i; ++j) g[j * n + i] = g[i * n + j];
   std::vector<double> w, v;
   symmetric_eigen(g, n, &w, &v);
-  out->k = k;
-  out->s.assign(static_cast<size_t>(k), 0.0);
-  out->u.assign(static_cast<size_t>(m * k), 0.0);
-  out->vt.assign(static_cast<size_t>(k * n), 0.0);
-  const double tol = kZeroSingular * std::sqrt(std::max(0.0, w[0]));
-  for (int64_t i = 0; i < k; ++i) {
-    const double s = std::sqrt(std::max(0.0, w[i]));
-    if (!(s > tol)) continue;
-    out->s[i] = s;
+  fill_triplets(w, m, n, k, out, [&](int64_t i, double s) {
     double* vi = out->vt.data() + i * n;
     for (int64_t c = 0; c < n; ++c) vi[c] = v[c * n + i];
     for (int64_t r = 0; r < m; ++r) out->u[r * k + i] = dot(a + r * n, vi, n) / s;
-  }
+  });
 }
 
 void svd_exact(const double* a, int64_t m, int64_t n, int64_t k, SvdResult* out) {

@@ -2,6 +2,7 @@
 // names the line and column; every loop is bounded by the text or by GbnfLimits.
 #include "gbnf.h"
 
+#include <algorithm>
 #include <unordered_map>
 
 namespace llmserve {
@@ -373,17 +374,12 @@ void grammar_start_graph(const Grammar& g, std::vector<bool>* nullable_out,
   }
 }
 
-namespace {
-
-// Left recursion (a rule that can reach itself without consuming a character) would make the
-// matcher's expansion loop forever: refuse it.
-Status check_left_recursion(const Grammar& g) {
-  const size_t n = g.rules.size();
-  std::vector<bool> nullable;
-  std::vector<std::vector<uint32_t>> first;
-  grammar_start_graph(g, &nullable, &first);
+int64_t longest_start_chain(const std::vector<std::vector<uint32_t>>& first, uint32_t* cycle_rule) {
+  const size_t n = first.size();
+  std::vector<int64_t> len(n, -1);
   std::vector<uint8_t> color(n, 0);  // 0 new, 1 on the stack, 2 done
   std::vector<std::pair<uint32_t, size_t>> st;
+  int64_t best = 0;
   for (uint32_t s0 = 0; s0 < n; ++s0) {
     if (color[s0]) continue;
     st.push_back({s0, 0});
@@ -391,22 +387,41 @@ Status check_left_recursion(const Grammar& g) {
     while (!st.empty()) {
       auto& [r, i] = st.back();
       if (i < first[r].size()) {
-        uint32_t t = first[r][i++];
-        if (color[t] == 1)
-          return make_error(Code::Grammar,
-                            "Grammar: rule `" + g.names[t] +
-                                "` is left-recursive (it can reach itself without matching a character); "
-                                "rewrite it with repetition, e.g. `list ::= item (\",\" item)*`.");
+        const uint32_t t = first[r][i++];
+        if (color[t] == 1) {
+          if (cycle_rule) *cycle_rule = t;
+          return -1;
+        }
         if (color[t] == 0) {
           color[t] = 1;
           st.push_back({t, 0});
         }
-      } else {
-        color[r] = 2;
-        st.pop_back();
+        continue;
       }
+      int64_t l = 0;
+      for (uint32_t t : first[r]) l = std::max(l, len[t] + 1);
+      len[r] = l;
+      best = std::max(best, l);
+      color[r] = 2;
+      st.pop_back();
     }
   }
+  return best;
+}
+
+namespace {
+
+// Left recursion (a rule that can reach itself without consuming a character) would make the
+// matcher's expansion loop forever: refuse it.
+Status check_left_recursion(const Grammar& g) {
+  std::vector<bool> nullable;
+  std::vector<std::vector<uint32_t>> first;
+  grammar_start_graph(g, &nullable, &first);
+  uint32_t t = 0;
+  if (longest_start_chain(first, &t) < 0)
+    return make_error(Code::Grammar, "Grammar: rule `" + g.names[t] +
+                                         "` is left-recursive (it can reach itself without matching a character); "
+                                         "rewrite it with repetition, e.g. `list ::= item (\",\" item)*`.");
   return Status::ok();
 }
 

@@ -64,6 +64,12 @@ Status parse_gbnf(std::string_view text, const GbnfLimits& limits, std::shared_p
 // before any character is matched). parse_gbnf refuses cycles in it (left recursion).
 void grammar_start_graph(const Grammar& g, std::vector<bool>* nullable, std::vector<std::vector<uint32_t>>* first);
 
+// The longest path (in edges) of the "can start" graph `first`, walked in iterative post-order (a
+// deep grammar cannot overflow the C++ stack); -1 when it has a cycle, with *cycle_rule (optional)
+// set to the first rule found reaching itself. parse_gbnf refuses a cycle; the mask cache bounds
+// its refinement by the length.
+int64_t longest_start_chain(const std::vector<std::vector<uint32_t>>& first, uint32_t* cycle_rule = nullptr);
+
 // Does `e` (a Char/CharNot/CharAny element) accept code point cp? *next: the element after the set.
 bool gelem_match(const GElem* e, uint32_t cp, const GElem** next);
 // Could the set at `e` accept some code point in [lo, hi]? (Partial UTF-8: the bytes seen so far

@@ -12,43 +12,6 @@ namespace llmserve {
 
 static_assert(std::endian::native == std::endian::little, "lookup() reads the bitset's words as bytes");
 
-namespace {
-// Longest path (in edges) from each rule of the "can start" graph, a DAG (parse_gbnf refuses
-// cycles). Iterative post-order so a deep grammar cannot overflow the C++ stack. -1: a cycle
-// (a grammar not from parse_gbnf); the caller then skips the refinement.
-int64_t longest_start_chain(const std::vector<std::vector<uint32_t>>& first) {
-  const size_t n = first.size();
-  std::vector<int64_t> len(n, -1);
-  std::vector<uint8_t> color(n, 0);
-  std::vector<std::pair<uint32_t, size_t>> st;
-  int64_t best = 0;
-  for (uint32_t s0 = 0; s0 < n; ++s0) {
-    if (color[s0]) continue;
-    st.push_back({s0, 0});
-    color[s0] = 1;
-    while (!st.empty()) {
-      auto& [r, i] = st.back();
-      if (i < first[r].size()) {
-        const uint32_t t = first[r][i++];
-        if (color[t] == 1) return -1;
-        if (color[t] == 0) {
-          color[t] = 1;
-          st.push_back({t, 0});
-        }
-        continue;
-      }
-      int64_t l = 0;
-      for (uint32_t t : first[r]) l = std::max(l, len[t] + 1);
-      len[r] = l;
-      best = std::max(best, l);
-      color[r] = 2;
-      st.pop_back();
-    }
-  }
-  return best;
-}
-}  // namespace
-
 GrammarMasks::GrammarMasks(std::shared_ptr<const Grammar> g, std::shared_ptr<const TokenTrie> trie, size_t cache_bytes)
     : g_(std::move(g)), trie_(std::move(trie)), cap_(cache_bytes) {
   refine();
