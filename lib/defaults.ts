@@ -82,6 +82,7 @@ export const LOAD_DEFAULTS = {
   kvBlockSize: 16,
   maxBatchTokens: 512,
   prefillChunk: 128,
+  targetStepMs: 0,
   maxSequences: 64,
   maxQueue: 1024,
   prefixCache: true,

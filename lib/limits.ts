@@ -59,6 +59,7 @@ export const LOAD_LIMITS = {
   kvBlockSize: int(1, 4096),
   maxBatchTokens: int(1, 1 << 20),
   prefillChunk: int(0, 1 << 20),
+  targetStepMs: num(0, 60000),
   maxSequences: int(1, 1 << 16),
   maxQueue: int(1, 1 << 24),
 } as const satisfies Record<string, Limit>;

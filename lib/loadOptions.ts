@@ -46,6 +46,15 @@ export interface LoadOptions {
    * keep a low inter-token latency; a step with nothing generating uses all of maxBatchTokens.
    */
   prefillChunk?: number;
+  /**
+   * Dynamic batching (default 0 = off): a latency target in milliseconds for a step while requests
+   * are generating. The engine fits each step's cost (ms per token and per sampled sequence, from
+   * the steps it ran) and gives a step only as many prompt tokens as fit the target next to the
+   * decode tokens, in place of prefillChunk, so inter-token latency holds while long prompts arrive
+   * (prefillChunk applies until the fit has seen prompt chunks of several sizes). The fit is in
+   * {@link ModelStats.stepMsPerToken} and friends.
+   */
+  targetStepMs?: number;
   /** Most sequences running at once (default 64). */
   maxSequences?: number;
   /** Most requests waiting before generate() throws ERR_QUEUE_FULL (default 1024). */
@@ -128,6 +137,7 @@ export function resolveLoadOptions(options: unknown): {
     "responseCacheBytes",
     "repack",
     "prefillChunk",
+    "targetStepMs",
     "maxAdapters",
     "adapterType",
     "onProgress",
@@ -155,6 +165,8 @@ export function resolveLoadOptions(options: unknown): {
       "static",
     repack: o.repack === undefined ? D.repack : checkBool("repack", o.repack),
     prefillChunk: int("prefillChunk"),
+    targetStepMs:
+      o.targetStepMs === undefined ? D.targetStepMs : checkLimit("targetStepMs", o.targetStepMs, L.targetStepMs),
     adapterType:
       o.adapterType === undefined
         ? D.adapterType

@@ -77,6 +77,7 @@ export interface NativeModelOptions {
   prefixCache: boolean;
   staticBatching: boolean;
   prefillChunk: number;
+  targetStepMs: number;
   repack: boolean;
   adapterType: "file" | "q8_0";
 }
@@ -121,6 +122,14 @@ export interface NativeStats {
   evalSequences: number;
   /** Forward passes those took: texts that arrive together share a pass (see {@link Model.embed}). */
   evalPasses: number;
+  /** Steps whose prompt tokens the dynamic batching policy chose (LoadOptions.targetStepMs). */
+  dynamicSteps: number;
+  /** The fitted step cost: ms per step ≈ stepMsBase + stepMsPerToken·tokens + stepMsPerRow·sampled sequences. */
+  stepMsBase: number;
+  /** See {@link NativeStats.stepMsBase}. */
+  stepMsPerToken: number;
+  /** See {@link NativeStats.stepMsBase}. */
+  stepMsPerRow: number;
   /** Sequences running now. */
   running: number;
   /** Requests queued, not yet running. */
@@ -206,6 +215,8 @@ export interface NativeModelInfo {
   maxBatchTokens: number;
   /** Most prompt tokens per step while other requests generate (0 = no separate limit). */
   prefillChunk: number;
+  /** The dynamic batching latency target in ms (0 = off; see LoadOptions.targetStepMs). */
+  targetStepMs: number;
   /** Most sequences running at once. */
   maxSequences: number;
   /** SIMD kernel family in use (`"avx512"`, `"avx2"` or `"scalar"`). */

@@ -28,6 +28,7 @@ interface ServeCliOpts {
   kvType?: "f16" | "f32" | "q8_0";
   maxBatchTokens?: number;
   prefillChunk?: number;
+  targetStepMs?: number;
   repack: boolean;
   adapterType?: "file" | "q8_0";
   modelName?: string;
@@ -51,6 +52,7 @@ async function runServe(o: ServeCliOpts): Promise<void> {
     kvType: o.kvType,
     maxBatchTokens: o.maxBatchTokens,
     prefillChunk: o.prefillChunk,
+    targetStepMs: o.targetStepMs,
     repack: o.repack,
     maxAdapters: o.maxAdapters,
     adapterType: o.adapterType,
@@ -165,6 +167,11 @@ export function registerServe(program: Command): void {
       "--prefill-chunk <n>",
       `most prompt tokens per step while others generate (default ${L.prefillChunk}; 0 = no limit)`,
       int("--prefill-chunk"),
+    )
+    .option(
+      "--target-step-ms <ms>",
+      "dynamic batching: a step latency target while requests generate; prompt tokens per step follow the measured step cost instead of --prefill-chunk (default 0 = off)",
+      float("--target-step-ms"),
     )
     .option("--no-repack", "serve weights from the file mapping instead of repacking them at load")
     .option("--model-name <name>", "model id clients pass as `model` (default: the file name)")

@@ -78,6 +78,7 @@ Napi::Object info_to_js(Napi::Env env, Engine& engine) {
   o.Set("kvBlockSize", e->options().block_size);
   o.Set("maxBatchTokens", Napi::Number::New(env, (double)e->options().max_batch_tokens));
   o.Set("prefillChunk", Napi::Number::New(env, (double)e->options().prefill_chunk));
+  o.Set("targetStepMs", e->options().target_step_ms);
   o.Set("maxSequences", Napi::Number::New(env, (double)e->options().max_sequences));
   o.Set("kernels", kernel_isa());
   o.Set("kvType", type_traits(e->kv_type()).name);
@@ -116,6 +117,10 @@ Napi::Object stats_to_js(Napi::Env env, const EngineStats& s) {
   set("prefixHits", s.prefix_hits);
   set("evalSequences", s.eval_sequences);
   set("evalPasses", s.eval_passes);
+  set("dynamicSteps", s.dynamic_steps);
+  o.Set("stepMsBase", s.step_ms_base);
+  o.Set("stepMsPerToken", s.step_ms_per_token);
+  o.Set("stepMsPerRow", s.step_ms_per_row);
   set("running", s.running);
   set("waiting", s.waiting);
   set("sessions", s.sessions);

@@ -446,6 +446,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   opts.block_size = get_number<int32_t, L::kKvBlockSize>(o);
   opts.max_batch_tokens = get_number<int64_t, L::kMaxBatchTokens>(o);
   opts.prefill_chunk = get_number<int64_t, L::kPrefillChunk>(o);
+  opts.target_step_ms = get_number<double, L::kTargetStepMs>(o);
   opts.max_sequences = get_number<int64_t, L::kMaxSequences>(o);
   opts.max_queue = get_number<int64_t, L::kMaxQueue>(o);
   opts.prefix_cache = get_bool(o, "prefixCache");
@@ -481,6 +482,7 @@ void init_model(Napi::Env env, Napi::Object exports) {
   load.Set("kvBlockSize", e.block_size);
   load.Set("maxBatchTokens", Napi::Number::New(env, (double)e.max_batch_tokens));
   load.Set("prefillChunk", Napi::Number::New(env, (double)e.prefill_chunk));
+  load.Set("targetStepMs", e.target_step_ms);
   load.Set("maxSequences", Napi::Number::New(env, (double)e.max_sequences));
   load.Set("maxQueue", Napi::Number::New(env, (double)e.max_queue));
   load.Set("prefixCache", e.prefix_cache);

@@ -270,6 +270,44 @@ describe("batch invariance", () => {
     }
   });
 
+  it("targetStepMs: beside a generating request, the measured step cost sets the prompt chunks (same tokens)", async () => {
+    // The scheduler-level behaviour (steps within the target on a modelled cost) is in
+    // native/tests/test_step_cost.cpp; here: the option reaches the engine, the policy takes over
+    // once the fit has seen a prompt chunk, and the tokens stay each request's own.
+    const opts = { threads: 2, contextSize: 2048, kvCacheTokens: 4096, maxBatchTokens: 512, prefillChunk: 16 };
+    const solo = await Model.load(synthPath, opts);
+    const m = await Model.load(synthPath, { ...opts, targetStepMs: 5 });
+    try {
+      expect(m.info.targetStepMs).toBe(5);
+      const [a, b] = prompts(2, m.info.nVocab, 43);
+      const long = [...b, ...Array.from({ length: 400 }, (_, i) => 3 + ((i * 31) % 500))];
+      const soloA = (await collect(solo.generate({ tokens: a }, { ...greedy, maxTokens: 1000 }))).tokens;
+      const soloB = (await collect(solo.generate({ tokens: long }, { ...greedy, maxTokens: 4 }))).tokens;
+      let startB!: () => void;
+      const bStarted = new Promise<void>((r) => (startB = r));
+      const ra = collect(m.generate({ tokens: a }, { ...greedy, maxTokens: 1000 }), (_c, n) => n >= 2 && startB());
+      await bStarted;
+      const rb = await collect(m.generate({ tokens: long }, { ...greedy, maxTokens: 4 }));
+      expect((await ra).tokens).toEqual(soloA);
+      expect(rb.tokens).toEqual(soloB);
+      const s = m.stats();
+      expect(s.dynamicSteps).toBeGreaterThan(0);
+      expect(s.stepMsPerToken).toBeGreaterThan(0);
+      expect(solo.stats().dynamicSteps).toBe(0);
+    } finally {
+      await solo.dispose();
+      await m.dispose();
+    }
+  });
+
+  it("targetStepMs outside [0, 60000] is a typed error", async () => {
+    for (const bad of [-1, 60001, Number.NaN, "5"]) {
+      await expect(Model.load(synthPath, { targetStepMs: bad as number })).rejects.toMatchObject({
+        code: "ERR_INVALID_ARGUMENT",
+      });
+    }
+  });
+
   it("static batching: no request joins a running batch, batches are formed, same tokens", async () => {
     // A runs long; B, C, D arrive once A has its first token. Continuous batching admits them beside
     // A; static batching only once A's batch has finished, and then as one batch of three.

@@ -44,6 +44,7 @@ const loadOpts: NativeModelOptions = {
   prefixCache: true,
   staticBatching: false,
   prefillChunk: 32,
+  targetStepMs: 0,
   repack: true,
   adapterType: "file",
 };
