@@ -52,6 +52,8 @@ describe.runIf(existsSync(join(repoRoot, "dist", "server", "index.js")))("llmser
         "256",
         "--prefill-chunk",
         "32",
+        "--target-step-ms",
+        "7.5",
         "--kv-type",
         "f32",
         "--no-repack",
