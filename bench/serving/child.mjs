@@ -133,6 +133,7 @@ async function llmserveServe(job) {
     maxSequences: job.maxSequences,
     prefixCache: true,
     batching: job.batching,
+    targetStepMs: job.targetStepMs ?? 0,
   };
   const { model, loadMs } = await llmserveLoad(job, opts);
   try {

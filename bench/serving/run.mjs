@@ -51,6 +51,7 @@ const LABEL = {
   llamacpp: "node-llama-cpp",
   continuous: "llmserve continuous",
   static: "llmserve static",
+  dynamic: "llmserve dynamic",
 };
 
 const HELP = `Usage: node bench/serving/run.mjs [options]   (or: npm run bench:serving -- [options])
@@ -58,7 +59,9 @@ const HELP = `Usage: node bench/serving/run.mjs [options]   (or: npm run bench:s
   --quick               smoke check (~2 min on 2 cores): streams 1,4,8 x 16 tokens; 8 requests,
                         64-token system prompt, 16-64 user tokens, 8-16 output tokens, rate 4/s
   --only <list>         comma-separated parts and/or engines: decode, serving, llmserve, llamacpp,
-                        continuous, static (e.g. --only serving,llmserve)
+                        continuous, static, dynamic (e.g. --only serving,llmserve)
+  --target-step-ms <ms> adds the "dynamic" serving mode: continuous batching with targetStepMs
+                        (prompt tokens per step from the measured step cost; compare ITL p99)
   --threads <n>         compute threads for both engines (default 2)
   --rate <r>            serving arrival rate in requests/s (Poisson; "inf" = all at t=0; default 0.5)
   --requests <n>        serving requests (default 64)
@@ -96,6 +99,7 @@ function parseOptions() {
       "max-batch-tokens": { type: "string" },
       "max-sequences": { type: "string" },
       "sample-ms": { type: "string" },
+      "target-step-ms": { type: "string" },
     },
     HELP,
     die,
@@ -114,7 +118,7 @@ function parseOptions() {
     rate = p.rate === "inf" ? Infinity : Number(p.rate);
     if (!(rate > 0)) die(`Expected a positive number or "inf" for --rate but received ${JSON.stringify(p.rate)}`);
   }
-  const ONLY = ["decode", "serving", "llmserve", "llamacpp", "continuous", "static"];
+  const ONLY = ["decode", "serving", "llmserve", "llamacpp", "continuous", "static", "dynamic"];
   const only = (p.only ?? "")
     .split(",")
     .map((s) => s.trim())
@@ -123,7 +127,14 @@ function parseOptions() {
     if (!ONLY.includes(o)) die(`Expected items of ${ONLY.join(", ")} for --only but received ${JSON.stringify(o)}`);
   const parts = only.filter((o) => o === "decode" || o === "serving");
   const engines = only.filter((o) => o === "llmserve" || o === "llamacpp");
-  const modes = only.filter((o) => o === "continuous" || o === "static");
+  const modes = only.filter((o) => o === "continuous" || o === "static" || o === "dynamic");
+  let targetStepMs;
+  if (p["target-step-ms"] !== undefined) {
+    targetStepMs = Number(p["target-step-ms"]);
+    if (!(targetStepMs > 0 && targetStepMs <= 60000))
+      die(`Expected a number in (0, 60000] for --target-step-ms but received ${JSON.stringify(p["target-step-ms"])}`);
+  }
+  if (modes.includes("dynamic") && targetStepMs === undefined) die("the dynamic mode needs --target-step-ms <ms>");
   if (modes.length && !engines.includes("llmserve")) engines.push("llmserve");
   let concurrency = quick ? [1, 4, 8] : [1, 4, 8, 16, 32];
   if (p.concurrency !== undefined) {
@@ -135,7 +146,8 @@ function parseOptions() {
     quick,
     parts: parts.length ? parts : ["decode", "serving"],
     engines: engines.length ? engines : ["llmserve", "llamacpp"],
-    modes: modes.length ? modes : ["continuous", "static"],
+    modes: modes.length ? modes : ["continuous", "static", ...(targetStepMs ? ["dynamic"] : [])],
+    targetStepMs,
     threads: int("threads", p.threads, 2, 1),
     rate,
     requests: int("requests", p.requests, quick ? 8 : 64, 1),
@@ -367,7 +379,7 @@ async function main() {
     const childS = (Date.now() - t0) / 1000;
     const run = {
       label,
-      job: { task: job.task, engine: job.engine, batching: job.batching },
+      job: { task: job.task, engine: job.engine, batching: job.batching, targetStepMs: job.targetStepMs },
       addonBuilt,
       cpuBusyBefore: busyBefore,
       loadAvg1m: os.loadavg()[0],
@@ -410,13 +422,20 @@ async function main() {
   if (opts.parts.includes("serving")) {
     const configs = [];
     if (opts.engines.includes("llmserve"))
-      for (const m of opts.modes) configs.push({ key: m, engine: "llmserve", batching: m });
+      for (const m of opts.modes)
+        configs.push({
+          key: m,
+          engine: "llmserve",
+          batching: m === "dynamic" ? "continuous" : m,
+          targetStepMs: m === "dynamic" ? opts.targetStepMs : 0,
+        });
     if (opts.engines.includes("llamacpp")) configs.push({ key: "llamacpp", engine: "llamacpp" });
     for (const c of configs) {
       const run = await launch(`serving ${LABEL[c.key]}`, {
         task: "serve",
         engine: c.engine,
         batching: c.batching,
+        targetStepMs: c.targetStepMs,
         workload,
         kvTokens: opts.kvTokens,
         maxSequences: opts.maxSequences,
@@ -505,6 +524,18 @@ async function main() {
       console.log(
         `\ncontinuous / static (the seed's claim, measured): throughput ${f(ratios.serving.continuousOverStatic.throughput)}x, ` +
           `TTFT p50 ${f(ratios.serving.continuousOverStatic.ttftP50)}x lower`,
+      );
+    }
+    if (serving.continuous && serving.dynamic) {
+      ratios.serving.dynamicOverContinuous = {
+        throughput: serving.dynamic.throughput / serving.continuous.throughput,
+        itlP99: serving.continuous.itlP99 / serving.dynamic.itlP99,
+        ttftP50: serving.continuous.ttftP50 / serving.dynamic.ttftP50,
+      };
+      const r = ratios.serving.dynamicOverContinuous;
+      console.log(
+        `dynamic (targetStepMs ${opts.targetStepMs}) / continuous (prefillChunk fixed): throughput ${f(r.throughput)}x, ` +
+          `ITL p99 ${f(r.itlP99)}x lower, TTFT p50 ${f(r.ttftP50)}x lower`,
       );
     }
     if (serving.continuous && serving.llamacpp) {
