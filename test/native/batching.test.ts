@@ -243,24 +243,33 @@ describe("batch invariance", () => {
     }
   });
 
+  /**
+   * A generates 1000 tokens on m; once it has two, B (a prompt plus `extra` tokens) arrives and
+   * runs beside it. Both must equal their runs alone on `solo`. Returns B's prompt length.
+   */
+  async function longPromptBesideGenerating(solo: Model, m: Model, seed: number, extra: number) {
+    const [a, b] = prompts(2, m.info.nVocab, seed);
+    const long = [...b, ...Array.from({ length: extra }, (_, i) => 3 + ((i * 37) % 500))];
+    const soloA = (await collect(solo.generate({ tokens: a }, { ...greedy, maxTokens: 1000 }))).tokens;
+    const soloB = (await collect(solo.generate({ tokens: long }, { ...greedy, maxTokens: 4 }))).tokens;
+    let startB!: () => void;
+    const bStarted = new Promise<void>((r) => (startB = r));
+    const ra = collect(m.generate({ tokens: a }, { ...greedy, maxTokens: 1000 }), (_c, n) => n >= 2 && startB());
+    await bStarted;
+    const rb = await collect(m.generate({ tokens: long }, { ...greedy, maxTokens: 4 }));
+    expect((await ra).tokens).toEqual(soloA);
+    expect(rb.tokens).toEqual(soloB);
+    return long.length;
+  }
+
   it("while a request generates, prompts arrive in chunks of at most prefillChunk tokens (same tokens)", async () => {
     // A generates long enough (1000 tokens) that B's whole prompt arrives while A still runs.
     const opts = { threads: 2, contextSize: 2048, kvCacheTokens: 4096, maxBatchTokens: 512, prefillChunk: 16 };
     const solo = await Model.load(synthPath, opts);
     const m = await Model.load(synthPath, opts);
     try {
-      const [a, b] = prompts(2, m.info.nVocab, 41);
-      const long = [...b, ...Array.from({ length: 150 }, (_, i) => 3 + ((i * 37) % 500))];
-      const soloA = (await collect(solo.generate({ tokens: a }, { ...greedy, maxTokens: 1000 }))).tokens;
-      const soloB = (await collect(solo.generate({ tokens: long }, { ...greedy, maxTokens: 4 }))).tokens;
-      expect(solo.stats().maxBatchTokensSeen).toBe(long.length); // alone, a prompt fills one step
-      let startB!: () => void;
-      const bStarted = new Promise<void>((r) => (startB = r));
-      const ra = collect(m.generate({ tokens: a }, { ...greedy, maxTokens: 1000 }), (_c, n) => n >= 2 && startB());
-      await bStarted;
-      const rb = await collect(m.generate({ tokens: long }, { ...greedy, maxTokens: 4 }));
-      expect((await ra).tokens).toEqual(soloA);
-      expect(rb.tokens).toEqual(soloB);
+      const long = await longPromptBesideGenerating(solo, m, 41, 150);
+      expect(solo.stats().maxBatchTokensSeen).toBe(long); // alone, a prompt fills one step
       // Beside a generating request, a step takes its decode token + at most 16 prompt tokens.
       expect(m.stats().maxBatchTokensSeen).toBeLessThanOrEqual(17);
       expect(m.info.prefillChunk).toBe(16);
@@ -279,17 +288,7 @@ describe("batch invariance", () => {
     const m = await Model.load(synthPath, { ...opts, targetStepMs: 5 });
     try {
       expect(m.info.targetStepMs).toBe(5);
-      const [a, b] = prompts(2, m.info.nVocab, 43);
-      const long = [...b, ...Array.from({ length: 400 }, (_, i) => 3 + ((i * 31) % 500))];
-      const soloA = (await collect(solo.generate({ tokens: a }, { ...greedy, maxTokens: 1000 }))).tokens;
-      const soloB = (await collect(solo.generate({ tokens: long }, { ...greedy, maxTokens: 4 }))).tokens;
-      let startB!: () => void;
-      const bStarted = new Promise<void>((r) => (startB = r));
-      const ra = collect(m.generate({ tokens: a }, { ...greedy, maxTokens: 1000 }), (_c, n) => n >= 2 && startB());
-      await bStarted;
-      const rb = await collect(m.generate({ tokens: long }, { ...greedy, maxTokens: 4 }));
-      expect((await ra).tokens).toEqual(soloA);
-      expect(rb.tokens).toEqual(soloB);
+      await longPromptBesideGenerating(solo, m, 43, 400);
       const s = m.stats();
       expect(s.dynamicSteps).toBeGreaterThan(0);
       expect(s.stepMsPerToken).toBeGreaterThan(0);
