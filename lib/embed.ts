@@ -49,6 +49,39 @@ export function resolveEmbedOptions(options: unknown): ResolvedEmbedOptions {
   return { pooling, normalize, signal: o.signal as AbortSignal | undefined };
 }
 
+/**
+ * @internal Model.embed's input as token sequences: a string or an array of strings and token id
+ * arrays; texts tokenized (with BOS as the vocabulary asks) off the event loop when long. Errors:
+ * ERR_INVALID_ARGUMENT (not an array, an empty text or token array), ERR_CONTEXT_OVERFLOW.
+ */
+export async function embedInputs(
+  input: unknown,
+  contextSize: number,
+  tokenizeText: (text: string) => number[] | Promise<number[]>,
+  checkIds: (ids: number[]) => number[],
+): Promise<number[][]> {
+  const items = typeof input === "string" ? [input] : input;
+  if (!Array.isArray(items))
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      "Expected a string or an array of strings (or token id arrays) for embed input",
+    );
+  return Promise.all(
+    items.map(async (it, i) => {
+      if (typeof it === "string" && it.length === 0)
+        throw new LlmserveError("ERR_INVALID_ARGUMENT", `embed input ${i} is an empty string; give it some text`);
+      const t = typeof it === "string" ? await tokenizeText(it) : checkIds(it as number[]);
+      if (t.length === 0) throw new LlmserveError("ERR_INVALID_ARGUMENT", `embed input ${i} has no tokens`);
+      if (t.length > contextSize)
+        throw new LlmserveError(
+          "ERR_CONTEXT_OVERFLOW",
+          `embed input ${i} has ${t.length} tokens but the context holds ${contextSize}; shorten it or load the model with a larger contextSize.`,
+        );
+      return t;
+    }),
+  );
+}
+
 /** @internal Pooled vectors by token ids and pooling; LRU within a byte budget. */
 export class EmbeddingCache {
   private readonly map = new Map<string, Float32Array>(); // insertion order = LRU order

@@ -24,7 +24,7 @@ import { ResponseCache } from "./responseCache.js";
 import { Session, type SessionOptions } from "./session.js";
 import { OFFTHREAD_MIN_CHARS, Tokenizer } from "./tokenizer/index.js";
 import { ADAPTER_DEFAULTS, EMBED_DEFAULTS, randomSeed } from "./defaults.js";
-import { EmbeddingCache, embedTokens, resolveEmbedOptions, type EmbedOptions } from "./embed.js";
+import { EmbeddingCache, embedInputs, embedTokens, resolveEmbedOptions, type EmbedOptions } from "./embed.js";
 import { LORA_LIMITS } from "./limits.js";
 import {
   checkAdapterName,
@@ -596,29 +596,11 @@ export class Model {
     options: EmbedOptions = {},
   ): Promise<Float32Array[]> {
     const o = resolveEmbedOptions(options);
-    const items = typeof input === "string" ? [input] : input;
-    if (!Array.isArray(items))
-      throw new LlmserveError(
-        "ERR_INVALID_ARGUMENT",
-        "Expected a string or an array of strings (or token id arrays) for embed input",
-      );
-    const n = this.nativeInfo.contextSize;
-    const seqs = await Promise.all(
-      items.map(async (it, i) => {
-        if (typeof it === "string" && it.length === 0)
-          throw new LlmserveError("ERR_INVALID_ARGUMENT", `embed input ${i} is an empty string; give it some text`);
-        const t =
-          typeof it === "string"
-            ? await this.promptTokensAsync(it, true, false)
-            : this.promptTokens({ tokens: it as number[] }, false, false);
-        if (t.length === 0) throw new LlmserveError("ERR_INVALID_ARGUMENT", `embed input ${i} has no tokens`);
-        if (t.length > n)
-          throw new LlmserveError(
-            "ERR_CONTEXT_OVERFLOW",
-            `embed input ${i} has ${t.length} tokens but the context holds ${n}; shorten it or load the model with a larger contextSize.`,
-          );
-        return t;
-      }),
+    const seqs = await embedInputs(
+      input,
+      this.nativeInfo.contextSize,
+      (text) => this.promptTokensAsync(text, true, false),
+      (ids) => this.promptTokens({ tokens: ids }, false, false),
     );
     return embedTokens(() => this.live(), this.embeddings, seqs, o);
   }
