@@ -8,13 +8,16 @@
  * - At 50% the matrices are expanded to dense at load (info.csrDenseMatrices): then the file runs
  *   exactly the dense file's f16 rows on the same kernels, so its tokens equal the dense file's.
  * - `llmserve info` shows each CSR matrix's density and what runs it, and that llama.cpp cannot load the file.
+ * - On the trained fixture (f32 weights, rounded to f16 by CSR): 90% CSR against the dense 90% file
+ *   (KL and top-1 over a text), and against the original: quality monotone in the ratio.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { type CompressOptions, compress, Model } from "../../lib/index.js";
-import { repoRoot, synthModel, tmpRoot } from "../helpers.js";
+import { writeFileSync } from "node:fs";
+import { type CompressOptions, compress, evaluatePerplexity, Model } from "../../lib/index.js";
+import { fixture, haveFixtures, repoRoot, synthModel, tmpRoot } from "../helpers.js";
 
 const out = (n: string) => join(tmpRoot, `csr-${n}-${process.pid}.gguf`);
 const PROMPT = [1, 17, 42, 99, 5, 64, 3, 120];
@@ -108,4 +111,44 @@ describe("compress --format csr", () => {
       expect(existsSync(out("cli-bad"))).toBe(false);
     },
   );
+});
+
+describe.skipIf(!haveFixtures)("compress --format csr on the trained fixture (aidreams260K)", () => {
+  const src = fixture("models", "aidreams260K.gguf");
+  const text = join(tmpRoot, `csr-text-${process.pid}.txt`);
+  beforeAll(() => {
+    const para =
+      "I dream of gradients that flow like rivers through the hidden layers. Each weight trembles, then settles.\n" +
+      "Numbers whisper softly. Attention drifts across the tokens, gathering meaning from the shadows of the data.\n";
+    writeFileSync(text, para.repeat(8));
+  });
+
+  async function klAgainst(path: string, reference: string): Promise<{ kl: number; top1: number }> {
+    const ref = await Model.load(reference, { threads: 1, contextSize: 128 });
+    const m = await Model.load(path, { threads: 1, contextSize: 128 });
+    try {
+      const r = await evaluatePerplexity(m, { file: text }, { ctx: 128, reference: ref });
+      if (!r.reference) throw new Error("no reference statistics");
+      return { kl: r.reference.kl.mean, top1: r.reference.top1 };
+    } finally {
+      await m.dispose();
+      await ref.dispose();
+    }
+  }
+
+  it("90% CSR runs like the dense 90% file; quality against the original is monotone in the ratio", async () => {
+    await compress(src, out("fx-d90"), { prune: 0.9, threads: 2 });
+    await compress(src, out("fx-c90"), { prune: 0.9, format: "csr", threads: 2 });
+    await compress(src, out("fx-c95"), { prune: 0.95, format: "csr", threads: 2 });
+    const same = await klAgainst(out("fx-c90"), out("fx-d90"));
+    console.log(`[csr] 90% csr vs 90% dense: KL ${same.kl.toExponential(3)}, top-1 ${(100 * same.top1).toFixed(1)}%`);
+    // Only the f16 rounding of the kept values (and f32 activations) differ.
+    expect(same.kl).toBeLessThan(1e-3);
+    expect(same.top1).toBeGreaterThan(0.97);
+    const q90 = await klAgainst(out("fx-c90"), src);
+    const q95 = await klAgainst(out("fx-c95"), src);
+    console.log(`[csr] vs original: 90% KL ${q90.kl.toExponential(3)}, 95% KL ${q95.kl.toExponential(3)}`);
+    expect(q90.kl).toBeGreaterThan(0);
+    expect(q90.kl).toBeLessThan(q95.kl);
+  }, 60_000);
 });
