@@ -29,7 +29,7 @@ export const COMPRESS_FORMATS = ["dense", "sparse", "csr"] as const;
  * the dense kernels are faster there: native/core/model/csr.h's kCsrMaxDensity, measured by
  * bench/kernels (bench_matmul --csr).
  */
-export const CSR_MAX_DENSITY = 0.25;
+export const CSR_MAX_DENSITY = 0.2;
 
 /** How {@link compress} picks each factored matrix's rank: one rank for all, or by retained energy. */
 export type LowRankSpec =
@@ -70,7 +70,7 @@ export interface CompressOptions {
    * written into each tensor's own type, a file llama.cpp loads, no faster than the input.
    * `"csr"` (a ratio only): each pruned matrix in CSR (row pointers, i32 columns, f16 values;
    * docs/sparse-formats.md), 6 bytes per kept weight, run by llmserve's CSR kernels (expanded to
-   * dense at load when the matrix is denser than 25%, where CSR would be slower); llama.cpp cannot
+   * dense at load when the matrix is denser than 20%, where CSR would be slower); llama.cpp cannot
    * load such a file.
    */
   format?: "dense" | "sparse" | "csr";

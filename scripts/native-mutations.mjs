@@ -588,9 +588,9 @@ export const MUTATIONS = [
   {
     id: "csr-gemv-tail-drops-last",
     file: "native/core/model/csr_avx2.cpp",
-    find: "for (int j = 0; j < rem; ++j) c[j] = w.col[e + j]",
-    replace: "for (int j = 0; j + 1 < rem; ++j) c[j] = w.col[e + j]",
-    why: "CSR gather GEMV: the masked last step of a row loses its last entry (decode differs from the reference)",
+    find: "_mm256_cmpgt_epi32(_mm256_set1_epi32(rem), lane)",
+    replace: "_mm256_cmpgt_epi32(_mm256_set1_epi32(rem - 1), lane)",
+    why: "CSR AVX2 gather GEMV: the masked last step of a row loses its last entry (decode differs from the reference)",
   },
   {
     id: "csr-tile-output-wrong-tile",

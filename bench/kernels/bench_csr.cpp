@@ -132,8 +132,8 @@ int run_csr_bench(int argc, char** argv) {
       return 2;
     }
   std::printf("kernels : %s (CSR: %s)\n", isa_name(active_isa()),
-              active_isa() == Isa::Avx512 ? "gather GEMV, 16-token tiles"
-              : active_isa() == Isa::Avx2 ? "gather GEMV, 8-token tiles"
+              active_isa() == Isa::Avx512 ? "AVX-512 GEMV, 8/16/32-token tiles"
+              : active_isa() == Isa::Avx2 ? "AVX2 GEMV, 8-token tiles"
                                           : "scalar reference");
   std::printf("threads : %d   (dense = matmul() on f16 rows with the zeros; CSR = f16 values + i32 columns)\n",
               threads);

@@ -110,7 +110,7 @@ async function runCompress(input: string, output: string, o: CompressCliOpts): P
         : r.format === "sparse"
           ? "note: the pruned matrices are in llmserve's 2:4 sparse format: llmserve runs them faster, but llama.cpp CANNOT load this file (use --format dense for a llama.cpp-compatible one)\n"
           : r.format === "csr"
-            ? "note: the pruned matrices are in llmserve's CSR format (NAME.sp_ptr/.sp_col/.sp_val): llmserve runs them (as CSR up to 25% density, dense above), but llama.cpp CANNOT load this file (use --format dense for a llama.cpp-compatible one)\n"
+            ? "note: the pruned matrices are in llmserve's CSR format (NAME.sp_ptr/.sp_col/.sp_val): llmserve runs them (as CSR up to 20% density, dense above), but llama.cpp CANNOT load this file (use --format dense for a llama.cpp-compatible one)\n"
             : "note: the zeros are stored densely in each tensor's own type: llama.cpp and llmserve load the file alike, and it runs no faster than the input\n",
     );
     if (o.json) {

@@ -94,7 +94,7 @@ void with_kernels(const char* kernels, F fn) {
 
 }  // namespace
 
-// Every kernel (the gather GEMV, the 8- and 16-token tiles) directly against the reference:
+// Every kernel (the AVX2 and AVX-512 GEMVs, the 8-, 16- and 32-token tiles) directly against the reference:
 // bit-identical, since each keeps the reference's 8 lanes, fma order and reduction tree.
 TEST(csr_kernels_bit_identical_to_reference) {
   int cases = 0;
@@ -120,15 +120,21 @@ TEST(csr_kernels_bit_identical_to_reference) {
                 for (int64_t t = 0; t < n; ++t)
                   csr_gemv_avx2(w, x.data() + t * n_in, 0, n_out, b, acc, g.data() + t * ldy);
                 CHECK(std::memcmp(g.data(), ref.data(), ref.size() * 4) == 0);
-                for (const int64_t T : {int64_t{8}, int64_t{16}}) {
-                  if (T == 16 && !cpu_supports(Isa::Avx512)) continue;
+                if (cpu_supports(Isa::Avx512)) {
+                  g = got;
+                  for (int64_t t = 0; t < n; ++t)
+                    csr_gemv_avx512(w, x.data() + t * n_in, 0, n_out, b, acc, g.data() + t * ldy);
+                  CHECK(std::memcmp(g.data(), ref.data(), ref.size() * 4) == 0);
+                }
+                for (const int64_t T : {int64_t{8}, int64_t{16}, int64_t{32}}) {
+                  if (T > 8 && !cpu_supports(Isa::Avx512)) continue;
                   g = got;
                   std::vector<float> xt(static_cast<size_t>(n_in * T));
                   for (int64_t t0 = 0; t0 < n; t0 += T) {
                     const int64_t nt = std::min(T, n - t0);
                     csr_transpose_tile(x.data(), n_in, t0, nt, T, xt.data());
-                    (T == 8 ? csr_tile8_avx2 : csr_tile16_avx512)(w, xt.data(), nt, 0, n_out, b, acc,
-                                                                  g.data() + t0 * ldy, ldy);
+                    const CsrTileKernel k = T == 8 ? csr_tile8_avx2 : T == 16 ? csr_tile16_avx512 : csr_tile32_avx512;
+                    k(w, xt.data(), nt, 0, n_out, b, acc, g.data() + t0 * ldy, ldy);
                   }
                   CHECK(std::memcmp(g.data(), ref.data(), ref.size() * 4) == 0);
                 }
@@ -164,9 +170,9 @@ TEST(csr_reference_close_to_double) {
 }
 
 // csr_matmul on every ISA tier and 1-3 threads: bit-identical to the reference, and each token's
-// row the same whether it runs alone, in a batch of 37 (tile tails) or of 2 (the gather path).
+// row the same whether it runs alone, in a batch of 45 (tile tails) or of 2 (the GEMV path).
 TEST(csr_matmul_batch_and_thread_invariant) {
-  const int64_t n_in = 77, n_out = 53, n = 37;
+  const int64_t n_in = 77, n_out = 53, n = 45;  // 45: a 32-token tile and a partial one
   const Csr c = random_csr(n_in, n_out, 30, 11);
   const std::vector<float> x = random_x(n, n_in, 12);
   for (const bool f32 : {false, true}) {

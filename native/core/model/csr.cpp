@@ -31,6 +31,18 @@ void csr_gemm_ref(const CsrMatrix& w, const float* x, int64_t n, int64_t r0, int
   }
 }
 
+void csr_store_tile(const float* out, int64_t rows, int64_t T, int64_t nt, int64_t r0, const float* bias,
+                    bool accumulate, float* y, int64_t ldy) {
+  for (int64_t j = 0; j < nt; ++j) {
+    float* yj = y + j * ldy + r0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float s = out[r * T + j];
+      yj[r] = accumulate ? yj[r] + s : s;
+      if (bias) yj[r] += bias[r0 + r];
+    }
+  }
+}
+
 void csr_transpose_tile(const float* x, int64_t n_in, int64_t t0, int64_t nt, int64_t T, float* xt) {
   // Columns in blocks so each token row is read in cache-line runs and each xt row written whole.
   constexpr int64_t kBlock = 64;
@@ -78,16 +90,22 @@ void csr_gemv_avx2(const CsrMatrix& w, const float* x, int64_t r0, int64_t r1, c
                    float* y) {
   csr_gemm_ref(w, x, 1, r0, r1, bias, accumulate, y, w.n_out);
 }
+void csr_gemv_avx512(const CsrMatrix& w, const float* x, int64_t r0, int64_t r1, const float* bias, bool accumulate,
+                     float* y) {
+  csr_gemm_ref(w, x, 1, r0, r1, bias, accumulate, y, w.n_out);
+}
 void csr_tile8_avx2(const CsrMatrix&, const float*, int64_t, int64_t, int64_t, const float*, bool, float*, int64_t) {}
 void csr_tile16_avx512(const CsrMatrix&, const float*, int64_t, int64_t, int64_t, const float*, bool, float*, int64_t) {
+}
+void csr_tile32_avx512(const CsrMatrix&, const float*, int64_t, int64_t, int64_t, const float*, bool, float*, int64_t) {
 }
 #endif
 
 void csr_matmul(const CsrMatrix& w, const float* x, int64_t n, const float* bias, bool accumulate, float* y,
                 int64_t ldy, ThreadPool& pool) {
   if (n <= 0 || w.n_out <= 0) return;
-  constexpr int64_t kRows = 16;          // rows per work item
-  constexpr int64_t kMinWork = 1 << 15;  // multiply-adds below which a chunk is not split further
+  constexpr int64_t kRows = kCsrTileRows;  // rows per work item
+  constexpr int64_t kMinWork = 1 << 12;    // multiply-adds below which a chunk is not split further
   const int64_t tiles = (w.n_out + kRows - 1) / kRows;
   const int64_t tile_work = std::max<int64_t>(1, w.nnz() * kRows / std::max<int64_t>(1, w.n_out) * n);
   const int64_t grain = std::max<int64_t>(1, kMinWork / tile_work);
@@ -110,20 +128,22 @@ void csr_matmul(const CsrMatrix& w, const float* x, int64_t n, const float* bias
     return;
   }
   if (n < kCsrTileMinTokens) {
+    const CsrGemvKernel gemv = isa == Isa::Avx512 ? csr_gemv_avx512 : csr_gemv_avx2;
     pool.parallel_for(
         tiles,
         [&](int64_t b, int64_t e) {
           for (int64_t tile = b; tile < e; ++tile) {
             int64_t r0, r1;
             rows_of(tile, &r0, &r1);
-            for (int64_t t = 0; t < n; ++t) csr_gemv_avx2(w, x + t * w.n_in, r0, r1, bias, accumulate, y + t * ldy);
+            for (int64_t t = 0; t < n; ++t) gemv(w, x + t * w.n_in, r0, r1, bias, accumulate, y + t * ldy);
           }
         },
         grain);
     return;
   }
-  const int64_t T = isa == Isa::Avx512 ? 16 : 8;
-  const CsrTileKernel kernel = isa == Isa::Avx512 ? csr_tile16_avx512 : csr_tile8_avx2;
+  // The widest tile the batch fills (the AVX2 8-token tile runs on AVX-512 machines too).
+  const int64_t T = isa == Isa::Avx512 && n >= 32 ? 32 : isa == Isa::Avx512 && n >= 16 ? 16 : 8;
+  const CsrTileKernel kernel = T == 32 ? csr_tile32_avx512 : T == 16 ? csr_tile16_avx512 : csr_tile8_avx2;
   const int64_t n_tiles = (n + T - 1) / T;
   // The transposed activations, in a grow-only buffer of the calling thread.
   thread_local std::vector<float> xt;
