@@ -44,7 +44,7 @@ struct FactoredMatrix {
   }
 };
 
-// y[t, :] = U·(V·x[t]) (+ S·x[t]) (+ bias) for t in [0, n); x rows of n_in (n_in % 8 == 0).
+// y[t, :] = U·(V·x[t]) (+ S·x[t]) (+ bias) for t in [0, n); x rows of n_in (any length).
 void factored_matmul(const FactoredMatrix& w, const float* x, int64_t n, const float* bias, float* y, int64_t ldy,
                      ThreadPool& pool);
 

@@ -158,10 +158,9 @@ class Binder {
   Status factored(const std::string& name, int64_t n_in, int64_t n_out, MatrixView* out) {
     const GgufTensorInfo* v = f_.find_tensor(name + kLowRankVSuffix);
     const int64_t r = v->n_dims == 2 ? v->ne[1] : 0;
-    if (r < 1 || r > std::min(n_in, n_out) || n_in % 8 != 0)
-      return make_error(Code::BadShape, "low-rank tensor '" + name + "' needs a rank in [1, min(n_in, n_out)] and " +
-                                            "rows of a multiple of 8 (n_in " + std::to_string(n_in) + ", rank " +
-                                            std::to_string(r) + ")");
+    if (r < 1 || r > std::min(n_in, n_out))
+      return make_error(Code::BadShape, "low-rank tensor '" + name + "' needs a rank in [1, min(n_in, n_out)] (n_in " +
+                                            std::to_string(n_in) + ", rank " + std::to_string(r) + ")");
     const GgufTensorInfo* ut = nullptr;
     LLMS_RETURN_IF_ERROR(find(name + kLowRankVSuffix, {n_in, r}, true, &v));
     LLMS_RETURN_IF_ERROR(find(name + kLowRankUtSuffix, {n_out, r}, true, &ut));
