@@ -355,3 +355,71 @@ TEST(csr_executor_dense_fallback_by_density) {
   CHECK_EQ(xh->csr_dense_matrices(), int64_t{14});
   for (const std::string& p : {in, sparse, half}) ::unlink(p.c_str());
 }
+
+// A matrix holding a value beyond f16's range keeps f32 values (exact), the others f16; the f32
+// CSR matrix loads and runs (y = CSR·x on the f32 values).
+TEST(csr_prune_keeps_f32_values_beyond_f16_range) {
+  SynthOptions so = small_model();
+  so.type = GgmlType::F32;
+  const std::string in = tmp_path("big_in.gguf"), big = tmp_path("big_src.gguf"), csr = tmp_path("big_csr.gguf");
+  CHECK(synth_model(so, in).is_ok());
+  // Copy with blk.0.ffn_up.weight[0][3] = 1e6 (kept: the largest magnitude of its row).
+  {
+    std::unique_ptr<GgufFile> f;
+    CHECK(GgufFile::open(in, &f).is_ok());
+    if (!f) return;
+    GgufWriter w;
+    for (const auto& [k, v] : f->metadata()) w.set_value(k, v);
+    for (const GgufTensorInfo& t : f->tensors())
+      CHECK(w.add_tensor_info(t.name, t.type, std::vector<int64_t>(t.ne, t.ne + t.n_dims)).is_ok());
+    std::vector<uint8_t> buf;
+    CHECK(w.write(big, [&](size_t i, const GgufWriter::ByteSink& put) {
+             const GgufTensorInfo& t = f->tensors()[i];
+             buf.assign(t.data, t.data + t.nbytes);
+             if (t.name == "blk.0.ffn_up.weight") {
+               const float v = 1e6f;
+               std::memcpy(buf.data() + 3 * 4, &v, 4);
+             }
+             return put(buf.data(), buf.size()) ? Status::ok() : make_error(Code::Io, "write");
+           }).is_ok());
+  }
+  PruneOptions o;
+  o.ratio = 0.5;
+  o.csr_format = true;
+  PruneResult res;
+  CHECK(prune_model(big, csr, o, nullptr, {}, nullptr, &res).is_ok());
+  int f32_tensors = 0;
+  for (const PrunedTensor& t : res.tensors) {
+    CHECK(t.type == (t.name == "blk.0.ffn_up.weight" ? GgmlType::F32 : GgmlType::F16));
+    f32_tensors += t.type == GgmlType::F32;
+  }
+  CHECK_EQ(f32_tensors, 1);
+  std::unique_ptr<GgufFile> fc;
+  CHECK(GgufFile::open(csr, &fc).is_ok());
+  if (!fc) return;
+  const GgufTensorInfo* v = fc->find_tensor(std::string("blk.0.ffn_up.weight") + kSparseValSuffix);
+  const GgufTensorInfo* c = fc->find_tensor(std::string("blk.0.ffn_up.weight") + kSparseColSuffix);
+  CHECK(v && c && v->type == GgmlType::F32);
+  if (!v || !c) return;
+  bool found = false;  // row 0 keeps column 3 with the exact value
+  const int64_t kept = so.dim - static_cast<int64_t>(std::floor(0.5 * static_cast<double>(so.dim)));
+  for (int64_t e = 0; e < kept; ++e)
+    if (reinterpret_cast<const int32_t*>(c->data)[e] == 3) found = reinterpret_cast<const float*>(v->data)[e] == 1e6f;
+  CHECK(found);
+  auto m = llmserve_test::load_model(csr);
+  CHECK(m != nullptr);
+  if (!m) return;
+  CHECK(m->weights().layers[0].ffn_up.is_csr() && m->weights().layers[0].ffn_up.sp_f32);
+  CHECK(!m->weights().layers[0].ffn_gate.sp_f32);
+  ThreadPool pool(2);
+  KvCacheOptions ko;
+  ko.n_ctx = 16;
+  ko.type = GgmlType::F32;
+  std::unique_ptr<KvCache> kv;
+  CHECK(KvCache::create(kv_shape(m->config()), ko, &kv).is_ok());
+  std::vector<int32_t> toks = {1, 2, 3};
+  std::vector<float> logits;
+  CHECK(forward(*m, *kv, toks.data(), 3, true, &logits, pool).is_ok());
+  CHECK(!logits.empty());
+  for (const std::string& p : {in, big, csr}) ::unlink(p.c_str());
+}
