@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -214,7 +215,60 @@ SynthOptions small_model() {
   return so;
 }
 
+// Copies the GGUF file at in to out, passing each tensor's bytes through edit(name, bytes).
+template <class F>
+bool copy_with(const std::string& in, const std::string& out, F edit) {
+  std::unique_ptr<GgufFile> f;
+  if (!GgufFile::open(in, &f).is_ok()) return false;
+  GgufWriter w;
+  for (const auto& [k, v] : f->metadata()) w.set_value(k, v);
+  for (const GgufTensorInfo& t : f->tensors())
+    if (!w.add_tensor_info(t.name, t.type, std::vector<int64_t>(t.ne, t.ne + t.n_dims)).is_ok()) return false;
+  std::vector<uint8_t> buf;
+  return w
+      .write(out,
+             [&](size_t i, const GgufWriter::ByteSink& put) {
+               const GgufTensorInfo& t = f->tensors()[i];
+               buf.assign(t.data, t.data + t.nbytes);
+               edit(t.name, buf);
+               return put(buf.data(), buf.size()) ? Status::ok() : make_error(Code::Io, "write");
+             })
+      .is_ok();
+}
+
 }  // namespace
+
+// A hostile CSR file (a column out of range, columns out of order, row pointers past nnz) is
+// refused at load with ERR_GGUF_CORRUPT naming the matrix, never read out of bounds.
+TEST(csr_corrupt_file_is_a_typed_error) {
+  const std::string in = tmp_path("c_in.gguf"), csr = tmp_path("c_csr.gguf"), bad = tmp_path("c_bad.gguf");
+  CHECK(synth_model(small_model(), in).is_ok());
+  PruneOptions o;
+  o.ratio = 0.9;
+  o.csr_format = true;
+  CHECK(prune_model(in, csr, o, nullptr, {}, nullptr, nullptr).is_ok());
+  CHECK(llmserve_test::load_model(csr) != nullptr);
+  const std::string target = "blk.1.ffn_down.weight";
+  const auto put32 = [](std::vector<uint8_t>& b, size_t i, int32_t v) { std::memcpy(b.data() + 4 * i, &v, 4); };
+  const std::vector<std::pair<std::string, std::function<void(std::vector<uint8_t>&)>>> cases = {
+      {kSparseColSuffix, [&](std::vector<uint8_t>& b) { put32(b, 5, 100000); }},   // column beyond n_in
+      {kSparseColSuffix, [&](std::vector<uint8_t>& b) { put32(b, 1, 0); }},        // not ascending
+      {kSparsePtrSuffix, [&](std::vector<uint8_t>& b) { put32(b, 3, 1 << 30); }},  // pointer past nnz
+  };
+  for (const auto& [suffix, edit] : cases) {
+    CHECK(copy_with(csr, bad, [&](const std::string& name, std::vector<uint8_t>& b) {
+      if (name == target + suffix) edit(b);
+    }));
+    std::unique_ptr<Model> m;
+    std::unique_ptr<GgufFile> f;
+    CHECK(GgufFile::open(bad, &f).is_ok());
+    if (!f) continue;
+    const Status st = Model::load(std::shared_ptr<GgufFile>(std::move(f)), &m);
+    CHECK(st.code == Code::GgufCorrupt);
+    CHECK(st.message.find(target) != std::string::npos);
+  }
+  for (const std::string& p : {in, csr, bad}) ::unlink(p.c_str());
+}
 
 // dense -> CSR -> dense: each CSR row decodes to the dense pruned file's row exactly (kept values
 // bit-exact, pruned ones absent), every row holds n_in - floor(ratio * n_in) entries.
@@ -364,25 +418,10 @@ TEST(csr_prune_keeps_f32_values_beyond_f16_range) {
   const std::string in = tmp_path("big_in.gguf"), big = tmp_path("big_src.gguf"), csr = tmp_path("big_csr.gguf");
   CHECK(synth_model(so, in).is_ok());
   // Copy with blk.0.ffn_up.weight[0][3] = 1e6 (kept: the largest magnitude of its row).
-  {
-    std::unique_ptr<GgufFile> f;
-    CHECK(GgufFile::open(in, &f).is_ok());
-    if (!f) return;
-    GgufWriter w;
-    for (const auto& [k, v] : f->metadata()) w.set_value(k, v);
-    for (const GgufTensorInfo& t : f->tensors())
-      CHECK(w.add_tensor_info(t.name, t.type, std::vector<int64_t>(t.ne, t.ne + t.n_dims)).is_ok());
-    std::vector<uint8_t> buf;
-    CHECK(w.write(big, [&](size_t i, const GgufWriter::ByteSink& put) {
-             const GgufTensorInfo& t = f->tensors()[i];
-             buf.assign(t.data, t.data + t.nbytes);
-             if (t.name == "blk.0.ffn_up.weight") {
-               const float v = 1e6f;
-               std::memcpy(buf.data() + 3 * 4, &v, 4);
-             }
-             return put(buf.data(), buf.size()) ? Status::ok() : make_error(Code::Io, "write");
-           }).is_ok());
-  }
+  CHECK(copy_with(in, big, [](const std::string& name, std::vector<uint8_t>& b) {
+    const float v = 1e6f;
+    if (name == "blk.0.ffn_up.weight") std::memcpy(b.data() + 3 * 4, &v, 4);
+  }));
   PruneOptions o;
   o.ratio = 0.5;
   o.csr_format = true;
