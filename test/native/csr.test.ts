@@ -101,6 +101,14 @@ describe("compress --format csr", () => {
       expect(info.stdout).toMatch(
         /blk\.0\.ffn_down\.weight\.sp_ptr .*CSR sparse \(\d+ entries, density 10\.\d%: runs as CSR\)/,
       );
+      const ok = spawnSync(
+        process.execPath,
+        [cli, "--quiet", "compress", model, out("cli-ok"), "--prune", "90%", "--format", "csr", "-t", "1"],
+        { encoding: "utf8" },
+      );
+      expect(ok.status, ok.stderr).toBe(0);
+      expect(ok.stdout).toMatch(/^wrote .*: pruned 14 tensors \(ratio 0\.9, magnitude\), 8\d\.\d% zeros/);
+      expect(ok.stderr).toMatch(/llmserve's CSR format .*llama\.cpp CANNOT load this file/);
       const r = spawnSync(
         process.execPath,
         [cli, "--quiet", "compress", model, out("cli-bad"), "--prune", "2:4", "--format", "csr"],
