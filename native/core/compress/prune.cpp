@@ -11,7 +11,6 @@
 #include <numeric>
 
 #include "../gguf/gguf.h"
-#include "../model/csr.h"
 #include "../model/factored.h"
 #include "../model/sparse24.h"
 #include "../os/os.h"
