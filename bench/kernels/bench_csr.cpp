@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <sstream>
 #include <string>
@@ -67,6 +68,14 @@ Pruned make_pruned(int64_t n_out, int64_t n_in, double density, uint32_t seed) {
     p.ptr.push_back(static_cast<int32_t>(p.col.size()));
   }
   return p;
+}
+
+std::string cpu_name() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) return line.substr(line.find(':') + 2);
+  return "unknown CPU";
 }
 
 template <class F>
@@ -131,6 +140,7 @@ int run_csr_bench(int argc, char** argv) {
       std::fprintf(stderr, "Expected densities in (0, 1] but received %g\n", d);
       return 2;
     }
+  std::printf("cpu     : %s\n", cpu_name().c_str());
   std::printf("kernels : %s (CSR: %s)\n", isa_name(active_isa()),
               active_isa() == Isa::Avx512 ? "AVX-512 GEMV, 8/16/32-token tiles"
               : active_isa() == Isa::Avx2 ? "AVX2 GEMV, 8-token tiles"
