@@ -151,7 +151,8 @@ int run_csr_bench(int argc, char** argv) {
               "x dense");
   ThreadPool pool(threads);
   int failures = 0;
-  for (auto [n_out, n_in] : shapes) {
+  for (const auto& shape : shapes) {
+    const int64_t n_out = shape.first, n_in = shape.second;  // not a structured binding: lambdas capture them
     for (double density : densities) {
       const Pruned p = make_pruned(n_out, n_in, density, static_cast<uint32_t>(n_out + n_in));
       const size_t dense_bytes = p.dense.size() * 2;
