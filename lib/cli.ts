@@ -44,6 +44,7 @@ import { registerHubCommands } from "./cli/hub.js";
 import { registerQuantize } from "./cli/quantize.js";
 import { registerFinetune } from "./cli/finetune.js";
 import { registerCompress } from "./cli/compress.js";
+import { CSR_MAX_DENSITY } from "./compress.js";
 import { registerServe } from "./cli/serve.js";
 
 // Sampling fields unset (the demo): the library's default (lib/defaults.ts), as for the flags' defaults.
@@ -146,9 +147,14 @@ function describeValue(v: unknown): string {
   return String(v);
 }
 
-/** The storage format of a tensor when it is not a plain ggml tensor (llmserve's 2:4 sparse pair, low-rank factors). */
-function tensorFormat(t: { name: string; shape: number[] }): string | undefined {
+/** The storage format of a tensor when it is not a plain ggml tensor (llmserve's 2:4 sparse pair, low-rank factors, CSR). */
+function tensorFormat(t: { name: string; shape: number[] }, csr: Map<string, CsrInfo>): string | undefined {
   const name = t.name;
+  const c = csr.get(name.replace(/\.sp_(ptr|col|val)$/, ""));
+  if (c && name.endsWith(".sp_ptr"))
+    return `CSR sparse (${c.nnz} entries${c.density === undefined ? "" : `, density ${(100 * c.density).toFixed(1)}%: ${c.density <= CSR_MAX_DENSITY ? "runs as CSR" : `expanded to dense at load (above ${100 * CSR_MAX_DENSITY}%)`}`}): row pointers, llmserve only`;
+  if (c && name.endsWith(".sp_col")) return "CSR sparse: columns (i32), llmserve only";
+  if (c && name.endsWith(".sp_val")) return "CSR sparse: kept values, llmserve only";
   if (name.endsWith(".s24v")) return "2:4 sparse: kept values (f16), llmserve only";
   if (name.endsWith(".s24i")) return "2:4 sparse: 2-bit positions, llmserve only";
   if (name.endsWith(".lr_v")) return `low-rank rank ${t.shape[1]}: V factor, llmserve only`;
@@ -159,25 +165,77 @@ function tensorFormat(t: { name: string; shape: number[] }): string | undefined 
   return undefined;
 }
 
+interface CsrInfo {
+  nnz: number;
+  /** nnz / (rows x columns); undefined when the row length is not known from the metadata. */
+  density?: number;
+}
+
+/**
+ * The CSR matrices of a file (NAME.sp_* without low-rank factors), by NAME. The CSR tensors do not
+ * record a row's length: it comes from the hyperparameters by the matrix's role.
+ */
+function csrMatrices(tensors: { name: string; shape: number[] }[], md: Record<string, unknown>): Map<string, CsrInfo> {
+  const names = new Set(tensors.map((t) => t.name));
+  const arch = String(md["general.architecture"] ?? "");
+  const num = (k: string) => (typeof md[`${arch}.${k}`] === "number" ? (md[`${arch}.${k}`] as number) : undefined);
+  const embd = num("embedding_length");
+  const heads = num("attention.head_count");
+  const keyLen = num("attention.key_length") ?? (embd && heads ? embd / heads : undefined);
+  const out = new Map<string, CsrInfo>();
+  for (const t of tensors) {
+    if (!t.name.endsWith(".sp_ptr")) continue;
+    const base = t.name.slice(0, -".sp_ptr".length);
+    if (names.has(`${base}.lr_v`)) continue;
+    const nnz = tensors.find((u) => u.name === `${base}.sp_col`)?.shape[0] ?? 0;
+    const role = /\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down)\.weight$/.exec(base)?.[1];
+    const nIn =
+      role === "ffn_down"
+        ? num("feed_forward_length")
+        : role === "attn_output"
+          ? heads && keyLen
+            ? heads * keyLen
+            : undefined
+          : role
+            ? embd
+            : undefined;
+    const rows = (t.shape[0] ?? 1) - 1;
+    out.set(base, { nnz, density: nIn ? nnz / (nIn * rows) : undefined });
+  }
+  return out;
+}
+
 /** What `info` says about a pruned / sparse file (nothing for a plain one). */
-function compressionSummary(tensors: { name: string }[], md: Record<string, unknown>): Record<string, unknown> {
+function compressionSummary(
+  tensors: { name: string; shape: number[] }[],
+  md: Record<string, unknown>,
+  csr: Map<string, CsrInfo>,
+): Record<string, unknown> {
   const sparse = tensors.filter((t) => t.name.endsWith(".s24v")).length;
   const lowRank = tensors.filter((t) => t.name.endsWith(".lr_v")).length;
-  const residual = tensors.filter((t) => t.name.endsWith(".sp_ptr")).length;
+  const residual = tensors.filter((t) => t.name.endsWith(".sp_ptr")).length - csr.size;
   const method = md["llmserve.prune.method"];
-  if (!sparse && !lowRank && method === undefined) return {};
+  const dens = [...csr.values()].map((c) => c.density).filter((d): d is number => d !== undefined);
+  const dense = dens.filter((d) => d > CSR_MAX_DENSITY).length;
+  if (!sparse && !lowRank && !csr.size && method === undefined) return {};
   return {
     pruned: method === undefined ? undefined : `${String(md["llmserve.prune.pattern"])} ${String(method)}`,
     sparse24Matrices: sparse || undefined,
+    csrMatrices: csr.size || undefined,
+    csr: csr.size
+      ? `${csr.size} matrices${dens.length ? `, density ${(100 * Math.min(...dens)).toFixed(1)}%..${(100 * Math.max(...dens)).toFixed(1)}%` : ""}; ${csr.size - dense} run as CSR, ${dense} expanded to dense at load (denser than ${100 * CSR_MAX_DENSITY}%, where CSR is slower)`
+      : undefined,
     lowRankMatrices: lowRank || undefined,
     lowRank: lowRank
       ? `${md["llmserve.lowrank.rank"] !== undefined ? `rank ${String(md["llmserve.lowrank.rank"])}` : `energy ${String(md["llmserve.lowrank.energy"])}`}${residual ? ` + sparse residual ${Number(Number(md["llmserve.lowrank.sparse"]).toPrecision(6))} (${residual} matrices)` : ""}${md["llmserve.lowrank.activation_aware"] === true ? ", activation-aware" : ""}`
       : undefined,
     llamaCpp: sparse
       ? "cannot load this file: it holds llmserve's 2:4 sparse tensors (NAME.s24v/.s24i); write it with --format dense for llama.cpp"
-      : lowRank
-        ? "cannot load this file: it holds llmserve's low-rank factored tensors (NAME.lr_v/.lr_ut, NAME.sp_*) in place of the dense matrices"
-        : undefined,
+      : csr.size
+        ? "cannot load this file: it holds llmserve's CSR sparse tensors (NAME.sp_ptr/.sp_col/.sp_val) in place of the dense matrices; write it with --format dense for llama.cpp"
+        : lowRank
+          ? "cannot load this file: it holds llmserve's low-rank factored tensors (NAME.lr_v/.lr_ut, NAME.sp_*) in place of the dense matrices"
+          : undefined,
   };
 }
 
@@ -185,6 +243,7 @@ async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
   const path = await localModel(o.model);
   const g = await readGguf(path, { maxArrayLength: 64 });
   const md = g.metadata;
+  const csr = csrMatrices(g.tensors, md);
   const arch = String(md["general.architecture"] ?? "unknown");
   const types: Record<string, number> = {};
   let params = 0;
@@ -236,7 +295,7 @@ async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
     tensorTypes: types,
     fileSize: g.fileSize,
     ...support,
-    ...compressionSummary(g.tensors, md),
+    ...compressionSummary(g.tensors, md, csr),
   };
   // An unsupported file is described all the same, then refused: exit code 1 and the reason on stderr.
   const refuse = () => {
@@ -258,7 +317,7 @@ async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
   process.stdout.write("\ntensors:\n");
   for (const t of g.tensors.slice(0, 40))
     process.stdout.write(
-      `  ${t.name.padEnd(28)} ${t.type.padEnd(6)} [${t.shape.join(", ")}]${tensorFormat(t) ? `  ${tensorFormat(t)}` : ""}\n`,
+      `  ${t.name.padEnd(28)} ${t.type.padEnd(6)} [${t.shape.join(", ")}]${tensorFormat(t, csr) ? `  ${tensorFormat(t, csr)}` : ""}\n`,
     );
   if (g.tensors.length > 40) process.stdout.write(`  ... ${g.tensors.length - 40} more\n`);
   refuse();

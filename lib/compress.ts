@@ -22,7 +22,14 @@ import { checkKeys, checkLimit, checkObject, checkPath, checkString } from "./va
 export const PRUNE_METHODS = ["magnitude", "wanda"] as const;
 
 /** How {@link compress} stores pruned matrices. */
-export const COMPRESS_FORMATS = ["dense", "sparse"] as const;
+export const COMPRESS_FORMATS = ["dense", "sparse", "csr"] as const;
+
+/**
+ * The density (kept / all entries) above which a CSR matrix is expanded to dense at load, because
+ * the dense kernels are faster there: native/core/model/csr.h's kCsrMaxDensity, measured by
+ * bench/kernels (bench_matmul --csr).
+ */
+export const CSR_MAX_DENSITY = 0.2;
 
 /** How {@link compress} picks each factored matrix's rank: one rank for all, or by retained energy. */
 export type LowRankSpec =
@@ -61,8 +68,12 @@ export interface CompressOptions {
    * format (f16 kept values + 2-bit positions, docs/sparse-formats.md), about 56% of f16's bytes and
    * faster to run; llama.cpp cannot load such a file. `"dense"` (always for a ratio): the zeros
    * written into each tensor's own type, a file llama.cpp loads, no faster than the input.
+   * `"csr"` (a ratio only): each pruned matrix in CSR (row pointers, i32 columns, f16 values;
+   * docs/sparse-formats.md), 6 bytes per kept weight, run by llmserve's CSR kernels (expanded to
+   * dense at load when the matrix is denser than 20%, where CSR would be slower); llama.cpp cannot
+   * load such a file.
    */
-  format?: "dense" | "sparse";
+  format?: "dense" | "sparse" | "csr";
   /** A UTF-8 text file the model runs over to measure its activations (required for `wanda`; makes `lowrank` activation-aware). */
   calib?: string;
   /** Calibration tokens per chunk (default 512). */
@@ -85,7 +96,7 @@ export interface CompressOptions {
 export interface CompressedTensor {
   /** Its name, e.g. `blk.0.ffn_up.weight`. */
   name: string;
-  /** Its type in the output ("f16" in the sparse format, else unchanged: "f32", "q8_0", ...). */
+  /** Its type in the output ("f16" in the sparse format, the values' "f16" / "f32" in CSR, else unchanged: "f32", "q8_0", ...). */
   type: string;
   /** Zero entries in the output. */
   zeros: number;
@@ -115,8 +126,8 @@ export interface FactoredTensor {
 
 /** What {@link compress} wrote. */
 export interface CompressResult {
-  /** How the compressed matrices are stored ("sparse" and "lowrank": only llmserve loads the file). */
-  format: "dense" | "sparse" | "lowrank";
+  /** How the compressed matrices are stored ("sparse", "csr" and "lowrank": only llmserve loads the file). */
+  format: "dense" | "sparse" | "csr" | "lowrank";
   /** The pruned tensors in file order (empty for `lowrank`). */
   tensors: CompressedTensor[];
   /** With `lowrank`: every selected matrix in file order. */
@@ -178,7 +189,12 @@ export function resolveCompressOptions(options: unknown): {
   if (format === "sparse" && prune !== "2:4")
     throw new LlmserveError(
       "ERR_INVALID_ARGUMENT",
-      'The sparse format holds 2:4 pruned matrices only: use prune "2:4", or format "dense" for a ratio.',
+      'The sparse format holds 2:4 pruned matrices only: use prune "2:4", or format "csr" or "dense" for a ratio.',
+    );
+  if (format === "csr" && prune === "2:4")
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      'The CSR format holds unstructured pruning (a ratio such as 0.9); 2:4 has its own format "sparse".',
     );
   const calib = o.calib === undefined ? undefined : checkPath("calib", o.calib);
   if (method === "wanda" && calib === undefined)

@@ -227,6 +227,10 @@ export interface NativeModelInfo {
   kvBytes: number;
   /** Bytes of weights copied at load into the kernels' interleaved layout (0 with `repack: false`). */
   repackedBytes: number;
+  /** CSR matrices (compress --format csr) run by the CSR kernels. */
+  csrMatrices: number;
+  /** CSR matrices expanded to dense at load (denser than the CSR kernels' break-even, see docs/sparse-formats.md). */
+  csrDenseMatrices: number;
   /** Number of tensors of each weight type, e.g. `{ q4_k: 154, f32: 45 }`. */
   weightTypes: Record<string, number>;
 }
@@ -471,8 +475,8 @@ export interface NativeCompressOptions {
   /** Low-rank factorization instead of pruning (rank 0: by energy; aware: calibrated), or null. */
   lowrank: { rank: number; energy: number; sparse: number; aware: boolean } | null;
   method: "magnitude" | "wanda";
-  /** "sparse": 2:4 matrices in llmserve's 2:4 sparse format (only with prune "2:4"); "dense": zeros in the input's type. */
-  format: "dense" | "sparse";
+  /** "sparse": 2:4 matrices in llmserve's 2:4 sparse format (only with prune "2:4"); "csr": CSR (only with a ratio); "dense": zeros in the input's type. */
+  format: "dense" | "sparse" | "csr";
   /** Globs over tensor names or roles; empty: every layer matrix. */
   tensors: string[];
   threads: number;

@@ -496,10 +496,10 @@ export const MUTATIONS = [
   },
   {
     id: "factored-csr-drops-last-entry",
-    file: "native/core/model/factored.cpp",
-    find: "        for (int32_t e = w.sp_ptr[i]; e < w.sp_ptr[i + 1]; ++e)",
-    replace: "        for (int32_t e = w.sp_ptr[i]; e + 1 < w.sp_ptr[i + 1]; ++e)",
-    why: "low-rank + sparse: the residual pass skips each row's last entry (in the reference and the fast path alike)",
+    file: "native/core/model/csr.cpp",
+    find: "      for (int32_t e = p0; e < w.ptr[i + 1]; ++e)",
+    replace: "      for (int32_t e = p0; e + 1 < w.ptr[i + 1]; ++e)",
+    why: "CSR (pruned matrices and the low-rank residual): the reference skips each row's last entry",
   },
   {
     id: "lowrank-aware-no-unscale",
@@ -654,5 +654,26 @@ export const MUTATIONS = [
     find: "if (cycle_rule) *cycle_rule = t;",
     replace: "if (cycle_rule) *cycle_rule = r;",
     why: "grammar: the left-recursion error names the rule the walk came from, not the one found reaching itself",
+  },
+  {
+    id: "csr-gemv-tail-drops-last",
+    file: "native/core/model/csr_avx2.cpp",
+    find: "_mm256_cmpgt_epi32(_mm256_set1_epi32(rem), lane)",
+    replace: "_mm256_cmpgt_epi32(_mm256_set1_epi32(rem - 1), lane)",
+    why: "CSR AVX2 gather GEMV: the masked last step of a row loses its last entry (decode differs from the reference)",
+  },
+  {
+    id: "csr-tile-output-wrong-tile",
+    file: "native/core/model/csr.cpp",
+    find: "                   y + k * T * ldy, ldy);",
+    replace: "                   y + k * ldy, ldy);",
+    why: "CSR batch driver: each token tile's outputs land at the wrong tokens' rows",
+  },
+  {
+    id: "csr-dense-fallback-inverted",
+    file: "native/core/backend/cpu_executor.cpp",
+    find: "if (density <= kCsrMaxDensity) {",
+    replace: "if (density > kCsrMaxDensity) {",
+    why: "CSR at load: sparse matrices are expanded to dense and dense ones run as CSR",
   },
 ];

@@ -4,6 +4,8 @@
 //   npm run bench:compress                 # TinyLlama shape, pp512 + tg128, 3 rounds
 //   npm run bench:compress -- --quick      # dim 512, 8 layers: pp128 + tg32, 1 round (smoke check)
 //   npm run bench:compress -- --lowrank 256  # adds the FFN matrices factored at rank 256, plain and + 2% sparse
+//   npm run bench:compress -- --csr          # adds unstructured 90% (dense zeros and CSR) and 95% (CSR) pruning
+// (kernel-level CSR vs dense GEMV / GEMM by density: llmserve_bench_kernels --csr, bench/kernels/)
 // Both files are made once (cache: bench/.cache or $LLMSERVE_BENCH_DIR). Each round measures every
 // file in turn in this process (one model loaded at a time); medians are reported.
 import os from "node:os";
@@ -33,8 +35,13 @@ const HELP = `Usage: npm run bench:compress -- [options]
   --trials <n>     rounds; the median is reported (default 3)
   --model <path>   an f16 llama-family GGUF instead of the synthesized TinyLlama-1.1B shape
   --lowrank <r>    also the FFN matrices factored at rank r (ranks comma-separated), plain and + 2% sparse residual
+  --csr            also unstructured pruning: 90% with the zeros stored densely, 90% and 95% in the CSR format
   -h, --help       this text`;
-const { values: opts, int } = parseCli({ trials: { type: "string" }, lowrank: { type: "string" } }, HELP, die);
+const { values: opts, int } = parseCli(
+  { trials: { type: "string" }, lowrank: { type: "string" }, csr: { type: "boolean" } },
+  HELP,
+  die,
+);
 const ranks = opts.lowrank === undefined ? [] : String(opts.lowrank).split(",").map(Number);
 if (ranks.some((r) => !Number.isInteger(r) || r < 1))
   die(`--lowrank takes ranks >= 1, e.g. 256 or 256,512; got '${opts.lowrank}'`);
@@ -72,6 +79,25 @@ for (const [name, format] of [
   if (!existsSync(path)) {
     const t0 = performance.now();
     await llmserve.compress(base.path, path, { prune: "2:4", format, threads });
+    console.log(`compressed ${name} in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${path}`);
+  }
+  files[name] = path;
+}
+const stem = base.path
+  .split("/")
+  .at(-1)
+  .replace(/\.gguf$/, "");
+for (const [name, ratio, format] of opts.csr
+  ? [
+      ["90% dense", 0.9, "dense"],
+      ["90% csr", 0.9, "csr"],
+      ["95% csr", 0.95, "csr"],
+    ]
+  : []) {
+  const path = join(cacheDir(), `${stem}-prune${Math.round(ratio * 100)}-${format}.gguf`);
+  if (!existsSync(path)) {
+    const t0 = performance.now();
+    await llmserve.compress(base.path, path, { prune: ratio, format, threads });
     console.log(`compressed ${name} in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${path}`);
   }
   files[name] = path;

@@ -12,6 +12,7 @@
 // as a fraction of this machine's read bandwidth (measured first, over a buffer 16x the LLC), plus
 // the speed-up over the pre-GEMM path (one vec_dot per (token, row), timed on the same machine
 // over a sample of rows). Prints the CPU model and the kernel ISA chosen.
+// With --csr it runs bench_csr.cpp instead (CSR kernels against the dense f16 product).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -234,7 +235,12 @@ double time_median(Fn fn, double min_time) {
 
 }  // namespace
 
+// bench_csr.cpp: the CSR kernels against the dense f16 product (--csr).
+int run_csr_bench(int argc, char** argv);
+
 int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--csr") return run_csr_bench(argc, argv);
   Options o;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];

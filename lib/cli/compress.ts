@@ -109,7 +109,9 @@ async function runCompress(input: string, output: string, o: CompressCliOpts): P
         ? "note: the factored matrices are in llmserve's low-rank format (NAME.lr_v/.lr_ut, sparse residual NAME.sp_*): llmserve runs them, but llama.cpp CANNOT load this file\n"
         : r.format === "sparse"
           ? "note: the pruned matrices are in llmserve's 2:4 sparse format: llmserve runs them faster, but llama.cpp CANNOT load this file (use --format dense for a llama.cpp-compatible one)\n"
-          : "note: the zeros are stored densely in each tensor's own type: llama.cpp and llmserve load the file alike, and it runs no faster than the input\n",
+          : r.format === "csr"
+            ? "note: the pruned matrices are in llmserve's CSR format (NAME.sp_ptr/.sp_col/.sp_val): llmserve runs them (as CSR up to 20% density, dense above), but llama.cpp CANNOT load this file (use --format dense for a llama.cpp-compatible one)\n"
+            : "note: the zeros are stored densely in each tensor's own type: llama.cpp and llmserve load the file alike, and it runs no faster than the input\n",
     );
     if (o.json) {
       process.stdout.write(
@@ -156,7 +158,7 @@ export function registerCompress(program: Command): void {
     .option("--method <m>", `pruning criterion: ${PRUNE_METHODS.join(", ")} (default ${COMPRESS_DEFAULTS.method})`)
     .option(
       "--format <f>",
-      "how pruned matrices are stored: sparse (2:4 only, the default for 2:4: faster, llmserve-only; llama.cpp cannot load it) or dense (zeros in the input's type)",
+      "how pruned matrices are stored: sparse (2:4 only, the default for 2:4: faster, llmserve-only; llama.cpp cannot load it), csr (a ratio only: row pointers + columns + f16 values, faster at high sparsity such as --prune 0.9, llmserve-only) or dense (zeros in the input's type)",
     )
     .option(
       "--calib <file>",

@@ -192,7 +192,9 @@ Napi::Value Compress(const Napi::CallbackInfo& info) {
     throw_invalid(env, false, "Expected a ratio in (0, 1) or \"2:4\" for prune but received " + js_describe(prune));
   }
   p.method = get_choice(o, "method", {"magnitude", "wanda"}) == "wanda" ? PruneMethod::Wanda : PruneMethod::Magnitude;
-  p.sparse_format = get_choice(o, "format", {"dense", "sparse"}) == "sparse";  // plan_prune: sparse needs 2:4
+  const std::string format = get_choice(o, "format", {"dense", "sparse", "csr"});
+  p.sparse_format = format == "sparse";  // plan_prune: sparse needs 2:4, csr a ratio
+  p.csr_format = format == "csr";
   Napi::Value tensors = o.Get("tensors");
   if (!tensors.IsArray()) throw_invalid(env, false, "Expected an array of strings for tensors");
   Napi::Array ta = tensors.As<Napi::Array>();

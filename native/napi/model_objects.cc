@@ -84,6 +84,8 @@ Napi::Object info_to_js(Napi::Env env, Engine& engine) {
   o.Set("kvType", type_traits(e->kv_type()).name);
   o.Set("kvBytes", Napi::Number::New(env, (double)e->kv_bytes()));
   o.Set("repackedBytes", Napi::Number::New(env, (double)e->repacked_bytes()));
+  o.Set("csrMatrices", Napi::Number::New(env, (double)e->executor().csr_sparse_matrices()));
+  o.Set("csrDenseMatrices", Napi::Number::New(env, (double)e->executor().csr_dense_matrices()));
   auto wt = Napi::Object::New(env);
   if (const GgufFile* file = e->executor().file()) {
     for (auto& t : file->tensors()) {

@@ -160,7 +160,7 @@ TEST(factorize_energy_truncation_picks_the_rank_of_the_spectrum) {
 }
 
 TEST(factored_kernels_match_the_scalar_reference_on_odd_shapes) {
-  for (const int64_t n_in : {8, 24, 72}) {
+  for (const int64_t n_in : {8, 24, 72, 13, 90}) {  // 13, 90: rows not a multiple of 8 (the scalar tail)
     for (const int64_t n_out : {1, 13, 37, 131}) {
       for (const int64_t r : {1, 3, 7}) {
         for (const bool f16 : {true, false}) {

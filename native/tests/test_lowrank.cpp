@@ -76,7 +76,8 @@ TEST(lowrank_simd_equals_scalar_reference_bitwise) {
       for (int64_t n_out : {7, 40, 256, 300}) {
         // q8_0 rows hold whole blocks of 32, and its column ranges start at multiples of 8
         const bool q8 = type == LowRankType::Q8_0;
-        const int64_t n_in = q8 ? 160 : 136, j0 = q8 ? 8 : 3;
+        // f16 / f32 with odd ranks: rows of 131, not a multiple of 8 (the A kernels' scalar tail)
+        const int64_t n_in = q8 ? 160 : r % 2 ? 131 : 136, j0 = q8 ? 8 : 3;
         if (q8) n_out = (n_out + 31) / 32 * 32;
         Factors F = make_factors(r, n_in, n_out, type, 0.7f, static_cast<uint32_t>(r * 31 + n_out));
         // 7 rows: one block of four and three single rows in the AVX2 kernel

@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "../gguf/gguf.h"
+#include "../model/csr.h"
 #include "../model/matmul.h"
 #include "../quant/quant.h"
 
@@ -24,6 +25,7 @@ Status CpuExecutor::load(const std::string& path, const ExecutorOptions& opts,
   x->kv_type_ = opts.kv_type;
   x->adapter_q8_0_ = opts.adapter_q8_0;
   x->pool_ = std::make_unique<ThreadPool>(opts.threads);
+  x->expand_dense_csr();
   x->prepare_weights(opts.repack, progress);
 
   KvPoolOptions po;
@@ -60,8 +62,50 @@ Status CpuExecutor::load(const std::string& path, const ExecutorOptions& opts,
 }
 
 CpuExecutor::~CpuExecutor() {
-  // The packed arena is referenced by the model's views: drop the model first.
+  // The packed and expanded arenas are referenced by the model's views: drop the model first.
   model_.reset();
+}
+
+void CpuExecutor::expand_dense_csr() {
+  std::vector<MatrixView*> dense;
+  size_t bytes = 0;
+  for (LayerWeights& L : model_->mutable_weights().layers) {
+    for (MatrixView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) {
+      if (!v->is_csr()) continue;
+      const double density = static_cast<double>(v->sp_ptr[v->n_out]) / static_cast<double>(v->n_in * v->n_out);
+      if (density <= kCsrMaxDensity) {
+        ++csr_sparse_;
+        continue;
+      }
+      dense.push_back(v);
+      bytes += (static_cast<size_t>(v->n_in * v->n_out) * (v->sp_f32 ? 4 : 2) + 63) / 64 * 64;
+    }
+  }
+  if (dense.empty()) return;
+  csr_dense_arena_.reset(alloc_huge(bytes));
+  if (!csr_dense_arena_) {
+    csr_sparse_ += static_cast<int64_t>(dense.size());
+    return;
+  }
+  std::vector<uint8_t*> dst(dense.size());
+  size_t off = 0;
+  for (size_t k = 0; k < dense.size(); ++k) {
+    dst[k] = csr_dense_arena_.get() + off;
+    off += (static_cast<size_t>(dense[k]->n_in * dense[k]->n_out) * (dense[k]->sp_f32 ? 4 : 2) + 63) / 64 * 64;
+  }
+  pool_->parallel_for(static_cast<int64_t>(dense.size()), [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      MatrixView& v = *dense[static_cast<size_t>(k)];
+      CsrMatrix m;
+      m.ptr = v.sp_ptr, m.col = v.sp_col, m.val = v.sp_val, m.f32 = v.sp_f32, m.n_in = v.n_in, m.n_out = v.n_out;
+      csr_to_dense(m, dst[static_cast<size_t>(k)]);
+      v.data = dst[static_cast<size_t>(k)];
+      v.type = v.sp_f32 ? GgmlType::F32 : GgmlType::F16;
+      v.row_bytes = static_cast<size_t>(v.n_in) * (v.sp_f32 ? 4 : 2);
+      v.sp_ptr = nullptr, v.sp_col = nullptr, v.sp_val = nullptr;
+    }
+  });
+  csr_dense_ = static_cast<int64_t>(dense.size());
 }
 
 void CpuExecutor::prepare_weights(bool repack, const std::function<void(double)>& progress) {

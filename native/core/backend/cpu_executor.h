@@ -33,6 +33,8 @@ class CpuExecutor final : public Executor {
   int64_t n_ctx() const override { return n_ctx_; }
   std::string kernels() const override;
   size_t repacked_bytes() const override { return packed_bytes_; }
+  int64_t csr_sparse_matrices() const override { return csr_sparse_; }
+  int64_t csr_dense_matrices() const override { return csr_dense_; }
 
   Status forward(const int32_t* tokens, const BatchSeq* seqs, int64_t n_seqs, std::vector<float>* logits) override;
   void copy_block(int32_t src, int32_t dst, int64_t n_slots) override;
@@ -57,6 +59,10 @@ class CpuExecutor final : public Executor {
   // Repacks every packable matmul weight into one arena (in parallel) and releases the raw pages;
   // touches the rest. Reports progress by bytes.
   void prepare_weights(bool repack, const std::function<void(double)>& progress);
+  // Expands the CSR matrices denser than kCsrMaxDensity into dense rows (csr_dense_arena_) so the
+  // dense kernels run them (f16 rows, f32 when the values are f32); counts both kinds. When memory
+  // is short they stay CSR (correct, slower).
+  void expand_dense_csr();
 
   struct FreeDeleter {
     void operator()(uint8_t* p) const { os::aligned_free(p); }
@@ -65,6 +71,8 @@ class CpuExecutor final : public Executor {
   std::unique_ptr<Model> model_;
   std::unique_ptr<uint8_t, FreeDeleter> packed_arena_;  // the packed copies' bytes
   size_t packed_bytes_ = 0;
+  std::unique_ptr<uint8_t, FreeDeleter> csr_dense_arena_;  // expanded CSR matrices
+  int64_t csr_sparse_ = 0, csr_dense_ = 0;
   bool adapter_q8_0_ = false;  // ExecutorOptions::adapter_q8_0
   int64_t n_ctx_ = 0;
   GgmlType kv_type_ = GgmlType::F16;

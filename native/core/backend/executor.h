@@ -74,6 +74,10 @@ class Executor {
   // moved into an executable layout at load.
   virtual std::string kernels() const = 0;
   virtual size_t repacked_bytes() const = 0;
+  // CSR matrices (compress --format csr): how many run the CSR kernels and how many were expanded
+  // to dense at load because CSR would be slower at their density (model/csr.h, kCsrMaxDensity).
+  virtual int64_t csr_sparse_matrices() const { return 0; }
+  virtual int64_t csr_dense_matrices() const { return 0; }
 
   // One batch step. tokens: [sum of seqs[i].n_tokens] in sequence order; every block id a table
   // names for positions [pos0, pos0 + n_tokens) must be this executor's. Writes logits

@@ -163,10 +163,6 @@ Status plan_lowrank(const std::string& in_path, const LowRankOptions& opt, std::
   LLMS_RETURN_IF_ERROR(GgufFile::open(in_path, &f));
   std::vector<std::string> out;
   auto check = [&opt](const GgufTensorInfo& t) {
-    if (t.ne[0] % 8 != 0)
-      return make_error(Code::InvalidArgument,
-                        "low-rank factorization needs rows of a multiple of 8 entries; tensor '" + t.name +
-                            "' has rows of " + std::to_string(t.ne[0]) + " (leave it out with --tensors)");
     if (opt.rank > std::min(t.ne[0], t.ne[1]))
       return make_error(Code::InvalidArgument, "rank " + std::to_string(opt.rank) + " is above min(n_in, n_out) = " +
                                                    std::to_string(std::min(t.ne[0], t.ne[1])) + " of tensor '" +

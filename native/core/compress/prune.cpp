@@ -5,11 +5,13 @@
 #include "prune.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <memory>
 #include <numeric>
 
 #include "../gguf/gguf.h"
+#include "../model/factored.h"
 #include "../model/sparse24.h"
 #include "../threadpool/thread_pool.h"
 #include "quantize.h"
@@ -20,6 +22,35 @@ namespace {
 
 constexpr int64_t kSlabElements = int64_t(1) << 22;  // rows between progress reports / cancel checks
 std::string method_name(PruneMethod m) { return m == PruneMethod::Wanda ? "wanda" : "magnitude"; }
+
+// Entries each row keeps at an unstructured ratio (prune_row_unstructured zeroes floor(ratio * n)).
+int64_t kept_per_row(double ratio, int64_t n) {
+  return n - static_cast<int64_t>(std::floor(ratio * static_cast<double>(n)));
+}
+
+// The kept entries of a pruned row w[n] (idx[0, k): the positions prune_row_unstructured zeroed, k
+// > 0) as CSR: columns ascending into col, values into val (f16 bits, or f32). A kept value that
+// is 0 is stored too, so every row holds n - k entries. Returns the row's zero entries as stored.
+int64_t csr_encode_kept(const float* w, int64_t n, const std::vector<int32_t>& idx, int64_t k,
+                        std::vector<uint8_t>& keep, int32_t* col, void* val, bool f32) {
+  keep.assign(static_cast<size_t>(n), 1);
+  for (int64_t i = 0; i < k; ++i) keep[static_cast<size_t>(idx[static_cast<size_t>(i)])] = 0;
+  int64_t m = 0, zeros = k;
+  for (int64_t j = 0; j < n; ++j) {
+    if (!keep[static_cast<size_t>(j)]) continue;
+    col[m] = static_cast<int32_t>(j);
+    float v = w[j];
+    if (f32) {
+      static_cast<float*>(val)[m] = v;
+    } else {
+      static_cast<uint16_t*>(val)[m] = fp32_to_fp16(v);
+      v = fp16_to_fp32(static_cast<uint16_t*>(val)[m]);
+    }
+    zeros += v == 0.0f;
+    ++m;
+  }
+  return zeros;
+}
 
 }  // namespace
 
@@ -98,10 +129,21 @@ Status plan_prune(const std::string& in_path, const PruneOptions& opt, std::vect
                       "the 2:4 sparse format holds 2:4 pruned matrices only; prune with 2:4, "
                       "or write unstructured pruning densely");
   }
+  if (opt.csr_format && (opt.two_four || opt.sparse_format)) {
+    return make_error(Code::InvalidArgument,
+                      "the CSR format holds unstructured pruning (a ratio such as --prune 0.9); 2:4 pruning has "
+                      "its own sparse format (--format sparse)");
+  }
   std::unique_ptr<GgufFile> f;
   LLMS_RETURN_IF_ERROR(GgufFile::open(in_path, &f));
   std::vector<std::string> out;
   auto check = [&opt](const GgufTensorInfo& t) {
+    const int64_t kept = t.ne[0] - static_cast<int64_t>(std::floor(opt.ratio * static_cast<double>(t.ne[0])));
+    if (opt.csr_format && kept * t.ne[1] > int64_t{INT32_MAX}) {
+      return make_error(Code::InvalidArgument, "tensor '" + t.name + "' would keep " + std::to_string(kept * t.ne[1]) +
+                                                   " entries, more than CSR's 32-bit indices hold; prune more, or "
+                                                   "leave it out with --tensors");
+    }
     if (opt.two_four && t.ne[0] % 4 != 0) {
       return make_error(Code::InvalidArgument, "2:4 pruning needs rows of a multiple of 4 entries; tensor '" + t.name +
                                                    "' has rows of " + std::to_string(t.ne[0]) +
@@ -175,7 +217,31 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
     res.notes.push_back(
         "the 2:4 sparse format stores the kept values in f16 (f32 inputs are rounded) and only "
         "llmserve runs it: llama.cpp cannot load the output");
-  if (requantized)
+  const bool csr = opt.csr_format;
+  ThreadPool pool(opt.threads);
+  // CSR values are f16, or f32 for a matrix holding a value beyond f16's range (one scan of it).
+  std::vector<bool> csr_f32(infos.size(), false);
+  for (size_t i = 0; csr && i < infos.size(); ++i) {
+    const GgufTensorInfo& t = infos[i];
+    if (!sel[i] || t.type == GgmlType::F16) continue;
+    if (cancelled(cancel)) return cancelled_error("compress");
+    std::atomic<bool> big{false};
+    const size_t rs = row_size(t.type, t.ne[0]);
+    pool.parallel_for(t.ne[1], [&](int64_t b, int64_t e) {
+      std::vector<float> row(static_cast<size_t>(t.ne[0]));
+      for (int64_t r = b; r < e && !big; ++r) {
+        dequantize_row(t.type, t.data + static_cast<size_t>(r) * rs, row.data(), t.ne[0]);
+        for (float v : row)
+          if (!(std::fabs(v) <= 65504.0f)) big = true;
+      }
+    });
+    csr_f32[i] = big;
+  }
+  if (csr)
+    res.notes.push_back(
+        "the CSR format stores the kept values in f16 (f32 for a matrix with values beyond f16's range; other "
+        "f32 and quantized inputs are rounded to f16) and only llmserve runs it: llama.cpp cannot load the output");
+  if (requantized && !csr)
     res.notes.push_back(
         "some pruned tensors are quantized: their kept values are re-rounded when re-encoded; prune "
         "the f16/f32 original and quantize afterwards when you can");
@@ -183,18 +249,25 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
   // Output tensors: each input tensor once, except a pruned one in the sparse format, which
   // becomes its values and its positions (both filled from one pass over the rows: the positions
   // are kept from the values' pass, 1/16 of the f16 size).
-  enum class Part { Same, Values, Positions };
+  // CSR: row pointers, columns and values (the values kept from the columns' pass).
+  enum class Part { Same, Values, Positions, CsrPtr, CsrCol, CsrVal };
   struct Out {
     size_t src;
     Part part;
   };
   const bool sparse = opt.sparse_format;
   std::vector<Out> outs;
+  std::vector<int64_t> csr_m(infos.size(), 0);  // CSR: kept entries per row
   GgufWriter w;
   for (const auto& [key, value] : f->metadata()) w.set_value(key, value);
   w.set_str("llmserve.prune.method", method_name(opt.method));
   w.set_str("llmserve.prune.pattern", opt.two_four ? "2:4" : "unstructured");
   if (!opt.two_four) w.set_f32("llmserve.prune.ratio", static_cast<float>(opt.ratio));
+  if (csr) {
+    w.set_str("llmserve.csr",
+              "CSR sparse tensors (NAME.sp_ptr row pointers, NAME.sp_col columns, NAME.sp_val values) replace "
+              "the pruned matrices: only llmserve runs this file, llama.cpp cannot load it");
+  }
   if (sparse) {
     w.set_str("llmserve.sparse24",
               "2:4 sparse tensors (NAME.s24v f16 values, NAME.s24i 2-bit positions) replace "
@@ -202,6 +275,17 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
   }
   for (size_t i = 0; i < infos.size(); ++i) {
     const GgufTensorInfo& t = infos[i];
+    if (csr && sel[i]) {
+      const int64_t m = csr_m[i] = kept_per_row(opt.ratio, t.ne[0]);
+      LLMS_RETURN_IF_ERROR(w.add_tensor_info(t.name + kSparsePtrSuffix, GgmlType::I32, {t.ne[1] + 1}));
+      LLMS_RETURN_IF_ERROR(w.add_tensor_info(t.name + kSparseColSuffix, GgmlType::I32, {m * t.ne[1]}));
+      LLMS_RETURN_IF_ERROR(
+          w.add_tensor_info(t.name + kSparseValSuffix, csr_f32[i] ? GgmlType::F32 : GgmlType::F16, {m * t.ne[1]}));
+      outs.push_back({i, Part::CsrPtr});
+      outs.push_back({i, Part::CsrCol});
+      outs.push_back({i, Part::CsrVal});
+      continue;
+    }
     if (!(sparse && sel[i])) {
       LLMS_RETURN_IF_ERROR(w.add_tensor_info(t.name, t.type, std::vector<int64_t>(t.ne, t.ne + t.n_dims)));
       outs.push_back({i, Part::Same});
@@ -215,19 +299,26 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
     outs.push_back({i, Part::Positions});
   }
 
-  ThreadPool pool(opt.threads);
   struct Scratch {
     std::vector<float> w, score;
     std::vector<int32_t> idx;
+    std::vector<uint8_t> keep;
   };
   std::vector<Scratch> scratch(static_cast<size_t>(pool.size()));
   ElementProgress report(total, progress);
-  std::vector<uint8_t> slab, positions;
+  std::vector<uint8_t> slab, positions, csr_vals;
   const auto fill = [&](size_t oi, const GgufWriter::ByteSink& put) -> Status {
     const size_t i = outs[oi].src;
     const GgufTensorInfo& t = infos[i];
-    if (outs[oi].part == Part::Positions) {
-      if (!put(positions.data(), positions.size())) return write_error(out_path);
+    if (outs[oi].part == Part::Positions || outs[oi].part == Part::CsrVal) {
+      const std::vector<uint8_t>& b = outs[oi].part == Part::Positions ? positions : csr_vals;
+      if (!put(b.data(), b.size())) return write_error(out_path);
+      return Status::ok();
+    }
+    if (outs[oi].part == Part::CsrPtr) {
+      std::vector<int32_t> ptr(static_cast<size_t>(t.ne[1] + 1));
+      for (int64_t r = 0; r <= t.ne[1]; ++r) ptr[static_cast<size_t>(r)] = static_cast<int32_t>(r * csr_m[i]);
+      if (!put(reinterpret_cast<const uint8_t*>(ptr.data()), ptr.size() * 4)) return write_error(out_path);
       return Status::ok();
     }
     if (!sel[i]) {
@@ -239,8 +330,11 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
     const size_t rs = row_size(t.type, ne0);
     const size_t vrs = static_cast<size_t>(sparse24_values_per_row(ne0)) * 2;
     const size_t irs = static_cast<size_t>(sparse24_index_bytes_per_row(ne0));
-    const size_t out_rs = sparse ? vrs : rs;
+    const int64_t m = csr_m[i];
+    const size_t ves = csr_f32[i] ? 4 : 2;  // CSR value bytes
+    const size_t out_rs = sparse ? vrs : csr ? static_cast<size_t>(m) * 4 : rs;
     if (sparse) positions.assign(static_cast<size_t>(rows) * irs, 0);
+    if (csr) csr_vals.assign(static_cast<size_t>(rows * m) * ves, 0);
     const int64_t slab_rows = std::max<int64_t>(1, kSlabElements / ne0);
     const int64_t k = static_cast<int64_t>(std::floor(opt.ratio * static_cast<double>(ne0)));
     const double* cs = col[i] ? col[i]->data() : nullptr;
@@ -263,6 +357,11 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
               if (opt.two_four) prune_row_2_4(sc.w.data(), sc.score.data(), ne0);
               else prune_row_unstructured(sc.w.data(), sc.score.data(), ne0, k, sc.idx);
               uint8_t* dst = slab.data() + static_cast<size_t>(r) * out_rs;
+              if (csr) {
+                z += csr_encode_kept(sc.w.data(), ne0, sc.idx, k, sc.keep, reinterpret_cast<int32_t*>(dst),
+                                     csr_vals.data() + static_cast<size_t>((r0 + r) * m) * ves, csr_f32[i]);
+                continue;
+              }
               if (!sparse) {
                 quantize_row_weights(t.type, sc.w.data(), dst, ne0);
               } else if (!sparse24_encode_row(sc.w.data(), ne0, reinterpret_cast<uint16_t*>(dst),
@@ -278,7 +377,8 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
       if (!put(slab.data(), slab.size())) return write_error(out_path);
       report.add((r1 - r0) * ne0);
     }
-    res.tensors.push_back(PrunedTensor{t.name, sparse ? GgmlType::F16 : t.type, zeros.load(), t.n_elements()});
+    const GgmlType out_type = sparse ? GgmlType::F16 : !csr ? t.type : csr_f32[i] ? GgmlType::F32 : GgmlType::F16;
+    res.tensors.push_back(PrunedTensor{t.name, out_type, zeros.load(), t.n_elements()});
     f->release_pages(t.data, t.nbytes);
     return Status::ok();
   };

@@ -9,7 +9,10 @@
 // runs no faster than the input; it is the reference the sparse format must reproduce. 2:4 can
 // instead be written in llmserve's 2:4 sparse format (model/sparse24.h: f16 kept values + 2-bit
 // positions, NAME.s24v / NAME.s24i in place of NAME), which llmserve runs faster and llama.cpp
-// cannot load (the file says so in its llmserve.sparse24 key).
+// cannot load (the file says so in its llmserve.sparse24 key). An unstructured ratio can instead be
+// written as CSR (model/csr.h: NAME.sp_ptr / sp_col / sp_val in place of NAME, every row holding its
+// n_in - floor(ratio * n_in) kept entries; key llmserve.csr), which llmserve runs faster at high
+// sparsity and llama.cpp cannot load.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -30,6 +33,7 @@ struct PruneOptions {
   double ratio = 0.5;  // unstructured: fraction of each row zeroed, in (0, 1); ignored for 2:4
   bool two_four = false;
   bool sparse_format = false;  // 2:4 only: write the pruned tensors in the 2:4 sparse format
+  bool csr_format = false;     // unstructured only: write the pruned tensors as CSR (model/csr.h)
   PruneMethod method = PruneMethod::Magnitude;
   std::vector<std::string> patterns;  // globs over tensor names or roles ("ffn_*"); empty: every layer matrix
   int threads = 0;                    // <= 0: hardware concurrency
@@ -37,9 +41,9 @@ struct PruneOptions {
 
 struct PrunedTensor {
   std::string name;
-  GgmlType type = GgmlType::F32;
-  int64_t zeros = 0;     // zero entries in the output
-  int64_t elements = 0;  // entries
+  GgmlType type = GgmlType::F32;  // its type, or the values' type (f16 / f32) in a sparse format
+  int64_t zeros = 0;              // zero entries in the output
+  int64_t elements = 0;           // entries
 };
 
 struct PruneResult {
@@ -74,7 +78,7 @@ void prune_row_2_4(float* w, const float* score, int64_t n);
 
 // The tensors of the file at in_path that opt selects, checked: every pattern matches some layer
 // matrix, 2:4 rows divisible by 4, ratio in (0, 1), types llmserve converts, the sparse format
-// only with 2:4. No work is done.
+// only with 2:4, CSR only with a ratio (and under 2^31 entries per matrix). No work is done.
 // Errors: the reader's, InvalidArgument (with what to do), UnsupportedType.
 Status plan_prune(const std::string& in_path, const PruneOptions& opt, std::vector<std::string>* selected);
 

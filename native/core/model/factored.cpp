@@ -1,4 +1,4 @@
-// Factored matrices (factored.h): the LoRA low-rank kernels for U·(V·x), a CSR pass for S.
+// Factored matrices (factored.h): the LoRA low-rank kernels for U·(V·x), the CSR kernels for S.
 #include "factored.h"
 
 #include <algorithm>
@@ -23,22 +23,6 @@ LowRankFactors factors(const FactoredMatrix& w) {
 
 }  // namespace
 
-void csr_add_rows(const FactoredMatrix& w, const float* x, int64_t n, int64_t r0, int64_t r1, const float* bias,
-                  float* y, int64_t ldy) {
-  for (int64_t t = 0; t < n; ++t) {
-    const float* xt = x + t * w.n_in;
-    float* yt = y + t * ldy;
-    for (int64_t i = r0; i < r1; ++i) {
-      float acc = 0.0f;
-      if (w.sp_ptr)
-        for (int32_t e = w.sp_ptr[i]; e < w.sp_ptr[i + 1]; ++e)
-          acc = std::fma(fp16_to_fp32(w.sp_val[e]), xt[w.sp_col[e]], acc);
-      yt[i] += acc;
-      if (bias) yt[i] += bias[i];
-    }
-  }
-}
-
 void factored_matmul(const FactoredMatrix& w, const float* x, int64_t n, const float* bias, float* y, int64_t ldy,
                      ThreadPool& pool) {
   if (n <= 0) return;
@@ -51,12 +35,12 @@ void factored_matmul(const FactoredMatrix& w, const float* x, int64_t n, const f
   g.rows = rows.data();
   g.n_rows = n;
   lowrank_apply(&g, 1, x, w.n_in, y, ldy, w.n_out, pool);
-  if (!w.sp_ptr && !bias) return;
-  constexpr int64_t kRows = 64;
-  const int64_t tiles = (w.n_out + kRows - 1) / kRows;
-  pool.parallel_for(tiles, [&](int64_t b, int64_t e) {
-    csr_add_rows(w, x, n, b * kRows, std::min(w.n_out, e * kRows), bias, y, ldy);
-  });
+  if (w.sp_ptr) {
+    csr_matmul(w.residual(), x, n, bias, true, y, ldy, pool);
+  } else if (bias) {
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t i = 0; i < w.n_out; ++i) y[t * ldy + i] += bias[i];
+  }
 }
 
 void factored_matmul_ref(const FactoredMatrix& w, const float* x, int64_t n, const float* bias, float* y, int64_t ldy) {
@@ -70,17 +54,12 @@ void factored_matmul_ref(const FactoredMatrix& w, const float* x, int64_t n, con
     lowrank_a_ref(f, &xt, 1, w.n_in, 0, w.r, &tp);
     lowrank_b_ref(f, &tp, &yt, 1, w.n_out, 0, w.n_out);
   }
-  csr_add_rows(w, x, n, 0, w.n_out, bias, y, ldy);
-}
-
-bool csr_valid(const int32_t* ptr, const int32_t* col, int64_t n_out, int64_t n_in, int64_t nnz) {
-  if (ptr[0] != 0 || ptr[n_out] != nnz) return false;
-  for (int64_t i = 0; i < n_out; ++i) {
-    if (ptr[i + 1] < ptr[i] || ptr[i + 1] > nnz) return false;
-    for (int32_t e = ptr[i]; e < ptr[i + 1]; ++e)
-      if (col[e] < 0 || col[e] >= n_in || (e > ptr[i] && col[e] <= col[e - 1])) return false;
+  if (w.sp_ptr) {
+    csr_gemm_ref(w.residual(), x, n, 0, w.n_out, bias, true, y, ldy);
+  } else if (bias) {
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t i = 0; i < w.n_out; ++i) y[t * ldy + i] += bias[i];
   }
-  return true;
 }
 
 }  // namespace llmserve

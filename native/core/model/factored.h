@@ -5,19 +5,19 @@
 //   NAME.lr_ut  same type   ne [n_out, r]      Uᵀ, r rows of n_out (column k of U is row k)
 //   NAME.sp_ptr I32         ne [n_out + 1]     S in CSR: row i's entries are [ptr[i], ptr[i+1])
 //   NAME.sp_col I32         ne [nnz]           their columns, ascending within a row
-//   NAME.sp_val F16         ne [nnz]           their values
+//   NAME.sp_val F16 or F32  ne [nnz]           their values
 // (the three sp_ tensors only when S has entries). r·(n_in + n_out) factor values instead of
 // n_in·n_out: decode streams that fraction of the bytes.
 //
 // y = U·(V·x) runs on the LoRA kernels (model/lowrank.h, scale 1 onto a zeroed y: the same
-// numerics, scalar reference and AVX2 / AVX-512 versions, bit-identical to each other), then
-//   y[t, i] += sum over row i's entries in order of fma(val, x[t, col], ·)   (started from 0.0f)
-//   y[t, i] += bias[i]
+// numerics, scalar reference and AVX2 / AVX-512 versions, bit-identical to each other), then the
+// CSR kernels (model/csr.h, accumulate onto y, then + bias[i]).
 // Each output depends only on its row and its token: batch and thread invariant.
 #pragma once
 #include <cstdint>
 
 #include "../threadpool/thread_pool.h"
+#include "csr.h"
 
 namespace llmserve {
 
@@ -32,25 +32,23 @@ struct FactoredMatrix {
   const void* ut = nullptr;  // [r, n_out]
   bool f16 = true;           // factor element type (else f32)
   int64_t r = 0, n_in = 0, n_out = 0;
-  const int32_t* sp_ptr = nullptr;   // [n_out + 1] or null (no residual)
-  const int32_t* sp_col = nullptr;   // [nnz]
-  const uint16_t* sp_val = nullptr;  // [nnz] f16
+  const int32_t* sp_ptr = nullptr;  // [n_out + 1] or null (no residual)
+  const int32_t* sp_col = nullptr;  // [nnz]
+  const void* sp_val = nullptr;     // [nnz] f16 (or f32 with sp_f32)
+  bool sp_f32 = false;
+  // The residual as a CSR matrix (ptr null when there is none).
+  CsrMatrix residual() const {
+    CsrMatrix m;
+    m.ptr = sp_ptr, m.col = sp_col, m.val = sp_val, m.f32 = sp_f32, m.n_in = n_in, m.n_out = n_out;
+    return m;
+  }
 };
 
-// The residual rows [r0, r1) for tokens [0, n), added onto y (and the bias, when given): the
-// scalar kernel (the work is nnz·n multiply-adds with scattered x reads; there is no SIMD version).
-void csr_add_rows(const FactoredMatrix& w, const float* x, int64_t n, int64_t r0, int64_t r1, const float* bias,
-                  float* y, int64_t ldy);
-
-// y[t, :] = U·(V·x[t]) (+ S·x[t]) (+ bias) for t in [0, n); x rows of n_in (n_in % 8 == 0).
+// y[t, :] = U·(V·x[t]) (+ S·x[t]) (+ bias) for t in [0, n); x rows of n_in (any length).
 void factored_matmul(const FactoredMatrix& w, const float* x, int64_t n, const float* bias, float* y, int64_t ldy,
                      ThreadPool& pool);
 
-// The same in plain loops (the LoRA scalar references for the factors), for tests.
+// The same in plain loops (the LoRA scalar references for the factors, csr_gemm_ref), for tests.
 void factored_matmul_ref(const FactoredMatrix& w, const float* x, int64_t n, const float* bias, float* y, int64_t ldy);
-
-// Checks a CSR residual read from a file: ptr[0] == 0, non-decreasing, ptr[n_out] == nnz, columns
-// in [0, n_in) and ascending within each row. False on the first violation.
-bool csr_valid(const int32_t* ptr, const int32_t* col, int64_t n_out, int64_t n_in, int64_t nnz);
 
 }  // namespace llmserve

@@ -77,8 +77,8 @@ void lowrank_a_ref(const LowRankFactors& f, const float* const* xs, int64_t n_x,
     for (int64_t r = 0; r < n_x; ++r) {
       float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
       const int64_t base = k * n_in;
-      for (int64_t i = 0; i < n_in; i += 8)
-        for (int l = 0; l < 8; ++l) lane[l] = std::fma(lowrank_elem(f.a, f.type, base + i + l), xs[r][i + l], lane[l]);
+      for (int64_t i = 0; i < n_in; ++i)
+        lane[i % 8] = std::fma(lowrank_elem(f.a, f.type, base + i), xs[r][i], lane[i % 8]);
       ts[r][k] = ((lane[0] + lane[4]) + (lane[2] + lane[6])) + ((lane[1] + lane[5]) + (lane[3] + lane[7]));
     }
 }

@@ -44,14 +44,15 @@ struct LowRankGroup {
   int64_t n_rows = 0;
 };
 
-// x: [*, n_in] (row stride n_in); y: [*, n_out] (row stride ldy); n_in % 8 == 0 (Q8_0 factors:
+// x: [*, n_in] (row stride n_in); y: [*, n_out] (row stride ldy); any n_in (Q8_0 factors:
 // n_in and n_out multiples of 32).
 void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x, int64_t n_in, float* y, int64_t ldy,
                    int64_t n_out, ThreadPool& pool);
 
 // The two passes (scalar references and their AVX2 versions).
 // ts[i][k] = dot8(A[k, :], xs[i]) for k in [k0, k1) and i in [0, n_x): each A row is read once for
-// all the rows of its group. n_in is a multiple of 8.
+// all the rows of its group. Any n_in: the SIMD kernels add the last n_in % 8 elements to their
+// lanes (i % 8) in scalar fmas, as the reference does.
 void lowrank_a_ref(const LowRankFactors& f, const float* const* xs, int64_t n_x, int64_t n_in, int64_t k0, int64_t k1,
                    float* const* ts);
 void lowrank_a_avx2(const LowRankFactors& f, const float* const* xs, int64_t n_x, int64_t n_in, int64_t k0, int64_t k1,

@@ -31,6 +31,16 @@ inline float reduce8(__m256 acc) {
   return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 0x55)));
 }
 
+// reduce8 after the last n_in % 8 elements (n8 = n_in rounded down to 8), lane i % 8 each, in
+// scalar fmas: rows whose length is not a multiple of 8 (factored matrices of any shape).
+inline float reduce8_tail(__m256 acc, const LowRankFactors& f, int64_t base, const float* x, int64_t n8, int64_t n_in) {
+  if (n8 == n_in) return reduce8(acc);
+  alignas(32) float l[8];
+  _mm256_store_ps(l, acc);
+  for (int64_t i = n8; i < n_in; ++i) l[i - n8] = std::fma(lowrank_elem(f.a, f.type, base + i), x[i], l[i - n8]);
+  return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
 // One row at a time over [j0, j1): 32, then 8 columns per step, then scalar fma.
 void lowrank_b_rows(const LowRankFactors& f, const float* const* ts, float* const* ys, int64_t n_y, int64_t n_out,
                     int64_t j0, int64_t j1, __m256 sc) {
@@ -72,26 +82,28 @@ void lowrank_b_rows(const LowRankFactors& f, const float* const* ts, float* cons
 // Four rows of x share each load of A (the accumulation of each output is the reference's).
 void lowrank_a_avx2(const LowRankFactors& f, const float* const* xs, int64_t n_x, int64_t n_in, int64_t k0, int64_t k1,
                     float* const* ts) {
+  const int64_t n8 = n_in / 8 * 8;
   for (int64_t k = k0; k < k1; ++k) {
     const int64_t base = k * n_in;
     int64_t r = 0;
     for (; r + 4 <= n_x; r += 4) {
       __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
       const float *x0 = xs[r], *x1 = xs[r + 1], *x2 = xs[r + 2], *x3 = xs[r + 3];
-      for (int64_t i = 0; i < n_in; i += 8) {
+      for (int64_t i = 0; i < n8; i += 8) {
         const __m256 a = load8(f.a, f.type, base + i);
         a0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x0 + i), a0);
         a1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x1 + i), a1);
         a2 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x2 + i), a2);
         a3 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x3 + i), a3);
       }
-      ts[r][k] = reduce8(a0), ts[r + 1][k] = reduce8(a1), ts[r + 2][k] = reduce8(a2), ts[r + 3][k] = reduce8(a3);
+      ts[r][k] = reduce8_tail(a0, f, base, x0, n8, n_in), ts[r + 1][k] = reduce8_tail(a1, f, base, x1, n8, n_in);
+      ts[r + 2][k] = reduce8_tail(a2, f, base, x2, n8, n_in), ts[r + 3][k] = reduce8_tail(a3, f, base, x3, n8, n_in);
     }
     for (; r < n_x; ++r) {
       __m256 acc = _mm256_setzero_ps();
-      for (int64_t i = 0; i < n_in; i += 8)
+      for (int64_t i = 0; i < n8; i += 8)
         acc = _mm256_fmadd_ps(load8(f.a, f.type, base + i), _mm256_loadu_ps(xs[r] + i), acc);
-      ts[r][k] = reduce8(acc);
+      ts[r][k] = reduce8_tail(acc, f, base, xs[r], n8, n_in);
     }
   }
 }

@@ -62,6 +62,8 @@ inline void store_pair(__m512 acc, float* t, int64_t k) {
 
 void lowrank_a_avx512(const LowRankFactors& f, const float* const* xs, int64_t n_x, int64_t n_in, int64_t k0,
                       int64_t k1, float* const* ts) {
+  // Rows not a multiple of 8 (factored matrices of any shape): the AVX2 kernel, which has the tail.
+  if (n_in % 8 != 0) return lowrank_a_avx2(f, xs, n_x, n_in, k0, k1, ts);
   int64_t k = k0;
   for (; k + 2 <= k1; k += 2) {
     const int64_t b0 = k * n_in, b1 = (k + 1) * n_in;

@@ -12,6 +12,7 @@
 #include "../os/os.h"
 #include "../quant/gemm.h"
 #include "../quant/quant.h"
+#include "csr.h"
 #include "factored.h"
 #include "sparse24.h"
 
@@ -80,7 +81,7 @@ bool pack_matrix(MatrixView* w, uint8_t* dst) {
 void matmul(const MatmulTask* in_tasks, int n_in_tasks, const float* x, int64_t n, ThreadPool& pool) {
   if (n <= 0 || n_in_tasks <= 0) return;
   n_in_tasks = std::min(n_in_tasks, 4);
-  // 2:4 sparse and low-rank factored matrices run their own kernels on the f32 activations; the
+  // 2:4 sparse, CSR and low-rank factored matrices run their own kernels on the f32 activations; the
   // dense ones go on below.
   MatmulTask tasks[4];
   int n_tasks = 0;
@@ -97,7 +98,15 @@ void matmul(const MatmulTask* in_tasks, int n_in_tasks, const float* x, int64_t 
       fm.sp_ptr = t.w->sp_ptr;
       fm.sp_col = t.w->sp_col;
       fm.sp_val = t.w->sp_val;
+      fm.sp_f32 = t.w->sp_f32;
       factored_matmul(fm, x, n, t.bias, t.y, t.ldy, pool);
+      continue;
+    }
+    if (t.w->is_csr()) {
+      CsrMatrix cm;
+      cm.ptr = t.w->sp_ptr, cm.col = t.w->sp_col, cm.val = t.w->sp_val, cm.f32 = t.w->sp_f32;
+      cm.n_in = t.w->n_in, cm.n_out = t.w->n_out;
+      csr_matmul(cm, x, n, t.bias, false, t.y, t.ldy, pool);
       continue;
     }
     if (!t.w->s24_idx) {

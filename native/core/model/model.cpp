@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "../quant/gemm.h"
+#include "csr.h"
 #include "factored.h"
 #include "sparse24.h"
 
@@ -84,6 +85,12 @@ class Binder {
   Status matrix(const std::string& name, int64_t n_in, int64_t n_out, bool required, MatrixView* out) {
     if (!f_.find_tensor(name) && f_.find_tensor(name + kSparse24ValuesSuffix)) return sparse24(name, n_in, n_out, out);
     if (!f_.find_tensor(name) && f_.find_tensor(name + kLowRankVSuffix)) return factored(name, n_in, n_out, out);
+    if (!f_.find_tensor(name) && f_.find_tensor(name + kSparsePtrSuffix)) {
+      out->n_in = n_in;
+      out->n_out = n_out;
+      out->type = GgmlType::F16;
+      return csr(name, n_in, n_out, out);
+    }
     const GgufTensorInfo* t = nullptr;
     LLMS_RETURN_IF_ERROR(find(name, {n_in, n_out}, required, &t));
     if (!t) return Status::ok();
@@ -151,10 +158,9 @@ class Binder {
   Status factored(const std::string& name, int64_t n_in, int64_t n_out, MatrixView* out) {
     const GgufTensorInfo* v = f_.find_tensor(name + kLowRankVSuffix);
     const int64_t r = v->n_dims == 2 ? v->ne[1] : 0;
-    if (r < 1 || r > std::min(n_in, n_out) || n_in % 8 != 0)
-      return make_error(Code::BadShape, "low-rank tensor '" + name + "' needs a rank in [1, min(n_in, n_out)] and " +
-                                            "rows of a multiple of 8 (n_in " + std::to_string(n_in) + ", rank " +
-                                            std::to_string(r) + ")");
+    if (r < 1 || r > std::min(n_in, n_out))
+      return make_error(Code::BadShape, "low-rank tensor '" + name + "' needs a rank in [1, min(n_in, n_out)] (n_in " +
+                                            std::to_string(n_in) + ", rank " + std::to_string(r) + ")");
     const GgufTensorInfo* ut = nullptr;
     LLMS_RETURN_IF_ERROR(find(name + kLowRankVSuffix, {n_in, r}, true, &v));
     LLMS_RETURN_IF_ERROR(find(name + kLowRankUtSuffix, {n_out, r}, true, &ut));
@@ -175,27 +181,36 @@ class Binder {
     out->lr_v = v->data;
     out->lr_ut = ut->data;
     if (!f_.find_tensor(name + kSparsePtrSuffix)) return Status::ok();
+    return csr(name, n_in, n_out, out);
+  }
+
+  // NAME.sp_ptr / sp_col / sp_val (model/csr.h): a whole CSR matrix or a factored one's residual.
+  // The indices are checked here once, so the kernels can trust them.
+  Status csr(const std::string& name, int64_t n_in, int64_t n_out, MatrixView* out) {
     const GgufTensorInfo *p = nullptr, *c = nullptr, *x = nullptr;
     LLMS_RETURN_IF_ERROR(find(name + kSparsePtrSuffix, {n_out + 1}, true, &p, true));
     const GgufTensorInfo* ci = f_.find_tensor(name + kSparseColSuffix);
     const int64_t nnz = ci && ci->n_dims == 1 ? ci->ne[0] : -1;
-    if (nnz < 1) return make_error(Code::BadShape, "sparse residual of '" + name + "' has no 1-D column tensor");
+    if (nnz < 1) return make_error(Code::BadShape, "CSR tensors of '" + name + "' have no 1-D column tensor");
     LLMS_RETURN_IF_ERROR(find(name + kSparseColSuffix, {nnz}, true, &c, true));
     LLMS_RETURN_IF_ERROR(find(name + kSparseValSuffix, {nnz}, true, &x));
-    if (p->type != GgmlType::I32 || c->type != GgmlType::I32 || x->type != GgmlType::F16 ||
+    const bool f32 = x->type == GgmlType::F32;
+    if (p->type != GgmlType::I32 || c->type != GgmlType::I32 || (x->type != GgmlType::F16 && !f32) ||
         reinterpret_cast<uintptr_t>(p->data) % 4 != 0 || reinterpret_cast<uintptr_t>(c->data) % 4 != 0 ||
-        reinterpret_cast<uintptr_t>(x->data) % 2 != 0) {
-      return make_error(Code::UnsupportedType, "sparse residual of '" + name +
-                                                   "' must be i32 row pointers and columns and f16 values, aligned");
+        reinterpret_cast<uintptr_t>(x->data) % (f32 ? 4 : 2) != 0) {
+      return make_error(Code::UnsupportedType, "CSR tensors of '" + name +
+                                                   "' must be i32 row pointers and columns and f16 or f32 values, "
+                                                   "aligned");
     }
     const auto* ptr = reinterpret_cast<const int32_t*>(p->data);
     const auto* col = reinterpret_cast<const int32_t*>(c->data);
     if (!csr_valid(ptr, col, n_out, n_in, nnz))
       return make_error(Code::GgufCorrupt,
-                        "sparse residual of '" + name + "' has row pointers or columns out of range or out of order");
+                        "CSR tensors of '" + name + "' have row pointers or columns out of range or out of order");
     out->sp_ptr = ptr;
     out->sp_col = col;
-    out->sp_val = reinterpret_cast<const uint16_t*>(x->data);
+    out->sp_val = x->data;
+    out->sp_f32 = f32;
     return Status::ok();
   }
 

@@ -34,11 +34,15 @@ struct MatrixView {
   // the optional CSR residual here; matmul runs them, nothing reads rows.
   int64_t lr_rank = 0;
   bool lr_f16 = true;
-  const void* lr_v = nullptr;        // [lr_rank, n_in]
-  const void* lr_ut = nullptr;       // [lr_rank, n_out]
-  const int32_t* sp_ptr = nullptr;   // [n_out + 1] or null
-  const int32_t* sp_col = nullptr;   // [nnz]
-  const uint16_t* sp_val = nullptr;  // [nnz] f16
+  const void* lr_v = nullptr;   // [lr_rank, n_in]
+  const void* lr_ut = nullptr;  // [lr_rank, n_out]
+  // CSR (model/csr.h): the residual of a factored matrix, or with lr_rank == 0 and data null the
+  // whole matrix (unstructured pruning, `compress --format csr`); matmul runs it.
+  const int32_t* sp_ptr = nullptr;  // [n_out + 1] or null
+  const int32_t* sp_col = nullptr;  // [nnz]
+  const void* sp_val = nullptr;     // [nnz] f16, or f32 with sp_f32
+  bool sp_f32 = false;
+  bool is_csr() const { return sp_ptr && lr_rank == 0 && !data; }
   const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
 };
 

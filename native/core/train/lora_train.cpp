@@ -212,13 +212,18 @@ Status lora_loss_grad(const Model& model, const LoraSet<T>& lora, const int32_t*
     return make_error(Code::InvalidArgument, "lora_loss_grad: the LoRA set was made for another model");
   if (grad && (grad->mats.size() != lora.mats.size() || grad->size() != lora.size()))
     return make_error(Code::InvalidArgument, "lora_loss_grad: the gradient set has another shape than the LoRA set");
-  // Training dequantizes each frozen matrix; a low-rank factored one has no dense rows to read.
+  // Training dequantizes each frozen matrix; a low-rank factored or CSR one has no dense rows to read.
   for (const LayerWeights& L : W.layers)
-    for (const MatrixView* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
+    for (const MatrixView* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) {
       if (m->lr_rank > 0)
         return make_error(Code::InvalidArgument,
                           "finetune needs dense weight matrices; this model holds low-rank factored ones "
                           "(llmserve compress --lowrank): train on the original model");
+      if (m->is_csr())
+        return make_error(Code::InvalidArgument,
+                          "finetune needs dense weight matrices; this model holds CSR sparse ones "
+                          "(llmserve compress --format csr): train on the original model");
+    }
   for (int64_t t = 0; t < n; ++t) {
     if (tokens[t] < 0 || tokens[t] >= c.n_vocab || labels[t] < -1 || labels[t] >= c.n_vocab)
       return make_error(Code::InvalidArgument, "token or label id at index " + std::to_string(t) + " is outside [0, " +
