@@ -72,7 +72,8 @@ void train_mm_nt_f32(const float* x, const float* w, int64_t n, int64_t k, int64
   const int64_t k8 = k & ~int64_t{7};
   const int64_t n_tb = (n + kTok - 1) / kTok, n_ob = (m + kOut - 1) / kOut;
   pool.parallel_for(n_tb * n_ob, [&](int64_t j0, int64_t j1) {
-    std::vector<float> acc(static_cast<size_t>(kTok * kOut * 8));
+    // 128 KiB per thread, kept: a fresh one per call would be an mmap + page faults each time.
+    thread_local std::vector<float> acc(static_cast<size_t>(kTok * kOut * 8));
     for (int64_t j = j0; j < j1; ++j) {
       const int64_t t0 = (j / n_ob) * kTok, o0 = (j % n_ob) * kOut;
       const int64_t nt = std::min(kTok, n - t0), no = std::min(kOut, m - o0);
