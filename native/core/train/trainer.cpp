@@ -119,6 +119,7 @@ Status train_lora(const Model& model, const TrainData& data, const TrainOptions&
     if (opt.adaptive) ada.materialize(&lora);  // A = diag(λ∘keep)·Q, B = P of the current parameters
     zero(&grad);
     double nll = 0, ce = 0, kl = 0;
+    int64_t recomputed = 0;
     for (int64_t s = s0; s < s1 && labelled > 0; ++s) {
       if (cancel && cancel->load()) return make_error(Code::Cancelled, "finetune was cancelled");
       const int64_t a = data.offsets[static_cast<size_t>(s)], n = data.offsets[static_cast<size_t>(s + 1)] - a;
@@ -129,15 +130,16 @@ Status train_lora(const Model& model, const TrainData& data, const TrainOptions&
         LLMS_RETURN_IF_ERROR(teacher->logits(data.tokens.data() + a, n, pool, &teacher_logits));
         dt.teacher = teacher_logits.data(), dt.alpha = opt.distill, dt.temperature = opt.temperature;
       }
-      LLMS_RETURN_IF_ERROR(
-          lora_loss_grad(model, lora, data.tokens.data() + a, data.labels.data() + a, n,
-                         1.0 / static_cast<double>(labelled), &part, &grad, pool, distilling ? &dt : nullptr,
-                         kept_activation_bytes(model.config(), n, opt.rank) > opt.recompute_above, &scratch));
+      const bool recompute = kept_activation_bytes(model.config(), n, opt.rank) > opt.recompute_above;
+      recomputed += recompute;
+      LLMS_RETURN_IF_ERROR(lora_loss_grad(model, lora, data.tokens.data() + a, data.labels.data() + a, n,
+                                          1.0 / static_cast<double>(labelled), &part, &grad, pool,
+                                          distilling ? &dt : nullptr, recompute, &scratch));
       nll += part, ce += dt.ce_sum, kl += dt.kl_sum;
       tokens += n;
     }
     StepEvent ev;
-    ev.step = step + 1, ev.steps = opt.steps, ev.tokens = tokens;
+    ev.step = step + 1, ev.steps = opt.steps, ev.tokens = tokens, ev.recomputed = recomputed;
     ev.lr = lr_at(step, opt.steps, opt.warmup, opt.lr, opt.min_lr);
     if (labelled > 0) {
       ev.loss = nll / static_cast<double>(labelled);
