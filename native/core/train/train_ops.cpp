@@ -202,10 +202,8 @@ void attention_fwd(const T* q, const T* k, const T* v, int64_t n, int64_t H, int
         const T* qt = q + (t * H + h) * D;
         T mx = -INFINITY;
         for (int64_t j = 0; j <= t; ++j) {
-          const T* kj = k + (j * Hkv + kh) * D;
-          T sdot = 0;
-          for (int64_t i = 0; i < D; ++i) sdot += qt[i] * kj[i];
-          p[j] = sdot * scale;
+          // dot8: 8 independent partial sums (vectorized, a fixed order) instead of one serial chain.
+          p[j] = dot8(qt, k + (j * Hkv + kh) * D, D) * scale;
           mx = std::max(mx, p[j]);
         }
         T sum = 0;
@@ -240,8 +238,7 @@ void attention_bwd(const T* q, const T* k, const T* v, const T* P, const T* dout
           T rowsum = 0;
           for (int64_t j = 0; j <= t; ++j) {
             const T* vj = v + (j * Hkv + kh) * D;
-            T dp = 0;
-            for (int64_t i = 0; i < D; ++i) dp += dot_[i] * vj[i];
+            const T dp = dot8(dot_, vj, D);
             dS[j] = dp;
             rowsum += p[j] * dp;
             T* dvj = dv + (j * Hkv + kh) * D;
