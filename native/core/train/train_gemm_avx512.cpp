@@ -35,13 +35,14 @@ inline void nt_micro_pairs(const float* x, const float* w, int64_t k, int64_t c0
     __m512 xv[TP];
     for (int p = 0; p < TP; ++p) xv[p] = pair(x + (2 * p) * k + i, x + (2 * p + 1) * k + i);
     for (int o = 0; o < OO; ++o) {
-      const __m512 wv = _mm512_broadcast_f32x8(_mm256_loadu_ps(w + o * k + i));
+      const float* wo = w + o * k + i;
+      const __m512 wv = pair(wo, wo);  // (GCC 12 warns on _mm512_broadcast_f32x8's undefined operand)
       for (int p = 0; p < TP; ++p) a[p][o] = _mm512_add_ps(a[p][o], _mm512_mul_ps(xv[p], wv));
     }
   }
   for (int p = 0; p < TP; ++p)
     for (int o = 0; o < OO; ++o) {
-      _mm256_storeu_ps(acc + ((2 * p) * no + o) * 8, _mm512_castps512_ps256(a[p][o]));
+      _mm256_storeu_ps(acc + ((2 * p) * no + o) * 8, _mm512_extractf32x8_ps(a[p][o], 0));
       _mm256_storeu_ps(acc + ((2 * p + 1) * no + o) * 8, _mm512_extractf32x8_ps(a[p][o], 1));
     }
 }
