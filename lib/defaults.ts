@@ -165,6 +165,7 @@ export const TRAIN_DEFAULTS = {
   larsEta: 1,
   distill: 0.5,
   temperature: 2,
+  recomputeMb: 1024,
 } as const;
 
 /**

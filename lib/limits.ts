@@ -132,6 +132,7 @@ export const TRAIN_LIMITS = {
   distill: num(0, 1),
   temperature: num(0, 100, true),
   targetRank: int(1, 4096),
+  recomputeMb: int(0, 1 << 24),
 } as const satisfies Record<string, Limit>;
 
 /** The ranges of {@link LIMITS}, by the group name the native addon exports them under (`addon.limits`). */

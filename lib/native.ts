@@ -428,6 +428,8 @@ export interface NativeFinetuneOptions {
   adaptiveRank: boolean;
   /** Components kept per matrix on average at the end, in [1, rank]; read only with adaptiveRank. */
   targetRank: number;
+  /** Kept-activation size (MiB) above which a sequence trains with per-layer recomputation; 0 = always. */
+  recomputeMb: number;
 }
 
 /** Token sequences for finetune(): sequence i is [offsets[i], offsets[i + 1]) of tokens and labels. */
@@ -453,6 +455,8 @@ export interface NativeTrainStep {
   /** Adaptive rank: the orthogonality penalty before the step, and the components kept after it; else 0. */
   orth: number;
   keptRank: number;
+  /** Sequences of the step trained with per-layer recomputation (recomputeMb). */
+  recomputed: number;
 }
 
 /** A finetune() in flight (cancel: the promise rejects with ERR_CANCELLED and no adapter is written). */

@@ -676,4 +676,25 @@ export const MUTATIONS = [
     replace: "if (density > kCsrMaxDensity) {",
     why: "CSR at load: sparse matrices are expanded to dense and dense ones run as CSR",
   },
+  {
+    id: "train-gemm-nt-fused",
+    file: "native/core/train/train_gemm_simd.h",
+    find: "for (int o = 0; o < OO; ++o) a[t][o] = _mm256_add_ps(a[t][o], _mm256_mul_ps(xv, wv[o]));",
+    replace: "for (int o = 0; o < OO; ++o) a[t][o] = _mm256_fmadd_ps(xv, wv[o], a[t][o]);",
+    why: "training products: the SIMD dot8 fuses multiply and add, so f32 training no longer gives the reference's bits",
+  },
+  {
+    id: "train-gemm-axpy-tail-dropped",
+    file: "native/core/train/train_gemm_simd.h",
+    find: "    for (; i < i1; i += V::W) {",
+    replace: "    for (; i + V::W <= i1; i += V::W) {",
+    why: "training products: the last partial vector of columns (k not a multiple of the width) is never updated",
+  },
+  {
+    id: "train-recompute-threshold-ignored",
+    file: "native/core/train/trainer.cpp",
+    find: "const bool recompute = kept_activation_bytes(model.config(), n, opt.rank) > opt.recompute_above;",
+    replace: "const bool recompute = false;",
+    why: "finetune: the recomputation threshold (recomputeMb) is ignored, long sequences keep every layer's activations",
+  },
 ];

@@ -34,6 +34,7 @@ interface FinetuneCliOpts {
   temperature?: number;
   adaptiveRank?: boolean;
   targetRank?: number;
+  recomputeMb?: number;
   threads?: number;
   json?: boolean;
 }
@@ -71,6 +72,7 @@ async function runFinetune(o: FinetuneCliOpts): Promise<void> {
       temperature: o.temperature,
       adaptiveRank: o.adaptiveRank,
       targetRank: o.targetRank,
+      recomputeMb: o.recomputeMb,
       threads: o.threads,
       signal: ac.signal,
     });
@@ -155,6 +157,11 @@ export function registerFinetune(program: Command): void {
       "--target-rank <n>",
       "average rank per matrix at the end of --adaptive-rank (at most --rank)",
       int("--target-rank"),
+    )
+    .option(
+      "--recompute-mb <n>",
+      `activation memory (MiB) above which a sequence recomputes each layer's forward in the backward (default ${D.recomputeMb}; 0: always; same adapter)`,
+      int("--recompute-mb"),
     )
     .option("-t, --threads <n>", "threads (default: physical cores)", int("--threads"))
     .option("--json", "print one JSON object per step (and a last 'done' one) instead of a progress bar")

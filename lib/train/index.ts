@@ -84,6 +84,12 @@ export interface FinetuneOptions {
   adaptiveRank?: boolean;
   /** Average rank per matrix at the end of adaptive-rank training, in [1, rank] (only with adaptiveRank). */
   targetRank?: number;
+  /**
+   * Activation memory (MiB) above which a sequence trains with per-layer recomputation: only each
+   * layer's input is kept and a layer's forward runs again before its backward (one more forward
+   * pass of time, the same gradients and adapter bytes). Default 1024; 0 recomputes always.
+   */
+  recomputeMb?: number;
   /** Threads of the training loop (default: physical cores). The adapter does not depend on it. */
   threads?: number;
   /** Aborting stops training: the iterator throws ERR_CANCELLED and no adapter is written. */
@@ -114,6 +120,8 @@ export interface FinetuneStep {
   keptRank?: number;
   /** With adaptiveRank: the orthogonality penalty γ·mean(‖PᵀP − I‖² + ‖QQᵀ − I‖²) before the step; absent otherwise. */
   orthPenalty?: number;
+  /** Sequences of the step whose kept activations passed `recomputeMb` (trained with per-layer recomputation). */
+  recomputed: number;
   /** Tokens per second of the step's wall time. */
   tokensPerSecond: number;
   /** Seconds left at the mean step time so far. */
@@ -171,6 +179,7 @@ const KEYS = [
   "temperature",
   "adaptiveRank",
   "targetRank",
+  "recomputeMb",
   "threads",
   "signal",
 ];
@@ -262,6 +271,7 @@ export async function* finetune(options: FinetuneOptions): AsyncGenerator<Finetu
     temperature: num("temperature", D.temperature),
     adaptiveRank,
     targetRank: targetRank ?? 0,
+    recomputeMb: num("recomputeMb", D.recomputeMb),
   };
   const packed = packSequences(shuffledEpochs(train.sequences, passes, seed));
   const evalPacked = held ? packSequences(held.sequences) : null;
@@ -286,6 +296,7 @@ export async function* finetune(options: FinetuneOptions): AsyncGenerator<Finetu
       ...(opts.distill > 0 ? { ce: e.ce, kl: e.kl } : {}),
       ...(adaptiveRank ? { keptRank: e.keptRank, orthPenalty: e.orth } : {}),
       tokens: e.tokens,
+      recomputed: e.recomputed,
       tokensPerSecond: e.seconds > 0 ? e.tokens / e.seconds : 0,
       etaSeconds: ((e.steps - e.step) * stepSeconds) / e.step,
     });

@@ -106,6 +106,7 @@ inline constexpr Limit kTrainLarsEta{"larsEta", 0, 100, false, true};
 inline constexpr Limit kTrainDistill{"distill", 0, 1, false, false};
 inline constexpr Limit kTrainTemperature{"temperature", 0, 100, false, true};
 inline constexpr Limit kTrainTargetRank{"targetRank", 1, 4096, true, false};
+inline constexpr Limit kTrainRecomputeMb{"recomputeMb", 0, 1 << 24, true, false};  // MiB; 0 = always recompute
 
 // Exported to JS as addon.limits[group][name].
 struct Group {
@@ -144,10 +145,10 @@ inline constexpr const Limit* kSynth[] = {
 inline constexpr const Limit* kLora[] = {&kAdapterScale, &kLoraRank, &kLoraSeed, &kLoraAlpha, &kLoraStdB};
 inline constexpr const Limit* kGguf[] = {&kMaxArrayLength, &kMaxStringBytes, &kMaxMetadataBytes};
 inline constexpr const Limit* kEval[] = {&kEvalCtx, &kEvalBatch, &kEvalChunks};
-inline constexpr const Limit* kTrain[] = {&kTrainRank,    &kTrainAlpha,       &kTrainLr,        &kTrainMinLr,
-                                          &kTrainWarmup,  &kTrainBatch,       &kTrainSteps,     &kTrainClip,
-                                          &kTrainSeed,    &kTrainWeightDecay, &kTrainMomentum,  &kTrainLarsEta,
-                                          &kTrainDistill, &kTrainTemperature, &kTrainTargetRank};
+inline constexpr const Limit* kTrain[] = {&kTrainRank,    &kTrainAlpha,       &kTrainLr,         &kTrainMinLr,
+                                          &kTrainWarmup,  &kTrainBatch,       &kTrainSteps,      &kTrainClip,
+                                          &kTrainSeed,    &kTrainWeightDecay, &kTrainMomentum,   &kTrainLarsEta,
+                                          &kTrainDistill, &kTrainTemperature, &kTrainTargetRank, &kTrainRecomputeMb};
 inline constexpr Group kGroups[] = {
     {"generate", kGenerate, sizeof(kGenerate) / sizeof(kGenerate[0])},
     {"load", kLoad, sizeof(kLoad) / sizeof(kLoad[0])},

@@ -91,6 +91,7 @@ class FinetuneWorker : public StatusWorker<Napi::AsyncProgressQueueWorker<StepEv
         o.Set("kl", Napi::Number::New(env, ev[i].kl));
         o.Set("orth", Napi::Number::New(env, ev[i].orth));
         o.Set("keptRank", Napi::Number::New(env, static_cast<double>(ev[i].kept_rank)));
+        o.Set("recomputed", Napi::Number::New(env, static_cast<double>(ev[i].recomputed)));
         on_step_.Call({o});
       } catch (const Napi::Error& e) {
         callback_error_ = Napi::Persistent(e.Value());  // OnOK rejects with it; training goes on to the end
@@ -197,6 +198,7 @@ Napi::Value Finetune(const Napi::CallbackInfo& info) {
   t.adaptive = get_bool(o, "adaptiveRank");
   // 0 without adaptive rank (lib/train refuses a target rank alone; the trainer checks it again).
   if (t.adaptive) t.ada.target_rank = get_number<int64_t, L::kTrainTargetRank>(o);
+  t.recompute_above = static_cast<double>(get_number<int64_t, L::kTrainRecomputeMb>(o)) * 1024.0 * 1024.0;
   Napi::Value tp = o.Get("teacher");
   const std::string teacher = tp.IsNull() || tp.IsUndefined() ? "" : path_arg(env, tp, "the teacher model path");
   t.optim.kind = get_choice(o, "optimizer", {"adamw", "lars"}) == "lars" ? OptimKind::Lars : OptimKind::AdamW;

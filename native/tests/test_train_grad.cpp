@@ -275,7 +275,28 @@ TEST(train_recompute_bit_exact) {
   LoraSet<float> a0, a1;
   CHECK(kept_activation_bytes(c, n, o.rank) > 0 && kept_activation_bytes(c, n, o.rank) < o.recompute_above);
   CHECK(train_lora(*model, data, o, pool(), {}, nullptr, &a0).is_ok());
+  int64_t recomputed = 0;
   o.recompute_above = 0;
-  CHECK(train_lora(*model, data, o, pool(), {}, nullptr, &a1).is_ok());
+  CHECK(train_lora(
+            *model, data, o, pool(), [&](const StepEvent& e) { recomputed += e.recomputed; }, nullptr, &a1)
+            .is_ok());
   CHECK(same(a0, a1));
+  CHECK(recomputed == 2);  // each step's one sequence
+  // A negative, NaN or infinite threshold: a typed error, not a silent default.
+  for (double bad : {-1.0, std::nan(""), static_cast<double>(INFINITY)}) {
+    o.recompute_above = bad;
+    CHECK(train_lora(*model, data, o, pool(), {}, nullptr, &a1).code == Code::InvalidArgument);
+  }
+  // A scratch reused across calls (another length in between, recompute on and off) changes nothing.
+  LossScratch<float> ws;
+  for (bool rc : {false, true}) {
+    LoraSet<float> lf = random_lora<float>(c, 62), g0 = zeros_like(lf), g1 = zeros_like(lf), g2 = zeros_like(lf);
+    double l0 = 0, l1 = 0, l2 = 0;
+    CHECK(lora_loss_grad(*model, lf, tokens.data(), labels.data(), n, 0.5, &l0, &g0, pool(), nullptr, rc).is_ok());
+    CHECK(lora_loss_grad(*model, lf, tokens.data(), labels.data(), n - 2, 0.5, &l1, &g1, pool(), nullptr, !rc, &ws)
+              .is_ok());
+    CHECK(lora_loss_grad(*model, lf, tokens.data(), labels.data(), n, 0.5, &l2, &g2, pool(), nullptr, rc, &ws).is_ok());
+    CHECK(l0 == l2);
+    CHECK(same(g0, g2));
+  }
 }

@@ -95,6 +95,22 @@ describe.runIf(existsSync(cli) && haveFixtures)("llmserve finetune", () => {
     expect(big.stderr).toMatch(/at most rank/);
   }, 120_000);
 
+  it("--recompute-mb 0: every step reports its sequence recomputed; a negative value is refused", () => {
+    writeFileSync(data, "The blue robot sings to the quiet moon. ".repeat(40));
+    const args = ["finetune", "-m", base, "--data", data, "-o", out, "--ctx", "32", "--rank", "2", "-t", "1"];
+    const r = run(args.concat(["--steps", "2", "--json", "--recompute-mb", "0"]));
+    expect(r.status, r.stderr).toBe(0);
+    const lines = r.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(lines.filter((l) => l.type === "step").map((l) => l.recomputed)).toEqual([1, 1]);
+    const bad = run(args.concat(["--recompute-mb", "-5"]));
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/ERR_INVALID_ARGUMENT/);
+    expect(bad.stderr).toMatch(/recomputeMb/);
+  }, 120_000);
+
   it("bad input: non-zero exit with the error code", () => {
     const r = run(["finetune", "-m", base, "--data", data, "-o", out, "--optimizer", "sgd"]);
     expect(r.status).not.toBe(0);

@@ -138,6 +138,20 @@ describe.skipIf(!haveFixtures)("finetune on aidreams260K", () => {
     expect(existsSync(tmp("c.gguf"))).toBe(false);
   }, 60_000);
 
+  it("recomputeMb: 0 recomputes every sequence and writes the default run's bytes; bad values refused", async () => {
+    const steps = (ev: FinetuneEvent[]) => ev.flatMap((e) => (e.type === "step" ? [e] : []));
+    const a = steps(await run({ output: tmp("rc-default.gguf"), steps: 3, lr: 3e-3 }));
+    expect(a.map((e) => e.recomputed)).toEqual([0, 0, 0]); // ctx 64 on a dim-64 model: far below 1 GiB
+    const b = steps(await run({ output: tmp("rc-0.gguf"), steps: 3, lr: 3e-3, recomputeMb: 0 }));
+    expect(b.map((e) => e.recomputed)).toEqual([1, 1, 1]);
+    expect(b.map((e) => e.loss)).toEqual(a.map((e) => e.loss));
+    expect(readFileSync(tmp("rc-0.gguf")).equals(readFileSync(tmp("rc-default.gguf")))).toBe(true);
+    const o = { model: BASE, output: tmp("x.gguf"), data: tmp("train.txt"), ctx: 64 };
+    for (const bad of [-1, 1.5, Number.NaN, 2 ** 25, "64"])
+      expect(await code(drain({ ...o, recomputeMb: bad as number }))).toMatch(/^ERR_INVALID_ARGUMENT: .*recomputeMb/);
+    expect(existsSync(tmp("x.gguf"))).toBe(false);
+  }, 60_000);
+
   it("refuses bad data and options with typed errors", async () => {
     writeFileSync(tmp("bad.jsonl"), '{"text": "ok"}\n{not json}\n');
     const o = { model: BASE, output: tmp("x.gguf"), ctx: 64 };

@@ -41,8 +41,8 @@ struct Proj1 {
   const Model& model;
   const LoraSet<T>& lora;
   ThreadPool& pool;
-  std::vector<T> w;   // dequantized weight, reused between projections
-  std::vector<T> du;  // backward scratch
+  std::vector<T>& w;   // dequantized weight, reused between projections
+  std::vector<T>& du;  // backward scratch
 
   // y [n, n_out] = proj p of layer il applied to x [n, n_in]; u [n, r] kept when targeted.
   void fwd(int64_t il, int p, const T* x, int64_t n, T* y, std::vector<T>* u) {
@@ -66,9 +66,11 @@ struct Proj1 {
   }
 };
 
+// Sizes an output buffer that the op writing it fills completely (no zeroing needed; a reused
+// buffer keeps its pages).
 template <typename T>
 void zero(std::vector<T>* v, size_t count) {
-  v->assign(count, T(0));
+  v->resize(count);
 }
 
 }  // namespace
@@ -123,13 +125,15 @@ Status lora_zeros(const ModelConfig& c, int64_t rank, double alpha, uint32_t tar
 
 template <typename T>
 void block_fwd(const Model& model, int64_t il, const LoraSet<T>& lora, const float* rope_cache, const T* x_in,
-               int64_t n, BlockActs<T>* a, T* x_out, ThreadPool& pool) {
+               int64_t n, BlockActs<T>* a, T* x_out, ThreadPool& pool, BlockScratch<T>* scratch) {
   const ModelConfig& c = model.config();
   const LayerWeights& L = model.weights().layers[static_cast<size_t>(il)];
   const int64_t E = c.n_embd, Eq = c.n_embd_q(), Ekv = c.n_embd_kv(), F = c.n_ff, H = c.n_head, Hkv = c.n_head_kv,
                 D = c.head_dim;
   const size_t N = static_cast<size_t>(n);
-  Proj1<T> pr{model, lora, pool, {}, {}};
+  BlockScratch<T> local;
+  BlockScratch<T>& ws = scratch ? *scratch : local;
+  Proj1<T> pr{model, lora, pool, ws.w, ws.du};
   a->x_in.assign(x_in, x_in + n * E);
   zero(&a->rstd1, N), zero(&a->xn1, N * E);
   rmsnorm_fwd(x_in, L.attn_norm, n, E, c.rms_eps, a->xn1.data(), a->rstd1.data());
@@ -163,30 +167,36 @@ void block_fwd(const Model& model, int64_t il, const LoraSet<T>& lora, const flo
 
 template <typename T>
 void block_bwd(const Model& model, int64_t il, const LoraSet<T>& lora, const float* rope_cache, const BlockActs<T>& a,
-               int64_t n, const T* dx_out, T* dx_in, LoraSet<T>* grad, ThreadPool& pool) {
+               int64_t n, const T* dx_out, T* dx_in, LoraSet<T>* grad, ThreadPool& pool, BlockScratch<T>* scratch) {
   const ModelConfig& c = model.config();
   const LayerWeights& L = model.weights().layers[static_cast<size_t>(il)];
   const int64_t E = c.n_embd, Eq = c.n_embd_q(), Ekv = c.n_embd_kv(), F = c.n_ff, H = c.n_head, Hkv = c.n_head_kv,
                 D = c.head_dim;
   const size_t N = static_cast<size_t>(n);
-  Proj1<T> pr{model, lora, pool, {}, {}};
-  // FFN: x_out = x_mid + down(swiglu(gate(xn2), up(xn2)))
-  std::vector<T> dx_mid(dx_out, dx_out + N * E), dh(N * F, T(0)), dg(N * F, T(0)), du(N * F, T(0));
+  BlockScratch<T> local;
+  BlockScratch<T>& ws = scratch ? *scratch : local;
+  Proj1<T> pr{model, lora, pool, ws.w, ws.du};
+  // FFN: x_out = x_mid + down(swiglu(gate(xn2), up(xn2))). Gradient buffers accumulate: zeroed.
+  std::vector<T>&dx_mid = ws.dx_mid, &dh = ws.dh, &dg = ws.dg, &du = ws.dup, &dxn = ws.dxn;
+  dx_mid.assign(dx_out, dx_out + N * E);
+  dh.assign(N * F, T(0)), dg.assign(N * F, T(0)), du.assign(N * F, T(0));
   pr.bwd(il, 6, a.h.data(), a.u[6], dx_out, n, dh.data(), grad);
   swiglu_bwd(a.gate.data(), a.up.data(), dh.data(), n * F, dg.data(), du.data());
-  std::vector<T> dxn(N * E, T(0));
+  dxn.assign(N * E, T(0));
   pr.bwd(il, 4, a.xn2.data(), a.u[4], dg.data(), n, dxn.data(), grad);
   pr.bwd(il, 5, a.xn2.data(), a.u[5], du.data(), n, dxn.data(), grad);
   rmsnorm_bwd(a.x_mid.data(), L.ffn_norm, a.rstd2.data(), dxn.data(), n, E, dx_mid.data());
   // Attention: x_mid = x_in + o(attn(rope(norm(q(xn1))), rope(norm(k(xn1))), v(xn1)))
-  std::vector<T> dattn(N * Eq, T(0)), dq(N * Eq, T(0)), dk(N * Ekv, T(0)), dv(N * Ekv, T(0));
+  std::vector<T>&dattn = ws.dattn, &dq = ws.dq, &dk = ws.dk, &dv = ws.dv;
+  dattn.assign(N * Eq, T(0)), dq.assign(N * Eq, T(0)), dk.assign(N * Ekv, T(0)), dv.assign(N * Ekv, T(0));
   pr.bwd(il, 3, a.attn.data(), a.u[3], dx_mid.data(), n, dattn.data(), grad);
   attention_bwd(a.q.data(), a.k.data(), a.v.data(), a.P.data(), dattn.data(), n, H, Hkv, D, dq.data(), dk.data(),
                 dv.data(), pool);
   rope(dq.data(), n, H, D, c.n_rot, c.rope_type, rope_cache, true);
   rope(dk.data(), n, Hkv, D, c.n_rot, c.rope_type, rope_cache, true);
   if (L.attn_q_norm) {
-    std::vector<T> dq_raw(N * Eq, T(0)), dk_raw(N * Ekv, T(0));
+    std::vector<T>&dq_raw = ws.dq_raw, &dk_raw = ws.dk_raw;
+    dq_raw.assign(N * Eq, T(0)), dk_raw.assign(N * Ekv, T(0));
     rmsnorm_bwd(a.q_raw.data(), L.attn_q_norm, a.q_rstd.data(), dq.data(), n * H, D, dq_raw.data());
     rmsnorm_bwd(a.k_raw.data(), L.attn_k_norm, a.k_rstd.data(), dk.data(), n * Hkv, D, dk_raw.data());
     dq.swap(dq_raw);
@@ -203,7 +213,7 @@ void block_bwd(const Model& model, int64_t il, const LoraSet<T>& lora, const flo
 template <typename T>
 Status lora_loss_grad(const Model& model, const LoraSet<T>& lora, const int32_t* tokens, const int32_t* labels,
                       int64_t n, double weight, double* nll_sum, LoraSet<T>* grad, ThreadPool& pool,
-                      DistillTerm* distill, bool recompute) {
+                      DistillTerm* distill, bool recompute, LossScratch<T>* scratch) {
   const ModelConfig& c = model.config();
   const ModelWeights& W = model.weights();
   if (n < 1 || !tokens || !labels || !nll_sum || (distill && !distill->teacher))
@@ -231,11 +241,17 @@ Status lora_loss_grad(const Model& model, const LoraSet<T>& lora, const int32_t*
   }
   const int64_t E = c.n_embd, V = c.n_vocab;
   const size_t N = static_cast<size_t>(n);
-  std::vector<float> cache(N * static_cast<size_t>(c.n_rot));
+  LossScratch<T> local;
+  LossScratch<T>& ws = scratch ? *scratch : local;
+  BlockScratch<T>* bs = &ws.block;
+  std::vector<float>& cache = ws.cache;
+  cache.resize(N * static_cast<size_t>(c.n_rot));
   rope_cache_f32(c, W.rope_freqs, 0, n, cache.data());
   // Embedding lookup (frozen: no gradient flows past it).
-  std::vector<T> x(N * E);
-  std::vector<float> row(static_cast<size_t>(E));
+  std::vector<T>& x = ws.x;
+  x.resize(N * E);
+  std::vector<float>& row = ws.row;
+  row.resize(static_cast<size_t>(E));
   for (int64_t t = 0; t < n; ++t) {
     dequantize_row(W.tok_embd.type, W.tok_embd.row(tokens[t]), row.data(), E);
     std::copy(row.begin(), row.end(), x.begin() + t * E);
@@ -244,18 +260,22 @@ Status lora_loss_grad(const Model& model, const LoraSet<T>& lora, const int32_t*
   // layer's forward again right before its backward (same inputs, same fixed-order kernels: the
   // same bits, so the same gradients).
   const bool again = recompute && grad;
-  std::vector<BlockActs<T>> acts(again ? 1 : static_cast<size_t>(c.n_layer));
-  std::vector<std::vector<T>> inputs(again ? static_cast<size_t>(c.n_layer) : 0);
-  std::vector<T> next(N * E);
+  std::vector<BlockActs<T>>& acts = ws.acts;
+  acts.resize(again ? 1 : static_cast<size_t>(c.n_layer));
+  std::vector<std::vector<T>>& inputs = ws.inputs;
+  inputs.resize(again ? static_cast<size_t>(c.n_layer) : 0);
+  std::vector<T>& next = ws.next;
+  next.resize(N * E);
   for (int64_t il = 0; il < c.n_layer; ++il) {
     if (again) inputs[static_cast<size_t>(il)] = x;
-    block_fwd(model, il, lora, cache.data(), x.data(), n, &acts[again ? 0 : static_cast<size_t>(il)], next.data(),
-              pool);
+    block_fwd(model, il, lora, cache.data(), x.data(), n, &acts[again ? 0 : static_cast<size_t>(il)], next.data(), pool,
+              bs);
     x.swap(next);
   }
-  if (again) acts[0] = BlockActs<T>{};  // the last layer's are rebuilt in the backward like the others
+  // (with recompute, acts[0] holds the last layer's activations: rebuilt in the backward like the others)
   // Head: logits [n, V] = rmsnorm(x)·outputᵀ, then cross-entropy.
-  std::vector<T> rstd(N), xf(N * E), w, logits(N * V), dlogits;
+  std::vector<T>&rstd = ws.rstd, &xf = ws.xf, &w = bs->w, &logits = ws.logits, &dlogits = ws.dlogits;
+  rstd.resize(N), xf.resize(N * E), logits.resize(N * V);
   rmsnorm_fwd(x.data(), W.output_norm, n, E, c.rms_eps, xf.data(), rstd.data());
   dequant_matrix(W.output, &w, pool);
   mm_nt(xf.data(), w.data(), n, E, V, logits.data(), pool);
@@ -263,15 +283,18 @@ Status lora_loss_grad(const Model& model, const LoraSet<T>& lora, const int32_t*
   *nll_sum = distill ? distill_loss(logits.data(), labels, n, V, weight, grad ? dlogits.data() : nullptr, distill, pool)
                      : cross_entropy(logits.data(), labels, n, V, weight, grad ? dlogits.data() : nullptr, pool);
   if (!grad) return Status::ok();
-  std::vector<T> dxf(N * E, T(0)), dx(N * E, T(0));
+  std::vector<T>&dxf = ws.dxf, &dx = ws.dx;
+  dxf.assign(N * E, T(0)), dx.assign(N * E, T(0));
   mm_nn_acc(dlogits.data(), w.data(), n, V, E, dxf.data(), pool);
   rmsnorm_bwd(x.data(), W.output_norm, rstd.data(), dxf.data(), n, E, dx.data());
-  std::vector<T> dprev(N * E);
+  std::vector<T>& dprev = ws.dprev;
+  dprev.resize(N * E);
   for (int64_t il = c.n_layer - 1; il >= 0; --il) {
     if (again)
-      block_fwd(model, il, lora, cache.data(), inputs[static_cast<size_t>(il)].data(), n, &acts[0], dprev.data(), pool);
+      block_fwd(model, il, lora, cache.data(), inputs[static_cast<size_t>(il)].data(), n, &acts[0], dprev.data(), pool,
+                bs);
     block_bwd(model, il, lora, cache.data(), acts[again ? 0 : static_cast<size_t>(il)], n, dx.data(), dprev.data(),
-              grad, pool);
+              grad, pool, bs);
     dx.swap(dprev);
   }
   return Status::ok();
@@ -281,11 +304,11 @@ Status lora_loss_grad(const Model& model, const LoraSet<T>& lora, const int32_t*
   template struct LoraSet<T>;                                                                                          \
   template Status lora_zeros<T>(const ModelConfig&, int64_t, double, uint32_t, LoraSet<T>*);                           \
   template void block_fwd<T>(const Model&, int64_t, const LoraSet<T>&, const float*, const T*, int64_t, BlockActs<T>*, \
-                             T*, ThreadPool&);                                                                         \
+                             T*, ThreadPool&, BlockScratch<T>*);                                                       \
   template void block_bwd<T>(const Model&, int64_t, const LoraSet<T>&, const float*, const BlockActs<T>&, int64_t,     \
-                             const T*, T*, LoraSet<T>*, ThreadPool&);                                                  \
+                             const T*, T*, LoraSet<T>*, ThreadPool&, BlockScratch<T>*);                                \
   template Status lora_loss_grad<T>(const Model&, const LoraSet<T>&, const int32_t*, const int32_t*, int64_t, double,  \
-                                    double*, LoraSet<T>*, ThreadPool&, DistillTerm*, bool);
+                                    double*, LoraSet<T>*, ThreadPool&, DistillTerm*, bool, LossScratch<T>*);
 
 LLMSERVE_LORA_TRAIN(float)
 LLMSERVE_LORA_TRAIN(double)

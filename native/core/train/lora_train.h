@@ -66,15 +66,36 @@ struct BlockActs {
   std::vector<T> u[kLoraProjs];   // [n, r] LoRA A·x of each targeted projection
 };
 
+// Buffers a block's forward / backward reuse between calls (contents are scratch): a training run
+// keeps one, so the dequantized weight and the gradient temporaries are not allocated (and
+// page-faulted in) again for every projection of every sequence.
+template <typename T>
+struct BlockScratch {
+  std::vector<T> w, du;                              // a projection's dequantized weight, LoRA scratch
+  std::vector<T> dx_mid, dh, dg, dup, dxn;           // [n, E], [n, F] x3, [n, E]
+  std::vector<T> dattn, dq, dk, dv, dq_raw, dk_raw;  // [n, Eq] x2, [n, Ekv] x2, qwen3 [n, Eq], [n, Ekv]
+};
+
+// Everything lora_loss_grad allocates, kept between its calls (one per training run / thread).
+template <typename T>
+struct LossScratch {
+  BlockScratch<T> block;
+  std::vector<BlockActs<T>> acts;
+  std::vector<std::vector<T>> inputs;
+  std::vector<T> x, next, rstd, xf, logits, dlogits, dxf, dx, dprev;
+  std::vector<float> cache, row;
+};
+
 // One transformer block over x_in [n, E] (rope_cache [n, n_rot] from rope_cache_f32 at positions
 // 0..n-1): fills acts and writes x_out [n, E].
 template <typename T>
 void block_fwd(const Model& model, int64_t il, const LoraSet<T>& lora, const float* rope_cache, const T* x_in,
-               int64_t n, BlockActs<T>* acts, T* x_out, ThreadPool& pool);
+               int64_t n, BlockActs<T>* acts, T* x_out, ThreadPool& pool, BlockScratch<T>* scratch = nullptr);
 // dx_out [n, E] -> dx_in [n, E] (overwritten) and grad (+=, null: activations only).
 template <typename T>
 void block_bwd(const Model& model, int64_t il, const LoraSet<T>& lora, const float* rope_cache,
-               const BlockActs<T>& acts, int64_t n, const T* dx_out, T* dx_in, LoraSet<T>* grad, ThreadPool& pool);
+               const BlockActs<T>& acts, int64_t n, const T* dx_out, T* dx_in, LoraSet<T>* grad, ThreadPool& pool,
+               BlockScratch<T>* scratch = nullptr);
 
 // Loss and gradient of one sequence. tokens [n] (ids in [0, n_vocab)), labels [n]: the token each
 // position must predict, or -1 (no loss there: prompt turns, padding).
@@ -86,11 +107,12 @@ void block_bwd(const Model& model, int64_t il, const LoraSet<T>& lora, const flo
 // recompute: activation recomputation per layer: keeps only each layer's input [n, E] and one
 // layer's BlockActs, running each block's forward again before its backward (one more forward
 // pass of time); the gradients are bit-identical to those without it.
+// scratch (optional): buffers reused between calls (results do not depend on it).
 // Errors: InvalidArgument (n < 1, null pointers, token / label ids outside [0, n_vocab), grad of
 // another shape). Sequences longer than the model's training context are allowed (RoPE extends).
 template <typename T>
 Status lora_loss_grad(const Model& model, const LoraSet<T>& lora, const int32_t* tokens, const int32_t* labels,
                       int64_t n, double weight, double* nll_sum, LoraSet<T>* grad, ThreadPool& pool,
-                      DistillTerm* distill = nullptr, bool recompute = false);
+                      DistillTerm* distill = nullptr, bool recompute = false, LossScratch<T>* scratch = nullptr);
 
 }  // namespace llmserve

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "../quant/quant.h"
+#include "train_gemm.h"
 
 namespace llmserve {
 
@@ -37,6 +39,10 @@ T dot8(const T* a, const T* b, int64_t k) {
 
 template <typename T>
 void mm_nt(const T* x, const T* w, int64_t n, int64_t k, int64_t m, T* y, ThreadPool& pool) {
+  // f32 on an AVX2 / AVX-512 CPU: the blocked SIMD kernels (train_gemm.h), bit-identical to the
+  // loop below, which stays the scalar reference (and the f64 path of the gradient checks).
+  if constexpr (std::is_same_v<T, float>)
+    if (train_gemm_tier() > 0) return train_mm_nt_f32(x, w, n, k, m, y, pool);
   pool.parallel_for(
       m,
       [&](int64_t o0, int64_t o1) {
@@ -50,6 +56,8 @@ void mm_nt(const T* x, const T* w, int64_t n, int64_t k, int64_t m, T* y, Thread
 
 template <typename T>
 void mm_nn_acc(const T* dy, const T* w, int64_t n, int64_t m, int64_t k, T* dx, ThreadPool& pool) {
+  if constexpr (std::is_same_v<T, float>)
+    if (train_gemm_tier() > 0) return train_mm_nn_acc_f32(dy, w, n, m, k, dx, pool);
   // Tiles of 4 tokens share each row of w read from memory; every dx element still sums over o in
   // ascending order, so the result does not depend on the tiling or the threads.
   constexpr int64_t kTile = 4;
@@ -71,6 +79,8 @@ void mm_nn_acc(const T* dy, const T* w, int64_t n, int64_t m, int64_t k, T* dx, 
 
 template <typename T>
 void mm_tn_acc(const T* dy, const T* x, int64_t n, int64_t m, int64_t k, T* g, ThreadPool& pool) {
+  if constexpr (std::is_same_v<T, float>)
+    if (train_gemm_tier() > 0) return train_mm_tn_acc_f32(dy, x, n, m, k, g, pool);
   // Tiles of 4 output rows share each x row read; every g element sums over t in ascending order.
   constexpr int64_t kTile = 4;
   pool.parallel_for((m + kTile - 1) / kTile, [&](int64_t b0, int64_t b1) {
@@ -192,10 +202,8 @@ void attention_fwd(const T* q, const T* k, const T* v, int64_t n, int64_t H, int
         const T* qt = q + (t * H + h) * D;
         T mx = -INFINITY;
         for (int64_t j = 0; j <= t; ++j) {
-          const T* kj = k + (j * Hkv + kh) * D;
-          T sdot = 0;
-          for (int64_t i = 0; i < D; ++i) sdot += qt[i] * kj[i];
-          p[j] = sdot * scale;
+          // dot8: 8 independent partial sums (vectorized, a fixed order) instead of one serial chain.
+          p[j] = dot8(qt, k + (j * Hkv + kh) * D, D) * scale;
           mx = std::max(mx, p[j]);
         }
         T sum = 0;
@@ -230,8 +238,7 @@ void attention_bwd(const T* q, const T* k, const T* v, const T* P, const T* dout
           T rowsum = 0;
           for (int64_t j = 0; j <= t; ++j) {
             const T* vj = v + (j * Hkv + kh) * D;
-            T dp = 0;
-            for (int64_t i = 0; i < D; ++i) dp += dot_[i] * vj[i];
+            const T dp = dot8(dot_, vj, D);
             dS[j] = dp;
             rowsum += p[j] * dp;
             T* dvj = dv + (j * Hkv + kh) * D;

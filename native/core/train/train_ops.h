@@ -63,12 +63,12 @@ void rope(T* x, int64_t n, int64_t heads, int64_t head_dim, int64_t n_rot, int r
 
 // ---- causal attention with GQA ----
 // q [n, H, D], k, v [n, Hkv, D]; query head h reads KV head h / (H / Hkv).
-// S = q·kᵀ/√D (j <= t), P = softmax(S) per row, o [n, H, D] = P·v; P [H, n, n] kept (zero above
+// S = q·kᵀ/√D (j <= t; each q·k a dot8, as mm_nt), P = softmax(S) per row, o [n, H, D] = P·v; P [H, n, n] kept (zero above
 // the diagonal). Parallel over query heads.
 template <typename T>
 void attention_fwd(const T* q, const T* k, const T* v, int64_t n, int64_t H, int64_t Hkv, int64_t D, T* P, T* o,
                    ThreadPool& pool);
-// dP = do·vᵀ, dS = P∘(dP − rowsum(P∘dP)), dq += dS·k/√D, dk += dSᵀ·q/√D, dv += Pᵀ·do.
+// dP = do·vᵀ (dot8), dS = P∘(dP − rowsum(P∘dP)), dq += dS·k/√D, dk += dSᵀ·q/√D, dv += Pᵀ·do.
 // Parallel over KV heads (each owns its dk, dv rows).
 template <typename T>
 void attention_bwd(const T* q, const T* k, const T* v, const T* P, const T* dout, int64_t n, int64_t H, int64_t Hkv,

@@ -88,6 +88,10 @@ Status train_lora(const Model& model, const TrainData& data, const TrainOptions&
   if (!opt.adaptive && opt.ada.target_rank != 0)
     return make_error(Code::InvalidArgument, "finetune: a target rank needs adaptive rank (--adaptive-rank)");
   if (opt.adaptive && !mask) return make_error(Code::InvalidArgument, "finetune: adaptive rank needs a rank mask");
+  if (!(opt.recompute_above >= 0) || !std::isfinite(opt.recompute_above))
+    return make_error(
+        Code::InvalidArgument,
+        "finetune: the recomputation threshold must be a finite number of bytes >= 0 (0: always recompute)");
   std::unique_ptr<TeacherRun> teacher;
   std::vector<float> teacher_logits;
   if (distilling) LLMS_RETURN_IF_ERROR(TeacherRun::create(*opt.teacher, model, longest(data), &teacher));
@@ -105,6 +109,7 @@ Status train_lora(const Model& model, const TrainData& data, const TrainOptions&
   } else {
     LLMS_RETURN_IF_ERROR(Optimizer::create(opt.optim, lora, &optim));
   }
+  LossScratch<float> scratch;  // activation buffers reused by every sequence of the run
   for (int64_t step = 0; step < opt.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const int64_t s0 = step * opt.batch, s1 = std::min(s0 + opt.batch, data.n_seqs());
@@ -114,6 +119,7 @@ Status train_lora(const Model& model, const TrainData& data, const TrainOptions&
     if (opt.adaptive) ada.materialize(&lora);  // A = diag(λ∘keep)·Q, B = P of the current parameters
     zero(&grad);
     double nll = 0, ce = 0, kl = 0;
+    int64_t recomputed = 0;
     for (int64_t s = s0; s < s1 && labelled > 0; ++s) {
       if (cancel && cancel->load()) return make_error(Code::Cancelled, "finetune was cancelled");
       const int64_t a = data.offsets[static_cast<size_t>(s)], n = data.offsets[static_cast<size_t>(s + 1)] - a;
@@ -124,15 +130,16 @@ Status train_lora(const Model& model, const TrainData& data, const TrainOptions&
         LLMS_RETURN_IF_ERROR(teacher->logits(data.tokens.data() + a, n, pool, &teacher_logits));
         dt.teacher = teacher_logits.data(), dt.alpha = opt.distill, dt.temperature = opt.temperature;
       }
+      const bool recompute = kept_activation_bytes(model.config(), n, opt.rank) > opt.recompute_above;
+      recomputed += recompute;
       LLMS_RETURN_IF_ERROR(lora_loss_grad(model, lora, data.tokens.data() + a, data.labels.data() + a, n,
                                           1.0 / static_cast<double>(labelled), &part, &grad, pool,
-                                          distilling ? &dt : nullptr,
-                                          kept_activation_bytes(model.config(), n, opt.rank) > opt.recompute_above));
+                                          distilling ? &dt : nullptr, recompute, &scratch));
       nll += part, ce += dt.ce_sum, kl += dt.kl_sum;
       tokens += n;
     }
     StepEvent ev;
-    ev.step = step + 1, ev.steps = opt.steps, ev.tokens = tokens;
+    ev.step = step + 1, ev.steps = opt.steps, ev.tokens = tokens, ev.recomputed = recomputed;
     ev.lr = lr_at(step, opt.steps, opt.warmup, opt.lr, opt.min_lr);
     if (labelled > 0) {
       ev.loss = nll / static_cast<double>(labelled);
@@ -164,6 +171,7 @@ Status lora_eval_loss(const Model& model, const LoraSet<float>& lora, const Trai
   if (teacher) LLMS_RETURN_IF_ERROR(TeacherRun::create(*teacher, model, longest(data), &tr));
   double nll = 0, kl = 0;
   int64_t labelled = 0;
+  LossScratch<float> scratch;
   for (int64_t s = 0; s < data.n_seqs(); ++s) {
     const int64_t a = data.offsets[static_cast<size_t>(s)], n = data.offsets[static_cast<size_t>(s + 1)] - a;
     double part = 0;
@@ -174,7 +182,7 @@ Status lora_eval_loss(const Model& model, const LoraSet<float>& lora, const Trai
       dt.teacher = tl.data(), dt.alpha = 0.5, dt.temperature = 1;
     }
     LLMS_RETURN_IF_ERROR(lora_loss_grad<float>(model, lora, data.tokens.data() + a, data.labels.data() + a, n, 1.0,
-                                               &part, nullptr, pool, tr ? &dt : nullptr));
+                                               &part, nullptr, pool, tr ? &dt : nullptr, false, &scratch));
     nll += tr ? dt.ce_sum : part;
     kl += dt.kl_sum;
     for (int64_t i = a; i < a + n; ++i) labelled += data.labels[static_cast<size_t>(i)] >= 0;

@@ -48,6 +48,7 @@ struct TrainOptions {
   double distill = 0, temperature = 1;
   // A sequence whose kept activations (kept_activation_bytes) exceed this many bytes trains with
   // per-layer recomputation (lora_loss_grad's recompute: same gradients, one more forward pass).
+  // Finite, >= 0 (0: every sequence recomputes); else train_lora's InvalidArgument.
   double recompute_above = 1024.0 * 1024 * 1024;
   // Adaptive rank (train/adaptive_rank.h): each matrix trains as P·diag(λ)·Q and is pruned towards
   // ada.target_rank components per matrix on average. ada.t_init < 0: the warm-up steps;
@@ -69,8 +70,9 @@ struct StepEvent {
   double loss = 0;              // mean loss over the step's labelled tokens (CE, or the distillation loss)
   double ce = 0, kl = 0;        // with a teacher and distill > 0: the loss's mean CE and KL (at T) parts
   double lr = 0, grad_norm = 0;
-  int64_t tokens = 0;  // tokens the step ran (labelled or not)
-  double seconds = 0;  // wall time of the step
+  int64_t tokens = 0;      // tokens the step ran (labelled or not)
+  int64_t recomputed = 0;  // sequences of the step trained with per-layer recomputation
+  double seconds = 0;      // wall time of the step
   // Adaptive rank: the orthogonality penalty before the step, and the components kept after it
   // (0, 0 without adaptive rank).
   double orth = 0;
