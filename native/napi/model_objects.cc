@@ -138,6 +138,8 @@ Napi::Object stats_to_js(Napi::Env env, const EngineStats& s) {
   set("kvBytesLocal", s.kv_bytes_local);
   set("prefixWindowMisses", s.prefix_window_misses);
   set("joinedRunning", s.joined_running);
+  set("paddedTokens", s.padded_tokens);
+  set("padSkippedTokens", s.pad_skipped_tokens);
   set("adapters", s.adapters);
   set("adapterBytes", s.adapter_bytes);
   return o;

@@ -43,6 +43,8 @@ const loadOpts: NativeModelOptions = {
   maxQueue: 16,
   prefixCache: true,
   staticBatching: false,
+  fixedBatching: false,
+  fixedBucket: 0,
   prefillChunk: 32,
   targetStepMs: 0,
   repack: true,
