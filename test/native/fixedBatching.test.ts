@@ -7,7 +7,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { Model } from "../../lib/index.js";
 import { synthModel } from "../helpers.js";
-import { collect, greedy, prompts } from "./invariance.js";
+import { checkInvariance, collect, greedy, prompts } from "./invariance.js";
 
 describe("fixed batching", () => {
   let synthPath: string;
@@ -69,6 +69,20 @@ describe("fixed batching", () => {
       expect(s.maxBatchSequencesSeen).toBe(3);
       expect(s.paddedTokens).toBe(padded);
       expect(s.padSkippedTokens).toBe(0);
+      expect(s.blocksUsed).toBe(0);
+    } finally {
+      await m.dispose();
+    }
+  });
+
+  it("12 concurrent requests with staggered arrivals (several padded batches, maxSequences 4) equal each alone", async () => {
+    const m = await Model.load(synthPath, { ...opts, maxBatchTokens: 48, batching: "fixed", fixedBucket: 16 });
+    try {
+      await checkInvariance(m, prompts(12, m.info.nVocab, 5), 12);
+      const s = m.stats();
+      expect(s.paddedTokens).toBeGreaterThan(0);
+      expect(s.maxBatchSequencesSeen).toBeGreaterThan(1);
+      expect(s.joinedRunning).toBe(0);
       expect(s.blocksUsed).toBe(0);
     } finally {
       await m.dispose();
