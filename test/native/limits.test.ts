@@ -363,6 +363,15 @@ describe("loadModel / synth / readGguf on the raw binding", () => {
     }
   });
 
+  it("loadModel with static and fixed batching both set is a typed error (one batching mode)", async () => {
+    await expect(
+      addon.loadModel(path, { ...loadOpts, staticBatching: true, fixedBatching: true }),
+    ).rejects.toMatchObject({
+      code: "ERR_INVALID_ARGUMENT",
+      message: expect.stringMatching(/choose one batching mode/),
+    });
+  });
+
   it.each(Object.keys(SYNTH_LIMITS) as (keyof typeof SYNTH_LIMITS)[])("synth %s", (name) => {
     const l = SYNTH_LIMITS[name];
     for (const v of badValues(l)) {
