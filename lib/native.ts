@@ -226,6 +226,10 @@ export interface NativeModelInfo {
   prefillChunk: number;
   /** The dynamic batching latency target in ms (0 = off; see LoadOptions.targetStepMs). */
   targetStepMs: number;
+  /** The batching mode (see LoadOptions.batching). */
+  batching: "continuous" | "static" | "fixed";
+  /** Fixed batching's padding bucket in tokens (0 = each batch's longest prompt; see LoadOptions.fixedBucket). */
+  fixedBucket: number;
   /** Most sequences running at once. */
   maxSequences: number;
   /** SIMD kernel family in use (`"avx512"`, `"avx2"` or `"scalar"`). */

@@ -63,6 +63,8 @@ describe("fixed batching", () => {
       ...(bucket ? { fixedBucket: bucket } : {}),
     });
     try {
+      expect(m.info.batching).toBe("fixed");
+      expect(m.info.fixedBucket).toBe(bucket);
       expect(await scenario(m)).toEqual(solo);
       const s = m.stats();
       expect(s.joinedRunning).toBe(0);
