@@ -7,14 +7,17 @@ const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"
 
 const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
-/** About five round tick values covering [lo, hi] (lo, hi >= 0). */
+/** About five round tick values from at most lo to at least hi (lo, hi >= 0): the last tick is the axis end. */
 function ticks(lo, hi) {
   const span = hi - lo || Math.abs(hi) || 1;
   const raw = span / 5;
   const mag = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
   const out = [];
-  for (let v = Math.floor(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
+  for (let v = Math.floor(lo / step) * step; ; v += step) {
+    out.push(Number(v.toPrecision(12)));
+    if (v >= hi - step * 1e-9) break;
+  }
   return out;
 }
 
