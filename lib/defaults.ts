@@ -83,6 +83,7 @@ export const LOAD_DEFAULTS = {
   maxBatchTokens: 512,
   prefillChunk: 128,
   targetStepMs: 0,
+  fixedBucket: 0,
   maxSequences: 64,
   maxQueue: 1024,
   prefixCache: true,

@@ -60,6 +60,7 @@ export const LOAD_LIMITS = {
   maxBatchTokens: int(1, 1 << 20),
   prefillChunk: int(0, 1 << 20),
   targetStepMs: num(0, 60000),
+  fixedBucket: int(0, 1 << 20),
   maxSequences: int(1, 1 << 16),
   maxQueue: int(1, 1 << 24),
 } as const satisfies Record<string, Limit>;

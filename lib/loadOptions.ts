@@ -61,8 +61,19 @@ export interface LoadOptions {
   maxQueue?: number;
   /** Reuse KV blocks of identical prompt prefixes across requests (default true). */
   prefixCache?: boolean;
-  /** "continuous" (default) or "static" (a batch runs to completion before the next is formed; a benchmark baseline). */
-  batching?: "continuous" | "static";
+  /**
+   * "continuous" (default), "static" (a batch runs to completion before the next is formed) or
+   * "fixed" (fixed-length batching: as static, with every prompt of a batch padded to one length
+   * and run whole, and finished members costing a pad token per step until the batch ends; the
+   * padding is computed and counted in {@link ModelStats.paddedTokens} but changes no output).
+   * "static" and "fixed" are benchmark baselines.
+   */
+  batching?: "continuous" | "static" | "fixed";
+  /**
+   * Fixed batching: prompts are padded to the next multiple of this many tokens (default 0: to
+   * the batch's longest prompt). Only with `batching: "fixed"`.
+   */
+  fixedBucket?: number;
   /** Byte budget of the response cache for `cache: true` requests (default 64 MiB; 0 disables). */
   responseCacheBytes?: number;
   /**
@@ -134,6 +145,7 @@ export function resolveLoadOptions(options: unknown): {
     "maxQueue",
     "prefixCache",
     "batching",
+    "fixedBucket",
     "responseCacheBytes",
     "repack",
     "prefillChunk",
@@ -144,6 +156,13 @@ export function resolveLoadOptions(options: unknown): {
     "download",
   ]);
   const D = LOAD_DEFAULTS;
+  const batching =
+    o.batching === undefined ? D.batching : checkString("batching", o.batching, ["continuous", "static", "fixed"]);
+  if (o.fixedBucket !== undefined && batching !== "fixed")
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      `fixedBucket applies to batching: "fixed" only (batching is "${batching}"); pass batching: "fixed" or drop fixedBucket`,
+    );
   const int = (name: keyof typeof L & keyof typeof D): number =>
     o[name] === undefined ? D[name] : checkLimit(name, o[name], L[name]);
   // Every field of the native options is set here (the addon has no defaults of its own).
@@ -160,9 +179,9 @@ export function resolveLoadOptions(options: unknown): {
     maxSequences: int("maxSequences"),
     maxQueue: int("maxQueue"),
     prefixCache: o.prefixCache === undefined ? D.prefixCache : checkBool("prefixCache", o.prefixCache),
-    staticBatching:
-      (o.batching === undefined ? D.batching : checkString("batching", o.batching, ["continuous", "static"])) ===
-      "static",
+    staticBatching: batching === "static",
+    fixedBatching: batching === "fixed",
+    fixedBucket: int("fixedBucket"),
     repack: o.repack === undefined ? D.repack : checkBool("repack", o.repack),
     prefillChunk: int("prefillChunk"),
     targetStepMs:

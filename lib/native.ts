@@ -76,6 +76,8 @@ export interface NativeModelOptions {
   maxQueue: number;
   prefixCache: boolean;
   staticBatching: boolean;
+  fixedBatching: boolean;
+  fixedBucket: number;
   prefillChunk: number;
   targetStepMs: number;
   repack: boolean;
@@ -171,6 +173,13 @@ export interface NativeStats {
   prefixWindowMisses: number;
   /** Requests admitted while other sequences were running (joined a running batch); always 0 with static batching. */
   joinedRunning: number;
+  /**
+   * Fixed batching: pad tokens computed (prompts padded to the batch's length, plus one per
+   * finished member per step until its batch ends): the mode's wasted compute.
+   */
+  paddedTokens: number;
+  /** Fixed batching: pad tokens skipped because the KV pool had no free blocks for them. */
+  padSkippedTokens: number;
   /** LoRA adapters loaded (see {@link Model.loadAdapter}). */
   adapters: number;
   /** Bytes of LoRA adapter weights held (their A and B matrices and the transposed copies of B the batched kernels read), unloaded adapters that running requests still use included. */
@@ -217,6 +226,10 @@ export interface NativeModelInfo {
   prefillChunk: number;
   /** The dynamic batching latency target in ms (0 = off; see LoadOptions.targetStepMs). */
   targetStepMs: number;
+  /** The batching mode (see LoadOptions.batching). */
+  batching: "continuous" | "static" | "fixed";
+  /** Fixed batching's padding bucket in tokens (0 = each batch's longest prompt; see LoadOptions.fixedBucket). */
+  fixedBucket: number;
   /** Most sequences running at once. */
   maxSequences: number;
   /** SIMD kernel family in use (`"avx512"`, `"avx2"` or `"scalar"`). */

@@ -637,8 +637,8 @@ export const MUTATIONS = [
   {
     id: "dynamic-prefill-never-applied",
     file: "native/core/sched/step.cpp",
-    find: "!opts_.static_batching && step_cost_.ready()) {",
-    replace: "!opts_.static_batching && step_cost_.ready() && false) {",
+    find: "!batch_only() && step_cost_.ready()) {",
+    replace: "!batch_only() && step_cost_.ready() && false) {",
     why: "dynamic batching: targetStepMs is accepted but the fixed prefill chunk always runs",
   },
   {
@@ -696,5 +696,26 @@ export const MUTATIONS = [
     find: "const bool recompute = kept_activation_bytes(model.config(), n, opt.rank) > opt.recompute_above;",
     replace: "const bool recompute = false;",
     why: "finetune: the recomputation threshold (recomputeMb) is ignored, long sequences keep every layer's activations",
+  },
+  {
+    id: "fixed-finished-member-costs-nothing",
+    file: "native/core/sched/fixed_batch.cpp",
+    find: "p.pending > 0 ? p.pending : member_running ? 0 : 1;",
+    replace: "p.pending > 0 ? p.pending : 0;",
+    why: "fixed batching: a member that finished early stops costing its decode slot before the batch ends",
+  },
+  {
+    id: "fixed-prompt-chunked",
+    file: "native/core/sched/admission.cpp",
+    find: "opts_.fixed_batching ? pending : chunk_size(",
+    replace: "false ? pending : chunk_size(",
+    why: "fixed batching: prompts are cut into budget-sized chunks instead of running whole in the batch's first step",
+  },
+  {
+    id: "fixed-pad-blocks-leak",
+    file: "native/core/sched/fixed_batch.cpp",
+    find: "for (PadSeq& p : pads_) drop_tables(p.blocks, p.lblocks);",
+    replace: "for (PadSeq& p : pads_) p.blocks.clear();",
+    why: "fixed batching: a drained batch's pad KV blocks are never returned to the pool",
   },
 ];

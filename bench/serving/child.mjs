@@ -5,7 +5,7 @@
 //       For each concurrency N: N streams, each a distinct short prompt, `tg` greedy tokens, no EOS
 //       stop, all submitted at once. Raw per-stream token arrival times come back; run.mjs turns
 //       them into aggregate decode tok/s.
-//   { task: "serve", engine: "llmserve" | "llamacpp", batching: "continuous" | "static", ... }
+//   { task: "serve", engine: "llmserve" | "llamacpp", batching: "continuous" | "static" | "fixed", fixedBucket, ... }
 //       The serving workload (Poisson arrivals, shared system prompt) replayed against the engine;
 //       per-request arrival / token times come back, plus KV samples taken every `sampleMs`.
 //
@@ -32,6 +32,8 @@ const COUNTERS = [
   "preemptions",
   "prefixLookups",
   "prefixHits",
+  "paddedTokens",
+  "padSkippedTokens",
 ];
 function statsDelta(a, b) {
   const d = {};
@@ -134,6 +136,7 @@ async function llmserveServe(job) {
     prefixCache: true,
     batching: job.batching,
     targetStepMs: job.targetStepMs ?? 0,
+    ...(job.batching === "fixed" && job.fixedBucket ? { fixedBucket: job.fixedBucket } : {}),
   };
   const { model, loadMs } = await llmserveLoad(job, opts);
   try {
@@ -190,6 +193,7 @@ async function llmserveServe(job) {
           "repackedBytes",
         ]),
         batching: job.batching,
+        fixedBucket: job.batching === "fixed" ? (job.fixedBucket ?? 0) : undefined,
         prefixCache: true,
       },
     };

@@ -4,21 +4,27 @@
 //   npm run bench:serving                    # decode at 1..32 streams + a 64-request serving run
 //   npm run bench:serving -- --quick         # smoke check (~2 minutes on 2 cores)
 //   node bench/serving/run.mjs --only serving --requests 32 --rate 0.25
+//   node bench/serving/run.mjs --quick --only serving,llmserve --rates 1,2,4,8   # the trade-off curve
 //
 // 1. decode : aggregate decode tok/s with N concurrent streams (N = 1, 4, 8, 16, 32), both engines.
 // 2. serving: Poisson arrivals, a shared system prompt + a random user prompt, random output
 //             lengths; throughput, TTFT and inter-token latency for llmserve continuous, llmserve
-//             static, and node-llama-cpp (as many sequences as fit the same KV budget; FCFS).
+//             static, llmserve fixed (fixed-length batching: padded prompts, batch run to
+//             completion), and node-llama-cpp (as many sequences as fit the same KV budget; FCFS).
+//             --rates a,b,c repeats it per arrival rate and draws the trade-off curve
+//             (throughput vs TTFT p50 and ITL p99 per mode) as bench/results/serving-curve-*.svg.
 // 3. KV     : llmserve's stats().kvWaste sampled during its serving runs, prefix-cache hit rate.
 //
 // Every engine configuration runs in a fresh child process (child.mjs) after the model file is
 // read once (warm page cache). Results go to bench/results/serving-<date>.json.
 // See bench/README.md ("Serving") for how to read the numbers.
 
-import { statSync } from "node:fs";
+import { mkdirSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import { curveSvg } from "./curve.mjs";
+import { decodeMetrics, kvMetrics, servingMetrics } from "./metrics.mjs";
 import {
   CONTENDED_CORES,
   checkBuild,
@@ -29,9 +35,7 @@ import {
   machine,
   machineLine,
   makeDie,
-  mean,
   parseCli,
-  percentile,
   readPkgVersion,
   repoRoot,
   rng,
@@ -52,6 +56,7 @@ const LABEL = {
   continuous: "llmserve continuous",
   static: "llmserve static",
   dynamic: "llmserve dynamic",
+  fixed: "llmserve fixed",
 };
 
 const HELP = `Usage: node bench/serving/run.mjs [options]   (or: npm run bench:serving -- [options])
@@ -59,9 +64,13 @@ const HELP = `Usage: node bench/serving/run.mjs [options]   (or: npm run bench:s
   --quick               smoke check (~2 min on 2 cores): streams 1,4,8 x 16 tokens; 8 requests,
                         64-token system prompt, 16-64 user tokens, 8-16 output tokens, rate 4/s
   --only <list>         comma-separated parts and/or engines: decode, serving, llmserve, llamacpp,
-                        continuous, static, dynamic (e.g. --only serving,llmserve)
+                        continuous, static, fixed, dynamic (e.g. --only serving,llmserve)
   --target-step-ms <ms> adds the "dynamic" serving mode: continuous batching with targetStepMs
                         (prompt tokens per step from the measured step cost; compare ITL p99)
+  --fixed-bucket <n>    the "fixed" mode pads prompts to multiples of n tokens (default 0: to
+                        each batch's longest prompt)
+  --rates <a,b,...>     serving at each arrival rate (requests/s) in turn: the batching trade-off
+                        curve, written as an SVG next to the JSON results
   --threads <n>         compute threads for both engines (default 2)
   --rate <r>            serving arrival rate in requests/s (Poisson; "inf" = all at t=0; default 0.5)
   --requests <n>        serving requests (default 64)
@@ -100,6 +109,8 @@ function parseOptions() {
       "max-sequences": { type: "string" },
       "sample-ms": { type: "string" },
       "target-step-ms": { type: "string" },
+      "fixed-bucket": { type: "string" },
+      rates: { type: "string" },
     },
     HELP,
     die,
@@ -118,7 +129,7 @@ function parseOptions() {
     rate = p.rate === "inf" ? Infinity : Number(p.rate);
     if (!(rate > 0)) die(`Expected a positive number or "inf" for --rate but received ${JSON.stringify(p.rate)}`);
   }
-  const ONLY = ["decode", "serving", "llmserve", "llamacpp", "continuous", "static", "dynamic"];
+  const ONLY = ["decode", "serving", "llmserve", "llamacpp", "continuous", "static", "fixed", "dynamic"];
   const only = (p.only ?? "")
     .split(",")
     .map((s) => s.trim())
@@ -127,7 +138,13 @@ function parseOptions() {
     if (!ONLY.includes(o)) die(`Expected items of ${ONLY.join(", ")} for --only but received ${JSON.stringify(o)}`);
   const parts = only.filter((o) => o === "decode" || o === "serving");
   const engines = only.filter((o) => o === "llmserve" || o === "llamacpp");
-  const modes = only.filter((o) => o === "continuous" || o === "static" || o === "dynamic");
+  const modes = only.filter((o) => ["continuous", "static", "fixed", "dynamic"].includes(o));
+  let rates;
+  if (p.rates !== undefined) {
+    rates = p.rates.split(",").map((x) => (x.trim() === "inf" ? Infinity : Number(x.trim())));
+    if (!rates.length || !rates.every((r) => r > 0))
+      die(`Expected a list of positive rates (or "inf") for --rates but received ${JSON.stringify(p.rates)}`);
+  }
   let targetStepMs;
   if (p["target-step-ms"] !== undefined) {
     targetStepMs = Number(p["target-step-ms"]);
@@ -146,7 +163,9 @@ function parseOptions() {
     quick,
     parts: parts.length ? parts : ["decode", "serving"],
     engines: engines.length ? engines : ["llmserve", "llamacpp"],
-    modes: modes.length ? modes : ["continuous", "static", ...(targetStepMs ? ["dynamic"] : [])],
+    modes: modes.length ? modes : ["continuous", "static", "fixed", ...(targetStepMs ? ["dynamic"] : [])],
+    fixedBucket: int("fixed-bucket", p["fixed-bucket"], 0, 0),
+    rates,
     targetStepMs,
     threads: int("threads", p.threads, 2, 1),
     rate,
@@ -186,7 +205,7 @@ function makeWorkload(opts, vocab, modelContext) {
   const maxLen = opts.system + opts.prompt[1] + opts.output[1];
   let contextPerSeq = Math.ceil(maxLen / 256) * 256;
   if (modelContext) contextPerSeq = Math.min(contextPerSeq, Math.max(modelContext, maxLen));
-  return { system, requests, contextPerSeq, maxLen };
+  return { system, requests, contextPerSeq, maxLen, rate: Number.isFinite(opts.rate) ? opts.rate : "inf" };
 }
 
 function decodeLevels(opts, vocab) {
@@ -202,112 +221,6 @@ function decodeLevels(opts, vocab) {
       return p;
     }),
   }));
-}
-
-// ---------------------------------------------------------------- metrics
-
-/** Aggregate decode rate of one concurrency level: from the moment every stream has its first token
- *  (all prefills done) to the last token of the last stream, counting tokens in that window. */
-function decodeMetrics(level, tg) {
-  const firsts = level.streams.map((s) => s[0]);
-  const lasts = level.streams.map((s) => s[s.length - 1]);
-  const start = Math.max(...firsts);
-  const end = Math.max(...lasts);
-  let count = 0;
-  for (const s of level.streams) for (const t of s) if (t > start) count++;
-  return {
-    n: level.n,
-    tps: end > start ? (count * 1000) / (end - start) : NaN,
-    windowTokens: count,
-    windowMs: end - start,
-    allFirstTokenMs: start - level.submitted,
-    e2eTps: (level.n * tg * 1000) / (end - level.submitted),
-    cpu: level.cpu.cpu,
-    otherCores: level.cpu.otherCores,
-    stats: level.stats,
-  };
-}
-
-/** Per-token gaps of one stream; k tokens that reached JS together share their gap evenly. */
-function tokenGaps(times) {
-  const gaps = [];
-  let prev = times[0];
-  let i = 1;
-  while (i < times.length) {
-    let j = i;
-    while (j + 1 < times.length && times[j + 1] === times[i]) j++;
-    const k = j - i + 1;
-    for (let m = 0; m < k; m++) gaps.push((times[i] - prev) / k);
-    prev = times[i];
-    i = j + 1;
-  }
-  return gaps;
-}
-
-function servingMetrics(res, workload) {
-  const ttft = [];
-  const itl = [];
-  const e2e = [];
-  let out = 0;
-  let first = Infinity;
-  let last = 0;
-  let promptTokens = 0;
-  let reused = 0;
-  for (const r of res.requests) {
-    const w = workload.requests[r.i];
-    ttft.push(r.times[0] - r.arrival);
-    itl.push(...tokenGaps(r.times));
-    e2e.push(r.times[r.times.length - 1] - r.arrival);
-    out += r.times.length;
-    first = Math.min(first, r.arrival);
-    last = Math.max(last, r.times[r.times.length - 1]);
-    promptTokens += workload.system.length + w.user.length;
-    reused += r.reusedTokens ?? 0;
-  }
-  return {
-    requests: res.requests.length,
-    outputTokens: out,
-    makespanS: (last - first) / 1000,
-    throughput: (out * 1000) / (last - first),
-    ttftP50: percentile(ttft, 0.5),
-    ttftP99: percentile(ttft, 0.99),
-    itlP50: percentile(itl, 0.5),
-    itlP99: percentile(itl, 0.99),
-    e2eP50: percentile(e2e, 0.5),
-    promptTokens,
-    reusedPromptTokens: reused,
-    cpu: res.cpu.cpu,
-    otherCores: res.cpu.otherCores,
-  };
-}
-
-function kvMetrics(res, engine) {
-  if (engine === "llamacpp") {
-    const busy = res.samples.filter((s) => s.busy > 0);
-    return {
-      samples: busy.length,
-      wasteMean: mean(busy.map((s) => s.kvWaste)),
-      wasteMax: Math.max(...busy.map((s) => s.kvWaste)),
-      poolUseMean: mean(busy.map((s) => s.held / s.allocated)),
-      slots: res.slots,
-      busySlotsMean: mean(busy.map((s) => s.busy)),
-    };
-  }
-  const used = res.samples.filter((s) => s.blocksUsed > 0 && s.running > 0);
-  return {
-    samples: used.length,
-    wasteMean: mean(used.map((s) => s.kvWaste)),
-    wasteMax: Math.max(...used.map((s) => s.kvWaste)),
-    poolUseMean: mean(used.map((s) => s.blocksUsed / s.blocksTotal)),
-    poolUseMax: Math.max(...used.map((s) => s.blocksUsed / s.blocksTotal)),
-    // Tokens the running sequences hold per physical token slot in used blocks: > 1 means shared
-    // prefix blocks are counted once in blocksUsed but once per sequence in kvTokensHeld.
-    heldPerSlotMean: mean(used.map((s) => s.kvTokensHeld / (s.blocksUsed * s.blockSize))),
-    runningMean: mean(used.map((s) => s.running)),
-    waitingMean: mean(used.map((s) => s.waiting)),
-    prefixHitRate: res.stats.prefixHitRate,
-    preemptions: res.stats.preemptions,
-  };
 }
 
 // ---------------------------------------------------------------- main
@@ -333,7 +246,11 @@ async function main() {
   const fileMiB = statSync(model.path).size / 2 ** 20;
   const workload = makeWorkload(opts, vocab, modelContext);
   const levels = decodeLevels(opts, vocab);
-  const rateText = Number.isFinite(opts.rate) ? `${opts.rate}/s Poisson` : "all at t=0";
+  const rateText = opts.rates
+    ? `rates ${opts.rates.join(", ")}/s Poisson (one run each)`
+    : Number.isFinite(opts.rate)
+      ? `${opts.rate}/s Poisson`
+      : "all at t=0";
 
   console.log("");
   console.log(machineLine(mach));
@@ -379,7 +296,14 @@ async function main() {
     const childS = (Date.now() - t0) / 1000;
     const run = {
       label,
-      job: { task: job.task, engine: job.engine, batching: job.batching, targetStepMs: job.targetStepMs },
+      job: {
+        task: job.task,
+        engine: job.engine,
+        batching: job.batching,
+        targetStepMs: job.targetStepMs,
+        fixedBucket: job.fixedBucket,
+        rate: job.workload?.rate,
+      },
       addonBuilt,
       cpuBusyBefore: busyBefore,
       loadAvg1m: os.loadavg()[0],
@@ -412,43 +336,6 @@ async function main() {
       if (worst > CONTENDED_CORES) contended = true;
       console.log(
         `${decode[engine].map((m) => `${m.n}: ${f(m.tps, 1)}`).join(", ")} tok/s  (others up to ${fmtCores(worst)} cores, load ${(run.result.loadMs / 1000).toFixed(1)} s, child ${run.childWallS.toFixed(0)} s)`,
-      );
-    }
-  }
-
-  // 2 + 3. Serving.
-  const serving = {};
-  const kv = {};
-  if (opts.parts.includes("serving")) {
-    const configs = [];
-    if (opts.engines.includes("llmserve"))
-      for (const m of opts.modes)
-        configs.push({
-          key: m,
-          engine: "llmserve",
-          batching: m === "dynamic" ? "continuous" : m,
-          targetStepMs: m === "dynamic" ? opts.targetStepMs : 0,
-        });
-    if (opts.engines.includes("llamacpp")) configs.push({ key: "llamacpp", engine: "llamacpp" });
-    for (const c of configs) {
-      const run = await launch(`serving ${LABEL[c.key]}`, {
-        task: "serve",
-        engine: c.engine,
-        batching: c.batching,
-        targetStepMs: c.targetStepMs,
-        workload,
-        kvTokens: opts.kvTokens,
-        maxSequences: opts.maxSequences,
-        sampleMs: opts.sampleMs,
-      });
-      if (!run.ok) continue;
-      const m = servingMetrics(run.result, workload);
-      if (c.engine === "llmserve") m.stats = run.result.stats;
-      serving[c.key] = m;
-      kv[c.key] = kvMetrics(run.result, c.engine);
-      if ((m.otherCores ?? 0) > CONTENDED_CORES) contended = true;
-      console.log(
-        `${f(m.throughput)} out tok/s, TTFT p50 ${f(m.ttftP50 / 1000)} s  (cpu/thread ${f(m.cpu)}, others ${fmtCores(m.otherCores)} cores, makespan ${f(m.makespanS, 0)} s, child ${run.childWallS.toFixed(0)} s)`,
       );
     }
   }
@@ -488,7 +375,52 @@ async function main() {
       ]),
     );
   }
-  if (Object.keys(serving).length) {
+
+  // 2 + 3. Serving, at each rate of --rates (the trade-off curve) or at --rate.
+  let serving = {};
+  let kv = {};
+  const perRate = [];
+  const curve = [];
+  for (const rate of opts.parts.includes("serving") ? (opts.rates ?? [opts.rate]) : []) {
+    const workload = makeWorkload({ ...opts, rate }, vocab, modelContext);
+    const rateText = Number.isFinite(rate) ? `${rate}/s Poisson` : "all at t=0";
+    serving = {};
+    kv = {};
+    ratios.serving = {};
+    if (opts.rates) console.log(`\nserving at ${rateText}`);
+    const configs = [];
+    if (opts.engines.includes("llmserve"))
+      for (const m of opts.modes)
+        configs.push({
+          key: m,
+          engine: "llmserve",
+          batching: m === "dynamic" ? "continuous" : m,
+          targetStepMs: m === "dynamic" ? opts.targetStepMs : 0,
+          fixedBucket: m === "fixed" ? opts.fixedBucket : 0,
+        });
+    if (opts.engines.includes("llamacpp")) configs.push({ key: "llamacpp", engine: "llamacpp" });
+    for (const c of configs) {
+      const run = await launch(`serving ${LABEL[c.key]}`, {
+        task: "serve",
+        engine: c.engine,
+        batching: c.batching,
+        targetStepMs: c.targetStepMs,
+        fixedBucket: c.fixedBucket,
+        workload,
+        kvTokens: opts.kvTokens,
+        maxSequences: opts.maxSequences,
+        sampleMs: opts.sampleMs,
+      });
+      if (!run.ok) continue;
+      const m = servingMetrics(run.result, workload);
+      if (c.engine === "llmserve") m.stats = run.result.stats;
+      serving[c.key] = m;
+      kv[c.key] = kvMetrics(run.result, c.engine);
+      if ((m.otherCores ?? 0) > CONTENDED_CORES) contended = true;
+      console.log(
+        `${f(m.throughput)} out tok/s, TTFT p50 ${f(m.ttftP50 / 1000)} s  (cpu/thread ${f(m.cpu)}, others ${fmtCores(m.otherCores)} cores, makespan ${f(m.makespanS, 0)} s, child ${run.childWallS.toFixed(0)} s)`,
+      );
+    }
     console.log(`\nServing: ${opts.requests} requests, ${rateText}; latencies measured from each request's arrival\n`);
     const rows = Object.entries(serving).map(([k, m]) => [
       LABEL[k],
@@ -524,6 +456,20 @@ async function main() {
       console.log(
         `\ncontinuous / static (the seed's claim, measured): throughput ${f(ratios.serving.continuousOverStatic.throughput)}x, ` +
           `TTFT p50 ${f(ratios.serving.continuousOverStatic.ttftP50)}x lower`,
+      );
+    }
+    if (serving.continuous && serving.fixed) {
+      const st = serving.fixed.stats;
+      ratios.serving.continuousOverFixed = {
+        throughput: serving.continuous.throughput / serving.fixed.throughput,
+        ttftP50: serving.fixed.ttftP50 / serving.continuous.ttftP50,
+        paddedShare: st.batchTokens ? st.paddedTokens / st.batchTokens : 0,
+      };
+      const r = ratios.serving.continuousOverFixed;
+      console.log(
+        `continuous / fixed (fixed-length batching${opts.fixedBucket ? `, buckets of ${opts.fixedBucket}` : ""}): throughput ${f(r.throughput)}x, ` +
+          `TTFT p50 ${f(r.ttftP50)}x lower; fixed computed ${st.paddedTokens} pad tokens (${pct(r.paddedShare)} of its batch tokens` +
+          `${st.padSkippedTokens ? `; ${st.padSkippedTokens} skipped for want of KV blocks` : ""})`,
       );
     }
     if (serving.continuous && serving.dynamic) {
@@ -574,6 +520,46 @@ async function main() {
         "preemptions",
       ]),
     );
+    perRate.push({ rate: Number.isFinite(rate) ? rate : "inf", serving, kv, ratios: ratios.serving });
+    for (const [mode, m] of Object.entries(serving))
+      curve.push({
+        mode,
+        label: LABEL[mode],
+        rate: Number.isFinite(rate) ? rate : 1e9,
+        rateLabel: Number.isFinite(rate) ? String(rate) : "inf",
+        throughput: m.throughput,
+        ttftP50: m.ttftP50,
+        itlP99: m.itlP99,
+        paddedTokens: m.stats?.paddedTokens,
+      });
+  }
+  let curveSvgPath;
+  if (opts.rates && curve.length) {
+    const svg = curveSvg(curve, {
+      title: `Batching trade-off: ${opts.requests} requests per rate, rates ${opts.rates.join(", ")}/s`,
+      subtitle: [
+        machineLine(mach),
+        `threads ${opts.threads}; prompt ${opts.system} + ${opts.prompt.join("-")} tokens, output ${opts.output.join("-")}; ` +
+          `load average ${os
+            .loadavg()
+            .map((x) => x.toFixed(2))
+            .join(" ")} at the end`,
+      ],
+    });
+    const stamp = new Date()
+      .toISOString()
+      .replace(/:/g, "-")
+      .replace(/\.\d+Z$/, "Z");
+    curveSvgPath = join(repoRoot, "bench", "results", `serving-curve-${stamp}.svg`);
+    mkdirSync(dirname(curveSvgPath), { recursive: true });
+    writeFileSync(curveSvgPath, svg);
+    console.log(`\ncurve   : ${relative(process.cwd(), curveSvgPath)}`);
+    console.log(
+      table(
+        curve.map((p) => [p.label, p.rateLabel, f(p.throughput), f(p.ttftP50 / 1000), f(p.itlP99, 0)]),
+        ["mode", "rate (req/s)", "out tok/s", "TTFT p50 (s)", "ITL p99 (ms)"],
+      ),
+    );
   }
   console.log("");
   const builds = [...new Set(runs.map((r) => r.addonBuilt).filter(Boolean))];
@@ -610,7 +596,7 @@ async function main() {
         ...(runs.find((r) => r.ok && r.job.engine === "llamacpp")?.result.details ?? {}),
       },
       contended,
-      summary: { decode, serving, kv },
+      summary: { decode, serving, kv, ...(opts.rates ? { perRate, curve, curveSvg: curveSvgPath } : {}) },
       ratios,
       runs,
     },

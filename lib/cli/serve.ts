@@ -29,6 +29,8 @@ interface ServeCliOpts {
   maxBatchTokens?: number;
   prefillChunk?: number;
   targetStepMs?: number;
+  batching?: "continuous" | "static" | "fixed";
+  fixedBucket?: number;
   repack: boolean;
   adapterType?: "file" | "q8_0";
   modelName?: string;
@@ -53,6 +55,8 @@ async function runServe(o: ServeCliOpts): Promise<void> {
     maxBatchTokens: o.maxBatchTokens,
     prefillChunk: o.prefillChunk,
     targetStepMs: o.targetStepMs,
+    batching: o.batching,
+    fixedBucket: o.fixedBucket,
     repack: o.repack,
     maxAdapters: o.maxAdapters,
     adapterType: o.adapterType,
@@ -172,6 +176,17 @@ export function registerServe(program: Command): void {
       "--target-step-ms <ms>",
       "dynamic batching: a step latency target while requests generate; prompt tokens per step follow the measured step cost instead of --prefill-chunk (default 0 = off)",
       float("--target-step-ms"),
+    )
+    .addOption(
+      new Option(
+        "--batching <mode>",
+        "continuous (default); static or fixed (benchmark baselines: a batch runs to completion; fixed pads its prompts to one length)",
+      ).choices(["continuous", "static", "fixed"]),
+    )
+    .option(
+      "--fixed-bucket <n>",
+      "with --batching fixed: pad prompts to the next multiple of N tokens (default 0: the batch's longest prompt)",
+      int("--fixed-bucket"),
     )
     .option("--no-repack", "serve weights from the file mapping instead of repacking them at load")
     .option("--model-name <name>", "model id clients pass as `model` (default: the file name)")

@@ -49,6 +49,7 @@ inline constexpr Limit kKvBlockSize{"kvBlockSize", 1, 4096, true, false};
 inline constexpr Limit kMaxBatchTokens{"maxBatchTokens", 1, 1 << 20, true, false};
 inline constexpr Limit kPrefillChunk{"prefillChunk", 0, 1 << 20, true, false};
 inline constexpr Limit kTargetStepMs{"targetStepMs", 0, 60000, false, false};  // 0 = off
+inline constexpr Limit kFixedBucket{"fixedBucket", 0, 1 << 20, true, false};   // 0 = the longest prompt
 inline constexpr Limit kMaxSequences{"maxSequences", 1, 1 << 16, true, false};
 inline constexpr Limit kMaxQueue{"maxQueue", 1, 1 << 24, true, false};
 
@@ -134,9 +135,9 @@ inline constexpr const Limit* kGenerate[] = {&kMaxTokens,
                                              &kLogitBiasToken,
                                              &kLogitBiasLength,
                                              &kRequestId};
-inline constexpr const Limit* kLoad[] = {&kThreads,      &kContextSize,    &kKvCacheTokens,
-                                         &kKvBlockSize,  &kMaxBatchTokens, &kPrefillChunk,
-                                         &kTargetStepMs, &kMaxSequences,   &kMaxQueue};
+inline constexpr const Limit* kLoad[] = {&kThreads,        &kContextSize,  &kKvCacheTokens, &kKvBlockSize,
+                                         &kMaxBatchTokens, &kPrefillChunk, &kTargetStepMs,  &kFixedBucket,
+                                         &kMaxSequences,   &kMaxQueue};
 inline constexpr const Limit* kSynth[] = {
     &kSynthDim,           &kSynthLayers,     &kSynthHeads,       &kSynthKvHeads,      &kSynthFfn,
     &kSynthContext,       &kSynthVocabSize,  &kSynthSeed,        &kSynthHeadDim,      &kSynthRopeScale,

@@ -79,6 +79,8 @@ Napi::Object info_to_js(Napi::Env env, Engine& engine) {
   o.Set("maxBatchTokens", Napi::Number::New(env, (double)e->options().max_batch_tokens));
   o.Set("prefillChunk", Napi::Number::New(env, (double)e->options().prefill_chunk));
   o.Set("targetStepMs", e->options().target_step_ms);
+  o.Set("batching", e->options().fixed_batching ? "fixed" : e->options().static_batching ? "static" : "continuous");
+  o.Set("fixedBucket", Napi::Number::New(env, (double)e->options().fixed_bucket));
   o.Set("maxSequences", Napi::Number::New(env, (double)e->options().max_sequences));
   o.Set("kernels", kernel_isa());
   o.Set("kvType", type_traits(e->kv_type()).name);
@@ -140,6 +142,8 @@ Napi::Object stats_to_js(Napi::Env env, const EngineStats& s) {
   set("kvBytesLocal", s.kv_bytes_local);
   set("prefixWindowMisses", s.prefix_window_misses);
   set("joinedRunning", s.joined_running);
+  set("paddedTokens", s.padded_tokens);
+  set("padSkippedTokens", s.pad_skipped_tokens);
   set("adapters", s.adapters);
   set("adapterBytes", s.adapter_bytes);
   return o;

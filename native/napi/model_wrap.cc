@@ -451,6 +451,8 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   opts.max_queue = get_number<int64_t, L::kMaxQueue>(o);
   opts.prefix_cache = get_bool(o, "prefixCache");
   opts.static_batching = get_bool(o, "staticBatching");
+  opts.fixed_batching = get_bool(o, "fixedBatching");
+  opts.fixed_bucket = get_number<int64_t, L::kFixedBucket>(o);
   opts.repack = get_bool(o, "repack");
   opts.adapter_q8_0 = get_choice(o, "adapterType", {"file", "q8_0"}) == "q8_0";
   Napi::Function progress = optional_function(info, 2);
@@ -487,6 +489,8 @@ void init_model(Napi::Env env, Napi::Object exports) {
   load.Set("maxQueue", Napi::Number::New(env, (double)e.max_queue));
   load.Set("prefixCache", e.prefix_cache);
   load.Set("staticBatching", e.static_batching);
+  load.Set("fixedBatching", e.fixed_batching);
+  load.Set("fixedBucket", Napi::Number::New(env, (double)e.fixed_bucket));
   load.Set("repack", e.repack);
   load.Set("adapterType", e.adapter_q8_0 ? "q8_0" : "file");
   const GenerateRequest r;

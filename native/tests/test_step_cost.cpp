@@ -4,7 +4,10 @@
 // steps that mix decode tokens and a long prompt stay within the target once the model has seen
 // enough steps (and took a fixed prefill_chunk before that), while every request still gets its
 // own continuation.
+#include <atomic>
+#include <chrono>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "engine_test_util.h"
@@ -67,7 +70,20 @@ TEST(sched_dynamic_prefill_keeps_mixed_steps_within_the_target) {
     auto clock = std::make_shared<double>(0.0);
     auto x = std::make_unique<FakeExecutor>(1024, 16, kVocab);
     FakeExecutor* fake = x.get();
-    fake->on_forward = [clock](int64_t tokens, int64_t rows) { *clock += cost(tokens, rows); };
+    // The decoders' steps take microseconds: their 8th step waits (up to 10 s) until the long
+    // prompts are queued, and they are queued only once it waits, so all three arrive together
+    // while the four are generating, after the cost model has seen those steps.
+    auto prompts_queued = std::make_shared<std::atomic<bool>>(false);
+    auto holding = std::make_shared<std::atomic<bool>>(false);
+    auto n_forward = std::make_shared<int64_t>(0);
+    fake->on_forward = [clock, prompts_queued, holding, n_forward](int64_t tokens, int64_t rows) {
+      *clock += cost(tokens, rows);
+      if (++*n_forward != 8) return;
+      holding->store(true);
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (!prompts_queued->load() && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    };
     EngineOptions o;
     o.n_ctx = 4096;
     o.block_size = 16;
@@ -90,11 +106,14 @@ TEST(sched_dynamic_prefill_keeps_mixed_steps_within_the_target) {
       runs.push_back(submit_recorded(*e, greedy_request(prompts.back(), 120), &st));
     }
     for (auto& r : runs) CHECK(wait_tokens(*r, 2, deadline()));
+    for (const auto until = deadline(10); !holding->load() && Clock::now() < until;)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     for (int32_t id = 20; id < 23; ++id) {
       prompts.push_back(prompt(id, 900));
       max_tokens.push_back(2);
       runs.push_back(submit_recorded(*e, greedy_request(prompts.back(), 2), &st));
     }
+    prompts_queued->store(true);
     for (size_t i = 0; i < runs.size(); ++i) {
       CHECK(wait_done(*runs[i], deadline()));
       CHECK(runs[i]->tokens == expected(prompts[i], max_tokens[i], kVocab));

@@ -43,6 +43,8 @@ const loadOpts: NativeModelOptions = {
   maxQueue: 16,
   prefixCache: true,
   staticBatching: false,
+  fixedBatching: false,
+  fixedBucket: 0,
   prefillChunk: 32,
   targetStepMs: 0,
   repack: true,
@@ -359,6 +361,15 @@ describe("loadModel / synth / readGguf on the raw binding", () => {
       const e = expectRangeError(() => addon.loadModel(path, { ...loadOpts, [name]: v }), name, l, v);
       expect(e.message).toBe(tsMessage(name, v, l));
     }
+  });
+
+  it("loadModel with static and fixed batching both set is a typed error (one batching mode)", async () => {
+    await expect(
+      addon.loadModel(path, { ...loadOpts, staticBatching: true, fixedBatching: true }),
+    ).rejects.toMatchObject({
+      code: "ERR_INVALID_ARGUMENT",
+      message: expect.stringMatching(/choose one batching mode/),
+    });
   });
 
   it.each(Object.keys(SYNTH_LIMITS) as (keyof typeof SYNTH_LIMITS)[])("synth %s", (name) => {

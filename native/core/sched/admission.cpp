@@ -9,16 +9,17 @@ namespace llmserve {
 
 // Admission (priority, then FCFS) while the step's budget, sequence slots and memory allow.
 // Static batching (a benchmark baseline) forms its whole batch at once, up to max_sequences, even
-// past this step's token budget; later prompt chunks run in the following steps.
+// past this step's token budget; later prompt chunks run in the following steps. Fixed batching
+// forms its batch the same way but runs every prompt whole in this step (fixed_batch.cpp pads them).
 void Engine::admit_waiting(StepPlan& plan) {
-  const bool may_admit = !opts_.static_batching || running_.empty();
+  const bool may_admit = !batch_only() || running_.empty();
   const bool batch_running = !running_.empty();
-  while (may_admit && (plan.budget > 0 || opts_.static_batching) && plan.prefill_left > 0 && !waiting_.empty() &&
+  while (may_admit && (plan.budget > 0 || batch_only()) && plan.prefill_left > 0 && !waiting_.empty() &&
          (int64_t)running_.size() < opts_.max_sequences) {
     Sequence& s = *waiting_.front();
     admit(s);
     const int64_t pending = (int64_t)s.tokens.size() - s.n_computed;
-    const int64_t chunk = chunk_size(pending, plan.budget, plan.prefill_left);
+    const int64_t chunk = opts_.fixed_batching ? pending : chunk_size(pending, plan.budget, plan.prefill_left);
     std::vector<Sequence*> none;
     if (!ensure_blocks(s, chunk, none, 0)) {
       release_blocks(s);  // head-of-line waits for memory (FCFS)
@@ -43,6 +44,7 @@ void Engine::admit_waiting(StepPlan& plan) {
     waiting_.pop_front();
   }
   running_.remove_if([](const std::unique_ptr<Sequence>& s) { return s->done; });
+  if (opts_.fixed_batching && may_admit && !batch_running && !running_.empty()) start_fixed_batch();
 }
 
 void Engine::admit(Sequence& s) {

@@ -42,6 +42,11 @@ Status Engine::load(const std::string& path, const EngineOptions& opts, const st
     return bad("Expected a positive integer for maxBatchTokens but received " + std::to_string(opts.max_batch_tokens));
   if (!(opts.target_step_ms >= 0 && opts.target_step_ms <= 60000))
     return bad("Expected targetStepMs in [0, 60000] (0 = off) but received " + std::to_string(opts.target_step_ms));
+  if (opts.fixed_bucket < 0 || opts.fixed_bucket > (1 << 20))
+    return bad("Expected fixedBucket in [0, 1048576] (0 = the longest prompt) but received " +
+               std::to_string(opts.fixed_bucket));
+  if (opts.fixed_batching && opts.static_batching)
+    return bad("Static and fixed batching exclude each other; choose one batching mode.");
   if (opts.max_sequences < 1)
     return bad("Expected a positive integer for maxSequences but received " + std::to_string(opts.max_sequences));
   if (opts.max_queue < 1)

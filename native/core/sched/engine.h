@@ -64,6 +64,12 @@ struct EngineOptions {
   int64_t max_queue = 1024;    // waiting requests before submit() fails with QueueFull
   bool prefix_cache = true;
   bool static_batching = false;  // benchmark baseline: a batch is formed once and run to completion
+  // Fixed-length batching (the other classic baseline; fixed_batch.cpp): a batch is formed once,
+  // its prompts padded to one length (the longest, rounded up to a multiple of fixed_bucket when
+  // > 0) and run whole in one step; it decodes until every member is done, a finished member
+  // costing a pad token per step until then. Padding costs compute but changes no output.
+  bool fixed_batching = false;
+  int64_t fixed_bucket = 0;
   // Copy quantized matrices at load into the GEMM kernels' 16-row interleaved layout (matmul.h
   // PackedWeights) and release the file's pages for them: the same memory, faster decode.
   // false keeps every weight in the file's mapping (faster load, pages shared between processes).
@@ -134,10 +140,24 @@ class Engine {
     int64_t chunk;  // tokens of s computed this step
     bool out;       // the chunk reaches the end of s's known tokens: sample after it
   };
+  // Fixed batching's padding of one member (fixed_batch.cpp): a scratch sequence of pad tokens
+  // with its own KV blocks, run beside the batch and its outputs never read.
+  struct PadSeq {
+    int64_t member = 0;   // the member's sequence id
+    int64_t pending = 0;  // prompt padding not yet run (runs in the batch's first step)
+    int64_t n_computed = 0;
+    std::vector<int32_t> blocks, lblocks;
+  };
+  static constexpr int32_t kPadToken = 0;  // what padding computes (any id would do: nothing reads it)
+  struct PadPick {
+    PadSeq* p;
+    int64_t n;
+  };
   struct StepPlan {
     std::vector<Pick> picks;
-    int64_t budget = 0;        // tokens left under max_batch_tokens
-    int64_t prefill_left = 0;  // prompt tokens left under the chunked-prefill cap
+    std::vector<PadPick> pads;  // fixed batching: pad work appended to the batch
+    int64_t budget = 0;         // tokens left under max_batch_tokens
+    int64_t prefill_left = 0;   // prompt tokens left under the chunked-prefill cap
     double now = 0;
   };
 
@@ -156,6 +176,13 @@ class Engine {
   // admission.cpp: waiting requests join the batch; a session's KV or cached prefix blocks are reused.
   void admit_waiting(StepPlan& plan);
   void admit(Sequence& s);
+  // fixed_batch.cpp: the pads of a newly formed batch, each step's pad work, the batch's end.
+  bool batch_only() const { return opts_.static_batching || opts_.fixed_batching; }
+  void start_fixed_batch();
+  void plan_padding(StepPlan& plan);
+  void end_fixed_batch();
+  bool pad_blocks(PadSeq& p, int64_t n);
+  bool drop_one_pad();  // frees one pad's KV blocks for real work (preemption.cpp asks first)
   void register_full_blocks(Sequence& s);
   // preemption.cpp: KV blocks for a step, freed by session eviction, then preemption.
   bool ensure_blocks(Sequence& s, int64_t n_tokens, std::vector<Sequence*>& order, size_t self_index);
@@ -193,9 +220,10 @@ class Engine {
   uint64_t session_clock_ = 0;
   EngineStats st_;
   std::vector<float> logits_;
-  std::deque<std::shared_ptr<EvalRequest>> evals_;                             // taken from eval_inbox_, not yet run
-  StepCostModel step_cost_;                                                    // fitted on every step (target_step_ms)
-  std::vector<int32_t> block_fill_, touched_;                                  // scratch of publish_stats()
+  std::deque<std::shared_ptr<EvalRequest>> evals_;  // taken from eval_inbox_, not yet run
+  std::vector<PadSeq> pads_;                        // fixed batching: one per member of the running batch
+  StepCostModel step_cost_;                         // fitted on every step (target_step_ms)
+  std::vector<int32_t> block_fill_, touched_;       // scratch of publish_stats()
   std::vector<std::pair<std::shared_ptr<GenerateRequest>, GenEvent>> outbox_;  // emitted after each step
 
   // Shared with callers.

@@ -64,7 +64,7 @@ void Engine::preempt(Sequence& s) {
 }
 
 // Grows s's block table to hold n_tokens more positions. Frees memory by evicting idle sessions,
-// then by preempting the lowest-ranked running sequences after s in `order` (never one already in
+// then fixed batching's pad blocks (padding never takes memory from real work), then by preempting the lowest-ranked running sequences after s in `order` (never one already in
 // this step's batch). Returns false if s cannot run this step.
 bool Engine::ensure_blocks(Sequence& s, int64_t n_tokens, std::vector<Sequence*>& order, size_t self_index) {
   const int64_t bs = kv_.block_size;
@@ -73,7 +73,7 @@ bool Engine::ensure_blocks(Sequence& s, int64_t n_tokens, std::vector<Sequence*>
     // A global block and, with a split pool, a local one for the same positions.
     int32_t b = alloc_->allocate(), lb = lalloc_ ? lalloc_->allocate() : 0;
     while (b < 0 || lb < 0) {
-      if (evict_one_session()) {
+      if (evict_one_session() || drop_one_pad()) {
       } else if (order.size() > self_index + 1) {
         Sequence* victim = order.back();
         order.pop_back();

@@ -87,6 +87,9 @@ struct EngineStats {
   // Requests admitted while other sequences were running (joining a running batch: continuous
   // batching; always 0 with static batching).
   int64_t joined_running = 0;
+  // Fixed batching: pad tokens computed (prompt padding plus one per finished member per step
+  // until its batch ends: the mode's waste), and pad tokens skipped for want of free KV blocks.
+  int64_t padded_tokens = 0, pad_skipped_tokens = 0;
   // LoRA adapters loaded (Engine::load_adapter, not yet unloaded) and the bytes of adapter weights
   // held, including unloaded adapters that requests still in flight keep alive.
   int64_t adapters = 0;

@@ -135,8 +135,8 @@ bool Engine::schedule_and_run() {
   int64_t n_decode = 0;
   for (auto& s : running_) n_decode += (int64_t)s->tokens.size() - s->n_computed <= 1 ? 1 : 0;
   const bool generating = n_decode > 0;
-  plan.prefill_left = prefill_allowance(opts_.prefill_chunk, opts_.static_batching, generating);
-  if (generating && opts_.target_step_ms > 0 && !opts_.static_batching && step_cost_.ready()) {
+  plan.prefill_left = prefill_allowance(opts_.prefill_chunk, batch_only(), generating);
+  if (generating && opts_.target_step_ms > 0 && !batch_only() && step_cost_.ready()) {
     // The dynamic policy: as many prompt tokens as the fitted cost leaves room for next to the
     // decode tokens (at least one block's worth, so a prompt always advances).
     plan.prefill_left =
@@ -148,8 +148,10 @@ bool Engine::schedule_and_run() {
   // "nothing runs" case (else a waiting request could stall with no step left to run it; found by
   // fuzz_engine).
   running_.remove_if([](const std::unique_ptr<Sequence>& s) { return s->done; });
+  if (opts_.fixed_batching && running_.empty()) end_fixed_batch();  // the batch drained: free its pads
   admit_waiting(plan);
   if (plan.picks.empty()) return false;
+  if (opts_.fixed_batching) plan_padding(plan);
   const double t0 = opts_.step_clock ? opts_.step_clock() : engine_now_ms();
   if (run_batch(plan)) {
     sample_and_emit(plan);
@@ -158,12 +160,14 @@ bool Engine::schedule_and_run() {
       tokens += p.chunk;
       rows += p.out ? 1 : 0;
     }
+    for (auto& p : plan.pads) tokens += p.n;
     step_cost_.observe(tokens, rows, (opts_.step_clock ? opts_.step_clock() : engine_now_ms()) - t0);
     st_.step_ms_base = step_cost_.a();
     st_.step_ms_per_token = step_cost_.b();
     st_.step_ms_per_row = step_cost_.c();
   }
   running_.remove_if([](const std::unique_ptr<Sequence>& s) { return s->done; });
+  if (opts_.fixed_batching && running_.empty()) end_fixed_batch();
   return true;
 }
 
@@ -219,7 +223,10 @@ void Engine::schedule_running(StepPlan& plan) {
 bool Engine::run_batch(StepPlan& plan) {
   std::vector<int32_t> tokens;
   std::vector<BatchSeq> seqs;
-  tokens.reserve((size_t)(opts_.max_batch_tokens - plan.budget));
+  int64_t n_tokens = 0;
+  for (auto& p : plan.picks) n_tokens += p.chunk;
+  for (auto& p : plan.pads) n_tokens += p.n;
+  tokens.reserve((size_t)n_tokens);
   for (auto& p : plan.picks) {
     Sequence& s = *p.s;
     tokens.insert(tokens.end(), s.tokens.begin() + s.n_computed, s.tokens.begin() + s.n_computed + p.chunk);
@@ -234,13 +241,33 @@ bool Engine::run_batch(StepPlan& plan) {
     seqs.push_back(b);
     if (s.n_computed < s.n_prompt) st_.prefill_tokens += std::min(p.chunk, s.n_prompt - s.n_computed);
   }
+  // Fixed batching's padding: real compute whose outputs nothing reads (no logits row).
+  for (auto& pp : plan.pads) {
+    tokens.insert(tokens.end(), (size_t)pp.n, kPadToken);
+    BatchSeq b;
+    b.blocks = pp.p->blocks.data();
+    b.local_blocks = lalloc_ ? pp.p->lblocks.data() : nullptr;
+    b.n_blocks = (int64_t)pp.p->blocks.size();
+    b.pos0 = pp.p->n_computed;
+    b.n_tokens = pp.n;
+    b.out = 0;
+    b.adapter = 0;
+    seqs.push_back(b);
+  }
   ++st_.steps;
   st_.batch_tokens += (int64_t)tokens.size();
   st_.batch_seqs += (int64_t)plan.picks.size();
   st_.max_batch_tokens_seen = std::max<int64_t>(st_.max_batch_tokens_seen, (int64_t)tokens.size());
   st_.max_batch_seqs_seen = std::max<int64_t>(st_.max_batch_seqs_seen, (int64_t)plan.picks.size());
   Status fs = executor_->forward(tokens.data(), seqs.data(), (int64_t)seqs.size(), &logits_);
-  if (fs) return true;
+  if (fs) {
+    for (auto& pp : plan.pads) {
+      pp.p->n_computed += pp.n;
+      st_.padded_tokens += pp.n;
+      trim_local(pp.p->lblocks, pp.p->n_computed);
+    }
+    return true;
+  }
   for (auto& p : plan.picks) finish(*p.s, FinishReason::None, fs);
   return false;
 }
