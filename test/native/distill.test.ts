@@ -4,13 +4,14 @@
  * on held-out text than the same number of plain cross-entropy steps on the same data brings it
  * (both runs: same seed, data, steps, learning rate; the CE run gets the teacher only to measure).
  * The text is the teacher's own seeded samples (its domain), so held-out text is like the training text.
- * Also: the step events carry the CE and KL parts, and teachers of another vocabulary, or distill
+ * A 50%-pruned copy (llmserve compress) recovers most of its KL gap the same way, where CE training
+ * on the same text does not. Also: the step events carry the CE and KL parts, and teachers of another vocabulary, or distill
  * options without a teacher, are refused with typed errors.
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { Model, quantize, synth } from "../../lib/index.js";
+import { Model, compress, quantize, synth } from "../../lib/index.js";
 import { type FinetuneDone, type FinetuneEvent, type FinetuneOptions, finetune } from "../../lib/train/index.js";
 import { errorText, fixture, haveFixtures, tmpRoot } from "../helpers.js";
 
@@ -77,6 +78,21 @@ describe.skipIf(!haveFixtures)("distillation: q4_0 aidreams260K from its f32 ori
     if (s0.type === "step" && s0.ce !== undefined && s0.kl !== undefined)
       expect(s0.loss).toBeCloseTo(0.1 * s0.ce + 0.9 * 4 * s0.kl, 6);
     expect(ce.some((e) => e.type === "step" && e.kl !== undefined)).toBe(false);
+  }, 120_000);
+
+  it("recovers most of a compress recipe's KL gap (50% magnitude pruning), where CE training does not", async () => {
+    // The documented recipe: compress, then finetune --teacher original. Same seed, data and steps.
+    await compress(TEACHER, tmp("p50.gguf"), { prune: 0.5, threads: 2 });
+    const opts = { model: tmp("p50.gguf"), rank: 8, steps: 256, lr: 1e-3 };
+    const distilled = (await run({ ...opts, distill: 0.9, temperature: 2 })).at(-1) as FinetuneDone;
+    const ce = (await run({ ...opts, distill: 0 })).at(-1) as FinetuneDone;
+    console.log(
+      `50% pruned: held-out KL ${distilled.evalKlBefore.toFixed(4)} -> ${distilled.evalKlAfter.toFixed(4)} distilled, ${ce.evalKlAfter.toFixed(4)} CE-trained`,
+    );
+    // Measured (seeds fixed): 0.490 -> 0.170 distilled (65% of the gap), 0.532 CE-trained.
+    expect(distilled.evalKlBefore).toBeGreaterThan(0.2);
+    expect(distilled.evalKlAfter).toBeLessThan(0.5 * distilled.evalKlBefore);
+    expect(distilled.evalKlAfter).toBeLessThan(0.5 * ce.evalKlAfter);
   }, 120_000);
 
   it("refuses a teacher of another vocabulary, and distill options without a teacher", async () => {
