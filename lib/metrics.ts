@@ -35,6 +35,11 @@ export const METRIC_NAMES = [
   "llmserve_adapter_bytes",
   "llmserve_adapter_loads_total",
   "llmserve_adapter_evictions_total",
+  "llmserve_eval_sequences_total",
+  "llmserve_eval_passes_total",
+  "llmserve_dynamic_steps_total",
+  "llmserve_step_ms_per_token",
+  "llmserve_padded_tokens_total",
 ] as const;
 
 /** Options of {@link ServerMetrics}. */
@@ -197,6 +202,27 @@ export class ServerMetrics {
       "llmserve_adapter_evictions_total",
       "LoRA adapters evicted from memory to keep at most maxAdapters resident",
       (s) => s.adapterEvictions,
+    );
+    counter(
+      "llmserve_eval_sequences_total",
+      "Whole-text evaluations (embeddings, evaluate calls) run on the engine",
+      (s) => s.evalSequences,
+    );
+    counter(
+      "llmserve_eval_passes_total",
+      "Forward passes those evaluations took (texts that arrive together share one)",
+      (s) => s.evalPasses,
+    );
+    counter(
+      "llmserve_dynamic_steps_total",
+      "Steps whose prompt tokens the dynamic batching policy chose (targetStepMs)",
+      (s) => s.dynamicSteps,
+    );
+    gauge("llmserve_step_ms_per_token", "Fitted step cost: milliseconds per token of a step", (s) => s.stepMsPerToken);
+    counter(
+      "llmserve_padded_tokens_total",
+      "Pad tokens computed by fixed-length batching (batching: fixed)",
+      (s) => s.paddedTokens,
     );
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: "llmserve_" });
   }

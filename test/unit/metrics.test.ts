@@ -26,6 +26,11 @@ const STATS = {
   adapterBytes: 37,
   adapterLoads: 41,
   adapterEvictions: 43,
+  evalSequences: 67,
+  evalPasses: 71,
+  dynamicSteps: 73,
+  stepMsPerToken: 0.5,
+  paddedTokens: 79,
 } as unknown as ModelStats;
 
 /** The `# HELP` / `# TYPE` lines of llmserve's own metrics (the user-visible descriptions). */
@@ -85,6 +90,19 @@ const EXPECTED_HEADERS: Array<[string, string, string]> = [
     "counter",
     "LoRA adapters evicted from memory to keep at most maxAdapters resident",
   ],
+  ["llmserve_eval_sequences_total", "counter", "Whole-text evaluations (embeddings, evaluate calls) run on the engine"],
+  [
+    "llmserve_eval_passes_total",
+    "counter",
+    "Forward passes those evaluations took (texts that arrive together share one)",
+  ],
+  [
+    "llmserve_dynamic_steps_total",
+    "counter",
+    "Steps whose prompt tokens the dynamic batching policy chose (targetStepMs)",
+  ],
+  ["llmserve_step_ms_per_token", "gauge", "Fitted step cost: milliseconds per token of a step"],
+  ["llmserve_padded_tokens_total", "counter", "Pad tokens computed by fixed-length batching (batching: fixed)"],
 ];
 
 function sample(body: string, name: string): string | undefined {
@@ -132,6 +150,11 @@ describe("ServerMetrics", () => {
     expect(sample(body, "llmserve_adapter_bytes")).toBe("llmserve_adapter_bytes 37");
     expect(sample(body, "llmserve_adapter_loads_total")).toBe("llmserve_adapter_loads_total 41");
     expect(sample(body, "llmserve_adapter_evictions_total")).toBe("llmserve_adapter_evictions_total 43");
+    expect(sample(body, "llmserve_eval_sequences_total")).toBe("llmserve_eval_sequences_total 67");
+    expect(sample(body, "llmserve_eval_passes_total")).toBe("llmserve_eval_passes_total 71");
+    expect(sample(body, "llmserve_dynamic_steps_total")).toBe("llmserve_dynamic_steps_total 73");
+    expect(sample(body, "llmserve_step_ms_per_token")).toBe("llmserve_step_ms_per_token 0.5");
+    expect(sample(body, "llmserve_padded_tokens_total")).toBe("llmserve_padded_tokens_total 79");
     // read again at the next scrape
     stats = { ...STATS, waiting: 4 } as ModelStats;
     expect(sample((await m.scrape()).body, "llmserve_queue_depth")).toBe("llmserve_queue_depth 4");
