@@ -8,6 +8,7 @@ import { join, resolve } from "node:path";
 import { tmpdir } from "node:os";
 import { expect } from "vitest";
 import { LlmserveError } from "../lib/errors.js";
+import { Model } from "../lib/model.js";
 import type { Chunk } from "../lib/generate.js";
 import { synth, type SynthOptions } from "../lib/synth.js";
 
@@ -76,4 +77,28 @@ export async function errorText(p: Promise<unknown>): Promise<string> {
   );
   expect(err).toBeInstanceOf(LlmserveError);
   return `${(err as LlmserveError).code}: ${(err as LlmserveError).message}`;
+}
+
+/**
+ * A trained adapter serves: `adapter` loads on `base` (one thread) and moves the greedy
+ * continuation of `prompt` (12 tokens) away from the base model's, to text matching `expected`.
+ */
+export async function expectAdapterMovesGreedy(
+  base: string,
+  adapter: string,
+  prompt: string,
+  expected: RegExp,
+): Promise<void> {
+  const model = await Model.load(base, { threads: 1 });
+  try {
+    await model.loadAdapter("trained", adapter);
+    const tokens = model.tokenize(prompt);
+    const opts = { maxTokens: 12, temperature: 0, stopAtEos: false };
+    const plain = (await model.complete({ tokens }, opts)).text;
+    const tuned = (await model.complete({ tokens }, { ...opts, adapter: "trained" })).text;
+    expect(tuned).not.toEqual(plain);
+    expect(tuned).toMatch(expected);
+  } finally {
+    await model.dispose();
+  }
 }

@@ -9,9 +9,9 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { LlmserveError, Model, readGguf } from "../../lib/index.js";
+import { LlmserveError, readGguf } from "../../lib/index.js";
 import { type FinetuneEvent, type FinetuneOptions, finetune } from "../../lib/train/index.js";
-import { fixture, haveFixtures, tmpRoot } from "../helpers.js";
+import { expectAdapterMovesGreedy, fixture, haveFixtures, tmpRoot } from "../helpers.js";
 
 const BASE = fixture("models", "aidreams260K.gguf");
 const tmp = (name: string) => join(tmpRoot, `adarank-${process.pid}-${name}`);
@@ -82,18 +82,7 @@ describe.skipIf(!haveFixtures)("finetune with adaptive rank on aidreams260K", ()
     await run({ output: tmp("a1.gguf"), threads: 1, ...opts });
     expect(readFileSync(tmp("a1.gguf")).equals(readFileSync(tmp("a.gguf")))).toBe(true);
 
-    const model = await Model.load(BASE, { threads: 1 });
-    try {
-      await model.loadAdapter("ada", tmp("a.gguf"));
-      const prompt = model.tokenize("The blue robot");
-      const o = { maxTokens: 12, temperature: 0, stopAtEos: false };
-      const base = (await model.complete({ tokens: prompt }, o)).text;
-      const tuned = (await model.complete({ tokens: prompt }, { ...o, adapter: "ada" })).text;
-      expect(tuned).not.toEqual(base);
-      expect(tuned).toMatch(/sings|quiet|moon/);
-    } finally {
-      await model.dispose();
-    }
+    await expectAdapterMovesGreedy(BASE, tmp("a.gguf"), "The blue robot", /sings|quiet|moon/);
   }, 60_000);
 
   it("refuses bad combinations with typed errors", async () => {

@@ -8,9 +8,9 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { ChatTemplate, Model, Tokenizer, compress, synth } from "../../lib/index.js";
+import { ChatTemplate, Tokenizer, compress, synth } from "../../lib/index.js";
 import { type FinetuneEvent, type FinetuneOptions, finetune, loadTrainData } from "../../lib/train/index.js";
-import { errorText, fixture, haveFixtures, tmpRoot } from "../helpers.js";
+import { errorText, expectAdapterMovesGreedy, fixture, haveFixtures, tmpRoot } from "../helpers.js";
 
 const BASE = fixture("models", "aidreams260K.gguf");
 const tmp = (name: string) => join(tmpRoot, `finetune-${process.pid}-${name}`);
@@ -59,18 +59,7 @@ describe.skipIf(!haveFixtures)("finetune on aidreams260K", () => {
     expect(readFileSync(tmp("b.gguf")).equals(readFileSync(tmp("a.gguf")))).toBe(false);
 
     // The adapter serves: loadAdapter accepts it and the greedy continuation moves to the data.
-    const model = await Model.load(BASE, { threads: 1 });
-    try {
-      await model.loadAdapter("ft", tmp("a.gguf"));
-      const prompt = model.tokenize("The blue robot");
-      const opts = { maxTokens: 12, temperature: 0, stopAtEos: false };
-      const base = (await model.complete({ tokens: prompt }, opts)).text;
-      const tuned = (await model.complete({ tokens: prompt }, { ...opts, adapter: "ft" })).text;
-      expect(tuned).not.toEqual(base);
-      expect(tuned).toMatch(/sings|quiet|moon/);
-    } finally {
-      await model.dispose();
-    }
+    await expectAdapterMovesGreedy(BASE, tmp("a.gguf"), "The blue robot", /sings|quiet|moon/);
   }, 60_000);
 
   it("LARS trains too (per-matrix trust ratio)", async () => {
