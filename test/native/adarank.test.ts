@@ -6,21 +6,16 @@
  * bad combination of the options is refused with a typed error. The math itself (gradients,
  * pruning, export scale) is native/tests/test_train_adarank.cpp's job.
  */
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { LlmserveError, readGguf } from "../../lib/index.js";
+import { readGguf } from "../../lib/index.js";
 import { type FinetuneEvent, type FinetuneOptions, finetune } from "../../lib/train/index.js";
-import { expectAdapterMovesGreedy, fixture, haveFixtures, tmpRoot } from "../helpers.js";
+import { errorText, expectAdapterMovesGreedy, fixture, haveFixtures, tmpRoot } from "../helpers.js";
+import { writeFinetuneText } from "./finetuneText.js";
 
 const BASE = fixture("models", "aidreams260K.gguf");
 const tmp = (name: string) => join(tmpRoot, `adarank-${process.pid}-${name}`);
-const SENTENCES = [
-  "The blue robot sings to the quiet moon.",
-  "A silver cat dreams of warm circuits.",
-  "The quiet moon listens to the blue robot.",
-  "Warm circuits hum a gentle song for the silver cat.",
-];
 
 async function run(opts: Partial<FinetuneOptions> & { output: string }): Promise<FinetuneEvent[]> {
   const events: FinetuneEvent[] = [];
@@ -29,21 +24,9 @@ async function run(opts: Partial<FinetuneOptions> & { output: string }): Promise
   return events;
 }
 
-async function code(p: Promise<unknown>): Promise<string> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(LlmserveError);
-  return `${(err as LlmserveError).code}: ${(err as LlmserveError).message}`;
-}
-
 describe.skipIf(!haveFixtures)("finetune with adaptive rank on aidreams260K", () => {
   beforeAll(() => {
-    const lines: string[] = [];
-    for (let i = 0; i < 40; i++) lines.push(`${SENTENCES[(i * 7) % 4]} ${SENTENCES[(i * 3 + 1) % 4]}`);
-    writeFileSync(tmp("train.txt"), lines.join(" "));
-    writeFileSync(tmp("eval.txt"), lines.slice(0, 12).reverse().join(" "));
+    writeFinetuneText(tmp);
   });
 
   it("loss falls, ranks reach the target exactly, differ per matrix, same seed ⇒ same bytes, serves", async () => {
@@ -89,15 +72,21 @@ describe.skipIf(!haveFixtures)("finetune with adaptive rank on aidreams260K", ()
     const drain = async (o: Partial<FinetuneOptions>) => {
       for await (const _ of finetune({ model: BASE, data: tmp("train.txt"), output: tmp("x.gguf"), ...o }));
     };
-    expect(await code(drain({ adaptiveRank: true }))).toMatch(/^ERR_INVALID_ARGUMENT: adaptiveRank needs targetRank/);
-    expect(await code(drain({ targetRank: 2 }))).toMatch(/^ERR_INVALID_ARGUMENT: targetRank is only used with/);
-    expect(await code(drain({ adaptiveRank: false, targetRank: 2 }))).toMatch(/only used with adaptiveRank/);
-    expect(await code(drain({ adaptiveRank: true, targetRank: 5, rank: 4 }))).toMatch(
+    expect(await errorText(drain({ adaptiveRank: true }))).toMatch(
+      /^ERR_INVALID_ARGUMENT: adaptiveRank needs targetRank/,
+    );
+    expect(await errorText(drain({ targetRank: 2 }))).toMatch(/^ERR_INVALID_ARGUMENT: targetRank is only used with/);
+    expect(await errorText(drain({ adaptiveRank: false, targetRank: 2 }))).toMatch(/only used with adaptiveRank/);
+    expect(await errorText(drain({ adaptiveRank: true, targetRank: 5, rank: 4 }))).toMatch(
       /^ERR_INVALID_ARGUMENT: targetRank \(5\) must be at most rank \(4\)/,
     );
-    expect(await code(drain({ adaptiveRank: true, targetRank: 0 }))).toMatch(/^ERR_INVALID_ARGUMENT: .*targetRank/);
-    expect(await code(drain({ adaptiveRank: true, targetRank: 1.5 }))).toMatch(/^ERR_INVALID_ARGUMENT: .*targetRank/);
-    expect(await code(drain({ adaptiveRank: "yes" as unknown as boolean, targetRank: 2 }))).toMatch(
+    expect(await errorText(drain({ adaptiveRank: true, targetRank: 0 }))).toMatch(
+      /^ERR_INVALID_ARGUMENT: .*targetRank/,
+    );
+    expect(await errorText(drain({ adaptiveRank: true, targetRank: 1.5 }))).toMatch(
+      /^ERR_INVALID_ARGUMENT: .*targetRank/,
+    );
+    expect(await errorText(drain({ adaptiveRank: "yes" as unknown as boolean, targetRank: 2 }))).toMatch(
       /^ERR_INVALID_ARGUMENT: .*adaptiveRank/,
     );
   });

@@ -11,15 +11,10 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { ChatTemplate, Tokenizer, compress, synth } from "../../lib/index.js";
 import { type FinetuneEvent, type FinetuneOptions, finetune, loadTrainData } from "../../lib/train/index.js";
 import { errorText, expectAdapterMovesGreedy, fixture, haveFixtures, tmpRoot } from "../helpers.js";
+import { SENTENCES, writeFinetuneText } from "./finetuneText.js";
 
 const BASE = fixture("models", "aidreams260K.gguf");
 const tmp = (name: string) => join(tmpRoot, `finetune-${process.pid}-${name}`);
-const SENTENCES = [
-  "The blue robot sings to the quiet moon.",
-  "A silver cat dreams of warm circuits.",
-  "The quiet moon listens to the blue robot.",
-  "Warm circuits hum a gentle song for the silver cat.",
-];
 
 async function run(opts: Partial<FinetuneOptions> & { output: string }): Promise<FinetuneEvent[]> {
   const events: FinetuneEvent[] = [];
@@ -34,10 +29,7 @@ async function drain(opts: FinetuneOptions): Promise<void> {
 
 describe.skipIf(!haveFixtures)("finetune on aidreams260K", () => {
   beforeAll(() => {
-    const lines: string[] = [];
-    for (let i = 0; i < 40; i++) lines.push(`${SENTENCES[(i * 7) % 4]} ${SENTENCES[(i * 3 + 1) % 4]}`);
-    writeFileSync(tmp("train.txt"), lines.join(" "));
-    writeFileSync(tmp("eval.txt"), lines.slice(0, 12).reverse().join(" "));
+    writeFinetuneText(tmp);
   });
 
   it("lowers held-out loss; one event per step with the warm-up + cosine schedule; same seed ⇒ same bytes", async () => {
