@@ -292,9 +292,9 @@ export const MUTATIONS = [
   },
   {
     id: "swa-window-off-by-one",
-    file: "native/core/attention/attention.cpp",
-    find: "std::max<int64_t>(0, a.len - c.window)",
-    replace: "std::max<int64_t>(0, a.len - c.window - 1)",
+    file: "native/core/attention/attention.h",
+    find: "len + i > window ? len + i - window : 0",
+    replace: "len + i > window ? len + i - window - 1 : 0",
     why: "sliding window: a local layer's query also sees the key one position outside its window",
   },
   {
@@ -717,5 +717,19 @@ export const MUTATIONS = [
     find: "for (PadSeq& p : pads_) drop_tables(p.blocks, p.lblocks);",
     replace: "for (PadSeq& p : pads_) p.blocks.clear();",
     why: "fixed batching: a drained batch's pad KV blocks are never returned to the pool",
+  },
+  {
+    id: "attn-multi-token-same-length",
+    file: "native/core/attention/attention_tiled.h",
+    find: "hi = std::min(j0 + jn, a.len + i) - j0;",
+    replace: "hi = std::min(j0 + jn, a.len) - j0;",
+    why: "prefill attention: every token of a multi-token call attends only as far as the first one",
+  },
+  {
+    id: "attn-runs-join-sequences",
+    file: "native/core/attention/attention.cpp",
+    find: "bl.blocks[t] == bl.blocks[t - 1] &&",
+    replace: "",
+    why: "prefill attention: rows of another sequence with the next position join a call (read the wrong block table)",
   },
 ];

@@ -67,11 +67,22 @@ struct AttnGroup {
   float softcap;  // 0, or s = softcap * tanhf(s) after the scale (ggml flash attention)
   float* out;     // [n_q][out_stride] f32
   int64_t out_stride;
-  float* work;  // attention_group_work_floats(n_q, hd) floats, 64-byte aligned
+  float* work;  // attention_group_work_floats(n_tok * n_q, hd) floats, 64-byte aligned
+  // Several consecutive tokens of one sequence in one call (prefill): token i (0 <= i < n_tok) is
+  // at position len - 1 + i, so it attends to [begin_i, len + i), with begin_i = max(0, len + i -
+  // window) when window > 0, else begin. Its query heads are rows i * n_q .. i * n_q + n_q - 1 of
+  // q (q_stride apart), its outputs out + i * out_tok_stride + h * out_stride. Every row is
+  // computed exactly as a call of its own would (the tokens only share the K/V rows' conversion
+  // and cache residency), so grouping tokens changes no bit.
+  int64_t n_tok = 1;
+  int64_t window = 0;
+  int64_t out_tok_stride = 0;
+  int64_t row_begin(int64_t i) const { return window > 0 ? (len + i > window ? len + i - window : 0) : begin; }
 };
+// Rows (n_tok * n_q) of one call at most: per-row softmax state lives in stack arrays.
 constexpr int64_t kMaxAttnGroup = 64;
-// Scratch floats one attention_group call needs.
-size_t attention_group_work_floats(int64_t n_q, int64_t hd);
+// Scratch floats one attention_group call with n_rows = n_tok * n_q rows needs.
+size_t attention_group_work_floats(int64_t n_rows, int64_t hd);
 // Byte offset of position j's K (and V) row from a.k (a.v) through the block table.
 inline size_t attn_row_offset(const AttnGroup& a, int64_t j) {
   return static_cast<size_t>(a.blocks[j / a.block_size]) * a.block_stride +
@@ -80,7 +91,8 @@ inline size_t attn_row_offset(const AttnGroup& a, int64_t j) {
 void attention_group(const AttnGroup& a);      // dispatched
 void attention_group_ref(const AttnGroup& a);  // scalar reference
 #if defined(LLMSERVE_X86)
-void attention_group_avx2(const AttnGroup& a);  // AVX2 + FMA + F16C, bit-identical to the reference
+void attention_group_avx2(const AttnGroup& a);    // AVX2 + FMA + F16C, bit-identical to the reference
+void attention_group_avx512(const AttnGroup& a);  // AVX-512 F, bit-identical to the reference
 #endif
 
 // q: [n_tokens, n_head, head_dim] f32 (after RoPE) for batch rows r0 .. r0 + m - 1 (q points at row

@@ -1,0 +1,112 @@
+// AVX-512 attention_group (compiled with the AVX-512 flags; only called after attention.cpp has
+// checked the CPU (isa/)): the tiled driver (attention_tiled.h) with 16-lane scores and
+// accumulators. Bit-identical to attention_group_ref and to the AVX2 kernel:
+//   - a score keeps avx2::dot_order's four 8-lane chains (chain c % 4 takes the 8-element chunk
+//     c): a 16-lane register holds chunks 2c' and 2c' + 1, so one register carries chains 0 and 1
+//     and another chains 2 and 3, each chain seeing its chunks in the same order; the halves are
+//     then added as (s0 + s1) + (s2 + s3) and share the 8-lane transposed horizontal sum;
+//   - the accumulator's per-element fma and f16 rounding are the same on 16 lanes as on 8.
+// Lengths these pieces do not cover (head sizes not a multiple of 32, element tails) use the
+// 8-lane pieces of attention_avx2_ops.h.
+// GCC 12's avx512fintrin.h trips -Wuninitialized on its own _mm512_undefined_* helpers.
+#if defined(__GNUC__) && !defined(__clang__)  // clang has no -Wmaybe-uninitialized (and no such trip)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include "attention.h"
+#include "attention_avx2_ops.h"
+#include "attention_tiled.h"
+
+namespace llmserve {
+
+namespace {
+
+inline __m512 round16_512(__m512 x) { return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT)); }
+
+// As scores_head (attention_avx2_ops.h), 16 lanes at a time. HD: a multiple of 32.
+template <int HD>
+void scores_head512(const float* qh, const float* const* krow, int64_t jn, float scale, float* out) {
+  static_assert(HD % 32 == 0, "whole 32-element steps");
+  __m512 q[HD / 16];
+#pragma GCC unroll 16
+  for (int c = 0; c < HD / 16; ++c) q[c] = _mm512_loadu_ps(qh + 16 * c);
+  const __m256 sc8 = _mm256_set1_ps(scale), zero = _mm256_setzero_ps();
+  for (int64_t jb = 0; jb < jn; jb += 8) {
+    __m256 part[8];
+    for (int u = 0; u < 8; ++u) {
+      if (jb + u >= jn) {
+        part[u] = zero;
+        continue;
+      }
+      const float* k = krow[jb + u];
+      __m512 s01 = _mm512_setzero_ps(), s23 = _mm512_setzero_ps();
+#pragma GCC unroll 16
+      for (int c = 0; c < HD / 16; c += 2) {
+        s01 = _mm512_fmadd_ps(_mm512_loadu_ps(k + 16 * c), q[c], s01);
+        s23 = _mm512_fmadd_ps(_mm512_loadu_ps(k + 16 * c + 16), q[c + 1], s23);
+      }
+      const __m256 a01 = _mm256_add_ps(_mm512_castps512_ps256(s01), _mm512_extractf32x8_ps(s01, 1));
+      const __m256 a23 = _mm256_add_ps(_mm512_castps512_ps256(s23), _mm512_extractf32x8_ps(s23, 1));
+      part[u] = _mm256_add_ps(a01, a23);
+    }
+    _mm256_storeu_ps(out + jb, _mm256_mul_ps(avx2::hsum8_ps(part), sc8));
+  }
+}
+
+// As accumulate_run (attention_avx2_ops.h) on CH 16-lane vectors (16 * CH elements from d).
+template <bool F16, bool RESCALE, int CH>
+inline void accumulate_run512(float* acc, const float* const* vrow, const float* ms, const float* vs, int64_t jn,
+                              int64_t d) {
+  __m512 a[CH];
+#pragma GCC unroll 8
+  for (int c = 0; c < CH; ++c) a[c] = _mm512_loadu_ps(acc + d + 16 * c);
+  for (int64_t jj = 0; jj < jn; ++jj) {
+    if constexpr (RESCALE) {
+      const __m512 m = _mm512_set1_ps(ms[jj]);
+#pragma GCC unroll 8
+      for (int c = 0; c < CH; ++c) {
+        a[c] = _mm512_mul_ps(a[c], m);
+        if constexpr (F16) a[c] = round16_512(a[c]);
+      }
+    }
+    const __m512 w = _mm512_set1_ps(vs[jj]);
+    const float* v = vrow[jj] + d;
+#pragma GCC unroll 8
+    for (int c = 0; c < CH; ++c) {
+      a[c] = _mm512_fmadd_ps(_mm512_loadu_ps(v + 16 * c), w, a[c]);
+      if constexpr (F16) a[c] = round16_512(a[c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < CH; ++c) _mm512_storeu_ps(acc + d + 16 * c, a[c]);
+}
+
+struct Avx512Ops {
+  static void scores(const float* qh, const float* const* krow, int64_t n, float scale, int64_t hd, float* out) {
+    if (hd == 64) scores_head512<64>(qh, krow, n, scale, out);
+    else if (hd == 128) scores_head512<128>(qh, krow, n, scale, out);
+    else if (hd == 256) scores_head512<256>(qh, krow, n, scale, out);
+    else Avx2Ops::scores(qh, krow, n, scale, hd, out);
+  }
+  template <bool F16, bool RESCALE>
+  static void accumulate(float* acc, const float* const* vrow, const float* ms, const float* vs, int64_t n,
+                         int64_t hd) {
+    int64_t d = 0;
+    for (; d + 128 <= hd; d += 128) accumulate_run512<F16, RESCALE, 8>(acc, vrow, ms, vs, n, d);
+    for (; d + 64 <= hd; d += 64) accumulate_run512<F16, RESCALE, 4>(acc, vrow, ms, vs, n, d);
+    for (; d + 16 <= hd; d += 16) accumulate_run512<F16, RESCALE, 1>(acc, vrow, ms, vs, n, d);
+    if (d == hd) return;
+    // The tail (fewer than 16 elements): the 8-lane pieces on the rows' remaining elements.
+    const float* tail[kAttnTile];
+    for (int64_t jj = 0; jj < n; ++jj) tail[jj] = vrow[jj] + d;
+    llmserve::accumulate<F16, RESCALE>(acc + d, tail, ms, vs, n, hd - d);
+  }
+};
+
+}  // namespace
+
+void attention_group_avx512(const AttnGroup& a) { attention_group_tiled<Avx512Ops>(a); }
+
+}  // namespace llmserve

@@ -1,0 +1,200 @@
+// attention/: calls that carry several consecutive tokens of one sequence (prefill) give each
+// row exactly the bits of a call of its own, in the scalar reference and in every SIMD kernel this
+// CPU runs (AVX2, AVX-512), for f16, f32 and q8_0 caches, under sliding windows and soft-capping;
+// and attention_f32 (which forms those calls from a batch) gives a prefill chunk the same bits as
+// the same tokens decoded one at a time. (Single-token calls against double precision:
+// test_ops.cpp.)
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "attention/attention.h"
+#include "isa/isa.h"
+#include "kv/kv_pool.h"
+#include "quant/quant.h"
+#include "testing.h"
+#include "threadpool/thread_pool.h"
+
+using namespace llmserve;
+
+namespace {
+
+bool same_bits(const float* a, const float* b, size_t n) { return std::memcmp(a, b, n * 4) == 0; }
+
+struct Rng {
+  uint32_t s;
+  float operator()() {
+    s = s * 1664525u + 1013904223u;
+    return static_cast<float>((s >> 8) & 0xFFFF) / 32768.0f - 1.0f;
+  }
+};
+
+// Paged K/V of one layer: n_pos positions, n_kv KV heads of hd, in blocks of bs slots through a
+// shuffled block table.
+struct PagedKv {
+  GgmlType type;
+  int64_t hd, n_kv = 2, bs = 5;
+  size_t row = 0;
+  std::vector<uint8_t> k, v;
+  std::vector<int32_t> table;
+  PagedKv(GgmlType t, int64_t hd_, int64_t n_pos, Rng& rnd) : type(t), hd(hd_) {
+    row = row_size(t, n_kv * hd);
+    const int64_t nb = (n_pos + bs - 1) / bs;
+    table.resize(static_cast<size_t>(nb));
+    for (int64_t b = 0; b < nb; ++b) table[b] = static_cast<int32_t>((b * 7 + 2) % nb);
+    if (nb % 7 == 0)
+      for (int64_t b = 0; b < nb; ++b) table[b] = static_cast<int32_t>(nb - 1 - b);
+    k.assign(static_cast<size_t>(nb * bs) * row, 0);
+    v.assign(k.size(), 0);
+    std::vector<float> f(static_cast<size_t>(n_kv * hd));
+    for (int64_t j = 0; j < n_pos; ++j) {
+      const size_t dst = (static_cast<size_t>(table[j / bs]) * bs + j % bs) * row;
+      for (auto& x : f) x = rnd() * 3.0f;
+      quantize_row(t, f.data(), k.data() + dst, n_kv * hd);
+      for (auto& x : f) x = rnd();
+      quantize_row(t, f.data(), v.data() + dst, n_kv * hd);
+    }
+  }
+};
+
+using Kernel = void (*)(const AttnGroup&);
+
+}  // namespace
+
+TEST(attention_multi_token_rows_match_single_calls) {
+  Rng rnd{7};
+  std::vector<std::pair<const char*, Kernel>> kernels = {{"dispatched", attention_group}};
+#if defined(LLMSERVE_X86)
+  // The SIMD kernels keep the dispatched F16/F32 dot order (avx2::dot_order), so they are compared
+  // only where the dispatched dots are that order (not under LLMSERVE_KERNELS=scalar).
+  if (active_isa() >= Isa::Avx2) {
+    kernels.push_back({"avx2", attention_group_avx2});
+    if (cpu_supports(Isa::Avx512)) kernels.push_back({"avx512", attention_group_avx512});
+  }
+#endif
+  int cases = 0;
+  for (GgmlType kvt : {GgmlType::F16, GgmlType::F32, GgmlType::Q8_0}) {
+    const GgmlType qt = type_traits(kvt).vec_dot_type;
+    const std::vector<int64_t> hds =
+        kvt == GgmlType::Q8_0 ? std::vector<int64_t>{64, 96, 128} : std::vector<int64_t>{8, 13, 40, 64, 128, 256};
+    for (int64_t hd : hds) {
+      for (int64_t n_q : {1, 2, 8}) {
+        for (int64_t n_tok : {int64_t(1), int64_t(5), 64 / n_q}) {
+          for (int64_t len0 : {1, 38}) {
+            for (int64_t window : {0, 6, 33}) {
+              const float softcap = window == 6 ? 0.75f : 0.0f;
+              const int64_t n_pos = len0 + n_tok - 1;
+              PagedKv kv(kvt, hd, n_pos, rnd);
+              const size_t q_stride = (row_size(qt, hd) + 63) / 64 * 64;
+              std::vector<uint8_t> q(static_cast<size_t>(n_tok * n_q) * q_stride);
+              std::vector<float> qf(static_cast<size_t>(hd));
+              for (int64_t r = 0; r < n_tok * n_q; ++r) {
+                for (auto& x : qf) x = rnd();
+                quantize_row(qt, qf.data(), q.data() + r * q_stride, hd);
+              }
+              // Outputs laid out as the model's: token stride wider than the group's heads.
+              const int64_t out_tok = (n_q + 1) * hd;
+              std::vector<float> work(attention_group_work_floats(n_tok * n_q, hd) + 16);
+              float* w = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(work.data()) + 63) & ~uintptr_t(63));
+              const float scale = 1.0f / std::sqrt(float(hd));
+              auto call = [&](int64_t tok0, int64_t count, float* out) {
+                AttnGroup a{};
+                a.k = kv.k.data() + row_size(kvt, hd);  // the second KV head
+                a.v = kv.v.data() + row_size(kvt, hd);
+                a.blocks = kv.table.data();
+                a.block_size = kv.bs;
+                a.row_stride = kv.row;
+                a.block_stride = static_cast<size_t>(kv.bs) * kv.row;
+                a.kv_type = kvt;
+                a.q = q.data() + tok0 * n_q * q_stride;
+                a.q_stride = q_stride;
+                a.n_q = n_q;
+                a.len = len0 + tok0;
+                a.begin = 0;
+                a.window = window;
+                a.hd = hd;
+                a.scale = softcap != 0.0f ? scale / softcap : scale;
+                a.softcap = softcap;
+                a.out = out + tok0 * out_tok;
+                a.out_stride = hd;
+                a.n_tok = count;
+                a.out_tok_stride = out_tok;
+                a.work = w;
+                return a;
+              };
+              const size_t n_out = static_cast<size_t>(n_tok * out_tok);
+              std::vector<float> single(n_out, 0.0f), multi_ref(n_out, 0.0f);
+              for (int64_t i = 0; i < n_tok; ++i) attention_group_ref(call(i, 1, single.data()));
+              attention_group_ref(call(0, n_tok, multi_ref.data()));
+              CHECK(same_bits(single.data(), multi_ref.data(), n_out));
+              for (const auto& [name, fn] : kernels) {
+                std::vector<float> one(n_out, 0.0f), multi(n_out, 0.0f);
+                for (int64_t i = 0; i < n_tok; ++i) fn(call(i, 1, one.data()));
+                fn(call(0, n_tok, multi.data()));
+                const bool ok =
+                    same_bits(one.data(), multi.data(), n_out) && same_bits(one.data(), single.data(), n_out);
+                if (!ok)
+                  std::fprintf(stderr, "  %s %s hd=%lld n_q=%lld n_tok=%lld len0=%lld window=%lld: bits differ\n", name,
+                               type_traits(kvt).name, (long long)hd, (long long)n_q, (long long)n_tok, (long long)len0,
+                               (long long)window);
+                CHECK(ok);
+              }
+              ++cases;
+            }
+          }
+        }
+      }
+    }
+  }
+  CHECK(cases == (3 + 6 + 6) * 3 * 3 * 2 * 3);  // (head sizes) x n_q x n_tok x len0 x window
+}
+
+TEST(attention_f32_prefill_runs_match_rows_alone) {
+  // One batch: sequence A's prefill chunk (positions 3..22), then sequence B's chunk whose first
+  // position (23) continues A's numbering, then a decode row of A's table at position 9. Through
+  // attention_f32 every row must equal that row computed in a batch of its own: B's rows may not
+  // join A's call (another block table), and the calls' token grouping changes no bit. GQA 4:1
+  // (16 tokens per call) and 1:1, f16 and q8_0 caches, with and without a window.
+  for (GgmlType kvt : {GgmlType::F16, GgmlType::Q8_0}) {
+    for (int64_t n_gqa : {1, 4}) {
+      for (int64_t window : {0, 5}) {
+        AttnShape s;
+        s.n_head_kv = 2, s.n_head = 2 * n_gqa, s.head_dim = 64, s.window = window;
+        const int64_t hd = s.head_dim, nq = s.n_embd_q();
+        std::unique_ptr<KvPool> kv;
+        KvPoolOptions o;
+        o.n_blocks = 16, o.block_size = 8, o.type = kvt;
+        CHECK(KvPool::create(KvShape{1, s.n_head_kv, hd}, o, &kv).ok());
+        const std::vector<int32_t> table_a = {5, 2, 9, 0}, table_b = {7, 1, 12, 3, 14};
+        Rng rnd{31};
+        std::vector<float> kr(static_cast<size_t>(s.n_head_kv * hd)), vr(kr.size());
+        for (const auto* t : {&table_a, &table_b})
+          for (int64_t p = 0; p < static_cast<int64_t>(t->size()) * 8; ++p) {
+            for (auto& x : kr) x = rnd() * 2.0f;
+            for (auto& x : vr) x = rnd();
+            kv->store(0, t->data(), p, kr.data(), vr.data());
+          }
+        std::vector<int64_t> pos;
+        std::vector<const int32_t*> blocks;
+        for (int64_t p = 3; p <= 22; ++p) pos.push_back(p), blocks.push_back(table_a.data());
+        for (int64_t p = 23; p <= 35; ++p) pos.push_back(p), blocks.push_back(table_b.data());
+        pos.push_back(9), blocks.push_back(table_a.data());
+        const int64_t m = static_cast<int64_t>(pos.size());
+        std::vector<float> q(static_cast<size_t>(m * nq));
+        for (auto& x : q) x = rnd();
+        ThreadPool pool(2);
+        std::vector<uint8_t> scratch(static_cast<size_t>(pool.size()) * attention_scratch_bytes(s, kvt) + 64);
+        uint8_t* sc = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) & ~uintptr_t(63));
+        BatchLayout bl{m, pos.data(), blocks.data()};
+        std::vector<float> batch(q.size()), alone(q.size());
+        attention_f32(s, *kv, 0, q.data(), bl, 0, m, batch.data(), sc, pool);
+        for (int64_t t = 0; t < m; ++t)
+          attention_f32(s, *kv, 0, q.data() + t * nq, bl, t, 1, alone.data() + t * nq, sc, pool);
+        CHECK(same_bits(batch.data(), alone.data(), batch.size()));
+      }
+    }
+  }
+}
