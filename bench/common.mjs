@@ -5,6 +5,7 @@
 import { execFileSync, fork } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
+  cpSync,
   createReadStream,
   existsSync,
   mkdirSync,
@@ -58,6 +59,7 @@ const SHARED_OPTIONS = {
   timeout: { type: "string" },
   "wait-idle": { type: "boolean" },
   verbose: { type: "boolean" },
+  tier: { type: "string" },
 };
 
 /**
@@ -374,6 +376,71 @@ export function serveOneMessage(fn) {
       );
     }
   });
+}
+
+// ---------------------------------------------------------------- instruction-set tier
+
+/** --tier values: best = each engine's best kernels for this CPU; avx2 = both restricted to AVX2. */
+export const TIERS = ["best", "avx2"];
+
+/**
+ * Applies --tier in the parent, before llmserve's addon loads and before any child is forked
+ * (children inherit the environment). avx2: LLMSERVE_KERNELS=avx2 for llmserve, and for
+ * node-llama-cpp a copy of its prebuilt package (cached) whose bins keep only the AVX2 "haswell"
+ * variant of the CPU backend (children load it through importLlamaCpp). Children report the
+ * variant llama.cpp actually loaded (llamaCppCpuVariant); check it with checkLlamaCppVariant.
+ */
+export function applyTier(tier, die) {
+  if (!TIERS.includes(tier)) die(`Expected one of ${TIERS.join(", ")} for --tier but received ${JSON.stringify(tier)}`);
+  if (tier === "best") return;
+  if (process.platform !== "linux" || process.arch !== "x64")
+    die("--tier avx2 needs Linux x64 (the haswell variant of node-llama-cpp's prebuilt CPU backend)");
+  const src = join(repoRoot, "node_modules", "@node-llama-cpp", "linux-x64");
+  let version;
+  try {
+    version = JSON.parse(readFileSync(join(src, "package.json"), "utf8")).version;
+  } catch {
+    die(`${src} is missing; run \`npm ci\` (node-llama-cpp's prebuilt Linux x64 package)`);
+  }
+  const dst = join(cacheDir(), `node-llama-cpp-linux-x64-haswell-${version}`);
+  if (!existsSync(join(dst, "package.json"))) {
+    const tmp = `${dst}.tmp-${process.pid}`;
+    rmSync(tmp, { recursive: true, force: true });
+    cpSync(src, tmp, {
+      recursive: true,
+      filter: (p) => !/libggml-cpu-.*\.so$/.test(p) || /libggml-cpu-haswell\.so$/.test(p),
+    });
+    renameSync(tmp, dst);
+  }
+  process.env.LLMSERVE_KERNELS = "avx2";
+  process.env.LLMSERVE_BENCH_LLAMA_PKG = dst;
+}
+
+/** In a child: imports node-llama-cpp, from the AVX2-only package copy when the tier asks for it. */
+export async function importLlamaCpp() {
+  const pkg = process.env.LLMSERVE_BENCH_LLAMA_PKG;
+  if (pkg) {
+    const { register } = await import("node:module");
+    register("./llama-tier-hook.mjs", import.meta.url, { data: { pkg } });
+  }
+  return import("node-llama-cpp");
+}
+
+/** In a child, after getLlama: the libggml-cpu-<variant>.so llama.cpp loaded ("haswell", "zen4", ...). */
+export function llamaCppCpuVariant() {
+  try {
+    return /libggml-cpu-([\w-]+)\.so/.exec(readFileSync("/proc/self/maps", "utf8"))?.[1] ?? "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
+/** Dies when --tier avx2 asked for llama.cpp's haswell variant and a child loaded another one. */
+export function checkLlamaCppVariant(tier, variant, die) {
+  if (tier === "avx2" && variant !== "haswell")
+    die(
+      `--tier avx2: node-llama-cpp loaded its "${variant}" CPU backend, not "haswell"; the comparison would be unfair`,
+    );
 }
 
 // ---------------------------------------------------------------- statistics, tables, results

@@ -17,6 +17,8 @@ import { fileURLToPath } from "node:url";
 import {
   CONTENDED_CORES,
   SHAPE,
+  applyTier,
+  checkLlamaCppVariant,
   checkBuild,
   cpuBusy,
   ensureModel,
@@ -51,6 +53,8 @@ const HELP = `Usage: node bench/e2e/run.mjs [options]   (or: npm run bench:e2e -
   --tg <n>          tokens of the generation test (default 128)
   --quick           smoke check: --pp 128 --tg 32 --trials 1 (explicit options still win)
   --only <engine>   llmserve | llamacpp
+  --tier <t>        best (default): each engine's best kernels for this CPU; avx2: llmserve with
+                    LLMSERVE_KERNELS=avx2 and llama.cpp with only its AVX2 "haswell" CPU backend
   --timeout <s>     per-child limit in seconds (default 900)
   --seed <n>        seed of the pseudo-random prompt token ids (default 1234)
   --wait-idle       before each child, wait (up to 5 min) until the CPUs are < 15% busy
@@ -96,12 +100,14 @@ function parseOptions() {
     seed: int("seed", parsed.seed, 1234, 0),
     verbose: parsed.verbose === true,
     waitIdle: parsed["wait-idle"] === true,
+    tier: parsed.tier ?? "best",
   };
 }
 
 async function main() {
   const opts = parseOptions();
   const build = checkBuild(die);
+  applyTier(opts.tier, die);
   const llmserve = await loadLlmserve(die);
   let isa;
   try {
@@ -128,7 +134,7 @@ async function main() {
       .join(", ")} tensors; vocab ${vocab})`,
   );
   console.log(
-    `run     : threads ${opts.threads}, trials ${opts.trials}, pp${opts.pp}, tg${opts.tg} (after a ${opts.tgPrompt}-token prompt), context ${contextSize}, engines ${opts.engines.map((e) => ENGINE_LABEL[e]).join(" + ")}`,
+    `run     : tier ${opts.tier}, threads ${opts.threads}, trials ${opts.trials}, pp${opts.pp}, tg${opts.tg} (after a ${opts.tgPrompt}-token prompt), context ${contextSize}, engines ${opts.engines.map((e) => ENGINE_LABEL[e]).join(" + ")}`,
   );
   warnBusyMachine(mach, opts.threads);
   console.log("");
@@ -168,6 +174,7 @@ async function main() {
             `load ${(r.loadMs / 1000).toFixed(1)} s, child ${wallS.toFixed(0)} s)`,
         );
         if (Math.max(r.pp.otherCores ?? 0, r.tg.otherCores ?? 0) > CONTENDED_CORES) contended = true;
+        if (engine === "llamacpp") checkLlamaCppVariant(opts.tier, r.details.cpuVariant, die);
         trials.push({
           engine,
           trial: t + 1,
@@ -234,6 +241,8 @@ async function main() {
     }
   }
   console.log("");
+  const variant = trials.find((r) => r.engine === "llamacpp" && r.ok)?.details?.cpuVariant;
+  if (variant) console.log(`llama.cpp CPU backend: ${variant}; llmserve kernels: ${isa}`);
   const header = ["engine", "test", "tok/s (median)", "trials ok", "llmserve / llama.cpp"];
   console.log(
     opts.engines.length > 1
@@ -274,6 +283,7 @@ async function main() {
         seed: opts.seed,
         quick: opts.quick,
         engines: opts.engines,
+        tier: opts.tier,
       },
       nodeLlamaCpp: llamaDetails ? { version: readPkgVersion("node-llama-cpp"), ...llamaDetails } : undefined,
       contended,

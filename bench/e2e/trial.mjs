@@ -13,7 +13,7 @@
 // llmserve's own engine timings (promptMs, generateMs) are recorded too, as a cross-check.
 
 import { performance } from "node:perf_hooks";
-import { serveOneMessage, tokenIds, withCpu } from "../common.mjs";
+import { importLlamaCpp, llamaCppCpuVariant, serveOneMessage, tokenIds, withCpu } from "../common.mjs";
 
 /** Distinct first tokens, so no prompt is a prefix of another (no KV reuse between tests). */
 function prompts(cfg) {
@@ -107,7 +107,7 @@ async function runLlmserve(cfg) {
 }
 
 async function runLlamaCpp(cfg) {
-  const { getLlama } = await import("node-llama-cpp");
+  const { getLlama } = await importLlamaCpp();
   const p = prompts(cfg);
   const llama = await getLlama({ gpu: false, build: "never", maxThreads: cfg.threads, logLevel: "error" });
   const t0 = performance.now();
@@ -168,6 +168,7 @@ async function runLlamaCpp(cfg) {
         batchSize: context.batchSize,
         flashAttention: context.flashAttention,
         systemInfo: llama.systemInfo,
+        cpuVariant: llamaCppCpuVariant(),
       },
     };
   } finally {

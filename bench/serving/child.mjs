@@ -13,7 +13,7 @@
 // what a Node.js user of each binding sees.
 
 import { performance } from "node:perf_hooks";
-import { serveOneMessage, tokenIds, withCpu } from "../common.mjs";
+import { importLlamaCpp, llamaCppCpuVariant, serveOneMessage, tokenIds, withCpu } from "../common.mjs";
 
 const now = () => performance.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -205,7 +205,7 @@ async function llmserveServe(job) {
 // ---------------------------------------------------------------- node-llama-cpp
 
 async function llamaLoad(job) {
-  const { getLlama } = await import("node-llama-cpp");
+  const { getLlama } = await importLlamaCpp();
   const llama = await getLlama({ gpu: false, build: "never", maxThreads: job.threads, logLevel: "error" });
   const t0 = now();
   const model = await llama.loadModel({ modelPath: job.modelPath, gpuLayers: 0 });
@@ -232,6 +232,7 @@ function llamaDetails(llama, context) {
     flashAttention: context.flashAttention,
     batching: "default (dispatchSchedule nextCycle, itemPrioritizationStrategy maximumParallelism)",
     systemInfo: llama.systemInfo,
+    cpuVariant: llamaCppCpuVariant(),
   };
 }
 

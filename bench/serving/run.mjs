@@ -27,6 +27,8 @@ import { curveSvg } from "./curve.mjs";
 import { decodeMetrics, kvMetrics, servingMetrics } from "./metrics.mjs";
 import {
   CONTENDED_CORES,
+  applyTier,
+  checkLlamaCppVariant,
   checkBuild,
   cpuBusy,
   ensureModel,
@@ -85,6 +87,8 @@ const HELP = `Usage: node bench/serving/run.mjs [options]   (or: npm run bench:s
   --max-sequences <n>   llmserve maxSequences in the serving run (default 64)
   --model <path>        any GGUF instead of the synthesized TinyLlama-1.1B-shape q4_0
   --seed <n>            seed of prompts, lengths and arrivals (default 1234)
+  --tier <t>            best (default): each engine's best kernels for this CPU; avx2: llmserve with
+                        LLMSERVE_KERNELS=avx2 and llama.cpp with only its AVX2 "haswell" CPU backend
   --timeout <s>         per-child limit in seconds (default 1800)
   --wait-idle           before each child, wait (up to 5 min) until the CPUs are < 15% busy
   --verbose             show the children's stderr
@@ -184,6 +188,7 @@ function parseOptions() {
     timeoutS: int("timeout", p.timeout, 1800, 1),
     waitIdle: p["wait-idle"] === true,
     verbose: p.verbose === true,
+    tier: p.tier ?? "best",
     sampleMs: int("sample-ms", p["sample-ms"], 250, 10),
   };
   return opts;
@@ -231,6 +236,7 @@ const pct = (x) => (Number.isFinite(x) ? `${(x * 100).toFixed(1)}%` : "n/a");
 async function main() {
   const opts = parseOptions();
   const build = checkBuild(die);
+  applyTier(opts.tier, die);
   const llmserve = await loadLlmserve(die);
   const mach = machine(llmserve.kernelIsa(), llmserve.physicalCores());
   let model;
@@ -256,7 +262,7 @@ async function main() {
   console.log(machineLine(mach));
   console.log(`model   : ${model.path} (${fileMiB.toFixed(0)} MiB; vocab ${vocab})`);
   console.log(
-    `run     : threads ${opts.threads}, parts ${opts.parts.join(" + ")}, engines ${opts.engines.map((e) => LABEL[e]).join(" + ")}${opts.engines.includes("llmserve") && opts.parts.includes("serving") ? ` (serving: ${opts.modes.join(" + ")})` : ""}`,
+    `run     : tier ${opts.tier}, threads ${opts.threads}, parts ${opts.parts.join(" + ")}, engines ${opts.engines.map((e) => LABEL[e]).join(" + ")}${opts.engines.includes("llmserve") && opts.parts.includes("serving") ? ` (serving: ${opts.modes.join(" + ")})` : ""}`,
   );
   if (opts.parts.includes("decode"))
     console.log(
@@ -280,6 +286,7 @@ async function main() {
     maxBatchTokens: opts.maxBatchTokens,
   };
   const runs = [];
+  let llamaVariant;
   let contended = false;
   const launch = async (label, job) => {
     await warmPageCache(model.path);
@@ -311,6 +318,11 @@ async function main() {
       ...msg,
     };
     runs.push(run);
+    const variant = msg.ok ? msg.result?.details?.cpuVariant : undefined;
+    if (variant) {
+      checkLlamaCppVariant(opts.tier, variant, die);
+      llamaVariant = variant;
+    }
     if (!msg.ok) {
       console.log("FAILED");
       console.error(`  ${msg.error.replace(/\n/g, "\n  ")}`);
@@ -572,6 +584,7 @@ async function main() {
     console.warn("         those timings are contended; rerun on a quiet machine (or with --wait-idle).");
   }
 
+  if (llamaVariant) console.log(`llama.cpp CPU backend: ${llamaVariant}; llmserve kernels: ${mach.llmserveKernelIsa}`);
   const { requests: wreq, system, ...wrest } = workload;
   writeResults(
     "serving",
