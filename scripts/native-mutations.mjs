@@ -732,4 +732,18 @@ export const MUTATIONS = [
     replace: "",
     why: "prefill attention: rows of another sequence with the next position join a call (read the wrong block table)",
   },
+  {
+    id: "svd-gemm-fused",
+    file: "native/core/compress/svd_gemm_avx2.cpp",
+    find: "_mm256_storeu_pd(o0 + c, _mm256_add_pd(_mm256_loadu_pd(o0 + c), _mm256_mul_pd(s0, bv)));",
+    replace: "_mm256_storeu_pd(o0 + c, _mm256_fmadd_pd(s0, bv, _mm256_loadu_pd(o0 + c)));",
+    why: "SVD products: a fused multiply-add instead of the reference's multiply then add (other bits on some rows)",
+  },
+  {
+    id: "svd-gemm-reversed-k",
+    file: "native/core/compress/svd_gemm.cpp",
+    find: "for (int64_t j = 0; j < k; ++j) axpy_rows(qt + j * l, l, b + j * n + c0, cn, out + c0, n);",
+    replace: "for (int64_t j = k - 1; j >= 0; --j) axpy_rows(qt + j * l, l, b + j * n + c0, cn, out + c0, n);",
+    why: "SVD products: the sum over k runs in the other order (not the reference's bits)",
+  },
 ];

@@ -14,6 +14,7 @@
 #include "quantize.h"
 #include "stream_out.h"
 #include "svd.h"
+#include "svd_gemm.h"
 
 namespace llmserve {
 namespace {
@@ -97,16 +98,19 @@ void factorize_matrix(const float* w, int64_t n_out, int64_t n_in, const LowRank
     for (float& x : out->v) x = fp16_to_fp32(fp32_to_fp16(x));
   }
   // Residual against the stored factors (reuses a: R = W - Uᵀᵀ·V, unwhitened), and its score.
+  // Per element: w - u_0·v_0 - u_1·v_1 - ... in rank order (svd_nn_qt_acc with negated
+  // coefficients: the same subtractions, blocked).
   std::vector<float> score(static_cast<size_t>(n_out * n_in));
   double wnorm = 0;
+  for (int64_t i = 0; i < n_out * n_in; ++i) a[i] = w[i];
+  {
+    std::vector<double> neg_ut(static_cast<size_t>(r * n_out)), vd(static_cast<size_t>(r * n_in));
+    for (size_t i = 0; i < neg_ut.size(); ++i) neg_ut[i] = -static_cast<double>(out->ut[i]);
+    for (size_t i = 0; i < vd.size(); ++i) vd[i] = out->v[i];
+    svd_nn_qt_acc(neg_ut.data(), n_out, r, vd.data(), n_in, a.data());
+  }
   for (int64_t o = 0; o < n_out; ++o) {
-    double* ro = a.data() + o * n_in;
-    for (int64_t j = 0; j < n_in; ++j) ro[j] = w[o * n_in + j];
-    for (int64_t i = 0; i < r; ++i) {
-      const double u = out->ut[i * n_out + o];
-      const float* vi = out->v.data() + i * n_in;
-      for (int64_t j = 0; j < n_in; ++j) ro[j] -= u * vi[j];
-    }
+    const double* ro = a.data() + o * n_in;
     for (int64_t j = 0; j < n_in; ++j) {
       wnorm += static_cast<double>(w[o * n_in + j]) * w[o * n_in + j];
       score[o * n_in + j] = static_cast<float>(std::fabs(ro[j]) * d[j]);

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "svd_gemm.h"
+
 namespace llmserve {
 namespace {
 
@@ -179,14 +181,16 @@ void truncated_svd(const double* a, int64_t m, int64_t n, int64_t k, SvdResult* 
   std::vector<double> omega(static_cast<size_t>(l * n)), qt(static_cast<size_t>(l * m)), zt(static_cast<size_t>(l * n));
   Rng rng{0x5EED5EEDull + static_cast<uint64_t>(m * 131 + n)};
   for (double& x : omega) x = rng.next();
+  // The products run as svd_nn (blocked; each element summed in the order of a plain dot
+  // product over A's rows): A is streamed once per product instead of once per sketch row.
+  std::vector<double> at(static_cast<size_t>(n * m));  // Aᵀ [n, m]
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t c = 0; c < n; ++c) at[c * m + r] = a[r * n + c];
   const auto times_a = [&](const std::vector<double>& rows_n, std::vector<double>& rows_m) {  // (A·x) per row
-    for (int64_t i = 0; i < l; ++i)
-      for (int64_t r = 0; r < m; ++r) rows_m[i * m + r] = dot(a + r * n, rows_n.data() + i * n, n);
+    svd_nn(rows_n.data(), l, n, at.data(), m, rows_m.data());
   };
   const auto times_at = [&](const std::vector<double>& rows_m, std::vector<double>& rows_n) {  // (Aᵀ·q) per row
-    std::fill(rows_n.begin(), rows_n.end(), 0.0);
-    for (int64_t i = 0; i < l; ++i)
-      for (int64_t r = 0; r < m; ++r) axpy(rows_m[i * m + r], a + r * n, rows_n.data() + i * n, n);
+    svd_nn(rows_m.data(), l, m, a, n, rows_n.data());
   };
   times_a(omega, qt);
   orthonormalize_rows(qt, l, m);
@@ -203,8 +207,7 @@ void truncated_svd(const double* a, int64_t m, int64_t n, int64_t k, SvdResult* 
   out->s = std::move(small.s);
   out->vt = std::move(small.vt);
   out->u.assign(static_cast<size_t>(m * k), 0.0);
-  for (int64_t j = 0; j < l; ++j)  // U = Q·U_B
-    for (int64_t r = 0; r < m; ++r) axpy(qt[j * m + r], small.u.data() + j * k, out->u.data() + r * k, k);
+  svd_nn_qt(qt.data(), m, l, small.u.data(), k, out->u.data());  // U = Q·U_B
 }
 
 std::vector<double> singular_values(const double* a, int64_t m, int64_t n) {
