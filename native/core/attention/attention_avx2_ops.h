@@ -42,42 +42,56 @@ void scores_head(const float* qh, const float* const* krow, int64_t jn, float sc
   }
 }
 
-// CH vectors of acc (8 * CH elements from d) through tile rows jj in [0, jn):
+// One SIMD width for accumulate_run: Vec8 here (ymm); attention_avx512.cpp adds a 16-lane one.
+struct Vec8 {
+  using V = __m256;
+  static constexpr int kLanes = 8;
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V set1(float x) { return _mm256_set1_ps(x); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V round16(V x) { return llmserve::round16(x); }
+};
+
+// CH vectors of acc (W::kLanes * CH elements from d) through tile rows jj in [0, jn):
 // acc = R(acc * ms[jj]) (if RESCALE), acc = R(fma(V[jj][d], vs[jj], acc)); R rounds to f16 when
-// F16. CH independent dependency chains hide the fma + conversion latency.
-template <bool F16, bool RESCALE, int CH>
+// F16. CH independent dependency chains hide the fma + conversion latency. Per element the same
+// operations whatever the width W.
+template <class W, bool F16, bool RESCALE, int CH>
 inline void accumulate_run(float* acc, const float* const* vrow, const float* ms, const float* vs, int64_t jn,
                            int64_t d) {
-  __m256 a[CH];
+  constexpr int L = W::kLanes;
+  typename W::V a[CH];
 #pragma GCC unroll 8
-  for (int c = 0; c < CH; ++c) a[c] = _mm256_loadu_ps(acc + d + 8 * c);
+  for (int c = 0; c < CH; ++c) a[c] = W::load(acc + d + L * c);
   for (int64_t jj = 0; jj < jn; ++jj) {
     if constexpr (RESCALE) {
-      const __m256 m = _mm256_set1_ps(ms[jj]);
+      const typename W::V m = W::set1(ms[jj]);
 #pragma GCC unroll 8
       for (int c = 0; c < CH; ++c) {
-        a[c] = _mm256_mul_ps(a[c], m);
-        if constexpr (F16) a[c] = round16(a[c]);
+        a[c] = W::mul(a[c], m);
+        if constexpr (F16) a[c] = W::round16(a[c]);
       }
     }
-    const __m256 w = _mm256_set1_ps(vs[jj]);
+    const typename W::V w = W::set1(vs[jj]);
     const float* v = vrow[jj] + d;
 #pragma GCC unroll 8
     for (int c = 0; c < CH; ++c) {
-      a[c] = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8 * c), w, a[c]);
-      if constexpr (F16) a[c] = round16(a[c]);
+      a[c] = W::fmadd(W::load(v + L * c), w, a[c]);
+      if constexpr (F16) a[c] = W::round16(a[c]);
     }
   }
 #pragma GCC unroll 8
-  for (int c = 0; c < CH; ++c) _mm256_storeu_ps(acc + d + 8 * c, a[c]);
+  for (int c = 0; c < CH; ++c) W::store(acc + d + L * c, a[c]);
 }
 
 template <bool F16, bool RESCALE>
 void accumulate(float* acc, const float* const* vrow, const float* ms, const float* vs, int64_t jn, int64_t hd) {
   int64_t d = 0;
-  for (; d + 64 <= hd; d += 64) accumulate_run<F16, RESCALE, 8>(acc, vrow, ms, vs, jn, d);
-  for (; d + 32 <= hd; d += 32) accumulate_run<F16, RESCALE, 4>(acc, vrow, ms, vs, jn, d);
-  for (; d + 8 <= hd; d += 8) accumulate_run<F16, RESCALE, 1>(acc, vrow, ms, vs, jn, d);
+  for (; d + 64 <= hd; d += 64) accumulate_run<Vec8, F16, RESCALE, 8>(acc, vrow, ms, vs, jn, d);
+  for (; d + 32 <= hd; d += 32) accumulate_run<Vec8, F16, RESCALE, 4>(acc, vrow, ms, vs, jn, d);
+  for (; d + 8 <= hd; d += 8) accumulate_run<Vec8, F16, RESCALE, 1>(acc, vrow, ms, vs, jn, d);
   for (; d < hd; ++d) {
     float a0 = acc[d];
     for (int64_t jj = 0; jj < jn; ++jj) {

@@ -55,33 +55,17 @@ void scores_head512(const float* qh, const float* const* krow, int64_t jn, float
   }
 }
 
-// As accumulate_run (attention_avx2_ops.h) on CH 16-lane vectors (16 * CH elements from d).
-template <bool F16, bool RESCALE, int CH>
-inline void accumulate_run512(float* acc, const float* const* vrow, const float* ms, const float* vs, int64_t jn,
-                              int64_t d) {
-  __m512 a[CH];
-#pragma GCC unroll 8
-  for (int c = 0; c < CH; ++c) a[c] = _mm512_loadu_ps(acc + d + 16 * c);
-  for (int64_t jj = 0; jj < jn; ++jj) {
-    if constexpr (RESCALE) {
-      const __m512 m = _mm512_set1_ps(ms[jj]);
-#pragma GCC unroll 8
-      for (int c = 0; c < CH; ++c) {
-        a[c] = _mm512_mul_ps(a[c], m);
-        if constexpr (F16) a[c] = round16_512(a[c]);
-      }
-    }
-    const __m512 w = _mm512_set1_ps(vs[jj]);
-    const float* v = vrow[jj] + d;
-#pragma GCC unroll 8
-    for (int c = 0; c < CH; ++c) {
-      a[c] = _mm512_fmadd_ps(_mm512_loadu_ps(v + 16 * c), w, a[c]);
-      if constexpr (F16) a[c] = round16_512(a[c]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int c = 0; c < CH; ++c) _mm512_storeu_ps(acc + d + 16 * c, a[c]);
-}
+// The 16-lane width for accumulate_run (attention_avx2_ops.h).
+struct Vec16 {
+  using V = __m512;
+  static constexpr int kLanes = 16;
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static V set1(float x) { return _mm512_set1_ps(x); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V round16(V x) { return round16_512(x); }
+};
 
 struct Avx512Ops {
   static void scores(const float* qh, const float* const* krow, int64_t n, float scale, int64_t hd, float* out) {
@@ -94,9 +78,9 @@ struct Avx512Ops {
   static void accumulate(float* acc, const float* const* vrow, const float* ms, const float* vs, int64_t n,
                          int64_t hd) {
     int64_t d = 0;
-    for (; d + 128 <= hd; d += 128) accumulate_run512<F16, RESCALE, 8>(acc, vrow, ms, vs, n, d);
-    for (; d + 64 <= hd; d += 64) accumulate_run512<F16, RESCALE, 4>(acc, vrow, ms, vs, n, d);
-    for (; d + 16 <= hd; d += 16) accumulate_run512<F16, RESCALE, 1>(acc, vrow, ms, vs, n, d);
+    for (; d + 128 <= hd; d += 128) accumulate_run<Vec16, F16, RESCALE, 8>(acc, vrow, ms, vs, n, d);
+    for (; d + 64 <= hd; d += 64) accumulate_run<Vec16, F16, RESCALE, 4>(acc, vrow, ms, vs, n, d);
+    for (; d + 16 <= hd; d += 16) accumulate_run<Vec16, F16, RESCALE, 1>(acc, vrow, ms, vs, n, d);
     if (d == hd) return;
     // The tail (fewer than 16 elements): the 8-lane pieces on the rows' remaining elements.
     const float* tail[kAttnTile];
