@@ -746,4 +746,11 @@ export const MUTATIONS = [
     replace: "for (int64_t j = k - 1; j >= 0; --j) axpy_rows(qt + j * l, l, b + j * n + c0, cn, out + c0, n);",
     why: "SVD products: the sum over k runs in the other order (not the reference's bits)",
   },
+  {
+    id: "s24-token-block-same-x",
+    file: "native/core/model/sparse24_avx512.cpp",
+    find: "const float* xc = x + (t0 + t) * n_in + 2 * k;",
+    replace: "const float* xc = x + t0 * n_in + 2 * k;",
+    why: "2:4 GEMM: the tokens of a 4-token block all read the first token's activations",
+  },
 ];

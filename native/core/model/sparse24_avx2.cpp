@@ -29,38 +29,63 @@ inline __m256 pick8(const float* x, __m256i pos) {
 
 }  // namespace
 
+namespace {
+
+// Row r against T tokens x[t0 ..] (bias: this row's, or null): each step's positions and values
+// are decoded once and used by the T tokens' independent accumulators (a token's own operations
+// are unchanged).
+template <int T>
+void row_tokens(const uint16_t* v, const uint8_t* id, int64_t m, const float* x, int64_t n_in, int64_t t0,
+                const float* bias, float* y, int64_t ldy, int64_t r) {
+  const int64_t m16 = m / 16 * 16;
+  __m256 a0[T], a1[T];
+#pragma GCC unroll 4
+  for (int t = 0; t < T; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < m16; k += 16) {
+    uint16_t b0, b1;
+    std::memcpy(&b0, id + k / 4, 2);
+    std::memcpy(&b1, id + k / 4 + 2, 2);
+    const __m256i p0 = positions8(b0), p1 = positions8(b1);
+    const __m256 v0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + k)));
+    const __m256 v1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + k + 8)));
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      const float* xc = x + (t0 + t) * n_in + 2 * k;  // 16 values cover 32 columns
+      a0[t] = _mm256_fmadd_ps(v0, pick8(xc, p0), a0[t]);
+      a1[t] = _mm256_fmadd_ps(v1, pick8(xc + 16, p1), a1[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    const float* xt = x + (t0 + t) * n_in;
+    alignas(32) float s[16];
+    _mm256_store_ps(s, a0[t]);
+    _mm256_store_ps(s + 8, a1[t]);
+    for (int64_t k = m16; k < m; ++k) {
+      const int64_t col = 4 * (k / 2) + ((id[k / 4] >> (2 * (k % 4))) & 3);
+      s[k % 16] = std::fma(fp16_to_fp32(v[k]), xt[col], s[k % 16]);
+    }
+    for (int l = 0; l < 8; ++l) s[l] += s[l + 8];
+    float acc = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+    if (bias) acc += *bias;
+    y[(t0 + t) * ldy + r] = acc;
+  }
+}
+
+}  // namespace
+
 void sparse24_gemm_avx2(const Sparse24Matrix& w, const float* x, int64_t n, int64_t r0, int64_t r1, const float* bias,
                         float* y, int64_t ldy) {
   const int64_t m = sparse24_values_per_row(w.n_in), ib = sparse24_index_bytes_per_row(w.n_in);
-  const int64_t m16 = m / 16 * 16;
-  for (int64_t r = r0; r < r1; ++r) {
-    const uint16_t* v = w.vals + r * m;
-    const uint8_t* id = w.idx + r * ib;
-    for (int64_t t = 0; t < n; ++t) {
-      const float* xt = x + t * w.n_in;
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-      for (int64_t k = 0; k < m16; k += 16) {
-        uint16_t b0, b1;
-        std::memcpy(&b0, id + k / 4, 2);
-        std::memcpy(&b1, id + k / 4 + 2, 2);
-        const float* xc = xt + 2 * k;  // 16 values cover 32 columns
-        const __m256 v0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + k)));
-        const __m256 v1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + k + 8)));
-        a0 = _mm256_fmadd_ps(v0, pick8(xc, positions8(b0)), a0);
-        a1 = _mm256_fmadd_ps(v1, pick8(xc + 16, positions8(b1)), a1);
-      }
-      alignas(32) float s[16];
-      _mm256_store_ps(s, a0);
-      _mm256_store_ps(s + 8, a1);
-      for (int64_t k = m16; k < m; ++k) {
-        const int64_t col = 4 * (k / 2) + ((id[k / 4] >> (2 * (k % 4))) & 3);
-        s[k % 16] = std::fma(fp16_to_fp32(v[k]), xt[col], s[k % 16]);
-      }
-      for (int l = 0; l < 8; ++l) s[l] += s[l + 8];
-      float acc = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
-      if (bias) acc += bias[r];
-      y[t * ldy + r] = acc;
+  // Tokens outer, rows inner: 4 tokens' activations stay in L1 while the rows [r0, r1) (sparse24_matmul's
+  // tile, in L1/L2) pass over them; rows outer would stream every token's activations once per row.
+  for (int64_t t = 0; t < n;) {
+    const int64_t tn = n - t >= 4 ? 4 : 1;
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* b = bias ? bias + r : nullptr;
+      if (tn == 4) row_tokens<4>(w.vals + r * m, w.idx + r * ib, m, x, w.n_in, t, b, y, ldy, r);
+      else row_tokens<1>(w.vals + r * m, w.idx + r * ib, m, x, w.n_in, t, b, y, ldy, r);
     }
+    t += tn;
   }
 }
 
