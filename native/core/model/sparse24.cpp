@@ -38,6 +38,15 @@ void sparse24_decode_row(const uint16_t* vals, const uint8_t* idx, int64_t n_in,
   for (int64_t k = 0; k < n_in / 2; ++k) w[4 * (k / 2) + ((idx[k / 4] >> (2 * (k % 4))) & 3)] = fp16_to_fp32(vals[k]);
 }
 
+float sparse24_finish_lanes(float* s, const uint16_t* vals, const uint8_t* idx, int64_t k0, int64_t m, const float* x) {
+  for (int64_t k = k0; k < m; ++k) {
+    const int64_t col = 4 * (k / 2) + ((idx[k / 4] >> (2 * (k % 4))) & 3);
+    s[k % 16] = std::fma(fp16_to_fp32(vals[k]), x[col], s[k % 16]);
+  }
+  for (int l = 0; l < 8; ++l) s[l] += s[l + 8];
+  return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+}
+
 void sparse24_gemm_ref(const Sparse24Matrix& w, const float* x, int64_t n, int64_t r0, int64_t r1, const float* bias,
                        float* y, int64_t ldy) {
   const int64_t m = sparse24_values_per_row(w.n_in), ib = sparse24_index_bytes_per_row(w.n_in);
@@ -47,12 +56,7 @@ void sparse24_gemm_ref(const Sparse24Matrix& w, const float* x, int64_t n, int64
     for (int64_t t = 0; t < n; ++t) {
       const float* xt = x + t * w.n_in;
       float s[16] = {};
-      for (int64_t k = 0; k < m; ++k) {
-        const int64_t col = 4 * (k / 2) + ((id[k / 4] >> (2 * (k % 4))) & 3);
-        s[k % 16] = std::fma(fp16_to_fp32(v[k]), xt[col], s[k % 16]);
-      }
-      for (int l = 0; l < 8; ++l) s[l] += s[l + 8];
-      float acc = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+      float acc = sparse24_finish_lanes(s, v, id, 0, m, xt);
       if (bias) acc += bias[r];
       y[t * ldy + r] = acc;
     }

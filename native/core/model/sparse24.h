@@ -38,6 +38,11 @@ struct Sparse24Matrix {
   int64_t n_in = 0, n_out = 0;
 };
 
+// The end of one (row, token) product, shared by every kernel: the 16 lanes s hold kept values
+// [0, k0) (lane k % 16); adds values [k0, m) of the row (vals, idx) times x to their lanes with
+// fused multiply-adds, then returns the fixed reduction above (without the bias).
+float sparse24_finish_lanes(float* s, const uint16_t* vals, const uint8_t* idx, int64_t k0, int64_t m, const float* x);
+
 // Rows [r0, r1) for tokens [0, n): y[t * ldy + r] = dot(row r, x[t * n_in ..]) (+ bias[r]).
 using Sparse24Kernel = void (*)(const Sparse24Matrix& w, const float* x, int64_t n, int64_t r0, int64_t r1,
                                 const float* bias, float* y, int64_t ldy);

@@ -4,10 +4,8 @@
 // the reference are two 8-lane accumulators, so the result is bit-identical to sparse24_gemm_ref.
 #include <immintrin.h>
 
-#include <cmath>
 #include <cstring>
 
-#include "../quant/quant.h"
 #include "sparse24.h"
 
 namespace llmserve {
@@ -56,16 +54,10 @@ void row_tokens(const uint16_t* v, const uint8_t* id, int64_t m, const float* x,
     }
   }
   for (int t = 0; t < T; ++t) {
-    const float* xt = x + (t0 + t) * n_in;
     alignas(32) float s[16];
     _mm256_store_ps(s, a0[t]);
     _mm256_store_ps(s + 8, a1[t]);
-    for (int64_t k = m16; k < m; ++k) {
-      const int64_t col = 4 * (k / 2) + ((id[k / 4] >> (2 * (k % 4))) & 3);
-      s[k % 16] = std::fma(fp16_to_fp32(v[k]), xt[col], s[k % 16]);
-    }
-    for (int l = 0; l < 8; ++l) s[l] += s[l + 8];
-    float acc = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+    float acc = sparse24_finish_lanes(s, v, id, m16, m, x + (t0 + t) * n_in);
     if (bias) acc += *bias;
     y[(t0 + t) * ldy + r] = acc;
   }

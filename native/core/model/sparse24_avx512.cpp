@@ -4,25 +4,13 @@
 // the result is bit-identical to sparse24_gemm_ref.
 #include <immintrin.h>
 
-#include <cmath>
 #include <cstring>
 
-#include "../quant/quant.h"
 #include "sparse24.h"
 
 namespace llmserve {
 
 namespace {
-
-// Rows' tail and reduction for one (row, token) after the vector part (the reference's order).
-inline float finish(float* s, const uint16_t* v, const uint8_t* id, int64_t m16, int64_t m, const float* xt) {
-  for (int64_t k = m16; k < m; ++k) {
-    const int64_t col = 4 * (k / 2) + ((id[k / 4] >> (2 * (k % 4))) & 3);
-    s[k % 16] = std::fma(fp16_to_fp32(v[k]), xt[col], s[k % 16]);
-  }
-  for (int l = 0; l < 8; ++l) s[l] += s[l + 8];
-  return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
-}
 
 // Row r against T tokens x[t0 ..] (bias: this row's, or null): each step's positions and values are decoded once and used by
 // the T tokens' independent accumulators (a token's own operations are unchanged).
@@ -54,7 +42,7 @@ void row_tokens(const uint16_t* v, const uint8_t* id, int64_t m, const float* x,
   for (int t = 0; t < T; ++t) {
     alignas(64) float s[16];
     _mm512_store_ps(s, a[t]);
-    float acc = finish(s, v, id, m16, m, x + (t0 + t) * n_in);
+    float acc = sparse24_finish_lanes(s, v, id, m16, m, x + (t0 + t) * n_in);
     if (bias) acc += *bias;
     y[(t0 + t) * ldy + r] = acc;
   }
