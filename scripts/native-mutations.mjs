@@ -406,9 +406,9 @@ export const MUTATIONS = [
   {
     id: "sparse24-ref-lane-order",
     file: "native/core/model/sparse24.cpp",
-    find: "        s[k % 16] = std::fma(fp16_to_fp32(v[k]), xt[col], s[k % 16]);",
-    replace: "        s[k % 8] = std::fma(fp16_to_fp32(v[k]), xt[col], s[k % 8]);",
-    why: "2:4 scalar reference: 8 lanes instead of 16, so the SIMD kernels no longer match it bit for bit",
+    find: "    s[k % 16] = std::fma(fp16_to_fp32(vals[k]), x[col], s[k % 16]);",
+    replace: "    s[k % 8] = std::fma(fp16_to_fp32(vals[k]), x[col], s[k % 8]);",
+    why: "2:4 lanes (the reference's, and the SIMD kernels' scalar tails): 8 instead of 16, so the SIMD kernels no longer match it bit for bit",
   },
   {
     id: "grammar-mask-allows-rejected",
