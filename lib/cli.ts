@@ -148,14 +148,17 @@ function describeValue(v: unknown): string {
 }
 
 /** The storage format of a tensor when it is not a plain ggml tensor (llmserve's 2:4 sparse pair, low-rank factors, CSR). */
-function tensorFormat(t: { name: string; shape: number[] }, csr: Map<string, CsrInfo>): string | undefined {
+function tensorFormat(
+  t: { name: string; shape: number[]; type?: string },
+  csr: Map<string, CsrInfo>,
+): string | undefined {
   const name = t.name;
   const c = csr.get(name.replace(/\.sp_(ptr|col|val)$/, ""));
   if (c && name.endsWith(".sp_ptr"))
     return `CSR sparse (${c.nnz} entries${c.density === undefined ? "" : `, density ${(100 * c.density).toFixed(1)}%: ${c.density <= CSR_MAX_DENSITY ? "runs as CSR" : `expanded to dense at load (above ${100 * CSR_MAX_DENSITY}%)`}`}): row pointers, llmserve only`;
   if (c && name.endsWith(".sp_col")) return "CSR sparse: columns (i32), llmserve only";
   if (c && name.endsWith(".sp_val")) return "CSR sparse: kept values, llmserve only";
-  if (name.endsWith(".s24v")) return "2:4 sparse: kept values (f16), llmserve only";
+  if (name.endsWith(".s24v")) return `2:4 sparse: kept values (${t.type ?? "f16"}), llmserve only`;
   if (name.endsWith(".s24i")) return "2:4 sparse: 2-bit positions, llmserve only";
   if (name.endsWith(".lr_v")) return `low-rank rank ${t.shape[1]}: V factor, llmserve only`;
   if (name.endsWith(".lr_ut")) return `low-rank rank ${t.shape[1]}: U factor (transposed), llmserve only`;

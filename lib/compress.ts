@@ -24,6 +24,9 @@ export const PRUNE_METHODS = ["magnitude", "wanda"] as const;
 /** How {@link compress} stores pruned matrices. */
 export const COMPRESS_FORMATS = ["dense", "sparse", "csr"] as const;
 
+/** The value types of the 2:4 sparse format ({@link CompressOptions.values}). */
+export const SPARSE24_VALUES = ["auto", "f16", "q8_0"] as const;
+
 /**
  * The density (kept / all entries) above which a CSR matrix is expanded to dense at load, because
  * the dense kernels are faster there: native/core/model/csr.h's kCsrMaxDensity, measured by
@@ -65,7 +68,7 @@ export interface CompressOptions {
   method?: (typeof PRUNE_METHODS)[number];
   /**
    * How the pruned matrices are stored. `"sparse"` (the default for 2:4; 2:4 only): llmserve's 2:4
-   * format (f16 kept values + 2-bit positions, docs/sparse-formats.md), about 56% of f16's bytes and
+   * format (f16 or q8_0 kept values + 2-bit positions, docs/sparse-formats.md; see `values`), about 56% of f16's bytes (62% of q8_0's) and
    * faster to run; llama.cpp cannot load such a file. `"dense"` (always for a ratio): the zeros
    * written into each tensor's own type, a file llama.cpp loads, no faster than the input.
    * `"csr"` (a ratio only): each pruned matrix in CSR (row pointers, i32 columns, f16 values;
@@ -74,6 +77,13 @@ export interface CompressOptions {
    * load such a file.
    */
   format?: "dense" | "sparse" | "csr";
+  /**
+   * The kept values of the 2:4 sparse format (only with it): `"f16"` (1.125 bytes per original
+   * weight), `"q8_0"` (int8 with an f16 scale per 32 kept values: 0.66 bytes per weight against
+   * q8_0's 1.06; rows of a multiple of 64), or `"auto"` (the default): q8_0 for a matrix that is
+   * quantized in the input, f16 for an f16/bf16/f32 one.
+   */
+  values?: (typeof SPARSE24_VALUES)[number];
   /** A UTF-8 text file the model runs over to measure its activations (required for `wanda`; makes `lowrank` activation-aware). */
   calib?: string;
   /** Calibration tokens per chunk (default 512). */
@@ -96,7 +106,7 @@ export interface CompressOptions {
 export interface CompressedTensor {
   /** Its name, e.g. `blk.0.ffn_up.weight`. */
   name: string;
-  /** Its type in the output ("f16" in the sparse format, the values' "f16" / "f32" in CSR, else unchanged: "f32", "q8_0", ...). */
+  /** Its type in the output (the values' "f16" / "q8_0" in the sparse format, the values' "f16" / "f32" in CSR, else unchanged: "f32", "q8_0", ...). */
   type: string;
   /** Zero entries in the output. */
   zeros: number;
@@ -156,6 +166,7 @@ export function resolveCompressOptions(options: unknown): {
     "sparse",
     "method",
     "format",
+    "values",
     "calib",
     "calibCtx",
     "tensors",
@@ -196,6 +207,12 @@ export function resolveCompressOptions(options: unknown): {
       "ERR_INVALID_ARGUMENT",
       'The CSR format holds unstructured pruning (a ratio such as 0.9); 2:4 has its own format "sparse".',
     );
+  const values = checkString("values", o.values ?? "auto", SPARSE24_VALUES) as NativeCompressOptions["values"];
+  if (values !== "auto" && format !== "sparse")
+    throw new LlmserveError(
+      "ERR_INVALID_ARGUMENT",
+      'values (f16 or q8_0) chooses the 2:4 sparse format\'s kept values: use it with prune "2:4" and format "sparse".',
+    );
   const calib = o.calib === undefined ? undefined : checkPath("calib", o.calib);
   if (method === "wanda" && calib === undefined)
     throw new LlmserveError(
@@ -204,7 +221,7 @@ export function resolveCompressOptions(options: unknown): {
     );
   const { calibCtx, tensors, threads } = commonOptions(o);
   return {
-    opts: { prune, lowrank: null, method, format, tensors, threads, ctx: calibCtx, checkOnly: false },
+    opts: { prune, lowrank: null, method, format, values, tensors, threads, ctx: calibCtx, checkOnly: false },
     calib: method === "wanda" ? calib : undefined,
     onProgress: o.onProgress,
     signal: o.signal,
@@ -259,8 +276,8 @@ function resolveLowRank(o: RawOptions): ReturnType<typeof resolveCompressOptions
       "ERR_INVALID_ARGUMENT",
       `Expected a residual fraction in [0, 1) (e.g. 0.02) for sparse but received ${JSON.stringify(sparse) ?? String(sparse)}`,
     );
-  if (o.method !== undefined || o.format !== undefined)
-    throw new LlmserveError("ERR_INVALID_ARGUMENT", "method and format go with prune, not lowrank.");
+  if (o.method !== undefined || o.format !== undefined || o.values !== undefined)
+    throw new LlmserveError("ERR_INVALID_ARGUMENT", "method, format and values go with prune, not lowrank.");
   const calib = o.calib === undefined ? undefined : checkPath("calib", o.calib);
   const { calibCtx, tensors, threads } = commonOptions(o);
   return {
@@ -269,6 +286,7 @@ function resolveLowRank(o: RawOptions): ReturnType<typeof resolveCompressOptions
       lowrank: { rank, energy, sparse, aware: calib !== undefined },
       method: "magnitude",
       format: "dense",
+      values: "auto",
       tensors,
       threads,
       ctx: calibCtx,

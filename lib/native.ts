@@ -494,6 +494,8 @@ export interface NativeCompressOptions {
   method: "magnitude" | "wanda";
   /** "sparse": 2:4 matrices in llmserve's 2:4 sparse format (only with prune "2:4"); "csr": CSR (only with a ratio); "dense": zeros in the input's type. */
   format: "dense" | "sparse" | "csr";
+  /** The 2:4 sparse format's kept values ("auto": q8_0 for a quantized input matrix, f16 for others); "auto" unless format is "sparse". */
+  values: "auto" | "f16" | "q8_0";
   /** Globs over tensor names or roles; empty: every layer matrix. */
   tensors: string[];
   threads: number;

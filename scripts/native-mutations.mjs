@@ -406,8 +406,8 @@ export const MUTATIONS = [
   {
     id: "sparse24-ref-lane-order",
     file: "native/core/model/sparse24.cpp",
-    find: "    s[k % 16] = std::fma(fp16_to_fp32(vals[k]), x[col], s[k % 16]);",
-    replace: "    s[k % 8] = std::fma(fp16_to_fp32(vals[k]), x[col], s[k % 8]);",
+    find: "    s[k % 16] = std::fma(sparse24_value(vt, vals, k), x[col], s[k % 16]);",
+    replace: "    s[k % 8] = std::fma(sparse24_value(vt, vals, k), x[col], s[k % 8]);",
     why: "2:4 lanes (the reference's, and the SIMD kernels' scalar tails): 8 instead of 16, so the SIMD kernels no longer match it bit for bit",
   },
   {
@@ -752,5 +752,26 @@ export const MUTATIONS = [
     find: "const float* xc = x + (t0 + t) * n_in + 2 * k;",
     replace: "const float* xc = x + t0 * n_in + 2 * k;",
     why: "2:4 GEMM: the tokens of a 4-token block all read the first token's activations",
+  },
+  {
+    id: "s24-q8-block-stride",
+    file: "native/core/model/sparse24_avx2.cpp",
+    find: "const uint8_t* b = v + (k / 32) * 34;  // block_q8_0: f16 d, 32 int8",
+    replace: "const uint8_t* b = v + (k / 32) * 32;  // block_q8_0: f16 d, 32 int8",
+    why: "2:4 GEMM with q8_0 values (AVX2): blocks read at 32 bytes apart, ignoring each block's scale bytes",
+  },
+  {
+    id: "s24-q8-scale-dropped",
+    file: "native/core/model/sparse24_avx512.cpp",
+    find: "return _mm512_mul_ps(q, _mm512_set1_ps(fp16_to_fp32(d)));",
+    replace: "return q;",
+    why: "2:4 GEMM with q8_0 values (AVX-512): the int8 values are used without their block's scale",
+  },
+  {
+    id: "row-view-s24-positions",
+    file: "native/core/model/model.cpp",
+    find: "if (m.s24_idx) v.s24_idx = m.s24_idx + static_cast<size_t>(r0 * sparse24_index_bytes_per_row(m.n_in));",
+    replace: "",
+    why: "a fused 2:4 matrix (phi3 ffn_up) split into row views: the up rows read the gate rows' positions",
   },
 ];

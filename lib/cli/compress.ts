@@ -16,6 +16,7 @@ interface CompressCliOpts {
   sparse?: string;
   method?: string;
   format?: string;
+  values?: string;
   calib?: string;
   calibCtx?: number;
   tensors?: string;
@@ -94,6 +95,7 @@ async function runCompress(input: string, output: string, o: CompressCliOpts): P
       sparse,
       method: o.method as CompressOptions["method"],
       format: o.format as CompressOptions["format"],
+      values: o.values as CompressOptions["values"],
       calib: o.calib,
       calibCtx: o.calibCtx,
       tensors: o.tensors?.split(",").map((s) => s.trim()),
@@ -159,6 +161,10 @@ export function registerCompress(program: Command): void {
     .option(
       "--format <f>",
       "how pruned matrices are stored: sparse (2:4 only, the default for 2:4: faster, llmserve-only; llama.cpp cannot load it), csr (a ratio only: row pointers + columns + f16 values, faster at high sparsity such as --prune 0.9, llmserve-only) or dense (zeros in the input's type)",
+    )
+    .option(
+      "--values <t>",
+      "the 2:4 sparse format's kept values: f16, q8_0 (int8 + an f16 scale per 32: 62% of q8_0's bytes; rows of a multiple of 64) or auto (the default: q8_0 for quantized input matrices, f16 for f16/f32 ones)",
     )
     .option(
       "--calib <file>",

@@ -1,4 +1,4 @@
-// compress(input, output, {prune, method, format, tensors, threads, ctx, checkOnly}, calibTokens | null,
+// compress(input, output, {prune, method, format, values, tensors, threads, ctx, checkOnly}, calibTokens | null,
 // onProgress?) -> {promise, cancel()}: prunes a model on a libuv worker (compress/prune.h), after
 // collecting calibration statistics (compress/calib.h) from calibTokens when the method is Wanda.
 // prune: a ratio in (0, 1) or the string "2:4". checkOnly: only plan_prune's and the output path's checks (no file is
@@ -195,6 +195,8 @@ Napi::Value Compress(const Napi::CallbackInfo& info) {
   const std::string format = get_choice(o, "format", {"dense", "sparse", "csr"});
   p.sparse_format = format == "sparse";  // plan_prune: sparse needs 2:4, csr a ratio
   p.csr_format = format == "csr";
+  const std::string values = get_choice(o, "values", {"auto", "f16", "q8_0"});  // plan_prune: only with sparse
+  p.values = values == "q8_0" ? Sparse24Values::Q8_0 : values == "f16" ? Sparse24Values::F16 : Sparse24Values::Auto;
   Napi::Value tensors = o.Get("tensors");
   if (!tensors.IsArray()) throw_invalid(env, false, "Expected an array of strings for tensors");
   Napi::Array ta = tensors.As<Napi::Array>();

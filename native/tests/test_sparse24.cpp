@@ -1,8 +1,8 @@
-// The 2:4 sparse format and kernels (model/sparse24.h): encode/decode round trip (exact for f16
-// values), the AVX2 / AVX-512 kernels bit-identical to the scalar reference on odd shapes, the
-// reference close to a double dot of the decoded row, batch and thread invariance of the driver,
-// and a whole model: a 2:4 file in the sparse format gives the logits of the dense f32 model with
-// the same zeros.
+// The 2:4 sparse format and kernels (model/sparse24.h), with f16 and q8_0 values: encode/decode
+// round trip (exact for f16 values; decoded q8_0 values re-encode exactly), the AVX2 / AVX-512
+// kernels bit-identical to the scalar reference on odd shapes, the reference close to a double dot
+// of the decoded row, batch and thread invariance of the driver, and a whole model: a 2:4 file in
+// the sparse format gives the logits of the dense f32 model with the same values.
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +15,7 @@
 
 #include "compress/prune.h"
 #include "compress/quantize.h"
+#include "gguf/gguf.h"
 #include "isa/isa.h"
 #include "kv/kv_cache.h"
 #include "model/forward.h"
@@ -32,21 +33,27 @@ std::string tmp_path(const std::string& name) {
   return "/tmp/llmserve_test_sparse24_" + std::to_string(static_cast<long>(::getpid())) + "_" + name;
 }
 
-// A random 2:4 matrix (f16-exact values; some groups with fewer than 2 non-zeros) as encoded rows.
+// A random 2:4 matrix (some groups with fewer than 2 non-zeros) as encoded rows; dense holds the
+// values the format stores (f16-exact, or the q8_0 values decoded).
 struct Encoded {
-  std::vector<uint16_t> vals;
+  GgmlType vt = GgmlType::F16;
+  std::vector<uint8_t> vals;
   std::vector<uint8_t> idx;
   std::vector<float> dense;  // [n_out, n_in]
-  Sparse24Matrix view(int64_t n_in, int64_t n_out) const { return {vals.data(), idx.data(), n_in, n_out}; }
+  Sparse24Matrix view(int64_t n_in, int64_t n_out) const { return {vals.data(), idx.data(), n_in, n_out, vt}; }
 };
 
-Encoded random_matrix(int64_t n_in, int64_t n_out, uint32_t seed) {
+Encoded random_matrix(int64_t n_in, int64_t n_out, uint32_t seed, GgmlType vt = GgmlType::F16) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   Encoded e;
+  e.vt = vt;
+  const size_t vb = sparse24_values_row_bytes(vt, n_in);
+  const int64_t ib = sparse24_index_bytes_per_row(n_in);
   e.dense.assign(static_cast<size_t>(n_in * n_out), 0.0f);
-  e.vals.resize(static_cast<size_t>(sparse24_values_per_row(n_in) * n_out));
-  e.idx.resize(static_cast<size_t>(sparse24_index_bytes_per_row(n_in) * n_out));
+  e.vals.resize(vb * static_cast<size_t>(n_out));
+  e.idx.resize(static_cast<size_t>(ib * n_out));
+  std::vector<float> scratch(static_cast<size_t>(n_in / 2));
   for (int64_t r = 0; r < n_out; ++r) {
     float* w = e.dense.data() + r * n_in;
     for (int64_t g = 0; g < n_in; g += 4) {
@@ -54,8 +61,10 @@ Encoded random_matrix(int64_t n_in, int64_t n_out, uint32_t seed) {
       w[g + a] = fp16_to_fp32(fp32_to_fp16(nd(rng)));
       w[g + b] = fp16_to_fp32(fp32_to_fp16(nd(rng)));
     }
-    CHECK(sparse24_encode_row(w, n_in, e.vals.data() + r * sparse24_values_per_row(n_in),
-                              e.idx.data() + r * sparse24_index_bytes_per_row(n_in)));
+    CHECK(sparse24_encode_row(vt, w, n_in, e.vals.data() + static_cast<size_t>(r) * vb, e.idx.data() + r * ib,
+                              scratch.data()));
+    if (vt != GgmlType::F16)
+      sparse24_decode_row(vt, e.vals.data() + static_cast<size_t>(r) * vb, e.idx.data() + r * ib, n_in, w);
   }
   return e;
 }
@@ -75,74 +84,103 @@ TEST(sparse24_round_trip_exact) {
     const Encoded e = random_matrix(n_in, 3, 7);
     std::vector<float> back(static_cast<size_t>(n_in));
     for (int64_t r = 0; r < 3; ++r) {
-      sparse24_decode_row(e.vals.data() + r * sparse24_values_per_row(n_in),
+      sparse24_decode_row(GgmlType::F16, e.vals.data() + r * n_in,
                           e.idx.data() + r * sparse24_index_bytes_per_row(n_in), n_in, back.data());
       CHECK(std::memcmp(back.data(), e.dense.data() + r * n_in, static_cast<size_t>(n_in) * 4) == 0);
     }
   }
+  // q8_0 values: the decoded row is 2:4 and encodes to bytes that decode to itself (not always the
+  // same bytes: a kept value rounded to 0 may move to another zero position); each value is within
+  // half a step of the original (d / 2, d = amax / 127 of its block of 32, rounded to f16).
+  for (int64_t n_in : {64, 192}) {
+    const Encoded e = random_matrix(n_in, 3, 8, GgmlType::Q8_0);
+    const Encoded f = random_matrix(n_in, 3, 8);  // the same draws, f16 values
+    const size_t vb = sparse24_values_row_bytes(GgmlType::Q8_0, n_in);
+    CHECK_EQ(vb, static_cast<size_t>(n_in / 64 * 34));
+    std::vector<uint8_t> v2(vb), i2(static_cast<size_t>(sparse24_index_bytes_per_row(n_in)));
+    std::vector<float> scratch(static_cast<size_t>(n_in / 2)), back(static_cast<size_t>(n_in));
+    for (int64_t r = 0; r < 3; ++r) {
+      const float* w = e.dense.data() + r * n_in;
+      CHECK(sparse24_encode_row(GgmlType::Q8_0, w, n_in, v2.data(), i2.data(), scratch.data()));
+      sparse24_decode_row(GgmlType::Q8_0, v2.data(), i2.data(), n_in, back.data());
+      CHECK(std::memcmp(back.data(), w, static_cast<size_t>(n_in) * 4) == 0);
+      float amax = 0;
+      for (int64_t j = 0; j < n_in; ++j) amax = std::max(amax, std::fabs(f.dense[static_cast<size_t>(r * n_in + j)]));
+      for (int64_t j = 0; j < n_in; ++j) {
+        const float a = f.dense[static_cast<size_t>(r * n_in + j)];
+        CHECK(std::fabs(a - w[j]) <= amax / 254.0f + amax / 1024.0f);
+        if (a == 0.0f) CHECK(w[j] == 0.0f);
+      }
+    }
+  }
   // Three non-zeros in a group are not 2:4.
   const float bad[8] = {1, 2, 3, 0, 0, 0, 0, 0};
-  uint16_t v[4];
+  uint8_t v[8];
   uint8_t i[1];
-  CHECK(!sparse24_encode_row(bad, 8, v, i));
+  float scratch[4];
+  CHECK(!sparse24_encode_row(GgmlType::F16, bad, 8, v, i, scratch));
   // An all-zero group keeps two zero positions (0 and 1); a single non-zero at 3 pairs with 0.
   const float one[8] = {0, 0, 0, 5, 0, 0, 0, 0};
-  CHECK(sparse24_encode_row(one, 8, v, i));
+  CHECK(sparse24_encode_row(GgmlType::F16, one, 8, v, i, scratch));
   CHECK_EQ(int(i[0]), (0 << 0) | (3 << 2) | (0 << 4) | (1 << 6));
-  CHECK(fp16_to_fp32(v[1]) == 5.0f);
+  CHECK(sparse24_value(GgmlType::F16, v, 1) == 5.0f);
 }
 
 TEST(sparse24_kernels_equal_reference_on_odd_shapes) {
   const bool avx2 = cpu_supports(Isa::Avx2), avx512 = cpu_supports(Isa::Avx512);
   if (!avx2) std::fprintf(stderr, "  (no AVX2 on this CPU: only the reference runs)\n");
-  for (int64_t n_in : {4, 28, 32, 36, 68, 132, 260}) {
-    for (int64_t n_out : {1, 5, 17}) {
-      for (int64_t n : {1, 3, 7}) {
-        const Encoded e = random_matrix(n_in, n_out, static_cast<uint32_t>(n_in * 131 + n_out * 7 + n));
-        const std::vector<float> x = random_x(n, n_in, static_cast<uint32_t>(n_in + n));
-        std::vector<float> bias(static_cast<size_t>(n_out));
-        for (int64_t r = 0; r < n_out; ++r) bias[static_cast<size_t>(r)] = 0.25f * static_cast<float>(r);
-        const int64_t ldy = n_out + 3;
-        std::vector<float> ref(static_cast<size_t>(n * ldy), -1.0f), got = ref;
-        const Sparse24Matrix w = e.view(n_in, n_out);
-        sparse24_gemm_ref(w, x.data(), n, 0, n_out, bias.data(), ref.data(), ldy);
-        // The reference against a double dot of the dense row.
-        for (int64_t t = 0; t < n; ++t) {
-          for (int64_t r = 0; r < n_out; ++r) {
-            double d = bias[static_cast<size_t>(r)], mag = 0;
-            for (int64_t j = 0; j < n_in; ++j) {
-              const double p =
-                  double(e.dense[static_cast<size_t>(r * n_in + j)]) * x[static_cast<size_t>(t * n_in + j)];
-              d += p;
-              mag += std::fabs(p);
+  for (const GgmlType vt : {GgmlType::F16, GgmlType::Q8_0})
+    for (int64_t n_in : {4, 28, 32, 36, 64, 68, 132, 192, 260, 320}) {
+      if (!sparse24_value_type_ok(vt, n_in)) continue;
+      for (int64_t n_out : {1, 5, 17}) {
+        for (int64_t n : {1, 3, 7}) {
+          const Encoded e = random_matrix(n_in, n_out, static_cast<uint32_t>(n_in * 131 + n_out * 7 + n), vt);
+          const std::vector<float> x = random_x(n, n_in, static_cast<uint32_t>(n_in + n));
+          std::vector<float> bias(static_cast<size_t>(n_out));
+          for (int64_t r = 0; r < n_out; ++r) bias[static_cast<size_t>(r)] = 0.25f * static_cast<float>(r);
+          const int64_t ldy = n_out + 3;
+          std::vector<float> ref(static_cast<size_t>(n * ldy), -1.0f), got = ref;
+          const Sparse24Matrix w = e.view(n_in, n_out);
+          sparse24_gemm_ref(w, x.data(), n, 0, n_out, bias.data(), ref.data(), ldy);
+          // The reference against a double dot of the dense row.
+          for (int64_t t = 0; t < n; ++t) {
+            for (int64_t r = 0; r < n_out; ++r) {
+              double d = bias[static_cast<size_t>(r)], mag = 0;
+              for (int64_t j = 0; j < n_in; ++j) {
+                const double p =
+                    double(e.dense[static_cast<size_t>(r * n_in + j)]) * x[static_cast<size_t>(t * n_in + j)];
+                d += p;
+                mag += std::fabs(p);
+              }
+              CHECK(std::fabs(ref[static_cast<size_t>(t * ldy + r)] - d) <= 1e-5 * (mag + 1));
             }
-            CHECK(std::fabs(ref[static_cast<size_t>(t * ldy + r)] - d) <= 1e-5 * (mag + 1));
           }
-        }
-        if (avx2) {
-          sparse24_gemm_avx2(w, x.data(), n, 0, n_out, bias.data(), got.data(), ldy);
-          CHECK(std::memcmp(got.data(), ref.data(), got.size() * 4) == 0);
-        }
-        if (avx512) {
-          std::fill(got.begin(), got.end(), -1.0f);
-          sparse24_gemm_avx512(w, x.data(), n, 0, n_out, bias.data(), got.data(), ldy);
-          CHECK(std::memcmp(got.data(), ref.data(), got.size() * 4) == 0);
+          if (avx2) {
+            sparse24_gemm_avx2(w, x.data(), n, 0, n_out, bias.data(), got.data(), ldy);
+            CHECK(std::memcmp(got.data(), ref.data(), got.size() * 4) == 0);
+          }
+          if (avx512) {
+            std::fill(got.begin(), got.end(), -1.0f);
+            sparse24_gemm_avx512(w, x.data(), n, 0, n_out, bias.data(), got.data(), ldy);
+            CHECK(std::memcmp(got.data(), ref.data(), got.size() * 4) == 0);
+          }
         }
       }
     }
-  }
 }
 
 TEST(sparse24_matmul_batch_and_thread_invariant) {
-  const int64_t n_in = 200, n_out = 70, n = 9;
-  const Encoded e = random_matrix(n_in, n_out, 3);
-  const std::vector<float> x = random_x(n, n_in, 4);
-  std::vector<float> all(static_cast<size_t>(n * n_out)), one(static_cast<size_t>(n_out));
-  ThreadPool p1(1), p3(3);
-  sparse24_matmul(e.view(n_in, n_out), x.data(), n, nullptr, all.data(), n_out, p3);
-  for (int64_t t = 0; t < n; ++t) {
-    sparse24_matmul(e.view(n_in, n_out), x.data() + t * n_in, 1, nullptr, one.data(), n_out, p1);
-    CHECK(std::memcmp(one.data(), all.data() + t * n_out, static_cast<size_t>(n_out) * 4) == 0);
+  for (const GgmlType vt : {GgmlType::F16, GgmlType::Q8_0}) {
+    const int64_t n_in = vt == GgmlType::F16 ? 200 : 256, n_out = 70, n = 9;
+    const Encoded e = random_matrix(n_in, n_out, 3, vt);
+    const std::vector<float> x = random_x(n, n_in, 4);
+    std::vector<float> all(static_cast<size_t>(n * n_out)), one(static_cast<size_t>(n_out));
+    ThreadPool p1(1), p3(3);
+    sparse24_matmul(e.view(n_in, n_out), x.data(), n, nullptr, all.data(), n_out, p3);
+    for (int64_t t = 0; t < n; ++t) {
+      sparse24_matmul(e.view(n_in, n_out), x.data() + t * n_in, 1, nullptr, one.data(), n_out, p1);
+      CHECK(std::memcmp(one.data(), all.data() + t * n_out, static_cast<size_t>(n_out) * 4) == 0);
+    }
   }
 }
 
@@ -172,4 +210,110 @@ TEST(sparse24_model_equals_dense_with_same_zeros) {
   // layers of attention and SwiGLU on random weights amplify that to ~2e-4 of the largest logit.
   llmserve_test::check_same_function(*md, *ms, {1, 17, 42, 99, 5, 64, 3, 120}, "sparse vs dense f32 logits");
   for (const std::string& p : {in, dense16, dense32, sparse}) ::unlink(p.c_str());
+}
+
+namespace {
+// A copy of the file at in with every 2:4 sparse pair expanded into a dense f32 NAME (the values
+// the format stores, zeros elsewhere).
+void expand_sparse24(const std::string& in, const std::string& out) {
+  std::unique_ptr<GgufFile> f;
+  CHECK(GgufFile::open(in, &f).is_ok());
+  GgufWriter w;
+  for (const auto& [key, value] : f->metadata()) w.set_value(key, value);
+  const std::string vs = kSparse24ValuesSuffix, is = kSparse24IndexSuffix;
+  for (const GgufTensorInfo& t : f->tensors()) {
+    const auto ends = [&t](const std::string& s) {
+      return t.name.size() > s.size() && t.name.compare(t.name.size() - s.size(), s.size(), s) == 0;
+    };
+    if (ends(is)) continue;
+    if (!ends(vs)) {
+      CHECK(w.add_tensor(t.name, t.type, std::vector<int64_t>(t.ne, t.ne + t.n_dims),
+                         std::vector<uint8_t>(t.data, t.data + t.nbytes))
+                .is_ok());
+      continue;
+    }
+    const std::string base = t.name.substr(0, t.name.size() - vs.size());
+    const GgufTensorInfo* ti = f->find_tensor(base + is);
+    const int64_t n_in = t.ne[0] * 2, n_out = t.ne[1];
+    std::vector<uint8_t> dense(static_cast<size_t>(n_in * n_out) * 4);
+    for (int64_t r = 0; r < n_out; ++r)
+      sparse24_decode_row(t.type, t.data + static_cast<size_t>(r) * sparse24_values_row_bytes(t.type, n_in),
+                          ti->data + r * sparse24_index_bytes_per_row(n_in), n_in,
+                          reinterpret_cast<float*>(dense.data()) + r * n_in);
+    CHECK(w.add_tensor(base, GgmlType::F32, {n_in, n_out}, std::move(dense)).is_ok());
+  }
+  CHECK(w.write(out).is_ok());
+}
+}  // namespace
+
+// q8_0 values (auto for a q8_0 input): the sparse model equals the dense f32 model holding the
+// decoded values, and its file holds them as q8_0.
+TEST(sparse24_q8_0_model_equals_dense_with_same_values) {
+  SynthOptions so = llmserve_test::small_synth_options(GgmlType::Q8_0, 11);
+  so.ffn = 192;  // q8_0 values need rows of a multiple of 64 (ffn_down's n_in)
+  const std::string in = tmp_path("q8in.gguf"), sparse = tmp_path("q8sparse.gguf"), dense = tmp_path("q8dense.gguf");
+  CHECK(synth_model(so, in).is_ok());
+  PruneOptions o;
+  o.two_four = true;
+  o.sparse_format = true;
+  PruneResult res;
+  CHECK(prune_model(in, sparse, o, nullptr, {}, nullptr, &res).is_ok());
+  CHECK(!res.tensors.empty());
+  for (const PrunedTensor& t : res.tensors) CHECK(t.type == GgmlType::Q8_0);
+  expand_sparse24(sparse, dense);
+  auto md = llmserve_test::load_model(dense);
+  auto ms = llmserve_test::load_model(sparse);
+  CHECK(md && ms);
+  if (!md || !ms) return;
+  CHECK(ms->weights().layers[0].ffn_down.s24_idx != nullptr);
+  CHECK(ms->weights().layers[0].ffn_down.type == GgmlType::Q8_0);
+  llmserve_test::check_same_function(*md, *ms, {1, 17, 42, 99, 5, 64, 3, 120}, "q8_0 sparse vs dense f32 logits");
+  // An explicit f16 choice overrides auto; q8_0 on rows that are not a multiple of 64 is refused.
+  o.values = Sparse24Values::F16;
+  CHECK(prune_model(in, sparse, o, nullptr, {}, nullptr, &res).is_ok());
+  for (const PrunedTensor& t : res.tensors) CHECK(t.type == GgmlType::F16);
+  so.ffn = 160;
+  CHECK(synth_model(so, in).is_ok());
+  o.values = Sparse24Values::Q8_0;
+  const Status st = prune_model(in, sparse, o, nullptr, {}, nullptr, nullptr);
+  CHECK(st.code == Code::InvalidArgument);
+  CHECK(st.message.find("multiple of 64") != std::string::npos);
+  for (const std::string& p : {in, sparse, dense}) ::unlink(p.c_str());
+}
+
+// phi3 fuses gate and up into one ffn_up matrix that the model splits into row views: a 2:4
+// sparse one must split its positions with its values (the views once read the gate's positions
+// for the up rows).
+TEST(sparse24_fused_phi3_matrix_splits_with_its_positions) {
+  SynthOptions so = llmserve_test::small_synth_options(GgmlType::F16, 12);
+  so.arch = "phi3";
+  const std::string in = tmp_path("phi3in.gguf"), sparse = tmp_path("phi3sparse.gguf"),
+                    dense = tmp_path("phi3dense.gguf");
+  CHECK(synth_model(so, in).is_ok());
+  PruneOptions o;
+  o.two_four = true;
+  o.sparse_format = true;
+  o.patterns = {"ffn_up"};
+  CHECK(prune_model(in, sparse, o, nullptr, {}, nullptr, nullptr).is_ok());
+  expand_sparse24(sparse, dense);
+  auto md = llmserve_test::load_model(dense);
+  auto ms = llmserve_test::load_model(sparse);
+  CHECK(md && ms);
+  if (!md || !ms) return;
+  CHECK(ms->weights().layers[0].ffn_up.s24_idx != nullptr);
+  llmserve_test::check_same_function(*md, *ms, {1, 17, 42, 99, 5, 64, 3, 120}, "phi3 sparse vs dense f32 logits");
+  // The same for CSR (its row pointers move with the rows): 90% unstructured, CSR against dense zeros.
+  PruneOptions u;
+  u.ratio = 0.9;
+  u.patterns = {"ffn_up"};
+  CHECK(prune_model(in, dense, u, nullptr, {}, nullptr, nullptr).is_ok());
+  u.csr_format = true;
+  CHECK(prune_model(in, sparse, u, nullptr, {}, nullptr, nullptr).is_ok());
+  auto cd = llmserve_test::load_model(dense);
+  auto cs = llmserve_test::load_model(sparse);
+  CHECK(cd && cs);
+  if (!cd || !cs) return;
+  CHECK(cs->weights().layers[0].ffn_up.is_csr());
+  llmserve_test::check_same_function(*cd, *cs, {1, 17, 42, 99, 5, 64, 3, 120}, "phi3 CSR vs dense logits");
+  for (const std::string& p : {in, sparse, dense}) ::unlink(p.c_str());
 }

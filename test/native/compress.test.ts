@@ -4,8 +4,8 @@
  * - On the trained fixture (aidreams260K), quality measured as KL divergence against the original
  *   (evaluatePerplexity with a reference): monotone in the ratio pruned, and Wanda (calibrated on a
  *   text) beats magnitude at 50% and at 2:4.
- * - A 2:4 file in the sparse format loads, runs, and matches the dense 2:4 file closely; `info`
- *   says llama.cpp cannot load it.
+ * - A 2:4 file in the sparse format (f16 or q8_0 kept values) loads, runs, and matches the dense
+ *   2:4 file closely; `info` says llama.cpp cannot load it.
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -31,6 +31,9 @@ describe("compress: bad arguments", () => {
     ["unknown pattern", { prune: 0.5, tensors: ["ffn_*", "attn_qq"] }, /'attn_qq' matches no layer matrix/],
     ["2:4 on rows of 90", { prune: "2:4" }, /multiple of 4.*blk\.0\.ffn_down\.weight/],
     ["sparse with a ratio", { prune: 0.5, format: "sparse" }, /2:4 pruned matrices only/],
+    ["values with a ratio", { prune: 0.5, values: "q8_0" }, /values \(f16 or q8_0\).*format "sparse"/],
+    ["values with dense 2:4", { prune: "2:4", format: "dense", values: "f16" }, /format "sparse"/],
+    ["unknown values", { prune: "2:4", values: "q4_0" as "q8_0" }, /values/],
     ["unknown method", { prune: 0.5, method: "random" as "wanda" }, /method/],
   ]);
   it("refuses to overwrite its input; a missing calibration file is ERR_FILE_NOT_FOUND", async () => {
@@ -101,6 +104,31 @@ describe.skipIf(!haveFixtures)("compress on the trained fixture (aidreams260K)",
       await dense.dispose();
     }
     const info = llmserveOnlyInfo(out("s24-sparse"));
-    if (info !== undefined) expect(info).toMatch(/ffn_down\.weight\.s24v .*2:4 sparse: kept values/);
+    if (info !== undefined) expect(info).toMatch(/ffn_down\.weight\.s24v .*2:4 sparse: kept values \(f16\)/);
+  }, 60_000);
+
+  it("q8_0 kept values (int8 + a scale per 32) run close to the dense 2:4 model", async () => {
+    // ffn_down's rows (172) are not a multiple of 64, which q8_0 values need.
+    const tensors = ["attn_*", "ffn_gate", "ffn_up"];
+    await compress(src, out("s24q-dense"), { prune: "2:4", format: "dense", tensors, threads: 2 });
+    const r = await compress(src, out("s24q-q8"), { prune: "2:4", values: "q8_0", tensors, threads: 2 });
+    expect(r.tensors.length).toBe(4 * 6);
+    for (const t of r.tensors) expect(t.type).toBe("q8_0");
+    expect(r.notes.join(" ")).toMatch(/q8_0/);
+    const dense = await Model.load(out("s24q-dense"), { threads: 1, contextSize: CTX });
+    const q8 = await Model.load(out("s24q-q8"), { threads: 1, contextSize: CTX });
+    try {
+      const r2 = await evaluatePerplexity(q8, { file: text }, { ctx: CTX, reference: dense });
+      console.log(
+        `[compress] 2:4 q8_0 values vs dense 2:4: KL ${r2.reference?.kl.mean.toExponential(3)}, top-1 ${r2.reference?.top1}`,
+      );
+      expect(r2.reference?.kl.mean).toBeLessThan(1e-3); // measured 8.6e-5
+      expect(r2.reference?.top1).toBeGreaterThan(0.97);
+    } finally {
+      await q8.dispose();
+      await dense.dispose();
+    }
+    const info = llmserveOnlyInfo(out("s24q-q8"));
+    if (info !== undefined) expect(info).toMatch(/ffn_up\.weight\.s24v .*2:4 sparse: kept values \(q8_0\)/);
   }, 60_000);
 });

@@ -43,6 +43,11 @@ describe.runIf(existsSync(cli))("llmserve compress", () => {
     expect(o.format).toBe("dense");
     expect(o.tensors).toHaveLength(14);
     expect(d.stderr).toMatch(/llama\.cpp and llmserve load the file alike/);
+    // --values q8_0: every pruned matrix holds int8 kept values with scales.
+    const q = run(["--quiet", "compress", model, out("q24"), "--prune", "2:4", "--values", "q8_0", "--json"]);
+    expect(q.code, q.stderr).toBe(0);
+    const qo = JSON.parse(q.stdout);
+    expect(qo.tensors.map((t: { type: string }) => t.type)).toEqual(Array(14).fill("q8_0"));
   });
 
   it("bad arguments: exit 1 with the code, the message, no stack and no file", () => {
@@ -56,6 +61,7 @@ describe.runIf(existsSync(cli))("llmserve compress", () => {
       [["--lowrank", "energy=1.2"], /--lowrank takes rank=R/],
       [["--lowrank", "rank=4", "--sparse", "1.5"], /--sparse takes a fraction/],
       [["--prune", "0.5", "--sparse", "0.1"], /--sparse .* goes with --lowrank/],
+      [["--prune", "0.5", "--values", "q8_0"], /values \(f16 or q8_0\)/],
       [["--lowrank", "rank=65"], /rank 65 is above min/],
     ] as const) {
       const r = run(["compress", model, out("bad"), ...args]);

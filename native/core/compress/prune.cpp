@@ -20,6 +20,14 @@
 namespace llmserve {
 namespace {
 
+// The value type of a selected matrix written in the 2:4 sparse format (PruneOptions::values).
+GgmlType sparse24_values_for(Sparse24Values v, const GgufTensorInfo& t) {
+  if (v == Sparse24Values::F16) return GgmlType::F16;
+  if (v == Sparse24Values::Q8_0) return GgmlType::Q8_0;
+  const bool quantized = t.type != GgmlType::F32 && t.type != GgmlType::F16 && t.type != GgmlType::BF16;
+  return quantized && sparse24_value_type_ok(GgmlType::Q8_0, t.ne[0]) ? GgmlType::Q8_0 : GgmlType::F16;
+}
+
 constexpr int64_t kSlabElements = int64_t(1) << 22;  // rows between progress reports / cancel checks
 std::string method_name(PruneMethod m) { return m == PruneMethod::Wanda ? "wanda" : "magnitude"; }
 
@@ -129,6 +137,11 @@ Status plan_prune(const std::string& in_path, const PruneOptions& opt, std::vect
                       "the 2:4 sparse format holds 2:4 pruned matrices only; prune with 2:4, "
                       "or write unstructured pruning densely");
   }
+  if (opt.values != Sparse24Values::Auto && !opt.sparse_format) {
+    return make_error(Code::InvalidArgument,
+                      "a value type (f16 or q8_0) is chosen for the 2:4 sparse format only (--prune 2:4 "
+                      "--format sparse)");
+  }
   if (opt.csr_format && (opt.two_four || opt.sparse_format)) {
     return make_error(Code::InvalidArgument,
                       "the CSR format holds unstructured pruning (a ratio such as --prune 0.9); 2:4 pruning has "
@@ -148,6 +161,13 @@ Status plan_prune(const std::string& in_path, const PruneOptions& opt, std::vect
       return make_error(Code::InvalidArgument, "2:4 pruning needs rows of a multiple of 4 entries; tensor '" + t.name +
                                                    "' has rows of " + std::to_string(t.ne[0]) +
                                                    " (leave it out with --tensors, or use an unstructured ratio)");
+    }
+    if (opt.sparse_format && opt.values == Sparse24Values::Q8_0 && t.ne[0] % 64 != 0) {
+      return make_error(Code::InvalidArgument,
+                        "q8_0 values in the 2:4 sparse format need rows of a multiple of 64 "
+                        "entries; tensor '" +
+                            t.name + "' has rows of " + std::to_string(t.ne[0]) +
+                            " (leave it out with --tensors, or use f16 values)");
     }
     return check_convertible(t, "prune");
   };
@@ -213,10 +233,19 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
     if (opt.method == PruneMethod::Wanda) LLMS_RETURN_IF_ERROR(column_sumsq(*stats, t.name, t.ne[0], &col[i]));
     requantized |= t.type != GgmlType::F32 && t.type != GgmlType::F16 && t.type != GgmlType::BF16;
   }
+  std::vector<GgmlType> s24_type(infos.size(), GgmlType::F16);
+  int n_q8 = 0, n_f16 = 0;
+  for (size_t i = 0; opt.sparse_format && i < infos.size(); ++i) {
+    if (!sel[i]) continue;
+    s24_type[i] = sparse24_values_for(opt.values, infos[i]);
+    (s24_type[i] == GgmlType::Q8_0 ? n_q8 : n_f16)++;
+  }
   if (opt.sparse_format)
-    res.notes.push_back(
-        "the 2:4 sparse format stores the kept values in f16 (f32 inputs are rounded) and only "
-        "llmserve runs it: llama.cpp cannot load the output");
+    res.notes.push_back(std::string("the 2:4 sparse format stores the kept values in ") +
+                        (n_q8 == 0    ? "f16 (f32 inputs are rounded)"
+                         : n_f16 == 0 ? "q8_0 (int8 with an f16 scale per 32 values; re-rounded)"
+                                      : "q8_0 for quantized inputs and f16 for the others") +
+                        " and only llmserve runs it: llama.cpp cannot load the output");
   const bool csr = opt.csr_format;
   ThreadPool pool(opt.threads);
   // CSR values are f16, or f32 for a matrix holding a value beyond f16's range (one scan of it).
@@ -270,7 +299,7 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
   }
   if (sparse) {
     w.set_str("llmserve.sparse24",
-              "2:4 sparse tensors (NAME.s24v f16 values, NAME.s24i 2-bit positions) replace "
+              "2:4 sparse tensors (NAME.s24v f16 or q8_0 values, NAME.s24i 2-bit positions) replace "
               "the pruned matrices: only llmserve runs this file, llama.cpp cannot load it");
   }
   for (size_t i = 0; i < infos.size(); ++i) {
@@ -292,7 +321,7 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
       continue;
     }
     LLMS_RETURN_IF_ERROR(
-        w.add_tensor_info(t.name + kSparse24ValuesSuffix, GgmlType::F16, {sparse24_values_per_row(t.ne[0]), t.ne[1]}));
+        w.add_tensor_info(t.name + kSparse24ValuesSuffix, s24_type[i], {sparse24_values_per_row(t.ne[0]), t.ne[1]}));
     LLMS_RETURN_IF_ERROR(w.add_tensor_info(t.name + kSparse24IndexSuffix, GgmlType::I8,
                                            {sparse24_index_bytes_per_row(t.ne[0]), t.ne[1]}));
     outs.push_back({i, Part::Values});
@@ -300,7 +329,7 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
   }
 
   struct Scratch {
-    std::vector<float> w, score;
+    std::vector<float> w, score, kept;
     std::vector<int32_t> idx;
     std::vector<uint8_t> keep;
   };
@@ -328,7 +357,7 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
     }
     const int64_t ne0 = t.ne[0], rows = t.n_elements() / ne0;
     const size_t rs = row_size(t.type, ne0);
-    const size_t vrs = static_cast<size_t>(sparse24_values_per_row(ne0)) * 2;
+    const size_t vrs = sparse24_values_row_bytes(s24_type[i], ne0);
     const size_t irs = static_cast<size_t>(sparse24_index_bytes_per_row(ne0));
     const int64_t m = csr_m[i];
     const size_t ves = csr_f32[i] ? 4 : 2;  // CSR value bytes
@@ -350,6 +379,7 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
             Scratch& sc = scratch[static_cast<size_t>(s)];
             sc.w.resize(static_cast<size_t>(ne0));
             sc.score.resize(static_cast<size_t>(ne0));
+            sc.kept.resize(static_cast<size_t>(ne0 / 2));
             int64_t z = 0;
             for (int64_t r = b; r < e; ++r) {
               dequantize_row(t.type, t.data + static_cast<size_t>(r0 + r) * rs, sc.w.data(), ne0);
@@ -364,8 +394,8 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
               }
               if (!sparse) {
                 quantize_row_weights(t.type, sc.w.data(), dst, ne0);
-              } else if (!sparse24_encode_row(sc.w.data(), ne0, reinterpret_cast<uint16_t*>(dst),
-                                              positions.data() + static_cast<size_t>(r0 + r) * irs)) {
+              } else if (!sparse24_encode_row(s24_type[i], sc.w.data(), ne0, dst,
+                                              positions.data() + static_cast<size_t>(r0 + r) * irs, sc.kept.data())) {
                 not_2_4 = true;
               }
               for (float v : sc.w) z += v == 0.0f;
@@ -377,7 +407,7 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
       if (!put(slab.data(), slab.size())) return write_error(out_path);
       report.add((r1 - r0) * ne0);
     }
-    const GgmlType out_type = sparse ? GgmlType::F16 : !csr ? t.type : csr_f32[i] ? GgmlType::F32 : GgmlType::F16;
+    const GgmlType out_type = sparse ? s24_type[i] : !csr ? t.type : csr_f32[i] ? GgmlType::F32 : GgmlType::F16;
     res.tensors.push_back(PrunedTensor{t.name, out_type, zeros.load(), t.n_elements()});
     f->release_pages(t.data, t.nbytes);
     return Status::ok();

@@ -28,12 +28,16 @@
 namespace llmserve {
 
 enum class PruneMethod { Magnitude, Wanda };
+// The 2:4 sparse format's value type: Auto is Q8_0 for a quantized input matrix (int8 with one f16
+// scale per 32 kept values; rows of a multiple of 64) and F16 for an f16/bf16/f32 one.
+enum class Sparse24Values { Auto, F16, Q8_0 };
 
 struct PruneOptions {
   double ratio = 0.5;  // unstructured: fraction of each row zeroed, in (0, 1); ignored for 2:4
   bool two_four = false;
-  bool sparse_format = false;  // 2:4 only: write the pruned tensors in the 2:4 sparse format
-  bool csr_format = false;     // unstructured only: write the pruned tensors as CSR (model/csr.h)
+  bool sparse_format = false;                    // 2:4 only: write the pruned tensors in the 2:4 sparse format
+  Sparse24Values values = Sparse24Values::Auto;  // the sparse format's values (only with it)
+  bool csr_format = false;                       // unstructured only: write the pruned tensors as CSR (model/csr.h)
   PruneMethod method = PruneMethod::Magnitude;
   std::vector<std::string> patterns;  // globs over tensor names or roles ("ffn_*"); empty: every layer matrix
   int threads = 0;                    // <= 0: hardware concurrency
@@ -41,7 +45,7 @@ struct PruneOptions {
 
 struct PrunedTensor {
   std::string name;
-  GgmlType type = GgmlType::F32;  // its type, or the values' type (f16 / f32) in a sparse format
+  GgmlType type = GgmlType::F32;  // its type, or the values' type (f16 / q8_0 / f32) in a sparse format
   int64_t zeros = 0;              // zero entries in the output
   int64_t elements = 0;           // entries
 };
@@ -77,8 +81,8 @@ void prune_row_unstructured(float* w, const float* score, int64_t n, int64_t k, 
 void prune_row_2_4(float* w, const float* score, int64_t n);
 
 // The tensors of the file at in_path that opt selects, checked: every pattern matches some layer
-// matrix, 2:4 rows divisible by 4, ratio in (0, 1), types llmserve converts, the sparse format
-// only with 2:4, CSR only with a ratio (and under 2^31 entries per matrix). No work is done.
+// matrix, 2:4 rows divisible by 4 (64 for q8_0 values), ratio in (0, 1), types llmserve converts,
+// the sparse format (and a value type) only with 2:4, CSR only with a ratio (and under 2^31 entries per matrix). No work is done.
 // Errors: the reader's, InvalidArgument (with what to do), UnsupportedType.
 Status plan_prune(const std::string& in_path, const PruneOptions& opt, std::vector<std::string>* selected);
 

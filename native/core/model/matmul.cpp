@@ -113,7 +113,7 @@ void matmul(const MatmulTask* in_tasks, int n_in_tasks, const float* x, int64_t 
       tasks[n_tasks++] = t;
       continue;
     }
-    const Sparse24Matrix sw{reinterpret_cast<const uint16_t*>(t.w->data), t.w->s24_idx, t.w->n_in, t.w->n_out};
+    const Sparse24Matrix sw{t.w->data, t.w->s24_idx, t.w->n_in, t.w->n_out, t.w->type};
     sparse24_matmul(sw, x, n, t.bias, t.y, t.ldy, pool);
   }
   if (n_tasks == 0) return;

@@ -28,12 +28,25 @@ int effective_dims(const GgufTensorInfo& t) {
   return n;
 }
 
-// Rows [r0, r0 + n) of a matrix: a view of a fused tensor's part (rows are contiguous).
+// Rows [r0, r0 + n) of a matrix: a view of a fused tensor's part (rows are contiguous; a 2:4
+// matrix's positions and a CSR matrix's row pointers move with them). Not for low-rank factors
+// (a row of W is a column of U^T): check_fusable refuses those.
 MatrixView row_view(const MatrixView& m, int64_t r0, int64_t n) {
   MatrixView v = m;
-  v.data = m.data + static_cast<size_t>(r0) * m.row_bytes;
+  if (m.data) v.data = m.data + static_cast<size_t>(r0) * m.row_bytes;
+  if (m.s24_idx) v.s24_idx = m.s24_idx + static_cast<size_t>(r0 * sparse24_index_bytes_per_row(m.n_in));
+  if (m.is_csr()) v.sp_ptr = m.sp_ptr + r0;
   v.n_out = n;
   return v;
+}
+
+// A fused matrix (phi3's attn_qkv, ffn_up) is split into row views: low-rank factors cannot be.
+Status check_fusable(const std::string& name, const MatrixView& m) {
+  if (m.lr_rank == 0) return Status::ok();
+  return make_error(Code::UnsupportedType, "tensor '" + name +
+                                               "' is fused (several projections in one matrix) and low-rank "
+                                               "factored, which llmserve cannot split; compress it without it "
+                                               "(leave it out with --tensors)");
 }
 
 class Binder {
@@ -139,16 +152,20 @@ class Binder {
     LLMS_RETURN_IF_ERROR(find(name + kSparse24ValuesSuffix, {sparse24_values_per_row(n_in), n_out}, true, &v));
     LLMS_RETURN_IF_ERROR(
         find(name + kSparse24IndexSuffix, {sparse24_index_bytes_per_row(n_in), n_out}, true, &i, true));
-    if (v->type != GgmlType::F16 || i->type != GgmlType::I8 || reinterpret_cast<uintptr_t>(v->data) % 2 != 0) {
-      return make_error(Code::UnsupportedType, "2:4 sparse tensor '" + name + "' must be f16 values (" +
-                                                   kSparse24ValuesSuffix + ") and i8 positions (" +
+    if (!sparse24_value_type_ok(v->type, n_in) || i->type != GgmlType::I8 ||
+        (v->type == GgmlType::F16 && reinterpret_cast<uintptr_t>(v->data) % 2 != 0)) {
+      return make_error(Code::UnsupportedType, "2:4 sparse tensor '" + name +
+                                                   "' must hold f16 values, or q8_0 values with rows of a multiple "
+                                                   "of 64 (" +
+                                                   kSparse24ValuesSuffix + ": " + type_traits(v->type).name +
+                                                   ", rows of " + std::to_string(n_in) + "), and i8 positions (" +
                                                    kSparse24IndexSuffix + ")");
     }
     out->data = v->data;
-    out->type = GgmlType::F16;
+    out->type = v->type;
     out->n_in = n_in;
     out->n_out = n_out;
-    out->row_bytes = static_cast<size_t>(sparse24_values_per_row(n_in)) * 2;
+    out->row_bytes = sparse24_values_row_bytes(v->type, n_in);
     out->s24_idx = i->data;
     return Status::ok();
   }
@@ -308,7 +325,8 @@ Status Model::load(std::shared_ptr<GgufFile> file, std::unique_ptr<Model>* out) 
     // llama.cpp's create_tensor_qkv / build_qkv view it): three row views of the one matrix.
     MatrixView qkv;
     if (phi3) LLMS_RETURN_IF_ERROR(b.matrix(p + "attn_qkv.weight", c.n_embd, nq + 2 * nkv, false, &qkv));
-    if (qkv.data) {
+    LLMS_RETURN_IF_ERROR(check_fusable(p + "attn_qkv.weight", qkv));
+    if (qkv.data || qkv.is_csr()) {
       L.wq = row_view(qkv, 0, nq), L.wk = row_view(qkv, nq, nkv), L.wv = row_view(qkv, nq + nkv, nkv);
       const float* bqkv = nullptr;
       LLMS_RETURN_IF_ERROR(b.vector(p + "attn_qkv.bias", nq + 2 * nkv, false, &bqkv));
@@ -359,6 +377,7 @@ Status Model::load(std::shared_ptr<GgufFile> file, std::unique_ptr<Model>* out) 
       // (the gate) times the second (the up projection).
       MatrixView gu;
       LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_up.weight", c.n_embd, 2 * c.n_ff, true, &gu));
+      LLMS_RETURN_IF_ERROR(check_fusable(p + "ffn_up.weight", gu));
       L.ffn_gate = row_view(gu, 0, c.n_ff), L.ffn_up = row_view(gu, c.n_ff, c.n_ff);
     } else {
       LLMS_RETURN_IF_ERROR(b.matrix(p + "ffn_gate.weight", c.n_embd, c.n_ff, true, &L.ffn_gate));

@@ -27,8 +27,8 @@ struct MatrixView {
   // gemm's 16-row interleaved copy of data (quant/gemm.h), made at load by the executor
   // (pack_matrix in matmul.h), or null: matmul then packs tiles on the fly. Same results either way.
   const uint8_t* packed = nullptr;
-  // 2:4 sparse (model/sparse24.h): data holds the kept f16 values ([n_out, n_in/2], type F16,
-  // row_bytes = n_in) and this the 2-bit positions; null for a dense matrix.
+  // 2:4 sparse (model/sparse24.h): data holds the kept values ([n_out, n_in/2] of type F16 or
+  // Q8_0, row_bytes = one row's values) and this the 2-bit positions; null for a dense matrix.
   const uint8_t* s24_idx = nullptr;
   // Low-rank factored, W ≈ U·V (+ S) (model/factored.h): lr_rank > 0, data null, the factors and
   // the optional CSR residual here; matmul runs them, nothing reads rows.

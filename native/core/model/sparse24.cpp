@@ -3,13 +3,18 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "../isa/isa.h"
 #include "../quant/quant.h"
 
 namespace llmserve {
 
-bool sparse24_encode_row(const float* w, int64_t n_in, uint16_t* vals, uint8_t* idx) {
+size_t sparse24_values_row_bytes(GgmlType vt, int64_t n_in) {
+  return vt == GgmlType::Q8_0 ? row_size(GgmlType::Q8_0, n_in / 2) : static_cast<size_t>(n_in / 2) * 2;
+}
+
+bool sparse24_split_row(const float* w, int64_t n_in, float* kept, uint8_t* idx) {
   std::fill(idx, idx + sparse24_index_bytes_per_row(n_in), uint8_t{0});
   int64_t k = 0;
   for (int64_t g = 0; g < n_in; g += 4) {
@@ -26,22 +31,51 @@ bool sparse24_encode_row(const float* w, int64_t n_in, uint16_t* vals, uint8_t* 
     }
     if (pos[0] > pos[1]) std::swap(pos[0], pos[1]);
     for (int j = 0; j < 2; ++j, ++k) {
-      vals[k] = fp32_to_fp16(w[g + pos[j]]);
+      kept[k] = w[g + pos[j]];
       idx[k / 4] = static_cast<uint8_t>(idx[k / 4] | (pos[j] << (2 * (k % 4))));
     }
   }
   return true;
 }
 
-void sparse24_decode_row(const uint16_t* vals, const uint8_t* idx, int64_t n_in, float* w) {
-  std::fill(w, w + n_in, 0.0f);
-  for (int64_t k = 0; k < n_in / 2; ++k) w[4 * (k / 2) + ((idx[k / 4] >> (2 * (k % 4))) & 3)] = fp16_to_fp32(vals[k]);
+bool sparse24_encode_row(GgmlType vt, const float* w, int64_t n_in, uint8_t* vals, uint8_t* idx, float* scratch) {
+  if (!sparse24_split_row(w, n_in, scratch, idx)) return false;
+  const int64_t m = sparse24_values_per_row(n_in);
+  if (vt == GgmlType::Q8_0) {
+    quantize_row_weights(GgmlType::Q8_0, scratch, vals, m);
+  } else {
+    for (int64_t k = 0; k < m; ++k) {
+      const uint16_t h = fp32_to_fp16(scratch[k]);
+      std::memcpy(vals + 2 * k, &h, 2);
+    }
+  }
+  return true;
 }
 
-float sparse24_finish_lanes(float* s, const uint16_t* vals, const uint8_t* idx, int64_t k0, int64_t m, const float* x) {
+float sparse24_value(GgmlType vt, const uint8_t* vals, int64_t k) {
+  if (vt == GgmlType::Q8_0) {
+    // ggml's block_q8_0: f16 scale d, then 32 int8.
+    const uint8_t* b = vals + (k / 32) * 34;
+    uint16_t d;
+    std::memcpy(&d, b, 2);
+    return fp16_to_fp32(d) * static_cast<float>(static_cast<int8_t>(b[2 + k % 32]));
+  }
+  uint16_t h;
+  std::memcpy(&h, vals + 2 * k, 2);
+  return fp16_to_fp32(h);
+}
+
+void sparse24_decode_row(GgmlType vt, const uint8_t* vals, const uint8_t* idx, int64_t n_in, float* w) {
+  std::fill(w, w + n_in, 0.0f);
+  for (int64_t k = 0; k < n_in / 2; ++k)
+    w[4 * (k / 2) + ((idx[k / 4] >> (2 * (k % 4))) & 3)] = sparse24_value(vt, vals, k);
+}
+
+float sparse24_finish_lanes(float* s, GgmlType vt, const uint8_t* vals, const uint8_t* idx, int64_t k0, int64_t m,
+                            const float* x) {
   for (int64_t k = k0; k < m; ++k) {
     const int64_t col = 4 * (k / 2) + ((idx[k / 4] >> (2 * (k % 4))) & 3);
-    s[k % 16] = std::fma(fp16_to_fp32(vals[k]), x[col], s[k % 16]);
+    s[k % 16] = std::fma(sparse24_value(vt, vals, k), x[col], s[k % 16]);
   }
   for (int l = 0; l < 8; ++l) s[l] += s[l + 8];
   return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
@@ -50,13 +84,14 @@ float sparse24_finish_lanes(float* s, const uint16_t* vals, const uint8_t* idx, 
 void sparse24_gemm_ref(const Sparse24Matrix& w, const float* x, int64_t n, int64_t r0, int64_t r1, const float* bias,
                        float* y, int64_t ldy) {
   const int64_t m = sparse24_values_per_row(w.n_in), ib = sparse24_index_bytes_per_row(w.n_in);
+  const size_t vb = sparse24_values_row_bytes(w.vtype, w.n_in);
   for (int64_t r = r0; r < r1; ++r) {
-    const uint16_t* v = w.vals + r * m;
+    const uint8_t* v = w.vals + static_cast<size_t>(r) * vb;
     const uint8_t* id = w.idx + r * ib;
     for (int64_t t = 0; t < n; ++t) {
       const float* xt = x + t * w.n_in;
       float s[16] = {};
-      float acc = sparse24_finish_lanes(s, v, id, 0, m, xt);
+      float acc = sparse24_finish_lanes(s, w.vtype, v, id, 0, m, xt);
       if (bias) acc += bias[r];
       y[t * ldy + r] = acc;
     }

@@ -22,7 +22,7 @@ void dequant_matrix(const MatrixView& m, std::vector<T>* out, ThreadPool& pool) 
           // A 2:4 sparse matrix's rows hold n_in / 2 kept values and their positions, not n_in
           // elements of m.type: expand them (reading them as dense would run past each row).
           if (m.s24_idx)
-            sparse24_decode_row(reinterpret_cast<const uint16_t*>(m.row(r)),
+            sparse24_decode_row(m.type, m.row(r),
                                 m.s24_idx + static_cast<size_t>(r) * sparse24_index_bytes_per_row(m.n_in), m.n_in,
                                 row.data());
           else dequantize_row(m.type, m.row(r), row.data(), m.n_in);
