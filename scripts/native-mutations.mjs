@@ -763,7 +763,7 @@ export const MUTATIONS = [
   {
     id: "s24-q8-scale-dropped",
     file: "native/core/model/sparse24_avx512.cpp",
-    find: "return _mm512_mul_ps(q, _mm512_set1_ps(fp16_to_fp32(d)));",
+    find: "return _mm512_mul_ps(q, _mm512_set1_ps(_cvtsh_ss(d)));",
     replace: "return q;",
     why: "2:4 GEMM with q8_0 values (AVX-512): the int8 values are used without their block's scale",
   },

@@ -5,6 +5,7 @@
 //   npm run bench:compress -- --quick      # dim 512, 8 layers: pp128 + tg32, 1 round (smoke check)
 //   npm run bench:compress -- --lowrank 256  # adds the FFN matrices factored at rank 256, plain and + 2% sparse
 //   npm run bench:compress -- --csr          # adds unstructured 90% (dense zeros and CSR) and 95% (CSR) pruning
+//   npm run bench:compress -- --q8           # adds the q8_0 model, 2:4 with its zeros in q8_0, and 2:4 sparse with q8_0 values
 // (kernel-level CSR vs dense GEMV / GEMM by density: llmserve_bench_kernels --csr, bench/kernels/)
 // Both files are made once (cache: bench/.cache or $LLMSERVE_BENCH_DIR). Each round measures every
 // file in turn in this process (one model loaded at a time); medians are reported.
@@ -36,9 +37,10 @@ const HELP = `Usage: npm run bench:compress -- [options]
   --model <path>   an f16 llama-family GGUF instead of the synthesized TinyLlama-1.1B shape
   --lowrank <r>    also the FFN matrices factored at rank r (ranks comma-separated), plain and + 2% sparse residual
   --csr            also unstructured pruning: 90% with the zeros stored densely, 90% and 95% in the CSR format
+  --q8             also the q8_0 value type: the q8_0 model, 2:4 with zeros in q8_0, 2:4 sparse with q8_0 kept values
   -h, --help       this text`;
 const { values: opts, int } = parseCli(
-  { trials: { type: "string" }, lowrank: { type: "string" }, csr: { type: "boolean" } },
+  { trials: { type: "string" }, lowrank: { type: "string" }, csr: { type: "boolean" }, q8: { type: "boolean" } },
   HELP,
   die,
 );
@@ -65,6 +67,8 @@ const base = await ensureModel(llmserve.synth, {
   name: quick ? "compress-quick" : "tinyllama-1.1b-shape",
 });
 const files = { dense: base.path };
+// The dense model each row is compared with in "x same type" (the f16 dense model unless listed).
+const sameType = {};
 for (const [name, format] of [
   ["2:4 dense", "dense"],
   ["2:4 sparse", "sparse"],
@@ -87,6 +91,34 @@ const stem = base.path
   .split("/")
   .at(-1)
   .replace(/\.gguf$/, "");
+if (opts.q8) {
+  const q8 = join(cacheDir(), `${stem}-q8_0.gguf`);
+  if (!existsSync(q8)) {
+    const t0 = performance.now();
+    await llmserve.quantize(base.path, q8, { type: "q8_0", threads });
+    console.log(`quantized q8_0 in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${q8}`);
+  }
+  files["q8_0"] = q8;
+  for (const [name, format] of [
+    ["2:4 q8_0 dense", "dense"],
+    ["2:4 q8_0 sparse", "sparse"],
+  ]) {
+    const path = join(cacheDir(), `${stem}-q8_0-prune24-${format}.gguf`);
+    if (!existsSync(path)) {
+      const t0 = performance.now();
+      // sparse: q8_0 kept values (values "auto" picks them for a q8_0 input; said explicitly here).
+      await llmserve.compress(q8, path, {
+        prune: "2:4",
+        format,
+        threads,
+        ...(format === "sparse" ? { values: "q8_0" } : {}),
+      });
+      console.log(`compressed ${name} in ${((performance.now() - t0) / 1000).toFixed(1)} s -> ${path}`);
+    }
+    files[name] = path;
+    sameType[name] = "q8_0";
+  }
+}
 for (const [name, ratio, format] of opts.csr
   ? [
       ["90% dense", 0.9, "dense"],
@@ -156,16 +188,18 @@ for (let i = 0; i < trials; ++i) {
 const rows = Object.entries(files).map(([name, path]) => {
   const ppM = median(runs[name].pp);
   const tgM = median(runs[name].tg);
+  const same = runs[sameType[name] ?? "dense"];
   return [
     name,
     `${(statSync(path).size / 2 ** 20).toFixed(0)} MiB`,
     ppM.toFixed(1),
-    (ppM / median(runs.dense.pp)).toFixed(2),
+    (ppM / median(same.pp)).toFixed(2),
     tgM.toFixed(2),
-    (tgM / median(runs.dense.tg)).toFixed(2),
+    (tgM / median(same.tg)).toFixed(2),
   ];
 });
-console.log(table(rows, ["model (f16 values)", "file", `pp${pp} tok/s`, "x dense", `tg${tg} tok/s`, "x dense"]));
+console.log(table(rows, ["model", "file", `pp${pp} tok/s`, "x dense same type", `tg${tg} tok/s`, "x dense same type"]));
+console.log('"x dense same type": against the dense f16 model, or the dense q8_0 model for the q8_0 rows.');
 console.log(
   `load average now: ${os
     .loadavg()

@@ -35,7 +35,7 @@ inline __m256 values8(const uint8_t* v, int64_t k) {
     std::memcpy(&d, b, 2);
     const __m256 q =
         _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + k % 32))));
-    return _mm256_mul_ps(q, _mm256_set1_ps(fp16_to_fp32(d)));
+    return _mm256_mul_ps(q, _mm256_set1_ps(_cvtsh_ss(d)));  // F16C inline (fp16_to_fp32 is a call)
   } else {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + 2 * k)));
   }

@@ -24,7 +24,7 @@ inline __m512 values16(const uint8_t* v, int64_t k) {
     const __m512i q32 =
         _mm512_maskz_cvtepi8_epi32(0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2 + k % 32)));
     const __m512 q = _mm512_maskz_cvtepi32_ps(0xFFFF, q32);
-    return _mm512_mul_ps(q, _mm512_set1_ps(fp16_to_fp32(d)));
+    return _mm512_mul_ps(q, _mm512_set1_ps(_cvtsh_ss(d)));  // F16C inline (fp16_to_fp32 is a call)
   } else {
     return _mm512_maskz_cvtph_ps(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 2 * k)));
   }
