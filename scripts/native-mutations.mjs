@@ -755,16 +755,16 @@ export const MUTATIONS = [
   },
   {
     id: "s24-q8-block-stride",
-    file: "native/core/model/sparse24_avx2.cpp",
-    find: "const uint8_t* b = v + (k / 32) * 34;  // block_q8_0: f16 d, 32 int8",
-    replace: "const uint8_t* b = v + (k / 32) * 32;  // block_q8_0: f16 d, 32 int8",
+    file: "native/core/model/sparse24_q8_avx2.cpp",
+    find: "const uint8_t* blk = v + (k / 32) * 34;",
+    replace: "const uint8_t* blk = v + (k / 32) * 32;",
     why: "2:4 GEMM with q8_0 values (AVX2): blocks read at 32 bytes apart, ignoring each block's scale bytes",
   },
   {
     id: "s24-q8-scale-dropped",
-    file: "native/core/model/sparse24_avx512.cpp",
-    find: "return _mm512_mul_ps(q, _mm512_set1_ps(_cvtsh_ss(d)));",
-    replace: "return q;",
+    file: "native/core/model/sparse24_q8_avx512.cpp",
+    find: "_mm512_mask3_fmadd_ps(isum, _mm512_mul_ps(dw, dx), a[t],",
+    replace: "_mm512_mask3_fmadd_ps(isum, dx, a[t],",
     why: "2:4 GEMM with q8_0 values (AVX-512): the int8 values are used without their block's scale",
   },
   {
@@ -773,5 +773,19 @@ export const MUTATIONS = [
     find: "if (m.s24_idx) v.s24_idx = m.s24_idx + static_cast<size_t>(r0 * sparse24_index_bytes_per_row(m.n_in));",
     replace: "",
     why: "a fused 2:4 matrix (phi3 ffn_up) split into row views: the up rows read the gate rows' positions",
+  },
+  {
+    id: "s24-q8-ref-act-block",
+    file: "native/core/model/sparse24.cpp",
+    find: "fp16_to_fp32(d) * xd[k / 16]",
+    replace: "fp16_to_fp32(d) * xd[k / 32]",
+    why: "2:4 q8_0 reference: each kept value scaled by the wrong activation block (kept value k lies in column block k / 16)",
+  },
+  {
+    id: "s24-q8-avx512-odd-chunks",
+    file: "native/core/model/sparse24_q8_avx512.cpp",
+    find: "c.odd = _mm512_setr_epi64(2, 3, 6, 7, 10, 11, 14, 15);",
+    replace: "c.odd = _mm512_setr_epi64(2, 3, 6, 7, 8, 9, 12, 13);",
+    why: "2:4 q8_0 AVX-512: the second x register's odd chunks gathered from its even ones",
   },
 ];

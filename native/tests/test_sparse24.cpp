@@ -19,8 +19,10 @@
 #include "isa/isa.h"
 #include "kv/kv_cache.h"
 #include "model/forward.h"
+#include "model/matmul.h"
 #include "model/sparse24.h"
 #include "model_test_util.h"
+#include "quant/gemm.h"
 #include "quant/quant.h"
 #include "synth/synth.h"
 #include "testing.h"
@@ -126,22 +128,47 @@ TEST(sparse24_round_trip_exact) {
   CHECK(sparse24_value(GgmlType::F16, v, 1) == 5.0f);
 }
 
+namespace {
+// Each token of x prepared as the dense q8_0 path prepares it (int8 q, then f32 scales).
+std::vector<uint8_t> prepare_q8(const std::vector<float>& x, int64_t n, int64_t n_in, size_t* stride) {
+  *stride = gemm_act_row_bytes(GgmlType::Q8_0, n_in);
+  std::vector<uint8_t> act(*stride * static_cast<size_t>(n));
+  for (int64_t t = 0; t < n; ++t)
+    gemm_prepare_act(GgmlType::Q8_0, x.data() + t * n_in, n_in, act.data() + static_cast<size_t>(t) * *stride);
+  return act;
+}
+}  // namespace
+
 TEST(sparse24_kernels_equal_reference_on_odd_shapes) {
   const bool avx2 = cpu_supports(Isa::Avx2), avx512 = cpu_supports(Isa::Avx512);
   if (!avx2) std::fprintf(stderr, "  (no AVX2 on this CPU: only the reference runs)\n");
   for (const GgmlType vt : {GgmlType::F16, GgmlType::Q8_0})
-    for (int64_t n_in : {4, 28, 32, 36, 64, 68, 132, 192, 260, 320}) {
+    for (int64_t n_in : {4, 28, 32, 36, 64, 68, 128, 132, 192, 260, 320}) {
       if (!sparse24_value_type_ok(vt, n_in)) continue;
       for (int64_t n_out : {1, 5, 17}) {
         for (int64_t n : {1, 3, 7}) {
           const Encoded e = random_matrix(n_in, n_out, static_cast<uint32_t>(n_in * 131 + n_out * 7 + n), vt);
-          const std::vector<float> x = random_x(n, n_in, static_cast<uint32_t>(n_in + n));
+          std::vector<float> x = random_x(n, n_in, static_cast<uint32_t>(n_in + n));
           std::vector<float> bias(static_cast<size_t>(n_out));
           for (int64_t r = 0; r < n_out; ++r) bias[static_cast<size_t>(r)] = 0.25f * static_cast<float>(r);
           const int64_t ldy = n_out + 3;
           std::vector<float> ref(static_cast<size_t>(n * ldy), -1.0f), got = ref;
           const Sparse24Matrix w = e.view(n_in, n_out);
-          sparse24_gemm_ref(w, x.data(), n, 0, n_out, bias.data(), ref.data(), ldy);
+          size_t stride = 0;
+          std::vector<uint8_t> act;
+          if (vt == GgmlType::Q8_0) {
+            act = prepare_q8(x, n, n_in, &stride);
+            sparse24_q8_gemm_ref(w, act.data(), stride, n, 0, n_out, bias.data(), ref.data(), ldy);
+            // The reference multiplies the int8 activations: compare with those, dequantized.
+            for (int64_t t = 0; t < n; ++t) {
+              const uint8_t* a = act.data() + static_cast<size_t>(t) * stride;
+              for (int64_t j = 0; j < n_in; ++j)
+                x[static_cast<size_t>(t * n_in + j)] =
+                    static_cast<float>(static_cast<int8_t>(a[j])) * reinterpret_cast<const float*>(a + n_in)[j / 32];
+            }
+          } else {
+            sparse24_gemm_ref(w, x.data(), n, 0, n_out, bias.data(), ref.data(), ldy);
+          }
           // The reference against a double dot of the dense row.
           for (int64_t t = 0; t < n; ++t) {
             for (int64_t r = 0; r < n_out; ++r) {
@@ -155,15 +182,14 @@ TEST(sparse24_kernels_equal_reference_on_odd_shapes) {
               CHECK(std::fabs(ref[static_cast<size_t>(t * ldy + r)] - d) <= 1e-5 * (mag + 1));
             }
           }
-          if (avx2) {
-            sparse24_gemm_avx2(w, x.data(), n, 0, n_out, bias.data(), got.data(), ldy);
-            CHECK(std::memcmp(got.data(), ref.data(), got.size() * 4) == 0);
-          }
-          if (avx512) {
+          const auto run = [&](Sparse24Kernel f16, Sparse24Q8Kernel q8) {
             std::fill(got.begin(), got.end(), -1.0f);
-            sparse24_gemm_avx512(w, x.data(), n, 0, n_out, bias.data(), got.data(), ldy);
+            if (vt == GgmlType::Q8_0) q8(w, act.data(), stride, n, 0, n_out, bias.data(), got.data(), ldy);
+            else f16(w, x.data(), n, 0, n_out, bias.data(), got.data(), ldy);
             CHECK(std::memcmp(got.data(), ref.data(), got.size() * 4) == 0);
-          }
+          };
+          if (avx2) run(sparse24_gemm_avx2, sparse24_q8_gemm_avx2);
+          if (avx512) run(sparse24_gemm_avx512, sparse24_q8_gemm_avx512);
         }
       }
     }
@@ -171,14 +197,20 @@ TEST(sparse24_kernels_equal_reference_on_odd_shapes) {
 
 TEST(sparse24_matmul_batch_and_thread_invariant) {
   for (const GgmlType vt : {GgmlType::F16, GgmlType::Q8_0}) {
-    const int64_t n_in = vt == GgmlType::F16 ? 200 : 256, n_out = 70, n = 9;
+    const int64_t n_in = vt == GgmlType::F16 ? 200 : 320, n_out = 70, n = 9;
     const Encoded e = random_matrix(n_in, n_out, 3, vt);
     const std::vector<float> x = random_x(n, n_in, 4);
     std::vector<float> all(static_cast<size_t>(n * n_out)), one(static_cast<size_t>(n_out));
     ThreadPool p1(1), p3(3);
-    sparse24_matmul(e.view(n_in, n_out), x.data(), n, nullptr, all.data(), n_out, p3);
+    // Through matmul, as the model runs it (q8_0 values share the prepared int8 activations there).
+    MatrixView mv;
+    mv.data = e.vals.data(), mv.type = vt, mv.n_in = n_in, mv.n_out = n_out;
+    mv.row_bytes = sparse24_values_row_bytes(vt, n_in), mv.s24_idx = e.idx.data();
+    MatmulTask task{&mv, nullptr, all.data(), n_out};
+    matmul(&task, 1, x.data(), n, p3);
     for (int64_t t = 0; t < n; ++t) {
-      sparse24_matmul(e.view(n_in, n_out), x.data() + t * n_in, 1, nullptr, one.data(), n_out, p1);
+      task.y = one.data();
+      matmul(&task, 1, x.data() + t * n_in, 1, p1);
       CHECK(std::memcmp(one.data(), all.data() + t * n_out, static_cast<size_t>(n_out) * 4) == 0);
     }
   }
@@ -213,8 +245,9 @@ TEST(sparse24_model_equals_dense_with_same_zeros) {
 }
 
 namespace {
-// A copy of the file at in with every 2:4 sparse pair expanded into a dense f32 NAME (the values
-// the format stores, zeros elsewhere).
+// A copy of the file at in with every 2:4 sparse pair expanded into a dense NAME holding the values
+// the format stores (zeros elsewhere): f32 for f16 values; for q8_0 values a q8_0 matrix, exactly
+// (each 32-column block takes the scale of the 32 kept values its 16 belong to).
 void expand_sparse24(const std::string& in, const std::string& out) {
   std::unique_ptr<GgufFile> f;
   CHECK(GgufFile::open(in, &f).is_ok());
@@ -235,19 +268,37 @@ void expand_sparse24(const std::string& in, const std::string& out) {
     const std::string base = t.name.substr(0, t.name.size() - vs.size());
     const GgufTensorInfo* ti = f->find_tensor(base + is);
     const int64_t n_in = t.ne[0] * 2, n_out = t.ne[1];
-    std::vector<uint8_t> dense(static_cast<size_t>(n_in * n_out) * 4);
-    for (int64_t r = 0; r < n_out; ++r)
-      sparse24_decode_row(t.type, t.data + static_cast<size_t>(r) * sparse24_values_row_bytes(t.type, n_in),
-                          ti->data + r * sparse24_index_bytes_per_row(n_in), n_in,
-                          reinterpret_cast<float*>(dense.data()) + r * n_in);
-    CHECK(w.add_tensor(base, GgmlType::F32, {n_in, n_out}, std::move(dense)).is_ok());
+    const bool q8 = t.type == GgmlType::Q8_0;
+    const size_t rs = q8 ? row_size(GgmlType::Q8_0, n_in) : static_cast<size_t>(n_in) * 4;
+    std::vector<uint8_t> dense(rs * static_cast<size_t>(n_out), 0);
+    std::vector<float> row(static_cast<size_t>(n_in));
+    for (int64_t r = 0; r < n_out; ++r) {
+      const uint8_t* v = t.data + static_cast<size_t>(r) * sparse24_values_row_bytes(t.type, n_in);
+      const uint8_t* id = ti->data + r * sparse24_index_bytes_per_row(n_in);
+      uint8_t* out = dense.data() + static_cast<size_t>(r) * rs;
+      if (!q8) {
+        sparse24_decode_row(t.type, v, id, n_in, reinterpret_cast<float*>(out));
+        continue;
+      }
+      for (int64_t k = 0; k < n_in / 2; ++k) {
+        const int64_t col = 4 * (k / 2) + ((id[k / 4] >> (2 * (k % 4))) & 3);
+        uint8_t* blk = out + (col / 32) * 34;
+        std::memcpy(blk, v + (k / 32) * 34, 2);  // the kept block's scale
+        blk[2 + col % 32] = v[(k / 32) * 34 + 2 + k % 32];
+      }
+      dequantize_row(GgmlType::Q8_0, out, row.data(), n_in);
+      std::vector<float> want(static_cast<size_t>(n_in));
+      sparse24_decode_row(t.type, v, id, n_in, want.data());
+      CHECK(std::memcmp(row.data(), want.data(), want.size() * 4) == 0);
+    }
+    CHECK(w.add_tensor(base, q8 ? GgmlType::Q8_0 : GgmlType::F32, {n_in, n_out}, std::move(dense)).is_ok());
   }
   CHECK(w.write(out).is_ok());
 }
 }  // namespace
 
-// q8_0 values (auto for a q8_0 input): the sparse model equals the dense f32 model holding the
-// decoded values, and its file holds them as q8_0.
+// q8_0 values (auto for a q8_0 input): the sparse model equals the dense q8_0 model holding the
+// same values (both run on the same int8 activations), and its file holds them as q8_0.
 TEST(sparse24_q8_0_model_equals_dense_with_same_values) {
   SynthOptions so = llmserve_test::small_synth_options(GgmlType::Q8_0, 11);
   so.ffn = 192;  // q8_0 values need rows of a multiple of 64 (ffn_down's n_in)
@@ -267,7 +318,7 @@ TEST(sparse24_q8_0_model_equals_dense_with_same_values) {
   if (!md || !ms) return;
   CHECK(ms->weights().layers[0].ffn_down.s24_idx != nullptr);
   CHECK(ms->weights().layers[0].ffn_down.type == GgmlType::Q8_0);
-  llmserve_test::check_same_function(*md, *ms, {1, 17, 42, 99, 5, 64, 3, 120}, "q8_0 sparse vs dense f32 logits");
+  llmserve_test::check_same_function(*md, *ms, {1, 17, 42, 99, 5, 64, 3, 120}, "q8_0 sparse vs dense q8_0 logits");
   // An explicit f16 choice overrides auto; q8_0 on rows that are not a multiple of 64 is refused.
   o.values = Sparse24Values::F16;
   CHECK(prune_model(in, sparse, o, nullptr, {}, nullptr, &res).is_ok());

@@ -81,8 +81,8 @@ bool pack_matrix(MatrixView* w, uint8_t* dst) {
 void matmul(const MatmulTask* in_tasks, int n_in_tasks, const float* x, int64_t n, ThreadPool& pool) {
   if (n <= 0 || n_in_tasks <= 0) return;
   n_in_tasks = std::min(n_in_tasks, 4);
-  // 2:4 sparse, CSR and low-rank factored matrices run their own kernels on the f32 activations; the
-  // dense ones go on below.
+  // 2:4 sparse (f16 values), CSR and low-rank factored matrices run their own kernels on the f32
+  // activations; the dense ones go on below.
   MatmulTask tasks[4];
   int n_tasks = 0;
   for (int i = 0; i < n_in_tasks; ++i) {
@@ -109,7 +109,9 @@ void matmul(const MatmulTask* in_tasks, int n_in_tasks, const float* x, int64_t 
       csr_matmul(cm, x, n, t.bias, false, t.y, t.ldy, pool);
       continue;
     }
-    if (!t.w->s24_idx) {
+    // Dense matrices, and 2:4 ones with q8_0 values (they share the dense q8_0 path's int8
+    // activations, prepared below), go on below.
+    if (!t.w->s24_idx || t.w->type == GgmlType::Q8_0) {
       tasks[n_tasks++] = t;
       continue;
     }
@@ -162,6 +164,7 @@ void matmul(const MatmulTask* in_tasks, int n_in_tasks, const float* x, int64_t 
   }
 
   // 2. Row tiles (16 rows) across all tasks; each tile computes every token.
+  const Sparse24Q8Kernel s24_q8 = sparse24_q8_kernel();
   int64_t tile_start[5];
   tile_start[0] = 0;
   for (int i = 0; i < n_tasks; ++i) tile_start[i + 1] = tile_start[i] + (tasks[i].w->n_out + kRowTile - 1) / kRowTile;
@@ -177,14 +180,22 @@ void matmul(const MatmulTask* in_tasks, int n_in_tasks, const float* x, int64_t 
           const MatmulTask& task = tasks[ti];
           const MatrixView& w = *task.w;
           const Prepared& p = prep[task_prep[ti]];
+          const int64_t r0 = (b - tile_start[ti]) * kRowTile;
+          const int64_t r1 = std::min(w.n_out, (tile_end - tile_start[ti]) * kRowTile);
+          if (w.s24_idx) {  // 2:4 with q8_0 values (model/sparse24.h)
+            const Sparse24Matrix sw{w.data, w.s24_idx, w.n_in, w.n_out, GgmlType::Q8_0};
+            s24_q8(sw, p.data, p.stride, n, r0, r1, task.bias, task.y, task.ldy);
+            b = tile_end;
+            continue;
+          }
           GemmArgs a;
           a.type = w.type;
           a.n_in = w.n_in;
           a.w = w.data;
           a.row_bytes = w.row_bytes;
           a.packed = w.packed;
-          a.r0 = (b - tile_start[ti]) * kRowTile;
-          a.r1 = std::min(w.n_out, (tile_end - tile_start[ti]) * kRowTile);
+          a.r0 = r0;
+          a.r1 = r1;
           a.act = p.data;
           a.act_stride = p.stride;
           a.n = n;

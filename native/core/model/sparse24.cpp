@@ -77,8 +77,44 @@ float sparse24_finish_lanes(float* s, GgmlType vt, const uint8_t* vals, const ui
     const int64_t col = 4 * (k / 2) + ((idx[k / 4] >> (2 * (k % 4))) & 3);
     s[k % 16] = std::fma(sparse24_value(vt, vals, k), x[col], s[k % 16]);
   }
+  return sparse24_reduce_lanes(s);
+}
+
+float sparse24_reduce_lanes(float* s) {
   for (int l = 0; l < 8; ++l) s[l] += s[l + 8];
   return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+}
+
+void sparse24_q8_gemm_ref(const Sparse24Matrix& w, const uint8_t* act, size_t act_stride, int64_t n, int64_t r0,
+                          int64_t r1, const float* bias, float* y, int64_t ldy) {
+  const int64_t m = sparse24_values_per_row(w.n_in), ib = sparse24_index_bytes_per_row(w.n_in);
+  const size_t vb = sparse24_values_row_bytes(GgmlType::Q8_0, w.n_in);
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* v = w.vals + static_cast<size_t>(r) * vb;
+    const uint8_t* id = w.idx + r * ib;
+    for (int64_t t = 0; t < n; ++t) {
+      const auto* xq = reinterpret_cast<const int8_t*>(act + static_cast<size_t>(t) * act_stride);
+      const auto* xd = reinterpret_cast<const float*>(act + static_cast<size_t>(t) * act_stride + w.n_in);
+      float s[16] = {};
+      for (int64_t k0 = 0; k0 < m; k0 += 64) {
+        for (int l = 0; l < 16 && k0 + 4 * l < m; ++l) {
+          const int64_t k = k0 + 4 * l;
+          const uint8_t* b = v + (k / 32) * 34;  // block_q8_0: f16 d, 32 int8
+          int32_t isum = 0;
+          for (int64_t j = k; j < k + 4; ++j) {
+            const int64_t col = 4 * (j / 2) + ((id[j / 4] >> (2 * (j % 4))) & 3);
+            isum += static_cast<int32_t>(static_cast<int8_t>(b[2 + j % 32])) * xq[col];
+          }
+          uint16_t d;
+          std::memcpy(&d, b, 2);
+          s[l] = std::fma(static_cast<float>(isum), fp16_to_fp32(d) * xd[k / 16], s[l]);
+        }
+      }
+      float acc = sparse24_reduce_lanes(s);
+      if (bias) acc += bias[r];
+      y[t * ldy + r] = acc;
+    }
+  }
 }
 
 void sparse24_gemm_ref(const Sparse24Matrix& w, const float* x, int64_t n, int64_t r0, int64_t r1, const float* bias,
@@ -98,6 +134,14 @@ void sparse24_gemm_ref(const Sparse24Matrix& w, const float* x, int64_t n, int64
   }
 }
 
+Sparse24Q8Kernel sparse24_q8_kernel() {
+#if defined(LLMSERVE_X86)
+  if (active_isa() == Isa::Avx512) return sparse24_q8_gemm_avx512;
+  if (active_isa() == Isa::Avx2) return sparse24_q8_gemm_avx2;
+#endif
+  return sparse24_q8_gemm_ref;
+}
+
 Sparse24Kernel sparse24_kernel() {
 #if defined(LLMSERVE_X86)
   if (active_isa() == Isa::Avx512) return sparse24_gemm_avx512;
@@ -106,7 +150,15 @@ Sparse24Kernel sparse24_kernel() {
   return sparse24_gemm_ref;
 }
 
-#if !defined(LLMSERVE_X86)  // sparse24_avx*.cpp are not built; never called
+#if !defined(LLMSERVE_X86)  // sparse24_*avx*.cpp are not built; never called
+void sparse24_q8_gemm_avx2(const Sparse24Matrix& w, const uint8_t* act, size_t act_stride, int64_t n, int64_t r0,
+                           int64_t r1, const float* bias, float* y, int64_t ldy) {
+  sparse24_q8_gemm_ref(w, act, act_stride, n, r0, r1, bias, y, ldy);
+}
+void sparse24_q8_gemm_avx512(const Sparse24Matrix& w, const uint8_t* act, size_t act_stride, int64_t n, int64_t r0,
+                             int64_t r1, const float* bias, float* y, int64_t ldy) {
+  sparse24_q8_gemm_ref(w, act, act_stride, n, r0, r1, bias, y, ldy);
+}
 void sparse24_gemm_avx2(const Sparse24Matrix& w, const float* x, int64_t n, int64_t r0, int64_t r1, const float* bias,
                         float* y, int64_t ldy) {
   sparse24_gemm_ref(w, x, n, r0, r1, bias, y, ldy);

@@ -8,9 +8,9 @@
 // Q8_0 values (int8 with one f16 scale per 32 kept values = 64 input columns; n_in % 64 == 0):
 // 0.656 bytes per weight against q8_0's 1.0625 (62%).
 //
-// Numerics of y[t, r] = sum_k v[k] * x[t, col(k)] (fixed per output element: batch invariant, and
-// the AVX2 / AVX-512 kernels are bit-identical to the scalar reference). v[k] is the f16 value, or
-// fp16(d) * q[k] for Q8_0 (exact in f32: 11 x 8 significant bits). 16 lanes, lane l sums
+// Numerics of y[t, r] = sum_k v[k] * x[t, col(k)] with f16 values (fixed per output element: batch
+// invariant, and the AVX2 / AVX-512 kernels are bit-identical to the scalar reference); Q8_0
+// values: sparse24_q8_gemm_ref below. 16 lanes, lane l sums
 // k ≡ l (mod 16) in order with fused multiply-adds; then s[l] + s[l + 8] for l < 8, then
 // ((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7)); then + bias[r]. x stays f32 (no f16
 // conversion of activations, unlike the dense f16 path, which ggml runs on f16 activations).
@@ -55,6 +55,9 @@ struct Sparse24Matrix {
 // Kept value k of a row's values (F16 or Q8_0), as the kernels multiply it.
 float sparse24_value(GgmlType vt, const uint8_t* vals, int64_t k);
 
+// The fixed reduction of 16 lanes (s is modified): s[l] + s[l + 8], then the tree above.
+float sparse24_reduce_lanes(float* s);
+
 // The end of one (row, token) product, shared by every kernel: the 16 lanes s hold kept values
 // [0, k0) (lane k % 16); adds values [k0, m) of the row (vals of type vt, idx) times x to their
 // lanes with fused multiply-adds, then returns the fixed reduction above (without the bias).
@@ -73,7 +76,27 @@ void sparse24_gemm_avx512(const Sparse24Matrix& w, const float* x, int64_t n, in
 // The kernel of the active ISA (isa/isa.h: LLMSERVE_FORCE_SCALAR caps it).
 Sparse24Kernel sparse24_kernel();
 
-// The whole product over the pool: tiles of rows, every token per tile.
+// Q8_0 values run on int8 activations, as the dense q8_0 path does: act holds each token's x
+// prepared by gemm_prepare_act(Q8_0) (quant/gemm.h: int8 q [n_in], then f32 scales d [n_in / 32];
+// act_stride bytes per token), and
+//   acc[l] = sum over steps i (64 kept values each), in order, of
+//            fma(float(isum), dw[(64i + 4l) / 32] * dx[(64i + 4l) / 16], acc[l])
+//   isum   = the exact int sum of q_w[k] * q_x[col(k)] for k = 64i + 4l .. 64i + 4l + 3
+//   y[t, r] = sparse24_reduce_lanes(acc) (+ bias[r])
+// (a last half step of 32 values, when n_in / 2 % 64 == 32, leaves lanes 8..15 alone). The AVX2
+// (maddubs) and AVX-512 (VNNI) kernels are bit-identical to it.
+using Sparse24Q8Kernel = void (*)(const Sparse24Matrix& w, const uint8_t* act, size_t act_stride, int64_t n, int64_t r0,
+                                  int64_t r1, const float* bias, float* y, int64_t ldy);
+void sparse24_q8_gemm_ref(const Sparse24Matrix& w, const uint8_t* act, size_t act_stride, int64_t n, int64_t r0,
+                          int64_t r1, const float* bias, float* y, int64_t ldy);
+void sparse24_q8_gemm_avx2(const Sparse24Matrix& w, const uint8_t* act, size_t act_stride, int64_t n, int64_t r0,
+                           int64_t r1, const float* bias, float* y, int64_t ldy);
+void sparse24_q8_gemm_avx512(const Sparse24Matrix& w, const uint8_t* act, size_t act_stride, int64_t n, int64_t r0,
+                             int64_t r1, const float* bias, float* y, int64_t ldy);
+Sparse24Q8Kernel sparse24_q8_kernel();
+
+// The whole product over the pool (f16 values; Q8_0 ones run inside matmul, which prepares the
+// int8 activations once for every q8_0 matrix of the call): tiles of rows, every token per tile.
 void sparse24_matmul(const Sparse24Matrix& w, const float* x, int64_t n, const float* bias, float* y, int64_t ldy,
                      ThreadPool& pool);
 

@@ -2,7 +2,7 @@
 // when the CPU has them). Per step 16 kept values = 32 input columns: the x columns are loaded
 // densely and each kept value's column picked with a lane permute (no gathers); the 16 lanes of
 // the reference are two 8-lane accumulators, so the result is bit-identical to sparse24_gemm_ref.
-// Q8_0 values: int8 widened to f32 and multiplied by their block's scale (exact, as the reference).
+// (Q8_0 values: sparse24_q8_avx2.cpp.)
 #include <immintrin.h>
 
 #include <cstring>
@@ -27,24 +27,14 @@ inline __m256 pick8(const float* x, __m256i pos) {
 }
 
 // Kept values [k, k + 8) of a row (k % 8 == 0) as f32.
-template <bool Q8>
 inline __m256 values8(const uint8_t* v, int64_t k) {
-  if constexpr (Q8) {
-    const uint8_t* b = v + (k / 32) * 34;  // block_q8_0: f16 d, 32 int8
-    uint16_t d;
-    std::memcpy(&d, b, 2);
-    const __m256 q =
-        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + k % 32))));
-    return _mm256_mul_ps(q, _mm256_set1_ps(_cvtsh_ss(d)));  // F16C inline (fp16_to_fp32 is a call)
-  } else {
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + 2 * k)));
-  }
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + 2 * k)));
 }
 
 // Row r against T tokens x[t0 ..] (bias: this row's, or null): each step's positions and values
 // are decoded once and used by the T tokens' independent accumulators (a token's own operations
 // are unchanged).
-template <int T, bool Q8>
+template <int T>
 void row_tokens(const uint8_t* v, const uint8_t* id, int64_t m, const float* x, int64_t n_in, int64_t t0,
                 const float* bias, float* y, int64_t ldy, int64_t r) {
   const int64_t m16 = m / 16 * 16;
@@ -56,7 +46,7 @@ void row_tokens(const uint8_t* v, const uint8_t* id, int64_t m, const float* x, 
     std::memcpy(&b0, id + k / 4, 2);
     std::memcpy(&b1, id + k / 4 + 2, 2);
     const __m256i p0 = positions8(b0), p1 = positions8(b1);
-    const __m256 v0 = values8<Q8>(v, k), v1 = values8<Q8>(v, k + 8);
+    const __m256 v0 = values8(v, k), v1 = values8(v, k + 8);
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) {
       const float* xc = x + (t0 + t) * n_in + 2 * k;  // 16 values cover 32 columns
@@ -68,7 +58,7 @@ void row_tokens(const uint8_t* v, const uint8_t* id, int64_t m, const float* x, 
     alignas(32) float s[16];
     _mm256_store_ps(s, a0[t]);
     _mm256_store_ps(s + 8, a1[t]);
-    float acc = sparse24_finish_lanes(s, Q8 ? GgmlType::Q8_0 : GgmlType::F16, v, id, m16, m, x + (t0 + t) * n_in);
+    float acc = sparse24_finish_lanes(s, GgmlType::F16, v, id, m16, m, x + (t0 + t) * n_in);
     if (bias) acc += *bias;
     y[(t0 + t) * ldy + r] = acc;
   }
@@ -76,31 +66,21 @@ void row_tokens(const uint8_t* v, const uint8_t* id, int64_t m, const float* x, 
 
 }  // namespace
 
-namespace {
-template <bool Q8>
-void gemm(const Sparse24Matrix& w, const float* x, int64_t n, int64_t r0, int64_t r1, const float* bias, float* y,
-          int64_t ldy) {
+void sparse24_gemm_avx2(const Sparse24Matrix& w, const float* x, int64_t n, int64_t r0, int64_t r1, const float* bias,
+                        float* y, int64_t ldy) {
   const int64_t m = sparse24_values_per_row(w.n_in), ib = sparse24_index_bytes_per_row(w.n_in);
-  const size_t vb = sparse24_values_row_bytes(w.vtype, w.n_in);
   // Tokens outer, rows inner: 4 tokens' activations stay in L1 while the rows [r0, r1) (sparse24_matmul's
   // tile, in L1/L2) pass over them; rows outer would stream every token's activations once per row.
   for (int64_t t = 0; t < n;) {
     const int64_t tn = n - t >= 4 ? 4 : 1;
     for (int64_t r = r0; r < r1; ++r) {
       const float* b = bias ? bias + r : nullptr;
-      const uint8_t* v = w.vals + static_cast<size_t>(r) * vb;
-      if (tn == 4) row_tokens<4, Q8>(v, w.idx + r * ib, m, x, w.n_in, t, b, y, ldy, r);
-      else row_tokens<1, Q8>(v, w.idx + r * ib, m, x, w.n_in, t, b, y, ldy, r);
+      const uint8_t* v = w.vals + static_cast<size_t>(r) * static_cast<size_t>(2 * m);  // f16 values
+      if (tn == 4) row_tokens<4>(v, w.idx + r * ib, m, x, w.n_in, t, b, y, ldy, r);
+      else row_tokens<1>(v, w.idx + r * ib, m, x, w.n_in, t, b, y, ldy, r);
     }
     t += tn;
   }
-}
-}  // namespace
-
-void sparse24_gemm_avx2(const Sparse24Matrix& w, const float* x, int64_t n, int64_t r0, int64_t r1, const float* bias,
-                        float* y, int64_t ldy) {
-  if (w.vtype == GgmlType::Q8_0) gemm<true>(w, x, n, r0, r1, bias, y, ldy);
-  else gemm<false>(w, x, n, r0, r1, bias, y, ldy);
 }
 
 }  // namespace llmserve
