@@ -11,17 +11,15 @@
 // reads another copy of the weights (copies totalling >= 256 MiB), so they come from DRAM as in a
 // forward pass. The break-even density of these numbers is csr.h's kCsrMaxDensity.
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "isa/isa.h"
 #include "model/csr.h"
 #include "model/matmul.h"
@@ -32,16 +30,9 @@ using namespace llmserve;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-std::vector<std::string> split_list(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
+using bench::cpu_name;
+using bench::median_ms;
+using bench::split_list;
 
 // One pruned matrix: dense f16 rows with zeros, and the same as CSR.
 struct Pruned {
@@ -68,28 +59,6 @@ Pruned make_pruned(int64_t n_out, int64_t n_in, double density, uint32_t seed) {
     p.ptr.push_back(static_cast<int32_t>(p.col.size()));
   }
   return p;
-}
-
-std::string cpu_name() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) return line.substr(line.find(':') + 2);
-  return "unknown CPU";
-}
-
-template <class F>
-double median_ms(F call, int copies, double min_time) {
-  std::vector<double> ts;
-  const auto start = Clock::now();
-  for (int i = 0; ts.size() < 5 || std::chrono::duration<double>(Clock::now() - start).count() < min_time; ++i) {
-    const auto t0 = Clock::now();
-    call(i % copies);
-    ts.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-    if (ts.size() > 2000) break;
-  }
-  std::sort(ts.begin(), ts.end());
-  return ts[ts.size() / 2];
 }
 
 }  // namespace

@@ -12,6 +12,8 @@ namespace llmserve {
 
 namespace {
 
+constexpr int64_t kPrefetchValues = 8192;  // bytes of values fetched ahead (1/8 of it for positions)
+
 // Kept values [k, k + 16) of a row (k % 16 == 0) as f32.
 inline __m512 values16(const uint8_t* v, int64_t k) {
   return _mm512_maskz_cvtph_ps(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 2 * k)));
@@ -30,6 +32,9 @@ void row_tokens(const uint8_t* v, const uint8_t* id, int64_t m, const float* x, 
 #pragma GCC unroll 4
   for (int t = 0; t < T; ++t) a[t] = _mm512_setzero_ps();
   for (int64_t k = 0; k < m16; k += 16) {
+    // The rows of a tile are contiguous: fetch ahead across the row's end into the next row's.
+    _mm_prefetch(reinterpret_cast<const char*>(v + 2 * k + kPrefetchValues), _MM_HINT_T0);
+    if (k % 64 == 0) _mm_prefetch(reinterpret_cast<const char*>(id + k / 4 + kPrefetchValues / 8), _MM_HINT_T0);
     uint32_t bits;
     std::memcpy(&bits, id + k / 4, 4);
     // maskz with a full mask: the plain srlv / cvtph intrinsics trip GCC 12's -Wmaybe-uninitialized.

@@ -30,6 +30,7 @@ struct Consts {
   __m512i even;    // qwords of the even 16-byte chunks of x (0, 2, 4, 6) across the two zmm
   __m512i odd;     // ... of the odd chunks (1, 3, 5, 7)
   __m512i dx_rep;  // lane l <- x block l / 4 of the step
+  __m512i dw_rep;  // lane l <- q8_0 block l / 8 of the step
 };
 
 Consts make_consts() {
@@ -46,8 +47,11 @@ Consts make_consts() {
   c.even = _mm512_setr_epi64(0, 1, 4, 5, 8, 9, 12, 13);
   c.odd = _mm512_setr_epi64(2, 3, 6, 7, 10, 11, 14, 15);
   c.dx_rep = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  c.dw_rep = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
   return c;
 }
+
+constexpr int64_t kPrefetchValues = 8192;  // bytes of values fetched ahead (1/4 of it for positions)
 
 // Row r against T tokens (act: token t0's prepared activations; bias: this row's, or null).
 template <int T>
@@ -60,6 +64,9 @@ void row_tokens(const Consts& c, const uint8_t* v, const uint8_t* id, int64_t m,
   for (int64_t k = 0; k < m; k += 64) {
     const bool half = k + 64 > m;           // the last 32 values (lanes 0..7 only)
     const uint8_t* b0 = v + (k / 32) * 34;  // block_q8_0: f16 d, 32 int8
+    // The rows of a tile are contiguous: fetch ahead across the row's end into the next row's.
+    _mm_prefetch(reinterpret_cast<const char*>(b0 + kPrefetchValues), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(id + k / 4 + kPrefetchValues / 4), _MM_HINT_T0);
     uint16_t d0, d1 = 0;
     std::memcpy(&d0, b0, 2);
     __m256i hi = _mm256_setzero_si256();
@@ -71,7 +78,9 @@ void row_tokens(const Consts& c, const uint8_t* v, const uint8_t* id, int64_t m,
         _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + 2))), hi, 1);
     const __m512i wabs = _mm512_abs_epi8(w);
     const __mmask64 neg = _mm512_movepi8_mask(w);
-    const __m512 dw = _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(d0)), _mm256_set1_ps(_cvtsh_ss(d1)), 1);
+    // Both scales in one conversion: lanes 0..7 take block k / 32's, lanes 8..15 the next one's.
+    const __m128i dh = _mm_cvtsi32_si128(static_cast<int>(d0 | static_cast<uint32_t>(d1) << 16));
+    const __m512 dw = _mm512_permutexvar_ps(c.dw_rep, _mm512_castps128_ps512(_mm_cvtph_ps(dh)));
     // Positions: 16 index bytes (8 for a half step: the row may end there).
     const __m128i ib = half ? _mm_loadl_epi64(reinterpret_cast<const __m128i*>(id + k / 4))
                             : _mm_loadu_si128(reinterpret_cast<const __m128i*>(id + k / 4));
@@ -97,9 +106,12 @@ void row_tokens(const Consts& c, const uint8_t* v, const uint8_t* id, int64_t m,
     }
   }
   for (int t = 0; t < T; ++t) {
-    alignas(64) float s[16];
-    _mm512_store_ps(s, a[t]);
-    float acc = sparse24_reduce_lanes(s);
+    // sparse24_reduce_lanes in registers: s[l] + s[l + 8], then (s0+s4)+(s2+s6) and (s1+s5)+(s3+s7).
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(a[t]),
+                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a[t]), 1)));
+    const __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    const __m128 p = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    float acc = _mm_cvtss_f32(_mm_add_ss(p, _mm_shuffle_ps(p, p, 1)));
     if (bias) acc += *bias;
     y[(t0 + t) * ldy + r] = acc;
   }

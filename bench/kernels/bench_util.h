@@ -1,0 +1,47 @@
+// Helpers shared by the kernel benchmarks (bench_csr.cpp, bench_s24.cpp): list parsing, the CPU's
+// name, and the median time of a call over rotating copies of its weights.
+#pragma once
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace bench {
+
+inline std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+inline std::string cpu_name() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) return line.substr(line.find(':') + 2);
+  return "unknown CPU";
+}
+
+// Median ms of call(copy) over at least 5 calls and min_time seconds; copy cycles through [0, copies)
+// so each call reads weights that are not in cache.
+template <class F>
+double median_ms(F call, int copies, double min_time) {
+  using Clock = std::chrono::steady_clock;
+  std::vector<double> ts;
+  const auto start = Clock::now();
+  for (int i = 0; ts.size() < 5 || std::chrono::duration<double>(Clock::now() - start).count() < min_time; ++i) {
+    const auto t0 = Clock::now();
+    call(i % copies);
+    ts.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    if (ts.size() > 2000) break;
+  }
+  std::sort(ts.begin(), ts.end());
+  return ts[ts.size() / 2];
+}
+
+}  // namespace bench
