@@ -29,6 +29,18 @@ function* sources(dir) {
 /** The ISA flags CMakeLists.txt gives a file (kept in step with its foreach over CORE_SOURCES). */
 function isaFlags(file) {
   if (file.endsWith("_avx2.cpp")) return ["-mavx2", "-mfma", "-mf16c"];
+  if (file.endsWith("_avx512vbmi.cpp"))
+    return [
+      "-mavx512f",
+      "-mavx512bw",
+      "-mavx512vl",
+      "-mavx512dq",
+      "-mavx512vnni",
+      "-mavx512vbmi",
+      "-mavx2",
+      "-mfma",
+      "-mf16c",
+    ];
   if (file.endsWith("_avx512.cpp"))
     return ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c"];
   return [];

@@ -788,4 +788,11 @@ export const MUTATIONS = [
     replace: "c.odd = _mm512_setr_epi64(2, 3, 6, 7, 8, 9, 12, 13);",
     why: "2:4 q8_0 AVX-512: the second x register's odd chunks gathered from its even ones",
   },
+  {
+    id: "s24-q8-vbmi-field-offsets",
+    file: "native/core/model/sparse24_q8_avx512vbmi.cpp",
+    find: "shifts[k] = static_cast<uint8_t>(16 * ((k / 8) % 4) + 2 * (k % 8));",
+    replace: "shifts[k] = static_cast<uint8_t>(16 * ((k / 8) % 4) + 2 * (k % 4));",
+    why: "2:4 q8_0 AVX-512 VBMI: the second four kept values of each byte-qword read the first four's positions",
+  },
 ];

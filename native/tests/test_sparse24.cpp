@@ -190,6 +190,7 @@ TEST(sparse24_kernels_equal_reference_on_odd_shapes) {
           };
           if (avx2) run(sparse24_gemm_avx2, sparse24_q8_gemm_avx2);
           if (avx512) run(sparse24_gemm_avx512, sparse24_q8_gemm_avx512);
+          if (avx512 && cpu_has_avx512vbmi()) run(sparse24_gemm_avx512, sparse24_q8_gemm_avx512vbmi);
         }
       }
     }

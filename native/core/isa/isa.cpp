@@ -65,6 +65,15 @@ std::atomic<int> g_isa{kUnset};
 
 }  // namespace
 
+bool cpu_has_avx512vbmi() {
+#if defined(LLMSERVE_X86)
+  static const bool has = probe_avx512() && __builtin_cpu_supports("avx512vbmi");
+  return has;
+#else
+  return false;
+#endif
+}
+
 bool cpu_supports(Isa isa) {
   switch (isa) {
     case Isa::Scalar: return true;

@@ -17,6 +17,9 @@ enum class Isa : int {
 bool cpu_supports(Isa isa);
 // The tier kernels use: the best supported one, capped by the environment (read once).
 Isa active_isa();
+// AVX-512 VBMI (byte permutes across a register: Ice Lake, Zen 4 and later) on top of the Avx512
+// tier: kernels that have a VBMI variant use it when active_isa() is Avx512 and this holds.
+bool cpu_has_avx512vbmi();
 // "scalar", "avx2", "avx512".
 const char* isa_name(Isa isa);
 // Re-reads the environment (tests only; not thread-safe against concurrent kernel calls).

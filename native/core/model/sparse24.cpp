@@ -136,7 +136,7 @@ void sparse24_gemm_ref(const Sparse24Matrix& w, const float* x, int64_t n, int64
 
 Sparse24Q8Kernel sparse24_q8_kernel() {
 #if defined(LLMSERVE_X86)
-  if (active_isa() == Isa::Avx512) return sparse24_q8_gemm_avx512;
+  if (active_isa() == Isa::Avx512) return cpu_has_avx512vbmi() ? sparse24_q8_gemm_avx512vbmi : sparse24_q8_gemm_avx512;
   if (active_isa() == Isa::Avx2) return sparse24_q8_gemm_avx2;
 #endif
   return sparse24_q8_gemm_ref;
@@ -157,6 +157,10 @@ void sparse24_q8_gemm_avx2(const Sparse24Matrix& w, const uint8_t* act, size_t a
 }
 void sparse24_q8_gemm_avx512(const Sparse24Matrix& w, const uint8_t* act, size_t act_stride, int64_t n, int64_t r0,
                              int64_t r1, const float* bias, float* y, int64_t ldy) {
+  sparse24_q8_gemm_ref(w, act, act_stride, n, r0, r1, bias, y, ldy);
+}
+void sparse24_q8_gemm_avx512vbmi(const Sparse24Matrix& w, const uint8_t* act, size_t act_stride, int64_t n, int64_t r0,
+                                 int64_t r1, const float* bias, float* y, int64_t ldy) {
   sparse24_q8_gemm_ref(w, act, act_stride, n, r0, r1, bias, y, ldy);
 }
 void sparse24_gemm_avx2(const Sparse24Matrix& w, const float* x, int64_t n, int64_t r0, int64_t r1, const float* bias,

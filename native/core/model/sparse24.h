@@ -93,6 +93,9 @@ void sparse24_q8_gemm_avx2(const Sparse24Matrix& w, const uint8_t* act, size_t a
                            int64_t r1, const float* bias, float* y, int64_t ldy);
 void sparse24_q8_gemm_avx512(const Sparse24Matrix& w, const uint8_t* act, size_t act_stride, int64_t n, int64_t r0,
                              int64_t r1, const float* bias, float* y, int64_t ldy);
+// The AVX-512 kernel with VBMI byte permutes (isa.h cpu_has_avx512vbmi): same bits, fewer steps.
+void sparse24_q8_gemm_avx512vbmi(const Sparse24Matrix& w, const uint8_t* act, size_t act_stride, int64_t n, int64_t r0,
+                                 int64_t r1, const float* bias, float* y, int64_t ldy);
 Sparse24Q8Kernel sparse24_q8_kernel();
 
 // The whole product over the pool (f16 values; Q8_0 ones run inside matmul, which prepares the
