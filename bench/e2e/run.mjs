@@ -4,6 +4,7 @@
 //   npm run bench:e2e                      # pp512 + tg128, 3 trials, 2 threads, q4_0 TinyLlama-1.1B shape
 //   npm run bench:e2e -- --quick           # pp128 + tg32, 1 trial (smoke check)
 //   node bench/e2e/run.mjs --type q8_0 --threads 4 --trials 5 --only llmserve
+//   npm run bench:e2e -- --pp 8192 --depth 4096 --tg 64 --trials 1   # long context (llama-bench -d)
 //
 // Every (engine, trial) runs in a fresh child process (trial.mjs); the model file is read once
 // before each child so both engines start from a warm page cache. Medians over trials are printed
@@ -51,6 +52,9 @@ const HELP = `Usage: node bench/e2e/run.mjs [options]   (or: npm run bench:e2e -
   --trials <n>      child processes per engine; the median is reported (default 3)
   --pp <n>          prompt length of the prompt-processing test (default 512)
   --tg <n>          tokens of the generation test (default 128)
+  --depth <n>       tokens of context before the generation test (its prompt; default 8), as
+                    llama-bench -d: decode speed at that context length. A synthesized model gets a
+                    trained context long enough for --pp and --depth + --tg (cached per length)
   --quick           smoke check: --pp 128 --tg 32 --trials 1 (explicit options still win)
   --only <engine>   llmserve | llamacpp
   --tier <t>        best (default): each engine's best kernels for this CPU; avx2: llmserve with
@@ -73,6 +77,7 @@ function parseOptions() {
       trials: { type: "string" },
       pp: { type: "string" },
       tg: { type: "string" },
+      depth: { type: "string" },
       only: { type: "string" },
     },
     HELP,
@@ -93,7 +98,7 @@ function parseOptions() {
     trials: int("trials", parsed.trials, quick ? 1 : 3, 1),
     pp: int("pp", parsed.pp, quick ? 128 : 512, 1),
     tg: int("tg", parsed.tg, quick ? 32 : 128, 1),
-    tgPrompt: 8,
+    tgPrompt: int("depth", parsed.depth, 8, 1),
     quick,
     engines: parsed.only ? [parsed.only] : ENGINES,
     timeoutS: int("timeout", parsed.timeout, 900, 1),
@@ -116,7 +121,20 @@ async function main() {
     die(`${err.message}`);
   }
   const mach = machine(isa, llmserve.physicalCores());
-  const model = await ensureModel(llmserve.synth, { model: opts.model, type: opts.type, die, progress: true });
+  // A long test needs a model trained for it: the synthesized shape's context (2048) grows to the
+  // next power of two that holds the longest sequence, in a file of its own.
+  const longest = Math.max(opts.pp, opts.tgPrompt + opts.tg) + 64;
+  let trained = SHAPE.context;
+  while (trained < longest) trained *= 2;
+  const model = await ensureModel(llmserve.synth, {
+    model: opts.model,
+    type: opts.type,
+    die,
+    progress: true,
+    ...(trained > SHAPE.context
+      ? { shape: { ...SHAPE, context: trained }, name: `tinyllama-1.1b-shape-ctx${trained}` }
+      : {}),
+  });
   const gguf = await llmserve.readGguf(model.path, { maxArrayLength: 16 });
   const vocab = gguf.tensors.find((t) => t.name === "token_embd.weight")?.shape?.[1] ?? SHAPE.vocabSize;
   const weightTypes = {};
@@ -134,7 +152,7 @@ async function main() {
       .join(", ")} tensors; vocab ${vocab})`,
   );
   console.log(
-    `run     : tier ${opts.tier}, threads ${opts.threads}, trials ${opts.trials}, pp${opts.pp}, tg${opts.tg} (after a ${opts.tgPrompt}-token prompt), context ${contextSize}, engines ${opts.engines.map((e) => ENGINE_LABEL[e]).join(" + ")}`,
+    `run     : tier ${opts.tier}, threads ${opts.threads}, trials ${opts.trials}, pp${opts.pp}, tg${opts.tg} (after a ${opts.tgPrompt}-token prompt: depth ${opts.tgPrompt}), context ${contextSize}, engines ${opts.engines.map((e) => ENGINE_LABEL[e]).join(" + ")}`,
   );
   warnBusyMachine(mach, opts.threads);
   console.log("");
@@ -200,24 +218,26 @@ async function main() {
     }
   }
 
+  // llama-bench's names: tg128 after the default short prompt, "tg64 @ d4096" at a depth.
+  const tgKey = opts.tgPrompt > 8 ? `tg${opts.tg} @ d${opts.tgPrompt}` : `tg${opts.tg}`;
   const summary = {};
   for (const engine of opts.engines) {
     const ok = trials.filter((r) => r.engine === engine && r.ok);
     summary[engine] = {
       trials: ok.length,
       [`pp${opts.pp}`]: median(ok.map((r) => r.pp.tps)),
-      [`tg${opts.tg}`]: median(ok.map((r) => r.tg.tps)),
+      [tgKey]: median(ok.map((r) => r.tg.tps)),
       ...(engine === "llmserve" && ok.length
         ? {
             engineTiming: {
               [`pp${opts.pp}`]: median(ok.map((r) => r.pp.engineTps)),
-              [`tg${opts.tg}`]: median(ok.map((r) => r.tg.engineTps)),
+              [tgKey]: median(ok.map((r) => r.tg.engineTps)),
             },
           }
         : {}),
     };
   }
-  const tests = [`pp${opts.pp}`, `tg${opts.tg}`];
+  const tests = [`pp${opts.pp}`, tgKey];
   const ratios = {};
   if (summary.llmserve && summary.llamacpp)
     for (const k of tests) ratios[k] = summary.llmserve[k] / summary.llamacpp[k];
@@ -269,7 +289,7 @@ async function main() {
       model: {
         path: model.path,
         sizeBytes: statSync(model.path).size,
-        synthesized: opts.model ? false : { ...SHAPE, type: opts.type },
+        synthesized: opts.model ? false : { ...SHAPE, context: trained, type: opts.type },
         weightTypes,
         vocab,
       },
