@@ -79,6 +79,27 @@ describe("compress --format csr", () => {
     expect(b.tokens).toEqual(a.tokens);
   });
 
+  it("phi3's fused ffn_up: each row view (gate, up) is judged by its own density and runs as CSR", async () => {
+    const phi3 = await synthModel("csr-phi3-f16", {
+      arch: "phi3",
+      dim: 64,
+      layers: 2,
+      heads: 4,
+      kvHeads: 4,
+      ffn: 168,
+      vocabSize: 320,
+      type: "f16",
+    });
+    // 85% pruned: each view holds 15% of its entries, under the 20% dense-fallback threshold (the up
+    // view once counted the gate's entries too: 30%, and was expanded to dense).
+    await compress(phi3, out("phi3-d85"), { prune: 0.85, tensors: ["ffn_up"], threads: 1 });
+    await compress(phi3, out("phi3-c85"), { prune: 0.85, format: "csr", tensors: ["ffn_up"], threads: 1 });
+    const a = await greedy(out("phi3-d85"));
+    const b = await greedy(out("phi3-c85"));
+    expect(b).toMatchObject({ csr: 4, dense: 0 });
+    expect(b.tokens).toEqual(a.tokens);
+  });
+
   it("50%: expanded to dense at load, and then exactly the dense file's tokens", async () => {
     await compress(model, out("d50"), { prune: 0.5, threads: 1 });
     await compress(model, out("c50"), { prune: 0.5, format: "csr", threads: 1 });

@@ -72,7 +72,9 @@ void CpuExecutor::expand_dense_csr() {
   for (LayerWeights& L : model_->mutable_weights().layers) {
     for (MatrixView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) {
       if (!v->is_csr()) continue;
-      const double density = static_cast<double>(v->sp_ptr[v->n_out]) / static_cast<double>(v->n_in * v->n_out);
+      // Entries of this view (a fused matrix's row view starts at sp_ptr[0] > 0).
+      const double density =
+          static_cast<double>(v->sp_ptr[v->n_out] - v->sp_ptr[0]) / static_cast<double>(v->n_in * v->n_out);
       if (density <= kCsrMaxDensity) {
         ++csr_sparse_;
         continue;

@@ -29,7 +29,8 @@ struct CsrMatrix {
   const void* val = nullptr;     // [nnz] f16 bits (uint16_t) or f32
   bool f32 = false;              // value type
   int64_t n_in = 0, n_out = 0;
-  int64_t nnz() const { return ptr ? ptr[n_out] : 0; }
+  // Entries of these rows (ptr[0] > 0 for a row view of a fused matrix: the pointers are absolute).
+  int64_t nnz() const { return ptr ? ptr[n_out] - ptr[0] : 0; }
 };
 
 // Element e's value as f32 (exact for f16).
