@@ -189,11 +189,50 @@ TEST(sparse24_kernels_equal_reference_on_odd_shapes) {
             CHECK(std::memcmp(got.data(), ref.data(), got.size() * 4) == 0);
           };
           if (avx2) run(sparse24_gemm_avx2, sparse24_q8_gemm_avx2);
+          // (sparse24_q8_kernels_equal_reference_on_hostile_encodings says when AVX-512 / VBMI are absent.)
           if (avx512) run(sparse24_gemm_avx512, sparse24_q8_gemm_avx512);
           if (avx512 && cpu_has_avx512vbmi()) run(sparse24_gemm_avx512, sparse24_q8_gemm_avx512vbmi);
         }
       }
     }
+}
+
+// q8_0 values a file may hold that the compressor never writes: -128 weight bytes, any 2-bit
+// positions (unsorted, repeated), arbitrary finite scales. Every kernel keeps the reference's bits.
+TEST(sparse24_q8_kernels_equal_reference_on_hostile_encodings) {
+  const bool avx2 = cpu_supports(Isa::Avx2), avx512 = cpu_supports(Isa::Avx512);
+  const bool vbmi = avx512 && cpu_has_avx512vbmi();
+  if (!avx512) std::fprintf(stderr, "  (no AVX-512 on this CPU: its kernels are not compared)\n");
+  else if (!vbmi) std::fprintf(stderr, "  (no AVX-512 VBMI on this CPU: its kernel is not compared)\n");
+  std::mt19937 rng(5);
+  for (int64_t n_in : {64, 192, 256}) {
+    const int64_t n_out = 7, n = 5, ldy = n_out;
+    const size_t vb = sparse24_values_row_bytes(GgmlType::Q8_0, n_in);
+    std::vector<uint8_t> vals(vb * n_out), idx(static_cast<size_t>(sparse24_index_bytes_per_row(n_in) * n_out));
+    for (auto& b : vals) b = static_cast<uint8_t>(rng() % 4 == 0 ? 0x80 : rng());  // many -128
+    for (auto& b : idx) b = static_cast<uint8_t>(rng());
+    for (size_t blk = 0; blk < vals.size(); blk += 34) {  // finite f16 scales
+      const uint16_t d =
+          fp32_to_fp16(std::ldexp(static_cast<float>(rng() % 1000 + 1), -10 - static_cast<int>(rng() % 8)));
+      std::memcpy(vals.data() + blk, &d, 2);
+    }
+    std::vector<float> x = random_x(n, n_in, 9);
+    for (size_t i = 0; i < x.size(); i += 7) x[i] = i % 2 ? 2.0f : -2.0f;  // activations at +-127 after quantizing
+    size_t stride = 0;
+    const std::vector<uint8_t> act = prepare_q8(x, n, n_in, &stride);
+    const Sparse24Matrix w{vals.data(), idx.data(), n_in, n_out, GgmlType::Q8_0};
+    std::vector<float> ref(static_cast<size_t>(n * ldy)), got(ref.size());
+    sparse24_q8_gemm_ref(w, act.data(), stride, n, 0, n_out, nullptr, ref.data(), ldy);
+    for (float v : ref) CHECK(std::isfinite(v));
+    const auto run = [&](Sparse24Q8Kernel k) {
+      std::fill(got.begin(), got.end(), -1.0f);
+      k(w, act.data(), stride, n, 0, n_out, nullptr, got.data(), ldy);
+      CHECK(std::memcmp(got.data(), ref.data(), got.size() * 4) == 0);
+    };
+    if (avx2) run(sparse24_q8_gemm_avx2);
+    if (avx512) run(sparse24_q8_gemm_avx512);
+    if (vbmi) run(sparse24_q8_gemm_avx512vbmi);
+  }
 }
 
 TEST(sparse24_matmul_batch_and_thread_invariant) {
@@ -214,6 +253,10 @@ TEST(sparse24_matmul_batch_and_thread_invariant) {
       matmul(&task, 1, x.data() + t * n_in, 1, p1);
       CHECK(std::memcmp(one.data(), all.data() + t * n_out, static_cast<size_t>(n_out) * 4) == 0);
     }
+    // sparse24_matmul alone (it prepares q8_0's int8 activations itself) gives the same bits.
+    std::vector<float> direct(all.size(), -1.0f);
+    sparse24_matmul(e.view(n_in, n_out), x.data(), n, nullptr, direct.data(), n_out, p3);
+    CHECK(std::memcmp(direct.data(), all.data(), all.size() * 4) == 0);
   }
 }
 
@@ -368,4 +411,45 @@ TEST(sparse24_fused_phi3_matrix_splits_with_its_positions) {
   CHECK(cs->weights().layers[0].ffn_up.is_csr());
   llmserve_test::check_same_function(*cd, *cs, {1, 17, 42, 99, 5, 64, 3, 120}, "phi3 CSR vs dense logits");
   for (const std::string& p : {in, sparse, dense}) ::unlink(p.c_str());
+}
+
+// A 2:4 pair with value or position types the format does not allow is a typed error naming it.
+TEST(sparse24_loader_refuses_bad_value_and_position_types) {
+  const SynthOptions so = llmserve_test::small_synth_options(GgmlType::F16, 13);
+  const std::string in = tmp_path("badin.gguf"), sparse = tmp_path("badsparse.gguf"), bad = tmp_path("bad.gguf");
+  CHECK(synth_model(so, in).is_ok());
+  PruneOptions o;
+  o.two_four = true;
+  o.sparse_format = true;
+  o.patterns = {"blk.0.ffn_up.weight"};
+  CHECK(prune_model(in, sparse, o, nullptr, {}, nullptr, nullptr).is_ok());
+  const auto retype = [&](const std::string& which, GgmlType type) {
+    std::unique_ptr<GgufFile> f;
+    CHECK(GgufFile::open(sparse, &f).is_ok());
+    GgufWriter w;
+    for (const auto& [key, value] : f->metadata()) w.set_value(key, value);
+    for (const GgufTensorInfo& t : f->tensors()) {
+      std::vector<int64_t> ne(t.ne, t.ne + t.n_dims);
+      if (t.name != which) {
+        CHECK(w.add_tensor(t.name, t.type, ne, std::vector<uint8_t>(t.data, t.data + t.nbytes)).is_ok());
+        continue;
+      }
+      if (type == GgmlType::F16 && t.type == GgmlType::I8) ne[0] /= 2;  // the same bytes as f16
+      uint64_t bytes = row_size(type, ne[0]);
+      for (size_t d = 1; d < ne.size(); ++d) bytes *= static_cast<uint64_t>(ne[d]);
+      CHECK(w.add_tensor(t.name, type, ne, std::vector<uint8_t>(bytes, 0)).is_ok());
+    }
+    CHECK(w.write(bad).is_ok());
+    Status st;
+    CHECK(!llmserve_test::load_model(bad, &st));
+    return st;
+  };
+  const Status q4 = retype("blk.0.ffn_up.weight.s24v", GgmlType::Q4_0);
+  CHECK(q4.code == Code::UnsupportedType);
+  CHECK(q4.message.find("must hold f16 values, or q8_0 values") != std::string::npos);
+  CHECK(q4.message.find("blk.0.ffn_up.weight") != std::string::npos);
+  const Status pos = retype("blk.0.ffn_up.weight.s24i", GgmlType::F16);
+  CHECK(!pos.is_ok());
+  CHECK(pos.message.find("blk.0.ffn_up.weight") != std::string::npos);
+  for (const std::string& p : {in, sparse, bad}) ::unlink(p.c_str());
 }

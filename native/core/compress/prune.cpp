@@ -234,12 +234,26 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
     requantized |= t.type != GgmlType::F32 && t.type != GgmlType::F16 && t.type != GgmlType::BF16;
   }
   std::vector<GgmlType> s24_type(infos.size(), GgmlType::F16);
-  int n_q8 = 0, n_f16 = 0;
+  int n_q8 = 0, n_f16 = 0, n_row_fallback = 0, n_grow = 0;
   for (size_t i = 0; opt.sparse_format && i < infos.size(); ++i) {
     if (!sel[i]) continue;
-    s24_type[i] = sparse24_values_for(opt.values, infos[i]);
+    const GgufTensorInfo& t = infos[i];
+    s24_type[i] = sparse24_values_for(opt.values, t);
     (s24_type[i] == GgmlType::Q8_0 ? n_q8 : n_f16)++;
+    const bool quantized = t.type != GgmlType::F32 && t.type != GgmlType::F16 && t.type != GgmlType::BF16;
+    n_row_fallback += opt.values == Sparse24Values::Auto && quantized && s24_type[i] == GgmlType::F16;
+    // 2:4 bytes per row (values + positions) against the input row's.
+    n_grow +=
+        sparse24_values_row_bytes(s24_type[i], t.ne[0]) + static_cast<size_t>(sparse24_index_bytes_per_row(t.ne[0])) >
+        row_size(t.type, t.ne[0]);
   }
+  if (n_row_fallback)
+    res.notes.push_back(std::to_string(n_row_fallback) +
+                        " quantized matrices keep f16 values: q8_0 values need rows of a multiple of 64");
+  if (n_grow)
+    res.notes.push_back(std::to_string(n_grow) +
+                        " matrices grow: their input type stores fewer bytes per weight than the 2:4 format "
+                        "(f16 values: 1.125, q8_0: 0.656); 2:4 pays off from 8-bit weights up");
   if (opt.sparse_format)
     res.notes.push_back(std::string("the 2:4 sparse format stores the kept values in ") +
                         (n_q8 == 0    ? "f16 (f32 inputs are rounded)"
@@ -397,6 +411,11 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
               } else if (!sparse24_encode_row(s24_type[i], sc.w.data(), ne0, dst,
                                               positions.data() + static_cast<size_t>(r0 + r) * irs, sc.kept.data())) {
                 not_2_4 = true;
+              } else {
+                // The entries not stored, and the stored values that are 0 once encoded.
+                z += ne0 - ne0 / 2;
+                for (int64_t k = 0; k < ne0 / 2; ++k) z += sparse24_value(s24_type[i], dst, k) == 0.0f;
+                continue;
               }
               for (float v : sc.w) z += v == 0.0f;
             }

@@ -148,6 +148,16 @@ class Binder {
     if (n_in % 4 != 0)
       return make_error(Code::BadShape,
                         "2:4 sparse tensor '" + name + "' needs rows of a multiple of 4, not " + std::to_string(n_in));
+    // The value type first: a q8_0 row of n_in % 64 == 32 would otherwise fail find's block check
+    // with a message that does not say why.
+    const GgufTensorInfo* vt = f_.find_tensor(name + kSparse24ValuesSuffix);
+    if (vt && !sparse24_value_type_ok(vt->type, n_in)) {
+      return make_error(Code::UnsupportedType, "2:4 sparse tensor '" + name +
+                                                   "' must hold f16 values, or q8_0 values with rows of a multiple "
+                                                   "of 64 (" +
+                                                   kSparse24ValuesSuffix + ": " + type_traits(vt->type).name +
+                                                   ", rows of " + std::to_string(n_in) + ")");
+    }
     const GgufTensorInfo *v = nullptr, *i = nullptr;
     LLMS_RETURN_IF_ERROR(find(name + kSparse24ValuesSuffix, {sparse24_values_per_row(n_in), n_out}, true, &v));
     LLMS_RETURN_IF_ERROR(

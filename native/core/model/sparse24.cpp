@@ -4,8 +4,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "../isa/isa.h"
+#include "../quant/gemm.h"
 #include "../quant/quant.h"
 
 namespace llmserve {
@@ -177,7 +179,18 @@ void sparse24_matmul(const Sparse24Matrix& w, const float* x, int64_t n, const f
                      ThreadPool& pool) {
   constexpr int64_t kRows = 16;          // rows per work item: their values stay in cache across tokens
   constexpr int64_t kMinWork = 1 << 16;  // multiply-adds below which a chunk is not split further
+  // Q8_0 values run on int8 activations (matmul shares them with the call's dense q8_0 matrices;
+  // alone, they are prepared here).
+  std::vector<uint8_t> act;
+  size_t stride = 0;
+  if (w.vtype == GgmlType::Q8_0) {
+    stride = gemm_act_row_bytes(GgmlType::Q8_0, w.n_in);
+    act.resize(stride * static_cast<size_t>(n));
+    for (int64_t t = 0; t < n; ++t)
+      gemm_prepare_act(GgmlType::Q8_0, x + t * w.n_in, w.n_in, act.data() + static_cast<size_t>(t) * stride);
+  }
   const Sparse24Kernel kernel = sparse24_kernel();
+  const Sparse24Q8Kernel q8 = sparse24_q8_kernel();
   const int64_t tiles = (w.n_out + kRows - 1) / kRows;
   const int64_t tile_work = kRows * (w.n_in / 2) * n;
   pool.parallel_for(
@@ -187,7 +200,8 @@ void sparse24_matmul(const Sparse24Matrix& w, const float* x, int64_t n, const f
         // x row of a token stays in L1 across the tile's rows.
         for (int64_t tile = b; tile < e; ++tile) {
           const int64_t r0 = tile * kRows, r1 = std::min(w.n_out, r0 + kRows);
-          kernel(w, x, n, r0, r1, bias, y, ldy);
+          if (w.vtype == GgmlType::Q8_0) q8(w, act.data(), stride, n, r0, r1, bias, y, ldy);
+          else kernel(w, x, n, r0, r1, bias, y, ldy);
         }
       },
       std::max<int64_t>(1, kMinWork / std::max<int64_t>(1, tile_work)));

@@ -64,7 +64,8 @@ float sparse24_reduce_lanes(float* s);
 float sparse24_finish_lanes(float* s, GgmlType vt, const uint8_t* vals, const uint8_t* idx, int64_t k0, int64_t m,
                             const float* x);
 
-// Rows [r0, r1) for tokens [0, n): y[t * ldy + r] = dot(row r, x[t * n_in ..]) (+ bias[r]).
+// F16 values only (Q8_0: the Sparse24Q8Kernel below). Rows [r0, r1) for tokens [0, n):
+// y[t * ldy + r] = dot(row r, x[t * n_in ..]) (+ bias[r]).
 using Sparse24Kernel = void (*)(const Sparse24Matrix& w, const float* x, int64_t n, int64_t r0, int64_t r1,
                                 const float* bias, float* y, int64_t ldy);
 void sparse24_gemm_ref(const Sparse24Matrix& w, const float* x, int64_t n, int64_t r0, int64_t r1, const float* bias,
@@ -98,8 +99,8 @@ void sparse24_q8_gemm_avx512vbmi(const Sparse24Matrix& w, const uint8_t* act, si
                                  int64_t r1, const float* bias, float* y, int64_t ldy);
 Sparse24Q8Kernel sparse24_q8_kernel();
 
-// The whole product over the pool (f16 values; Q8_0 ones run inside matmul, which prepares the
-// int8 activations once for every q8_0 matrix of the call): tiles of rows, every token per tile.
+// The whole product over the pool: tiles of rows, every token per tile. Q8_0 values: x is
+// prepared here (matmul instead shares one preparation with the call's dense q8_0 matrices).
 void sparse24_matmul(const Sparse24Matrix& w, const float* x, int64_t n, const float* bias, float* y, int64_t ldy,
                      ThreadPool& pool);
 
