@@ -7,7 +7,7 @@
 // (semi-structured: in every group of 4 consecutive columns the 2 lowest-scored become 0).
 // Dense output keeps every tensor's type with the zeros written into it: llama.cpp loads it, and it
 // runs no faster than the input; it is the reference the sparse format must reproduce. 2:4 can
-// instead be written in llmserve's 2:4 sparse format (model/sparse24.h: f16 kept values + 2-bit
+// instead be written in llmserve's 2:4 sparse format (model/sparse24.h: f16 or q8_0 kept values + 2-bit
 // positions, NAME.s24v / NAME.s24i in place of NAME), which llmserve runs faster and llama.cpp
 // cannot load (the file says so in its llmserve.sparse24 key). An unstructured ratio can instead be
 // written as CSR (model/csr.h: NAME.sp_ptr / sp_col / sp_val in place of NAME, every row holding its
