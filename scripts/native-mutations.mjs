@@ -762,7 +762,7 @@ export const MUTATIONS = [
   },
   {
     id: "s24-q8-scale-dropped",
-    file: "native/core/model/sparse24_q8_avx512.cpp",
+    file: "native/core/model/sparse24_q8_avx512_row.h",
     find: "_mm512_mask3_fmadd_ps(isum, _mm512_mul_ps(dw, dx), a[t],",
     replace: "_mm512_mask3_fmadd_ps(isum, dx, a[t],",
     why: "2:4 GEMM with q8_0 values (AVX-512): the int8 values are used without their block's scale",
@@ -784,15 +784,15 @@ export const MUTATIONS = [
   {
     id: "s24-q8-avx512-odd-chunks",
     file: "native/core/model/sparse24_q8_avx512.cpp",
-    find: "c.odd = _mm512_setr_epi64(2, 3, 6, 7, 10, 11, 14, 15);",
-    replace: "c.odd = _mm512_setr_epi64(2, 3, 6, 7, 8, 9, 12, 13);",
+    find: "odd = _mm512_setr_epi64(2, 3, 6, 7, 10, 11, 14, 15);",
+    replace: "odd = _mm512_setr_epi64(2, 3, 6, 7, 8, 9, 12, 13);",
     why: "2:4 q8_0 AVX-512: the second x register's odd chunks gathered from its even ones",
   },
   {
     id: "s24-q8-vbmi-field-offsets",
     file: "native/core/model/sparse24_q8_avx512vbmi.cpp",
-    find: "shifts[k] = static_cast<uint8_t>(16 * ((k / 8) % 4) + 2 * (k % 8));",
-    replace: "shifts[k] = static_cast<uint8_t>(16 * ((k / 8) % 4) + 2 * (k % 4));",
+    find: "sh[k] = static_cast<uint8_t>(16 * ((k / 8) % 4) + 2 * (k % 8));",
+    replace: "sh[k] = static_cast<uint8_t>(16 * ((k / 8) % 4) + 2 * (k % 4));",
     why: "2:4 q8_0 AVX-512 VBMI: the second four kept values of each byte-qword read the first four's positions",
   },
 ];

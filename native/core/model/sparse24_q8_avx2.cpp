@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "sparse24.h"
+#include "sparse24_q8_driver.h"
 
 namespace llmserve {
 namespace {
@@ -98,24 +99,21 @@ void row_tokens(const Consts& c, const uint8_t* v, const uint8_t* id, int64_t m,
   }
 }
 
+void gemm(const Consts& c, const Sparse24Matrix& w, const uint8_t* act, size_t stride, int64_t n, int64_t r0,
+          int64_t r1, const float* bias, float* y, int64_t ldy) {
+  const int64_t m = sparse24_values_per_row(w.n_in);
+  sparse24_q8_drive(w, n, r0, r1, bias,
+                    [&](auto tn, const uint8_t* v, const uint8_t* id, int64_t t, const float* b, int64_t r) {
+                      row_tokens<decltype(tn)::value>(c, v, id, m, act, stride, w.n_in, t, b, y, ldy, r);
+                    });
+}
+
 }  // namespace
 
 void sparse24_q8_gemm_avx2(const Sparse24Matrix& w, const uint8_t* act, size_t act_stride, int64_t n, int64_t r0,
                            int64_t r1, const float* bias, float* y, int64_t ldy) {
   static const Consts c = make_consts();
-  const int64_t m = sparse24_values_per_row(w.n_in), ib = sparse24_index_bytes_per_row(w.n_in);
-  const size_t vb = sparse24_values_row_bytes(GgmlType::Q8_0, w.n_in);
-  // Tokens outer, rows inner (as the f16 kernel): 4 tokens' activations stay in L1 across the tile's rows.
-  for (int64_t t = 0; t < n;) {
-    const int64_t tn = n - t >= 4 ? 4 : 1;
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* b = bias ? bias + r : nullptr;
-      const uint8_t* v = w.vals + static_cast<size_t>(r) * vb;
-      if (tn == 4) row_tokens<4>(c, v, w.idx + r * ib, m, act, act_stride, w.n_in, t, b, y, ldy, r);
-      else row_tokens<1>(c, v, w.idx + r * ib, m, act, act_stride, w.n_in, t, b, y, ldy, r);
-    }
-    t += tn;
-  }
+  gemm(c, w, act, act_stride, n, r0, r1, bias, y, ldy);
 }
 
 }  // namespace llmserve
