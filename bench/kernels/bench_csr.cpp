@@ -85,12 +85,12 @@ int run_csr_bench(int argc, char** argv) {
     } else if (a == "--shapes") {
       shapes.clear();
       for (auto& s : split_list(next())) {
-        const auto x = s.find('x');
-        if (x == std::string::npos) {
+        int64_t n_out = 0, n_in = 0;
+        if (!bench::parse_shape(s, &n_out, &n_in)) {
           std::fprintf(stderr, "Expected shapes like 5632x2048 (n_out x n_in) but received %s\n", s.c_str());
           return 2;
         }
-        shapes.push_back({std::atoll(s.substr(0, x).c_str()), std::atoll(s.substr(x + 1).c_str())});
+        shapes.push_back({n_out, n_in});
       }
     } else if (a == "--threads") {
       threads = std::atoi(next().c_str());

@@ -86,10 +86,8 @@ int run_s24_bench(int argc, char** argv) {
     } else if (a == "--shapes") {
       shapes.clear();
       for (auto& s : bench::split_list(next())) {
-        const auto x = s.find('x');
-        const int64_t n_out = x == std::string::npos ? 0 : std::atoll(s.substr(0, x).c_str());
-        const int64_t n_in = x == std::string::npos ? 0 : std::atoll(s.substr(x + 1).c_str());
-        if (n_out < 1 || n_in < 64 || n_in % 64 != 0) {
+        int64_t n_out = 0, n_in = 0;
+        if (!bench::parse_shape(s, &n_out, &n_in) || n_in % 64 != 0) {
           std::fprintf(stderr, "Expected shapes like 5632x2048 (n_out x n_in, n_in a multiple of 64) but received %s\n",
                        s.c_str());
           return 2;

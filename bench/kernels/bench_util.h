@@ -3,6 +3,8 @@
 #pragma once
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -17,6 +19,15 @@ inline std::vector<std::string> split_list(const std::string& s) {
   while (std::getline(ss, item, ','))
     if (!item.empty()) out.push_back(item);
   return out;
+}
+
+// "5632x2048" (n_out x n_in) -> the pair; false when it is not two positive numbers around an 'x'.
+inline bool parse_shape(const std::string& s, int64_t* n_out, int64_t* n_in) {
+  const auto x = s.find('x');
+  if (x == std::string::npos) return false;
+  *n_out = std::atoll(s.substr(0, x).c_str());
+  *n_in = std::atoll(s.substr(x + 1).c_str());
+  return *n_out > 0 && *n_in > 0;
 }
 
 inline std::string cpu_name() {

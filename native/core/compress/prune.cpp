@@ -20,12 +20,14 @@
 namespace llmserve {
 namespace {
 
+// A type whose values are rounded when re-encoded (everything but f32 / f16 / bf16).
+bool quantized_type(GgmlType t) { return t != GgmlType::F32 && t != GgmlType::F16 && t != GgmlType::BF16; }
+
 // The value type of a selected matrix written in the 2:4 sparse format (PruneOptions::values).
 GgmlType sparse24_values_for(Sparse24Values v, const GgufTensorInfo& t) {
   if (v == Sparse24Values::F16) return GgmlType::F16;
   if (v == Sparse24Values::Q8_0) return GgmlType::Q8_0;
-  const bool quantized = t.type != GgmlType::F32 && t.type != GgmlType::F16 && t.type != GgmlType::BF16;
-  return quantized && sparse24_value_type_ok(GgmlType::Q8_0, t.ne[0]) ? GgmlType::Q8_0 : GgmlType::F16;
+  return quantized_type(t.type) && sparse24_value_type_ok(GgmlType::Q8_0, t.ne[0]) ? GgmlType::Q8_0 : GgmlType::F16;
 }
 
 constexpr int64_t kSlabElements = int64_t(1) << 22;  // rows between progress reports / cancel checks
@@ -231,7 +233,7 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
     if (std::find(names.begin(), names.end(), t.name) == names.end()) continue;
     sel[i] = true;
     if (opt.method == PruneMethod::Wanda) LLMS_RETURN_IF_ERROR(column_sumsq(*stats, t.name, t.ne[0], &col[i]));
-    requantized |= t.type != GgmlType::F32 && t.type != GgmlType::F16 && t.type != GgmlType::BF16;
+    requantized |= quantized_type(t.type);
   }
   std::vector<GgmlType> s24_type(infos.size(), GgmlType::F16);
   int n_q8 = 0, n_f16 = 0, n_row_fallback = 0, n_grow = 0;
@@ -240,8 +242,7 @@ Status prune_model(const std::string& in_path, const std::string& out_path, cons
     const GgufTensorInfo& t = infos[i];
     s24_type[i] = sparse24_values_for(opt.values, t);
     (s24_type[i] == GgmlType::Q8_0 ? n_q8 : n_f16)++;
-    const bool quantized = t.type != GgmlType::F32 && t.type != GgmlType::F16 && t.type != GgmlType::BF16;
-    n_row_fallback += opt.values == Sparse24Values::Auto && quantized && s24_type[i] == GgmlType::F16;
+    n_row_fallback += opt.values == Sparse24Values::Auto && quantized_type(t.type) && s24_type[i] == GgmlType::F16;
     // 2:4 bytes per row (values + positions) against the input row's.
     n_grow +=
         sparse24_values_row_bytes(s24_type[i], t.ne[0]) + static_cast<size_t>(sparse24_index_bytes_per_row(t.ne[0])) >
