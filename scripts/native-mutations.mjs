@@ -721,7 +721,7 @@ export const MUTATIONS = [
   {
     id: "attn-multi-token-same-length",
     file: "native/core/attention/attention_tiled.h",
-    find: "hi = std::min(j0 + jn, a.len + i) - j0;",
+    find: "hi = std::min(j0 + jn, a.len + i0) - j0;",
     replace: "hi = std::min(j0 + jn, a.len) - j0;",
     why: "prefill attention: every token of a multi-token call attends only as far as the first one",
   },
@@ -794,5 +794,26 @@ export const MUTATIONS = [
     find: "sh[k] = static_cast<uint8_t>(16 * ((k / 8) % 4) + 2 * (k % 8));",
     replace: "sh[k] = static_cast<uint8_t>(16 * ((k / 8) % 4) + 2 * (k % 4));",
     why: "2:4 q8_0 AVX-512 VBMI: the second four kept values of each byte-qword read the first four's positions",
+  },
+  {
+    id: "attn-softmax-lanes-store-all",
+    file: "native/core/attention/attention_tiled.h",
+    find: "_mm256_maskstore_ps(M, keep, Mv);",
+    replace: "_mm256_storeu_ps(M, Mv);",
+    why: "attention: the 8-row softmax step writes its padding lanes' maxima over the next rows' running maxima",
+  },
+  {
+    id: "attn-rescale-split-never",
+    file: "native/core/attention/attention_tiled.h",
+    find: "const int g = (fresh >> l) & 1;",
+    replace: "const int g = 0;",
+    why: "attention: rows that saw a new maximum in a tile are accumulated without rescaling",
+  },
+  {
+    id: "attn-rows-share-weight",
+    file: "native/core/attention/attention_avx2_ops.h",
+    find: "a[r][c] = W::fmadd(x, w[r], a[r][c]);",
+    replace: "a[r][c] = W::fmadd(x, w[0], a[r][c]);",
+    why: "attention: rows accumulated side by side all take the first row's V weights",
   },
 ];

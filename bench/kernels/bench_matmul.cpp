@@ -14,7 +14,8 @@
 // over a sample of rows). Prints the CPU model and the kernel ISA chosen.
 // With --csr it runs bench_csr.cpp instead (CSR kernels against the dense f16 product), with --s24
 // bench_s24.cpp (2:4 kernels against the dense product of their value type), with --peak
-// bench_peak.cpp (the machine's int8 dot-product and f32 FMA peaks).
+// bench_peak.cpp (the machine's int8 dot-product and f32 FMA peaks), with --attn bench_attn.cpp (one
+// attention_group call).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -246,11 +247,15 @@ int run_peak_bench(int argc, char** argv);
 // bench_s24.cpp: the 2:4 sparse kernels against the dense product of the same value type (--s24).
 int run_s24_bench(int argc, char** argv);
 
+// bench_attn.cpp: one attention_group call, the dispatched kernel (--attn).
+int run_attn_bench(int argc, char** argv);
+
 int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--csr") return run_csr_bench(argc, argv);
     if (std::string(argv[i]) == "--peak") return run_peak_bench(argc, argv);
     if (std::string(argv[i]) == "--s24") return run_s24_bench(argc, argv);
+    if (std::string(argv[i]) == "--attn") return run_attn_bench(argc, argv);
   }
   Options o;
   for (int i = 1; i < argc; ++i) {

@@ -23,9 +23,10 @@ size_t q_row_bytes(GgmlType kv_type, int64_t hd) { return align_up(row_size(type
 
 size_t attention_group_work_floats(int64_t n_rows, int64_t hd) {
   const size_t hdp = static_cast<size_t>((hd + 15) / 16 * 16), T = kAttnTile, nr = static_cast<size_t>(n_rows);
-  // scores [T + 16] | ms [T] | vs [T] | acc [n_rows][hdp] | V tile [T][hdp] | K tile [T][hdp] |
-  // queries [n_rows][hdp] | 16 spare
-  return (T + 16) + 2 * T + 2 * nr * hdp + 2 * T * hdp + 16;
+  const size_t nr8 = (nr + 7) / 8 * 8;
+  // scores [n_rows][T] | ms [nr8][T] | vs [nr8][T] | acc [n_rows][hdp] | V tile [T][hdp] |
+  // K tile [T][hdp] | queries [n_rows][hdp] | 16 spare
+  return T * nr + 2 * T * nr8 + 2 * nr * hdp + 2 * T * hdp + 16;
 }
 
 namespace {

@@ -42,7 +42,7 @@ void scores_head(const float* qh, const float* const* krow, int64_t jn, float sc
   }
 }
 
-// One SIMD width for accumulate_run: Vec8 here (ymm); attention_avx512.cpp adds a 16-lane one.
+// One SIMD width for accumulate_block: Vec8 here (ymm); attention_avx512.cpp adds a 16-lane one.
 struct Vec8 {
   using V = __m256;
   static constexpr int kLanes = 8;
@@ -54,60 +54,110 @@ struct Vec8 {
   static V round16(V x) { return llmserve::round16(x); }
 };
 
-// CH vectors of acc (W::kLanes * CH elements from d) through tile rows jj in [0, jn):
-// acc = R(acc * ms[jj]) (if RESCALE), acc = R(fma(V[jj][d], vs[jj], acc)); R rounds to f16 when
-// F16. CH independent dependency chains hide the fma + conversion latency. Per element the same
-// operations whatever the width W.
-template <class W, bool F16, bool RESCALE, int CH>
-inline void accumulate_run(float* acc, const float* const* vrow, const float* ms, const float* vs, int64_t jn,
-                           int64_t d) {
+// A row's softmax factors for tile position jj are at ms[jj * kFactorStride] (vs the same): the
+// driver computes them for 8 rows at once and stores them interleaved.
+constexpr int64_t kFactorStride = 8;
+
+// CH vectors (W::kLanes * CH elements from d) of R rows' accumulators through tile rows jj in
+// [0, jn): acc_r = R(acc_r * ms[r][jj]) (if RESCALE), acc_r = R(fma(V[jj][d], vs[r][jj], acc_r));
+// R rounds to f16 when F16. The R * CH independent dependency chains hide the fma + conversion
+// latency (about 4 + 2 x 7 cycles per step with F16); each V vector is loaded once for all R rows.
+// Per element the same operations whatever the width W or R.
+template <class W, bool F16, bool RESCALE, int CH, int R>
+inline void accumulate_block(float* const* acc, const float* const* vrow, const float* const* ms,
+                             const float* const* vs, int64_t jn, int64_t d) {
   constexpr int L = W::kLanes;
-  typename W::V a[CH];
+  typename W::V a[R][CH];
 #pragma GCC unroll 8
-  for (int c = 0; c < CH; ++c) a[c] = W::load(acc + d + L * c);
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int c = 0; c < CH; ++c) a[r][c] = W::load(acc[r] + d + L * c);
   for (int64_t jj = 0; jj < jn; ++jj) {
     if constexpr (RESCALE) {
-      const typename W::V m = W::set1(ms[jj]);
 #pragma GCC unroll 8
-      for (int c = 0; c < CH; ++c) {
-        a[c] = W::mul(a[c], m);
-        if constexpr (F16) a[c] = W::round16(a[c]);
+      for (int r = 0; r < R; ++r) {
+        const typename W::V m = W::set1(ms[r][jj * kFactorStride]);
+#pragma GCC unroll 8
+        for (int c = 0; c < CH; ++c) {
+          a[r][c] = W::mul(a[r][c], m);
+          if constexpr (F16) a[r][c] = W::round16(a[r][c]);
+        }
       }
     }
-    const typename W::V w = W::set1(vs[jj]);
+    typename W::V w[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) w[r] = W::set1(vs[r][jj * kFactorStride]);
     const float* v = vrow[jj] + d;
 #pragma GCC unroll 8
     for (int c = 0; c < CH; ++c) {
-      a[c] = W::fmadd(W::load(v + L * c), w, a[c]);
-      if constexpr (F16) a[c] = W::round16(a[c]);
+      const typename W::V x = W::load(v + L * c);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        a[r][c] = W::fmadd(x, w[r], a[r][c]);
+        if constexpr (F16) a[r][c] = W::round16(a[r][c]);
+      }
     }
   }
 #pragma GCC unroll 8
-  for (int c = 0; c < CH; ++c) W::store(acc + d + L * c, a[c]);
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int c = 0; c < CH; ++c) W::store(acc[r] + d + L * c, a[r][c]);
 }
 
+// accumulate_block over nr rows: MAXR rows at a time, then fewer.
+template <class W, bool F16, bool RESCALE, int CH, int MAXR>
+inline void accumulate_rows(float* const* acc, int nr, const float* const* vrow, const float* const* ms,
+                            const float* const* vs, int64_t jn, int64_t d) {
+  int r = 0;
+  if constexpr (MAXR >= 4)
+    for (; r + 4 <= nr; r += 4) accumulate_block<W, F16, RESCALE, CH, 4>(acc + r, vrow, ms + r, vs + r, jn, d);
+  if constexpr (MAXR >= 2)
+    for (; r + 2 <= nr; r += 2) accumulate_block<W, F16, RESCALE, CH, 2>(acc + r, vrow, ms + r, vs + r, jn, d);
+  for (; r < nr; ++r) accumulate_block<W, F16, RESCALE, CH, 1>(acc + r, vrow, ms + r, vs + r, jn, d);
+}
+
+// Elements [d, hd) of each row one at a time (the tail shorter than a vector).
 template <bool F16, bool RESCALE>
-void accumulate(float* acc, const float* const* vrow, const float* ms, const float* vs, int64_t jn, int64_t hd) {
-  int64_t d = 0;
-  for (; d + 64 <= hd; d += 64) accumulate_run<Vec8, F16, RESCALE, 8>(acc, vrow, ms, vs, jn, d);
-  for (; d + 32 <= hd; d += 32) accumulate_run<Vec8, F16, RESCALE, 4>(acc, vrow, ms, vs, jn, d);
-  for (; d + 8 <= hd; d += 8) accumulate_run<Vec8, F16, RESCALE, 1>(acc, vrow, ms, vs, jn, d);
-  for (; d < hd; ++d) {
-    float a0 = acc[d];
-    for (int64_t jj = 0; jj < jn; ++jj) {
-      if constexpr (RESCALE) {
-        a0 = a0 * ms[jj];
+void accumulate_scalar(float* const* acc, int nr, const float* const* vrow, const float* const* ms,
+                       const float* const* vs, int64_t jn, int64_t d, int64_t hd) {
+  for (int r = 0; r < nr; ++r)
+    for (int64_t e = d; e < hd; ++e) {
+      float a0 = acc[r][e];
+      for (int64_t jj = 0; jj < jn; ++jj) {
+        if constexpr (RESCALE) {
+          a0 = a0 * ms[r][jj * kFactorStride];
+          if constexpr (F16) a0 = round16(a0);
+        }
+        a0 = __builtin_fmaf(vrow[jj][e], vs[r][jj * kFactorStride], a0);
         if constexpr (F16) a0 = round16(a0);
       }
-      a0 = __builtin_fmaf(vrow[jj][d], vs[jj], a0);
-      if constexpr (F16) a0 = round16(a0);
+      acc[r][e] = a0;
     }
-    acc[d] = a0;
-  }
+}
+
+// 8-lane accumulation of nr rows from element d (16 ymm registers: 8 chains at most).
+template <bool F16, bool RESCALE>
+void accumulate8(float* const* acc, int nr, const float* const* vrow, const float* const* ms, const float* const* vs,
+                 int64_t jn, int64_t d, int64_t hd) {
+  for (; d + 64 <= hd; d += 64) accumulate_rows<Vec8, F16, RESCALE, 8, 1>(acc, nr, vrow, ms, vs, jn, d);
+  for (; d + 32 <= hd; d += 32) accumulate_rows<Vec8, F16, RESCALE, 4, 2>(acc, nr, vrow, ms, vs, jn, d);
+  for (; d + 8 <= hd; d += 8) accumulate_rows<Vec8, F16, RESCALE, 1, 4>(acc, nr, vrow, ms, vs, jn, d);
+  if (d < hd) accumulate_scalar<F16, RESCALE>(acc, nr, vrow, ms, vs, jn, d, hd);
+}
+
+// n f16 values to f32 (exact), inline: the tile conversion runs once per cached row and tile, too
+// often for dequantize_row's dispatch.
+inline void f16_to_f32_8(const uint8_t* src, float* dst, int64_t n) {
+  const auto* h = reinterpret_cast<const uint16_t*>(src);
+  int64_t e = 0;
+  for (; e + 8 <= n; e += 8)
+    _mm256_storeu_ps(dst + e, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + e))));
+  for (; e < n; ++e) dst[e] = _cvtsh_ss(h[e]);
 }
 
 // The AVX2 pieces of the tiled driver (attention_tiled.h).
 struct Avx2Ops {
+  static void f16_to_f32(const uint8_t* src, float* dst, int64_t n) { f16_to_f32_8(src, dst, n); }
   static void scores(const float* qh, const float* const* krow, int64_t n, float scale, int64_t hd, float* out) {
     if (hd == 64) {
       scores_head<64>(qh, krow, n, scale, out);
@@ -126,9 +176,9 @@ struct Avx2Ops {
     }
   }
   template <bool F16, bool RESCALE>
-  static void accumulate(float* acc, const float* const* vrow, const float* ms, const float* vs, int64_t n,
-                         int64_t hd) {
-    llmserve::accumulate<F16, RESCALE>(acc, vrow, ms, vs, n, hd);
+  static void accumulate(float* const* acc, int nr, const float* const* vrow, const float* const* ms,
+                         const float* const* vs, int64_t n, int64_t hd) {
+    accumulate8<F16, RESCALE>(acc, nr, vrow, ms, vs, n, 0, hd);
   }
 };
 

@@ -55,7 +55,7 @@ void scores_head512(const float* qh, const float* const* krow, int64_t jn, float
   }
 }
 
-// The 16-lane width for accumulate_run (attention_avx2_ops.h).
+// The 16-lane width for accumulate_block (attention_avx2_ops.h).
 struct Vec16 {
   using V = __m512;
   static constexpr int kLanes = 16;
@@ -68,24 +68,29 @@ struct Vec16 {
 };
 
 struct Avx512Ops {
+  static void f16_to_f32(const uint8_t* src, float* dst, int64_t n) {
+    const auto* h = reinterpret_cast<const uint16_t*>(src);
+    int64_t e = 0;
+    for (; e + 16 <= n; e += 16)
+      _mm512_storeu_ps(dst + e, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + e))));
+    f16_to_f32_8(src + 2 * e, dst + e, n - e);
+  }
   static void scores(const float* qh, const float* const* krow, int64_t n, float scale, int64_t hd, float* out) {
     if (hd == 64) scores_head512<64>(qh, krow, n, scale, out);
     else if (hd == 128) scores_head512<128>(qh, krow, n, scale, out);
     else if (hd == 256) scores_head512<256>(qh, krow, n, scale, out);
     else Avx2Ops::scores(qh, krow, n, scale, hd, out);
   }
+  // 32 zmm registers: 16 chains (2 rows of 128 elements, 4 rows of 64).
   template <bool F16, bool RESCALE>
-  static void accumulate(float* acc, const float* const* vrow, const float* ms, const float* vs, int64_t n,
-                         int64_t hd) {
+  static void accumulate(float* const* acc, int nr, const float* const* vrow, const float* const* ms,
+                         const float* const* vs, int64_t n, int64_t hd) {
     int64_t d = 0;
-    for (; d + 128 <= hd; d += 128) accumulate_run<Vec16, F16, RESCALE, 8>(acc, vrow, ms, vs, n, d);
-    for (; d + 64 <= hd; d += 64) accumulate_run<Vec16, F16, RESCALE, 4>(acc, vrow, ms, vs, n, d);
-    for (; d + 16 <= hd; d += 16) accumulate_run<Vec16, F16, RESCALE, 1>(acc, vrow, ms, vs, n, d);
-    if (d == hd) return;
-    // The tail (fewer than 16 elements): the 8-lane pieces on the rows' remaining elements.
-    const float* tail[kAttnTile];
-    for (int64_t jj = 0; jj < n; ++jj) tail[jj] = vrow[jj] + d;
-    llmserve::accumulate<F16, RESCALE>(acc + d, tail, ms, vs, n, hd - d);
+    for (; d + 128 <= hd; d += 128) accumulate_rows<Vec16, F16, RESCALE, 8, 2>(acc, nr, vrow, ms, vs, n, d);
+    for (; d + 64 <= hd; d += 64) accumulate_rows<Vec16, F16, RESCALE, 4, 4>(acc, nr, vrow, ms, vs, n, d);
+    for (; d + 16 <= hd; d += 16) accumulate_rows<Vec16, F16, RESCALE, 1, 4>(acc, nr, vrow, ms, vs, n, d);
+    // The tail (fewer than 16 elements): the 8-lane pieces.
+    if (d < hd) accumulate8<F16, RESCALE>(acc, nr, vrow, ms, vs, n, d, hd);
   }
 };
 

@@ -14,11 +14,13 @@
 // a tile without a new maximum skips the rescale without changing any bit.
 //
 // Ops provides (vector code of its instruction set):
+//   f16_to_f32(src, dst, n): n f16 values to f32;
 //   scores(qh, krow, n, scale, hd, out): out[jj] = avx2::dot_order(K row krow[jj], qh) * scale for
 //     jj in [0, n), written 8 at a time (out has room for n rounded up to 8);
-//   accumulate<F16, RESCALE>(acc, vrow, ms, vs, n, hd): for jj in [0, n) and every element d,
-//     acc[d] = R(acc[d] * ms[jj]) (if RESCALE), acc[d] = R(fma(vrow[jj][d], vs[jj], acc[d])),
-//     R rounding to f16 when F16.
+//   accumulate<F16, RESCALE>(acc, nr, vrow, ms, vs, n, hd): for each of nr rows r, jj in [0, n)
+//     and every element d, acc[r][d] = R(acc[r][d] * ms[r][jj]) (if RESCALE),
+//     acc[r][d] = R(fma(vrow[jj][d], vs[r][jj], acc[r][d])), R rounding to f16 when F16. The rows
+//     share the V rows, so several rows' chains run side by side.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -31,16 +33,70 @@
 namespace llmserve {
 namespace {
 
+// 8x8 transpose: t[u] lane l <- t[l] lane u.
+inline void transpose8(__m256* t) {
+  __m256 a[8], b[8];
+  for (int i = 0; i < 4; ++i) {
+    a[2 * i] = _mm256_unpacklo_ps(t[2 * i], t[2 * i + 1]);
+    a[2 * i + 1] = _mm256_unpackhi_ps(t[2 * i], t[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    b[4 * i + 0] = _mm256_shuffle_ps(a[4 * i], a[4 * i + 2], 0x44);
+    b[4 * i + 1] = _mm256_shuffle_ps(a[4 * i], a[4 * i + 2], 0xEE);
+    b[4 * i + 2] = _mm256_shuffle_ps(a[4 * i + 1], a[4 * i + 3], 0x44);
+    b[4 * i + 3] = _mm256_shuffle_ps(a[4 * i + 1], a[4 * i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm256_permute2f128_ps(b[i], b[i + 4], 0x20);
+    t[i + 4] = _mm256_permute2f128_ps(b[i], b[i + 4], 0x31);
+  }
+}
+
+// The online-softmax steps of up to 8 rows (lanes) over the n positions of their shared part of a
+// tile: lane l is row r0 + l, with its n scores at sc + l * T. Each lane runs the reference's
+// scalar steps in order (s > M: ms = exp(Mold - s), M = s, vs = 1; else ms = 1, vs = exp(s - M);
+// S = fma(S, ms, vs)), computed for 8 rows at once; the factors go to msT / vsT [n][8], M and S
+// back for the k real lanes, and the lanes that saw a new maximum set their bits in the result.
+inline unsigned softmax_steps8(const float* sc, int k, int64_t n, float* M, float* S, float* msT, float* vsT) {
+  constexpr int64_t T = kAttnTile;
+  const float* srow[8];
+  for (int l = 0; l < 8; ++l) srow[l] = sc + std::min(l, k - 1) * T;  // padding lanes repeat a row
+  const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  __m256 Mv = _mm256_maskload_ps(M, keep), Sv = _mm256_maskload_ps(S, keep), anyv = _mm256_setzero_ps();
+  const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+  for (int64_t jb = 0; jb < n; jb += 8) {
+    __m256 t[8];
+    for (int l = 0; l < 8; ++l) t[l] = _mm256_loadu_ps(srow[l] + jb);
+    transpose8(t);
+    const int64_t m = std::min<int64_t>(8, n - jb);
+    for (int64_t u = 0; u < m; ++u) {
+      const __m256 sv = t[u], dlt = _mm256_sub_ps(sv, Mv);
+      const __m256 f = _mm256_cmp_ps(sv, Mv, _CMP_GT_OQ);
+      // Mold - s is exactly -(s - Mold).
+      const __m256 e = exp8(_mm256_blendv_ps(dlt, _mm256_xor_ps(dlt, sign), f));
+      Mv = _mm256_blendv_ps(Mv, sv, f);
+      const __m256 ms = _mm256_blendv_ps(one, e, f), vs = _mm256_blendv_ps(e, one, f);
+      Sv = _mm256_fmadd_ps(Sv, ms, vs);
+      _mm256_storeu_ps(msT + (jb + u) * 8, ms);
+      _mm256_storeu_ps(vsT + (jb + u) * 8, vs);
+      anyv = _mm256_or_ps(anyv, f);
+    }
+  }
+  _mm256_maskstore_ps(M, keep, Mv);
+  _mm256_maskstore_ps(S, keep, Sv);
+  return static_cast<unsigned>(_mm256_movemask_ps(anyv)) & ((1u << k) - 1);
+}
+
 template <class Ops>
 void attention_group_tiled(const AttnGroup& a) {
   constexpr int64_t T = kAttnTile;
   static_assert(T % 8 == 0, "tile must be whole vectors");
-  const int64_t nq = a.n_q, hd = a.hd, hdp = (hd + 15) / 16 * 16, rows = a.n_tok * nq;
+  const int64_t nq = a.n_q, hd = a.hd, hdp = (hd + 15) / 16 * 16, rows = a.n_tok * nq, rows8 = (rows + 7) / 8 * 8;
   const GgmlType type = a.kv_type;
-  float* sc = a.work;            // [T + 16] scores of one row
-  float* msv = sc + T + 16;      // [T]
-  float* vsv = msv + T;          // [T]
-  float* acc = vsv + T;          // [rows][hdp]
+  float* sc = a.work;            // [rows][T] scores
+  float* msv = sc + rows * T;    // [rows8 / 8][T][8] rescale factors, 8 rows interleaved
+  float* vsv = msv + rows8 * T;  // [rows8 / 8][T][8] V weights, the same
+  float* acc = vsv + rows8 * T;  // [rows][hdp]
   float* vt = acc + rows * hdp;  // [T][hdp] V rows as f32 (f16, q8_0)
   float* kt = vt + T * hdp;      // [T][hdp] K rows as f32 (f16)
   float* qf = kt + T * hdp;      // [rows][hdp] queries as f32 (f16)
@@ -49,7 +105,7 @@ void attention_group_tiled(const AttnGroup& a) {
   // never pairs these kernels with the scalar dots.)
   const bool k_f16 = type == GgmlType::F16, k_f32 = type == GgmlType::F32;
   if (k_f16)
-    for (int64_t r = 0; r < rows; ++r) dequantize_row(GgmlType::F16, a.q + r * a.q_stride, qf + r * hdp, hd);
+    for (int64_t r = 0; r < rows; ++r) Ops::f16_to_f32(a.q + r * a.q_stride, qf + r * hdp, hd);
   float M[kMaxAttnGroup], S[kMaxAttnGroup];
   for (int64_t r = 0; r < rows; ++r) {
     M[r] = -INFINITY, S[r] = 0.0f;
@@ -58,8 +114,6 @@ void attention_group_tiled(const AttnGroup& a) {
   const float* vrow[T];
   const float* krow[T];
   const uint8_t* kraw[T];
-  alignas(32) float arg[T];
-  alignas(32) uint8_t fresh[T];
   // Positions any row attends: from the first token's first to the last token's own.
   const int64_t first = a.row_begin(0), last = a.len + a.n_tok - 1;
   for (int64_t j0 = first; j0 < last; j0 += T) {
@@ -68,64 +122,75 @@ void attention_group_tiled(const AttnGroup& a) {
       const size_t off = attn_row_offset(a, j0 + jj);
       kraw[jj] = a.k + off;
       if (k_f16) {
-        dequantize_row(GgmlType::F16, kraw[jj], kt + jj * hdp, hd);
+        Ops::f16_to_f32(kraw[jj], kt + jj * hdp, hd);
         krow[jj] = kt + jj * hdp;
       } else if (k_f32) {
         krow[jj] = reinterpret_cast<const float*>(kraw[jj]);
       }
       if (k_f32) {
         vrow[jj] = reinterpret_cast<const float*>(a.v + off);
+      } else if (k_f16) {
+        Ops::f16_to_f32(a.v + off, vt + jj * hdp, hd);
+        vrow[jj] = vt + jj * hdp;
       } else {
         dequantize_row(type, a.v + off, vt + jj * hdp, hd);
         vrow[jj] = vt + jj * hdp;
       }
     }
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t i = r / nq;
-      // This row's positions within the tile: [lo, hi).
-      const int64_t lo = std::max(j0, a.row_begin(i)) - j0, hi = std::min(j0 + jn, a.len + i) - j0;
-      if (lo >= hi) continue;
+    // Groups of consecutive rows that attend the same part [lo, hi) of the tile: all query heads
+    // of a token, and tokens whose ends lie past the tile.
+    for (int64_t g0 = 0; g0 < rows;) {
+      const int64_t i0 = g0 / nq;
+      const int64_t lo = std::max(j0, a.row_begin(i0)) - j0, hi = std::min(j0 + jn, a.len + i0) - j0;
+      int64_t g1 = g0 + nq;
+      for (; g1 < rows; g1 += nq) {
+        const int64_t i = g1 / nq;
+        if (std::max(j0, a.row_begin(i)) - j0 != lo || std::min(j0 + jn, a.len + i) - j0 != hi) break;
+      }
       const int64_t n = hi - lo;
-      if (k_f16 || k_f32) {
-        const float* qh = k_f16 ? qf + r * hdp : reinterpret_cast<const float*>(a.q + r * a.q_stride);
-        Ops::scores(qh, krow + lo, n, a.scale, hd, sc);
-      } else {
-        for (int64_t jj = 0; jj < n; ++jj) sc[jj] = vec_dot(type, hd, kraw[lo + jj], a.q + r * a.q_stride) * a.scale;
+      if (n <= 0) {
+        g0 = g1;
+        continue;
       }
-      if (a.softcap != 0.0f)  // ggml: s = softcap * tanhf(s * scale / softcap), per score
-        for (int64_t jj = 0; jj < n; ++jj) sc[jj] = a.softcap * tanhf(sc[jj]);
-      // Running max over the row's part of the tile: the exp argument of each step, and whether
-      // it rescales.
-      float Mr = M[r];
-      bool any = false;
-      for (int64_t jj = 0; jj < n; ++jj) {  // branch-free: Mold - s is exactly -(s - Mold)
-        const float sj = sc[jj], dlt = sj - Mr;
-        const bool f = sj > Mr;
-        arg[jj] = f ? -dlt : dlt;
-        fresh[jj] = f;
-        any |= f;
-        Mr = f ? sj : Mr;
+      for (int64_t r = g0; r < g1; ++r) {
+        float* sr = sc + r * T;
+        if (k_f16 || k_f32) {
+          const float* qh = k_f16 ? qf + r * hdp : reinterpret_cast<const float*>(a.q + r * a.q_stride);
+          Ops::scores(qh, krow + lo, n, a.scale, hd, sr);
+        } else {
+          for (int64_t jj = 0; jj < n; ++jj) sr[jj] = vec_dot(type, hd, kraw[lo + jj], a.q + r * a.q_stride) * a.scale;
+        }
+        if (a.softcap != 0.0f)  // ggml: s = softcap * tanhf(s * scale / softcap), per score
+          for (int64_t jj = 0; jj < n; ++jj) sr[jj] = a.softcap * tanhf(sr[jj]);
       }
-      for (int64_t jj = n; jj < T; ++jj) arg[jj] = 0.0f;
-      M[r] = Mr;
-      for (int64_t jj = 0; jj < n; jj += 8) _mm256_storeu_ps(vsv + jj, exp8(_mm256_load_ps(arg + jj)));
-      float Sr = S[r];
-      for (int64_t jj = 0; jj < n; ++jj) {
-        const float e = vsv[jj];
-        msv[jj] = fresh[jj] ? e : 1.0f;
-        vsv[jj] = fresh[jj] ? 1.0f : e;
-        Sr = __builtin_fmaf(Sr, msv[jj], vsv[jj]);
+      // The softmax steps, 8 rows at a time; then the accumulators, the rows with a new maximum
+      // in the tile (which rescale) apart from the others. Rows share the V rows, so their
+      // independent chains overlap.
+      float* ar[2][kMaxAttnGroup];
+      const float* mr[2][kMaxAttnGroup];
+      const float* vr[2][kMaxAttnGroup];
+      int nr[2] = {0, 0};
+      for (int64_t c0 = g0; c0 < g1; c0 += 8) {
+        const int k = static_cast<int>(std::min<int64_t>(8, g1 - c0));
+        float* msT = msv + (c0 - g0) * T;
+        float* vsT = vsv + (c0 - g0) * T;
+        const unsigned fresh = softmax_steps8(sc + c0 * T, k, n, M + c0, S + c0, msT, vsT);
+        for (int l = 0; l < k; ++l) {
+          const int g = (fresh >> l) & 1;
+          ar[g][nr[g]] = acc + (c0 + l) * hdp;
+          mr[g][nr[g]] = msT + l;
+          vr[g][nr[g]++] = vsT + l;
+        }
       }
-      S[r] = Sr;
-      float* ar = acc + r * hdp;
-      const float* const* vr = vrow + lo;
+      const float* const* vrows = vrow + lo;
       if (k_f16) {
-        if (any) Ops::template accumulate<true, true>(ar, vr, msv, vsv, n, hd);
-        else Ops::template accumulate<true, false>(ar, vr, msv, vsv, n, hd);
+        if (nr[0]) Ops::template accumulate<true, false>(ar[0], nr[0], vrows, mr[0], vr[0], n, hd);
+        if (nr[1]) Ops::template accumulate<true, true>(ar[1], nr[1], vrows, mr[1], vr[1], n, hd);
       } else {
-        if (any) Ops::template accumulate<false, true>(ar, vr, msv, vsv, n, hd);
-        else Ops::template accumulate<false, false>(ar, vr, msv, vsv, n, hd);
+        if (nr[0]) Ops::template accumulate<false, false>(ar[0], nr[0], vrows, mr[0], vr[0], n, hd);
+        if (nr[1]) Ops::template accumulate<false, true>(ar[1], nr[1], vrows, mr[1], vr[1], n, hd);
       }
+      g0 = g1;
     }
   }
   for (int64_t r = 0; r < rows; ++r) {
