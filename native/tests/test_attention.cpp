@@ -81,7 +81,8 @@ TEST(attention_multi_token_rows_match_single_calls) {
     const std::vector<int64_t> hds =
         kvt == GgmlType::Q8_0 ? std::vector<int64_t>{64, 96, 128} : std::vector<int64_t>{8, 13, 40, 64, 128, 256};
     for (int64_t hd : hds) {
-      for (int64_t n_q : {1, 2, 8}) {
+      // n_q 3 and 4: row groups the kernels split unevenly (3 + 3 + ..., 2 + 2, 4 + 4).
+      for (int64_t n_q : {1, 2, 3, 4, 8}) {
         for (int64_t n_tok : {int64_t(1), int64_t(5), 64 / n_q}) {
           for (int64_t len0 : {1, 38}) {
             for (int64_t window : {0, 6, 33}) {
@@ -149,7 +150,7 @@ TEST(attention_multi_token_rows_match_single_calls) {
       }
     }
   }
-  CHECK(cases == (3 + 6 + 6) * 3 * 3 * 2 * 3);  // (head sizes) x n_q x n_tok x len0 x window
+  CHECK(cases == (3 + 6 + 6) * 5 * 3 * 2 * 3);  // (head sizes) x n_q x n_tok x len0 x window
 }
 
 TEST(attention_f32_prefill_runs_match_rows_alone) {

@@ -104,13 +104,16 @@ inline void accumulate_block(float* const* acc, const float* const* vrow, const 
     for (int c = 0; c < CH; ++c) W::store(acc[r] + d + L * c, a[r][c]);
 }
 
-// accumulate_block over nr rows: MAXR rows at a time, then fewer.
+// accumulate_block over nr rows: MAXR rows at a time (4, 3 or 2), then fewer.
 template <class W, bool F16, bool RESCALE, int CH, int MAXR>
 inline void accumulate_rows(float* const* acc, int nr, const float* const* vrow, const float* const* ms,
                             const float* const* vs, int64_t jn, int64_t d) {
   int r = 0;
   if constexpr (MAXR >= 4)
     for (; r + 4 <= nr; r += 4) accumulate_block<W, F16, RESCALE, CH, 4>(acc + r, vrow, ms + r, vs + r, jn, d);
+  if constexpr (MAXR == 3)  // four rows left go as 2 + 2, not 3 + 1
+    for (; r + 3 <= nr && nr - r != 4; r += 3)
+      accumulate_block<W, F16, RESCALE, CH, 3>(acc + r, vrow, ms + r, vs + r, jn, d);
   if constexpr (MAXR >= 2)
     for (; r + 2 <= nr; r += 2) accumulate_block<W, F16, RESCALE, CH, 2>(acc + r, vrow, ms + r, vs + r, jn, d);
   for (; r < nr; ++r) accumulate_block<W, F16, RESCALE, CH, 1>(acc + r, vrow, ms + r, vs + r, jn, d);
@@ -135,12 +138,12 @@ void accumulate_scalar(float* const* acc, int nr, const float* const* vrow, cons
     }
 }
 
-// 8-lane accumulation of nr rows from element d (16 ymm registers: 8 chains at most).
+// 8-lane accumulation of nr rows from element d: 16 ymm registers hold 3 rows x 4 vectors (12
+// chains) with the V vector and the 3 weights.
 template <bool F16, bool RESCALE>
 void accumulate8(float* const* acc, int nr, const float* const* vrow, const float* const* ms, const float* const* vs,
                  int64_t jn, int64_t d, int64_t hd) {
-  for (; d + 64 <= hd; d += 64) accumulate_rows<Vec8, F16, RESCALE, 8, 1>(acc, nr, vrow, ms, vs, jn, d);
-  for (; d + 32 <= hd; d += 32) accumulate_rows<Vec8, F16, RESCALE, 4, 2>(acc, nr, vrow, ms, vs, jn, d);
+  for (; d + 32 <= hd; d += 32) accumulate_rows<Vec8, F16, RESCALE, 4, 3>(acc, nr, vrow, ms, vs, jn, d);
   for (; d + 8 <= hd; d += 8) accumulate_rows<Vec8, F16, RESCALE, 1, 4>(acc, nr, vrow, ms, vs, jn, d);
   if (d < hd) accumulate_scalar<F16, RESCALE>(acc, nr, vrow, ms, vs, jn, d, hd);
 }
