@@ -816,4 +816,18 @@ export const MUTATIONS = [
     replace: "a[r][c] = W::fmadd(x, w[0], a[r][c]);",
     why: "attention: rows accumulated side by side all take the first row's V weights",
   },
+  {
+    id: "lowrank-avx512-pairs-slot",
+    file: "native/core/model/lowrank_avx512.cpp",
+    find: "for (int q = 0; q < R; ++q) store_pair(acc[p][q], ts[q], k + 2 * p);",
+    replace: "for (int q = 0; q < R; ++q) store_pair(acc[p][q], ts[q], k + p);",
+    why: "LoRA A pass (AVX-512): the rank pairs run side by side write their results one pair slot off",
+  },
+  {
+    id: "lowrank-avx2-ranks-same-row",
+    file: "native/core/model/lowrank_avx2.cpp",
+    find: "const __m256 a = load8(f.a, f.type, (k + p) * n_in + i);",
+    replace: "const __m256 a = load8(f.a, f.type, k * n_in + i);",
+    why: "LoRA A pass (AVX2): the ranks run side by side all read the first rank's row of A",
+  },
 ];

@@ -15,7 +15,7 @@
 // With --csr it runs bench_csr.cpp instead (CSR kernels against the dense f16 product), with --s24
 // bench_s24.cpp (2:4 kernels against the dense product of their value type), with --peak
 // bench_peak.cpp (the machine's int8 dot-product and f32 FMA peaks), with --attn bench_attn.cpp (one
-// attention_group call).
+// attention_group call), with --lowrank bench_lowrank.cpp (one projection's batched LoRA update).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "model/matmul.h"
 #include "os/os.h"
 #include "quant/gemm.h"
@@ -80,60 +81,6 @@ bool parse_type(const std::string& s, GgmlType* t) {
     }
   }
   return false;
-}
-
-// Sums [p, p + n) 64-bit words; AVX2 when the CPU has it (four independent accumulators).
-__attribute__((target("avx2"))) uint64_t sum_avx2(const uint64_t* p, int64_t n) {
-  __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
-  for (int64_t i = 0; i + 16 <= n; i += 16) {
-    s0 = _mm256_add_epi64(s0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
-    s1 = _mm256_add_epi64(s1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
-    s2 = _mm256_add_epi64(s2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 8)));
-    s3 = _mm256_add_epi64(s3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 12)));
-  }
-  alignas(32) uint64_t v[4];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(v),
-                     _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3)));
-  return v[0] + v[1] + v[2] + v[3];
-}
-uint64_t sum_scalar(const uint64_t* p, int64_t n) {
-  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  for (int64_t i = 0; i + 4 <= n; i += 4) {
-    s0 += p[i];
-    s1 += p[i + 1];
-    s2 += p[i + 2];
-    s3 += p[i + 3];
-  }
-  return s0 + s1 + s2 + s3;
-}
-
-// Read bandwidth: each thread sums its own contiguous part of a buffer 16x the LLC; best of 5.
-// (A streaming kernel that computes between its loads can beat a plain sum slightly, so GEMV
-// fractions a little above 100% are possible.)
-double read_bandwidth_gbs(ThreadPool& pool, const std::vector<uint64_t>& buf) {
-  const bool avx2 = __builtin_cpu_supports("avx2");
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    std::vector<uint64_t> partial(64, 0);
-    const int64_t chunks = pool.size();
-    const int64_t per = static_cast<int64_t>(buf.size()) / chunks;
-    auto t0 = Clock::now();
-    pool.parallel_for_chunked(
-        chunks,
-        [&](int64_t b, int64_t e, int slot) {
-          for (int64_t c = b; c < e; ++c) {
-            const uint64_t* p = buf.data() + c * per;
-            partial[static_cast<size_t>(slot)] += avx2 ? sum_avx2(p, per) : sum_scalar(p, per);
-          }
-        },
-        1);
-    const double t = seconds_since(t0);
-    uint64_t sink = 0;
-    for (uint64_t v : partial) sink += v;
-    if (sink == 42) std::printf(" ");
-    best = std::max(best, static_cast<double>(buf.size()) * 8 / t / 1e9);
-  }
-  return best;
 }
 
 // Random weights: quantized blocks with random bytes and sane scales (f16 scale fields set to
@@ -250,12 +197,16 @@ int run_s24_bench(int argc, char** argv);
 // bench_attn.cpp: one attention_group call, the dispatched kernel (--attn).
 int run_attn_bench(int argc, char** argv);
 
+// bench_lowrank.cpp: the batched LoRA update of one projection against the read bandwidth (--lowrank).
+int run_lowrank_bench(int argc, char** argv);
+
 int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--csr") return run_csr_bench(argc, argv);
     if (std::string(argv[i]) == "--peak") return run_peak_bench(argc, argv);
     if (std::string(argv[i]) == "--s24") return run_s24_bench(argc, argv);
     if (std::string(argv[i]) == "--attn") return run_attn_bench(argc, argv);
+    if (std::string(argv[i]) == "--lowrank") return run_lowrank_bench(argc, argv);
   }
   Options o;
   for (int i = 1; i < argc; ++i) {
@@ -316,7 +267,7 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < buf.size(); ++i) buf[i] = i;
     for (int th : o.threads) {
       ThreadPool pool(th);
-      bw[std::min(th, 8)] = read_bandwidth_gbs(pool, buf);
+      bw[std::min(th, 8)] = bench::read_bandwidth_gbs(pool, buf);
       std::printf("memory  : read bandwidth %.1f GB/s with %d thread%s (sum over 1 GiB)\n", bw[std::min(th, 8)], th,
                   th == 1 ? "" : "s");
     }

@@ -80,46 +80,48 @@ TEST(lowrank_simd_equals_scalar_reference_bitwise) {
         const int64_t n_in = q8 ? 160 : r % 2 ? 131 : 136, j0 = q8 ? 8 : 3;
         if (q8) n_out = (n_out + 31) / 32 * 32;
         Factors F = make_factors(r, n_in, n_out, type, 0.7f, static_cast<uint32_t>(r * 31 + n_out));
-        // 7 rows: one block of four and three single rows in the AVX2 kernel
-        const int64_t nx = 7;
-        const auto x = randv(static_cast<size_t>(nx * n_in), 3);
-        std::vector<float> t1(static_cast<size_t>(nx * r)), t2(t1.size());
-        std::vector<const float*> xs;
-        std::vector<float*> p1, p2;
-        for (int64_t i = 0; i < nx; ++i) {
-          xs.push_back(x.data() + i * n_in);
-          p1.push_back(t1.data() + i * r), p2.push_back(t2.data() + i * r);
-        }
-        lowrank_a_ref(F.f, xs.data(), nx, n_in, 0, r, p1.data());
-        lowrank_a_avx2(F.f, xs.data(), nx, n_in, 0, r, p2.data());
-        CHECK(std::memcmp(t1.data(), t2.data(), t1.size() * 4) == 0);
-        if (avx512) {
-          std::fill(t2.begin(), t2.end(), 0.0f);
-          lowrank_a_avx512(F.f, xs.data(), nx, n_in, 0, r, p2.data());  // odd r: a last single rank
+        // 7 rows: one block of four and three single rows in the AVX2 kernel; 3 rows: the AVX-512 A
+        // kernel's few-row path (up to four rank pairs side by side)
+        for (const int64_t nx : {int64_t(7), int64_t(3)}) {
+          const auto x = randv(static_cast<size_t>(nx * n_in), 3);
+          std::vector<float> t1(static_cast<size_t>(nx * r)), t2(t1.size());
+          std::vector<const float*> xs;
+          std::vector<float*> p1, p2;
+          for (int64_t i = 0; i < nx; ++i) {
+            xs.push_back(x.data() + i * n_in);
+            p1.push_back(t1.data() + i * r), p2.push_back(t2.data() + i * r);
+          }
+          lowrank_a_ref(F.f, xs.data(), nx, n_in, 0, r, p1.data());
+          lowrank_a_avx2(F.f, xs.data(), nx, n_in, 0, r, p2.data());
           CHECK(std::memcmp(t1.data(), t2.data(), t1.size() * 4) == 0);
+          if (avx512) {
+            std::fill(t2.begin(), t2.end(), 0.0f);
+            lowrank_a_avx512(F.f, xs.data(), nx, n_in, 0, r, p2.data());  // odd r: a last single rank
+            CHECK(std::memcmp(t1.data(), t2.data(), t1.size() * 4) == 0);
+          }
+          // 7 rows (a block of four, three single rows); a column range that starts off a multiple
+          // of 8, as a task boundary would not, but may
+          auto y1 = randv(static_cast<size_t>(nx * n_out), 4), y2 = y1;
+          std::vector<const float*> tp;
+          std::vector<float*> q1, q2;
+          for (int64_t i = 0; i < nx; ++i) {
+            tp.push_back(t1.data() + i * r);
+            q1.push_back(y1.data() + i * n_out), q2.push_back(y2.data() + i * n_out);
+          }
+          lowrank_b_ref(F.f, tp.data(), q1.data(), nx, n_out, j0, n_out);
+          lowrank_b_avx2(F.f, tp.data(), q2.data(), nx, n_out, j0, n_out);
+          CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0);
+          if (avx512) {
+            auto y3 = randv(static_cast<size_t>(nx * n_out), 4);
+            std::vector<float*> q3;
+            for (int64_t i = 0; i < nx; ++i) q3.push_back(y3.data() + i * n_out);
+            lowrank_b_avx512(F.f, tp.data(), q3.data(), nx, n_out, j0, n_out);
+            CHECK(std::memcmp(y1.data(), y3.data(), y1.size() * 4) == 0);
+          }
+          const auto y0 = randv(static_cast<size_t>(nx * n_out), 4);
+          CHECK(y1[0] == y0[0] && y1[static_cast<size_t>(j0 - 1)] == y0[static_cast<size_t>(j0 - 1)] &&
+                y1[static_cast<size_t>(j0)] != y0[static_cast<size_t>(j0)]);  // only [j0, n_out) was written
         }
-        // 7 rows (a block of four, three single rows); a column range that starts off a multiple
-        // of 8, as a task boundary would not, but may
-        auto y1 = randv(static_cast<size_t>(nx * n_out), 4), y2 = y1;
-        std::vector<const float*> tp;
-        std::vector<float*> q1, q2;
-        for (int64_t i = 0; i < nx; ++i) {
-          tp.push_back(t1.data() + i * r);
-          q1.push_back(y1.data() + i * n_out), q2.push_back(y2.data() + i * n_out);
-        }
-        lowrank_b_ref(F.f, tp.data(), q1.data(), nx, n_out, j0, n_out);
-        lowrank_b_avx2(F.f, tp.data(), q2.data(), nx, n_out, j0, n_out);
-        CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0);
-        if (avx512) {
-          auto y3 = randv(static_cast<size_t>(nx * n_out), 4);
-          std::vector<float*> q3;
-          for (int64_t i = 0; i < nx; ++i) q3.push_back(y3.data() + i * n_out);
-          lowrank_b_avx512(F.f, tp.data(), q3.data(), nx, n_out, j0, n_out);
-          CHECK(std::memcmp(y1.data(), y3.data(), y1.size() * 4) == 0);
-        }
-        const auto y0 = randv(static_cast<size_t>(nx * n_out), 4);
-        CHECK(y1[0] == y0[0] && y1[static_cast<size_t>(j0 - 1)] == y0[static_cast<size_t>(j0 - 1)] &&
-              y1[static_cast<size_t>(j0)] != y0[static_cast<size_t>(j0)]);  // only [j0, n_out) was written
       }
 }
 

@@ -34,8 +34,9 @@ void pick(AFn* a, BFn* b) {
 // 2-thread pool splits even a K/V projection (n_out 256) in two.
 constexpr int64_t kColChunk = 128;
 
-// Ranks per task of the A pass.
-constexpr int64_t kRankChunk = 4;
+// Ranks per task of the A pass at most: the kernels run up to 8 ranks of a row side by side (their
+// fma chains overlap); fewer when that would leave threads idle.
+constexpr int64_t kRankChunk = 8;
 
 // A task of the A pass: group g (its rows are slots s0..), ranks [k0, k0 + kRankChunk).
 struct Item {
@@ -96,11 +97,16 @@ void lowrank_b_ref(const LowRankFactors& f, const float* const* ts, float* const
 void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x, int64_t n_in, float* y, int64_t ldy,
                    int64_t n_out, ThreadPool& pool) {
   // T: one slot of max_r floats per (group, row), in group order.
-  int64_t total = 0, max_r = 0, items = 0;
-  for (int64_t g = 0; g < n_groups; ++g) {
-    total += groups[g].n_rows, max_r = std::max(max_r, groups[g].f.r);
-    items += (groups[g].f.r + kRankChunk - 1) / kRankChunk;
-  }
+  int64_t total = 0, max_r = 0;
+  for (int64_t g = 0; g < n_groups; ++g) total += groups[g].n_rows, max_r = std::max(max_r, groups[g].f.r);
+  auto count_items = [&](int64_t chunk) {
+    int64_t n = 0;
+    for (int64_t g = 0; g < n_groups; ++g) n += (groups[g].f.r + chunk - 1) / chunk;
+    return n;
+  };
+  int64_t chunk = kRankChunk;
+  while (chunk > 2 && count_items(chunk) < 2 * static_cast<int64_t>(pool.size())) chunk /= 2;
+  const int64_t items = count_items(chunk);
   if (total == 0 || max_r == 0) return;
   Scratch& sc = scratch();
   if (sc.t.size() < static_cast<size_t>(total * max_r)) sc.t.resize(static_cast<size_t>(total * max_r));
@@ -118,7 +124,7 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
       sc.xs[static_cast<size_t>(s)] = x + groups[g].rows[i] * n_in;
       sc.ts[static_cast<size_t>(s)] = T + s * max_r;
     }
-    for (int64_t k0 = 0; k0 < groups[g].f.r; k0 += kRankChunk) sc.item[static_cast<size_t>(it++)] = {g, s0, k0};
+    for (int64_t k0 = 0; k0 < groups[g].f.r; k0 += chunk) sc.item[static_cast<size_t>(it++)] = {g, s0, k0};
   }
   AFn a_pass;
   BFn b_pass;
@@ -129,7 +135,7 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
     for (int64_t it = b; it < e; ++it) {
       const Item& w = sc.item[static_cast<size_t>(it)];
       const LowRankGroup& G = groups[w.g];
-      const int64_t k1 = std::min(G.f.r, w.k0 + kRankChunk);
+      const int64_t k1 = std::min(G.f.r, w.k0 + chunk);
       a_pass(G.f, sc.xs.data() + w.s0, G.n_rows, n_in, w.k0, k1, sc.ts.data() + w.s0);
     }
   });

@@ -79,32 +79,46 @@ void lowrank_b_rows(const LowRankFactors& f, const float* const* ts, float* cons
 
 }  // namespace
 
-// Four rows of x share each load of A (the accumulation of each output is the reference's).
+namespace {
+// R rows x P ranks from k at once (P * R independent 8-lane accumulators, so one row is not bound
+// by the fma latency); each output is the reference's dot8.
+template <int P, int R>
+inline void a_block(const LowRankFactors& f, const float* const* xs, int64_t n_in, int64_t n8, int64_t k,
+                    float* const* ts) {
+  __m256 acc[P][R];
+#pragma GCC unroll 4
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+    for (int q = 0; q < R; ++q) acc[p][q] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n8; i += 8) {
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) {
+      const __m256 a = load8(f.a, f.type, (k + p) * n_in + i);
+#pragma GCC unroll 4
+      for (int q = 0; q < R; ++q) acc[p][q] = _mm256_fmadd_ps(a, _mm256_loadu_ps(xs[q] + i), acc[p][q]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+    for (int q = 0; q < R; ++q) ts[q][k + p] = reduce8_tail(acc[p][q], f, (k + p) * n_in, xs[q], n8, n_in);
+}
+}  // namespace
+
+// Rows in blocks of four with two ranks (8 chains), the remaining rows with four ranks, then one.
 void lowrank_a_avx2(const LowRankFactors& f, const float* const* xs, int64_t n_x, int64_t n_in, int64_t k0, int64_t k1,
                     float* const* ts) {
   const int64_t n8 = n_in / 8 * 8;
-  for (int64_t k = k0; k < k1; ++k) {
-    const int64_t base = k * n_in;
-    int64_t r = 0;
-    for (; r + 4 <= n_x; r += 4) {
-      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      const float *x0 = xs[r], *x1 = xs[r + 1], *x2 = xs[r + 2], *x3 = xs[r + 3];
-      for (int64_t i = 0; i < n8; i += 8) {
-        const __m256 a = load8(f.a, f.type, base + i);
-        a0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x0 + i), a0);
-        a1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x1 + i), a1);
-        a2 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x2 + i), a2);
-        a3 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x3 + i), a3);
-      }
-      ts[r][k] = reduce8_tail(a0, f, base, x0, n8, n_in), ts[r + 1][k] = reduce8_tail(a1, f, base, x1, n8, n_in);
-      ts[r + 2][k] = reduce8_tail(a2, f, base, x2, n8, n_in), ts[r + 3][k] = reduce8_tail(a3, f, base, x3, n8, n_in);
-    }
-    for (; r < n_x; ++r) {
-      __m256 acc = _mm256_setzero_ps();
-      for (int64_t i = 0; i < n8; i += 8)
-        acc = _mm256_fmadd_ps(load8(f.a, f.type, base + i), _mm256_loadu_ps(xs[r] + i), acc);
-      ts[r][k] = reduce8_tail(acc, f, base, xs[r], n8, n_in);
-    }
+  int64_t r = 0;
+  for (; r + 4 <= n_x; r += 4) {
+    int64_t k = k0;
+    for (; k + 2 <= k1; k += 2) a_block<2, 4>(f, xs + r, n_in, n8, k, ts + r);
+    for (; k < k1; ++k) a_block<1, 4>(f, xs + r, n_in, n8, k, ts + r);
+  }
+  for (; r < n_x; ++r) {
+    int64_t k = k0;
+    for (; k + 4 <= k1; k += 4) a_block<4, 1>(f, xs + r, n_in, n8, k, ts + r);
+    for (; k < k1; ++k) a_block<1, 1>(f, xs + r, n_in, n8, k, ts + r);
   }
 }
 

@@ -9,7 +9,10 @@
 
 // GCC 12's _mm512_cvtph_ps starts from _mm512_undefined_ps(), which -Wmaybe-uninitialized reports
 // at every inlined use; the value is fully overwritten.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 namespace llmserve {
 namespace {
@@ -60,39 +63,99 @@ inline void store_pair(__m512 acc, float* t, int64_t k) {
 
 }  // namespace
 
+namespace {
+// R rows x P rank pairs (ranks k .. k + 2P - 1) at once: P * R independent accumulators (one
+// row's dot8 lanes of two ranks each), so the fma latency does not bound a single row; each lane
+// still sums its elements in order, as the reference.
+template <int P, int R>
+inline void a_block(const LowRankFactors& f, const float* const* xs, int64_t n_in, int64_t k, float* const* ts) {
+  __m512 acc[P][R];
+#pragma GCC unroll 4
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+    for (int q = 0; q < R; ++q) acc[p][q] = _mm512_setzero_ps();
+  const size_t eb = f.type == LowRankType::F32 ? 4 : 2;  // prefetch distance in bytes per element (q8_0 ~ f16)
+  const auto* base = static_cast<const char*>(f.a);
+  for (int64_t i = 0; i < n_in; i += 8) {
+    // The factor rows are short streams (a page or two each, 2P of them at once), too short for
+    // the hardware prefetcher to ramp up: fetch 1 KiB ahead in each, one line per 32 elements.
+    if (i % 32 == 0)
+#pragma GCC unroll 8
+      for (int p = 0; p < 2 * P; ++p)
+        _mm_prefetch(base + (static_cast<size_t>((k + p) * n_in + i) + 512) * eb, _MM_HINT_T0);
+    __m512 xv[R];
+#pragma GCC unroll 4
+    for (int q = 0; q < R; ++q) xv[q] = _mm512_broadcast_f32x8(_mm256_loadu_ps(xs[q] + i));
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) {
+      const __m512 a = load_pair(f, (k + 2 * p) * n_in + i, (k + 2 * p + 1) * n_in + i);
+#pragma GCC unroll 4
+      for (int q = 0; q < R; ++q) acc[p][q] = _mm512_fmadd_ps(a, xv[q], acc[p][q]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+    for (int q = 0; q < R; ++q) store_pair(acc[p][q], ts[q], k + 2 * p);
+}
+
+// Rows [0, n_x) for the P rank pairs from k.
+template <int P>
+inline void a_rows(const LowRankFactors& f, const float* const* xs, int64_t n_x, int64_t n_in, int64_t k,
+                   float* const* ts) {
+  int64_t r = 0;
+  if constexpr (P <= 2)
+    for (; r + 4 <= n_x; r += 4) a_block<P, 4>(f, xs + r, n_in, k, ts + r);
+  for (; r + 2 <= n_x; r += 2) a_block<P, 2>(f, xs + r, n_in, k, ts + r);
+  for (; r < n_x; ++r) a_block<P, 1>(f, xs + r, n_in, k, ts + r);
+}
+}  // namespace
+
+// Ranks two per register (one per 256-bit half), up to four pairs and four rows at a time.
 void lowrank_a_avx512(const LowRankFactors& f, const float* const* xs, int64_t n_x, int64_t n_in, int64_t k0,
                       int64_t k1, float* const* ts) {
   // Rows not a multiple of 8 (factored matrices of any shape): the AVX2 kernel, which has the tail.
   if (n_in % 8 != 0) return lowrank_a_avx2(f, xs, n_x, n_in, k0, k1, ts);
   int64_t k = k0;
-  for (; k + 2 <= k1; k += 2) {
-    const int64_t b0 = k * n_in, b1 = (k + 1) * n_in;
-    int64_t r = 0;
-    for (; r + 4 <= n_x; r += 4) {
-      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      const float *x0 = xs[r], *x1 = xs[r + 1], *x2 = xs[r + 2], *x3 = xs[r + 3];
-      for (int64_t i = 0; i < n_in; i += 8) {
-        const __m512 a = load_pair(f, b0 + i, b1 + i);
-        a0 = _mm512_fmadd_ps(a, _mm512_broadcast_f32x8(_mm256_loadu_ps(x0 + i)), a0);
-        a1 = _mm512_fmadd_ps(a, _mm512_broadcast_f32x8(_mm256_loadu_ps(x1 + i)), a1);
-        a2 = _mm512_fmadd_ps(a, _mm512_broadcast_f32x8(_mm256_loadu_ps(x2 + i)), a2);
-        a3 = _mm512_fmadd_ps(a, _mm512_broadcast_f32x8(_mm256_loadu_ps(x3 + i)), a3);
-      }
-      store_pair(a0, ts[r], k), store_pair(a1, ts[r + 1], k), store_pair(a2, ts[r + 2], k),
-          store_pair(a3, ts[r + 3], k);
-    }
-    for (; r < n_x; ++r) {
-      __m512 acc = _mm512_setzero_ps();
-      for (int64_t i = 0; i < n_in; i += 8)
-        acc = _mm512_fmadd_ps(load_pair(f, b0 + i, b1 + i), _mm512_broadcast_f32x8(_mm256_loadu_ps(xs[r] + i)), acc);
-      store_pair(acc, ts[r], k);
-    }
+  // Many rows give enough chains with two pairs; few rows need more pairs.
+  if (n_x >= 4) {
+    for (; k + 4 <= k1; k += 4) a_rows<2>(f, xs, n_x, n_in, k, ts);
+  } else {
+    for (; k + 8 <= k1; k += 8) a_rows<4>(f, xs, n_x, n_in, k, ts);
+    for (; k + 4 <= k1; k += 4) a_rows<2>(f, xs, n_x, n_in, k, ts);
   }
+  for (; k + 2 <= k1; k += 2) a_rows<1>(f, xs, n_x, n_in, k, ts);
   if (k < k1) lowrank_a_avx2(f, xs, n_x, n_in, k, k1, ts);
 }
 
+namespace {
+// One row, NV x 16 columns from j: NV independent chains over the r ranks.
+template <int NV>
+inline void b_row(const LowRankFactors& f, const float* t, float* y, int64_t n_out, int64_t j, __m512 sc) {
+  __m512 acc[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) acc[v] = _mm512_setzero_ps();
+  const size_t eb = f.type == LowRankType::F32 ? 4 : 2;
+  const auto* base = static_cast<const char*>(f.bt);
+  for (int64_t k = 0; k < f.r; ++k) {
+    // Each rank reads NV x 16 columns, then jumps a whole row of Bt: fetch the rows 4 ranks ahead.
+    if (k + 4 < f.r)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; v += 2)
+        _mm_prefetch(base + static_cast<size_t>((k + 4) * n_out + j + 16 * v) * eb, _MM_HINT_T0);
+    const __m512 tk = _mm512_set1_ps(t[k]);
+    const int64_t o = k * n_out + j;
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[v] = _mm512_fmadd_ps(tk, load16(f.bt, f.type, o + 16 * v), acc[v]);
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v)
+    _mm512_storeu_ps(y + j + 16 * v, _mm512_fmadd_ps(acc[v], sc, _mm512_loadu_ps(y + j + 16 * v)));
+}
+}  // namespace
+
 // Rows in blocks of four sharing each load of Bt (32 columns: 8 accumulators), then single rows
-// 64 columns at a time; the AVX2 kernel finishes what is left (fewer than 32 / 64 columns).
+// 128 or 64 columns at a time; the AVX2 kernel finishes what is left (fewer than 32 / 64 columns).
 void lowrank_b_avx512(const LowRankFactors& f, const float* const* ts, float* const* ys, int64_t n_y, int64_t n_out,
                       int64_t j0, int64_t j1) {
   const __m512 sc = _mm512_set1_ps(f.scale);
@@ -124,24 +187,9 @@ void lowrank_b_avx512(const LowRankFactors& f, const float* const* ts, float* co
     if (j < j1) lowrank_b_avx2(f, ts + i, ys + i, 4, n_out, j, j1);
   }
   for (; i < n_y; ++i) {
-    const float* t = ts[i];
-    float* y = ys[i];
     int64_t j = j0;
-    for (; j + 64 <= j1; j += 64) {
-      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      for (int64_t k = 0; k < r; ++k) {
-        const __m512 tk = _mm512_set1_ps(t[k]);
-        const int64_t o = k * n_out + j;
-        a0 = _mm512_fmadd_ps(tk, load16(f.bt, f.type, o), a0);
-        a1 = _mm512_fmadd_ps(tk, load16(f.bt, f.type, o + 16), a1);
-        a2 = _mm512_fmadd_ps(tk, load16(f.bt, f.type, o + 32), a2);
-        a3 = _mm512_fmadd_ps(tk, load16(f.bt, f.type, o + 48), a3);
-      }
-      _mm512_storeu_ps(y + j, _mm512_fmadd_ps(a0, sc, _mm512_loadu_ps(y + j)));
-      _mm512_storeu_ps(y + j + 16, _mm512_fmadd_ps(a1, sc, _mm512_loadu_ps(y + j + 16)));
-      _mm512_storeu_ps(y + j + 32, _mm512_fmadd_ps(a2, sc, _mm512_loadu_ps(y + j + 32)));
-      _mm512_storeu_ps(y + j + 48, _mm512_fmadd_ps(a3, sc, _mm512_loadu_ps(y + j + 48)));
-    }
+    for (; j + 128 <= j1; j += 128) b_row<8>(f, ts[i], ys[i], n_out, j, sc);
+    for (; j + 64 <= j1; j += 64) b_row<4>(f, ts[i], ys[i], n_out, j, sc);
     if (j < j1) lowrank_b_avx2(f, ts + i, ys + i, 1, n_out, j, j1);
   }
 }
