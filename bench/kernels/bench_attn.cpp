@@ -105,15 +105,6 @@ int run_attn_bench(int argc, char** argv) {
   std::vector<int64_t> lens = {512, 4096, 16384}, tokens = {1, 16};
   std::vector<GgmlType> types = {GgmlType::F16};
   double min_time = 0.3;
-  auto ints = [](const std::string& s, std::vector<int64_t>* out) {
-    out->clear();
-    for (auto& e : bench::split_list(s)) {
-      const long long n = std::atoll(e.c_str());
-      if (n <= 0) return false;
-      out->push_back(n);
-    }
-    return !out->empty();
-  };
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const std::string val = i + 1 < argc ? argv[i + 1] : "";
@@ -128,9 +119,9 @@ int run_attn_bench(int argc, char** argv) {
       }
       ok = ok && !shapes.empty();
     } else if (a == "--lens") {
-      ok = ints(val, &lens);
+      ok = bench::parse_counts(val, &lens);
     } else if (a == "--tokens") {
-      ok = ints(val, &tokens);
+      ok = bench::parse_counts(val, &tokens);
     } else if (a == "--types") {
       types.clear();
       for (auto& s : bench::split_list(val)) {

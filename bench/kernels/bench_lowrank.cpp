@@ -55,24 +55,15 @@ int run_lowrank_bench(int argc, char** argv) {
   int threads = 2;
   LowRankType type = LowRankType::F16;
   double min_time = 0.3;
-  auto ints = [](const std::string& s, std::vector<int64_t>* out) {
-    out->clear();
-    for (auto& e : bench::split_list(s)) {
-      const long long n = std::atoll(e.c_str());
-      if (n <= 0) return false;
-      out->push_back(n);
-    }
-    return !out->empty();
-  };
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--lowrank") continue;
     const std::string val = i + 1 < argc ? argv[i + 1] : "";
     bool ok = true;
     if (a == "--ranks") {
-      ok = ints(val, &ranks);
+      ok = bench::parse_counts(val, &ranks);
     } else if (a == "--adapters") {
-      ok = ints(val, &adapters);
+      ok = bench::parse_counts(val, &adapters);
     } else if (a == "--tokens") {
       tokens = std::atoll(val.c_str());
       ok = tokens > 0;

@@ -26,6 +26,17 @@ inline std::vector<std::string> split_list(const std::string& s) {
   return out;
 }
 
+// "1,16,64" -> positive integers; false when the list is empty or an item is not a positive number.
+inline bool parse_counts(const std::string& s, std::vector<int64_t>* out) {
+  out->clear();
+  for (auto& e : split_list(s)) {
+    const long long n = std::atoll(e.c_str());
+    if (n <= 0) return false;
+    out->push_back(n);
+  }
+  return !out->empty();
+}
+
 // "5632x2048" (n_out x n_in) -> the pair; false when it is not two positive numbers around an 'x'.
 inline bool parse_shape(const std::string& s, int64_t* n_out, int64_t* n_in) {
   const auto x = s.find('x');
