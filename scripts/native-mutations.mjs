@@ -830,4 +830,11 @@ export const MUTATIONS = [
     replace: "const __m256 a = load8(f.a, f.type, k * n_in + i);",
     why: "LoRA A pass (AVX2): the ranks run side by side all read the first rank's row of A",
   },
+  {
+    id: "lowrank-b-tasks-drop-last-column",
+    file: "native/core/model/lowrank.cpp",
+    find: "j1 = std::min(n_out, j0 + cols);",
+    replace: "j1 = std::min(n_out - 1, j0 + cols);",
+    why: "LoRA B pass: the (group, column range) tasks never write the projection's last output column",
+  },
 ];

@@ -30,8 +30,9 @@ void pick(AFn* a, BFn* b) {
 #endif
 }
 
-// Columns per work item of the B pass: long enough to amortize a task, short enough that a
-// 2-thread pool splits even a K/V projection (n_out 256) in two.
+// Column ranges of the B pass are multiples of this (the kernels' SIMD column steps, and q8_0
+// factors' 8-column loads never straddle a block); a 2-thread pool can still split a K/V
+// projection (n_out 256) of one adapter in two.
 constexpr int64_t kColChunk = 128;
 
 // Ranks per task of the A pass at most: the kernels run up to 8 ranks of a row side by side (their
@@ -50,6 +51,7 @@ struct Scratch {
   std::vector<const float*> xs;
   std::vector<float*> ts, ys;
   std::vector<Item> item;
+  std::vector<int64_t> first;  // first slot of each group
 };
 Scratch& scratch() {
   thread_local Scratch s;
@@ -139,14 +141,23 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
       a_pass(G.f, sc.xs.data() + w.s0, G.n_rows, n_in, w.k0, k1, sc.ts.data() + w.s0);
     }
   });
-  // Pass 2: y += scale·B·t, one column range per task over every group and row, so each range of
-  // Bt is read from memory once per projection and reused for all the rows of its group.
-  const int64_t chunks = (n_out + kColChunk - 1) / kColChunk;
+  // Pass 2: y += scale·B·t, one (group, column range) per task over all the group's rows, so each
+  // part of Bt is read once per projection, and a task walks its rows of Bt in address order (the
+  // hardware prefetcher follows; a task per column range over every group read 256-byte pieces of
+  // every group's rows). Ranges are whole kColChunk multiples, enough of them for every thread.
+  const int64_t want = 2 * static_cast<int64_t>(pool.size());
+  int64_t splits = std::max<int64_t>(1, (want + n_groups - 1) / n_groups);
+  const int64_t cols = ((n_out + splits - 1) / splits + kColChunk - 1) / kColChunk * kColChunk;
+  splits = (n_out + cols - 1) / cols;
   for (int64_t s = 0; s < total; ++s) sc.ys[static_cast<size_t>(s)] = y + slot[static_cast<size_t>(s)].second * ldy;
-  pool.parallel_for(chunks, [&](int64_t b, int64_t e) {
-    const int64_t j0 = b * kColChunk, j1 = std::min(n_out, e * kColChunk);
-    for (int64_t g = 0, s0 = 0; g < n_groups; s0 += groups[g].n_rows, ++g)
+  sc.first.resize(static_cast<size_t>(n_groups));
+  for (int64_t g = 0, s0 = 0; g < n_groups; s0 += groups[g].n_rows, ++g) sc.first[static_cast<size_t>(g)] = s0;
+  pool.parallel_for(n_groups * splits, [&](int64_t b, int64_t e) {
+    for (int64_t it = b; it < e; ++it) {
+      const int64_t g = it / splits, j0 = (it % splits) * cols, j1 = std::min(n_out, j0 + cols);
+      const int64_t s0 = sc.first[static_cast<size_t>(g)];
       b_pass(groups[g].f, sc.ts.data() + s0, sc.ys.data() + s0, groups[g].n_rows, n_out, j0, j1);
+    }
   });
 }
 
