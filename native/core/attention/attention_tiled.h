@@ -5,11 +5,13 @@
 //   - positions go in tiles of kAttnTile; a tile's K and V rows are read (converted to f32 once
 //     for f16, V dequantized once for q8_0) and then used by every row of the call: all query
 //     heads of the KV head, for each of the call's tokens (a prefill chunk's consecutive tokens);
-//   - a row's softmax factors for its part of the tile come from one 8-lane fast_exp per 8
-//     scores (the running max is a scalar scan first, so every argument is the one the
-//     sequential loop would use);
-//   - each row's accumulator walks the tile in registers (Ops::accumulate), rounding to f16 after
-//     each step with an f16 cache, as ggml's f16 VKQ accumulator.
+//   - the rows that attend the same part of a tile (a token's query heads; tokens whose ends lie
+//     past the tile) go together: their online-softmax steps run 8 rows per vector, one lane per
+//     row, each lane the sequential loop's steps in order (softmax_steps8), so every exp argument,
+//     maximum and sum is the reference's;
+//   - their accumulators walk the tile in registers side by side (Ops::accumulate: 2-4 rows, so
+//     12-16 independent chains), rounding to f16 after each step with an f16 cache, as ggml's f16
+//     VKQ accumulator; the rows that saw a new maximum in the tile rescale, the others do not.
 // Multiplying by ms = 1 (no new maximum) and rounding an f16 value to f16 are exact identities, so
 // a tile without a new maximum skips the rescale without changing any bit.
 //
