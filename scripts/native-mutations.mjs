@@ -837,4 +837,11 @@ export const MUTATIONS = [
     replace: "j1 = std::min(n_out - 1, j0 + cols);",
     why: "LoRA B pass: the (group, column range) tasks never write the projection's last output column",
   },
+  {
+    id: "lowrank-q8-pair-scales-swapped",
+    file: "native/core/model/lowrank_avx512.cpp",
+    find: "_mm_insert_epi16(_mm_cvtsi32_si128(lo[p]->d), hi[p]->d, 1);",
+    replace: "_mm_insert_epi16(_mm_cvtsi32_si128(hi[p]->d), lo[p]->d, 1);",
+    why: "LoRA A pass (AVX-512, q8_0 factors): each rank of a pair takes the other rank's block scale",
+  },
 ];

@@ -42,11 +42,24 @@ inline __m512 load_pair(const LowRankFactors& f, int64_t lo, int64_t hi) {
 // Elements [i, i+16) as f32; Q8_0: i % 8 == 0 (j0 is), so it is two loads of eight, each within
 // one block (the sixteen may span two).
 inline __m512 load16(const void* p, LowRankType type, int64_t i) {
-  if (type == LowRankType::Q8_0)
+  if (type == LowRankType::Q8_0) {
+    if (i % quant::kQK8_0 <= quant::kQK8_0 - 16) {  // all sixteen in one block: one scale
+      const quant::BlockQ8_0& b = static_cast<const quant::BlockQ8_0*>(p)[i / quant::kQK8_0];
+      const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + i % quant::kQK8_0));
+      return _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(b.d)), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
+    }
     return _mm512_insertf32x8(_mm512_castps256_ps512(q8_load8(p, i)), q8_load8(p, i + 8), 1);
+  }
   if (type == LowRankType::F16)
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i)));
   return _mm512_loadu_ps(static_cast<const float*>(p) + i);
+}
+
+// Byte offset of element e of a factor stored row-major as `type` (e % 32 == 0 for q8_0, or the
+// start of e's block): for prefetch addresses.
+inline size_t factor_offset(LowRankType type, int64_t e) {
+  if (type == LowRankType::Q8_0) return static_cast<size_t>(e / quant::kQK8_0) * sizeof(quant::BlockQ8_0);
+  return static_cast<size_t>(e) * (type == LowRankType::F32 ? 4 : 2);
 }
 
 // dot8's fixed tree on one 8-lane half (see lowrank.h).
@@ -74,15 +87,13 @@ inline void a_block(const LowRankFactors& f, const float* const* xs, int64_t n_i
   for (int p = 0; p < P; ++p)
 #pragma GCC unroll 4
     for (int q = 0; q < R; ++q) acc[p][q] = _mm512_setzero_ps();
-  const size_t eb = f.type == LowRankType::F32 ? 4 : 2;  // prefetch distance in bytes per element (q8_0 ~ f16)
   const auto* base = static_cast<const char*>(f.a);
   for (int64_t i = 0; i < n_in; i += 8) {
     // The factor rows are short streams (a page or two each, 2P of them at once), too short for
     // the hardware prefetcher to ramp up: fetch 1 KiB ahead in each, one line per 32 elements.
     if (i % 32 == 0)
 #pragma GCC unroll 8
-      for (int p = 0; p < 2 * P; ++p)
-        _mm_prefetch(base + (static_cast<size_t>((k + p) * n_in + i) + 512) * eb, _MM_HINT_T0);
+      for (int p = 0; p < 2 * P; ++p) _mm_prefetch(base + factor_offset(f.type, (k + p) * n_in + i + 512), _MM_HINT_T0);
     __m512 xv[R];
 #pragma GCC unroll 4
     for (int q = 0; q < R; ++q) xv[q] = _mm512_broadcast_f32x8(_mm256_loadu_ps(xs[q] + i));
@@ -99,15 +110,71 @@ inline void a_block(const LowRankFactors& f, const float* const* xs, int64_t n_i
     for (int q = 0; q < R; ++q) store_pair(acc[p][q], ts[q], k + 2 * p);
 }
 
+// a_block for q8_0 factors, a block (32 elements) at a time: the two scales of a rank pair become
+// one register once per block ([d_k x8 | d_k+1 x8]), then each step of 8 elements converts the
+// pair's 16 int8 together and multiplies by it. Every element is d·q as in load_pair (exact), so
+// the sums are a_block's.
+template <int P, int R>
+inline void a_block_q8(const LowRankFactors& f, const float* const* xs, int64_t n_in, int64_t k, float* const* ts) {
+  const auto* blocks = static_cast<const quant::BlockQ8_0*>(f.a);
+  const int64_t nb = n_in / quant::kQK8_0;
+  const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  __m512 acc[P][R];
+#pragma GCC unroll 4
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+    for (int q = 0; q < R; ++q) acc[p][q] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const quant::BlockQ8_0* lo[P];
+    const quant::BlockQ8_0* hi[P];
+    __m512 d[P];
+#pragma GCC unroll 4
+    for (int p = 0; p < P; ++p) {
+      lo[p] = blocks + (k + 2 * p) * nb + b, hi[p] = blocks + (k + 2 * p + 1) * nb + b;
+      if (b % 2 == 0) {  // one line of each row ahead: ~1 KiB further on
+        _mm_prefetch(reinterpret_cast<const char*>(lo[p] + 30), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(hi[p] + 30), _MM_HINT_T0);
+      }
+      const __m128i dh = _mm_insert_epi16(_mm_cvtsi32_si128(lo[p]->d), hi[p]->d, 1);
+      d[p] = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_cvtph_ps(dh)));
+    }
+#pragma GCC unroll 4
+    for (int s8 = 0; s8 < quant::kQK8_0; s8 += 8) {
+      const int64_t i = b * quant::kQK8_0 + s8;
+      __m512 xv[R];
+#pragma GCC unroll 4
+      for (int q = 0; q < R; ++q) xv[q] = _mm512_broadcast_f32x8(_mm256_loadu_ps(xs[q] + i));
+#pragma GCC unroll 4
+      for (int p = 0; p < P; ++p) {
+        const __m128i qq = _mm_unpacklo_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(lo[p]->qs + s8)),
+                                              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(hi[p]->qs + s8)));
+        const __m512 a = _mm512_mul_ps(d[p], _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(qq)));
+#pragma GCC unroll 4
+        for (int q = 0; q < R; ++q) acc[p][q] = _mm512_fmadd_ps(a, xv[q], acc[p][q]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+    for (int q = 0; q < R; ++q) store_pair(acc[p][q], ts[q], k + 2 * p);
+}
+
+template <int P, int R>
+inline void a_block_any(const LowRankFactors& f, const float* const* xs, int64_t n_in, int64_t k, float* const* ts) {
+  if (f.type == LowRankType::Q8_0) a_block_q8<P, R>(f, xs, n_in, k, ts);
+  else a_block<P, R>(f, xs, n_in, k, ts);
+}
+
 // Rows [0, n_x) for the P rank pairs from k.
 template <int P>
 inline void a_rows(const LowRankFactors& f, const float* const* xs, int64_t n_x, int64_t n_in, int64_t k,
                    float* const* ts) {
   int64_t r = 0;
   if constexpr (P <= 2)
-    for (; r + 4 <= n_x; r += 4) a_block<P, 4>(f, xs + r, n_in, k, ts + r);
-  for (; r + 2 <= n_x; r += 2) a_block<P, 2>(f, xs + r, n_in, k, ts + r);
-  for (; r < n_x; ++r) a_block<P, 1>(f, xs + r, n_in, k, ts + r);
+    for (; r + 4 <= n_x; r += 4) a_block_any<P, 4>(f, xs + r, n_in, k, ts + r);
+  for (; r + 2 <= n_x; r += 2) a_block_any<P, 2>(f, xs + r, n_in, k, ts + r);
+  for (; r < n_x; ++r) a_block_any<P, 1>(f, xs + r, n_in, k, ts + r);
 }
 }  // namespace
 
@@ -135,14 +202,13 @@ inline void b_row(const LowRankFactors& f, const float* t, float* y, int64_t n_o
   __m512 acc[NV];
 #pragma GCC unroll 8
   for (int v = 0; v < NV; ++v) acc[v] = _mm512_setzero_ps();
-  const size_t eb = f.type == LowRankType::F32 ? 4 : 2;
   const auto* base = static_cast<const char*>(f.bt);
   for (int64_t k = 0; k < f.r; ++k) {
     // Each rank reads NV x 16 columns, then jumps a whole row of Bt: fetch the rows 4 ranks ahead.
     if (k + 4 < f.r)
 #pragma GCC unroll 8
       for (int v = 0; v < NV; v += 2)
-        _mm_prefetch(base + static_cast<size_t>((k + 4) * n_out + j + 16 * v) * eb, _MM_HINT_T0);
+        _mm_prefetch(base + factor_offset(f.type, (k + 4) * n_out + j + 16 * v), _MM_HINT_T0);
     const __m512 tk = _mm512_set1_ps(t[k]);
     const int64_t o = k * n_out + j;
 #pragma GCC unroll 8
