@@ -74,6 +74,15 @@ inline void store_pair(__m512 acc, float* t, int64_t k) {
   t[k + 1] = reduce8(_mm512_extractf32x8_ps(acc, 1));
 }
 
+// The P x R accumulators of a_block / a_block_q8 to ts[row][k + 2p], ts[row][k + 2p + 1].
+template <int P, int R>
+inline void store_pairs(const __m512 (&acc)[P][R], float* const* ts, int64_t k) {
+#pragma GCC unroll 4
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+    for (int q = 0; q < R; ++q) store_pair(acc[p][q], ts[q], k + 2 * p);
+}
+
 }  // namespace
 
 namespace {
@@ -104,10 +113,7 @@ inline void a_block(const LowRankFactors& f, const float* const* xs, int64_t n_i
       for (int q = 0; q < R; ++q) acc[p][q] = _mm512_fmadd_ps(a, xv[q], acc[p][q]);
     }
   }
-#pragma GCC unroll 4
-  for (int p = 0; p < P; ++p)
-#pragma GCC unroll 4
-    for (int q = 0; q < R; ++q) store_pair(acc[p][q], ts[q], k + 2 * p);
+  store_pairs<P, R>(acc, ts, k);
 }
 
 // a_block for q8_0 factors, a block (32 elements) at a time: the two scales of a rank pair become
@@ -154,10 +160,7 @@ inline void a_block_q8(const LowRankFactors& f, const float* const* xs, int64_t 
       }
     }
   }
-#pragma GCC unroll 4
-  for (int p = 0; p < P; ++p)
-#pragma GCC unroll 4
-    for (int q = 0; q < R; ++q) store_pair(acc[p][q], ts[q], k + 2 * p);
+  store_pairs<P, R>(acc, ts, k);
 }
 
 template <int P, int R>
