@@ -844,4 +844,18 @@ export const MUTATIONS = [
     replace: "_mm_insert_epi16(_mm_cvtsi32_si128(hi[p]->d), lo[p]->d, 1);",
     why: "LoRA A pass (AVX-512, q8_0 factors): each rank of a pair takes the other rank's block scale",
   },
+  {
+    id: "gemm-avx2-token-block-skips-tokens",
+    file: "native/core/quant/gemm_avx2_driver.h",
+    find: "for (int64_t t_begin = 0; t_begin < a.n; t_begin += tb) {",
+    replace: "for (int64_t t_begin = 0; t_begin < a.n; t_begin += tb + 4) {",
+    why: "AVX2 GEMM over 64 tokens: each L2 token block skips the 4 tokens after it",
+  },
+  {
+    id: "gemm-avx512-tile-store-row-off",
+    file: "native/core/quant/gemm_avx512_driver.h",
+    find: "_mm512_mask_storeu_ps(a.y + (t0 + t) * a.ldy + r, m, v);",
+    replace: "_mm512_mask_storeu_ps(a.y + (t0 + t) * a.ldy + r + (T == 8), m, v);",
+    why: "AVX-512 GEMM: full 8-token tiles store their rows one column off",
+  },
 ];

@@ -276,6 +276,35 @@ TEST(gemm_batch_invariance_bit_exact) {
   }
 }
 
+TEST(gemm_many_tokens_tiled_path_bit_exact) {
+  // Over 64 tokens the SIMD drivers sweep batches of packed groups with blocks of tokens sized to
+  // L2 (a block is ~128-256 KiB of activations: 28-56 tokens of a 4096-wide row). Every (token,
+  // row) must still be the n = 1 result, packed or not, for every block boundary and the last
+  // partial block and group.
+  for (const KernelTable* k : all_tables()) {
+    for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K}) {
+      const int64_t n_in = 4096, n_out = 45, n = 131;
+      Matrix w = random_matrix(t, n_in, n_out, 11);
+      Acts acts = make_acts(t, n_in, n, 13);
+      Bytes packed(gemm_packed_bytes(t, n_in, n_out));
+      gemm_pack(t, w.data.data(), w.row_bytes, n_in, n_out, packed.data());
+      const std::vector<float> y = run_gemm(k, w, acts, 0, n, 0, n_out);
+      const std::vector<float> yp = run_gemm(k, w, acts, 0, n, 0, n_out, packed.data());
+      int bad = 0;
+      for (int64_t tok = 0; tok < n; tok += 1) {
+        const std::vector<float> one = run_gemm(k, w, acts, tok, 1, 0, n_out);
+        for (int64_t r = 0; r < n_out; ++r) {
+          const size_t i = static_cast<size_t>(tok * n_out + r);
+          bad += !same_bits(y[i], one[static_cast<size_t>(r)]);
+          bad += !same_bits(yp[i], one[static_cast<size_t>(r)]);
+        }
+      }
+      if (bad) std::fprintf(stderr, "  %s %s: %d outputs differ from n=1\n", k->isa, type_traits(t).name, bad);
+      CHECK_EQ(bad, 0);
+    }
+  }
+}
+
 TEST(gemm_quantized_types_identical_across_isas) {
   // Same canonical formula (exact int sums, fma per block in block order) on every ISA.
   const auto tables = all_tables();

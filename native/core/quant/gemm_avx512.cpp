@@ -72,8 +72,8 @@ struct Q4_0Dot {
       const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
-        ia[t] = _mm512_dpbusd_epi32(ia[t], lo, bcast32(x[t] + xb + 4 * j));
-        ia[t] = _mm512_dpbusd_epi32(ia[t], hi, bcast32(x[t] + xb + 16 + 4 * j));
+        ia[t] = dpbusd_bcast(ia[t], lo, x[t] + xb + 4 * j);
+        ia[t] = dpbusd_bcast(ia[t], hi, x[t] + xb + 16 + 4 * j);
       }
     }
   }
@@ -90,7 +90,7 @@ struct Q8_0Dot {
     for (int j = 0; j < 8; ++j) {
       const __m512i w = load512(g + 32 + 64 * j);
 #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) ia[t] = _mm512_dpbusd_epi32(ia[t], w, bcast32(x[t] + xb + 4 * j));
+      for (int t = 0; t < T; ++t) ia[t] = dpbusd_bcast(ia[t], w, x[t] + xb + 4 * j);
     }
   }
 };
@@ -130,14 +130,14 @@ struct KQ4_K {
           for (int c = 0; c < 8; ++c) {
             const __m512i w = _mm512_and_si512(_mm512_srli_epi16(load512(q + 64 * c), 4), m4);
 #pragma GCC unroll 8
-            for (int t = 0; t < T; ++t) ia[t] = _mm512_dpbusd_epi32(ia[t], w, bcast32(x[t] + xj + 4 * c));
+            for (int t = 0; t < T; ++t) ia[t] = dpbusd_bcast(ia[t], w, x[t] + xj + 4 * c);
           }
         } else {
 #pragma GCC unroll 8
           for (int c = 0; c < 8; ++c) {
             const __m512i w = _mm512_and_si512(load512(q + 64 * c), m4);
 #pragma GCC unroll 8
-            for (int t = 0; t < T; ++t) ia[t] = _mm512_dpbusd_epi32(ia[t], w, bcast32(x[t] + xj + 4 * c));
+            for (int t = 0; t < T; ++t) ia[t] = dpbusd_bcast(ia[t], w, x[t] + xj + 4 * c);
           }
         }
         const __m512i sc = load_u8x16(g + 64 + 16 * j);
@@ -212,7 +212,7 @@ struct KQ6_K {
         const __m512i q = quarter<S>(ql, qh, c);
         const size_t xe = xo + 4 + 128 * h + 32 * S + 4 * c;
 #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) ia[t] = _mm512_dpbusd_epi32(ia[t], q, bcast32(x[t] + xe));
+        for (int t = 0; t < T; ++t) ia[t] = dpbusd_bcast(ia[t], q, x[t] + xe);
       }
       const __m512i sc = cc ? _mm512_srai_epi32(sp, 16) : _mm512_srai_epi32(_mm512_slli_epi32(sp, 16), 16);
 #pragma GCC unroll 8

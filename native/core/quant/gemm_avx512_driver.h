@@ -31,6 +31,21 @@ void pack_group(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uin
 
 // Runs kernel K over rows [r0, r1) (16-row groups; packed on the fly unless a.packed) and all
 // tokens, T <= 8 tokens per call.
+// T tokens (x) against packed group g, stored to y rows t0.. (lanes m) plus the bias. T is a
+// constant here, so the T accumulators live in registers: with a runtime T the store loop indexed
+// them and GCC kept them in memory, a store per block and token in the kernel's loop.
+template <class K, int T>
+void tile(const uint8_t* g, int64_t nb, const uint8_t* const* x, const Prefetcher& kpf, const GemmArgs& a, int64_t r,
+          int64_t t0, __mmask16 m, __m512 bias) {
+  __m512 acc[T];
+  K::template run<T>(g, nb, x, acc, kpf);
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) {
+    const __m512 v = a.bias ? _mm512_add_ps(acc[t], bias) : acc[t];
+    _mm512_mask_storeu_ps(a.y + (t0 + t) * a.ldy + r, m, v);
+  }
+}
+
 // One packed group g (rows r .. r + nr - 1) against tokens [t_begin, t_end), T <= 8 per call.
 template <class K>
 void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, int nr, int64_t t_begin, int64_t t_end,
@@ -48,20 +63,15 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
       const int64_t tn = std::min<int64_t>(kMaxT, t_end - t0 - kMaxT);
       for (int64_t t = 0; t < tn; ++t) __asm__ volatile("prefetchw %0" : : "m"(a.y[(t0 + kMaxT + t) * a.ldy + r]));
     }
-    __m512 acc[kMaxT] = {};
     switch (T) {
-      case 1: K::template run<1>(g, nb, x, acc, kpf); break;
-      case 2: K::template run<(kMaxT >= 2 ? 2 : 1)>(g, nb, x, acc, kpf); break;
-      case 3: K::template run<(kMaxT >= 3 ? 3 : 1)>(g, nb, x, acc, kpf); break;
-      case 4: K::template run<(kMaxT >= 4 ? 4 : 1)>(g, nb, x, acc, kpf); break;
-      case 5: K::template run<(kMaxT >= 5 ? 5 : 1)>(g, nb, x, acc, kpf); break;
-      case 6: K::template run<(kMaxT >= 6 ? 6 : 1)>(g, nb, x, acc, kpf); break;
-      case 7: K::template run<(kMaxT >= 7 ? 7 : 1)>(g, nb, x, acc, kpf); break;
-      default: K::template run<kMaxT>(g, nb, x, acc, kpf); break;
-    }
-    for (int t = 0; t < T; ++t) {
-      const __m512 v = a.bias ? _mm512_add_ps(acc[t], bias) : acc[t];
-      _mm512_mask_storeu_ps(a.y + (t0 + t) * a.ldy + r, m, v);
+      case 1: tile<K, 1>(g, nb, x, kpf, a, r, t0, m, bias); break;
+      case 2: tile<K, (kMaxT >= 2 ? 2 : 1)>(g, nb, x, kpf, a, r, t0, m, bias); break;
+      case 3: tile<K, (kMaxT >= 3 ? 3 : 1)>(g, nb, x, kpf, a, r, t0, m, bias); break;
+      case 4: tile<K, (kMaxT >= 4 ? 4 : 1)>(g, nb, x, kpf, a, r, t0, m, bias); break;
+      case 5: tile<K, (kMaxT >= 5 ? 5 : 1)>(g, nb, x, kpf, a, r, t0, m, bias); break;
+      case 6: tile<K, (kMaxT >= 6 ? 6 : 1)>(g, nb, x, kpf, a, r, t0, m, bias); break;
+      case 7: tile<K, (kMaxT >= 7 ? 7 : 1)>(g, nb, x, kpf, a, r, t0, m, bias); break;
+      default: tile<K, kMaxT>(g, nb, x, kpf, a, r, t0, m, bias); break;
     }
   }
 }

@@ -69,7 +69,7 @@ struct KQ5_K {
           J & 1 ? _mm512_and_si512(_mm512_srli_epi16(v, 4), mask8(0x0F)) : _mm512_and_si512(v, mask8(0x0F));
       const __m512i w = _mm512_or_si512(nib, move_bit<J, 4>(load512(g + 2368 + 64 * c)));
 #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) ia[t] = _mm512_dpbusd_epi32(ia[t], w, bcast32(x[t] + xo + 4 + 32 * J + 4 * c));
+      for (int t = 0; t < T; ++t) ia[t] = dpbusd_bcast(ia[t], w, x[t] + xo + 4 + 32 * J + 4 * c);
     }
     add_scaled<T>(sumi, ia, load_u8x16(g + 64 + 16 * J));
   }
@@ -129,7 +129,7 @@ struct KQ2_K {
             _mm512_and_si512(_mm512_srli_epi16(load512(g + 320 + 64 * (8 * h + 4 * s + c)), 2 * P), mask8(3));
         const size_t xe = xo + 4 + 16 * (8 * h + 2 * P + s) + 4 * c;
 #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) ia[t] = _mm512_dpbusd_epi32(ia[t], w, bcast32(x[t] + xe));
+        for (int t = 0; t < T; ++t) ia[t] = dpbusd_bcast(ia[t], w, x[t] + xe);
       }
       const __m512i sc = _mm512_and_si512(s ? _mm512_srli_epi32(sp, 16) : sp, _mm512_set1_epi32(0x0F));
       add_scaled<T>(sumi, ia, sc);
@@ -186,7 +186,7 @@ struct KQ3_K {
         const __m512i w = _mm512_or_si512(lo, move_bit<4 * H + P, 2>(load512(g + 1312 + 64 * (4 * s + c))));
         const size_t xe = xo + 4 + 16 * (8 * H + 2 * P + s) + 4 * c;
 #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) ia[t] = _mm512_dpbusd_epi32(ia[t], w, bcast32(x[t] + xe));
+        for (int t = 0; t < T; ++t) ia[t] = dpbusd_bcast(ia[t], w, x[t] + xe);
       }
       add_scaled<T>(sumi, ia, s ? pair_hi(sp) : pair_lo(sp));
     }
@@ -255,8 +255,8 @@ struct KIQ4_XS {
           const size_t xe = xo + 4 + 32 * ib + 4 * c;
 #pragma GCC unroll 8
           for (int t = 0; t < T; ++t) {
-            ia[t] = _mm512_dpbusd_epi32(ia[t], lo, bcast32(x[t] + xe));
-            ia[t] = _mm512_dpbusd_epi32(ia[t], hi, bcast32(x[t] + xe + 16));
+            ia[t] = dpbusd_bcast(ia[t], lo, x[t] + xe);
+            ia[t] = dpbusd_bcast(ia[t], hi, x[t] + xe + 16);
           }
         }
         add_scaled<T>(sumi, ia, sc);

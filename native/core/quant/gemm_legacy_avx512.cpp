@@ -44,8 +44,8 @@ struct KBlock32 {
         Q::weights(g, j, &lo, &hi);
 #pragma GCC unroll 8
         for (int t = 0; t < T; ++t) {
-          ia[t] = _mm512_dpbusd_epi32(ia[t], lo, bcast32(x[t] + xb + 4 * j));
-          ia[t] = _mm512_dpbusd_epi32(ia[t], hi, bcast32(x[t] + xb + 16 + 4 * j));
+          ia[t] = dpbusd_bcast(ia[t], lo, x[t] + xb + 4 * j);
+          ia[t] = dpbusd_bcast(ia[t], hi, x[t] + xb + 16 + 4 * j);
         }
       }
       const __m512 dw = load_f16x16(g);
