@@ -858,4 +858,18 @@ export const MUTATIONS = [
     replace: "_mm512_mask_storeu_ps(a.y + (t0 + t) * a.ldy + r + (T == 8), m, v);",
     why: "AVX-512 GEMM: full 8-token tiles store their rows one column off",
   },
+  {
+    id: "rms-norm-lanes-upper-rows-reuse-lower",
+    file: "native/core/model/ops_avx2.cpp",
+    find: "if (eight) sb = _mm256_add_pd(sb, qb[c]);",
+    replace: "if (eight) sb = _mm256_add_pd(sb, qa[c]);",
+    why: "RMSNorm (AVX2): rows 4-7 of an 8-row group sum the squares of rows 0-3",
+  },
+  {
+    id: "rms-norm-lanes-width-tail-dropped",
+    file: "native/core/model/ops_avx2.cpp",
+    find: "for (int64_t i = d4; i < d; ++i) sum += static_cast<double>(xr[i] * xr[i]);",
+    replace: "for (int64_t i = d4 + 1; i < d; ++i) sum += static_cast<double>(xr[i] * xr[i]);",
+    why: "RMSNorm (AVX2): the first element past the last group of 4 is left out of the sum",
+  },
 ];

@@ -53,6 +53,27 @@ TEST(ops_hadamard_rotation) {
   CHECK(kv_rotation(c.head_dim, GgmlType::Q8_0).k == 0 && kv_rotation(c.head_dim, GgmlType::Q8_0).v == 0);
 }
 
+TEST(ops_rms_norm_dispatch_matches_reference) {
+  // The SIMD path (8 or 4 rows side by side, one double lane per row) gives the scalar reference's
+  // bits for every row count (8-row groups, a 4-row group, 1-3 rows left) and width (d % 4 != 0),
+  // in place too; rows differ in scale by orders of magnitude so a lane mixup shows.
+  for (int64_t d : {1, 3, 4, 7, 128, 130, 1024}) {
+    for (int64_t n : {1, 3, 4, 5, 8, 11, 12, 19}) {
+      std::vector<float> x(static_cast<size_t>(n * d)), w(static_cast<size_t>(d));
+      for (int64_t i = 0; i < d; ++i) w[i] = 0.5f + float(i % 11) * 0.1f;
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t i = 0; i < d; ++i)
+          x[t * d + i] = std::ldexp(float((t * 131 + i * 7) % 23) - 11.3f, static_cast<int>(t % 5) * 3 - 6);
+      std::vector<float> a(x.size()), b(x.size()), c = x;
+      rms_norm_f32_ref(x.data(), w.data(), a.data(), n, d, 1e-6f);
+      rms_norm_f32(x.data(), w.data(), b.data(), n, d, 1e-6f);
+      rms_norm_f32(c.data(), w.data(), c.data(), n, d, 1e-6f);
+      CHECK(same_bits(a.data(), b.data(), n * d));
+      CHECK(same_bits(a.data(), c.data(), n * d));
+    }
+  }
+}
+
 TEST(ops_swiglu_dispatch_matches_reference) {
   // Bit-identical to the scalar reference (odd lengths, extreme inputs), and within a few ulp of
   // silu computed in double precision.

@@ -11,6 +11,13 @@
 namespace llmserve {
 
 void rms_norm_f32(const float* x, const float* w, float* y, int64_t n, int64_t d, float eps) {
+#if defined(LLMSERVE_X86)
+  if (active_isa() >= Isa::Avx2) return rms_norm_f32_avx2(x, w, y, n, d, eps);
+#endif
+  rms_norm_f32_ref(x, w, y, n, d, eps);
+}
+
+void rms_norm_f32_ref(const float* x, const float* w, float* y, int64_t n, int64_t d, float eps) {
   for (int64_t t = 0; t < n; ++t) {
     const float* xr = x + t * d;
     float* yr = y + t * d;

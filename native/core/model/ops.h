@@ -13,7 +13,11 @@ namespace llmserve {
 
 // x: [n, d] f32, w: [d] f32 -> y: [n, d] f32 (y may alias x).
 // ggml rms_norm + mul: sum of squares in double, scale = 1/sqrtf(mean + eps), y = (x * scale) * w.
-void rms_norm_f32(const float* x, const float* w, float* y, int64_t n, int64_t d, float eps);
+void rms_norm_f32(const float* x, const float* w, float* y, int64_t n, int64_t d, float eps);      // dispatched
+void rms_norm_f32_ref(const float* x, const float* w, float* y, int64_t n, int64_t d, float eps);  // scalar reference
+#if defined(LLMSERVE_X86)
+void rms_norm_f32_avx2(const float* x, const float* w, float* y, int64_t n, int64_t d, float eps);  // same bits
+#endif
 
 // g: [count] <- silu(g) * u, silu(g) = g / (1 + exp(-g))   (ggml swiglu / silu + mul; ggml's
 // SIMD builds use their own vector exp too; ours is fast_exp, math/fast_exp.h).
