@@ -380,21 +380,28 @@ export function serveOneMessage(fn) {
 
 // ---------------------------------------------------------------- instruction-set tier
 
-/** --tier values: best = each engine's best kernels for this CPU; avx2 = both restricted to AVX2. */
-export const TIERS = ["best", "avx2"];
+/**
+ * --tier values: best = each engine's best kernels for this CPU; avx2 = both restricted to AVX2
+ * (llama.cpp's "haswell" CPU variant); avxvnni = AVX2 + AVX-VNNI (llama.cpp's "alderlake" variant,
+ * the Intel client cores that have AVX-VNNI without AVX-512).
+ */
+export const TIERS = ["best", "avx2", "avxvnni"];
+/** The llama.cpp CPU variant each restricted tier keeps. */
+const TIER_VARIANT = { avx2: "haswell", avxvnni: "alderlake" };
 
 /**
  * Applies --tier in the parent, before llmserve's addon loads and before any child is forked
- * (children inherit the environment). avx2: LLMSERVE_KERNELS=avx2 for llmserve, and for
- * node-llama-cpp a copy of its prebuilt package (cached) whose bins keep only the AVX2 "haswell"
- * variant of the CPU backend (children load it through importLlamaCpp). Children report the
- * variant llama.cpp actually loaded (llamaCppCpuVariant); check it with checkLlamaCppVariant.
+ * (children inherit the environment). avx2 / avxvnni: LLMSERVE_KERNELS=<tier> for llmserve, and for
+ * node-llama-cpp a copy of its prebuilt package (cached) whose bins keep only that tier's variant
+ * of the CPU backend (children load it through importLlamaCpp). Children report the variant
+ * llama.cpp actually loaded (llamaCppCpuVariant); check it with checkLlamaCppVariant.
  */
 export function applyTier(tier, die) {
   if (!TIERS.includes(tier)) die(`Expected one of ${TIERS.join(", ")} for --tier but received ${JSON.stringify(tier)}`);
   if (tier === "best") return;
+  const variant = TIER_VARIANT[tier];
   if (process.platform !== "linux" || process.arch !== "x64")
-    die("--tier avx2 needs Linux x64 (the haswell variant of node-llama-cpp's prebuilt CPU backend)");
+    die(`--tier ${tier} needs Linux x64 (the ${variant} variant of node-llama-cpp's prebuilt CPU backend)`);
   const src = join(repoRoot, "node_modules", "@node-llama-cpp", "linux-x64");
   let version;
   try {
@@ -402,17 +409,18 @@ export function applyTier(tier, die) {
   } catch {
     die(`${src} is missing; run \`npm ci\` (node-llama-cpp's prebuilt Linux x64 package)`);
   }
-  const dst = join(cacheDir(), `node-llama-cpp-linux-x64-haswell-${version}`);
+  const dst = join(cacheDir(), `node-llama-cpp-linux-x64-${variant}-${version}`);
   if (!existsSync(join(dst, "package.json"))) {
     const tmp = `${dst}.tmp-${process.pid}`;
     rmSync(tmp, { recursive: true, force: true });
+    const keep = new RegExp(`libggml-cpu-${variant}\\.so$`);
     cpSync(src, tmp, {
       recursive: true,
-      filter: (p) => !/libggml-cpu-.*\.so$/.test(p) || /libggml-cpu-haswell\.so$/.test(p),
+      filter: (p) => !/libggml-cpu-.*\.so$/.test(p) || keep.test(p),
     });
     renameSync(tmp, dst);
   }
-  process.env.LLMSERVE_KERNELS = "avx2";
+  process.env.LLMSERVE_KERNELS = tier;
   process.env.LLMSERVE_BENCH_LLAMA_PKG = dst;
 }
 
@@ -435,11 +443,12 @@ export function llamaCppCpuVariant() {
   }
 }
 
-/** Dies when --tier avx2 asked for llama.cpp's haswell variant and a child loaded another one. */
+/** Dies when a restricted --tier asked for one llama.cpp variant and a child loaded another one. */
 export function checkLlamaCppVariant(tier, variant, die) {
-  if (tier === "avx2" && variant !== "haswell")
+  const want = TIER_VARIANT[tier];
+  if (want && variant !== want)
     die(
-      `--tier avx2: node-llama-cpp loaded its "${variant}" CPU backend, not "haswell"; the comparison would be unfair`,
+      `--tier ${tier}: node-llama-cpp loaded its "${variant}" CPU backend, not "${want}"; the comparison would be unfair`,
     );
 }
 

@@ -232,7 +232,7 @@ export interface NativeModelInfo {
   fixedBucket: number;
   /** Most sequences running at once. */
   maxSequences: number;
-  /** SIMD kernel family in use (`"avx512"`, `"avx2"` or `"scalar"`). */
+  /** SIMD kernel family in use (`"avx512"`, `"avxvnni"`, `"avx2"` or `"scalar"`). */
   kernels: string;
   /** KV cache element type (`"f16"`, `"f32"` or `"q8_0"`). */
   kvType: string;

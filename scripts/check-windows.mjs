@@ -29,6 +29,7 @@ function* sources(dir) {
 /** The ISA flags CMakeLists.txt gives a file (kept in step with its foreach over CORE_SOURCES). */
 function isaFlags(file) {
   if (file.endsWith("_avx2.cpp")) return ["-mavx2", "-mfma", "-mf16c"];
+  if (file.endsWith("_avxvnni.cpp")) return ["-mavx2", "-mfma", "-mf16c", "-mavxvnni"];
   if (file.endsWith("_avx512vbmi.cpp"))
     return [
       "-mavx512f",

@@ -872,4 +872,18 @@ export const MUTATIONS = [
     replace: "for (int64_t i = d4 + 1; i < d; ++i) sum += static_cast<double>(xr[i] * xr[i]);",
     why: "RMSNorm (AVX2): the first element past the last group of 4 is left out of the sum",
   },
+  {
+    id: "gemm-avxvnni-q8-c-term-of-q4",
+    file: "native/core/quant/gemm_avxvnni.cpp",
+    find: "static constexpr size_t kCTerm = 40;  // c128",
+    replace: "static constexpr size_t kCTerm = 36;  // c128",
+    why: "AVX-VNNI Q8_0 GEMM: the block sums start from Q4_0's c term (-8 sum x) instead of -128 sum x",
+  },
+  {
+    id: "gemm-avxvnni-not-dispatched",
+    file: "native/core/quant/dispatch.cpp",
+    find: "case Isa::Avx2: return avx_vnni_active() ? &t.avx_vnni : &t.avx2;",
+    replace: "case Isa::Avx2: return &t.avx2;",
+    why: "dispatch: an AVX2-tier CPU with AVX-VNNI never gets the VNNI GEMMs",
+  },
 ];

@@ -58,7 +58,8 @@ const HELP = `Usage: node bench/e2e/run.mjs [options]   (or: npm run bench:e2e -
   --quick           smoke check: --pp 128 --tg 32 --trials 1 (explicit options still win)
   --only <engine>   llmserve | llamacpp
   --tier <t>        best (default): each engine's best kernels for this CPU; avx2: llmserve with
-                    LLMSERVE_KERNELS=avx2 and llama.cpp with only its AVX2 "haswell" CPU backend
+                    LLMSERVE_KERNELS=avx2 and llama.cpp with only its AVX2 "haswell" CPU backend;
+                    avxvnni: LLMSERVE_KERNELS=avxvnni (AVX2 + AVX-VNNI) and its "alderlake" backend
   --timeout <s>     per-child limit in seconds (default 900)
   --seed <n>        seed of the pseudo-random prompt token ids (default 1234)
   --wait-idle       before each child, wait (up to 5 min) until the CPUs are < 15% busy

@@ -88,7 +88,8 @@ const HELP = `Usage: node bench/serving/run.mjs [options]   (or: npm run bench:s
   --model <path>        any GGUF instead of the synthesized TinyLlama-1.1B-shape q4_0
   --seed <n>            seed of prompts, lengths and arrivals (default 1234)
   --tier <t>            best (default): each engine's best kernels for this CPU; avx2: llmserve with
-                        LLMSERVE_KERNELS=avx2 and llama.cpp with only its AVX2 "haswell" CPU backend
+                        LLMSERVE_KERNELS=avx2 and llama.cpp with only its AVX2 "haswell" CPU backend;
+                        avxvnni: LLMSERVE_KERNELS=avxvnni (AVX2 + AVX-VNNI) and its "alderlake" backend
   --timeout <s>         per-child limit in seconds (default 1800)
   --wait-idle           before each child, wait (up to 5 min) until the CPUs are < 15% busy
   --verbose             show the children's stderr

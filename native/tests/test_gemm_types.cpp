@@ -29,6 +29,7 @@ const GgmlType kNewTypes[] = {GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, Gg
 std::vector<const KernelTable*> all_tables() {
   std::vector<const KernelTable*> v = {&quant::ref_kernels()};
   if (auto* t = quant::avx2_kernels()) v.push_back(t);
+  if (auto* t = quant::avx_vnni_kernels()) v.push_back(t);
   if (auto* t = quant::avx512_kernels()) v.push_back(t);
   return v;
 }

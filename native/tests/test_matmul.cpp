@@ -114,6 +114,7 @@ std::vector<float> run_gemm(const KernelTable* k, const Matrix& w, const Acts& a
 std::vector<const KernelTable*> all_tables() {
   std::vector<const KernelTable*> v = {&quant::ref_kernels()};
   if (auto* t = quant::avx2_kernels()) v.push_back(t);
+  if (auto* t = quant::avx_vnni_kernels()) v.push_back(t);
   if (auto* t = quant::avx512_kernels()) v.push_back(t);
   return v;
 }

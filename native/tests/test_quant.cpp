@@ -48,6 +48,7 @@ void put_f16(uint8_t* p, float v) {
 std::vector<const KernelTable*> fast_tables() {
   std::vector<const KernelTable*> v;
   if (auto* t = quant::avx2_kernels()) v.push_back(t);
+  if (auto* t = quant::avx_vnni_kernels()) v.push_back(t);
   if (auto* t = quant::avx512_kernels()) v.push_back(t);
   return v;
 }
@@ -644,12 +645,21 @@ TEST(quant_dispatch_and_forced_scalar) {
   const std::string saved_cap = prev_cap ? prev_cap : "";
   unsetenv("LLMSERVE_KERNELS");
   quant::reset_dispatch_for_testing();
-  const std::string best = quant::avx512_kernels() ? "avx512" : quant::avx2_kernels() ? "avx2" : "scalar";
+  const std::string best = quant::avx512_kernels()     ? "avx512"
+                           : quant::avx_vnni_kernels() ? "avxvnni"
+                           : quant::avx2_kernels()     ? "avx2"
+                                                       : "scalar";
   CHECK(std::string(kernel_isa()) == best);
   // LLMSERVE_KERNELS caps the choice.
   setenv("LLMSERVE_KERNELS", "avx2", 1);
   quant::reset_dispatch_for_testing();
   CHECK(std::string(kernel_isa()) == (quant::avx2_kernels() ? "avx2" : "scalar"));
+  // avxvnni: the AVX2 tier with the AVX-VNNI GEMMs where the CPU has them (also on AVX-512 CPUs).
+  setenv("LLMSERVE_KERNELS", "avxvnni", 1);
+  quant::reset_dispatch_for_testing();
+  CHECK(std::string(kernel_isa()) == (quant::avx_vnni_kernels() ? "avxvnni"
+                                      : quant::avx2_kernels()   ? "avx2"
+                                                                : "scalar"));
   setenv("LLMSERVE_KERNELS", "scalar", 1);
   quant::reset_dispatch_for_testing();
   CHECK(std::string(kernel_isa()) == "scalar");

@@ -337,7 +337,7 @@ describe.runIf(process.platform !== "win32")("npm package (packed tarball)", () 
     const r = sh(join(bin, "node"), ["--input-type=module", "-e", script], { cwd: project, env });
     expect(r.code, r.why).toBe(0);
     const o = JSON.parse(r.stdout.trim());
-    expect(["avx512", "avx2", "scalar"]).toContain(o.isa);
+    expect(["avx512", "avxvnni", "avx2", "scalar"]).toContain(o.isa);
     expect(o.path).toBe(join(project, "node_modules", "llmserve", "prebuilds", plat, "llmserve.node"));
     expect(o.err).toBe("function");
     expect(existsSync(join(project, "node_modules", "llmserve", "build"))).toBe(false);

@@ -40,9 +40,20 @@ bool probe_avx512() {
 #endif
 }
 
+// CPUID leaf 7 sub-leaf 1, EAX bit 4 (clang 14's __builtin_cpu_supports has no "avxvnni").
+bool probe_avx_vnni() {
+#if defined(LLMSERVE_X86)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return probe_avx2() && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4)) != 0;
+#else
+  return false;
+#endif
+}
+
 struct Probe {
   bool avx2 = probe_avx2();
   bool avx512 = probe_avx512();
+  bool avx_vnni = probe_avx_vnni();
 };
 const Probe& probe() {
   static const Probe p;
@@ -54,7 +65,8 @@ Isa choose() {
   if (force && std::strcmp(force, "1") == 0) return Isa::Scalar;
   const char* cap = std::getenv("LLMSERVE_KERNELS");
   if (cap && std::strcmp(cap, "scalar") == 0) return Isa::Scalar;
-  if (cap && std::strcmp(cap, "avx2") == 0) return probe().avx2 ? Isa::Avx2 : Isa::Scalar;
+  if (cap && (std::strcmp(cap, "avx2") == 0 || std::strcmp(cap, "avxvnni") == 0))
+    return probe().avx2 ? Isa::Avx2 : Isa::Scalar;
   if (probe().avx512) return Isa::Avx512;
   if (probe().avx2) return Isa::Avx2;
   return Isa::Scalar;
@@ -72,6 +84,14 @@ bool cpu_has_avx512vbmi() {
 #else
   return false;
 #endif
+}
+
+bool cpu_has_avx_vnni() { return probe().avx_vnni; }
+
+bool avx_vnni_active() {
+  if (active_isa() != Isa::Avx2 || !probe().avx_vnni) return false;
+  const char* cap = std::getenv("LLMSERVE_KERNELS");
+  return !(cap && std::strcmp(cap, "avx2") == 0);
 }
 
 bool cpu_supports(Isa isa) {

@@ -44,15 +44,20 @@ KernelTable make_ref_table() {
 struct Tables {
   KernelTable ref;
   KernelTable avx2;
+  KernelTable avx_vnni;  // avx2 with the AVX-VNNI int8 GEMMs
   KernelTable avx512;
   bool has_avx2;
+  bool has_avx_vnni;
   bool has_avx512;
-  Tables() : ref(make_ref_table()), avx2(ref), avx512(ref) {
+  Tables() : ref(make_ref_table()), avx2(ref), avx_vnni(ref), avx512(ref) {
     has_avx2 = cpu_supports(Isa::Avx2);
+    has_avx_vnni = cpu_has_avx_vnni();
     has_avx512 = cpu_supports(Isa::Avx512);
 #if defined(LLMSERVE_X86)
     install_avx2_kernels(avx2);
     install_avx2_gemm(avx2);
+    avx_vnni = avx2;
+    install_avx_vnni_gemm(avx_vnni);
     avx512 = avx2;
     install_avx512_kernels(avx512);
     install_avx512_gemm(avx512);
@@ -70,7 +75,7 @@ const KernelTable* choose() {
   const Tables& t = tables();
   switch (active_isa()) {
     case Isa::Avx512: return &t.avx512;
-    case Isa::Avx2: return &t.avx2;
+    case Isa::Avx2: return avx_vnni_active() ? &t.avx_vnni : &t.avx2;
     default: return &t.ref;
   }
 }
@@ -135,6 +140,7 @@ void gemm_with(const KernelTable& k, const GemmArgs& a) {
 
 const KernelTable& ref_kernels() { return tables().ref; }
 const KernelTable* avx2_kernels() { return tables().has_avx2 ? &tables().avx2 : nullptr; }
+const KernelTable* avx_vnni_kernels() { return tables().has_avx_vnni ? &tables().avx_vnni : nullptr; }
 const KernelTable* avx512_kernels() { return tables().has_avx512 ? &tables().avx512 : nullptr; }
 
 void reset_dispatch_for_testing() {

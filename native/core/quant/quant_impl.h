@@ -286,6 +286,11 @@ void install_avx512_kernels(KernelTable& t);
 void install_ref_gemm(KernelTable& t);
 void install_avx2_gemm(KernelTable& t);
 void install_avx512_gemm(KernelTable& t);
+// On top of install_avx2_gemm: the Q4_0 / Q8_0 GEMMs with AVX-VNNI dot products (gemm_avxvnni.cpp).
+void install_avx_vnni_gemm(KernelTable& t);
+// gemm_avx2.cpp's on-the-fly packer (the AVX-VNNI GEMMs share its packed layout).
+void pack_group_avx2(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uint8_t* out, const uint8_t* next,
+                     size_t next_bytes, int64_t next_nb);
 // The GEMMs of the types added later, called by install_avx2_gemm / install_avx512_gemm
 // (gemm_legacy_avx2.cpp, gemm_legacy_avx512.cpp, gemm_kquants_avx2.cpp, gemm_kquants_avx512.cpp).
 void install_avx2_gemm_legacy(KernelTable& t);
@@ -297,6 +302,7 @@ void install_avx512_gemm_kquants(KernelTable& t);
 // (nullptr otherwise).
 const KernelTable& ref_kernels();
 const KernelTable* avx2_kernels();
+const KernelTable* avx_vnni_kernels();  // also needs AVX-VNNI
 const KernelTable* avx512_kernels();
 
 // Re-run CPU detection and re-read LLMSERVE_FORCE_SCALAR (tests only; not thread-safe against
