@@ -67,7 +67,9 @@ struct Q4_0Dot {
 #pragma GCC unroll 4
       for (int t = 0; t < T; ++t) {
         s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, bcast32(x[t] + xb + 4 * j)));
+        keep(s16[t]);
         s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, bcast32(x[t] + xb + 16 + 4 * j)));
+        keep(s16[t]);
       }
     }
     const __m256i ones = _mm256_set1_epi16(1);
@@ -92,6 +94,7 @@ struct Q8_0Dot {
       for (int t = 0; t < T; ++t) {
         const __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(bcast32(x[t] + xb + 4 * j), w));
         ia[t] = _mm256_add_epi32(ia[t], _mm256_madd_epi16(p, ones));
+        keep(ia[t]);
       }
     }
   }

@@ -23,9 +23,22 @@ inline __m256 load_f16x8(const uint8_t* p) {
 inline __m256i load_u8x8(const uint8_t* p) {
   return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 }
+// Keeps v's value in a register at this point of the sequence. GCC's reassociation otherwise turns
+// a kernel's chain of integer adds (acc += maddubs(...), in block order) into a tree that computes
+// every product of a block first: with 4 tokens that is 32 live ymm products, spilled to the stack
+// (the AVX2 Q4_0 GEMM issued ~1 spill per maddubs). Integer sums are exact, so only speed changes.
+inline void keep(__m256i& v) {
+#if defined(__GNUC__) || defined(__clang__)
+  __asm__("" : "+x"(v));
+#else
+  (void)v;
+#endif
+}
 // acc + per-lane sum of 4 products u8 x s8 (|pair sums| < 2^15 by the callers' ranges)
 inline __m256i dot4(__m256i acc, __m256i u, __m256i s) {
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+  __m256i r = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+  keep(r);
+  return r;
 }
 
 // 16 rows x 16 bytes (row r at p + r * rb) -> out[64 * g + 4 * r + k] = row r byte 4g + k.
