@@ -134,7 +134,10 @@ struct KQ4_K {
         }
         const __m256i sc = load_u8x8(g + 64 + 16 * j + 8 * h);
 #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(ia[t], sc));
+        for (int t = 0; t < T; ++t) {
+          sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(ia[t], sc));
+          keep(sumi[t]);
+        }
       }
       __m256i summ[T];
 #pragma GCC unroll 4
@@ -144,8 +147,10 @@ struct KQ4_K {
         __m256i m = load_u8x8(g + 192 + 16 * j + 8 * h);
         m = _mm256_or_si256(m, _mm256_slli_epi32(m, 16));
 #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t)
+        for (int t = 0; t < T; ++t) {
           summ[t] = _mm256_add_epi32(summ[t], _mm256_madd_epi16(m, bcast32(x[t] + xo + 260 + 4 * j)));
+          keep(summ[t]);
+        }
       }
       const __m256 dw = load_f16x8(g + 16 * h), dm = load_f16x8(g + 32 + 16 * h);
 #pragma GCC unroll 4
@@ -197,8 +202,10 @@ struct KQ6_K {
         __m256i sp = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 32 * k + 16 * h)));
         sp = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sp, 5));
 #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t)
+        for (int t = 0; t < T; ++t) {
           sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(sp, bcast32(x[t] + xo + 260 + 4 * k)));
+          keep(sumi[t]);
+        }
       }
 #pragma GCC unroll 2
       for (int hh = 0; hh < 2; ++hh) {
@@ -222,7 +229,10 @@ struct KQ6_K {
             }
             const __m256i sc = cc ? _mm256_srai_epi32(sp, 16) : _mm256_srai_epi32(_mm256_slli_epi32(sp, 16), 16);
 #pragma GCC unroll 4
-            for (int t = 0; t < T; ++t) sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(ia[t], sc));
+            for (int t = 0; t < T; ++t) {
+              sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(ia[t], sc));
+              keep(sumi[t]);
+            }
           }
         }
       }

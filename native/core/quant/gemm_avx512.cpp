@@ -142,7 +142,10 @@ struct KQ4_K {
         }
         const __m512i sc = load_u8x16(g + 64 + 16 * j);
 #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(ia[t], sc));
+        for (int t = 0; t < T; ++t) {
+          sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(ia[t], sc));
+          keep(sumi[t]);
+        }
       }
       __m512i summ[T];
 #pragma GCC unroll 8
@@ -152,7 +155,10 @@ struct KQ4_K {
         __m512i m = load_u8x16(g + 192 + 16 * j);
         m = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
 #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) summ[t] = _mm512_dpwssd_epi32(summ[t], m, bcast32(x[t] + xo + 260 + 4 * j));
+        for (int t = 0; t < T; ++t) {
+          summ[t] = _mm512_dpwssd_epi32(summ[t], m, bcast32(x[t] + xo + 260 + 4 * j));
+          keep(summ[t]);
+        }
       }
       const __m512 dw = load_f16x16(g), dm = load_f16x16(g + 32);
 #pragma GCC unroll 8
@@ -216,7 +222,10 @@ struct KQ6_K {
       }
       const __m512i sc = cc ? _mm512_srai_epi32(sp, 16) : _mm512_srai_epi32(_mm512_slli_epi32(sp, 16), 16);
 #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(ia[t], sc));
+      for (int t = 0; t < T; ++t) {
+        sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(ia[t], sc));
+        keep(sumi[t]);
+      }
     }
   }
   template <int T>
@@ -234,7 +243,10 @@ struct KQ6_K {
         __m512i sp = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 32 + 32 * k)));
         sp = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(sp, 5));  // -32 * sc
 #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) sumi[t] = _mm512_dpwssd_epi32(sumi[t], sp, bcast32(x[t] + xo + 260 + 4 * k));
+        for (int t = 0; t < T; ++t) {
+          sumi[t] = _mm512_dpwssd_epi32(sumi[t], sp, bcast32(x[t] + xo + 260 + 4 * k));
+          keep(sumi[t]);
+        }
       }
       for (int h = 0; h < 2; ++h) {
         half_quarter<T, 0>(g, h, x, xo, sumi);

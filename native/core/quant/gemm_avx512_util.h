@@ -18,6 +18,16 @@ namespace llmserve::quant {
 namespace {
 
 inline __m512i bcast32(const uint8_t* p) { return _mm512_set1_epi32(ld32(p)); }
+// Keeps v in a register at this point: GCC's reassociation otherwise turns a kernel's in-order
+// chain of integer adds (sumi += ia * sc per sub-block) into a tree over all the sub-blocks' products
+// and spills them (the Q6_K GEMM stored ~500 zmm to the stack). Integer sums are exact: same bits.
+inline void keep(__m512i& v) {
+#if defined(__GNUC__) || defined(__clang__)
+  __asm__("" : "+v"(v));
+#else
+  (void)v;
+#endif
+}
 // acc += w (16 x 4 unsigned bytes) . the 4 signed bytes at p, broadcast by the instruction's own
 // {1to16} memory operand: GCC 12 otherwise emits a separate vpbroadcastd per use, and the extra
 // broadcast uops and register copies cost the Q4_0 GEMM ~30% at 512 tokens on one Zen 5 core

@@ -36,7 +36,10 @@ inline void zero(__m256i* v) {
 template <int T>
 inline void add_scaled(__m256i* sumi, const __m256i* ia, __m256i sc) {
 #pragma GCC unroll 4
-  for (int t = 0; t < T; ++t) sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(ia[t], sc));
+  for (int t = 0; t < T; ++t) {
+    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(ia[t], sc));
+    keep(sumi[t]);
+  }
 }
 template <int T>
 inline void accumulate(__m256* acc, const __m256i* s, __m256 dw, const uint8_t* const* x, size_t xo) {
@@ -48,7 +51,10 @@ inline void accumulate(__m256* acc, const __m256i* s, __m256 dw, const uint8_t* 
 template <int T>
 inline void mins(__m256i* summ, __m256i m, const uint8_t* const* x, size_t xb) {
 #pragma GCC unroll 4
-  for (int t = 0; t < T; ++t) summ[t] = _mm256_add_epi32(summ[t], _mm256_madd_epi16(m, bcast32(x[t] + xb)));
+  for (int t = 0; t < T; ++t) {
+    summ[t] = _mm256_add_epi32(summ[t], _mm256_madd_epi16(m, bcast32(x[t] + xb)));
+    keep(summ[t]);
+  }
 }
 
 struct KQ5_K {
@@ -119,7 +125,11 @@ struct KQ2_K {
             _mm256_and_si256(_mm256_srli_epi16(load256(g + 320 + 64 * (8 * hh + 4 * s + c) + 32 * h), 2 * P), mask8(3));
         const size_t xe = xo + 4 + 16 * (8 * hh + 2 * P + s) + 4 * c;
 #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(w, bcast32(x[t] + xe)));
+        for (int t = 0; t < T; ++t) {
+          s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(w, bcast32(x[t] + xe)));
+          keep(s16[t]);
+          keep(s16[t]);
+        }
       }
 #pragma GCC unroll 4
       for (int t = 0; t < T; ++t) s16[t] = widen(s16[t]);
@@ -174,7 +184,11 @@ struct KQ3_K {
         const __m256i w = _mm256_or_si256(lo, move_bit<4 * HH + P, 2>(load256(g + 1312 + 64 * (4 * s + c) + 32 * h)));
         const size_t xe = xo + 4 + 16 * (8 * HH + 2 * P + s) + 4 * c;
 #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(w, bcast32(x[t] + xe)));
+        for (int t = 0; t < T; ++t) {
+          s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(w, bcast32(x[t] + xe)));
+          keep(s16[t]);
+          keep(s16[t]);
+        }
       }
 #pragma GCC unroll 4
       for (int t = 0; t < T; ++t) s16[t] = widen(s16[t]);
@@ -240,6 +254,7 @@ struct KIQ4_XS {
             const __m256i pl = _mm256_maddubs_epi16(al, _mm256_sign_epi8(bcast32(x[t] + xe), wl));
             const __m256i ph = _mm256_maddubs_epi16(ah, _mm256_sign_epi8(bcast32(x[t] + xe + 16), wh));
             ia[t] = _mm256_add_epi32(ia[t], _mm256_add_epi32(_mm256_madd_epi16(pl, ones), _mm256_madd_epi16(ph, ones)));
+            keep(ia[t]);
           }
         }
         const __m256i sc =

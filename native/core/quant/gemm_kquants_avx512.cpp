@@ -41,7 +41,10 @@ inline void zero(__m512i* v) {
 template <int T>
 inline void add_scaled(__m512i* sumi, const __m512i* ia, __m512i sc) {
 #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(ia[t], sc));
+  for (int t = 0; t < T; ++t) {
+    sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(ia[t], sc));
+    keep(sumi[t]);
+  }
 }
 // acc[t] = fma(float(s[t]), dw * d_x(t), acc[t])
 template <int T>
@@ -97,7 +100,10 @@ struct KQ5_K {
         __m512i m = load_u8x16(g + 192 + 16 * j);
         m = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
 #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) summ[t] = _mm512_dpwssd_epi32(summ[t], m, bcast32(x[t] + xo + 260 + 4 * j));
+        for (int t = 0; t < T; ++t) {
+          summ[t] = _mm512_dpwssd_epi32(summ[t], m, bcast32(x[t] + xo + 260 + 4 * j));
+          keep(summ[t]);
+        }
       }
       accumulate<T>(acc, sumi, load_f16x16(g), x, xo);
       accumulate<T>(acc_min, summ, load_f16x16(g + 32), x, xo);
@@ -150,7 +156,10 @@ struct KQ2_K {
       for (int k = 0; k < 8; ++k) {  // mins: (m_2k, m_2k+1) . (bsums[2k], bsums[2k+1])
         const __m512i m = _mm512_and_si512(_mm512_srli_epi16(load_u8x32(g + 64 + 32 * k), 4), _mm512_set1_epi16(0x0F));
 #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) summ[t] = _mm512_dpwssd_epi32(summ[t], m, bcast32(x[t] + xo + 260 + 4 * k));
+        for (int t = 0; t < T; ++t) {
+          summ[t] = _mm512_dpwssd_epi32(summ[t], m, bcast32(x[t] + xo + 260 + 4 * k));
+          keep(summ[t]);
+        }
       }
       for (int h = 0; h < 2; ++h) {
         groups<T, 0>(g, h, x, xo, sumi);
@@ -204,7 +213,10 @@ struct KQ3_K {
       for (int k = 0; k < 8; ++k) {  // -4 * (sc_2k, sc_2k+1) . (bsums[2k], bsums[2k+1])
         const __m512i sp = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(load_i8x32(g + 32 + 32 * k), 2));
 #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) sumi[t] = _mm512_dpwssd_epi32(sumi[t], sp, bcast32(x[t] + xo + 260 + 4 * k));
+        for (int t = 0; t < T; ++t) {
+          sumi[t] = _mm512_dpwssd_epi32(sumi[t], sp, bcast32(x[t] + xo + 260 + 4 * k));
+          keep(sumi[t]);
+        }
       }
       groups<T, 0, 0>(g, x, xo, sumi);
       groups<T, 0, 1>(g, x, xo, sumi);
@@ -244,7 +256,10 @@ struct KIQ4_XS {
         __m512i off = _mm512_and_si512(_mm512_slli_epi32(sc, 7), _mm512_set1_epi32(0xFFFF));  // -(-128 sc) as int16
         off = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_or_si512(off, _mm512_slli_epi32(off, 16)));
 #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) sumi[t] = _mm512_dpwssd_epi32(sumi[t], off, bcast32(x[t] + xo + 260 + 4 * ib));
+        for (int t = 0; t < T; ++t) {
+          sumi[t] = _mm512_dpwssd_epi32(sumi[t], off, bcast32(x[t] + xo + 260 + 4 * ib));
+          keep(sumi[t]);
+        }
         __m512i ia[T];
         zero<T>(ia);
 #pragma GCC unroll 4

@@ -73,12 +73,17 @@ struct Q4_1Dot {
 #pragma GCC unroll 4
       for (int t = 0; t < T; ++t) {
         s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, bcast32(x[t] + xb + 4 * j)));
+        keep(s16[t]);
         s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, bcast32(x[t] + xb + 16 + 4 * j)));
+        keep(s16[t]);
       }
     }
     const __m256i ones = _mm256_set1_epi16(1);
 #pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) ia[t] = _mm256_add_epi32(ia[t], _mm256_madd_epi16(s16[t], ones));
+    for (int t = 0; t < T; ++t) {
+      ia[t] = _mm256_add_epi32(ia[t], _mm256_madd_epi16(s16[t], ones));
+      keep(ia[t]);
+    }
   }
 };
 
@@ -104,11 +109,16 @@ struct Q5Dot {
 #pragma GCC unroll 4
         for (int t = 0; t < T; ++t) {
           s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, bcast32(x[t] + xb + 4 * j)));
+          keep(s16[t]);
           s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, bcast32(x[t] + xb + 16 + 4 * j)));
+          keep(s16[t]);
         }
       }
 #pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) ia[t] = _mm256_add_epi32(ia[t], _mm256_madd_epi16(s16[t], ones));
+      for (int t = 0; t < T; ++t) {
+        ia[t] = _mm256_add_epi32(ia[t], _mm256_madd_epi16(s16[t], ones));
+        keep(ia[t]);
+      }
     }
   }
 };
@@ -143,6 +153,7 @@ struct IQ4_NLDot {
         const __m256i pl = _mm256_maddubs_epi16(al, _mm256_sign_epi8(bcast32(x[t] + xb + 4 * j), wl));
         const __m256i ph = _mm256_maddubs_epi16(ah, _mm256_sign_epi8(bcast32(x[t] + xb + 16 + 4 * j), wh));
         ia[t] = _mm256_add_epi32(ia[t], _mm256_add_epi32(_mm256_madd_epi16(pl, ones), _mm256_madd_epi16(ph, ones)));
+        keep(ia[t]);
       }
     }
   }
