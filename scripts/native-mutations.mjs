@@ -886,4 +886,11 @@ export const MUTATIONS = [
     replace: "case Isa::Avx2: return &t.avx2;",
     why: "dispatch: an AVX2-tier CPU with AVX-VNNI never gets the VNNI GEMMs",
   },
+  {
+    id: "kv-pool-prefault-skipped",
+    file: "native/core/kv/kv_pool.cpp",
+    find: "for (int64_t l = 0; pre > 0 && l < shape.n_layer; ++l) {",
+    replace: "for (int64_t l = 0; pre > 0 && l < 0; ++l) {",
+    why: "KV pool: the first context's blocks are not mapped at creation; the first prefill takes their page faults",
+  },
 ];

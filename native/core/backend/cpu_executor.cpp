@@ -33,6 +33,8 @@ Status CpuExecutor::load(const std::string& path, const ExecutorOptions& opts,
   const int64_t kv_tokens = opts.kv_tokens == 0 ? x->n_ctx_ : opts.kv_tokens;
   po.n_blocks = (kv_tokens + po.block_size - 1) / std::max<int32_t>(po.block_size, 1);
   po.type = opts.kv_type;
+  // The first context's blocks are mapped at load, as llama.cpp's context is (kv_pool.h).
+  po.prefault_blocks = (x->n_ctx_ + po.block_size - 1) / std::max<int32_t>(po.block_size, 1);
   x->n_blocks_ = po.n_blocks;
   x->block_size_ = po.block_size;
   int64_t n_local = 0;

@@ -27,6 +27,12 @@ struct KvPoolOptions {
   int64_t n_blocks = 0;
   int32_t block_size = 16;
   GgmlType type = GgmlType::F16;  // F16, F32 or Q8_0
+  // Blocks [0, prefault_blocks) of every layer are written once at creation, so their pages are
+  // mapped before the first forward pass stores into them (the block allocator hands blocks out
+  // from 0 upwards), at most kMaxPrefaultBytes of them (K and V of all layers). The rest of the
+  // pool stays untouched until used.
+  int64_t prefault_blocks = 0;
+  static constexpr size_t kMaxPrefaultBytes = size_t(256) << 20;
 };
 
 class KvPool {
