@@ -845,11 +845,11 @@ export const MUTATIONS = [
     why: "LoRA A pass (AVX-512, q8_0 factors): each rank of a pair takes the other rank's block scale",
   },
   {
-    id: "gemm-avx2-token-block-skips-tokens",
-    file: "native/core/quant/gemm_avx2_driver.h",
+    id: "gemm-sweep-token-block-skips-tokens",
+    file: "native/core/quant/gemm_impl.h",
     find: "for (int64_t t_begin = 0; t_begin < a.n; t_begin += tb) {",
     replace: "for (int64_t t_begin = 0; t_begin < a.n; t_begin += tb + 4) {",
-    why: "AVX2 GEMM over 64 tokens: each L2 token block skips the 4 tokens after it",
+    why: "SIMD GEMMs over 64 tokens (gemm_sweep): each L2 token block skips the 4 tokens after it",
   },
   {
     id: "gemm-avx512-tile-store-row-off",

@@ -19,34 +19,6 @@ namespace {
 
 // Each kernel: run<T>(group, nb, token rows, half, acc[T], prefetcher) for rows 8*half..8*half+7.
 
-// Q4_0 and Q8_0 (one record per 32-element block), rows 8*h..8*h+7 of the group: per block and
-// token, ia = the block's exact integer dot, then acc = fma(float(ia), d_w * d_x, acc). Q supplies
-// the record size, the dot and where it starts (the row's c term, or zero).
-template <class Q>
-struct KBlock32 {
-  static constexpr int kMaxT = 4;
-  static constexpr size_t kRecord = Q::kRecord;
-  template <int T>
-  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
-    const size_t od = static_cast<size_t>(nb) * 32, oc = static_cast<size_t>(nb) * Q::kCTerm;
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b, g += kRecord) {
-      if (h == 0) pf(b);
-      __m256i ia[T];
-#pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) ia[t] = Q::kCTerm ? bcast32(x[t] + oc + 4 * b) : _mm256_setzero_si256();
-      Q::template dot<T>(g, x, 32 * b, h, ia);
-      const __m256 dw = load_f16x8(g + 16 * h);
-#pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) {
-        const __m256 d = _mm256_mul_ps(dw, bcastf(x[t] + od + 4 * b));
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t]), d, acc[t]);
-      }
-    }
-  }
-};
-
 // Q4_0: unsigned nibbles q (low: elements 4j.., high: 16+4j..), started from c4 = -8 * sum x.
 // maddubs pair sums are at most 2 * 15 * 127 = 3810, so a block's 8 of them add up in int16
 // without overflow (30480) before one madd widens them: exact, and 1/3 fewer instructions.
@@ -100,8 +72,8 @@ struct Q8_0Dot {
   }
 };
 
-using KQ4_0 = KBlock32<Q4_0Dot>;
-using KQ8_0 = KBlock32<Q8_0Dot>;
+using KQ4_0 = KBlock32Dot<Q4_0Dot>;
+using KQ8_0 = KBlock32Dot<Q8_0Dot>;
 
 struct KQ4_K {
   static constexpr int kMaxT = 3;

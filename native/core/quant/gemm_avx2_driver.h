@@ -28,6 +28,35 @@ inline __m256i row_mask(int nr) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+// Q4_0 and Q8_0 (one record per 32-element block), rows 8*h..8*h+7 of the group: per block and
+// token, ia = the block's exact integer dot, then acc = fma(float(ia), d_w * d_x, acc). Q supplies
+// the record size, the dot (maddubs in gemm_avx2.cpp, vpdpbusd in gemm_avxvnni.cpp) and where it
+// starts (the activation's c term at byte offset kCTerm * nb, or zero).
+template <class Q>
+struct KBlock32Dot {
+  static constexpr int kMaxT = 4;
+  static constexpr size_t kRecord = Q::kRecord;
+  template <int T>
+  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
+    const size_t od = static_cast<size_t>(nb) * 32, oc = static_cast<size_t>(nb) * Q::kCTerm;
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b, g += kRecord) {
+      if (h == 0) pf(b);
+      __m256i ia[T];
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) ia[t] = Q::kCTerm ? bcast32(x[t] + oc + 4 * b) : _mm256_setzero_si256();
+      Q::template dot<T>(g, x, 32 * b, h, ia);
+      const __m256 dw = load_f16x8(g + 16 * h);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) {
+        const __m256 d = _mm256_mul_ps(dw, bcastf(x[t] + od + 4 * b));
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t]), d, acc[t]);
+      }
+    }
+  }
+};
+
 // T tokens (x) against half h of packed group g, stored to y rows r0.. (mask m) plus the bias. T
 // is a constant here so the accumulators stay in registers (a store loop over a runtime T indexed
 // them, and GCC kept them in memory).
@@ -71,59 +100,11 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
   }
 }
 
-// Runs kernel K over rows [r0, r1) and all tokens. Few tokens: group by group (packed on the fly
-// into L1 unless a.packed). Many tokens: batches of groups (~256 KiB packed) are swept by blocks of
-// tokens (~128 KiB of activations), so both stay in L2 while they are reused instead of every
-// group streaming all activations from L3. The order of the calls does not change any output
-// (each is one micro-kernel run over its full K).
+// Runs kernel K over rows [r0, r1) and all tokens (gemm_impl.h's gemm_sweep): ~256 KiB of packed
+// groups swept by ~128 KiB of activations, 4 tokens per micro-kernel call.
 template <class K>
 void gemm_quant(const GemmArgs& a) {
-  const int64_t nb = gemm_blocks(a.type, a.n_in);
-  const size_t group_bytes = K::kRecord * static_cast<size_t>(nb);
-  const int64_t n_groups = (a.r1 - a.r0 + kGemmGroupRows - 1) / kGemmGroupRows;
-  int64_t batch = 1, tb = a.n;
-  if (a.n > 64) {
-    batch = std::max<int64_t>(1, static_cast<int64_t>((size_t(256) << 10) / group_bytes));
-    tb = std::max<int64_t>(16, static_cast<int64_t>((size_t(128) << 10) / a.act_stride) / 4 * 4);
-  }
-  batch = std::min(batch, n_groups);
-  uint8_t* buf = a.packed ? nullptr : gemm_thread_buffer(group_bytes * static_cast<size_t>(batch));
-  for (int64_t b0 = 0; b0 < n_groups; b0 += batch) {
-    const int64_t b1 = std::min(n_groups, b0 + batch);
-    if (!a.packed) {
-      for (int64_t gi = b0; gi < b1; ++gi) {
-        const int64_t r = a.r0 + gi * kGemmGroupRows;
-        const int nr = static_cast<int>(std::min<int64_t>(kGemmGroupRows, a.r1 - r));
-        Prefetcher pf;
-        if (r + 2 * kGemmGroupRows <= a.r1) {
-          pf.next = a.w + (r + kGemmGroupRows) * a.row_bytes;
-          pf.bytes = kGemmGroupRows * a.row_bytes;
-          pf.nb = nb;
-        }
-        pack_group(a.type, a.w + r * a.row_bytes, a.row_bytes, nr, nb, buf + (gi - b0) * group_bytes, pf);
-      }
-    }
-    for (int64_t t_begin = 0; t_begin < a.n; t_begin += tb) {
-      const int64_t t_end = std::min(a.n, t_begin + tb);
-      for (int64_t gi = b0; gi < b1; ++gi) {
-        const int64_t r = a.r0 + gi * kGemmGroupRows;
-        const int nr = static_cast<int>(std::min<int64_t>(kGemmGroupRows, a.r1 - r));
-        const uint8_t* g;
-        Prefetcher kpf;
-        if (a.packed) {
-          g = a.packed + static_cast<size_t>(r / kGemmGroupRows) * group_bytes;
-          if (((a.n <= 2 && K::kRecord > 1024) || (a.n >= 3 && a.n <= 64)) && r + 2 * kGemmGroupRows <= a.r1) {
-            kpf.next = g + group_bytes;
-            kpf.bytes = group_bytes;
-            kpf.nb = nb;
-          }
-        } else {
-          g = buf + (gi - b0) * group_bytes;
-        }
-        group_tokens<K>(g, nb, a, r, nr, t_begin, t_end, kpf);
-      }
-    }
-  }
+  gemm_sweep(a, K::kRecord, size_t(256) << 10, size_t(128) << 10, 4, pack_group, group_tokens<K>);
 }
 
 }  // namespace

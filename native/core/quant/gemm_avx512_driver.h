@@ -76,60 +76,11 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
   }
 }
 
-// Runs kernel K over rows [r0, r1) and all tokens. Few tokens: group by group (packed on the fly
-// into L1 unless a.packed). Many tokens: batches of groups (~512 KiB packed) are swept by blocks of
-// tokens (~256 KiB of activations), so both stay in L2 while they are reused. The order of the
-// calls does not change any output (each is one micro-kernel run over its full K).
+// Runs kernel K over rows [r0, r1) and all tokens (gemm_impl.h's gemm_sweep): ~512 KiB of packed
+// groups swept by ~256 KiB of activations, 8 tokens per micro-kernel call.
 template <class K>
 void gemm_quant(const GemmArgs& a) {
-  const int64_t nb = gemm_blocks(a.type, a.n_in);
-  const size_t group_bytes = K::kRecord * static_cast<size_t>(nb);
-  const int64_t n_groups = (a.r1 - a.r0 + kGemmGroupRows - 1) / kGemmGroupRows;
-  int64_t batch = 1, tb = a.n;
-  if (a.n > 64) {
-    batch = std::max<int64_t>(1, static_cast<int64_t>((size_t(512) << 10) / group_bytes));
-    tb = std::max<int64_t>(16, static_cast<int64_t>((size_t(256) << 10) / a.act_stride) / 8 * 8);
-  }
-  batch = std::min(batch, n_groups);
-  uint8_t* buf = a.packed ? nullptr : gemm_thread_buffer(group_bytes * static_cast<size_t>(batch));
-  for (int64_t b0 = 0; b0 < n_groups; b0 += batch) {
-    const int64_t b1 = std::min(n_groups, b0 + batch);
-    if (!a.packed) {
-      for (int64_t gi = b0; gi < b1; ++gi) {
-        const int64_t r = a.r0 + gi * kGemmGroupRows;
-        const int nr = static_cast<int>(std::min<int64_t>(kGemmGroupRows, a.r1 - r));
-        Prefetcher pf;
-        if (r + 2 * kGemmGroupRows <= a.r1) {
-          pf.next = a.w + (r + kGemmGroupRows) * a.row_bytes;
-          pf.bytes = kGemmGroupRows * a.row_bytes;
-          pf.nb = nb;
-        }
-        pack_group(a.type, a.w + r * a.row_bytes, a.row_bytes, nr, nb, buf + (gi - b0) * group_bytes, pf);
-      }
-    }
-    for (int64_t t_begin = 0; t_begin < a.n; t_begin += tb) {
-      const int64_t t_end = std::min(a.n, t_begin + tb);
-      for (int64_t gi = b0; gi < b1; ++gi) {
-        const int64_t r = a.r0 + gi * kGemmGroupRows;
-        const int nr = static_cast<int>(std::min<int64_t>(kGemmGroupRows, a.r1 - r));
-        const uint8_t* g;
-        // Next packed group, for the memory-bound few-token case of the K-quants (whose kernels do
-        // not read their 2-3 KiB records in address order; Q4_0/Q8_0 records stream in order).
-        Prefetcher kpf;
-        if (a.packed) {
-          g = a.packed + static_cast<size_t>(r / kGemmGroupRows) * group_bytes;
-          if (((a.n <= 2 && K::kRecord > 1024) || (a.n >= 3 && a.n <= 64)) && r + 2 * kGemmGroupRows <= a.r1) {
-            kpf.next = g + group_bytes;
-            kpf.bytes = group_bytes;
-            kpf.nb = nb;
-          }
-        } else {
-          g = buf + (gi - b0) * group_bytes;
-        }
-        group_tokens<K>(g, nb, a, r, nr, t_begin, t_end, kpf);
-      }
-    }
-  }
+  gemm_sweep(a, K::kRecord, size_t(512) << 10, size_t(256) << 10, 8, pack_group, group_tokens<K>);
 }
 
 }  // namespace

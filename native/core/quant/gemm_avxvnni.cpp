@@ -20,33 +20,6 @@ namespace {
 
 inline __m256i dpbusd(__m256i acc, __m256i w, const uint8_t* x) { return _mm256_dpbusd_avx_epi32(acc, w, bcast32(x)); }
 
-// Rows 8*h..8*h+7 of the group against T tokens: per block and token, ia = c term + the block's
-// integer dot (Q::dot), then acc = fma(float(ia), d_w * d_x, acc).
-template <class Q>
-struct KBlock32 {
-  static constexpr int kMaxT = 4;
-  static constexpr size_t kRecord = Q::kRecord;
-  template <int T>
-  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
-    const size_t od = static_cast<size_t>(nb) * 32, oc = static_cast<size_t>(nb) * Q::kCTerm;
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b, g += kRecord) {
-      if (h == 0) pf(b);
-      __m256i ia[T];
-#pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) ia[t] = bcast32(x[t] + oc + 4 * b);
-      Q::template dot<T>(g, x, 32 * static_cast<size_t>(b), h, ia);
-      const __m256 dw = load_f16x8(g + 16 * h);
-#pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) {
-        const __m256 d = _mm256_mul_ps(dw, bcastf(x[t] + od + 4 * b));
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t]), d, acc[t]);
-      }
-    }
-  }
-};
-
 // Q4_0 record: u16 d[16] | qs[4][16][4] (low nibbles: elements 4j.., high: 16+4j..).
 struct Q4_0Dot {
   static constexpr size_t kRecord = kPackQ4_0;
@@ -92,8 +65,8 @@ void pack_group(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uin
 
 void install_avx_vnni_gemm(KernelTable& t) {
   t.isa = "avxvnni";
-  t.gemm[idx(GgmlType::Q4_0)] = gemm_quant<KBlock32<Q4_0Dot>>;
-  t.gemm[idx(GgmlType::Q8_0)] = gemm_quant<KBlock32<Q8_0Dot>>;
+  t.gemm[idx(GgmlType::Q4_0)] = gemm_quant<KBlock32Dot<Q4_0Dot>>;
+  t.gemm[idx(GgmlType::Q8_0)] = gemm_quant<KBlock32Dot<Q8_0Dot>>;
 }
 
 }  // namespace llmserve::quant

@@ -43,6 +43,7 @@
 //   IQ4_XS (2208 B / 256):       u16 d[16] | i8 sc[8][16] (ls - 32) | u8 qs[32][16][4] (sub-block ib:
 //                                groups 4ib..4ib+3, low nibbles elements 32ib + 4c + k, high +16)
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -175,6 +176,67 @@ struct Prefetcher {
     prefetch_l2(next + lo, hi - lo);
   }
 };
+
+// The SIMD GEMM drivers' sweep over rows [r0, r1) (16-row groups) and all tokens. Few tokens
+// (<= 64): group by group, each packed on the fly into L1 unless a.packed. Many tokens: batches of
+// groups (~batch_bytes packed) are swept by blocks of tokens (~act_bytes of activations, a
+// multiple of token_multiple), so both stay in L2 while they are reused. pack(t, w, rb, nr, nb,
+// out, pf) packs one group; group(g, nb, a, r, nr, t_begin, t_end, kpf) runs one packed group
+// against a token range (kpf: the next packed group's prefetch for the memory-bound few-token
+// case, or none). The order of the calls does not change any output (each is one micro-kernel
+// run over its full K).
+template <class Pack, class Group>
+void gemm_sweep(const GemmArgs& a, size_t record, size_t batch_bytes, size_t act_bytes, int64_t token_multiple,
+                Pack pack, Group group) {
+  const int64_t nb = gemm_blocks(a.type, a.n_in);
+  const size_t group_bytes = record * static_cast<size_t>(nb);
+  const int64_t n_groups = (a.r1 - a.r0 + kGemmGroupRows - 1) / kGemmGroupRows;
+  int64_t batch = 1, tb = a.n;
+  if (a.n > 64) {
+    batch = std::max<int64_t>(1, static_cast<int64_t>(batch_bytes / group_bytes));
+    tb = std::max<int64_t>(16, static_cast<int64_t>(act_bytes / a.act_stride) / token_multiple * token_multiple);
+  }
+  batch = std::min(batch, n_groups);
+  uint8_t* buf = a.packed ? nullptr : gemm_thread_buffer(group_bytes * static_cast<size_t>(batch));
+  for (int64_t b0 = 0; b0 < n_groups; b0 += batch) {
+    const int64_t b1 = std::min(n_groups, b0 + batch);
+    if (!a.packed) {
+      for (int64_t gi = b0; gi < b1; ++gi) {
+        const int64_t r = a.r0 + gi * kGemmGroupRows;
+        const int nr = static_cast<int>(std::min<int64_t>(kGemmGroupRows, a.r1 - r));
+        Prefetcher pf;
+        if (r + 2 * kGemmGroupRows <= a.r1) {
+          pf.next = a.w + (r + kGemmGroupRows) * a.row_bytes;
+          pf.bytes = kGemmGroupRows * a.row_bytes;
+          pf.nb = nb;
+        }
+        pack(a.type, a.w + r * a.row_bytes, a.row_bytes, nr, nb, buf + (gi - b0) * group_bytes, pf);
+      }
+    }
+    for (int64_t t_begin = 0; t_begin < a.n; t_begin += tb) {
+      const int64_t t_end = std::min(a.n, t_begin + tb);
+      for (int64_t gi = b0; gi < b1; ++gi) {
+        const int64_t r = a.r0 + gi * kGemmGroupRows;
+        const int nr = static_cast<int>(std::min<int64_t>(kGemmGroupRows, a.r1 - r));
+        const uint8_t* g;
+        // Next packed group, for the memory-bound few-token case of the K-quants (whose kernels do
+        // not read their 2-3 KiB records in address order; Q4_0/Q8_0 records stream in order).
+        Prefetcher kpf;
+        if (a.packed) {
+          g = a.packed + static_cast<size_t>(r / kGemmGroupRows) * group_bytes;
+          if (((a.n <= 2 && record > 1024) || (a.n >= 3 && a.n <= 64)) && r + 2 * kGemmGroupRows <= a.r1) {
+            kpf.next = g + group_bytes;
+            kpf.bytes = group_bytes;
+            kpf.nb = nb;
+          }
+        } else {
+          g = buf + (gi - b0) * group_bytes;
+        }
+        group(g, nb, a, r, nr, t_begin, t_end, kpf);
+      }
+    }
+  }
+}
 }  // namespace
 
 }  // namespace llmserve::quant
