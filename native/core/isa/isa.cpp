@@ -60,13 +60,17 @@ const Probe& probe() {
   return p;
 }
 
+// Whether LLMSERVE_KERNELS is `name` (read at each call: reset_isa_for_testing re-reads it).
+bool kernels_cap_is(const char* name) {
+  const char* cap = std::getenv("LLMSERVE_KERNELS");
+  return cap && std::strcmp(cap, name) == 0;
+}
+
 Isa choose() {
   const char* force = std::getenv("LLMSERVE_FORCE_SCALAR");
   if (force && std::strcmp(force, "1") == 0) return Isa::Scalar;
-  const char* cap = std::getenv("LLMSERVE_KERNELS");
-  if (cap && std::strcmp(cap, "scalar") == 0) return Isa::Scalar;
-  if (cap && (std::strcmp(cap, "avx2") == 0 || std::strcmp(cap, "avxvnni") == 0))
-    return probe().avx2 ? Isa::Avx2 : Isa::Scalar;
+  if (kernels_cap_is("scalar")) return Isa::Scalar;
+  if (kernels_cap_is("avx2") || kernels_cap_is("avxvnni")) return probe().avx2 ? Isa::Avx2 : Isa::Scalar;
   if (probe().avx512) return Isa::Avx512;
   if (probe().avx2) return Isa::Avx2;
   return Isa::Scalar;
@@ -88,11 +92,7 @@ bool cpu_has_avx512vbmi() {
 
 bool cpu_has_avx_vnni() { return probe().avx_vnni; }
 
-bool avx_vnni_active() {
-  if (active_isa() != Isa::Avx2 || !probe().avx_vnni) return false;
-  const char* cap = std::getenv("LLMSERVE_KERNELS");
-  return !(cap && std::strcmp(cap, "avx2") == 0);
-}
+bool avx_vnni_active() { return active_isa() == Isa::Avx2 && probe().avx_vnni && !kernels_cap_is("avx2"); }
 
 bool cpu_supports(Isa isa) {
   switch (isa) {
