@@ -402,6 +402,9 @@ export function applyTier(tier, die) {
   const variant = TIER_VARIANT[tier];
   if (process.platform !== "linux" || process.arch !== "x64")
     die(`--tier ${tier} needs Linux x64 (the ${variant} variant of node-llama-cpp's prebuilt CPU backend)`);
+  // Without AVX-VNNI llmserve would quietly run plain AVX2 and llama.cpp's alderlake build would not load.
+  if (tier === "avxvnni" && !/\bavx_vnni\b/.test(readFileSync("/proc/cpuinfo", "utf8")))
+    die("--tier avxvnni needs a CPU with AVX-VNNI (avx_vnni in /proc/cpuinfo); use --tier avx2 on this one");
   const src = join(repoRoot, "node_modules", "@node-llama-cpp", "linux-x64");
   let version;
   try {
