@@ -887,6 +887,20 @@ export const MUTATIONS = [
     why: "dispatch: an AVX2-tier CPU with AVX-VNNI never gets the VNNI GEMMs",
   },
   {
+    id: "gemm-avx2-one-pass-halves-share-acc",
+    file: "native/core/quant/gemm_avx2_driver.h",
+    find: "acc[h * T + t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t]), d, acc[h * T + t]);",
+    replace: "acc[h * T + t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t]), d, acc[t]);",
+    why: "AVX2 one-pass GEMV: the second half's rows accumulate onto the first half's sums",
+  },
+  {
+    id: "gemm-avx2-one-pass-second-token",
+    file: "native/core/quant/gemm_avx2_driver.h",
+    find: "a.act + (t_end - 1) * a.act_stride};",
+    replace: "a.act + t_begin * a.act_stride};",
+    why: "AVX2 one-pass GEMV: the second of two tokens reads the first token's activations",
+  },
+  {
     id: "kv-pool-prefault-skipped",
     file: "native/core/kv/kv_pool.cpp",
     find: "for (int64_t l = 0; pre > 0 && l < shape.n_layer; ++l) {",

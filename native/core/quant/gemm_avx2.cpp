@@ -85,7 +85,7 @@ struct KQ4_K {
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[t] = acc_min[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
-      if (h == 0) pf(i);
+      pf(i);
       const size_t xo = 292 * static_cast<size_t>(i);
       __m256i sumi[T];
 #pragma GCC unroll 4
@@ -164,7 +164,7 @@ struct KQ6_K {
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
-      if (h == 0) pf(i);
+      pf(i);
       const size_t xo = 292 * static_cast<size_t>(i);
       __m256i sumi[T];
 #pragma GCC unroll 4

@@ -42,7 +42,7 @@ struct KBlock32Dot {
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, g += kRecord) {
-      if (h == 0) pf(b);
+      pf(b);
       __m256i ia[T];
 #pragma GCC unroll 4
       for (int t = 0; t < T; ++t) ia[t] = Q::kCTerm ? bcast32(x[t] + oc + 4 * b) : _mm256_setzero_si256();
@@ -55,6 +55,37 @@ struct KBlock32Dot {
       }
     }
   }
+  // Both halves in one pass over the group: acc[h * T + t] is half h's acc[t] of run<T>, with the
+  // same operations per lane. For 1-2 tokens, where the weights' memory traffic is the limit,
+  // one pass keeps it streaming and shares the record loads' misses between the halves.
+  template <int T>
+  static void run_both(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m256* acc, const Prefetcher& pf) {
+    const size_t od = static_cast<size_t>(nb) * 32, oc = static_cast<size_t>(nb) * Q::kCTerm;
+#pragma GCC unroll 4
+    for (int t = 0; t < 2 * T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b, g += kRecord) {
+      pf(b);
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        __m256i ia[T];
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) ia[t] = Q::kCTerm ? bcast32(x[t] + oc + 4 * b) : _mm256_setzero_si256();
+        Q::template dot<T>(g, x, 32 * b, h, ia);
+        const __m256 dw = load_f16x8(g + 16 * h);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) {
+          const __m256 d = _mm256_mul_ps(dw, bcastf(x[t] + od + 4 * b));
+          acc[h * T + t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t]), d, acc[h * T + t]);
+        }
+      }
+    }
+  }
+};
+
+// Kernels with run_both (a one-pass version of both halves).
+template <class K>
+concept HasRunBoth = requires(const uint8_t* g, const uint8_t* const* x, __m256* acc, const Prefetcher& pf) {
+  K::template run_both<1>(g, int64_t(1), x, acc, pf);
 };
 
 // T tokens (x) against half h of packed group g, stored to y rows r0.. (mask m) plus the bias. T
@@ -72,12 +103,37 @@ void tile(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, const Pr
   }
 }
 
+// tile() for both halves of a full group in one pass (K::run_both).
+template <class K, int T>
+void tile_both(const uint8_t* g, int64_t nb, const uint8_t* const* x, const Prefetcher& p, const GemmArgs& a, int64_t r,
+               int64_t t0) {
+  __m256 acc[2 * T];
+  K::template run_both<T>(g, nb, x, acc, p);
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+    const __m256 bias = a.bias ? _mm256_loadu_ps(a.bias + r + 8 * h) : _mm256_setzero_ps();
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      const __m256 v = a.bias ? _mm256_add_ps(acc[h * T + t], bias) : acc[h * T + t];
+      _mm256_storeu_ps(a.y + (t0 + t) * a.ldy + r + 8 * h, v);
+    }
+  }
+}
+
 // One packed group g (rows r .. r + nr - 1) against tokens [t_begin, t_end), both halves, T <=
 // kMaxT tokens per call; kpf (the next group's prefetch) runs with the first call of a half only.
 template <class K>
 void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, int nr, int64_t t_begin, int64_t t_end,
                   const Prefetcher& kpf) {
   constexpr int kMaxT = K::kMaxT;
+  if constexpr (HasRunBoth<K>) {
+    if (nr == 16 && t_end - t_begin <= 2) {
+      const uint8_t* x[2] = {a.act + t_begin * a.act_stride, a.act + (t_end - 1) * a.act_stride};
+      if (t_end - t_begin == 1) tile_both<K, 1>(g, nb, x, kpf, a, r, t_begin);
+      else tile_both<K, 2>(g, nb, x, kpf, a, r, t_begin);
+      return;
+    }
+  }
   for (int h = 0; h < 2; ++h) {
     const int hr = std::min(8, nr - 8 * h);
     if (hr <= 0) break;
@@ -89,7 +145,13 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
       const uint8_t* x[kMaxT];
 #pragma GCC unroll 4
       for (int t = 0; t < T; ++t) x[t] = a.act + (t0 + t) * a.act_stride;
-      const Prefetcher& p = t0 == t_begin ? kpf : Prefetcher();
+      // Each half prefetches its half of the next group, so memory streams during both passes.
+      Prefetcher p;
+      if (t0 == t_begin && kpf.next) {
+        p.next = kpf.next + h * (kpf.bytes / 2);
+        p.bytes = h == 0 ? kpf.bytes / 2 : kpf.bytes - kpf.bytes / 2;
+        p.nb = kpf.nb;
+      }
       switch (T) {
         case 1: tile<K, 1>(g, nb, x, h, p, a, r0, t0, m, bias); break;
         case 2: tile<K, (kMaxT >= 2 ? 2 : 1)>(g, nb, x, h, p, a, r0, t0, m, bias); break;
@@ -104,7 +166,7 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
 // groups swept by ~128 KiB of activations, 4 tokens per micro-kernel call.
 template <class K>
 void gemm_quant(const GemmArgs& a) {
-  gemm_sweep(a, K::kRecord, size_t(256) << 10, size_t(128) << 10, 4, pack_group, group_tokens<K>);
+  gemm_sweep(a, K::kRecord, size_t(256) << 10, size_t(128) << 10, 4, 0, pack_group, group_tokens<K>);
 }
 
 }  // namespace

@@ -183,11 +183,14 @@ struct Prefetcher {
 // multiple of token_multiple), so both stay in L2 while they are reused. pack(t, w, rb, nr, nb,
 // out, pf) packs one group; group(g, nb, a, r, nr, t_begin, t_end, kpf) runs one packed group
 // against a token range (kpf: the next packed group's prefetch for the memory-bound few-token
-// case, or none). The order of the calls does not change any output (each is one micro-kernel
-// run over its full K).
+// case, or none). pf_records: with 1-2 tokens, records at least this large get kpf (the AVX-512
+// kernels read a Q4_0/Q8_0 group once in address order, which the hardware prefetcher follows; the
+// AVX2 kernels read each group twice, once per 8-row half, and memory would idle during the
+// second pass). The order of the calls does not change any output (each is one micro-kernel run
+// over its full K).
 template <class Pack, class Group>
 void gemm_sweep(const GemmArgs& a, size_t record, size_t batch_bytes, size_t act_bytes, int64_t token_multiple,
-                Pack pack, Group group) {
+                size_t pf_records, Pack pack, Group group) {
   const int64_t nb = gemm_blocks(a.type, a.n_in);
   const size_t group_bytes = record * static_cast<size_t>(nb);
   const int64_t n_groups = (a.r1 - a.r0 + kGemmGroupRows - 1) / kGemmGroupRows;
@@ -219,12 +222,11 @@ void gemm_sweep(const GemmArgs& a, size_t record, size_t batch_bytes, size_t act
         const int64_t r = a.r0 + gi * kGemmGroupRows;
         const int nr = static_cast<int>(std::min<int64_t>(kGemmGroupRows, a.r1 - r));
         const uint8_t* g;
-        // Next packed group, for the memory-bound few-token case of the K-quants (whose kernels do
-        // not read their 2-3 KiB records in address order; Q4_0/Q8_0 records stream in order).
+        // Next packed group, for the memory-bound few-token case (see pf_records).
         Prefetcher kpf;
         if (a.packed) {
           g = a.packed + static_cast<size_t>(r / kGemmGroupRows) * group_bytes;
-          if (((a.n <= 2 && record > 1024) || (a.n >= 3 && a.n <= 64)) && r + 2 * kGemmGroupRows <= a.r1) {
+          if (((a.n <= 2 && record >= pf_records) || (a.n >= 3 && a.n <= 64)) && r + 2 * kGemmGroupRows <= a.r1) {
             kpf.next = g + group_bytes;
             kpf.bytes = group_bytes;
             kpf.nb = nb;

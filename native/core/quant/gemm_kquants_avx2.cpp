@@ -82,7 +82,7 @@ struct KQ5_K {
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[t] = acc_min[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
-      if (h == 0) pf(i);
+      pf(i);
       const size_t xo = kQ8K * static_cast<size_t>(i);
       __m256i sumi[T], summ[T];
       zero<T>(sumi);
@@ -142,7 +142,7 @@ struct KQ2_K {
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[t] = acc_min[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
-      if (h == 0) pf(i);
+      pf(i);
       const size_t xo = kQ8K * static_cast<size_t>(i);
       __m256i sumi[T], summ[T];
       zero<T>(sumi);
@@ -200,7 +200,7 @@ struct KQ3_K {
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
-      if (h == 0) pf(i);
+      pf(i);
       const size_t xo = kQ8K * static_cast<size_t>(i);
       __m256i sumi[T];
       zero<T>(sumi);
@@ -234,7 +234,7 @@ struct KIQ4_XS {
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
-      if (h == 0) pf(i);
+      pf(i);
       const size_t xo = kQ8K * static_cast<size_t>(i);
       __m256i sumi[T];
       zero<T>(sumi);

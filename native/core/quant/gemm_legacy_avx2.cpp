@@ -27,7 +27,7 @@ struct KBlock32 {
       if constexpr (kHasM) acc_m[t] = _mm256_setzero_ps();
     }
     for (int64_t b = 0; b < nb; ++b, g += kRecord) {
-      if (h == 0) pf(b);
+      pf(b);
       __m256i ia[T];
 #pragma GCC unroll 4
       for (int t = 0; t < T; ++t) {
