@@ -148,9 +148,8 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
       // Each half prefetches its half of the next group, so memory streams during both passes.
       Prefetcher p;
       if (t0 == t_begin && kpf.next) {
-        p.next = kpf.next + h * (kpf.bytes / 2);
-        p.bytes = h == 0 ? kpf.bytes / 2 : kpf.bytes - kpf.bytes / 2;
-        p.nb = kpf.nb;
+        const size_t half = kpf.bytes / 2;
+        p = Prefetcher(kpf.next + h * half, h == 0 ? half : kpf.bytes - half, nb);
       }
       switch (T) {
         case 1: tile<K, 1>(g, nb, x, h, p, a, r0, t0, m, bias); break;

@@ -168,12 +168,15 @@ namespace {
 struct Prefetcher {
   const uint8_t* next = nullptr;  // the next group's first byte, or null
   size_t bytes = 0;               // its size
-  int64_t nb = 1;
+  int64_t nb = 1;                 // blocks it is spread over
+  size_t step = 0;                // bytes per block, rounded up (no division per block)
+  Prefetcher() = default;
+  Prefetcher(const uint8_t* n, size_t b, int64_t blocks)
+      : next(n), bytes(b), nb(blocks), step((b + static_cast<size_t>(blocks) - 1) / static_cast<size_t>(blocks)) {}
   void operator()(int64_t b) const {
     if (!next) return;
-    const size_t lo = bytes * static_cast<size_t>(b) / static_cast<size_t>(nb);
-    const size_t hi = bytes * static_cast<size_t>(b + 1) / static_cast<size_t>(nb);
-    prefetch_l2(next + lo, hi - lo);
+    const size_t lo = step * static_cast<size_t>(b);
+    if (lo < bytes) prefetch_l2(next + lo, std::min(step, bytes - lo));
   }
 };
 
@@ -209,9 +212,7 @@ void gemm_sweep(const GemmArgs& a, size_t record, size_t batch_bytes, size_t act
         const int nr = static_cast<int>(std::min<int64_t>(kGemmGroupRows, a.r1 - r));
         Prefetcher pf;
         if (r + 2 * kGemmGroupRows <= a.r1) {
-          pf.next = a.w + (r + kGemmGroupRows) * a.row_bytes;
-          pf.bytes = kGemmGroupRows * a.row_bytes;
-          pf.nb = nb;
+          pf = Prefetcher(a.w + (r + kGemmGroupRows) * a.row_bytes, kGemmGroupRows * a.row_bytes, nb);
         }
         pack(a.type, a.w + r * a.row_bytes, a.row_bytes, nr, nb, buf + (gi - b0) * group_bytes, pf);
       }
@@ -227,9 +228,7 @@ void gemm_sweep(const GemmArgs& a, size_t record, size_t batch_bytes, size_t act
         if (a.packed) {
           g = a.packed + static_cast<size_t>(r / kGemmGroupRows) * group_bytes;
           if (((a.n <= 2 && record >= pf_records) || (a.n >= 3 && a.n <= 64)) && r + 2 * kGemmGroupRows <= a.r1) {
-            kpf.next = g + group_bytes;
-            kpf.bytes = group_bytes;
-            kpf.nb = nb;
+            kpf = Prefetcher(g + group_bytes, group_bytes, nb);
           }
         } else {
           g = buf + (gi - b0) * group_bytes;

@@ -20,9 +20,7 @@ bool pack_group_more_avx2(GgmlType t, const uint8_t* w, size_t rb, int nr, int64
     default: return false;
   }
   Prefetcher pf;
-  pf.next = pf_next;
-  pf.bytes = pf_bytes;
-  pf.nb = pf_nb;
+  pf = Prefetcher(pf_next, pf_bytes, pf_nb);
   for (int64_t b = 0; b < nb; ++b, out += rec) {
     pf(b);
     const uint8_t* blk = w + b * bs;
