@@ -901,6 +901,13 @@ export const MUTATIONS = [
     why: "AVX2 one-pass GEMV: the second of two tokens reads the first token's activations",
   },
   {
+    id: "lowrank-b-stream-q8-block-half",
+    file: "native/core/model/lowrank_avx512.cpp",
+    find: "_mm512_fmadd_ps(tk, w1, _mm512_loadu_ps(acc + c + 16))",
+    replace: "_mm512_fmadd_ps(tk, w0, _mm512_loadu_ps(acc + c + 16))",
+    why: "LoRA B pass, streamed q8_0 rows: a block's upper 16 columns take its lower 16 values",
+  },
+  {
     id: "kv-pool-prefault-skipped",
     file: "native/core/kv/kv_pool.cpp",
     find: "for (int64_t l = 0; pre > 0 && l < shape.n_layer; ++l) {",

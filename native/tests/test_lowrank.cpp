@@ -77,7 +77,7 @@ TEST(lowrank_simd_equals_scalar_reference_bitwise) {
         // q8_0 rows hold whole blocks of 32, and its column ranges start at multiples of 8
         const bool q8 = type == LowRankType::Q8_0;
         // f16 / f32 with odd ranks: rows of 131, not a multiple of 8 (the A kernels' scalar tail)
-        const int64_t n_in = q8 ? 160 : r % 2 ? 131 : 136, j0 = q8 ? 8 : 3;
+        const int64_t n_in = q8 ? 160 : r % 2 ? 131 : 136;
         if (q8) n_out = (n_out + 31) / 32 * 32;
         Factors F = make_factors(r, n_in, n_out, type, 0.7f, static_cast<uint32_t>(r * 31 + n_out));
         // 7 rows: one block of four and three single rows in the AVX2 kernel; 3 rows: the AVX-512 A
@@ -100,27 +100,31 @@ TEST(lowrank_simd_equals_scalar_reference_bitwise) {
             CHECK(std::memcmp(t1.data(), t2.data(), t1.size() * 4) == 0);
           }
           // 7 rows (a block of four, three single rows); a column range that starts off a multiple
-          // of 8, as a task boundary would not, but may
-          auto y1 = randv(static_cast<size_t>(nx * n_out), 4), y2 = y1;
-          std::vector<const float*> tp;
-          std::vector<float*> q1, q2;
-          for (int64_t i = 0; i < nx; ++i) {
-            tp.push_back(t1.data() + i * r);
-            q1.push_back(y1.data() + i * n_out), q2.push_back(y2.data() + i * n_out);
+          // of 8, as a task boundary would not, but may; q8_0 also from a block boundary (32), where
+          // AVX-512 single rows over 256+ columns stream their Bt rows (b_row_stream_q8)
+          for (const int64_t j0 : q8 ? std::vector<int64_t>{8, 32} : std::vector<int64_t>{3}) {
+            if (j0 >= n_out) continue;
+            auto y1 = randv(static_cast<size_t>(nx * n_out), 4), y2 = y1;
+            std::vector<const float*> tp;
+            std::vector<float*> q1, q2;
+            for (int64_t i = 0; i < nx; ++i) {
+              tp.push_back(t1.data() + i * r);
+              q1.push_back(y1.data() + i * n_out), q2.push_back(y2.data() + i * n_out);
+            }
+            lowrank_b_ref(F.f, tp.data(), q1.data(), nx, n_out, j0, n_out);
+            lowrank_b_avx2(F.f, tp.data(), q2.data(), nx, n_out, j0, n_out);
+            CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0);
+            if (avx512) {
+              auto y3 = randv(static_cast<size_t>(nx * n_out), 4);
+              std::vector<float*> q3;
+              for (int64_t i = 0; i < nx; ++i) q3.push_back(y3.data() + i * n_out);
+              lowrank_b_avx512(F.f, tp.data(), q3.data(), nx, n_out, j0, n_out);
+              CHECK(std::memcmp(y1.data(), y3.data(), y1.size() * 4) == 0);
+            }
+            const auto y0 = randv(static_cast<size_t>(nx * n_out), 4);
+            CHECK(y1[0] == y0[0] && y1[static_cast<size_t>(j0 - 1)] == y0[static_cast<size_t>(j0 - 1)] &&
+                  y1[static_cast<size_t>(j0)] != y0[static_cast<size_t>(j0)]);  // only [j0, n_out) was written
           }
-          lowrank_b_ref(F.f, tp.data(), q1.data(), nx, n_out, j0, n_out);
-          lowrank_b_avx2(F.f, tp.data(), q2.data(), nx, n_out, j0, n_out);
-          CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * 4) == 0);
-          if (avx512) {
-            auto y3 = randv(static_cast<size_t>(nx * n_out), 4);
-            std::vector<float*> q3;
-            for (int64_t i = 0; i < nx; ++i) q3.push_back(y3.data() + i * n_out);
-            lowrank_b_avx512(F.f, tp.data(), q3.data(), nx, n_out, j0, n_out);
-            CHECK(std::memcmp(y1.data(), y3.data(), y1.size() * 4) == 0);
-          }
-          const auto y0 = randv(static_cast<size_t>(nx * n_out), 4);
-          CHECK(y1[0] == y0[0] && y1[static_cast<size_t>(j0 - 1)] == y0[static_cast<size_t>(j0 - 1)] &&
-                y1[static_cast<size_t>(j0)] != y0[static_cast<size_t>(j0)]);  // only [j0, n_out) was written
         }
       }
 }
