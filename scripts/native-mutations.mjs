@@ -889,8 +889,8 @@ export const MUTATIONS = [
   {
     id: "gemm-avx2-one-pass-halves-share-acc",
     file: "native/core/quant/gemm_avx2_driver.h",
-    find: "acc[h * T + t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t]), d, acc[h * T + t]);",
-    replace: "acc[h * T + t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t]), d, acc[t]);",
+    find: "step<T>(g, b, od, oc, x, 1, acc + T);",
+    replace: "step<T>(g, b, od, oc, x, 1, acc);",
     why: "AVX2 one-pass GEMV: the second half's rows accumulate onto the first half's sums",
   },
   {

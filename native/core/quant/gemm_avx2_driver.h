@@ -36,6 +36,20 @@ template <class Q>
 struct KBlock32Dot {
   static constexpr int kMaxT = 4;
   static constexpr size_t kRecord = Q::kRecord;
+  // Block b (record g) of half h into acc[0, T): the dot from its start, then the float step.
+  template <int T>
+  static void step(const uint8_t* g, int64_t b, size_t od, size_t oc, const uint8_t* const* x, int h, __m256* acc) {
+    __m256i ia[T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) ia[t] = Q::kCTerm ? bcast32(x[t] + oc + 4 * b) : _mm256_setzero_si256();
+    Q::template dot<T>(g, x, 32 * b, h, ia);
+    const __m256 dw = load_f16x8(g + 16 * h);
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      const __m256 d = _mm256_mul_ps(dw, bcastf(x[t] + od + 4 * b));
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t]), d, acc[t]);
+    }
+  }
   template <int T>
   static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
     const size_t od = static_cast<size_t>(nb) * 32, oc = static_cast<size_t>(nb) * Q::kCTerm;
@@ -43,16 +57,7 @@ struct KBlock32Dot {
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, g += kRecord) {
       pf(b);
-      __m256i ia[T];
-#pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) ia[t] = Q::kCTerm ? bcast32(x[t] + oc + 4 * b) : _mm256_setzero_si256();
-      Q::template dot<T>(g, x, 32 * b, h, ia);
-      const __m256 dw = load_f16x8(g + 16 * h);
-#pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) {
-        const __m256 d = _mm256_mul_ps(dw, bcastf(x[t] + od + 4 * b));
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t]), d, acc[t]);
-      }
+      step<T>(g, b, od, oc, x, h, acc);
     }
   }
   // Both halves in one pass over the group: acc[h * T + t] is half h's acc[t] of run<T>, with the
@@ -65,19 +70,8 @@ struct KBlock32Dot {
     for (int t = 0; t < 2 * T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, g += kRecord) {
       pf(b);
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        __m256i ia[T];
-#pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) ia[t] = Q::kCTerm ? bcast32(x[t] + oc + 4 * b) : _mm256_setzero_si256();
-        Q::template dot<T>(g, x, 32 * b, h, ia);
-        const __m256 dw = load_f16x8(g + 16 * h);
-#pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) {
-          const __m256 d = _mm256_mul_ps(dw, bcastf(x[t] + od + 4 * b));
-          acc[h * T + t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t]), d, acc[h * T + t]);
-        }
-      }
+      step<T>(g, b, od, oc, x, 0, acc);
+      step<T>(g, b, od, oc, x, 1, acc + T);
     }
   }
 };
