@@ -26,6 +26,12 @@ inline __m256 q8_load8(const void* p, int64_t i) {
   return _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(b.d)), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)));
 }
 
+// Sixteen int8 of block b from element off (off <= 16) times its scale d (broadcast), exact.
+inline __m512 q8_16(const quant::BlockQ8_0& b, int64_t off, __m512 d) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + off));
+  return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
+}
+
 // A[k][i..i+8) in the low half, A[k+1][i..i+8) in the high half.
 inline __m512 load_pair(const LowRankFactors& f, int64_t lo, int64_t hi) {
   if (f.type == LowRankType::Q8_0)
@@ -47,8 +53,7 @@ inline __m512 load16(const void* p, LowRankType type, int64_t i) {
   if (type == LowRankType::Q8_0) {
     if (i % quant::kQK8_0 <= quant::kQK8_0 - 16) {  // all sixteen in one block: one scale
       const quant::BlockQ8_0& b = static_cast<const quant::BlockQ8_0*>(p)[i / quant::kQK8_0];
-      const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + i % quant::kQK8_0));
-      return _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(b.d)), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
+      return q8_16(b, i % quant::kQK8_0, _mm512_set1_ps(_cvtsh_ss(b.d)));
     }
     return _mm512_insertf32x8(_mm512_castps256_ps512(q8_load8(p, i)), q8_load8(p, i + 8), 1);
   }
@@ -242,10 +247,7 @@ inline void b_row_stream_q8(const LowRankFactors& f, const float* t, float* y, i
     const auto* b = static_cast<const quant::BlockQ8_0*>(f.bt) + (k * n_out + j0) / quant::kQK8_0;
     for (int64_t c = 0; c < n; c += 32, ++b) {  // a block: one scale, 32 values
       const __m512 d = _mm512_set1_ps(_cvtsh_ss(b->d));
-      const __m512 w0 = _mm512_mul_ps(
-          d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->qs)))));
-      const __m512 w1 = _mm512_mul_ps(
-          d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b->qs + 16)))));
+      const __m512 w0 = q8_16(*b, 0, d), w1 = q8_16(*b, 16, d);
       _mm512_storeu_ps(acc + c, _mm512_fmadd_ps(tk, w0, _mm512_loadu_ps(acc + c)));
       _mm512_storeu_ps(acc + c + 16, _mm512_fmadd_ps(tk, w1, _mm512_loadu_ps(acc + c + 16)));
     }

@@ -292,8 +292,7 @@ struct WBF16 {
 
 void pack_group_avx2(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uint8_t* out, const uint8_t* next,
                      size_t next_bytes, int64_t next_nb) {
-  Prefetcher pf;
-  pf = Prefetcher(next, next_bytes, next_nb);
+  const Prefetcher pf(next, next_bytes, next_nb);
   pack_group(t, w, rb, nr, nb, out, pf);
 }
 

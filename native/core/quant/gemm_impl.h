@@ -211,9 +211,8 @@ void gemm_sweep(const GemmArgs& a, size_t record, size_t batch_bytes, size_t act
         const int64_t r = a.r0 + gi * kGemmGroupRows;
         const int nr = static_cast<int>(std::min<int64_t>(kGemmGroupRows, a.r1 - r));
         Prefetcher pf;
-        if (r + 2 * kGemmGroupRows <= a.r1) {
+        if (r + 2 * kGemmGroupRows <= a.r1)
           pf = Prefetcher(a.w + (r + kGemmGroupRows) * a.row_bytes, kGemmGroupRows * a.row_bytes, nb);
-        }
         pack(a.type, a.w + r * a.row_bytes, a.row_bytes, nr, nb, buf + (gi - b0) * group_bytes, pf);
       }
     }
@@ -227,9 +226,8 @@ void gemm_sweep(const GemmArgs& a, size_t record, size_t batch_bytes, size_t act
         Prefetcher kpf;
         if (a.packed) {
           g = a.packed + static_cast<size_t>(r / kGemmGroupRows) * group_bytes;
-          if (((a.n <= 2 && record >= pf_records) || (a.n >= 3 && a.n <= 64)) && r + 2 * kGemmGroupRows <= a.r1) {
+          if (((a.n <= 2 && record >= pf_records) || (a.n >= 3 && a.n <= 64)) && r + 2 * kGemmGroupRows <= a.r1)
             kpf = Prefetcher(g + group_bytes, group_bytes, nb);
-          }
         } else {
           g = buf + (gi - b0) * group_bytes;
         }

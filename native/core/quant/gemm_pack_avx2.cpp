@@ -19,8 +19,7 @@ bool pack_group_more_avx2(GgmlType t, const uint8_t* w, size_t rb, int nr, int64
       break;
     default: return false;
   }
-  Prefetcher pf;
-  pf = Prefetcher(pf_next, pf_bytes, pf_nb);
+  const Prefetcher pf(pf_next, pf_bytes, pf_nb);
   for (int64_t b = 0; b < nb; ++b, out += rec) {
     pf(b);
     const uint8_t* blk = w + b * bs;

@@ -42,8 +42,7 @@ void each_block(const uint8_t* w, size_t bs, int64_t nb, uint8_t* out, size_t re
 bool pack_group_more_avx512(GgmlType t, const uint8_t* w, size_t rb, int nr, int64_t nb, uint8_t* out,
                             const uint8_t* pf_next, size_t pf_bytes, int64_t pf_nb) {
   if (nr != kGemmGroupRows || rb * kGemmGroupRows >= (size_t(1) << 31)) return false;
-  Prefetcher pf;
-  pf = Prefetcher(pf_next, pf_bytes, pf_nb);
+  const Prefetcher pf(pf_next, pf_bytes, pf_nb);
   switch (t) {
     case GgmlType::IQ4_NL:  // Q4_0's layout
       each_block(w, sizeof(BlockIQ4_NL), nb, out, kPackIQ4_NL, pf, [rb](const uint8_t* blk, uint8_t* o) {
