@@ -159,7 +159,7 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
 // groups swept by ~128 KiB of activations, 4 tokens per micro-kernel call.
 template <class K>
 void gemm_quant(const GemmArgs& a) {
-  gemm_sweep(a, K::kRecord, size_t(256) << 10, size_t(128) << 10, 4, 0, pack_group, group_tokens<K>);
+  gemm_sweep(a, K::kRecord, size_t(256) << 10, size_t(128) << 10, 4, SweepPrefetch{0, 0}, pack_group, group_tokens<K>);
 }
 
 }  // namespace

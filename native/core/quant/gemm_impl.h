@@ -180,20 +180,34 @@ struct Prefetcher {
   }
 };
 
+// How the few-token sweep (1-64 tokens, memory-bound: each weight byte serves few tokens)
+// prefetches packed groups. kpf runs for 3-64 tokens, and for 1-2 tokens when the record is at
+// least min_record bytes (the AVX-512 Q4_0/Q8_0 kernels read a group once in address order, which
+// the hardware prefetcher follows alone).
+//  - ahead == 0: kpf fetches the next group, spread over this group's blocks. For the AVX2
+//    kernels, which read each group twice (once per 8-row half): the second pass hits the cache
+//    and memory would idle during it without this.
+//  - ahead > 0: kpf fetches `ahead` bytes past each block this group reads (the packed groups of a
+//    matrix are one contiguous stream, so this runs into the next group and past the range's
+//    end, where a prefetch is harmless). For kernels that read a group once in order: the
+//    next-group distance (37-129 KiB on 4096-14336-wide rows) outran the caches, and the
+//    Llama-3-8B-shape Q4_K_M decode read ~40 GB/s; 4 KiB ahead it reads ~50 (bench/README.md).
+struct SweepPrefetch {
+  size_t min_record;
+  size_t ahead;
+};
+
 // The SIMD GEMM drivers' sweep over rows [r0, r1) (16-row groups) and all tokens. Few tokens
 // (<= 64): group by group, each packed on the fly into L1 unless a.packed. Many tokens: batches of
 // groups (~batch_bytes packed) are swept by blocks of tokens (~act_bytes of activations, a
 // multiple of token_multiple), so both stay in L2 while they are reused. pack(t, w, rb, nr, nb,
 // out, pf) packs one group; group(g, nb, a, r, nr, t_begin, t_end, kpf) runs one packed group
-// against a token range (kpf: the next packed group's prefetch for the memory-bound few-token
-// case, or none). pf_records: with 1-2 tokens, records at least this large get kpf (the AVX-512
-// kernels read a Q4_0/Q8_0 group once in address order, which the hardware prefetcher follows; the
-// AVX2 kernels read each group twice, once per 8-row half, and memory would idle during the
-// second pass). The order of the calls does not change any output (each is one micro-kernel run
-// over its full K).
+// against a token range (kpf: the packed groups' prefetch of the few-token case, see
+// SweepPrefetch, or none). The order of the calls does not change any output (each is one
+// micro-kernel run over its full K).
 template <class Pack, class Group>
 void gemm_sweep(const GemmArgs& a, size_t record, size_t batch_bytes, size_t act_bytes, int64_t token_multiple,
-                size_t pf_records, Pack pack, Group group) {
+                SweepPrefetch spf, Pack pack, Group group) {
   const int64_t nb = gemm_blocks(a.type, a.n_in);
   const size_t group_bytes = record * static_cast<size_t>(nb);
   const int64_t n_groups = (a.r1 - a.r0 + kGemmGroupRows - 1) / kGemmGroupRows;
@@ -222,12 +236,13 @@ void gemm_sweep(const GemmArgs& a, size_t record, size_t batch_bytes, size_t act
         const int64_t r = a.r0 + gi * kGemmGroupRows;
         const int nr = static_cast<int>(std::min<int64_t>(kGemmGroupRows, a.r1 - r));
         const uint8_t* g;
-        // Next packed group, for the memory-bound few-token case (see pf_records).
         Prefetcher kpf;
         if (a.packed) {
           g = a.packed + static_cast<size_t>(r / kGemmGroupRows) * group_bytes;
-          if (((a.n <= 2 && record >= pf_records) || (a.n >= 3 && a.n <= 64)) && r + 2 * kGemmGroupRows <= a.r1)
-            kpf = Prefetcher(g + group_bytes, group_bytes, nb);
+          if ((a.n <= 2 && record >= spf.min_record) || (a.n >= 3 && a.n <= 64)) {
+            if (spf.ahead) kpf = Prefetcher(g + spf.ahead, group_bytes, nb);
+            else if (r + 2 * kGemmGroupRows <= a.r1) kpf = Prefetcher(g + group_bytes, group_bytes, nb);
+          }
         } else {
           g = buf + (gi - b0) * group_bytes;
         }
