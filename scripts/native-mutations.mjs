@@ -901,6 +901,20 @@ export const MUTATIONS = [
     why: "AVX2 one-pass GEMV: the second of two tokens reads the first token's activations",
   },
   {
+    id: "gemm-avx2-one-pass-q4k-halves-share-mins",
+    file: "native/core/quant/gemm_avx2.cpp",
+    find: "step<T>(g, i, x, 1, acc + T, acc_min + T);",
+    replace: "step<T>(g, i, x, 1, acc + T, acc_min);",
+    why: "AVX2 one-pass Q4_K GEMV: the second half's mins are subtracted from the first half's rows",
+  },
+  {
+    id: "gemm-avx2-one-pass-q6k-second-half-rows",
+    file: "native/core/quant/gemm_avx2.cpp",
+    find: "step<T>(g, i, x, 1, acc + T);",
+    replace: "step<T>(g, i, x, 0, acc + T);",
+    why: "AVX2 one-pass Q6_K GEMV: the second half's outputs are computed from the first half's rows",
+  },
+  {
     id: "lowrank-b-stream-q8-block-half",
     file: "native/core/model/lowrank_avx512.cpp",
     find: "_mm512_fmadd_ps(tk, w1, _mm512_loadu_ps(acc + c + 16))",

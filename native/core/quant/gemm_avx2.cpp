@@ -78,62 +78,82 @@ using KQ8_0 = KBlock32Dot<Q8_0Dot>;
 struct KQ4_K {
   static constexpr int kMaxT = 3;
   static constexpr size_t kRecord = kPackQ4_K;
+  static constexpr int kBothMaxT = 1;  // run_both: two tokens' accumulators would spill
+  // Block i (record g) of half h into acc / acc_min[0, T).
+  template <int T>
+  static void step(const uint8_t* g, int64_t i, const uint8_t* const* x, int h, __m256* acc, __m256* acc_min) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const size_t xo = 292 * static_cast<size_t>(i);
+    __m256i sumi[T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) sumi[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      __m256i ia[T];
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) ia[t] = _mm256_setzero_si256();
+      const uint8_t* q = g + 320 + 64 * 8 * (j / 2) + 32 * h;
+      const size_t xj = xo + 4 + 32 * j;
+      const int shift = 4 * (j & 1);
+#pragma GCC unroll 8
+      for (int c = 0; c < 8; ++c) {
+        const __m256i w = _mm256_and_si256(_mm256_srli_epi16(load256(q + 64 * c), shift), m4);
+#pragma GCC unroll 4
+        for (int t = 0; t < T; ++t) ia[t] = dot4(ia[t], w, bcast32(x[t] + xj + 4 * c));
+      }
+      const __m256i sc = load_u8x8(g + 64 + 16 * j + 8 * h);
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) {
+        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(ia[t], sc));
+        keep(sumi[t]);
+      }
+    }
+    __m256i summ[T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) summ[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      __m256i m = load_u8x8(g + 192 + 16 * j + 8 * h);
+      m = _mm256_or_si256(m, _mm256_slli_epi32(m, 16));
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) {
+        summ[t] = _mm256_add_epi32(summ[t], _mm256_madd_epi16(m, bcast32(x[t] + xo + 260 + 4 * j)));
+        keep(summ[t]);
+      }
+    }
+    const __m256 dw = load_f16x8(g + 16 * h), dm = load_f16x8(g + 32 + 16 * h);
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      const __m256 dx = bcastf(x[t] + xo);
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_mul_ps(dw, dx), acc[t]);
+      acc_min[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ[t]), _mm256_mul_ps(dm, dx), acc_min[t]);
+    }
+  }
   template <int T>
   static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc_min[T];
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[t] = acc_min[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
       pf(i);
-      const size_t xo = 292 * static_cast<size_t>(i);
-      __m256i sumi[T];
-#pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) sumi[t] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-      for (int j = 0; j < 8; ++j) {
-        __m256i ia[T];
-#pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) ia[t] = _mm256_setzero_si256();
-        const uint8_t* q = g + 320 + 64 * 8 * (j / 2) + 32 * h;
-        const size_t xj = xo + 4 + 32 * j;
-        const int shift = 4 * (j & 1);
-#pragma GCC unroll 8
-        for (int c = 0; c < 8; ++c) {
-          const __m256i w = _mm256_and_si256(_mm256_srli_epi16(load256(q + 64 * c), shift), m4);
-#pragma GCC unroll 4
-          for (int t = 0; t < T; ++t) ia[t] = dot4(ia[t], w, bcast32(x[t] + xj + 4 * c));
-        }
-        const __m256i sc = load_u8x8(g + 64 + 16 * j + 8 * h);
-#pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) {
-          sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(ia[t], sc));
-          keep(sumi[t]);
-        }
-      }
-      __m256i summ[T];
-#pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) summ[t] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-      for (int j = 0; j < 8; ++j) {
-        __m256i m = load_u8x8(g + 192 + 16 * j + 8 * h);
-        m = _mm256_or_si256(m, _mm256_slli_epi32(m, 16));
-#pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) {
-          summ[t] = _mm256_add_epi32(summ[t], _mm256_madd_epi16(m, bcast32(x[t] + xo + 260 + 4 * j)));
-          keep(summ[t]);
-        }
-      }
-      const __m256 dw = load_f16x8(g + 16 * h), dm = load_f16x8(g + 32 + 16 * h);
-#pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) {
-        const __m256 dx = bcastf(x[t] + xo);
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_mul_ps(dw, dx), acc[t]);
-        acc_min[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ[t]), _mm256_mul_ps(dm, dx), acc_min[t]);
-      }
+      step<T>(g, i, x, h, acc, acc_min);
     }
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[t] = _mm256_sub_ps(acc[t], acc_min[t]);
+  }
+  // Both halves in one pass (as KBlock32Dot::run_both): acc[h * T + t], the same operations per lane.
+  template <int T>
+  static void run_both(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m256* acc, const Prefetcher& pf) {
+    __m256 acc_min[2 * T];
+#pragma GCC unroll 4
+    for (int t = 0; t < 2 * T; ++t) acc[t] = acc_min[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i, g += kRecord) {
+      pf(i);
+      step<T>(g, i, x, 0, acc, acc_min);
+      step<T>(g, i, x, 1, acc + T, acc_min + T);
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < 2 * T; ++t) acc[t] = _mm256_sub_ps(acc[t], acc_min[t]);
   }
 };
 
@@ -159,61 +179,78 @@ struct KQ6_K {
                                _mm256_and_si256(_mm256_srli_epi16(H, 2), m30));
     }
   }
+  static constexpr int kBothMaxT = 1;  // run_both: two tokens' accumulators would spill
+  // Block i (record g) of half h into acc[0, T).
+  template <int T>
+  static void step(const uint8_t* g, int64_t i, const uint8_t* const* x, int h, __m256* acc) {
+    const size_t xo = 292 * static_cast<size_t>(i);
+    __m256i sumi[T];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) sumi[t] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {  // -32 * sum_g sc_g * bsums_g
+      __m256i sp = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 32 * k + 16 * h)));
+      sp = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sp, 5));
+#pragma GCC unroll 4
+      for (int t = 0; t < T; ++t) {
+        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(sp, bcast32(x[t] + xo + 260 + 4 * k)));
+        keep(sumi[t]);
+      }
+    }
+#pragma GCC unroll 2
+    for (int hh = 0; hh < 2; ++hh) {
+      const uint8_t* ql = g + 288 + 64 * 16 * hh + 32 * h;
+      const uint8_t* qh = g + 2336 + 64 * 8 * hh + 32 * h;
+#pragma GCC unroll 4
+      for (int s = 0; s < 4; ++s) {
+        const __m256i sp = _mm256_cvtepi8_epi16(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 32 * (4 * hh + s) + 16 * h)));
+#pragma GCC unroll 2
+        for (int cc = 0; cc < 2; ++cc) {
+          __m256i ia[T];
+#pragma GCC unroll 4
+          for (int t = 0; t < T; ++t) ia[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+          for (int c = 4 * cc; c < 4 * cc + 4; ++c) {
+            const __m256i q = quarter(ql, qh, s, c);
+            const size_t xe = xo + 4 + 128 * hh + 32 * s + 4 * c;
+#pragma GCC unroll 4
+            for (int t = 0; t < T; ++t) ia[t] = dot4(ia[t], q, bcast32(x[t] + xe));
+          }
+          const __m256i sc = cc ? _mm256_srai_epi32(sp, 16) : _mm256_srai_epi32(_mm256_slli_epi32(sp, 16), 16);
+#pragma GCC unroll 4
+          for (int t = 0; t < T; ++t) {
+            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(ia[t], sc));
+            keep(sumi[t]);
+          }
+        }
+      }
+    }
+    const __m256 dw = load_f16x8(g + 16 * h);
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      const __m256 d = _mm256_mul_ps(dw, bcastf(x[t] + xo));
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), d, acc[t]);
+    }
+  }
   template <int T>
   static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
       pf(i);
-      const size_t xo = 292 * static_cast<size_t>(i);
-      __m256i sumi[T];
+      step<T>(g, i, x, h, acc);
+    }
+  }
+  // Both halves in one pass (as KBlock32Dot::run_both): acc[h * T + t], the same operations per lane.
+  template <int T>
+  static void run_both(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m256* acc, const Prefetcher& pf) {
 #pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) sumi[t] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-      for (int k = 0; k < 8; ++k) {  // -32 * sum_g sc_g * bsums_g
-        __m256i sp = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 32 * k + 16 * h)));
-        sp = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sp, 5));
-#pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) {
-          sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(sp, bcast32(x[t] + xo + 260 + 4 * k)));
-          keep(sumi[t]);
-        }
-      }
-#pragma GCC unroll 2
-      for (int hh = 0; hh < 2; ++hh) {
-        const uint8_t* ql = g + 288 + 64 * 16 * hh + 32 * h;
-        const uint8_t* qh = g + 2336 + 64 * 8 * hh + 32 * h;
-#pragma GCC unroll 4
-        for (int s = 0; s < 4; ++s) {
-          const __m256i sp = _mm256_cvtepi8_epi16(
-              _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 32 * (4 * hh + s) + 16 * h)));
-#pragma GCC unroll 2
-          for (int cc = 0; cc < 2; ++cc) {
-            __m256i ia[T];
-#pragma GCC unroll 4
-            for (int t = 0; t < T; ++t) ia[t] = _mm256_setzero_si256();
-#pragma GCC unroll 4
-            for (int c = 4 * cc; c < 4 * cc + 4; ++c) {
-              const __m256i q = quarter(ql, qh, s, c);
-              const size_t xe = xo + 4 + 128 * hh + 32 * s + 4 * c;
-#pragma GCC unroll 4
-              for (int t = 0; t < T; ++t) ia[t] = dot4(ia[t], q, bcast32(x[t] + xe));
-            }
-            const __m256i sc = cc ? _mm256_srai_epi32(sp, 16) : _mm256_srai_epi32(_mm256_slli_epi32(sp, 16), 16);
-#pragma GCC unroll 4
-            for (int t = 0; t < T; ++t) {
-              sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(ia[t], sc));
-              keep(sumi[t]);
-            }
-          }
-        }
-      }
-      const __m256 dw = load_f16x8(g + 16 * h);
-#pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) {
-        const __m256 d = _mm256_mul_ps(dw, bcastf(x[t] + xo));
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), d, acc[t]);
-      }
+    for (int t = 0; t < 2 * T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i, g += kRecord) {
+      pf(i);
+      step<T>(g, i, x, 0, acc);
+      step<T>(g, i, x, 1, acc + T);
     }
   }
 };

@@ -80,7 +80,7 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
 // groups swept by ~256 KiB of activations, 8 tokens per micro-kernel call.
 template <class K>
 void gemm_quant(const GemmArgs& a) {
-  gemm_sweep(a, K::kRecord, size_t(512) << 10, size_t(256) << 10, 8, SweepPrefetch{1025, 4096}, pack_group,
+  gemm_sweep(a, K::kRecord, size_t(512) << 10, size_t(256) << 10, 8, SweepPrefetch{1025, kPrefetchAhead}, pack_group,
              group_tokens<K>);
 }
 

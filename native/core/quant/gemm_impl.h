@@ -192,6 +192,7 @@ struct Prefetcher {
 //    end, where a prefetch is harmless). For kernels that read a group once in order: the
 //    next-group distance (37-129 KiB on 4096-14336-wide rows) outran the caches, and the
 //    Llama-3-8B-shape Q4_K_M decode read ~40 GB/s; 4 KiB ahead it reads ~50 (bench/README.md).
+inline constexpr size_t kPrefetchAhead = 4096;  // see SweepPrefetch
 struct SweepPrefetch {
   size_t min_record;
   size_t ahead;
