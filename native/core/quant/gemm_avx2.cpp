@@ -89,9 +89,12 @@ struct KQ4_K {
     for (int t = 0; t < T; ++t) sumi[t] = _mm256_setzero_si256();
 #pragma GCC unroll 8
     for (int j = 0; j < 8; ++j) {
-      __m256i ia[T];
+      // The sub-block's 8 maddubs pair sums add up in int16, as Q4_0's: each is at most
+      // 2 * 15 * 128 = 3840 in magnitude (Q8_K values lie in [-128, 127]), 8 of them 30720, so
+      // one madd then widens an exact sum.
+      __m256i s16[T];
 #pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) ia[t] = _mm256_setzero_si256();
+      for (int t = 0; t < T; ++t) s16[t] = _mm256_setzero_si256();
       const uint8_t* q = g + 320 + 64 * 8 * (j / 2) + 32 * h;
       const size_t xj = xo + 4 + 32 * j;
       const int shift = 4 * (j & 1);
@@ -99,12 +102,16 @@ struct KQ4_K {
       for (int c = 0; c < 8; ++c) {
         const __m256i w = _mm256_and_si256(_mm256_srli_epi16(load256(q + 64 * c), shift), m4);
 #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) ia[t] = dot4(ia[t], w, bcast32(x[t] + xj + 4 * c));
+        for (int t = 0; t < T; ++t) {
+          s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(w, bcast32(x[t] + xj + 4 * c)));
+          keep(s16[t]);
+        }
       }
       const __m256i sc = load_u8x8(g + 64 + 16 * j + 8 * h);
 #pragma GCC unroll 4
       for (int t = 0; t < T; ++t) {
-        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(ia[t], sc));
+        const __m256i ia = _mm256_madd_epi16(s16[t], _mm256_set1_epi16(1));
+        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(ia, sc));
         keep(sumi[t]);
       }
     }
