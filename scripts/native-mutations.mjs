@@ -915,6 +915,13 @@ export const MUTATIONS = [
     why: "AVX2 one-pass Q6_K GEMV: the second half's outputs are computed from the first half's rows",
   },
   {
+    id: "gemm-avx2-q4k-int16-sum-low-half",
+    file: "native/core/quant/gemm_avx2.cpp",
+    find: "const __m256i ia = _mm256_madd_epi16(s16[t], _mm256_set1_epi16(1));",
+    replace: "const __m256i ia = _mm256_srai_epi32(_mm256_slli_epi32(s16[t], 16), 16);",
+    why: "AVX2 Q4_K GEMM: a sub-block's int16 sums widen only the even element of each pair",
+  },
+  {
     id: "lowrank-b-stream-q8-block-half",
     file: "native/core/model/lowrank_avx512.cpp",
     find: "_mm512_fmadd_ps(tk, w1, _mm512_loadu_ps(acc + c + 16))",
