@@ -922,6 +922,13 @@ export const MUTATIONS = [
     why: "AVX2 Q4_K GEMM: a sub-block's int16 sums widen only the even element of each pair",
   },
   {
+    id: "gemm-avx2-q6k-int16-pair-activation",
+    file: "native/core/quant/gemm_avx2.cpp",
+    find: "_mm256_maddubs_epi16(q1, bcast32(x[t] + xe + 4))",
+    replace: "_mm256_maddubs_epi16(q1, bcast32(x[t] + xe))",
+    why: "AVX2 Q6_K GEMM: the second byte group of an int16 pair takes the first group's activations",
+  },
+  {
     id: "lowrank-b-stream-q8-block-half",
     file: "native/core/model/lowrank_avx512.cpp",
     find: "_mm512_fmadd_ps(tk, w1, _mm512_loadu_ps(acc + c + 16))",

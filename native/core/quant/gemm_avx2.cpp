@@ -217,12 +217,19 @@ struct KQ6_K {
           __m256i ia[T];
 #pragma GCC unroll 4
           for (int t = 0; t < T; ++t) ia[t] = _mm256_setzero_si256();
+            // Pairs of maddubs sums add in int16 before a madd: each is at most 2 * 63 * 128 = 16128
+            // in magnitude (6-bit values, Q8_K in [-128, 127]), two 32256, so the sums are exact.
+#pragma GCC unroll 2
+          for (int c2 = 4 * cc; c2 < 4 * cc + 4; c2 += 2) {
+            const __m256i q0 = quarter(ql, qh, s, c2), q1 = quarter(ql, qh, s, c2 + 1);
+            const size_t xe = xo + 4 + 128 * hh + 32 * s + 4 * c2;
 #pragma GCC unroll 4
-          for (int c = 4 * cc; c < 4 * cc + 4; ++c) {
-            const __m256i q = quarter(ql, qh, s, c);
-            const size_t xe = xo + 4 + 128 * hh + 32 * s + 4 * c;
-#pragma GCC unroll 4
-            for (int t = 0; t < T; ++t) ia[t] = dot4(ia[t], q, bcast32(x[t] + xe));
+            for (int t = 0; t < T; ++t) {
+              const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(q0, bcast32(x[t] + xe)),
+                                                   _mm256_maddubs_epi16(q1, bcast32(x[t] + xe + 4)));
+              ia[t] = _mm256_add_epi32(ia[t], _mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
+              keep(ia[t]);
+            }
           }
           const __m256i sc = cc ? _mm256_srai_epi32(sp, 16) : _mm256_srai_epi32(_mm256_slli_epi32(sp, 16), 16);
 #pragma GCC unroll 4
