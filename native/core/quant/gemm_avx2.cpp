@@ -76,7 +76,7 @@ using KQ4_0 = KBlock32Dot<Q4_0Dot>;
 using KQ8_0 = KBlock32Dot<Q8_0Dot>;
 
 struct KQ4_K {
-  static constexpr int kMaxT = 3;
+  static constexpr int kMaxT = 4;
   static constexpr size_t kRecord = kPackQ4_K;
   static constexpr int kBothMaxT = 1;  // run_both: two tokens' accumulators would spill
   // Block i (record g) of half h into acc / acc_min[0, T).
