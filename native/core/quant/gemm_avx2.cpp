@@ -75,13 +75,14 @@ struct Q8_0Dot {
 using KQ4_0 = KBlock32Dot<Q4_0Dot>;
 using KQ8_0 = KBlock32Dot<Q8_0Dot>;
 
-struct KQ4_K {
+struct KQ4_K : StepPasses<KQ4_K> {
   static constexpr int kMaxT = 4;
   static constexpr size_t kRecord = kPackQ4_K;
   static constexpr int kBothMaxT = 1;  // run_both: two tokens' accumulators would spill
+  static constexpr bool kMins = true;
   // Block i (record g) of half h into acc / acc_min[0, T).
   template <int T>
-  static void step(const uint8_t* g, int64_t i, const uint8_t* const* x, int h, __m256* acc, __m256* acc_min) {
+  static void step(const uint8_t* g, int64_t i, int64_t, const uint8_t* const* x, int h, __m256* acc, __m256* acc_min) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const size_t xo = 292 * static_cast<size_t>(i);
     __m256i sumi[T];
@@ -136,37 +137,12 @@ struct KQ4_K {
       acc_min[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ[t]), _mm256_mul_ps(dm, dx), acc_min[t]);
     }
   }
-  template <int T>
-  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
-    __m256 acc_min[T];
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) acc[t] = acc_min[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; ++i, g += kRecord) {
-      pf(i);
-      step<T>(g, i, x, h, acc, acc_min);
-    }
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_sub_ps(acc[t], acc_min[t]);
-  }
-  // Both halves in one pass (as KBlock32Dot::run_both): acc[h * T + t], the same operations per lane.
-  template <int T>
-  static void run_both(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m256* acc, const Prefetcher& pf) {
-    __m256 acc_min[2 * T];
-#pragma GCC unroll 4
-    for (int t = 0; t < 2 * T; ++t) acc[t] = acc_min[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; ++i, g += kRecord) {
-      pf(i);
-      step<T>(g, i, x, 0, acc, acc_min);
-      step<T>(g, i, x, 1, acc + T, acc_min + T);
-    }
-#pragma GCC unroll 4
-    for (int t = 0; t < 2 * T; ++t) acc[t] = _mm256_sub_ps(acc[t], acc_min[t]);
-  }
 };
 
-struct KQ6_K {
+struct KQ6_K : StepPasses<KQ6_K> {
   static constexpr int kMaxT = 4;
   static constexpr size_t kRecord = kPackQ6_K;
+  static constexpr bool kMins = false;
   // Quarter s of byte group c (see gemm_avx512.cpp), rows of half h.
   static __m256i quarter(const uint8_t* ql, const uint8_t* qh, int s, int c) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
@@ -189,7 +165,7 @@ struct KQ6_K {
   static constexpr int kBothMaxT = 1;  // run_both: two tokens' accumulators would spill
   // Block i (record g) of half h into acc[0, T).
   template <int T>
-  static void step(const uint8_t* g, int64_t i, const uint8_t* const* x, int h, __m256* acc) {
+  static void step(const uint8_t* g, int64_t i, int64_t, const uint8_t* const* x, int h, __m256* acc, __m256*) {
     const size_t xo = 292 * static_cast<size_t>(i);
     __m256i sumi[T];
 #pragma GCC unroll 4
@@ -245,26 +221,6 @@ struct KQ6_K {
     for (int t = 0; t < T; ++t) {
       const __m256 d = _mm256_mul_ps(dw, bcastf(x[t] + xo));
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), d, acc[t]);
-    }
-  }
-  template <int T>
-  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; ++i, g += kRecord) {
-      pf(i);
-      step<T>(g, i, x, h, acc);
-    }
-  }
-  // Both halves in one pass (as KBlock32Dot::run_both): acc[h * T + t], the same operations per lane.
-  template <int T>
-  static void run_both(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m256* acc, const Prefetcher& pf) {
-#pragma GCC unroll 4
-    for (int t = 0; t < 2 * T; ++t) acc[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; ++i, g += kRecord) {
-      pf(i);
-      step<T>(g, i, x, 0, acc);
-      step<T>(g, i, x, 1, acc + T);
     }
   }
 };

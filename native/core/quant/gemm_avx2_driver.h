@@ -8,6 +8,7 @@
 //   template <int T> static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h,
 //                                    __m256* acc, const Prefetcher& pf);
 // computing acc[t] (lane i = row 8h + i of the group) for T tokens over all nb blocks of group g.
+// Kernels written as a per-block step get run (and run_both, see HasRunBoth) from StepPasses.
 #pragma once
 #include <immintrin.h>
 
@@ -28,18 +29,70 @@ inline __m256i row_mask(int nr) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+// The block loop of the kernels written as a per-block step: NH = 1 runs half h (run), NH = 2 both
+// halves in one pass (run_both: acc[k * T + t] is half k's, the same operations per lane). For
+// 1-2 tokens, where the weights' memory traffic is the limit, one pass keeps it streaming and
+// shares the record loads' misses between the halves. step(g, b, h, acc, mins) adds block b
+// (record g) of half h into acc[0, T), and its min term into mins[0, T) when MINS (subtracted at
+// the end).
+template <int T, int NH, bool MINS, class Step>
+inline void block_pass(const uint8_t* g, int64_t nb, size_t record, int h, __m256* acc, const Prefetcher& pf,
+                       const Step& step) {
+  __m256 mins[MINS ? NH * T : 1];
+#pragma GCC unroll 8
+  for (int t = 0; t < NH * T; ++t) {
+    acc[t] = _mm256_setzero_ps();
+    if constexpr (MINS) mins[t] = _mm256_setzero_ps();
+  }
+  for (int64_t b = 0; b < nb; ++b, g += record) {
+    pf(b);
+#pragma GCC unroll 2
+    for (int k = 0; k < NH; ++k) step(g, b, NH == 1 ? h : k, acc + k * T, mins + (MINS ? k * T : 0));
+  }
+  if constexpr (MINS) {
+#pragma GCC unroll 8
+    for (int t = 0; t < NH * T; ++t) acc[t] = _mm256_sub_ps(acc[t], mins[t]);
+  }
+}
+
+// run and run_both of a kernel K (derived from StepPasses<K>) that provides kRecord, kMins (whether
+// it keeps a min term) and
+//   template <int T> static void step(const uint8_t* g, int64_t b, int64_t nb, const uint8_t* const* x,
+//                                     int h, __m256* acc, __m256* mins);
+// run_both is used only where K also sets kBothMaxT (HasRunBoth).
+template <class K>
+struct StepPasses {
+  template <int T>
+  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
+    block_pass<T, 1, K::kMins>(g, nb, K::kRecord, h, acc, pf,
+                               [&](const uint8_t* gb, int64_t b, int hh, __m256* ac, __m256* mn) {
+                                 K::template step<T>(gb, b, nb, x, hh, ac, mn);
+                               });
+  }
+  template <int T>
+  static void run_both(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m256* acc, const Prefetcher& pf) {
+    block_pass<T, 2, K::kMins>(g, nb, K::kRecord, 0, acc, pf,
+                               [&](const uint8_t* gb, int64_t b, int hh, __m256* ac, __m256* mn) {
+                                 K::template step<T>(gb, b, nb, x, hh, ac, mn);
+                               });
+  }
+};
+
 // Q4_0 and Q8_0 (one record per 32-element block), rows 8*h..8*h+7 of the group: per block and
 // token, ia = the block's exact integer dot, then acc = fma(float(ia), d_w * d_x, acc). Q supplies
 // the record size, the dot (maddubs in gemm_avx2.cpp, vpdpbusd in gemm_avxvnni.cpp) and where it
 // starts (the activation's c term at byte offset kCTerm * nb, or zero).
 template <class Q>
-struct KBlock32Dot {
+struct KBlock32Dot : StepPasses<KBlock32Dot<Q>> {
   static constexpr int kMaxT = 4;
   static constexpr int kBothMaxT = 2;  // tokens per run_both call
   static constexpr size_t kRecord = Q::kRecord;
+  static constexpr bool kMins = false;
   // Block b (record g) of half h into acc[0, T): the dot from its start, then the float step.
   template <int T>
-  static void step(const uint8_t* g, int64_t b, size_t od, size_t oc, const uint8_t* const* x, int h, __m256* acc) {
+  static void step(const uint8_t* g, int64_t b, int64_t nb, const uint8_t* const* x, int h, __m256* acc, __m256*) {
+    // Activation row: qs[nb][32] | f32 d[nb] | the c term at kCTerm * nb.
+    const size_t od = static_cast<size_t>(nb) * 32, oc = static_cast<size_t>(nb) * Q::kCTerm;
     __m256i ia[T];
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) ia[t] = Q::kCTerm ? bcast32(x[t] + oc + 4 * b) : _mm256_setzero_si256();
@@ -49,30 +102,6 @@ struct KBlock32Dot {
     for (int t = 0; t < T; ++t) {
       const __m256 d = _mm256_mul_ps(dw, bcastf(x[t] + od + 4 * b));
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[t]), d, acc[t]);
-    }
-  }
-  template <int T>
-  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
-    const size_t od = static_cast<size_t>(nb) * 32, oc = static_cast<size_t>(nb) * Q::kCTerm;
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b, g += kRecord) {
-      pf(b);
-      step<T>(g, b, od, oc, x, h, acc);
-    }
-  }
-  // Both halves in one pass over the group: acc[h * T + t] is half h's acc[t] of run<T>, with the
-  // same operations per lane. For 1-2 tokens, where the weights' memory traffic is the limit,
-  // one pass keeps it streaming and shares the record loads' misses between the halves.
-  template <int T>
-  static void run_both(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m256* acc, const Prefetcher& pf) {
-    const size_t od = static_cast<size_t>(nb) * 32, oc = static_cast<size_t>(nb) * Q::kCTerm;
-#pragma GCC unroll 4
-    for (int t = 0; t < 2 * T; ++t) acc[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b, g += kRecord) {
-      pf(b);
-      step<T>(g, b, od, oc, x, 0, acc);
-      step<T>(g, b, od, oc, x, 1, acc + T);
     }
   }
 };
@@ -125,12 +154,11 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
   if constexpr (HasRunBoth<K>) {
     if (nr == 16 && t_end - t_begin <= K::kBothMaxT) {
       const uint8_t* x[2] = {a.act + t_begin * a.act_stride, a.act + (t_end - 1) * a.act_stride};
-      // One pass reads the group once in order: kpf's bytes, taken kPrefetchAhead past each block
-      // (see SweepPrefetch) instead of from the next group (8B-shape Q4_K_M decode ~+10%).
-      const Prefetcher bpf = kpf.next ? Prefetcher(g + kPrefetchAhead, kpf.bytes, nb) : kpf;
+      // One pass reads the group once in order: kpf is kPrefetchAhead ahead here (the sweep's
+      // one_pass_tokens), not the next group (8B-shape Q4_K_M decode ~+10%).
       if constexpr (K::kBothMaxT >= 2)
-        if (t_end - t_begin == 2) return tile_both<K, 2>(g, nb, x, bpf, a, r, t_begin);
-      return tile_both<K, 1>(g, nb, x, bpf, a, r, t_begin);
+        if (t_end - t_begin == 2) return tile_both<K, 2>(g, nb, x, kpf, a, r, t_begin);
+      return tile_both<K, 1>(g, nb, x, kpf, a, r, t_begin);
     }
   }
   for (int h = 0; h < 2; ++h) {
@@ -164,7 +192,10 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
 // groups swept by ~128 KiB of activations, 4 tokens per micro-kernel call.
 template <class K>
 void gemm_quant(const GemmArgs& a) {
-  gemm_sweep(a, K::kRecord, size_t(256) << 10, size_t(128) << 10, 4, SweepPrefetch{0, 0}, pack_group, group_tokens<K>);
+  int64_t one_pass = 0;  // group_tokens' run_both calls
+  if constexpr (HasRunBoth<K>) one_pass = K::kBothMaxT;
+  gemm_sweep(a, K::kRecord, size_t(256) << 10, size_t(128) << 10, 4, SweepPrefetch{0, 0, one_pass}, pack_group,
+             group_tokens<K>);
 }
 
 }  // namespace

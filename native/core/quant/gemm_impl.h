@@ -192,10 +192,13 @@ struct Prefetcher {
 //    end, where a prefetch is harmless). For kernels that read a group once in order: the
 //    next-group distance (37-129 KiB on 4096-14336-wide rows) outran the caches, and the
 //    Llama-3-8B-shape Q4_K_M decode read ~40 GB/s; 4 KiB ahead it reads ~50 (bench/README.md).
+//  - one_pass_tokens: calls of at most this many tokens read a full group once, in order (the
+//    AVX2 kernels' run_both): they take kPrefetchAhead whatever `ahead` says.
 inline constexpr size_t kPrefetchAhead = 4096;  // see SweepPrefetch
 struct SweepPrefetch {
   size_t min_record;
   size_t ahead;
+  int64_t one_pass_tokens = 0;
 };
 
 // The SIMD GEMM drivers' sweep over rows [r0, r1) (16-row groups) and all tokens. Few tokens
@@ -241,7 +244,8 @@ void gemm_sweep(const GemmArgs& a, size_t record, size_t batch_bytes, size_t act
         if (a.packed) {
           g = a.packed + static_cast<size_t>(r / kGemmGroupRows) * group_bytes;
           if ((a.n <= 2 && record >= spf.min_record) || (a.n >= 3 && a.n <= 64)) {
-            if (spf.ahead) kpf = Prefetcher(g + spf.ahead, group_bytes, nb);
+            const size_t ahead = a.n <= spf.one_pass_tokens && nr == kGemmGroupRows ? kPrefetchAhead : spf.ahead;
+            if (ahead) kpf = Prefetcher(g + ahead, group_bytes, nb);
             else if (r + 2 * kGemmGroupRows <= a.r1) kpf = Prefetcher(g + group_bytes, group_bytes, nb);
           }
         } else {

@@ -57,9 +57,10 @@ inline void mins(__m256i* summ, __m256i m, const uint8_t* const* x, size_t xb) {
   }
 }
 
-struct KQ5_K {
+struct KQ5_K : StepPasses<KQ5_K> {
   static constexpr int kMaxT = 3;
   static constexpr size_t kRecord = kPackQ5_K;
+  static constexpr bool kMins = true;
   template <int T, int J>
   static void sub_block(const uint8_t* g, int h, const uint8_t* const* x, size_t xo, __m256i* sumi) {
     __m256i ia[T];
@@ -76,35 +77,28 @@ struct KQ5_K {
     }
     add_scaled<T>(sumi, ia, load_u8x8(g + 64 + 16 * J + 8 * h));
   }
+  // Block i (record g) of half h into acc / acc_min[0, T).
   template <int T>
-  static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, __m256* acc, const Prefetcher& pf) {
-    __m256 acc_min[T];
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) acc[t] = acc_min[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; ++i, g += kRecord) {
-      pf(i);
-      const size_t xo = kQ8K * static_cast<size_t>(i);
-      __m256i sumi[T], summ[T];
-      zero<T>(sumi);
-      sub_block<T, 0>(g, h, x, xo, sumi);
-      sub_block<T, 1>(g, h, x, xo, sumi);
-      sub_block<T, 2>(g, h, x, xo, sumi);
-      sub_block<T, 3>(g, h, x, xo, sumi);
-      sub_block<T, 4>(g, h, x, xo, sumi);
-      sub_block<T, 5>(g, h, x, xo, sumi);
-      sub_block<T, 6>(g, h, x, xo, sumi);
-      sub_block<T, 7>(g, h, x, xo, sumi);
-      zero<T>(summ);
+  static void step(const uint8_t* g, int64_t i, int64_t, const uint8_t* const* x, int h, __m256* acc, __m256* acc_min) {
+    const size_t xo = kQ8K * static_cast<size_t>(i);
+    __m256i sumi[T], summ[T];
+    zero<T>(sumi);
+    sub_block<T, 0>(g, h, x, xo, sumi);
+    sub_block<T, 1>(g, h, x, xo, sumi);
+    sub_block<T, 2>(g, h, x, xo, sumi);
+    sub_block<T, 3>(g, h, x, xo, sumi);
+    sub_block<T, 4>(g, h, x, xo, sumi);
+    sub_block<T, 5>(g, h, x, xo, sumi);
+    sub_block<T, 6>(g, h, x, xo, sumi);
+    sub_block<T, 7>(g, h, x, xo, sumi);
+    zero<T>(summ);
 #pragma GCC unroll 8
-      for (int j = 0; j < 8; ++j) {
-        __m256i m = load_u8x8(g + 192 + 16 * j + 8 * h);
-        mins<T>(summ, _mm256_or_si256(m, _mm256_slli_epi32(m, 16)), x, xo + 260 + 4 * j);
-      }
-      accumulate<T>(acc, sumi, load_f16x8(g + 16 * h), x, xo);
-      accumulate<T>(acc_min, summ, load_f16x8(g + 32 + 16 * h), x, xo);
+    for (int j = 0; j < 8; ++j) {
+      __m256i m = load_u8x8(g + 192 + 16 * j + 8 * h);
+      mins<T>(summ, _mm256_or_si256(m, _mm256_slli_epi32(m, 16)), x, xo + 260 + 4 * j);
     }
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_sub_ps(acc[t], acc_min[t]);
+    accumulate<T>(acc, sumi, load_f16x8(g + 16 * h), x, xo);
+    accumulate<T>(acc_min, summ, load_f16x8(g + 32 + 16 * h), x, xo);
   }
 };
 
