@@ -889,9 +889,9 @@ export const MUTATIONS = [
   {
     id: "gemm-avx2-one-pass-halves-share-acc",
     file: "native/core/quant/gemm_avx2_driver.h",
-    find: "step<T>(g, b, od, oc, x, 1, acc + T);",
-    replace: "step<T>(g, b, od, oc, x, 1, acc);",
-    why: "AVX2 one-pass GEMV: the second half's rows accumulate onto the first half's sums",
+    find: "step(g, b, NH == 1 ? h : k, acc + k * T, mins + (MINS ? k * T : 0));",
+    replace: "step(g, b, NH == 1 ? h : k, acc, mins + (MINS ? k * T : 0));",
+    why: "AVX2 one-pass GEMV (block_pass): the second half's rows accumulate onto the first half's sums",
   },
   {
     id: "gemm-avx2-one-pass-second-token",
@@ -902,17 +902,17 @@ export const MUTATIONS = [
   },
   {
     id: "gemm-avx2-one-pass-q4k-halves-share-mins",
-    file: "native/core/quant/gemm_avx2.cpp",
-    find: "step<T>(g, i, x, 1, acc + T, acc_min + T);",
-    replace: "step<T>(g, i, x, 1, acc + T, acc_min);",
-    why: "AVX2 one-pass Q4_K GEMV: the second half's mins are subtracted from the first half's rows",
+    file: "native/core/quant/gemm_avx2_driver.h",
+    find: "step(g, b, NH == 1 ? h : k, acc + k * T, mins + (MINS ? k * T : 0));",
+    replace: "step(g, b, NH == 1 ? h : k, acc + k * T, mins);",
+    why: "AVX2 one-pass Q4_K GEMV (block_pass): the second half's mins are subtracted from the first half's rows",
   },
   {
     id: "gemm-avx2-one-pass-q6k-second-half-rows",
-    file: "native/core/quant/gemm_avx2.cpp",
-    find: "step<T>(g, i, x, 1, acc + T);",
-    replace: "step<T>(g, i, x, 0, acc + T);",
-    why: "AVX2 one-pass Q6_K GEMV: the second half's outputs are computed from the first half's rows",
+    file: "native/core/quant/gemm_avx2_driver.h",
+    find: "step(g, b, NH == 1 ? h : k, acc + k * T, mins + (MINS ? k * T : 0));",
+    replace: "step(g, b, NH == 1 ? h : 0, acc + k * T, mins + (MINS ? k * T : 0));",
+    why: "AVX2 one-pass GEMV (block_pass): the second half's outputs are computed from the first half's rows",
   },
   {
     id: "gemm-avx2-q4k-int16-sum-low-half",
