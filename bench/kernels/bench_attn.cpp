@@ -95,6 +95,33 @@ bool run_case(const AttnCase& c, double min_time) {
   std::printf("%-6s hd %4lld  heads/kv %2lld  len %6lld  tokens %3lld  %10.1f us  %7.2f GFLOP/s\n",
               type_traits(c.type).name, static_cast<long long>(c.hd), static_cast<long long>(c.nq),
               static_cast<long long>(c.len), static_cast<long long>(c.ntok), ms * 1e3, gflops);
+  // The same rows with the prompt arithmetic (attention_prompt: f32 q and accumulator, what a
+  // prompt of kPromptTileMinTokens or more tokens runs), checked and timed the same way.
+  if (c.ntok > 1 && prompt_tiled_kv(c.type)) {
+    const size_t q32_row = (static_cast<size_t>(c.hd) * 4 + 63) / 64 * 64;
+    std::vector<uint8_t> q32(q32_row * static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r)
+      dequantize_row(type_traits(c.type).vec_dot_type, q.data() + static_cast<size_t>(r) * q_row,
+                     reinterpret_cast<float*>(q32.data() + static_cast<size_t>(r) * q32_row), c.hd);
+    std::vector<float> work2(attention_prompt_work_floats(rows, c.hd) + 16);
+    AttnGroup p = a;
+    p.q = q32.data();
+    p.q_stride = q32_row;
+    p.work = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(work2.data()) + 63) / 64 * 64);
+    p.out = ref.data();
+    attention_prompt_ref(p);
+    p.out = out.data();
+    attention_prompt(p);
+    if (std::memcmp(out.data(), ref.data(), out.size() * 4) != 0) {
+      std::printf("prompt arithmetic: the dispatched kernel differs from the reference\n");
+      return false;
+    }
+    const double pms = bench::median_ms([&](int) { attention_prompt(p); }, 1, min_time);
+    std::printf("%-6s hd %4lld  heads/kv %2lld  len %6lld  tokens %3lld  %10.1f us  %7.2f GFLOP/s  prompt (%.2fx)\n",
+                type_traits(c.type).name, static_cast<long long>(c.hd), static_cast<long long>(c.nq),
+                static_cast<long long>(c.len), static_cast<long long>(c.ntok), pms * 1e3, elems * 4 / (pms * 1e6),
+                ms / pms);
+  }
   return true;
 }
 

@@ -17,6 +17,7 @@
 
 #include "attention.h"
 #include "attention_avx2_ops.h"
+#include "attention_prompt_tiled.h"
 #include "attention_tiled.h"
 
 namespace llmserve {
@@ -97,5 +98,8 @@ struct Avx512Ops {
 }  // namespace
 
 void attention_group_avx512(const AttnGroup& a) { attention_group_tiled<Avx512Ops>(a); }
+
+// Scores 8 positions x 2 row vectors of 16 (16 chains) per block.
+void attention_prompt_avx512(const AttnGroup& a) { attention_prompt_tiled<Avx512Ops, Vec16, 8, 2>(a); }
 
 }  // namespace llmserve
