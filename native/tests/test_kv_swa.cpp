@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine_test_util.h"
+#include "kv/batch.h"
 #include "kv/block_allocator.h"
 #include "model_test_util.h"
 #include "sched/engine.h"
@@ -245,9 +246,12 @@ std::vector<Out> full_cache(const std::string& path, const std::vector<std::vect
 TEST(swa_engine_matches_the_full_cache_and_stays_bounded) {
   for (const std::string& path : swa_models()) {
     // Three sequences batched together (continuous batching, chunked prefill), each prompt and
-    // generation several windows long.
+    // generation several windows long. (Short enough that the second turn below stays under
+    // kPromptTiledMinTokens: a longer one would recompute the generated tokens with the prompt
+    // arithmetic rather than adopt them; test_engine.cpp checks that case.)
     const auto prompts = prompts_of({37, 23, 50}, 320);
-    const int64_t gen = 40;
+    const int64_t gen = 24;
+    static_assert(37 + 24 + 1 < kPromptTiledMinTokens, "the second turn adopts the whole session");
     const auto want = full_cache(path, prompts, gen);
     EngineOptions o;
     o.kv_tokens = 1024, o.max_sequences = 4, o.max_batch_tokens = 16, o.prefill_chunk = 8;

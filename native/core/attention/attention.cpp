@@ -34,12 +34,20 @@ namespace {
 // (tokens x query heads of a KV head) within kMaxAttnGroup, at most 16 (enough to amortize the K/V
 // conversion; more would only coarsen the split across threads).
 int64_t tokens_per_call(int64_t n_gqa) { return std::max<int64_t>(1, std::min<int64_t>(16, kMaxAttnGroup / n_gqa)); }
+
+// Scratch of one call with `rows` rows: either kernel's work floats, then the converted queries
+// (the decode arithmetic's vec_dot type, or f32 for the prompt arithmetic).
+size_t call_work_bytes(int64_t rows, int64_t hd) {
+  return align_up(std::max(attention_group_work_floats(rows, hd), attention_prompt_work_floats(rows, hd)) * 4);
+}
+size_t q_conv_row_bytes(GgmlType kv_type, int64_t hd) {
+  return std::max(q_row_bytes(kv_type, hd), align_up(static_cast<size_t>(hd) * 4));
+}
 }  // namespace
 
 size_t attention_scratch_bytes(const AttnShape& s, GgmlType kv_type) {
   const int64_t rows = tokens_per_call(s.n_gqa()) * s.n_gqa();
-  return align_up(attention_group_work_floats(rows, s.head_dim) * 4) +
-         static_cast<size_t>(rows) * q_row_bytes(kv_type, s.head_dim);
+  return call_work_bytes(rows, s.head_dim) + static_cast<size_t>(rows) * q_conv_row_bytes(kv_type, s.head_dim);
 }
 
 void attention_group_ref(const AttnGroup& a) {
@@ -108,21 +116,21 @@ void attention_f32(const AttnShape& c, KvPool& kv, int64_t layer, const float* q
   const GgmlType kv_type = kv.type(), q_type = type_traits(kv_type).vec_dot_type;
   const int64_t max_tok = tokens_per_call(n_gqa);
   const size_t per_thread = attention_scratch_bytes(c, kv_type);
-  const size_t work_bytes = align_up(attention_group_work_floats(max_tok * n_gqa, hd) * 4);
-  const size_t q_stride = q_row_bytes(kv_type, hd);
+  const size_t work_bytes = call_work_bytes(max_tok * n_gqa, hd);
+  const bool can_tile = bl.tiled && prompt_tiled_kv(kv_type);
   float scale = c.kq_scale != 0.0f ? c.kq_scale : 1.0f / sqrtf(static_cast<float>(hd));
   if (c.softcap != 0.0f) scale /= c.softcap;  // ggml folds the cap into the scale first
   const uint8_t* k_layer = kv.k_layer(layer);
   const uint8_t* v_layer = kv.v_layer(layer);
-  // Calls: runs of consecutive rows of one sequence (same block table, consecutive positions; a
-  // prefill chunk is one run) cut into pieces of at most max_tok tokens; decode rows are calls of
-  // one token each.
+  // Calls: runs of consecutive rows of one sequence (same block table, consecutive positions, the
+  // same arithmetic; a prefill chunk is one run) cut into pieces of at most max_tok tokens; decode
+  // rows are calls of one token each.
   std::vector<int64_t> starts;  // first row (relative to r0) of each call; the next one ends it
   starts.reserve(static_cast<size_t>(m) + 1);
   for (int64_t i = 0; i < m; ++i) {
     const int64_t t = r0 + i;
-    const bool joins =
-        i > 0 && i - starts.back() < max_tok && bl.blocks[t] == bl.blocks[t - 1] && bl.pos[t] == bl.pos[t - 1] + 1;
+    const bool joins = i > 0 && i - starts.back() < max_tok && bl.blocks[t] == bl.blocks[t - 1] &&
+                       bl.pos[t] == bl.pos[t - 1] + 1 && (!can_tile || bl.tiled[t] == bl.tiled[t - 1]);
     if (!joins) starts.push_back(i);
   }
   const int64_t n_calls = static_cast<int64_t>(starts.size());
@@ -140,11 +148,14 @@ void attention_f32(const AttnShape& c, KvPool& kv, int64_t layer, const float* q
           const int64_t ci = it / n_kv, g = it % n_kv;
           const int64_t i0 = starts[static_cast<size_t>(ci)], n_tok = starts[static_cast<size_t>(ci) + 1] - i0;
           const int64_t t = r0 + i0;
-          // Q to K's vec_dot type, as ggml (f32: a copy); rows [token][head].
+          const bool tiled = can_tile && bl.tiled[t];
+          // Q to K's vec_dot type, as ggml (f32: a copy), or f32 for the prompt arithmetic; rows
+          // [token][head].
+          const GgmlType qt = tiled ? GgmlType::F32 : q_type;
+          const size_t q_stride = tiled ? align_up(static_cast<size_t>(hd) * 4) : q_row_bytes(kv_type, hd);
           for (int64_t i = 0; i < n_tok; ++i) {
             const float* qg = q + (i0 + i) * nq + g * n_gqa * hd;
-            for (int64_t h = 0; h < n_gqa; ++h)
-              quantize_row(q_type, qg + h * hd, q_conv + (i * n_gqa + h) * q_stride, hd);
+            for (int64_t h = 0; h < n_gqa; ++h) quantize_row(qt, qg + h * hd, q_conv + (i * n_gqa + h) * q_stride, hd);
           }
           AttnGroup a;
           const size_t off = kv.head_offset(g, hd);
@@ -169,7 +180,8 @@ void attention_f32(const AttnShape& c, KvPool& kv, int64_t layer, const float* q
           a.n_tok = n_tok;
           a.out_tok_stride = nq;
           a.work = reinterpret_cast<float*>(base);
-          attention_group(a);
+          if (tiled) attention_prompt(a);
+          else attention_group(a);
         }
       },
       std::max<int64_t>(1, kMinChunkWork / mean_work));

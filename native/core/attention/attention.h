@@ -97,17 +97,16 @@ void attention_group_avx512(const AttnGroup& a);  // AVX-512 F, bit-identical to
 
 // ---- Prompt rows: the arithmetic of llama.cpp's tiled prompt kernel ----
 // llama.cpp (ggml_compute_forward_flash_attn_ext_tiled) runs prompt batches of at least 64 tokens
-// with an f32 accumulator instead of the f16 one of its decode path; we do the same for the prompt
-// tokens of a prompt of at least kPromptTileMinTokens tokens (a property of the request, so the
-// choice does not depend on the batch: see BatchSeq::n_prompt_tiled). Per row, over its positions
+// with an f32 accumulator instead of the f16 one of its decode path; which rows use this
+// arithmetic: kv/batch.h (kPromptTiledMinTokens, BatchLayout::tiled). Per row, over its positions
 // [begin, len) in tiles of kAttnTile absolute positions ([32k, 32k + 32)):
 //   s_j = q . K_j summed in order d = 0, 1, .. with fmaf (q f32, K_j f32 or f16 -> f32), times
 //     scale (then softcap * tanhf(s_j) when soft-capping, as attention_group);
 //   m = max(M, the tile's s_j); if m > M: ms = fast_exp(M - m), S = S * ms, acc = acc * ms, M = m;
 //   then for each position in order: p = fast_exp(s_j - M), S = S + p, acc = fma(V_j, p, acc) (f32);
 //   out = acc * (1 / S).
-// The call is attention_group's (AttnGroup; q rows f32, kv_type F16 or F32 only).
-constexpr int64_t kPromptTileMinTokens = 64;
+// The call is attention_group's (AttnGroup; q rows f32, kv_type F16 or F32 only; rows flagged
+// tiled over a q8_0 cache keep the decode arithmetic, as llama.cpp's tiled kernel takes f16 / f32).
 // Whether attention_prompt handles this K/V type (F16, F32).
 inline bool prompt_tiled_kv(GgmlType t) { return t == GgmlType::F16 || t == GgmlType::F32; }
 // Scratch floats one attention_prompt call with n_rows rows needs.

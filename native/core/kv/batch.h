@@ -6,6 +6,16 @@
 
 namespace llmserve {
 
+// llama.cpp runs a prompt batch of at least 64 tokens through its tiled attention kernel (an f32
+// accumulator) and everything else through its decode kernel (an f16 accumulator rounded after
+// every key). We mirror that per request, not per batch, so no batch changes a result: the prompt
+// tokens of a prompt of at least kPromptTiledMinTokens tokens use the prompt arithmetic
+// (attention/attention.h: attention_prompt, with an f16 or f32 cache), every other token
+// (generated ones, short prompts) the decode arithmetic. A token's K/V thus depend on how it
+// entered its sequence, so prefix-cache keys and session reuse carry that too.
+constexpr int64_t kPromptTiledMinTokens = 64;
+inline int64_t prompt_tiled_tokens(int64_t n_prompt) { return n_prompt >= kPromptTiledMinTokens ? n_prompt : 0; }
+
 // One sequence's part of a flattened batch; its tokens are contiguous in the batch, in order.
 struct BatchSeq {
   const int32_t* blocks = nullptr;  // block table covering positions [0, pos0 + n_tokens)
@@ -20,6 +30,9 @@ struct BatchSeq {
   // [max(0, pos0 - window + 1), pos0 + n_tokens) need be valid; earlier entries may be -1 (freed
   // once out of every query's window). Null: local layers share `blocks` and the one pool.
   const int32_t* local_blocks = nullptr;
+  // Positions [0, n_tiled) of the sequence are computed with the prompt arithmetic
+  // (prompt_tiled_tokens); the rest with the decode arithmetic.
+  int64_t n_tiled = 0;
 };
 
 // Where each token of a flattened batch lives: token t is at position pos[t] of a sequence whose
@@ -28,6 +41,7 @@ struct BatchLayout {
   int64_t n = 0;
   const int64_t* pos = nullptr;            // [n]
   const int32_t* const* blocks = nullptr;  // [n]
+  const uint8_t* tiled = nullptr;          // [n] 1: the row uses the prompt arithmetic (null: none)
 };
 
 }  // namespace llmserve

@@ -181,6 +181,7 @@ struct Pass {
     bool contiguous() const { return rows.back() - rows.front() + 1 == static_cast<int64_t>(rows.size()); }
   };
   std::vector<const ProjectionDelta*> row_delta{};
+  std::vector<uint8_t> tiled{};  // [n] rows with the prompt arithmetic (empty: none); BatchLayout::tiled
   std::vector<Group> groups{};
   std::vector<float> gx{}, gy{};        // gathered rows of a non-contiguous group
   std::vector<LowRankGroup> lowrank{};  // the groups of one apply_deltas call that run batched
@@ -262,9 +263,11 @@ void apply_deltas(Pass& p, int64_t il, Proj which, const MatrixView& w, const fl
 // Per-token positions, block tables and deltas; the rows whose logits are wanted, in batch order.
 void expand_positions(Pass& p, const BatchSeq* seqs, int64_t n_seqs, const ProjectionDelta* const* deltas) {
   p.out_rows.reserve(static_cast<size_t>(p.n_out));
-  bool any_delta = false;
+  bool any_delta = false, any_tiled = false;
   for (int64_t s = 0; deltas && s < n_seqs; ++s) any_delta = any_delta || deltas[s];
+  for (int64_t s = 0; s < n_seqs; ++s) any_tiled = any_tiled || seqs[s].pos0 < seqs[s].n_tiled;
   if (any_delta) p.row_delta.assign(static_cast<size_t>(p.n), nullptr);
+  if (any_tiled) p.tiled.assign(static_cast<size_t>(p.n), 0);
   for (int64_t s = 0, t0 = 0; s < n_seqs; t0 += seqs[s].n_tokens, ++s) {
     const BatchSeq& q = seqs[s];
     for (int64_t i = 0; i < q.n_tokens; ++i) {
@@ -272,6 +275,7 @@ void expand_positions(Pass& p, const BatchSeq* seqs, int64_t n_seqs, const Proje
       p.B.blocks[t0 + i] = q.blocks;
       p.B.lblocks[t0 + i] = p.kv.local ? q.local_blocks : q.blocks;
       if (any_delta) p.row_delta[static_cast<size_t>(t0 + i)] = deltas[s];
+      if (any_tiled) p.tiled[static_cast<size_t>(t0 + i)] = q.pos0 + i < q.n_tiled;
       if (q.out == 2 || (q.out == 1 && i == q.n_tokens - 1)) p.out_rows.push_back(t0 + i);
     }
   }
@@ -373,6 +377,7 @@ void keep_output_rows(Pass& p) {
     B.blocks[i] = B.blocks[r];
     B.lblocks[i] = B.lblocks[r];
     if (!p.row_delta.empty()) p.row_delta[static_cast<size_t>(i)] = p.row_delta[static_cast<size_t>(r)];
+    if (!p.tiled.empty()) p.tiled[static_cast<size_t>(i)] = p.tiled[static_cast<size_t>(r)];
   }
   build_groups(p, p.n_out);
 }
@@ -395,7 +400,7 @@ void attention_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
   const ModelConfig& c = p.c;
   Buffers& B = p.B;
   const int64_t E = c.n_embd, NQ = c.n_embd_q();
-  const BatchLayout bl{p.n, B.pos, p.tables_of(il)};
+  const BatchLayout bl{p.n, B.pos, p.tables_of(il), p.tiled.empty() ? nullptr : p.tiled.data()};
   attention_f32(attn_shape(c, il), p.pool_of(il), p.kv_index[static_cast<size_t>(il)], B.q, bl, 0, m, B.attn,
                 B.attn_scratch, p.pool);
   if (p.rot.v) {
