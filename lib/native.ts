@@ -220,6 +220,12 @@ export interface NativeModelInfo {
   kvCacheTokens: number;
   /** Tokens per KV block. */
   kvBlockSize: number;
+  /**
+   * Prompts of at least this many tokens run with llama.cpp's prompt-batch attention arithmetic
+   * (an f32 accumulator), every token of the request; shorter ones with its decode arithmetic (an
+   * f16 accumulator). A session turn whose prompt first reaches it recomputes the conversation once.
+   */
+  promptTiledMinTokens: number;
   /** Most tokens computed in one engine step. */
   maxBatchTokens: number;
   /** Most prompt tokens per step while other requests generate (0 = no separate limit). */

@@ -83,8 +83,8 @@ export const MUTATIONS = [
   {
     id: "sched-session-not-adopted",
     file: "native/core/sched/admission.cpp",
-    find: "      if (extends) {",
-    replace: "      if (false && extends) {",
+    find: "      if (extends && ss.tiled == s.tiled) {",
+    replace: "      if (false && extends && ss.tiled == s.tiled) {",
     why: "sessions: a turn that extends its session recomputes instead of adopting the kept KV",
   },
   {
@@ -885,6 +885,41 @@ export const MUTATIONS = [
     find: "case Isa::Avx2: return avx_vnni_active() ? &t.avx_vnni : &t.avx2;",
     replace: "case Isa::Avx2: return &t.avx2;",
     why: "dispatch: an AVX2-tier CPU with AVX-VNNI never gets the VNNI GEMMs",
+  },
+  {
+    id: "prefix-key-ignores-tiled-arithmetic",
+    file: "native/core/kv/block_allocator.cpp",
+    find: "  if (tiled) h = absorb(h, 0x7469'6c65'6400'0001ULL);",
+    replace: "  if (false && tiled) h = absorb(h, 0x7469'6c65'6400'0001ULL);",
+    why: "prefix cache: a short prompt reuses a long prompt's blocks computed with the prompt arithmetic",
+  },
+  {
+    id: "session-adopts-other-arithmetic",
+    file: "native/core/sched/admission.cpp",
+    find: "      if (extends && ss.tiled == s.tiled) {",
+    replace: "      if (extends) {",
+    why: "sessions: the turn whose prompt reaches the threshold adopts KV computed with the decode arithmetic",
+  },
+  {
+    id: "attention-tiled-call-ignores-arithmetic-switch",
+    file: "native/core/attention/attention.cpp",
+    find: "bl.pos[t] == bl.pos[t - 1] + 1 && (!can_tile || bl.tiled[t] == bl.tiled[t - 1]);",
+    replace: "bl.pos[t] == bl.pos[t - 1] + 1;",
+    why: "attention_f32: rows of one sequence with different arithmetic flags run as one call with the first row's",
+  },
+  {
+    id: "attention-prompt-skips-rescale",
+    file: "native/core/attention/attention_prompt_tiled.h",
+    find: "      if (msr[r] == 1.0f) continue;",
+    replace: "      if (msr[r] != 2.0f) continue;",
+    why: "attention_prompt (SIMD): a tile with a new maximum leaves the accumulator unscaled",
+  },
+  {
+    id: "attention-prompt-masked-weight-kept",
+    file: "native/core/attention/attention_prompt_tiled.h",
+    find: "    const __m256 p = _mm256_blendv_ps(zero, exp8(_mm256_sub_ps(_mm256_loadu_ps(sc + j * rp), m)), inside(j));",
+    replace: "    const __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(sc + j * rp), m));",
+    why: "attention_prompt (SIMD): positions outside a row's part of the tile (future tokens, out of the window) add to S",
   },
   {
     id: "gemm-avx2-one-pass-halves-share-acc",

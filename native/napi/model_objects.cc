@@ -76,6 +76,7 @@ Napi::Object info_to_js(Napi::Env env, Engine& engine) {
   o.Set("threads", e->options().threads);
   o.Set("kvCacheTokens", Napi::Number::New(env, (double)e->options().kv_tokens));
   o.Set("kvBlockSize", e->options().block_size);
+  o.Set("promptTiledMinTokens", Napi::Number::New(env, (double)kPromptTiledMinTokens));
   o.Set("maxBatchTokens", Napi::Number::New(env, (double)e->options().max_batch_tokens));
   o.Set("prefillChunk", Napi::Number::New(env, (double)e->options().prefill_chunk));
   o.Set("targetStepMs", e->options().target_step_ms);

@@ -16,6 +16,7 @@ struct Run {
   std::mutex mu;
   std::condition_variable cv;
   std::vector<int32_t> tokens;
+  std::vector<float> logprobs;  // with want_logprobs: each token's raw-logit logprob
   bool done = false;
   llmserve::FinishReason finish = llmserve::FinishReason::None;
   llmserve::Status error;
@@ -47,6 +48,7 @@ inline std::shared_ptr<Run> submit_recorded(llmserve::Engine& e, std::shared_ptr
   req->on_event = [run](llmserve::GenEvent&& ev) {
     std::lock_guard<std::mutex> lk(run->mu);
     run->tokens.insert(run->tokens.end(), ev.tokens.begin(), ev.tokens.end());
+    for (const auto& lp : ev.logprobs) run->logprobs.push_back(lp.logprob);
     if (ev.done) {
       run->done = true;
       run->finish = ev.finish;

@@ -160,6 +160,25 @@ TEST(attention_f32_prefill_runs_match_rows_alone) {
         for (int64_t t = 0; t < m; ++t)
           attention_f32(s, *kv, 0, q.data() + t * nq, bl, t, 1, alone.data() + t * nq, sc, pool);
         CHECK(same_bits(batch.data(), alone.data(), batch.size()));
+        // Rows with the prompt arithmetic (BatchLayout::tiled): A's positions below 16 and all of
+        // B's. A's run switches arithmetic midway, so its calls must split there (the engine flags
+        // whole sequences; attention_f32 does not rely on it). Each row again equals itself alone,
+        // and the f16 cache's tiled rows differ from the decode arithmetic's (the flag is read).
+        std::vector<uint8_t> tiled(static_cast<size_t>(m));
+        for (int64_t t = 0; t < m; ++t) tiled[static_cast<size_t>(t)] = blocks[t] == table_b.data() || pos[t] < 16;
+        tiled.back() = 0;
+        BatchLayout tl{m, pos.data(), blocks.data(), tiled.data()};
+        std::vector<float> tbatch(q.size()), talone(q.size());
+        attention_f32(s, *kv, 0, q.data(), tl, 0, m, tbatch.data(), sc, pool);
+        for (int64_t t = 0; t < m; ++t)
+          attention_f32(s, *kv, 0, q.data() + t * nq, tl, t, 1, talone.data() + t * nq, sc, pool);
+        CHECK(same_bits(tbatch.data(), talone.data(), tbatch.size()));
+        if (kvt == GgmlType::F16) {
+          CHECK(!same_bits(tbatch.data(), batch.data(), static_cast<size_t>(nq)));  // row 0: tiled
+          CHECK(same_bits(tbatch.data() + (m - 1) * nq, batch.data() + (m - 1) * nq, static_cast<size_t>(nq)));
+        } else {  // q8_0: tiled rows keep the decode arithmetic
+          CHECK(same_bits(tbatch.data(), batch.data(), tbatch.size()));
+        }
       }
     }
   }

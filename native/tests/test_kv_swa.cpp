@@ -247,8 +247,8 @@ TEST(swa_engine_matches_the_full_cache_and_stays_bounded) {
   for (const std::string& path : swa_models()) {
     // Three sequences batched together (continuous batching, chunked prefill), each prompt and
     // generation several windows long. (Short enough that the second turn below stays under
-    // kPromptTiledMinTokens: a longer one would recompute the generated tokens with the prompt
-    // arithmetic rather than adopt them; test_engine.cpp checks that case.)
+    // kPromptTiledMinTokens: the turn that reaches it recomputes the conversation once with the
+    // prompt arithmetic; test_engine_tiled.cpp checks that case.)
     const auto prompts = prompts_of({37, 23, 50}, 320);
     const int64_t gen = 24;
     static_assert(37 + 24 + 1 < kPromptTiledMinTokens, "the second turn adopts the whole session");

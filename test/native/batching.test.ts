@@ -471,10 +471,13 @@ describe("sessions, pinned prefixes, response cache", () => {
     await m?.dispose();
   });
 
-  it("a 5-turn conversation equals replaying the full history, prefilling only new tokens", async () => {
+  it("a 5-turn conversation equals replaying the full history, prefilling only new tokens (once all, at the prompt-arithmetic threshold)", async () => {
     const turns = ["Hello there.", " How are you?", " Tell me more.", " Why?", " Thanks."];
     const chat = m.createSession({ system: "Be brief. " });
     const replies: number[][] = [];
+    const threshold = m.info.promptTiledMinTokens;
+    let prevPrompt = 0;
+    let crossed = 0;
     for (const [i, t] of turns.entries()) {
       const before = m.stats();
       const histLen = chat.tokens.length;
@@ -482,10 +485,17 @@ describe("sessions, pinned prefixes, response cache", () => {
       replies.push(r.tokens);
       const after = m.stats();
       const newTokens = m.tokenizer.encode(i === 0 ? `Be brief. ${t}` : t, { addSpecial: i === 0 }).length;
-      // Only the new tokens (plus the previous reply's last token, sampled but not yet computed).
-      expect(after.prefillTokens - before.prefillTokens, `turn ${i}`).toBe(i === 0 ? newTokens : newTokens + 1);
+      // Only the new tokens (plus the previous reply's last token, sampled but not yet computed);
+      // the turn whose prompt first reaches the prompt-arithmetic threshold recomputes it all once.
+      const prompt = histLen + newTokens;
+      const crosses = prevPrompt < threshold && prompt >= threshold;
+      if (crosses) crossed++;
+      const want = i === 0 ? newTokens : crosses ? prompt : newTokens + 1;
+      expect(after.prefillTokens - before.prefillTokens, `turn ${i}`).toBe(want);
       expect(chat.tokens.length).toBe(histLen + newTokens + r.tokens.length);
+      prevPrompt = prompt;
     }
+    expect(crossed).toBe(1); // the conversation does cross it (both arithmetics are exercised)
     // Replay without any cache: a fresh model, prefix cache off, one request for the whole history.
     const cold = await Model.load(path, { threads: 2, contextSize: 1024, prefixCache: false });
     try {

@@ -99,7 +99,11 @@ struct Avx512Ops {
 
 void attention_group_avx512(const AttnGroup& a) { attention_group_tiled<Avx512Ops>(a); }
 
-// Scores 8 positions x 2 row vectors of 16 (16 chains) per block.
-void attention_prompt_avx512(const AttnGroup& a) { attention_prompt_tiled<Avx512Ops, Vec16, 8, 2>(a); }
+// Scores 8 positions x 2 row vectors of 16 (16 chains) per block; calls of at most 8 rows (a
+// decoded token's query heads) in 8-lane vectors, 8 positions x 1 vector, so fewer lanes idle.
+void attention_prompt_avx512(const AttnGroup& a) {
+  if (a.n_tok * a.n_q <= 8) attention_prompt_tiled<Avx512Ops, Vec8, 8, 1>(a);
+  else attention_prompt_tiled<Avx512Ops, Vec16, 8, 2>(a);
+}
 
 }  // namespace llmserve

@@ -8,13 +8,17 @@ namespace llmserve {
 
 // llama.cpp runs a prompt batch of at least 64 tokens through its tiled attention kernel (an f32
 // accumulator) and everything else through its decode kernel (an f16 accumulator rounded after
-// every key). We mirror that per request, not per batch, so no batch changes a result: the prompt
-// tokens of a prompt of at least kPromptTiledMinTokens tokens use the prompt arithmetic
-// (attention/attention.h: attention_prompt, with an f16 or f32 cache), every other token
-// (generated ones, short prompts) the decode arithmetic. A token's K/V thus depend on how it
-// entered its sequence, so prefix-cache keys and session reuse carry that too.
+// every key). We choose per request, not per batch, so no batch changes a result: a request whose
+// prompt has at least kPromptTiledMinTokens tokens computes every token, prompt and generated,
+// with the prompt arithmetic (attention/attention.h: attention_prompt, with an f16 or f32 cache);
+// a shorter one every token with the decode arithmetic, as llama.cpp computes a short prompt and
+// its generation. So the K/V of a token depend on its tokens and on that choice: prefix-cache keys
+// and session reuse carry it (a short conversation's session is recomputed once, at the turn
+// whose prompt reaches the threshold; after that a turn adopts the previous one whole, and a
+// fresh request with the same history gets the same bits, generated tokens included).
 constexpr int64_t kPromptTiledMinTokens = 64;
-inline int64_t prompt_tiled_tokens(int64_t n_prompt) { return n_prompt >= kPromptTiledMinTokens ? n_prompt : 0; }
+// Whether a request with an n_prompt-token prompt uses the prompt arithmetic.
+inline bool prompt_tiled(int64_t n_prompt) { return n_prompt >= kPromptTiledMinTokens; }
 
 // One sequence's part of a flattened batch; its tokens are contiguous in the batch, in order.
 struct BatchSeq {
@@ -30,9 +34,8 @@ struct BatchSeq {
   // [max(0, pos0 - window + 1), pos0 + n_tokens) need be valid; earlier entries may be -1 (freed
   // once out of every query's window). Null: local layers share `blocks` and the one pool.
   const int32_t* local_blocks = nullptr;
-  // Positions [0, n_tiled) of the sequence are computed with the prompt arithmetic
-  // (prompt_tiled_tokens); the rest with the decode arithmetic.
-  int64_t n_tiled = 0;
+  // Its tokens use the prompt arithmetic (prompt_tiled), else the decode arithmetic.
+  bool tiled = false;
 };
 
 // Where each token of a flattened batch lives: token t is at position pos[t] of a sequence whose

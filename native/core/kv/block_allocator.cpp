@@ -100,14 +100,13 @@ void BlockAllocator::unref(BlockId b) {
 
 int32_t BlockAllocator::refcount(BlockId b) const { return valid(b) ? blocks_[b].rc : 0; }
 
-uint64_t BlockAllocator::hash_block(uint64_t parent, const int32_t* tokens, int32_t n, uint64_t adapter,
-                                    int32_t n_tiled) {
+uint64_t BlockAllocator::hash_block(uint64_t parent, const int32_t* tokens, int32_t n, uint64_t adapter, bool tiled) {
   if (!tokens || n < 0) n = 0;
   uint64_t h = 0x9e3779b97f4a7c15ULL;  // arbitrary nonzero seed
   h = absorb(h, parent);
   h = absorb(h, adapter);
-  // A block all of whose tokens use the decode arithmetic keeps the key it had before tiled prompts.
-  if (n_tiled != 0) h = absorb(h, 0x7469'6c65'6400'0000ULL ^ static_cast<uint64_t>(static_cast<uint32_t>(n_tiled)));
+  // Decode-arithmetic blocks keep the keys they had before the prompt arithmetic existed.
+  if (tiled) h = absorb(h, 0x7469'6c65'6400'0001ULL);
   h = absorb(h, static_cast<uint64_t>(static_cast<uint32_t>(n)));  // n first: no padding ambiguity
   int32_t i = 0;
   for (; i + 1 < n; i += 2) {

@@ -9,7 +9,7 @@
 //            recomputing.
 //   used   - refcount > 0 (registered or not). Shared prefix blocks have refcount > 1.
 //
-// Prefix keys chain: key(block i) = hash_block(key(block i-1), tokens of block i, n, adapter, n_tiled),
+// Prefix keys chain: key(block i) = hash_block(key(block i-1), tokens of block i, n, adapter, tiled),
 // with parent 0 for the first block, so a key identifies the whole prefix up to and including
 // the block, not just its own tokens. Register a block only once all of its slots are written.
 //
@@ -66,8 +66,8 @@ class BlockAllocator {
   int32_t refcount(BlockId b) const;
 
   // Chained prefix key of one full block (see top of file). tokens: [n]; null or n < 0 counts as
-  // no tokens. n_tiled: its leading tokens computed with the prompt arithmetic (kv/batch.h). Deterministic across runs, builds and platforms (no std::hash, no pointer values).
-  static uint64_t hash_block(uint64_t parent, const int32_t* tokens, int32_t n, uint64_t adapter, int32_t n_tiled = 0);
+  // no tokens. tiled: computed with the prompt arithmetic (kv/batch.h). Deterministic across runs, builds and platforms (no std::hash, no pointer values).
+  static uint64_t hash_block(uint64_t parent, const int32_t* tokens, int32_t n, uint64_t adapter, bool tiled = false);
 
   // The block holding `key` (cached or used), or -1. Counts lookups / hits. Does not ref: ref the
   // result before the next allocate(), which may evict it.

@@ -265,7 +265,7 @@ void expand_positions(Pass& p, const BatchSeq* seqs, int64_t n_seqs, const Proje
   p.out_rows.reserve(static_cast<size_t>(p.n_out));
   bool any_delta = false, any_tiled = false;
   for (int64_t s = 0; deltas && s < n_seqs; ++s) any_delta = any_delta || deltas[s];
-  for (int64_t s = 0; s < n_seqs; ++s) any_tiled = any_tiled || seqs[s].pos0 < seqs[s].n_tiled;
+  for (int64_t s = 0; s < n_seqs; ++s) any_tiled = any_tiled || seqs[s].tiled;
   if (any_delta) p.row_delta.assign(static_cast<size_t>(p.n), nullptr);
   if (any_tiled) p.tiled.assign(static_cast<size_t>(p.n), 0);
   for (int64_t s = 0, t0 = 0; s < n_seqs; t0 += seqs[s].n_tokens, ++s) {
@@ -275,7 +275,7 @@ void expand_positions(Pass& p, const BatchSeq* seqs, int64_t n_seqs, const Proje
       p.B.blocks[t0 + i] = q.blocks;
       p.B.lblocks[t0 + i] = p.kv.local ? q.local_blocks : q.blocks;
       if (any_delta) p.row_delta[static_cast<size_t>(t0 + i)] = deltas[s];
-      if (any_tiled) p.tiled[static_cast<size_t>(t0 + i)] = q.pos0 + i < q.n_tiled;
+      if (any_tiled) p.tiled[static_cast<size_t>(t0 + i)] = q.tiled;
       if (q.out == 2 || (q.out == 1 && i == q.n_tokens - 1)) p.out_rows.push_back(t0 + i);
     }
   }

@@ -58,26 +58,14 @@ void Engine::admit(Sequence& s) {
       // KV computed under another adapter (or the base model) is not this turn's: recompute.
       const bool extends = ss.adapter == adapter && (int64_t)s.tokens.size() > ss.n_computed &&
                            std::equal(ss.tokens.begin(), ss.tokens.begin() + ss.n_computed, s.tokens.begin());
-      // Only the leading run whose arithmetic this turn would repeat (kv/batch.h): a long prompt
-      // recomputes the previous turn's generated tokens as prompt tokens, as a fresh request would.
-      const int64_t keep = extends ? adoptable_tokens(ss.n_computed, ss.n_tiled, s.n_tiled) : 0;
-      if (extends && keep == ss.n_computed) {
+      // KV computed with the other arithmetic (kv/batch.h) is not this turn's either: the turn
+      // whose prompt first reaches kPromptTiledMinTokens recomputes the conversation once.
+      if (extends && ss.tiled == s.tiled) {
         s.blocks = std::move(ss.blocks);
         s.lblocks = std::move(ss.lblocks);  // trimmed to the window before n_computed: all a turn needs
         s.n_computed = ss.n_computed;
         s.n_registered = ss.n_registered;
         s.last_key = ss.last_key;
-      } else if (keep >= bs && !lalloc_) {  // its leading full blocks (a split pool may lack their window)
-        const int64_t kb = keep / bs;
-        s.blocks.assign(ss.blocks.begin(), ss.blocks.begin() + kb);
-        for (size_t i = (size_t)kb; i < ss.blocks.size(); ++i) alloc_->unref(ss.blocks[i]);
-        ss.blocks.clear();
-        s.n_computed = kb * bs;
-        s.n_registered = std::min(ss.n_registered, kb);
-        s.last_key = 0;
-        for (int64_t i = 0; i < s.n_registered; ++i)
-          s.last_key = BlockAllocator::hash_block(s.last_key, s.tokens.data() + i * bs, (int32_t)bs, adapter,
-                                                  block_tiled(s.n_tiled, i, bs));
       } else {
         drop_tables(ss.blocks, ss.lblocks);
       }
@@ -91,8 +79,7 @@ void Engine::admit(Sequence& s) {
     uint64_t key = 0;
     std::vector<uint64_t> keys;
     for (int64_t i = 0; i < max_full; ++i) {
-      key = BlockAllocator::hash_block(key, s.tokens.data() + i * bs, (int32_t)bs, adapter,
-                                       block_tiled(s.n_tiled, i, bs));
+      key = BlockAllocator::hash_block(key, s.tokens.data() + i * bs, (int32_t)bs, adapter, s.tiled);
       const int32_t b = alloc_->lookup(key);
       if (b < 0) break;
       alloc_->ref(b);
@@ -119,8 +106,7 @@ void Engine::admit(Sequence& s) {
       const Session& ss = *ssp;
       const int64_t full = ss.n_computed / bs;
       if (ss.adapter != adapter || full * bs != s.n_computed || ss.n_computed == s.n_computed ||
-          ss.n_computed >= (int64_t)s.tokens.size() ||
-          adoptable_tokens(ss.n_computed, ss.n_tiled, s.n_tiled) < ss.n_computed)
+          ss.n_computed >= (int64_t)s.tokens.size() || ss.tiled != s.tiled)
         continue;
       if (!std::equal(ss.tokens.begin(), ss.tokens.begin() + ss.n_computed, s.tokens.begin())) continue;
       const int32_t b = alloc_->allocate();
@@ -179,8 +165,8 @@ void Engine::register_full_blocks(Sequence& s) {
   const int64_t bs = kv_.block_size;
   while ((s.n_registered + 1) * bs <= s.n_computed) {
     const int64_t i = s.n_registered;
-    const uint64_t key = BlockAllocator::hash_block(s.last_key, s.tokens.data() + i * bs, (int32_t)bs, s.req->adapter,
-                                                    block_tiled(s.n_tiled, i, bs));
+    const uint64_t key =
+        BlockAllocator::hash_block(s.last_key, s.tokens.data() + i * bs, (int32_t)bs, s.req->adapter, s.tiled);
     const int32_t b = s.blocks[(size_t)i];
     if (!alloc_->registered(b)) alloc_->register_block(b, key);  // false if another block holds it: fine
     // The local block under the same key: a later prompt with this prefix may reuse the window.

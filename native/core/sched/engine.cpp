@@ -144,7 +144,7 @@ Status Engine::submit(std::shared_ptr<GenerateRequest> req, int64_t* id) {
   s->req = std::move(req);
   s->tokens = s->req->prompt;
   s->n_prompt = (int64_t)s->tokens.size();
-  s->n_tiled = prompt_tiled_tokens(s->n_prompt);
+  s->tiled = prompt_tiled(s->n_prompt);
   s->t_submit = engine_now_ms();
   std::lock_guard<std::mutex> lk(mu_);
   if (stopping_) return make_error(Code::Disposed, "The model has been disposed; load it again.");

@@ -1,6 +1,5 @@
 // Engine-private state of one request (Sequence) and of a kept conversation (Session).
 #pragma once
-#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -29,7 +28,7 @@ struct Engine::Sequence {
   bool done = false;
   std::vector<int32_t> tokens;  // prompt, then every generated token
   int64_t n_prompt = 0;
-  int64_t n_tiled = 0;          // tokens[0, n_tiled) use the prompt arithmetic (prompt_tiled_tokens)
+  bool tiled = false;           // every token uses the prompt arithmetic (prompt_tiled, kv/batch.h)
   int64_t n_computed = 0;       // tokens[0, n_computed) have K/V in `blocks`
   std::vector<int32_t> blocks;  // block table
   // Local layers' table (only with a split KV pool): same indexing; -1 for blocks freed once out of
@@ -56,18 +55,8 @@ struct Engine::Session {
   bool pinned = false;
   uint64_t last_used = 0;
   uint64_t adapter = 0;  // the adapter its KV was computed under: only a turn with the same one adopts it
-  int64_t n_tiled = 0;   // its tokens[0, n_tiled) were computed with the prompt arithmetic
+  bool tiled = false;    // computed with the prompt arithmetic: only a turn that uses it too adopts it
 };
-
-// Tokens of a kept KV (n_computed of them, the first n_kept_tiled with the prompt arithmetic) that a
-// sequence computing tokens[0, n_tiled) with it can adopt: the leading run where both agree.
-inline int64_t adoptable_tokens(int64_t n_computed, int64_t n_kept_tiled, int64_t n_tiled) {
-  return n_kept_tiled == n_tiled ? n_computed : std::min(n_computed, std::min(n_kept_tiled, n_tiled));
-}
-// Leading tokens of block i (block_size bs) computed with the prompt arithmetic.
-inline int32_t block_tiled(int64_t n_tiled, int64_t i, int64_t bs) {
-  return static_cast<int32_t>(std::clamp<int64_t>(n_tiled - i * bs, 0, bs));
-}
 
 double engine_now_ms();
 

@@ -105,7 +105,7 @@ void Engine::finish(Sequence& s, FinishReason r, Status error) {
     ss->last_key = s.last_key;
     ss->pinned = s.req->pin;
     ss->adapter = s.req->adapter;
-    ss->n_tiled = s.n_tiled;
+    ss->tiled = s.tiled;
     ss->last_used = ++session_clock_;
     auto old = sessions_.find(s.req->session);
     if (old != sessions_.end()) drop_tables(old->second->blocks, old->second->lblocks);
@@ -239,7 +239,7 @@ bool Engine::run_batch(StepPlan& plan) {
     b.n_tokens = p.chunk;
     b.out = p.out ? 1 : 0;
     b.adapter = s.req->adapter;
-    b.n_tiled = s.n_tiled;
+    b.tiled = s.tiled;
     seqs.push_back(b);
     if (s.n_computed < s.n_prompt) st_.prefill_tokens += std::min(p.chunk, s.n_prompt - s.n_computed);
   }
