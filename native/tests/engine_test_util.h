@@ -1,16 +1,35 @@
 // What the engine-level tests share: a Run records one request's events (tokens, its end, timings)
 // and the waits on it; submit_greedy() sends a greedy request with those events recorded.
 #pragma once
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "sched/engine.h"
+#include "synth/synth.h"
 
 namespace llmserve_test {
+
+// A small synthetic llama (dim 64, 2 layers, 4 heads over 2 KV heads, ffn 128, vocab 300, context
+// 1024, f32) written to /tmp/llmserve_test_<name>_<pid>.gguf; returns its path (callers keep it in
+// a function-local static so each test file writes its model once).
+inline std::string synth_small_model(const std::string& name, uint64_t seed) {
+  std::string path = "/tmp/llmserve_test_" + name + "_" + std::to_string(static_cast<long>(::getpid())) + ".gguf";
+  llmserve::SynthOptions o;
+  o.dim = 64, o.layers = 2, o.heads = 4, o.kv_heads = 2, o.ffn = 128, o.vocab_size = 300, o.context = 1024;
+  o.type = llmserve::GgmlType::F32;
+  o.seed = seed;
+  llmserve::Status st = llmserve::synth_model(o, path);
+  if (!st) std::fprintf(stderr, "  synth_model: %s\n", st.message.c_str());
+  return path;
+}
 
 struct Run {
   std::mutex mu;

@@ -20,7 +20,7 @@ using namespace llmserve::attn_test;
 
 TEST(attention_prompt_kernels_match_reference_and_rows_alone) {
   Rng rnd{11};
-  std::vector<std::pair<const char*, void (*)(const AttnGroup&)>> kernels = {{"dispatched", attention_prompt}};
+  AttnKernels kernels = {{"dispatched", attention_prompt}};
 #if defined(LLMSERVE_X86)
   if (cpu_supports(Isa::Avx2)) kernels.push_back({"avx2", attention_prompt_avx2});
   if (cpu_supports(Isa::Avx512)) kernels.push_back({"avx512", attention_prompt_avx512});
@@ -46,47 +46,13 @@ TEST(attention_prompt_kernels_match_reference_and_rows_alone) {
               std::vector<float> work(attention_prompt_work_floats(n_tok * n_q, hd) + 16);
               float* w = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(work.data()) + 63) & ~uintptr_t(63));
               const float scale = 1.0f / std::sqrt(float(hd));
-              auto call = [&](int64_t tok0, int64_t count, float* out) {
-                AttnGroup a{};
-                a.k = kv.k.data() + row_size(kvt, hd);  // the second KV head
-                a.v = kv.v.data() + row_size(kvt, hd);
-                a.blocks = kv.table.data();
-                a.block_size = kv.bs;
-                a.row_stride = kv.row;
-                a.block_stride = static_cast<size_t>(kv.bs) * kv.row;
-                a.kv_type = kvt;
-                a.q = q.data() + tok0 * n_q * q_stride;
-                a.q_stride = q_stride;
-                a.n_q = n_q;
-                a.len = len0 + tok0;
-                a.window = window;
-                a.hd = hd;
-                a.scale = softcap != 0.0f ? scale / softcap : scale;
-                a.softcap = softcap;
-                a.out = out + tok0 * out_tok;
-                a.out_stride = hd;
-                a.n_tok = count;
-                a.out_tok_stride = out_tok;
-                a.work = w;
-                return a;
-              };
+              const PagedCall call{kv, q.data(), q_stride, n_q, len0, window, scale, softcap, out_tok, w};
               const size_t n_out = static_cast<size_t>(n_tok * out_tok);
               std::vector<float> single(n_out, 0.0f), multi_ref(n_out, 0.0f);
               for (int64_t i = 0; i < n_tok; ++i) attention_prompt_ref(call(i, 1, single.data()));
               attention_prompt_ref(call(0, n_tok, multi_ref.data()));
               CHECK(same_bits(single.data(), multi_ref.data(), n_out));
-              for (const auto& [name, fn] : kernels) {
-                std::vector<float> one(n_out, 0.0f), multi(n_out, 0.0f);
-                for (int64_t i = 0; i < n_tok; ++i) fn(call(i, 1, one.data()));
-                fn(call(0, n_tok, multi.data()));
-                const bool ok =
-                    same_bits(one.data(), single.data(), n_out) && same_bits(multi.data(), single.data(), n_out);
-                if (!ok)
-                  std::fprintf(stderr, "  %s %s hd=%lld n_q=%lld n_tok=%lld len0=%lld window=%lld: bits differ\n", name,
-                               type_traits(kvt).name, (long long)hd, (long long)n_q, (long long)n_tok, (long long)len0,
-                               (long long)window);
-                CHECK(ok);
-              }
+              CHECK(kernels_match(kernels, call, n_tok, single, "prompt"));
               // The reference against double precision (the K/V values the cache holds).
               std::vector<float> kf(static_cast<size_t>(hd)), vf(static_cast<size_t>(hd));
               std::vector<double> acc(static_cast<size_t>(hd));

@@ -26,16 +26,7 @@ using namespace llmserve_test;
 namespace {
 
 const std::string& tiled_model_path() {
-  static const std::string p = [] {
-    std::string path = "/tmp/llmserve_test_tiled_" + std::to_string(static_cast<long>(::getpid())) + ".gguf";
-    SynthOptions o;
-    o.dim = 64, o.layers = 2, o.heads = 4, o.kv_heads = 2, o.ffn = 128, o.vocab_size = 300, o.context = 1024;
-    o.type = GgmlType::F32;
-    o.seed = 23;
-    Status st = synth_model(o, path);
-    if (!st) std::fprintf(stderr, "  synth_model: %s\n", st.message.c_str());
-    return path;
-  }();
+  static const std::string p = synth_small_model("tiled", 23);
   return p;
 }
 

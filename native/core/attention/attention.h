@@ -88,6 +88,16 @@ inline size_t attn_row_offset(const AttnGroup& a, int64_t j) {
   return static_cast<size_t>(a.blocks[j / a.block_size]) * a.block_stride +
          static_cast<size_t>(j % a.block_size) * a.row_stride;
 }
+// The tiled kernels' last step: row r (token r / n_q, head r % n_q) of acc ([rows][acc_stride])
+// times 1 / S[r] (0 when S[r] is 0) to its place in a.out.
+inline void attn_store_rows(const AttnGroup& a, const float* acc, int64_t acc_stride, const float* S, int64_t rows) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float S_inv = S[r] == 0.0f ? 0.0f : 1.0f / S[r];
+    const float* ar = acc + r * acc_stride;
+    float* out = a.out + (r / a.n_q) * a.out_tok_stride + (r % a.n_q) * a.out_stride;
+    for (int64_t d = 0; d < a.hd; ++d) out[d] = ar[d] * S_inv;
+  }
+}
 void attention_group(const AttnGroup& a);      // dispatched
 void attention_group_ref(const AttnGroup& a);  // scalar reference
 #if defined(LLMSERVE_X86)

@@ -195,12 +195,7 @@ void attention_group_tiled(const AttnGroup& a) {
       g0 = g1;
     }
   }
-  for (int64_t r = 0; r < rows; ++r) {
-    const float S_inv = S[r] == 0.0f ? 0.0f : 1.0f / S[r];
-    const float* ar = acc + r * hdp;
-    float* out = a.out + (r / nq) * a.out_tok_stride + (r % nq) * a.out_stride;
-    for (int64_t d = 0; d < hd; ++d) out[d] = ar[d] * S_inv;
-  }
+  attn_store_rows(a, acc, hdp, S, rows);
 }
 
 }  // namespace
