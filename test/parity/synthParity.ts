@@ -143,6 +143,44 @@ export async function synthParity(path: string, arch: string, type: SynthType): 
       strictProblems.push(msg);
     }
 
+    // 3b. Greedy generation from a long prompt (the teacher-forcing sequence's first 96 tokens,
+    // past info.promptTiledMinTokens): llama.cpp decodes it as one batch with its tiled kernel, as
+    // llmserve's prompt arithmetic does, then token by token with its decode kernel, where llmserve
+    // keeps the prompt arithmetic. The first distribution (the prompt's last row) is compared on
+    // llmserve's top 5, and the tokens as in 3.
+    const longPrompt = seq.slice(0, 96);
+    if (longPrompt.length < model.info.promptTiledMinTokens)
+      problems.push(`long prompt: ${longPrompt.length} tokens do not reach the prompt arithmetic`);
+    const longMine: number[] = [];
+    let firstTop: { token: number; logprob: number }[] = [];
+    for await (const c of model.generate(
+      { tokens: longPrompt },
+      { maxTokens: GREEDY_TOKENS, temperature: 0, stopAtEos: false, logprobs: 5 },
+    )) {
+      longMine.push(...c.tokens);
+      if (firstTop.length === 0 && c.logprobs?.length) firstTop = c.logprobs[0].top;
+    }
+    const longRef = await oracle.greedy(longPrompt, GREEDY_TOKENS);
+    const firstErr = Math.max(...firstTop.map((t) => Math.abs(Math.exp(t.logprob) - longRef.dists[0][t.token])));
+    // bf16: as its teacher forcing, up to 1.5 x llama.cpp's own FA / no-FA spread.
+    const firstTol =
+      type === "bf16"
+        ? Math.max(TOL_FLOAT, FLOOR_ERR_FACTOR * floor.maxErr)
+        : FLOAT_TYPES.has(type)
+          ? TOL_FLOAT
+          : QUANT_MAX_ERR;
+    if (!(firstTop.length === 5 && firstErr <= firstTol))
+      problems.push(`long prompt: first distribution max |Δp| ${firstErr.toExponential(3)} > ${firstTol} (top 5)`);
+    const kLong = firstDiff(longMine, longRef.tokens);
+    if (kLong >= 0 && GREEDY_EXACT.has(type)) {
+      const msg = `greedy ${GREEDY_TOKENS} from a ${longPrompt.length}-token prompt differs at step ${kLong}: llmserve ${JSON.stringify(longMine.slice(kLong, kLong + 4))} llama.cpp ${JSON.stringify(longRef.tokens.slice(kLong, kLong + 4))}; llama.cpp's distribution there ${fmtTop(longRef.dists[kLong])}`;
+      problems.push(msg);
+      strictProblems.push(msg);
+    }
+    console.log(
+      `[parity] ${tag}: long prompt first |Δp| ${firstErr.toExponential(2)}, greedy ${kLong < 0 ? "equal" : `differs@${kLong}`}`,
+    );
+
     // 4. A q8_0 KV cache on both sides (llama.cpp rotates it; llmserve does the same).
     const q8 = await Model.load(path, { threads: 2, contextSize: CONTEXT, kvType: "q8_0" });
     let q8kv: DistComparison;
