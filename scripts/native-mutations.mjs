@@ -977,4 +977,32 @@ export const MUTATIONS = [
     replace: "for (int64_t l = 0; pre > 0 && l < 0; ++l) {",
     why: "KV pool: the first context's blocks are not mapped at creation; the first prefill takes their page faults",
   },
+  {
+    id: "lowrank-gemm-b-packed-offset",
+    file: "native/core/model/lowrank_gemm.cpp",
+    find: "static_cast<size_t>(j0 / kGemmGroupRows) *",
+    replace: "static_cast<size_t>(j0 / kGemmGroupRows / 2) *",
+    why: "LoRA Q8_0Gemm B pass: a column range past the first reads B's packed groups from the wrong place",
+  },
+  {
+    id: "lowrank-gemm-whole-t-unquantized-rank",
+    file: "native/core/model/lowrank_gemm.cpp",
+    find: "gemm_prepare_act(GgmlType::Q8_0, t + i * f.r, f.r, tq + static_cast<size_t>(i) * tq_stride);",
+    replace: "gemm_prepare_act(GgmlType::Q8_0, t, f.r, tq + static_cast<size_t>(i) * tq_stride);",
+    why: "LoRA Q8_0Gemm, a group run whole: every row's B product uses the first row's A product",
+  },
+  {
+    id: "lowrank-gemm-pass2-skips-gemm-groups",
+    file: "native/core/model/lowrank.cpp",
+    find: "if (!whole || !gemm_kind(groups[g].f)) bg.push_back(g);",
+    replace: "if (!gemm_kind(groups[g].f)) bg.push_back(g);",
+    why: "LoRA Q8_0Gemm with few adapters (two passes): the B product is never added",
+  },
+  {
+    id: "gemm-ref-packed-q8-lane",
+    file: "native/core/quant/gemm_ref.cpp",
+    find: "const int lane = static_cast<int>(r % kGemmGroupRows);",
+    replace: "const int lane = static_cast<int>(r % kGemmGroupRows) ^ 1;",
+    why: "scalar GEMM over a packed-only Q8_0 matrix: each row reads its neighbour's lane",
+  },
 ];

@@ -18,6 +18,7 @@
 
 #include "bench_util.h"
 #include "model/lowrank.h"
+#include "quant/gemm.h"
 #include "quant/quant.h"
 #include "threadpool/thread_pool.h"
 
@@ -26,11 +27,27 @@ using namespace llmserve;
 namespace {
 
 struct Adapter {
-  std::vector<uint8_t> a, bt;
+  std::vector<uint8_t> a, bt;  // Q8_0Gemm: A, B [n_out, r], and their packed copies
+  std::vector<uint8_t> a_packed, b_packed;
 };
 
-// Factors of rank r stored as `type`: A [r, n_in], Bt [r, n_out].
-Adapter make_adapter(LowRankType type, int64_t r, int64_t n_in, int64_t n_out, uint32_t seed) {
+// Factors of rank r stored as `type`: A [r, n_in], Bt [r, n_out] (Q8_0Gemm: B [n_out, r], packed
+// unless raw).
+Adapter make_adapter(LowRankType type, int64_t r, int64_t n_in, int64_t n_out, uint32_t seed, bool raw) {
+  if (type == LowRankType::Q8_0Gemm) {
+    Adapter q = make_adapter(LowRankType::Q8_0, n_out, r, 0, seed, raw);  // n_out rows of r: B
+    Adapter a = make_adapter(LowRankType::Q8_0, r, n_in, 0, seed + 7777, raw);
+    Adapter out;
+    out.a = std::move(a.a), out.bt = std::move(q.a);
+    if (!raw) {
+      out.a_packed.resize(gemm_packed_bytes(GgmlType::Q8_0, n_in, r));
+      gemm_pack(GgmlType::Q8_0, out.a.data(), row_size(GgmlType::Q8_0, n_in), n_in, r, out.a_packed.data());
+      out.b_packed.resize(gemm_packed_bytes(GgmlType::Q8_0, r, n_out));
+      gemm_pack(GgmlType::Q8_0, out.bt.data(), row_size(GgmlType::Q8_0, r), r, n_out, out.b_packed.data());
+      out.a.clear(), out.bt.clear();
+    }
+    return out;
+  }
   std::mt19937 rng(seed);
   std::normal_distribution<float> g(0.0f, 0.02f);
   const GgmlType gt = type == LowRankType::Q8_0 ? GgmlType::Q8_0 : GgmlType::F16;
@@ -43,7 +60,9 @@ Adapter make_adapter(LowRankType type, int64_t r, int64_t n_in, int64_t n_out, u
     }
     return out;
   };
-  return {fill(r, n_in), fill(r, n_out)};
+  Adapter out;
+  out.a = fill(r, n_in), out.bt = fill(r, n_out);
+  return out;
 }
 
 }  // namespace
@@ -54,6 +73,7 @@ int run_lowrank_bench(int argc, char** argv) {
   int64_t tokens = 16;
   int threads = 2;
   LowRankType type = LowRankType::F16;
+  bool raw = false;  // q8_0-gemm-raw: Q8_0Gemm factors without packed copies
   double min_time = 0.3;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -74,8 +94,9 @@ int run_lowrank_bench(int argc, char** argv) {
       min_time = std::atof(val.c_str());
       ok = min_time > 0;
     } else if (a == "--type") {
-      ok = val == "f16" || val == "q8_0";
-      type = val == "q8_0" ? LowRankType::Q8_0 : LowRankType::F16;
+      ok = val == "f16" || val == "q8_0" || val == "q8_0-gemm" || val == "q8_0-gemm-raw";
+      type = val == "q8_0" ? LowRankType::Q8_0 : val == "f16" ? LowRankType::F16 : LowRankType::Q8_0Gemm;
+      raw = val == "q8_0-gemm-raw";
     } else if (a == "--shapes") {
       shapes.clear();
       for (auto& s : bench::split_list(val)) {
@@ -90,7 +111,8 @@ int run_lowrank_bench(int argc, char** argv) {
     if (!ok) {
       std::fprintf(stderr,
                    "usage: llmserve_bench_kernels --lowrank [--ranks 8,64] [--adapters 1,4,16] [--tokens 16] "
-                   "[--shapes 2048x2048,...] (multiples of 32) [--type f16|q8_0] [--threads 2] [--min-time 0.3]\n");
+                   "[--shapes 2048x2048,...] (multiples of 32) [--type f16|q8_0|q8_0-gemm|q8_0-gemm-raw] [--threads 2] "
+                   "[--min-time 0.3]\n");
       return 2;
     }
     ++i;
@@ -103,7 +125,11 @@ int run_lowrank_bench(int argc, char** argv) {
     bw = bench::read_bandwidth_gbs(pool, buf);
   }
   std::printf("lowrank_apply, %s, %d threads, %s factors, %lld rows; read bandwidth %.1f GB/s\n",
-              bench::cpu_name().c_str(), threads, type == LowRankType::Q8_0 ? "q8_0" : "f16",
+              bench::cpu_name().c_str(), threads,
+              type == LowRankType::F16    ? "f16"
+              : type == LowRankType::Q8_0 ? "q8_0"
+              : raw                       ? "q8_0 gemm (raw rows)"
+                                          : "q8_0 gemm",
               static_cast<long long>(tokens), bw);
   std::printf("| n_out x n_in | rank | adapters | us/call | factor MB/call | GB/s | of bandwidth |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
@@ -115,13 +141,13 @@ int run_lowrank_bench(int argc, char** argv) {
     for (int64_t r : ranks)
       for (int64_t k : adapters) {
         if (k > tokens) continue;
-        const size_t per = row_size(type == LowRankType::Q8_0 ? GgmlType::Q8_0 : GgmlType::F16, n_in) * r +
-                           row_size(type == LowRankType::Q8_0 ? GgmlType::Q8_0 : GgmlType::F16, n_out) * r;
+        const GgmlType ft = type == LowRankType::F16 ? GgmlType::F16 : GgmlType::Q8_0;
+        const size_t per = row_size(ft, n_in) * r + row_size(ft, n_out) * r;
         const size_t call_bytes = per * static_cast<size_t>(k);
         const int copies = static_cast<int>(std::max<size_t>(1, (size_t(256) << 20) / call_bytes));
         std::vector<Adapter> ad;
         for (int c = 0; c < copies * k; ++c)
-          ad.push_back(make_adapter(type, r, n_in, n_out, static_cast<uint32_t>(c + 1)));
+          ad.push_back(make_adapter(type, r, n_in, n_out, static_cast<uint32_t>(c + 1), raw));
         std::vector<std::vector<int64_t>> rows(static_cast<size_t>(k));
         for (int64_t t = 0; t < tokens; ++t) rows[static_cast<size_t>(t % k)].push_back(t);
         std::vector<LowRankGroup> groups(static_cast<size_t>(k));
@@ -130,6 +156,10 @@ int run_lowrank_bench(int argc, char** argv) {
             const Adapter& A = ad[static_cast<size_t>(c * k + i)];
             LowRankGroup& G = groups[static_cast<size_t>(i)];
             G.f = {A.a.data(), A.bt.data(), type, r, 0.5f};
+            if (type == LowRankType::Q8_0Gemm) {
+              G.f.a = raw ? A.a.data() : nullptr, G.f.bt = nullptr, G.f.b = raw ? A.bt.data() : nullptr;
+              G.f.a_packed = raw ? nullptr : A.a_packed.data(), G.f.b_packed = raw ? nullptr : A.b_packed.data();
+            }
             G.rows = rows[static_cast<size_t>(i)].data();
             G.n_rows = static_cast<int64_t>(rows[static_cast<size_t>(i)].size());
           }

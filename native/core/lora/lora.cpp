@@ -236,10 +236,16 @@ const LoraPair* LoraAdapter::pair(int64_t il, Proj p) const {
 }
 
 // Pairs whose A and B are both f16 or both f32 with n_in a multiple of 8 get B transposed (same
-// type, [r, n_out]) for lowrank_apply; the others keep the matmul path of add().
+// type, [r, n_out]) for lowrank_apply; q8_0 pairs packed copies for its Q8_0Gemm passes; the others
+// keep the matmul path of add().
 void LoraAdapter::prepare_low_rank() {
   auto prep = [this](LoraPair& pr) {
     if (!pr.present() || pr.a.type != pr.b.type || pr.a.n_in % 8 != 0) return;
+    if (pr.a.type == GgmlType::Q8_0) {
+      // q8_0 rows of n_in and of r: both multiples of 32 (the loader checked the block size).
+      pack_for_gemm(pr, pr.a.data, pr.b.data);
+      return;
+    }
     if (pr.a.type != GgmlType::F16 && pr.a.type != GgmlType::F32) return;
     const size_t es = pr.a.type == GgmlType::F16 ? 2 : 4;
     const int64_t r = pr.b.n_in, n_out = pr.b.n_out;
@@ -260,7 +266,14 @@ void LoraAdapter::prepare_low_rank() {
 bool LoraAdapter::low_rank(int64_t il, Proj p, LowRankFactors* out) const {
   const LoraPair* pr = pair(il, p);
   if (!pr) return false;
-  if (pr->q8_a) {
+  if (pr->gemm_a) {
+    // The raw rows too where the file holds them in q8_0 (gemm reads the packed copies).
+    out->a = pr->a.type == GgmlType::Q8_0 ? pr->a.data : nullptr;
+    out->b = pr->b.type == GgmlType::Q8_0 ? pr->b.data : nullptr;
+    out->bt = nullptr;
+    out->a_packed = pr->gemm_a, out->b_packed = pr->gemm_b;
+    out->type = LowRankType::Q8_0Gemm;
+  } else if (pr->q8_a) {
     out->a = pr->q8_a;
     out->bt = pr->q8_bt;
     out->type = LowRankType::Q8_0;
@@ -291,11 +304,7 @@ void LoraAdapter::add(int64_t il, Proj p, const float* x, int64_t n, float* y, i
   pool.parallel_for(
       n,
       [&](int64_t b, int64_t e) {
-        for (int64_t row = b; row < e; ++row) {
-          float* yr = y + row * ldy;
-          const float* ur = u + row * n_out;
-          for (int64_t j = 0; j < n_out; ++j) yr[j] = yr[j] + ur[j] * scale;
-        }
+        for (int64_t row = b; row < e; ++row) lowrank_add_scaled(y + row * ldy, u + row * n_out, n_out, scale);
       },
       std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(n_out, 1)));
 }

@@ -37,9 +37,15 @@ struct LoraPair {
   MatrixView b;                 // [r] -> [n_out]
   float scale = 0.0f;           // user_scale * alpha / r, or user_scale when alpha is 0
   const uint8_t* bt = nullptr;  // B transposed ([r, n_out], B's type) for lowrank_apply, or null
-  // store_as_q8_0(): A ([r, n_in]) and B transposed ([r, n_out]) in q8_0 for lowrank_apply, or null.
+  // store_as_q8_0() at a rank that is not a multiple of 32: A ([r, n_in]) and B transposed
+  // ([r, n_out]) in q8_0 for lowrank_apply's f32 passes, or null.
   const uint8_t* q8_a = nullptr;
   const uint8_t* q8_bt = nullptr;
+  // q8_0 A ([r, n_in]) and B ([n_out, r]) packed by gemm_pack, for lowrank_apply's Q8_0Gemm passes
+  // (llama.cpp's q8_0 arithmetic), or null: made at load for a q8_0 file's pairs, and by
+  // store_as_q8_0() for the others whose rank is a multiple of 32.
+  const uint8_t* gemm_a = nullptr;
+  const uint8_t* gemm_b = nullptr;
   bool present() const { return a.data != nullptr; }
 };
 
@@ -73,15 +79,18 @@ class LoraAdapter final : public ProjectionDelta {
   // product is added to y (ggml_scale, then ggml_add).
   void add(int64_t il, Proj p, const float* x, int64_t n, float* y, int64_t ldy, ThreadPool& pool) const override;
   // f16 and f32 pairs (the formats convert_lora_to_gguf.py and PEFT write) run batched across
-  // adapters through lowrank_apply (model/lowrank.h), on a transposed copy of B made at load.
+  // adapters through lowrank_apply (model/lowrank.h), on a transposed copy of B made at load; q8_0
+  // pairs through its Q8_0Gemm passes on packed copies made at load (bit-identical to add()).
   bool low_rank(int64_t il, Proj p, LowRankFactors* out) const override;
 
-  // Keeps every pair whose n_in and n_out are multiples of 32 as q8_0 copies of A and of B
-  // transposed, quantized from the file's values as llama-quantize writes q8_0 (A used in place
-  // when the file has it in q8_0), and drops the f16/f32 copy of B transposed: about half the
-  // memory of an f16 adapter, for a delta that differs by q8_0's rounding of each factor
-  // (Model.load's adapterType: "q8_0"). Call once, before the adapter is shared. Returns how many
-  // pairs it converted.
+  // Keeps every f16/f32 pair whose n_in and n_out are multiples of 32 in q8_0, quantized from the
+  // file's values as llama-quantize writes q8_0, and drops the f16/f32 copy of B transposed: about
+  // half the memory of an f16 adapter (Model.load's adapterType: "q8_0"). A rank that is a multiple
+  // of 32 gets A and B as a q8_0 adapter file would hold them (B blocked along r), run with
+  // llama.cpp's q8_0 arithmetic (the Q8_0Gemm passes: int8 dots on quantized activations); other
+  // ranks keep the f32 passes over q8_0 A and B transposed (blocked along n_out). Either way the
+  // delta differs from the file's by q8_0's rounding. Call once, before the adapter is shared.
+  // Returns how many pairs it converted (q8_0 files' pairs are already in the q8_0 form: 0).
   int64_t store_as_q8_0();
 
   // The pair of projection p of layer il (il ignored for Output), or null.
@@ -89,8 +98,9 @@ class LoraAdapter final : public ProjectionDelta {
   // adapter.lora.alpha (GGUF) or lora_alpha (PEFT; alpha_pattern may override it per module).
   float alpha() const { return alpha_; }
   int64_t n_pairs() const { return n_pairs_; }
-  // Bytes of every pair's A and B matrices (as stored in the file) plus the transposed copies of B;
-  // for a pair store_as_q8_0() converted, its two q8_0 matrices instead.
+  // Bytes of every pair's A and B matrices (as stored in the file) plus the transposed copies of B
+  // (f16/f32) or the packed copies (q8_0); for a pair store_as_q8_0() converted, its two q8_0
+  // matrices instead.
   size_t bytes() const { return bytes_; }
 
  private:
@@ -101,6 +111,9 @@ class LoraAdapter final : public ProjectionDelta {
   // The base matrix a target adapts (for Output: W.output, which is token_embd when tied).
   static const MatrixView& base_matrix(const Model& base, int64_t il, Proj p);
   void prepare_low_rank();
+  // Sets pr.gemm_a / gemm_b to packed copies of q8_0 rows a ([r, n_in]) and b ([n_out, r]) that the
+  // adapter owns, and counts their bytes (lora_q8.cpp).
+  void pack_for_gemm(LoraPair& pr, const uint8_t* a, const uint8_t* b);
   std::shared_ptr<const void> file_;               // the mapping (GgufFile / SafetensorsFile) views point into
   std::vector<std::unique_ptr<uint8_t[]>> owned_;  // permuted / realigned copies (PEFT)
   std::vector<std::array<LoraPair, kProjCount>> layers_;

@@ -1,14 +1,19 @@
-// LoraAdapter::store_as_q8_0 (lora.h): resident q8_0 factors for the batched low-rank kernels.
+// LoraAdapter::store_as_q8_0 (lora.h): resident q8_0 factors for the batched low-rank kernels, and
+// the packed copies their Q8_0Gemm passes read.
 //
-// Why: memory. q8_0 takes 34 bytes per 32 elements against f16's 64, so twice the adapters fit.
-// (It was also meant to cut the bytes a decode step streams per adapter; on 2 AVX-512 cores the
-// extra conversion per element made decode 6-18% slower instead: bench/README.md, "Multi-LoRA".) Quantized with ggml's weight quantizer (what
-// llama-quantize writes for q8_0), so the values are those of the same adapter converted to q8_0
-// by llama.cpp's tools, except that B is quantized along n_out (B^T's rows), the axis the kernel
-// streams, where a q8_0 GGUF adapter's B is blocked along r.
+// Why: memory, and at ranks that are multiples of 32 time too. q8_0 takes 34 bytes per 32 elements
+// against f16's 64, so twice the adapters fit. Such a rank runs the Q8_0Gemm passes (llama.cpp's
+// q8_0 adapter arithmetic: int8 dots on quantized activations, model/lowrank.h), which stream the
+// factors at the int8 kernels' speed, where a decode step over many rank-64 adapters reads more
+// factor bytes than base weights. Other ranks keep the f32 passes (A and B transposed in q8_0; the
+// conversion per element costs about what the bytes save). Quantized with ggml's weight quantizer
+// (what llama-quantize writes for q8_0), so the values are those of the same adapter converted to
+// q8_0 by llama.cpp's tools; in the f32 passes' form B is blocked along n_out (B^T's rows, the
+// axis those kernels stream), where a q8_0 GGUF adapter's B is blocked along r.
 #include <cstring>
 #include <vector>
 
+#include "../quant/gemm.h"
 #include "../quant/quant.h"
 #include "lora.h"
 
@@ -22,14 +27,64 @@ size_t stored_bytes(const MatrixView& m) { return static_cast<size_t>(m.n_out) *
 
 }  // namespace
 
+void LoraAdapter::pack_for_gemm(LoraPair& pr, const uint8_t* a, const uint8_t* b) {
+  const int64_t r = pr.a.n_out, n_in = pr.a.n_in, n_out = pr.b.n_out;
+  const size_t a_bytes = gemm_packed_bytes(GgmlType::Q8_0, n_in, r),
+               b_bytes = gemm_packed_bytes(GgmlType::Q8_0, r, n_out);
+  // 64-byte aligned, as the packed weights of a model (one cache line per record start).
+  auto aligned = [this](size_t bytes) {
+    std::unique_ptr<uint8_t[]> p(new uint8_t[bytes + 63]);
+    uint8_t* q = p.get() + (64 - reinterpret_cast<uintptr_t>(p.get()) % 64) % 64;
+    owned_.push_back(std::move(p));
+    return q;
+  };
+  uint8_t* pa = aligned(a_bytes);
+  uint8_t* pb = aligned(b_bytes);
+  gemm_pack(GgmlType::Q8_0, a, row_size(GgmlType::Q8_0, n_in), n_in, r, pa);
+  gemm_pack(GgmlType::Q8_0, b, row_size(GgmlType::Q8_0, r), r, n_out, pb);
+  pr.gemm_a = pa, pr.gemm_b = pb;
+  bytes_ += a_bytes + b_bytes;
+}
+
 int64_t LoraAdapter::store_as_q8_0() {
   int64_t converted = 0;
   std::vector<float> row, b, col;
+  std::vector<uint8_t> qa_rows, qb_rows;
   auto convert = [&](LoraPair& pr) {
-    if (!pr.present() || pr.q8_a) return;
+    if (!pr.present() || pr.q8_a || pr.gemm_a) return;
     const int64_t r = pr.a.n_out, n_in = pr.a.n_in, n_out = pr.b.n_out;
     if (n_in % kBlock != 0 || n_out % kBlock != 0) return;
     const size_t a_row = row_size(GgmlType::Q8_0, n_in), bt_row = row_size(GgmlType::Q8_0, n_out);
+    auto drop_bt = [&] {  // the f16/f32 copy of B transposed, no longer read
+      if (!pr.bt) return;
+      bytes_ -= static_cast<size_t>(r * n_out) * (pr.a.type == GgmlType::F16 ? 2 : 4);
+      for (auto it = owned_.begin(); it != owned_.end(); ++it)
+        if (it->get() == pr.bt) {
+          owned_.erase(it);
+          break;
+        }
+      pr.bt = nullptr;
+    };
+    if (r % kBlock == 0) {
+      // The Q8_0Gemm form: A's rows and B's rows (of r) quantized, as in a q8_0 adapter file.
+      const size_t b_row = row_size(GgmlType::Q8_0, r);
+      qa_rows.resize(static_cast<size_t>(r) * a_row);
+      qb_rows.resize(static_cast<size_t>(n_out) * b_row);
+      row.resize(static_cast<size_t>(std::max(n_in, r)));
+      for (int64_t k = 0; k < r; ++k) {
+        dequantize_row(pr.a.type, pr.a.row(k), row.data(), n_in);
+        quantize_row_weights(GgmlType::Q8_0, row.data(), qa_rows.data() + static_cast<size_t>(k) * a_row, n_in);
+      }
+      for (int64_t j = 0; j < n_out; ++j) {
+        dequantize_row(pr.b.type, pr.b.row(j), row.data(), r);
+        quantize_row_weights(GgmlType::Q8_0, row.data(), qb_rows.data() + static_cast<size_t>(j) * b_row, r);
+      }
+      bytes_ -= stored_bytes(pr.a) + stored_bytes(pr.b);
+      drop_bt();
+      pack_for_gemm(pr, qa_rows.data(), qb_rows.data());
+      ++converted;
+      return;
+    }
     // A: [r rows of n_in], in place when the file already has q8_0 rows.
     if (pr.a.type == GgmlType::Q8_0 && pr.a.row_bytes == a_row) {
       pr.q8_a = pr.a.data;
@@ -57,15 +112,7 @@ int64_t LoraAdapter::store_as_q8_0() {
     // Bytes: the file's A and B (and the copy of B^T, dropped) leave the count; the two q8_0
     // matrices the kernels read enter it.
     bytes_ -= stored_bytes(pr.a) + stored_bytes(pr.b);
-    if (pr.bt) {
-      bytes_ -= static_cast<size_t>(r * n_out) * (pr.a.type == GgmlType::F16 ? 2 : 4);
-      for (auto it = owned_.begin(); it != owned_.end(); ++it)
-        if (it->get() == pr.bt) {
-          owned_.erase(it);
-          break;
-        }
-      pr.bt = nullptr;
-    }
+    drop_bt();
     bytes_ += static_cast<size_t>(r) * (a_row + bt_row);
     ++converted;
   };

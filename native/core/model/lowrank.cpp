@@ -6,8 +6,10 @@
 #include <cmath>
 
 #include "../isa/isa.h"
+#include "../quant/gemm.h"
 #include "../quant/quant.h"
 #include "../quant/quant_impl.h"
+#include "lowrank_gemm.h"
 
 namespace llmserve {
 namespace {
@@ -39,7 +41,8 @@ constexpr int64_t kColChunk = 128;
 // fma chains overlap); fewer when that would leave threads idle.
 constexpr int64_t kRankChunk = 8;
 
-// A task of the A pass: group g (its rows are slots s0..), ranks [k0, k0 + kRankChunk).
+// A task of the A pass: group g (its rows are slots s0..), ranks [k0, k0 + chunk) (Q8_0Gemm:
+// [k0, k0 + kGemmGroupRows), one packed group of A's rows).
 struct Item {
   int64_t g, s0, k0;
 };
@@ -51,7 +54,9 @@ struct Scratch {
   std::vector<const float*> xs;
   std::vector<float*> ts, ys;
   std::vector<Item> item;
-  std::vector<int64_t> first;  // first slot of each group
+  std::vector<int64_t> first;     // first slot of each group
+  std::vector<uint8_t> xq, tq;    // Q8_0Gemm groups: each slot's x and t as gemm activations
+  std::vector<int64_t> b_groups;  // the groups pass 2 runs
 };
 Scratch& scratch() {
   thread_local Scratch s;
@@ -61,11 +66,13 @@ Scratch& scratch() {
 }  // namespace
 
 void lowrank_force_scalar_for_testing(bool on) { g_force_scalar.store(on, std::memory_order_relaxed); }
+bool lowrank_scalar_forced() { return g_force_scalar.load(std::memory_order_relaxed); }
 
 float lowrank_elem(const void* p, LowRankType type, int64_t i) {
   switch (type) {
     case LowRankType::F16: return fp16_to_fp32(static_cast<const uint16_t*>(p)[i]);
-    case LowRankType::Q8_0: {
+    case LowRankType::Q8_0:
+    case LowRankType::Q8_0Gemm: {  // rows of q8_0 blocks
       const quant::BlockQ8_0& b = static_cast<const quant::BlockQ8_0*>(p)[i / quant::kQK8_0];
       return fp16_to_fp32(b.d) * static_cast<float>(b.qs[i % quant::kQK8_0]);
     }
@@ -96,18 +103,39 @@ void lowrank_b_ref(const LowRankFactors& f, const float* const* ts, float* const
     }
 }
 
+void lowrank_add_scaled(float* y, const float* u, int64_t n, float scale) {
+  for (int64_t j = 0; j < n; ++j) y[j] = y[j] + u[j] * scale;
+}
+
 void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x, int64_t n_in, float* y, int64_t ldy,
                    int64_t n_out, ThreadPool& pool) {
   // T: one slot of max_r floats per (group, row), in group order.
-  int64_t total = 0, max_r = 0;
-  for (int64_t g = 0; g < n_groups; ++g) total += groups[g].n_rows, max_r = std::max(max_r, groups[g].f.r);
+  int64_t total = 0, max_r = 0, gemm_r = 0;
+  for (int64_t g = 0; g < n_groups; ++g) {
+    total += groups[g].n_rows, max_r = std::max(max_r, groups[g].f.r);
+    if (gemm_kind(groups[g].f)) gemm_r = std::max(gemm_r, groups[g].f.r);
+  }
+  // Q8_0Gemm groups take their ranks in runs of gemm_chunk (whole 16-row groups of A: one gemm
+  // call streams a run's groups with its prefetch running ahead; a call per group stalls on each
+  // first group), float groups in runs of chunk; both shrink while there are too few tasks.
+  int64_t gemm_chunk = kGemmGroupRows;
+  while (gemm_chunk < gemm_r) gemm_chunk *= 2;
+  auto step = [&](int64_t g, int64_t chunk) { return gemm_kind(groups[g].f) ? gemm_chunk : chunk; };
   auto count_items = [&](int64_t chunk) {
     int64_t n = 0;
-    for (int64_t g = 0; g < n_groups; ++g) n += (groups[g].f.r + chunk - 1) / chunk;
+    for (int64_t g = 0; g < n_groups; ++g) n += (groups[g].f.r + step(g, chunk) - 1) / step(g, chunk);
     return n;
   };
+  // With a Q8_0Gemm group per task at least twice over (many adapters of a decode step: BGMV),
+  // each runs whole in pass 1 (lowrank_gemm_group: both products, no pass 2 and no shared
+  // activations, so one parallel region per projection).
+  const int64_t want_items = 2 * static_cast<int64_t>(pool.size());
+  int64_t n_gemm = 0;
+  for (int64_t g = 0; g < n_groups; ++g) n_gemm += gemm_kind(groups[g].f) ? 1 : 0;
+  const bool whole = n_gemm >= want_items;
   int64_t chunk = kRankChunk;
-  while (chunk > 2 && count_items(chunk) < 2 * static_cast<int64_t>(pool.size())) chunk /= 2;
+  while (chunk > 2 && count_items(chunk) < want_items) chunk /= 2;
+  while (!whole && gemm_chunk > kGemmGroupRows && count_items(chunk) < want_items) gemm_chunk /= 2;
   const int64_t items = count_items(chunk);
   if (total == 0 || max_r == 0) return;
   Scratch& sc = scratch();
@@ -117,16 +145,35 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
   sc.ts.resize(static_cast<size_t>(total));
   sc.ys.resize(static_cast<size_t>(total));
   sc.item.resize(static_cast<size_t>(items));
+  sc.first.resize(static_cast<size_t>(n_groups));
   float* T = sc.t.data();
   auto& slot = sc.slot;  // (group, row) of each slot
   for (int64_t g = 0, s = 0, it = 0; g < n_groups; ++g) {
     const int64_t s0 = s;
+    sc.first[static_cast<size_t>(g)] = s0;
     for (int64_t i = 0; i < groups[g].n_rows; ++i, ++s) {
       slot[static_cast<size_t>(s)] = {g, groups[g].rows[i]};
       sc.xs[static_cast<size_t>(s)] = x + groups[g].rows[i] * n_in;
       sc.ts[static_cast<size_t>(s)] = T + s * max_r;
+      sc.ys[static_cast<size_t>(s)] = y + groups[g].rows[i] * ldy;
     }
-    for (int64_t k0 = 0; k0 < groups[g].f.r; k0 += chunk) sc.item[static_cast<size_t>(it++)] = {g, s0, k0};
+    for (int64_t k0 = 0; k0 < groups[g].f.r; k0 += step(g, chunk)) sc.item[static_cast<size_t>(it++)] = {g, s0, k0};
+  }
+  // Q8_0Gemm groups read x as gemm activations (quantized per row as matmul() does), made once.
+  const size_t xq_stride = gemm_r ? gemm_act_row_bytes(GgmlType::Q8_0, n_in) : 0;
+  const size_t tq_stride = gemm_r ? gemm_act_row_bytes(GgmlType::Q8_0, gemm_r) : 0;
+  if (gemm_r && !whole) {
+    if (sc.xq.size() < static_cast<size_t>(total) * xq_stride) sc.xq.resize(static_cast<size_t>(total) * xq_stride);
+    if (sc.tq.size() < static_cast<size_t>(total) * tq_stride) sc.tq.resize(static_cast<size_t>(total) * tq_stride);
+    pool.parallel_for(
+        total,
+        [&](int64_t b, int64_t e) {
+          for (int64_t s = b; s < e; ++s)
+            if (gemm_kind(groups[slot[static_cast<size_t>(s)].first].f))
+              gemm_prepare_act(GgmlType::Q8_0, sc.xs[static_cast<size_t>(s)], n_in,
+                               sc.xq.data() + static_cast<size_t>(s) * xq_stride);
+        },
+        std::max<int64_t>(1, 4096 / std::max<int64_t>(n_in, 1)));
   }
   AFn a_pass;
   BFn b_pass;
@@ -137,26 +184,47 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
     for (int64_t it = b; it < e; ++it) {
       const Item& w = sc.item[static_cast<size_t>(it)];
       const LowRankGroup& G = groups[w.g];
-      const int64_t k1 = std::min(G.f.r, w.k0 + chunk);
-      a_pass(G.f, sc.xs.data() + w.s0, G.n_rows, n_in, w.k0, k1, sc.ts.data() + w.s0);
+      const int64_t k1 = std::min(G.f.r, w.k0 + step(w.g, chunk));
+      if (gemm_kind(G.f) && whole) {
+        lowrank_gemm_group(G.f, sc.xs.data() + w.s0, G.n_rows, n_in, sc.ys.data() + w.s0, n_out);
+      } else if (gemm_kind(G.f)) {
+        // Ranks [k0, k1) of the group's rows, straight into their slots of T (rows max_r apart).
+        lowrank_gemm_a(G.f, n_in, sc.xq.data() + static_cast<size_t>(w.s0) * xq_stride, xq_stride, G.n_rows, w.k0, k1,
+                       T + w.s0 * max_r, max_r);
+      } else {
+        a_pass(G.f, sc.xs.data() + w.s0, G.n_rows, n_in, w.k0, k1, sc.ts.data() + w.s0);
+      }
     }
   });
+  // Q8_0Gemm groups read t as gemm activations too (r values per row: cheap, so on this thread).
+  for (int64_t s = 0; gemm_r && !whole && s < total; ++s) {
+    const LowRankFactors& f = groups[slot[static_cast<size_t>(s)].first].f;
+    if (gemm_kind(f))
+      gemm_prepare_act(GgmlType::Q8_0, sc.ts[static_cast<size_t>(s)], f.r,
+                       sc.tq.data() + static_cast<size_t>(s) * tq_stride);
+  }
   // Pass 2: y += scale·B·t, one (group, column range) per task over all the group's rows, so each
   // part of Bt is read once per projection, and a task walks its rows of Bt in address order (the
   // hardware prefetcher follows; a task per column range over every group read 256-byte pieces of
   // every group's rows). Ranges are whole kColChunk multiples, enough of them for every thread.
-  const int64_t want = 2 * static_cast<int64_t>(pool.size());
-  int64_t splits = std::max<int64_t>(1, (want + n_groups - 1) / n_groups);
+  auto& bg = sc.b_groups;
+  bg.clear();
+  for (int64_t g = 0; g < n_groups; ++g)
+    if (!whole || !gemm_kind(groups[g].f)) bg.push_back(g);
+  if (bg.empty()) return;
+  const int64_t nbg = static_cast<int64_t>(bg.size());
+  int64_t splits = std::max<int64_t>(1, (want_items + nbg - 1) / nbg);
   const int64_t cols = ((n_out + splits - 1) / splits + kColChunk - 1) / kColChunk * kColChunk;
   splits = (n_out + cols - 1) / cols;
-  for (int64_t s = 0; s < total; ++s) sc.ys[static_cast<size_t>(s)] = y + slot[static_cast<size_t>(s)].second * ldy;
-  sc.first.resize(static_cast<size_t>(n_groups));
-  for (int64_t g = 0, s0 = 0; g < n_groups; s0 += groups[g].n_rows, ++g) sc.first[static_cast<size_t>(g)] = s0;
-  pool.parallel_for(n_groups * splits, [&](int64_t b, int64_t e) {
+  pool.parallel_for(nbg * splits, [&](int64_t b, int64_t e) {
     for (int64_t it = b; it < e; ++it) {
-      const int64_t g = it / splits, j0 = (it % splits) * cols, j1 = std::min(n_out, j0 + cols);
-      const int64_t s0 = sc.first[static_cast<size_t>(g)];
-      b_pass(groups[g].f, sc.ts.data() + s0, sc.ys.data() + s0, groups[g].n_rows, n_out, j0, j1);
+      const int64_t g = bg[static_cast<size_t>(it / splits)], j0 = (it % splits) * cols;
+      const int64_t j1 = std::min(n_out, j0 + cols);
+      const int64_t s0 = sc.first[static_cast<size_t>(g)], n = groups[g].n_rows;
+      const LowRankFactors& f = groups[g].f;
+      if (gemm_kind(f))
+        lowrank_gemm_b(f, sc.tq.data() + static_cast<size_t>(s0) * tq_stride, tq_stride, n, j0, j1, sc.ys.data() + s0);
+      else b_pass(f, sc.ts.data() + s0, sc.ys.data() + s0, n, n_out, j0, j1);
     }
   });
 }

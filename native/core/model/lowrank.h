@@ -23,15 +23,31 @@ namespace llmserve {
 // bits), so every kernel sees the same f32 values and the numerics below are unchanged. It halves
 // an adapter's memory against f16 (34 bytes per 32 elements); the passes then convert more per
 // element (int8 -> f32, times d), which on 2 AVX-512 cores cost more time than the bytes saved.
-enum class LowRankType : uint8_t { F32, F16, Q8_0 };
+//
+// Q8_0Gemm: the other numerics, for q8_0 factors whose rank is a multiple of 32 -- llama.cpp's
+// q8_0 adapter arithmetic (two ggml_mul_mat, then ggml_scale and ggml_add), run by quant/gemm.h:
+//   t = gemm(A, q8_0(x))        A [r, n_in] q8_0 rows; x quantized per row as ggml's q8_0
+//   u = gemm(B, q8_0(t))        B [n_out, r] q8_0 rows (not transposed: blocks run along r)
+//   y[j] = y[j] + u[j] * scale
+// Integer block dots, so a step streams the factors at the int8 kernels' speed (a decode step
+// over 16 adapters of rank 64 reads more factor bytes than base weights). Bit-identical to
+// LoraAdapter::add (matmul() over the same rows), for any batch, grouping or thread count, as gemm
+// guarantees; it is the path for q8_0 adapter files and for Model.load's adapterType "q8_0".
+enum class LowRankType : uint8_t { F32, F16, Q8_0, Q8_0Gemm };
 
 // One adapter's factors for one projection, both of one type.
 struct LowRankFactors {
   const void* a = nullptr;   // A: [r, n_in] row-major
-  const void* bt = nullptr;  // B transposed: [r, n_out] row-major (row k = column k of B)
+  const void* bt = nullptr;  // B transposed: [r, n_out] row-major (row k = column k of B); Q8_0Gemm: unused
   LowRankType type = LowRankType::F32;
   int64_t r = 0;
   float scale = 0.0f;
+  // Q8_0Gemm only: B [n_out, r] (q8_0 rows of r), and optional copies of A and B packed by
+  // gemm_pack (read instead of the rows, same results); a may be null when a_packed is set, b when
+  // b_packed is.
+  const void* b = nullptr;
+  const uint8_t* a_packed = nullptr;
+  const uint8_t* b_packed = nullptr;
 };
 
 // Element i of a factor stored row-major as `type` (rows of a Q8_0 factor hold whole blocks).
@@ -45,9 +61,13 @@ struct LowRankGroup {
 };
 
 // x: [*, n_in] (row stride n_in); y: [*, n_out] (row stride ldy); any n_in (Q8_0 factors:
-// n_in and n_out multiples of 32).
+// n_in and n_out multiples of 32; Q8_0Gemm: n_in and r multiples of 32).
 void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x, int64_t n_in, float* y, int64_t ldy,
                    int64_t n_out, ThreadPool& pool);
+
+// y[j] = y[j] + u[j] * scale for j < n: how a delta u computed apart joins y (ggml_scale, then
+// ggml_add), shared by the Q8_0Gemm pass and LoraAdapter::add so both give the same bits.
+void lowrank_add_scaled(float* y, const float* u, int64_t n, float scale);
 
 // The two passes (scalar references and their AVX2 versions).
 // ts[i][k] = dot8(A[k, :], xs[i]) for k in [k0, k1) and i in [0, n_x): each A row is read once for

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include "os/os.h"
 #include "quant/gemm_impl.h"
@@ -214,9 +215,33 @@ void gemm_ref_q4_0(const GemmArgs& a) {
   const int64_t nb = a.n_in / kQK4_0;
   gemm_scalar(a, [nb](const uint8_t* w, const uint8_t* x) { return dot_q4_0(w, x, nb); });
 }
+// Row r of a packed Q8_0 matrix (pack_q8_0's records, 16 rows per group) back as q8_0 blocks.
+void unpack_q8_0_row(const uint8_t* packed, int64_t r, int64_t nb, BlockQ8_0* out) {
+  const uint8_t* rec = packed + static_cast<size_t>(r / kGemmGroupRows) * kPackQ8_0 * static_cast<size_t>(nb);
+  const int lane = static_cast<int>(r % kGemmGroupRows);
+  for (int64_t b = 0; b < nb; ++b, rec += kPackQ8_0) {
+    std::memcpy(&out[b].d, rec + 2 * lane, 2);
+    for (int j = 0; j < 8; ++j)
+      for (int k = 0; k < 4; ++k) out[b].qs[4 * j + k] = static_cast<int8_t>(rec[32 + 64 * j + 4 * lane + k] ^ 0x80);
+  }
+}
+
 void gemm_ref_q8_0(const GemmArgs& a) {
   const int64_t nb = a.n_in / kQK8_0;
-  gemm_scalar(a, [nb](const uint8_t* w, const uint8_t* x) { return dot_q8_0(w, x, nb); });
+  if (a.w) {
+    gemm_scalar(a, [nb](const uint8_t* w, const uint8_t* x) { return dot_q8_0(w, x, nb); });
+    return;
+  }
+  // Only the packed copy (gemm.h allows it for Q8_0): each row unpacked once, then the same dot.
+  std::vector<BlockQ8_0> row(static_cast<size_t>(nb));
+  for (int64_t r = a.r0; r < a.r1; ++r) {
+    unpack_q8_0_row(a.packed, r, nb, row.data());
+    for (int64_t t = 0; t < a.n; ++t) {
+      float v = dot_q8_0(reinterpret_cast<const uint8_t*>(row.data()), a.act + t * a.act_stride, nb);
+      if (a.bias) v += a.bias[r];
+      a.y[t * a.ldy + r] = v;
+    }
+  }
 }
 void gemm_ref_q4_K(const GemmArgs& a) {
   const int64_t nb = a.n_in / kQK_K;

@@ -1,0 +1,83 @@
+// The Q8_0Gemm passes of lowrank_apply (lowrank.h): llama.cpp's q8_0 adapter arithmetic through
+// quant/gemm, whose packed 16-row groups and int8 dot products stream the factors at the speed of
+// the model's own q8_0 weights.
+#include "lowrank_gemm.h"
+
+#include <vector>
+
+#include "../quant/gemm.h"
+#include "../quant/quant.h"
+
+namespace llmserve {
+namespace {
+
+void run_gemm(const GemmArgs& a) {
+  if (lowrank_scalar_forced()) gemm_ref(a);
+  else gemm(a);
+}
+
+// Per worker thread (grow-only): a group's activations and products when it runs whole, and the
+// u rows of a pass-2 task.
+struct GemmScratch {
+  std::vector<uint8_t> xq, tq;
+  std::vector<float> t, u;
+};
+GemmScratch& gemm_scratch() {
+  thread_local GemmScratch s;
+  return s;
+}
+
+template <class T>
+T* grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+}  // namespace
+
+void lowrank_gemm_a(const LowRankFactors& f, int64_t n_in, const uint8_t* xq, size_t xq_stride, int64_t n, int64_t k0,
+                    int64_t k1, float* t, int64_t ldt) {
+  GemmArgs a;
+  a.type = GgmlType::Q8_0, a.n_in = n_in, a.row_bytes = row_size(GgmlType::Q8_0, n_in);
+  a.w = static_cast<const uint8_t*>(f.a), a.packed = f.a_packed;
+  a.r0 = k0, a.r1 = k1;
+  a.act = xq, a.act_stride = xq_stride, a.n = n;
+  a.y = t, a.ldy = ldt;
+  run_gemm(a);
+}
+
+void lowrank_gemm_b(const LowRankFactors& f, const uint8_t* tq, size_t tq_stride, int64_t n, int64_t j0, int64_t j1,
+                    float* const* ys) {
+  // gemm's output row index starts at 0 in u: B's rows (raw and packed) are taken from row j0 on.
+  const int64_t cols = j1 - j0;
+  float* u = grow(gemm_scratch().u, static_cast<size_t>(n * cols));
+  GemmArgs a;
+  a.type = GgmlType::Q8_0, a.n_in = f.r, a.row_bytes = row_size(GgmlType::Q8_0, f.r);
+  a.w = f.b ? static_cast<const uint8_t*>(f.b) + static_cast<size_t>(j0) * a.row_bytes : nullptr;
+  a.packed = f.b_packed ? f.b_packed + static_cast<size_t>(j0 / kGemmGroupRows) *
+                                           gemm_packed_bytes(GgmlType::Q8_0, f.r, kGemmGroupRows)
+                        : nullptr;
+  a.r0 = 0, a.r1 = cols;
+  a.act = tq, a.act_stride = tq_stride, a.n = n;
+  a.y = u, a.ldy = cols;
+  run_gemm(a);
+  for (int64_t i = 0; i < n; ++i) lowrank_add_scaled(ys[i] + j0, u + i * cols, cols, f.scale);
+}
+
+void lowrank_gemm_group(const LowRankFactors& f, const float* const* xs, int64_t n, int64_t n_in, float* const* ys,
+                        int64_t n_out) {
+  GemmScratch& s = gemm_scratch();
+  const size_t xq_stride = gemm_act_row_bytes(GgmlType::Q8_0, n_in),
+               tq_stride = gemm_act_row_bytes(GgmlType::Q8_0, f.r);
+  uint8_t* xq = grow(s.xq, static_cast<size_t>(n) * xq_stride);
+  uint8_t* tq = grow(s.tq, static_cast<size_t>(n) * tq_stride);
+  float* t = grow(s.t, static_cast<size_t>(n * f.r));
+  for (int64_t i = 0; i < n; ++i)
+    gemm_prepare_act(GgmlType::Q8_0, xs[i], n_in, xq + static_cast<size_t>(i) * xq_stride);
+  lowrank_gemm_a(f, n_in, xq, xq_stride, n, 0, f.r, t, f.r);
+  for (int64_t i = 0; i < n; ++i)
+    gemm_prepare_act(GgmlType::Q8_0, t + i * f.r, f.r, tq + static_cast<size_t>(i) * tq_stride);
+  lowrank_gemm_b(f, tq, tq_stride, n, 0, n_out, ys);
+}
+
+}  // namespace llmserve

@@ -1,0 +1,28 @@
+// Internal to lowrank.cpp: the Q8_0Gemm passes (lowrank.h), run by quant/gemm on q8_0 activations.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "lowrank.h"
+
+namespace llmserve {
+
+inline bool gemm_kind(const LowRankFactors& f) { return f.type == LowRankType::Q8_0Gemm; }
+
+// Whether lowrank_force_scalar_for_testing is on (then gemm_ref runs instead of the dispatched gemm).
+bool lowrank_scalar_forced();
+
+// t[i * ldt + k] = gemm(A, xq[i]) for ranks k in [k0, k1) (k0 a multiple of 16), rows i < n; xq:
+// n gemm activation rows of x (gemm_prepare_act(Q8_0, x, n_in)), xq_stride bytes apart.
+void lowrank_gemm_a(const LowRankFactors& f, int64_t n_in, const uint8_t* xq, size_t xq_stride, int64_t n, int64_t k0,
+                    int64_t k1, float* t, int64_t ldt);
+// ys[i][j] = ys[i][j] + gemm(B, tq[i])[j] * scale for j in [j0, j1) (j0 a multiple of 16), rows i < n;
+// tq: n gemm activation rows of t (r values), tq_stride bytes apart.
+void lowrank_gemm_b(const LowRankFactors& f, const uint8_t* tq, size_t tq_stride, int64_t n, int64_t j0, int64_t j1,
+                    float* const* ys);
+// Both products for n rows of one group, on this thread: the result of lowrank_gemm_a over every
+// rank, then lowrank_gemm_b over every column (the same bits as the two passes).
+void lowrank_gemm_group(const LowRankFactors& f, const float* const* xs, int64_t n, int64_t n_in, float* const* ys,
+                        int64_t n_out);
+
+}  // namespace llmserve

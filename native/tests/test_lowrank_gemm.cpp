@@ -1,0 +1,193 @@
+// model/lowrank's Q8_0Gemm passes (llama.cpp's q8_0 adapter arithmetic, run by quant/gemm): the
+// result equals the formula written out here from quantize_row and integer block sums, bit for bit,
+// on every kernel tier, packed or raw rows, in any grouping, next to f16 groups, with 1 or 3
+// threads; and LoraAdapter::add (two matmul() calls) gives the same bits for a q8_0 adapter file.
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "lora/lora.h"
+#include "lora_test_util.h"
+#include "model/lowrank.h"
+#include "quant/gemm.h"
+#include "quant/quant.h"
+#include "quant/quant_impl.h"
+#include "testing.h"
+#include "threadpool/thread_pool.h"
+
+using namespace llmserve;
+
+namespace {
+
+std::vector<float> randv(size_t n, uint32_t seed, float sd) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.0f, sd);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(g);
+  return v;
+}
+
+// q8_0 rows of n values each.
+std::vector<uint8_t> q8_rows(const std::vector<float>& v, int64_t rows, int64_t n) {
+  const size_t rb = row_size(GgmlType::Q8_0, n);
+  std::vector<uint8_t> q(static_cast<size_t>(rows) * rb);
+  for (int64_t i = 0; i < rows; ++i)
+    quantize_row_weights(GgmlType::Q8_0, v.data() + i * n, q.data() + static_cast<size_t>(i) * rb, n);
+  return q;
+}
+
+// dot of a q8_0 weight row with x quantized to q8_0 (ggml's quantize_row): per block an exact
+// integer sum, then acc = fma(float(sumi), d_w * d_x, acc) in block order (quant/gemm.h).
+float q8_dot(const uint8_t* w_row, const float* x, int64_t n) {
+  std::vector<quant::BlockQ8_0> xq(static_cast<size_t>(n / 32));
+  quantize_row(GgmlType::Q8_0, x, xq.data(), n);
+  const auto* w = reinterpret_cast<const quant::BlockQ8_0*>(w_row);
+  float acc = 0.0f;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int32_t sumi = 0;
+    for (int j = 0; j < 32; ++j) sumi += w[b].qs[j] * xq[static_cast<size_t>(b)].qs[j];
+    acc = std::fma(static_cast<float>(sumi), fp16_to_fp32(w[b].d) * fp16_to_fp32(xq[static_cast<size_t>(b)].d), acc);
+  }
+  return acc;
+}
+
+struct GemmFactors {
+  std::vector<uint8_t> a, b, a_packed, b_packed;  // A [r, n_in], B [n_out, r]
+  LowRankFactors f;
+  int64_t r = 0, n_in = 0, n_out = 0;
+};
+
+GemmFactors make(int64_t r, int64_t n_in, int64_t n_out, float scale, uint32_t seed, bool packed) {
+  GemmFactors F;
+  F.r = r, F.n_in = n_in, F.n_out = n_out;
+  F.a = q8_rows(randv(static_cast<size_t>(r * n_in), seed, 0.05f), r, n_in);
+  F.b = q8_rows(randv(static_cast<size_t>(n_out * r), seed + 1, 0.05f), n_out, r);
+  F.f.type = LowRankType::Q8_0Gemm, F.f.r = r, F.f.scale = scale;
+  F.f.a = F.a.data(), F.f.b = F.b.data();
+  if (packed) {
+    F.a_packed.resize(gemm_packed_bytes(GgmlType::Q8_0, n_in, r));
+    gemm_pack(GgmlType::Q8_0, F.a.data(), row_size(GgmlType::Q8_0, n_in), n_in, r, F.a_packed.data());
+    F.b_packed.resize(gemm_packed_bytes(GgmlType::Q8_0, r, n_out));
+    gemm_pack(GgmlType::Q8_0, F.b.data(), row_size(GgmlType::Q8_0, r), r, n_out, F.b_packed.data());
+    F.f.a_packed = F.a_packed.data(), F.f.b_packed = F.b_packed.data();
+    F.f.a = nullptr, F.f.b = nullptr;  // the packed copies alone must do
+  }
+  return F;
+}
+
+// y_row += scale * B q8(A q8(x_row)), as llama.cpp's q8_0 adapter path computes it.
+void reference(const GemmFactors& F, const float* x, float* y) {
+  std::vector<float> t(static_cast<size_t>(F.r));
+  const size_t ra = row_size(GgmlType::Q8_0, F.n_in), rb = row_size(GgmlType::Q8_0, F.r);
+  for (int64_t k = 0; k < F.r; ++k) t[static_cast<size_t>(k)] = q8_dot(F.a.data() + k * ra, x, F.n_in);
+  for (int64_t j = 0; j < F.n_out; ++j) {
+    const float u = q8_dot(F.b.data() + j * rb, t.data(), F.r);
+    y[j] = y[j] + u * F.f.scale;
+  }
+}
+
+}  // namespace
+
+TEST(lowrank_q8_0_gemm_equals_llama_cpp_q8_0_formula_bitwise) {
+  // n_out 200: a partial last 16-row group of B; n_in 160: 5 blocks. Rows 0..12, some without an
+  // adapter, interleaved over two Q8_0Gemm adapters (ranks 32, 64) and one f16 adapter.
+  const int64_t n_in = 160, n_out = 200, rows = 13, ldy = n_out + 3;
+  const int which[rows] = {0, 1, 2, -1, 0, 1, 1, 2, 0, -1, 1, 0, 0};
+  const auto x = randv(static_cast<size_t>(rows * n_in), 11, 1.0f);
+  const auto y0 = randv(static_cast<size_t>(rows * ldy), 12, 1.0f);
+  // The f16 group: A [4, n_in], Bt [4, n_out].
+  std::vector<uint16_t> ah(4 * n_in), bth(4 * n_out);
+  for (size_t i = 0; i < ah.size(); ++i) ah[i] = fp32_to_fp16(randv(ah.size(), 13, 0.05f)[i]);
+  for (size_t i = 0; i < bth.size(); ++i) bth[i] = fp32_to_fp16(randv(bth.size(), 14, 0.05f)[i]);
+  LowRankFactors f16;
+  f16.a = ah.data(), f16.bt = bth.data(), f16.type = LowRankType::F16, f16.r = 4, f16.scale = 0.5f;
+  int checked = 0;
+  for (bool packed : {true, false})
+    for (bool scalar : {false, true}) {
+      GemmFactors G0 = make(32, n_in, n_out, 0.75f, 21, packed), G1 = make(64, n_in, n_out, 2.0f, 23, packed);
+      lowrank_force_scalar_for_testing(scalar);
+      for (int threads : {1, 3}) {
+        ThreadPool pool(threads);
+        std::vector<int64_t> idx[3];
+        for (int64_t i = 0; i < rows; ++i)
+          if (which[i] >= 0) idx[which[i]].push_back(i);
+        LowRankGroup gs[3] = {{G0.f, idx[0].data(), static_cast<int64_t>(idx[0].size())},
+                              {G1.f, idx[1].data(), static_cast<int64_t>(idx[1].size())},
+                              {f16, idx[2].data(), static_cast<int64_t>(idx[2].size())}};
+        auto y = y0;
+        lowrank_apply(gs, 3, x.data(), n_in, y.data(), ldy, n_out, pool);
+        for (int64_t i = 0; i < rows; ++i) {
+          std::vector<float> want(y0.begin() + i * ldy, y0.begin() + (i + 1) * ldy);
+          if (which[i] == 0 || which[i] == 1) reference(which[i] == 0 ? G0 : G1, x.data() + i * n_in, want.data());
+          if (which[i] == 2) {  // the f16 group is checked by test_lowrank; here: it ran, alone
+            const int64_t zero = 0;
+            LowRankGroup one{f16, &zero, 1};
+            ThreadPool p1(1);
+            lowrank_apply(&one, 1, x.data() + i * n_in, n_in, want.data(), ldy, n_out, p1);
+          }
+          CHECK(std::memcmp(want.data(), y.data() + i * ldy, static_cast<size_t>(ldy) * 4) == 0);
+          if (which[i] >= 0) CHECK(want[5] != y0[static_cast<size_t>(i * ldy + 5)]);  // the delta is there
+          ++checked;
+        }
+      }
+      lowrank_force_scalar_for_testing(false);
+    }
+  CHECK(checked == 2 * 2 * 2 * rows);
+}
+
+// Many rows of one adapter (a prefill chunk): gemm's multi-token tiles give each row its own bits.
+TEST(lowrank_q8_0_gemm_prefill_rows_equal_decode_rows) {
+  const int64_t n_in = 256, n_out = 96, rows = 70;
+  GemmFactors G = make(64, n_in, n_out, 1.5f, 31, true);
+  const auto x = randv(static_cast<size_t>(rows * n_in), 32, 1.0f);
+  const auto y0 = randv(static_cast<size_t>(rows * n_out), 33, 1.0f);
+  std::vector<int64_t> all(rows);
+  for (int64_t i = 0; i < rows; ++i) all[static_cast<size_t>(i)] = i;
+  ThreadPool pool(2);
+  auto y = y0;
+  LowRankGroup g{G.f, all.data(), rows};
+  lowrank_apply(&g, 1, x.data(), n_in, y.data(), n_out, n_out, pool);
+  for (int64_t i = 0; i < rows; ++i) {
+    std::vector<float> want(y0.begin() + i * n_out, y0.begin() + (i + 1) * n_out);
+    reference(G, x.data() + i * n_in, want.data());
+    CHECK(std::memcmp(want.data(), y.data() + i * n_out, static_cast<size_t>(n_out) * 4) == 0);
+  }
+}
+
+// A q8_0 adapter file's pairs run the Q8_0Gemm passes (packed at load); LoraAdapter::add, two
+// matmul() calls over the same rows (ggml's mul_mat, scale, add), gives the same bits.
+TEST(lora_q8_0_file_batched_equals_add_bitwise) {
+  using namespace lora_test;
+  const std::string base = base_path("llama");
+  auto m = load_model(base);
+  CHECK(m != nullptr);
+  if (!m) return;
+  SynthLoraOptions o;
+  o.rank = 32, o.alpha = 48.0f, o.seed = 5, o.type = GgmlType::Q8_0, o.targets = kAllTargets;
+  std::unique_ptr<LoraAdapter> ad;
+  CHECK(LoraAdapter::load(adapter_path(base, "q8gemm", o), *m, 1.0f, &ad).is_ok());
+  if (!ad) return;
+  int pairs = 0;
+  ThreadPool pool(2);
+  for (Proj p : {Proj::Q, Proj::V, Proj::Gate, Proj::Down}) {
+    LowRankFactors f;
+    CHECK(ad->low_rank(1, p, &f) && f.type == LowRankType::Q8_0Gemm && f.a_packed && f.b_packed);
+    const LoraPair* pr = ad->pair(1, p);
+    if (!pr) continue;
+    const int64_t n_in = pr->a.n_in, n_out = pr->b.n_out, rows = 5;
+    const auto x = randv(static_cast<size_t>(rows * n_in), 40 + pairs, 1.0f);
+    const auto y0 = randv(static_cast<size_t>(rows * n_out), 50 + pairs, 1.0f);
+    auto via_add = y0, batched = y0;
+    ad->add(1, p, x.data(), rows, via_add.data(), n_out, pool);
+    const int64_t pick[2] = {1, 3};  // two of the rows, as one segment
+    LowRankGroup g{f, pick, 2};
+    lowrank_apply(&g, 1, x.data(), n_in, batched.data(), n_out, n_out, pool);
+    for (int64_t i : pick)
+      CHECK(std::memcmp(via_add.data() + i * n_out, batched.data() + i * n_out, static_cast<size_t>(n_out) * 4) == 0);
+    CHECK(std::memcmp(y0.data(), batched.data(), static_cast<size_t>(n_out) * 4) == 0);  // row 0 untouched
+    CHECK(via_add[static_cast<size_t>(n_out + 1)] != y0[static_cast<size_t>(n_out + 1)]);
+    ++pairs;
+  }
+  CHECK(pairs == 4);
+}
