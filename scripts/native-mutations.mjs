@@ -1005,4 +1005,11 @@ export const MUTATIONS = [
     replace: "const int lane = static_cast<int>(r % kGemmGroupRows) ^ 1;",
     why: "scalar GEMM over a packed-only Q8_0 matrix: each row reads its neighbour's lane",
   },
+  {
+    id: "gemm-avx2-q6k-scale-pair-swapped",
+    file: "native/core/quant/gemm_avx2.cpp",
+    find: "const __m256i sc = _mm256_shuffle_epi8(sp, cc ? hi : lo);",
+    replace: "const __m256i sc = _mm256_shuffle_epi8(sp, cc ? lo : hi);",
+    why: "AVX2 Q6_K GEMM: each sub-block pair's two scales trade places",
+  },
 ];

@@ -188,30 +188,29 @@ struct KQ6_K : StepPasses<KQ6_K> {
       for (int s = 0; s < 4; ++s) {
         const __m256i sp = _mm256_cvtepi8_epi16(
             _mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 32 + 32 * (4 * hh + s) + 16 * h)));
+        // A lane's two int16 scales (sub-blocks 2(4hh+s) and +1 of its row); each becomes a pair
+        // (sc, sc) so that one madd both widens a lane's two pair sums and scales them:
+        // madd(s16, (sc, sc)) = (s0 + s1) * sc, the same integer as madd(s16, 1) * sc.
+        const __m256i lo = _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13, 0, 1, 0, 1, 4, 5, 4, 5,
+                                            8, 9, 8, 9, 12, 13, 12, 13);
+        const __m256i hi = _mm256_add_epi8(lo, _mm256_set1_epi8(2));
 #pragma GCC unroll 2
         for (int cc = 0; cc < 2; ++cc) {
-          __m256i ia[T];
-#pragma GCC unroll 4
-          for (int t = 0; t < T; ++t) ia[t] = _mm256_setzero_si256();
-            // Pairs of maddubs sums add in int16 before a madd: each is at most 2 * 63 * 128 = 16128
-            // in magnitude (6-bit values, Q8_K in [-128, 127]), two 32256, so the sums are exact.
+          const __m256i sc = _mm256_shuffle_epi8(sp, cc ? hi : lo);
+          // Pairs of maddubs sums add in int16 before a madd: each is at most 2 * 63 * 128 = 16128
+          // in magnitude (6-bit values, Q8_K in [-128, 127]), two 32256, so the sums are exact;
+          // times a scale (|sc| <= 128) and summed over a super-block they stay within int32.
 #pragma GCC unroll 2
           for (int c2 = 4 * cc; c2 < 4 * cc + 4; c2 += 2) {
             const __m256i q0 = quarter(ql, qh, s, c2), q1 = quarter(ql, qh, s, c2 + 1);
             const size_t xe = xo + 4 + 128 * hh + 32 * s + 4 * c2;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int t = 0; t < T; ++t) {
               const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(q0, bcast32(x[t] + xe)),
                                                    _mm256_maddubs_epi16(q1, bcast32(x[t] + xe + 4)));
-              ia[t] = _mm256_add_epi32(ia[t], _mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
-              keep(ia[t]);
+              sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(s16, sc));
+              keep(sumi[t]);
             }
-          }
-          const __m256i sc = cc ? _mm256_srai_epi32(sp, 16) : _mm256_srai_epi32(_mm256_slli_epi32(sp, 16), 16);
-#pragma GCC unroll 4
-          for (int t = 0; t < T; ++t) {
-            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(ia[t], sc));
-            keep(sumi[t]);
           }
         }
       }
