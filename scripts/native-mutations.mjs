@@ -1012,4 +1012,11 @@ export const MUTATIONS = [
     replace: "const __m256i sc = _mm256_shuffle_epi8(sp, cc ? lo : hi);",
     why: "AVX2 Q6_K GEMM: each sub-block pair's two scales trade places",
   },
+  {
+    id: "gemm-avx2-q4k-scale-pair-half",
+    file: "native/core/quant/gemm_avx2.cpp",
+    find: "sc = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));",
+    replace: "sc = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 17));",
+    why: "AVX2 Q4_K GEMM: the odd int16 of each lane is scaled by twice the sub-block scale",
+  },
 ];

@@ -108,11 +108,13 @@ struct KQ4_K : StepPasses<KQ4_K> {
           keep(s16[t]);
         }
       }
-      const __m256i sc = load_u8x8(g + 64 + 16 * j + 8 * h);
+      // The row's 6-bit scale as an int16 pair (sc, sc): one madd widens and scales the lane's
+      // two sums, (s0 + s1) * sc, the same integer as madd by ones then a multiply.
+      __m256i sc = load_u8x8(g + 64 + 16 * j + 8 * h);
+      sc = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
 #pragma GCC unroll 4
       for (int t = 0; t < T; ++t) {
-        const __m256i ia = _mm256_madd_epi16(s16[t], _mm256_set1_epi16(1));
-        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_mullo_epi32(ia, sc));
+        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(s16[t], sc));
         keep(sumi[t]);
       }
     }
