@@ -117,10 +117,10 @@ export const MUTATIONS = [
   },
   {
     id: "lora-delta-unscaled",
-    file: "native/core/lora/lora.cpp",
-    find: "yr[j] = yr[j] + ur[j] * scale;",
-    replace: "yr[j] = yr[j] + ur[j];",
-    why: "LoRA: the low-rank term is added without its scale",
+    file: "native/core/model/lowrank.cpp",
+    find: "for (int64_t j = 0; j < n; ++j) y[j] = y[j] + u[j] * scale;",
+    replace: "for (int64_t j = 0; j < n; ++j) y[j] = y[j] + u[j];",
+    why: "LoRA (matmul path and Q8_0Gemm passes): the low-rank term is added without its scale",
   },
   {
     id: "peft-qk-not-permuted",
@@ -195,8 +195,8 @@ export const MUTATIONS = [
   {
     id: "lowrank-wrong-group-factors",
     file: "native/core/model/lowrank.cpp",
-    find: "      b_pass(groups[g].f,",
-    replace: "      b_pass(groups[0].f,",
+    find: "const LowRankFactors& f = groups[g].f;",
+    replace: "const LowRankFactors& f = groups[0].f;",
     why: "multi-LoRA: every group of a batch gets the first adapter's B (requests leak into each other's adapters)",
   },
   {
@@ -952,8 +952,8 @@ export const MUTATIONS = [
   {
     id: "gemm-avx2-q4k-int16-sum-low-half",
     file: "native/core/quant/gemm_avx2.cpp",
-    find: "const __m256i ia = _mm256_madd_epi16(s16[t], _mm256_set1_epi16(1));",
-    replace: "const __m256i ia = _mm256_srai_epi32(_mm256_slli_epi32(s16[t], 16), 16);",
+    find: "_mm256_madd_epi16(s16[t], sc)",
+    replace: "_mm256_madd_epi16(s16[t], _mm256_and_si256(sc, _mm256_set1_epi32(0xFFFF)))",
     why: "AVX2 Q4_K GEMM: a sub-block's int16 sums widen only the even element of each pair",
   },
   {
