@@ -239,6 +239,15 @@ const LoraPair* LoraAdapter::pair(int64_t il, Proj p) const {
 // type, [r, n_out]) for lowrank_apply; q8_0 pairs packed copies for its Q8_0Gemm passes; the others
 // keep the matmul path of add().
 void LoraAdapter::prepare_low_rank() {
+  size_t packed = 0;  // the q8_0 pairs' packed copies, in one block
+  auto is_q8 = [](const LoraPair& pr) {
+    return pr.present() && pr.a.type == GgmlType::Q8_0 && pr.b.type == GgmlType::Q8_0 && pr.a.n_in % 8 == 0;
+  };
+  for (auto& layer : layers_)
+    for (auto& pr : layer)
+      if (is_q8(pr)) packed += packed_size(pr);
+  if (is_q8(output_)) packed += packed_size(output_);
+  reserve_packed(packed);
   auto prep = [this](LoraPair& pr) {
     if (!pr.present() || pr.a.type != pr.b.type || pr.a.n_in % 8 != 0) return;
     if (pr.a.type == GgmlType::Q8_0) {

@@ -105,6 +105,11 @@ class LoraAdapter final : public ProjectionDelta {
 
  private:
   LoraAdapter() = default;
+
+ public:
+  ~LoraAdapter() override;
+
+ private:
   // load() for a PEFT folder (is_dir) or a path to its adapter_model.safetensors (peft.cpp).
   static Status load_peft(const std::string& path, bool is_dir, const Model& base, float user_scale,
                           std::unique_ptr<LoraAdapter>* out);
@@ -112,8 +117,18 @@ class LoraAdapter final : public ProjectionDelta {
   static const MatrixView& base_matrix(const Model& base, int64_t il, Proj p);
   void prepare_low_rank();
   // Sets pr.gemm_a / gemm_b to packed copies of q8_0 rows a ([r, n_in]) and b ([n_out, r]) that the
-  // adapter owns, and counts their bytes (lora_q8.cpp).
+  // adapter owns, and counts their bytes (lora_q8.cpp). Their memory comes from reserve_packed.
   void pack_for_gemm(LoraPair& pr, const uint8_t* a, const uint8_t* b);
+  // Bytes pack_for_gemm takes for pr (64-byte aligned slices).
+  static size_t packed_size(const LoraPair& pr);
+  // Room for `bytes` of packed slices in one block: on 2 MiB pages when it is large (a decode step
+  // streams every byte of every adapter in the batch; 4 KiB pages cost TLB misses), else plain.
+  void reserve_packed(size_t bytes);
+  struct PackedBlock {
+    uint8_t* p = nullptr;
+    size_t cap = 0, used = 0;
+  };
+  std::vector<PackedBlock> packed_;                // freed with the adapter
   std::shared_ptr<const void> file_;               // the mapping (GgufFile / SafetensorsFile) views point into
   std::vector<std::unique_ptr<uint8_t[]>> owned_;  // permuted / realigned copies (PEFT)
   std::vector<std::array<LoraPair, kProjCount>> layers_;

@@ -11,8 +11,11 @@
 // q8_0 by llama.cpp's tools; in the f32 passes' form B is blocked along n_out (B^T's rows, the
 // axis those kernels stream), where a q8_0 GGUF adapter's B is blocked along r.
 #include <cstring>
+#include <new>
 #include <vector>
 
+#include "../model/matmul.h"
+#include "../os/os.h"
 #include "../quant/gemm.h"
 #include "../quant/quant.h"
 #include "lora.h"
@@ -22,24 +25,48 @@ namespace llmserve {
 namespace {
 
 constexpr int64_t kBlock = 32;  // q8_0 elements per block
+constexpr size_t kHugePage = size_t(2) << 20;
+constexpr size_t kHugeMin = size_t(4) << 20;  // smaller blocks would waste most of a 2 MiB page
+
+size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
 size_t stored_bytes(const MatrixView& m) { return static_cast<size_t>(m.n_out) * m.row_bytes; }
 
 }  // namespace
 
+LoraAdapter::~LoraAdapter() {
+  for (PackedBlock& b : packed_) os::aligned_free(b.p);
+}
+
+size_t LoraAdapter::packed_size(const LoraPair& pr) {
+  const int64_t r = pr.a.n_out, n_in = pr.a.n_in, n_out = pr.b.n_out;
+  return round64(gemm_packed_bytes(GgmlType::Q8_0, n_in, r)) + round64(gemm_packed_bytes(GgmlType::Q8_0, r, n_out));
+}
+
+void LoraAdapter::reserve_packed(size_t bytes) {
+  if (bytes == 0) return;
+  PackedBlock b;
+  if (bytes >= kHugeMin) {
+    b.p = alloc_huge(bytes);
+    b.cap = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+  } else {
+    b.p = static_cast<uint8_t*>(os::aligned_alloc(64, bytes));
+    b.cap = bytes;
+  }
+  if (!b.p) throw std::bad_alloc();
+  packed_.push_back(b);
+}
+
 void LoraAdapter::pack_for_gemm(LoraPair& pr, const uint8_t* a, const uint8_t* b) {
   const int64_t r = pr.a.n_out, n_in = pr.a.n_in, n_out = pr.b.n_out;
   const size_t a_bytes = gemm_packed_bytes(GgmlType::Q8_0, n_in, r),
                b_bytes = gemm_packed_bytes(GgmlType::Q8_0, r, n_out);
-  // 64-byte aligned, as the packed weights of a model (one cache line per record start).
-  auto aligned = [this](size_t bytes) {
-    std::unique_ptr<uint8_t[]> p(new uint8_t[bytes + 63]);
-    uint8_t* q = p.get() + (64 - reinterpret_cast<uintptr_t>(p.get()) % 64) % 64;
-    owned_.push_back(std::move(p));
-    return q;
-  };
-  uint8_t* pa = aligned(a_bytes);
-  uint8_t* pb = aligned(b_bytes);
+  const size_t need = packed_size(pr);
+  if (packed_.empty() || packed_.back().cap - packed_.back().used < need) reserve_packed(need);
+  PackedBlock& blk = packed_.back();
+  uint8_t* pa = blk.p + blk.used;
+  uint8_t* pb = pa + round64(a_bytes);
+  blk.used += need;
   gemm_pack(GgmlType::Q8_0, a, row_size(GgmlType::Q8_0, n_in), n_in, r, pa);
   gemm_pack(GgmlType::Q8_0, b, row_size(GgmlType::Q8_0, r), r, n_out, pb);
   pr.gemm_a = pa, pr.gemm_b = pb;
@@ -50,10 +77,18 @@ int64_t LoraAdapter::store_as_q8_0() {
   int64_t converted = 0;
   std::vector<float> row, b, col;
   std::vector<uint8_t> qa_rows, qb_rows;
+  auto convertible = [](const LoraPair& pr) {
+    return pr.present() && !pr.q8_a && !pr.gemm_a && pr.a.n_in % kBlock == 0 && pr.b.n_out % kBlock == 0;
+  };
+  size_t packed = 0;  // the Q8_0Gemm form's slices, in one block
+  for (auto& layer : layers_)
+    for (auto& pr : layer)
+      if (convertible(pr) && pr.a.n_out % kBlock == 0) packed += packed_size(pr);
+  if (convertible(output_) && output_.a.n_out % kBlock == 0) packed += packed_size(output_);
+  reserve_packed(packed);
   auto convert = [&](LoraPair& pr) {
-    if (!pr.present() || pr.q8_a || pr.gemm_a) return;
+    if (!convertible(pr)) return;
     const int64_t r = pr.a.n_out, n_in = pr.a.n_in, n_out = pr.b.n_out;
-    if (n_in % kBlock != 0 || n_out % kBlock != 0) return;
     const size_t a_row = row_size(GgmlType::Q8_0, n_in), bt_row = row_size(GgmlType::Q8_0, n_out);
     auto drop_bt = [&] {  // the f16/f32 copy of B transposed, no longer read
       if (!pr.bt) return;
