@@ -1019,4 +1019,11 @@ export const MUTATIONS = [
     replace: "sc = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 17));",
     why: "AVX2 Q4_K GEMM: the odd int16 of each lane is scaled by twice the sub-block scale",
   },
+  {
+    id: "lowrank-jobs-first-job-width",
+    file: "native/core/model/lowrank_gemm.cpp",
+    find: "ys.data() + w.first, J.n_out);",
+    replace: "ys.data() + w.first, jobs[0].n_out);",
+    why: "LoRA, projections fused in one region: every job's B product spans the first job's output width",
+  },
 ];

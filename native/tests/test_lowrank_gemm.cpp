@@ -191,3 +191,49 @@ TEST(lora_q8_0_file_batched_equals_add_bitwise) {
   }
   CHECK(pairs == 4);
 }
+
+// Projections that share x (Q, K, V) in one lowrank_apply_jobs call: fused into one region when all
+// groups are Q8_0Gemm and there are enough of them, else one lowrank_apply per job; every row
+// equals the written-out formula either way.
+TEST(lowrank_apply_jobs_fused_equals_the_formula) {
+  // Big enough that the pool's worker takes tasks too (it reads the caller's task list).
+  const int64_t n_in = 1024, rows = 6;
+  const int64_t n_out[3] = {1024, 256, 1000};
+  const auto x = randv(static_cast<size_t>(rows * n_in), 61, 1.0f);
+  int fused_cases = 0;
+  for (int n_adapters : {1, 3}) {  // 3 jobs x 1 group: 3 tasks (< 2 x 2 threads: per job); x 3: fused
+    std::vector<GemmFactors> F;
+    for (int j = 0; j < 3; ++j)
+      for (int a = 0; a < n_adapters; ++a)
+        F.push_back(make(a % 2 ? 32 : 64, n_in, n_out[j], 0.5f + static_cast<float>(a), 70 + 10 * j + a, true));
+    std::vector<int64_t> idx[3];  // row i -> adapter i % n_adapters
+    for (int64_t i = 0; i < rows; ++i) idx[i % n_adapters].push_back(i);
+    std::vector<std::vector<float>> y0(3), y(3);
+    std::vector<LowRankGroup> gs[3];
+    LowRankJob jobs[3];
+    for (int j = 0; j < 3; ++j) {
+      y0[static_cast<size_t>(j)] = randv(static_cast<size_t>(rows * n_out[j]), 80 + j, 1.0f);
+      y[static_cast<size_t>(j)] = y0[static_cast<size_t>(j)];
+      for (int a = 0; a < n_adapters; ++a)
+        gs[j].push_back(
+            {F[static_cast<size_t>(j * n_adapters + a)].f, idx[a].data(), static_cast<int64_t>(idx[a].size())});
+      jobs[j] = {gs[j].data(), n_adapters, x.data(), n_in, y[static_cast<size_t>(j)].data(), n_out[j], n_out[j]};
+    }
+    ThreadPool pool(2);
+    // Repeated: the worker, awake after the first calls, takes tasks too.
+    for (int rep = 0; rep < 20; ++rep) {
+      for (int j = 0; j < 3; ++j) y[static_cast<size_t>(j)] = y0[static_cast<size_t>(j)];
+      lowrank_apply_jobs(jobs, 3, pool);
+    }
+    fused_cases += 3 * n_adapters >= 2 * pool.size();
+    for (int j = 0; j < 3; ++j)
+      for (int64_t i = 0; i < rows; ++i) {
+        std::vector<float> want(y0[static_cast<size_t>(j)].begin() + i * n_out[j],
+                                y0[static_cast<size_t>(j)].begin() + (i + 1) * n_out[j]);
+        reference(F[static_cast<size_t>(j * n_adapters + i % n_adapters)], x.data() + i * n_in, want.data());
+        CHECK(std::memcmp(want.data(), y[static_cast<size_t>(j)].data() + i * n_out[j],
+                          static_cast<size_t>(n_out[j]) * 4) == 0);
+      }
+  }
+  CHECK(fused_cases == 1);
+}

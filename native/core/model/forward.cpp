@@ -1,7 +1,9 @@
 #include "forward.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <initializer_list>
 #include <new>
 
 #include "../attention/attention.h"
@@ -183,8 +185,8 @@ struct Pass {
   std::vector<const ProjectionDelta*> row_delta{};
   std::vector<uint8_t> tiled{};  // [n] rows with the prompt arithmetic (empty: none); BatchLayout::tiled
   std::vector<Group> groups{};
-  std::vector<float> gx{}, gy{};        // gathered rows of a non-contiguous group
-  std::vector<LowRankGroup> lowrank{};  // the groups of one apply_deltas call that run batched
+  std::vector<float> gx{}, gy{};                       // gathered rows of a non-contiguous group
+  std::array<std::vector<LowRankGroup>, 3> lowrank{};  // per target of an apply_deltas call: its batched groups
 };
 
 // Groups of rows [0, m) with the same non-null delta.
@@ -218,46 +220,63 @@ const float* matmul_bias(const Pass& p, int64_t il, Proj which, const float* bia
   return bias && touched(p, il, which) ? nullptr : bias;
 }
 
-// After the base product y = W·x of projection `which` over rows [0, m): each group whose delta
-// touches it gets y += delta(x). Low-rank deltas (LoRA in f16/f32) go together through one
-// lowrank_apply call; any other delta through its add(), a scattered group on gathered copies of
-// its x and y rows that are copied back (the delta sees exactly the values it would in place, so
-// tokens do not depend on the grouping). Then the bias, if matmul_bias deferred it.
-void apply_deltas(Pass& p, int64_t il, Proj which, const MatrixView& w, const float* bias, const float* x, float* y,
-                  int64_t ldy, int64_t m) {
-  if (!touched(p, il, which)) return;
-  const int64_t n_in = w.n_in, n_out = w.n_out;
-  p.lowrank.clear();
-  for (const Pass::Group& g : p.groups) {
-    if (!g.d->touches(il, which)) continue;
-    LowRankFactors f;
-    if (n_in % 8 == 0 && g.d->low_rank(il, which, &f)) {
-      p.lowrank.push_back({f, g.rows.data(), static_cast<int64_t>(g.rows.size())});
-      continue;
+// A projection apply_deltas updates after its matmul: y [m, n_out] (row stride ldy) = W·x.
+struct DeltaTarget {
+  Proj which;
+  const MatrixView* w;
+  const float* bias;  // the bias matmul_bias deferred, or null
+  float* y;
+  int64_t ldy;
+};
+
+// After the base products of up to 3 projections that share x (Q, K, V; gate, up) over rows
+// [0, m): each group whose delta touches a projection gets y += delta(x). Low-rank deltas (LoRA)
+// of all the projections go together through one lowrank_apply_jobs call; any other delta
+// through its add(), a scattered group on gathered copies of its x and y rows that are copied back
+// (the delta sees exactly the values it would in place, so tokens do not depend on the grouping).
+// Then each projection's bias, if matmul_bias deferred it.
+void apply_deltas(Pass& p, int64_t il, std::initializer_list<DeltaTarget> targets, const float* x, int64_t m) {
+  LowRankJob jobs[3];
+  int n_jobs = 0;
+  for (const DeltaTarget& T : targets) {
+    if (!touched(p, il, T.which)) continue;
+    const int64_t n_in = T.w->n_in, n_out = T.w->n_out, ldy = T.ldy;
+    float* y = T.y;
+    std::vector<LowRankGroup>& lr = p.lowrank[static_cast<size_t>(n_jobs)];
+    lr.clear();
+    for (const Pass::Group& g : p.groups) {
+      if (!g.d->touches(il, T.which)) continue;
+      LowRankFactors f;
+      if (n_in % 8 == 0 && g.d->low_rank(il, T.which, &f)) {
+        lr.push_back({f, g.rows.data(), static_cast<int64_t>(g.rows.size())});
+        continue;
+      }
+      const int64_t k = static_cast<int64_t>(g.rows.size()), r0 = g.rows.front();
+      if (g.contiguous()) {
+        g.d->add(il, T.which, x + r0 * n_in, k, y + r0 * ldy, ldy, p.pool);
+        continue;
+      }
+      p.gx.resize(static_cast<size_t>(k * n_in));
+      p.gy.resize(static_cast<size_t>(k * n_out));
+      for (int64_t i = 0; i < k; ++i) {
+        const int64_t r = g.rows[static_cast<size_t>(i)];
+        std::copy(x + r * n_in, x + (r + 1) * n_in, p.gx.data() + i * n_in);
+        std::copy(y + r * ldy, y + r * ldy + n_out, p.gy.data() + i * n_out);
+      }
+      g.d->add(il, T.which, p.gx.data(), k, p.gy.data(), n_out, p.pool);
+      for (int64_t i = 0; i < k; ++i) {
+        const int64_t r = g.rows[static_cast<size_t>(i)];
+        std::copy(p.gy.data() + i * n_out, p.gy.data() + (i + 1) * n_out, y + r * ldy);
+      }
     }
-    const int64_t k = static_cast<int64_t>(g.rows.size()), r0 = g.rows.front();
-    if (g.contiguous()) {
-      g.d->add(il, which, x + r0 * n_in, k, y + r0 * ldy, ldy, p.pool);
-      continue;
-    }
-    p.gx.resize(static_cast<size_t>(k * n_in));
-    p.gy.resize(static_cast<size_t>(k * n_out));
-    for (int64_t i = 0; i < k; ++i) {
-      const int64_t r = g.rows[static_cast<size_t>(i)];
-      std::copy(x + r * n_in, x + (r + 1) * n_in, p.gx.data() + i * n_in);
-      std::copy(y + r * ldy, y + r * ldy + n_out, p.gy.data() + i * n_out);
-    }
-    g.d->add(il, which, p.gx.data(), k, p.gy.data(), n_out, p.pool);
-    for (int64_t i = 0; i < k; ++i) {
-      const int64_t r = g.rows[static_cast<size_t>(i)];
-      std::copy(p.gy.data() + i * n_out, p.gy.data() + (i + 1) * n_out, y + r * ldy);
-    }
+    jobs[n_jobs++] = {lr.data(), static_cast<int64_t>(lr.size()), x, n_in, y, ldy, n_out};
   }
-  if (!p.lowrank.empty())
-    lowrank_apply(p.lowrank.data(), static_cast<int64_t>(p.lowrank.size()), x, n_in, y, ldy, n_out, p.pool);
-  if (!bias) return;
-  for (int64_t t = 0; t < m; ++t)
-    for (int64_t j = 0; j < w.n_out; ++j) y[t * ldy + j] = y[t * ldy + j] + bias[j];
+  lowrank_apply_jobs(jobs, n_jobs, p.pool);
+  for (const DeltaTarget& T : targets) {
+    if (!T.bias || !touched(p, il, T.which)) continue;
+    for (int64_t t = 0; t < m; ++t)
+      for (int64_t j = 0; j < T.w->n_out; ++j) T.y[t * T.ldy + j] = T.y[t * T.ldy + j] + T.bias[j];
+  }
 }
 
 // Per-token positions, block tables and deltas; the rows whose logits are wanted, in batch order.
@@ -328,9 +347,9 @@ void qkv_and_store(Pass& p, const LayerWeights& L, int64_t il) {
                              {&L.wk, matmul_bias(p, il, Proj::K, L.bk), B.k, NKV},
                              {&L.wv, matmul_bias(p, il, Proj::V, L.bv), B.v, NKV}};
   matmul(qkv, 3, B.xn, p.n, p.pool);
-  apply_deltas(p, il, Proj::Q, L.wq, L.bq, B.xn, B.q, NQ, p.n);
-  apply_deltas(p, il, Proj::K, L.wk, L.bk, B.xn, B.k, NKV, p.n);
-  apply_deltas(p, il, Proj::V, L.wv, L.bv, B.xn, B.v, NKV, p.n);
+  apply_deltas(p, il,
+               {{Proj::Q, &L.wq, L.bq, B.q, NQ}, {Proj::K, &L.wk, L.bk, B.k, NKV}, {Proj::V, &L.wv, L.bv, B.v, NKV}},
+               B.xn, p.n);
   const KvRotation rot = p.rot;
   const float* rope = c.is_swa(il) ? B.rope_swa : B.rope;
   p.pool.parallel_for(
@@ -413,7 +432,7 @@ void attention_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
   }
   const MatmulTask wo[1] = {{&L.wo, matmul_bias(p, il, Proj::O, L.bo), B.xn, E}};
   matmul(wo, 1, B.attn, m, p.pool);
-  apply_deltas(p, il, Proj::O, L.wo, L.bo, B.attn, B.xn, E, m);
+  apply_deltas(p, il, {{Proj::O, &L.wo, L.bo, B.xn, E}}, B.attn, m);
   post_norm_and_add(p, L.attn_post_norm, m);
 }
 
@@ -434,8 +453,9 @@ void ffn_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
   const MatmulTask gu[2] = {{&L.ffn_gate, matmul_bias(p, il, Proj::Gate, L.ffn_gate_b), B.gate, FF},
                             {&L.ffn_up, matmul_bias(p, il, Proj::Up, L.ffn_up_b), B.up, FF}};
   matmul(gu, 2, B.xn, m, p.pool);
-  apply_deltas(p, il, Proj::Gate, L.ffn_gate, L.ffn_gate_b, B.xn, B.gate, FF, m);
-  apply_deltas(p, il, Proj::Up, L.ffn_up, L.ffn_up_b, B.xn, B.up, FF, m);
+  apply_deltas(p, il,
+               {{Proj::Gate, &L.ffn_gate, L.ffn_gate_b, B.gate, FF}, {Proj::Up, &L.ffn_up, L.ffn_up_b, B.up, FF}}, B.xn,
+               m);
   p.pool.parallel_for(
       m,
       [&](int64_t b, int64_t e) {
@@ -445,7 +465,7 @@ void ffn_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
       p.tok_grain);
   const MatmulTask down[1] = {{&L.ffn_down, matmul_bias(p, il, Proj::Down, L.ffn_down_b), B.xn, E}};
   matmul(down, 1, B.gate, m, p.pool);
-  apply_deltas(p, il, Proj::Down, L.ffn_down, L.ffn_down_b, B.gate, B.xn, E, m);
+  apply_deltas(p, il, {{Proj::Down, &L.ffn_down, L.ffn_down_b, B.xn, E}}, B.gate, m);
   post_norm_and_add(p, L.ffn_post_norm, m);
 }
 
@@ -465,7 +485,7 @@ void output_head(Pass& p, float* logits, bool hidden) {
   }
   const MatmulTask out[1] = {{&W.output, nullptr, logits, p.c.n_vocab}};
   matmul(out, 1, B.xn, p.n_out, p.pool);
-  apply_deltas(p, -1, Proj::Output, W.output, nullptr, B.xn, logits, p.c.n_vocab, p.n_out);
+  apply_deltas(p, -1, {{Proj::Output, &W.output, nullptr, logits, p.c.n_vocab}}, B.xn, p.n_out);
   if (p.c.final_softcap != 0.0f) {
     const int64_t V = p.c.n_vocab;
     p.pool.parallel_for(p.n_out,

@@ -65,6 +65,21 @@ struct LowRankGroup {
 void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x, int64_t n_in, float* y, int64_t ldy,
                    int64_t n_out, ThreadPool& pool);
 
+// One projection's update in a lowrank_apply_jobs call (the arguments of lowrank_apply).
+struct LowRankJob {
+  const LowRankGroup* groups = nullptr;
+  int64_t n_groups = 0;
+  const float* x = nullptr;
+  int64_t n_in = 0;
+  float* y = nullptr;
+  int64_t ldy = 0, n_out = 0;
+};
+// Several projections' updates (Q, K and V, or gate and up, which share x): where every group of
+// every job is Q8_0Gemm and there are at least two per thread in all, each group runs whole as one
+// task of a single parallel region for all the jobs (the many-adapter decode step: one region
+// instead of one per projection); otherwise lowrank_apply per job. The same bits either way.
+void lowrank_apply_jobs(const LowRankJob* jobs, int n_jobs, ThreadPool& pool);
+
 // y[j] = y[j] + u[j] * scale for j < n: how a delta u computed apart joins y (ggml_scale, then
 // ggml_add), shared by the Q8_0Gemm pass and LoraAdapter::add so both give the same bits.
 void lowrank_add_scaled(float* y, const float* u, int64_t n, float scale);

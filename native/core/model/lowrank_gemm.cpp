@@ -7,6 +7,7 @@
 
 #include "../quant/gemm.h"
 #include "../quant/quant.h"
+#include "../threadpool/thread_pool.h"
 
 namespace llmserve {
 namespace {
@@ -78,6 +79,50 @@ void lowrank_gemm_group(const LowRankFactors& f, const float* const* xs, int64_t
   for (int64_t i = 0; i < n; ++i)
     gemm_prepare_act(GgmlType::Q8_0, t + i * f.r, f.r, tq + static_cast<size_t>(i) * tq_stride);
   lowrank_gemm_b(f, tq, tq_stride, n, 0, n_out, ys);
+}
+
+void lowrank_apply_jobs(const LowRankJob* jobs, int n_jobs, ThreadPool& pool) {
+  int64_t items = 0;
+  bool all_gemm = true;
+  for (int j = 0; j < n_jobs; ++j)
+    for (int64_t g = 0; g < jobs[j].n_groups; ++g) all_gemm = all_gemm && gemm_kind(jobs[j].groups[g].f), ++items;
+  if (!all_gemm || items < 2 * static_cast<int64_t>(pool.size())) {
+    for (int j = 0; j < n_jobs; ++j)
+      if (jobs[j].n_groups > 0)
+        lowrank_apply(jobs[j].groups, jobs[j].n_groups, jobs[j].x, jobs[j].n_in, jobs[j].y, jobs[j].ldy, jobs[j].n_out,
+                      pool);
+    return;
+  }
+  // Per (job, group): its rows' x and y pointers, in one array (this thread's, grow-only; the tasks
+  // reach it through these references: a thread_local named inside them would be the worker's).
+  struct Item {
+    int job;
+    int64_t g, first;
+  };
+  thread_local std::vector<Item> tl_item;
+  thread_local std::vector<const float*> tl_xs;
+  thread_local std::vector<float*> tl_ys;
+  std::vector<Item>& item = tl_item;
+  std::vector<const float*>& xs = tl_xs;
+  std::vector<float*>& ys = tl_ys;
+  item.clear(), xs.clear(), ys.clear();
+  for (int j = 0; j < n_jobs; ++j)
+    for (int64_t g = 0; g < jobs[j].n_groups; ++g) {
+      const LowRankGroup& G = jobs[j].groups[g];
+      item.push_back({j, g, static_cast<int64_t>(xs.size())});
+      for (int64_t i = 0; i < G.n_rows; ++i) {
+        xs.push_back(jobs[j].x + G.rows[i] * jobs[j].n_in);
+        ys.push_back(jobs[j].y + G.rows[i] * jobs[j].ldy);
+      }
+    }
+  pool.parallel_for(items, [&](int64_t b, int64_t e) {
+    for (int64_t it = b; it < e; ++it) {
+      const Item& w = item[static_cast<size_t>(it)];
+      const LowRankJob& J = jobs[w.job];
+      const LowRankGroup& G = J.groups[w.g];
+      lowrank_gemm_group(G.f, xs.data() + w.first, G.n_rows, J.n_in, ys.data() + w.first, J.n_out);
+    }
+  });
 }
 
 }  // namespace llmserve
