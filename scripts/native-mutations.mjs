@@ -994,9 +994,9 @@ export const MUTATIONS = [
   {
     id: "lowrank-gemm-pass2-skips-gemm-groups",
     file: "native/core/model/lowrank.cpp",
-    find: "if (!whole || !gemm_kind(groups[g].f)) bg.push_back(g);",
-    replace: "if (!gemm_kind(groups[g].f)) bg.push_back(g);",
-    why: "LoRA Q8_0Gemm with few adapters (two passes): the B product is never added",
+    find: "for (int64_t s = 0; gemm_r && s < total; ++s) {",
+    replace: "for (int64_t s = 0; gemm_r && s < 0; ++s) {",
+    why: "LoRA Q8_0Gemm with few adapters (two passes): A·x is never quantized for the B product",
   },
   {
     id: "gemm-ref-packed-q8-lane",

@@ -54,9 +54,8 @@ struct Scratch {
   std::vector<const float*> xs;
   std::vector<float*> ts, ys;
   std::vector<Item> item;
-  std::vector<int64_t> first;     // first slot of each group
-  std::vector<uint8_t> xq, tq;    // Q8_0Gemm groups: each slot's x and t as gemm activations
-  std::vector<int64_t> b_groups;  // the groups pass 2 runs
+  std::vector<int64_t> first;   // first slot of each group
+  std::vector<uint8_t> xq, tq;  // Q8_0Gemm groups: each slot's x and t as gemm activations
 };
 Scratch& scratch() {
   thread_local Scratch s;
@@ -126,16 +125,19 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
     for (int64_t g = 0; g < n_groups; ++g) n += (groups[g].f.r + step(g, chunk) - 1) / step(g, chunk);
     return n;
   };
-  // With a Q8_0Gemm group per task at least twice over (many adapters of a decode step: BGMV),
-  // each runs whole in pass 1 (lowrank_gemm_group: both products, no pass 2 and no shared
-  // activations, so one parallel region per projection).
+  // Only Q8_0Gemm groups, at least two per thread (many adapters of a decode step: BGMV): each
+  // runs whole as one task (lowrank_apply_jobs: both products, one parallel region).
   const int64_t want_items = 2 * static_cast<int64_t>(pool.size());
   int64_t n_gemm = 0;
   for (int64_t g = 0; g < n_groups; ++g) n_gemm += gemm_kind(groups[g].f) ? 1 : 0;
-  const bool whole = n_gemm >= want_items;
+  if (n_gemm == n_groups && n_gemm >= want_items) {
+    const LowRankJob job{groups, n_groups, x, n_in, y, ldy, n_out};
+    lowrank_apply_jobs(&job, 1, pool);
+    return;
+  }
   int64_t chunk = kRankChunk;
   while (chunk > 2 && count_items(chunk) < want_items) chunk /= 2;
-  while (!whole && gemm_chunk > kGemmGroupRows && count_items(chunk) < want_items) gemm_chunk /= 2;
+  while (gemm_chunk > kGemmGroupRows && count_items(chunk) < want_items) gemm_chunk /= 2;
   const int64_t items = count_items(chunk);
   if (total == 0 || max_r == 0) return;
   Scratch& sc = scratch();
@@ -162,7 +164,7 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
   // Q8_0Gemm groups read x as gemm activations (quantized per row as matmul() does), made once.
   const size_t xq_stride = gemm_r ? gemm_act_row_bytes(GgmlType::Q8_0, n_in) : 0;
   const size_t tq_stride = gemm_r ? gemm_act_row_bytes(GgmlType::Q8_0, gemm_r) : 0;
-  if (gemm_r && !whole) {
+  if (gemm_r) {
     if (sc.xq.size() < static_cast<size_t>(total) * xq_stride) sc.xq.resize(static_cast<size_t>(total) * xq_stride);
     if (sc.tq.size() < static_cast<size_t>(total) * tq_stride) sc.tq.resize(static_cast<size_t>(total) * tq_stride);
     pool.parallel_for(
@@ -185,9 +187,7 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
       const Item& w = sc.item[static_cast<size_t>(it)];
       const LowRankGroup& G = groups[w.g];
       const int64_t k1 = std::min(G.f.r, w.k0 + step(w.g, chunk));
-      if (gemm_kind(G.f) && whole) {
-        lowrank_gemm_group(G.f, sc.xs.data() + w.s0, G.n_rows, n_in, sc.ys.data() + w.s0, n_out);
-      } else if (gemm_kind(G.f)) {
+      if (gemm_kind(G.f)) {
         // Ranks [k0, k1) of the group's rows, straight into their slots of T (rows max_r apart).
         lowrank_gemm_a(G.f, n_in, sc.xq.data() + static_cast<size_t>(w.s0) * xq_stride, xq_stride, G.n_rows, w.k0, k1,
                        T + w.s0 * max_r, max_r);
@@ -197,7 +197,7 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
     }
   });
   // Q8_0Gemm groups read t as gemm activations too (r values per row: cheap, so on this thread).
-  for (int64_t s = 0; gemm_r && !whole && s < total; ++s) {
+  for (int64_t s = 0; gemm_r && s < total; ++s) {
     const LowRankFactors& f = groups[slot[static_cast<size_t>(s)].first].f;
     if (gemm_kind(f))
       gemm_prepare_act(GgmlType::Q8_0, sc.ts[static_cast<size_t>(s)], f.r,
@@ -207,18 +207,12 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
   // part of Bt is read once per projection, and a task walks its rows of Bt in address order (the
   // hardware prefetcher follows; a task per column range over every group read 256-byte pieces of
   // every group's rows). Ranges are whole kColChunk multiples, enough of them for every thread.
-  auto& bg = sc.b_groups;
-  bg.clear();
-  for (int64_t g = 0; g < n_groups; ++g)
-    if (!whole || !gemm_kind(groups[g].f)) bg.push_back(g);
-  if (bg.empty()) return;
-  const int64_t nbg = static_cast<int64_t>(bg.size());
-  int64_t splits = std::max<int64_t>(1, (want_items + nbg - 1) / nbg);
+  int64_t splits = std::max<int64_t>(1, (want_items + n_groups - 1) / n_groups);
   const int64_t cols = ((n_out + splits - 1) / splits + kColChunk - 1) / kColChunk * kColChunk;
   splits = (n_out + cols - 1) / cols;
-  pool.parallel_for(nbg * splits, [&](int64_t b, int64_t e) {
+  pool.parallel_for(n_groups * splits, [&](int64_t b, int64_t e) {
     for (int64_t it = b; it < e; ++it) {
-      const int64_t g = bg[static_cast<size_t>(it / splits)], j0 = (it % splits) * cols;
+      const int64_t g = it / splits, j0 = (it % splits) * cols;
       const int64_t j1 = std::min(n_out, j0 + cols);
       const int64_t s0 = sc.first[static_cast<size_t>(g)], n = groups[g].n_rows;
       const LowRankFactors& f = groups[g].f;
