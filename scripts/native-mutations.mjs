@@ -1022,8 +1022,29 @@ export const MUTATIONS = [
   {
     id: "lowrank-jobs-first-job-width",
     file: "native/core/model/lowrank_gemm.cpp",
-    find: "ys.data() + w.first, J.n_out);",
-    replace: "ys.data() + w.first, jobs[0].n_out);",
+    find: "ys.data() + w.first, J.n_out,",
+    replace: "ys.data() + w.first, jobs[0].n_out,",
     why: "LoRA, projections fused in one region: every job's B product spans the first job's output width",
+  },
+  {
+    id: "lowrank-rows-act-scattered",
+    file: "native/core/model/lowrank_gemm.h",
+    find: "if (!xq || n <= 0 || rows[n - 1] - rows[0] + 1 != n) return nullptr;",
+    replace: "if (!xq || n <= 0) return nullptr;",
+    why: "LoRA q8_0 factors: a scattered group reads the caller's prepared rows as if they were consecutive",
+  },
+  {
+    id: "matmul-q8-rows-wrong-kind",
+    file: "native/core/model/matmul.cpp",
+    find: "*q8 = {prep[q8_prep].data, prep[q8_prep].stride};",
+    replace: "*q8 = {prep[0].data, prep[q8_prep].stride};",
+    why: "matmul hands a LoRA delta the first kind of prepared rows (Q8_K for a K-quant base) as its q8_0 rows",
+  },
+  {
+    id: "lowrank-add-scaled-avx512-fused",
+    file: "native/core/model/lowrank_avx512.cpp",
+    find: "_mm512_storeu_ps(y + j, _mm512_add_ps(_mm512_loadu_ps(y + j), _mm512_mul_ps(_mm512_loadu_ps(u + j), s)));",
+    replace: "_mm512_storeu_ps(y + j, _mm512_fmadd_ps(_mm512_loadu_ps(u + j), s, _mm512_loadu_ps(y + j)));",
+    why: "LoRA delta add: the AVX-512 lanes fuse the product and the sum (one rounding instead of two)",
   },
 ];

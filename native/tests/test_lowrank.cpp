@@ -129,6 +129,32 @@ TEST(lowrank_simd_equals_scalar_reference_bitwise) {
       }
 }
 
+// The delta's add (y + u·scale, product and sum each rounded): the SIMD versions per lane equal the
+// scalar loop, tails included; an fma there would differ in the last bit of many elements.
+TEST(lowrank_add_scaled_simd_equals_scalar_bitwise) {
+  if (!cpu_supports(Isa::Avx2)) {
+    std::printf("  (no AVX2 here: skipped)\n");
+    return;
+  }
+  for (const int64_t n : {1, 7, 8, 15, 16, 17, 33, 256, 5632 + 5}) {
+    const auto u = randv(static_cast<size_t>(n), 11), y0 = randv(static_cast<size_t>(n), 12);
+    auto ref = y0, v2 = y0, v5 = y0, fused = y0;
+    const float scale = 0.3f;  // not a power of two: the product rounds
+    lowrank_add_scaled_ref(ref.data(), u.data(), n, scale);
+    lowrank_add_scaled_avx2(v2.data(), u.data(), n, scale);
+    CHECK(std::memcmp(ref.data(), v2.data(), ref.size() * 4) == 0);
+    if (cpu_supports(Isa::Avx512)) {
+      v5.push_back(123.0f);  // the masked tail must not write past n
+      lowrank_add_scaled_avx512(v5.data(), u.data(), n, scale);
+      CHECK(std::memcmp(ref.data(), v5.data(), ref.size() * 4) == 0);
+      CHECK(v5.back() == 123.0f);
+    }
+    for (int64_t j = 0; j < n; ++j)
+      fused[static_cast<size_t>(j)] = std::fma(u[static_cast<size_t>(j)], scale, y0[static_cast<size_t>(j)]);
+    if (n >= 256) CHECK(std::memcmp(ref.data(), fused.data(), ref.size() * 4) != 0);  // the test can tell
+  }
+}
+
 TEST(lowrank_reference_matches_double_precision_product) {
   for (LowRankType type : {LowRankType::F16, LowRankType::Q8_0}) {
     const int64_t r = 16, n_in = 64, n_out = 64;

@@ -237,3 +237,56 @@ TEST(lowrank_apply_jobs_fused_equals_the_formula) {
   }
   CHECK(fused_cases == 1);
 }
+
+// The caller's q8_0 rows of x (matmul's PreparedQ8): a group of consecutive rows reads them, a
+// scattered group quantizes its own. Given rows made from another x2 tell which was read: the
+// consecutive group's result follows x2, the scattered one's x. Two-pass (with an f16 group next
+// to them) and whole-group (fused jobs) schedules alike.
+TEST(lowrank_q8_0_gemm_reads_the_callers_prepared_rows) {
+  const int64_t n_in = 256, n_out = 96, rows = 8;
+  const auto x = randv(static_cast<size_t>(rows * n_in), 91, 1.0f), x2 = randv(x.size(), 92, 1.0f);
+  const size_t stride = gemm_act_row_bytes(GgmlType::Q8_0, n_in);
+  std::vector<uint8_t> xq2(stride * rows);
+  for (int64_t i = 0; i < rows; ++i)
+    gemm_prepare_act(GgmlType::Q8_0, x2.data() + i * n_in, n_in, xq2.data() + i * stride);
+  const auto y0 = randv(static_cast<size_t>(rows * n_out), 93, 1.0f);
+  const std::vector<int64_t> consecutive = {2, 3, 4}, scattered = {0, 5, 7}, single = {6};
+  std::vector<uint16_t> ah(4 * n_in, fp32_to_fp16(0.01f)), bth(4 * n_out, fp32_to_fp16(0.02f));
+  LowRankFactors f16;
+  f16.a = ah.data(), f16.bt = bth.data(), f16.type = LowRankType::F16, f16.r = 4, f16.scale = 1.0f;
+  const int64_t f16_row = 1;
+  GemmFactors G0 = make(32, n_in, n_out, 0.75f, 94, true), G1 = make(64, n_in, n_out, 1.5f, 95, true),
+              G2 = make(32, n_in, n_out, 0.5f, 96, true);
+  for (bool with_f16 : {true, false}) {  // two-pass schedule; 3 gemm groups on 1 thread: whole groups
+    std::vector<LowRankGroup> gs = {
+        {G0.f, consecutive.data(), 3}, {G1.f, scattered.data(), 3}, {G2.f, single.data(), 1}};
+    if (with_f16) gs.push_back({f16, &f16_row, 1});
+    ThreadPool pool(with_f16 ? 2 : 1);
+    auto y = y0;
+    lowrank_apply(gs.data(), static_cast<int64_t>(gs.size()), x.data(), n_in, y.data(), n_out, n_out, pool, xq2.data(),
+                  stride);
+    for (int64_t i = 0; i < rows; ++i) {
+      if (i == f16_row) continue;
+      std::vector<float> want(y0.begin() + i * n_out, y0.begin() + (i + 1) * n_out);
+      const bool in0 = i >= 2 && i <= 4, in2 = i == 6;
+      const GemmFactors* F = in0 ? &G0 : in2 ? &G2 : (i == 0 || i == 5 || i == 7) ? &G1 : nullptr;
+      if (F) reference(*F, (F == &G1 ? x : x2).data() + i * n_in, want.data());
+      CHECK(std::memcmp(want.data(), y.data() + i * n_out, static_cast<size_t>(n_out) * 4) == 0);
+    }
+  }
+  // The jobs' fused schedule (2 jobs x 3 gemm groups >= 2 per thread), each job with the rows.
+  std::vector<LowRankGroup> gs = {{G0.f, consecutive.data(), 3}, {G1.f, scattered.data(), 3}, {G2.f, single.data(), 1}};
+  auto ya = y0, yb = y0;
+  LowRankJob jobs[2] = {{gs.data(), 3, x.data(), n_in, ya.data(), n_out, n_out, xq2.data(), stride},
+                        {gs.data(), 3, x.data(), n_in, yb.data(), n_out, n_out, xq2.data(), stride}};
+  ThreadPool pool(2);
+  lowrank_apply_jobs(jobs, 2, pool);
+  for (int64_t i = 0; i < rows; ++i) {
+    if (i == f16_row) continue;
+    std::vector<float> want(y0.begin() + i * n_out, y0.begin() + (i + 1) * n_out);
+    const GemmFactors* F = (i >= 2 && i <= 4) ? &G0 : i == 6 ? &G2 : &G1;
+    reference(*F, (F == &G1 ? x : x2).data() + i * n_in, want.data());
+    CHECK(std::memcmp(want.data(), ya.data() + i * n_out, static_cast<size_t>(n_out) * 4) == 0);
+    CHECK(std::memcmp(want.data(), yb.data() + i * n_out, static_cast<size_t>(n_out) * 4) == 0);
+  }
+}

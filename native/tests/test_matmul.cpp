@@ -622,3 +622,45 @@ TEST(matmul_forced_scalar_agrees) {
   else unsetenv("LLMSERVE_FORCE_SCALAR");
   quant::reset_dispatch_for_testing();
 }
+
+// matmul's q8 rows (what a LoRA delta on the same x reads next) are gemm_prepare_act(Q8_0)'s bytes,
+// whether a task prepared them (Q4_0: the same vec_dot type) or matmul made them apart (Q4_K, F16),
+// and the products keep their bits when they are asked for.
+TEST(matmul_q8_rows_are_the_q8_0_gemm_activations) {
+  const int64_t n_in = 256, n = 5;
+  std::vector<float> x;
+  for (int64_t t = 0; t < n; ++t) {
+    std::vector<float> r = act_values(n_in, 900 + static_cast<uint32_t>(t));
+    x.insert(x.end(), r.begin(), r.end());
+  }
+  const size_t stride = gemm_act_row_bytes(GgmlType::Q8_0, n_in);
+  std::vector<uint8_t> want(stride * n);
+  for (int64_t t = 0; t < n; ++t) gemm_prepare_act(GgmlType::Q8_0, x.data() + t * n_in, n_in, want.data() + t * stride);
+  for (GgmlType wt : {GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::F16}) {
+    Matrix m = random_matrix(wt, n_in, 40, 21);
+    MatrixView v = view(m);
+    ThreadPool pool(2);
+    std::vector<float> y(static_cast<size_t>(n * 40)), y_plain(y.size());
+    MatmulTask task{&v, nullptr, y.data(), 40};
+    PreparedQ8 q8;
+    matmul(&task, 1, x.data(), n, pool, &q8);
+    CHECK(q8.data != nullptr);
+    CHECK_EQ(q8.stride, stride);
+    bool same = q8.data != nullptr;
+    for (int64_t t = 0; same && t < n; ++t)
+      same = std::memcmp(q8.data + t * q8.stride, want.data() + t * stride, stride) == 0;
+    CHECK(same);
+    task.y = y_plain.data();
+    matmul(&task, 1, x.data(), n, pool);
+    CHECK(std::memcmp(y.data(), y_plain.data(), y.size() * 4) == 0);
+  }
+  // Rows of 48 values hold no whole q8_0 blocks: nothing to give.
+  Matrix m = random_matrix(GgmlType::F32, 48, 8, 22);
+  MatrixView v = view(m);
+  ThreadPool pool(1);
+  std::vector<float> y(8);
+  MatmulTask task{&v, nullptr, y.data(), 8};
+  PreparedQ8 q8{reinterpret_cast<const uint8_t*>(&y), 1};
+  matmul(&task, 1, x.data(), 1, pool, &q8);
+  CHECK(q8.data == nullptr && q8.stride == 0);
+}

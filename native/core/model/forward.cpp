@@ -220,6 +220,18 @@ const float* matmul_bias(const Pass& p, int64_t il, Proj which, const float* bia
   return bias && touched(p, il, which) ? nullptr : bias;
 }
 
+// Whether some group's delta on one of these projections multiplies q8_0 gemm rows of x
+// (Q8_0Gemm LoRA factors): then the projections' matmul prepares those rows too, and the deltas
+// read them instead of quantizing x once per projection and adapter.
+bool wants_q8(const Pass& p, int64_t il, std::initializer_list<Proj> which) {
+  for (const Pass::Group& g : p.groups)
+    for (Proj w : which) {
+      LowRankFactors f;
+      if (g.d->touches(il, w) && g.d->low_rank(il, w, &f) && f.type == LowRankType::Q8_0Gemm) return true;
+    }
+  return false;
+}
+
 // A projection apply_deltas updates after its matmul: y [m, n_out] (row stride ldy) = W·x.
 struct DeltaTarget {
   Proj which;
@@ -235,7 +247,9 @@ struct DeltaTarget {
 // through its add(), a scattered group on gathered copies of its x and y rows that are copied back
 // (the delta sees exactly the values it would in place, so tokens do not depend on the grouping).
 // Then each projection's bias, if matmul_bias deferred it.
-void apply_deltas(Pass& p, int64_t il, std::initializer_list<DeltaTarget> targets, const float* x, int64_t m) {
+// xq: x's q8_0 gemm rows from the projections' matmul (wants_q8), or empty.
+void apply_deltas(Pass& p, int64_t il, std::initializer_list<DeltaTarget> targets, const float* x, int64_t m,
+                  PreparedQ8 xq = {}) {
   LowRankJob jobs[3];
   int n_jobs = 0;
   for (const DeltaTarget& T : targets) {
@@ -252,6 +266,7 @@ void apply_deltas(Pass& p, int64_t il, std::initializer_list<DeltaTarget> target
         continue;
       }
       const int64_t k = static_cast<int64_t>(g.rows.size()), r0 = g.rows.front();
+      xq = {};  // add() may run matmul, which reuses this thread's buffer of prepared rows
       if (g.contiguous()) {
         g.d->add(il, T.which, x + r0 * n_in, k, y + r0 * ldy, ldy, p.pool);
         continue;
@@ -269,8 +284,9 @@ void apply_deltas(Pass& p, int64_t il, std::initializer_list<DeltaTarget> target
         std::copy(p.gy.data() + i * n_out, p.gy.data() + (i + 1) * n_out, y + r * ldy);
       }
     }
-    jobs[n_jobs++] = {lr.data(), static_cast<int64_t>(lr.size()), x, n_in, y, ldy, n_out};
+    jobs[n_jobs++] = {lr.data(), static_cast<int64_t>(lr.size()), x, n_in, y, ldy, n_out, nullptr, 0};
   }
+  for (int j = 0; j < n_jobs; ++j) jobs[j].xq = xq.data, jobs[j].xq_stride = xq.stride;
   lowrank_apply_jobs(jobs, n_jobs, p.pool);
   for (const DeltaTarget& T : targets) {
     if (!T.bias || !touched(p, il, T.which)) continue;
@@ -346,10 +362,11 @@ void qkv_and_store(Pass& p, const LayerWeights& L, int64_t il) {
   const MatmulTask qkv[3] = {{&L.wq, matmul_bias(p, il, Proj::Q, L.bq), B.q, NQ},
                              {&L.wk, matmul_bias(p, il, Proj::K, L.bk), B.k, NKV},
                              {&L.wv, matmul_bias(p, il, Proj::V, L.bv), B.v, NKV}};
-  matmul(qkv, 3, B.xn, p.n, p.pool);
+  PreparedQ8 xq;
+  matmul(qkv, 3, B.xn, p.n, p.pool, wants_q8(p, il, {Proj::Q, Proj::K, Proj::V}) ? &xq : nullptr);
   apply_deltas(p, il,
                {{Proj::Q, &L.wq, L.bq, B.q, NQ}, {Proj::K, &L.wk, L.bk, B.k, NKV}, {Proj::V, &L.wv, L.bv, B.v, NKV}},
-               B.xn, p.n);
+               B.xn, p.n, xq);
   const KvRotation rot = p.rot;
   const float* rope = c.is_swa(il) ? B.rope_swa : B.rope;
   p.pool.parallel_for(
@@ -431,8 +448,9 @@ void attention_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
         p.tok_grain);
   }
   const MatmulTask wo[1] = {{&L.wo, matmul_bias(p, il, Proj::O, L.bo), B.xn, E}};
-  matmul(wo, 1, B.attn, m, p.pool);
-  apply_deltas(p, il, {{Proj::O, &L.wo, L.bo, B.xn, E}}, B.attn, m);
+  PreparedQ8 xq;
+  matmul(wo, 1, B.attn, m, p.pool, wants_q8(p, il, {Proj::O}) ? &xq : nullptr);
+  apply_deltas(p, il, {{Proj::O, &L.wo, L.bo, B.xn, E}}, B.attn, m, xq);
   post_norm_and_add(p, L.attn_post_norm, m);
 }
 
@@ -452,10 +470,11 @@ void ffn_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
   }
   const MatmulTask gu[2] = {{&L.ffn_gate, matmul_bias(p, il, Proj::Gate, L.ffn_gate_b), B.gate, FF},
                             {&L.ffn_up, matmul_bias(p, il, Proj::Up, L.ffn_up_b), B.up, FF}};
-  matmul(gu, 2, B.xn, m, p.pool);
+  PreparedQ8 xq;
+  matmul(gu, 2, B.xn, m, p.pool, wants_q8(p, il, {Proj::Gate, Proj::Up}) ? &xq : nullptr);
   apply_deltas(p, il,
                {{Proj::Gate, &L.ffn_gate, L.ffn_gate_b, B.gate, FF}, {Proj::Up, &L.ffn_up, L.ffn_up_b, B.up, FF}}, B.xn,
-               m);
+               m, xq);
   p.pool.parallel_for(
       m,
       [&](int64_t b, int64_t e) {
@@ -464,8 +483,9 @@ void ffn_block(Pass& p, const LayerWeights& L, int64_t il, int64_t m) {
       },
       p.tok_grain);
   const MatmulTask down[1] = {{&L.ffn_down, matmul_bias(p, il, Proj::Down, L.ffn_down_b), B.xn, E}};
-  matmul(down, 1, B.gate, m, p.pool);
-  apply_deltas(p, il, {{Proj::Down, &L.ffn_down, L.ffn_down_b, B.xn, E}}, B.gate, m);
+  PreparedQ8 gq;
+  matmul(down, 1, B.gate, m, p.pool, wants_q8(p, il, {Proj::Down}) ? &gq : nullptr);
+  apply_deltas(p, il, {{Proj::Down, &L.ffn_down, L.ffn_down_b, B.xn, E}}, B.gate, m, gq);
   post_norm_and_add(p, L.ffn_post_norm, m);
 }
 

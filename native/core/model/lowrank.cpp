@@ -54,8 +54,9 @@ struct Scratch {
   std::vector<const float*> xs;
   std::vector<float*> ts, ys;
   std::vector<Item> item;
-  std::vector<int64_t> first;   // first slot of each group
-  std::vector<uint8_t> xq, tq;  // Q8_0Gemm groups: each slot's x and t as gemm activations
+  std::vector<int64_t> first;        // first slot of each group
+  std::vector<uint8_t> xq, tq;       // Q8_0Gemm groups: each slot's x and t as gemm activations
+  std::vector<const uint8_t*> gact;  // Q8_0Gemm groups: their first row's x activations (xq's, or the caller's)
 };
 Scratch& scratch() {
   thread_local Scratch s;
@@ -102,12 +103,24 @@ void lowrank_b_ref(const LowRankFactors& f, const float* const* ts, float* const
     }
 }
 
-void lowrank_add_scaled(float* y, const float* u, int64_t n, float scale) {
+void lowrank_add_scaled_ref(float* y, const float* u, int64_t n, float scale) {
   for (int64_t j = 0; j < n; ++j) y[j] = y[j] + u[j] * scale;
 }
 
+void lowrank_add_scaled(float* y, const float* u, int64_t n, float scale) {
+  // Every decode step adds each adapter's delta to its rows this way (7 projections x 16 adapters
+  // x thousands of columns); the scalar loop cost ~8% of the low-rank time.
+#if defined(LLMSERVE_X86)
+  if (!g_force_scalar.load(std::memory_order_relaxed)) {
+    if (active_isa() >= Isa::Avx512) return lowrank_add_scaled_avx512(y, u, n, scale);
+    if (active_isa() >= Isa::Avx2) return lowrank_add_scaled_avx2(y, u, n, scale);
+  }
+#endif
+  lowrank_add_scaled_ref(y, u, n, scale);
+}
+
 void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x, int64_t n_in, float* y, int64_t ldy,
-                   int64_t n_out, ThreadPool& pool) {
+                   int64_t n_out, ThreadPool& pool, const uint8_t* xq, size_t xq_stride) {
   // T: one slot of max_r floats per (group, row), in group order.
   int64_t total = 0, max_r = 0, gemm_r = 0;
   for (int64_t g = 0; g < n_groups; ++g) {
@@ -131,7 +144,7 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
   int64_t n_gemm = 0;
   for (int64_t g = 0; g < n_groups; ++g) n_gemm += gemm_kind(groups[g].f) ? 1 : 0;
   if (n_gemm == n_groups && n_gemm >= want_items) {
-    const LowRankJob job{groups, n_groups, x, n_in, y, ldy, n_out};
+    const LowRankJob job{groups, n_groups, x, n_in, y, ldy, n_out, xq, xq_stride};
     lowrank_apply_jobs(&job, 1, pool);
     return;
   }
@@ -161,21 +174,39 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
     }
     for (int64_t k0 = 0; k0 < groups[g].f.r; k0 += step(g, chunk)) sc.item[static_cast<size_t>(it++)] = {g, s0, k0};
   }
-  // Q8_0Gemm groups read x as gemm activations (quantized per row as matmul() does), made once.
-  const size_t xq_stride = gemm_r ? gemm_act_row_bytes(GgmlType::Q8_0, n_in) : 0;
+  // Q8_0Gemm groups read x as gemm activations (quantized per row as matmul() does): the caller's
+  // when it has them for the group's rows, else made here once. Either way act_stride bytes apart
+  // (the same gemm_act_row_bytes).
+  const size_t act_stride = gemm_r ? gemm_act_row_bytes(GgmlType::Q8_0, n_in) : 0;
   const size_t tq_stride = gemm_r ? gemm_act_row_bytes(GgmlType::Q8_0, gemm_r) : 0;
   if (gemm_r) {
-    if (sc.xq.size() < static_cast<size_t>(total) * xq_stride) sc.xq.resize(static_cast<size_t>(total) * xq_stride);
+    if (xq && xq_stride != act_stride) xq = nullptr;
+    if (sc.xq.size() < static_cast<size_t>(total) * act_stride) sc.xq.resize(static_cast<size_t>(total) * act_stride);
     if (sc.tq.size() < static_cast<size_t>(total) * tq_stride) sc.tq.resize(static_cast<size_t>(total) * tq_stride);
-    pool.parallel_for(
-        total,
-        [&](int64_t b, int64_t e) {
-          for (int64_t s = b; s < e; ++s)
-            if (gemm_kind(groups[slot[static_cast<size_t>(s)].first].f))
-              gemm_prepare_act(GgmlType::Q8_0, sc.xs[static_cast<size_t>(s)], n_in,
-                               sc.xq.data() + static_cast<size_t>(s) * xq_stride);
-        },
-        std::max<int64_t>(1, 4096 / std::max<int64_t>(n_in, 1)));
+    sc.gact.assign(static_cast<size_t>(n_groups), nullptr);
+    bool make = false;  // some group's rows are not in xq
+    for (int64_t g = 0; g < n_groups; ++g) {
+      if (!gemm_kind(groups[g].f)) continue;
+      const uint8_t* given = lowrank_rows_act(groups[g].rows, groups[g].n_rows, xq, act_stride);
+      sc.gact[static_cast<size_t>(g)] =
+          given ? given : sc.xq.data() + static_cast<size_t>(sc.first[static_cast<size_t>(g)]) * act_stride;
+      make = make || !given;
+    }
+    if (make)
+      pool.parallel_for(
+          total,
+          [&](int64_t b, int64_t e) {
+            for (int64_t s = b; s < e; ++s) {
+              uint8_t* dst = sc.xq.data() + static_cast<size_t>(s) * act_stride;
+              const int64_t g = slot[static_cast<size_t>(s)].first;
+              // this slot lies in the group's rows of sc.xq exactly when the group reads them
+              if (gemm_kind(groups[g].f) &&
+                  sc.gact[static_cast<size_t>(g)] ==
+                      sc.xq.data() + static_cast<size_t>(sc.first[static_cast<size_t>(g)]) * act_stride)
+                gemm_prepare_act(GgmlType::Q8_0, sc.xs[static_cast<size_t>(s)], n_in, dst);
+            }
+          },
+          std::max<int64_t>(1, 4096 / std::max<int64_t>(n_in, 1)));
   }
   AFn a_pass;
   BFn b_pass;
@@ -189,8 +220,8 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
       const int64_t k1 = std::min(G.f.r, w.k0 + step(w.g, chunk));
       if (gemm_kind(G.f)) {
         // Ranks [k0, k1) of the group's rows, straight into their slots of T (rows max_r apart).
-        lowrank_gemm_a(G.f, n_in, sc.xq.data() + static_cast<size_t>(w.s0) * xq_stride, xq_stride, G.n_rows, w.k0, k1,
-                       T + w.s0 * max_r, max_r);
+        lowrank_gemm_a(G.f, n_in, sc.gact[static_cast<size_t>(w.g)], act_stride, G.n_rows, w.k0, k1, T + w.s0 * max_r,
+                       max_r);
       } else {
         a_pass(G.f, sc.xs.data() + w.s0, G.n_rows, n_in, w.k0, k1, sc.ts.data() + w.s0);
       }
@@ -239,6 +270,12 @@ void lowrank_a_avx512(const LowRankFactors& f, const float* const* xs, int64_t n
 void lowrank_b_avx512(const LowRankFactors& f, const float* const* ts, float* const* ys, int64_t n_y, int64_t n_out,
                       int64_t j0, int64_t j1) {
   lowrank_b_ref(f, ts, ys, n_y, n_out, j0, j1);
+}
+void lowrank_add_scaled_avx2(float* y, const float* u, int64_t n, float scale) {
+  lowrank_add_scaled_ref(y, u, n, scale);
+}
+void lowrank_add_scaled_avx512(float* y, const float* u, int64_t n, float scale) {
+  lowrank_add_scaled_ref(y, u, n, scale);
 }
 #endif
 

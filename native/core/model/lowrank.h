@@ -62,8 +62,11 @@ struct LowRankGroup {
 
 // x: [*, n_in] (row stride n_in); y: [*, n_out] (row stride ldy); any n_in (Q8_0 factors:
 // n_in and n_out multiples of 32; Q8_0Gemm: n_in and r multiples of 32).
+// xq (optional): x's rows as q8_0 gemm activations (matmul's PreparedQ8: row t at xq + t *
+// xq_stride), which Q8_0Gemm groups of consecutive rows read instead of quantizing x again (the
+// same bytes either way).
 void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x, int64_t n_in, float* y, int64_t ldy,
-                   int64_t n_out, ThreadPool& pool);
+                   int64_t n_out, ThreadPool& pool, const uint8_t* xq = nullptr, size_t xq_stride = 0);
 
 // One projection's update in a lowrank_apply_jobs call (the arguments of lowrank_apply).
 struct LowRankJob {
@@ -73,6 +76,8 @@ struct LowRankJob {
   int64_t n_in = 0;
   float* y = nullptr;
   int64_t ldy = 0, n_out = 0;
+  const uint8_t* xq = nullptr;  // optional, as lowrank_apply's
+  size_t xq_stride = 0;
 };
 // Several projections' updates (Q, K and V, or gate and up, which share x): where every group of
 // every job is Q8_0Gemm and there are at least two per thread in all, each group runs whole as one
@@ -81,8 +86,12 @@ struct LowRankJob {
 void lowrank_apply_jobs(const LowRankJob* jobs, int n_jobs, ThreadPool& pool);
 
 // y[j] = y[j] + u[j] * scale for j < n: how a delta u computed apart joins y (ggml_scale, then
-// ggml_add), shared by the Q8_0Gemm pass and LoraAdapter::add so both give the same bits.
+// ggml_add), shared by the Q8_0Gemm pass and LoraAdapter::add so both give the same bits
+// (a rounded product, then a rounded sum: never fused; the SIMD versions do the same per lane).
 void lowrank_add_scaled(float* y, const float* u, int64_t n, float scale);
+void lowrank_add_scaled_ref(float* y, const float* u, int64_t n, float scale);
+void lowrank_add_scaled_avx2(float* y, const float* u, int64_t n, float scale);
+void lowrank_add_scaled_avx512(float* y, const float* u, int64_t n, float scale);
 
 // The two passes (scalar references and their AVX2 versions).
 // ts[i][k] = dot8(A[k, :], xs[i]) for k in [k0, k1) and i in [0, n_x): each A row is read once for

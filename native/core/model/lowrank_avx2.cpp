@@ -157,4 +157,13 @@ void lowrank_b_avx2(const LowRankFactors& f, const float* const* ts, float* cons
   if (i < n_y) lowrank_b_rows(f, ts + i, ys + i, n_y - i, n_out, j0, j1, sc);
 }
 
+// y, u: [n]; per lane y + (u * scale), the multiply and the add each rounded (lowrank.h).
+void lowrank_add_scaled_avx2(float* y, const float* u, int64_t n, float scale) {
+  const __m256 s = _mm256_set1_ps(scale);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    _mm256_storeu_ps(y + j, _mm256_add_ps(_mm256_loadu_ps(y + j), _mm256_mul_ps(_mm256_loadu_ps(u + j), s)));
+  for (; j < n; ++j) y[j] = y[j] + u[j] * scale;
+}
+
 }  // namespace llmserve

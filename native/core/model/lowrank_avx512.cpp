@@ -304,4 +304,17 @@ void lowrank_b_avx512(const LowRankFactors& f, const float* const* ts, float* co
   }
 }
 
+// y, u: [n]; as lowrank_add_scaled_avx2, 16 lanes and a masked tail.
+void lowrank_add_scaled_avx512(float* y, const float* u, int64_t n, float scale) {
+  const __m512 s = _mm512_set1_ps(scale);
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    _mm512_storeu_ps(y + j, _mm512_add_ps(_mm512_loadu_ps(y + j), _mm512_mul_ps(_mm512_loadu_ps(u + j), s)));
+  if (j < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - j)) - 1);
+    _mm512_mask_storeu_ps(
+        y + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + j), _mm512_mul_ps(_mm512_maskz_loadu_ps(m, u + j), s)));
+  }
+}
+
 }  // namespace llmserve

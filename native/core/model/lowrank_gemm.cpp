@@ -66,16 +66,20 @@ void lowrank_gemm_b(const LowRankFactors& f, const uint8_t* tq, size_t tq_stride
 }
 
 void lowrank_gemm_group(const LowRankFactors& f, const float* const* xs, int64_t n, int64_t n_in, float* const* ys,
-                        int64_t n_out) {
+                        int64_t n_out, const uint8_t* xq_in, size_t xq_in_stride) {
   GemmScratch& s = gemm_scratch();
-  const size_t xq_stride = gemm_act_row_bytes(GgmlType::Q8_0, n_in),
-               tq_stride = gemm_act_row_bytes(GgmlType::Q8_0, f.r);
-  uint8_t* xq = grow(s.xq, static_cast<size_t>(n) * xq_stride);
+  const size_t tq_stride = gemm_act_row_bytes(GgmlType::Q8_0, f.r);
   uint8_t* tq = grow(s.tq, static_cast<size_t>(n) * tq_stride);
   float* t = grow(s.t, static_cast<size_t>(n * f.r));
-  for (int64_t i = 0; i < n; ++i)
-    gemm_prepare_act(GgmlType::Q8_0, xs[i], n_in, xq + static_cast<size_t>(i) * xq_stride);
-  lowrank_gemm_a(f, n_in, xq, xq_stride, n, 0, f.r, t, f.r);
+  if (xq_in) {
+    lowrank_gemm_a(f, n_in, xq_in, xq_in_stride, n, 0, f.r, t, f.r);
+  } else {
+    const size_t xq_stride = gemm_act_row_bytes(GgmlType::Q8_0, n_in);
+    uint8_t* xq = grow(s.xq, static_cast<size_t>(n) * xq_stride);
+    for (int64_t i = 0; i < n; ++i)
+      gemm_prepare_act(GgmlType::Q8_0, xs[i], n_in, xq + static_cast<size_t>(i) * xq_stride);
+    lowrank_gemm_a(f, n_in, xq, xq_stride, n, 0, f.r, t, f.r);
+  }
   for (int64_t i = 0; i < n; ++i)
     gemm_prepare_act(GgmlType::Q8_0, t + i * f.r, f.r, tq + static_cast<size_t>(i) * tq_stride);
   lowrank_gemm_b(f, tq, tq_stride, n, 0, n_out, ys);
@@ -90,7 +94,7 @@ void lowrank_apply_jobs(const LowRankJob* jobs, int n_jobs, ThreadPool& pool) {
     for (int j = 0; j < n_jobs; ++j)
       if (jobs[j].n_groups > 0)
         lowrank_apply(jobs[j].groups, jobs[j].n_groups, jobs[j].x, jobs[j].n_in, jobs[j].y, jobs[j].ldy, jobs[j].n_out,
-                      pool);
+                      pool, jobs[j].xq, jobs[j].xq_stride);
     return;
   }
   // Per (job, group): its rows' x and y pointers, in one array (this thread's, grow-only; the tasks
@@ -120,7 +124,8 @@ void lowrank_apply_jobs(const LowRankJob* jobs, int n_jobs, ThreadPool& pool) {
       const Item& w = item[static_cast<size_t>(it)];
       const LowRankJob& J = jobs[w.job];
       const LowRankGroup& G = J.groups[w.g];
-      lowrank_gemm_group(G.f, xs.data() + w.first, G.n_rows, J.n_in, ys.data() + w.first, J.n_out);
+      lowrank_gemm_group(G.f, xs.data() + w.first, G.n_rows, J.n_in, ys.data() + w.first, J.n_out,
+                         lowrank_rows_act(G.rows, G.n_rows, J.xq, J.xq_stride), J.xq_stride);
     }
   });
 }

@@ -21,8 +21,16 @@ void lowrank_gemm_a(const LowRankFactors& f, int64_t n_in, const uint8_t* xq, si
 void lowrank_gemm_b(const LowRankFactors& f, const uint8_t* tq, size_t tq_stride, int64_t n, int64_t j0, int64_t j1,
                     float* const* ys);
 // Both products for n rows of one group, on this thread: the result of lowrank_gemm_a over every
-// rank, then lowrank_gemm_b over every column (the same bits as the two passes).
+// rank, then lowrank_gemm_b over every column (the same bits as the two passes). xq: the rows'
+// gemm activations xq_stride bytes apart if already made, else null (made here from xs).
 void lowrank_gemm_group(const LowRankFactors& f, const float* const* xs, int64_t n, int64_t n_in, float* const* ys,
-                        int64_t n_out);
+                        int64_t n_out, const uint8_t* xq, size_t xq_stride);
+
+// The gemm activations of a group's rows in a caller's prepared rows (lowrank_apply's xq): the
+// first row's, when xq is set and the rows are consecutive (then they lie xq_stride apart), else null.
+inline const uint8_t* lowrank_rows_act(const int64_t* rows, int64_t n, const uint8_t* xq, size_t xq_stride) {
+  if (!xq || n <= 0 || rows[n - 1] - rows[0] + 1 != n) return nullptr;
+  return xq + static_cast<size_t>(rows[0]) * xq_stride;
+}
 
 }  // namespace llmserve

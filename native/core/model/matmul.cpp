@@ -78,7 +78,8 @@ bool pack_matrix(MatrixView* w, uint8_t* dst) {
   return true;
 }
 
-void matmul(const MatmulTask* in_tasks, int n_in_tasks, const float* x, int64_t n, ThreadPool& pool) {
+void matmul(const MatmulTask* in_tasks, int n_in_tasks, const float* x, int64_t n, ThreadPool& pool, PreparedQ8* q8) {
+  if (q8) *q8 = {};
   if (n <= 0 || n_in_tasks <= 0) return;
   n_in_tasks = std::min(n_in_tasks, 4);
   // 2:4 sparse (f16 values), CSR and low-rank factored matrices run their own kernels on the f32
@@ -122,7 +123,7 @@ void matmul(const MatmulTask* in_tasks, int n_in_tasks, const float* x, int64_t 
   const int64_t n_in = tasks[0].w->n_in;
 
   // 1. Prepare the activations once per distinct vec_dot type (f32: used in place).
-  Prepared prep[4];
+  Prepared prep[5];  // up to 4 tasks' vec_dot types and q8's rows
   int n_prep = 0;
   int task_prep[4];
   size_t need = 0;
@@ -140,28 +141,48 @@ void matmul(const MatmulTask* in_tasks, int n_in_tasks, const float* x, int64_t 
     }
     task_prep[i] = found;
   }
+  int q8_prep = -1;
+  for (int j = 0; j < n_prep; ++j)
+    if (prep[j].vdt == GgmlType::Q8_0) q8_prep = j;
+  if (q8 && q8_prep < 0 && gemm_act_row_bytes(GgmlType::Q8_0, n_in) > 0) {
+    q8_prep = n_prep++;
+    prep[q8_prep] = {GgmlType::Q8_0, nullptr, gemm_act_row_bytes(GgmlType::Q8_0, n_in)};
+    need += prep[q8_prep].stride * static_cast<size_t>(n);
+  }
   thread_local ActBuffer act_buffer;
   uint8_t* free_ptr = need ? act_buffer.get(need) : nullptr;
+  // Per kind of prepared rows: its buffer and a weight type (any type with that vec_dot type
+  // prepares the same bytes).
+  uint8_t* prep_buf[5] = {};
+  GgmlType prep_wt[5];
+  int n_made = 0;
   for (int j = 0; j < n_prep; ++j) {
     Prepared& p = prep[j];
     if (p.vdt == GgmlType::F32) {
       p.data = reinterpret_cast<const uint8_t*>(x);
       continue;
     }
-    uint8_t* buf = free_ptr;
+    p.data = prep_buf[j] = free_ptr;
     free_ptr += p.stride * static_cast<size_t>(n);
-    p.data = buf;
-    // Any weight type with this vec_dot type prepares the same bytes.
-    GgmlType wt = GgmlType::F32;
+    prep_wt[j] = p.vdt == GgmlType::Q8_0 ? GgmlType::Q8_0 : GgmlType::F32;
     for (int i = 0; i < n_tasks; ++i)
-      if (task_prep[i] == j) wt = tasks[i].w->type;
+      if (task_prep[i] == j) prep_wt[j] = tasks[i].w->type;
+    ++n_made;
+  }
+  // Every kind of a token's rows in one task (one parallel region, however many kinds).
+  if (n_made > 0)
     pool.parallel_for(
         n,
         [&](int64_t b, int64_t e) {
-          for (int64_t t = b; t < e; ++t) gemm_prepare_act(wt, x + t * n_in, n_in, buf + t * p.stride);
+          for (int j = 0; j < n_prep; ++j) {
+            if (!prep_buf[j]) continue;
+            for (int64_t t = b; t < e; ++t)
+              gemm_prepare_act(prep_wt[j], x + t * n_in, n_in, prep_buf[j] + t * prep[j].stride);
+          }
         },
-        std::max<int64_t>(1, kMinChunkWork / 8 / n_in));
-  }
+        std::max<int64_t>(1, kMinChunkWork / 8 / n_in / n_made));
+
+  if (q8 && q8_prep >= 0) *q8 = {prep[q8_prep].data, prep[q8_prep].stride};
 
   // 2. Row tiles (16 rows) across all tasks; each tile computes every token.
   const Sparse24Q8Kernel s24_q8 = sparse24_q8_kernel();

@@ -24,7 +24,16 @@ struct MatmulTask {
 // Parallel over 16-row tiles; each weight tile is read once per call and reused for every token.
 // All tasks must share n_in. n_tasks <= 4.
 // The prepared activations live in a grow-only buffer of the calling thread.
-void matmul(const MatmulTask* tasks, int n_tasks, const float* x, int64_t n, ThreadPool& pool);
+// q8 (optional): also x's q8_0 gemm rows (gemm_prepare_act(Q8_0), the bytes a Q4_0 or Q8_0
+// weight's product reads), prepared with the others when no task made them, for a caller that
+// multiplies the same x by q8_0 factors next (LoRA: lowrank.h). They live in the same buffer:
+// valid until this thread's next matmul. Left empty when no task is a dense matrix.
+struct PreparedQ8 {
+  const uint8_t* data = nullptr;  // row t at data + t * stride
+  size_t stride = 0;
+};
+void matmul(const MatmulTask* tasks, int n_tasks, const float* x, int64_t n, ThreadPool& pool,
+            PreparedQ8* q8 = nullptr);
 
 // Load-time repacking of a weight matrix into gemm's 16-row interleaved layout (Q4_0, Q8_0, Q4_K,
 // Q6_K; about the raw size, e.g. +0% for Q4_0, +2.8% for Q4_K). The copy hangs off the view
