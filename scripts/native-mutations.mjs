@@ -1047,4 +1047,18 @@ export const MUTATIONS = [
     replace: "_mm512_storeu_ps(y + j, _mm512_fmadd_ps(_mm512_loadu_ps(u + j), s, _mm512_loadu_ps(y + j)));",
     why: "LoRA delta add: the AVX-512 lanes fuse the product and the sum (one rounding instead of two)",
   },
+  {
+    id: "gemm-avx512-few-blocks-group-stride",
+    file: "native/core/quant/gemm_avx512_driver.h",
+    find: "for (; r + kGemmGroupRows <= a.r1; r += kGemmGroupRows, g += group_bytes) {",
+    replace: "for (; r + kGemmGroupRows <= a.r1; r += kGemmGroupRows, g += K::kRecord) {",
+    why: "AVX-512 1-token GEMM over rows of few blocks: each 16-row group reads from one record past the last",
+  },
+  {
+    id: "gemm-avx2-few-blocks-halves",
+    file: "native/core/quant/gemm_avx2_driver.h",
+    find: "_mm256_storeu_ps(a.y + r + 8, acc[1]);",
+    replace: "_mm256_storeu_ps(a.y + r + 8, acc[0]);",
+    why: "AVX2 1-token GEMM over rows of few blocks: rows 8-15 of each group get rows 0-7's results",
+  },
 ];

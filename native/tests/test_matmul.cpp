@@ -664,3 +664,40 @@ TEST(matmul_q8_rows_are_the_q8_0_gemm_activations) {
   matmul(&task, 1, x.data(), 1, pool, &q8);
   CHECK(q8.data == nullptr && q8.stride == 0);
 }
+
+// One token against packed matrices of 1-4 blocks per row (a rank-32/64 LoRA factor B [n_out, r]
+// runs a loop of its own over the 16-row groups): every tier gives the scalar GEMM's bits, with a
+// partial last group, from a group boundary inside the matrix, and with a bias (the general path).
+TEST(gemm_one_token_few_blocks_packed_identical_across_isas) {
+  const auto tables = all_tables();
+  int checked = 0;
+  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::IQ4_NL, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q4_K,
+                     GgmlType::Q6_K}) {
+    for (int64_t nb : {1, 2, 3, 4, 5}) {
+      const int64_t n_in = type_traits(t).block_size * nb, n_out = 200;  // 12 full groups and 8 rows
+      Matrix w = random_matrix(t, n_in, n_out, 40 + static_cast<uint32_t>(nb));
+      Bytes packed(gemm_packed_bytes(t, n_in, n_out));
+      gemm_pack(t, w.data.data(), w.row_bytes, n_in, n_out, packed.data());
+      Acts acts = make_acts(t, n_in, 1, 50 + static_cast<uint32_t>(nb));
+      std::vector<float> bias(static_cast<size_t>(n_out));
+      for (size_t i = 0; i < bias.size(); ++i) bias[i] = 0.01f * static_cast<float>(i);
+      for (const float* b : {static_cast<const float*>(nullptr), static_cast<const float*>(bias.data())})
+        for (int64_t r0 : {int64_t(0), int64_t(32)}) {
+          const std::vector<float> ref = run_gemm(tables[0], w, acts, 0, 1, r0, n_out, nullptr, b);
+          for (const KernelTable* k : tables) {
+            const std::vector<float> y = run_gemm(k, w, acts, 0, 1, r0, n_out, packed.data(), b);
+            int bad = 0;
+            for (int64_t r = r0; r < n_out; ++r)
+              bad += !same_bits(y[static_cast<size_t>(r)], ref[static_cast<size_t>(r)]);
+            for (int64_t r = 0; r < r0; ++r) bad += !std::isnan(y[static_cast<size_t>(r)]);  // rows before r0 untouched
+            if (bad)
+              std::fprintf(stderr, "  %s %s nb %lld: %d outputs differ\n", k->isa, type_traits(t).name,
+                           static_cast<long long>(nb), bad);
+            CHECK_EQ(bad, 0);
+            ++checked;
+          }
+        }
+    }
+  }
+  CHECK(checked >= 7 * 5 * 2 * 2);
+}

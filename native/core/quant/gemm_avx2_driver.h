@@ -192,6 +192,26 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
 // groups swept by ~128 KiB of activations, 4 tokens per micro-kernel call.
 template <class K>
 void gemm_quant(const GemmArgs& a) {
+  // One token over packed groups of 1-4 records (a rank-32/64 LoRA B factor, [n_out, r]):
+  // group_tokens' per-group setup cost as much as the records themselves, so full groups run in
+  // one loop, each the sweep's run_both call with its prefetch: the same reads and bits.
+  if constexpr (HasRunBoth<K>) {
+    const int64_t nb = gemm_blocks(a.type, a.n_in);
+    if (a.n == 1 && a.packed && !a.bias && nb <= 4) {
+      const size_t group_bytes = K::kRecord * static_cast<size_t>(nb);
+      const uint8_t* x[2] = {a.act, a.act};
+      int64_t r = a.r0;
+      const uint8_t* g = a.packed + static_cast<size_t>(r / kGemmGroupRows) * group_bytes;
+      for (; r + kGemmGroupRows <= a.r1; r += kGemmGroupRows, g += group_bytes) {
+        __m256 acc[2];
+        K::template run_both<1>(g, nb, x, acc, Prefetcher(g + kPrefetchAhead, group_bytes, nb));
+        _mm256_storeu_ps(a.y + r, acc[0]);
+        _mm256_storeu_ps(a.y + r + 8, acc[1]);
+      }
+      if (r < a.r1) group_tokens<K>(g, nb, a, r, static_cast<int>(a.r1 - r), 0, 1, Prefetcher());
+      return;
+    }
+  }
   int64_t one_pass = 0;  // group_tokens' run_both calls
   if constexpr (HasRunBoth<K>) one_pass = K::kBothMaxT;
   gemm_sweep(a, K::kRecord, size_t(256) << 10, size_t(128) << 10, 4, SweepPrefetch{0, 0, one_pass}, pack_group,

@@ -78,10 +78,34 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
 
 // Runs kernel K over rows [r0, r1) and all tokens (gemm_impl.h's gemm_sweep): ~512 KiB of packed
 // groups swept by ~256 KiB of activations, 8 tokens per micro-kernel call.
+// Records from this size on get the few-token sweep's software prefetch at 1-2 tokens (SweepPrefetch).
+constexpr size_t kMinPrefetchRecord = 1025;
+
 template <class K>
 void gemm_quant(const GemmArgs& a) {
-  gemm_sweep(a, K::kRecord, size_t(512) << 10, size_t(256) << 10, 8, SweepPrefetch{1025, kPrefetchAhead}, pack_group,
-             group_tokens<K>);
+  // One token over packed groups of 1-4 small records (a rank-32/64 LoRA B factor, [n_out, r]):
+  // group_tokens' per-group setup cost as much as the records themselves, so the groups run in
+  // one loop. Records under the sweep's min_record get no software prefetch at 1 token there
+  // either, and each group is the same run<1> call: the same reads and bits.
+  if constexpr (K::kRecord < kMinPrefetchRecord) {
+    const int64_t nb = gemm_blocks(a.type, a.n_in);
+    if (a.n == 1 && a.packed && !a.bias && nb <= 4) {
+      const size_t group_bytes = K::kRecord * static_cast<size_t>(nb);
+      const uint8_t* x[1] = {a.act};
+      const Prefetcher none;
+      int64_t r = a.r0;
+      const uint8_t* g = a.packed + static_cast<size_t>(r / kGemmGroupRows) * group_bytes;
+      for (; r + kGemmGroupRows <= a.r1; r += kGemmGroupRows, g += group_bytes) {
+        __m512 acc[1];
+        K::template run<1>(g, nb, x, acc, none);
+        _mm512_storeu_ps(a.y + r, acc[0]);
+      }
+      if (r < a.r1) group_tokens<K>(g, nb, a, r, static_cast<int>(a.r1 - r), 0, 1, none);
+      return;
+    }
+  }
+  gemm_sweep(a, K::kRecord, size_t(512) << 10, size_t(256) << 10, 8, SweepPrefetch{kMinPrefetchRecord, kPrefetchAhead},
+             pack_group, group_tokens<K>);
 }
 
 }  // namespace
