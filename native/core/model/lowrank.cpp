@@ -54,9 +54,8 @@ struct Scratch {
   std::vector<const float*> xs;
   std::vector<float*> ts, ys;
   std::vector<Item> item;
-  std::vector<int64_t> first;        // first slot of each group
-  std::vector<uint8_t> xq, tq;       // Q8_0Gemm groups: each slot's x and t as gemm activations
-  std::vector<const uint8_t*> gact;  // Q8_0Gemm groups: their first row's x activations (xq's, or the caller's)
+  std::vector<int64_t> first;   // first slot of each group
+  std::vector<uint8_t> xq, tq;  // Q8_0Gemm groups: each slot's x and t as gemm activations
 };
 Scratch& scratch() {
   thread_local Scratch s;
@@ -175,35 +174,25 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
     for (int64_t k0 = 0; k0 < groups[g].f.r; k0 += step(g, chunk)) sc.item[static_cast<size_t>(it++)] = {g, s0, k0};
   }
   // Q8_0Gemm groups read x as gemm activations (quantized per row as matmul() does): the caller's
-  // when it has them for the group's rows, else made here once. Either way act_stride bytes apart
-  // (the same gemm_act_row_bytes).
-  const size_t act_stride = gemm_r ? gemm_act_row_bytes(GgmlType::Q8_0, n_in) : 0;
+  // rows where they cover the group (consecutive rows), else the group's slots of sc.xq, made here
+  // once.
+  const size_t own_stride = gemm_r ? gemm_act_row_bytes(GgmlType::Q8_0, n_in) : 0;
   const size_t tq_stride = gemm_r ? gemm_act_row_bytes(GgmlType::Q8_0, gemm_r) : 0;
+  auto given = [&](int64_t g) { return lowrank_rows_act(groups[g].rows, groups[g].n_rows, xq, xq_stride); };
   if (gemm_r) {
-    if (xq && xq_stride != act_stride) xq = nullptr;
-    if (sc.xq.size() < static_cast<size_t>(total) * act_stride) sc.xq.resize(static_cast<size_t>(total) * act_stride);
+    if (sc.xq.size() < static_cast<size_t>(total) * own_stride) sc.xq.resize(static_cast<size_t>(total) * own_stride);
     if (sc.tq.size() < static_cast<size_t>(total) * tq_stride) sc.tq.resize(static_cast<size_t>(total) * tq_stride);
-    sc.gact.assign(static_cast<size_t>(n_groups), nullptr);
-    bool make = false;  // some group's rows are not in xq
-    for (int64_t g = 0; g < n_groups; ++g) {
-      if (!gemm_kind(groups[g].f)) continue;
-      const uint8_t* given = lowrank_rows_act(groups[g].rows, groups[g].n_rows, xq, act_stride);
-      sc.gact[static_cast<size_t>(g)] =
-          given ? given : sc.xq.data() + static_cast<size_t>(sc.first[static_cast<size_t>(g)]) * act_stride;
-      make = make || !given;
-    }
+    bool make = false;
+    for (int64_t g = 0; g < n_groups; ++g) make = make || (gemm_kind(groups[g].f) && !given(g));
     if (make)
       pool.parallel_for(
           total,
           [&](int64_t b, int64_t e) {
             for (int64_t s = b; s < e; ++s) {
-              uint8_t* dst = sc.xq.data() + static_cast<size_t>(s) * act_stride;
               const int64_t g = slot[static_cast<size_t>(s)].first;
-              // this slot lies in the group's rows of sc.xq exactly when the group reads them
-              if (gemm_kind(groups[g].f) &&
-                  sc.gact[static_cast<size_t>(g)] ==
-                      sc.xq.data() + static_cast<size_t>(sc.first[static_cast<size_t>(g)]) * act_stride)
-                gemm_prepare_act(GgmlType::Q8_0, sc.xs[static_cast<size_t>(s)], n_in, dst);
+              if (gemm_kind(groups[g].f) && !given(g))
+                gemm_prepare_act(GgmlType::Q8_0, sc.xs[static_cast<size_t>(s)], n_in,
+                                 sc.xq.data() + static_cast<size_t>(s) * own_stride);
             }
           },
           std::max<int64_t>(1, 4096 / std::max<int64_t>(n_in, 1)));
@@ -220,8 +209,11 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
       const int64_t k1 = std::min(G.f.r, w.k0 + step(w.g, chunk));
       if (gemm_kind(G.f)) {
         // Ranks [k0, k1) of the group's rows, straight into their slots of T (rows max_r apart).
-        lowrank_gemm_a(G.f, n_in, sc.gact[static_cast<size_t>(w.g)], act_stride, G.n_rows, w.k0, k1, T + w.s0 * max_r,
-                       max_r);
+        const uint8_t* act = given(w.g);
+        if (act) lowrank_gemm_a(G.f, n_in, act, xq_stride, G.n_rows, w.k0, k1, T + w.s0 * max_r, max_r);
+        else
+          lowrank_gemm_a(G.f, n_in, sc.xq.data() + static_cast<size_t>(w.s0) * own_stride, own_stride, G.n_rows, w.k0,
+                         k1, T + w.s0 * max_r, max_r);
       } else {
         a_pass(G.f, sc.xs.data() + w.s0, G.n_rows, n_in, w.k0, k1, sc.ts.data() + w.s0);
       }
