@@ -10,6 +10,7 @@ import { checkModel, readGguf } from "./gguf.js";
 import {
   LORA_TARGET_ALIASES,
   LORA_TARGETS,
+  LORA_TYPES,
   SYNTH_ARCHS,
   SYNTH_ROPE_SCALINGS,
   synth,
@@ -486,7 +487,7 @@ program
     "q,k,v,o,gate,up,down",
   )
   .option("--alpha <a>", "adapter.lora.alpha (0: scale = user scale)", float("--alpha"), SL.alpha)
-  .addOption(new Option("--type <type>", "type of A and B").choices(["f32", "f16", "bf16", "q8_0"]).default(SL.type))
+  .addOption(new Option("--type <type>", "type of A and B").choices([...LORA_TYPES]).default(SL.type))
   .option("--seed <n>", "weights seed", int("--seed"), SL.seed)
   .requiredOption("-o, --output <path>", "output .gguf path")
   .action(async (o: Record<string, unknown>) => {

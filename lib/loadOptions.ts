@@ -9,6 +9,9 @@ import { readGguf } from "./gguf.js";
 import { parseBytes } from "./kvMemory.js";
 import { LOAD_LIMITS as L } from "./limits.js";
 import type { ProgressEvent } from "./progress.js";
+
+/** How LoRA adapters' factors can be kept in memory (Model.load's adapterType). */
+export const ADAPTER_TYPES = ["file", "q8_0", "q4_0"] as const;
 import { checkBool, checkInt, checkKeys, checkLimit, checkObject, checkString } from "./validate.js";
 
 /** Options of {@link Model.load}; every field is optional. */
@@ -99,7 +102,7 @@ export interface LoadOptions {
    * file's by that rounding (a few percent of the delta). Matrices whose sizes are not multiples of
    * 32 stay as stored.
    */
-  adapterType?: "file" | "q8_0";
+  adapterType?: (typeof ADAPTER_TYPES)[number];
   /**
    * Called while work progresses: with the fraction done in [0, 1] and the full
    * {@link ProgressEvent} (phase "download" with bytes, rate and ETA while an `hf:` or URL model
@@ -192,7 +195,7 @@ export function resolveLoadOptions(options: unknown): {
     adapterType:
       o.adapterType === undefined
         ? D.adapterType
-        : (checkString("adapterType", o.adapterType, ["file", "q8_0"]) as NativeModelOptions["adapterType"]),
+        : (checkString("adapterType", o.adapterType, ADAPTER_TYPES) as NativeModelOptions["adapterType"]),
   };
   const responseCacheBytes =
     o.responseCacheBytes === undefined ? D.responseCacheBytes : checkInt("responseCacheBytes", o.responseCacheBytes, 0);

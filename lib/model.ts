@@ -575,11 +575,22 @@ export class Model {
 
   /**
    * Next-token logits for a token sequence evaluated from scratch: [nVocab] for the last token,
-   * or [n * nVocab] for every position with `all`. Used for parity checks and scoring.
+   * or [n * nVocab] for every position with `all`; with `adapter`, under that LoRA adapter
+   * ({@link loadAdapter}; held, and reloaded if it was evicted, as a generate request would).
+   * Used for parity checks and scoring. Errors: ERR_ADAPTER_NOT_FOUND (no adapter of that name).
    */
-  async evaluate(tokens: number[], opts: { all?: boolean } = {}): Promise<Float32Array> {
+  async evaluate(tokens: number[], opts: { all?: boolean; adapter?: string } = {}): Promise<Float32Array> {
     const native = this.live();
-    return wrapNative(native.evaluate(Int32Array.from(this.promptTokens({ tokens }, false, false)), opts.all === true));
+    const ids = Int32Array.from(this.promptTokens({ tokens }, false, false));
+    if (opts.adapter === undefined) return wrapNative(native.evaluate(ids, opts.all === true));
+    const lease = this.registry.acquire(checkAdapterName("adapter", opts.adapter));
+    try {
+      const id = await lease.id;
+      lease.submitted();
+      return await wrapNative(native.evaluate(ids, opts.all === true, id));
+    } finally {
+      lease.release();
+    }
   }
 
   /**

@@ -1,5 +1,7 @@
 /** The typed surface of the native addon (native/napi). Internal: use the classes in index.ts. */
 
+import type { ADAPTER_TYPES } from "./loadOptions.js";
+
 /** A scalar GGUF metadata value (64-bit integers come back as `bigint`). */
 export type GgufScalar = number | bigint | boolean | string;
 
@@ -81,7 +83,7 @@ export interface NativeModelOptions {
   prefillChunk: number;
   targetStepMs: number;
   repack: boolean;
-  adapterType: "file" | "q8_0";
+  adapterType: (typeof ADAPTER_TYPES)[number];
 }
 
 /** Engine counters since load and the current KV state (surfaced as ModelStats). */
@@ -315,8 +317,8 @@ export interface NativeModel {
   stats(): NativeStats;
   /** Releases a session's (or pinned prefix's) KV blocks. */
   endSession(session: number): void;
-  /** Logits for the last token ([nVocab]) or for every token ([n * nVocab]) of a fresh sequence. */
-  evaluate(tokens: Int32Array, logitsAll: boolean): Promise<Float32Array>;
+  /** Logits for the last token ([nVocab]) or for every token ([n * nVocab]) of a fresh sequence, under a loaded adapter's id (0 or absent: the base model). */
+  evaluate(tokens: Int32Array, logitsAll: boolean, adapter?: number): Promise<Float32Array>;
   /** A fresh sequence's final hidden states (after output_norm) pooled into [nEmbd]: 0 mean, 1 last, 2 cls. */
   /**
    * One pooled vector per token sequence ([n_embd] each), queued together so the engine packs them

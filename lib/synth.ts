@@ -213,6 +213,9 @@ export async function synth(
 }
 
 /** The base tensors a {@link synthLora} adapter can target ("output": the base's own output matrix). */
+/** Types a LoRA adapter's A and B can be written in (and loaded from): llama.cpp loads all five. */
+export const LORA_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0"] as const;
+
 export const LORA_TARGETS = [
   "attn_q",
   "attn_k",
@@ -246,8 +249,11 @@ export interface SynthLoraOptions {
   seed?: number;
   /** `adapter.lora.alpha` written to the file, in [0, 65536] (default 0: the scale is the user scale alone). */
   alpha?: number;
-  /** Type of the A and B matrices: "f32" (default), "f16", "bf16" or "q8_0". */
-  type?: "f32" | "f16" | "bf16" | "q8_0";
+  /**
+   * Type of the A and B matrices: "f32" (default), "f16", "bf16", "q8_0" or "q4_0" (the quantized
+   * types need n_in and the rank to be multiples of 32).
+   */
+  type?: (typeof LORA_TYPES)[number];
   /** Size of B's entries relative to a unit projection, in [0, 100] (default 0.5). */
   stdB?: number;
 }
@@ -268,7 +274,7 @@ export function resolveSynthLoraOptions(options: unknown): NativeSynthLoraOption
     targets: targets.map((t, i) => checkString(`targets[${i}]`, t, LORA_TARGETS)),
     seed: lim("seed"),
     alpha: lim("alpha"),
-    type: checkString("type", o.type ?? D.type, ["f32", "f16", "bf16", "q8_0"]),
+    type: checkString("type", o.type ?? D.type, LORA_TYPES),
     stdB: lim("stdB"),
   };
 }

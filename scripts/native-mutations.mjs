@@ -454,7 +454,7 @@ export const MUTATIONS = [
   },
   {
     id: "lora-q8-bt-not-transposed",
-    file: "native/core/lora/lora_q8.cpp",
+    file: "native/core/lora/lora_store.cpp",
     find: "col[static_cast<size_t>(j)] = b[static_cast<size_t>(j * r + k)];",
     replace: "col[static_cast<size_t>(j)] = b[static_cast<size_t>(k * n_out + j)];",
     why: "LoRA q8_0 storage: B^T's rows are built from B without transposing it",

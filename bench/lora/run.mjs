@@ -79,9 +79,9 @@ const HELP = `Usage: node bench/lora/run.mjs [options]   (or: npm run bench:lora
   --order <o>            llmserve's batch order: interleaved (stream j uses adapter j mod k, so
                          neighbours differ: one segment per row) or grouped (each adapter's streams
                          submitted together: k segments) (default interleaved)
-  --lora-type <t>        adapter A/B type: f32, f16, bf16, q8_0 (default f16, llama.cpp's converter's)
-  --adapter-type <t>     how llmserve keeps adapters in memory (Model.load's adapterType): file or
-                         q8_0 (default file)
+  --lora-type <t>        adapter A/B type: f32, f16, bf16, q8_0, q4_0 (default f16, llama.cpp's converter's)
+  --adapter-type <t>     how llmserve keeps adapters in memory (Model.load's adapterType): file,
+                         q8_0 or q4_0 (default file)
   --type <t>             synthesized base's weight type (default q4_0)
   --trials <n>           trials per configuration; medians are reported (default 3)
   --prompt <n>           prompt tokens per stream (default 16)
@@ -141,8 +141,8 @@ function parseOptions() {
     llamacppAdapters: list("llamacpp-adapters", p["llamacpp-adapters"], [4]),
     llamacppModes: [...new Set(modes)],
     order: oneOf("order", p.order, "interleaved", ["interleaved", "grouped"]),
-    loraType: oneOf("lora-type", p["lora-type"], "f16", ["f32", "f16", "bf16", "q8_0"]),
-    adapterType: oneOf("adapter-type", p["adapter-type"], "file", ["file", "q8_0"]),
+    loraType: oneOf("lora-type", p["lora-type"], "f16", ["f32", "f16", "bf16", "q8_0", "q4_0"]),
+    adapterType: oneOf("adapter-type", p["adapter-type"], "file", ["file", "q8_0", "q4_0"]),
     type: oneOf("type", p.type, "q4_0", ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"]),
     trials: int("trials", p.trials, quick ? 1 : 3, 1),
     promptTokens: int("prompt", p.prompt, 16, 1),

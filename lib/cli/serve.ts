@@ -7,6 +7,7 @@ import { type Command, Option } from "commander";
 import { existsSync, readFileSync } from "node:fs";
 import { LOAD_DEFAULTS as L, SERVER_DEFAULTS as SV } from "../defaults.js";
 import { LlmserveError } from "../errors.js";
+import { ADAPTER_TYPES } from "../loadOptions.js";
 import { addContextSizeOption, float, int, loadModel, MODEL_HELP } from "./common.js";
 
 interface ServeCliOpts {
@@ -32,7 +33,7 @@ interface ServeCliOpts {
   batching?: "continuous" | "static" | "fixed";
   fixedBucket?: number;
   repack: boolean;
-  adapterType?: "file" | "q8_0";
+  adapterType?: (typeof ADAPTER_TYPES)[number];
   modelName?: string;
   chatTemplate?: string;
   shutdownTimeout: number;
@@ -207,7 +208,7 @@ export function registerServe(program: Command): void {
       new Option(
         "--adapter-type <type>",
         "how adapters are kept in memory: as the file stores them, or q8_0 (about half the memory of f16; at ranks that are multiples of 32 computed as llama.cpp computes a q8_0 adapter, and faster where a step reads many adapters)",
-      ).choices(["file", "q8_0"]),
+      ).choices([...ADAPTER_TYPES]),
     )
     .option(
       "--chat-template <name|file>",

@@ -320,6 +320,14 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       throw_invalid(env, false, "Expected true or false for logitsAll but received " + js_describe(info[1]));
     // Every row, or the last token's (an empty token list is refused by submit_eval).
     req->logits_from = info[1].As<Napi::Boolean>().Value() ? 0 : std::max<int64_t>(0, (int64_t)req->tokens.size() - 1);
+    // Optional: the engine id of a loaded LoRA adapter (lib/adapters.ts resolves names to ids).
+    if (info.Length() > 2 && !info[2].IsUndefined()) {
+      const double id = info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : -1;
+      if (!(id >= 0 && id <= 9007199254740991.0 && id == static_cast<double>(static_cast<uint64_t>(id))))
+        throw_invalid(env, false,
+                      "Expected an adapter id (a non-negative integer) but received " + js_describe(info[2]));
+      req->adapter = static_cast<uint64_t>(id);
+    }
     return eval_promise(env, e, req, nullptr);
   }
 
@@ -454,7 +462,10 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   opts.fixed_batching = get_bool(o, "fixedBatching");
   opts.fixed_bucket = get_number<int64_t, L::kFixedBucket>(o);
   opts.repack = get_bool(o, "repack");
-  opts.adapter_q8_0 = get_choice(o, "adapterType", {"file", "q8_0"}) == "q8_0";
+  const std::string adapter_type = get_choice(o, "adapterType", {"file", "q8_0", "q4_0"});
+  opts.adapter_storage = adapter_type == "q8_0"   ? AdapterStorage::Q8_0
+                         : adapter_type == "q4_0" ? AdapterStorage::Q4_0
+                                                  : AdapterStorage::File;
   Napi::Function progress = optional_function(info, 2);
   auto* w = new LoadWorker(env, std::move(path), opts, progress);
   auto p = w->promise();
@@ -492,7 +503,9 @@ void init_model(Napi::Env env, Napi::Object exports) {
   load.Set("fixedBatching", e.fixed_batching);
   load.Set("fixedBucket", Napi::Number::New(env, (double)e.fixed_bucket));
   load.Set("repack", e.repack);
-  load.Set("adapterType", e.adapter_q8_0 ? "q8_0" : "file");
+  load.Set("adapterType", e.adapter_storage == AdapterStorage::Q8_0   ? "q8_0"
+                          : e.adapter_storage == AdapterStorage::Q4_0 ? "q4_0"
+                                                                      : "file");
   const GenerateRequest r;
   const SamplingParams& s = r.sampling;
   Napi::Object gen = defaults_group(env, exports, "generate");

@@ -151,10 +151,11 @@ Napi::Value SynthLora(const Napi::CallbackInfo& info) {
   s.seed = get_number<uint64_t, L::kLoraSeed>(o);
   s.alpha = get_number<float, L::kLoraAlpha>(o);
   s.std_b = get_number<float, L::kLoraStdB>(o);
-  const std::string type = get_choice(o, "type", {"f32", "f16", "bf16", "q8_0"});
+  const std::string type = get_choice(o, "type", {"f32", "f16", "bf16", "q8_0", "q4_0"});
   s.type = type == "f16"    ? GgmlType::F16
            : type == "bf16" ? GgmlType::BF16
            : type == "q8_0" ? GgmlType::Q8_0
+           : type == "q4_0" ? GgmlType::Q4_0
                             : GgmlType::F32;
   Napi::Value tv = o.Get("targets");
   if (!tv.IsArray())

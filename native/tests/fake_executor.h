@@ -112,7 +112,7 @@ class FakeExecutor final : public Executor {
       slots_[static_cast<size_t>(dst) * block_size_ + i] = slots_[static_cast<size_t>(src) * block_size_ + i];
   }
 
-  Status evaluate(const int32_t*, int64_t, int64_t, int64_t, std::vector<float>*, bool) override {
+  Status evaluate(const int32_t*, int64_t, int64_t, int64_t, std::vector<float>*, bool, uint64_t) override {
     return make_error(Code::InvalidArgument, "fake: no evaluate");
   }
 

@@ -1,4 +1,4 @@
-// Shared by the LoRA tests (test_lora.cpp, test_lora_q8.cpp): temp files removed at exit, a small
+// Shared by the LoRA tests (test_lora.cpp, test_lora_store.cpp): temp files removed at exit, a small
 // synthesized f32 base (dims multiples of 32), synth adapters, the merged-weights reference model
 // (W + scale·B·A in double), and logits over a token list.
 #pragma once

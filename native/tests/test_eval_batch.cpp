@@ -65,7 +65,7 @@ void check_packed_equals_alone(GgmlType type) {
   for (bool hidden : {true, false}) {
     std::vector<float> alone, part;
     for (auto& s : seqs) {
-      CHECK(ex->evaluate(s.tokens, s.n, s.all_rows ? 0 : s.n - 1, 0, &part, hidden).is_ok());
+      CHECK(ex->evaluate(s.tokens, s.n, s.all_rows ? 0 : s.n - 1, 0, &part, hidden, 0).is_ok());
       alone.insert(alone.end(), part.begin(), part.end());
     }
     // Budgets: everything the cache holds (passes cut by blocks: {1,5,17}, {20}, {33}, {64}, {2}),

@@ -129,7 +129,7 @@ TEST(lora_load_errors_are_typed_and_name_the_tensor) {
   b.tensors[0].ne = {64, 4, 2};
   expect_error(*m, b, "dims", Code::BadShape, "blk.0.attn_q.weight.lora_a");
   b = good_pair();
-  b.tensors[0].type = GgmlType::Q4_0;
+  b.tensors[0].type = GgmlType::Q5_1;
   expect_error(*m, b, "type", Code::UnsupportedType, "blk.0.attn_q.weight.lora_a");
   b = good_pair();
   b.tensors.pop_back();

@@ -1,7 +1,8 @@
-// model/lowrank's Q8_0Gemm passes (llama.cpp's q8_0 adapter arithmetic, run by quant/gemm): the
-// result equals the formula written out here from quantize_row and integer block sums, bit for bit,
-// on every kernel tier, packed or raw rows, in any grouping, next to f16 groups, with 1 or 3
-// threads; and LoraAdapter::add (two matmul() calls) gives the same bits for a q8_0 adapter file.
+// model/lowrank's Q8_0Gemm and Q4_0Gemm passes (llama.cpp's q8_0 / q4_0 adapter arithmetic, run by
+// quant/gemm): the result equals the formula written out here from quantize_row and integer block
+// sums, bit for bit, on every kernel tier, packed or raw rows, in any grouping, next to f16 groups,
+// with 1 or 3 threads; and LoraAdapter::add (two matmul() calls) gives the same bits for a q8_0 or
+// q4_0 adapter file.
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -28,26 +29,37 @@ std::vector<float> randv(size_t n, uint32_t seed, float sd) {
   return v;
 }
 
-// q8_0 rows of n values each.
-std::vector<uint8_t> q8_rows(const std::vector<float>& v, int64_t rows, int64_t n) {
-  const size_t rb = row_size(GgmlType::Q8_0, n);
+// Rows of n values each in type t (q8_0 or q4_0).
+std::vector<uint8_t> q_rows(GgmlType t, const std::vector<float>& v, int64_t rows, int64_t n) {
+  const size_t rb = row_size(t, n);
   std::vector<uint8_t> q(static_cast<size_t>(rows) * rb);
   for (int64_t i = 0; i < rows; ++i)
-    quantize_row_weights(GgmlType::Q8_0, v.data() + i * n, q.data() + static_cast<size_t>(i) * rb, n);
+    quantize_row_weights(t, v.data() + i * n, q.data() + static_cast<size_t>(i) * rb, n);
   return q;
 }
 
-// dot of a q8_0 weight row with x quantized to q8_0 (ggml's quantize_row): per block an exact
-// integer sum, then acc = fma(float(sumi), d_w * d_x, acc) in block order (quant/gemm.h).
-float q8_dot(const uint8_t* w_row, const float* x, int64_t n) {
+// Weight j of block b as its integer: q8_0 the byte, q4_0 the nibble minus 8 (j < 16 low nibble of
+// qs[j], else high nibble of qs[j - 16]).
+int wq(GgmlType t, const uint8_t* row, int64_t b, int j) {
+  if (t == GgmlType::Q8_0) return reinterpret_cast<const quant::BlockQ8_0*>(row)[b].qs[j];
+  const quant::BlockQ4_0& q = reinterpret_cast<const quant::BlockQ4_0*>(row)[b];
+  return (j < 16 ? (q.qs[j] & 0x0F) : (q.qs[j - 16] >> 4)) - 8;
+}
+float wd(GgmlType t, const uint8_t* row, int64_t b) {
+  return fp16_to_fp32(t == GgmlType::Q8_0 ? reinterpret_cast<const quant::BlockQ8_0*>(row)[b].d
+                                          : reinterpret_cast<const quant::BlockQ4_0*>(row)[b].d);
+}
+
+// dot of a q8_0 / q4_0 weight row with x quantized to q8_0 (ggml's quantize_row): per block an
+// exact integer sum, then acc = fma(float(sumi), d_w * d_x, acc) in block order (quant/gemm.h).
+float q_dot(GgmlType t, const uint8_t* w_row, const float* x, int64_t n) {
   std::vector<quant::BlockQ8_0> xq(static_cast<size_t>(n / 32));
   quantize_row(GgmlType::Q8_0, x, xq.data(), n);
-  const auto* w = reinterpret_cast<const quant::BlockQ8_0*>(w_row);
   float acc = 0.0f;
   for (int64_t b = 0; b < n / 32; ++b) {
     int32_t sumi = 0;
-    for (int j = 0; j < 32; ++j) sumi += w[b].qs[j] * xq[static_cast<size_t>(b)].qs[j];
-    acc = std::fma(static_cast<float>(sumi), fp16_to_fp32(w[b].d) * fp16_to_fp32(xq[static_cast<size_t>(b)].d), acc);
+    for (int j = 0; j < 32; ++j) sumi += wq(t, w_row, b, j) * xq[static_cast<size_t>(b)].qs[j];
+    acc = std::fma(static_cast<float>(sumi), wd(t, w_row, b) * fp16_to_fp32(xq[static_cast<size_t>(b)].d), acc);
   }
   return acc;
 }
@@ -55,34 +67,36 @@ float q8_dot(const uint8_t* w_row, const float* x, int64_t n) {
 struct GemmFactors {
   std::vector<uint8_t> a, b, a_packed, b_packed;  // A [r, n_in], B [n_out, r]
   LowRankFactors f;
+  GgmlType t = GgmlType::Q8_0;
   int64_t r = 0, n_in = 0, n_out = 0;
 };
 
-GemmFactors make(int64_t r, int64_t n_in, int64_t n_out, float scale, uint32_t seed, bool packed) {
+GemmFactors make(int64_t r, int64_t n_in, int64_t n_out, float scale, uint32_t seed, bool packed,
+                 GgmlType t = GgmlType::Q8_0) {
   GemmFactors F;
-  F.r = r, F.n_in = n_in, F.n_out = n_out;
-  F.a = q8_rows(randv(static_cast<size_t>(r * n_in), seed, 0.05f), r, n_in);
-  F.b = q8_rows(randv(static_cast<size_t>(n_out * r), seed + 1, 0.05f), n_out, r);
-  F.f.type = LowRankType::Q8_0Gemm, F.f.r = r, F.f.scale = scale;
+  F.t = t, F.r = r, F.n_in = n_in, F.n_out = n_out;
+  F.a = q_rows(t, randv(static_cast<size_t>(r * n_in), seed, 0.05f), r, n_in);
+  F.b = q_rows(t, randv(static_cast<size_t>(n_out * r), seed + 1, 0.05f), n_out, r);
+  F.f.type = t == GgmlType::Q4_0 ? LowRankType::Q4_0Gemm : LowRankType::Q8_0Gemm, F.f.r = r, F.f.scale = scale;
   F.f.a = F.a.data(), F.f.b = F.b.data();
   if (packed) {
-    F.a_packed.resize(gemm_packed_bytes(GgmlType::Q8_0, n_in, r));
-    gemm_pack(GgmlType::Q8_0, F.a.data(), row_size(GgmlType::Q8_0, n_in), n_in, r, F.a_packed.data());
-    F.b_packed.resize(gemm_packed_bytes(GgmlType::Q8_0, r, n_out));
-    gemm_pack(GgmlType::Q8_0, F.b.data(), row_size(GgmlType::Q8_0, r), r, n_out, F.b_packed.data());
+    F.a_packed.resize(gemm_packed_bytes(t, n_in, r));
+    gemm_pack(t, F.a.data(), row_size(t, n_in), n_in, r, F.a_packed.data());
+    F.b_packed.resize(gemm_packed_bytes(t, r, n_out));
+    gemm_pack(t, F.b.data(), row_size(t, r), r, n_out, F.b_packed.data());
     F.f.a_packed = F.a_packed.data(), F.f.b_packed = F.b_packed.data();
     F.f.a = nullptr, F.f.b = nullptr;  // the packed copies alone must do
   }
   return F;
 }
 
-// y_row += scale * B q8(A q8(x_row)), as llama.cpp's q8_0 adapter path computes it.
+// y_row += scale * B q8(A q8(x_row)), as llama.cpp's q8_0 / q4_0 adapter path computes it.
 void reference(const GemmFactors& F, const float* x, float* y) {
   std::vector<float> t(static_cast<size_t>(F.r));
-  const size_t ra = row_size(GgmlType::Q8_0, F.n_in), rb = row_size(GgmlType::Q8_0, F.r);
-  for (int64_t k = 0; k < F.r; ++k) t[static_cast<size_t>(k)] = q8_dot(F.a.data() + k * ra, x, F.n_in);
+  const size_t ra = row_size(F.t, F.n_in), rb = row_size(F.t, F.r);
+  for (int64_t k = 0; k < F.r; ++k) t[static_cast<size_t>(k)] = q_dot(F.t, F.a.data() + k * ra, x, F.n_in);
   for (int64_t j = 0; j < F.n_out; ++j) {
-    const float u = q8_dot(F.b.data() + j * rb, t.data(), F.r);
+    const float u = q_dot(F.t, F.b.data() + j * rb, t.data(), F.r);
     y[j] = y[j] + u * F.f.scale;
   }
 }
@@ -91,7 +105,8 @@ void reference(const GemmFactors& F, const float* x, float* y) {
 
 TEST(lowrank_q8_0_gemm_equals_llama_cpp_q8_0_formula_bitwise) {
   // n_out 200: a partial last 16-row group of B; n_in 160: 5 blocks. Rows 0..12, some without an
-  // adapter, interleaved over two Q8_0Gemm adapters (ranks 32, 64) and one f16 adapter.
+  // adapter, interleaved over a Q8_0Gemm adapter of rank 32, a Q8_0Gemm or Q4_0Gemm adapter of rank
+  // 64 and one f16 adapter.
   const int64_t n_in = 160, n_out = 200, rows = 13, ldy = n_out + 3;
   const int which[rows] = {0, 1, 2, -1, 0, 1, 1, 2, 0, -1, 1, 0, 0};
   const auto x = randv(static_cast<size_t>(rows * n_in), 11, 1.0f);
@@ -103,37 +118,38 @@ TEST(lowrank_q8_0_gemm_equals_llama_cpp_q8_0_formula_bitwise) {
   LowRankFactors f16;
   f16.a = ah.data(), f16.bt = bth.data(), f16.type = LowRankType::F16, f16.r = 4, f16.scale = 0.5f;
   int checked = 0;
-  for (bool packed : {true, false})
-    for (bool scalar : {false, true}) {
-      GemmFactors G0 = make(32, n_in, n_out, 0.75f, 21, packed), G1 = make(64, n_in, n_out, 2.0f, 23, packed);
-      lowrank_force_scalar_for_testing(scalar);
-      for (int threads : {1, 3}) {
-        ThreadPool pool(threads);
-        std::vector<int64_t> idx[3];
-        for (int64_t i = 0; i < rows; ++i)
-          if (which[i] >= 0) idx[which[i]].push_back(i);
-        LowRankGroup gs[3] = {{G0.f, idx[0].data(), static_cast<int64_t>(idx[0].size())},
-                              {G1.f, idx[1].data(), static_cast<int64_t>(idx[1].size())},
-                              {f16, idx[2].data(), static_cast<int64_t>(idx[2].size())}};
-        auto y = y0;
-        lowrank_apply(gs, 3, x.data(), n_in, y.data(), ldy, n_out, pool);
-        for (int64_t i = 0; i < rows; ++i) {
-          std::vector<float> want(y0.begin() + i * ldy, y0.begin() + (i + 1) * ldy);
-          if (which[i] == 0 || which[i] == 1) reference(which[i] == 0 ? G0 : G1, x.data() + i * n_in, want.data());
-          if (which[i] == 2) {  // the f16 group is checked by test_lowrank; here: it ran, alone
-            const int64_t zero = 0;
-            LowRankGroup one{f16, &zero, 1};
-            ThreadPool p1(1);
-            lowrank_apply(&one, 1, x.data() + i * n_in, n_in, want.data(), ldy, n_out, p1);
+  for (GgmlType t1 : {GgmlType::Q8_0, GgmlType::Q4_0})
+    for (bool packed : {true, false})
+      for (bool scalar : {false, true}) {
+        GemmFactors G0 = make(32, n_in, n_out, 0.75f, 21, packed), G1 = make(64, n_in, n_out, 2.0f, 23, packed, t1);
+        lowrank_force_scalar_for_testing(scalar);
+        for (int threads : {1, 3}) {
+          ThreadPool pool(threads);
+          std::vector<int64_t> idx[3];
+          for (int64_t i = 0; i < rows; ++i)
+            if (which[i] >= 0) idx[which[i]].push_back(i);
+          LowRankGroup gs[3] = {{G0.f, idx[0].data(), static_cast<int64_t>(idx[0].size())},
+                                {G1.f, idx[1].data(), static_cast<int64_t>(idx[1].size())},
+                                {f16, idx[2].data(), static_cast<int64_t>(idx[2].size())}};
+          auto y = y0;
+          lowrank_apply(gs, 3, x.data(), n_in, y.data(), ldy, n_out, pool);
+          for (int64_t i = 0; i < rows; ++i) {
+            std::vector<float> want(y0.begin() + i * ldy, y0.begin() + (i + 1) * ldy);
+            if (which[i] == 0 || which[i] == 1) reference(which[i] == 0 ? G0 : G1, x.data() + i * n_in, want.data());
+            if (which[i] == 2) {  // the f16 group is checked by test_lowrank; here: it ran, alone
+              const int64_t zero = 0;
+              LowRankGroup one{f16, &zero, 1};
+              ThreadPool p1(1);
+              lowrank_apply(&one, 1, x.data() + i * n_in, n_in, want.data(), ldy, n_out, p1);
+            }
+            CHECK(std::memcmp(want.data(), y.data() + i * ldy, static_cast<size_t>(ldy) * 4) == 0);
+            if (which[i] >= 0) CHECK(want[5] != y0[static_cast<size_t>(i * ldy + 5)]);  // the delta is there
+            ++checked;
           }
-          CHECK(std::memcmp(want.data(), y.data() + i * ldy, static_cast<size_t>(ldy) * 4) == 0);
-          if (which[i] >= 0) CHECK(want[5] != y0[static_cast<size_t>(i * ldy + 5)]);  // the delta is there
-          ++checked;
         }
+        lowrank_force_scalar_for_testing(false);
       }
-      lowrank_force_scalar_for_testing(false);
-    }
-  CHECK(checked == 2 * 2 * 2 * rows);
+  CHECK(checked == 2 * 2 * 2 * 2 * rows);
 }
 
 // Many rows of one adapter (a prefill chunk): gemm's multi-token tiles give each row its own bits.
@@ -155,41 +171,45 @@ TEST(lowrank_q8_0_gemm_prefill_rows_equal_decode_rows) {
   }
 }
 
-// A q8_0 adapter file's pairs run the Q8_0Gemm passes (packed at load); LoraAdapter::add, two
-// matmul() calls over the same rows (ggml's mul_mat, scale, add), gives the same bits.
-TEST(lora_q8_0_file_batched_equals_add_bitwise) {
+// A q8_0 or q4_0 adapter file's pairs run the Q8_0Gemm / Q4_0Gemm passes (packed at load);
+// LoraAdapter::add, two matmul() calls over the same rows (ggml's mul_mat, scale, add), gives the
+// same bits.
+TEST(lora_q8_0_and_q4_0_files_batched_equal_add_bitwise) {
   using namespace lora_test;
   const std::string base = base_path("llama");
   auto m = load_model(base);
   CHECK(m != nullptr);
   if (!m) return;
-  SynthLoraOptions o;
-  o.rank = 32, o.alpha = 48.0f, o.seed = 5, o.type = GgmlType::Q8_0, o.targets = kAllTargets;
-  std::unique_ptr<LoraAdapter> ad;
-  CHECK(LoraAdapter::load(adapter_path(base, "q8gemm", o), *m, 1.0f, &ad).is_ok());
-  if (!ad) return;
   int pairs = 0;
   ThreadPool pool(2);
-  for (Proj p : {Proj::Q, Proj::V, Proj::Gate, Proj::Down}) {
-    LowRankFactors f;
-    CHECK(ad->low_rank(1, p, &f) && f.type == LowRankType::Q8_0Gemm && f.a_packed && f.b_packed);
-    const LoraPair* pr = ad->pair(1, p);
-    if (!pr) continue;
-    const int64_t n_in = pr->a.n_in, n_out = pr->b.n_out, rows = 5;
-    const auto x = randv(static_cast<size_t>(rows * n_in), 40 + pairs, 1.0f);
-    const auto y0 = randv(static_cast<size_t>(rows * n_out), 50 + pairs, 1.0f);
-    auto via_add = y0, batched = y0;
-    ad->add(1, p, x.data(), rows, via_add.data(), n_out, pool);
-    const int64_t pick[2] = {1, 3};  // two of the rows, as one segment
-    LowRankGroup g{f, pick, 2};
-    lowrank_apply(&g, 1, x.data(), n_in, batched.data(), n_out, n_out, pool);
-    for (int64_t i : pick)
-      CHECK(std::memcmp(via_add.data() + i * n_out, batched.data() + i * n_out, static_cast<size_t>(n_out) * 4) == 0);
-    CHECK(std::memcmp(y0.data(), batched.data(), static_cast<size_t>(n_out) * 4) == 0);  // row 0 untouched
-    CHECK(via_add[static_cast<size_t>(n_out + 1)] != y0[static_cast<size_t>(n_out + 1)]);
-    ++pairs;
+  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0}) {
+    SynthLoraOptions o;
+    o.rank = 32, o.alpha = 48.0f, o.seed = 5, o.type = t, o.targets = kAllTargets;
+    std::unique_ptr<LoraAdapter> ad;
+    CHECK(LoraAdapter::load(adapter_path(base, std::string("gemm_") + type_traits(t).name, o), *m, 1.0f, &ad).is_ok());
+    if (!ad) continue;
+    for (Proj p : {Proj::Q, Proj::V, Proj::Gate, Proj::Down}) {
+      LowRankFactors f;
+      CHECK(ad->low_rank(1, p, &f) && f.a_packed && f.b_packed &&
+            f.type == (t == GgmlType::Q4_0 ? LowRankType::Q4_0Gemm : LowRankType::Q8_0Gemm));
+      const LoraPair* pr = ad->pair(1, p);
+      if (!pr) continue;
+      const int64_t n_in = pr->a.n_in, n_out = pr->b.n_out, rows = 5;
+      const auto x = randv(static_cast<size_t>(rows * n_in), 40 + pairs, 1.0f);
+      const auto y0 = randv(static_cast<size_t>(rows * n_out), 50 + pairs, 1.0f);
+      auto via_add = y0, batched = y0;
+      ad->add(1, p, x.data(), rows, via_add.data(), n_out, pool);
+      const int64_t pick[2] = {1, 3};  // two of the rows, as one segment
+      LowRankGroup g{f, pick, 2};
+      lowrank_apply(&g, 1, x.data(), n_in, batched.data(), n_out, n_out, pool);
+      for (int64_t i : pick)
+        CHECK(std::memcmp(via_add.data() + i * n_out, batched.data() + i * n_out, static_cast<size_t>(n_out) * 4) == 0);
+      CHECK(std::memcmp(y0.data(), batched.data(), static_cast<size_t>(n_out) * 4) == 0);  // row 0 untouched
+      CHECK(via_add[static_cast<size_t>(n_out + 1)] != y0[static_cast<size_t>(n_out + 1)]);
+      ++pairs;
+    }
   }
-  CHECK(pairs == 4);
+  CHECK(pairs == 8);
 }
 
 // Projections that share x (Q, K, V) in one lowrank_apply_jobs call: fused into one region when all

@@ -23,7 +23,7 @@ Status CpuExecutor::load(const std::string& path, const ExecutorOptions& opts,
   x->n_ctx_ = opts.n_ctx == 0 ? std::max<int64_t>(cfg.n_ctx_train, 1) : opts.n_ctx;
   x->model_->use_context_size(x->n_ctx_);  // phi3 LongRoPE: short or long factors, as llama.cpp
   x->kv_type_ = opts.kv_type;
-  x->adapter_q8_0_ = opts.adapter_q8_0;
+  x->adapter_storage_ = opts.adapter_storage;
   x->pool_ = std::make_unique<ThreadPool>(opts.threads);
   x->expand_dense_csr();
   x->prepare_weights(opts.repack, progress);
@@ -218,7 +218,8 @@ Status CpuExecutor::load_adapter(uint64_t id, const std::string& path, float sca
   if (id == 0) return make_error(Code::InvalidArgument, "adapter id 0 is the base model");
   std::unique_ptr<LoraAdapter> a;
   LLMS_RETURN_IF_ERROR(LoraAdapter::load(path, *model_, scale, &a));
-  if (adapter_q8_0_) a->store_as_q8_0();
+  if (adapter_storage_ == AdapterStorage::Q8_0) a->store_as(GgmlType::Q8_0);
+  if (adapter_storage_ == AdapterStorage::Q4_0) a->store_as(GgmlType::Q4_0);
   std::lock_guard<std::mutex> lock(adapters_mu_);
   adapters_[id] = std::shared_ptr<const LoraAdapter>(std::move(a));
   return Status::ok();
@@ -253,9 +254,17 @@ void CpuExecutor::copy_local_block(int32_t src, int32_t dst, int64_t n_slots) {
 }
 
 Status CpuExecutor::evaluate(const int32_t* tokens, int64_t n, int64_t logits_from, int64_t n_batch,
-                             std::vector<float>* logits, bool hidden) {
+                             std::vector<float>* logits, bool hidden, uint64_t adapter) {
   if (n < 1 || logits_from < 0 || logits_from >= n || n_batch < 0)
     return make_error(Code::InvalidArgument, "evaluate: bad token count, logits_from or n_batch");
+  std::shared_ptr<const LoraAdapter> delta;  // held for the whole evaluation
+  if (adapter != 0) {
+    std::lock_guard<std::mutex> lock(adapters_mu_);
+    auto it = adapters_.find(adapter);
+    if (it == adapters_.end())
+      return make_error(Code::AdapterNotFound, "No LoRA adapter is loaded with id " + std::to_string(adapter));
+    delta = it->second;
+  }
   // A fresh single sequence in a private cache: evaluation never touches the serving pool.
   LLMS_RETURN_IF_ERROR(ensure_eval_kv());
   eval_kv_->truncate(0);
@@ -275,7 +284,7 @@ Status CpuExecutor::evaluate(const int32_t* tokens, int64_t n, int64_t logits_fr
       if (!last_only && pos < logits_from && end > logits_from) end = logits_from;
       const bool out = last_only ? end == n : end > logits_from;
       s = llmserve::forward(*model_, *eval_kv_, tokens + pos, end - pos, out && !last_only, &part, *pool_, &scratch_,
-                            nullptr, hidden);
+                            delta.get(), hidden);
       if (s.is_ok() && out) logits->insert(logits->end(), part.begin(), part.end());
       pos = end;
     }

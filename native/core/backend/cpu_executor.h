@@ -40,7 +40,7 @@ class CpuExecutor final : public Executor {
   void copy_block(int32_t src, int32_t dst, int64_t n_slots) override;
   void copy_local_block(int32_t src, int32_t dst, int64_t n_slots) override;
   Status evaluate(const int32_t* tokens, int64_t n, int64_t logits_from, int64_t n_batch, std::vector<float>* logits,
-                  bool hidden) override;
+                  bool hidden, uint64_t adapter) override;
   Status evaluate_batch(const EvalSeq* seqs, int64_t n_seqs, bool hidden, int64_t max_pass_tokens,
                         std::vector<float>* rows, int64_t* passes) override;
   // Loads (or replaces) adapter id; errors: InvalidArgument (id 0), LoraAdapter::load's.
@@ -73,7 +73,7 @@ class CpuExecutor final : public Executor {
   size_t packed_bytes_ = 0;
   std::unique_ptr<uint8_t, FreeDeleter> csr_dense_arena_;  // expanded CSR matrices
   int64_t csr_sparse_ = 0, csr_dense_ = 0;
-  bool adapter_q8_0_ = false;  // ExecutorOptions::adapter_q8_0
+  AdapterStorage adapter_storage_ = AdapterStorage::File;  // ExecutorOptions::adapter_storage
   int64_t n_ctx_ = 0;
   GgmlType kv_type_ = GgmlType::F16;
   std::unique_ptr<ThreadPool> pool_;

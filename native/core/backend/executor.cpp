@@ -11,7 +11,7 @@ Status Executor::evaluate_batch(const EvalSeq* seqs, int64_t n_seqs, bool hidden
   std::vector<float> part;
   for (int64_t i = 0; i < n_seqs; ++i) {
     const EvalSeq& s = seqs[i];
-    LLMS_RETURN_IF_ERROR(evaluate(s.tokens, s.n, s.all_rows ? 0 : s.n - 1, 0, &part, hidden));
+    LLMS_RETURN_IF_ERROR(evaluate(s.tokens, s.n, s.all_rows ? 0 : s.n - 1, 0, &part, hidden, 0));
     rows->insert(rows->end(), part.begin(), part.end());
     ++*passes;
   }

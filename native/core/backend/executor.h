@@ -27,6 +27,10 @@ namespace llmserve {
 
 class GgufFile;
 
+// How load_adapter keeps an adapter's factors: as the file holds them, or quantized at load
+// (LoraAdapter::store_as; Model.load's adapterType "file", "q8_0", "q4_0").
+enum class AdapterStorage : uint8_t { File, Q8_0, Q4_0 };
+
 // What an executor is asked to build at load.
 struct ExecutorOptions {
   int threads = 2;
@@ -42,8 +46,8 @@ struct ExecutorOptions {
   int64_t max_sequences = 1, max_batch_tokens = 512;
   int32_t block_size = 16;  // tokens per KV block
   GgmlType kv_type = GgmlType::F16;
-  bool repack = true;         // CPU: copy quantized matrices into gemm's packed layout at load
-  bool adapter_q8_0 = false;  // load_adapter keeps the factors as q8_0 (EngineOptions::adapter_q8_0)
+  bool repack = true;  // CPU: copy quantized matrices into gemm's packed layout at load
+  AdapterStorage adapter_storage = AdapterStorage::File;  // EngineOptions::adapter_storage
 };
 
 // The KV pool as allocated (not as asked for).
@@ -96,9 +100,10 @@ class Executor {
   // forward pass (less scratch memory; the logits are the same bits, the passes being batch
   // invariant); 0 runs them all at once. Rows before logits_from get no output head.
   // hidden: the rows' final hidden states after output_norm ([n - logits_from, n_embd]) instead of
-  // logits (embeddings, Model.embed).
+  // logits (embeddings, Model.embed). adapter: a loaded LoRA adapter's id to evaluate under (0: the
+  // base model; an id not loaded: AdapterNotFound).
   virtual Status evaluate(const int32_t* tokens, int64_t n, int64_t logits_from, int64_t n_batch,
-                          std::vector<float>* logits, bool hidden) = 0;
+                          std::vector<float>* logits, bool hidden, uint64_t adapter) = 0;
   // Several independent sequences, each scored from position 0, packed into shared forward passes
   // of the private evaluation cache (embeddings and evaluations that arrive together: each weight
   // is read once per pass for all of them, not once per text). A pass holds at most

@@ -48,7 +48,7 @@ bool parse_target(const std::string& name, int64_t* il, Proj* p) {
 }
 
 bool lora_type_supported(GgmlType t) {
-  return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16 || t == GgmlType::Q8_0;
+  return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16 || t == GgmlType::Q8_0 || t == GgmlType::Q4_0;
 }
 
 std::string shape_str(const GgufTensorInfo& t) {
@@ -61,7 +61,7 @@ std::string shape_str(const GgufTensorInfo& t) {
 Status as_matrix(const GgufTensorInfo& t, MatrixView* out) {
   if (!lora_type_supported(t.type)) {
     return make_error(Code::UnsupportedType, "LoRA tensor '" + t.name + "' has type " + type_traits(t.type).name +
-                                                 "; supported: f32, f16, bf16, q8_0");
+                                                 "; supported: f32, f16, bf16, q8_0, q4_0");
   }
   if (t.n_dims != 2 || t.ne[0] < 1 || t.ne[1] < 1) {
     return make_error(Code::BadShape, "LoRA tensor '" + t.name + "' should be 2-D but has shape " + shape_str(t));
@@ -236,25 +236,25 @@ const LoraPair* LoraAdapter::pair(int64_t il, Proj p) const {
 }
 
 // Pairs whose A and B are both f16 or both f32 with n_in a multiple of 8 get B transposed (same
-// type, [r, n_out]) for lowrank_apply; q8_0 pairs packed copies for its Q8_0Gemm passes; the others
-// keep the matmul path of add().
+// type, [r, n_out]) for lowrank_apply; q8_0 and q4_0 pairs packed copies for its gemm passes; the
+// others keep the matmul path of add().
 void LoraAdapter::prepare_low_rank() {
-  size_t packed = 0;  // the q8_0 pairs' packed copies, in one block
-  auto is_q8 = [](const LoraPair& pr) {
-    return pr.present() && pr.a.type == GgmlType::Q8_0 && pr.b.type == GgmlType::Q8_0 && pr.a.n_in % 8 == 0;
+  size_t packed = 0;  // the quantized pairs' packed copies, in one block
+  auto is_gemm = [](const LoraPair& pr) {
+    return pr.present() && pr.a.type == pr.b.type && (pr.a.type == GgmlType::Q8_0 || pr.a.type == GgmlType::Q4_0);
   };
   for (auto& layer : layers_)
     for (auto& pr : layer)
-      if (is_q8(pr)) packed += packed_size(pr);
-  if (is_q8(output_)) packed += packed_size(output_);
+      if (is_gemm(pr)) packed += packed_size(pr, pr.a.type);
+  if (is_gemm(output_)) packed += packed_size(output_, output_.a.type);
   reserve_packed(packed);
-  auto prep = [this](LoraPair& pr) {
-    if (!pr.present() || pr.a.type != pr.b.type || pr.a.n_in % 8 != 0) return;
-    if (pr.a.type == GgmlType::Q8_0) {
-      // q8_0 rows of n_in and of r: both multiples of 32 (the loader checked the block size).
-      pack_for_gemm(pr, pr.a.data, pr.b.data);
+  auto prep = [this, &is_gemm](LoraPair& pr) {
+    if (is_gemm(pr)) {
+      // Rows of n_in and of r: both multiples of 32 (the loader checked the block size).
+      pack_for_gemm(pr, pr.a.type, pr.a.data, pr.b.data);
       return;
     }
+    if (!pr.present() || pr.a.type != pr.b.type || pr.a.n_in % 8 != 0) return;
     if (pr.a.type != GgmlType::F16 && pr.a.type != GgmlType::F32) return;
     const size_t es = pr.a.type == GgmlType::F16 ? 2 : 4;
     const int64_t r = pr.b.n_in, n_out = pr.b.n_out;
@@ -276,12 +276,12 @@ bool LoraAdapter::low_rank(int64_t il, Proj p, LowRankFactors* out) const {
   const LoraPair* pr = pair(il, p);
   if (!pr) return false;
   if (pr->gemm_a) {
-    // The raw rows too where the file holds them in q8_0 (gemm reads the packed copies).
-    out->a = pr->a.type == GgmlType::Q8_0 ? pr->a.data : nullptr;
-    out->b = pr->b.type == GgmlType::Q8_0 ? pr->b.data : nullptr;
+    // The raw rows too where the file holds them in the packed type (gemm reads the packed copies).
+    out->a = pr->a.type == pr->gemm_type ? pr->a.data : nullptr;
+    out->b = pr->b.type == pr->gemm_type ? pr->b.data : nullptr;
     out->bt = nullptr;
     out->a_packed = pr->gemm_a, out->b_packed = pr->gemm_b;
-    out->type = LowRankType::Q8_0Gemm;
+    out->type = pr->gemm_type == GgmlType::Q4_0 ? LowRankType::Q4_0Gemm : LowRankType::Q8_0Gemm;
   } else if (pr->q8_a) {
     out->a = pr->q8_a;
     out->bt = pr->q8_bt;

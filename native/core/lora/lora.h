@@ -7,7 +7,7 @@
 // a pair
 //   "<W name>.lora_a": ne = [n_in, r]  (r rows of n_in: a MatrixView n_in -> r)
 //   "<W name>.lora_b": ne = [r, n_out] (n_out rows of r: a MatrixView r -> n_out)
-// in f32, f16, bf16 or q8_0. The pair adds scale · B·(A·x) to W·x, with
+// in f32, f16, bf16, q8_0 or q4_0. The pair adds scale · B·(A·x) to W·x, with
 // scale = user_scale × alpha / r (user_scale when alpha is 0), as llama.cpp's get_scale.
 //
 // 2. A Hugging Face PEFT folder (adapter_config.json + adapter_model.safetensors), read by peft.cpp
@@ -37,15 +37,17 @@ struct LoraPair {
   MatrixView b;                 // [r] -> [n_out]
   float scale = 0.0f;           // user_scale * alpha / r, or user_scale when alpha is 0
   const uint8_t* bt = nullptr;  // B transposed ([r, n_out], B's type) for lowrank_apply, or null
-  // store_as_q8_0() at a rank that is not a multiple of 32: A ([r, n_in]) and B transposed
+  // store_as() at a rank that is not a multiple of 32: A ([r, n_in]) and B transposed
   // ([r, n_out]) in q8_0 for lowrank_apply's f32 passes, or null.
   const uint8_t* q8_a = nullptr;
   const uint8_t* q8_bt = nullptr;
-  // q8_0 A ([r, n_in]) and B ([n_out, r]) packed by gemm_pack, for lowrank_apply's Q8_0Gemm passes
-  // (llama.cpp's q8_0 arithmetic), or null: made at load for a q8_0 file's pairs, and by
-  // store_as_q8_0() for the others whose rank is a multiple of 32.
+  // A ([r, n_in]) and B ([n_out, r]) in gemm_type (q8_0 or q4_0) packed by gemm_pack, for
+  // lowrank_apply's Q8_0Gemm / Q4_0Gemm passes (llama.cpp's arithmetic for such a file), or null:
+  // made at load for a q8_0 or q4_0 file's pairs, and by store_as() for the others whose rank is a
+  // multiple of 32.
   const uint8_t* gemm_a = nullptr;
   const uint8_t* gemm_b = nullptr;
+  GgmlType gemm_type = GgmlType::Q8_0;
   bool present() const { return a.data != nullptr; }
 };
 
@@ -62,7 +64,7 @@ class LoraAdapter final : public ProjectionDelta {
   // UnsupportedArch (general.architecture differs from the base's); MissingTensor (the base has no
   // such tensor, or one half of a pair is absent); BadShape (not 2-D, n_in / n_out differ from
   // the base tensor's, the ranks of a and b differ, a row length not a multiple of the type's
-  // block); UnsupportedType (a type other than f32, f16, bf16, q8_0).
+  // block); UnsupportedType (a type other than f32, f16, bf16, q8_0, q4_0).
   static Status load(const std::string& path, const Model& base, float user_scale, std::unique_ptr<LoraAdapter>* out);
   // The same over an opened file (tests parse in-memory images); shares ownership of it.
   static Status from_file(std::shared_ptr<GgufFile> file, const Model& base, float user_scale,
@@ -80,18 +82,20 @@ class LoraAdapter final : public ProjectionDelta {
   void add(int64_t il, Proj p, const float* x, int64_t n, float* y, int64_t ldy, ThreadPool& pool) const override;
   // f16 and f32 pairs (the formats convert_lora_to_gguf.py and PEFT write) run batched across
   // adapters through lowrank_apply (model/lowrank.h), on a transposed copy of B made at load; q8_0
-  // pairs through its Q8_0Gemm passes on packed copies made at load (bit-identical to add()).
+  // and q4_0 pairs through its gemm passes on packed copies made at load (bit-identical to add()).
   bool low_rank(int64_t il, Proj p, LowRankFactors* out) const override;
 
-  // Keeps every f16/f32 pair whose n_in and n_out are multiples of 32 in q8_0, quantized from the
-  // file's values as llama-quantize writes q8_0, and drops the f16/f32 copy of B transposed: about
-  // half the memory of an f16 adapter (Model.load's adapterType: "q8_0"). A rank that is a multiple
-  // of 32 gets A and B as a q8_0 adapter file would hold them (B blocked along r), run with
-  // llama.cpp's q8_0 arithmetic (the Q8_0Gemm passes: int8 dots on quantized activations); other
-  // ranks keep the f32 passes over q8_0 A and B transposed (blocked along n_out). Either way the
-  // delta differs from the file's by q8_0's rounding. Call once, before the adapter is shared.
-  // Returns how many pairs it converted (q8_0 files' pairs are already in the q8_0 form: 0).
-  int64_t store_as_q8_0();
+  // Keeps every pair not yet quantized (f16/f32/bf16) whose n_in and n_out are multiples of 32 in
+  // t (q8_0 or q4_0; other types convert nothing), quantized from the file's values as
+  // llama-quantize writes t, and drops the f16/f32 copy of B transposed (Model.load's adapterType).
+  // q8_0 is about half the memory of an f16 adapter, q4_0 about 0.28. A rank that is a multiple of
+  // 32 gets A and B as a t adapter file would hold them (B blocked along r), run with llama.cpp's
+  // arithmetic for such a file (the Q8_0Gemm / Q4_0Gemm passes: int8 dots on q8_0 activations);
+  // other ranks keep the f32 passes over q8_0 A and B transposed (blocked along n_out), whatever t
+  // is. Either way the delta differs from the file's by the type's rounding. Call once, before the
+  // adapter is shared. Returns how many pairs it converted (a quantized file's pairs stay as
+  // stored: 0).
+  int64_t store_as(GgmlType t);
 
   // The pair of projection p of layer il (il ignored for Output), or null.
   const LoraPair* pair(int64_t il, Proj p) const;
@@ -99,8 +103,8 @@ class LoraAdapter final : public ProjectionDelta {
   float alpha() const { return alpha_; }
   int64_t n_pairs() const { return n_pairs_; }
   // Bytes of every pair's A and B matrices (as stored in the file) plus the transposed copies of B
-  // (f16/f32) or the packed copies (q8_0); for a pair store_as_q8_0() converted, its two q8_0
-  // matrices instead.
+  // (f16/f32) or the packed copies (q8_0, q4_0); for a pair store_as() converted, its two
+  // quantized matrices instead.
   size_t bytes() const { return bytes_; }
 
  private:
@@ -116,11 +120,12 @@ class LoraAdapter final : public ProjectionDelta {
   // The base matrix a target adapts (for Output: W.output, which is token_embd when tied).
   static const MatrixView& base_matrix(const Model& base, int64_t il, Proj p);
   void prepare_low_rank();
-  // Sets pr.gemm_a / gemm_b to packed copies of q8_0 rows a ([r, n_in]) and b ([n_out, r]) that the
-  // adapter owns, and counts their bytes (lora_q8.cpp). Their memory comes from reserve_packed.
-  void pack_for_gemm(LoraPair& pr, const uint8_t* a, const uint8_t* b);
-  // Bytes pack_for_gemm takes for pr (64-byte aligned slices).
-  static size_t packed_size(const LoraPair& pr);
+  // Sets pr.gemm_a / gemm_b to packed copies of rows a ([r, n_in]) and b ([n_out, r]) of type t
+  // (q8_0 or q4_0) that the adapter owns, and counts their bytes (lora_store.cpp). Their memory
+  // comes from reserve_packed.
+  void pack_for_gemm(LoraPair& pr, GgmlType t, const uint8_t* a, const uint8_t* b);
+  // Bytes pack_for_gemm takes for pr in type t (64-byte aligned slices).
+  static size_t packed_size(const LoraPair& pr, GgmlType t);
   // Room for `bytes` of packed slices in one block: on 2 MiB pages when it is large (a decode step
   // streams every byte of every adapter in the batch; 4 KiB pages cost TLB misses), else plain.
   void reserve_packed(size_t bytes);

@@ -221,13 +221,15 @@ const float* matmul_bias(const Pass& p, int64_t il, Proj which, const float* bia
 }
 
 // Whether some group's delta on one of these projections multiplies q8_0 gemm rows of x
-// (Q8_0Gemm LoRA factors): then the projections' matmul prepares those rows too, and the deltas
+// (Q8_0Gemm or Q4_0Gemm LoRA factors): then the projections' matmul prepares those rows too, and the deltas
 // read them instead of quantizing x once per projection and adapter.
 bool wants_q8(const Pass& p, int64_t il, std::initializer_list<Proj> which) {
   for (const Pass::Group& g : p.groups)
     for (Proj w : which) {
       LowRankFactors f;
-      if (g.d->touches(il, w) && g.d->low_rank(il, w, &f) && f.type == LowRankType::Q8_0Gemm) return true;
+      if (g.d->touches(il, w) && g.d->low_rank(il, w, &f) &&
+          (f.type == LowRankType::Q8_0Gemm || f.type == LowRankType::Q4_0Gemm))
+        return true;
     }
   return false;
 }

@@ -41,7 +41,7 @@ constexpr int64_t kColChunk = 128;
 // fma chains overlap); fewer when that would leave threads idle.
 constexpr int64_t kRankChunk = 8;
 
-// A task of the A pass: group g (its rows are slots s0..), ranks [k0, k0 + chunk) (Q8_0Gemm:
+// A task of the A pass: group g (its rows are slots s0..), ranks [k0, k0 + chunk) (gemm kinds:
 // [k0, k0 + kGemmGroupRows), one packed group of A's rows).
 struct Item {
   int64_t g, s0, k0;
@@ -55,7 +55,7 @@ struct Scratch {
   std::vector<float*> ts, ys;
   std::vector<Item> item;
   std::vector<int64_t> first;   // first slot of each group
-  std::vector<uint8_t> xq, tq;  // Q8_0Gemm groups: each slot's x and t as gemm activations
+  std::vector<uint8_t> xq, tq;  // gemm-kind groups: each slot's x and t as gemm activations
 };
 Scratch& scratch() {
   thread_local Scratch s;
@@ -74,6 +74,13 @@ float lowrank_elem(const void* p, LowRankType type, int64_t i) {
     case LowRankType::Q8_0Gemm: {  // rows of q8_0 blocks
       const quant::BlockQ8_0& b = static_cast<const quant::BlockQ8_0*>(p)[i / quant::kQK8_0];
       return fp16_to_fp32(b.d) * static_cast<float>(b.qs[i % quant::kQK8_0]);
+    }
+    case LowRankType::
+        Q4_0Gemm: {  // rows of q4_0 blocks: element j < 16 in qs[j]'s low nibble, j >= 16 in qs[j - 16]'s high
+      const quant::BlockQ4_0& b = static_cast<const quant::BlockQ4_0*>(p)[i / quant::kQK4_0];
+      const int j = static_cast<int>(i % quant::kQK4_0);
+      const int q = j < 16 ? (b.qs[j] & 0x0F) : (b.qs[j - 16] >> 4);
+      return fp16_to_fp32(b.d) * static_cast<float>(q - 8);
     }
     case LowRankType::F32: break;
   }
@@ -126,7 +133,7 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
     total += groups[g].n_rows, max_r = std::max(max_r, groups[g].f.r);
     if (gemm_kind(groups[g].f)) gemm_r = std::max(gemm_r, groups[g].f.r);
   }
-  // Q8_0Gemm groups take their ranks in runs of gemm_chunk (whole 16-row groups of A: one gemm
+  // Gemm-kind groups (Q8_0Gemm, Q4_0Gemm) take their ranks in runs of gemm_chunk (whole 16-row groups of A: one gemm
   // call streams a run's groups with its prefetch running ahead; a call per group stalls on each
   // first group), float groups in runs of chunk; both shrink while there are too few tasks.
   int64_t gemm_chunk = kGemmGroupRows;
@@ -137,7 +144,7 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
     for (int64_t g = 0; g < n_groups; ++g) n += (groups[g].f.r + step(g, chunk) - 1) / step(g, chunk);
     return n;
   };
-  // Only Q8_0Gemm groups, at least two per thread (many adapters of a decode step: BGMV): each
+  // Only gemm-kind groups, at least two per thread (many adapters of a decode step: BGMV): each
   // runs whole as one task (lowrank_apply_jobs: both products, one parallel region).
   const int64_t want_items = 2 * static_cast<int64_t>(pool.size());
   int64_t n_gemm = 0;
@@ -173,9 +180,9 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
     }
     for (int64_t k0 = 0; k0 < groups[g].f.r; k0 += step(g, chunk)) sc.item[static_cast<size_t>(it++)] = {g, s0, k0};
   }
-  // Q8_0Gemm groups read x as gemm activations (quantized per row as matmul() does): the caller's
-  // rows where they cover the group (consecutive rows), else the group's slots of sc.xq, made here
-  // once.
+  // Gemm-kind groups read x as gemm activations (quantized per row as matmul() does; q8_0 for
+  // q4_0 and q8_0 factors alike): the caller's rows where they cover the group (consecutive rows),
+  // else the group's slots of sc.xq, made here once.
   const size_t own_stride = gemm_r ? gemm_act_row_bytes(GgmlType::Q8_0, n_in) : 0;
   const size_t tq_stride = gemm_r ? gemm_act_row_bytes(GgmlType::Q8_0, gemm_r) : 0;
   auto given = [&](int64_t g) { return lowrank_rows_act(groups[g].rows, groups[g].n_rows, xq, xq_stride); };
@@ -219,7 +226,7 @@ void lowrank_apply(const LowRankGroup* groups, int64_t n_groups, const float* x,
       }
     }
   });
-  // Q8_0Gemm groups read t as gemm activations too (r values per row: cheap, so on this thread).
+  // Gemm-kind groups read t as gemm activations too (r values per row: cheap, so on this thread).
   for (int64_t s = 0; gemm_r && s < total; ++s) {
     const LowRankFactors& f = groups[slot[static_cast<size_t>(s)].first].f;
     if (gemm_kind(f))

@@ -33,7 +33,13 @@ namespace llmserve {
 // over 16 adapters of rank 64 reads more factor bytes than base weights). Bit-identical to
 // LoraAdapter::add (matmul() over the same rows), for any batch, grouping or thread count, as gemm
 // guarantees; it is the path for q8_0 adapter files and for Model.load's adapterType "q8_0".
-enum class LowRankType : uint8_t { F32, F16, Q8_0, Q8_0Gemm };
+//
+// Q4_0Gemm: the same arithmetic over q4_0 factors (ggml's q4_0 blocks: f16 scale d, 32 4-bit
+// q - 8), as llama.cpp runs a q4_0 adapter file: A and B stream 18 bytes per 32 elements instead
+// of 34, for decode steps over many adapters, where those bytes are the LoRA cost; x and t are
+// still quantized as q8_0 (q4_0's vec_dot type). The path for q4_0 adapter files and
+// adapterType "q4_0".
+enum class LowRankType : uint8_t { F32, F16, Q8_0, Q8_0Gemm, Q4_0Gemm };
 
 // One adapter's factors for one projection, both of one type.
 struct LowRankFactors {
@@ -42,7 +48,7 @@ struct LowRankFactors {
   LowRankType type = LowRankType::F32;
   int64_t r = 0;
   float scale = 0.0f;
-  // Q8_0Gemm only: B [n_out, r] (q8_0 rows of r), and optional copies of A and B packed by
+  // Q8_0Gemm / Q4_0Gemm only: B [n_out, r] (rows of r in the factors' type), and optional copies of A and B packed by
   // gemm_pack (read instead of the rows, same results); a may be null when a_packed is set, b when
   // b_packed is.
   const void* b = nullptr;
@@ -50,7 +56,7 @@ struct LowRankFactors {
   const uint8_t* b_packed = nullptr;
 };
 
-// Element i of a factor stored row-major as `type` (rows of a Q8_0 factor hold whole blocks).
+// Element i of a factor stored row-major as `type` (rows of a quantized factor hold whole blocks).
 float lowrank_elem(const void* p, LowRankType type, int64_t i);
 
 // The rows of a batch that use one set of factors.

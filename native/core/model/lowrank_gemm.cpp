@@ -1,6 +1,6 @@
-// The Q8_0Gemm passes of lowrank_apply (lowrank.h): llama.cpp's q8_0 adapter arithmetic through
-// quant/gemm, whose packed 16-row groups and int8 dot products stream the factors at the speed of
-// the model's own q8_0 weights.
+// The Q8_0Gemm / Q4_0Gemm passes of lowrank_apply (lowrank.h): llama.cpp's q8_0 / q4_0 adapter
+// arithmetic through quant/gemm, whose packed 16-row groups and int8 dot products stream the
+// factors at the speed of the model's own weights of that type.
 #include "lowrank_gemm.h"
 
 #include <vector>
@@ -39,7 +39,7 @@ T* grow(std::vector<T>& v, size_t n) {
 void lowrank_gemm_a(const LowRankFactors& f, int64_t n_in, const uint8_t* xq, size_t xq_stride, int64_t n, int64_t k0,
                     int64_t k1, float* t, int64_t ldt) {
   GemmArgs a;
-  a.type = GgmlType::Q8_0, a.n_in = n_in, a.row_bytes = row_size(GgmlType::Q8_0, n_in);
+  a.type = gemm_weight_type(f), a.n_in = n_in, a.row_bytes = row_size(a.type, n_in);
   a.w = static_cast<const uint8_t*>(f.a), a.packed = f.a_packed;
   a.r0 = k0, a.r1 = k1;
   a.act = xq, a.act_stride = xq_stride, a.n = n;
@@ -53,10 +53,10 @@ void lowrank_gemm_b(const LowRankFactors& f, const uint8_t* tq, size_t tq_stride
   const int64_t cols = j1 - j0;
   float* u = grow(gemm_scratch().u, static_cast<size_t>(n * cols));
   GemmArgs a;
-  a.type = GgmlType::Q8_0, a.n_in = f.r, a.row_bytes = row_size(GgmlType::Q8_0, f.r);
+  a.type = gemm_weight_type(f), a.n_in = f.r, a.row_bytes = row_size(a.type, f.r);
   a.w = f.b ? static_cast<const uint8_t*>(f.b) + static_cast<size_t>(j0) * a.row_bytes : nullptr;
-  a.packed = f.b_packed ? f.b_packed + static_cast<size_t>(j0 / kGemmGroupRows) *
-                                           gemm_packed_bytes(GgmlType::Q8_0, f.r, kGemmGroupRows)
+  a.packed = f.b_packed ? f.b_packed +
+                              static_cast<size_t>(j0 / kGemmGroupRows) * gemm_packed_bytes(a.type, f.r, kGemmGroupRows)
                         : nullptr;
   a.r0 = 0, a.r1 = cols;
   a.act = tq, a.act_stride = tq_stride, a.n = n;

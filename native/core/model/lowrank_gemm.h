@@ -1,13 +1,20 @@
-// Internal to lowrank.cpp: the Q8_0Gemm passes (lowrank.h), run by quant/gemm on q8_0 activations.
+// Internal to lowrank.cpp: the Q8_0Gemm / Q4_0Gemm passes (lowrank.h), run by quant/gemm on q8_0 activations.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 
+#include "../quant/quant.h"
 #include "lowrank.h"
 
 namespace llmserve {
 
-inline bool gemm_kind(const LowRankFactors& f) { return f.type == LowRankType::Q8_0Gemm; }
+inline bool gemm_kind(const LowRankFactors& f) {
+  return f.type == LowRankType::Q8_0Gemm || f.type == LowRankType::Q4_0Gemm;
+}
+// The weight type gemm reads the factors of a gemm_kind group as (both take q8_0 activations).
+inline GgmlType gemm_weight_type(const LowRankFactors& f) {
+  return f.type == LowRankType::Q4_0Gemm ? GgmlType::Q4_0 : GgmlType::Q8_0;
+}
 
 // Whether lowrank_force_scalar_for_testing is on (then gemm_ref runs instead of the dispatched gemm).
 bool lowrank_scalar_forced();

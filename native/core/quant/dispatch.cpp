@@ -127,8 +127,9 @@ void gemm_with(const KernelTable& k, const GemmArgs& a) {
   const uint32_t i = idx(a.type);
   if (i >= kGgmlTypeCount || !k.gemm[i] || gemm_act_row_bytes(a.type, a.n_in) == 0) return;
   if (a.n_in % type_traits(a.type).block_size != 0) return;
-  // Without raw rows only a packed Q8_0 matrix from a group boundary (gemm.h).
-  if (!a.w && (!a.packed || a.type != GgmlType::Q8_0 || a.r0 % kGemmGroupRows != 0)) return;
+  // Without raw rows only a packed Q8_0 or Q4_0 matrix from a group boundary (gemm.h).
+  if (!a.w && (!a.packed || (a.type != GgmlType::Q8_0 && a.type != GgmlType::Q4_0) || a.r0 % kGemmGroupRows != 0))
+    return;
   if (a.packed && a.r0 % kGemmGroupRows != 0) {
     GemmArgs b = a;
     b.packed = nullptr;

@@ -65,7 +65,7 @@ void gemm_prepare_act(GgmlType wtype, const float* x, int64_t n_in, uint8_t* out
 struct GemmArgs {
   GgmlType type = GgmlType::F32;  // weight type
   int64_t n_in = 0;
-  // raw rows: row r at w + r * row_bytes (ggml layout); Q8_0 only: may be null when packed is set
+  // raw rows: row r at w + r * row_bytes (ggml layout); Q8_0 and Q4_0: may be null when packed is set
   const uint8_t* w = nullptr;
   size_t row_bytes = 0;
   const uint8_t* packed = nullptr;  // optional: the same matrix packed by gemm_pack; then r0 % 16 == 0

@@ -211,10 +211,6 @@ void gemm_scalar(const GemmArgs& a, Dot dot) {
   }
 }
 
-void gemm_ref_q4_0(const GemmArgs& a) {
-  const int64_t nb = a.n_in / kQK4_0;
-  gemm_scalar(a, [nb](const uint8_t* w, const uint8_t* x) { return dot_q4_0(w, x, nb); });
-}
 // Row r of a packed Q8_0 matrix (pack_q8_0's records, 16 rows per group) back as q8_0 blocks.
 void unpack_q8_0_row(const uint8_t* packed, int64_t r, int64_t nb, BlockQ8_0* out) {
   const uint8_t* rec = packed + static_cast<size_t>(r / kGemmGroupRows) * kPackQ8_0 * static_cast<size_t>(nb);
@@ -226,23 +222,38 @@ void unpack_q8_0_row(const uint8_t* packed, int64_t r, int64_t nb, BlockQ8_0* ou
   }
 }
 
-void gemm_ref_q8_0(const GemmArgs& a) {
-  const int64_t nb = a.n_in / kQK8_0;
+// Row r of a packed Q4_0 matrix (pack_q4_0's records) back as q4_0 blocks.
+void unpack_q4_0_row(const uint8_t* packed, int64_t r, int64_t nb, BlockQ4_0* out) {
+  const uint8_t* rec = packed + static_cast<size_t>(r / kGemmGroupRows) * kPackQ4_0 * static_cast<size_t>(nb);
+  const int lane = static_cast<int>(r % kGemmGroupRows);
+  for (int64_t b = 0; b < nb; ++b, rec += kPackQ4_0) {
+    std::memcpy(&out[b].d, rec + 2 * lane, 2);
+    for (int j = 0; j < 4; ++j) std::memcpy(out[b].qs + 4 * j, rec + 32 + 64 * j + 4 * lane, 4);
+  }
+}
+
+// gemm_scalar over raw rows, or, with only the packed copy (gemm.h allows it for Q8_0 and Q4_0),
+// each row unpacked once, then the same dot.
+template <class Block, void (*Unpack)(const uint8_t*, int64_t, int64_t, Block*),
+          float (*Dot)(const uint8_t*, const uint8_t*, int64_t)>
+void gemm_ref_raw_or_packed(const GemmArgs& a) {
+  const int64_t nb = a.n_in / 32;
   if (a.w) {
-    gemm_scalar(a, [nb](const uint8_t* w, const uint8_t* x) { return dot_q8_0(w, x, nb); });
+    gemm_scalar(a, [nb](const uint8_t* w, const uint8_t* x) { return Dot(w, x, nb); });
     return;
   }
-  // Only the packed copy (gemm.h allows it for Q8_0): each row unpacked once, then the same dot.
-  std::vector<BlockQ8_0> row(static_cast<size_t>(nb));
+  std::vector<Block> row(static_cast<size_t>(nb));
   for (int64_t r = a.r0; r < a.r1; ++r) {
-    unpack_q8_0_row(a.packed, r, nb, row.data());
+    Unpack(a.packed, r, nb, row.data());
     for (int64_t t = 0; t < a.n; ++t) {
-      float v = dot_q8_0(reinterpret_cast<const uint8_t*>(row.data()), a.act + t * a.act_stride, nb);
+      float v = Dot(reinterpret_cast<const uint8_t*>(row.data()), a.act + t * a.act_stride, nb);
       if (a.bias) v += a.bias[r];
       a.y[t * a.ldy + r] = v;
     }
   }
 }
+void gemm_ref_q4_0(const GemmArgs& a) { gemm_ref_raw_or_packed<BlockQ4_0, unpack_q4_0_row, dot_q4_0>(a); }
+void gemm_ref_q8_0(const GemmArgs& a) { gemm_ref_raw_or_packed<BlockQ8_0, unpack_q8_0_row, dot_q8_0>(a); }
 void gemm_ref_q4_K(const GemmArgs& a) {
   const int64_t nb = a.n_in / kQK_K;
   gemm_scalar(a, [nb](const uint8_t* w, const uint8_t* x) { return dot_q4_K(w, x, nb); });

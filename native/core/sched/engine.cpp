@@ -61,7 +61,7 @@ Status Engine::load(const std::string& path, const EngineOptions& opts, const st
   xo.block_size = opts.block_size;
   xo.kv_type = opts.kv_type;
   xo.repack = opts.repack;
-  xo.adapter_q8_0 = opts.adapter_q8_0;
+  xo.adapter_storage = opts.adapter_storage;
   std::unique_ptr<Executor> x;
   LLMS_RETURN_IF_ERROR(load_executor(path, xo, progress, &x));
   return create(std::move(x), opts, out);
@@ -180,6 +180,14 @@ Status Engine::submit_evals(std::vector<std::shared_ptr<EvalRequest>> reqs) {
       if (t < 0 || t >= cfg.n_vocab)
         return make_error(Code::InvalidArgument, "Token id " + std::to_string(t) + " is outside the vocabulary [0, " +
                                                      std::to_string(cfg.n_vocab) + ").");
+    if (req->adapter != 0) {
+      std::lock_guard<std::mutex> lk(adapters_mu_);
+      auto it = adapters_.find(req->adapter);
+      if (it == adapters_.end())
+        return make_error(Code::AdapterNotFound,
+                          "No LoRA adapter is loaded with id " + std::to_string(req->adapter) + "; load it first.");
+      req->adapter_hold = it->second;
+    }
   }
   std::lock_guard<std::mutex> lk(mu_);
   if (stopping_) return make_error(Code::Disposed, "The model has been disposed; load it again.");
@@ -303,14 +311,15 @@ void Engine::run_eval_pass() {
   if (evals_.empty()) return;
   auto packable = [](const EvalRequest& r) {
     const int64_t n = (int64_t)r.tokens.size();
-    return r.n_batch == 0 && (r.logits_from == 0 || r.logits_from == n - 1);
+    return r.n_batch == 0 && (r.logits_from == 0 || r.logits_from == n - 1) && r.adapter == 0;
   };
   std::shared_ptr<EvalRequest> front = evals_.front();
   if (!packable(*front)) {
     evals_.pop_front();
     std::vector<float> rows;
     Status s = executor_->evaluate(front->tokens.data(), (int64_t)front->tokens.size(), front->logits_from,
-                                   front->n_batch, &rows, front->hidden);
+                                   front->n_batch, &rows, front->hidden, front->adapter);
+    front->adapter_hold.reset();
     ++st_.eval_sequences;
     ++st_.eval_passes;
     publish_stats();  // stats first, then the result (as step() does with events)

@@ -74,9 +74,10 @@ struct EngineOptions {
   // PackedWeights) and release the file's pages for them: the same memory, faster decode.
   // false keeps every weight in the file's mapping (faster load, pages shared between processes).
   bool repack = true;
-  // Keep every LoRA adapter's factors as q8_0 (LoraAdapter::store_as_q8_0): half the adapter
-  // bytes a decode step reads against f16 files, for deltas that differ by q8_0's rounding.
-  bool adapter_q8_0 = false;
+  // Keep every LoRA adapter's factors as q8_0 or q4_0 (LoraAdapter::store_as): about half (q8_0)
+  // or 0.28 (q4_0) of the adapter bytes a decode step reads against f16 files, for deltas that
+  // differ by the type's rounding.
+  AdapterStorage adapter_storage = AdapterStorage::File;
 };
 
 class Engine {

@@ -57,6 +57,8 @@ struct EvalRequest {
   int64_t logits_from = 0;  // first position whose logits are returned (tokens.size() - 1: the last only)
   int64_t n_batch = 0;      // most tokens per forward pass (0: all at once)
   bool hidden = false;      // final hidden states after output_norm ([rows, n_embd]) instead of logits
+  uint64_t adapter = 0;     // LoRA adapter id to evaluate under (0: the base model); runs unpacked
+  std::shared_ptr<const void> adapter_hold;  // set by the engine: keeps that adapter loaded until the evaluation ran
   std::function<void(Status, std::vector<float>&&)> on_done;  // called on the engine thread
 };
 

@@ -551,8 +551,8 @@ Status synth_lora(const std::string& base_path, const SynthLoraOptions& opt, con
   if (opt.rank < 1 || opt.rank > 65536)
     return invalid("Expected rank in [1, 65536] but received " + std::to_string(opt.rank));
   if (opt.type != GgmlType::F32 && opt.type != GgmlType::F16 && opt.type != GgmlType::BF16 &&
-      opt.type != GgmlType::Q8_0)
-    return invalid(std::string("Expected a LoRA type of f32, f16, bf16 or q8_0 but received ") +
+      opt.type != GgmlType::Q8_0 && opt.type != GgmlType::Q4_0)
+    return invalid(std::string("Expected a LoRA type of f32, f16, bf16, q8_0 or q4_0 but received ") +
                    type_traits(opt.type).name);
   static const char* kKinds[] = {"attn_q",   "attn_k", "attn_v",   "attn_output",
                                  "ffn_gate", "ffn_up", "ffn_down", "output"};

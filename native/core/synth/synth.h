@@ -71,7 +71,7 @@ struct SynthLoraOptions {
   std::vector<std::string> targets = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
   uint64_t seed = 1;
   float alpha = 0.0f;             // adapter.lora.alpha (0: written as 0, scale = user scale)
-  GgmlType type = GgmlType::F32;  // F32, F16, BF16, Q8_0 (rows must fit its block)
+  GgmlType type = GgmlType::F32;  // F32, F16, BF16, Q8_0, Q4_0 (rows must fit its block)
   // Entries: a ~ N(0, 1/n_in), b ~ N(0, (std_b)^2 / rank), so scale·B·A·x is about std_b times
   // the size of a unit-variance projection of x.
   float std_b = 0.5f;

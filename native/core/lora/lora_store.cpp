@@ -1,15 +1,17 @@
-// LoraAdapter::store_as_q8_0 (lora.h): resident q8_0 factors for the batched low-rank kernels, and
-// the packed copies their Q8_0Gemm passes read.
+// LoraAdapter::store_as (lora.h): resident q8_0 or q4_0 factors for the batched low-rank kernels,
+// and the packed copies their gemm passes read.
 //
 // Why: memory, and at ranks that are multiples of 32 time too. q8_0 takes 34 bytes per 32 elements
-// against f16's 64, so twice the adapters fit. Such a rank runs the Q8_0Gemm passes (llama.cpp's
-// q8_0 adapter arithmetic: int8 dots on quantized activations, model/lowrank.h), which stream the
-// factors at the int8 kernels' speed, where a decode step over many rank-64 adapters reads more
-// factor bytes than base weights. Other ranks keep the f32 passes (A and B transposed in q8_0; the
-// conversion per element costs about what the bytes save). Quantized with ggml's weight quantizer
-// (what llama-quantize writes for q8_0), so the values are those of the same adapter converted to
-// q8_0 by llama.cpp's tools; in the f32 passes' form B is blocked along n_out (B^T's rows, the
-// axis those kernels stream), where a q8_0 GGUF adapter's B is blocked along r.
+// against f16's 64, q4_0 18, so two or three and a half times the adapters fit. Such a rank runs
+// the gemm passes (llama.cpp's arithmetic for a q8_0 or q4_0 adapter file: int8 dots on quantized
+// activations, model/lowrank.h), which stream the factors at the int8 kernels' speed; a decode
+// step over many rank-64 adapters reads more factor bytes than base weights, so there fewer bytes
+// are less time. Other ranks keep the f32 passes over q8_0 (A and B transposed; those passes have
+// no q4_0 form, and at such ranks the conversion per element costs about what the bytes save).
+// Quantized with ggml's weight quantizer (what llama-quantize writes for q8_0 / q4_0), so the
+// values are those of the same adapter converted by llama.cpp's tools; in the f32 passes' form B
+// is blocked along n_out (B^T's rows, the axis those kernels stream), where a quantized GGUF
+// adapter's B is blocked along r.
 #include <cstring>
 #include <new>
 #include <vector>
@@ -38,9 +40,9 @@ LoraAdapter::~LoraAdapter() {
   for (PackedBlock& b : packed_) os::aligned_free(b.p);
 }
 
-size_t LoraAdapter::packed_size(const LoraPair& pr) {
+size_t LoraAdapter::packed_size(const LoraPair& pr, GgmlType t) {
   const int64_t r = pr.a.n_out, n_in = pr.a.n_in, n_out = pr.b.n_out;
-  return round64(gemm_packed_bytes(GgmlType::Q8_0, n_in, r)) + round64(gemm_packed_bytes(GgmlType::Q8_0, r, n_out));
+  return round64(gemm_packed_bytes(t, n_in, r)) + round64(gemm_packed_bytes(t, r, n_out));
 }
 
 void LoraAdapter::reserve_packed(size_t bytes) {
@@ -57,34 +59,34 @@ void LoraAdapter::reserve_packed(size_t bytes) {
   packed_.push_back(b);
 }
 
-void LoraAdapter::pack_for_gemm(LoraPair& pr, const uint8_t* a, const uint8_t* b) {
+void LoraAdapter::pack_for_gemm(LoraPair& pr, GgmlType t, const uint8_t* a, const uint8_t* b) {
   const int64_t r = pr.a.n_out, n_in = pr.a.n_in, n_out = pr.b.n_out;
-  const size_t a_bytes = gemm_packed_bytes(GgmlType::Q8_0, n_in, r),
-               b_bytes = gemm_packed_bytes(GgmlType::Q8_0, r, n_out);
-  const size_t need = packed_size(pr);
+  const size_t a_bytes = gemm_packed_bytes(t, n_in, r), b_bytes = gemm_packed_bytes(t, r, n_out);
+  const size_t need = packed_size(pr, t);
   if (packed_.empty() || packed_.back().cap - packed_.back().used < need) reserve_packed(need);
   PackedBlock& blk = packed_.back();
   uint8_t* pa = blk.p + blk.used;
   uint8_t* pb = pa + round64(a_bytes);
   blk.used += need;
-  gemm_pack(GgmlType::Q8_0, a, row_size(GgmlType::Q8_0, n_in), n_in, r, pa);
-  gemm_pack(GgmlType::Q8_0, b, row_size(GgmlType::Q8_0, r), r, n_out, pb);
-  pr.gemm_a = pa, pr.gemm_b = pb;
+  gemm_pack(t, a, row_size(t, n_in), n_in, r, pa);
+  gemm_pack(t, b, row_size(t, r), r, n_out, pb);
+  pr.gemm_a = pa, pr.gemm_b = pb, pr.gemm_type = t;
   bytes_ += a_bytes + b_bytes;
 }
 
-int64_t LoraAdapter::store_as_q8_0() {
+int64_t LoraAdapter::store_as(GgmlType t) {
+  if (t != GgmlType::Q8_0 && t != GgmlType::Q4_0) return 0;
   int64_t converted = 0;
   std::vector<float> row, b, col;
   std::vector<uint8_t> qa_rows, qb_rows;
   auto convertible = [](const LoraPair& pr) {
     return pr.present() && !pr.q8_a && !pr.gemm_a && pr.a.n_in % kBlock == 0 && pr.b.n_out % kBlock == 0;
   };
-  size_t packed = 0;  // the Q8_0Gemm form's slices, in one block
+  size_t packed = 0;  // the gemm form's slices, in one block
   for (auto& layer : layers_)
     for (auto& pr : layer)
-      if (convertible(pr) && pr.a.n_out % kBlock == 0) packed += packed_size(pr);
-  if (convertible(output_) && output_.a.n_out % kBlock == 0) packed += packed_size(output_);
+      if (convertible(pr) && pr.a.n_out % kBlock == 0) packed += packed_size(pr, t);
+  if (convertible(output_) && output_.a.n_out % kBlock == 0) packed += packed_size(output_, t);
   reserve_packed(packed);
   auto convert = [&](LoraPair& pr) {
     if (!convertible(pr)) return;
@@ -101,22 +103,22 @@ int64_t LoraAdapter::store_as_q8_0() {
       pr.bt = nullptr;
     };
     if (r % kBlock == 0) {
-      // The Q8_0Gemm form: A's rows and B's rows (of r) quantized, as in a q8_0 adapter file.
-      const size_t b_row = row_size(GgmlType::Q8_0, r);
-      qa_rows.resize(static_cast<size_t>(r) * a_row);
-      qb_rows.resize(static_cast<size_t>(n_out) * b_row);
+      // The gemm form: A's rows and B's rows (of r) quantized, as in a q8_0 / q4_0 adapter file.
+      const size_t ga_row = row_size(t, n_in), gb_row = row_size(t, r);
+      qa_rows.resize(static_cast<size_t>(r) * ga_row);
+      qb_rows.resize(static_cast<size_t>(n_out) * gb_row);
       row.resize(static_cast<size_t>(std::max(n_in, r)));
       for (int64_t k = 0; k < r; ++k) {
         dequantize_row(pr.a.type, pr.a.row(k), row.data(), n_in);
-        quantize_row_weights(GgmlType::Q8_0, row.data(), qa_rows.data() + static_cast<size_t>(k) * a_row, n_in);
+        quantize_row_weights(t, row.data(), qa_rows.data() + static_cast<size_t>(k) * ga_row, n_in);
       }
       for (int64_t j = 0; j < n_out; ++j) {
         dequantize_row(pr.b.type, pr.b.row(j), row.data(), r);
-        quantize_row_weights(GgmlType::Q8_0, row.data(), qb_rows.data() + static_cast<size_t>(j) * b_row, r);
+        quantize_row_weights(t, row.data(), qb_rows.data() + static_cast<size_t>(j) * gb_row, r);
       }
       bytes_ -= stored_bytes(pr.a) + stored_bytes(pr.b);
       drop_bt();
-      pack_for_gemm(pr, qa_rows.data(), qb_rows.data());
+      pack_for_gemm(pr, t, qa_rows.data(), qb_rows.data());
       ++converted;
       return;
     }
