@@ -67,7 +67,7 @@ describe("adapterType: q8_0", () => {
   });
 
   it("a wrong adapterType is ERR_INVALID_ARGUMENT naming the choices", async () => {
-    const err = await Model.load(base, { adapterType: "q4_0" as never }).catch((e: unknown) => e);
+    const err = await Model.load(base, { adapterType: "q4_1" as never }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LlmserveError);
     expect((err as LlmserveError).code).toBe("ERR_INVALID_ARGUMENT");
     expect((err as LlmserveError).message).toContain("adapterType");
