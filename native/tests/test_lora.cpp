@@ -458,3 +458,36 @@ TEST(lora_session_keeps_kv_per_adapter) {
   CHECK(same->tm.reused_tokens >= (int64_t)p1.size());
   e->shutdown();
 }
+
+// Executor::evaluate under an adapter (Model.evaluate's adapter): the logits of the forward pass with
+// that adapter's delta, bit for bit, not the base's; an id that is not loaded is AdapterNotFound.
+TEST(lora_evaluate_under_an_adapter_is_the_delta_forward) {
+  using namespace lora_test;
+  const std::string base = base_path("llama");
+  auto m = load_model(base);
+  CHECK(m != nullptr);
+  if (!m) return;
+  SynthLoraOptions o;
+  o.rank = 8, o.alpha = 16.0f, o.seed = 13, o.type = GgmlType::F16, o.targets = kAllTargets;
+  const std::string file = adapter_path(base, "evalad", o);
+  std::unique_ptr<LoraAdapter> ad;
+  CHECK(LoraAdapter::load(file, *m, 1.0f, &ad).is_ok());
+  ExecutorOptions xo;
+  xo.n_ctx = 64, xo.kv_type = GgmlType::F32;
+  std::unique_ptr<CpuExecutor> x;
+  CHECK(CpuExecutor::load(base, xo, nullptr, &x).is_ok());
+  if (!x || !ad) return;
+  CHECK(x->load_adapter(3, file, 1.0f).is_ok());
+  const auto toks = test_tokens(9, m->config().n_vocab, 5);
+  const int64_t n = static_cast<int64_t>(toks.size());
+  std::vector<float> got, plain;
+  CHECK(x->evaluate(toks.data(), n, 0, 0, &got, false, 3).is_ok());
+  CHECK(x->evaluate(toks.data(), n, 0, 0, &plain, false, 0).is_ok());
+  const auto want = logits_all(*m, toks, ad.get());
+  CHECK(got.size() == want.size());
+  CHECK(got == want);
+  CHECK(max_abs_diff(plain, want) > 1e-3);  // the adapter changes the logits
+  std::vector<float> none;
+  const Status s = x->evaluate(toks.data(), n, 0, 0, &none, false, 4);
+  CHECK(s.code == Code::AdapterNotFound);
+}

@@ -152,6 +152,21 @@ TEST(lowrank_q8_0_gemm_equals_llama_cpp_q8_0_formula_bitwise) {
   CHECK(checked == 2 * 2 * 2 * 2 * rows);
 }
 
+// lowrank_elem reads a q4_0 factor's element i as dequantize_row does (nibble order, d, minus 8).
+TEST(lowrank_elem_q4_0_equals_dequantize_row) {
+  const int64_t n = 96;
+  const auto v = randv(static_cast<size_t>(n), 41, 1.0f);
+  const auto q = q_rows(GgmlType::Q4_0, v, 1, n);
+  std::vector<float> want(static_cast<size_t>(n));
+  dequantize_row(GgmlType::Q4_0, q.data(), want.data(), n);
+  int differ = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    CHECK(lowrank_elem(q.data(), LowRankType::Q4_0Gemm, i) == want[static_cast<size_t>(i)]);
+    differ += want[static_cast<size_t>(i)] != want[static_cast<size_t>((i + 16) % n)];
+  }
+  CHECK(differ > n / 2);  // the values are not all alike, so a wrong nibble shows
+}
+
 // Many rows of one adapter (a prefill chunk): gemm's multi-token tiles give each row its own bits.
 TEST(lowrank_q8_0_gemm_prefill_rows_equal_decode_rows) {
   const int64_t n_in = 256, n_out = 96, rows = 70;
