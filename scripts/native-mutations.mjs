@@ -1029,8 +1029,8 @@ export const MUTATIONS = [
   {
     id: "gemm-ref-packed-q8-lane",
     file: "native/core/quant/gemm_ref.cpp",
-    find: "const int lane = static_cast<int>(r % kGemmGroupRows);",
-    replace: "const int lane = static_cast<int>(r % kGemmGroupRows) ^ 1;",
+    find: "static_cast<int8_t>(rec[32 + 64 * j + 4 * lane + k] ^ 0x80);",
+    replace: "static_cast<int8_t>(rec[32 + 64 * j + 4 * (lane ^ 1) + k] ^ 0x80);",
     why: "scalar GEMM over a packed-only Q8_0 matrix: each row reads its neighbour's lane",
   },
   {
