@@ -94,13 +94,21 @@ export interface LoadOptions {
   maxAdapters?: number;
   /**
    * How LoRA adapters' factors are kept in memory: `"file"` (default) as the file stores them, or
-   * `"q8_0"`: quantized at load to q8_0, about half the memory of f16. At a rank that is a multiple
-   * of 32 the adapter then computes as llama.cpp computes the same adapter converted to q8_0
-   * (activations rounded to q8_0, int8 dot products), which is also faster where a step reads many
-   * adapters (rank 64 over 4 adapters: +21% decode time instead of +39% with f16; bench/README.md,
-   * "Multi-LoRA"); other ranks keep f32 arithmetic over the q8_0 factors. Deltas differ from the
-   * file's by that rounding (a few percent of the delta). Matrices whose sizes are not multiples of
-   * 32 stay as stored.
+   * quantized at load:
+   * - `"q8_0"`: about half the memory of f16. At a rank that is a multiple of 32 the adapter then
+   *   computes as llama.cpp computes the same adapter converted to q8_0 (activations rounded to
+   *   q8_0, int8 dot products), which is also faster where a step reads many adapters (rank 64 over
+   *   4 adapters: +21% decode time instead of +39% with f16; bench/README.md, "Multi-LoRA"); other
+   *   ranks keep f32 arithmetic over the q8_0 factors. The output changes about as much as the
+   *   adapter's scale turned down by 1% (`npm run bench:lora-quality`).
+   * - `"q4_0"`: about 0.28 of f16's memory (18 bytes per 32 values), and the least decode time where
+   *   a step reads many adapters (rank 64 over 16 adapters: about 0.7x q8_0's LoRA time), computed as
+   *   llama.cpp computes a q4_0 adapter file. The output changes about as much as the adapter's
+   *   scale turned down by 10%: a trade for memory and speed, not a free one. Ranks that are not
+   *   multiples of 32 are kept as q8_0.
+   *
+   * Adapter files already in q8_0 or q4_0, and matrices whose sizes are not multiples of 32, stay
+   * as stored.
    */
   adapterType?: (typeof ADAPTER_TYPES)[number];
   /**
