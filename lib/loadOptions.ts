@@ -9,10 +9,10 @@ import { readGguf } from "./gguf.js";
 import { parseBytes } from "./kvMemory.js";
 import { LOAD_LIMITS as L } from "./limits.js";
 import type { ProgressEvent } from "./progress.js";
+import { checkBool, checkInt, checkKeys, checkLimit, checkObject, checkString } from "./validate.js";
 
 /** How LoRA adapters' factors can be kept in memory (Model.load's adapterType). */
 export const ADAPTER_TYPES = ["file", "q8_0", "q4_0"] as const;
-import { checkBool, checkInt, checkKeys, checkLimit, checkObject, checkString } from "./validate.js";
 
 /** Options of {@link Model.load}; every field is optional. */
 export interface LoadOptions {

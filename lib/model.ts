@@ -583,11 +583,22 @@ export class Model {
     const native = this.live();
     const ids = Int32Array.from(this.promptTokens({ tokens }, false, false));
     if (opts.adapter === undefined) return wrapNative(native.evaluate(ids, opts.all === true));
+    // Held from here until the native evaluation ends (as a generate request holds its adapter):
+    // submitted synchronously when the adapter is resident, so an unloadAdapter() right after this
+    // call cannot drop the native copy first; after a reload, submitted before the lease says so.
     const lease = this.registry.acquire(checkAdapterName("adapter", opts.adapter));
     try {
-      const id = await lease.id;
-      lease.submitted();
-      return await wrapNative(native.evaluate(ids, opts.all === true, id));
+      let pending: Promise<Float32Array>;
+      if (typeof lease.id === "number") pending = native.evaluate(ids, opts.all === true, lease.id);
+      else {
+        const id = await lease.id;
+        try {
+          pending = native.evaluate(ids, opts.all === true, id);
+        } finally {
+          lease.submitted();
+        }
+      }
+      return await wrapNative(pending);
     } finally {
       lease.release();
     }

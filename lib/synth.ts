@@ -212,10 +212,10 @@ export async function synth(
   return wrapNative(loadAddon().synth(opts, outPath, onProgress));
 }
 
-/** The base tensors a {@link synthLora} adapter can target ("output": the base's own output matrix). */
 /** Types a LoRA adapter's A and B can be written in (and loaded from): llama.cpp loads all five. */
 export const LORA_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0"] as const;
 
+/** The base tensors a {@link synthLora} adapter can target ("output": the base's own output matrix). */
 export const LORA_TARGETS = [
   "attn_q",
   "attn_k",

@@ -2,7 +2,7 @@
 // What keeping LoRA adapters quantized costs in output quality (Model.load's adapterType).
 //
 //   npm run bench:lora-quality                  # rank 64, 4 adapters at 3 strengths, q8_0 and q4_0
-//   npm run bench:lora-quality -- --quick       # smoke check (small model, 1 adapter)
+//   npm run bench:lora-quality -- --quick       # smoke check (small model, 1 adapter per strength)
 //   node bench/lora/quality.mjs --rank 32 --std-b 0.1 --adapters 2
 //
 // The same f16 adapter files bench:lora serves (synthLora: q, k, v, o, gate, up, down) are loaded

@@ -321,13 +321,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     // Every row, or the last token's (an empty token list is refused by submit_eval).
     req->logits_from = info[1].As<Napi::Boolean>().Value() ? 0 : std::max<int64_t>(0, (int64_t)req->tokens.size() - 1);
     // Optional: the engine id of a loaded LoRA adapter (lib/adapters.ts resolves names to ids).
-    if (info.Length() > 2 && !info[2].IsUndefined()) {
-      const double id = info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : -1;
-      if (!(id >= 0 && id <= 9007199254740991.0 && id == static_cast<double>(static_cast<uint64_t>(id))))
-        throw_invalid(env, false,
-                      "Expected an adapter id (a non-negative integer) but received " + js_describe(info[2]));
-      req->adapter = static_cast<uint64_t>(id);
-    }
+    if (info.Length() > 2 && !info[2].IsUndefined()) req->adapter = check_number<uint64_t, L::kAdapter>(env, info[2]);
     return eval_promise(env, e, req, nullptr);
   }
 

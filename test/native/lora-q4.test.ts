@@ -96,9 +96,20 @@ describe("Model.evaluate({ adapter })", () => {
     const err = await m.evaluate(tokens, { adapter: "nope" }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LlmserveError);
     expect((err as LlmserveError).code).toBe("ERR_ADAPTER_NOT_FOUND");
-    // nothing stays held: both can be unloaded and the model still evaluates
-    m.unloadAdapter("p");
+    // nothing stays held after the evaluations (a failed one included)
+    expect(m.adapters().map((a) => a.inUse)).toEqual([0, 0]);
+    // an evaluation holds its adapter: unloading it right after the call does not fail it, whether
+    // the adapter is resident (q, after this evaluation) ...
+    await m.evaluate(tokens, { adapter: "q" });
+    expect(m.adapters().find((a) => a.name === "q")?.resident).toBe(true);
+    const pending = m.evaluate(tokens, { adapter: "q" });
     m.unloadAdapter("q");
+    expect(await pending).toEqual(viaQ);
+    // ... or being reloaded (p was evicted by q's reload above)
+    expect(m.adapters().find((a) => a.name === "p")?.resident).toBe(false);
+    const reloading = m.evaluate(tokens, { adapter: "p" });
+    m.unloadAdapter("p");
+    expect(await reloading).toEqual(viaP);
     expect(m.adapters()).toEqual([]);
     expect((await m.evaluate(tokens)).length).toBe(viaBase.length);
   });

@@ -130,7 +130,7 @@ describe("resolveSynthLoraOptions", () => {
       expect(e).toMatchObject({ code: "ERR_INVALID_ARGUMENT", message: "Expected 1 to 8 targets for targets" });
     }
     expect(errorOf(() => resolveSynthLoraOptions({ targets: ["attn_q", "lm_head"] })).message).toMatch(/targets\[1\]/);
-    expect(errorOf(() => resolveSynthLoraOptions({ type: "q4_0" })).message).toMatch(/type/);
+    expect(errorOf(() => resolveSynthLoraOptions({ type: "q4_1" })).message).toMatch(/type/);
     expect(errorOf(() => resolveSynthLoraOptions({ stdB: 101 })).message).toMatch(/stdB/);
     expect(errorOf(() => resolveSynthLoraOptions({ alpha: -1 })).message).toMatch(/alpha/);
     expect(errorOf(() => resolveSynthLoraOptions({ seed: -1 })).message).toMatch(/seed/);

@@ -75,8 +75,9 @@ float lowrank_elem(const void* p, LowRankType type, int64_t i) {
       const quant::BlockQ8_0& b = static_cast<const quant::BlockQ8_0*>(p)[i / quant::kQK8_0];
       return fp16_to_fp32(b.d) * static_cast<float>(b.qs[i % quant::kQK8_0]);
     }
-    case LowRankType::
-        Q4_0Gemm: {  // rows of q4_0 blocks: element j < 16 in qs[j]'s low nibble, j >= 16 in qs[j - 16]'s high
+    // Rows of q4_0 blocks: element j < 16 in qs[j]'s low nibble, j >= 16 in qs[j - 16]'s high one.
+    // (The gemm passes never call this; it states the layout the tests check.)
+    case LowRankType::Q4_0Gemm: {
       const quant::BlockQ4_0& b = static_cast<const quant::BlockQ4_0*>(p)[i / quant::kQK4_0];
       const int j = static_cast<int>(i % quant::kQK4_0);
       const int q = j < 16 ? (b.qs[j] & 0x0F) : (b.qs[j - 16] >> 4);
