@@ -211,13 +211,17 @@ async function main() {
       for (let i = 0; i < seqs.length; i++) {
         const ref = await models.file.evaluate(seqs[i], { all: true, adapter: "x" });
         const c = compare(ref, baseLogits[i], vocab);
-        acc.base.kl.push(...c.kl), (acc.base.same += c.same), (acc.base.rows += c.rows);
+        acc.base.kl.push(...c.kl);
+        acc.base.same += c.same;
+        acc.base.rows += c.rows;
         const deltaSq = sq(ref, baseLogits[i]);
         for (const v of VARIANTS) {
           const q = await models[v.model].evaluate(seqs[i], { all: true, adapter: v.scale === 1 ? "x" : v.name });
           const d = compare(ref, q, vocab);
           const e = acc[v.name];
-          e.kl.push(...d.kl), (e.same += d.same), (e.rows += d.rows);
+          e.kl.push(...d.kl);
+          e.same += d.same;
+          e.rows += d.rows;
           e.errSq += sq(q, ref);
           e.deltaSq += deltaSq;
         }
