@@ -69,6 +69,22 @@ export async function collectTokens(gen: AsyncIterable<Chunk>): Promise<number[]
   return tokens;
 }
 
+/**
+ * Greedy requests of a few tokens over the given adapters (undefined: the base), each alone and
+ * then all at once: the batched tokens must equal the ones each gave alone (batch invariance).
+ */
+export async function expectBatchedAsAlone(model: Model, names: (string | undefined)[]): Promise<void> {
+  const fixed = { temperature: 0, stopAtEos: false, maxTokens: 6 } as const;
+  const prompt = (i: number) => ({ tokens: [1, 300 + i, 310 + ((i * 7) % 50)] });
+  const alone: number[][] = [];
+  for (let i = 0; i < names.length; i++)
+    alone.push(await collectTokens(model.generate(prompt(i), { ...fixed, adapter: names[i] })));
+  const together = await Promise.all(
+    names.map((a, i) => collectTokens(model.generate(prompt(i), { ...fixed, adapter: a }))),
+  );
+  expect(together).toEqual(alone);
+}
+
 /** "CODE: message" of the LlmserveError that p rejects with (the test fails when p resolves or rejects with another error). */
 export async function errorText(p: Promise<unknown>): Promise<string> {
   const err = await p.then(

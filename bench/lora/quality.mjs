@@ -21,10 +21,7 @@
 // weak strengths every row shows that floor (the 1% row says where it lies).
 // Results: bench/results/lora-quality-<date>.json; bench/README.md ("Multi-LoRA") reads them.
 
-import { existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
-import { basename, join } from "node:path";
 import {
-  cacheDir,
   checkBuild,
   ensureModel,
   loadLlmserve,
@@ -38,9 +35,9 @@ import {
   warnBusyMachine,
   writeResults,
 } from "../common.mjs";
+import { ensureAdapters, QUICK_MODEL } from "./adapters.mjs";
 
 const die = makeDie("bench:lora-quality");
-const TARGETS = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
 const STORAGES = ["q8_0", "q4_0"];
 // What each row compares with the reference: a copy (models[m]) of the adapter at a user scale.
 const VARIANTS = [
@@ -49,18 +46,6 @@ const VARIANTS = [
   { name: "q8_0", model: "q8_0", scale: 1 },
   { name: "q4_0", model: "q4_0", scale: 1 },
 ];
-const QUICK_SHAPE = {
-  arch: "llama",
-  dim: 512,
-  layers: 8,
-  heads: 8,
-  kvHeads: 4,
-  ffn: 1536,
-  vocabSize: 32000,
-  context: 2048,
-  seed: 7,
-};
-
 const HELP = `usage: node bench/lora/quality.mjs [options]
   --rank <r>            adapter rank (default 64; a multiple of 32 runs the gemm passes)
   --adapters <n>        adapters per strength, averaged (default 4; --quick 1)
@@ -105,24 +90,6 @@ function parseOptions() {
     threads: int("threads", p.threads, 2, 1),
     seed: int("seed", p.seed, 1, 0),
   };
-}
-
-async function ensureAdapter(synthLora, modelPath, rank, stdB, seed) {
-  const dir = join(cacheDir(), "lora");
-  mkdirSync(dir, { recursive: true });
-  const stem = `${basename(modelPath, ".gguf")}-${statSync(modelPath).size}`;
-  const path = join(dir, `${stem}-r${rank}-f16-stdb${stdB}-seed${seed}.gguf`);
-  if (!existsSync(path)) {
-    const tmp = `${path}.partial-${process.pid}`;
-    try {
-      await synthLora(modelPath, tmp, { rank, seed, type: "f16", stdB, targets: TARGETS });
-    } catch (err) {
-      rmSync(tmp, { force: true });
-      throw err;
-    }
-    renameSync(tmp, path);
-  }
-  return path;
 }
 
 /** Log-softmax of one row, in double. */
@@ -172,7 +139,7 @@ async function main() {
       model: opts.model,
       type: opts.type,
       die,
-      ...(opts.quick ? { shape: QUICK_SHAPE, name: "small-llama-56m-shape" } : {}),
+      ...(opts.quick ? QUICK_MODEL : {}),
     });
   } catch (err) {
     die(err.message);
@@ -204,8 +171,13 @@ async function main() {
   for (const stdB of opts.stdB) {
     const acc = { base: { kl: [], same: 0, rows: 0 } };
     for (const v of VARIANTS) acc[v.name] = { kl: [], same: 0, rows: 0, errSq: 0, deltaSq: 0 };
-    for (let a = 1; a <= opts.adapters; a++) {
-      const path = await ensureAdapter(llmserve.synthLora, model.path, opts.rank, stdB, a);
+    const paths = await ensureAdapters(llmserve.synthLora, model.path, {
+      rank: opts.rank,
+      n: opts.adapters,
+      type: "f16",
+      stdB,
+    });
+    for (const path of paths) {
       for (const m of Object.values(models)) await m.loadAdapter("x", path);
       for (const v of VARIANTS) if (v.scale !== 1) await models[v.model].loadAdapter(v.name, path, { scale: v.scale });
       for (let i = 0; i < seqs.length; i++) {

@@ -19,13 +19,12 @@
 // See bench/README.md ("Multi-LoRA") for how to read the numbers.
 
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import os from "node:os";
-import { basename, dirname, join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
   CONTENDED_CORES,
-  cacheDir,
   checkBuild,
   cpuBusy,
   ensureModel,
@@ -45,6 +44,7 @@ import {
   warnBusyMachine,
   writeResults,
 } from "../common.mjs";
+import { ensureAdapters, QUICK_MODEL, TARGETS } from "./adapters.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const die = makeDie("bench:lora");
@@ -52,20 +52,6 @@ const die = makeDie("bench:lora");
 // Issue 11's goals: the highest acceptable overhead per rank, and the ratio over llama.cpp.
 const OVERHEAD_GOAL = { 8: 0.15, 64: 0.4 };
 const LLAMACPP_GOAL = 3;
-const TARGETS = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
-// --quick's base: a small llama (~56M parameters, vocab 32000) that synthesizes in seconds.
-const QUICK_SHAPE = {
-  arch: "llama",
-  dim: 512,
-  layers: 8,
-  heads: 8,
-  kvHeads: 4,
-  ffn: 1408,
-  vocabSize: 32000,
-  context: 2048,
-  seed: 7,
-};
-
 const HELP = `Usage: node bench/lora/run.mjs [options]   (or: npm run bench:lora -- [options])
 
   --quick                smoke check (< 2 min): a small synthesized llama (dim 512, 8 layers), 8
@@ -161,30 +147,6 @@ function parseOptions() {
 }
 
 /** Adapter files of `rank` for the base at `modelPath`: n of them (seeds 1..n), synthesized once. */
-async function ensureAdapters(synthLora, modelPath, rank, n, type) {
-  const dir = join(cacheDir(), "lora");
-  mkdirSync(dir, { recursive: true });
-  // The base's name and size identify it (a --model of another size gets other adapters).
-  const stem = `${basename(modelPath, ".gguf")}-${statSync(modelPath).size}`;
-  const paths = [];
-  for (let seed = 1; seed <= n; seed++) {
-    const path = join(dir, `${stem}-r${rank}-${type}-seed${seed}.gguf`);
-    if (!existsSync(path)) {
-      const tmp = `${path}.partial-${process.pid}`;
-      process.stdout.write(`Synthesizing adapter rank ${rank} #${seed} (once) -> ${path}\n`);
-      try {
-        await synthLora(modelPath, tmp, { rank, seed, type, targets: TARGETS });
-      } catch (err) {
-        rmSync(tmp, { force: true });
-        throw err;
-      }
-      renameSync(tmp, path);
-    }
-    paths.push(path);
-  }
-  return paths;
-}
-
 /** stream j -> adapter index: round-robin (interleaved) or in blocks of streams/k (grouped). */
 function assign(streams, k, order) {
   return Array.from({ length: streams }, (_, j) => (order === "grouped" ? Math.floor((j * k) / streams) : j % k));
@@ -293,11 +255,11 @@ async function main() {
       model: opts.model,
       type: opts.type,
       die,
-      ...(opts.quick ? { shape: QUICK_SHAPE, name: "small-llama-56m-shape" } : {}),
+      ...(opts.quick ? QUICK_MODEL : {}),
     });
     const need = Math.max(...opts.adapters, ...(opts.engines.includes("llamacpp") ? opts.llamacppAdapters : [1]));
     for (const r of opts.ranks)
-      adapterPaths[r] = await ensureAdapters(llmserve.synthLora, model.path, r, need, opts.loraType);
+      adapterPaths[r] = await ensureAdapters(llmserve.synthLora, model.path, { rank: r, n: need, type: opts.loraType });
   } catch (err) {
     die(err.message);
   }

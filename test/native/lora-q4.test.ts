@@ -9,7 +9,7 @@
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LlmserveError, Model, synthLora } from "../../lib/index.js";
-import { collectTokens, synthModel, tmpRoot } from "../helpers.js";
+import { collectTokens, expectBatchedAsAlone, synthModel, tmpRoot } from "../helpers.js";
 
 let m: Model;
 let base: string;
@@ -52,17 +52,10 @@ describe("adapterType: q4_0", () => {
   it("requests over two q4_0 adapters and the base, batched, give the tokens each gives alone", async () => {
     await m.loadAdapter("x", adapters[0]);
     await m.loadAdapter("y", adapters[1]);
-    const names = ["x", "y", undefined, "y", "x", undefined];
-    const prompt = (i: number) => ({ tokens: [1, 300 + i, 310 + ((i * 7) % 50)] });
-    const alone: number[][] = [];
-    for (let i = 0; i < names.length; i++)
-      alone.push(await collectTokens(m.generate(prompt(i), { ...fixed, adapter: names[i] })));
-    const together = await Promise.all(
-      names.map((a, i) => collectTokens(m.generate(prompt(i), { ...fixed, adapter: a }))),
-    );
-    expect(together).toEqual(alone);
-    const viaBase = await collectTokens(m.generate(prompt(0), fixed));
-    const viaX = await collectTokens(m.generate(prompt(0), { ...fixed, adapter: "x" }));
+    await expectBatchedAsAlone(m, ["x", "y", undefined, "y", "x", undefined]);
+    const prompt = { tokens: [1, 300, 310] };
+    const viaBase = await collectTokens(m.generate(prompt, fixed));
+    const viaX = await collectTokens(m.generate(prompt, { ...fixed, adapter: "x" }));
     expect(viaX).not.toEqual(viaBase);
     m.unloadAdapter("x");
     m.unloadAdapter("y");

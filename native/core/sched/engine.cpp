@@ -133,14 +133,7 @@ Status Engine::submit(std::shared_ptr<GenerateRequest> req, int64_t* id) {
     return make_error(Code::InvalidArgument,
                       "Expected a non-negative integer for maxTokens but received " + std::to_string(req->max_tokens));
   auto s = std::make_unique<Sequence>();
-  if (req->adapter != 0) {
-    std::lock_guard<std::mutex> lk(adapters_mu_);
-    auto it = adapters_.find(req->adapter);
-    if (it == adapters_.end())
-      return make_error(Code::AdapterNotFound,
-                        "No LoRA adapter is loaded with id " + std::to_string(req->adapter) + "; load it first.");
-    s->adapter = it->second;
-  }
+  if (req->adapter != 0) LLMS_RETURN_IF_ERROR(hold_adapter(req->adapter, &s->adapter));
   s->req = std::move(req);
   s->tokens = s->req->prompt;
   s->n_prompt = (int64_t)s->tokens.size();
@@ -181,18 +174,25 @@ Status Engine::submit_evals(std::vector<std::shared_ptr<EvalRequest>> reqs) {
         return make_error(Code::InvalidArgument, "Token id " + std::to_string(t) + " is outside the vocabulary [0, " +
                                                      std::to_string(cfg.n_vocab) + ").");
     if (req->adapter != 0) {
-      std::lock_guard<std::mutex> lk(adapters_mu_);
-      auto it = adapters_.find(req->adapter);
-      if (it == adapters_.end())
-        return make_error(Code::AdapterNotFound,
-                          "No LoRA adapter is loaded with id " + std::to_string(req->adapter) + "; load it first.");
-      req->adapter_hold = it->second;
+      std::shared_ptr<AdapterLease> hold;
+      LLMS_RETURN_IF_ERROR(hold_adapter(req->adapter, &hold));
+      req->adapter_hold = std::move(hold);
     }
   }
   std::lock_guard<std::mutex> lk(mu_);
   if (stopping_) return make_error(Code::Disposed, "The model has been disposed; load it again.");
   for (auto& req : reqs) eval_inbox_.push_back(std::move(req));
   cv_.notify_one();
+  return Status::ok();
+}
+
+Status Engine::hold_adapter(uint64_t id, std::shared_ptr<AdapterLease>* out) {
+  std::lock_guard<std::mutex> lk(adapters_mu_);
+  auto it = adapters_.find(id);
+  if (it == adapters_.end())
+    return make_error(Code::AdapterNotFound,
+                      "No LoRA adapter is loaded with id " + std::to_string(id) + "; load it first.");
+  *out = it->second;
   return Status::ok();
 }
 

@@ -213,6 +213,9 @@ class Engine {
   std::mutex adapters_mu_;
   std::map<uint64_t, std::shared_ptr<AdapterLease>> adapters_;
   std::set<uint64_t> adapter_ids_used_;  // loaded, loading or unloaded: never given out again
+  // A request's hold on loaded adapter id (generate and evaluate requests keep it until they end);
+  // AdapterNotFound when no adapter is loaded under id.
+  Status hold_adapter(uint64_t id, std::shared_ptr<AdapterLease>* out);
 
   // Engine-thread state.
   std::list<std::unique_ptr<Sequence>> running_;
