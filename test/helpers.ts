@@ -69,6 +69,19 @@ export async function collectTokens(gen: AsyncIterable<Chunk>): Promise<number[]
   return tokens;
 }
 
+/** (n_in, n_out) of the targets q, k, v, o, gate, up, down of one layer, for a model's dim, KV width and FFN width. */
+export function adapterTargetShapes(dim: number, kvDim: number, ffn: number): [number, number][] {
+  return [
+    [dim, dim],
+    [dim, kvDim],
+    [dim, kvDim],
+    [dim, dim],
+    [dim, ffn],
+    [dim, ffn],
+    [ffn, dim],
+  ];
+}
+
 /**
  * Greedy requests of a few tokens over the given adapters (undefined: the base), each alone and
  * then all at once: the batched tokens must equal the ones each gave alone (batch invariance).

@@ -6,7 +6,7 @@
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LlmserveError, Model, synthLora } from "../../lib/index.js";
-import { collectTokens, expectBatchedAsAlone, synthModel, tmpRoot } from "../helpers.js";
+import { adapterTargetShapes, collectTokens, expectBatchedAsAlone, synthModel, tmpRoot } from "../helpers.js";
 
 let m: Model;
 let base: string;
@@ -30,15 +30,7 @@ describe("adapterType: q8_0", () => {
   it("keeps A and B transposed as q8_0: the stats count 34 bytes per 32 values", async () => {
     await m.loadAdapter("a", adapters[0]);
     // rank 4; per layer the targets q, k, v, o, gate, up, down have (n_in, n_out):
-    const pairs = [
-      [64, 64],
-      [64, 32],
-      [64, 32],
-      [64, 64],
-      [64, 128],
-      [64, 128],
-      [128, 64],
-    ];
+    const pairs = adapterTargetShapes(64, 32, 128);
     const q8 = (n: number) => (n / 32) * 34;
     const perLayer = pairs.reduce((s, [i, o]) => s + 4 * (q8(i) + q8(o)), 0);
     expect(m.stats().adapterBytes).toBe(2 * perLayer);
