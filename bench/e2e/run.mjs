@@ -240,8 +240,20 @@ async function main() {
   }
   const tests = [`pp${opts.pp}`, tgKey];
   const ratios = {};
+  // Each trial runs the two engines back to back (the order alternating), so a trial's own ratio is
+  // the least exposed to the host's speed drifting between trials: printed next to the ratio of medians.
+  const pairedRatios = {};
   if (summary.llmserve && summary.llamacpp)
-    for (const k of tests) ratios[k] = summary.llmserve[k] / summary.llamacpp[k];
+    for (const k of tests) {
+      ratios[k] = summary.llmserve[k] / summary.llamacpp[k];
+      const key = k.startsWith("pp") ? "pp" : "tg";
+      pairedRatios[k] = [];
+      for (let t = 1; t <= opts.trials; t++) {
+        const a = trials.find((r) => r.engine === "llmserve" && r.trial === t && r.ok);
+        const b = trials.find((r) => r.engine === "llamacpp" && r.trial === t && r.ok);
+        if (a && b) pairedRatios[k].push(a[key].tps / b[key].tps);
+      }
+    }
 
   const fmt = (x) => (Number.isFinite(x) ? x.toFixed(2) : "n/a");
   const rows = [];
@@ -258,21 +270,23 @@ async function main() {
         fmt(s[k]),
         `${s.trials}/${opts.trials}${busy ? ` (${busy} contended)` : ""}`,
         engine === "llmserve" && k in ratios ? `${fmt(ratios[k])}x` : "",
+        engine === "llmserve" && pairedRatios[k]?.length > 1
+          ? `${pairedRatios[k].map(fmt).join(" ")} (median ${fmt(median(pairedRatios[k]))})`
+          : "",
       ]);
     }
   }
   console.log("");
   const variant = trials.find((r) => r.engine === "llamacpp" && r.ok)?.details?.cpuVariant;
   if (variant) console.log(`llama.cpp CPU backend: ${variant}; llmserve kernels: ${isa}`);
-  const header = ["engine", "test", "tok/s (median)", "trials ok", "llmserve / llama.cpp"];
+  const header = ["engine", "test", "tok/s (median)", "trials ok", "llmserve / llama.cpp", "per trial"];
+  const cols = opts.engines.length < 2 ? 4 : opts.trials > 1 ? 6 : 5;
   console.log(
-    opts.engines.length > 1
-      ? table(rows, header, 2)
-      : table(
-          rows.map((r) => r.slice(0, 4)),
-          header.slice(0, 4),
-          2,
-        ),
+    table(
+      rows.map((r) => r.slice(0, cols)),
+      header.slice(0, cols),
+      2,
+    ),
   );
   console.log("");
   if (contended) {
@@ -310,6 +324,7 @@ async function main() {
       contended,
       summary,
       ratios,
+      pairedRatios,
       trials,
     },
     2,

@@ -1,6 +1,6 @@
 // Metrics of bench/serving's runs: decode rate per concurrency level, serving latencies
 // (TTFT, inter-token gaps, end to end) and KV-cache use, from the children's raw timestamps.
-import { mean, percentile } from "../common.mjs";
+import { mean, median, percentile } from "../common.mjs";
 
 /** Aggregate decode rate of one concurrency level: from the moment every stream has its first token
  *  (all prefills done) to the last token of the last stream, counting tokens in that window. */
@@ -22,6 +22,36 @@ export function decodeMetrics(level, tg) {
     otherCores: level.cpu.otherCores,
     stats: level.stats,
   };
+}
+
+/**
+ * Decode levels of several rounds (rounds[r][engine][level], from decodeMetrics) as one level list
+ * per engine: the median round's tok/s, every round's tok/s, and for llmserve the per-round ratios
+ * to node-llama-cpp (only rounds where both ran). Contention is the worst round's.
+ */
+export function decodeSummary(rounds, concurrency) {
+  const out = {};
+  for (const engine of ["llmserve", "llamacpp"]) {
+    const mine = rounds.filter((r) => r[engine]);
+    if (!mine.length) continue;
+    out[engine] = concurrency.map((_n, i) => {
+      const levels = mine.map((r) => r[engine][i]);
+      const tps = levels.map((l) => l.tps);
+      const mid = median(tps);
+      const closest = levels.reduce((a, b) => (Math.abs(b.tps - mid) < Math.abs(a.tps - mid) ? b : a));
+      return {
+        ...closest,
+        tps: mid,
+        roundTps: tps,
+        otherCores: Math.max(...levels.map((l) => l.otherCores ?? 0)),
+        roundRatios:
+          engine === "llmserve"
+            ? rounds.filter((r) => r.llmserve && r.llamacpp).map((r) => r.llmserve[i].tps / r.llamacpp[i].tps)
+            : [],
+      };
+    });
+  }
+  return out;
 }
 
 /** Per-token gaps of one stream; k tokens that reached JS together share their gap evenly. */

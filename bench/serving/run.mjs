@@ -24,7 +24,7 @@ import os from "node:os";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { curveSvg } from "./curve.mjs";
-import { decodeMetrics, kvMetrics, servingMetrics } from "./metrics.mjs";
+import { decodeMetrics, decodeSummary, kvMetrics, servingMetrics } from "./metrics.mjs";
 import {
   CONTENDED_CORES,
   applyTier,
@@ -37,6 +37,7 @@ import {
   machine,
   machineLine,
   makeDie,
+  median,
   parseCli,
   readPkgVersion,
   repoRoot,
@@ -77,6 +78,10 @@ const HELP = `Usage: node bench/serving/run.mjs [options]   (or: npm run bench:s
   --rate <r>            serving arrival rate in requests/s (Poisson; "inf" = all at t=0; default 0.5)
   --requests <n>        serving requests (default 64)
   --concurrency <list>  decode stream counts (default 1,4,8,16,32)
+  --rounds <n>          decode: run both engines n times, alternating which goes first; the table
+                        gives each engine's median tok/s and the median of the per-round ratios (the
+                        two runs of a round are back to back, so a round's ratio is the least
+                        exposed to the host's speed drifting; default 1)
   --tg <n>              decode tokens per stream (default 64)
   --system <n>          shared system-prompt tokens (default 256)
   --prompt <a-b>        user-prompt tokens after the system prompt, uniform (default 32-512)
@@ -116,6 +121,7 @@ function parseOptions() {
       "target-step-ms": { type: "string" },
       "fixed-bucket": { type: "string" },
       rates: { type: "string" },
+      rounds: { type: "string" },
     },
     HELP,
     die,
@@ -177,6 +183,7 @@ function parseOptions() {
     requests: int("requests", p.requests, quick ? 8 : 64, 1),
     concurrency,
     tg: int("tg", p.tg, quick ? 16 : 64, 2),
+    rounds: int("rounds", p.rounds, 1, 1),
     decodePrompt: 16,
     system: int("system", p.system, quick ? 64 : 256, 0),
     prompt: range("prompt", p.prompt, quick ? [16, 64] : [32, 512], 1),
@@ -331,36 +338,46 @@ async function main() {
     return run;
   };
 
-  // 1. Decode at N concurrent streams.
-  const decode = {};
+  // 1. Decode at N concurrent streams, --rounds times; each round alternates which engine goes first.
+  const decodeRounds = [];
   if (opts.parts.includes("decode")) {
-    for (const engine of opts.engines) {
-      const run = await launch(`decode ${LABEL[engine]}`, {
-        task: "decode",
-        engine,
-        concurrency: opts.concurrency,
-        levels,
-        tg: opts.tg,
-        decodePrompt: opts.decodePrompt,
-      });
-      if (!run.ok) continue;
-      decode[engine] = run.result.levels.map((l) => decodeMetrics(l, opts.tg));
-      const worst = Math.max(...decode[engine].map((m) => m.otherCores ?? 0));
-      if (worst > CONTENDED_CORES) contended = true;
-      console.log(
-        `${decode[engine].map((m) => `${m.n}: ${f(m.tps, 1)}`).join(", ")} tok/s  (others up to ${fmtCores(worst)} cores, load ${(run.result.loadMs / 1000).toFixed(1)} s, child ${run.childWallS.toFixed(0)} s)`,
-      );
+    for (let r = 0; r < opts.rounds; r++) {
+      const order = r % 2 === 0 ? opts.engines : [...opts.engines].reverse();
+      const round = {};
+      for (const engine of order) {
+        const tag = opts.rounds > 1 ? ` (round ${r + 1}/${opts.rounds})` : "";
+        const run = await launch(`decode ${LABEL[engine]}${tag}`, {
+          task: "decode",
+          engine,
+          concurrency: opts.concurrency,
+          levels,
+          tg: opts.tg,
+          decodePrompt: opts.decodePrompt,
+        });
+        if (!run.ok) continue;
+        round[engine] = run.result.levels.map((l) => decodeMetrics(l, opts.tg));
+        const worst = Math.max(...round[engine].map((m) => m.otherCores ?? 0));
+        if (worst > CONTENDED_CORES) contended = true;
+        console.log(
+          `${round[engine].map((m) => `${m.n}: ${f(m.tps, 1)}`).join(", ")} tok/s  (others up to ${fmtCores(worst)} cores, load ${(run.result.loadMs / 1000).toFixed(1)} s, child ${run.childWallS.toFixed(0)} s)`,
+        );
+      }
+      decodeRounds.push(round);
     }
   }
+  const decode = decodeSummary(decodeRounds, opts.concurrency);
 
   // Tables.
   const ratios = { decode: {}, serving: {} };
   if (Object.keys(decode).length) {
-    console.log("\nDecode: aggregate tok/s with N concurrent streams (window: all streams past their first token)\n");
+    const rounds = decodeRounds.length > 1 ? `; medians of ${decodeRounds.length} rounds` : "";
+    console.log(
+      `\nDecode: aggregate tok/s with N concurrent streams (window: all streams past their first token${rounds})\n`,
+    );
     const rows = opts.concurrency.map((n, i) => {
       const a = decode.llmserve?.[i];
       const b = decode.llamacpp?.[i];
-      const ratio = a && b ? a.tps / b.tps : NaN;
+      const ratio = a && b ? median(a.roundRatios) : NaN;
       if (Number.isFinite(ratio)) ratios.decode[n] = ratio;
       const others = [a?.otherCores, b?.otherCores]
         .filter((x) => x !== undefined)
@@ -371,6 +388,7 @@ async function main() {
         a ? f(a.tps) : "-",
         b ? f(b.tps) : "-",
         Number.isFinite(ratio) ? `${f(ratio)}x` : "-",
+        ...(decodeRounds.length > 1 ? [a?.roundRatios.length ? a.roundRatios.map((x) => f(x)).join(" ") : "-"] : []),
         a ? f(a.stats.tokensPerStep, 1) : "-",
         a ? f(a.stats.sequencesPerStep, 1) : "-",
         others,
@@ -382,6 +400,7 @@ async function main() {
         "llmserve tok/s",
         "node-llama-cpp tok/s",
         "llmserve / llama.cpp",
+        ...(decodeRounds.length > 1 ? ["per round"] : []),
         "llmserve tok/step",
         "seqs/step",
         "others (cores)",
@@ -610,7 +629,7 @@ async function main() {
         ...(runs.find((r) => r.ok && r.job.engine === "llamacpp")?.result.details ?? {}),
       },
       contended,
-      summary: { decode, serving, kv, ...(opts.rates ? { perRate, curve, curveSvg: curveSvgPath } : {}) },
+      summary: { decode, decodeRounds, serving, kv, ...(opts.rates ? { perRate, curve, curveSvg: curveSvgPath } : {}) },
       ratios,
       runs,
     },
