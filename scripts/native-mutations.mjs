@@ -1089,4 +1089,25 @@ export const MUTATIONS = [
     replace: "_mm256_storeu_ps(a.y + r + 8, acc[0]);",
     why: "AVX2 1-token GEMM over rows of few blocks: rows 8-15 of each group get rows 0-7's results",
   },
+  {
+    id: "gemm-prep-q8k-sums32-half",
+    file: "native/core/quant/gemm_ref.cpp",
+    find: "static_cast<int16_t>(b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);",
+    replace: "static_cast<int16_t>(b[i].bsums[2 * j]);",
+    why: "prepared Q8_K rows: each 32-element sum keeps only its first 16 values (the Q4_K / Q5_K min terms)",
+  },
+  {
+    id: "gemm-avx2-q4k-mins-pair-order",
+    file: "native/core/quant/gemm_avx2_util.h",
+    find: "_mm256_slli_epi32(load_u8x8(g + 208 + 32 * k + 8 * h), 16));",
+    replace: "_mm256_slli_epi32(load_u8x8(g + 192 + 32 * k + 8 * h), 16));",
+    why: "AVX2 Q4_K / Q5_K GEMM: the odd sub-block of each min pair uses the even sub-block's min",
+  },
+  {
+    id: "gemm-avx512-q4k-mins-pair-sums",
+    file: "native/core/quant/gemm_avx512_util.h",
+    find: "summ[t] = _mm512_dpwssd_epi32(summ[t], m, bcast32(x[t] + xs + 4 * k));",
+    replace: "summ[t] = _mm512_dpwssd_epi32(summ[t], m, bcast32(x[t] + xs + 4 * (k ^ 1)));",
+    why: "AVX-512 Q4_K / Q5_K GEMM: each pair of mins meets the neighbouring pair's 32-element sums",
+  },
 ];

@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "gemm_test_util.h"
 #include "quant/gemm.h"
 #include "quant/gemm_impl.h"
 #include "quant/quant.h"
@@ -62,6 +63,7 @@ Bytes prepared_from_blocks(GgmlType wt, const Bytes& xq, int64_t n_in) {
   const int64_t nb = n_in / 32;
   if (vt == GgmlType::Q8_K) {
     std::memcpy(p.data(), xq.data(), xq.size());
+    gemm_test::put_q8_K_sums32(xq.data(), n_in / 256, p.data() + xq.size());
   } else if (vt == GgmlType::Q8_0) {
     const auto* b = reinterpret_cast<const quant::BlockQ8_0*>(xq.data());
     for (int64_t i = 0; i < nb; ++i) {
@@ -192,5 +194,25 @@ TEST(gemm_new_types_packers_write_the_reference_bytes) {
         CHECK(got == want);
       }
     }
+  }
+}
+
+TEST(gemm_prepare_act_q8_K_rows_carry_the_32_element_sums) {
+  // The prepared Q8_K row is quantize_row's blocks followed by each sub-block's 32-element sum
+  // (gemm_impl.h), which the Q4_K / Q5_K kernels read for their min terms.
+  std::mt19937 rng(17);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS}) {
+    const int64_t n_in = 3 * 256;
+    std::vector<float> x(n_in);
+    for (auto& v : x) v = nd(rng);
+    x[5] = 40.0f;  // a block whose largest value maps to -128 (quantize_row's iscale = -128 / max)
+    Bytes xq(row_size(GgmlType::Q8_K, n_in));
+    quantize_row(GgmlType::Q8_K, x.data(), xq.data(), n_in);
+    const Bytes want = prepared_from_blocks(t, xq, n_in);
+    CHECK_EQ(want.size(), gemm_act_row_bytes(t, n_in));
+    Bytes got(want.size(), 0xAB);
+    gemm_prepare_act(t, x.data(), n_in, got.data());
+    CHECK(got == want);
   }
 }

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "gemm_test_util.h"
 #include "model/matmul.h"
 #include "quant/gemm.h"
 #include "quant/gemm_impl.h"
@@ -433,7 +434,10 @@ TEST(gemm_exact_integer_sums_equal_vec_dot_ref) {
             }
           }
         }
-        if (vt == GgmlType::Q8_K) std::memcpy(p, q.data(), q.size());
+        if (vt == GgmlType::Q8_K) {
+          std::memcpy(p, q.data(), q.size());
+          gemm_test::put_q8_K_sums32(q.data(), nb, p + q.size());
+        }
         acts.xq.push_back(q);
       }
       std::vector<float> y = run_gemm(k, w, acts, 0, n, 0, n_out);

@@ -82,9 +82,10 @@ struct KQ4_K : StepPasses<KQ4_K> {
   static constexpr bool kMins = true;
   // Block i (record g) of half h into acc / acc_min[0, T).
   template <int T>
-  static void step(const uint8_t* g, int64_t i, int64_t, const uint8_t* const* x, int h, __m256* acc, __m256* acc_min) {
+  static void step(const uint8_t* g, int64_t i, int64_t nb, const uint8_t* const* x, int h, __m256* acc,
+                   __m256* acc_min) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const size_t xo = 292 * static_cast<size_t>(i);
+    const size_t xo = kQ8KBlock * static_cast<size_t>(i);
     __m256i sumi[T];
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) sumi[t] = _mm256_setzero_si256();
@@ -119,18 +120,7 @@ struct KQ4_K : StepPasses<KQ4_K> {
       }
     }
     __m256i summ[T];
-#pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) summ[t] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j) {
-      __m256i m = load_u8x8(g + 192 + 16 * j + 8 * h);
-      m = _mm256_or_si256(m, _mm256_slli_epi32(m, 16));
-#pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) {
-        summ[t] = _mm256_add_epi32(summ[t], _mm256_madd_epi16(m, bcast32(x[t] + xo + 260 + 4 * j)));
-        keep(summ[t]);
-      }
-    }
+    mins_q4_K<T>(g, i, nb, x, h, summ);
     const __m256 dw = load_f16x8(g + 16 * h), dm = load_f16x8(g + 32 + 16 * h);
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) {
@@ -168,7 +158,7 @@ struct KQ6_K : StepPasses<KQ6_K> {
   // Block i (record g) of half h into acc[0, T).
   template <int T>
   static void step(const uint8_t* g, int64_t i, int64_t, const uint8_t* const* x, int h, __m256* acc, __m256*) {
-    const size_t xo = 292 * static_cast<size_t>(i);
+    const size_t xo = kQ8KBlock * static_cast<size_t>(i);
     __m256i sumi[T];
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) sumi[t] = _mm256_setzero_si256();

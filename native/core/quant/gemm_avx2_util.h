@@ -41,6 +41,27 @@ inline __m256i dot4(__m256i acc, __m256i u, __m256i s) {
   return r;
 }
 
+// The min term of a Q4_K / Q5_K block i (both records keep u8 m[8][16] at byte 192), rows
+// 8h..8h+7 of a packed group: summ[t] = sum_j m_j * s32_j, s32 the token's 32-element sums of the
+// prepared Q8_K row (gemm_impl.h). A row's mins of sub-blocks 2k and 2k+1 form an int16 pair
+// against the pair s32_2k, s32_2k+1: one madd per two mins (|m| <= 63, |s32| <= 4096: exact).
+template <int T>
+inline void mins_q4_K(const uint8_t* g, int64_t i, int64_t nb, const uint8_t* const* x, int h, __m256i* summ) {
+  const size_t xs = kQ8KBlock * static_cast<size_t>(nb) + 16 * static_cast<size_t>(i);
+#pragma GCC unroll 4
+  for (int t = 0; t < T; ++t) summ[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    const __m256i m = _mm256_or_si256(load_u8x8(g + 192 + 32 * k + 8 * h),
+                                      _mm256_slli_epi32(load_u8x8(g + 208 + 32 * k + 8 * h), 16));
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      summ[t] = _mm256_add_epi32(summ[t], _mm256_madd_epi16(m, bcast32(x[t] + xs + 4 * k)));
+      keep(summ[t]);
+    }
+  }
+}
+
 // 16 rows x 16 bytes (row r at p + r * rb) -> out[64 * g + 4 * r + k] = row r byte 4g + k.
 inline void transpose_16x16(const uint8_t* p, size_t rb, uint8_t* out, __m256i flip) {
   for (int half = 0; half < 2; ++half) {

@@ -102,8 +102,9 @@ using KQ8_0 = KBlock32<Q8_0Dot>;
 // Record: u16 d[16] | u16 dmin[16] | u8 sc[8][16] | u8 m[8][16] | qs[32][16][4].
 // Activation: BlockQ8_K rows (d f32 at 0, qs at 4, bsums at 260).
 // Sub-block j (32 elements): qs groups 8*(j/2) + c, low nibbles for even j, high for odd.
-// sumi = sum_j sc_j * dot_j (vpmulld), summ = sum_j m_j * (bsums[2j] + bsums[2j+1]) (vpdpwssd with
-// the pair (m_j, m_j) against the bsums pair); acc and acc_min as llama.cpp's q4_K_8x8 kernels.
+// sumi = sum_j sc_j * dot_j (vpmulld), summ = sum_j m_j * s32_j (mins_q4_K: vpdpwssd of a row's
+// pairs of mins against the token's pairs of 32-element sums); acc and acc_min as llama.cpp's
+// q4_K_8x8 kernels.
 struct KQ4_K {
   static constexpr int kMaxT = 6;  // acc, acc_min, sumi, dot per token
   static constexpr size_t kRecord = kPackQ4_K;
@@ -115,7 +116,7 @@ struct KQ4_K {
     for (int t = 0; t < T; ++t) acc[t] = acc_min[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
       pf(i);
-      const size_t xo = 292 * static_cast<size_t>(i);
+      const size_t xo = kQ8KBlock * static_cast<size_t>(i);
       __m512i sumi[T];
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) sumi[t] = _mm512_setzero_si512();
@@ -150,16 +151,7 @@ struct KQ4_K {
       __m512i summ[T];
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) summ[t] = _mm512_setzero_si512();
-#pragma GCC unroll 8
-      for (int j = 0; j < 8; ++j) {
-        __m512i m = load_u8x16(g + 192 + 16 * j);
-        m = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
-#pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) {
-          summ[t] = _mm512_dpwssd_epi32(summ[t], m, bcast32(x[t] + xo + 260 + 4 * j));
-          keep(summ[t]);
-        }
-      }
+      mins_q4_K<T>(g, i, nb, x, summ);
       const __m512 dw = load_f16x16(g), dm = load_f16x16(g + 32);
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
@@ -234,7 +226,7 @@ struct KQ6_K {
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
       pf(i);
-      const size_t xo = 292 * static_cast<size_t>(i);
+      const size_t xo = kQ8KBlock * static_cast<size_t>(i);
       __m512i sumi[T];
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) sumi[t] = _mm512_setzero_si512();

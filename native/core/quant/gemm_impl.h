@@ -11,7 +11,10 @@
 //     its grid values stored + 128)
 //   vec_dot Q8_1 (Q4_1, Q5_1 weights): int8 qs[nb][32] | f32 d[nb] | f32 s[nb] (40 bytes per
 //     block; s = the block's f16 s = d * sum(qs) as f32)
-//   vec_dot Q8_K (Q2_K..Q6_K, IQ4_XS): BlockQ8_K[nb] exactly as quantize_row(Q8_K) writes it.
+//   vec_dot Q8_K (Q2_K..Q6_K, IQ4_XS): BlockQ8_K[nb] exactly as quantize_row(Q8_K) writes it |
+//     i16 s32[nb][8] (at byte 292 * nb): s32[i][j] = bsums[2j] + bsums[2j+1] of block i, the sum
+//     of sub-block j's 32 values (|s32| <= 4096). Q4_K / Q5_K kernels multiply pairs of them by a
+//     row's pairs of sub-block mins (one madd / vpdpwssd per two mins instead of one per min).
 //   vec_dot F16 / BF16 / F32: f32[n_in], the values after rounding to the vec_dot type.
 //
 // Packed groups of 16 rows (row i of the group in lane i; missing rows of the last group are
@@ -68,9 +71,11 @@ constexpr size_t kPackQ2_K = 1344;
 constexpr size_t kPackQ3_K = 1824;
 constexpr size_t kPackIQ4_XS = 2208;
 
-// Bytes per block of a prepared Q8_0 / Q8_1 activation row (before the 64-byte padding).
+// Bytes per block of a prepared Q8_0 / Q8_1 / Q8_K activation row (before the 64-byte padding).
 constexpr size_t kActQ8_0Block = 44;
 constexpr size_t kActQ8_1Block = 40;
+constexpr size_t kQ8KBlock = 292;                    // sizeof(BlockQ8_K): the records come first
+constexpr size_t kActQ8_KBlock = kQ8KBlock + 2 * 8;  // then the 32-element sums s32[nb][8]
 
 // Bytes of one packed record (one block of 16 rows); 0 if the type is not packable.
 // Row r of a 16-row Q4_K record (d, dmin, the 16 unpacked 6-bit scales/mins, qs by 4-byte

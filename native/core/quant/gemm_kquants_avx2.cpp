@@ -10,7 +10,7 @@
 namespace llmserve::quant {
 namespace {
 
-constexpr size_t kQ8K = 292;  // BlockQ8_K bytes
+constexpr size_t kQ8K = kQ8KBlock;
 
 inline __m256i mask8(int v) { return _mm256_set1_epi8(static_cast<char>(v)); }
 inline __m256i load_u8x16(const uint8_t* p) {  // 16 bytes -> 16 int16
@@ -79,8 +79,9 @@ struct KQ5_K : StepPasses<KQ5_K> {
   }
   // Block i (record g) of half h into acc / acc_min[0, T).
   template <int T>
-  static void step(const uint8_t* g, int64_t i, int64_t, const uint8_t* const* x, int h, __m256* acc, __m256* acc_min) {
-    const size_t xo = kQ8K * static_cast<size_t>(i);
+  static void step(const uint8_t* g, int64_t i, int64_t nb, const uint8_t* const* x, int h, __m256* acc,
+                   __m256* acc_min) {
+    const size_t xo = kQ8KBlock * static_cast<size_t>(i);
     __m256i sumi[T], summ[T];
     zero<T>(sumi);
     sub_block<T, 0>(g, h, x, xo, sumi);
@@ -91,12 +92,7 @@ struct KQ5_K : StepPasses<KQ5_K> {
     sub_block<T, 5>(g, h, x, xo, sumi);
     sub_block<T, 6>(g, h, x, xo, sumi);
     sub_block<T, 7>(g, h, x, xo, sumi);
-    zero<T>(summ);
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j) {
-      __m256i m = load_u8x8(g + 192 + 16 * j + 8 * h);
-      mins<T>(summ, _mm256_or_si256(m, _mm256_slli_epi32(m, 16)), x, xo + 260 + 4 * j);
-    }
+    mins_q4_K<T>(g, i, nb, x, h, summ);
     accumulate<T>(acc, sumi, load_f16x8(g + 16 * h), x, xo);
     accumulate<T>(acc_min, summ, load_f16x8(g + 32 + 16 * h), x, xo);
   }

@@ -11,7 +11,7 @@
 namespace llmserve::quant {
 namespace {
 
-constexpr size_t kQ8K = 292;  // BlockQ8_K bytes
+constexpr size_t kQ8K = kQ8KBlock;
 
 inline __m512i mask8(int v) { return _mm512_set1_epi8(static_cast<char>(v)); }
 // 32 bytes -> 32 int16 (zero / sign extended)
@@ -95,16 +95,7 @@ struct KQ5_K {
       sub_block<T, 5>(g, x, xo, sumi);
       sub_block<T, 6>(g, x, xo, sumi);
       sub_block<T, 7>(g, x, xo, sumi);
-#pragma GCC unroll 8
-      for (int j = 0; j < 8; ++j) {  // mins: (m_j, m_j) . (bsums[2j], bsums[2j+1])
-        __m512i m = load_u8x16(g + 192 + 16 * j);
-        m = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
-#pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) {
-          summ[t] = _mm512_dpwssd_epi32(summ[t], m, bcast32(x[t] + xo + 260 + 4 * j));
-          keep(summ[t]);
-        }
-      }
+      mins_q4_K<T>(g, i, nb, x, summ);
       accumulate<T>(acc, sumi, load_f16x16(g), x, xo);
       accumulate<T>(acc_min, summ, load_f16x16(g + 32), x, xo);
     }

@@ -381,7 +381,7 @@ size_t gemm_act_row_bytes(GgmlType wtype, int64_t n_in) {
   switch (vt) {
     case GgmlType::Q8_0: return quant::align_act(static_cast<size_t>(n_in / 32) * quant::kActQ8_0Block);
     case GgmlType::Q8_1: return quant::align_act(static_cast<size_t>(n_in / 32) * quant::kActQ8_1Block);
-    case GgmlType::Q8_K: return quant::align_act(row_size(vt, n_in));
+    case GgmlType::Q8_K: return quant::align_act(static_cast<size_t>(n_in / 256) * quant::kActQ8_KBlock);
     default: return quant::align_act(static_cast<size_t>(n_in) * 4);
   }
 }
@@ -400,10 +400,19 @@ void gemm_prepare_act(GgmlType wtype, const float* x, int64_t n_in, uint8_t* out
       quant::gemm_prepare_q8_1(x, n_in, out);
       used = static_cast<size_t>(n_in / 32) * quant::kActQ8_1Block;
       break;
-    case GgmlType::Q8_K:
+    case GgmlType::Q8_K: {
       quantize_row(vt, x, out, n_in);
-      used = row_size(vt, n_in);
+      const int64_t nb = n_in / 256;
+      const auto* b = reinterpret_cast<const quant::BlockQ8_K*>(out);
+      uint8_t* s32 = out + static_cast<size_t>(nb) * quant::kQ8KBlock;
+      for (int64_t i = 0; i < nb; ++i)
+        for (int j = 0; j < 8; ++j) {
+          const int16_t v = static_cast<int16_t>(b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
+          std::memcpy(s32 + 16 * i + 2 * j, &v, 2);
+        }
+      used = static_cast<size_t>(nb) * quant::kActQ8_KBlock;
       break;
+    }
     case GgmlType::F16:
     case GgmlType::BF16:
       quant::prepare_round16(vt, x, n_in, reinterpret_cast<float*>(out));
