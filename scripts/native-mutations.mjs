@@ -1110,4 +1110,11 @@ export const MUTATIONS = [
     replace: "summ[t] = _mm512_dpwssd_epi32(summ[t], m, bcast32(x[t] + xs + 4 * (k ^ 1)));",
     why: "AVX-512 Q4_K / Q5_K GEMM: each pair of mins meets the neighbouring pair's 32-element sums",
   },
+  {
+    id: "gemm-avx2-q6k-unpacked-pair",
+    file: "native/core/quant/gemm_avx2.cpp",
+    find: "U ? load256(u + 32 * (32 * hh + 8 * s + c2 + 1))",
+    replace: "U ? load256(u + 32 * (32 * hh + 8 * s + c2))",
+    why: "AVX2 Q6_K GEMM over more than 4 tokens: the second byte group of each pair reads the first's unpacked values",
+  },
 ];

@@ -80,7 +80,8 @@ struct KQ4_K : StepPasses<KQ4_K> {
   static constexpr size_t kRecord = kPackQ4_K;
   static constexpr int kBothMaxT = 1;  // run_both: two tokens' accumulators would spill
   static constexpr bool kMins = true;
-  // Block i (record g) of half h into acc / acc_min[0, T).
+  // Block i (record g) of half h into acc / acc_min[0, T). (Unpacking the nibbles ahead, as Q6_K
+  // does, made it slower: its arithmetic is one and, or a shift and an and, per 32 bytes.)
   template <int T>
   static void step(const uint8_t* g, int64_t i, int64_t nb, const uint8_t* const* x, int h, __m256* acc,
                    __m256* acc_min) {
@@ -155,9 +156,26 @@ struct KQ6_K : StepPasses<KQ6_K> {
     }
   }
   static constexpr int kBothMaxT = 1;  // run_both: two tokens' accumulators would spill
-  // Block i (record g) of half h into acc[0, T).
-  template <int T>
-  static void step(const uint8_t* g, int64_t i, int64_t, const uint8_t* const* x, int h, __m256* acc, __m256*) {
+  // Unpacked half of a block: quarter(s, c) of 128-element half hh at 32 * (32hh + 8s + c).
+  static constexpr size_t kUnpacked = 2048;
+  static void unpack(const uint8_t* g, int64_t nb, int h, uint8_t* u, const Prefetcher& pf) {
+    for (int64_t i = 0; i < nb; ++i, g += kRecord, u += kUnpacked) {
+      pf(i);
+#pragma GCC unroll 2
+      for (int hh = 0; hh < 2; ++hh) {
+        const uint8_t* ql = g + 288 + 64 * 16 * hh + 32 * h;
+        const uint8_t* qh = g + 2336 + 64 * 8 * hh + 32 * h;
+#pragma GCC unroll 4
+        for (int s = 0; s < 4; ++s)
+#pragma GCC unroll 8
+          for (int c = 0; c < 8; ++c) store256(u + 32 * (32 * hh + 8 * s + c), quarter(ql, qh, s, c));
+      }
+    }
+  }
+  // Block i (record g, or its unpacked half u when U) of half h into acc[0, T).
+  template <int T, bool U = false>
+  static void step(const uint8_t* g, int64_t i, int64_t, const uint8_t* const* x, int h, __m256* acc, __m256*,
+                   const uint8_t* u = nullptr) {
     const size_t xo = kQ8KBlock * static_cast<size_t>(i);
     __m256i sumi[T];
 #pragma GCC unroll 4
@@ -194,7 +212,8 @@ struct KQ6_K : StepPasses<KQ6_K> {
           // times a scale (|sc| <= 128) and summed over a super-block they stay within int32.
 #pragma GCC unroll 2
           for (int c2 = 4 * cc; c2 < 4 * cc + 4; c2 += 2) {
-            const __m256i q0 = quarter(ql, qh, s, c2), q1 = quarter(ql, qh, s, c2 + 1);
+            const __m256i q0 = U ? load256(u + 32 * (32 * hh + 8 * s + c2)) : quarter(ql, qh, s, c2);
+            const __m256i q1 = U ? load256(u + 32 * (32 * hh + 8 * s + c2 + 1)) : quarter(ql, qh, s, c2 + 1);
             const size_t xe = xo + 4 + 128 * hh + 32 * s + 4 * c2;
 #pragma GCC unroll 8
             for (int t = 0; t < T; ++t) {

@@ -76,6 +76,29 @@ struct StepPasses {
                                  K::template step<T>(gb, b, nb, x, hh, ac, mn);
                                });
   }
+  // run over half h with the weights already unpacked into u (K::unpack; kUnpacked bytes per block).
+  template <int T>
+  static void run_unpacked(const uint8_t* g, const uint8_t* u, int64_t nb, const uint8_t* const* x, int h,
+                           __m256* acc) {
+    block_pass<T, 1, K::kMins>(g, nb, K::kRecord, h, acc, Prefetcher(),
+                               [&](const uint8_t* gb, int64_t b, int hh, __m256* ac, __m256* mn) {
+                                 K::template step<T, true>(gb, b, nb, x, hh, ac, mn, u + K::kUnpacked * b);
+                               });
+  }
+};
+
+// Kernels that unpack their weights ahead (K::kUnpacked bytes per block and half, and
+//   static void unpack(const uint8_t* g, int64_t nb, int h, uint8_t* u, const Prefetcher& pf);
+// writing what step<T, true> then reads from u). A call runs at most kMaxT tokens, so the nibble
+// and bit arithmetic that turns a record into maddubs operands ran once per kMaxT tokens: for a
+// Q6_K block that was a third of the operations at 16 tokens. With more than kMaxT tokens,
+// group_tokens unpacks a half once into a per-thread buffer (2 KiB per block: L1 for 4096-wide
+// rows, L2 for 14336) and every token chunk reads it. The operands are the same bytes, so the
+// outputs keep their bits.
+template <class K>
+concept HasUnpack = requires(const uint8_t* g, uint8_t* u, const Prefetcher& pf) {
+  K::kUnpacked;
+  K::unpack(g, int64_t(1), 0, u, pf);
 };
 
 // Q4_0 and Q8_0 (one record per 32-element block), rows 8*h..8*h+7 of the group: per block and
@@ -117,10 +140,16 @@ concept HasRunBoth = requires(const uint8_t* g, const uint8_t* const* x, __m256*
 // is a constant here so the accumulators stay in registers (a store loop over a runtime T indexed
 // them, and GCC kept them in memory).
 template <class K, int T>
-void tile(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h, const Prefetcher& p, const GemmArgs& a,
-          int64_t r0, int64_t t0, __m256i m, __m256 bias) {
+void tile(const uint8_t* g, const uint8_t* u, int64_t nb, const uint8_t* const* x, int h, const Prefetcher& p,
+          const GemmArgs& a, int64_t r0, int64_t t0, __m256i m, __m256 bias) {
   __m256 acc[T];
-  K::template run<T>(g, nb, x, h, acc, p);
+  if constexpr (HasUnpack<K>) {
+    if (u) K::template run_unpacked<T>(g, u, nb, x, h, acc);
+    else K::template run<T>(g, nb, x, h, acc, p);
+  } else {
+    (void)u;
+    K::template run<T>(g, nb, x, h, acc, p);
+  }
 #pragma GCC unroll 4
   for (int t = 0; t < T; ++t) {
     const __m256 v = a.bias ? _mm256_add_ps(acc[t], bias) : acc[t];
@@ -167,22 +196,32 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
     const __m256i m = row_mask(hr);
     const int64_t r0 = r + 8 * h;
     const __m256 bias = a.bias ? _mm256_maskload_ps(a.bias + r0, m) : _mm256_setzero_ps();
+    // Each half prefetches its half of the next group, so memory streams during both passes.
+    Prefetcher hp;
+    if (kpf.next) {
+      const size_t half = kpf.bytes / 2;
+      hp = Prefetcher(kpf.next + h * half, h == 0 ? half : kpf.bytes - half, nb);
+    }
+    const uint8_t* u = nullptr;
+    if constexpr (HasUnpack<K>) {
+      if (t_end - t_begin > kMaxT) {
+        uint8_t* buf = gemm_thread_buffer(K::kUnpacked * static_cast<size_t>(nb), 1);
+        K::unpack(g, nb, h, buf, hp);
+        hp = Prefetcher();
+        u = buf;
+      }
+    }
     for (int64_t t0 = t_begin; t0 < t_end; t0 += kMaxT) {
       const int T = static_cast<int>(std::min<int64_t>(kMaxT, t_end - t0));
       const uint8_t* x[kMaxT];
 #pragma GCC unroll 4
       for (int t = 0; t < T; ++t) x[t] = a.act + (t0 + t) * a.act_stride;
-      // Each half prefetches its half of the next group, so memory streams during both passes.
-      Prefetcher p;
-      if (t0 == t_begin && kpf.next) {
-        const size_t half = kpf.bytes / 2;
-        p = Prefetcher(kpf.next + h * half, h == 0 ? half : kpf.bytes - half, nb);
-      }
+      const Prefetcher p = t0 == t_begin ? hp : Prefetcher();
       switch (T) {
-        case 1: tile<K, 1>(g, nb, x, h, p, a, r0, t0, m, bias); break;
-        case 2: tile<K, (kMaxT >= 2 ? 2 : 1)>(g, nb, x, h, p, a, r0, t0, m, bias); break;
-        case 3: tile<K, (kMaxT >= 3 ? 3 : 1)>(g, nb, x, h, p, a, r0, t0, m, bias); break;
-        default: tile<K, kMaxT>(g, nb, x, h, p, a, r0, t0, m, bias); break;
+        case 1: tile<K, 1>(g, u, nb, x, h, p, a, r0, t0, m, bias); break;
+        case 2: tile<K, (kMaxT >= 2 ? 2 : 1)>(g, u, nb, x, h, p, a, r0, t0, m, bias); break;
+        case 3: tile<K, (kMaxT >= 3 ? 3 : 1)>(g, u, nb, x, h, p, a, r0, t0, m, bias); break;
+        default: tile<K, kMaxT>(g, u, nb, x, h, p, a, r0, t0, m, bias); break;
       }
     }
   }

@@ -16,6 +16,7 @@ namespace {
 inline __m256i bcast32(const uint8_t* p) { return _mm256_set1_epi32(ld32(p)); }
 inline __m256 bcastf(const uint8_t* p) { return _mm256_set1_ps(ldf(p)); }
 inline __m256i load256(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline void store256(uint8_t* p, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
 inline __m256 load_f16x8(const uint8_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }

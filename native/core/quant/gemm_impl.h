@@ -134,8 +134,9 @@ void gemm_prepare_q8_1(const float* x, int64_t n, uint8_t* out);
 void install_ref_gemm_legacy(KernelTable& t);
 void install_ref_gemm_kquants(KernelTable& t);
 
-// Grow-only per-thread buffer for on-the-fly packing (64-byte aligned).
-uint8_t* gemm_thread_buffer(size_t bytes);
+// Grow-only per-thread buffers (64-byte aligned): slot 0 for on-the-fly packing (gemm_sweep),
+// slot 1 for the AVX2 kernels' unpacked weights (gemm_avx2_driver.h), which use both at once.
+uint8_t* gemm_thread_buffer(size_t bytes, int slot = 0);
 
 // Unaligned little-endian loads from packed records and activation rows.
 static inline int32_t ld32(const uint8_t* p) {

@@ -325,8 +325,9 @@ void gemm_pack_group_ref(GgmlType t, const uint8_t* w, size_t row_bytes, int n_r
   }
 }
 
-uint8_t* gemm_thread_buffer(size_t bytes) {
-  thread_local ThreadBuffer buf;
+uint8_t* gemm_thread_buffer(size_t bytes, int slot) {
+  thread_local ThreadBuffer bufs[2];
+  ThreadBuffer& buf = bufs[slot & 1];
   if (buf.cap < bytes) {
     os::aligned_free(buf.p);
     const size_t cap = (bytes + 4095) / 4096 * 4096;
