@@ -37,7 +37,8 @@
 //   scalar path accumulates in double like vec_dot_ref. These agree across batch sizes within one
 //   ISA, and with vec_dot_ref within rounding.
 // Activations are converted once per token, with the semantics of ggml's vec_dot_type (Q8_0, Q8_1,
-// Q8_K, F16, BF16, F32: the same bytes quantize_row makes), into a layout the kernels read directly.
+// Q8_K, F16, BF16, F32: the same values quantize_row makes), into a layout the kernels read
+// directly (with per-block sums next to the values; quant/gemm_impl.h).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -59,7 +60,7 @@ bool gemm_supported(GgmlType wtype);
 size_t gemm_act_row_bytes(GgmlType wtype, int64_t n_in);
 // x: [n_in] f32 -> out: gemm_act_row_bytes(wtype, n_in) bytes. Values are exactly those of
 // quantize_row(type_traits(wtype).vec_dot_type, x) (Q8_0: + per-block f32 scale and sum terms;
-// F16/BF16: the rounded values stored back as f32).
+// Q8_K: + each 32-element sub-block's sum; F16/BF16: the rounded values stored back as f32).
 void gemm_prepare_act(GgmlType wtype, const float* x, int64_t n_in, uint8_t* out);
 
 struct GemmArgs {

@@ -78,9 +78,9 @@ struct StepPasses {
   }
   // run over half h with the weights already unpacked into u (K::unpack; kUnpacked bytes per block).
   template <int T>
-  static void run_unpacked(const uint8_t* g, const uint8_t* u, int64_t nb, const uint8_t* const* x, int h,
-                           __m256* acc) {
-    block_pass<T, 1, K::kMins>(g, nb, K::kRecord, h, acc, Prefetcher(),
+  static void run_unpacked(const uint8_t* g, const uint8_t* u, int64_t nb, const uint8_t* const* x, int h, __m256* acc,
+                           const Prefetcher& pf) {
+    block_pass<T, 1, K::kMins>(g, nb, K::kRecord, h, acc, pf,
                                [&](const uint8_t* gb, int64_t b, int hh, __m256* ac, __m256* mn) {
                                  K::template step<T, true>(gb, b, nb, x, hh, ac, mn, u + K::kUnpacked * b);
                                });
@@ -89,6 +89,7 @@ struct StepPasses {
 
 // Kernels that unpack their weights ahead (K::kUnpacked bytes per block and half, and
 //   static void unpack(const uint8_t* g, int64_t nb, int h, uint8_t* u, const Prefetcher& pf);
+// (pf(i) per block i)
 // writing what step<T, true> then reads from u). A call runs at most kMaxT tokens, so the nibble
 // and bit arithmetic that turns a record into maddubs operands ran once per kMaxT tokens: for a
 // Q6_K block that was a third of the operations at 16 tokens. With more than kMaxT tokens,
@@ -144,7 +145,7 @@ void tile(const uint8_t* g, const uint8_t* u, int64_t nb, const uint8_t* const* 
           const GemmArgs& a, int64_t r0, int64_t t0, __m256i m, __m256 bias) {
   __m256 acc[T];
   if constexpr (HasUnpack<K>) {
-    if (u) K::template run_unpacked<T>(g, u, nb, x, h, acc);
+    if (u) K::template run_unpacked<T>(g, u, nb, x, h, acc, p);
     else K::template run<T>(g, nb, x, h, acc, p);
   } else {
     (void)u;
@@ -205,9 +206,10 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
     const uint8_t* u = nullptr;
     if constexpr (HasUnpack<K>) {
       if (t_end - t_begin > kMaxT) {
+        // The next group's prefetch stays with the first chunk: spread over its compute, not
+        // issued in a burst during the short unpack loop.
         uint8_t* buf = gemm_thread_buffer(K::kUnpacked * static_cast<size_t>(nb), 1);
-        K::unpack(g, nb, h, buf, hp);
-        hp = Prefetcher();
+        K::unpack(g, nb, h, buf, Prefetcher());
         u = buf;
       }
     }

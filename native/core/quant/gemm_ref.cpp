@@ -330,6 +330,8 @@ uint8_t* gemm_thread_buffer(size_t bytes, int slot) {
   ThreadBuffer& buf = bufs[slot & 1];
   if (buf.cap < bytes) {
     os::aligned_free(buf.p);
+    buf.p = nullptr;
+    buf.cap = 0;  // a failed allocation must not leave the old capacity behind
     const size_t cap = (bytes + 4095) / 4096 * 4096;
     buf.p = static_cast<uint8_t*>(os::aligned_alloc(64, cap));
     if (!buf.p) throw std::bad_alloc();
