@@ -27,7 +27,8 @@ export function decodeMetrics(level, tg) {
 /**
  * Decode levels of several rounds (rounds[r][engine][level], from decodeMetrics) as one level list
  * per engine: the median round's tok/s, every round's tok/s, and for llmserve the per-round ratios
- * to node-llama-cpp (only rounds where both ran). Contention is the worst round's.
+ * to node-llama-cpp (only rounds where both ran; a NaN rate is left out). Contention is the worst
+ * round's.
  */
 export function decodeSummary(rounds, concurrency) {
   const out = {};
@@ -37,7 +38,7 @@ export function decodeSummary(rounds, concurrency) {
     out[engine] = concurrency.map((_n, i) => {
       const levels = mine.map((r) => r[engine][i]);
       const tps = levels.map((l) => l.tps);
-      const mid = median(tps);
+      const mid = median(tps.filter(Number.isFinite)); // a window of no tokens has no rate
       const closest = levels.reduce((a, b) => (Math.abs(b.tps - mid) < Math.abs(a.tps - mid) ? b : a));
       return {
         ...closest,
@@ -46,7 +47,10 @@ export function decodeSummary(rounds, concurrency) {
         otherCores: Math.max(...levels.map((l) => l.otherCores ?? 0)),
         roundRatios:
           engine === "llmserve"
-            ? rounds.filter((r) => r.llmserve && r.llamacpp).map((r) => r.llmserve[i].tps / r.llamacpp[i].tps)
+            ? rounds
+                .filter((r) => r.llmserve && r.llamacpp)
+                .map((r) => r.llmserve[i].tps / r.llamacpp[i].tps)
+                .filter(Number.isFinite)
             : [],
       };
     });

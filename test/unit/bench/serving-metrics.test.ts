@@ -31,4 +31,15 @@ describe("decodeSummary", () => {
     expect(s.llmserve[0].roundRatios).toEqual([3]);
     expect(decodeSummary([{ llmserve: [level(16, 30)] }], [16]).llamacpp).toBeUndefined();
   });
+
+  it("leaves a round without a rate (NaN tok/s) out of the median and the ratios", () => {
+    const rounds = [
+      { llmserve: [level(16, Number.NaN)], llamacpp: [level(16, 8)] },
+      { llmserve: [level(16, 24)], llamacpp: [level(16, 8)] },
+      { llmserve: [level(16, 30)], llamacpp: [level(16, 10)] },
+    ];
+    const s = decodeSummary(rounds, [16]);
+    expect(s.llmserve[0].tps).toBe(27);
+    expect(s.llmserve[0].roundRatios).toEqual([3, 3]);
+  });
 });
