@@ -87,10 +87,9 @@ struct StepPasses {
   }
 };
 
-// Kernels that unpack their weights ahead (K::kUnpacked bytes per block and half, and
+// Kernels that unpack their weights ahead: K::kUnpacked bytes per block and half, and
 //   static void unpack(const uint8_t* g, int64_t nb, int h, uint8_t* u, const Prefetcher& pf);
-// (pf(i) per block i)
-// writing what step<T, true> then reads from u). A call runs at most kMaxT tokens, so the nibble
+// writing (calling pf(i) per block i) what step<T, true> then reads from u. A call runs at most kMaxT tokens, so the nibble
 // and bit arithmetic that turns a record into maddubs operands ran once per kMaxT tokens: for a
 // Q6_K block that was a third of the operations at 16 tokens. With more than kMaxT tokens,
 // group_tokens unpacks a half once into a per-thread buffer (2 KiB per block: L1 for 4096-wide

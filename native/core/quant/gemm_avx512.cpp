@@ -149,8 +149,6 @@ struct KQ4_K {
         }
       }
       __m512i summ[T];
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) summ[t] = _mm512_setzero_si512();
       mins_q4_K<T>(g, i, nb, x, summ);
       const __m512 dw = load_f16x16(g), dm = load_f16x16(g + 32);
 #pragma GCC unroll 8

@@ -51,12 +51,14 @@ inline __m512i load_u8x16(const uint8_t* p) {
 }
 
 // The min term of a Q4_K / Q5_K block i (both records keep u8 m[8][16] at byte 192), the 16 rows
-// of a packed group: summ[t] += sum_j m_j * s32_j, s32 the token's 32-element sums of the prepared
+// of a packed group: summ[t] = sum_j m_j * s32_j, s32 the token's 32-element sums of the prepared
 // Q8_K row (gemm_impl.h). A row's mins of sub-blocks 2k and 2k+1 form an int16 pair against the
 // pair s32_2k, s32_2k+1: one vpdpwssd per two mins (|m| <= 63, |s32| <= 4096: exact).
 template <int T>
 inline void mins_q4_K(const uint8_t* g, int64_t i, int64_t nb, const uint8_t* const* x, __m512i* summ) {
   const size_t xs = kQ8KBlock * static_cast<size_t>(nb) + 16 * static_cast<size_t>(i);
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) summ[t] = _mm512_setzero_si512();
 #pragma GCC unroll 4
   for (int k = 0; k < 4; ++k) {
     const __m512i m =

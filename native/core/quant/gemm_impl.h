@@ -74,7 +74,7 @@ constexpr size_t kPackIQ4_XS = 2208;
 // Bytes per block of a prepared Q8_0 / Q8_1 / Q8_K activation row (before the 64-byte padding).
 constexpr size_t kActQ8_0Block = 44;
 constexpr size_t kActQ8_1Block = 40;
-constexpr size_t kQ8KBlock = 292;                    // sizeof(BlockQ8_K): the records come first
+constexpr size_t kQ8KBlock = sizeof(BlockQ8_K);      // the records come first
 constexpr size_t kActQ8_KBlock = kQ8KBlock + 2 * 8;  // then the 32-element sums s32[nb][8]
 
 // Bytes of one packed record (one block of 16 rows); 0 if the type is not packable.

@@ -10,8 +10,6 @@
 namespace llmserve::quant {
 namespace {
 
-constexpr size_t kQ8K = kQ8KBlock;
-
 inline __m256i mask8(int v) { return _mm256_set1_epi8(static_cast<char>(v)); }
 inline __m256i load_u8x16(const uint8_t* p) {  // 16 bytes -> 16 int16
   return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -133,7 +131,7 @@ struct KQ2_K {
     for (int t = 0; t < T; ++t) acc[t] = acc_min[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
       pf(i);
-      const size_t xo = kQ8K * static_cast<size_t>(i);
+      const size_t xo = kQ8KBlock * static_cast<size_t>(i);
       __m256i sumi[T], summ[T];
       zero<T>(sumi);
       for (int hh = 0; hh < 2; ++hh) {
@@ -191,7 +189,7 @@ struct KQ3_K {
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
       pf(i);
-      const size_t xo = kQ8K * static_cast<size_t>(i);
+      const size_t xo = kQ8KBlock * static_cast<size_t>(i);
       __m256i sumi[T];
       zero<T>(sumi);
 #pragma GCC unroll 8
@@ -225,7 +223,7 @@ struct KIQ4_XS {
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
       pf(i);
-      const size_t xo = kQ8K * static_cast<size_t>(i);
+      const size_t xo = kQ8KBlock * static_cast<size_t>(i);
       __m256i sumi[T];
       zero<T>(sumi);
 #pragma GCC unroll 8

@@ -11,8 +11,6 @@
 namespace llmserve::quant {
 namespace {
 
-constexpr size_t kQ8K = kQ8KBlock;
-
 inline __m512i mask8(int v) { return _mm512_set1_epi8(static_cast<char>(v)); }
 // 32 bytes -> 32 int16 (zero / sign extended)
 inline __m512i load_u8x32(const uint8_t* p) {
@@ -83,10 +81,9 @@ struct KQ5_K {
     for (int t = 0; t < T; ++t) acc[t] = acc_min[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
       pf(i);
-      const size_t xo = kQ8K * static_cast<size_t>(i);
+      const size_t xo = kQ8KBlock * static_cast<size_t>(i);
       __m512i sumi[T], summ[T];
       zero<T>(sumi);
-      zero<T>(summ);
       sub_block<T, 0>(g, x, xo, sumi);
       sub_block<T, 1>(g, x, xo, sumi);
       sub_block<T, 2>(g, x, xo, sumi);
@@ -139,7 +136,7 @@ struct KQ2_K {
     for (int t = 0; t < T; ++t) acc[t] = acc_min[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
       pf(i);
-      const size_t xo = kQ8K * static_cast<size_t>(i);
+      const size_t xo = kQ8KBlock * static_cast<size_t>(i);
       __m512i sumi[T], summ[T];
       zero<T>(sumi);
       zero<T>(summ);
@@ -197,7 +194,7 @@ struct KQ3_K {
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
       pf(i);
-      const size_t xo = kQ8K * static_cast<size_t>(i);
+      const size_t xo = kQ8KBlock * static_cast<size_t>(i);
       __m512i sumi[T];
       zero<T>(sumi);
 #pragma GCC unroll 8
@@ -238,7 +235,7 @@ struct KIQ4_XS {
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
       pf(i);
-      const size_t xo = kQ8K * static_cast<size_t>(i);
+      const size_t xo = kQ8KBlock * static_cast<size_t>(i);
       __m512i sumi[T];
       zero<T>(sumi);
 #pragma GCC unroll 8
