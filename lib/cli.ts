@@ -7,6 +7,7 @@ import { homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { LlmserveError } from "./errors.js";
 import { checkModel, readGguf } from "./gguf.js";
+import { decodeReadBytes, measureReadBandwidth } from "./machine.js";
 import {
   LORA_TARGET_ALIASES,
   LORA_TARGETS,
@@ -243,7 +244,13 @@ function compressionSummary(
   };
 }
 
-async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
+async function runInfo(o: {
+  model: string;
+  json?: boolean;
+  bandwidth?: boolean;
+  context?: number;
+  threads?: number;
+}): Promise<void> {
   const path = await localModel(o.model);
   const g = await readGguf(path, { maxArrayLength: 64 });
   const md = g.metadata;
@@ -269,6 +276,9 @@ async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
             unsupportedReason: { code: e.code ?? "ERR_INTERNAL", message: String(e.message) },
           }),
         );
+  // What one decode step reads, and with --bandwidth this machine's ceiling for one sequence.
+  const reads = md["general.type"] === "adapter" ? undefined : await decodeReadBytes(path, { context: o.context ?? 0 });
+  const gbs = reads && o.bandwidth ? await measureReadBandwidth({ threads: o.threads }) : undefined;
   const summary = {
     file: resolve(path),
     ggufVersion: g.version,
@@ -298,6 +308,9 @@ async function runInfo(o: { model: string; json?: boolean }): Promise<void> {
     parameters: params,
     tensorTypes: types,
     fileSize: g.fileSize,
+    decodeReadBytes: reads?.total,
+    readBandwidthGBs: gbs === undefined ? undefined : +gbs.toFixed(1),
+    decodeCeiling: gbs === undefined || !reads ? undefined : +((gbs * 1e9) / reads.total).toFixed(2),
     ...support,
     ...compressionSummary(g.tensors, md, csr),
   };
@@ -511,6 +524,12 @@ program
   .description("print a model's architecture, shapes, weight types and vocabulary")
   .requiredOption("-m, --model <model>", MODEL_HELP)
   .option("--json", "print JSON")
+  .option(
+    "--bandwidth",
+    "also measure this machine's read bandwidth (~1 s) and print the decode ceiling of one sequence: bandwidth / decodeReadBytes",
+  )
+  .option("--context <n>", "tokens of context whose KV cache decodeReadBytes includes (default 0)", int("--context"))
+  .option("-t, --threads <n>", "threads of the bandwidth probe (default: physical cores)", int("--threads"))
   .action(runInfo);
 
 registerServe(program);

@@ -202,6 +202,12 @@ export const GGUF_DEFAULTS = {
   maxMetadataBytes: 512 * 2 ** 20,
 } as const;
 
+/** Defaults of `ReadBandwidthOptions` (measureReadBandwidth(); threads default to the physical cores). */
+export const BANDWIDTH_DEFAULTS = {
+  /** The probe's buffer in MiB: many times any last-level cache, so it measures memory, not cache. */
+  megabytes: 1024,
+} as const;
+
 /**
  * Defaults of the HTTP server (createServer / serve and `llmserve serve`); TypeScript only.
  * `maxQueue` is the CLI's: `llmserve serve` admits this many sequences beyond maxSequences (and

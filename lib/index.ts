@@ -90,6 +90,13 @@ export { LlmserveError, ERROR_CODES, NATIVE_ERROR_CODES, JS_ERROR_CODES, type Er
 export { LIMITS, type Limit, type Limits } from "./limits.js";
 export { kernelIsa } from "./kernels.js";
 export {
+  measureReadBandwidth,
+  decodeReadBytes,
+  type ReadBandwidthOptions,
+  type DecodeReadOptions,
+  type DecodeReadBytes,
+} from "./machine.js";
+export {
   createServer,
   serve,
   defaultModelName,

@@ -136,6 +136,12 @@ export const TRAIN_LIMITS = {
   recomputeMb: int(0, 1 << 24),
 } as const satisfies Record<string, Limit>;
 
+/** Options of measureReadBandwidth(): the probe's threads and its buffer in MiB. */
+export const MACHINE_LIMITS = {
+  threads: int(1, 512),
+  megabytes: int(1, 1 << 16),
+} as const satisfies Record<string, Limit>;
+
 /** The ranges of {@link LIMITS}, by the group name the native addon exports them under (`addon.limits`). */
 export interface Limits {
   /** generate() options, by name (plus the native request's internal `session`, `adapter`, `stopTokens` and `id`). */
@@ -152,6 +158,8 @@ export interface Limits {
   readonly eval: Readonly<Record<string, Limit>>;
   /** finetune() options, by name. */
   readonly train: Readonly<Record<string, Limit>>;
+  /** measureReadBandwidth() options, by name. */
+  readonly machine: Readonly<Record<string, Limit>>;
 }
 
 /**
@@ -166,6 +174,7 @@ export const LIMITS: Limits = {
   gguf: GGUF_LIMITS,
   eval: EVAL_LIMITS,
   train: TRAIN_LIMITS,
+  machine: MACHINE_LIMITS,
 };
 
 /** "an integer in [0, 20]", "a number in (0, 1]": the words both layers' messages use. */

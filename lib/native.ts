@@ -612,6 +612,8 @@ export interface NativeAddon {
   /** Every error code the addon can produce (status.h), for checking lib/errors.ts against. */
   errorCodes(): string[];
   kernelIsa(): string;
+  /** The measured read bandwidth in GB/s (native/core/machine/bandwidth.h), on worker threads. */
+  readBandwidth(opts: { threads: number; megabytes: number }): Promise<number>;
   loadModel(path: string, opts: NativeModelOptions, onProgress?: (fraction: number) => void): Promise<NativeModel>;
   synth(
     opts: NativeSynthOptions,

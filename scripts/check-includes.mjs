@@ -19,6 +19,7 @@ export const LAYERS = {
   sampling: 1, // block formats and kernels; sampling
   grammar: 1, // GBNF parser, grammar matcher, vocabulary trie masks (needs only status.h)
   eval: 1, // perplexity / KL scoring of logit rows (needs only status.h; sched/ runs it on engines)
+  machine: 1, // facts measured at run time: read bandwidth (over threadpool/ and isa/)
   gguf: 2, // file format (uses quant's type table)
   kv: 3, // paged KV storage, allocator, rotation, eval cache
   attention: 4, // paged attention over kv/

@@ -158,6 +158,19 @@ async function main() {
   warnBusyMachine(mach, opts.threads);
   console.log("");
 
+  // The decode roofline: the machine's read bandwidth, measured before and after the trials (it
+  // drifts on a shared host; the higher one is the ceiling), over the bytes one step reads.
+  const bandwidth = async () => {
+    try {
+      return await llmserve.measureReadBandwidth({ threads: opts.threads });
+    } catch (err) {
+      console.warn(`warning: read-bandwidth probe failed (${err.message}); no roofline`);
+      return Number.NaN;
+    }
+  };
+  const bwBefore = await bandwidth();
+  const reads = await llmserve.decodeReadBytes(model.path, { context: opts.tgPrompt + Math.floor(opts.tg / 2) });
+
   const trials = [];
   let contended = false;
   for (let t = 0; t < opts.trials; t++) {
@@ -294,6 +307,11 @@ async function main() {
     console.warn("         those timings are contended; rerun on a quiet machine (or with --wait-idle).");
   }
 
+  const bwAfter = await bandwidth();
+  const roofline = decodeRoofline(reads, [bwBefore, bwAfter], summary, tgKey, opts);
+  if (roofline) for (const line of roofline.lines) console.log(line);
+  console.log("");
+
   const llamaDetails = trials.find((r) => r.engine === "llamacpp" && r.ok)?.details;
   writeResults(
     "e2e",
@@ -325,11 +343,40 @@ async function main() {
       summary,
       ratios,
       pairedRatios,
+      roofline: roofline?.json,
       trials,
     },
     2,
   );
   if (trials.some((r) => !r.ok)) process.exitCode = 1;
+}
+
+// What the decode test could reach on this machine and how close each engine came: bytes one step
+// reads (weights + the KV cache at the test's mean context) at the measured read bandwidth.
+function decodeRoofline(reads, bws, summary, tgKey, opts) {
+  const ok = bws.filter(Number.isFinite);
+  if (!ok.length) return undefined;
+  const gbs = Math.max(...ok);
+  const gb = (b) => (b / 1e9).toFixed(2);
+  const ceiling = (gbs * 1e9) / reads.total;
+  const lines = [
+    `decode  : a step reads ${gb(reads.total)} GB (weights ${gb(reads.weights)} + KV cache ${gb(reads.kvCache)} at ${opts.tgPrompt + Math.floor(opts.tg / 2)} tokens); ` +
+      `read bandwidth ${bws.map((b) => (Number.isFinite(b) ? b.toFixed(1) : "n/a")).join(" / ")} GB/s (before / after the trials, ${opts.threads} threads): ceiling ${ceiling.toFixed(2)} tok/s`,
+  ];
+  const engines = {};
+  for (const engine of opts.engines) {
+    const tps = summary[engine]?.[tgKey];
+    if (!Number.isFinite(tps)) continue;
+    const read = (tps * reads.total) / 1e9;
+    engines[engine] = { tokensPerSecond: tps, readGBs: read, ofBandwidth: read / gbs };
+    lines.push(
+      `          ${ENGINE_LABEL[engine].padEnd(14)} ${tgKey} ${tps.toFixed(2)} tok/s = ${read.toFixed(1)} GB/s, ${((100 * read) / gbs).toFixed(0)}% of the bandwidth`,
+    );
+  }
+  return {
+    lines,
+    json: { readBytesPerStep: reads, bandwidthGBs: bws, ceilingTokensPerSecond: ceiling, engines },
+  };
 }
 
 main().catch((err) => die(err?.stack ?? String(err)));

@@ -120,12 +120,7 @@ int run_lowrank_bench(int argc, char** argv) {
   }
   ThreadPool pool(threads);
   std::vector<const uint8_t*> huge_a, huge_b;
-  double bw;
-  {
-    std::vector<uint64_t> buf(static_cast<size_t>(1024) << 17);  // 1 GiB
-    for (size_t i = 0; i < buf.size(); ++i) buf[i] = i;
-    bw = bench::read_bandwidth_gbs(pool, buf);
-  }
+  const double bw = bench::read_bandwidth_gbs(pool);
   std::printf("lowrank_apply, %s, %d threads, %s factors, %lld rows; read bandwidth %.1f GB/s\n",
               bench::cpu_name().c_str(), threads,
               type == LowRankType::F16    ? "f16"

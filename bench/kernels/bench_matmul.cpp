@@ -262,15 +262,11 @@ int main(int argc, char** argv) {
   std::printf("kernels : %s%s\n", kernel_isa(),
               std::getenv("LLMSERVE_FORCE_SCALAR") ? " (LLMSERVE_FORCE_SCALAR set)" : "");
   double bw[9] = {0};
-  {
-    std::vector<uint64_t> buf(static_cast<size_t>(1024) << 17);  // 1 GiB
-    for (size_t i = 0; i < buf.size(); ++i) buf[i] = i;
-    for (int th : o.threads) {
-      ThreadPool pool(th);
-      bw[std::min(th, 8)] = bench::read_bandwidth_gbs(pool, buf);
-      std::printf("memory  : read bandwidth %.1f GB/s with %d thread%s (sum over 1 GiB)\n", bw[std::min(th, 8)], th,
-                  th == 1 ? "" : "s");
-    }
+  for (int th : o.threads) {
+    ThreadPool pool(th);
+    bw[std::min(th, 8)] = bench::read_bandwidth_gbs(pool);
+    std::printf("memory  : read bandwidth %.1f GB/s with %d thread%s (sum over 1 GiB)\n", bw[std::min(th, 8)], th,
+                th == 1 ? "" : "s");
   }
   std::printf(
       "\n| type | n_out x n_in | tokens | thr | raw ms | raw GFLOP/s | packed ms | packed GFLOP/s | "

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "machine/bandwidth.h"
 #include "threadpool/thread_pool.h"
 
 namespace bench {
@@ -71,58 +72,14 @@ double median_ms(F call, int copies, double min_time) {
   return ts[ts.size() / 2];
 }
 
-// Sums [p, p + n) 64-bit words; AVX2 when the CPU has it (four independent accumulators).
-__attribute__((target("avx2"))) inline uint64_t sum_avx2(const uint64_t* p, int64_t n) {
-  __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
-  for (int64_t i = 0; i + 16 <= n; i += 16) {
-    s0 = _mm256_add_epi64(s0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
-    s1 = _mm256_add_epi64(s1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
-    s2 = _mm256_add_epi64(s2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 8)));
-    s3 = _mm256_add_epi64(s3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 12)));
-  }
-  alignas(32) uint64_t v[4];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(v),
-                     _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3)));
-  return v[0] + v[1] + v[2] + v[3];
-}
-inline uint64_t sum_scalar(const uint64_t* p, int64_t n) {
-  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  for (int64_t i = 0; i + 4 <= n; i += 4) {
-    s0 += p[i];
-    s1 += p[i + 1];
-    s2 += p[i + 2];
-    s3 += p[i + 3];
-  }
-  return s0 + s1 + s2 + s3;
-}
-
-// Read bandwidth: each thread sums its own contiguous part of a buffer 16x the LLC; best of 5.
-// (A streaming kernel that computes between its loads can beat a plain sum slightly, so GEMV
-// fractions a little above 100% are possible.)
-inline double read_bandwidth_gbs(llmserve::ThreadPool& pool, const std::vector<uint64_t>& buf) {
-  const bool avx2 = __builtin_cpu_supports("avx2");
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    std::vector<uint64_t> partial(64, 0);
-    const int64_t chunks = pool.size();
-    const int64_t per = static_cast<int64_t>(buf.size()) / chunks;
-    const auto t0 = std::chrono::steady_clock::now();
-    pool.parallel_for_chunked(
-        chunks,
-        [&](int64_t b, int64_t e, int slot) {
-          for (int64_t c = b; c < e; ++c) {
-            const uint64_t* p = buf.data() + c * per;
-            partial[static_cast<size_t>(slot)] += avx2 ? sum_avx2(p, per) : sum_scalar(p, per);
-          }
-        },
-        1);
-    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    uint64_t sink = 0;
-    for (uint64_t v : partial) sink += v;
-    if (sink == 42) std::printf(" ");
-    best = std::max(best, static_cast<double>(buf.size()) * 8 / t / 1e9);
-  }
-  return best;
+// The machine's read bandwidth (native/core/machine/bandwidth.h, the probe `llmserve info --bandwidth`
+// and bench:e2e use too): each thread sums its own part of a 1 GiB buffer, best of 5 passes; 0
+// when the buffer cannot be allocated. (A streaming kernel that computes between its loads can beat
+// a plain sum slightly, so GEMV fractions a little above 100% are possible.)
+inline double read_bandwidth_gbs(llmserve::ThreadPool& pool) {
+  double gbs = 0;
+  if (!llmserve::measure_read_bandwidth(pool, size_t(1) << 30, 5, &gbs)) return 0;
+  return gbs;
 }
 
 }  // namespace bench

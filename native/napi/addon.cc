@@ -14,6 +14,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   init_quantize(env, exports);
   init_train(env, exports);
   init_compress(env, exports);
+  init_machine(env, exports);
   exports.Set("kernelIsa", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
                 return Napi::String::New(info.Env(), kernel_isa());
               }));

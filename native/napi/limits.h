@@ -109,6 +109,10 @@ inline constexpr Limit kTrainTemperature{"temperature", 0, 100, false, true};
 inline constexpr Limit kTrainTargetRank{"targetRank", 1, 4096, true, false};
 inline constexpr Limit kTrainRecomputeMb{"recomputeMb", 0, 1 << 24, true, false};  // MiB; 0 = always recompute
 
+// readBandwidth(options): the probe's threads and buffer (MiB; many times the last-level cache)
+inline constexpr Limit kBandwidthThreads{"threads", 1, 512, true, false};
+inline constexpr Limit kBandwidthMegabytes{"megabytes", 1, 1 << 16, true, false};
+
 // Exported to JS as addon.limits[group][name].
 struct Group {
   const char* name;
@@ -146,6 +150,7 @@ inline constexpr const Limit* kSynth[] = {
 inline constexpr const Limit* kLora[] = {&kAdapterScale, &kLoraRank, &kLoraSeed, &kLoraAlpha, &kLoraStdB};
 inline constexpr const Limit* kGguf[] = {&kMaxArrayLength, &kMaxStringBytes, &kMaxMetadataBytes};
 inline constexpr const Limit* kEval[] = {&kEvalCtx, &kEvalBatch, &kEvalChunks};
+inline constexpr const Limit* kMachine[] = {&kBandwidthThreads, &kBandwidthMegabytes};
 inline constexpr const Limit* kTrain[] = {&kTrainRank,    &kTrainAlpha,       &kTrainLr,         &kTrainMinLr,
                                           &kTrainWarmup,  &kTrainBatch,       &kTrainSteps,      &kTrainClip,
                                           &kTrainSeed,    &kTrainWeightDecay, &kTrainMomentum,   &kTrainLarsEta,
@@ -158,6 +163,7 @@ inline constexpr Group kGroups[] = {
     {"gguf", kGguf, sizeof(kGguf) / sizeof(kGguf[0])},
     {"eval", kEval, sizeof(kEval) / sizeof(kEval[0])},
     {"train", kTrain, sizeof(kTrain) / sizeof(kTrain[0])},
+    {"machine", kMachine, sizeof(kMachine) / sizeof(kMachine[0])},
 };
 
 }  // namespace limits

@@ -33,6 +33,7 @@ void init_eval(Napi::Env env, Napi::Object exports);
 void init_quantize(Napi::Env env, Napi::Object exports);
 void init_train(Napi::Env env, Napi::Object exports);
 void init_compress(Napi::Env env, Napi::Object exports);
+void init_machine(Napi::Env env, Napi::Object exports);
 
 // The engine of a NativeModel object (model_wrap.cc): a TypeError (ERR_INVALID_ARGUMENT) naming
 // `what` when v is not one, ERR_DISPOSED when it has been disposed.

@@ -47,6 +47,17 @@ describe.runIf(existsSync(cli))("llmserve CLI", () => {
     expect(info.blockCount).toBe(2);
     expect(info.vocabSize).toBe(400);
     expect(info.tensorTypes.q8_0).toBeGreaterThan(0);
+    expect(info.decodeReadBytes).toBeGreaterThan(0);
+    expect(info.decodeReadBytes).toBeLessThan(info.fileSize);
+    expect(info.readBandwidthGBs).toBeUndefined();
+    // --bandwidth measures the machine; the ceiling is that bandwidth over the bytes a step reads
+    // (here with the KV cache of 100 tokens: 2 layers, K and V, f16).
+    const b = run(["info", "-m", model, "--json", "--bandwidth", "--context", "100", "-t", "1"]);
+    expect(b.code, b.stderr).toBe(0);
+    const bw = JSON.parse(b.stdout);
+    expect(bw.decodeReadBytes).toBeGreaterThan(info.decodeReadBytes);
+    expect(bw.readBandwidthGBs).toBeGreaterThan(0);
+    expect(bw.decodeCeiling / ((bw.readBandwidthGBs * 1e9) / bw.decodeReadBytes)).toBeCloseTo(1, 2);
   });
 
   it("generate --json prints exactly one JSON object", () => {

@@ -1,0 +1,95 @@
+/**
+ * What bounds decoding on this machine. A decode step reads every weight byte once per generated
+ * token (and the sequence's KV cache), so one sequence cannot decode faster than the machine's read
+ * bandwidth ({@link measureReadBandwidth}) over those bytes ({@link decodeReadBytes}): the ceiling
+ * `llmserve info --bandwidth` prints and bench:e2e compares both engines against.
+ */
+import { loadAddon } from "./binding.js";
+import { BANDWIDTH_DEFAULTS } from "./defaults.js";
+import { fromNative, wrapNative } from "./errors.js";
+import { readGguf } from "./gguf.js";
+import { kvSplit } from "./kvMemory.js";
+import { LOAD_LIMITS, MACHINE_LIMITS } from "./limits.js";
+import { defaultThreads } from "./loadOptions.js";
+import { checkKeys, checkLimit, checkObject, checkPath, checkString } from "./validate.js";
+
+/** Options of {@link measureReadBandwidth}. */
+export interface ReadBandwidthOptions {
+  /** Threads reading at once (default: the physical cores, as Model.load's default). */
+  threads?: number;
+  /** The buffer read, in MiB (default 1024: many times any last-level cache). */
+  megabytes?: number;
+}
+
+/**
+ * Measures this machine's read bandwidth in GB/s (1e9 bytes per second): each thread sums its own
+ * part of a buffer, best of 5 passes, on worker threads (the event loop stays free; ~1 s). Other
+ * work running at the same time lowers the result. Rejects with `ERR_OUT_OF_MEMORY` when the
+ * buffer cannot be allocated, `ERR_INVALID_ARGUMENT` for options out of range.
+ * @param options see {@link ReadBandwidthOptions}
+ */
+export function measureReadBandwidth(options: ReadBandwidthOptions = {}): Promise<number> {
+  try {
+    const o = checkObject("measureReadBandwidth options", options);
+    checkKeys("measureReadBandwidth options", o, ["threads", "megabytes"]);
+    const L = MACHINE_LIMITS;
+    const threads = o.threads === undefined ? defaultThreads() : checkLimit("threads", o.threads, L.threads);
+    const megabytes =
+      o.megabytes === undefined ? BANDWIDTH_DEFAULTS.megabytes : checkLimit("megabytes", o.megabytes, L.megabytes);
+    return wrapNative(loadAddon().readBandwidth({ threads, megabytes }));
+  } catch (err) {
+    return Promise.reject(fromNative(err));
+  }
+}
+
+/** Options of {@link decodeReadBytes}. */
+export interface DecodeReadOptions {
+  /** Tokens already in the sequence's context (its KV cache is read once per step). Default 0. */
+  context?: number;
+  /** The KV cache's element type (as Model.load's kvType). Default "f16". */
+  kvType?: "f16" | "f32" | "q8_0";
+}
+
+/** What {@link decodeReadBytes} resolves with, in bytes. */
+export interface DecodeReadBytes {
+  /** Weights one step reads: every tensor but the token embeddings (one row is looked up), which count only when the output projection is tied to them; of a mixture of experts, the used share of the expert tensors. */
+  weights: number;
+  /** The KV cache at `context` tokens (K and V of every layer; sliding-window layers at most their window). */
+  kvCache: number;
+  /** weights + kvCache. */
+  total: number;
+}
+
+/**
+ * The bytes one decode step of one sequence reads from memory, computed from a GGUF file's tensor
+ * table (no weights are loaded). Read bandwidth over `total` is that sequence's decode ceiling in
+ * tokens per second; batched decoding shares the weight reads between sequences.
+ * @param path the GGUF model file
+ * @param options see {@link DecodeReadOptions}
+ */
+export async function decodeReadBytes(path: string, options: DecodeReadOptions = {}): Promise<DecodeReadBytes> {
+  checkPath("path", path);
+  const o = checkObject("decodeReadBytes options", options);
+  checkKeys("decodeReadBytes options", o, ["context", "kvType"]);
+  const context = o.context === undefined ? 0 : checkLimit("context", o.context, LOAD_LIMITS.contextSize);
+  const kvType = o.kvType === undefined ? "f16" : checkString("kvType", o.kvType, ["f16", "f32", "q8_0"]);
+  const g = await readGguf(path, { maxArrayLength: 0, keyPrefix: "general.architecture" });
+  const arch = g.metadata["general.architecture"];
+  const tied = !g.tensors.some((t) => t.name === "output.weight");
+  let experts = 0;
+  let used = 0;
+  if (typeof arch === "string") {
+    const m = (await readGguf(path, { maxArrayLength: 0, keyPrefix: `${arch}.expert_` })).metadata;
+    experts = Number(m[`${arch}.expert_count`] ?? 0);
+    used = Number(m[`${arch}.expert_used_count`] ?? 0);
+  }
+  let weights = 0;
+  for (const t of g.tensors) {
+    if (t.name === "token_embd.weight" && !tied) continue;
+    // Expert tensors (blk.N.ffn_*_exps.weight) are read for the routed experts only.
+    weights += experts > 0 && used > 0 && /_exps\b/.test(t.name) ? (t.nbytes * used) / experts : t.nbytes;
+  }
+  const split = await kvSplit(path, kvType);
+  const kvCache = split ? split.perToken * context + split.localPerToken * Math.min(context, split.window) : 0;
+  return { weights, kvCache, total: weights + kvCache };
+}
