@@ -276,9 +276,14 @@ async function runInfo(o: {
             unsupportedReason: { code: e.code ?? "ERR_INTERNAL", message: String(e.message) },
           }),
         );
-  // What one decode step reads, and with --bandwidth this machine's ceiling for one sequence.
-  const reads = md["general.type"] === "adapter" ? undefined : await decodeReadBytes(path, { context: o.context ?? 0 });
-  const gbs = reads && o.bandwidth ? await measureReadBandwidth({ threads: o.threads }) : undefined;
+  // What one decode step reads, and with --bandwidth this machine's ceiling for one sequence (of a
+  // file llmserve runs; an adapter is read along with its base, not alone).
+  const runs = md["general.type"] !== "adapter" && support.supported === true;
+  const reads = runs ? await decodeReadBytes(path, { context: o.context ?? 0 }) : undefined;
+  if (o.bandwidth && !runs)
+    process.stderr.write("llmserve: --bandwidth: no decode ceiling for a file llmserve does not run alone\n");
+  // Rounded as printed, and the ceiling from the printed value, so the two agree.
+  const gbs = reads && o.bandwidth ? +(await measureReadBandwidth({ threads: o.threads })).toFixed(1) : undefined;
   const summary = {
     file: resolve(path),
     ggufVersion: g.version,
@@ -309,8 +314,8 @@ async function runInfo(o: {
     tensorTypes: types,
     fileSize: g.fileSize,
     decodeReadBytes: reads?.total,
-    readBandwidthGBs: gbs === undefined ? undefined : +gbs.toFixed(1),
-    decodeCeiling: gbs === undefined || !reads ? undefined : +((gbs * 1e9) / reads.total).toFixed(2),
+    readBandwidthGBs: gbs,
+    decodeCeiling: gbs === undefined || !reads?.total ? undefined : +((gbs * 1e9) / reads.total).toFixed(2),
     ...support,
     ...compressionSummary(g.tensors, md, csr),
   };
@@ -325,9 +330,16 @@ async function runInfo(o: {
     process.stdout.write(`${JSON.stringify(summary, (_k, v) => (typeof v === "bigint" ? v.toString() : v))}\n`);
     return refuse();
   }
+  const units: Record<string, string> = {
+    decodeReadBytes: " bytes per step",
+    readBandwidthGBs: " GB/s",
+    decodeCeiling: " tok/s (one sequence)",
+  };
   for (const [k, v] of Object.entries(summary)) {
     if (v !== undefined)
-      process.stdout.write(`${k.padEnd(18)} ${typeof v === "object" ? JSON.stringify(v) : String(v)}\n`);
+      process.stdout.write(
+        `${k.padEnd(18)} ${typeof v === "object" ? JSON.stringify(v) : String(v)}${units[k] ?? ""}\n`,
+      );
   }
   process.stdout.write("\nmetadata:\n");
   for (const [k, v] of Object.entries(md)) process.stdout.write(`  ${k} = ${describeValue(v)}\n`);

@@ -139,7 +139,7 @@ export const TRAIN_LIMITS = {
 /** Options of measureReadBandwidth(): the probe's threads and its buffer in MiB. */
 export const MACHINE_LIMITS = {
   threads: int(1, 512),
-  megabytes: int(1, 1 << 16),
+  megabytes: int(1, 4096),
 } as const satisfies Record<string, Limit>;
 
 /** The ranges of {@link LIMITS}, by the group name the native addon exports them under (`addon.limits`). */

@@ -6,7 +6,7 @@
  */
 import { loadAddon } from "./binding.js";
 import { BANDWIDTH_DEFAULTS } from "./defaults.js";
-import { fromNative, wrapNative } from "./errors.js";
+import { LlmserveError, fromNative, wrapNative } from "./errors.js";
 import { readGguf } from "./gguf.js";
 import { kvSplit } from "./kvMemory.js";
 import { LOAD_LIMITS, MACHINE_LIMITS } from "./limits.js";
@@ -17,7 +17,7 @@ import { checkKeys, checkLimit, checkObject, checkPath, checkString } from "./va
 export interface ReadBandwidthOptions {
   /** Threads reading at once (default: the physical cores, as Model.load's default). */
   threads?: number;
-  /** The buffer read, in MiB (default 1024: many times any last-level cache). */
+  /** The buffer read, in MiB, at most 4096 (default 1024: many times any last-level cache). */
   megabytes?: number;
 }
 
@@ -62,7 +62,9 @@ export interface DecodeReadBytes {
 
 /**
  * The bytes one decode step of one sequence reads from memory, computed from a GGUF file's tensor
- * table (no weights are loaded). Read bandwidth over `total` is that sequence's decode ceiling in
+ * table (no weights are loaded). Sparse (CSR) matrices count at their file size, although the
+ * engine expands the denser ones at load. Rejects with `ERR_BAD_SHAPE` when `context` > 0 and the
+ * file does not give its attention shape. Read bandwidth over `total` is that sequence's decode ceiling in
  * tokens per second; batched decoding shares the weight reads between sequences.
  * @param path the GGUF model file
  * @param options see {@link DecodeReadOptions}
@@ -87,9 +89,17 @@ export async function decodeReadBytes(path: string, options: DecodeReadOptions =
   for (const t of g.tensors) {
     if (t.name === "token_embd.weight" && !tied) continue;
     // Expert tensors (blk.N.ffn_*_exps.weight) are read for the routed experts only.
-    weights += experts > 0 && used > 0 && /_exps\b/.test(t.name) ? (t.nbytes * used) / experts : t.nbytes;
+    weights += experts > 0 && used > 0 && /_exps\b/.test(t.name) ? Math.round((t.nbytes * used) / experts) : t.nbytes;
   }
-  const split = await kvSplit(path, kvType);
-  const kvCache = split ? split.perToken * context + split.localPerToken * Math.min(context, split.window) : 0;
+  let kvCache = 0;
+  if (context > 0) {
+    const split = await kvSplit(path, kvType);
+    if (!split)
+      throw new LlmserveError(
+        "ERR_BAD_SHAPE",
+        `${path} does not give its attention shape (architecture, block_count, head_count_kv, head size), so the KV cache a step reads at ${context} tokens of context is unknown; pass context 0 for the weights alone`,
+      );
+    kvCache = split.perToken * context + split.localPerToken * Math.min(context, split.window);
+  }
   return { weights, kvCache, total: weights + kvCache };
 }

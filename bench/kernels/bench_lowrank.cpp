@@ -121,6 +121,7 @@ int run_lowrank_bench(int argc, char** argv) {
   ThreadPool pool(threads);
   std::vector<const uint8_t*> huge_a, huge_b;
   const double bw = bench::read_bandwidth_gbs(pool);
+  if (bw <= 0) std::printf("(the read-bandwidth probe failed: no share of bandwidth below)\n");
   std::printf("lowrank_apply, %s, %d threads, %s factors, %lld rows; read bandwidth %.1f GB/s\n",
               bench::cpu_name().c_str(), threads,
               type == LowRankType::F16    ? "f16"
@@ -189,7 +190,7 @@ int run_lowrank_bench(int argc, char** argv) {
         const double gbs = static_cast<double>(call_bytes) / (ms * 1e6);
         std::printf("| %lldx%lld | %lld | %lld | %.1f | %.2f | %.1f | %.0f%% |\n", static_cast<long long>(n_out),
                     static_cast<long long>(n_in), static_cast<long long>(r), static_cast<long long>(k), ms * 1e3,
-                    static_cast<double>(call_bytes) / 1e6, gbs, 100.0 * gbs / bw);
+                    static_cast<double>(call_bytes) / 1e6, gbs, bw > 0 ? 100.0 * gbs / bw : 0.0);
       }
   }
   return 0;

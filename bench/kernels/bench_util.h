@@ -2,7 +2,6 @@
 // bench_lowrank.cpp): list parsing, the CPU's name, the median time of a call over rotating copies
 // of its weights, and the machine's read bandwidth.
 #pragma once
-#include <immintrin.h>
 
 #include <algorithm>
 #include <chrono>

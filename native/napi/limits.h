@@ -109,9 +109,10 @@ inline constexpr Limit kTrainTemperature{"temperature", 0, 100, false, true};
 inline constexpr Limit kTrainTargetRank{"targetRank", 1, 4096, true, false};
 inline constexpr Limit kTrainRecomputeMb{"recomputeMb", 0, 1 << 24, true, false};  // MiB; 0 = always recompute
 
-// readBandwidth(options): the probe's threads and buffer (MiB; many times the last-level cache)
+// readBandwidth(options): the probe's threads and buffer (MiB; many times the last-level cache,
+// at most 4 GiB: the buffer is written in full, so an oversized one would meet the OOM killer)
 inline constexpr Limit kBandwidthThreads{"threads", 1, 512, true, false};
-inline constexpr Limit kBandwidthMegabytes{"megabytes", 1, 1 << 16, true, false};
+inline constexpr Limit kBandwidthMegabytes{"megabytes", 1, 4096, true, false};
 
 // Exported to JS as addon.limits[group][name].
 struct Group {

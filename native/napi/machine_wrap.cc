@@ -40,6 +40,7 @@ Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
   Napi::Object o = info[0].As<Napi::Object>();
   const int threads = get_number<int, limits::kBandwidthThreads>(o);
   const size_t megabytes = get_number<size_t, limits::kBandwidthMegabytes>(o);
+  static_assert(sizeof(size_t) >= 8, "megabytes << 20 must not wrap");
   auto* w = new BandwidthWorker(env, threads, megabytes << 20);
   Napi::Promise p = w->promise();
   w->Queue();

@@ -10,6 +10,7 @@ import { loadAddon } from "../../lib/binding.js";
 import {
   GENERATE_LIMITS,
   GGUF_LIMITS,
+  MACHINE_LIMITS,
   LIMITS,
   LOAD_LIMITS,
   SYNTH_LIMITS,
@@ -394,6 +395,14 @@ describe("loadModel / synth / readGguf on the raw binding", () => {
     }
     const g = await addon.readGguf(path, 0, ggufOpts);
     expect(g.tensors.length).toBeGreaterThan(0);
+  });
+
+  it.each(Object.keys(MACHINE_LIMITS) as (keyof typeof MACHINE_LIMITS)[])("readBandwidth %s", (name) => {
+    const l = MACHINE_LIMITS[name];
+    for (const v of badValues(l)) {
+      const e = expectRangeError(() => addon.readBandwidth({ threads: 1, megabytes: 1, [name]: v }), name, l, v);
+      expect(e.message).toBe(tsMessage(name, v, l));
+    }
   });
 });
 

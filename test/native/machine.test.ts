@@ -2,7 +2,9 @@
 import { describe, expect, it } from "vitest";
 import { readGguf } from "../../lib/gguf.js";
 import { decodeReadBytes, measureReadBandwidth } from "../../lib/machine.js";
-import { errorText, synthModel } from "../helpers.js";
+import { join } from "node:path";
+import { synthLora } from "../../lib/synth.js";
+import { errorText, synthModel, tmpRoot } from "../helpers.js";
 
 // llama, dim 64, 2 layers, 4 heads (2 KV heads) of 16, FFN 96, vocabulary 320, f32: per layer two
 // norms (64 each), q and o (64x64), k and v (64x32), gate, up and down (64x96); then the output norm
@@ -61,6 +63,11 @@ describe("decodeReadBytes", () => {
     expect(await errorText(decodeReadBytes(path, { kvType: "f8" as "f16" }))).toMatch(/ERR_INVALID_ARGUMENT.*kvType/);
     expect(await errorText(decodeReadBytes(path, { ctx: 1 } as never))).toMatch(/ERR_INVALID_ARGUMENT.*ctx/);
     expect(await errorText(decodeReadBytes(`${path}.missing`))).toMatch(/ERR_FILE_NOT_FOUND/);
+    // A file without an attention shape (a LoRA adapter) has no KV cache to count at a context.
+    const adapter = join(tmpRoot, `machine-adapter-${process.pid}.gguf`);
+    await synthLora(path, adapter, { rank: 4 });
+    expect((await decodeReadBytes(adapter)).kvCache).toBe(0);
+    expect(await errorText(decodeReadBytes(adapter, { context: 8 }))).toMatch(/ERR_BAD_SHAPE.*pass context 0/);
   });
 });
 

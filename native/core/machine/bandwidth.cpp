@@ -2,80 +2,71 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdint>
 #include <cstring>
 #include <memory>
-#include <new>
+#include <mutex>
 #include <vector>
 
 #include "isa/isa.h"
+#include "os/os.h"
 #include "threadpool/thread_pool.h"
 
 namespace llmserve {
+
+#if defined(LLMSERVE_X86)
+uint64_t bandwidth_sum_avx2(const uint64_t* p, int64_t n);  // bandwidth_avx2.cpp
+#endif
+
 namespace {
 
-// Sums n 64-bit words (n a multiple of 16) with 4 independent vector chains (GCC/Clang vector
-// types: the baseline ISA's registers, SSE2 or NEON). The probe must not be the limit: on one Zen 5
-// core plain scalar loads read ~25 GB/s, 16-byte vectors ~36 and 32-byte ones the ~41 of memory,
-// so x86 CPUs with AVX2 take the 32-byte version (the same source compiled for AVX2).
-typedef uint64_t u64x2 __attribute__((vector_size(16)));
-typedef uint64_t u64x4 __attribute__((vector_size(32)));
-
-// s += the vector at p (by reference: a 32-byte vector returned by value would change the ABI of a
-// function compiled without AVX, -Wpsabi).
-template <class Vec>
-inline void add_vec(Vec& s, const uint64_t* p) {
-  Vec v;
-  std::memcpy(&v, p, sizeof(Vec));
-  s += v;
-}
-
-template <class Vec>
-inline uint64_t sum_vectors(const uint64_t* p, int64_t n) {
-  constexpr int kLanes = sizeof(Vec) / 8;
-  Vec s0 = {}, s1 = {}, s2 = {}, s3 = {};
-  for (int64_t i = 0; i + 4 * kLanes <= n; i += 4 * kLanes) {
-    add_vec(s0, p + i);
-    add_vec(s1, p + i + kLanes);
-    add_vec(s2, p + i + 2 * kLanes);
-    add_vec(s3, p + i + 3 * kLanes);
-  }
-  const Vec t = (s0 + s1) + (s2 + s3);
-  uint64_t r = 0;
-  for (int l = 0; l < kLanes; ++l) r += t[l];
-  return r;
-}
-
-#if defined(__x86_64__) || defined(_M_X64)
-__attribute__((target("avx2"))) uint64_t sum_words_avx2(const uint64_t* p, int64_t n) {
-  return sum_vectors<u64x4>(p, n);
-}
-#endif
-
+// Sums n 64-bit words (n a multiple of 16) in the baseline ISA: 16-byte vectors (SSE2 / NEON,
+// GCC/Clang vector types) in four independent chains; x86 CPUs with AVX2 take bandwidth_avx2.cpp.
 uint64_t sum_words(const uint64_t* p, int64_t n) {
-#if defined(__x86_64__) || defined(_M_X64)
+#if defined(LLMSERVE_X86)
   static const bool avx2 = cpu_supports(Isa::Avx2);
-  if (avx2) return sum_words_avx2(p, n);
+  if (avx2) return bandwidth_sum_avx2(p, n);
 #endif
-  return sum_vectors<u64x2>(p, n);
+  typedef uint64_t u64x2 __attribute__((vector_size(16)));
+  u64x2 s0 = {0, 0}, s1 = s0, s2 = s0, s3 = s0, v0, v1, v2, v3;
+  for (int64_t i = 0; i + 8 <= n; i += 8) {
+    std::memcpy(&v0, p + i, 16);
+    std::memcpy(&v1, p + i + 2, 16);
+    std::memcpy(&v2, p + i + 4, 16);
+    std::memcpy(&v3, p + i + 6, 16);
+    s0 += v0;
+    s1 += v1;
+    s2 += v2;
+    s3 += v3;
+  }
+  const u64x2 s = (s0 + s1) + (s2 + s3);
+  return s[0] + s[1];
 }
+
+std::mutex g_probe_mu;  // one probe at a time
 
 }  // namespace
 
-Status measure_read_bandwidth(ThreadPool& pool, size_t bytes, int reps, double* gbs) {
+Status measure_read_bandwidth(ThreadPool& pool, size_t bytes, int reps, double* gbs, uint64_t* checksum) {
   if (bytes < (size_t(1) << 20) || reps < 1 || !gbs)
     return Status{Code::InvalidArgument, "measure_read_bandwidth: at least 1 MiB and 1 pass"};
-  const size_t words = bytes / sizeof(uint64_t);
-  std::unique_ptr<uint64_t[]> buf(new (std::nothrow) uint64_t[words]);
-  if (!buf) return Status{Code::OutOfMemory, "read-bandwidth probe: could not allocate its buffer"};
-  // Written in parallel too, so the first-touch pages lie near the threads that read them.
+  std::lock_guard<std::mutex> lock(g_probe_mu);
+  constexpr size_t kHuge = size_t(2) << 20;
+  const size_t cap = (bytes + kHuge - 1) / kHuge * kHuge;
+  std::unique_ptr<uint64_t, os::AlignedFree> buf(static_cast<uint64_t*>(os::aligned_alloc(kHuge, cap)));
+  if (!buf)
+    return Status{Code::OutOfMemory, "read-bandwidth probe: could not allocate " + std::to_string(cap >> 20) +
+                                         " MiB; measure with a smaller buffer (megabytes)"};
+  os::advise_huge_pages(buf.get(), cap);
+  uint64_t* const words = buf.get();
   const int64_t chunks = pool.size();
-  const int64_t per = static_cast<int64_t>(words) / chunks / 16 * 16;  // words per thread, whole steps
+  // Words per thread, whole steps of both sums; the bytes counted are exactly the words read.
+  const int64_t per = static_cast<int64_t>(bytes / sizeof(uint64_t)) / chunks / 16 * 16;
+  const int64_t n = per * chunks;
+  // Written by the pool too (the pages are faulted in by several threads at once).
   pool.parallel_for_chunked(
       chunks,
       [&](int64_t b, int64_t e, int) {
-        for (int64_t c = b; c < e; ++c)
-          for (int64_t i = 0; i < per; ++i) buf[c * per + i] = static_cast<uint64_t>(c * per + i);
+        for (int64_t i = b * per; i < e * per; ++i) words[i] = static_cast<uint64_t>(i);
       },
       1);
   std::vector<uint64_t> partial(static_cast<size_t>(pool.size()), 0);
@@ -85,16 +76,17 @@ Status measure_read_bandwidth(ThreadPool& pool, size_t bytes, int reps, double* 
     pool.parallel_for_chunked(
         chunks,
         [&](int64_t b, int64_t e, int slot) {
-          for (int64_t c = b; c < e; ++c) partial[static_cast<size_t>(slot)] += sum_words(buf.get() + c * per, per);
+          for (int64_t c = b; c < e; ++c) partial[static_cast<size_t>(slot)] += sum_words(words + c * per, per);
         },
         1);
     const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (t > 0) best = std::max(best, static_cast<double>(per * chunks) * sizeof(uint64_t) / t / 1e9);
+    if (t > 0) best = std::max(best, static_cast<double>(n) * sizeof(uint64_t) / t / 1e9);
   }
-  // A volatile store of the sums keeps the reads from being optimized away.
-  uint64_t sink = 0;
-  for (uint64_t v : partial) sink += v;
-  volatile uint64_t keep = sink;
+  // The sums leave through *checksum or a volatile store, so the reads cannot be optimized away.
+  uint64_t sum = 0;
+  for (uint64_t v : partial) sum += v;
+  if (checksum) *checksum = sum;
+  volatile uint64_t keep = sum;
   (void)keep;
   *gbs = best;
   return Status::ok();
