@@ -1117,4 +1117,18 @@ export const MUTATIONS = [
     replace: "U ? load256(u + 32 * (32 * hh + 8 * s + c2))",
     why: "AVX2 Q6_K GEMM over more than 4 tokens: the second byte group of each pair reads the first's unpacked values",
   },
+  {
+    id: "gemm-avx2-q4k-chain-first-term",
+    file: "native/core/quant/gemm_avx2.cpp",
+    find: "sumi[t] = j == 0 ? m : _mm256_add_epi32(sumi[t], m);",
+    replace: "sumi[t] = j == 0 ? _mm256_setzero_si256() : _mm256_add_epi32(sumi[t], m);",
+    why: "AVX2 Q4_K GEMM: the chain that starts from its first term (no add of zero) drops that term",
+  },
+  {
+    id: "gemm-avx2-q4_0-chain-first-term",
+    file: "native/core/quant/gemm_avx2.cpp",
+    find: "s16[t] = j == 0 ? p : _mm256_add_epi16(s16[t], p);",
+    replace: "s16[t] = j == 0 ? _mm256_setzero_si256() : _mm256_add_epi16(s16[t], p);",
+    why: "AVX2 Q4_0 GEMM: a block's int16 chain starts from zero instead of its first term",
+  },
 ];
