@@ -79,6 +79,14 @@ export async function kvSplit(path: string, kvType: string): Promise<KvSplit | u
   const arch = a["general.architecture"];
   if (typeof arch !== "string") return undefined;
   const { metadata: m } = await readGguf(path, { maxArrayLength: 4096, keyPrefix: `${arch}.` });
+  return kvSplitOf(arch, m, kvType);
+}
+
+/**
+ * kvSplit from metadata already read: `m` holds the file's `${arch}.` keys (per-layer arrays of up
+ * to a few thousand entries kept whole).
+ */
+export function kvSplitOf(arch: string, m: Record<string, unknown>, kvType: string): KvSplit | undefined {
   const num = (key: string): number | undefined => {
     const v = m[`${arch}.${key}`];
     if (typeof v === "number" || typeof v === "bigint") return Number(v);

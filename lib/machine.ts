@@ -8,7 +8,7 @@ import { loadAddon } from "./binding.js";
 import { BANDWIDTH_DEFAULTS } from "./defaults.js";
 import { LlmserveError, fromNative, wrapNative } from "./errors.js";
 import { readGguf } from "./gguf.js";
-import { kvSplit } from "./kvMemory.js";
+import { kvSplitOf } from "./kvMemory.js";
 import { LOAD_LIMITS, MACHINE_LIMITS } from "./limits.js";
 import { defaultThreads } from "./loadOptions.js";
 import { checkKeys, checkLimit, checkObject, checkPath, checkString } from "./validate.js";
@@ -75,16 +75,14 @@ export async function decodeReadBytes(path: string, options: DecodeReadOptions =
   checkKeys("decodeReadBytes options", o, ["context", "kvType"]);
   const context = o.context === undefined ? 0 : checkLimit("context", o.context, LOAD_LIMITS.contextSize);
   const kvType = o.kvType === undefined ? "f16" : checkString("kvType", o.kvType, ["f16", "f32", "q8_0"]);
-  const g = await readGguf(path, { maxArrayLength: 0, keyPrefix: "general.architecture" });
-  const arch = g.metadata["general.architecture"];
+  // One read of the header: the tensor table, the architecture's keys (per-layer arrays whole, as
+  // kvSplit reads them; the vocabulary's long arrays are summarized).
+  const g = await readGguf(path, { maxArrayLength: 4096 });
+  const m = g.metadata;
+  const arch = m["general.architecture"];
   const tied = !g.tensors.some((t) => t.name === "output.weight");
-  let experts = 0;
-  let used = 0;
-  if (typeof arch === "string") {
-    const m = (await readGguf(path, { maxArrayLength: 0, keyPrefix: `${arch}.expert_` })).metadata;
-    experts = Number(m[`${arch}.expert_count`] ?? 0);
-    used = Number(m[`${arch}.expert_used_count`] ?? 0);
-  }
+  const experts = typeof arch === "string" ? Number(m[`${arch}.expert_count`] ?? 0) : 0;
+  const used = typeof arch === "string" ? Number(m[`${arch}.expert_used_count`] ?? 0) : 0;
   let weights = 0;
   for (const t of g.tensors) {
     if (t.name === "token_embd.weight" && !tied) continue;
@@ -93,7 +91,7 @@ export async function decodeReadBytes(path: string, options: DecodeReadOptions =
   }
   let kvCache = 0;
   if (context > 0) {
-    const split = await kvSplit(path, kvType);
+    const split = typeof arch === "string" ? kvSplitOf(arch, m, kvType) : undefined;
     if (!split)
       throw new LlmserveError(
         "ERR_BAD_SHAPE",

@@ -169,7 +169,8 @@ async function main() {
       return Number.NaN;
     }
   };
-  const reads = await llmserve.decodeReadBytes(model.path, { context: opts.tgPrompt + Math.floor(opts.tg / 2) });
+  const decodeContext = opts.tgPrompt + Math.floor(opts.tg / 2); // the tg test's mean context
+  const reads = await llmserve.decodeReadBytes(model.path, { context: decodeContext });
 
   const trials = [];
   let contended = false;
@@ -309,7 +310,7 @@ async function main() {
     console.warn("         those timings are contended; rerun on a quiet machine (or with --wait-idle).");
   }
 
-  const roofline = decodeRoofline(reads, await bandwidth(), trials, tgKey, opts);
+  const roofline = decodeRoofline(reads, decodeContext, await bandwidth(), trials, tgKey, opts);
   if (roofline) for (const line of roofline.lines) console.log(line);
   console.log("");
 
@@ -355,15 +356,14 @@ async function main() {
 // What the decode test could reach on this machine and how close each engine came: the bytes one
 // step reads (weights + the KV cache at the test's mean context) against the bandwidth probe taken
 // just before each trial (the last probe, after the trials, only widens the range printed).
-function decodeRoofline(reads, lastProbe, trials, tgKey, opts) {
+function decodeRoofline(reads, decodeContext, lastProbe, trials, tgKey, opts) {
   const probes = [...trials.map((t) => t.bandwidthGBs), lastProbe].filter(Number.isFinite);
   if (!probes.length) return undefined;
   const gb = (b) => (b / 1e9).toFixed(2);
-  const mean = opts.tgPrompt + Math.floor(opts.tg / 2);
   const lo = Math.min(...probes);
   const hi = Math.max(...probes);
   const lines = [
-    `decode  : a step reads ${gb(reads.total)} GB (weights ${gb(reads.weights)} + KV cache ${gb(reads.kvCache)} at ${mean} tokens); ` +
+    `decode  : a step reads ${gb(reads.total)} GB (weights ${gb(reads.weights)} + KV cache ${gb(reads.kvCache)} at ${decodeContext} tokens); ` +
       `read bandwidth ${lo.toFixed(1)}-${hi.toFixed(1)} GB/s over ${probes.length} probes (${opts.threads} threads): ceiling ${((lo * 1e9) / reads.total).toFixed(2)}-${((hi * 1e9) / reads.total).toFixed(2)} tok/s`,
   ];
   const engines = {};

@@ -360,7 +360,7 @@ int main(int argc, char** argv) {
           {
             std::vector<uint8_t*> arenas;
             for (MatrixView& v : views) {
-              uint8_t* a = alloc_huge(packed_bytes(v));
+              uint8_t* a = os::alloc_huge(packed_bytes(v));
               if (a && pack_matrix(&v, a)) arenas.push_back(a);
               else os::aligned_free(a);
             }

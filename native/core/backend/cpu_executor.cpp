@@ -8,6 +8,7 @@
 #include "../gguf/gguf.h"
 #include "../model/csr.h"
 #include "../model/matmul.h"
+#include "../os/os.h"
 #include "../quant/quant.h"
 
 namespace llmserve {
@@ -86,7 +87,7 @@ void CpuExecutor::expand_dense_csr() {
     }
   }
   if (dense.empty()) return;
-  csr_dense_arena_.reset(alloc_huge(bytes));
+  csr_dense_arena_.reset(os::alloc_huge(bytes));
   if (!csr_dense_arena_) {
     csr_sparse_ += static_cast<int64_t>(dense.size());
     return;
@@ -146,7 +147,7 @@ void CpuExecutor::prepare_weights(bool repack, const std::function<void(double)>
       arena_bytes += (n + 63) / 64 * 64;
     }
     // One huge-page arena for every packed matrix (per-matrix 2 MiB rounding would waste ~1 MiB each).
-    if (!todo.empty()) packed_arena_.reset(alloc_huge(arena_bytes));
+    if (!todo.empty()) packed_arena_.reset(os::alloc_huge(arena_bytes));
     if (!packed_arena_) todo.clear(), slot.clear();  // no memory: serve from the mapping
   }
   std::atomic<uint64_t> done{0};

@@ -49,7 +49,7 @@ void LoraAdapter::reserve_packed(size_t bytes) {
   if (bytes == 0) return;
   PackedBlock b;
   if (bytes >= kHugeMin) {
-    b.p = alloc_huge(bytes);
+    b.p = os::alloc_huge(bytes);
     b.cap = (bytes + kHugePage - 1) / kHugePage * kHugePage;
   } else {
     b.p = static_cast<uint8_t*>(os::aligned_alloc(64, bytes));

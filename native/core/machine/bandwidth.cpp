@@ -50,14 +50,12 @@ Status measure_read_bandwidth(ThreadPool& pool, size_t bytes, int reps, double* 
   if (bytes < (size_t(1) << 20) || reps < 1 || !gbs)
     return Status{Code::InvalidArgument, "measure_read_bandwidth: at least 1 MiB and 1 pass"};
   std::lock_guard<std::mutex> lock(g_probe_mu);
-  constexpr size_t kHuge = size_t(2) << 20;
-  const size_t cap = (bytes + kHuge - 1) / kHuge * kHuge;
-  std::unique_ptr<uint64_t, os::AlignedFree> buf(static_cast<uint64_t*>(os::aligned_alloc(kHuge, cap)));
+  // Huge pages as the engine's packed weights (os::alloc_huge), so both see the same TLB.
+  std::unique_ptr<uint8_t, os::AlignedFree> buf(os::alloc_huge(bytes));
   if (!buf)
-    return Status{Code::OutOfMemory, "read-bandwidth probe: could not allocate " + std::to_string(cap >> 20) +
+    return Status{Code::OutOfMemory, "read-bandwidth probe: could not allocate " + std::to_string(bytes >> 20) +
                                          " MiB; measure with a smaller buffer (megabytes)"};
-  os::advise_huge_pages(buf.get(), cap);
-  uint64_t* const words = buf.get();
+  uint64_t* const words = reinterpret_cast<uint64_t*>(buf.get());
   const int64_t chunks = pool.size();
   // Words per thread, whole steps of both sums; the bytes counted are exactly the words read.
   const int64_t per = static_cast<int64_t>(bytes / sizeof(uint64_t)) / chunks / 16 * 16;

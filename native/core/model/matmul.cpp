@@ -61,16 +61,6 @@ size_t packed_bytes(const MatrixView& w) {
   return gemm_packed_bytes(w.type, w.n_in, w.n_out);
 }
 
-uint8_t* alloc_huge(size_t bytes) {
-  // 2 MiB aligned and marked for transparent huge pages: a decode step streams every byte, and
-  // with 4 KiB pages the TLB misses cost a visible share of the bandwidth.
-  constexpr size_t kHuge = size_t(2) << 20;
-  const size_t cap = (bytes + kHuge - 1) / kHuge * kHuge;
-  auto* p = static_cast<uint8_t*>(os::aligned_alloc(kHuge, cap));
-  os::advise_huge_pages(p, cap);
-  return p;
-}
-
 bool pack_matrix(MatrixView* w, uint8_t* dst) {
   if (!w || !dst || packed_bytes(*w) == 0) return false;
   gemm_pack(w->type, w->data, w->row_bytes, w->n_in, w->n_out, dst);

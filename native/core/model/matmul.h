@@ -42,11 +42,8 @@ void matmul(const MatmulTask* tasks, int n_tasks, const float* x, int64_t n, Thr
 // Bytes of w's packed copy; 0 if w's type or layout is not packable.
 size_t packed_bytes(const MatrixView& w);
 // Writes w's packed copy to dst (packed_bytes(w) bytes, 64-byte aligned, outliving every use of w;
-// e.g. a slice of one arena for a whole model, see alloc_huge) and sets w->packed. False (w
+// e.g. a slice of one arena for a whole model, see os::alloc_huge) and sets w->packed. False (w
 // unchanged) if w is not packable.
 bool pack_matrix(MatrixView* w, uint8_t* dst);
-// A 2 MiB aligned buffer of at least `bytes`, marked for transparent huge pages (free it with os::aligned_free), or
-// null when memory is short.
-uint8_t* alloc_huge(size_t bytes);
 
 }  // namespace llmserve

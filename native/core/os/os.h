@@ -27,6 +27,9 @@ struct AlignedFree {
 
 // Asks for transparent huge pages over [p, p + n) where the OS has them (Linux); no-op elsewhere.
 void advise_huge_pages(void* p, size_t n);
+// A 2 MiB aligned buffer of at least `bytes` (rounded up to whole 2 MiB), marked for transparent
+// huge pages (free it with aligned_free), or null when memory is short.
+uint8_t* alloc_huge(size_t bytes);
 
 size_t page_size();
 
