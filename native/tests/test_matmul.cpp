@@ -705,3 +705,45 @@ TEST(gemm_one_token_few_blocks_packed_identical_across_isas) {
   }
   CHECK(checked >= 7 * 5 * 2 * 2);
 }
+
+// Prefetcher::part<P>(b, j): a kernel that prefetches a record in P slices as it reads it must
+// still fetch exactly block b's bytes (operator()(b)): slices in order, each starting where the
+// last ended, whole lines from the block's start, none larger than ceil(step / P) rounded up to a
+// line, and the last ending at the block's end (or at `bytes` for a short last block).
+template <int P>
+static int check_prefetch_slices(size_t bytes, int64_t nb) {
+  const quant::Prefetcher pf(reinterpret_cast<const uint8_t*>(uintptr_t(1) << 20), bytes, nb);
+  const size_t sub_max = (pf.step + P * 64 - 1) / (P * 64) * 64;
+  int bad = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    const size_t begin = std::min(pf.step * static_cast<size_t>(b), bytes);
+    const size_t end = std::min(pf.step * static_cast<size_t>(b + 1), bytes);
+    size_t at = begin;
+    for (int j = 0; j < P; ++j) {
+      const auto [lo, hi] = pf.slice<P>(b, j);
+      if (lo != at || hi < lo || hi - lo > sub_max) ++bad;
+      if (lo < hi && (lo - begin) % 64 != 0) ++bad;
+      at = hi;
+    }
+    if (at != end) ++bad;
+  }
+  return bad;
+}
+
+TEST(gemm_prefetch_slices_cover_each_block_exactly) {
+  // Q4_K and Q6_K groups of 16 records (4096 wide), a record not a multiple of 64 bytes, a
+  // range that ends inside its last block, one block.
+  for (auto [bytes, nb] : {std::pair<size_t, int64_t>{quant::kPackQ4_K * 16, 16},
+                           {quant::kPackQ6_K * 16, 16},
+                           {2368 * 3, 3},
+                           {1000, 3},
+                           {100, 1},
+                           {5000, 7}}) {
+    CHECK_EQ(check_prefetch_slices<8>(bytes, nb), 0);
+    CHECK_EQ(check_prefetch_slices<16>(bytes, nb), 0);
+  }
+  // The spread is real: a Q4_K record's 37 lines go out 5 per slice, not in one slice.
+  const quant::Prefetcher pf(reinterpret_cast<const uint8_t*>(uintptr_t(1) << 20), quant::kPackQ4_K * 16, 16);
+  const auto [lo, hi] = pf.slice<8>(3, 0);
+  CHECK_EQ(hi - lo, size_t(320));
+}

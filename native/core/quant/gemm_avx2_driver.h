@@ -71,6 +71,14 @@ struct StepPasses {
   }
   template <int T>
   static void run_both(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m256* acc, const Prefetcher& pf) {
+    // A kernel with kSpreadPrefetch issues the record's prefetch itself, a slice per part it reads.
+    if constexpr (requires { K::kSpreadPrefetch; }) {
+      block_pass<T, 2, K::kMins>(g, nb, K::kRecord, 0, acc, Prefetcher(),
+                                 [&](const uint8_t* gb, int64_t b, int hh, __m256* ac, __m256* mn) {
+                                   K::template step<T>(gb, b, nb, x, hh, ac, mn, &pf);
+                                 });
+      return;
+    }
     block_pass<T, 2, K::kMins>(g, nb, K::kRecord, 0, acc, pf,
                                [&](const uint8_t* gb, int64_t b, int hh, __m256* ac, __m256* mn) {
                                  K::template step<T>(gb, b, nb, x, hh, ac, mn);
@@ -228,6 +236,14 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
   }
 }
 
+// How far ahead run_both's prefetch reads: a kernel whose step prefetches its slice of the record
+// as it reads it (K::kSpreadPrefetch) keeps the lead a whole-record prefetch reached.
+template <class K>
+constexpr size_t one_pass_prefetch_ahead() {
+  if constexpr (requires { K::kSpreadPrefetch; }) return spread_prefetch_ahead(K::kRecord);
+  return kPrefetchAhead;
+}
+
 // Runs kernel K over rows [r0, r1) and all tokens (gemm_impl.h's gemm_sweep): ~256 KiB of packed
 // groups swept by ~128 KiB of activations, 4 tokens per micro-kernel call.
 template <class K>
@@ -244,7 +260,7 @@ void gemm_quant(const GemmArgs& a) {
       const uint8_t* g = a.packed + static_cast<size_t>(r / kGemmGroupRows) * group_bytes;
       for (; r + kGemmGroupRows <= a.r1; r += kGemmGroupRows, g += group_bytes) {
         __m256 acc[2];
-        K::template run_both<1>(g, nb, x, acc, Prefetcher(g + kPrefetchAhead, group_bytes, nb));
+        K::template run_both<1>(g, nb, x, acc, Prefetcher(g + one_pass_prefetch_ahead<K>(), group_bytes, nb));
         _mm256_storeu_ps(a.y + r, acc[0]);
         _mm256_storeu_ps(a.y + r + 8, acc[1]);
       }
@@ -254,8 +270,8 @@ void gemm_quant(const GemmArgs& a) {
   }
   int64_t one_pass = 0;  // group_tokens' run_both calls
   if constexpr (HasRunBoth<K>) one_pass = K::kBothMaxT;
-  gemm_sweep(a, K::kRecord, size_t(256) << 10, size_t(128) << 10, 4, SweepPrefetch{0, 0, one_pass}, pack_group,
-             group_tokens<K>);
+  gemm_sweep(a, K::kRecord, size_t(256) << 10, size_t(128) << 10, 4,
+             SweepPrefetch{0, 0, one_pass, one_pass_prefetch_ahead<K>()}, pack_group, group_tokens<K>);
 }
 
 }  // namespace

@@ -50,6 +50,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "quant/gemm.h"
 #include "quant/quant_impl.h"
@@ -184,6 +185,25 @@ struct Prefetcher {
     const size_t lo = step * static_cast<size_t>(b);
     if (lo < bytes) prefetch_l2(next + lo, std::min(step, bytes - lo));
   }
+  // Slice j < P of block b's bytes: a kernel with big records calls this once per part of a
+  // record it reads, so its prefetches go out spread over the record, not in a burst at its start
+  // (37 lines for Q4_K; the burst stalled the loads behind it).
+  template <int P>
+  void part(int64_t b, int j) const {
+    if (!next) return;
+    const auto [lo, hi] = slice<P>(b, j);
+    if (lo < hi) prefetch_l2(next + lo, hi - lo);
+  }
+  // Offsets [lo, hi) of that slice: whole lines from block b's start (P slices of ceil(step / P)
+  // rounded up to 64 bytes), clipped to the block and to `bytes`; together exactly what
+  // operator()(b) fetches.
+  template <int P>
+  std::pair<size_t, size_t> slice(int64_t b, int j) const {
+    const size_t sub = (step + P * 64 - 1) / (P * 64) * 64;
+    const size_t end = std::min(step * static_cast<size_t>(b + 1), bytes);
+    const size_t lo = std::min(step * static_cast<size_t>(b) + sub * static_cast<size_t>(j), end);
+    return {lo, std::min(lo + sub, end)};
+  }
 };
 
 // How the few-token sweep (1-64 tokens, memory-bound: each weight byte serves few tokens)
@@ -199,12 +219,18 @@ struct Prefetcher {
 //    next-group distance (37-129 KiB on 4096-14336-wide rows) outran the caches, and the
 //    Llama-3-8B-shape Q4_K_M decode read ~40 GB/s; 4 KiB ahead it reads ~50 (bench/README.md).
 //  - one_pass_tokens: calls of at most this many tokens read a full group once, in order (the
-//    AVX2 kernels' run_both): they take kPrefetchAhead whatever `ahead` says.
+//    AVX2 kernels' run_both): they take one_pass_ahead whatever `ahead` says.
 inline constexpr size_t kPrefetchAhead = 4096;  // see SweepPrefetch
+// Kernels that prefetch a record in slices as they read it (Prefetcher::part; K::kSpreadPrefetch)
+// keep every line this far ahead of the read: where the whole-record prefetch at the start of a
+// record put its farthest line. Same lead, no burst (Q4_K one token: +4-7% with the host's
+// memory contended, the same per-core; bench/README.md).
+constexpr size_t spread_prefetch_ahead(size_t record) { return kPrefetchAhead + record; }
 struct SweepPrefetch {
   size_t min_record;
   size_t ahead;
   int64_t one_pass_tokens = 0;
+  size_t one_pass_ahead = kPrefetchAhead;
 };
 
 // The SIMD GEMM drivers' sweep over rows [r0, r1) (16-row groups) and all tokens. Few tokens
@@ -250,7 +276,7 @@ void gemm_sweep(const GemmArgs& a, size_t record, size_t batch_bytes, size_t act
         if (a.packed) {
           g = a.packed + static_cast<size_t>(r / kGemmGroupRows) * group_bytes;
           if ((a.n <= 2 && record >= spf.min_record) || (a.n >= 3 && a.n <= 64)) {
-            const size_t ahead = a.n <= spf.one_pass_tokens && nr == kGemmGroupRows ? kPrefetchAhead : spf.ahead;
+            const size_t ahead = a.n <= spf.one_pass_tokens && nr == kGemmGroupRows ? spf.one_pass_ahead : spf.ahead;
             if (ahead) kpf = Prefetcher(g + ahead, group_bytes, nb);
             else if (r + 2 * kGemmGroupRows <= a.r1) kpf = Prefetcher(g + group_bytes, group_bytes, nb);
           }
