@@ -1131,4 +1131,18 @@ export const MUTATIONS = [
     replace: "s16[t] = j == 0 ? _mm256_setzero_si256() : _mm256_add_epi16(s16[t], p);",
     why: "AVX2 Q4_0 GEMM: a block's int16 chain starts from zero instead of its first term",
   },
+  {
+    id: "gemm-avx2-q4k-one-pass-half-offset",
+    file: "native/core/quant/gemm_avx2.cpp",
+    find: "_mm256_srli_epi16(load256(q + 64 * c + 32 * h), shift)",
+    replace: "_mm256_srli_epi16(load256(q + 64 * c), shift)",
+    why: "AVX2 Q4_K one-token pass: rows 8-15 of a group read rows 0-7's weight bytes",
+  },
+  {
+    id: "gemm-avx2-q4k-one-pass-scale-pair",
+    file: "native/core/quant/gemm_avx2.cpp",
+    find: "_mm256_or_si256(s8, _mm256_slli_epi32(s8, 16))",
+    replace: "_mm256_or_si256(s8, _mm256_slli_epi32(s8, 17))",
+    why: "AVX2 Q4_K one-token pass: the odd int16 of each lane is scaled by twice the sub-block scale",
+  },
 ];

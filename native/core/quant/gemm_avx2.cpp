@@ -79,15 +79,14 @@ struct KQ4_K : StepPasses<KQ4_K> {
   static constexpr size_t kRecord = kPackQ4_K;
   static constexpr int kBothMaxT = 1;  // run_both: two tokens' accumulators would spill
   static constexpr bool kMins = true;
-  // run_both's prefetch goes out a slice per sub-block and half (step's pf), not a burst of 37
-  // lines per record: 1 token +9% (bench/README.md).
+  // run_both (below) prefetches a slice of the record per sub-block, not a burst of 37 lines at
+  // the record's start (Prefetcher::part; bench/README.md).
   static constexpr bool kSpreadPrefetch = true;
-  // Block i (record g) of half h into acc / acc_min[0, T); with pf, slice 8h + j of the record's
-  // prefetch before sub-block j. (Unpacking the nibbles ahead, as Q6_K does, made it slower: its
-  // arithmetic is one and, or a shift and an and, per 32 bytes.)
+  // Block i (record g) of half h into acc / acc_min[0, T). (Unpacking the nibbles ahead, as Q6_K
+  // does, made it slower: its arithmetic is one and, or a shift and an and, per 32 bytes.)
   template <int T>
   static void step(const uint8_t* g, int64_t i, int64_t nb, const uint8_t* const* x, int h, __m256* acc,
-                   __m256* acc_min, const Prefetcher* pf = nullptr) {
+                   __m256* acc_min) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const size_t xo = kQ8KBlock * static_cast<size_t>(i);
     // Each chain starts from its first term, not from zero: keep() pins every add, so an add of
@@ -98,7 +97,6 @@ struct KQ4_K : StepPasses<KQ4_K> {
       // The sub-block's 8 maddubs pair sums add up in int16, as Q4_0's: each is at most
       // 2 * 15 * 128 = 3840 in magnitude (Q8_K values lie in [-128, 127]), 8 of them 30720, so
       // one madd then widens an exact sum.
-      if (pf) pf->part<16>(i, 8 * h + j);
       __m256i s16[T];
       const uint8_t* q = g + 320 + 64 * 8 * (j / 2) + 32 * h;
       const size_t xj = xo + 4 + 32 * j;
@@ -133,6 +131,58 @@ struct KQ4_K : StepPasses<KQ4_K> {
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_mul_ps(dw, dx), acc[t]);
       acc_min[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ[t]), _mm256_mul_ps(dm, dx), acc_min[t]);
     }
+  }
+  // One token over both halves in one pass (the sweep's run_both; T = kBothMaxT = 1), both halves'
+  // sub-block j at a time: each activation broadcast serves the 16 rows, not 8 twice. Same integer
+  // sums and float steps per lane as step(), so the same bits; ~190 instead of ~220 cycles per
+  // L2-resident record on Zen 5 (one token is compute-bound here once memory gives ~40 GB/s per
+  // core).
+  template <int T>
+  static void run_both(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m256* acc, const Prefetcher& pf) {
+    static_assert(T == 1, "run_both runs one token (kBothMaxT)");
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc_min[2];
+    acc[0] = acc[1] = acc_min[0] = acc_min[1] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i, g += kRecord) {
+      const size_t xo = kQ8KBlock * static_cast<size_t>(i);
+      __m256i sumi[2];
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        pf.part<8>(i, j);
+        __m256i s16[2];
+        const uint8_t* q = g + 320 + 64 * 8 * (j / 2);
+        const int shift = 4 * (j & 1);
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; ++c) {
+          const __m256i xb = bcast32(x[0] + xo + 4 + 32 * j + 4 * c);
+#pragma GCC unroll 2
+          for (int h = 0; h < 2; ++h) {
+            const __m256i w = _mm256_and_si256(_mm256_srli_epi16(load256(q + 64 * c + 32 * h), shift), m4);
+            const __m256i p = _mm256_maddubs_epi16(w, xb);
+            s16[h] = c == 0 ? p : _mm256_add_epi16(s16[h], p);
+            keep(s16[h]);
+          }
+        }
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+          const __m256i s8 = load_u8x8(g + 64 + 16 * j + 8 * h);
+          const __m256i m = _mm256_madd_epi16(s16[h], _mm256_or_si256(s8, _mm256_slli_epi32(s8, 16)));
+          sumi[h] = j == 0 ? m : _mm256_add_epi32(sumi[h], m);
+          keep(sumi[h]);
+        }
+      }
+      const __m256 dx = bcastf(x[0] + xo);
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        __m256i summ[1];
+        mins_q4_K<1>(g, i, nb, x, h, summ);
+        const __m256 dw = load_f16x8(g + 16 * h), dm = load_f16x8(g + 32 + 16 * h);
+        acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[h]), _mm256_mul_ps(dw, dx), acc[h]);
+        acc_min[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ[0]), _mm256_mul_ps(dm, dx), acc_min[h]);
+      }
+    }
+    acc[0] = _mm256_sub_ps(acc[0], acc_min[0]);
+    acc[1] = _mm256_sub_ps(acc[1], acc_min[1]);
   }
 };
 

@@ -71,14 +71,6 @@ struct StepPasses {
   }
   template <int T>
   static void run_both(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m256* acc, const Prefetcher& pf) {
-    // A kernel with kSpreadPrefetch issues the record's prefetch itself, a slice per part it reads.
-    if constexpr (requires { K::kSpreadPrefetch; }) {
-      block_pass<T, 2, K::kMins>(g, nb, K::kRecord, 0, acc, Prefetcher(),
-                                 [&](const uint8_t* gb, int64_t b, int hh, __m256* ac, __m256* mn) {
-                                   K::template step<T>(gb, b, nb, x, hh, ac, mn, &pf);
-                                 });
-      return;
-    }
     block_pass<T, 2, K::kMins>(g, nb, K::kRecord, 0, acc, pf,
                                [&](const uint8_t* gb, int64_t b, int hh, __m256* ac, __m256* mn) {
                                  K::template step<T>(gb, b, nb, x, hh, ac, mn);
@@ -236,8 +228,8 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
   }
 }
 
-// How far ahead run_both's prefetch reads: a kernel whose step prefetches its slice of the record
-// as it reads it (K::kSpreadPrefetch) keeps the lead a whole-record prefetch reached.
+// How far ahead run_both's prefetch reads: a kernel whose run_both prefetches its slice of the
+// record as it reads it (K::kSpreadPrefetch) keeps the lead a whole-record prefetch reached.
 template <class K>
 constexpr size_t one_pass_prefetch_ahead() {
   if constexpr (requires { K::kSpreadPrefetch; }) return spread_prefetch_ahead(K::kRecord);
