@@ -109,7 +109,7 @@ struct KQ4_K {
   static constexpr int kMaxT = 6;  // acc, acc_min, sumi, dot per token
   static constexpr size_t kRecord = kPackQ4_K;
   // The record's prefetch goes out a slice per sub-block (Prefetcher::part), not in one burst of
-  // 37 lines at its start: 1 token +2-6%, 2-4 tokens +9-32% (bench/README.md).
+  // 37 lines at its start: 1 token +3-8%, 2-64 tokens 12-22% faster (bench/README.md).
   static constexpr bool kSpreadPrefetch = true;
   template <int T>
   static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m512* acc, const Prefetcher& pf) {

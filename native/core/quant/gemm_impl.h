@@ -223,8 +223,8 @@ struct Prefetcher {
 inline constexpr size_t kPrefetchAhead = 4096;  // see SweepPrefetch
 // Kernels that prefetch a record in slices as they read it (Prefetcher::part; K::kSpreadPrefetch)
 // keep every line this far ahead of the read: where the whole-record prefetch at the start of a
-// record put its farthest line. Same lead, no burst (Q4_K one token: +4-7% with the host's
-// memory contended, the same per-core; bench/README.md).
+// record put its farthest line. Same lead, no burst (Q4_K, one token: 88-91% of the measured read
+// bandwidth instead of 81-86% with the host's memory fast, +3-7% with it contended; bench/README.md).
 constexpr size_t spread_prefetch_ahead(size_t record) { return kPrefetchAhead + record; }
 struct SweepPrefetch {
   size_t min_record;
