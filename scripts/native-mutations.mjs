@@ -1145,4 +1145,11 @@ export const MUTATIONS = [
     replace: "_mm256_or_si256(s8, _mm256_slli_epi32(s8, 17))",
     why: "AVX2 Q4_K one-token pass: the odd int16 of each lane is scaled by twice the sub-block scale",
   },
+  {
+    id: "gemm-prefetch-slice-past-range",
+    file: "native/core/quant/gemm_impl.h",
+    find: "const size_t end = std::min(step * static_cast<size_t>(b + 1), bytes);",
+    replace: "const size_t end = step * static_cast<size_t>(b + 1);",
+    why: "sliced prefetch: the last block's slices run past the prefetched range's end",
+  },
 ];

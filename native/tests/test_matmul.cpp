@@ -735,7 +735,7 @@ TEST(gemm_prefetch_slices_cover_each_block_exactly) {
   // range that ends inside its last block, one block.
   for (auto [bytes, nb] : {std::pair<size_t, int64_t>{quant::kPackQ4_K * 16, 16},
                            {quant::kPackQ6_K * 16, 16},
-                           {2368 * 3, 3},
+                           {2400 * 3, 3},
                            {1000, 3},
                            {100, 1},
                            {5000, 7}}) {

@@ -8,7 +8,9 @@
 //   template <int T> static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, int h,
 //                                    __m256* acc, const Prefetcher& pf);
 // computing acc[t] (lane i = row 8h + i of the group) for T tokens over all nb blocks of group g.
-// Kernels written as a per-block step get run (and run_both, see HasRunBoth) from StepPasses.
+// Kernels written as a per-block step get run (and run_both, see HasRunBoth) from StepPasses; a
+// kernel may define its own run_both (Q4_K's one-token pass), which must give step()'s bits per
+// lane.
 #pragma once
 #include <immintrin.h>
 
@@ -59,7 +61,8 @@ inline void block_pass(const uint8_t* g, int64_t nb, size_t record, int h, __m25
 // it keeps a min term) and
 //   template <int T> static void step(const uint8_t* g, int64_t b, int64_t nb, const uint8_t* const* x,
 //                                     int h, __m256* acc, __m256* mins);
-// run_both is used only where K also sets kBothMaxT (HasRunBoth).
+// run_both is used only where K also sets kBothMaxT (HasRunBoth), and only where K does not
+// define its own.
 template <class K>
 struct StepPasses {
   template <int T>
@@ -183,8 +186,8 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
   if constexpr (HasRunBoth<K>) {
     if (nr == 16 && t_end - t_begin <= K::kBothMaxT) {
       const uint8_t* x[2] = {a.act + t_begin * a.act_stride, a.act + (t_end - 1) * a.act_stride};
-      // One pass reads the group once in order: kpf is kPrefetchAhead ahead here (the sweep's
-      // one_pass_tokens), not the next group (8B-shape Q4_K_M decode ~+10%).
+      // One pass reads the group once in order: kpf is the sweep's one_pass_ahead ahead here
+      // (kernel_prefetch_ahead), not the next group (8B-shape Q4_K_M decode ~+10%).
       if constexpr (K::kBothMaxT >= 2)
         if (t_end - t_begin == 2) return tile_both<K, 2>(g, nb, x, kpf, a, r, t_begin);
       return tile_both<K, 1>(g, nb, x, kpf, a, r, t_begin);
@@ -228,14 +231,6 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
   }
 }
 
-// How far ahead run_both's prefetch reads: a kernel whose run_both prefetches its slice of the
-// record as it reads it (K::kSpreadPrefetch) keeps the lead a whole-record prefetch reached.
-template <class K>
-constexpr size_t one_pass_prefetch_ahead() {
-  if constexpr (requires { K::kSpreadPrefetch; }) return spread_prefetch_ahead(K::kRecord);
-  return kPrefetchAhead;
-}
-
 // Runs kernel K over rows [r0, r1) and all tokens (gemm_impl.h's gemm_sweep): ~256 KiB of packed
 // groups swept by ~128 KiB of activations, 4 tokens per micro-kernel call.
 template <class K>
@@ -252,7 +247,7 @@ void gemm_quant(const GemmArgs& a) {
       const uint8_t* g = a.packed + static_cast<size_t>(r / kGemmGroupRows) * group_bytes;
       for (; r + kGemmGroupRows <= a.r1; r += kGemmGroupRows, g += group_bytes) {
         __m256 acc[2];
-        K::template run_both<1>(g, nb, x, acc, Prefetcher(g + one_pass_prefetch_ahead<K>(), group_bytes, nb));
+        K::template run_both<1>(g, nb, x, acc, Prefetcher(g + kernel_prefetch_ahead<K>(), group_bytes, nb));
         _mm256_storeu_ps(a.y + r, acc[0]);
         _mm256_storeu_ps(a.y + r + 8, acc[1]);
       }
@@ -263,7 +258,7 @@ void gemm_quant(const GemmArgs& a) {
   int64_t one_pass = 0;  // group_tokens' run_both calls
   if constexpr (HasRunBoth<K>) one_pass = K::kBothMaxT;
   gemm_sweep(a, K::kRecord, size_t(256) << 10, size_t(128) << 10, 4,
-             SweepPrefetch{0, 0, one_pass, one_pass_prefetch_ahead<K>()}, pack_group, group_tokens<K>);
+             SweepPrefetch{0, 0, one_pass, kernel_prefetch_ahead<K>()}, pack_group, group_tokens<K>);
 }
 
 }  // namespace

@@ -81,14 +81,6 @@ void group_tokens(const uint8_t* g, int64_t nb, const GemmArgs& a, int64_t r, in
 // Records from this size on get the few-token sweep's software prefetch at 1-2 tokens (SweepPrefetch).
 constexpr size_t kMinPrefetchRecord = 1025;
 
-// How far ahead the sweep prefetches for kernel K: a kernel that prefetches in slices as it reads
-// (K::kSpreadPrefetch, Prefetcher::part) keeps the lead a whole-record prefetch reached.
-template <class K>
-constexpr size_t prefetch_ahead() {
-  if constexpr (requires { K::kSpreadPrefetch; }) return spread_prefetch_ahead(K::kRecord);
-  return kPrefetchAhead;
-}
-
 template <class K>
 void gemm_quant(const GemmArgs& a) {
   // One token over packed groups of 1-4 small records (a rank-32/64 LoRA B factor, [n_out, r]):
@@ -113,7 +105,7 @@ void gemm_quant(const GemmArgs& a) {
     }
   }
   gemm_sweep(a, K::kRecord, size_t(512) << 10, size_t(256) << 10, 8,
-             SweepPrefetch{kMinPrefetchRecord, prefetch_ahead<K>()}, pack_group, group_tokens<K>);
+             SweepPrefetch{kMinPrefetchRecord, kernel_prefetch_ahead<K>()}, pack_group, group_tokens<K>);
 }
 
 }  // namespace

@@ -226,6 +226,13 @@ inline constexpr size_t kPrefetchAhead = 4096;  // see SweepPrefetch
 // record put its farthest line. Same lead, no burst (Q4_K, one token: 88-91% of the measured read
 // bandwidth instead of 81-86% with the host's memory fast, +3-7% with it contended; bench/README.md).
 constexpr size_t spread_prefetch_ahead(size_t record) { return kPrefetchAhead + record; }
+// The distance the sweep prefetches ahead for kernel K: spread_prefetch_ahead when K prefetches in
+// slices (K::kSpreadPrefetch true), else kPrefetchAhead.
+template <class K>
+constexpr size_t kernel_prefetch_ahead() {
+  if constexpr (requires { requires K::kSpreadPrefetch; }) return spread_prefetch_ahead(K::kRecord);
+  return kPrefetchAhead;
+}
 struct SweepPrefetch {
   size_t min_record;
   size_t ahead;
