@@ -109,8 +109,10 @@ struct KQ4_K {
   static constexpr int kMaxT = 6;  // acc, acc_min, sumi, dot per token
   static constexpr size_t kRecord = kPackQ4_K;
   // The record's prefetch goes out a slice per sub-block (Prefetcher::part), not in one burst of
-  // 37 lines at its start: 1 token +3-8%, 2-64 tokens 12-22% faster (bench/README.md).
-  static constexpr bool kSpreadPrefetch = true;
+  // 37 lines at its start, and one record farther ahead, where the burst's farthest line was: one
+  // token +3-16%, 2-64 tokens 12-22% faster (bench/README.md). (The burst one record farther: no
+  // gain with the host's memory contended, 9% slower with it fast.)
+  static constexpr size_t kPrefetchLead = kRecord;
   template <int T>
   static void run(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m512* acc, const Prefetcher& pf) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);

@@ -221,16 +221,11 @@ struct Prefetcher {
 //  - one_pass_tokens: calls of at most this many tokens read a full group once, in order (the
 //    AVX2 kernels' run_both): they take one_pass_ahead whatever `ahead` says.
 inline constexpr size_t kPrefetchAhead = 4096;  // see SweepPrefetch
-// Kernels that prefetch a record in slices as they read it (Prefetcher::part; K::kSpreadPrefetch)
-// keep every line this far ahead of the read: where the whole-record prefetch at the start of a
-// record put its farthest line. Same lead, no burst (Q4_K, one token: 88-91% of the measured read
-// bandwidth instead of 81-86% with the host's memory fast, +3-7% with it contended; bench/README.md).
-constexpr size_t spread_prefetch_ahead(size_t record) { return kPrefetchAhead + record; }
-// The distance the sweep prefetches ahead for kernel K: spread_prefetch_ahead when K prefetches in
-// slices (K::kSpreadPrefetch true), else kPrefetchAhead.
+// A kernel K may prefetch K::kPrefetchLead bytes farther than kPrefetchAhead (the Q4_K kernels: one
+// record; bench/README.md "The Q4_K GEMV at one and few tokens").
 template <class K>
 constexpr size_t kernel_prefetch_ahead() {
-  if constexpr (requires { requires K::kSpreadPrefetch; }) return spread_prefetch_ahead(K::kRecord);
+  if constexpr (requires { K::kPrefetchLead; }) return kPrefetchAhead + K::kPrefetchLead;
   return kPrefetchAhead;
 }
 struct SweepPrefetch {
