@@ -965,10 +965,10 @@ export const MUTATIONS = [
   },
   {
     id: "gemm-avx2-one-pass-q4k-halves-share-mins",
-    file: "native/core/quant/gemm_avx2_driver.h",
-    find: "step(g, b, NH == 1 ? h : k, acc + k * T, mins + (MINS ? k * T : 0));",
-    replace: "step(g, b, NH == 1 ? h : k, acc + k * T, mins);",
-    why: "AVX2 one-pass Q4_K GEMV (block_pass): the second half's mins are subtracted from the first half's rows",
+    file: "native/core/quant/gemm_avx2.cpp",
+    find: "mins_q4_K<1>(g, i, nb, x, h, summ);",
+    replace: "mins_q4_K<1>(g, i, nb, x, 0, summ);",
+    why: "AVX2 one-pass Q4_K GEMV (KQ4_K::run_both): the second half's rows take the first half's mins",
   },
   {
     id: "gemm-avx2-one-pass-q6k-second-half-rows",
