@@ -966,9 +966,9 @@ export const MUTATIONS = [
   {
     id: "gemm-avx2-one-pass-q4k-halves-share-mins",
     file: "native/core/quant/gemm_avx2.cpp",
-    find: "mins_q4_K<1>(g, i, nb, x, h, summ);",
-    replace: "mins_q4_K<1>(g, i, nb, x, 0, summ);",
-    why: "AVX2 one-pass Q4_K GEMV (KQ4_K::run_both): the second half's rows take the first half's mins",
+    find: "mins_q4_K<T>(g, i, nb, x, h0 + k, summ);",
+    replace: "mins_q4_K<T>(g, i, nb, x, h0, summ);",
+    why: "AVX2 one-pass Q4_K GEMV (step over both halves): the second half's rows take the first half's mins",
   },
   {
     id: "gemm-avx2-one-pass-q6k-second-half-rows",
@@ -980,8 +980,8 @@ export const MUTATIONS = [
   {
     id: "gemm-avx2-q4k-int16-sum-low-half",
     file: "native/core/quant/gemm_avx2.cpp",
-    find: "_mm256_madd_epi16(s16[t], sc)",
-    replace: "_mm256_madd_epi16(s16[t], _mm256_and_si256(sc, _mm256_set1_epi32(0xFFFF)))",
+    find: "_mm256_madd_epi16(s16[k][t], sc)",
+    replace: "_mm256_madd_epi16(s16[k][t], _mm256_and_si256(sc, _mm256_set1_epi32(0xFFFF)))",
     why: "AVX2 Q4_K GEMM: a sub-block's int16 sums widen only the even element of each pair",
   },
   {
@@ -1120,8 +1120,8 @@ export const MUTATIONS = [
   {
     id: "gemm-avx2-q4k-chain-first-term",
     file: "native/core/quant/gemm_avx2.cpp",
-    find: "sumi[t] = j == 0 ? m : _mm256_add_epi32(sumi[t], m);",
-    replace: "sumi[t] = j == 0 ? _mm256_setzero_si256() : _mm256_add_epi32(sumi[t], m);",
+    find: "sumi[k][t] = j == 0 ? m : _mm256_add_epi32(sumi[k][t], m);",
+    replace: "sumi[k][t] = j == 0 ? _mm256_setzero_si256() : _mm256_add_epi32(sumi[k][t], m);",
     why: "AVX2 Q4_K GEMM: the chain that starts from its first term (no add of zero) drops that term",
   },
   {
@@ -1134,16 +1134,16 @@ export const MUTATIONS = [
   {
     id: "gemm-avx2-q4k-one-pass-half-offset",
     file: "native/core/quant/gemm_avx2.cpp",
-    find: "_mm256_srli_epi16(load256(q + 64 * c + 32 * h), shift)",
+    find: "_mm256_srli_epi16(load256(q + 64 * c + 32 * k), shift)",
     replace: "_mm256_srli_epi16(load256(q + 64 * c), shift)",
     why: "AVX2 Q4_K one-token pass: rows 8-15 of a group read rows 0-7's weight bytes",
   },
   {
-    id: "gemm-avx2-q4k-one-pass-scale-pair",
+    id: "gemm-avx2-q4k-one-pass-half-d",
     file: "native/core/quant/gemm_avx2.cpp",
-    find: "_mm256_or_si256(s8, _mm256_slli_epi32(s8, 16))",
-    replace: "_mm256_or_si256(s8, _mm256_slli_epi32(s8, 17))",
-    why: "AVX2 Q4_K one-token pass: the odd int16 of each lane is scaled by twice the sub-block scale",
+    find: "load_f16x8(g + 16 * (h0 + k))",
+    replace: "load_f16x8(g + 16 * h0)",
+    why: "AVX2 Q4_K one-token pass: rows 8-15 of a group take rows 0-7's super-block scales d",
   },
   {
     id: "gemm-prefetch-slice-past-range",

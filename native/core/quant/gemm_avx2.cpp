@@ -83,104 +83,82 @@ struct KQ4_K : StepPasses<KQ4_K> {
   // burst at its start: call by call against 4 KiB, +5% with the host's memory contended and fast
   // alike. (In slices per sub-block, as the AVX-512 kernel: -1% contended, +4% fast.)
   static constexpr size_t kPrefetchLead = kRecord;
-  // Block i (record g) of half h into acc / acc_min[0, T). (Unpacking the nibbles ahead, as Q6_K
-  // does, made it slower: its arithmetic is one and, or a shift and an and, per 32 bytes.)
-  template <int T>
-  static void step(const uint8_t* g, int64_t i, int64_t nb, const uint8_t* const* x, int h, __m256* acc,
+  // Block i (record g), halves h0 .. h0 + NH - 1, into acc / acc_min[k * T + t] (k: the half's
+  // place among them). NH = 2 is the one-token pass (run_both): both halves' sub-block j at a time,
+  // so each activation broadcast serves the 16 rows, not 8 twice (~190 instead of ~220 cycles per
+  // L2-resident record on Zen 5, where one token is compute-bound once memory gives ~40 GB/s per
+  // core). (Unpacking the nibbles ahead, as Q6_K does, made it slower: its arithmetic is one and,
+  // or a shift and an and, per 32 bytes.)
+  template <int T, int NH = 1>
+  static void step(const uint8_t* g, int64_t i, int64_t nb, const uint8_t* const* x, int h0, __m256* acc,
                    __m256* acc_min) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const size_t xo = kQ8KBlock * static_cast<size_t>(i);
     // Each chain starts from its first term, not from zero: keep() pins every add, so an add of
     // zero would be issued (8 of ~130 vector operations per sub-block at 4 tokens).
-    __m256i sumi[T];
+    __m256i sumi[NH][T];
 #pragma GCC unroll 8
     for (int j = 0; j < 8; ++j) {
       // The sub-block's 8 maddubs pair sums add up in int16, as Q4_0's: each is at most
       // 2 * 15 * 128 = 3840 in magnitude (Q8_K values lie in [-128, 127]), 8 of them 30720, so
       // one madd then widens an exact sum.
-      __m256i s16[T];
-      const uint8_t* q = g + 320 + 64 * 8 * (j / 2) + 32 * h;
+      __m256i s16[NH][T];
+      const uint8_t* q = g + 320 + 64 * 8 * (j / 2) + 32 * h0;
       const size_t xj = xo + 4 + 32 * j;
       const int shift = 4 * (j & 1);
 #pragma GCC unroll 8
       for (int c = 0; c < 8; ++c) {
-        const __m256i w = _mm256_and_si256(_mm256_srli_epi16(load256(q + 64 * c), shift), m4);
+        __m256i xb[T];
 #pragma GCC unroll 4
-        for (int t = 0; t < T; ++t) {
-          const __m256i p = _mm256_maddubs_epi16(w, bcast32(x[t] + xj + 4 * c));
-          s16[t] = c == 0 ? p : _mm256_add_epi16(s16[t], p);
-          keep(s16[t]);
+        for (int t = 0; t < T; ++t) xb[t] = bcast32(x[t] + xj + 4 * c);
+#pragma GCC unroll 2
+        for (int k = 0; k < NH; ++k) {
+          const __m256i w = _mm256_and_si256(_mm256_srli_epi16(load256(q + 64 * c + 32 * k), shift), m4);
+#pragma GCC unroll 4
+          for (int t = 0; t < T; ++t) {
+            const __m256i p = _mm256_maddubs_epi16(w, xb[t]);
+            s16[k][t] = c == 0 ? p : _mm256_add_epi16(s16[k][t], p);
+            keep(s16[k][t]);
+          }
         }
       }
       // The row's 6-bit scale as an int16 pair (sc, sc): one madd widens and scales the lane's
       // two sums, (s0 + s1) * sc, the same integer as madd by ones then a multiply.
-      __m256i sc = load_u8x8(g + 64 + 16 * j + 8 * h);
-      sc = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+#pragma GCC unroll 2
+      for (int k = 0; k < NH; ++k) {
+        __m256i sc = load_u8x8(g + 64 + 16 * j + 8 * (h0 + k));
+        sc = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
 #pragma GCC unroll 4
-      for (int t = 0; t < T; ++t) {
-        const __m256i m = _mm256_madd_epi16(s16[t], sc);
-        sumi[t] = j == 0 ? m : _mm256_add_epi32(sumi[t], m);
-        keep(sumi[t]);
+        for (int t = 0; t < T; ++t) {
+          const __m256i m = _mm256_madd_epi16(s16[k][t], sc);
+          sumi[k][t] = j == 0 ? m : _mm256_add_epi32(sumi[k][t], m);
+          keep(sumi[k][t]);
+        }
       }
     }
-    __m256i summ[T];
-    mins_q4_K<T>(g, i, nb, x, h, summ);
-    const __m256 dw = load_f16x8(g + 16 * h), dm = load_f16x8(g + 32 + 16 * h);
+#pragma GCC unroll 2
+    for (int k = 0; k < NH; ++k) {
+      __m256i summ[T];
+      mins_q4_K<T>(g, i, nb, x, h0 + k, summ);
+      const __m256 dw = load_f16x8(g + 16 * (h0 + k)), dm = load_f16x8(g + 32 + 16 * (h0 + k));
 #pragma GCC unroll 4
-    for (int t = 0; t < T; ++t) {
-      const __m256 dx = bcastf(x[t] + xo);
-      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_mul_ps(dw, dx), acc[t]);
-      acc_min[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ[t]), _mm256_mul_ps(dm, dx), acc_min[t]);
+      for (int t = 0; t < T; ++t) {
+        const __m256 dx = bcastf(x[t] + xo);
+        acc[k * T + t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[k][t]), _mm256_mul_ps(dw, dx), acc[k * T + t]);
+        acc_min[k * T + t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ[t]), _mm256_mul_ps(dm, dx), acc_min[k * T + t]);
+      }
     }
   }
-  // One token over both halves in one pass (the sweep's run_both; T = kBothMaxT = 1), both halves'
-  // sub-block j at a time: each activation broadcast serves the 16 rows, not 8 twice. Same integer
-  // sums and float steps per lane as step(), so the same bits; ~190 instead of ~220 cycles per
-  // L2-resident record on Zen 5 (one token is compute-bound here once memory gives ~40 GB/s per
-  // core).
+  // One token over both halves in one pass (the sweep's run_both; T = kBothMaxT = 1): step over
+  // both halves at once, with the whole record's prefetch at its start.
   template <int T>
   static void run_both(const uint8_t* g, int64_t nb, const uint8_t* const* x, __m256* acc, const Prefetcher& pf) {
     static_assert(T == 1, "run_both runs one token (kBothMaxT)");
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc_min[2];
     acc[0] = acc[1] = acc_min[0] = acc_min[1] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, g += kRecord) {
       pf(i);
-      const size_t xo = kQ8KBlock * static_cast<size_t>(i);
-      __m256i sumi[2];
-#pragma GCC unroll 8
-      for (int j = 0; j < 8; ++j) {
-        __m256i s16[2];
-        const uint8_t* q = g + 320 + 64 * 8 * (j / 2);
-        const int shift = 4 * (j & 1);
-#pragma GCC unroll 8
-        for (int c = 0; c < 8; ++c) {
-          const __m256i xb = bcast32(x[0] + xo + 4 + 32 * j + 4 * c);
-#pragma GCC unroll 2
-          for (int h = 0; h < 2; ++h) {
-            const __m256i w = _mm256_and_si256(_mm256_srli_epi16(load256(q + 64 * c + 32 * h), shift), m4);
-            const __m256i p = _mm256_maddubs_epi16(w, xb);
-            s16[h] = c == 0 ? p : _mm256_add_epi16(s16[h], p);
-            keep(s16[h]);
-          }
-        }
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h) {
-          const __m256i s8 = load_u8x8(g + 64 + 16 * j + 8 * h);
-          const __m256i m = _mm256_madd_epi16(s16[h], _mm256_or_si256(s8, _mm256_slli_epi32(s8, 16)));
-          sumi[h] = j == 0 ? m : _mm256_add_epi32(sumi[h], m);
-          keep(sumi[h]);
-        }
-      }
-      const __m256 dx = bcastf(x[0] + xo);
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        __m256i summ[1];
-        mins_q4_K<1>(g, i, nb, x, h, summ);
-        const __m256 dw = load_f16x8(g + 16 * h), dm = load_f16x8(g + 32 + 16 * h);
-        acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[h]), _mm256_mul_ps(dw, dx), acc[h]);
-        acc_min[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ[0]), _mm256_mul_ps(dm, dx), acc_min[h]);
-      }
+      step<1, 2>(g, i, nb, x, 0, acc, acc_min);
     }
     acc[0] = _mm256_sub_ps(acc[0], acc_min[0]);
     acc[1] = _mm256_sub_ps(acc[1], acc_min[1]);
